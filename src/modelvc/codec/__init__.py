@@ -1,0 +1,1 @@
+"""Tensor and blob codecs: byte planes + zstd, integer deltas, dtype-cast prediction."""

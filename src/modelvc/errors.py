@@ -1,0 +1,158 @@
+"""The one error tree of modelvc.
+
+    ModelvcError                      exit 1, HTTP 500
+    ├── UsageError                    exit 2, HTTP 400
+    │   ├── InvalidName               bad model / branch / channel / tag name
+    │   ├── InvalidRef                malformed ref syntax
+    │   └── InvalidModelFile          a file that claims a format it does not follow
+    ├── NotFound                      exit 3, HTTP 404
+    │   ├── RegistryNotFound
+    │   ├── PathNotFound
+    │   ├── ModelNotFound
+    │   ├── RefNotFound
+    │   └── ObjectNotFound
+    ├── AmbiguousRef                  exit 4, HTTP 409
+    ├── Conflict                      exit 5, HTTP 409
+    │   ├── RefMoved                  compare-and-swap lost: the ref moved under you
+    │   ├── AlreadyExists
+    │   └── Locked
+    ├── Corrupt                       exit 6, HTTP 500
+    │   ├── CorruptObject
+    │   └── UnsupportedFormat         repository format newer than this modelvc
+    ├── StorageError                  exit 7, HTTP 507
+    │   └── DiskFull
+    └── PermissionDenied              exit 8, HTTP 403
+
+Each class's docstring is its default message; `str(err)` gives the specific one.
+Lower-layer errors (OSError, SQLAlchemy, botocore) are translated at the boundary
+with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class ModelvcError(Exception):
+    """modelvc failed."""
+
+    exit_code = 1
+    http_status = 500
+
+    def __init__(self, message: str | None = None, *, hint: str | None = None) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        self.hint = hint
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\nhint: {self.hint}"
+        return self.message
+
+    @property
+    def code(self) -> str:
+        """Stable machine-readable name, used in --json output and HTTP bodies."""
+        return type(self).__name__
+
+
+class UsageError(ModelvcError):
+    """The command was called the wrong way."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class InvalidName(UsageError):
+    """Invalid name: use letters, digits, '.', '_' and '-' (no path separators)."""
+
+
+class InvalidRef(UsageError):
+    """Invalid ref: write NAME, NAME@vN, NAME@branch, NAME@channel, NAME@tag or NAME@<id>."""
+
+
+class InvalidModelFile(UsageError):
+    """The model file is malformed."""
+
+
+class NotFound(ModelvcError):
+    """Not found."""
+
+    exit_code = 3
+    http_status = 404
+
+
+class RegistryNotFound(NotFound):
+    """No modelvc registry here: run `modelvc init` or pass --registry / MODELVC_REGISTRY."""
+
+
+class PathNotFound(NotFound):
+    """The path does not exist."""
+
+
+class ModelNotFound(NotFound):
+    """No such model."""
+
+
+class RefNotFound(NotFound):
+    """No such version, branch, channel or tag."""
+
+
+class ObjectNotFound(NotFound):
+    """An object is missing from the store: run `modelvc verify`."""
+
+
+class AmbiguousRef(ModelvcError):
+    """The ref matches more than one version or ref: give more characters or NAME@vN."""
+
+    exit_code = 4
+    http_status = 409
+
+
+class Conflict(ModelvcError):
+    """The registry changed under you."""
+
+    exit_code = 5
+    http_status = 409
+
+
+class RefMoved(Conflict):
+    """The ref moved under you (another writer was first): re-read it and retry."""
+
+
+class AlreadyExists(Conflict):
+    """It already exists."""
+
+
+class Locked(Conflict):
+    """Another process holds the lock: wait for it to finish and retry."""
+
+
+class Corrupt(ModelvcError):
+    """The registry holds corrupt data: run `modelvc verify`."""
+
+    exit_code = 6
+    http_status = 500
+
+
+class CorruptObject(Corrupt):
+    """A stored object does not match its id: run `modelvc verify` to see what it breaks."""
+
+
+class UnsupportedFormat(Corrupt):
+    """The registry was written by a newer modelvc: upgrade modelvc to open it."""
+
+
+class StorageError(ModelvcError):
+    """The storage backend failed."""
+
+    exit_code = 7
+    http_status = 507
+
+
+class DiskFull(StorageError):
+    """No space left on the device: free some space (or run `modelvc gc`) and retry."""
+
+
+class PermissionDenied(ModelvcError):
+    """You are not allowed to do that."""
+
+    exit_code = 8
+    http_status = 403

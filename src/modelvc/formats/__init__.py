@@ -1,0 +1,1 @@
+"""Model file formats: split a file into tensor and byte segments, rebuilt byte for byte."""

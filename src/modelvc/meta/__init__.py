@@ -1,0 +1,1 @@
+"""Metadata (SQL): models, versions, refs and their history, objects."""

@@ -1,0 +1,90 @@
+"""Records the metadata layer hands to the registry (plain dataclasses, no ORM objects).
+
+The implementation is `modelvc.meta.store.MetaStore` (SQLAlchemy 2 Core, SQLite or
+PostgreSQL, schema managed by Alembic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+RefKind = Literal["branch", "channel", "tag"]
+ObjectKind = Literal["tensor", "blob", "chunk", "manifest"]
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    id: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    id: str  # 64-hex BLAKE3 of the manifest bytes
+    model: str
+    number: int  # v1, v2, ... per model, allocated inside the insert transaction
+    created_at: datetime
+    author: str
+    message: str
+    parents: list[str]  # version ids
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]  # git, data fingerprints, environment
+    raw_size: int  # bytes of the files as checked out
+    stored_size: int  # bytes newly stored by this version (objects it introduced)
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RefRow:
+    model: str
+    name: str
+    kind: RefKind
+    version_id: str | None
+    updated_at: datetime
+    revision: int  # bumped on every move
+
+
+@dataclass(frozen=True)
+class RefMove:
+    id: int
+    model: str
+    name: str
+    kind: RefKind
+    old: str | None
+    new: str | None
+    actor: str
+    at: datetime
+    action: str  # create | commit | promote | rollback | delete | force
+    reason: str
+
+
+@dataclass(frozen=True)
+class ObjectRow:
+    id: str
+    kind: ObjectKind
+    codec: str  # "zstd", "planes", "delta", "cast", "mixed", "raw", ...
+    raw_size: int
+    stored_size: int
+    ref_id: str | None = None  # delta reference object, kept alive by gc while this lives
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """Everything a commit inserts in one transaction."""
+
+    id: str
+    model: str
+    author: str
+    message: str
+    parents: list[str]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    raw_size: int
+    stored_size: int
+    created_at: datetime
+    objects: list[ObjectRow] = field(default_factory=list)  # every object the version uses

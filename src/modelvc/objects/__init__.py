@@ -1,0 +1,1 @@
+"""Blob stores: opaque bytes under content ids (see base.py for the protocol)."""

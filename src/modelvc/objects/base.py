@@ -1,0 +1,83 @@
+"""The object-store protocol: opaque bytes under content ids.
+
+The store knows nothing of tensors. Keys are lowercase hex strings (the BLAKE3 id of
+the *decoded* content, so the store cannot verify them; the codec does on read).
+Objects are write-once: `put` of an existing key is a no-op that returns False,
+`replace` is the one way to rewrite an object (used only by `delete` re-basing,
+under the registry's gc lock). Every put is atomic: a reader sees the whole object
+or nothing, and a crash mid-put leaves at most an unreferenced temp file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from ..errors import UsageError
+
+_KEY = re.compile(r"^[0-9a-f]{8,128}$")
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape a folder or a bucket prefix."""
+    if not _KEY.match(key):
+        raise UsageError(f"invalid object id {key!r}: expected lowercase hex")
+    return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch; gc's grace period compares against it
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Five verbs plus streaming. Implementations: LocalStore, MemoryStore, S3Store."""
+
+    def put(self, key: str, data: bytes) -> bool:
+        """Store `data` under `key` atomically; False (and no write) if it exists."""
+        ...
+
+    def put_file(self, key: str, src: BinaryIO) -> bool:
+        """Stream a file-like object into the store; same semantics as put."""
+        ...
+
+    def replace(self, key: str, data: bytes) -> None:
+        """Atomically rewrite an existing object (same decoded content, new encoding)."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """The whole object; raises ObjectNotFound."""
+        ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """`length` bytes from `start` (fewer at the end); raises ObjectNotFound."""
+        ...
+
+    def size(self, key: str) -> int:
+        """Stored size in bytes; raises ObjectNotFound."""
+        ...
+
+    def has(self, key: str) -> bool: ...
+
+    def has_many(self, keys: Iterable[str]) -> set[str]:
+        """The subset of `keys` present in the store."""
+        ...
+
+    def list(self) -> Iterator[ObjectInfo]:
+        """Every object, in no particular order (temp files excluded)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove an object; deleting a missing key is not an error."""
+        ...
+
+    def touch(self, key: str) -> None:
+        """Refresh the object's mtime (gc re-add protection); missing -> ObjectNotFound."""
+        ...
+
+    def close(self) -> None: ...
