@@ -1,0 +1,155 @@
+"""LocalStore: one read-only file per object under a two-character fan-out.
+
+    root/ab/cdef0123...   (key "abcdef0123...")
+
+Writes go through atomic_write, so concurrent writers of one key (threads or
+processes) both succeed and leave one whole file: the content is the same.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from ..atomic import atomic_write, is_temp_name, storage_error
+from ..errors import ObjectNotFound, UsageError
+from .base import ObjectInfo, check_key
+
+CHUNK = 1 << 20  # put_file streams in 1 MiB pieces
+_FANOUT = frozenset(f"{i:02x}" for i in range(256))
+
+
+class LocalStore:
+    def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self._fsync = fsync
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        check_key(key)
+        return self.root / key[:2] / key[2:]
+
+    # writes
+
+    def put(self, key: str, data: bytes) -> bool:
+        return self._write(key, data, exist_ok=False)
+
+    def put_file(self, key: str, src: BinaryIO) -> bool:
+        return self._write(key, iter(lambda: src.read(CHUNK), b""), exist_ok=False)
+
+    def replace(self, key: str, data: bytes) -> None:
+        self._write(key, data, exist_ok=True)
+
+    def _write(self, key: str, data: bytes | Iterable[bytes], *, exist_ok: bool) -> bool:
+        path = self.path(key)
+        if not exist_ok and path.exists():
+            return False
+        with _translated(path, "write"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data, mode=0o444, fsync=self._fsync)
+        return True
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        with _translated(path, "delete"):
+            path.unlink(missing_ok=True)
+
+    def touch(self, key: str) -> None:
+        path = self.path(key)
+        with _translated(path, "touch", key):
+            os.utime(path)  # the owner may utime a read-only file
+
+    # reads
+
+    def get(self, key: str) -> bytes:
+        path = self.path(key)
+        with _translated(path, "read", key):
+            return path.read_bytes()
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise UsageError(f"invalid range start={start} length={length}")
+        path = self.path(key)
+        with _translated(path, "read", key), open(path, "rb") as f:
+            f.seek(start)
+            return f.read(length)
+
+    def size(self, key: str) -> int:
+        path = self.path(key)
+        with _translated(path, "stat", key):
+            return path.stat().st_size
+
+    def has(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def has_many(self, keys: Iterable[str]) -> set[str]:
+        return {key for key in keys if self.has(key)}
+
+    def list(self) -> Iterator[ObjectInfo]:
+        for folder in self._fanout_dirs():
+            for entry in _scandir(folder):
+                if is_temp_name(entry.name):
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:  # deleted while listing
+                    continue
+                yield ObjectInfo(folder.name + entry.name, st.st_size, st.st_mtime)
+
+    def cleanup_temp(self, older_than_seconds: float) -> int:
+        """Remove temp files left by crashed writers; returns how many were removed.
+
+        Only files older than `older_than_seconds` go, so a live writer keeps its own.
+        """
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for folder in self._fanout_dirs():
+            for entry in _scandir(folder):
+                if not is_temp_name(entry.name):
+                    continue
+                try:
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:  # its writer finished or another gc got it
+                    continue
+                except OSError as exc:
+                    raise storage_error(exc, entry.path, "remove") from exc
+        return removed
+
+    def close(self) -> None:
+        pass
+
+    def _fanout_dirs(self) -> Iterator[Path]:
+        for entry in _scandir(self.root):
+            if entry.name in _FANOUT and entry.is_dir():
+                yield Path(entry.path)
+
+
+def _scandir(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise storage_error(exc, folder, "list") from exc
+
+
+@contextmanager
+def _translated(path: Path, action: str, key: str | None = None) -> Iterator[None]:
+    """OSError -> ObjectNotFound (when reading `key`) or StorageError/DiskFull."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        if key is None:
+            raise storage_error(exc, path, action) from exc
+        raise ObjectNotFound(f"object {key} is missing from {path.parent.parent}") from exc
+    except OSError as exc:
+        raise storage_error(exc, path, action) from exc

@@ -1,0 +1,1 @@
+"""Real servers (SeaweedFS S3, ...) started for tests."""
