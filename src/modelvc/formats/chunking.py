@@ -16,10 +16,10 @@ narrows the chunk-size spread. Blocks of 1 MiB keep the working set in cache.
 
 from __future__ import annotations
 
+import io
 import mmap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -32,11 +32,20 @@ STRICT_BITS = 22  # before AVG_SIZE: cut probability 2^-22 per byte
 LOOSE_BITS = 18  # after AVG_SIZE: 2^-18 per byte
 BLOCK = 1024 * 1024
 
-# Fixed, deterministic table: chunk boundaries must never change between releases,
-# or stored files would stop deduplicating against new commits.
-_GEAR = np.random.Generator(np.random.PCG64(0x6D6F64656C7663)).integers(
-    0, 2**32, 256, dtype=np.uint64
-).astype(np.uint32)
+
+def _splitmix64_table(seed: int) -> list[int]:
+    # Spelled out rather than drawn from numpy.random, whose streams may change between
+    # numpy releases: boundaries must never change, or new commits stop deduplicating.
+    out, x, m = [], seed, (1 << 64) - 1
+    for _ in range(256):
+        x = (x + 0x9E3779B97F4A7C15) & m
+        z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+        out.append((z ^ (z >> 31)) >> 32)
+    return out
+
+
+_GEAR = np.array(_splitmix64_table(0x6D6F64656C7663), dtype=np.uint32)
 _STRICT_LIMIT = np.uint32(1 << (32 - STRICT_BITS))
 _LOOSE_LIMIT = np.uint32(1 << (32 - LOOSE_BITS))
 
@@ -67,7 +76,7 @@ def _iter_blocks(src: Path | Buffer) -> Iterator[memoryview]:
         yield view[start : start + BLOCK]
 
 
-def _read_blocks(f: BinaryIO) -> Iterator[memoryview]:
+def _read_blocks(f: io.BufferedReader) -> Iterator[memoryview]:
     buf = bytearray(BLOCK)
     while True:
         n = f.readinto(buf)
