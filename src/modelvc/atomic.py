@@ -113,4 +113,3 @@ def atomic_write(
 def _unlink_quietly(path: Path) -> None:
     with suppress(OSError):  # already gone, or cleanup_temp removes it later
         os.unlink(path)
-

@@ -156,8 +156,12 @@ def start_seaweed(tmp_path: Path, *, bucket: str = BUCKET, timeout: float = 30.0
     log_path = tmp_path / "weed.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=tmp_path, start_new_session=True,
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            start_new_session=True,
         )
     server = S3Server(
         endpoint=f"http://127.0.0.1:{ports['s3.port']}",

@@ -1,0 +1,290 @@
+"""S3Store: objects in an S3-compatible bucket (AWS, SeaweedFS, MinIO, ...).
+
+    s3://bucket/<prefix>ab/cdef0123...   (key "abcdef0123...", same fan-out as local)
+
+boto3 is imported lazily: the core install does not depend on it. Write-once uses a
+conditional put (If-None-Match: *), so of two writers racing on one key exactly one
+stores it and the other gets False. Multipart uploads (above 64 MiB) cannot carry that
+condition portably, so they check `has` first; a race there is harmless since both
+writers upload identical content under a content id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+from ..errors import ObjectNotFound, StorageError, UsageError
+from .base import ObjectInfo, check_key
+
+MiB = 1 << 20
+MULTIPART_THRESHOLD = 64 * MiB
+PART_SIZE = 16 * MiB
+HEAD_THREADS = 16
+
+
+class S3Store:
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        client: Any = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_attempts: int = 3,
+    ) -> None:
+        if not bucket:
+            raise UsageError("an S3 store needs a bucket name")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint = endpoint_url or "AWS S3"
+        if client is None:
+            client = _make_client(
+                endpoint_url,
+                region,
+                access_key,
+                secret_key,
+                connect_timeout,
+                read_timeout,
+                max_attempts,
+            )
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.bucket!r}, prefix={self.prefix!r}, endpoint={self.endpoint!r})"
+
+    def object_key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}{key[:2]}/{key[2:]}"
+
+    # writes
+
+    def put(self, key: str, data: bytes) -> bool:
+        name = self.object_key(key)
+        for attempt in range(5):
+            try:
+                with self._translated(key, "write"):
+                    self._client.put_object(
+                        Bucket=self.bucket, Key=name, Body=data, IfNoneMatch="*"
+                    )
+                return True
+            except _Precondition:
+                return False
+            except _ConcurrentWrite:  # another conditional put of this key is in flight
+                time.sleep(0.05 * 2**attempt)
+        raise StorageError(f"writes of {key} kept conflicting at {self.endpoint}")
+
+    def put_file(self, key: str, src: BinaryIO) -> bool:
+        size = _remaining(src)
+        if size is not None and size <= MULTIPART_THRESHOLD:
+            return self.put(key, src.read())
+        if self.has(key):
+            return False
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=PART_SIZE,
+            max_concurrency=4,
+        )
+        with self._translated(key, "write"):
+            self._client.upload_fileobj(src, self.bucket, self.object_key(key), Config=config)
+        return True
+
+    def replace(self, key: str, data: bytes) -> None:
+        with self._translated(key, "write"):
+            self._client.put_object(Bucket=self.bucket, Key=self.object_key(key), Body=data)
+
+    def delete(self, key: str) -> None:
+        with self._translated(key, "delete"):
+            self._client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+
+    def touch(self, key: str) -> None:
+        # S3 has no utime: copying an object onto itself with new metadata is the
+        # documented way to refresh LastModified. (Single copy limit: 5 GiB.)
+        name = self.object_key(key)
+        with self._translated(key, "touch"):
+            self._client.copy_object(
+                Bucket=self.bucket,
+                Key=name,
+                CopySource={"Bucket": self.bucket, "Key": name},
+                MetadataDirective="REPLACE",
+                Metadata={"touched": f"{time.time():.3f}"},
+            )
+
+    # reads
+
+    def get(self, key: str) -> bytes:
+        with self._translated(key, "read"):
+            resp = self._client.get_object(Bucket=self.bucket, Key=self.object_key(key))
+            return bytes(resp["Body"].read())
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise UsageError(f"invalid range start={start} length={length}")
+        if length == 0:
+            self.size(key)  # still raise ObjectNotFound for a missing key
+            return b""
+        name = self.object_key(key)
+        try:
+            with self._translated(key, "read"):
+                resp = self._client.get_object(
+                    Bucket=self.bucket, Key=name, Range=f"bytes={start}-{start + length - 1}"
+                )
+                return bytes(resp["Body"].read())
+        except _RangeNotSatisfiable:  # start past the end of an existing object
+            return b""
+
+    def size(self, key: str) -> int:
+        with self._translated(key, "stat"):
+            resp = self._client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+            return int(resp["ContentLength"])
+
+    def has(self, key: str) -> bool:
+        try:
+            self.size(key)
+            return True
+        except ObjectNotFound:
+            return False
+
+    def has_many(self, keys: Iterable[str]) -> set[str]:
+        # Concurrent HEADs, not a listing: their cost grows with the question (one
+        # version's objects, hundreds to thousands) while a listing's grows with the
+        # whole bucket (1000 keys per sequential page, millions of objects).
+        wanted = sorted({check_key(k) for k in keys})
+        if len(wanted) <= 1:
+            return {k for k in wanted if self.has(k)}
+        with ThreadPoolExecutor(min(HEAD_THREADS, len(wanted))) as pool:
+            found = pool.map(self.has, wanted)
+            return {k for k, ok in zip(wanted, found, strict=True) if ok}
+
+    def list(self) -> Iterator[ObjectInfo]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        with self._translated(None, "list"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for obj in page.get("Contents", []):
+                    key = _key_from_name(obj["Key"][len(self.prefix) :])
+                    if key is not None:
+                        yield ObjectInfo(key, int(obj["Size"]), obj["LastModified"].timestamp())
+
+    def close(self) -> None:
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            close()
+
+    @contextmanager
+    def _translated(self, key: str | None, action: str) -> Iterator[None]:
+        """botocore / transfer errors -> the modelvc error tree, naming the endpoint."""
+        import botocore.exceptions as bce
+        from boto3.exceptions import Boto3Error
+
+        where = f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
+        try:
+            yield
+        except bce.ClientError as exc:
+            raise _client_error(exc, key, action, where) from exc
+        except (bce.BotoCoreError, Boto3Error, OSError) as exc:
+            raise StorageError(
+                f"cannot {action} {key or 'objects'} in {where}: {exc}",
+                hint="is the S3 endpoint up and reachable?",
+            ) from exc
+
+
+class _Precondition(StorageError):
+    """The object already exists (412)."""
+
+
+class _ConcurrentWrite(StorageError):
+    """A conditional write of the same key is in flight (409)."""
+
+
+class _RangeNotSatisfiable(StorageError):
+    """The range starts past the end of the object (416)."""
+
+
+def _client_error(
+    exc: Any, key: str | None, action: str, where: str
+) -> StorageError | ObjectNotFound:
+    err = exc.response.get("Error", {})
+    code = str(err.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket"):
+        return ObjectNotFound(f"object {key} is missing from {where}")
+    if code in ("PreconditionFailed", "412") or status == 412:
+        return _Precondition()
+    if code == "ConditionalRequestConflict" or status == 409:
+        return _ConcurrentWrite()
+    if code == "InvalidRange" or status == 416:
+        return _RangeNotSatisfiable()
+    if status == 403 or code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
+        return StorageError(
+            f"{where} refused access ({code or status}) to {action} {key or 'objects'}",
+            hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy",
+        )
+    return StorageError(
+        f"cannot {action} {key or 'objects'} in {where}: {code} {err.get('Message', '')}"
+    )
+
+
+def _key_from_name(rest: str) -> str | None:
+    """'ab/cdef...' -> 'abcdef...'; None for anything that is not an object."""
+    head, sep, tail = rest.partition("/")
+    if not sep or len(head) != 2:
+        return None
+    try:
+        return check_key(head + tail)
+    except UsageError:
+        return None
+
+
+def _remaining(src: BinaryIO) -> int | None:
+    """Bytes left in a seekable stream, or None when it cannot tell."""
+    try:
+        if not src.seekable():
+            return None
+        here = src.tell()
+        end = src.seek(0, 2)
+        src.seek(here)
+        return end - here
+    except (OSError, ValueError):
+        return None
+
+
+def _make_client(
+    endpoint_url: str | None,
+    region: str | None,
+    access_key: str | None,
+    secret_key: str | None,
+    connect_timeout: float,
+    read_timeout: float,
+    max_attempts: int,
+) -> Any:
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as exc:
+        raise UsageError("S3 storage needs boto3", hint="pip install 'modelvc[s3]'") from exc
+    # Bounded timeouts and few retries: a dead endpoint must fail fast, not hang.
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        max_pool_connections=HEAD_THREADS + 4,
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=config,
+    )
