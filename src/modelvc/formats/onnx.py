@@ -3,7 +3,9 @@
 The protobuf wire format is walked directly (no onnx package). Only the path to tensors
 is decoded: ModelProto.graph -> GraphProto.initializer (TensorProto), and graphs nested
 in node attributes (If / Loop / Scan bodies) plus tensor-valued attributes (Constant).
-Everything else, including tensors stored as float_data/int64_data, stays opaque bytes.
+Tensors in raw_data, or in packed float_data (FLOAT) / double_data (DOUBLE), whose
+payload is the little-endian array itself, become tensor segments; varint-encoded
+fields (int32_data, int64_data, ...) and everything else stay opaque bytes.
 Models with external data (> 2 GB) keep only their in-file part here: the external
 files are separate files of the snapshot.
 """
@@ -89,7 +91,9 @@ class _Walk:
 
     def tensor(self, start: int, length: int, prefix: str, fallback: str) -> None:
         dims: list[int] = []
-        dtype_code, name, raw = 0, fallback, None
+        dtype_code, name = 0, fallback
+        raw: tuple[int, int] | None = None
+        packed: tuple[int, int, int] | None = None
         for f in iter_fields(self.buf, start, start + length):
             if f.number == 1 and f.wire == VARINT:
                 dims.append(f.value)
@@ -101,9 +105,15 @@ class _Walk:
                 name = self.text(f.value, f.length)
             elif f.number == 9 and f.wire == LEN:
                 raw = (f.value, f.length)
+            elif f.number in (4, 10) and f.wire == LEN:  # packed float_data / double_data
+                packed = (f.number, f.value, f.length)
             elif f.number == 14 and f.wire == VARINT and f.value == 1:
                 self.external += 1
         dtype = ONNX_DTYPES.get(dtype_code)
+        if raw is None and packed is not None and (packed[0], dtype) in ((4, "F32"), (10, "F64")):
+            # A packed float/double field is the little-endian array itself, byte for
+            # byte the same as raw_data would be (skl2onnx writes weights this way).
+            raw = packed[1:]
         if raw is None or dtype is None:
             return
         shape = tuple(as_int64(d) for d in dims)
