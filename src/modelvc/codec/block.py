@@ -1,0 +1,115 @@
+"""The block codec: one block of up to BLOCK_ELEMENTS elements <-> (mode, payload).
+
+Modes:
+    full   byte planes of the raw bytes (needs no reference)
+    delta  byte planes of delta_encode(raw, ref block), same dtype
+    cast   byte planes of delta_encode(raw, cast_predict(ref block)), narrower dtype
+    same   the block equals the ref block byte for byte; empty payload
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelvc.codec.cast import can_cast_predict, cast_predict
+from modelvc.codec.delta import delta_decode, delta_encode
+from modelvc.codec.dtypes import Buffer, dtype_info
+from modelvc.codec.planes import compress_planes, decompress_planes
+from modelvc.errors import CorruptObject, UsageError
+
+MODES = ("full", "delta", "cast", "same")
+REF_MODES = frozenset({"delta", "cast", "same"})
+
+# Float weights stored "full" typically compress to 65-90% of raw. A delta payload
+# under 60% of raw is therefore almost surely smaller than a full copy, and
+# computing the full copy would only cost time; above it we try both.
+FULL_RETRY_RATIO = 0.6
+
+
+def _nbytes(buf: Buffer) -> int:
+    return memoryview(buf).nbytes
+
+
+def _equal(a: Buffer, b: Buffer) -> bool:
+    if isinstance(a, bytes) and isinstance(b, bytes):
+        return a == b  # memcmp
+    # memoryview == memoryview compares element by element in Python: far slower.
+    return bool(np.array_equal(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8)))
+
+
+def encode_block(
+    raw: Buffer,
+    code: str,
+    *,
+    ref: Buffer | None = None,
+    ref_code: str | None = None,
+    level: int = 1,
+) -> tuple[str, bytes]:
+    """Encode one block; with a reference block, as a delta/cast/same when that is smaller.
+
+    ``ref_code`` defaults to ``code``. A reference whose dtype cannot predict this
+    one (e.g. I64 for an F32 tensor) is ignored and the block is stored "full", so
+    callers may pass the parent's tensor without checking dtypes first.
+    """
+    itemsize = dtype_info(code).itemsize
+    size = _nbytes(raw)
+    if size % itemsize:
+        raise UsageError(f"block of {size} bytes is not a whole number of {code} elements")
+    n = size // itemsize
+    ref_code = code if ref_code is None else ref_code
+    if ref is None or (ref_code != code and not can_cast_predict(ref_code, code)):
+        return "full", compress_planes(raw, itemsize, level)
+
+    expected = n * dtype_info(ref_code).itemsize
+    if _nbytes(ref) != expected:
+        raise UsageError(
+            f"reference block has {_nbytes(ref)} bytes, expected {expected} ({n} {ref_code})"
+        )
+    if ref_code == code:
+        if _equal(raw, ref):
+            return "same", b""
+        mode, delta = "delta", delta_encode(raw, ref, code)
+    else:
+        mode, delta = "cast", delta_encode(raw, cast_predict(ref, ref_code, code), code)
+    payload = compress_planes(delta, itemsize, level)
+    if len(payload) > FULL_RETRY_RATIO * size:
+        full = compress_planes(raw, itemsize, level)
+        if len(full) <= len(payload):  # ties: full decodes faster and needs no ref
+            return "full", full
+    return mode, payload
+
+
+def decode_block(
+    mode: str,
+    payload: Buffer,
+    code: str,
+    n_elements: int,
+    *,
+    ref: Buffer | None = None,
+    ref_code: str | None = None,
+) -> bytes:
+    """Inverse of encode_block; CorruptObject when the payload or reference does not fit."""
+    itemsize = dtype_info(code).itemsize
+    if mode == "full":
+        return decompress_planes(payload, itemsize, n_elements)
+    if mode not in REF_MODES:
+        raise CorruptObject(f"unknown block mode {mode!r}")
+    ref_code = code if ref_code is None else ref_code
+    if ref is None:
+        raise CorruptObject(f"a {mode!r} block needs its reference block, none was given")
+    if mode == "cast":
+        if not can_cast_predict(ref_code, code):
+            raise CorruptObject(f"a 'cast' block cannot be predicted from {ref_code} to {code}")
+    elif ref_code != code:
+        raise CorruptObject(f"a {mode!r} block needs a {code} reference, not {ref_code}")
+    expected = n_elements * dtype_info(ref_code).itemsize
+    if _nbytes(ref) != expected:
+        raise CorruptObject(f"reference block has {_nbytes(ref)} bytes, expected {expected}")
+    if mode == "same":
+        if _nbytes(payload):
+            raise CorruptObject("a 'same' block must have an empty payload")
+        return bytes(ref)
+    delta = decompress_planes(payload, itemsize, n_elements)
+    if mode == "cast":
+        return delta_decode(delta, cast_predict(ref, ref_code, code), code)
+    return delta_decode(delta, ref, code)

@@ -1,0 +1,120 @@
+"""Order-preserving integer mapping and wrapping deltas between same-dtype tensors.
+
+Every step is a bijection on all bit patterns of the element width (NaN payloads,
+-0.0, infinities, subnormals included), so ``delta_decode(delta_encode(a, r), r)``
+returns ``a`` bit for bit whatever the values. The delta is the same length as
+the input; byte planes + zstd then squeeze out the small differences.
+
+Floats are sign-magnitude: a tiny step across zero is a huge jump in raw bits.
+Mapping them to order-preserving unsigned ints first makes neighbouring values
+neighbouring integers, so a slightly perturbed weight gives a small difference.
+Zigzag then folds small negative differences into small positive ints, which
+leaves the high byte planes almost all zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from modelvc.codec.cast import can_cast_predict, cast_predict
+from modelvc.codec.dtypes import INT_BY_SIZE, UINT_BY_SIZE, Buffer, dtype_info
+from modelvc.errors import UsageError
+
+__all__ = [
+    "can_cast_predict",
+    "cast_predict",
+    "delta_decode",
+    "delta_encode",
+    "from_ordered",
+    "to_ordered",
+    "unzigzag",
+    "zigzag",
+]
+
+UArray = npt.NDArray[np.unsignedinteger]
+
+
+def _uints(buf: Buffer, itemsize: int, what: str) -> UArray:
+    size = memoryview(buf).nbytes
+    if size % itemsize:
+        raise UsageError(f"{what}: {size} bytes is not a whole number of {itemsize}-byte elements")
+    return np.frombuffer(buf, dtype=UINT_BY_SIZE[itemsize])
+
+
+def _top_bit_mask(u: UArray) -> UArray:
+    """All ones where the top bit of ``u`` is set, else zero (arithmetic shift)."""
+    bits = u.dtype.itemsize * 8
+    signed = u.view(INT_BY_SIZE[u.dtype.itemsize]) >> (bits - 1)
+    return signed.view(u.dtype)
+
+
+def to_ordered(u: UArray) -> UArray:
+    """Map sign-magnitude float bits to unsigned ints that sort like the floats.
+
+    Negative (sign set): flip all bits, so more negative sorts lower. Positive:
+    set the sign bit, so every positive sorts above every negative. A new array.
+    """
+    sign = u.dtype.type(1 << (u.dtype.itemsize * 8 - 1))
+    flip = _top_bit_mask(u)
+    flip |= sign
+    flip ^= u
+    return flip
+
+
+def from_ordered(m: UArray) -> UArray:
+    """Inverse of to_ordered. A new array."""
+    sign = m.dtype.type(1 << (m.dtype.itemsize * 8 - 1))
+    flip = _top_bit_mask(m)
+    np.invert(flip, out=flip)
+    flip |= sign
+    flip ^= m
+    return flip
+
+
+def zigzag(d: UArray) -> UArray:
+    """In place: 0, -1, 1, -2, ... (as wrapped unsigned) -> 0, 1, 2, 3, ..."""
+    fill = _top_bit_mask(d)
+    d <<= d.dtype.type(1)
+    d ^= fill
+    return d
+
+
+def unzigzag(z: UArray) -> UArray:
+    """Inverse of zigzag. A new array."""
+    low = z & z.dtype.type(1)
+    signed = low.view(INT_BY_SIZE[z.dtype.itemsize])
+    np.negative(signed, out=signed)  # 1 -> all ones, 0 -> 0
+    out = z >> z.dtype.type(1)
+    out ^= low
+    return out
+
+
+def delta_encode(new: Buffer, ref: Buffer, code: str) -> bytes:
+    """Zigzagged wrapping difference ``new - ref`` (float kinds via to_ordered); same length."""
+    info = dtype_info(code)
+    a = _uints(new, info.itemsize, "delta_encode new")
+    r = _uints(ref, info.itemsize, "delta_encode ref")
+    if a.shape != r.shape:
+        raise UsageError(f"delta_encode: {a.size} elements against a reference of {r.size}")
+    if info.kind == "float":
+        d = to_ordered(a)
+        d -= to_ordered(r)
+    else:
+        d = a - r
+    return zigzag(d).tobytes()
+
+
+def delta_decode(d: Buffer, ref: Buffer, code: str) -> bytes:
+    """Inverse of delta_encode."""
+    info = dtype_info(code)
+    z = _uints(d, info.itemsize, "delta_decode delta")
+    r = _uints(ref, info.itemsize, "delta_decode ref")
+    if z.shape != r.shape:
+        raise UsageError(f"delta_decode: {z.size} elements against a reference of {r.size}")
+    x = unzigzag(z)
+    if info.kind == "float":
+        x += to_ordered(r)
+        return from_ordered(x).tobytes()
+    x += r
+    return x.tobytes()

@@ -1,0 +1,97 @@
+"""Byte-plane split/merge + zstd: the "full copy" representation of a block.
+
+Element bytes are regrouped so that byte k of every element sits together
+(plane k). For floats the exponent plane is highly repetitive and compresses
+well while the low mantissa planes are near-random; those are stored raw so
+decoding them is a memcpy.
+
+Payload layout (self-delimiting, all integers little-endian)::
+
+    u8 itemsize | u8 raw-plane bitmask | u32 length x itemsize | plane bytes...
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from modelvc.codec.dtypes import Buffer
+from modelvc.codec.zstd_ctx import compressor, decompress_exact
+from modelvc.errors import CorruptObject, UsageError
+
+# A plane is stored raw unless zstd saves at least this fraction of it.
+MIN_SAVING = 0.02
+_MAX_PLANE = (1 << 32) - 1
+
+
+def _header_size(itemsize: int) -> int:
+    return 2 + 4 * itemsize
+
+
+def _split(buf: Buffer, itemsize: int) -> list[memoryview]:
+    """The planes of ``buf`` as contiguous buffers (no copy when itemsize is 1)."""
+    flat = np.frombuffer(buf, dtype=np.uint8)
+    if itemsize == 1:
+        return [flat.data]
+    planes = np.ascontiguousarray(flat.reshape(-1, itemsize).T)
+    return [planes[k].data for k in range(itemsize)]
+
+
+def compress_planes(buf: Buffer, itemsize: int, level: int = 1) -> bytes:
+    """Split ``buf`` (elements of ``itemsize`` bytes) into byte planes and zstd each one."""
+    if itemsize not in (1, 2, 4, 8):
+        raise UsageError(f"byte planes need an itemsize of 1, 2, 4 or 8, not {itemsize}")
+    size = memoryview(buf).nbytes
+    if size % itemsize:
+        raise UsageError(f"{size} bytes is not a whole number of {itemsize}-byte elements")
+    n = size // itemsize
+    if n > _MAX_PLANE:
+        raise UsageError(f"{n} elements is too many for one block of byte planes")
+    ctx = compressor(level)
+    chunks: list[Buffer] = []
+    lengths: list[int] = []
+    raw_mask = 0
+    for k, plane in enumerate(_split(buf, itemsize)):
+        packed: Buffer = ctx.compress(plane) if n else b""
+        if len(packed) >= n * (1.0 - MIN_SAVING):  # also catches n == 0
+            raw_mask |= 1 << k
+            packed = plane
+        chunks.append(packed)
+        lengths.append(len(packed))
+    header = struct.pack(f"<BB{itemsize}I", itemsize, raw_mask, *lengths)
+    return b"".join([header, *chunks])
+
+
+def decompress_planes(payload: Buffer, itemsize: int, n: int) -> bytes:
+    """Inverse of compress_planes for ``n`` elements; CorruptObject if it does not fit."""
+    view = memoryview(payload).cast("B")
+    head = _header_size(itemsize)
+    if len(view) < head or view[0] != itemsize:
+        raise CorruptObject(f"byte-plane payload: bad header for {itemsize}-byte elements")
+    raw_mask = view[1]
+    lengths = struct.unpack_from(f"<{itemsize}I", view, 2)
+    if head + sum(lengths) != len(view):
+        raise CorruptObject(
+            f"byte-plane payload: planes need {head + sum(lengths)} bytes, have {len(view)}"
+        )
+    if raw_mask >> itemsize:
+        raise CorruptObject("byte-plane payload: raw flag set on a plane that does not exist")
+    planes: list[Buffer] = []
+    pos = head
+    for k, length in enumerate(lengths):
+        chunk = view[pos : pos + length]
+        pos += length
+        if raw_mask >> k & 1:
+            if length != n:
+                raise CorruptObject(f"byte-plane payload: raw plane {k} has {length} bytes != {n}")
+            planes.append(chunk)
+        else:
+            planes.append(decompress_exact(chunk, n, f"byte plane {k}"))
+    if itemsize == 1:
+        return bytes(planes[0])
+    out = np.empty((n, itemsize), dtype=np.uint8)
+    # Column-wise writes beat one transposed copy (measured ~3x on 4 MiB planes).
+    for k, plane in enumerate(planes):
+        out[:, k] = np.frombuffer(plane, dtype=np.uint8)
+    return out.tobytes()

@@ -1,0 +1,76 @@
+"""Per-thread zstd contexts.
+
+Creating a ZstdCompressor allocates its working memory (megabytes at higher
+levels), so doing it per block costs more than compressing a small block. The
+contexts are not thread-safe, hence one set per thread; zstandard releases the
+GIL, so blocks encoded on a thread pool really run in parallel.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zstandard
+
+from modelvc.errors import CorruptObject
+
+ZstdError = zstandard.ZstdError
+
+
+class _Contexts(threading.local):
+    def __init__(self) -> None:
+        self.compressors: dict[int, zstandard.ZstdCompressor] = {}
+        self.decompressor = zstandard.ZstdDecompressor()
+
+
+_local = _Contexts()
+
+
+def compressor(level: int) -> zstandard.ZstdCompressor:
+    """This thread's compressor for ``level`` (frames carry content size and checksum)."""
+    ctx = _local.compressors.get(level)
+    if ctx is None:
+        # The checksum (XXH64, far faster than zstd itself) catches garbled frames.
+        ctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+        _local.compressors[level] = ctx
+    return ctx
+
+
+def decompress_exact(frame: bytes | memoryview, size: int, what: str) -> bytes:
+    """Decompress one frame that must hold exactly ``size`` bytes.
+
+    The declared content size is checked before decompressing so a garbled header
+    cannot make us allocate an arbitrary amount of memory.
+    """
+    try:
+        declared = zstandard.frame_content_size(frame)
+    except ZstdError as exc:
+        raise CorruptObject(f"{what}: bad zstd frame header ({exc})") from exc
+    if declared != size:
+        raise CorruptObject(f"{what}: zstd frame holds {declared} bytes, expected {size}")
+    try:
+        out: bytes = _local.decompressor.decompress(frame)
+    except ZstdError as exc:
+        raise CorruptObject(f"{what}: undecodable zstd data ({exc})") from exc
+    if len(out) != size:
+        raise CorruptObject(f"{what}: zstd frame decoded to {len(out)} bytes, expected {size}")
+    return out
+
+
+def decompress_frame(frame: bytes | memoryview, what: str, max_size: int) -> bytes:
+    """Decompress one whole frame of unknown size (at most ``max_size``); no trailing data."""
+    try:
+        declared = zstandard.frame_content_size(frame)
+        if declared < 0:
+            raise CorruptObject(f"{what}: zstd frame does not record its size")
+        if declared > max_size:
+            raise CorruptObject(f"{what}: zstd frame claims {declared} bytes (> {max_size})")
+        dobj = _local.decompressor.decompressobj()
+        out: bytes = dobj.decompress(frame)
+        if not dobj.eof or dobj.unused_data:
+            raise CorruptObject(f"{what}: truncated zstd frame or trailing data")
+    except ZstdError as exc:
+        raise CorruptObject(f"{what}: undecodable zstd data ({exc})") from exc
+    if len(out) != declared:
+        raise CorruptObject(f"{what}: zstd frame decoded to {len(out)} bytes, expected {declared}")
+    return out
