@@ -7,42 +7,93 @@ modelvc.errors with `raise ... from exc`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
 
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from ..errors import (
+    AlreadyExists,
+    Conflict,
+    ModelNotFound,
+    ObjectNotFound,
+    RefNotFound,
+    UsageError,
+)
+from . import engine as eng
+from . import lifecycle, objectsql
 from .api import ModelRow, NewVersion, ObjectRow, RefKind, RefMove, RefRow, VersionRow
+from .refops import check_target, insert_ignore, move_ref
+from .rows import (
+    MOVE_COLUMNS,
+    MOVE_FROM,
+    REF_COLUMNS,
+    REF_FROM,
+    VERSION_COLUMNS,
+    VERSION_FROM,
+    now,
+    to_model,
+    to_move,
+    to_ref,
+    to_version,
+    utc,
+)
+from .schema import models, ref_moves, refs, version_objects, versions
 
 FORMAT_VERSION = 1
 
+T = TypeVar("T")
+
 
 class MetaStore:
+    def __init__(self, engine: sa.Engine, info: dict[str, str]) -> None:
+        """Use create() or open()."""
+        self._engine = engine
+        self.registry_id = info.get("registry_id", "")
+        self.format_version = int(info.get("format_version", FORMAT_VERSION))
+
     @classmethod
     def create(cls, url: str) -> MetaStore:
         """Create the schema (alembic upgrade head) and record FORMAT_VERSION.
         AlreadyExists if the database already holds a registry."""
-        raise NotImplementedError
+        return cls(*lifecycle.create(url, FORMAT_VERSION))
 
     @classmethod
     def open(cls, url: str) -> MetaStore:
         """Open an existing registry database. RegistryNotFound if empty;
         UnsupportedFormat if its format version is newer than FORMAT_VERSION;
         runs pending alembic migrations of a known older schema."""
-        raise NotImplementedError
+        return cls(*lifecycle.open_(url, FORMAT_VERSION))
 
     def close(self) -> None:
-        raise NotImplementedError
+        self._engine.dispose()
+
+    def _tx(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:
+        return eng.run(self._engine, fn, write=write)
 
     # --- models
     def ensure_model(self, name: str) -> ModelRow:
         """Get or create (race-safe: two creators both get the same row)."""
-        raise NotImplementedError
+
+        def tx(conn: sa.Connection) -> ModelRow:
+            conn.execute(
+                insert_ignore(conn, models).values(name=name, created_at=now(), next_number=1)
+            )
+            return _model(conn, name)
+
+        return self._tx(tx, write=True)
 
     def get_model(self, name: str) -> ModelRow:
         """ModelNotFound if absent."""
-        raise NotImplementedError
+        return self._tx(lambda conn: _model(conn, name))
 
     def list_models(self) -> list[ModelRow]:
-        raise NotImplementedError
+        q = sa.select(models).order_by(models.c.name)
+        return self._tx(lambda conn: [to_model(r) for r in conn.execute(q)])
 
     # --- versions
     def insert_version(
@@ -62,60 +113,196 @@ class MetaStore:
         does not exist; AlreadyExists/RefMoved if it appeared meanwhile), appending a
         RefMove(action="commit" or "create"). RefMoved if the CAS fails; then nothing
         of the version is recorded. AlreadyExists if v.id exists."""
-        raise NotImplementedError
+        for field in ("parents", "params", "metrics", "lineage"):
+            _check_json(field, getattr(v, field))
+
+        def tx(conn: sa.Connection) -> VersionRow:
+            if conn.execute(sa.select(versions.c.id).where(versions.c.id == v.id)).first():
+                raise _exists(v.id)
+            # The counter row is the per-model commit lock: concurrent commits to one
+            # model queue here, and a rolled-back commit gives its number back.
+            counter = conn.execute(
+                sa.update(models)
+                .where(models.c.name == v.model)
+                .values(next_number=models.c.next_number + 1)
+                .returning(models.c.id, models.c.next_number)
+            ).first()
+            if counter is None:
+                raise _no_model(v.model)
+            model_id, number = counter.id, counter.next_number - 1
+            try:
+                conn.execute(sa.insert(versions).values(_version_values(v, model_id, number)))
+            except exc.IntegrityError as err:
+                raise _exists(v.id) from err
+            t = now()
+            objectsql.link(conn, v.id, v.objects, t)
+            if branch is not None:
+                move_ref(
+                    conn, model_id=model_id, model=v.model, name=branch, kind="branch",
+                    expected=expected_head, new=v.id, actor=actor, action="commit",
+                    reason=v.message, create=False, create_if_missing=create_branch, at=t,
+                )  # fmt: skip
+            return _new_version_row(v, number)
+
+        return self._tx(tx, write=True)
 
     def get_version(self, version_id: str) -> VersionRow:
         """RefNotFound if absent (deleted versions are returned with deleted_at set)."""
-        raise NotImplementedError
+        q = sa.select(*VERSION_COLUMNS).select_from(VERSION_FROM)
+        row = self._tx(lambda conn: conn.execute(q.where(versions.c.id == version_id)).first())
+        if row is None:
+            raise RefNotFound(f"no version {version_id}", hint="list versions with `modelvc log`")
+        return to_version(row)
 
     def version_by_number(self, model: str, number: int) -> VersionRow:
-        raise NotImplementedError
+        """ModelNotFound / RefNotFound if absent."""
+
+        def tx(conn: sa.Connection) -> VersionRow:
+            m = _model(conn, model)
+            row = conn.execute(
+                sa.select(*VERSION_COLUMNS)
+                .select_from(VERSION_FROM)
+                .where(versions.c.model_id == m.id, versions.c.number == number)
+            ).first()
+            if row is None:
+                raise RefNotFound(f"{model} has no v{number}", hint=f"run `modelvc log {model}`")
+            return to_version(row)
+
+        return self._tx(tx)
 
     def versions_by_prefix(self, model: str | None, prefix: str) -> list[VersionRow]:
         """Versions whose id starts with `prefix` (hex), in any model if model is None."""
-        raise NotImplementedError
+        q = (
+            sa.select(*VERSION_COLUMNS)
+            .select_from(VERSION_FROM)
+            .where(versions.c.id.startswith(prefix.lower(), autoescape=True))
+            .order_by(models.c.name, versions.c.number)
+        )
+        if model is not None:
+            q = q.where(models.c.name == model)
+        return self._tx(lambda conn: [to_version(r) for r in conn.execute(q)])
 
     def list_versions(self, model: str, *, include_deleted: bool = False) -> list[VersionRow]:
-        """Newest number first."""
-        raise NotImplementedError
+        """Newest number first. ModelNotFound if the model is absent."""
+
+        def tx(conn: sa.Connection) -> list[VersionRow]:
+            m = _model(conn, model)
+            q = (
+                sa.select(*VERSION_COLUMNS)
+                .select_from(VERSION_FROM)
+                .where(versions.c.model_id == m.id)
+                .order_by(versions.c.number.desc())
+            )
+            if not include_deleted:
+                q = q.where(versions.c.deleted_at.is_(None))
+            return [to_version(r) for r in conn.execute(q)]
+
+        return self._tx(tx)
 
     def version_objects(self, version_id: str) -> list[ObjectRow]:
-        raise NotImplementedError
+        """Objects linked to the version, by id (none once it is deleted)."""
+        return self._tx(partial(objectsql.for_version, version_id=version_id))
 
     def versions_using(self, object_ids: Iterable[str]) -> dict[str, list[str]]:
-        """object id -> ids of live versions that list it (directly)."""
-        raise NotImplementedError
+        """object id -> ids of live versions that list it (directly).
+        Objects no live version lists are absent from the result."""
+        return self._tx(partial(objectsql.versions_using, ids=list(object_ids)))
 
     def mark_deleted(self, version_id: str, *, actor: str, reason: str) -> None:
         """Tombstone a version: keeps its row (number never reused), drops its object
-        links. Conflict if any branch/channel/tag points at it."""
-        raise NotImplementedError
+        links. Conflict if any branch/channel/tag points at it. Deleting a deleted
+        version again does nothing."""
+
+        def tx(conn: sa.Connection) -> None:
+            # FOR UPDATE: a concurrent set_ref onto this version (FOR SHARE) waits.
+            row = conn.execute(
+                sa.select(versions.c.deleted_at)
+                .where(versions.c.id == version_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise RefNotFound(f"no version {version_id}")
+            if row.deleted_at is not None:
+                return
+            held = conn.execute(
+                sa.select(refs.c.kind, refs.c.name).where(refs.c.version_id == version_id)
+            ).all()
+            if held:
+                names = ", ".join(f"{k} {n}" for k, n in held)
+                raise Conflict(
+                    f"version {version_id} is still in use by {names}",
+                    hint="move or delete those refs first",
+                )
+            conn.execute(
+                sa.update(versions)
+                .where(versions.c.id == version_id)
+                .values(deleted_at=now(), deleted_by=actor, delete_reason=reason)
+            )
+            conn.execute(
+                sa.delete(version_objects).where(version_objects.c.version_id == version_id)
+            )
+
+        self._tx(tx, write=True)
 
     # --- objects
     def get_objects(self, ids: Iterable[str]) -> dict[str, ObjectRow]:
-        raise NotImplementedError
+        """Known objects among `ids` (unknown ids are absent)."""
+        return self._tx(partial(objectsql.get, ids=list(ids)))
 
     def update_object(self, row: ObjectRow) -> None:
-        """Rewrite codec/stored_size/ref_id after a re-base."""
-        raise NotImplementedError
+        """Rewrite codec/stored_size/ref_id after a re-base. ObjectNotFound if absent."""
+        if self._tx(partial(objectsql.update, row=row), write=True) != 1:
+            raise ObjectNotFound(f"no object {row.id} in the registry database")
 
     def delete_objects(self, ids: Iterable[str]) -> None:
-        raise NotImplementedError
+        """Conflict if a version still links one of them (nothing is deleted then)."""
+        self._tx(partial(objectsql.delete, ids=list(ids)), write=True)
 
     def live_object_ids(self) -> set[str]:
         """Objects linked to a live version, plus (transitively) their delta refs."""
-        raise NotImplementedError
+        return self._tx(objectsql.live_ids)
 
     def iter_objects(self) -> Iterator[ObjectRow]:
-        raise NotImplementedError
+        """Every object by id, in pages; each page is its own short read."""
+        last = ""
+        while True:
+            page = self._tx(partial(objectsql.page, after=last))
+            yield from page
+            if len(page) < objectsql.PAGE:
+                return
+            last = page[-1].id
 
     # --- refs
     def get_ref(self, model: str, name: str) -> RefRow:
         """RefNotFound if absent. Names are unique per model across kinds."""
-        raise NotImplementedError
+
+        def tx(conn: sa.Connection) -> RefRow:
+            m = _model(conn, model)
+            row = conn.execute(
+                sa.select(*REF_COLUMNS)
+                .select_from(REF_FROM)
+                .where(refs.c.model_id == m.id, refs.c.name == name)
+            ).first()
+            if row is None:
+                raise RefNotFound(f"no ref {model}@{name}", hint=f"list refs of {model}")
+            return to_ref(row)
+
+        return self._tx(tx)
 
     def list_refs(self, model: str, kind: RefKind | None = None) -> list[RefRow]:
-        raise NotImplementedError
+        def tx(conn: sa.Connection) -> list[RefRow]:
+            m = _model(conn, model)
+            q = (
+                sa.select(*REF_COLUMNS)
+                .select_from(REF_FROM)
+                .where(refs.c.model_id == m.id)
+                .order_by(refs.c.name)
+            )
+            if kind is not None:
+                q = q.where(refs.c.kind == kind)
+            return [to_ref(r) for r in conn.execute(q)]
+
+        return self._tx(tx)
 
     def set_ref(
         self,
@@ -133,14 +320,97 @@ class MetaStore:
         """Compare-and-swap in one transaction, appending a RefMove. With create=True
         the ref must not exist (AlreadyExists); otherwise it must exist (RefNotFound)
         and point at `expected` (RefMoved). Tags never move once set (Conflict).
-        new=None deletes the ref (its history stays)."""
-        raise NotImplementedError
+        new=None deletes the ref (its history stays); tags may be deleted."""
+
+        def tx(conn: sa.Connection) -> RefRow:
+            m = _model(conn, model)
+            if new is not None:
+                check_target(conn, m.id, model, new)
+            return move_ref(
+                conn, model_id=m.id, model=model, name=name, kind=kind, expected=expected,
+                new=new, actor=actor, action=action, reason=reason, create=create, at=now(),
+            )  # fmt: skip
+
+        return self._tx(tx, write=True)
 
     def ref_history(self, model: str, name: str | None = None) -> list[RefMove]:
         """Oldest first."""
-        raise NotImplementedError
+
+        def tx(conn: sa.Connection) -> list[RefMove]:
+            m = _model(conn, model)
+            q = (
+                sa.select(*MOVE_COLUMNS)
+                .select_from(MOVE_FROM)
+                .where(ref_moves.c.model_id == m.id)
+                .order_by(ref_moves.c.at, ref_moves.c.id)
+            )
+            if name is not None:
+                q = q.where(ref_moves.c.name == name)
+            return [to_move(r) for r in conn.execute(q)]
+
+        return self._tx(tx)
 
     def ref_at(self, model: str, name: str, at: datetime) -> str | None:
         """What the ref pointed to at time `at` (None before it existed)."""
-        raise NotImplementedError
 
+        def tx(conn: sa.Connection) -> str | None:
+            m = _model(conn, model)
+            q = (
+                sa.select(ref_moves.c.new)
+                .where(ref_moves.c.model_id == m.id, ref_moves.c.name == name)
+                .where(ref_moves.c.at <= at)
+                .order_by(ref_moves.c.at.desc(), ref_moves.c.id.desc())
+                .limit(1)
+            )
+            new: str | None = conn.execute(q).scalar()
+            return new
+
+        return self._tx(tx)
+
+
+# --- helpers (module-level so the methods above stay short)
+
+
+def _model(conn: sa.Connection, name: str) -> ModelRow:
+    row = conn.execute(sa.select(models).where(models.c.name == name)).first()
+    if row is None:
+        raise _no_model(name)
+    return to_model(row)
+
+
+def _no_model(name: str) -> ModelNotFound:
+    return ModelNotFound(f"no model {name!r}", hint="list models with `modelvc models`")
+
+
+def _exists(version_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"version {version_id} already exists", hint="nothing to commit: it is recorded"
+    )
+
+
+def _check_json(field: str, value: Any) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise UsageError(
+            f"version {field} must be JSON-serialisable: {err}",
+            hint="use str/int/float/bool/None, lists and dicts with string keys",
+        ) from err
+
+
+def _version_values(v: NewVersion, model_id: int, number: int) -> dict[str, Any]:
+    return {
+        "id": v.id, "model_id": model_id, "number": number, "created_at": v.created_at,
+        "author": v.author, "message": v.message, "parents": list(v.parents),
+        "params": v.params, "metrics": v.metrics, "lineage": v.lineage,
+        "raw_size": v.raw_size, "stored_size": v.stored_size,
+    }  # fmt: skip
+
+
+def _new_version_row(v: NewVersion, number: int) -> VersionRow:
+    return VersionRow(
+        id=v.id, model=v.model, number=number, created_at=utc(v.created_at),
+        author=v.author, message=v.message, parents=list(v.parents), params=dict(v.params),
+        metrics=dict(v.metrics), lineage=dict(v.lineage), raw_size=v.raw_size,
+        stored_size=v.stored_size,
+    )  # fmt: skip

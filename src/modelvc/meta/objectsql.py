@@ -1,0 +1,108 @@
+"""Object rows and version->object links: the statements behind MetaStore's
+object methods, each run inside the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from ..errors import Conflict
+from .api import ObjectRow
+from .refops import insert_ignore
+from .rows import chunks, object_values, to_object
+from .schema import objects, version_objects, versions
+
+PAGE = 1000
+
+
+def link(conn: sa.Connection, version_id: str, objs: Sequence[ObjectRow], at: datetime) -> None:
+    """Insert-or-ignore the objects and link them to the version.
+
+    Sorted by id so concurrent commits sharing objects lock them in one order
+    (no deadlock on PostgreSQL).
+    """
+    unique = sorted({o.id: o for o in objs}.values(), key=lambda o: o.id)
+    for batch in chunks(unique):
+        conn.execute(insert_ignore(conn, objects), [object_values(o, at) for o in batch])
+        conn.execute(
+            sa.insert(version_objects),
+            [{"version_id": version_id, "object_id": o.id} for o in batch],
+        )
+
+
+def for_version(conn: sa.Connection, version_id: str) -> list[ObjectRow]:
+    q = (
+        sa.select(objects)
+        .join(version_objects, version_objects.c.object_id == objects.c.id)
+        .where(version_objects.c.version_id == version_id)
+        .order_by(objects.c.id)
+    )
+    return [to_object(r) for r in conn.execute(q)]
+
+
+def versions_using(conn: sa.Connection, ids: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for batch in chunks(sorted(set(ids))):
+        q = (
+            sa.select(version_objects.c.object_id, version_objects.c.version_id)
+            .join(versions, versions.c.id == version_objects.c.version_id)
+            .where(version_objects.c.object_id.in_(batch), versions.c.deleted_at.is_(None))
+            .order_by(version_objects.c.object_id, version_objects.c.version_id)
+        )
+        for oid, vid in conn.execute(q):
+            out.setdefault(oid, []).append(vid)
+    return out
+
+
+def get(conn: sa.Connection, ids: Sequence[str]) -> dict[str, ObjectRow]:
+    out: dict[str, ObjectRow] = {}
+    for batch in chunks(sorted(set(ids))):
+        for r in conn.execute(sa.select(objects).where(objects.c.id.in_(batch))):
+            out[r.id] = to_object(r)
+    return out
+
+
+def update(conn: sa.Connection, row: ObjectRow) -> int:
+    """Rows changed (0 if the object is unknown)."""
+    q = (
+        sa.update(objects)
+        .where(objects.c.id == row.id)
+        .values(codec=row.codec, stored_size=row.stored_size, ref_id=row.ref_id)
+    )
+    return conn.execute(q).rowcount
+
+
+def delete(conn: sa.Connection, ids: Sequence[str]) -> None:
+    for batch in chunks(sorted(set(ids))):
+        try:
+            conn.execute(sa.delete(objects).where(objects.c.id.in_(batch)))
+        except exc.IntegrityError as err:  # a version_objects link still points at it
+            raise Conflict(
+                "an object to delete is still used by a version",
+                hint="delete only objects outside live_object_ids()",
+            ) from err
+
+
+def live_ids(conn: sa.Connection) -> set[str]:
+    """Linked to a live version, plus their delta references, transitively."""
+    live = (
+        sa.select(version_objects.c.object_id.label("id"))
+        .join(versions, versions.c.id == version_objects.c.version_id)
+        .where(versions.c.deleted_at.is_(None))
+        .cte("live", recursive=True)
+    )
+    # UNION (not UNION ALL) drops repeats, so even a ref_id cycle terminates.
+    live = live.union(
+        sa.select(objects.c.ref_id)
+        .join(live, objects.c.id == live.c.id)
+        .where(objects.c.ref_id.is_not(None))
+    )
+    return set(conn.execute(sa.select(live.c.id)).scalars())
+
+
+def page(conn: sa.Connection, after: str) -> list[ObjectRow]:
+    q = sa.select(objects).where(objects.c.id > after).order_by(objects.c.id).limit(PAGE)
+    return [to_object(r) for r in conn.execute(q)]

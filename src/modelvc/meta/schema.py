@@ -1,0 +1,150 @@
+"""Tables of the metadata database (SQLAlchemy Core).
+
+This module is the schema the code expects; the Alembic migrations in
+`migrations/versions/` must produce exactly it (tests/meta/test_schema.py checks).
+Change both together, and bump FORMAT_VERSION in store.py when old modelvc
+releases could no longer read the result.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+# Fixed names so a migration and this module name constraints identically.
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on every backend.
+
+    SQLite has no time zone type: it stores the wall-clock digits and returns naive
+    values, so convert to UTC before storing (string order == time order) and
+    re-attach UTC on the way out.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None:  # naive values are taken to be UTC already
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+ID = sa.String(64)  # version ids: hex BLAKE3-256 of the manifest
+OBJ_ID = sa.String(128)  # object ids: lowercase hex, room for longer digests
+NAME = sa.String(255)
+
+repo_info = sa.Table(
+    "repo_info",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    # Next version number; bumped with UPDATE ... RETURNING inside the commit
+    # transaction so concurrent commits serialise on this row.
+    sa.Column("next_number", sa.Integer, nullable=False),
+    sa.UniqueConstraint("name"),
+)
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("author", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("parents", sa.JSON, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("lineage", sa.JSON, nullable=False),
+    sa.Column("raw_size", sa.BigInteger, nullable=False),
+    sa.Column("stored_size", sa.BigInteger, nullable=False),
+    sa.Column("deleted_at", UtcDateTime, nullable=True),
+    sa.Column("deleted_by", sa.Text, nullable=True),
+    sa.Column("delete_reason", sa.Text, nullable=True),
+    sa.UniqueConstraint("model_id", "number"),
+)
+
+refs = sa.Table(
+    "refs",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("version_id", ID, sa.ForeignKey("versions.id"), nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Index(None, "version_id"),  # "is this version still referenced?"
+)
+
+ref_moves = sa.Table(
+    "ref_moves",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    # No foreign keys on old/new: the history outlives what it points at.
+    sa.Column("old", ID, nullable=True),
+    sa.Column("new", ID, nullable=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index(None, "model_id", "name", "at"),
+)
+
+objects = sa.Table(
+    "objects",
+    metadata,
+    sa.Column("id", OBJ_ID, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("codec", sa.String(32), nullable=False),
+    sa.Column("raw_size", sa.BigInteger, nullable=False),
+    sa.Column("stored_size", sa.BigInteger, nullable=False),
+    # Delta reference; no foreign key so gc may delete in any order it has checked.
+    sa.Column("ref_id", OBJ_ID, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Index(None, "ref_id"),
+)
+
+version_objects = sa.Table(
+    "version_objects",
+    metadata,
+    sa.Column("version_id", ID, sa.ForeignKey("versions.id"), primary_key=True),
+    sa.Column("object_id", OBJ_ID, sa.ForeignKey("objects.id"), primary_key=True),
+    sa.Index(None, "object_id"),
+)
