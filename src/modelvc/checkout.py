@@ -1,0 +1,154 @@
+"""Rebuild a version's files byte for byte, verified, and load tensors on demand."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from .atomic import fsync_dir
+from .codec import numpy_dtype
+from .commit import _windowed
+from .errors import AlreadyExists, Corrupt, CorruptObject, DiskFull, StorageError, UsageError
+from .manifest import FileEntry, Manifest, SegmentRef
+from .storage import ObjectIO
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    dest: Path
+    files: int
+    bytes: int
+
+
+def safe_relpath(rel: str) -> PurePosixPath:
+    """Refuse manifest paths that would escape the destination."""
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise Corrupt(f"manifest holds an unsafe path {rel!r}")
+    return p
+
+
+def checkout(
+    io: ObjectIO,
+    pool: ThreadPoolExecutor,
+    manifest: Manifest,
+    dest: Path,
+    *,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> CheckoutResult:
+    """Write the version into DEST (a folder; for a one-file version, DEST may be a file)."""
+    tick = progress or (lambda n: None)
+    single = manifest.kind == "file" and len(manifest.files) == 1
+    if single and not dest.is_dir() and (dest.suffix or dest.exists()):
+        targets = [(manifest.files[0], dest)]
+    else:
+        targets = [(f, dest.joinpath(*safe_relpath(f.path).parts)) for f in manifest.files]
+    if not force:
+        clash = [str(t) for _, t in targets if t.exists()]
+        if clash:
+            raise AlreadyExists(
+                f"{clash[0]} already exists" + (f" (and {len(clash) - 1} more)" if clash[1:] else ""),
+                hint="choose an empty destination or pass --force to overwrite",
+            )
+    total = 0
+    for entry, target in targets:
+        _write_file(io, pool, entry, target, tick)
+        total += entry.size
+    return CheckoutResult(dest, len(targets), total)
+
+
+def _write_file(
+    io: ObjectIO, pool: ThreadPoolExecutor, entry: FileEntry, target: Path,
+    tick: Callable[[int], None],
+) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.modelvc-{os.getpid()}-{secrets.token_hex(4)}"
+        h = hashlib.sha256()
+        written = 0
+        try:
+            with tmp.open("wb") as out:
+                for seg, data in _windowed(pool, entry.segments, lambda s: (s, _read(io, s))):
+                    out.write(data)
+                    h.update(data)
+                    written += len(data)
+                    tick(seg.size)
+                out.flush()
+                os.fsync(out.fileno())
+            if written != entry.size or h.hexdigest() != entry.sha256:
+                raise CorruptObject(f"{entry.path} does not rebuild to its recorded sha256")
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno == 28:
+            raise DiskFull(f"no space left writing {target}") from exc
+        raise StorageError(f"cannot write {target}: {exc.strerror}") from exc
+
+
+def _read(io: ObjectIO, seg: SegmentRef) -> bytes:
+    data = io.read_object(seg.id, seg.tensor is not None)
+    if len(data) != seg.size:
+        raise CorruptObject(f"object {seg.id[:12]} has {len(data)} bytes, expected {seg.size}")
+    return data
+
+
+class TensorDict(Mapping[str, Any]):
+    """Tensors of a version by name, decoded one at a time when accessed."""
+
+    def __init__(self, io: ObjectIO, manifest: Manifest, *, framework: str = "numpy",
+                 file: str | None = None) -> None:
+        if framework not in ("numpy", "torch"):
+            raise UsageError(f"unknown framework {framework!r}: use 'numpy' or 'torch'")
+        self._io = io
+        self._framework = framework
+        self._segs: dict[str, SegmentRef] = {}
+        many = len([f for f in manifest.files if any(f.tensors())]) > 1
+        for f in manifest.files:
+            if file is not None and f.path != file:
+                continue
+            for s in f.tensors():
+                assert s.tensor is not None
+                key = f"{f.path}:{s.tensor}" if many and file is None else s.tensor
+                self._segs[key] = s
+
+    def __getitem__(self, name: str) -> Any:
+        seg = self._segs[name]
+        raw = self._io.read_tensor(seg.id)
+        return to_array(raw, seg.dtype or "U8", seg.shape or (), self._framework)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._segs)
+
+    def __len__(self) -> int:
+        return len(self._segs)
+
+    def info(self, name: str) -> SegmentRef:
+        return self._segs[name]
+
+
+def to_array(raw: bytes, dtype: str, shape: tuple[int, ...], framework: str = "numpy") -> Any:
+    """Raw little-endian bytes -> numpy array (or torch tensor); BF16/F8 need torch."""
+    npd = numpy_dtype(dtype)
+    if framework == "torch":
+        import torch
+
+        tmap = {"BF16": torch.bfloat16, "F8_E4M3": torch.float8_e4m3fn,
+                "F8_E5M2": torch.float8_e5m2}
+        if dtype in tmap:
+            return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(tmap[dtype]).reshape(shape)
+        arr = np.frombuffer(raw, dtype=npd).reshape(shape).copy()
+        return torch.from_numpy(arr)
+    if npd is None:
+        raise UsageError(f"numpy has no {dtype} dtype", hint="load with framework='torch'")
+    return np.frombuffer(raw, dtype=npd).reshape(shape)

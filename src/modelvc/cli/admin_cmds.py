@@ -1,0 +1,100 @@
+"""Commands on the registry: init, models, du, verify, gc, delete, demo."""
+
+from __future__ import annotations
+
+import click
+
+from .main import Ctx, json_option
+from .output import emit, human_bytes
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path())
+@json_option
+def init(path: str, as_json: bool) -> None:
+    """Create a registry in PATH/.modelvc (SQLite + local objects)."""
+    from ..registry import Registry
+
+    with Registry.init(path) as reg:
+        emit(as_json, {"registry": str(reg.layout.root)}, f"created {reg.layout.root}")
+
+
+@click.command()
+@json_option
+@click.pass_obj
+def models(ctx: Ctx, as_json: bool) -> None:
+    """Models in the registry."""
+    names = ctx.registry().models()
+    emit(as_json, names, "\n".join(names) if names else "(no models yet)")
+
+
+@click.command()
+@click.argument("model", required=False)
+@json_option
+@click.pass_obj
+def du(ctx: Ctx, model: str | None, as_json: bool) -> None:
+    """Raw vs stored bytes per version and in total."""
+    s = ctx.registry().stats(model)
+
+    def human() -> None:
+        for name, m in s["models"].items():
+            click.echo(f"{name}: {len(m['versions'])} versions, {human_bytes(m['raw'])} raw, "
+                       f"{human_bytes(m['stored'])} stored ({m['ratio']:.3f}x)")
+            for v in m["versions"]:
+                click.echo(f"  v{v['number']:<4} {human_bytes(v['raw']):>10} raw "
+                           f"{human_bytes(v['stored']):>10} stored  {v['ratio']:.3f}x")
+        click.echo(f"total: {human_bytes(s['raw'])} raw, {human_bytes(s['stored'])} stored "
+                   f"in {s['objects']} objects ({s['ratio']:.3f}x)")
+
+    emit(as_json, s, human)
+
+
+@click.command()
+@json_option
+@click.pass_obj
+def verify(ctx: Ctx, as_json: bool) -> None:
+    """Re-hash every object; name corrupt ones and the versions they break."""
+    r = ctx.registry().verify()
+
+    def human() -> None:
+        click.echo(f"checked {r.checked} objects: " + ("ok" if r.ok else
+                                                       f"{len(r.corrupt)} corrupt"))
+        for oid, why in r.corrupt.items():
+            click.echo(f"  corrupt {oid[:16]}  {why}")
+        for v in r.broken_versions:
+            click.echo(f"  breaks  {v}")
+
+    emit(as_json, r, human)
+    if not r.ok:
+        raise SystemExit(6)
+
+
+@click.command()
+@click.option("--apply", is_flag=True, help="Really delete (default: dry run).")
+@click.option("--grace", default=3600.0, show_default=True,
+              help="Keep unreferenced objects younger than this many seconds.")
+@json_option
+@click.pass_obj
+def gc(ctx: Ctx, apply: bool, grace: float, as_json: bool) -> None:
+    """Remove objects no version needs (mark and sweep; dry run by default)."""
+    r = ctx.registry().gc(dry_run=not apply, grace_seconds=grace)
+    verb = "removed" if apply else "would remove"
+    emit(as_json, r, f"{verb} {len(r.removable)} objects ({human_bytes(r.removable_bytes)}); "
+                     f"{r.live} live, {r.kept_young} kept inside the grace period")
+
+
+@click.command()
+@click.argument("ref")
+@click.option("-r", "--reason", default="", help="Why (recorded).")
+@json_option
+@click.pass_obj
+def delete(ctx: Ctx, ref: str, reason: str, as_json: bool) -> None:
+    """Delete version REF; versions stored as deltas against it are re-based."""
+    n = ctx.registry().delete(ref, reason=reason)
+    emit(as_json, {"deleted": ref, "rebased": n},
+         f"deleted {ref} ({n} objects re-based); run `modelvc gc --apply` to reclaim space")
+
+
+def register(group: click.Group) -> None:
+    for c in (init, models, du, verify, gc, delete):
+        group.add_command(c)

@@ -1,0 +1,86 @@
+"""`modelvc` command: the group, shared options, error handling.
+
+Heavy modules (numpy, SQLAlchemy, the registry) are imported inside commands so that
+`modelvc --help` and scripts calling the CLI per version start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ..errors import ModelvcError
+
+if TYPE_CHECKING:
+    from ..registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Ctx:
+    def __init__(self, registry: str | None) -> None:
+        self.location = registry
+        self._reg: Registry | None = None
+
+    def registry(self) -> Registry:
+        if self._reg is None:
+            from ..registry import Registry
+
+            self._reg = Registry.open(self.location)
+        return self._reg
+
+    def close(self) -> None:
+        if self._reg is not None:
+            self._reg.close()
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+
+
+class Group(click.Group):
+    """Turns modelvc errors into one clear line, a hint, and the error's exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModelvcError as exc:
+            as_json = "--json" in sys.argv
+            if as_json:
+                click.echo(json.dumps({"error": exc.code, "message": exc.message,
+                                       "hint": exc.hint}))
+            else:
+                click.echo(f"error: {exc.message}", err=True)
+                if exc.hint:
+                    click.echo(f"hint: {exc.hint}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--registry", envvar="MODELVC_REGISTRY", metavar="PATH",
+              help="Registry folder (default: the nearest .modelvc upward, or $MODELVC_REGISTRY).")
+@click.version_option(package_name="modelvc")
+@click.pass_context
+def cli(ctx: click.Context, registry: str | None) -> None:
+    """modelvc: version control and continuous delivery for neural-network models."""
+    ctx.obj = Ctx(registry)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def main() -> None:
+    from . import admin_cmds, ref_cmds, version_cmds
+
+    for mod in (version_cmds, ref_cmds, admin_cmds):
+        mod.register(cli)
+    cli(prog_name="modelvc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Terminal output: human text or --json, errors with exit codes, progress bars.
+
+Kept free of heavy imports so `modelvc --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from typing import Any
+
+import click
+
+
+def to_jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if hasattr(obj, "to_json"):
+        return to_jsonable(obj.to_json())
+    return obj
+
+
+def emit(as_json: bool, data: Any, human: Callable[[], None] | str | None = None) -> None:
+    """Print `data` as JSON, or the human form."""
+    if as_json:
+        click.echo(json.dumps(to_jsonable(data), indent=2, sort_keys=True))
+    elif callable(human):
+        human()
+    elif human is not None:
+        click.echo(human)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def when(dt: datetime) -> str:
+    return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only on a terminal (or MODELVC_PROGRESS=1)."""
+
+    def __init__(self, label: str, total: int, *, enabled: bool = True) -> None:
+        forced = os.environ.get("MODELVC_PROGRESS") == "1"
+        self.enabled = enabled and (forced or sys.stderr.isatty())
+        self.label, self.total = label, max(total, 1)
+        self.start = self.last = time.monotonic()
+        self.done = 0
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self.done = done
+        if total:
+            self.total = max(total, 1)
+        now = time.monotonic()
+        if self.enabled and (now - self.last > 0.1 or done >= self.total):
+            self.last = now
+            self._draw(now)
+
+    def add(self, n: int) -> None:
+        self(self.done + n)
+
+    def _draw(self, now: float) -> None:
+        frac = min(self.done / self.total, 1.0)
+        width = 24
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        rate = self.done / max(now - self.start, 1e-6)
+        line = (f"\r{self.label} [{bar}] {frac:4.0%} {human_bytes(self.done)}/"
+                f"{human_bytes(self.total)} {human_bytes(rate)}/s")
+        sys.stderr.write(line[: max(20, _columns() - 1)])
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(time.monotonic())
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _columns() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except OSError:
+        return 100

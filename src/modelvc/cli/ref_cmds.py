@@ -1,0 +1,157 @@
+"""Commands on refs: branches, tags, channels, promote, rollback, history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from ..errors import UsageError
+from .main import Ctx, json_option
+from .output import emit, when
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"bad time {text!r}: use ISO 8601, e.g. 2026-11-27T14:00:00") from exc
+    return dt if dt.tzinfo else dt.astimezone(UTC)
+
+
+@click.command()
+@click.argument("model")
+@click.option("--kind", type=click.Choice(["branch", "channel", "tag"]))
+@json_option
+@click.pass_obj
+def refs(ctx: Ctx, model: str, kind: str | None, as_json: bool) -> None:
+    """Branches, channels and tags of MODEL."""
+    reg = ctx.registry()
+    rows = reg.refs(model, kind)
+
+    def human() -> None:
+        for r in rows:
+            target = "-"
+            if r.version_id:
+                v = reg.meta.get_version(r.version_id)
+                target = f"v{v.number} {v.id[:12]}"
+            click.echo(f"{r.kind:<8} {r.name:<20} {target}  {when(r.updated_at)}")
+
+    emit(as_json, rows, human)
+
+
+@click.group()
+def branch() -> None:
+    """Create or delete branches."""
+
+
+@branch.command("create")
+@click.argument("model")
+@click.argument("name")
+@click.option("--at", "at", help="Ref to start from (default: the model's main head).")
+@json_option
+@click.pass_obj
+def branch_create(ctx: Ctx, model: str, name: str, at: str | None, as_json: bool) -> None:
+    """Create branch NAME of MODEL."""
+    r = ctx.registry().create_branch(model, name, at=at)
+    emit(as_json, r, f"branch {model}@{name} created")
+
+
+@branch.command("delete")
+@click.argument("model")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def branch_delete(ctx: Ctx, model: str, name: str, as_json: bool) -> None:
+    """Delete branch NAME (its versions stay)."""
+    ctx.registry().delete_ref(model, name)
+    emit(as_json, {"deleted": f"{model}@{name}"}, f"branch {model}@{name} deleted")
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def tag(ctx: Ctx, ref: str, name: str, as_json: bool) -> None:
+    """Give version REF the immutable tag NAME."""
+    r = ctx.registry().tag(ref, name)
+    emit(as_json, r, f"tagged {ref} as {r.model}@{name}")
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--to", "channel", required=True, help="Channel, e.g. staging or production.")
+@click.option("-r", "--reason", default="", help="Why (recorded in the channel history).")
+@json_option
+@click.pass_obj
+def promote(ctx: Ctx, ref: str, channel: str, reason: str, as_json: bool) -> None:
+    """Point CHANNEL at version REF (recorded)."""
+    reg = ctx.registry()
+    r = reg.promote(ref, channel, reason=reason)
+    v = reg.meta.get_version(r.version_id or "")
+    emit(as_json, r, f"{r.model}@{channel} -> v{v.number} ({v.id[:12]})")
+
+
+@click.command()
+@click.argument("model")
+@click.argument("channel")
+@click.option("--to", "to", help="Ref to roll back to (default: the previous target).")
+@click.option("-r", "--reason", default="", help="Why (recorded in the channel history).")
+@json_option
+@click.pass_obj
+def rollback(ctx: Ctx, model: str, channel: str, to: str | None, reason: str,
+             as_json: bool) -> None:
+    """Move CHANNEL of MODEL back to its previous version in one step."""
+    reg = ctx.registry()
+    r = reg.rollback(model, channel, to=to, reason=reason)
+    v = reg.meta.get_version(r.version_id or "")
+    emit(as_json, r, f"{model}@{channel} rolled back to v{v.number} ({v.id[:12]})")
+
+
+@click.group()
+def channel() -> None:
+    """Inspect channels (moved by promote and rollback)."""
+
+
+@channel.command("history")
+@click.argument("model")
+@click.argument("name")
+@click.option("--at", "at", help="Only say what NAME pointed to at this time (ISO 8601).")
+@json_option
+@click.pass_obj
+def channel_history(ctx: Ctx, model: str, name: str, at: str | None, as_json: bool) -> None:
+    """Every move of channel NAME: who, when, from, to, why."""
+    reg = ctx.registry()
+    if at is not None:
+        v = reg.at(model, name, _parse_time(at))
+        label = f"v{v.number} ({v.id[:12]})" if v else "nothing"
+        emit(as_json, {"at": at, "version": v}, f"{model}@{name} at {at}: {label}")
+        return
+    moves = reg.history(model, name)
+    nums = {v.id: v.number for v in reg.meta.list_versions(model, include_deleted=True)}
+
+    def lab(vid: str | None) -> str:
+        return f"v{nums[vid]}" if vid in nums else "-"
+
+    def human() -> None:
+        for m in moves:
+            why = f"  {m.reason}" if m.reason else ""
+            click.echo(f"{when(m.at)}  {m.action:<8} {lab(m.old):>5} -> {lab(m.new):<5} "
+                       f"by {m.actor}{why}")
+
+    emit(as_json, moves, human)
+
+
+@channel.command("list")
+@click.argument("model")
+@json_option
+@click.pass_obj
+def channel_list(ctx: Ctx, model: str, as_json: bool) -> None:
+    """Channels of MODEL and what they serve."""
+    ctx.invoke(refs, model=model, kind="channel", as_json=as_json)
+
+
+def register(group: click.Group) -> None:
+    for c in (refs, branch, tag, promote, rollback, channel):
+        group.add_command(c)

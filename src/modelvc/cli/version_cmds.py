@@ -1,0 +1,206 @@
+"""Commands on versions: commit, log, show, diff, checkout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+from .main import Ctx, json_option
+from .output import Progress, emit, human_bytes, when
+
+
+def _kv(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
+    """Parse k=v pairs; values that parse as JSON numbers/booleans become those."""
+    import json
+
+    out: dict[str, Any] = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise UsageError(f"--{what} expects KEY=VALUE, got {p!r}")
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def _version_line(v: Any, refs: dict[str, list[str]] | None = None) -> str:
+    names = ", ".join((refs or {}).get(v.id, []))
+    tail = f" ({names})" if names else ""
+    msg = v.message.splitlines()[0] if v.message else ""
+    return f"v{v.number:<4} {v.id[:12]}  {when(v.created_at)}  {v.author:<10} {msg}{tail}"
+
+
+def _refs_by_version(reg: Any, model: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in reg.refs(model):
+        if r.version_id:
+            label = r.name if r.kind == "branch" else f"{r.kind}:{r.name}"
+            out.setdefault(r.version_id, []).append(label)
+    return out
+
+
+@click.command()
+@click.argument("path", type=click.Path())
+@click.option("--model", "-M", required=True, help="Model name.")
+@click.option("--branch", "-b", help="Branch to commit to (default: main; created if missing).")
+@click.option("-m", "--message", default="", help="What changed and why.")
+@click.option("--param", multiple=True, metavar="K=V", help="Training parameter (repeatable).")
+@click.option("--metric", multiple=True, metavar="K=V", help="Metric (repeatable).")
+@click.option("--tag", multiple=True, help="Immutable tag for the new version (repeatable).")
+@click.option("--parent", help="Parent ref (default: the branch head).")
+@click.option("--data", multiple=True, type=click.Path(), help="Data path to fingerprint.")
+@json_option
+@click.pass_obj
+def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
+           param: tuple[str, ...], metric: tuple[str, ...], tag: tuple[str, ...],
+           parent: str | None, data: tuple[str, ...], as_json: bool) -> None:
+    """Record PATH (a file or folder) as a new immutable version."""
+    reg = ctx.registry()
+    bar = Progress(f"commit {model}", 0, enabled=not as_json)
+    v = reg.commit(path, model=model, branch=branch, message=message,
+                   params=_kv(param, "param"), metrics=_kv(metric, "metric"), tags=tag,
+                   parent=parent, data=data, progress=bar)
+    bar.close()
+    ratio = v.stored_size / v.raw_size if v.raw_size else 0.0
+    emit(as_json, v, f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "
+                     f"{human_bytes(v.stored_size)} stored ({ratio:.3f}x)")
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--graph", is_flag=True, help="Draw the lineage graph.")
+@click.option("--all", "all_", is_flag=True, help="Every version of the model, not only ancestors.")
+@json_option
+@click.pass_obj
+def log(ctx: Ctx, ref: str, graph: bool, all_: bool, as_json: bool) -> None:
+    """History of a version: REF and its ancestors, newest first."""
+    reg = ctx.registry()
+    model = ref.partition("@")[0]
+    versions = reg.versions(model) if all_ else reg.log(ref)
+    refs = _refs_by_version(reg, model)
+
+    def human() -> None:
+        known = {v.id for v in versions}
+        for v in versions:
+            line = _version_line(v, refs)
+            if graph:
+                parents = [p for p in v.parents if p in known]
+                nums = {x.id: x.number for x in versions}
+                link = " <- " + ", ".join(f"v{nums[p]}" for p in parents) if parents else ""
+                merge = "M" if len(v.parents) > 1 else "*"
+                line = f"{merge} {line}{link}"
+            click.echo(line)
+
+    emit(as_json, versions, human)
+
+
+@click.command()
+@click.argument("ref")
+@json_option
+@click.pass_obj
+def show(ctx: Ctx, ref: str, as_json: bool) -> None:
+    """Everything about one version: lineage, params, metrics, files."""
+    reg = ctx.registry()
+    v = reg.resolve(ref)
+    m = reg.manifest(ref)
+    data = {"version": v, "files": [{"path": f.path, "size": f.size, "sha256": f.sha256,
+                                     "format": f.format, "tensors": sum(1 for _ in f.tensors())}
+                                    for f in m.files]}
+
+    def human() -> None:
+        click.echo(f"{v.model}@v{v.number}  {v.id}")
+        click.echo(f"author   {v.author}\ndate     {when(v.created_at)}")
+        if v.parents:
+            click.echo("parents  " + ", ".join(p[:12] for p in v.parents))
+        if v.message:
+            click.echo(f"message  {v.message}")
+        git = v.lineage.get("git")
+        if git:
+            dirty = " (dirty)" if git.get("dirty") else ""
+            click.echo(f"code     {git.get('commit', '')[:12]} on {git.get('branch')}{dirty}")
+        for d in v.lineage.get("data", []):
+            click.echo(f"data     {d['path']}  blake3:{d['blake3'][:16]}")
+        for title, kv in (("params", v.params), ("metrics", v.metrics)):
+            if kv:
+                click.echo(f"{title:<8} " + "  ".join(f"{k}={val}" for k, val in kv.items()))
+        ratio = v.stored_size / v.raw_size if v.raw_size else 0
+        click.echo(f"size     {human_bytes(v.raw_size)} raw, {human_bytes(v.stored_size)} "
+                   f"new stored ({ratio:.3f}x)")
+        for f in m.files:
+            n = sum(1 for _ in f.tensors())
+            extra = f", {n} tensors" if n else ""
+            click.echo(f"  {f.path}  {human_bytes(f.size)}  {f.format}{extra}")
+
+    emit(as_json, data, human)
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--no-numeric", is_flag=True, help="Skip per-element statistics (faster).")
+@click.option("--all-tensors", is_flag=True, help="List every changed tensor (default: top 20).")
+@json_option
+@click.pass_obj
+def diff(ctx: Ctx, a: str, b: str, no_numeric: bool, all_tensors: bool, as_json: bool) -> None:
+    """What changed from version A to version B."""
+    d = ctx.registry().diff(a, b, numeric=not no_numeric)
+
+    def human() -> None:
+        click.echo(f"--- {d.a}\n+++ {d.b}")
+        for p in d.files_added:
+            click.echo(f"A {p}")
+        for p in d.files_removed:
+            click.echo(f"D {p}")
+        for p in d.files_changed:
+            click.echo(f"M {p}")
+        click.echo(f"tensors: {len(d.tensors)} changed, {d.tensors_unchanged} unchanged")
+        ranked = sorted(d.tensors, key=lambda t: -(t.rel_l2 or 0))
+        for t in ranked if all_tensors else ranked[:20]:
+            if t.status in ("added", "removed"):
+                click.echo(f"  {t.status:<8} {t.name}")
+            elif t.status == "reshaped":
+                click.echo(f"  reshaped {t.name} {t.old_shape} -> {t.new_shape}")
+            else:
+                dt = f" {t.old_dtype}->{t.new_dtype}" if t.old_dtype != t.new_dtype else ""
+                stats = ""
+                if t.changed_fraction is not None:
+                    stats = (f" changed {t.changed_fraction:6.1%}  rel_l2 {t.rel_l2:.2e}"
+                             f"  max|d| {t.max_abs:.2e}")
+                click.echo(f"  {t.status:<8} {t.name}{dt}{stats}")
+        if not all_tensors and len(ranked) > 20:
+            click.echo(f"  ... {len(ranked) - 20} more (--all-tensors)")
+        for path, changes in d.json.items():
+            click.echo(f"{path}:")
+            for c in changes:
+                click.echo(f"  {c.key}: {c.old!r} -> {c.new!r}")
+        for title, changes in (("params", d.params), ("metrics", d.metrics)):
+            if changes:
+                click.echo(f"{title}:")
+                for c in changes:
+                    click.echo(f"  {c.key:<20} {c.old!s:>14}  {c.new!s:>14}")
+
+    emit(as_json, d, human)
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("dest", type=click.Path())
+@click.option("--force", is_flag=True, help="Overwrite files that exist in DEST.")
+@json_option
+@click.pass_obj
+def checkout(ctx: Ctx, ref: str, dest: str, force: bool, as_json: bool) -> None:
+    """Write version REF into DEST, bit-exact and verified."""
+    bar = Progress(f"checkout {ref}", 0, enabled=not as_json)
+    res = ctx.registry().checkout(ref, dest, force=force, progress=bar)
+    bar.close()
+    emit(as_json, {"dest": str(res.dest), "files": res.files, "bytes": res.bytes},
+         f"checked out {ref}: {res.files} files, {human_bytes(res.bytes)} -> {res.dest}")
+
+
+def register(group: click.Group) -> None:
+    for c in (commit, log, show, diff, checkout):
+        group.add_command(c)

@@ -1,0 +1,163 @@
+"""Store a file or folder as manifest entries: plan, hash, dedup, delta, write objects.
+
+Files stream segment by segment (a tensor at a time) through a small window of
+concurrent jobs, so memory stays bounded by a few tensors and both cores work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import InvalidModelFile, PathNotFound, UsageError
+from .formats import Segment, plan_file
+from .manifest import FileEntry, SegmentRef
+from .meta.api import ObjectRow
+from .storage import ObjectIO
+
+Progress = Callable[[int], None]  # called with bytes just processed
+WINDOW = 4  # segments in flight: bounds memory to a few tensors
+T = TypeVar("T")
+R = TypeVar("R")
+SKIP_NAMES = frozenset({".git", ".modelvc", "__pycache__", ".DS_Store"})
+
+
+def collect_files(path: Path) -> list[tuple[str, Path]]:
+    """(posix relative path, absolute path) of every regular file, sorted."""
+    if not path.exists():
+        raise PathNotFound(f"{str(path)!r} does not exist", hint="check the path you passed")
+    if path.is_file():
+        return [(path.name, path)]
+    out: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_NAMES)
+        for name in sorted(filenames):
+            if name in SKIP_NAMES:
+                continue
+            p = Path(dirpath) / name
+            if p.is_symlink() and not p.exists():
+                raise PathNotFound(f"{p} is a broken symbolic link")
+            if p.is_file():
+                out.append((p.relative_to(path).as_posix(), p))
+    if not out:
+        raise UsageError(f"{path} holds no files to commit")
+    return sorted(out)
+
+
+@dataclass
+class StoreResult:
+    files: list[FileEntry] = field(default_factory=list)
+    objects: dict[str, ObjectRow] = field(default_factory=dict)
+    new_bytes: int = 0  # stored bytes written by this commit
+
+
+class FileStorer:
+    """Turns files into FileEntry records, writing the objects they need."""
+
+    def __init__(self, io: ObjectIO, pool: ThreadPoolExecutor, *, progress: Progress | None = None):
+        self.io = io
+        self.pool = pool
+        self.progress = progress or (lambda n: None)
+
+    def store(
+        self, files: list[tuple[str, Path]], parent_tensors: dict[tuple[str, str], SegmentRef]
+    ) -> StoreResult:
+        by_name: dict[str, SegmentRef] = {}
+        for (_, name), seg in parent_tensors.items():
+            by_name.setdefault(name, seg)
+        result = StoreResult()
+        for rel, abspath in files:
+            result.files.append(self._store_file(rel, abspath, parent_tensors, by_name, result))
+        return result
+
+    def _store_file(
+        self,
+        rel: str,
+        path: Path,
+        parent: dict[tuple[str, str], SegmentRef],
+        by_name: dict[str, SegmentRef],
+        result: StoreResult,
+    ) -> FileEntry:
+        plan = plan_file(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            sha = self.pool.submit(_sha256, fd, plan.size)
+            refs: list[SegmentRef] = []
+            for seg, row, new, chain in _windowed(
+                self.pool, plan.segments, lambda s: self._store_segment(fd, s, rel, parent, by_name)
+            ):
+                if row.id not in result.objects:
+                    result.objects[row.id] = row
+                    if new:
+                        result.new_bytes += row.stored_size
+                for c in chain:
+                    result.objects.setdefault(c.id, c)
+                refs.append(_segment_ref(seg, row.id))
+                self.progress(seg.length)
+            digest = sha.result()
+        finally:
+            os.close(fd)
+        if sum(r.size for r in refs) != plan.size:
+            raise InvalidModelFile(f"{path} changed while it was being committed; retry")
+        return FileEntry(rel, plan.size, digest, plan.format, tuple(refs), dict(plan.info))
+
+    def _store_segment(
+        self,
+        fd: int,
+        seg: Segment,
+        rel: str,
+        parent: dict[tuple[str, str], SegmentRef],
+        by_name: dict[str, SegmentRef],
+    ) -> tuple[Segment, ObjectRow, bool, list[ObjectRow]]:
+        data = os.pread(fd, seg.length, seg.offset)
+        if len(data) != seg.length:
+            raise InvalidModelFile(f"{rel} is shorter than its header says (truncated while read?)")
+        if seg.kind == "tensor":
+            assert seg.name is not None and seg.dtype is not None and seg.shape is not None
+            ref = parent.get((rel, seg.name)) or by_name.get(seg.name)
+            stored = self.io.put_tensor(data, seg.dtype, seg.shape, ref=ref.id if ref else None)
+            return seg, stored.row, stored.new, self.io.chain_rows(stored.row.id)
+        else:
+            stored = self.io.put_blob(data)
+        return seg, stored.row, stored.new, []
+
+
+def _segment_ref(seg: Segment, oid: str) -> SegmentRef:
+    if seg.kind == "tensor":
+        return SegmentRef(oid, seg.length, seg.name, seg.dtype, seg.shape)
+    return SegmentRef(oid, seg.length)
+
+
+def _sha256(fd: int, size: int) -> str:
+    h = hashlib.sha256()
+    off = 0
+    while off < size:
+        chunk = os.pread(fd, min(1 << 23, size - off), off)
+        if not chunk:
+            break
+        h.update(chunk)
+        off += len(chunk)
+    return h.hexdigest()
+
+
+def _windowed(
+    pool: ThreadPoolExecutor, items: Sequence[T], fn: Callable[[T], R]
+) -> Iterator[R]:
+    """Map fn over items on the pool, at most WINDOW in flight, results in order."""
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= WINDOW:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()

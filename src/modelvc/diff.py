@@ -1,0 +1,152 @@
+"""Diffs between two versions: files, tensors (how much changed), json, params, metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .manifest import Manifest, SegmentRef
+from .storage import ObjectIO
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    file: str
+    name: str
+    status: str  # added | removed | changed | reshaped | retyped
+    old_dtype: str | None = None
+    new_dtype: str | None = None
+    old_shape: list[int] | None = None
+    new_shape: list[int] | None = None
+    changed_fraction: float | None = None  # elements whose value differs
+    rel_l2: float | None = None  # ||new - old|| / ||old||
+    max_abs: float | None = None
+
+
+@dataclass(frozen=True)
+class ValueChange:
+    key: str
+    old: Any
+    new: Any
+
+
+@dataclass
+class VersionDiff:
+    a: str
+    b: str
+    files_added: list[str] = field(default_factory=list)
+    files_removed: list[str] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
+    tensors: list[TensorChange] = field(default_factory=list)
+    tensors_unchanged: int = 0
+    json: dict[str, list[ValueChange]] = field(default_factory=dict)  # file -> key changes
+    params: list[ValueChange] = field(default_factory=list)
+    metrics: list[ValueChange] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_label: str,
+                   numeric: bool = True) -> VersionDiff:
+    out = VersionDiff(a_label, b_label)
+    fa = {f.path: f for f in a.files}
+    fb = {f.path: f for f in b.files}
+    out.files_added = sorted(set(fb) - set(fa))
+    out.files_removed = sorted(set(fa) - set(fb))
+    out.files_changed = sorted(p for p in set(fa) & set(fb) if fa[p].sha256 != fb[p].sha256)
+    ta, tb = a.tensor_index(), b.tensor_index()
+    for key in sorted(set(ta) | set(tb)):
+        sa, sb = ta.get(key), tb.get(key)
+        if sa is not None and sb is not None and sa.id == sb.id:
+            out.tensors_unchanged += 1
+            continue
+        out.tensors.append(_tensor_change(io, key, sa, sb, numeric))
+    for path in out.files_changed:
+        if path.endswith(".json"):
+            old = _json_or_none(io, fa[path].segments)
+            new = _json_or_none(io, fb[path].segments)
+            if isinstance(old, dict) and isinstance(new, dict):
+                out.json[path] = _dict_changes(_flatten(old), _flatten(new))
+        ia, ib = fa[path].info.get("metadata"), fb[path].info.get("metadata")
+        if ia != ib:
+            out.json[f"{path}#metadata"] = _dict_changes(_flatten(ia or {}), _flatten(ib or {}))
+    out.params = _dict_changes(a.params, b.params)
+    out.metrics = _dict_changes(a.metrics, b.metrics)
+    return out
+
+
+def _tensor_change(io: ObjectIO, key: tuple[str, str], sa: SegmentRef | None,
+                   sb: SegmentRef | None, numeric: bool) -> TensorChange:
+    file, name = key
+    if sa is None or sb is None:
+        s = sb or sa
+        assert s is not None
+        return TensorChange(file, name, "added" if sa is None else "removed",
+                            new_dtype=s.dtype if sa is None else None,
+                            old_dtype=s.dtype if sb is None else None,
+                            new_shape=list(s.shape or ()) if sa is None else None,
+                            old_shape=list(s.shape or ()) if sb is None else None)
+    base = {"old_dtype": sa.dtype, "new_dtype": sb.dtype,
+            "old_shape": list(sa.shape or ()), "new_shape": list(sb.shape or ())}
+    if sa.shape != sb.shape:
+        return TensorChange(file, name, "reshaped", **base)  # type: ignore[arg-type]
+    status = "retyped" if sa.dtype != sb.dtype else "changed"
+    if not numeric:
+        return TensorChange(file, name, status, **base)  # type: ignore[arg-type]
+    x = _as_float(io.read_tensor(sa.id), sa.dtype or "")
+    y = _as_float(io.read_tensor(sb.id), sb.dtype or "")
+    if x is None or y is None or x.size == 0:
+        return TensorChange(file, name, status, **base)  # type: ignore[arg-type]
+    d = y - x
+    with np.errstate(invalid="ignore", over="ignore"):
+        changed = float(np.count_nonzero(~((x == y) | (np.isnan(x) & np.isnan(y)))) / x.size)
+        norm = float(np.linalg.norm(x))
+        dn = float(np.linalg.norm(np.nan_to_num(d)))
+        rel = dn / norm if norm > 0 else (0.0 if dn == 0 else float("inf"))
+        mx = float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0
+    return TensorChange(file, name, status, changed_fraction=changed, rel_l2=rel, max_abs=mx,
+                        **base)  # type: ignore[arg-type]
+
+
+def _as_float(raw: bytes, dtype: str) -> np.ndarray[Any, Any] | None:
+    """Tensor values as float64 (BF16 widened by bit shift; unsupported types -> None)."""
+    if dtype == "BF16":
+        bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+        return bits.view(np.float32).astype(np.float64)
+    table = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "I8": "i1", "U8": "u1", "I16": "<i2",
+             "U16": "<u2", "I32": "<i4", "U32": "<u4", "I64": "<i8", "U64": "<u8", "BOOL": "u1"}
+    if dtype not in table:
+        return None
+    return np.frombuffer(raw, dtype=table[dtype]).astype(np.float64)
+
+
+def _json_or_none(io: ObjectIO, segments: tuple[SegmentRef, ...]) -> Any:
+    try:
+        return json.loads(b"".join(io.read_blob(s.id) for s in segments))
+    except ValueError:
+        return None
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _dict_changes(a: dict[str, Any], b: dict[str, Any]) -> list[ValueChange]:
+    missing = object()
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, missing), b.get(k, missing)
+        if va != vb:
+            out.append(ValueChange(k, None if va is missing else va, None if vb is missing else vb))
+    return out

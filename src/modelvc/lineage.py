@@ -1,0 +1,109 @@
+"""Lineage captured automatically at commit: code (git), data fingerprints, environment."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from .errors import PathNotFound
+
+# Packages whose versions are worth recording when installed (read from metadata,
+# never imported: importing torch costs seconds).
+PACKAGES = (
+    "modelvc", "numpy", "torch", "transformers", "safetensors", "onnx", "onnxruntime",
+    "scikit-learn", "skl2onnx", "tensorflow", "jax", "accelerate", "peft",
+)
+
+
+def author() -> str:
+    for var in ("MODELVC_AUTHOR", "GIT_AUTHOR_NAME", "USER"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state(cwd: Path) -> dict[str, Any] | None:
+    """Commit, branch and dirty state of the git working tree at cwd (None outside git)."""
+    commit = _git(["rev-parse", "HEAD"], cwd)
+    if commit is None:
+        return None
+    status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+    return {
+        "commit": commit,
+        "branch": _git(["rev-parse", "--abbrev-ref", "HEAD"], cwd),
+        "dirty": bool(status),
+        "remote": _git(["config", "--get", "remote.origin.url"], cwd),
+    }
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    """BLAKE3 over a file, or over a folder's sorted (path, size, digest) entries."""
+    if not path.exists():
+        raise PathNotFound(f"data path {str(path)!r} does not exist")
+    if path.is_file():
+        return {"path": str(path), "kind": "file", "size": path.stat().st_size,
+                "blake3": _hash_file(path)}
+    tree = blake3.blake3()
+    count = size = 0
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        digest = _hash_file(p)
+        rel = p.relative_to(path).as_posix()
+        st = p.stat().st_size
+        tree.update(f"{rel}\0{st}\0{digest}\n".encode())
+        count += 1
+        size += st
+    return {"path": str(path), "kind": "folder", "files": count, "size": size,
+            "blake3": tree.hexdigest()}
+
+
+def _hash_file(path: Path) -> str:
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return str(h.hexdigest())
+
+
+def environment() -> dict[str, Any]:
+    pkgs: dict[str, str] = {}
+    for name in PACKAGES:
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": platform.platform(terse=True),
+        "host": platform.node(),
+        "packages": pkgs,
+    }
+
+
+def capture(cwd: Path, data: list[Path]) -> dict[str, Any]:
+    out: dict[str, Any] = {"env": environment(), "data": [fingerprint(p) for p in data]}
+    git = git_state(cwd)
+    if git is not None:
+        out["git"] = git
+    return out

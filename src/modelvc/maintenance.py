@@ -1,0 +1,194 @@
+"""Keeping a registry healthy: verify, gc, delete (with delta re-basing), stats."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codec import BLOCK_ELEMENTS, TensorObjectWriter, encode_block
+from .errors import Conflict, CorruptObject, ModelvcError
+from .layout import Layout
+from .meta.api import ObjectRow, VersionRow
+from .meta.store import MetaStore
+from .storage import ObjectIO, _BytesSink, _numel
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    corrupt: dict[str, str] = field(default_factory=dict)  # object id -> reason
+    broken_versions: list[str] = field(default_factory=list)  # "model@vN (id)"
+
+    @property
+    def ok(self) -> bool:
+        return not self.corrupt
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checked": self.checked, "corrupt": self.corrupt,
+                "broken_versions": self.broken_versions}
+
+
+def verify(meta: MetaStore, io: ObjectIO, *, progress: Callable[[int], None] | None = None
+           ) -> VerifyReport:
+    """Re-hash every recorded object; name corrupt ones and the live versions they break."""
+    report = VerifyReport()
+    rows = {r.id: r for r in meta.iter_objects()}
+    for row in rows.values():
+        try:
+            if row.kind == "tensor":
+                io.read_tensor(row.id)
+            else:
+                io.read_blob(row.id)
+        except ModelvcError as exc:
+            report.corrupt[row.id] = str(exc).splitlines()[0]
+        report.checked += 1
+        if progress:
+            progress(1)
+    if not report.corrupt:
+        return report
+    # An object is broken if it, or any object in its delta chain, is corrupt.
+    broken = set(report.corrupt)
+    changed = True
+    while changed:
+        changed = False
+        for r in rows.values():
+            if r.id not in broken and r.ref_id in broken:
+                broken.add(r.id)
+                changed = True
+    for oid, versions in meta.versions_using(broken).items():
+        for vid in versions:
+            v = meta.get_version(vid)
+            label = f"{v.model}@v{v.number} ({v.id[:12]})"
+            if label not in report.broken_versions:
+                report.broken_versions.append(label)
+        _ = oid
+    report.broken_versions.sort()
+    return report
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    live: int = 0
+    removable: list[str] = field(default_factory=list)
+    removable_bytes: int = 0
+    kept_young: int = 0  # unreferenced but inside the grace period
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "live": self.live, "removed" if not self.dry_run
+                else "would_remove": len(self.removable), "bytes": self.removable_bytes,
+                "kept_young": self.kept_young}
+
+
+def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
+       grace_seconds: float = 3600.0) -> GcReport:
+    """Mark from every live version (and delta references), sweep the rest.
+
+    The sweep holds the registry lock exclusively, so no commit is between writing
+    its objects and recording them; objects younger than the grace period survive
+    anyway (a writer on another host of a shared store)."""
+    report = GcReport(dry_run)
+    with lay.lock(exclusive=True):
+        live = meta.live_object_ids()
+        report.live = len(live)
+        cutoff = time.time() - grace_seconds
+        dead_rows = [r.id for r in meta.iter_objects() if r.id not in live]
+        for info in io.store.list():
+            if info.key in live:
+                continue
+            if info.mtime > cutoff:
+                report.kept_young += 1
+                continue
+            report.removable.append(info.key)
+            report.removable_bytes += info.size
+        if not dry_run:
+            removable = set(report.removable)
+            # Reverse write order: forget the row, then the bytes.
+            meta.delete_objects([r for r in dead_rows if r in removable])
+            for key in report.removable:
+                io.store.delete(key)
+            cleanup = getattr(io.store, "cleanup_temp", None)
+            if cleanup is not None:
+                cleanup(grace_seconds)
+    return report
+
+
+def delete_version(lay: Layout, meta: MetaStore, io: ObjectIO, v: VersionRow, *, actor: str,
+                   reason: str) -> int:
+    """Tombstone a version; first re-encode live objects whose delta chain runs through
+    objects only this version kept alive. Returns how many objects were re-based."""
+    pointing = [r for r in meta.list_refs(v.model) if r.version_id == v.id]
+    if pointing:
+        names = ", ".join(f"{r.kind} {r.name}" for r in pointing)
+        raise Conflict(f"{v.model}@v{v.number} is still the target of {names}",
+                       hint="move or delete those refs first (tags are immutable)")
+    with lay.lock(exclusive=True):
+        mine = {r.id for r in meta.version_objects(v.id)}
+        users = meta.versions_using(mine)
+        dying = {oid for oid in mine if set(users.get(oid, [])) <= {v.id}}
+        rows = {r.id: r for r in meta.iter_objects()}
+        live = meta.live_object_ids() - dying
+        rebased = 0
+        for r in list(rows.values()):
+            if r.id in live and r.id not in dying and r.ref_id in dying and r.kind == "tensor":
+                _rebase(meta, io, r, rows, dying)
+                rebased += 1
+        meta.mark_deleted(v.id, actor=actor, reason=reason)
+    return rebased
+
+
+def _rebase(meta: MetaStore, io: ObjectIO, row: ObjectRow, rows: dict[str, ObjectRow],
+            dying: set[str]) -> None:
+    """Re-encode ROW against the first surviving object of its chain, or as a full copy."""
+    raw = io.read_tensor(row.id)
+    h = io.header(row.id)
+    new_ref = row.ref_id
+    while new_ref is not None and new_ref in dying:
+        nxt = rows.get(new_ref)
+        new_ref = nxt.ref_id if nxt else None
+    if new_ref is not None and io.usable_ref(new_ref, h.dtype, _numel(h.shape)) is None:
+        new_ref = None
+    ref_raw = io.read_tensor(new_ref) if new_ref else None
+    ref_code = io.header(new_ref).dtype if new_ref else None
+    size = len(raw) // max(_numel(h.shape), 1) if raw else 0
+    rsize = len(ref_raw) // max(_numel(h.shape), 1) if ref_raw else 0
+    sink = _BytesSink()
+    writer = TensorObjectWriter(sink, h.dtype, h.shape, ref_id=new_ref, ref_code=ref_code)  # type: ignore[arg-type]
+    n = _numel(h.shape)
+    for i in range(max(1, -(-n // BLOCK_ELEMENTS))):
+        lo, hi = i * BLOCK_ELEMENTS, min(n, (i + 1) * BLOCK_ELEMENTS)
+        rb = None if ref_raw is None else ref_raw[lo * rsize:hi * rsize]
+        writer.add_block(*encode_block(raw[lo * size:hi * size], h.dtype, ref=rb, ref_code=ref_code))
+    header = writer.finish()
+    data = sink.getvalue()
+    io.store.replace(row.id, data)
+    io.forget(row.id)
+    if io.read_tensor(row.id) != raw:  # never leave a re-based object that decodes wrong
+        raise CorruptObject(f"re-basing {row.id[:12]} failed verification")
+    meta.update_object(ObjectRow(row.id, "tensor", header.codec, header.raw_size, len(data),
+                                 header.ref))
+
+
+def stats(meta: MetaStore, model: str | None = None) -> dict[str, Any]:
+    models = [model] if model else [m.name for m in meta.list_models()]
+    out: dict[str, Any] = {"models": {}}
+    raw_total = 0
+    for name in models:
+        vs = meta.list_versions(name)
+        raw = sum(v.raw_size for v in vs)
+        stored = sum(v.stored_size for v in vs)
+        raw_total += raw
+        out["models"][name] = {
+            "versions": [{"number": v.number, "id": v.id, "raw": v.raw_size,
+                          "stored": v.stored_size,
+                          "ratio": round(v.stored_size / v.raw_size, 4) if v.raw_size else 0}
+                         for v in sorted(vs, key=lambda v: v.number)],
+            "raw": raw, "stored": stored, "ratio": round(stored / raw, 4) if raw else 0,
+        }
+    objs = list(meta.iter_objects())
+    stored_total = sum(o.stored_size for o in objs)
+    out.update(raw=raw_total, stored=stored_total, objects=len(objs),
+               ratio=round(stored_total / raw_total, 4) if raw_total else 0)
+    return out

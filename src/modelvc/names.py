@@ -1,0 +1,77 @@
+"""Names and ref syntax.
+
+A ref is `MODEL` (the default branch head) or `MODEL@SELECTOR` where SELECTOR is
+`vN` (version number), a branch, channel or tag name, or a hex id prefix (>= 4 chars).
+Names never contain `/` (HTTP frameworks decode %2F), `@`, whitespace or control
+characters, so a ref can always be split unambiguously and used as a path segment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidName, InvalidRef
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NUMBER = re.compile(r"^v([0-9]+)$")
+_HEX = re.compile(r"^[0-9a-f]{4,64}$")
+RESERVED = frozenset({"HEAD", "latest"})
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Validate a model, branch, channel or tag name; return it unchanged."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        shown = name.encode("unicode_escape").decode() if isinstance(name, str) else repr(name)
+        raise InvalidName(
+            f"invalid {what} {shown!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (no '/', '@', spaces or control characters)"
+        )
+    return name
+
+
+def check_ref_name(name: str, what: str = "ref name") -> str:
+    """A branch/channel/tag name must not look like a version number."""
+    check_name(name, what)
+    if _NUMBER.match(name) or name in RESERVED:
+        raise InvalidName(f"invalid {what} {name!r}: it would shadow a version number or {name}")
+    if _HEX.match(name) and len(name) >= 7:
+        raise InvalidName(f"invalid {what} {name!r}: it would look like a version id prefix")
+    return name
+
+
+@dataclass(frozen=True)
+class RefSpec:
+    """A parsed ref: the model and what to select in it."""
+
+    model: str
+    selector: str | None  # None: the default branch head
+    number: int | None = None  # set when selector is vN
+
+    def __str__(self) -> str:
+        return self.model if self.selector is None else f"{self.model}@{self.selector}"
+
+
+def parse_ref(text: str) -> RefSpec:
+    """Split `MODEL[@SELECTOR]`; validation of the selector's target happens in resolve."""
+    if not isinstance(text, str) or not text:
+        raise InvalidRef("empty ref: write NAME or NAME@vN, NAME@branch, NAME@channel, NAME@tag")
+    model, sep, selector = text.partition("@")
+    if not model:
+        raise InvalidRef(f"invalid ref {text!r}: the model name is missing before '@'")
+    check_name(model, "model name")
+    if not sep:
+        return RefSpec(model, None)
+    if not selector:
+        raise InvalidRef(f"invalid ref {text!r}: nothing after '@'")
+    if "@" in selector:
+        raise InvalidRef(f"invalid ref {text!r}: more than one '@'")
+    m = _NUMBER.match(selector)
+    if m:
+        return RefSpec(model, selector, int(m.group(1)))
+    check_name(selector, "ref")
+    return RefSpec(model, selector)
+
+
+def is_hex_prefix(text: str) -> bool:
+    return bool(_HEX.match(text))

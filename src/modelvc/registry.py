@@ -1,0 +1,425 @@
+"""Registry: the one public client. `Registry.open(...)` / `Registry.init(...)`.
+
+Write order for a commit (DESIGN invariant 1): objects -> manifest -> one database
+transaction (version row, number, object links, branch compare-and-swap). A crash at
+any point leaves at most unreferenced objects, which gc removes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import layout as _layout
+from .commit import FileStorer, collect_files
+from .errors import (
+    AmbiguousRef,
+    Conflict,
+    ModelNotFound,
+    NotFound,
+    RefMoved,
+    RefNotFound,
+    UsageError,
+)
+from .lineage import author as default_author
+from .lineage import capture
+from . import maintenance
+from .checkout import CheckoutResult, TensorDict, checkout
+from .diff import VersionDiff, diff_manifests
+from .maintenance import GcReport, VerifyReport
+from .manifest import Manifest
+from .meta.api import NewVersion, ObjectRow, RefMove, RefRow, VersionRow
+from .meta.store import MetaStore
+from .names import check_name, check_ref_name, is_hex_prefix, parse_ref
+from .objects import open_store
+from .objects.base import ObjectStore
+from .storage import ObjectIO
+
+Version = VersionRow
+DEFAULT_BRANCH = "main"
+COMMIT_RETRIES = 20
+
+
+class _ReadOps:
+    """Read-side and maintenance verbs, mixed into Registry (kept apart for size)."""
+
+    layout: _layout.Layout
+    meta: MetaStore
+    io: ObjectIO
+    _jobs: ThreadPoolExecutor
+
+    def resolve(self, ref: str) -> Version: ...  # provided by Registry
+
+    def _manifest(self, version_id: str) -> Manifest: ...  # provided by Registry
+
+    def checkout(self, ref: str, dest: str | Path, *, force: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> CheckoutResult:
+        """Rebuild the version's files in DEST, bit-exact and verified."""
+        v = self.resolve(ref)
+        m = self._manifest(v.id)
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(done, m.raw_size)
+
+        return checkout(self.io, self._jobs, m, Path(dest), force=force, progress=tick)
+
+    def load(self, ref: str, *, framework: str = "numpy", file: str | None = None) -> TensorDict:
+        """Tensors of a version as a mapping, each decoded when first accessed."""
+        return TensorDict(self.io, self._manifest(self.resolve(ref).id), framework=framework,
+                          file=file)
+
+    def diff(self, a: str, b: str, *, numeric: bool = True) -> VersionDiff:
+        va, vb = self.resolve(a), self.resolve(b)
+        return diff_manifests(self.io, self._manifest(va.id), self._manifest(vb.id),
+                              a_label=f"{va.model}@v{va.number}",
+                              b_label=f"{vb.model}@v{vb.number}", numeric=numeric)
+
+    def stats(self, model: str | None = None) -> dict[str, Any]:
+        if model is not None:
+            self.meta.get_model(model)
+        return maintenance.stats(self.meta, model)
+
+    def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        return maintenance.verify(self.meta, self.io, progress=progress)
+
+    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
+        return maintenance.gc(self.layout, self.meta, self.io, dry_run=dry_run,
+                              grace_seconds=grace_seconds)
+
+    def delete(self, ref: str, *, reason: str = "", actor: str | None = None) -> int:
+        """Delete a version (its number is never reused); returns objects re-based."""
+        v = self.resolve(ref)
+        return maintenance.delete_version(self.layout, self.meta, self.io, v,
+                                          actor=actor or default_author(), reason=reason)
+
+
+class Registry(_ReadOps):
+    """A model registry: versions, branches, channels, tags, and their history."""
+
+    def __init__(self, lay: _layout.Layout, meta: MetaStore, store: ObjectStore) -> None:
+        self.layout = lay
+        self.meta = meta
+        self.store = store
+        self._blocks = ThreadPoolExecutor(2, thread_name_prefix="modelvc-block")
+        self._jobs = ThreadPoolExecutor(3, thread_name_prefix="modelvc-job")
+        self.io = ObjectIO(store, executor=self._blocks)
+
+    # ---- opening
+    @classmethod
+    def init(cls, path: str | Path = ".", *, meta_url: str | None = None,
+             objects_url: str | None = None) -> Registry:
+        """Create a registry in PATH/.modelvc (SQLite + local objects by default)."""
+        lay = _layout.create(Path(path), meta=meta_url, objects=objects_url)
+        meta = MetaStore.create(lay.meta_url)
+        return cls(lay, meta, open_store(lay.objects_url))
+
+    @classmethod
+    def open(cls, location: str | Path | None = None) -> Registry:
+        """Open the registry at `location`, $MODELVC_REGISTRY, or the nearest .modelvc."""
+        lay = _layout.find(location)
+        meta = MetaStore.open(lay.meta_url)
+        return cls(lay, meta, open_store(lay.objects_url))
+
+    def close(self) -> None:
+        self._jobs.shutdown()
+        self._blocks.shutdown()
+        self.meta.close()
+        self.store.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- commit
+    def commit(
+        self,
+        path: str | Path,
+        *,
+        model: str,
+        branch: str | None = None,
+        message: str = "",
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        parent: str | None = None,
+        data: Sequence[str | Path] = (),
+        author: str | None = None,
+        cwd: str | Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Version:
+        """Record PATH (a file or folder) as a new immutable version of MODEL.
+
+        The parent is the branch head (or `parent`); a branch that does not exist is
+        created at the parent. If another writer moves the branch meanwhile, the
+        version is re-parented onto the new head (both versions are kept) unless an
+        explicit `parent` was given, in which case RefMoved is raised.
+        """
+        check_name(model, "model name")
+        branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
+        for t in tags:
+            check_ref_name(t, "tag name")
+        files = collect_files(Path(path))
+        total = sum(p.stat().st_size for _, p in files)
+        lineage = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
+        who = author or default_author()
+        head = self._head_or_none(model, branch)
+        parent_id: str | None
+        if parent is not None:
+            parent_id = self.resolve(parent).id
+            if head is not None and head.version_id != parent_id:
+                raise RefMoved(
+                    f"branch {model}@{branch} is at {self._label(head.version_id)}, "
+                    f"not at your parent {parent}",
+                    hint="commit to a new branch (--branch), or drop --parent to commit on top",
+                )
+        else:
+            parent_id = head.version_id if head else None
+        base = self._manifest(parent_id) if parent_id else None
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(done, total)
+
+        with self.layout.lock(exclusive=False):
+            stored = FileStorer(self.io, self._jobs, progress=tick).store(
+                files, base.tensor_index() if base else {}
+            )
+            expected = head.version_id if head else None
+            for _ in range(COMMIT_RETRIES):
+                parents = (parent_id,) if parent_id else ()
+                manifest = Manifest(
+                    model=model,
+                    files=tuple(stored.files),
+                    parents=parents,
+                    created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+                    author=who,
+                    message=message,
+                    params=dict(params or {}),
+                    metrics=dict(metrics or {}),
+                    lineage=lineage,
+                    kind="file" if Path(path).is_file() else "folder",
+                )
+                raw = manifest.to_bytes()
+                mstored = self.io.put_blob(raw)
+                mid = mstored.row.id
+                objects = [*stored.objects.values(), ObjectRow(mid, "manifest", "zstd",
+                                                             len(raw), mstored.row.stored_size)]
+                self.meta.ensure_model(model)
+                try:
+                    row = self.meta.insert_version(
+                        NewVersion(
+                            id=mid, model=model, author=who, message=message,
+                            parents=list(parents), params=manifest.params,
+                            metrics=manifest.metrics, lineage=lineage,
+                            raw_size=manifest.raw_size,
+                            stored_size=stored.new_bytes + mstored.row.stored_size,
+                            created_at=datetime.fromisoformat(manifest.created_at),
+                            objects=objects,
+                        ),
+                        branch=branch, expected_head=expected,
+                        create_branch=expected is None, actor=who,
+                    )
+                    break
+                except (RefMoved, Conflict) as exc:
+                    if parent is not None:
+                        raise
+                    now = self._head_or_none(model, branch)
+                    if now is None or now.version_id == expected:
+                        raise exc
+                    expected = parent_id = now.version_id
+            else:
+                raise RefMoved(f"branch {model}@{branch} kept moving; retry the commit")
+        for t in tags:
+            self.tag(row.id, t, actor=who)
+        return row
+
+    # ---- resolving
+    def resolve(self, ref: str) -> Version:
+        """A ref (NAME, NAME@vN, NAME@branch|channel|tag, NAME@<id prefix>) -> Version."""
+        spec = parse_ref(ref)
+        self.meta.get_model(spec.model)
+        if spec.selector is None:
+            head = self._head_or_none(spec.model, DEFAULT_BRANCH)
+            if head is None or head.version_id is None:
+                versions = self.meta.list_versions(spec.model)
+                if not versions:
+                    raise RefNotFound(f"model {spec.model} has no versions yet")
+                return versions[0]
+            return self.meta.get_version(head.version_id)
+        if spec.number is not None:
+            return self.meta.version_by_number(spec.model, spec.number)
+        ref_row = self._ref_or_none(spec.model, spec.selector)
+        by_id = self.meta.versions_by_prefix(spec.model, spec.selector) if (
+            is_hex_prefix(spec.selector)) else []
+        if ref_row is not None and by_id:
+            raise AmbiguousRef(f"{ref} names both a {ref_row.kind} and a version id prefix")
+        if ref_row is not None:
+            if ref_row.version_id is None:
+                raise RefNotFound(f"{ref_row.kind} {ref} points at no version")
+            return self.meta.get_version(ref_row.version_id)
+        if len(by_id) > 1:
+            shown = ", ".join(f"v{v.number} {v.id[:12]}" for v in by_id[:5])
+            raise AmbiguousRef(f"{ref} matches {len(by_id)} versions ({shown})")
+        if by_id:
+            return by_id[0]
+        raise RefNotFound(
+            f"{ref}: no version, branch, channel or tag {spec.selector!r} in model {spec.model}",
+            hint=f"see `modelvc refs {spec.model}` and `modelvc log {spec.model}`",
+        )
+
+    def _ref_or_none(self, model: str, name: str) -> RefRow | None:
+        try:
+            return self.meta.get_ref(model, name)
+        except (RefNotFound, ModelNotFound):
+            return None
+
+    def _head_or_none(self, model: str, branch: str) -> RefRow | None:
+        row = self._ref_or_none(model, branch)
+        if row is not None and row.kind != "branch":
+            raise UsageError(f"{model}@{branch} is a {row.kind}, not a branch")
+        return row
+
+    def _label(self, version_id: str | None) -> str:
+        if version_id is None:
+            return "nothing"
+        v = self.meta.get_version(version_id)
+        return f"v{v.number} ({v.id[:12]})"
+
+    def _manifest(self, version_id: str) -> Manifest:
+        return Manifest.from_bytes(self.io.read_blob(version_id), expect_id=version_id)
+
+    def manifest(self, ref: str) -> Manifest:
+        return self._manifest(self.resolve(ref).id)
+
+    # ---- listing
+    def models(self) -> list[str]:
+        return [m.name for m in self.meta.list_models()]
+
+    def versions(self, model: str) -> list[Version]:
+        """Newest first."""
+        return self.meta.list_versions(model)
+
+    def log(self, ref: str) -> list[Version]:
+        """The version and its ancestors (first-parent and merges), newest first."""
+        start = self.resolve(ref)
+        out: list[Version] = []
+        seen: set[str] = set()
+        stack = [start.id]
+        while stack:
+            vid = stack.pop()
+            if vid in seen:
+                continue
+            seen.add(vid)
+            try:
+                v = self.meta.get_version(vid)
+            except NotFound:
+                continue
+            out.append(v)
+            stack.extend(reversed(v.parents))
+        return sorted(out, key=lambda v: v.number, reverse=True)
+
+    def refs(self, model: str, kind: str | None = None) -> list[RefRow]:
+        self.meta.get_model(model)
+        return self.meta.list_refs(model, kind)  # type: ignore[arg-type]
+
+    # ---- refs
+    def create_branch(self, model: str, name: str, *, at: str | None = None,
+                      actor: str | None = None) -> RefRow:
+        check_ref_name(name, "branch name")
+        target = self.resolve(at or model).id
+        return self.meta.set_ref(model, name, "branch", expected=None, new=target,
+                                 actor=actor or default_author(), action="create", create=True)
+
+    def delete_ref(self, model: str, name: str, *, actor: str | None = None,
+                   reason: str = "") -> None:
+        row = self.meta.get_ref(model, name)
+        if row.kind == "tag":
+            raise Conflict(f"tag {model}@{name} is immutable and cannot be deleted")
+        self.meta.set_ref(model, name, row.kind, expected=row.version_id, new=None,
+                          actor=actor or default_author(), action="delete", reason=reason)
+
+    def tag(self, ref: str, name: str, *, actor: str | None = None) -> RefRow:
+        check_ref_name(name, "tag name")
+        v = self.resolve(ref)
+        return self.meta.set_ref(v.model, name, "tag", expected=None, new=v.id,
+                                 actor=actor or default_author(), action="create", create=True)
+
+    def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
+                expected: str | None = ..., force: bool = False) -> RefRow:  # type: ignore[assignment]
+        """Point CHANNEL of the version's model at the version (compare-and-swap)."""
+        check_ref_name(channel, "channel name")
+        v = self.resolve(ref)
+        who = actor or default_author()
+        current = self._ref_or_none(v.model, channel)
+        if current is not None and current.kind != "channel":
+            raise UsageError(f"{v.model}@{channel} is a {current.kind}, not a channel")
+        exp = current.version_id if expected is ... else expected
+        action = "force" if force else "promote"
+        if current is None:
+            return self.meta.set_ref(v.model, channel, "channel", expected=None, new=v.id,
+                                     actor=who, action=action, reason=reason, create=True)
+        return self.meta.set_ref(v.model, channel, "channel", expected=exp, new=v.id,
+                                 actor=who, action=action, reason=reason)
+
+    def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",
+                 actor: str | None = None) -> RefRow:
+        """Move CHANNEL back to its previous target (or to `to`) in one recorded step."""
+        current = self.meta.get_ref(model, channel)
+        if current.kind != "channel":
+            raise UsageError(f"{model}@{channel} is a {current.kind}, not a channel")
+        if to is not None:
+            target = self.resolve(to)
+            if target.model != model:
+                raise UsageError(f"{to} is not a version of {model}")
+            target_id = target.id
+        else:
+            prev = previous_target(self.meta.ref_history(model, channel), current.version_id)
+            if prev is None:
+                raise Conflict(f"{model}@{channel} has no earlier version to roll back to")
+            target_id = prev
+        return self.meta.set_ref(model, channel, "channel", expected=current.version_id,
+                                 new=target_id, actor=actor or default_author(),
+                                 action="rollback", reason=reason)
+
+    def history(self, model: str, name: str | None = None) -> list[RefMove]:
+        self.meta.get_model(model)
+        return self.meta.ref_history(model, name)
+
+    def at(self, model: str, name: str, when: datetime) -> Version | None:
+        """What ref NAME (e.g. channel production) pointed to at time `when`."""
+        vid = self.meta.ref_at(model, name, when)
+        return self.meta.get_version(vid) if vid else None
+
+    def objects_of(self, ref: str) -> Iterable[ObjectRow]:
+        return self.meta.version_objects(self.resolve(ref).id)
+
+
+def previous_target(moves: list[RefMove], current: str | None) -> str | None:
+    """Walk a channel's history as a stack: promotions push, rollbacks pop."""
+    stack: list[str] = []
+    for m in moves:
+        if m.new is None:
+            stack.clear()
+        elif m.action == "rollback":
+            while stack and stack[-1] != m.new:
+                stack.pop()
+            if not stack:
+                stack.append(m.new)
+        elif not stack or stack[-1] != m.new:
+            stack.append(m.new)
+    if stack and stack[-1] == current:
+        stack.pop()
+    return stack[-1] if stack else None
+
