@@ -27,6 +27,8 @@ HEAD_THREADS = 16
 
 
 class S3Store:
+    list_page_size = 1000  # S3's maximum; tests shrink it to exercise has_many's paths
+
     def __init__(
         self,
         bucket: str,
@@ -156,22 +158,65 @@ class S3Store:
             return False
 
     def has_many(self, keys: Iterable[str]) -> set[str]:
-        # Concurrent HEADs, not a listing: their cost grows with the question (one
-        # version's objects, hundreds to thousands) while a listing's grows with the
-        # whole bucket (1000 keys per sequential page, millions of objects).
+        """List a few pages, then HEAD what the listing did not reach.
+
+        Measured on SeaweedFS, 1000 keys: 16 concurrent HEADs take ~0.9 s, one listing
+        page (1000 names) ~0.05 s. A listing's cost grows with the bucket, HEADs' with
+        the question, so list at most len(keys)/64 + 1 pages: a small store is answered
+        by its listing, a huge one by HEADs. Names list in key order (the fan-out keeps
+        it), so every wanted key up to the last listed name is already settled.
+        """
         wanted = sorted({check_key(k) for k in keys})
-        if len(wanted) <= 1:
-            return {k for k in wanted if self.has(k)}
-        with ThreadPoolExecutor(min(HEAD_THREADS, len(wanted))) as pool:
-            found = pool.map(self.has, wanted)
-            return {k for k, ok in zip(wanted, found, strict=True) if ok}
+        if not wanted:
+            return set()
+        found, last = self._list_until(wanted, max_pages=1 + len(wanted) // 64)
+        rest = [k for k in wanted if last is not None and k > last]
+        if len(rest) <= 1:
+            return found | {k for k in rest if self.has(k)}
+        with ThreadPoolExecutor(min(HEAD_THREADS, len(rest))) as pool:
+            present = pool.map(self.has, rest)
+            return found | {k for k, ok in zip(rest, present, strict=True) if ok}
+
+    def _list_until(self, wanted: list[str], max_pages: int) -> tuple[set[str], str | None]:
+        """Wanted keys seen in up to `max_pages` listing pages, and the last key the
+        listing reached ("" for none; None when it listed everything)."""
+        want = set(wanted)
+        found: set[str] = set()
+        last = ""
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket,
+            Prefix=self.prefix,
+            StartAfter=self._before(wanted[0]),
+            PaginationConfig={"PageSize": self.list_page_size},
+        )
+        with self._translated(None, "list"):
+            for n, page in enumerate(pages, 1):
+                for obj in page.get("Contents", []):
+                    key = self._key_of(obj["Key"])
+                    if key is not None:
+                        last = key
+                        if key in want:
+                            found.add(key)
+                if not page.get("IsTruncated"):
+                    return found, None
+                if n >= max_pages or last >= wanted[-1]:
+                    return found, last
+        return found, None
+
+    def _before(self, key: str) -> str:
+        """A name sorting just before `key`'s (StartAfter is exclusive)."""
+        name = self.object_key(key)  # ends in a hex digit, so "x0" -> "x/~"
+        return name[:-1] + chr(ord(name[-1]) - 1) + "~"
+
+    def _key_of(self, name: str) -> str | None:
+        return _key_from_name(name[len(self.prefix) :])
 
     def list(self) -> Iterator[ObjectInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
         with self._translated(None, "list"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for obj in page.get("Contents", []):
-                    key = _key_from_name(obj["Key"][len(self.prefix) :])
+                    key = self._key_of(obj["Key"])
                     if key is not None:
                         yield ObjectInfo(key, int(obj["Size"]), obj["LastModified"].timestamp())
 
