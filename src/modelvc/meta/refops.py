@@ -80,17 +80,15 @@ def move_ref(
     if cur is None:
         if not (create or create_if_missing):
             raise RefNotFound(f"no ref {where}", hint=f"create the {kind} first")
-        done = conn.execute(
-            insert_ignore(conn, refs).values(
-                model_id=model_id,
-                name=name,
-                kind=kind,
-                version_id=new,
-                updated_at=at,
-                revision=1,
-            )
-        )
-        if done.rowcount != 1:  # another writer created it between our read and insert
+        # RETURNING tells whether the row was inserted (rowcount of INSERT is not
+        # reliable across drivers).
+        created = conn.execute(
+            insert_ignore(conn, refs)
+            .values(model_id=model_id, name=name, kind=kind, version_id=new, updated_at=at,
+                    revision=1)
+            .returning(refs.c.name)
+        ).first()  # fmt: skip
+        if created is None:  # another writer created it between our read and insert
             if create:
                 raise AlreadyExists(f"{where} already exists", hint="pick another name")
             raise RefMoved(f"{where} was created by another writer", hint="re-read it and retry")

@@ -141,6 +141,7 @@ class MetaStore:
                     conn, model_id=model_id, model=v.model, name=branch, kind="branch",
                     expected=expected_head, new=v.id, actor=actor, action="commit",
                     reason=v.message, create=False, create_if_missing=create_branch, at=t,
+                    created_action="create",
                 )  # fmt: skip
             return _new_version_row(v, number)
 
