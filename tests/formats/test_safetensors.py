@@ -167,3 +167,31 @@ def test_fuzz_mutations(tmp_path: Path, small_valid: bytes, data: st.DataObject)
     except InvalidModelFile:
         return
     assert_exact(path, plan)
+
+
+_dims = st.lists(st.integers(-2, 4) | st.floats(0, 3) | st.just(True), max_size=3)
+_entry = st.fixed_dictionaries(
+    {
+        "dtype": st.sampled_from(["F32", "BF16", "U8", "I64", "F4", "X", 7]),
+        "shape": _dims | st.just("2"),
+        "data_offsets": st.lists(st.integers(-4, 40), min_size=0, max_size=3),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=st.dictionaries(st.sampled_from(["a", "b", "c", "__metadata__"]), _entry, max_size=4),
+    body=st.integers(0, 48),
+)
+def test_fuzz_headers(header: dict[str, object], body: int) -> None:
+    """Structured fuzzing of the JSON header: plan exactly, or fail with InvalidModelFile."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp), header, body=bytes(range(body)))
+        try:
+            plan = plan_file(path)
+        except InvalidModelFile:
+            return
+        assert_exact(path, plan)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelvc.codec.dtypes import DTYPES
 from modelvc.errors import InvalidModelFile
 from modelvc.formats.plan import FilePlan, Segment, fill_gaps
 from modelvc.formats.protowire import LEN, VARINT, WireError, as_int64, iter_fields
@@ -29,8 +30,7 @@ ONNX_DTYPES: dict[int, str] = {
     1: "F32", 2: "U8", 3: "I8", 4: "U16", 5: "I16", 6: "I32", 7: "I64",
     9: "BOOL", 10: "F16", 11: "F64", 12: "U32", 13: "U64", 16: "BF16",
 }  # fmt: skip
-_ITEMSIZE = {"F32": 4, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "I32": 4, "I64": 8,
-             "BOOL": 1, "F16": 2, "F64": 8, "U32": 4, "U64": 8, "BF16": 2}  # fmt: skip
+ITEMSIZES = {code: DTYPES[code].itemsize for code in ONNX_DTYPES.values()}
 _MAX_DEPTH = 32  # nested subgraphs; deeper nesting is kept as bytes
 _HINT = "re-export the model (onnx.save) or check the download; external-data models are not split"
 
@@ -120,9 +120,9 @@ class _Walk:
         full = f"{prefix}{name}" if name else f"{prefix}@{start}"
         if any(d < 0 for d in shape):
             raise self.bad(f"tensor {full!r} has a negative dimension {shape}")
-        if math.prod(shape) * _ITEMSIZE[dtype] != raw[1]:
+        if math.prod(shape) * ITEMSIZES[dtype] != raw[1]:
             raise self.bad(f"tensor {full!r}: raw_data has {raw[1]} bytes, {dtype} {shape} "
-                           f"needs {math.prod(shape) * _ITEMSIZE[dtype]}")  # fmt: skip
+                           f"needs {math.prod(shape) * ITEMSIZES[dtype]}")  # fmt: skip
         self.tensors.append(Segment(raw[0], raw[1], "tensor", self.unique(full), dtype, shape))
 
 
