@@ -11,9 +11,15 @@ import pytest
 from modelvc.objects import LocalStore, MemoryStore, ObjectStore
 
 try:
-    from tests.services.s3 import S3Server, start_seaweed
+    from tests.services.s3 import S3Server, free_ports, start_seaweed
 except ImportError:  # tests/ itself is on sys.path (no tests/__init__.py)
-    from services.s3 import S3Server, start_seaweed  # type: ignore[no-redef]
+    from services.s3 import (  # type: ignore[no-redef, import-not-found]
+        S3Server,
+        free_ports,
+        start_seaweed,
+    )
+
+__all__ = ["S3Server", "free_ports", "make_s3_store", "start_seaweed"]
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,7 @@ import pytest
 from modelvc.errors import StorageError
 from modelvc.objects import S3Store
 
-from .conftest import make_s3_store
-
-try:
-    from tests.services.s3 import S3Server, free_ports, start_seaweed
-except ImportError:
-    from services.s3 import S3Server, free_ports, start_seaweed  # type: ignore[no-redef]
+from .conftest import S3Server, free_ports, make_s3_store, start_seaweed
 
 pytestmark = pytest.mark.s3
 KEY = "ab" + "cd" * 31

@@ -18,6 +18,15 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from ..errors import ObjectNotFound, StorageError, UsageError
+from ._s3util import (
+    ConcurrentWrite,
+    Precondition,
+    RangeNotSatisfiable,
+    client_error,
+    key_from_name,
+    make_client,
+    remaining,
+)
 from .base import ObjectInfo, check_key
 
 MiB = 1 << 20
@@ -47,9 +56,8 @@ class S3Store:
             raise UsageError("an S3 store needs a bucket name")
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.endpoint = endpoint_url or "AWS S3"
         if client is None:
-            client = _make_client(
+            client = make_client(
                 endpoint_url,
                 region,
                 access_key,
@@ -57,8 +65,10 @@ class S3Store:
                 connect_timeout,
                 read_timeout,
                 max_attempts,
+                HEAD_THREADS + 4,
             )
         self._client = client
+        self.endpoint = str(getattr(client.meta, "endpoint_url", None) or endpoint_url)
 
     def __repr__(self) -> str:
         return f"S3Store({self.bucket!r}, prefix={self.prefix!r}, endpoint={self.endpoint!r})"
@@ -78,14 +88,14 @@ class S3Store:
                         Bucket=self.bucket, Key=name, Body=data, IfNoneMatch="*"
                     )
                 return True
-            except _Precondition:
+            except Precondition:
                 return False
-            except _ConcurrentWrite:  # another conditional put of this key is in flight
+            except ConcurrentWrite:  # another conditional put of this key is in flight
                 time.sleep(0.05 * 2**attempt)
         raise StorageError(f"writes of {key} kept conflicting at {self.endpoint}")
 
     def put_file(self, key: str, src: BinaryIO) -> bool:
-        size = _remaining(src)
+        size = remaining(src)
         if size is not None and size <= MULTIPART_THRESHOLD:
             return self.put(key, src.read())
         if self.has(key):
@@ -142,7 +152,7 @@ class S3Store:
                     Bucket=self.bucket, Key=name, Range=f"bytes={start}-{start + length - 1}"
                 )
                 return bytes(resp["Body"].read())
-        except _RangeNotSatisfiable:  # start past the end of an existing object
+        except RangeNotSatisfiable:  # start past the end of an existing object
             return b""
 
     def size(self, key: str) -> int:
@@ -209,7 +219,7 @@ class S3Store:
         return name[:-1] + chr(ord(name[-1]) - 1) + "~"
 
     def _key_of(self, name: str) -> str | None:
-        return _key_from_name(name[len(self.prefix) :])
+        return key_from_name(name[len(self.prefix) :])
 
     def list(self) -> Iterator[ObjectInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
@@ -235,101 +245,9 @@ class S3Store:
         try:
             yield
         except bce.ClientError as exc:
-            raise _client_error(exc, key, action, where) from exc
+            raise client_error(exc, key, action, where) from exc
         except (bce.BotoCoreError, Boto3Error, OSError) as exc:
             raise StorageError(
                 f"cannot {action} {key or 'objects'} in {where}: {exc}",
                 hint="is the S3 endpoint up and reachable?",
             ) from exc
-
-
-class _Precondition(StorageError):
-    """The object already exists (412)."""
-
-
-class _ConcurrentWrite(StorageError):
-    """A conditional write of the same key is in flight (409)."""
-
-
-class _RangeNotSatisfiable(StorageError):
-    """The range starts past the end of the object (416)."""
-
-
-def _client_error(
-    exc: Any, key: str | None, action: str, where: str
-) -> StorageError | ObjectNotFound:
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket"):
-        return ObjectNotFound(f"object {key} is missing from {where}")
-    if code in ("PreconditionFailed", "412") or status == 412:
-        return _Precondition()
-    if code == "ConditionalRequestConflict" or status == 409:
-        return _ConcurrentWrite()
-    if code == "InvalidRange" or status == 416:
-        return _RangeNotSatisfiable()
-    if status == 403 or code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
-        return StorageError(
-            f"{where} refused access ({code or status}) to {action} {key or 'objects'}",
-            hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy",
-        )
-    return StorageError(
-        f"cannot {action} {key or 'objects'} in {where}: {code} {err.get('Message', '')}"
-    )
-
-
-def _key_from_name(rest: str) -> str | None:
-    """'ab/cdef...' -> 'abcdef...'; None for anything that is not an object."""
-    head, sep, tail = rest.partition("/")
-    if not sep or len(head) != 2:
-        return None
-    try:
-        return check_key(head + tail)
-    except UsageError:
-        return None
-
-
-def _remaining(src: BinaryIO) -> int | None:
-    """Bytes left in a seekable stream, or None when it cannot tell."""
-    try:
-        if not src.seekable():
-            return None
-        here = src.tell()
-        end = src.seek(0, 2)
-        src.seek(here)
-        return end - here
-    except (OSError, ValueError):
-        return None
-
-
-def _make_client(
-    endpoint_url: str | None,
-    region: str | None,
-    access_key: str | None,
-    secret_key: str | None,
-    connect_timeout: float,
-    read_timeout: float,
-    max_attempts: int,
-) -> Any:
-    try:
-        import boto3
-        from botocore.config import Config
-    except ImportError as exc:
-        raise UsageError("S3 storage needs boto3", hint="pip install 'modelvc[s3]'") from exc
-    # Bounded timeouts and few retries: a dead endpoint must fail fast, not hang.
-    config = Config(
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        retries={"max_attempts": max_attempts, "mode": "standard"},
-        max_pool_connections=HEAD_THREADS + 4,
-        s3={"addressing_style": "path"} if endpoint_url else None,
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        config=config,
-    )
