@@ -42,7 +42,7 @@ def test_zigzag_maps_small_differences_to_small_ints() -> None:
 @pytest.mark.parametrize("np_type", [np.float16, np.float32, np.float64])
 def test_to_ordered_sorts_like_the_floats(np_type: type) -> None:
     rng = np.random.default_rng(3)
-    values = np.concatenate(
+    values: np.ndarray = np.concatenate(
         [
             rng.standard_normal(2000) * 10.0 ** rng.integers(-5, 5, 2000),
             [0.0, -0.0, np.inf, -np.inf],
@@ -93,7 +93,7 @@ def test_cast_matches_ieee_rounding(pair: tuple[str, str]) -> None:
     # numpy's conversions are IEEE round-to-nearest-even on this machine.
     src, dst = pair
     rng = np.random.default_rng(5)
-    size = NUMPY[src]().itemsize
+    size = DTYPES[src].itemsize
     bits = rng.integers(0, 1 << 62, 50_000, dtype=np.uint64).astype(UINT_BY_SIZE[size])
     scaled = rng.standard_normal(50_000) * 10.0 ** rng.integers(-45, 40, 50_000)
     edges = [0.0, -0.0, np.inf, -np.inf, 65504, 65519.99, 65520, 6e-8, 2.98e-8, 1e-45, 3.4e38]
