@@ -280,6 +280,10 @@ def test_corrupt_footers() -> None:
         header.to_json().replace(b'"shape":[100]', b'"shape":[true]'),
         header.to_json().replace(b'"ref":"old"', b'"ref":null'),
         header.to_json().replace(b'"block_elements":32', b'"block_elements":0'),
+        header.to_json()
+        .replace(b'"shape":[100]', b'"shape":[1000000000000000]')
+        .replace(b'"raw_size":400', b'"raw_size":4000000000000000')
+        .replace(b'"block_elements":32', b'"block_elements":1'),  # must fail fast
     ]:
         with pytest.raises(CorruptObject):
             decode_tensor(rebuild(footer), ref=old)
