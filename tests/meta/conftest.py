@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from meta_helpers import Backend
 
 from modelvc.meta.store import MetaStore
 
@@ -28,12 +28,6 @@ except ImportError:  # tests/ itself is on sys.path (no tests/__init__.py)
 
 BACKENDS = ["sqlite", "postgres"]
 DATA_TABLES = "version_objects, ref_moves, refs, versions, objects, models"
-
-
-@dataclass(frozen=True)
-class Backend:
-    kind: str
-    url: str
 
 
 def pg_base_url() -> str:
