@@ -170,3 +170,12 @@ def test_concurrent_puts_same_key(store: ObjectStore) -> None:
     assert any(results)
     assert store.get(k) == data
     assert [i.key for i in store.list()] == [k]
+
+
+def test_put_above_multipart_threshold(store: ObjectStore) -> None:
+    k = key("big-put")
+    data = os.urandom(1 << 20) * 64 + b"?"  # 64 MiB + 1: multipart on S3
+    assert store.put(k, data)
+    assert store.put(k, b"other") is False
+    assert store.size(k) == len(data)
+    assert store.get_range(k, len(data) - 2, 5) == data[-2:]

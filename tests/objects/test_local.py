@@ -210,3 +210,11 @@ def test_missing_root_reads_as_empty(tmp_path: Path) -> None:
     assert list(store.list()) == []
     assert store.cleanup_temp(0) == 0
     assert not store.has(KEY)
+
+
+def test_list_skips_stray_names(local: LocalStore) -> None:
+    local.put(KEY, b"x")
+    (local.root / "ab" / "README").write_bytes(b"not an object")
+    (local.root / "zz").mkdir()
+    (local.root / "zz" / "cdef0123").write_bytes(b"not a fan-out folder")
+    assert [i.key for i in local.list()] == [KEY]

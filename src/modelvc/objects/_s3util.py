@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, BinaryIO
 
 from ..errors import ObjectNotFound, StorageError, UsageError
-from .base import check_key
+from .base import is_valid_key
 
 # S3 answers S3Store handles itself; they never leave S3Store.
 
@@ -49,12 +49,9 @@ def client_error(
 def key_from_name(rest: str) -> str | None:
     """'ab/cdef...' -> 'abcdef...'; None for anything that is not an object."""
     head, sep, tail = rest.partition("/")
-    if not sep or len(head) != 2:
-        return None
-    try:
-        return check_key(head + tail)
-    except UsageError:
-        return None
+    if sep and len(head) == 2 and is_valid_key(head + tail):
+        return head + tail
+    return None
 
 
 def remaining(src: BinaryIO) -> int | None:

@@ -20,6 +20,11 @@ from ..errors import UsageError
 _KEY = re.compile(r"^[0-9a-f]{8,128}$")
 
 
+def is_valid_key(key: str) -> bool:
+    """True for a well-formed object id (used when listing, to skip stray names)."""
+    return _KEY.match(key) is not None
+
+
 def check_key(key: str) -> str:
     """Refuse keys that could escape a folder or a bucket prefix."""
     if not _KEY.match(key):

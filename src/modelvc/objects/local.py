@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from ..atomic import atomic_write, is_temp_name, storage_error
 from ..errors import ObjectNotFound, UsageError
-from .base import ObjectInfo, check_key
+from .base import ObjectInfo, check_key, is_valid_key
 
 CHUNK = 1 << 20  # put_file streams in 1 MiB pieces
 _FANOUT = frozenset(f"{i:02x}" for i in range(256))
@@ -94,13 +94,14 @@ class LocalStore:
     def list(self) -> Iterator[ObjectInfo]:
         for folder in self._fanout_dirs():
             for entry in _scandir(folder):
-                if is_temp_name(entry.name):
+                key = folder.name + entry.name
+                if is_temp_name(entry.name) or not is_valid_key(key):
                     continue
                 try:
                     st = entry.stat()
                 except FileNotFoundError:  # deleted while listing
                     continue
-                yield ObjectInfo(folder.name + entry.name, st.st_size, st.st_mtime)
+                yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     def cleanup_temp(self, older_than_seconds: float) -> int:
         """Remove temp files left by crashed writers; returns how many were removed.

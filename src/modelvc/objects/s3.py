@@ -11,6 +11,7 @@ writers upload identical content under a content id.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,8 @@ class S3Store:
     # writes
 
     def put(self, key: str, data: bytes) -> bool:
+        if len(data) > MULTIPART_THRESHOLD:  # a single PUT tops out at 5 GiB
+            return self.put_file(key, io.BytesIO(data))
         name = self.object_key(key)
         for attempt in range(5):
             try:
