@@ -40,10 +40,17 @@ def pg_base_url() -> str:
         pytest.fail(f"PostgreSQL is not available: {err}", pytrace=False)
 
 
+def pg_fresh_database() -> str:
+    try:
+        return fresh_database(pg_base_url())
+    except Exception as err:  # e.g. MODELVC_TEST_PG_URL names a server that is down
+        pytest.fail(f"PostgreSQL is not available: {err}", pytrace=False)
+
+
 @pytest.fixture
 def pg_empty_db() -> Iterator[str]:
     """A brand-new empty PostgreSQL database (for create/open tests)."""
-    url = fresh_database(pg_base_url())
+    url = pg_fresh_database()
     try:
         yield url
     finally:
@@ -52,7 +59,7 @@ def pg_empty_db() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def _pg_registry() -> Iterator[str]:
-    url = fresh_database(pg_base_url())
+    url = pg_fresh_database()
     MetaStore.create(url).close()
     try:
         yield url
