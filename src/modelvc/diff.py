@@ -59,6 +59,14 @@ def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_la
     out.files_removed = sorted(set(fa) - set(fb))
     out.files_changed = sorted(p for p in set(fa) & set(fb) if fa[p].sha256 != fb[p].sha256)
     ta, tb = a.tensor_index(), b.tensor_index()
+    if a.kind == b.kind == "file" and len(a.files) == len(b.files) == 1:
+        # One-file versions: compare the files whatever their names.
+        pa, pb = a.files[0].path, b.files[0].path
+        if pa != pb:
+            out.files_added, out.files_removed = [], []
+            out.files_changed = [pb] if a.files[0].sha256 != b.files[0].sha256 else []
+            fa = {pb: a.files[0]}
+            ta = {(pb, n): s for (_, n), s in ta.items()}
     for key in sorted(set(ta) | set(tb)):
         sa, sb = ta.get(key), tb.get(key)
         if sa is not None and sb is not None and sa.id == sb.id:

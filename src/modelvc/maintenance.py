@@ -187,6 +187,10 @@ def stats(meta: MetaStore, model: str | None = None) -> dict[str, Any]:
                          for v in sorted(vs, key=lambda v: v.number)],
             "raw": raw, "stored": stored, "ratio": round(stored / raw, 4) if raw else 0,
         }
+    if model is not None:
+        m = out["models"][model]
+        out.update(raw=m["raw"], stored=m["stored"], objects=None, ratio=m["ratio"])
+        return out
     objs = list(meta.iter_objects())
     stored_total = sum(o.stored_size for o in objs)
     out.update(raw=raw_total, stored=stored_total, objects=len(objs),

@@ -39,6 +39,13 @@ from .objects.base import ObjectStore
 from .storage import ObjectIO
 
 Version = VersionRow
+
+
+class _Unset:
+    """Marks an argument that was not given (None is a meaningful value)."""
+
+
+UNSET = _Unset()
 DEFAULT_BRANCH = "main"
 COMMIT_RETRIES = 20
 
@@ -242,7 +249,7 @@ class Registry(_ReadOps):
             else:
                 raise RefMoved(f"branch {model}@{branch} kept moving; retry the commit")
         for t in tags:
-            self.tag(row.id, t, actor=who)
+            self.tag(f"{model}@{row.id}", t, actor=who)
         return row
 
     # ---- resolving
@@ -357,19 +364,24 @@ class Registry(_ReadOps):
                                  actor=actor or default_author(), action="create", create=True)
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
-                expected: str | None = ..., force: bool = False) -> RefRow:  # type: ignore[assignment]
-        """Point CHANNEL of the version's model at the version (compare-and-swap)."""
+                expected: str | None | _Unset = UNSET, force: bool = False) -> RefRow:
+        """Point CHANNEL of the version's model at the version (compare-and-swap).
+
+        `expected`: the version the channel must hold now (default: whatever it holds
+        when read here); another writer moving it first raises RefMoved."""
         check_ref_name(channel, "channel name")
         v = self.resolve(ref)
         who = actor or default_author()
         current = self._ref_or_none(v.model, channel)
         if current is not None and current.kind != "channel":
             raise UsageError(f"{v.model}@{channel} is a {current.kind}, not a channel")
-        exp = current.version_id if expected is ... else expected
         action = "force" if force else "promote"
         if current is None:
+            if isinstance(expected, str):
+                raise RefMoved(f"{v.model}@{channel} does not exist yet; expected {expected[:12]}")
             return self.meta.set_ref(v.model, channel, "channel", expected=None, new=v.id,
                                      actor=who, action=action, reason=reason, create=True)
+        exp = current.version_id if isinstance(expected, _Unset) else expected
         return self.meta.set_ref(v.model, channel, "channel", expected=exp, new=v.id,
                                  actor=who, action=action, reason=reason)
 

@@ -31,10 +31,10 @@ from .errors import CorruptObject
 from .meta.api import ObjectRow
 from .objects.base import ObjectStore
 
-MAX_CHAIN_DEPTH = 6
-# A chain whose stored bytes exceed this multiple of the raw size costs more to read
-# than a fresh full copy would; start a new full copy instead.
-MAX_CHAIN_STORED = 1.0
+MAX_CHAIN_DEPTH = 8
+# Reading a chain costs its stored bytes; past this multiple of the raw size a fresh
+# full copy is cheaper to check out than one more link.
+MAX_CHAIN_STORED = 4.0
 # Predicting a low-precision export from its high-precision parent (cast delta).
 CASTS = {("F32", "BF16"), ("F32", "F16"), ("F64", "F32"), ("F16", "BF16"), ("BF16", "F16")}
 

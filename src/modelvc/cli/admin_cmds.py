@@ -43,8 +43,9 @@ def du(ctx: Ctx, model: str | None, as_json: bool) -> None:
             for v in m["versions"]:
                 click.echo(f"  v{v['number']:<4} {human_bytes(v['raw']):>10} raw "
                            f"{human_bytes(v['stored']):>10} stored  {v['ratio']:.3f}x")
-        click.echo(f"total: {human_bytes(s['raw'])} raw, {human_bytes(s['stored'])} stored "
-                   f"in {s['objects']} objects ({s['ratio']:.3f}x)")
+        where = f" in {s['objects']} objects" if s["objects"] is not None else ""
+        click.echo(f"total: {human_bytes(s['raw'])} raw, {human_bytes(s['stored'])} stored"
+                   f"{where} ({s['ratio']:.3f}x)")
 
     emit(as_json, s, human)
 

