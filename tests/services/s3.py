@@ -48,6 +48,7 @@ class S3Server:
     secret_key: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    ports: tuple[int, ...] = ()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -55,6 +56,7 @@ class S3Server:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGINT first (SIGTERM can hang `weed mini`), then SIGKILL."""
         if self.process.poll() is not None:
+            self._remove_sockets()
             return
         self.process.send_signal(signal.SIGINT)
         try:
@@ -62,6 +64,13 @@ class S3Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout)
+        self._remove_sockets()
+
+    def _remove_sockets(self) -> None:
+        """A killed weed leaves its gRPC sockets in /tmp (named by port, so ours)."""
+        for port in self.ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
 
 def weed_binary() -> str:
@@ -153,6 +162,11 @@ def start_seaweed(tmp_path: Path, *, bucket: str = BUCKET, timeout: float = 30.0
         f"-bucket={bucket}",
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
+    # Unix sockets go to /tmp by default and outlive the server; keep them in tmp_path
+    # when the path fits a sun_path (108 bytes).
+    if len(str(tmp_path / "filer.sock")) < 100:
+        cmd += [f"-s3.localSocket={tmp_path / 's3.sock'}"]
+        cmd += [f"-filer.localSocket={tmp_path / 'filer.sock'}"]
     log_path = tmp_path / "weed.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -161,6 +175,7 @@ def start_seaweed(tmp_path: Path, *, bucket: str = BUCKET, timeout: float = 30.0
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=tmp_path,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
             start_new_session=True,
         )
     server = S3Server(
@@ -170,6 +185,7 @@ def start_seaweed(tmp_path: Path, *, bucket: str = BUCKET, timeout: float = 30.0
         secret_key=SECRET_KEY,
         process=proc,
         log_path=log_path,
+        ports=tuple(ports.values()),
     )
     try:
         _wait_ready(server, timeout)
