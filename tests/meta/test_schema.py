@@ -91,3 +91,9 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
     store.close()
+
+
+def test_head_revision_constant_matches_alembic() -> None:
+    from modelvc.meta import migrate
+
+    assert migrate.head_revision() == migrate.alembic_head()
