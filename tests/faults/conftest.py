@@ -1,0 +1,42 @@
+"""Fixtures for the fault tests: registries on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelvc.registry import Registry
+
+try:
+    from tests.services.postgres import drop_database, fresh_database, postgres_url
+except ImportError:  # tests/ itself is on sys.path (no tests/__init__.py)
+    from services.postgres import (  # type: ignore[no-redef]
+        drop_database,
+        fresh_database,
+        postgres_url,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """An empty registry folder; its metadata on SQLite or on a fresh PostgreSQL database."""
+    path = tmp_path / "reg"
+    if request.param == "sqlite":
+        Registry.init(path).close()
+        yield path
+        return
+    if os.environ.get("MODELVC_SKIP_POSTGRES") == "1":
+        pytest.skip("MODELVC_SKIP_POSTGRES=1")
+    try:
+        base = postgres_url()
+    except Exception as err:
+        pytest.fail(f"PostgreSQL is not available: {err}", pytrace=False)
+    url = fresh_database(base)
+    try:
+        Registry.init(path, meta_url=url).close()
+        yield path
+    finally:
+        drop_database(url)
