@@ -1,0 +1,222 @@
+"""Bad input through the real CLI: the right exit code and a message that says what
+is wrong and what to do, as text and (with --json) as a JSON object."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelvc.registry import Registry
+
+from . import faultkit as fk
+
+
+@dataclass(frozen=True)
+class Env:
+    root: Path
+    registry: Path
+    good: Path  # a valid model file
+    v1: str  # version ids on m@main
+    v2: str
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
+    root = tmp_path_factory.mktemp("bad-input")
+    reg = root / "reg"
+    Registry.init(reg).close()
+    good = root / "good.safetensors"
+    base = fk.tensors(1)
+    with Registry.open(reg) as r:
+        fk.write_model(good, base)
+        v1 = r.commit(good, model="m").id
+        fk.write_model(good, fk.tensors(2, base))
+        v2 = r.commit(good, model="m").id
+    return Env(root, reg, good, v1, v2)
+
+
+def _safetensors(path: Path, header: object, *, length: int | None = None,
+                 data: bytes = b"") -> Path:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw) if length is None else length) + raw + data)
+    return path
+
+
+F32x4 = {"dtype": "F32", "shape": [4]}
+BAD_FILES: dict[str, tuple[object, int | None, bytes, str]] = {
+    # name: (header, forced header length, data section, what the message must name)
+    "header-length-missing": (None, None, b"", "8-byte header length"),
+    "header-larger-than-file": ({}, 1000, b"", "larger than the file"),
+    "header-oversized": ({}, 200_000_000, b"", "limit"),
+    "header-not-json": (b"{not json", None, b"", "JSON"),
+    "header-not-object": (b"[1, 2]", None, b"", "expected an object"),
+    "offsets-overlap": ({"a": {**F32x4, "data_offsets": [0, 16]},
+                         "b": {**F32x4, "data_offsets": [8, 24]}}, None, bytes(24), "overlap"),
+    "offsets-out-of-range": ({"a": {**F32x4, "data_offsets": [0, 16]}}, None, bytes(8),
+                             "out of range"),
+    "offsets-reversed": ({"a": {**F32x4, "data_offsets": [16, 0]}}, None, bytes(16), "a"),
+    "offsets-size-mismatch": ({"a": {**F32x4, "data_offsets": [0, 8]}}, None, bytes(8), "a"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_not_really_safetensors(env: Env, case: str) -> None:
+    header, length, data, named = BAD_FILES[case]
+    path = env.root / f"{case}.safetensors"
+    if header is None:
+        path.write_bytes(b"\x01\x02\x03\x04")
+    else:
+        _safetensors(path, header, length=length, data=data)
+    done = fk.cli(env.registry, "commit", str(path), "--model", "m")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "not a valid safetensors file" in done.stderr and named in done.stderr, done.stderr
+    assert str(path) in done.stderr
+    assert "hint: re-save it" in done.stderr
+    assert "Traceback" not in done.stderr
+    _nothing_recorded(env)
+
+
+def _nothing_recorded(env: Env) -> None:
+    with Registry.open(env.registry) as reg:
+        assert [v.id for v in reg.versions("m")] == [env.v2, env.v1]
+        assert reg.resolve("m@main").id == env.v2
+
+
+NAME_RULE = "use 1-128 letters, digits"
+
+
+@pytest.mark.parametrize("name", ["a/b", "a\\b", "..", "a..b", "a\x01b", "tab\there", "",
+                                  "a@b", " lead", "-dash", "x" * 129])
+def test_bad_model_name(env: Env, name: str) -> None:
+    done = fk.cli(env.registry, "commit", str(env.good), "--model", name)
+    assert done.returncode == 2, (name, done.stdout, done.stderr)
+    assert "invalid model name" in done.stderr and NAME_RULE in done.stderr
+    assert "\x01" not in done.stderr  # control characters are shown escaped
+    _nothing_recorded(env)
+
+
+@pytest.mark.parametrize(("flag", "name"), [("--branch", "a/b"), ("--branch", "v3"),
+                                            ("--branch", "x\ny"), ("--tag", "../up"),
+                                            ("--branch", "HEAD"), ("--tag", "deadbeef")])
+def test_bad_ref_names(env: Env, flag: str, name: str) -> None:
+    done = fk.cli(env.registry, "commit", str(env.good), "--model", "m", flag, name)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "invalid" in done.stderr and ("name" in done.stderr), done.stderr
+    _nothing_recorded(env)
+
+
+@pytest.mark.parametrize("ref", ["m@v1@x", "@v1", "m@", "", "m@a/b", "m@a\x07"])
+def test_malformed_refs(env: Env, ref: str) -> None:
+    done = fk.cli(env.registry, "show", ref)
+    assert done.returncode == 2, (ref, done.stdout, done.stderr)
+    assert "invalid ref" in done.stderr or "empty ref" in done.stderr, done.stderr
+    assert "\x07" not in done.stderr
+
+
+@pytest.mark.parametrize(("ref", "says"), [
+    ("m@nope", "modelvc refs m"), ("m@v99", "modelvc log m"), ("zz", "modelvc models"),
+    ("zz@v1", "modelvc models"), ("m@abcdef12", "modelvc log m")])
+def test_unknown_refs(env: Env, ref: str, says: str) -> None:
+    for verb in (["show", ref], ["checkout", ref, str(env.root / "never")]):
+        done = fk.cli(env.registry, *verb)
+        assert done.returncode == 3, (verb, done.stdout, done.stderr)
+        assert "hint:" in done.stderr and says in done.stderr, done.stderr
+    assert not (env.root / "never").exists()
+
+
+def test_missing_path(env: Env) -> None:
+    missing = env.root / "no-such-model.safetensors"
+    done = fk.cli(env.registry, "commit", str(missing), "--model", "m")
+    assert done.returncode == 3, done.stderr
+    assert str(missing) in done.stderr and "does not exist" in done.stderr
+    assert "hint:" in done.stderr
+    empty = env.root / "empty-folder"
+    empty.mkdir()
+    done = fk.cli(env.registry, "commit", str(empty), "--model", "m")
+    assert done.returncode == 2, done.stderr
+    assert "no files" in done.stderr
+    _nothing_recorded(env)
+
+
+def test_ambiguous_id_prefix(env: Env) -> None:
+    """A short branch name that is also a prefix of a version id is ambiguous (exit 4)."""
+    prefix = env.v1[:4]
+    with Registry.open(env.registry) as reg:
+        reg.create_branch("m", prefix, at="m@v2")
+        try:
+            done = fk.cli(env.registry, "show", f"m@{prefix}")
+            assert done.returncode == 4, (done.stdout, done.stderr)
+            assert "both a branch and a version id prefix" in done.stderr
+            # A longer prefix is not ambiguous.
+            longer = fk.cli(env.registry, "show", f"m@{env.v1[:12]}", "--json")
+            assert longer.returncode == 0, longer.stderr
+            assert json.loads(longer.stdout)["version"]["id"] == env.v1
+        finally:
+            reg.delete_ref("m", prefix)
+
+
+def test_parent_not_at_branch_head(env: Env) -> None:
+    done = fk.cli(env.registry, "commit", str(env.good), "--model", "m", "--parent", "m@v1")
+    assert done.returncode == 5, (done.stdout, done.stderr)
+    assert "not at your parent" in done.stderr and "hint:" in done.stderr
+    _nothing_recorded(env)
+
+
+def test_unknown_registry(env: Env) -> None:
+    nowhere = env.root / "no-registry-here"
+    done = fk.cli(nowhere, "show", "m")
+    assert done.returncode == 3, done.stderr
+    assert "no modelvc registry" in done.stderr and "modelvc init" in done.stderr
+    js = fk.cli(nowhere, "log", "m", "--json")
+    assert js.returncode == 3
+    assert json.loads(js.stdout)["error"] == "RegistryNotFound"
+
+
+@pytest.mark.parametrize(("argv", "code", "error"), [
+    (["show", "m@nope"], 3, "RefNotFound"),
+    (["show", "m@v1@x"], 2, "InvalidRef"),
+    (["commit", "{missing}", "--model", "m"], 3, "PathNotFound"),
+    (["commit", "{good}", "--model", "a/b"], 2, "InvalidName"),
+    (["commit", "{good}", "--model", "m", "--parent", "m@v1"], 5, "RefMoved"),
+    (["commit", "{bad}", "--model", "m"], 2, "InvalidModelFile"),
+    (["checkout", "m@v1", "{good}"], 5, "AlreadyExists"),
+])
+def test_json_errors(env: Env, argv: list[str], code: int, error: str) -> None:
+    bad = _safetensors(env.root / "json-bad.safetensors", {}, length=999)
+    subs = {"missing": str(env.root / "missing"), "good": str(env.good), "bad": str(bad)}
+    done = fk.cli(env.registry, *[a.format(**subs) for a in argv], "--json")
+    assert done.returncode == code, (done.stdout, done.stderr)
+    err = json.loads(done.stdout)
+    assert err["error"] == error
+    assert isinstance(err["message"], str) and err["message"]
+    assert "hint" in err
+
+
+@pytest.mark.xfail(strict=True, reason="click usage errors (missing argument, unknown "
+                   "command) are printed as text even with --json")
+def test_json_usage_errors(env: Env) -> None:
+    for argv in (["commit", "--json"], ["no-such-command", "--json"]):
+        done = fk.cli(env.registry, *argv)
+        assert done.returncode == 2
+        err = json.loads(done.stdout)
+        assert err["error"] and err["message"]
+
+
+@pytest.mark.xfail(strict=True, reason="parse_ref raises InvalidRef for '@' problems "
+                   "with no hint showing the ref syntax")
+def test_double_at_says_what_to_do(env: Env) -> None:
+    done = fk.cli(env.registry, "show", "m@v1@x")
+    assert done.returncode == 2
+    assert "NAME@vN" in done.stderr, done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="check_name escapes a control character, then "
+                   "repr() escapes the backslash again: 'a\\\\x01b' is shown")
+def test_control_character_shown_once_escaped(env: Env) -> None:
+    done = fk.cli(env.registry, "commit", str(env.good), "--model", "a\x01b")
+    assert done.returncode == 2
+    assert "'a\\x01b'" in done.stderr, done.stderr
