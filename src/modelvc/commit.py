@@ -54,6 +54,7 @@ def collect_files(path: Path) -> list[tuple[str, Path]]:
 class StoreResult:
     files: list[FileEntry] = field(default_factory=list)
     objects: dict[str, ObjectRow] = field(default_factory=dict)
+    ref_objects: dict[str, ObjectRow] = field(default_factory=dict)  # delta references
     new_bytes: int = 0  # stored bytes written by this commit
 
 
@@ -97,7 +98,7 @@ class FileStorer:
                     if new:
                         result.new_bytes += row.stored_size
                 for c in chain:
-                    result.objects.setdefault(c.id, c)
+                    result.ref_objects.setdefault(c.id, c)
                 refs.append(_segment_ref(seg, row.id))
                 self.progress(seg.length)
             digest = sha.result()

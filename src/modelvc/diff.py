@@ -67,8 +67,8 @@ def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_la
             out.files_changed = [pb] if a.files[0].sha256 != b.files[0].sha256 else []
             fa = {pb: a.files[0]}
             ta = {(pb, n): s for (_, n), s in ta.items()}
-    for key in sorted(set(ta) | set(tb)):
-        sa, sb = ta.get(key), tb.get(key)
+    pairs = _pair_tensors(ta, tb)
+    for key, sa, sb in pairs:
         if sa is not None and sb is not None and sa.id == sb.id:
             out.tensors_unchanged += 1
             continue
@@ -85,6 +85,28 @@ def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_la
     out.params = _dict_changes(a.params, b.params)
     out.metrics = _dict_changes(a.metrics, b.metrics)
     return out
+
+
+def _pair_tensors(ta: dict[tuple[str, str], SegmentRef], tb: dict[tuple[str, str], SegmentRef]
+                  ) -> list[tuple[tuple[str, str], SegmentRef | None, SegmentRef | None]]:
+    """Pair tensors by (file, name); tensors that moved file (re-sharding) pair by name."""
+    out: list[tuple[tuple[str, str], SegmentRef | None, SegmentRef | None]] = []
+    only_a = {k: v for k, v in ta.items() if k not in tb}
+    only_b = {k: v for k, v in tb.items() if k not in ta}
+    by_name_a: dict[str, list[tuple[str, str]]] = {}
+    for k in only_a:
+        by_name_a.setdefault(k[1], []).append(k)
+    for kb in sorted(only_b):
+        cands = by_name_a.get(kb[1], [])
+        if len(cands) == 1:
+            ka = cands.pop()
+            out.append((kb, only_a.pop(ka), only_b[kb]))
+    for k in sorted(set(ta) & set(tb)):
+        out.append((k, ta[k], tb[k]))
+    matched_b = {k for k, _, b in out if b is not None}
+    out.extend((k, v, None) for k, v in only_a.items())
+    out.extend((k, None, v) for k, v in only_b.items() if k not in matched_b)
+    return sorted(out, key=lambda t: t[0])
 
 
 def _tensor_change(io: ObjectIO, key: tuple[str, str], sa: SegmentRef | None,

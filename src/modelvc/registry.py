@@ -234,6 +234,7 @@ class Registry(_ReadOps):
                             stored_size=stored.new_bytes + mstored.row.stored_size,
                             created_at=datetime.fromisoformat(manifest.created_at),
                             objects=objects,
+                            ref_objects=list(stored.ref_objects.values()),
                         ),
                         branch=branch, expected_head=expected,
                         create_branch=expected is None, actor=who,
@@ -253,8 +254,17 @@ class Registry(_ReadOps):
         return row
 
     # ---- resolving
-    def resolve(self, ref: str) -> Version:
-        """A ref (NAME, NAME@vN, NAME@branch|channel|tag, NAME@<id prefix>) -> Version."""
+    def resolve(self, ref: str, *, deleted: bool = False) -> Version:
+        """A ref (NAME, NAME@vN, NAME@branch|channel|tag, NAME@<id prefix>) -> Version.
+
+        A deleted version resolves only with deleted=True (its row is kept as history)."""
+        v = self._resolve(ref)
+        if v.deleted_at is not None and not deleted:
+            raise RefNotFound(f"{ref} (v{v.number}) was deleted at {v.deleted_at:%Y-%m-%d %H:%M}",
+                              hint="its history stays in `modelvc log`; its files are gone")
+        return v
+
+    def _resolve(self, ref: str) -> Version:
         spec = parse_ref(ref)
         self.meta.get_model(spec.model)
         if spec.selector is None:

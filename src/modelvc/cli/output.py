@@ -18,6 +18,8 @@ import click
 
 
 def to_jsonable(obj: Any) -> Any:
+    if hasattr(obj, "to_json"):
+        return to_jsonable(obj.to_json())
     if is_dataclass(obj) and not isinstance(obj, type):
         return to_jsonable(asdict(obj))
     if isinstance(obj, dict):
@@ -26,8 +28,6 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, datetime):
         return obj.isoformat()
-    if hasattr(obj, "to_json"):
-        return to_jsonable(obj.to_json())
     return obj
 
 

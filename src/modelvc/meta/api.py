@@ -87,4 +87,7 @@ class NewVersion:
     raw_size: int
     stored_size: int
     created_at: datetime
-    objects: list[ObjectRow] = field(default_factory=list)  # every object the version uses
+    objects: list[ObjectRow] = field(default_factory=list)  # objects the manifest lists
+    # Delta references of those objects: recorded (so gc follows ref_id) but not linked
+    # to the version, so deleting the version that introduced them can re-base them.
+    ref_objects: list[ObjectRow] = field(default_factory=list)

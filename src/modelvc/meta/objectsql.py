@@ -18,15 +18,19 @@ from .schema import objects, version_objects, versions
 PAGE = 1000
 
 
-def link(conn: sa.Connection, version_id: str, objs: Sequence[ObjectRow], at: datetime) -> None:
-    """Insert-or-ignore the objects and link them to the version.
+def link(conn: sa.Connection, version_id: str, objs: Sequence[ObjectRow], at: datetime,
+         refs: Sequence[ObjectRow] = ()) -> None:
+    """Insert-or-ignore the objects (and delta references) and link the objects to the version.
 
     Sorted by id so concurrent commits sharing objects lock them in one order
     (no deadlock on PostgreSQL).
     """
-    unique = sorted({o.id: o for o in objs}.values(), key=lambda o: o.id)
-    for batch in chunks(unique):
+    linked = {o.id for o in objs}
+    rows = sorted({o.id: o for o in (*refs, *objs)}.values(), key=lambda o: o.id)
+    for batch in chunks(rows):
         conn.execute(insert_ignore(conn, objects), [object_values(o, at) for o in batch])
+    unique = sorted((o for o in rows if o.id in linked), key=lambda o: o.id)
+    for batch in chunks(unique):
         conn.execute(
             sa.insert(version_objects),
             [{"version_id": version_id, "object_id": o.id} for o in batch],

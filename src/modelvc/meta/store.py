@@ -135,7 +135,7 @@ class MetaStore:
             except exc.IntegrityError as err:
                 raise _exists(v.id) from err
             t = now()
-            objectsql.link(conn, v.id, v.objects, t)
+            objectsql.link(conn, v.id, v.objects, t, v.ref_objects)
             if branch is not None:
                 move_ref(
                     conn, model_id=model_id, model=v.model, name=branch, kind="branch",
