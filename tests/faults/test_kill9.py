@@ -7,9 +7,11 @@ commit. Delays are drawn (seeded) over the whole duration of an uninterrupted co
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +60,7 @@ class Campaign:
         return row.version_id if row else None
 
 
-def _commit_child(c: Campaign, path: Path, barrier: Path) -> fk.subprocess.Popen[str]:
+def _commit_child(c: Campaign, path: Path, barrier: Path) -> subprocess.Popen[str]:
     p = fk.spawn("commit", str(c.registry), str(path), MODEL, BRANCH, str(barrier))
     fk.wait_ready(p)
     return p
@@ -76,7 +78,7 @@ def _measure_commit(c: Campaign) -> float:
     took = time.monotonic() - t0
     res = fk.finish(p)
     assert res.rc == 0, (line, res.err)
-    c.known[fk.json.loads(line)["id"]] = sha
+    c.known[json.loads(line)["id"]] = sha
     return took
 
 
@@ -95,20 +97,43 @@ def _check_versions(reg: Registry, c: Campaign, dest: Path, *, checkout: set[str
             shutil.rmtree(out)
 
 
-def _kill_one_commit(c: Campaign, delay: float) -> None:
-    with Registry.open(c.registry) as reg:
-        before_ids = {v.id for v in reg.versions(MODEL)}
-        head_before = c.head(reg)
+@dataclass
+class Attempt:
+    path: Path
+    sha: str
+    barrier: Path
+    proc: subprocess.Popen[str]
+
+
+def _prepare(c: Campaign) -> Attempt:
+    """Write the next model file and start its commit child (it waits for the barrier);
+    started early so its interpreter start overlaps the checks of the previous kill."""
     path, sha = c.next_file()
     barrier = c.root / f"barrier-{c.step}"
-    p = _commit_child(c, path, barrier)
-    fk.release(barrier)
-    time.sleep(delay)
-    p.send_signal(signal.SIGKILL)
-    p.wait(30)
-    c.kills += 1
-    p.communicate()
+    proc = fk.spawn("commit", str(c.registry), str(path), MODEL, BRANCH, str(barrier))
+    return Attempt(path, sha, barrier, proc)
 
+
+def _kill_commits(c: Campaign, kills: int, took: float) -> None:
+    nxt = _prepare(c)
+    for i in range(kills):
+        cur = nxt
+        fk.wait_ready(cur.proc)
+        with Registry.open(c.registry) as reg:
+            before_ids = {v.id for v in reg.versions(MODEL)}
+            head_before = c.head(reg)
+        fk.release(cur.barrier)
+        time.sleep(c.rng.uniform(0, 1.2 * took))
+        cur.proc.send_signal(signal.SIGKILL)
+        cur.proc.communicate(timeout=30)
+        c.kills += 1
+        if i + 1 < kills:
+            nxt = _prepare(c)
+        _after_kill(c, cur, before_ids, head_before)
+
+
+def _after_kill(c: Campaign, cur: Attempt, before_ids: set[str], head_before: str | None
+                ) -> None:
     with Registry.open(c.registry) as reg:
         rep = reg.verify()
         assert rep.ok, rep.to_json()
@@ -119,15 +144,15 @@ def _kill_one_commit(c: Campaign, delay: float) -> None:
         head = c.head(reg)
         if new:  # the commit's transaction made it: version and head move together
             (nid,) = new
-            c.known[nid] = sha
+            c.known[nid] = cur.sha
             c.recorded_by_killed += 1
             assert head == nid
         else:
             assert head == head_before
         _check_versions(reg, c, c.root / "co", checkout=new | ({head} if head else set()))
         # The next commit works and moves the head.
-        v = reg.commit(path, model=MODEL, branch=BRANCH, message="after kill")
-        c.known[v.id] = sha
+        v = reg.commit(cur.path, model=MODEL, branch=BRANCH, message="after kill")
+        c.known[v.id] = cur.sha
         assert c.head(reg) == v.id
         assert v.parents == ([head] if head else [])
 
@@ -206,19 +231,23 @@ def _maintenance_kills(c: Campaign) -> None:
 def test_kill9_campaign(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     total_kills = recorded = 0
+    tooks: list[float] = []
     t_start = time.monotonic()
     for r in range(ROUNDS):
         c = Campaign(tmp_path / f"round{r}", rng)
         c.root.mkdir()
         Registry.init(c.registry).close()
         took = max(_measure_commit(c), _measure_commit(c))
-        for _ in range(KILLS_PER_ROUND):
-            _kill_one_commit(c, rng.uniform(0, 1.2 * took))
+        tooks.append(took)
+        _kill_commits(c, KILLS_PER_ROUND, took)
         if r < 2:
             _maintenance_kills(c)
         total_kills += c.kills
         recorded += c.recorded_by_killed
     elapsed = time.monotonic() - t_start
+    print(f"kill -9 campaign: {total_kills} kills, {recorded} killed commits were "
+          f"recorded, commit takes {', '.join(f'{t:.2f}' for t in tooks)} s, "
+          f"campaign {elapsed:.1f} s")
     assert total_kills >= 30
     # Spread check: some kills hit before the commit was recorded, some after.
     assert 0 < recorded < ROUNDS * KILLS_PER_ROUND, (recorded, elapsed)
