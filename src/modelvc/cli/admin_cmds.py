@@ -97,5 +97,21 @@ def delete(ctx: Ctx, ref: str, reason: str, as_json: bool) -> None:
 
 
 def register(group: click.Group) -> None:
-    for c in (init, models, du, verify, gc, delete):
+    for c in (init, models, du, verify, gc, delete, demo):
         group.add_command(c)
+
+
+@click.command()
+@click.option("--dir", "workdir", type=click.Path(), help="Where to build the demo registry "
+              "(default: a new temporary folder).")
+@json_option
+def demo(workdir: str | None, as_json: bool) -> None:
+    """Train a small model, version it, promote it, catch a regression, roll back."""
+    from pathlib import Path
+
+    from ..demo import run
+
+    result = run(Path(workdir) if workdir else None, say=(lambda s: None) if as_json
+                 else click.echo)
+    if as_json:
+        emit(True, result)
