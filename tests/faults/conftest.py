@@ -20,14 +20,10 @@ except ImportError:  # tests/ itself is on sys.path (no tests/__init__.py)
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
-    """An empty registry folder; its metadata on SQLite or on a fresh PostgreSQL database."""
-    path = tmp_path / "reg"
-    if request.param == "sqlite":
-        Registry.init(path).close()
-        yield path
-        return
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (dropped afterwards). Fails the test if the
+    server cannot be started, unless MODELVC_SKIP_POSTGRES=1 (then it skips)."""
     if os.environ.get("MODELVC_SKIP_POSTGRES") == "1":
         pytest.skip("MODELVC_SKIP_POSTGRES=1")
     try:
@@ -36,7 +32,17 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
         pytest.fail(f"PostgreSQL is not available: {err}", pytrace=False)
     url = fresh_database(base)
     try:
-        Registry.init(path, meta_url=url).close()
-        yield path
+        yield url
     finally:
         drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """An empty registry folder; its metadata on SQLite or on a fresh PostgreSQL database."""
+    path = tmp_path / "reg"
+    if request.param == "sqlite":
+        Registry.init(path).close()
+    else:
+        Registry.init(path, meta_url=request.getfixturevalue("pg_url")).close()
+    return path

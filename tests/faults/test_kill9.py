@@ -251,3 +251,14 @@ def test_kill9_campaign(tmp_path: Path) -> None:
     assert total_kills >= 30
     # Spread check: some kills hit before the commit was recorded, some after.
     assert 0 < recorded < ROUNDS * KILLS_PER_ROUND, (recorded, elapsed)
+
+
+def test_kill9_commits_with_postgres_metadata(tmp_path: Path, pg_url: str) -> None:
+    """A shorter campaign whose metadata lives on PostgreSQL: a killed client's open
+    transaction is rolled back by the server, and nothing half-recorded shows."""
+    c = Campaign(tmp_path, random.Random(SEED + 1))
+    Registry.init(c.registry, meta_url=pg_url).close()
+    took = max(_measure_commit(c), _measure_commit(c))
+    _kill_commits(c, 8, took)
+    _check_all(c)
+    assert c.kills == 8
