@@ -109,7 +109,8 @@ def _story(reg: Registry, root: Path, xtr: Any, ytr: Any, xte: Any, yte: Any,
     live = reg.resolve("digits@production")
     say(f"   production serves v{live.number}, accuracy {bad:.3f}: regression")
     back = reg.rollback("digits", "production", reason=f"accuracy fell to {bad:.3f}")
-    say(f"   rolled back in one step: production -> v{reg.meta.get_version(back.version_id or '').number}")
+    now = reg.meta.get_version(back.version_id or "")
+    say(f"   rolled back in one step: production -> v{now.number}")
     say("6. Channel history (who, when, from, to, why)")
     nums = {v.id: v.number for v in reg.versions("digits")}
     for m in reg.history("digits", "production"):

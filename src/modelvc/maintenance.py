@@ -160,7 +160,8 @@ def _rebase(meta: MetaStore, io: ObjectIO, row: ObjectRow, rows: dict[str, Objec
     for i in range(max(1, -(-n // BLOCK_ELEMENTS))):
         lo, hi = i * BLOCK_ELEMENTS, min(n, (i + 1) * BLOCK_ELEMENTS)
         rb = None if ref_raw is None else ref_raw[lo * rsize:hi * rsize]
-        writer.add_block(*encode_block(raw[lo * size:hi * size], h.dtype, ref=rb, ref_code=ref_code))
+        block = raw[lo * size:hi * size]
+        writer.add_block(*encode_block(block, h.dtype, ref=rb, ref_code=ref_code))
     header = writer.finish()
     data = sink.getvalue()
     io.store.replace(row.id, data)

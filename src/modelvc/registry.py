@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from . import layout as _layout
+from . import maintenance
+from .checkout import CheckoutResult, TensorDict, checkout
 from .commit import FileStorer, collect_files
+from .diff import VersionDiff, diff_manifests
 from .errors import (
     AmbiguousRef,
     Conflict,
@@ -26,9 +29,6 @@ from .errors import (
 )
 from .lineage import author as default_author
 from .lineage import capture
-from . import maintenance
-from .checkout import CheckoutResult, TensorDict, checkout
-from .diff import VersionDiff, diff_manifests
 from .maintenance import GcReport, VerifyReport
 from .manifest import Manifest
 from .meta.api import NewVersion, ObjectRow, RefMove, RefRow, VersionRow
@@ -58,9 +58,9 @@ class _ReadOps:
     io: ObjectIO
     _jobs: ThreadPoolExecutor
 
-    def resolve(self, ref: str) -> Version: ...  # provided by Registry
-
-    def _manifest(self, version_id: str) -> Manifest: ...  # provided by Registry
+    # Provided by Registry.
+    resolve: Callable[..., Version]
+    _manifest: Callable[[str], Manifest]
 
     def checkout(self, ref: str, dest: str | Path, *, force: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> CheckoutResult:
@@ -374,7 +374,7 @@ class Registry(_ReadOps):
                                  actor=actor or default_author(), action="create", create=True)
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
-                expected: str | None | _Unset = UNSET, force: bool = False) -> RefRow:
+                expected: str | _Unset | None = UNSET, force: bool = False) -> RefRow:
         """Point CHANNEL of the version's model at the version (compare-and-swap).
 
         `expected`: the version the channel must hold now (default: whatever it holds

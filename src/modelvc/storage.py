@@ -31,7 +31,7 @@ from .errors import CorruptObject
 from .meta.api import ObjectRow
 from .objects.base import ObjectStore
 
-MAX_CHAIN_DEPTH = 8
+MAX_CHAIN_DEPTH = 3
 # Reading a chain costs its stored bytes; past this multiple of the raw size a fresh
 # full copy is cheaper to check out than one more link.
 MAX_CHAIN_STORED = 4.0
@@ -103,18 +103,27 @@ class ObjectIO:
         return out
 
     def usable_ref(self, ref_id: str, dtype: str, numel: int) -> str | None:
-        """`ref_id` if a delta against it is allowed (shape, dtype, chain bounds)."""
+        """The object to delta against, given the parent's same-named tensor.
+
+        Walks the parent object's own chain and takes the nearest object whose depth
+        leaves room for one more link, so chains never exceed MAX_CHAIN_DEPTH: once the
+        parent is at the bound, new versions delta against its reference instead (their
+        drift from it costs about half a bit per element per doubling of distance)."""
         try:
-            h = self.header(ref_id)
+            ids = self.chain(ref_id)
         except Exception:
             return None
-        if _numel(h.shape) != numel or (h.dtype != dtype and (h.dtype, dtype) not in CASTS):
-            return None
-        ids = self.chain(ref_id)
-        if len(ids) > MAX_CHAIN_DEPTH:
-            return None
-        stored = sum(self.store.size(i) for i in ids)
-        return ref_id if stored <= MAX_CHAIN_STORED * max(h.raw_size, 1) else None
+        for i, cand in enumerate(ids):
+            depth = len(ids) - 1 - i  # links below cand
+            if depth + 1 > MAX_CHAIN_DEPTH:
+                continue
+            h = self.header(cand)
+            if _numel(h.shape) != numel or (h.dtype != dtype and (h.dtype, dtype) not in CASTS):
+                continue
+            stored = sum(self.store.size(x) for x in ids[i:])
+            if stored <= MAX_CHAIN_STORED * max(h.raw_size, 1):
+                return cand
+        return None
 
     def put_tensor(
         self,
@@ -208,7 +217,9 @@ class ObjectIO:
         return out
 
     def read_object(self, oid: str, is_tensor: bool, *, verify: bool = True) -> bytes:
-        return self.read_tensor(oid, verify=verify) if is_tensor else self.read_blob(oid, verify=verify)
+        if is_tensor:
+            return self.read_tensor(oid, verify=verify)
+        return self.read_blob(oid, verify=verify)
 
 
 def _numel(shape: tuple[int, ...]) -> int:

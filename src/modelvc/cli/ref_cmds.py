@@ -149,7 +149,7 @@ def channel_history(ctx: Ctx, model: str, name: str, at: str | None, as_json: bo
 @click.pass_obj
 def channel_list(ctx: Ctx, model: str, as_json: bool) -> None:
     """Channels of MODEL and what they serve."""
-    ctx.invoke(refs, model=model, kind="channel", as_json=as_json)
+    click.get_current_context().invoke(refs, model=model, kind="channel", as_json=as_json)
 
 
 def register(group: click.Group) -> None:
