@@ -43,7 +43,8 @@ def is_temp_name(name: str) -> bool:
 def storage_error(exc: OSError, path: Path | str, action: str = "write") -> StorageError:
     """Translate an OSError at the storage boundary into the error tree."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f"no space left on the device to {action} {path}")
+        return DiskFull(f"no space left on the device to {action} {path}",
+                        hint="free some space (or run `modelvc gc --apply`) and retry")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         # a filesystem refusal the operator can fix, not the registry's PermissionDenied
         return StorageError(

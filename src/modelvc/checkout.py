@@ -91,7 +91,9 @@ def _write_file(
             tmp.unlink(missing_ok=True)
     except OSError as exc:
         if exc.errno == 28:
-            raise DiskFull(f"no space left writing {target}") from exc
+            raise DiskFull(f"no space left writing {target}",
+                           hint="free space on the destination's filesystem or choose "
+                           "another destination") from exc
         raise StorageError(f"cannot write {target}: {exc.strerror}") from exc
 
 

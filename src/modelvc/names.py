@@ -15,6 +15,7 @@ from .errors import InvalidName, InvalidRef
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _NUMBER = re.compile(r"^v([0-9]+)$")
+REF_HINT = "write NAME, NAME@vN, NAME@branch, NAME@channel, NAME@tag or NAME@<id>"
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 RESERVED = frozenset({"HEAD", "latest"})
 
@@ -24,7 +25,7 @@ def check_name(name: str, what: str = "name") -> str:
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
         shown = name.encode("unicode_escape").decode() if isinstance(name, str) else repr(name)
         raise InvalidName(
-            f"invalid {what} {shown!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            f"invalid {what} '{shown}': use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (no '/', '@', spaces or control characters)"
         )
     return name
@@ -58,14 +59,15 @@ def parse_ref(text: str) -> RefSpec:
         raise InvalidRef("empty ref: write NAME or NAME@vN, NAME@branch, NAME@channel, NAME@tag")
     model, sep, selector = text.partition("@")
     if not model:
-        raise InvalidRef(f"invalid ref {text!r}: the model name is missing before '@'")
+        raise InvalidRef(f"invalid ref {text!r}: the model name is missing before '@'",
+                         hint=REF_HINT)
     check_name(model, "model name")
     if not sep:
         return RefSpec(model, None)
     if not selector:
-        raise InvalidRef(f"invalid ref {text!r}: nothing after '@'")
+        raise InvalidRef(f"invalid ref {text!r}: nothing after '@'", hint=REF_HINT)
     if "@" in selector:
-        raise InvalidRef(f"invalid ref {text!r}: more than one '@'")
+        raise InvalidRef(f"invalid ref {text!r}: more than one '@'", hint=REF_HINT)
     m = _NUMBER.match(selector)
     if m:
         return RefSpec(model, selector, int(m.group(1)))

@@ -19,6 +19,7 @@ from .checkout import CheckoutResult, TensorDict, checkout
 from .commit import FileStorer, collect_files
 from .diff import VersionDiff, diff_manifests
 from .errors import (
+    AlreadyExists,
     AmbiguousRef,
     Conflict,
     ModelNotFound,
@@ -386,14 +387,25 @@ class Registry(_ReadOps):
         if current is not None and current.kind != "channel":
             raise UsageError(f"{v.model}@{channel} is a {current.kind}, not a channel")
         action = "force" if force else "promote"
-        if current is None:
-            if isinstance(expected, str):
-                raise RefMoved(f"{v.model}@{channel} does not exist yet; expected {expected[:12]}")
-            return self.meta.set_ref(v.model, channel, "channel", expected=None, new=v.id,
-                                     actor=who, action=action, reason=reason, create=True)
-        exp = current.version_id if isinstance(expected, _Unset) else expected
-        return self.meta.set_ref(v.model, channel, "channel", expected=exp, new=v.id,
-                                 actor=who, action=action, reason=reason)
+        for _ in range(COMMIT_RETRIES):
+            try:
+                if current is None:
+                    if isinstance(expected, str):
+                        raise RefMoved(f"{v.model}@{channel} does not exist yet; "
+                                       f"expected {expected[:12]}")
+                    return self.meta.set_ref(v.model, channel, "channel", expected=None,
+                                             new=v.id, actor=who, action=action,
+                                             reason=reason, create=True)
+                exp = current.version_id if isinstance(expected, _Unset) else expected
+                return self.meta.set_ref(v.model, channel, "channel", expected=exp, new=v.id,
+                                         actor=who, action=action, reason=reason)
+            except (RefMoved, AlreadyExists):
+                # Without an explicit expectation the caller just wants the channel on
+                # this version: another promoter was first, so move on from theirs.
+                if not isinstance(expected, _Unset):
+                    raise
+                current = self._ref_or_none(v.model, channel)
+        raise RefMoved(f"{v.model}@{channel} kept moving; retry the promotion")
 
     def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",
                  actor: str | None = None) -> RefRow:

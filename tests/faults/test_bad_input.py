@@ -196,8 +196,6 @@ def test_json_errors(env: Env, argv: list[str], code: int, error: str) -> None:
     assert "hint" in err
 
 
-@pytest.mark.xfail(strict=True, reason="click usage errors (missing argument, unknown "
-                   "command) are printed as text even with --json")
 def test_json_usage_errors(env: Env) -> None:
     for argv in (["commit", "--json"], ["no-such-command", "--json"]):
         done = fk.cli(env.registry, *argv)
@@ -206,16 +204,12 @@ def test_json_usage_errors(env: Env) -> None:
         assert err["error"] and err["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="parse_ref raises InvalidRef for '@' problems "
-                   "with no hint showing the ref syntax")
 def test_double_at_says_what_to_do(env: Env) -> None:
     done = fk.cli(env.registry, "show", "m@v1@x")
     assert done.returncode == 2
     assert "NAME@vN" in done.stderr, done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="check_name escapes a control character, then "
-                   "repr() escapes the backslash again: 'a\\\\x01b' is shown")
 def test_control_character_shown_once_escaped(env: Env) -> None:
     done = fk.cli(env.registry, "commit", str(env.good), "--model", "a\x01b")
     assert done.returncode == 2

@@ -111,9 +111,6 @@ def test_concurrent_promotes_never_silently_lost(registry: Path, tmp_path: Path)
         assert reg.resolve(f"{MODEL}@production").id == moves[-1].new
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Registry.promote with an implicit expected value does not retry its CAS: a "
-    "concurrent promote fails with AlreadyExists (channel created meanwhile) or RefMoved"))
 def test_concurrent_promotes_both_recorded(registry: Path, tmp_path: Path) -> None:
     rounds = _race_promotes(registry, tmp_path)
     for results in rounds:

@@ -90,16 +90,11 @@ def test_commit_on_full_disk(tmpfs: Mount, tmp_path: Path) -> None:
         assert fk.sha256(out / "m.safetensors") == small_sha
 
 
-HINT_BUG = ("atomic.storage_error (commit) and checkout._write_file (checkout) raise DiskFull "
-            "with a specific message and no hint, so the CLI never says what to do")
-
-
 def _says_what_to_do(stderr: str) -> None:
     assert "hint:" in stderr, stderr
     assert "free" in stderr or "gc" in stderr or "another destination" in stderr, stderr
 
 
-@pytest.mark.xfail(strict=True, reason=HINT_BUG)
 def test_commit_disk_full_says_what_to_do(tmpfs: Mount, tmp_path: Path) -> None:
     disk = tmpfs(tmp_path / "disk", "4m")
     Registry.init(disk).close()
@@ -110,7 +105,6 @@ def test_commit_disk_full_says_what_to_do(tmpfs: Mount, tmp_path: Path) -> None:
     _says_what_to_do(done.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason=HINT_BUG)
 def test_checkout_disk_full_says_what_to_do(tmpfs: Mount, tmp_path: Path) -> None:
     reg_dir = tmp_path / "reg"
     Registry.init(reg_dir).close()

@@ -48,6 +48,12 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            if "--json" not in sys.argv:
+                raise
+            click.echo(json.dumps({"error": "UsageError", "message": exc.format_message(),
+                                   "hint": None}))
+            sys.exit(2)
         except ModelvcError as exc:
             as_json = "--json" in sys.argv
             if as_json:
