@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from .codec import numpy_dtype
-from .commit import _windowed
 from .errors import AlreadyExists, Corrupt, CorruptObject, DiskFull, StorageError, UsageError
 from .manifest import FileEntry, Manifest, SegmentRef
-from .storage import ObjectIO
+from .pipeline import windowed
+from .storage import STREAM_BYTES, ObjectIO
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,18 @@ def _write_file(
         written = 0
         try:
             with tmp.open("wb") as out:
-                for seg, data in _windowed(pool, entry.segments, lambda s: (s, _read(io, s))):
-                    out.write(data)
-                    h.update(data)
-                    written += len(data)
+                # Small segments are decoded ahead on the pool; big tensors stream block
+                # by block (their blocks decode in parallel) so memory stays bounded.
+                for seg, data in windowed(pool, entry.segments, lambda s: (s, _read(io, s))):
+                    parts = [data] if data is not None else io.iter_object(seg.id, True)
+                    n = 0
+                    for part in parts:
+                        out.write(part)
+                        h.update(part)
+                        n += len(part)
+                    if n != seg.size:
+                        raise CorruptObject(f"object {seg.id[:12]} has {n} bytes, not {seg.size}")
+                    written += n
                     tick(seg.size)
                 # No fsync: a checkout is derived data (like git's work tree), re-created
                 # from the registry, and its sha256 is verified below before the rename.
@@ -97,11 +105,10 @@ def _write_file(
         raise StorageError(f"cannot write {target}: {exc.strerror}") from exc
 
 
-def _read(io: ObjectIO, seg: SegmentRef) -> bytes:
-    data = io.read_object(seg.id, seg.tensor is not None)
-    if len(data) != seg.size:
-        raise CorruptObject(f"object {seg.id[:12]} has {len(data)} bytes, expected {seg.size}")
-    return data
+def _read(io: ObjectIO, seg: SegmentRef) -> bytes | None:
+    if seg.tensor is not None and seg.size > STREAM_BYTES:
+        return None  # streamed by the writer
+    return io.read_object(seg.id, seg.tensor is not None)
 
 
 class TensorDict(Mapping[str, Any]):

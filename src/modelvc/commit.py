@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from .errors import InvalidModelFile, PathNotFound, UsageError
 from .formats import Segment, plan_file
 from .manifest import FileEntry, SegmentRef
 from .meta.api import ObjectRow
-from .storage import ObjectIO
+from .pipeline import windowed
+from .storage import STREAM_BYTES, ObjectIO
 
 Progress = Callable[[int], None]  # called with bytes just processed
-WINDOW = 4  # segments in flight: bounds memory to a few tensors
-T = TypeVar("T")
-R = TypeVar("R")
 SKIP_NAMES = frozenset({".git", ".modelvc", "__pycache__", ".DS_Store"})
 
 
@@ -90,7 +86,7 @@ class FileStorer:
         try:
             sha = self.pool.submit(_sha256, fd, plan.size)
             refs: list[SegmentRef] = []
-            for seg, row, new, chain in _windowed(
+            for seg, row, new, chain in windowed(
                 self.pool, plan.segments, lambda s: self._store_segment(fd, s, rel, parent, by_name)
             ):
                 if row.id not in result.objects:
@@ -116,16 +112,23 @@ class FileStorer:
         parent: dict[tuple[str, str], SegmentRef],
         by_name: dict[str, SegmentRef],
     ) -> tuple[Segment, ObjectRow, bool, list[ObjectRow]]:
-        data = os.pread(fd, seg.length, seg.offset)
-        if len(data) != seg.length:
-            raise InvalidModelFile(f"{rel} is shorter than its header says (truncated while read?)")
+        def read(off: int, n: int) -> bytes:
+            data = os.pread(fd, n, seg.offset + off)
+            if len(data) != n:
+                raise InvalidModelFile(f"{rel} is shorter than its header says "
+                                       "(truncated while being read?)")
+            return data
+
         if seg.kind == "tensor":
             assert seg.name is not None and seg.dtype is not None and seg.shape is not None
             ref = parent.get((rel, seg.name)) or by_name.get(seg.name)
-            stored = self.io.put_tensor(data, seg.dtype, seg.shape, ref=ref.id if ref else None)
+            ref_id = ref.id if ref else None
+            if seg.length > STREAM_BYTES:  # hashed, then encoded, block by block
+                stored = self.io.put_tensor_from(read, seg.dtype, seg.shape, ref=ref_id)
+            else:
+                stored = self.io.put_tensor(read(0, seg.length), seg.dtype, seg.shape, ref=ref_id)
             return seg, stored.row, stored.new, self.io.chain_rows(stored.row.id)
-        else:
-            stored = self.io.put_blob(data)
+        stored = self.io.put_blob(read(0, seg.length))
         return seg, stored.row, stored.new, []
 
 
@@ -145,20 +148,3 @@ def _sha256(fd: int, size: int) -> str:
         h.update(chunk)
         off += len(chunk)
     return h.hexdigest()
-
-
-def _windowed(
-    pool: ThreadPoolExecutor, items: Sequence[T], fn: Callable[[T], R]
-) -> Iterator[R]:
-    """Map fn over items on the pool, at most WINDOW in flight, results in order."""
-    pending: deque[Future[R]] = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= WINDOW:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for f in pending:
-            f.cancel()

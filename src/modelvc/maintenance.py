@@ -7,12 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import BLOCK_ELEMENTS, TensorObjectWriter, encode_block
-from .errors import Conflict, CorruptObject, ModelvcError
+from .errors import Conflict, ModelvcError
 from .layout import Layout
 from .meta.api import ObjectRow, VersionRow
 from .meta.store import MetaStore
-from .storage import ObjectIO, _BytesSink, _numel
+from .storage import ObjectIO, _numel
 
 
 @dataclass
@@ -142,34 +141,14 @@ def delete_version(lay: Layout, meta: MetaStore, io: ObjectIO, v: VersionRow, *,
 def _rebase(meta: MetaStore, io: ObjectIO, row: ObjectRow, rows: dict[str, ObjectRow],
             dying: set[str]) -> None:
     """Re-encode ROW against the first surviving object of its chain, or as a full copy."""
-    raw = io.read_tensor(row.id)
     h = io.header(row.id)
     new_ref = row.ref_id
     while new_ref is not None and new_ref in dying:
         nxt = rows.get(new_ref)
         new_ref = nxt.ref_id if nxt else None
-    if new_ref is not None and io.usable_ref(new_ref, h.dtype, _numel(h.shape)) is None:
+    if new_ref is not None and io.usable_ref(new_ref, h.dtype, _numel(h.shape)) != new_ref:
         new_ref = None
-    ref_raw = io.read_tensor(new_ref) if new_ref else None
-    ref_code = io.header(new_ref).dtype if new_ref else None
-    size = len(raw) // max(_numel(h.shape), 1) if raw else 0
-    rsize = len(ref_raw) // max(_numel(h.shape), 1) if ref_raw else 0
-    sink = _BytesSink()
-    writer = TensorObjectWriter(sink, h.dtype, h.shape, ref_id=new_ref, ref_code=ref_code)  # type: ignore[arg-type]
-    n = _numel(h.shape)
-    for i in range(max(1, -(-n // BLOCK_ELEMENTS))):
-        lo, hi = i * BLOCK_ELEMENTS, min(n, (i + 1) * BLOCK_ELEMENTS)
-        rb = None if ref_raw is None else ref_raw[lo * rsize:hi * rsize]
-        block = raw[lo * size:hi * size]
-        writer.add_block(*encode_block(block, h.dtype, ref=rb, ref_code=ref_code))
-    header = writer.finish()
-    data = sink.getvalue()
-    io.store.replace(row.id, data)
-    io.forget(row.id)
-    if io.read_tensor(row.id) != raw:  # never leave a re-based object that decodes wrong
-        raise CorruptObject(f"re-basing {row.id[:12]} failed verification")
-    meta.update_object(ObjectRow(row.id, "tensor", header.codec, header.raw_size, len(data),
-                                 header.ref))
+    meta.update_object(io.reencode(row.id, new_ref))
 
 
 def stats(meta: MetaStore, model: str | None = None) -> dict[str, Any]:

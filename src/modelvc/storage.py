@@ -8,11 +8,15 @@ version checks out in a few object reads.
 
 from __future__ import annotations
 
+import io
+import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import blake3
 
@@ -30,12 +34,18 @@ from .codec import (
 from .errors import CorruptObject
 from .meta.api import ObjectRow
 from .objects.base import ObjectStore
+from .pipeline import windowed
+
+Reader = Callable[[int, int], "bytes | memoryview"]
 
 MAX_CHAIN_DEPTH = 3
 # Reading a chain costs its stored bytes; past this multiple of the raw size a fresh
 # full copy is cheaper to check out than one more link.
 MAX_CHAIN_STORED = 4.0
 # Predicting a low-precision export from its high-precision parent (cast delta).
+# Tensors above this stream through a temporary file instead of memory.
+STREAM_BYTES = 64 << 20
+HASH_CHUNK = 16 << 20
 CASTS = {("F32", "BF16"), ("F32", "F16"), ("F64", "F32"), ("F16", "BF16"), ("BF16", "F16")}
 
 
@@ -43,20 +53,6 @@ CASTS = {("F32", "BF16"), ("F32", "F16"), ("F64", "F32"), ("F16", "BF16"), ("BF1
 class Stored:
     row: ObjectRow
     new: bool  # written by this call (False: deduplicated)
-
-
-class _BytesSink:
-    """A minimal binary sink collecting the writer's output."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, b: bytes) -> int:
-        self.parts.append(bytes(b))
-        return len(b)
-
-    def getvalue(self) -> bytes:
-        return b"".join(self.parts)
 
 
 class ObjectIO:
@@ -118,6 +114,8 @@ class ObjectIO:
             if depth + 1 > MAX_CHAIN_DEPTH:
                 continue
             h = self.header(cand)
+            if h.block_elements != BLOCK_ELEMENTS:
+                continue
             if _numel(h.shape) != numel or (h.dtype != dtype and (h.dtype, dtype) not in CASTS):
                 continue
             stored = sum(self.store.size(x) for x in ids[i:])
@@ -134,72 +132,127 @@ class ObjectIO:
         ref: str | None = None,
         oid: str | None = None,
     ) -> Stored:
-        oid = oid or blake3.blake3(raw).hexdigest()
+        """Store an in-memory tensor (see put_tensor_from for streaming)."""
+        mv = memoryview(raw).cast("B")
+        return self.put_tensor_from(lambda off, n: mv[off : off + n], dtype, shape,
+                                    ref=ref, oid=oid or blake3.blake3(mv).hexdigest())
+
+    def put_tensor_from(
+        self,
+        read: Reader,
+        dtype: str,
+        shape: tuple[int, ...],
+        *,
+        ref: str | None = None,
+        oid: str | None = None,
+    ) -> Stored:
+        """Store a tensor read block by block with read(offset, length).
+
+        Memory is a few blocks (plus the encoded object for small tensors): a
+        multi-GB tensor streams through a temporary file into the store."""
+        size = dtype_info(dtype).itemsize
+        numel = _numel(shape)
+        nbytes = numel * size
+        if oid is None:
+            hasher = blake3.blake3()
+            for off in range(0, nbytes, HASH_CHUNK):
+                hasher.update(read(off, min(HASH_CHUNK, nbytes - off)))
+            oid = hasher.hexdigest()
         if self.store.has(oid):
             return Stored(self._tensor_row(oid), False)
-        numel = _numel(shape)
         ref = self.usable_ref(ref, dtype, numel) if ref else None
-        ref_raw = self.read_tensor(ref) if ref else None
-        ref_code = self.header(ref).dtype if ref else None
+        with self._encode(read, dtype, shape, ref, big=nbytes > STREAM_BYTES) as (header, sink):
+            stored = sink.tell()
+            if isinstance(sink, io.BytesIO):
+                new = self.store.put(oid, sink.getvalue())
+            else:
+                sink.seek(0)
+                new = self.store.put_file(oid, sink)
+        with self._lock:
+            self._headers[oid] = header
+        row = ObjectRow(oid, "tensor", header.codec, header.raw_size, stored, header.ref)
+        return Stored(row, new)
+
+    @contextmanager
+    def _encode(self, read: Reader, dtype: str, shape: tuple[int, ...], ref: str | None, *,
+                big: bool) -> Iterator[tuple[TensorHeader, BinaryIO]]:
+        """Encode blocks (in parallel, in order) into memory or a temporary file."""
         size = dtype_info(dtype).itemsize
-        rsize = dtype_info(ref_code).itemsize if ref_code else 0
-        mv = memoryview(raw).cast("B")
+        numel = _numel(shape)
+        ref_code = self.header(ref).dtype if ref else None
         nblocks = max(1, -(-numel // BLOCK_ELEMENTS))
 
         def enc(i: int) -> tuple[str, bytes]:
             lo, hi = i * BLOCK_ELEMENTS, min(numel, (i + 1) * BLOCK_ELEMENTS)
-            rb = None if ref_raw is None else memoryview(ref_raw)[lo * rsize : hi * rsize]
-            return encode_block(mv[lo * size : hi * size], dtype, ref=rb, ref_code=ref_code)
+            raw = read(lo * size, (hi - lo) * size)
+            rb = self.decode_block_at(ref, i) if ref else None
+            return encode_block(raw, dtype, ref=rb, ref_code=ref_code)
 
-        blocks = (
-            list(self.executor.map(enc, range(nblocks)))
-            if self.executor is not None and nblocks > 1
-            else [enc(i) for i in range(nblocks)]
-        )
-        sink = _BytesSink()
-        writer = TensorObjectWriter(sink, dtype, shape, ref_id=ref, ref_code=ref_code)  # type: ignore[arg-type]
-        for mode, payload in blocks:
-            writer.add_block(mode, payload)
-        header = writer.finish()
-        data = sink.getvalue()
-        new = self.store.put(oid, data)
-        with self._lock:
-            self._headers[oid] = header
-        row = ObjectRow(oid, "tensor", header.codec, header.raw_size, len(data), header.ref)
-        return Stored(row, new)
+        pool = self.executor if nblocks > 1 else None
+        sink: BinaryIO = tempfile.TemporaryFile() if big else io.BytesIO()  # noqa: SIM115
+        with sink:
+            writer = TensorObjectWriter(sink, dtype, shape, ref_id=ref, ref_code=ref_code)
+            for mode, payload in windowed(pool, range(nblocks), enc):
+                writer.add_block(mode, payload)
+            yield writer.finish(), sink
+
+    def reencode(self, oid: str, ref: str | None) -> ObjectRow:
+        """Rewrite a tensor object against another reference (or as a full copy),
+        verify it, and swap it in atomically. Its id and decoded bytes stay the same."""
+        h = self.header(oid)
+        raw = self.read_tensor(oid)
+        mv = memoryview(raw)
+        with self._encode(lambda off, n: mv[off : off + n], h.dtype, h.shape, ref,
+                          big=False) as (header, sink):
+            data = sink.getvalue()  # type: ignore[attr-defined]
+        self.store.replace(oid, data)
+        self.forget(oid)
+        if self.read_tensor(oid, verify=False) != raw:
+            raise CorruptObject(f"re-encoding {oid[:12]} failed verification")
+        return ObjectRow(oid, "tensor", header.codec, header.raw_size, len(data), header.ref)
 
     def _tensor_row(self, oid: str) -> ObjectRow:
         h = self.header(oid)
         return ObjectRow(oid, "tensor", h.codec, h.raw_size, self.store.size(oid), h.ref)
 
-    def read_tensor(self, oid: str, *, verify: bool = True) -> bytes:
-        """Decode a tensor object (following its delta chain) and check it against its id."""
+    def decode_block_at(self, oid: str, i: int) -> bytes:
+        """Block i of a tensor object, decoded through its delta chain block by block
+        (blocks of objects with the same element count line up)."""
         h = self.header(oid)
-        ref_raw = self.read_tensor(h.ref, verify=False) if h.ref is not None else None
-        ref_size = dtype_info(h.ref_dtype).itemsize if h.ref_dtype else 0
-        size = dtype_info(h.dtype).itemsize
-        obj = self.store.get(oid)
+        if i >= len(h.blocks):
+            raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
+        b = h.blocks[i]
+        payload = self.store.get_range(oid, b.offset, b.length)
+        ref = None
+        if b.mode != "full":
+            if h.ref is None:
+                raise CorruptObject(f"tensor object {oid[:12]} block {i} needs a missing reference")
+            if self.header(h.ref).block_elements != h.block_elements:
+                raise CorruptObject(f"tensor object {oid[:12]}: reference blocks do not line up")
+            ref = self.decode_block_at(h.ref, i)
+        return decode_block(b.mode, payload, h.dtype, b.elements, ref=ref, ref_code=h.ref_dtype)
 
-        def dec(i: int) -> bytes:
-            b = h.blocks[i]
-            lo = i * h.block_elements
-            rb = None
-            if ref_raw is not None:
-                rb = memoryview(ref_raw)[lo * ref_size : (lo + b.elements) * ref_size]
-            payload = obj[b.offset : b.offset + b.length]
-            return decode_block(b.mode, payload, h.dtype, b.elements, ref=rb, ref_code=h.ref_dtype)
-
-        n = len(h.blocks)
-        if self.executor is not None and n > 1:
-            parts = list(self.executor.map(dec, range(n)))
-        else:
-            parts = [dec(i) for i in range(n)]
-        out = parts[0] if n == 1 else b"".join(parts)
-        if len(out) != h.raw_size or len(out) != size * _numel(h.shape):
+    def iter_tensor(self, oid: str, *, verify: bool = True) -> Iterator[bytes]:
+        """Decoded blocks in order (two at a time in parallel); the BLAKE3 of the whole
+        is checked against the id after the last block."""
+        h = self.header(oid)
+        hasher = blake3.blake3() if verify else None
+        total = 0
+        pool = self.executor if len(h.blocks) > 1 else None
+        for part in windowed(pool, range(len(h.blocks)), lambda i: self.decode_block_at(oid, i)):
+            total += len(part)
+            if hasher is not None:
+                hasher.update(part)
+            yield part
+        if total != h.raw_size or total != dtype_info(h.dtype).itemsize * _numel(h.shape):
             raise CorruptObject(f"tensor object {oid[:12]} decodes to the wrong size")
-        if verify and blake3.blake3(out).hexdigest() != oid:
+        if hasher is not None and hasher.hexdigest() != oid:
             raise CorruptObject(f"tensor object {oid[:12]} does not match its id")
-        return out
+
+    def read_tensor(self, oid: str, *, verify: bool = True) -> bytes:
+        """A whole tensor, decoded and verified against its id."""
+        parts = list(self.iter_tensor(oid, verify=verify))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     # ---- blobs
     def put_blob(self, data: bytes | memoryview, *, oid: str | None = None) -> Stored:
@@ -216,6 +269,13 @@ class ObjectIO:
             raise CorruptObject(f"blob object {oid[:12]} does not match its id")
         return out
 
+    def iter_object(self, oid: str, is_tensor: bool) -> Iterator[bytes]:
+        """An object's decoded bytes in pieces (tensors block by block), verified."""
+        if is_tensor:
+            yield from self.iter_tensor(oid)
+        else:
+            yield self.read_blob(oid)
+
     def read_object(self, oid: str, is_tensor: bool, *, verify: bool = True) -> bytes:
         if is_tensor:
             return self.read_tensor(oid, verify=verify)
@@ -228,5 +288,3 @@ def _numel(shape: tuple[int, ...]) -> int:
         n *= d
     return n
 
-
-Reader = Callable[[int, int], bytes]
