@@ -28,7 +28,8 @@ def test_multi_block_tensors_stream_with_deltas(small_stream: None, reg: Registr
     save_file(base, str(tmp_path / "a.safetensors"))
     ft = {k: (v + np.float32(1e-4) * rng.standard_normal(v.shape).astype(np.float32))
           for k, v in base.items()}
-    ft["big"][BLOCK_ELEMENTS : 2 * BLOCK_ELEMENTS] = base["big"][BLOCK_ELEMENTS : 2 * BLOCK_ELEMENTS]
+    block1 = slice(BLOCK_ELEMENTS, 2 * BLOCK_ELEMENTS)
+    ft["big"][block1] = base["big"][block1]
     save_file(ft, str(tmp_path / "b.safetensors"))
     reg.commit(tmp_path / "a.safetensors", model="m")
     v2 = reg.commit(tmp_path / "b.safetensors", model="m")
@@ -64,4 +65,5 @@ def test_corrupt_block_is_caught_when_streaming(small_stream: None, reg: Registr
         reg.checkout("m@v1", tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
     report = reg.verify()
-    assert seg.id in report.corrupt and report.broken_versions == [f"m@v1 ({reg.resolve('m@v1').id[:12]})"]
+    v1 = reg.resolve("m@v1")
+    assert seg.id in report.corrupt and report.broken_versions == [f"m@v1 ({v1.id[:12]})"]
