@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import Conflict, ModelvcError
 from .layout import Layout
-from .meta.api import ObjectRow, VersionRow
+from .meta.api import AuditEntry, ObjectRow, VersionRow
 from .meta.store import MetaStore
 from .storage import ObjectIO, _numel
 
@@ -82,7 +82,7 @@ class GcReport:
 
 
 def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
-       grace_seconds: float = 3600.0) -> GcReport:
+       grace_seconds: float = 3600.0, actor: str = "") -> GcReport:
     """Mark from every live version (and delta references), sweep the rest.
 
     The sweep holds the registry lock exclusively, so no commit is between writing
@@ -111,6 +111,9 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
             cleanup = getattr(io.store, "cleanup_temp", None)
             if cleanup is not None:
                 cleanup(grace_seconds)
+            meta.append_audit(AuditEntry(
+                actor=actor, action="gc", target="objects",
+                after={"removed": len(report.removable), "bytes": report.removable_bytes}))
     return report
 
 
@@ -134,7 +137,9 @@ def delete_version(lay: Layout, meta: MetaStore, io: ObjectIO, v: VersionRow, *,
             if r.id in live and r.id not in dying and r.ref_id in dying and r.kind == "tensor":
                 _rebase(meta, io, r, rows, dying)
                 rebased += 1
-        meta.mark_deleted(v.id, actor=actor, reason=reason)
+        meta.mark_deleted(v.id, actor=actor, reason=reason, audit=AuditEntry(
+            actor=actor, action="delete", model=v.model, target=f"{v.model}@v{v.number}",
+            before={"version": v.id}, after={"rebased": rebased}, reason=reason))
     return rebased
 
 

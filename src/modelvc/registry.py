@@ -28,11 +28,22 @@ from .errors import (
     RefNotFound,
     UsageError,
 )
+from .events import Events
+from .gates.authority import Authority
 from .lineage import author as default_author
 from .lineage import capture
 from .maintenance import GcReport, VerifyReport
 from .manifest import Manifest
-from .meta.api import NewVersion, ObjectRow, RefMove, RefRow, VersionRow
+from .meta.api import (
+    AuditEntry,
+    AuditRow,
+    NewVersion,
+    ObjectRow,
+    RefKind,
+    RefMove,
+    RefRow,
+    VersionRow,
+)
 from .meta.store import MetaStore
 from .names import check_name, check_ref_name, is_hex_prefix, parse_ref
 from .objects import open_store
@@ -99,7 +110,20 @@ class _ReadOps:
 
     def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
         return maintenance.gc(self.layout, self.meta, self.io, dry_run=dry_run,
-                              grace_seconds=grace_seconds)
+                              grace_seconds=grace_seconds, actor=default_author())
+
+    def audit(self, *, model: str | None = None, channel: str | None = None,
+              actor: str | None = None, action: str | None = None,
+              since: datetime | None = None, until: datetime | None = None
+              ) -> list[AuditRow]:
+        """The audit trail, oldest first, filtered."""
+        target = f"{model}@{channel}" if model and channel else None
+        return self.meta.audit_entries(model=model, target=target, actor=actor,
+                                       action=action, since=since, until=until)
+
+    def verify_audit(self) -> list[str]:
+        """Re-compute the audit hash chain; the problems found (empty: intact)."""
+        return self.meta.verify_audit()
 
     def delete(self, ref: str, *, reason: str = "", actor: str | None = None) -> int:
         """Delete a version (its number is never reused); returns objects re-based."""
@@ -118,6 +142,8 @@ class Registry(_ReadOps):
         self._blocks = ThreadPoolExecutor(2, thread_name_prefix="modelvc-block")
         self._jobs = ThreadPoolExecutor(3, thread_name_prefix="modelvc-job")
         self.io = ObjectIO(store, executor=self._blocks)
+        self.governance = Authority(meta)
+        self.events = Events(meta)
 
     # ---- opening
     @classmethod
@@ -239,6 +265,10 @@ class Registry(_ReadOps):
                         ),
                         branch=branch, expected_head=expected,
                         create_branch=expected is None, actor=who,
+                        audit=AuditEntry(actor=who, action="commit", model=model,
+                                         target=f"{model}@{branch}",
+                                         before={"version": expected},
+                                         after={"version": mid}, reason=message),
                     )
                     break
                 except (RefMoved, Conflict) as exc:
@@ -250,6 +280,7 @@ class Registry(_ReadOps):
                     expected = parent_id = now.version_id
             else:
                 raise RefMoved(f"branch {model}@{branch} kept moving; retry the commit")
+        self.events.after_mutation()
         for t in tags:
             self.tag(f"{model}@{row.id}", t, actor=who)
         return row
@@ -353,36 +384,52 @@ class Registry(_ReadOps):
         return self.meta.list_refs(model, kind)  # type: ignore[arg-type]
 
     # ---- refs
+    def _move(self, model: str, name: str, kind: RefKind, *, expected: str | None,
+              new: str | None, who: str, action: str, reason: str = "",
+              create: bool = False) -> RefRow:
+        """A compare-and-swap ref move with its audit entry, in one transaction."""
+        entry = AuditEntry(actor=who, action=action if kind != "tag" else "tag",
+                           target=f"{model}@{name}", model=model,
+                           before={"version": expected} if not create else None,
+                           after={"version": new, "kind": kind}, reason=reason)
+        row = self.meta.set_ref(model, name, kind, expected=expected, new=new, actor=who,
+                                action=action, reason=reason, create=create, audit=entry)
+        self.events.after_mutation()
+        return row
+
     def create_branch(self, model: str, name: str, *, at: str | None = None,
                       actor: str | None = None) -> RefRow:
         check_ref_name(name, "branch name")
         target = self.resolve(at or model).id
-        return self.meta.set_ref(model, name, "branch", expected=None, new=target,
-                                 actor=actor or default_author(), action="create", create=True)
+        return self._move(model, name, "branch", expected=None, new=target,
+                          who=actor or default_author(), action="create", create=True)
 
     def delete_ref(self, model: str, name: str, *, actor: str | None = None,
                    reason: str = "") -> None:
         row = self.meta.get_ref(model, name)
         if row.kind == "tag":
             raise Conflict(f"tag {model}@{name} is immutable and cannot be deleted")
-        self.meta.set_ref(model, name, row.kind, expected=row.version_id, new=None,
-                          actor=actor or default_author(), action="delete", reason=reason)
+        self._move(model, name, row.kind, expected=row.version_id, new=None,
+                   who=actor or default_author(), action="delete", reason=reason)
 
     def tag(self, ref: str, name: str, *, actor: str | None = None) -> RefRow:
         check_ref_name(name, "tag name")
         v = self.resolve(ref)
-        return self.meta.set_ref(v.model, name, "tag", expected=None, new=v.id,
-                                 actor=actor or default_author(), action="create", create=True)
+        return self._move(v.model, name, "tag", expected=None, new=v.id,
+                          who=actor or default_author(), action="create", create=True)
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
                 expected: str | _Unset | None = UNSET, force: bool = False) -> RefRow:
         """Point CHANNEL of the version's model at the version (compare-and-swap).
 
-        `expected`: the version the channel must hold now (default: whatever it holds
-        when read here); another writer moving it first raises RefMoved."""
+        When a policy is applied, the version must have passed the channel's gates
+        (and the actor hold the role); `force` skips the gates, needs the admin role
+        and a reason, and is recorded as such. `expected`: the version the channel
+        must hold now (default: whatever it holds when read here)."""
         check_ref_name(channel, "channel name")
         v = self.resolve(ref)
         who = actor or default_author()
+        self.governance.authorize_promotion(v, channel, who, force=force, reason=reason)
         current = self._ref_or_none(v.model, channel)
         if current is not None and current.kind != "channel":
             raise UsageError(f"{v.model}@{channel} is a {current.kind}, not a channel")
@@ -393,12 +440,11 @@ class Registry(_ReadOps):
                     if isinstance(expected, str):
                         raise RefMoved(f"{v.model}@{channel} does not exist yet; "
                                        f"expected {expected[:12]}")
-                    return self.meta.set_ref(v.model, channel, "channel", expected=None,
-                                             new=v.id, actor=who, action=action,
-                                             reason=reason, create=True)
+                    return self._move(v.model, channel, "channel", expected=None, new=v.id,
+                                      who=who, action=action, reason=reason, create=True)
                 exp = current.version_id if isinstance(expected, _Unset) else expected
-                return self.meta.set_ref(v.model, channel, "channel", expected=exp, new=v.id,
-                                         actor=who, action=action, reason=reason)
+                return self._move(v.model, channel, "channel", expected=exp, new=v.id,
+                                  who=who, action=action, reason=reason)
             except (RefMoved, AlreadyExists):
                 # Without an explicit expectation the caller just wants the channel on
                 # this version: another promoter was first, so move on from theirs.
@@ -410,9 +456,11 @@ class Registry(_ReadOps):
     def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",
                  actor: str | None = None) -> RefRow:
         """Move CHANNEL back to its previous target (or to `to`) in one recorded step."""
+        who = actor or default_author()
         current = self.meta.get_ref(model, channel)
         if current.kind != "channel":
             raise UsageError(f"{model}@{channel} is a {current.kind}, not a channel")
+        self.governance.authorize_rollback(model, channel, who)
         if to is not None:
             target = self.resolve(to)
             if target.model != model:
@@ -423,9 +471,8 @@ class Registry(_ReadOps):
             if prev is None:
                 raise Conflict(f"{model}@{channel} has no earlier version to roll back to")
             target_id = prev
-        return self.meta.set_ref(model, channel, "channel", expected=current.version_id,
-                                 new=target_id, actor=actor or default_author(),
-                                 action="rollback", reason=reason)
+        return self._move(model, channel, "channel", expected=current.version_id,
+                          new=target_id, who=who, action="rollback", reason=reason)
 
     def history(self, model: str, name: str | None = None) -> list[RefMove]:
         self.meta.get_model(model)

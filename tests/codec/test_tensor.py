@@ -250,12 +250,10 @@ def test_garbled_object_never_decodes_to_wrong_bytes(data: st.DataObject) -> Non
         out = decode_tensor(bytes(broken), ref=old)
     except CorruptObject:
         return
-    # Only a footer edit that still parses and means the same (e.g. the ref id) may pass.
-    # Raw planes (not used here) are unchecked: the registry verifies BLAKE3 of raw bytes.
+    # A flip that still decodes must decode to the right bytes (e.g. a footer edit that
+    # means the same, or a zstd frame field the decoder ignores). Raw planes (not used
+    # here) are unchecked: the registry verifies the BLAKE3 of the decoded bytes.
     assert out == new
-    assert (
-        pos >= read_header_bytes(obj).blocks[-1].offset + read_header_bytes(obj).blocks[-1].length
-    )
 
 
 def test_corrupt_footers() -> None:

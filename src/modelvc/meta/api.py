@@ -91,3 +91,85 @@ class NewVersion:
     # Delta references of those objects: recorded (so gc follows ref_id) but not linked
     # to the version, so deleting the version that introduced them can re-base them.
     ref_objects: list[ObjectRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """A mutation to append to the hash-chained audit trail."""
+
+    actor: str
+    action: str  # commit, tag, branch, promote, rollback, force, delete, gc, key, policy, ...
+    target: str  # e.g. "model@production", "model@v3", a key id
+    model: str | None = None
+    before: Any = None
+    after: Any = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    model: str | None
+    target: str
+    before: Any
+    after: Any
+    reason: str
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class GateRun:
+    id: int
+    version_id: str
+    channel: str
+    policy_digest: str
+    passed: bool
+    report_id: str
+    summary: dict[str, Any]
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    id: str
+    name: str
+    public_key: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Signature:
+    version_id: str
+    key_id: str
+    signature: str
+    signed_at: datetime
+    signer: str
+
+
+@dataclass(frozen=True)
+class Webhook:
+    id: int
+    url: str
+    secret: str
+    events: list[str]
+    cursor: int
+    created_at: datetime
+    active: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    webhook_id: int
+    audit_id: int
+    attempt: int
+    at: datetime
+    status: int | None
+    error: str | None

@@ -148,3 +148,105 @@ version_objects = sa.Table(
     sa.Column("object_id", OBJ_ID, sa.ForeignKey("objects.id"), primary_key=True),
     sa.Index(None, "object_id"),
 )
+
+# --- governance (migration 0002): audit trail, gate runs, keys, signatures, policy,
+# webhooks. Additive: registries of format 1 without these tables still open.
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("model", NAME, nullable=True),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("before", sa.JSON, nullable=True),
+    sa.Column("after", sa.JSON, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    # hash = BLAKE3(prev_hash + canonical entry): editing any entry breaks the chain.
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index(None, "model", "at"),
+)
+
+# One row (id=1): appends lock it, so the chain is linear under concurrent writers.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+gate_runs = sa.Table(
+    "gate_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version_id", ID, sa.ForeignKey("versions.id"), nullable=False),
+    sa.Column("channel", NAME, nullable=False),
+    sa.Column("policy_digest", sa.String(64), nullable=False),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("report_id", OBJ_ID, nullable=False),  # the full report, a stored blob
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Index(None, "version_id", "channel"),
+)
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # sha256 of the public key (DER)
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("public_key", sa.Text, nullable=False),  # PEM
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("revoked_at", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("name"),
+)
+
+signatures = sa.Table(
+    "signatures",
+    metadata,
+    sa.Column("version_id", ID, sa.ForeignKey("versions.id"), primary_key=True),
+    sa.Column("key_id", sa.String(64), sa.ForeignKey("signing_keys.id"), primary_key=True),
+    sa.Column("signature", sa.Text, nullable=False),
+    sa.Column("signed_at", UtcDateTime, nullable=False),
+    sa.Column("signer", sa.Text, nullable=False),
+)
+
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("applied_at", UtcDateTime, nullable=False),
+    sa.Column("applied_by", sa.Text, nullable=False),
+)
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),  # HMAC key: must be usable, so not hashed
+    sa.Column("events", sa.JSON, nullable=False),  # audit actions it wants, [] = all
+    sa.Column("cursor", sa.Integer, nullable=False),  # last audit id delivered
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("webhook_id", sa.Integer, sa.ForeignKey("webhooks.id"), nullable=False),
+    sa.Column("audit_id", sa.Integer, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("status", sa.Integer, nullable=True),  # HTTP status; None: no answer
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index(None, "webhook_id", "audit_id"),
+)

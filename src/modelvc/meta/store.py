@@ -26,7 +26,8 @@ from ..errors import (
 )
 from . import engine as eng
 from . import lifecycle, objectsql
-from .api import ModelRow, NewVersion, ObjectRow, RefKind, RefMove, RefRow, VersionRow
+from .api import AuditEntry, ModelRow, NewVersion, ObjectRow, RefKind, RefMove, RefRow, VersionRow
+from .governance import GovernanceMixin, append_audit
 from .refops import check_target, insert_ignore, move_ref
 from .rows import (
     MOVE_COLUMNS,
@@ -49,7 +50,7 @@ FORMAT_VERSION = 1
 T = TypeVar("T")
 
 
-class MetaStore:
+class MetaStore(GovernanceMixin):
     def __init__(self, engine: sa.Engine, info: dict[str, str]) -> None:
         """Use create() or open()."""
         self._engine = engine
@@ -104,6 +105,7 @@ class MetaStore:
         expected_head: str | None,
         create_branch: bool,
         actor: str,
+        audit: AuditEntry | None = None,
     ) -> VersionRow:
         """In ONE transaction: allocate the next number for the model (no max()+1
         outside the transaction: use a per-model counter row updated in the same
@@ -136,6 +138,8 @@ class MetaStore:
                 raise _exists(v.id) from err
             t = now()
             objectsql.link(conn, v.id, v.objects, t, v.ref_objects)
+            if audit is not None:
+                append_audit(conn, audit, t)
             if branch is not None:
                 move_ref(
                     conn, model_id=model_id, model=v.model, name=branch, kind="branch",
@@ -209,7 +213,8 @@ class MetaStore:
         Objects no live version lists are absent from the result."""
         return self._tx(partial(objectsql.versions_using, ids=list(object_ids)))
 
-    def mark_deleted(self, version_id: str, *, actor: str, reason: str) -> None:
+    def mark_deleted(self, version_id: str, *, actor: str, reason: str,
+                     audit: AuditEntry | None = None) -> None:
         """Tombstone a version: keeps its row (number never reused), drops its object
         links. Conflict if any branch/channel/tag points at it. Deleting a deleted
         version again does nothing."""
@@ -239,6 +244,8 @@ class MetaStore:
                 .where(versions.c.id == version_id)
                 .values(deleted_at=now(), deleted_by=actor, delete_reason=reason)
             )
+            if audit is not None:
+                append_audit(conn, audit)
             conn.execute(
                 sa.delete(version_objects).where(version_objects.c.version_id == version_id)
             )
@@ -317,8 +324,9 @@ class MetaStore:
         action: str,
         reason: str = "",
         create: bool = False,
+        audit: AuditEntry | None = None,
     ) -> RefRow:
-        """Compare-and-swap in one transaction, appending a RefMove. With create=True
+        """Compare-and-swap in one transaction, appending a RefMove (and `audit`). With create=True
         the ref must not exist (AlreadyExists); otherwise it must exist (RefNotFound)
         and point at `expected` (RefMoved). Tags never move once set (Conflict).
         new=None deletes the ref (its history stays); tags may be deleted."""
@@ -327,10 +335,14 @@ class MetaStore:
             m = _model(conn, model)
             if new is not None:
                 check_target(conn, m.id, model, new)
-            return move_ref(
+            at = now()
+            row = move_ref(
                 conn, model_id=m.id, model=model, name=name, kind=kind, expected=expected,
-                new=new, actor=actor, action=action, reason=reason, create=create, at=now(),
+                new=new, actor=actor, action=action, reason=reason, create=create, at=at,
             )  # fmt: skip
+            if audit is not None:
+                append_audit(conn, audit, at)
+            return row
 
         return self._tx(tx, write=True)
 

@@ -1,0 +1,1 @@
+"""Promotion governance: the policy file, gates, roles (see authority.py)."""
