@@ -1,0 +1,140 @@
+"""The ASGI app: Open Inference Protocol v2 REST routes, feedback, metrics, status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__ as modelvc_version
+from ..errors import ModelvcError
+from .gateway import Gateway, NotReady, http_status
+from .protocol import HEADER_LENGTH, BadRequest, parse_infer
+
+log = logging.getLogger("modelvc.serving")
+Handler = Callable[[Request], Awaitable[Response]]
+KEY_HEADER = "x-request-key"  # a caller's sticky canary key
+
+
+def _error(exc: Exception) -> Response:
+    msg = exc.message if isinstance(exc, ModelvcError) else str(exc)
+    return JSONResponse({"error": msg}, status_code=http_status(exc))
+
+
+def _guard(fn: Handler) -> Handler:
+    async def handler(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except (BadRequest, NotReady, ModelvcError) as exc:
+            return _error(exc)
+        except Exception as exc:  # a model failure: 500 with the reason, never a crash
+            log.exception("%s %s", request.method, request.url.path)
+            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+
+    return handler
+
+
+async def _body(request: Request) -> bytes:
+    body = await request.body()
+    enc = request.headers.get("content-encoding")
+    if enc in ("gzip", "deflate"):
+        try:
+            return zlib.decompress(body, 31 if enc == "gzip" else 15)
+        except zlib.error as exc:
+            raise BadRequest(f"body is not valid {enc}: {exc}") from exc
+    if enc not in (None, "identity"):
+        raise BadRequest(f"Content-Encoding {enc!r} is not supported (gzip, deflate)")
+    return body
+
+
+def build_app(gw: Gateway) -> Starlette:
+    def version_of(request: Request) -> str | None:
+        v = request.path_params.get("version")
+        return str(v) if v is not None else None
+
+    async def server_meta(_: Request) -> Response:
+        return JSONResponse({"name": "modelvc", "version": modelvc_version,
+                             "extensions": ["binary_tensor_data", "modelvc_feedback"]})
+
+    async def live(_: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(_: Request) -> Response:
+        ok = gw.ready()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @_guard
+    async def model_meta(request: Request) -> Response:
+        sm = gw.served(request.path_params["name"])
+        item, channel = await gw.slot(sm, version_of(request), None)
+        loaded = sorted({str(i.version.number) for i in gw.pool.items.values()
+                         if i.model == sm.cfg.model})
+        rt = item.runtime
+        return JSONResponse({
+            "name": sm.cfg.name, "versions": loaded, "platform": rt.platform,
+            "inputs": [s.as_json() for s in rt.inputs],
+            "outputs": [s.as_json() for s in rt.outputs],
+            "parameters": {"version": str(item.version.number), "channel": channel,
+                           "version_id": item.version.id}})
+
+    @_guard
+    async def model_ready(request: Request) -> Response:
+        sm = gw.served(request.path_params["name"])
+        try:
+            await gw.slot(sm, version_of(request), None)
+            ok = True
+        except NotReady:
+            ok = False
+        return JSONResponse({"name": sm.cfg.name, "ready": ok}, status_code=200 if ok else 503)
+
+    @_guard
+    async def infer(request: Request) -> Response:
+        req = parse_infer(await _body(request), request.headers.get(HEADER_LENGTH))
+        key = request.headers.get(KEY_HEADER) or req.parameters.get("request_key")
+        body, headers = await gw.infer(request.path_params["name"], version_of(request),
+                                       req, str(key) if key is not None else None)
+        return Response(body, headers=headers)
+
+    @_guard
+    async def feedback(request: Request) -> Response:
+        try:
+            doc: Any = json.loads(await _body(request))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadRequest(f"feedback body is not JSON: {exc}") from exc
+        return JSONResponse(gw.feedback(request.path_params["name"], doc))
+
+    async def metrics(_: Request) -> Response:
+        return Response(gw.metrics.exposition(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def status(_: Request) -> Response:
+        return JSONResponse(gw.status())
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    m, mv = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
+    routes = [
+        Route("/v2", server_meta), Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route(m, model_meta), Route(mv, model_meta),
+        Route(m + "/ready", model_ready), Route(mv + "/ready", model_ready),
+        Route(m + "/infer", infer, methods=["POST"]),
+        Route(mv + "/infer", infer, methods=["POST"]),
+        Route(m + "/feedback", feedback, methods=["POST"]),
+        Route("/metrics", metrics), Route("/modelvc/status", status),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,122 @@
+"""Gateway configuration: a TOML (or JSON) file and/or command-line flags.
+
+    registry = "./project"          # folder holding .modelvc (default: the nearest)
+    host = "127.0.0.1"
+    port = 8000
+    poll_interval = 0.2             # seconds between looks at each followed channel
+    trust = "never"                 # Python predictors: never | signed | any
+
+    [[models]]
+    name = "digits"                 # the OIP model name (default: the registry model)
+    model = "digits"                # registry model
+    ref = "production"              # channel or branch to follow, or a version (v3)
+    label_output = "label"          # output compared with feedback labels
+    [models.canary]
+    ref = "canary"
+    percent = 20
+    [models.canary.policy]          # fields of canary.Policy
+    min_samples = 100
+    [models.shadow]
+    ref = "staging"
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..names import check_name
+from .canary import Policy
+from .runtimes import Trust
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    ref: str = "canary"
+    percent: float = 10.0
+    policy: Policy = field(default_factory=Policy)
+    auto: bool = True  # act on the policy's decisions (False: only report them)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    model: str
+    ref: str = "production"
+    label_output: str | None = None
+    keep_previous: bool = True
+    canary: CanaryConfig | None = None
+    shadow: str | None = None  # ref to mirror traffic to
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    models: list[ModelConfig]
+    registry: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    poll_interval: float = 0.2
+    trust: Trust = "never"
+    workers: int = 4  # inference threads
+    threads: int = 1  # intra-op threads per ONNX session
+
+
+def _only(raw: dict[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(raw) - allowed)
+    if extra:
+        raise UsageError(f"{where}: unknown keys {extra}; expected some of {sorted(allowed)}")
+
+
+def _policy(raw: dict[str, Any]) -> Policy:
+    names = {f.name for f in fields(Policy)}
+    _only(raw, names, "canary.policy")
+    return Policy(**raw)
+
+
+def model_config(raw: dict[str, Any]) -> ModelConfig:
+    _only(raw, {f.name for f in fields(ModelConfig)}, "[[models]]")
+    model = raw.get("model") or raw.get("name")
+    if not isinstance(model, str):
+        raise UsageError("[[models]]: each model needs `model` (the registry model name)")
+    check_name(model)
+    canary = raw.get("canary")
+    if canary is not None:
+        _only(canary, {"ref", "percent", "policy", "auto"}, "canary")
+        percent = float(canary.get("percent", 10.0))
+        if not 0 <= percent <= 100:
+            raise UsageError(f"canary.percent must be within 0..100, got {percent}")
+        canary = CanaryConfig(ref=canary.get("ref", "canary"), percent=percent,
+                              policy=_policy(canary.get("policy", {})),
+                              auto=bool(canary.get("auto", True)))
+    shadow = raw.get("shadow")
+    if isinstance(shadow, dict):
+        shadow = shadow.get("ref")
+    return ModelConfig(name=raw.get("name", model), model=model,
+                       ref=raw.get("ref", "production"), label_output=raw.get("label_output"),
+                       keep_previous=bool(raw.get("keep_previous", True)), canary=canary,
+                       shadow=shadow)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> ServeConfig:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        text = path.read_text()
+        try:
+            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"{path}: {exc}") from exc
+    raw |= {k: v for k, v in (overrides or {}).items() if v is not None}
+    _only(raw, {f.name for f in fields(ServeConfig)}, "serve config")
+    models = [m if isinstance(m, ModelConfig) else model_config(m)
+              for m in raw.pop("models", [])]
+    if not models:
+        raise UsageError("nothing to serve: give MODEL[@CHANNEL] or a config with [[models]]")
+    if len({m.name for m in models}) != len(models):
+        raise UsageError("two served models share a name")
+    if raw.get("trust", "never") not in ("never", "signed", "any"):
+        raise UsageError("trust must be never, signed or any")
+    return ServeConfig(models=models, **raw)

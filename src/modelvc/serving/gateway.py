@@ -1,0 +1,273 @@
+"""The gateway: served models, request routing, inference, feedback, the canary loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelvcError, NotFound
+from ..registry import Registry
+from .canary import decide, route_to_canary
+from .config import ServeConfig
+from .metrics import Metrics
+from .protocol import BadRequest, InferRequest, check_signature, encode_response
+from .runtimes import RuntimeError_
+from .served import ServedModel
+from .swap import Follower, Loaded, Pool
+
+log = logging.getLogger("modelvc.serving")
+MAX_SHADOW_BACKLOG = 32
+
+
+class NotReady(Exception):
+    """The model has no loaded version to answer with (HTTP 503)."""
+
+    status = 503
+
+
+class Gateway:
+    def __init__(self, reg: Registry, cfg: ServeConfig, *, workdir: Path | None = None
+                 ) -> None:
+        self.reg, self.cfg = reg, cfg
+        self.metrics = Metrics()
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="modelvc-serve-"))
+        self.pool = Pool(reg, self.workdir, self.metrics, trust=cfg.trust, threads=cfg.threads)
+        self._infer = ThreadPoolExecutor(cfg.workers, thread_name_prefix="modelvc-infer")
+        self.models = {m.name: ServedModel(m, self.pool, m.canary.policy.window if m.canary
+                                           else 60.0) for m in cfg.models}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._mirrors: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle
+    async def start(self) -> None:
+        """Load what every followed ref points to, then keep following them."""
+        for sm in self.models.values():
+            for f in sm.followers():
+                await f.refresh()
+            for f in sm.followers():
+                self._tasks.append(asyncio.create_task(self._follow(sm, f)))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        for sm in self.models.values():
+            for f in [*sm.followers(), *sm.pinned.values()]:
+                f.close()
+        self._infer.shutdown(wait=True)
+        self.pool.close()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def ready(self) -> bool:
+        return all(sm.stable.current is not None for sm in self.models.values())
+
+    async def _follow(self, sm: ServedModel, f: Follower) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.poll_interval)
+            try:
+                if await f.refresh() and f is sm.canary and f.current is not None:
+                    sm.blocked, sm.decision = None, None
+                    if f.current is not sm.stable.current:
+                        sm.windows.pop(f.current.version.id, None)  # a fresh trial
+                if f is sm.canary:
+                    await self._judge(sm)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep following: a database hiccup must not stop serving
+                log.exception("following %s@%s", f.model, f.ref)
+
+    async def _judge(self, sm: ServedModel) -> None:
+        live, base, cc = sm.canary_live(), sm.stable.current, sm.cfg.canary
+        if live is None or base is None or cc is None or sm.canary is None:
+            return
+        d = decide(cc.policy, sm.window_of(live.version.id), sm.window_of(base.version.id))
+        sm.decision = d
+        if d.action == "wait" or not cc.auto:
+            return
+        model, canary_ref, stable_ref = sm.cfg.model, cc.ref, sm.cfg.ref
+        reason = f"canary policy: {d.reason}"
+        if d.action == "rollback":
+            sm.blocked = live.version.id  # traffic to zero now; the ref follows
+            to = f"{model}@v{base.version.number}"
+            await self.pool.call(lambda: self.reg.rollback(model, canary_ref, to=to,
+                                                           reason=reason, actor="modelvc-serve"))
+            self.metrics.rollbacks.labels(model, canary_ref).inc()
+        else:
+            ref = f"{model}@v{live.version.number}"
+            await self.pool.call(lambda: self.reg.promote(ref, stable_ref, reason=reason,
+                                                          actor="modelvc-serve"))
+            self.metrics.promotions.labels(model, stable_ref).inc()
+            await sm.stable.refresh()  # already warm in the pool: switch now
+        log.info("%s: %s v%d (%s)", model, d.action, live.version.number, d.reason)
+
+    # --- requests
+    def served(self, name: str) -> ServedModel:
+        sm = self.models.get(name)
+        if sm is None:
+            raise NotFound(f"model {name!r} is not served here; serving {sorted(self.models)}")
+        return sm
+
+    async def slot(self, sm: ServedModel, selector: str | None, key: str | None
+                   ) -> tuple[Loaded, str]:
+        """The loaded version a request goes to, and the channel label it is counted under."""
+        if selector is None:
+            live = sm.canary_live()
+            if live is not None and sm.cfg.canary and route_to_canary(sm.cfg.canary.percent,
+                                                                      key):
+                return live, sm.cfg.canary.ref
+            follower = sm.stable
+        else:
+            named = {f.ref: f for f in sm.followers()}
+            sel = selector[1:] if selector[:1] == "v" and selector[1:].isdigit() else selector
+            if selector in named:
+                follower = named[selector]
+            elif sel.isdigit():
+                follower = await sm.pinned_version(int(sel))
+            else:
+                raise NotFound(f"model {sm.cfg.name!r} has no version {selector!r}; use a "
+                               f"number (3 or v3) or a followed channel {sorted(named)}")
+        if follower.current is None:
+            raise NotReady(f"{sm.cfg.model}@{follower.ref} is not loaded"
+                           + (f": {follower.last_error}" if follower.last_error else ""))
+        return follower.current, follower.ref
+
+    async def infer(self, name: str, selector: str | None, req: InferRequest,
+                    key: str | None) -> tuple[bytes, dict[str, str]]:
+        sm = self.served(name)
+        item, channel = await self.slot(sm, selector, key)
+        rt = item.runtime
+        check_signature(req, rt.inputs, rt.outputs, name)
+        req_id = req.id or uuid.uuid4().hex
+        label = sm.label_output(item)
+        try:
+            results = await self._run(sm, item, channel, req, label)
+        except RuntimeError_:
+            base = sm.stable.current
+            if item is base or base is None:
+                raise
+            # A failing canary costs the caller nothing: answer from stable instead.
+            item, channel = base, sm.cfg.ref
+            label = sm.label_output(item)
+            results = await self._run(sm, item, channel, req, label)
+        if label is not None and label in results:
+            sm.remember(req_id, item.version, results[label].reshape(-1))
+        self._mirror(sm, item, req, results)
+        shown = {k: v for k, v in results.items() if not req.outputs or k in req.outputs}
+        return encode_response(req, name, str(item.version.number), shown, req_id)
+
+    async def _run(self, sm: ServedModel, item: Loaded, channel: str, req: InferRequest,
+                   label: str | None) -> dict[str, np.ndarray]:
+        # The label output is needed for feedback and drift even when not asked for.
+        wanted = req.outputs
+        if req.outputs and label and label not in req.outputs:
+            wanted = [*req.outputs, label]
+        m, tags = self.metrics, (sm.cfg.model, item.label, channel)
+        self.pool.enter(item)
+        m.inflight.labels(sm.cfg.model, item.label).inc()
+        t0 = time.perf_counter()
+        ok, results = False, {}
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._infer, item.runtime.predict, req.inputs, wanted)
+            ok = True
+        except RuntimeError_:
+            m.errors.labels(*tags, "model").inc()
+            raise
+        finally:
+            dt = time.perf_counter() - t0
+            m.inflight.labels(sm.cfg.model, item.label).dec()
+            self.pool.leave(item)
+            m.requests.labels(*tags).inc()
+            t = sm.totals_of(item.version.id)
+            t.requests += 1
+            t.errors += not ok
+            labels = results.get(label) if label else None
+            sm.window_of(item.version.id).record(ok, dt, labels.reshape(-1)
+                                                 if labels is not None else None)
+        m.latency.labels(*tags).observe(dt)
+        return results
+
+    def _mirror(self, sm: ServedModel, item: Loaded, req: InferRequest,
+                results: dict[str, np.ndarray]) -> None:
+        target = sm.shadow.current if sm.shadow else None
+        stats = sm.shadow_stats
+        if target is None or target is item or stats.pending >= MAX_SHADOW_BACKLOG:
+            return
+        stats.pending += 1
+        self.pool.enter(target)
+
+        async def run() -> None:
+            try:
+                got = await asyncio.get_running_loop().run_in_executor(
+                    self._infer, target.runtime.predict, req.inputs, list(results))
+                sm.compare_shadow(results, got)
+                self.metrics.shadow.labels(sm.cfg.model, target.label).inc()
+                s = sm.shadow_stats
+                self.metrics.shadow_agreement.labels(sm.cfg.model, target.label).set(
+                    s.agreeing / s.compared)
+            except RuntimeError_:
+                stats.errors += 1
+            finally:
+                stats.pending -= 1
+                self.pool.leave(target)
+
+        task = asyncio.create_task(run())
+        self._mirrors.add(task)  # a strong reference until it finishes
+        task.add_done_callback(self._mirrors.discard)
+
+    def feedback(self, name: str, body: Any) -> dict[str, Any]:
+        """Record the true label(s) of an answered request; live accuracy follows."""
+        sm = self.served(name)
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not (
+                "label" in body or "labels" in body):
+            raise BadRequest('feedback must be {"id": "<request id>", "label": <int>} '
+                             '(or "labels": [...] for a batch)')
+        seen = sm.predictions.get(body["id"])
+        if seen is None:
+            raise NotFound(f"no prediction with id {body['id']!r} (the last "
+                           f"{len(sm.predictions)} are kept)")
+        version, predicted = seen
+        truth = body.get("labels", body.get("label"))
+        try:
+            true = np.asarray(truth, dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(f"label must be an integer or a list of integers, got {truth!r}"
+                             ) from exc
+        if true.size != predicted.size:
+            raise BadRequest(f"request {body['id']!r} predicted {predicted.size} labels; "
+                             f"feedback has {true.size}")
+        right = int((predicted.astype(np.int64) == true).sum())
+        w = sm.window_of(version.id)
+        w.add_feedback(right, int(true.size))
+        number = version.number
+        m = self.metrics
+        m.feedback.labels(sm.cfg.model, f"v{number}", "true").inc(right)
+        m.feedback.labels(sm.cfg.model, f"v{number}", "false").inc(int(true.size) - right)
+        acc = w.stats()["accuracy"]
+        if acc is not None:
+            m.accuracy.labels(sm.cfg.model, f"v{number}").set(float(acc))
+        return {"id": body["id"], "version": number, "correct": right, "total": int(true.size)}
+
+    def status(self) -> dict[str, Any]:
+        return {name: sm.status() for name, sm in self.models.items()}
+
+
+def http_status(exc: Exception) -> int:
+    if isinstance(exc, ModelvcError):
+        return exc.http_status
+    return int(getattr(exc, "status", 500))

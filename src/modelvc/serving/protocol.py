@@ -1,0 +1,206 @@
+"""Open Inference Protocol v2 requests and responses, JSON and the binary extension.
+
+Every check against the model's signature happens here, so that a bad request gets a
+400 naming what was expected rather than an error from deep inside a runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .runtimes.base import OIP_TO_NUMPY, TensorSpec, oip_datatype
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+class BadRequest(Exception):
+    """The request does not follow the protocol or the model's signature (HTTP 400)."""
+
+    status = 400
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    parameters: dict[str, Any]
+    inputs: dict[str, np.ndarray]
+    outputs: list[str]  # requested output names; empty = all
+    binary_outputs: set[str] = field(default_factory=set)
+    binary_all: bool = False
+
+
+def _shape(raw: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(isinstance(d, int) and d >= 0 for d in raw):
+        raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers, "
+                         f"got {raw!r}")
+    return tuple(raw)
+
+
+def _from_json_data(data: Any, shape: tuple[int, ...], datatype: str, name: str) -> np.ndarray:
+    try:
+        if datatype == "BYTES":
+            flat = np.asarray(data, dtype=object).reshape(-1)
+            arr = np.array([x.encode() if isinstance(x, str) else bytes(x) for x in flat],
+                           dtype=object)
+        else:
+            arr = np.asarray(data, dtype=OIP_TO_NUMPY[datatype]).reshape(-1)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(f"input {name!r}: data is not a list of {datatype} values") from exc
+    if arr.size != int(np.prod(shape)):
+        raise BadRequest(f"input {name!r}: shape {list(shape)} needs {int(np.prod(shape))} "
+                         f"values, got {arr.size}")
+    return arr.reshape(shape)
+
+
+def _from_binary(raw: memoryview, shape: tuple[int, ...], datatype: str, name: str
+                 ) -> np.ndarray:
+    count = int(np.prod(shape))
+    if datatype == "BYTES":
+        items: list[bytes] = []
+        pos = 0
+        while pos + 4 <= len(raw):
+            (n,) = struct.unpack_from("<I", raw, pos)
+            items.append(bytes(raw[pos + 4:pos + 4 + n]))
+            pos += 4 + n
+        if pos != len(raw) or len(items) != count:
+            raise BadRequest(f"input {name!r}: binary BYTES data does not hold {count} "
+                             "length-prefixed elements")
+        return np.array(items, dtype=object).reshape(shape)
+    dtype = OIP_TO_NUMPY[datatype]
+    if len(raw) != count * dtype.itemsize:
+        raise BadRequest(f"input {name!r}: shape {list(shape)} of {datatype} needs "
+                         f"{count * dtype.itemsize} bytes, got {len(raw)}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
+    """Parse a JSON or binary-extension request body into arrays (no signature check)."""
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError as exc:
+            raise BadRequest("Inference-Header-Content-Length must be an integer") from exc
+        if not 0 < n <= len(body):
+            raise BadRequest(f"Inference-Header-Content-Length {n} is outside the body "
+                             f"({len(body)} bytes)")
+        head, tail = body[:n], memoryview(body)[n:]
+    else:
+        head, tail = body, memoryview(b"")
+    try:
+        doc = json.loads(head)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"request body is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise BadRequest('request must be a JSON object with an "inputs" list')
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest('"parameters" must be an object')
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for item in doc["inputs"]:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadRequest('each input must be an object with a "name"')
+        name, datatype = item["name"], item.get("datatype")
+        if datatype not in OIP_TO_NUMPY:
+            raise BadRequest(f"input {name!r}: datatype must be one of "
+                             f"{sorted(OIP_TO_NUMPY)}, got {datatype!r}")
+        shape = _shape(item.get("shape"), name)
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+                raise BadRequest(f"input {name!r}: binary_data_size {size!r} runs past the "
+                                 "end of the body")
+            inputs[name] = _from_binary(tail[offset:offset + size], shape, datatype, name)
+            offset += size
+        elif "data" in item:
+            inputs[name] = _from_json_data(item["data"], shape, datatype, name)
+        else:
+            raise BadRequest(f'input {name!r} has neither "data" nor binary_data_size')
+    if offset != len(tail):
+        raise BadRequest(f"{len(tail) - offset} bytes of binary data belong to no input")
+    req_id = doc.get("id")
+    outputs: list[str] = []
+    binary: set[str] = set()
+    for out in doc.get("outputs") or []:
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise BadRequest('each requested output must be an object with a "name"')
+        outputs.append(out["name"])
+        if (out.get("parameters") or {}).get("binary_data"):
+            binary.add(out["name"])
+    return InferRequest(id=str(req_id) if req_id is not None else None, parameters=params,
+                        inputs=inputs, outputs=outputs, binary_outputs=binary,
+                        binary_all=bool(params.get("binary_data_output")))
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def check_signature(req: InferRequest, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                    model: str) -> None:
+    """400 with what was expected when names, datatypes or shapes do not match."""
+    specs = {s.name: s for s in inputs}
+    unknown = sorted(set(req.inputs) - set(specs))
+    missing = sorted(set(specs) - set(req.inputs))
+    if unknown or missing:
+        want = ", ".join(f"{s.name} {s.datatype}{_fmt(s.shape)}" for s in inputs)
+        raise BadRequest(f"model {model!r} takes inputs [{want}]; "
+                         + (f"unknown {unknown}" if unknown else f"missing {missing}"))
+    for name, arr in req.inputs.items():
+        spec = specs[name]
+        got = oip_datatype(arr.dtype)
+        if got != spec.datatype:
+            raise BadRequest(f"input {name!r} of model {model!r} must be {spec.datatype}, "
+                             f"got {got}")
+        ok = len(arr.shape) == len(spec.shape) and all(
+            w < 0 or w == g for w, g in zip(spec.shape, arr.shape, strict=True))
+        if not ok:
+            raise BadRequest(f"input {name!r} of model {model!r} must have shape "
+                             f"{_fmt(spec.shape)} (-1: any), got {_fmt(arr.shape)}")
+    names = {s.name for s in outputs}
+    bad = [o for o in req.outputs if o not in names]
+    if bad:
+        raise BadRequest(f"model {model!r} has outputs {sorted(names)}; unknown {bad}")
+
+
+def _json_data(arr: np.ndarray) -> list[Any]:
+    if arr.dtype.kind in "OSU":
+        return [x.decode(errors="replace") if isinstance(x, bytes) else str(x)
+                for x in arr.reshape(-1)]
+    return arr.reshape(-1).tolist()  # type: ignore[no-any-return]
+
+
+def _binary_data(arr: np.ndarray) -> bytes:
+    if arr.dtype.kind in "OSU":
+        parts = [x if isinstance(x, bytes) else str(x).encode() for x in arr.reshape(-1)]
+        return b"".join(struct.pack("<I", len(p)) + p for p in parts)
+    return np.ascontiguousarray(arr, arr.dtype.newbyteorder("<")).tobytes()
+
+
+def encode_response(req: InferRequest, model: str, version: str,
+                    results: dict[str, np.ndarray], req_id: str
+                    ) -> tuple[bytes, dict[str, str]]:
+    """The response body and headers; binary outputs follow the JSON header."""
+    outs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, arr in results.items():
+        item: dict[str, Any] = {"name": name, "shape": list(arr.shape),
+                                "datatype": oip_datatype(arr.dtype)}
+        if req.binary_all or name in req.binary_outputs:
+            blob = _binary_data(arr)
+            item["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            item["data"] = _json_data(arr)
+        outs.append(item)
+    head = json.dumps({"model_name": model, "model_version": version, "id": req_id,
+                       "outputs": outs}, separators=(",", ":")).encode()
+    if not blobs:
+        return head, {"content-type": "application/json"}
+    return head + b"".join(blobs), {"content-type": "application/octet-stream",
+                                    HEADER_LENGTH: str(len(head))}

@@ -1,0 +1,62 @@
+"""Run the gateway under uvicorn: in the foreground (`modelvc serve`) or on a background
+thread (tests, the demo, benchmarks), always stopped cleanly."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+
+from ..registry import Registry
+from .app import build_app
+from .config import ServeConfig
+from .gateway import Gateway
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _uvicorn_config(gw: Gateway, cfg: ServeConfig, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(build_app(gw), host=cfg.host, port=cfg.port, log_level=log_level,
+                          access_log=False, lifespan="on", timeout_graceful_shutdown=10)
+
+
+def serve_forever(reg: Registry, cfg: ServeConfig, *, log_level: str = "info") -> None:
+    uvicorn.Server(_uvicorn_config(Gateway(reg, cfg), cfg, log_level)).run()
+
+
+class BackgroundServer:
+    """`with BackgroundServer(reg, cfg) as srv:` serves at srv.url until the block ends."""
+
+    def __init__(self, reg: Registry, cfg: ServeConfig, *, workdir: Path | None = None,
+                 log_level: str = "warning") -> None:
+        self.gateway = Gateway(reg, cfg, workdir=workdir)
+        self.url = f"http://{cfg.host}:{cfg.port}"
+        self._server = uvicorn.Server(_uvicorn_config(self.gateway, cfg, log_level))
+        self._thread = threading.Thread(target=self._server.run, name="modelvc-serve",
+                                        daemon=True)
+
+    def start(self) -> BackgroundServer:
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the gateway did not start on {self.url}")
+            self._thread.join(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,37 @@
+"""Pick the runtime for a checked-out version from the files it holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from .base import Runtime, RuntimeError_, TensorSpec
+
+Trust = Literal["never", "any", "signed"]
+
+__all__ = ["Runtime", "RuntimeError_", "TensorSpec", "Trust", "load_runtime"]
+
+
+def load_runtime(folder: Path, *, label: str, trust: Trust = "never",
+                 signed: bool = False, threads: int = 1) -> Runtime:
+    """A predictor.py wins (if trusted), then an .onnx file, then a transformers folder."""
+    if (folder / "predictor.py").exists():
+        if trust == "never" or (trust == "signed" and not signed):
+            need = "a signed version" if trust == "signed" else "trust = 'any' or 'signed'"
+            raise ValueError(f"{label} carries a Python predictor; the trust policy "
+                             f"({trust!r}) refuses to run it (needs {need})")
+        from .python_predictor import PythonPredictor
+
+        return PythonPredictor(folder, f"modelvc_predictor_{label.replace('@', '_')}")
+    onnx = sorted(folder.rglob("*.onnx"))
+    if onnx:
+        from .onnx import OnnxRuntime
+
+        preferred = [p for p in onnx if p.name == "model.onnx"]
+        return OnnxRuntime((preferred or onnx)[0], threads=threads)
+    if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
+        from .transformers import TransformersRuntime
+
+        return TransformersRuntime(folder)
+    raise ValueError(f"{label} holds no servable model (predictor.py, *.onnx, or a "
+                     "transformers folder with config.json + safetensors)")

@@ -1,0 +1,63 @@
+"""What every runtime offers the gateway: a signature and a predict call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+# Open Inference Protocol datatype <-> numpy dtype (BYTES are object arrays of bytes).
+OIP_TO_NUMPY: dict[str, np.dtype[np.generic]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+NUMPY_TO_OIP = {v.str: k for k, v in OIP_TO_NUMPY.items() if k != "BYTES"}
+
+
+def oip_datatype(dtype: np.dtype[np.generic]) -> str:
+    if dtype.kind in "OSU":
+        return "BYTES"
+    return NUMPY_TO_OIP[dtype.newbyteorder("<").str]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 for a free dimension
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    def sample(self, batch: int = 1) -> np.ndarray:
+        """Zeros of this signature, free dimensions set to `batch` (for warm-up)."""
+        shape = tuple(batch if d < 0 else d for d in self.shape)
+        if self.datatype == "BYTES":
+            return np.full(shape, b"warm-up", dtype=object)
+        return np.zeros(shape, OIP_TO_NUMPY[self.datatype])
+
+
+class RuntimeError_(Exception):
+    """A model failed while predicting (the gateway answers 500 and counts an error)."""
+
+
+class Runtime(Protocol):
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def predict(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        """Run the model; return the requested outputs (all when `outputs` is empty)."""
+        ...
+
+    def sample_inputs(self) -> list[dict[str, np.ndarray]]:
+        """Inputs to warm the model up with before it takes traffic."""
+        ...
+
+    def close(self) -> None: ...

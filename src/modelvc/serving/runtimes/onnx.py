@@ -1,0 +1,63 @@
+"""ONNX Runtime: any .onnx model (scikit-learn via skl2onnx, PyTorch via torch.onnx)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import RuntimeError_, TensorSpec
+
+ORT_TYPES = {
+    "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
+    "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL",
+    "tensor(string)": "BYTES",
+}
+
+
+def _spec(arg: Any) -> TensorSpec | None:
+    datatype = ORT_TYPES.get(arg.type)
+    if datatype is None:  # sequences and maps (e.g. a ZipMap) are not OIP tensors
+        return None
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape or [])
+    return TensorSpec(arg.name, datatype, shape)
+
+
+class OnnxRuntime:
+    platform = "onnxruntime_onnx"
+
+    def __init__(self, path: Path, *, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        # One intra-op thread per session: the gateway runs requests concurrently, and
+        # small models lose more to thread hand-offs than they gain from parallelism.
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        ins = [_spec(a) for a in self._sess.get_inputs()]
+        if any(s is None for s in ins):
+            raise ValueError(f"{path.name}: an input is not a tensor; OIP serves tensors only")
+        self.inputs: list[TensorSpec] = [s for s in ins if s is not None]
+        self.outputs: list[TensorSpec] = [
+            s for s in (_spec(a) for a in self._sess.get_outputs()) if s is not None]
+        if not self.outputs:
+            raise ValueError(f"{path.name} has no tensor output")
+        self._all = [s.name for s in self.outputs]
+
+    def predict(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        names = outputs or self._all
+        try:
+            values = self._sess.run(names, inputs)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise RuntimeError_(f"onnxruntime: {exc}") from exc
+        return dict(zip(names, values, strict=True))
+
+    def sample_inputs(self) -> list[dict[str, np.ndarray]]:
+        return [{s.name: s.sample(batch) for s in self.inputs} for batch in (1, 8)]
+
+    def close(self) -> None:
+        del self._sess

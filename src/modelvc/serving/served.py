@@ -1,0 +1,146 @@
+"""One served model: its followers (stable, canary, shadow, pinned versions), per-version
+statistics, remembered predictions for feedback, and shadow comparison."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..meta.api import VersionRow
+from .canary import Decision, Window
+from .config import ModelConfig
+from .swap import Follower, Loaded, Pool
+
+KEEP_PREDICTIONS = 100_000  # request ids remembered for feedback
+MAX_PINNED = 4  # versions loaded on demand by number
+
+
+@dataclass
+class Totals:
+    requests: int = 0
+    errors: int = 0
+
+
+@dataclass
+class ShadowStats:
+    compared: int = 0
+    agreeing: float = 0.0  # sum of per-request agreement fractions
+    errors: int = 0
+    pending: int = 0
+
+
+@dataclass
+class ServedModel:
+    cfg: ModelConfig
+    pool: Pool
+    window: float
+    stable: Follower = field(init=False)
+    canary: Follower | None = field(init=False, default=None)
+    shadow: Follower | None = field(init=False, default=None)
+    pinned: OrderedDict[int, Follower] = field(default_factory=OrderedDict)
+    windows: dict[str, Window] = field(default_factory=dict)
+    totals: dict[str, Totals] = field(default_factory=dict)
+    predictions: OrderedDict[str, tuple[VersionRow, np.ndarray]] = field(
+        default_factory=OrderedDict)
+    blocked: str | None = None  # canary version whose traffic is zero after a rollback
+    decision: Decision | None = None
+    shadow_stats: ShadowStats = field(default_factory=ShadowStats)
+
+    def __post_init__(self) -> None:
+        c = self.cfg
+        self.stable = Follower(self.pool, c.model, c.ref, keep_previous=c.keep_previous)
+        if c.canary is not None:
+            self.canary = Follower(self.pool, c.model, c.canary.ref, keep_previous=False)
+        if c.shadow is not None:
+            self.shadow = Follower(self.pool, c.model, c.shadow, keep_previous=False)
+
+    def followers(self) -> list[Follower]:
+        return [f for f in (self.stable, self.canary, self.shadow) if f is not None]
+
+    def canary_live(self) -> Loaded | None:
+        """The canary version when it takes traffic: differs from stable, not blocked."""
+        if self.canary is None or self.cfg.canary is None or self.cfg.canary.percent <= 0:
+            return None
+        cur, base = self.canary.current, self.stable.current
+        if cur is None or base is None or cur is base or cur.version.id == self.blocked:
+            return None
+        return cur
+
+    def window_of(self, version_id: str) -> Window:
+        w = self.windows.get(version_id)
+        if w is None:
+            w = self.windows[version_id] = Window(self.window)
+        return w
+
+    def totals_of(self, version_id: str) -> Totals:
+        return self.totals.setdefault(version_id, Totals())
+
+    def label_output(self, item: Loaded) -> str | None:
+        """The output compared with feedback: configured, else the first integer one."""
+        names = [s.name for s in item.runtime.outputs]
+        if self.cfg.label_output in names:
+            return self.cfg.label_output
+        ints = [s.name for s in item.runtime.outputs if s.datatype.startswith(("INT", "UINT"))]
+        return ints[0] if ints else None
+
+    def remember(self, req_id: str, version: VersionRow, labels: np.ndarray) -> None:
+        self.predictions[req_id] = (version, labels)
+        if len(self.predictions) > KEEP_PREDICTIONS:
+            self.predictions.popitem(last=False)
+
+    async def pinned_version(self, number: int) -> Follower:
+        f = self.pinned.get(number)
+        if f is None:
+            f = self.pinned[number] = Follower(self.pool, self.cfg.model, f"v{number}",
+                                               keep_previous=False)
+            while len(self.pinned) > MAX_PINNED:
+                _, old = self.pinned.popitem(last=False)
+                old.close()
+        self.pinned.move_to_end(number)
+        await f.refresh()
+        return f
+
+    def compare_shadow(self, served: dict[str, np.ndarray],
+                       mirrored: dict[str, np.ndarray]) -> None:
+        common = [k for k in served if k in mirrored and served[k].shape == mirrored[k].shape]
+        if not common:
+            self.shadow_stats.errors += 1
+            return
+        fractions = []
+        for k in common:
+            a, b = served[k], mirrored[k]
+            same = np.isclose(a, b, rtol=1e-4, atol=1e-6) if a.dtype.kind == "f" else a == b
+            fractions.append(float(np.mean(same)) if same.size else 1.0)
+        self.shadow_stats.compared += 1
+        self.shadow_stats.agreeing += min(fractions)
+
+    def status(self) -> dict[str, object]:
+        def slot(f: Follower | None) -> dict[str, object] | None:
+            if f is None:
+                return None
+            return {"ref": f.ref, "version": f.current.version.number if f.current else None,
+                    "previous": f.previous.version.number if f.previous else None,
+                    "error": f.last_error}
+
+        numbers = {i.version.id: i.version.number for i in self.pool.items.values()}
+        per_version = {}
+        for vid, t in self.totals.items():
+            w = self.windows.get(vid)
+            per_version[vid] = {"number": numbers.get(vid), "requests": t.requests,
+                                "errors": t.errors, "window": w.stats() if w else None}
+        sh = self.shadow_stats
+        live = self.canary_live()
+        shadow = slot(self.shadow)
+        if shadow is not None:
+            shadow |= {"compared": sh.compared, "errors": sh.errors,
+                       "agreement": sh.agreeing / sh.compared if sh.compared else None}
+        return {
+            "stable": slot(self.stable), "canary": slot(self.canary),
+            "canary_live": live.version.number if live else None,
+            "canary_percent": self.cfg.canary.percent if self.cfg.canary else 0,
+            "decision": vars(self.decision) if self.decision else None,
+            "shadow": shadow,
+            "versions": per_version,
+        }

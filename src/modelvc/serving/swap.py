@@ -1,0 +1,206 @@
+"""Loaded versions and the channels that follow them.
+
+A `Pool` holds each loaded version once, shared by every slot serving it (a channel's
+current and warm previous version, a canary, a shadow, a pinned version). A slot
+*holds* a version; a request *enters* it. A version is freed when nothing holds it and
+no request is inside it, so a switch is one assignment in the event loop and requests
+already running finish on the version they started on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from ..meta.api import VersionRow
+from ..registry import Registry
+from .metrics import Metrics
+from .runtimes import Runtime, Trust, load_runtime
+
+log = logging.getLogger("modelvc.serving")
+T = TypeVar("T")
+
+
+class LoadFailed(Exception):
+    """A version could not be checked out, loaded or warmed up; it is never served."""
+
+
+@dataclass(eq=False)
+class Loaded:
+    model: str
+    version: VersionRow
+    runtime: Runtime
+    folder: Path
+    load_seconds: float
+    warm_seconds: float
+    holders: int = 0
+    inflight: int = 0
+    closed: bool = False
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version.number}"
+
+
+class Pool:
+    def __init__(self, reg: Registry, workdir: Path, metrics: Metrics, *,
+                 trust: Trust = "never", threads: int = 1) -> None:
+        self.reg = reg
+        self.workdir = workdir
+        self.metrics = metrics
+        self.trust: Trust = trust
+        self.threads = threads
+        self.items: dict[str, Loaded] = {}
+        self._loading: dict[str, asyncio.Future[Loaded]] = {}
+        # Loads and registry reads never queue behind inference, nor inference behind them.
+        self._io = ThreadPoolExecutor(2, thread_name_prefix="modelvc-load")
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn)
+
+    async def hold(self, version: VersionRow) -> Loaded:
+        """The loaded version, loading and warming it up first if needed; +1 holder."""
+        item = self.items.get(version.id)
+        if item is None:
+            pending = self._loading.get(version.id)
+            if pending is None:
+                pending = asyncio.get_running_loop().create_future()
+                self._loading[version.id] = pending
+                try:
+                    item = await self.call(lambda: self._load(version))
+                except LoadFailed as exc:
+                    pending.set_exception(exc)
+                    pending.exception()  # retrieved: waiters re-raise it
+                    raise
+                finally:
+                    del self._loading[version.id]
+                self.items[version.id] = item
+                pending.set_result(item)
+                self.metrics.loaded.set(len(self.items))
+            else:
+                item = await asyncio.shield(pending)
+        item.holders += 1
+        return item
+
+    def release(self, item: Loaded) -> None:
+        item.holders -= 1
+        self._maybe_free(item)
+
+    def enter(self, item: Loaded) -> None:
+        item.inflight += 1
+
+    def leave(self, item: Loaded) -> None:
+        item.inflight -= 1
+        self._maybe_free(item)
+
+    def _maybe_free(self, item: Loaded) -> None:
+        if item.holders > 0 or item.inflight > 0 or item.closed:
+            return
+        item.closed = True
+        item.drained.set()
+        self.items.pop(item.version.id, None)
+        self.metrics.loaded.set(len(self.items))
+        self._io.submit(self._free, item)
+
+    def _load(self, v: VersionRow) -> Loaded:
+        label = f"{v.model}@v{v.number}"
+        folder = self.workdir / f"{v.id[:16]}-{uuid.uuid4().hex[:8]}"
+        t0 = time.perf_counter()
+        runtime: Runtime | None = None
+        try:
+            self.reg.checkout(label, folder)
+            runtime = load_runtime(folder, label=label, trust=self.trust, threads=self.threads)
+            t1 = time.perf_counter()
+            for sample in runtime.sample_inputs():
+                runtime.predict(sample, [])
+            t2 = time.perf_counter()
+        except Exception as exc:  # any failure means: never switch to this version
+            if runtime is not None:
+                runtime.close()
+            shutil.rmtree(folder, ignore_errors=True)
+            self.metrics.load_failures.labels(v.model, f"v{v.number}").inc()
+            raise LoadFailed(f"{label} failed to load: {type(exc).__name__}: {exc}") from exc
+        self.metrics.load_seconds.labels(v.model, f"v{v.number}").set(t1 - t0)
+        self.metrics.warmup_seconds.labels(v.model, f"v{v.number}").set(t2 - t1)
+        log.info("loaded %s in %.3fs, warmed up in %.3fs", label, t1 - t0, t2 - t1)
+        return Loaded(v.model, v, runtime, folder, t1 - t0, t2 - t1)
+
+    def _free(self, item: Loaded) -> None:
+        item.runtime.close()
+        shutil.rmtree(item.folder, ignore_errors=True)
+        gc.collect()  # sessions hold native memory behind reference cycles; free it now
+
+    def close(self) -> None:
+        for item in list(self.items.values()):
+            item.holders = item.inflight = 0
+            self._maybe_free(item)
+        self._io.shutdown(wait=True)
+
+
+class Follower:
+    """One slot that serves what a ref (channel, branch, or fixed version) points to."""
+
+    def __init__(self, pool: Pool, model: str, ref: str, *, keep_previous: bool = True
+                 ) -> None:
+        self.pool, self.model, self.ref = pool, model, ref
+        self.keep_previous = keep_previous
+        self.current: Loaded | None = None
+        self.previous: Loaded | None = None
+        self.revision: int | None = None
+        self.target: str | None = None  # version id the ref points to
+        self.last_error: str | None = None
+        self.fixed = ref.startswith("v") and ref[1:].isdigit()
+
+    async def refresh(self) -> bool:
+        """Look at the ref (one indexed SELECT); switch if it moved. True if switched."""
+        if self.fixed:
+            if self.current is not None or self.last_error is not None:
+                return False
+            v = await self.pool.call(lambda: self.pool.reg.resolve(f"{self.model}@{self.ref}"))
+            return await self.switch(v)
+        row = await self.pool.call(lambda: self.pool.reg.meta.get_ref(self.model, self.ref))
+        if row.revision == self.revision:
+            return False
+        self.revision, self.target = row.revision, row.version_id
+        if row.version_id is None or (self.current and self.current.version.id == row.version_id):
+            return False
+        vid = row.version_id
+        v = await self.pool.call(lambda: self.pool.reg.meta.get_version(vid))
+        return await self.switch(v)
+
+    async def switch(self, v: VersionRow) -> bool:
+        try:
+            new = await self.pool.hold(v)
+        except LoadFailed as exc:
+            self.last_error = str(exc)
+            log.error("%s@%s stays on %s: %s", self.model, self.ref,
+                      self.current.label if self.current else "nothing", exc)
+            return False
+        old, self.current, self.last_error = self.current, new, None
+        m = self.pool.metrics
+        m.swaps.labels(self.model, self.ref).inc()
+        m.serving.labels(self.model, self.ref).set(v.number)
+        if old is not None:
+            if self.keep_previous:
+                if self.previous is not None:
+                    self.pool.release(self.previous)
+                self.previous = old
+            else:
+                self.pool.release(old)
+        return True
+
+    def close(self) -> None:
+        for item in (self.current, self.previous):
+            if item is not None:
+                self.pool.release(item)
+        self.current = self.previous = None
