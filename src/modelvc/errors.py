@@ -18,10 +18,12 @@
     │   └── Locked
     ├── Corrupt                       exit 6, HTTP 500
     │   ├── CorruptObject
-    │   └── UnsupportedFormat         repository format newer than this modelvc
+    │   ├── UnsupportedFormat         repository format newer than this modelvc
+    │   └── SignatureInvalid          a signature does not verify (tampering)
     ├── StorageError                  exit 7, HTTP 507
     │   └── DiskFull
     └── PermissionDenied              exit 8, HTTP 403
+        └── Untrusted                 no valid signature by a trusted key
 
 Each class's docstring is its default message; `str(err)` gives the specific one.
 Lower-layer errors (OSError, SQLAlchemy, botocore) are translated at the boundary
@@ -156,3 +158,13 @@ class PermissionDenied(ModelvcError):
 
     exit_code = 8
     http_status = 403
+
+
+class SignatureInvalid(Corrupt):
+    """A signature does not verify: the version, its manifest or the signature was altered;
+    re-sign from a trusted copy (`modelvc sign`) after finding out why."""
+
+
+class Untrusted(PermissionDenied):
+    """The version has no valid signature by a key the trust policy accepts: sign it with
+    `modelvc sign REF --key KEYFILE` using a trusted key, or change the policy's `trust`."""
