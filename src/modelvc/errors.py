@@ -168,3 +168,11 @@ class SignatureInvalid(Corrupt):
 class Untrusted(PermissionDenied):
     """The version has no valid signature by a key the trust policy accepts: sign it with
     `modelvc sign REF --key KEYFILE` using a trusted key, or change the policy's `trust`."""
+
+
+class InvalidPolicy(UsageError):
+    """The policy file is invalid: fix the line named and apply it again."""
+
+
+class GateNotPassed(Conflict):
+    """The version has not passed the channel's gates: run `modelvc gate run REF --channel CH`."""
