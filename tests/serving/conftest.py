@@ -3,6 +3,7 @@ production channel serves one, and real uvicorn gateways on free loopback ports.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,9 @@ def digits() -> Digits:
     x = (x / 16).astype(np.float32)
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, random_state=0)
     good = LogisticRegression(max_iter=300).fit(xtr, ytr)
-    better = MLPClassifier((64,), max_iter=300, random_state=0).fit(xtr, ytr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence: a good-enough MLP is all we need
+        better = MLPClassifier((64,), max_iter=300, random_state=0).fit(xtr, ytr)
     broken = LogisticRegression(max_iter=100).fit(
         xtr, np.random.default_rng(0).permutation(ytr))
     return Digits(xte, yte.astype(np.int64), _onnx(good, xtr), _onnx(better, xtr),

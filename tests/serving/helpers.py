@@ -1,0 +1,70 @@
+"""Small HTTP helpers for serving tests (stdlib only: keep-alive connections)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url) as resp:
+        return json.loads(resp.read())
+
+
+def status(url: str, model: str = "digits") -> dict[str, Any]:
+    doc: dict[str, Any] = get_json(f"{url}/modelvc/status")[model]
+    return doc
+
+
+def wait_for(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    """Poll until `check()` holds (a generous limit only guards against hanging)."""
+    end = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def serving(url: str, number: int, slot: str = "stable") -> Callable[[], bool]:
+    return lambda: (status(url)[slot] or {}).get("version") == number
+
+
+class Caller:
+    """One keep-alive connection sending digits rows as OIP JSON."""
+
+    def __init__(self, url: str, key: str | None = None) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.headers = {"Content-Type": "application/json"}
+        if key is not None:
+            self.headers["X-Request-Key"] = key
+
+    def infer(self, x: np.ndarray, *, model: str = "digits", req_id: str | None = None,
+              version: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        body: dict[str, Any] = {"inputs": [{"name": "X", "datatype": "FP32",
+                                            "shape": list(x.shape),
+                                            "data": x.reshape(-1).tolist()}],
+                                "outputs": [{"name": "label"}]}
+        if req_id:
+            body["id"] = req_id
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+        self.conn.request("POST", path, json.dumps(body), self.headers)
+        resp = self.conn.getresponse()
+        doc = json.loads(resp.read())
+        return resp.status, doc, dict(resp.getheaders())
+
+    def feedback(self, req_id: str, label: int | list[int], model: str = "digits"
+                 ) -> tuple[int, dict[str, Any]]:
+        self.conn.request("POST", f"/v2/models/{model}/feedback",
+                          json.dumps({"id": req_id, "label": label}), self.headers)
+        resp = self.conn.getresponse()
+        return resp.status, json.loads(resp.read())
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,106 @@
+"""Channel-following hot swap: promote and rollback switch the served version, a version
+that fails to load is never switched to, and swaps under load fail no request."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelvc.registry import Registry
+
+from .conftest import Digits, Start, commit_onnx
+from .helpers import Caller, serving, status, wait_for
+
+
+def test_follows_promote_and_rollback_keeps_previous_warm(
+        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
+    commit_onnx(serve_reg, tmp_path, digits.better, "v2")
+    srv = start_gateway(serve_reg)
+    caller = Caller(srv.url)
+    assert caller.infer(digits.x[:4])[1]["model_version"] == "1"
+    serve_reg.promote("digits@v2", "production", reason="better")
+    wait_for(serving(srv.url, 2), "the switch to v2")
+    code, doc, _ = caller.infer(digits.x[:4])
+    assert (code, doc["model_version"]) == (200, "2")
+    assert status(srv.url)["stable"]["previous"] == 1  # kept warm for a rollback
+    loaded = srv.gateway.pool.items[serve_reg.resolve("digits@v1").id]
+    serve_reg.rollback("digits", "production", reason="back")
+    wait_for(serving(srv.url, 1), "the rollback to v1")
+    assert caller.infer(digits.x[:4])[1]["model_version"] == "1"
+    # The rollback reused the warm v1 (the same loaded object), two versions held.
+    assert srv.gateway.pool.items[serve_reg.resolve("digits@v1").id] is loaded
+    assert sorted(i.version.number for i in srv.gateway.pool.items.values()) == [1, 2]
+    caller.close()
+
+
+def test_version_that_fails_to_load_is_never_switched_to(
+        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
+    commit_onnx(serve_reg, tmp_path, b"", "v2", extra={"notes.txt": b"no model in here"})
+    srv = start_gateway(serve_reg)
+    serve_reg.promote("digits@v2", "production", reason="oops")
+    wait_for(lambda: status(srv.url)["stable"]["error"] is not None, "the load failure")
+    st = status(srv.url)["stable"]
+    assert st["version"] == 1
+    assert "digits@v2 failed to load" in st["error"] and "no servable model" in st["error"]
+    code, doc, _ = Caller(srv.url).infer(digits.x[:2])
+    assert (code, doc["model_version"]) == (200, "1")
+    failures = srv.gateway.metrics.registry.get_sample_value(
+        "modelvc_load_failures_total", {"model": "digits", "version": "v2"})
+    assert failures == 1.0
+    # The next good version is picked up as usual.
+    commit_onnx(serve_reg, tmp_path, digits.better, "v3")
+    serve_reg.promote("digits@v3", "production", reason="fixed")
+    wait_for(serving(srv.url, 3), "the switch to v3")
+    assert status(srv.url)["stable"]["error"] is None
+
+
+def test_swap_loop_under_concurrent_load_fails_no_request(
+        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
+    commit_onnx(serve_reg, tmp_path, digits.better, "v2")
+    commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
+    srv = start_gateway(serve_reg)
+    stop = threading.Event()
+    failures: list[Any] = []
+    seen: set[str] = set()
+    counts = [0]
+
+    def load() -> None:
+        caller = Caller(srv.url)
+        rng = np.random.default_rng()
+        while not stop.is_set():
+            i = int(rng.integers(0, len(digits.x) - 8))
+            try:
+                code, doc, _ = caller.infer(digits.x[i:i + 8])
+            except OSError as exc:  # a dropped connection is a failed request too
+                failures.append(repr(exc))
+                continue
+            counts[0] += 1
+            if code != 200 or len(doc["outputs"][0]["data"]) != 8:
+                failures.append((code, doc))
+            else:
+                seen.add(doc["model_version"])
+        caller.close()
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        order = [2, 3, 1] * 10  # 30 swaps; each one loads (only one previous stays warm)
+        for n in order:
+            serve_reg.promote(f"digits@v{n}", "production", reason="swap loop")
+            wait_for(serving(srv.url, n), f"the switch to v{n}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert seen == {"1", "2", "3"} and counts[0] > 100
+    swaps = srv.gateway.metrics.registry.get_sample_value(
+        "modelvc_swaps_total", {"model": "digits", "channel": "production"})
+    assert swaps == 31.0  # the first load and 30 switches
+    # Nothing leaks: at most current + previous are loaded, and on disk.
+    wait_for(lambda: len(list((tmp_path / "serve0").iterdir())) <= 2, "freed checkouts")
+    assert len(srv.gateway.pool.items) <= 2
