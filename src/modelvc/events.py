@@ -1,17 +1,211 @@
-"""Events: audit entries delivered to configured webhooks (see webhooks.py)."""
+"""Events: audit entries delivered to configured webhooks, in order, at least once.
+
+An event IS an audit entry (appended in the same transaction as its mutation), so no
+event can be lost between "the mutation happened" and "the event was queued". Each
+webhook row keeps a cursor, the last audit id it has been given; delivering means
+POSTing the entries after it that match its filter, oldest first, and moving the cursor
+by compare-and-swap after each 2xx. A failing event blocks the later ones of that
+webhook only. Every attempt is written to the delivery log.
+
+Who delivers: the process that made a mutation (briefly, never failing the mutation),
+`modelvc webhook deliver --wait N`, and long-running processes via `run_forever`.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import webhooks as wire
+from .meta.api import AuditEntry, Delivery, Webhook
+
 if TYPE_CHECKING:
+    from .meta.api import AuditRow
     from .meta.store import MetaStore
+
+log = logging.getLogger(__name__)
+
+BRIEF_BUDGET = 1.0  # seconds after_mutation may spend in total
+BRIEF_TRIES = 2  # tries per event after a mutation (connection refused costs ~ms)
+TIMEOUT = 5.0  # per HTTP request when delivering on purpose
+BATCH = 500  # audit entries read per query
+
+
+@dataclass
+class Report:
+    delivered: int = 0
+    failed_attempts: int = 0
+    pending: dict[int, int] = field(default_factory=dict)  # webhook id -> events waiting
+
+    @property
+    def total_pending(self) -> int:
+        return sum(self.pending.values())
+
+    def to_json(self) -> dict[str, object]:
+        return {"delivered": self.delivered, "failed_attempts": self.failed_attempts,
+                "pending": {str(k): v for k, v in self.pending.items()},
+                "total_pending": self.total_pending}
+
+
+def wants(hook: Webhook, entry: AuditRow) -> bool:
+    return not hook.events or entry.action in hook.events
 
 
 class Events:
     def __init__(self, meta: MetaStore) -> None:
         self.meta = meta
+        self._lock = threading.Lock()  # one delivery pass at a time per process
+        self._tries: dict[tuple[int, int], int] = {}  # (hook, audit id) -> tries so far
+        self._failures: dict[int, int] = {}  # hook -> consecutive failed passes
+        self._next_try: dict[int, float] = {}  # hook -> monotonic time it is due again
 
+    # ---- configuration (audited like every mutation)
+    def add(self, url: str, *, secret: str, events: Sequence[str], actor: str) -> Webhook:
+        wire.check_url(url)
+        entry = AuditEntry(actor=actor, action="webhook", target=url,
+                           after={"added": url, "events": sorted(set(events))})
+        hook = self.meta.add_webhook(url, secret, sorted(set(events)), entry)
+        self.after_mutation()  # with no filter, its own "webhook" entry acts as a ping
+        return hook
+
+    def remove(self, webhook_id: int, *, actor: str) -> None:
+        hook = next((h for h in self.meta.list_webhooks() if h.id == webhook_id), None)
+        entry = AuditEntry(actor=actor, action="webhook", target=hook.url if hook else "",
+                           before={"removed": webhook_id})
+        self.meta.remove_webhook(webhook_id, entry)
+        self.after_mutation()
+
+    def hooks(self) -> list[Webhook]:
+        return self.meta.list_webhooks()
+
+    def log(self, webhook_id: int | None = None) -> list[Delivery]:
+        return self.meta.delivery_log(webhook_id)
+
+    def pending(self, hook: Webhook) -> int:
+        return sum(1 for e in self.meta.audit_entries(after_id=hook.cursor) if wants(hook, e))
+
+    # ---- delivery
     def after_mutation(self) -> None:
-        """Called after every recorded mutation: push new audit entries to webhooks."""
-        return None
+        """Push new entries right after a mutation: one cheap query when no webhook
+        exists, about a second at most otherwise, and never an exception (the mutation
+        already happened; undelivered events stay pending for the next deliverer)."""
+        try:
+            hooks = self.meta.list_webhooks()
+            if not hooks or not self._lock.acquire(blocking=False):
+                return  # a pass running in this process picks the new entries up
+            try:
+                deadline = time.monotonic() + BRIEF_BUDGET
+                for hook in hooks:
+                    self._deliver_hook(hook, deadline, BRIEF_TRIES, TIMEOUT)
+            finally:
+                self._lock.release()
+        except Exception as exc:  # delivery must never fail the command that mutated
+            log.warning("webhook delivery deferred: %s", exc)
+
+    def deliver(self, wait: float = 0.0) -> Report:
+        """Deliver pending events; retry failing webhooks with backoff for up to `wait`
+        seconds (one pass when 0). Returns what was delivered and what still waits."""
+        report = Report()
+        deadline = time.monotonic() + max(wait, 0.0)
+        first = True
+        while True:
+            self._pass(report, max(deadline, time.monotonic() + TIMEOUT), due_only=not first)
+            first = False
+            report.pending = {h.id: n for h in self.meta.list_webhooks()
+                              if (n := self.pending(h))}
+            now = time.monotonic()
+            if not report.pending or now >= deadline:
+                return report
+            due = min(self._next_try.get(i, now) for i in report.pending)
+            time.sleep(min(max(due - now, 0.05), deadline - now))
+
+    def run_forever(self, stop: threading.Event, interval: float = 5.0) -> None:
+        """For long-running processes (the serving gateway): deliver what other
+        processes left pending, each failing webhook retried on its own backoff."""
+        while not stop.is_set():
+            try:
+                self._pass(Report(), time.monotonic() + max(interval, TIMEOUT), due_only=True)
+            except Exception as exc:
+                log.warning("webhook delivery failed: %s", exc)
+            now = time.monotonic()
+            due = min([interval, *(t - now for t in self._next_try.values())])
+            stop.wait(max(due, 0.05))
+
+    def _pass(self, report: Report, deadline: float, *, due_only: bool) -> None:
+        with self._lock:
+            now = time.monotonic()
+            for hook in self.meta.list_webhooks():
+                if due_only and self._next_try.get(hook.id, 0.0) > now:
+                    continue
+                sent, failed = self._deliver_hook(hook, deadline, 1, TIMEOUT)
+                report.delivered += sent
+                report.failed_attempts += failed
+
+    def _deliver_hook(self, hook: Webhook, deadline: float, tries: int,
+                      timeout: float) -> tuple[int, int]:
+        """Send this webhook's pending entries in order until one fails, the deadline
+        passes or another process moves the cursor. Returns (delivered, failed tries)."""
+        sent = failed = 0
+        cursor = hook.cursor
+        while time.monotonic() < deadline:
+            entries = self.meta.audit_entries(after_id=cursor, limit=BATCH)
+            if not entries:
+                break
+            skip_to = cursor  # entries the filter drops are passed over with the cursor
+            for e in entries:
+                if not wants(hook, e):
+                    skip_to = e.id
+                    continue
+                if skip_to != cursor:
+                    if not self.meta.advance_webhook(hook.id, cursor, skip_to):
+                        return sent, failed  # another deliverer is on this webhook
+                    cursor = skip_to
+                ok, n_failed = self._send(hook, e, deadline, tries, timeout)
+                failed += n_failed
+                if not ok:
+                    self._failed(hook.id)
+                    return sent, failed
+                sent += 1
+                self._failures.pop(hook.id, None)
+                self._next_try.pop(hook.id, None)
+                if not self.meta.advance_webhook(hook.id, cursor, e.id):
+                    return sent, failed  # it was delivered concurrently (receiver dedupes)
+                cursor = skip_to = e.id
+                if time.monotonic() >= deadline:
+                    return sent, failed
+            if skip_to != cursor and not self.meta.advance_webhook(hook.id, cursor, skip_to):
+                break
+            cursor = skip_to
+            if len(entries) < BATCH:
+                break
+        return sent, failed
+
+    def _send(self, hook: Webhook, e: AuditRow, deadline: float, tries: int,
+              timeout: float) -> tuple[bool, int]:
+        delivery = wire.delivery_id(hook.id, e.id)
+        data = wire.body(e, delivery)
+        failed = 0
+        for i in range(tries):
+            remaining = deadline - time.monotonic()
+            if i and remaining <= 0:
+                break
+            key = (hook.id, e.id)
+            attempt = self._tries[key] = self._tries.get(key, 0) + 1
+            out = wire.post(hook.url, hook.secret, e.action, delivery, data,
+                            min(timeout, max(remaining, 0.1)))
+            self.meta.log_delivery(hook.id, e.id, attempt, out.status, out.error)
+            if out.ok:
+                self._tries.pop(key, None)
+                return True, failed
+            failed += 1
+            if i + 1 < tries:
+                time.sleep(min(wire.backoff(i + 1, base=0.1), max(remaining, 0.0)))
+        return False, failed
+
+    def _failed(self, hook_id: int) -> None:
+        n = self._failures[hook_id] = self._failures.get(hook_id, 0) + 1
+        self._next_try[hook_id] = time.monotonic() + wire.backoff(n)
