@@ -48,6 +48,7 @@ from .meta.store import MetaStore
 from .names import check_name, check_ref_name, is_hex_prefix, parse_ref
 from .objects import open_store
 from .objects.base import ObjectStore
+from .signing.trust import Trust
 from .storage import ObjectIO
 
 Version = VersionRow
@@ -68,6 +69,7 @@ class _ReadOps:
     layout: _layout.Layout
     meta: MetaStore
     io: ObjectIO
+    trust: Trust
     _jobs: ThreadPoolExecutor
 
     # Provided by Registry.
@@ -78,6 +80,7 @@ class _ReadOps:
                  progress: Callable[[int, int], None] | None = None) -> CheckoutResult:
         """Rebuild the version's files in DEST, bit-exact and verified."""
         v = self.resolve(ref)
+        self.trust.check(v)
         m = self._manifest(v.id)
         done = 0
 
@@ -91,8 +94,9 @@ class _ReadOps:
 
     def load(self, ref: str, *, framework: str = "numpy", file: str | None = None) -> TensorDict:
         """Tensors of a version as a mapping, each decoded when first accessed."""
-        return TensorDict(self.io, self._manifest(self.resolve(ref).id), framework=framework,
-                          file=file)
+        v = self.resolve(ref)
+        self.trust.check(v)
+        return TensorDict(self.io, self._manifest(v.id), framework=framework, file=file)
 
     def diff(self, a: str, b: str, *, numeric: bool = True) -> VersionDiff:
         va, vb = self.resolve(a), self.resolve(b)
@@ -143,6 +147,7 @@ class Registry(_ReadOps):
         self._jobs = ThreadPoolExecutor(3, thread_name_prefix="modelvc-job")
         self.io = ObjectIO(store, executor=self._blocks)
         self.governance = Authority(meta)
+        self.trust = Trust(meta, self._manifest)
         self.events = Events(meta)
 
     # ---- opening

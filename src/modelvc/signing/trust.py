@@ -1,0 +1,151 @@
+"""Which keys are trusted, and whether a version carries a valid signature by one.
+
+The trust section of the applied policy (`trust: {keys: [NAME, ...], require: BOOL}`)
+decides; with `require: true`, checkout and load refuse a version without a valid
+signature by a trusted, unrevoked key. An empty `keys` list trusts every registered,
+unrevoked key. A stored signature that does not verify always refuses: signatures are
+verified before they are stored, so a failing one means the registry was altered.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+from ..errors import NotFound, SignatureInvalid, Untrusted, UsageError
+from ..manifest import Manifest
+from ..meta.api import Signature, SigningKey, VersionRow
+from . import keys
+from .bundle import Bundle, mismatch
+
+if TYPE_CHECKING:
+    from ..meta.store import MetaStore
+
+Status = Literal["valid", "invalid", "revoked", "untrusted", "unknown-key"]
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    keys: tuple[str, ...] = ()
+    require: bool = False
+
+
+def parse_policy(body: str) -> TrustSettings:
+    """The `trust` section of a policy file (YAML, or TOML)."""
+    try:
+        doc: Any = yaml.safe_load(body)
+    except yaml.YAMLError:
+        try:
+            doc = tomllib.loads(body)
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"the applied policy is neither YAML nor TOML: {exc}") from exc
+    section = doc.get("trust") if isinstance(doc, dict) else None
+    if section is None:
+        return TrustSettings()
+    names, require = (section.get("keys", []), section.get("require", False)) if isinstance(
+        section, dict) else (None, None)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UsageError("policy `trust.keys` must be a list of key names")
+    if not isinstance(require, bool):
+        raise UsageError("policy `trust.require` must be true or false")
+    return TrustSettings(tuple(names), require)
+
+
+@dataclass(frozen=True)
+class SigCheck:
+    """One stored signature of a version, checked."""
+
+    key: str  # key name, or key id when the key is unknown
+    key_id: str
+    signer: str
+    status: Status
+    detail: str
+
+
+def _check_one(sig: Signature, key: SigningKey | None, m: Manifest, version_id: str,
+               trusted: Sequence[str] | None) -> SigCheck:
+    def out(status: Status, detail: str) -> SigCheck:
+        return SigCheck(key.name if key else sig.key_id[:12], sig.key_id, sig.signer, status,
+                        detail)
+
+    if key is None:
+        return out("unknown-key", "signed by a key that is not registered")
+    try:
+        b = Bundle.parse(sig.signature)
+        if b.hint is not None and b.hint != key.id:
+            return out("invalid", f"the bundle names key {b.hint[:12]}, not {key.name}")
+        if not b.verify(keys.parse_public(key.public_key)):
+            return out("invalid", f"the signature does not verify with key {key.name}")
+        why = mismatch(b.statement(), m, version_id)
+    except SignatureInvalid as exc:
+        return out("invalid", exc.message)
+    if why is not None:
+        return out("invalid", f"the signature by {key.name} does not cover this version: {why}")
+    if key.revoked_at is not None:
+        return out("revoked", f"key {key.name} was revoked at {key.revoked_at:%Y-%m-%d %H:%M}")
+    if trusted and key.name not in trusted and key.id not in trusted:
+        return out("untrusted", f"key {key.name} is not among the trusted keys")
+    return out("valid", f"valid signature by {key.name} ({sig.signer})")
+
+
+def check_signatures(meta: MetaStore, m: Manifest, version_id: str,
+                     trusted: Sequence[str] | None = None) -> list[SigCheck]:
+    """Every stored signature of the version, verified (tampering shows as `invalid`)."""
+    out = []
+    for sig in meta.signatures(version_id):
+        try:
+            key: SigningKey | None = meta.get_key(sig.key_id)
+        except NotFound:
+            key = None
+        out.append(_check_one(sig, key, m, version_id, trusted))
+    return out
+
+
+def decide(checks: Sequence[SigCheck], label: str, trusted: Sequence[str]) -> str:
+    """The valid signature's description, or raise SignatureInvalid / Untrusted."""
+    bad = [c for c in checks if c.status == "invalid"]
+    if bad:
+        raise SignatureInvalid(f"{label}: {bad[0].detail}",
+                               hint="the registry or its signature was altered; re-sign from "
+                                    "a trusted copy after finding out how")
+    good = [c for c in checks if c.status == "valid"]
+    if good:
+        return good[0].detail
+    wanted = ", ".join(trusted) if trusted else "any registered key"
+    why = "; ".join(c.detail for c in checks) or "it is not signed"
+    raise Untrusted(f"{label} has no valid signature by a trusted key ({wanted}): {why}",
+                    hint=f"sign it: `modelvc sign {label} --key KEYFILE` with a trusted key")
+
+
+class Trust:
+    """Enforces the applied policy's trust section (Registry.trust)."""
+
+    def __init__(self, meta: MetaStore, read_manifest: Callable[[str], Manifest]) -> None:
+        self.meta = meta
+        self.read_manifest = read_manifest
+        self._cache: tuple[str, TrustSettings] | None = None
+
+    def settings(self) -> TrustSettings:
+        current = self.meta.current_policy()
+        if current is None:
+            return TrustSettings()
+        digest, body = current
+        if self._cache is None or self._cache[0] != digest:
+            self._cache = (digest, parse_policy(body))
+        return self._cache[1]
+
+    def check(self, v: VersionRow) -> None:
+        """Raise unless the policy needs no signature or V has a valid trusted one."""
+        s = self.settings()
+        if s.require:
+            self.verify(v, s.keys)
+
+    def verify(self, v: VersionRow, trusted: Sequence[str]) -> str:
+        """Verify V's signatures (the manifest is re-hashed against the id on read)."""
+        m = self.read_manifest(v.id)
+        label = f"{v.model}@v{v.number}"
+        return decide(check_signatures(self.meta, m, v.id, trusted), label, trusted)
