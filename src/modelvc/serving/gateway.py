@@ -22,7 +22,7 @@ from .config import ServeConfig
 from .metrics import Metrics
 from .protocol import BadRequest, InferRequest, check_signature, encode_response
 from .runtimes import RuntimeError_
-from .served import ServedModel
+from .served import ServedModel, ShadowStats
 from .swap import Follower, Loaded, Pool
 
 log = logging.getLogger("modelvc.serving")
@@ -80,7 +80,10 @@ class Gateway:
         while True:
             await asyncio.sleep(self.cfg.poll_interval)
             try:
-                if await f.refresh() and f is sm.canary and f.current is not None:
+                switched = await f.refresh()
+                if switched and f is sm.shadow:
+                    sm.shadow_stats = ShadowStats()  # agreement is per shadow version
+                if switched and f is sm.canary and f.current is not None:
                     sm.blocked, sm.decision = None, None
                     if f.current is not sm.stable.current:
                         sm.windows.pop(f.current.version.id, None)  # a fresh trial

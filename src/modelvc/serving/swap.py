@@ -160,9 +160,14 @@ class Follower:
         self.target: str | None = None  # version id the ref points to
         self.last_error: str | None = None
         self.fixed = ref.startswith("v") and ref[1:].isdigit()
+        self._lock = asyncio.Lock()  # one refresh at a time, or a version is held twice
 
     async def refresh(self) -> bool:
         """Look at the ref (one indexed SELECT); switch if it moved. True if switched."""
+        async with self._lock:
+            return await self._refresh()
+
+    async def _refresh(self) -> bool:
         if self.fixed:
             if self.current is not None or self.last_error is not None:
                 return False
