@@ -151,6 +151,9 @@ def run_modelvc(versions: list[VersionSpec], work: Path, *, max_depth: int,
             dt = time.perf_counter() - t0
             by_name[v.name] = row.number
             run.rows.append(Row(v.name, v.kind, row.number, row.raw_size, row.stored_size, dt))
+    # Checkouts from a freshly opened registry: nothing decoded by the commits is cached,
+    # as when another process (a server, a colleague) checks a version out.
+    with Registry.open(root) as reg:
         for r, v in zip(run.rows, versions, strict=True):
             dest = work / "checkout" / v.name.replace("/", "_")
             # Best of `repeat`: the machine may be shared, and the minimum is the least noisy.

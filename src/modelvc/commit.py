@@ -52,6 +52,7 @@ class StoreResult:
     objects: dict[str, ObjectRow] = field(default_factory=dict)
     ref_objects: dict[str, ObjectRow] = field(default_factory=dict)  # delta references
     new_bytes: int = 0  # stored bytes written by this commit
+    new_ids: list[str] = field(default_factory=list)  # objects written by this commit
 
 
 class FileStorer:
@@ -93,6 +94,7 @@ class FileStorer:
                     result.objects[row.id] = row
                     if new:
                         result.new_bytes += row.stored_size
+                        result.new_ids.append(row.id)
                 for c in chain:
                     result.ref_objects.setdefault(c.id, c)
                 refs.append(_segment_ref(seg, row.id))

@@ -37,7 +37,7 @@ def verify(meta: MetaStore, io: ObjectIO, *, progress: Callable[[int], None] | N
     for row in rows.values():
         try:
             if row.kind == "tensor":
-                io.read_tensor(row.id)
+                io.read_tensor(row.id, cached=False)
             else:
                 io.read_blob(row.id)
         except ModelvcError as exc:

@@ -47,7 +47,7 @@ from .meta.api import (
 from .meta.store import MetaStore
 from .names import check_name, check_ref_name, is_hex_prefix, parse_ref
 from .objects import open_store
-from .objects.base import ObjectStore
+from .objects.base import ObjectStore, flush
 from .signing.trust import Trust
 from .storage import ObjectIO
 
@@ -157,14 +157,14 @@ class Registry(_ReadOps):
         """Create a registry in PATH/.modelvc (SQLite + local objects by default)."""
         lay = _layout.create(Path(path), meta=meta_url, objects=objects_url)
         meta = MetaStore.create(lay.meta_url)
-        return cls(lay, meta, open_store(lay.objects_url))
+        return cls(lay, meta, open_store(lay.objects_url, deferred_fsync=True))
 
     @classmethod
     def open(cls, location: str | Path | None = None) -> Registry:
         """Open the registry at `location`, $MODELVC_REGISTRY, or the nearest .modelvc."""
         lay = _layout.find(location)
         meta = MetaStore.open(lay.meta_url)
-        return cls(lay, meta, open_store(lay.objects_url))
+        return cls(lay, meta, open_store(lay.objects_url, deferred_fsync=True))
 
     def close(self) -> None:
         self._jobs.shutdown()
@@ -235,6 +235,9 @@ class Registry(_ReadOps):
             stored = FileStorer(self.io, self._jobs, progress=tick).store(
                 files, base.tensor_index() if base else {}
             )
+            # Objects were written without fsync; make them durable in one batch
+            # before anything that refers to them (invariant 1).
+            flush(self.store, stored.new_ids)
             expected = head.version_id if head else None
             for _ in range(COMMIT_RETRIES):
                 parents = (parent_id,) if parent_id else ()
@@ -253,6 +256,7 @@ class Registry(_ReadOps):
                 raw = manifest.to_bytes()
                 mstored = self.io.put_blob(raw)
                 mid = mstored.row.id
+                flush(self.store, [mid])
                 objects = [*stored.objects.values(), ObjectRow(mid, "manifest", "zstd",
                                                              len(raw), mstored.row.stored_size)]
                 self.meta.ensure_model(model)

@@ -9,6 +9,7 @@ version checks out in a few object reads.
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 import threading
 from collections import OrderedDict
@@ -33,7 +34,7 @@ from .codec import (
 )
 from .errors import CorruptObject
 from .meta.api import ObjectRow
-from .objects.base import ObjectStore
+from .objects.base import ObjectStore, flush
 from .pipeline import windowed
 
 Reader = Callable[[int, int], "bytes | memoryview"]
@@ -55,6 +56,45 @@ class Stored:
     new: bool  # written by this call (False: deduplicated)
 
 
+class BlockCache:
+    """Decoded tensor blocks by (object id, block), least recently used out first.
+
+    Objects are immutable, so entries never go stale. A training loop that commits
+    checkpoint after checkpoint finds the parent's blocks here (they were cached when
+    the parent was committed) instead of decoding its delta chain again."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._d: OrderedDict[tuple[str, int], bytes | memoryview] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, oid: str, i: int) -> bytes | memoryview | None:
+        with self._lock:
+            v = self._d.get((oid, i))
+            if v is not None:
+                self._d.move_to_end((oid, i))
+            return v
+
+    def put(self, oid: str, i: int, data: bytes | memoryview) -> None:
+        n = len(data)
+        if n > self.max_bytes // 4:
+            return
+        with self._lock:
+            if (oid, i) in self._d:
+                return
+            self._d[(oid, i)] = data
+            self._bytes += n
+            while self._bytes > self.max_bytes:
+                _, old = self._d.popitem(last=False)
+                self._bytes -= len(old)
+
+    def drop(self, oid: str) -> None:
+        with self._lock:
+            for key in [k for k in self._d if k[0] == oid]:
+                self._bytes -= len(self._d.pop(key))
+
+
 class ObjectIO:
     """Encode/decode tensors and blobs against one ObjectStore. Thread-safe."""
 
@@ -63,6 +103,7 @@ class ObjectIO:
         self.executor = executor  # for block-level parallelism inside big tensors
         self._headers: OrderedDict[str, TensorHeader] = OrderedDict()
         self._lock = threading.Lock()
+        self.blocks = BlockCache(int(os.environ.get("MODELVC_CACHE_MB", "256")) << 20)
 
     # ---- tensors
     def header(self, oid: str) -> TensorHeader:
@@ -107,8 +148,17 @@ class ObjectIO:
         drift from it costs about half a bit per element per doubling of distance)."""
         try:
             ids = self.chain(ref_id)
+            head = self.header(ref_id)
         except Exception:
             return None
+        if head.dtype != dtype:
+            # An export (fp32 -> bf16) is predicted from its own parent only: an older
+            # ancestor predicts it badly. Allowed one link past the bound: exports are
+            # leaves, nothing deltas against a cast object's chain further.
+            ok = (_numel(head.shape) == numel and (head.dtype, dtype) in CASTS
+                  and head.block_elements == BLOCK_ELEMENTS
+                  and len(ids) <= MAX_CHAIN_DEPTH + 1)
+            return ref_id if ok else None
         for i, cand in enumerate(ids):
             depth = len(ids) - 1 - i  # links below cand
             if depth + 1 > MAX_CHAIN_DEPTH:
@@ -161,7 +211,8 @@ class ObjectIO:
         if self.store.has(oid):
             return Stored(self._tensor_row(oid), False)
         ref = self.usable_ref(ref, dtype, numel) if ref else None
-        with self._encode(read, dtype, shape, ref, big=nbytes > STREAM_BYTES) as (header, sink):
+        with self._encode(read, dtype, shape, ref, big=nbytes > STREAM_BYTES,
+                          cache_as=oid) as (header, sink):
             stored = sink.tell()
             if isinstance(sink, io.BytesIO):
                 new = self.store.put(oid, sink.getvalue())
@@ -175,7 +226,8 @@ class ObjectIO:
 
     @contextmanager
     def _encode(self, read: Reader, dtype: str, shape: tuple[int, ...], ref: str | None, *,
-                big: bool) -> Iterator[tuple[TensorHeader, BinaryIO]]:
+                big: bool, cache_as: str | None = None
+                ) -> Iterator[tuple[TensorHeader, BinaryIO]]:
         """Encode blocks (in parallel, in order) into memory or a temporary file."""
         size = dtype_info(dtype).itemsize
         numel = _numel(shape)
@@ -185,6 +237,9 @@ class ObjectIO:
         def enc(i: int) -> tuple[str, bytes]:
             lo, hi = i * BLOCK_ELEMENTS, min(numel, (i + 1) * BLOCK_ELEMENTS)
             raw = read(lo * size, (hi - lo) * size)
+            # The next commit's reference, most likely; only immutable bytes are kept.
+            if cache_as is not None and isinstance(getattr(raw, "obj", raw), bytes):
+                self.blocks.put(cache_as, i, raw)
             rb = self.decode_block_at(ref, i) if ref else None
             return encode_block(raw, dtype, ref=rb, ref_code=ref_code)
 
@@ -206,6 +261,7 @@ class ObjectIO:
                           big=False) as (header, sink):
             data = sink.getvalue()  # type: ignore[attr-defined]
         self.store.replace(oid, data)
+        flush(self.store, [oid])
         self.forget(oid)
         if self.read_tensor(oid, verify=False) != raw:
             raise CorruptObject(f"re-encoding {oid[:12]} failed verification")
@@ -215,9 +271,12 @@ class ObjectIO:
         h = self.header(oid)
         return ObjectRow(oid, "tensor", h.codec, h.raw_size, self.store.size(oid), h.ref)
 
-    def decode_block_at(self, oid: str, i: int) -> bytes:
+    def decode_block_at(self, oid: str, i: int, *, cached: bool = True) -> bytes | memoryview:
         """Block i of a tensor object, decoded through its delta chain block by block
         (blocks of objects with the same element count line up)."""
+        hit = self.blocks.get(oid, i) if cached else None
+        if hit is not None:
+            return hit
         h = self.header(oid)
         if i >= len(h.blocks):
             raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
@@ -229,17 +288,24 @@ class ObjectIO:
                 raise CorruptObject(f"tensor object {oid[:12]} block {i} needs a missing reference")
             if self.header(h.ref).block_elements != h.block_elements:
                 raise CorruptObject(f"tensor object {oid[:12]}: reference blocks do not line up")
-            ref = self.decode_block_at(h.ref, i)
-        return decode_block(b.mode, payload, h.dtype, b.elements, ref=ref, ref_code=h.ref_dtype)
+            ref = self.decode_block_at(h.ref, i, cached=cached)
+        out = decode_block(b.mode, payload, h.dtype, b.elements, ref=ref, ref_code=h.ref_dtype)
+        if cached:
+            self.blocks.put(oid, i, out)
+        return out
 
-    def iter_tensor(self, oid: str, *, verify: bool = True) -> Iterator[bytes]:
+    def iter_tensor(self, oid: str, *, verify: bool = True, cached: bool = True
+                    ) -> Iterator[bytes | memoryview]:
         """Decoded blocks in order (two at a time in parallel); the BLAKE3 of the whole
         is checked against the id after the last block."""
         h = self.header(oid)
         hasher = blake3.blake3() if verify else None
         total = 0
         pool = self.executor if len(h.blocks) > 1 else None
-        for part in windowed(pool, range(len(h.blocks)), lambda i: self.decode_block_at(oid, i)):
+        def block(i: int) -> bytes | memoryview:
+            return self.decode_block_at(oid, i, cached=cached)
+
+        for part in windowed(pool, range(len(h.blocks)), block):
             total += len(part)
             if hasher is not None:
                 hasher.update(part)
@@ -247,12 +313,14 @@ class ObjectIO:
         if total != h.raw_size or total != dtype_info(h.dtype).itemsize * _numel(h.shape):
             raise CorruptObject(f"tensor object {oid[:12]} decodes to the wrong size")
         if hasher is not None and hasher.hexdigest() != oid:
+            self.blocks.drop(oid)
             raise CorruptObject(f"tensor object {oid[:12]} does not match its id")
 
-    def read_tensor(self, oid: str, *, verify: bool = True) -> bytes:
-        """A whole tensor, decoded and verified against its id."""
-        parts = list(self.iter_tensor(oid, verify=verify))
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+    def read_tensor(self, oid: str, *, verify: bool = True, cached: bool = True) -> bytes:
+        """A whole tensor, decoded and verified against its id (cached=False reads every
+        block of the chain from the store: what `verify` needs)."""
+        parts = list(self.iter_tensor(oid, verify=verify, cached=cached))
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
     # ---- blobs
     def put_blob(self, data: bytes | memoryview, *, oid: str | None = None) -> Stored:
@@ -269,7 +337,7 @@ class ObjectIO:
             raise CorruptObject(f"blob object {oid[:12]} does not match its id")
         return out
 
-    def iter_object(self, oid: str, is_tensor: bool) -> Iterator[bytes]:
+    def iter_object(self, oid: str, is_tensor: bool) -> Iterator[bytes | memoryview]:
         """An object's decoded bytes in pieces (tensors block by block), verified."""
         if is_tensor:
             yield from self.iter_tensor(oid)

@@ -14,7 +14,7 @@ import numpy as np
 from modelvc.codec.cast import can_cast_predict, cast_predict
 from modelvc.codec.delta import delta_decode, delta_encode
 from modelvc.codec.dtypes import Buffer, dtype_info
-from modelvc.codec.planes import compress_planes, decompress_planes
+from modelvc.codec.planes import compress_planes, decompress_planes, decompress_planes_array
 from modelvc.errors import CorruptObject, UsageError
 
 MODES = ("full", "delta", "cast", "same")
@@ -109,7 +109,7 @@ def decode_block(
         if _nbytes(payload):
             raise CorruptObject("a 'same' block must have an empty payload")
         return bytes(ref)
-    delta = decompress_planes(payload, itemsize, n_elements)
+    delta = decompress_planes_array(payload, itemsize, n_elements)
     if mode == "cast":
         return delta_decode(delta, cast_predict(ref, ref_code, code), code)
     return delta_decode(delta, ref, code)

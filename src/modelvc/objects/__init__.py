@@ -37,23 +37,24 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_store(url: str) -> ObjectStore:
+def open_store(url: str, *, deferred_fsync: bool = False) -> ObjectStore:
     """Open a store from a URL.
 
-    - ``/path`` or ``file:///path``: LocalStore
+    - ``/path`` or ``file:///path``: LocalStore (deferred_fsync: the caller batches
+      durability with ``objects.base.flush``)
     - ``memory://``: a fresh MemoryStore
     - ``s3://bucket/prefix?endpoint=http://host:8333&region=us-east-1``: S3Store;
       credentials from ``access_key`` / ``secret_key`` in the query, else boto3's usual
       chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, instance roles).
     """
     if "://" not in url:
-        return LocalStore(Path(url))
+        return LocalStore(Path(url), fsync=not deferred_fsync)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise UsageError(f"file URL with a host is not supported: {url!r}")
-        return LocalStore(Path(unquote(parts.path)))
+        return LocalStore(Path(unquote(parts.path)), fsync=not deferred_fsync)
     if scheme == "memory":
         return MemoryStore()
     if scheme == "s3":

@@ -86,3 +86,11 @@ class ObjectStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def flush(store: ObjectStore, keys: Iterable[str]) -> None:
+    """Make just-written objects durable where the store defers it (LocalStore with
+    fsync=False); a no-op for stores whose puts are durable when they return."""
+    fn = getattr(store, "flush", None)
+    if fn is not None:
+        fn(keys)
