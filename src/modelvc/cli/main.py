@@ -81,9 +81,18 @@ def cli(ctx: click.Context, registry: str | None) -> None:
 
 
 def main() -> None:
-    from . import admin_cmds, audit_cmds, ref_cmds, sign_cmds, version_cmds, webhook_cmds
+    from . import (
+        admin_cmds,
+        audit_cmds,
+        ref_cmds,
+        serve_cmds,
+        sign_cmds,
+        version_cmds,
+        webhook_cmds,
+    )
 
-    for mod in (version_cmds, ref_cmds, admin_cmds, audit_cmds, webhook_cmds, sign_cmds):
+    for mod in (version_cmds, ref_cmds, admin_cmds, audit_cmds, webhook_cmds, sign_cmds,
+                serve_cmds):
         mod.register(cli)
     cli(prog_name="modelvc")
 

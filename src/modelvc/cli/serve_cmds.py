@@ -1,0 +1,78 @@
+"""`modelvc serve`: the serving gateway (needs the `serve` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+from .main import Ctx
+
+
+def _need_serving() -> None:
+    try:
+        import onnxruntime  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"serving needs {exc.name}", hint="pip install 'modelvc[serve]'"
+                         ) from exc
+
+
+@click.command()
+@click.argument("targets", nargs=-1, metavar="MODEL[@CHANNEL]...")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
+              help="TOML (or JSON) file: see modelvc.serving.config.")
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 8000).")
+@click.option("--canary", "canary", metavar="CHANNEL",
+              help="Send --canary-percent of traffic to this channel, judged by the policy.")
+@click.option("--canary-percent", type=click.FloatRange(0, 100), default=10.0,
+              show_default=True)
+@click.option("--no-auto", is_flag=True, help="Report canary decisions without acting.")
+@click.option("--shadow", metavar="REF", help="Mirror traffic to this channel or version.")
+@click.option("--poll-interval", type=float, help="Seconds between channel looks (0.2).")
+@click.option("--trust", type=click.Choice(["never", "signed", "any"]),
+              help="Which versions may run a Python predictor (default never).")
+@click.option("--workers", type=int, help="Inference threads (default 4).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_obj
+def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | None,
+          port: int | None, canary: str | None, canary_percent: float, no_auto: bool,
+          shadow: str | None, poll_interval: float | None, trust: str | None,
+          workers: int | None, log_level: str) -> None:
+    """Serve models over the Open Inference Protocol v2, following their channels.
+
+    \b
+      modelvc serve digits@production --canary canary --canary-percent 20
+      modelvc serve --config serve.toml
+    """
+    _need_serving()
+    import logging
+
+    from ..serving.config import load_config
+    from ..serving.runner import serve_forever
+
+    models: list[dict[str, Any]] = []
+    for t in targets:
+        model, _, ref = t.partition("@")
+        entry: dict[str, Any] = {"model": model, "ref": ref or "production"}
+        if canary:
+            entry["canary"] = {"ref": canary, "percent": canary_percent, "auto": not no_auto}
+        if shadow:
+            entry["shadow"] = shadow
+        models.append(entry)
+    overrides = {"host": host, "port": port, "poll_interval": poll_interval, "trust": trust,
+                 "workers": workers, "models": models or None}
+    cfg = load_config(Path(config) if config else None, overrides)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    click.echo(f"serving {', '.join(f'{m.name}@{m.ref}' for m in cfg.models)} "
+               f"on http://{cfg.host}:{cfg.port}/v2", err=True)
+    serve_forever(ctx.registry(), cfg, log_level=log_level)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(serve)
