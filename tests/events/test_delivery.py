@@ -155,3 +155,21 @@ def test_run_forever_delivers_what_others_left_pending(reg: Registry, tmp_path: 
         t.join()
         server.close()
     assert [r.doc["reason"] for r in receiver.received] == ["launch", "better", "regressed"]
+
+
+def test_gate_results_are_events(reg: Registry, tmp_path: Path, receiver: Receiver) -> None:
+    from modelvc.meta.api import AuditEntry
+
+    v1, _ = two_versions(reg, tmp_path)
+    reg.events.add(receiver.url, secret=SECRET, events=["gate"], actor="ops")
+    for passed in (False, True):
+        # As gates/run.py records a run: the row and its audit entry, then the hook.
+        reg.meta.record_gate_run(
+            version_id=v1, channel="production", policy_digest="0" * 64, passed=passed,
+            report_id="1" * 64, summary={"passed": passed}, actor="ci",
+            audit_entry=AuditEntry(actor="ci", action="gate", target="toy@production",
+                                   model="toy", after={"version": v1, "passed": passed}))
+        reg.events.after_mutation()
+    reg.promote("toy@v1", "production")  # not a gate: filtered out
+    assert [(r.event, r.doc["after"]["passed"]) for r in receiver.received] == [
+        ("gate", False), ("gate", True)]
