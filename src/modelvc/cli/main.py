@@ -84,6 +84,7 @@ def main() -> None:
     from . import (
         admin_cmds,
         audit_cmds,
+        gate_cmds,
         ref_cmds,
         serve_cmds,
         sign_cmds,
@@ -92,7 +93,7 @@ def main() -> None:
     )
 
     for mod in (version_cmds, ref_cmds, admin_cmds, audit_cmds, webhook_cmds, sign_cmds,
-                serve_cmds):
+                serve_cmds, gate_cmds):
         mod.register(cli)
     cli(prog_name="modelvc")
 

@@ -83,12 +83,14 @@ def tag(ctx: Ctx, ref: str, name: str, as_json: bool) -> None:
 @click.argument("ref")
 @click.option("--to", "channel", required=True, help="Channel, e.g. staging or production.")
 @click.option("-r", "--reason", default="", help="Why (recorded in the channel history).")
+@click.option("--force", is_flag=True,
+              help="Skip the channel's gates (admins only; needs -r REASON; recorded as force).")
 @json_option
 @click.pass_obj
-def promote(ctx: Ctx, ref: str, channel: str, reason: str, as_json: bool) -> None:
-    """Point CHANNEL at version REF (recorded)."""
+def promote(ctx: Ctx, ref: str, channel: str, reason: str, force: bool, as_json: bool) -> None:
+    """Point CHANNEL at version REF (recorded; gated when a policy is applied)."""
     reg = ctx.registry()
-    r = reg.promote(ref, channel, reason=reason)
+    r = reg.promote(ref, channel, reason=reason, force=force)
     v = reg.meta.get_version(r.version_id or "")
     emit(as_json, r, f"{r.model}@{channel} -> v{v.number} ({v.id[:12]})")
 

@@ -1,14 +1,23 @@
 """Who may move which channel, and whether a version passed the channel's gates.
 
 Without an applied policy every actor may promote and roll back (the embedded
-single-user default); once a policy is applied it is enforced on every move.
+single-user default); once a policy is applied it is enforced on every move:
+
+- a channel listed under the model (or "*") is protected: promote and rollback need the
+  channel's promoters (or roles.promoter) or an admin;
+- promote also needs the newest gate run of that exact version id on that channel under
+  the current policy digest to have passed (and, when the channel has regression gates,
+  to have been run against what the channel holds now);
+- --force skips the gates: admins only, with a reason, recorded as action "force".
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..meta.api import VersionRow
+from ..errors import GateNotPassed, PermissionDenied, RefNotFound, UsageError
+from ..meta.api import AuditEntry, VersionRow
+from .policy import Policy, applied_policy
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
@@ -18,10 +27,88 @@ class Authority:
     def __init__(self, meta: MetaStore) -> None:
         self.meta = meta
 
+    def policy(self) -> Policy | None:
+        return applied_policy(self.meta)
+
     def authorize_promotion(self, v: VersionRow, channel: str, actor: str, *, force: bool,
                             reason: str) -> None:
         """Raise PermissionDenied / GateNotPassed unless this move is allowed."""
-        return None
+        if force and not reason.strip():
+            raise UsageError("--force needs a reason", hint="add -r 'why this skips the gates'")
+        pol = self.policy()
+        if pol is None:
+            return
+        target = f"{v.model}@{channel}"
+        if force:
+            if not pol.is_admin(actor):
+                raise PermissionDenied(
+                    f"{actor} may not force {target}: --force needs the admin role",
+                    hint="ask an admin (roles.admin in the policy), or pass the gates with "
+                         f"`modelvc gate run {v.model}@v{v.number} --channel {channel}`")
+            return
+        rule = pol.rule(v.model, channel)
+        if rule is None:
+            return
+        if not pol.may_move(actor, rule):
+            raise PermissionDenied(f"{actor} may not promote to {target}",
+                                   hint=f"promoters of {target}: {_who(pol, rule.promoters)}")
+        if rule.gates:
+            self._check_gates(v, channel, pol, any(g.kind == "regression" for g in rule.gates))
+
+    def _check_gates(self, v: VersionRow, channel: str, pol: Policy, regression: bool) -> None:
+        label = f"{v.model}@v{v.number}"
+        run_cmd = f"modelvc gate run {label} --channel {channel}"
+        runs = [r for r in self.meta.gate_runs(v.id, channel) if r.policy_digest == pol.digest]
+        if not runs:
+            older = self.meta.gate_runs(v.id, channel)
+            why = " under the current policy (earlier runs were under an older one)" if (
+                older) else ""
+            raise GateNotPassed(f"{label} ({v.id[:12]}) has no gate run for {channel}{why}",
+                                hint=f"run `{run_cmd}`")
+        last = runs[-1]
+        if not last.passed:
+            failed = "; ".join(last.summary.get("failed", [])[:3])
+            raise GateNotPassed(f"{label} failed the {channel} gates (run {last.id}: {failed})",
+                                hint=f"fix the model and commit a new version, then `{run_cmd}`")
+        if regression:
+            try:
+                now = self.meta.get_ref(v.model, channel).version_id
+            except RefNotFound:
+                now = None
+            if last.summary.get("baseline") != now:
+                raise GateNotPassed(
+                    f"{v.model}@{channel} moved since {label} was gated (its regression "
+                    "checks compared against another version)",
+                    hint=f"run `{run_cmd}` again")
 
     def authorize_rollback(self, model: str, channel: str, actor: str) -> None:
-        return None
+        pol = self.policy()
+        if pol is None:
+            return
+        rule = pol.rule(model, channel)
+        if rule is not None and not pol.may_move(actor, rule):
+            raise PermissionDenied(f"{actor} may not roll back {model}@{channel}",
+                                   hint=f"promoters of {model}@{channel}: "
+                                        f"{_who(pol, rule.promoters)}")
+
+    def apply_policy(self, new: Policy, actor: str) -> bool:
+        """Record NEW as the registry's policy; False when it is already the applied one.
+
+        Once a policy naming admins is applied, only those admins may replace it."""
+        old = self.policy()
+        if old is not None and old.admins and not old.is_admin(actor):
+            raise PermissionDenied(f"{actor} may not change the policy: only admins may "
+                                   f"({', '.join(sorted(old.admins))})",
+                                   hint="ask an admin to apply it")
+        if old is not None and old.digest == new.digest:
+            return False
+        self.meta.put_policy(new.digest, new.body, actor, AuditEntry(
+            actor=actor, action="policy", target="policy",
+            before={"digest": old.digest} if old else None,
+            after={"digest": new.digest, "source": new.source}))
+        return True
+
+
+def _who(pol: Policy, promoters: frozenset[str] | None) -> str:
+    names = sorted((promoters if promoters is not None else pol.promoters) | pol.admins)
+    return ", ".join(names) or "nobody"

@@ -1,0 +1,177 @@
+"""`modelvc gate run|show` and `modelvc policy apply|show|check`."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .main import Ctx, json_option
+from .output import emit, when
+
+if TYPE_CHECKING:
+    from ..gates.context import GateResult
+    from ..gates.run import GateReport
+
+
+@click.group()
+def gate() -> None:
+    """Run a channel's gates on a version; show recorded runs."""
+
+
+@gate.command("run")
+@click.argument("ref")
+@click.option("--channel", "-c", required=True, help="The channel to gate for, e.g. production.")
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
+              help="Gates from this file instead of the applied policy (the run counts for "
+                   "promotion only if this file is the applied policy).")
+@click.option("--data", help="Dataset path for eval gates (overrides their data:).")
+@json_option
+@click.pass_obj
+def gate_run(ctx: Ctx, ref: str, channel: str, policy_file: str | None, data: str | None,
+             as_json: bool) -> None:
+    """Run CHANNEL's gates on version REF, record the report, exit 5 if any failed."""
+    from ..errors import GateNotPassed
+    from ..gates.policy import load_policy
+    from ..gates.run import run_gates
+
+    pol = load_policy(policy_file) if policy_file else None
+    report = run_gates(ctx.registry(), ref, channel, policy=pol, data=data)
+    emit(as_json, report, lambda: _print_report(report))
+    if not report.passed:
+        sys.exit(GateNotPassed.exit_code)
+
+
+def _print_report(r: GateReport) -> None:
+    click.echo(f"gates for {r.model}@v{r.number} ({r.version[:12]}) -> {r.channel}, "
+               f"policy {r.policy[:12]}")
+    for res in r.results:
+        click.echo(_line(res))
+    n_failed = sum(1 for x in r.results if not x.passed)
+    verdict = "PASSED" if r.passed else f"FAILED ({n_failed} of {len(r.results)} checks)"
+    click.echo(f"{verdict} in {r.seconds:.1f} s; report {r.report_id[:12]}, run {r.run_id}")
+    for note in r.notes:
+        click.echo(f"note: {note}")
+
+
+def _line(res: GateResult) -> str:
+    mark = "PASS" if res.passed else "FAIL"
+    measured = _short(res.measured)
+    expected = _short(res.expected)
+    body = f"{mark}  {res.gate:<10} {res.name}"
+    if measured != "-" or expected != "-":
+        body += f"  measured {measured}, expected {expected}"
+    if res.message:
+        body += f"  ({res.message})"
+    return body
+
+
+def _short(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in list(x.items())[:6]) + "}"
+    if isinstance(x, list):
+        return "[" + ", ".join(_short(v) for v in x[:6]) + "]"
+    return str(x)
+
+
+@gate.command("show")
+@click.argument("ref")
+@click.option("--channel", "-c", help="Only runs for this channel.")
+@click.option("--report", "full", is_flag=True, help="Print the newest run's full report.")
+@json_option
+@click.pass_obj
+def gate_show(ctx: Ctx, ref: str, channel: str | None, full: bool, as_json: bool) -> None:
+    """Recorded gate runs of version REF (oldest first)."""
+    from ..gates.run import read_report
+
+    reg = ctx.registry()
+    v = reg.resolve(ref)
+    runs = reg.meta.gate_runs(v.id, channel)
+    current = reg.meta.current_policy()
+    if full:
+        if not runs:
+            emit(as_json, None, f"no gate runs for {v.model}@v{v.number}")
+            return
+        data = read_report(reg, runs[-1])
+        emit(as_json, data, lambda: _print_stored(data))
+        return
+
+    def human() -> None:
+        if not runs:
+            click.echo(f"no gate runs for {v.model}@v{v.number}")
+        for r in runs:
+            stale = "" if current and current[0] == r.policy_digest else "  (older policy)"
+            verdict = "PASSED" if r.passed else "FAILED"
+            click.echo(f"{r.id:>4} {when(r.at)} {r.channel:<12} {verdict} by {r.actor}"
+                       f"  policy {r.policy_digest[:12]}{stale}  report {r.report_id[:12]}")
+            for name in r.summary.get("failed", []):
+                click.echo(f"       failed: {name}")
+
+    emit(as_json, runs, human)
+
+
+def _print_stored(d: dict[str, Any]) -> None:
+    from ..gates.context import GateResult
+
+    click.echo(f"gates for {d['model']}@v{d['number']} ({d['version'][:12]}) -> {d['channel']}"
+               f", policy {d['policy'][:12]}, by {d['actor']} at {d['at']}")
+    for x in d["results"]:
+        click.echo(_line(GateResult(**x)))
+    click.echo("PASSED" if d["passed"] else "FAILED")
+
+
+@click.group()
+def policy() -> None:
+    """The promotion policy: roles, trust, gates per model and channel."""
+
+
+@policy.command("apply")
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+@click.pass_obj
+def policy_apply(ctx: Ctx, file: str, as_json: bool) -> None:
+    """Validate FILE and make it the registry's policy (admins only, once one has admins)."""
+    from ..gates.policy import load_policy
+    from ..lineage import author
+
+    pol = load_policy(file)
+    changed = ctx.registry().governance.apply_policy(pol, author())
+    msg = (f"policy {pol.digest[:12]} applied from {file}" if changed
+           else f"policy {pol.digest[:12]} is already applied")
+    emit(as_json, {"digest": pol.digest, "changed": changed}, msg)
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+def policy_check(file: str, as_json: bool) -> None:
+    """Validate FILE without applying it (errors name the line)."""
+    from ..gates.policy import load_policy
+
+    pol = load_policy(file)
+    n = sum(len(chs) for chs in pol.rules.values())
+    emit(as_json, {"digest": pol.digest, "valid": True},
+         f"{file}: valid ({n} protected channels), digest {pol.digest[:12]}")
+
+
+@policy.command("show")
+@json_option
+@click.pass_obj
+def policy_show(ctx: Ctx, as_json: bool) -> None:
+    """Print the applied policy as it was written."""
+    current = ctx.registry().meta.current_policy()
+    if current is None:
+        emit(as_json, None, "no policy applied: every actor may promote and roll back")
+        return
+    emit(as_json, {"digest": current[0], "body": current[1]},
+         lambda: click.echo(f"# policy {current[0]}\n{current[1].rstrip()}"))
+
+
+def register(group: click.Group) -> None:
+    group.add_command(gate)
+    group.add_command(policy)

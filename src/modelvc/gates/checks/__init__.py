@@ -1,0 +1,1 @@
+"""One module per gate kind; each returns GateResults and never raises for a failing check."""
