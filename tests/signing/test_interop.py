@@ -103,3 +103,30 @@ def test_model_signing_signature_verifies_in_modelvc(proj: Path) -> None:
     assert p.returncode == 8 and "no valid signature by a trusted key (ext)" in p.stderr
     run([*MODELVC, "signature", "import", "bert", "other.sig"], proj)
     run([*MODELVC, "checkout", "bert", "co2"], proj)
+
+
+def test_single_file_version_both_ways(reg: Registry, tmp_path: Path) -> None:
+    """model-signing names the one resource of a file path `.`; so does modelvc."""
+    from modelvc.signing import (
+        create_key,
+        export_signature,
+        import_signature,
+        register_key,
+        sign_version,
+    )
+    from tests.conftest import write_model
+
+    write_model(tmp_path / "one.safetensors")
+    reg.commit(tmp_path / "one.safetensors", model="one")
+    priv, pub = _external_key(tmp_path)
+    register_key(reg, "ext", pub.read_bytes())
+    run([*MODEL_SIGNING, "sign", "key", "one.safetensors", "--private_key", str(priv),
+         "--signature", "one.sig"], tmp_path)
+    import_signature(reg, "one", tmp_path / "one.sig")
+    _, key = create_key(reg, "alice", tmp_path / "keys")
+    sign_version(reg, "one", key)
+    require(reg, "alice", "ext")
+    reg.checkout("one", tmp_path / "out.safetensors")
+    export_signature(reg, "one", tmp_path / "out.sig", key="alice")
+    run([*MODEL_SIGNING, "verify", "key", "out.safetensors", "--signature", "out.sig",
+         "--public_key", "keys/alice.pub"], tmp_path)
