@@ -71,7 +71,7 @@ def _short(x: Any) -> str:
     if x is None:
         return "-"
     if isinstance(x, float):
-        return f"{x:.4g}"
+        return str(int(x)) if x.is_integer() and abs(x) < 1e15 else f"{x:.4g}"
     if isinstance(x, dict):
         return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in list(x.items())[:6]) + "}"
     if isinstance(x, list):

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..context import GateResult, RunContext
 from ..policy import Gate
-from .metric import check_expr, number
+from .metric import check_expr
 
 TAIL = 600  # characters of a failing command's stderr kept in the report
 
@@ -35,11 +35,8 @@ def evaluate(ctx: RunContext, gate: Gate) -> list[GateResult]:
                                     "the eval gate did not produce metrics", gate.line)
                          for e in gate.exprs]
     ctx.metrics.update(metrics)
-    shown = ", ".join(f"{k}={v:g}" if number(v) is not None else f"{k}={v}"
-                      for k, v in sorted(metrics.items()))
     out = [GateResult("eval", name, True, metrics, "metrics as JSON",
                       f"data {data}" if data else "", gate.line)]
-    out[0].message = (out[0].message + "; " if out[0].message else "") + (shown or "no metrics")
     return out + [check_expr(ctx, gate, e) for e in gate.exprs]
 
 

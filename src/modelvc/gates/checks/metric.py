@@ -38,7 +38,7 @@ def regression(ctx: RunContext, gate: Gate) -> list[GateResult]:
     out = []
     for e in gate.exprs:
         if ctx.baseline is None:
-            out.append(GateResult("regression", e.text, True, None, e.text,
+            out.append(GateResult("regression", e.text, True, None, None,
                                   f"no current version on {ctx.channel}: nothing to regress "
                                   "against", gate.line))
             continue
