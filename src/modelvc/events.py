@@ -96,7 +96,7 @@ class Events:
         try:
             hooks = self.meta.list_webhooks()
             if not hooks or not self._lock.acquire(blocking=False):
-                return  # a pass running in this process picks the new entries up
+                return  # busy here: the running pass or the next deliverer sends them
             try:
                 deadline = time.monotonic() + BRIEF_BUDGET
                 for hook in hooks:
@@ -138,7 +138,13 @@ class Events:
     def _pass(self, report: Report, deadline: float, *, due_only: bool) -> None:
         with self._lock:
             now = time.monotonic()
-            for hook in self.meta.list_webhooks():
+            hooks = self.meta.list_webhooks()
+            active = {h.id for h in hooks}  # forget the state of removed webhooks
+            self._tries = {k: n for k, n in self._tries.items() if k[0] in active}
+            for gone in set(self._next_try) - active:
+                self._next_try.pop(gone, None)
+                self._failures.pop(gone, None)
+            for hook in hooks:
                 if due_only and self._next_try.get(hook.id, 0.0) > now:
                     continue
                 sent, failed = self._deliver_hook(hook, deadline, 1, TIMEOUT)
@@ -147,8 +153,22 @@ class Events:
 
     def _deliver_hook(self, hook: Webhook, deadline: float, tries: int,
                       timeout: float) -> tuple[int, int]:
-        """Send this webhook's pending entries in order until one fails, the deadline
-        passes or another process moves the cursor. Returns (delivered, failed tries)."""
+        """Deliver, then keep this process's backoff state for the webhook: a failure
+        pushes its next pass back, anything else clears it."""
+        sent, failed, blocked = self._drain(hook, deadline, tries, timeout)
+        if blocked:
+            n = self._failures[hook.id] = self._failures.get(hook.id, 0) + 1
+            self._next_try[hook.id] = time.monotonic() + wire.backoff(n)
+        else:
+            self._failures.pop(hook.id, None)
+            self._next_try.pop(hook.id, None)
+        return sent, failed
+
+    def _drain(self, hook: Webhook, deadline: float, tries: int,
+               timeout: float) -> tuple[int, int, bool]:
+        """Send this webhook's pending entries in order until one fails (blocked), the
+        deadline passes or another process moves the cursor.
+        Returns (delivered, failed tries, blocked)."""
         sent = failed = 0
         cursor = hook.cursor
         while time.monotonic() < deadline:
@@ -162,27 +182,25 @@ class Events:
                     continue
                 if skip_to != cursor:
                     if not self.meta.advance_webhook(hook.id, cursor, skip_to):
-                        return sent, failed  # another deliverer is on this webhook
+                        return sent, failed, False  # another deliverer is on this webhook
                     cursor = skip_to
                 ok, n_failed = self._send(hook, e, deadline, tries, timeout)
                 failed += n_failed
                 if not ok:
-                    self._failed(hook.id)
-                    return sent, failed
+                    return sent, failed, True
                 sent += 1
-                self._failures.pop(hook.id, None)
-                self._next_try.pop(hook.id, None)
                 if not self.meta.advance_webhook(hook.id, cursor, e.id):
-                    return sent, failed  # it was delivered concurrently (receiver dedupes)
+                    # Delivered concurrently too: at least once, receivers dedupe.
+                    return sent, failed, False
                 cursor = skip_to = e.id
                 if time.monotonic() >= deadline:
-                    return sent, failed
+                    return sent, failed, False
             if skip_to != cursor and not self.meta.advance_webhook(hook.id, cursor, skip_to):
                 break
             cursor = skip_to
             if len(entries) < BATCH:
                 break
-        return sent, failed
+        return sent, failed, False
 
     def _send(self, hook: Webhook, e: AuditRow, deadline: float, tries: int,
               timeout: float) -> tuple[bool, int]:
@@ -205,7 +223,3 @@ class Events:
             if i + 1 < tries:
                 time.sleep(min(wire.backoff(i + 1, base=0.1), max(remaining, 0.0)))
         return False, failed
-
-    def _failed(self, hook_id: int) -> None:
-        n = self._failures[hook_id] = self._failures.get(hook_id, 0) + 1
-        self._next_try[hook_id] = time.monotonic() + wire.backoff(n)
