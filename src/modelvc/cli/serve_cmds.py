@@ -71,7 +71,10 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     click.echo(f"serving {', '.join(f'{m.name}@{m.ref}' for m in cfg.models)} "
                f"on http://{cfg.host}:{cfg.port}/v2", err=True)
-    serve_forever(ctx.registry(), cfg, log_level=log_level)
+    try:
+        serve_forever(ctx.registry(), cfg, log_level=log_level)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown
+        click.echo("stopped", err=True)
 
 
 def register(group: click.Group) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import NotFound
 from ..meta.api import VersionRow
 from .canary import Decision, Window
 from .config import ModelConfig
@@ -100,6 +101,9 @@ class ServedModel:
                 old.close()
         self.pinned.move_to_end(number)
         await f.refresh()
+        if f.current is None and f.last_error is not None:
+            self.pinned.pop(number, None)
+            raise NotFound(f.last_error)
         return f
 
     def compare_shadow(self, served: dict[str, np.ndarray],

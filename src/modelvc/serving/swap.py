@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from ..errors import NotFound
 from ..meta.api import VersionRow
 from ..registry import Registry
 from .metrics import Metrics
@@ -119,7 +120,10 @@ class Pool:
         runtime: Runtime | None = None
         try:
             self.reg.checkout(label, folder)
-            runtime = load_runtime(folder, label=label, trust=self.trust, threads=self.threads)
+            signed = self.trust == "signed" and (folder / "predictor.py").exists() \
+                and self._signed(v)
+            runtime = load_runtime(folder, label=label, trust=self.trust, signed=signed,
+                                   threads=self.threads)
             t1 = time.perf_counter()
             for sample in runtime.sample_inputs():
                 runtime.predict(sample, [])
@@ -134,6 +138,14 @@ class Pool:
         self.metrics.warmup_seconds.labels(v.model, f"v{v.number}").set(t2 - t1)
         log.info("loaded %s in %.3fs, warmed up in %.3fs", label, t1 - t0, t2 - t1)
         return Loaded(v.model, v, runtime, folder, t1 - t0, t2 - t1)
+
+    def _signed(self, v: VersionRow) -> bool:
+        from ..signing import verify_version
+
+        ok, why = verify_version(self.reg, v)
+        if not ok:
+            log.warning("%s@v%d is not validly signed: %s", v.model, v.number, why)
+        return ok
 
     def _free(self, item: Loaded) -> None:
         item.runtime.close()
@@ -171,9 +183,18 @@ class Follower:
         if self.fixed:
             if self.current is not None or self.last_error is not None:
                 return False
-            v = await self.pool.call(lambda: self.pool.reg.resolve(f"{self.model}@{self.ref}"))
+            ref = f"{self.model}@{self.ref}"
+            try:
+                v = await self.pool.call(lambda: self.pool.reg.resolve(ref))
+            except NotFound as exc:
+                self.last_error = exc.message
+                return False
             return await self.switch(v)
-        row = await self.pool.call(lambda: self.pool.reg.meta.get_ref(self.model, self.ref))
+        try:
+            row = await self.pool.call(lambda: self.pool.reg.meta.get_ref(self.model, self.ref))
+        except NotFound as exc:  # a channel may be created later: keep looking
+            self.last_error = exc.message
+            return False
         if row.revision == self.revision:
             return False
         self.revision, self.target = row.revision, row.version_id

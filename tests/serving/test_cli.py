@@ -1,0 +1,88 @@
+"""`modelvc serve` as a real process: flags, a config file, clean shutdown, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelvc.registry import Registry
+from modelvc.serving.runner import free_port
+
+from .conftest import Digits
+from .helpers import Caller, get_json, wait_for
+
+MODELVC = [sys.executable, "-m", "modelvc.cli.main"]
+
+
+@pytest.fixture
+def run_serve(serve_reg: Registry, tmp_path: Path) -> Iterator[object]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        log = (tmp_path / f"serve{len(procs)}.log").open("wb")
+        p = subprocess.Popen([*MODELVC, "--registry", str(serve_reg.layout.root), "serve",
+                              "--port", str(port), "--log-level", "warning", *args],
+                             stdout=log, stderr=log, env=os.environ | {"TMPDIR": str(tmp_path)})
+        procs.append(p)
+        return p, f"http://127.0.0.1:{port}"
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return bool(get_json(f"{url}/v2/health/ready")["ready"])
+    except OSError:
+        return False
+
+
+def test_serve_command_serves_and_stops_cleanly(run_serve: object, digits: Digits,
+                                                tmp_path: Path) -> None:
+    proc, url = run_serve("digits@production", "--poll-interval", "0.05")  # type: ignore[operator]
+    wait_for(lambda: _ready(url), "modelvc serve to be ready", limit=60)
+    code, doc, _ = Caller(url).infer(digits.x[:5])
+    assert code == 200 and doc["model_version"] == "1"
+    assert len(list(tmp_path.glob("modelvc-serve-*"))) == 1  # its checkouts
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert list(tmp_path.glob("modelvc-serve-*")) == []  # removed on shutdown
+
+
+def test_serve_config_file(run_serve: object, digits: Digits, tmp_path: Path) -> None:
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text('poll_interval = 0.05\n[[models]]\nname = "digits-prod"\nmodel = "digits"\n'
+                   'ref = "production"\n[models.canary]\nref = "canary"\npercent = 25\n')
+    proc, url = run_serve("--config", str(cfg))  # type: ignore[operator]
+    wait_for(lambda: _ready(url), "modelvc serve to be ready", limit=60)
+    code, doc, _ = Caller(url).infer(digits.x[:5], model="digits-prod")
+    assert code == 200 and doc["model_name"] == "digits-prod"
+    st = get_json(f"{url}/modelvc/status")["digits-prod"]
+    assert st["canary_percent"] == 25 and st["canary"]["error"] is not None  # no such channel
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "nothing to serve"),
+    (("--config", "{bad}"), "unknown keys ['colour']"),
+])
+def test_serve_bad_input_exits_2(serve_reg: Registry, tmp_path: Path, args: tuple[str, ...],
+                                 message: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('colour = "blue"\n')
+    argv = [a.replace("{bad}", str(bad)) for a in args]
+    out = subprocess.run([*MODELVC, "--registry", str(serve_reg.layout.root), "serve", *argv],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 2
+    assert message in out.stderr
