@@ -29,6 +29,13 @@ def test_the_documented_example_parses() -> None:
     assert pol.rule("m", "dev") is None and pol.rule("other", "production") is None
     assert pol.may_move("ci-bot", rule) and pol.may_move("alice", rule)
     assert not pol.may_move("bob", rule)
+    # No roles written: anyone may move (gates still apply); an empty list: nobody.
+    open_ = parse_policy("version: 1\nmodels: {m: {channels: {prod: {}}}}\n")
+    closed = parse_policy("version: 1\nroles: {promoter: []}\n"
+                          "models: {m: {channels: {prod: {}}}}\n")
+    for p, ok in ((open_, True), (closed, False)):
+        r = p.rule("m", "prod")
+        assert r is not None and p.may_move("x", r) is ok
 
 
 def test_full_gate_set_and_wildcard_model() -> None:

@@ -110,5 +110,5 @@ class Authority:
 
 
 def _who(pol: Policy, promoters: frozenset[str] | None) -> str:
-    names = sorted((promoters if promoters is not None else pol.promoters) | pol.admins)
-    return ", ".join(names) or "nobody"
+    allowed = promoters if promoters is not None else pol.promoters
+    return ", ".join(sorted((allowed or frozenset()) | pol.admins)) or "nobody"

@@ -51,7 +51,7 @@ class Policy:
     body: str  # the file as written (comments kept), what `policy show` prints
     source: str
     admins: frozenset[str]
-    promoters: frozenset[str]
+    promoters: frozenset[str] | None  # None (roles.promoter absent): anyone, gates still apply
     trust: dict[str, Any]
     rules: dict[str, dict[str, ChannelRule]]  # model or "*" -> channel -> rule
 
@@ -69,9 +69,10 @@ class Policy:
         return actor in self.admins
 
     def may_move(self, actor: str, rule: ChannelRule) -> bool:
-        """Promoters of the channel (or roles.promoter), and admins."""
+        """Promoters of the channel (or roles.promoter; anyone when neither is written),
+        and admins."""
         allowed = rule.promoters if rule.promoters is not None else self.promoters
-        return actor in allowed or self.is_admin(actor)
+        return allowed is None or actor in allowed or self.is_admin(actor)
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -155,7 +156,7 @@ class _Reader:
             raise self.fail(top["version"][1], "unsupported policy version (this modelvc "
                                                "reads version 1)")
         admins: frozenset[str] = frozenset()
-        promoters: frozenset[str] = frozenset()
+        promoters: frozenset[str] | None = None
         if "roles" in top:
             roles = self.mapping(top["roles"][1], "roles", ("admin", "promoter"))
             if "admin" in roles:
@@ -169,7 +170,9 @@ class _Reader:
             if self.value(models_node) is not None:
                 for name, (knode, vnode) in self.mapping(models_node, "models").items():
                     rules[name] = self.model(name, knode, vnode, trust)
-        meaning = {"admins": sorted(admins), "promoters": sorted(promoters), "trust": trust,
+        meaning = {"admins": sorted(admins),
+                   "promoters": sorted(promoters) if promoters is not None else None,
+                   "trust": trust,
                    "rules": {m: {c: _rule_json(r) for c, r in chs.items()}
                              for m, chs in rules.items()}}
         digest = blake3.blake3(canonical_json(meaning)).hexdigest()

@@ -32,8 +32,11 @@ class NotMeasurable(Exception):
 
 
 def static_measures(ctx: RunContext) -> dict[str, float]:
-    params = sum(math.prod(s.shape or ()) for f in ctx.manifest.files for s in f.tensors())
-    return {"size_mb": ctx.manifest.raw_size / 1e6, "params": float(params)}
+    out = {"size_mb": ctx.manifest.raw_size / 1e6}
+    shapes = [s.shape or () for f in ctx.manifest.files for s in f.tensors()]
+    if shapes:  # pickled weights are never unpickled, so their count is unknown
+        out["params"] = float(sum(math.prod(shape) for shape in shapes))
+    return out
 
 
 def onnx_file(ctx: RunContext, wanted: str | None) -> str:
@@ -110,8 +113,10 @@ def budget(ctx: RunContext, gate: Gate) -> list[GateResult]:
             continue
         limit = float(opts[key])
         if key not in measured:
-            out.append(GateResult("budget", key, False, None, f"<= {limit:g}", problem,
-                                  gate.line))
+            why = problem if key in RUNTIME_LIMITS else (
+                f"not measurable: {ctx.label} has no safetensors or ONNX tensors (pickled "
+                "files are never unpickled)")
+            out.append(GateResult("budget", key, False, None, f"<= {limit:g}", why, gate.line))
             continue
         value = measured[key]
         ok = value <= limit
