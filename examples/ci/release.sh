@@ -6,7 +6,8 @@
 #   release.sh promote MODEL CHANNEL   move CHANNEL to it (refused unless the gates passed)
 # MODEL is digits (scikit-learn MLP -> ONNX) or tiny-bert (transformers, safetensors).
 # Environment: MODELVC_REGISTRY (the registry), MODELVC_AUTHOR (the CI identity, e.g.
-# ci-bot), BUILD_DIR (default build), CI_REVISION (recorded in messages and reasons).
+# ci-bot), BUILD_DIR (default build), CI_REVISION (recorded in messages and reasons),
+# TRAIN_ARGS (extra flags for the training script, e.g. --epochs 5).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,7 +26,8 @@ esac
 case "$step" in
   train)
     rm -rf "$build"
-    python "$train" "$build/model" "$build/data" "$build/metrics.json"
+    # shellcheck disable=SC2086  # TRAIN_ARGS: extra training flags, word-split on purpose
+    python "$train" "$build/model" "$build/data" "$build/metrics.json" ${TRAIN_ARGS:-}
     ;;
   commit)
     # Metrics from training become --metric K=V (they are what metric gates read).
