@@ -27,6 +27,7 @@ from .codec import (
     TensorObjectWriter,
     decode_blob,
     decode_block,
+    decode_delta_run,
     dtype_info,
     encode_blob,
     encode_block,
@@ -273,26 +274,45 @@ class ObjectIO:
 
     def decode_block_at(self, oid: str, i: int, *, cached: bool = True) -> bytes | memoryview:
         """Block i of a tensor object, decoded through its delta chain block by block
-        (blocks of objects with the same element count line up)."""
+        (blocks of objects with the same element count line up). A run of same-dtype
+        delta links is summed in one pass (codec.decode_delta_run)."""
         hit = self.blocks.get(oid, i) if cached else None
         if hit is not None:
             return hit
-        h = self.header(oid)
-        if i >= len(h.blocks):
-            raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
+        top = self.header(oid)
+        run: list[tuple[str, bytes]] = []  # newest first
+        cur = oid
+        while True:
+            h = self.header(cur)
+            if i >= len(h.blocks) or h.block_elements != top.block_elements:
+                raise CorruptObject(f"tensor object {cur[:12]} has no block {i} that lines up")
+            if cur != oid and cached and (hit := self.blocks.get(cur, i)) is not None:
+                base: bytes | memoryview = hit
+                break
+            b = h.blocks[i]
+            payload = self.store.get_range(cur, b.offset, b.length)
+            if b.mode in ("delta", "same") and h.ref is not None and h.ref_dtype == h.dtype:
+                run.append((b.mode, payload))
+                cur = h.ref
+                continue
+            base = self._decode_one(cur, h, i, payload, cached)
+            break
+        out: bytes | memoryview = base
+        if run:
+            out = decode_delta_run(base, run[::-1], top.dtype, top.blocks[i].elements)
+        if cached:
+            self.blocks.put(oid, i, out)
+        return out
+
+    def _decode_one(self, oid: str, h: TensorHeader, i: int, payload: bytes,
+                    cached: bool) -> bytes:
         b = h.blocks[i]
-        payload = self.store.get_range(oid, b.offset, b.length)
         ref = None
         if b.mode != "full":
             if h.ref is None:
                 raise CorruptObject(f"tensor object {oid[:12]} block {i} needs a missing reference")
-            if self.header(h.ref).block_elements != h.block_elements:
-                raise CorruptObject(f"tensor object {oid[:12]}: reference blocks do not line up")
             ref = self.decode_block_at(h.ref, i, cached=cached)
-        out = decode_block(b.mode, payload, h.dtype, b.elements, ref=ref, ref_code=h.ref_dtype)
-        if cached:
-            self.blocks.put(oid, i, out)
-        return out
+        return decode_block(b.mode, payload, h.dtype, b.elements, ref=ref, ref_code=h.ref_dtype)
 
     def iter_tensor(self, oid: str, *, verify: bool = True, cached: bool = True
                     ) -> Iterator[bytes | memoryview]:

@@ -9,11 +9,20 @@ Modes:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from modelvc.codec.cast import can_cast_predict, cast_predict
-from modelvc.codec.delta import delta_decode, delta_encode
-from modelvc.codec.dtypes import Buffer, dtype_info
+from modelvc.codec.delta import (
+    delta_decode,
+    delta_encode,
+    from_ordered,
+    to_ordered,
+    unzigzag,
+    unzigzag_inplace,
+)
+from modelvc.codec.dtypes import UINT_BY_SIZE, Buffer, dtype_info
 from modelvc.codec.planes import compress_planes, decompress_planes, decompress_planes_array
 from modelvc.errors import CorruptObject, UsageError
 
@@ -113,3 +122,28 @@ def decode_block(
     if mode == "cast":
         return delta_decode(delta, cast_predict(ref, ref_code, code), code)
     return delta_decode(delta, ref, code)
+
+
+def decode_delta_run(base: Buffer, deltas: Sequence[tuple[str, Buffer]], code: str,
+                     n_elements: int) -> bytes:
+    """Apply a run of same-dtype 'delta'/'same' blocks (oldest first) on top of `base`.
+
+    Summing the zigzag-decoded differences in the order-preserving integer domain and
+    mapping back once saves two passes per chain link over decoding link by link."""
+    info = dtype_info(code)
+    itemsize = info.itemsize
+    if _nbytes(base) != n_elements * itemsize:
+        raise CorruptObject(f"reference block has {_nbytes(base)} bytes, expected "
+                            f"{n_elements * itemsize}")
+    acc = np.frombuffer(base, dtype=UINT_BY_SIZE[itemsize])
+    acc = to_ordered(acc) if info.kind == "float" else acc.copy()
+    for mode, payload in deltas:
+        if mode == "same":
+            if _nbytes(payload):
+                raise CorruptObject("a 'same' block must have an empty payload")
+            continue
+        if mode != "delta":
+            raise CorruptObject(f"decode_delta_run: unexpected block mode {mode!r}")
+        d = decompress_planes_array(payload, itemsize, n_elements)
+        acc += unzigzag_inplace(d) if d.flags.writeable else unzigzag(d)
+    return (from_ordered(acc) if info.kind == "float" else acc).tobytes()

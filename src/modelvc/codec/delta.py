@@ -31,6 +31,7 @@ __all__ = [
     "from_ordered",
     "to_ordered",
     "unzigzag",
+    "unzigzag_inplace",
     "zigzag",
 ]
 
@@ -92,7 +93,7 @@ def unzigzag(z: UArray) -> UArray:
     return out
 
 
-def _unzigzag_inplace(z: UArray) -> UArray:
+def unzigzag_inplace(z: UArray) -> UArray:
     low = z & z.dtype.type(1)
     signed = low.view(INT_BY_SIZE[z.dtype.itemsize])
     np.negative(signed, out=signed)
@@ -124,7 +125,7 @@ def delta_decode(d: Buffer | npt.NDArray[Any], ref: Buffer, code: str) -> bytes:
     if z.shape != r.shape:
         raise UsageError(f"delta_decode: {z.size} elements against a reference of {r.size}")
     # A fresh writable array (from the plane merge) is reused in place: one pass fewer.
-    x = _unzigzag_inplace(z) if isinstance(d, np.ndarray) and d.flags.writeable else unzigzag(z)
+    x = unzigzag_inplace(z) if isinstance(d, np.ndarray) and d.flags.writeable else unzigzag(z)
     if info.kind == "float":
         x += to_ordered(r)
         return from_ordered(x).tobytes()
