@@ -1,0 +1,41 @@
+"""What every request handler shares: the registry and the server's configuration."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..registry import Registry
+
+
+@dataclass
+class ServerConfig:
+    registry: str  # a registry folder (its config.json may point at PostgreSQL and S3)
+    host: str = "127.0.0.1"
+    port: int = 8470
+    anonymous_read: bool = False  # allow unauthenticated reads (public registries)
+    public_url: str | None = None  # how clients reach us (for URLs in responses)
+    log_json: bool = True
+
+
+@dataclass
+class ServerState:
+    config: ServerConfig
+    _local: threading.local = field(default_factory=threading.local)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _shared: Registry | None = None
+
+    def registry(self) -> Registry:
+        """One Registry for the process (thread-safe: MetaStore opens a connection per
+        transaction, object stores are thread-safe)."""
+        with self._lock:
+            if self._shared is None:
+                self._shared = Registry.open(Path(self.config.registry))
+            return self._shared
+
+    def close(self) -> None:
+        with self._lock:
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
