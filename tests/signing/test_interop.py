@@ -58,6 +58,8 @@ def test_modelvc_signature_verifies_with_model_signing(proj: Path) -> None:
     run([*MODELVC, "key", "create", "alice", "--out", "keys"], proj)
     run([*MODELVC, "sign", "bert", "--key", "keys/alice.key"], proj)
     run([*MODELVC, "verify-signature", "bert", "--key", "alice"], proj)
+    p = run([*MODELVC, "verify-signature", "bert", "--key", "bob"], proj, ok=False)
+    assert p.returncode == 8 and "untrusted" in p.stdout
     run([*MODELVC, "checkout", "bert", "co"], proj)
     run([*MODELVC, "signature", "export", "bert", "co"], proj)
     verify = [*MODEL_SIGNING, "verify", "key", "co", "--signature", "co/model.sig",

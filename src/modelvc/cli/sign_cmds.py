@@ -106,8 +106,9 @@ def verify_signature(ctx: Ctx, ref: str, key_names: tuple[str, ...], as_json: bo
     from ..signing import check_version, verify_version
 
     reg = ctx.registry()
-    v, checks = check_version(reg, ref, list(key_names) or None)
-    ok, message = verify_version(reg, v, list(key_names) if key_names else None)
+    trusted = list(key_names) if key_names else list(reg.trust.settings().keys)
+    v, checks = check_version(reg, ref, trusted)
+    ok, message = verify_version(reg, v, trusted)
 
     def human() -> None:
         for c in checks:
