@@ -174,3 +174,12 @@ def test_policy_trust_section() -> None:
         parse_policy("trust:\n  require: maybe\n")
     with pytest.raises(UsageError, match=r"trust\.keys"):
         parse_policy("trust:\n  keys: alice\n")
+
+
+def test_tampered_signature_refused_under_any_trust_policy(signed: Signed) -> None:
+    reg = signed.reg
+    _edit_bundle(reg, signed.v1.id, "sig")
+    reg.checkout("net", signed.tmp / "no-policy")  # no trust section: signatures unread
+    set_policy(reg, "trust:\n  keys: [alice]\n  require: false\n")
+    with pytest.raises(SignatureInvalid, match="does not verify with key alice"):
+        reg.load("net")

@@ -1,7 +1,8 @@
 """Which keys are trusted, and whether a version carries a valid signature by one.
 
 The trust section of the applied policy (`trust: {keys: [NAME, ...], require: BOOL}`)
-decides; with `require: true`, checkout and load refuse a version without a valid
+decides. Once it is set, checkout and load verify a version's stored signatures and
+refuse a tampered one; with `require: true` they also refuse a version without a valid
 signature by a trusted, unrevoked key. An empty `keys` list trusts every registered,
 unrevoked key. A stored signature that does not verify always refuses: signatures are
 verified before they are stored, so a failing one means the registry was altered.
@@ -32,6 +33,7 @@ Status = Literal["valid", "invalid", "revoked", "untrusted", "unknown-key"]
 class TrustSettings:
     keys: tuple[str, ...] = ()
     require: bool = False
+    present: bool = False  # the policy has a trust section
 
 
 def parse_policy(body: str) -> TrustSettings:
@@ -52,7 +54,7 @@ def parse_policy(body: str) -> TrustSettings:
         raise UsageError("policy `trust.keys` must be a list of key names")
     if not isinstance(require, bool):
         raise UsageError("policy `trust.require` must be true or false")
-    return TrustSettings(tuple(names), require)
+    return TrustSettings(tuple(names), require, present=True)
 
 
 @dataclass(frozen=True)
@@ -139,10 +141,16 @@ class Trust:
         return self._cache[1]
 
     def check(self, v: VersionRow) -> None:
-        """Raise unless the policy needs no signature or V has a valid trusted one."""
+        """Under a trust policy, raise on a tampered signature and, if signatures are
+        required, unless V has a valid trusted one."""
         s = self.settings()
         if s.require:
             self.verify(v, s.keys)
+        elif s.present and self.meta.signatures(v.id):
+            checks = check_signatures(self.meta, self.read_manifest(v.id), v.id, s.keys)
+            bad = [c for c in checks if c.status == "invalid"]
+            if bad:
+                decide(bad, f"{v.model}@v{v.number}", s.keys)
 
     def verify(self, v: VersionRow, trusted: Sequence[str]) -> str:
         """Verify V's signatures (the manifest is re-hashed against the id on read)."""
