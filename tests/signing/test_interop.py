@@ -89,8 +89,8 @@ def test_model_signing_signature_verifies_in_modelvc(proj: Path) -> None:
          "--signature", "bert.sig"], proj)
     run([*MODELVC, "key", "add", "ext", str(pub)], proj)
     run([*MODELVC, "signature", "import", "bert", "bert.sig"], proj)
-    with Registry.open(proj) as reg:
-        require(reg, "ext")
+    (proj / "policy.yaml").write_text("version: 1\ntrust: {keys: [ext], require: true}\n")
+    run([*MODELVC, "policy", "apply", "policy.yaml"], proj)
     run([*MODELVC, "verify-signature", "bert"], proj)
     run([*MODELVC, "checkout", "bert", "co"], proj)  # trust.require: signed by ext
 
