@@ -23,6 +23,7 @@
     ├── StorageError                  exit 7, HTTP 507
     │   └── DiskFull
     └── PermissionDenied              exit 8, HTTP 403
+        ├── Unauthenticated           HTTP 401: no token, or a bad/expired/revoked one
         └── Untrusted                 no valid signature by a trusted key
 
 Each class's docstring is its default message; `str(err)` gives the specific one.
@@ -158,6 +159,13 @@ class PermissionDenied(ModelvcError):
 
     exit_code = 8
     http_status = 403
+
+
+class Unauthenticated(PermissionDenied):
+    """Authentication required: pass an API token (--token, MODELVC_TOKEN, or
+    `Authorization: Bearer ...`); an admin creates one with `modelvc token create`."""
+
+    http_status = 401
 
 
 class SignatureInvalid(Corrupt):

@@ -250,3 +250,30 @@ deliveries = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Index(None, "webhook_id", "audit_id"),
 )
+
+# ---- auth (server): API tokens and role bindings
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # public id (list, revoke)
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("subject", NAME, nullable=False),  # who the token acts as
+    # sha256 of the whole token: tokens are 256-bit random, so a fast hash is enough
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=False),  # ["ROLE:PATTERN", ...] caps
+    sa.Column("expires_at", UtcDateTime, nullable=True),
+    sa.Column("revoked_at", UtcDateTime, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.UniqueConstraint("secret_hash"),
+)
+
+role_bindings = sa.Table(
+    "role_bindings",
+    metadata,
+    sa.Column("subject", NAME, primary_key=True),
+    sa.Column("scope", NAME, primary_key=True),  # model name, glob ("team-*") or "*"
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+)

@@ -27,6 +27,7 @@ from ..errors import (
 from . import engine as eng
 from . import lifecycle, objectsql
 from .api import AuditEntry, ModelRow, NewVersion, ObjectRow, RefKind, RefMove, RefRow, VersionRow
+from .auth import AuthMixin
 from .governance import GovernanceMixin, append_audit
 from .refops import check_target, insert_ignore, move_ref
 from .rows import (
@@ -50,7 +51,7 @@ FORMAT_VERSION = 1
 T = TypeVar("T")
 
 
-class MetaStore(GovernanceMixin):
+class MetaStore(GovernanceMixin, AuthMixin):
     def __init__(self, engine: sa.Engine, info: dict[str, str]) -> None:
         """Use create() or open()."""
         self._engine = engine

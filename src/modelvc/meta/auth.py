@@ -1,0 +1,181 @@
+"""API tokens and role bindings for the registry server (a mixin of MetaStore).
+
+A token is `mvc_` + 256 random bits; only its sha256 is stored (a fast hash is right
+for high-entropy secrets: there is nothing to brute-force). Every change is audited in
+the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import NotFound, UsageError
+from .api import AuditEntry
+from .governance import append_audit
+from .rows import now, utc
+from .schema import role_bindings, tokens
+
+ROLES = ("reader", "writer", "promoter", "admin")  # weakest first
+TOKEN_PREFIX = "mvc_"
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    id: str
+    name: str
+    subject: str
+    scopes: list[str]  # "ROLE:PATTERN" caps on what the token may do; ["admin:*"]: no cap
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True)
+class RoleBinding:
+    subject: str
+    scope: str  # model name, glob ("team-*") or "*"
+    role: str
+    created_at: datetime
+    created_by: str
+
+
+def new_token() -> tuple[str, str]:
+    """(token, sha256 hex): the token is shown once, the hash is stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise UsageError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    return role
+
+
+def parse_scopes(scopes: list[str]) -> list[str]:
+    """Normalise "ROLE" / "ROLE:PATTERN" caps ("reader" means "reader:*")."""
+    out = []
+    for s in scopes or ["admin:*"]:
+        role, _, pattern = s.partition(":")
+        check_role(role)
+        out.append(f"{role}:{pattern or '*'}")
+    return out
+
+
+def _token(r: Any) -> ApiToken:
+    m = r._mapping
+    return ApiToken(m["id"], m["name"], m["subject"], list(m["scopes"]),
+                    utc(m["expires_at"]) if m["expires_at"] else None,
+                    utc(m["revoked_at"]) if m["revoked_at"] else None,
+                    utc(m["created_at"]), m["created_by"])
+
+
+def _binding(r: Any) -> RoleBinding:
+    m = r._mapping
+    return RoleBinding(m["subject"], m["scope"], m["role"], utc(m["created_at"]),
+                       m["created_by"])
+
+
+class AuthMixin:
+    _tx: Callable[..., Any]
+
+    # --- tokens
+    def create_token(self, *, name: str, subject: str, secret_hash: str, scopes: list[str],
+                     expires_at: datetime | None, actor: str) -> ApiToken:
+        scopes = parse_scopes(scopes)
+
+        def tx(conn: sa.Connection) -> ApiToken:
+            at = now()
+            tid = secrets.token_hex(8)
+            conn.execute(sa.insert(tokens).values(
+                id=tid, name=name, subject=subject, secret_hash=secret_hash, scopes=scopes,
+                expires_at=expires_at, revoked_at=None, created_at=at, created_by=actor))
+            append_audit(conn, AuditEntry(
+                actor=actor, action="token-create", target=f"token:{tid}",
+                after={"name": name, "subject": subject, "scopes": scopes,
+                       "expires_at": expires_at.isoformat() if expires_at else None}), at)
+            return ApiToken(tid, name, subject, scopes, expires_at, None, at, actor)
+
+        out: ApiToken = self._tx(tx, write=True)
+        return out
+
+    def token_by_hash(self, secret_hash: str) -> ApiToken | None:
+        q = sa.select(tokens).where(tokens.c.secret_hash == secret_hash)
+        return self._tx(lambda conn: next((_token(r) for r in conn.execute(q)), None))  # type: ignore[no-any-return]
+
+    def list_tokens(self, subject: str | None = None) -> list[ApiToken]:
+        q = sa.select(tokens).order_by(tokens.c.created_at, tokens.c.id)
+        if subject is not None:
+            q = q.where(tokens.c.subject == subject)
+        return list(self._tx(lambda conn: [_token(r) for r in conn.execute(q)]))
+
+    def revoke_token(self, token_id: str, *, actor: str) -> ApiToken:
+        def tx(conn: sa.Connection) -> ApiToken:
+            row = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
+            if row is None:
+                raise NotFound(f"no token {token_id!r}", hint="see `modelvc token list`")
+            t = _token(row)
+            if t.revoked_at is not None:
+                return t
+            at = now()
+            conn.execute(sa.update(tokens).where(tokens.c.id == token_id)
+                         .values(revoked_at=at))
+            append_audit(conn, AuditEntry(actor=actor, action="token-revoke",
+                                          target=f"token:{token_id}",
+                                          before={"subject": t.subject, "name": t.name}), at)
+            return ApiToken(**{**vars(t), "revoked_at": at})
+
+        out: ApiToken = self._tx(tx, write=True)
+        return out
+
+    # --- roles
+    def grant_role(self, subject: str, scope: str, role: str, *, actor: str) -> RoleBinding:
+        check_role(role)
+        if not scope or not subject:
+            raise UsageError("a role binding needs a subject and a model or pattern",
+                             hint="e.g. `modelvc role grant alice writer --on 'team-*'`")
+
+        def tx(conn: sa.Connection) -> RoleBinding:
+            at = now()
+            key = (role_bindings.c.subject == subject) & (role_bindings.c.scope == scope)
+            old = conn.execute(sa.select(role_bindings.c.role).where(key)).scalar()
+            conn.execute(sa.delete(role_bindings).where(key))
+            conn.execute(sa.insert(role_bindings).values(
+                subject=subject, scope=scope, role=role, created_at=at, created_by=actor))
+            append_audit(conn, AuditEntry(actor=actor, action="role-grant",
+                                          target=f"{subject}@{scope}",
+                                          before={"role": old}, after={"role": role}), at)
+            return RoleBinding(subject, scope, role, at, actor)
+
+        out: RoleBinding = self._tx(tx, write=True)
+        return out
+
+    def revoke_role(self, subject: str, scope: str, *, actor: str) -> None:
+        def tx(conn: sa.Connection) -> None:
+            key = (role_bindings.c.subject == subject) & (role_bindings.c.scope == scope)
+            old = conn.execute(sa.select(role_bindings.c.role).where(key)).scalar()
+            if old is None:
+                raise NotFound(f"{subject} has no role on {scope!r}",
+                               hint="see `modelvc role list`")
+            conn.execute(sa.delete(role_bindings).where(key))
+            append_audit(conn, AuditEntry(actor=actor, action="role-revoke",
+                                          target=f"{subject}@{scope}", before={"role": old}))
+
+        self._tx(tx, write=True)
+
+    def role_bindings(self, subject: str | None = None) -> list[RoleBinding]:
+        q = sa.select(role_bindings).order_by(role_bindings.c.subject, role_bindings.c.scope)
+        if subject is not None:
+            q = q.where(role_bindings.c.subject == subject)
+        return list(self._tx(lambda conn: [_binding(r) for r in conn.execute(q)]))
