@@ -4,6 +4,7 @@ that promotes a canary that holds and rolls back one that regresses."""
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import time
 from collections import deque
@@ -81,14 +82,15 @@ class Window:
                 "p95": float(np.percentile(lat, 95)) if lat else None,
                 "feedback": fb_n, "accuracy": fb_right / fb_n if fb_n else None}
 
-    def label_histogram(self) -> dict[int, float]:
+    def label_histogram(self) -> tuple[dict[int, float], int]:
+        """Share of each predicted label, and how many labels that is."""
         self._trim(time.monotonic())
         if not self.labels:
-            return {}
+            return {}, 0
         vals, counts = np.unique(np.concatenate([lab for _, lab in self.labels]),
                                  return_counts=True)
-        total = counts.sum()
-        return {int(v): float(c / total) for v, c in zip(vals, counts, strict=True)}
+        total = int(counts.sum())
+        return {int(v): float(c / total) for v, c in zip(vals, counts, strict=True)}, total
 
 
 def drift(a: dict[int, float], b: dict[int, float]) -> float:
@@ -119,11 +121,13 @@ def decide(policy: Policy, canary: Window, stable: Window) -> Decision:
                                         f"{limit * 1e3:.1f} ms (stable {float(sp) * 1e3:.1f} ms)")
     passed = [f"errors {rate:.1%}"]
     if policy.check_drift:
-        ch, sh = canary.label_histogram(), stable.label_histogram()
+        (ch, cn), (sh, sn) = canary.label_histogram(), stable.label_histogram()
         if ch and sh and int(s["requests"] or 0) >= policy.min_samples:
             d = drift(ch, sh)
-            if d > policy.max_drift:
-                return Decision("rollback", f"output drift {d:.2f} > {policy.max_drift:.2f} "
+            # Two samples of one distribution differ by about this much by chance alone.
+            limit = policy.max_drift + 0.5 * math.sqrt(len(set(ch) | set(sh)) / min(cn, sn))
+            if d > limit:
+                return Decision("rollback", f"output drift {d:.2f} > {limit:.2f} "
                                             "against stable")
             passed.append(f"drift {d:.2f}")
     if policy.check_accuracy:
