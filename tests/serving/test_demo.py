@@ -25,6 +25,7 @@ def test_demo_promotes_the_good_canary_and_rolls_back_the_broken_one(tmp_path: P
     assert served[3]["requests"] > 0 and served[3]["errors"] == 0
     # The registry stays behind for the usual commands.
     hist = subprocess.run([*MODELVC, "--registry", doc["registry"], "channel", "history",
-                           "digits", "canary", "--json"], capture_output=True, text=True, check=False)
+                           "digits", "canary", "--json"],
+                          capture_output=True, text=True, check=False)
     assert hist.returncode == 0, hist.stderr
     assert "canary policy" in hist.stdout
