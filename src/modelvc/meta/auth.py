@@ -90,6 +90,10 @@ def _binding(r: Any) -> RoleBinding:
 class AuthMixin:
     _tx: Callable[..., Any]
 
+    def ping(self) -> None:
+        """One round trip to the database (readiness probes)."""
+        self._tx(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
+
     # --- tokens
     def create_token(self, *, name: str, subject: str, secret_hash: str, scopes: list[str],
                      expires_at: datetime | None, actor: str) -> ApiToken:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..errors import ModelvcError
+from .logs import ACCESS, LOG
 from .state import ServerConfig, ServerState
 
 
@@ -18,8 +22,13 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.registry()  # fail at start-up, not at the first request, if it cannot open
+        LOG.info("started", extra={"registry": config.registry,
+                                   "anonymous_read": config.anonymous_read})
         yield
+        # Reached after uvicorn drained in-flight requests (SIGTERM/SIGINT).
         state.close()
+        LOG.info("stopped")
 
     app = FastAPI(title="modelvc registry", version=__version__, lifespan=lifespan)
     app.state.modelvc = state
@@ -29,9 +38,39 @@ def create_app(config: ServerConfig) -> FastAPI:
         return JSONResponse({"error": exc.code, "message": exc.message, "hint": exc.hint},
                             status_code=exc.http_status)
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.middleware("http")
+    async def access_log(request: Request,
+                         call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-Id"] = rid
+            return response
+        finally:
+            p = getattr(request.state, "principal", None)
+            ACCESS.info("request", extra={
+                "request_id": rid, "method": request.method, "path": request.url.path,
+                "status": status, "ms": round((time.perf_counter() - t0) * 1000, 2),
+                "principal": getattr(p, "name", None),
+                "client": request.client.host if request.client else None})
+
+    @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Readiness: the metadata database and the object store answer."""
+        try:
+            await run_in_threadpool(state.check_ready)
+        except Exception as exc:  # any failure means "do not route traffic here"
+            LOG.warning("not ready", extra={"error": str(exc)})
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     # Routers are optional while they are being written; each owns its URL space:
     #   api.py      /api/v1/...            the Registry API (remote client speaks it)

@@ -3,19 +3,25 @@
 CONTRACT used by every router:
     principal = authenticate(request, state)          # 401 unless anonymous read allowed
     authorize(principal, role, model)                 # 403 unless the role is held
-Roles, weakest first: reader < writer < promoter < admin. A role binding's scope is a
-model name, a namespace prefix ending in "/*"-free glob like "team-*", or "*".
+Roles, weakest first: reader < writer < promoter < admin; each implies the weaker ones.
+A role binding's scope is a model name, a glob over model names like "team-*", or "*".
+`model=None` means the whole registry (gc, verify, tokens, roles): only "*" counts.
+A token may carry caps ("ROLE:PATTERN"): it then acts with at most that role there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 
 from starlette.requests import Request
 
+from ..errors import PermissionDenied, Unauthenticated
+from ..meta.auth import ROLES, hash_token
 from .state import ServerState
 
-ROLES = ("reader", "writer", "promoter", "admin")
+ANONYMOUS = "anonymous"
 
 
 @dataclass(frozen=True)
@@ -24,13 +30,92 @@ class Principal:
     bindings: dict[str, str] = field(default_factory=dict)  # scope pattern -> role
     anonymous: bool = False
     token_id: str | None = None
+    caps: dict[str, str] | None = None  # token scopes: pattern -> strongest role; None: no cap
+
+
+def bearer(request: Request) -> str | None:
+    """The token of `Authorization: Bearer T` (huggingface_hub sends the same header)."""
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token.strip():
+        return None
+    return token.strip()
 
 
 def authenticate(request: Request, state: ServerState) -> Principal:
-    """TODO(server engineer): tokens. Until then everyone is an admin (no auth)."""
-    return Principal("anonymous", {"*": "admin"}, anonymous=True)
+    """Who is calling: a valid token's subject, or anonymous (reader) when configured."""
+    token = bearer(request)
+    if token is None:
+        if state.config.anonymous_read:
+            p = Principal(ANONYMOUS, {"*": "reader"}, anonymous=True)
+            request.state.principal = p
+            return p
+        raise Unauthenticated("this registry needs an API token",
+                              hint="pass --token or set MODELVC_TOKEN (HTTP: `Authorization: "
+                                   "Bearer TOKEN`); an admin creates one with "
+                                   "`modelvc token create`")
+    meta = state.registry().meta
+    tok = meta.token_by_hash(hash_token(token))
+    if tok is None:
+        raise Unauthenticated("the API token is not known to this registry",
+                              hint="check MODELVC_TOKEN / --token, or ask an admin for a "
+                                   "new one (`modelvc token create`)")
+    if tok.revoked_at is not None:
+        raise Unauthenticated(f"API token {tok.id} was revoked",
+                              hint="ask an admin for a new one (`modelvc token create`)")
+    if tok.expires_at is not None and tok.expires_at <= datetime.now(UTC):
+        raise Unauthenticated(f"API token {tok.id} expired at {tok.expires_at:%Y-%m-%d %H:%M}",
+                              hint="ask an admin for a new one (`modelvc token create`)")
+    bindings = {b.scope: b.role for b in meta.role_bindings(tok.subject)}
+    caps: dict[str, str] = {}
+    for s in tok.scopes:
+        role, _, pattern = s.partition(":")
+        if _rank(role) > _rank(caps.get(pattern)):
+            caps[pattern] = role
+    p = Principal(tok.subject, bindings, token_id=tok.id, caps=caps)
+    request.state.principal = p
+    return p
+
+
+def _rank(role: str | None) -> int:
+    return ROLES.index(role) if role in ROLES else -1
+
+
+def _strongest(patterns: dict[str, str], model: str | None) -> int:
+    if model is None:
+        return _rank(patterns.get("*"))
+    return max((_rank(r) for p, r in patterns.items() if fnmatchcase(model, p)), default=-1)
+
+
+def role_on(principal: Principal, model: str | None) -> int:
+    """Rank of the strongest role the principal may use on MODEL (-1: none)."""
+    held = _strongest(principal.bindings, model)
+    if principal.caps is not None:
+        held = min(held, _strongest(principal.caps, model))
+    return held
+
+
+def can(principal: Principal, role: str, model: str | None) -> bool:
+    return role_on(principal, model) >= _rank(role)
 
 
 def authorize(principal: Principal, role: str, model: str | None) -> None:
-    """TODO(server engineer): role checks; raise modelvc.errors.PermissionDenied."""
-    return None
+    """PermissionDenied (403), or Unauthenticated (401) for anonymous callers, unless
+    the principal holds ROLE (or a stronger one) on MODEL."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    if can(principal, role, model):
+        return
+    where = f"model {model}" if model is not None else "the whole registry ('*')"
+    if principal.anonymous:
+        raise Unauthenticated(f"anonymous callers may only read; this needs the {role} role "
+                              f"on {where}")
+    capped = principal.caps is not None and _strongest(principal.bindings, model) >= _rank(role)
+    if capped:
+        raise PermissionDenied(f"token {principal.token_id} is limited to "
+                               f"{sorted(principal.caps or {})} and may not act as {role} "
+                               f"on {where}", hint="use a token created with a wider --scope")
+    raise PermissionDenied(
+        f"{principal.name} needs the {role} role on {where}",
+        hint=f"ask an admin: `modelvc role grant {principal.name} {role} --on "
+             f"{model or '*'}`")

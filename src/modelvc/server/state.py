@@ -17,6 +17,9 @@ class ServerConfig:
     anonymous_read: bool = False  # allow unauthenticated reads (public registries)
     public_url: str | None = None  # how clients reach us (for URLs in responses)
     log_json: bool = True
+    log_level: str = "info"
+    graceful_timeout: float = 30.0  # seconds in-flight requests get after SIGTERM
+    max_upload_mb: int = 4096  # largest raw segment a commit may upload
 
 
 @dataclass
@@ -33,6 +36,12 @@ class ServerState:
             if self._shared is None:
                 self._shared = Registry.open(Path(self.config.registry))
             return self._shared
+
+    def check_ready(self) -> None:
+        """Raise unless the metadata database and the object store answer."""
+        reg = self.registry()
+        reg.meta.ping()
+        reg.store.has("0" * 64)
 
     def close(self) -> None:
         with self._lock:

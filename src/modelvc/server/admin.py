@@ -1,0 +1,80 @@
+"""/api/v1/tokens and /api/v1/roles: who may do what (admins; every change audited)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from ..meta.auth import new_token
+from ..names import check_name
+from .auth import authorize
+from .deps import P, R
+from .wire import encode
+
+router = APIRouter(tags=["auth"])
+
+
+def _scope_model(scope: str) -> str | None:
+    """An exact model name can be administered by that model's admin; globs need '*'."""
+    return scope if not any(c in scope for c in "*?[") else None
+
+
+class TokenIn(BaseModel):
+    name: str
+    subject: str
+    scopes: list[str] = Field(default_factory=list)
+    expires_in_seconds: float | None = None
+
+
+@router.post("/tokens")
+def create_token(body: TokenIn, p: P, reg: R) -> dict[str, Any]:
+    """A new token for SUBJECT; the secret is in this response only."""
+    authorize(p, "admin", None)
+    check_name(body.subject, "subject")
+    expires = (datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
+               if body.expires_in_seconds is not None else None)
+    token, digest = new_token()
+    row = reg.meta.create_token(name=body.name, subject=body.subject, secret_hash=digest,
+                                scopes=body.scopes, expires_at=expires, actor=p.name)
+    return {"token": token, "info": encode(row)}
+
+
+@router.get("/tokens")
+def list_tokens(p: P, reg: R, subject: str | None = None) -> Any:
+    authorize(p, "admin", None)
+    return encode(reg.meta.list_tokens(subject))
+
+
+@router.delete("/tokens/{token_id}")
+def revoke_token(token_id: str, p: P, reg: R) -> Any:
+    authorize(p, "admin", None)
+    return encode(reg.meta.revoke_token(token_id, actor=p.name))
+
+
+class RoleIn(BaseModel):
+    subject: str
+    scope: str
+    role: str
+
+
+@router.post("/roles")
+def grant_role(body: RoleIn, p: P, reg: R) -> Any:
+    authorize(p, "admin", _scope_model(body.scope))
+    check_name(body.subject, "subject")
+    return encode(reg.meta.grant_role(body.subject, body.scope, body.role, actor=p.name))
+
+
+@router.delete("/roles")
+def revoke_role(subject: str, scope: str, p: P, reg: R) -> None:
+    authorize(p, "admin", _scope_model(scope))
+    reg.meta.revoke_role(subject, scope, actor=p.name)
+
+
+@router.get("/roles")
+def list_roles(p: P, reg: R, subject: str | None = None) -> Any:
+    if subject != p.name:  # everyone may see their own bindings
+        authorize(p, "admin", None)
+    return encode(reg.meta.role_bindings(subject))

@@ -1,0 +1,255 @@
+"""/api/v1: the Registry API over HTTP (modelvc.remote.RemoteRegistry speaks it).
+
+Every route authenticates, then authorizes against the model it touches before it
+reads or changes anything; mutations run as the authenticated principal, so the audit
+trail and ref history name who did it. /api/v1/objects/... belongs to transfer.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from .. import maintenance
+from ..errors import NotFound, RefNotFound, UsageError
+from ..names import parse_ref
+from ..registry import UNSET, Registry
+from . import admin, commits
+from .auth import authorize, can
+from .deps import P, R
+from .wire import encode
+
+router = APIRouter(prefix="/api/v1", tags=["registry"])
+router.include_router(commits.router)
+router.include_router(admin.router)
+
+
+def model_of(ref: str) -> str:
+    return parse_ref(ref).model
+
+
+def same_model(ref: str, model: str) -> None:
+    if model_of(ref) != model:
+        raise UsageError(f"{ref} is not a ref of model {model}",
+                         hint=f"write {model}@SELECTOR, or use the route of {model_of(ref)}")
+
+
+# ---- reading
+@router.get("/whoami")
+def whoami(p: P) -> Any:
+    return encode(p)
+
+
+@router.get("/models")
+def models(p: P, reg: R) -> list[str]:
+    return [m for m in reg.models() if can(p, "reader", m)]
+
+
+@router.get("/models/{model}/versions")
+def versions(model: str, p: P, reg: R) -> Any:
+    authorize(p, "reader", model)
+    reg.meta.get_model(model)
+    return encode(reg.versions(model))
+
+
+@router.get("/resolve")
+def resolve(ref: str, p: P, reg: R, deleted: bool = False) -> Any:
+    authorize(p, "reader", model_of(ref))
+    return encode(reg.resolve(ref, deleted=deleted))
+
+
+@router.get("/log")
+def log(ref: str, p: P, reg: R) -> Any:
+    authorize(p, "reader", model_of(ref))
+    return encode(reg.log(ref))
+
+
+@router.get("/manifest")
+def manifest(ref: str, p: P, reg: R) -> Response:
+    """The manifest's canonical bytes: the client checks them against the version id."""
+    authorize(p, "reader", model_of(ref))
+    v = reg.resolve(ref)
+    return Response(reg.io.read_blob(v.id), media_type="application/json",
+                    headers={"X-Version-Id": v.id})
+
+
+@router.get("/models/{model}/refs")
+def refs(model: str, p: P, reg: R, kind: str | None = None) -> Any:
+    authorize(p, "reader", model)
+    return encode(reg.refs(model, kind))
+
+
+@router.get("/models/{model}/history")
+def history(model: str, p: P, reg: R, name: str | None = None) -> Any:
+    authorize(p, "reader", model)
+    return encode(reg.history(model, name))
+
+
+@router.get("/models/{model}/at")
+def at(model: str, name: str, when: datetime, p: P, reg: R) -> Any:
+    authorize(p, "reader", model)
+    return encode(reg.at(model, name, when))
+
+
+@router.get("/diff")
+def diff(a: str, b: str, p: P, reg: R, numeric: bool = True) -> Any:
+    authorize(p, "reader", model_of(a))
+    authorize(p, "reader", model_of(b))
+    return encode(reg.diff(a, b, numeric=numeric))
+
+
+@router.get("/stats")
+def stats(p: P, reg: R, model: str | None = None) -> Any:
+    authorize(p, "reader", model)
+    return encode(reg.stats(model))
+
+
+@router.get("/audit")
+def audit(p: P, reg: R, model: str | None = None, channel: str | None = None,
+          actor: str | None = None, action: str | None = None,
+          since: datetime | None = None, until: datetime | None = None) -> Any:
+    # The whole trail includes token and role changes: admins only.
+    authorize(p, "reader" if model else "admin", model)
+    return encode(reg.audit(model=model, channel=channel, actor=actor, action=action,
+                            since=since, until=until))
+
+
+@router.get("/audit/verify")
+def audit_verify(p: P, reg: R) -> list[str]:
+    authorize(p, "admin", None)
+    return reg.verify_audit()
+
+
+def _version(reg: Registry, p: P, version_id: str) -> Any:
+    v = reg.meta.get_version(version_id)
+    authorize(p, "reader", v.model)
+    if v.deleted_at is not None:
+        raise RefNotFound(f"{v.model}@v{v.number} was deleted")
+    reg.trust.check(v)
+    return v
+
+
+@router.get("/versions/{version_id}/files/{path:path}")
+def file(version_id: str, path: str, p: P, reg: R) -> StreamingResponse:
+    """One file of a version, rebuilt from its objects as it streams."""
+    v = _version(reg, p, version_id)
+    entry = reg.manifest(f"{v.model}@{v.id}").file(path)
+    if entry is None:
+        raise NotFound(f"{v.model}@v{v.number} has no file {path!r}",
+                       hint="the manifest lists its files")
+
+    def body() -> Any:
+        for seg in entry.segments:
+            yield from (bytes(part) for part in reg.io.iter_object(seg.id, seg.tensor is not None))
+
+    return StreamingResponse(body(), media_type="application/octet-stream",
+                             headers={"Content-Length": str(entry.size),
+                                      "X-Sha256": entry.sha256, "ETag": f'"{entry.sha256}"'})
+
+
+@router.get("/versions/{version_id}/tensors/{object_id}")
+def tensor(version_id: str, object_id: str, p: P, reg: R) -> StreamingResponse:
+    """A tensor's raw little-endian bytes, if the version lists it (readers see no other)."""
+    v = _version(reg, p, version_id)
+    m = reg.manifest(f"{v.model}@{v.id}")
+    if object_id not in {s.id for f in m.files for s in f.tensors()}:
+        raise NotFound(f"{v.model}@v{v.number} has no tensor object {object_id[:12]}")
+    parts = (bytes(x) for x in reg.io.iter_tensor(object_id))
+    return StreamingResponse(parts, media_type="application/octet-stream")
+
+
+# ---- refs (writer: branches and tags; promoter: channels)
+class BranchIn(BaseModel):
+    name: str
+    at: str | None = None
+
+
+@router.post("/models/{model}/branches")
+def create_branch(model: str, body: BranchIn, p: P, reg: R) -> Any:
+    authorize(p, "writer", model)
+    if body.at is not None:
+        same_model(body.at, model)
+    return encode(reg.create_branch(model, body.name, at=body.at, actor=p.name))
+
+
+@router.delete("/models/{model}/refs/{name}")
+def delete_ref(model: str, name: str, p: P, reg: R, reason: str = "") -> None:
+    authorize(p, "reader", model)
+    row = reg.meta.get_ref(model, name)
+    authorize(p, "promoter" if row.kind == "channel" else "writer", model)
+    reg.delete_ref(model, name, actor=p.name, reason=reason)
+
+
+class TagIn(BaseModel):
+    ref: str
+    name: str
+
+
+@router.post("/models/{model}/tags")
+def tag(model: str, body: TagIn, p: P, reg: R) -> Any:
+    authorize(p, "writer", model)
+    same_model(body.ref, model)
+    return encode(reg.tag(body.ref, body.name, actor=p.name))
+
+
+class PromoteIn(BaseModel):
+    ref: str
+    reason: str = ""
+    expected: str | None = None
+    expected_given: bool = False  # None is a real expectation ("the channel is empty")
+    force: bool = False
+
+
+@router.post("/models/{model}/channels/{channel}/promote")
+def promote(model: str, channel: str, body: PromoteIn, p: P, reg: R) -> Any:
+    authorize(p, "admin" if body.force else "promoter", model)
+    same_model(body.ref, model)
+    return encode(reg.promote(body.ref, channel, reason=body.reason, actor=p.name,
+                              expected=body.expected if body.expected_given else UNSET,
+                              force=body.force))
+
+
+class RollbackIn(BaseModel):
+    to: str | None = None
+    reason: str = ""
+
+
+@router.post("/models/{model}/channels/{channel}/rollback")
+def rollback(model: str, channel: str, body: RollbackIn, p: P, reg: R) -> Any:
+    authorize(p, "promoter", model)
+    return encode(reg.rollback(model, channel, to=body.to, reason=body.reason, actor=p.name))
+
+
+# ---- maintenance (admin)
+class DeleteIn(BaseModel):
+    ref: str
+    reason: str = ""
+
+
+@router.post("/versions/delete")
+def delete(body: DeleteIn, p: P, reg: R) -> int:
+    authorize(p, "admin", model_of(body.ref))
+    return reg.delete(body.ref, reason=body.reason, actor=p.name)
+
+
+@router.post("/verify")
+def verify(p: P, reg: R) -> Any:
+    authorize(p, "admin", None)
+    return encode(reg.verify())
+
+
+class GcIn(BaseModel):
+    dry_run: bool = True
+    grace_seconds: float = 3600.0
+
+
+@router.post("/gc")
+def gc(body: GcIn, p: P, reg: R) -> Any:
+    authorize(p, "admin", None)
+    return encode(maintenance.gc(reg.layout, reg.meta, reg.io, dry_run=body.dry_run,
+                                 grace_seconds=body.grace_seconds, actor=p.name))
+

@@ -1,0 +1,215 @@
+"""Commit over HTTP: the client uploads only the raw segments the server lacks, then
+asks it to record a version from a list of files made of segment ids.
+
+The server encodes every upload itself (delta against the parent's same-named tensor,
+exactly like a local commit) and builds the manifest, so the version id, the stored
+bytes and the audit entry are all computed here, as the authenticated principal.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import blake3
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from ..codec import dtype_info
+from ..errors import Conflict, CorruptObject, ObjectNotFound, RefMoved, UsageError
+from ..manifest import FileEntry, Manifest, SegmentRef
+from ..meta.api import AuditEntry, NewVersion, ObjectRow
+from ..names import check_name, check_ref_name
+from ..objects.base import flush
+from ..registry import COMMIT_RETRIES, DEFAULT_BRANCH, Registry
+from .auth import authorize
+from .deps import P, R, S
+from .wire import encode
+
+router = APIRouter(prefix="/models/{model}", tags=["commit"])
+
+
+class IdsIn(BaseModel):
+    ids: list[str] = Field(max_length=1_000_000)
+
+
+@router.post("/uploads/missing")
+def missing(model: str, body: IdsIn, p: P, reg: R) -> dict[str, list[str]]:
+    """Which of these object ids the server does not hold (upload only those)."""
+    authorize(p, "writer", model)
+    return {"missing": [i for i in dict.fromkeys(body.ids) if not reg.store.has(i)]}
+
+
+@router.put("/uploads/{object_id}")
+async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st: S,
+                 kind: str = "blob", dtype: str | None = None, shape: str = "",
+                 file: str = "", tensor: str | None = None, base: str | None = None
+                 ) -> dict[str, Any]:
+    """One raw segment (a tensor's little-endian bytes, or a byte segment/chunk)."""
+    authorize(p, "writer", model)
+    limit = st.config.max_upload_mb << 20
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise UsageError(f"segment larger than the server's max_upload_mb ({limit >> 20} MiB)",
+                         hint="raise max_upload_mb in the server config")
+    raw = await request.body()
+    return await run_in_threadpool(_store, reg, model, object_id, raw, kind, dtype, shape,
+                                   file, tensor, base)
+
+
+def _store(reg: Registry, model: str, oid: str, raw: bytes, kind: str, dtype: str | None,
+           shape_text: str, file: str, tensor: str | None, base: str | None) -> dict[str, Any]:
+    if blake3.blake3(raw).hexdigest() != oid:
+        raise CorruptObject(f"upload {oid[:12]} does not match its id (damaged in transit?)",
+                            hint="retry the commit")
+    with reg.layout.lock(exclusive=False):
+        if kind == "tensor":
+            if dtype is None:
+                raise UsageError("a tensor upload needs dtype and shape")
+            shape = tuple(int(x) for x in shape_text.split(",") if x)
+            n = 1
+            for d in shape:
+                n *= d
+            if n * dtype_info(dtype).itemsize != len(raw):
+                raise UsageError(f"tensor {tensor or oid[:12]}: {len(raw)} bytes do not fit "
+                                 f"{dtype}{list(shape)}")
+            ref = _reference(reg, model, base, file, tensor)
+            stored = reg.io.put_tensor(raw, dtype, shape, ref=ref, oid=oid)
+        elif kind == "blob":
+            stored = reg.io.put_blob(raw, oid=oid)
+        else:
+            raise UsageError(f"unknown upload kind {kind!r}: use tensor or blob")
+        flush(reg.store, [oid])
+    return {"id": oid, "new": stored.new, "stored_size": stored.row.stored_size}
+
+
+def _reference(reg: Registry, model: str, base: str | None, file: str,
+               tensor: str | None) -> str | None:
+    """The parent's same tensor (same file, else same name): the delta reference."""
+    if base is None or tensor is None:
+        return None
+    v = reg.meta.get_version(base)
+    if v.model != model:
+        raise UsageError(f"base {base[:12]} is not a version of {model}")
+    index = reg._manifest(base).tensor_index()
+    seg = index.get((file, tensor)) or next(
+        (s for (_, name), s in index.items() if name == tensor), None)
+    return seg.id if seg else None
+
+
+class CommitIn(BaseModel):
+    files: list[dict[str, Any]]
+    kind: str = "folder"
+    branch: str | None = None
+    message: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    parent: str | None = None  # an explicit parent ref: fail (RefMoved) if not the head
+
+
+@router.post("/commits")
+def record(model: str, body: CommitIn, p: P, reg: R) -> Any:
+    authorize(p, "writer", model)
+    check_name(model, "model name")
+    branch = check_ref_name(body.branch or DEFAULT_BRANCH, "branch name")
+    for t in body.tags:
+        check_ref_name(t, "tag name")
+    try:
+        files = tuple(FileEntry.from_json(f) for f in body.files)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"malformed file list: {exc}") from exc
+    if not files:
+        raise UsageError("a commit needs at least one file")
+    with reg.layout.lock(exclusive=False):
+        objects, ref_objects = _objects(reg, files)
+        row = _insert(reg, model, branch, body, files, objects, ref_objects, p.name)
+    reg.events.after_mutation()
+    for t in body.tags:
+        reg.tag(f"{model}@{row.id}", t, actor=p.name)
+    return encode(row)
+
+
+def _objects(reg: Registry, files: tuple[FileEntry, ...]
+             ) -> tuple[dict[str, ObjectRow], dict[str, ObjectRow]]:
+    """Rows for every segment (all must be stored) and their delta references."""
+    objects: dict[str, ObjectRow] = {}
+    refs: dict[str, ObjectRow] = {}
+    for f in files:
+        if sum(s.size for s in f.segments) != f.size:
+            raise UsageError(f"{f.path}: segment sizes do not add up to {f.size}")
+        for s in f.segments:
+            if s.id in objects:
+                continue
+            if not reg.store.has(s.id):
+                raise ObjectNotFound(f"{f.path}: segment {s.id[:12]} was not uploaded",
+                                     hint="upload the ids /uploads/missing names, then retry")
+            objects[s.id] = _row(reg, f.path, s)
+            for c in reg.io.chain_rows(s.id) if s.tensor is not None else []:
+                refs.setdefault(c.id, c)
+    return objects, refs
+
+
+def _row(reg: Registry, path: str, s: SegmentRef) -> ObjectRow:
+    size = reg.store.size(s.id)
+    if s.tensor is None:
+        return ObjectRow(s.id, "blob", "zstd", s.size, size)
+    h = reg.io.header(s.id)
+    if h.raw_size != s.size or h.dtype != s.dtype or tuple(h.shape) != tuple(s.shape or ()):
+        raise UsageError(f"{path}: tensor {s.tensor} does not match object {s.id[:12]} "
+                         f"({h.dtype}{list(h.shape)})")
+    return ObjectRow(s.id, "tensor", h.codec, h.raw_size, size, h.ref)
+
+
+def _insert(reg: Registry, model: str, branch: str, body: CommitIn,
+            files: tuple[FileEntry, ...], objects: dict[str, ObjectRow],
+            ref_objects: dict[str, ObjectRow], who: str) -> Any:
+    """Manifest, then one transaction: version row and branch compare-and-swap; a
+    branch that moved meanwhile re-parents the version (as Registry.commit does)."""
+    head = reg._head_or_none(model, branch)
+    parent_id = head.version_id if head else None
+    if body.parent is not None:
+        parent_id = reg.resolve(body.parent).id
+        if head is not None and head.version_id != parent_id:
+            raise RefMoved(f"branch {model}@{branch} moved: it is not at {body.parent}",
+                           hint="commit to a new branch, or drop parent to commit on top")
+    known = reg.meta.get_objects(list(objects))
+    new_bytes = sum(o.stored_size for i, o in objects.items() if i not in known)
+    expected = head.version_id if head else None
+    for _ in range(COMMIT_RETRIES):
+        parents = (parent_id,) if parent_id else ()
+        manifest = Manifest(model=model, files=files, parents=parents,
+                            created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+                            author=who, message=body.message, params=body.params,
+                            metrics=body.metrics, lineage=body.lineage,
+                            kind="file" if body.kind == "file" else "folder")
+        raw = manifest.to_bytes()
+        mstored = reg.io.put_blob(raw)
+        mid = mstored.row.id
+        flush(reg.store, [mid])
+        rows = [*objects.values(), ObjectRow(mid, "manifest", "zstd", len(raw),
+                                             mstored.row.stored_size)]
+        reg.meta.ensure_model(model)
+        try:
+            return reg.meta.insert_version(
+                NewVersion(id=mid, model=model, author=who, message=body.message,
+                           parents=list(parents), params=manifest.params,
+                           metrics=manifest.metrics, lineage=manifest.lineage,
+                           raw_size=manifest.raw_size,
+                           stored_size=new_bytes + mstored.row.stored_size,
+                           created_at=datetime.fromisoformat(manifest.created_at),
+                           objects=rows, ref_objects=list(ref_objects.values())),
+                branch=branch, expected_head=expected, create_branch=expected is None,
+                actor=who,
+                audit=AuditEntry(actor=who, action="commit", model=model,
+                                 target=f"{model}@{branch}", before={"version": expected},
+                                 after={"version": mid}, reason=body.message))
+        except (RefMoved, Conflict):
+            if body.parent is not None:
+                raise
+            now = reg._head_or_none(model, branch)
+            if now is None or now.version_id == expected:
+                raise
+            expected = parent_id = now.version_id
+    raise RefMoved(f"branch {model}@{branch} kept moving; retry the commit")

@@ -1,0 +1,184 @@
+"""Hub uploads without LFS: create_repo, then upload_folder / upload_file / delete_file.
+
+    POST /api/repos/create                        {name, organization?} -> {"url"} or 409
+    POST /api/models/{repo_id}/preupload/{rev}    every file "regular" (never "lfs": that
+                                                  sends hub 2.x to Xet, which we do not speak)
+    POST /api/models/{repo_id}/commit/{rev}       ndjson: header, file (base64), deletedFile,
+                                                  deletedFolder -> a new version on branch rev
+A commit applies its operations to the branch head and records the result as one new
+version; it is made against that exact head, so a concurrent commit makes it fail with
+409 (retry) instead of silently dropping the other writer's files.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..checkout import safe_relpath
+from ..errors import Corrupt, RefNotFound
+from ..registry import DEFAULT_BRANCH, Registry
+from .hf_repo import (
+    HfError,
+    HfRoute,
+    access,
+    commit_sha,
+    public_base,
+    resolve,
+    split_api_path,
+)
+
+router = APIRouter(route_class=HfRoute)
+
+
+def _bad(message: str) -> HfError:
+    return HfError(400, "BadRequest", message)
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError as exc:
+        raise _bad(f"the body is not JSON: {exc}") from exc
+
+
+@router.post("/api/repos/create", include_in_schema=False)
+async def create_repo(request: Request) -> Response:
+    body = await _json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        raise _bad("expected {\"name\": ..., \"organization\"?: ...}")
+    if body.get("type", "model") not in (None, "model"):
+        raise _bad("only model repositories are served here")
+    org = body.get("organization")
+    repo_id = f"{org}/{body['name']}" if org else str(body["name"])
+    _, model, reg = access(request, repo_id, "writer")
+    url = f"{public_base(request)}/{repo_id}"
+    if model in reg.models():
+        return JSONResponse({"error": "You already created this model repo", "url": url},
+                            status_code=409)
+    reg.meta.ensure_model(model)
+    return JSONResponse({"url": url, "name": repo_id, "id": model})
+
+
+@router.post("/api/models/{rest:path}", include_in_schema=False)
+async def api_models_post(rest: str, request: Request) -> Response:
+    repo_id, marker, tail = split_api_path(rest, ("preupload", "commit"))
+    if marker is None or len(tail) != 1:
+        raise HfError(404, "EntryNotFound", f"no such endpoint /api/models/{rest}")
+    principal, model, reg = access(request, repo_id, "writer")
+    revision = tail[0]
+    if request.query_params.get("create_pr") not in (None, "", "0", "false", "False"):
+        raise _bad("pull requests are not supported: commit to a branch")
+    if marker == "preupload":
+        body = await _json(request)
+        files = body.get("files", []) if isinstance(body, dict) else []
+        return JSONResponse({"files": [
+            {"path": f.get("path"), "uploadMode": "regular", "shouldIgnore": False}
+            for f in files if isinstance(f, dict)
+        ]})
+    ops = parse_commit(await request.body())
+    version = _commit(reg, repo_id, model, revision, ops, principal.name)
+    sha = commit_sha(version)
+    return JSONResponse({"commitUrl": f"{public_base(request)}/{repo_id}/commit/{sha}",
+                         "commitOid": sha, "pullRequestUrl": None, "success": True})
+
+
+@dataclass
+class CommitOps:
+    summary: str = ""
+    description: str = ""
+    parent: str | None = None
+    add: dict[str, bytes] = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)
+    delete_dirs: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        return f"{self.summary}\n\n{self.description}".strip()
+
+
+def parse_commit(body: bytes) -> CommitOps:
+    ops = CommitOps()
+    for n, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+            if key == "header":
+                ops.summary = str(value.get("summary") or "")
+                ops.description = str(value.get("description") or "")
+                ops.parent = value.get("parentCommit")
+            elif key == "file":
+                path = str(safe_relpath(value["path"]))
+                if value.get("encoding", "base64") != "base64":
+                    raise _bad(f"line {n}: only base64 file content is accepted")
+                ops.add[path] = base64.b64decode(value["content"], validate=True)
+            elif key == "deletedFile":
+                ops.delete.append(str(safe_relpath(value["path"])))
+            elif key == "deletedFolder":
+                ops.delete_dirs.append(str(safe_relpath(value["path"].rstrip("/"))))
+            elif key in ("lfsFile", "copyFile"):
+                raise _bad(f"line {n}: {key} is not supported: upload regular files "
+                           "(set HF_HUB_DISABLE_XET=1 with huggingface_hub 2.x)")
+            else:
+                raise _bad(f"line {n}: unknown operation {key!r}")
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error,
+                Corrupt) as exc:
+            raise _bad(f"line {n} of the commit is malformed: {exc}") from exc
+    return ops
+
+
+def _commit(reg: Registry, repo_id: str, model: str, revision: str, ops: CommitOps,
+            author: str) -> str:
+    """Parent files + operations -> one new version on branch REVISION; its id."""
+    branch = DEFAULT_BRANCH if revision == "main" else revision
+    refs = {r.name: r for r in reg.refs(model)}
+    ref = refs.get(branch)
+    if ref is not None and ref.kind != "branch":
+        raise _bad(f"{revision} is a {ref.kind}: commit to a branch, then promote or tag")
+    head = None
+    if ref is not None and ref.version_id is not None:
+        head = resolve(reg, repo_id, model, branch).version.id
+    elif reg.versions(model) and revision != "main":
+        # A new branch: like the Hub, the revision must exist; modelvc would create it.
+        raise HfError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+    if ops.parent is not None and (head is None or not head.startswith(ops.parent)):
+        raise HfError(412, "PreconditionFailed",
+                      f"parentCommit {ops.parent} is not the head of {revision}")
+    with tempfile.TemporaryDirectory(prefix="modelvc-hf-") as tmp:
+        root = Path(tmp) / "version"
+        if head is not None:
+            reg.checkout(f"{model}@{head}", root)
+        root.mkdir(exist_ok=True)
+        for rel in ops.delete:
+            target = root / rel
+            if not target.is_file():
+                raise HfError(404, "EntryNotFound", f"A file with this name doesn't exist: {rel}")
+            target.unlink()
+        for rel in ops.delete_dirs:
+            shutil.rmtree(root / rel, ignore_errors=True)
+        for rel, data in ops.add.items():
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir():
+                raise _bad(f"{rel} is a folder in the parent version")
+            target.write_bytes(data)
+        if not any(p.is_file() for p in root.rglob("*")):
+            raise _bad("the commit would leave no files: a version holds at least one")
+        try:
+            v = reg.commit(root, model=model, branch=branch, message=ops.message,
+                           parent=f"{model}@{head}" if head else None, author=author,
+                           cwd=tmp)
+        except RefNotFound as exc:  # the head was deleted meanwhile
+            raise HfError(409, "Conflict", exc.message) from exc
+    return v.id

@@ -1,0 +1,179 @@
+"""Push/pull routes: /api/v1/transfer/* (negotiation, versions, refs) and
+/api/v1/objects/* (stored objects, packed or streamed). The client is
+modelvc.transfer.http.HttpEnd; the work is modelvc.transfer.local.LocalEnd's.
+
+Every route authenticates, then authorizes per model: reading needs "reader",
+sending objects and versions "writer", moving a channel "promoter".
+Request bodies are bounded (packs) or streamed to a temp file (large objects);
+objects are verified before they are stored.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import UsageError
+from ..objects.base import check_key
+from ..transfer.local import LocalEnd, local_end
+from ..transfer.protocol import RefInfo, decode_pack, encode_pack
+from ..transfer.verify import unlink_quietly
+from .auth import authenticate, authorize
+from .state import ServerState
+
+router = APIRouter(tags=["transfer"])
+
+MAX_PACK = 64 << 20  # a pack body (clients send <= 8 MiB)
+MAX_IDS = 200_000
+
+
+class Ids(BaseModel):
+    model: str
+    ids: list[str]
+
+
+class RecordBody(BaseModel):
+    model: str
+    id: str
+
+
+class RefBody(BaseModel):
+    model: str
+    name: str
+    kind: str
+    version_id: str
+    expected: str | None = None
+    force: bool = False
+
+
+def _end(request: Request, role: str, model: str | None) -> tuple[LocalEnd, str]:
+    state: ServerState = request.app.state.modelvc
+    principal = authenticate(request, state)
+    authorize(principal, role, model)
+    return local_end(state.registry()), principal.name
+
+
+def _ids(body: Ids) -> list[str]:
+    if len(body.ids) > MAX_IDS:
+        raise UsageError(f"at most {MAX_IDS} ids per request")
+    return [check_key(i) for i in body.ids]
+
+
+@router.get("/api/v1/transfer/models")
+def models(request: Request) -> dict[str, Any]:
+    end, _ = _end(request, "reader", None)
+    return {"models": end.models()}
+
+
+@router.get("/api/v1/transfer/refs")
+def refs(request: Request, model: str) -> dict[str, Any]:
+    end, _ = _end(request, "reader", model)
+    return {"refs": [{"name": r.name, "kind": r.kind, "version_id": r.version_id}
+                     for r in end.refs(model)]}
+
+
+@router.post("/api/v1/transfer/ancestry")
+def ancestry(request: Request, body: Ids) -> dict[str, Any]:
+    end, _ = _end(request, "reader", body.model)
+    rows = [v for v in end.ancestry(body.model, _ids(body)) if v.model == body.model]
+    return {"versions": [{"id": v.id, "model": v.model, "number": v.number,
+                          "parents": list(v.parents)} for v in rows]}
+
+
+@router.post("/api/v1/transfer/closure")
+def closure(request: Request, body: Ids) -> dict[str, Any]:
+    end, _ = _end(request, "reader", body.model)
+    ids = _ids(body)
+    _same_model(end, body.model, ids)
+    return {"objects": [{"id": o.id, "size": o.size, "depth": o.depth}
+                        for o in end.closure(body.model, ids)]}
+
+
+@router.post("/api/v1/transfer/have-versions")
+def have_versions(request: Request, body: Ids) -> dict[str, Any]:
+    end, _ = _end(request, "reader", body.model)
+    return {"have": sorted(end.has_versions(body.model, _ids(body)))}
+
+
+@router.post("/api/v1/transfer/versions")
+def record_version(request: Request, body: RecordBody) -> dict[str, Any]:
+    end, who = _end(request, "writer", body.model)
+    return {"number": end.record_version(body.model, check_key(body.id), actor=who)}
+
+
+@router.post("/api/v1/transfer/refs")
+def update_ref(request: Request, body: RefBody) -> dict[str, Any]:
+    if body.kind not in ("branch", "tag", "channel"):
+        raise UsageError(f"unknown ref kind {body.kind!r}")
+    role = "promoter" if body.kind == "channel" else "writer"
+    end, who = _end(request, role, body.model)
+    ref = RefInfo(body.model, body.name, body.kind, check_key(body.version_id))
+    return {"result": end.update_ref(ref, expected=body.expected, force=body.force, actor=who)}
+
+
+@router.post("/api/v1/objects/have")
+def have_objects(request: Request, body: Ids) -> dict[str, Any]:
+    end, _ = _end(request, "reader", body.model)
+    return {"have": sorted(end.has_objects(body.model, _ids(body)))}
+
+
+@router.post("/api/v1/objects/fetch")
+def fetch(request: Request, body: Ids) -> Response:
+    end, _ = _end(request, "reader", body.model)
+    items = end.read_pack(body.model, _ids(body))
+    return Response(encode_pack(items), media_type="application/octet-stream")
+
+
+@router.get("/api/v1/objects/{oid}")
+def get_object(request: Request, oid: str, model: str) -> StreamingResponse:
+    end, _ = _end(request, "reader", model)
+    size = end.reg.store.size(check_key(oid))
+    return StreamingResponse(end.read_stream(model, oid), media_type="application/octet-stream",
+                             headers={"Content-Length": str(size)})
+
+
+@router.post("/api/v1/objects/pack")
+async def put_pack(request: Request, model: str) -> dict[str, Any]:
+    end, _ = await run_in_threadpool(_end, request, "writer", model)
+    length = int(request.headers.get("content-length") or 0)
+    if length > MAX_PACK:
+        raise UsageError(f"pack of {length} bytes is over the {MAX_PACK}-byte limit")
+    body = await request.body()
+    if len(body) > MAX_PACK:
+        raise UsageError(f"pack is over the {MAX_PACK}-byte limit")
+    items = list(decode_pack(body))
+    await run_in_threadpool(end.write_pack, model, items)
+    return {"stored": len(items)}
+
+
+@router.put("/api/v1/objects/{oid}")
+async def put_object(request: Request, oid: str, model: str) -> dict[str, Any]:
+    end, _ = await run_in_threadpool(_end, request, "writer", model)
+    check_key(oid)
+    fd, name = tempfile.mkstemp(prefix="modelvc-recv-")
+    path = Path(name)
+    try:
+        # The body goes to disk as it arrives: memory stays at one chunk whatever its
+        # size, and an interrupted upload leaves only this temp file (removed below).
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in request.stream():
+                f.write(chunk)
+        await run_in_threadpool(end.write_file, oid, path)
+    finally:
+        unlink_quietly(path)
+    return {"stored": 1}
+
+
+def _same_model(end: LocalEnd, model: str, ids: list[str]) -> None:
+    """A reader of one model must not list another model's objects."""
+    for vid in ids:
+        v = end.reg.meta.get_version(vid)
+        if v.model != model:
+            raise UsageError(f"version {vid[:12]} is not a version of {model}")
