@@ -1,0 +1,163 @@
+"""The transfer algorithm, the same for push, pull, clone and server to server.
+
+1. Refs to send are read from the source; their current values at the sink are noted
+   (the compare-and-swap expectations of step 5).
+2. Versions: the source lists the tips' ancestry, the sink says which it has.
+3. Objects: the source lists the closure of the missing versions (manifests, listed
+   objects, delta chains), the sink says which it has; only the rest travels, as
+   stored (a fine-tune's deltas are small), in waves by delta depth so a reference
+   always lands before the deltas on it (the sink verifies each by decoding it).
+4. Versions are recorded at the sink oldest first (the sink numbers them).
+5. Refs move by compare-and-swap (branches fast-forward only unless forced).
+
+Small objects go in packs (one request each), large ones stream; a few packs/streams
+run in parallel, so memory is bounded by jobs x PACK_BYTES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from ..errors import RefNotFound, UsageError
+from ..names import parse_ref
+from .protocol import ObjectEntry, RefInfo, Sink, Source
+
+PACK_BYTES = 8 << 20  # one request: at most this many stored bytes (bounds memory)
+PACK_OBJECTS = 1024
+JOBS = 4
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+@dataclass
+class RefResult:
+    ref: str
+    kind: str
+    version_id: str
+    result: str  # created | fast-forward | forced | promoted | up to date
+
+
+@dataclass
+class TransferResult:
+    versions: list[str] = field(default_factory=list)  # recorded at the sink
+    objects_sent: int = 0
+    bytes_sent: int = 0  # stored bytes of the objects moved
+    objects_skipped: int = 0  # the sink had them already
+    refs: list[RefResult] = field(default_factory=list)
+
+
+def select_refs(source: Source, specs: Sequence[str], *, channels: bool = False
+                ) -> list[RefInfo]:
+    """MODEL (its branches and tags, plus channels if asked) or MODEL@NAME (that ref)."""
+    out: list[RefInfo] = []
+    for spec in specs or source.models():
+        ref = parse_ref(spec)
+        rows = [r for r in source.refs(ref.model) if r.version_id is not None]
+        if ref.selector is None:
+            kinds = {"branch", "tag", "channel"} if channels else {"branch", "tag"}
+            picked = [r for r in rows if r.kind in kinds]
+        else:
+            picked = [r for r in rows if r.name == ref.selector]
+            if not picked:
+                raise RefNotFound(f"no branch, channel or tag {spec} at the source")
+        if not picked:
+            raise RefNotFound(f"{spec}: nothing to transfer (no refs)")
+        out.extend(picked)
+    return out
+
+
+def transfer(source: Source, sink: Sink, specs: Sequence[str], *, force: bool = False,
+             channels: bool = False, jobs: int = JOBS, progress: Progress | None = None,
+             refs: list[RefInfo] | None = None) -> TransferResult:
+    result = TransferResult()
+    refs = refs if refs is not None else select_refs(source, specs, channels=channels)
+    # One model at a time: a server authorizes object access per model.
+    for model, group in groupby(sorted(refs, key=lambda r: r.model), key=lambda r: r.model):
+        mrefs = list(group)
+        now = {r.name: r.version_id for r in sink.refs(model)}
+        expected = {r.name: now.get(r.name) for r in mrefs}
+        _send_versions(source, sink, model, sorted({r.version_id for r in mrefs
+                                                     if r.version_id}),
+                       jobs, progress, result)
+        for r in mrefs:
+            assert r.version_id is not None
+            what = sink.update_ref(r, expected=expected[r.name], force=force)
+            result.refs.append(RefResult(f"{r.model}@{r.name}", r.kind, r.version_id, what))
+    return result
+
+
+def _send_versions(source: Source, sink: Sink, model: str, tips: list[str], jobs: int,
+                   progress: Progress | None, result: TransferResult) -> None:
+    history = source.ancestry(model, tips)
+    have = sink.has_versions(model, [v.id for v in history])
+    missing = [v for v in history if v.id not in have and v.id not in result.versions]
+    if not missing:
+        return
+    closure = source.closure(model, [v.id for v in missing])
+    present = sink.has_objects(model, [o.id for o in closure])
+    send = [o for o in closure if o.id not in present]
+    result.objects_skipped += len(closure) - len(send)
+    _send(source, sink, model, send, jobs, progress, result)
+    for v in missing:  # oldest first: parents get their numbers before children
+        sink.record_version(model, v.id)
+        result.versions.append(v.id)
+
+
+def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs: int,
+          progress: Progress | None, result: TransferResult) -> None:
+    total = sum(o.size for o in objs)
+    done = 0
+    if progress:
+        progress(0, total)
+
+    def pack(batch: list[ObjectEntry]) -> int:
+        sink.write_pack(model, source.read_pack(model, [o.id for o in batch]))
+        return sum(o.size for o in batch)
+
+    def stream(o: ObjectEntry) -> int:
+        sink.write_stream(model, o.id, source.read_stream(model, o.id))
+        return o.size
+
+    with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="modelvc-transfer") as pool:
+        by_depth = sorted(objs, key=lambda o: o.depth)
+        for _, wave in groupby(by_depth, key=lambda o: o.depth):
+            # A wave finishes before the next starts: its objects are the references
+            # of the next wave's deltas.
+            items = list(wave)
+            futures = [pool.submit(pack, b) for b in _batches(items)]
+            futures += [pool.submit(stream, o) for o in items if o.size > PACK_BYTES // 2]
+            try:
+                for f in futures:
+                    n = f.result()
+                    done += n
+                    if progress:
+                        progress(done, total)
+            finally:
+                for f in futures:
+                    f.cancel()
+    result.objects_sent += len(objs)
+    result.bytes_sent += total
+
+
+def _batches(items: list[ObjectEntry]) -> Iterator[list[ObjectEntry]]:
+    batch: list[ObjectEntry] = []
+    size = 0
+    for o in items:
+        if o.size > PACK_BYTES // 2:
+            continue  # streamed on its own
+        if batch and (size + o.size > PACK_BYTES or len(batch) >= PACK_OBJECTS):
+            yield batch
+            batch, size = [], 0
+        batch.append(o)
+        size += o.size
+    if batch:
+        yield batch
+
+
+def check_jobs(jobs: int) -> int:
+    if jobs < 1 or jobs > 64:
+        raise UsageError(f"--jobs must be between 1 and 64, not {jobs}")
+    return jobs

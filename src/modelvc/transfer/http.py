@@ -1,0 +1,141 @@
+"""Both ends of a transfer over HTTP: a client of the server's /api/v1/transfer and
+/api/v1/objects routes (server/transfer.py). Authentication: a bearer token."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any, NoReturn
+
+import httpx
+
+from .. import errors
+from ..errors import ModelvcError, StorageError
+from .protocol import ObjectEntry, RefInfo, VersionInfo, decode_pack, encode_pack
+
+TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+
+
+class HttpEnd:
+    """Source and Sink for a registry server at `url`. Thread-safe (httpx.Client is)."""
+
+    def __init__(self, url: str, *, token: str | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        token = token or os.environ.get("MODELVC_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.bytes_up = 0  # request bodies of object uploads (what went over the wire)
+        self.bytes_down = 0
+        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=TIMEOUT,
+                                    transport=transport,
+                                    limits=httpx.Limits(max_connections=16))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self._client.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise StorageError(f"cannot reach the registry at {self.url}: {exc}",
+                               hint="is the server up? the transfer resumes when rerun") from exc
+        if resp.status_code >= 400:
+            _raise(resp)
+        return resp
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        return self._call(method, path, **kw).json()
+
+    # ---- source
+    def models(self) -> list[str]:
+        return list(self._json("GET", "/api/v1/transfer/models")["models"])
+
+    def refs(self, model: str) -> list[RefInfo]:
+        rows = self._json("GET", "/api/v1/transfer/refs", params={"model": model})["refs"]
+        return [RefInfo(model, r["name"], r["kind"], r["version_id"]) for r in rows]
+
+    def ancestry(self, model: str, version_ids: list[str]) -> list[VersionInfo]:
+        body = {"model": model, "ids": version_ids}
+        rows = self._json("POST", "/api/v1/transfer/ancestry", json=body)["versions"]
+        return [VersionInfo(r["id"], r["model"], r["number"], tuple(r["parents"])) for r in rows]
+
+    def closure(self, model: str, version_ids: list[str]) -> list[ObjectEntry]:
+        body = {"model": model, "ids": version_ids}
+        rows = self._json("POST", "/api/v1/transfer/closure", json=body)["objects"]
+        return [ObjectEntry(r["id"], r["size"], r["depth"]) for r in rows]
+
+    def read_pack(self, model: str, ids: list[str]) -> list[tuple[str, bytes]]:
+        resp = self._call("POST", "/api/v1/objects/fetch", json={"model": model, "ids": ids})
+        self.bytes_down += len(resp.content)
+        items = list(decode_pack(resp.content))
+        if [oid for oid, _ in items] != ids:
+            raise errors.CorruptObject("the server answered a pack with other objects")
+        return items
+
+    def read_stream(self, model: str, oid: str) -> Iterator[bytes]:
+        try:
+            with self._client.stream("GET", f"/api/v1/objects/{oid}",
+                                     params={"model": model}) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _raise(resp)
+                for chunk in resp.iter_bytes(1 << 20):
+                    self.bytes_down += len(chunk)
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise StorageError(f"download of {oid[:12]} from {self.url} failed: {exc}") from exc
+
+    # ---- sink
+    def has_versions(self, model: str, ids: list[str]) -> set[str]:
+        body = {"model": model, "ids": ids}
+        return set(self._json("POST", "/api/v1/transfer/have-versions", json=body)["have"])
+
+    def has_objects(self, model: str, ids: list[str]) -> set[str]:
+        body = {"model": model, "ids": ids}
+        return set(self._json("POST", "/api/v1/objects/have", json=body)["have"])
+
+    def write_pack(self, model: str, items: list[tuple[str, bytes]]) -> None:
+        body = encode_pack(items)
+        self.bytes_up += len(body)
+        self._call("POST", "/api/v1/objects/pack", params={"model": model}, content=body,
+                   headers={"Content-Type": "application/octet-stream"})
+
+    def write_stream(self, model: str, oid: str, chunks: Iterable[bytes]) -> None:
+        def counted() -> Iterator[bytes]:
+            for c in chunks:
+                self.bytes_up += len(c)
+                yield c
+
+        self._call("PUT", f"/api/v1/objects/{oid}", params={"model": model},
+                   content=counted(), headers={"Content-Type": "application/octet-stream"})
+
+    def record_version(self, model: str, version_id: str) -> int:
+        body = {"model": model, "id": version_id}
+        return int(self._json("POST", "/api/v1/transfer/versions", json=body)["number"])
+
+    def update_ref(self, ref: RefInfo, *, expected: str | None, force: bool) -> str:
+        body = {"model": ref.model, "name": ref.name, "kind": ref.kind,
+                "version_id": ref.version_id, "expected": expected, "force": force}
+        return str(self._json("POST", "/api/v1/transfer/refs", json=body)["result"])
+
+
+def _raise(resp: httpx.Response) -> NoReturn:
+    """The server's error body -> the same class of the modelvc error tree."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    name = body.get("error") if isinstance(body, dict) else None
+    cls = getattr(errors, name, None) if isinstance(name, str) else None
+    message = body.get("message") or body.get("detail") or resp.text[:200]
+    if not (isinstance(cls, type) and issubclass(cls, ModelvcError)):
+        cls = _by_status(resp.status_code)
+    raise cls(f"{message}", hint=body.get("hint"))
+
+
+def _by_status(status: int) -> type[ModelvcError]:
+    table: dict[int, type[ModelvcError]] = {
+        400: errors.UsageError, 401: errors.PermissionDenied, 403: errors.PermissionDenied,
+        404: errors.NotFound, 409: errors.Conflict, 507: errors.StorageError,
+    }
+    return table.get(status, StorageError if status >= 500 else ModelvcError)

@@ -1,0 +1,276 @@
+"""Both ends of a transfer over a Registry in this process (also what the server runs).
+
+Receiving keeps DESIGN invariant 1: verified objects -> (manifest is an object) ->
+one transaction per version (row, number, object links) -> ref compare-and-swap.
+An interrupted transfer leaves only unreferenced objects; the next one skips them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import Conflict, ModelNotFound, NotFound, RefMoved, RefNotFound, UsageError
+from ..lineage import author as default_author
+from ..manifest import Manifest
+from ..meta.api import AuditEntry, NewVersion, ObjectRow
+from ..objects.base import flush
+from ..registry import Registry
+from .protocol import ObjectEntry, RefInfo, VersionInfo
+from .verify import Overlay, store_file, unlink_quietly, verify
+
+STREAM_CHUNK = 8 << 20
+
+
+class LocalEnd:
+    """Source and Sink for one Registry. Thread-safe (the engine calls it from a pool)."""
+
+    def __init__(self, reg: Registry, *, actor: str | None = None) -> None:
+        self.reg = reg
+        self.actor = actor or default_author()
+        self._rows: OrderedDict[str, ObjectRow] = OrderedDict()  # verified, not yet recorded
+        self._lock = threading.Lock()
+
+    # ---- source
+    def models(self) -> list[str]:
+        return self.reg.models()
+
+    def refs(self, model: str) -> list[RefInfo]:
+        try:
+            rows = self.reg.meta.list_refs(model)
+        except ModelNotFound:
+            return []
+        return [RefInfo(model, r.name, r.kind, r.version_id) for r in rows]
+
+    def ancestry(self, model: str, version_ids: list[str]) -> list[VersionInfo]:
+        out: dict[str, VersionInfo] = {}
+        stack = list(version_ids)
+        while stack:
+            vid = stack.pop()
+            if vid in out:
+                continue
+            try:
+                v = self.reg.meta.get_version(vid)
+            except NotFound:
+                continue  # history from elsewhere, never recorded here
+            if v.deleted_at is not None:
+                continue  # its objects may be gone; descendants still stand alone
+            out[vid] = VersionInfo(v.id, v.model, v.number, tuple(v.parents))
+            stack.extend(v.parents)
+        return sorted(out.values(), key=lambda v: (v.model, v.number))
+
+    def closure(self, model: str, version_ids: list[str]) -> list[ObjectEntry]:
+        rows: dict[str, ObjectRow] = {}
+        for vid in version_ids:
+            for r in self.reg.meta.version_objects(vid):
+                rows[r.id] = r
+        todo = {r.ref_id for r in rows.values() if r.ref_id and r.ref_id not in rows}
+        while todo:
+            found = self.reg.meta.get_objects(todo)
+            for oid in todo - set(found):  # no row: read the header of the object itself
+                found[oid] = self.reg.io._tensor_row(oid)
+            rows.update(found)
+            todo = {r.ref_id for r in found.values() if r.ref_id and r.ref_id not in rows}
+        depth: dict[str, int] = {}
+
+        def depth_of(oid: str) -> int:
+            chain = [oid]
+            while (ref := rows[chain[-1]].ref_id) is not None and ref not in depth:
+                if ref in chain:
+                    raise Conflict(f"object {oid[:12]} has a cyclic delta chain")
+                chain.append(ref)
+            below = rows[chain[-1]].ref_id
+            base = -1 if below is None else depth[below]
+            for i, c in enumerate(reversed(chain)):
+                depth[c] = base + 1 + i
+            return depth[oid]
+
+        return [ObjectEntry(r.id, r.stored_size, depth_of(r.id)) for r in rows.values()]
+
+    def read_pack(self, model: str, ids: list[str]) -> list[tuple[str, bytes]]:
+        return [(oid, self.reg.store.get(oid)) for oid in ids]
+
+    def read_stream(self, model: str, oid: str) -> Iterator[bytes]:
+        size = self.reg.store.size(oid)
+        for off in range(0, size, STREAM_CHUNK):
+            yield self.reg.store.get_range(oid, off, min(STREAM_CHUNK, size - off))
+
+    # ---- sink
+    def has_versions(self, model: str, ids: list[str]) -> set[str]:
+        out = set()
+        for vid in ids:
+            try:
+                self.reg.meta.get_version(vid)
+                out.add(vid)
+            except NotFound:
+                pass
+        return out
+
+    def has_objects(self, model: str, ids: list[str]) -> set[str]:
+        return self.reg.store.has_many(ids)
+
+    def write_pack(self, model: str, items: list[tuple[str, bytes]]) -> None:
+        view = Overlay(self.reg.store)
+        view.data.update(items)
+        rows = [verify(view, oid) for oid, _ in items]
+        with self.reg.layout.lock(exclusive=False):
+            for oid, data in items:
+                self.reg.store.put(oid, data)
+            flush(self.reg.store, [oid for oid, _ in items])
+        self._remember(rows)
+
+    def write_stream(self, model: str, oid: str, chunks: Iterable[bytes]) -> None:
+        with tempfile.NamedTemporaryFile(prefix="modelvc-recv-", delete=False) as tmp:
+            for c in chunks:
+                tmp.write(c)
+        path = Path(tmp.name)
+        try:
+            self.write_file(oid, path)
+        finally:
+            unlink_quietly(path)
+
+    def write_file(self, oid: str, path: Path) -> None:
+        """Verify the stored object in `path` and put it under `oid`."""
+        view = Overlay(self.reg.store)
+        view.files[oid] = path
+        row = verify(view, oid)
+        with self.reg.layout.lock(exclusive=False):
+            store_file(self.reg.store, oid, path)
+            flush(self.reg.store, [oid])
+        self._remember([row])
+
+    def _remember(self, rows: list[ObjectRow]) -> None:
+        with self._lock:
+            for r in rows:
+                self._rows[r.id] = r
+            while len(self._rows) > 100_000:
+                self._rows.popitem(last=False)
+
+    def _row(self, oid: str, kind: str, raw_size: int | None) -> ObjectRow:
+        """The row for an object present in the store but not in the database."""
+        with self._lock:
+            row = self._rows.get(oid)
+        if row is None:
+            if kind == "tensor":
+                row = self.reg.io._tensor_row(oid)
+            else:  # a byte segment's raw size is in the manifest; a HEAD proves presence
+                row = ObjectRow(oid, "blob", "zstd", raw_size or 0, self.reg.store.size(oid))
+        if kind == "manifest":
+            row = ObjectRow(oid, "manifest", row.codec, row.raw_size, row.stored_size)
+        return row
+
+    def record_version(self, model: str, version_id: str, *, actor: str | None = None
+                       ) -> int:
+        meta = self.reg.meta
+        who = actor or self.actor
+        try:
+            return meta.get_version(version_id).number
+        except NotFound:
+            pass
+        raw = self.reg.io.read_blob(version_id)
+        m = Manifest.from_bytes(raw, expect_id=version_id)
+        if m.model != model:
+            raise UsageError(f"version {version_id[:12]} belongs to {m.model}, not {model}")
+        need: dict[str, tuple[str, int | None]] = {version_id: ("manifest", len(raw))}
+        for f in m.files:
+            for s in f.segments:
+                need[s.id] = ("tensor" if s.tensor else "blob", s.size)
+        known = meta.get_objects(need)
+        rows = {oid: known.get(oid) or self._row(oid, *need[oid]) for oid in need}
+        refs: dict[str, ObjectRow] = {}
+        todo = {r.ref_id for r in rows.values() if r.ref_id}
+        while todo:  # delta references: recorded, not linked (as a commit does)
+            todo -= set(rows) | set(refs)
+            got = meta.get_objects(todo)
+            for oid in todo:
+                refs[oid] = got.get(oid) or self._row(oid, "tensor", None)
+            todo = {r.ref_id for r in refs.values() if r.ref_id} - set(refs) - set(rows)
+        new_bytes = sum(r.stored_size for oid, r in rows.items() if oid not in known)
+        meta.ensure_model(m.model)
+        nv = NewVersion(
+            id=version_id, model=m.model, author=m.author, message=m.message,
+            parents=list(m.parents), params=m.params, metrics=m.metrics, lineage=m.lineage,
+            raw_size=m.raw_size, stored_size=new_bytes,
+            created_at=datetime.fromisoformat(m.created_at),
+            objects=list(rows.values()), ref_objects=list(refs.values()),
+        )  # fmt: skip
+        audit = AuditEntry(actor=who, action="push", model=m.model,
+                           target=f"{m.model}@{version_id[:12]}", after={"version": version_id})
+        try:
+            with self.reg.layout.lock(exclusive=False):
+                row = meta.insert_version(nv, branch=None, expected_head=None,
+                                          create_branch=False, actor=who, audit=audit)
+        except Conflict:  # recorded meanwhile by another transfer: same content, same id
+            return meta.get_version(version_id).number
+        self.reg.events.after_mutation()
+        return row.number
+
+    def update_ref(self, ref: RefInfo, *, expected: str | None, force: bool,
+                   actor: str | None = None) -> str:
+        """Tags never move; branches fast-forward unless forced; channels go through
+        promote (gates and roles of the receiver apply)."""
+        assert ref.version_id is not None
+        who = actor or self.actor
+        try:
+            cur = self.reg.meta.get_ref(ref.model, ref.name)
+        except (RefNotFound, ModelNotFound):
+            cur = None
+        if cur is not None and cur.version_id == ref.version_id:
+            return "up to date"
+        if cur is not None and cur.kind != ref.kind:
+            raise Conflict(f"{ref.model}@{ref.name} is a {cur.kind} here, not a {ref.kind}")
+        if cur is not None and ref.kind == "tag":
+            raise Conflict(f"tag {ref.model}@{ref.name} points elsewhere here; tags never move")
+        now = cur.version_id if cur else None
+        if now != expected and not force:
+            raise RefMoved(f"{ref.model}@{ref.name} moved during the transfer",
+                           hint="run the transfer again")
+        if ref.kind == "branch" and now and not force and not self.descends(ref.version_id, now):
+            raise Conflict(f"{ref.model}@{ref.name}: not a fast-forward",
+                           hint="pull and merge first, or pass --force to overwrite it")
+        if ref.kind == "channel":
+            self.reg.promote(f"{ref.model}@{ref.version_id}", ref.name, expected=now,
+                             actor=who, reason="transfer")
+            return "promoted"
+        action = "force" if force and now and not self.descends(ref.version_id, now) else "push"
+        entry = AuditEntry(actor=who, action=action, target=f"{ref.model}@{ref.name}",
+                           model=ref.model, before={"version": now},
+                           after={"version": ref.version_id, "kind": ref.kind})
+        self.reg.meta.set_ref(ref.model, ref.name, ref.kind,  # type: ignore[arg-type]
+                              expected=now, new=ref.version_id, actor=who,
+                              action=action, reason="transfer", create=cur is None, audit=entry)
+        self.reg.events.after_mutation()
+        return "created" if cur is None else ("forced" if action == "force" else "fast-forward")
+
+    def descends(self, vid: str, ancestor: str) -> bool:
+        seen: set[str] = set()
+        stack = [vid]
+        while stack:
+            v = stack.pop()
+            if v == ancestor:
+                return True
+            if v in seen:
+                continue
+            seen.add(v)
+            with contextlib.suppress(NotFound):
+                stack.extend(self.reg.meta.get_version(v).parents)
+        return False
+
+
+_ENDS: weakref.WeakKeyDictionary[Registry, LocalEnd] = weakref.WeakKeyDictionary()
+_ENDS_LOCK = threading.Lock()
+
+
+def local_end(reg: Registry) -> LocalEnd:
+    """One LocalEnd per registry, so rows verified by one request serve the next."""
+    with _ENDS_LOCK:
+        end = _ENDS.get(reg)
+        if end is None:
+            end = _ENDS[reg] = LocalEnd(reg)
+        return end
