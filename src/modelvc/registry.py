@@ -7,11 +7,12 @@ any point leaves at most unreferenced objects, which gc removes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import layout as _layout
 from . import maintenance
@@ -160,8 +161,17 @@ class Registry(_ReadOps):
         return cls(lay, meta, open_store(lay.objects_url, deferred_fsync=True))
 
     @classmethod
-    def open(cls, location: str | Path | None = None) -> Registry:
-        """Open the registry at `location`, $MODELVC_REGISTRY, or the nearest .modelvc."""
+    def open(cls, location: str | Path | None = None, *, token: str | None = None
+             ) -> Registry:
+        """Open the registry at `location`, $MODELVC_REGISTRY, or the nearest .modelvc.
+
+        An http(s):// URL opens a `modelvc server` (token: `token` or $MODELVC_TOKEN) as a
+        modelvc.remote.RemoteRegistry, which has the same public methods."""
+        url = os.environ.get("MODELVC_REGISTRY", "") if location is None else str(location)
+        if isinstance(location, str | None) and url.startswith(("http://", "https://")):
+            from .remote import RemoteRegistry
+
+            return cast("Registry", RemoteRegistry(url, token=token))
         lay = _layout.find(location)
         meta = MetaStore.open(lay.meta_url)
         return cls(lay, meta, open_store(lay.objects_url, deferred_fsync=True))

@@ -1,0 +1,377 @@
+"""RemoteRegistry: the Registry API against a `modelvc server` (http:// or https://).
+
+`Registry.open("http://host:port", token=...)` returns one. It has the same public
+methods and dataclass results as the local Registry, and raises the same modelvc.errors
+classes (the server sends each error's `code`). A commit hashes segments locally and
+uploads only the raw segments the server lacks; the server encodes them (deltas and
+all) and computes the version id. Checkouts stream files and verify their sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import quote
+
+import blake3
+import httpx
+
+from . import errors
+from .checkout import CheckoutResult, TensorDict, safe_relpath, to_array
+from .commit import collect_files
+from .diff import VersionDiff
+from .errors import CorruptObject, ModelvcError, NotFound, StorageError
+from .formats import Segment, plan_file
+from .lineage import capture
+from .maintenance import GcReport, VerifyReport
+from .manifest import FileEntry, Manifest, SegmentRef
+from .meta.api import AuditRow, RefMove, RefRow, VersionRow
+from .meta.auth import ApiToken, RoleBinding
+from .server.wire import decode, decode_as
+from .storage import ObjectIO
+
+UPLOAD_THREADS = 4
+_UNSET: Any = object()
+
+
+def _error(resp: httpx.Response) -> ModelvcError:
+    """The modelvc error the server sent, as the same class."""
+    try:
+        body = resp.json()
+        code, message, hint = body["error"], body["message"], body.get("hint")
+    except (ValueError, KeyError, TypeError):
+        code, message, hint = "", f"HTTP {resp.status_code}: {resp.text[:200]}", None
+    cls = getattr(errors, code, None)
+    if not (isinstance(cls, type) and issubclass(cls, ModelvcError)):
+        cls = {401: errors.Unauthenticated, 403: errors.PermissionDenied, 404: NotFound,
+               409: errors.Conflict, 400: errors.UsageError}.get(resp.status_code, ModelvcError)
+    return cls(message, hint=hint)
+
+
+@dataclass(frozen=True)
+class _Part:
+    rel: str
+    path: Path
+    seg: Segment
+    oid: str
+
+
+class RemoteRegistry:
+    """A registry behind a modelvc server."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 300.0) -> None:
+        self.url = url.rstrip("/")
+        token = token or os.environ.get("MODELVC_TOKEN") or None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url + "/api/v1", headers=headers,
+                                  timeout=httpx.Timeout(timeout, connect=10.0))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RemoteRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- transport
+    def _call(self, method: str, path: str, *, raw: bool = False, **kw: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise StorageError(f"cannot reach the registry server {self.url}: {exc}",
+                               hint="check the URL and that `modelvc server` runs there"
+                               ) from exc
+        if resp.status_code >= 400:
+            raise _error(resp)
+        if not raw and resp.headers.get("content-type", "").startswith("application/json"):
+            return resp.json()
+        return resp.content
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, params={k: v for k, v in params.items()
+                                                if v is not None})
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._call("POST", path, json=body)
+
+    @staticmethod
+    def _q(name: str) -> str:
+        return quote(name, safe="")
+
+    # ---- reading
+    def whoami(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self._get("/whoami"))
+
+    def models(self) -> list[str]:
+        return cast(list[str], self._get("/models"))
+
+    def versions(self, model: str) -> list[VersionRow]:
+        return decode(list[VersionRow], self._get(f"/models/{self._q(model)}/versions"))  # type: ignore[no-any-return]
+
+    def resolve(self, ref: str, *, deleted: bool = False) -> VersionRow:
+        return decode_as(VersionRow, self._get("/resolve", ref=ref, deleted=deleted))
+
+    def log(self, ref: str) -> list[VersionRow]:
+        return decode(list[VersionRow], self._get("/log", ref=ref))  # type: ignore[no-any-return]
+
+    def manifest(self, ref: str) -> Manifest:
+        v = self.resolve(ref)
+        return self._manifest(v)
+
+    def _manifest(self, v: VersionRow) -> Manifest:
+        data = self._call("GET", "/manifest", raw=True, params={"ref": f"{v.model}@{v.id}"})
+        return Manifest.from_bytes(data, expect_id=v.id)
+
+    def refs(self, model: str, kind: str | None = None) -> list[RefRow]:
+        return decode(list[RefRow], self._get(f"/models/{self._q(model)}/refs", kind=kind))  # type: ignore[no-any-return]
+
+    def history(self, model: str, name: str | None = None) -> list[RefMove]:
+        return decode(list[RefMove], self._get(f"/models/{self._q(model)}/history", name=name))  # type: ignore[no-any-return]
+
+    def at(self, model: str, name: str, when: datetime) -> VersionRow | None:
+        data = self._get(f"/models/{self._q(model)}/at", name=name, when=when.isoformat())
+        return decode_as(VersionRow, data) if data else None
+
+    def diff(self, a: str, b: str, *, numeric: bool = True) -> VersionDiff:
+        return decode_as(VersionDiff, self._get("/diff", a=a, b=b, numeric=numeric))
+
+    def stats(self, model: str | None = None) -> dict[str, Any]:
+        return cast(dict[str, Any], self._get("/stats", model=model))
+
+    def audit(self, *, model: str | None = None, channel: str | None = None,
+              actor: str | None = None, action: str | None = None,
+              since: datetime | None = None, until: datetime | None = None) -> list[AuditRow]:
+        data = self._get("/audit", model=model, channel=channel, actor=actor, action=action,
+                         since=since.isoformat() if since else None,
+                         until=until.isoformat() if until else None)
+        return decode(list[AuditRow], data)  # type: ignore[no-any-return]
+
+    def verify_audit(self) -> list[str]:
+        return cast(list[str], self._get("/audit/verify"))
+
+    # ---- refs
+    def create_branch(self, model: str, name: str, *, at: str | None = None,
+                      actor: str | None = None) -> RefRow:
+        """`actor` is ignored: the server records the token's subject."""
+        return decode_as(RefRow, self._post(f"/models/{self._q(model)}/branches",
+                                            {"name": name, "at": at}))
+
+    def delete_ref(self, model: str, name: str, *, actor: str | None = None,
+                   reason: str = "") -> None:
+        self._call("DELETE", f"/models/{self._q(model)}/refs/{self._q(name)}",
+                   params={"reason": reason})
+
+    def tag(self, ref: str, name: str, *, actor: str | None = None) -> RefRow:
+        model = ref.partition("@")[0]
+        return decode_as(RefRow, self._post(f"/models/{self._q(model)}/tags",
+                                            {"ref": ref, "name": name}))
+
+    def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
+                expected: Any = _UNSET, force: bool = False) -> RefRow:
+        from .registry import UNSET
+
+        given = expected is not _UNSET and expected is not UNSET
+        model = ref.partition("@")[0]
+        body = {"ref": ref, "reason": reason, "force": force, "expected_given": given,
+                "expected": expected if given else None}
+        return decode_as(RefRow, self._post(
+            f"/models/{self._q(model)}/channels/{self._q(channel)}/promote", body))
+
+    def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",
+                 actor: str | None = None) -> RefRow:
+        return decode_as(RefRow, self._post(
+            f"/models/{self._q(model)}/channels/{self._q(channel)}/rollback",
+            {"to": to, "reason": reason}))
+
+    # ---- maintenance
+    def delete(self, ref: str, *, reason: str = "", actor: str | None = None) -> int:
+        return int(self._post("/versions/delete", {"ref": ref, "reason": reason}))
+
+    def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        return decode_as(VerifyReport, self._post("/verify", {}))
+
+    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
+        return decode_as(GcReport, self._post("/gc", {"dry_run": dry_run,
+                                                      "grace_seconds": grace_seconds}))
+
+    # ---- tokens and roles (admins)
+    def create_token(self, name: str, *, subject: str, scopes: Sequence[str] = (),
+                     expires_in_seconds: float | None = None) -> tuple[str, ApiToken]:
+        data = self._post("/tokens", {"name": name, "subject": subject, "scopes": list(scopes),
+                                      "expires_in_seconds": expires_in_seconds})
+        return data["token"], decode_as(ApiToken, data["info"])
+
+    def list_tokens(self, subject: str | None = None) -> list[ApiToken]:
+        return decode(list[ApiToken], self._get("/tokens", subject=subject))  # type: ignore[no-any-return]
+
+    def revoke_token(self, token_id: str) -> ApiToken:
+        return decode_as(ApiToken, self._call("DELETE", f"/tokens/{self._q(token_id)}"))
+
+    def grant_role(self, subject: str, role: str, *, on: str) -> RoleBinding:
+        return decode_as(RoleBinding, self._post("/roles", {"subject": subject, "scope": on,
+                                                            "role": role}))
+
+    def revoke_role(self, subject: str, *, on: str) -> None:
+        self._call("DELETE", "/roles", params={"subject": subject, "scope": on})
+
+    def role_bindings(self, subject: str | None = None) -> list[RoleBinding]:
+        return decode(list[RoleBinding], self._get("/roles", subject=subject))  # type: ignore[no-any-return]
+
+    # ---- commit
+    def commit(self, path: str | Path, *, model: str, branch: str | None = None,
+               message: str = "", params: dict[str, Any] | None = None,
+               metrics: dict[str, Any] | None = None, tags: Sequence[str] = (),
+               parent: str | None = None, data: Sequence[str | Path] = (),
+               author: str | None = None, cwd: str | Path | None = None,
+               progress: Callable[[int, int], None] | None = None) -> VersionRow:
+        """Record PATH as a new version of MODEL on the server (see Registry.commit).
+        `author` is ignored: the server records the token's subject."""
+        files = collect_files(Path(path))
+        lineage = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
+        base = self._base(model, branch or "main", parent)
+        entries, parts = [], []
+        for rel, p in files:
+            entry, file_parts = _plan(rel, p)
+            entries.append(entry)
+            parts.extend(file_parts)
+        missing = set(self._post(f"/models/{self._q(model)}/uploads/missing",
+                                 {"ids": list(dict.fromkeys(x.oid for x in parts))})["missing"])
+        todo = list({x.oid: x for x in parts if x.oid in missing}.values())
+        total, done = sum(x.seg.length for x in todo), 0
+        with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+            for n in pool.map(lambda x: self._upload(model, x, base), todo):
+                done += n
+                if progress:
+                    progress(done, total)
+        body = {"files": [e.to_json() for e in entries], "branch": branch, "message": message,
+                "params": dict(params or {}), "metrics": dict(metrics or {}),
+                "lineage": lineage, "tags": list(tags), "parent": parent,
+                "kind": "file" if Path(path).is_file() else "folder"}
+        self.last_upload_bytes = total  # what this commit sent (tests, progress bars)
+        return decode_as(VersionRow, self._post(f"/models/{self._q(model)}/commits", body))
+
+    def _base(self, model: str, branch: str, parent: str | None) -> str | None:
+        """The version the server should delta against: the parent, or the branch head."""
+        try:
+            return self.resolve(parent or f"{model}@{branch}").id
+        except NotFound:
+            if parent is not None:
+                raise
+            return None
+
+    def _upload(self, model: str, part: _Part, base: str | None) -> int:
+        s = part.seg
+        params: dict[str, Any] = {"kind": "tensor" if s.kind == "tensor" else "blob",
+                                  "file": part.rel}
+        if s.kind == "tensor":
+            params.update(dtype=s.dtype, shape=",".join(map(str, s.shape or ())),
+                          tensor=s.name, base=base)
+        self._call("PUT", f"/models/{self._q(model)}/uploads/{part.oid}",
+                   params={k: v for k, v in params.items() if v is not None},
+                   content=_read(part.path, s))
+        return s.length
+
+    # ---- checkout and load
+    def checkout(self, ref: str, dest: str | Path, *, force: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> CheckoutResult:
+        """Download the version's files into DEST, each verified against its sha256."""
+        v = self.resolve(ref)
+        m = self._manifest(v)
+        dest = Path(dest)
+        single = m.kind == "file" and len(m.files) == 1
+        if single and not dest.is_dir() and (dest.suffix or dest.exists()):
+            targets = [(m.files[0], dest)]
+        else:
+            targets = [(f, dest.joinpath(*safe_relpath(f.path).parts)) for f in m.files]
+        clash = [str(t) for _, t in targets if t.exists()]
+        if clash and not force:
+            raise errors.AlreadyExists(f"{clash[0]} already exists", hint="choose an empty "
+                                       "destination or pass --force to overwrite")
+        done = 0
+        for entry, target in targets:
+            for n in self._download(v, entry, target):
+                done += n
+                if progress:
+                    progress(done, m.raw_size)
+        return CheckoutResult(dest, len(targets), m.raw_size)
+
+    def _download(self, v: VersionRow, entry: FileEntry, target: Path) -> Iterator[int]:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.modelvc-{os.getpid()}-{secrets.token_hex(4)}"
+        h = hashlib.sha256()
+        try:
+            url = f"/versions/{v.id}/files/{quote(entry.path)}"
+            with self._http.stream("GET", url) as resp, tmp.open("wb") as out:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _error(resp)
+                for chunk in resp.iter_bytes(1 << 20):
+                    out.write(chunk)
+                    h.update(chunk)
+                    yield len(chunk)
+            if h.hexdigest() != entry.sha256:
+                raise CorruptObject(f"{entry.path} arrived with the wrong sha256",
+                                    hint="retry the checkout; if it persists run "
+                                         "`modelvc verify` on the server")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load(self, ref: str, *, framework: str = "numpy", file: str | None = None) -> TensorDict:
+        v = self.resolve(ref)
+        return RemoteTensorDict(self, v, self._manifest(v), framework=framework, file=file)
+
+    def _tensor_bytes(self, v: VersionRow, oid: str) -> bytes:
+        raw = self._call("GET", f"/versions/{v.id}/tensors/{oid}", raw=True)
+        if blake3.blake3(raw).hexdigest() != oid:
+            raise CorruptObject(f"tensor {oid[:12]} arrived damaged", hint="retry")
+        return cast(bytes, raw)
+
+
+class RemoteTensorDict(TensorDict):
+    """TensorDict whose tensors are downloaded (and verified) when first accessed."""
+
+    def __init__(self, remote: RemoteRegistry, v: VersionRow, manifest: Manifest, *,
+                 framework: str, file: str | None) -> None:
+        super().__init__(cast(ObjectIO, None), manifest, framework=framework, file=file)
+        self._remote, self._v = remote, v
+
+    def __getitem__(self, name: str) -> Any:
+        seg: SegmentRef = self._segs[name]
+        raw = self._remote._tensor_bytes(self._v, seg.id)
+        return to_array(raw, seg.dtype or "U8", seg.shape or (), self._framework)
+
+
+def _read(path: Path, s: Segment) -> bytes:
+    with path.open("rb") as f:
+        f.seek(s.offset)
+        data = f.read(s.length)
+    if len(data) != s.length:
+        raise errors.InvalidModelFile(f"{path} changed while it was being committed; retry")
+    return data
+
+
+def _plan(rel: str, path: Path) -> tuple[FileEntry, list[_Part]]:
+    """Plan a file, hashing each segment (BLAKE3: its object id) and the whole (sha256)."""
+    plan = plan_file(path)
+    sha = hashlib.sha256()
+    refs, parts = [], []
+    for s in plan.segments:
+        data = _read(path, s)
+        sha.update(data)
+        oid = blake3.blake3(data).hexdigest()
+        parts.append(_Part(rel, path, s, oid))
+        refs.append(SegmentRef(oid, s.length, s.name, s.dtype, s.shape) if s.kind == "tensor"
+                    else SegmentRef(oid, s.length))
+    return FileEntry(rel, plan.size, sha.hexdigest(), plan.format, tuple(refs),
+                     dict(plan.info)), parts
+
