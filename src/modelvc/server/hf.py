@@ -123,7 +123,8 @@ def _iter_bytes(io: ObjectIO, entry: FileEntry, start: int, end: int) -> Iterato
 
 
 # ---- /api/models
-@router.get("/api/models/{rest:path}", include_in_schema=False)
+@router.api_route("/api/models/{rest:path}", methods=["GET", "HEAD"],
+                  include_in_schema=False)
 def api_models(rest: str, request: Request, recursive: str = "false") -> Response:
     repo_id, marker, tail = split_api_path(rest, ("revision", "tree"))
     _, model, reg = access(request, repo_id, "reader")
