@@ -88,12 +88,13 @@ def main() -> None:
         ref_cmds,
         serve_cmds,
         sign_cmds,
+        transfer_cmds,
         version_cmds,
         webhook_cmds,
     )
 
     for mod in (version_cmds, ref_cmds, admin_cmds, audit_cmds, webhook_cmds, sign_cmds,
-                serve_cmds, gate_cmds):
+                serve_cmds, gate_cmds, transfer_cmds):
         mod.register(cli)
     cli(prog_name="modelvc")
 
