@@ -87,14 +87,16 @@ def main() -> None:
         gate_cmds,
         ref_cmds,
         serve_cmds,
+        server_cmds,
         sign_cmds,
+        token_cmds,
         transfer_cmds,
         version_cmds,
         webhook_cmds,
     )
 
     for mod in (version_cmds, ref_cmds, admin_cmds, audit_cmds, webhook_cmds, sign_cmds,
-                serve_cmds, gate_cmds, transfer_cmds):
+                serve_cmds, gate_cmds, transfer_cmds, server_cmds, token_cmds):
         mod.register(cli)
     cli(prog_name="modelvc")
 

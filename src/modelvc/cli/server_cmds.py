@@ -1,0 +1,59 @@
+"""`modelvc server`: the registry server (REST API, auth, push/pull, HF Hub endpoints)."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import UsageError
+from .main import Ctx
+
+
+@click.command("server")
+@click.option("--registry", "registry_path", metavar="PATH",
+              help="Registry folder to serve (default: the global --registry / "
+                   "MODELVC_SERVER_REGISTRY / the config file).")
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 8470).")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
+              help="YAML, TOML or JSON file with ServerConfig settings.")
+@click.option("--anonymous-read/--no-anonymous-read", default=None,
+              help="Let callers without a token read (default: no).")
+@click.option("--public-url", help="How clients reach this server (for URLs in responses).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_obj
+def server(ctx: Ctx, registry_path: str | None, host: str | None, port: int | None,
+           config: str | None, anonymous_read: bool | None, public_url: str | None,
+           log_level: str | None) -> None:
+    """Serve the registry over HTTP: /api/v1 (OpenAPI at /openapi.json), /healthz, /readyz.
+
+    \b
+    Settings: flags > MODELVC_SERVER_* environment > --config file > defaults.
+    Every request needs an API token unless --anonymous-read; bootstrap one locally:
+      modelvc role grant alice admin --on '*'
+      modelvc token create laptop --subject alice
+    SIGTERM/SIGINT stop accepting, finish in-flight requests, then exit.
+    """
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise UsageError(f"the server needs {exc.name}", hint="pip install 'modelvc[server]'"
+                         ) from exc
+    from ..server import logs
+    from ..server.app import create_app
+    from ..server.config import load_config
+
+    if registry_path is None and ctx.location and "://" not in ctx.location:
+        registry_path = ctx.location
+    cfg = load_config(config, registry=registry_path, host=host, port=port,
+                      anonymous_read=anonymous_read, public_url=public_url, log_level=log_level)
+    logs.setup(cfg.log_level, cfg.log_json)
+    app = create_app(cfg)
+    uvicorn.Server(uvicorn.Config(
+        app, host=cfg.host, port=cfg.port, log_config=None, access_log=False,
+        timeout_graceful_shutdown=int(cfg.graceful_timeout), lifespan="on",
+    )).run()
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(server)

@@ -1,0 +1,169 @@
+"""`modelvc token ...` and `modelvc role ...`: API tokens and roles for the server.
+
+They work on a local registry (how the first admin is bootstrapped) and, for admins,
+on a server (--registry http://...).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+from .main import Ctx, json_option
+from .output import emit, when
+
+_SPAN = re.compile(r"^([0-9]+)([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_expiry(text: str) -> float:
+    """'30d', '12h', '90m', '3600s', '2w' or an ISO date -> seconds from now."""
+    m = _SPAN.match(text.strip())
+    if m:
+        return float(int(m.group(1)) * _UNIT[m.group(2)])
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"bad --expires {text!r}: write e.g. 30d, 12h, 90m or an ISO date"
+                         ) from exc
+    at = at if at.tzinfo else at.astimezone(UTC)
+    return (at - datetime.now(UTC)).total_seconds()
+
+
+def _remote(ctx: Ctx) -> Any:
+    from ..remote import RemoteRegistry
+
+    reg = ctx.registry()
+    return reg if isinstance(reg, RemoteRegistry) else None
+
+
+def _actor() -> str:
+    from ..lineage import author
+
+    return author()
+
+
+@click.group()
+def token() -> None:
+    """Create, list and revoke API tokens (the secret is shown once)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--subject", required=True, help="Who the token acts as (roles are bound to it).")
+@click.option("--expires", help="Lifetime (30d, 12h, ...) or an ISO date; default: never.")
+@click.option("--scope", "scopes", multiple=True, metavar="ROLE[:PATTERN]",
+              help="Cap what the token may do, e.g. reader or writer:team-*. Repeatable.")
+@json_option
+@click.pass_obj
+def token_create(ctx: Ctx, name: str, subject: str, expires: str | None,
+                 scopes: tuple[str, ...], as_json: bool) -> None:
+    """Create token NAME for SUBJECT and print it (it cannot be shown again)."""
+    seconds = parse_expiry(expires) if expires else None
+    remote = _remote(ctx)
+    if remote is not None:
+        secret, info = remote.create_token(name, subject=subject, scopes=scopes,
+                                           expires_in_seconds=seconds)
+    else:
+        from ..meta.auth import new_token
+
+        secret, digest = new_token()
+        at = datetime.now(UTC) + timedelta(seconds=seconds) if seconds is not None else None
+        info = ctx.registry().meta.create_token(
+            name=name, subject=subject, secret_hash=digest, scopes=list(scopes),
+            expires_at=at, actor=_actor())
+    emit(as_json, {"token": secret, "info": info},
+         f"{secret}\n(token {info.id} for {subject}: store it now, it is not shown again)")
+
+
+@token.command("list")
+@click.option("--subject")
+@json_option
+@click.pass_obj
+def token_list(ctx: Ctx, subject: str | None, as_json: bool) -> None:
+    """Tokens (never their secrets), oldest first."""
+    remote = _remote(ctx)
+    rows = (remote.list_tokens(subject) if remote is not None
+            else ctx.registry().meta.list_tokens(subject))
+
+    def human() -> None:
+        for t in rows:
+            state = ("revoked" if t.revoked_at else "expired"
+                     if t.expires_at and t.expires_at <= datetime.now(UTC) else "active")
+            exp = when(t.expires_at) if t.expires_at else "never"
+            click.echo(f"{t.id}  {t.name:<16} {t.subject:<12} {state:<8} expires {exp}  "
+                       f"{','.join(t.scopes)}")
+
+    emit(as_json, rows, human)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@json_option
+@click.pass_obj
+def token_revoke(ctx: Ctx, token_id: str, as_json: bool) -> None:
+    """Revoke token TOKEN_ID (from `modelvc token list`) at once."""
+    remote = _remote(ctx)
+    row = (remote.revoke_token(token_id) if remote is not None
+           else ctx.registry().meta.revoke_token(token_id, actor=_actor()))
+    emit(as_json, row, f"token {token_id} revoked")
+
+
+@click.group()
+def role() -> None:
+    """Grant and revoke roles (reader, writer, promoter, admin) on models or patterns."""
+
+
+@role.command("grant")
+@click.argument("subject")
+@click.argument("role_name", metavar="ROLE")
+@click.option("--on", "scope", required=True, metavar="MODEL_OR_PATTERN",
+              help="A model name, a glob like 'team-*', or '*' for every model.")
+@json_option
+@click.pass_obj
+def role_grant(ctx: Ctx, subject: str, role_name: str, scope: str, as_json: bool) -> None:
+    """Give SUBJECT the ROLE on a model or pattern (replaces their role there)."""
+    remote = _remote(ctx)
+    row = (remote.grant_role(subject, role_name, on=scope) if remote is not None
+           else ctx.registry().meta.grant_role(subject, scope, role_name, actor=_actor()))
+    emit(as_json, row, f"{subject} is {role_name} on {scope}")
+
+
+@role.command("revoke")
+@click.argument("subject")
+@click.option("--on", "scope", required=True, metavar="MODEL_OR_PATTERN")
+@click.pass_obj
+def role_revoke(ctx: Ctx, subject: str, scope: str) -> None:
+    """Remove SUBJECT's role on a model or pattern."""
+    remote = _remote(ctx)
+    if remote is not None:
+        remote.revoke_role(subject, on=scope)
+    else:
+        ctx.registry().meta.revoke_role(subject, scope, actor=_actor())
+    click.echo(f"{subject} has no role on {scope} any more")
+
+
+@role.command("list")
+@click.option("--subject")
+@json_option
+@click.pass_obj
+def role_list(ctx: Ctx, subject: str | None, as_json: bool) -> None:
+    """Role bindings."""
+    remote = _remote(ctx)
+    rows = (remote.role_bindings(subject) if remote is not None
+            else ctx.registry().meta.role_bindings(subject))
+
+    def human() -> None:
+        for b in rows:
+            click.echo(f"{b.subject:<16} {b.role:<9} {b.scope}")
+
+    emit(as_json, rows, human)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(token)
+    cli.add_command(role)
