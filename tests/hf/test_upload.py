@@ -1,0 +1,88 @@
+"""upload_folder / upload_file / delete_file with regular (non-LFS) files make versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Hub, tiny_bert
+
+
+def test_upload_folder_creates_a_version(hub: Hub, hf_env: Path, tmp_path: Path) -> None:
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+
+    api = HfApi()
+    url = api.create_repo("acme/uploaded", exist_ok=True)
+    assert url.repo_id == "acme/uploaded"
+    api.create_repo("acme/uploaded", exist_ok=True)  # 409 is what exist_ok expects
+    folder = tmp_path / "bert"
+    tiny_bert(folder, seed=7)
+    info = api.upload_folder(repo_id="acme/uploaded", folder_path=folder,
+                             commit_message="first upload")
+    with hub.open() as reg:
+        v1 = reg.resolve("acme--uploaded@main")
+        assert info.oid == v1.id[:40] and v1.number == 1 and v1.message == "first upload"
+        assert v1.author == "alice"
+        assert {f.path for f in reg.manifest("acme--uploaded@v1").files} == {
+            p.name for p in folder.iterdir()}
+    got = Path(snapshot_download("acme/uploaded", cache_dir=tmp_path / "c"))
+    for p in folder.iterdir():
+        assert (got / p.name).read_bytes() == p.read_bytes()
+
+    # A second commit on top: one file added, one replaced, one deleted.
+    api.upload_file(path_or_fileobj=b"# tiny\n", path_in_repo="docs/README.md",
+                    repo_id="acme/uploaded", commit_message="docs")
+    api.delete_file("tokenizer_config.json", repo_id="acme/uploaded")
+    with hub.open() as reg:
+        head = reg.resolve("acme--uploaded@main")
+        assert head.number == 3 and head.parents == [reg.resolve("acme--uploaded@v2").id]
+        paths = {f.path for f in reg.manifest("acme--uploaded@main").files}
+    assert "docs/README.md" in paths and "tokenizer_config.json" not in paths
+    readme = hf_hub_download("acme/uploaded", "docs/README.md", cache_dir=tmp_path / "d")
+    assert Path(readme).read_bytes() == b"# tiny\n"
+
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained("acme/uploaded", revision="v1",
+                                      cache_dir=tmp_path / "e")
+    assert model.config.hidden_size == 32
+
+
+def test_upload_to_a_channel_or_a_stale_parent_is_refused(hub: Hub, hf_env: Path,
+                                                           tmp_path: Path) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()
+    with pytest.raises(HfHubHTTPError) as bad:
+        api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt",
+                        repo_id="acme/tiny-bert", revision="production")
+    assert bad.value.response.status_code == 400
+    with pytest.raises(HfHubHTTPError) as stale:
+        api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt",
+                        repo_id="acme/tiny-bert", revision="exp", parent_commit=hub.sha(1))
+    assert stale.value.response.status_code == 412
+    with hub.open() as reg:
+        assert reg.resolve("acme--tiny-bert@exp").number == 3  # nothing moved
+
+
+def test_writes_need_the_writer_role(hub: Hub) -> None:
+    from modelvc.meta.auth import new_token
+
+    token, digest = new_token()
+    with hub.open() as reg:
+        reg.meta.create_token(name="ro", subject="bob", secret_hash=digest,
+                              scopes=["admin:*"], expires_at=None, actor="tester")
+        reg.meta.grant_role("bob", "*", "reader", actor="tester")
+    auth = {"Authorization": f"Bearer {token}"}
+    r = httpx.post(f"{hub.url}/api/repos/create", json={"name": "x", "organization": "bob"},
+                   headers=auth)
+    assert r.status_code == 403
+    body = b'{"key":"header","value":{"summary":"s"}}\n'
+    r = httpx.post(f"{hub.url}/api/models/acme/tiny-bert/commit/main", content=body,
+                   headers={**auth, "Content-Type": "application/x-ndjson"})
+    assert r.status_code == 403
+    r = httpx.head(f"{hub.url}/acme/tiny-bert/resolve/main/config.json", headers=auth)
+    assert r.status_code == 200
