@@ -1,0 +1,167 @@
+"""One suite, every backend: the same calls give the same results and the same errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from modelvc.errors import AlreadyExists, Conflict, ModelNotFound, RefMoved, RefNotFound
+from tests.conftest import write_model
+
+from .conftest import ACTOR
+
+
+def _folder(tmp: Path, seed: int = 0, base: dict[str, np.ndarray] | None = None
+            ) -> tuple[Path, dict[str, np.ndarray]]:
+    d = tmp / f"model-{seed}"
+    tensors = write_model(d / "model.safetensors", seed, base=base)
+    (d / "config.json").write_text(json.dumps({"hidden": 64, "seed": seed}))
+    return d, tensors
+
+
+def test_commit_resolve_log(api: Any, model: str, tmp_path: Path) -> None:
+    d, _ = _folder(tmp_path)
+    v1 = api.commit(d, model=model, message="first", params={"lr": 0.1}, metrics={"acc": 0.5})
+    assert (v1.model, v1.number, v1.author, v1.message) == (model, 1, ACTOR, "first")
+    assert v1.params == {"lr": 0.1} and v1.metrics == {"acc": 0.5}
+    for ref in (model, f"{model}@v1", f"{model}@main", f"{model}@{v1.id[:10]}"):
+        assert api.resolve(ref) == v1
+    assert model in api.models()
+    (d / "config.json").write_text("{}")
+    v2 = api.commit(d, model=model, tags=["t2"])
+    assert v2.parents == [v1.id] and v2.number == 2
+    assert [v.number for v in api.versions(model)] == [2, 1]
+    assert [v.id for v in api.log(f"{model}@t2")] == [v2.id, v1.id]
+    m = api.manifest(f"{model}@v1")
+    assert m.id == v1.id and sorted(f.path for f in m.files) == ["config.json",
+                                                                 "model.safetensors"]
+    with pytest.raises(ModelNotFound):
+        api.resolve("no-such-model")
+    with pytest.raises(RefNotFound):
+        api.resolve(f"{model}@nope")
+
+
+def test_fine_tune_commit_sends_only_missing_segments(api: Any, model: str, tmp_path: Path,
+                                                      is_remote: bool) -> None:
+    d, base = _folder(tmp_path)
+    v1 = api.commit(d, model=model)
+    tuned = dict(base)
+    tuned["layer.0.weight"] = base["layer.0.weight"] + np.float32(1e-3)
+    save_file(tuned, str(d / "model.safetensors"), metadata={"format": "np"})
+    v2 = api.commit(d, model=model)
+    assert v2.parents == [v1.id]
+    if is_remote:  # the header and the other tensors were already there
+        assert api.last_upload_bytes == tuned["layer.0.weight"].nbytes
+    # Delta against the parent's tensor, chosen by the server like a local commit.
+    assert v2.stored_size < tuned["layer.0.weight"].nbytes * 0.6
+    again = api.commit(d, model=model, branch="copy")
+    assert again.stored_size < 4000  # only its manifest is new
+    if is_remote:
+        assert api.last_upload_bytes == 0
+
+
+def test_branches_and_tags(api: Any, model: str, tmp_path: Path) -> None:
+    d, _ = _folder(tmp_path)
+    v1 = api.commit(d, model=model)
+    row = api.create_branch(model, "exp", at=f"{model}@v1")
+    assert (row.kind, row.version_id) == ("branch", v1.id)
+    api.tag(f"{model}@v1", "release-1")
+    kinds = {(r.name, r.kind) for r in api.refs(model)}
+    assert kinds == {("main", "branch"), ("exp", "branch"), ("release-1", "tag")}
+    assert [r.name for r in api.refs(model, "tag")] == ["release-1"]
+    with pytest.raises(AlreadyExists):
+        api.create_branch(model, "exp")
+    with pytest.raises(Conflict):
+        api.delete_ref(model, "release-1")
+    api.delete_ref(model, "exp", reason="done")
+    assert {r.name for r in api.refs(model) if r.version_id} == {"main", "release-1"}
+    moves = api.history(model, "exp")
+    assert [m.action for m in moves] == ["create", "delete"] and moves[-1].actor == ACTOR
+
+
+def test_promote_rollback_history_at(api: Any, model: str, tmp_path: Path) -> None:
+    d, base = _folder(tmp_path)
+    v1 = api.commit(d, model=model)
+    _folder(tmp_path, 1, base)
+    v2 = api.commit(tmp_path / "model-1", model=model)
+    api.promote(f"{model}@v1", "production", reason="first")
+    between = datetime.now(UTC)
+    api.promote(f"{model}@v2", "production")
+    assert api.resolve(f"{model}@production") == v2
+    with pytest.raises(RefMoved):
+        api.promote(f"{model}@v1", "production", expected=v1.id)
+    back = api.rollback(model, "production", reason="bad")
+    assert back.version_id == v1.id
+    hist = api.history(model, "production")
+    assert [m.action for m in hist] == ["promote", "promote", "rollback"]
+    assert {m.actor for m in hist} == {ACTOR}
+    assert api.at(model, "production", between) == v1
+    assert api.at(model, "production", datetime(2000, 1, 1, tzinfo=UTC)) is None
+    api.rollback(model, "production", to=f"{model}@v2")
+    assert api.resolve(f"{model}@production").id == v2.id
+
+
+def test_checkout_bit_exact_and_load(api: Any, model: str, tmp_path: Path) -> None:
+    d, tensors = _folder(tmp_path)
+    (d / "sub").mkdir()
+    (d / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 4000)
+    api.commit(d, model=model)
+    out = tmp_path / "out"
+    res = api.checkout(model, out)
+    assert res.files == 3
+    for rel in ("model.safetensors", "config.json", "sub/weights.bin"):
+        assert (out / rel).read_bytes() == (d / rel).read_bytes()
+    with pytest.raises(AlreadyExists):
+        api.checkout(model, out)
+    api.checkout(model, out, force=True)
+    single = tmp_path / "one.safetensors"
+    write_model(single, 7)
+    api.commit(single, model=model, branch="file")
+    api.checkout(f"{model}@file", tmp_path / "copy.safetensors")
+    assert (tmp_path / "copy.safetensors").read_bytes() == single.read_bytes()
+    loaded = api.load(model)
+    assert set(loaded) == set(tensors)
+    for k, v in tensors.items():
+        np.testing.assert_array_equal(loaded[k], v)
+
+
+def test_diff_stats_verify(api: Any, model: str, tmp_path: Path) -> None:
+    d, base = _folder(tmp_path)
+    api.commit(d, model=model, metrics={"acc": 0.5})
+    _folder(tmp_path, 1, base)
+    api.commit(tmp_path / "model-1", model=model, metrics={"acc": 0.6})
+    diff = api.diff(f"{model}@v1", f"{model}@v2")
+    assert {t.name for t in diff.tensors} == {"embed.weight", "layer.0.weight", "layer.0.bias",
+                                              "head.weight"}
+    assert diff.files_changed == ["config.json", "model.safetensors"]
+    assert [(c.key, c.old, c.new) for c in diff.metrics] == [("acc", 0.5, 0.6)]
+    stats = api.stats(model)
+    assert len(stats["models"][model]["versions"]) == 2
+    report = api.verify()
+    assert report.corrupt == {} and report.checked > 0
+
+
+def test_delete_gc_and_audit(api: Any, model: str, tmp_path: Path) -> None:
+    d, base = _folder(tmp_path)
+    v1 = api.commit(d, model=model)
+    _folder(tmp_path, 1, base)
+    api.commit(tmp_path / "model-1", model=model)
+    api.promote(f"{model}@v2", "production")
+    api.delete(f"{model}@v1", reason="leaked data")
+    with pytest.raises(RefNotFound):
+        api.resolve(f"{model}@v1")
+    assert api.resolve(f"{model}@v1", deleted=True).deleted_at is not None
+    gc = api.gc(dry_run=True, grace_seconds=0)
+    assert gc.dry_run and gc.live > 0
+    api.checkout(f"{model}@production", tmp_path / "out")  # survives the delete
+    trail = api.audit(model=model)
+    assert [e.action for e in trail] == ["commit", "commit", "promote", "delete"]
+    assert {e.actor for e in trail} == {ACTOR}
+    assert api.audit(model=model, channel="production")[0].after["version"] != v1.id
+    assert api.verify_audit() == []

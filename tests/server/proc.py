@@ -1,0 +1,86 @@
+"""`modelvc server` in a subprocess on a free loopback port, and tokens for it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from modelvc.meta.auth import new_token
+from modelvc.registry import Registry
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    registry: Path
+    log: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        cmd = [sys.executable, "-m", "modelvc.cli.main", "server", "--registry",
+               str(self.registry), "--port", str(self.port), *self.args]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **self.env})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # a start-up wait, not a timed assertion
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not come up:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> int | None:
+        """SIGTERM (graceful), then the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def grant_token(registry: Path | str, subject: str, role: str | None = None, scope: str = "*",
+                *, scopes: list[str] | None = None, expires_at: datetime | None = None,
+                revoked: bool = False) -> str:
+    """A token for SUBJECT (bound to ROLE on SCOPE unless role is None), made locally."""
+    token, digest = new_token()
+    with Registry.open(registry) as reg:
+        row = reg.meta.create_token(name=f"{subject}-test", subject=subject,
+                                    secret_hash=digest, scopes=scopes or [],
+                                    expires_at=expires_at, actor="bootstrap")
+        if role is not None:
+            reg.meta.grant_role(subject, scope, role, actor="bootstrap")
+        if revoked:
+            reg.meta.revoke_token(row.id, actor="bootstrap")
+    return token
