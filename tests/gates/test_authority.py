@@ -117,6 +117,8 @@ def test_rollback_restores_the_previous_target(any_reg: Registry, tmp_path: Path
     with pytest.raises(PermissionDenied, match="may not roll back"):
         any_reg.rollback("m", "production", actor="mallory")
     assert _state(any_reg) == before
+    with pytest.raises(PermissionDenied):
+        any_reg.governance.authorize_ref_delete("m", "production", "channel", "mallory")
     any_reg.rollback("m", "production", actor="ci-bot", reason="latency spike")
     assert any_reg.resolve("m@production").id == v1.id
     assert any_reg.history("m", "production")[-1].action == "rollback"

@@ -127,5 +127,11 @@ def test_a_bad_build_is_stopped_and_an_admin_can_force_or_roll_back(repo: Repo) 
     # The promoter rolls it back in one step.
     repo.sh("modelvc rollback digits production -r 'forced build misbehaves'")
     assert repo.channel("digits", "production") == good
+    # The policy CLI: errors name the line; show prints the file as written.
+    (repo.path / "bad.yaml").write_text("version: 1\nroles:\n  admins: [x]\n")
+    check = repo.sh("modelvc policy check bad.yaml", ok=False)
+    assert check.returncode == 2 and "bad.yaml:3: unknown key 'admins'" in check.stderr
+    assert repo.sh("modelvc policy apply bad.yaml", ok=False).returncode == 2
+    assert "# Promotion policy for the CI examples" in repo.sh("modelvc policy show").stdout
     gates = repo.json("modelvc audit --action gate")
     assert isinstance(gates, list) and [g["after"]["passed"] for g in gates] == [True, False]

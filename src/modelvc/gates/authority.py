@@ -91,6 +91,12 @@ class Authority:
                                    hint=f"promoters of {model}@{channel}: "
                                         f"{_who(pol, rule.promoters)}")
 
+    def authorize_ref_delete(self, model: str, name: str, kind: str, actor: str) -> None:
+        """Deleting a protected channel is a move: same roles as rollback. (For
+        Registry.delete_ref, which does not call it yet.)"""
+        if kind == "channel":
+            self.authorize_rollback(model, name, actor)
+
     def apply_policy(self, new: Policy, actor: str) -> bool:
         """Record NEW as the registry's policy; False when it is already the applied one.
 
