@@ -9,6 +9,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,14 +45,21 @@ def route_to_canary(percent: float, key: str | None) -> bool:
     return bucket < percent
 
 
+MAX_SAMPLES = 10_000  # per window: plenty for a decision, bounded memory at any rate
+
+
+def _bounded() -> deque[Any]:
+    return deque(maxlen=MAX_SAMPLES)
+
+
 @dataclass
 class Window:
     """Requests, errors, latencies, labels and feedback of one version, last `span` s."""
 
     span: float
-    calls: deque[tuple[float, bool, float]] = field(default_factory=deque)
-    labels: deque[tuple[float, np.ndarray]] = field(default_factory=deque)
-    feedback: deque[tuple[float, int, int]] = field(default_factory=deque)  # t, right, n
+    calls: deque[tuple[float, bool, float]] = field(default_factory=lambda: _bounded())
+    labels: deque[tuple[float, np.ndarray]] = field(default_factory=lambda: _bounded())
+    feedback: deque[tuple[float, int, int]] = field(default_factory=lambda: _bounded())
 
     def _trim(self, now: float) -> None:
         cut = now - self.span

@@ -244,7 +244,8 @@ class Gateway:
         if seen is None:
             raise NotFound(f"no prediction with id {body['id']!r} (the last "
                            f"{len(sm.predictions)} are kept)")
-        version, predicted = seen
+        version, packed = seen
+        predicted = np.frombuffer(packed, "<i8")
         truth = body.get("labels", body.get("label"))
         try:
             true = np.asarray(truth, dtype=np.int64).reshape(-1)

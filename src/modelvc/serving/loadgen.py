@@ -52,6 +52,7 @@ class Tally:
     failed: int = 0
     by_version: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)  # wall-clock start of each answer
     errors: list[str] = field(default_factory=list)
 
 
@@ -86,7 +87,7 @@ class Traffic:
         while not self._stop.is_set():
             i = int(rng.integers(0, len(self.x) - self.batch + 1))
             req_id = f"w{worker}-{n}"
-            t0 = time.perf_counter()
+            t0, wall = time.perf_counter(), time.time()
             try:
                 code, doc = client.infer(self.x[i:i + self.batch], req_id=req_id,
                                          key=f"user-{rng.integers(1 << 30)}")
@@ -103,6 +104,7 @@ class Traffic:
                     v = str(doc["model_version"])
                     self.tally.by_version[v] = self.tally.by_version.get(v, 0) + 1
                     self.tally.latencies.append(dt)
+                    self.tally.starts.append(wall)
                 else:
                     self.tally.failed += 1
                     self.tally.errors.append(f"{code}: {doc.get('error')}")
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     time.sleep(a.seconds)
     t = traffic.stop()
     json.dump({"ok": t.ok, "failed": t.failed, "errors": t.errors[:5],
-               "by_version": t.by_version, "latencies": t.latencies}, sys.stdout)
+               "by_version": t.by_version, "latencies": t.latencies, "starts": t.starts},
+              sys.stdout)
 
 
 if __name__ == "__main__":

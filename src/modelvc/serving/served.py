@@ -14,7 +14,7 @@ from .canary import Decision, Window
 from .config import ModelConfig
 from .swap import Follower, Loaded, Pool
 
-KEEP_PREDICTIONS = 100_000  # request ids remembered for feedback
+KEEP_PREDICTIONS = 20_000  # request ids remembered for feedback (~150 bytes each)
 MAX_PINNED = 4  # versions loaded on demand by number
 
 
@@ -43,7 +43,7 @@ class ServedModel:
     pinned: OrderedDict[int, Follower] = field(default_factory=OrderedDict)
     windows: dict[str, Window] = field(default_factory=dict)
     totals: dict[str, Totals] = field(default_factory=dict)
-    predictions: OrderedDict[str, tuple[VersionRow, np.ndarray]] = field(
+    predictions: OrderedDict[str, tuple[VersionRow, bytes]] = field(
         default_factory=OrderedDict)
     blocked: str | None = None  # canary version whose traffic is zero after a rollback
     decision: Decision | None = None
@@ -87,7 +87,7 @@ class ServedModel:
         return ints[0] if ints else None
 
     def remember(self, req_id: str, version: VersionRow, labels: np.ndarray) -> None:
-        self.predictions[req_id] = (version, labels)
+        self.predictions[req_id] = (version, labels.astype("<i8").tobytes())
         if len(self.predictions) > KEEP_PREDICTIONS:
             self.predictions.popitem(last=False)
 

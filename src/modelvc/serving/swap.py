@@ -10,7 +10,6 @@ already running finish on the version they started on.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import shutil
 import time
@@ -150,7 +149,6 @@ class Pool:
     def _free(self, item: Loaded) -> None:
         item.runtime.close()
         shutil.rmtree(item.folder, ignore_errors=True)
-        gc.collect()  # sessions hold native memory behind reference cycles; free it now
 
     def close(self) -> None:
         for item in list(self.items.values()):

@@ -1,0 +1,225 @@
+"""Serving benchmark: the gateway (`modelvc serve`, its own process) under a load
+generator (`python -m modelvc.serving.loadgen`, another process) at fixed concurrency,
+against the same ONNX model called in-process in this run; then the same load during
+20 hot swaps (promotions the gateway follows): failed requests, p99 during swaps vs
+steady, peak RSS of the gateway during swaps vs steady.
+
+    python bench/serving.py                # figures and PASS/MISS per target
+    python bench/serving.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelvc import Registry
+from modelvc.serving.runner import free_port
+
+THREADS = 4
+STEADY_S = 6.0
+WARMUP_S = 12.0
+SWAP_LOAD_S = 8.0
+
+
+def _models(root: Path) -> tuple[Registry, np.ndarray, bytes]:
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16).astype(np.float32)
+    reg = Registry.init(root)
+    first = b""
+    for n, hidden in enumerate([(32,), (64,), (48,)], 1):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = MLPClassifier(hidden, max_iter=40, random_state=n).fit(x, y)
+        onnx = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}).SerializeToString()
+        first = first or onnx
+        folder = root / f"ck{n}"
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(onnx)
+        reg.commit(folder, model="digits", branch="dev", message=f"mlp {hidden}")
+    reg.promote("digits@v1", "production", reason="bench")
+    return reg, x, first
+
+
+def _pct(lat: list[float]) -> dict[str, float]:
+    a = np.asarray(lat) * 1e3
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+
+
+def in_process(onnx: bytes, x: np.ndarray, threads: int, seconds: float) -> dict[str, Any]:
+    """The same session settings as the gateway's ONNX runtime, one row per call."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    sess = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
+    lats: list[list[float]] = [[] for _ in range(threads)]
+    end = time.perf_counter() + seconds
+
+    def run(i: int) -> None:
+        rng = np.random.default_rng(i)
+        while time.perf_counter() < end:
+            k = int(rng.integers(0, len(x)))
+            t0 = time.perf_counter()
+            sess.run(None, {"X": x[k:k + 1]})
+            lats[i].append(time.perf_counter() - t0)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    flat = [v for lst in lats for v in lst]
+    return {"requests": len(flat), "rps": len(flat) / seconds, **_pct(flat)}
+
+
+class RssSampler:
+    def __init__(self, pid: int) -> None:
+        self.pid, self.samples = pid, [0.0]
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    self.samples.append(float(line.split()[1]) * 1024)
+            time.sleep(0.01)
+
+    def __enter__(self) -> RssSampler:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def load(url: str, inputs: Path, threads: int, seconds: float,
+         during: Any = None, window: list[float] | None = None) -> dict[str, Any]:
+    p = subprocess.Popen([sys.executable, "-m", "modelvc.serving.loadgen", url,
+                          "--inputs", str(inputs), "--threads", str(threads),
+                          "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    p.stdout.readline()  # "started"
+    if during is not None:
+        during()
+    out, _ = p.communicate(timeout=seconds + 120)
+    doc = json.loads(out)
+    lat, starts = doc.pop("latencies"), doc.pop("starts")
+    res = {**doc, "requests": len(lat), "rps": len(lat) / seconds, **_pct(lat)}
+    if window:  # only requests that started while the swaps ran
+        inside = [v for v, t in zip(lat, starts, strict=True) if window[0] <= t <= window[1]]
+        res |= {"window_requests": len(inside), **_pct(inside)}
+    return res
+
+
+def _serving(url: str) -> int:
+    """The version production serves, from the cheap OIP metadata route."""
+    with urllib.request.urlopen(f"{url}/v2/models/digits/versions/production") as r:
+        return int(json.loads(r.read())["parameters"]["version"])
+
+
+def swaps(reg: Registry, url: str, window: list[float], n: int = 20) -> None:
+    window.append(time.time())
+    for i in range(n):
+        target = [2, 3, 1][i % 3]  # each swap loads: only one previous version stays warm
+        reg.promote(f"digits@v{target}", "production", reason="bench swap")
+        while _serving(url) != target:
+            time.sleep(0.01)
+    window.append(time.time())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="modelvc-bench-serving-"))
+    reg, x, onnx = _models(tmp / "repo")
+    np.save(tmp / "x.npy", x)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    gw = subprocess.Popen([sys.executable, "-m", "modelvc.cli.main", "--registry",
+                           str(tmp / "repo"), "serve", "digits@production", "--port", str(port),
+                           "--poll-interval", "0.05", "--log-level", "warning",
+                           "--workers", str(THREADS)], env=os.environ | {"TMPDIR": str(tmp)})
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v2/health/ready")
+                break
+            except OSError:
+                time.sleep(0.1)
+        # Warm up until the bounded per-request bookkeeping (feedback ids, windows) is
+        # full, so "steady" means a long-running gateway's steady state.
+        load(url, tmp / "x.npy", THREADS, WARMUP_S)
+        res: dict[str, Any] = {"threads": THREADS, "cpus": os.cpu_count()}
+        res["inproc_c1"] = in_process(onnx, x, 1, 3.0)
+        res["inproc"] = in_process(onnx, x, THREADS, 3.0)
+        res["gateway_c1"] = load(url, tmp / "x.npy", 1, 4.0)
+        with RssSampler(gw.pid) as steady_rss:
+            res["gateway"] = load(url, tmp / "x.npy", THREADS, STEADY_S)
+        window: list[float] = []
+        with RssSampler(gw.pid) as swap_rss:
+            res["swaps"] = load(url, tmp / "x.npy", THREADS, SWAP_LOAD_S,
+                                during=lambda: swaps(reg, url, window), window=window)
+        res["swap_seconds"] = window[1] - window[0]
+        res["rss_steady_mb"] = float(np.median(steady_rss.samples[1:])) / 1e6
+        res["rss_swap_peak_mb"] = max(swap_rss.samples) / 1e6
+    finally:
+        gw.terminate()
+        gw.wait(30)
+        reg.close()
+    report(res)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+
+
+def report(r: dict[str, Any]) -> None:
+    def row(name: str, d: dict[str, Any]) -> None:
+        print(f"{name:<34} {d['rps']:>8.0f} req/s  p50 {d['p50_ms']:6.3f} ms  "
+              f"p99 {d['p99_ms']:6.3f} ms")
+
+    print(f"digits MLP (ONNX, 1 row per request), {r['threads']} concurrent callers, "
+          f"{r['cpus']} CPUs")
+    row("in-process, 1 caller", r["inproc_c1"])
+    row(f"in-process, {r['threads']} callers", r["inproc"])
+    row("gateway (HTTP, JSON), 1 caller", r["gateway_c1"])
+    row(f"gateway (HTTP, JSON), {r['threads']} callers", r["gateway"])
+    row("gateway during 20 hot swaps", r["swaps"])
+    s = r["swaps"]
+    overhead = r["gateway_c1"]["p50_ms"] - r["inproc_c1"]["p50_ms"]
+    p99x = s["p99_ms"] / r["gateway"]["p99_ms"]
+    rssx = r["rss_swap_peak_mb"] / r["rss_steady_mb"]
+    print(f"20 swaps in {r['swap_seconds']:.1f} s ({s['window_requests']} requests started "
+          f"meanwhile; p99 above is theirs), answered by versions {s['by_version']}")
+    checks = [
+        ("failed requests during swaps", f"{s['failed']}", s["failed"] == 0, "0"),
+        ("p99 during swaps / steady p99", f"{p99x:.2f}x", p99x <= 2.0, "<= 2x"),
+        ("gateway overhead at p50 (1 caller)", f"{overhead:.3f} ms", overhead <= 1.0,
+         "<= 1 ms"),
+        ("peak RSS during swaps / steady", f"{rssx:.2f}x ({r['rss_swap_peak_mb']:.0f} / "
+         f"{r['rss_steady_mb']:.0f} MB)", rssx <= 1.5, "<= 1.5x"),
+    ]
+    for name, value, ok, target in checks:
+        print(f"{'PASS' if ok else 'MISS'}  {name:<38} {value:<24} target {target}")
+
+
+if __name__ == "__main__":
+    main()
