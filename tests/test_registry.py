@@ -273,3 +273,32 @@ def test_reopen_and_format_refusal(tmp_path: Path) -> None:
     cfg.write_text(json.dumps(data))
     with pytest.raises(UnsupportedFormat):
         Registry.open(tmp_path / "p")
+
+
+def test_steady_training_steps_are_extrapolated(reg: Registry, tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((512, 256)).astype(np.float32)
+    step = (rng.standard_normal(w.shape) * 1e-3).astype(np.float32)
+    sizes = []
+    for i in range(4):
+        save_file({"w": w}, str(tmp_path / f"c{i}.safetensors"))
+        sizes.append(reg.commit(tmp_path / f"c{i}.safetensors", model="m").stored_size)
+        w = w * np.float32(0.999) + step  # weight decay plus a steady update
+    assert sizes[2] < 0.7 * sizes[1]  # v3 predicted from v2 + (v2 - v1)
+    codecs = {o.codec for o in reg.objects_of("m@v3") if o.kind == "tensor"}
+    assert codecs == {"extrap"}
+    for i in range(4):
+        with Registry.open(reg.layout.root) as fresh:  # nothing cached
+            fresh.checkout(f"m@v{i + 1}", tmp_path / f"o{i}.safetensors")
+        assert (tmp_path / f"o{i}.safetensors").read_bytes() == (
+            tmp_path / f"c{i}.safetensors").read_bytes()
+    assert reg.verify().ok
+    # Deleting the middle version re-bases the extrapolated one; it still checks out.
+    reg.delete("m@v3")
+    with Registry.open(reg.layout.root) as fresh:
+        fresh.checkout("m@v4", tmp_path / "o4.safetensors")
+    assert (tmp_path / "o4.safetensors").read_bytes() == (tmp_path / "c3.safetensors").read_bytes()
+    reg.gc(dry_run=False, grace_seconds=0)
+    assert reg.verify().ok

@@ -33,6 +33,7 @@ from .codec import (
     encode_block,
     read_header,
 )
+from .codec.block import STEP_MODES
 from .errors import CorruptObject
 from .meta.api import ObjectRow
 from .objects.base import ObjectStore, flush
@@ -232,8 +233,11 @@ class ObjectIO:
         """Encode blocks (in parallel, in order) into memory or a temporary file."""
         size = dtype_info(dtype).itemsize
         numel = _numel(shape)
-        ref_code = self.header(ref).dtype if ref else None
+        ref_h = self.header(ref) if ref else None
+        ref_code = ref_h.dtype if ref_h else None
         nblocks = max(1, -(-numel // BLOCK_ELEMENTS))
+        # The reference's own reference, for "extrap" blocks (same dtype all along).
+        grand = ref_h.ref if ref_h and ref_h.dtype == dtype and ref_h.ref_dtype == dtype else None
 
         def enc(i: int) -> tuple[str, bytes]:
             lo, hi = i * BLOCK_ELEMENTS, min(numel, (i + 1) * BLOCK_ELEMENTS)
@@ -241,8 +245,11 @@ class ObjectIO:
             # The next commit's reference, most likely; only immutable bytes are kept.
             if cache_as is not None and isinstance(getattr(raw, "obj", raw), bytes):
                 self.blocks.put(cache_as, i, raw)
+            rb2 = None
+            if grand is not None and ref_h is not None and ref_h.blocks[i].mode in STEP_MODES:
+                rb2 = self.decode_block_at(grand, i)  # first: then ref's decode hits it
             rb = self.decode_block_at(ref, i) if ref else None
-            return encode_block(raw, dtype, ref=rb, ref_code=ref_code)
+            return encode_block(raw, dtype, ref=rb, ref_code=ref_code, ref2=rb2)
 
         pool = self.executor if nblocks > 1 else None
         sink: BinaryIO = tempfile.TemporaryFile() if big else io.BytesIO()  # noqa: SIM115
@@ -286,12 +293,15 @@ class ObjectIO:
             h = self.header(cur)
             if i >= len(h.blocks) or h.block_elements != top.block_elements:
                 raise CorruptObject(f"tensor object {cur[:12]} has no block {i} that lines up")
-            if cur != oid and cached and (hit := self.blocks.get(cur, i)) is not None:
+            # A cached block ends the walk, unless the link above it is "extrap": that
+            # link needs this level's own step, so the walk goes on below it.
+            usable = cur != oid and cached and not (run and run[-1][0] == "extrap")
+            if usable and (hit := self.blocks.get(cur, i)) is not None:
                 base: bytes | memoryview = hit
                 break
             b = h.blocks[i]
             payload = self.store.get_range(cur, b.offset, b.length)
-            if b.mode in ("delta", "same") and h.ref is not None and h.ref_dtype == h.dtype:
+            if b.mode in STEP_MODES and h.ref is not None and h.ref_dtype == h.dtype:
                 run.append((b.mode, payload))
                 cur = h.ref
                 continue

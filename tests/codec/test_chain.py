@@ -40,3 +40,32 @@ def test_run_matches_link_by_link(code: str, n: int, links: int, seed: int,
         blocks.append((mode, payload))
         assert decode_block(mode, payload, code, n, ref=old, ref_code=code) == new
     assert decode_delta_run(versions[0], blocks, code, n) == versions[-1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(code=st.sampled_from(CODES), n=st.integers(1, 300), seed=st.integers(0, 2**32 - 1))
+def test_extrap_round_trips(code: str, n: int, seed: int) -> None:
+    from modelvc.codec.delta import delta_encode, extrap_encode
+    from modelvc.codec.planes import compress_planes
+
+    rng = np.random.default_rng(seed)
+    width = WIDTH[code]
+    a = rng.integers(0, 256, n * width, dtype=np.uint8).tobytes()
+    b, c = (rng.integers(0, 256, n * width, dtype=np.uint8).tobytes() for _ in range(2))
+    payload = compress_planes(extrap_encode(c, b, a, code), width)
+    assert decode_block("extrap", payload, code, n, ref=b, ref_code=code, ref2=a) == c
+    link = compress_planes(delta_encode(b, a, code), width)
+    assert decode_delta_run(a, [("delta", link), ("extrap", payload)], code, n) == c
+
+
+def test_extrap_is_chosen_for_steady_steps() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(1 << 16).astype(np.float32)
+    step = (rng.standard_normal(a.size) * 1e-3).astype(np.float32)
+    b = a + step
+    c = b + step  # the same step again (as weight decay alone would give)
+    mode, payload = encode_block(c.tobytes(), "F32", ref=b.tobytes(), ref2=a.tobytes())
+    plain = encode_block(c.tobytes(), "F32", ref=b.tobytes())[1]
+    assert mode == "extrap" and len(payload) < 0.6 * len(plain)
+    out = decode_block(mode, payload, "F32", a.size, ref=b.tobytes(), ref2=a.tobytes())
+    assert out == c.tobytes()

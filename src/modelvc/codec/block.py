@@ -10,6 +10,7 @@ Modes:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from modelvc.codec.cast import can_cast_predict, cast_predict
 from modelvc.codec.delta import (
     delta_decode,
     delta_encode,
+    extrap_encode,
     from_ordered,
     to_ordered,
     unzigzag,
@@ -26,8 +28,12 @@ from modelvc.codec.dtypes import UINT_BY_SIZE, Buffer, dtype_info
 from modelvc.codec.planes import compress_planes, decompress_planes, decompress_planes_array
 from modelvc.errors import CorruptObject, UsageError
 
-MODES = ("full", "delta", "cast", "same")
-REF_MODES = frozenset({"delta", "cast", "same"})
+MODES = ("full", "delta", "cast", "same", "extrap")
+REF_MODES = frozenset({"delta", "cast", "same", "extrap"})
+# Modes whose decoded block differs from the reference's by a plain integer step: a
+# run of them decodes in one pass, and an "extrap" block may follow one of them.
+STEP_MODES = frozenset({"delta", "same", "extrap"})
+SAMPLE_ELEMENTS = 1 << 15  # how much of a block picks between delta and extrap
 
 # Float weights stored "full" typically compress to 65-90% of raw. A delta payload
 # under 60% of raw is therefore almost surely smaller than a full copy, and
@@ -52,9 +58,13 @@ def encode_block(
     *,
     ref: Buffer | None = None,
     ref_code: str | None = None,
+    ref2: Buffer | None = None,
     level: int = 1,
 ) -> tuple[str, bytes]:
     """Encode one block; with a reference block, as a delta/cast/same when that is smaller.
+
+    ``ref2`` (the reference's own reference block, same dtype) enables "extrap": the
+    residual against ``2*ref - ref2``, chosen over "delta" when a sample says smaller.
 
     ``ref_code`` defaults to ``code``. A reference whose dtype cannot predict this
     one (e.g. I64 for an F32 tensor) is ignored and the block is stored "full", so
@@ -77,7 +87,10 @@ def encode_block(
     if ref_code == code:
         if _equal(raw, ref):
             return "same", b""
-        mode, delta = "delta", delta_encode(raw, ref, code)
+        if ref2 is not None and _nbytes(ref2) == size and _extrap_wins(raw, ref, ref2, code):
+            mode, delta = "extrap", extrap_encode(raw, ref, ref2, code)
+        else:
+            mode, delta = "delta", delta_encode(raw, ref, code)
     else:
         mode, delta = "cast", delta_encode(raw, cast_predict(ref, ref_code, code), code)
     payload = compress_planes(delta, itemsize, level)
@@ -88,6 +101,18 @@ def encode_block(
     return mode, payload
 
 
+def _extrap_wins(raw: Buffer, ref: Buffer, ref2: Buffer, code: str) -> bool:
+    """Compress both residuals of a slice from the middle; True if extrap is smaller."""
+    itemsize = dtype_info(code).itemsize
+    n = _nbytes(raw) // itemsize
+    lo = max(0, n // 2 - SAMPLE_ELEMENTS // 2) * itemsize
+    hi = min(n, lo // itemsize + SAMPLE_ELEMENTS) * itemsize
+    r, a, b = (memoryview(x).cast("B")[lo:hi] for x in (raw, ref, ref2))
+    plain = len(compress_planes(delta_encode(r, a, code), itemsize))
+    extra = len(compress_planes(extrap_encode(r, a, b, code), itemsize))
+    return extra < 0.97 * plain  # a clear win only: extrap makes the next decode need ref2
+
+
 def decode_block(
     mode: str,
     payload: Buffer,
@@ -96,6 +121,7 @@ def decode_block(
     *,
     ref: Buffer | None = None,
     ref_code: str | None = None,
+    ref2: Buffer | None = None,
 ) -> bytes:
     """Inverse of encode_block; CorruptObject when the payload or reference does not fit."""
     itemsize = dtype_info(code).itemsize
@@ -118,13 +144,29 @@ def decode_block(
         if _nbytes(payload):
             raise CorruptObject("a 'same' block must have an empty payload")
         return bytes(ref)
+    if mode == "extrap":
+        if ref2 is None or _nbytes(ref2) != expected:
+            raise CorruptObject("an 'extrap' block needs its reference's reference block")
+        return decode_delta_run(ref2, [("delta", _step(ref, ref2, code)), ("extrap", payload)],
+                                code, n_elements)
     delta = decompress_planes_array(payload, itemsize, n_elements)
     if mode == "cast":
         return delta_decode(delta, cast_predict(ref, ref_code, code), code)
     return delta_decode(delta, ref, code)
 
 
-def decode_delta_run(base: Buffer, deltas: Sequence[tuple[str, Buffer]], code: str,
+def _step(ref: Buffer, ref2: Buffer, code: str) -> Any:
+    """ref - ref2 in the order-preserving integer domain (the last link's step)."""
+    info = dtype_info(code)
+    dt = UINT_BY_SIZE[info.itemsize]
+    b = np.frombuffer(ref, dtype=dt)
+    c = np.frombuffer(ref2, dtype=dt)
+    if info.kind == "float":
+        return to_ordered(b) - to_ordered(c)
+    return b - c
+
+
+def decode_delta_run(base: Buffer, deltas: Sequence[tuple[str, Any]], code: str,
                      n_elements: int) -> bytes:
     """Apply a run of same-dtype 'delta'/'same' blocks (oldest first) on top of `base`.
 
@@ -137,13 +179,24 @@ def decode_delta_run(base: Buffer, deltas: Sequence[tuple[str, Buffer]], code: s
                             f"{n_elements * itemsize}")
     acc = np.frombuffer(base, dtype=UINT_BY_SIZE[itemsize])
     acc = to_ordered(acc) if info.kind == "float" else acc.copy()
+    step: Any = None  # the last link's difference, which an "extrap" link repeats
     for mode, payload in deltas:
         if mode == "same":
             if _nbytes(payload):
                 raise CorruptObject("a 'same' block must have an empty payload")
+            step = 0
             continue
-        if mode != "delta":
+        if mode not in ("delta", "extrap"):
             raise CorruptObject(f"decode_delta_run: unexpected block mode {mode!r}")
-        d = decompress_planes_array(payload, itemsize, n_elements)
-        acc += unzigzag_inplace(d) if d.flags.writeable else unzigzag(d)
+        if isinstance(payload, np.ndarray):  # a step given already decoded (decode_block)
+            d = payload.copy()
+        else:
+            d = decompress_planes_array(payload, itemsize, n_elements)
+            d = unzigzag_inplace(d) if d.flags.writeable else unzigzag(d)
+        if mode == "extrap":
+            if step is None:
+                raise CorruptObject("an 'extrap' block without the step before it")
+            d += step
+        acc += d
+        step = d
     return (from_ordered(acc) if info.kind == "float" else acc).tobytes()

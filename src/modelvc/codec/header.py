@@ -64,12 +64,14 @@ class TensorHeader:
 
     @property
     def codec(self) -> str:
-        """One word for the block modes: "planes", "delta", "cast" or "mixed"."""
+        """One word for the block modes: "planes", "delta", "extrap", "cast" or "mixed"."""
         modes = {b.mode for b in self.blocks}
         if modes == {"full"}:
             return "planes"
         if modes <= {"delta", "same"}:
             return "delta"
+        if modes <= {"delta", "same", "extrap"}:
+            return "extrap"
         if modes == {"cast"}:
             return "cast"
         return "mixed"

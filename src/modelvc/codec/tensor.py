@@ -165,8 +165,10 @@ def encode_tensor(
     return sink.getvalue()
 
 
-def decode_tensor(obj: Buffer, *, ref: Buffer | None = None) -> bytes:
-    """Decode a whole in-memory tensor object; ``ref`` is the decoded reference tensor."""
+def decode_tensor(obj: Buffer, *, ref: Buffer | None = None,
+                  ref2: Buffer | None = None) -> bytes:
+    """Decode a whole in-memory tensor object; ``ref`` is the decoded reference tensor
+    (``ref2`` its own reference, needed by "extrap" blocks)."""
     header = read_header_bytes(obj)
     view = memoryview(obj).cast("B")
     ref_view = None if ref is None else memoryview(ref).cast("B")
@@ -183,9 +185,12 @@ def decode_tensor(obj: Buffer, *, ref: Buffer | None = None) -> bytes:
     parts: list[bytes] = []
     for i, block in enumerate(header.blocks):
         start = i * header.block_elements
-        block_ref = None
+        block_ref = block_ref2 = None
         if ref_view is not None and block.mode != "full":
             block_ref = ref_view[start * ref_size : (start + block.elements) * ref_size]
+        if ref2 is not None and block.mode == "extrap":
+            span = slice(start * ref_size, (start + block.elements) * ref_size)
+            block_ref2 = memoryview(ref2).cast("B")[span]
         payload = view[block.offset : block.offset + block.length]
         parts.append(
             decode_block(
@@ -195,6 +200,7 @@ def decode_tensor(obj: Buffer, *, ref: Buffer | None = None) -> bytes:
                 block.elements,
                 ref=block_ref,
                 ref_code=header.ref_dtype,
+                ref2=block_ref2,
             )
         )
     return b"".join(parts)
