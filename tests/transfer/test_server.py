@@ -30,7 +30,7 @@ def test_push_pull_clone_through_a_server(
     a.promote("bert@v2", "production")
     r = push(a, server.url, ["bert", "bert@production"])
     assert len(r.versions) == 2 and {x.result for x in r.refs} == {"created", "promoted"}
-    c, rc = clone(server.url, tmp_path / "c")
+    c, _rc = clone(server.url, tmp_path / "c")
     try:
         assert c.resolve("bert@production").id == v2
         assert not c.verify().corrupt

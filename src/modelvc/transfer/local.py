@@ -16,7 +16,15 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from ..errors import Conflict, ModelNotFound, NotFound, RefMoved, RefNotFound, UsageError
+from ..errors import (
+    AlreadyExists,
+    Conflict,
+    ModelNotFound,
+    NotFound,
+    RefMoved,
+    RefNotFound,
+    UsageError,
+)
 from ..lineage import author as default_author
 from ..manifest import Manifest
 from ..meta.api import AuditEntry, NewVersion, ObjectRow
@@ -215,6 +223,14 @@ class LocalEnd:
                    actor: str | None = None) -> str:
         """Tags never move; branches fast-forward unless forced; channels go through
         promote (gates and roles of the receiver apply)."""
+        try:
+            return self._update_ref(ref, expected=expected, force=force, actor=actor)
+        except AlreadyExists as exc:  # created by another writer since we looked
+            raise RefMoved(f"{ref.model}@{ref.name} was created meanwhile by another writer",
+                           hint="run the transfer again") from exc
+
+    def _update_ref(self, ref: RefInfo, *, expected: str | None, force: bool,
+                    actor: str | None) -> str:
         assert ref.version_id is not None
         who = actor or self.actor
         try:
