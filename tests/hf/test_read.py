@@ -152,7 +152,8 @@ def test_model_info_and_tree(hub: Hub, hf_env: Path) -> None:
     assert {e.path for e in top if isinstance(e, RepoFolder)} == {"extra"}
     assert {e.path for e in top if isinstance(e, RepoFile)} >= FILES
     inner = list(api.list_repo_tree(REPO, path_in_repo="extra", revision="exp"))
-    assert [(e.path, e.size) for e in inner] == [("extra/notes.txt", 26)]
+    assert [(e.path, isinstance(e, RepoFile) and e.size) for e in inner] == [
+        ("extra/notes.txt", 26)]
     deep = {e.path: e for e in api.list_repo_tree(REPO, revision=hub.sha(3), recursive=True)}
     blob = (hub.folders[3] / "model.safetensors").read_bytes()
     entry = deep["model.safetensors"]
