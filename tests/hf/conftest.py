@@ -24,14 +24,6 @@ REPO = "acme/tiny-bert"  # served as the modelvc model acme--tiny-bert
 MODEL = "acme--tiny-bert"
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "model", "version"]
 
-_SERVE = """
-import sys, uvicorn
-from modelvc.server.app import create_app
-from modelvc.server.state import ServerConfig
-port = int(sys.argv[2])
-uvicorn.run(create_app(ServerConfig(registry=sys.argv[1], port=port)), host="127.0.0.1",
-            port=port, log_level="warning")
-"""
 
 
 @dataclass
@@ -103,7 +95,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     port = free_port()
     hub.url = f"http://127.0.0.1:{port}"
     log = (root / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(hub.registry), str(port)],
+    modelvc = Path(sys.executable).with_name("modelvc")
+    proc = subprocess.Popen([str(modelvc), "server", "--registry", str(hub.registry),
+                             "--port", str(port), "--log-level", "warning"],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_up(hub.url, proc)

@@ -23,7 +23,15 @@ from ..errors import CorruptObject
 from ..manifest import FileEntry, Manifest
 from ..storage import ObjectIO
 from . import hf_upload
-from .hf_repo import HfError, HfRoute, Resolved, access, resolve, split_api_path
+from .hf_repo import (
+    HfError,
+    HfRoute,
+    Resolved,
+    access,
+    resolve,
+    server_state,
+    split_api_path,
+)
 
 router = APIRouter(route_class=HfRoute, tags=["huggingface"])
 router.include_router(hf_upload.router)
@@ -128,10 +136,11 @@ def _iter_bytes(io: ObjectIO, entry: FileEntry, start: int, end: int) -> Iterato
 def api_models(rest: str, request: Request, recursive: str = "false") -> Response:
     repo_id, marker, tail = split_api_path(rest, ("revision", "tree"))
     _, model, reg = access(request, repo_id, "reader")
+    private = not server_state(request).config.anonymous_read
     if marker is None:
-        return JSONResponse(_info(resolve(reg, repo_id, model, "main")))
+        return JSONResponse(_info(resolve(reg, repo_id, model, "main"), private))
     if marker == "revision" and len(tail) == 1:
-        return JSONResponse(_info(resolve(reg, repo_id, model, tail[0])))
+        return JSONResponse(_info(resolve(reg, repo_id, model, tail[0]), private))
     if marker == "tree":
         r = resolve(reg, repo_id, model, tail[0])
         deep = recursive.lower() in ("true", "1")
@@ -144,7 +153,7 @@ def _hub_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _info(r: Resolved) -> dict[str, Any]:
+def _info(r: Resolved, private: bool) -> dict[str, Any]:
     v = r.version
     return {
         "_id": r.sha,
@@ -153,7 +162,7 @@ def _info(r: Resolved) -> dict[str, Any]:
         "sha": r.sha,
         "lastModified": _hub_time(v.created_at),
         "createdAt": _hub_time(v.created_at),
-        "private": True,  # never world-readable like the public Hub: roles decide
+        "private": private,
         "disabled": False,
         "gated": False,
         "downloads": 0,
