@@ -23,25 +23,48 @@ from ..meta.api import ObjectRow
 from ..objects.base import ObjectInfo, ObjectStore
 from ..storage import ObjectIO
 
+SMALL = 4 << 20  # a reference object up to this size is fetched whole, once
+CACHE = 64 << 20  # per view: bounds memory whatever the pack holds
+
 
 class Overlay:
-    """A read view: pending objects (bytes or temp files) over the real store."""
+    """A read view: pending objects (bytes or temp files) over the real store.
+
+    Delta references read from the base store are fetched whole when small: on S3
+    that is one GET instead of a HEAD, a footer GET and a GET per block."""
 
     def __init__(self, base: ObjectStore) -> None:
         self.base = base
         self.data: dict[str, bytes] = {}
         self.files: dict[str, Path] = {}
+        self._sizes: dict[str, int] = {}
+        self._cached = 0
+
+    def _fetch(self, key: str) -> bytes | None:
+        if key in self.data:
+            return self.data[key]
+        if key in self.files:
+            return None
+        if key not in self._sizes:
+            self._sizes[key] = self.base.size(key)
+            if self._sizes[key] <= SMALL and self._cached + self._sizes[key] <= CACHE:
+                self.data[key] = self.base.get(key)
+                self._cached += self._sizes[key]
+                return self.data[key]
+        return None
 
     def size(self, key: str) -> int:
-        if key in self.data:
-            return len(self.data[key])
+        data = self._fetch(key)
+        if data is not None:
+            return len(data)
         if key in self.files:
             return self.files[key].stat().st_size
-        return self.base.size(key)
+        return self._sizes[key]
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        if key in self.data:
-            return self.data[key][start : start + length]
+        data = self._fetch(key)
+        if data is not None:
+            return data[start : start + length]
         if key in self.files:
             with self.files[key].open("rb") as f:
                 f.seek(start)
@@ -49,8 +72,9 @@ class Overlay:
         return self.base.get_range(key, start, length)
 
     def get(self, key: str) -> bytes:
-        if key in self.data:
-            return self.data[key]
+        data = self._fetch(key)
+        if data is not None:
+            return data
         if key in self.files:
             return self.files[key].read_bytes()
         return self.base.get(key)
