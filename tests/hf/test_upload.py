@@ -42,6 +42,10 @@ def test_upload_folder_creates_a_version(hub: Hub, hf_env: Path, tmp_path: Path)
     assert "docs/README.md" in paths and "tokenizer_config.json" not in paths
     readme = hf_hub_download("acme/uploaded", "docs/README.md", cache_dir=tmp_path / "d")
     assert Path(readme).read_bytes() == b"# tiny\n"
+    api.upload_file(path_or_fileobj="héllo".encode(), path_in_repo="notes/naïve.txt",
+                    repo_id="acme/uploaded")
+    odd = hf_hub_download("acme/uploaded", "notes/naïve.txt", cache_dir=tmp_path / "d")
+    assert Path(odd).read_text() == "héllo"
 
     from transformers import AutoModel
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -65,7 +66,8 @@ def _resolve_file(request: Request, repo_id: str, rest: str) -> Response:
         "ETag": f'"{entry.sha256}"',
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
-        "Content-Disposition": f'inline; filename="{path.rsplit("/", 1)[-1]}"',
+        # RFC 6266/5987: header values are latin-1, file names may be anything.
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1])}",
         # Commits are immutable: a commit URL may be cached, a branch/channel URL may move.
         "Cache-Control": "public, max-age=31536000, immutable" if r.sha == revision
         else "no-cache",
