@@ -106,6 +106,9 @@ def test_push_resumes_after_the_server_is_killed_mid_transfer(
         assert srv.resolve("big@main").id == v.id
         got = srv.load("big@main")["embed.weight"].tobytes()
         assert got == a.load("big@main")["embed.weight"].tobytes()
+    c, _ = clone(server.url, tmp_path / "c")  # the large object streams back down
+    with c:
+        assert c.load("big@main")["embed.weight"].tobytes() == got
 
 
 def test_server_to_server(server: ServerProc, make_reg: Callable[[str], Registry],
