@@ -37,6 +37,7 @@ from .rows import (
     REF_FROM,
     VERSION_COLUMNS,
     VERSION_FROM,
+    chunks,
     now,
     to_model,
     to_move,
@@ -173,6 +174,19 @@ class MetaStore(GovernanceMixin, AuthMixin):
             if row is None:
                 raise RefNotFound(f"{model} has no v{number}", hint=f"run `modelvc log {model}`")
             return to_version(row)
+
+        return self._tx(tx)
+
+    def existing_versions(self, ids: Iterable[str]) -> set[str]:
+        """The ids among `ids` that are recorded versions (deleted ones included);
+        one query per 500 ids (transfer negotiation asks about whole histories)."""
+
+        def tx(conn: sa.Connection) -> set[str]:
+            out: set[str] = set()
+            for batch in chunks(sorted(set(ids))):
+                q = sa.select(versions.c.id).where(versions.c.id.in_(batch))
+                out.update(conn.execute(q).scalars())
+            return out
 
         return self._tx(tx)
 

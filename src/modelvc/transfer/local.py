@@ -111,14 +111,7 @@ class LocalEnd:
 
     # ---- sink
     def has_versions(self, model: str, ids: list[str]) -> set[str]:
-        out = set()
-        for vid in ids:
-            try:
-                self.reg.meta.get_version(vid)
-                out.add(vid)
-            except NotFound:
-                pass
-        return out
+        return self.reg.meta.existing_versions(ids)
 
     def has_objects(self, model: str, ids: list[str]) -> set[str]:
         return self.reg.store.has_many(ids)
