@@ -428,6 +428,7 @@ class Registry(_ReadOps):
         row = self.meta.get_ref(model, name)
         if row.kind == "tag":
             raise Conflict(f"tag {model}@{name} is immutable and cannot be deleted")
+        self.governance.authorize_ref_delete(model, name, row.kind, actor or default_author())
         self._move(model, name, row.kind, expected=row.version_id, new=None,
                    who=actor or default_author(), action="delete", reason=reason)
 

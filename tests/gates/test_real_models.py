@@ -145,7 +145,8 @@ def test_tiny_bert_metric_format_and_size_budgets(reg: Registry, tmp_path: Path)
     # One parameter fewer allowed, a latency budget on safetensors, a pickled save: fail.
     (tmp_path / "bert-pt").mkdir()
     torch.save(model.state_dict(), tmp_path / "bert-pt" / "pytorch_model.bin")
-    reg.commit(tmp_path / "bert-pt", model="bert", metrics={"loss": 1.4})
+    # cwd outside any git work tree: no clean code commit to point at, wherever CI runs.
+    reg.commit(tmp_path / "bert-pt", model="bert", metrics={"loss": 1.4}, cwd=tmp_path)
     strict = parse_policy(_policy(f"""\
         - budget: {{params: {n_params - 1}, latency_p95_ms: 10}}
         - format: {{require_clean_git: true}}

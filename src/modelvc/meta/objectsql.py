@@ -13,7 +13,7 @@ from ..errors import Conflict
 from .api import ObjectRow
 from .refops import insert_ignore
 from .rows import chunks, object_values, to_object
-from .schema import objects, version_objects, versions
+from .schema import gate_runs, objects, version_objects, versions
 
 PAGE = 1000
 
@@ -104,7 +104,10 @@ def live_ids(conn: sa.Connection) -> set[str]:
         .join(live, objects.c.id == live.c.id)
         .where(objects.c.ref_id.is_not(None))
     )
-    return set(conn.execute(sa.select(live.c.id)).scalars())
+    ids = set(conn.execute(sa.select(live.c.id)).scalars())
+    # Gate reports are blobs that no version lists; the gate_runs rows keep them alive.
+    ids.update(conn.execute(sa.select(gate_runs.c.report_id)).scalars())
+    return ids
 
 
 def page(conn: sa.Connection, after: str) -> list[ObjectRow]:
