@@ -52,7 +52,8 @@ def test_extrap_round_trips(code: str, n: int, seed: int) -> None:
     width = WIDTH[code]
     a = rng.integers(0, 256, n * width, dtype=np.uint8).tobytes()
     b, c = (rng.integers(0, 256, n * width, dtype=np.uint8).tobytes() for _ in range(2))
-    payload = compress_planes(extrap_encode(c, b, a, code), width)
+    k = 1 + seed % 3
+    payload = bytes([k]) + compress_planes(extrap_encode(c, b, a, code, k), width)
     assert decode_block("extrap", payload, code, n, ref=b, ref_code=code, ref2=a) == c
     link = compress_planes(delta_encode(b, a, code), width)
     assert decode_delta_run(a, [("delta", link), ("extrap", payload)], code, n) == c
@@ -69,3 +70,15 @@ def test_extrap_is_chosen_for_steady_steps() -> None:
     assert mode == "extrap" and len(payload) < 0.6 * len(plain)
     out = decode_block(mode, payload, "F32", a.size, ref=b.tobytes(), ref2=a.tobytes())
     assert out == c.tobytes()
+
+
+def test_extrap_multiple_for_a_reference_two_steps_back() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(1 << 16).astype(np.float32)
+    step = (rng.standard_normal(a.size) * 1e-3).astype(np.float32)
+    b = a + step
+    d = b + step + step  # two checkpoints after b: the reference is two steps back
+    mode, payload = encode_block(d.tobytes(), "F32", ref=b.tobytes(), ref2=a.tobytes())
+    assert mode == "extrap" and payload[0] == 2
+    assert decode_block(mode, payload, "F32", a.size, ref=b.tobytes(),
+                        ref2=a.tobytes()) == d.tobytes()

@@ -87,13 +87,21 @@ def encode_block(
     if ref_code == code:
         if _equal(raw, ref):
             return "same", b""
-        if ref2 is not None and _nbytes(ref2) == size and _extrap_wins(raw, ref, ref2, code):
-            mode, delta = "extrap", extrap_encode(raw, ref, ref2, code)
-        else:
-            mode, delta = "delta", delta_encode(raw, ref, code)
+        k = _extrap_factor(raw, ref, ref2, code) if (
+            ref2 is not None and _nbytes(ref2) == size) else 0
+        if k:
+            assert ref2 is not None
+            payload = bytes([k]) + compress_planes(
+                extrap_encode(raw, ref, ref2, code, k), itemsize, level)
+            return _or_full(raw, itemsize, level, size, "extrap", payload)
+        mode, delta = "delta", delta_encode(raw, ref, code)
     else:
         mode, delta = "cast", delta_encode(raw, cast_predict(ref, ref_code, code), code)
-    payload = compress_planes(delta, itemsize, level)
+    return _or_full(raw, itemsize, level, size, mode, compress_planes(delta, itemsize, level))
+
+
+def _or_full(raw: Buffer, itemsize: int, level: int, size: int, mode: str,
+             payload: bytes) -> tuple[str, bytes]:
     if len(payload) > FULL_RETRY_RATIO * size:
         full = compress_planes(raw, itemsize, level)
         if len(full) <= len(payload):  # ties: full decodes faster and needs no ref
@@ -101,16 +109,22 @@ def encode_block(
     return mode, payload
 
 
-def _extrap_wins(raw: Buffer, ref: Buffer, ref2: Buffer, code: str) -> bool:
-    """Compress both residuals of a slice from the middle; True if extrap is smaller."""
+def _extrap_factor(raw: Buffer, ref: Buffer, ref2: Buffer, code: str) -> int:
+    """The step multiple k (1-4) whose residual on a slice from the middle compresses
+    best, or 0 when the plain delta is as good (extrap makes decoding need ref2)."""
     itemsize = dtype_info(code).itemsize
     n = _nbytes(raw) // itemsize
     lo = max(0, n // 2 - SAMPLE_ELEMENTS // 2) * itemsize
     hi = min(n, lo // itemsize + SAMPLE_ELEMENTS) * itemsize
     r, a, b = (memoryview(x).cast("B")[lo:hi] for x in (raw, ref, ref2))
-    plain = len(compress_planes(delta_encode(r, a, code), itemsize))
-    extra = len(compress_planes(extrap_encode(r, a, b, code), itemsize))
-    return extra < 0.97 * plain  # a clear win only: extrap makes the next decode need ref2
+    best, best_k = 0.97 * len(compress_planes(delta_encode(r, a, code), itemsize)), 0
+    for k in (1, 2, 3, 4):
+        size = len(compress_planes(extrap_encode(r, a, b, code, k), itemsize))
+        if size < best:
+            best, best_k = size, k
+        elif best_k:  # residuals grow past the best multiple: stop trying
+            break
+    return best_k
 
 
 def decode_block(
@@ -188,15 +202,20 @@ def decode_delta_run(base: Buffer, deltas: Sequence[tuple[str, Any]], code: str,
             continue
         if mode not in ("delta", "extrap"):
             raise CorruptObject(f"decode_delta_run: unexpected block mode {mode!r}")
+        k = 0
+        if mode == "extrap":
+            view = memoryview(payload).cast("B")
+            if step is None or not len(view) or not 1 <= view[0] <= 16:
+                raise CorruptObject("an 'extrap' block without its step or step multiple")
+            k, payload = view[0], view[1:]
         if isinstance(payload, np.ndarray):  # a step given already decoded (decode_block)
             d = payload.copy()
         else:
             d = decompress_planes_array(payload, itemsize, n_elements)
             d = unzigzag_inplace(d) if d.flags.writeable else unzigzag(d)
-        if mode == "extrap":
-            if step is None:
-                raise CorruptObject("an 'extrap' block without the step before it")
-            d += step
+        if k:
+            kstep = step * step.dtype.type(k) if isinstance(step, np.ndarray) else 0
+            d += kstep
         acc += d
         step = d
     return (from_ordered(acc) if info.kind == "float" else acc).tobytes()

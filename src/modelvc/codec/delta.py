@@ -123,13 +123,14 @@ def _ordered(buf: Buffer, info: Any, what: str) -> UArray:
     return to_ordered(u) if info.kind == "float" else u
 
 
-def extrap_encode(new: Buffer, ref: Buffer, ref2: Buffer, code: str) -> bytes:
-    """Residual of ``new`` against the linear extrapolation ``2*ref - ref2``.
+def extrap_encode(new: Buffer, ref: Buffer, ref2: Buffer, code: str, k: int = 1) -> bytes:
+    """Residual of ``new`` against the linear extrapolation ``ref + k*(ref - ref2)``.
 
     ref is the parent, ref2 the grandparent. Optimizers with momentum and weight decay
     move most weights by similar steps between checkpoints (and exactly so for rows
     that get no gradient, like unseen tokens' embeddings), so predicting the next step
-    from the last one leaves a smaller residual than the plain delta. Computed in the
+    from the last one leaves a smaller residual than the plain delta; k > 1 when the
+    reference is several checkpoints back (bounded chains). Computed in the
     order-preserving integer domain with wrapping arithmetic: exact whatever the bits."""
     info = dtype_info(code)
     a = _ordered(new, info, "extrap_encode new")
@@ -137,9 +138,10 @@ def extrap_encode(new: Buffer, ref: Buffer, ref2: Buffer, code: str) -> bytes:
     c = _ordered(ref2, info, "extrap_encode ref2")
     if not a.shape == b.shape == c.shape:
         raise UsageError("extrap_encode: new, ref and ref2 differ in length")
+    step = b - c
+    step *= step.dtype.type(k)
     d = a - b
-    d -= b
-    d += c
+    d -= step
     return zigzag(d).tobytes()
 
 
