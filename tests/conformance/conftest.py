@@ -1,6 +1,6 @@
 """The Registry API on every backend: local, a server over SQLite, a server over
-PostgreSQL. Servers are real `modelvc server` processes, shared per module; each test
-works on its own model name."""
+PostgreSQL, a server over PostgreSQL + S3 (SeaweedFS). Servers are real `modelvc
+server` processes, shared per module; each test works on its own model name."""
 
 from __future__ import annotations
 
@@ -19,20 +19,27 @@ from tests.server.proc import Server, grant_token
 ACTOR = "tester"
 
 
-@pytest.fixture(scope="module", params=["local", "remote", "remote-pg"])
+@pytest.fixture(scope="module", params=["local", "remote", "remote-pg", "remote-pg-s3"])
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[Any]:
     old = os.environ.get("MODELVC_AUTHOR")
     os.environ["MODELVC_AUTHOR"] = ACTOR  # local actor == the remote token's subject
     tmp = tmp_path_factory.mktemp(request.param)
-    url = None
-    if request.param == "remote-pg":
+    url = objects = None
+    s3 = None
+    if request.param.startswith("remote-pg"):
         if os.environ.get("MODELVC_SKIP_POSTGRES") == "1":
             pytest.skip("MODELVC_SKIP_POSTGRES=1")
         from tests.services.postgres import drop_database, fresh_database, postgres_url
 
         url = fresh_database(postgres_url())
-    reg = Registry.init(tmp / "repo", meta_url=url)
+    if request.param == "remote-pg-s3":  # the scale-out deployment: PostgreSQL + S3
+        from tests.services.s3 import start_seaweed
+
+        s3 = start_seaweed(tmp / "s3")
+        objects = (f"s3://{s3.bucket}/conformance?endpoint={s3.endpoint}"
+                   f"&access_key={s3.access_key}&secret_key={s3.secret_key}&region=us-east-1")
+    reg = Registry.init(tmp / "repo", meta_url=url, objects_url=objects)
     if request.param == "local":
         yield reg
         reg.close()
@@ -45,6 +52,8 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         remote.close()
         assert server.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises it once drained
         assert '"msg": "stopped"' in server.log.read_text()
+    if s3 is not None:
+        s3.stop()
     if url is not None:
         drop_database(url)
     if old is None:
