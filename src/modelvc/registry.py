@@ -11,8 +11,9 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from . import layout as _layout
 from . import maintenance
@@ -29,8 +30,6 @@ from .errors import (
     RefNotFound,
     UsageError,
 )
-from .events import Events
-from .gates.authority import Authority
 from .lineage import author as default_author
 from .lineage import capture
 from .maintenance import GcReport, VerifyReport
@@ -49,8 +48,12 @@ from .meta.store import MetaStore
 from .names import check_name, check_ref_name, is_hex_prefix, parse_ref
 from .objects import open_store
 from .objects.base import ObjectStore, flush
-from .signing.trust import Trust
 from .storage import ObjectIO
+
+if TYPE_CHECKING:  # imported on first use: commands that never gate or sign start faster
+    from .events import Events
+    from .gates.authority import Authority
+    from .signing.trust import Trust
 
 Version = VersionRow
 
@@ -70,8 +73,13 @@ class _ReadOps:
     layout: _layout.Layout
     meta: MetaStore
     io: ObjectIO
-    trust: Trust
     _jobs: ThreadPoolExecutor
+
+    @cached_property
+    def trust(self) -> Trust:
+        from .signing.trust import Trust
+
+        return Trust(self.meta, self._manifest)
 
     # Provided by Registry.
     resolve: Callable[..., Version]
@@ -147,9 +155,18 @@ class Registry(_ReadOps):
         self._blocks = ThreadPoolExecutor(2, thread_name_prefix="modelvc-block")
         self._jobs = ThreadPoolExecutor(3, thread_name_prefix="modelvc-job")
         self.io = ObjectIO(store, executor=self._blocks)
-        self.governance = Authority(meta)
-        self.trust = Trust(meta, self._manifest)
-        self.events = Events(meta)
+
+    @cached_property
+    def governance(self) -> Authority:
+        from .gates.authority import Authority
+
+        return Authority(self.meta)
+
+    @cached_property
+    def events(self) -> Events:
+        from .events import Events
+
+        return Events(self.meta)
 
     # ---- opening
     @classmethod
