@@ -84,6 +84,7 @@ def main() -> None:
     from . import (
         admin_cmds,
         audit_cmds,
+        deploy_cmds,
         gate_cmds,
         ref_cmds,
         serve_cmds,
@@ -96,7 +97,7 @@ def main() -> None:
     )
 
     for mod in (version_cmds, ref_cmds, admin_cmds, audit_cmds, webhook_cmds, sign_cmds,
-                serve_cmds, gate_cmds, transfer_cmds, server_cmds, token_cmds):
+                serve_cmds, gate_cmds, transfer_cmds, server_cmds, token_cmds, deploy_cmds):
         mod.register(cli)
     cli(prog_name="modelvc")
 

@@ -37,13 +37,21 @@ def _need_serving() -> None:
 @click.option("--trust", type=click.Choice(["never", "signed", "any"]),
               help="Which versions may run a Python predictor (default never).")
 @click.option("--workers", type=int, help="Inference threads (default 4).")
+@click.option("--fleet", is_flag=True,
+              help="Join a fleet: switch only when a deployment says so (modelvc deploy).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Replica label deployments select on (repeatable; implies --fleet).")
+@click.option("--replica-id", help="Replica id in the fleet (default HOSTNAME-PORT).")
+@click.option("--advertise", metavar="URL", help="URL the fleet reaches this gateway at.")
+@click.option("--heartbeat", type=float, help="Seconds between fleet reports (1.0).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_obj
 def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | None,
           port: int | None, canary: str | None, canary_percent: float, no_auto: bool,
           shadow: str | None, poll_interval: float | None, trust: str | None,
-          workers: int | None, log_level: str) -> None:
+          workers: int | None, fleet: bool, labels: tuple[str, ...], replica_id: str | None,
+          advertise: str | None, heartbeat: float | None, log_level: str) -> None:
     """Serve models over the Open Inference Protocol v2, following their channels.
 
     \b
@@ -65,8 +73,14 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
         if shadow:
             entry["shadow"] = shadow
         models.append(entry)
-    overrides = {"host": host, "port": port, "poll_interval": poll_interval, "trust": trust,
-                 "workers": workers, "models": models or None}
+    overrides: dict[str, Any] = {"host": host, "port": port, "poll_interval": poll_interval,
+                                 "trust": trust, "workers": workers, "models": models or None}
+    if fleet or labels or replica_id or advertise or heartbeat:
+        from .deploy_cmds import _labels
+
+        spec = {"labels": _labels(labels), "replica_id": replica_id, "advertise": advertise,
+                "heartbeat": heartbeat}
+        overrides["fleet"] = {k: v for k, v in spec.items() if v is not None}
     cfg = load_config(Path(config) if config else None, overrides)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     click.echo(f"serving {', '.join(f'{m.name}@{m.ref}' for m in cfg.models)} "

@@ -277,3 +277,43 @@ role_bindings = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("created_by", sa.Text, nullable=False),
 )
+
+# ---- fleet: deployments as desired state, replicas as reported state (modelvc.fleet)
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("model", NAME, nullable=False),
+    sa.Column("channel", NAME, nullable=False),
+    sa.Column("strategy", sa.String(16), nullable=False),  # atomic | rolling
+    sa.Column("selector", sa.JSON, nullable=False),  # {label: value} a replica must have
+    sa.Column("version_id", ID, nullable=True),  # what the fleet serves from `epoch` on
+    sa.Column("previous_id", ID, nullable=True),  # kept warm for a one-step rollback
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("pending_id", ID, nullable=True),  # being staged (two-phase switch)
+    sa.Column("pending_epoch", sa.Integer, nullable=True),
+    sa.Column("members", sa.JSON, nullable=False),  # replica ids of the current rollout
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index(None, "model"),
+)
+
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", NAME, primary_key=True),  # one gateway ...
+    sa.Column("model", NAME, primary_key=True),  # ... serving one model
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime, nullable=False),
+    sa.Column("serving_id", ID, nullable=True),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("warm_id", ID, nullable=True),  # the previous version, still loaded
+    sa.Column("staged_id", ID, nullable=True),
+    sa.Column("staged_epoch", sa.Integer, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+)

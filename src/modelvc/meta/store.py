@@ -28,6 +28,7 @@ from . import engine as eng
 from . import lifecycle, objectsql
 from .api import AuditEntry, ModelRow, NewVersion, ObjectRow, RefKind, RefMove, RefRow, VersionRow
 from .auth import AuthMixin
+from .fleet import FleetMixin
 from .governance import GovernanceMixin, append_audit
 from .refops import check_target, insert_ignore, move_ref
 from .rows import (
@@ -52,7 +53,7 @@ FORMAT_VERSION = 1
 T = TypeVar("T")
 
 
-class MetaStore(GovernanceMixin, AuthMixin):
+class MetaStore(GovernanceMixin, AuthMixin, FleetMixin):
     def __init__(self, engine: sa.Engine, info: dict[str, str]) -> None:
         """Use create() or open()."""
         self._engine = engine

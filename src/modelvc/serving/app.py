@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from .. import __version__ as modelvc_version
 from ..errors import ModelvcError
-from .gateway import Gateway, NotReady, http_status
+from .gateway import EPOCH_HEADER, Gateway, NotReady, http_status
 from .protocol import HEADER_LENGTH, BadRequest, parse_infer
 
 log = logging.getLogger("modelvc.serving")
@@ -99,8 +99,10 @@ def build_app(gw: Gateway) -> Starlette:
     async def infer(request: Request) -> Response:
         req = parse_infer(await _body(request), request.headers.get(HEADER_LENGTH))
         key = request.headers.get(KEY_HEADER) or req.parameters.get("request_key")
+        seen = request.headers.get(EPOCH_HEADER, "")  # the newest epoch the caller saw
         body, headers = await gw.infer(request.path_params["name"], version_of(request),
-                                       req, str(key) if key is not None else None)
+                                       req, str(key) if key is not None else None,
+                                       int(seen) if seen.isdigit() else None)
         return Response(body, headers=headers)
 
     @_guard

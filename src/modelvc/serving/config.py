@@ -5,6 +5,8 @@
     port = 8000
     poll_interval = 0.2             # seconds between looks at each followed channel
     trust = "never"                 # Python predictors: never | signed | any
+    [fleet]                         # optional: switch when a deployment says (docs/deploy.md)
+    labels = {app = "digits"}
 
     [[models]]
     name = "digits"                 # the OIP model name (default: the registry model)
@@ -54,6 +56,17 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """Join a fleet: switch versions when a deployment says so (modelvc.fleet)."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    replica_id: str | None = None  # default: hostname-port
+    advertise: str | None = None  # URL others reach this gateway at (default host:port)
+    heartbeat: float = 1.0  # seconds between reports (and looks, with notifications)
+    meta: str | None = None  # metadata database URL (default: the registry's)
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     models: list[ModelConfig]
     registry: str | None = None
@@ -63,6 +76,7 @@ class ServeConfig:
     trust: Trust = "never"
     workers: int = 4  # inference threads
     threads: int = 1  # intra-op threads per ONNX session
+    fleet: FleetConfig | None = None
 
 
 def _only(raw: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -117,6 +131,10 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
         raise UsageError("nothing to serve: give MODEL[@CHANNEL] or a config with [[models]]")
     if len({m.name for m in models}) != len(models):
         raise UsageError("two served models share a name")
+    fleet = raw.get("fleet")
+    if isinstance(fleet, dict):
+        _only(fleet, {f.name for f in fields(FleetConfig)}, "[fleet]")
+        raw["fleet"] = FleetConfig(**fleet)
     if raw.get("trust", "never") not in ("never", "signed", "any"):
         raise UsageError("trust must be never, signed or any")
     return ServeConfig(models=models, **raw)

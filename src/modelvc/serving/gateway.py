@@ -11,7 +11,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,12 +27,21 @@ from .swap import Follower, Loaded, Pool
 
 log = logging.getLogger("modelvc.serving")
 MAX_SHADOW_BACKLOG = 32
+VERSION_HEADER, EPOCH_HEADER = "x-modelvc-version", "x-modelvc-epoch"
 
 
 class NotReady(Exception):
     """The model has no loaded version to answer with (HTTP 503)."""
 
     status = 503
+
+
+class FleetHook(Protocol):
+    """A fleet agent (modelvc.fleet) that decides when the stable slot switches."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def catch_up(self, sm: ServedModel, epoch: int) -> None: ...
 
 
 class Gateway:
@@ -48,17 +57,23 @@ class Gateway:
                                            else 60.0) for m in cfg.models}
         self._tasks: list[asyncio.Task[None]] = []
         self._mirrors: set[asyncio.Task[None]] = set()
+        self.agent: FleetHook | None = None  # in a fleet, it switches the stable slots
 
     # --- lifecycle
     async def start(self) -> None:
         """Load what every followed ref points to, then keep following them."""
         for sm in self.models.values():
-            for f in sm.followers():
+            own = [f for f in sm.followers() if self.agent is None or f is not sm.stable]
+            for f in own:
                 await f.refresh()
-            for f in sm.followers():
+            for f in own:
                 self._tasks.append(asyncio.create_task(self._follow(sm, f)))
+        if self.agent is not None:
+            await self.agent.start()
 
     async def stop(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -150,9 +165,15 @@ class Gateway:
         return follower.current, follower.ref
 
     async def infer(self, name: str, selector: str | None, req: InferRequest,
-                    key: str | None) -> tuple[bytes, dict[str, str]]:
+                    key: str | None, min_epoch: int | None = None
+                    ) -> tuple[bytes, dict[str, str]]:
         sm = self.served(name)
+        if min_epoch is not None and self.agent is not None:
+            self.agent.catch_up(sm, min_epoch)  # the caller saw that epoch elsewhere
         item, channel = await self.slot(sm, selector, key)
+        # Read with no await in between: the epoch `item` is served at (canary, shadow
+        # and pinned versions are outside the fleet's epochs: 0).
+        epoch = sm.stable.epoch if item is sm.stable.current else 0
         rt = item.runtime
         check_signature(req, rt.inputs, rt.outputs, name)
         req_id = req.id or uuid.uuid4().hex
@@ -164,14 +185,17 @@ class Gateway:
             if item is base or base is None:
                 raise
             # A failing canary costs the caller nothing: answer from stable instead.
-            item, channel = base, sm.cfg.ref
+            item, channel, epoch = base, sm.cfg.ref, sm.stable.epoch
             label = sm.label_output(item)
             results = await self._run(sm, item, channel, req, label)
         if label is not None and label in results:
             sm.remember(req_id, item.version, results[label].reshape(-1))
         self._mirror(sm, item, req, results)
         shown = {k: v for k, v in results.items() if not req.outputs or k in req.outputs}
-        return encode_response(req, name, str(item.version.number), shown, req_id)
+        number = str(item.version.number)
+        body, headers = encode_response(req, name, number, shown, req_id,
+                                        {"modelvc_version": number, "modelvc_epoch": epoch})
+        return body, headers | {VERSION_HEADER: number, EPOCH_HEADER: str(epoch)}
 
     async def _run(self, sm: ServedModel, item: Loaded, channel: str, req: InferRequest,
                    label: str | None) -> dict[str, np.ndarray]:

@@ -183,7 +183,8 @@ def _binary_data(arr: np.ndarray) -> bytes:
 
 
 def encode_response(req: InferRequest, model: str, version: str,
-                    results: dict[str, np.ndarray], req_id: str
+                    results: dict[str, np.ndarray], req_id: str,
+                    parameters: dict[str, Any] | None = None
                     ) -> tuple[bytes, dict[str, str]]:
     """The response body and headers; binary outputs follow the JSON header."""
     outs: list[dict[str, Any]] = []
@@ -198,8 +199,11 @@ def encode_response(req: InferRequest, model: str, version: str,
         else:
             item["data"] = _json_data(arr)
         outs.append(item)
-    head = json.dumps({"model_name": model, "model_version": version, "id": req_id,
-                       "outputs": outs}, separators=(",", ":")).encode()
+    doc: dict[str, Any] = {"model_name": model, "model_version": version, "id": req_id,
+                           "outputs": outs}
+    if parameters:
+        doc["parameters"] = parameters
+    head = json.dumps(doc, separators=(",", ":")).encode()
     if not blobs:
         return head, {"content-type": "application/json"}
     return head + b"".join(blobs), {"content-type": "application/octet-stream",

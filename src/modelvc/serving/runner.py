@@ -27,8 +27,17 @@ def _uvicorn_config(gw: Gateway, cfg: ServeConfig, log_level: str) -> uvicorn.Co
                           access_log=False, lifespan="on", timeout_graceful_shutdown=10)
 
 
+def make_gateway(reg: Registry, cfg: ServeConfig, workdir: Path | None = None) -> Gateway:
+    gw = Gateway(reg, cfg, workdir=workdir)
+    if cfg.fleet is not None:
+        from ..fleet.agent import FleetAgent
+
+        gw.agent = FleetAgent(gw, cfg.fleet)
+    return gw
+
+
 def serve_forever(reg: Registry, cfg: ServeConfig, *, log_level: str = "info") -> None:
-    uvicorn.Server(_uvicorn_config(Gateway(reg, cfg), cfg, log_level)).run()
+    uvicorn.Server(_uvicorn_config(make_gateway(reg, cfg), cfg, log_level)).run()
 
 
 class BackgroundServer:
@@ -36,7 +45,7 @@ class BackgroundServer:
 
     def __init__(self, reg: Registry, cfg: ServeConfig, *, workdir: Path | None = None,
                  log_level: str = "warning") -> None:
-        self.gateway = Gateway(reg, cfg, workdir=workdir)
+        self.gateway = make_gateway(reg, cfg, workdir)
         self.url = f"http://{cfg.host}:{cfg.port}"
         self._server = uvicorn.Server(_uvicorn_config(self.gateway, cfg, log_level))
         self._thread = threading.Thread(target=self._server.run, name="modelvc-serve",

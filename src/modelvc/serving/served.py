@@ -126,7 +126,7 @@ class ServedModel:
                 return None
             return {"ref": f.ref, "version": f.current.version.number if f.current else None,
                     "previous": f.previous.version.number if f.previous else None,
-                    "error": f.last_error}
+                    "epoch": f.epoch, "error": f.last_error}
 
         numbers = {i.version.id: i.version.number for i in self.pool.items.values()}
         per_version = {}

@@ -169,6 +169,7 @@ class Follower:
         self.revision: int | None = None
         self.target: str | None = None  # version id the ref points to
         self.last_error: str | None = None
+        self.epoch = 0  # fleet routing epoch of `current` (modelvc.fleet); 0 outside a fleet
         self.fixed = ref.startswith("v") and ref[1:].isdigit()
         self._lock = asyncio.Lock()  # one refresh at a time, or a version is held twice
 
@@ -210,18 +211,27 @@ class Follower:
             log.error("%s@%s stays on %s: %s", self.model, self.ref,
                       self.current.label if self.current else "nothing", exc)
             return False
+        self.install(new)
+        return True
+
+    def install(self, new: Loaded, epoch: int | None = None) -> None:
+        """Serve `new` (loaded and warm; the caller's hold passes to this slot) from now
+        on: one assignment in the event loop, the old version stays warm as previous."""
         old, self.current, self.last_error = self.current, new, None
+        if epoch is not None:
+            self.epoch = epoch
         m = self.pool.metrics
         m.swaps.labels(self.model, self.ref).inc()
-        m.serving.labels(self.model, self.ref).set(v.number)
-        if old is not None:
+        m.serving.labels(self.model, self.ref).set(new.version.number)
+        if old is new:
+            self.pool.release(old)  # the same version at a new epoch: one hold is enough
+        elif old is not None:
             if self.keep_previous:
                 if self.previous is not None:
                     self.pool.release(self.previous)
                 self.previous = old
             else:
                 self.pool.release(old)
-        return True
 
     def close(self) -> None:
         for item in (self.current, self.previous):

@@ -1,0 +1,117 @@
+"""`modelvc deploy`: fleet rollouts (modelvc.fleet): create, rollout, rollback, status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+from .main import Ctx, json_option
+from .output import emit
+
+
+def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise UsageError(f"bad label {p!r}: use KEY=VALUE")
+        out[k] = v
+    return out
+
+
+def _controller(ctx: Ctx, stage_timeout: float = 60.0) -> Any:
+    from ..fleet.controller import Controller
+
+    return Controller(ctx.registry(), stage_timeout=stage_timeout)
+
+
+def _outcome(as_json: bool, out: Any) -> None:
+    d = out.deployment
+    data = {"deployment": d.name, "ok": out.ok, "state": d.state, "epoch": d.epoch,
+            "reason": out.reason, "seconds": round(out.seconds, 3)}
+    emit(as_json, data, f"{d.name}: {d.state} at epoch {d.epoch} in {out.seconds:.3f}s"
+         + (f" ({out.reason})" if out.reason else ""))
+    if not out.ok:
+        raise SystemExit(5)
+
+
+@click.group()
+def deploy() -> None:
+    """Roll versions out to a fleet of gateways (`modelvc serve --fleet`), atomically."""
+
+
+@deploy.command("create")
+@click.argument("target", metavar="MODEL[@CHANNEL]")
+@click.option("--name", help="Deployment name (default MODEL-CHANNEL).")
+@click.option("--strategy", default="atomic", show_default=True,
+              type=click.Choice(["atomic"]))
+@click.option("--selector", "-l", multiple=True, metavar="KEY=VALUE",
+              help="Replica labels a gateway must carry (repeatable).")
+@click.option("--no-rollout", is_flag=True, help="Only record it; roll out later.")
+@json_option
+@click.pass_obj
+def create(ctx: Ctx, target: str, name: str | None, strategy: str, selector: tuple[str, ...],
+           no_rollout: bool, as_json: bool) -> None:
+    """Deploy what MODEL@CHANNEL names to the gateways the selector picks."""
+    model, _, channel = target.partition("@")
+    channel = channel or "production"
+    with _controller(ctx) as c:
+        d = c.create(name or f"{model}-{channel}", model, channel, strategy=strategy,
+                     selector=_labels(selector))
+        if no_rollout:
+            emit(as_json, {"deployment": d.name, "state": d.state}, f"created {d.name}")
+            return
+        _outcome(as_json, c.rollout(d.name))
+
+
+@deploy.command("rollout")
+@click.argument("name")
+@click.option("--to", "to", metavar="VERSION", help="v3 or a ref (default: the channel).")
+@click.option("--reason", default="")
+@click.option("--stage-timeout", type=float, default=60.0, show_default=True)
+@json_option
+@click.pass_obj
+def rollout(ctx: Ctx, name: str, to: str | None, reason: str, stage_timeout: float,
+            as_json: bool) -> None:
+    """Stage VERSION everywhere, then switch every replica at one epoch (or none)."""
+    with _controller(ctx, stage_timeout) as c:
+        _outcome(as_json, c.rollout(name, to, reason=reason))
+
+
+@deploy.command("rollback")
+@click.argument("name")
+@click.option("--reason", default="")
+@json_option
+@click.pass_obj
+def rollback(ctx: Ctx, name: str, reason: str, as_json: bool) -> None:
+    """Switch the whole fleet back to the still-warm previous version in one step."""
+    with _controller(ctx) as c:
+        _outcome(as_json, c.rollback(name, reason=reason))
+
+
+@deploy.command("status")
+@click.argument("name", required=False)
+@json_option
+@click.pass_obj
+def status(ctx: Ctx, name: str | None, as_json: bool) -> None:
+    """What each deployment wants and what each replica serves, and why."""
+    with _controller(ctx) as c:
+        names = [name] if name else [d.name for d in c.meta.list_deployments()]
+        docs = [c.status(n) for n in names]
+
+    def human() -> None:
+        for doc in docs:
+            click.echo(f"{doc['name']}: {doc['model']}@{doc['channel']} v{doc['version']} "
+                       f"epoch {doc['epoch']} {doc['state']}"
+                       + (f" ({doc['reason']})" if doc["reason"] else ""))
+            for r in doc["replicas"]:
+                click.echo(f"  {r['id']:<20} v{r['serving']} epoch {r['epoch']} warm "
+                           f"v{r['warm']} {r['state']:<8} {r['why']}")
+
+    emit(as_json, docs if name is None else docs[0], human)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(deploy)

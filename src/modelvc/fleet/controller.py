@@ -1,0 +1,213 @@
+"""The rollout controller: `modelvc deploy` and the same in Python.
+
+Atomic strategy (a two-phase switch, coordinated through the deployment row):
+1. STAGE: `begin_stage` names the version and the next epoch; every member replica
+   (live, selected by labels) loads and warms it and reports "staged".
+2. If any member fails, stops heartbeating, or the stage times out: `abort_stage`, no
+   replica switches, and the deployment's reason says which replica and why.
+3. Otherwise move the channel (so it never names a version the fleet refused), then
+   `commit_flip`: the commit point. Every replica switches on the NOTIFY (PostgreSQL)
+   or its next poll (SQLite); one that misses it converges from the row later.
+4. VERIFY: wait for every member to report the new epoch: "done", else "converging"
+   with the replicas still behind.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import NotFound, UsageError
+from ..meta.fleet import REPLICA_CHANNEL, Deployment, Replica
+from ..meta.rows import now
+from ..registry import Registry
+from .notify import Listener, is_postgres
+
+STRATEGIES = ("atomic",)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    deployment: Deployment
+    ok: bool  # every member serves the target
+    reason: str
+    seconds: float
+
+
+class Controller:
+    def __init__(self, reg: Registry, *, stage_timeout: float = 60.0,
+                 verify_timeout: float = 10.0, stale: float = 5.0,
+                 actor: str = "modelvc-deploy") -> None:
+        if not hasattr(reg, "layout"):
+            raise UsageError("modelvc deploy needs the registry's metadata database",
+                             hint="open the registry by path (a server relay is planned)")
+        self.reg, self.meta = reg, reg.meta
+        self.stage_timeout, self.verify_timeout, self.stale = stage_timeout, verify_timeout, stale
+        self.actor = actor
+        self._changed = threading.Event()
+        self._listener: Listener | None = None
+        url = reg.layout.meta_url
+        if is_postgres(url):
+            self._listener = Listener(url, [REPLICA_CHANNEL],
+                                      lambda _c, _d: self._changed.set()).start()
+            self._listener.connected.wait(5)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- desired state
+    def create(self, name: str, model: str, channel: str = "production", *,
+               strategy: str = "atomic", selector: dict[str, str] | None = None
+               ) -> Deployment:
+        if strategy not in STRATEGIES:
+            raise UsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
+        self.meta.get_model(model)
+        return self.meta.create_deployment(name, model, channel, strategy, selector or {})
+
+    def members(self, d: Deployment) -> list[Replica]:
+        """Live replicas the deployment selects (heartbeat within `stale` seconds)."""
+        t = now()
+        return [r for r in self.meta.list_replicas(d.model)
+                if d.selects(r.labels) and r.heartbeat_at is not None
+                and (t - r.heartbeat_at).total_seconds() <= self.stale]
+
+    # --- moves
+    def rollout(self, name: str, to: str | None = None, *, reason: str = "") -> Outcome:
+        """Switch the fleet to `to` (NAME@vN or any ref; default: what the channel names),
+        moving the channel at the commit point."""
+        d = self.meta.get_deployment(name)
+        if to is None:
+            vid = self.meta.get_ref(d.model, d.channel).version_id
+            if vid is None:
+                raise NotFound(f"{d.model}@{d.channel} points nowhere")
+        else:
+            vid = self.reg.resolve(to if "@" in to else f"{d.model}@{to}").id
+
+        def move() -> None:
+            if self.meta.get_ref(d.model, d.channel).version_id != vid:
+                number = self.meta.get_version(vid).number
+                self.reg.promote(f"{d.model}@v{number}", d.channel, actor=self.actor,
+                                 reason=reason or f"deployment {name}")
+
+        return self._atomic(d, vid, move)
+
+    def rollback(self, name: str, *, reason: str = "") -> Outcome:
+        """One step back to the version served before (still warm on every replica)."""
+        d = self.meta.get_deployment(name)
+        if d.previous_id is None:
+            raise UsageError(f"deployment {name!r} has no previous version to go back to")
+        prev = self.meta.get_version(d.previous_id)
+
+        def move() -> None:
+            self.reg.rollback(d.model, d.channel, to=f"{d.model}@v{prev.number}",
+                              actor=self.actor, reason=reason or f"deployment {name} rollback")
+
+        return self._atomic(d, prev.id, move)
+
+    def _atomic(self, d: Deployment, vid: str, move: Callable[[], None]) -> Outcome:
+        t0 = time.monotonic()
+        members = self.members(d)
+        if not members:
+            raise UsageError(f"no live replica of {d.model} matches {d.selector or '{}'}",
+                             hint="start gateways with --fleet and matching --label")
+        ids = sorted(r.id for r in members)
+        d = self.meta.begin_stage(d.name, d.epoch, vid, ids)
+        epoch = d.epoch + 1
+        why = self._wait(d, ids, self.stage_timeout, lambda r: _staged(r, vid, epoch),
+                         fail=lambda r: r.state == "failed" and r.staged_epoch == epoch)
+        if why is None:
+            try:
+                move()
+            except Exception as exc:  # the channel refused (gate, CAS): nobody switches
+                why = f"moving {d.model}@{d.channel}: {exc}"
+        if why is not None:
+            d = self.meta.abort_stage(d.name, d.epoch, why)
+            return Outcome(d, False, why, time.monotonic() - t0)
+        d = self.meta.commit_flip(d.name, d.epoch)
+        late = self._wait(d, ids, self.verify_timeout, lambda r: r.epoch >= epoch)
+        state = "done" if late is None else "converging"
+        d = self.meta.set_deployment_state(d.name, epoch, state, late or "")
+        return Outcome(d, late is None, late or "", time.monotonic() - t0)
+
+    def _wait(self, d: Deployment, ids: list[str], timeout: float,
+              ok: Callable[[Replica], bool],
+              fail: Callable[[Replica], bool] = lambda r: False) -> str | None:
+        """None once ok(r) holds for every member; else why not (failure, silence,
+        timeout). Wakes on replica NOTIFYs, or polls every 10 ms on SQLite."""
+        end = time.monotonic() + timeout
+        while True:
+            self._changed.clear()
+            rows = {r.id: r for r in self.meta.list_replicas(d.model) if r.id in ids}
+            t = now()
+            waiting = []
+            for rid in ids:
+                r = rows.get(rid)
+                if r is not None and ok(r):
+                    continue
+                if r is None:
+                    return f"replica {rid} is gone"
+                if fail(r):
+                    return f"replica {rid} failed: {r.error}"
+                assert r.heartbeat_at is not None
+                if (t - r.heartbeat_at).total_seconds() > self.stale:
+                    return f"replica {rid} stopped reporting ({r.state}, {r.address})"
+                waiting.append(f"{rid} ({r.state})")
+            if not waiting:
+                return None
+            if time.monotonic() > end:
+                return f"timed out after {timeout:g}s waiting for {', '.join(waiting)}"
+            self._changed.wait(0.2 if self._listener is not None else 0.01)
+
+    # --- status
+    def status(self, name: str) -> dict[str, Any]:
+        d = self.meta.get_deployment(name)
+        numbers: dict[str, int] = {}
+
+        def num(vid: str | None) -> int | None:
+            if vid is None:
+                return None
+            if vid not in numbers:
+                numbers[vid] = self.meta.get_version(vid).number
+            return numbers[vid]
+
+        t = now()
+        reps = []
+        for r in self.meta.list_replicas(d.model):
+            if not d.selects(r.labels):
+                continue
+            age = (t - r.heartbeat_at).total_seconds() if r.heartbeat_at else None
+            if r.epoch >= d.epoch and r.serving_id == d.version_id:
+                why = "in sync"
+            elif age is not None and age > self.stale:
+                why = f"silent for {age:.0f}s: converges when it reports again"
+            elif r.state == "failed":
+                why = f"failed: {r.error}"
+            else:
+                why = f"behind (epoch {r.epoch} < {d.epoch}): switching"
+            reps.append({"id": r.id, "address": r.address, "labels": r.labels,
+                         "serving": num(r.serving_id), "epoch": r.epoch,
+                         "warm": num(r.warm_id), "staged": num(r.staged_id),
+                         "state": r.state, "error": r.error, "heartbeat_age": age,
+                         "why": why})
+        return {"name": d.name, "model": d.model, "channel": d.channel,
+                "strategy": d.strategy, "selector": d.selector, "version": num(d.version_id),
+                "previous": num(d.previous_id), "epoch": d.epoch,
+                "pending": num(d.pending_id), "state": d.state, "reason": d.reason,
+                "replicas": reps}
+
+
+def _staged(r: Replica, vid: str, epoch: int) -> bool:
+    return (r.staged_epoch == epoch and r.staged_id == vid) or r.epoch >= epoch
+
+
+

@@ -1,0 +1,219 @@
+"""Deployments (desired state) and replicas (reported state) of a gateway fleet: a mixin
+of MetaStore used by modelvc.fleet.
+
+A deployment moves through a two-phase switch by compare-and-swap on its epoch:
+`begin_stage` (pending version at epoch+1) -> `commit_flip` (the commit point: the
+pending version becomes the served one at that epoch) or `abort_stage`. On PostgreSQL
+every change also sends NOTIFY in the same transaction (delivered at commit), so
+gateways and controllers wake within milliseconds; on SQLite they poll.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..errors import AlreadyExists, Conflict, NotFound
+from .rows import now
+from .schema import deployments, replicas
+
+T = TypeVar("T")
+DEPLOY_CHANNEL = "modelvc_deploy"  # NOTIFY channel: deployment changes
+REPLICA_CHANNEL = "modelvc_replica"  # NOTIFY channel: replica reports
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    model: str
+    channel: str
+    strategy: str
+    selector: dict[str, str]
+    version_id: str | None
+    previous_id: str | None
+    epoch: int
+    pending_id: str | None
+    pending_epoch: int | None
+    members: list[str]
+    state: str  # new | staging | flipped | done | converging | aborted
+    reason: str
+    created_at: datetime
+    updated_at: datetime
+
+    def selects(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.selector.items())
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: str
+    model: str
+    labels: dict[str, str] = field(default_factory=dict)
+    address: str = ""
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    serving_id: str | None = None
+    epoch: int = 0
+    warm_id: str | None = None
+    staged_id: str | None = None
+    staged_epoch: int | None = None
+    state: str = "starting"  # starting | serving | staging | staged | failed
+    error: str | None = None
+
+
+def _deployment(r: Any) -> Deployment:
+    m = dict(r._mapping)
+    m["selector"], m["members"] = dict(m["selector"]), list(m["members"])
+    return Deployment(**m)
+
+
+def _replica(r: Any) -> Replica:
+    m = dict(r._mapping)
+    m["labels"] = dict(m["labels"])
+    return Replica(**m)
+
+
+def notify(conn: sa.Connection, channel: str, payload: dict[str, Any]) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_notify(:c, :p)"),
+                     {"c": channel, "p": json.dumps(payload, separators=(",", ":"))})
+
+
+def _wake(conn: sa.Connection, d: Deployment) -> Deployment:
+    notify(conn, DEPLOY_CHANNEL, {"d": d.name, "m": d.model, "e": d.epoch, "s": d.state,
+                                  "v": d.version_id, "p": d.pending_id,
+                                  "pe": d.pending_epoch})
+    return d
+
+
+class FleetMixin:
+    _tx: Callable[..., Any]
+
+    def create_deployment(self, name: str, model: str, channel: str, strategy: str,
+                          selector: dict[str, str]) -> Deployment:
+        """AlreadyExists if a deployment has that name."""
+
+        def tx(conn: sa.Connection) -> Deployment:
+            if conn.execute(sa.select(deployments.c.name).where(
+                    deployments.c.name == name)).first() is not None:
+                raise AlreadyExists(f"deployment {name!r} already exists")
+            t = now()
+            conn.execute(deployments.insert().values(
+                name=name, model=model, channel=channel, strategy=strategy,
+                selector=selector, epoch=0, members=[], state="new", reason="", created_at=t,
+                updated_at=t))
+            return _get(conn, name)
+
+        result: Deployment = self._tx(tx, write=True)
+        return result
+
+    def get_deployment(self, name: str) -> Deployment:
+        """NotFound if absent."""
+        result: Deployment = self._tx(lambda conn: _get(conn, name))
+        return result
+
+    def list_deployments(self, model: str | None = None) -> list[Deployment]:
+        q = sa.select(deployments).order_by(deployments.c.name)
+        if model is not None:
+            q = q.where(deployments.c.model == model)
+        result: list[Deployment] = self._tx(
+            lambda conn: [_deployment(r) for r in conn.execute(q)])
+        return result
+
+    def delete_deployment(self, name: str) -> None:
+        self._tx(lambda conn: conn.execute(deployments.delete().where(
+            deployments.c.name == name)), write=True)
+
+    def begin_stage(self, name: str, epoch: int, version_id: str, members: list[str]
+                    ) -> Deployment:
+        """Phase one: stage `version_id` at epoch+1 on `members`. Conflict if the
+        deployment is no longer at `epoch` or another switch is in progress."""
+        return self._cas(name, epoch, {"pending_id": version_id, "pending_epoch": epoch + 1,
+                                       "members": members, "state": "staging", "reason": ""},
+                         pending=False)
+
+    def commit_flip(self, name: str, epoch: int) -> Deployment:
+        """Phase two (the commit point): the pending version is served from its epoch."""
+
+        def tx(conn: sa.Connection) -> Deployment:
+            d = _get(conn, name, lock=True)
+            if d.state != "staging" or d.pending_epoch != epoch + 1 or d.epoch != epoch:
+                raise Conflict(f"deployment {name!r} moved (epoch {d.epoch}, {d.state})")
+            prev = d.version_id if d.version_id != d.pending_id else d.previous_id
+            conn.execute(deployments.update().where(deployments.c.name == name).values(
+                version_id=d.pending_id, previous_id=prev, epoch=epoch + 1, pending_id=None,
+                pending_epoch=None, state="flipped", reason="", updated_at=now()))
+            return _wake(conn, _get(conn, name))
+
+        result: Deployment = self._tx(tx, write=True)
+        return result
+
+    def abort_stage(self, name: str, epoch: int, reason: str) -> Deployment:
+        """No replica switches: the pending version is dropped everywhere."""
+        return self._cas(name, epoch, {"pending_id": None, "pending_epoch": None,
+                                       "state": "aborted", "reason": reason}, pending=True)
+
+    def set_deployment_state(self, name: str, epoch: int, state: str, reason: str
+                             ) -> Deployment:
+        """Record the outcome of verification (done | converging) at `epoch`."""
+        return self._cas(name, epoch, {"state": state, "reason": reason}, pending=False)
+
+    def _cas(self, name: str, epoch: int, values: dict[str, Any], *, pending: bool
+             ) -> Deployment:
+        def tx(conn: sa.Connection) -> Deployment:
+            d = _get(conn, name, lock=True)
+            if d.epoch != epoch or (d.pending_id is not None) != pending:
+                raise Conflict(f"deployment {name!r} moved (epoch {d.epoch}, {d.state})",
+                               hint="another controller is rolling it out; see deploy status")
+            conn.execute(deployments.update().where(deployments.c.name == name).values(
+                updated_at=now(), **values))
+            return _wake(conn, _get(conn, name))
+
+        result: Deployment = self._tx(tx, write=True)
+        return result
+
+    # --- replicas
+    def report_replica(self, r: Replica) -> None:
+        """Insert or update a replica's row (registration, heartbeat, stage/flip report)."""
+        values = {k: v for k, v in vars(r).items()}
+        values["heartbeat_at"] = now()
+        values["started_at"] = r.started_at or values["heartbeat_at"]
+
+        def tx(conn: sa.Connection) -> None:
+            mod = sqlite if conn.dialect.name == "sqlite" else postgresql
+            stmt = mod.insert(replicas).values(**values)
+            keep = {"id", "model", "started_at"}
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["id", "model"],
+                set_={k: stmt.excluded[k] for k in values if k not in keep}))
+            notify(conn, REPLICA_CHANNEL, {"r": r.id, "m": r.model, "e": r.epoch,
+                                           "s": r.state})
+
+        self._tx(tx, write=True)
+
+    def list_replicas(self, model: str | None = None) -> list[Replica]:
+        q = sa.select(replicas).order_by(replicas.c.model, replicas.c.id)
+        if model is not None:
+            q = q.where(replicas.c.model == model)
+        result: list[Replica] = self._tx(lambda conn: [_replica(r) for r in conn.execute(q)])
+        return result
+
+    def forget_replica(self, replica_id: str, model: str) -> None:
+        self._tx(lambda conn: conn.execute(replicas.delete().where(
+            replicas.c.id == replica_id, replicas.c.model == model)), write=True)
+
+
+def _get(conn: sa.Connection, name: str, *, lock: bool = False) -> Deployment:
+    q = sa.select(deployments).where(deployments.c.name == name)
+    if lock and conn.dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE already serializes
+        q = q.with_for_update()
+    row = conn.execute(q).first()
+    if row is None:
+        raise NotFound(f"no deployment named {name!r}", hint="modelvc deploy status lists them")
+    return _deployment(row)

@@ -1,0 +1,152 @@
+"""Gateway processes and a load of sticky clients for fleet tests (stdlib HTTP only)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def wait_for(check: Any, what: str, limit: float = 60.0) -> None:
+    """Poll until `check()` holds (the limit only guards against hanging)."""
+    end = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+class GatewayProcess:
+    """`modelvc serve --fleet` in its own process (optionally inside a network namespace)."""
+
+    def __init__(self, registry: Path, replica: str, port: int, *, host: str = "127.0.0.1",
+                 labels: dict[str, str] | None = None, netns: str | None = None,
+                 trust: str = "never", log: Path | None = None) -> None:
+        self.replica, self.url = replica, f"http://{host}:{port}"
+        cmd = [sys.executable, "-m", "modelvc.cli.main", "--registry", str(registry), "serve",
+               "digits@production", "--fleet", "--replica-id", replica, "--host", host,
+               "--port", str(port), "--poll-interval", "0.05", "--heartbeat", "0.2",
+               "--trust", trust, "--workers", "2", "--log-level", "warning"]
+        for k, v in (labels or {"app": "digits"}).items():
+            cmd += ["--label", f"{k}={v}"]
+        if netns is not None:
+            cmd = ["ip", "netns", "exec", netns, *cmd]
+        self.log = log
+        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                     env=os.environ | {"PYTHONUNBUFFERED": "1"})
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            tail = self.log.read_text()[-3000:] if self.log else ""
+            raise AssertionError(f"gateway {self.replica} exited {self.proc.returncode}\n{tail}")
+        try:
+            return bool(get_json(f"{self.url}/v2/health/ready")["ready"])
+        except OSError:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        doc: dict[str, Any] = get_json(f"{self.url}/modelvc/status")["digits"]["stable"]
+        return doc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Seen:
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)
+    backwards: list[str] = field(default_factory=list)
+    versions: set[str] = field(default_factory=set)
+
+
+class Load:
+    """Clients with sticky keys, each sending round-robin to every gateway and carrying
+    the newest epoch it saw (X-Modelvc-Epoch); records failures and backward steps."""
+
+    def __init__(self, urls: list[str], x: np.ndarray, clients: int = 6) -> None:
+        self.urls, self.x, self.seen = urls, x, Seen()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
+                         for i in range(clients)]
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    def _client(self, i: int) -> None:
+        conns = []
+        for u in self.urls:
+            host, port = u.removeprefix("http://").split(":")
+            conns.append(http.client.HTTPConnection(host, int(port), timeout=30))
+        last = (0, 0)  # (epoch, version number) last seen
+        n = 0
+        while not self._stop.is_set():
+            k = (i + n) % len(conns)
+            row = self.x[n % len(self.x)][None, :]
+            n += 1
+            body = json.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 64],
+                                           "data": row.reshape(-1).tolist()}]})
+            headers = {"Content-Type": "application/json", "X-Request-Key": f"client-{i}",
+                       "X-Modelvc-Epoch": str(last[0])}
+            try:
+                conns[k].request("POST", "/v2/models/digits/infer", body, headers)
+                resp = conns[k].getresponse()
+                doc = json.loads(resp.read())
+                status = resp.status
+            except (OSError, http.client.HTTPException) as exc:
+                conns[k].close()
+                with self._lock:
+                    self.seen.failed.append(f"{self.urls[k]}: {exc}")
+                continue
+            with self._lock:
+                if status != 200:
+                    self.seen.failed.append(f"{self.urls[k]}: {status} {doc}")
+                    continue
+                epoch = int(resp.getheader("x-modelvc-epoch", "0"))
+                version = resp.getheader("x-modelvc-version", "")
+                if doc.get("parameters", {}).get("modelvc_epoch") != epoch:
+                    self.seen.failed.append(f"header and body disagree: {doc}")
+                if epoch < last[0]:
+                    self.seen.backwards.append(
+                        f"client-{i}: epoch {last[0]} then {epoch} (v{version}) at "
+                        f"{self.urls[k]}")
+                last = max(last, (epoch, int(version)))
+                self.seen.ok += 1
+                self.seen.versions.add(version)
+        for c in conns:
+            c.close()
