@@ -155,9 +155,12 @@ class FleetMixin:
         return result
 
     def abort_stage(self, name: str, epoch: int, reason: str) -> Deployment:
-        """No replica switches: the pending version is dropped everywhere."""
+        """No replica switches: the pending version is dropped everywhere. The epoch
+        still moves on (same version), so a failure report is never mistaken for one
+        about a later attempt."""
         return self._cas(name, epoch, {"pending_id": None, "pending_epoch": None,
-                                       "state": "aborted", "reason": reason}, pending=True)
+                                       "epoch": epoch + 1, "state": "aborted",
+                                       "reason": reason}, pending=True)
 
     def set_deployment_state(self, name: str, epoch: int, state: str, reason: str
                              ) -> Deployment:
