@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from modelvc.codec.chunked import CHUNK, as_planes, merge_into, spans
 from modelvc.codec.dtypes import UINT_BY_SIZE, Buffer
 from modelvc.codec.zstd_ctx import compressor, decompress_exact
 from modelvc.errors import CorruptObject, UsageError
@@ -86,6 +87,11 @@ def decompress_planes(payload: Buffer, itemsize: int, n: int) -> bytes:
 
 def decompress_planes_array(payload: Buffer, itemsize: int, n: int) -> npt.NDArray[Any]:
     """decompress_planes as an array of unsigned ints (saves a copy for delta decoding)."""
+    return merge_planes(decompress_to_planes(payload, itemsize, n), itemsize, n)
+
+
+def decompress_to_planes(payload: Buffer, itemsize: int, n: int) -> list[Buffer]:
+    """The byte planes of a payload (raw planes as views, zstd ones decompressed)."""
     view = memoryview(payload).cast("B")
     head = _header_size(itemsize)
     if len(view) < head or view[0] != itemsize:
@@ -109,22 +115,21 @@ def decompress_planes_array(payload: Buffer, itemsize: int, n: int) -> npt.NDArr
             planes.append(chunk)
         else:
             planes.append(decompress_exact(chunk, n, f"byte plane {k}"))
-    return merge_planes(planes, itemsize, n)
+    return planes
 
 
 def merge_planes(planes: list[Buffer], itemsize: int, n: int) -> npt.NDArray[Any]:
     """Interleave byte planes back into elements: an array of unsigned ints (little-endian).
 
-    Shift-or into the element width beats strided column writes (~1.7x measured)."""
+    Shift-or into the element width, slice by cache-sized slice (codec.chunked)."""
     if itemsize == 1:
         return np.frombuffer(planes[0], dtype=np.uint8)
     dt = UINT_BY_SIZE[itemsize]
-    out = np.frombuffer(planes[0], dtype=np.uint8).astype(dt)
-    tmp = np.empty(n, dtype=dt)
-    for k in range(1, itemsize):
-        np.copyto(tmp, np.frombuffer(planes[k], dtype=np.uint8), casting="unsafe")
-        tmp <<= tmp.dtype.type(8 * k)
-        out |= tmp
+    out = np.empty(n, dtype=dt)
+    tmp = np.empty(min(n, CHUNK), dtype=dt)
+    arrays = as_planes(planes)
+    for lo, hi in spans(n):
+        merge_into(out[lo:hi], arrays, lo, hi, tmp)
     if out.dtype.byteorder == ">":  # big-endian hosts: the stored order is little-endian
         out = out.byteswap().view(out.dtype.newbyteorder("<"))
     return out
