@@ -20,6 +20,7 @@ from modelvc.codec.chunked import (
     as_planes,
     from_ordered_into,
     merge_into,
+    residual_planes,
     spans,
     to_ordered_into,
     unzigzag_into,
@@ -35,6 +36,7 @@ from modelvc.codec.delta import (
 from modelvc.codec.dtypes import UINT_BY_SIZE, Buffer, dtype_info
 from modelvc.codec.planes import (
     compress_planes,
+    compress_split,
     decompress_planes,
     decompress_planes_array,
     decompress_to_planes,
@@ -102,12 +104,12 @@ def encode_block(
             return "same", b""
         k = _extrap_factor(raw, ref, ref2, code) if (
             ref2 is not None and _nbytes(ref2) == size) else 0
+        is_float = dtype_info(code).kind == "float"
+        planes = residual_planes(raw, ref, ref2, itemsize, is_float, k)
+        packed = compress_split(planes, itemsize, n, level)
         if k:
-            assert ref2 is not None
-            payload = bytes([k]) + compress_planes(
-                extrap_encode(raw, ref, ref2, code, k), itemsize, level)
-            return _or_full(raw, itemsize, level, size, "extrap", payload)
-        mode, delta = "delta", delta_encode(raw, ref, code)
+            return _or_full(raw, itemsize, level, size, "extrap", bytes([k]) + packed)
+        return _or_full(raw, itemsize, level, size, "delta", packed)
     else:
         mode, delta = "cast", delta_encode(raw, cast_predict(ref, ref_code, code), code)
     return _or_full(raw, itemsize, level, size, mode, compress_planes(delta, itemsize, level))

@@ -69,3 +69,42 @@ def from_ordered_into(m: Arr, tmp: Arr) -> None:
 
 def as_planes(planes: Sequence[Buffer]) -> list[Arr]:
     return [np.frombuffer(p, dtype=np.uint8) for p in planes]
+
+
+def residual_planes(new: Buffer, ref: Buffer, ref2: Buffer | None, itemsize: int,
+                    is_float: bool, k: int = 0) -> list[memoryview]:
+    """Byte planes of zigzag(new - ref [- k*(ref - ref2)]) in the ordered domain, computed
+    slice by slice straight into the plane layout (delta/extrap encoding, fused)."""
+    from modelvc.codec.dtypes import UINT_BY_SIZE
+
+    dt = UINT_BY_SIZE[itemsize]
+    a = np.frombuffer(new, dtype=dt)
+    b = np.frombuffer(ref, dtype=dt)
+    c = np.frombuffer(ref2, dtype=dt) if (k and ref2 is not None) else None
+    n = a.size
+    planes = np.empty((itemsize, n), dtype=np.uint8)
+    size = min(max(n, 1), CHUNK)
+    o, t, u, v = (np.empty(size, dtype=dt) for _ in range(4))
+    for lo, hi in spans(n):
+        m = hi - lo
+        om, tm, um, vm = o[:m], t[:m], u[:m], v[:m]
+        np.copyto(om, a[lo:hi])
+        np.copyto(tm, b[lo:hi])
+        if is_float:
+            to_ordered_into(om, um)
+            to_ordered_into(tm, um)
+        om -= tm
+        if c is not None:  # minus k * (ref - ref2)
+            np.copyto(um, c[lo:hi])
+            if is_float:
+                to_ordered_into(um, vm)
+            np.subtract(tm, um, out=tm)
+            tm *= dt.type(k)
+            om -= tm
+        # zigzag in place: (d << 1) ^ (d >> (bits - 1)) arithmetic
+        np.right_shift(om.view(INT_BY_SIZE[itemsize]), itemsize * 8 - 1,
+                       out=um.view(INT_BY_SIZE[itemsize]))
+        om <<= dt.type(1)
+        om ^= um
+        planes[:, lo:hi] = om.view(np.uint8).reshape(m, itemsize).T
+    return [planes[j].data for j in range(itemsize)]

@@ -62,11 +62,16 @@ def compress_planes(buf: Buffer, itemsize: int, level: int = 1) -> bytes:
     n = size // itemsize
     if n > _MAX_PLANE:
         raise UsageError(f"{n} elements is too many for one block of byte planes")
+    return compress_split(_split(buf, itemsize), itemsize, n, level)
+
+
+def compress_split(planes: list[memoryview], itemsize: int, n: int, level: int = 1) -> bytes:
+    """compress_planes for planes already split (codec.chunked.residual_planes)."""
     ctx = compressor(level)
     chunks: list[Buffer] = []
     lengths: list[int] = []
     raw_mask = 0
-    for k, plane in enumerate(_split(buf, itemsize)):
+    for k, plane in enumerate(planes):
         if n > 4 * SAMPLE and _incompressible(ctx, plane):
             packed: Buffer = plane
         else:
