@@ -177,3 +177,52 @@ def test_put_above_multipart_threshold(store: ObjectStore) -> None:
     assert store.put(k, b"other") is False
     assert store.size(k) == len(data)
     assert store.get_range(k, len(data) - 2, 5) == data[-2:]
+
+
+def test_put_many(store: ObjectStore) -> None:
+    from modelvc.objects.base import put_many
+
+    items = [(key(f"m{i}"), os.urandom(i * 37)) for i in range(20)]
+    assert store.put(items[3][0], items[3][1])  # already present: skipped
+    big = (key("m-big"), os.urandom((1 << 20) + 1))  # over the pack member limit
+    dup = (items[5][0], b"other bytes")  # listed twice: stored once, first wins
+    result = put_many(store, [*items, big, dup])
+    assert result == [i != 3 for i in range(20)] + [True, False]
+    for k, v in [*items, big]:
+        assert store.has(k)
+        assert store.get(k) == v
+        assert store.size(k) == len(v)
+    assert store.get_range(items[7][0], 10, 20) == items[7][1][10:30]
+    assert store.get_range(items[7][0], 1000, 5) == b""
+    assert store.has_many([k for k, _ in items] + [key("none")]) == {k for k, _ in items}
+    infos = {i.key: i for i in store.list()}
+    assert set(infos) == {k for k, _ in [*items, big]}
+    assert all(infos[k].size == len(v) for k, v in items)
+    assert put_many(store, items) == [False] * len(items)
+    assert put_many(store, []) == []
+    assert store.put(items[0][0], b"again") is False
+
+
+def test_put_many_then_delete_replace_touch(store: ObjectStore) -> None:
+    from modelvc.objects.base import put_many
+
+    items = [(key(f"d{i}"), os.urandom(100 + i)) for i in range(5)]
+    put_many(store, items)
+    store.delete(items[0][0])
+    assert not store.has(items[0][0])
+    with pytest.raises(ObjectNotFound):
+        store.get(items[0][0])
+    assert items[0][0] not in {i.key for i in store.list()}
+    assert store.put(items[0][0], b"back")  # a deleted key can come back
+    assert store.get(items[0][0]) == b"back"
+    store.replace(items[1][0], b"re-encoded")
+    assert store.get(items[1][0]) == b"re-encoded"
+    assert store.size(items[1][0]) == len(b"re-encoded")
+    store.touch(items[2][0])
+    assert store.get(items[2][0]) == items[2][1]
+    for k, _ in items:
+        store.delete(k)
+    assert list(store.list()) == []
+    assert put_many(store, items) == [True] * 5  # all back, even in an identical pack
+    assert {i.key for i in store.list()} == {k for k, _ in items}
+    assert all(store.get(k) == v for k, v in items)

@@ -6,6 +6,13 @@ Objects are write-once: `put` of an existing key is a no-op that returns False,
 `replace` is the one way to rewrite an object (used only by `delete` re-basing,
 under the registry's gc lock). Every put is atomic: a reader sees the whole object
 or nothing, and a crash mid-put leaves at most an unreferenced temp file.
+
+Batch writes: a store may also offer `put_many(items: list[tuple[str, bytes]]) ->
+list[bool]`, one flag per item with put's meaning (a key listed twice is stored once:
+its later entries answer False). Like put, it is durable when it returns. S3Store packs
+small objects into one S3 object per batch (see s3_packs); LocalStore and MemoryStore
+put each item. It is not part of the ObjectStore protocol, so wrappers and third-party
+stores need not implement it: callers go through the `put_many` helper below.
 """
 
 from __future__ import annotations
@@ -94,3 +101,11 @@ def flush(store: ObjectStore, keys: Iterable[str]) -> None:
     fn = getattr(store, "flush", None)
     if fn is not None:
         fn(keys)
+
+
+def put_many(store: ObjectStore, items: list[tuple[str, bytes]]) -> list[bool]:
+    """`store.put_many(items)` where the store has it, else one `put` per item."""
+    fn = getattr(store, "put_many", None)
+    if fn is not None:
+        return list(fn(items))
+    return [store.put(k, data) for k, data in items]

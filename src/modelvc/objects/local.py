@@ -40,6 +40,9 @@ class LocalStore:
     def put(self, key: str, data: bytes) -> bool:
         return self._write(key, data, exist_ok=False)
 
+    def put_many(self, items: list[tuple[str, bytes]]) -> list[bool]:
+        return [self.put(k, data) for k, data in items]
+
     def put_file(self, key: str, src: BinaryIO) -> bool:
         return self._write(key, iter(lambda: src.read(CHUNK), b""), exist_ok=False)
 

@@ -28,6 +28,9 @@ class MemoryStore:
             self._objects[key] = (data, time.time())
             return True
 
+    def put_many(self, items: list[tuple[str, bytes]]) -> list[bool]:
+        return [self.put(k, data) for k, data in items]
+
     def put_file(self, key: str, src: BinaryIO) -> bool:
         check_key(key)
         if self.has(key):  # skip reading a large stream for nothing
