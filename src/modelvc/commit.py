@@ -59,7 +59,7 @@ class FileStorer:
     """Turns files into FileEntry records, writing the objects they need."""
 
     def __init__(self, io: ObjectIO, pool: ThreadPoolExecutor, *, progress: Progress | None = None):
-        self.io = io
+        self.io = io.batched()  # small objects go to the store together, at the end
         self.pool = pool
         self.progress = progress or (lambda n: None)
 
@@ -72,7 +72,21 @@ class FileStorer:
         result = StoreResult()
         for rel, abspath in files:
             result.files.append(self._store_file(rel, abspath, parent_tensors, by_name, result))
+        self._settle(result, self.io.write_batch())
         return result
+
+    def _settle(self, result: StoreResult, existing: set[str]) -> None:
+        """Objects the batch found already stored were not written by this commit, and
+        the store's encoding may differ from ours: take their rows from the store."""
+        for oid in existing & result.objects.keys():
+            mine = result.objects[oid]
+            row = result.objects[oid] = self.io.stored_row(mine)
+            if oid in result.new_ids:
+                result.new_ids.remove(oid)
+                result.new_bytes -= mine.stored_size
+            if row.kind == "tensor":
+                for c in self.io.chain_rows(oid):
+                    result.ref_objects.setdefault(c.id, c)
 
     def _store_file(
         self,

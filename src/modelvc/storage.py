@@ -8,6 +8,7 @@ version checks out in a few object reads.
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import tempfile
@@ -37,6 +38,7 @@ from .codec.block import STEP_MODES
 from .errors import CorruptObject
 from .meta.api import ObjectRow
 from .objects.base import ObjectStore, flush
+from .objects.pending import PendingStore
 from .pipeline import windowed
 
 Reader = Callable[[int, int], "bytes | memoryview"]
@@ -49,6 +51,9 @@ MAX_CHAIN_STORED = 4.0
 # Tensors above this stream through a temporary file instead of memory.
 STREAM_BYTES = 64 << 20
 HASH_CHUNK = 16 << 20
+# In a batch (ObjectIO.batched), objects up to this size are presumed new without asking
+# the store, and held for one put_many (S3 packs members up to 1 MiB).
+BATCH_MAX = 1 << 20
 CASTS = {("F32", "BF16"), ("F32", "F16"), ("F64", "F32"), ("F16", "BF16"), ("BF16", "F16")}
 
 
@@ -106,6 +111,38 @@ class ObjectIO:
         self._headers: OrderedDict[str, TensorHeader] = OrderedDict()
         self._lock = threading.Lock()
         self.blocks = BlockCache(int(os.environ.get("MODELVC_CACHE_MB", "256")) << 20)
+        self._pending: PendingStore | None = None
+
+    # ---- batches
+    def batched(self) -> ObjectIO:
+        """A view sharing this one's caches whose small new objects are held and written
+        by `write_batch` in one put_many: a commit of many small tensors is then a few
+        store requests, not a HEAD and a PUT each. Reads through the view see the held
+        objects. Until write_batch returns, none of them is stored."""
+        view = copy.copy(self)
+        view._pending = view.store = PendingStore(self.store, max_item=BATCH_MAX,
+                                                  on_skip=self.forget)
+        return view
+
+    def write_batch(self) -> set[str]:
+        """Store the held objects. Returns the ids the store already had: the rows this
+        view returned for them describe an encoding that was not stored (re-read them
+        with `stored_row`)."""
+        return self._pending.flush() if self._pending is not None else set()
+
+    def stored_row(self, row: ObjectRow) -> ObjectRow:
+        """`row`'s object as the store holds it."""
+        if row.kind == "tensor":
+            self.forget(row.id)
+            return self._tensor_row(row.id)
+        return ObjectRow(row.id, row.kind, row.codec, row.raw_size, self.store.size(row.id))
+
+    def _known(self, oid: str, nbytes: int, ref: str | None) -> bool:
+        """Dedup check. In a batch a small object is presumed new (no request) unless it
+        is the parent's own (unchanged) tensor; write_batch's put_many settles it."""
+        if self._pending is not None and nbytes <= BATCH_MAX and oid != ref:
+            return self._pending.holds(oid)
+        return self.store.has(oid)
 
     # ---- tensors
     def header(self, oid: str) -> TensorHeader:
@@ -210,7 +247,7 @@ class ObjectIO:
             for off in range(0, nbytes, HASH_CHUNK):
                 hasher.update(read(off, min(HASH_CHUNK, nbytes - off)))
             oid = hasher.hexdigest()
-        if self.store.has(oid):
+        if self._known(oid, nbytes, ref):
             return Stored(self._tensor_row(oid), False)
         ref = self.usable_ref(ref, dtype, numel) if ref else None
         with self._encode(read, dtype, shape, ref, big=nbytes > STREAM_BYTES,
@@ -221,6 +258,8 @@ class ObjectIO:
             else:
                 sink.seek(0)
                 new = self.store.put_file(oid, sink)
+        if not new:  # stored meanwhile, perhaps encoded differently: describe that one
+            return Stored(self._tensor_row(oid), False)
         with self._lock:
             self._headers[oid] = header
         row = ObjectRow(oid, "tensor", header.codec, header.raw_size, stored, header.ref)
@@ -355,10 +394,12 @@ class ObjectIO:
     # ---- blobs
     def put_blob(self, data: bytes | memoryview, *, oid: str | None = None) -> Stored:
         oid = oid or blake3.blake3(data).hexdigest()
-        if self.store.has(oid):
+        if self._known(oid, len(data), None):
             return Stored(ObjectRow(oid, "blob", "zstd", len(data), self.store.size(oid)), False)
         enc = encode_blob(bytes(data))
         new = self.store.put(oid, enc)
+        if not new:
+            return Stored(ObjectRow(oid, "blob", "zstd", len(data), self.store.size(oid)), False)
         return Stored(ObjectRow(oid, "blob", "zstd", len(data), len(enc)), new)
 
     def read_blob(self, oid: str, *, verify: bool = True) -> bytes:

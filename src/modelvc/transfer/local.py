@@ -28,7 +28,7 @@ from ..errors import (
 from ..lineage import author as default_author
 from ..manifest import Manifest
 from ..meta.api import AuditEntry, NewVersion, ObjectRow
-from ..objects.base import flush
+from ..objects.base import flush, put_many
 from ..registry import Registry
 from .protocol import ObjectEntry, RefInfo, VersionInfo
 from .verify import Overlay, store_file, unlink_quietly, verify
@@ -121,8 +121,7 @@ class LocalEnd:
         view.data.update(items)
         rows = [verify(view, oid) for oid, _ in items]
         with self.reg.layout.lock(exclusive=False):
-            for oid, data in items:
-                self.reg.store.put(oid, data)
+            put_many(self.reg.store, items)  # on S3: one pack, not a PUT each
             flush(self.reg.store, [oid for oid, _ in items])
         self._remember(rows)
 
