@@ -66,6 +66,10 @@ HEAD_THREADS = 16
 
 class S3Store:
     list_page_size = 1000  # S3's maximum; tests shrink it to exercise has_many's paths
+    # A "present" answer for a packed key (has, has_many, put's write-once check) comes
+    # from a pack map at most this old: gc in another process may have deleted the
+    # member since, and a writer deduplicating against it would lose the object.
+    map_ttl = 10.0
 
     def __init__(
         self,
@@ -99,6 +103,7 @@ class S3Store:
         self._client = client
         self._packs = PackMap()
         self._refresh_lock = threading.Lock()
+        self._refreshed = -float("inf")  # time.monotonic() of the last refresh's listing
         self.endpoint = str(getattr(client.meta, "endpoint_url", None) or endpoint_url)
 
     def __repr__(self) -> str:
@@ -111,7 +116,9 @@ class S3Store:
     # writes
 
     def put(self, key: str, data: bytes) -> bool:
-        if self._packs.locate(check_key(key)) is not None:
+        check_key(key)
+        self._fresh()
+        if self._packs.locate(key) is not None:
             return False
         if len(data) > MULTIPART_THRESHOLD:  # a single PUT tops out at 5 GiB
             return self.put_file(key, io.BytesIO(data))
@@ -257,13 +264,14 @@ class S3Store:
         """Answer from the pack map, else the individual object, else a refreshed map.
         A pack deleted under us (gc elsewhere) is dropped and the lookup retried."""
         check_key(key)
+        start = time.monotonic()
         for _ in range(3):
             loc = self._packs.locate(key)
             if loc is None:
                 try:
                     return alone()
                 except ObjectNotFound:
-                    loc = self._locate_fresh(key)
+                    loc = self._locate_fresh(key, since=start)
                     if loc is None:
                         raise
             try:
@@ -325,6 +333,8 @@ class S3Store:
             return False
 
     def has(self, key: str) -> bool:
+        check_key(key)
+        self._fresh()
         try:
             self.size(key)
             return True
@@ -342,11 +352,13 @@ class S3Store:
         it), so every wanted key up to the last listed name is already settled.
         """
         asked = {check_key(k) for k in keys}
+        start = time.monotonic()
+        self._fresh()
         packed = {k for k in asked if self._packs.locate(k) is not None}
         found = packed | self._has_many_alone(sorted(asked - packed))
         missing = asked - found
         if missing:
-            self._refresh()
+            self._refresh(since=start)
             found |= {k for k in missing if self._packs.locate(k) is not None}
         return found
 
@@ -419,14 +431,22 @@ class S3Store:
     def _pack_key(self, pid: str, dead: bool = False) -> str:
         return f"{self.prefix}{PACKS}{pid}{'.dead' if dead else ''}"
 
-    def _locate_fresh(self, key: str) -> Location | None:
-        self._refresh()
+    def _locate_fresh(self, key: str, since: float | None = None) -> Location | None:
+        self._refresh(since)
         return self._packs.locate(key)
 
-    def _refresh(self) -> None:
+    def _fresh(self) -> None:
+        if time.monotonic() - self._refreshed > self.map_ttl:
+            self._refresh()
+
+    def _refresh(self, since: float | None = None) -> None:
         """Bring the pack map up to date with the bucket: new packs (their indexes),
-        deleted packs, changed .dead lists and mtimes."""
+        deleted packs, changed .dead lists and mtimes. With `since`, a refresh whose
+        listing started after it (another thread's, meanwhile) is enough."""
         with self._refresh_lock:
+            if since is not None and self._refreshed >= since:
+                return
+            started = time.monotonic()
             listed: dict[str, tuple[int, float]] = {}
             dead_tags: dict[str, str] = {}
             paginator = self._client.get_paginator("list_objects_v2")
@@ -466,6 +486,7 @@ class S3Store:
                     self._packs.update(pid, mtime=mtime, dead=dead, dead_etag=etag or tag)
                 else:
                     self._packs.update(pid, mtime=mtime)
+            self._refreshed = started
 
     def _read_index(self, pid: str, size: int) -> dict[str, tuple[int, int]] | None:
         """A pack's members from its end: one ranged GET usually holds the trailer and
