@@ -68,9 +68,9 @@ def test_one_replica_refusing_the_version_leaves_all_on_the_old(
         assert "replica r3 failed" in out.reason and "trust policy" in out.reason
         assert load.seen.failed == [] and load.seen.versions == {"1"}
         st = c.status("d")
-        assert (st["state"], st["version"], st["epoch"], st["pending"]) == ("aborted", 1, 2,
+        assert (st["state"], st["version"], st["epoch"], st["pending"]) == ("aborted", 1, 3,
                                                                            None)
-        wait_for(lambda: served(gws) == {(1, 2)}, "v1 re-stamped with the aborted epoch")
+        wait_for(lambda: served(gws) == {(1, 3)}, "v1 re-stamped past the aborted epoch")
         assert "r3" in st["reason"]
         # Every replica dropped what it staged; the channel never moved.
         wait_for(lambda: all(r["staged"] is None for r in c.status("d")["replicas"]),
@@ -79,7 +79,7 @@ def test_one_replica_refusing_the_version_leaves_all_on_the_old(
             sqlite_reg.resolve("digits@v1").id
         # A fleet that can load it then switches as one.
         ok = c.rollout("d", "v1")
-        assert ok.ok and served(gws) == {(1, 3)}
+        assert ok.ok and served(gws) == {(1, 4)}
 
 
 def test_a_replica_killed_mid_stage_aborts_the_rollout(
@@ -97,7 +97,7 @@ def test_a_replica_killed_mid_stage_aborts_the_rollout(
         t.join(60)
         out = result[0]
         assert not out.ok and "replica r2 stopped reporting" in out.reason, out.reason
-        wait_for(lambda: served([gws[0], gws[2]]) == {(1, 2)}, "r1, r3 to stay on v1")
+        wait_for(lambda: served([gws[0], gws[2]]) == {(1, 3)}, "r1, r3 to stay on v1")
         st = c.status("d")
         assert st["state"] == "aborted" and st["version"] == 1
         why = {r["id"]: r["why"] for r in st["replicas"]}

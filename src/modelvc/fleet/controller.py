@@ -115,6 +115,13 @@ class Controller:
         return self._atomic(d, prev.id, move)
 
     def _atomic(self, d: Deployment, vid: str, move: Callable[[], None]) -> Outcome:
+        staged = self.stage(d, vid)
+        return staged if isinstance(staged, Outcome) else self.flip(staged, move)
+
+    def stage(self, d: Deployment, vid: str) -> Deployment | Outcome:
+        """Phase one alone: every member loads and warms `vid`. The staged deployment,
+        or the aborted Outcome. `flip` finishes it (an operator may stage early and flip
+        in a quiet minute)."""
         t0 = time.monotonic()
         members = self.members(d)
         if not members:
@@ -126,11 +133,19 @@ class Controller:
         why = self._wait(d, ids, self.stage_timeout, lambda r: _staged(r, vid, epoch),
                          fail=lambda r: r.state == "failed" and r.staged_epoch == epoch)
         if why is None:
-            try:
+            return d
+        d = self.meta.abort_stage(d.name, d.epoch, why)
+        return Outcome(d, False, why, time.monotonic() - t0)
+
+    def flip(self, d: Deployment, move: Callable[[], None] | None = None) -> Outcome:
+        """Phase two: move the channel (`move`), commit the epoch, verify."""
+        t0 = time.monotonic()
+        epoch, ids = d.epoch + 1, d.members
+        try:
+            if move is not None:
                 move()
-            except Exception as exc:  # the channel refused (gate, CAS): nobody switches
-                why = f"moving {d.model}@{d.channel}: {exc}"
-        if why is not None:
+        except Exception as exc:  # the channel refused (gate, CAS): nobody switches
+            why = f"moving {d.model}@{d.channel}: {exc}"
             d = self.meta.abort_stage(d.name, d.epoch, why)
             return Outcome(d, False, why, time.monotonic() - t0)
         d = self.meta.commit_flip(d.name, d.epoch)

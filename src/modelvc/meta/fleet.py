@@ -155,11 +155,12 @@ class FleetMixin:
         return result
 
     def abort_stage(self, name: str, epoch: int, reason: str) -> Deployment:
-        """No replica switches: the pending version is dropped everywhere. The epoch
-        still moves on (same version), so a failure report is never mistaken for one
-        about a later attempt."""
+        """No replica switches: the pending version is dropped everywhere. The served
+        version is re-stamped at epoch+2: the aborted epoch+1 is never served by anyone
+        (so a client that saw epoch+1 proves it was committed), and a failure report
+        for it is never mistaken for one about a later attempt."""
         return self._cas(name, epoch, {"pending_id": None, "pending_epoch": None,
-                                       "epoch": epoch + 1, "state": "aborted",
+                                       "epoch": epoch + 2, "state": "aborted",
                                        "reason": reason}, pending=True)
 
     def set_deployment_state(self, name: str, epoch: int, state: str, reason: str
