@@ -33,7 +33,7 @@ def refs(ctx: Ctx, model: str, kind: str | None, as_json: bool) -> None:
         for r in rows:
             target = "-"
             if r.version_id:
-                v = reg.meta.get_version(r.version_id)
+                v = reg.resolve(f"{model}@{r.version_id}", deleted=True)
                 target = f"v{v.number} {v.id[:12]}"
             click.echo(f"{r.kind:<8} {r.name:<20} {target}  {when(r.updated_at)}")
 
@@ -91,7 +91,7 @@ def promote(ctx: Ctx, ref: str, channel: str, reason: str, force: bool, as_json:
     """Point CHANNEL at version REF (recorded; gated when a policy is applied)."""
     reg = ctx.registry()
     r = reg.promote(ref, channel, reason=reason, force=force)
-    v = reg.meta.get_version(r.version_id or "")
+    v = reg.resolve(f"{r.model}@{r.version_id}")
     emit(as_json, r, f"{r.model}@{channel} -> v{v.number} ({v.id[:12]})")
 
 
@@ -107,7 +107,7 @@ def rollback(ctx: Ctx, model: str, channel: str, to: str | None, reason: str,
     """Move CHANNEL of MODEL back to its previous version in one step."""
     reg = ctx.registry()
     r = reg.rollback(model, channel, to=to, reason=reason)
-    v = reg.meta.get_version(r.version_id or "")
+    v = reg.resolve(f"{model}@{r.version_id}")
     emit(as_json, r, f"{model}@{channel} rolled back to v{v.number} ({v.id[:12]})")
 
 
@@ -131,7 +131,8 @@ def channel_history(ctx: Ctx, model: str, name: str, at: str | None, as_json: bo
         emit(as_json, {"at": at, "version": v}, f"{model}@{name} at {at}: {label}")
         return
     moves = reg.history(model, name)
-    nums = {v.id: v.number for v in reg.meta.list_versions(model, include_deleted=True)}
+    # Through the Registry API (works on a server URL too); deleted versions show as "-".
+    nums = {v.id: v.number for v in reg.versions(model)}
 
     def lab(vid: str | None) -> str:
         return f"v{nums[vid]}" if vid in nums else "-"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import click
 
-from ..errors import UsageError
+from ..errors import RegistryNotFound, UsageError
 from .main import Ctx
 
 
@@ -45,6 +48,13 @@ def server(ctx: Ctx, registry_path: str | None, host: str | None, port: int | No
 
     if registry_path is None and ctx.location and "://" not in ctx.location:
         registry_path = ctx.location
+    if registry_path is None and not config and not any(
+            k.startswith("MODELVC_SERVER_REGISTRY") for k in os.environ):
+        # Like every other command: the nearest .modelvc upward from here.
+        from ..layout import find
+
+        with contextlib.suppress(RegistryNotFound):  # then load_config says what to pass
+            registry_path = str(find(None).root)
     cfg = load_config(config, registry=registry_path, host=host, port=port,
                       anonymous_read=anonymous_read, public_url=public_url, log_level=log_level)
     logs.setup(cfg.log_level, cfg.log_json)

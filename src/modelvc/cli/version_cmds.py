@@ -168,8 +168,11 @@ def diff(ctx: Ctx, a: str, b: str, no_numeric: bool, all_tensors: bool, as_json:
                 dt = f" {t.old_dtype}->{t.new_dtype}" if t.old_dtype != t.new_dtype else ""
                 stats = ""
                 if t.changed_fraction is not None:
-                    stats = (f" changed {t.changed_fraction:6.1%}  rel_l2 {t.rel_l2:.2e}"
-                             f"  max|d| {t.max_abs:.2e}")
+                    def num(x: float | None) -> str:  # None: infinite over JSON
+                        return "inf" if x is None else f"{x:.2e}"
+
+                    stats = (f" changed {t.changed_fraction:6.1%}  rel_l2 {num(t.rel_l2)}"
+                             f"  max|d| {num(t.max_abs)}")
                 click.echo(f"  {t.status:<8} {t.name}{dt}{stats}")
         if not all_tensors and len(ranked) > 20:
             click.echo(f"  ... {len(ranked) - 20} more (--all-tensors)")
