@@ -1,0 +1,235 @@
+"""deploy/k8s-fleet/: the gateway fleet's manifests and image agree with each other and
+with the gateway (they cannot run here): ports, probe paths the gateway really serves,
+serve.toml keys the gateway really reads, every referenced ConfigMap/Secret key and
+$(VAR), non-root user; and a pod's start-up (bootstrap.py, then `modelvc serve` with the
+StatefulSet's arguments) runs for real against PostgreSQL and joins the fleet."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modelvc.fleet.controller import Controller
+from modelvc.registry import Registry
+from modelvc.serving.config import load_config
+from modelvc.serving.runner import free_port
+from tests.fleet.fleet_helpers import get_json, wait_for
+from tests.services.postgres import drop_database, fresh_database, postgres_url
+from tests.serving.conftest import Digits, commit_onnx, digits  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+FLEET = ROOT / "deploy" / "k8s-fleet"
+PROBES = {"/v2/health/ready", "/v2/health/live"}  # modelvc.serving.app routes
+
+
+def _docs() -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(FLEET.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc["apiVersion"] and doc["kind"], path
+            if doc["kind"] != "Kustomization":
+                out[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
+    return out
+
+
+def _container() -> dict[str, Any]:
+    sts = _docs()["StatefulSet/modelvc-gateway"]
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    return dict(c)
+
+
+def _serve_toml() -> str:
+    return str(_docs()["ConfigMap/modelvc-gateway"]["data"]["serve.toml"])
+
+
+def test_manifests_agree_with_each_other() -> None:
+    docs = _docs()
+    assert set(docs) >= {"StatefulSet/modelvc-gateway", "Service/modelvc-gateway",
+                         "Service/modelvc-gateway-pods", "ConfigMap/modelvc-gateway",
+                         "Secret/modelvc-gateway-database", "Secret/modelvc-gateway-bucket"}
+    sts = docs["StatefulSet/modelvc-gateway"]
+    pod = sts["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert sts["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert docs[f"Service/{sts['spec']['serviceName']}"]["spec"]["clusterIP"] == "None"
+    c = _container()
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for svc in ("Service/modelvc-gateway", "Service/modelvc-gateway-pods"):
+        assert docs[svc]["spec"]["selector"].items() <= labels.items()
+        assert {p["targetPort"] for p in docs[svc]["spec"]["ports"]} <= set(ports)
+    assert {c[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe",
+                                              "startupProbe")} == PROBES
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert all(c[p]["httpGet"]["port"] == "http" for p in ("readinessProbe",
+                                                            "livenessProbe", "startupProbe"))
+    cm = docs["ConfigMap/modelvc-gateway"]["data"]
+    secrets = {d["metadata"]["name"]: d for k, d in docs.items() if k.startswith("Secret/")}
+    for var in c["env"]:
+        ref = var.get("valueFrom", {})
+        if "configMapKeyRef" in ref:
+            assert ref["configMapKeyRef"]["name"] == "modelvc-gateway"
+            assert ref["configMapKeyRef"]["key"] in cm, var["name"]
+        if "secretKeyRef" in ref:
+            s = secrets[ref["secretKeyRef"]["name"]]
+            assert ref["secretKeyRef"]["key"] in s["stringData"], var["name"]
+    # every $(VAR) in the arguments is defined (kubelet leaves unknown ones verbatim)
+    names = {v["name"] for v in c["env"]}
+    for arg in c["args"]:
+        for var in re.findall(r"\$\((\w+)\)", arg):
+            assert var in names, arg
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert set(mounts) == set(volumes)
+    assert [i["key"] for i in volumes["config"]["configMap"]["items"]] == ["serve.toml"]
+    env = {v["name"]: v.get("value") for v in c["env"]}
+    assert c["args"][:2] == ["--config", f"{mounts['config']}/serve.toml"]
+    assert env["MODELVC_SERVER_REGISTRY"] == env["MODELVC_REGISTRY"] == mounts["registry"]
+    # the bootstrap and the object store read these very names
+    sources = (ROOT / "deploy/bootstrap.py").read_text() + (
+        ROOT / "src/modelvc/objects/__init__.py").read_text()
+    for name in names - {"MODELVC_REGISTRY", "MODELVC_SERVER_REGISTRY", "POD_NAME",
+                         "POD_IP", "NODE_NAME"}:
+        assert f'"{name}"' in sources, name
+    # serve.toml is a valid gateway config listening where the probes look
+    cfg = load_config(None, tomllib.loads(_serve_toml()))
+    assert (cfg.host, cfg.port) == ("0.0.0.0", ports["http"])
+    assert cfg.fleet is None  # fleet settings are flags (the pod's name is substituted)
+    assert "--fleet" in c["args"] and "--replica-id" in c["args"]
+    sec = pod["spec"]["securityContext"]
+    assert sec["runAsNonRoot"] is True and sec["runAsUser"] != 0
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_secret_templates_hold_no_secrets() -> None:
+    kust = yaml.safe_load((FLEET / "kustomization.yaml").read_text())
+    assert all((FLEET / r).exists() for r in kust["resources"])
+    assert not any("secret" in r for r in kust["resources"])  # created out of band
+    for path in FLEET.glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc["kind"] == "Secret":
+                assert path.name.endswith(".example.yaml")
+                assert "data" not in doc
+                for key, value in doc["stringData"].items():
+                    assert "CHANGE-ME" in value, (path.name, key)
+    if shutil.which("kubectl"):
+        rendered = subprocess.run(["kubectl", "kustomize", str(FLEET)], check=True,
+                                  capture_output=True, text=True).stdout
+        kinds = [d["kind"] for d in yaml.safe_load_all(rendered)]
+        assert sorted(kinds) == ["ConfigMap", "Service", "Service", "StatefulSet"]
+
+
+def test_dockerfile() -> None:
+    text = re.sub(r"\\\n\s*", " ", (FLEET / "Dockerfile").read_text())
+    steps = [(w.upper(), rest.strip()) for w, _, rest in
+             (ln.strip().partition(" ") for ln in text.splitlines())
+             if w and not w.startswith("#")]
+    words = [w for w, _ in steps]
+    assert any(w == "RUN" and '".[serve,server]"' in a for w, a in steps)
+    user = [a for w, a in steps if w == "USER"]
+    assert words.index("USER") > max(i for i, w in enumerate(words) if w == "RUN")
+    pod = _docs()["StatefulSet/modelvc-gateway"]["spec"]["template"]["spec"]
+    assert int(user[-1].split(":")[0]) == pod["securityContext"]["runAsUser"]
+    port = _container()["ports"][0]["containerPort"]
+    assert {int(a) for w, a in steps if w == "EXPOSE"} == {port}
+    assert f"127.0.0.1:{port}/v2/health/live" in dict(steps)["HEALTHCHECK"]
+    script = (FLEET / "entrypoint.sh").read_text()
+    assert 'exec modelvc serve "$@"' in script
+    assert os.stat(FLEET / "entrypoint.sh").st_mode & stat.S_IXUSR
+    ignore = (FLEET / "Dockerfile.dockerignore").read_text().split()
+    for w, a in steps:
+        if w == "COPY" and "--from" not in a:
+            for src in [s for s in a.split()[:-1] if not s.startswith("--")]:
+                assert (ROOT / src).exists(), src
+                assert f"!{src}" in ignore or f"!{src}/**" in ignore, src
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    url = fresh_database(postgres_url())
+    yield url
+    drop_database(url)
+
+
+def _pod_env(tmp: Path, meta_url: str) -> dict[str, str]:
+    """The container's environment as kubelet would build it (objects: a local folder)."""
+    cm = _docs()["ConfigMap/modelvc-gateway"]["data"]
+    fields = {"metadata.name": "modelvc-gateway-0", "status.podIP": "127.0.0.1",
+              "spec.nodeName": "node-a"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELVC_", "AWS_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    for var in _container()["env"]:
+        ref = var.get("valueFrom", {})
+        if "value" in var:
+            env[var["name"]] = var["value"].replace("/var/lib/modelvc", str(tmp / "pod"))
+        elif "fieldRef" in ref:
+            env[var["name"]] = fields[ref["fieldRef"]["fieldPath"]]
+        elif "configMapKeyRef" in ref:
+            env[var["name"]] = cm[ref["configMapKeyRef"]["key"]]
+    for k in [k for k in env if k.startswith("AWS_")]:
+        del env[k]
+    env.update(MODELVC_META_URL=meta_url, MODELVC_OBJECTS_URL=str(tmp / "bucket"))
+    return env
+
+
+@pytest.mark.postgres
+def test_gateway_pod_starts_and_joins_the_fleet(
+        tmp_path: Path, pg_url: str, digits: Digits,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod's start: entrypoint.sh (bootstrap, then `modelvc serve` with the StatefulSet's
+    args) on an empty folder; it becomes ready, registers with the manifest's labels and
+    name, and a `modelvc deploy` rollout selecting it succeeds."""
+    monkeypatch.setenv("MODELVC_AUTHOR", "tester")
+    env = _pod_env(tmp_path, pg_url)
+    # The registry server's side: the same database and bucket, digits v1 in production.
+    server_env = env | {"MODELVC_SERVER_REGISTRY": str(tmp_path / "server")}
+    subprocess.run([sys.executable, str(ROOT / "deploy/bootstrap.py")], env=server_env,
+                   check=True)
+    with Registry.open(tmp_path / "server") as reg:
+        commit_onnx(reg, tmp_path, digits.good, "v1")
+        reg.promote("digits@v1", "production", reason="first")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "serve.toml").write_text(_serve_toml())
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a)
+            .replace("/etc/modelvc", str(tmp_path / "etc")) for a in _container()["args"]]
+    port = free_port()
+    script = (FLEET / "entrypoint.sh").read_text().replace(
+        "/usr/local/lib/modelvc/bootstrap.py", str(ROOT / "deploy/bootstrap.py"))
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["sh", "-c", script, "entrypoint.sh", *args, "--host",
+                                 "127.0.0.1", "--port", str(port)], env=env, stdout=out,
+                                stderr=out)
+    try:
+        def ready() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return bool(get_json(f"http://127.0.0.1:{port}/v2/health/ready")["ready"])
+            except OSError:
+                return False
+
+        wait_for(ready, "the gateway pod to be ready")
+        assert get_json(f"http://127.0.0.1:{port}/v2/health/live")["live"] is True
+        with Registry.open(tmp_path / "server") as reg, Controller(reg) as c:
+            (r,) = reg.meta.list_replicas("digits")
+            assert (r.id, r.labels, r.address) == (
+                "modelvc-gateway-0", {"app": "digits", "node": "node-a"},
+                "http://127.0.0.1:8000")
+            c.create("digits-production", "digits", "production",
+                     selector={"app": "digits"})
+            out = c.rollout("digits-production")
+            assert out.ok, out.reason
+            assert c.status("digits-production")["replicas"][0]["why"] == "in sync"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) in (0, -15), log.read_text()
