@@ -227,8 +227,8 @@ def test_gateway_pod_starts_and_joins_the_fleet(
                 "http://127.0.0.1:8000")
             c.create("digits-production", "digits", "production",
                      selector={"app": "digits"})
-            out = c.rollout("digits-production")
-            assert out.ok, out.reason
+            outcome = c.rollout("digits-production")
+            assert outcome.ok, outcome.reason
             assert c.status("digits-production")["replicas"][0]["why"] == "in sync"
     finally:
         proc.terminate()
