@@ -91,6 +91,36 @@ def rollback(ctx: Ctx, name: str, reason: str, as_json: bool) -> None:
         _outcome(as_json, c.rollback(name, reason=reason))
 
 
+@deploy.command("watch")
+@click.argument("name")
+@click.option("--poll", type=float, default=0.2, show_default=True,
+              help="Seconds between looks on SQLite (PostgreSQL wakes on NOTIFY).")
+@click.option("--stage-timeout", type=float, default=60.0, show_default=True)
+@json_option
+@click.pass_obj
+def watch(ctx: Ctx, name: str, poll: float, stage_timeout: float, as_json: bool) -> None:
+    """Roll the fleet out whenever the deployment's channel moves (promote, rollback),
+    until interrupted. A version the fleet refused waits for the channel to move again."""
+    def report(out: Any) -> None:
+        d = out.deployment
+        emit(as_json, {"deployment": d.name, "ok": out.ok, "state": d.state,
+                       "epoch": d.epoch, "reason": out.reason,
+                       "seconds": round(out.seconds, 3)},
+             f"{d.name}: {d.state} at epoch {d.epoch} in {out.seconds:.3f}s"
+             + (f" ({out.reason})" if out.reason else ""))
+
+    with _controller(ctx, stage_timeout) as c:
+        w = c.watch(name, poll=poll, on_outcome=report)
+        c.meta.get_deployment(name)  # NotFound now, not in the loop
+        click.echo(f"watching {name} (Ctrl-C stops)", err=True)
+        try:
+            w.run()
+        except KeyboardInterrupt:
+            click.echo("stopped", err=True)
+        finally:
+            w.stop()
+
+
 @deploy.command("status")
 @click.argument("name", required=False)
 @json_option

@@ -114,7 +114,18 @@ class Controller:
 
         return self._atomic(d, prev.id, move)
 
-    def _atomic(self, d: Deployment, vid: str, move: Callable[[], None]) -> Outcome:
+    def switch(self, d: Deployment, vid: str) -> Outcome:
+        """Switch the fleet to `vid` without moving the channel (it already names `vid`:
+        the path of `modelvc deploy watch`)."""
+        return self._atomic(d, vid, None)
+
+    def watch(self, name: str, **kw: Any) -> Any:
+        """A Watcher (modelvc.fleet.watch): channel moves drive deployment `name`."""
+        from .watch import Watcher
+
+        return Watcher(self, name, **kw)
+
+    def _atomic(self, d: Deployment, vid: str, move: Callable[[], None] | None) -> Outcome:
         staged = self.stage(d, vid)
         return staged if isinstance(staged, Outcome) else self.flip(staged, move)
 

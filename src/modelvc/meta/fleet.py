@@ -26,6 +26,7 @@ from .schema import deployments, replicas
 T = TypeVar("T")
 DEPLOY_CHANNEL = "modelvc_deploy"  # NOTIFY channel: deployment changes
 REPLICA_CHANNEL = "modelvc_replica"  # NOTIFY channel: replica reports
+REF_CHANNEL = "modelvc_ref"  # NOTIFY channel: a ref moved (meta.refops)
 
 
 @dataclass(frozen=True)

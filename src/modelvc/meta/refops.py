@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import AlreadyExists, Conflict, RefMoved, RefNotFound
 from .api import RefKind, RefRow
+from .fleet import REF_CHANNEL, notify
 from .schema import ref_moves, refs, versions
 
 
@@ -137,6 +138,8 @@ def _log(
     reason: str,
     at: datetime,
 ) -> None:
+    # Wake fleet watchers (modelvc deploy watch) at commit; a no-op on SQLite.
+    notify(conn, REF_CHANNEL, {"m": model_id, "n": name, "v": new})
     conn.execute(
         sa.insert(ref_moves).values(
             model_id=model_id,
