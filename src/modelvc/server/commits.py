@@ -25,6 +25,7 @@ from ..objects.base import flush
 from ..registry import COMMIT_RETRIES, DEFAULT_BRANCH, Registry
 from .auth import authorize
 from .deps import P, R, S
+from .scope import Scope
 from .wire import encode
 
 router = APIRouter(prefix="/models/{model}", tags=["commit"])
@@ -38,7 +39,12 @@ class IdsIn(BaseModel):
 def missing(model: str, body: IdsIn, p: P, reg: R) -> dict[str, list[str]]:
     """Which of these object ids the server does not hold (upload only those)."""
     authorize(p, "writer", model)
-    return {"missing": [i for i in dict.fromkeys(body.ids) if not reg.store.has(i)]}
+    ids = list(dict.fromkeys(body.ids))
+    held = reg.store.has_many(ids)
+    # Another model's object (one this writer may not read) is reported missing: its
+    # existence must not leak, and the upload proves the writer has its bytes.
+    have = set(held) - Scope(reg, p, held).hidden()
+    return {"missing": [i for i in ids if i not in have]}
 
 
 @router.put("/uploads/{object_id}")

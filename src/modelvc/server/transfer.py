@@ -20,12 +20,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import UsageError
+from ..errors import ObjectNotFound, UsageError
 from ..objects.base import check_key
 from ..transfer.local import LocalEnd, local_end
 from ..transfer.protocol import RefInfo, decode_pack, encode_pack
 from ..transfer.verify import unlink_quietly
-from .auth import authenticate, authorize
+from .auth import Principal, authenticate, authorize, can
+from .scope import Scope
 from .state import ServerState
 
 router = APIRouter(tags=["transfer"])
@@ -54,10 +55,23 @@ class RefBody(BaseModel):
 
 
 def _end(request: Request, role: str, model: str | None) -> tuple[LocalEnd, str]:
+    end, principal = _end_as(request, role, model)
+    return end, principal.name
+
+
+def _end_as(request: Request, role: str, model: str | None) -> tuple[LocalEnd, Principal]:
     state: ServerState = request.app.state.modelvc
     principal = authenticate(request, state)
     authorize(principal, role, model)
-    return local_end(state.registry()), principal.name
+    return local_end(state.registry()), principal
+
+
+def _readable(end: LocalEnd, principal: Principal, ids: list[str]) -> None:
+    """ObjectNotFound, worded as for an absent object, unless every id is readable."""
+    ok = set(Scope(end.reg, principal, ids).readable())
+    for oid in ids:
+        if oid not in ok:
+            raise ObjectNotFound(f"object {oid} not found")
 
 
 def _ids(body: Ids) -> list[str]:
@@ -120,21 +134,32 @@ def update_ref(request: Request, body: RefBody) -> dict[str, Any]:
 
 @router.post("/api/v1/objects/have")
 def have_objects(request: Request, body: Ids) -> dict[str, Any]:
-    end, _ = _end(request, "reader", body.model)
-    return {"have": sorted(end.has_objects(body.model, _ids(body)))}
+    end, principal = _end_as(request, "reader", body.model)
+    have = end.has_objects(body.model, _ids(body))
+    scope = Scope(end.reg, principal, have)
+    # A writer also sees objects no live version uses yet (a resumed push skips them);
+    # other models' objects look absent (the pusher proves it has them by sending).
+    if can(principal, "writer", body.model):
+        have -= scope.hidden()
+    else:
+        have = set(scope.readable())
+    return {"have": sorted(have)}
 
 
 @router.post("/api/v1/objects/fetch")
 def fetch(request: Request, body: Ids) -> Response:
-    end, _ = _end(request, "reader", body.model)
-    items = end.read_pack(body.model, _ids(body))
+    end, principal = _end_as(request, "reader", body.model)
+    ids = _ids(body)
+    _readable(end, principal, ids)
+    items = end.read_pack(body.model, ids)
     return Response(encode_pack(items), media_type="application/octet-stream")
 
 
 @router.get("/api/v1/objects/{oid}")
 def get_object(request: Request, oid: str, model: str) -> StreamingResponse:
-    end, _ = _end(request, "reader", model)
-    size = end.reg.store.size(check_key(oid))
+    end, principal = _end_as(request, "reader", model)
+    _readable(end, principal, [check_key(oid)])
+    size = end.reg.store.size(oid)
     return StreamingResponse(end.read_stream(model, oid), media_type="application/octet-stream",
                              headers={"Content-Length": str(size)})
 
