@@ -139,33 +139,55 @@ def record(model: str, body: CommitIn, p: P, reg: R) -> Any:
 
 def _objects(reg: Registry, files: tuple[FileEntry, ...]
              ) -> tuple[dict[str, ObjectRow], dict[str, ObjectRow]]:
-    """Rows for every segment (all must be stored) and their delta references."""
-    objects: dict[str, ObjectRow] = {}
-    refs: dict[str, ObjectRow] = {}
+    """Rows for every segment (all must be stored, as what the file list says they
+    are) and their delta references."""
+    segs: dict[str, tuple[str, SegmentRef]] = {}
     for f in files:
         if sum(s.size for s in f.segments) != f.size:
             raise UsageError(f"{f.path}: segment sizes do not add up to {f.size}")
         for s in f.segments:
-            if s.id in objects:
-                continue
-            if not reg.store.has(s.id):
-                raise ObjectNotFound(f"{f.path}: segment {s.id[:12]} was not uploaded",
-                                     hint="upload the ids /uploads/missing names, then retry")
-            objects[s.id] = _row(reg, f.path, s)
-            for c in reg.io.chain_rows(s.id) if s.tensor is not None else []:
-                refs.setdefault(c.id, c)
+            segs.setdefault(s.id, (f.path, s))
+    held = reg.store.has_many(segs)
+    for oid, (path, _) in segs.items():
+        if oid not in held:
+            raise ObjectNotFound(f"{path}: segment {oid[:12]} was not uploaded",
+                                 hint="upload the ids /uploads/missing names, then retry")
+    known = reg.meta.get_objects(segs)
+    objects: dict[str, ObjectRow] = {}
+    refs: dict[str, ObjectRow] = {}
+    for oid, (path, s) in segs.items():
+        objects[oid] = _row(reg, path, s, known.get(oid))
+        for c in reg.io.chain_rows(oid) if s.tensor is not None else []:
+            refs.setdefault(c.id, c)
     return objects, refs
 
 
-def _row(reg: Registry, path: str, s: SegmentRef) -> ObjectRow:
-    size = reg.store.size(s.id)
+def _row(reg: Registry, path: str, s: SegmentRef, known: ObjectRow | None) -> ObjectRow:
+    """The segment's row, refused unless the stored object is what the file list
+    declares: a blob of s.size bytes, or a tensor of that dtype, shape and size.
+    Stored objects always hash to their id (uploads and pushes are verified first)."""
+    what = f"{path}: segment {s.id[:12]}"
+    if known is not None and known.kind != ("tensor" if s.tensor is not None else "blob"):
+        raise UsageError(f"{what} is a {known.kind} object, not what the file list says")
     if s.tensor is None:
-        return ObjectRow(s.id, "blob", "zstd", s.size, size)
-    h = reg.io.header(s.id)
+        if known is not None:  # recorded by this server: its raw size is known
+            raw = known.raw_size
+        else:  # uploaded, not recorded yet: a segment is at most max_upload_mb
+            try:
+                raw = len(reg.io.read_blob(s.id))
+            except (CorruptObject, ValueError) as exc:  # e.g. a tensor object named as bytes
+                raise UsageError(f"{what} is not a byte segment") from exc
+        if raw != s.size:
+            raise UsageError(f"{what} holds {raw} bytes, not {s.size}")
+        return ObjectRow(s.id, "blob", "zstd", s.size, reg.store.size(s.id))
+    try:
+        h = reg.io.header(s.id)
+    except (CorruptObject, ValueError) as exc:
+        raise UsageError(f"{what} is not a tensor object") from exc
     if h.raw_size != s.size or h.dtype != s.dtype or tuple(h.shape) != tuple(s.shape or ()):
         raise UsageError(f"{path}: tensor {s.tensor} does not match object {s.id[:12]} "
-                         f"({h.dtype}{list(h.shape)})")
-    return ObjectRow(s.id, "tensor", h.codec, h.raw_size, size, h.ref)
+                         f"({h.dtype}{list(h.shape)}, {h.raw_size} bytes)")
+    return ObjectRow(s.id, "tensor", h.codec, h.raw_size, reg.store.size(s.id), h.ref)
 
 
 def _insert(reg: Registry, model: str, branch: str, body: CommitIn,
