@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -34,6 +35,9 @@ from .notify import Listener, is_postgres, with_net_timeouts
 
 log = logging.getLogger("modelvc.fleet")
 T = TypeVar("T")
+# A load that failed is retried after 1, 2, 4 ... 30 s, not on every look (a version
+# that cannot load here must not make the replica hammer the store and its CPU).
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 
 
 class FleetAgent:
@@ -51,6 +55,7 @@ class FleetAgent:
         self.error: dict[str, str | None] = {}
         self.attempt: dict[str, int] = {}  # served name -> epoch last staged or tried
         self._busy: set[tuple[str, int]] = set()  # (served name, epoch) being loaded
+        self._failed: dict[tuple[str, int], tuple[int, float]] = {}  # -> (times, retry at)
         self._tasks: set[asyncio.Task[None]] = set()
         self._db = ThreadPoolExecutor(1, thread_name_prefix="modelvc-fleet")
         self._listener: Listener | None = None
@@ -172,18 +177,24 @@ class FleetAgent:
             item = self._ready(sm, d.version_id)
             if item is not None:
                 self._flip(sm, item, d.epoch)
-            elif (name, d.epoch) not in self._busy:  # late: load, then serve
+            elif self._may_load(name, d.epoch):  # late: load, then serve
                 self._spawn(self._serve(sm, d.version_id, d.epoch))
         staged = self.staged.get(name)
         if d.state == "staging" and d.pending_id and d.pending_epoch:
             if (staged is None or staged[0] != d.pending_epoch) and \
-                    (name, d.pending_epoch) not in self._busy:
+                    self._may_load(name, d.pending_epoch):
                 self._spawn(self._stage(sm, d.pending_id, d.pending_epoch))
         elif staged is not None:  # aborted or superseded: drop it
             self.staged.pop(name)
             self.gw.pool.release(staged[1])
             self.state[name] = "serving"
             self._report(sm)
+
+    def _may_load(self, name: str, epoch: int) -> bool:
+        """Not loading for this epoch already, nor backing off after a failure."""
+        failed = self._failed.get((name, epoch))
+        return (name, epoch) not in self._busy and (
+            failed is None or time.monotonic() >= failed[1])
 
     def _ready(self, sm: ServedModel, vid: str) -> Loaded | None:
         """A warm, loaded copy of `vid` this slot may switch to without waiting."""
@@ -217,9 +228,18 @@ class FleetAgent:
         try:
             pool = self.gw.pool
             v = await pool.call(lambda: pool.reg.meta.get_version(vid))
-            return await pool.hold(v)
+            item = await pool.hold(v)
+            self._failed.pop((name, epoch), None)
+            return item
         except Exception as exc:  # LoadFailed, or the registry is gone: report why
-            self.state[name], self.error[name] = "failed", f"{type(exc).__name__}: {exc}"
+            times = self._failed.get((name, epoch), (0, 0.0))[0] + 1
+            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (times - 1))
+            # one epoch at a time matters: forget failures of older ones
+            self._failed = {k: f for k, f in self._failed.items() if k[0] != name}
+            self._failed[(name, epoch)] = (times, time.monotonic() + delay)
+            self.state[name] = "failed"
+            self.error[name] = (f"{type(exc).__name__}: {exc} (attempt {times}, "
+                                f"next in {delay:g}s)")
             log.error("fleet: %s cannot load %s for epoch %d: %s", name, vid[:12], epoch, exc)
             self._report(sm)
             return None
