@@ -33,7 +33,7 @@ from .errors import (
 from .lineage import author as default_author
 from .lineage import capture
 from .maintenance import GcReport, VerifyReport
-from .manifest import Manifest
+from .manifest import FileEntry, Manifest
 from .meta.api import (
     AuditEntry,
     AuditRow,
@@ -265,61 +265,66 @@ class Registry(_ReadOps):
             # Objects were written without fsync; make them durable in one batch
             # before anything that refers to them (invariant 1).
             flush(self.store, stored.new_ids)
-            expected = head.version_id if head else None
-            for _ in range(COMMIT_RETRIES):
-                parents = (parent_id,) if parent_id else ()
-                manifest = Manifest(
-                    model=model,
-                    files=tuple(stored.files),
-                    parents=parents,
-                    created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-                    author=who,
-                    message=message,
-                    params=dict(params or {}),
-                    metrics=dict(metrics or {}),
-                    lineage=lineage,
-                    kind="file" if Path(path).is_file() else "folder",
-                )
-                raw = manifest.to_bytes()
-                mstored = self.io.put_blob(raw)
-                mid = mstored.row.id
-                flush(self.store, [mid])
-                objects = [*stored.objects.values(), ObjectRow(mid, "manifest", "zstd",
-                                                             len(raw), mstored.row.stored_size)]
-                self.meta.ensure_model(model)
-                try:
-                    row = self.meta.insert_version(
-                        NewVersion(
-                            id=mid, model=model, author=who, message=message,
-                            parents=list(parents), params=manifest.params,
-                            metrics=manifest.metrics, lineage=lineage,
-                            raw_size=manifest.raw_size,
-                            stored_size=stored.new_bytes + mstored.row.stored_size,
-                            created_at=datetime.fromisoformat(manifest.created_at),
-                            objects=objects,
-                            ref_objects=list(stored.ref_objects.values()),
-                        ),
-                        branch=branch, expected_head=expected,
-                        create_branch=expected is None, actor=who,
-                        audit=AuditEntry(actor=who, action="commit", model=model,
-                                         target=f"{model}@{branch}",
-                                         before={"version": expected},
-                                         after={"version": mid}, reason=message),
-                    )
-                    break
-                except (RefMoved, Conflict) as exc:
-                    if parent is not None:
-                        raise
-                    now = self._head_or_none(model, branch)
-                    if now is None or now.version_id == expected:
-                        raise exc
-                    expected = parent_id = now.version_id
-            else:
-                raise RefMoved(f"branch {model}@{branch} kept moving; retry the commit")
+            row = self._record(
+                model, branch, tuple(stored.files), objects=list(stored.objects.values()),
+                ref_objects=list(stored.ref_objects.values()), new_bytes=stored.new_bytes,
+                parent_id=parent_id, expected=head.version_id if head else None,
+                fixed_parent=parent is not None, author=who, message=message,
+                params=dict(params or {}), metrics=dict(metrics or {}), lineage=lineage,
+                kind="file" if Path(path).is_file() else "folder")
         self.events.after_mutation()
         for t in tags:
             self.tag(f"{model}@{row.id}", t, actor=who)
         return row
+
+    def _record(self, model: str, branch: str, files: tuple[FileEntry, ...], *,
+                objects: list[ObjectRow], ref_objects: list[ObjectRow], new_bytes: int,
+                parent_id: str | None, expected: str | None, fixed_parent: bool,
+                author: str, message: str, params: dict[str, Any],
+                metrics: dict[str, Any], lineage: dict[str, Any], kind: str) -> Version:
+        """Manifest, then one transaction: version row and branch compare-and-swap.
+        A branch that moved meanwhile re-parents the version onto its new head, unless
+        the parent was fixed by the caller (RefMoved). Objects must be durable already.
+        Shared by commit and the server's commit over HTTP; the caller holds the lock."""
+        for _ in range(COMMIT_RETRIES):
+            parents = (parent_id,) if parent_id else ()
+            manifest = Manifest(
+                model=model, files=files, parents=parents,
+                created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+                author=author, message=message, params=params, metrics=metrics,
+                lineage=lineage, kind="file" if kind == "file" else "folder",
+            )  # fmt: skip
+            raw = manifest.to_bytes()
+            mstored = self.io.put_blob(raw)
+            mid = mstored.row.id
+            flush(self.store, [mid])
+            rows = [*objects, ObjectRow(mid, "manifest", "zstd", len(raw), mstored.row.stored_size)]
+            self.meta.ensure_model(model)
+            try:
+                return self.meta.insert_version(
+                    NewVersion(
+                        id=mid, model=model, author=author, message=message,
+                        parents=list(parents), params=manifest.params,
+                        metrics=manifest.metrics, lineage=manifest.lineage,
+                        raw_size=manifest.raw_size,
+                        stored_size=new_bytes + mstored.row.stored_size,
+                        created_at=datetime.fromisoformat(manifest.created_at),
+                        objects=rows, ref_objects=ref_objects,
+                    ),
+                    branch=branch, expected_head=expected, create_branch=expected is None,
+                    actor=author,
+                    audit=AuditEntry(actor=author, action="commit", model=model,
+                                     target=f"{model}@{branch}", before={"version": expected},
+                                     after={"version": mid}, reason=message),
+                )  # fmt: skip
+            except (RefMoved, Conflict):
+                if fixed_parent:
+                    raise
+                now = self._head_or_none(model, branch)
+                if now is None or now.version_id == expected:
+                    raise
+                expected = parent_id = now.version_id
+        raise RefMoved(f"branch {model}@{branch} kept moving; retry the commit")
 
     # ---- resolving
     def resolve(self, ref: str, *, deleted: bool = False) -> Version:

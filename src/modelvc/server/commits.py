@@ -8,7 +8,6 @@ bytes and the audit entry are all computed here, as the authenticated principal.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import blake3
@@ -17,12 +16,12 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..codec import dtype_info
-from ..errors import Conflict, CorruptObject, ObjectNotFound, RefMoved, UsageError
-from ..manifest import FileEntry, Manifest, SegmentRef
-from ..meta.api import AuditEntry, NewVersion, ObjectRow
+from ..errors import CorruptObject, ObjectNotFound, RefMoved, UsageError
+from ..manifest import FileEntry, SegmentRef
+from ..meta.api import ObjectRow
 from ..names import check_name, check_ref_name
 from ..objects.base import flush
-from ..registry import COMMIT_RETRIES, DEFAULT_BRANCH, Registry
+from ..registry import DEFAULT_BRANCH, Registry
 from .auth import authorize
 from .deps import P, R, S
 from .scope import Scope
@@ -193,8 +192,8 @@ def _row(reg: Registry, path: str, s: SegmentRef, known: ObjectRow | None) -> Ob
 def _insert(reg: Registry, model: str, branch: str, body: CommitIn,
             files: tuple[FileEntry, ...], objects: dict[str, ObjectRow],
             ref_objects: dict[str, ObjectRow], who: str) -> Any:
-    """Manifest, then one transaction: version row and branch compare-and-swap; a
-    branch that moved meanwhile re-parents the version (as Registry.commit does)."""
+    """Record the version as Registry.commit does (Registry._record: manifest, one
+    transaction, re-parenting onto a branch that moved)."""
     head = reg._head_or_none(model, branch)
     parent_id = head.version_id if head else None
     if body.parent is not None:
@@ -204,40 +203,9 @@ def _insert(reg: Registry, model: str, branch: str, body: CommitIn,
                            hint="commit to a new branch, or drop parent to commit on top")
     known = reg.meta.get_objects(list(objects))
     new_bytes = sum(o.stored_size for i, o in objects.items() if i not in known)
-    expected = head.version_id if head else None
-    for _ in range(COMMIT_RETRIES):
-        parents = (parent_id,) if parent_id else ()
-        manifest = Manifest(model=model, files=files, parents=parents,
-                            created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-                            author=who, message=body.message, params=body.params,
-                            metrics=body.metrics, lineage=body.lineage,
-                            kind="file" if body.kind == "file" else "folder")
-        raw = manifest.to_bytes()
-        mstored = reg.io.put_blob(raw)
-        mid = mstored.row.id
-        flush(reg.store, [mid])
-        rows = [*objects.values(), ObjectRow(mid, "manifest", "zstd", len(raw),
-                                             mstored.row.stored_size)]
-        reg.meta.ensure_model(model)
-        try:
-            return reg.meta.insert_version(
-                NewVersion(id=mid, model=model, author=who, message=body.message,
-                           parents=list(parents), params=manifest.params,
-                           metrics=manifest.metrics, lineage=manifest.lineage,
-                           raw_size=manifest.raw_size,
-                           stored_size=new_bytes + mstored.row.stored_size,
-                           created_at=datetime.fromisoformat(manifest.created_at),
-                           objects=rows, ref_objects=list(ref_objects.values())),
-                branch=branch, expected_head=expected, create_branch=expected is None,
-                actor=who,
-                audit=AuditEntry(actor=who, action="commit", model=model,
-                                 target=f"{model}@{branch}", before={"version": expected},
-                                 after={"version": mid}, reason=body.message))
-        except (RefMoved, Conflict):
-            if body.parent is not None:
-                raise
-            now = reg._head_or_none(model, branch)
-            if now is None or now.version_id == expected:
-                raise
-            expected = parent_id = now.version_id
-    raise RefMoved(f"branch {model}@{branch} kept moving; retry the commit")
+    return reg._record(model, branch, files, objects=list(objects.values()),
+                       ref_objects=list(ref_objects.values()), new_bytes=new_bytes,
+                       parent_id=parent_id, expected=head.version_id if head else None,
+                       fixed_parent=body.parent is not None, author=who,
+                       message=body.message, params=body.params, metrics=body.metrics,
+                       lineage=body.lineage, kind=body.kind)
