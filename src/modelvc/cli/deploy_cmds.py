@@ -21,10 +21,10 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _controller(ctx: Ctx, stage_timeout: float = 60.0) -> Any:
+def _controller(ctx: Ctx, stage_timeout: float = 60.0, batch: int = 1) -> Any:
     from ..fleet.controller import Controller
 
-    return Controller(ctx.registry(), stage_timeout=stage_timeout)
+    return Controller(ctx.registry(), stage_timeout=stage_timeout, batch=batch)
 
 
 def _outcome(as_json: bool, out: Any) -> None:
@@ -46,18 +46,22 @@ def deploy() -> None:
 @click.argument("target", metavar="MODEL[@CHANNEL]")
 @click.option("--name", help="Deployment name (default MODEL-CHANNEL).")
 @click.option("--strategy", default="atomic", show_default=True,
-              type=click.Choice(["atomic"]))
+              type=click.Choice(["atomic", "rolling"]),
+              help="atomic: stage everywhere, flip together; rolling: --batch replicas at a "
+                   "time, for fleets without memory for two versions.")
+@click.option("--batch", type=click.IntRange(1), default=1, show_default=True,
+              help="Replicas per rolling step.")
 @click.option("--selector", "-l", multiple=True, metavar="KEY=VALUE",
               help="Replica labels a gateway must carry (repeatable).")
 @click.option("--no-rollout", is_flag=True, help="Only record it; roll out later.")
 @json_option
 @click.pass_obj
-def create(ctx: Ctx, target: str, name: str | None, strategy: str, selector: tuple[str, ...],
-           no_rollout: bool, as_json: bool) -> None:
+def create(ctx: Ctx, target: str, name: str | None, strategy: str, batch: int,
+           selector: tuple[str, ...], no_rollout: bool, as_json: bool) -> None:
     """Deploy what MODEL@CHANNEL names to the gateways the selector picks."""
     model, _, channel = target.partition("@")
     channel = channel or "production"
-    with _controller(ctx) as c:
+    with _controller(ctx, batch=batch) as c:
         d = c.create(name or f"{model}-{channel}", model, channel, strategy=strategy,
                      selector=_labels(selector))
         if no_rollout:
@@ -71,12 +75,14 @@ def create(ctx: Ctx, target: str, name: str | None, strategy: str, selector: tup
 @click.option("--to", "to", metavar="VERSION", help="v3 or a ref (default: the channel).")
 @click.option("--reason", default="")
 @click.option("--stage-timeout", type=float, default=60.0, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=1, show_default=True,
+              help="Replicas per step (rolling strategy).")
 @json_option
 @click.pass_obj
 def rollout(ctx: Ctx, name: str, to: str | None, reason: str, stage_timeout: float,
-            as_json: bool) -> None:
+            batch: int, as_json: bool) -> None:
     """Stage VERSION everywhere, then switch every replica at one epoch (or none)."""
-    with _controller(ctx, stage_timeout) as c:
+    with _controller(ctx, stage_timeout, batch) as c:
         _outcome(as_json, c.rollout(name, to, reason=reason))
 
 
@@ -96,9 +102,12 @@ def rollback(ctx: Ctx, name: str, reason: str, as_json: bool) -> None:
 @click.option("--poll", type=float, default=0.2, show_default=True,
               help="Seconds between looks on SQLite (PostgreSQL wakes on NOTIFY).")
 @click.option("--stage-timeout", type=float, default=60.0, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=1, show_default=True,
+              help="Replicas per step (rolling strategy).")
 @json_option
 @click.pass_obj
-def watch(ctx: Ctx, name: str, poll: float, stage_timeout: float, as_json: bool) -> None:
+def watch(ctx: Ctx, name: str, poll: float, stage_timeout: float, batch: int,
+          as_json: bool) -> None:
     """Roll the fleet out whenever the deployment's channel moves (promote, rollback),
     until interrupted. A version the fleet refused waits for the channel to move again."""
     def report(out: Any) -> None:
@@ -109,7 +118,7 @@ def watch(ctx: Ctx, name: str, poll: float, stage_timeout: float, as_json: bool)
              f"{d.name}: {d.state} at epoch {d.epoch} in {out.seconds:.3f}s"
              + (f" ({out.reason})" if out.reason else ""))
 
-    with _controller(ctx, stage_timeout) as c:
+    with _controller(ctx, stage_timeout, batch) as c:
         w = c.watch(name, poll=poll, on_outcome=report)
         c.meta.get_deployment(name)  # NotFound now, not in the loop
         click.echo(f"watching {name} (Ctrl-C stops)", err=True)

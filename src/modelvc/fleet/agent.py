@@ -162,7 +162,7 @@ class FleetAgent:
                 continue
             d = dataclasses.replace(known, epoch=int(doc["e"]), state=str(doc["s"]),
                                     version_id=doc.get("v"), pending_id=doc.get("p"),
-                                    pending_epoch=doc.get("pe"))
+                                    pending_epoch=doc.get("pe"), rolled=doc.get("r"))
             if d.epoch >= known.epoch:
                 self.reconcile(sm, d)
 
@@ -173,12 +173,13 @@ class FleetAgent:
         if old is not None and old.name == d.name and d.epoch < old.epoch:
             return  # a stale read
         self.deploy[name] = d
-        if d.version_id is not None and d.epoch > f.epoch:
-            item = self._ready(sm, d.version_id)
+        vid, epoch = d.target(self.replica_id)
+        if vid is not None and epoch > f.epoch:
+            item = self._ready(sm, vid)
             if item is not None:
-                self._flip(sm, item, d.epoch)
-            elif self._may_load(name, d.epoch):  # late: load, then serve
-                self._spawn(self._serve(sm, d.version_id, d.epoch))
+                self._flip(sm, item, epoch)
+            elif self._may_load(name, epoch):  # late, our rolling batch, or its abort
+                self._spawn(self._serve(sm, vid, epoch, rolling=d.strategy == "rolling"))
         staged = self.staged.get(name)
         if d.state == "staging" and d.pending_id and d.pending_epoch:
             if (staged is None or staged[0] != d.pending_epoch) and \
@@ -263,12 +264,17 @@ class FleetAgent:
         else:
             self.gw.pool.release(item)  # aborted meanwhile
 
-    async def _serve(self, sm: ServedModel, vid: str, epoch: int) -> None:
+    async def _serve(self, sm: ServedModel, vid: str, epoch: int, *, rolling: bool = False
+                     ) -> None:
+        if rolling:  # a fleet without room for two versions: unload first (unready meanwhile)
+            self.state[sm.cfg.name], self.attempt[sm.cfg.name] = "staging", epoch
+            sm.stable.close()
+            self._report(sm)
         item = await self._load(sm, vid, epoch)
         if item is None:
             return
         d = self.deploy.get(sm.cfg.name)
-        if sm.stable.epoch < epoch and (d is None or (d.epoch == epoch and d.version_id == vid)):
+        if sm.stable.epoch < epoch and (d is None or d.target(self.replica_id) == (vid, epoch)):
             self._flip(sm, item, epoch)
         else:
             self.gw.pool.release(item)

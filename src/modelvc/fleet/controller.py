@@ -26,7 +26,7 @@ from ..meta.rows import now
 from ..registry import Registry
 from .notify import Listener, is_postgres
 
-STRATEGIES = ("atomic",)
+STRATEGIES = ("atomic", "rolling")
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,13 @@ class Outcome:
 class Controller:
     def __init__(self, reg: Registry, *, stage_timeout: float = 60.0,
                  verify_timeout: float = 10.0, stale: float = 5.0,
-                 actor: str = "modelvc-deploy") -> None:
+                 actor: str = "modelvc-deploy", batch: int = 1) -> None:
         if not hasattr(reg, "layout"):
             raise UsageError("modelvc deploy needs the registry's metadata database",
                              hint="open the registry by path (a server relay is planned)")
         self.reg, self.meta = reg, reg.meta
         self.stage_timeout, self.verify_timeout, self.stale = stage_timeout, verify_timeout, stale
-        self.actor = actor
+        self.actor, self.batch = actor, max(1, batch)  # batch: replicas per rolling step
         self._changed = threading.Event()
         self._listener: Listener | None = None
         url = reg.layout.meta_url
@@ -99,7 +99,7 @@ class Controller:
                 self.reg.promote(f"{d.model}@v{number}", d.channel, actor=self.actor,
                                  reason=reason or f"deployment {name}")
 
-        return self._atomic(d, vid, move)
+        return self._run(d, vid, move)
 
     def rollback(self, name: str, *, reason: str = "") -> Outcome:
         """One step back to the version served before (still warm on every replica)."""
@@ -112,12 +112,12 @@ class Controller:
             self.reg.rollback(d.model, d.channel, to=f"{d.model}@v{prev.number}",
                               actor=self.actor, reason=reason or f"deployment {name} rollback")
 
-        return self._atomic(d, prev.id, move)
+        return self._run(d, prev.id, move)
 
     def switch(self, d: Deployment, vid: str) -> Outcome:
         """Switch the fleet to `vid` without moving the channel (it already names `vid`:
         the path of `modelvc deploy watch`)."""
-        return self._atomic(d, vid, None)
+        return self._run(d, vid, None)
 
     def watch(self, name: str, **kw: Any) -> Any:
         """A Watcher (modelvc.fleet.watch): channel moves drive deployment `name`."""
@@ -125,9 +125,31 @@ class Controller:
 
         return Watcher(self, name, **kw)
 
-    def _atomic(self, d: Deployment, vid: str, move: Callable[[], None] | None) -> Outcome:
-        staged = self.stage(d, vid)
+    def _run(self, d: Deployment, vid: str, move: Callable[[], None] | None) -> Outcome:
+        staged = self.roll(d, vid) if d.strategy == "rolling" else self.stage(d, vid)
         return staged if isinstance(staged, Outcome) else self.flip(staged, move)
+
+    def roll(self, d: Deployment, vid: str) -> Deployment | Outcome:
+        """Rolling strategy, for fleets without memory for two versions: `batch` members
+        at a time unload, load `vid` and serve it at epoch+1 (versions are mixed until
+        the last batch; a batch is unready while it loads). If one fails, the rollout
+        aborts and every replica returns to the served version (at epoch+2)."""
+        t0 = time.monotonic()
+        ids = sorted(r.id for r in self.members(d))
+        if not ids:
+            raise UsageError(f"no live replica of {d.model} matches {d.selector or '{}'}")
+        d = self.meta.begin_rolling(d.name, d.epoch, vid, ids)
+        epoch = d.epoch + 1
+        for i in range(0, len(ids), self.batch):
+            part = ids[i:i + self.batch]
+            d = self.meta.roll_batch(d.name, d.epoch, part)
+            why = self._wait(d, part, self.stage_timeout,
+                             lambda r: r.epoch >= epoch and r.serving_id == vid,
+                             fail=lambda r: r.state == "failed" and r.staged_epoch == epoch)
+            if why is not None:
+                d = self.meta.abort_stage(d.name, d.epoch, why)
+                return Outcome(d, False, why, time.monotonic() - t0)
+        return d
 
     def stage(self, d: Deployment, vid: str) -> Deployment | Outcome:
         """Phase one alone: every member loads and warms `vid`. The staged deployment,
@@ -212,14 +234,15 @@ class Controller:
             if not d.selects(r.labels):
                 continue
             age = (t - r.heartbeat_at).total_seconds() if r.heartbeat_at else None
-            if r.epoch >= d.epoch and r.serving_id == d.version_id:
+            want_id, want_epoch = d.target(r.id)
+            if r.epoch >= want_epoch and r.serving_id == want_id:
                 why = "in sync"
             elif age is not None and age > self.stale:
                 why = f"silent for {age:.0f}s: converges when it reports again"
             elif r.state == "failed":
                 why = f"failed: {r.error}"
             else:
-                why = f"behind (epoch {r.epoch} < {d.epoch}): switching"
+                why = f"behind (epoch {r.epoch} < {want_epoch}): switching"
             reps.append({"id": r.id, "address": r.address, "labels": r.labels,
                          "serving": num(r.serving_id), "epoch": r.epoch,
                          "warm": num(r.warm_id), "staged": num(r.staged_id),

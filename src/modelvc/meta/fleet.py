@@ -42,10 +42,19 @@ class Deployment:
     pending_id: str | None
     pending_epoch: int | None
     members: list[str]
-    state: str  # new | staging | flipped | done | converging | aborted
+    state: str  # new | staging | rolling | flipped | done | converging | aborted
     reason: str
     created_at: datetime
     updated_at: datetime
+    rolled: list[str] | None = None  # rolling: replicas already told to serve pending_id
+
+    def target(self, replica_id: str) -> tuple[str | None, int]:
+        """(version, epoch) `replica_id` should serve: during a rolling rollout, the
+        pending version once its batch came; else the deployment's."""
+        if self.state == "rolling" and self.pending_id and self.pending_epoch and \
+                replica_id in (self.rolled or ()):
+            return self.pending_id, self.pending_epoch
+        return self.version_id, self.epoch
 
     def selects(self, labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.selector.items())
@@ -71,6 +80,7 @@ class Replica:
 def _deployment(r: Any) -> Deployment:
     m = dict(r._mapping)
     m["selector"], m["members"] = dict(m["selector"]), list(m["members"])
+    m["rolled"] = list(m["rolled"]) if m["rolled"] is not None else None
     return Deployment(**m)
 
 
@@ -89,7 +99,7 @@ def notify(conn: sa.Connection, channel: str, payload: dict[str, Any]) -> None:
 def _wake(conn: sa.Connection, d: Deployment) -> Deployment:
     notify(conn, DEPLOY_CHANNEL, {"d": d.name, "m": d.model, "e": d.epoch, "s": d.state,
                                   "v": d.version_id, "p": d.pending_id,
-                                  "pe": d.pending_epoch})
+                                  "pe": d.pending_epoch, "r": d.rolled})
     return d
 
 
@@ -139,17 +149,40 @@ class FleetMixin:
                                        "members": members, "state": "staging", "reason": ""},
                          pending=False)
 
+    def begin_rolling(self, name: str, epoch: int, version_id: str, members: list[str]
+                      ) -> Deployment:
+        """Rolling strategy: `version_id` pending at epoch+1, no replica moved yet."""
+        return self._cas(name, epoch, {"pending_id": version_id, "pending_epoch": epoch + 1,
+                                       "members": members, "state": "rolling", "reason": "",
+                                       "rolled": []}, pending=False)
+
+    def roll_batch(self, name: str, epoch: int, ids: list[str]) -> Deployment:
+        """Tell replicas `ids` to switch to the pending version now (one batch)."""
+
+        def tx(conn: sa.Connection) -> Deployment:
+            d = _get(conn, name, lock=True)
+            if d.state != "rolling" or d.epoch != epoch:
+                raise Conflict(f"deployment {name!r} moved (epoch {d.epoch}, {d.state})")
+            conn.execute(deployments.update().where(deployments.c.name == name).values(
+                rolled=[*(d.rolled or []), *ids], updated_at=now()))
+            return _wake(conn, _get(conn, name))
+
+        result: Deployment = self._tx(tx, write=True)
+        return result
+
     def commit_flip(self, name: str, epoch: int) -> Deployment:
         """Phase two (the commit point): the pending version is served from its epoch."""
 
         def tx(conn: sa.Connection) -> Deployment:
             d = _get(conn, name, lock=True)
-            if d.state != "staging" or d.pending_epoch != epoch + 1 or d.epoch != epoch:
+            if d.state not in ("staging", "rolling") or d.pending_epoch != epoch + 1 or \
+                    d.epoch != epoch:
                 raise Conflict(f"deployment {name!r} moved (epoch {d.epoch}, {d.state})")
             prev = d.version_id if d.version_id != d.pending_id else d.previous_id
             conn.execute(deployments.update().where(deployments.c.name == name).values(
                 version_id=d.pending_id, previous_id=prev, epoch=epoch + 1, pending_id=None,
-                pending_epoch=None, state="flipped", reason="", updated_at=now()))
+                pending_epoch=None, rolled=None, state="flipped", reason="",
+                updated_at=now()))
             return _wake(conn, _get(conn, name))
 
         result: Deployment = self._tx(tx, write=True)
@@ -161,7 +194,7 @@ class FleetMixin:
         (so a client that saw epoch+1 proves it was committed), and a failure report
         for it is never mistaken for one about a later attempt."""
         return self._cas(name, epoch, {"pending_id": None, "pending_epoch": None,
-                                       "epoch": epoch + 2, "state": "aborted",
+                                       "rolled": None, "epoch": epoch + 2, "state": "aborted",
                                        "reason": reason}, pending=True)
 
     def set_deployment_state(self, name: str, epoch: int, state: str, reason: str
