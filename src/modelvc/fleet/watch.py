@@ -53,7 +53,7 @@ class Watcher:
         d = meta.get_deployment(self.name)
         ref = meta.get_ref(d.model, d.channel)
         vid = ref.version_id
-        if vid is None or vid == d.version_id or d.state == "staging":
+        if vid is None or vid == d.version_id or d.state in ("staging", "rolling"):
             return None  # nothing to do, or another controller is mid-switch
         if self.refused == (vid, ref.revision):
             return None  # the fleet refused it; wait for the channel to move again
