@@ -84,14 +84,17 @@ def test_a_commit_naming_a_wrong_segment_is_refused_and_records_nothing(
     _refused(c, files, "UsageError")
     files = copy.deepcopy(good)
     _, s = _seg(files, tensor=False)
-    s.update(t="x", dtype="uint8", shape=[s["n"]])
+    s.update(t="x", dtype="U8", shape=[s["n"]])
     _refused(c, files, "UsageError")
 
-    # A tensor of the right size under another dtype/shape.
+    # A tensor of the right size under another dtype, or another shape.
     files = copy.deepcopy(good)
     _, s = _seg(files, tensor=True)
-    s["shape"] = [s["n"] // 4 if s["dtype"] == "float32" else s["n"]]
-    s["dtype"] = "float32" if s["dtype"] != "float32" else "int32"
+    s["dtype"] = {"I64": "F64", "F32": "I32", "F16": "I16"}[s["dtype"]]  # same width
+    _refused(c, files, "UsageError")
+    files = copy.deepcopy(good)
+    _, s = _seg(files, tensor=True)
+    s["shape"] = [s["n"] // 4]
     _refused(c, files, "UsageError")
 
     # A freshly uploaded byte segment (no database row yet) under a wrong size.

@@ -8,6 +8,9 @@ bytes and the audit entry are all computed here, as the authenticated principal.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from typing import Any
 
 import blake3
@@ -20,7 +23,7 @@ from ..errors import CorruptObject, ObjectNotFound, RefMoved, UsageError
 from ..manifest import FileEntry, SegmentRef
 from ..meta.api import ObjectRow
 from ..names import check_name, check_ref_name
-from ..objects.base import flush
+from ..objects.base import check_key, flush
 from ..registry import DEFAULT_BRANCH, Registry
 from .auth import authorize
 from .deps import P, R, S
@@ -51,22 +54,66 @@ async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st:
                  kind: str = "blob", dtype: str | None = None, shape: str = "",
                  file: str = "", tensor: str | None = None, base: str | None = None
                  ) -> dict[str, Any]:
-    """One raw segment (a tensor's little-endian bytes, or a byte segment/chunk)."""
+    """One raw segment (a tensor's little-endian bytes, or a byte segment/chunk).
+    Up to upload_spool_mb it is held in memory; beyond, it streams to a temp file, so
+    memory stays bounded whatever the tensor's size. Hashed as it arrives."""
     authorize(p, "writer", model)
+    check_key(object_id)
     limit = st.config.max_upload_mb << 20
+    spool = st.config.upload_spool_mb << 20
     if int(request.headers.get("content-length") or 0) > limit:
-        raise UsageError(f"segment larger than the server's max_upload_mb ({limit >> 20} MiB)",
-                         hint="raise max_upload_mb in the server config")
-    raw = await request.body()
-    return await run_in_threadpool(_store, reg, model, object_id, raw, kind, dtype, shape,
-                                   file, tensor, base)
+        raise _too_big(limit)
+    hasher = blake3.blake3()
+    buf = bytearray()
+    n = 0
+    tmp: Any = None
+    with contextlib.ExitStack() as stack:
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > limit:  # a chunked body has no content-length to refuse up front
+                raise _too_big(limit)
+            hasher.update(chunk)
+            if tmp is None and n > spool:
+                tmp = stack.enter_context(tempfile.TemporaryFile(prefix="modelvc-upload-"))
+                tmp.write(buf)
+                buf = bytearray()
+            if tmp is not None:
+                tmp.write(chunk)
+            else:
+                buf += chunk
+        if hasher.hexdigest() != object_id:
+            raise CorruptObject(f"upload {object_id[:12]} does not match its id "
+                                "(damaged in transit?)", hint="retry the commit")
+        if tmp is not None:
+            tmp.flush()
+        data = _Body(bytes(buf) if tmp is None else None, tmp, n)
+        out = await run_in_threadpool(_store, reg, model, object_id, data, kind, dtype,
+                                      shape, file, tensor, base)
+        return {**out, "spooled": tmp is not None}
 
 
-def _store(reg: Registry, model: str, oid: str, raw: bytes, kind: str, dtype: str | None,
+def _too_big(limit: int) -> UsageError:
+    return UsageError(f"segment larger than the server's max_upload_mb ({limit >> 20} MiB)",
+                      hint="raise max_upload_mb in the server config")
+
+
+class _Body:
+    """An upload, already checked against its id: in memory, or in a temp file."""
+
+    def __init__(self, mem: bytes | None, file: Any, size: int) -> None:
+        self.mem, self.file, self.size = mem, file, size
+
+    def read(self, off: int, n: int) -> bytes | memoryview:
+        if self.mem is not None:
+            return memoryview(self.mem)[off:off + n]
+        return os.pread(self.file.fileno(), n, off)
+
+    def whole(self) -> bytes:
+        return self.mem if self.mem is not None else self.read(0, self.size)  # type: ignore[return-value]
+
+
+def _store(reg: Registry, model: str, oid: str, body: _Body, kind: str, dtype: str | None,
            shape_text: str, file: str, tensor: str | None, base: str | None) -> dict[str, Any]:
-    if blake3.blake3(raw).hexdigest() != oid:
-        raise CorruptObject(f"upload {oid[:12]} does not match its id (damaged in transit?)",
-                            hint="retry the commit")
     with reg.layout.lock(exclusive=False):
         if kind == "tensor":
             if dtype is None:
@@ -75,13 +122,13 @@ def _store(reg: Registry, model: str, oid: str, raw: bytes, kind: str, dtype: st
             n = 1
             for d in shape:
                 n *= d
-            if n * dtype_info(dtype).itemsize != len(raw):
-                raise UsageError(f"tensor {tensor or oid[:12]}: {len(raw)} bytes do not fit "
+            if n * dtype_info(dtype).itemsize != body.size:
+                raise UsageError(f"tensor {tensor or oid[:12]}: {body.size} bytes do not fit "
                                  f"{dtype}{list(shape)}")
             ref = _reference(reg, model, base, file, tensor)
-            stored = reg.io.put_tensor(raw, dtype, shape, ref=ref, oid=oid)
+            stored = reg.io.put_tensor_from(body.read, dtype, shape, ref=ref, oid=oid)
         elif kind == "blob":
-            stored = reg.io.put_blob(raw, oid=oid)
+            stored = reg.io.put_blob(body.whole(), oid=oid)
         else:
             raise UsageError(f"unknown upload kind {kind!r}: use tensor or blob")
         flush(reg.store, [oid])

@@ -20,6 +20,7 @@ class ServerConfig:
     log_level: str = "info"
     graceful_timeout: float = 30.0  # seconds in-flight requests get after SIGTERM
     max_upload_mb: int = 4096  # largest raw segment a commit may upload
+    upload_spool_mb: int = 64  # larger uploads go to a temp file, not memory
 
 
 @dataclass
