@@ -109,10 +109,30 @@ def test_a_writer_pushing_another_models_objects_must_send_them(
         assert set(miss["missing"]) == objs
         assert c.post(f"{API}/objects/have",
                       json={"model": "c", "ids": sorted(objs)}).json()["have"] == []
+        # Knowing the ids is not enough to graft b's objects into c: a pushed manifest
+        # naming them is refused (as if they were absent) until their bytes are sent.
+        mraw = mine.store.get(manifest)
+        assert c.put(f"{API}/objects/{manifest}", params={"model": "c"},
+                     content=mraw).status_code == 200
+        r = c.post(f"{API}/transfer/versions", json={"model": "c", "id": manifest})
+        assert r.status_code == 404 and r.json()["error"] == "ObjectNotFound", r.text
+        # ...and so is an HTTP commit naming one of them, worded as for an absent id.
+        f = mine.manifest("c@v1").files[0]
+        forged = c.post(f"{API}/models/c/commits", json={"files": [f.to_json()]})
+        absent = "0" * 64
+        listed = sorted(s.id for s in f.segments)[0]
+        seg_abs = [{**f.to_json(), "segments": [
+            {**x, "id": absent if x["id"] == listed else x["id"]}
+            for x in f.to_json()["segments"]]}]
+        none = c.post(f"{API}/models/c/commits", json={"files": seg_abs})
+        assert forged.status_code == none.status_code == 404
+        assert forged.text.replace(listed, absent) == none.text
+    with Registry.open(server.registry) as srv:
+        assert "c" not in srv.models() or not srv.versions("c")
     r = push(mine, server.url, ["c"], token=writer)
     assert r.versions == [manifest]
-    # All sent: the server admitted holding none of them.
-    assert r.objects_sent == len(objs) and r.objects_skipped == 0
+    # All sent but the manifest sent above: the server admitted holding none of b's.
+    assert (r.objects_sent, r.objects_skipped) == (len(objs) - 1, 1)
     with httpx.Client(base_url=server.url, headers=h, timeout=30) as c:
         got = c.post(f"{API}/objects/fetch", json={"model": "c", "ids": sorted(objs)})
         assert got.status_code == 200

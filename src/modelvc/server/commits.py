@@ -19,15 +19,16 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..codec import dtype_info
-from ..errors import CorruptObject, ObjectNotFound, RefMoved, UsageError
+from ..errors import CorruptObject, RefMoved, UsageError
 from ..manifest import FileEntry, SegmentRef
 from ..meta.api import ObjectRow
 from ..names import check_name, check_ref_name
 from ..objects.base import check_key, flush
 from ..registry import DEFAULT_BRANCH, Registry
-from .auth import authorize
+from .auth import Principal, authorize
 from .deps import P, R, S
-from .scope import Scope
+from .scope import Scope, require_access
+from .state import ServerState
 from .wire import encode
 
 router = APIRouter(prefix="/models/{model}", tags=["commit"])
@@ -89,6 +90,7 @@ async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st:
         data = _Body(bytes(buf) if tmp is None else None, tmp, n)
         out = await run_in_threadpool(_store, reg, model, object_id, data, kind, dtype,
                                       shape, file, tensor, base)
+        st.possession.add(p.name, [object_id])
         return {**out, "spooled": tmp is not None}
 
 
@@ -162,7 +164,7 @@ class CommitIn(BaseModel):
 
 
 @router.post("/commits")
-def record(model: str, body: CommitIn, p: P, reg: R) -> Any:
+def record(model: str, body: CommitIn, p: P, reg: R, st: S) -> Any:
     authorize(p, "writer", model)
     check_name(model, "model name")
     branch = check_ref_name(body.branch or DEFAULT_BRANCH, "branch name")
@@ -175,7 +177,7 @@ def record(model: str, body: CommitIn, p: P, reg: R) -> Any:
     if not files:
         raise UsageError("a commit needs at least one file")
     with reg.layout.lock(exclusive=False):
-        objects, ref_objects = _objects(reg, files)
+        objects, ref_objects = _objects(reg, files, p, st)
         row = _insert(reg, model, branch, body, files, objects, ref_objects, p.name)
     reg.events.after_mutation()
     for t in body.tags:
@@ -183,7 +185,7 @@ def record(model: str, body: CommitIn, p: P, reg: R) -> Any:
     return encode(row)
 
 
-def _objects(reg: Registry, files: tuple[FileEntry, ...]
+def _objects(reg: Registry, files: tuple[FileEntry, ...], p: Principal, st: ServerState
              ) -> tuple[dict[str, ObjectRow], dict[str, ObjectRow]]:
     """Rows for every segment (all must be stored, as what the file list says they
     are) and their delta references."""
@@ -193,11 +195,8 @@ def _objects(reg: Registry, files: tuple[FileEntry, ...]
             raise UsageError(f"{f.path}: segment sizes do not add up to {f.size}")
         for s in f.segments:
             segs.setdefault(s.id, (f.path, s))
-    held = reg.store.has_many(segs)
-    for oid, (path, _) in segs.items():
-        if oid not in held:
-            raise ObjectNotFound(f"{path}: segment {oid[:12]} was not uploaded",
-                                 hint="upload the ids /uploads/missing names, then retry")
+    # Stored, and not another model's the writer may neither read nor has sent.
+    require_access(reg, p, st.possession, segs, "segment")
     known = reg.meta.get_objects(segs)
     objects: dict[str, ObjectRow] = {}
     refs: dict[str, ObjectRow] = {}

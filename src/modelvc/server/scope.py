@@ -13,10 +13,12 @@ from functools import partial
 
 import sqlalchemy as sa
 
+from ..errors import ObjectNotFound
 from ..meta.rows import chunks
 from ..meta.schema import models, objects, version_objects, versions
 from ..registry import Registry
 from .auth import Principal, can
+from .state import Possession
 
 Usage = dict[str, set[str]]  # object id -> names of models whose live versions use it
 
@@ -92,3 +94,17 @@ class Scope:
         writers so that a resumed push skips them."""
         return {i for i in self.ids
                 if i in self.usage and not self._any_readable(self.usage[i])}
+
+
+def require_access(reg: Registry, principal: Principal, possession: Possession,
+                   ids: Iterable[str], what: str = "object") -> None:
+    """ObjectNotFound unless every id is stored and, when another model's live version
+    uses it, the principal may read it or has sent its bytes. An absent object and a
+    hidden one get the same answer, so the refusal does not reveal which it was."""
+    ids = list(dict.fromkeys(ids))
+    held = reg.store.has_many(ids)
+    hidden = set(possession.unproven(principal.name, Scope(reg, principal, held).hidden()))
+    for oid in sorted(set(ids) - held | hidden):
+        raise ObjectNotFound(f"{what} {oid} was not uploaded",
+                             hint="upload the ids /uploads/missing (or objects/have) "
+                                  "does not list, then retry")

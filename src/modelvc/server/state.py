@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +25,39 @@ class ServerConfig:
     upload_spool_mb: int = 64  # larger uploads go to a temp file, not memory
 
 
+class Possession:
+    """Object ids each subject proved to hold by sending their bytes (verified against
+    the id), most recent first out of a bounded set. A commit or pushed version may
+    name another model's object only after such a proof: knowing an id is not enough.
+    Per server process: a version recorded through another server needs the bytes
+    sent to that one (a client sends whatever that server reports missing)."""
+
+    def __init__(self, limit: int = 500_000) -> None:
+        self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def add(self, who: str, ids: Iterable[str]) -> None:
+        with self._lock:
+            for oid in ids:
+                self._ids[(who, oid)] = None
+                self._ids.move_to_end((who, oid))
+            while len(self._ids) > self._limit:
+                self._ids.popitem(last=False)
+
+    def unproven(self, who: str, ids: Iterable[str]) -> list[str]:
+        with self._lock:
+            return [i for i in ids if (who, i) not in self._ids]
+
+
+
 @dataclass
 class ServerState:
     config: ServerConfig
     _local: threading.local = field(default_factory=threading.local)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _shared: Registry | None = None
+    possession: Possession = field(default_factory=Possession)
 
     def registry(self) -> Registry:
         """One Registry for the process (thread-safe: MetaStore opens a connection per

@@ -21,12 +21,13 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ObjectNotFound, UsageError
+from ..manifest import Manifest
 from ..objects.base import check_key
 from ..transfer.local import LocalEnd, local_end
 from ..transfer.protocol import RefInfo, decode_pack, encode_pack
 from ..transfer.verify import unlink_quietly
 from .auth import Principal, authenticate, authorize, can
-from .scope import Scope
+from .scope import Scope, require_access
 from .state import ServerState
 
 router = APIRouter(tags=["transfer"])
@@ -118,8 +119,23 @@ def have_versions(request: Request, body: Ids) -> dict[str, Any]:
 
 @router.post("/api/v1/transfer/versions")
 def record_version(request: Request, body: RecordBody) -> dict[str, Any]:
-    end, who = _end(request, "writer", body.model)
-    return {"number": end.record_version(body.model, check_key(body.id), actor=who)}
+    end, principal = _end_as(request, "writer", body.model)
+    vid = check_key(body.id)
+    if not end.reg.meta.existing_versions([vid]):
+        _may_record(end, principal, request.app.state.modelvc, vid)
+    return {"number": end.record_version(body.model, vid, actor=principal.name)}
+
+
+def _may_record(end: LocalEnd, principal: Principal, state: ServerState, vid: str) -> None:
+    """A pushed version may list (or reach through delta references) another model's
+    objects only if the pusher may read them or sent their bytes: knowing ids is not
+    enough to graft them into a model others read."""
+    require_access(end.reg, principal, state.possession, [vid])
+    m = Manifest.from_bytes(end.reg.io.read_blob(vid), expect_id=vid)
+    listed = {s.id: s.tensor is not None for f in m.files for s in f.segments}
+    require_access(end.reg, principal, state.possession, listed)
+    chains = {r.id for oid, t in listed.items() if t for r in end.reg.io.chain_rows(oid)}
+    require_access(end.reg, principal, state.possession, chains - set(listed))
 
 
 @router.post("/api/v1/transfer/refs")
@@ -166,7 +182,7 @@ def get_object(request: Request, oid: str, model: str) -> StreamingResponse:
 
 @router.post("/api/v1/objects/pack")
 async def put_pack(request: Request, model: str) -> dict[str, Any]:
-    end, _ = await run_in_threadpool(_end, request, "writer", model)
+    end, principal = await run_in_threadpool(_end_as, request, "writer", model)
     length = int(request.headers.get("content-length") or 0)
     if length > MAX_PACK:
         raise UsageError(f"pack of {length} bytes is over the {MAX_PACK}-byte limit")
@@ -175,12 +191,13 @@ async def put_pack(request: Request, model: str) -> dict[str, Any]:
         raise UsageError(f"pack is over the {MAX_PACK}-byte limit")
     items = list(decode_pack(body))
     await run_in_threadpool(end.write_pack, model, items)
+    _state(request).possession.add(principal.name, [oid for oid, _ in items])
     return {"stored": len(items)}
 
 
 @router.put("/api/v1/objects/{oid}")
 async def put_object(request: Request, oid: str, model: str) -> dict[str, Any]:
-    end, _ = await run_in_threadpool(_end, request, "writer", model)
+    end, principal = await run_in_threadpool(_end_as, request, "writer", model)
     check_key(oid)
     fd, name = tempfile.mkstemp(prefix="modelvc-recv-")
     path = Path(name)
@@ -193,7 +210,13 @@ async def put_object(request: Request, oid: str, model: str) -> dict[str, Any]:
         await run_in_threadpool(end.write_file, oid, path)
     finally:
         unlink_quietly(path)
+    _state(request).possession.add(principal.name, [oid])
     return {"stored": 1}
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.modelvc
+    return state
 
 
 def _same_model(end: LocalEnd, model: str, ids: list[str]) -> None:
