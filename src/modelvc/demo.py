@@ -54,10 +54,41 @@ def _save(clf: Any, x: np.ndarray, folder: Path, *, exported: Any = None) -> Non
         {"hidden_layer_sizes": list(clf.hidden_layer_sizes)}, indent=2) + "\n")
 
 
+POLICY = f"""\
+version: 1
+models:
+  digits:
+    channels:
+      canary:
+        gates:
+          - metric: "accuracy >= {GATE_ACCURACY}"
+          - format: {{allow_pickle: false}}
+      production:
+        gates:
+          - metric: "accuracy >= {GATE_ACCURACY}"
+          - format: {{allow_pickle: false}}
+"""
+
+
+def _apply_policy(reg: Registry) -> None:
+    """Protect canary and production: a version reaches them only through passed gates."""
+    from .gates.policy import parse_policy
+
+    reg.governance.apply_policy(parse_policy(POLICY, "demo-policy.yaml"), "demo")
+
+
 def _gate(reg: Registry, ref: str, say: Say) -> bool:
+    """Run the recorded gates of both channels (the gateway later promotes the canary to
+    production by itself, which the policy allows only for a version that passed them)."""
+    from .gates.run import run_gates
+
+    ok = True
+    for channel in ("canary", "production"):
+        report = run_gates(reg, ref, channel, actor="demo")
+        ok = ok and report.passed
     acc = float(reg.resolve(ref).metrics.get("accuracy", 0.0))
-    ok = acc >= GATE_ACCURACY
-    say(f"   gate accuracy >= {GATE_ACCURACY}: {acc:.3f} {'passed' if ok else 'FAILED'}")
+    say(f"   gates (accuracy >= {GATE_ACCURACY}, no pickles), recorded: {acc:.3f} "
+        f"{'passed' if ok else 'FAILED'}")
     return ok
 
 
@@ -80,9 +111,11 @@ def run(workdir: Path | None = None, say: Say = print) -> dict[str, Any]:
     x, y = load_digits(return_X_y=True)
     x = (x / 16).astype(np.float32)
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, random_state=0)
-    say(f"1. A registry in {root}/.modelvc (SQLite + local objects)")
+    say(f"1. A registry in {root}/.modelvc (SQLite + local objects), with a policy:")
+    say("   canary and production only through gates (accuracy, no pickles), recorded")
     reg = Registry.init(root)
     try:
+        _apply_policy(reg)
         return _story(reg, root, (xtr, ytr, xte, yte), say, t0)
     finally:
         reg.close()
