@@ -21,10 +21,40 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _controller(ctx: Ctx, stage_timeout: float = 60.0, batch: int = 1) -> Any:
+def _controller(ctx: Ctx, stage_timeout: float = 60.0, batch: int = 1,
+                canary: dict[str, Any] | None = None) -> Any:
     from ..fleet.controller import Controller
+    from ..serving.canary import Policy
 
-    return Controller(ctx.registry(), stage_timeout=stage_timeout, batch=batch)
+    canary = canary or {}
+    policy = Policy(**{k: v for k, v in canary.items() if k != "canary_replicas"})
+    return Controller(ctx.registry(), stage_timeout=stage_timeout, batch=batch,
+                      canary_replicas=canary.get("canary_replicas", 1), policy=policy)
+
+
+def canary_options(f: Any) -> Any:
+    """Options of the canary strategy (not stored: given to each rollout, like --batch)."""
+    for opt in reversed([
+        click.option("--canary-replicas", type=click.IntRange(1), default=1,
+                     show_default=True, help="Replicas that serve the new version first."),
+        click.option("--canary-window", "window", type=click.FloatRange(min=0.1),
+                     default=60.0, show_default=True,
+                     help="Seconds the canary may take to earn a verdict (else rollback)."),
+        click.option("--min-samples", type=click.IntRange(1), default=50, show_default=True,
+                     help="Canary requests before the policy judges."),
+        click.option("--min-feedback", type=click.IntRange(0), default=30,
+                     show_default=True, help="Feedback labels before live accuracy counts."),
+        click.option("--no-accuracy", "no_accuracy", is_flag=True,
+                     help="Do not wait for feedback (no labels come back)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _canary(kw: dict[str, Any]) -> dict[str, Any]:
+    out = {k: kw.pop(k) for k in ("canary_replicas", "window", "min_samples", "min_feedback")}
+    out["check_accuracy"] = not kw.pop("no_accuracy")
+    return out
 
 
 def _outcome(as_json: bool, out: Any) -> None:
@@ -46,22 +76,25 @@ def deploy() -> None:
 @click.argument("target", metavar="MODEL[@CHANNEL]")
 @click.option("--name", help="Deployment name (default MODEL-CHANNEL).")
 @click.option("--strategy", default="atomic", show_default=True,
-              type=click.Choice(["atomic", "rolling"]),
+              type=click.Choice(["atomic", "rolling", "canary"]),
               help="atomic: stage everywhere, flip together; rolling: --batch replicas at a "
-                   "time, for fleets without memory for two versions.")
+                   "time, for fleets without memory for two versions; canary: "
+                   "--canary-replicas first, judged by the canary policy, then the rest "
+                   "atomically (or every replica back).")
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True,
               help="Replicas per rolling step.")
 @click.option("--selector", "-l", multiple=True, metavar="KEY=VALUE",
               help="Replica labels a gateway must carry (repeatable).")
 @click.option("--no-rollout", is_flag=True, help="Only record it; roll out later.")
+@canary_options
 @json_option
 @click.pass_obj
-def create(ctx: Ctx, target: str, name: str | None, strategy: str, batch: int,
-           selector: tuple[str, ...], no_rollout: bool, as_json: bool) -> None:
+def create(ctx: Ctx, /, target: str, name: str | None, strategy: str, batch: int,
+           selector: tuple[str, ...], no_rollout: bool, as_json: bool, **kw: Any) -> None:
     """Deploy what MODEL@CHANNEL names to the gateways the selector picks."""
     model, _, channel = target.partition("@")
     channel = channel or "production"
-    with _controller(ctx, batch=batch) as c:
+    with _controller(ctx, batch=batch, canary=_canary(kw)) as c:
         d = c.create(name or f"{model}-{channel}", model, channel, strategy=strategy,
                      selector=_labels(selector))
         if no_rollout:
@@ -77,12 +110,13 @@ def create(ctx: Ctx, target: str, name: str | None, strategy: str, batch: int,
 @click.option("--stage-timeout", type=float, default=60.0, show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True,
               help="Replicas per step (rolling strategy).")
+@canary_options
 @json_option
 @click.pass_obj
-def rollout(ctx: Ctx, name: str, to: str | None, reason: str, stage_timeout: float,
-            batch: int, as_json: bool) -> None:
+def rollout(ctx: Ctx, /, name: str, to: str | None, reason: str, stage_timeout: float,
+            batch: int, as_json: bool, **kw: Any) -> None:
     """Stage VERSION everywhere, then switch every replica at one epoch (or none)."""
-    with _controller(ctx, stage_timeout, batch) as c:
+    with _controller(ctx, stage_timeout, batch, _canary(kw)) as c:
         _outcome(as_json, c.rollout(name, to, reason=reason))
 
 

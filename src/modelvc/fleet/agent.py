@@ -181,7 +181,9 @@ class FleetAgent:
             elif self._may_load(name, epoch):  # late, our rolling batch, or its abort
                 self._spawn(self._serve(sm, vid, epoch, rolling=d.strategy == "rolling"))
         staged = self.staged.get(name)
-        if d.state == "staging" and d.pending_id and d.pending_epoch:
+        # (a canary already serving the pending epoch has nothing to stage)
+        if d.state == "staging" and d.pending_id and d.pending_epoch and \
+                f.epoch < d.pending_epoch:
             if (staged is None or staged[0] != d.pending_epoch) and \
                     self._may_load(name, d.pending_epoch):
                 self._spawn(self._stage(sm, d.pending_id, d.pending_epoch))

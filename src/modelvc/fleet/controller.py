@@ -10,6 +10,13 @@ Atomic strategy (a two-phase switch, coordinated through the deployment row):
    or its next poll (SQLite); one that misses it converges from the row later.
 4. VERIFY: wait for every member to report the new epoch: "done", else "converging"
    with the replicas still behind.
+
+Canary strategy: the first `canary_replicas` members serve the new version at epoch+1
+(the rolling machinery's per-replica targets) while the rest keep the stable one; the
+gateways' per-version statistics are judged by the gateway canary policy. If it holds,
+the rest stage and flip at that same epoch+1 as in the atomic strategy; if not, every
+replica returns to the stable version (still warm on the canaries) at epoch+2 and the
+channel is moved back if it named the refused version.
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ from ..errors import NotFound, UsageError
 from ..meta.fleet import REPLICA_CHANNEL, Deployment, Replica
 from ..meta.rows import now
 from ..registry import Registry
+from ..serving.canary import Decision, Policy
+from .canary import judge, version_stats
 from .notify import Listener, is_postgres
 
-STRATEGIES = ("atomic", "rolling")
+STRATEGIES = ("atomic", "rolling", "canary")
 
 
 @dataclass(frozen=True)
@@ -40,13 +49,16 @@ class Outcome:
 class Controller:
     def __init__(self, reg: Registry, *, stage_timeout: float = 60.0,
                  verify_timeout: float = 10.0, stale: float = 5.0,
-                 actor: str = "modelvc-deploy", batch: int = 1) -> None:
+                 actor: str = "modelvc-deploy", batch: int = 1, canary_replicas: int = 1,
+                 policy: Policy | None = None) -> None:
         if not hasattr(reg, "layout"):
             raise UsageError("modelvc deploy needs the registry's metadata database",
                              hint="open the registry by path (a server relay is planned)")
         self.reg, self.meta = reg, reg.meta
         self.stage_timeout, self.verify_timeout, self.stale = stage_timeout, verify_timeout, stale
         self.actor, self.batch = actor, max(1, batch)  # batch: replicas per rolling step
+        self.canary_replicas = max(1, canary_replicas)
+        self.policy = policy or Policy()  # the canary's judge; its window bounds the trial
         self._changed = threading.Event()
         self._listener: Listener | None = None
         url = reg.layout.meta_url
@@ -112,7 +124,7 @@ class Controller:
             self.reg.rollback(d.model, d.channel, to=f"{d.model}@v{prev.number}",
                               actor=self.actor, reason=reason or f"deployment {name} rollback")
 
-        return self._run(d, prev.id, move)
+        return self._run(d, prev.id, move, judged=False)
 
     def switch(self, d: Deployment, vid: str) -> Outcome:
         """Switch the fleet to `vid` without moving the channel (it already names `vid`:
@@ -125,9 +137,85 @@ class Controller:
 
         return Watcher(self, name, **kw)
 
-    def _run(self, d: Deployment, vid: str, move: Callable[[], None] | None) -> Outcome:
+    def _run(self, d: Deployment, vid: str, move: Callable[[], None] | None, *,
+             judged: bool = True) -> Outcome:
+        # Adopting a first version or going back to the still-warm previous one is not
+        # judged: there is no stable version to compare with, or it is a rollback.
+        if d.strategy == "canary" and judged and d.version_id is not None and \
+                vid not in (d.version_id, d.previous_id):
+            return self.canary(d, vid, move)
         staged = self.roll(d, vid) if d.strategy == "rolling" else self.stage(d, vid)
         return staged if isinstance(staged, Outcome) else self.flip(staged, move)
+
+    def canary(self, d: Deployment, vid: str, move: Callable[[], None] | None) -> Outcome:
+        """Canary strategy (see the module docstring). A fleet of one replica has nobody
+        to compare with: it is switched atomically."""
+        t0 = time.monotonic()
+        ids = sorted(r.id for r in self.members(d))
+        if len(ids) < 2:
+            staged = self.stage(d, vid)
+            return staged if isinstance(staged, Outcome) else self.flip(staged, move)
+        stable = d.version_id
+        assert stable is not None
+        canaries, rest = ids[:min(self.canary_replicas, len(ids) - 1)], \
+            ids[min(self.canary_replicas, len(ids) - 1):]
+        d = self.meta.begin_rolling(d.name, d.epoch, vid, ids)
+        epoch = d.epoch + 1
+        d = self.meta.roll_batch(d.name, d.epoch, canaries)
+        failed = lambda r: r.state == "failed" and r.staged_epoch == epoch  # noqa: E731
+        why = self._wait(d, canaries, self.stage_timeout,
+                         lambda r: r.epoch >= epoch and r.serving_id == vid, fail=failed)
+        if why is not None:
+            return self._refuse(d, vid, f"canary {', '.join(canaries)}: {why}", t0)
+        verdict = self._trial(d, vid, stable, ids)
+        if verdict.action != "promote":
+            return self._refuse(d, vid, f"canary on {', '.join(canaries)} rolled back: "
+                                        f"{verdict.reason}", t0)
+        d = self.meta.stage_rest(d.name, d.epoch)
+        why = self._wait(d, rest, self.stage_timeout, lambda r: _staged(r, vid, epoch),
+                         fail=failed)
+        if why is not None:
+            return self._refuse(d, vid, f"canary held, then {why}", t0)
+        out = self.flip(d, move, note=f"canary on {', '.join(canaries)}: {verdict.reason}")
+        return Outcome(out.deployment, out.ok, out.reason, time.monotonic() - t0)
+
+    def _trial(self, d: Deployment, vid: str, stable: str, ids: list[str]) -> Decision:
+        """Judge the canaries until the policy decides or its window ends (no verdict in
+        a window is a rollback: a canary must earn the fleet). Stats of the stable version
+        come from every member, of the canary version from the canaries (only they serve it)."""
+        end = time.monotonic() + self.policy.window
+        while True:
+            by_version: dict[str, list[dict[str, Any]]] = {}
+            for r in self.meta.list_replicas(d.model):
+                if r.id in ids:
+                    for v, stats in version_stats(r.address).items():
+                        by_version.setdefault(v, []).append(stats)
+            verdict = judge(self.policy, by_version, vid, stable)
+            if verdict.action != "wait":
+                return verdict
+            if time.monotonic() > end:
+                return Decision("rollback", f"no verdict within the {self.policy.window:g}s "
+                                            f"canary window ({verdict.reason})")
+            time.sleep(0.25)
+
+    def _refuse(self, d: Deployment, vid: str, why: str, t0: float) -> Outcome:
+        """Every replica back to the stable version (warm on the canaries: one switch) at
+        epoch+2; the channel moves back if it names the refused version; reason recorded."""
+        d = self.meta.abort_stage(d.name, d.epoch, why)
+        if d.version_id is not None and \
+                self.meta.get_ref(d.model, d.channel).version_id == vid:
+            number = self.meta.get_version(d.version_id).number
+            try:
+                self.reg.rollback(d.model, d.channel, to=f"{d.model}@v{number}",
+                                  actor=self.actor, reason=why)
+                why += f"; {d.channel} moved back to v{number}"
+            except Exception as exc:  # the fleet is safe either way; say what is left
+                why += f"; {d.channel} still names the refused version: {exc}"
+            d = self.meta.set_deployment_state(d.name, d.epoch, "aborted", why)
+        late = self._wait(d, d.members, self.verify_timeout,
+                          lambda r: r.epoch >= d.epoch and r.serving_id == d.version_id)
+        return Outcome(d, False, why + (f" (still switching back: {late})" if late else ""),
+                       time.monotonic() - t0)
 
     def roll(self, d: Deployment, vid: str) -> Deployment | Outcome:
         """Rolling strategy, for fleets without memory for two versions: `batch` members
@@ -170,8 +258,10 @@ class Controller:
         d = self.meta.abort_stage(d.name, d.epoch, why)
         return Outcome(d, False, why, time.monotonic() - t0)
 
-    def flip(self, d: Deployment, move: Callable[[], None] | None = None) -> Outcome:
-        """Phase two: move the channel (`move`), commit the epoch, verify."""
+    def flip(self, d: Deployment, move: Callable[[], None] | None = None, *,
+             note: str = "") -> Outcome:
+        """Phase two: move the channel (`move`), commit the epoch, verify. `note` is the
+        reason recorded when every replica is in sync (the canary's verdict)."""
         t0 = time.monotonic()
         epoch, ids = d.epoch + 1, d.members
         try:
@@ -184,8 +274,8 @@ class Controller:
         d = self.meta.commit_flip(d.name, d.epoch)
         late = self._wait(d, ids, self.verify_timeout, lambda r: r.epoch >= epoch)
         state = "done" if late is None else "converging"
-        d = self.meta.set_deployment_state(d.name, epoch, state, late or "")
-        return Outcome(d, late is None, late or "", time.monotonic() - t0)
+        d = self.meta.set_deployment_state(d.name, epoch, state, late or note)
+        return Outcome(d, late is None, late or note, time.monotonic() - t0)
 
     def _wait(self, d: Deployment, ids: list[str], timeout: float,
               ok: Callable[[Replica], bool],

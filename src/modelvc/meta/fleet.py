@@ -46,13 +46,15 @@ class Deployment:
     reason: str
     created_at: datetime
     updated_at: datetime
-    rolled: list[str] | None = None  # rolling: replicas already told to serve pending_id
+    # rolling: replicas already told to serve pending_id; canary: the canary replicas
+    rolled: list[str] | None = None
 
     def target(self, replica_id: str) -> tuple[str | None, int]:
         """(version, epoch) `replica_id` should serve: during a rolling rollout, the
-        pending version once its batch came; else the deployment's."""
-        if self.state == "rolling" and self.pending_id and self.pending_epoch and \
-                replica_id in (self.rolled or ()):
+        pending version once its batch came (a canary keeps it while the rest stage);
+        else the deployment's."""
+        if self.state in ("rolling", "staging") and self.pending_id and \
+                self.pending_epoch and replica_id in (self.rolled or ()):
             return self.pending_id, self.pending_epoch
         return self.version_id, self.epoch
 
@@ -165,6 +167,21 @@ class FleetMixin:
                 raise Conflict(f"deployment {name!r} moved (epoch {d.epoch}, {d.state})")
             conn.execute(deployments.update().where(deployments.c.name == name).values(
                 rolled=[*(d.rolled or []), *ids], updated_at=now()))
+            return _wake(conn, _get(conn, name))
+
+        result: Deployment = self._tx(tx, write=True)
+        return result
+
+    def stage_rest(self, name: str, epoch: int) -> Deployment:
+        """Canary strategy, after the canaries (`rolled`) held: every other member stages
+        the pending version, for one flip at the pending epoch the canaries already use."""
+
+        def tx(conn: sa.Connection) -> Deployment:
+            d = _get(conn, name, lock=True)
+            if d.state != "rolling" or d.epoch != epoch:
+                raise Conflict(f"deployment {name!r} moved (epoch {d.epoch}, {d.state})")
+            conn.execute(deployments.update().where(deployments.c.name == name).values(
+                state="staging", updated_at=now()))
             return _wake(conn, _get(conn, name))
 
         result: Deployment = self._tx(tx, write=True)
