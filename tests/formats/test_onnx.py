@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from modelvc.errors import InvalidModelFile
 from modelvc.formats import plan_file
 
-from .conftest import assert_exact
+from .conftest import assert_exact, mutate
 
 
 def check_initializers(path: Path) -> int:
@@ -135,18 +135,8 @@ def small_onnx() -> bytes:
 )
 @given(data=st.data())
 def test_fuzz_mutations(tmp_path: Path, small_onnx: bytes, data: st.DataObject) -> None:
-    buf = bytearray(small_onnx)
-    for _ in range(data.draw(st.integers(1, 4))):
-        op = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
-        pos = data.draw(st.integers(0, max(len(buf) - 1, 0)))
-        if op == "flip" and buf:
-            buf[pos] = data.draw(st.integers(0, 255))
-        elif op == "truncate":
-            del buf[pos:]
-        else:
-            buf[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
     path = tmp_path / "fuzz.onnx"
-    path.write_bytes(bytes(buf))
+    path.write_bytes(mutate(data, small_onnx))
     try:
         plan = plan_file(path)
     except InvalidModelFile:
