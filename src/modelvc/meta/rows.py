@@ -1,4 +1,5 @@
-"""Build the api records from result rows (one place that knows column names)."""
+"""Build the api records from result rows (one place that knows column names), and
+the model lookup every part of MetaStore shares."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 
+from ..errors import ModelNotFound
 from .api import ModelRow, ObjectKind, ObjectRow, RefKind, RefMove, RefRow, VersionRow
 from .schema import models, objects, ref_moves, refs, versions
 
@@ -63,6 +65,18 @@ def to_version(r: sa.Row[Any]) -> VersionRow:
         stored_size=m[versions.c.stored_size],
         deleted_at=None if deleted is None else utc(deleted),
     )
+
+
+def model_by_name(conn: sa.Connection, name: str) -> ModelRow:
+    """ModelNotFound if absent."""
+    row = conn.execute(sa.select(models).where(models.c.name == name)).first()
+    if row is None:
+        raise no_model(name)
+    return to_model(row)
+
+
+def no_model(name: str) -> ModelNotFound:
+    return ModelNotFound(f"no model {name!r}", hint="list models with `modelvc models`")
 
 
 VERSION_COLUMNS = (*versions.c, MODEL_NAME)
