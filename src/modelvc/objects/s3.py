@@ -11,9 +11,12 @@ writers upload identical content under a content id.
 `put_many` packs small objects into one S3 object each (`s3_packs`). Reads look a key
 up in the in-memory pack map first, then as an individual object, and on a miss refresh
 the map from a listing of `packs/` (one LIST per 1000 packs, one ranged GET per new
-pack). An individual object shadows a packed copy: `replace` writes the key on its own
-and then tombstones the packed copy (`packs/<id>.dead`); `delete` does the same, and
-removes a pack once all its members are dead. Another process sees a replace or a
+pack). Packed bytes are read in aligned windows kept in a bounded LRU (`PackCache`,
+MODELVC_S3_PACK_CACHE_MB, 64 by default), so reading a version's objects costs a
+request per window of its pack, not one per object. An individual object shadows a
+packed copy: `replace` writes the key on its own and then tombstones the packed copy
+(`packs/<id>.dead`); `delete` does the same, and removes a pack once all its members
+are dead. Another process sees a replace or a
 delete at its next refresh; until then it may read the old encoding (same decoded
 bytes), just as ObjectIO's header cache would.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -43,11 +47,13 @@ from ._s3util import (
 from .base import ObjectInfo, check_key
 from .s3_packs import (
     MEMBER_MAX,
+    PACK_CACHE,
     PACKS,
     TAIL_READ,
     TRAILER,
     Location,
     Pack,
+    PackCache,
     PackMap,
     build,
     groups,
@@ -84,6 +90,7 @@ class S3Store:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_attempts: int = 3,
+        pack_cache_mb: int | None = None,
     ) -> None:
         if not bucket:
             raise UsageError("an S3 store needs a bucket name")
@@ -102,6 +109,12 @@ class S3Store:
             )
         self._client = client
         self._packs = PackMap()
+        if pack_cache_mb is None:
+            env = os.environ.get("MODELVC_S3_PACK_CACHE_MB")
+            cache = int(env) << 20 if env else PACK_CACHE
+        else:
+            cache = pack_cache_mb << 20
+        self._windows = PackCache(cache)
         self._refresh_lock = threading.Lock()
         self._refreshed = -float("inf")  # time.monotonic() of the last refresh's listing
         self.endpoint = str(getattr(client.meta, "endpoint_url", None) or endpoint_url)
@@ -225,7 +238,7 @@ class S3Store:
             with self._translated(where, "delete"):
                 self._client.delete_object(Bucket=self.bucket, Key=self._pack_key(pid, True))
                 self._client.delete_object(Bucket=self.bucket, Key=self._pack_key(pid))
-            self._packs.drop(pid)
+            self._drop_pack(pid)
             return
         body = json.dumps(sorted(dead & set(pack.members))).encode()
         with self._translated(where, "write"):
@@ -277,15 +290,23 @@ class S3Store:
             try:
                 return packed(loc)
             except ObjectNotFound:
-                self._packs.drop(loc.pack)
+                self._drop_pack(loc.pack)
         raise StorageError(f"packs holding {key} kept disappearing at {self.endpoint}")
 
     def _read_packed(self, loc: Location, start: int, length: int) -> bytes:
+        """Through the window cache: the first read of a pack fetches the window
+        around it, and its neighbours (a version's other objects) come from memory."""
         end = min(start + length, loc.length)
         if start >= end:
             return b""
-        return self._get_range_name(self._pack_key(loc.pack), loc.offset + start,
-                                    end - start, f"pack {loc.pack}")
+        name, what = self._pack_key(loc.pack), f"pack {loc.pack}"
+        return self._windows.read(
+            loc.pack, loc.pack_size, loc.offset + start, end - start,
+            lambda lo, n: self._get_range_name(name, lo, n, what))
+
+    def _drop_pack(self, pid: str) -> None:
+        self._packs.drop(pid)
+        self._windows.drop(pid)
 
     def _get_range_name(self, name: str, start: int, length: int, what: str) -> bytes:
         with self._translated(what, "read"):
@@ -466,7 +487,7 @@ class S3Store:
                             listed[pid] = (int(obj["Size"]), obj["LastModified"].timestamp())
             known = self._packs.ids()
             for pid in known - set(listed):
-                self._packs.drop(pid)
+                self._drop_pack(pid)
             new = [pid for pid in listed if pid not in known]
             if new:
                 with ThreadPoolExecutor(min(HEAD_THREADS, len(new))) as pool:

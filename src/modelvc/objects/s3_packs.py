@@ -8,7 +8,13 @@ and the pack id is the BLAKE3 of the index bytes, so equal ids mean equal bytes:
 writers of the same pack race harmlessly on a conditional put. A reader finds the index
 from the end (the fixed 16-byte trailer, then the index), which is why it trails.
 
-This module is the format and the in-memory map; S3Store does the requests.
+Reads of packed members go through `PackCache`: aligned windows of a pack's bytes
+(PACK_WINDOW each), fetched once and kept in a bounded LRU. A pack never changes under
+its id, so a cached window is never stale; a fine-tune's delta references (its parent's
+tensors, written together) are then a request or two for the whole pack, not two or
+three ranged GETs each (tail, footer, payload).
+
+This module is the format and the in-memory structures; S3Store does the requests.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import json
 import re
 import struct
 import threading
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import blake3
@@ -29,6 +36,8 @@ TRAILER = 16  # u64 big-endian index length + MAGIC
 MEMBER_MAX = 1 << 20  # larger objects are stored on their own
 PACK_TARGET = 32 << 20  # a pack closes once it holds this many bytes
 TAIL_READ = 64 << 10  # first read of a pack's end: the trailer and, usually, the index
+PACK_WINDOW = 4 << 20  # packed reads fetch aligned windows of this size
+PACK_CACHE = 64 << 20  # default bound of an S3Store's cached windows
 PACKS = "packs/"
 _NAME = re.compile(r"^([0-9a-f]{64})(\.dead)?$")
 
@@ -109,6 +118,7 @@ class Location:
     offset: int
     length: int
     mtime: float
+    pack_size: int = 0  # of the whole pack (window reads stop at its end)
 
 
 class PackMap:
@@ -125,7 +135,7 @@ class PackMap:
                 p = self._packs[pid]
                 if key not in p.dead:
                     off, n = p.members[key]
-                    return Location(pid, off, n, p.mtime)
+                    return Location(pid, off, n, p.mtime, p.size)
         return None
 
     def holding(self, key: str) -> list[Pack]:
@@ -184,5 +194,75 @@ class PackMap:
             for p in self._packs.values():
                 for key, (off, n) in p.members.items():
                     if key not in p.dead and (key not in out or out[key].mtime < p.mtime):
-                        out[key] = Location(p.id, off, n, p.mtime)
+                        out[key] = Location(p.id, off, n, p.mtime, p.size)
         return list(out.items())
+
+
+class PackCache:
+    """Aligned windows of pack bytes in a bounded LRU. Thread-safe; concurrent readers
+    of one window wait for a single fetch. `limit` 0 disables caching (every read still
+    fetches whole windows, so keep it above PACK_WINDOW)."""
+
+    def __init__(self, limit: int = PACK_CACHE, window: int = PACK_WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self._windows: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._loading: dict[tuple[str, int], threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def read(self, pack_id: str, pack_size: int, start: int, length: int,
+             fetch: Callable[[int, int], bytes]) -> bytes:
+        """`length` bytes at `start` of the pack; `fetch(start, length)` reads the pack."""
+        end = min(start + length, pack_size)
+        if start >= end:
+            return b""
+        w = self.window
+        parts = []
+        for i in range(start // w, (end - 1) // w + 1):
+            data = self._get(pack_id, pack_size, i, fetch)
+            parts.append(data[max(start - i * w, 0) : end - i * w])
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _get(self, pack_id: str, pack_size: int, i: int,
+             fetch: Callable[[int, int], bytes]) -> bytes:
+        k = (pack_id, i)
+        while True:
+            with self._lock:
+                data = self._windows.get(k)
+                if data is not None:
+                    self._windows.move_to_end(k)
+                    return data
+                loading = self._loading.get(k)
+                if loading is None:
+                    loading = self._loading[k] = threading.Event()
+                    break
+            loading.wait()  # another thread fetches it; a failed fetch: try ourselves
+        try:
+            lo = i * self.window
+            want = min(lo + self.window, pack_size) - lo
+            data = fetch(lo, want)
+            if len(data) != want:
+                raise CorruptObject(f"pack {pack_id[:12]} is shorter than listed "
+                                    f"({lo + len(data)} < {lo + want} bytes)")
+            with self._lock:
+                if len(data) <= self.limit:
+                    self._windows[k] = data
+                    self._bytes += len(data)
+                    while self._bytes > self.limit:
+                        _, old = self._windows.popitem(last=False)
+                        self._bytes -= len(old)
+            return data
+        finally:
+            with self._lock:
+                self._loading.pop(k, None)
+            loading.set()
+
+    def drop(self, pack_id: str) -> None:
+        with self._lock:
+            for k in [k for k in self._windows if k[0] == pack_id]:
+                self._bytes -= len(self._windows.pop(k))
+
+    def cached_bytes(self) -> int:
+        with self._lock:
+            return self._bytes
