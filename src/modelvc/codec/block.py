@@ -14,21 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from modelvc.codec import kernels
 from modelvc.codec.cast import can_cast_predict, cast_predict
-from modelvc.codec.chunked import (
-    CHUNK,
-    as_planes,
-    from_ordered_into,
-    merge_into,
-    residual_planes,
-    spans,
-    to_ordered_into,
-    unzigzag_into,
-)
 from modelvc.codec.delta import (
-    delta_decode,
-    delta_encode,
-    extrap_encode,
     from_ordered,
     to_ordered,
     unzigzag,
@@ -40,6 +28,7 @@ from modelvc.codec.planes import (
     decompress_planes,
     decompress_planes_array,
     decompress_to_planes,
+    plane_views,
 )
 from modelvc.errors import CorruptObject, UsageError
 
@@ -104,15 +93,22 @@ def encode_block(
             return "same", b""
         k = _extrap_factor(raw, ref, ref2, code) if (
             ref2 is not None and _nbytes(ref2) == size) else 0
-        is_float = dtype_info(code).kind == "float"
-        planes = residual_planes(raw, ref, ref2, itemsize, is_float, k)
-        packed = compress_split(planes, itemsize, n, level)
+        packed = _residual(raw, ref, ref2, k, code, level)
         if k:
             return _or_full(raw, itemsize, level, size, "extrap", bytes([k]) + packed)
         return _or_full(raw, itemsize, level, size, "delta", packed)
-    else:
-        mode, delta = "cast", delta_encode(raw, cast_predict(ref, ref_code, code), code)
-    return _or_full(raw, itemsize, level, size, mode, compress_planes(delta, itemsize, level))
+    packed = _residual(raw, cast_predict(ref, ref_code, code), None, 0, code, level)
+    return _or_full(raw, itemsize, level, size, "cast", packed)
+
+
+def _residual(raw: Buffer, ref: Buffer, ref2: Buffer | None, k: int, code: str,
+              level: int) -> bytes:
+    """Compressed planes of zigzag(raw - ref [- k*(ref - ref2)]) (codec.kernels)."""
+    info = dtype_info(code)
+    out = kernels.empty(_nbytes(raw))
+    kernels.residual(out, raw, ref, ref2, k, info.itemsize, info.kind == "float")
+    return compress_split(plane_views(out, info.itemsize), info.itemsize,
+                          out.size // info.itemsize, level)
 
 
 def _or_full(raw: Buffer, itemsize: int, level: int, size: int, mode: str,
@@ -132,9 +128,9 @@ def _extrap_factor(raw: Buffer, ref: Buffer, ref2: Buffer, code: str) -> int:
     lo = max(0, n // 2 - SAMPLE_ELEMENTS // 2) * itemsize
     hi = min(n, lo // itemsize + SAMPLE_ELEMENTS) * itemsize
     r, a, b = (memoryview(x).cast("B")[lo:hi] for x in (raw, ref, ref2))
-    best, best_k = 0.97 * len(compress_planes(delta_encode(r, a, code), itemsize)), 0
+    best, best_k = 0.97 * len(_residual(r, a, None, 0, code, 1)), 0
     for k in (1, 2, 3, 4):
-        size = len(compress_planes(extrap_encode(r, a, b, code, k), itemsize))
+        size = len(_residual(r, a, b, k, code, 1))
         if size < best:
             best, best_k = size, k
         elif best_k:  # residuals grow past the best multiple: stop trying
@@ -151,8 +147,9 @@ def decode_block(
     ref: Buffer | None = None,
     ref_code: str | None = None,
     ref2: Buffer | None = None,
-) -> bytes:
-    """Inverse of encode_block; CorruptObject when the payload or reference does not fit."""
+) -> bytes | memoryview:
+    """Inverse of encode_block (a read-only buffer); CorruptObject when the payload or
+    reference does not fit."""
     itemsize = dtype_info(code).itemsize
     if mode == "full":
         return decompress_planes(payload, itemsize, n_elements)
@@ -179,10 +176,9 @@ def decode_block(
         return _decode_extrap(payload, ref, ref2, code, n_elements)
     if mode == "delta":
         return decode_delta_run(ref, [("delta", payload)], code, n_elements)
-    delta = decompress_planes_array(payload, itemsize, n_elements)
-    if mode == "cast":
-        return delta_decode(delta, cast_predict(ref, ref_code, code), code)
-    return delta_decode(delta, ref, code)
+    # "cast": the prediction, then one plain delta link on it
+    return decode_delta_run(cast_predict(ref, ref_code, code), [("delta", payload)], code,
+                            n_elements)
 
 
 def _decode_extrap(payload: Buffer, ref: Buffer, ref2: Buffer, code: str, n: int) -> bytes:
@@ -204,57 +200,33 @@ def _decode_extrap(payload: Buffer, ref: Buffer, ref2: Buffer, code: str, n: int
 
 
 def decode_delta_run(base: Buffer, deltas: Sequence[tuple[str, Any]], code: str,
-                     n_elements: int) -> bytes:
+                     n_elements: int) -> memoryview:
     """Apply a run of same-dtype 'delta'/'same'/'extrap' blocks (oldest first) on `base`.
 
     The differences are summed in the order-preserving integer domain and mapped back
-    once, slice by cache-sized slice (codec.chunked): one pass per link in L2 instead
-    of a dozen passes through memory. An 'extrap' link adds k times the previous link's
-    step, so that step is kept only when the next link needs it."""
+    once, in one pass (codec.kernels.run). An 'extrap' link adds k times the previous
+    link's step. Returns a read-only buffer."""
     info = dtype_info(code)
     itemsize = info.itemsize
     if _nbytes(base) != n_elements * itemsize:
         raise CorruptObject(f"reference block has {_nbytes(base)} bytes, expected "
                             f"{n_elements * itemsize}")
-    dt = UINT_BY_SIZE[itemsize]
-    acc = np.frombuffer(base, dtype=dt).copy()
-    is_float = info.kind == "float"
-    size = min(max(n_elements, 1), CHUNK)
-    out, tmp = np.empty(size, dtype=dt), np.empty(size, dtype=dt)
-    if is_float:
-        for lo, hi in spans(n_elements):
-            to_ordered_into(acc[lo:hi], tmp)
-    step: Any = None  # the previous link's step (0 for 'same'), when an extrap follows
-    for j, (mode, payload) in enumerate(deltas):
-        keep = j + 1 < len(deltas) and deltas[j + 1][0] == "extrap"
+    links: list[kernels.Link] = []
+    for mode, payload in deltas:
         if mode == "same":
             if _nbytes(payload):
                 raise CorruptObject("a 'same' block must have an empty payload")
-            step = 0
+            links.append((0, None))
             continue
         if mode not in ("delta", "extrap"):
             raise CorruptObject(f"decode_delta_run: unexpected block mode {mode!r}")
         k = 0
         if mode == "extrap":
             view = memoryview(payload).cast("B")
-            if step is None or not len(view) or not 1 <= view[0] <= 16:
+            if not links or not len(view) or not 1 <= view[0] <= 16:
                 raise CorruptObject("an 'extrap' block without its step or step multiple")
             k, payload = view[0], view[1:]
-        planes = as_planes(decompress_to_planes(payload, itemsize, n_elements))
-        new_step = np.empty(n_elements, dtype=dt) if keep else None
-        for lo, hi in spans(n_elements):
-            o = out[: hi - lo]
-            merge_into(o, planes, lo, hi, tmp)
-            unzigzag_into(o, tmp)
-            if k and isinstance(step, np.ndarray):
-                t = tmp[: hi - lo]
-                np.multiply(step[lo:hi], dt.type(k), out=t)
-                o += t
-            acc[lo:hi] += o
-            if new_step is not None:
-                new_step[lo:hi] = o
-        step = new_step
-    if is_float:
-        for lo, hi in spans(n_elements):
-            from_ordered_into(acc[lo:hi], tmp)
-    return acc.tobytes()
+        links.append((k, decompress_to_planes(payload, itemsize, n_elements)))
+    out = kernels.empty(n_elements * itemsize)
+    kernels.run(out, base, links, itemsize, info.kind == "float")
+    return out.data.toreadonly()

@@ -106,7 +106,7 @@ def _narrow(u: I64, src: _Format, dst: _Format) -> I64:
     return out
 
 
-def cast_predict(ref: Buffer, ref_code: str, code: str) -> bytes:
+def cast_predict(ref: Buffer, ref_code: str, code: str) -> bytes | memoryview:
     """The reference's raw bytes cast to ``code``, rounding to nearest-even."""
     if not can_cast_predict(ref_code, code):
         raise UsageError(f"no cast prediction from {ref_code} to {code}")
@@ -115,7 +115,11 @@ def cast_predict(ref: Buffer, ref_code: str, code: str) -> bytes:
         raise UsageError(f"cast_predict: reference is not a whole number of {ref_code} elements")
     u = np.frombuffer(ref, dtype=UINT_BY_SIZE[src_size])
     if (ref_code, code) == ("F32", "BF16"):
-        return _f32_to_bf16(u).tobytes()
+        from modelvc.codec import kernels
+
+        pred = kernels.empty(u.size * 2)
+        kernels.cast_bf16(pred, ref)
+        return pred.data.toreadonly()
     bits = u.view(np.int64) if src_size == 8 else u.astype(np.int64)
     out = _narrow(bits, _FORMATS[ref_code], _FORMATS[code])
     return out.astype(UINT_BY_SIZE[dtype_info(code).itemsize]).tobytes()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modelvc.codec.chunked import CHUNK, as_planes, merge_into, spans
+from modelvc.codec import kernels
 from modelvc.codec.dtypes import UINT_BY_SIZE, Buffer
 from modelvc.codec.zstd_ctx import compressor, decompress_exact
 from modelvc.errors import CorruptObject, UsageError
@@ -45,11 +45,18 @@ def _header_size(itemsize: int) -> int:
 
 def _split(buf: Buffer, itemsize: int) -> list[memoryview]:
     """The planes of ``buf`` as contiguous buffers (no copy when itemsize is 1)."""
-    flat = np.frombuffer(buf, dtype=np.uint8)
     if itemsize == 1:
-        return [flat.data]
-    planes = np.ascontiguousarray(flat.reshape(-1, itemsize).T)
-    return [planes[k].data for k in range(itemsize)]
+        return [memoryview(buf).cast("B")]
+    size = memoryview(buf).nbytes
+    out = kernels.empty(size)
+    kernels.split(out, buf, itemsize)
+    return plane_views(out, itemsize)
+
+
+def plane_views(out: npt.NDArray[Any], itemsize: int) -> list[memoryview]:
+    """Plane b of a split buffer is out[b*n:(b+1)*n]."""
+    n = out.size // itemsize
+    return [out[b * n : (b + 1) * n].data for b in range(itemsize)]
 
 
 def compress_planes(buf: Buffer, itemsize: int, level: int = 1) -> bytes:
@@ -85,9 +92,15 @@ def compress_split(planes: list[memoryview], itemsize: int, n: int, level: int =
     return b"".join([header, *chunks])
 
 
-def decompress_planes(payload: Buffer, itemsize: int, n: int) -> bytes:
-    """Inverse of compress_planes for ``n`` elements; CorruptObject if it does not fit."""
-    return decompress_planes_array(payload, itemsize, n).tobytes()
+def decompress_planes(payload: Buffer, itemsize: int, n: int) -> memoryview:
+    """Inverse of compress_planes for ``n`` elements (read-only); CorruptObject if it
+    does not fit."""
+    planes = decompress_to_planes(payload, itemsize, n)
+    if itemsize == 1:
+        return memoryview(planes[0]).toreadonly()
+    out = kernels.empty(n * itemsize)
+    kernels.merge(out, planes)
+    return out.data.toreadonly()
 
 
 def decompress_planes_array(payload: Buffer, itemsize: int, n: int) -> npt.NDArray[Any]:
@@ -126,15 +139,9 @@ def decompress_to_planes(payload: Buffer, itemsize: int, n: int) -> list[Buffer]
 def merge_planes(planes: list[Buffer], itemsize: int, n: int) -> npt.NDArray[Any]:
     """Interleave byte planes back into elements: an array of unsigned ints (little-endian).
 
-    Shift-or into the element width, slice by cache-sized slice (codec.chunked)."""
+    The stored order is little-endian; the array is too (numpy reads it as such)."""
     if itemsize == 1:
         return np.frombuffer(planes[0], dtype=np.uint8)
-    dt = UINT_BY_SIZE[itemsize]
-    out = np.empty(n, dtype=dt)
-    tmp = np.empty(min(n, CHUNK), dtype=dt)
-    arrays = as_planes(planes)
-    for lo, hi in spans(n):
-        merge_into(out[lo:hi], arrays, lo, hi, tmp)
-    if out.dtype.byteorder == ">":  # big-endian hosts: the stored order is little-endian
-        out = out.byteswap().view(out.dtype.newbyteorder("<"))
-    return out
+    out = kernels.empty(n * itemsize)
+    kernels.merge(out, planes)
+    return out.view(np.dtype(UINT_BY_SIZE[itemsize]).newbyteorder("<"))

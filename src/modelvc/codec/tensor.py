@@ -182,7 +182,7 @@ def decode_tensor(obj: Buffer, *, ref: Buffer | None = None,
             f"reference has {len(ref_view)} bytes, the object expects "
             f"{header.n_elements * ref_size}"
         )
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     for i, block in enumerate(header.blocks):
         start = i * header.block_elements
         block_ref = block_ref2 = None

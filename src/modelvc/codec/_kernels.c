@@ -1,0 +1,410 @@
+/* Fused element-wise kernels for the tensor codec (see modelvc/codec/kernels.py).
+
+   numpy runs each operation over the whole array before the next starts, so one delta
+   link costs a dozen passes through memory. These loops do each job in one pass over
+   cache-sized chunks and release the GIL, so two blocks decode on two cores. They are
+   exact integer arithmetic (wrapping), bit for bit what the numpy fallback computes;
+   tests/codec/test_kernels.py holds them to it. Little-endian hosts only: elsewhere the
+   build fails on purpose and modelvc uses the numpy fallback. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "modelvc kernels assume a little-endian host"
+#endif
+
+#define CH 4096    /* elements per chunk: the working set stays in L1/L2 */
+#define MAX_LINKS 64
+
+/* ---- order-preserving float mapping and zigzag, per width ---- */
+
+#define DEFINE_OPS(T, ST, BITS)                                                          \
+    static inline T ord##BITS(T u) {                                                     \
+        return u ^ (T)((T)((ST)u >> (BITS - 1)) | ((T)1 << (BITS - 1)));                 \
+    }                                                                                    \
+    static inline T unord##BITS(T m) {                                                   \
+        return m ^ (T)((T)~(T)((ST)m >> (BITS - 1)) | ((T)1 << (BITS - 1)));            \
+    }                                                                                    \
+    static inline T zig##BITS(T d) { return (T)(d << 1) ^ (T)((ST)d >> (BITS - 1)); }   \
+    static inline T unzig##BITS(T z) { return (T)(z >> 1) ^ (T)(-(T)(z & 1)); }
+
+DEFINE_OPS(uint8_t, int8_t, 8)
+DEFINE_OPS(uint16_t, int16_t, 16)
+DEFINE_OPS(uint32_t, int32_t, 32)
+DEFINE_OPS(uint64_t, int64_t, 64)
+
+/* ---- buffers ---- */
+
+typedef struct {
+    Py_buffer views[1 + MAX_LINKS * 8 + 4];
+    int count;
+} Held;
+
+static void release_all(Held *h) {
+    for (int i = 0; i < h->count; i++) PyBuffer_Release(&h->views[i]);
+    h->count = 0;
+}
+
+/* A read-only contiguous view of obj, kept in h; NULL (exception set) on failure. */
+static const uint8_t *hold(Held *h, PyObject *obj, Py_ssize_t expect, const char *what,
+                           int writable) {
+    Py_buffer *v = &h->views[h->count];
+    if (PyObject_GetBuffer(obj, v, writable ? (PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+                                            : PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    h->count++;
+    if (expect >= 0 && v->len != expect) {
+        PyErr_Format(PyExc_ValueError, "%s has %zd bytes, expected %zd", what, v->len, expect);
+        return NULL;
+    }
+    return (const uint8_t *)v->buf;
+}
+
+static int check_width(int itemsize) {
+    if (itemsize == 1 || itemsize == 2 || itemsize == 4 || itemsize == 8) return 0;
+    PyErr_Format(PyExc_ValueError, "element width must be 1, 2, 4 or 8 bytes, not %d", itemsize);
+    return -1;
+}
+
+/* ---- plane merge / split ---- */
+
+#define MERGE_AT(T, p, W, i, out)                                                        \
+    do {                                                                                 \
+        T v_ = 0;                                                                        \
+        for (int b_ = 0; b_ < (W); b_++) v_ |= (T)((T)(p)[b_][i] << (8 * b_));           \
+        (out) = v_;                                                                      \
+    } while (0)
+
+/* One element width: the loops are written out so the compiler vectorizes them. */
+#define DEFINE_WIDTH(T, BITS, W)                                                         \
+    static void merge_##BITS(uint8_t *out, const uint8_t *const *p, Py_ssize_t n) {     \
+        T buf[CH];                                                                       \
+        for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
+            Py_ssize_t m = n - lo < CH ? n - lo : CH;                                    \
+            const uint8_t *q[8];                                                         \
+            for (int b = 0; b < W; b++) q[b] = p[b] + lo;                                \
+            for (Py_ssize_t i = 0; i < m; i++) MERGE_AT(T, q, W, i, buf[i]);            \
+            memcpy(out + lo * W, buf, (size_t)m * W);                                    \
+        }                                                                                \
+    }                                                                                    \
+    static void split_##BITS(uint8_t *out, const uint8_t *src, Py_ssize_t n) {          \
+        T buf[CH];                                                                       \
+        for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
+            Py_ssize_t m = n - lo < CH ? n - lo : CH;                                    \
+            memcpy(buf, src + lo * W, (size_t)m * W);                                    \
+            for (int b = 0; b < W; b++) {                                                \
+                uint8_t *o = out + (Py_ssize_t)b * n + lo;                               \
+                for (Py_ssize_t i = 0; i < m; i++) o[i] = (uint8_t)(buf[i] >> (8 * b));  \
+            }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+    /* out planes = zigzag(ord(new) - ord(ref) - k * (ord(ref) - ord(ref2))) */          \
+    static void residual_##BITS(uint8_t *out, const uint8_t *new_, const uint8_t *ref,  \
+                                const uint8_t *ref2, T k, int fl, Py_ssize_t n) {        \
+        T a[CH], b[CH], c[CH];                                                           \
+        for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
+            Py_ssize_t m = n - lo < CH ? n - lo : CH;                                    \
+            memcpy(a, new_ + lo * W, (size_t)m * W);                                     \
+            memcpy(b, ref + lo * W, (size_t)m * W);                                      \
+            if (fl)                                                                      \
+                for (Py_ssize_t i = 0; i < m; i++) {                                     \
+                    a[i] = ord##BITS(a[i]);                                              \
+                    b[i] = ord##BITS(b[i]);                                              \
+                }                                                                        \
+            for (Py_ssize_t i = 0; i < m; i++) a[i] = (T)(a[i] - b[i]);                  \
+            if (ref2) {                                                                  \
+                memcpy(c, ref2 + lo * W, (size_t)m * W);                                 \
+                if (fl)                                                                  \
+                    for (Py_ssize_t i = 0; i < m; i++) c[i] = ord##BITS(c[i]);           \
+                for (Py_ssize_t i = 0; i < m; i++)                                       \
+                    a[i] = (T)(a[i] - (T)(k * (T)(b[i] - c[i])));                        \
+            }                                                                            \
+            for (Py_ssize_t i = 0; i < m; i++) a[i] = zig##BITS(a[i]);                   \
+            for (int p = 0; p < W; p++) {                                                \
+                uint8_t *o = out + (Py_ssize_t)p * n + lo;                               \
+                for (Py_ssize_t i = 0; i < m; i++) o[i] = (uint8_t)(a[i] >> (8 * p));    \
+            }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+    /* out = unord(ord(base) + sum over links of (unzig(merge(planes)) + k * step)) */   \
+    static void run_##BITS(uint8_t *out, const uint8_t *base, const int *ks,            \
+                           const uint8_t *const *planes, int nl, int fl, Py_ssize_t n) { \
+        T acc[CH], step[CH], d[CH];                                                      \
+        for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
+            Py_ssize_t m = n - lo < CH ? n - lo : CH;                                    \
+            memcpy(acc, base + lo * W, (size_t)m * W);                                   \
+            if (fl)                                                                      \
+                for (Py_ssize_t i = 0; i < m; i++) acc[i] = ord##BITS(acc[i]);           \
+            for (int j = 0; j < nl; j++) {                                               \
+                const uint8_t *const *p = planes + (Py_ssize_t)j * 8;                    \
+                if (!p[0]) { /* a "same" link: no change, a zero step */                 \
+                    memset(step, 0, sizeof step);                                        \
+                    continue;                                                            \
+                }                                                                        \
+                const uint8_t *q[8];                                                     \
+                for (int b = 0; b < W; b++) q[b] = p[b] + lo;                            \
+                for (Py_ssize_t i = 0; i < m; i++) {                                     \
+                    T z;                                                                 \
+                    MERGE_AT(T, q, W, i, z);                                             \
+                    d[i] = unzig##BITS(z);                                               \
+                }                                                                        \
+                if (ks[j]) {                                                             \
+                    T kk = (T)ks[j];                                                     \
+                    for (Py_ssize_t i = 0; i < m; i++) d[i] = (T)(d[i] + kk * step[i]);  \
+                }                                                                        \
+                for (Py_ssize_t i = 0; i < m; i++) acc[i] = (T)(acc[i] + d[i]);          \
+                memcpy(step, d, (size_t)m * W);                                          \
+            }                                                                            \
+            if (fl)                                                                      \
+                for (Py_ssize_t i = 0; i < m; i++) acc[i] = unord##BITS(acc[i]);         \
+            memcpy(out + lo * W, acc, (size_t)m * W);                                    \
+        }                                                                                \
+    }
+
+DEFINE_WIDTH(uint8_t, 8, 1)
+DEFINE_WIDTH(uint16_t, 16, 2)
+DEFINE_WIDTH(uint32_t, 32, 4)
+DEFINE_WIDTH(uint64_t, 64, 8)
+
+/* ---- Python entry points ---- */
+
+/* merge(out, planes): interleave itemsize = len(planes) byte planes into out. */
+static PyObject *py_merge(PyObject *self, PyObject *args) {
+    PyObject *out_obj, *planes_obj;
+    if (!PyArg_ParseTuple(args, "OO:merge", &out_obj, &planes_obj)) return NULL;
+    PyObject *seq = PySequence_Fast(planes_obj, "planes must be a sequence");
+    if (!seq) return NULL;
+    Held h = {.count = 0};
+    Py_ssize_t w = PySequence_Fast_GET_SIZE(seq);
+    const uint8_t *p[8] = {0};
+    uint8_t *out;
+    Py_ssize_t n;
+    if (check_width((int)w) < 0) goto fail;
+    for (Py_ssize_t b = 0; b < w; b++) {
+        Py_ssize_t expect = b ? h.views[0].len : -1;
+        if (!(p[b] = hold(&h, PySequence_Fast_GET_ITEM(seq, b), expect, "a byte plane", 0)))
+            goto fail;
+    }
+    n = h.views[0].len;
+    if (!(out = (uint8_t *)hold(&h, out_obj, n * w, "the output", 1))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    switch (w) {
+        case 1: memcpy(out, p[0], (size_t)n); break;
+        case 2: merge_16(out, p, n); break;
+        case 4: merge_32(out, p, n); break;
+        default: merge_64(out, p, n); break;
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&h);
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+fail:
+    release_all(&h);
+    Py_DECREF(seq);
+    return NULL;
+}
+
+/* split(out, src, itemsize): byte planes of src, plane b at out[b*n:(b+1)*n]. */
+static PyObject *py_split(PyObject *self, PyObject *args) {
+    PyObject *out_obj, *src_obj;
+    int w;
+    if (!PyArg_ParseTuple(args, "OOi:split", &out_obj, &src_obj, &w)) return NULL;
+    if (check_width(w) < 0) return NULL;
+    Held h = {.count = 0};
+    const uint8_t *src = hold(&h, src_obj, -1, "the input", 0);
+    if (!src) goto fail;
+    Py_ssize_t len = h.views[0].len;
+    if (len % w) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes is not a whole number of %d-byte elements",
+                     len, w);
+        goto fail;
+    }
+    uint8_t *out = (uint8_t *)hold(&h, out_obj, len, "the output", 1);
+    if (!out) goto fail;
+    Py_ssize_t n = len / w;
+    Py_BEGIN_ALLOW_THREADS
+    switch (w) {
+        case 1: memcpy(out, src, (size_t)n); break;
+        case 2: split_16(out, src, n); break;
+        case 4: split_32(out, src, n); break;
+        default: split_64(out, src, n); break;
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&h);
+    Py_RETURN_NONE;
+fail:
+    release_all(&h);
+    return NULL;
+}
+
+/* residual(out, new, ref, ref2 or None, k, itemsize, is_float) */
+static PyObject *py_residual(PyObject *self, PyObject *args) {
+    PyObject *out_obj, *new_obj, *ref_obj, *ref2_obj;
+    int k, w, fl;
+    if (!PyArg_ParseTuple(args, "OOOOiip:residual", &out_obj, &new_obj, &ref_obj, &ref2_obj,
+                          &k, &w, &fl))
+        return NULL;
+    if (check_width(w) < 0) return NULL;
+    Held h = {.count = 0};
+    const uint8_t *a = hold(&h, new_obj, -1, "the new block", 0), *b, *c = NULL;
+    uint8_t *out;
+    if (!a) goto fail;
+    Py_ssize_t len = h.views[0].len;
+    if (len % w) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes is not a whole number of %d-byte elements",
+                     len, w);
+        goto fail;
+    }
+    if (!(b = hold(&h, ref_obj, len, "the reference block", 0))) goto fail;
+    if (ref2_obj != Py_None && k && !(c = hold(&h, ref2_obj, len, "the reference's reference", 0)))
+        goto fail;
+    if (!(out = (uint8_t *)hold(&h, out_obj, len, "the output", 1))) goto fail;
+    Py_ssize_t n = len / w;
+    Py_BEGIN_ALLOW_THREADS
+    switch (w) {
+        case 1: residual_8(out, a, b, c, (uint8_t)k, fl, n); break;
+        case 2: residual_16(out, a, b, c, (uint16_t)k, fl, n); break;
+        case 4: residual_32(out, a, b, c, (uint32_t)k, fl, n); break;
+        default: residual_64(out, a, b, c, (uint64_t)k, fl, n); break;
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&h);
+    Py_RETURN_NONE;
+fail:
+    release_all(&h);
+    return NULL;
+}
+
+/* run(out, base, links, itemsize, is_float): links is a sequence of (k, planes or None),
+   oldest first; k = 0 for a plain delta, the step multiple for "extrap". */
+static PyObject *py_run(PyObject *self, PyObject *args) {
+    PyObject *out_obj, *base_obj, *links_obj;
+    int w, fl;
+    if (!PyArg_ParseTuple(args, "OOOip:run", &out_obj, &base_obj, &links_obj, &w, &fl))
+        return NULL;
+    if (check_width(w) < 0) return NULL;
+    PyObject *links = PySequence_Fast(links_obj, "links must be a sequence");
+    if (!links) return NULL;
+    Held h = {.count = 0};
+    int ks[MAX_LINKS];
+    const uint8_t *planes[MAX_LINKS * 8];
+    memset(planes, 0, sizeof planes);
+    Py_ssize_t nl = PySequence_Fast_GET_SIZE(links), len, n;
+    const uint8_t *base;
+    uint8_t *out;
+    if (nl > MAX_LINKS) {
+        PyErr_Format(PyExc_ValueError, "at most %d links in one run", MAX_LINKS);
+        goto fail;
+    }
+    if (!(base = hold(&h, base_obj, -1, "the base block", 0))) goto fail;
+    len = h.views[0].len;
+    if (len % w) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes is not a whole number of %d-byte elements",
+                     len, w);
+        goto fail;
+    }
+    n = len / w;
+    for (Py_ssize_t j = 0; j < nl; j++) {
+        PyObject *link = PySequence_Fast_GET_ITEM(links, j), *ps;
+        int k;
+        if (!PyArg_ParseTuple(link, "iO:link", &k, &ps)) goto fail;
+        if (k < 0 || k > 255) {
+            PyErr_SetString(PyExc_ValueError, "a step multiple must be 0-255");
+            goto fail;
+        }
+        ks[j] = k;
+        if (ps == Py_None) continue;
+        PyObject *pseq = PySequence_Fast(ps, "a link's planes must be a sequence");
+        if (!pseq) goto fail;
+        if (PySequence_Fast_GET_SIZE(pseq) != w) {
+            PyErr_Format(PyExc_ValueError, "a link has %zd planes, expected %d",
+                         PySequence_Fast_GET_SIZE(pseq), w);
+            Py_DECREF(pseq);
+            goto fail;
+        }
+        for (int b = 0; b < w; b++) {
+            planes[j * 8 + b] = hold(&h, PySequence_Fast_GET_ITEM(pseq, b), n, "a byte plane", 0);
+            if (!planes[j * 8 + b]) {
+                Py_DECREF(pseq);
+                goto fail;
+            }
+        }
+        Py_DECREF(pseq);
+    }
+    if (nl && ks[0]) {
+        PyErr_SetString(PyExc_ValueError, "the first link of a run cannot extrapolate");
+        goto fail;
+    }
+    if (!(out = (uint8_t *)hold(&h, out_obj, len, "the output", 1))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    switch (w) {
+        case 1: run_8(out, base, ks, planes, (int)nl, fl, n); break;
+        case 2: run_16(out, base, ks, planes, (int)nl, fl, n); break;
+        case 4: run_32(out, base, ks, planes, (int)nl, fl, n); break;
+        default: run_64(out, base, ks, planes, (int)nl, fl, n); break;
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&h);
+    Py_DECREF(links);
+    Py_RETURN_NONE;
+fail:
+    release_all(&h);
+    Py_DECREF(links);
+    return NULL;
+}
+
+/* cast_bf16(out, src): the F32 -> BF16 prediction of modelvc.codec.cast._f32_to_bf16. */
+static PyObject *py_cast_bf16(PyObject *self, PyObject *args) {
+    PyObject *out_obj, *src_obj;
+    if (!PyArg_ParseTuple(args, "OO:cast_bf16", &out_obj, &src_obj)) return NULL;
+    Held h = {.count = 0};
+    const uint8_t *src = hold(&h, src_obj, -1, "the F32 input", 0);
+    uint8_t *out;
+    if (!src) goto fail;
+    Py_ssize_t len = h.views[0].len;
+    if (len % 4) {
+        PyErr_SetString(PyExc_ValueError, "the F32 input is not a whole number of elements");
+        goto fail;
+    }
+    if (!(out = (uint8_t *)hold(&h, out_obj, len / 2, "the output", 1))) goto fail;
+    Py_ssize_t n = len / 4;
+    Py_BEGIN_ALLOW_THREADS
+    uint32_t u[CH];
+    uint16_t r[CH];
+    for (Py_ssize_t lo = 0; lo < n; lo += CH) {
+        Py_ssize_t m = n - lo < CH ? n - lo : CH;
+        memcpy(u, src + lo * 4, (size_t)m * 4);
+        for (Py_ssize_t i = 0; i < m; i++) {
+            uint32_t x = u[i];
+            uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
+            uint32_t quiet = (x >> 16) | 0x0040u;
+            r[i] = (uint16_t)(((x & 0x7FFFFFFFu) > 0x7F800000u) ? quiet : rounded);
+        }
+        memcpy(out + lo * 2, r, (size_t)m * 2);
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&h);
+    Py_RETURN_NONE;
+fail:
+    release_all(&h);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"merge", py_merge, METH_VARARGS, "merge(out, planes): interleave byte planes."},
+    {"split", py_split, METH_VARARGS, "split(out, src, itemsize): byte planes of src."},
+    {"residual", py_residual, METH_VARARGS,
+     "residual(out, new, ref, ref2, k, itemsize, is_float): delta/extrap planes."},
+    {"run", py_run, METH_VARARGS, "run(out, base, links, itemsize, is_float): decode a run."},
+    {"cast_bf16", py_cast_bf16, METH_VARARGS, "cast_bf16(out, src): F32 -> BF16 prediction."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kernels", "Fused codec kernels (C).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

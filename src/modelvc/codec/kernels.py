@@ -1,0 +1,202 @@
+"""The codec's element-wise hot loops: the C extension when built, numpy otherwise.
+
+Five jobs, each over whole blocks and bit for bit the same in both implementations:
+
+    merge(out, planes)                  interleave byte planes into elements
+    split(out, src, itemsize)           elements -> byte planes (plane b at out[b*n:])
+    residual(out, new, ref, ref2, k, itemsize, is_float)
+                                        planes of zigzag(new - ref - k*(ref - ref2)),
+                                        floats in the order-preserving domain
+    run(out, base, links, itemsize, is_float)
+                                        base + each link's unzigzagged planes (+ k times
+                                        the previous link's step); links oldest first as
+                                        (k, planes), planes None for an unchanged link
+    cast_bf16(out, src)                 F32 -> BF16 prediction (codec.cast)
+
+The C versions (codec/_kernels.c) do each in one pass over cache-sized chunks without
+the GIL; numpy needs a dozen passes. `pip install` builds the extension where a C
+compiler is present; MODELVC_PURE_CODEC=1 forces the numpy versions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from modelvc.codec.chunked import (
+    CHUNK,
+    as_planes,
+    from_ordered_into,
+    merge_into,
+    spans,
+    to_ordered_into,
+    unzigzag_into,
+)
+from modelvc.codec.dtypes import INT_BY_SIZE, UINT_BY_SIZE
+
+# Anything exporting a contiguous byte buffer (bytes, memoryview, numpy arrays).
+Buf = Any
+Link = tuple[int, Sequence[Buf] | None]
+
+
+def _load_native() -> ModuleType | None:
+    if os.environ.get("MODELVC_PURE_CODEC"):
+        return None
+    try:
+        from modelvc.codec import _kernels  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _kernels  # type: ignore[no-any-return]
+
+
+def _le(itemsize: int) -> np.dtype[Any]:
+    # Stored bytes are little-endian whatever the host's order.
+    return np.dtype(UINT_BY_SIZE[itemsize]).newbyteorder("<")
+
+
+def _u(buf: Any, itemsize: int) -> Any:
+    return np.frombuffer(buf, dtype=_le(itemsize))
+
+
+def _w(buf: Any, itemsize: int) -> Any:
+    """A writable uint view of an output buffer."""
+    return np.frombuffer(memoryview(buf).cast("B"), dtype=_le(itemsize))
+
+
+class NumpyKernels:
+    """The reference implementation (and the fallback): slice-by-slice numpy."""
+
+    @staticmethod
+    def merge(out: Buf, planes: Sequence[Buf]) -> None:
+        w = len(planes)
+        n = memoryview(planes[0]).nbytes
+        o = _w(out, w)
+        if w == 1:
+            o[:] = np.frombuffer(planes[0], dtype=np.uint8)
+            return
+        tmp = np.empty(min(max(n, 1), CHUNK), dtype=o.dtype)
+        arrays = as_planes(planes)
+        for lo, hi in spans(n):
+            merge_into(o[lo:hi], arrays, lo, hi, tmp)
+
+    @staticmethod
+    def split(out: Buf, src: Buf, itemsize: int) -> None:
+        flat = np.frombuffer(src, dtype=np.uint8)
+        o = np.frombuffer(memoryview(out).cast("B"), dtype=np.uint8)
+        o.reshape(itemsize, -1)[:] = flat.reshape(-1, itemsize).T
+
+    @staticmethod
+    def residual(out: Buf, new: Buf, ref: Buf, ref2: Buf | None, k: int,
+                 itemsize: int, is_float: bool) -> None:
+        dt = UINT_BY_SIZE[itemsize]
+        a, b = _u(new, itemsize), _u(ref, itemsize)
+        c = _u(ref2, itemsize) if (k and ref2 is not None) else None
+        n = a.size
+        planes = np.frombuffer(memoryview(out).cast("B"), dtype=np.uint8).reshape(itemsize, n)
+        size = min(max(n, 1), CHUNK)
+        o, t, u, v = (np.empty(size, dtype=dt) for _ in range(4))
+        for lo, hi in spans(n):
+            m = hi - lo
+            om, tm, um, vm = o[:m], t[:m], u[:m], v[:m]
+            np.copyto(om, a[lo:hi])
+            np.copyto(tm, b[lo:hi])
+            if is_float:
+                to_ordered_into(om, um)
+                to_ordered_into(tm, um)
+            om -= tm
+            if c is not None:  # minus k * (ref - ref2)
+                np.copyto(um, c[lo:hi])
+                if is_float:
+                    to_ordered_into(um, vm)
+                np.subtract(tm, um, out=tm)
+                tm *= dt.type(k)
+                om -= tm
+            np.right_shift(om.view(INT_BY_SIZE[itemsize]), itemsize * 8 - 1,
+                           out=um.view(INT_BY_SIZE[itemsize]))
+            om <<= dt.type(1)
+            om ^= um
+            planes[:, lo:hi] = om.view(np.uint8).reshape(m, itemsize).T
+
+    @staticmethod
+    def run(out: Buf, base: Buf, links: Sequence[Link], itemsize: int,
+            is_float: bool) -> None:
+        dt = UINT_BY_SIZE[itemsize]
+        acc = _w(out, itemsize)
+        acc[:] = _u(base, itemsize)
+        n = acc.size
+        if links and links[0][0]:
+            raise ValueError("the first link of a run cannot extrapolate")
+        size = min(max(n, 1), CHUNK)
+        o, tmp = np.empty(size, dtype=dt), np.empty(size, dtype=dt)
+        if is_float:
+            for lo, hi in spans(n):
+                to_ordered_into(acc[lo:hi], tmp)
+        step: Any = 0  # the previous link's step
+        for j, (k, planes) in enumerate(links):
+            keep = j + 1 < len(links) and links[j + 1][0] != 0
+            if planes is None:
+                step = 0
+                continue
+            arrays = as_planes(planes)
+            new_step = np.empty(n, dtype=dt) if keep else None
+            for lo, hi in spans(n):
+                om = o[: hi - lo]
+                merge_into(om, arrays, lo, hi, tmp)
+                unzigzag_into(om, tmp)
+                if k and isinstance(step, np.ndarray):
+                    t = tmp[: hi - lo]
+                    np.multiply(step[lo:hi], dt.type(k), out=t)
+                    om += t
+                acc[lo:hi] += om
+                if new_step is not None:
+                    new_step[lo:hi] = om
+            step = new_step
+        if is_float:
+            for lo, hi in spans(n):
+                from_ordered_into(acc[lo:hi], tmp)
+
+    @staticmethod
+    def cast_bf16(out: Buf, src: Buf) -> None:
+        u = np.frombuffer(src, dtype=np.uint32)
+        odd = (u >> np.uint32(16)) & np.uint32(1)
+        rounded = (u + np.uint32(0x7FFF) + odd) >> np.uint32(16)  # finite values never wrap
+        nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+        quiet = (u >> np.uint32(16)) | np.uint32(0x0040)  # top payload bits kept, quieted
+        _w(out, 2)[:] = np.where(nan, quiet, rounded).astype(np.uint16)
+
+
+native = _load_native()
+impl: Any = native if native is not None else NumpyKernels
+NATIVE = native is not None
+
+
+def empty(nbytes: int) -> npt.NDArray[np.uint8]:
+    """An uninitialised output buffer (a numpy byte array: no zero-fill pass)."""
+    return np.empty(nbytes, dtype=np.uint8)
+
+
+def merge(out: Buf, planes: Sequence[Buf]) -> None:
+    impl.merge(out, planes)
+
+
+def split(out: Buf, src: Buf, itemsize: int) -> None:
+    impl.split(out, src, itemsize)
+
+
+def residual(out: Buf, new: Buf, ref: Buf, ref2: Buf | None, k: int,
+             itemsize: int, is_float: bool) -> None:
+    impl.residual(out, new, ref, ref2, k, itemsize, is_float)
+
+
+def run(out: Buf, base: Buf, links: Sequence[Link], itemsize: int,
+        is_float: bool) -> None:
+    impl.run(out, base, links, itemsize, is_float)
+
+
+def cast_bf16(out: Buf, src: Buf) -> None:
+    impl.cast_bf16(out, src)
