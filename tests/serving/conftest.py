@@ -29,7 +29,7 @@ class Digits:
 def _onnx(clf: Any, x: np.ndarray) -> bytes:
     from skl2onnx import to_onnx
 
-    return to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}).SerializeToString()
+    return bytes(to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}).SerializeToString())
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,10 @@ def _need_serving() -> None:
 @click.option("--canary-percent", type=click.FloatRange(0, 100), default=10.0,
               show_default=True)
 @click.option("--no-auto", is_flag=True, help="Report canary decisions without acting.")
+@click.option("--actor", metavar="NAME",
+              help="Who automatic canary promotions and rollbacks are recorded as "
+                   "(default modelvc-serve); a policy with roles must list it. Or set "
+                   "$MODELVC_SERVE_TOKEN to an API token: the gateway acts as its subject.")
 @click.option("--shadow", metavar="REF", help="Mirror traffic to this channel or version.")
 @click.option("--poll-interval", type=float, help="Seconds between channel looks (0.2).")
 @click.option("--trust", type=click.Choice(["never", "signed", "any"]),
@@ -49,7 +53,7 @@ def _need_serving() -> None:
 @click.pass_obj
 def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | None,
           port: int | None, canary: str | None, canary_percent: float, no_auto: bool,
-          shadow: str | None, poll_interval: float | None, trust: str | None,
+          actor: str | None, shadow: str | None, poll_interval: float | None, trust: str | None,
           workers: int | None, fleet: bool, labels: tuple[str, ...], replica_id: str | None,
           advertise: str | None, heartbeat: float | None, log_level: str) -> None:
     """Serve models over the Open Inference Protocol v2, following their channels.
@@ -74,7 +78,8 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
             entry["shadow"] = shadow
         models.append(entry)
     overrides: dict[str, Any] = {"host": host, "port": port, "poll_interval": poll_interval,
-                                 "trust": trust, "workers": workers, "models": models or None}
+                                 "trust": trust, "workers": workers, "models": models or None,
+                                 "actor": actor}
     if fleet or labels or replica_id or advertise or heartbeat:
         from .deploy_cmds import _labels
 

@@ -117,8 +117,18 @@ def build_app(gw: Gateway) -> Starlette:
         return Response(gw.metrics.exposition(),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def status(_: Request) -> Response:
-        return JSONResponse(gw.status())
+    @_guard
+    async def status(request: Request) -> Response:
+        # Bounded work on the loop (counts per time slot, not per request): a poll never
+        # stalls inference. ?since=CLOCK (a `clock` of an earlier status) limits the
+        # window statistics to slots that began at or after it: a trial's own requests.
+        raw = request.query_params.get("since")
+        try:
+            since = float(raw) if raw not in (None, "") else None
+        except ValueError as exc:
+            raise BadRequest(f"since must be a number (a status `clock`), got {raw!r}"
+                             ) from exc
+        return JSONResponse(gw.status(since))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

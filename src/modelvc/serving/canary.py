@@ -1,14 +1,23 @@
 """Canary routing (sticky per caller), rolling per-version statistics, and the policy
-that promotes a canary that holds and rolls back one that regresses."""
+that promotes a canary that holds and rolls back one that regresses.
+
+Statistics are kept as counts in time slots (requests, errors, a latency histogram,
+predicted labels, feedback), with running totals: recording is O(1) per request and a
+summary costs O(distinct labels + latency buckets), whatever the request rate, so a
+status poll never stalls the event loop. `since` (a gateway clock reading) selects the
+slots that began at or after it: a trial is judged only on its own requests.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from itertools import takewhile
 from typing import Any
 
 import numpy as np
@@ -45,65 +54,231 @@ def route_to_canary(percent: float, key: str | None) -> bool:
     return bucket < percent
 
 
-MAX_SAMPLES = 10_000  # per window: plenty for a decision, bounded memory at any rate
+TOP_LABELS = 20  # labels itemized in a status summary; the rest are counted as "other"
+MAX_LABELS = 1024  # distinct labels counted per slot (bounded memory); beyond: "other"
+OTHER = "other"
+# Latency histogram: bucket i holds [LAT_MIN * LAT_STEP**i, LAT_MIN * LAT_STEP**(i+1)),
+# so a p95 read from it is within 2.5% of the exact one (10 us .. 1000 s).
+LAT_MIN, LAT_STEP, LAT_BUCKETS = 1e-5, 1.05, 378
+_LOG_STEP = math.log(LAT_STEP)
 
 
-def _bounded() -> deque[Any]:
-    return deque(maxlen=MAX_SAMPLES)
+def latency_bucket(seconds: float) -> int:
+    if seconds <= LAT_MIN:
+        return 0
+    return min(LAT_BUCKETS - 1, int(math.log(seconds / LAT_MIN) / _LOG_STEP))
+
+
+def bucket_seconds(i: int) -> float:
+    """The geometric middle of latency bucket i."""
+    return float(LAT_MIN * LAT_STEP ** (i + 0.5))
 
 
 @dataclass
-class Window:
-    """Requests, errors, latencies, labels and feedback of one version, last `span` s."""
+class Counts:
+    """What one version did in some span: additive, so slots sum and subtract."""
 
-    span: float
-    calls: deque[tuple[float, bool, float]] = field(default_factory=lambda: _bounded())
-    labels: deque[tuple[float, np.ndarray]] = field(default_factory=lambda: _bounded())
-    feedback: deque[tuple[float, int, int]] = field(default_factory=lambda: _bounded())
+    requests: int = 0
+    errors: int = 0
+    latency: Counter[int] = field(default_factory=Counter)  # answered: bucket -> count
+    labels: Counter[int] = field(default_factory=Counter)  # predicted label -> count
+    other: int = 0  # predicted labels not itemized (past MAX_LABELS in a slot)
+    feedback: int = 0  # labels received as feedback
+    correct: int = 0  # ... that the version predicted right
+
+    def add(self, o: Counts, sign: int = 1) -> None:
+        self.requests += sign * o.requests
+        self.errors += sign * o.errors
+        self.other += sign * o.other
+        self.feedback += sign * o.feedback
+        self.correct += sign * o.correct
+        for mine, theirs in ((self.latency, o.latency), (self.labels, o.labels)):
+            for k, n in theirs.items():
+                left = mine[k] + sign * n
+                if left:
+                    mine[k] = left
+                else:
+                    del mine[k]
+
+    def copy(self) -> Counts:
+        return Counts(self.requests, self.errors, Counter(self.latency), Counter(self.labels),
+                      self.other, self.feedback, self.correct)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What `decide` judges: one side's requests, errors, p95, feedback and labels."""
+
+    requests: int = 0
+    errors: int = 0
+    p95: float | None = None
+    feedback: int = 0
+    correct: int = 0
+    labels: dict[int, int] = field(default_factory=dict)
+    other: int = 0  # predicted labels counted without their value
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.feedback if self.feedback else None
+
+    @classmethod
+    def of(cls, c: Counts) -> Evidence:
+        return cls(c.requests, c.errors, _p95(c.latency), c.feedback, c.correct,
+                   dict(c.labels), c.other)
+
+    def summary(self, top: int = TOP_LABELS) -> dict[str, Any]:
+        """JSON for /modelvc/status: the `top` most predicted labels and "other"."""
+        kept = heapq.nlargest(top, self.labels.items(), key=lambda kv: (kv[1], -kv[0]))
+        rest = sum(self.labels.values()) - sum(n for _, n in kept) + self.other
+        labels = {str(k): n for k, n in sorted(kept)} | {OTHER: rest}
+        return {"requests": self.requests, "errors": self.errors,
+                "error_rate": self.error_rate, "p95": self.p95, "feedback": self.feedback,
+                "correct": self.correct, "accuracy": self.accuracy, "labels": labels}
+
+    @classmethod
+    def from_summary(cls, s: dict[str, Any]) -> Evidence:
+        """The inverse of `summary` (what a fleet controller reads from a gateway)."""
+        raw = dict(s.get("labels") or {})
+        other = int(raw.pop(OTHER, 0) or 0)
+        fb = int(s.get("feedback") or 0)
+        correct = s.get("correct")
+        if correct is None:  # a gateway from before "correct" was reported
+            correct = round(float(s.get("accuracy") or 0.0) * fb)
+        return cls(int(s.get("requests") or 0), int(s.get("errors") or 0),
+                   float(s["p95"]) if s.get("p95") is not None else None, fb, int(correct),
+                   {int(k): int(n) for k, n in raw.items()}, other)
+
+
+def _p95(latency: Counter[int]) -> float | None:
+    n = sum(latency.values())
+    if not n:
+        return None
+    rank, seen = 0.95 * n, 0
+    for i in sorted(latency):
+        seen += latency[i]
+        if seen >= rank:
+            return bucket_seconds(i)
+    return bucket_seconds(max(latency))  # not reached
+
+
+def comparable(sides: list[list[Evidence]]) -> list[tuple[dict[int | str, int], int]]:
+    """Per side, its summed label counts over labels that every source itemizes (a
+    source with "other" > 0 hides the labels it does not list), the rest as OTHER; and
+    its number of labels. So no count is ever attributed to a label it may not be."""
+    sources = [e for side in sides for e in side]
+    hiding = [set(e.labels) for e in sources if e.other > 0]
+    out = []
+    for side in sides:
+        counts: dict[int | str, int] = {}
+        other = 0
+        for e in side:
+            other += e.other
+            for k, n in e.labels.items():
+                if all(k in h for h in hiding):
+                    counts[k] = counts.get(k, 0) + n
+                else:
+                    other += n
+        if other:
+            counts[OTHER] = other
+        out.append((counts, sum(counts.values())))
+    return out
+
+
+def drift(a: dict[Any, float], b: dict[Any, float]) -> float:
+    """Total variation distance between two label distributions (0 same, 1 disjoint)."""
+    return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b))
+
+
+def slot_seconds(span: float) -> float:
+    return max(0.05, min(0.5, span / 100))
+
+
+class Window:
+    """The counts of one version over the last `span` seconds, in slots of `slot` s."""
+
+    def __init__(self, span: float, slot: float | None = None) -> None:
+        self.span = span
+        self.slot = slot or slot_seconds(span)
+        self.slots: deque[tuple[float, Counts]] = deque()
+        self.total = Counts()
 
     def _trim(self, now: float) -> None:
         cut = now - self.span
-        for q in (self.calls, self.labels, self.feedback):
-            while q and q[0][0] < cut:
-                q.popleft()
+        while self.slots and self.slots[0][0] < cut:
+            self.total.add(self.slots.popleft()[1], -1)
+
+    def _current(self) -> Counts:
+        now = time.monotonic()
+        self._trim(now)
+        if not self.slots or now - self.slots[-1][0] >= self.slot:
+            self.slots.append((now, Counts()))
+        return self.slots[-1][1]
 
     def record(self, ok: bool, seconds: float, labels: np.ndarray | None) -> None:
-        now = time.monotonic()
-        self.calls.append((now, ok, seconds))
-        if labels is not None:
-            self.labels.append((now, labels))
-        self._trim(now)
+        c, t = self._current(), self.total
+        c.requests += 1
+        t.requests += 1
+        if not ok:
+            c.errors += 1
+            t.errors += 1
+        else:
+            b = latency_bucket(seconds)
+            c.latency[b] += 1
+            t.latency[b] += 1
+        if labels is None or not labels.size:
+            return
+        if labels.size == 1:
+            pairs: Any = ((int(labels.reshape(-1)[0]), 1),)
+        else:
+            vals, counts = np.unique(labels.astype(np.int64, copy=False), return_counts=True)
+            pairs = zip(vals.tolist(), counts.tolist(), strict=True)
+        for v, n in pairs:
+            if v in c.labels or len(c.labels) < MAX_LABELS:
+                c.labels[v] += n
+                t.labels[v] += n
+            else:
+                c.other += n
+                t.other += n
 
     def add_feedback(self, right: int, total: int) -> None:
-        now = time.monotonic()
-        self.feedback.append((now, right, total))
-        self._trim(now)
+        c = self._current()
+        c.feedback += total
+        c.correct += right
+        self.total.feedback += total
+        self.total.correct += right
 
-    def stats(self) -> dict[str, float | int | None]:
+    def counts(self, since: float | None = None) -> Counts:
+        """Counts of the window, or of its slots that began at or after `since` (a
+        time.monotonic() reading): summing the smaller side, at most half the slots."""
         self._trim(time.monotonic())
-        n = len(self.calls)
-        errors = sum(1 for _, ok, _ in self.calls if not ok)
-        lat = [s for _, ok, s in self.calls if ok]
-        fb_n = sum(t for _, _, t in self.feedback)
-        fb_right = sum(r for _, r, _ in self.feedback)
-        return {"requests": n, "errors": errors, "error_rate": errors / n if n else None,
-                "p95": float(np.percentile(lat, 95)) if lat else None,
-                "feedback": fb_n, "accuracy": fb_right / fb_n if fb_n else None}
+        if since is None or not self.slots or self.slots[0][0] >= since:
+            return self.total.copy()
+        newer = sum(1 for _ in takewhile(lambda s: s[0] >= since, reversed(self.slots)))
+        out = Counts()
+        if newer <= len(self.slots) - newer:
+            for i in range(len(self.slots) - newer, len(self.slots)):
+                out.add(self.slots[i][1])
+            return out
+        out = self.total.copy()
+        for i in range(len(self.slots) - newer):
+            out.add(self.slots[i][1], -1)
+        return out
 
-    def label_histogram(self) -> tuple[dict[int, float], int]:
-        """Share of each predicted label, and how many labels that is."""
+    def evidence(self, since: float | None = None) -> Evidence:
+        return Evidence.of(self.counts(since))
+
+    def accuracy(self) -> float | None:
         self._trim(time.monotonic())
-        if not self.labels:
-            return {}, 0
-        vals, counts = np.unique(np.concatenate([lab for _, lab in self.labels]),
-                                 return_counts=True)
-        total = int(counts.sum())
-        return {int(v): float(c / total) for v, c in zip(vals, counts, strict=True)}, total
+        t = self.total
+        return t.correct / t.feedback if t.feedback else None
 
-
-def drift(a: dict[int, float], b: dict[int, float]) -> float:
-    """Total variation distance between two label distributions (0 same, 1 disjoint)."""
-    return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b))
+    def empty(self) -> bool:
+        self._trim(time.monotonic())
+        return not self.slots
 
 
 @dataclass(frozen=True)
@@ -112,40 +287,47 @@ class Decision:
     reason: str
 
 
-def decide(policy: Policy, canary: Window, stable: Window) -> Decision:
-    c, s = canary.stats(), stable.stats()
-    n = int(c["requests"] or 0)
+def decide(policy: Policy, c: Evidence, s: Evidence) -> Decision:
+    """The canary's verdict from its evidence `c` against the stable version's `s`."""
+    n = c.requests
     if n < policy.min_samples:
         return Decision("wait", f"{n}/{policy.min_samples} canary requests")
-    rate = float(c["error_rate"] or 0.0)
+    rate = c.error_rate or 0.0
     if rate > policy.max_error_rate:
         return Decision("rollback", f"error rate {rate:.1%} > {policy.max_error_rate:.1%} "
                                     f"over {n} requests")
-    cp, sp = c["p95"], s["p95"]
-    if cp is not None and sp is not None and int(s["requests"] or 0) >= policy.min_samples:
-        limit = float(sp) * policy.max_p95_ratio + policy.p95_slack
-        if float(cp) > limit:
-            return Decision("rollback", f"latency p95 {float(cp) * 1e3:.1f} ms > "
-                                        f"{limit * 1e3:.1f} ms (stable {float(sp) * 1e3:.1f} ms)")
+    cp, sp = c.p95, s.p95
+    if cp is not None and sp is not None and s.requests >= policy.min_samples:
+        limit = sp * policy.max_p95_ratio + policy.p95_slack
+        if cp > limit:
+            return Decision("rollback", f"latency p95 {cp * 1e3:.1f} ms > "
+                                        f"{limit * 1e3:.1f} ms (stable {sp * 1e3:.1f} ms)")
     passed = [f"errors {rate:.1%}"]
     if policy.check_drift:
-        (ch, cn), (sh, sn) = canary.label_histogram(), stable.label_histogram()
-        if ch and sh and int(s["requests"] or 0) >= policy.min_samples:
-            d = drift(ch, sh)
+        (ch, cn), (sh, sn) = comparable([[c], [s]])
+        if cn and sn and s.requests >= policy.min_samples:
+            d = drift({k: v / cn for k, v in ch.items()}, {k: v / sn for k, v in sh.items()})
             # Two samples of one distribution differ by about this much by chance alone.
             limit = policy.max_drift + 0.5 * math.sqrt(len(set(ch) | set(sh)) / min(cn, sn))
             if d > limit:
                 return Decision("rollback", f"output drift {d:.2f} > {limit:.2f} "
-                                            "against stable")
+                                            f"against stable ({_top(ch, cn)} vs "
+                                            f"{_top(sh, sn)})")
             passed.append(f"drift {d:.2f}")
     if policy.check_accuracy:
-        fb = int(c["feedback"] or 0)
+        fb = c.feedback
         if fb < policy.min_feedback:
             return Decision("wait", f"{fb}/{policy.min_feedback} canary feedback labels")
-        acc = float(c["accuracy"] or 0.0)
-        base = s["accuracy"] if int(s["feedback"] or 0) >= policy.min_feedback else None
-        if base is not None and acc < float(base) - policy.max_accuracy_drop:
-            return Decision("rollback", f"live accuracy {acc:.3f} < stable {float(base):.3f} "
+        acc = c.accuracy or 0.0
+        base = s.accuracy if s.feedback >= policy.min_feedback else None
+        if base is not None and acc < base - policy.max_accuracy_drop:
+            return Decision("rollback", f"live accuracy {acc:.3f} < stable {base:.3f} "
                                         f"- {policy.max_accuracy_drop:.2f} ({fb} labels)")
-        passed.append(f"accuracy {acc:.3f}" + (f" vs {float(base):.3f}" if base else ""))
+        passed.append(f"accuracy {acc:.3f}" + (f" vs {base:.3f}" if base else ""))
     return Decision("promote", f"canary held over {n} requests: " + ", ".join(passed))
+
+
+def _top(counts: dict[Any, int], total: int, k: int = 3) -> str:
+    """The k most predicted labels and their shares: "7 62%, 1 9%, 3 8%"."""
+    best = sorted(counts.items(), key=lambda kv: -kv[1])[:k]
+    return ", ".join(f"{label} {n / total:.0%}" for label, n in best)

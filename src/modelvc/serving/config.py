@@ -5,6 +5,10 @@
     port = 8000
     poll_interval = 0.2             # seconds between looks at each followed channel
     trust = "never"                 # Python predictors: never | signed | any
+    actor = "canary-bot"            # who automatic canary moves are recorded as
+                                    # (default modelvc-serve), or instead:
+    token = "mvc_..."               # an API token (better: $MODELVC_SERVE_TOKEN); the
+                                    # gateway acts as its subject (serving/identity.py)
     [fleet]                         # optional: switch when a deployment says (docs/deploy.md)
     labels = {app = "digits"}
 
@@ -25,6 +29,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -34,6 +39,8 @@ from ..errors import UsageError
 from ..names import check_name
 from .canary import Policy
 from .runtimes import Trust
+
+TOKEN_ENV = "MODELVC_SERVE_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ class ServeConfig:
     workers: int = 4  # inference threads
     threads: int = 1  # intra-op threads per ONNX session
     fleet: FleetConfig | None = None
+    actor: str | None = None  # automatic canary moves: recorded as this actor ...
+    token: str | None = field(default=None, repr=False)  # ... or this API token's subject
 
 
 def _only(raw: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -135,6 +144,11 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
     if isinstance(fleet, dict):
         _only(fleet, {f.name for f in fields(FleetConfig)}, "[fleet]")
         raw["fleet"] = FleetConfig(**fleet)
+    if raw.get("token") is None and os.environ.get(TOKEN_ENV):
+        raw["token"] = os.environ[TOKEN_ENV]
+    if raw.get("token") is not None and raw.get("actor") is not None:
+        raise UsageError("give the gateway an actor or a token, not both (with a token "
+                         "it acts as the token's subject)")
     if raw.get("trust", "never") not in ("never", "signed", "any"):
         raise UsageError("trust must be never, signed or any")
     return ServeConfig(models=models, **raw)

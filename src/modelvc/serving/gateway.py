@@ -15,10 +15,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import ModelvcError, NotFound
+from ..errors import GateNotPassed, ModelvcError, NotFound, PermissionDenied
+from ..meta.api import VersionRow
 from ..registry import Registry
 from .canary import decide, route_to_canary
 from .config import ServeConfig
+from .identity import DEFAULT_ACTOR, Identity
 from .metrics import Metrics
 from .protocol import BadRequest, InferRequest, check_signature, encode_response
 from .runtimes import RuntimeError_
@@ -58,11 +60,13 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._mirrors: set[asyncio.Task[None]] = set()
         self.agent: FleetHook | None = None  # in a fleet, it switches the stable slots
+        self.identity = Identity(cfg.actor or DEFAULT_ACTOR, cfg.token)
 
     # --- lifecycle
     async def start(self) -> None:
         """Load what every followed ref points to, then keep following them."""
         for sm in self.models.values():
+            await self._preflight(sm)
             own = [f for f in sm.followers() if self.agent is None or f is not sm.stable]
             for f in own:
                 await f.refresh()
@@ -99,7 +103,7 @@ class Gateway:
                 if switched and f is sm.shadow:
                     sm.shadow_stats = ShadowStats()  # agreement is per shadow version
                 if switched and f is sm.canary and f.current is not None:
-                    sm.blocked, sm.decision = None, None
+                    sm.blocked, sm.decision, sm.refusal = None, None, None
                     if f.current is not sm.stable.current:
                         sm.windows.pop(f.current.version.id, None)  # a fresh trial
                 if f is sm.canary:
@@ -109,29 +113,92 @@ class Gateway:
             except Exception:  # keep following: a database hiccup must not stop serving
                 log.exception("following %s@%s", f.model, f.ref)
 
-    async def _judge(self, sm: ServedModel) -> None:
-        live, base, cc = sm.canary_live(), sm.stable.current, sm.cfg.canary
-        if live is None or base is None or cc is None or sm.canary is None:
+    async def _preflight(self, sm: ServedModel) -> None:
+        """Warn now (log, status) if the policy's roles would refuse the automatic moves."""
+        cc = sm.cfg.canary
+        if cc is None or not cc.auto:
             return
-        d = decide(cc.policy, sm.window_of(live.version.id), sm.window_of(base.version.id))
+        ident, moves = self.identity, [("promote to", sm.cfg.ref), ("roll back", cc.ref)]
+        try:
+            why = await self.pool.call(lambda: ident.preflight(self.reg, sm.cfg.model, moves))
+        except Exception as exc:  # the registry may be unreachable now: judge later
+            log.warning("%s: could not check the canary's identity: %s", sm.cfg.name, exc)
+            return
+        sm.identity_warning = why
+        if why is not None:
+            log.warning("%s: automatic canary moves will be refused: %s", sm.cfg.name, why)
+
+    async def _judge(self, sm: ServedModel) -> None:
+        cc, r = sm.cfg.canary, sm.refusal
+        if cc is None or sm.canary is None:
+            return
+        base = sm.stable.current
+        if r is not None and r.action == "promote" and base is not None and \
+                base.version.id == r.version.id:
+            sm.refusal = r = None  # promoted by someone else meanwhile
+        if sm.blocked is not None:  # rolled back in traffic; the channel has yet to move
+            if r is not None and r.action == "rollback" and r.version.id == sm.blocked and \
+                    time.monotonic() >= r.retry_at:
+                await self._move(sm, "rollback", r.version, r.target, r.reason)
+            return
+        live = sm.canary_live()
+        if live is None or base is None:
+            return
+        d = decide(cc.policy, sm.window_of(live.version.id).evidence(),
+                   sm.window_of(base.version.id).evidence())
         sm.decision = d
         if d.action == "wait" or not cc.auto:
             return
-        model, canary_ref, stable_ref = sm.cfg.model, cc.ref, sm.cfg.ref
+        if r is not None and (r.action, r.version.id) == (d.action, live.version.id) and \
+                time.monotonic() < r.retry_at:
+            return  # refused before: retried when its backoff ends
+        model = sm.cfg.model
         reason = f"canary policy: {d.reason}"
         if d.action == "rollback":
             sm.blocked = live.version.id  # traffic to zero now; the ref follows
-            to = f"{model}@v{base.version.number}"
-            await self.pool.call(lambda: self.reg.rollback(model, canary_ref, to=to,
-                                                           reason=reason, actor="modelvc-serve"))
-            self.metrics.rollbacks.labels(model, canary_ref).inc()
-        else:
-            ref = f"{model}@v{live.version.number}"
-            await self.pool.call(lambda: self.reg.promote(ref, stable_ref, reason=reason,
-                                                          actor="modelvc-serve"))
-            self.metrics.promotions.labels(model, stable_ref).inc()
+            await self._move(sm, "rollback", live.version, f"{model}@v{base.version.number}",
+                             reason)
+        elif await self._move(sm, "promote", live.version, f"{model}@v{live.version.number}",
+                              reason):
             await sm.stable.refresh()  # already warm in the pool: switch now
-        log.info("%s: %s v%d (%s)", model, d.action, live.version.number, d.reason)
+
+    async def _move(self, sm: ServedModel, action: str, version: VersionRow, target: str,
+                    reason: str) -> bool:
+        """Roll the canary channel back to `target`, or promote `target` to the stable
+        channel, as the configured identity. A refusal (roles, gates, token) is logged,
+        counted, shown in the status and retried later; True if the channel moved."""
+        cc = sm.cfg.canary
+        assert cc is not None
+        model, ident = sm.cfg.model, self.identity
+        channel = cc.ref if action == "rollback" else sm.cfg.ref
+        actor: str | None = None
+
+        def run() -> None:
+            nonlocal actor
+            actor = ident.actor_for(self.reg, model)
+            if action == "rollback":
+                self.reg.rollback(model, channel, to=target, reason=reason, actor=actor)
+            else:
+                self.reg.promote(target, channel, reason=reason, actor=actor)
+
+        try:
+            await self.pool.call(run)
+        except (PermissionDenied, GateNotPassed) as exc:
+            kind = "gates" if isinstance(exc, GateNotPassed) else "permission"
+            r = sm.refuse(action, version, target, channel, reason, actor, exc.message, kind)
+            self.metrics.refusals.labels(model, channel, action, kind).inc()
+            if kind == "permission":
+                sm.identity_warning = exc.message
+            log.warning("%s: %s of v%d to %s@%s REFUSED (attempt %d, retry in %.0fs): %s%s",
+                        model, action, version.number, model, channel, r.attempts,
+                        r.retry_at - time.monotonic(), exc.message,
+                        " (traffic stays off the canary)" if action == "rollback" else "")
+            return False
+        sm.refusal = sm.identity_warning = None
+        counter = self.metrics.rollbacks if action == "rollback" else self.metrics.promotions
+        counter.labels(model, channel).inc()
+        log.info("%s: %s v%d as %s (%s)", model, action, version.number, actor, reason)
+        return True
 
     # --- requests
     def served(self, name: str) -> ServedModel:
@@ -286,13 +353,17 @@ class Gateway:
         m = self.metrics
         m.feedback.labels(sm.cfg.model, f"v{number}", "true").inc(right)
         m.feedback.labels(sm.cfg.model, f"v{number}", "false").inc(int(true.size) - right)
-        acc = w.stats()["accuracy"]
+        acc = w.accuracy()
         if acc is not None:
             m.accuracy.labels(sm.cfg.model, f"v{number}").set(float(acc))
         return {"id": body["id"], "version": number, "correct": right, "total": int(true.size)}
 
-    def status(self) -> dict[str, Any]:
-        return {name: sm.status() for name, sm in self.models.items()}
+    def status(self, since: float | None = None) -> dict[str, Any]:
+        """Per served model; window statistics only from slots that began at or after
+        `since` (a `clock` reading of an earlier status), else over the whole window."""
+        ident = self.identity.describe()
+        return {name: sm.status(since) | {"identity": ident}
+                for name, sm in self.models.items()}
 
 
 def http_status(exc: Exception) -> int:

@@ -44,6 +44,10 @@ class Metrics:
                                  ["model", "channel"], registry=r)
         self.promotions = Counter("modelvc_promotions", "Automatic canary promotions",
                                   ["model", "channel"], registry=r)
+        self.refusals = Counter("modelvc_canary_refusals",
+                                "Automatic canary moves the registry refused (kind: "
+                                "permission | gates)",
+                                ["model", "channel", "action", "kind"], registry=r)
         self.serving = Gauge("modelvc_serving_version", "Version number a channel serves",
                              ["model", "channel"], registry=r)
         self.loaded = Gauge("modelvc_loaded_versions", "Versions held in memory", registry=r)

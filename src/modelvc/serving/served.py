@@ -3,14 +3,16 @@ statistics, remembered predictions for feedback, and shadow comparison."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 
 from ..errors import NotFound
 from ..meta.api import VersionRow
-from .canary import Decision, Window
+from .canary import Decision, Window, slot_seconds
 from .config import ModelConfig
 from .swap import Follower, Loaded, Pool
 
@@ -22,6 +24,32 @@ MAX_PINNED = 4  # versions loaded on demand by number
 class Totals:
     requests: int = 0
     errors: int = 0
+
+
+@dataclass
+class Refusal:
+    """An automatic canary move the registry refused (roles, gates, token): kept until
+    the move succeeds or the channels move on, retried after `retry_at` (monotonic)."""
+
+    action: str  # "promote" | "rollback"
+    version: VersionRow  # the canary version
+    target: str  # where the channel was to move: MODEL@vN
+    channel: str
+    reason: str  # the canary policy's verdict
+    actor: str | None
+    error: str
+    kind: str  # "permission" | "gates"
+    attempts: int
+    at: datetime
+    retry_at: float
+
+    def as_json(self) -> dict[str, object]:
+        return {"action": self.action, "version": self.version.number,
+                "channel": self.channel, "to": self.target, "actor": self.actor,
+                "error": self.error, "kind": self.kind, "attempts": self.attempts,
+                "at": self.at.isoformat(timespec="seconds"),
+                "retry_in": round(max(0.0, self.retry_at - time.monotonic()), 1),
+                "verdict": self.reason}
 
 
 @dataclass
@@ -47,6 +75,9 @@ class ServedModel:
         default_factory=OrderedDict)
     blocked: str | None = None  # canary version whose traffic is zero after a rollback
     decision: Decision | None = None
+    refusal: Refusal | None = None  # the last refused automatic move, while it stands
+    refused_total: int = 0
+    identity_warning: str | None = None  # why automatic moves would be refused (roles)
     shadow_stats: ShadowStats = field(default_factory=ShadowStats)
 
     def __post_init__(self) -> None:
@@ -120,7 +151,19 @@ class ServedModel:
         self.shadow_stats.compared += 1
         self.shadow_stats.agreeing += min(fractions)
 
-    def status(self) -> dict[str, object]:
+    def refuse(self, action: str, version: VersionRow, target: str, channel: str,
+               reason: str, actor: str | None, error: str, kind: str) -> Refusal:
+        """Record a refused move; the retry backs off 1, 2, 4 ... 60 s per version."""
+        old = self.refusal
+        same = old is not None and (old.action, old.version.id) == (action, version.id)
+        attempts = old.attempts + 1 if same and old is not None else 1
+        self.refusal = Refusal(action, version, target, channel, reason, actor, error, kind,
+                               attempts, datetime.now(UTC),
+                               time.monotonic() + min(60.0, 2.0 ** (attempts - 1)))
+        self.refused_total += 1
+        return self.refusal
+
+    def status(self, since: float | None = None) -> dict[str, object]:
         def slot(f: Follower | None) -> dict[str, object] | None:
             if f is None:
                 return None
@@ -128,12 +171,16 @@ class ServedModel:
                     "previous": f.previous.version.number if f.previous else None,
                     "epoch": f.epoch, "error": f.last_error}
 
+        clock = time.monotonic()
         numbers = {i.version.id: i.version.number for i in self.pool.items.values()}
+        for vid in [v for v, w in self.windows.items() if v not in numbers and w.empty()]:
+            del self.windows[vid]  # unloaded and quiet: nothing left to judge
         per_version = {}
         for vid, t in self.totals.items():
             w = self.windows.get(vid)
             per_version[vid] = {"number": numbers.get(vid), "requests": t.requests,
-                                "errors": t.errors, "window": w.stats() if w else None}
+                                "errors": t.errors,
+                                "window": w.evidence(since).summary() if w else None}
         sh = self.shadow_stats
         live = self.canary_live()
         shadow = slot(self.shadow)
@@ -145,6 +192,13 @@ class ServedModel:
             "canary_live": live.version.number if live else None,
             "canary_percent": self.cfg.canary.percent if self.cfg.canary else 0,
             "decision": vars(self.decision) if self.decision else None,
+            "refusal": self.refusal.as_json() if self.refusal else None,
+            "refused_total": self.refused_total,
+            "identity_warning": self.identity_warning,
             "shadow": shadow,
             "versions": per_version,
+            # Window statistics cover the last `window` seconds, in slots of `slot` s;
+            # `clock` read now, sent back as ?since=, limits them to later slots.
+            "clock": clock, "since": since, "window": self.window,
+            "slot": slot_seconds(self.window),
         }

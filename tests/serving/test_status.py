@@ -1,0 +1,150 @@
+"""Per-version window statistics: counted in time slots (bounded work and memory at any
+request rate), predicted-label histograms (top labels plus "other") in /modelvc/status,
+`?since=` for a trial's own requests, and the drift rule on them."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelvc.registry import Registry
+from modelvc.serving.canary import (
+    MAX_LABELS,
+    OTHER,
+    TOP_LABELS,
+    Evidence,
+    Policy,
+    Window,
+    comparable,
+    decide,
+)
+
+from .conftest import Digits, Start, commit_onnx
+from .helpers import Caller, get_json, status, wait_for
+
+
+def test_window_counts_in_bounded_slots_whatever_the_rate() -> None:
+    w = Window(span=60.0, slot=0.05)
+    rng = np.random.default_rng(0)
+    sent, t0 = 0, time.monotonic()
+    while sent < 40_000:
+        labels = rng.integers(0, 3 * MAX_LABELS, size=8)
+        w.record(sent % 50 != 0, 0.002, labels)
+        sent += 1
+    elapsed = time.monotonic() - t0
+    # One slot per 50 ms of traffic, not one entry per request.
+    assert len(w.slots) <= elapsed / 0.05 + 2
+    assert all(len(c.labels) <= MAX_LABELS for _, c in w.slots)
+    ev = w.evidence()
+    assert (ev.requests, ev.errors) == (sent, sent // 50)
+    assert sum(ev.labels.values()) + ev.other == 8 * sent  # none lost, none counted twice
+    s = ev.summary()
+    assert len(s["labels"]) == TOP_LABELS + 1 and OTHER in s["labels"]
+    assert sum(s["labels"].values()) == 8 * sent
+    assert s["p95"] == pytest.approx(0.002, rel=0.03)  # from the latency histogram
+
+
+def test_since_counts_only_later_slots_and_old_slots_expire() -> None:
+    w = Window(span=0.6, slot=0.05)
+    for _ in range(10):
+        w.record(False, 0.01, np.array([1]))
+    mark = time.monotonic()
+    time.sleep(0.06)  # the slot open at `mark` began before it: not counted
+    for _ in range(5):
+        w.record(True, 0.01, np.array([2, 2]))
+    w.add_feedback(1, 2)
+    after = w.evidence(since=mark)
+    assert (after.requests, after.errors, after.labels) == (5, 0, {2: 10})
+    assert (after.feedback, after.correct) == (2, 1)
+    assert w.evidence().requests == 15
+    time.sleep(0.7)
+    assert w.empty() and w.evidence().requests == 0 and w.total.labels == {}
+
+
+def test_drift_rule_compares_only_labels_both_sides_itemize() -> None:
+    pol = Policy(min_samples=20, check_accuracy=False)
+    stable = Evidence(requests=400, labels={k: 40 for k in range(10)})
+    same = Evidence(requests=200, labels={k: 20 for k in range(10)})
+    collapsed = Evidence(requests=200, labels={0: 200})
+    assert decide(pol, same, stable).action == "promote"
+    d = decide(pol, collapsed, stable)
+    assert d.action == "rollback" and d.reason.startswith("output drift 0.90")
+    assert "0 100%" in d.reason  # says what the canary predicts
+    # A side that lumps labels into "other" hides them: they are compared as "other".
+    partial = Evidence(requests=400, labels={0: 40, 1: 40}, other=320)
+    (c, cn), (s, sn) = comparable([[same], [partial]])
+    assert (c, s) == ({0: 20, 1: 20, OTHER: 160}, {0: 40, 1: 40, OTHER: 320})
+    assert (cn, sn) == (200, 400)
+    assert decide(pol, same, partial).action == "promote"
+
+
+def test_status_has_label_histograms_and_since(serve_reg: Registry, digits: Digits,
+                                               start_gateway: Start) -> None:
+    srv = start_gateway(serve_reg)
+    caller = Caller(srv.url)
+    predicted: list[int] = []
+    for i in range(30):
+        doc = caller.infer(digits.x[i * 2:i * 2 + 2])[1]
+        predicted += doc["outputs"][0]["data"]
+    st = status(srv.url)
+    (v1,) = st["versions"].values()
+    win = v1["window"]
+    want = {str(k): n for k, n in zip(*np.unique(predicted, return_counts=True), strict=True)}
+    assert win["labels"] == want | {OTHER: 0}
+    assert (win["requests"], win["errors"], v1["requests"]) == (30, 0, 30)
+    assert st["slot"] == 0.5 and st["window"] == 60.0
+    time.sleep(st["slot"] + 0.05)
+    for i in range(7):
+        caller.infer(digits.x[i:i + 1])
+    later = get_json(f"{srv.url}/modelvc/status?since={st['clock']!r}")["digits"]
+    (v1,) = later["versions"].values()
+    assert v1["window"]["requests"] == 7 and v1["requests"] == 37
+    assert sum(v1["window"]["labels"].values()) == 7
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        get_json(f"{srv.url}/modelvc/status?since=yesterday")
+    assert bad.value.code == 400
+
+
+def test_gateway_canary_rolls_back_on_drift_alone(serve_reg: Registry, digits: Digits,
+                                                  tmp_path: Path, start_gateway: Start) -> None:
+    """No feedback comes back (accuracy unchecked): only the output drift of a canary
+    that predicts one class catches it."""
+    commit_onnx(serve_reg, tmp_path, b"", "v2", extra={"predictor.py": CONSTANT})
+    serve_reg.promote("digits@v1", "canary", reason="start equal")
+    serve_reg.promote("digits@v2", "canary", reason="try")
+    srv = start_gateway(serve_reg, [{"model": "digits", "canary": {
+        "ref": "canary", "percent": 50,
+        "policy": {"min_samples": 40, "window": 120.0, "check_accuracy": False}}}],
+        trust="any")
+    caller = Caller(srv.url)
+    i = 0
+
+    def rolled_back() -> bool:
+        nonlocal i
+        caller.headers["X-Request-Key"] = f"user-{i}"
+        assert caller.infer(digits.x[i % len(digits.x):][:1])[0] == 200
+        i += 1
+        return serve_reg.resolve("digits@canary").number == 1
+
+    wait_for(rolled_back, "the drift rollback", limit=60)
+    last = serve_reg.history("digits", "canary")[-1]
+    assert last.action == "rollback" and "output drift" in last.reason, last.reason
+
+
+CONSTANT = b'''
+import numpy as np
+
+class Predictor:
+    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 64]}]
+    outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
+
+    def __init__(self, folder):
+        pass
+
+    def predict(self, inputs):  # a broken export: every input is a 0
+        return {"label": np.zeros(len(inputs["X"]), np.int64)}
+'''
