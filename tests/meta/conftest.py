@@ -27,7 +27,8 @@ except ImportError:  # tests/ itself is on sys.path (no tests/__init__.py)
     )
 
 BACKENDS = ["sqlite", "postgres"]
-DATA_TABLES = "version_objects, ref_moves, refs, versions, objects, models"
+DATA_TABLES = ("version_objects, ref_moves, refs, versions, objects, models, uploads, tokens, "
+               "role_bindings")
 
 
 def pg_base_url() -> str:

@@ -318,3 +318,15 @@ replicas = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("error", sa.Text, nullable=True),
 )
+
+# ---- server: objects each subject proved to hold by sending their bytes (migration
+# 0006). Shared by every server process on this database; rows older than the
+# server's upload_ttl_hours prove nothing and are deleted (meta/uploads.py).
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("subject", NAME, primary_key=True),
+    sa.Column("object_id", OBJ_ID, primary_key=True),
+    sa.Column("at", UtcDateTime, nullable=False),  # the latest upload of it by subject
+    sa.Index(None, "at"),  # expiry deletes by age
+)

@@ -2,7 +2,7 @@
 
 The methods live in parts: models, objects and refs here; versions in versions.py;
 audit, gates, keys, policy, webhooks in governance.py; tokens and roles in auth.py;
-fleet desired state in fleet.py.
+upload possession in uploads.py; fleet desired state in fleet.py.
 
 CONTRACT (the registry codes against exactly this; keep signatures stable):
 every public method is one transaction; lower-layer errors are translated to
@@ -38,6 +38,7 @@ from .rows import (
     to_ref,
 )
 from .schema import models, ref_moves, refs
+from .uploads import UploadsMixin
 from .versions import VersionsMixin
 
 FORMAT_VERSION = 1
@@ -45,7 +46,7 @@ FORMAT_VERSION = 1
 T = TypeVar("T")
 
 
-class MetaStore(VersionsMixin, GovernanceMixin, AuthMixin, FleetMixin):
+class MetaStore(VersionsMixin, GovernanceMixin, AuthMixin, UploadsMixin, FleetMixin):
     def __init__(self, engine: sa.Engine, info: dict[str, str]) -> None:
         """Use create() or open()."""
         self._engine = engine

@@ -90,7 +90,7 @@ async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st:
         data = _Body(bytes(buf) if tmp is None else None, tmp, n)
         out = await run_in_threadpool(_store, reg, model, object_id, data, kind, dtype,
                                       shape, file, tensor, base)
-        st.possession.add(p.name, [object_id])
+        await run_in_threadpool(st.possession.add, p.name, [object_id])
         return {**out, "spooled": tmp is not None}
 
 

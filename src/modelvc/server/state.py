@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import threading
-from collections import OrderedDict
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ..meta.store import MetaStore
 from ..registry import Registry
 
 
@@ -23,32 +26,43 @@ class ServerConfig:
     graceful_timeout: float = 30.0  # seconds in-flight requests get after SIGTERM
     max_upload_mb: int = 4096  # largest raw segment a commit may upload
     upload_spool_mb: int = 64  # larger uploads go to a temp file, not memory
+    upload_ttl_hours: float = 24.0  # how long an upload proves its sender has the bytes
 
 
 class Possession:
     """Object ids each subject proved to hold by sending their bytes (verified against
-    the id), most recent first out of a bounded set. A commit or pushed version may
-    name another model's object only after such a proof: knowing an id is not enough.
-    Per server process: a version recorded through another server needs the bytes
-    sent to that one (a client sends whatever that server reports missing)."""
+    the id). A commit or pushed version may name another model's object only after such
+    a proof: knowing an id is not enough. Kept in the registry database (the uploads
+    table, MetaStore.record_uploads), so every server process on that database agrees:
+    uploads through one process count for a commit through another. A proof lasts
+    `ttl`; each process deletes expired rows at most once per PRUNE_EVERY seconds."""
 
-    def __init__(self, limit: int = 500_000) -> None:
-        self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+    PRUNE_EVERY = 600.0
+
+    def __init__(self, meta: Callable[[], MetaStore], ttl: timedelta) -> None:
+        self._meta = meta
+        self.ttl = ttl
         self._lock = threading.Lock()
-        self._limit = limit
+        self._pruned = -math.inf  # monotonic time of the last expiry pass
 
     def add(self, who: str, ids: Iterable[str]) -> None:
+        """Blocking (one write transaction): call it from a worker thread."""
+        meta = self._meta()
+        meta.record_uploads(who, ids)
         with self._lock:
-            for oid in ids:
-                self._ids[(who, oid)] = None
-                self._ids.move_to_end((who, oid))
-            while len(self._ids) > self._limit:
-                self._ids.popitem(last=False)
+            due = time.monotonic() - self._pruned >= self.PRUNE_EVERY
+            if due:
+                self._pruned = time.monotonic()
+        if due:
+            meta.expire_uploads(datetime.now(UTC) - self.ttl)
 
     def unproven(self, who: str, ids: Iterable[str]) -> list[str]:
-        with self._lock:
-            return [i for i in ids if (who, i) not in self._ids]
-
+        """The ids WHO has not uploaded within the last `ttl` (no query when none)."""
+        ids = list(ids)
+        if not ids:
+            return []
+        held = self._meta().uploaded(who, ids, since=datetime.now(UTC) - self.ttl)
+        return [i for i in ids if i not in held]
 
 
 @dataclass
@@ -57,7 +71,11 @@ class ServerState:
     _local: threading.local = field(default_factory=threading.local)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _shared: Registry | None = None
-    possession: Possession = field(default_factory=Possession)
+    possession: Possession = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.possession = Possession(lambda: self.registry().meta,
+                                     timedelta(hours=self.config.upload_ttl_hours))
 
     def registry(self) -> Registry:
         """One Registry for the process (thread-safe: MetaStore opens a connection per

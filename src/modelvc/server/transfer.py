@@ -191,7 +191,8 @@ async def put_pack(request: Request, model: str) -> dict[str, Any]:
         raise UsageError(f"pack is over the {MAX_PACK}-byte limit")
     items = list(decode_pack(body))
     await run_in_threadpool(end.write_pack, model, items)
-    _state(request).possession.add(principal.name, [oid for oid, _ in items])
+    await run_in_threadpool(_state(request).possession.add, principal.name,
+                            [oid for oid, _ in items])
     return {"stored": len(items)}
 
 
@@ -210,7 +211,7 @@ async def put_object(request: Request, oid: str, model: str) -> dict[str, Any]:
         await run_in_threadpool(end.write_file, oid, path)
     finally:
         unlink_quietly(path)
-    _state(request).possession.add(principal.name, [oid])
+    await run_in_threadpool(_state(request).possession.add, principal.name, [oid])
     return {"stored": 1}
 
 
