@@ -118,6 +118,27 @@ class AuthMixin:
         q = sa.select(tokens).where(tokens.c.secret_hash == secret_hash)
         return self._tx(lambda conn: next((_token(r) for r in conn.execute(q)), None))  # type: ignore[no-any-return]
 
+    def token_grant(self, secret_hash: str) -> tuple[ApiToken, list[RoleBinding]] | None:
+        """The token with this hash and its subject's role bindings, in ONE query (a
+        left join; the server authenticates every request with it). None if unknown.
+        The caller checks revocation and expiry: nothing is cached, so a revocation
+        counts from the next request on."""
+        rb = role_bindings
+        q = (sa.select(tokens, rb.c.scope.label("rb_scope"), rb.c.role.label("rb_role"),
+                       rb.c.created_at.label("rb_created_at"),
+                       rb.c.created_by.label("rb_created_by"))
+             .select_from(tokens.outerjoin(rb, rb.c.subject == tokens.c.subject))
+             .where(tokens.c.secret_hash == secret_hash)
+             .order_by(rb.c.scope))
+        rows = list(self._tx(lambda conn: conn.execute(q).all()))
+        if not rows:
+            return None
+        tok = _token(rows[0])
+        bindings = [RoleBinding(tok.subject, m["rb_scope"], m["rb_role"],
+                                utc(m["rb_created_at"]), m["rb_created_by"])
+                    for m in (r._mapping for r in rows) if m["rb_scope"] is not None]
+        return tok, bindings
+
     def list_tokens(self, subject: str | None = None) -> list[ApiToken]:
         q = sa.select(tokens).order_by(tokens.c.created_at, tokens.c.id)
         if subject is not None:

@@ -54,19 +54,21 @@ def authenticate(request: Request, state: ServerState) -> Principal:
                               hint="pass --token or set MODELVC_TOKEN (HTTP: `Authorization: "
                                    "Bearer TOKEN`); an admin creates one with "
                                    "`modelvc token create`")
-    meta = state.registry().meta
-    tok = meta.token_by_hash(hash_token(token))
-    if tok is None:
+    # One query: the token row joined to its subject's role bindings. No cache, so a
+    # revoked or expired token (and a revoked role) is refused from the next request.
+    grant = state.registry().meta.token_grant(hash_token(token))
+    if grant is None:
         raise Unauthenticated("the API token is not known to this registry",
                               hint="check MODELVC_TOKEN / --token, or ask an admin for a "
                                    "new one (`modelvc token create`)")
+    tok, held = grant
     if tok.revoked_at is not None:
         raise Unauthenticated(f"API token {tok.id} was revoked",
                               hint="ask an admin for a new one (`modelvc token create`)")
     if tok.expires_at is not None and tok.expires_at <= datetime.now(UTC):
         raise Unauthenticated(f"API token {tok.id} expired at {tok.expires_at:%Y-%m-%d %H:%M}",
                               hint="ask an admin for a new one (`modelvc token create`)")
-    bindings = {b.scope: b.role for b in meta.role_bindings(tok.subject)}
+    bindings = {b.scope: b.role for b in held}
     caps: dict[str, str] = {}
     for s in tok.scopes:
         role, _, pattern = s.partition(":")
