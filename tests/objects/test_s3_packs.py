@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_tombstones_survive_a_new_instance(pair: tuple[S3Store, S3Store]) -> Non
     items = [(key(f"t{i}"), os.urandom(100)) for i in range(4)]
     a.put_many(items)
     a.delete(items[0][0])
-    assert any(n.endswith(".dead") for n in names(a))
+    assert any(".dead." in n for n in names(a))
     for view in (a, b, another(a)):
         assert not view.has(items[0][0])
         with pytest.raises(ObjectNotFound):
@@ -181,3 +182,24 @@ def test_commit_of_small_tensors_is_a_handful_of_requests(
     assert second <= 10, sent
     small_model(model, 1)
     assert (tmp_path / "out2" / "m.safetensors").read_bytes() == model.read_bytes()
+
+
+def test_packs_written_before_nonces_still_read(pair: tuple[S3Store, S3Store]) -> None:
+    """`packs/<id>` with a mutable `packs/<id>.dead` list (the first pack format)."""
+    from modelvc.objects.s3_packs import build
+
+    a, b = pair
+    items = [(key(f"old{i}"), os.urandom(80)) for i in range(4)]
+    pid, body, _ = build(items)
+    client = a._client
+    client.put_object(Bucket=a.bucket, Key=f"{a.prefix}{PACKS}{pid}", Body=body)
+    client.put_object(Bucket=a.bucket, Key=f"{a.prefix}{PACKS}{pid}.dead",
+                      Body=json.dumps([items[0][0]]).encode())
+    assert b.get(items[1][0]) == items[1][1]
+    assert not b.has(items[0][0])
+    assert {i.key for i in b.list()} == {k for k, _ in items[1:]}
+    b.delete(items[1][0])  # a tombstone of the new kind on an old pack
+    assert {i.key for i in another(a).list()} == {k for k, _ in items[2:]}
+    for k, _ in items[2:]:
+        b.delete(k)
+    assert names(a) == []  # the pack and both kinds of tombstone are gone

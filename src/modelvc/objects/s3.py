@@ -10,21 +10,24 @@ writers upload identical content under a content id.
 
 `put_many` packs small objects into one S3 object each (`s3_packs`). Reads look a key
 up in the in-memory pack map first, then as an individual object, and on a miss refresh
-the map from a listing of `packs/` (one LIST per 1000 packs, one ranged GET per new
-pack). Packed bytes are read in aligned windows kept in a bounded LRU (`PackCache`,
-MODELVC_S3_PACK_CACHE_MB, 64 by default), so reading a version's objects costs a
-request per window of its pack, not one per object. An individual object shadows a
-packed copy: `replace` writes the key on its own and then tombstones the packed copy
-(`packs/<id>.dead`); `delete` does the same, and removes a pack once all its members
-are dead. Another process sees a replace or a
-delete at its next refresh; until then it may read the old encoding (same decoded
-bytes), just as ObjectIO's header cache would.
+the map from a listing of `packs/` (one LIST per 1000 names, one ranged GET per new
+pack, one GET per new tombstone). Packed bytes are read in aligned windows kept in a
+bounded LRU (`PackCache`, MODELVC_S3_PACK_CACHE_MB, 64 by default), so reading a
+version's objects costs a request per window of its pack, not one per object.
+
+An individual object shadows a packed copy: `replace` writes the key on its own and
+then tombstones the packed copy; `delete` does the same. A tombstone is a write-once
+object of its own (`packs/<pack>.dead.<uuid>`), so any number of collectors may
+tombstone members of one pack at once without losing each other's deletions; a pack's
+many tombstones are merged (union written first, parts deleted after), and a pack is
+removed once all its members are dead (by the collector that sees it, or by the next
+`list`). Another process sees a replace or a delete at its next refresh; until then it
+may read the old encoding (same decoded bytes), just as ObjectIO's header cache would.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import threading
@@ -50,6 +53,7 @@ from .s3_packs import (
     PACK_CACHE,
     PACKS,
     TAIL_READ,
+    TOMBSTONE_MERGE,
     TRAILER,
     Location,
     Pack,
@@ -58,8 +62,13 @@ from .s3_packs import (
     build,
     groups,
     index_length,
+    new_pack_name,
+    new_tombstone_name,
+    pack_id,
     pack_name,
     parse_index,
+    parse_tombstone,
+    tombstone_body,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +85,9 @@ class S3Store:
     # from a pack map at most this old: gc in another process may have deleted the
     # member since, and a writer deduplicating against it would lose the object.
     map_ttl = 10.0
+    # Tombstones whose pack is gone are removed by list() once this old (a younger one
+    # may belong to a pack created after the listing passed its name).
+    stray_age = 600.0
 
     def __init__(
         self,
@@ -117,6 +129,7 @@ class S3Store:
         self._windows = PackCache(cache)
         self._refresh_lock = threading.Lock()
         self._refreshed = -float("inf")  # time.monotonic() of the last refresh's listing
+        self._strays: dict[str, float] = {}  # tombstones of packs not listed -> mtime
         self.endpoint = str(getattr(client.meta, "endpoint_url", None) or endpoint_url)
 
     def __repr__(self) -> str:
@@ -177,14 +190,12 @@ class S3Store:
 
     def _write_pack(self, items: list[tuple[str, bytes]]) -> None:
         pid, body, members = build(items)
-        if not self._put_new(self._pack_key(pid), body, f"pack {pid}"):
-            # The same bytes are there already (ids are content-derived). Its members
-            # were absent, so gc had tombstoned them: bring them back, and refresh the
-            # pack's mtime so gc's grace period counts from now.
-            with self._translated(f"pack {pid}", "write"):
-                self._client.delete_object(Bucket=self.bucket, Key=self._pack_key(pid, True))
-            self._touch_name(self._pack_key(pid), f"pack {pid}")
-        self._packs.add(Pack(pid, len(body), time.time(), members))
+        for _ in range(3):  # a fresh name each time: never a pack some tombstone names
+            name = new_pack_name(pid)
+            if self._put_new(self._pack_key(name), body, f"pack {pid}"):
+                self._packs.add(Pack(name, len(body), time.time(), members))
+                return
+        raise StorageError(f"could not name a new pack at {self.endpoint}")
 
     def put_file(self, key: str, src: BinaryIO) -> bool:
         size = remaining(src)
@@ -213,7 +224,7 @@ class S3Store:
             self._refresh()
             holding = self._packs.holding(key)
         for pack in holding:
-            self._tombstone(pack.id, key)
+            self._tombstone(pack.name, key)
 
     def delete(self, key: str) -> None:
         with self._translated(key, "delete"):
@@ -221,31 +232,71 @@ class S3Store:
         # Packs known to this process (gc lists, which refreshes the map, before it
         # deletes).
         for pack in self._packs.holding(key):
-            self._tombstone(pack.id, key)
+            self._tombstone(pack.name, key)
 
-    def _tombstone(self, pid: str, key: str) -> None:
-        """Record `key` dead in pack `pid` (read-merge-write of its .dead list); delete
-        the pack once every member is dead."""
-        pack = self._packs.get(pid)
+    def _tombstone(self, name: str, key: str) -> None:
+        """Record `key` dead in pack `name` with a tombstone of its own (write-once,
+        unique name: concurrent collectors never overwrite each other's). Then merge
+        the pack's tombstones when there are many, or delete the pack when every
+        member is dead."""
+        tomb = new_tombstone_name(name)
+        etag = self._put_tombstone(tomb, [key])
+        pack = self._packs.add_tombstone(name, tomb, etag, frozenset([key]))
         if pack is None:
             return
-        dead = self._read_dead(pid)[0] | pack.dead | {key}
-        where = f"pack {pid}"
-        if dead >= set(pack.members):
-            # .dead first: a crash in between leaves a pack whose members all came back
-            # (garbage gc finds again), never a stray .dead that would kill the members
-            # of an identical pack written later.
-            with self._translated(where, "delete"):
-                self._client.delete_object(Bucket=self.bucket, Key=self._pack_key(pid, True))
-                self._client.delete_object(Bucket=self.bucket, Key=self._pack_key(pid))
-            self._drop_pack(pid)
+        if pack.all_dead():
+            self._remove_pack(name)
+        elif len(pack.tombstones) > TOMBSTONE_MERGE:
+            self._merge_tombstones(name)
+
+    def _put_tombstone(self, tomb: str, keys: Iterable[str]) -> str:
+        with self._translated(f"tombstone {tomb}", "write"):
+            resp = self._client.put_object(Bucket=self.bucket, Key=self._pack_key(tomb),
+                                           Body=tombstone_body(keys), IfNoneMatch="*")
+        return str(resp.get("ETag", ""))
+
+    def _merge_tombstones(self, name: str) -> None:
+        """One tombstone with the union of the pack's known ones, then delete those.
+        Idempotent: a tombstone is only deleted once its keys are in a stored one, so
+        concurrent mergers (and readers listing meanwhile) never lose a key."""
+        tombs = self._packs.tombstones(name)
+        if len(tombs) < 2:
             return
-        body = json.dumps(sorted(dead & set(pack.members))).encode()
-        with self._translated(where, "write"):
-            resp = self._client.put_object(
-                Bucket=self.bucket, Key=self._pack_key(pid, True), Body=body
-            )
-        self._packs.update(pid, dead=dead, dead_etag=str(resp.get("ETag", "")))
+        keys = frozenset().union(*(k for _, k in tombs.values()))
+        merged = new_tombstone_name(name)
+        etag = self._put_tombstone(merged, keys)
+        self._packs.add_tombstone(name, merged, etag, keys, replaces=tombs)
+        self._delete_names(self._pack_key(t) for t in tombs)
+
+    def _remove_pack(self, name: str) -> None:
+        """Delete a pack whose members are all dead: the pack, then every tombstone of
+        it (listed now; one written later by a slower collector is inert: no pack will
+        ever have this name again)."""
+        with self._translated(f"pack {name}", "delete"):
+            self._client.delete_object(Bucket=self.bucket, Key=self._pack_key(name))
+        self._drop_pack(name)
+        self._delete_names(self._list_names(self._pack_key(name) + ".dead"))
+
+    def _list_names(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        with self._translated(None, "list"):
+            for page in self._client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix):
+                out += [str(o["Key"]) for o in page.get("Contents", [])]
+        return out
+
+    def _delete_names(self, names: Iterable[str]) -> None:
+        """Delete whole names (not object keys), 1000 per request; missing ones are fine."""
+        todo = list(names)
+        for i in range(0, len(todo), 1000):
+            with self._translated(None, "delete"):
+                resp = self._client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": n} for n in todo[i : i + 1000]], "Quiet": True})
+            errors = [e for e in resp.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                raise StorageError(f"cannot delete {errors[0].get('Key')} in "
+                                   f"s3://{self.bucket}/{self.prefix} at {self.endpoint}: "
+                                   f"{errors[0].get('Code')} {errors[0].get('Message', '')}")
 
     def touch(self, key: str) -> None:
         try:
@@ -431,8 +482,14 @@ class S3Store:
     def list(self) -> Iterator[ObjectInfo]:
         """Individual objects, then live packed members not shadowed by one: a packed
         member's size is its own length, its mtime its pack's (a touch of any member
-        refreshes the whole pack, which errs on the side of keeping objects)."""
+        refreshes the whole pack, which errs on the side of keeping objects).
+
+        gc lists before it deletes, so this is where packs are tidied: packs whose
+        members are all dead are removed (a collector that died, or two that each saw
+        only their own tombstones), tombstones of packs that are gone are removed once
+        `stray_age` old, and a pack's many tombstones are merged into one."""
         self._refresh()
+        self._tidy()
         packed = self._packs.live_items()
         alone: set[str] = set()
         paginator = self._client.get_paginator("list_objects_v2")
@@ -447,10 +504,29 @@ class S3Store:
             if key not in alone:
                 yield ObjectInfo(key, loc.length, loc.mtime)
 
+    def _tidy(self) -> None:
+        try:
+            for pack in self._packs.all_dead():
+                self._remove_pack(pack.name)
+            for name in self._packs.names():
+                if len(self._packs.tombstones(name)) > TOMBSTONE_MERGE:
+                    self._merge_tombstones(name)
+            now = time.time()
+            with self._refresh_lock:
+                old = [t for t, mtime in self._strays.items() if now - mtime > self.stray_age]
+            if old:
+                self._delete_names(self._pack_key(t) for t in old)
+                with self._refresh_lock:
+                    for t in old:
+                        self._strays.pop(t, None)
+        except StorageError as exc:  # e.g. read-only credentials: tidying can wait
+            log.warning("could not tidy the packs of %s: %s", self, exc)
+
     # packs
 
-    def _pack_key(self, pid: str, dead: bool = False) -> str:
-        return f"{self.prefix}{PACKS}{pid}{'.dead' if dead else ''}"
+    def _pack_key(self, name: str) -> str:
+        """The S3 name of a pack or tombstone, from its name under packs/."""
+        return f"{self.prefix}{PACKS}{name}"
 
     def _locate_fresh(self, key: str, since: float | None = None) -> Location | None:
         self._refresh(since)
@@ -462,71 +538,90 @@ class S3Store:
 
     def _refresh(self, since: float | None = None) -> None:
         """Bring the pack map up to date with the bucket: new packs (their indexes),
-        deleted packs, changed .dead lists and mtimes. With `since`, a refresh whose
-        listing started after it (another thread's, meanwhile) is enough."""
+        deleted packs, new tombstones, mtimes. With `since`, a refresh whose listing
+        started after it (another thread's, meanwhile) is enough."""
         with self._refresh_lock:
             if since is not None and self._refreshed >= since:
                 return
-            started = time.monotonic()
-            listed: dict[str, tuple[int, float]] = {}
-            dead_tags: dict[str, str] = {}
-            paginator = self._client.get_paginator("list_objects_v2")
-            with self._translated(None, "list"):
-                for page in paginator.paginate(
-                    Bucket=self.bucket, Prefix=self.prefix + PACKS,
-                    PaginationConfig={"PageSize": self.list_page_size},
-                ):
-                    for obj in page.get("Contents", []):
-                        parsed = pack_name(obj["Key"][len(self.prefix + PACKS):])
-                        if parsed is None:
-                            continue
-                        pid, is_dead = parsed
-                        if is_dead:
-                            dead_tags[pid] = str(obj.get("ETag", ""))
-                        else:
-                            listed[pid] = (int(obj["Size"]), obj["LastModified"].timestamp())
-            known = self._packs.ids()
-            for pid in known - set(listed):
-                self._drop_pack(pid)
-            new = [pid for pid in listed if pid not in known]
-            if new:
-                with ThreadPoolExecutor(min(HEAD_THREADS, len(new))) as pool:
-                    indexes = list(pool.map(lambda p: self._read_index(p, listed[p][0]), new))
-                for pid, members in zip(new, indexes, strict=True):
-                    if members is not None:
-                        self._packs.add(Pack(pid, listed[pid][0], listed[pid][1], members))
-            for pid, (_, mtime) in listed.items():
-                pack = self._packs.get(pid)
-                if pack is None:
-                    continue
-                tag = dead_tags.get(pid)
-                if tag is None:
-                    self._packs.update(pid, mtime=mtime, dead=set(), dead_etag=None)
-                elif tag != pack.dead_etag:
-                    dead, etag = self._read_dead(pid)
-                    self._packs.update(pid, mtime=mtime, dead=dead, dead_etag=etag or tag)
-                else:
-                    self._packs.update(pid, mtime=mtime)
+            for _ in range(3):
+                started = time.monotonic()
+                if self._refresh_once(started):
+                    break
             self._refreshed = started
 
-    def _read_index(self, pid: str, size: int) -> dict[str, tuple[int, int]] | None:
+    def _refresh_once(self, started: float) -> bool:
+        """One listing of packs/. False when a listed tombstone was gone before it was
+        read (merged meanwhile: its keys are in a tombstone this listing may have
+        missed), so the caller lists again."""
+        listed: dict[str, tuple[int, float]] = {}
+        tombs: dict[str, dict[str, tuple[str, float]]] = {}  # pack -> name -> etag, mtime
+        paginator = self._client.get_paginator("list_objects_v2")
+        with self._translated(None, "list"):
+            for page in paginator.paginate(
+                Bucket=self.bucket, Prefix=self.prefix + PACKS,
+                PaginationConfig={"PageSize": self.list_page_size},
+            ):
+                for obj in page.get("Contents", []):
+                    rest = obj["Key"][len(self.prefix + PACKS):]
+                    parsed = pack_name(rest)
+                    if parsed is None:
+                        continue
+                    name, is_tomb = parsed
+                    mtime = obj["LastModified"].timestamp()
+                    if is_tomb:
+                        tombs.setdefault(name, {})[rest] = (str(obj.get("ETag", "")), mtime)
+                    else:
+                        listed[name] = (int(obj["Size"]), mtime)
+        known = self._packs.names()
+        for name in known - set(listed):
+            self._drop_pack(name)
+        new = [name for name in listed if name not in known]
+        if new:
+            with ThreadPoolExecutor(min(HEAD_THREADS, len(new))) as pool:
+                indexes = list(pool.map(lambda n: self._read_index(n, listed[n][0]), new))
+            for name, members in zip(new, indexes, strict=True):
+                if members is not None:
+                    self._packs.add(Pack(name, listed[name][0], listed[name][1], members))
+        # Tombstones: each read once (they are write-once; the one mutable `.dead` of
+        # stores written before nonces is re-read when its ETag changes).
+        have = {name: self._packs.tombstones(name) for name in listed}
+        todo = [t for name, ts in tombs.items() if name in have for t, (etag, _) in ts.items()
+                if t not in have[name] or (t.endswith(".dead") and have[name][t][0] != etag)]
+        read: dict[str, frozenset[str] | None] = {}
+        if todo:
+            with ThreadPoolExecutor(min(HEAD_THREADS, len(todo))) as pool:
+                read = dict(zip(todo, pool.map(self._read_tombstone, todo), strict=True))
+        for name, (_, mtime) in listed.items():
+            current: dict[str, tuple[str, frozenset[str]]] = {}
+            for t, (etag, _) in tombs.get(name, {}).items():
+                keys = read[t] if t in read else have[name].get(t, (etag, frozenset()))[1]
+                if keys is not None:
+                    current[t] = (etag, keys)
+            self._packs.set_tombstones(name, current, since=started)
+            self._packs.update(name, mtime=mtime)
+        self._strays = {t: mtime for name, ts in tombs.items() if name not in listed
+                        for t, (_, mtime) in ts.items()}
+        return all(keys is not None for keys in read.values())
+
+    def _read_index(self, name: str, size: int) -> dict[str, tuple[int, int]] | None:
         """A pack's members from its end: one ranged GET usually holds the trailer and
         the index, a second fetches a longer index. A corrupt pack is skipped (logged):
         one bad pack must not make the whole store unreadable."""
-        name = self._pack_key(pid)
-        what = f"pack {pid}"
+        key = self._pack_key(name)
+        pid = pack_id(name)
+        what = f"pack {name}"
         try:
             if size < TRAILER:
                 raise CorruptObject(f"pack {pid[:12]} is too short to be a pack")
             n = min(size, TAIL_READ)
-            tail = self._get_range_name(name, size - n, n, what)
+            tail = self._get_range_name(key, size - n, n, what)
             ilen = index_length(tail, pid)
             if ilen + TRAILER > size:
                 raise CorruptObject(f"pack {pid[:12]} claims a {ilen}-byte index")
             if ilen + TRAILER <= len(tail):
                 index = tail[len(tail) - TRAILER - ilen : len(tail) - TRAILER]
             else:
-                index = self._get_range_name(name, size - TRAILER - ilen, ilen, what)
+                index = self._get_range_name(key, size - TRAILER - ilen, ilen, what)
             return parse_index(pid, index, size)
         except ObjectNotFound:  # deleted between the listing and this read
             return None
@@ -534,20 +629,20 @@ class S3Store:
             log.warning("skipping %s in %s: %s", what, self, exc)
             return None
 
-    def _read_dead(self, pid: str) -> tuple[set[str], str | None]:
-        """A pack's tombstones and the ETag of its .dead object (none: empty, None)."""
+    def _read_tombstone(self, tomb: str) -> frozenset[str] | None:
+        """The keys a tombstone lists; None when it is gone (merged or its pack
+        removed meanwhile)."""
         try:
-            with self._translated(f"pack {pid}", "read"):
-                resp = self._client.get_object(Bucket=self.bucket, Key=self._pack_key(pid, True))
+            with self._translated(f"tombstone {tomb}", "read"):
+                resp = self._client.get_object(Bucket=self.bucket, Key=self._pack_key(tomb))
                 body = resp["Body"].read()
         except ObjectNotFound:
-            return set(), None
-        try:
-            dead = {str(k) for k in json.loads(body)}
-        except (ValueError, TypeError):
-            log.warning("ignoring an unreadable tombstone list of pack %s in %s", pid, self)
-            dead = set()
-        return dead, str(resp.get("ETag", ""))
+            return None
+        keys = parse_tombstone(body)
+        if keys is None:
+            log.warning("ignoring unreadable tombstone %s in %s", tomb, self)
+            return frozenset()
+        return keys
 
     def close(self) -> None:
         close = getattr(self._client, "close", None)
