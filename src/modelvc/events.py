@@ -9,6 +9,11 @@ webhook only. Every attempt is written to the delivery log.
 
 Who delivers: the process that made a mutation (briefly, never failing the mutation),
 `modelvc webhook deliver --wait N`, and long-running processes via `run_forever`.
+
+Who configures: a webhook receives every model's events, so adding or removing one is a
+registry-wide admin action (`require_admin`). Through a server that is the admin role
+on '*' (server/hooks.py checks it; `RemoteEvents` is the client); locally, once the
+registry has an admin at all, the actor must be one of them.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from . import webhooks as wire
+from .errors import PermissionDenied
 from .meta.api import AuditEntry, Delivery, Webhook
 
 if TYPE_CHECKING:
@@ -33,6 +40,7 @@ BRIEF_BUDGET = 1.0  # seconds after_mutation may spend in total
 BRIEF_TRIES = 2  # tries per event after a mutation (connection refused costs ~ms)
 TIMEOUT = 5.0  # per HTTP request when delivering on purpose
 BATCH = 500  # audit entries read per query
+MAX_REMOTE_WAIT = 60.0  # seconds a server spends on one `deliver` request
 
 
 @dataclass
@@ -55,6 +63,28 @@ def wants(hook: Webhook, entry: AuditRow) -> bool:
     return not hook.events or entry.action in hook.events
 
 
+def admins(meta: MetaStore) -> set[str]:
+    """Who administers the whole registry: subjects bound to the admin role on '*'
+    (what the server checks) and the applied policy's roles.admin."""
+    out = {b.subject for b in meta.role_bindings() if b.scope == "*" and b.role == "admin"}
+    from .gates.policy import applied_policy  # the policy parser loads only when asked
+
+    pol = applied_policy(meta)
+    return out | set(pol.admins) if pol is not None else out
+
+
+def require_admin(meta: MetaStore, actor: str, what: str) -> None:
+    """PermissionDenied unless ACTOR administers the registry. A registry with no admin
+    at all (no admin role on '*', no policy admins) is a single-user one: anyone may,
+    as anyone may promote before a policy is applied."""
+    allowed = admins(meta)
+    if allowed and actor not in allowed:
+        raise PermissionDenied(
+            f"{actor} may not {what}: webhooks receive every model's events, so they "
+            "need the admin role on the whole registry ('*')",
+            hint=f"ask an admin: `modelvc role grant {actor} admin --on '*'`")
+
+
 class Events:
     def __init__(self, meta: MetaStore) -> None:
         self.meta = meta
@@ -63,9 +93,10 @@ class Events:
         self._failures: dict[int, int] = {}  # hook -> consecutive failed passes
         self._next_try: dict[int, float] = {}  # hook -> monotonic time it is due again
 
-    # ---- configuration (audited like every mutation)
+    # ---- configuration (admins only; audited like every mutation)
     def add(self, url: str, *, secret: str, events: Sequence[str], actor: str) -> Webhook:
         wire.check_url(url)
+        require_admin(self.meta, actor, "add a webhook")
         entry = AuditEntry(actor=actor, action="webhook", target=url,
                            after={"added": url, "events": sorted(set(events))})
         hook = self.meta.add_webhook(url, secret, sorted(set(events)), entry)
@@ -73,6 +104,7 @@ class Events:
         return hook
 
     def remove(self, webhook_id: int, *, actor: str) -> None:
+        require_admin(self.meta, actor, "remove a webhook")
         hook = next((h for h in self.meta.list_webhooks() if h.id == webhook_id), None)
         entry = AuditEntry(actor=actor, action="webhook", target=hook.url if hook else "",
                            before={"removed": webhook_id})
@@ -87,6 +119,10 @@ class Events:
 
     def pending(self, hook: Webhook) -> int:
         return sum(1 for e in self.meta.audit_entries(after_id=hook.cursor) if wants(hook, e))
+
+    def status(self) -> list[tuple[Webhook, int]]:
+        """Each active webhook with the number of events waiting for it."""
+        return [(h, self.pending(h)) for h in self.hooks()]
 
     # ---- delivery
     def after_mutation(self) -> None:
@@ -223,3 +259,63 @@ class Events:
             if i + 1 < tries:
                 time.sleep(min(wire.backoff(i + 1, base=0.1), max(remaining, 0.0)))
         return False, failed
+
+
+def _webhook(d: dict[str, Any]) -> Webhook:
+    # The server never sends a secret back: it was shown once, when the hook was added.
+    return Webhook(id=int(d["id"]), url=d["url"], secret="", events=list(d["events"]),
+                   cursor=int(d["cursor"]), created_at=datetime.fromisoformat(d["created_at"]),
+                   active=bool(d["active"]))
+
+
+def _delivery(d: dict[str, Any]) -> Delivery:
+    return Delivery(id=int(d["id"]), webhook_id=int(d["webhook_id"]),
+                    audit_id=int(d["audit_id"]), attempt=int(d["attempt"]),
+                    at=datetime.fromisoformat(d["at"]), status=d["status"], error=d["error"])
+
+
+class RemoteEvents:
+    """The configuration and delivery side of Events for a registry behind a `modelvc
+    server` (/api/v1/webhooks, admin on '*'). `call(method, path, **httpx_kwargs)` is the
+    client's transport (RemoteRegistry._call). Every change is made, and audited, as the
+    token's subject; `actor` is accepted for the same signature and ignored."""
+
+    def __init__(self, call: Callable[..., Any]) -> None:
+        self._call = call
+
+    def add(self, url: str, *, secret: str, events: Sequence[str],
+            actor: str | None = None) -> Webhook:
+        wire.check_url(url)
+        out = self._call("POST", "/webhooks",
+                         json={"url": url, "secret": secret, "events": list(events)})
+        return _webhook(out["webhook"])
+
+    def remove(self, webhook_id: int, *, actor: str | None = None) -> None:
+        self._call("DELETE", f"/webhooks/{int(webhook_id)}")
+
+    def status(self) -> list[tuple[Webhook, int]]:
+        return [(_webhook(d), int(d["pending"])) for d in self._call("GET", "/webhooks")]
+
+    def hooks(self) -> list[Webhook]:
+        return [h for h, _ in self.status()]
+
+    def pending(self, hook: Webhook) -> int:
+        return next((n for h, n in self.status() if h.id == hook.id), 0)
+
+    def log(self, webhook_id: int | None = None) -> list[Delivery]:
+        params = {} if webhook_id is None else {"webhook_id": webhook_id}
+        return [_delivery(d) for d in self._call("GET", "/webhooks/deliveries", params=params)]
+
+    def deliver(self, wait: float = 0.0) -> Report:
+        """The server delivers; it waits at most MAX_REMOTE_WAIT per request, so a
+        longer wait is several requests."""
+        report = Report()
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
+            step = min(max(deadline - time.monotonic(), 0.0), MAX_REMOTE_WAIT)
+            d = self._call("POST", "/webhooks/deliver", json={"wait": step})
+            report.delivered += int(d["delivered"])
+            report.failed_attempts += int(d["failed_attempts"])
+            report.pending = {int(k): int(v) for k, v in d["pending"].items()}
+            if not report.pending or time.monotonic() >= deadline:
+                return report

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from modelvc.errors import PermissionDenied, Unauthenticated
+from modelvc.events import RemoteEvents
 from modelvc.registry import Registry
 from modelvc.remote import RemoteRegistry
 from tests.conftest import write_model
@@ -114,6 +115,13 @@ def _new_branch(e: Env) -> str:
     return name
 
 
+HOOK = "http://127.0.0.1:9/unused"
+
+
+def _new_webhook(e: Env) -> int:
+    return RemoteEvents(e.admin._call).add(HOOK, secret="s", events=["none"]).id
+
+
 # name -> (role needed, on M or the whole registry, setup as admin, the action)
 Setup = Callable[[Env], Any]
 Act = Callable[[RemoteRegistry, Any, Env], Any]
@@ -152,9 +160,17 @@ ACTIONS: dict[str, tuple[str, str, Setup, Act]] = {
     "create-token": ("admin", "global", lambda e: None,
                      lambda c, x, e: c.create_token(_u("tok"), subject="x")),
     "list-tokens": ("admin", "global", lambda e: None, lambda c, x, e: c.list_tokens()),
+    "webhook-add": ("admin", "global", lambda e: None,
+                    lambda c, x, e: RemoteEvents(c._call).add(HOOK, secret="s",
+                                                              events=["none"])),
+    "webhook-remove": ("admin", "global", _new_webhook,
+                       lambda c, x, e: RemoteEvents(c._call).remove(x)),
+    "webhook-list": ("admin", "global", lambda e: None,
+                     lambda c, x, e: RemoteEvents(c._call).status()),
 }
 AUDITED = {"commit", "create-branch", "tag", "delete-branch", "promote", "rollback",
-           "delete-channel", "force-promote", "delete-version", "grant-role", "create-token"}
+           "delete-channel", "force-promote", "delete-version", "grant-role", "create-token",
+           "webhook-add", "webhook-remove"}
 
 
 def snapshot(path: Path) -> Any:
@@ -168,6 +184,7 @@ def snapshot(path: Path) -> Any:
             sorted(o.key for o in reg.store.list()) if hasattr(reg.store, "list") else None,
             [(t.id, t.revoked_at) for t in reg.meta.list_tokens()],
             [(b.subject, b.scope, b.role) for b in reg.meta.role_bindings()],
+            [(h.id, h.active) for h in reg.meta.list_webhooks(active_only=False)],
         )
 
 

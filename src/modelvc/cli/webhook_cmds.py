@@ -1,4 +1,8 @@
-"""`modelvc webhook`: deliver channel moves, gate results and other events over HTTP."""
+"""`modelvc webhook`: deliver channel moves, gate results and other events over HTTP.
+
+On a local registry and, for admins on '*', on a server (--registry http://...).
+Adding and removing webhooks is an admin action (events.require_admin).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,18 @@ import click
 
 from .main import Ctx, json_option
 from .output import emit, when
+
+
+def _events(ctx: Ctx) -> Any:
+    """The registry's Events, or RemoteEvents through its server."""
+    from ..remote import RemoteRegistry
+
+    reg = ctx.registry()
+    if isinstance(reg, RemoteRegistry):
+        from ..events import RemoteEvents
+
+        return getattr(reg, "events", None) or RemoteEvents(reg._call)
+    return reg.events
 
 
 def _public(hook: Any) -> dict[str, Any]:
@@ -39,7 +55,7 @@ def add(ctx: Ctx, url: str, secret: str | None, events: tuple[str, ...], as_json
 
     generated = secret is None
     secret = secret or new_secret()
-    hook = ctx.registry().events.add(url, secret=secret, events=events, actor=author())
+    hook = _events(ctx).add(url, secret=secret, events=events, actor=author())
     out = _public(hook)
     if generated:
         out["secret"] = secret
@@ -53,8 +69,7 @@ def add(ctx: Ctx, url: str, secret: str | None, events: tuple[str, ...], as_json
 @click.pass_obj
 def list_(ctx: Ctx, as_json: bool) -> None:
     """Active webhooks and how many events wait for each (secrets are never shown)."""
-    events = ctx.registry().events
-    rows = [{**_public(h), "pending": events.pending(h)} for h in events.hooks()]
+    rows = [{**_public(h), "pending": n} for h, n in _events(ctx).status()]
 
     def human() -> None:
         if not rows:
@@ -75,7 +90,7 @@ def remove(ctx: Ctx, webhook_id: int, as_json: bool) -> None:
     """Stop sending events to webhook ID (its delivery log is kept)."""
     from ..lineage import author
 
-    ctx.registry().events.remove(webhook_id, actor=author())
+    _events(ctx).remove(webhook_id, actor=author())
     emit(as_json, {"removed": webhook_id}, f"removed webhook {webhook_id}")
 
 
@@ -86,7 +101,7 @@ def remove(ctx: Ctx, webhook_id: int, as_json: bool) -> None:
 @click.pass_obj
 def log(ctx: Ctx, webhook_id: int | None, limit: int, as_json: bool) -> None:
     """Delivery attempts: event, HTTP status or error, oldest first."""
-    rows = ctx.registry().events.log(webhook_id)[-limit:] if limit > 0 else []
+    rows = _events(ctx).log(webhook_id)[-limit:] if limit > 0 else []
 
     def human() -> None:
         if not rows:
@@ -107,7 +122,7 @@ def log(ctx: Ctx, webhook_id: int | None, limit: int, as_json: bool) -> None:
 @click.pass_obj
 def deliver(ctx: Ctx, wait: float, as_json: bool) -> None:
     """Deliver pending events now; exit 1 if some are still pending."""
-    report = ctx.registry().events.deliver(wait)
+    report = _events(ctx).deliver(wait)
     pending = ", ".join(f"webhook {k}: {v}" for k, v in report.pending.items())
     emit(as_json, report, f"delivered {report.delivered}, failed attempts "
          f"{report.failed_attempts}" + (f", pending {pending}" if pending else ""))

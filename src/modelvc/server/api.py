@@ -18,7 +18,7 @@ from .. import maintenance
 from ..errors import NotFound, RefNotFound, UsageError
 from ..names import parse_ref
 from ..registry import UNSET, Registry
-from . import admin, commits
+from . import admin, commits, hooks
 from .auth import authorize, can
 from .deps import P, R
 from .wire import encode
@@ -26,6 +26,7 @@ from .wire import encode
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 router.include_router(commits.router)
 router.include_router(admin.router)
+router.include_router(hooks.router)
 
 
 def model_of(ref: str) -> str:
