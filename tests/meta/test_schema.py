@@ -97,3 +97,32 @@ def test_head_revision_constant_matches_alembic() -> None:
     from modelvc.meta import migrate
 
     assert migrate.head_revision() == migrate.alembic_head()
+
+
+def test_a_0005_registry_is_upgraded_to_hold_uploads(empty_url: str) -> None:
+    """A registry from before upload possession moved to the database (0005) opens,
+    migrates to the head and takes upload rows; the downgrade removes the table."""
+    from datetime import UTC, datetime, timedelta
+
+    from alembic import command
+
+    store = MetaStore.create(empty_url)
+    store.ensure_model("m")
+    store.close()
+    engine = sa.create_engine(empty_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        command.downgrade(migrate._config(conn), "0005")
+    with engine.connect() as conn:
+        assert migrate.current_revision(conn) == "0005"
+        assert not sa.inspect(conn).has_table("uploads")
+    store = MetaStore.open(empty_url)
+    try:
+        store.record_uploads("ann", ["ab" * 32])
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        assert store.uploaded("ann", ["ab" * 32], since=since) == {"ab" * 32}
+        assert [m.name for m in store.list_models()] == ["m"]
+    finally:
+        store.close()
+    with engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.head_revision() == "0006"
+    engine.dispose()
