@@ -16,6 +16,7 @@ from modelvc.serving.canary import (
     MAX_LABELS,
     OTHER,
     TOP_LABELS,
+    Decision,
     Evidence,
     Policy,
     Window,
@@ -71,6 +72,9 @@ def test_drift_rule_compares_only_labels_both_sides_itemize() -> None:
     same = Evidence(requests=200, labels={k: 20 for k in range(10)})
     collapsed = Evidence(requests=200, labels={0: 200})
     assert decide(pol, same, stable).action == "promote"
+    # No baseline yet (e.g. a fleet trial's first moments): wait, do not skip the check.
+    assert decide(pol, collapsed, Evidence(requests=5, labels={1: 5})) == \
+        Decision("wait", "5/20 stable requests to compare with")
     d = decide(pol, collapsed, stable)
     assert d.action == "rollback" and d.reason.startswith("output drift 0.90")
     assert "0 100%" in d.reason  # says what the canary predicts

@@ -13,10 +13,13 @@ Atomic strategy (a two-phase switch, coordinated through the deployment row):
 
 Canary strategy: the first `canary_replicas` members serve the new version at epoch+1
 (the rolling machinery's per-replica targets) while the rest keep the stable one; the
-gateways' per-version statistics are judged by the gateway canary policy. If it holds,
-the rest stage and flip at that same epoch+1 as in the atomic strategy; if not, every
-replica returns to the stable version (still warm on the canaries) at epoch+2 and the
-channel is moved back if it named the refused version.
+gateways' per-version statistics (errors, p95, predicted-label histograms, feedback),
+counted from the trial's start on each gateway's own clock, are judged by the gateway
+canary policy. A canary replica that dies, stops serving the version or stops answering
+fails the trial at the next look. If it holds, the rest stage and flip at that same
+epoch+1 as in the atomic strategy; if not, every replica returns to the stable version
+(still warm on the canaries) at epoch+2 and the channel is moved back if it named the
+refused version.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ from ..meta.fleet import REPLICA_CHANNEL, Deployment, Replica
 from ..meta.rows import now
 from ..registry import Registry
 from ..serving.canary import Decision, Policy
-from .canary import judge, version_stats
+from .canary import GatewayStats, judge, read_stats
 from .notify import Listener, is_postgres
 
 STRATEGIES = ("atomic", "rolling", "canary")
+TRIAL_POLL = 0.25  # seconds between looks at the canaries' statistics
+DEAD_AFTER_MISSES = 2  # a canary gateway that fails this many looks in a row is dead
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,7 @@ class Controller:
         assert stable is not None
         canaries, rest = ids[:min(self.canary_replicas, len(ids) - 1)], \
             ids[min(self.canary_replicas, len(ids) - 1):]
+        marks = self._clocks(d, ids)  # before the canaries switch: the trial starts now
         d = self.meta.begin_rolling(d.name, d.epoch, vid, ids)
         epoch = d.epoch + 1
         d = self.meta.roll_batch(d.name, d.epoch, canaries)
@@ -167,7 +173,7 @@ class Controller:
                          lambda r: r.epoch >= epoch and r.serving_id == vid, fail=failed)
         if why is not None:
             return self._refuse(d, vid, f"canary {', '.join(canaries)}: {why}", t0)
-        verdict = self._trial(d, vid, stable, ids)
+        verdict = self._trial(d, vid, stable, ids, canaries, epoch, marks)
         if verdict.action != "promote":
             return self._refuse(d, vid, f"canary on {', '.join(canaries)} rolled back: "
                                         f"{verdict.reason}", t0)
@@ -179,24 +185,77 @@ class Controller:
         out = self.flip(d, move, note=f"canary on {', '.join(canaries)}: {verdict.reason}")
         return Outcome(out.deployment, out.ok, out.reason, time.monotonic() - t0)
 
-    def _trial(self, d: Deployment, vid: str, stable: str, ids: list[str]) -> Decision:
+    def _clocks(self, d: Deployment, ids: list[str]) -> dict[str, float]:
+        """Each member gateway's own clock now: its statistics are read from then on."""
+        marks = {}
+        for r in self.meta.list_replicas(d.model):
+            if r.id in ids:
+                got = read_stats(r.address)
+                if isinstance(got, GatewayStats) and got.clock is not None:
+                    marks[r.id] = got.clock
+        return marks
+
+    def _trial(self, d: Deployment, vid: str, stable: str, ids: list[str],
+               canaries: list[str], epoch: int, marks: dict[str, float]) -> Decision:
         """Judge the canaries until the policy decides or its window ends (no verdict in
         a window is a rollback: a canary must earn the fleet). Stats of the stable version
-        come from every member, of the canary version from the canaries (only they serve it)."""
+        come from every member, of the canary version from the canaries (only they serve
+        it), each counted from the trial's start on that gateway's clock (`marks`; a
+        gateway that did not answer then is counted from its first answer). A canary
+        replica that dies, stops serving the version or stops answering (twice in a row)
+        fails the trial at once."""
         end = time.monotonic() + self.policy.window
+        misses: dict[str, int] = {}
         while True:
+            rows = {r.id: r for r in self.meta.list_replicas(d.model) if r.id in ids}
             by_version: dict[str, list[dict[str, Any]]] = {}
-            for r in self.meta.list_replicas(d.model):
-                if r.id in ids:
-                    for v, stats in version_stats(r.address).items():
-                        by_version.setdefault(v, []).append(stats)
+            for rid in ids:
+                r = rows.get(rid)
+                if r is None:
+                    continue
+                got = read_stats(r.address, marks.get(rid))
+                if isinstance(got, str):
+                    misses[rid] = misses.get(rid, 0) + 1
+                    if rid in canaries and misses[rid] >= DEAD_AFTER_MISSES:
+                        return Decision("rollback", f"canary replica {rid} died mid-trial: "
+                                                    f"{r.address} does not answer ({got})")
+                    continue
+                misses[rid] = 0
+                if rid not in marks:  # counted from now on
+                    if got.clock is not None:
+                        marks[rid] = got.clock
+                    continue
+                for v, stats in got.versions.items():
+                    by_version.setdefault(v, []).append(stats)
+            gone = self._canary_gone(rows, canaries, vid, epoch)
+            if gone is not None:
+                return Decision("rollback", gone)
             verdict = judge(self.policy, by_version, vid, stable)
             if verdict.action != "wait":
                 return verdict
             if time.monotonic() > end:
                 return Decision("rollback", f"no verdict within the {self.policy.window:g}s "
                                             f"canary window ({verdict.reason})")
-            time.sleep(0.25)
+            time.sleep(TRIAL_POLL)
+
+    def _canary_gone(self, rows: dict[str, Replica], canaries: list[str], vid: str,
+                     epoch: int) -> str | None:
+        """Why a canary replica can no longer carry the trial (None: all still can)."""
+        t = now()
+        for rid in canaries:
+            r = rows.get(rid)
+            if r is None:
+                return f"canary replica {rid} left the fleet mid-trial"
+            assert r.heartbeat_at is not None
+            age = (t - r.heartbeat_at).total_seconds()
+            if age > self.stale:
+                return (f"canary replica {rid} died mid-trial: no heartbeat for {age:.0f}s "
+                        f"({r.address})")
+            if r.serving_id != vid or r.epoch < epoch or r.state == "failed":
+                return (f"canary replica {rid} stopped serving the canary mid-trial "
+                        f"(state {r.state}, epoch {r.epoch}"
+                        + (f": {r.error}" if r.error else "") + ")")
+        return None
 
     def _refuse(self, d: Deployment, vid: str, why: str, t0: float) -> Outcome:
         """Every replica back to the stable version (warm on the canaries: one switch) at

@@ -27,7 +27,9 @@ import numpy as np
 class Policy:
     """Each check needs `min_samples` (requests) or `min_feedback` (labels) in `window`
     seconds before it counts; the canary is promoted once every enabled check has its
-    samples and passes, and rolled back as soon as one fails."""
+    samples and passes, and rolled back as soon as one fails. Latency and output drift
+    compare with the stable version, so they also wait for `min_samples` stable
+    requests (a canary taking all traffic never earns a verdict: nothing to compare)."""
 
     window: float = 60.0
     min_samples: int = 50
@@ -296,8 +298,11 @@ def decide(policy: Policy, c: Evidence, s: Evidence) -> Decision:
     if rate > policy.max_error_rate:
         return Decision("rollback", f"error rate {rate:.1%} > {policy.max_error_rate:.1%} "
                                     f"over {n} requests")
+    if s.requests < policy.min_samples:  # latency and drift compare with the stable side
+        return Decision("wait", f"{s.requests}/{policy.min_samples} stable requests to "
+                                "compare with")
     cp, sp = c.p95, s.p95
-    if cp is not None and sp is not None and s.requests >= policy.min_samples:
+    if cp is not None and sp is not None:
         limit = sp * policy.max_p95_ratio + policy.p95_slack
         if cp > limit:
             return Decision("rollback", f"latency p95 {cp * 1e3:.1f} ms > "
@@ -305,7 +310,7 @@ def decide(policy: Policy, c: Evidence, s: Evidence) -> Decision:
     passed = [f"errors {rate:.1%}"]
     if policy.check_drift:
         (ch, cn), (sh, sn) = comparable([[c], [s]])
-        if cn and sn and s.requests >= policy.min_samples:
+        if cn and sn:
             d = drift({k: v / cn for k, v in ch.items()}, {k: v / sn for k, v in sh.items()})
             # Two samples of one distribution differ by about this much by chance alone.
             limit = policy.max_drift + 0.5 * math.sqrt(len(set(ch) | set(sh)) / min(cn, sn))
