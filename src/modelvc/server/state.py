@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ..errors import ModelvcError
 from ..meta.store import MetaStore
 from ..registry import Registry
+from .logs import LOG
 
 
 @dataclass
@@ -54,7 +56,10 @@ class Possession:
             if due:
                 self._pruned = time.monotonic()
         if due:
-            meta.expire_uploads(datetime.now(UTC) - self.ttl)
+            try:
+                meta.expire_uploads(datetime.now(UTC) - self.ttl)
+            except ModelvcError as exc:  # the upload is recorded; expiry can wait
+                LOG.warning("expiring old uploads failed", extra={"error": str(exc)})
 
     def unproven(self, who: str, ids: Iterable[str]) -> list[str]:
         """The ids WHO has not uploaded within the last `ttl` (no query when none)."""
