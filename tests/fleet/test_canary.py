@@ -22,7 +22,7 @@ from .fleet_helpers import GatewayProcess, wait_for
 from .test_atomic import versions
 
 Starter = Callable[..., list[GatewayProcess]]
-FAST = {"min_samples": 40, "min_feedback": 40, "window": 60.0}
+FAST = Policy(min_samples=40, min_feedback=40, window=60.0)
 
 
 @contextmanager
@@ -46,7 +46,7 @@ def cli(reg: Registry, *args: str) -> subprocess.CompletedProcess[str]:
 def test_healthy_canary_completes_to_the_whole_fleet(
         fleet_reg: Registry, start_gateways: Starter, digits: Digits) -> None:
     gws = start_gateways(fleet_reg, 3)
-    with Controller(fleet_reg, canary_replicas=1, policy=Policy(**FAST)) as c:
+    with Controller(fleet_reg, canary_replicas=1, policy=FAST) as c:
         c.create("d", "digits", "production", strategy="canary")
         assert c.rollout("d").ok  # adopts v1: nothing to compare with, not judged
         with traffic(gws, digits) as loads:

@@ -4,6 +4,7 @@ and a canary replica that dies mid-trial fails the trial at the next look."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from tests.serving.conftest import Digits, commit_onnx
 
 from .fleet_helpers import GatewayProcess, get_json, wait_for
 from .test_atomic import versions
+from .test_canary import cli
 
 Starter = Callable[..., list[GatewayProcess]]
 
@@ -79,25 +81,31 @@ def test_canary_whose_outputs_drift_is_rolled_back_without_feedback(
     predicted-label histograms show that the canary answers 0 to everything."""
     commit_onnx(fleet_reg, tmp_path, b"", "v4", extra={"predictor.py": CONSTANT})
     gws = start_gateways(fleet_reg, 3, trust="any")
-    policy = Policy(min_samples=40, check_accuracy=False)
-    with Controller(fleet_reg, canary_replicas=1, policy=policy) as c:
-        c.create("d", "digits", "production", strategy="canary")
-        assert c.rollout("d").ok
-        loads = _loads(gws, digits)
-        try:
-            out = c.rollout("d", "v4")
-            canary = get_json(f"{gws[0].url}/modelvc/status")["digits"]["versions"]
-        finally:
-            tallies = [t.stop() for t in loads]
-        assert not out.ok
-        assert out.reason.startswith("canary on r1 rolled back: output drift"), out.reason
-        assert "(0 100% vs " in out.reason
-        st = c.status("d")
-        assert (st["state"], st["version"]) == ("aborted", 1) and st["reason"] == out.reason
+    opts = ["--no-accuracy", "--min-samples", "40", "--json"]
+    made = cli(fleet_reg, "create", "digits@production", "--name", "d", "--strategy",
+               "canary", *opts)
+    assert made.returncode == 0, made.stderr
+    loads = _loads(gws, digits)
+    try:
+        out = cli(fleet_reg, "rollout", "d", "--to", "v4", *opts)
+        canary = get_json(f"{gws[0].url}/modelvc/status")["digits"]["versions"]
+        assert out.returncode == 5, out.stdout + out.stderr
+        reason = json.loads(out.stdout)["reason"]
+        assert reason.startswith("canary on r1 rolled back: output drift"), reason
+        assert "(0 100% vs " in reason
+        st = json.loads(cli(fleet_reg, "status", "d", "--json").stdout)
+        assert (st["state"], st["version"], st["reason"]) == ("aborted", 1, reason)
+        wait_for(lambda: versions(gws) == [(1, 3)] * 3, "every replica back on v1")
+        # An operator who means the new answers says so: then it is not compared.
+        out = cli(fleet_reg, "rollout", "d", "--to", "v4", "--no-drift", *opts)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "drift" not in json.loads(out.stdout)["reason"]
+    finally:
+        tallies = [t.stop() for t in loads]
     assert sum(t.failed for t in tallies) == 0
     v4 = canary[fleet_reg.resolve("digits@v4").id]["window"]
     assert v4["labels"]["0"] == v4["requests"] > 0 and v4["labels"]["other"] == 0
-    wait_for(lambda: versions(gws) == [(1, 3)] * 3, "every replica back on v1")
+    assert versions(gws) == [(4, 4)] * 3
 
 
 def test_a_version_tried_again_is_judged_on_its_new_requests(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from modelvc.fleet.controller import Controller
-from modelvc.meta.fleet import Deployment
+from modelvc.meta.fleet import Deployment, Replica
 from modelvc.meta.rows import now
 from modelvc.registry import Registry
 from modelvc.serving.runner import free_port
@@ -123,7 +123,7 @@ def test_a_replica_that_cannot_stage_backs_off(fleet_reg: Registry, start_gatewa
         d = meta.begin_stage("d", 1, v4, ["r1", "r2", "r3"])  # and no controller after
         beats: set[object] = set()
 
-        def r3() -> object:
+        def r3() -> Replica:
             (row,) = [r for r in meta.list_replicas("digits") if r.id == "r3"]
             if row.state == "failed":
                 beats.add(row.heartbeat_at)

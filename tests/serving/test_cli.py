@@ -86,3 +86,13 @@ def test_serve_bad_input_exits_2(serve_reg: Registry, tmp_path: Path, args: tupl
                          capture_output=True, text=True, check=False)
     assert out.returncode == 2
     assert message in out.stderr
+
+
+def test_serve_takes_an_actor_or_a_token_not_both(serve_reg: Registry) -> None:
+    out = subprocess.run([*MODELVC, "--registry", str(serve_reg.layout.root), "serve",
+                          "digits@production", "--canary", "canary", "--actor", "bob"],
+                         capture_output=True, text=True, check=False,
+                         env=os.environ | {"MODELVC_SERVE_TOKEN": "mvc_secret"})
+    assert out.returncode == 2
+    assert "give the gateway an actor or a token, not both" in out.stderr
+    assert "mvc_secret" not in out.stderr + out.stdout

@@ -46,6 +46,9 @@ def canary_options(f: Any) -> Any:
                      show_default=True, help="Feedback labels before live accuracy counts."),
         click.option("--no-accuracy", "no_accuracy", is_flag=True,
                      help="Do not wait for feedback (no labels come back)."),
+        click.option("--no-drift", "no_drift", is_flag=True,
+                     help="Do not compare predicted-label histograms (the new version is "
+                          "meant to answer differently)."),
     ]):
         f = opt(f)
     return f
@@ -54,6 +57,7 @@ def canary_options(f: Any) -> Any:
 def _canary(kw: dict[str, Any]) -> dict[str, Any]:
     out = {k: kw.pop(k) for k in ("canary_replicas", "window", "min_samples", "min_feedback")}
     out["check_accuracy"] = not kw.pop("no_accuracy")
+    out["check_drift"] = not kw.pop("no_drift")
     return out
 
 

@@ -142,7 +142,7 @@ class Controller:
 
         return Watcher(self, name, **kw)
 
-    def _run(self, d: Deployment, vid: str, move: Callable[[], None] | None, *,
+    def _run(self, d: Deployment, vid: str, move: Callable[[], object] | None, *,
              judged: bool = True) -> Outcome:
         # Adopting a first version or going back to the still-warm previous one is not
         # judged: there is no stable version to compare with, or it is a rollback.
@@ -152,7 +152,7 @@ class Controller:
         staged = self.roll(d, vid) if d.strategy == "rolling" else self.stage(d, vid)
         return staged if isinstance(staged, Outcome) else self.flip(staged, move)
 
-    def canary(self, d: Deployment, vid: str, move: Callable[[], None] | None) -> Outcome:
+    def canary(self, d: Deployment, vid: str, move: Callable[[], object] | None) -> Outcome:
         """Canary strategy (see the module docstring). A fleet of one replica has nobody
         to compare with: it is switched atomically."""
         t0 = time.monotonic()
@@ -317,7 +317,7 @@ class Controller:
         d = self.meta.abort_stage(d.name, d.epoch, why)
         return Outcome(d, False, why, time.monotonic() - t0)
 
-    def flip(self, d: Deployment, move: Callable[[], None] | None = None, *,
+    def flip(self, d: Deployment, move: Callable[[], object] | None = None, *,
              note: str = "") -> Outcome:
         """Phase two: move the channel (`move`), commit the epoch, verify. `note` is the
         reason recorded when every replica is in sync (the canary's verdict)."""
