@@ -43,7 +43,7 @@ def read_stats(address: str, since: float | None = None, timeout: float = 2.0
                                     timeout=timeout) as resp:
             doc = json.loads(resp.read())
     except (OSError, ValueError) as exc:
-        log.warning("fleet: canary stats from %s: %s", address, exc)
+        log.debug("fleet: canary stats from %s: %s", address, exc)
         return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
     out: dict[str, dict[str, Any]] = {}
     clock = None

@@ -24,6 +24,7 @@ refused version.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from ..serving.canary import Decision, Policy
 from .canary import GatewayStats, judge, read_stats
 from .notify import Listener, is_postgres
 
+log = logging.getLogger("modelvc.fleet")
 STRATEGIES = ("atomic", "rolling", "canary")
 TRIAL_POLL = 0.25  # seconds between looks at the canaries' statistics
 DEAD_AFTER_MISSES = 2  # a canary gateway that fails this many looks in a row is dead
@@ -216,6 +218,8 @@ class Controller:
                 got = read_stats(r.address, marks.get(rid))
                 if isinstance(got, str):
                     misses[rid] = misses.get(rid, 0) + 1
+                    if misses[rid] == 1:
+                        log.warning("fleet: %s (%s) does not answer: %s", rid, r.address, got)
                     if rid in canaries and misses[rid] >= DEAD_AFTER_MISSES:
                         return Decision("rollback", f"canary replica {rid} died mid-trial: "
                                                     f"{r.address} does not answer ({got})")

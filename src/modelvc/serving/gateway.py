@@ -183,16 +183,23 @@ class Gateway:
 
         try:
             await self.pool.call(run)
-        except (PermissionDenied, GateNotPassed) as exc:
-            kind = "gates" if isinstance(exc, GateNotPassed) else "permission"
-            r = sm.refuse(action, version, target, channel, reason, actor, exc.message, kind)
+        except Exception as exc:  # refused (roles, gates, token), or the registry failed
+            if isinstance(exc, GateNotPassed | PermissionDenied):
+                kind = "gates" if isinstance(exc, GateNotPassed) else "permission"
+            else:
+                kind = "error"  # e.g. the database is unreachable: retried the same way
+            msg = exc.message if isinstance(exc, ModelvcError) else \
+                f"{type(exc).__name__}: {exc}"
+            r = sm.refuse(action, version, target, channel, reason, actor, msg, kind)
             self.metrics.refusals.labels(model, channel, action, kind).inc()
             if kind == "permission":
-                sm.identity_warning = exc.message
-            log.warning("%s: %s of v%d to %s@%s REFUSED (attempt %d, retry in %.0fs): %s%s",
-                        model, action, version.number, model, channel, r.attempts,
-                        r.retry_at - time.monotonic(), exc.message,
-                        " (traffic stays off the canary)" if action == "rollback" else "")
+                sm.identity_warning = msg
+            log.log(logging.ERROR if kind == "error" else logging.WARNING,
+                    "%s: %s of v%d to %s@%s %s (attempt %d, retry in %.0fs): %s%s",
+                    model, action, version.number, model, channel,
+                    "FAILED" if kind == "error" else "REFUSED", r.attempts,
+                    r.retry_at - time.monotonic(), msg,
+                    " (traffic stays off the canary)" if action == "rollback" else "")
             return False
         sm.refusal = sm.identity_warning = None
         counter = self.metrics.rollbacks if action == "rollback" else self.metrics.promotions

@@ -45,8 +45,8 @@ class Metrics:
         self.promotions = Counter("modelvc_promotions", "Automatic canary promotions",
                                   ["model", "channel"], registry=r)
         self.refusals = Counter("modelvc_canary_refusals",
-                                "Automatic canary moves the registry refused (kind: "
-                                "permission | gates)",
+                                "Automatic canary moves the registry refused or failed "
+                                "(kind: permission | gates | error)",
                                 ["model", "channel", "action", "kind"], registry=r)
         self.serving = Gauge("modelvc_serving_version", "Version number a channel serves",
                              ["model", "channel"], registry=r)

@@ -28,8 +28,9 @@ class Totals:
 
 @dataclass
 class Refusal:
-    """An automatic canary move the registry refused (roles, gates, token): kept until
-    the move succeeds or the channels move on, retried after `retry_at` (monotonic)."""
+    """An automatic canary move the registry refused (roles, gates, token) or failed:
+    kept until the move succeeds or the channels move on, retried after `retry_at`
+    (monotonic)."""
 
     action: str  # "promote" | "rollback"
     version: VersionRow  # the canary version
@@ -38,7 +39,7 @@ class Refusal:
     reason: str  # the canary policy's verdict
     actor: str | None
     error: str
-    kind: str  # "permission" | "gates"
+    kind: str  # "permission" | "gates" | "error" (the registry failed)
     attempts: int
     at: datetime
     retry_at: float
