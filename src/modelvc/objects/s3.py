@@ -584,7 +584,8 @@ class S3Store:
                     self._packs.add(Pack(name, listed[name][0], listed[name][1], members))
         # Tombstones: each read once (they are write-once; the one mutable `.dead` of
         # stores written before nonces is re-read when its ETag changes).
-        have = {name: self._packs.tombstones(name) for name in listed}
+        mapped = self._packs.names()  # listed packs whose index was readable
+        have = {name: self._packs.tombstones(name) for name in listed if name in mapped}
         todo = [t for name, ts in tombs.items() if name in have for t, (etag, _) in ts.items()
                 if t not in have[name] or (t.endswith(".dead") and have[name][t][0] != etag)]
         read: dict[str, frozenset[str] | None] = {}
@@ -592,6 +593,8 @@ class S3Store:
             with ThreadPoolExecutor(min(HEAD_THREADS, len(todo))) as pool:
                 read = dict(zip(todo, pool.map(self._read_tombstone, todo), strict=True))
         for name, (_, mtime) in listed.items():
+            if name not in have:
+                continue
             current: dict[str, tuple[str, frozenset[str]]] = {}
             for t, (etag, _) in tombs.get(name, {}).items():
                 keys = read[t] if t in read else have[name].get(t, (etag, frozenset()))[1]
