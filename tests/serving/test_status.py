@@ -49,6 +49,15 @@ def test_window_counts_in_bounded_slots_whatever_the_rate() -> None:
     assert s["p95"] == pytest.approx(0.002, rel=0.03)  # from the latency histogram
 
 
+def test_labels_of_any_numeric_output_are_counted_safely() -> None:
+    w = Window(span=60.0)
+    w.record(True, 0.001, np.array([2.0, np.nan, np.inf, 3.0]))
+    w.record(True, 0.001, np.array([np.nan]))
+    w.record(True, 0.001, np.array(["cat"]))
+    w.record(True, 0.001, np.array([True]))
+    assert w.evidence().labels == {2: 1, 3: 1, 1: 1} and w.evidence().requests == 4
+
+
 def test_since_counts_only_later_slots_and_old_slots_expire() -> None:
     w = Window(span=0.6, slot=0.05)
     for _ in range(10):

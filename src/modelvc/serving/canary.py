@@ -231,8 +231,12 @@ class Window:
             b = latency_bucket(seconds)
             c.latency[b] += 1
             t.latency[b] += 1
-        if labels is None or not labels.size:
+        if labels is None or not labels.size or labels.dtype.kind not in "iubf":
             return
+        if labels.dtype.kind == "f":  # a float output named as the label output
+            labels = labels[np.isfinite(labels)]
+            if not labels.size:
+                return
         if labels.size == 1:
             pairs: Any = ((int(labels.reshape(-1)[0]), 1),)
         else:
