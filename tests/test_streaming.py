@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from modelvc import checkout, commit, storage
+from modelvc import commit, storage
 from modelvc.codec import BLOCK_ELEMENTS
 from modelvc.registry import Registry
 
 
 @pytest.fixture
 def small_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    for mod in (storage, commit, checkout):
+    for mod in (storage, commit):
         monkeypatch.setattr(mod, "STREAM_BYTES", 1 << 20)
 
 

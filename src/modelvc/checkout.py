@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from .codec import numpy_dtype
+from .codec.buffers import POOL, Bytes
 from .errors import AlreadyExists, Corrupt, CorruptObject, DiskFull, StorageError, UsageError
 from .manifest import FileEntry, Manifest, SegmentRef
 from .pipeline import windowed
-from .storage import STREAM_BYTES, ObjectIO
+from .storage import ObjectIO
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,15 @@ def _write_file(
                 # Small segments are decoded ahead on the pool; big tensors stream block
                 # by block (their blocks decode in parallel) so memory stays bounded.
                 for seg, data in windowed(pool, entry.segments, lambda s: (s, _read(io, s))):
-                    parts = [data] if data is not None else io.iter_object(seg.id, True)
+                    parts, leases = data if data is not None else (
+                        io.iter_tensor(seg.id, verify=False, transient=True), [])
                     n = 0
                     for part in parts:
                         out.write(part)
                         h.update(part)
                         n += len(part)
+                    for lease in leases:
+                        POOL.give(lease)
                     if n != seg.size:
                         raise CorruptObject(f"object {seg.id[:12]} has {n} bytes, not {seg.size}")
                     written += n
@@ -93,7 +97,7 @@ def _write_file(
                 # No fsync: a checkout is derived data (like git's work tree), re-created
                 # from the registry, and its sha256 is verified below before the rename.
             if written != entry.size or h.hexdigest() != entry.sha256:
-                raise CorruptObject(f"{entry.path} does not rebuild to its recorded sha256")
+                _name_corrupt(io, entry)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -105,10 +109,30 @@ def _write_file(
         raise StorageError(f"cannot write {target}: {exc.strerror}") from exc
 
 
-def _read(io: ObjectIO, seg: SegmentRef) -> bytes | None:
-    if seg.tensor is not None and seg.size > STREAM_BYTES:
-        return None  # streamed by the writer
-    return io.read_object(seg.id, seg.tensor is not None)
+def _read(io: ObjectIO, seg: SegmentRef
+          ) -> tuple[list[bytes | memoryview], list[Bytes]] | None:
+    """A segment decoded ahead: its parts and the pooled buffers to give back once they
+    are written; None for a tensor of several blocks (the writer streams it, its
+    blocks decoding in parallel, their memory reused block after block).
+
+    Objects are not re-hashed one by one here: the file's sha256, checked before the
+    file appears, covers every byte of them (_name_corrupt finds the culprit)."""
+    if seg.tensor is None:
+        return [io.read_blob(seg.id, verify=False)], []
+    if len(io.header(seg.id).blocks) > 1:
+        return None
+    data, lease = io.lease_block(seg.id, 0)
+    return [data], [lease] if lease is not None else []
+
+
+def _name_corrupt(io: ObjectIO, entry: FileEntry) -> None:
+    """The file did not rebuild to its sha256: re-read each object verified, uncached,
+    to raise the error that names the corrupt one."""
+    io.blocks.clear()  # decoded blocks of this file were not verified one by one
+    for seg in entry.segments:
+        for _ in io.iter_object(seg.id, seg.tensor is not None, cached=False):
+            pass
+    raise CorruptObject(f"{entry.path} does not rebuild to its recorded sha256")
 
 
 class TensorDict(Mapping[str, Any]):

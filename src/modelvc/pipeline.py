@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Executor, Future
 from typing import TypeVar
 
@@ -13,7 +13,7 @@ WINDOW = 4
 
 
 def windowed(pool: Executor | None, items: Iterable[T], fn: Callable[[T], R], *,
-             window: int = WINDOW) -> Iterator[R]:
+             window: int = WINDOW) -> Generator[R, None, None]:
     """fn over items on pool, at most `window` in flight, results in input order.
 
     Without a pool (or for a single item) it runs inline. Pending work is cancelled

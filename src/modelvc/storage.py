@@ -28,13 +28,15 @@ from .codec import (
     TensorObjectWriter,
     decode_blob,
     decode_block,
-    decode_delta_run,
+    decode_chain,
     dtype_info,
     encode_blob,
     encode_block,
+    kernels,
     read_header,
 )
 from .codec.block import STEP_MODES
+from .codec.buffers import POOL, Bytes
 from .errors import CorruptObject
 from .meta.api import ObjectRow
 from .objects.base import ObjectStore, flush
@@ -96,6 +98,11 @@ class BlockCache:
                 _, old = self._d.popitem(last=False)
                 self._bytes -= len(old)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+            self._bytes = 0
+
     def drop(self, oid: str) -> None:
         with self._lock:
             for key in [k for k in self._d if k[0] == oid]:
@@ -151,7 +158,7 @@ class ObjectIO:
         if h is not None:
             return h
         size = self.store.size(oid)
-        h = read_header(size, lambda start, n: self.store.get_range(oid, start, n))
+        h = read_header(size, lambda start, n: bytes(self.store.get_range(oid, start, n)))
         with self._lock:
             self._headers[oid] = h
             while len(self._headers) > 4096:
@@ -321,22 +328,46 @@ class ObjectIO:
     def decode_block_at(self, oid: str, i: int, *, cached: bool = True) -> bytes | memoryview:
         """Block i of a tensor object, decoded through its delta chain block by block
         (blocks of objects with the same element count line up). A run of same-dtype
-        delta links is summed in one pass (codec.decode_delta_run)."""
+        delta links, with the 'full' block under it and an export's cast link over it, is
+        decoded in one pass (codec.decode_chain). Kept in the block cache."""
+        return self._block(oid, i, cached=cached, lease=False)[0]
+
+    def lease_block(self, oid: str, i: int, *, cached: bool = True
+                    ) -> tuple[bytes | memoryview, Bytes | None]:
+        """decode_block_at without keeping the block: (data, lease). When lease is not
+        None, data lives in pooled memory: `POOL.give(lease)` once done with it (a
+        checkout writes each block once; reusing its memory spares page faults)."""
+        return self._block(oid, i, cached=cached, lease=True)
+
+    def _block(self, oid: str, i: int, *, cached: bool, lease: bool
+               ) -> tuple[bytes | memoryview, Bytes | None]:
         hit = self.blocks.get(oid, i) if cached else None
         if hit is not None:
-            return hit
+            return hit, None
         top = self.header(oid)
-        run: list[tuple[str, bytes]] = []  # newest first
-        cur = oid
+        if i >= len(top.blocks):
+            raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
+        n = top.blocks[i].elements
+        run: list[tuple[str, bytes | memoryview]] = []  # newest first
+        cur, code = oid, top.dtype
+        cast = full = None
+        if top.blocks[i].mode == "cast" and top.ref is not None and (
+                top.ref_dtype, top.dtype) == ("F32", "BF16"):
+            # An export: its F32 parent's chain and the cast link decode in one pass.
+            b = top.blocks[i]
+            cast = self.store.get_range(oid, b.offset, b.length)
+            cur, code = top.ref, "F32"
+        base: bytes | memoryview | None = None
         while True:
             h = self.header(cur)
-            if i >= len(h.blocks) or h.block_elements != top.block_elements:
+            if i >= len(h.blocks) or h.block_elements != top.block_elements or (
+                    h.dtype != code):
                 raise CorruptObject(f"tensor object {cur[:12]} has no block {i} that lines up")
             # A cached block ends the walk, unless the link above it is "extrap": that
             # link needs this level's own step, so the walk goes on below it.
             usable = cur != oid and cached and not (run and run[-1][0] == "extrap")
             if usable and (hit := self.blocks.get(cur, i)) is not None:
-                base: bytes | memoryview = hit
+                base = hit
                 break
             b = h.blocks[i]
             payload = self.store.get_range(cur, b.offset, b.length)
@@ -344,17 +375,28 @@ class ObjectIO:
                 run.append((b.mode, payload))
                 cur = h.ref
                 continue
-            base = self._decode_one(cur, h, i, payload, cached)
+            if b.mode == "full":
+                full = payload
+            else:
+                base = self._decode_one(cur, h, i, payload, cached)
             break
-        out: bytes | memoryview = base
-        if run:
-            out = decode_delta_run(base, run[::-1], top.dtype, top.blocks[i].elements)
-        if cached:
+        out: bytes | memoryview
+        leased = None
+        if run or cast is not None or full is not None:
+            size = n * dtype_info(top.dtype).itemsize
+            if lease:
+                leased = POOL.take(size)
+            dest = leased if leased is not None else kernels.empty(size)
+            out = decode_chain(code, n, run[::-1], base=base, full=full, cast=cast, out=dest)
+        else:
+            assert base is not None
+            out = base
+        if cached and not lease:
             self.blocks.put(oid, i, out)
-        return out
+        return out, leased
 
-    def _decode_one(self, oid: str, h: TensorHeader, i: int, payload: bytes,
-                    cached: bool) -> bytes:
+    def _decode_one(self, oid: str, h: TensorHeader, i: int, payload: bytes | memoryview,
+                    cached: bool) -> bytes | memoryview:
         b = h.blocks[i]
         ref = None
         if b.mode != "full":
@@ -363,22 +405,31 @@ class ObjectIO:
             ref = self.decode_block_at(h.ref, i, cached=cached)
         return decode_block(b.mode, payload, h.dtype, b.elements, ref=ref, ref_code=h.ref_dtype)
 
-    def iter_tensor(self, oid: str, *, verify: bool = True, cached: bool = True
-                    ) -> Iterator[bytes | memoryview]:
+    def iter_tensor(self, oid: str, *, verify: bool = True, cached: bool = True,
+                    transient: bool = False) -> Iterator[bytes | memoryview]:
         """Decoded blocks in order (two at a time in parallel); the BLAKE3 of the whole
-        is checked against the id after the last block."""
+        is checked against the id after the last block.
+
+        transient: blocks are not kept in the cache and each one is valid only until
+        the next is asked for (its memory is then reused)."""
         h = self.header(oid)
         hasher = blake3.blake3() if verify else None
         total = 0
         pool = self.executor if len(h.blocks) > 1 else None
-        def block(i: int) -> bytes | memoryview:
-            return self.decode_block_at(oid, i, cached=cached)
+        def block(i: int) -> tuple[bytes | memoryview, Bytes | None]:
+            return self._block(oid, i, cached=cached, lease=transient)
 
-        for part in windowed(pool, range(len(h.blocks)), block):
-            total += len(part)
-            if hasher is not None:
-                hasher.update(part)
-            yield part
+        leases = windowed(pool, range(len(h.blocks)), block)
+        try:
+            for part, leased in leases:
+                total += len(part)
+                if hasher is not None:
+                    hasher.update(part)
+                yield part
+                if leased is not None:
+                    POOL.give(leased)
+        finally:
+            leases.close()  # cancels blocks decoding ahead when the consumer stops
         if total != h.raw_size or total != dtype_info(h.dtype).itemsize * _numel(h.shape):
             raise CorruptObject(f"tensor object {oid[:12]} decodes to the wrong size")
         if hasher is not None and hasher.hexdigest() != oid:
@@ -408,10 +459,11 @@ class ObjectIO:
             raise CorruptObject(f"blob object {oid[:12]} does not match its id")
         return out
 
-    def iter_object(self, oid: str, is_tensor: bool) -> Iterator[bytes | memoryview]:
+    def iter_object(self, oid: str, is_tensor: bool, *, cached: bool = True
+                    ) -> Iterator[bytes | memoryview]:
         """An object's decoded bytes in pieces (tensors block by block), verified."""
         if is_tensor:
-            yield from self.iter_tensor(oid)
+            yield from self.iter_tensor(oid, cached=cached)
         else:
             yield self.read_blob(oid)
 

@@ -13,9 +13,10 @@ def test_public_names_are_pinned() -> None:
         [
             "BLOCK_ELEMENTS", "DTYPES", "BlockInfo", "DTypeInfo", "TensorHeader",
             "TensorObjectWriter", "block_spans", "can_cast_predict", "cast_predict",
-            "compress_planes", "decode_blob", "decode_block", "decode_delta_run", "decode_tensor",
-            "decompress_planes", "delta_decode", "delta_encode", "dtype_info", "encode_blob",
-            "encode_block", "encode_tensor", "numpy_dtype", "read_header", "read_header_bytes",
+            "compress_planes", "decode_blob", "decode_block", "decode_chain",
+            "decode_delta_run", "decode_tensor", "decompress_planes", "delta_decode",
+            "delta_encode", "dtype_info", "encode_blob", "encode_block", "encode_tensor",
+            "numpy_dtype", "read_header", "read_header_bytes",
         ]
     )  # fmt: skip
     for name in codec.__all__:

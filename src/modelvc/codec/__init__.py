@@ -4,7 +4,7 @@ Pure functions over bytes; no I/O besides the BinaryIO a TensorObjectWriter is g
 """
 
 from modelvc.codec.blob import decode_blob, encode_blob
-from modelvc.codec.block import decode_delta_run
+from modelvc.codec.block import decode_chain, decode_delta_run
 from modelvc.codec.cast import can_cast_predict, cast_predict
 from modelvc.codec.delta import delta_decode, delta_encode
 from modelvc.codec.dtypes import DTYPES, DTypeInfo, dtype_info, numpy_dtype
@@ -36,6 +36,7 @@ __all__ = [
     "compress_planes",
     "decode_blob",
     "decode_block",
+    "decode_chain",
     "decode_delta_run",
     "decode_tensor",
     "decompress_planes",

@@ -69,6 +69,27 @@ static int check_width(int itemsize) {
     return -1;
 }
 
+/* ---- F32 -> BF16 cast prediction (modelvc.codec.cast._f32_to_bf16) ---- */
+
+static inline uint16_t bf16_of(uint32_t x) {
+    uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16; /* finite: never wraps */
+    uint32_t quiet = (x >> 16) | 0x0040u;                       /* NaN: payload, quieted */
+    return (uint16_t)(((x & 0x7FFFFFFFu) > 0x7F800000u) ? quiet : rounded);
+}
+
+/* out[0..m) (BF16) = the prediction from the F32 values plus the cast link's residual
+   (byte planes cp at element lo), in the order-preserving domain. */
+static void cast_tail(const uint32_t *f32, const uint8_t *const *cp, Py_ssize_t lo,
+                      Py_ssize_t m, uint8_t *out) {
+    uint16_t r[CH];
+    const uint8_t *c0 = cp[0] + lo, *c1 = cp[1] + lo;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        uint16_t z = (uint16_t)(c0[i] | (c1[i] << 8));
+        r[i] = unord16((uint16_t)(ord16(bf16_of(f32[i])) + unzig16(z)));
+    }
+    memcpy(out, r, (size_t)m * 2);
+}
+
 /* ---- plane merge / split ---- */
 
 #define MERGE_AT(T, p, W, i, out)                                                        \
@@ -129,13 +150,22 @@ static int check_width(int itemsize) {
             }                                                                            \
         }                                                                                \
     }                                                                                    \
-    /* out = unord(ord(base) + sum over links of (unzig(merge(planes)) + k * step)) */   \
-    static void run_##BITS(uint8_t *out, const uint8_t *base, const int *ks,            \
-                           const uint8_t *const *planes, int nl, int fl, Py_ssize_t n) { \
+    /* out = unord(ord(base) + sum over links of (unzig(merge(planes)) + k * step)); the  \
+       base is a buffer or byte planes (bp); with cast planes (cp, 32-bit floats only) \
+       the result is then the BF16 prediction plus the cast link's residual. */          \
+    static void run_##BITS(uint8_t *out, const uint8_t *base, const uint8_t *const *bp, \
+                           const int *ks, const uint8_t *const *planes, int nl, int fl,  \
+                           const uint8_t *const *cp, Py_ssize_t n) {                     \
         T acc[CH], step[CH], d[CH];                                                      \
         for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
             Py_ssize_t m = n - lo < CH ? n - lo : CH;                                    \
-            memcpy(acc, base + lo * W, (size_t)m * W);                                   \
+            if (bp) {                                                                    \
+                const uint8_t *q[8];                                                     \
+                for (int b = 0; b < W; b++) q[b] = bp[b] + lo;                           \
+                for (Py_ssize_t i = 0; i < m; i++) MERGE_AT(T, q, W, i, acc[i]);         \
+            } else {                                                                     \
+                memcpy(acc, base + lo * W, (size_t)m * W);                               \
+            }                                                                            \
             if (fl)                                                                      \
                 for (Py_ssize_t i = 0; i < m; i++) acc[i] = ord##BITS(acc[i]);           \
             for (int j = 0; j < nl; j++) {                                               \
@@ -156,11 +186,14 @@ static int check_width(int itemsize) {
                     for (Py_ssize_t i = 0; i < m; i++) d[i] = (T)(d[i] + kk * step[i]);  \
                 }                                                                        \
                 for (Py_ssize_t i = 0; i < m; i++) acc[i] = (T)(acc[i] + d[i]);          \
-                memcpy(step, d, (size_t)m * W);                                          \
+                if (j + 1 < nl && ks[j + 1]) memcpy(step, d, (size_t)m * W);             \
             }                                                                            \
             if (fl)                                                                      \
                 for (Py_ssize_t i = 0; i < m; i++) acc[i] = unord##BITS(acc[i]);         \
-            memcpy(out + lo * W, acc, (size_t)m * W);                                    \
+            if (cp)                                                                      \
+                cast_tail((const uint32_t *)(const void *)acc, cp, lo, m, out + lo * 2); \
+            else                                                                         \
+                memcpy(out + lo * W, acc, (size_t)m * W);                                \
         }                                                                                \
     }
 
@@ -278,35 +311,83 @@ fail:
     return NULL;
 }
 
-/* run(out, base, links, itemsize, is_float): links is a sequence of (k, planes or None),
-   oldest first; k = 0 for a plain delta, the step multiple for "extrap". */
+/* Hold the w planes of seq (each n bytes) into ptrs[0..w); -1 with an exception set. */
+static int hold_planes(Held *h, PyObject *obj, int w, Py_ssize_t n, const uint8_t **ptrs) {
+    PyObject *seq = PySequence_Fast(obj, "byte planes must be a sequence");
+    if (!seq) return -1;
+    if (PySequence_Fast_GET_SIZE(seq) != w) {
+        PyErr_Format(PyExc_ValueError, "%zd byte planes, expected %d",
+                     PySequence_Fast_GET_SIZE(seq), w);
+        Py_DECREF(seq);
+        return -1;
+    }
+    for (int b = 0; b < w; b++) {
+        if (!(ptrs[b] = hold(h, PySequence_Fast_GET_ITEM(seq, b), n, "a byte plane", 0))) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* run(out, base, links, itemsize, is_float, cast=None)
+
+   base: the reference block (a buffer) or its byte planes (a list: a "full" block).
+   links: (k, planes or None) oldest first; k = 0 for a plain delta, the step multiple
+   for "extrap", planes None for an unchanged link. cast: the two byte planes of an
+   F32 -> BF16 "cast" link on top (out is then BF16). */
 static PyObject *py_run(PyObject *self, PyObject *args) {
-    PyObject *out_obj, *base_obj, *links_obj;
+    PyObject *out_obj, *base_obj, *links_obj, *cast_obj = Py_None;
     int w, fl;
-    if (!PyArg_ParseTuple(args, "OOOip:run", &out_obj, &base_obj, &links_obj, &w, &fl))
+    if (!PyArg_ParseTuple(args, "OOOip|O:run", &out_obj, &base_obj, &links_obj, &w, &fl,
+                          &cast_obj))
         return NULL;
     if (check_width(w) < 0) return NULL;
     PyObject *links = PySequence_Fast(links_obj, "links must be a sequence");
     if (!links) return NULL;
     Held h = {.count = 0};
     int ks[MAX_LINKS];
-    const uint8_t *planes[MAX_LINKS * 8];
+    const uint8_t *planes[MAX_LINKS * 8], *bp[8], *cp[2];
     memset(planes, 0, sizeof planes);
-    Py_ssize_t nl = PySequence_Fast_GET_SIZE(links), len, n;
-    const uint8_t *base;
+    Py_ssize_t nl = PySequence_Fast_GET_SIZE(links), n, out_len;
+    const uint8_t *base = NULL;
+    int base_planes = PyList_Check(base_obj) || PyTuple_Check(base_obj);
+    int cast = cast_obj != Py_None;
     uint8_t *out;
     if (nl > MAX_LINKS) {
         PyErr_Format(PyExc_ValueError, "at most %d links in one run", MAX_LINKS);
         goto fail;
     }
-    if (!(base = hold(&h, base_obj, -1, "the base block", 0))) goto fail;
-    len = h.views[0].len;
-    if (len % w) {
-        PyErr_Format(PyExc_ValueError, "%zd bytes is not a whole number of %d-byte elements",
-                     len, w);
+    if (cast && !(w == 4 && fl)) {
+        PyErr_SetString(PyExc_ValueError, "a cast link needs an F32 run");
         goto fail;
     }
-    n = len / w;
+    if (base_planes) {
+        if (PySequence_Size(base_obj) < 1) {
+            PyErr_SetString(PyExc_ValueError, "no base planes");
+            goto fail;
+        }
+        PyObject *first = PySequence_GetItem(base_obj, 0);
+        if (!first) goto fail;
+        Py_buffer v;
+        if (PyObject_GetBuffer(first, &v, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(first);
+            goto fail;
+        }
+        n = v.len;
+        PyBuffer_Release(&v);
+        Py_DECREF(first);
+        if (hold_planes(&h, base_obj, w, n, bp) < 0) goto fail;
+    } else {
+        if (!(base = hold(&h, base_obj, -1, "the base block", 0))) goto fail;
+        if (h.views[0].len % w) {
+            PyErr_Format(PyExc_ValueError, "%zd bytes is not a whole number of %d-byte elements",
+                         h.views[0].len, w);
+            goto fail;
+        }
+        n = h.views[0].len / w;
+    }
     for (Py_ssize_t j = 0; j < nl; j++) {
         PyObject *link = PySequence_Fast_GET_ITEM(links, j), *ps;
         int k;
@@ -316,37 +397,27 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
             goto fail;
         }
         ks[j] = k;
-        if (ps == Py_None) continue;
-        PyObject *pseq = PySequence_Fast(ps, "a link's planes must be a sequence");
-        if (!pseq) goto fail;
-        if (PySequence_Fast_GET_SIZE(pseq) != w) {
-            PyErr_Format(PyExc_ValueError, "a link has %zd planes, expected %d",
-                         PySequence_Fast_GET_SIZE(pseq), w);
-            Py_DECREF(pseq);
-            goto fail;
-        }
-        for (int b = 0; b < w; b++) {
-            planes[j * 8 + b] = hold(&h, PySequence_Fast_GET_ITEM(pseq, b), n, "a byte plane", 0);
-            if (!planes[j * 8 + b]) {
-                Py_DECREF(pseq);
-                goto fail;
-            }
-        }
-        Py_DECREF(pseq);
+        if (ps != Py_None && hold_planes(&h, ps, w, n, planes + j * 8) < 0) goto fail;
     }
     if (nl && ks[0]) {
         PyErr_SetString(PyExc_ValueError, "the first link of a run cannot extrapolate");
         goto fail;
     }
-    if (!(out = (uint8_t *)hold(&h, out_obj, len, "the output", 1))) goto fail;
-    Py_BEGIN_ALLOW_THREADS
-    switch (w) {
-        case 1: run_8(out, base, ks, planes, (int)nl, fl, n); break;
-        case 2: run_16(out, base, ks, planes, (int)nl, fl, n); break;
-        case 4: run_32(out, base, ks, planes, (int)nl, fl, n); break;
-        default: run_64(out, base, ks, planes, (int)nl, fl, n); break;
+    if (cast && hold_planes(&h, cast_obj, 2, n, cp) < 0) goto fail;
+    out_len = cast ? n * 2 : n * w;
+    if (!(out = (uint8_t *)hold(&h, out_obj, out_len, "the output", 1))) goto fail;
+    {
+        const uint8_t *const *bpp = base_planes ? bp : NULL;
+        const uint8_t *const *cpp = cast ? cp : NULL;
+        Py_BEGIN_ALLOW_THREADS
+        switch (w) {
+            case 1: run_8(out, base, bpp, ks, planes, (int)nl, fl, cpp, n); break;
+            case 2: run_16(out, base, bpp, ks, planes, (int)nl, fl, cpp, n); break;
+            case 4: run_32(out, base, bpp, ks, planes, (int)nl, fl, cpp, n); break;
+            default: run_64(out, base, bpp, ks, planes, (int)nl, fl, cpp, n); break;
+        }
+        Py_END_ALLOW_THREADS
     }
-    Py_END_ALLOW_THREADS
     release_all(&h);
     Py_DECREF(links);
     Py_RETURN_NONE;
@@ -377,12 +448,7 @@ static PyObject *py_cast_bf16(PyObject *self, PyObject *args) {
     for (Py_ssize_t lo = 0; lo < n; lo += CH) {
         Py_ssize_t m = n - lo < CH ? n - lo : CH;
         memcpy(u, src + lo * 4, (size_t)m * 4);
-        for (Py_ssize_t i = 0; i < m; i++) {
-            uint32_t x = u[i];
-            uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
-            uint32_t quiet = (x >> 16) | 0x0040u;
-            r[i] = (uint16_t)(((x & 0x7FFFFFFFu) > 0x7F800000u) ? quiet : rounded);
-        }
+        for (Py_ssize_t i = 0; i < m; i++) r[i] = bf16_of(u[i]);
         memcpy(out + lo * 2, r, (size_t)m * 2);
     }
     Py_END_ALLOW_THREADS

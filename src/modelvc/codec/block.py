@@ -29,6 +29,7 @@ from modelvc.codec.planes import (
     decompress_planes_array,
     decompress_to_planes,
     plane_views,
+    scratch_buffers,
 )
 from modelvc.errors import CorruptObject, UsageError
 
@@ -201,32 +202,52 @@ def _decode_extrap(payload: Buffer, ref: Buffer, ref2: Buffer, code: str, n: int
 
 def decode_delta_run(base: Buffer, deltas: Sequence[tuple[str, Any]], code: str,
                      n_elements: int) -> memoryview:
-    """Apply a run of same-dtype 'delta'/'same'/'extrap' blocks (oldest first) on `base`.
+    """Apply a run of same-dtype 'delta'/'same'/'extrap' blocks (oldest first) on `base`."""
+    return decode_chain(code, n_elements, deltas, base=base)
 
-    The differences are summed in the order-preserving integer domain and mapped back
-    once, in one pass (codec.kernels.run). An 'extrap' link adds k times the previous
-    link's step. Returns a read-only buffer."""
+
+def decode_chain(code: str, n_elements: int, deltas: Sequence[tuple[str, Any]], *,
+                 base: Buffer | None = None, full: Buffer | None = None,
+                 cast: Buffer | None = None, out: Any = None) -> memoryview:
+    """A block decoded through its chain in one pass (codec.kernels.run).
+
+    The bottom is `base` (a decoded block) or `full` (the payload of a 'full' block);
+    `deltas` are same-dtype 'delta'/'same'/'extrap' blocks oldest first, summed in the
+    order-preserving integer domain (an 'extrap' link adds k times the previous link's
+    step); `cast` is the payload of an F32 -> BF16 'cast' block on top (the result is
+    then BF16). Planes live in pooled scratch memory; the result is a read-only view
+    of `out` (a byte array at least as large) or of a fresh buffer."""
     info = dtype_info(code)
-    itemsize = info.itemsize
-    if _nbytes(base) != n_elements * itemsize:
-        raise CorruptObject(f"reference block has {_nbytes(base)} bytes, expected "
-                            f"{n_elements * itemsize}")
-    links: list[kernels.Link] = []
-    for mode, payload in deltas:
-        if mode == "same":
-            if _nbytes(payload):
-                raise CorruptObject("a 'same' block must have an empty payload")
-            links.append((0, None))
-            continue
-        if mode not in ("delta", "extrap"):
-            raise CorruptObject(f"decode_delta_run: unexpected block mode {mode!r}")
-        k = 0
-        if mode == "extrap":
-            view = memoryview(payload).cast("B")
-            if not links or not len(view) or not 1 <= view[0] <= 16:
-                raise CorruptObject("an 'extrap' block without its step or step multiple")
-            k, payload = view[0], view[1:]
-        links.append((k, decompress_to_planes(payload, itemsize, n_elements)))
-    out = kernels.empty(n_elements * itemsize)
-    kernels.run(out, base, links, itemsize, info.kind == "float")
-    return out.data.toreadonly()
+    w = info.itemsize
+    if cast is not None and code != "F32":
+        raise CorruptObject(f"a fused cast link needs an F32 chain, not {code}")
+    with scratch_buffers() as take:
+        bottom: Any
+        if full is not None:
+            bottom = decompress_to_planes(full, w, n_elements, take)
+        elif base is not None and _nbytes(base) == n_elements * w:
+            bottom = base
+        else:
+            got = _nbytes(base) if base is not None else 0
+            raise CorruptObject(f"reference block has {got} bytes, expected {n_elements * w}")
+        links: list[kernels.Link] = []
+        for mode, payload in deltas:
+            if mode == "same":
+                if _nbytes(payload):
+                    raise CorruptObject("a 'same' block must have an empty payload")
+                links.append((0, None))
+                continue
+            if mode not in ("delta", "extrap"):
+                raise CorruptObject(f"decode_delta_run: unexpected block mode {mode!r}")
+            k = 0
+            if mode == "extrap":
+                view = memoryview(payload).cast("B")
+                if not links or not len(view) or not 1 <= view[0] <= 16:
+                    raise CorruptObject("an 'extrap' block without its step or step multiple")
+                k, payload = view[0], view[1:]
+            links.append((k, decompress_to_planes(payload, w, n_elements, take)))
+        top = decompress_to_planes(cast, 2, n_elements, take) if cast is not None else None
+        size = n_elements * (2 if cast is not None else w)
+        dest = (kernels.empty(size) if out is None else out)[:size]
+        kernels.run(dest, bottom, links, w, info.kind == "float", top)
+    return dest.data.toreadonly()  # type: ignore[no-any-return]

@@ -123,8 +123,21 @@ class NumpyKernels:
             planes[:, lo:hi] = om.view(np.uint8).reshape(m, itemsize).T
 
     @staticmethod
-    def run(out: Buf, base: Buf, links: Sequence[Link], itemsize: int,
-            is_float: bool) -> None:
+    def run(out: Buf, base: Buf, links: Sequence[Link], itemsize: int, is_float: bool,
+            cast: Sequence[Buf] | None = None) -> None:
+        if isinstance(base, list | tuple):  # a "full" block's planes
+            merged = empty(len(base) * memoryview(base[0]).nbytes)
+            NumpyKernels.merge(merged, base)
+            base = merged
+        if cast is not None:  # F32 run, then the BF16 cast link on top
+            if (itemsize, is_float) != (4, True):
+                raise ValueError("a cast link needs an F32 run")
+            f32 = empty(memoryview(base).nbytes)
+            NumpyKernels.run(f32, base, links, 4, True)
+            pred = empty(f32.size // 2)
+            NumpyKernels.cast_bf16(pred, f32)
+            NumpyKernels.run(out, pred, [(0, cast)], 2, True)
+            return
         dt = UINT_BY_SIZE[itemsize]
         acc = _w(out, itemsize)
         acc[:] = _u(base, itemsize)
@@ -193,9 +206,10 @@ def residual(out: Buf, new: Buf, ref: Buf, ref2: Buf | None, k: int,
     impl.residual(out, new, ref, ref2, k, itemsize, is_float)
 
 
-def run(out: Buf, base: Buf, links: Sequence[Link], itemsize: int,
-        is_float: bool) -> None:
-    impl.run(out, base, links, itemsize, is_float)
+def run(out: Buf, base: Buf, links: Sequence[Link], itemsize: int, is_float: bool,
+        cast: Sequence[Buf] | None = None) -> None:
+    """base: a buffer or a list of byte planes; cast: an F32 -> BF16 link's planes."""
+    impl.run(out, base, links, itemsize, is_float, cast)
 
 
 def cast_bf16(out: Buf, src: Buf) -> None:

@@ -57,6 +57,34 @@ def decompress_exact(frame: bytes | memoryview, size: int, what: str) -> bytes:
     return out
 
 
+def decompress_into(frame: bytes | memoryview, out: memoryview, what: str) -> None:
+    """decompress_exact into a caller's buffer of exactly the frame's size: reused
+    buffers spare the page faults of fresh memory, which cost more than the decoding."""
+    size = len(out)
+    try:
+        declared = zstandard.frame_content_size(frame)
+    except ZstdError as exc:
+        raise CorruptObject(f"{what}: bad zstd frame header ({exc})") from exc
+    if declared != size:
+        raise CorruptObject(f"{what}: zstd frame holds {declared} bytes, expected {size}")
+    got = 0
+    try:
+        reader = _local.decompressor.stream_reader(frame, read_size=1 << 20)
+        while got < size:
+            k = reader.readinto(out[got:])
+            if not k:
+                break
+            got += k
+        # Reading on past a full buffer makes the decoder finish the frame: its
+        # checksum is only checked there.
+        if got == size and reader.read(1):
+            raise CorruptObject(f"{what}: zstd frame holds more than {size} bytes")
+    except ZstdError as exc:
+        raise CorruptObject(f"{what}: undecodable zstd data ({exc})") from exc
+    if got != size:
+        raise CorruptObject(f"{what}: zstd frame decoded to {got} bytes, expected {size}")
+
+
 def decompress_frame(frame: bytes | memoryview, what: str, max_size: int) -> bytes:
     """Decompress one whole frame of unknown size (at most ``max_size``); no trailing data."""
     try:

@@ -66,7 +66,7 @@ class ObjectStore(Protocol):
         """The whole object; raises ObjectNotFound."""
         ...
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(self, key: str, start: int, length: int) -> bytes | memoryview:
         """`length` bytes from `start` (fewer at the end); raises ObjectNotFound."""
         ...
 

@@ -100,7 +100,7 @@ class PendingStore:
         data = self._held(key)
         return self.base.get(key) if data is None else data
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(self, key: str, start: int, length: int) -> bytes | memoryview:
         data = self._held(key)
         if data is None or start < 0 or length < 0:
             return self.base.get_range(key, start, length)

@@ -107,7 +107,7 @@ class LocalEnd:
     def read_stream(self, model: str, oid: str) -> Iterator[bytes]:
         size = self.reg.store.size(oid)
         for off in range(0, size, STREAM_CHUNK):
-            yield self.reg.store.get_range(oid, off, min(STREAM_CHUNK, size - off))
+            yield bytes(self.reg.store.get_range(oid, off, min(STREAM_CHUNK, size - off)))
 
     # ---- sink
     def has_versions(self, model: str, ids: list[str]) -> set[str]:

@@ -69,7 +69,7 @@ class Overlay:
             with self.files[key].open("rb") as f:
                 f.seek(start)
                 return f.read(length)
-        return self.base.get_range(key, start, length)
+        return bytes(self.base.get_range(key, start, length))
 
     def get(self, key: str) -> bytes:
         data = self._fetch(key)
