@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import blake3
@@ -36,6 +37,9 @@ from .meta.api import AuditRow, RefMove, RefRow, VersionRow
 from .meta.auth import ApiToken, RoleBinding
 from .server.wire import decode, decode_as
 from .storage import ObjectIO
+
+if TYPE_CHECKING:
+    from .events import RemoteEvents
 
 UPLOAD_THREADS = 4
 _UNSET: Any = object()
@@ -72,6 +76,13 @@ class RemoteRegistry:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url + "/api/v1", headers=headers,
                                   timeout=httpx.Timeout(timeout, connect=10.0))
+
+    @cached_property
+    def events(self) -> RemoteEvents:
+        """Webhooks through the server (admin on '*'), as Registry.events locally."""
+        from .events import RemoteEvents
+
+        return RemoteEvents(self._call)
 
     def close(self) -> None:
         self._http.close()

@@ -16,14 +16,8 @@ from .output import emit, when
 
 def _events(ctx: Ctx) -> Any:
     """The registry's Events, or RemoteEvents through its server."""
-    from ..remote import RemoteRegistry
 
-    reg = ctx.registry()
-    if isinstance(reg, RemoteRegistry):
-        from ..events import RemoteEvents
-
-        return getattr(reg, "events", None) or RemoteEvents(reg._call)
-    return reg.events
+    return ctx.registry().events
 
 
 def _public(hook: Any) -> dict[str, Any]:
