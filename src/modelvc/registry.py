@@ -471,7 +471,11 @@ class Registry(_ReadOps):
         check_ref_name(channel, "channel name")
         v = self.resolve(ref)
         who = actor or default_author()
-        self.governance.authorize_promotion(v, channel, who, force=force, reason=reason)
+        clearance = self.governance.authorize_promotion(v, channel, who, force=force,
+                                                        reason=reason)
+        # Regression gates judged against the channel's value when they ran: the swap
+        # must start from exactly that value (a promotion landing meanwhile fails it).
+        expected = cast("str | _Unset | None", clearance.expected(expected))
         current = self._ref_or_none(v.model, channel)
         if current is not None and current.kind != "channel":
             raise UsageError(f"{v.model}@{channel} is a {current.kind}, not a channel")
@@ -487,7 +491,9 @@ class Registry(_ReadOps):
                 exp = current.version_id if isinstance(expected, _Unset) else expected
                 return self._move(v.model, channel, "channel", expected=exp, new=v.id,
                                   who=who, action=action, reason=reason)
-            except (RefMoved, AlreadyExists):
+            except (RefMoved, AlreadyExists) as exc:
+                if clearance.pinned:  # retrying would skip the regression gates
+                    raise self.governance.moved_since_gated(v, channel, clearance) from exc
                 # Without an explicit expectation the caller just wants the channel on
                 # this version: another promoter was first, so move on from theirs.
                 if not isinstance(expected, _Unset):

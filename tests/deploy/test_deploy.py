@@ -146,27 +146,40 @@ def test_server_config_is_what_the_server_reads(tmp_path: Path) -> None:
 
 
 def test_dockerfile() -> None:
+    """One recipe for both images (EXTRAS build arg); this is the server's side of it
+    (tests/deploy/test_fleet_manifests.py checks the gateway's)."""
     steps = _dockerfile()
     words = [w for w, _ in steps]
-    assert re.fullmatch(r"python:3\.1[1-9]-slim", steps[1][1] if words[0] == "ARG"
-                        else dict(steps)["FROM"])
-    assert any(w == "RUN" and '".[server]"' in a for w, a in steps)
+    assert re.fullmatch(r"python:3\.1[1-9]-slim", dict(steps)["FROM"])
+    assert "EXTRAS=server" in [a for w, a in steps if w == "ARG"]  # the server by default
+    assert words.index("ARG") > words.index("FROM")  # in scope for the RUN
+    assert any(w == "RUN" and '".[${EXTRAS}]"' in a for w, a in steps)
     user = [a for w, a in steps if w == "USER"]
     assert user and user[-1].split(":")[0] not in ("root", "0")
     assert words.index("USER") > max(i for i, w in enumerate(words) if w == "RUN")
     pod = _docs()["Deployment/modelvc-server"]["spec"]["template"]["spec"]
     assert int(user[-1].split(":")[0]) == pod["securityContext"]["runAsUser"]
-    exposed = {int(a) for w, a in steps if w == "EXPOSE"}
-    assert exposed == {p["containerPort"] for p in _container()["ports"]}
+    port = _container()["ports"][0]["containerPort"]
+    exposed = {int(p) for w, a in steps if w == "EXPOSE" for p in a.split()}
+    assert port in exposed
     env = " ".join(a for w, a in steps if w == "ENV")
-    assert f"MODELVC_SERVER_PORT={exposed.pop()}" in env
+    assert f"MODELVC_SERVER_PORT={port}" in env
     assert "MODELVC_SERVER_HOST=0.0.0.0" in env
-    health = dict(steps)["HEALTHCHECK"]
-    assert "/healthz" in health and "MODELVC_SERVER_PORT" in health
+    health = json.loads(dict(steps)["HEALTHCHECK"].split(" CMD ", 1)[1])
+    assert health == ["python", "/usr/local/lib/modelvc/healthcheck.py"]
+    sys.path.insert(0, str(DEPLOY))
+    try:
+        import healthcheck  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(DEPLOY))
+    assert f"http://127.0.0.1:{port}/healthz" in healthcheck.probes(
+        {"MODELVC_SERVER_PORT": str(port)})
     entry = json.loads(dict(steps)["ENTRYPOINT"])
     assert entry == ["/usr/local/lib/modelvc/entrypoint.sh"]
+    assert json.loads(dict(steps)["CMD"]) == ["server"]  # the Deployment passes no args
+    assert "args" not in _container() and "command" not in _container()
     script = (DEPLOY / "entrypoint.sh").read_text()
-    assert 'exec modelvc server "$@"' in script
+    assert 'exec modelvc "$@"' in script
     assert os.stat(DEPLOY / "entrypoint.sh").st_mode & stat.S_IXUSR
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     for w, a in steps:
@@ -174,6 +187,7 @@ def test_dockerfile() -> None:
             for src in [s for s in a.split()[:-1] if not s.startswith("--")]:
                 assert (ROOT / src).exists(), src
                 assert f"!{src}" in ignore or f"!{src}/**" in ignore, src
+    assert not (ROOT / "deploy/k8s-fleet/Dockerfile").exists()  # one recipe
 
 
 def _bootstrap(env: dict[str, str]) -> None:
@@ -231,6 +245,11 @@ def test_container_start_serves_probes(tmp_path: Path) -> None:
                 time.sleep(0.05)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as r:
             assert r.status == 200
+        check = [sys.executable, str(DEPLOY / "healthcheck.py")]
+        assert subprocess.run(check, env=env).returncode == 0  # the image's HEALTHCHECK
+        env_down = env | {"MODELVC_SERVER_PORT": str(free_port()),
+                          "MODELVC_GATEWAY_PORT": str(free_port())}
+        assert subprocess.run(check, env=env_down).returncode == 1
     finally:
         proc.terminate()
         # uvicorn drains, then re-raises the SIGTERM it caught: -15 is a clean stop too

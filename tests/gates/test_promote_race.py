@@ -124,10 +124,6 @@ def test_empty_channel_baseline_is_pinned_too(any_reg: Registry, tmp_path: Path)
     assert any_reg.resolve("m@production").id == v1.id
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs Registry.promote to use the Clearance: expected = clearance.expected(expected) "
-    "and, when clearance.pinned, raise governance.moved_since_gated(...) on RefMoved / "
-    "AlreadyExists instead of retrying (registry.py is not gates' to edit)"))
 def test_a_promotion_landing_between_check_and_move_is_caught(
     gated: tuple[Registry, Registry, list[VersionRow]],
 ) -> None:
