@@ -37,9 +37,11 @@ from .codec import (
 )
 from .codec.block import STEP_MODES
 from .codec.buffers import POOL, Bytes
+from .codec.header import TAIL_GUESS, BlockInfo
+from .codec.planes import scratch_buffers
 from .errors import CorruptObject
 from .meta.api import ObjectRow
-from .objects.base import ObjectStore, flush
+from .objects.base import ObjectStore, flush, get_tail
 from .objects.pending import PendingStore
 from .pipeline import windowed
 
@@ -157,8 +159,9 @@ class ObjectIO:
             h = self._headers.get(oid)
         if h is not None:
             return h
-        size = self.store.size(oid)
-        h = read_header(size, lambda start, n: bytes(self.store.get_range(oid, start, n)))
+        size, tail = get_tail(self.store, oid, TAIL_GUESS)
+        h = read_header(size, lambda start, n: bytes(self.store.get_range(oid, start, n)),
+                        tail_bytes=tail)
         with self._lock:
             self._headers[oid] = h
             while len(self._headers) > 4096:
@@ -344,56 +347,67 @@ class ObjectIO:
         hit = self.blocks.get(oid, i) if cached else None
         if hit is not None:
             return hit, None
-        top = self.header(oid)
-        if i >= len(top.blocks):
-            raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
-        n = top.blocks[i].elements
-        run: list[tuple[str, bytes | memoryview]] = []  # newest first
-        cur, code = oid, top.dtype
-        cast = full = None
-        if top.blocks[i].mode == "cast" and top.ref is not None and (
-                top.ref_dtype, top.dtype) == ("F32", "BF16"):
-            # An export: its F32 parent's chain and the cast link decode in one pass.
-            b = top.blocks[i]
-            cast = self.store.get_range(oid, b.offset, b.length)
-            cur, code = top.ref, "F32"
-        base: bytes | memoryview | None = None
-        while True:
-            h = self.header(cur)
-            if i >= len(h.blocks) or h.block_elements != top.block_elements or (
-                    h.dtype != code):
-                raise CorruptObject(f"tensor object {cur[:12]} has no block {i} that lines up")
-            # A cached block ends the walk, unless the link above it is "extrap": that
-            # link needs this level's own step, so the walk goes on below it.
-            usable = cur != oid and cached and not (run and run[-1][0] == "extrap")
-            if usable and (hit := self.blocks.get(cur, i)) is not None:
-                base = hit
+        with scratch_buffers() as take:  # payloads live until the block is decoded
+            top = self.header(oid)
+            if i >= len(top.blocks):
+                raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
+            n = top.blocks[i].elements
+            run: list[tuple[str, bytes | memoryview]] = []  # newest first
+            cur, code = oid, top.dtype
+            cast = full = None
+            if top.blocks[i].mode == "cast" and top.ref is not None and (
+                    top.ref_dtype, top.dtype) == ("F32", "BF16"):
+                # An export: its F32 parent's chain and the cast link decode in one pass.
+                b = top.blocks[i]
+                cast = self._payload(oid, b, take)
+                cur, code = top.ref, "F32"
+            base: bytes | memoryview | None = None
+            while True:
+                h = self.header(cur)
+                if i >= len(h.blocks) or h.block_elements != top.block_elements or (
+                        h.dtype != code):
+                    raise CorruptObject(f"tensor object {cur[:12]} has no block {i} that lines up")
+                # A cached block ends the walk, unless the link above it is "extrap": that
+                # link needs this level's own step, so the walk goes on below it.
+                usable = cur != oid and cached and not (run and run[-1][0] == "extrap")
+                if usable and (hit := self.blocks.get(cur, i)) is not None:
+                    base = hit
+                    break
+                b = h.blocks[i]
+                payload = self._payload(cur, b, take)
+                if b.mode in STEP_MODES and h.ref is not None and h.ref_dtype == h.dtype:
+                    run.append((b.mode, payload))
+                    cur = h.ref
+                    continue
+                if b.mode == "full":
+                    full = payload
+                else:
+                    base = self._decode_one(cur, h, i, payload, cached)
                 break
-            b = h.blocks[i]
-            payload = self.store.get_range(cur, b.offset, b.length)
-            if b.mode in STEP_MODES and h.ref is not None and h.ref_dtype == h.dtype:
-                run.append((b.mode, payload))
-                cur = h.ref
-                continue
-            if b.mode == "full":
-                full = payload
+            out: bytes | memoryview
+            leased = None
+            if run or cast is not None or full is not None:
+                size = n * dtype_info(top.dtype).itemsize
+                if lease:
+                    leased = POOL.take(size)
+                dest = leased if leased is not None else kernels.empty(size)
+                out = decode_chain(code, n, run[::-1], base=base, full=full, cast=cast, out=dest)
             else:
-                base = self._decode_one(cur, h, i, payload, cached)
-            break
-        out: bytes | memoryview
-        leased = None
-        if run or cast is not None or full is not None:
-            size = n * dtype_info(top.dtype).itemsize
-            if lease:
-                leased = POOL.take(size)
-            dest = leased if leased is not None else kernels.empty(size)
-            out = decode_chain(code, n, run[::-1], base=base, full=full, cast=cast, out=dest)
-        else:
-            assert base is not None
-            out = base
+                assert base is not None
+                out = base
         if cached and not lease:
             self.blocks.put(oid, i, out)
         return out, leased
+
+    def _payload(self, oid: str, b: BlockInfo, take: Callable[[int], memoryview]
+                 ) -> bytes | memoryview:
+        """Block b's stored bytes, read into scratch memory where the store can (no fresh
+        memory to fault in, no mapping to tear down); valid until the block is decoded."""
+        read_into = getattr(self.store, "read_into", None)
+        if read_into is None:
+            return self.store.get_range(oid, b.offset, b.length)
+        buf = take(b.length)
+        return buf[: read_into(oid, b.offset, buf)]
 
     def _decode_one(self, oid: str, h: TensorHeader, i: int, payload: bytes | memoryview,
                     cached: bool) -> bytes | memoryview:

@@ -17,6 +17,14 @@
 #endif
 
 #define CH 4096    /* elements per chunk: the working set stays in L1/L2 */
+
+/* The hot loops are compiled twice on x86-64, for AVX2 and the SSE2 baseline, and the
+   loader picks one for the CPU at hand (an ifunc): wheels stay portable. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define HOT
+#endif
 #define MAX_LINKS 64
 
 /* ---- order-preserving float mapping and zigzag, per width ---- */
@@ -79,7 +87,7 @@ static inline uint16_t bf16_of(uint32_t x) {
 
 /* out[0..m) (BF16) = the prediction from the F32 values plus the cast link's residual
    (byte planes cp at element lo), in the order-preserving domain. */
-static void cast_tail(const uint32_t *f32, const uint8_t *const *cp, Py_ssize_t lo,
+HOT static void cast_tail(const uint32_t *f32, const uint8_t *const *cp, Py_ssize_t lo,
                       Py_ssize_t m, uint8_t *out) {
     uint16_t r[CH];
     const uint8_t *c0 = cp[0] + lo, *c1 = cp[1] + lo;
@@ -101,7 +109,7 @@ static void cast_tail(const uint32_t *f32, const uint8_t *const *cp, Py_ssize_t 
 
 /* One element width: the loops are written out so the compiler vectorizes them. */
 #define DEFINE_WIDTH(T, BITS, W)                                                         \
-    static void merge_##BITS(uint8_t *out, const uint8_t *const *p, Py_ssize_t n) {     \
+    HOT static void merge_##BITS(uint8_t *out, const uint8_t *const *p, Py_ssize_t n) {     \
         T buf[CH];                                                                       \
         for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
             Py_ssize_t m = n - lo < CH ? n - lo : CH;                                    \
@@ -111,7 +119,7 @@ static void cast_tail(const uint32_t *f32, const uint8_t *const *cp, Py_ssize_t 
             memcpy(out + lo * W, buf, (size_t)m * W);                                    \
         }                                                                                \
     }                                                                                    \
-    static void split_##BITS(uint8_t *out, const uint8_t *src, Py_ssize_t n) {          \
+    HOT static void split_##BITS(uint8_t *out, const uint8_t *src, Py_ssize_t n) {          \
         T buf[CH];                                                                       \
         for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
             Py_ssize_t m = n - lo < CH ? n - lo : CH;                                    \
@@ -123,7 +131,7 @@ static void cast_tail(const uint32_t *f32, const uint8_t *const *cp, Py_ssize_t 
         }                                                                                \
     }                                                                                    \
     /* out planes = zigzag(ord(new) - ord(ref) - k * (ord(ref) - ord(ref2))) */          \
-    static void residual_##BITS(uint8_t *out, const uint8_t *new_, const uint8_t *ref,  \
+    HOT static void residual_##BITS(uint8_t *out, const uint8_t *new_, const uint8_t *ref,  \
                                 const uint8_t *ref2, T k, int fl, Py_ssize_t n) {        \
         T a[CH], b[CH], c[CH];                                                           \
         for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
@@ -153,7 +161,7 @@ static void cast_tail(const uint32_t *f32, const uint8_t *const *cp, Py_ssize_t 
     /* out = unord(ord(base) + sum over links of (unzig(merge(planes)) + k * step)); the  \
        base is a buffer or byte planes (bp); with cast planes (cp, 32-bit floats only) \
        the result is then the BF16 prediction plus the cast link's residual. */          \
-    static void run_##BITS(uint8_t *out, const uint8_t *base, const uint8_t *const *bp, \
+    HOT static void run_##BITS(uint8_t *out, const uint8_t *base, const uint8_t *const *bp, \
                            const int *ks, const uint8_t *const *planes, int nl, int fl,  \
                            const uint8_t *const *cp, Py_ssize_t n) {                     \
         T acc[CH], step[CH], d[CH];                                                      \

@@ -133,11 +133,27 @@ def parse_footer(data: bytes, body_end: int) -> TensorHeader:
     return TensorHeader(dtype, shape, raw_size, ref, ref_dtype, block_elements, blocks)
 
 
-def read_header(size: int, read_range: Callable[[int, int], bytes]) -> TensorHeader:
-    """Read the header of a ``size``-byte object through ``read_range(offset, length)``."""
+TAIL_GUESS = 8192  # bytes read from an object's end in the hope of its whole footer
+
+
+def read_header(size: int, read_range: Callable[[int, int], bytes], *,
+                tail_bytes: bytes = b"") -> TensorHeader:
+    """Read the header of a ``size``-byte object through ``read_range(offset, length)``.
+
+    ``tail_bytes``: the object's last bytes, already read (TAIL_GUESS of them hold the
+    whole footer of most objects): the footer is then sliced from them, not re-read."""
     if size < len(MAGIC) + TAIL.size:
         raise CorruptObject(f"tensor object of {size} bytes is too short")
-    tail = read_range(size - TAIL.size, TAIL.size)
+    if len(tail_bytes) > size:
+        raise CorruptObject("tensor object: more trailing bytes than the object holds")
+
+    def read(off: int, n: int) -> bytes:
+        held = size - len(tail_bytes)
+        if off >= held:
+            return tail_bytes[off - held : off - held + n]
+        return read_range(off, n)
+
+    tail = read(size - TAIL.size, TAIL.size)
     if len(tail) != TAIL.size:
         raise CorruptObject("tensor object: short read of the trailer")
     footer_len, magic = TAIL.unpack(tail)
@@ -146,7 +162,7 @@ def read_header(size: int, read_range: Callable[[int, int], bytes]) -> TensorHea
     body_end = size - TAIL.size - footer_len
     if body_end < len(MAGIC):
         raise CorruptObject(f"tensor object: footer length {footer_len} exceeds the object")
-    footer = read_range(body_end, footer_len)
+    footer = read(body_end, footer_len)
     if len(footer) != footer_len:
         raise CorruptObject("tensor object: short read of the footer")
     return parse_footer(footer, body_end)

@@ -109,3 +109,15 @@ def put_many(store: ObjectStore, items: list[tuple[str, bytes]]) -> list[bool]:
     if fn is not None:
         return list(fn(items))
     return [store.put(k, data) for k, data in items]
+
+
+def get_tail(store: ObjectStore, key: str, n: int) -> tuple[int, bytes]:
+    """(size, the last n bytes or all of them): `store.get_tail` where the store reads
+    both at once (LocalStore: one open), else `size` then `get_range`."""
+    fn = getattr(store, "get_tail", None)
+    if fn is not None:
+        size, data = fn(key, n)
+        return int(size), bytes(data)
+    size = store.size(key)
+    start = max(0, size - n)
+    return size, bytes(store.get_range(key, start, size - start))

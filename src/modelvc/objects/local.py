@@ -32,6 +32,7 @@ _FANOUT = frozenset(f"{i:02x}" for i in range(256))
 class LocalStore:
     def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
         self.root = Path(root)
+        self._root = str(self.root)
         self._fsync = fsync
 
     def __repr__(self) -> str:
@@ -40,6 +41,11 @@ class LocalStore:
     def path(self, key: str) -> Path:
         check_key(key)
         return self.root / key[:2] / key[2:]
+
+    def _file(self, key: str) -> str:
+        """path() as a string: reads resolve hundreds of these per checkout."""
+        check_key(key)
+        return f"{self._root}/{key[:2]}/{key[2:]}"
 
     # writes
 
@@ -84,13 +90,41 @@ class LocalStore:
     def get_range(self, key: str, start: int, length: int) -> bytes | memoryview:
         if start < 0 or length < 0:
             raise UsageError(f"invalid range start={start} length={length}")
-        path = self.path(key)
-        with _translated(path, "read", key):
+        path = self._file(key)
+        with _translated(Path(path), "read", key):
             fd = os.open(path, os.O_RDONLY)
             try:
                 if length < MAP_MIN:
                     return os.pread(fd, length, start)
                 return _mapped(fd, start, length)
+            finally:
+                os.close(fd)
+
+    def read_into(self, key: str, start: int, buf: memoryview) -> int:
+        """Read bytes start.. of an object into buf; how many (fewer at the end)."""
+        path = self._file(key)
+        with _translated(Path(path), "read", key):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                got = 0
+                while got < len(buf):
+                    k = os.preadv(fd, [buf[got:]], start + got)
+                    if k == 0:
+                        break
+                    got += k
+                return got
+            finally:
+                os.close(fd)
+
+    def get_tail(self, key: str, n: int) -> tuple[int, bytes]:
+        """(size, last n bytes) with one open: how a tensor object's header is read."""
+        path = self._file(key)
+        with _translated(Path(path), "read", key):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+                start = max(0, size - n)
+                return size, os.pread(fd, size - start, start)
             finally:
                 os.close(fd)
 
