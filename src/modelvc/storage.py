@@ -58,6 +58,7 @@ HASH_CHUNK = 16 << 20
 # In a batch (ObjectIO.batched), objects up to this size are presumed new without asking
 # the store, and held for one put_many (S3 packs members up to 1 MiB).
 BATCH_MAX = 1 << 20
+_ZEROS = memoryview(bytes(BLOCK_ELEMENTS))
 CASTS = {("F32", "BF16"), ("F32", "F16"), ("F64", "F32"), ("F16", "BF16"), ("BF16", "F16")}
 
 
@@ -87,7 +88,9 @@ class BlockCache:
                 self._d.move_to_end((oid, i))
             return v
 
-    def put(self, oid: str, i: int, data: bytes | memoryview) -> None:
+    def put(self, oid: str, i: int, data: bytes | memoryview, *, low: bool = False) -> None:
+        """Cache a block; `low` puts it first in line for eviction (kept only while
+        nothing more likely to be used needs the room)."""
         n = len(data)
         if n > self.max_bytes // 4:
             return
@@ -95,6 +98,8 @@ class BlockCache:
             if (oid, i) in self._d:
                 return
             self._d[(oid, i)] = data
+            if low:
+                self._d.move_to_end((oid, i), last=False)
             self._bytes += n
             while self._bytes > self.max_bytes:
                 _, old = self._d.popitem(last=False)
@@ -260,8 +265,12 @@ class ObjectIO:
         if self._known(oid, nbytes, ref):
             return Stored(self._tensor_row(oid), False)
         ref = self.usable_ref(ref, dtype, numel) if ref else None
+        # Keep the raw blocks for the next commit's delta. An object that ends a chain
+        # is kept last in line: nothing deltas against it (an export may cast from it),
+        # and it must not push out the objects the next checkpoints do delta against.
+        ends_chain = ref is not None and len(self.chain(ref)) >= MAX_CHAIN_DEPTH
         with self._encode(read, dtype, shape, ref, big=nbytes > STREAM_BYTES,
-                          cache_as=oid) as (header, sink):
+                          cache_as=oid, cache_low=ends_chain) as (header, sink):
             stored = sink.tell()
             if isinstance(sink, io.BytesIO):
                 new = self.store.put(oid, sink.getvalue())
@@ -277,7 +286,7 @@ class ObjectIO:
 
     @contextmanager
     def _encode(self, read: Reader, dtype: str, shape: tuple[int, ...], ref: str | None, *,
-                big: bool, cache_as: str | None = None
+                big: bool, cache_as: str | None = None, cache_low: bool = False
                 ) -> Iterator[tuple[TensorHeader, BinaryIO]]:
         """Encode blocks (in parallel, in order) into memory or a temporary file."""
         size = dtype_info(dtype).itemsize
@@ -293,7 +302,15 @@ class ObjectIO:
             raw = read(lo * size, (hi - lo) * size)
             # The next commit's reference, most likely; only immutable bytes are kept.
             if cache_as is not None and isinstance(getattr(raw, "obj", raw), bytes):
-                self.blocks.put(cache_as, i, raw)
+                self.blocks.put(cache_as, i, raw, low=cache_low)
+            if ref is not None and (ref_code, dtype) == ("F32", "BF16"):
+                # An export: encoded against its parent's prediction, made in one pass.
+                pred, lease = self.bf16_prediction(ref, i)
+                try:
+                    return encode_block(raw, dtype, ref=pred, ref_code=ref_code,
+                                        predicted=True)
+                finally:
+                    POOL.give(lease)
             rb2 = None
             if grand is not None and ref_h is not None and ref_h.blocks[i].mode in STEP_MODES:
                 rb2 = self.decode_block_at(grand, i)  # first: then ref's decode hits it
@@ -349,55 +366,86 @@ class ObjectIO:
             return hit, None
         with scratch_buffers() as take:  # payloads live until the block is decoded
             top = self.header(oid)
-            if i >= len(top.blocks):
-                raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
-            n = top.blocks[i].elements
-            run: list[tuple[str, bytes | memoryview]] = []  # newest first
-            cur, code = oid, top.dtype
-            cast = full = None
-            if top.blocks[i].mode == "cast" and top.ref is not None and (
-                    top.ref_dtype, top.dtype) == ("F32", "BF16"):
-                # An export: its F32 parent's chain and the cast link decode in one pass.
-                b = top.blocks[i]
-                cast = self._payload(oid, b, take)
-                cur, code = top.ref, "F32"
-            base: bytes | memoryview | None = None
-            while True:
-                h = self.header(cur)
-                if i >= len(h.blocks) or h.block_elements != top.block_elements or (
-                        h.dtype != code):
-                    raise CorruptObject(f"tensor object {cur[:12]} has no block {i} that lines up")
-                # A cached block ends the walk, unless the link above it is "extrap": that
-                # link needs this level's own step, so the walk goes on below it.
-                usable = cur != oid and cached and not (run and run[-1][0] == "extrap")
-                if usable and (hit := self.blocks.get(cur, i)) is not None:
-                    base = hit
-                    break
-                b = h.blocks[i]
-                payload = self._payload(cur, b, take)
-                if b.mode in STEP_MODES and h.ref is not None and h.ref_dtype == h.dtype:
-                    run.append((b.mode, payload))
-                    cur = h.ref
-                    continue
-                if b.mode == "full":
-                    full = payload
-                else:
-                    base = self._decode_one(cur, h, i, payload, cached)
-                break
-            out: bytes | memoryview
-            leased = None
-            if run or cast is not None or full is not None:
-                size = n * dtype_info(top.dtype).itemsize
-                if lease:
-                    leased = POOL.take(size)
-                dest = leased if leased is not None else kernels.empty(size)
-                out = decode_chain(code, n, run[::-1], base=base, full=full, cast=cast, out=dest)
-            else:
+            n, code, run, base, full, cast = self._walk(oid, top, i, cached, take)
+            if not (run or cast is not None or full is not None):
                 assert base is not None
-                out = base
+                out: bytes | memoryview = base
+                leased = None
+            else:
+                size = n * dtype_info(top.dtype).itemsize
+                leased = POOL.take(size) if lease else None
+                dest = leased if leased is not None else kernels.empty(size)
+                out = decode_chain(code, n, run, base=base, full=full, cast=cast, out=dest)
         if cached and not lease:
             self.blocks.put(oid, i, out)
         return out, leased
+
+    def _walk(self, oid: str, top: TensorHeader, i: int, cached: bool,
+              take: Callable[[int], memoryview]) -> tuple[
+                  int, str, list[tuple[str, bytes | memoryview]], bytes | memoryview | None,
+                  bytes | memoryview | None, bytes | memoryview | None]:
+        """What decoding block i of `oid` needs: (elements, the chain's dtype, its
+        delta/extrap/same links oldest first, the decoded base or the payload of the
+        'full' block under them, the payload of an F32 -> BF16 export's cast link)."""
+        if i >= len(top.blocks):
+            raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
+        n = top.blocks[i].elements
+        run: list[tuple[str, bytes | memoryview]] = []  # newest first
+        cur, code = oid, top.dtype
+        cast = full = base = None
+        if top.blocks[i].mode == "cast" and top.ref is not None and (
+                top.ref_dtype, top.dtype) == ("F32", "BF16"):
+            # An export: its F32 parent's chain and the cast link decode in one pass.
+            cast = self._payload(oid, top.blocks[i], take)
+            cur, code = top.ref, "F32"
+        while True:
+            h = self.header(cur)
+            if i >= len(h.blocks) or h.block_elements != top.block_elements or (
+                    h.dtype != code):
+                raise CorruptObject(f"tensor object {cur[:12]} has no block {i} "
+                                    "that lines up")
+            # A cached block ends the walk, unless the link above it is "extrap": that
+            # link needs this level's own step, so the walk goes on below it.
+            usable = cur != oid and cached and not (run and run[-1][0] == "extrap")
+            if usable and (hit := self.blocks.get(cur, i)) is not None:
+                base = hit
+                break
+            b = h.blocks[i]
+            payload = self._payload(cur, b, take)
+            if b.mode in STEP_MODES and h.ref is not None and h.ref_dtype == h.dtype:
+                run.append((b.mode, payload))
+                cur = h.ref
+                continue
+            if b.mode == "full":
+                full = payload
+            else:
+                base = self._decode_one(cur, h, i, payload, cached)
+            break
+        return n, code, run[::-1], base, full, cast
+
+    def bf16_prediction(self, oid: str, i: int) -> tuple[memoryview, Bytes]:
+        """The BF16 cast prediction of block i of an F32 tensor object (what an export
+        of it is encoded against), computed in the same pass as the F32 block's chain:
+        no F32 block is materialised. In pooled memory: POOL.give the lease when done."""
+        h = self.header(oid)
+        if h.dtype != "F32":
+            raise CorruptObject(f"tensor object {oid[:12]} is {h.dtype}, not F32")
+        n = h.blocks[i].elements if i < len(h.blocks) else 0
+        lease = POOL.take(2 * n)
+        if (hit := self.blocks.get(oid, i)) is not None:  # e.g. the version just committed
+            kernels.cast_bf16(lease[: 2 * n], hit)
+            return lease[: 2 * n].data.toreadonly(), lease
+        with scratch_buffers() as take:
+            # The parent's own block is the base when its walk ends at itself.
+            n, _, run, base, full, _ = self._walk(oid, h, i, True, take)
+            zero = _ZEROS[:n]  # a cast link with no residual: the prediction itself
+            if not (run or full is not None):
+                assert base is not None
+                kernels.cast_bf16(lease[: 2 * n], base)
+                return lease[: 2 * n].data.toreadonly(), lease
+            out = decode_chain("F32", n, run, base=base, full=full, cast_planes=(zero, zero),
+                               out=lease)
+        return out, lease
 
     def _payload(self, oid: str, b: BlockInfo, take: Callable[[int], memoryview]
                  ) -> bytes | memoryview:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelvc.codec import kernels
+from modelvc.codec.buffers import POOL
 from modelvc.codec.cast import can_cast_predict, cast_predict
 from modelvc.codec.delta import (
     from_ordered,
@@ -65,11 +66,15 @@ def encode_block(
     ref_code: str | None = None,
     ref2: Buffer | None = None,
     level: int = 1,
+    predicted: bool = False,
 ) -> tuple[str, bytes]:
     """Encode one block; with a reference block, as a delta/cast/same when that is smaller.
 
     ``ref2`` (the reference's own reference block, same dtype) enables "extrap": the
     residual against ``2*ref - ref2``, chosen over "delta" when a sample says smaller.
+
+    ``predicted``: ``ref`` is already the cast prediction from a ``ref_code`` block
+    (in ``code``), as ObjectIO.bf16_prediction makes it; the block is a 'cast' one.
 
     ``ref_code`` defaults to ``code``. A reference whose dtype cannot predict this
     one (e.g. I64 for an F32 tensor) is ignored and the block is stored "full", so
@@ -84,7 +89,7 @@ def encode_block(
     if ref is None or (ref_code != code and not can_cast_predict(ref_code, code)):
         return "full", compress_planes(raw, itemsize, level)
 
-    expected = n * dtype_info(ref_code).itemsize
+    expected = n * dtype_info(code if predicted else ref_code).itemsize
     if _nbytes(ref) != expected:
         raise UsageError(
             f"reference block has {_nbytes(ref)} bytes, expected {expected} ({n} {ref_code})"
@@ -98,7 +103,8 @@ def encode_block(
         if k:
             return _or_full(raw, itemsize, level, size, "extrap", bytes([k]) + packed)
         return _or_full(raw, itemsize, level, size, "delta", packed)
-    packed = _residual(raw, cast_predict(ref, ref_code, code), None, 0, code, level)
+    pred = ref if predicted else cast_predict(ref, ref_code, code)
+    packed = _residual(raw, pred, None, 0, code, level)
     return _or_full(raw, itemsize, level, size, "cast", packed)
 
 
@@ -106,10 +112,15 @@ def _residual(raw: Buffer, ref: Buffer, ref2: Buffer | None, k: int, code: str,
               level: int) -> bytes:
     """Compressed planes of zigzag(raw - ref [- k*(ref - ref2)]) (codec.kernels)."""
     info = dtype_info(code)
-    out = kernels.empty(_nbytes(raw))
-    kernels.residual(out, raw, ref, ref2, k, info.itemsize, info.kind == "float")
-    return compress_split(plane_views(out, info.itemsize), info.itemsize,
-                          out.size // info.itemsize, level)
+    size = _nbytes(raw)
+    lease = POOL.take(size)  # the planes are copied into the payload: reuse the memory
+    try:
+        out = lease[:size]
+        kernels.residual(out, raw, ref, ref2, k, info.itemsize, info.kind == "float")
+        return compress_split(plane_views(out, info.itemsize), info.itemsize,
+                              size // info.itemsize, level)
+    finally:
+        POOL.give(lease)
 
 
 def _or_full(raw: Buffer, itemsize: int, level: int, size: int, mode: str,
@@ -208,18 +219,20 @@ def decode_delta_run(base: Buffer, deltas: Sequence[tuple[str, Any]], code: str,
 
 def decode_chain(code: str, n_elements: int, deltas: Sequence[tuple[str, Any]], *,
                  base: Buffer | None = None, full: Buffer | None = None,
-                 cast: Buffer | None = None, out: Any = None) -> memoryview:
+                 cast: Buffer | None = None, cast_planes: Sequence[Buffer] | None = None,
+                 out: Any = None) -> memoryview:
     """A block decoded through its chain in one pass (codec.kernels.run).
 
     The bottom is `base` (a decoded block) or `full` (the payload of a 'full' block);
     `deltas` are same-dtype 'delta'/'same'/'extrap' blocks oldest first, summed in the
     order-preserving integer domain (an 'extrap' link adds k times the previous link's
-    step); `cast` is the payload of an F32 -> BF16 'cast' block on top (the result is
-    then BF16). Planes live in pooled scratch memory; the result is a read-only view
-    of `out` (a byte array at least as large) or of a fresh buffer."""
+    step); `cast` is the payload of an F32 -> BF16 'cast' block on top, or `cast_planes`
+    its two byte planes (zeros: the bare prediction); the result is then BF16. Planes
+    live in pooled scratch memory; the result is a read-only view of `out` (a byte
+    array at least as large) or of a fresh buffer."""
     info = dtype_info(code)
     w = info.itemsize
-    if cast is not None and code != "F32":
+    if (cast is not None or cast_planes is not None) and code != "F32":
         raise CorruptObject(f"a fused cast link needs an F32 chain, not {code}")
     with scratch_buffers() as take:
         bottom: Any
@@ -246,8 +259,9 @@ def decode_chain(code: str, n_elements: int, deltas: Sequence[tuple[str, Any]], 
                     raise CorruptObject("an 'extrap' block without its step or step multiple")
                 k, payload = view[0], view[1:]
             links.append((k, decompress_to_planes(payload, w, n_elements, take)))
-        top = decompress_to_planes(cast, 2, n_elements, take) if cast is not None else None
-        size = n_elements * (2 if cast is not None else w)
+        top = decompress_to_planes(cast, 2, n_elements, take) if cast is not None else (
+            list(cast_planes) if cast_planes is not None else None)
+        size = n_elements * (2 if top is not None else w)
         dest = (kernels.empty(size) if out is None else out)[:size]
         kernels.run(dest, bottom, links, w, info.kind == "float", top)
     return dest.data.toreadonly()  # type: ignore[no-any-return]

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
-from .base import ObjectInfo, ObjectStore, check_key, put_many
+from .base import ObjectInfo, ObjectStore, check_key, get_tail, put_many
 
 
 class PendingStore:
@@ -105,6 +105,25 @@ class PendingStore:
         if data is None or start < 0 or length < 0:
             return self.base.get_range(key, start, length)
         return data[start : start + length]
+
+    def read_into(self, key: str, start: int, buf: memoryview) -> int:
+        """As LocalStore.read_into, whatever the base store."""
+        data = self._held(key)
+        if data is None:
+            fn = getattr(self.base, "read_into", None)
+            if fn is not None:
+                return int(fn(key, start, buf))
+            data = bytes(self.base.get_range(key, start, len(buf)))
+            start = 0
+        chunk = memoryview(data)[start : start + len(buf)]
+        buf[: len(chunk)] = chunk
+        return len(chunk)
+
+    def get_tail(self, key: str, n: int) -> tuple[int, bytes]:
+        data = self._held(key)
+        if data is None:
+            return get_tail(self.base, key, n)
+        return len(data), data[max(0, len(data) - n) :]
 
     def size(self, key: str) -> int:
         data = self._held(key)
