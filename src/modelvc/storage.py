@@ -132,7 +132,10 @@ class ObjectIO:
         """A view sharing this one's caches whose small new objects are held and written
         by `write_batch` in one put_many: a commit of many small tensors is then a few
         store requests, not a HEAD and a PUT each. Reads through the view see the held
-        objects. Until write_batch returns, none of them is stored."""
+        objects. Until write_batch returns, none of them is stored. Only for stores that
+        say `batched_writes` (S3); on a local disk this is the ObjectIO itself."""
+        if not getattr(self.store, "batched_writes", False):
+            return self  # a local disk gains nothing: write each as it is encoded
         view = copy.copy(self)
         view._pending = view.store = PendingStore(self.store, max_item=BATCH_MAX,
                                                   on_skip=self.forget)

@@ -12,7 +12,6 @@ import mmap
 import os
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -83,15 +82,15 @@ class LocalStore:
     # reads
 
     def get(self, key: str) -> bytes:
-        path = self.path(key)
-        with _translated(path, "read", key):
-            return path.read_bytes()
+        path = self._file(key)
+        with _translated(path, "read", key), open(path, "rb") as f:
+            return f.read()
 
     def get_range(self, key: str, start: int, length: int) -> bytes | memoryview:
         if start < 0 or length < 0:
             raise UsageError(f"invalid range start={start} length={length}")
         path = self._file(key)
-        with _translated(Path(path), "read", key):
+        with _translated(path, "read", key):
             fd = os.open(path, os.O_RDONLY)
             try:
                 if length < MAP_MIN:
@@ -103,7 +102,7 @@ class LocalStore:
     def read_into(self, key: str, start: int, buf: memoryview) -> int:
         """Read bytes start.. of an object into buf; how many (fewer at the end)."""
         path = self._file(key)
-        with _translated(Path(path), "read", key):
+        with _translated(path, "read", key):
             fd = os.open(path, os.O_RDONLY)
             try:
                 got = 0
@@ -119,7 +118,7 @@ class LocalStore:
     def get_tail(self, key: str, n: int) -> tuple[int, bytes]:
         """(size, last n bytes) with one open: how a tensor object's header is read."""
         path = self._file(key)
-        with _translated(Path(path), "read", key):
+        with _translated(path, "read", key):
             fd = os.open(path, os.O_RDONLY)
             try:
                 size = os.fstat(fd).st_size
@@ -129,12 +128,12 @@ class LocalStore:
                 os.close(fd)
 
     def size(self, key: str) -> int:
-        path = self.path(key)
+        path = self._file(key)
         with _translated(path, "stat", key):
-            return path.stat().st_size
+            return os.stat(path).st_size
 
     def has(self, key: str) -> bool:
-        return self.path(key).exists()
+        return os.path.exists(self._file(key))
 
     def has_many(self, keys: Iterable[str]) -> set[str]:
         return {key for key in keys if self.has(key)}
@@ -221,14 +220,25 @@ def _mapped(fd: int, start: int, length: int) -> memoryview:
     return memoryview(m)[start - base :]
 
 
-@contextmanager
-def _translated(path: Path, action: str, key: str | None = None) -> Iterator[None]:
-    """OSError -> ObjectNotFound (when reading `key`) or StorageError/DiskFull."""
-    try:
-        yield
-    except FileNotFoundError as exc:
-        if key is None:
-            raise storage_error(exc, path, action) from exc
-        raise ObjectNotFound(f"object {key} is missing from {path.parent.parent}") from exc
-    except OSError as exc:
-        raise storage_error(exc, path, action) from exc
+class _translated:
+    """OSError -> ObjectNotFound (when reading `key`) or StorageError/DiskFull.
+
+    A class, not @contextmanager: reads enter one per block, and a generator-based
+    context costs more than the read itself."""
+
+    __slots__ = ("action", "key", "path")
+
+    def __init__(self, path: Path | str, action: str, key: str | None = None) -> None:
+        self.path, self.action, self.key = path, action, key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if exc is None or not isinstance(exc, OSError):
+            return
+        if isinstance(exc, FileNotFoundError) and self.key is not None:
+            folder = os.path.dirname(os.path.dirname(os.fspath(self.path)))
+            raise ObjectNotFound(f"object {self.key} is missing from {folder}") from exc
+        raise storage_error(exc, self.path, self.action) from exc
