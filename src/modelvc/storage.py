@@ -48,6 +48,7 @@ from .pipeline import windowed
 Reader = Callable[[int, int], "bytes | memoryview"]
 
 MAX_CHAIN_DEPTH = 3
+MIN_DELTA_BYTES = 16 << 10  # smaller tensors are stored whole (see put_tensor_from)
 # Reading a chain costs its stored bytes; past this multiple of the raw size a fresh
 # full copy is cheaper to check out than one more link.
 MAX_CHAIN_STORED = 4.0
@@ -267,7 +268,9 @@ class ObjectIO:
             oid = hasher.hexdigest()
         if self._known(oid, nbytes, ref):
             return Stored(self._tensor_row(oid), False)
-        ref = self.usable_ref(ref, dtype, numel) if ref else None
+        # A tiny tensor is stored whole: a delta would save a few hundred bytes and cost
+        # a walk through its reference chain at every checkout.
+        ref = self.usable_ref(ref, dtype, numel) if ref and nbytes >= MIN_DELTA_BYTES else None
         # Keep the raw blocks for the next commit's delta. An object that ends a chain
         # is kept last in line: nothing deltas against it (an export may cast from it),
         # and it must not push out the objects the next checkpoints do delta against.
