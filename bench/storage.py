@@ -266,8 +266,11 @@ def checks(run: Run) -> list[tuple[str, str, bool]]:
 
 
 def print_run(run: Run) -> None:
+    from modelvc.codec import kernels
+
+    codec = "C kernels" if kernels.NATIVE else "numpy fallback (MODELVC_PURE_CODEC or no build)"
     print(f"\nmodelvc, MAX_CHAIN_DEPTH={run.max_depth} MAX_CHAIN_STORED={run.max_stored:g} "
-          "(warm page cache; checkout: best of --repeat)")
+          f"codec={codec} (warm page cache; checkout: best of --repeat)")
     head = (f"{'v':>3} {'version':<18} {'kind':<6} {'raw MB':>7} {'stored MB':>9} "
             f"{'ratio':>7} {'depth':>5} {'commit MB/s':>11} {'chkout MB/s':>11} exact")
     print(head)
