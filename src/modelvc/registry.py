@@ -16,10 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from . import layout as _layout
-from . import maintenance
-from .checkout import CheckoutResult, TensorDict, checkout
-from .commit import FileStorer, collect_files
-from .diff import VersionDiff, diff_manifests
 from .errors import (
     AlreadyExists,
     AmbiguousRef,
@@ -32,7 +28,6 @@ from .errors import (
 )
 from .lineage import author as default_author
 from .lineage import capture
-from .maintenance import GcReport, VerifyReport
 from .manifest import FileEntry, Manifest
 from .meta.api import (
     AuditEntry,
@@ -48,12 +43,16 @@ from .meta.store import MetaStore
 from .names import check_name, check_ref_name, is_hex_prefix, parse_ref
 from .objects import open_store
 from .objects.base import ObjectStore, flush
-from .storage import ObjectIO
 
-if TYPE_CHECKING:  # imported on first use: commands that never gate or sign start faster
+if TYPE_CHECKING:  # imported on first use: commands that only read metadata (log, refs,
+    # history) never load numpy and the codecs, nor gates or signing: the CLI starts faster
+    from .checkout import CheckoutResult, TensorDict
+    from .diff import VersionDiff
     from .events import Events
     from .gates.authority import Authority
+    from .maintenance import GcReport, VerifyReport
     from .signing.trust import Trust
+    from .storage import ObjectIO
 
 Version = VersionRow
 
@@ -72,8 +71,16 @@ class _ReadOps:
 
     layout: _layout.Layout
     meta: MetaStore
-    io: ObjectIO
+    store: ObjectStore
     _jobs: ThreadPoolExecutor
+    _blocks: ThreadPoolExecutor
+
+    @cached_property
+    def io(self) -> ObjectIO:
+        """Tensors and blobs on the object store (built on first use)."""
+        from .storage import ObjectIO
+
+        return ObjectIO(self.store, executor=self._blocks)
 
     @cached_property
     def trust(self) -> Trust:
@@ -99,16 +106,22 @@ class _ReadOps:
             if progress:
                 progress(done, m.raw_size)
 
+        from .checkout import checkout
+
         return checkout(self.io, self._jobs, m, Path(dest), force=force, progress=tick)
 
     def load(self, ref: str, *, framework: str = "numpy", file: str | None = None) -> TensorDict:
         """Tensors of a version as a mapping, each decoded when first accessed."""
         v = self.resolve(ref)
         self.trust.check(v)
+        from .checkout import TensorDict
+
         return TensorDict(self.io, self._manifest(v.id), framework=framework, file=file)
 
     def diff(self, a: str, b: str, *, numeric: bool = True) -> VersionDiff:
         va, vb = self.resolve(a), self.resolve(b)
+        from .diff import diff_manifests
+
         return diff_manifests(self.io, self._manifest(va.id), self._manifest(vb.id),
                               a_label=f"{va.model}@v{va.number}",
                               b_label=f"{vb.model}@v{vb.number}", numeric=numeric)
@@ -116,12 +129,18 @@ class _ReadOps:
     def stats(self, model: str | None = None) -> dict[str, Any]:
         if model is not None:
             self.meta.get_model(model)
+        from . import maintenance
+
         return maintenance.stats(self.meta, model)
 
     def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        from . import maintenance
+
         return maintenance.verify(self.meta, self.io, progress=progress)
 
     def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
+        from . import maintenance
+
         return maintenance.gc(self.layout, self.meta, self.io, dry_run=dry_run,
                               grace_seconds=grace_seconds, actor=default_author())
 
@@ -141,6 +160,8 @@ class _ReadOps:
     def delete(self, ref: str, *, reason: str = "", actor: str | None = None) -> int:
         """Delete a version (its number is never reused); returns objects re-based."""
         v = self.resolve(ref)
+        from . import maintenance
+
         return maintenance.delete_version(self.layout, self.meta, self.io, v,
                                           actor=actor or default_author(), reason=reason)
 
@@ -154,7 +175,6 @@ class Registry(_ReadOps):
         self.store = store
         self._blocks = ThreadPoolExecutor(2, thread_name_prefix="modelvc-block")
         self._jobs = ThreadPoolExecutor(3, thread_name_prefix="modelvc-job")
-        self.io = ObjectIO(store, executor=self._blocks)
 
     @cached_property
     def governance(self) -> Authority:
@@ -233,6 +253,8 @@ class Registry(_ReadOps):
         branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
         for t in tags:
             check_ref_name(t, "tag name")
+        from .commit import FileStorer, collect_files
+
         files = collect_files(Path(path))
         total = sum(p.stat().st_size for _, p in files)
         lineage = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
