@@ -32,3 +32,16 @@ def test_opening_a_registry_does_not_import_alembic_or_torch(tmp_path: object) -
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False False"
+
+
+def test_metadata_commands_do_not_load_numpy_or_the_codecs(tmp_path: object) -> None:
+    """log / refs / history read only the database: numpy and the codecs stay unloaded
+    (they are most of a command's start-up after SQLAlchemy)."""
+    code = ("import sys, tempfile; from modelvc import Registry; "
+            "d = tempfile.mkdtemp(); Registry.init(d).close(); r = Registry.open(d); "
+            "r.models(); r.refs('m') if r.models() else None; r.close(); "
+            "heavy = {'numpy', 'modelvc.storage', 'modelvc.codec', 'torch'}; "
+            "print(sorted(heavy & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
