@@ -19,11 +19,20 @@ import numpy as np
 
 
 def wait_for(check: Any, what: str, limit: float = 60.0) -> None:
-    """Poll until `check()` holds (the limit only guards against hanging)."""
+    """Poll until `check()` holds (the limit only guards against hanging). A connection
+    error counts as "not yet": a host whose network was just restored may reset the
+    first connection that was opened while it was cut off."""
     end = time.monotonic() + limit
-    while not check():
+    last: OSError | None = None
+    while True:
+        try:
+            if check():
+                return
+        except OSError as exc:
+            last = exc
         if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
+            raise AssertionError(f"gave up waiting for {what}"
+                                 + (f" (last error: {last})" if last else ""))
         time.sleep(0.02)
 
 
