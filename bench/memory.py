@@ -29,6 +29,16 @@ if step == "load":
     from safetensors.numpy import load_file
     tensors = load_file(arg)
     n = sum(v.nbytes for v in tensors.values())
+elif step.startswith("cli:"):  # the command a user runs, in this process
+    import contextlib, io
+    from modelvc.cli.main import main
+    sys.argv = ["modelvc", "--registry", root, *step[4:].split(), arg]
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main()
+        except SystemExit as exc:
+            if exc.code:
+                raise
 else:
     from modelvc import Registry
     reg = Registry.open(root)
@@ -81,11 +91,18 @@ def main() -> None:
         make_model(b, args.gb, 1, base=a)
         Registry.init(work / "repo").close()
         rows = [("load in process (baseline)", *child("load", work, str(a)))]
-        rows.append(("commit v1 (full copy)", *child("commit", work / "repo", str(a))))
-        rows.append(("commit v2 (delta vs v1)", *child("commit", work / "repo", str(b))))
-        rows.append(("checkout v2 (delta chain)",
-                     *child("checkout:big@v2", work / "repo", str(work / "out.safetensors"))))
+        repo, out = work / "repo", str(work / "out.safetensors")
+        # The CLI, as a user runs it; then the API, as a training loop calls it (keeps up
+        # to MODELVC_CACHE_MB, 256 by default, of blocks for the next commit's deltas).
+        rows.append(("modelvc commit v1 (full)", *child("cli:commit --model big", repo, str(a))))
+        rows.append(("modelvc commit v2 (delta)", *child("cli:commit --model big", repo, str(b))))
+        rows.append(("modelvc checkout v2", *child("cli:checkout big@v2 --force", repo, out)))
         same = (work / "out.safetensors").read_bytes() == b.read_bytes()
+        Registry.init(work / "api").close()
+        rows.append(("Registry.commit v1 (API)", *child("commit", work / "api", str(a))))
+        rows.append(("Registry.commit v2 (API)", *child("commit", work / "api", str(b))))
+        rows.append(("Registry.checkout v2 (API)", *child("checkout:big@v2", work / "api", out)))
+        same = same and (work / "out.safetensors").read_bytes() == b.read_bytes()
         result = {"model_bytes": size, "bit_exact": same,
                   "steps": [{"step": s, "peak_rss": r, "seconds": t,
                              "mb_per_s": size / t / 1e6} for s, r, t in rows]}

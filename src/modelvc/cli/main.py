@@ -7,6 +7,7 @@ Heavy modules (numpy, SQLAlchemy, the registry) are imported inside commands so 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -80,7 +81,14 @@ def cli(ctx: click.Context, registry: str | None) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
+# One command, one process: decoded blocks kept for a *next* commit in the same process
+# (a training loop calling Registry.commit) would only hold memory here. Long-running
+# commands (serve, server) and scripts may still set MODELVC_CACHE_MB.
+CLI_CACHE_MB = "32"
+
+
 def main() -> None:
+    os.environ.setdefault("MODELVC_CACHE_MB", CLI_CACHE_MB)
     from . import (
         admin_cmds,
         audit_cmds,
