@@ -147,3 +147,17 @@ def test_buffer_pool_reuses_memory_by_size_class() -> None:
     for x in big:
         pool.give(x)  # only 4 MiB may idle: the third is dropped
     assert pool.take(1 << 21) is not None
+
+
+@needs_native
+def test_the_longest_run_of_the_widest_elements_is_held_safely() -> None:
+    """64 links of 8-byte elements on planes, with every buffer the kernel may hold."""
+    n = 33
+    links: list[kernels.Link] = [(0, [_bytes(j * 8 + b, n) for b in range(8)]) for j in range(64)]
+    base = [_bytes(900 + b, n) for b in range(8)]
+    a, b = kernels.empty(8 * n), kernels.empty(8 * n)
+    NATIVE.run(a, base, links, 8, True)
+    REF.run(b, base, links, 8, True)
+    assert a.tobytes() == b.tobytes()
+    with pytest.raises(ValueError, match="at most 64"):
+        NATIVE.run(a, base, [*links, (0, None)], 8, True)

@@ -47,7 +47,7 @@ DEFINE_OPS(uint64_t, int64_t, 64)
 /* ---- buffers ---- */
 
 typedef struct {
-    Py_buffer views[1 + MAX_LINKS * 8 + 4];
+    Py_buffer views[(MAX_LINKS + 2) * 8 + 4]; /* base, links, cast planes and the output */
     int count;
 } Held;
 
