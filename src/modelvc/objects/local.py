@@ -8,7 +8,6 @@ processes) both succeed and leave one whole file: the content is the same.
 
 from __future__ import annotations
 
-import mmap
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -20,11 +19,6 @@ from ..errors import ObjectNotFound, UsageError
 from .base import ObjectInfo, check_key, is_valid_key
 
 CHUNK = 1 << 20  # put_file streams in 1 MiB pieces
-# Reads of at least this much map the file instead of copying it: no copy into fresh
-# memory (page faults cost more than the copy on VMs), and raw byte planes are then
-# decoded straight from the page cache. Objects are replaced by rename, never
-# rewritten in place, so a mapping never sees a file shrink under it.
-MAP_MIN = 256 << 10
 _FANOUT = frozenset(f"{i:02x}" for i in range(256))
 
 
@@ -93,9 +87,7 @@ class LocalStore:
         with _translated(path, "read", key):
             fd = os.open(path, os.O_RDONLY)
             try:
-                if length < MAP_MIN:
-                    return os.pread(fd, length, start)
-                return _mapped(fd, start, length)
+                return os.pread(fd, length, start)
             finally:
                 os.close(fd)
 
@@ -206,18 +198,6 @@ def _scandir(folder: Path) -> list[os.DirEntry[str]]:
         return []
     except OSError as exc:
         raise storage_error(exc, folder, "list") from exc
-
-
-def _mapped(fd: int, start: int, length: int) -> memoryview:
-    """A read-only view of bytes start..start+length of fd (fewer if the file is shorter)."""
-    size = os.fstat(fd).st_size
-    length = max(0, min(length, size - start))
-    if length == 0:
-        return memoryview(b"")
-    base = start - start % mmap.ALLOCATIONGRANULARITY
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    m = mmap.mmap(fd, start + length - base, flags=flags, prot=mmap.PROT_READ, offset=base)
-    return memoryview(m)[start - base :]
 
 
 class _translated:
