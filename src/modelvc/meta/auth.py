@@ -11,12 +11,13 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import NotFound, UsageError
+from ..errors import NotFound, Unauthenticated, UsageError
 from .api import AuditEntry
 from .governance import append_audit
 from .rows import now, utc
@@ -71,6 +72,50 @@ def parse_scopes(scopes: list[str]) -> list[str]:
         check_role(role)
         out.append(f"{role}:{pattern or '*'}")
     return out
+
+
+# --- role ranking (shared by server/auth.py and serving/identity.py, which may not
+# import each other)
+def rank(role: str | None) -> int:
+    """Position of ROLE in ROLES, weakest 0; -1 for None or an unknown role."""
+    return ROLES.index(role) if role in ROLES else -1
+
+
+def strongest(patterns: dict[str, str], model: str | None) -> int:
+    """Rank of the strongest role PATTERNS (scope pattern -> role) give on MODEL;
+    model=None means the whole registry, where only "*" counts. -1: none."""
+    if model is None:
+        return rank(patterns.get("*"))
+    return max((rank(r) for p, r in patterns.items() if fnmatchcase(model, p)), default=-1)
+
+
+def token_caps(scopes: list[str]) -> dict[str, str]:
+    """A token's "ROLE:PATTERN" scopes as pattern -> the strongest role it caps to."""
+    caps: dict[str, str] = {}
+    for s in scopes:
+        role, _, pattern = s.partition(":")
+        if rank(role) > rank(caps.get(pattern)):
+            caps[pattern] = role
+    return caps
+
+
+def role_on(bindings: dict[str, str], caps: dict[str, str] | None, model: str | None) -> int:
+    """Rank of the strongest role a subject with these role BINDINGS may use on MODEL
+    through a token with these CAPS (None: no cap). -1: none."""
+    held = strongest(bindings, model)
+    if caps is not None:
+        held = min(held, strongest(caps, model))
+    return held
+
+
+def check_token_live(tok: ApiToken, what: str = "API token") -> None:
+    """Unauthenticated if the token was revoked or has expired (WHAT names it)."""
+    if tok.revoked_at is not None:
+        raise Unauthenticated(f"{what} {tok.id} was revoked",
+                              hint="ask an admin for a new one (`modelvc token create`)")
+    if tok.expires_at is not None and tok.expires_at <= datetime.now(UTC):
+        raise Unauthenticated(f"{what} {tok.id} expired at {tok.expires_at:%Y-%m-%d %H:%M}",
+                              hint="ask an admin for a new one (`modelvc token create`)")
 
 
 def _token(r: Any) -> ApiToken:

@@ -12,13 +12,12 @@ A token may carry caps ("ROLE:PATTERN"): it then acts with at most that role the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 
 from starlette.requests import Request
 
 from ..errors import PermissionDenied, Unauthenticated
-from ..meta.auth import ROLES, hash_token
+from ..meta.auth import ROLES, check_token_live, hash_token, rank, strongest, token_caps
+from ..meta.auth import role_on as _role_on
 from .state import ServerState
 
 ANONYMOUS = "anonymous"
@@ -62,43 +61,21 @@ def authenticate(request: Request, state: ServerState) -> Principal:
                               hint="check MODELVC_TOKEN / --token, or ask an admin for a "
                                    "new one (`modelvc token create`)")
     tok, held = grant
-    if tok.revoked_at is not None:
-        raise Unauthenticated(f"API token {tok.id} was revoked",
-                              hint="ask an admin for a new one (`modelvc token create`)")
-    if tok.expires_at is not None and tok.expires_at <= datetime.now(UTC):
-        raise Unauthenticated(f"API token {tok.id} expired at {tok.expires_at:%Y-%m-%d %H:%M}",
-                              hint="ask an admin for a new one (`modelvc token create`)")
+    check_token_live(tok)
     bindings = {b.scope: b.role for b in held}
-    caps: dict[str, str] = {}
-    for s in tok.scopes:
-        role, _, pattern = s.partition(":")
-        if _rank(role) > _rank(caps.get(pattern)):
-            caps[pattern] = role
+    caps = token_caps(tok.scopes)
     p = Principal(tok.subject, bindings, token_id=tok.id, caps=caps)
     request.state.principal = p
     return p
 
 
-def _rank(role: str | None) -> int:
-    return ROLES.index(role) if role in ROLES else -1
-
-
-def _strongest(patterns: dict[str, str], model: str | None) -> int:
-    if model is None:
-        return _rank(patterns.get("*"))
-    return max((_rank(r) for p, r in patterns.items() if fnmatchcase(model, p)), default=-1)
-
-
 def role_on(principal: Principal, model: str | None) -> int:
     """Rank of the strongest role the principal may use on MODEL (-1: none)."""
-    held = _strongest(principal.bindings, model)
-    if principal.caps is not None:
-        held = min(held, _strongest(principal.caps, model))
-    return held
+    return _role_on(principal.bindings, principal.caps, model)
 
 
 def can(principal: Principal, role: str, model: str | None) -> bool:
-    return role_on(principal, model) >= _rank(role)
+    return role_on(principal, model) >= rank(role)
 
 
 def authorize(principal: Principal, role: str, model: str | None) -> None:
@@ -112,7 +89,7 @@ def authorize(principal: Principal, role: str, model: str | None) -> None:
     if principal.anonymous:
         raise Unauthenticated(f"anonymous callers may only read; this needs the {role} role "
                               f"on {where}")
-    capped = principal.caps is not None and _strongest(principal.bindings, model) >= _rank(role)
+    capped = principal.caps is not None and strongest(principal.bindings, model) >= rank(role)
     if capped:
         raise PermissionDenied(f"token {principal.token_id} is limited to "
                                f"{sorted(principal.caps or {})} and may not act as {role} "

@@ -20,24 +20,14 @@ any other actor. A refusal is not lost: the gateway logs it, counts it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from typing import Any
 
 from ..errors import PermissionDenied, Unauthenticated
-from ..meta.auth import ROLES, hash_token
+from ..meta.auth import check_token_live, hash_token, rank, role_on, strongest, token_caps
 from ..registry import Registry
 
 DEFAULT_ACTOR = "modelvc-serve"
 NEEDED_ROLE = "promoter"
-
-
-def _rank(role: str | None) -> int:
-    return ROLES.index(role) if role in ROLES else -1
-
-
-def _strongest(patterns: dict[str, str], model: str) -> int:
-    return max((_rank(r) for p, r in patterns.items() if fnmatchcase(model, p)), default=-1)
 
 
 @dataclass(frozen=True)
@@ -53,28 +43,19 @@ class Identity:
         or PermissionDenied when the token does not (or no longer) allow it."""
         if self.token is None:
             return self.actor
-        meta = reg.meta
-        tok = meta.token_by_hash(hash_token(self.token))
-        if tok is None:
+        # One query, as the server's authenticate: the token and its subject's bindings.
+        grant = reg.meta.token_grant(hash_token(self.token))
+        if grant is None:
             raise Unauthenticated("the gateway's API token is not known to this registry",
                                   hint="check `token` / $MODELVC_SERVE_TOKEN, or ask an "
                                        "admin for one (`modelvc token create`)")
-        if tok.revoked_at is not None:
-            raise Unauthenticated(f"the gateway's API token {tok.id} was revoked",
-                                  hint="ask an admin for a new one (`modelvc token create`)")
-        if tok.expires_at is not None and tok.expires_at <= datetime.now(UTC):
-            raise Unauthenticated(f"the gateway's API token {tok.id} expired at "
-                                  f"{tok.expires_at:%Y-%m-%d %H:%M}",
-                                  hint="ask an admin for a new one (`modelvc token create`)")
-        bindings = {b.scope: b.role for b in meta.role_bindings(tok.subject)}
-        held = _strongest(bindings, model)
-        caps: dict[str, str] = {}
-        for s in tok.scopes:
-            role, _, pattern = s.partition(":")
-            if _rank(role) > _rank(caps.get(pattern)):
-                caps[pattern] = role
-        if min(held, _strongest(caps, model)) < _rank(NEEDED_ROLE):
-            why = (f"token {tok.id} is limited to {sorted(caps)}" if held >= _rank(NEEDED_ROLE)
+        tok, held = grant
+        check_token_live(tok, "the gateway's API token")
+        bindings = {b.scope: b.role for b in held}
+        caps = token_caps(tok.scopes)
+        if role_on(bindings, caps, model) < rank(NEEDED_ROLE):
+            why = (f"token {tok.id} is limited to {sorted(caps)}"
+                   if strongest(bindings, model) >= rank(NEEDED_ROLE)
                    else f"{tok.subject} needs the {NEEDED_ROLE} role on model {model}")
             raise PermissionDenied(f"the gateway may not move {model}'s channels: {why}",
                                    hint=f"`modelvc role grant {tok.subject} {NEEDED_ROLE} "
