@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import Conflict, ModelvcError
@@ -74,20 +75,31 @@ class GcReport:
     removable: list[str] = field(default_factory=list)
     removable_bytes: int = 0
     kept_young: int = 0  # unreferenced but inside the grace period
+    uploads_expired: int = 0  # upload-possession rows deleted (never in a dry run)
 
     def to_json(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "live": self.live, "removed" if not self.dry_run
-                else "would_remove": len(self.removable), "bytes": self.removable_bytes,
-                "kept_young": self.kept_young}
+        out = {"dry_run": self.dry_run, "live": self.live, "removed" if not self.dry_run
+               else "would_remove": len(self.removable), "bytes": self.removable_bytes,
+               "kept_young": self.kept_young}
+        if not self.dry_run:
+            out["uploads_expired"] = self.uploads_expired
+        return out
+
+
+# How long a server's record of an upload proves possession (the server's default
+# `upload_ttl_hours`); gc deletes older rows, which no longer prove anything there.
+UPLOAD_TTL = timedelta(hours=24)
 
 
 def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
-       grace_seconds: float = 3600.0, actor: str = "") -> GcReport:
+       grace_seconds: float = 3600.0, actor: str = "",
+       upload_ttl: timedelta = UPLOAD_TTL) -> GcReport:
     """Mark from every live version (and delta references), sweep the rest.
 
     The sweep holds the registry lock exclusively, so no commit is between writing
     its objects and recording them; objects younger than the grace period survive
-    anyway (a writer on another host of a shared store)."""
+    anyway (a writer on another host of a shared store). Unless a dry run, upload
+    possession rows older than `upload_ttl` are deleted too (meta/uploads.py)."""
     report = GcReport(dry_run)
     with lay.lock(exclusive=True):
         live = meta.live_object_ids()
@@ -111,9 +123,11 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
             cleanup = getattr(io.store, "cleanup_temp", None)
             if cleanup is not None:
                 cleanup(grace_seconds)
+            report.uploads_expired = meta.expire_uploads(datetime.now(UTC) - upload_ttl)
             meta.append_audit(AuditEntry(
                 actor=actor, action="gc", target="objects",
-                after={"removed": len(report.removable), "bytes": report.removable_bytes}))
+                after={"removed": len(report.removable), "bytes": report.removable_bytes,
+                       "uploads_expired": report.uploads_expired}))
     return report
 
 
