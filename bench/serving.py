@@ -6,6 +6,12 @@ steady, peak RSS of the gateway during swaps vs steady.
 
     python bench/serving.py                # figures and PASS/MISS per target
     python bench/serving.py --json out.json
+    python bench/serving.py --wait-on status   # swaps wait by polling /modelvc/status
+
+Each swap waits until the gateway serves the promoted version, polling every 10 ms
+(100 Hz) either the OIP metadata route (default) or `/modelvc/status` (the full
+statistics an operator's dashboard reads; per-slot counts, so O(1) in the request
+rate).
 """
 
 from __future__ import annotations
@@ -130,25 +136,39 @@ def load(url: str, inputs: Path, threads: int, seconds: float,
     return res
 
 
-def _serving(url: str) -> int:
-    """The version production serves, from the cheap OIP metadata route."""
+def _serving(url: str, wait_on: str) -> int:
+    """The version production serves: from the OIP metadata route, or from the stable
+    slot of /modelvc/status."""
+    if wait_on == "status":
+        with urllib.request.urlopen(f"{url}/modelvc/status") as r:
+            return int(json.loads(r.read())["digits"]["stable"]["version"])
     with urllib.request.urlopen(f"{url}/v2/models/digits/versions/production") as r:
         return int(json.loads(r.read())["parameters"]["version"])
 
 
-def swaps(reg: Registry, url: str, window: list[float], n: int = 20) -> None:
+def swaps(reg: Registry, url: str, window: list[float], n: int = 20,
+          wait_on: str = "metadata") -> int:
+    """N promotions, each waited for at 100 Hz; returns how many polls that took."""
+    polls = 0
     window.append(time.time())
     for i in range(n):
         target = [2, 3, 1][i % 3]  # each swap loads: only one previous version stays warm
         reg.promote(f"digits@v{target}", "production", reason="bench swap")
-        while _serving(url) != target:
+        while True:
+            polls += 1
+            if _serving(url, wait_on) == target:
+                break
             time.sleep(0.01)
     window.append(time.time())
+    return polls
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--wait-on", choices=["metadata", "status"], default="metadata",
+                    help="what each swap polls at 100 Hz until the gateway serves the "
+                         "new version: the OIP metadata route or /modelvc/status")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="modelvc-bench-serving-"))
     reg, x, onnx = _models(tmp / "repo")
@@ -169,17 +189,22 @@ def main() -> None:
         # Warm up until the bounded per-request bookkeeping (feedback ids, windows) is
         # full, so "steady" means a long-running gateway's steady state.
         load(url, tmp / "x.npy", THREADS, WARMUP_S)
-        res: dict[str, Any] = {"threads": THREADS, "cpus": os.cpu_count()}
+        res: dict[str, Any] = {"threads": THREADS, "cpus": os.cpu_count(),
+                               "wait_on": args.wait_on}
         res["inproc_c1"] = in_process(onnx, x, 1, 3.0)
         res["inproc"] = in_process(onnx, x, THREADS, 3.0)
         res["gateway_c1"] = load(url, tmp / "x.npy", 1, 4.0)
         with RssSampler(gw.pid) as steady_rss:
             res["gateway"] = load(url, tmp / "x.npy", THREADS, STEADY_S)
         window: list[float] = []
+        polls: list[int] = []
         with RssSampler(gw.pid) as swap_rss:
             res["swaps"] = load(url, tmp / "x.npy", THREADS, SWAP_LOAD_S,
-                                during=lambda: swaps(reg, url, window), window=window)
+                                during=lambda: polls.append(
+                                    swaps(reg, url, window, wait_on=args.wait_on)),
+                                window=window)
         res["swap_seconds"] = window[1] - window[0]
+        res["swap_polls"] = polls[0]
         res["rss_steady_mb"] = float(np.median(steady_rss.samples[1:])) / 1e6
         res["rss_swap_peak_mb"] = max(swap_rss.samples) / 1e6
     finally:
@@ -207,8 +232,10 @@ def report(r: dict[str, Any]) -> None:
     overhead = r["gateway_c1"]["p50_ms"] - r["inproc_c1"]["p50_ms"]
     p99x = s["p99_ms"] / r["gateway"]["p99_ms"]
     rssx = r["rss_swap_peak_mb"] / r["rss_steady_mb"]
+    route = "/modelvc/status" if r["wait_on"] == "status" else "OIP metadata"
     print(f"20 swaps in {r['swap_seconds']:.1f} s ({s['window_requests']} requests started "
-          f"meanwhile; p99 above is theirs), answered by versions {s['by_version']}")
+          f"meanwhile; p99 above is theirs), answered by versions {s['by_version']}; "
+          f"waited on {route} at 100 Hz ({r['swap_polls']} polls)")
     checks = [
         ("failed requests during swaps", f"{s['failed']}", s["failed"] == 0, "0"),
         ("p99 during swaps / steady p99", f"{p99x:.2f}x", p99x <= 2.0, "<= 2x"),
