@@ -4,14 +4,23 @@ modelvc.transfer.http.HttpEnd; the work is modelvc.transfer.local.LocalEnd's.
 
 Every route authenticates, then authorizes per model: reading needs "reader",
 sending objects and versions "writer", moving a channel "promoter".
-Request bodies are bounded (packs) or streamed to a temp file (large objects);
-objects are verified before they are stored.
+Request bodies are bounded (packs, upload chunks) or streamed to a temp file (whole
+objects); objects are verified before they are stored.
+
+Upload sessions (transfer/sessions.py): a large object arrives in chunks into a spool
+file per (subject, object id, size) under the registry folder's tmp/uploads, so a push
+cut off mid-object resumes from what arrived. `GET /api/v1/objects/{id}/upload` says how
+much is held; `PUT` appends a chunk (with its BLAKE3 digest) at an offset; the chunk
+that completes it has the object verified and stored. Sessions untouched for
+upload_ttl_hours are deleted.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +29,16 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import ObjectNotFound, UsageError
+from ..errors import CorruptObject, ObjectNotFound, UsageError
 from ..manifest import Manifest
 from ..objects.base import check_key
+from ..transfer.http import CHUNK_DIGEST
 from ..transfer.local import LocalEnd, local_end
 from ..transfer.protocol import RefInfo, decode_pack, encode_pack
+from ..transfer.sessions import MAX_CHUNK, Sessions
 from ..transfer.verify import unlink_quietly
 from .auth import Principal, authenticate, authorize, can
+from .logs import LOG
 from .scope import Scope, require_access
 from .state import ServerState
 
@@ -171,13 +183,24 @@ def fetch(request: Request, body: Ids) -> Response:
     return Response(encode_pack(items), media_type="application/octet-stream")
 
 
+_RANGE = re.compile(r"^bytes=(\d+)-$")
+
+
 @router.get("/api/v1/objects/{oid}")
-def get_object(request: Request, oid: str, model: str) -> StreamingResponse:
+def get_object(request: Request, oid: str, model: str) -> Response:
+    """The stored bytes; `Range: bytes=N-` (a resumed download) answers 206 from N."""
     end, principal = _end_as(request, "reader", model)
     _readable(end, principal, [check_key(oid)])
     size = end.reg.store.size(oid)
-    return StreamingResponse(end.read_stream(model, oid), media_type="application/octet-stream",
-                             headers={"Content-Length": str(size)})
+    m = _RANGE.match(request.headers.get("range", "").strip())
+    start = int(m.group(1)) if m else 0
+    if start >= size and m:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    headers = {"Content-Length": str(size - start), "Accept-Ranges": "bytes"}
+    if m:
+        headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+    return StreamingResponse(end.read_stream(model, oid, start), status_code=206 if m else 200,
+                             media_type="application/octet-stream", headers=headers)
 
 
 @router.post("/api/v1/objects/pack")
@@ -213,6 +236,102 @@ async def put_object(request: Request, oid: str, model: str) -> dict[str, Any]:
         unlink_quietly(path)
     await run_in_threadpool(_state(request).possession.add, principal.name, [oid])
     return {"stored": 1}
+
+
+@router.get("/api/v1/objects/{oid}/upload")
+def upload_offset(request: Request, oid: str, model: str, size: int) -> dict[str, Any]:
+    """How many bytes of the caller's upload session for (OID, SIZE) the server holds.
+    `stored`: the object is here and the caller may count it (it sent its bytes, or
+    no other model hides it): nothing to send."""
+    end, principal = _end_as(request, "writer", model)
+    check_key(oid)
+    state = _state(request)
+    if end.reg.store.has(oid) and (
+            oid not in Scope(end.reg, principal, [oid]).hidden()
+            or not state.possession.unproven(principal.name, [oid])):
+        return {"offset": size, "stored": True}
+    held = upload_sessions(request).offset(principal.name, "object", oid, size)
+    if held:
+        LOG.info("upload resumed", extra={"object": oid, "size": size, "offset": held,
+                                          "subject": principal.name, "kind": "object"})
+    return {"offset": held, "stored": False}
+
+
+@router.put("/api/v1/objects/{oid}/upload")
+async def put_chunk(request: Request, oid: str, model: str, size: int, offset: int
+                    ) -> dict[str, Any]:
+    """Append one chunk (header X-Modelvc-Chunk-Blake3: its digest) at OFFSET, which
+    must not exceed what the session holds (else 409 SessionMoved). The chunk that
+    makes SIZE bytes has the object verified and stored (or the session discarded)."""
+    end, principal = await run_in_threadpool(_end_as, request, "writer", model)
+    check_key(oid)
+    sessions = upload_sessions(request)
+    data, digest = await read_chunk(request)
+    pos = await run_in_threadpool(append_chunk, sessions, principal.name, "object", oid, size,
+                                  offset, data, digest)
+    if pos < size:
+        return {"offset": pos, "complete": False}
+    try:
+        seen = await run_in_threadpool(end.finish, sessions, principal.name, oid, size)
+    except CorruptObject as exc:
+        LOG.warning("upload failed verification", extra={
+            "object": oid, "size": size, "subject": principal.name, "error": exc.message})
+        raise
+    log_complete(principal.name, "object", oid, size, seen)
+    await run_in_threadpool(_state(request).possession.add, principal.name, [oid])
+    return {"offset": size, "complete": True}
+
+
+_SESSIONS_LOCK = threading.Lock()
+
+
+def upload_sessions(request: Request) -> Sessions:
+    """The server's upload sessions: tmp/uploads in the served registry's folder (shared
+    by server processes on that folder), expiring after upload_ttl_hours."""
+    app_state = request.app.state
+    with _SESSIONS_LOCK:
+        sessions: Sessions | None = getattr(app_state, "upload_sessions", None)
+        if sessions is None:
+            state = _state(request)
+            sessions = Sessions(state.registry().layout.root / "tmp" / "uploads",
+                                ttl=state.config.upload_ttl_hours * 3600)
+            app_state.upload_sessions = sessions
+        return sessions
+
+
+async def read_chunk(request: Request) -> tuple[bytes, str]:
+    """An upload chunk's body (at most MAX_CHUNK bytes) and its digest header."""
+    digest = request.headers.get(CHUNK_DIGEST)
+    if not digest:
+        raise UsageError(f"an upload chunk needs its BLAKE3 digest in {CHUNK_DIGEST}")
+    if int(request.headers.get("content-length") or 0) > MAX_CHUNK:
+        raise UsageError(f"an upload chunk is at most {MAX_CHUNK} bytes")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > MAX_CHUNK:
+            raise UsageError(f"an upload chunk is at most {MAX_CHUNK} bytes")
+    return bytes(body), digest
+
+
+def append_chunk(sessions: Sessions, subject: str, kind: str, oid: str, size: int, offset: int,
+            data: bytes, digest: str) -> int:
+    try:
+        return sessions.append(subject, kind, oid, size, offset, data, digest)
+    except CorruptObject as exc:
+        LOG.warning("upload chunk refused", extra={
+            "object": oid, "offset": offset, "length": len(data), "subject": subject,
+            "kind": kind, "error": exc.message})
+        raise
+
+
+def log_complete(subject: str, kind: str, oid: str, size: int, seen: Any) -> None:
+    """One line per completed upload session: `received` is what this process took in
+    (less than `size` when an earlier process or attempt held the start)."""
+    LOG.info("upload complete", extra={
+        "object": oid, "size": size, "subject": subject, "kind": kind,
+        "received": seen.received if seen else 0,
+        "resumed_from": seen.first_offset if seen else size})
 
 
 def _state(request: Request) -> ServerState:

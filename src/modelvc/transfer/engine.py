@@ -10,8 +10,10 @@
 4. Versions are recorded at the sink oldest first (the sink numbers them).
 5. Refs move by compare-and-swap (branches fast-forward only unless forced).
 
-Small objects go in packs (one request each), large ones stream; a few packs/streams
-run in parallel, so memory is bounded by jobs x PACK_BYTES.
+Small objects go in packs (one request each); large ones stream into an upload session
+on the sink, which keeps what arrived: a retried transfer asks how much the sink holds
+and sends only the rest. A few packs/streams run in parallel, so memory is bounded by
+jobs x PACK_BYTES. Progress is reported in stored bytes, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
+from threading import Lock
 
-from ..errors import RefNotFound, UsageError
+from ..errors import CorruptObject, RefNotFound, UsageError
 from ..names import parse_ref
 from .protocol import ObjectEntry, RefInfo, Sink, Source
+from .sessions import SessionMoved
 
 PACK_BYTES = 8 << 20  # one request: at most this many stored bytes (bounds memory)
 PACK_OBJECTS = 1024
 JOBS = 4
+STREAM_BYTES = PACK_BYTES // 2  # larger objects stream (resumably), one at a time each
+RESTARTS = 3  # per streamed object: re-asks after a refused chunk or a moved session
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -46,6 +52,7 @@ class TransferResult:
     objects_sent: int = 0
     bytes_sent: int = 0  # stored bytes of the objects moved
     objects_skipped: int = 0  # the sink had them already
+    bytes_resumed: int = 0  # of bytes_sent: held by the sink's upload sessions, not resent
     refs: list[RefResult] = field(default_factory=list)
 
 
@@ -109,17 +116,68 @@ def _send_versions(source: Source, sink: Sink, model: str, tips: list[str], jobs
 def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs: int,
           progress: Progress | None, result: TransferResult) -> None:
     total = sum(o.size for o in objs)
+    lock = Lock()
     done = 0
+    credited: dict[str, int] = {}  # streamed object -> bytes of it counted as done
     if progress:
         progress(0, total)
 
-    def pack(batch: list[ObjectEntry]) -> int:
-        sink.write_pack(model, source.read_pack(model, [o.id for o in batch]))
-        return sum(o.size for o in batch)
+    def add(n: int) -> None:
+        nonlocal done
+        with lock:
+            done += n
+            now = done
+        if progress and n:
+            progress(now, total)
 
-    def stream(o: ObjectEntry) -> int:
-        sink.write_stream(model, o.id, source.read_stream(model, o.id))
-        return o.size
+    def mark(o: ObjectEntry, pos: int) -> None:
+        """The sink holds POS bytes of O (monotonic: a restart is not progress)."""
+        with lock:
+            before = credited.get(o.id, 0)
+            credited[o.id] = max(before, pos)
+        add(max(0, pos - before))
+
+    def pack(batch: list[ObjectEntry]) -> None:
+        sink.write_pack(model, source.read_pack(model, [o.id for o in batch]))
+        add(sum(o.size for o in batch))
+
+    def stream(o: ObjectEntry) -> None:
+        restarts = 0
+        sent = 0  # bytes handed to the sink over all attempts
+
+        def finished() -> None:
+            mark(o, o.size)
+            with lock:
+                result.bytes_resumed += max(0, o.size - sent)
+
+        while True:
+            off = sink.stream_offset(model, o.id, o.size)
+            if off is None:  # the sink has it (another transfer finished it meanwhile)
+                finished()
+                return
+            mark(o, off)
+            reached = off
+            chunks = source.read_stream(model, o.id, off) if off < o.size else iter(())
+
+            def held(pos: int, o: ObjectEntry = o) -> None:
+                nonlocal reached
+                reached = pos
+                mark(o, pos)
+
+            try:
+                sink.write_stream(model, o.id, chunks, offset=off, size=o.size,
+                                  progress=held)
+                sent += o.size - off
+                finished()
+                return
+            except (SessionMoved, CorruptObject):
+                # A chunk refused in transit, a session moved by another writer, or a
+                # resumed object that failed verification (its session is gone): ask
+                # again. A fresh upload of every byte that fails: the source's copy.
+                sent += reached - off
+                restarts += 1
+                if restarts > RESTARTS or (off == 0 and reached >= o.size):
+                    raise
 
     with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="modelvc-transfer") as pool:
         by_depth = sorted(objs, key=lambda o: o.depth)
@@ -128,13 +186,10 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
             # of the next wave's deltas.
             items = list(wave)
             futures = [pool.submit(pack, b) for b in _batches(items)]
-            futures += [pool.submit(stream, o) for o in items if o.size > PACK_BYTES // 2]
+            futures += [pool.submit(stream, o) for o in items if o.size > STREAM_BYTES]
             try:
                 for f in futures:
-                    n = f.result()
-                    done += n
-                    if progress:
-                        progress(done, total)
+                    f.result()
             finally:
                 for f in futures:
                     f.cancel()
@@ -146,7 +201,7 @@ def _batches(items: list[ObjectEntry]) -> Iterator[list[ObjectEntry]]:
     batch: list[ObjectEntry] = []
     size = 0
     for o in items:
-        if o.size > PACK_BYTES // 2:
+        if o.size > STREAM_BYTES:
             continue  # streamed on its own
         if batch and (size + o.size > PACK_BYTES or len(batch) >= PACK_OBJECTS):
             yield batch

@@ -1,19 +1,28 @@
 """Both ends of a transfer over HTTP: a client of the server's /api/v1/transfer and
-/api/v1/objects routes (server/transfer.py). Authentication: a bearer token."""
+/api/v1/objects routes (server/transfer.py). Authentication: a bearer token.
+
+Large objects go up in chunks of CHUNK_BYTES into the server's upload session for
+(this token's subject, object, size), each chunk with its BLAKE3 digest; downloads
+resume with `Range: bytes=N-`."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
+import blake3
 import httpx
 
 from .. import errors
 from ..errors import ModelvcError, StorageError
 from .protocol import ObjectEntry, RefInfo, VersionInfo, decode_pack, encode_pack
+from .sessions import CHUNK_BYTES, SessionMoved
 
 TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+CHUNK_DIGEST = "X-Modelvc-Chunk-Blake3"  # header: BLAKE3 hex of an upload chunk's body
 
 
 class HttpEnd:
@@ -26,6 +35,9 @@ class HttpEnd:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.bytes_up = 0  # request bodies of object uploads (what went over the wire)
         self.bytes_down = 0
+        self.sent: defaultdict[str, int] = defaultdict(int)  # object id -> bytes uploaded
+        self.got: defaultdict[str, int] = defaultdict(int)  # object id -> bytes downloaded
+        self._count = threading.Lock()
         self._client = httpx.Client(base_url=self.url, headers=headers, timeout=TIMEOUT,
                                     transport=transport,
                                     limits=httpx.Limits(max_connections=16))
@@ -66,24 +78,46 @@ class HttpEnd:
 
     def read_pack(self, model: str, ids: list[str]) -> list[tuple[str, bytes]]:
         resp = self._call("POST", "/api/v1/objects/fetch", json={"model": model, "ids": ids})
-        self.bytes_down += len(resp.content)
+        self._count_down(len(resp.content))
         items = list(decode_pack(resp.content))
+        with self._count:
+            for oid, data in items:
+                self.got[oid] += len(data)
         if [oid for oid, _ in items] != ids:
             raise errors.CorruptObject("the server answered a pack with other objects")
         return items
 
-    def read_stream(self, model: str, oid: str) -> Iterator[bytes]:
+    def read_stream(self, model: str, oid: str, offset: int = 0) -> Iterator[bytes]:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            with self._client.stream("GET", f"/api/v1/objects/{oid}",
+            with self._client.stream("GET", f"/api/v1/objects/{oid}", headers=headers,
                                      params={"model": model}) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     _raise(resp)
+                skip = offset if resp.status_code == 200 else 0  # Range not honoured
                 for chunk in resp.iter_bytes(1 << 20):
-                    self.bytes_down += len(chunk)
-                    yield chunk
+                    self._count_down(len(chunk), oid)
+                    if skip:
+                        cut = min(skip, len(chunk))
+                        chunk, skip = chunk[cut:], skip - cut
+                    if chunk:
+                        yield chunk
         except httpx.HTTPError as exc:
-            raise StorageError(f"download of {oid[:12]} from {self.url} failed: {exc}") from exc
+            raise StorageError(f"download of {oid[:12]} from {self.url} failed: {exc}",
+                               hint="run the transfer again: it resumes from there") from exc
+
+    def _count_down(self, n: int, oid: str | None = None) -> None:
+        with self._count:
+            self.bytes_down += n
+            if oid is not None:
+                self.got[oid] += n
+
+    def _count_up(self, oid: str | None, n: int) -> None:
+        with self._count:
+            self.bytes_up += n
+            if oid is not None:
+                self.sent[oid] += n
 
     # ---- sink
     def has_versions(self, model: str, ids: list[str]) -> set[str]:
@@ -96,14 +130,60 @@ class HttpEnd:
 
     def write_pack(self, model: str, items: list[tuple[str, bytes]]) -> None:
         body = encode_pack(items)
-        self.bytes_up += len(body)
+        self._count_up(None, len(body))
+        with self._count:
+            for oid, data in items:
+                self.sent[oid] += len(data)
         self._call("POST", "/api/v1/objects/pack", params={"model": model}, content=body,
                    headers={"Content-Type": "application/octet-stream"})
 
-    def write_stream(self, model: str, oid: str, chunks: Iterable[bytes]) -> None:
+    def stream_offset(self, model: str, oid: str, size: int) -> int | None:
+        info = self._json("GET", f"/api/v1/objects/{oid}/upload",
+                          params={"model": model, "size": size})
+        return None if info["stored"] else int(info["offset"])
+
+    def write_stream(self, model: str, oid: str, chunks: Iterable[bytes], *,
+                     offset: int = 0, size: int | None = None,
+                     progress: Callable[[int], None] | None = None) -> None:
+        """Chunks of CHUNK_BYTES into the server's upload session (see Sink); without
+        SIZE, one streamed PUT of the whole object (nothing to resume)."""
+        if size is None:
+            self._put_whole(model, oid, chunks)
+            return
+        pos = offset
+        for piece in rechunk(chunks, CHUNK_BYTES):
+            pos = self._put_chunk(model, oid, size, pos, piece)
+            if progress:
+                progress(pos)
+        if pos < size:
+            raise StorageError(f"the source's stream of {oid[:12]} ended at byte {pos} "
+                               f"of {size}", hint="run the transfer again")
+        if pos == offset:  # everything was there already: the empty chunk completes it
+            self._put_chunk(model, oid, size, pos, b"")
+
+    def _put_chunk(self, model: str, oid: str, size: int, offset: int, data: bytes) -> int:
+        params: dict[str, str | int] = {"model": model, "size": size, "offset": offset}
+        headers = {"Content-Type": "application/octet-stream",
+                   CHUNK_DIGEST: blake3.blake3(data).hexdigest()}
+        self._count_up(oid, len(data))
+        try:
+            resp = self._client.put(f"/api/v1/objects/{oid}/upload", params=params,
+                                    content=data, headers=headers)
+        except httpx.HTTPError as exc:
+            raise StorageError(f"upload of {oid[:12]} to {self.url} failed at byte "
+                               f"{offset}: {exc}",
+                               hint="run the transfer again: it resumes from what the "
+                                    "server holds") from exc
+        if resp.status_code >= 400:
+            if _error_name(resp) == "SessionMoved":
+                raise SessionMoved(f"the server's upload session of {oid[:12]} moved")
+            _raise(resp)
+        return int(resp.json()["offset"])
+
+    def _put_whole(self, model: str, oid: str, chunks: Iterable[bytes]) -> None:
         def counted() -> Iterator[bytes]:
             for c in chunks:
-                self.bytes_up += len(c)
+                self._count_up(oid, len(c))
                 yield c
 
         self._call("PUT", f"/api/v1/objects/{oid}", params={"model": model},
@@ -117,6 +197,27 @@ class HttpEnd:
         body = {"model": ref.model, "name": ref.name, "kind": ref.kind,
                 "version_id": ref.version_id, "expected": expected, "force": force}
         return str(self._json("POST", "/api/v1/transfer/refs", json=body)["result"])
+
+
+def rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """CHUNKS regrouped into pieces of SIZE bytes (the last may be shorter)."""
+    buf = bytearray()
+    for c in chunks:
+        buf += c
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
+
+
+def _error_name(resp: httpx.Response) -> str | None:
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    name = body.get("error") if isinstance(body, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _raise(resp: httpx.Response) -> NoReturn:

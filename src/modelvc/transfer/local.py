@@ -3,6 +3,8 @@
 Receiving keeps DESIGN invariant 1: verified objects -> (manifest is an object) ->
 one transaction per version (row, number, object links) -> ref compare-and-swap.
 An interrupted transfer leaves only unreferenced objects; the next one skips them.
+Large objects arrive through upload sessions (sessions.py): a partial spool under the
+registry's `tmp/` folder that the next transfer appends to, verified once complete.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import tempfile
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from ..errors import (
     NotFound,
     RefMoved,
     RefNotFound,
+    StorageError,
     UsageError,
 )
 from ..lineage import author as default_author
@@ -31,9 +34,12 @@ from ..meta.api import AuditEntry, NewVersion, ObjectRow
 from ..objects.base import flush, put_many
 from ..registry import Registry
 from .protocol import ObjectEntry, RefInfo, VersionInfo
+from .sessions import Received, Sessions
 from .verify import Overlay, store_file, unlink_quietly, verify
 
 STREAM_CHUNK = 8 << 20
+SESSION_TTL = 24 * 3600.0  # a partial received object older than this is deleted
+LOCAL_SUBJECT = "local"  # whose sessions a registry's own transfers (pull, clone) write
 
 
 class LocalEnd:
@@ -44,6 +50,8 @@ class LocalEnd:
         self.actor = actor or default_author()
         self._rows: OrderedDict[str, ObjectRow] = OrderedDict()  # verified, not yet recorded
         self._lock = threading.Lock()
+        # Partial objects this registry is receiving (pull, clone, push into a folder).
+        self.sessions = Sessions(reg.layout.root / "tmp" / "recv", SESSION_TTL)
 
     # ---- source
     def models(self) -> list[str]:
@@ -104,9 +112,9 @@ class LocalEnd:
     def read_pack(self, model: str, ids: list[str]) -> list[tuple[str, bytes]]:
         return [(oid, self.reg.store.get(oid)) for oid in ids]
 
-    def read_stream(self, model: str, oid: str) -> Iterator[bytes]:
+    def read_stream(self, model: str, oid: str, offset: int = 0) -> Iterator[bytes]:
         size = self.reg.store.size(oid)
-        for off in range(0, size, STREAM_CHUNK):
+        for off in range(offset, size, STREAM_CHUNK):
             yield bytes(self.reg.store.get_range(oid, off, min(STREAM_CHUNK, size - off)))
 
     # ---- sink
@@ -125,7 +133,40 @@ class LocalEnd:
             flush(self.reg.store, [oid for oid, _ in items])
         self._remember(rows)
 
-    def write_stream(self, model: str, oid: str, chunks: Iterable[bytes]) -> None:
+    def stream_offset(self, model: str, oid: str, size: int) -> int | None:
+        if self.reg.store.has(oid):
+            return None
+        return self.sessions.offset(LOCAL_SUBJECT, "object", oid, size)
+
+    def write_stream(self, model: str, oid: str, chunks: Iterable[bytes], *,
+                     offset: int = 0, size: int | None = None,
+                     progress: Callable[[int], None] | None = None) -> None:
+        """Append to this registry's own session for OID (see Sink.write_stream);
+        without SIZE, the whole object through a temp file (nothing to resume)."""
+        if size is None:
+            self._write_whole(oid, chunks)
+            return
+        pos = offset
+        for c in chunks:
+            if c:
+                pos = self.sessions.append(LOCAL_SUBJECT, "object", oid, size, pos, c)
+                if progress:
+                    progress(pos)
+        if pos != size:
+            raise StorageError(f"the stream of {oid[:12]} ended at byte {pos} of {size}",
+                               hint="run the transfer again: it resumes from there")
+        self.finish(self.sessions, LOCAL_SUBJECT, oid, size)
+
+    def finish(self, sessions: Sessions, subject: str, oid: str, size: int
+               ) -> Received | None:
+        """Verify the complete session of OID and store it. The session is removed
+        either way: a failed check (CorruptObject) restarts the object at byte 0."""
+        with sessions.complete(subject, "object", oid, size) as path:
+            seen = sessions.seen(subject, "object", oid, size)
+            self.write_file(oid, path)
+        return seen
+
+    def _write_whole(self, oid: str, chunks: Iterable[bytes]) -> None:
         with tempfile.NamedTemporaryFile(prefix="modelvc-recv-", delete=False) as tmp:
             for c in chunks:
                 tmp.write(c)

@@ -7,12 +7,17 @@ two protocols, so push, pull, clone and server-to-server are one algorithm.
 Pack format (many small stored objects in one request/response body):
 
     b"MVP1" | repeated: u16 id length | id (ascii hex) | u64 length | stored bytes
+
+Objects too large for a pack stream into an upload session on the sink (sessions.py):
+the engine asks `stream_offset` how much the sink holds, reads the rest from the source
+(`read_stream(offset=)`) and hands it to `write_stream`, so an interrupted transfer of a
+multi-GB object resumes within the object.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,7 +62,9 @@ class Source(Protocol):
         """Every object the versions need: manifests, listed objects, delta chains."""
         ...
     def read_pack(self, model: str, ids: list[str]) -> list[tuple[str, bytes]]: ...
-    def read_stream(self, model: str, oid: str) -> Iterator[bytes]: ...
+    def read_stream(self, model: str, oid: str, offset: int = 0) -> Iterator[bytes]:
+        """The stored bytes of OID from OFFSET on."""
+        ...
 
 
 class Sink(Protocol):
@@ -68,7 +75,19 @@ class Sink(Protocol):
         """Verify every object (decode + BLAKE3) and store it; refs of deltas must be
         present already or earlier in the same pack."""
         ...
-    def write_stream(self, model: str, oid: str, chunks: Iterable[bytes]) -> None: ...
+    def stream_offset(self, model: str, oid: str, size: int) -> int | None:
+        """How many bytes of OID's SIZE stored bytes the sink's upload session holds
+        (0: none); None when the sink has the object already."""
+        ...
+    def write_stream(self, model: str, oid: str, chunks: Iterable[bytes], *,
+                     offset: int = 0, size: int | None = None,
+                     progress: Callable[[int], None] | None = None) -> None:
+        """Append CHUNKS (the stored bytes from OFFSET on) to OID's upload session and,
+        once all SIZE bytes are there, verify and store the object. `progress` gets the
+        number of bytes the sink holds after each chunk. SessionMoved: the session does
+        not hold OFFSET bytes (ask stream_offset again); CorruptObject: a chunk or the
+        whole object failed its check (the session was discarded on the latter)."""
+        ...
     def record_version(self, model: str, version_id: str) -> int:
         """Record a version whose objects are all present; returns its number here."""
         ...
