@@ -4,7 +4,9 @@
 methods and dataclass results as the local Registry, and raises the same modelvc.errors
 classes (the server sends each error's `code`). A commit hashes segments locally and
 uploads only the raw segments the server lacks; the server encodes them (deltas and
-all) and computes the version id. Checkouts stream files and verify their sha256.
+all) and computes the version id. A segment larger than one chunk goes up in chunks
+into an upload session, so a commit cut off mid-tensor resumes from what the server
+holds. Checkouts stream files and verify their sha256.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,11 +40,14 @@ from .meta.api import AuditRow, RefMove, RefRow, VersionRow
 from .meta.auth import ApiToken, RoleBinding
 from .server.wire import decode, decode_as
 from .storage import ObjectIO
+from .transfer.sessions import CHUNK_BYTES
 
 if TYPE_CHECKING:
     from .events import RemoteEvents
 
 UPLOAD_THREADS = 4
+UPLOAD_RESTARTS = 3  # per chunked segment: re-asks after a refused chunk or moved session
+CHUNK_DIGEST = "X-Modelvc-Chunk-Blake3"
 _UNSET: Any = object()
 
 
@@ -257,17 +263,16 @@ class RemoteRegistry:
         missing = set(self._post(f"/models/{self._q(model)}/uploads/missing",
                                  {"ids": list(dict.fromkeys(x.oid for x in parts))})["missing"])
         todo = list({x.oid: x for x in parts if x.oid in missing}.values())
-        total, done = sum(x.seg.length for x in todo), 0
+        total = sum(x.seg.length for x in todo)
+        tally = _Tally(total, progress)
         with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-            for n in pool.map(lambda x: self._upload(model, x, base), todo):
-                done += n
-                if progress:
-                    progress(done, total)
+            for _ in pool.map(lambda x: self._upload(model, x, base, tally), todo):
+                pass
         body = {"files": [e.to_json() for e in entries], "branch": branch, "message": message,
                 "params": dict(params or {}), "metrics": dict(metrics or {}),
                 "lineage": lineage, "tags": list(tags), "parent": parent,
                 "kind": "file" if Path(path).is_file() else "folder"}
-        self.last_upload_bytes = total  # what this commit sent (tests, progress bars)
+        self.last_upload_bytes = tally.sent  # what this commit sent (tests, progress bars)
         return decode_as(VersionRow, self._post(f"/models/{self._q(model)}/commits", body))
 
     def _base(self, model: str, branch: str, parent: str | None) -> str | None:
@@ -279,17 +284,54 @@ class RemoteRegistry:
                 raise
             return None
 
-    def _upload(self, model: str, part: _Part, base: str | None) -> int:
+    def _upload(self, model: str, part: _Part, base: str | None, tally: _Tally) -> None:
         s = part.seg
         params: dict[str, Any] = {"kind": "tensor" if s.kind == "tensor" else "blob",
                                   "file": part.rel}
         if s.kind == "tensor":
             params.update(dtype=s.dtype, shape=",".join(map(str, s.shape or ())),
                           tensor=s.name, base=base)
-        self._call("PUT", f"/models/{self._q(model)}/uploads/{part.oid}",
-                   params={k: v for k, v in params.items() if v is not None},
+        params = {k: v for k, v in params.items() if v is not None}
+        if s.length > CHUNK_BYTES:
+            self._upload_chunked(model, part, params, tally)
+            return
+        self._call("PUT", f"/models/{self._q(model)}/uploads/{part.oid}", params=params,
                    content=_read(part.path, s))
-        return s.length
+        tally.sent_bytes(s.length)
+        tally.held(part.oid, s.length)
+
+    def _upload_chunked(self, model: str, part: _Part, params: dict[str, Any],
+                        tally: _Tally) -> None:
+        """The segment in chunks into the server's upload session, from what it holds
+        (after an interrupted commit: the rest only). Memory: one chunk."""
+        s, url = part.seg, f"/models/{self._q(model)}/uploads/{part.oid}"
+        restarts = 0
+        while True:
+            info = self._get(f"{url}/session", size=s.length)
+            if info["stored"]:
+                tally.held(part.oid, s.length)
+                return
+            off = int(info["offset"])
+            tally.held(part.oid, off)
+            start = off
+            try:
+                while True:
+                    data = _read_range(part.path, s.offset + off, min(CHUNK_BYTES, s.length - off))
+                    tally.sent_bytes(len(data))
+                    got = self._call("PUT", f"{url}/chunks", content=data,
+                                     params={**params, "size": s.length, "offset": off},
+                                     headers={CHUNK_DIGEST: blake3.blake3(data).hexdigest()})
+                    off = int(got["offset"])
+                    tally.held(part.oid, off)
+                    if got["complete"]:
+                        return
+            except (errors.Conflict, CorruptObject):
+                # A chunk refused in transit, a session moved under us, or a resumed
+                # segment that failed its hash (its session is gone): ask again. A fresh
+                # upload of every byte that fails is the file changing under us.
+                restarts += 1
+                if restarts > UPLOAD_RESTARTS or (start == 0 and off >= s.length):
+                    raise
 
     # ---- checkout and load
     def checkout(self, ref: str, dest: str | Path, *, force: bool = False,
@@ -360,6 +402,42 @@ class RemoteTensorDict(TensorDict):
         seg: SegmentRef = self._segs[name]
         raw = self._remote._tensor_bytes(self._v, seg.id)
         return to_array(raw, seg.dtype or "U8", seg.shape or (), self._framework)
+
+
+class _Tally:
+    """Progress of a commit's uploads in bytes the server holds (a resumed segment
+    counts what it already had), and the bytes actually sent."""
+
+    def __init__(self, total: int, progress: Callable[[int, int], None] | None) -> None:
+        self.total, self.progress = total, progress
+        self.sent = 0
+        self._done = 0
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def sent_bytes(self, n: int) -> None:
+        with self._lock:
+            self.sent += n
+
+    def held(self, oid: str, pos: int) -> None:
+        with self._lock:
+            before = self._held.get(oid, 0)
+            if pos <= before:
+                return
+            self._held[oid] = pos
+            self._done += pos - before
+            done = self._done
+        if self.progress:
+            self.progress(done, self.total)
+
+
+def _read_range(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) != length:
+        raise errors.InvalidModelFile(f"{path} changed while it was being committed; retry")
+    return data
 
 
 def _read(path: Path, s: Segment) -> bytes:

@@ -4,6 +4,12 @@ asks it to record a version from a list of files made of segment ids.
 The server encodes every upload itself (delta against the parent's same-named tensor,
 exactly like a local commit) and builds the manifest, so the version id, the stored
 bytes and the audit entry are all computed here, as the authenticated principal.
+
+A segment larger than one chunk goes up in chunks into an upload session (kind "raw":
+a spool per subject, id and size, see transfer/sessions.py), so a commit cut off in
+the middle of a multi-GB tensor resumes from what arrived: `GET .../uploads/{id}/session`
+says how much is held, `PUT .../uploads/{id}/chunks?offset=&size=` appends one; the
+chunk that completes it has the whole hashed against the id and stored.
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ from ..meta.api import ObjectRow
 from ..names import check_name, check_ref_name
 from ..objects.base import check_key, flush
 from ..registry import DEFAULT_BRANCH, Registry
+from ..transfer.sessions import Received, Sessions
 from .auth import Principal, authorize
 from .deps import P, R, S
+from .logs import LOG
 from .scope import Scope, require_access
 from .state import ServerState
+from .transfer import append_chunk, log_complete, read_chunk, upload_sessions
 from .wire import encode
 
 router = APIRouter(prefix="/models/{model}", tags=["commit"])
@@ -94,6 +103,70 @@ async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st:
         return {**out, "spooled": tmp is not None}
 
 
+@router.get("/uploads/{object_id}/session")
+def upload_session(model: str, object_id: str, size: int, request: Request, p: P, reg: R,
+                   st: S) -> dict[str, Any]:
+    """How many bytes of the caller's chunked upload of OBJECT_ID (SIZE raw bytes) the
+    server holds; `stored`: nothing to send (as /uploads/missing would say)."""
+    authorize(p, "writer", model)
+    check_key(object_id)
+    if size > st.config.max_upload_mb << 20:
+        raise _too_big(st.config.max_upload_mb << 20)
+    if reg.store.has(object_id) and object_id not in Scope(reg, p, [object_id]).hidden():
+        return {"offset": size, "stored": True}
+    held = upload_sessions(request).offset(p.name, "raw", object_id, size)
+    if held:
+        LOG.info("upload resumed", extra={"object": object_id, "size": size, "offset": held,
+                                          "subject": p.name, "kind": "raw"})
+    return {"offset": held, "stored": False}
+
+
+@router.put("/uploads/{object_id}/chunks")
+async def upload_chunk(model: str, object_id: str, size: int, offset: int, request: Request,
+                       p: P, reg: R, st: S, kind: str = "blob", dtype: str | None = None,
+                       shape: str = "", file: str = "", tensor: str | None = None,
+                       base: str | None = None) -> dict[str, Any]:
+    """One chunk of a raw segment (header X-Modelvc-Chunk-Blake3: the chunk's digest)
+    at OFFSET (not beyond what is held: else 409 SessionMoved). The chunk that makes
+    SIZE bytes has the whole hashed against OBJECT_ID, encoded and stored, as /uploads."""
+    authorize(p, "writer", model)
+    check_key(object_id)
+    limit = st.config.max_upload_mb << 20
+    if size > limit:
+        raise _too_big(limit)
+    _shape(kind, dtype, shape, size, tensor or object_id[:12])  # refuse before the bytes
+    sessions = upload_sessions(request)
+    data, digest = await read_chunk(request)
+    pos = await run_in_threadpool(append_chunk, sessions, p.name, "raw", object_id, size,
+                                  offset, data, digest)
+    if pos < size:
+        return {"offset": pos, "complete": False}
+    out, seen = await run_in_threadpool(_finish_raw, reg, sessions, p.name, model, object_id,
+                                        size, kind, dtype, shape, file, tensor, base)
+    log_complete(p.name, "raw", object_id, size, seen)
+    await run_in_threadpool(st.possession.add, p.name, [object_id])
+    return {**out, "offset": size, "complete": True, "spooled": True}
+
+
+def _finish_raw(reg: Registry, sessions: Sessions, subject: str, model: str, oid: str,
+                size: int, kind: str, dtype: str | None, shape: str, file: str,
+                tensor: str | None, base: str | None) -> tuple[dict[str, Any], Received | None]:
+    """Hash the complete spool against the id, then encode and store it. The session is
+    removed either way: a mismatch restarts the segment at byte 0."""
+    with sessions.complete(subject, "raw", oid, size) as path:
+        seen = sessions.seen(subject, "raw", oid, size)
+        if sessions.digest(path) != oid:
+            LOG.warning("upload failed verification", extra={
+                "object": oid, "size": size, "subject": subject, "kind": "raw"})
+            raise CorruptObject(f"upload {oid[:12]} does not match its id (damaged in "
+                                "transit?); its chunks were discarded",
+                                hint="retry the commit: the segment is sent again whole")
+        with path.open("rb") as f:
+            out = _store(reg, model, oid, _Body(None, f, size), kind, dtype, shape, file,
+                         tensor, base)
+    return out, seen
+
+
 def _too_big(limit: int) -> UsageError:
     return UsageError(f"segment larger than the server's max_upload_mb ({limit >> 20} MiB)",
                       hint="raise max_upload_mb in the server config")
@@ -116,25 +189,37 @@ class _Body:
 
 def _store(reg: Registry, model: str, oid: str, body: _Body, kind: str, dtype: str | None,
            shape_text: str, file: str, tensor: str | None, base: str | None) -> dict[str, Any]:
+    shape = _shape(kind, dtype, shape_text, body.size, tensor or oid[:12])
     with reg.layout.lock(exclusive=False):
-        if kind == "tensor":
-            if dtype is None:
-                raise UsageError("a tensor upload needs dtype and shape")
-            shape = tuple(int(x) for x in shape_text.split(",") if x)
-            n = 1
-            for d in shape:
-                n *= d
-            if n * dtype_info(dtype).itemsize != body.size:
-                raise UsageError(f"tensor {tensor or oid[:12]}: {body.size} bytes do not fit "
-                                 f"{dtype}{list(shape)}")
+        if shape is not None:
+            assert dtype is not None
             ref = _reference(reg, model, base, file, tensor)
             stored = reg.io.put_tensor_from(body.read, dtype, shape, ref=ref, oid=oid)
-        elif kind == "blob":
-            stored = reg.io.put_blob(body.whole(), oid=oid)
         else:
-            raise UsageError(f"unknown upload kind {kind!r}: use tensor or blob")
+            stored = reg.io.put_blob(body.whole(), oid=oid)
         flush(reg.store, [oid])
     return {"id": oid, "new": stored.new, "stored_size": stored.row.stored_size}
+
+
+def _shape(kind: str, dtype: str | None, shape_text: str, size: int, what: str
+           ) -> tuple[int, ...] | None:
+    """A tensor upload's shape, checked against its SIZE in bytes; None for a blob."""
+    if kind == "blob":
+        return None
+    if kind != "tensor":
+        raise UsageError(f"unknown upload kind {kind!r}: use tensor or blob")
+    if dtype is None:
+        raise UsageError("a tensor upload needs dtype and shape")
+    try:
+        shape = tuple(int(x) for x in shape_text.split(",") if x)
+    except ValueError as exc:
+        raise UsageError(f"malformed shape {shape_text!r}") from exc
+    n = 1
+    for d in shape:
+        n *= d
+    if n * dtype_info(dtype).itemsize != size:
+        raise UsageError(f"tensor {what}: {size} bytes do not fit {dtype}{list(shape)}")
+    return shape
 
 
 def _reference(reg: Registry, model: str, base: str | None, file: str,
