@@ -1,0 +1,353 @@
+"""Big objects resume *within* the object: a real `modelvc server` process is killed
+in the middle of a ~42 MB tensor object (six 8 MiB chunks); the next push sends only
+what the server's upload session lacks, shown by the bytes the client sent and by the
+server's own log ("upload complete": bytes this process received). Also: a chunk
+damaged in transit is refused and sent again, a damaged spool fails verification and
+the object restarts at byte 0, sessions are per subject, stale sessions expire, and
+pull and commit over HTTP resume the same way."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from modelvc.errors import ModelNotFound, StorageError
+from modelvc.meta.api import ObjectRow
+from modelvc.registry import Registry
+from modelvc.remote import RemoteRegistry
+from modelvc.transfer import HttpEnd, local_end, pull, push, transfer
+from modelvc.transfer.http import CHUNK_DIGEST
+from modelvc.transfer.sessions import CHUNK_BYTES
+from tests.server.proc import Server, grant_token
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, Path]]:
+    """A registry holding model `big`: one 48 MiB float32 tensor (stored ~42 MB) and a
+    bias; and the safetensors file it was committed from."""
+    tmp = tmp_path_factory.mktemp("resume-src")
+    rng = np.random.default_rng(0)
+    path = tmp / "big" / "model.safetensors"
+    path.parent.mkdir(parents=True)
+    save_file({"w": rng.standard_normal((3072, 4096), dtype=np.float32),
+               "b": np.arange(16, dtype=np.float32)}, str(path))
+    reg = Registry.init(tmp / "src")
+    reg.commit(path.parent, model="big", message="base")
+    yield reg, path
+    reg.close()
+
+
+def _big(reg: Registry) -> ObjectRow:
+    rows = reg.meta.version_objects(reg.resolve("big@main").id)
+    return max(rows, key=lambda r: r.stored_size)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Server, str]]:
+    """A `modelvc server` over a fresh registry and a writer token (subject "wes")."""
+    Registry.init(tmp_path / "served").close()
+    token = grant_token(tmp_path / "served", "wes", "writer", "big")
+    server = Server(tmp_path / "served", tmp_path / "server.log").start()
+    yield server, token
+    server.stop()
+
+
+def _kill(server: Server) -> None:
+    """kill -9: the server gets no chance to clean up."""
+    assert server.proc is not None
+    if server.proc.poll() is None:
+        server.proc.kill()
+        server.proc.wait(30)
+
+
+def _killer(server: Server, after: int) -> Callable[[int, int], None]:
+    def progress(done: int, total: int) -> None:
+        if done >= after:
+            _kill(server)
+    return progress
+
+
+def _spools(root: Path, kind: str = "object") -> list[Path]:
+    base = root / ".modelvc" / "tmp" / "uploads" / kind
+    return sorted(base.glob("*/*")) if base.is_dir() else []
+
+
+def _log(server: Server, msg: str) -> list[dict[str, Any]]:
+    out = []
+    for line in server.log.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("msg") == msg:
+            out.append(rec)
+    return out
+
+
+def _held(server: Server, token: str, oid: str, size: int) -> int:
+    r = httpx.get(f"{server.url}/api/v1/objects/{oid}/upload",
+                  params={"model": "big", "size": size},
+                  headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] is False
+    return int(r.json()["offset"])
+
+
+def _interrupted_push(server: Server, token: str, src: Registry, oid: str) -> None:
+    """A push killed (with the server) after two chunks of the big object landed."""
+    with pytest.raises(StorageError):
+        push(src, server.url, ["big"], token=token, jobs=1,
+             progress=_killer(server, 2 * CHUNK_BYTES))
+    assert server.proc is not None and server.proc.poll() is not None
+    with Registry.open(server.registry) as srv:  # nothing partial is an object
+        assert not srv.store.has(oid)
+        with pytest.raises(ModelNotFound):
+            srv.versions("big")
+
+
+def _check_served(server: Server, src_file: Path, tmp: Path) -> None:
+    with Registry.open(server.registry) as srv:
+        report = srv.verify()
+        assert not report.corrupt and not report.broken_versions
+        out = tmp / "checkout"
+        srv.checkout("big@main", out)
+        assert (out / "model.safetensors").read_bytes() == src_file.read_bytes()
+
+
+def _resume(server: Server, token: str, src: Registry, **kw: Any) -> tuple[HttpEnd, Any]:
+    end = HttpEnd(server.url, token=token, **kw)
+    try:
+        result = transfer(local_end(src), end, ["big"])
+    finally:
+        end.close()
+    return end, result
+
+
+def test_a_push_killed_mid_object_resumes_with_the_rest_of_it(
+        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+    src, src_file = source
+    server, token = served
+    big = _big(src)
+    assert big.stored_size > 4 * CHUNK_BYTES
+    _interrupted_push(server, token, src, big.id)
+    # The server's upload session holds the two chunks that were acknowledged.
+    [spool] = _spools(server.registry)
+    assert spool.name == f"{big.id}.{big.stored_size}"
+    assert spool.stat().st_size == 2 * CHUNK_BYTES
+
+    server.start()
+    held = _held(server, token, big.id, big.stored_size)
+    assert held == 2 * CHUNK_BYTES
+    end, result = _resume(server, token, src)
+    assert result.versions == [src.resolve("big@main").id]
+    # Only the remainder travelled: the client's count and the server's own.
+    assert end.sent[big.id] == big.stored_size - held
+    assert result.bytes_resumed == held
+    [done] = [r for r in _log(server, "upload complete") if r["object"] == big.id]
+    assert done["received"] == big.stored_size - held and done["resumed_from"] == held
+    assert any(r["object"] == big.id and r["offset"] == held
+               for r in _log(server, "upload resumed"))
+    assert _spools(server.registry) == []  # the session is gone once stored
+    _check_served(server, src_file, tmp_path)
+
+
+class DamageOneChunk(httpx.HTTPTransport):
+    """A network hop that flips one bit in the body of the chunk PUT at `offset`."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__()
+        self.offset, self.damaged = offset, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if (request.method == "PUT" and request.url.path.endswith("/upload")
+                and request.url.params.get("offset") == str(self.offset) and not self.damaged):
+            body = bytearray(request.read())
+            body[len(body) // 2] ^= 0x10
+            request = httpx.Request(request.method, request.url, headers=request.headers,
+                                    content=bytes(body))
+            self.damaged += 1
+        return super().handle_request(request)
+
+
+def test_a_chunk_damaged_in_transit_is_refused_and_sent_again(
+        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+    src, src_file = source
+    server, token = served
+    big = _big(src)
+    hop = DamageOneChunk(offset=CHUNK_BYTES)
+    end, result = _resume(server, token, src, transport=hop)
+    assert hop.damaged == 1 and result.versions
+    [refused] = [r for r in _log(server, "upload chunk refused") if r["object"] == big.id]
+    assert refused["offset"] == CHUNK_BYTES
+    # The refused chunk went twice; the rest once.
+    assert end.sent[big.id] == big.stored_size + CHUNK_BYTES
+    _check_served(server, src_file, tmp_path)
+
+
+def test_a_damaged_spool_fails_verification_and_the_object_restarts_cleanly(
+        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+    src, src_file = source
+    server, token = served
+    big = _big(src)
+    _interrupted_push(server, token, src, big.id)
+    [spool] = _spools(server.registry)
+    with spool.open("r+b") as f:  # a bit rots in what the server already holds
+        f.seek(CHUNK_BYTES + 12345)
+        byte = f.read(1)
+        f.seek(CHUNK_BYTES + 12345)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+    server.start()
+    end, result = _resume(server, token, src)
+    assert result.versions
+    [failed] = [r for r in _log(server, "upload failed verification")
+                if r["object"] == big.id]
+    assert failed["size"] == big.stored_size
+    # The resumed rest, then the whole object again from byte 0.
+    assert end.sent[big.id] == (big.stored_size - 2 * CHUNK_BYTES) + big.stored_size
+    [done] = [r for r in _log(server, "upload complete") if r["object"] == big.id]
+    assert done["resumed_from"] == 0 and done["received"] == big.stored_size
+    assert _spools(server.registry) == []
+    _check_served(server, src_file, tmp_path)
+
+
+def test_another_subjects_session_is_not_reused(
+        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+    src, src_file = source
+    server, token = served
+    big = _big(src)
+    _interrupted_push(server, token, src, big.id)
+    server.start()
+    other = grant_token(server.registry, "olga", "writer", "big")
+    # Olga holds nothing, and cannot append to Wes's session at its offset.
+    assert _held(server, other, big.id, big.stored_size) == 0
+    chunk = b"\0" * 1024
+    r = httpx.put(f"{server.url}/api/v1/objects/{big.id}/upload",
+                  params={"model": "big", "size": big.stored_size, "offset": 2 * CHUNK_BYTES},
+                  content=chunk, timeout=30,
+                  headers={"Authorization": f"Bearer {other}",
+                           CHUNK_DIGEST: __import__("blake3").blake3(chunk).hexdigest()})
+    assert r.status_code == 409 and r.json()["error"] == "SessionMoved", r.text
+    end, result = _resume(server, other, src)
+    assert result.versions and end.sent[big.id] == big.stored_size  # all of it
+    [done] = [r for r in _log(server, "upload complete") if r["object"] == big.id]
+    assert done["subject"] == "olga" and done["received"] == big.stored_size
+    # Wes's spool is untouched (it expires with age); the object is stored once.
+    [spool] = _spools(server.registry)
+    assert spool.stat().st_size == 2 * CHUNK_BYTES
+    _check_served(server, src_file, tmp_path)
+
+
+def test_a_stale_session_expires(
+        source: tuple[Registry, Path], served: tuple[Server, str]) -> None:
+    src, _ = source
+    server, token = served
+    big = _big(src)
+    _interrupted_push(server, token, src, big.id)
+    [spool] = _spools(server.registry)
+    old = time.time() - 25 * 3600  # untouched for longer than upload_ttl_hours (24)
+    os.utime(spool, (old, old))
+    server.start()
+    assert _held(server, token, big.id, big.stored_size) == 0
+    assert not spool.exists()
+
+
+def test_a_pull_killed_mid_object_resumes_into_its_partial_file(
+        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+    src, src_file = source
+    server, token = served
+    big = _big(src)
+    push(src, server.url, ["big"], token=token)
+    dst = Registry.init(tmp_path / "dst")
+    try:
+        with pytest.raises(StorageError):
+            pull(dst, server.url, ["big"], token=token, jobs=1,
+                 progress=_killer(server, 2 * CHUNK_BYTES))
+        assert not dst.store.has(big.id)
+        with pytest.raises(ModelNotFound):
+            dst.versions("big")
+        [part] = sorted((tmp_path / "dst" / ".modelvc" / "tmp" / "recv" / "object")
+                        .glob("*/*"))
+        held = part.stat().st_size
+        assert 2 * CHUNK_BYTES <= held < big.stored_size
+
+        server.start()
+        end = HttpEnd(server.url, token=token)
+        try:
+            result = transfer(end, local_end(dst), ["big"])
+        finally:
+            end.close()
+        assert result.versions == [src.resolve("big@main").id]
+        assert end.got[big.id] == big.stored_size - held  # a Range request for the rest
+        assert result.bytes_resumed == held
+        assert not part.exists()
+        assert not dst.verify().corrupt
+        dst.checkout("big@main", tmp_path / "out")
+        assert (tmp_path / "out" / "model.safetensors").read_bytes() == src_file.read_bytes()
+    finally:
+        dst.close()
+
+
+def test_a_commit_over_http_killed_mid_tensor_resumes(
+        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+    _, src_file = source
+    server, token = served
+    raw = 3072 * 4096 * 4
+    with RemoteRegistry(server.url, token=token) as remote, pytest.raises(StorageError):
+        remote.commit(src_file.parent, model="big", progress=_killer(server, 2 * CHUNK_BYTES))
+    [spool] = _spools(server.registry, "raw")
+    held = spool.stat().st_size
+    assert held >= 2 * CHUNK_BYTES and held % CHUNK_BYTES == 0
+
+    server.start()
+    seen: list[int] = []
+    with RemoteRegistry(server.url, token=token) as remote:
+        v = remote.commit(src_file.parent, model="big",
+                          progress=lambda done, total: seen.append(done))
+        # At most the small segments besides the rest of the big one.
+        assert raw - held <= remote.last_upload_bytes <= raw - held + 4096
+    assert seen and seen == sorted(seen) and seen[-1] >= raw  # bytes the server holds
+    [done] = [r for r in _log(server, "upload complete") if r["kind"] == "raw"]
+    assert done["received"] == raw - held and done["resumed_from"] == held
+    assert _spools(server.registry, "raw") == []
+    with Registry.open(server.registry) as srv:
+        assert srv.resolve("big@main").id == v.id
+    _check_served(server, src_file, tmp_path)
+
+
+def test_a_push_into_a_folder_resumes_from_its_partial_file(
+        source: tuple[Registry, Path], tmp_path: Path) -> None:
+    src, src_file = source
+    big = _big(src)
+
+    class Cut(Exception):
+        pass
+
+    def cut(done: int, total: int) -> None:
+        if done >= 2 * CHUNK_BYTES:
+            raise Cut
+
+    dst = Registry.init(tmp_path / "dst")
+    try:
+        with pytest.raises(Cut):
+            push(src, dst, ["big"], jobs=1, progress=cut)
+        assert not dst.store.has(big.id)
+        [part] = sorted((tmp_path / "dst" / ".modelvc" / "tmp" / "recv" / "object")
+                        .glob("*/*"))
+        held = part.stat().st_size
+        assert held >= 2 * CHUNK_BYTES
+        result = push(src, dst, ["big"])
+        assert result.bytes_resumed == held and not part.exists()
+        dst.checkout("big@main", tmp_path / "out")
+        assert (tmp_path / "out" / "model.safetensors").read_bytes() == src_file.read_bytes()
+    finally:
+        dst.close()
