@@ -159,3 +159,41 @@ class Load:
                 self.seen.versions.add(version)
         for c in conns:
             c.close()
+
+
+class WatchProcess:
+    """`modelvc deploy watch NAME --json ...` in its own process: its JSON lines (one
+    per rollout, or per refused version it skips) are read from its output file."""
+
+    def __init__(self, registry: Path, name: str, *args: str, log: Path) -> None:
+        self.out, self.log = log.with_suffix(".jsonl"), log
+        cmd = [sys.executable, "-m", "modelvc.cli.main", "--registry", str(registry),
+               "deploy", "watch", name, "--json", *args]
+        with open(self.out, "wb") as out, open(log, "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err,
+                                         env=os.environ | {"PYTHONUNBUFFERED": "1"})
+
+    def lines(self) -> list[dict[str, Any]]:
+        if self.proc.poll() is not None and self.proc.returncode not in (0, -9):
+            raise AssertionError(f"watcher exited {self.proc.returncode}\n"
+                                 f"{self.log.read_text()[-3000:]}")
+        text = self.out.read_text()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def wait_lines(self, n: int, what: str, limit: float = 90.0) -> list[dict[str, Any]]:
+        wait_for(lambda: len(self.lines()) >= n, what, limit)
+        return self.lines()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """Ctrl-C, as an operator stops it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -22,14 +23,15 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _controller(ctx: Ctx, stage_timeout: float = 60.0, batch: int = 1,
-                canary: dict[str, Any] | None = None) -> Any:
+                canary: dict[str, Any] | None = None, strategy: str | None = None) -> Any:
     from ..fleet.controller import Controller
     from ..serving.canary import Policy
 
-    canary = canary or {}
-    policy = Policy(**{k: v for k, v in canary.items() if k != "canary_replicas"})
+    canary = dict(canary or {})
+    replicas, share = canary.pop("canary_replicas", 1), canary.pop("canary_share", None)
     return Controller(ctx.registry(), stage_timeout=stage_timeout, batch=batch,
-                      canary_replicas=canary.get("canary_replicas", 1), policy=policy)
+                      canary_replicas=replicas, canary_share=share, policy=Policy(**canary),
+                      strategy=strategy)
 
 
 def canary_options(f: Any) -> Any:
@@ -37,6 +39,12 @@ def canary_options(f: Any) -> Any:
     for opt in reversed([
         click.option("--canary-replicas", type=click.IntRange(1), default=1,
                      show_default=True, help="Replicas that serve the new version first."),
+        click.option("--canary-share", type=click.FloatRange(0, 1, min_open=True,
+                                                             max_open=True),
+                     metavar="FRACTION",
+                     help="Instead of whole replicas: every replica serves the new version "
+                          "to this fraction of requests (sticky per X-Request-Key), e.g. "
+                          "0.1. Implies --strategy canary; replicas hold both versions."),
         click.option("--canary-window", "window", type=click.FloatRange(min=0.1),
                      default=60.0, show_default=True,
                      help="Seconds the canary may take to earn a verdict (else rollback)."),
@@ -54,19 +62,37 @@ def canary_options(f: Any) -> Any:
     return f
 
 
+def strategy_override(f: Any) -> Any:
+    """--strategy for one rollout (or one watcher's rollouts) instead of the stored one."""
+    return click.option(
+        "--strategy", type=click.Choice(["atomic", "rolling", "canary"]),
+        help="This run's strategy instead of the deployment's: atomic and canary may "
+             "replace each other (rolling is chosen at create).")(f)
+
+
 def _canary(kw: dict[str, Any]) -> dict[str, Any]:
-    out = {k: kw.pop(k) for k in ("canary_replicas", "window", "min_samples", "min_feedback")}
+    out = {k: kw.pop(k) for k in ("canary_replicas", "canary_share", "window",
+                                  "min_samples", "min_feedback")}
     out["check_accuracy"] = not kw.pop("no_accuracy")
     out["check_drift"] = not kw.pop("no_drift")
     return out
 
 
-def _outcome(as_json: bool, out: Any) -> None:
+def _line(as_json: bool, out: Any, *, stream: bool = False) -> None:
+    """One outcome; `stream` (deploy watch): JSON Lines, one compact document each."""
     d = out.deployment
     data = {"deployment": d.name, "ok": out.ok, "state": d.state, "epoch": d.epoch,
             "reason": out.reason, "seconds": round(out.seconds, 3)}
-    emit(as_json, data, f"{d.name}: {d.state} at epoch {d.epoch} in {out.seconds:.3f}s"
-         + (f" ({out.reason})" if out.reason else ""))
+    text = f"{d.name}: {d.state} at epoch {d.epoch} in {out.seconds:.3f}s" + \
+        (f" ({out.reason})" if out.reason else "")
+    if stream and as_json:
+        click.echo(json.dumps(data, sort_keys=True))
+    else:
+        emit(as_json, data, text)
+
+
+def _outcome(as_json: bool, out: Any) -> None:
+    _line(as_json, out)
     if not out.ok:
         raise SystemExit(5)
 
@@ -79,12 +105,12 @@ def deploy() -> None:
 @deploy.command("create")
 @click.argument("target", metavar="MODEL[@CHANNEL]")
 @click.option("--name", help="Deployment name (default MODEL-CHANNEL).")
-@click.option("--strategy", default="atomic", show_default=True,
-              type=click.Choice(["atomic", "rolling", "canary"]),
-              help="atomic: stage everywhere, flip together; rolling: --batch replicas at a "
-                   "time, for fleets without memory for two versions; canary: "
-                   "--canary-replicas first, judged by the canary policy, then the rest "
-                   "atomically (or every replica back).")
+@click.option("--strategy", type=click.Choice(["atomic", "rolling", "canary"]),
+              help="atomic (default): stage everywhere, flip together; rolling: --batch "
+                   "replicas at a time, for fleets without memory for two versions; canary "
+                   "(default with --canary-share): --canary-replicas first, or "
+                   "--canary-share of every replica's requests, judged by the canary "
+                   "policy, then the rest atomically (or every replica back).")
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True,
               help="Replicas per rolling step.")
 @click.option("--selector", "-l", multiple=True, metavar="KEY=VALUE",
@@ -93,12 +119,14 @@ def deploy() -> None:
 @canary_options
 @json_option
 @click.pass_obj
-def create(ctx: Ctx, /, target: str, name: str | None, strategy: str, batch: int,
+def create(ctx: Ctx, /, target: str, name: str | None, strategy: str | None, batch: int,
            selector: tuple[str, ...], no_rollout: bool, as_json: bool, **kw: Any) -> None:
     """Deploy what MODEL@CHANNEL names to the gateways the selector picks."""
     model, _, channel = target.partition("@")
     channel = channel or "production"
-    with _controller(ctx, batch=batch, canary=_canary(kw)) as c:
+    canary = _canary(kw)
+    strategy = strategy or ("canary" if canary["canary_share"] is not None else "atomic")
+    with _controller(ctx, batch=batch, canary=canary, strategy=strategy) as c:
         d = c.create(name or f"{model}-{channel}", model, channel, strategy=strategy,
                      selector=_labels(selector))
         if no_rollout:
@@ -114,13 +142,14 @@ def create(ctx: Ctx, /, target: str, name: str | None, strategy: str, batch: int
 @click.option("--stage-timeout", type=float, default=60.0, show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True,
               help="Replicas per step (rolling strategy).")
+@strategy_override
 @canary_options
 @json_option
 @click.pass_obj
 def rollout(ctx: Ctx, /, name: str, to: str | None, reason: str, stage_timeout: float,
-            batch: int, as_json: bool, **kw: Any) -> None:
+            batch: int, strategy: str | None, as_json: bool, **kw: Any) -> None:
     """Stage VERSION everywhere, then switch every replica at one epoch (or none)."""
-    with _controller(ctx, stage_timeout, batch, _canary(kw)) as c:
+    with _controller(ctx, stage_timeout, batch, _canary(kw), strategy) as c:
         _outcome(as_json, c.rollout(name, to, reason=reason))
 
 
@@ -142,23 +171,28 @@ def rollback(ctx: Ctx, name: str, reason: str, as_json: bool) -> None:
 @click.option("--stage-timeout", type=float, default=60.0, show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True,
               help="Replicas per step (rolling strategy).")
+@strategy_override
+@canary_options
 @json_option
 @click.pass_obj
-def watch(ctx: Ctx, name: str, poll: float, stage_timeout: float, batch: int,
-          as_json: bool) -> None:
+def watch(ctx: Ctx, /, name: str, poll: float, stage_timeout: float, batch: int,
+          strategy: str | None, as_json: bool, **kw: Any) -> None:
     """Roll the fleet out whenever the deployment's channel moves (promote, rollback),
-    until interrupted. A version the fleet refused waits for the channel to move again."""
-    def report(out: Any) -> None:
-        d = out.deployment
-        emit(as_json, {"deployment": d.name, "ok": out.ok, "state": d.state,
-                       "epoch": d.epoch, "reason": out.reason,
-                       "seconds": round(out.seconds, 3)},
-             f"{d.name}: {d.state} at epoch {d.epoch} in {out.seconds:.3f}s"
-             + (f" ({out.reason})" if out.reason else ""))
+    until interrupted, with the same strategy and canary options as `deploy rollout`.
+    A version the fleet refused waits for the channel to move again (also across
+    restarts: refusals are kept in the audit trail). --json: one line per event."""
+    def skipped(r: Any) -> None:
+        if as_json:
+            click.echo(json.dumps({"deployment": name, "skipped": r.number,
+                                   "refused": r.as_json()}, sort_keys=True))
+        else:
+            click.echo(f"{name}: v{r.number} was refused at {r.channel} revision "
+                       f"{r.revision} ({r.reason}); waiting for the channel to move")
 
-    with _controller(ctx, stage_timeout, batch) as c:
-        w = c.watch(name, poll=poll, on_outcome=report)
-        c.meta.get_deployment(name)  # NotFound now, not in the loop
+    with _controller(ctx, stage_timeout, batch, _canary(kw), strategy) as c:
+        c.strategy_for(c.meta.get_deployment(name))  # NotFound, or a bad override, now
+        w = c.watch(name, poll=poll, on_skip=skipped,
+                    on_outcome=lambda out: _line(as_json, out, stream=True))
         click.echo(f"watching {name} (Ctrl-C stops)", err=True)
         try:
             w.run()
@@ -183,6 +217,13 @@ def status(ctx: Ctx, name: str | None, as_json: bool) -> None:
             click.echo(f"{doc['name']}: {doc['model']}@{doc['channel']} v{doc['version']} "
                        f"epoch {doc['epoch']} {doc['state']}"
                        + (f" ({doc['reason']})" if doc["reason"] else ""))
+            if doc["canary_share"] is not None:
+                click.echo(f"  canary v{doc['pending']}: {doc['canary_share']:.0%} of "
+                           "every replica's requests")
+            refused = doc["refused"]
+            if refused is not None:
+                click.echo(f"  {doc['channel']} names v{refused['version']}, refused "
+                           f"{refused['at']}: not tried again until the channel moves")
             for r in doc["replicas"]:
                 click.echo(f"  {r['id']:<20} v{r['serving']} epoch {r['epoch']} warm "
                            f"v{r['warm']} {r['state']:<8} {r['why']}")

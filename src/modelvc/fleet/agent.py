@@ -6,7 +6,12 @@ A deployment row is the desired state; this agent makes the gateway's stable slo
   without serving it, then report "staged" (or "failed" with the reason);
 - FLIP (the deployment's epoch moved past ours): install the staged version (or the
   still-warm previous one, for a rollback) in one assignment; the old one stays warm;
-- ABORT (the pending epoch went away uncommitted): drop the staged version.
+- ABORT (the pending epoch went away uncommitted): drop the staged version;
+- SHARE (a canary by share of traffic: the row's `rolled` carries `*share=F`, see
+  fleet.canary): load the pending version beside the stable one and answer F of the
+  requests with it (sticky per request key) at the pending epoch, reported as state
+  "canary" with the version staged for that epoch; at FLIP it becomes the stable
+  version in one assignment (already warm), at ABORT it is dropped.
 
 Every decision is taken in the event loop from the last deployment seen, so it does not
 matter whether it arrived by NOTIFY, by polling, or after a reconnect. The data path
@@ -25,12 +30,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ..errors import UsageError
 from ..meta.fleet import DEPLOY_CHANNEL, Deployment, Replica
 from ..meta.store import MetaStore
 from ..serving.config import FleetConfig
 from ..serving.gateway import Gateway
-from ..serving.served import ServedModel
+from ..serving.served import FleetShare, ServedModel
 from ..serving.swap import Loaded
+from .canary import share_of
 from .notify import Listener, is_postgres, with_net_timeouts
 
 log = logging.getLogger("modelvc.fleet")
@@ -47,6 +54,8 @@ class FleetAgent:
         self.url = with_net_timeouts(url)
         self.push = is_postgres(url)
         self.replica_id = cfg.replica_id or f"{socket.gethostname()}-{gw.cfg.port}"
+        if self.replica_id.startswith("*"):  # "*..." entries of `rolled` are not replicas
+            raise UsageError(f"replica id {self.replica_id!r} may not start with '*'")
         self.address = cfg.advertise or f"http://{gw.cfg.host}:{gw.cfg.port}"
         self.meta: MetaStore | None = None
         self.deploy: dict[str, Deployment] = {}  # served name -> last deployment seen
@@ -93,6 +102,8 @@ class FleetAgent:
         for _, item in self.staged.values():
             self.gw.pool.release(item)
         self.staged.clear()
+        for sm in self.gw.models.values():
+            self._drop_share(sm)
         self._db.shutdown(wait=False, cancel_futures=True)
         if self.meta is not None:
             self.meta.close()
@@ -192,6 +203,63 @@ class FleetAgent:
             self.gw.pool.release(staged[1])
             self.state[name] = "serving"
             self._report(sm)
+        self._reconcile_share(sm, d)
+
+    def _reconcile_share(self, sm: ServedModel, d: Deployment) -> None:
+        """Serve the pending version to the deployment's traffic share while its trial
+        runs; drop it once the epoch is flipped (it is the stable version now) or
+        aborted."""
+        name, share = sm.cfg.name, share_of(d)
+        want = (d.pending_id, d.pending_epoch) if share is not None and \
+            d.pending_epoch is not None and d.pending_epoch > sm.stable.epoch else None
+        cur = sm.fleet_share
+        if cur is not None and (want is None or (cur.item.version.id, cur.epoch) != want):
+            self._drop_share(sm)
+            cur = None
+        if want is None or share is None:
+            return
+        vid, epoch = want
+        assert vid is not None and epoch is not None
+        if cur is not None:
+            cur.percent = 100 * share
+        elif self._may_load(name, epoch):
+            self._spawn(self._share(sm, vid, epoch))
+
+    def _drop_share(self, sm: ServedModel) -> None:
+        cur = sm.fleet_share
+        if cur is None:
+            return
+        sm.fleet_share = None
+        self.gw.pool.release(cur.item)
+        name = sm.cfg.name
+        if self.state.get(name) == "canary":
+            self.state[name] = "serving"
+        log.info("fleet: %s stops the canary share of %s", name, cur.item.label)
+        self._report(sm)
+
+    async def _share(self, sm: ServedModel, vid: str, epoch: int) -> None:
+        name = sm.cfg.name
+        self.state[name], self.attempt[name] = "staging", epoch
+        self._report(sm)
+        item = await self._load(sm, vid, epoch)
+        if item is None:
+            return
+        d = self.deploy[name]
+        share = share_of(d)
+        if d.epoch >= epoch and d.version_id == vid and sm.stable.epoch < epoch:
+            self._flip(sm, item, d.epoch)  # committed while we loaded (a late member)
+        elif share is not None and (d.pending_id, d.pending_epoch) == (vid, epoch) and \
+                sm.stable.epoch < epoch and sm.fleet_share is None:
+            sm.fleet_share = FleetShare(item, 100 * share, epoch)
+            self.state[name], self.error[name] = "canary", None
+            log.info("fleet: %s serves %s to %.1f%% of requests at epoch %d", name,
+                     item.label, 100 * share, epoch)
+            self._report(sm)
+        else:
+            self.gw.pool.release(item)  # aborted meanwhile
+            if self.state.get(name) == "staging":
+                self.state[name] = "serving"
+                self._report(sm)
 
     def _may_load(self, name: str, epoch: int) -> bool:
         """Not loading for this epoch already, nor backing off after a failure."""
@@ -205,7 +273,8 @@ class FleetAgent:
         if staged is not None and staged[1].version.id == vid:
             del self.staged[sm.cfg.name]
             return staged[1]  # its hold passes to the slot
-        for item in (sm.stable.current, sm.stable.previous):
+        share = sm.fleet_share.item if sm.fleet_share is not None else None
+        for item in (share, sm.stable.current, sm.stable.previous):
             if item is not None and item.version.id == vid:
                 item.holders += 1  # a second hold for the slot to own (Pool.hold, sync)
                 return item
@@ -293,6 +362,8 @@ class FleetAgent:
             return
         f, name = sm.stable, sm.cfg.name
         staged = self.staged.get(name)
+        if staged is None and sm.fleet_share is not None:  # loaded, warm, serving a share
+            staged = (sm.fleet_share.epoch, sm.fleet_share.item)
         r = Replica(id=self.replica_id, model=sm.cfg.model, labels=dict(self.cfg.labels),
                     address=self.address,
                     serving_id=f.current.version.id if f.current else None, epoch=f.epoch,

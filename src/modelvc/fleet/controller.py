@@ -20,6 +20,15 @@ fails the trial at the next look. If it holds, the rest stage and flip at that s
 epoch+1 as in the atomic strategy; if not, every replica returns to the stable version
 (still warm on the canaries) at epoch+2 and the channel is moved back if it named the
 refused version.
+
+Canary by share of traffic (`canary_share`): instead of whole replicas, every member
+serves the new version to that fraction of requests (sticky per request key) at epoch+1;
+judged the same way, then every member promotes the warm canary at epoch+1 or drops it
+and serves the stable version at epoch+2.
+
+Strategies are stored per deployment; a controller's `strategy` overrides it for its
+runs (atomic <-> canary). Every refused switch (aborted) is recorded in the audit trail
+(fleet.refusals), so `deploy watch` remembers it across restarts.
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ from ..meta.fleet import REPLICA_CHANNEL, Deployment, Replica
 from ..meta.rows import now
 from ..registry import Registry
 from ..serving.canary import Decision, Policy
-from .canary import GatewayStats, judge, read_stats
+from . import refusals
+from .canary import GatewayStats, judge, read_stats, share_marker, share_of
 from .notify import Listener, is_postgres
 
 log = logging.getLogger("modelvc.fleet")
@@ -57,14 +67,28 @@ class Controller:
     def __init__(self, reg: Registry, *, stage_timeout: float = 60.0,
                  verify_timeout: float = 10.0, stale: float = 5.0,
                  actor: str = "modelvc-deploy", batch: int = 1, canary_replicas: int = 1,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, strategy: str | None = None,
+                 canary_share: float | None = None) -> None:
         if not hasattr(reg, "layout"):
             raise UsageError("modelvc deploy needs the registry's metadata database",
                              hint="open the registry by path (a server relay is planned)")
+        if strategy is not None and strategy not in STRATEGIES:
+            raise UsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
+        if canary_share is not None and not 0 < canary_share < 1:
+            raise UsageError(f"--canary-share must be between 0 and 1 (a fraction of "
+                             f"requests), got {canary_share}")
+        if canary_share is not None and strategy not in (None, "canary"):
+            raise UsageError(f"--canary-share is the canary strategy, not {strategy}")
         self.reg, self.meta = reg, reg.meta
         self.stage_timeout, self.verify_timeout, self.stale = stage_timeout, verify_timeout, stale
         self.actor, self.batch = actor, max(1, batch)  # batch: replicas per rolling step
         self.canary_replicas = max(1, canary_replicas)
+        # canary by share of traffic: every member serves the new version to this fraction
+        # of requests (sticky per request key) instead of `canary_replicas` whole replicas
+        self.canary_share = canary_share
+        # this run's strategy instead of the deployment's (atomic <-> canary only; see
+        # `strategy_for`); --canary-share alone means the canary strategy
+        self.strategy = strategy or ("canary" if canary_share is not None else None)
         self.policy = policy or Policy()  # the canary's judge; its window bounds the trial
         self._changed = threading.Event()
         self._listener: Listener | None = None
@@ -105,8 +129,9 @@ class Controller:
         """Switch the fleet to `to` (NAME@vN or any ref; default: what the channel names),
         moving the channel at the commit point."""
         d = self.meta.get_deployment(name)
+        ref = self.meta.get_ref(d.model, d.channel)
         if to is None:
-            vid = self.meta.get_ref(d.model, d.channel).version_id
+            vid = ref.version_id
             if vid is None:
                 raise NotFound(f"{d.model}@{d.channel} points nowhere")
         else:
@@ -118,7 +143,8 @@ class Controller:
                 self.reg.promote(f"{d.model}@v{number}", d.channel, actor=self.actor,
                                  reason=reason or f"deployment {name}")
 
-        return self._run(d, vid, move)
+        return self._run(d, vid, move,
+                         revision=ref.revision if ref.version_id == vid else None)
 
     def rollback(self, name: str, *, reason: str = "") -> Outcome:
         """One step back to the version served before (still warm on every replica)."""
@@ -133,10 +159,10 @@ class Controller:
 
         return self._run(d, prev.id, move, judged=False)
 
-    def switch(self, d: Deployment, vid: str) -> Outcome:
-        """Switch the fleet to `vid` without moving the channel (it already names `vid`:
-        the path of `modelvc deploy watch`)."""
-        return self._run(d, vid, None)
+    def switch(self, d: Deployment, vid: str, revision: int | None = None) -> Outcome:
+        """Switch the fleet to `vid` without moving the channel (it already names `vid`,
+        at `revision`: the path of `modelvc deploy watch`)."""
+        return self._run(d, vid, None, revision=revision)
 
     def watch(self, name: str, **kw: Any) -> Any:
         """A Watcher (modelvc.fleet.watch): channel moves drive deployment `name`."""
@@ -144,14 +170,39 @@ class Controller:
 
         return Watcher(self, name, **kw)
 
+    def strategy_for(self, d: Deployment) -> str:
+        """This run's strategy: the deployment's, or the controller's override. Only
+        atomic and canary may stand in for each other: a rolling deployment's gateways
+        unload the served version before loading the next (no room for two), which the
+        other strategies need warm, and only a deployment created rolling does that."""
+        want = self.strategy or d.strategy
+        if want != d.strategy and "rolling" in (want, d.strategy):
+            raise UsageError(
+                f"deployment {d.name!r} is {d.strategy}: this rollout cannot be {want}",
+                hint="atomic and canary may replace each other per rollout; rolling is "
+                     "chosen at `deploy create` (its gateways unload before loading)")
+        return want
+
     def _run(self, d: Deployment, vid: str, move: Callable[[], object] | None, *,
-             judged: bool = True) -> Outcome:
+             judged: bool = True, revision: int | None = None) -> Outcome:
+        """Run this rollout's strategy; a refused switch is recorded in the audit trail
+        (`refusals`), with the channel's `revision` if the channel named `vid` there."""
+        strategy = self.strategy_for(d)
+        out = self._strategy(d, vid, move, strategy, judged)
+        if not out.ok and out.deployment.state == "aborted":
+            refusals.record(self.reg, d, vid, revision, out.reason, self.actor)
+        return out
+
+    def _strategy(self, d: Deployment, vid: str, move: Callable[[], object] | None,
+                  strategy: str, judged: bool) -> Outcome:
         # Adopting a first version or going back to the still-warm previous one is not
         # judged: there is no stable version to compare with, or it is a rollback.
-        if d.strategy == "canary" and judged and d.version_id is not None and \
+        if strategy == "canary" and judged and d.version_id is not None and \
                 vid not in (d.version_id, d.previous_id):
+            if self.canary_share is not None:
+                return self.share_canary(d, vid, move)
             return self.canary(d, vid, move)
-        staged = self.roll(d, vid) if d.strategy == "rolling" else self.stage(d, vid)
+        staged = self.roll(d, vid) if strategy == "rolling" else self.stage(d, vid)
         return staged if isinstance(staged, Outcome) else self.flip(staged, move)
 
     def canary(self, d: Deployment, vid: str, move: Callable[[], object] | None) -> Outcome:
@@ -175,7 +226,9 @@ class Controller:
                          lambda r: r.epoch >= epoch and r.serving_id == vid, fail=failed)
         if why is not None:
             return self._refuse(d, vid, f"canary {', '.join(canaries)}: {why}", t0)
-        verdict = self._trial(d, vid, stable, ids, canaries, epoch, marks)
+        verdict = self._trial(d, vid, stable, ids, canaries, marks,
+                              lambda r: r.serving_id == vid and r.epoch >= epoch
+                              and r.state != "failed")
         if verdict.action != "promote":
             return self._refuse(d, vid, f"canary on {', '.join(canaries)} rolled back: "
                                         f"{verdict.reason}", t0)
@@ -185,6 +238,40 @@ class Controller:
         if why is not None:
             return self._refuse(d, vid, f"canary held, then {why}", t0)
         out = self.flip(d, move, note=f"canary on {', '.join(canaries)}: {verdict.reason}")
+        return Outcome(out.deployment, out.ok, out.reason, time.monotonic() - t0)
+
+    def share_canary(self, d: Deployment, vid: str, move: Callable[[], object] | None
+                     ) -> Outcome:
+        """Canary by share of traffic: every member loads `vid` beside the stable version
+        and serves it to `canary_share` of requests (sticky per request key, the same
+        keys on every gateway; a caller that sends back the canary's epoch stays on it)
+        at epoch+1, while the rest of the requests get the stable version. The members'
+        statistics of both versions are judged by the same policy; if the canary holds,
+        every member switches its stable slot to the (warm) canary version at that same
+        epoch+1, else every member drops it and serves the stable version at epoch+2.
+        Works on a fleet of one. The share travels in the deployment row's `rolled`
+        (`canary.share_marker`), so it reaches gateways by the same NOTIFY or poll."""
+        t0 = time.monotonic()
+        ids = sorted(r.id for r in self.members(d))
+        if not ids:
+            raise UsageError(f"no live replica of {d.model} matches {d.selector or '{}'}")
+        stable = d.version_id
+        assert stable is not None and self.canary_share is not None
+        label = f"canary share {self.canary_share:.0%}"
+        marks = self._clocks(d, ids)  # before the share starts: the trial starts now
+        d = self.meta.begin_rolling(d.name, d.epoch, vid, ids)
+        epoch = d.epoch + 1
+        d = self.meta.roll_batch(d.name, d.epoch, [share_marker(self.canary_share)])
+        why = self._wait(d, ids, self.stage_timeout, lambda r: _sharing(r, vid, epoch),
+                         fail=lambda r: r.state == "failed" and r.staged_epoch == epoch)
+        if why is not None:
+            return self._refuse(d, vid, f"{label}: {why}", t0)
+        verdict = self._trial(d, vid, stable, ids, ids, marks,
+                              lambda r: _sharing(r, vid, epoch), what="canary share")
+        if verdict.action != "promote":
+            return self._refuse(d, vid, f"{label} rolled back: {verdict.reason}", t0)
+        # Every member holds the canary warm already: the flip needs no stage.
+        out = self.flip(d, move, note=f"{label} on {', '.join(ids)}: {verdict.reason}")
         return Outcome(out.deployment, out.ok, out.reason, time.monotonic() - t0)
 
     def _clocks(self, d: Deployment, ids: list[str]) -> dict[str, float]:
@@ -198,14 +285,15 @@ class Controller:
         return marks
 
     def _trial(self, d: Deployment, vid: str, stable: str, ids: list[str],
-               canaries: list[str], epoch: int, marks: dict[str, float]) -> Decision:
+               canaries: list[str], marks: dict[str, float],
+               carries: Callable[[Replica], bool], what: str = "canary") -> Decision:
         """Judge the canaries until the policy decides or its window ends (no verdict in
         a window is a rollback: a canary must earn the fleet). Stats of the stable version
         come from every member, of the canary version from the canaries (only they serve
         it), each counted from the trial's start on that gateway's clock (`marks`; a
         gateway that did not answer then is counted from its first answer). A canary
-        replica that dies, stops serving the version or stops answering (twice in a row)
-        fails the trial at once."""
+        replica that dies, stops answering (twice in a row) or no longer `carries` the
+        trial (its row: serving the version, or its share) fails the trial at once."""
         end = time.monotonic() + self.policy.window
         misses: dict[str, int] = {}
         while True:
@@ -231,7 +319,7 @@ class Controller:
                     continue
                 for v, stats in got.versions.items():
                     by_version.setdefault(v, []).append(stats)
-            gone = self._canary_gone(rows, canaries, vid, epoch)
+            gone = self._canary_gone(rows, canaries, carries, what)
             if gone is not None:
                 return Decision("rollback", gone)
             verdict = judge(self.policy, by_version, vid, stable)
@@ -242,8 +330,8 @@ class Controller:
                                             f"canary window ({verdict.reason})")
             time.sleep(TRIAL_POLL)
 
-    def _canary_gone(self, rows: dict[str, Replica], canaries: list[str], vid: str,
-                     epoch: int) -> str | None:
+    def _canary_gone(self, rows: dict[str, Replica], canaries: list[str],
+                     carries: Callable[[Replica], bool], what: str) -> str | None:
         """Why a canary replica can no longer carry the trial (None: all still can)."""
         t = now()
         for rid in canaries:
@@ -255,8 +343,8 @@ class Controller:
             if age > self.stale:
                 return (f"canary replica {rid} died mid-trial: no heartbeat for {age:.0f}s "
                         f"({r.address})")
-            if r.serving_id != vid or r.epoch < epoch or r.state == "failed":
-                return (f"canary replica {rid} stopped serving the canary mid-trial "
+            if not carries(r):
+                return (f"canary replica {rid} stopped serving the {what} mid-trial "
                         f"(state {r.state}, epoch {r.epoch}"
                         + (f": {r.error}" if r.error else "") + ")")
         return None
@@ -401,15 +489,30 @@ class Controller:
                          "warm": num(r.warm_id), "staged": num(r.staged_id),
                          "state": r.state, "error": r.error, "heartbeat_age": age,
                          "why": why})
+        # The newest refusal while it stands: the channel still names the refused version
+        # at the revision it was refused at (a watcher skips it until the channel moves).
+        refused = refusals.latest(self.meta, d)
+        if refused is not None:
+            ref = self.meta.get_ref(d.model, d.channel)
+            if (ref.version_id, ref.revision) != (refused.version_id, refused.revision):
+                refused = None
         return {"name": d.name, "model": d.model, "channel": d.channel,
                 "strategy": d.strategy, "selector": d.selector, "version": num(d.version_id),
                 "previous": num(d.previous_id), "epoch": d.epoch,
                 "pending": num(d.pending_id), "state": d.state, "reason": d.reason,
+                "canary_share": share_of(d),
+                "refused": refused.as_json() if refused is not None else None,
                 "replicas": reps}
 
 
 def _staged(r: Replica, vid: str, epoch: int) -> bool:
     return (r.staged_epoch == epoch and r.staged_id == vid) or r.epoch >= epoch
+
+
+def _sharing(r: Replica, vid: str, epoch: int) -> bool:
+    """The replica serves `vid` to its share of requests for the trial at `epoch` (the
+    agent reports the canary version as staged for that epoch, state "canary")."""
+    return r.state == "canary" and r.staged_id == vid and r.staged_epoch == epoch
 
 
 

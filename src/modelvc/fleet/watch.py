@@ -6,9 +6,13 @@ they differ it runs the deployment's strategy to the channel's version (the chan
 already moved, so nothing is moved at the commit point). A rollback to the previous
 version is the same path, and one step: every replica still holds it warm.
 
-A version the fleet refused (the stage aborted) is not tried again until the channel
-moves again: the channel's revision counts every move, so re-promoting the same version
-is a deliberate retry, while heartbeats and restarts of the watcher's wake-ups are not.
+A version the fleet refused (the stage aborted, the canary regressed) is not tried again
+until the channel moves again: the channel's revision counts every move, so re-promoting
+the same version is a deliberate retry, while heartbeats and restarts of the watcher's
+wake-ups are not. Refusals are read from the audit trail (fleet.refusals: the controller
+records each one there, with the channel revision it was refused at), so a restarted
+watcher, or one on another host, skips them too; a watcher queries the trail only when
+the channel names a version the fleet does not serve, and then only for newer entries.
 Wake-ups: PostgreSQL NOTIFY on ref moves and deployment changes (meta.refops, meta.fleet),
 with a slow re-read as the safety net; on SQLite, polling.
 """
@@ -20,23 +24,32 @@ import threading
 from collections.abc import Callable
 
 from ..errors import Conflict
-from ..meta.fleet import DEPLOY_CHANNEL, REF_CHANNEL
+from ..meta.fleet import DEPLOY_CHANNEL, REF_CHANNEL, Deployment
+from . import refusals
 from .controller import Controller, Outcome
 from .notify import Listener, is_postgres
+from .refusals import Refusal
 
 log = logging.getLogger("modelvc.fleet")
 
 
 class Watcher:
-    """Follow deployment `name`'s channel until `stop()`. `step()` is one look."""
+    """Follow deployment `name`'s channel until `stop()`. `step()` is one look.
+    `on_outcome` hears of each rollout, `on_skip` (once per refusal) of a version the
+    watcher leaves alone because the fleet refused it at the channel's revision."""
 
     def __init__(self, controller: Controller, name: str, *, poll: float = 0.2,
                  safety: float = 2.0,
-                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+                 on_outcome: Callable[[Outcome], None] | None = None,
+                 on_skip: Callable[[Refusal], None] | None = None) -> None:
         self.c, self.name = controller, name
         self.on_outcome = on_outcome or (lambda _o: None)
+        self.on_skip = on_skip or (lambda _r: None)
         self.looks = 0  # completed looks (tests wait on it instead of on the clock)
-        self.refused: tuple[str, int] | None = None  # (version, channel revision) aborted
+        # (version id, channel revision) -> its refusal: from the audit trail and our own
+        self.refused: dict[tuple[str, int], Refusal | None] = {}
+        self._audit_seen = 0  # newest audit id read for this deployment's refusals
+        self._announced: set[tuple[str, int]] = set()
         self._wake, self._stop = threading.Event(), threading.Event()
         self._listener: Listener | None = None
         url = controller.reg.layout.meta_url
@@ -55,16 +68,41 @@ class Watcher:
         vid = ref.version_id
         if vid is None or vid == d.version_id or d.state in ("staging", "rolling"):
             return None  # nothing to do, or another controller is mid-switch
-        if self.refused == (vid, ref.revision):
-            return None  # the fleet refused it; wait for the channel to move again
+        key = (vid, ref.revision)
+        if self._refused(d, key):
+            if key not in self._announced:  # wait for the channel to move again
+                self._announced.add(key)
+                r = self.refused[key]
+                log.warning("fleet: %s: %s@%s names %s, which the fleet refused at revision "
+                            "%d (%s); waiting for the channel to move", self.name, d.model,
+                            d.channel, vid[:12], ref.revision, r.reason if r else "")
+                if r is not None:
+                    self.on_skip(r)
+            return None
         log.info("fleet: %s@%s moved (revision %d): rolling out %s", d.model, d.channel,
                  ref.revision, vid[:12])
-        out = self.c.switch(d, vid)
+        out = self.c.switch(d, vid, ref.revision)
         if not out.ok and out.deployment.state == "aborted":
-            self.refused = (vid, ref.revision)
+            # also in the audit trail (the controller recorded it); kept here in case that
+            # write failed, so this process at least does not loop on it
+            self.refused.setdefault(key, None)
+            self._announced.add(key)  # the outcome itself says so
             log.warning("fleet: %s refused %s: %s (waiting for the channel to move)",
                         self.name, vid[:12], out.reason)
         return out
+
+    def _refused(self, d: Deployment, key: tuple[str, int]) -> bool:
+        """Did the fleet refuse this version at this channel revision? Newer audit
+        entries are read only when the answer is not known yet."""
+        if key in self.refused:
+            return True
+        for r in refusals.since(self.c.meta, d, self._audit_seen):
+            self._audit_seen = max(self._audit_seen, r.audit_id)
+            if r.revision is not None:
+                self.refused[(r.version_id, r.revision)] = r
+        # only the channel's current revision can matter from now on
+        self.refused = {k: v for k, v in self.refused.items() if k[1] >= key[1]}
+        return key in self.refused
 
     def run(self) -> None:
         """Loop until stop(): look, report, sleep until a wake-up (or the interval)."""

@@ -30,6 +30,7 @@ from .swap import Follower, Loaded, Pool
 log = logging.getLogger("modelvc.serving")
 MAX_SHADOW_BACKLOG = 32
 VERSION_HEADER, EPOCH_HEADER = "x-modelvc-version", "x-modelvc-epoch"
+FLEET_CANARY = "fleet-canary"  # the channel label of requests a fleet canary answered
 
 
 class NotReady(Exception):
@@ -214,10 +215,17 @@ class Gateway:
             raise NotFound(f"model {name!r} is not served here; serving {sorted(self.models)}")
         return sm
 
-    async def slot(self, sm: ServedModel, selector: str | None, key: str | None
-                   ) -> tuple[Loaded, str]:
-        """The loaded version a request goes to, and the channel label it is counted under."""
+    async def slot(self, sm: ServedModel, selector: str | None, key: str | None,
+                   min_epoch: int | None = None) -> tuple[Loaded, str]:
+        """The loaded version a request goes to, and the channel label it is counted under.
+        A fleet canary by share takes its share of keys, and every caller who already saw
+        its epoch (so nobody is sent back to an older epoch mid-trial)."""
         if selector is None:
+            share = sm.fleet_share
+            if share is not None and share.epoch > sm.stable.epoch and (
+                    (min_epoch is not None and min_epoch >= share.epoch)
+                    or route_to_canary(share.percent, key)):
+                return share.item, FLEET_CANARY
             live = sm.canary_live()
             if live is not None and sm.cfg.canary and route_to_canary(sm.cfg.canary.percent,
                                                                       key):
@@ -244,10 +252,13 @@ class Gateway:
         sm = self.served(name)
         if min_epoch is not None and self.agent is not None:
             self.agent.catch_up(sm, min_epoch)  # the caller saw that epoch elsewhere
-        item, channel = await self.slot(sm, selector, key)
-        # Read with no await in between: the epoch `item` is served at (canary, shadow
-        # and pinned versions are outside the fleet's epochs: 0).
-        epoch = sm.stable.epoch if item is sm.stable.current else 0
+        item, channel = await self.slot(sm, selector, key, min_epoch)
+        # Read with no await in between: the epoch `item` is served at (a fleet canary's
+        # is its trial's; other canary, shadow and pinned versions are outside the fleet's
+        # epochs: 0).
+        share = sm.fleet_share
+        epoch = sm.stable.epoch if item is sm.stable.current else \
+            share.epoch if share is not None and item is share.item else 0
         rt = item.runtime
         check_signature(req, rt.inputs, rt.outputs, name)
         req_id = req.id or uuid.uuid4().hex

@@ -54,6 +54,20 @@ class Refusal:
 
 
 @dataclass
+class FleetShare:
+    """A fleet canary by share of traffic (modelvc.fleet): `item` answers `percent` of
+    requests (sticky per request key) at the trial's `epoch`, beside the stable slot."""
+
+    item: Loaded  # this slot's hold on the canary version
+    percent: float  # 0..100
+    epoch: int
+
+    def as_json(self) -> dict[str, object]:
+        return {"version": self.item.version.number, "percent": self.percent,
+                "epoch": self.epoch}
+
+
+@dataclass
 class ShadowStats:
     compared: int = 0
     agreeing: float = 0.0  # sum of per-request agreement fractions
@@ -80,6 +94,7 @@ class ServedModel:
     refused_total: int = 0
     identity_warning: str | None = None  # why automatic moves would be refused (roles)
     shadow_stats: ShadowStats = field(default_factory=ShadowStats)
+    fleet_share: FleetShare | None = None  # set and cleared by the fleet agent only
 
     def __post_init__(self) -> None:
         c = self.cfg
@@ -192,6 +207,7 @@ class ServedModel:
             "stable": slot(self.stable), "canary": slot(self.canary),
             "canary_live": live.version.number if live else None,
             "canary_percent": self.cfg.canary.percent if self.cfg.canary else 0,
+            "fleet_canary": self.fleet_share.as_json() if self.fleet_share else None,
             "decision": vars(self.decision) if self.decision else None,
             "refusal": self.refusal.as_json() if self.refusal else None,
             "refused_total": self.refused_total,
