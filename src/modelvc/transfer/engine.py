@@ -124,11 +124,10 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
 
     def add(n: int) -> None:
         nonlocal done
-        with lock:
+        with lock:  # also serializes the callback: counts arrive in order
             done += n
-            now = done
-        if progress and n:
-            progress(now, total)
+            if progress and n:
+                progress(done, total)
 
     def mark(o: ObjectEntry, pos: int) -> None:
         """The sink holds POS bytes of O (monotonic: a restart is not progress)."""
@@ -153,7 +152,7 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
         while True:
             off = sink.stream_offset(model, o.id, o.size)
             if off is None:  # the sink has it (another transfer finished it meanwhile)
-                finished()
+                mark(o, o.size)
                 return
             mark(o, off)
             reached = off

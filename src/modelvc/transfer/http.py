@@ -38,6 +38,7 @@ class HttpEnd:
         self.sent: defaultdict[str, int] = defaultdict(int)  # object id -> bytes uploaded
         self.got: defaultdict[str, int] = defaultdict(int)  # object id -> bytes downloaded
         self._count = threading.Lock()
+        self._legacy = False  # the server predates upload sessions
         self._client = httpx.Client(base_url=self.url, headers=headers, timeout=TIMEOUT,
                                     transport=transport,
                                     limits=httpx.Limits(max_connections=16))
@@ -138,8 +139,21 @@ class HttpEnd:
                    headers={"Content-Type": "application/octet-stream"})
 
     def stream_offset(self, model: str, oid: str, size: int) -> int | None:
-        info = self._json("GET", f"/api/v1/objects/{oid}/upload",
-                          params={"model": model, "size": size})
+        if self._legacy:
+            return 0
+        try:
+            resp = self._client.get(f"/api/v1/objects/{oid}/upload",
+                                    params={"model": model, "size": size})
+        except httpx.HTTPError as exc:
+            raise StorageError(f"cannot reach the registry at {self.url}: {exc}",
+                               hint="is the server up? the transfer resumes when rerun"
+                               ) from exc
+        if resp.status_code in (404, 405) and _error_name(resp) is None:
+            self._legacy = True  # a server without upload sessions: whole objects
+            return 0
+        if resp.status_code >= 400:
+            _raise(resp)
+        info = resp.json()
         return None if info["stored"] else int(info["offset"])
 
     def write_stream(self, model: str, oid: str, chunks: Iterable[bytes], *,
@@ -147,7 +161,7 @@ class HttpEnd:
                      progress: Callable[[int], None] | None = None) -> None:
         """Chunks of CHUNK_BYTES into the server's upload session (see Sink); without
         SIZE, one streamed PUT of the whole object (nothing to resume)."""
-        if size is None:
+        if size is None or self._legacy:
             self._put_whole(model, oid, chunks)
             return
         pos = offset

@@ -21,6 +21,7 @@ seconds are deleted (`expire`, run at most every EXPIRE_EVERY seconds on a new q
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import math
 import os
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import blake3
 
-from ..errors import Conflict, CorruptObject, StorageError, UsageError
+from ..errors import Conflict, CorruptObject, DiskFull, StorageError, UsageError
 from ..objects.base import check_key
 
 CHUNK_BYTES = 8 << 20  # what senders put in one chunk
@@ -270,4 +271,6 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
             n = os.pwrite(fd, view, offset)
             view, offset = view[n:], offset + n
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull(f"no space left for an upload chunk: {exc}") from exc
         raise StorageError(f"cannot write an upload chunk: {exc}") from exc
