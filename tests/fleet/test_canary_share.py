@@ -15,11 +15,12 @@ from typing import Any
 from modelvc.fleet.controller import Controller, Outcome
 from modelvc.registry import Registry
 from modelvc.serving.canary import Policy
-from tests.serving.conftest import Digits
+from tests.serving.conftest import Digits, commit_onnx
 
 from .fleet_helpers import GatewayProcess, Load, WatchProcess, get_json, wait_for
 from .test_atomic import versions
 from .test_canary import traffic
+from .test_stage_failures import PREDICTOR
 
 Starter = Callable[..., list[GatewayProcess]]
 
@@ -134,3 +135,25 @@ def test_regressing_share_canary_from_deploy_watch_goes_back_everywhere(
         assert entry.after["number"] == 3 and entry.reason == out["reason"]
     finally:
         w.stop()
+
+
+def test_a_gateway_that_cannot_load_the_canary_fails_the_share_at_once(
+        fleet_reg: Registry, start_gateways: Starter, tmp_path: Path) -> None:
+    # r2 refuses Python predictors (trust never): it cannot serve v4's share; r1 can.
+    gws = start_gateways(fleet_reg, 1, trust="any") + start_gateways(fleet_reg, 1)
+    commit_onnx(fleet_reg, tmp_path, b"", "v4-python",
+                extra={"predictor.py": PREDICTOR, "load_seconds": b"0"})
+    with Controller(fleet_reg, canary_share=0.2, strategy="canary") as c:
+        c.create("d", "digits", "production")
+        assert c.rollout("d").ok
+        out = c.rollout("d", "v4")
+        assert not out.ok
+        assert out.reason.startswith("canary share 20%: replica r2 failed: LoadFailed"), \
+            out.reason
+        wait_for(lambda: versions(gws) == [(1, 3)] * 2, "both back on v1 at epoch 3")
+        assert [fleet_canary(g) for g in gws] == [None, None]  # r1 dropped its share
+        wait_for(lambda: {r["state"] for r in c.status("d")["replicas"]} == {"serving"},
+                 "both rows serving")
+        # r1 unloaded v4 (no slot holds it any more)
+        wait_for(lambda: "4" not in get_json(f"{gws[0].url}/v2/models/digits")["versions"],
+                 "r1 to unload v4")
