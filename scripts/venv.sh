@@ -7,7 +7,7 @@ ensure_venv() {
     fi
     # shellcheck disable=SC1091
     . .venv/bin/activate
-    local stamp=".venv/.modelvc-$extra-$(cat pyproject.toml src/modelvc/codec/_kernels.c | sha256sum | cut -c1-16)"
+    local stamp=".venv/.modelvc-$extra-$(cat pyproject.toml setup.py src/modelvc/codec/_kernels.c | sha256sum | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
         echo "== installing modelvc[$extra] into .venv" >&2
         python -m pip install -q --upgrade pip >&2
