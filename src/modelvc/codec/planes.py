@@ -46,16 +46,6 @@ def _header_size(itemsize: int) -> int:
     return 2 + 4 * itemsize
 
 
-def _split(buf: Buffer, itemsize: int) -> list[memoryview]:
-    """The planes of ``buf`` as contiguous buffers (no copy when itemsize is 1)."""
-    if itemsize == 1:
-        return [memoryview(buf).cast("B")]
-    size = memoryview(buf).nbytes
-    out = kernels.empty(size)
-    kernels.split(out, buf, itemsize)
-    return plane_views(out, itemsize)
-
-
 def plane_views(out: npt.NDArray[Any], itemsize: int) -> list[memoryview]:
     """Plane b of a split buffer is out[b*n:(b+1)*n]."""
     n = out.size // itemsize
@@ -72,7 +62,15 @@ def compress_planes(buf: Buffer, itemsize: int, level: int = 1) -> bytes:
     n = size // itemsize
     if n > _MAX_PLANE:
         raise UsageError(f"{n} elements is too many for one block of byte planes")
-    return compress_split(_split(buf, itemsize), itemsize, n, level)
+    if itemsize == 1:
+        return compress_split([memoryview(buf).cast("B")], 1, n, level)
+    lease = POOL.take(size)  # the payload copies the planes: the memory is reused
+    try:
+        out = lease[:size]
+        kernels.split(out, buf, itemsize)
+        return compress_split(plane_views(out, itemsize), itemsize, n, level)
+    finally:
+        POOL.give(lease)
 
 
 def compress_split(planes: list[memoryview], itemsize: int, n: int, level: int = 1) -> bytes:
