@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from .events import RemoteEvents
 
 UPLOAD_THREADS = 4
-UPLOAD_RESTARTS = 3  # per chunked segment: re-asks after a refused chunk or moved session
+UPLOAD_RESTARTS = 3  # per chunked segment: re-asks after a refused chunk or failed hash
+UPLOAD_MOVED_WHOLE = 2  # a session that moved this often: the segment goes whole
 CHUNK_DIGEST = "X-Modelvc-Chunk-Blake3"
 _UNSET: Any = object()
 
@@ -305,7 +306,7 @@ class RemoteRegistry:
         """The segment in chunks into the server's upload session, from what it holds
         (after an interrupted commit: the rest only). Memory: one chunk."""
         s, url = part.seg, f"/models/{self._q(model)}/uploads/{part.oid}"
-        restarts = 0
+        restarts = moved = 0
         while True:
             info = self._get(f"{url}/session", size=s.length)
             if info["stored"]:
@@ -325,10 +326,21 @@ class RemoteRegistry:
                     tally.held(part.oid, off)
                     if got["complete"]:
                         return
-            except (errors.Conflict, CorruptObject):
-                # A chunk refused in transit, a session moved under us, or a resumed
-                # segment that failed its hash (its session is gone): ask again. A fresh
-                # upload of every byte that fails is the file changing under us.
+            except errors.Conflict:
+                # The session holds less than it said (SessionMoved): another commit of
+                # this subject, or a balancer that sent the chunk to another backend.
+                # When that repeats, the segment goes whole in one streamed request.
+                moved += 1
+                if moved >= UPLOAD_MOVED_WHOLE:
+                    self._call("PUT", url, params=params, content=_stream(part.path, s),
+                               headers={"Content-Length": str(s.length)})
+                    tally.sent_bytes(s.length)
+                    tally.held(part.oid, s.length)
+                    return
+            except CorruptObject:
+                # A chunk refused in transit, or a resumed segment that failed its hash
+                # (its session is gone): ask again. A fresh upload of every byte that
+                # fails is the file changing under us.
                 restarts += 1
                 if restarts > UPLOAD_RESTARTS or (start == 0 and off >= s.length):
                     raise
@@ -438,6 +450,12 @@ def _read_range(path: Path, offset: int, length: int) -> bytes:
     if len(data) != length:
         raise errors.InvalidModelFile(f"{path} changed while it was being committed; retry")
     return data
+
+
+def _stream(path: Path, s: Segment) -> Iterator[bytes]:
+    """A segment's bytes in chunks (one chunk in memory at a time)."""
+    for off in range(0, s.length, CHUNK_BYTES):
+        yield _read_range(path, s.offset + off, min(CHUNK_BYTES, s.length - off))
 
 
 def _read(path: Path, s: Segment) -> bytes:

@@ -8,6 +8,7 @@ pull and commit over HTTP resume the same way."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -27,6 +28,7 @@ from modelvc.remote import RemoteRegistry
 from modelvc.transfer import HttpEnd, local_end, pull, push, transfer
 from modelvc.transfer.http import CHUNK_DIGEST
 from modelvc.transfer.sessions import CHUNK_BYTES
+from tests.server.balancer import Balancer
 from tests.server.proc import Server, grant_token
 
 
@@ -114,8 +116,8 @@ def _interrupted_push(server: Server, token: str, src: Registry, oid: str) -> No
             srv.versions("big")
 
 
-def _check_served(server: Server, src_file: Path, tmp: Path) -> None:
-    with Registry.open(server.registry) as srv:
+def _check_served(registry: Path, src_file: Path, tmp: Path) -> None:
+    with Registry.open(registry) as srv:
         report = srv.verify()
         assert not report.corrupt and not report.broken_versions
         out = tmp / "checkout"
@@ -123,8 +125,8 @@ def _check_served(server: Server, src_file: Path, tmp: Path) -> None:
         assert (out / "model.safetensors").read_bytes() == src_file.read_bytes()
 
 
-def _resume(server: Server, token: str, src: Registry, **kw: Any) -> tuple[HttpEnd, Any]:
-    end = HttpEnd(server.url, token=token, **kw)
+def _resume(url: str, token: str, src: Registry, **kw: Any) -> tuple[HttpEnd, Any]:
+    end = HttpEnd(url, token=token, **kw)
     try:
         result = transfer(local_end(src), end, ["big"])
     finally:
@@ -147,7 +149,7 @@ def test_a_push_killed_mid_object_resumes_with_the_rest_of_it(
     server.start()
     held = _held(server, token, big.id, big.stored_size)
     assert held == 2 * CHUNK_BYTES
-    end, result = _resume(server, token, src)
+    end, result = _resume(server.url, token, src)
     assert result.versions == [src.resolve("big@main").id]
     # Only the remainder travelled: the client's count and the server's own.
     assert end.sent[big.id] == big.stored_size - held
@@ -157,7 +159,7 @@ def test_a_push_killed_mid_object_resumes_with_the_rest_of_it(
     assert any(r["object"] == big.id and r["offset"] == held
                for r in _log(server, "upload resumed"))
     assert _spools(server.registry) == []  # the session is gone once stored
-    _check_served(server, src_file, tmp_path)
+    _check_served(server.registry, src_file, tmp_path)
 
 
 class DamageOneChunk(httpx.HTTPTransport):
@@ -184,13 +186,13 @@ def test_a_chunk_damaged_in_transit_is_refused_and_sent_again(
     server, token = served
     big = _big(src)
     hop = DamageOneChunk(offset=CHUNK_BYTES)
-    end, result = _resume(server, token, src, transport=hop)
+    end, result = _resume(server.url, token, src, transport=hop)
     assert hop.damaged == 1 and result.versions
     [refused] = [r for r in _log(server, "upload chunk refused") if r["object"] == big.id]
     assert refused["offset"] == CHUNK_BYTES
     # The refused chunk went twice; the rest once.
     assert end.sent[big.id] == big.stored_size + CHUNK_BYTES
-    _check_served(server, src_file, tmp_path)
+    _check_served(server.registry, src_file, tmp_path)
 
 
 def test_a_damaged_spool_fails_verification_and_the_object_restarts_cleanly(
@@ -207,7 +209,7 @@ def test_a_damaged_spool_fails_verification_and_the_object_restarts_cleanly(
         f.write(bytes([byte[0] ^ 0x01]))
 
     server.start()
-    end, result = _resume(server, token, src)
+    end, result = _resume(server.url, token, src)
     assert result.versions
     [failed] = [r for r in _log(server, "upload failed verification")
                 if r["object"] == big.id]
@@ -217,7 +219,7 @@ def test_a_damaged_spool_fails_verification_and_the_object_restarts_cleanly(
     [done] = [r for r in _log(server, "upload complete") if r["object"] == big.id]
     assert done["resumed_from"] == 0 and done["received"] == big.stored_size
     assert _spools(server.registry) == []
-    _check_served(server, src_file, tmp_path)
+    _check_served(server.registry, src_file, tmp_path)
 
 
 def test_another_subjects_session_is_not_reused(
@@ -237,14 +239,14 @@ def test_another_subjects_session_is_not_reused(
                   headers={"Authorization": f"Bearer {other}",
                            CHUNK_DIGEST: __import__("blake3").blake3(chunk).hexdigest()})
     assert r.status_code == 409 and r.json()["error"] == "SessionMoved", r.text
-    end, result = _resume(server, other, src)
+    end, result = _resume(server.url, other, src)
     assert result.versions and end.sent[big.id] == big.stored_size  # all of it
     [done] = [r for r in _log(server, "upload complete") if r["object"] == big.id]
     assert done["subject"] == "olga" and done["received"] == big.stored_size
     # Wes's spool is untouched (it expires with age); the object is stored once.
     [spool] = _spools(server.registry)
     assert spool.stat().st_size == 2 * CHUNK_BYTES
-    _check_served(server, src_file, tmp_path)
+    _check_served(server.registry, src_file, tmp_path)
 
 
 def test_a_stale_session_expires(
@@ -321,7 +323,7 @@ def test_a_commit_over_http_killed_mid_tensor_resumes(
     assert _spools(server.registry, "raw") == []
     with Registry.open(server.registry) as srv:
         assert srv.resolve("big@main").id == v.id
-    _check_served(server, src_file, tmp_path)
+    _check_served(server.registry, src_file, tmp_path)
 
 
 def test_a_push_into_a_folder_resumes_from_its_partial_file(
@@ -351,3 +353,48 @@ def test_a_push_into_a_folder_resumes_from_its_partial_file(
         assert (tmp_path / "out" / "model.safetensors").read_bytes() == src_file.read_bytes()
     finally:
         dst.close()
+
+
+def test_without_balancer_affinity_large_objects_still_arrive(
+        source: tuple[Registry, Path], tmp_path: Path) -> None:
+    """Two server processes on one database and object folder but each with its own
+    registry folder (so its own sessions), behind a balancer that alternates backends
+    request by request: chunks land where the session is not, the sender is told
+    (409 SessionMoved), and after that repeats the object goes whole in one request."""
+    src, src_file = source
+    big = _big(src)
+    one = tmp_path / "one"
+    Registry.init(one).close()
+    config = json.loads((one / ".modelvc" / "config.json").read_text())
+    config["meta"] = f"sqlite:///{(one / '.modelvc' / 'meta.db').resolve()}"
+    config["objects"] = str((one / ".modelvc" / "objects").resolve())
+    (tmp_path / "two" / ".modelvc" / "locks").mkdir(parents=True)
+    (tmp_path / "two" / ".modelvc" / "config.json").write_text(json.dumps(config))
+    token = grant_token(one, "wes", "writer", "big*")
+    servers = [Server(one, tmp_path / "one.log").start(),
+               Server(tmp_path / "two", tmp_path / "two.log").start()]
+    turn = itertools.count()
+    try:
+        with Balancer([s.url for s in servers], lambda m, p: next(turn) % 2) as lb:
+            _, result = _resume(lb.url, token, src)
+            assert result.versions == [src.resolve("big@main").id]
+            codes = [(m, p.split("?")[0], st) for m, p, _, st in lb.log if m == "PUT"]
+            assert ("PUT", f"/api/v1/objects/{big.id}/upload", 409) in codes
+            assert ("PUT", f"/api/v1/objects/{big.id}", 200) in codes
+            # A commit over HTTP falls back the same way (raw sessions, whole segment).
+            other = tmp_path / "other" / "model.safetensors"
+            other.parent.mkdir()
+            save_file({"w": np.random.default_rng(1).standard_normal(
+                (3072, 4096), dtype=np.float32)}, str(other))
+            with RemoteRegistry(lb.url, token=token) as remote:
+                v = remote.commit(other.parent, model="big2")
+            paths = [(p.split("?")[0], st) for m, p, _, st in lb.log if m == "PUT"]
+            assert any(p.endswith("/chunks") and st == 409 for p, st in paths)
+    finally:
+        for s in servers:
+            s.stop()
+    with Registry.open(one) as srv:
+        assert srv.resolve("big2@main").id == v.id
+        srv.checkout("big2@main", tmp_path / "out2")
+        assert (tmp_path / "out2" / "model.safetensors").read_bytes() == other.read_bytes()
+    _check_served(one, src_file, tmp_path)

@@ -33,7 +33,8 @@ PACK_BYTES = 8 << 20  # one request: at most this many stored bytes (bounds memo
 PACK_OBJECTS = 1024
 JOBS = 4
 STREAM_BYTES = PACK_BYTES // 2  # larger objects stream (resumably), one at a time each
-RESTARTS = 3  # per streamed object: re-asks after a refused chunk or a moved session
+RESTARTS = 3  # per streamed object: re-asks after a refused chunk or a failed check
+MOVED_WHOLE = 2  # a session that moved this often: the object goes whole in one request
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -141,7 +142,7 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
         add(sum(o.size for o in batch))
 
     def stream(o: ObjectEntry) -> None:
-        restarts = 0
+        restarts = moved = 0
         sent = 0  # bytes handed to the sink over all attempts
 
         def finished() -> None:
@@ -169,10 +170,21 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
                 sent += o.size - off
                 finished()
                 return
-            except (SessionMoved, CorruptObject):
-                # A chunk refused in transit, a session moved by another writer, or a
-                # resumed object that failed verification (its session is gone): ask
-                # again. A fresh upload of every byte that fails: the source's copy.
+            except SessionMoved:
+                # The session holds less than it said: another writer of this subject
+                # (ask again), or a balancer that sent this chunk to another backend.
+                # When that repeats, the object goes whole in one request instead.
+                sent += reached - off
+                moved += 1
+                if moved >= MOVED_WHOLE:
+                    sink.write_whole(model, o.id, source.read_stream(model, o.id), o.size)
+                    sent += o.size
+                    finished()
+                    return
+            except CorruptObject:
+                # A chunk refused in transit, or a resumed object that failed
+                # verification (its session is gone): ask again. A fresh upload of
+                # every byte that fails: the source's copy is bad.
                 sent += reached - off
                 restarts += 1
                 if restarts > RESTARTS or (off == 0 and reached >= o.size):

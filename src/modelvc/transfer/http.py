@@ -157,12 +157,13 @@ class HttpEnd:
         return None if info["stored"] else int(info["offset"])
 
     def write_stream(self, model: str, oid: str, chunks: Iterable[bytes], *,
-                     offset: int = 0, size: int | None = None,
+                     offset: int = 0, size: int,
                      progress: Callable[[int], None] | None = None) -> None:
-        """Chunks of CHUNK_BYTES into the server's upload session (see Sink); without
-        SIZE, one streamed PUT of the whole object (nothing to resume)."""
-        if size is None or self._legacy:
-            self._put_whole(model, oid, chunks)
+        """Chunks of CHUNK_BYTES into the server's upload session (see Sink)."""
+        if self._legacy:
+            self.write_whole(model, oid, chunks, size)
+            if progress:
+                progress(size)
             return
         pos = offset
         for piece in rechunk(chunks, CHUNK_BYTES):
@@ -194,14 +195,17 @@ class HttpEnd:
             _raise(resp)
         return int(resp.json()["offset"])
 
-    def _put_whole(self, model: str, oid: str, chunks: Iterable[bytes]) -> None:
+    def write_whole(self, model: str, oid: str, chunks: Iterable[bytes], size: int) -> None:
+        """One streamed PUT of the whole object (with its Content-Length, which some
+        proxies need: httpx then does not send it chunked)."""
         def counted() -> Iterator[bytes]:
             for c in chunks:
                 self._count_up(oid, len(c))
                 yield c
 
         self._call("PUT", f"/api/v1/objects/{oid}", params={"model": model},
-                   content=counted(), headers={"Content-Type": "application/octet-stream"})
+                   content=counted(), headers={"Content-Type": "application/octet-stream",
+                                               "Content-Length": str(size)})
 
     def record_version(self, model: str, version_id: str) -> int:
         body = {"model": model, "id": version_id}

@@ -139,13 +139,9 @@ class LocalEnd:
         return self.sessions.offset(LOCAL_SUBJECT, "object", oid, size)
 
     def write_stream(self, model: str, oid: str, chunks: Iterable[bytes], *,
-                     offset: int = 0, size: int | None = None,
+                     offset: int = 0, size: int,
                      progress: Callable[[int], None] | None = None) -> None:
-        """Append to this registry's own session for OID (see Sink.write_stream);
-        without SIZE, the whole object through a temp file (nothing to resume)."""
-        if size is None:
-            self._write_whole(oid, chunks)
-            return
+        """Append to this registry's own session for OID (see Sink.write_stream)."""
         pos = offset
         for c in chunks:
             if c:
@@ -166,7 +162,8 @@ class LocalEnd:
             self.write_file(oid, path)
         return seen
 
-    def _write_whole(self, oid: str, chunks: Iterable[bytes]) -> None:
+    def write_whole(self, model: str, oid: str, chunks: Iterable[bytes], size: int) -> None:
+        """The whole object through a temp file (nothing to resume)."""
         with tempfile.NamedTemporaryFile(prefix="modelvc-recv-", delete=False) as tmp:
             for c in chunks:
                 tmp.write(c)

@@ -80,13 +80,17 @@ class Sink(Protocol):
         (0: none); None when the sink has the object already."""
         ...
     def write_stream(self, model: str, oid: str, chunks: Iterable[bytes], *,
-                     offset: int = 0, size: int | None = None,
+                     offset: int = 0, size: int,
                      progress: Callable[[int], None] | None = None) -> None:
         """Append CHUNKS (the stored bytes from OFFSET on) to OID's upload session and,
         once all SIZE bytes are there, verify and store the object. `progress` gets the
         number of bytes the sink holds after each chunk. SessionMoved: the session does
         not hold OFFSET bytes (ask stream_offset again); CorruptObject: a chunk or the
         whole object failed its check (the session was discarded on the latter)."""
+        ...
+    def write_whole(self, model: str, oid: str, chunks: Iterable[bytes], size: int) -> None:
+        """OID's SIZE stored bytes in one go (no session: nothing to resume); for a
+        session that keeps moving (a balancer without affinity)."""
         ...
     def record_version(self, model: str, version_id: str) -> int:
         """Record a version whose objects are all present; returns its number here."""
