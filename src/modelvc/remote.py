@@ -40,7 +40,7 @@ from .meta.api import AuditRow, RefMove, RefRow, VersionRow
 from .meta.auth import ApiToken, RoleBinding
 from .server.wire import decode, decode_as
 from .storage import ObjectIO
-from .transfer.sessions import CHUNK_BYTES
+from .transfer.sessions import CHUNK_BYTES, ChunkRefused, SessionMoved
 
 if TYPE_CHECKING:
     from .events import RemoteEvents
@@ -64,6 +64,14 @@ def _error(resp: httpx.Response) -> ModelvcError:
         cls = {401: errors.Unauthenticated, 403: errors.PermissionDenied, 404: NotFound,
                409: errors.Conflict, 400: errors.UsageError}.get(resp.status_code, ModelvcError)
     return cls(message, hint=hint)
+
+
+def _code(resp: httpx.Response) -> str | None:
+    try:
+        code = resp.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 @dataclass(frozen=True)
@@ -319,17 +327,16 @@ class RemoteRegistry:
                 while True:
                     data = _read_range(part.path, s.offset + off, min(CHUNK_BYTES, s.length - off))
                     tally.sent_bytes(len(data))
-                    got = self._call("PUT", f"{url}/chunks", content=data,
-                                     params={**params, "size": s.length, "offset": off},
-                                     headers={CHUNK_DIGEST: blake3.blake3(data).hexdigest()})
+                    got = self._put_chunk(f"{url}/chunks", data,
+                                          {**params, "size": s.length, "offset": off})
                     off = int(got["offset"])
                     tally.held(part.oid, off)
                     if got["complete"]:
                         return
-            except errors.Conflict:
-                # The session holds less than it said (SessionMoved): another commit of
-                # this subject, or a balancer that sent the chunk to another backend.
-                # When that repeats, the segment goes whole in one streamed request.
+            except SessionMoved:
+                # The session holds less than it said: another commit of this subject,
+                # or a balancer that sent the chunk to another backend. When that
+                # repeats, the segment goes whole in one streamed request.
                 moved += 1
                 if moved >= UPLOAD_MOVED_WHOLE:
                     self._call("PUT", url, params=params, content=_stream(part.path, s),
@@ -337,13 +344,36 @@ class RemoteRegistry:
                     tally.sent_bytes(s.length)
                     tally.held(part.oid, s.length)
                     return
-            except CorruptObject:
-                # A chunk refused in transit, or a resumed segment that failed its hash
-                # (its session is gone): ask again. A fresh upload of every byte that
-                # fails is the file changing under us.
+            except ChunkRefused:  # damaged in transit, not kept: ask again, resend it
                 restarts += 1
-                if restarts > UPLOAD_RESTARTS or (start == 0 and off >= s.length):
+                if restarts > UPLOAD_RESTARTS:
                     raise
+            except CorruptObject:
+                # The whole did not hash to its id; the server discarded it. After a
+                # resumed upload, start again at 0; if every byte was fresh, the file
+                # changed under us.
+                restarts += 1
+                if start == 0 or restarts > UPLOAD_RESTARTS:
+                    raise
+
+    def _put_chunk(self, url: str, data: bytes, params: dict[str, Any]) -> Any:
+        """One chunk with its digest; SessionMoved and ChunkRefused as themselves."""
+        try:
+            resp = self._http.put(url, content=data, params=params,
+                                  headers={CHUNK_DIGEST: blake3.blake3(data).hexdigest()})
+        except httpx.HTTPError as exc:
+            raise StorageError(f"cannot reach the registry server {self.url}: {exc}",
+                               hint="run the commit again: it resumes from what the "
+                                    "server holds") from exc
+        if resp.status_code >= 400:
+            err = _error(resp)
+            code = _code(resp)
+            if code == "SessionMoved":
+                raise SessionMoved(err.message)
+            if code == "ChunkRefused":
+                raise ChunkRefused(err.message)
+            raise err
+        return resp.json()
 
     # ---- checkout and load
     def checkout(self, ref: str, dest: str | Path, *, force: bool = False,

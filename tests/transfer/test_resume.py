@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from modelvc.errors import ModelNotFound, StorageError
+from modelvc.errors import CorruptObject, ModelNotFound, StorageError
 from modelvc.meta.api import ObjectRow
 from modelvc.registry import Registry
 from modelvc.remote import RemoteRegistry
@@ -220,6 +220,36 @@ def test_a_damaged_spool_fails_verification_and_the_object_restarts_cleanly(
     assert done["resumed_from"] == 0 and done["received"] == big.stored_size
     assert _spools(server.registry) == []
     _check_served(server.registry, src_file, tmp_path)
+
+
+def test_an_object_that_fails_verification_when_sent_whole_is_not_sent_again(
+        served: tuple[Server, str], tmp_path: Path) -> None:
+    """The source's own copy is damaged: one full upload, refused, nothing kept."""
+    server, token = served
+    rng = np.random.default_rng(2)
+    path = tmp_path / "bad" / "model.safetensors"
+    path.parent.mkdir()
+    save_file({"w": rng.standard_normal((1024, 4096), dtype=np.float32)}, str(path))
+    with Registry.init(tmp_path / "src") as src:
+        src.commit(path.parent, model="big")
+        big = _big(src)
+        stored = src.store.path(big.id)  # type: ignore[attr-defined]
+        os.chmod(stored, 0o644)
+        with stored.open("r+b") as f:
+            f.seek(big.stored_size // 2)
+            byte = f.read(1)
+            f.seek(big.stored_size // 2)
+            f.write(bytes([byte[0] ^ 0x01]))
+        end = HttpEnd(server.url, token=token)
+        try:
+            with pytest.raises(CorruptObject):
+                transfer(local_end(src), end, ["big"])
+        finally:
+            end.close()
+    assert end.sent[big.id] == big.stored_size  # once, not in a loop
+    assert _spools(server.registry) == []
+    with Registry.open(server.registry) as srv:
+        assert not srv.store.has(big.id)
 
 
 def test_another_subjects_session_is_not_reused(

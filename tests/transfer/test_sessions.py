@@ -11,7 +11,7 @@ import blake3
 import pytest
 
 from modelvc.errors import CorruptObject
-from modelvc.transfer.sessions import SessionMoved, Sessions
+from modelvc.transfer.sessions import ChunkRefused, SessionMoved, Sessions
 
 OID = blake3.blake3(b"object").hexdigest()
 
@@ -39,7 +39,7 @@ def test_chunks_append_at_the_held_offset_and_never_beyond(tmp_path: Path) -> No
 def test_a_chunk_that_does_not_match_its_digest_is_not_written(tmp_path: Path) -> None:
     s = Sessions(tmp_path, ttl=3600)
     s.append("wes", "object", OID, 8, 0, b"abcd", _digest(b"abcd"))
-    with pytest.raises(CorruptObject):
+    with pytest.raises(ChunkRefused):
         s.append("wes", "object", OID, 8, 4, b"eXgh", _digest(b"efgh"))
     assert s.offset("wes", "object", OID, 8) == 4
     assert s.path("wes", "object", OID, 8).read_bytes() == b"abcd"

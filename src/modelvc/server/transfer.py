@@ -314,8 +314,9 @@ async def read_chunk(request: Request) -> tuple[bytes, str]:
     return bytes(body), digest
 
 
-def append_chunk(sessions: Sessions, subject: str, kind: str, oid: str, size: int, offset: int,
-            data: bytes, digest: str) -> int:
+def append_chunk(sessions: Sessions, subject: str, kind: str, oid: str, size: int,
+                 offset: int, data: bytes, digest: str) -> int:
+    """Sessions.append, logging a refused (damaged) chunk."""
     try:
         return sessions.append(subject, kind, oid, size, offset, data, digest)
     except CorruptObject as exc:

@@ -27,7 +27,7 @@ from threading import Lock
 from ..errors import CorruptObject, RefNotFound, UsageError
 from ..names import parse_ref
 from .protocol import ObjectEntry, RefInfo, Sink, Source
-from .sessions import SessionMoved
+from .sessions import ChunkRefused, SessionMoved
 
 PACK_BYTES = 8 << 20  # one request: at most this many stored bytes (bounds memory)
 PACK_OBJECTS = 1024
@@ -181,13 +181,18 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
                     sent += o.size
                     finished()
                     return
-            except CorruptObject:
-                # A chunk refused in transit, or a resumed object that failed
-                # verification (its session is gone): ask again. A fresh upload of
-                # every byte that fails: the source's copy is bad.
+            except ChunkRefused:  # damaged in transit, not kept: ask again, resend it
                 sent += reached - off
                 restarts += 1
-                if restarts > RESTARTS or (off == 0 and reached >= o.size):
+                if restarts > RESTARTS:
+                    raise
+            except CorruptObject:
+                # The complete object failed verification; the sink discarded it. If
+                # this attempt resumed a session, restart at byte 0; if every byte of
+                # it was fresh, the source's copy is bad.
+                sent += o.size - off
+                restarts += 1
+                if off == 0 or restarts > RESTARTS:
                     raise
 
     with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="modelvc-transfer") as pool:

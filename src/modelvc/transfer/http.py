@@ -19,7 +19,7 @@ import httpx
 from .. import errors
 from ..errors import ModelvcError, StorageError
 from .protocol import ObjectEntry, RefInfo, VersionInfo, decode_pack, encode_pack
-from .sessions import CHUNK_BYTES, SessionMoved
+from .sessions import CHUNK_BYTES, ChunkRefused, SessionMoved
 
 TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 CHUNK_DIGEST = "X-Modelvc-Chunk-Blake3"  # header: BLAKE3 hex of an upload chunk's body
@@ -190,8 +190,12 @@ class HttpEnd:
                                hint="run the transfer again: it resumes from what the "
                                     "server holds") from exc
         if resp.status_code >= 400:
-            if _error_name(resp) == "SessionMoved":
+            name = _error_name(resp)
+            if name == "SessionMoved":
                 raise SessionMoved(f"the server's upload session of {oid[:12]} moved")
+            if name == "ChunkRefused":
+                raise ChunkRefused(f"the server refused a chunk of {oid[:12]} at {offset} "
+                                   "(damaged in transit)")
             _raise(resp)
         return int(resp.json()["offset"])
 

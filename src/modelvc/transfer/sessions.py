@@ -53,6 +53,12 @@ class SessionMoved(Conflict):
         self.held = held
 
 
+class ChunkRefused(CorruptObject):
+    """An upload chunk did not match its digest (damaged in transit); it was not kept."""
+
+    http_status = 400
+
+
 @dataclass
 class Received:
     """What this process saw of one session (for logs and tests)."""
@@ -109,7 +115,7 @@ class Sessions:
         if not data and offset != size:
             raise UsageError("an empty chunk")
         if digest is not None and blake3.blake3(data).hexdigest() != digest.lower():
-            raise CorruptObject(f"a chunk of {oid[:12]} at {offset} does not match its "
+            raise ChunkRefused(f"a chunk of {oid[:12]} at {offset} does not match its "
                                 "digest (damaged in transit?); it was not kept",
                                 hint="send that chunk again")
         with self._locked(path, create=True) as fd:
