@@ -40,7 +40,6 @@ from .meta.api import AuditRow, RefMove, RefRow, VersionRow
 from .meta.auth import ApiToken, RoleBinding
 from .server.wire import decode, decode_as
 from .storage import ObjectIO
-from .transfer.sessions import CHUNK_BYTES, ChunkRefused, SessionMoved
 
 if TYPE_CHECKING:
     from .events import RemoteEvents
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
 UPLOAD_THREADS = 4
 UPLOAD_RESTARTS = 3  # per chunked segment: re-asks after a refused chunk or failed hash
 UPLOAD_MOVED_WHOLE = 2  # a session that moved this often: the segment goes whole
-CHUNK_DIGEST = "X-Modelvc-Chunk-Blake3"
+CHUNK_BYTES = 8 << 20  # segments above this go up in chunks (transfer.sessions.CHUNK_BYTES)
 _UNSET: Any = object()
 
 
@@ -313,6 +312,8 @@ class RemoteRegistry:
                         tally: _Tally) -> None:
         """The segment in chunks into the server's upload session, from what it holds
         (after an interrupted commit: the rest only). Memory: one chunk."""
+        from .transfer.sessions import BATCH_BYTES, ChunkRefused, SessionMoved, frames
+
         s, url = part.seg, f"/models/{self._q(model)}/uploads/{part.oid}"
         restarts = moved = 0
         while True:
@@ -324,22 +325,34 @@ class RemoteRegistry:
             tally.held(part.oid, off)
             start = off
             try:
-                while True:
-                    data = _read_range(part.path, s.offset + off, min(CHUNK_BYTES, s.length - off))
-                    tally.sent_bytes(len(data))
-                    got = self._put_chunk(f"{url}/chunks", data,
-                                          {**params, "size": s.length, "offset": off})
-                    off = int(got["offset"])
-                    tally.held(part.oid, off)
+                while True:  # a request per batch of chunks (frames with their BLAKE3)
+                    n = min(BATCH_BYTES, s.length - off)
+                    went = 0
+
+                    def sent(k: int, base: int = off) -> None:
+                        nonlocal went
+                        went += k
+                        tally.sent_bytes(k)
+                        tally.held(part.oid, base + went)
+
+                    got = self._put_frames(f"{url}/chunks", frames(
+                        _pieces(part.path, s, off, n), n, sent), n,
+                        {**params, "size": s.length, "offset": off})
                     if got["complete"]:
+                        tally.held(part.oid, s.length)
                         return
+                    if int(got["offset"]) != off + n:
+                        raise SessionMoved(f"the server holds {got['offset']} bytes of "
+                                           f"{part.oid[:12]}")
+                    off += n
             except SessionMoved:
                 # The session holds less than it said: another commit of this subject,
                 # or a balancer that sent the chunk to another backend. When that
                 # repeats, the segment goes whole in one streamed request.
                 moved += 1
                 if moved >= UPLOAD_MOVED_WHOLE:
-                    self._call("PUT", url, params=params, content=_stream(part.path, s),
+                    self._call("PUT", url, params=params,
+                               content=_pieces(part.path, s, 0, s.length),
                                headers={"Content-Length": str(s.length)})
                     tally.sent_bytes(s.length)
                     tally.held(part.oid, s.length)
@@ -356,11 +369,16 @@ class RemoteRegistry:
                 if start == 0 or restarts > UPLOAD_RESTARTS:
                     raise
 
-    def _put_chunk(self, url: str, data: bytes, params: dict[str, Any]) -> Any:
-        """One chunk with its digest; SessionMoved and ChunkRefused as themselves."""
+    def _put_frames(self, url: str, body: Iterator[bytes], n: int,
+                    params: dict[str, Any]) -> Any:
+        """One request of N payload bytes as frames; SessionMoved and ChunkRefused
+        raised as themselves."""
+        from .transfer.sessions import FRAMES_TYPE, ChunkRefused, SessionMoved, framed_size
+
         try:
-            resp = self._http.put(url, content=data, params=params,
-                                  headers={CHUNK_DIGEST: blake3.blake3(data).hexdigest()})
+            resp = self._http.put(url, content=body, params=params,
+                                  headers={"Content-Type": FRAMES_TYPE,
+                                           "Content-Length": str(framed_size(n))})
         except httpx.HTTPError as exc:
             raise StorageError(f"cannot reach the registry server {self.url}: {exc}",
                                hint="run the commit again: it resumes from what the "
@@ -482,10 +500,10 @@ def _read_range(path: Path, offset: int, length: int) -> bytes:
     return data
 
 
-def _stream(path: Path, s: Segment) -> Iterator[bytes]:
-    """A segment's bytes in chunks (one chunk in memory at a time)."""
-    for off in range(0, s.length, CHUNK_BYTES):
-        yield _read_range(path, s.offset + off, min(CHUNK_BYTES, s.length - off))
+def _pieces(path: Path, s: Segment, offset: int, n: int) -> Iterator[bytes]:
+    """N bytes of a segment from OFFSET, a chunk at a time (one in memory)."""
+    for off in range(offset, offset + n, CHUNK_BYTES):
+        yield _read_range(path, s.offset + off, min(CHUNK_BYTES, offset + n - off))
 
 
 def _read(path: Path, s: Segment) -> bytes:

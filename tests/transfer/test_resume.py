@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import blake3
 import httpx
 import numpy as np
 import pytest
@@ -26,8 +27,7 @@ from modelvc.meta.api import ObjectRow
 from modelvc.registry import Registry
 from modelvc.remote import RemoteRegistry
 from modelvc.transfer import HttpEnd, local_end, pull, push, transfer
-from modelvc.transfer.http import CHUNK_DIGEST
-from modelvc.transfer.sessions import CHUNK_BYTES
+from modelvc.transfer.sessions import CHUNK_BYTES, FRAME_HEAD
 from tests.server.balancer import Balancer
 from tests.server.proc import Server, grant_token
 
@@ -71,10 +71,20 @@ def _kill(server: Server) -> None:
         server.proc.wait(30)
 
 
-def _killer(server: Server, after: int) -> Callable[[int, int], None]:
+def _killer(server: Server, after: int, kind: str | None = None
+            ) -> Callable[[int, int], None]:
+    """A progress callback that kills the server once AFTER bytes were handed over and,
+    for an upload (KIND), once the server's session holds two chunks of it."""
     def progress(done: int, total: int) -> None:
-        if done >= after:
-            _kill(server)
+        if done < after or server.proc is None or server.proc.poll() is not None:
+            return
+        if kind is not None:
+            deadline = time.monotonic() + 60
+            while not any(p.stat().st_size >= 2 * CHUNK_BYTES
+                          for p in _spools(server.registry, kind)):
+                assert time.monotonic() < deadline, "the server never held two chunks"
+                time.sleep(0.01)
+        _kill(server)
     return progress
 
 
@@ -108,7 +118,7 @@ def _interrupted_push(server: Server, token: str, src: Registry, oid: str) -> No
     """A push killed (with the server) after two chunks of the big object landed."""
     with pytest.raises(StorageError):
         push(src, server.url, ["big"], token=token, jobs=1,
-             progress=_killer(server, 2 * CHUNK_BYTES))
+             progress=_killer(server, 3 * CHUNK_BYTES, "object"))
     assert server.proc is not None and server.proc.poll() is not None
     with Registry.open(server.registry) as srv:  # nothing partial is an object
         assert not srv.store.has(oid)
@@ -141,14 +151,15 @@ def test_a_push_killed_mid_object_resumes_with_the_rest_of_it(
     big = _big(src)
     assert big.stored_size > 4 * CHUNK_BYTES
     _interrupted_push(server, token, src, big.id)
-    # The server's upload session holds the two chunks that were acknowledged.
+    # The server's upload session holds what arrived before the kill (at least the two
+    # chunks the killer waited for; a write cut by the kill keeps its correct prefix).
     [spool] = _spools(server.registry)
     assert spool.name == f"{big.id}.{big.stored_size}"
-    assert spool.stat().st_size == 2 * CHUNK_BYTES
+    held = spool.stat().st_size
+    assert 2 * CHUNK_BYTES <= held < big.stored_size
 
     server.start()
-    held = _held(server, token, big.id, big.stored_size)
-    assert held == 2 * CHUNK_BYTES
+    assert _held(server, token, big.id, big.stored_size) == held
     end, result = _resume(server.url, token, src)
     assert result.versions == [src.resolve("big@main").id]
     # Only the remainder travelled: the client's count and the server's own.
@@ -163,17 +174,17 @@ def test_a_push_killed_mid_object_resumes_with_the_rest_of_it(
 
 
 class DamageOneChunk(httpx.HTTPTransport):
-    """A network hop that flips one bit in the body of the chunk PUT at `offset`."""
+    """A network hop that flips one bit in the second chunk (frame) of the first
+    upload request."""
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.offset, self.damaged = offset, 0
+        self.damaged = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if (request.method == "PUT" and request.url.path.endswith("/upload")
-                and request.url.params.get("offset") == str(self.offset) and not self.damaged):
+        if request.method == "PUT" and request.url.path.endswith("/upload") and not self.damaged:
             body = bytearray(request.read())
-            body[len(body) // 2] ^= 0x10
+            body[2 * FRAME_HEAD.size + CHUNK_BYTES + 1000] ^= 0x10
             request = httpx.Request(request.method, request.url, headers=request.headers,
                                     content=bytes(body))
             self.damaged += 1
@@ -185,13 +196,16 @@ def test_a_chunk_damaged_in_transit_is_refused_and_sent_again(
     src, src_file = source
     server, token = served
     big = _big(src)
-    hop = DamageOneChunk(offset=CHUNK_BYTES)
+    hop = DamageOneChunk()
     end, result = _resume(server.url, token, src, transport=hop)
     assert hop.damaged == 1 and result.versions
     [refused] = [r for r in _log(server, "upload chunk refused") if r["object"] == big.id]
     assert refused["offset"] == CHUNK_BYTES
-    # The refused chunk went twice; the rest once.
-    assert end.sent[big.id] == big.stored_size + CHUNK_BYTES
+    # The first chunk was kept; the rest of that request was read and dropped, then
+    # sent again from the second chunk on.
+    assert end.sent[big.id] == big.stored_size + (big.stored_size - CHUNK_BYTES)
+    [done] = [r for r in _log(server, "upload complete") if r["object"] == big.id]
+    assert done["received"] == big.stored_size
     _check_served(server.registry, src_file, tmp_path)
 
 
@@ -202,6 +216,7 @@ def test_a_damaged_spool_fails_verification_and_the_object_restarts_cleanly(
     big = _big(src)
     _interrupted_push(server, token, src, big.id)
     [spool] = _spools(server.registry)
+    held = spool.stat().st_size
     with spool.open("r+b") as f:  # a bit rots in what the server already holds
         f.seek(CHUNK_BYTES + 12345)
         byte = f.read(1)
@@ -215,7 +230,7 @@ def test_a_damaged_spool_fails_verification_and_the_object_restarts_cleanly(
                 if r["object"] == big.id]
     assert failed["size"] == big.stored_size
     # The resumed rest, then the whole object again from byte 0.
-    assert end.sent[big.id] == (big.stored_size - 2 * CHUNK_BYTES) + big.stored_size
+    assert end.sent[big.id] == (big.stored_size - held) + big.stored_size
     [done] = [r for r in _log(server, "upload complete") if r["object"] == big.id]
     assert done["resumed_from"] == 0 and done["received"] == big.stored_size
     assert _spools(server.registry) == []
@@ -260,22 +275,22 @@ def test_another_subjects_session_is_not_reused(
     _interrupted_push(server, token, src, big.id)
     server.start()
     other = grant_token(server.registry, "olga", "writer", "big")
+    [spool] = _spools(server.registry)
+    held = spool.stat().st_size
     # Olga holds nothing, and cannot append to Wes's session at its offset.
     assert _held(server, other, big.id, big.stored_size) == 0
     chunk = b"\0" * 1024
     r = httpx.put(f"{server.url}/api/v1/objects/{big.id}/upload",
-                  params={"model": "big", "size": big.stored_size, "offset": 2 * CHUNK_BYTES},
-                  content=chunk, timeout=30,
-                  headers={"Authorization": f"Bearer {other}",
-                           CHUNK_DIGEST: __import__("blake3").blake3(chunk).hexdigest()})
+                  params={"model": "big", "size": big.stored_size, "offset": held},
+                  content=FRAME_HEAD.pack(len(chunk), blake3.blake3(chunk).digest()) + chunk,
+                  headers={"Authorization": f"Bearer {other}"}, timeout=30)
     assert r.status_code == 409 and r.json()["error"] == "SessionMoved", r.text
     end, result = _resume(server.url, other, src)
     assert result.versions and end.sent[big.id] == big.stored_size  # all of it
     [done] = [r for r in _log(server, "upload complete") if r["object"] == big.id]
     assert done["subject"] == "olga" and done["received"] == big.stored_size
     # Wes's spool is untouched (it expires with age); the object is stored once.
-    [spool] = _spools(server.registry)
-    assert spool.stat().st_size == 2 * CHUNK_BYTES
+    assert _spools(server.registry) == [spool] and spool.stat().st_size == held
     _check_served(server.registry, src_file, tmp_path)
 
 
@@ -335,10 +350,11 @@ def test_a_commit_over_http_killed_mid_tensor_resumes(
     server, token = served
     raw = 3072 * 4096 * 4
     with RemoteRegistry(server.url, token=token) as remote, pytest.raises(StorageError):
-        remote.commit(src_file.parent, model="big", progress=_killer(server, 2 * CHUNK_BYTES))
+        remote.commit(src_file.parent, model="big",
+                      progress=_killer(server, 3 * CHUNK_BYTES, "raw"))
     [spool] = _spools(server.registry, "raw")
     held = spool.stat().st_size
-    assert held >= 2 * CHUNK_BYTES and held % CHUNK_BYTES == 0
+    assert 2 * CHUNK_BYTES <= held < raw
 
     server.start()
     seen: list[int] = []
@@ -386,11 +402,15 @@ def test_a_push_into_a_folder_resumes_from_its_partial_file(
 
 
 def test_without_balancer_affinity_large_objects_still_arrive(
-        source: tuple[Registry, Path], tmp_path: Path) -> None:
+        source: tuple[Registry, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
     """Two server processes on one database and object folder but each with its own
     registry folder (so its own sessions), behind a balancer that alternates backends
     request by request: chunks land where the session is not, the sender is told
-    (409 SessionMoved), and after that repeats the object goes whole in one request."""
+    (409 SessionMoved), and after that repeats the object goes whole in one request.
+    (One chunk per request here, so that a 48 MiB tensor takes several requests.)"""
+    monkeypatch.setattr("modelvc.transfer.http.BATCH_BYTES", CHUNK_BYTES)
+    monkeypatch.setattr("modelvc.transfer.sessions.BATCH_BYTES", CHUNK_BYTES)
     src, src_file = source
     big = _big(src)
     one = tmp_path / "one"
@@ -406,7 +426,11 @@ def test_without_balancer_affinity_large_objects_still_arrive(
     turn = itertools.count()
     try:
         with Balancer([s.url for s in servers], lambda m, p: next(turn) % 2) as lb:
-            _, result = _resume(lb.url, token, src)
+            end = HttpEnd(lb.url, token=token)
+            try:
+                result = transfer(local_end(src), end, ["big"], jobs=1)
+            finally:
+                end.close()
             assert result.versions == [src.resolve("big@main").id]
             codes = [(m, p.split("?")[0], st) for m, p, _, st in lb.log if m == "PUT"]
             assert ("PUT", f"/api/v1/objects/{big.id}/upload", 409) in codes

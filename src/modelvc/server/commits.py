@@ -37,7 +37,7 @@ from .deps import P, R, S
 from .logs import LOG
 from .scope import Scope, require_access
 from .state import ServerState
-from .transfer import append_chunk, log_complete, read_chunk, upload_sessions
+from .transfer import log_complete, receive_frames, upload_sessions
 from .wire import encode
 
 router = APIRouter(prefix="/models/{model}", tags=["commit"])
@@ -126,9 +126,10 @@ async def upload_chunk(model: str, object_id: str, size: int, offset: int, reque
                        p: P, reg: R, st: S, kind: str = "blob", dtype: str | None = None,
                        shape: str = "", file: str = "", tensor: str | None = None,
                        base: str | None = None) -> dict[str, Any]:
-    """One chunk of a raw segment (header X-Modelvc-Chunk-Blake3: the chunk's digest)
-    at OFFSET (not beyond what is held: else 409 SessionMoved). The chunk that makes
-    SIZE bytes has the whole hashed against OBJECT_ID, encoded and stored, as /uploads."""
+    """Chunks of a raw segment as frames (see transfer/sessions.py) from OFFSET (not
+    beyond what is held: else 409 SessionMoved; a damaged frame: 400 ChunkRefused).
+    Once SIZE bytes are held the whole is hashed against OBJECT_ID, encoded and stored,
+    as /uploads does; an empty body asks for just that."""
     authorize(p, "writer", model)
     check_key(object_id)
     limit = st.config.max_upload_mb << 20
@@ -136,9 +137,7 @@ async def upload_chunk(model: str, object_id: str, size: int, offset: int, reque
         raise _too_big(limit)
     _shape(kind, dtype, shape, size, tensor or object_id[:12])  # refuse before the bytes
     sessions = upload_sessions(request)
-    data, digest = await read_chunk(request)
-    pos = await run_in_threadpool(append_chunk, sessions, p.name, "raw", object_id, size,
-                                  offset, data, digest)
+    pos = await receive_frames(request, sessions, p.name, "raw", object_id, size, offset)
     if pos < size:
         return {"offset": pos, "complete": False}
     out, seen = await run_in_threadpool(_finish_raw, reg, sessions, p.name, model, object_id,

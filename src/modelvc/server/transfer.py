@@ -10,8 +10,8 @@ objects); objects are verified before they are stored.
 Upload sessions (transfer/sessions.py): a large object arrives in chunks into a spool
 file per (subject, object id, size) under the registry folder's tmp/uploads, so a push
 cut off mid-object resumes from what arrived. `GET /api/v1/objects/{id}/upload` says how
-much is held; `PUT` appends a chunk (with its BLAKE3 digest) at an offset; the chunk
-that completes it has the object verified and stored. Sessions untouched for
+much is held; `PUT` appends chunks (frames, each with its BLAKE3) from an offset; the
+request that completes it has the object verified and stored. Sessions untouched for
 upload_ttl_hours are deleted.
 """
 
@@ -29,13 +29,12 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import CorruptObject, ObjectNotFound, UsageError
+from ..errors import CorruptObject, ModelvcError, ObjectNotFound, UsageError
 from ..manifest import Manifest
 from ..objects.base import check_key
-from ..transfer.http import CHUNK_DIGEST
 from ..transfer.local import LocalEnd, local_end
 from ..transfer.protocol import RefInfo, decode_pack, encode_pack
-from ..transfer.sessions import MAX_CHUNK, Sessions
+from ..transfer.sessions import MAX_REQUEST, FrameReader, Sessions
 from ..transfer.verify import unlink_quietly
 from .auth import Principal, authenticate, authorize, can
 from .logs import LOG
@@ -258,17 +257,17 @@ def upload_offset(request: Request, oid: str, model: str, size: int) -> dict[str
 
 
 @router.put("/api/v1/objects/{oid}/upload")
-async def put_chunk(request: Request, oid: str, model: str, size: int, offset: int
-                    ) -> dict[str, Any]:
-    """Append one chunk (header X-Modelvc-Chunk-Blake3: its digest) at OFFSET, which
-    must not exceed what the session holds (else 409 SessionMoved). The chunk that
-    makes SIZE bytes has the object verified and stored (or the session discarded)."""
+async def put_chunks(request: Request, oid: str, model: str, size: int, offset: int
+                     ) -> dict[str, Any]:
+    """Append the body's frames (`u32 length | BLAKE3 | bytes` each, <= 256 MiB in all)
+    from OFFSET, which must not exceed what the session holds (else 409 SessionMoved;
+    a damaged frame: 400 ChunkRefused, the frames before it kept). Once SIZE bytes are
+    held the object is verified and stored (or the session discarded); an empty body
+    asks for just that."""
     end, principal = await run_in_threadpool(_end_as, request, "writer", model)
     check_key(oid)
     sessions = upload_sessions(request)
-    data, digest = await read_chunk(request)
-    pos = await run_in_threadpool(append_chunk, sessions, principal.name, "object", oid, size,
-                                  offset, data, digest)
+    pos = await receive_frames(request, sessions, principal.name, "object", oid, size, offset)
     if pos < size:
         return {"offset": pos, "complete": False}
     try:
@@ -299,19 +298,38 @@ def upload_sessions(request: Request) -> Sessions:
         return sessions
 
 
-async def read_chunk(request: Request) -> tuple[bytes, str]:
-    """An upload chunk's body (at most MAX_CHUNK bytes) and its digest header."""
-    digest = request.headers.get(CHUNK_DIGEST)
-    if not digest:
-        raise UsageError(f"an upload chunk needs its BLAKE3 digest in {CHUNK_DIGEST}")
-    if int(request.headers.get("content-length") or 0) > MAX_CHUNK:
-        raise UsageError(f"an upload chunk is at most {MAX_CHUNK} bytes")
-    body = bytearray()
+async def receive_frames(request: Request, sessions: Sessions, subject: str, kind: str,
+                         oid: str, size: int, offset: int) -> int:
+    """Append the frames of the request body to SUBJECT's session from OFFSET, each as
+    it arrives; what the session holds afterwards. After an error (a frame that does
+    not match its digest, an offset beyond what is held) the rest of the body is read
+    and dropped before the error is answered, so the client gets the answer rather
+    than a reset connection; every frame before it is kept."""
+    if int(request.headers.get("content-length") or 0) > MAX_REQUEST:
+        raise UsageError(f"an upload request is at most {MAX_REQUEST} bytes",
+                         hint="send at most 64 MiB per request")
+    reader = FrameReader()
+    pos, appended, total = offset, False, 0
+    error: ModelvcError | None = None
     async for piece in request.stream():
-        body += piece
-        if len(body) > MAX_CHUNK:
-            raise UsageError(f"an upload chunk is at most {MAX_CHUNK} bytes")
-    return bytes(body), digest
+        total += len(piece)
+        if total > MAX_REQUEST:
+            raise UsageError(f"an upload request is at most {MAX_REQUEST} bytes")
+        if error is not None:
+            continue
+        try:
+            for data, claimed in reader.feed(piece):
+                pos = await run_in_threadpool(append_chunk, sessions, subject, kind, oid,
+                                              size, pos, data, claimed)
+                appended = True
+        except ModelvcError as exc:
+            error = exc
+    if error is not None:
+        raise error
+    reader.close()
+    if not appended:  # an empty body: completes what is there, or says what that is
+        return await run_in_threadpool(sessions.offset, subject, kind, oid, size)
+    return pos
 
 
 def append_chunk(sessions: Sessions, subject: str, kind: str, oid: str, size: int,

@@ -1,9 +1,9 @@
 """Both ends of a transfer over HTTP: a client of the server's /api/v1/transfer and
 /api/v1/objects routes (server/transfer.py). Authentication: a bearer token.
 
-Large objects go up in chunks of CHUNK_BYTES into the server's upload session for
-(this token's subject, object, size), each chunk with its BLAKE3 digest; downloads
-resume with `Range: bytes=N-`."""
+Large objects go up in chunks (frames with their BLAKE3) into the server's upload
+session for (this token's subject, object, size), a batch of them per request;
+downloads resume with `Range: bytes=N-`."""
 
 from __future__ import annotations
 
@@ -13,16 +13,22 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
-import blake3
 import httpx
 
 from .. import errors
 from ..errors import ModelvcError, StorageError
 from .protocol import ObjectEntry, RefInfo, VersionInfo, decode_pack, encode_pack
-from .sessions import CHUNK_BYTES, ChunkRefused, SessionMoved
+from .sessions import (
+    BATCH_BYTES,
+    FRAMES_TYPE,
+    ChunkRefused,
+    SessionMoved,
+    framed_size,
+    frames,
+    rechunk,
+)
 
 TIMEOUT = httpx.Timeout(300.0, connect=10.0)
-CHUNK_DIGEST = "X-Modelvc-Chunk-Blake3"  # header: BLAKE3 hex of an upload chunk's body
 
 
 class HttpEnd:
@@ -159,33 +165,45 @@ class HttpEnd:
     def write_stream(self, model: str, oid: str, chunks: Iterable[bytes], *,
                      offset: int = 0, size: int,
                      progress: Callable[[int], None] | None = None) -> None:
-        """Chunks of CHUNK_BYTES into the server's upload session (see Sink)."""
+        """Frames of CHUNK_BYTES into the server's upload session, up to BATCH_BYTES
+        per request (see Sink and sessions.py)."""
         if self._legacy:
             self.write_whole(model, oid, chunks, size)
             if progress:
                 progress(size)
             return
+        pieces = rechunk(iter(chunks))
         pos = offset
-        for piece in rechunk(chunks, CHUNK_BYTES):
-            pos = self._put_chunk(model, oid, size, pos, piece)
-            if progress:
-                progress(pos)
-        if pos < size:
-            raise StorageError(f"the source's stream of {oid[:12]} ended at byte {pos} "
-                               f"of {size}", hint="run the transfer again")
-        if pos == offset:  # everything was there already: the empty chunk completes it
-            self._put_chunk(model, oid, size, pos, b"")
+        while True:
+            n = min(size - pos, BATCH_BYTES)
+            start, went = pos, 0
 
-    def _put_chunk(self, model: str, oid: str, size: int, offset: int, data: bytes) -> int:
+            def sent(k: int, start: int = start) -> None:
+                nonlocal went
+                went += k
+                self._count_up(oid, k)
+                if progress:
+                    progress(start + went)
+
+            pos, complete = self._put_frames(model, oid, size, pos,
+                                             frames(pieces, n, sent), n)
+            if complete:
+                return
+            if pos != start + n:  # the server holds other than what it was sent
+                raise SessionMoved(f"the server's upload session of {oid[:12]} holds {pos}")
+
+    def _put_frames(self, model: str, oid: str, size: int, offset: int,
+                    body: Iterator[bytes], n: int) -> tuple[int, bool]:
+        """One request: N payload bytes as frames; (what the server holds, complete)."""
         params: dict[str, str | int] = {"model": model, "size": size, "offset": offset}
-        headers = {"Content-Type": "application/octet-stream",
-                   CHUNK_DIGEST: blake3.blake3(data).hexdigest()}
-        self._count_up(oid, len(data))
+        length = framed_size(n)
+        headers = {"Content-Type": FRAMES_TYPE, "Content-Length": str(length)}
+        self._count_up(None, length - n)  # frame heads (payload is counted as it goes)
         try:
             resp = self._client.put(f"/api/v1/objects/{oid}/upload", params=params,
-                                    content=data, headers=headers)
+                                    content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise StorageError(f"upload of {oid[:12]} to {self.url} failed at byte "
+            raise StorageError(f"upload of {oid[:12]} to {self.url} failed after byte "
                                f"{offset}: {exc}",
                                hint="run the transfer again: it resumes from what the "
                                     "server holds") from exc
@@ -194,10 +212,11 @@ class HttpEnd:
             if name == "SessionMoved":
                 raise SessionMoved(f"the server's upload session of {oid[:12]} moved")
             if name == "ChunkRefused":
-                raise ChunkRefused(f"the server refused a chunk of {oid[:12]} at {offset} "
+                raise ChunkRefused(f"the server refused a chunk of {oid[:12]} "
                                    "(damaged in transit)")
             _raise(resp)
-        return int(resp.json()["offset"])
+        got = resp.json()
+        return int(got["offset"]), bool(got["complete"])
 
     def write_whole(self, model: str, oid: str, chunks: Iterable[bytes], size: int) -> None:
         """One streamed PUT of the whole object (with its Content-Length, which some
@@ -219,18 +238,6 @@ class HttpEnd:
         body = {"model": ref.model, "name": ref.name, "kind": ref.kind,
                 "version_id": ref.version_id, "expected": expected, "force": force}
         return str(self._json("POST", "/api/v1/transfer/refs", json=body)["result"])
-
-
-def rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """CHUNKS regrouped into pieces of SIZE bytes (the last may be shorter)."""
-    buf = bytearray()
-    for c in chunks:
-        buf += c
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
 
 
 def _error_name(resp: httpx.Response) -> str | None:

@@ -7,11 +7,20 @@ One spool file per (subject, kind, object id, size): `kind` is "object" (stored 
 of a push/pull) or "raw" (a commit's raw segment; same id, other bytes). Its length is
 what the receiver holds. A chunk is appended at an offset <= that length (a smaller
 offset truncates: the sender decides), never beyond it (SessionMoved says what is held).
-A chunk with a BLAKE3 digest that does not match is refused before it touches the file.
-Nothing in a session is an object: the caller verifies the complete spool (decoded
-BLAKE3 against the id) and only then stores it; a failed verification discards it, so
-the next attempt starts cleanly at 0. Each session is the subject's own: another
-subject's chunks go into its own spool, never into this one.
+A chunk with a BLAKE3 digest that does not match is refused before it touches the file
+(ChunkRefused). Nothing in a session is an object: the caller verifies the complete
+spool (decoded BLAKE3 against the id) and only then stores it; a failed verification
+discards it, so the next attempt starts cleanly at 0. Each session is the subject's
+own: another subject's chunks go into its own spool, never into this one.
+
+Over HTTP a request carries a batch of chunks as frames, each appended as it arrives:
+
+    repeated: u32 payload length | 32-byte BLAKE3 of the payload | payload
+
+so a batch streams without a round trip per chunk, and a request cut off keeps every
+complete frame. A sender puts up to BATCH_BYTES in one request, in frames of
+CHUNK_BYTES; after a refused frame the receiver reads (drops) the rest of the request
+and then answers, so the sender always gets the answer.
 
 Every operation on a spool holds an flock on it, so server processes sharing the
 registry folder (and threads of one process) take turns. Sessions untouched for `ttl`
@@ -25,10 +34,11 @@ import errno
 import fcntl
 import math
 import os
+import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +47,89 @@ import blake3
 from ..errors import Conflict, CorruptObject, DiskFull, StorageError, UsageError
 from ..objects.base import check_key
 
-CHUNK_BYTES = 8 << 20  # what senders put in one chunk
-MAX_CHUNK = 64 << 20  # what a receiver accepts in one chunk
+CHUNK_BYTES = 8 << 20  # what senders put in one chunk (frame)
+BATCH_BYTES = 64 << 20  # what senders put in one request
+MAX_CHUNK = 64 << 20  # the largest frame a receiver accepts
+MAX_REQUEST = 256 << 20  # the largest request body a receiver reads
 KINDS = ("object", "raw")
 HASH_PIECE = 8 << 20
+FRAME_HEAD = struct.Struct("<I32s")  # payload length, BLAKE3 of the payload
+FRAMES_TYPE = "application/x-modelvc-frames"  # the Content-Type of a framed body
+
+
+def _hasher(data: bytes | bytearray | memoryview) -> blake3.blake3:
+    threads = blake3.blake3.AUTO if len(data) >= 1 << 20 else 1  # both cores on a chunk
+    return blake3.blake3(data, max_threads=threads)
+
+
+def digest(data: bytes | bytearray | memoryview) -> str:
+    """BLAKE3 hex of an upload chunk."""
+    return _hasher(data).hexdigest()
+
+
+def framed_size(n: int) -> int:
+    """The request body that carries N payload bytes in frames of CHUNK_BYTES."""
+    return n + FRAME_HEAD.size * -(-n // CHUNK_BYTES)
+
+
+def frames(pieces: Iterator[bytes], n: int, sent: Callable[[int], None] | None = None
+           ) -> Iterator[bytes]:
+    """A request body: the next N bytes of PIECES (CHUNK_BYTES each but the last, as
+    `rechunk` makes them) as frames. SENT(len) is called once a frame's payload has
+    been handed to the transport (progress in bytes)."""
+    done = 0
+    while done < n:
+        piece = next(pieces, None)
+        if piece is None or done + len(piece) > n:
+            raise StorageError(f"the source's stream ended (or ran over) at byte {done} of "
+                               f"{n}", hint="run the transfer again")
+        yield FRAME_HEAD.pack(len(piece), _hasher(piece).digest())
+        yield piece
+        done += len(piece)
+        if sent:
+            sent(len(piece))
+
+
+def rechunk(chunks: Iterator[bytes] | list[bytes], size: int = CHUNK_BYTES
+            ) -> Iterator[bytes]:
+    """CHUNKS regrouped into pieces of SIZE bytes (the last may be shorter)."""
+    buf = bytearray()
+    for c in chunks:
+        if not buf and len(c) == size:  # already the right size (a local source): no copy
+            yield c
+            continue
+        buf += c
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
+
+
+class FrameReader:
+    """Frames out of a request body that arrives in pieces of any size."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, piece: bytes) -> Iterator[tuple[bytes, str]]:
+        """The frames completed by PIECE: (payload, BLAKE3 hex it claims)."""
+        self._buf += piece
+        head = FRAME_HEAD.size
+        while len(self._buf) >= head:
+            n, claimed = FRAME_HEAD.unpack_from(self._buf)
+            if not 0 < n <= MAX_CHUNK:
+                raise UsageError(f"malformed upload frame (payload of {n} bytes)")
+            if len(self._buf) < head + n:
+                return
+            with memoryview(self._buf) as view:
+                payload = bytes(view[head:head + n])
+            del self._buf[:head + n]
+            yield payload, claimed.hex()
+
+    def close(self) -> None:
+        if self._buf:
+            raise UsageError("the upload body ends inside a frame")
 
 
 class SessionMoved(Conflict):
@@ -105,16 +194,17 @@ class Sessions:
 
     # ---- writing
     def append(self, subject: str, kind: str, oid: str, size: int, offset: int,
-               data: bytes, digest: str | None = None) -> int:
-        """Write DATA at OFFSET (<= what is held); the new length. A DIGEST (BLAKE3 hex
-        of DATA) that does not match refuses the chunk before anything is written."""
+               data: bytes | bytearray, expected: str | None = None) -> int:
+        """Write DATA at OFFSET (<= what is held); the new length. An EXPECTED digest
+        (BLAKE3 hex of DATA) that does not match refuses the chunk before anything is
+        written."""
         path = self.path(subject, kind, oid, size)
         if offset < 0 or offset + len(data) > size:
             raise UsageError(f"chunk [{offset}, {offset + len(data)}) is outside the "
                              f"{size}-byte upload")
         if not data and offset != size:
             raise UsageError("an empty chunk")
-        if digest is not None and blake3.blake3(data).hexdigest() != digest.lower():
+        if expected is not None and digest(data) != expected.lower():
             raise ChunkRefused(f"a chunk of {oid[:12]} at {offset} does not match its "
                                 "digest (damaged in transit?); it was not kept",
                                 hint="send that chunk again")
@@ -232,7 +322,7 @@ class Sessions:
             if not create:
                 raise SessionMoved(held=0)
 
-    def _track(self, path: Path, offset: int, data: bytes) -> None:
+    def _track(self, path: Path, offset: int, data: bytes | bytearray) -> None:
         with self._lock:
             seen = self._seen.get(path)
             if seen is None or offset < seen.first_offset:
@@ -245,7 +335,7 @@ class Sessions:
                 return
             tracked = self._hashers.get(path)
             if offset == 0:
-                tracked = (0, blake3.blake3())
+                tracked = (0, blake3.blake3(max_threads=blake3.blake3.AUTO))
             if tracked is None or tracked[0] != offset:
                 self._hashers.pop(path, None)
                 return
@@ -270,7 +360,7 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
     view = memoryview(data)
     try:
         while view:
