@@ -49,7 +49,7 @@ def test_a_failed_check_discards_the_session(tmp_path: Path) -> None:
     s = Sessions(tmp_path, ttl=3600)
     s.append("wes", "raw", OID, 4, 0, b"abcd")
     with pytest.raises(CorruptObject), s.complete("wes", "raw", OID, 4) as path:
-        assert s.digest(path) == _digest(b"abcd")  # the running hash of what arrived
+        assert s.digest(path) == _digest(b"abcd")
         raise CorruptObject("not the object")
     assert s.offset("wes", "raw", OID, 4) == 0
     with pytest.raises(SessionMoved):
@@ -85,3 +85,14 @@ def test_stale_sessions_expire_and_busy_or_fresh_ones_stay(tmp_path: Path) -> No
     assert s.offset("wes", "object", OID, 8) == 0
     assert s.offset("wes", "object", other, 8) == 4
     assert s.offset("wes", "object", busy, 8) == 4
+
+
+def test_the_digest_is_of_the_file_whoever_wrote_it(tmp_path: Path) -> None:
+    """Two processes on one folder (two Sessions on one root): one rewrites what the
+    other sent; the check at the end hashes what is in the file, not what either sent."""
+    a, b = Sessions(tmp_path, ttl=3600), Sessions(tmp_path, ttl=3600)
+    a.append("wes", "raw", OID, 8, 0, b"abcd")
+    b.append("wes", "raw", OID, 8, 0, b"wxyz")
+    a.append("wes", "raw", OID, 8, 4, b"efgh")
+    with a.complete("wes", "raw", OID, 8) as path:
+        assert a.digest(path) == _digest(b"wxyzefgh")

@@ -160,14 +160,13 @@ class Sessions:
     """The upload sessions under `root` (thread-safe; several processes may share it)."""
 
     EXPIRE_EVERY = 600.0
-    TRACKED = 256  # sessions whose running BLAKE3 is kept in memory ("raw" uploads)
+    TRACKED = 1024  # sessions whose Received counts are kept in memory
 
     def __init__(self, root: Path, ttl: float) -> None:
         self.root = Path(root)
         self.ttl = ttl
         self._lock = threading.Lock()
         self._expired = -math.inf
-        self._hashers: OrderedDict[Path, tuple[int, blake3.blake3]] = OrderedDict()
         self._seen: OrderedDict[Path, Received] = OrderedDict()
 
     # ---- naming
@@ -234,14 +233,11 @@ class Sessions:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    def digest(self, path: Path) -> str:
-        """BLAKE3 of a spool: the running hash when this process saw every byte
-        arrive in order, else read back from the file."""
-        size = path.stat().st_size
-        with self._lock:
-            tracked = self._hashers.get(path)
-        if tracked is not None and tracked[0] == size:
-            return tracked[1].hexdigest()
+    @staticmethod
+    def digest(path: Path) -> str:
+        """BLAKE3 of a spool, read back from the file: chunks may have come from
+        several processes (and a rewrite from another may have replaced some), so
+        only the file itself says what will be stored."""
         h = blake3.blake3(max_threads=blake3.blake3.AUTO)
         with path.open("rb") as f:
             while piece := f.read(HASH_PIECE):
@@ -329,25 +325,11 @@ class Sessions:
                 seen = self._seen[path] = Received(offset)
             seen.received += len(data)
             self._seen.move_to_end(path)
-            while len(self._seen) > 4 * self.TRACKED:
+            while len(self._seen) > self.TRACKED:
                 self._seen.popitem(last=False)
-            if path.parent.parent.name != "raw":
-                return
-            tracked = self._hashers.get(path)
-            if offset == 0:
-                tracked = (0, blake3.blake3(max_threads=blake3.blake3.AUTO))
-            if tracked is None or tracked[0] != offset:
-                self._hashers.pop(path, None)
-                return
-            tracked[1].update(data)
-            self._hashers[path] = (offset + len(data), tracked[1])
-            self._hashers.move_to_end(path)
-            while len(self._hashers) > self.TRACKED:
-                self._hashers.popitem(last=False)
 
     def _forget(self, path: Path) -> None:
         with self._lock:
-            self._hashers.pop(path, None)
             self._seen.pop(path, None)
 
 
