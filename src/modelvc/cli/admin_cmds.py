@@ -80,8 +80,10 @@ def gc(ctx: Ctx, apply: bool, grace: float, as_json: bool) -> None:
     """Remove objects no version needs (mark and sweep; dry run by default)."""
     r = ctx.registry().gc(dry_run=not apply, grace_seconds=grace)
     verb = "removed" if apply else "would remove"
+    expired = getattr(r, "uploads_expired", 0)
     emit(as_json, r, f"{verb} {len(r.removable)} objects ({human_bytes(r.removable_bytes)}); "
-                     f"{r.live} live, {r.kept_young} kept inside the grace period")
+                     f"{r.live} live, {r.kept_young} kept inside the grace period"
+                     + (f"; {expired} stale upload records expired" if expired else ""))
 
 
 @click.command()

@@ -74,7 +74,7 @@ def compress_planes(buf: Buffer, itemsize: int, level: int = 1) -> bytes:
 
 
 def compress_split(planes: list[memoryview], itemsize: int, n: int, level: int = 1) -> bytes:
-    """compress_planes for planes already split (codec.chunked.residual_planes)."""
+    """compress_planes for planes already split (codec.kernels.split / residual)."""
     ctx = compressor(level)
     chunks: list[Buffer] = []
     lengths: list[int] = []

@@ -36,18 +36,24 @@ def compressor(level: int) -> zstandard.ZstdCompressor:
     return ctx
 
 
-def decompress_exact(frame: bytes | memoryview, size: int, what: str) -> bytes:
-    """Decompress one frame that must hold exactly ``size`` bytes.
-
-    The declared content size is checked before decompressing so a garbled header
-    cannot make us allocate an arbitrary amount of memory.
-    """
+def _check_size(frame: bytes | memoryview, size: int, what: str) -> None:
+    """The frame must declare exactly `size` bytes, checked before decoding so a garbled
+    header cannot make us allocate or write an arbitrary amount."""
     try:
         declared = zstandard.frame_content_size(frame)
     except ZstdError as exc:
         raise CorruptObject(f"{what}: bad zstd frame header ({exc})") from exc
     if declared != size:
         raise CorruptObject(f"{what}: zstd frame holds {declared} bytes, expected {size}")
+
+
+def decompress_exact(frame: bytes | memoryview, size: int, what: str) -> bytes:
+    """Decompress one frame that must hold exactly ``size`` bytes.
+
+    The declared content size is checked before decompressing so a garbled header
+    cannot make us allocate an arbitrary amount of memory.
+    """
+    _check_size(frame, size, what)
     try:
         out: bytes = _local.decompressor.decompress(frame)
     except ZstdError as exc:
@@ -61,12 +67,7 @@ def decompress_into(frame: bytes | memoryview, out: memoryview, what: str) -> No
     """decompress_exact into a caller's buffer of exactly the frame's size: reused
     buffers spare the page faults of fresh memory, which cost more than the decoding."""
     size = len(out)
-    try:
-        declared = zstandard.frame_content_size(frame)
-    except ZstdError as exc:
-        raise CorruptObject(f"{what}: bad zstd frame header ({exc})") from exc
-    if declared != size:
-        raise CorruptObject(f"{what}: zstd frame holds {declared} bytes, expected {size}")
+    _check_size(frame, size, what)
     got = 0
     try:
         reader = _local.decompressor.stream_reader(frame, read_size=1 << 20)

@@ -7,7 +7,7 @@ trail and ref history name who did it. /api/v1/objects/... belongs to transfer.p
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter
@@ -20,7 +20,7 @@ from ..names import parse_ref
 from ..registry import UNSET, Registry
 from . import admin, commits, hooks
 from .auth import authorize, can
-from .deps import P, R
+from .deps import P, R, S
 from .wire import encode
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
@@ -249,8 +249,11 @@ class GcIn(BaseModel):
 
 
 @router.post("/gc")
-def gc(body: GcIn, p: P, reg: R) -> Any:
+def gc(body: GcIn, p: P, reg: R, st: S) -> Any:
     authorize(p, "admin", None)
+    # Upload records live as long as this server accepts them as proof.
+    ttl = timedelta(hours=st.config.upload_ttl_hours)
     return encode(maintenance.gc(reg.layout, reg.meta, reg.io, dry_run=body.dry_run,
-                                 grace_seconds=body.grace_seconds, actor=p.name))
+                                 grace_seconds=body.grace_seconds, actor=p.name,
+                                 upload_ttl=ttl))
 
