@@ -98,7 +98,8 @@ class AuditEntry:
     """A mutation to append to the hash-chained audit trail."""
 
     actor: str
-    action: str  # commit, tag, branch, promote, rollback, force, delete, gc, key, policy, ...
+    action: str  # commit, tag, branch, promote, rollback, force, delete, gc, key, policy,
+    # deploy-refuse, ...
     target: str  # e.g. "model@production", "model@v3", a key id
     model: str | None = None
     before: Any = None
