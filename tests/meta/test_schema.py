@@ -124,5 +124,5 @@ def test_a_0005_registry_is_upgraded_to_hold_uploads(empty_url: str) -> None:
     finally:
         store.close()
     with engine.connect() as conn:
-        assert migrate.current_revision(conn) == migrate.head_revision() == "0006"
+        assert migrate.current_revision(conn) == migrate.head_revision() == "0007"
     engine.dispose()

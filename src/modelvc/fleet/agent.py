@@ -7,7 +7,7 @@ A deployment row is the desired state; this agent makes the gateway's stable slo
 - FLIP (the deployment's epoch moved past ours): install the staged version (or the
   still-warm previous one, for a rollback) in one assignment; the old one stays warm;
 - ABORT (the pending epoch went away uncommitted): drop the staged version;
-- SHARE (a canary by share of traffic: the row's `rolled` carries `*share=F`, see
+- SHARE (a canary by share of traffic: the row's `share` is F, see
   fleet.canary): load the pending version beside the stable one and answer F of the
   requests with it (sticky per request key) at the pending epoch, reported as state
   "canary" with the version staged for that epoch; at FLIP it becomes the stable
@@ -173,7 +173,8 @@ class FleetAgent:
                 continue
             d = dataclasses.replace(known, epoch=int(doc["e"]), state=str(doc["s"]),
                                     version_id=doc.get("v"), pending_id=doc.get("p"),
-                                    pending_epoch=doc.get("pe"), rolled=doc.get("r"))
+                                    pending_epoch=doc.get("pe"), rolled=doc.get("r"),
+                                    share=doc.get("sh"))
             if d.epoch >= known.epoch:
                 self.reconcile(sm, d)
 

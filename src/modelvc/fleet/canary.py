@@ -11,11 +11,8 @@ Each gateway's summaries are read with `?since=` its own clock as read at the st
 the trial, so a version tried again within a gateway's window is judged only on the
 requests of this trial.
 
-A canary by share of traffic is written into the deployment row's `rolled` list as one
-entry `*share=FRACTION` beside (never instead of) replica ids: the row has no column of
-its own for it (adding one is a migration), `rolled` already reaches every gateway in the
-NOTIFY payload and on every poll, and no replica id starts with "*" (`Deployment.target`
-never matches it, so the entry moves nobody's stable slot). `share_of` reads it back.
+A canary by share of traffic is the deployment row's `share` (migration 0007), which
+reaches every gateway in the NOTIFY payload and on every poll; `share_of` reads it.
 """
 
 from __future__ import annotations
@@ -34,28 +31,12 @@ from ..serving.canary import Decision, Evidence, Policy, comparable, decide
 log = logging.getLogger("modelvc.fleet")
 
 
-SHARE_PREFIX = "*share="
-
-
-def share_marker(share: float) -> str:
-    """The `rolled` entry saying: every member serves the pending version to `share` of
-    requests (0 < share < 1)."""
-    return f"{SHARE_PREFIX}{share!r}"
-
-
 def share_of(d: Deployment) -> float | None:
     """The traffic share of the canary trial deployment `d` is running, if any (only
     while the pending version is pending)."""
-    if d.state not in ("rolling", "staging") or d.pending_id is None:
+    if d.state not in ("rolling", "staging") or d.pending_id is None or d.share is None:
         return None
-    for entry in d.rolled or ():
-        if isinstance(entry, str) and entry.startswith(SHARE_PREFIX):
-            try:
-                share = float(entry.removeprefix(SHARE_PREFIX))
-            except ValueError:
-                return None
-            return share if 0 < share < 1 else None
-    return None
+    return d.share if 0 < d.share < 1 else None
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from ..meta.rows import now
 from ..registry import Registry
 from ..serving.canary import Decision, Policy
 from . import refusals
-from .canary import GatewayStats, judge, read_stats, share_marker, share_of
+from .canary import GatewayStats, judge, read_stats, share_of
 from .notify import Listener, is_postgres
 
 log = logging.getLogger("modelvc.fleet")
@@ -249,8 +249,8 @@ class Controller:
         statistics of both versions are judged by the same policy; if the canary holds,
         every member switches its stable slot to the (warm) canary version at that same
         epoch+1, else every member drops it and serves the stable version at epoch+2.
-        Works on a fleet of one. The share travels in the deployment row's `rolled`
-        (`canary.share_marker`), so it reaches gateways by the same NOTIFY or poll."""
+        Works on a fleet of one. The share is the deployment row's `share`, so it reaches
+        gateways by the same NOTIFY or poll."""
         t0 = time.monotonic()
         ids = sorted(r.id for r in self.members(d))
         if not ids:
@@ -261,7 +261,7 @@ class Controller:
         marks = self._clocks(d, ids)  # before the share starts: the trial starts now
         d = self.meta.begin_rolling(d.name, d.epoch, vid, ids)
         epoch = d.epoch + 1
-        d = self.meta.roll_batch(d.name, d.epoch, [share_marker(self.canary_share)])
+        d = self.meta.set_share(d.name, d.epoch, self.canary_share)
         why = self._wait(d, ids, self.stage_timeout, lambda r: _sharing(r, vid, epoch),
                          fail=lambda r: r.state == "failed" and r.staged_epoch == epoch)
         if why is not None:

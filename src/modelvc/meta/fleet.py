@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..errors import AlreadyExists, Conflict, NotFound
+from ..errors import AlreadyExists, Conflict, NotFound, UsageError
 from .rows import now
 from .schema import deployments, replicas
 
@@ -48,6 +48,8 @@ class Deployment:
     updated_at: datetime
     # rolling: replicas already told to serve pending_id; canary: the canary replicas
     rolled: list[str] | None = None
+    # canary by share of traffic: every member serves pending_id to this share of keys
+    share: float | None = None
 
     def target(self, replica_id: str) -> tuple[str | None, int]:
         """(version, epoch) `replica_id` should serve: during a rolling rollout, the
@@ -101,7 +103,7 @@ def notify(conn: sa.Connection, channel: str, payload: dict[str, Any]) -> None:
 def _wake(conn: sa.Connection, d: Deployment) -> Deployment:
     notify(conn, DEPLOY_CHANNEL, {"d": d.name, "m": d.model, "e": d.epoch, "s": d.state,
                                   "v": d.version_id, "p": d.pending_id,
-                                  "pe": d.pending_epoch, "r": d.rolled})
+                                  "pe": d.pending_epoch, "r": d.rolled, "sh": d.share})
     return d
 
 
@@ -148,7 +150,8 @@ class FleetMixin:
         """Phase one: stage `version_id` at epoch+1 on `members`. Conflict if the
         deployment is no longer at `epoch` or another switch is in progress."""
         return self._cas(name, epoch, {"pending_id": version_id, "pending_epoch": epoch + 1,
-                                       "members": members, "state": "staging", "reason": ""},
+                                       "members": members, "state": "staging", "reason": "",
+                                       "share": None},
                          pending=False)
 
     def begin_rolling(self, name: str, epoch: int, version_id: str, members: list[str]
@@ -156,7 +159,24 @@ class FleetMixin:
         """Rolling strategy: `version_id` pending at epoch+1, no replica moved yet."""
         return self._cas(name, epoch, {"pending_id": version_id, "pending_epoch": epoch + 1,
                                        "members": members, "state": "rolling", "reason": "",
-                                       "rolled": []}, pending=False)
+                                       "rolled": [], "share": None}, pending=False)
+
+    def set_share(self, name: str, epoch: int, share: float) -> Deployment:
+        """Canary by share of traffic: every member serves the pending version to `share`
+        of request keys from now on (the trial; 0 < share < 1)."""
+        if not 0 < share < 1:
+            raise UsageError(f"a canary share is between 0 and 1, not {share}")
+
+        def tx(conn: sa.Connection) -> Deployment:
+            d = _get(conn, name, lock=True)
+            if d.state != "rolling" or d.epoch != epoch:
+                raise Conflict(f"deployment {name!r} moved (epoch {d.epoch}, {d.state})")
+            conn.execute(deployments.update().where(deployments.c.name == name).values(
+                share=share, updated_at=now()))
+            return _wake(conn, _get(conn, name))
+
+        result: Deployment = self._tx(tx, write=True)
+        return result
 
     def roll_batch(self, name: str, epoch: int, ids: list[str]) -> Deployment:
         """Tell replicas `ids` to switch to the pending version now (one batch)."""
@@ -198,7 +218,7 @@ class FleetMixin:
             prev = d.version_id if d.version_id != d.pending_id else d.previous_id
             conn.execute(deployments.update().where(deployments.c.name == name).values(
                 version_id=d.pending_id, previous_id=prev, epoch=epoch + 1, pending_id=None,
-                pending_epoch=None, rolled=None, state="flipped", reason="",
+                pending_epoch=None, rolled=None, share=None, state="flipped", reason="",
                 updated_at=now()))
             return _wake(conn, _get(conn, name))
 
@@ -211,8 +231,8 @@ class FleetMixin:
         (so a client that saw epoch+1 proves it was committed), and a failure report
         for it is never mistaken for one about a later attempt."""
         return self._cas(name, epoch, {"pending_id": None, "pending_epoch": None,
-                                       "rolled": None, "epoch": epoch + 2, "state": "aborted",
-                                       "reason": reason}, pending=True)
+                                       "rolled": None, "share": None, "epoch": epoch + 2,
+                                       "state": "aborted", "reason": reason}, pending=True)
 
     def set_deployment_state(self, name: str, epoch: int, state: str, reason: str
                              ) -> Deployment:

@@ -294,6 +294,7 @@ deployments = sa.Table(
     sa.Column("pending_epoch", sa.Integer, nullable=True),
     sa.Column("members", sa.JSON, nullable=False),  # replica ids of the current rollout
     sa.Column("rolled", sa.JSON, nullable=True),  # rolling: ids already on pending_id
+    sa.Column("share", sa.Float, nullable=True),  # canary by share: pending_id's share
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
