@@ -121,12 +121,14 @@ def test_regressing_share_canary_from_deploy_watch_goes_back_everywhere(
         with traffic(gws, digits), Load([g.url for g in gws], digits.x) as load:
             fleet_reg.promote("digits@v3", "production", reason="try v3")
             (out,) = w.wait_lines(1, "the watcher's verdict")
-            wait_for(lambda: versions(gws) == [(1, 3)] * 2, "every gateway back on v1")
+            # The verdict first: a wrong one should say so, not time out below.
+            assert not out["ok"] and (out["state"], out["epoch"]) == ("aborted", 3), out
+            assert out["reason"].startswith("canary share 50% rolled back: live accuracy"), out
+            assert out["reason"].endswith("production moved back to v1"), out
+            wait_for(lambda: versions(gws) == [(1, 3)] * 2,
+                     f"every gateway back on v1 (verdict: {out})", limit=120)
             seen = load.seen.ok
             wait_for(lambda: load.seen.ok > seen + 50, "traffic after the rollback")
-        assert not out["ok"] and (out["state"], out["epoch"]) == ("aborted", 3), out
-        assert out["reason"].startswith("canary share 50% rolled back: live accuracy"), out
-        assert out["reason"].endswith("production moved back to v1"), out
         assert load.seen.failed == [] and load.seen.backwards == []
         assert load.seen.versions == {"1", "3"}
         assert [fleet_canary(g) for g in gws] == [None, None]
