@@ -56,6 +56,11 @@ class StoreResult:
     new_ids: list[str] = field(default_factory=list)  # objects written by this commit
 
 
+# Segments encoded ahead of the one being recorded (the pool idles behind a slow one
+# with fewer; memory is a few small tensors each, big ones stream block by block).
+AHEAD = 8
+
+
 class FileStorer:
     """Turns files into FileEntry records, writing the objects they need."""
 
@@ -103,7 +108,8 @@ class FileStorer:
             sha = self.pool.submit(_sha256, fd, plan.size)
             refs: list[SegmentRef] = []
             for seg, row, new, chain in windowed(
-                self.pool, plan.segments, lambda s: self._store_segment(fd, s, rel, parent, by_name)
+                self.pool, plan.segments,
+                lambda s: self._store_segment(fd, s, rel, parent, by_name), window=AHEAD,
             ):
                 if row.id not in result.objects:
                     result.objects[row.id] = row
