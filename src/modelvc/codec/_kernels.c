@@ -71,6 +71,20 @@ static const uint8_t *hold(Held *h, PyObject *obj, Py_ssize_t expect, const char
     return (const uint8_t *)v->buf;
 }
 
+/* hold() an input of whole w-byte elements; its length in bytes goes to *len. */
+static const uint8_t *hold_elems(Held *h, PyObject *obj, int w, const char *what,
+                                 Py_ssize_t *len) {
+    const uint8_t *p = hold(h, obj, -1, what, 0);
+    if (!p) return NULL;
+    *len = h->views[h->count - 1].len;
+    if (*len % w) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %d-byte "
+                     "elements", what, *len, w);
+        return NULL;
+    }
+    return p;
+}
+
 static int check_width(int itemsize) {
     if (itemsize == 1 || itemsize == 2 || itemsize == 4 || itemsize == 8) return 0;
     PyErr_Format(PyExc_ValueError, "element width must be 1, 2, 4 or 8 bytes, not %d", itemsize);
@@ -255,14 +269,9 @@ static PyObject *py_split(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOi:split", &out_obj, &src_obj, &w)) return NULL;
     if (check_width(w) < 0) return NULL;
     Held h = {.count = 0};
-    const uint8_t *src = hold(&h, src_obj, -1, "the input", 0);
+    Py_ssize_t len;
+    const uint8_t *src = hold_elems(&h, src_obj, w, "the input", &len);
     if (!src) goto fail;
-    Py_ssize_t len = h.views[0].len;
-    if (len % w) {
-        PyErr_Format(PyExc_ValueError, "%zd bytes is not a whole number of %d-byte elements",
-                     len, w);
-        goto fail;
-    }
     uint8_t *out = (uint8_t *)hold(&h, out_obj, len, "the output", 1);
     if (!out) goto fail;
     Py_ssize_t n = len / w;
@@ -290,15 +299,10 @@ static PyObject *py_residual(PyObject *self, PyObject *args) {
         return NULL;
     if (check_width(w) < 0) return NULL;
     Held h = {.count = 0};
-    const uint8_t *a = hold(&h, new_obj, -1, "the new block", 0), *b, *c = NULL;
+    Py_ssize_t len;
+    const uint8_t *a = hold_elems(&h, new_obj, w, "the new block", &len), *b, *c = NULL;
     uint8_t *out;
     if (!a) goto fail;
-    Py_ssize_t len = h.views[0].len;
-    if (len % w) {
-        PyErr_Format(PyExc_ValueError, "%zd bytes is not a whole number of %d-byte elements",
-                     len, w);
-        goto fail;
-    }
     if (!(b = hold(&h, ref_obj, len, "the reference block", 0))) goto fail;
     if (ref2_obj != Py_None && k && !(c = hold(&h, ref2_obj, len, "the reference's reference", 0)))
         goto fail;
@@ -358,7 +362,7 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
     int ks[MAX_LINKS];
     const uint8_t *planes[MAX_LINKS * 8], *bp[8], *cp[2];
     memset(planes, 0, sizeof planes);
-    Py_ssize_t nl = PySequence_Fast_GET_SIZE(links), n, out_len;
+    Py_ssize_t nl = PySequence_Fast_GET_SIZE(links), n, out_len, len;
     const uint8_t *base = NULL;
     int base_planes = PyList_Check(base_obj) || PyTuple_Check(base_obj);
     int cast = cast_obj != Py_None;
@@ -388,13 +392,8 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
         Py_DECREF(first);
         if (hold_planes(&h, base_obj, w, n, bp) < 0) goto fail;
     } else {
-        if (!(base = hold(&h, base_obj, -1, "the base block", 0))) goto fail;
-        if (h.views[0].len % w) {
-            PyErr_Format(PyExc_ValueError, "%zd bytes is not a whole number of %d-byte elements",
-                         h.views[0].len, w);
-            goto fail;
-        }
-        n = h.views[0].len / w;
+        if (!(base = hold_elems(&h, base_obj, w, "the base block", &len))) goto fail;
+        n = len / w;
     }
     for (Py_ssize_t j = 0; j < nl; j++) {
         PyObject *link = PySequence_Fast_GET_ITEM(links, j), *ps;
