@@ -302,3 +302,25 @@ def test_steady_training_steps_are_extrapolated(reg: Registry, tmp_path: Path) -
     assert (tmp_path / "o4.safetensors").read_bytes() == (tmp_path / "c3.safetensors").read_bytes()
     reg.gc(dry_run=False, grace_seconds=0)
     assert reg.verify().ok
+
+
+def test_commit_with_an_existing_tag_changes_nothing(any_reg: Registry, tmp_path: Path) -> None:
+    """Issue 11.3: the tags are checked before anything is written; the version and
+    its tags are recorded in one transaction."""
+    base = write_model(tmp_path / "a.safetensors", 1)
+    write_model(tmp_path / "b.safetensors", 2, base=base)
+    v1 = any_reg.commit(tmp_path / "a.safetensors", model="toy", tags=["t1"])
+    objects = {o.key for o in any_reg.store.list()}
+    audit = len(any_reg.meta.audit_entries())
+    for tags in (["t1"], ["t2", "t1"], ["main"]):
+        with pytest.raises(AlreadyExists) as err:
+            any_reg.commit(tmp_path / "b.safetensors", model="toy", tags=tags)
+        assert "nothing was committed" in (err.value.hint or "")
+    assert [v.id for v in any_reg.log("toy")] == [v1.id]
+    assert any_reg.resolve("toy@main").id == v1.id
+    assert {r.name for r in any_reg.refs("toy")} == {"main", "t1"}
+    assert {o.key for o in any_reg.store.list()} == objects  # not even orphans
+    assert len(any_reg.meta.audit_entries()) == audit
+    v2 = any_reg.commit(tmp_path / "b.safetensors", model="toy", tags=["t2", "t3", "t3"])
+    assert v2.number == 2
+    assert any_reg.resolve("toy@t2").id == any_reg.resolve("toy@t3").id == v2.id

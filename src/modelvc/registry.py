@@ -251,8 +251,7 @@ class Registry(_ReadOps):
         """
         check_name(model, "model name")
         branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
-        for t in tags:
-            check_ref_name(t, "tag name")
+        tags = self._new_tags(model, tags)  # before anything is written
         from .commit import FileStorer, collect_files
 
         files = collect_files(Path(path))
@@ -293,18 +292,30 @@ class Registry(_ReadOps):
                 parent_id=parent_id, expected=head.version_id if head else None,
                 fixed_parent=parent is not None, author=who, message=message,
                 params=dict(params or {}), metrics=dict(metrics or {}), lineage=lineage,
-                kind="file" if Path(path).is_file() else "folder")
+                kind="file" if Path(path).is_file() else "folder", tags=tags)
         self.events.after_mutation()
-        for t in tags:
-            self.tag(f"{model}@{row.id}", t, actor=who)
         return row
+
+    def _new_tags(self, model: str, tags: Sequence[str]) -> list[str]:
+        """A commit's tags, checked (names free) before the commit writes anything;
+        the version and its tags are then recorded in one transaction."""
+        out = list(dict.fromkeys(check_ref_name(t, "tag name") for t in tags))
+        for t in out:
+            row = self._ref_or_none(model, t)
+            if row is not None:
+                at = f" at {self._label(row.version_id)}" if row.version_id else ""
+                raise AlreadyExists(
+                    f"{model}@{t} already exists (a {row.kind}{at})",
+                    hint="tags are immutable: choose another tag name (nothing was committed)")
+        return out
 
     def _record(self, model: str, branch: str, files: tuple[FileEntry, ...], *,
                 objects: list[ObjectRow], ref_objects: list[ObjectRow], new_bytes: int,
                 parent_id: str | None, expected: str | None, fixed_parent: bool,
                 author: str, message: str, params: dict[str, Any],
-                metrics: dict[str, Any], lineage: dict[str, Any], kind: str) -> Version:
-        """Manifest, then one transaction: version row and branch compare-and-swap.
+                metrics: dict[str, Any], lineage: dict[str, Any], kind: str,
+                tags: Sequence[str] = ()) -> Version:
+        """Manifest, then one transaction: version row, branch compare-and-swap, tags.
         A branch that moved meanwhile re-parents the version onto its new head, unless
         the parent was fixed by the caller (RefMoved). Objects must be durable already.
         Shared by commit and the server's commit over HTTP; the caller holds the lock."""
@@ -322,6 +333,9 @@ class Registry(_ReadOps):
             flush(self.store, [mid])
             rows = [*objects, ObjectRow(mid, "manifest", "zstd", len(raw), mstored.row.stored_size)]
             self.meta.ensure_model(model)
+            tag_entries = [(t, AuditEntry(actor=author, action="tag", target=f"{model}@{t}",
+                                          model=model, after={"version": mid, "kind": "tag"}))
+                           for t in tags]
             try:
                 return self.meta.insert_version(
                     NewVersion(
@@ -338,7 +352,12 @@ class Registry(_ReadOps):
                     audit=AuditEntry(actor=author, action="commit", model=model,
                                      target=f"{model}@{branch}", before={"version": expected},
                                      after={"version": mid}, reason=message),
+                    tags=tag_entries,
                 )  # fmt: skip
+            except AlreadyExists:
+                if tags:  # a tag created meanwhile: say which (nothing was recorded)
+                    self._new_tags(model, tags)
+                raise
             except (RefMoved, Conflict):
                 if fixed_parent:
                     raise

@@ -165,3 +165,16 @@ def test_delete_gc_and_audit(api: Any, model: str, tmp_path: Path) -> None:
     assert {e.actor for e in trail} == {ACTOR}
     assert api.audit(model=model, channel="production")[0].after["version"] != v1.id
     assert api.verify_audit() == []
+
+
+def test_commit_with_a_taken_tag_records_nothing(api: Any, model: str, tmp_path: Path) -> None:
+    """Issue 11.3: a commit whose tag exists fails before anything is recorded."""
+    d, _ = _folder(tmp_path)
+    v1 = api.commit(d, model=model, tags=["t1"])
+    (d / "config.json").write_text("{}")
+    with pytest.raises(AlreadyExists):
+        api.commit(d, model=model, tags=["t2", "t1"])
+    assert [v.id for v in api.versions(model)] == [v1.id]
+    assert api.resolve(f"{model}@main").id == v1.id
+    with pytest.raises(RefNotFound):
+        api.resolve(f"{model}@t2")

@@ -118,3 +118,32 @@ def test_tombstone(meta: MetaStore) -> None:
     with pytest.raises(Conflict):  # a deleted version cannot become a ref target
         meta.set_ref("m", "t", "tag", expected=None, new=v1.id, actor="a", action="create",
                      create=True)  # fmt: skip
+
+
+def test_tags_are_created_with_the_version_or_not_at_all(meta: MetaStore) -> None:
+    """A commit's tags are part of its transaction: a tag that exists already (made by
+    another writer after the caller checked) rolls back the version and its branch move."""
+    from modelvc.meta.api import AuditEntry
+
+    def tag(name: str) -> tuple[str, AuditEntry]:
+        return name, AuditEntry(actor="alice", action="tag", model="m", target=f"m@{name}")
+
+    meta.ensure_model("m")
+    v1 = new_version("m", 1)
+    meta.insert_version(v1, branch="main", expected_head=None, create_branch=True,
+                        actor="alice", tags=[tag("t1")])
+    assert meta.get_ref("m", "t1").version_id == v1.id and meta.get_ref("m", "t1").kind == "tag"
+    audit_before = len(meta.audit_entries())
+    v2 = new_version("m", 2)
+    with pytest.raises(AlreadyExists):
+        meta.insert_version(v2, branch="main", expected_head=v1.id, create_branch=False,
+                            actor="alice", tags=[tag("t2"), tag("t1")])
+    assert [v.id for v in meta.list_versions("m")] == [v1.id]
+    assert meta.get_ref("m", "main").version_id == v1.id
+    with pytest.raises(RefNotFound):
+        meta.get_ref("m", "t2")
+    assert len(meta.audit_entries()) == audit_before
+    # The number was given back: the next version is v2.
+    assert meta.insert_version(v2, branch="main", expected_head=v1.id, create_branch=False,
+                               actor="alice", tags=[tag("t2")]).number == 2
+    assert meta.get_ref("m", "t2").version_id == v2.id

@@ -4,7 +4,7 @@ tombstone (a mixin of MetaStore; same contract: every method is one transaction)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,6 +45,7 @@ class VersionsMixin:
         create_branch: bool,
         actor: str,
         audit: AuditEntry | None = None,
+        tags: Sequence[tuple[str, AuditEntry]] = (),
     ) -> VersionRow:
         """In ONE transaction: allocate the next number for the model (no max()+1
         outside the transaction: use a per-model counter row updated in the same
@@ -86,6 +87,11 @@ class VersionsMixin:
                     reason=v.message, create=False, create_if_missing=create_branch, at=t,
                     created_action="create",
                 )  # fmt: skip
+            for name, entry in tags:
+                move_ref(conn, model_id=model_id, model=v.model, name=name, kind="tag",
+                         expected=None, new=v.id, actor=actor, action="create", reason="",
+                         create=True, at=t)
+                append_audit(conn, entry, t)
             return _new_version_row(v, number)
 
         return self._tx(tx, write=True)

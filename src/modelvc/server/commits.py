@@ -252,8 +252,7 @@ def record(model: str, body: CommitIn, p: P, reg: R, st: S) -> Any:
     authorize(p, "writer", model)
     check_name(model, "model name")
     branch = check_ref_name(body.branch or DEFAULT_BRANCH, "branch name")
-    for t in body.tags:
-        check_ref_name(t, "tag name")
+    tags = reg._new_tags(model, body.tags)  # recorded with the version, or nothing is
     try:
         files = tuple(FileEntry.from_json(f) for f in body.files)
     except (KeyError, TypeError, ValueError) as exc:
@@ -262,10 +261,8 @@ def record(model: str, body: CommitIn, p: P, reg: R, st: S) -> Any:
         raise UsageError("a commit needs at least one file")
     with reg.layout.lock(exclusive=False):
         objects, ref_objects = _objects(reg, files, p, st)
-        row = _insert(reg, model, branch, body, files, objects, ref_objects, p.name)
+        row = _insert(reg, model, branch, body, files, objects, ref_objects, p.name, tags)
     reg.events.after_mutation()
-    for t in body.tags:
-        reg.tag(f"{model}@{row.id}", t, actor=p.name)
     return encode(row)
 
 
@@ -321,7 +318,7 @@ def _row(reg: Registry, path: str, s: SegmentRef, known: ObjectRow | None) -> Ob
 
 def _insert(reg: Registry, model: str, branch: str, body: CommitIn,
             files: tuple[FileEntry, ...], objects: dict[str, ObjectRow],
-            ref_objects: dict[str, ObjectRow], who: str) -> Any:
+            ref_objects: dict[str, ObjectRow], who: str, tags: list[str]) -> Any:
     """Record the version as Registry.commit does (Registry._record: manifest, one
     transaction, re-parenting onto a branch that moved)."""
     head = reg._head_or_none(model, branch)
@@ -338,4 +335,4 @@ def _insert(reg: Registry, model: str, branch: str, body: CommitIn,
                        parent_id=parent_id, expected=head.version_id if head else None,
                        fixed_parent=body.parent is not None, author=who,
                        message=body.message, params=body.params, metrics=body.metrics,
-                       lineage=body.lineage, kind=body.kind)
+                       lineage=body.lineage, kind=body.kind, tags=tags)
