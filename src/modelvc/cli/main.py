@@ -100,12 +100,14 @@ def main() -> None:
         sign_cmds,
         token_cmds,
         transfer_cmds,
+        ui_cmds,
         version_cmds,
         webhook_cmds,
     )
 
     for mod in (version_cmds, ref_cmds, admin_cmds, audit_cmds, webhook_cmds, sign_cmds,
-                serve_cmds, gate_cmds, transfer_cmds, server_cmds, token_cmds, deploy_cmds):
+                serve_cmds, gate_cmds, transfer_cmds, server_cmds, token_cmds, deploy_cmds,
+                ui_cmds):
         mod.register(cli)
     cli(prog_name="modelvc")
 

@@ -84,4 +84,11 @@ def create_app(config: ServerConfig) -> FastAPI:
                 raise
             continue
         app.include_router(module.router)
+    try:  # the web UI needs the `ui` extra (Jinja2)
+        from .ui import ui_app
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("jinja2", "multipart", "python_multipart"):
+            raise
+    else:
+        app.mount("/ui", ui_app(state))
     return app

@@ -53,6 +53,13 @@ def authenticate(request: Request, state: ServerState) -> Principal:
                               hint="pass --token or set MODELVC_TOKEN (HTTP: `Authorization: "
                                    "Bearer TOKEN`); an admin creates one with "
                                    "`modelvc token create`")
+    p = principal_for(token, state)
+    request.state.principal = p
+    return p
+
+
+def principal_for(token: str, state: ServerState) -> Principal:
+    """The principal of a token (the API's header, the UI's session cookie)."""
     # One query: the token row joined to its subject's role bindings. No cache, so a
     # revoked or expired token (and a revoked role) is refused from the next request.
     grant = state.registry().meta.token_grant(hash_token(token))
@@ -64,9 +71,7 @@ def authenticate(request: Request, state: ServerState) -> Principal:
     check_token_live(tok)
     bindings = {b.scope: b.role for b in held}
     caps = token_caps(tok.scopes)
-    p = Principal(tok.subject, bindings, token_id=tok.id, caps=caps)
-    request.state.principal = p
-    return p
+    return Principal(tok.subject, bindings, token_id=tok.id, caps=caps)
 
 
 def role_on(principal: Principal, model: str | None) -> int:

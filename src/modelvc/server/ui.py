@@ -1,0 +1,164 @@
+"""/ui on `modelvc server`: the web UI with the API's tokens and roles.
+
+Logging in takes an API token; the session cookie (HttpOnly, SameSite=Strict, Secure
+over https) carries it, and every request resolves it again exactly as the API resolves
+a bearer token (so a revoked token or role counts from the next page). Reads are
+authorized per model as the /api/v1 routes do; actions call those routes' own
+functions, so roles, gates and audit are the API's to the letter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from starlette.applications import Starlette
+
+from ..diff import VersionDiff
+from ..errors import Unauthenticated
+from ..manifest import Manifest
+from ..meta.api import AuditRow, ObjectRow, RefMove, RefRow, VersionRow
+from ..registry import Registry
+from ..ui.access import Viewer
+from ..ui.app import create_ui_app
+from ..ui.port import UIRegistry
+from . import api
+from .auth import ANONYMOUS, Principal, authorize, can, principal_for
+from .state import ServerState
+
+
+class GuardedRegistry:
+    """The registry as one principal may use it (a UIRegistry)."""
+
+    def __init__(self, reg: Registry, p: Principal) -> None:
+        self._reg = reg
+        self._p = p
+
+    def _read(self, model: str | None) -> None:
+        authorize(self._p, "reader", model)
+
+    # ---- reading
+    def models(self) -> list[str]:
+        return [m for m in self._reg.models() if can(self._p, "reader", m)]
+
+    def versions(self, model: str) -> list[VersionRow]:
+        self._read(model)
+        return self._reg.versions(model)
+
+    def resolve(self, ref: str, *, deleted: bool = False) -> VersionRow:
+        self._read(api.model_of(ref))
+        return self._reg.resolve(ref, deleted=deleted)
+
+    def manifest(self, ref: str) -> Manifest:
+        self._read(api.model_of(ref))
+        return self._reg.manifest(ref)
+
+    def refs(self, model: str, kind: str | None = None) -> list[RefRow]:
+        self._read(model)
+        return self._reg.refs(model, kind)
+
+    def history(self, model: str, name: str | None = None) -> list[RefMove]:
+        self._read(model)
+        return self._reg.history(model, name)
+
+    def at(self, model: str, name: str, when: datetime) -> VersionRow | None:
+        self._read(model)
+        return self._reg.at(model, name, when)
+
+    def diff(self, a: str, b: str, *, numeric: bool = True) -> VersionDiff:
+        self._read(api.model_of(a))
+        self._read(api.model_of(b))
+        return self._reg.diff(a, b, numeric=numeric)
+
+    def objects_of(self, ref: str) -> Iterable[ObjectRow]:
+        self._read(api.model_of(ref))
+        return self._reg.objects_of(ref)
+
+    def audit(self, *, model: str | None = None, channel: str | None = None,
+              actor: str | None = None, action: str | None = None,
+              since: datetime | None = None, until: datetime | None = None
+              ) -> list[AuditRow]:
+        # As GET /api/v1/audit: the whole trail (tokens, roles) is for admins.
+        authorize(self._p, "reader" if model else "admin", model)
+        return self._reg.audit(model=model, channel=channel, actor=actor, action=action,
+                               since=since, until=until)
+
+    def verify_audit(self) -> list[str]:
+        authorize(self._p, "admin", None)
+        return self._reg.verify_audit()
+
+    # ---- actions: the API routes themselves
+    def create_branch(self, model: str, name: str, *, at: str | None = None,
+                      actor: str | None = None) -> RefRow:
+        api.create_branch(model, api.BranchIn(name=name, at=at), self._p, self._reg)
+        return self._ref(model, name)
+
+    def tag(self, ref: str, name: str, *, actor: str | None = None) -> RefRow:
+        model = api.model_of(ref)
+        api.tag(model, api.TagIn(ref=ref, name=name), self._p, self._reg)
+        return self._ref(model, name)
+
+    def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
+                force: bool = False) -> RefRow:
+        model = api.model_of(ref)
+        api.promote(model, channel, api.PromoteIn(ref=ref, reason=reason, force=force),
+                    self._p, self._reg)
+        return self._ref(model, channel)
+
+    def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",
+                 actor: str | None = None) -> RefRow:
+        api.rollback(model, channel, api.RollbackIn(to=to, reason=reason), self._p,
+                     self._reg)
+        return self._ref(model, channel)
+
+    def _ref(self, model: str, name: str) -> RefRow:
+        return next(r for r in self._reg.refs(model) if r.name == name)
+
+
+class ServerAccess:
+    """The UI's Access on the server: API tokens, role bindings, anonymous reads."""
+
+    login_hint = ("paste an API token (an admin makes one with `modelvc token create "
+                  "NAME --subject YOU`)")
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def _principal(self, token: str) -> Principal | None:
+        try:
+            return principal_for(token, self.state)
+        except Unauthenticated:
+            return None
+
+    def login(self, secret: str) -> str | None:
+        secret = secret.strip()
+        return secret if secret and self._principal(secret) is not None else None
+
+    def viewer(self, session: str | None) -> Viewer | None:
+        if not session:
+            if self.state.config.anonymous_read:
+                return Viewer(ANONYMOUS, "", handle=Principal(
+                    ANONYMOUS, {"*": "reader"}, anonymous=True))
+            return None
+        p = self._principal(session)
+        return None if p is None else Viewer(p.name, session, handle=p)
+
+    def registry(self, viewer: Viewer) -> UIRegistry:
+        return GuardedRegistry(self.state.registry(), _p(viewer))
+
+    def can(self, viewer: Viewer, role: str, model: str | None) -> bool:
+        return can(_p(viewer), role, model)
+
+    def may_see_all_audit(self, viewer: Viewer) -> bool:
+        return can(_p(viewer), "admin", None)
+
+
+def _p(viewer: Viewer) -> Principal:
+    p: Any = viewer.handle
+    assert isinstance(p, Principal)
+    return p
+
+
+def ui_app(state: ServerState) -> Starlette:
+    return create_ui_app(ServerAccess(state), title="modelvc server")

@@ -1,0 +1,76 @@
+"""The UI's actions: promote, rollback, tag, create branch.
+
+Each runs the same registry verb the CLI runs, as the viewer, so roles, gates and the
+audit trail judge it exactly as they judge `modelvc promote` and friends. A refusal
+(a gate not passed, a missing role) is shown with its message and hint; nothing moved.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from starlette.routing import Route
+
+from ..errors import UsageError
+from .access import Viewer
+from .port import UIRegistry
+
+if TYPE_CHECKING:
+    from .app import UI
+
+
+def _need(form: dict[str, str], key: str, what: str) -> str:
+    value = form.get(key, "").strip()
+    if not value:
+        raise UsageError(f"{what} is required", hint="fill it in and submit again")
+    return value
+
+
+def _model_url(model: str, note: str) -> str:
+    return f"/m/{quote(model, safe='')}?{note}"
+
+
+def promote(reg: UIRegistry, viewer: Viewer, form: dict[str, str], ui: UI) -> str:
+    model = _need(form, "model", "model")
+    number = _need(form, "number", "version")
+    channel = _need(form, "channel", "channel")
+    force = form.get("force") == "1"
+    reg.promote(f"{model}@v{number}", channel, reason=form.get("reason", ""),
+                actor=viewer.name, force=force)
+    ui.summaries.drop(model)
+    return _model_url(model, f"done=promoted+v{number}+to+{quote(channel)}#channels")
+
+
+def rollback(reg: UIRegistry, viewer: Viewer, form: dict[str, str], ui: UI) -> str:
+    model = _need(form, "model", "model")
+    channel = _need(form, "channel", "channel")
+    reason = _need(form, "reason", "a reason")
+    to = form.get("to", "").strip()
+    reg.rollback(model, channel, to=f"{model}@v{to}" if to else None, reason=reason,
+                 actor=viewer.name)
+    ui.summaries.drop(model)
+    return _model_url(model, f"done=rolled+back+{quote(channel)}#channels")
+
+
+def tag(reg: UIRegistry, viewer: Viewer, form: dict[str, str], ui: UI) -> str:
+    model = _need(form, "model", "model")
+    number = _need(form, "number", "version")
+    name = _need(form, "name", "a tag name")
+    reg.tag(f"{model}@v{number}", name, actor=viewer.name)
+    return f"/m/{quote(model, safe='')}/v/{number}?done=tagged+{quote(name)}"
+
+
+def branch(reg: UIRegistry, viewer: Viewer, form: dict[str, str], ui: UI) -> str:
+    model = _need(form, "model", "model")
+    number = _need(form, "number", "version")
+    name = _need(form, "name", "a branch name")
+    reg.create_branch(model, name, at=f"{model}@v{number}", actor=viewer.name)
+    ui.summaries.drop(model)
+    return f"/m/{quote(model, safe='')}/v/{number}?done=branch+{quote(name)}+created"
+
+
+def routes(ui: UI) -> list[Any]:
+    return [Route(f"/act/{name}", ui.action(fn), methods=["POST"])
+            for name, fn in (("promote", promote), ("rollback", rollback), ("tag", tag),
+                             ("branch", branch))]

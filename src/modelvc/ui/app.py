@@ -1,0 +1,246 @@
+"""The UI's Starlette application: routes, sessions, CSRF, rendering.
+
+Mounted at /ui (by `modelvc ui` and by `modelvc server`); links are built from the
+mount's root_path. Registry calls block, so handlers run them in the thread pool.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import ModelvcError, PermissionDenied, UsageError
+from . import actions, pages
+from .access import COOKIE, ROLES, Access, Viewer, csrf_ok
+from .views import SORTS, SummaryCache, human_bytes, model_list
+
+STATIC = Path(__file__).parent / "static"
+PRE = "modelvc_ui_login"  # double-submit cookie for the login form
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def _when(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def _short(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    return "-" if x is None else str(x)
+
+
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("modelvc.ui", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True,
+                      lstrip_blocks=True)
+    env.filters.update(bytes=human_bytes, when=_when, short=_short,
+                       q=lambda s: quote(str(s), safe=""))
+    return env
+
+
+class UI:
+    def __init__(self, access: Access, *, title: str = "modelvc") -> None:
+        self.access = access
+        self.title = title
+        self.env = environment()
+        self.summaries = SummaryCache()
+
+    # ---- plumbing
+    def render(self, request: Request, template: str, ctx: dict[str, Any], *,
+               status: int = 200, viewer: Viewer | None = None) -> HTMLResponse:
+        base = request.scope.get("root_path", "")
+        html = self.env.get_template(template).render(
+            base=base, viewer=viewer, title=self.title, request=request,
+            can=lambda role, model=None: viewer is not None and self.access.can(
+                viewer, role, model), urlencode=urlencode, roles=ROLES, **ctx)
+        resp = HTMLResponse(html, status_code=status)
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "same-origin"
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    def error(self, request: Request, exc: ModelvcError, viewer: Viewer | None) -> HTMLResponse:
+        return self.render(request, "error.html", {"error": exc}, status=exc.http_status,
+                           viewer=viewer)
+
+    def page(self, template: str, build: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
+        """A GET handler: session check, BUILD(reg, request, viewer) in a thread, render."""
+
+        async def handler(request: Request) -> Response:
+            viewer = self.access.viewer(request.cookies.get(COOKIE))
+            if viewer is None:
+                return self.to_login(request)
+            try:
+                reg = self.access.registry(viewer)
+                ctx = await run_in_threadpool(build, reg, request, viewer)
+            except ModelvcError as exc:
+                return self.error(request, exc, viewer)
+            return self.render(request, template, ctx, viewer=viewer)
+
+        return handler
+
+    def to_login(self, request: Request) -> Response:
+        base = request.scope.get("root_path", "")
+        nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"{base}/login?{urlencode({'next': nxt})}", status_code=303)
+
+    def action(self, run: Callable[..., str]) -> Callable[..., Any]:
+        """A POST handler: session, CSRF, RUN(reg, viewer, form, request) -> where to go."""
+
+        async def handler(request: Request) -> Response:
+            viewer = self.access.viewer(request.cookies.get(COOKIE))
+            if viewer is None:
+                return self.error(request, PermissionDenied(
+                    "not logged in", hint=self.access.login_hint), None)
+            form = dict((await request.form()).items())
+            if not csrf_ok(viewer.session, str(form.get("_csrf", "")) or
+                           request.headers.get("x-csrf-token")):
+                return self.error(request, PermissionDenied(
+                    "the form's CSRF token is missing or wrong; nothing was changed",
+                    hint="reload the page and submit it again"), viewer)
+            try:
+                reg = self.access.registry(viewer)
+                where = await run_in_threadpool(run, reg, viewer, {
+                    k: str(x) for k, x in form.items()}, self)
+            except ModelvcError as exc:
+                return self.error(request, exc, viewer)
+            base = request.scope.get("root_path", "")
+            return RedirectResponse(base + where, status_code=303)
+
+        return handler
+
+    # ---- login
+    async def login(self, request: Request) -> Response:
+        base = request.scope.get("root_path", "")
+        nxt = request.query_params.get("next") or "/"
+        if not nxt.startswith("/") or nxt.startswith("//"):
+            nxt = "/"
+        if request.method == "GET" and "key" in request.query_params:  # `modelvc ui` URL
+            session = self.access.login(request.query_params["key"])
+            if session is None:
+                return self.error(request, PermissionDenied(
+                    "this UI key is not valid (each `modelvc ui` run makes a new one)",
+                    hint=self.access.login_hint), None)
+            return self.logged_in(request, session, base + "/")
+        if request.method == "POST":
+            form = await request.form()
+            pre = request.cookies.get(PRE, "")
+            if not pre or not secrets.compare_digest(pre, str(form.get("_login", ""))):
+                return self.error(request, PermissionDenied(
+                    "the login form expired; nothing was sent", hint="load the page again"),
+                    None)
+            session = await run_in_threadpool(self.access.login, str(form.get("token", "")))
+            if session is None:
+                return self._login_form(request, nxt, "that token is not valid here", 401)
+            target = nxt if nxt.startswith(base + "/") else base + nxt
+            return self.logged_in(request, session, target)
+        return self._login_form(request, nxt, "", 200)
+
+    def _login_form(self, request: Request, nxt: str, message: str, status: int) -> Response:
+        pre = secrets.token_urlsafe(24)
+        resp = self.render(request, "login.html", {"next": nxt, "message": message,
+                                                    "pre": pre, "hint": self.access.login_hint},
+                           status=status)
+        resp.set_cookie(PRE, pre, httponly=True, samesite="strict",
+                        path=request.scope.get("root_path", "") or "/",
+                        secure=request.url.scheme == "https")
+        return resp
+
+    def logged_in(self, request: Request, session: str, target: str) -> Response:
+        resp = RedirectResponse(target, status_code=303)
+        resp.set_cookie(COOKIE, session, httponly=True, samesite="strict",
+                        path=request.scope.get("root_path", "") or "/",
+                        secure=request.url.scheme == "https")
+        return resp
+
+    async def logout(self, request: Request) -> Response:
+        viewer = self.access.viewer(request.cookies.get(COOKIE))
+        form = await request.form()
+        if viewer is not None and not csrf_ok(viewer.session, str(form.get("_csrf", ""))):
+            return self.error(request, PermissionDenied("missing CSRF token"), viewer)
+        base = request.scope.get("root_path", "")
+        resp = RedirectResponse(base + "/login", status_code=303)
+        resp.delete_cookie(COOKIE, path=base or "/")
+        return resp
+
+    # ---- pages
+    def models(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
+        qp = request.query_params
+        sort = qp.get("sort", "name")
+        listing = model_list(reg, self.summaries, q=qp.get("q", ""),
+                             sort=sort if sort in SORTS else "name",
+                             desc=qp.get("desc") == "1", page=_int(qp.get("page"), 1))
+        return {"list": listing, "sorts": SORTS}
+
+    def model(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
+        qp = request.query_params
+        return pages.model_page(
+            reg, request.scope.get("root_path", ""), request.path_params["model"],
+            n=_int(qp.get("n"), pages.GRAPH_DEFAULT),
+            before=_int(qp.get("before"), 0) or None,
+            at_channel=qp.get("at_channel", ""), at_time=qp.get("at_time", ""))
+
+    def version(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
+        return pages.version_page(reg, request.scope.get("root_path", ""),
+                                  request.path_params["model"],
+                                  _int(request.path_params["number"], 0))
+
+    def compare(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
+        refs = [r for r in request.query_params.getlist("r") if r.strip()]
+        return pages.compare_page(reg, request.scope.get("root_path", ""), refs)
+
+    def audit(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
+        qp = request.query_params
+        model = qp.get("model", "")
+        if not model and not self.access.may_see_all_audit(viewer):
+            raise PermissionDenied("the whole audit trail is for admins",
+                                   hint="filter by a model you can read")
+        return pages.audit_page(reg, model=model, actor=qp.get("actor", ""),
+                                action=qp.get("action", ""), page=_int(qp.get("page"), 1),
+                                verify=self.access.may_see_all_audit(viewer))
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text else default
+    except ValueError as exc:
+        raise UsageError(f"not a number: {text!r}") from exc
+
+
+def create_ui_app(access: Access, *, title: str = "modelvc") -> Starlette:
+    ui = UI(access, title=title)
+    routes = [
+        Route("/", ui.page("models.html", ui.models)),
+        Route("/login", ui.login, methods=["GET", "POST"]),
+        Route("/logout", ui.logout, methods=["POST"]),
+        Route("/m/{model}", ui.page("model.html", ui.model)),
+        Route("/m/{model}/v/{number}", ui.page("version.html", ui.version)),
+        Route("/compare", ui.page("compare.html", ui.compare)),
+        Route("/audit", ui.page("audit.html", ui.audit)),
+        *actions.routes(ui),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes)
+
+
+def standalone(access: Access) -> Starlette:
+    """The UI at /ui with / redirecting there (`modelvc ui`)."""
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
+    return Starlette(routes=[Route("/", root), Mount("/ui", app=create_ui_app(access))])

@@ -1,0 +1,210 @@
+"""Each page's context: registry calls and shaping, no HTTP and no HTML."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import ModelvcError, UsageError
+from ..manifest import Manifest
+from ..meta.api import RefRow, VersionRow
+from . import charts, graph
+from .port import UIRegistry
+from .views import (
+    RefsAt,
+    channel_timeline,
+    flatten,
+    numeric_metrics,
+)
+
+GRAPH_DEFAULT = 200
+GRAPH_MAX = 2000
+CHARTS = 4
+AUDIT_PAGE = 100
+
+
+def vhref(base: str, v: VersionRow) -> str:
+    return f"{base}/m/{v.model}/v/{v.number}"
+
+
+def parse_when(text: str) -> datetime:
+    """A datetime-local value or ISO 8601; naive times are UTC."""
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise UsageError(f"not a time: {text!r}",
+                         hint="use ISO 8601, e.g. 2026-11-26T14:02 (UTC unless an offset "
+                              "is given)") from exc
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def model_page(reg: UIRegistry, base: str, model: str, *, n: int = GRAPH_DEFAULT,
+               before: int | None = None, at_channel: str = "", at_time: str = ""
+               ) -> dict[str, Any]:
+    everything = reg.versions(model)  # newest first
+    vs = [v for v in everything if v.deleted_at is None]
+    refs = reg.refs(model)
+    numbers = {v.id: v.number for v in everything}
+    n = max(10, min(GRAPH_MAX, n))
+    window = [v for v in vs if before is None or v.number < before][:n]
+    older = window[-1].number if len(window) == n and window[-1] != vs[-1] else None
+    at_refs = RefsAt.of(refs)
+    lay = graph.layout(window)
+    title = (f"Lineage of {model}: {len(window)} versions"
+             + (f" from v{window[-1].number} to v{window[0].number}" if window else ""))
+    lineage_svg = graph.svg(lay, at_refs.get, lambda v: vhref(base, v), title=title)
+    metrics = numeric_metrics(window)[:CHARTS]
+    chart_list = [(m, charts.metric_chart(window, m, lambda v: vhref(base, v)))
+                  for m in metrics]
+    channels = sorted((r for r in refs if r.kind == "channel"), key=lambda r: r.name)
+    at_result: dict[str, Any] | None = None
+    if at_channel and at_time:
+        when = parse_when(at_time)
+        hit = reg.at(model, at_channel, when)
+        at_result = {"channel": at_channel, "when": when, "version": hit}
+    return {
+        "model": model, "versions": vs, "window": window, "older": older, "n": n,
+        "newest": vs[0] if vs else None, "lineage_svg": lineage_svg, "graph_title": title,
+        "charts": chart_list, "channels": channels, "numbers": numbers,
+        "branches": sorted((r for r in refs if r.kind == "branch"), key=lambda r: r.name),
+        "tags": sorted((r for r in refs if r.kind == "tag"), key=lambda r: r.name),
+        "timeline": channel_timeline(reg.history(model), numbers),
+        "at_channel": at_channel, "at_time": at_time, "at_result": at_result,
+        "raw": sum(v.raw_size for v in vs), "stored": sum(v.stored_size for v in vs),
+    }
+
+
+@dataclass
+class FileRow:
+    path: str
+    format: str
+    size: int
+    stored: int
+    tensors: int
+    sha256: str
+
+
+def _files(m: Manifest, stored_of: dict[str, int]) -> list[FileRow]:
+    rows = []
+    for f in m.files:
+        ids = {s.id for s in f.segments}
+        rows.append(FileRow(f.path, f.format, f.size, sum(stored_of.get(i, 0) for i in ids),
+                            sum(1 for s in f.segments if s.tensor is not None), f.sha256))
+    return rows
+
+
+def version_page(reg: UIRegistry, base: str, model: str, number: int) -> dict[str, Any]:
+    ref = f"{model}@v{number}"
+    v = reg.resolve(ref, deleted=True)
+    everything = reg.versions(model)
+    by_id = {x.id: x for x in everything}
+    parents = [by_id.get(p) for p in v.parents]
+    children = sorted((x for x in everything if v.id in x.parents), key=lambda x: x.number)
+    refs = [r for r in reg.refs(model) if r.version_id == v.id]
+    files: list[FileRow] = []
+    if v.deleted_at is None:
+        m = reg.manifest(f"{model}@{v.id}")
+        stored_of = {o.id: o.stored_size for o in reg.objects_of(f"{model}@{v.id}")}
+        files = _files(m, stored_of)
+    lineage = v.lineage
+    return {
+        "model": model, "v": v, "parents": parents, "parent_ids": v.parents,
+        "children": children, "refs": refs,
+        "channels_here": [r for r in refs if r.kind == "channel"],
+        "files": files, "params": flatten(v.params), "metrics": flatten(v.metrics),
+        "git": flatten(lineage.get("git", {})), "data": flatten(lineage.get("data", [])),
+        "env": flatten({k: x for k, x in lineage.items() if k not in ("git", "data")}),
+        "raw": v.raw_size, "stored": v.stored_size,
+    }
+
+
+@dataclass
+class HeatCell:
+    status: str  # same | changed | added | removed | reshaped | retyped
+    rel: float | None
+    frac: float | None
+
+    @property
+    def level(self) -> int:
+        """0..9 for the CSS class: log10 of the relative change from 1e-6 to 1."""
+        if self.status == "same":
+            return 0
+        if self.rel is None or not math.isfinite(self.rel):
+            return 1 if self.status == "changed" and self.rel is None else 9
+        if self.rel <= 0:
+            return 1
+        return max(1, min(9, round((math.log10(self.rel) + 6) * 1.5) + 1))
+
+    @property
+    def text(self) -> str:
+        if self.status == "same":
+            return "same"
+        if self.status != "changed" or self.rel is None:
+            return self.status
+        if not math.isfinite(self.rel):
+            return "from zero"
+        return f"{self.rel:.2g}"
+
+
+def compare_page(reg: UIRegistry, base: str, refs: list[str]) -> dict[str, Any]:
+    if len(refs) < 2:
+        raise UsageError("compare needs two or more versions",
+                         hint="pick versions on a model page, or add ?r=MODEL@vN&r=MODEL@vM")
+    vs = [reg.resolve(r) for r in refs]
+    manifests = [reg.manifest(f"{v.model}@{v.id}") for v in vs]
+    tags: list[list[str]] = []
+    ref_cache: dict[str, list[RefRow]] = {}
+    for v in vs:
+        if v.model not in ref_cache:
+            ref_cache[v.model] = reg.refs(v.model)
+        tags.append(sorted(f"{r.kind}:{r.name}" for r in ref_cache[v.model]
+                           if r.version_id == v.id))
+    keys_p = sorted({k for v in vs for k, _ in flatten(v.params)})
+    keys_m = sorted({k for v in vs for k, _ in flatten(v.metrics)})
+    params = [(k, [dict(flatten(v.params)).get(k) for v in vs]) for k in keys_p]
+    metrics = [(k, [dict(flatten(v.metrics)).get(k) for v in vs]) for k in keys_m]
+    paths = sorted({f.path for m in manifests for f in m.files})
+    files = [(p, [next(((f.size, f.sha256) for f in m.files if f.path == p), None)
+                  for m in manifests]) for p in paths]
+    # Heatmap: each version against the one before it in the list.
+    names: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for m in manifests:
+        for k in m.tensor_index():
+            if k not in seen:
+                seen.add(k)
+                names.append(k)
+    columns: list[dict[tuple[str, str], HeatCell]] = []
+    errors: list[str] = []
+    for a, b in itertools.pairwise(vs):
+        col: dict[tuple[str, str], HeatCell] = {}
+        try:
+            d = reg.diff(f"{a.model}@{a.id}", f"{b.model}@{b.id}")
+        except ModelvcError as exc:
+            errors.append(f"v{a.number} -> v{b.number}: {exc.message}")
+            columns.append(col)
+            continue
+        for t in d.tensors:
+            col[(t.file, t.name)] = HeatCell(t.status, t.rel_l2, t.changed_fraction)
+        columns.append(col)
+    heat = [(k, [c.get(k, HeatCell("same", 0.0, 0.0)) for c in columns]) for k in names]
+    return {"vs": vs, "refs": refs, "tags": tags, "params": params, "metrics": metrics,
+            "files": files, "heat": heat, "pairs": list(itertools.pairwise(vs)),
+            "errors": errors}
+
+
+def audit_page(reg: UIRegistry, *, model: str = "", actor: str = "", action: str = "",
+               page: int = 1, verify: bool = True) -> dict[str, Any]:
+    rows = reg.audit(model=model or None, actor=actor or None, action=action or None)
+    rows.reverse()  # newest first
+    pages = max(1, -(-len(rows) // AUDIT_PAGE))
+    page = min(max(1, page), pages)
+    problems: list[str] | None = None
+    if verify:
+        problems = reg.verify_audit()
+    return {"rows": rows[(page - 1) * AUDIT_PAGE: page * AUDIT_PAGE], "total": len(rows),
+            "page": page, "pages": pages, "model": model, "actor": actor, "action": action,
+            "problems": problems, "actions": sorted({r.action for r in rows})}

@@ -1,0 +1,29 @@
+// modelvc UI: progressive enhancement only (every page works without it).
+// - form[data-confirm]: ask before an action.
+// - [data-poll]: replace the element's content with the HTML fragment at its URL every
+//   data-every seconds (Deployments: live without a reload).
+"use strict";
+document.addEventListener("submit", (ev) => {
+  const f = ev.target;
+  if (f instanceof HTMLFormElement && f.dataset.confirm && !window.confirm(f.dataset.confirm)) {
+    ev.preventDefault();
+  }
+});
+function poll(el) {
+  const every = Math.max(1, Number(el.dataset.every || "3")) * 1000;
+  const tick = async () => {
+    try {
+      const resp = await fetch(el.dataset.poll, { credentials: "same-origin",
+        headers: { "Accept": "text/html" } });
+      if (resp.ok) {
+        el.innerHTML = await resp.text();
+        el.dataset.updated = new Date().toISOString();
+      }
+    } catch (e) { /* offline for a moment: try again at the next tick */ }
+    window.setTimeout(tick, every);
+  };
+  window.setTimeout(tick, every);
+}
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-poll]").forEach(poll);
+});

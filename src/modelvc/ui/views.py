@@ -1,0 +1,185 @@
+"""What the pages show, computed from the registry verbs (no HTML here)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..meta.api import RefMove, RefRow, VersionRow
+from .port import UIRegistry
+
+PAGE = 50
+SORTS = ("name", "activity", "versions", "raw", "stored")
+
+
+@dataclass
+class ModelSummary:
+    name: str
+    versions: int
+    raw: int
+    stored: int
+    last_activity: datetime | None
+    latest: int | None  # number of the newest version
+    channels: list[tuple[str, int | None]]  # (channel, version number)
+    branches: int
+
+    @property
+    def ratio(self) -> float:
+        return self.stored / self.raw if self.raw else 0.0
+
+
+def summarize(reg: UIRegistry, name: str) -> ModelSummary:
+    vs = [v for v in reg.versions(name) if v.deleted_at is None]
+    refs = reg.refs(name)
+    numbers = {v.id: v.number for v in vs}
+    times = [v.created_at for v in vs] + [r.updated_at for r in refs]
+    return ModelSummary(
+        name=name, versions=len(vs), raw=sum(v.raw_size for v in vs),
+        stored=sum(v.stored_size for v in vs),
+        last_activity=max(times) if times else None,
+        latest=max(numbers.values()) if numbers else None,
+        channels=sorted((r.name, numbers.get(r.version_id or ""))
+                        for r in refs if r.kind == "channel"),
+        branches=sum(1 for r in refs if r.kind == "branch"))
+
+
+class SummaryCache:
+    """Model summaries for sorting the whole list by size or activity: computing one
+    costs two registry calls, so they are kept for `ttl` seconds (and dropped at once
+    when this UI changes something). Sorting by name summarizes only the page shown."""
+
+    def __init__(self, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[float, ModelSummary]] = {}
+
+    def get(self, reg: UIRegistry, name: str) -> ModelSummary:
+        now = self.clock()
+        with self._lock:
+            hit = self._items.get(name)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        s = summarize(reg, name)
+        with self._lock:
+            self._items[name] = (now, s)
+        return s
+
+    def drop(self, name: str | None = None) -> None:
+        with self._lock:
+            if name is None:
+                self._items.clear()
+            else:
+                self._items.pop(name, None)
+
+
+@dataclass
+class ModelList:
+    rows: list[ModelSummary]
+    total: int
+    page: int
+    pages: int
+    q: str
+    sort: str
+    desc: bool
+
+
+def model_list(reg: UIRegistry, cache: SummaryCache, *, q: str = "", sort: str = "name",
+               desc: bool = False, page: int = 1, per_page: int = PAGE) -> ModelList:
+    names = sorted(reg.models())
+    if q:
+        needle = q.lower()
+        names = [n for n in names if needle in n.lower()]
+    sort = sort if sort in SORTS else "name"
+    total = len(names)
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    lo = (page - 1) * per_page
+    if sort == "name":
+        if desc:
+            names.reverse()
+        rows = [cache.get(reg, n) for n in names[lo:lo + per_page]]
+    else:
+        every = [cache.get(reg, n) for n in names]
+        key: Callable[[ModelSummary], Any] = {
+            "activity": lambda s: s.last_activity.timestamp() if s.last_activity else 0.0,
+            "versions": lambda s: s.versions, "raw": lambda s: s.raw,
+            "stored": lambda s: s.stored}[sort]
+        every.sort(key=key, reverse=desc)
+        rows = every[lo:lo + per_page]
+    return ModelList(rows, total, page, pages, q, sort, desc)
+
+
+@dataclass
+class RefsAt:
+    """Refs grouped by the version they point at."""
+
+    by_version: dict[str, list[RefRow]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, refs: Iterable[RefRow]) -> RefsAt:
+        out = cls()
+        for r in refs:
+            if r.version_id:
+                out.by_version.setdefault(r.version_id, []).append(r)
+        for rs in out.by_version.values():
+            rs.sort(key=lambda r: ("channel", "branch", "tag").index(r.kind))
+        return out
+
+    def get(self, vid: str) -> list[RefRow]:
+        return self.by_version.get(vid, [])
+
+
+@dataclass
+class TimelineRow:
+    move: RefMove
+    old: int | None
+    new: int | None
+
+
+def channel_timeline(moves: list[RefMove], numbers: dict[str, int]) -> list[TimelineRow]:
+    """Every channel move, newest first, with version numbers."""
+    rows = [TimelineRow(m, numbers.get(m.old or ""), numbers.get(m.new or ""))
+            for m in moves if m.kind == "channel"]
+    rows.sort(key=lambda r: r.move.id, reverse=True)
+    return rows
+
+
+def numeric_metrics(vs: Iterable[VersionRow]) -> list[str]:
+    """Metric names with a number in at least one version, most common first."""
+    seen: dict[str, int] = {}
+    for v in vs:
+        for k, x in v.metrics.items():
+            if isinstance(x, int | float) and not isinstance(x, bool):
+                seen[k] = seen.get(k, 0) + 1
+    return sorted(seen, key=lambda k: (-seen[k], k))
+
+
+def flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts as dotted keys (lineage: git.commit, data.0.sha256, ...)."""
+    if isinstance(d, dict):
+        out: list[tuple[str, Any]] = []
+        for k in sorted(d):
+            out.extend(flatten(d[k], f"{prefix}{k}."))
+        return out
+    if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        out = []
+        for i, x in enumerate(d):
+            out.extend(flatten(x, f"{prefix}{i}."))
+        return out
+    return [(prefix.rstrip("."), d)]
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    x = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(x) < 1000 or unit == "TB":
+            return f"{int(x)} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1000
+    return f"{x:.1f} PB"

@@ -1,0 +1,74 @@
+"""A seeded registry for the UI tests: two models, a branch, a derived export, a policy
+whose production gate refuses one version, channels with history, tokens per role."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelvc.gates.policy import parse_policy
+from modelvc.gates.run import run_gates
+from modelvc.registry import Registry
+from tests.conftest import write_model
+from tests.server.proc import grant_token
+
+POLICY = """\
+version: 1
+roles:
+  admin: [admin]
+  promoter: [maint]
+models:
+  bert:
+    channels:
+      production:
+        gates:
+          - metric: "acc >= 0.84"
+"""
+
+
+@dataclass(frozen=True)
+class Seeded:
+    path: Path
+    tokens: dict[str, str]  # subject -> API token (admin, maint, reader)
+
+
+def seed(root: Path) -> Seeded:
+    os.environ["MODELVC_AUTHOR"] = "admin"
+    repo = root / "repo"
+    files = root / "files"
+    with Registry.init(repo) as reg:
+        base = write_model(files / "bert.safetensors", 0)
+        reg.commit(files / "bert.safetensors", model="bert", message="baseline",
+                   params={"lr": 1e-3, "epochs": 1}, metrics={"acc": 0.80, "loss": 0.61})
+        write_model(files / "bert.safetensors", 1, base=base)
+        reg.commit(files / "bert.safetensors", model="bert", message="epoch 2",
+                   params={"lr": 1e-3, "epochs": 2}, metrics={"acc": 0.86, "loss": 0.42})
+        reg.create_branch("bert", "dev", at="bert@v1")
+        write_model(files / "bert.safetensors", 2, base=base, scale=1e-2)
+        reg.commit(files / "bert.safetensors", model="bert", branch="dev",
+                   message="try a higher lr", params={"lr": 1e-2, "epochs": 2},
+                   metrics={"acc": 0.83, "loss": 0.47})
+        write_model(files / "bert.safetensors", 3, base=base, scale=1e-4)
+        reg.commit(files / "bert.safetensors", model="bert", branch="export",
+                   parent="bert@v2", message="export for serving",
+                   params={"lr": 1e-3, "epochs": 2}, metrics={"acc": 0.86})
+        reg.tag("bert@v2", "paper")
+        r0 = write_model(files / "resnet.safetensors", 7)
+        reg.commit(files / "resnet.safetensors", model="resnet", message="first",
+                   metrics={"top1": 0.71})
+        write_model(files / "resnet.safetensors", 8, base=r0)
+        reg.commit(files / "resnet.safetensors", model="resnet", message="second",
+                   metrics={"top1": 0.74})
+        reg.promote("resnet@v2", "staging", reason="nightly")
+        reg.governance.apply_policy(parse_policy(POLICY), "admin")
+        reg.promote("bert@v1", "production", reason="first release", force=True,
+                    actor="admin")
+        run_gates(reg, "bert@v2", "production", actor="maint")
+        reg.promote("bert@v2", "production", reason="better acc", actor="maint")
+        run_gates(reg, "bert@v3", "production", actor="maint")  # fails: acc 0.83
+        reg.promote("bert@v3", "staging", reason="try it", actor="maint")
+    tokens = {"admin": grant_token(repo, "admin", "admin"),
+              "maint": grant_token(repo, "maint", "promoter"),
+              "reader": grant_token(repo, "reader", "reader")}
+    return Seeded(repo, tokens)
