@@ -15,7 +15,15 @@ import numpy as np
 
 from .codec import numpy_dtype
 from .codec.buffers import POOL, Bytes
-from .errors import AlreadyExists, Corrupt, CorruptObject, DiskFull, StorageError, UsageError
+from .errors import (
+    AlreadyExists,
+    Corrupt,
+    CorruptObject,
+    DiskFull,
+    PathNotFound,
+    StorageError,
+    UsageError,
+)
 from .manifest import FileEntry, Manifest, SegmentRef
 from .pipeline import windowed
 from .storage import ObjectIO
@@ -56,6 +64,11 @@ def checkout(
     if single and not dest.is_dir() and (dest.suffix or dest.exists()):
         targets = [(manifest.files[0], dest)]
     else:
+        if dest.exists() and not dest.is_dir():
+            raise AlreadyExists(
+                f"{dest} is a file, and this version is a folder of {len(manifest.files)} files",
+                hint="check it out into a folder: a new or empty one, or pass --force to "
+                     "overwrite the version's files in an existing folder")
         targets = [(f, dest.joinpath(*safe_relpath(f.path).parts)) for f in manifest.files]
     if not force:
         clash = [str(t) for _, t in targets if t.exists()]
@@ -151,6 +164,10 @@ class TensorDict(Mapping[str, Any]):
         self._io = io
         self._framework = framework
         self._segs: dict[str, SegmentRef] = {}
+        if file is not None and all(f.path != file for f in manifest.files):
+            names = ", ".join(f.path for f in manifest.files[:10])
+            raise PathNotFound(f"the version has no file {file!r}",
+                               hint=f"its files: {names}" + (" ..." if manifest.files[10:] else ""))
         many = len([f for f in manifest.files if any(f.tensors())]) > 1
         for f in manifest.files:
             if file is not None and f.path != file:

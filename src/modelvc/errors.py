@@ -162,8 +162,9 @@ class PermissionDenied(ModelvcError):
 
 
 class Unauthenticated(PermissionDenied):
-    """Authentication required: pass an API token (--token, MODELVC_TOKEN, or
-    `Authorization: Bearer ...`); an admin creates one with `modelvc token create`."""
+    """Authentication required: set MODELVC_TOKEN to an API token (push, pull and clone
+    also take --token; HTTP: `Authorization: Bearer ...`); an admin creates one with
+    `modelvc token create`."""
 
     http_status = 401
 

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write
-from .errors import AlreadyExists, Corrupt, Locked, RegistryNotFound, UnsupportedFormat
+from .errors import (
+    AlreadyExists,
+    Corrupt,
+    Locked,
+    RegistryNotFound,
+    StorageError,
+    UnsupportedFormat,
+)
 
 DIRNAME = ".modelvc"
 FORMAT_VERSION = 1
@@ -69,15 +76,20 @@ def create(project: Path, *, meta: str | None = None, objects: str | None = None
     root = project / DIRNAME
     if (root / "config.json").exists():
         raise AlreadyExists(f"a modelvc registry already exists at {root}")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "locks").mkdir(exist_ok=True)
     config = {
         "format": FORMAT_VERSION,
         "id": uuid.uuid4().hex,
         "meta": meta or "sqlite:///meta.db",
         "objects": objects or "objects",
     }
-    atomic_write(root / "config.json", json.dumps(config, indent=2).encode() + b"\n", mode=0o644)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "locks").mkdir(exist_ok=True)
+        atomic_write(root / "config.json", json.dumps(config, indent=2).encode() + b"\n",
+                     mode=0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot create a registry at {root}: {exc.strerror or exc}",
+                           hint="choose a folder you can write to (modelvc init PATH)") from exc
     return Layout(root, config)
 
 
@@ -109,6 +121,10 @@ def find(start: Path | str | None = None) -> Layout:
             return load(p / DIRNAME)
         if (p / "config.json").exists():
             return load(p)
+        if p.exists() and not p.is_dir():
+            raise RegistryNotFound(
+                f"no modelvc registry at {p}: it is a file",
+                hint="pass the folder that holds .modelvc (--registry PATH / MODELVC_REGISTRY)")
         raise RegistryNotFound(
             f"no modelvc registry at {p}", hint=f"run `modelvc init {p}` to create one"
         )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import Conflict, ModelvcError
+from .errors import Conflict, ModelvcError, UsageError
 from .layout import Layout
 from .meta.api import AuditEntry, ObjectRow, VersionRow
 from .meta.store import MetaStore
@@ -75,12 +75,15 @@ class GcReport:
     removable: list[str] = field(default_factory=list)
     removable_bytes: int = 0
     kept_young: int = 0  # unreferenced but inside the grace period
+    kept_young_bytes: int = 0
+    grace_seconds: float = 3600.0
     uploads_expired: int = 0  # upload-possession rows deleted (never in a dry run)
 
     def to_json(self) -> dict[str, Any]:
         out = {"dry_run": self.dry_run, "live": self.live, "removed" if not self.dry_run
                else "would_remove": len(self.removable), "bytes": self.removable_bytes,
-               "kept_young": self.kept_young}
+               "kept_young": self.kept_young, "kept_young_bytes": self.kept_young_bytes,
+               "grace_seconds": self.grace_seconds}
         if not self.dry_run:
             out["uploads_expired"] = self.uploads_expired
         return out
@@ -89,6 +92,14 @@ class GcReport:
 # How long a server's record of an upload proves possession (the server's default
 # `upload_ttl_hours`); gc deletes older rows, which no longer prove anything there.
 UPLOAD_TTL = timedelta(hours=24)
+
+
+def check_grace(grace_seconds: float) -> None:
+    """The grace period keeps a concurrent writer's not-yet-recorded objects alive."""
+    if not grace_seconds >= 0:  # also refuses NaN
+        raise UsageError(f"invalid grace period {grace_seconds}: give seconds >= 0",
+                         hint="0 reclaims every unreferenced object now (only safe when no "
+                              "commit or push is running); the default is 3600")
 
 
 def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
@@ -100,7 +111,8 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
     its objects and recording them; objects younger than the grace period survive
     anyway (a writer on another host of a shared store). Unless a dry run, upload
     possession rows older than `upload_ttl` are deleted too (meta/uploads.py)."""
-    report = GcReport(dry_run)
+    check_grace(grace_seconds)
+    report = GcReport(dry_run, grace_seconds=grace_seconds)
     with lay.lock(exclusive=True):
         live = meta.live_object_ids()
         report.live = len(live)
@@ -111,6 +123,7 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
                 continue
             if info.mtime > cutoff:
                 report.kept_young += 1
+                report.kept_young_bytes += info.size
                 continue
             report.removable.append(info.key)
             report.removable_bytes += info.size

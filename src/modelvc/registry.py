@@ -261,7 +261,7 @@ class Registry(_ReadOps):
         head = self._head_or_none(model, branch)
         parent_id: str | None
         if parent is not None:
-            parent_id = self.resolve(parent).id
+            parent_id = self._parent(parent, model).id
             if head is not None and head.version_id != parent_id:
                 raise RefMoved(
                     f"branch {model}@{branch} is at {self._label(head.version_id)}, "
@@ -375,7 +375,8 @@ class Registry(_ReadOps):
         v = self._resolve(ref)
         if v.deleted_at is not None and not deleted:
             raise RefNotFound(f"{ref} (v{v.number}) was deleted at {v.deleted_at:%Y-%m-%d %H:%M}",
-                              hint="its history stays in `modelvc log`; its files are gone")
+                              hint="its files are gone; who deleted it and why: "
+                                   f"`modelvc audit --model {v.model} --action delete`")
         return v
 
     def _resolve(self, ref: str) -> Version:
@@ -409,6 +410,26 @@ class Registry(_ReadOps):
             f"{ref}: no version, branch, channel or tag {spec.selector!r} in model {spec.model}",
             hint=f"see `modelvc refs {spec.model}` and `modelvc log {spec.model}`",
         )
+
+    def _parent(self, ref: str, model: str) -> Version:
+        """An explicit parent: a version of the model being committed."""
+        v = self.resolve(ref)
+        if v.model != model:
+            raise UsageError(f"parent {ref} is a version of {v.model}, not of {model}",
+                             hint=f"give a version of {model} (`modelvc log {model}`), or "
+                                  f"commit to --model {v.model}")
+        return v
+
+    def _channel_missing(self, model: str, channel: str, *, promoting: bool = False
+                         ) -> RefNotFound:
+        """No channel CHANNEL: the error names the channels the model has."""
+        have = [r.name for r in self.meta.list_refs(model, "channel")]
+        listed = ", ".join(have) if have else "none yet"
+        create = f"`modelvc promote {model}@vN --to {channel} --create`"
+        hint = (f"check the spelling; a new channel is created with {create}" if promoting
+                else f"check the spelling (`modelvc channel list {model}`)")
+        return RefNotFound(f"{model} has no channel {channel!r} (its channels: {listed})",
+                           hint=hint)
 
     def _ref_or_none(self, model: str, name: str) -> RefRow | None:
         try:
@@ -502,15 +523,21 @@ class Registry(_ReadOps):
                           who=actor or default_author(), action="create", create=True)
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
-                expected: str | _Unset | None = UNSET, force: bool = False) -> RefRow:
+                expected: str | _Unset | None = UNSET, force: bool = False,
+                create: bool = True) -> RefRow:
         """Point CHANNEL of the version's model at the version (compare-and-swap).
 
         When a policy is applied, the version must have passed the channel's gates
         (and the actor hold the role); `force` skips the gates, needs the admin role
         and a reason, and is recorded as such. `expected`: the version the channel
-        must hold now (default: whatever it holds when read here)."""
+        must hold now (default: whatever it holds when read here). `create=False`
+        refuses a channel that does not exist yet unless the applied policy declares
+        it (the CLI passes it: a typo must not make a new channel)."""
         check_ref_name(channel, "channel name")
         v = self.resolve(ref)
+        if not create and self._ref_or_none(v.model, channel) is None and (
+                not self.governance.declares(v.model, channel)):
+            raise self._channel_missing(v.model, channel, promoting=True)
         who = actor or default_author()
         clearance = self.governance.authorize_promotion(v, channel, who, force=force,
                                                         reason=reason)
@@ -546,7 +573,10 @@ class Registry(_ReadOps):
                  actor: str | None = None) -> RefRow:
         """Move CHANNEL back to its previous target (or to `to`) in one recorded step."""
         who = actor or default_author()
-        current = self.meta.get_ref(model, channel)
+        current = self._ref_or_none(model, channel)
+        if current is None:
+            self.meta.get_model(model)
+            raise self._channel_missing(model, channel)
         if current.kind != "channel":
             raise UsageError(f"{model}@{channel} is a {current.kind}, not a channel")
         self.governance.authorize_rollback(model, channel, who)
@@ -565,7 +595,10 @@ class Registry(_ReadOps):
 
     def history(self, model: str, name: str | None = None) -> list[RefMove]:
         self.meta.get_model(model)
-        return self.meta.ref_history(model, name)
+        moves = self.meta.ref_history(model, name)
+        if name is not None and not moves:
+            raise self._channel_missing(model, name)
+        return moves
 
     def at(self, model: str, name: str, when: datetime) -> Version | None:
         """What ref NAME (e.g. channel production) pointed to at time `when`."""

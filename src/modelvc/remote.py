@@ -201,13 +201,13 @@ class RemoteRegistry:
                                             {"ref": ref, "name": name}))
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
-                expected: Any = _UNSET, force: bool = False) -> RefRow:
+                expected: Any = _UNSET, force: bool = False, create: bool = True) -> RefRow:
         from .registry import UNSET
 
         given = expected is not _UNSET and expected is not UNSET
         model = ref.partition("@")[0]
         body = {"ref": ref, "reason": reason, "force": force, "expected_given": given,
-                "expected": expected if given else None}
+                "expected": expected if given else None, "create": create}
         return decode_as(RefRow, self._post(
             f"/models/{self._q(model)}/channels/{self._q(channel)}/promote", body))
 

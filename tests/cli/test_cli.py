@@ -57,7 +57,7 @@ def test_workflow(proj: Path) -> None:
     d = js(["diff", "toy@v1", "toy@dev"], proj)
     assert len(d["tensors"]) == 4 and d["tensors_unchanged"] == 1
     assert "changed" in run(["diff", "toy@v1", "toy@v2"], proj).stdout
-    js(["promote", "toy@v1", "--to", "production", "-r", "launch"], proj)
+    js(["promote", "toy@v1", "--to", "production", "--create", "-r", "launch"], proj)
     js(["promote", "toy@v2", "--to", "production"], proj)
     back = js(["rollback", "toy", "production", "-r", "regressed"], proj)
     assert back["version_id"] == v1["id"]

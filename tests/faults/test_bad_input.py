@@ -214,3 +214,172 @@ def test_control_character_shown_once_escaped(env: Env) -> None:
     done = fk.cli(env.registry, "commit", str(env.good), "--model", "a\x01b")
     assert done.returncode == 2
     assert "'a\\x01b'" in done.stderr, done.stderr
+
+
+# ---- issue 11: each bad input gets a clear error, a hint that is true, and no traceback.
+
+def _refused(done: object, code: int, *says: str) -> str:
+    import subprocess
+
+    assert isinstance(done, subprocess.CompletedProcess)
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    for s in says:
+        assert s in done.stderr, (s, done.stderr)
+    return str(done.stderr)
+
+
+@pytest.mark.parametrize("number", ["99999999999999999999999999", str(2**63), str(2**31)])
+def test_huge_version_number_is_not_found(env: Env, number: str) -> None:
+    _refused(fk.cli(env.registry, "log", f"m@v{number}"), 3, f"m has no v{number}",
+             "modelvc log m")
+    js = fk.cli(env.registry, "show", f"m@v{number}", "--json")
+    assert js.returncode == 3 and json.loads(js.stdout)["error"] == "RefNotFound"
+
+
+def test_huge_version_number_over_http_is_404(env: Env, tmp_path: Path) -> None:
+    import httpx
+
+    from tests.server.proc import Server, grant_token
+
+    token = grant_token(env.registry, "reader-11", "reader", "*")
+    server = Server(env.registry, tmp_path / "server.log").start()
+    try:
+        r = httpx.get(f"{server.url}/api/v1/log", params={"ref": f"m@v{'9' * 26}"},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert r.status_code == 404, r.text
+        assert "m has no v" in r.text
+    finally:
+        server.stop()
+
+
+def test_init_where_nothing_can_be_created(env: Env) -> None:
+    err = _refused(fk.cli(None, "init", "/proc/modelvc-cannot"), 7,
+                   "cannot create a registry at /proc/modelvc-cannot/.modelvc", "hint:")
+    assert "FileNotFoundError" not in err
+    _refused(fk.cli(None, "init", str(env.good)), 7, "cannot create a registry")
+
+
+def test_registry_that_is_a_file(env: Env) -> None:
+    err = _refused(fk.cli(env.good, "log", "m"), 3, "it is a file",
+                   "pass the folder that holds .modelvc")
+    assert "modelvc init" not in err
+
+
+def test_load_a_file_the_version_lacks(env: Env) -> None:
+    from modelvc.errors import PathNotFound
+
+    with Registry.open(env.registry) as reg:
+        assert len(reg.load("m", file="good.safetensors")) == 12
+        with pytest.raises(PathNotFound, match="no file 'nofile.safetensors'") as info:
+            reg.load("m", file="nofile.safetensors")
+        assert info.value.hint and "good.safetensors" in info.value.hint
+
+
+def test_parent_from_another_model(env: Env) -> None:
+    with Registry.open(env.registry) as reg:
+        reg.commit(env.good, model="other")
+    _refused(fk.cli(env.registry, "commit", str(env.good), "--model", "m", "-b", "side",
+                    "--parent", "other@v1"), 2, "parent other@v1 is a version of other, not of m")
+    with Registry.open(env.registry) as reg:
+        assert "side" not in {r.name for r in reg.refs("m")}
+    _nothing_recorded(env)
+
+
+def test_history_of_a_channel_that_does_not_exist(env: Env) -> None:
+    with Registry.open(env.registry) as reg:
+        reg.promote("m@v1", "staging", create=True)
+    for argv in (["channel", "history", "m", "nochan"], ["rollback", "m", "nochan"]):
+        err = _refused(fk.cli(env.registry, *argv), 3, "m has no channel 'nochan'",
+                       "its channels: staging", "modelvc channel list m")
+        assert "list refs of" not in err
+
+
+@pytest.mark.parametrize("grace", ["-5", "nan"])
+def test_gc_negative_grace(env: Env, grace: str) -> None:
+    _refused(fk.cli(env.registry, "gc", "--grace", grace), 2, "invalid grace period",
+             "seconds >= 0")
+
+
+def test_existing_tag_hint_says_tags_are_immutable(env: Env) -> None:
+    with Registry.open(env.registry) as reg:
+        reg.tag("m@v1", "t-exists")
+    err = _refused(fk.cli(env.registry, "tag", "m@v2", "t-exists"), 5, "already exists",
+                   "tags are immutable")
+    assert "move it" not in err
+
+
+def test_deleted_version_hint_is_true(env: Env) -> None:
+    with Registry.open(env.registry) as reg:
+        v = reg.commit(env.good, model="del-me")
+        reg.commit(env.root / "good.safetensors", model="del-me", message="second")
+        reg.delete(f"del-me@{v.id}", reason="bad data")
+    err = _refused(fk.cli(env.registry, "show", "del-me@v1"), 3, "was deleted",
+                   "modelvc audit --model del-me --action delete")
+    assert "stays in `modelvc log`" not in err
+    audit = fk.cli(env.registry, "audit", "--model", "del-me", "--action", "delete")
+    assert "bad data" in audit.stdout
+
+
+def test_checkout_folder_version_onto_a_file(env: Env) -> None:
+    folder = env.root / "folder-model"
+    folder.mkdir()
+    fk.write_model(folder / "model.safetensors", fk.tensors(3))
+    (folder / "config.json").write_text("{}")
+    with Registry.open(env.registry) as reg:
+        reg.commit(folder, model="fold")
+    target = env.root / "a-file"
+    target.write_text("keep me")
+    err = _refused(fk.cli(env.registry, "checkout", "fold", str(target)), 5,
+                   "is a file, and this version is a folder of 2 files", "into a folder")
+    assert "File exists" not in err
+    assert target.read_text() == "keep me"
+
+
+def test_unauthenticated_hint_names_no_missing_option(env: Env, tmp_path: Path) -> None:
+    from tests.server.proc import Server
+
+    server = Server(env.registry, tmp_path / "server.log").start()
+    try:
+        e = fk.env()
+        e.pop("MODELVC_TOKEN", None)
+        import subprocess
+
+        done = subprocess.run([*fk.modelvc_exe(), "--registry", server.url, "log", "m"],
+                              capture_output=True, text=True, env=e, timeout=60, check=False)
+        err = _refused(done, 8, "needs an API token", "set MODELVC_TOKEN")
+        assert "pass --token" not in err
+    finally:
+        server.stop()
+
+
+def test_promote_to_a_misspelt_channel_creates_nothing(env: Env) -> None:
+    with Registry.open(env.registry) as reg:
+        reg.promote("m@v1", "production", create=True)
+    err = _refused(fk.cli(env.registry, "promote", "m@v2", "--to", "prodution"), 3,
+                   "m has no channel 'prodution'", "production", "--create")
+    assert "its channels:" in err
+    with Registry.open(env.registry) as reg:
+        assert "prodution" not in {r.name for r in reg.refs("m")}
+        assert reg.resolve("m@production").id == env.v1
+    made = fk.cli(env.registry, "promote", "m@v2", "--to", "nightly", "--create", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["name"] == "nightly"
+    moved = fk.cli(env.registry, "promote", "m@v2", "--to", "production")
+    assert moved.returncode == 0, moved.stderr
+    _nothing_recorded(env)
+
+
+def test_promote_to_a_channel_the_policy_declares_needs_no_create(env: Env) -> None:
+    policy = env.root / "policy.yaml"
+    policy.write_text("version: 1\nmodels:\n  m:\n    channels:\n      qa: {}\n")
+    applied = fk.cli(env.registry, "policy", "apply", str(policy))
+    assert applied.returncode == 0, applied.stderr
+    try:
+        done = fk.cli(env.registry, "promote", "m@v1", "--to", "qa")
+        assert done.returncode == 0, done.stderr
+        _refused(fk.cli(env.registry, "promote", "m@v1", "--to", "qa2"), 3, "no channel 'qa2'")
+    finally:
+        empty = env.root / "empty-policy.yaml"
+        empty.write_text("version: 1\n")
+        assert fk.cli(env.registry, "policy", "apply", str(empty)).returncode == 0

@@ -81,9 +81,28 @@ def gc(ctx: Ctx, apply: bool, grace: float, as_json: bool) -> None:
     r = ctx.registry().gc(dry_run=not apply, grace_seconds=grace)
     verb = "removed" if apply else "would remove"
     expired = getattr(r, "uploads_expired", 0)
-    emit(as_json, r, f"{verb} {len(r.removable)} objects ({human_bytes(r.removable_bytes)}); "
-                     f"{r.live} live, {r.kept_young} kept inside the grace period"
-                     + (f"; {expired} stale upload records expired" if expired else ""))
+
+    def human() -> None:
+        click.echo(f"{verb} {len(r.removable)} unreferenced objects "
+                   f"({human_bytes(r.removable_bytes)}); {r.live} live"
+                   + (f"; {expired} stale upload records expired" if expired else ""))
+        if r.kept_young:
+            click.echo(f"kept {r.kept_young} unreferenced objects "
+                       f"({human_bytes(r.kept_young_bytes)}) written in the last "
+                       f"{_span(r.grace_seconds)} (the grace period, for commits in progress); "
+                       "`--grace 0` reclaims them when nothing else is writing")
+        if not apply and r.removable:
+            click.echo("dry run: pass --apply to remove them")
+
+    emit(as_json, r, human)
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:g} s"
 
 
 @click.command()
@@ -95,7 +114,10 @@ def delete(ctx: Ctx, ref: str, reason: str, as_json: bool) -> None:
     """Delete version REF; versions stored as deltas against it are re-based."""
     n = ctx.registry().delete(ref, reason=reason)
     emit(as_json, {"deleted": ref, "rebased": n},
-         f"deleted {ref} ({n} objects re-based); run `modelvc gc --apply` to reclaim space")
+         f"deleted {ref} ({n} objects re-based); `modelvc gc --apply` reclaims its space, "
+         "except objects written in the last hour (gc's grace period, which protects "
+         "commits in progress): `modelvc gc --apply --grace 0` reclaims those too when "
+         "nothing else is writing")
 
 
 def register(group: click.Group) -> None:

@@ -85,12 +85,19 @@ def tag(ctx: Ctx, ref: str, name: str, as_json: bool) -> None:
 @click.option("-r", "--reason", default="", help="Why (recorded in the channel history).")
 @click.option("--force", is_flag=True,
               help="Skip the channel's gates (admins only; needs -r REASON; recorded as force).")
+@click.option("--create", is_flag=True,
+              help="Create CHANNEL if the model has no such channel yet (not needed for a "
+                   "channel the applied policy declares).")
 @json_option
 @click.pass_obj
-def promote(ctx: Ctx, ref: str, channel: str, reason: str, force: bool, as_json: bool) -> None:
-    """Point CHANNEL at version REF (recorded; gated when a policy is applied)."""
+def promote(ctx: Ctx, ref: str, channel: str, reason: str, force: bool, create: bool,
+            as_json: bool) -> None:
+    """Point CHANNEL at version REF (recorded; gated when a policy is applied).
+
+    A channel the model does not have yet is refused (a typo must not make a new one)
+    unless --create is given or the applied policy declares it."""
     reg = ctx.registry()
-    r = reg.promote(ref, channel, reason=reason, force=force)
+    r = reg.promote(ref, channel, reason=reason, force=force, create=create)
     v = reg.resolve(f"{r.model}@{r.version_id}")
     emit(as_json, r, f"{r.model}@{channel} -> v{v.number} ({v.id[:12]})")
 

@@ -66,6 +66,11 @@ class Authority:
     def policy(self) -> Policy | None:
         return applied_policy(self.meta)
 
+    def declares(self, model: str, channel: str) -> bool:
+        """Whether the applied policy names CHANNEL for MODEL (so it may be created)."""
+        pol = self.policy()
+        return pol is not None and pol.rule(model, channel) is not None
+
     def authorize_promotion(self, v: VersionRow, channel: str, actor: str, *, force: bool,
                             reason: str) -> Clearance:
         """Raise PermissionDenied / GateNotPassed unless this move is allowed; what the

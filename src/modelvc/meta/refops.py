@@ -99,7 +99,9 @@ def move_ref(
 
     if create:
         raise AlreadyExists(
-            f"{where} already exists (a {cur.kind})", hint="pick another name or move it"
+            f"{where} already exists (a {cur.kind})",
+            hint="tags are immutable: pick another tag name" if cur.kind == "tag" and kind == "tag"
+            else "pick another name",
         )
     if cur.kind != kind:
         raise Conflict(f"{where} is a {cur.kind}, not a {kind}", hint=f"address it as a {cur.kind}")

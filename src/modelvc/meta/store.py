@@ -132,7 +132,7 @@ class MetaStore(VersionsMixin, GovernanceMixin, AuthMixin, UploadsMixin, FleetMi
                 .where(refs.c.model_id == m.id, refs.c.name == name)
             ).first()
             if row is None:
-                raise RefNotFound(f"no ref {model}@{name}", hint=f"list refs of {model}")
+                raise RefNotFound(f"no ref {model}@{name}", hint=f"see `modelvc refs {model}`")
             return to_ref(row)
 
         return self._tx(tx)

@@ -29,6 +29,7 @@ from .rows import (
 from .schema import models, refs, version_objects, versions
 
 T = TypeVar("T")
+MAX_NUMBER = 2**31 - 1  # versions.number is a 32-bit INTEGER on PostgreSQL
 
 
 class VersionsMixin:
@@ -109,11 +110,13 @@ class VersionsMixin:
 
         def tx(conn: sa.Connection) -> VersionRow:
             m = model_by_name(conn, model)
+            # A number past the column's range (32-bit on PostgreSQL) names no version;
+            # the database would refuse to compare it (OverflowError, DataError).
             row = conn.execute(
                 sa.select(*VERSION_COLUMNS)
                 .select_from(VERSION_FROM)
                 .where(versions.c.model_id == m.id, versions.c.number == number)
-            ).first()
+            ).first() if 0 <= number <= MAX_NUMBER else None
             if row is None:
                 raise RefNotFound(f"{model} has no v{number}", hint=f"run `modelvc log {model}`")
             return to_version(row)

@@ -203,6 +203,7 @@ class PromoteIn(BaseModel):
     expected: str | None = None
     expected_given: bool = False  # None is a real expectation ("the channel is empty")
     force: bool = False
+    create: bool = True  # False: a channel that does not exist yet is refused (a typo)
 
 
 @router.post("/models/{model}/channels/{channel}/promote")
@@ -211,7 +212,7 @@ def promote(model: str, channel: str, body: PromoteIn, p: P, reg: R) -> Any:
     same_model(body.ref, model)
     return encode(reg.promote(body.ref, channel, reason=body.reason, actor=p.name,
                               expected=body.expected if body.expected_given else UNSET,
-                              force=body.force))
+                              force=body.force, create=body.create))
 
 
 class RollbackIn(BaseModel):

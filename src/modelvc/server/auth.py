@@ -50,9 +50,9 @@ def authenticate(request: Request, state: ServerState) -> Principal:
             request.state.principal = p
             return p
         raise Unauthenticated("this registry needs an API token",
-                              hint="pass --token or set MODELVC_TOKEN (HTTP: `Authorization: "
-                                   "Bearer TOKEN`); an admin creates one with "
-                                   "`modelvc token create`")
+                              hint="set MODELVC_TOKEN (push, pull and clone also take "
+                                   "--token; over HTTP send `Authorization: Bearer TOKEN`); "
+                                   "an admin creates one with `modelvc token create`")
     p = principal_for(token, state)
     request.state.principal = p
     return p
@@ -65,8 +65,8 @@ def principal_for(token: str, state: ServerState) -> Principal:
     grant = state.registry().meta.token_grant(hash_token(token))
     if grant is None:
         raise Unauthenticated("the API token is not known to this registry",
-                              hint="check MODELVC_TOKEN / --token, or ask an admin for a "
-                                   "new one (`modelvc token create`)")
+                              hint="check MODELVC_TOKEN (or push/pull/clone's --token), or "
+                                   "ask an admin for a new one (`modelvc token create`)")
     tok, held = grant
     check_token_live(tok)
     bindings = {b.scope: b.role for b in held}

@@ -324,7 +324,7 @@ def _insert(reg: Registry, model: str, branch: str, body: CommitIn,
     head = reg._head_or_none(model, branch)
     parent_id = head.version_id if head else None
     if body.parent is not None:
-        parent_id = reg.resolve(body.parent).id
+        parent_id = reg._parent(body.parent, model).id
         if head is not None and head.version_id != parent_id:
             raise RefMoved(f"branch {model}@{branch} moved: it is not at {body.parent}",
                            hint="commit to a new branch, or drop parent to commit on top")
