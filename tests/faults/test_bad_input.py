@@ -271,7 +271,7 @@ def test_load_a_file_the_version_lacks(env: Env) -> None:
 
     with Registry.open(env.registry) as reg:
         assert len(reg.load("m", file="good.safetensors")) == 12
-        with pytest.raises(PathNotFound, match="no file 'nofile.safetensors'") as info:
+        with pytest.raises(PathNotFound, match=r"no file 'nofile\.safetensors'") as info:
             reg.load("m", file="nofile.safetensors")
         assert info.value.hint and "good.safetensors" in info.value.hint
 
