@@ -40,3 +40,28 @@ def test_models_model_version_pages(page: Page, local_ui: LocalUI, console: Cons
     expect(page.locator("dl.facts")).to_contain_text("v2")  # derived: v2 and v3
     shot(page, "version")
     assert console.errors == []
+
+
+def test_compare_params_metrics_and_tensor_heatmap(page: Page, local_ui: LocalUI,
+                                                   console: Console) -> None:
+    page.goto(local_ui.login_url)
+    page.goto(local_ui.base + "/m/bert")
+    pick = page.locator("form.compare-pick")
+    pick.locator("input[value='bert@v4']").uncheck()
+    pick.locator("input[value='bert@v3']").uncheck()
+    pick.locator("input[value='bert@v2']").check()
+    pick.locator("input[value='bert@v1']").check()
+    pick.locator("button").click()
+    expect(page.locator("h1")).to_have_text("Compare bert@v2, bert@v1")
+    table = page.locator("table.compare")
+    expect(table.locator("tr.differs", has_text="epochs")).to_contain_text("2")
+    expect(table.locator("tr.differs", has_text="acc")).to_contain_text("0.86")
+    expect(table).to_contain_text("tag:paper")
+    heat = page.locator("table.heat tbody")
+    # floats moved by about 1e-3 of their scale; the integer position ids did not move
+    expect(heat.locator("tr", has_text="position_ids").locator("td")).to_have_text("same")
+    changed = heat.locator("tr", has_text="layer.0.weight").locator("td")
+    rel = float(changed.inner_text())
+    assert 1e-4 < rel < 1e-2, rel
+    shot(page, "compare")
+    assert console.errors == []

@@ -54,17 +54,17 @@ class GuardedRegistry:
         self._read(api.model_of(ref))
         return self._reg.manifest(ref)
 
-    def refs(self, model: str, kind: str | None = None) -> list[RefRow]:
+    def refs(self, model: str, *, kind: str | None = None) -> list[RefRow]:
         self._read(model)
-        return self._reg.refs(model, kind)
+        return self._reg.refs(model, kind=kind)
 
-    def history(self, model: str, name: str | None = None) -> list[RefMove]:
+    def history(self, model: str, *, name: str | None = None) -> list[RefMove]:
         self._read(model)
-        return self._reg.history(model, name)
+        return self._reg.history(model, name=name)
 
-    def at(self, model: str, name: str, when: datetime) -> VersionRow | None:
+    def at(self, model: str, name: str, *, when: datetime) -> VersionRow | None:
         self._read(model)
-        return self._reg.at(model, name, when)
+        return self._reg.at(model, name, when=when)
 
     def diff(self, a: str, b: str, *, numeric: bool = True) -> VersionDiff:
         self._read(api.model_of(a))

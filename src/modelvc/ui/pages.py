@@ -63,7 +63,7 @@ def model_page(reg: UIRegistry, base: str, model: str, *, n: int = GRAPH_DEFAULT
     at_result: dict[str, Any] | None = None
     if at_channel and at_time:
         when = parse_when(at_time)
-        hit = reg.at(model, at_channel, when)
+        hit = reg.at(model, at_channel, when=when)
         at_result = {"channel": at_channel, "when": when, "version": hit}
     return {
         "model": model, "versions": vs, "window": window, "older": older, "n": n,

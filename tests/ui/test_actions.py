@@ -1,0 +1,105 @@
+"""Actions on `modelvc server`'s /ui: gated, role-checked and CSRF-protected like the API."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from modelvc.registry import Registry
+from tests.server.proc import Server
+
+from .conftest import Console, login, shot
+from .seed import Seeded
+
+
+def _state(seeded: Seeded) -> tuple[int | None, int, int]:
+    """(bert@production's number, moves of bert, audit entries): what must not change."""
+    with Registry.open(seeded.path) as reg:
+        prod = reg.refs("bert", kind="channel")
+        ids = {v.id: v.number for v in reg.versions("bert")}
+        at = next((ids[r.version_id] for r in prod
+                   if r.name == "production" and r.version_id), None)
+        return at, len(reg.history("bert")), len(reg.audit())
+
+
+def test_promote_refused_by_a_gate_shows_why_and_moves_nothing(
+        page: Page, server: Server, seeded: Seeded, console: Console) -> None:
+    before = _state(seeded)
+    login(page, server, seeded.tokens["maint"])
+    page.goto(server.url + "/ui/m/bert/v/3")
+    page.fill("#p-channel", "production")
+    page.fill("#p-reason", "ship it")
+    page.click("text=Promote v3")
+    alert = page.locator(".error[role=alert]")
+    expect(alert).to_contain_text("bert@v3")
+    expect(alert).to_contain_text("failed the production gates")
+    expect(alert).to_contain_text("acc >= 0.84")  # the gate that refused, by name
+    expect(alert).to_contain_text("Nothing was changed")
+    shot(page, "promote-refused")
+    assert _state(seeded) == before
+    # Chromium logs the refusal's 409 status; nothing else may be logged.
+    assert [e for e in console.errors if "409" not in e or "/ui/act/promote" not in e] == []
+
+
+def test_rollback_by_a_maintainer_shows_in_timeline_and_audit(
+        page: Page, server: Server, seeded: Seeded, console: Console) -> None:
+    at_before, moves_before, _ = _state(seeded)
+    login(page, server, seeded.tokens["maint"])
+    page.goto(server.url + "/ui/m/bert")
+    row = page.locator("section[aria-labelledby=channels] tr", has_text="production")
+    row.locator("input[name=reason]").fill("latency regression in v2")
+    row.locator("button", has_text="Roll back production").click()
+    expect(page.locator(".notice[role=status]")).to_contain_text("rolled back production")
+    first = page.locator("section[aria-labelledby=timeline] tbody tr").first
+    expect(first).to_contain_text("rollback")
+    expect(first).to_contain_text("maint")
+    expect(first).to_contain_text("latency regression in v2")
+    at_after, moves_after, _ = _state(seeded)
+    assert (at_before, at_after, moves_after) == (2, 1, moves_before + 1)
+
+    page.click("text=Audit trail of bert")
+    entry = page.locator("table.audit tbody tr").first
+    expect(entry).to_contain_text("rollback")
+    expect(entry).to_contain_text("maint")
+    expect(entry).to_contain_text("bert@production")
+    expect(entry).to_contain_text("latency regression in v2")
+    assert console.errors == []
+
+
+def test_reader_sees_no_actions_and_a_forged_post_is_refused(
+        page: Page, server: Server, seeded: Seeded, console: Console) -> None:
+    login(page, server, seeded.tokens["reader"])
+    page.goto(server.url + "/ui/m/bert/v/2")
+    expect(page.locator("h1")).to_contain_text("bert@v2")
+    expect(page.locator("form.act")).to_have_count(0)
+    expect(page.locator("section.actions")).to_have_count(0)
+    page.goto(server.url + "/ui/m/bert")
+    expect(page.locator("form.act")).to_have_count(0)
+    expect(page.locator("button", has_text="Roll back")).to_have_count(0)
+
+    before = _state(seeded)
+    csrf = page.locator("form[action$='/logout'] input[name=_csrf]").get_attribute("value")
+    assert csrf  # a valid CSRF token of the reader's own session: roles still refuse
+    for path, form in (("rollback", {"model": "bert", "channel": "production",
+                                     "reason": "forged"}),
+                       ("promote", {"model": "bert", "number": "3", "channel": "staging"}),
+                       ("tag", {"model": "bert", "number": "1", "name": "forged"})):
+        resp = page.request.post(f"{server.url}/ui/act/{path}", form={**form, "_csrf": csrf},
+                                 max_redirects=0)
+        assert resp.status == 403, (path, resp.status, resp.text()[:500])
+        assert "needs the" in resp.text()
+    assert _state(seeded) == before
+    assert console.errors == []
+
+
+def test_a_post_without_the_csrf_token_is_refused(
+        page: Page, server: Server, seeded: Seeded) -> None:
+    login(page, server, seeded.tokens["admin"])
+    before = _state(seeded)
+    for extra in ({}, {"_csrf": "0" * 64}):
+        resp = page.request.post(f"{server.url}/ui/act/tag", max_redirects=0, form={
+            "model": "bert", "number": "1", "name": "no-csrf", **extra})
+        assert resp.status == 403
+        assert "CSRF" in resp.text()
+    assert _state(seeded) == before
+    with Registry.open(seeded.path) as reg:
+        assert "no-csrf" not in {r.name for r in reg.refs("bert", kind="tag")}
