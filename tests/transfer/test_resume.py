@@ -452,3 +452,45 @@ def test_without_balancer_affinity_large_objects_still_arrive(
         srv.checkout("big2@main", tmp_path / "out2")
         assert (tmp_path / "out2" / "model.safetensors").read_bytes() == other.read_bytes()
     _check_served(one, src_file, tmp_path)
+
+
+def test_a_push_cut_by_an_s3_outage_keeps_the_received_object_and_sends_nothing_again(
+        source: tuple[Registry, Path], tmp_path: Path) -> None:
+    """Issue 11.5: the server's objects are on S3 (a real SeaweedFS) and S3 refuses the
+    big object's write after the server received and verified all of it. The push
+    fails; the spool is kept, so the resumed push sends none of the object's bytes
+    again and the server stores it from the spool."""
+    from tests.services.s3 import start_seaweed
+    from tests.services.s3fault import WRITES, S3Fault
+
+    src, src_file = source
+    big = _big(src)
+    s3 = start_seaweed(tmp_path / "s3")
+    try:
+        with S3Fault(s3.endpoint) as fault:
+            repo = tmp_path / "served"
+            Registry.init(repo, objects_url=(
+                f"s3://{s3.bucket}/served?endpoint={fault.endpoint}&region=us-east-1"
+                f"&access_key={s3.access_key}&secret_key={s3.secret_key}")).close()
+            token = grant_token(repo, "wes", "writer", "big")
+            server = Server(repo, tmp_path / "server.log").start()
+            try:
+                fault.refuse(WRITES, only=big.id[2:])  # the big object cannot be written
+                with pytest.raises(StorageError):
+                    _resume(server.url, token, src)
+                assert fault.refusals() > 0
+                [spool] = _spools(repo)
+                assert spool.stat().st_size == big.stored_size  # received whole, kept
+                fault.heal()
+                end, result = _resume(server.url, token, src)
+                assert result.versions == [src.resolve("big@main").id]
+                assert end.sent[big.id] == 0 and result.bytes_resumed == big.stored_size
+                # The server process took the object's bytes in once, over both attempts.
+                done = [r for r in _log(server, "upload complete") if r["object"] == big.id]
+                assert [r["received"] for r in done] == [big.stored_size]
+                assert _spools(repo) == []
+                _check_served(repo, src_file, tmp_path)
+            finally:
+                server.stop()
+    finally:
+        s3.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from modelvc.errors import CorruptObject
+from modelvc.errors import CorruptObject, StorageError
 from modelvc.transfer.sessions import ChunkRefused, SessionMoved, Sessions
 
 OID = blake3.blake3(b"object").hexdigest()
@@ -96,3 +96,16 @@ def test_the_digest_is_of_the_file_whoever_wrote_it(tmp_path: Path) -> None:
     a.append("wes", "raw", OID, 8, 4, b"efgh")
     with a.complete("wes", "raw", OID, 8) as path:
         assert a.digest(path) == _digest(b"wxyzefgh")
+
+
+def test_a_failed_store_keeps_the_complete_session(tmp_path: Path) -> None:
+    """Issue 11.5: the store failing after the spool was received (an S3 outage) is
+    not the upload's fault: the spool stays for the next attempt to store."""
+    s = Sessions(tmp_path, ttl=3600)
+    s.append("wes", "object", OID, 4, 0, b"abcd")
+    with pytest.raises(StorageError), s.complete("wes", "object", OID, 4):
+        raise StorageError("cannot write it: the S3 endpoint is down")
+    assert s.offset("wes", "object", OID, 4) == 4
+    with s.complete("wes", "object", OID, 4) as path:  # the retry stores it
+        assert path.read_bytes() == b"abcd"
+    assert s.offset("wes", "object", OID, 4) == 0

@@ -150,8 +150,9 @@ async def upload_chunk(model: str, object_id: str, size: int, offset: int, reque
 def _finish_raw(reg: Registry, sessions: Sessions, subject: str, model: str, oid: str,
                 size: int, kind: str, dtype: str | None, shape: str, file: str,
                 tensor: str | None, base: str | None) -> tuple[dict[str, Any], Received | None]:
-    """Hash the complete spool against the id, then encode and store it. The session is
-    removed either way: a mismatch restarts the segment at byte 0."""
+    """Hash the complete spool against the id, then encode and store it. A mismatch
+    discards the session (the segment restarts at byte 0); a failed store keeps it
+    for the retried commit (Sessions.complete)."""
     with sessions.complete(subject, "raw", oid, size) as path:
         seen = sessions.seen(subject, "raw", oid, size)
         if sessions.digest(path) != oid:

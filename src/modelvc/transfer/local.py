@@ -155,8 +155,9 @@ class LocalEnd:
 
     def finish(self, sessions: Sessions, subject: str, oid: str, size: int
                ) -> Received | None:
-        """Verify the complete session of OID and store it. The session is removed
-        either way: a failed check (CorruptObject) restarts the object at byte 0."""
+        """Verify the complete session of OID and store it. A failed check
+        (CorruptObject) discards the session (the object restarts at byte 0); a failed
+        store keeps it for the next attempt (Sessions.complete)."""
         with sessions.complete(subject, "object", oid, size) as path:
             seen = sessions.seen(subject, "object", oid, size)
             self.write_file(oid, path)

@@ -10,7 +10,8 @@ offset truncates: the sender decides), never beyond it (SessionMoved says what i
 A chunk with a BLAKE3 digest that does not match is refused before it touches the file
 (ChunkRefused). Nothing in a session is an object: the caller verifies the complete
 spool (decoded BLAKE3 against the id) and only then stores it; a failed verification
-discards it, so the next attempt starts cleanly at 0. Each session is the subject's
+discards it, so the next attempt starts cleanly at 0, while a failed store (S3 down)
+keeps it for the next attempt to store without re-sending. Each session is the subject's
 own: another subject's chunks go into its own spool, never into this one.
 
 Over HTTP a request carries a batch of chunks as frames, each appended as it arrives:
@@ -219,8 +220,11 @@ class Sessions:
 
     @contextlib.contextmanager
     def complete(self, subject: str, kind: str, oid: str, size: int) -> Iterator[Path]:
-        """The complete spool, locked, for the caller to verify and store; it is removed
-        afterwards, also when verification fails (the next attempt restarts at 0)."""
+        """The complete spool, locked, for the caller to verify and store. It is removed
+        once stored, or when its content is refused (CorruptObject: the next attempt
+        restarts at 0). Any other failure (the store is down, the disk full) is not
+        the upload's fault: the spool stays, and the next attempt, finding it whole,
+        stores it without sending a byte again (verified again first)."""
         path = self.path(subject, kind, oid, size)
         with self._locked(path, create=False) as fd:
             held = os.fstat(fd).st_size
@@ -228,10 +232,15 @@ class Sessions:
                 raise SessionMoved(held=held)
             try:
                 yield path
-            finally:
-                self._forget(path)
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            except CorruptObject:
+                self._remove(path)
+                raise
+            self._remove(path)
+
+    def _remove(self, path: Path) -> None:
+        self._forget(path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
     @staticmethod
     def digest(path: Path) -> str:
