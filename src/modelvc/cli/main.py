@@ -87,8 +87,10 @@ def cli(ctx: click.Context, registry: str | None) -> None:
 CLI_CACHE_MB = "32"
 
 
-def main() -> None:
-    os.environ.setdefault("MODELVC_CACHE_MB", CLI_CACHE_MB)
+def build() -> click.Group:
+    """The `modelvc` group with every command registered (idempotent)."""
+    if cli.commands:
+        return cli
     from . import (
         admin_cmds,
         audit_cmds,
@@ -109,7 +111,12 @@ def main() -> None:
                 serve_cmds, gate_cmds, transfer_cmds, server_cmds, token_cmds, deploy_cmds,
                 ui_cmds):
         mod.register(cli)
-    cli(prog_name="modelvc")
+    return cli
+
+
+def main() -> None:
+    os.environ.setdefault("MODELVC_CACHE_MB", CLI_CACHE_MB)
+    build()(prog_name="modelvc")
 
 
 if __name__ == "__main__":

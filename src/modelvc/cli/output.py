@@ -41,6 +41,12 @@ def emit(as_json: bool, data: Any, human: Callable[[], None] | str | None = None
         click.echo(human)
 
 
+def emit_line(data: Any) -> None:
+    """One JSON object on one line (a long-running command's start-up record)."""
+    click.echo(json.dumps(to_jsonable(data), sort_keys=True), nl=True)
+    sys.stdout.flush()
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .main import Ctx
+from .main import Ctx, json_option
+from .output import emit_line
 
 
 def _need_serving() -> None:
@@ -45,23 +46,38 @@ def _need_serving() -> None:
               help="Join a fleet: switch only when a deployment says so (modelvc deploy).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="Replica label deployments select on (repeatable; implies --fleet).")
-@click.option("--replica-id", help="Replica id in the fleet (default HOSTNAME-PORT).")
-@click.option("--advertise", metavar="URL", help="URL the fleet reaches this gateway at.")
-@click.option("--heartbeat", type=float, help="Seconds between fleet reports (1.0).")
+@click.option("--replica-id", help="Replica id in the fleet (default HOSTNAME-PORT; needs "
+              "--fleet).")
+@click.option("--advertise", metavar="URL",
+              help="URL the fleet reaches this gateway at (needs --fleet).")
+@click.option("--heartbeat", type=float, help="Seconds between fleet reports (1.0; needs --fleet).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@json_option
 @click.pass_obj
 def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | None,
           port: int | None, canary: str | None, canary_percent: float, no_auto: bool,
           actor: str | None, shadow: str | None, poll_interval: float | None, trust: str | None,
           workers: int | None, fleet: bool, labels: tuple[str, ...], replica_id: str | None,
-          advertise: str | None, heartbeat: float | None, log_level: str) -> None:
+          advertise: str | None, heartbeat: float | None, log_level: str,
+          as_json: bool) -> None:
     """Serve models over the Open Inference Protocol v2, following their channels.
 
     \b
       modelvc serve digits@production --canary canary --canary-percent 20
       modelvc serve --config serve.toml
+
+    With --json the start-up line is a JSON object on stdout (logs stay on stderr).
     """
+    fleet_only = [flag for flag, given in (("--replica-id", replica_id),
+                                           ("--advertise", advertise),
+                                           ("--heartbeat", heartbeat)) if given is not None]
+    if fleet_only and not (fleet or labels):
+        # A fleet gateway stops following its channel: that must be asked for, not implied.
+        raise UsageError(f"{', '.join(fleet_only)} only apply to a fleet gateway",
+                         hint="add --fleet (the gateway then switches versions only when a "
+                              "deployment says so, not when its channel moves), or drop "
+                              + ("them" if len(fleet_only) > 1 else "it"))
     _need_serving()
     import logging
 
@@ -88,8 +104,14 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
         overrides["fleet"] = {k: v for k, v in spec.items() if v is not None}
     cfg = load_config(Path(config) if config else None, overrides)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    click.echo(f"serving {', '.join(f'{m.name}@{m.ref}' for m in cfg.models)} "
-               f"on http://{cfg.host}:{cfg.port}/v2", err=True)
+    names = [f"{m.name}@{m.ref}" for m in cfg.models]
+    url = f"http://{cfg.host}:{cfg.port}/v2"
+    mode = ("fleet: switches when a deployment says so" if cfg.fleet is not None
+            else "following the channels")
+    if as_json:
+        emit_line({"serving": names, "url": url, "fleet": cfg.fleet is not None})
+    else:
+        click.echo(f"serving {', '.join(names)} on {url} ({mode})", err=True)
     try:
         serve_forever(ctx.registry(), cfg, log_level=log_level)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown

@@ -8,7 +8,8 @@ import os
 import click
 
 from ..errors import RegistryNotFound, UsageError
-from .main import Ctx
+from .main import Ctx, json_option
+from .output import emit_line
 
 
 @click.command("server")
@@ -23,10 +24,11 @@ from .main import Ctx
               help="Let callers without a token read (default: no).")
 @click.option("--public-url", help="How clients reach this server (for URLs in responses).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@json_option
 @click.pass_obj
 def server(ctx: Ctx, registry_path: str | None, host: str | None, port: int | None,
            config: str | None, anonymous_read: bool | None, public_url: str | None,
-           log_level: str | None) -> None:
+           log_level: str | None, as_json: bool) -> None:
     """Serve the registry over HTTP: /api/v1 (OpenAPI at /openapi.json), /healthz, /readyz.
 
     \b
@@ -35,6 +37,7 @@ def server(ctx: Ctx, registry_path: str | None, host: str | None, port: int | No
       modelvc role grant alice admin --on '*'
       modelvc token create laptop --subject alice
     SIGTERM/SIGINT stop accepting, finish in-flight requests, then exit.
+    --json: the start-up line is a JSON object on stdout and the log is JSON lines.
     """
     try:
         import fastapi  # noqa: F401
@@ -57,8 +60,10 @@ def server(ctx: Ctx, registry_path: str | None, host: str | None, port: int | No
             registry_path = str(find(None).root)
     cfg = load_config(config, registry=registry_path, host=host, port=port,
                       anonymous_read=anonymous_read, public_url=public_url, log_level=log_level)
-    logs.setup(cfg.log_level, cfg.log_json)
+    logs.setup(cfg.log_level, cfg.log_json or as_json)
     app = create_app(cfg)
+    if as_json:  # the human form is the log's "started" line
+        emit_line({"url": f"http://{cfg.host}:{cfg.port}", "registry": str(cfg.registry)})
     uvicorn.Server(uvicorn.Config(
         app, host=cfg.host, port=cfg.port, log_config=None, access_log=False,
         timeout_graceful_shutdown=int(cfg.graceful_timeout), lifespan="on",

@@ -67,13 +67,15 @@ def key_list(ctx: Ctx, as_json: bool) -> None:
 @key.command("revoke")
 @click.argument("name")
 @click.option("--reason", default="", help="Why (recorded in the audit trail).")
+@json_option
 @click.pass_obj
-def key_revoke(ctx: Ctx, name: str, reason: str) -> None:
+def key_revoke(ctx: Ctx, name: str, reason: str, as_json: bool) -> None:
     """Revoke a key: its signatures no longer count anywhere."""
     from ..signing import revoke_key
 
     k = revoke_key(ctx.registry(), name, reason=reason)
-    click.echo(f"key {k.name} ({k.id[:12]}) revoked")
+    emit(as_json, {"name": k.name, "id": k.id, "revoked_at": k.revoked_at},
+         f"key {k.name} ({k.id[:12]}) revoked")
 
 
 @click.command("sign")
@@ -129,29 +131,35 @@ def signature() -> None:
 @signature.command("export")
 @click.argument("ref")
 @click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--key", "key_name", help="The signature of this key (default: any valid one).")
+@click.option("--key", "key_name",
+              help="The signature of this key (needed when several keys signed REF).")
+@json_option
 @click.pass_obj
-def signature_export(ctx: Ctx, ref: str, dest: Path, key_name: str | None) -> None:
+def signature_export(ctx: Ctx, ref: str, dest: Path, key_name: str | None,
+                     as_json: bool) -> None:
     """Write REF's signature as a model-signing bundle: DEST/model.sig (a checkout) or DEST."""
     from ..signing import export_signature
 
-    path = export_signature(ctx.registry(), ref, dest, key=key_name)
-    click.echo(f"wrote {path}\nverify: model_signing verify key {dest if dest.is_dir() else '.'}"
-               f" --signature {os.fspath(path)} --public_key PUBKEY")
+    path, signer = export_signature(ctx.registry(), ref, dest, key=key_name)
+    emit(as_json, {"path": os.fspath(path), "key": signer},
+         f"wrote {path} (key {signer})\nverify: model_signing verify key "
+         f"{dest if dest.is_dir() else '.'} --signature {os.fspath(path)} --public_key PUBKEY")
 
 
 @signature.command("import")
 @click.argument("ref")
 @click.argument("sigfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
 @click.pass_obj
-def signature_import(ctx: Ctx, ref: str, sigfile: Path) -> None:
+def signature_import(ctx: Ctx, ref: str, sigfile: Path, as_json: bool) -> None:
     """Store a bundle made by `model_signing sign key` over REF's files (verified first)."""
     from ..signing import import_signature
 
     reg = ctx.registry()
     s = import_signature(reg, ref, sigfile)
-    click.echo(f"imported signature of {ref} ({s.version_id[:12]}) by key "
-               f"{reg.meta.get_key(s.key_id).name}")
+    name = reg.meta.get_key(s.key_id).name
+    emit(as_json, {"version": s.version_id, "key": name, "signer": s.signer},
+         f"imported signature of {ref} ({s.version_id[:12]}) by key {name}")
 
 
 def register(group: click.Group) -> None:

@@ -136,15 +136,17 @@ def role_grant(ctx: Ctx, subject: str, role_name: str, scope: str, as_json: bool
 @role.command("revoke")
 @click.argument("subject")
 @click.option("--on", "scope", required=True, metavar="MODEL_OR_PATTERN")
+@json_option
 @click.pass_obj
-def role_revoke(ctx: Ctx, subject: str, scope: str) -> None:
+def role_revoke(ctx: Ctx, subject: str, scope: str, as_json: bool) -> None:
     """Remove SUBJECT's role on a model or pattern."""
     remote = _remote(ctx)
     if remote is not None:
         remote.revoke_role(subject, on=scope)
     else:
         ctx.registry().meta.revoke_role(subject, scope, actor=_actor())
-    click.echo(f"{subject} has no role on {scope} any more")
+    emit(as_json, {"subject": subject, "scope": scope, "role": None},
+         f"{subject} has no role on {scope} any more")
 
 
 @role.command("list")

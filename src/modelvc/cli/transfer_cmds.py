@@ -100,28 +100,33 @@ def remote() -> None:
 @remote.command("add")
 @click.argument("name")
 @click.argument("url")
+@json_option
 @click.pass_obj
-def remote_add(ctx: Ctx, name: str, url: str) -> None:
+def remote_add(ctx: Ctx, name: str, url: str, as_json: bool) -> None:
     """Remember URL (a server or a folder) as NAME."""
     from ..transfer import add_remote
 
     add_remote(ctx.registry(), name, url)
-    click.echo(f"remote {name} -> {url}")
+    emit(as_json, {"name": name, "url": url}, f"remote {name} -> {url}")
 
 
 @remote.command("remove")
 @click.argument("name")
+@json_option
 @click.pass_obj
-def remote_remove(ctx: Ctx, name: str) -> None:
+def remote_remove(ctx: Ctx, name: str, as_json: bool) -> None:
+    """Forget remote NAME."""
     from ..transfer import remove_remote
 
     remove_remote(ctx.registry(), name)
+    emit(as_json, {"removed": name}, f"remote {name} removed")
 
 
 @remote.command("list")
 @json_option
 @click.pass_obj
 def remote_list(ctx: Ctx, as_json: bool) -> None:
+    """Named remotes and their URLs."""
     from ..transfer import remotes
 
     table = remotes(ctx.registry())

@@ -132,9 +132,11 @@ def verify_version(reg: Registry, version: VersionRow, key_names: Sequence[str] 
         return False, exc.message
 
 
-def export_signature(reg: Registry, ref: str, dest: Path, *, key: str | None = None) -> Path:
+def export_signature(reg: Registry, ref: str, dest: Path, *, key: str | None = None
+                     ) -> tuple[Path, str]:
     """Write a valid signature of REF as a model-signing bundle: DEST/model.sig when DEST
-    is a folder (a checkout), else DEST itself."""
+    is a folder (a checkout), else DEST itself. Without `key` the version must have valid
+    signatures by one key only. Returns the file written and the key's name."""
     v, checks = check_version(reg, ref)
     wanted = reg.meta.get_key(key).id if key else None
     ok = [c for c in checks if c.status == "valid" and wanted in (None, c.key_id)]
@@ -142,8 +144,13 @@ def export_signature(reg: Registry, ref: str, dest: Path, *, key: str | None = N
         raise NotFound(f"{v.model}@v{v.number} has no valid signature"
                        + (f" by key {key}" if key else ""),
                        hint=f"sign it first: `modelvc sign {ref} --key KEYFILE`")
+    signers = sorted({c.key for c in ok})
+    if len(signers) > 1:  # a bundle carries one signature: which one must be said
+        raise UsageError(f"{v.model}@v{v.number} has valid signatures by {len(signers)} keys: "
+                         + ", ".join(signers),
+                         hint="choose one with --key NAME")
     text = next(s.signature for s in reg.meta.signatures(v.id) if s.key_id == ok[0].key_id)
     dest = Path(dest)
     path = dest / bundle.SIGNATURE_NAME if dest.is_dir() else dest
     atomic_write(path, text.encode(), mode=0o644)
-    return path
+    return path, ok[0].key
