@@ -189,13 +189,15 @@ class UI:
     def model(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
         qp = request.query_params
         return pages.model_page(
-            reg, request.scope.get("root_path", ""), request.path_params["model"],
+            reg, self.summaries.versions, request.scope.get("root_path", ""),
+            request.path_params["model"],
             n=_int(qp.get("n"), pages.GRAPH_DEFAULT),
             before=_int(qp.get("before"), 0) or None,
             at_channel=qp.get("at_channel", ""), at_time=qp.get("at_time", ""))
 
     def version(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
-        return pages.version_page(reg, request.scope.get("root_path", ""),
+        return pages.version_page(reg, self.summaries.versions,
+                                  request.scope.get("root_path", ""),
                                   request.path_params["model"],
                                   _int(request.path_params["number"], 0))
 

@@ -15,6 +15,7 @@ from . import charts, graph
 from .port import UIRegistry
 from .views import (
     RefsAt,
+    VersionsCache,
     channel_timeline,
     flatten,
     numeric_metrics,
@@ -41,12 +42,11 @@ def parse_when(text: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def model_page(reg: UIRegistry, base: str, model: str, *, n: int = GRAPH_DEFAULT,
-               before: int | None = None, at_channel: str = "", at_time: str = ""
-               ) -> dict[str, Any]:
-    everything = reg.versions(model)  # newest first
+def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
+               n: int = GRAPH_DEFAULT, before: int | None = None, at_channel: str = "",
+               at_time: str = "") -> dict[str, Any]:
+    everything, refs = cache.get(reg, model)  # newest first
     vs = [v for v in everything if v.deleted_at is None]
-    refs = reg.refs(model)
     numbers = {v.id: v.number for v in everything}
     n = max(10, min(GRAPH_MAX, n))
     window = [v for v in vs if before is None or v.number < before][:n]
@@ -96,14 +96,15 @@ def _files(m: Manifest, stored_of: dict[str, int]) -> list[FileRow]:
     return rows
 
 
-def version_page(reg: UIRegistry, base: str, model: str, number: int) -> dict[str, Any]:
+def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
+                 number: int) -> dict[str, Any]:
     ref = f"{model}@v{number}"
     v = reg.resolve(ref, deleted=True)
-    everything = reg.versions(model)
+    everything, all_refs = cache.get(reg, model)
     by_id = {x.id: x for x in everything}
     parents = [by_id.get(p) for p in v.parents]
     children = sorted((x for x in everything if v.id in x.parents), key=lambda x: x.number)
-    refs = [r for r in reg.refs(model) if r.version_id == v.id]
+    refs = [r for r in all_refs if r.version_id == v.id]
     files: list[FileRow] = []
     if v.deleted_at is None:
         m = reg.manifest(f"{model}@{v.id}")

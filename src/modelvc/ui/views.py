@@ -32,9 +32,50 @@ class ModelSummary:
         return self.stored / self.raw if self.raw else 0.0
 
 
-def summarize(reg: UIRegistry, name: str) -> ModelSummary:
-    vs = [v for v in reg.versions(name) if v.deleted_at is None]
-    refs = reg.refs(name)
+class VersionsCache:
+    """A model's versions, kept while its refs are unchanged (at most `ttl` seconds).
+
+    Every commit moves a branch (its revision grows) and every promotion a channel, so
+    the refs, one cheap call that is authorized like versions(), tell when the list
+    changed; deleting a version moves no ref, hence the ttl. A model of 10,000
+    versions then costs one refs() call per page instead of decoding 10,000 rows."""
+
+    def __init__(self, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 size: int = 64) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[float, tuple[Any, ...], list[VersionRow]]] = {}
+
+    def get(self, reg: UIRegistry, model: str) -> tuple[list[VersionRow], list[RefRow]]:
+        """(versions newest first, refs)."""
+        refs = reg.refs(model)
+        key = tuple(sorted((r.name, r.kind, r.version_id, r.revision) for r in refs))
+        now = self.clock()
+        with self._lock:
+            hit = self._items.get(model)
+        if hit is not None and hit[1] == key and now - hit[0] < self.ttl:
+            return hit[2], refs
+        vs = reg.versions(model)
+        with self._lock:
+            if len(self._items) >= self.size:
+                self._items.pop(next(iter(self._items)))
+            self._items[model] = (now, key, vs)
+        return vs, refs
+
+    def drop(self, model: str) -> None:
+        with self._lock:
+            self._items.pop(model, None)
+
+
+def summarize(reg: UIRegistry, name: str, versions: VersionsCache | None = None
+              ) -> ModelSummary:
+    if versions is not None:
+        every, refs = versions.get(reg, name)
+    else:
+        every, refs = reg.versions(name), reg.refs(name)
+    vs = [v for v in every if v.deleted_at is None]
     numbers = {v.id: v.number for v in vs}
     times = [v.created_at for v in vs] + [r.updated_at for r in refs]
     return ModelSummary(
@@ -52,9 +93,11 @@ class SummaryCache:
     costs two registry calls, so they are kept for `ttl` seconds (and dropped at once
     when this UI changes something). Sorting by name summarizes only the page shown."""
 
-    def __init__(self, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 versions: VersionsCache | None = None) -> None:
         self.ttl = ttl
         self.clock = clock
+        self.versions = versions or VersionsCache(clock=clock)
         self._lock = threading.Lock()
         self._items: dict[str, tuple[float, ModelSummary]] = {}
 
@@ -64,17 +107,16 @@ class SummaryCache:
             hit = self._items.get(name)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
-        s = summarize(reg, name)
+        s = summarize(reg, name, self.versions)
         with self._lock:
             self._items[name] = (now, s)
         return s
 
-    def drop(self, name: str | None = None) -> None:
+    def drop(self, name: str) -> None:
+        """Forget what this UI just changed (the next page shows it)."""
+        self.versions.drop(name)
         with self._lock:
-            if name is None:
-                self._items.clear()
-            else:
-                self._items.pop(name, None)
+            self._items.pop(name, None)
 
 
 @dataclass

@@ -1,0 +1,70 @@
+"""The lineage graph's lanes: no edge runs over another version, lanes are reused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modelvc.meta.api import VersionRow
+from modelvc.ui.graph import layout, svg
+
+
+def _v(n: int, parents: list[int]) -> VersionRow:
+    return VersionRow(id=f"id{n}", model="m", number=n, created_at=datetime.now(UTC),
+                      author="a", message=f"m{n}", parents=[f"id{p}" for p in parents],
+                      params={}, metrics={}, lineage={}, raw_size=1, stored_size=1)
+
+
+def _check(vs: list[VersionRow]) -> int:
+    lay = layout(vs)
+    assert [nd.v.number for nd in lay.nodes] == sorted((v.number for v in vs), reverse=True)
+    at = {(nd.lane, nd.row) for nd in lay.nodes}
+    for child, parent, merge in lay.edges:
+        if parent is None or merge:
+            continue
+        # the first-parent edge runs down the child's lane to just above the parent
+        for row in range(child.row + 1, parent.row):
+            assert (child.lane, row) not in at, (child.v.number, parent.v.number, row)
+    return lay.lanes
+
+
+def test_linear_history_is_one_lane() -> None:
+    assert _check([_v(1, []), _v(2, [1]), _v(3, [2])]) == 1
+
+
+def test_branches_and_exports_take_lanes_and_free_them() -> None:
+    # main: 1-2-4-6; dev from 1: 3-5; export leaf from 2: 7 (reuses no busy lane)
+    vs = [_v(1, []), _v(2, [1]), _v(3, [1]), _v(4, [2]), _v(5, [3]), _v(6, [4]),
+          _v(7, [2]), _v(8, [6, 5])]
+    lanes = _check(vs)
+    lay = layout(vs)
+    lane = {nd.v.number: nd.lane for nd in lay.nodes}
+    assert lane[1] == lane[2] == lane[4] == lane[6] == lane[8] == 0
+    assert lane[3] == lane[5] != 0
+    assert lanes == 3
+    assert len([e for e in lay.edges if e[2]]) == 1  # the merge into v8
+
+
+def test_parents_outside_the_window_are_stubs() -> None:
+    lay = layout([_v(5, [4]), _v(6, [5])])
+    assert [(c.v.number, p) for c, p, _ in lay.edges if p is None] == [(5, None)]
+
+
+def test_svg_escapes_and_labels_every_version() -> None:
+    v = _v(1, [])
+    v = VersionRow(**{**v.__dict__, "message": "<script>x</script> & more"})
+    out = svg(layout([v]), lambda _id: [], lambda v: f"/v/{v.number}", title="t <&>")
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    assert 'aria-label="t &lt;&amp;&gt;"' in out and 'aria-label="v1 by a: ' in out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 10**6), max_size=2), min_size=1, max_size=60))
+def test_random_histories_never_draw_over_a_version(picks: list[list[int]]) -> None:
+    vs = []
+    for n, ps in enumerate(picks, start=1):
+        parents = sorted({p % (n - 1) + 1 for p in ps}) if n > 1 else []
+        vs.append(_v(n, parents))
+    _check(vs)
