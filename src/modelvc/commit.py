@@ -16,6 +16,7 @@ from pathlib import Path
 from .codec.buffers import POOL
 from .errors import InvalidModelFile, PathNotFound, UsageError
 from .formats import Segment, plan_file
+from .ingest.references import References
 from .manifest import FileEntry, SegmentRef
 from .meta.api import ObjectRow
 from .pipeline import windowed
@@ -69,15 +70,11 @@ class FileStorer:
         self.pool = pool
         self.progress = progress or (lambda n: None)
 
-    def store(
-        self, files: list[tuple[str, Path]], parent_tensors: dict[tuple[str, str], SegmentRef]
-    ) -> StoreResult:
-        by_name: dict[str, SegmentRef] = {}
-        for (_, name), seg in parent_tensors.items():
-            by_name.setdefault(name, seg)
+    def store(self, files: list[tuple[str, Path]], refs: References) -> StoreResult:
+        """Store FILES; tensors delta against REFS (the parent version's)."""
         result = StoreResult()
         for rel, abspath in files:
-            result.files.append(self._store_file(rel, abspath, parent_tensors, by_name, result))
+            result.files.append(self._store_file(rel, abspath, refs, result))
         self._settle(result, self.io.write_batch())
         return result
 
@@ -98,18 +95,17 @@ class FileStorer:
         self,
         rel: str,
         path: Path,
-        parent: dict[tuple[str, str], SegmentRef],
-        by_name: dict[str, SegmentRef],
+        refs: References,
         result: StoreResult,
     ) -> FileEntry:
         plan = plan_file(path)
         fd = os.open(path, os.O_RDONLY)
         try:
             sha = self.pool.submit(_sha256, fd, plan.size)
-            refs: list[SegmentRef] = []
+            segs: list[SegmentRef] = []
             for seg, row, new, chain in windowed(
                 self.pool, plan.segments,
-                lambda s: self._store_segment(fd, s, rel, parent, by_name), window=AHEAD,
+                lambda s: self._store_segment(fd, s, rel, refs), window=AHEAD,
             ):
                 if row.id not in result.objects:
                     result.objects[row.id] = row
@@ -118,22 +114,21 @@ class FileStorer:
                         result.new_ids.append(row.id)
                 for c in chain:
                     result.ref_objects.setdefault(c.id, c)
-                refs.append(_segment_ref(seg, row.id))
+                segs.append(_segment_ref(seg, row.id))
                 self.progress(seg.length)
             digest = sha.result()
         finally:
             os.close(fd)
-        if sum(r.size for r in refs) != plan.size:
+        if sum(r.size for r in segs) != plan.size:
             raise InvalidModelFile(f"{path} changed while it was being committed; retry")
-        return FileEntry(rel, plan.size, digest, plan.format, tuple(refs), dict(plan.info))
+        return FileEntry(rel, plan.size, digest, plan.format, tuple(segs), dict(plan.info))
 
     def _store_segment(
         self,
         fd: int,
         seg: Segment,
         rel: str,
-        parent: dict[tuple[str, str], SegmentRef],
-        by_name: dict[str, SegmentRef],
+        refs: References,
     ) -> tuple[Segment, ObjectRow, bool, list[ObjectRow]]:
         def read(off: int, n: int) -> bytes:
             data = os.pread(fd, n, seg.offset + off)
@@ -144,7 +139,7 @@ class FileStorer:
 
         if seg.kind == "tensor":
             assert seg.name is not None and seg.dtype is not None and seg.shape is not None
-            ref = parent.get((rel, seg.name)) or by_name.get(seg.name)
+            ref = refs.get(rel, seg.name)
             ref_id = ref.id if ref else None
             if seg.length > STREAM_BYTES:  # hashed, then encoded, block by block
                 stored = self.io.put_tensor_from(read, seg.dtype, seg.shape, ref=ref_id)

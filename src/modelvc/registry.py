@@ -8,9 +8,9 @@ any point leaves at most unreferenced objects, which gc removes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -21,7 +21,6 @@ from .errors import (
     AmbiguousRef,
     Conflict,
     ModelNotFound,
-    NotFound,
     RefMoved,
     RefNotFound,
     UsageError,
@@ -30,9 +29,7 @@ from .lineage import author as default_author
 from .lineage import capture
 from .manifest import FileEntry, Manifest
 from .meta.api import (
-    AuditEntry,
     AuditRow,
-    NewVersion,
     ObjectRow,
     RefKind,
     RefMove,
@@ -251,26 +248,21 @@ class Registry(_ReadOps):
         """
         check_name(model, "model name")
         branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
-        tags = self._new_tags(model, tags)  # before anything is written
+        from .ingest.record import new_tags
+
+        tags = new_tags(self.meta, model, tags)  # before anything is written
         from .commit import FileStorer, collect_files
 
         files = collect_files(Path(path))
         total = sum(p.stat().st_size for _, p in files)
         lineage = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
         who = author or default_author()
-        head = self._head_or_none(model, branch)
-        parent_id: str | None
-        if parent is not None:
-            parent_id = self._parent(parent, model).id
-            if head is not None and head.version_id != parent_id:
-                raise RefMoved(
-                    f"branch {model}@{branch} is at {self._label(head.version_id)}, "
-                    f"not at your parent {parent}",
-                    hint="commit to a new branch (--branch), or drop --parent to commit on top",
-                )
-        else:
-            parent_id = head.version_id if head else None
-        base = self._manifest(parent_id) if parent_id else None
+        from .ingest.record import Draft, base_for, record
+        from .ingest.references import References
+
+        base = base_for(self.meta, model, branch,
+                        self._parent(parent, model).id if parent is not None else None, parent)
+        parent_m = self._manifest(base.parent_id) if base.parent_id else None
         done = 0
 
         def tick(n: int) -> None:
@@ -279,93 +271,90 @@ class Registry(_ReadOps):
             if progress:
                 progress(done, total)
 
+        draft = Draft(model=model, branch=branch, author=who, message=message,
+                      params=dict(params or {}), metrics=dict(metrics or {}), lineage=lineage,
+                      kind="file" if Path(path).is_file() else "folder", tags=tags)
         with self.layout.lock(exclusive=False):
             stored = FileStorer(self.io, self._jobs, progress=tick).store(
-                files, base.tensor_index() if base else {}
-            )
+                files, References(parent_m))
             # Objects were written without fsync; make them durable in one batch
             # before anything that refers to them (invariant 1).
             flush(self.store, stored.new_ids)
-            row = self._record(
-                model, branch, tuple(stored.files), objects=list(stored.objects.values()),
-                ref_objects=list(stored.ref_objects.values()), new_bytes=stored.new_bytes,
-                parent_id=parent_id, expected=head.version_id if head else None,
-                fixed_parent=parent is not None, author=who, message=message,
-                params=dict(params or {}), metrics=dict(metrics or {}), lineage=lineage,
-                kind="file" if Path(path).is_file() else "folder", tags=tags)
+            row = record(self.meta, self.io, self.store, draft, base, tuple(stored.files),
+                         objects=list(stored.objects.values()),
+                         ref_objects=list(stored.ref_objects.values()),
+                         new_bytes=stored.new_bytes)
         self.events.after_mutation()
         return row
 
-    def _new_tags(self, model: str, tags: Sequence[str]) -> list[str]:
-        """A commit's tags, checked (names free) before the commit writes anything;
-        the version and its tags are then recorded in one transaction."""
-        out = list(dict.fromkeys(check_ref_name(t, "tag name") for t in tags))
-        for t in out:
-            row = self._ref_or_none(model, t)
-            if row is not None:
-                at = f" at {self._label(row.version_id)}" if row.version_id else ""
-                raise AlreadyExists(
-                    f"{model}@{t} already exists (a {row.kind}{at})",
-                    hint="tags are immutable: choose another tag name (nothing was committed)")
-        return out
+    def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,
+              add: Mapping[str, bytes] | None = None, delete: Sequence[str] = (),
+              delete_folders: Sequence[str] = (), message: str = "",
+              author: str | None = None) -> Version:
+        """A new version of MODEL on BRANCH: the parent's files (the branch head, or
+        `parent`, which must be the head) with ADD written (path -> bytes) and DELETE
+        (files) and DELETE_FOLDERS removed, without checking the parent out: kept files
+        reuse its objects. Params, metrics and lineage are the parent's (the same
+        weights). If the branch moves meanwhile the changes are applied again to its
+        new head, unless `parent` was given (RefMoved)."""
+        check_name(model, "model name")
+        branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
+        from .ingest.amend import Changes, amend
+        from .ingest.record import Draft, base_for
 
-    def _record(self, model: str, branch: str, files: tuple[FileEntry, ...], *,
-                objects: list[ObjectRow], ref_objects: list[ObjectRow], new_bytes: int,
-                parent_id: str | None, expected: str | None, fixed_parent: bool,
-                author: str, message: str, params: dict[str, Any],
-                metrics: dict[str, Any], lineage: dict[str, Any], kind: str,
-                tags: Sequence[str] = ()) -> Version:
-        """Manifest, then one transaction: version row, branch compare-and-swap, tags.
-        A branch that moved meanwhile re-parents the version onto its new head, unless
-        the parent was fixed by the caller (RefMoved). Objects must be durable already.
-        Shared by commit and the server's commit over HTTP; the caller holds the lock."""
+        changes = Changes(dict(add or {}), tuple(delete), tuple(delete_folders))
+        who = author or default_author()
+        fixed = self._parent(parent, model).id if parent is not None else None
         for _ in range(COMMIT_RETRIES):
-            parents = (parent_id,) if parent_id else ()
-            manifest = Manifest(
-                model=model, files=files, parents=parents,
-                created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-                author=author, message=message, params=params, metrics=metrics,
-                lineage=lineage, kind="file" if kind == "file" else "folder",
-            )  # fmt: skip
-            raw = manifest.to_bytes()
-            mstored = self.io.put_blob(raw)
-            mid = mstored.row.id
-            flush(self.store, [mid])
-            rows = [*objects, ObjectRow(mid, "manifest", "zstd", len(raw), mstored.row.stored_size)]
-            self.meta.ensure_model(model)
-            tag_entries = [(t, AuditEntry(actor=author, action="tag", target=f"{model}@{t}",
-                                          model=model, after={"version": mid, "kind": "tag"}))
-                           for t in tags]
+            base = base_for(self.meta, model, branch, fixed, parent)
+            pm = self._manifest(base.parent_id) if base.parent_id else None
+            draft = Draft(model=model, branch=branch, author=who, message=message,
+                          params=dict(pm.params) if pm else {},
+                          metrics=dict(pm.metrics) if pm else {},
+                          lineage=dict(pm.lineage) if pm else {})
             try:
-                return self.meta.insert_version(
-                    NewVersion(
-                        id=mid, model=model, author=author, message=message,
-                        parents=list(parents), params=manifest.params,
-                        metrics=manifest.metrics, lineage=manifest.lineage,
-                        raw_size=manifest.raw_size,
-                        stored_size=new_bytes + mstored.row.stored_size,
-                        created_at=datetime.fromisoformat(manifest.created_at),
-                        objects=rows, ref_objects=ref_objects,
-                    ),
-                    branch=branch, expected_head=expected, create_branch=expected is None,
-                    actor=author,
-                    audit=AuditEntry(actor=author, action="commit", model=model,
-                                     target=f"{model}@{branch}", before={"version": expected},
-                                     after={"version": mid}, reason=message),
-                    tags=tag_entries,
-                )  # fmt: skip
-            except AlreadyExists:
-                if tags:  # a tag created meanwhile: say which (nothing was recorded)
-                    self._new_tags(model, tags)
-                raise
-            except (RefMoved, Conflict):
-                if fixed_parent:
+                with self.layout.lock(exclusive=False):
+                    row = amend(self.meta, self.io, self.store, self._jobs, draft, base, pm,
+                                changes)
+            except (RefMoved, AlreadyExists):
+                if fixed is not None:
                     raise
-                now = self._head_or_none(model, branch)
-                if now is None or now.version_id == expected:
-                    raise
-                expected = parent_id = now.version_id
-        raise RefMoved(f"branch {model}@{branch} kept moving; retry the commit")
+                continue
+            self.events.after_mutation()
+            return row
+        raise RefMoved(f"branch {model}@{branch} kept moving; retry")
+
+    def commit_entries(self, files: Sequence[FileEntry], *, model: str,
+                       branch: str | None = None, message: str = "",
+                       params: dict[str, Any] | None = None,
+                       metrics: dict[str, Any] | None = None,
+                       lineage: dict[str, Any] | None = None, kind: str = "folder",
+                       tags: Sequence[str] = (), parent: str | None = None,
+                       author: str | None = None) -> Version:
+        """Record a version from file entries whose segments are stored already (a
+        commit over HTTP: the client uploaded them). Each stored object must be what
+        its entry declares (UsageError). Otherwise as `commit`."""
+        check_name(model, "model name")
+        branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
+        from .ingest.entries import rows_for
+        from .ingest.record import Draft, base_for, new_tags, record
+
+        tags = new_tags(self.meta, model, tags)  # recorded with the version, or nothing is
+        if not files:
+            raise UsageError("a commit needs at least one file")
+        who = author or default_author()
+        base = base_for(self.meta, model, branch,
+                        self._parent(parent, model).id if parent is not None else None, parent)
+        draft = Draft(model=model, branch=branch, author=who, message=message,
+                      params=dict(params or {}), metrics=dict(metrics or {}),
+                      lineage=dict(lineage or {}), kind=kind, tags=tags)
+        with self.layout.lock(exclusive=False):
+            objects, refs, new_bytes = rows_for(self.meta, self.io, self.store, tuple(files))
+            row = record(self.meta, self.io, self.store, draft, base, tuple(files),
+                         objects=list(objects.values()), ref_objects=list(refs.values()),
+                         new_bytes=new_bytes)
+        self.events.after_mutation()
+        return row
 
     # ---- resolving
     def resolve(self, ref: str, *, deleted: bool = False) -> Version:
@@ -438,10 +427,9 @@ class Registry(_ReadOps):
             return None
 
     def _head_or_none(self, model: str, branch: str) -> RefRow | None:
-        row = self._ref_or_none(model, branch)
-        if row is not None and row.kind != "branch":
-            raise UsageError(f"{model}@{branch} is a {row.kind}, not a branch")
-        return row
+        from .ingest.record import head_or_none
+
+        return head_or_none(self.meta, model, branch)
 
     def _label(self, version_id: str | None) -> str:
         if version_id is None:
@@ -465,21 +453,9 @@ class Registry(_ReadOps):
 
     def log(self, ref: str) -> list[Version]:
         """The version and its ancestors (first-parent and merges), newest first."""
-        start = self.resolve(ref)
-        out: list[Version] = []
-        seen: set[str] = set()
-        stack = [start.id]
-        while stack:
-            vid = stack.pop()
-            if vid in seen:
-                continue
-            seen.add(vid)
-            try:
-                v = self.meta.get_version(vid)
-            except NotFound:
-                continue
-            out.append(v)
-            stack.extend(reversed(v.parents))
+        from .ingest.refs import ancestors
+
+        out = ancestors(self.meta, [self.resolve(ref).id])
         return sorted(out, key=lambda v: v.number, reverse=True)
 
     def refs(self, model: str, kind: str | None = None) -> list[RefRow]:
@@ -491,12 +467,10 @@ class Registry(_ReadOps):
               new: str | None, who: str, action: str, reason: str = "",
               create: bool = False) -> RefRow:
         """A compare-and-swap ref move with its audit entry, in one transaction."""
-        entry = AuditEntry(actor=who, action=action if kind != "tag" else "tag",
-                           target=f"{model}@{name}", model=model,
-                           before={"version": expected} if not create else None,
-                           after={"version": new, "kind": kind}, reason=reason)
-        row = self.meta.set_ref(model, name, kind, expected=expected, new=new, actor=who,
-                                action=action, reason=reason, create=create, audit=entry)
+        from .ingest.refs import move_ref
+
+        row = move_ref(self.meta, model, name, kind, expected=expected, new=new, actor=who,
+                       action=action, reason=reason, create=create)
         self.events.after_mutation()
         return row
 

@@ -33,6 +33,7 @@ class Hub:
     registry: Path
     folders: dict[int, Path]  # version number -> the folder committed as it
     ids: dict[int, str] = field(default_factory=dict)  # version number -> version id
+    pid: int = 0  # the server process
 
     def open(self) -> Registry:
         return Registry.open(self.registry)
@@ -99,6 +100,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     proc = subprocess.Popen([str(modelvc), "server", "--registry", str(hub.registry),
                              "--port", str(port), "--log-level", "warning"],
                             stdout=log, stderr=subprocess.STDOUT)
+    hub.pid = proc.pid
     try:
         _wait_up(hub.url, proc)
         yield hub

@@ -90,3 +90,60 @@ def test_writes_need_the_writer_role(hub: Hub) -> None:
     assert r.status_code == 403
     r = httpx.head(f"{hub.url}/acme/tiny-bert/resolve/main/config.json", headers=auth)
     assert r.status_code == 200
+
+
+def _io(pid: int) -> int:
+    """Bytes the process read and wrote through syscalls (files and sockets alike)."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["rchar"]) + int(fields["wchar"])
+
+
+def _stored(registry: Path) -> int:
+    return sum(p.stat().st_size for p in (registry / ".modelvc" / "objects").rglob("*")
+               if p.is_file())
+
+
+def test_readme_upload_to_a_large_model_costs_kilobytes(hub: Hub, hf_env: Path,
+                                                        tmp_path: Path) -> None:
+    """Neither the parent's weights nor a checkout of them are read or written again:
+    the new version reuses the parent's objects and stores only the README."""
+    import numpy as np
+    from huggingface_hub import HfApi, hf_hub_download
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    save_file({f"layer{i}.weight": rng.standard_normal(1 << 20, dtype=np.float32)
+               for i in range(16)}, str(folder / "model.safetensors"))  # 64 MiB
+    (folder / "config.json").write_text('{"hidden_size": 1024}\n')
+    size = (folder / "model.safetensors").stat().st_size
+    with hub.open() as reg:
+        parent = reg.commit(folder, model="acme--big", message="weights", author="tester",
+                            cwd=tmp_path)
+    api = HfApi()
+    # The server's first upload imports code; only the second is measured.
+    api.upload_file(path_or_fileobj=b"warm-up\n", path_in_repo="NOTES.md",
+                    repo_id="acme/big")
+    readme = b"---\nlicense: apache-2.0\n---\n" + b"# big\n\nA model of 64 MiB.\n" * 40
+    stored, moved = _stored(hub.registry), _io(hub.pid)
+    info = api.upload_file(path_or_fileobj=readme, path_in_repo="README.md",
+                           repo_id="acme/big", commit_message="readme")
+    moved = _io(hub.pid) - moved
+    stored = _stored(hub.registry) - stored
+    assert moved < 2 << 20, f"the server read and wrote {moved} bytes for a README"
+    assert stored < 64 << 10, f"{stored} bytes stored for a README"
+    with hub.open() as reg:
+        v = reg.resolve("acme--big@main")
+        assert info.oid == v.id[:40] and v.message == "readme" and v.number == parent.number + 2
+        assert v.stored_size < 16 << 10
+        m, pm = reg.manifest("acme--big@main"), reg.manifest(f"acme--big@{parent.id}")
+        assert m.file("model.safetensors") == pm.file("model.safetensors")  # reused as is
+        assert {f.path for f in m.files} == {"model.safetensors", "config.json", "NOTES.md",
+                                             "README.md"}
+    got = hf_hub_download("acme/big", "README.md", cache_dir=tmp_path / "c")
+    assert Path(got).read_bytes() == readme
+    with pytest.raises(ValueError, match="not valid YAML"):  # checked before the upload
+        api.upload_file(path_or_fileobj=b"---\nlicense: [x\n---\n", path_in_repo="README.md",
+                        repo_id="acme/big")
+    assert size > 64 << 20

@@ -25,18 +25,17 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..codec import dtype_info
-from ..errors import CorruptObject, RefMoved, UsageError
-from ..manifest import FileEntry, SegmentRef
-from ..meta.api import ObjectRow
-from ..names import check_name, check_ref_name
+from ..errors import CorruptObject, NotFound, UsageError
+from ..ingest.entries import segment_ids
+from ..ingest.references import References
+from ..manifest import FileEntry
 from ..objects.base import check_key, flush
-from ..registry import DEFAULT_BRANCH, Registry
+from ..registry import Registry
 from ..transfer.sessions import Received, Sessions
-from .auth import Principal, authorize
+from .auth import authorize
 from .deps import P, R, S
 from .logs import LOG
 from .scope import Scope, require_access
-from .state import ServerState
 from .transfer import log_complete, receive_frames, upload_sessions
 from .wire import encode
 
@@ -227,12 +226,11 @@ def _reference(reg: Registry, model: str, base: str | None, file: str,
     """The parent's same tensor (same file, else same name): the delta reference."""
     if base is None or tensor is None:
         return None
-    v = reg.meta.get_version(base)
-    if v.model != model:
-        raise UsageError(f"base {base[:12]} is not a version of {model}")
-    index = reg._manifest(base).tensor_index()
-    seg = index.get((file, tensor)) or next(
-        (s for (_, name), s in index.items() if name == tensor), None)
+    try:
+        parent = reg.manifest(f"{model}@{base}")
+    except NotFound as exc:
+        raise UsageError(f"base {base[:12]} is not a version of {model}") from exc
+    seg = References(parent).get(file, tensor)
     return seg.id if seg else None
 
 
@@ -251,89 +249,14 @@ class CommitIn(BaseModel):
 @router.post("/commits")
 def record(model: str, body: CommitIn, p: P, reg: R, st: S) -> Any:
     authorize(p, "writer", model)
-    check_name(model, "model name")
-    branch = check_ref_name(body.branch or DEFAULT_BRANCH, "branch name")
-    tags = reg._new_tags(model, body.tags)  # recorded with the version, or nothing is
     try:
         files = tuple(FileEntry.from_json(f) for f in body.files)
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"malformed file list: {exc}") from exc
-    if not files:
-        raise UsageError("a commit needs at least one file")
-    with reg.layout.lock(exclusive=False):
-        objects, ref_objects = _objects(reg, files, p, st)
-        row = _insert(reg, model, branch, body, files, objects, ref_objects, p.name, tags)
-    reg.events.after_mutation()
-    return encode(row)
-
-
-def _objects(reg: Registry, files: tuple[FileEntry, ...], p: Principal, st: ServerState
-             ) -> tuple[dict[str, ObjectRow], dict[str, ObjectRow]]:
-    """Rows for every segment (all must be stored, as what the file list says they
-    are) and their delta references."""
-    segs: dict[str, tuple[str, SegmentRef]] = {}
-    for f in files:
-        if sum(s.size for s in f.segments) != f.size:
-            raise UsageError(f"{f.path}: segment sizes do not add up to {f.size}")
-        for s in f.segments:
-            segs.setdefault(s.id, (f.path, s))
     # Stored, and not another model's the writer may neither read nor has sent.
-    require_access(reg, p, st.possession, segs, "segment")
-    known = reg.meta.get_objects(segs)
-    objects: dict[str, ObjectRow] = {}
-    refs: dict[str, ObjectRow] = {}
-    for oid, (path, s) in segs.items():
-        objects[oid] = _row(reg, path, s, known.get(oid))
-        for c in reg.io.chain_rows(oid) if s.tensor is not None else []:
-            refs.setdefault(c.id, c)
-    return objects, refs
-
-
-def _row(reg: Registry, path: str, s: SegmentRef, known: ObjectRow | None) -> ObjectRow:
-    """The segment's row, refused unless the stored object is what the file list
-    declares: a blob of s.size bytes, or a tensor of that dtype, shape and size.
-    Stored objects always hash to their id (uploads and pushes are verified first)."""
-    what = f"{path}: segment {s.id[:12]}"
-    if known is not None and known.kind != ("tensor" if s.tensor is not None else "blob"):
-        raise UsageError(f"{what} is a {known.kind} object, not what the file list says")
-    if s.tensor is None:
-        if known is not None:  # recorded by this server: its raw size is known
-            raw = known.raw_size
-        else:  # uploaded, not recorded yet: a segment is at most max_upload_mb
-            try:
-                raw = len(reg.io.read_blob(s.id))
-            except (CorruptObject, ValueError) as exc:  # e.g. a tensor object named as bytes
-                raise UsageError(f"{what} is not a byte segment") from exc
-        if raw != s.size:
-            raise UsageError(f"{what} holds {raw} bytes, not {s.size}")
-        return ObjectRow(s.id, "blob", "zstd", s.size, reg.store.size(s.id))
-    try:
-        h = reg.io.header(s.id)
-    except (CorruptObject, ValueError) as exc:
-        raise UsageError(f"{what} is not a tensor object") from exc
-    if h.raw_size != s.size or h.dtype != s.dtype or tuple(h.shape) != tuple(s.shape or ()):
-        raise UsageError(f"{path}: tensor {s.tensor} does not match object {s.id[:12]} "
-                         f"({h.dtype}{list(h.shape)}, {h.raw_size} bytes)")
-    return ObjectRow(s.id, "tensor", h.codec, h.raw_size, reg.store.size(s.id), h.ref)
-
-
-def _insert(reg: Registry, model: str, branch: str, body: CommitIn,
-            files: tuple[FileEntry, ...], objects: dict[str, ObjectRow],
-            ref_objects: dict[str, ObjectRow], who: str, tags: list[str]) -> Any:
-    """Record the version as Registry.commit does (Registry._record: manifest, one
-    transaction, re-parenting onto a branch that moved)."""
-    head = reg._head_or_none(model, branch)
-    parent_id = head.version_id if head else None
-    if body.parent is not None:
-        parent_id = reg._parent(body.parent, model).id
-        if head is not None and head.version_id != parent_id:
-            raise RefMoved(f"branch {model}@{branch} moved: it is not at {body.parent}",
-                           hint="commit to a new branch, or drop parent to commit on top")
-    known = reg.meta.get_objects(list(objects))
-    new_bytes = sum(o.stored_size for i, o in objects.items() if i not in known)
-    return reg._record(model, branch, files, objects=list(objects.values()),
-                       ref_objects=list(ref_objects.values()), new_bytes=new_bytes,
-                       parent_id=parent_id, expected=head.version_id if head else None,
-                       fixed_parent=body.parent is not None, author=who,
-                       message=body.message, params=body.params, metrics=body.metrics,
-                       lineage=body.lineage, kind=body.kind, tags=tags)
+    require_access(reg, p, st.possession, segment_ids(files), "segment")
+    row = reg.commit_entries(files, model=model, branch=body.branch, message=body.message,
+                             params=body.params, metrics=body.metrics, lineage=body.lineage,
+                             kind=body.kind, tags=body.tags, parent=body.parent,
+                             author=p.name)
+    return encode(row)

@@ -1,13 +1,16 @@
 """Hub uploads without LFS: create_repo, then upload_folder / upload_file / delete_file.
 
     POST /api/repos/create                        {name, organization?} -> {"url"} or 409
+    POST /api/validate-yaml                       a README.md's front matter (YAML syntax)
     POST /api/models/{repo_id}/preupload/{rev}    every file "regular" (never "lfs": that
                                                   sends hub 2.x to Xet, which we do not speak)
     POST /api/models/{repo_id}/commit/{rev}       ndjson: header, file (base64), deletedFile,
                                                   deletedFolder -> a new version on branch rev
 A commit applies its operations to the branch head and records the result as one new
-version; it is made against that exact head, so a concurrent commit makes it fail with
-409 (retry) instead of silently dropping the other writer's files.
+version (Registry.amend: the head's other files are reused as they are, never checked
+out, so a README edit to a multi-GB model costs O(KB)); it is made against that exact
+head, so a concurrent commit makes it fail with 409 (retry) instead of silently
+dropping the other writer's files.
 """
 
 from __future__ import annotations
@@ -15,18 +18,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..checkout import safe_relpath
-from ..errors import Corrupt, RefNotFound
+from ..errors import Corrupt, PathNotFound, RefNotFound, UsageError
 from ..registry import DEFAULT_BRANCH, Registry
+from .auth import authenticate
 from .hf_repo import (
     HfError,
     HfRoute,
@@ -67,6 +68,41 @@ async def create_repo(request: Request) -> Response:
                             status_code=409)
     reg.meta.ensure_model(model)
     return JSONResponse({"url": url, "name": repo_id, "id": model})
+
+
+@router.post("/api/validate-yaml", include_in_schema=False)
+async def validate_yaml(request: Request) -> Response:
+    """huggingface_hub checks a README.md's metadata (its YAML front matter) here before
+    uploading it. Only the syntax is checked (the Hub also checks known keys)."""
+    authenticate(request, request.app.state.modelvc)
+    body = await _json(request)
+    content = body.get("content") if isinstance(body, dict) else None
+    if not isinstance(content, str):
+        raise _bad("expected {\"content\": ..., \"repoType\"?: ...}")
+    problem = front_matter_error(content)
+    if problem is None:
+        return JSONResponse({"errors": [], "warnings": []})
+    return JSONResponse({"errors": [{"message": problem}], "warnings": []}, status_code=400,
+                        headers={"X-Error-Message": "Invalid metadata in README.md"})
+
+
+def front_matter_error(content: str) -> str | None:
+    """What is wrong with the YAML block between leading '---' lines (None: nothing)."""
+    import yaml
+
+    lines = content.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return None
+    end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), None)
+    if end is None:
+        return "the metadata block opened by '---' is never closed"
+    try:
+        data = yaml.safe_load("\n".join(lines[1:end]))
+    except yaml.YAMLError as exc:
+        return f"the metadata is not valid YAML: {exc}"
+    if data is not None and not isinstance(data, dict):
+        return "the metadata must be a mapping of keys to values"
+    return None
 
 
 @router.post("/api/models/{rest:path}", include_in_schema=False)
@@ -155,30 +191,14 @@ def _commit(reg: Registry, repo_id: str, model: str, revision: str, ops: CommitO
     if ops.parent is not None and (head is None or not head.startswith(ops.parent)):
         raise HfError(412, "PreconditionFailed",
                       f"parentCommit {ops.parent} is not the head of {revision}")
-    with tempfile.TemporaryDirectory(prefix="modelvc-hf-") as tmp:
-        root = Path(tmp) / "version"
-        if head is not None:
-            reg.checkout(f"{model}@{head}", root)
-        root.mkdir(exist_ok=True)
-        for rel in ops.delete:
-            target = root / rel
-            if not target.is_file():
-                raise HfError(404, "EntryNotFound", f"A file with this name doesn't exist: {rel}")
-            target.unlink()
-        for rel in ops.delete_dirs:
-            shutil.rmtree(root / rel, ignore_errors=True)
-        for rel, data in ops.add.items():
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_dir():
-                raise _bad(f"{rel} is a folder in the parent version")
-            target.write_bytes(data)
-        if not any(p.is_file() for p in root.rglob("*")):
-            raise _bad("the commit would leave no files: a version holds at least one")
-        try:
-            v = reg.commit(root, model=model, branch=branch, message=ops.message,
-                           parent=f"{model}@{head}" if head else None, author=author,
-                           cwd=tmp)
-        except RefNotFound as exc:  # the head was deleted meanwhile
-            raise HfError(409, "Conflict", exc.message) from exc
+    try:
+        v = reg.amend(model, branch=branch, parent=f"{model}@{head}" if head else None,
+                      add=ops.add, delete=ops.delete, delete_folders=ops.delete_dirs,
+                      message=ops.message, author=author)
+    except PathNotFound as exc:  # a deleted file the parent does not hold
+        raise HfError(404, "EntryNotFound", exc.message) from exc
+    except RefNotFound as exc:  # the head was deleted meanwhile
+        raise HfError(409, "Conflict", exc.message) from exc
+    except UsageError as exc:
+        raise _bad(exc.message) from exc
     return v.id

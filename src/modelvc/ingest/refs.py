@@ -1,0 +1,52 @@
+"""Ref moves and ancestry: a compare-and-swap with its audit entry in one transaction,
+and the walks over parents (log, fast-forward checks, what a transfer sends)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from ..errors import NotFound
+from ..meta.api import AuditEntry, RefKind, RefRow, VersionRow
+from ..meta.store import MetaStore
+
+
+def move_ref(meta: MetaStore, model: str, name: str, kind: RefKind, *, expected: str | None,
+             new: str | None, actor: str, action: str, reason: str = "",
+             create: bool = False) -> RefRow:
+    """Move MODEL@NAME from EXPECTED to NEW (RefMoved if it holds anything else),
+    appending the ref move and an audit entry in the same transaction. Tag moves are
+    audited as "tag". The caller tells the registry's events afterwards."""
+    entry = AuditEntry(actor=actor, action=action if kind != "tag" else "tag",
+                       target=f"{model}@{name}", model=model,
+                       before={"version": expected} if not create else None,
+                       after={"version": new, "kind": kind}, reason=reason)
+    return meta.set_ref(model, name, kind, expected=expected, new=new, actor=actor,
+                        action=action, reason=reason, create=create, audit=entry)
+
+
+def ancestors(meta: MetaStore, start: Iterable[str], *, live_only: bool = False
+              ) -> Iterator[VersionRow]:
+    """START and every version reachable through parents, each once (depth first).
+    Versions unknown here (history recorded elsewhere) are skipped; with LIVE_ONLY,
+    deleted ones too, and the walk does not go through them."""
+    seen: set[str] = set()
+    stack = list(start)
+    stack.reverse()
+    while stack:
+        vid = stack.pop()
+        if vid in seen:
+            continue
+        seen.add(vid)
+        try:
+            v = meta.get_version(vid)
+        except NotFound:
+            continue
+        if live_only and v.deleted_at is not None:
+            continue
+        yield v
+        stack.extend(reversed(v.parents))
+
+
+def descends(meta: MetaStore, vid: str, ancestor: str) -> bool:
+    """Whether ANCESTOR is VID or one of its ancestors."""
+    return any(v.id == ancestor for v in ancestors(meta, [vid])) or vid == ancestor
