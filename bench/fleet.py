@@ -162,7 +162,8 @@ def scenario(kind: str, reg: Registry, n: int, work: Path, batch: int = 1
     procs = []
     for i, p in enumerate(ports):
         cmd = [sys.executable, "-m", "modelvc.cli.main", "--registry", str(reg.layout.root.parent),
-               "serve", "digits@production", "--port", str(p), "--log-level", "warning",
+               "serve", "digits@production", "--port", str(p), "--grpc-port", "0",
+               "--log-level", "warning",
                "--workers", "2"]
         if kind != "naive":
             cmd += ["--fleet", "--label", f"bench={kind}", "--replica-id", f"{kind}-g{i}"]

@@ -1,12 +1,14 @@
 """Serving benchmark: the gateway (`modelvc serve`, its own process) under a load
 generator (`python -m modelvc.serving.loadgen`, another process) at fixed concurrency,
-against the same ONNX model called in-process in this run; then the same load during
-20 hot swaps (promotions the gateway follows): failed requests, p99 during swaps vs
-steady, peak RSS of the gateway during swaps vs steady.
+over OIP REST (JSON) and OIP gRPC (raw tensors) in the same run, against the same ONNX
+model called in-process; then, per protocol, the same load during 20 hot swaps
+(promotions the gateway follows): failed requests, p99 during swaps vs steady, peak RSS
+of the gateway during swaps vs steady.
 
     python bench/serving.py                # figures and PASS/MISS per target
     python bench/serving.py --json out.json
     python bench/serving.py --wait-on status   # swaps wait by polling /modelvc/status
+    python bench/serving.py --smoke        # seconds, not minutes: checks the bench runs
 
 Each swap waits until the gateway serves the promoted version, polling every 10 ms
 (100 Hz) either the OIP metadata route (default) or `/modelvc/status` (the full
@@ -34,10 +36,12 @@ import numpy as np
 from modelvc import Registry
 from modelvc.serving.runner import free_port
 
-THREADS = 4
+THREADS = 4  # the gateway's inference threads
+CALLERS = (1, 8)  # concurrent callers measured per protocol, beside THREADS
 STEADY_S = 6.0
 WARMUP_S = 12.0
 SWAP_LOAD_S = 8.0
+PROTOCOLS = ("rest", "grpc")
 
 
 def _models(root: Path) -> tuple[Registry, np.ndarray, bytes]:
@@ -164,19 +168,26 @@ def swaps(reg: Registry, url: str, window: list[float], n: int = 20,
 
 
 def main() -> None:
+    global STEADY_S, WARMUP_S, SWAP_LOAD_S
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", type=Path)
     ap.add_argument("--wait-on", choices=["metadata", "status"], default="metadata",
                     help="what each swap polls at 100 Hz until the gateway serves the "
                          "new version: the OIP metadata route or /modelvc/status")
+    ap.add_argument("--smoke", action="store_true",
+                    help="short phases: checks the benchmark runs; figures mean nothing")
     args = ap.parse_args()
+    if args.smoke:
+        STEADY_S, WARMUP_S, SWAP_LOAD_S = 1.0, 1.0, 3.0
     tmp = Path(tempfile.mkdtemp(prefix="modelvc-bench-serving-"))
     reg, x, onnx = _models(tmp / "repo")
     np.save(tmp / "x.npy", x)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
+    urls = {"rest": url, "grpc": f"grpc://127.0.0.1:{grpc_port}"}
     gw = subprocess.Popen([sys.executable, "-m", "modelvc.cli.main", "--registry",
                            str(tmp / "repo"), "serve", "digits@production", "--port", str(port),
+                           "--grpc-port", str(grpc_port),
                            "--poll-interval", "0.05", "--log-level", "warning",
                            "--workers", str(THREADS)], env=os.environ | {"TMPDIR": str(tmp)})
     try:
@@ -189,24 +200,28 @@ def main() -> None:
         # Warm up until the bounded per-request bookkeeping (feedback ids, windows) is
         # full, so "steady" means a long-running gateway's steady state.
         load(url, tmp / "x.npy", THREADS, WARMUP_S)
-        res: dict[str, Any] = {"threads": THREADS, "cpus": os.cpu_count(),
-                               "wait_on": args.wait_on}
+        load(urls["grpc"], tmp / "x.npy", THREADS, min(WARMUP_S, 4.0))
+        res: dict[str, Any] = {"threads": THREADS, "callers": CALLERS, "cpus": os.cpu_count(),
+                               "wait_on": args.wait_on, "smoke": args.smoke}
         res["inproc_c1"] = in_process(onnx, x, 1, 3.0)
         res["inproc"] = in_process(onnx, x, THREADS, 3.0)
-        res["gateway_c1"] = load(url, tmp / "x.npy", 1, 4.0)
-        with RssSampler(gw.pid) as steady_rss:
-            res["gateway"] = load(url, tmp / "x.npy", THREADS, STEADY_S)
-        window: list[float] = []
-        polls: list[int] = []
-        with RssSampler(gw.pid) as swap_rss:
-            res["swaps"] = load(url, tmp / "x.npy", THREADS, SWAP_LOAD_S,
-                                during=lambda: polls.append(
-                                    swaps(reg, url, window, wait_on=args.wait_on)),
-                                window=window)
-        res["swap_seconds"] = window[1] - window[0]
-        res["swap_polls"] = polls[0]
-        res["rss_steady_mb"] = float(np.median(steady_rss.samples[1:])) / 1e6
-        res["rss_swap_peak_mb"] = max(swap_rss.samples) / 1e6
+        for proto in PROTOCOLS:
+            for c in CALLERS:
+                res[f"{proto}_c{c}"] = load(urls[proto], tmp / "x.npy", c, STEADY_S)
+            with RssSampler(gw.pid) as steady_rss:
+                res[proto] = load(urls[proto], tmp / "x.npy", THREADS, STEADY_S)
+            window: list[float] = []
+            polls: list[int] = []
+            with RssSampler(gw.pid) as swap_rss:
+                res[f"{proto}_swaps"] = load(
+                    urls[proto], tmp / "x.npy", THREADS, SWAP_LOAD_S,
+                    during=lambda w=window, p=polls: p.append(  # type: ignore[misc]
+                        swaps(reg, url, w, wait_on=args.wait_on)),
+                    window=window)
+            res[f"{proto}_swap_seconds"] = window[1] - window[0]
+            res[f"{proto}_swap_polls"] = polls[0]
+            res[f"{proto}_rss_steady_mb"] = float(np.median(steady_rss.samples[1:])) / 1e6
+            res[f"{proto}_rss_swap_peak_mb"] = max(swap_rss.samples) / 1e6
     finally:
         gw.terminate()
         gw.wait(30)
@@ -218,34 +233,44 @@ def main() -> None:
 
 def report(r: dict[str, Any]) -> None:
     def row(name: str, d: dict[str, Any]) -> None:
-        print(f"{name:<34} {d['rps']:>8.0f} req/s  p50 {d['p50_ms']:6.3f} ms  "
+        print(f"{name:<36} {d['rps']:>8.0f} req/s  p50 {d['p50_ms']:6.3f} ms  "
               f"p99 {d['p99_ms']:6.3f} ms")
 
-    print(f"digits MLP (ONNX, 1 row per request), {r['threads']} concurrent callers, "
-          f"{r['cpus']} CPUs")
+    names = {"rest": "REST, JSON", "grpc": "gRPC, raw"}
+    t = r["threads"]
+    print(f"digits MLP (ONNX, 1 row per request), {t} inference threads, {r['cpus']} CPUs"
+          + ("  [SMOKE RUN: figures mean nothing]" if r.get("smoke") else ""))
     row("in-process, 1 caller", r["inproc_c1"])
-    row(f"in-process, {r['threads']} callers", r["inproc"])
-    row("gateway (HTTP, JSON), 1 caller", r["gateway_c1"])
-    row(f"gateway (HTTP, JSON), {r['threads']} callers", r["gateway"])
-    row("gateway during 20 hot swaps", r["swaps"])
-    s = r["swaps"]
-    overhead = r["gateway_c1"]["p50_ms"] - r["inproc_c1"]["p50_ms"]
-    p99x = s["p99_ms"] / r["gateway"]["p99_ms"]
-    rssx = r["rss_swap_peak_mb"] / r["rss_steady_mb"]
+    row(f"in-process, {t} callers", r["inproc"])
+    for proto in PROTOCOLS:
+        for c in sorted({*r["callers"], t}):
+            row(f"gateway ({names[proto]}), {c} caller{'s' * (c > 1)}",
+                r[proto] if c == t else r[f"{proto}_c{c}"])
+        row(f"gateway ({names[proto]}), 20 hot swaps", r[f"{proto}_swaps"])
     route = "/modelvc/status" if r["wait_on"] == "status" else "OIP metadata"
-    print(f"20 swaps in {r['swap_seconds']:.1f} s ({s['window_requests']} requests started "
-          f"meanwhile; p99 above is theirs), answered by versions {s['by_version']}; "
-          f"waited on {route} at 100 Hz ({r['swap_polls']} polls)")
-    checks = [
-        ("failed requests during swaps", f"{s['failed']}", s["failed"] == 0, "0"),
-        ("p99 during swaps / steady p99", f"{p99x:.2f}x", p99x <= 2.0, "<= 2x"),
-        ("gateway overhead at p50 (1 caller)", f"{overhead:.3f} ms", overhead <= 1.0,
-         "<= 1 ms"),
-        ("peak RSS during swaps / steady", f"{rssx:.2f}x ({r['rss_swap_peak_mb']:.0f} / "
-         f"{r['rss_steady_mb']:.0f} MB)", rssx <= 1.5, "<= 1.5x"),
-    ]
+    checks = []
+    for proto in PROTOCOLS:
+        s = r[f"{proto}_swaps"]
+        print(f"{names[proto]}: 20 swaps in {r[f'{proto}_swap_seconds']:.1f} s "
+              f"({s['window_requests']} requests started meanwhile; p99 above is theirs), "
+              f"answered by versions {s['by_version']}; waited on {route} at 100 Hz "
+              f"({r[f'{proto}_swap_polls']} polls)")
+        overhead = r[f"{proto}_c1"]["p50_ms"] - r["inproc_c1"]["p50_ms"]
+        p99x = s["p99_ms"] / r[proto]["p99_ms"]
+        peak, steady = r[f"{proto}_rss_swap_peak_mb"], r[f"{proto}_rss_steady_mb"]
+        checks += [
+            (f"{proto}: failed requests during swaps", f"{s['failed']}", s["failed"] == 0,
+             "0"),
+            (f"{proto}: p99 during swaps / steady p99", f"{p99x:.2f}x", p99x <= 2.0,
+             "<= 2x"),
+            (f"{proto}: gateway overhead at p50 (1 caller)", f"{overhead:.3f} ms",
+             overhead <= 1.0, "<= 1 ms"),
+            (f"{proto}: peak RSS during swaps / steady",
+             f"{peak / steady:.2f}x ({peak:.0f} / {steady:.0f} MB)", peak / steady <= 1.5,
+             "<= 1.5x"),
+        ]
     for name, value, ok, target in checks:
-        print(f"{'PASS' if ok else 'MISS'}  {name:<38} {value:<24} target {target}")
+        print(f"{'PASS' if ok else 'MISS'}  {name:<44} {value:<24} target {target}")
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def _story(reg: Registry, root: Path, data: tuple[Any, ...], say: Say, t0: float
     policy = Policy(window=120.0, min_samples=80, min_feedback=80)
     cfg = ServeConfig(models=[ModelConfig("digits", "digits", "production",
                                           canary=CanaryConfig("canary", 30.0, policy))],
-                      port=free_port(), poll_interval=0.1)
+                      port=free_port(), grpc_port=0, poll_interval=0.1)
     srv = BackgroundServer(reg, cfg, workdir=root / ".serve").start()
     traffic = Traffic(srv.url, "digits", xte, yte, threads=3).start()
     say(f"   {srv.url}/v2/models/digits  (traffic: 3 callers sending digits, each "

@@ -217,7 +217,8 @@ def test_gateway_pod_starts_and_joins_the_fleet(
     log = tmp_path / "gateway.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(["sh", "-c", script, "entrypoint.sh", *args, "--host",
-                                 "127.0.0.1", "--port", str(port)], env=env, stdout=out,
+                                 "127.0.0.1", "--port", str(port), "--grpc-port",
+                                 str(free_port())], env=env, stdout=out,
                                 stderr=out)
     try:
         def ready() -> bool:

@@ -50,7 +50,8 @@ class GatewayProcess:
         self.replica, self.url = replica, f"http://{host}:{port}"
         cmd = [sys.executable, "-m", "modelvc.cli.main", "--registry", str(registry), "serve",
                "digits@production", "--fleet", "--replica-id", replica, "--host", host,
-               "--port", str(port), "--poll-interval", "0.05", "--heartbeat", "0.2",
+               "--port", str(port), "--grpc-port", "0", "--poll-interval", "0.05",
+               "--heartbeat", "0.2",
                "--trust", trust, "--workers", "2", "--log-level", "warning"]
         for k, v in (labels or {"app": "digits"}).items():
             cmd += ["--label", f"{k}={v}"]

@@ -83,7 +83,7 @@ def start_gateway(tmp_path: Path) -> Iterator[Start]:
               **kw: Any) -> BackgroundServer:
         cfg: ServeConfig = load_config(None, {
             "models": models or [{"model": "digits"}], "port": free_port(),
-            "poll_interval": 0.05, **kw})
+            "poll_interval": 0.05, "grpc_port": 0, **kw})
         srv = BackgroundServer(reg, cfg, workdir=tmp_path / f"serve{len(running)}")
         running.append(srv)
         return srv.start()

@@ -28,7 +28,8 @@ def run_serve(serve_reg: Registry, tmp_path: Path) -> Iterator[object]:
         port = free_port()
         log = (tmp_path / f"serve{len(procs)}.log").open("wb")
         p = subprocess.Popen([*MODELVC, "--registry", str(serve_reg.layout.root), "serve",
-                              "--port", str(port), "--log-level", "warning", *args],
+                              "--port", str(port), "--grpc-port", str(free_port()),
+                              "--log-level", "warning", *args],
                              stdout=log, stderr=log, env=os.environ | {"TMPDIR": str(tmp_path)})
         procs.append(p)
         return p, f"http://127.0.0.1:{port}"

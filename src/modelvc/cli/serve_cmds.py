@@ -14,6 +14,7 @@ from .output import emit_line
 
 def _need_serving() -> None:
     try:
+        import grpc  # noqa: F401
         import onnxruntime  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -28,6 +29,8 @@ def _need_serving() -> None:
               help="TOML (or JSON) file: see modelvc.serving.config.")
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 8000).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535),
+              help="Port of OIP over gRPC (default 8001, as Triton's; 0 turns it off).")
 @click.option("--canary", "canary", metavar="CHANNEL",
               help="Send --canary-percent of traffic to this channel, judged by the policy.")
 @click.option("--canary-percent", type=click.FloatRange(0, 100), default=10.0,
@@ -56,7 +59,8 @@ def _need_serving() -> None:
 @json_option
 @click.pass_obj
 def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | None,
-          port: int | None, canary: str | None, canary_percent: float, no_auto: bool,
+          port: int | None, grpc_port: int | None, canary: str | None,
+          canary_percent: float, no_auto: bool,
           actor: str | None, shadow: str | None, poll_interval: float | None, trust: str | None,
           workers: int | None, fleet: bool, labels: tuple[str, ...], replica_id: str | None,
           advertise: str | None, heartbeat: float | None, log_level: str,
@@ -93,7 +97,8 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
         if shadow:
             entry["shadow"] = shadow
         models.append(entry)
-    overrides: dict[str, Any] = {"host": host, "port": port, "poll_interval": poll_interval,
+    overrides: dict[str, Any] = {"host": host, "port": port, "grpc_port": grpc_port,
+                                 "poll_interval": poll_interval,
                                  "trust": trust, "workers": workers, "models": models or None,
                                  "actor": actor}
     if fleet or labels or replica_id or advertise or heartbeat:
@@ -106,12 +111,15 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     names = [f"{m.name}@{m.ref}" for m in cfg.models]
     url = f"http://{cfg.host}:{cfg.port}/v2"
+    grpc_url = f"grpc://{cfg.host}:{cfg.grpc_port}" if cfg.grpc_port else None
     mode = ("fleet: switches when a deployment says so" if cfg.fleet is not None
             else "following the channels")
     if as_json:
-        emit_line({"serving": names, "url": url, "fleet": cfg.fleet is not None})
+        emit_line({"serving": names, "url": url, "grpc": grpc_url,
+                   "fleet": cfg.fleet is not None})
     else:
-        click.echo(f"serving {', '.join(names)} on {url} ({mode})", err=True)
+        click.echo(f"serving {', '.join(names)} on {url}"
+                   + (f" and {grpc_url}" if grpc_url else "") + f" ({mode})", err=True)
     try:
         serve_forever(ctx.registry(), cfg, log_level=log_level)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown

@@ -10,14 +10,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import __version__ as modelvc_version
 from ..errors import ModelvcError
-from .gateway import EPOCH_HEADER, Gateway, NotReady, http_status
-from .protocol import HEADER_LENGTH, BadRequest, parse_infer
+from . import oip
+from .gateway import EPOCH_HEADER, VERSION_HEADER, Gateway, NotReady, http_status
+from .protocol import HEADER_LENGTH, BadRequest, encode_response, parse_infer
 
 log = logging.getLogger("modelvc.serving")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -61,8 +62,7 @@ def build_app(gw: Gateway) -> Starlette:
         return str(v) if v is not None else None
 
     async def server_meta(_: Request) -> Response:
-        return JSONResponse({"name": "modelvc", "version": modelvc_version,
-                             "extensions": ["binary_tensor_data", "modelvc_feedback"]})
+        return JSONResponse(oip.server_metadata())
 
     async def live(_: Request) -> Response:
         return JSONResponse({"live": True})
@@ -73,37 +73,50 @@ def build_app(gw: Gateway) -> Starlette:
 
     @_guard
     async def model_meta(request: Request) -> Response:
-        sm = gw.served(request.path_params["name"])
-        item, channel = await gw.slot(sm, version_of(request), None)
-        loaded = sorted({str(i.version.number) for i in gw.pool.items.values()
-                         if i.model == sm.cfg.model})
-        rt = item.runtime
-        return JSONResponse({
-            "name": sm.cfg.name, "versions": loaded, "platform": rt.platform,
-            "inputs": [s.as_json() for s in rt.inputs],
-            "outputs": [s.as_json() for s in rt.outputs],
-            "parameters": {"version": str(item.version.number), "channel": channel,
-                           "version_id": item.version.id}})
+        return JSONResponse(await oip.model_metadata(gw, request.path_params["name"],
+                                                     version_of(request)))
 
     @_guard
     async def model_ready(request: Request) -> Response:
-        sm = gw.served(request.path_params["name"])
+        name = request.path_params["name"]
+        ok = await oip.model_ready(gw, name, version_of(request))
+        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
+
+    @_guard
+    async def model_config(request: Request) -> Response:
+        return JSONResponse(await oip.model_config(gw, request.path_params["name"],
+                                                   version_of(request)))
+
+    @_guard
+    async def repository_index(request: Request) -> Response:
+        raw = await _body(request)
         try:
-            await gw.slot(sm, version_of(request), None)
-            ok = True
-        except NotReady:
-            ok = False
-        return JSONResponse({"name": sm.cfg.name, "ready": ok}, status_code=200 if ok else 503)
+            doc: Any = json.loads(raw) if raw.strip() else {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadRequest(f"repository index body is not JSON: {exc}") from exc
+        ready_only = bool(doc.get("ready")) if isinstance(doc, dict) else False
+        return JSONResponse(oip.repository_index(gw, ready_only))
+
+    @_guard
+    async def stats(request: Request) -> Response:
+        return JSONResponse(oip.statistics(gw, request.path_params.get("name"),
+                                           version_of(request)))
 
     @_guard
     async def infer(request: Request) -> Response:
-        req = parse_infer(await _body(request), request.headers.get(HEADER_LENGTH))
+        name, selector = request.path_params["name"], version_of(request)
+        try:
+            req = parse_infer(await _body(request), request.headers.get(HEADER_LENGTH))
+        except BadRequest as exc:
+            gw.refused(name, selector, exc)
+            raise
         key = request.headers.get(KEY_HEADER) or req.parameters.get("request_key")
         seen = request.headers.get(EPOCH_HEADER, "")  # the newest epoch the caller saw
-        body, headers = await gw.infer(request.path_params["name"], version_of(request),
-                                       req, str(key) if key is not None else None,
-                                       int(seen) if seen.isdigit() else None)
-        return Response(body, headers=headers)
+        ans = await gw.infer(name, selector, req, str(key) if key is not None else None,
+                             int(seen) if seen.isdigit() else None)
+        body, headers = encode_response(req, ans)
+        return Response(body, headers=headers | {VERSION_HEADER: ans.version,
+                                                 EPOCH_HEADER: str(ans.epoch)})
 
     @_guard
     async def feedback(request: Request) -> Response:
@@ -133,20 +146,43 @@ def build_app(gw: Gateway) -> Starlette:
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gw.start()
+        grpc_server = None
         try:
+            if gw.cfg.grpc_port:
+                from .oipgrpc.service import start_grpc
+
+                grpc_server = await start_grpc(gw, gw.cfg.host, gw.cfg.grpc_port)
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)  # requests in flight finish
             await gw.stop()
 
     m, mv = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
     routes = [
         Route("/v2", server_meta), Route("/v2/health/live", live),
+        Route("/v2/models/stats", stats),  # before /v2/models/{name}
         Route("/v2/health/ready", ready),
         Route(m, model_meta), Route(mv, model_meta),
         Route(m + "/ready", model_ready), Route(mv + "/ready", model_ready),
         Route(m + "/infer", infer, methods=["POST"]),
         Route(mv + "/infer", infer, methods=["POST"]),
         Route(m + "/feedback", feedback, methods=["POST"]),
+        # Triton extensions: model configuration, repository index, statistics
+        Route(m + "/config", model_config), Route(mv + "/config", model_config),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route(m + "/stats", stats), Route(mv + "/stats", stats),
         Route("/metrics", metrics), Route("/modelvc/status", status),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        # Every answer is JSON, unknown routes and methods included (OIP clients parse
+        # the error body of any status).
+        code = exc.status_code if isinstance(exc, HTTPException) else 500
+        what = "no such route" if code == 404 else \
+            "method not allowed" if code == 405 else str(getattr(exc, "detail", exc))
+        return JSONResponse({"error": f"{what}: {request.method} {request.url.path}"},
+                            status_code=code)
+
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: not_found})

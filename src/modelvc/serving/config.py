@@ -3,6 +3,7 @@
     registry = "./project"          # folder holding .modelvc (default: the nearest)
     host = "127.0.0.1"
     port = 8000
+    grpc_port = 8001                # OIP over gRPC (0: off)
     poll_interval = 0.2             # seconds between looks at each followed channel
     trust = "never"                 # Python predictors: never | signed | any
     actor = "canary-bot"            # who automatic canary moves are recorded as
@@ -79,6 +80,7 @@ class ServeConfig:
     registry: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 8001  # OIP over gRPC, as Triton's default; 0: no gRPC
     poll_interval: float = 0.2
     trust: Trust = "never"
     workers: int = 4  # inference threads

@@ -22,7 +22,7 @@ from .canary import decide, route_to_canary
 from .config import ServeConfig
 from .identity import DEFAULT_ACTOR, Identity
 from .metrics import Metrics
-from .protocol import BadRequest, InferRequest, check_signature, encode_response
+from .protocol import Answer, BadRequest, InferRequest, check_signature
 from .runtimes import RuntimeError_
 from .served import ServedModel, ShadowStats
 from .swap import Follower, Loaded, Pool
@@ -247,8 +247,8 @@ class Gateway:
         return follower.current, follower.ref
 
     async def infer(self, name: str, selector: str | None, req: InferRequest,
-                    key: str | None, min_epoch: int | None = None
-                    ) -> tuple[bytes, dict[str, str]]:
+                    key: str | None, min_epoch: int | None = None) -> Answer:
+        """Answer one request, whatever protocol it came by (REST and gRPC share this)."""
         sm = self.served(name)
         if min_epoch is not None and self.agent is not None:
             self.agent.catch_up(sm, min_epoch)  # the caller saw that epoch elsewhere
@@ -260,7 +260,11 @@ class Gateway:
         epoch = sm.stable.epoch if item is sm.stable.current else \
             share.epoch if share is not None and item is share.item else 0
         rt = item.runtime
-        check_signature(req, rt.inputs, rt.outputs, name)
+        try:
+            check_signature(req, rt.inputs, rt.outputs, name)
+        except BadRequest as exc:
+            self.count_refused(sm, item.label, channel, exc)
+            raise
         req_id = req.id or uuid.uuid4().hex
         label = sm.label_output(item)
         try:
@@ -277,10 +281,32 @@ class Gateway:
             sm.remember(req_id, item.version, results[label].reshape(-1))
         self._mirror(sm, item, req, results)
         shown = {k: v for k, v in results.items() if not req.outputs or k in req.outputs}
-        number = str(item.version.number)
-        body, headers = encode_response(req, name, number, shown, req_id,
-                                        {"modelvc_version": number, "modelvc_epoch": epoch})
-        return body, headers | {VERSION_HEADER: number, EPOCH_HEADER: str(epoch)}
+        return Answer(name, str(item.version.number), req_id, shown, epoch)
+
+    def count_refused(self, sm: ServedModel, version: str, channel: str,
+                      exc: BadRequest) -> None:
+        """A 400 is counted once, per model and version (kind bad_request)."""
+        if not exc.counted:
+            exc.counted = True
+            self.metrics.errors.labels(sm.cfg.model, version, channel, "bad_request").inc()
+
+    def refused(self, name: str, selector: str | None, exc: BadRequest) -> None:
+        """Count a request refused before it reached a version (it did not parse): under
+        the version it named, else the one the stable channel serves."""
+        sm = self.models.get(name)
+        if sm is None or exc.counted:
+            return
+        if selector is None:
+            cur, channel = sm.stable.current, sm.cfg.ref
+            version = cur.label if cur is not None else "none"
+        else:  # a followed channel, else a version by number (labelled as slot() does)
+            f = {f.ref: f for f in sm.followers()}.get(selector)
+            if f is None:
+                version = channel = "v" + selector.removeprefix("v")
+            else:
+                channel = f.ref
+                version = f.current.label if f.current is not None else "none"
+        self.count_refused(sm, version, channel, exc)
 
     async def _run(self, sm: ServedModel, item: Loaded, channel: str, req: InferRequest,
                    label: str | None) -> dict[str, np.ndarray]:
@@ -306,8 +332,17 @@ class Gateway:
             self.pool.leave(item)
             m.requests.labels(*tags).inc()
             t = sm.totals_of(item.version.id)
+            t.number = item.version.number
             t.requests += 1
             t.errors += not ok
+            ns = int(dt * 1e9)
+            if ok:
+                t.success_ns += ns
+                first = next(iter(req.inputs.values()), None)
+                t.inferences += int(first.shape[0]) if first is not None and first.ndim else 1
+            else:
+                t.fail_ns += ns
+            t.last_ms = int(time.time() * 1000)
             labels = results.get(label) if label else None
             sm.window_of(item.version.id).record(ok, dt, labels.reshape(-1)
                                                  if labels is not None else None)

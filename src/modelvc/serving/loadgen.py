@@ -1,5 +1,6 @@
-"""A small OIP load generator over keep-alive connections (stdlib only), used by the
-demo and, as `python -m modelvc.serving.loadgen`, by bench/serving.py in its own process.
+"""A small OIP load generator over keep-alive connections (stdlib only), or over gRPC
+(`grpc://host:port`: grpcio, from the serve extra), used by the demo and, as
+`python -m modelvc.serving.loadgen`, by bench/serving.py in its own process.
 """
 
 from __future__ import annotations
@@ -46,6 +47,47 @@ class Client:
         self.conn.close()
 
 
+class GrpcClient:
+    """The same calls over OIP gRPC (ModelInfer with raw_input_contents, as tritonclient
+    sends); feedback is a REST-only route, so traffic with labels stays on REST."""
+
+    def __init__(self, url: str, model: str) -> None:
+        import grpc
+
+        from .oipgrpc import messages as pb
+
+        self.pb, self.model = pb, model
+        self.channel = grpc.insecure_channel(url.removeprefix("grpc://"))
+        self.call = self.channel.unary_unary(
+            f"/{pb.SERVICE}/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString)
+        self.error = grpc.RpcError
+
+    def infer(self, x: np.ndarray, *, req_id: str | None = None, key: str | None = None
+              ) -> tuple[int, dict[str, Any]]:
+        req = self.pb.ModelInferRequest(model_name=self.model, id=req_id or "",
+                                        raw_input_contents=[np.ascontiguousarray(
+                                            x, "<f4").tobytes()])
+        req.inputs.add(name="X", datatype="FP32", shape=list(x.shape))
+        try:
+            resp = self.call(req, metadata=(("x-request-key", key),) if key else None,
+                             timeout=60)
+        except self.error as exc:
+            return 500, {"error": f"{exc.code()}: {exc.details()}"}
+        return 200, {"model_version": resp.model_version}
+
+    def feedback(self, req_id: str, label: int) -> int:
+        raise NotImplementedError("feedback is a REST route")
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def client_for(url: str, model: str) -> Client | GrpcClient:
+    return GrpcClient(url, model) if url.startswith("grpc://") else Client(url, model)
+
+
 @dataclass
 class Tally:
     ok: int = 0
@@ -81,7 +123,7 @@ class Traffic:
         return self.tally
 
     def _run(self, worker: int) -> None:
-        client = Client(self.url, self.model)
+        client = client_for(self.url, self.model)
         rng = np.random.default_rng(worker)
         n = 0
         while not self._stop.is_set():
@@ -94,7 +136,7 @@ class Traffic:
             except OSError as exc:
                 code, doc = 0, {"error": repr(exc)}
                 client.close()
-                client = Client(self.url, self.model)
+                client = client_for(self.url, self.model)
             dt = time.perf_counter() - t0
             if code == 200 and self.y is not None and self.batch == 1:
                 client.feedback(req_id, int(self.y[i]))
@@ -115,7 +157,7 @@ class Traffic:
 def main(argv: list[str] | None = None) -> None:
     """Fixed concurrency for --seconds against URL; prints a JSON tally (for benchmarks)."""
     p = argparse.ArgumentParser(prog="python -m modelvc.serving.loadgen")
-    p.add_argument("url")
+    p.add_argument("url", help="http://HOST:PORT (REST) or grpc://HOST:PORT")
     p.add_argument("--model", default="digits")
     p.add_argument("--inputs", required=True, help=".npy file of float32 rows")
     p.add_argument("--threads", type=int, default=4)

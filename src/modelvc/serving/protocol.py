@@ -22,6 +22,7 @@ class BadRequest(Exception):
     """The request does not follow the protocol or the model's signature (HTTP 400)."""
 
     status = 400
+    counted = False  # set once the gateway counted it in the metrics
 
 
 @dataclass
@@ -32,6 +33,21 @@ class InferRequest:
     outputs: list[str]  # requested output names; empty = all
     binary_outputs: set[str] = field(default_factory=set)
     binary_all: bool = False
+
+
+@dataclass
+class Answer:
+    """A request's answer, before a protocol encodes it (REST JSON/binary, gRPC)."""
+
+    model: str
+    version: str  # the version number that answered
+    id: str
+    outputs: dict[str, np.ndarray]
+    epoch: int  # the fleet epoch it was served at (0: outside the fleet's epochs)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return {"modelvc_version": self.version, "modelvc_epoch": self.epoch}
 
 
 def _shape(raw: Any, name: str) -> tuple[int, ...]:
@@ -57,7 +73,7 @@ def _from_json_data(data: Any, shape: tuple[int, ...], datatype: str, name: str)
     return arr.reshape(shape)
 
 
-def _from_binary(raw: memoryview, shape: tuple[int, ...], datatype: str, name: str
+def from_binary(raw: memoryview, shape: tuple[int, ...], datatype: str, name: str
                  ) -> np.ndarray:
     count = int(np.prod(shape))
     if datatype == "BYTES":
@@ -115,7 +131,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
             if not isinstance(size, int) or size < 0 or offset + size > len(tail):
                 raise BadRequest(f"input {name!r}: binary_data_size {size!r} runs past the "
                                  "end of the body")
-            inputs[name] = _from_binary(tail[offset:offset + size], shape, datatype, name)
+            inputs[name] = from_binary(tail[offset:offset + size], shape, datatype, name)
             offset += size
         elif "data" in item:
             inputs[name] = _from_json_data(item["data"], shape, datatype, name)
@@ -175,34 +191,29 @@ def _json_data(arr: np.ndarray) -> list[Any]:
     return arr.reshape(-1).tolist()  # type: ignore[no-any-return]
 
 
-def _binary_data(arr: np.ndarray) -> bytes:
+def binary_data(arr: np.ndarray) -> bytes:
     if arr.dtype.kind in "OSU":
         parts = [x if isinstance(x, bytes) else str(x).encode() for x in arr.reshape(-1)]
         return b"".join(struct.pack("<I", len(p)) + p for p in parts)
     return np.ascontiguousarray(arr, arr.dtype.newbyteorder("<")).tobytes()
 
 
-def encode_response(req: InferRequest, model: str, version: str,
-                    results: dict[str, np.ndarray], req_id: str,
-                    parameters: dict[str, Any] | None = None
-                    ) -> tuple[bytes, dict[str, str]]:
-    """The response body and headers; binary outputs follow the JSON header."""
+def encode_response(req: InferRequest, ans: Answer) -> tuple[bytes, dict[str, str]]:
+    """The REST response body and headers; binary outputs follow the JSON header."""
     outs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for name, arr in results.items():
+    for name, arr in ans.outputs.items():
         item: dict[str, Any] = {"name": name, "shape": list(arr.shape),
                                 "datatype": oip_datatype(arr.dtype)}
         if req.binary_all or name in req.binary_outputs:
-            blob = _binary_data(arr)
+            blob = binary_data(arr)
             item["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
             item["data"] = _json_data(arr)
         outs.append(item)
-    doc: dict[str, Any] = {"model_name": model, "model_version": version, "id": req_id,
-                           "outputs": outs}
-    if parameters:
-        doc["parameters"] = parameters
+    doc: dict[str, Any] = {"model_name": ans.model, "model_version": ans.version,
+                           "id": ans.id, "outputs": outs, "parameters": ans.parameters}
     head = json.dumps(doc, separators=(",", ":")).encode()
     if not blobs:
         return head, {"content-type": "application/json"}

@@ -22,8 +22,15 @@ MAX_PINNED = 4  # versions loaded on demand by number
 
 @dataclass
 class Totals:
+    """One version's counts since the gateway started (Triton's statistics shape)."""
+
+    number: int = 0
     requests: int = 0
     errors: int = 0
+    inferences: int = 0  # rows answered (the first dimension of the first input)
+    success_ns: int = 0
+    fail_ns: int = 0
+    last_ms: int = 0  # wall-clock time of the last answer, ms since the epoch
 
 
 @dataclass
@@ -194,7 +201,9 @@ class ServedModel:
         per_version = {}
         for vid, t in self.totals.items():
             w = self.windows.get(vid)
-            per_version[vid] = {"number": numbers.get(vid), "requests": t.requests,
+            # an unloaded version keeps its number (its totals recorded it)
+            per_version[vid] = {"number": numbers.get(vid) or t.number or None,
+                                "requests": t.requests,
                                 "errors": t.errors,
                                 "window": w.evidence(since).summary() if w else None}
         sh = self.shadow_stats
