@@ -71,7 +71,9 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
         "charts": chart_list, "channels": channels, "numbers": numbers,
         "branches": sorted((r for r in refs if r.kind == "branch"), key=lambda r: r.name),
         "tags": sorted((r for r in refs if r.kind == "tag"), key=lambda r: r.name),
-        "timeline": channel_timeline(reg.history(model), numbers),
+        # Per channel: the whole history also holds a move per commit (10,000s).
+        "timeline": channel_timeline([m for c in channels
+                                      for m in reg.history(model, name=c.name)], numbers),
         "at_channel": at_channel, "at_time": at_time, "at_result": at_result,
         "raw": sum(v.raw_size for v in vs), "stored": sum(v.stored_size for v in vs),
     }

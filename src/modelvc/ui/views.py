@@ -13,6 +13,7 @@ from ..meta.api import RefMove, RefRow, VersionRow
 from .port import UIRegistry
 
 PAGE = 50
+REFRESH_PER_PAGE = 50  # stale summaries refreshed per page when sorting all models
 SORTS = ("name", "activity", "versions", "raw", "stored")
 
 
@@ -101,12 +102,20 @@ class SummaryCache:
         self._lock = threading.Lock()
         self._items: dict[str, tuple[float, ModelSummary]] = {}
 
-    def get(self, reg: UIRegistry, name: str) -> ModelSummary:
+    def get(self, reg: UIRegistry, name: str, *, budget: list[int] | None = None
+            ) -> ModelSummary:
+        """A summary at most `ttl` old; with BUDGET ([n]), a stale one is refreshed only
+        while n > 0 (each refresh spends one), so sorting 1,000 models costs a bounded
+        number of registry calls per page (the rows shown are refreshed regardless)."""
         now = self.clock()
         with self._lock:
             hit = self._items.get(name)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
+        if hit is not None and budget is not None:
+            if budget[0] <= 0:
+                return hit[1]
+            budget[0] -= 1
         s = summarize(reg, name, self.versions)
         with self._lock:
             self._items[name] = (now, s)
@@ -131,7 +140,8 @@ class ModelList:
 
 
 def model_list(reg: UIRegistry, cache: SummaryCache, *, q: str = "", sort: str = "name",
-               desc: bool = False, page: int = 1, per_page: int = PAGE) -> ModelList:
+               desc: bool = False, page: int = 1, per_page: int = PAGE,
+               refresh: int = REFRESH_PER_PAGE) -> ModelList:
     names = sorted(reg.models())
     if q:
         needle = q.lower()
@@ -146,13 +156,14 @@ def model_list(reg: UIRegistry, cache: SummaryCache, *, q: str = "", sort: str =
             names.reverse()
         rows = [cache.get(reg, n) for n in names[lo:lo + per_page]]
     else:
-        every = [cache.get(reg, n) for n in names]
+        budget = [refresh]
+        every = [cache.get(reg, n, budget=budget) for n in names]
         key: Callable[[ModelSummary], Any] = {
             "activity": lambda s: s.last_activity.timestamp() if s.last_activity else 0.0,
             "versions": lambda s: s.versions, "raw": lambda s: s.raw,
             "stored": lambda s: s.stored}[sort]
         every.sort(key=key, reverse=desc)
-        rows = every[lo:lo + per_page]
+        rows = [cache.get(reg, s.name) for s in every[lo:lo + per_page]]
     return ModelList(rows, total, page, pages, q, sort, desc)
 
 

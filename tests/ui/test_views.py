@@ -1,0 +1,74 @@
+"""The UI's caches over a real registry: fresh after a change, bounded work when stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modelvc.registry import Registry
+from modelvc.ui.views import SummaryCache, VersionsCache, model_list
+
+
+class Counting:
+    """The real registry, counting the calls the UI makes (a spy, not a stand-in)."""
+
+    def __init__(self, reg: Registry) -> None:
+        self._reg = reg
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._reg, name)
+        if not callable(attr):
+            return attr
+
+        def call(*a: Any, **kw: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return attr(*a, **kw)
+
+        return call
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _commit(reg: Registry, tmp: Path, model: str, body: bytes) -> None:
+    f = tmp / "w.bin"
+    f.write_bytes(body)
+    reg.commit(f, model=model)
+
+
+def test_versions_cache_sees_a_commit_at_once(reg: Registry, tmp_path: Path) -> None:
+    _commit(reg, tmp_path, "m", b"one")
+    spy = Counting(reg)
+    cache = VersionsCache(clock=Clock())
+    assert [v.number for v in cache.get(spy, "m")[0]] == [1]  # type: ignore[arg-type]
+    assert [v.number for v in cache.get(spy, "m")[0]] == [1]  # type: ignore[arg-type]
+    assert spy.calls == {"refs": 2, "versions": 1}
+    _commit(reg, tmp_path, "m", b"two")  # moves the branch: the refs differ
+    assert [v.number for v in cache.get(spy, "m")[0]] == [2, 1]  # type: ignore[arg-type]
+    assert spy.calls == {"refs": 3, "versions": 2}
+
+
+def test_sorting_all_models_refreshes_a_bounded_number(reg: Registry, tmp_path: Path) -> None:
+    for i in range(12):
+        _commit(reg, tmp_path, f"m{i:02d}", b"x" * (i + 1))
+    spy = Counting(reg)
+    clock = Clock()
+    cache = SummaryCache(ttl=10, clock=clock)
+    first = model_list(spy, cache, sort="raw", desc=True, per_page=5, refresh=3)  # type: ignore[arg-type]
+    assert [s.name for s in first.rows] == ["m11", "m10", "m09", "m08", "m07"]
+    assert spy.calls["refs"] == 12  # never seen: each summarized once
+    spy.calls.clear()
+    clock.t = 11  # all stale: 3 refreshed for the order, and the 5 rows shown
+    again = model_list(spy, cache, sort="raw", desc=True, per_page=5, refresh=3)  # type: ignore[arg-type]
+    assert [s.name for s in again.rows] == [s.name for s in first.rows]
+    assert spy.calls["refs"] <= 3 + 5
+    spy.calls.clear()
+    by_name = model_list(spy, cache, sort="name", page=3, per_page=5)  # type: ignore[arg-type]
+    assert [s.name for s in by_name.rows] == ["m10", "m11"] and by_name.pages == 3
+    assert spy.calls.get("refs", 0) <= 2  # only the page's rows
