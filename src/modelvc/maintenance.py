@@ -12,6 +12,7 @@ from .errors import Conflict, ModelvcError, UsageError
 from .layout import Layout
 from .meta.api import AuditEntry, ObjectRow, VersionRow
 from .meta.store import MetaStore
+from .objects.base import ObjectStore
 from .storage import ObjectIO, _numel
 
 
@@ -183,28 +184,62 @@ def _rebase(meta: MetaStore, io: ObjectIO, row: ObjectRow, rows: dict[str, Objec
     meta.update_object(io.reencode(row.id, new_ref))
 
 
-def stats(meta: MetaStore, model: str | None = None) -> dict[str, Any]:
+def _closure(ids: set[str], rows: dict[str, ObjectRow]) -> set[str]:
+    """IDS and every object their delta chains run through (what rebuilding them reads)."""
+    out: set[str] = set()
+    stack = list(ids)
+    while stack:
+        oid = stack.pop()
+        if oid in out:
+            continue
+        out.add(oid)
+        ref = rows[oid].ref_id if oid in rows else None
+        if ref is not None:
+            stack.append(ref)
+    return out
+
+
+def stats(meta: MetaStore, model: str | None = None, store: ObjectStore | None = None
+          ) -> dict[str, Any]:
+    """Raw vs stored bytes. A version's `stored` is what rebuilding it reads (its objects
+    and their delta bases, shared or not), `new` what its commit wrote; a model's `stored`
+    counts each object once, the total each live object once. For the whole registry,
+    with `store`: `unreferenced` objects
+    in the store that no live version needs (an interrupted commit's, a deleted version's),
+    which `modelvc gc` reclaims."""
     models = [model] if model else [m.name for m in meta.list_models()]
+    rows = {r.id: r for r in meta.iter_objects()}
     out: dict[str, Any] = {"models": {}}
     raw_total = 0
     for name in models:
-        vs = meta.list_versions(name)
+        vs = sorted(meta.list_versions(name), key=lambda v: v.number)
+        entries = []
+        needed_by_model: set[str] = set()
+        for v in vs:
+            needed = _closure({o.id for o in meta.version_objects(v.id)}, rows)
+            needed_by_model |= needed
+            stored = sum(rows[o].stored_size for o in needed if o in rows)
+            entries.append({"number": v.number, "id": v.id, "raw": v.raw_size,
+                            "stored": stored, "new": v.stored_size,
+                            "ratio": round(stored / v.raw_size, 4) if v.raw_size else 0})
         raw = sum(v.raw_size for v in vs)
-        stored = sum(v.stored_size for v in vs)
+        stored = sum(rows[o].stored_size for o in needed_by_model if o in rows)
         raw_total += raw
-        out["models"][name] = {
-            "versions": [{"number": v.number, "id": v.id, "raw": v.raw_size,
-                          "stored": v.stored_size,
-                          "ratio": round(v.stored_size / v.raw_size, 4) if v.raw_size else 0}
-                         for v in sorted(vs, key=lambda v: v.number)],
-            "raw": raw, "stored": stored, "ratio": round(stored / raw, 4) if raw else 0,
-        }
+        out["models"][name] = {"versions": entries, "raw": raw, "stored": stored,
+                               "ratio": round(stored / raw, 4) if raw else 0}
     if model is not None:
         m = out["models"][model]
         out.update(raw=m["raw"], stored=m["stored"], objects=None, ratio=m["ratio"])
         return out
-    objs = list(meta.iter_objects())
-    stored_total = sum(o.stored_size for o in objs)
-    out.update(raw=raw_total, stored=stored_total, objects=len(objs),
+    live = meta.live_object_ids()
+    stored_total = sum(rows[o].stored_size for o in live if o in rows)
+    out.update(raw=raw_total, stored=stored_total, objects=len(live),
                ratio=round(stored_total / raw_total, 4) if raw_total else 0)
+    if store is not None:
+        n = size = 0
+        for info in store.list():
+            if info.key not in live:
+                n += 1
+                size += info.size
+        out["unreferenced"] = {"objects": n, "bytes": size}
     return out

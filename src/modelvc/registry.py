@@ -128,7 +128,7 @@ class _ReadOps:
             self.meta.get_model(model)
         from . import maintenance
 
-        return maintenance.stats(self.meta, model)
+        return maintenance.stats(self.meta, model, None if model else self.store)
 
     def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
         from . import maintenance

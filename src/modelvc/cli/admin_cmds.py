@@ -33,7 +33,11 @@ def models(ctx: Ctx, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def du(ctx: Ctx, model: str | None, as_json: bool) -> None:
-    """Raw vs stored bytes per version and in total."""
+    """Raw vs stored bytes per version and in total.
+
+    A version's `stored` is what rebuilding it reads (its objects and their delta bases,
+    shared with other versions or not); `new` is what its commit added. Without MODEL,
+    the store's unreferenced objects (gc reclaims them) are counted too."""
     s = ctx.registry().stats(model)
 
     def human() -> None:
@@ -41,11 +45,18 @@ def du(ctx: Ctx, model: str | None, as_json: bool) -> None:
             click.echo(f"{name}: {len(m['versions'])} versions, {human_bytes(m['raw'])} raw, "
                        f"{human_bytes(m['stored'])} stored ({m['ratio']:.3f}x)")
             for v in m["versions"]:
+                new = v.get("new")
+                added = f"  {human_bytes(new):>10} new" if new is not None else ""
                 click.echo(f"  v{v['number']:<4} {human_bytes(v['raw']):>10} raw "
-                           f"{human_bytes(v['stored']):>10} stored  {v['ratio']:.3f}x")
+                           f"{human_bytes(v['stored']):>10} stored{added}  {v['ratio']:.3f}x")
         where = f" in {s['objects']} objects" if s["objects"] is not None else ""
         click.echo(f"total: {human_bytes(s['raw'])} raw, {human_bytes(s['stored'])} stored"
                    f"{where} ({s['ratio']:.3f}x)")
+        loose = s.get("unreferenced")
+        if loose and loose["objects"]:
+            click.echo(f"unreferenced: {loose['objects']} objects, "
+                       f"{human_bytes(loose['bytes'])} no version needs (an interrupted "
+                       "commit's or a deleted version's); `modelvc gc` reclaims them")
 
     emit(as_json, s, human)
 
