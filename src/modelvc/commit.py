@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -68,7 +69,24 @@ class FileStorer:
     def __init__(self, io: ObjectIO, pool: ThreadPoolExecutor, *, progress: Progress | None = None):
         self.io = io.batched()  # small objects go to the store together, at the end
         self.pool = pool
-        self.progress = progress or (lambda n: None)
+        self._report = progress or (lambda n: None)
+        # A streamed tensor (GBs) reports as it is read, from a pool thread; its segment
+        # then reports only the rest. The lock keeps the reported total monotonic.
+        self._lock = threading.Lock()
+        self._partial: dict[int, int] = {}  # segment offset -> bytes reported early
+
+    def _advance(self, seg: Segment, n: int) -> None:
+        """Report N bytes of SEG early (at most all but one of them)."""
+        with self._lock:
+            had = self._partial.get(seg.offset, 0)
+            n = max(0, min(n, seg.length - 1 - had))
+            if n:
+                self._partial[seg.offset] = had + n
+                self._report(n)
+
+    def _finish(self, seg: Segment) -> None:
+        with self._lock:
+            self._report(seg.length - self._partial.pop(seg.offset, 0))
 
     def store(self, files: list[tuple[str, Path]], refs: References) -> StoreResult:
         """Store FILES; tensors delta against REFS (the parent version's)."""
@@ -115,7 +133,7 @@ class FileStorer:
                 for c in chain:
                     result.ref_objects.setdefault(c.id, c)
                 segs.append(_segment_ref(seg, row.id))
-                self.progress(seg.length)
+                self._finish(seg)
             digest = sha.result()
         finally:
             os.close(fd)
@@ -142,7 +160,11 @@ class FileStorer:
             ref = refs.get(rel, seg.name)
             ref_id = ref.id if ref else None
             if seg.length > STREAM_BYTES:  # hashed, then encoded, block by block
-                stored = self.io.put_tensor_from(read, seg.dtype, seg.shape, ref=ref_id)
+                def counted(off: int, n: int) -> bytes:
+                    self._advance(seg, n // 2)  # each byte is read twice: hash, encode
+                    return read(off, n)
+
+                stored = self.io.put_tensor_from(counted, seg.dtype, seg.shape, ref=ref_id)
             else:
                 stored = self.io.put_tensor(read(0, seg.length), seg.dtype, seg.shape, ref=ref_id)
             return seg, stored.row, stored.new, self.io.chain_rows(stored.row.id)

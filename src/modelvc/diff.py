@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,7 +52,9 @@ class VersionDiff:
 
 
 def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_label: str,
-                   numeric: bool = True) -> VersionDiff:
+                   numeric: bool = True, progress: Callable[[int, int], None] | None = None
+                   ) -> VersionDiff:
+    """`progress(done, total)`: bytes of B's tensors compared so far."""
     out = VersionDiff(a_label, b_label)
     fa = {f.path: f for f in a.files}
     fb = {f.path: f for f in b.files}
@@ -68,11 +71,17 @@ def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_la
             fa = {pb: a.files[0]}
             ta = {(pb, n): s for (_, n), s in ta.items()}
     pairs = _pair_tensors(ta, tb)
+    total = sum((sb or sa).size for _, sa, sb in pairs if (sb or sa) is not None)
+    done = 0
     for key, sa, sb in pairs:
+        seg = sb or sa
+        done += seg.size if seg is not None else 0
         if sa is not None and sb is not None and sa.id == sb.id:
             out.tensors_unchanged += 1
-            continue
-        out.tensors.append(_tensor_change(io, key, sa, sb, numeric))
+        else:
+            out.tensors.append(_tensor_change(io, key, sa, sb, numeric))
+        if progress is not None:
+            progress(done, total)
     for path in out.files_changed:
         if path.endswith(".json"):
             old = _json_or_none(io, fa[path].segments)

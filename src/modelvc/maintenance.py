@@ -105,13 +105,16 @@ def check_grace(grace_seconds: float) -> None:
 
 def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
        grace_seconds: float = 3600.0, actor: str = "",
-       upload_ttl: timedelta = UPLOAD_TTL) -> GcReport:
+       upload_ttl: timedelta = UPLOAD_TTL,
+       progress: Callable[[int, int], None] | None = None) -> GcReport:
     """Mark from every live version (and delta references), sweep the rest.
 
     The sweep holds the registry lock exclusively, so no commit is between writing
     its objects and recording them; objects younger than the grace period survive
     anyway (a writer on another host of a shared store). Unless a dry run, upload
-    possession rows older than `upload_ttl` are deleted too (meta/uploads.py)."""
+    possession rows older than `upload_ttl` are deleted too (meta/uploads.py).
+    `progress(done, total)`: objects looked at, then objects deleted."""
+    tick = progress or (lambda done, total: None)
     check_grace(grace_seconds)
     report = GcReport(dry_run, grace_seconds=grace_seconds)
     with lay.lock(exclusive=True):
@@ -119,7 +122,10 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
         report.live = len(live)
         cutoff = time.time() - grace_seconds
         dead_rows = [r.id for r in meta.iter_objects() if r.id not in live]
+        listed = 0
         for info in io.store.list():
+            listed += 1
+            tick(listed, max(listed, len(live) + len(dead_rows)))
             if info.key in live:
                 continue
             if info.mtime > cutoff:
@@ -132,8 +138,9 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
             removable = set(report.removable)
             # Reverse write order: forget the row, then the bytes.
             meta.delete_objects([r for r in dead_rows if r in removable])
-            for key in report.removable:
+            for i, key in enumerate(report.removable, 1):
                 io.store.delete(key)
+                tick(i, len(report.removable))
             cleanup = getattr(io.store, "cleanup_temp", None)
             if cleanup is not None:
                 cleanup(grace_seconds)

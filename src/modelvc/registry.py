@@ -115,13 +115,15 @@ class _ReadOps:
 
         return TensorDict(self.io, self._manifest(v.id), framework=framework, file=file)
 
-    def diff(self, a: str, b: str, *, numeric: bool = True) -> VersionDiff:
+    def diff(self, a: str, b: str, *, numeric: bool = True,
+             progress: Callable[[int, int], None] | None = None) -> VersionDiff:
         va, vb = self.resolve(a), self.resolve(b)
         from .diff import diff_manifests
 
         return diff_manifests(self.io, self._manifest(va.id), self._manifest(vb.id),
                               a_label=f"{va.model}@v{va.number}",
-                              b_label=f"{vb.model}@v{vb.number}", numeric=numeric)
+                              b_label=f"{vb.model}@v{vb.number}", numeric=numeric,
+                              progress=progress)
 
     def stats(self, model: str | None = None) -> dict[str, Any]:
         if model is not None:
@@ -135,11 +137,13 @@ class _ReadOps:
 
         return maintenance.verify(self.meta, self.io, progress=progress)
 
-    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
+    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0,
+           progress: Callable[[int, int], None] | None = None) -> GcReport:
         from . import maintenance
 
         return maintenance.gc(self.layout, self.meta, self.io, dry_run=dry_run,
-                              grace_seconds=grace_seconds, actor=default_author())
+                              grace_seconds=grace_seconds, actor=default_author(),
+                              progress=progress)
 
     def audit(self, *, model: str | None = None, channel: str | None = None,
               actor: str | None = None, action: str | None = None,

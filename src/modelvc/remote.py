@@ -166,7 +166,8 @@ class RemoteRegistry:
         data = self._get(f"/models/{self._q(model)}/at", name=name, when=when.isoformat())
         return decode_as(VersionRow, data) if data else None
 
-    def diff(self, a: str, b: str, *, numeric: bool = True) -> VersionDiff:
+    def diff(self, a: str, b: str, *, numeric: bool = True,
+             progress: Callable[[int, int], None] | None = None) -> VersionDiff:
         return decode_as(VersionDiff, self._get("/diff", a=a, b=b, numeric=numeric))
 
     def stats(self, model: str | None = None) -> dict[str, Any]:
@@ -224,7 +225,8 @@ class RemoteRegistry:
     def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
         return decode_as(VerifyReport, self._post("/verify", {}))
 
-    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
+    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0,
+           progress: Callable[[int, int], None] | None = None) -> GcReport:
         return decode_as(GcReport, self._post("/gc", {"dry_run": dry_run,
                                                       "grace_seconds": grace_seconds}))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .main import Ctx, json_option
-from .output import emit, human_bytes
+from .output import Progress, emit, human_bytes
 
 
 @click.command()
@@ -89,7 +89,9 @@ def verify(ctx: Ctx, as_json: bool) -> None:
 @click.pass_obj
 def gc(ctx: Ctx, apply: bool, grace: float, as_json: bool) -> None:
     """Remove objects no version needs (mark and sweep; dry run by default)."""
-    r = ctx.registry().gc(dry_run=not apply, grace_seconds=grace)
+    bar = Progress("gc", 0, enabled=not as_json, unit="objects")
+    r = ctx.registry().gc(dry_run=not apply, grace_seconds=grace, progress=bar)
+    bar.close()
     verb = "removed" if apply else "would remove"
     expired = getattr(r, "uploads_expired", 0)
 

@@ -60,14 +60,20 @@ def when(dt: datetime) -> str:
 
 
 class Progress:
-    """A one-line progress bar on stderr, shown only on a terminal (or MODELVC_PROGRESS=1)."""
+    """A one-line progress bar on stderr, shown only on a terminal (or MODELVC_PROGRESS=1).
 
-    def __init__(self, label: str, total: int, *, enabled: bool = True) -> None:
+    Each redraw returns to the line's start and erases what a longer earlier line left
+    (ESC [K); close() erases the bar, so the command's own summary line follows.
+    `unit`: "bytes" (sizes and a rate) or a noun counted as is ("objects")."""
+
+    def __init__(self, label: str, total: int, *, enabled: bool = True,
+                 unit: str = "bytes") -> None:
         forced = os.environ.get("MODELVC_PROGRESS") == "1"
         self.enabled = enabled and (forced or sys.stderr.isatty())
-        self.label, self.total = label, max(total, 1)
+        self.label, self.total, self.unit = label, max(total, 1), unit
         self.start = self.last = time.monotonic()
         self.done = 0
+        self.drawn = False
 
     def __call__(self, done: int, total: int | None = None) -> None:
         self.done = done
@@ -85,17 +91,24 @@ class Progress:
         frac = min(self.done / self.total, 1.0)
         width = 24
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        rate = self.done / max(now - self.start, 1e-6)
-        line = (f"\r{self.label} [{bar}] {frac:4.0%} {human_bytes(self.done)}/"
-                f"{human_bytes(self.total)} {human_bytes(rate)}/s")
-        sys.stderr.write(line[: max(20, _columns() - 1)])
+        if self.unit == "bytes":
+            rate = self.done / max(now - self.start, 1e-6)
+            amount = (f"{human_bytes(self.done)}/{human_bytes(self.total)} "
+                      f"{human_bytes(rate)}/s")
+        else:
+            amount = f"{self.done}/{self.total} {self.unit}"
+        line = f"{self.label} [{bar}] {frac:4.0%} {amount}"
+        sys.stderr.write("\r" + line[: max(20, _columns() - 1)] + ERASE_LINE)
         sys.stderr.flush()
+        self.drawn = True
 
     def close(self) -> None:
-        if self.enabled:
-            self._draw(time.monotonic())
-            sys.stderr.write("\n")
+        if self.enabled and self.drawn:
+            sys.stderr.write("\r" + ERASE_LINE)
             sys.stderr.flush()
+
+
+ERASE_LINE = "\x1b[K"
 
 
 def _columns() -> int:

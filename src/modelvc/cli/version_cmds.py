@@ -147,7 +147,9 @@ def show(ctx: Ctx, ref: str, as_json: bool) -> None:
 @click.pass_obj
 def diff(ctx: Ctx, a: str, b: str, no_numeric: bool, all_tensors: bool, as_json: bool) -> None:
     """What changed from version A to version B."""
-    d = ctx.registry().diff(a, b, numeric=not no_numeric)
+    bar = Progress(f"diff {a} {b}", 0, enabled=not as_json)
+    d = ctx.registry().diff(a, b, numeric=not no_numeric, progress=bar)
+    bar.close()
 
     def human() -> None:
         click.echo(f"--- {d.a}\n+++ {d.b}")
