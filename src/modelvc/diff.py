@@ -71,8 +71,8 @@ def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_la
             fa = {pb: a.files[0]}
             ta = {(pb, n): s for (_, n), s in ta.items()}
     pairs = _pair_tensors(ta, tb)
-    total = sum((sb or sa).size for _, sa, sb in pairs if (sb or sa) is not None)
-    done = 0
+    sizes = [s.size for _, sa, sb in pairs if (s := sb or sa) is not None]
+    total, done = sum(sizes), 0
     for key, sa, sb in pairs:
         seg = sb or sa
         done += seg.size if seg is not None else 0
