@@ -27,7 +27,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import webhooks as wire
+from .api.types import DeliveryReport, WebhookStatus
 from .errors import PermissionDenied
+from .lineage import author
 from .meta.api import AuditEntry, Delivery, Webhook
 
 if TYPE_CHECKING:
@@ -49,14 +51,8 @@ class Report:
     failed_attempts: int = 0
     pending: dict[int, int] = field(default_factory=dict)  # webhook id -> events waiting
 
-    @property
-    def total_pending(self) -> int:
-        return sum(self.pending.values())
-
-    def to_json(self) -> dict[str, object]:
-        return {"delivered": self.delivered, "failed_attempts": self.failed_attempts,
-                "pending": {str(k): v for k, v in self.pending.items()},
-                "total_pending": self.total_pending}
+    def frozen(self) -> DeliveryReport:
+        return DeliveryReport(self.delivered, self.failed_attempts, dict(self.pending))
 
 
 def wants(hook: Webhook, entry: AuditRow) -> bool:
@@ -94,8 +90,10 @@ class Events:
         self._next_try: dict[int, float] = {}  # hook -> monotonic time it is due again
 
     # ---- configuration (admins only; audited like every mutation)
-    def add(self, url: str, *, secret: str, events: Sequence[str], actor: str) -> Webhook:
+    def add(self, url: str, *, secret: str, events: Sequence[str] = (),
+            actor: str | None = None) -> Webhook:
         wire.check_url(url)
+        actor = actor or author()
         require_admin(self.meta, actor, "add a webhook")
         entry = AuditEntry(actor=actor, action="webhook", target=url,
                            after={"added": url, "events": sorted(set(events))})
@@ -103,7 +101,8 @@ class Events:
         self.after_mutation()  # with no filter, its own "webhook" entry acts as a ping
         return hook
 
-    def remove(self, webhook_id: int, *, actor: str) -> None:
+    def remove(self, webhook_id: int, *, actor: str | None = None) -> None:
+        actor = actor or author()
         require_admin(self.meta, actor, "remove a webhook")
         hook = next((h for h in self.meta.list_webhooks() if h.id == webhook_id), None)
         entry = AuditEntry(actor=actor, action="webhook", target=hook.url if hook else "",
@@ -120,9 +119,9 @@ class Events:
     def pending(self, hook: Webhook) -> int:
         return sum(1 for e in self.meta.audit_entries(after_id=hook.cursor) if wants(hook, e))
 
-    def status(self) -> list[tuple[Webhook, int]]:
+    def status(self) -> list[WebhookStatus]:
         """Each active webhook with the number of events waiting for it."""
-        return [(h, self.pending(h)) for h in self.hooks()]
+        return [WebhookStatus(h, self.pending(h)) for h in self.hooks()]
 
     # ---- delivery
     def after_mutation(self) -> None:
@@ -142,7 +141,7 @@ class Events:
         except Exception as exc:  # delivery must never fail the command that mutated
             log.warning("webhook delivery deferred: %s", exc)
 
-    def deliver(self, wait: float = 0.0) -> Report:
+    def deliver(self, wait: float = 0.0) -> DeliveryReport:
         """Deliver pending events; retry failing webhooks with backoff for up to `wait`
         seconds (one pass when 0). Returns what was delivered and what still waits."""
         report = Report()
@@ -155,7 +154,7 @@ class Events:
                               if (n := self.pending(h))}
             now = time.monotonic()
             if not report.pending or now >= deadline:
-                return report
+                return report.frozen()
             due = min(self._next_try.get(i, now) for i in report.pending)
             time.sleep(min(max(due - now, 0.05), deadline - now))
 
@@ -283,7 +282,7 @@ class RemoteEvents:
     def __init__(self, call: Callable[..., Any]) -> None:
         self._call = call
 
-    def add(self, url: str, *, secret: str, events: Sequence[str],
+    def add(self, url: str, *, secret: str, events: Sequence[str] = (),
             actor: str | None = None) -> Webhook:
         wire.check_url(url)
         out = self._call("POST", "/webhooks",
@@ -293,20 +292,21 @@ class RemoteEvents:
     def remove(self, webhook_id: int, *, actor: str | None = None) -> None:
         self._call("DELETE", f"/webhooks/{int(webhook_id)}")
 
-    def status(self) -> list[tuple[Webhook, int]]:
-        return [(_webhook(d), int(d["pending"])) for d in self._call("GET", "/webhooks")]
+    def status(self) -> list[WebhookStatus]:
+        return [WebhookStatus(_webhook(d), int(d["pending"]))
+                for d in self._call("GET", "/webhooks")]
 
     def hooks(self) -> list[Webhook]:
-        return [h for h, _ in self.status()]
+        return [s.webhook for s in self.status()]
 
     def pending(self, hook: Webhook) -> int:
-        return next((n for h, n in self.status() if h.id == hook.id), 0)
+        return next((s.pending for s in self.status() if s.webhook.id == hook.id), 0)
 
     def log(self, webhook_id: int | None = None) -> list[Delivery]:
         params = {} if webhook_id is None else {"webhook_id": webhook_id}
         return [_delivery(d) for d in self._call("GET", "/webhooks/deliveries", params=params)]
 
-    def deliver(self, wait: float = 0.0) -> Report:
+    def deliver(self, wait: float = 0.0) -> DeliveryReport:
         """The server delivers; it waits at most MAX_REMOTE_WAIT per request, so a
         longer wait is several requests."""
         report = Report()
@@ -318,4 +318,4 @@ class RemoteEvents:
             report.failed_attempts += int(d["failed_attempts"])
             report.pending = {int(k): int(v) for k, v in d["pending"].items()}
             if not report.pending or time.monotonic() >= deadline:
-                return report
+                return report.frozen()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from . import layout as _layout
+from .api.types import UNSET, Unset
 from .errors import (
     AlreadyExists,
     AmbiguousRef,
@@ -43,22 +44,27 @@ from .objects.base import ObjectStore, flush
 
 if TYPE_CHECKING:  # imported on first use: commands that only read metadata (log, refs,
     # history) never load numpy and the codecs, nor gates or signing: the CLI starts faster
+    from .api.protocol import RegistryAPI
     from .checkout import CheckoutResult, TensorDict
     from .diff import VersionDiff
     from .events import Events
     from .gates.authority import Authority
     from .maintenance import GcReport, VerifyReport
+    from .registry_areas import (
+        LocalDeployments,
+        LocalGates,
+        LocalKeys,
+        LocalRoles,
+        LocalSignatures,
+        LocalTokens,
+    )
     from .signing.trust import Trust
     from .storage import ObjectIO
 
 Version = VersionRow
 
 
-class _Unset:
-    """Marks an argument that was not given (None is a meaningful value)."""
-
-
-UNSET = _Unset()
+_Unset = Unset
 DEFAULT_BRANCH = "main"
 COMMIT_RETRIES = 20
 
@@ -189,6 +195,51 @@ class Registry(_ReadOps):
 
         return Events(self.meta)
 
+    # ---- the areas of RegistryAPI (modelvc.registry_areas)
+    @cached_property
+    def keys(self) -> LocalKeys:
+        from .registry_areas import LocalKeys
+
+        return LocalKeys(self)
+
+    @cached_property
+    def signatures(self) -> LocalSignatures:
+        from .registry_areas import LocalSignatures
+
+        return LocalSignatures(self)
+
+    @cached_property
+    def gates(self) -> LocalGates:
+        from .registry_areas import LocalGates
+
+        return LocalGates(self)
+
+    @cached_property
+    def tokens(self) -> LocalTokens:
+        from .registry_areas import LocalTokens
+
+        return LocalTokens(self)
+
+    @cached_property
+    def roles(self) -> LocalRoles:
+        from .registry_areas import LocalRoles
+
+        return LocalRoles(self)
+
+    @cached_property
+    def deployments(self) -> LocalDeployments:
+        from .registry_areas import LocalDeployments
+
+        return LocalDeployments(self)
+
+    @property
+    def location(self) -> str:
+        return str(self.layout.root)
+
+    def whoami(self) -> dict[str, Any]:
+        """Who acts on this registry: the local author ($MODELVC_AUTHOR, git, user)."""
+        return {"name": default_author()}
+
     # ---- opening
     @classmethod
     def init(cls, path: str | Path = ".", *, meta_url: str | None = None,
@@ -200,16 +251,22 @@ class Registry(_ReadOps):
 
     @classmethod
     def open(cls, location: str | Path | None = None, *, token: str | None = None
-             ) -> Registry:
+             ) -> RegistryAPI:
         """Open the registry at `location`, $MODELVC_REGISTRY, or the nearest .modelvc.
 
         An http(s):// URL opens a `modelvc server` (token: `token` or $MODELVC_TOKEN) as a
-        modelvc.remote.RemoteRegistry, which has the same public methods."""
+        modelvc.remote.RemoteRegistry. Both implement modelvc.api.RegistryAPI."""
         url = os.environ.get("MODELVC_REGISTRY", "") if location is None else str(location)
         if isinstance(location, str | None) and url.startswith(("http://", "https://")):
             from .remote import RemoteRegistry
 
-            return cast("Registry", RemoteRegistry(url, token=token))
+            return RemoteRegistry(url, token=token)
+        return cls.open_local(location)
+
+    @classmethod
+    def open_local(cls, location: str | Path | None = None) -> Registry:
+        """The embedded registry at `location` (a folder; see `open`). For the processes
+        that host one: the server, `modelvc deploy`, the fleet gateways."""
         lay = _layout.find(location)
         meta = MetaStore.open(lay.meta_url)
         return cls(lay, meta, open_store(lay.objects_url, deferred_fsync=True))

@@ -28,6 +28,7 @@ import blake3
 import httpx
 
 from . import errors
+from .api.types import UNSET, Unset
 from .checkout import CheckoutResult, TensorDict, safe_relpath, to_array
 from .commit import collect_files
 from .diff import VersionDiff
@@ -37,7 +38,14 @@ from .lineage import capture
 from .maintenance import GcReport, VerifyReport
 from .manifest import FileEntry, Manifest, SegmentRef
 from .meta.api import AuditRow, RefMove, RefRow, VersionRow
-from .meta.auth import ApiToken, RoleBinding
+from .remote_areas import (
+    RemoteDeployments,
+    RemoteGates,
+    RemoteKeys,
+    RemoteRoles,
+    RemoteSignatures,
+    RemoteTokens,
+)
 from .server.wire import decode, decode_as
 from .storage import ObjectIO
 
@@ -48,7 +56,6 @@ UPLOAD_THREADS = 4
 UPLOAD_RESTARTS = 3  # per chunked segment: re-asks after a refused chunk or failed hash
 UPLOAD_MOVED_WHOLE = 2  # a session that moved this often: the segment goes whole
 CHUNK_BYTES = 8 << 20  # segments above this go up in chunks (transfer.sessions.CHUNK_BYTES)
-_UNSET: Any = object()
 
 
 def _error(resp: httpx.Response) -> ModelvcError:
@@ -97,6 +104,35 @@ class RemoteRegistry:
         from .events import RemoteEvents
 
         return RemoteEvents(self._call)
+
+    # ---- the areas of RegistryAPI (modelvc.remote_areas)
+    @cached_property
+    def keys(self) -> RemoteKeys:
+        return RemoteKeys(self._call)
+
+    @cached_property
+    def signatures(self) -> RemoteSignatures:
+        return RemoteSignatures(self._call)
+
+    @cached_property
+    def gates(self) -> RemoteGates:
+        return RemoteGates(self._call)
+
+    @cached_property
+    def tokens(self) -> RemoteTokens:
+        return RemoteTokens(self._call)
+
+    @cached_property
+    def roles(self) -> RemoteRoles:
+        return RemoteRoles(self._call)
+
+    @cached_property
+    def deployments(self) -> RemoteDeployments:
+        return RemoteDeployments(self._call)
+
+    @property
+    def location(self) -> str:
+        return self.url
 
     def close(self) -> None:
         self._http.close()
@@ -202,10 +238,9 @@ class RemoteRegistry:
                                             {"ref": ref, "name": name}))
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
-                expected: Any = _UNSET, force: bool = False, create: bool = True) -> RefRow:
-        from .registry import UNSET
-
-        given = expected is not _UNSET and expected is not UNSET
+                expected: str | Unset | None = UNSET, force: bool = False,
+                create: bool = True) -> RefRow:
+        given = not isinstance(expected, Unset)
         model = ref.partition("@")[0]
         body = {"ref": ref, "reason": reason, "force": force, "expected_given": given,
                 "expected": expected if given else None, "create": create}
@@ -229,29 +264,6 @@ class RemoteRegistry:
            progress: Callable[[int, int], None] | None = None) -> GcReport:
         return decode_as(GcReport, self._post("/gc", {"dry_run": dry_run,
                                                       "grace_seconds": grace_seconds}))
-
-    # ---- tokens and roles (admins)
-    def create_token(self, name: str, *, subject: str, scopes: Sequence[str] = (),
-                     expires_in_seconds: float | None = None) -> tuple[str, ApiToken]:
-        data = self._post("/tokens", {"name": name, "subject": subject, "scopes": list(scopes),
-                                      "expires_in_seconds": expires_in_seconds})
-        return data["token"], decode_as(ApiToken, data["info"])
-
-    def list_tokens(self, subject: str | None = None) -> list[ApiToken]:
-        return decode(list[ApiToken], self._get("/tokens", subject=subject))  # type: ignore[no-any-return]
-
-    def revoke_token(self, token_id: str) -> ApiToken:
-        return decode_as(ApiToken, self._call("DELETE", f"/tokens/{self._q(token_id)}"))
-
-    def grant_role(self, subject: str, role: str, *, on: str) -> RoleBinding:
-        return decode_as(RoleBinding, self._post("/roles", {"subject": subject, "scope": on,
-                                                            "role": role}))
-
-    def revoke_role(self, subject: str, *, on: str) -> None:
-        self._call("DELETE", "/roles", params={"subject": subject, "scope": on})
-
-    def role_bindings(self, subject: str | None = None) -> list[RoleBinding]:
-        return decode(list[RoleBinding], self._get("/roles", subject=subject))  # type: ignore[no-any-return]
 
     # ---- commit
     def commit(self, path: str | Path, *, model: str, branch: str | None = None,

@@ -38,7 +38,7 @@ def du(ctx: Ctx, model: str | None, as_json: bool) -> None:
     A version's `stored` is what rebuilding it reads (its objects and their delta bases,
     shared with other versions or not); `new` is what its commit added. Without MODEL,
     the store's unreferenced objects (gc reclaims them) are counted too."""
-    s = ctx.registry().stats(model)
+    s = ctx.registry().stats(model=model)
 
     def human() -> None:
         for name, m in s["models"].items():

@@ -29,7 +29,7 @@ def _controller(ctx: Ctx, stage_timeout: float = 60.0, batch: int = 1,
 
     canary = dict(canary or {})
     replicas, share = canary.pop("canary_replicas", 1), canary.pop("canary_share", None)
-    return Controller(ctx.registry(), stage_timeout=stage_timeout, batch=batch,
+    return Controller(ctx.local_registry(), stage_timeout=stage_timeout, batch=batch,
                       canary_replicas=replicas, canary_share=share, policy=Policy(**canary),
                       strategy=strategy)
 

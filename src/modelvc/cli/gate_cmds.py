@@ -11,8 +11,7 @@ from .main import Ctx, json_option
 from .output import emit, when
 
 if TYPE_CHECKING:
-    from ..gates.context import GateResult
-    from ..gates.run import GateReport
+    from ..api.types import GateReport, GateResult
 
 
 @click.group()
@@ -34,10 +33,11 @@ def gate_run(ctx: Ctx, ref: str, channel: str, policy_file: str | None, data: st
     """Run CHANNEL's gates on version REF, record the report, exit 5 if any failed."""
     from ..errors import GateNotPassed
     from ..gates.policy import load_policy
-    from ..gates.run import run_gates
 
-    pol = load_policy(policy_file) if policy_file else None
-    report = run_gates(ctx.registry(), ref, channel, policy=pol, data=data)
+    # Validated here (errors name the file's line), sent as text: over a server the
+    # gates run there.
+    text = load_policy(policy_file).body if policy_file else None
+    report = ctx.registry().gates.run(ref, channel=channel, policy=text, data=data)
     emit(as_json, report, lambda: _print_report(report))
     if not report.passed:
         sys.exit(GateNotPassed.exit_code)
@@ -87,17 +87,15 @@ def _short(x: Any) -> str:
 @click.pass_obj
 def gate_show(ctx: Ctx, ref: str, channel: str | None, full: bool, as_json: bool) -> None:
     """Recorded gate runs of version REF (oldest first)."""
-    from ..gates.run import read_report
-
     reg = ctx.registry()
     v = reg.resolve(ref)
-    runs = reg.meta.gate_runs(v.id, channel)
-    current = reg.meta.current_policy()
+    runs = reg.gates.runs(f"{v.model}@{v.id}", channel=channel)
+    current = reg.gates.policy()
     if full:
         if not runs:
             emit(as_json, None, f"no gate runs for {v.model}@v{v.number}")
             return
-        data = read_report(reg, runs[-1])
+        data = reg.gates.report(f"{v.model}@{v.id}", run_id=runs[-1].id)
         emit(as_json, data, lambda: _print_stored(data))
         return
 
@@ -105,7 +103,7 @@ def gate_show(ctx: Ctx, ref: str, channel: str | None, full: bool, as_json: bool
         if not runs:
             click.echo(f"no gate runs for {v.model}@v{v.number}")
         for r in runs:
-            stale = "" if current and current[0] == r.policy_digest else "  (older policy)"
+            stale = "" if current and current.digest == r.policy_digest else "  (older policy)"
             verdict = "PASSED" if r.passed else "FAILED"
             click.echo(f"{r.id:>4} {when(r.at)} {r.channel:<12} {verdict} by {r.actor}"
                        f"  policy {r.policy_digest[:12]}{stale}  report {r.report_id[:12]}")
@@ -116,7 +114,7 @@ def gate_show(ctx: Ctx, ref: str, channel: str | None, full: bool, as_json: bool
 
 
 def _print_stored(d: dict[str, Any]) -> None:
-    from ..gates.context import GateResult
+    from ..api.types import GateResult
 
     click.echo(f"gates for {d['model']}@v{d['number']} ({d['version'][:12]}) -> {d['channel']}"
                f", policy {d['policy'][:12]}, by {d['actor']} at {d['at']}")
@@ -137,13 +135,12 @@ def policy() -> None:
 def policy_apply(ctx: Ctx, file: str, as_json: bool) -> None:
     """Validate FILE and make it the registry's policy (admins only, once one has admins)."""
     from ..gates.policy import load_policy
-    from ..lineage import author
 
-    pol = load_policy(file)
-    changed = ctx.registry().governance.apply_policy(pol, author())
-    msg = (f"policy {pol.digest[:12]} applied from {file}" if changed
-           else f"policy {pol.digest[:12]} is already applied")
-    emit(as_json, {"digest": pol.digest, "changed": changed}, msg)
+    pol = load_policy(file)  # validated here: errors name the file's line
+    change = ctx.registry().gates.apply_policy(pol.body, source=file)
+    msg = (f"policy {change.digest[:12]} applied from {file}" if change.changed
+           else f"policy {change.digest[:12]} is already applied")
+    emit(as_json, {"digest": change.digest, "changed": change.changed}, msg)
 
 
 @policy.command("check")
@@ -164,12 +161,12 @@ def policy_check(file: str, as_json: bool) -> None:
 @click.pass_obj
 def policy_show(ctx: Ctx, as_json: bool) -> None:
     """Print the applied policy as it was written."""
-    current = ctx.registry().meta.current_policy()
+    current = ctx.registry().gates.policy()
     if current is None:
         emit(as_json, None, "no policy applied: every actor may promote and roll back")
         return
-    emit(as_json, {"digest": current[0], "body": current[1]},
-         lambda: click.echo(f"# policy {current[0]}\n{current[1].rstrip()}"))
+    emit(as_json, {"digest": current.digest, "body": current.body},
+         lambda: click.echo(f"# policy {current.digest}\n{current.body.rstrip()}"))
 
 
 def register(group: click.Group) -> None:

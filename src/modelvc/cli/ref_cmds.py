@@ -27,7 +27,7 @@ def _parse_time(text: str) -> datetime:
 def refs(ctx: Ctx, model: str, kind: str | None, as_json: bool) -> None:
     """Branches, channels and tags of MODEL."""
     reg = ctx.registry()
-    rows = reg.refs(model, kind)
+    rows = reg.refs(model, kind=kind)
 
     def human() -> None:
         for r in rows:
@@ -133,11 +133,11 @@ def channel_history(ctx: Ctx, model: str, name: str, at: str | None, as_json: bo
     """Every move of channel NAME: who, when, from, to, why."""
     reg = ctx.registry()
     if at is not None:
-        v = reg.at(model, name, _parse_time(at))
+        v = reg.at(model, name, when=_parse_time(at))
         label = f"v{v.number} ({v.id[:12]})" if v else "nothing"
         emit(as_json, {"at": at, "version": v}, f"{model}@{name} at {at}: {label}")
         return
-    moves = reg.history(model, name)
+    moves = reg.history(model, name=name)
     # Through the Registry API (works on a server URL too); deleted versions show as "-".
     nums = {v.id: v.number for v in reg.versions(model)}
 

@@ -121,7 +121,7 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
         click.echo(f"serving {', '.join(names)} on {url}"
                    + (f" and {grpc_url}" if grpc_url else "") + f" ({mode})", err=True)
     try:
-        serve_forever(ctx.registry(), cfg, log_level=log_level)
+        serve_forever(ctx.local_registry(), cfg, log_level=log_level)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown
         click.echo("stopped", err=True)
 

@@ -53,7 +53,7 @@ def key_add(ctx: Ctx, name: str, public_key: Path, as_json: bool) -> None:
 @click.pass_obj
 def key_list(ctx: Ctx, as_json: bool) -> None:
     """Registered keys."""
-    rows = ctx.registry().meta.list_keys()
+    rows = ctx.registry().keys.list()
 
     def human() -> None:
         for k in rows:
@@ -92,7 +92,7 @@ def sign(ctx: Ctx, ref: str, key_file: Path, password: str | None, as_json: bool
 
     reg = ctx.registry()
     s = sign_version(reg, ref, key_file, password=password)
-    k = reg.meta.get_key(s.key_id)
+    k = reg.keys.get(s.key_id)
     emit(as_json, {"version": s.version_id, "key": k.name, "signer": s.signer},
          f"signed {ref} ({s.version_id[:12]}) with key {k.name}")
 
@@ -105,12 +105,8 @@ def sign(ctx: Ctx, ref: str, key_file: Path, password: str | None, as_json: bool
 @click.pass_obj
 def verify_signature(ctx: Ctx, ref: str, key_names: tuple[str, ...], as_json: bool) -> None:
     """Check a version's signatures; exit 0 only if one is valid and trusted."""
-    from ..signing import check_version, verify_version
-
-    reg = ctx.registry()
-    trusted = list(key_names) if key_names else list(reg.trust.settings().keys)
-    v, checks = check_version(reg, ref, trusted)
-    ok, message = verify_version(reg, v, trusted)
+    r = ctx.registry().signatures.check(ref, keys=list(key_names) if key_names else None)
+    v, checks, ok, message = r.version, r.checks, r.ok, r.message
 
     def human() -> None:
         for c in checks:
@@ -157,7 +153,7 @@ def signature_import(ctx: Ctx, ref: str, sigfile: Path, as_json: bool) -> None:
 
     reg = ctx.registry()
     s = import_signature(reg, ref, sigfile)
-    name = reg.meta.get_key(s.key_id).name
+    name = reg.keys.get(s.key_id).name
     emit(as_json, {"version": s.version_id, "key": name, "signer": s.signer},
          f"imported signature of {ref} ({s.version_id[:12]}) by key {name}")
 

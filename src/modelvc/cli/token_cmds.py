@@ -7,8 +7,7 @@ on a server (--registry http://...).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import click
 
@@ -34,19 +33,6 @@ def parse_expiry(text: str) -> float:
     return (at - datetime.now(UTC)).total_seconds()
 
 
-def _remote(ctx: Ctx) -> Any:
-    from ..remote import RemoteRegistry
-
-    reg = ctx.registry()
-    return reg if isinstance(reg, RemoteRegistry) else None
-
-
-def _actor() -> str:
-    from ..lineage import author
-
-    return author()
-
-
 @click.group()
 def token() -> None:
     """Create, list and revoke API tokens (the secret is shown once)."""
@@ -64,18 +50,8 @@ def token_create(ctx: Ctx, name: str, subject: str, expires: str | None,
                  scopes: tuple[str, ...], as_json: bool) -> None:
     """Create token NAME for SUBJECT and print it (it cannot be shown again)."""
     seconds = parse_expiry(expires) if expires else None
-    remote = _remote(ctx)
-    if remote is not None:
-        secret, info = remote.create_token(name, subject=subject, scopes=scopes,
-                                           expires_in_seconds=seconds)
-    else:
-        from ..meta.auth import new_token
-
-        secret, digest = new_token()
-        at = datetime.now(UTC) + timedelta(seconds=seconds) if seconds is not None else None
-        info = ctx.registry().meta.create_token(
-            name=name, subject=subject, secret_hash=digest, scopes=list(scopes),
-            expires_at=at, actor=_actor())
+    secret, info = ctx.registry().tokens.create(name, subject=subject, scopes=scopes,
+                                                expires_in_seconds=seconds)
     emit(as_json, {"token": secret, "info": info},
          f"{secret}\n(token {info.id} for {subject}: store it now, it is not shown again)")
 
@@ -86,9 +62,7 @@ def token_create(ctx: Ctx, name: str, subject: str, expires: str | None,
 @click.pass_obj
 def token_list(ctx: Ctx, subject: str | None, as_json: bool) -> None:
     """Tokens (never their secrets), oldest first."""
-    remote = _remote(ctx)
-    rows = (remote.list_tokens(subject) if remote is not None
-            else ctx.registry().meta.list_tokens(subject))
+    rows = ctx.registry().tokens.list(subject=subject)
 
     def human() -> None:
         for t in rows:
@@ -107,9 +81,7 @@ def token_list(ctx: Ctx, subject: str | None, as_json: bool) -> None:
 @click.pass_obj
 def token_revoke(ctx: Ctx, token_id: str, as_json: bool) -> None:
     """Revoke token TOKEN_ID (from `modelvc token list`) at once."""
-    remote = _remote(ctx)
-    row = (remote.revoke_token(token_id) if remote is not None
-           else ctx.registry().meta.revoke_token(token_id, actor=_actor()))
+    row = ctx.registry().tokens.revoke(token_id)
     emit(as_json, row, f"token {token_id} revoked")
 
 
@@ -127,9 +99,7 @@ def role() -> None:
 @click.pass_obj
 def role_grant(ctx: Ctx, subject: str, role_name: str, scope: str, as_json: bool) -> None:
     """Give SUBJECT the ROLE on a model or pattern (replaces their role there)."""
-    remote = _remote(ctx)
-    row = (remote.grant_role(subject, role_name, on=scope) if remote is not None
-           else ctx.registry().meta.grant_role(subject, scope, role_name, actor=_actor()))
+    row = ctx.registry().roles.grant(subject, role_name, on=scope)
     emit(as_json, row, f"{subject} is {role_name} on {scope}")
 
 
@@ -140,11 +110,7 @@ def role_grant(ctx: Ctx, subject: str, role_name: str, scope: str, as_json: bool
 @click.pass_obj
 def role_revoke(ctx: Ctx, subject: str, scope: str, as_json: bool) -> None:
     """Remove SUBJECT's role on a model or pattern."""
-    remote = _remote(ctx)
-    if remote is not None:
-        remote.revoke_role(subject, on=scope)
-    else:
-        ctx.registry().meta.revoke_role(subject, scope, actor=_actor())
+    ctx.registry().roles.revoke(subject, on=scope)
     emit(as_json, {"subject": subject, "scope": scope, "role": None},
          f"{subject} has no role on {scope} any more")
 
@@ -155,9 +121,7 @@ def role_revoke(ctx: Ctx, subject: str, scope: str, as_json: bool) -> None:
 @click.pass_obj
 def role_list(ctx: Ctx, subject: str | None, as_json: bool) -> None:
     """Role bindings."""
-    remote = _remote(ctx)
-    rows = (remote.role_bindings(subject) if remote is not None
-            else ctx.registry().meta.role_bindings(subject))
+    rows = ctx.registry().roles.list(subject=subject)
 
     def human() -> None:
         for b in rows:

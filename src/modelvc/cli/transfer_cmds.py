@@ -42,7 +42,7 @@ def push(ctx: Ctx, remote: str, refs: tuple[str, ...], force: bool, channels: bo
     from ..transfer.engine import check_jobs
 
     bar = Progress(f"push {remote}", 0, enabled=not as_json)
-    r = do_push(ctx.registry(), remote, list(refs), force=force, channels=channels,
+    r = do_push(ctx.local_registry(), remote, list(refs), force=force, channels=channels,
                 token=token, jobs=check_jobs(jobs), progress=bar)
     bar.close()
     emit(as_json, r, lambda: _summary("pushed", r))
@@ -64,7 +64,7 @@ def pull(ctx: Ctx, remote: str, refs: tuple[str, ...], force: bool, channels: bo
     from ..transfer.engine import check_jobs
 
     bar = Progress(f"pull {remote}", 0, enabled=not as_json)
-    r = do_pull(ctx.registry(), remote, list(refs), force=force, channels=channels,
+    r = do_pull(ctx.local_registry(), remote, list(refs), force=force, channels=channels,
                 token=token, jobs=check_jobs(jobs), progress=bar)
     bar.close()
     emit(as_json, r, lambda: _summary("pulled", r))
@@ -106,7 +106,7 @@ def remote_add(ctx: Ctx, name: str, url: str, as_json: bool) -> None:
     """Remember URL (a server or a folder) as NAME."""
     from ..transfer import add_remote
 
-    add_remote(ctx.registry(), name, url)
+    add_remote(ctx.local_registry(), name, url)
     emit(as_json, {"name": name, "url": url}, f"remote {name} -> {url}")
 
 
@@ -118,7 +118,7 @@ def remote_remove(ctx: Ctx, name: str, as_json: bool) -> None:
     """Forget remote NAME."""
     from ..transfer import remove_remote
 
-    remove_remote(ctx.registry(), name)
+    remove_remote(ctx.local_registry(), name)
     emit(as_json, {"removed": name}, f"remote {name} removed")
 
 
@@ -129,7 +129,7 @@ def remote_list(ctx: Ctx, as_json: bool) -> None:
     """Named remotes and their URLs."""
     from ..transfer import remotes
 
-    table = remotes(ctx.registry())
+    table = remotes(ctx.local_registry())
     emit(as_json, table, "\n".join(f"{k}\t{v}" for k, v in sorted(table.items())) or None)
 
 

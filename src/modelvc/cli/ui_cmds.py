@@ -41,7 +41,7 @@ def ui(ctx: Ctx, port: int, no_browser: bool, as_json: bool) -> None:
 
     host = "127.0.0.1"
     port = port or _free_port(host)
-    access = LocalAccess(ctx.registry(), author())
+    access = LocalAccess(ctx.local_registry(), author())
     url = f"http://{host}:{port}/ui/login?key={access.key}"
     if as_json:
         click.echo(json.dumps({"url": url, "host": host, "port": port}), nl=True)

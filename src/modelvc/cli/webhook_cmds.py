@@ -63,7 +63,7 @@ def add(ctx: Ctx, url: str, secret: str | None, events: tuple[str, ...], as_json
 @click.pass_obj
 def list_(ctx: Ctx, as_json: bool) -> None:
     """Active webhooks and how many events wait for each (secrets are never shown)."""
-    rows = [{**_public(h), "pending": n} for h, n in _events(ctx).status()]
+    rows = [{**_public(s.webhook), "pending": s.pending} for s in _events(ctx).status()]
 
     def human() -> None:
         if not rows:
@@ -95,7 +95,7 @@ def remove(ctx: Ctx, webhook_id: int, as_json: bool) -> None:
 @click.pass_obj
 def log(ctx: Ctx, webhook_id: int | None, limit: int, as_json: bool) -> None:
     """Delivery attempts: event, HTTP status or error, oldest first."""
-    rows = _events(ctx).log(webhook_id)[-limit:] if limit > 0 else []
+    rows = _events(ctx).log(webhook_id=webhook_id)[-limit:] if limit > 0 else []
 
     def human() -> None:
         if not rows:
@@ -116,7 +116,7 @@ def log(ctx: Ctx, webhook_id: int | None, limit: int, as_json: bool) -> None:
 @click.pass_obj
 def deliver(ctx: Ctx, wait: float, as_json: bool) -> None:
     """Deliver pending events now; exit 1 if some are still pending."""
-    report = _events(ctx).deliver(wait)
+    report = _events(ctx).deliver(wait=wait)
     pending = ", ".join(f"webhook {k}: {v}" for k, v in report.pending.items())
     emit(as_json, report, f"delivered {report.delivered}, failed attempts "
          f"{report.failed_attempts}" + (f", pending {pending}" if pending else ""))

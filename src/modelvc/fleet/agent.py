@@ -30,8 +30,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ..api.types import Deployment, Replica
 from ..errors import UsageError
-from ..meta.fleet import DEPLOY_CHANNEL, Deployment, Replica
+from ..meta.fleet import DEPLOY_CHANNEL
 from ..meta.store import MetaStore
 from ..serving.config import FleetConfig
 from ..serving.gateway import Gateway

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..meta.fleet import Deployment
+from ..api.types import Deployment
 from ..serving.canary import Decision, Evidence, Policy, comparable, decide
 
 log = logging.getLogger("modelvc.fleet")

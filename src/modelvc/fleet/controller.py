@@ -40,8 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.types import Deployment, Replica
 from ..errors import NotFound, UsageError
-from ..meta.fleet import REPLICA_CHANNEL, Deployment, Replica
+from ..meta.fleet import REPLICA_CHANNEL
 from ..meta.rows import now
 from ..registry import Registry
 from ..serving.canary import Decision, Policy

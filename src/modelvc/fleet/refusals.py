@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..meta.api import AuditEntry, AuditRow
 
 if TYPE_CHECKING:
-    from ..meta.fleet import Deployment
+    from ..api.types import Deployment
     from ..meta.store import MetaStore
     from ..registry import Registry
 

@@ -23,8 +23,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from ..api.types import Deployment
 from ..errors import Conflict
-from ..meta.fleet import DEPLOY_CHANNEL, REF_CHANNEL, Deployment
+from ..meta.fleet import DEPLOY_CHANNEL, REF_CHANNEL
 from . import refusals
 from .controller import Controller, Outcome
 from .notify import Listener, is_postgres

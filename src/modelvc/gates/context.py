@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,31 +10,6 @@ if TYPE_CHECKING:
     from ..manifest import Manifest
     from ..meta.api import VersionRow
     from ..registry import Registry
-
-
-@dataclass
-class GateResult:
-    gate: str  # kind: metric, eval, regression, budget, format, signature
-    name: str  # what was checked, e.g. "accuracy >= 0.9" or "size_mb"
-    passed: bool
-    measured: Any = None
-    expected: Any = None
-    message: str = ""
-    line: int = 0  # the gate's line in the policy file
-
-    def to_json(self) -> dict[str, Any]:
-        return {"gate": self.gate, "name": self.name, "passed": self.passed,
-                "measured": finite(self.measured), "expected": finite(self.expected),
-                "message": self.message, "line": self.line}
-
-
-def finite(x: Any) -> Any:
-    """JSON has no NaN/inf: say so in text instead of writing invalid JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    return x
 
 
 @dataclass

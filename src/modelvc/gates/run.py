@@ -14,11 +14,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..api.types import GateReport, GateResult, finite
 from ..errors import ModelvcError, UsageError
 from ..lineage import author, fingerprint
 from ..manifest import canonical_json
@@ -28,48 +29,17 @@ from .checks.evaluate import evaluate
 from .checks.metric import metric, number, regression
 from .checks.safety import safety
 from .checks.signature import signature
-from .context import GateResult, RunContext, finite
+from .context import RunContext
 from .policy import Gate, Policy, applied_policy
 
 if TYPE_CHECKING:
     from ..registry import Registry
 
-REPORT_FORMAT = "modelvc.gate-report/1"
 CHECKS: dict[str, Callable[[RunContext, Gate], list[GateResult]]] = {
     "metric": metric, "regression": regression, "eval": evaluate, "budget": budget,
     "format": safety, "signature": signature,
 }
 PHASE = {"eval": 0, "budget": 1}  # everything else: 2
-
-
-@dataclass
-class GateReport:
-    model: str
-    version: str
-    number: int
-    channel: str
-    policy: str  # digest of the policy the gates came from
-    applied: bool  # that policy is the registry's applied one (the run counts)
-    actor: str
-    at: datetime
-    passed: bool
-    results: list[GateResult]
-    metrics: dict[str, Any]
-    baseline: str | None
-    data: dict[str, Any] | None
-    seconds: float
-    report_id: str = ""
-    run_id: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": REPORT_FORMAT, "model": self.model, "version": self.version,
-                "number": self.number, "channel": self.channel, "policy": self.policy,
-                "applied": self.applied, "actor": self.actor, "at": self.at.isoformat(),
-                "passed": self.passed, "results": [r.to_json() for r in self.results],
-                "metrics": self.metrics, "baseline": self.baseline, "data": self.data,
-                "seconds": round(self.seconds, 3), "report_id": self.report_id,
-                "run_id": self.run_id, "notes": self.notes}
 
 
 def run_gates(reg: Registry, ref: str, channel: str, *, policy: Policy | None = None,
@@ -143,7 +113,7 @@ def _record(reg: Registry, report: GateReport) -> GateReport:
     body = report.to_json()
     del body["report_id"], body["run_id"]  # not known until stored
     stored = reg.io.put_blob(canonical_json(body))
-    report.report_id = stored.row.id
+    report = replace(report, report_id=stored.row.id)
     failed = [f"{r.gate}: {r.name}" for r in report.results if not r.passed]
     summary = {"passed": report.passed, "failed": failed, "metrics": report.metrics,
                "baseline": report.baseline, "applied": report.applied,
@@ -159,9 +129,8 @@ def _record(reg: Registry, report: GateReport) -> GateReport:
                                after={"version": report.version, "passed": report.passed,
                                       "report": report.report_id, "policy": report.policy,
                                       "failed": failed}))
-    report.run_id = run.id
     reg.events.after_mutation()
-    return report
+    return replace(report, run_id=run.id)
 
 
 def _scalar(x: Any) -> Any:

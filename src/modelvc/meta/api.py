@@ -10,7 +10,28 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-RefKind = Literal["branch", "channel", "tag"]
+from ..api.types import (
+    AuditRecord,
+    Delivery,
+    GateRun,
+    Ref,
+    RefKind,
+    RefMove,
+    Signature,
+    SigningKey,
+    Version,
+    Webhook,
+)
+
+# The metadata layer hands out the public records of modelvc.api directly; these are
+# their historical names inside the package.
+VersionRow = Version
+RefRow = Ref
+AuditRow = AuditRecord
+__all__ = ["AuditEntry", "AuditRecord", "AuditRow", "Delivery", "GateRun", "ModelRow",
+           "NewVersion", "ObjectKind", "ObjectRow", "RefKind", "RefMove", "RefRow",
+           "Signature", "SigningKey", "VersionRow", "Webhook"]
+
 ObjectKind = Literal["tensor", "blob", "chunk", "manifest"]
 
 
@@ -19,47 +40,6 @@ class ModelRow:
     id: int
     name: str
     created_at: datetime
-
-
-@dataclass(frozen=True)
-class VersionRow:
-    id: str  # 64-hex BLAKE3 of the manifest bytes
-    model: str
-    number: int  # v1, v2, ... per model, allocated inside the insert transaction
-    created_at: datetime
-    author: str
-    message: str
-    parents: list[str]  # version ids
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    lineage: dict[str, Any]  # git, data fingerprints, environment
-    raw_size: int  # bytes of the files as checked out
-    stored_size: int  # bytes newly stored by this version (objects it introduced)
-    deleted_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class RefRow:
-    model: str
-    name: str
-    kind: RefKind
-    version_id: str | None
-    updated_at: datetime
-    revision: int  # bumped on every move
-
-
-@dataclass(frozen=True)
-class RefMove:
-    id: int
-    model: str
-    name: str
-    kind: RefKind
-    old: str | None
-    new: str | None
-    actor: str
-    at: datetime
-    action: str  # create | commit | promote | rollback | delete | force
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -107,70 +87,3 @@ class AuditEntry:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class AuditRow:
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    model: str | None
-    target: str
-    before: Any
-    after: Any
-    reason: str
-    prev_hash: str
-    hash: str
-
-
-@dataclass(frozen=True)
-class GateRun:
-    id: int
-    version_id: str
-    channel: str
-    policy_digest: str
-    passed: bool
-    report_id: str
-    summary: dict[str, Any]
-    actor: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    id: str
-    name: str
-    public_key: str
-    created_at: datetime
-    created_by: str
-    revoked_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Signature:
-    version_id: str
-    key_id: str
-    signature: str
-    signed_at: datetime
-    signer: str
-
-
-@dataclass(frozen=True)
-class Webhook:
-    id: int
-    url: str
-    secret: str
-    events: list[str]
-    cursor: int
-    created_at: datetime
-    active: bool
-
-
-@dataclass(frozen=True)
-class Delivery:
-    id: int
-    webhook_id: int
-    audit_id: int
-    attempt: int
-    at: datetime
-    status: int | None
-    error: str | None

@@ -10,42 +10,22 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
 import sqlalchemy as sa
 
+from ..api.types import RoleBinding, Token
 from ..errors import NotFound, Unauthenticated, UsageError
 from .api import AuditEntry
 from .governance import append_audit
 from .rows import now, utc
 from .schema import role_bindings, tokens
 
+ApiToken = Token  # its name inside the package
 ROLES = ("reader", "writer", "promoter", "admin")  # weakest first
 TOKEN_PREFIX = "mvc_"
-
-
-@dataclass(frozen=True)
-class ApiToken:
-    id: str
-    name: str
-    subject: str
-    scopes: list[str]  # "ROLE:PATTERN" caps on what the token may do; ["admin:*"]: no cap
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    created_at: datetime
-    created_by: str
-
-
-@dataclass(frozen=True)
-class RoleBinding:
-    subject: str
-    scope: str  # model name, glob ("team-*") or "*"
-    role: str
-    created_at: datetime
-    created_by: str
 
 
 def new_token() -> tuple[str, str]:

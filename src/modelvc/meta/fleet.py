@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..api.types import Deployment, Replica
 from ..errors import AlreadyExists, Conflict, NotFound, UsageError
 from .rows import now
 from .schema import deployments, replicas
@@ -27,58 +26,6 @@ T = TypeVar("T")
 DEPLOY_CHANNEL = "modelvc_deploy"  # NOTIFY channel: deployment changes
 REPLICA_CHANNEL = "modelvc_replica"  # NOTIFY channel: replica reports
 REF_CHANNEL = "modelvc_ref"  # NOTIFY channel: a ref moved (meta.refops)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    name: str
-    model: str
-    channel: str
-    strategy: str
-    selector: dict[str, str]
-    version_id: str | None
-    previous_id: str | None
-    epoch: int
-    pending_id: str | None
-    pending_epoch: int | None
-    members: list[str]
-    state: str  # new | staging | rolling | flipped | done | converging | aborted
-    reason: str
-    created_at: datetime
-    updated_at: datetime
-    # rolling: replicas already told to serve pending_id; canary: the canary replicas
-    rolled: list[str] | None = None
-    # canary by share of traffic: every member serves pending_id to this share of keys
-    share: float | None = None
-
-    def target(self, replica_id: str) -> tuple[str | None, int]:
-        """(version, epoch) `replica_id` should serve: during a rolling rollout, the
-        pending version once its batch came (a canary keeps it while the rest stage);
-        else the deployment's."""
-        if self.state in ("rolling", "staging") and self.pending_id and \
-                self.pending_epoch and replica_id in (self.rolled or ()):
-            return self.pending_id, self.pending_epoch
-        return self.version_id, self.epoch
-
-    def selects(self, labels: dict[str, str]) -> bool:
-        return all(labels.get(k) == v for k, v in self.selector.items())
-
-
-@dataclass(frozen=True)
-class Replica:
-    id: str
-    model: str
-    labels: dict[str, str] = field(default_factory=dict)
-    address: str = ""
-    started_at: datetime | None = None
-    heartbeat_at: datetime | None = None
-    serving_id: str | None = None
-    epoch: int = 0
-    warm_id: str | None = None
-    staged_id: str | None = None
-    staged_epoch: int | None = None
-    state: str = "starting"  # starting | serving | staging | staged | failed
-    error: str | None = None
 
 
 def _deployment(r: Any) -> Deployment:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ..meta.auth import new_token
-from ..names import check_name
 from .auth import authorize
 from .deps import P, R
 from .wire import encode
@@ -33,25 +30,21 @@ class TokenIn(BaseModel):
 def create_token(body: TokenIn, p: P, reg: R) -> dict[str, Any]:
     """A new token for SUBJECT; the secret is in this response only."""
     authorize(p, "admin", None)
-    check_name(body.subject, "subject")
-    expires = (datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
-               if body.expires_in_seconds is not None else None)
-    token, digest = new_token()
-    row = reg.meta.create_token(name=body.name, subject=body.subject, secret_hash=digest,
-                                scopes=body.scopes, expires_at=expires, actor=p.name)
+    token, row = reg.tokens.create(body.name, subject=body.subject, scopes=body.scopes,
+                                   expires_in_seconds=body.expires_in_seconds, actor=p.name)
     return {"token": token, "info": encode(row)}
 
 
 @router.get("/tokens")
 def list_tokens(p: P, reg: R, subject: str | None = None) -> Any:
     authorize(p, "admin", None)
-    return encode(reg.meta.list_tokens(subject))
+    return encode(reg.tokens.list(subject=subject))
 
 
 @router.delete("/tokens/{token_id}")
 def revoke_token(token_id: str, p: P, reg: R) -> Any:
     authorize(p, "admin", None)
-    return encode(reg.meta.revoke_token(token_id, actor=p.name))
+    return encode(reg.tokens.revoke(token_id, actor=p.name))
 
 
 class RoleIn(BaseModel):
@@ -63,18 +56,17 @@ class RoleIn(BaseModel):
 @router.post("/roles")
 def grant_role(body: RoleIn, p: P, reg: R) -> Any:
     authorize(p, "admin", _scope_model(body.scope))
-    check_name(body.subject, "subject")
-    return encode(reg.meta.grant_role(body.subject, body.scope, body.role, actor=p.name))
+    return encode(reg.roles.grant(body.subject, body.role, on=body.scope, actor=p.name))
 
 
 @router.delete("/roles")
 def revoke_role(subject: str, scope: str, p: P, reg: R) -> None:
     authorize(p, "admin", _scope_model(scope))
-    reg.meta.revoke_role(subject, scope, actor=p.name)
+    reg.roles.revoke(subject, on=scope, actor=p.name)
 
 
 @router.get("/roles")
 def list_roles(p: P, reg: R, subject: str | None = None) -> Any:
     if subject != p.name:  # everyone may see their own bindings
         authorize(p, "admin", None)
-    return encode(reg.meta.role_bindings(subject))
+    return encode(reg.roles.list(subject=subject))

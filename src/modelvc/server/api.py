@@ -15,10 +15,11 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from .. import maintenance
+from ..api.types import UNSET
 from ..errors import NotFound, RefNotFound, UsageError
 from ..names import parse_ref
-from ..registry import UNSET, Registry
-from . import admin, commits, hooks
+from ..registry import Registry
+from . import admin, commits, deployments, governance, hooks
 from .auth import authorize, can
 from .deps import P, R, S
 from .wire import encode
@@ -27,6 +28,8 @@ router = APIRouter(prefix="/api/v1", tags=["registry"])
 router.include_router(commits.router)
 router.include_router(admin.router)
 router.include_router(hooks.router)
+router.include_router(governance.router)
+router.include_router(deployments.router)
 
 
 def model_of(ref: str) -> str:

@@ -50,7 +50,7 @@ def add(body: HookIn, p: P, reg: R) -> dict[str, Any]:
 @router.get("")
 def list_hooks(p: P, reg: R) -> list[dict[str, Any]]:
     authorize(p, "admin", None)
-    return [{**public(h), "pending": n} for h, n in reg.events.status()]
+    return [{**public(s.webhook), "pending": s.pending} for s in reg.events.status()]
 
 
 @router.delete("/{webhook_id}")
@@ -64,7 +64,7 @@ def remove(webhook_id: int, p: P, reg: R) -> dict[str, Any]:
 def deliveries(p: P, reg: R, webhook_id: int | None = None,
                limit: int = Query(default=1000, ge=0, le=100_000)) -> Any:
     authorize(p, "admin", None)
-    rows = reg.events.log(webhook_id)
+    rows = reg.events.log(webhook_id=webhook_id)
     return encode(rows[-limit:] if limit else [])
 
 

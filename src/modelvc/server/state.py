@@ -87,7 +87,7 @@ class ServerState:
         transaction, object stores are thread-safe)."""
         with self._lock:
             if self._shared is None:
-                self._shared = Registry.open(Path(self.config.registry))
+                self._shared = Registry.open_local(Path(self.config.registry))
             return self._shared
 
     def check_ready(self) -> None:

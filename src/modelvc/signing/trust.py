@@ -13,10 +13,11 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..api.types import SignatureCheck, SignatureStatus
 from ..errors import NotFound, SignatureInvalid, Untrusted, UsageError
 from ..manifest import Manifest
 from ..meta.api import Signature, SigningKey, VersionRow
@@ -26,7 +27,7 @@ from .bundle import Bundle, mismatch
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
 
-Status = Literal["valid", "invalid", "revoked", "untrusted", "unknown-key"]
+Status = SignatureStatus
 
 
 @dataclass(frozen=True)
@@ -57,15 +58,7 @@ def parse_policy(body: str) -> TrustSettings:
     return TrustSettings(tuple(names), require, present=True)
 
 
-@dataclass(frozen=True)
-class SigCheck:
-    """One stored signature of a version, checked."""
-
-    key: str  # key name, or key id when the key is unknown
-    key_id: str
-    signer: str
-    status: Status
-    detail: str
+SigCheck = SignatureCheck  # its name inside the package
 
 
 def _check_one(sig: Signature, key: SigningKey | None, m: Manifest, version_id: str,

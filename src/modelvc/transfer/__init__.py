@@ -58,7 +58,7 @@ def open_end(target: Target, *, token: str | None = None,
         finally:
             end.close()
         return
-    reg = Registry.open(text)
+    reg = Registry.open_local(text)
     try:
         yield LocalEnd(reg)
     finally:

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..context import GateResult, RunContext
+from ...api.types import GateResult
+from ..context import RunContext
 from ..policy import BUDGET_LIMITS, Gate
 
 ORT_DTYPES = {

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..context import GateResult, RunContext
+from ...api.types import GateResult
+from ..context import RunContext
 from ..policy import Gate
 from .metric import check_expr
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..context import GateResult, RunContext
+from ...api.types import GateResult
+from ..context import RunContext
 from ..expr import Expr
 from ..policy import Gate
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 
+from ...api.types import GateResult
 from ...codec.dtypes import DTYPES
 from ...manifest import FileEntry
-from ..context import GateResult, RunContext
+from ..context import RunContext
 from ..policy import Gate
 
 TENSOR_FORMATS = ("safetensors", "onnx")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from ...api.types import GateResult
 from ...errors import ModelvcError
-from ..context import GateResult, RunContext
+from ..context import RunContext
 from ..policy import Gate
 
 

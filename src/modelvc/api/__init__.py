@@ -1,0 +1,58 @@
+"""The public Registry API: `RegistryAPI` (a Protocol, with one sub-object per area) and
+its result types. `modelvc.Registry.open(path or URL, token=...)` returns one.
+
+    from modelvc import Registry
+    from modelvc.api import RegistryAPI, Version
+
+Light on purpose: importing it loads no numpy, SQLAlchemy or HTTP client.
+"""
+
+from .protocol import (
+    DeploymentsAPI,
+    EventsAPI,
+    GatesAPI,
+    KeysAPI,
+    RegistryAPI,
+    RolesAPI,
+    SignaturesAPI,
+    TokensAPI,
+)
+from .types import (
+    UNSET,
+    AuditRecord,
+    Delivery,
+    DeliveryReport,
+    Deployment,
+    GateReport,
+    GateResult,
+    GateRun,
+    PolicyChange,
+    PolicyInfo,
+    Ref,
+    RefKind,
+    RefMove,
+    Replica,
+    RoleBinding,
+    Signature,
+    SignatureCheck,
+    SignatureReport,
+    SigningKey,
+    Token,
+    Unset,
+    Version,
+    Webhook,
+    WebhookStatus,
+)
+
+AREAS = {"keys": KeysAPI, "signatures": SignaturesAPI, "gates": GatesAPI,
+         "tokens": TokensAPI, "roles": RolesAPI, "events": EventsAPI,
+         "deployments": DeploymentsAPI}  # RegistryAPI's sub-objects, by attribute
+
+__all__ = [
+    "AREAS", "UNSET", "AuditRecord", "Delivery", "DeliveryReport", "Deployment",
+    "DeploymentsAPI", "EventsAPI", "GateReport", "GateResult", "GateRun", "GatesAPI",
+    "KeysAPI", "PolicyChange", "PolicyInfo", "Ref", "RefKind", "RefMove", "RegistryAPI",
+    "Replica", "RoleBinding", "RolesAPI", "Signature", "SignatureCheck", "SignatureReport",
+    "SignaturesAPI", "SigningKey", "Token", "TokensAPI", "Unset", "Version", "Webhook",
+    "WebhookStatus",
+]

@@ -1,0 +1,272 @@
+"""RegistryAPI: the one interface every front end (CLI, server routes, web UI, gates,
+serving, fleet) uses. `Registry.open(path)` (embedded: SQLite or PostgreSQL metadata,
+local or S3 objects) and `Registry.open("http://...", token=...)` (a `modelvc server`)
+both return one; mypy checks both implementations against these Protocols, and
+tests/conformance runs every verb on both.
+
+Conventions: the operands a verb acts on are positional (a ref, a model, a channel);
+everything else is keyword-only. Results are the frozen dataclasses of
+`modelvc.api.types`. `actor` names who acts on the embedded registry (default: the
+local author); a server records its token's subject instead and ignores it.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .types import (
+    UNSET,
+    AuditRecord,
+    Delivery,
+    DeliveryReport,
+    Deployment,
+    GateReport,
+    GateRun,
+    PolicyChange,
+    PolicyInfo,
+    Ref,
+    RefMove,
+    Replica,
+    RoleBinding,
+    Signature,
+    SignatureReport,
+    SigningKey,
+    Token,
+    Unset,
+    Version,
+    Webhook,
+    WebhookStatus,
+)
+
+if TYPE_CHECKING:
+    from ..checkout import CheckoutResult, TensorDict
+    from ..diff import VersionDiff
+    from ..maintenance import GcReport, VerifyReport
+    from ..manifest import Manifest
+
+
+class KeysAPI(Protocol):
+    """Public signing keys (private keys never enter the registry). Admin-free, audited."""
+
+    def add(self, name: str, *, public_key: str | bytes, actor: str | None = None
+            ) -> SigningKey: ...
+
+    def get(self, name_or_id: str) -> SigningKey: ...
+
+    def list(self) -> builtins.list[SigningKey]: ...
+
+    def revoke(self, name: str, *, reason: str = "", actor: str | None = None
+               ) -> SigningKey: ...
+
+
+class SignaturesAPI(Protocol):
+    """OpenSSF model-signing bundles over versions."""
+
+    def add(self, ref: str, *, bundle: str, imported: bool = False,
+            actor: str | None = None) -> Signature:
+        """Store BUNDLE for REF after checking it verifies with a registered, unrevoked
+        key and lists exactly the version's files (SignatureInvalid otherwise)."""
+        ...
+
+    def list(self, ref: str) -> builtins.list[Signature]: ...
+
+    def check(self, ref: str, *, keys: Sequence[str] | None = None) -> SignatureReport:
+        """Every stored signature checked; `ok` if one is valid by a trusted key (KEYS,
+        default: the applied policy's trusted keys; none: any registered key)."""
+        ...
+
+
+class GatesAPI(Protocol):
+    """The promotion policy and the gate runs promotion checks."""
+
+    def run(self, ref: str, *, channel: str, policy: str | None = None,
+            data: str | None = None, actor: str | None = None) -> GateReport:
+        """Run CHANNEL's gates on REF and record the run. `policy`: a policy's text to
+        take the gates from instead of the applied one. Over a server the gates run
+        there (`data` is a path on the server; `policy`/`data` need the admin role)."""
+        ...
+
+    def runs(self, ref: str, *, channel: str | None = None) -> builtins.list[GateRun]: ...
+
+    def report(self, ref: str, *, run_id: int) -> dict[str, Any]:
+        """The full stored report of gate run RUN_ID of REF."""
+        ...
+
+    def policy(self) -> PolicyInfo | None:
+        """The applied policy (None: every actor may promote and roll back)."""
+        ...
+
+    def apply_policy(self, text: str, *, source: str = "<policy>",
+                     actor: str | None = None) -> PolicyChange: ...
+
+
+class TokensAPI(Protocol):
+    """API tokens of a server (admins). The secret is returned once, at creation."""
+
+    def create(self, name: str, *, subject: str, scopes: Sequence[str] = (),
+               expires_in_seconds: float | None = None, actor: str | None = None
+               ) -> tuple[str, Token]: ...
+
+    def list(self, *, subject: str | None = None) -> builtins.list[Token]: ...
+
+    def revoke(self, token_id: str, *, actor: str | None = None) -> Token: ...
+
+
+class RolesAPI(Protocol):
+    """Role bindings: reader < writer < promoter < admin, per model, glob or '*'."""
+
+    def grant(self, subject: str, role: str, *, on: str, actor: str | None = None
+              ) -> RoleBinding: ...
+
+    def revoke(self, subject: str, *, on: str, actor: str | None = None) -> None: ...
+
+    def list(self, *, subject: str | None = None) -> builtins.list[RoleBinding]: ...
+
+
+class EventsAPI(Protocol):
+    """Webhooks: audit entries delivered in order, at least once (admin on '*')."""
+
+    def add(self, url: str, *, secret: str, events: Sequence[str] = (),
+            actor: str | None = None) -> Webhook: ...
+
+    def remove(self, webhook_id: int, *, actor: str | None = None) -> None: ...
+
+    def hooks(self) -> builtins.list[Webhook]: ...
+
+    def status(self) -> builtins.list[WebhookStatus]: ...
+
+    def pending(self, hook: Webhook) -> int:
+        """Events waiting for HOOK."""
+        ...
+
+    def log(self, *, webhook_id: int | None = None) -> builtins.list[Delivery]: ...
+
+    def deliver(self, *, wait: float = 0.0) -> DeliveryReport: ...
+
+
+class DeploymentsAPI(Protocol):
+    """Fleet deployments (desired state) and the gateways that reported in. Rollouts
+    are driven by `modelvc deploy` (fleet.controller) where the metadata is."""
+
+    def create(self, name: str, *, model: str, channel: str = "production",
+               strategy: str = "atomic", selector: dict[str, str] | None = None,
+               actor: str | None = None) -> Deployment: ...
+
+    def get(self, name: str) -> Deployment: ...
+
+    def list(self, *, model: str | None = None) -> builtins.list[Deployment]: ...
+
+    def delete(self, name: str, *, actor: str | None = None) -> None: ...
+
+    def replicas(self, *, model: str | None = None) -> builtins.list[Replica]: ...
+
+
+class RegistryAPI(Protocol):
+    """A model registry: versions, refs (branches, channels, tags) and their history,
+    governance (gates, keys, signatures, tokens, roles), events and deployments."""
+
+    @property
+    def location(self) -> str:
+        """The registry folder, or the server URL."""
+        ...
+
+    @property
+    def keys(self) -> KeysAPI: ...
+
+    @property
+    def signatures(self) -> SignaturesAPI: ...
+
+    @property
+    def gates(self) -> GatesAPI: ...
+
+    @property
+    def tokens(self) -> TokensAPI: ...
+
+    @property
+    def roles(self) -> RolesAPI: ...
+
+    @property
+    def events(self) -> EventsAPI: ...
+
+    @property
+    def deployments(self) -> DeploymentsAPI: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> RegistryAPI: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def whoami(self) -> dict[str, Any]:
+        """Who acts: {"name": ...} (and, over a server, the token's roles)."""
+        ...
+
+    # ---- versions
+    def commit(self, path: str | Path, *, model: str, branch: str | None = None,
+               message: str = "", params: dict[str, Any] | None = None,
+               metrics: dict[str, Any] | None = None, tags: Sequence[str] = (),
+               parent: str | None = None, data: Sequence[str | Path] = (),
+               author: str | None = None, cwd: str | Path | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Version: ...
+
+    def resolve(self, ref: str, *, deleted: bool = False) -> Version: ...
+
+    def manifest(self, ref: str) -> Manifest: ...
+
+    def models(self) -> list[str]: ...
+
+    def versions(self, model: str) -> list[Version]: ...
+
+    def log(self, ref: str) -> list[Version]: ...
+
+    def diff(self, a: str, b: str, *, numeric: bool = True) -> VersionDiff: ...
+
+    def checkout(self, ref: str, dest: str | Path, *, force: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> CheckoutResult: ...
+
+    def load(self, ref: str, *, framework: str = "numpy", file: str | None = None
+             ) -> TensorDict: ...
+
+    def delete(self, ref: str, *, reason: str = "", actor: str | None = None) -> int: ...
+
+    # ---- refs
+    def refs(self, model: str, *, kind: str | None = None) -> list[Ref]: ...
+
+    def history(self, model: str, *, name: str | None = None) -> list[RefMove]: ...
+
+    def at(self, model: str, name: str, *, when: datetime) -> Version | None: ...
+
+    def create_branch(self, model: str, name: str, *, at: str | None = None,
+                      actor: str | None = None) -> Ref: ...
+
+    def delete_ref(self, model: str, name: str, *, actor: str | None = None,
+                   reason: str = "") -> None: ...
+
+    def tag(self, ref: str, name: str, *, actor: str | None = None) -> Ref: ...
+
+    def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
+                expected: str | Unset | None = UNSET, force: bool = False,
+                create: bool = True) -> Ref:
+        """`create`: False refuses a channel that does not exist yet."""
+        ...
+
+    def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",
+                 actor: str | None = None) -> Ref: ...
+
+    # ---- audit and maintenance
+    def audit(self, *, model: str | None = None, channel: str | None = None,
+              actor: str | None = None, action: str | None = None,
+              since: datetime | None = None, until: datetime | None = None
+              ) -> list[AuditRecord]: ...
+
+    def verify_audit(self) -> list[str]: ...
+
+    def stats(self, *, model: str | None = None) -> dict[str, Any]: ...
+
+    def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport: ...
+
+    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport: ...

@@ -1,0 +1,59 @@
+"""/api/v1/deployments and /api/v1/replicas: RegistryAPI's deployments area over HTTP.
+
+The desired state of fleets: reading needs reader on the deployment's model, creating
+and deleting one needs admin on it. Rollouts (the two-phase switch) are driven by
+`modelvc deploy` where the metadata database is reachable, not through this API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from .auth import authorize, can
+from .deps import P, R
+from .wire import encode
+
+router = APIRouter(tags=["deployments"])
+
+
+class DeploymentIn(BaseModel):
+    name: str
+    model: str
+    channel: str = "production"
+    strategy: str = "atomic"
+    selector: dict[str, str] = Field(default_factory=dict, max_length=100)
+
+
+@router.post("/deployments")
+def create(body: DeploymentIn, p: P, reg: R) -> Any:
+    authorize(p, "admin", body.model)
+    return encode(reg.deployments.create(body.name, model=body.model, channel=body.channel,
+                                         strategy=body.strategy, selector=body.selector,
+                                         actor=p.name))
+
+
+@router.get("/deployments")
+def list_(p: P, reg: R, model: str | None = None) -> Any:
+    return encode([d for d in reg.deployments.list(model=model) if can(p, "reader", d.model)])
+
+
+@router.get("/deployments/{name}")
+def get(name: str, p: P, reg: R) -> Any:
+    d = reg.deployments.get(name)
+    authorize(p, "reader", d.model)
+    return encode(d)
+
+
+@router.delete("/deployments/{name}")
+def delete(name: str, p: P, reg: R) -> None:
+    authorize(p, "admin", reg.deployments.get(name).model)
+    reg.deployments.delete(name, actor=p.name)
+
+
+@router.get("/replicas")
+def replicas(p: P, reg: R, model: str | None = None) -> Any:
+    return encode([r for r in reg.deployments.replicas(model=model)
+                   if can(p, "reader", r.model)])
