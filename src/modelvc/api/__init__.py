@@ -8,6 +8,7 @@ Light on purpose: importing it loads no numpy, SQLAlchemy or HTTP client.
 """
 
 from .protocol import (
+    AREAS,
     DeploymentsAPI,
     EventsAPI,
     GatesAPI,
@@ -16,6 +17,7 @@ from .protocol import (
     RolesAPI,
     SignaturesAPI,
     TokensAPI,
+    verbs,
 )
 from .types import (
     UNSET,
@@ -44,15 +46,11 @@ from .types import (
     WebhookStatus,
 )
 
-AREAS = {"keys": KeysAPI, "signatures": SignaturesAPI, "gates": GatesAPI,
-         "tokens": TokensAPI, "roles": RolesAPI, "events": EventsAPI,
-         "deployments": DeploymentsAPI}  # RegistryAPI's sub-objects, by attribute
-
 __all__ = [
     "AREAS", "UNSET", "AuditRecord", "Delivery", "DeliveryReport", "Deployment",
     "DeploymentsAPI", "EventsAPI", "GateReport", "GateResult", "GateRun", "GatesAPI",
     "KeysAPI", "PolicyChange", "PolicyInfo", "Ref", "RefKind", "RefMove", "RegistryAPI",
     "Replica", "RoleBinding", "RolesAPI", "Signature", "SignatureCheck", "SignatureReport",
     "SignaturesAPI", "SigningKey", "Token", "TokensAPI", "Unset", "Version", "Webhook",
-    "WebhookStatus",
+    "WebhookStatus", "verbs",
 ]

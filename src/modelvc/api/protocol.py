@@ -270,3 +270,19 @@ class RegistryAPI(Protocol):
     def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport: ...
 
     def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport: ...
+
+
+AREAS: dict[str, type] = {"keys": KeysAPI, "signatures": SignaturesAPI, "gates": GatesAPI,
+                          "tokens": TokensAPI, "roles": RolesAPI, "events": EventsAPI,
+                          "deployments": DeploymentsAPI}  # RegistryAPI's sub-objects
+
+
+def verbs() -> builtins.list[str]:
+    """Every verb of RegistryAPI as written on a registry: "commit", "keys.add", ...
+    (docs/api.md lists them; tests/conformance covers each)."""
+
+    def public(cls: type) -> builtins.list[str]:
+        return [n for n, v in vars(cls).items()
+                if not n.startswith("_") and callable(v) and not isinstance(v, property)]
+
+    return public(RegistryAPI) + [f"{a}.{n}" for a, cls in AREAS.items() for n in public(cls)]
