@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from modelvc.fleet.controller import Controller
 from modelvc.api import Deployment, Replica
+from modelvc.fleet.controller import Controller
 from modelvc.meta.rows import now
 from modelvc.registry import Registry
 from modelvc.serving.runner import free_port
