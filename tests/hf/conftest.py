@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +23,8 @@ from modelvc.meta.auth import new_token
 from modelvc.registry import Registry
 from modelvc.serving.runner import free_port
 
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".venv-hf0"
 REPO = "acme/tiny-bert"  # served as the modelvc model acme--tiny-bert
 MODEL = "acme--tiny-bert"
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "model", "version"]
@@ -29,11 +34,12 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "model"
 @dataclass
 class Hub:
     url: str
-    token: str
+    token: str  # alice: writer on every model, admin scope
     registry: Path
     folders: dict[int, Path]  # version number -> the folder committed as it
     ids: dict[int, str] = field(default_factory=dict)  # version number -> version id
     pid: int = 0  # the server process
+    reader_token: str = ""  # carol: reader on every model
 
     def open(self) -> Registry:
         return Registry.open(self.registry)
@@ -92,7 +98,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         reg.meta.create_token(name="hf", subject="alice", secret_hash=digest,
                               scopes=["admin:*"], expires_at=None, actor="tester")
         reg.meta.grant_role("alice", "*", "writer", actor="tester")
-    hub.token = token
+        reader, digest = new_token()
+        reg.meta.create_token(name="ro", subject="carol", secret_hash=digest,
+                              scopes=["admin:*"], expires_at=None, actor="tester")
+        reg.meta.grant_role("carol", "*", "reader", actor="tester")
+    hub.token, hub.reader_token = token, reader
     port = free_port()
     hub.url = f"http://127.0.0.1:{port}"
     log = (root / "server.log").open("wb")
@@ -138,3 +148,43 @@ def os_env_for(hub: Hub, home: Path) -> dict[str, str]:
     env.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), HF_TOKEN=hub.token,
                HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1")
     return env
+
+
+def supported_hub_range() -> tuple[str, int, int]:
+    """The huggingface_hub range declared in pyproject.toml, its oldest and newest major."""
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    spec = doc["tool"]["modelvc"]["supported-clients"]["huggingface_hub"]
+    low = re.search(r">=\s*(\d+)\.", spec)
+    high = re.search(r"<\s*(\d+)", spec)
+    assert low and high, spec
+    return spec, int(low.group(1)), int(high.group(1)) - 1
+
+
+def _usable(python: Path, major: int) -> bool:
+    if not python.exists():
+        return False
+    probe = subprocess.run([str(python), "-c", "import huggingface_hub as h; "
+                            "print(h.__version__)"], capture_output=True, text=True)
+    return probe.returncode == 0 and probe.stdout.startswith(f"{major}.")
+
+
+@pytest.fixture(scope="session")
+def hub0_python() -> Path:
+    """A venv with the oldest supported major of huggingface_hub (0.x), cached at
+    .venv-hf0 in the repository root (git-ignored) so only the first run pays for the
+    install; built aside and renamed into place."""
+    spec, oldest, _ = supported_hub_range()
+    python = VENV / "bin" / "python"
+    if _usable(python, oldest):
+        return python
+    building = VENV.with_name(".venv-hf0.building")
+    shutil.rmtree(building, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
+    low = spec.split(",")[0].strip()
+    subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "-q",
+                    "--disable-pip-version-check", f"huggingface_hub{low},<{oldest + 1}"],
+                   check=True)
+    shutil.rmtree(VENV, ignore_errors=True)
+    building.rename(VENV)  # only bin/python (a symlink) is used; script shebangs would not move
+    assert _usable(python, oldest)
+    return python

@@ -1,24 +1,17 @@
 """The previous major version of huggingface_hub (0.x) against the same server.
 
-Its venv is cached at .venv-hf0 in the repository root (git-ignored) so only the first
-run pays for `pip install 'huggingface_hub<1'`; it is built aside and renamed into place.
+Its venv is cached at .venv-hf0 in the repository root (the `hub0_python` fixture in
+conftest.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
 from .conftest import REPO, Hub, os_env_for
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv-hf0"
 
 CLIENT = r"""
 import hashlib, json, pathlib, sys
@@ -52,30 +45,6 @@ out["commit"] = api.upload_folder(repo_id="acme/from-hub0", folder_path=upload,
                                   commit_message="from hub 0.x").oid
 print(json.dumps(out))
 """
-
-
-def _usable(python: Path) -> bool:
-    if not python.exists():
-        return False
-    probe = subprocess.run([str(python), "-c", "import huggingface_hub as h; "
-                            "print(h.__version__)"], capture_output=True, text=True)
-    return probe.returncode == 0 and probe.stdout.startswith("0.")
-
-
-@pytest.fixture(scope="session")
-def hub0_python() -> Path:
-    python = VENV / "bin" / "python"
-    if _usable(python):
-        return python
-    building = VENV.with_name(".venv-hf0.building")
-    shutil.rmtree(building, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
-    subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "-q",
-                    "--disable-pip-version-check", "huggingface_hub<1"], check=True)
-    shutil.rmtree(VENV, ignore_errors=True)
-    building.rename(VENV)  # only bin/python (a symlink) is used; script shebangs would not move
-    assert _usable(python)
-    return python
 
 
 def _sha256(p: Path) -> str:

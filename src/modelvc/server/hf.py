@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -21,20 +21,27 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..errors import CorruptObject
+from ..formats.detect import PICKLE_EXTS
 from ..manifest import FileEntry, Manifest
 from ..storage import ObjectIO
-from . import hf_upload
+from . import hf_account, hf_refs, hf_upload
 from .hf_repo import (
+    EmptyRepo,
     HfError,
     HfRoute,
     Resolved,
     access,
+    hub_time,
+    no_endpoint,
     resolve,
     server_state,
     split_api_path,
 )
 
 router = APIRouter(route_class=HfRoute, tags=["huggingface"])
+# The specific routes first: hf_upload's POST /api/models/{rest:path} takes the rest.
+router.include_router(hf_account.router)
+router.include_router(hf_refs.router)
 router.include_router(hf_upload.router)
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -136,34 +143,54 @@ def _iter_bytes(io: ObjectIO, entry: FileEntry, start: int, end: int) -> Iterato
 @router.api_route("/api/models/{rest:path}", methods=["GET", "HEAD"],
                   include_in_schema=False)
 def api_models(rest: str, request: Request, recursive: str = "false") -> Response:
-    repo_id, marker, tail = split_api_path(rest, ("revision", "tree"))
+    repo_id, marker, tail = split_api_path(rest, ("revision", "tree", "refs", "commits"))
     _, model, reg = access(request, repo_id, "reader")
     private = not server_state(request).config.anonymous_read
-    if marker is None:
-        return JSONResponse(_info(resolve(reg, repo_id, model, "main"), private))
-    if marker == "revision" and len(tail) == 1:
-        return JSONResponse(_info(resolve(reg, repo_id, model, tail[0]), private))
-    if marker == "tree":
-        r = resolve(reg, repo_id, model, tail[0])
+    security = request.query_params.get("securityStatus", "").lower() in ("true", "1")
+    if marker is None or (marker == "revision" and len(tail) == 1):
+        try:
+            r = resolve(reg, repo_id, model, tail[0] if tail else "main")
+        except EmptyRepo:  # a fresh repo: the Hub answers its info with no files
+            return JSONResponse(_empty_info(repo_id, private))
+        return JSONResponse(_info(r, private, security))
+    if marker == "tree" and tail:
+        try:
+            r = resolve(reg, repo_id, model, tail[0])
+        except EmptyRepo:
+            return JSONResponse([])
         deep = recursive.lower() in ("true", "1")
         return JSONResponse(_tree(r, "/".join(tail[1:]).strip("/"), deep))
-    raise HfError(404, "EntryNotFound", f"no such endpoint /api/models/{rest}")
+    if marker == "refs" and not tail:
+        return JSONResponse(hf_refs.refs(reg, repo_id, model))
+    if marker == "commits" and len(tail) == 1:
+        return JSONResponse(hf_refs.commits(reg, resolve(reg, repo_id, model, tail[0])))
+    raise no_endpoint(f"/api/models/{rest}")
 
 
-def _hub_time(t: datetime) -> str:
-    t = t if t.tzinfo else t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def _empty_info(repo_id: str, private: bool) -> dict[str, Any]:
+    return {"_id": repo_id, "id": repo_id, "modelId": repo_id, "sha": None,
+            "private": private, "disabled": False, "gated": False, "downloads": 0,
+            "likes": 0, "tags": [], "siblings": []}
 
 
-def _info(r: Resolved, private: bool) -> dict[str, Any]:
+def _info(r: Resolved, private: bool, security: bool = False) -> dict[str, Any]:
     v = r.version
-    return {
+    extra: dict[str, Any] = {}
+    if security:
+        # modelvc never unpickles and runs no malware scanner: no scan was done, and the
+        # pickle files (the files a scan is about) are named, for the caller to judge.
+        extra["securityRepoStatus"] = {
+            "scansDone": False,
+            "filesWithIssues": [{"path": f.path, "level": "caution",
+                                 "pickleImports": None} for f in r.manifest.files
+                                if PurePosixPath(f.path).suffix in PICKLE_EXTS]}
+    return extra | {
         "_id": r.sha,
         "id": r.repo_id,
         "modelId": r.repo_id,
         "sha": r.sha,
-        "lastModified": _hub_time(v.created_at),
-        "createdAt": _hub_time(v.created_at),
+        "lastModified": hub_time(v.created_at),
+        "createdAt": hub_time(v.created_at),
         "private": private,
         "disabled": False,
         "gated": False,
@@ -175,6 +202,17 @@ def _info(r: Resolved, private: bool) -> dict[str, Any]:
         "modelvc": {"model": r.model, "version": v.number, "id": v.id,
                     "message": v.message, "author": v.author},
     }
+
+
+def tree_entry(r: Resolved, path: str) -> dict[str, Any] | None:
+    """The tree entry of one path at the version: a file, a directory, or None."""
+    f = r.manifest.file(path)
+    if f is not None:
+        return {"type": "file", "path": f.path, "size": f.size, "oid": f.sha256}
+    if path and any(x.path.startswith(f"{path}/") for x in r.manifest.files):
+        return {"type": "directory", "path": path, "oid": _dir_oid(r.manifest, path),
+                "size": 0}
+    return None
 
 
 def _tree(r: Resolved, base: str, recursive: bool) -> list[dict[str, Any]]:
@@ -208,3 +246,12 @@ def _dir_oid(m: Manifest, d: str) -> str:
         if f.path.startswith(f"{d}/"):
             h.update(f"{f.path}\0{f.sha256}\n".encode())
     return h.hexdigest()
+
+
+@router.api_route("/api/models/{rest:path}", methods=["PUT", "PATCH", "DELETE"],
+                  include_in_schema=False)
+def api_models_other(rest: str, request: Request) -> Response:
+    """Settings, discussions and the like: a 404 that names no missing repository."""
+    repo_id, _, _ = split_api_path(rest, ("settings", "discussions", "branch", "tag"))
+    access(request, repo_id, "reader")
+    raise no_endpoint(f"/api/models/{rest}")

@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request, Response
@@ -25,14 +26,16 @@ from ..errors import (
     InvalidName,
     InvalidRef,
     ModelNotFound,
+    ModelvcError,
     RefNotFound,
+    Unauthenticated,
     UsageError,
 )
 from ..manifest import Manifest
 from ..meta.api import VersionRow
 from ..names import check_name
 from ..registry import Registry
-from .auth import Principal, authenticate, authorize
+from .auth import Principal, authenticate, authorize, bearer
 from .state import ServerState
 
 SHA_LEN = 40  # what Hub clients accept as a commit id ([0-9a-f]{40})
@@ -47,18 +50,47 @@ class HfError(Exception):
         self.code = code
         self.message = message
         self.commit = commit
+        self.detail: str | None = None  # the body's error, when it says more
 
     def response(self) -> Response:
-        headers = {"X-Error-Code": self.code,
-                   "X-Error-Message": self.message.encode("ascii", "replace").decode()}
+        headers = {"X-Error-Message": _header_text(self.message)}
+        if self.code:  # no code: the Hub's plain errors (huggingface_hub shows the message)
+            headers["X-Error-Code"] = self.code
         if self.commit:
             headers["X-Repo-Commit"] = self.commit
-        return JSONResponse({"error": self.message}, status_code=self.status, headers=headers)
+        return JSONResponse({"error": self.detail or self.message}, status_code=self.status,
+                            headers=headers)
+
+
+def _header_text(message: str) -> str:
+    """A header value: latin-1 only, one line."""
+    return " ".join(message.encode("ascii", "replace").decode().split())
+
+
+# What huggingface_hub expects of a 401 whose token was refused: without this exact
+# message it reports any 401 on a repo URL as "Repository Not Found".
+BAD_CREDENTIALS = "Invalid credentials in Authorization header"
+
+
+def hub_error(exc: ModelvcError, request: Request) -> HfError:
+    """A modelvc error as the Hub answers it: the status, the message (and hint) in
+    X-Error-Message, which huggingface_hub shows, and the Hub's code where it has one."""
+    text = f"{exc.message} (hint: {exc.hint})" if exc.hint else exc.message
+    if isinstance(exc, Unauthenticated):
+        if bearer(request) is not None and "token" in exc.message:
+            # The token was refused: the Hub's wording first, ours in the body.
+            err = HfError(401, "", BAD_CREDENTIALS)
+            err.detail = text
+            return err
+        # No token where one is needed: as the Hub answers for a private repo.
+        return HfError(401, "RepoNotFound", text)
+    return HfError(exc.http_status, "", text)
 
 
 class HfRoute(APIRoute):
-    """Routes whose HfError becomes the Hub-style error response (routers cannot register
-    exception handlers; other errors go on to the app's ModelvcError handler)."""
+    """Routes whose errors become Hub-style error responses (routers cannot register
+    exception handlers): HfError as it is, a ModelvcError (401, 403, 409, ...) through
+    hub_error."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -68,6 +100,8 @@ class HfRoute(APIRoute):
                 return await handler(request)
             except HfError as exc:
                 return exc.response()
+            except ModelvcError as exc:
+                return hub_error(exc, request).response()
 
         return run
 
@@ -92,6 +126,11 @@ def repo_id_of(model: str) -> str:
     """The inverse of model_name (for URLs we hand out)."""
     org, sep, name = model.partition("--")
     return f"{org}/{name}" if sep and name and "--" not in name else model
+
+
+def hub_time(t: datetime) -> str:
+    t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def commit_sha(version_id: str) -> str:
@@ -150,6 +189,14 @@ def access(request: Request, repo_id: str, role: str) -> tuple[Principal, str, R
     return principal, model, state.registry()
 
 
+class EmptyRepo(HfError):
+    """`main` of a repository with no version yet: the Hub answers EntryNotFound (a
+    fresh repo has no files), which push_to_hub and upload_folder expect."""
+
+    def __init__(self, repo_id: str) -> None:
+        super().__init__(404, "EntryNotFound", f"{repo_id} is empty: it has no version yet")
+
+
 def resolve(reg: Registry, repo_id: str, model: str, revision: str) -> Resolved:
     """A Hub revision of a repo -> the version and its manifest, or a Hub-style 404."""
     try:
@@ -159,6 +206,8 @@ def resolve(reg: Registry, repo_id: str, model: str, revision: str) -> Resolved:
     try:
         v = reg.resolve(model if revision == "main" else f"{model}@{revision}")
     except (RefNotFound, AmbiguousRef, InvalidRef, InvalidName) as exc:
+        if revision == "main" and not reg.versions(model):
+            raise EmptyRepo(repo_id) from exc
         raise HfError(404, "RevisionNotFound",
                       f"Invalid rev id: {revision} ({exc.message})") from exc
     except UsageError as exc:
@@ -171,11 +220,20 @@ def split_api_path(rest: str, markers: tuple[str, ...]) -> tuple[str, str | None
     """`REPO_ID[/MARKER/TAIL...]` with a one- or two-segment repo id -> parts."""
     parts = rest.strip("/").split("/")
     for i in (1, 2):
-        if len(parts) > i + 1 and parts[i] in markers:
+        # `refs` takes no tail (so `ORG/refs` is the refs of repo ORG, not a repo)
+        if (len(parts) > i + 1 or (len(parts) == i + 1 and parts[i] == "refs")) \
+                and parts[i] in markers:
             return "/".join(parts[:i]), parts[i], parts[i + 1:]
     if len(parts) <= 2 and all(parts):
         return "/".join(parts), None, []
-    raise HfError(404, "RepoNotFound", f"no such endpoint /api/models/{rest}")
+    raise no_endpoint(f"/api/models/{rest}")
+
+
+def no_endpoint(path: str) -> HfError:
+    """A 404 for a route this server does not have. No X-Error-Code: RepoNotFound would
+    make clients say an existing repository does not exist."""
+    return HfError(404, "", f"no such endpoint {path} on this modelvc server (see "
+                   "docs/huggingface.md for the Hub endpoints it serves)")
 
 
 def public_base(request: Request) -> str:

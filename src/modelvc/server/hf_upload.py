@@ -33,6 +33,7 @@ from .hf_repo import (
     HfRoute,
     access,
     commit_sha,
+    no_endpoint,
     public_base,
     resolve,
     split_api_path,
@@ -109,7 +110,7 @@ def front_matter_error(content: str) -> str | None:
 async def api_models_post(rest: str, request: Request) -> Response:
     repo_id, marker, tail = split_api_path(rest, ("preupload", "commit"))
     if marker is None or len(tail) != 1:
-        raise HfError(404, "EntryNotFound", f"no such endpoint /api/models/{rest}")
+        raise no_endpoint(f"/api/models/{rest}")
     principal, model, reg = access(request, repo_id, "writer")
     revision = tail[0]
     if request.query_params.get("create_pr") not in (None, "", "0", "false", "False"):
