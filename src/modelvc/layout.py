@@ -85,8 +85,9 @@ def create(project: Path, *, meta: str | None = None, objects: str | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
         (root / "locks").mkdir(exist_ok=True)
+        # URLs of a database or bucket may carry a password or keys: owner only.
         atomic_write(root / "config.json", json.dumps(config, indent=2).encode() + b"\n",
-                     mode=0o644)
+                     mode=0o600 if meta or objects else 0o644)
     except OSError as exc:
         raise StorageError(f"cannot create a registry at {root}: {exc.strerror or exc}",
                            hint="choose a folder you can write to (modelvc init PATH)") from exc

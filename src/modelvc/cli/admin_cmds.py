@@ -10,13 +10,30 @@ from .output import Progress, emit, human_bytes
 
 @click.command()
 @click.argument("path", default=".", type=click.Path())
+@click.option("--meta", metavar="URL",
+              help="Metadata database, e.g. postgresql://USER:PASSWORD@HOST/DB (an empty "
+                   "database; default: SQLite in PATH/.modelvc).")
+@click.option("--objects", metavar="URL",
+              help="Object store, e.g. s3://BUCKET/PREFIX?endpoint=http://HOST:8333&region="
+                   "us-east-1 (credentials: access_key/secret_key or the AWS_* variables; "
+                   "default: PATH/.modelvc/objects).")
 @json_option
-def init(path: str, as_json: bool) -> None:
-    """Create a registry in PATH/.modelvc (SQLite + local objects)."""
-    from ..registry import Registry
+def init(path: str, meta: str | None, objects: str | None, as_json: bool) -> None:
+    """Create a registry in PATH/.modelvc (SQLite + local objects, or a shared
+    PostgreSQL database and S3 bucket that other machines' folders point at too).
 
-    with Registry.init(path) as reg:
-        emit(as_json, {"registry": str(reg.layout.root)}, f"created {reg.layout.root}")
+    \b
+      modelvc init
+      modelvc init /srv/registry --meta postgresql://modelvc:...@db/modelvc \\
+          --objects 's3://models/prod?endpoint=http://s3:8333&region=us-east-1'
+    """
+    from ..scaleout import init_registry, redact
+
+    root, meta_url, objects_url = init_registry(path, meta, objects)
+    doc = {"registry": str(root), "meta": redact(meta_url), "objects": redact(objects_url)}
+    where = "" if meta is None and objects is None else \
+        f" (metadata {doc['meta']}, objects {doc['objects']})"
+    emit(as_json, doc, f"created {root}{where}")
 
 
 @click.command()
