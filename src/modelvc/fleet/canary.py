@@ -12,7 +12,9 @@ the trial, so a version tried again within a gateway's window is judged only on 
 requests of this trial.
 
 A canary by share of traffic is the deployment row's `share` (migration 0007), which
-reaches every gateway in the NOTIFY payload and on every poll; `share_of` reads it.
+reaches every gateway in the NOTIFY payload and on every poll; `share_of` reads it. It is
+staged everywhere before it goes live (`share_live`), so no gateway serves the trial's
+epoch while another cannot.
 """
 
 from __future__ import annotations
@@ -33,10 +35,16 @@ log = logging.getLogger("modelvc.fleet")
 
 def share_of(d: Deployment) -> float | None:
     """The traffic share of the canary trial deployment `d` is running, if any (only
-    while the pending version is pending)."""
+    while the pending version is pending: staged by every member, then live)."""
     if d.state not in ("rolling", "staging") or d.pending_id is None or d.share is None:
         return None
     return d.share if 0 < d.share < 1 else None
+
+
+def share_live(d: Deployment) -> float | None:
+    """The share, once every member staged the pending version and the controller made
+    it live (state "rolling"; while "staging" nobody serves it yet)."""
+    return share_of(d) if d.state == "rolling" else None
 
 
 @dataclass(frozen=True)

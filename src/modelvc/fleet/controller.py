@@ -22,7 +22,8 @@ epoch+1 as in the atomic strategy; if not, every replica returns to the stable v
 refused version.
 
 Canary by share of traffic (`canary_share`): instead of whole replicas, every member
-serves the new version to that fraction of requests (sticky per request key) at epoch+1;
+stages the new version, then serves it to that fraction of requests (sticky per request
+key) at epoch+1;
 judged the same way, then every member promotes the warm canary at epoch+1 or drops it
 and serves the stable version at epoch+2.
 
@@ -251,7 +252,8 @@ class Controller:
         every member switches its stable slot to the (warm) canary version at that same
         epoch+1, else every member drops it and serves the stable version at epoch+2.
         Works on a fleet of one. The share is the deployment row's `share`, so it reaches
-        gateways by the same NOTIFY or poll."""
+        gateways by the same NOTIFY or poll; every member stages the version before the
+        share goes live (`start_share`)."""
         t0 = time.monotonic()
         ids = sorted(r.id for r in self.members(d))
         if not ids:
@@ -259,12 +261,18 @@ class Controller:
         stable = d.version_id
         assert stable is not None and self.canary_share is not None
         label = f"canary share {self.canary_share:.0%}"
-        marks = self._clocks(d, ids)  # before the share starts: the trial starts now
-        d = self.meta.begin_rolling(d.name, d.epoch, vid, ids)
+        # Staged everywhere first: once one gateway serves the trial's epoch, a caller
+        # that saw it may reach any other, which must then hold it too.
+        d = self.meta.begin_stage(d.name, d.epoch, vid, ids, share=self.canary_share)
         epoch = d.epoch + 1
-        d = self.meta.set_share(d.name, d.epoch, self.canary_share)
-        why = self._wait(d, ids, self.stage_timeout, lambda r: _sharing(r, vid, epoch),
-                         fail=lambda r: r.state == "failed" and r.staged_epoch == epoch)
+        failed = lambda r: r.state == "failed" and r.staged_epoch == epoch  # noqa: E731
+        why = self._wait(d, ids, self.stage_timeout, lambda r: _staged(r, vid, epoch),
+                         fail=failed)
+        if why is None:
+            marks = self._clocks(d, ids)  # before the share starts: the trial starts now
+            d = self.meta.start_share(d.name, d.epoch)
+            why = self._wait(d, ids, self.stage_timeout, lambda r: _sharing(r, vid, epoch),
+                             fail=failed)
         if why is not None:
             return self._refuse(d, vid, f"{label}: {why}", t0)
         verdict = self._trial(d, vid, stable, ids, ids, marks,

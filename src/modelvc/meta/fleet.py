@@ -92,13 +92,17 @@ class FleetMixin:
         self._tx(lambda conn: conn.execute(deployments.delete().where(
             deployments.c.name == name)), write=True)
 
-    def begin_stage(self, name: str, epoch: int, version_id: str, members: list[str]
-                    ) -> Deployment:
+    def begin_stage(self, name: str, epoch: int, version_id: str, members: list[str],
+                    share: float | None = None) -> Deployment:
         """Phase one: stage `version_id` at epoch+1 on `members`. Conflict if the
-        deployment is no longer at `epoch` or another switch is in progress."""
+        deployment is no longer at `epoch` or another switch is in progress. With
+        `share`, a canary by share of traffic: `start_share` makes it live once every
+        member staged it."""
+        if share is not None and not 0 < share < 1:
+            raise UsageError(f"a canary share is between 0 and 1, not {share}")
         return self._cas(name, epoch, {"pending_id": version_id, "pending_epoch": epoch + 1,
                                        "members": members, "state": "staging", "reason": "",
-                                       "share": None},
+                                       "share": share},
                          pending=False)
 
     def begin_rolling(self, name: str, epoch: int, version_id: str, members: list[str]
@@ -108,18 +112,16 @@ class FleetMixin:
                                        "members": members, "state": "rolling", "reason": "",
                                        "rolled": [], "share": None}, pending=False)
 
-    def set_share(self, name: str, epoch: int, share: float) -> Deployment:
-        """Canary by share of traffic: every member serves the pending version to `share`
-        of request keys from now on (the trial; 0 < share < 1)."""
-        if not 0 < share < 1:
-            raise UsageError(f"a canary share is between 0 and 1, not {share}")
+    def start_share(self, name: str, epoch: int) -> Deployment:
+        """Canary by share of traffic, every member having staged the pending version:
+        from now on each serves it to the row's `share` of request keys (the trial)."""
 
         def tx(conn: sa.Connection) -> Deployment:
             d = _get(conn, name, lock=True)
-            if d.state != "rolling" or d.epoch != epoch:
+            if d.state != "staging" or d.epoch != epoch or d.share is None:
                 raise Conflict(f"deployment {name!r} moved (epoch {d.epoch}, {d.state})")
             conn.execute(deployments.update().where(deployments.c.name == name).values(
-                share=share, updated_at=now()))
+                state="rolling", updated_at=now()))
             return _wake(conn, _get(conn, name))
 
         result: Deployment = self._tx(tx, write=True)

@@ -44,7 +44,7 @@ class FleetHook(Protocol):
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-    def catch_up(self, sm: ServedModel, epoch: int) -> None: ...
+    async def catch_up(self, sm: ServedModel, epoch: int) -> None: ...
 
 
 class Gateway:
@@ -251,7 +251,7 @@ class Gateway:
         """Answer one request, whatever protocol it came by (REST and gRPC share this)."""
         sm = self.served(name)
         if min_epoch is not None and self.agent is not None:
-            self.agent.catch_up(sm, min_epoch)  # the caller saw that epoch elsewhere
+            await self.agent.catch_up(sm, min_epoch)  # the caller saw it elsewhere
         item, channel = await self.slot(sm, selector, key, min_epoch)
         # Read with no await in between: the epoch `item` is served at (a fleet canary's
         # is its trial's; other canary, shadow and pinned versions are outside the fleet's
