@@ -12,10 +12,11 @@ from pathlib import Path
 from modelvc.fleet.controller import Controller
 from modelvc.registry import Registry
 from tests.serving.conftest import Digits, commit_onnx
+from tests.serving.predictors import CONSTANT
 
 from .fleet_helpers import GatewayProcess, WatchProcess, wait_for
 from .test_atomic import versions
-from .test_canary_trials import CONSTANT, _loads
+from .test_canary_trials import _loads
 
 Starter = Callable[..., list[GatewayProcess]]
 
@@ -36,7 +37,8 @@ def test_watch_with_canary_options(fleet_reg: Registry, start_gateways: Starter,
         bad.stderr
     # No feedback comes back: without --no-accuracy no canary could earn a verdict.
     w = WatchProcess(root, "d", "--strategy", "canary", "--canary-replicas", "2",
-                     "--no-accuracy", "--min-samples", "40", "--canary-window", "45",
+                     "--no-accuracy", "--no-latency", "--min-samples", "40",
+                     "--canary-window", "45",
                      log=tmp_path / "watch.log")
     loads = _loads(gws, digits)
     try:

@@ -31,6 +31,19 @@ def wait_for(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+class ManualClock:
+    """A clock the test steps (Window, Gateway `clock=`): no sleeping for time to pass."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def serving(url: str, number: int, slot: str = "stable") -> Callable[[], bool]:
     return lambda: (status(url)[slot] or {}).get("version") == number
 

@@ -14,7 +14,8 @@ from modelvc.registry import Registry
 from .conftest import Digits, Start, commit_onnx
 from .helpers import Caller, serving, status, wait_for
 
-FAST = {"min_samples": 40, "min_feedback": 40, "window": 120.0}
+# Latency is judged in bench/ (a loaded machine would fail it), not here.
+FAST = {"min_samples": 40, "min_feedback": 40, "window": 120.0, "check_latency": False}
 
 
 def _canary(percent: float, auto: bool = True, **policy: Any) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from modelvc.serving.canary import (
 )
 
 from .conftest import Digits, Start, commit_onnx
-from .helpers import Caller, get_json, status, wait_for
+from .helpers import Caller, ManualClock, get_json, status, wait_for
+from .predictors import CONSTANT
 
 
 def test_window_counts_in_bounded_slots_whatever_the_rate() -> None:
@@ -59,11 +60,13 @@ def test_labels_of_any_numeric_output_are_counted_safely() -> None:
 
 
 def test_since_counts_only_later_slots_and_old_slots_expire() -> None:
-    w = Window(span=0.6, slot=0.05)
+    clock = ManualClock()
+    w = Window(span=0.6, slot=0.05, clock=clock)
     for _ in range(10):
         w.record(False, 0.01, np.array([1]))
-    mark = time.monotonic()
-    time.sleep(0.06)  # the slot open at `mark` began before it: not counted
+    clock.advance(0.01)
+    mark = clock()
+    clock.advance(0.06)  # the slot open at `mark` began before it: not counted
     for _ in range(5):
         w.record(True, 0.01, np.array([2, 2]))
     w.add_feedback(1, 2)
@@ -71,8 +74,24 @@ def test_since_counts_only_later_slots_and_old_slots_expire() -> None:
     assert (after.requests, after.errors, after.labels) == (5, 0, {2: 10})
     assert (after.feedback, after.correct) == (2, 1)
     assert w.evidence().requests == 15
-    time.sleep(0.7)
+    clock.advance(0.52)
+    assert w.evidence().requests == 15  # the first slot began 0.59 s ago: in the window
+    clock.advance(0.02)
+    assert w.evidence().requests == 5  # 0.61 s ago: out of it
+    clock.advance(0.7)
     assert w.empty() and w.evidence().requests == 0 and w.total.labels == {}
+
+
+def test_latency_rule_has_a_margin_and_can_be_off() -> None:
+    pol = Policy(min_samples=20, check_accuracy=False, check_drift=False)
+    stable = Evidence(requests=400, p95=0.010)
+    # limit: 2 x stable p95 + 5 ms slack = 25 ms
+    assert decide(pol, Evidence(requests=200, p95=0.024), stable).action == "promote"
+    slow = Evidence(requests=200, p95=0.030)
+    d = decide(pol, slow, stable)
+    assert d == Decision("rollback", "latency p95 30.0 ms > 25.0 ms (stable 10.0 ms)")
+    off = Policy(min_samples=20, check_accuracy=False, check_drift=False, check_latency=False)
+    assert decide(off, slow, stable).action == "promote"
 
 
 def test_drift_rule_compares_only_labels_both_sides_itemize() -> None:
@@ -97,12 +116,14 @@ def test_drift_rule_compares_only_labels_both_sides_itemize() -> None:
 
 def test_status_has_label_histograms_and_since(serve_reg: Registry, digits: Digits,
                                                start_gateway: Start) -> None:
-    srv = start_gateway(serve_reg)
+    clock = ManualClock()
+    srv = start_gateway(serve_reg, clock=clock)
     caller = Caller(srv.url)
     predicted: list[int] = []
     for i in range(30):
         doc = caller.infer(digits.x[i * 2:i * 2 + 2])[1]
         predicted += doc["outputs"][0]["data"]
+    clock.advance(0.01)
     st = status(srv.url)
     (v1,) = st["versions"].values()
     win = v1["window"]
@@ -110,7 +131,7 @@ def test_status_has_label_histograms_and_since(serve_reg: Registry, digits: Digi
     assert win["labels"] == want | {OTHER: 0}
     assert (win["requests"], win["errors"], v1["requests"]) == (30, 0, 30)
     assert st["slot"] == 0.5 and st["window"] == 60.0
-    time.sleep(st["slot"] + 0.05)
+    clock.advance(st["slot"])  # the next request opens a slot that begins after `clock`
     for i in range(7):
         caller.infer(digits.x[i:i + 1])
     later = get_json(f"{srv.url}/modelvc/status?since={st['clock']!r}")["digits"]
@@ -131,7 +152,8 @@ def test_gateway_canary_rolls_back_on_drift_alone(serve_reg: Registry, digits: D
     serve_reg.promote("digits@v2", "canary", reason="try")
     srv = start_gateway(serve_reg, [{"model": "digits", "canary": {
         "ref": "canary", "percent": 50,
-        "policy": {"min_samples": 40, "window": 120.0, "check_accuracy": False}}}],
+        "policy": {"min_samples": 40, "window": 120.0, "check_accuracy": False,
+                   "check_latency": False}}}],
         trust="any")
     caller = Caller(srv.url)
     i = 0
@@ -147,17 +169,3 @@ def test_gateway_canary_rolls_back_on_drift_alone(serve_reg: Registry, digits: D
     last = serve_reg.history("digits", "canary")[-1]
     assert last.action == "rollback" and "output drift" in last.reason, last.reason
 
-
-CONSTANT = b'''
-import numpy as np
-
-class Predictor:
-    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 64]}]
-    outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
-
-    def __init__(self, folder):
-        pass
-
-    def predict(self, inputs):  # a broken export: every input is a 0
-        return {"label": np.zeros(len(inputs["X"]), np.int64)}
-'''

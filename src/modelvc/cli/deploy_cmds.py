@@ -57,6 +57,9 @@ def canary_options(f: Any) -> Any:
         click.option("--no-drift", "no_drift", is_flag=True,
                      help="Do not compare predicted-label histograms (the new version is "
                           "meant to answer differently)."),
+        click.option("--no-latency", "no_latency", is_flag=True,
+                     help="Do not compare p95 latency with the stable version (gateways "
+                          "on a shared or loaded machine; measure speed separately)."),
     ]):
         f = opt(f)
     return f
@@ -75,6 +78,7 @@ def _canary(kw: dict[str, Any]) -> dict[str, Any]:
                                   "min_samples", "min_feedback")}
     out["check_accuracy"] = not kw.pop("no_accuracy")
     out["check_drift"] = not kw.pop("no_drift")
+    out["check_latency"] = not kw.pop("no_latency")
     return out
 
 

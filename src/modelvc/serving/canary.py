@@ -6,6 +6,10 @@ predicted labels, feedback), with running totals: recording is O(1) per request 
 summary costs O(distinct labels + latency buckets), whatever the request rate, so a
 status poll never stalls the event loop. `since` (a gateway clock reading) selects the
 slots that began at or after it: a trial is judged only on its own requests.
+
+Windows read an injectable `clock` (time.monotonic by default) so tests step time instead
+of sleeping; latency is one check of the policy (`check_latency`), off where the machine
+is not the thing judged (tests on a shared machine; speed is measured in bench/).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import takewhile
 from typing import Any
@@ -41,6 +46,7 @@ class Policy:
     max_drift: float = 0.25  # total variation distance of predicted labels vs stable
     check_accuracy: bool = True
     check_drift: bool = True
+    check_latency: bool = True
 
 
 def sticky_bucket(key: str) -> float:
@@ -199,11 +205,16 @@ def slot_seconds(span: float) -> float:
     return max(0.05, min(0.5, span / 100))
 
 
-class Window:
-    """The counts of one version over the last `span` seconds, in slots of `slot` s."""
+Clock = Callable[[], float]
 
-    def __init__(self, span: float, slot: float | None = None) -> None:
-        self.span = span
+
+class Window:
+    """The counts of one version over the last `span` seconds, in slots of `slot` s, by
+    `clock` (seconds, monotonic)."""
+
+    def __init__(self, span: float, slot: float | None = None,
+                 clock: Clock = time.monotonic) -> None:
+        self.span, self.clock = span, clock
         self.slot = slot or slot_seconds(span)
         self.slots: deque[tuple[float, Counts]] = deque()
         self.total = Counts()
@@ -214,7 +225,7 @@ class Window:
             self.total.add(self.slots.popleft()[1], -1)
 
     def _current(self) -> Counts:
-        now = time.monotonic()
+        now = self.clock()
         self._trim(now)
         if not self.slots or now - self.slots[-1][0] >= self.slot:
             self.slots.append((now, Counts()))
@@ -259,8 +270,8 @@ class Window:
 
     def counts(self, since: float | None = None) -> Counts:
         """Counts of the window, or of its slots that began at or after `since` (a
-        time.monotonic() reading): summing the smaller side, at most half the slots."""
-        self._trim(time.monotonic())
+        `clock` reading): summing the smaller side, at most half the slots."""
+        self._trim(self.clock())
         if since is None or not self.slots or self.slots[0][0] >= since:
             return self.total.copy()
         newer = sum(1 for _ in takewhile(lambda s: s[0] >= since, reversed(self.slots)))
@@ -278,12 +289,12 @@ class Window:
         return Evidence.of(self.counts(since))
 
     def accuracy(self) -> float | None:
-        self._trim(time.monotonic())
+        self._trim(self.clock())
         t = self.total
         return t.correct / t.feedback if t.feedback else None
 
     def empty(self) -> bool:
-        self._trim(time.monotonic())
+        self._trim(self.clock())
         return not self.slots
 
 
@@ -306,7 +317,7 @@ def decide(policy: Policy, c: Evidence, s: Evidence) -> Decision:
         return Decision("wait", f"{s.requests}/{policy.min_samples} stable requests to "
                                 "compare with")
     cp, sp = c.p95, s.p95
-    if cp is not None and sp is not None:
+    if policy.check_latency and cp is not None and sp is not None:
         limit = sp * policy.max_p95_ratio + policy.p95_slack
         if cp > limit:
             return Decision("rollback", f"latency p95 {cp * 1e3:.1f} ms > "

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import GateNotPassed, ModelvcError, NotFound, PermissionDenied
 from ..meta.api import VersionRow
 from ..registry import Registry
-from .canary import decide, route_to_canary
+from .canary import Clock, decide, route_to_canary
 from .config import ServeConfig
 from .identity import DEFAULT_ACTOR, Identity
 from .metrics import Metrics
@@ -48,16 +48,17 @@ class FleetHook(Protocol):
 
 
 class Gateway:
-    def __init__(self, reg: Registry, cfg: ServeConfig, *, workdir: Path | None = None
-                 ) -> None:
+    def __init__(self, reg: Registry, cfg: ServeConfig, *, workdir: Path | None = None,
+                 clock: Clock = time.monotonic) -> None:
         self.reg, self.cfg = reg, cfg
         self.metrics = Metrics()
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="modelvc-serve-"))
         self.pool = Pool(reg, self.workdir, self.metrics, trust=cfg.trust, threads=cfg.threads)
         self._infer = ThreadPoolExecutor(cfg.workers, thread_name_prefix="modelvc-infer")
+        # `clock`: the windows' (and statuses') clock; tests step it instead of sleeping
         self.models = {m.name: ServedModel(m, self.pool, m.canary.policy.window if m.canary
-                                           else 60.0) for m in cfg.models}
+                                           else 60.0, clock=clock) for m in cfg.models}
         self._tasks: list[asyncio.Task[None]] = []
         self._mirrors: set[asyncio.Task[None]] = set()
         self.agent: FleetHook | None = None  # in a fleet, it switches the stable slots

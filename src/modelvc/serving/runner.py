@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -12,6 +13,7 @@ import uvicorn
 
 from ..registry import Registry
 from .app import build_app
+from .canary import Clock
 from .config import ServeConfig
 from .gateway import Gateway
 
@@ -27,8 +29,9 @@ def _uvicorn_config(gw: Gateway, cfg: ServeConfig, log_level: str) -> uvicorn.Co
                           access_log=False, lifespan="on", timeout_graceful_shutdown=10)
 
 
-def make_gateway(reg: Registry, cfg: ServeConfig, workdir: Path | None = None) -> Gateway:
-    gw = Gateway(reg, cfg, workdir=workdir)
+def make_gateway(reg: Registry, cfg: ServeConfig, workdir: Path | None = None,
+                 clock: Clock = time.monotonic) -> Gateway:
+    gw = Gateway(reg, cfg, workdir=workdir, clock=clock)
     if cfg.fleet is not None:
         from ..fleet.agent import FleetAgent
 
@@ -44,8 +47,8 @@ class BackgroundServer:
     """`with BackgroundServer(reg, cfg) as srv:` serves at srv.url until the block ends."""
 
     def __init__(self, reg: Registry, cfg: ServeConfig, *, workdir: Path | None = None,
-                 log_level: str = "warning") -> None:
-        self.gateway = make_gateway(reg, cfg, workdir)
+                 log_level: str = "warning", clock: Clock = time.monotonic) -> None:
+        self.gateway = make_gateway(reg, cfg, workdir, clock)
         self.url = f"http://{cfg.host}:{cfg.port}"
         self._server = uvicorn.Server(_uvicorn_config(self.gateway, cfg, log_level))
         self._thread = threading.Thread(target=self._server.run, name="modelvc-serve",

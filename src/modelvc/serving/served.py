@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import NotFound
 from ..meta.api import VersionRow
-from .canary import Decision, Window, slot_seconds
+from .canary import Clock, Decision, Window, slot_seconds
 from .config import ModelConfig
 from .swap import Follower, Loaded, Pool
 
@@ -102,6 +102,7 @@ class ServedModel:
     identity_warning: str | None = None  # why automatic moves would be refused (roles)
     shadow_stats: ShadowStats = field(default_factory=ShadowStats)
     fleet_share: FleetShare | None = None  # set and cleared by the fleet agent only
+    clock: Clock = time.monotonic  # of the windows and of `status` (tests step it)
 
     def __post_init__(self) -> None:
         c = self.cfg
@@ -126,7 +127,7 @@ class ServedModel:
     def window_of(self, version_id: str) -> Window:
         w = self.windows.get(version_id)
         if w is None:
-            w = self.windows[version_id] = Window(self.window)
+            w = self.windows[version_id] = Window(self.window, clock=self.clock)
         return w
 
     def totals_of(self, version_id: str) -> Totals:
@@ -194,7 +195,7 @@ class ServedModel:
                     "previous": f.previous.version.number if f.previous else None,
                     "epoch": f.epoch, "error": f.last_error}
 
-        clock = time.monotonic()
+        clock = self.clock()
         numbers = {i.version.id: i.version.number for i in self.pool.items.values()}
         for vid in [v for v, w in self.windows.items() if v not in numbers and w.empty()]:
             del self.windows[vid]  # unloaded and quiet: nothing left to judge
