@@ -49,6 +49,26 @@ def reg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
     r.close()
 
 
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (dropped afterwards) on the shared server: its
+    own name, so parallel tests and runs never meet. Fails the test if the server cannot
+    be started, unless MODELVC_SKIP_POSTGRES=1 (then it skips)."""
+    if os.environ.get("MODELVC_SKIP_POSTGRES") == "1":
+        pytest.skip("MODELVC_SKIP_POSTGRES=1")
+    from tests.services.postgres import drop_database, fresh_database, postgres_url
+
+    try:
+        base = postgres_url()
+    except Exception as err:
+        pytest.fail(f"PostgreSQL is not available: {err}", pytrace=False)
+    url = fresh_database(base)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def any_reg(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             ) -> Iterator[Registry]:
@@ -59,12 +79,6 @@ def any_reg(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
         yield r
         r.close()
         return
-    if os.environ.get("MODELVC_SKIP_POSTGRES") == "1":
-        pytest.skip("MODELVC_SKIP_POSTGRES=1")
-    from tests.services.postgres import drop_database, fresh_database, postgres_url
-
-    url = fresh_database(postgres_url())
-    r = Registry.init(tmp_path / "repo", meta_url=url)
+    r = Registry.init(tmp_path / "repo", meta_url=request.getfixturevalue("pg_url"))
     yield r
     r.close()
-    drop_database(url)

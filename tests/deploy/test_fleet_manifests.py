@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from modelvc.registry import Registry
 from modelvc.serving.config import load_config
 from modelvc.serving.runner import free_port
 from tests.fleet.fleet_helpers import get_json, wait_for
-from tests.services.postgres import drop_database, fresh_database, postgres_url
 from tests.serving.conftest import Digits, commit_onnx, digits  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,13 +159,6 @@ def test_dockerfile() -> None:
     assert 'exec modelvc "$@"' in script
     assert os.stat(DEPLOY / "entrypoint.sh").st_mode & stat.S_IXUSR
     assert not (FLEET / "Dockerfile").exists() and not (FLEET / "entrypoint.sh").exists()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    url = fresh_database(postgres_url())
-    yield url
-    drop_database(url)
 
 
 def _pod_env(tmp: Path, meta_url: str) -> dict[str, str]:

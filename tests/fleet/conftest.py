@@ -11,19 +11,11 @@ import pytest
 
 from modelvc.registry import Registry
 from modelvc.serving.runner import free_port
-from tests.services.postgres import drop_database, fresh_database, postgres_url
 from tests.serving.conftest import Digits, commit_onnx, digits  # noqa: F401
 
 from .fleet_helpers import GatewayProcess, wait_for
 
 Start = Callable[..., GatewayProcess]
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    url = fresh_database(postgres_url())
-    yield url
-    drop_database(url)
 
 
 def make_registry(path: Path, meta_url: str, digits: Digits) -> Registry:  # noqa: F811

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import re
 import subprocess
 import threading
 import uuid
@@ -44,10 +46,17 @@ class Host:
 
 
 @contextlib.contextmanager
-def hosts(n: int, subnet: int = 201) -> Iterator[tuple[str, list[Host]]]:
+def free_subnet() -> int:
+    """A 10.200.X.0/24 no interface uses (concurrent runs each take their own)."""
+    used = set(re.findall(r"inet 10\.200\.(\d+)\.", sh("ip", "-4", "-o", "addr").stdout))
+    free = [x for x in range(2, 255) if str(x) not in used]
+    return random.choice(free)
+
+
+def hosts(n: int, subnet: int | None = None) -> Iterator[tuple[str, list[Host]]]:
     """(gateway ip of the bridge, hosts); everything is deleted afterwards, even on error."""
     tag = uuid.uuid4().hex[:4]
-    bridge, base = f"mvcbr{tag}", f"10.200.{subnet}"
+    bridge, base = f"mvcbr{tag}", f"10.200.{subnet or free_subnet()}"
     made: list[Host] = []
     try:
         sh("ip", "link", "add", bridge, "type", "bridge")

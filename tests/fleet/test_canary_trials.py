@@ -149,8 +149,9 @@ def test_a_canary_replica_dying_mid_trial_fails_it_at_once(
         out: Outcome = result["out"]
         assert not out.ok
         # Noticed at the next look (0.25 s), then the others go back (r1 is silent: the
-        # switch back gives up on it after the controller's 5 s staleness).
-        assert time.monotonic() - killed < 15
+        # switch back gives up on it after the controller's 5 s staleness): well before
+        # the 120 s window ends, with room for a loaded machine.
+        assert time.monotonic() - killed < 60
         why = out.deployment.reason or ""
         assert why.startswith("canary on r1 rolled back: canary replica r1 died mid-trial: "
                               f"{gws[0].url} does not answer"), why

@@ -54,12 +54,14 @@ def test_digits_onnx_eval_and_runtime_budgets(reg: Registry, digits: tuple[Path,
                                               ) -> None:
     onnx, test_npz, acc = digits
     v = reg.commit(onnx, model="digits", metrics={"train_accuracy": 0.99})
+    # Time budgets with room for a loaded machine: this checks that they are measured and
+    # passed (a budget that fails is the next test's).
     pol = parse_policy(_policy(f"""\
         - eval:
             command: "{sys.executable} {EVAL} {{model}} {{data}}"
             metrics: ["accuracy >= 0.9"]
-        - budget: {{size_mb: 1, params: 100000, load_ms: 5000, latency_p50_ms: 100,
-                   latency_p95_ms: 100, samples: 30}}
+        - budget: {{size_mb: 1, params: 100000, load_ms: 20000, latency_p50_ms: 2000,
+                   latency_p95_ms: 2000, samples: 30}}
         - format: {{}}
         """))
     reg.governance.apply_policy(pol, "alice")
