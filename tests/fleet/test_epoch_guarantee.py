@@ -37,7 +37,8 @@ def start_member(fleet_reg: Registry, tmp_path: Path) -> Iterator[Start]:
 
     def start(rid: str) -> BackgroundServer:
         cfg = load_config(None, {
-            "models": [{"model": "digits"}], "port": free_port(), "poll_interval": 0.05,
+            "models": [{"model": "digits"}], "port": free_port(), "grpc_port": 0,
+            "poll_interval": 0.05,
             "fleet": {"replica_id": rid, "heartbeat": 0.2, "labels": {"app": "digits"}}})
         reg = Registry.open(fleet_reg.layout.root.parent)
         srv = BackgroundServer(reg, cfg, workdir=tmp_path / f"gw-{rid}")
