@@ -30,8 +30,10 @@ class TensorChange:
 @dataclass(frozen=True)
 class ValueChange:
     key: str
-    old: Any
+    old: Any  # None where absent (see old_absent) or null
     new: Any
+    old_absent: bool = False  # the key is missing on that side (not a null value)
+    new_absent: bool = False
 
 
 @dataclass
@@ -187,5 +189,6 @@ def _dict_changes(a: dict[str, Any], b: dict[str, Any]) -> list[ValueChange]:
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k, missing), b.get(k, missing)
         if va != vb:
-            out.append(ValueChange(k, None if va is missing else va, None if vb is missing else vb))
+            out.append(ValueChange(k, None if va is missing else va, None if vb is missing else vb,
+                                   old_absent=va is missing, new_absent=vb is missing))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .main import Ctx, json_option
-from .output import emit, when
+from .output import columns, emit, when
 from .ref_cmds import _parse_time
 
 
@@ -29,14 +29,20 @@ def audit(ctx: click.Context, model: str | None, channel: str | None, actor: str
                                 until=_parse_time(until) if until else None)
 
     def human() -> None:
-        for r in rows:
-            before = (r.before or {}).get("version") if isinstance(r.before, dict) else None
-            after = (r.after or {}).get("version") if isinstance(r.after, dict) else None
-            move = f" {str(before)[:8]} -> {str(after)[:8]}" if before or after else ""
-            why = f"  {r.reason}" if r.reason else ""
-            click.echo(f"{r.id:>5} {when(r.at)} {r.actor:<10} {r.action:<9} {r.target}{move}{why}")
+        table = [(str(r.id), when(r.at), r.actor, r.action, r.target, _move(r.before, r.after),
+                  (r.reason or "").split("\n", 1)[0]) for r in rows]
+        click.echo(columns(table, right=(0,)))
 
     emit(as_json, rows, human)
+
+
+def _move(before: object, after: object) -> str:
+    """'old -> new' version ids (8 characters; '-' for none), or '' if no version moved."""
+    old = before.get("version") if isinstance(before, dict) else None
+    new = after.get("version") if isinstance(after, dict) else None
+    if old is None and new is None:
+        return ""
+    return f"{str(old)[:8] if old else '-':>8} -> {str(new)[:8] if new else '-'}"
 
 
 @audit.command("verify")

@@ -47,6 +47,30 @@ def emit_line(data: Any) -> None:
     sys.stdout.flush()
 
 
+def show_value(value: Any, *, absent: bool = False) -> str:
+    """A param, metric or config value as JSON writes it (not as Python's repr);
+    '(absent)' where the key is missing."""
+    if absent:
+        return "(absent)"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return json.dumps(to_jsonable(value), ensure_ascii=False, separators=(", ", ": "))
+
+
+def columns(rows: list[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> str:
+    """Rows as aligned columns: each as wide as its longest cell (long names do not
+    shift the rest); empty trailing cells add no spaces."""
+    if not rows:
+        return ""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":

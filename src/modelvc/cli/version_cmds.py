@@ -8,7 +8,7 @@ import click
 
 from ..errors import UsageError
 from .main import Ctx, json_option
-from .output import Progress, emit, human_bytes, when
+from .output import Progress, columns, emit, human_bytes, show_value, when
 
 
 def _kv(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -84,16 +84,14 @@ def log(ctx: Ctx, ref: str, graph: bool, all_: bool, as_json: bool) -> None:
     refs = _refs_by_version(reg, model)
 
     def human() -> None:
-        known = {v.id for v in versions}
-        for v in versions:
-            line = _version_line(v, refs)
-            if graph:
-                parents = [p for p in v.parents if p in known]
-                nums = {x.id: x.number for x in versions}
-                link = " <- " + ", ".join(f"v{nums[p]}" for p in parents) if parents else ""
-                merge = "M" if len(v.parents) > 1 else "*"
-                line = f"{merge} {line}{link}"
-            click.echo(line)
+        if not graph:
+            for v in versions:
+                click.echo(_version_line(v, refs))
+            return
+        from .graph import graph as lanes
+
+        for prefix, node in lanes(versions):
+            click.echo(prefix + _version_line(node, refs) if node is not None else prefix)
 
     emit(as_json, versions, human)
 
@@ -180,15 +178,18 @@ def diff(ctx: Ctx, a: str, b: str, no_numeric: bool, all_tensors: bool, as_json:
             click.echo(f"  ... {len(ranked) - 20} more (--all-tensors)")
         for path, changes in d.json.items():
             click.echo(f"{path}:")
-            for c in changes:
-                click.echo(f"  {c.key}: {c.old!r} -> {c.new!r}")
+            click.echo(columns([_change(c) for c in changes]))
         for title, changes in (("params", d.params), ("metrics", d.metrics)):
             if changes:
                 click.echo(f"{title}:")
-                for c in changes:
-                    click.echo(f"  {c.key:<20} {c.old!s:>14}  {c.new!s:>14}")
+                click.echo(columns([_change(c) for c in changes], right=(2,)))
 
     emit(as_json, d, human)
+
+
+def _change(c: Any) -> tuple[str, ...]:
+    return ("", c.key, show_value(c.old, absent=c.old_absent), "->",
+            show_value(c.new, absent=c.new_absent))
 
 
 @click.command()

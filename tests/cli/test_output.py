@@ -1,0 +1,57 @@
+"""Human output of the real CLI: JSON-style values (never Python reprs) in diff and
+audit, and audit columns that stay aligned whatever the actors' names."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.cli.test_cli import EXE, run
+from tests.conftest import write_model
+
+
+def _as(author: str, args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "MODELVC_AUTHOR": author}
+    env.pop("MODELVC_REGISTRY", None)
+    p = subprocess.run([*EXE, *args], cwd=cwd, capture_output=True, text=True, env=env,
+                       timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_diff_shows_values_as_json(tmp_path: Path) -> None:
+    run(["init"], tmp_path)
+    d = tmp_path / "m"
+    d.mkdir()
+    write_model(d / "model.safetensors", 1)
+    (d / "config.json").write_text(json.dumps({"act": "gelu", "drop": None, "n": 3}))
+    run(["commit", "m", "--model", "t", "--param", "name=base", "--param", "lr=0.1"], tmp_path)
+    (d / "config.json").write_text(json.dumps({"act": "relu", "n": 4, "extra": True}))
+    run(["commit", "m", "--model", "t", "--param", "lr=0.2", "--metric", "acc=0.9"], tmp_path)
+    out = run(["diff", "t@v1", "t@v2", "--no-numeric"], tmp_path).stdout
+    assert "None" not in out and "'" not in out and "True" not in out, out
+    lines = [ln.split() for ln in out.splitlines()]
+    assert ["act", '"gelu"', "->", '"relu"'] in lines
+    assert ["drop", "null", "->", "(absent)"] in lines
+    assert ["extra", "(absent)", "->", "true"] in lines
+    assert ["name", '"base"', "->", "(absent)"] in lines
+    assert ["acc", "(absent)", "->", "0.9"] in lines
+
+
+def test_audit_columns_and_values(tmp_path: Path) -> None:
+    run(["init"], tmp_path)
+    write_model(tmp_path / "a.safetensors", 1)
+    long_name = "release-automation-service-account@example.com"
+    _as("al", ["commit", "a.safetensors", "--model", "t"], tmp_path)
+    _as(long_name, ["promote", "t@v1", "--to", "production", "--create", "-r", "go"], tmp_path)
+    _as("bo", ["tag", "t@v1", "first"], tmp_path)
+    out = _as("al", ["audit"], tmp_path)
+    assert "None" not in out, out
+    rows = out.splitlines()
+    assert len(rows) == 3
+    # The target column starts at the same place on every row, after the longest actor.
+    starts = {r.index("  t@") for r in rows}
+    assert len(starts) == 1, out
+    assert rows[0].split()[3:7] == ["al", "commit", "t@main", "-"], rows[0]
