@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
@@ -57,7 +57,7 @@ def show_value(value: Any, *, absent: bool = False) -> str:
     return json.dumps(to_jsonable(value), ensure_ascii=False, separators=(", ", ": "))
 
 
-def columns(rows: list[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> str:
+def columns(rows: Sequence[tuple[str, ...]], *, right: tuple[int, ...] = ()) -> str:
     """Rows as aligned columns: each as wide as its longest cell (long names do not
     shift the rest); empty trailing cells add no spaces."""
     if not rows:
