@@ -11,6 +11,8 @@ registry stays behind for `modelvc log` and `modelvc channel history`.
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -145,7 +147,7 @@ def _story(reg: Registry, root: Path, data: tuple[Any, ...], say: Say, t0: float
     say("2. Train a small MLP on the digits data, export it to ONNX, commit it as v1")
     clf1, acc1 = _train(data, (32,), 30)
     _save(clf1, xtr, root / "checkpoints" / "v1")
-    v1 = reg.commit(root / "checkpoints" / "v1", model="digits", branch="dev",
+    v1 = reg.commit(root / "checkpoints" / "v1", model="digits",
                     message="small MLP", params={"hidden": [32], "epochs": 30},
                     metrics={"accuracy": acc1})
     say(f"   digits@v1  held-out accuracy {acc1:.3f}, {v1.raw_size / 1e3:.0f} kB")
@@ -180,7 +182,7 @@ def _canaries(reg: Registry, srv: Any, data: tuple[Any, ...], say: Say) -> dict[
     clf2, acc2 = _train(data, (128, 64), 60)
     _save(clf2, xtr, Path(srv.gateway.workdir).parent / "checkpoints" / "v2")
     reg.commit(Path(srv.gateway.workdir).parent / "checkpoints" / "v2", model="digits",
-               branch="dev", message="wider MLP", params={"hidden": [128, 64], "epochs": 60},
+               message="wider MLP", params={"hidden": [128, 64], "epochs": 60},
                metrics={"accuracy": acc2})
     say(f"   digits@v2  held-out accuracy {acc2:.3f}")
     promoted = _gate(reg, "digits@v2", say)
@@ -190,8 +192,8 @@ def _canaries(reg: Registry, srv: Any, data: tuple[Any, ...], say: Say) -> dict[
     last = reg.history("digits", "production")[-1]
     say(f"   the gateway promoted v2 to production by itself: {last.reason}"
         if promoted else "   the policy did not decide in time")
-    say("5. A v3 whose ONNX export is broken (a faulty converter scrambled its weights);")
-    say("   its recorded accuracy is v2's, so the offline gate cannot tell")
+    say("5. On a branch, a v3 whose ONNX export is broken (a faulty converter scrambled")
+    say("   its weights); its recorded accuracy is v2's, so the offline gate cannot tell")
     import copy
 
     bad = copy.deepcopy(clf2)
@@ -200,7 +202,7 @@ def _canaries(reg: Registry, srv: Any, data: tuple[Any, ...], say: Say) -> dict[
         rng.shuffle(w.reshape(-1))
     ck = Path(srv.gateway.workdir).parent / "checkpoints" / "v3"
     _save(clf2, xtr, ck, exported=bad)
-    reg.commit(ck, model="digits", branch="dev", message="new exporter",
+    reg.commit(ck, model="digits", branch="new-exporter", message="new exporter",
                metrics={"accuracy": acc2})
     rolled = _gate(reg, "digits@v3", say)
     if rolled:
@@ -211,6 +213,22 @@ def _canaries(reg: Registry, srv: Any, data: tuple[Any, ...], say: Say) -> dict[
         if rolled else "   the policy did not decide in time")
     return {"accuracy": {"v1": None, "v2": acc2}, "promoted_v2": promoted,
             "rolled_back_v3": rolled}
+
+
+def _modelvc() -> str:
+    """This modelvc as the user's shell can run it: by full path. (scripts/demo puts
+    .venv/bin on its own PATH, not on the shell's that started it, so finding `modelvc`
+    on PATH here says nothing about the user's shell.)"""
+    here = Path(sys.executable).with_name("modelvc")
+    if here.exists():
+        return shlex.quote(str(here))
+    return f"{shlex.quote(sys.executable)} -m modelvc.cli.main"
+
+
+def _activate() -> str | None:
+    """The activate script of the venv this runs in (None outside a venv)."""
+    script = Path(sys.prefix) / "bin" / "activate"
+    return str(script) if sys.prefix != sys.base_prefix and script.exists() else None
 
 
 def _summary(reg: Registry, root: Path, say: Say, t0: float, tally: Any,
@@ -244,9 +262,18 @@ def _summary(reg: Registry, root: Path, say: Say, t0: float, tally: Any,
     say(f"   callers: {tally.ok} answered, {tally.failed} failed; "
         f"{sum(1 for ln in metrics.splitlines() if ln.startswith('modelvc_'))} "
         "Prometheus samples at /metrics")
-    say(f"done in {time.monotonic() - t0:.0f} s. Explore: modelvc --registry {root} "
-        "channel history digits production")
-    return {"registry": str(root), "versions": rows, "history": history,
+    explore = [f"{_modelvc()} --registry {shlex.quote(str(root))} {args}" for args in (
+        "log digits --all --graph", "channel history digits production", "show digits",
+        "diff digits@v1 digits@v2", "audit --model digits", "du digits")]
+    main, prod = reg.resolve("digits").number, reg.resolve("digits@production").number
+    say(f"done in {time.monotonic() - t0:.0f} s. Explore the registry it left behind "
+        f"(`digits` alone is the main branch head, v{main}; production serves v{prod}):")
+    for line in explore:
+        say(f"   {line}")
+    activate = _activate()
+    if activate:
+        say(f"   (or `. {shlex.quote(activate)}` first, then type plain `modelvc ...`)")
+    return {"registry": str(root), "versions": rows, "history": history, "explore": explore,
             "production": f"digits@v{reg.resolve('digits@production').number}",
             "canary": f"digits@v{reg.resolve('digits@canary').number}",
             "requests_ok": tally.ok, "requests_failed": tally.failed,

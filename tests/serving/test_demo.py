@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +30,22 @@ def test_demo_promotes_the_good_canary_and_rolls_back_the_broken_one(tmp_path: P
                           capture_output=True, text=True, check=False)
     assert hist.returncode == 0, hist.stderr
     assert "canary policy" in hist.stdout
+    # A bare NAME is the main branch head: the demo leaves it at v2 (what production
+    # serves); the broken v3 sits on its own branch.
+    head = subprocess.run([*MODELVC, "--registry", doc["registry"], "show", "digits", "--json"],
+                          capture_output=True, text=True, check=False)
+    assert head.returncode == 0, head.stderr
+    assert json.loads(head.stdout)["version"]["number"] == 2
+    # The commands it prints work as printed in a newcomer's shell: no venv on PATH, no
+    # MODELVC_REGISTRY, another folder.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELVC_")}
+    env["PATH"] = "/usr/bin:/bin"
+    assert len(doc["explore"]) >= 4
+    for line in doc["explore"]:
+        done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, check=False, timeout=120)
+        assert done.returncode == 0, (line, done.stderr)
+        assert done.stdout.strip(), line
+    graph = subprocess.run(["bash", "-c", doc["explore"][0]], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, check=False).stdout
+    assert "new exporter (new-exporter)" in graph and "main" in graph, graph
