@@ -26,6 +26,17 @@ def test_promote_refused_by_a_gate_shows_why_and_moves_nothing(
     before = _state(seeded)
     login(page, server, seeded.tokens["maint"])
     page.goto(server.url + "/ui/m/bert/v/3")
+    # Before the click, the page already says what the registry will answer, and why.
+    preview = page.locator("table.preview tr", has_text="production")
+    expect(preview).to_contain_text("metric: acc >= 0.84")
+    expect(preview).to_contain_text("refused: failed the production gates")
+    expect(preview).to_contain_text("admin, maint")
+    runs = page.locator("table.runs tbody tr")
+    expect(runs.first).to_contain_text("failed")
+    page.click("summary >> text=Evidence of run")
+    evidence = page.locator("details.report[open] table")
+    expect(evidence).to_contain_text("FAIL")
+    expect(evidence).to_contain_text("0.83")  # measured
     page.fill("#p-channel", "production")
     page.fill("#p-reason", "ship it")
     page.click("text=Promote v3")

@@ -7,17 +7,17 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelvc.meta.api import VersionRow
+from modelvc.api.types import Version
 from modelvc.ui.graph import layout, svg
 
 
-def _v(n: int, parents: list[int]) -> VersionRow:
-    return VersionRow(id=f"id{n}", model="m", number=n, created_at=datetime.now(UTC),
+def _v(n: int, parents: list[int]) -> Version:
+    return Version(id=f"id{n}", model="m", number=n, created_at=datetime.now(UTC),
                       author="a", message=f"m{n}", parents=[f"id{p}" for p in parents],
                       params={}, metrics={}, lineage={}, raw_size=1, stored_size=1)
 
 
-def _check(vs: list[VersionRow]) -> int:
+def _check(vs: list[Version]) -> int:
     lay = layout(vs)
     assert [nd.v.number for nd in lay.nodes] == sorted((v.number for v in vs), reverse=True)
     at = {(nd.lane, nd.row) for nd in lay.nodes}
@@ -54,7 +54,7 @@ def test_parents_outside_the_window_are_stubs() -> None:
 
 def test_svg_escapes_and_labels_every_version() -> None:
     v = _v(1, [])
-    v = VersionRow(**{**v.__dict__, "message": "<script>x</script> & more"})
+    v = Version(**{**v.__dict__, "message": "<script>x</script> & more"})
     out = svg(layout([v]), lambda _id: [], lambda v: f"/v/{v.number}", title="t <&>")
     assert "<script>" not in out and "&lt;script&gt;" in out
     assert 'aria-label="t &lt;&amp;&gt;"' in out and 'aria-label="v1 by a: ' in out

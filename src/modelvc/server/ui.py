@@ -9,16 +9,27 @@ functions, so roles, gates and audit are the API's to the letter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import builtins
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from starlette.applications import Starlette
 
+from ..api.types import (
+    AuditRecord,
+    Deployment,
+    GateRun,
+    PolicyInfo,
+    Ref,
+    RefMove,
+    Replica,
+    SignatureReport,
+    Version,
+)
 from ..diff import VersionDiff
 from ..errors import Unauthenticated
 from ..manifest import Manifest
-from ..meta.api import AuditRow, ObjectRow, RefMove, RefRow, VersionRow
 from ..registry import Registry
 from ..ui.access import Viewer
 from ..ui.app import create_ui_app
@@ -28,12 +39,55 @@ from .auth import ANONYMOUS, Principal, authorize, can, principal_for
 from .state import ServerState
 
 
+class _Gates:
+    def __init__(self, reg: Registry, p: Principal) -> None:
+        self._reg, self._p = reg, p
+
+    def runs(self, ref: str, *, channel: str | None = None) -> builtins.list[GateRun]:
+        authorize(self._p, "reader", api.model_of(ref))
+        return self._reg.gates.runs(ref, channel=channel)
+
+    def report(self, ref: str, *, run_id: int) -> dict[str, Any]:
+        authorize(self._p, "reader", api.model_of(ref))
+        return self._reg.gates.report(ref, run_id=run_id)
+
+    def policy(self) -> PolicyInfo | None:
+        return self._reg.gates.policy()  # as GET /api/v1/policy: any caller
+
+
+class _Signatures:
+    def __init__(self, reg: Registry, p: Principal) -> None:
+        self._reg, self._p = reg, p
+
+    def check(self, ref: str, *, keys: Sequence[str] | None = None) -> SignatureReport:
+        authorize(self._p, "reader", api.model_of(ref))
+        return self._reg.signatures.check(ref, keys=keys)
+
+
+class _Deployments:
+    """As /api/v1/deployments and /replicas: only those of models the caller reads."""
+
+    def __init__(self, reg: Registry, p: Principal) -> None:
+        self._reg, self._p = reg, p
+
+    def list(self, *, model: str | None = None) -> builtins.list[Deployment]:
+        return [d for d in self._reg.deployments.list(model=model)
+                if can(self._p, "reader", d.model)]
+
+    def replicas(self, *, model: str | None = None) -> builtins.list[Replica]:
+        return [r for r in self._reg.deployments.replicas(model=model)
+                if can(self._p, "reader", r.model)]
+
+
 class GuardedRegistry:
     """The registry as one principal may use it (a UIRegistry)."""
 
     def __init__(self, reg: Registry, p: Principal) -> None:
         self._reg = reg
         self._p = p
+        self.gates = _Gates(reg, p)
+        self.signatures = _Signatures(reg, p)
+        self.deployments = _Deployments(reg, p)
 
     def _read(self, model: str | None) -> None:
         authorize(self._p, "reader", model)
@@ -42,11 +96,11 @@ class GuardedRegistry:
     def models(self) -> list[str]:
         return [m for m in self._reg.models() if can(self._p, "reader", m)]
 
-    def versions(self, model: str) -> list[VersionRow]:
+    def versions(self, model: str) -> list[Version]:
         self._read(model)
         return self._reg.versions(model)
 
-    def resolve(self, ref: str, *, deleted: bool = False) -> VersionRow:
+    def resolve(self, ref: str, *, deleted: bool = False) -> Version:
         self._read(api.model_of(ref))
         return self._reg.resolve(ref, deleted=deleted)
 
@@ -54,7 +108,7 @@ class GuardedRegistry:
         self._read(api.model_of(ref))
         return self._reg.manifest(ref)
 
-    def refs(self, model: str, *, kind: str | None = None) -> list[RefRow]:
+    def refs(self, model: str, *, kind: str | None = None) -> list[Ref]:
         self._read(model)
         return self._reg.refs(model, kind=kind)
 
@@ -62,7 +116,7 @@ class GuardedRegistry:
         self._read(model)
         return self._reg.history(model, name=name)
 
-    def at(self, model: str, name: str, *, when: datetime) -> VersionRow | None:
+    def at(self, model: str, name: str, *, when: datetime) -> Version | None:
         self._read(model)
         return self._reg.at(model, name, when=when)
 
@@ -71,14 +125,10 @@ class GuardedRegistry:
         self._read(api.model_of(b))
         return self._reg.diff(a, b, numeric=numeric)
 
-    def objects_of(self, ref: str) -> Iterable[ObjectRow]:
-        self._read(api.model_of(ref))
-        return self._reg.objects_of(ref)
-
     def audit(self, *, model: str | None = None, channel: str | None = None,
               actor: str | None = None, action: str | None = None,
               since: datetime | None = None, until: datetime | None = None
-              ) -> list[AuditRow]:
+              ) -> list[AuditRecord]:
         # As GET /api/v1/audit: the whole trail (tokens, roles) is for admins.
         authorize(self._p, "reader" if model else "admin", model)
         return self._reg.audit(model=model, channel=channel, actor=actor, action=action,
@@ -90,29 +140,29 @@ class GuardedRegistry:
 
     # ---- actions: the API routes themselves
     def create_branch(self, model: str, name: str, *, at: str | None = None,
-                      actor: str | None = None) -> RefRow:
+                      actor: str | None = None) -> Ref:
         api.create_branch(model, api.BranchIn(name=name, at=at), self._p, self._reg)
         return self._ref(model, name)
 
-    def tag(self, ref: str, name: str, *, actor: str | None = None) -> RefRow:
+    def tag(self, ref: str, name: str, *, actor: str | None = None) -> Ref:
         model = api.model_of(ref)
         api.tag(model, api.TagIn(ref=ref, name=name), self._p, self._reg)
         return self._ref(model, name)
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
-                force: bool = False) -> RefRow:
+                force: bool = False) -> Ref:
         model = api.model_of(ref)
         api.promote(model, channel, api.PromoteIn(ref=ref, reason=reason, force=force),
                     self._p, self._reg)
         return self._ref(model, channel)
 
     def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",
-                 actor: str | None = None) -> RefRow:
+                 actor: str | None = None) -> Ref:
         api.rollback(model, channel, api.RollbackIn(to=to, reason=reason), self._p,
                      self._reg)
         return self._ref(model, channel)
 
-    def _ref(self, model: str, name: str) -> RefRow:
+    def _ref(self, model: str, name: str) -> Ref:
         return next(r for r in self._reg.refs(model) if r.name == name)
 
 

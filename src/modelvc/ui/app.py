@@ -22,11 +22,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import ModelvcError, PermissionDenied, UsageError
-from . import actions, pages
+from . import actions, govern, pages
 from .access import COOKIE, ROLES, Access, Viewer, csrf_ok
 from .views import SORTS, SummaryCache, human_bytes, model_list
 
 STATIC = Path(__file__).parent / "static"
+POLL_S = 2  # the Deployments page refreshes its table this often
 PRE = "modelvc_ui_login"  # double-submit cookie for the login form
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -201,6 +202,18 @@ class UI:
                                   request.path_params["model"],
                                   _int(request.path_params["number"], 0))
 
+    def version_full(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
+        ctx = self.version(reg, request, viewer)
+        v = ctx["v"]
+        ctx.update(govern.version_governance(reg, v.model, v.id, v.number, viewer.name))
+        ctx["deployed"] = [dv for dv in govern.deployments(reg, model=v.model)
+                           if v.id in (dv.d.version_id, dv.d.pending_id)
+                           or any(g.replica.serving_id == v.id for g in dv.gateways)]
+        return ctx
+
+    def deployments(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
+        return {"deployments": govern.deployments(reg), "every": POLL_S}
+
     def compare(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
         refs = [r for r in request.query_params.getlist("r") if r.strip()]
         return pages.compare_page(reg, request.scope.get("root_path", ""), refs)
@@ -230,9 +243,11 @@ def create_ui_app(access: Access, *, title: str = "modelvc") -> Starlette:
         Route("/login", ui.login, methods=["GET", "POST"]),
         Route("/logout", ui.logout, methods=["POST"]),
         Route("/m/{model}", ui.page("model.html", ui.model)),
-        Route("/m/{model}/v/{number}", ui.page("version.html", ui.version)),
+        Route("/m/{model}/v/{number}", ui.page("version.html", ui.version_full)),
         Route("/compare", ui.page("compare.html", ui.compare)),
         Route("/audit", ui.page("audit.html", ui.audit)),
+        Route("/deployments", ui.page("deployments.html", ui.deployments)),
+        Route("/deployments/live", ui.page("_deployments_live.html", ui.deployments)),
         *actions.routes(ui),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]

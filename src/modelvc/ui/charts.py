@@ -9,7 +9,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from ..meta.api import VersionRow
+from ..api.types import Version
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 520, 170, 52, 12, 14, 26
 
@@ -18,8 +18,8 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def metric_chart(versions: Sequence[VersionRow], metric: str,
-                 href: Callable[[VersionRow], str]) -> Markup:
+def metric_chart(versions: Sequence[Version], metric: str,
+                 href: Callable[[Version], str]) -> Markup:
     pts = [(v, float(v.metrics[metric])) for v in versions
            if isinstance(v.metrics.get(metric), int | float)
            and not isinstance(v.metrics.get(metric), bool)

@@ -14,7 +14,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from ..meta.api import RefRow, VersionRow
+from ..api.types import Ref, Version
 
 ROW = 24
 LANE = 16
@@ -26,7 +26,7 @@ KIND_CLASS = {"channel": "ref-channel", "branch": "ref-branch", "tag": "ref-tag"
 
 @dataclass(frozen=True)
 class Node:
-    v: VersionRow
+    v: Version
     row: int
     lane: int
 
@@ -38,7 +38,7 @@ class Layout:
     edges: list[tuple[Node, Node | None, bool]]  # (child, parent or None: outside), merge
 
 
-def layout(versions: Sequence[VersionRow]) -> Layout:
+def layout(versions: Sequence[Version]) -> Layout:
     """Lanes for VERSIONS (any order; parents outside the set draw as stubs)."""
     vs = sorted(versions, key=lambda v: v.number)  # oldest first: parents come first
     n = len(vs)
@@ -97,7 +97,7 @@ def _y(row: int) -> int:
     return PAD + row * ROW
 
 
-def svg(lay: Layout, refs: Callable[[str], list[RefRow]], href: Callable[[VersionRow], str],
+def svg(lay: Layout, refs: Callable[[str], list[Ref]], href: Callable[[Version], str],
         *, title: str, width_text: int = 560) -> Markup:
     """The graph as inline SVG: one focusable link per version, labels for its refs."""
     text_x = _x(lay.lanes) + 8

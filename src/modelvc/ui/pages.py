@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..api.types import Ref, Version
 from ..errors import ModelvcError, UsageError
 from ..manifest import Manifest
-from ..meta.api import RefRow, VersionRow
 from . import charts, graph
 from .port import UIRegistry
 from .views import (
@@ -27,7 +27,7 @@ CHARTS = 4
 AUDIT_PAGE = 100
 
 
-def vhref(base: str, v: VersionRow) -> str:
+def vhref(base: str, v: Version) -> str:
     return f"{base}/m/{v.model}/v/{v.number}"
 
 
@@ -84,18 +84,14 @@ class FileRow:
     path: str
     format: str
     size: int
-    stored: int
     tensors: int
     sha256: str
 
 
-def _files(m: Manifest, stored_of: dict[str, int]) -> list[FileRow]:
-    rows = []
-    for f in m.files:
-        ids = {s.id for s in f.segments}
-        rows.append(FileRow(f.path, f.format, f.size, sum(stored_of.get(i, 0) for i in ids),
-                            sum(1 for s in f.segments if s.tensor is not None), f.sha256))
-    return rows
+def _files(m: Manifest) -> list[FileRow]:
+    return [FileRow(f.path, f.format, f.size,
+                    sum(1 for s in f.segments if s.tensor is not None), f.sha256)
+            for f in m.files]
 
 
 def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
@@ -109,9 +105,7 @@ def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
     refs = [r for r in all_refs if r.version_id == v.id]
     files: list[FileRow] = []
     if v.deleted_at is None:
-        m = reg.manifest(f"{model}@{v.id}")
-        stored_of = {o.id: o.stored_size for o in reg.objects_of(f"{model}@{v.id}")}
-        files = _files(m, stored_of)
+        files = _files(reg.manifest(f"{model}@{v.id}"))
     lineage = v.lineage
     return {
         "model": model, "v": v, "parents": parents, "parent_ids": v.parents,
@@ -159,7 +153,7 @@ def compare_page(reg: UIRegistry, base: str, refs: list[str]) -> dict[str, Any]:
     vs = [reg.resolve(r) for r in refs]
     manifests = [reg.manifest(f"{v.model}@{v.id}") for v in vs]
     tags: list[list[str]] = []
-    ref_cache: dict[str, list[RefRow]] = {}
+    ref_cache: dict[str, list[Ref]] = {}
     for v in vs:
         if v.model not in ref_cache:
             ref_cache[v.model] = reg.refs(v.model)

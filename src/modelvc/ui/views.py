@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..meta.api import RefMove, RefRow, VersionRow
+from ..api.types import Ref, RefMove, Version
 from .port import UIRegistry
 
 PAGE = 50
@@ -47,9 +47,9 @@ class VersionsCache:
         self.clock = clock
         self.size = size
         self._lock = threading.Lock()
-        self._items: dict[str, tuple[float, tuple[Any, ...], list[VersionRow]]] = {}
+        self._items: dict[str, tuple[float, tuple[Any, ...], list[Version]]] = {}
 
-    def get(self, reg: UIRegistry, model: str) -> tuple[list[VersionRow], list[RefRow]]:
+    def get(self, reg: UIRegistry, model: str) -> tuple[list[Version], list[Ref]]:
         """(versions newest first, refs)."""
         refs = reg.refs(model)
         key = tuple(sorted((r.name, r.kind, r.version_id, r.revision) for r in refs))
@@ -171,10 +171,10 @@ def model_list(reg: UIRegistry, cache: SummaryCache, *, q: str = "", sort: str =
 class RefsAt:
     """Refs grouped by the version they point at."""
 
-    by_version: dict[str, list[RefRow]] = field(default_factory=dict)
+    by_version: dict[str, list[Ref]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, refs: Iterable[RefRow]) -> RefsAt:
+    def of(cls, refs: Iterable[Ref]) -> RefsAt:
         out = cls()
         for r in refs:
             if r.version_id:
@@ -183,7 +183,7 @@ class RefsAt:
             rs.sort(key=lambda r: ("channel", "branch", "tag").index(r.kind))
         return out
 
-    def get(self, vid: str) -> list[RefRow]:
+    def get(self, vid: str) -> list[Ref]:
         return self.by_version.get(vid, [])
 
 
@@ -202,7 +202,7 @@ def channel_timeline(moves: list[RefMove], numbers: dict[str, int]) -> list[Time
     return rows
 
 
-def numeric_metrics(vs: Iterable[VersionRow]) -> list[str]:
+def numeric_metrics(vs: Iterable[Version]) -> list[str]:
     """Metric names with a number in at least one version, most common first."""
     seen: dict[str, int] = {}
     for v in vs:

@@ -15,6 +15,10 @@ function poll(el) {
     try {
       const resp = await fetch(el.dataset.poll, { credentials: "same-origin",
         headers: { "Accept": "text/html" } });
+      if (resp.redirected) {  // the session ended: show the login page
+        window.location.assign(resp.url);
+        return;
+      }
       if (resp.ok) {
         el.innerHTML = await resp.text();
         el.dataset.updated = new Date().toISOString();
