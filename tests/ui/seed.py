@@ -10,6 +10,7 @@ from pathlib import Path
 from modelvc.gates.policy import parse_policy
 from modelvc.gates.run import run_gates
 from modelvc.registry import Registry
+from modelvc.signing.ops import create_key, sign_version
 from tests.conftest import write_model
 from tests.server.proc import grant_token
 
@@ -54,6 +55,8 @@ def seed(root: Path) -> Seeded:
                    parent="bert@v2", message="export for serving",
                    params={"lr": 1e-3, "epochs": 2}, metrics={"acc": 0.86})
         reg.tag("bert@v2", "paper")
+        _, key = create_key(reg, "release", root / "keys", actor="admin")
+        sign_version(reg, "bert@v2", key, actor="admin")
         r0 = write_model(files / "resnet.safetensors", 7)
         reg.commit(files / "resnet.safetensors", model="resnet", message="first",
                    metrics={"top1": 0.71})

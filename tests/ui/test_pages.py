@@ -35,9 +35,15 @@ def test_models_model_version_pages(page: Page, local_ui: LocalUI, console: Cons
     expect(page.locator("section[aria-labelledby=files] table")).to_contain_text(
         "bert.safetensors")
     expect(page.locator("section[aria-labelledby=lineage-h]")).to_contain_text("0.01")
+    expect(page.locator("section[aria-labelledby=sig-h]")).to_contain_text("Not signed")
     page.click("dl.facts >> text=v1")  # the parent link
     expect(page.locator("h1")).to_contain_text("bert@v1")
     expect(page.locator("dl.facts")).to_contain_text("v2")  # derived: v2 and v3
+    page.click("dl.facts >> text=v2")
+    signed = page.locator("section[aria-labelledby=sig-h]")
+    expect(signed.locator("[role=status]")).to_contain_text("Verified")
+    expect(signed.locator("table")).to_contain_text("release")
+    expect(signed.locator("table")).to_contain_text("valid")
     shot(page, "version")
     assert console.errors == []
 
