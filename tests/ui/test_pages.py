@@ -27,6 +27,11 @@ def test_models_model_version_pages(page: Page, local_ui: LocalUI, console: Cons
     expect(page.locator("svg.chart desc").first).to_contain_text("acc over 4 versions")
     timeline = page.locator("#timeline + form + div table, section[aria-labelledby=timeline] table")
     expect(timeline.first).to_contain_text("better acc")
+    promoted = timeline.first.locator("tr", has_text="better acc")
+    expect(promoted).to_contain_text("maint")
+    expect(promoted.locator("td").last).to_contain_text("passed")  # the run that cleared it
+    forced = timeline.first.locator("tr", has_text="first release")
+    expect(forced).to_contain_text("gates skipped (force)")
     shot(page, "model")
 
     graph.locator("a.node", has_text="v3").click()

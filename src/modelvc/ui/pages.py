@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..api.types import Ref, Version
+from ..api.types import GateRun, Ref, Version
 from ..errors import ModelvcError, UsageError
 from ..manifest import Manifest
 from . import charts, graph
 from .port import UIRegistry
 from .views import (
     RefsAt,
+    TimelineRow,
     VersionsCache,
     channel_timeline,
     flatten,
@@ -71,12 +72,28 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
         "charts": chart_list, "channels": channels, "numbers": numbers,
         "branches": sorted((r for r in refs if r.kind == "branch"), key=lambda r: r.name),
         "tags": sorted((r for r in refs if r.kind == "tag"), key=lambda r: r.name),
-        # Per channel: the whole history also holds a move per commit (10,000s).
-        "timeline": channel_timeline([m for c in channels
-                                      for m in reg.history(model, name=c.name)], numbers),
+        "timeline": _timeline(reg, model, channels, numbers),
         "at_channel": at_channel, "at_time": at_time, "at_result": at_result,
         "raw": sum(v.raw_size for v in vs), "stored": sum(v.stored_size for v in vs),
     }
+
+
+TIMELINE_GATES = 50  # promotions whose gate run is looked up (newest first)
+
+
+def _timeline(reg: UIRegistry, model: str, channels: list[Ref], numbers: dict[str, int]
+              ) -> list[TimelineRow]:
+    # Per channel: the whole history also holds a move per commit (10,000s).
+    rows = channel_timeline([m for c in channels for m in reg.history(model, name=c.name)],
+                            numbers)
+    runs: dict[tuple[str, str], list[GateRun]] = {}
+    for row in [r for r in rows if r.move.action == "promote" and r.move.new][:TIMELINE_GATES]:
+        key = (row.move.new or "", row.move.name)
+        if key not in runs:
+            runs[key] = reg.gates.runs(f"{model}@{key[0]}", channel=key[1])
+        before = [g for g in runs[key] if g.at <= row.move.at]
+        row.gate = before[-1] if before else None
+    return rows
 
 
 @dataclass

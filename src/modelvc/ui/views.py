@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..api.types import Ref, RefMove, Version
+from ..api.types import GateRun, Ref, RefMove, Version
 from .port import UIRegistry
 
 PAGE = 50
@@ -192,6 +192,7 @@ class TimelineRow:
     move: RefMove
     old: int | None
     new: int | None
+    gate: GateRun | None = None  # the run that cleared a promotion (newest before it)
 
 
 def channel_timeline(moves: list[RefMove], numbers: dict[str, int]) -> list[TimelineRow]:
