@@ -46,11 +46,11 @@ def test_versions_cache_sees_a_commit_at_once(reg: Registry, tmp_path: Path) -> 
     _commit(reg, tmp_path, "m", b"one")
     spy = Counting(reg)
     cache = VersionsCache(clock=Clock())
-    assert [v.number for v in cache.get(spy, "m")[0]] == [1]  # type: ignore[arg-type]
-    assert [v.number for v in cache.get(spy, "m")[0]] == [1]  # type: ignore[arg-type]
+    assert [v.number for v in cache.get(spy, "m")[0].versions] == [1]  # type: ignore[arg-type]
+    assert [v.number for v in cache.get(spy, "m")[0].versions] == [1]  # type: ignore[arg-type]
     assert spy.calls == {"refs": 2, "versions": 1}
     _commit(reg, tmp_path, "m", b"two")  # moves the branch: the refs differ
-    assert [v.number for v in cache.get(spy, "m")[0]] == [2, 1]  # type: ignore[arg-type]
+    assert [v.number for v in cache.get(spy, "m")[0].versions] == [2, 1]  # type: ignore[arg-type]
     assert spy.calls == {"refs": 3, "versions": 2}
 
 

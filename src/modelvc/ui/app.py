@@ -194,7 +194,8 @@ class UI:
             request.path_params["model"],
             n=_int(qp.get("n"), pages.GRAPH_DEFAULT),
             before=_int(qp.get("before"), 0) or None,
-            at_channel=qp.get("at_channel", ""), at_time=qp.get("at_time", ""))
+            at_channel=qp.get("at_channel", ""), at_time=qp.get("at_time", ""),
+            all_moves=qp.get("moves") == "all")
 
     def version(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
         return pages.version_page(reg, self.summaries.versions,

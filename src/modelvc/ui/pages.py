@@ -45,10 +45,9 @@ def parse_when(text: str) -> datetime:
 
 def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
                n: int = GRAPH_DEFAULT, before: int | None = None, at_channel: str = "",
-               at_time: str = "") -> dict[str, Any]:
-    everything, refs = cache.get(reg, model)  # newest first
-    vs = [v for v in everything if v.deleted_at is None]
-    numbers = {v.id: v.number for v in everything}
+               at_time: str = "", all_moves: bool = False) -> dict[str, Any]:
+    data, refs = cache.get(reg, model)
+    vs, numbers = data.live, data.numbers  # newest first
     n = max(10, min(GRAPH_MAX, n))
     window = [v for v in vs if before is None or v.number < before][:n]
     older = window[-1].number if len(window) == n and window[-1] != vs[-1] else None
@@ -61,6 +60,7 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
     chart_list = [(m, charts.metric_chart(window, m, lambda v: vhref(base, v)))
                   for m in metrics]
     channels = sorted((r for r in refs if r.kind == "channel"), key=lambda r: r.name)
+    timeline = _timeline(reg, model, channels, numbers)
     at_result: dict[str, Any] | None = None
     if at_channel and at_time:
         when = parse_when(at_time)
@@ -72,13 +72,15 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
         "charts": chart_list, "channels": channels, "numbers": numbers,
         "branches": sorted((r for r in refs if r.kind == "branch"), key=lambda r: r.name),
         "tags": sorted((r for r in refs if r.kind == "tag"), key=lambda r: r.name),
-        "timeline": _timeline(reg, model, channels, numbers),
+        "timeline": timeline if all_moves else timeline[:TIMELINE],
+        "moves": len(timeline),
         "at_channel": at_channel, "at_time": at_time, "at_result": at_result,
-        "raw": sum(v.raw_size for v in vs), "stored": sum(v.stored_size for v in vs),
+        "raw": data.raw, "stored": data.stored,
     }
 
 
-TIMELINE_GATES = 50  # promotions whose gate run is looked up (newest first)
+TIMELINE = 50  # channel moves shown unless all are asked for (newest first)
+TIMELINE_GATES = 20  # promotions whose clearing gate run is looked up (newest first)
 
 
 def _timeline(reg: UIRegistry, model: str, channels: list[Ref], numbers: dict[str, int]
@@ -86,6 +88,8 @@ def _timeline(reg: UIRegistry, model: str, channels: list[Ref], numbers: dict[st
     # Per channel: the whole history also holds a move per commit (10,000s).
     rows = channel_timeline([m for c in channels for m in reg.history(model, name=c.name)],
                             numbers)
+    if reg.gates.policy() is None:  # nothing was cleared by gates
+        return rows
     runs: dict[tuple[str, str], list[GateRun]] = {}
     for row in [r for r in rows if r.move.action == "promote" and r.move.new][:TIMELINE_GATES]:
         key = (row.move.new or "", row.move.name)
@@ -115,10 +119,9 @@ def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
                  number: int) -> dict[str, Any]:
     ref = f"{model}@v{number}"
     v = reg.resolve(ref, deleted=True)
-    everything, all_refs = cache.get(reg, model)
-    by_id = {x.id: x for x in everything}
-    parents = [by_id.get(p) for p in v.parents]
-    children = sorted((x for x in everything if v.id in x.parents), key=lambda x: x.number)
+    data, all_refs = cache.get(reg, model)
+    parents = [data.by_id.get(p) for p in v.parents]
+    children = data.children.get(v.id, [])
     refs = [r for r in all_refs if r.version_id == v.id]
     files: list[FileRow] = []
     if v.deleted_at is None:

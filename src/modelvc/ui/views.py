@@ -33,6 +33,31 @@ class ModelSummary:
         return self.stored / self.raw if self.raw else 0.0
 
 
+@dataclass
+class ModelData:
+    """A model's versions and what every page derives from them, computed once per
+    change of the model (see VersionsCache)."""
+
+    versions: list[Version]  # newest first, deleted ones included
+    live: list[Version] = field(init=False)
+    numbers: dict[str, int] = field(init=False)
+    by_id: dict[str, Version] = field(init=False)
+    children: dict[str, list[Version]] = field(init=False)
+    raw: int = field(init=False)
+    stored: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.live = [v for v in self.versions if v.deleted_at is None]
+        self.numbers = {v.id: v.number for v in self.versions}
+        self.by_id = {v.id: v for v in self.versions}
+        self.children = {}
+        for v in reversed(self.versions):  # oldest first: children listed in order
+            for p in v.parents:
+                self.children.setdefault(p, []).append(v)
+        self.raw = sum(v.raw_size for v in self.live)
+        self.stored = sum(v.stored_size for v in self.live)
+
+
 class VersionsCache:
     """A model's versions, kept while its refs are unchanged (at most `ttl` seconds).
 
@@ -47,10 +72,10 @@ class VersionsCache:
         self.clock = clock
         self.size = size
         self._lock = threading.Lock()
-        self._items: dict[str, tuple[float, tuple[Any, ...], list[Version]]] = {}
+        self._items: dict[str, tuple[float, tuple[Any, ...], ModelData]] = {}
 
-    def get(self, reg: UIRegistry, model: str) -> tuple[list[Version], list[Ref]]:
-        """(versions newest first, refs)."""
+    def get(self, reg: UIRegistry, model: str) -> tuple[ModelData, list[Ref]]:
+        """(the model's versions and derived data, its refs)."""
         refs = reg.refs(model)
         key = tuple(sorted((r.name, r.kind, r.version_id, r.revision) for r in refs))
         now = self.clock()
@@ -58,12 +83,12 @@ class VersionsCache:
             hit = self._items.get(model)
         if hit is not None and hit[1] == key and now - hit[0] < self.ttl:
             return hit[2], refs
-        vs = reg.versions(model)
+        data = ModelData(reg.versions(model))
         with self._lock:
             if len(self._items) >= self.size:
                 self._items.pop(next(iter(self._items)))
-            self._items[model] = (now, key, vs)
-        return vs, refs
+            self._items[model] = (now, key, data)
+        return data, refs
 
     def drop(self, model: str) -> None:
         with self._lock:
@@ -73,18 +98,16 @@ class VersionsCache:
 def summarize(reg: UIRegistry, name: str, versions: VersionsCache | None = None
               ) -> ModelSummary:
     if versions is not None:
-        every, refs = versions.get(reg, name)
+        data, refs = versions.get(reg, name)
     else:
-        every, refs = reg.versions(name), reg.refs(name)
-    vs = [v for v in every if v.deleted_at is None]
-    numbers = {v.id: v.number for v in vs}
-    times = [v.created_at for v in vs] + [r.updated_at for r in refs]
+        data, refs = ModelData(reg.versions(name)), reg.refs(name)
+    vs = data.live
+    times = [r.updated_at for r in refs] + ([vs[0].created_at] if vs else [])
     return ModelSummary(
-        name=name, versions=len(vs), raw=sum(v.raw_size for v in vs),
-        stored=sum(v.stored_size for v in vs),
+        name=name, versions=len(vs), raw=data.raw, stored=data.stored,
         last_activity=max(times) if times else None,
-        latest=max(numbers.values()) if numbers else None,
-        channels=sorted((r.name, numbers.get(r.version_id or ""))
+        latest=vs[0].number if vs else None,
+        channels=sorted((r.name, data.numbers.get(r.version_id or ""))
                         for r in refs if r.kind == "channel"),
         branches=sum(1 for r in refs if r.kind == "branch"))
 
