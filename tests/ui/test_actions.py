@@ -114,3 +114,35 @@ def test_a_post_without_the_csrf_token_is_refused(
     assert _state(seeded) == before
     with Registry.open(seeded.path) as reg:
         assert "no-csrf" not in {r.name for r in reg.refs("bert", kind="tag")}
+
+
+def test_promote_tag_and_branch_by_a_maintainer(
+        page: Page, server: Server, seeded: Seeded, console: Console) -> None:
+    login(page, server, seeded.tokens["maint"])
+    page.goto(server.url + "/ui/m/resnet/v/1")
+    page.fill("#p-channel", "staging")
+    page.fill("#p-reason", "compare with v2")
+    page.click("text=Promote v1")
+    expect(page.locator(".notice[role=status]")).to_contain_text("promoted v1 to staging")
+    row = page.locator("section[aria-labelledby=timeline] tbody tr").first
+    expect(row).to_contain_text("compare with v2")
+    expect(row).to_contain_text("maint")
+
+    page.goto(server.url + "/ui/m/resnet/v/2")
+    page.fill("#t-name", "candidate")
+    page.click("text=Tag v2")
+    expect(page.locator(".notice[role=status]")).to_contain_text("tagged candidate")
+    expect(page.locator("h1")).to_contain_text("candidate")
+    page.fill("#b-name", "hotfix")
+    page.click("text=Branch at v2")
+    expect(page.locator("h1")).to_contain_text("hotfix")
+    with Registry.open(seeded.path) as reg:
+        refs = {r.name: (r.kind, r.version_id) for r in reg.refs("resnet")}
+        v1, v2 = reg.resolve("resnet@v1").id, reg.resolve("resnet@v2").id
+        assert refs["staging"] == ("channel", v1)
+        assert refs["candidate"] == ("tag", v2)
+        assert refs["hotfix"] == ("branch", v2)
+        audited = {(e.action, e.target, e.actor) for e in reg.audit(model="resnet")}
+    assert {("promote", "resnet@staging", "maint"), ("tag", "resnet@candidate", "maint"),
+            ("create", "resnet@hotfix", "maint")} <= audited
+    assert console.errors == []
