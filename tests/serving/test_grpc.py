@@ -5,6 +5,7 @@ swaps under gRPC load that fail no request."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,36 @@ def test_hot_swaps_under_grpc_load_fail_no_request(serve_reg: Registry, digits: 
             t.join()
     assert failures == []
     assert seen == {"1", "2", "3"} and counts[0] > 100
+
+
+def test_every_other_tritonclient_grpc_call_is_refused_or_works(
+        serve_reg: Registry, digits: Digits, start_gateway: Start) -> None:
+    """The RPCs docs/serving.md marks refused answer UNIMPLEMENTED (tritonclient raises
+    or calls back with it); async_infer works."""
+    import queue
+
+    _, client = _start(start_gateway, serve_reg)
+    refused = [
+        lambda: client.load_model("digits"), lambda: client.unload_model("digits"),
+        client.get_trace_settings, lambda: client.update_trace_settings(settings={}),
+        client.get_log_settings, lambda: client.update_log_settings(settings={}),
+        client.get_system_shared_memory_status, client.get_cuda_shared_memory_status,
+        lambda: client.register_system_shared_memory("r", "/r", 64),
+        lambda: client.unregister_system_shared_memory("r"),
+    ]
+    for call in refused:
+        with pytest.raises(InferenceServerException) as err:
+            call()
+        assert err.value.status() == "StatusCode.UNIMPLEMENTED"
+    got: queue.Queue[Any] = queue.Queue()
+    client.async_infer("digits", [_input(digits.x[:4])],
+                       callback=lambda result, error: got.put((result, error)))
+    result, error = got.get(timeout=60)
+    assert error is None and result.as_numpy("label").shape == (4,)
+    client.start_stream(callback=lambda result, error: got.put((result, error)))
+    with contextlib.suppress(InferenceServerException):  # the stream may be refused first
+        client.async_stream_infer("digits", [_input(digits.x[:4])])
+    result, error = got.get(timeout=60)
+    assert result is None and "UNIMPLEMENTED" in str(error.status())
+    client.stop_stream()
+    client.close()

@@ -97,3 +97,26 @@ def test_refused_requests_are_counted_per_model_and_version(
 
     assert refused("v1", "production") == 2
     assert refused("v2", "v2") == 1
+
+
+def test_every_other_tritonclient_call_is_refused_in_json_or_works(
+        serve_reg: Registry, digits: Digits, start_gateway: Start) -> None:
+    """The calls docs/serving.md marks refused get a JSON error tritonclient reports
+    (never a parse error); async_infer works."""
+    srv = start_gateway(serve_reg)
+    client = triton.InferenceServerClient(srv.url.removeprefix("http://"))
+    refused = [
+        lambda: client.load_model("digits"), lambda: client.unload_model("digits"),
+        client.get_trace_settings, lambda: client.update_trace_settings(settings={}),
+        client.get_log_settings, lambda: client.update_log_settings(settings={}),
+        client.get_system_shared_memory_status, client.get_cuda_shared_memory_status,
+        lambda: client.register_system_shared_memory("r", "/r", 64),
+        lambda: client.unregister_system_shared_memory("r"),
+    ]
+    for call in refused:
+        with pytest.raises(InferenceServerException, match="no such route"):
+            call()
+    x = digits.x[:4]
+    done = client.async_infer("digits", [_input(x)]).get_result()
+    assert done.as_numpy("label").shape == (4,)
+    client.close()
