@@ -103,6 +103,7 @@ def test_manifests_agree_with_each_other() -> None:
     # serve.toml is a valid gateway config listening where the probes look
     cfg = load_config(None, tomllib.loads(_serve_toml()))
     assert (cfg.host, cfg.port) == ("0.0.0.0", ports["http"])
+    assert cfg.grpc_port == ports["grpc"]  # OIP over gRPC, where the Service sends it
     assert cfg.fleet is None  # fleet settings are flags (the pod's name is substituted)
     assert "--fleet" in c["args"] and "--replica-id" in c["args"]
     sec = pod["spec"]["securityContext"]
