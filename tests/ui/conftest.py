@@ -112,6 +112,7 @@ def console(page: Page) -> Console:
 
 
 def login(page: Page, server: Server, token: str) -> None:
+    page.context.clear_cookies()  # a new session, whoever was logged in
     page.goto(server.url + "/ui/")
     page.fill("#token", token)
     page.click("button[type=submit]")

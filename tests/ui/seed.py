@@ -34,11 +34,12 @@ class Seeded:
     tokens: dict[str, str]  # subject -> API token (admin, maint, reader)
 
 
-def seed(root: Path) -> Seeded:
+def seed(root: Path, *, meta_url: str | None = None, objects_url: str | None = None
+         ) -> Seeded:
     os.environ["MODELVC_AUTHOR"] = "admin"
     repo = root / "repo"
     files = root / "files"
-    with Registry.init(repo) as reg:
+    with Registry.init(repo, meta_url=meta_url, objects_url=objects_url) as reg:
         base = write_model(files / "bert.safetensors", 0)
         reg.commit(files / "bert.safetensors", model="bert", message="baseline",
                    params={"lr": 1e-3, "epochs": 1}, metrics={"acc": 0.80, "loss": 0.61})

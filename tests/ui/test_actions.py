@@ -146,3 +146,25 @@ def test_promote_tag_and_branch_by_a_maintainer(
     assert {("promote", "resnet@staging", "maint"), ("tag", "resnet@candidate", "maint"),
             ("create", "resnet@hotfix", "maint")} <= audited
     assert console.errors == []
+
+
+def test_logout_and_a_revoked_token_end_the_session(
+        page: Page, server: Server, seeded: Seeded) -> None:
+    with Registry.open(seeded.path) as reg:
+        secret, tok = reg.tokens.create("ui-session", subject="reader", actor="admin")
+    login(page, server, secret)
+    page.goto(server.url + "/ui/m/bert")
+    expect(page.locator("h1")).to_have_text("bert")
+    with Registry.open(seeded.path) as reg:
+        reg.tokens.revoke(tok.id, actor="admin")
+    page.goto(server.url + "/ui/m/bert")  # the next click: back to the login form
+    expect(page.locator("h1")).to_have_text("Log in")
+
+    login(page, server, seeded.tokens["reader"])
+    page.click("text=Log out")
+    expect(page.locator("h1")).to_have_text("Log in")
+    page.goto(server.url + "/ui/")
+    expect(page.locator("h1")).to_have_text("Log in")
+    page.fill("#token", "not-a-token")
+    page.click("button[type=submit]")
+    expect(page.locator("[role=alert]")).to_contain_text("not valid")
