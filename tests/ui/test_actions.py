@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from modelvc.registry import Registry
@@ -168,3 +169,24 @@ def test_logout_and_a_revoked_token_end_the_session(
     page.fill("#token", "not-a-token")
     page.click("button[type=submit]")
     expect(page.locator("[role=alert]")).to_contain_text("not valid")
+
+
+def test_anonymous_read_shows_pages_and_refuses_actions(
+        page: Page, seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> None:
+    s = Server(seeded.path, tmp_path_factory.mktemp("anon") / "server.log",
+               args=["--anonymous-read"]).start()
+    try:
+        page.context.clear_cookies()
+        page.goto(s.url + "/ui/m/bert/v/2")
+        expect(page.locator("h1")).to_contain_text("bert@v2")
+        expect(page.locator("form.act")).to_have_count(0)
+        expect(page.locator("header")).to_contain_text("Log in")
+        before = _state(seeded)
+        resp = page.request.post(f"{s.url}/ui/act/tag", max_redirects=0, form={
+            "model": "bert", "number": "1", "name": "anon", "_csrf": "x"})
+        assert resp.status in (401, 403)
+        assert _state(seeded) == before
+        page.goto(s.url + "/ui/nope")
+        expect(page.locator(".error[role=alert]")).to_contain_text("no page /ui/nope")
+    finally:
+        s.stop()

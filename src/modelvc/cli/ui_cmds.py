@@ -40,6 +40,13 @@ def ui(ctx: Ctx, port: int, no_browser: bool, as_json: bool) -> None:
     from ..ui.app import standalone
 
     host = "127.0.0.1"
+    if port:
+        try:
+            with socket.socket() as s:
+                s.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"port {port} on {host} is taken ({exc.strerror})",
+                             hint="pass --port N, or --port 0 for any free port") from exc
     port = port or _free_port(host)
     access = LocalAccess(ctx.local_registry(), author())
     url = f"http://{host}:{port}/ui/login?key={access.key}"

@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import ModelvcError, PermissionDenied, UsageError
+from ..errors import ModelvcError, NotFound, PermissionDenied, UsageError
 from . import actions, govern, pages
 from .access import COOKIE, ROLES, Access, Viewer, csrf_ok
 from .views import SORTS, SummaryCache, human_bytes, model_list
@@ -252,7 +252,12 @@ def create_ui_app(access: Access, *, title: str = "modelvc") -> Starlette:
         *actions.routes(ui),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        viewer = ui.access.viewer(request.cookies.get(COOKIE))
+        return ui.error(request, NotFound(f"no page {request.url.path}",
+                                          hint="start from the models page"), viewer)
+
+    return Starlette(routes=routes, exception_handlers={404: not_found})
 
 
 def standalone(access: Access) -> Starlette:
