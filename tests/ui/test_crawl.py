@@ -61,6 +61,17 @@ def test_crawl_the_server_ui_as_admin(page: Page, server: Server, seeded: Seeded
     page.goto(server.url + "/ui/audit")
     expect(page.locator("p.ok[role=status]")).to_contain_text("Hash chain verified")
     shot(page, "audit")
+    page.fill("#f-action", "tag")
+    page.click("text=Filter")
+    rows = page.locator("table.audit tbody tr")
+    expect(rows).not_to_have_count(0)
+    for text in rows.all_inner_texts():
+        assert "\ttag\t" in text, text
+    page.fill("#f-action", "")
+    page.fill("#f-since", "2100-01-01T00:00:00")
+    page.click("text=Filter")
+    expect(page.locator("table.audit tbody tr")).to_have_count(0)
+    expect(page.locator("main")).to_contain_text("0 entries")
 
 
 def test_crawl_the_local_ui(page: Page, local_ui: LocalUI, console: Console) -> None:

@@ -226,7 +226,8 @@ class UI:
             raise PermissionDenied("the whole audit trail is for admins",
                                    hint="filter by a model you can read")
         return pages.audit_page(reg, model=model, actor=qp.get("actor", ""),
-                                action=qp.get("action", ""), page=_int(qp.get("page"), 1),
+                                action=qp.get("action", ""), since=qp.get("since", ""),
+                                until=qp.get("until", ""), page=_int(qp.get("page"), 1),
                                 verify=self.access.may_see_all_audit(viewer))
 
 

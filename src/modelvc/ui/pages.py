@@ -214,8 +214,11 @@ def compare_page(reg: UIRegistry, base: str, refs: list[str]) -> dict[str, Any]:
 
 
 def audit_page(reg: UIRegistry, *, model: str = "", actor: str = "", action: str = "",
-               page: int = 1, verify: bool = True) -> dict[str, Any]:
-    rows = reg.audit(model=model or None, actor=actor or None, action=action or None)
+               since: str = "", until: str = "", page: int = 1, verify: bool = True
+               ) -> dict[str, Any]:
+    rows = reg.audit(model=model or None, actor=actor or None, action=action or None,
+                     since=parse_when(since) if since else None,
+                     until=parse_when(until) if until else None)
     rows.reverse()  # newest first
     pages = max(1, -(-len(rows) // AUDIT_PAGE))
     page = min(max(1, page), pages)
@@ -224,4 +227,5 @@ def audit_page(reg: UIRegistry, *, model: str = "", actor: str = "", action: str
         problems = reg.verify_audit()
     return {"rows": rows[(page - 1) * AUDIT_PAGE: page * AUDIT_PAGE], "total": len(rows),
             "page": page, "pages": pages, "model": model, "actor": actor, "action": action,
+            "since": since, "until": until,
             "problems": problems, "actions": sorted({r.action for r in rows})}
