@@ -20,6 +20,9 @@ from .helpers import Caller, get_json, wait_for
 MODELVC = [sys.executable, "-m", "modelvc.cli.main"]
 
 
+grpc_ports: dict[str, int] = {}  # REST URL -> the gRPC port of the same process
+
+
 @pytest.fixture
 def run_serve(serve_reg: Registry, tmp_path: Path) -> Iterator[object]:
     procs: list[subprocess.Popen[bytes]] = []
@@ -27,8 +30,9 @@ def run_serve(serve_reg: Registry, tmp_path: Path) -> Iterator[object]:
     def start(*args: str) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         log = (tmp_path / f"serve{len(procs)}.log").open("wb")
+        grpc_ports[f"http://127.0.0.1:{port}"] = grpc_port = free_port()
         p = subprocess.Popen([*MODELVC, "--registry", str(serve_reg.layout.root), "serve",
-                              "--port", str(port), "--grpc-port", str(free_port()),
+                              "--port", str(port), "--grpc-port", str(grpc_port),
                               "--log-level", "warning", *args],
                              stdout=log, stderr=log, env=os.environ | {"TMPDIR": str(tmp_path)})
         procs.append(p)
@@ -54,6 +58,17 @@ def test_serve_command_serves_and_stops_cleanly(run_serve: object, digits: Digit
     wait_for(lambda: _ready(url), "modelvc serve to be ready", limit=60)
     code, doc, _ = Caller(url).infer(digits.x[:5])
     assert code == 200 and doc["model_version"] == "1"
+    # the same process answers OIP over gRPC
+    import tritonclient.grpc as tg
+
+    client = tg.InferenceServerClient(f"127.0.0.1:{grpc_ports[url]}")
+    assert client.is_server_ready() and client.is_model_ready("digits")
+    inp = tg.InferInput("X", [5, 64], "FP32")
+    inp.set_data_from_numpy(digits.x[:5])
+    result = client.infer("digits", [inp])
+    assert result.get_response().model_version == "1"
+    assert result.as_numpy("label").tolist() == doc["outputs"][0]["data"]
+    client.close()
     assert len(list(tmp_path.glob("modelvc-serve-*"))) == 1  # its checkouts
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
