@@ -137,3 +137,21 @@ def test_delete_repo_keeps_history_even_for_an_admin(hub: Hub, hf_env: Path) -> 
     api.delete_repo("acme/never-was", missing_ok=True)
     with hub.open() as reg:
         assert len(reg.versions("acme--tiny-bert")) >= 3
+
+
+def test_transformers_says_what_a_401_means(hub: Hub, hf_env: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """No token, or a refused one: transformers asks for a token with permission, never
+    calls it "a connection error"."""
+    from transformers import AutoConfig
+
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(OSError) as err:
+        AutoConfig.from_pretrained("acme/tiny-bert")
+    text = str(err.value)
+    assert "connection error" not in text and "token" in text
+    monkeypatch.setenv("HF_TOKEN", "mvc_not-a-token")
+    with pytest.raises(OSError) as err:
+        AutoConfig.from_pretrained("acme/tiny-bert")
+    text = str(err.value)
+    assert "connection error" not in text and "token" in text

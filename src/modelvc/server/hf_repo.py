@@ -35,7 +35,7 @@ from ..manifest import Manifest
 from ..meta.api import VersionRow
 from ..names import check_name
 from ..registry import Registry
-from .auth import Principal, authenticate, authorize, bearer
+from .auth import Principal, authenticate, authorize
 from .state import ServerState
 
 SHA_LEN = 40  # what Hub clients accept as a commit id ([0-9a-f]{40})
@@ -50,7 +50,6 @@ class HfError(Exception):
         self.code = code
         self.message = message
         self.commit = commit
-        self.detail: str | None = None  # the body's error, when it says more
 
     def response(self) -> Response:
         headers = {"X-Error-Message": _header_text(self.message)}
@@ -58,8 +57,7 @@ class HfError(Exception):
             headers["X-Error-Code"] = self.code
         if self.commit:
             headers["X-Repo-Commit"] = self.commit
-        return JSONResponse({"error": self.detail or self.message}, status_code=self.status,
-                            headers=headers)
+        return JSONResponse({"error": self.message}, status_code=self.status, headers=headers)
 
 
 def _header_text(message: str) -> str:
@@ -67,23 +65,16 @@ def _header_text(message: str) -> str:
     return " ".join(message.encode("ascii", "replace").decode().split())
 
 
-# What huggingface_hub expects of a 401 whose token was refused: without this exact
-# message it reports any 401 on a repo URL as "Repository Not Found".
-BAD_CREDENTIALS = "Invalid credentials in Authorization header"
-
-
 def hub_error(exc: ModelvcError, request: Request) -> HfError:
     """A modelvc error as the Hub answers it: the status, the message (and hint) in
-    X-Error-Message, which huggingface_hub shows, and the Hub's code where it has one."""
+    X-Error-Message, which huggingface_hub shows, and the Hub's code where it has one:
+    a 401 on a repository's URL is RepoNotFound (the Hub's answer for a private repo),
+    so transformers asks for a token instead of reporting "a connection error"."""
     text = f"{exc.message} (hint: {exc.hint})" if exc.hint else exc.message
     if isinstance(exc, Unauthenticated):
-        if bearer(request) is not None and "token" in exc.message:
-            # The token was refused: the Hub's wording first, ours in the body.
-            err = HfError(401, "", BAD_CREDENTIALS)
-            err.detail = text
-            return err
-        # No token where one is needed: as the Hub answers for a private repo.
-        return HfError(401, "RepoNotFound", text)
+        path = request.url.path
+        on_repo = path.startswith("/api/models/") or "/resolve/" in path
+        return HfError(401, "RepoNotFound" if on_repo else "", text)
     return HfError(exc.http_status, "", text)
 
 
