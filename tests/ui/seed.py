@@ -36,7 +36,18 @@ class Seeded:
 
 def seed(root: Path, *, meta_url: str | None = None, objects_url: str | None = None
          ) -> Seeded:
-    os.environ["MODELVC_AUTHOR"] = "admin"
+    old = os.environ.get("MODELVC_AUTHOR")
+    os.environ["MODELVC_AUTHOR"] = "admin"  # restored below: other tests share the process
+    try:
+        return _seed(root, meta_url, objects_url)
+    finally:
+        if old is None:
+            os.environ.pop("MODELVC_AUTHOR", None)
+        else:
+            os.environ["MODELVC_AUTHOR"] = old
+
+
+def _seed(root: Path, meta_url: str | None, objects_url: str | None) -> Seeded:
     repo = root / "repo"
     files = root / "files"
     with Registry.init(repo, meta_url=meta_url, objects_url=objects_url) as reg:
