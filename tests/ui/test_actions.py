@@ -112,9 +112,14 @@ def test_a_post_without_the_csrf_token_is_refused(
             "model": "bert", "number": "1", "name": "no-csrf", **extra})
         assert resp.status == 403
         assert "CSRF" in resp.text()
+    csrf = page.locator("form[action$='/logout'] input[name=_csrf]").get_attribute("value")
+    resp = page.request.post(f"{server.url}/ui/act/tag", max_redirects=0, form={
+        "model": "bert", "number": "1", "name": "huge", "_csrf": csrf or "",
+        "pad": "x" * (1 << 20)})
+    assert resp.status == 400 and "larger than 64 KB" in resp.text()
     assert _state(seeded) == before
     with Registry.open(seeded.path) as reg:
-        assert "no-csrf" not in {r.name for r in reg.refs("bert", kind="tag")}
+        assert {"no-csrf", "huge"}.isdisjoint(r.name for r in reg.refs("bert", kind="tag"))
 
 
 def test_promote_tag_and_branch_by_a_maintainer(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -27,6 +27,7 @@ from .access import COOKIE, ROLES, Access, Viewer, csrf_ok
 from .views import SORTS, SummaryCache, human_bytes, model_list
 
 STATIC = Path(__file__).parent / "static"
+FORM_BYTES = 64 << 10
 POLL_S = 2  # the Deployments page refreshes its table this often
 PRE = "modelvc_ui_login"  # double-submit cookie for the login form
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -107,16 +108,18 @@ class UI:
             if viewer is None:
                 return self.error(request, PermissionDenied(
                     "not logged in", hint=self.access.login_hint), None)
-            form = dict((await request.form()).items())
-            if not csrf_ok(viewer.session, str(form.get("_csrf", "")) or
+            try:
+                form = await read_form(request)
+            except UsageError as exc:
+                return self.error(request, exc, viewer)
+            if not csrf_ok(viewer.session, form.get("_csrf", "") or
                            request.headers.get("x-csrf-token")):
                 return self.error(request, PermissionDenied(
                     "the form's CSRF token is missing or wrong; nothing was changed",
                     hint="reload the page and submit it again"), viewer)
             try:
                 reg = self.access.registry(viewer)
-                where = await run_in_threadpool(run, reg, viewer, {
-                    k: str(x) for k, x in form.items()}, self)
+                where = await run_in_threadpool(run, reg, viewer, form, self)
             except ModelvcError as exc:
                 return self.error(request, exc, viewer)
             base = request.scope.get("root_path", "")
@@ -138,7 +141,10 @@ class UI:
                     hint=self.access.login_hint), None)
             return self.logged_in(request, session, base + "/")
         if request.method == "POST":
-            form = await request.form()
+            try:
+                form = await read_form(request)
+            except UsageError as exc:
+                return self.error(request, exc, None)
             pre = request.cookies.get(PRE, "")
             if not pre or not secrets.compare_digest(pre, str(form.get("_login", ""))):
                 return self.error(request, PermissionDenied(
@@ -170,8 +176,11 @@ class UI:
 
     async def logout(self, request: Request) -> Response:
         viewer = self.access.viewer(request.cookies.get(COOKIE))
-        form = await request.form()
-        if viewer is not None and not csrf_ok(viewer.session, str(form.get("_csrf", ""))):
+        try:
+            form = await read_form(request)
+        except UsageError as exc:
+            return self.error(request, exc, viewer)
+        if viewer is not None and not csrf_ok(viewer.session, form.get("_csrf", "")):
             return self.error(request, PermissionDenied("missing CSRF token"), viewer)
         base = request.scope.get("root_path", "")
         resp = RedirectResponse(base + "/login", status_code=303)
@@ -229,6 +238,18 @@ class UI:
                                 action=qp.get("action", ""), since=qp.get("since", ""),
                                 until=qp.get("until", ""), page=_int(qp.get("page"), 1),
                                 verify=self.access.may_see_all_audit(viewer))
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An url-encoded form of at most FORM_BYTES (the UI's forms are a few fields; a
+    bigger body is refused before it is all read)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_BYTES:
+            raise UsageError(f"the form is larger than {FORM_BYTES // 1024} KB; nothing was "
+                             "changed", hint="submit the page's own form")
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
 def _int(text: str | None, default: int) -> int:
