@@ -136,9 +136,10 @@ def _read(io: ObjectIO, seg: SegmentRef
 
     Objects are not re-hashed one by one here: the file's sha256, checked before the
     file appears, covers every byte of them (_name_corrupt finds the culprit)."""
-    if seg.tensor is None:
+    h = io.tensor_header(seg.id) if seg.tensor is not None else None
+    if h is None:  # a byte segment, or a tensor stored first as a blob: bytes either way
         return [io.read_blob(seg.id, verify=False)], []
-    if len(io.header(seg.id).blocks) > 1:
+    if len(h.blocks) > 1:
         return None
     data, lease = io.lease_block(seg.id, 0)
     return [data], [lease] if lease is not None else []

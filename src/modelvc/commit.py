@@ -169,7 +169,9 @@ class FileStorer:
                 stored = self.io.put_tensor(read(0, seg.length), seg.dtype, seg.shape, ref=ref_id)
             return seg, stored.row, stored.new, self.io.chain_rows(stored.row.id)
         stored = self.io.put_blob(read(0, seg.length))
-        return seg, stored.row, stored.new, []
+        # Deduplicated onto a tensor object (same bytes): its chain must stay too.
+        chain = self.io.chain_rows(stored.row.id) if stored.row.kind == "tensor" else []
+        return seg, stored.row, stored.new, chain
 
 
 def _segment_ref(seg: Segment, oid: str) -> SegmentRef:

@@ -138,7 +138,7 @@ class _ReadOps:
 
         return maintenance.stats(self.meta, model, None if model else self.store)
 
-    def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify(self, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
         from . import maintenance
 
         return maintenance.verify(self.meta, self.io, progress=progress)

@@ -257,7 +257,7 @@ class RemoteRegistry:
     def delete(self, ref: str, *, reason: str = "", actor: str | None = None) -> int:
         return int(self._post("/versions/delete", {"ref": ref, "reason": reason}))
 
-    def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify(self, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
         return decode_as(VerifyReport, self._post("/verify", {}))
 
     def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0,

@@ -4,6 +4,12 @@ An object's id is the BLAKE3 of its *decoded* bytes, so identical tensors dedup 
 free and every read is verified by re-hashing. Tensor objects may be deltas against
 a reference object; chains are bounded in depth and accumulated stored size so any
 version checks out in a few object reads.
+
+The id says nothing of the encoding: a raw file holding a tensor's bytes has the
+tensor's id, and whichever was stored first is the object both use. So every reader
+decodes an object by its own magic (`tensor_header` is None for a blob), whatever the
+segment that names it is: a byte segment may be read from a tensor object and a tensor
+segment from a blob, and both decode to the bytes the id names.
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ from .codec import (
     kernels,
     read_header,
 )
+from .codec.blob import RAW_MAGIC, ZSTD_MAGIC
 from .codec.block import STEP_MODES
 from .codec.buffers import POOL, Bytes
+from .codec.header import MAGIC as TENSOR_MAGIC
 from .codec.header import TAIL_GUESS, BlockInfo
 from .codec.planes import scratch_buffers
 from .errors import CorruptObject
@@ -60,6 +68,7 @@ HASH_CHUNK = 16 << 20
 # the store, and held for one put_many (S3 packs members up to 1 MiB).
 BATCH_MAX = 1 << 20
 _ZEROS = memoryview(bytes(BLOCK_ELEMENTS))
+BLOB_MAGICS = (RAW_MAGIC, ZSTD_MAGIC)
 CASTS = {("F32", "BF16"), ("F32", "F16"), ("F64", "F32"), ("F16", "BF16"), ("BF16", "F16")}
 
 
@@ -124,6 +133,7 @@ class ObjectIO:
         self.store = store
         self.executor = executor  # for block-level parallelism inside big tensors
         self._headers: OrderedDict[str, TensorHeader] = OrderedDict()
+        self._blobs: OrderedDict[str, None] = OrderedDict()  # ids known to be blobs
         self._lock = threading.Lock()
         self.blocks = BlockCache(int(os.environ.get("MODELVC_CACHE_MB", "256")) << 20)
         self._pending: PendingStore | None = None
@@ -149,11 +159,19 @@ class ObjectIO:
         return self._pending.flush() if self._pending is not None else set()
 
     def stored_row(self, row: ObjectRow) -> ObjectRow:
-        """`row`'s object as the store holds it."""
-        if row.kind == "tensor":
-            self.forget(row.id)
-            return self._tensor_row(row.id)
-        return ObjectRow(row.id, row.kind, row.codec, row.raw_size, self.store.size(row.id))
+        """`row`'s object as the store holds it (perhaps encoded as the other kind)."""
+        self.forget(row.id)
+        return self.row(row.id, row.raw_size)
+
+    def row(self, oid: str, raw_size: int | None = None) -> ObjectRow:
+        """The row of a stored object, by its own encoding (tensor or blob). A blob's
+        raw size is RAW_SIZE when the caller knows it, else decoded to find out."""
+        h = self.tensor_header(oid)
+        if h is not None:
+            return ObjectRow(oid, "tensor", h.codec, h.raw_size, self.store.size(oid), h.ref)
+        if raw_size is None:
+            raw_size = len(self.read_blob(oid))
+        return ObjectRow(oid, "blob", "zstd", raw_size, self.store.size(oid))
 
     def _known(self, oid: str, nbytes: int, ref: str | None) -> bool:
         """Dedup check. In a batch a small object is presumed new (no request) unless it
@@ -164,13 +182,39 @@ class ObjectIO:
 
     # ---- tensors
     def header(self, oid: str) -> TensorHeader:
+        """The header of a tensor object; CorruptObject if the object is a blob."""
+        h = self.tensor_header(oid)
+        if h is None:
+            raise CorruptObject(f"object {oid[:12]} is a blob, not a tensor object")
+        return h
+
+    def tensor_header(self, oid: str) -> TensorHeader | None:
+        """The object's tensor header, or None when it is stored as a blob.
+
+        Decided by the object's magic at no extra cost for tensors: the tail read for
+        the footer says MVT1 and the footer parses (its blocks must tile the body
+        exactly, so even a raw blob that ends like a tensor object fails it); only
+        otherwise is the head read to tell a blob (MVB0/MVB1) from a damaged object."""
         with self._lock:
             h = self._headers.get(oid)
-        if h is not None:
-            return h
+            if h is not None:
+                return h
+            if oid in self._blobs:
+                self._blobs.move_to_end(oid)
+                return None
         size, tail = get_tail(self.store, oid, TAIL_GUESS)
-        h = read_header(size, lambda start, n: bytes(self.store.get_range(oid, start, n)),
-                        tail_bytes=tail)
+        try:
+            h = read_header(size, lambda start, n: bytes(self.store.get_range(oid, start, n)),
+                            tail_bytes=tail)
+        except CorruptObject:
+            head = tail[:4] if len(tail) >= size else bytes(self.store.get_range(oid, 0, 4))
+            if head not in BLOB_MAGICS:
+                raise
+            with self._lock:
+                self._blobs[oid] = None
+                while len(self._blobs) > 4096:
+                    self._blobs.popitem(last=False)
+            return None
         with self._lock:
             self._headers[oid] = h
             while len(self._headers) > 4096:
@@ -178,12 +222,17 @@ class ObjectIO:
         return h
 
     def forget(self, oid: str) -> None:
-        """Drop a cached header (after the object was re-encoded)."""
+        """Drop what is cached of an object's encoding (after it was re-encoded, or
+        deleted: it may come back encoded otherwise)."""
         with self._lock:
             self._headers.pop(oid, None)
+            self._blobs.pop(oid, None)
 
     def chain_rows(self, oid: str) -> list[ObjectRow]:
-        """Rows for the delta references of `oid` (so gc keeps them, rows or not)."""
+        """Rows for the delta references of `oid` (so gc keeps them, rows or not); none
+        for a blob."""
+        if self.tensor_header(oid) is None:
+            return []
         return [self._tensor_row(i) for i in self.chain(oid)[1:]]
 
     def chain(self, oid: str) -> list[str]:
@@ -266,8 +315,8 @@ class ObjectIO:
             for off in range(0, nbytes, HASH_CHUNK):
                 hasher.update(read(off, min(HASH_CHUNK, nbytes - off)))
             oid = hasher.hexdigest()
-        if self._known(oid, nbytes, ref):
-            return Stored(self._tensor_row(oid), False)
+        if self._known(oid, nbytes, ref):  # perhaps stored as a blob: either decodes
+            return Stored(self.row(oid, nbytes), False)
         # A tiny tensor is stored whole: a delta would save a few hundred bytes and cost
         # a walk through its reference chain at every checkout.
         ref = self.usable_ref(ref, dtype, numel) if ref and nbytes >= MIN_DELTA_BYTES else None
@@ -284,7 +333,8 @@ class ObjectIO:
                 sink.seek(0)
                 new = self.store.put_file(oid, sink)
         if not new:  # stored meanwhile, perhaps encoded differently: describe that one
-            return Stored(self._tensor_row(oid), False)
+            self.forget(oid)
+            return Stored(self.row(oid, nbytes), False)
         with self._lock:
             self._headers[oid] = header
         row = ObjectRow(oid, "tensor", header.codec, header.raw_size, stored, header.ref)
@@ -476,11 +526,15 @@ class ObjectIO:
     def iter_tensor(self, oid: str, *, verify: bool = True, cached: bool = True,
                     transient: bool = False) -> Iterator[bytes | memoryview]:
         """Decoded blocks in order (two at a time in parallel); the BLAKE3 of the whole
-        is checked against the id after the last block.
+        is checked against the id after the last block. An object stored as a blob
+        (same bytes, stored first by a byte segment) is its one piece.
 
         transient: blocks are not kept in the cache and each one is valid only until
         the next is asked for (its memory is then reused)."""
-        h = self.header(oid)
+        h = self.tensor_header(oid)
+        if h is None:
+            yield self._blob(oid, self.store.get(oid), verify)
+            return
         hasher = blake3.blake3() if verify else None
         total = 0
         pool = self.executor if len(h.blocks) > 1 else None
@@ -506,32 +560,44 @@ class ObjectIO:
 
     def read_tensor(self, oid: str, *, verify: bool = True, cached: bool = True) -> bytes:
         """A whole tensor, decoded and verified against its id (cached=False reads every
-        block of the chain from the store: what `verify` needs)."""
+        block of the chain from the store). Blob objects too (see iter_tensor)."""
         parts = list(self.iter_tensor(oid, verify=verify, cached=cached))
         return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
     # ---- blobs
     def put_blob(self, data: bytes | memoryview, *, oid: str | None = None) -> Stored:
         oid = oid or blake3.blake3(data).hexdigest()
-        if self._known(oid, len(data), None):
-            return Stored(ObjectRow(oid, "blob", "zstd", len(data), self.store.size(oid)), False)
+        if self._known(oid, len(data), None):  # perhaps stored as a tensor: either decodes
+            return Stored(self.row(oid, len(data)), False)
         enc = encode_blob(bytes(data))
         new = self.store.put(oid, enc)
         if not new:
-            return Stored(ObjectRow(oid, "blob", "zstd", len(data), self.store.size(oid)), False)
+            self.forget(oid)
+            return Stored(self.row(oid, len(data)), False)
+        with self._lock:
+            self._blobs[oid] = None
         return Stored(ObjectRow(oid, "blob", "zstd", len(data), len(enc)), new)
 
     def read_blob(self, oid: str, *, verify: bool = True) -> bytes:
-        out = decode_blob(self.store.get(oid))
+        """A byte segment's object, whole: a blob, or a tensor object holding the same
+        bytes (decoded through its chain)."""
+        data = self.store.get(oid)
+        if bytes(data[:4]) == TENSOR_MAGIC:
+            return self.read_tensor(oid, verify=verify)
+        return self._blob(oid, data, verify)
+
+    def _blob(self, oid: str, data: bytes | memoryview, verify: bool) -> bytes:
+        out = decode_blob(data)
         if verify and blake3.blake3(out).hexdigest() != oid:
             raise CorruptObject(f"blob object {oid[:12]} does not match its id")
         return out
 
-    def iter_object(self, oid: str, is_tensor: bool, *, cached: bool = True
-                    ) -> Iterator[bytes | memoryview]:
-        """An object's decoded bytes in pieces (tensors block by block), verified."""
+    def iter_object(self, oid: str, is_tensor: bool, *, cached: bool = True,
+                    transient: bool = False) -> Iterator[bytes | memoryview]:
+        """An object's decoded bytes in pieces (tensors block by block), verified.
+        IS_TENSOR (the segment's kind) only says which encoding to try first."""
         if is_tensor:
-            yield from self.iter_tensor(oid, cached=cached)
+            yield from self.iter_tensor(oid, cached=cached, transient=transient)
         else:
             yield self.read_blob(oid)
 

@@ -1,5 +1,7 @@
 """A commit over HTTP names segments by id: the server records one only if it holds
-that object and the object is what the file list says (kind, raw size, dtype, shape).
+that object and the object decodes to the size the file list says (a tensor's dtype and
+shape must fit that size). An object's id is of its bytes only, so a segment may name
+a tensor object as bytes, or a blob as a tensor, as a local commit's dedup does.
 A refused commit records nothing (real server, real writer token)."""
 
 from __future__ import annotations
@@ -76,25 +78,14 @@ def test_a_commit_naming_a_wrong_segment_is_refused_and_records_nothing(
     s["id"] = blake3.blake3(b"never uploaded").hexdigest()
     _refused(c, files, "ObjectNotFound")
 
-    # A tensor object named as a byte segment of its raw size, and the reverse.
+    # A tensor whose dtype and shape do not fit its size, or a dtype nobody knows.
     files = copy.deepcopy(good)
     _, s = _seg(files, tensor=True)
-    for k in ("t", "dtype", "shape"):
-        del s[k]
+    s["shape"] = [s["n"]]
     _refused(c, files, "UsageError")
     files = copy.deepcopy(good)
     _, s = _seg(files, tensor=False)
-    s.update(t="x", dtype="U8", shape=[s["n"]])
-    _refused(c, files, "UsageError")
-
-    # A tensor of the right size under another dtype, or another shape.
-    files = copy.deepcopy(good)
-    _, s = _seg(files, tensor=True)
-    s["dtype"] = {"I64": "F64", "F32": "I32", "F16": "I16"}[s["dtype"]]  # same width
-    _refused(c, files, "UsageError")
-    files = copy.deepcopy(good)
-    _, s = _seg(files, tensor=True)
-    s["shape"] = [s["n"] // 4]
+    s.update(t="x", dtype="F4", shape=[2 * s["n"]])
     _refused(c, files, "UsageError")
 
     # A freshly uploaded byte segment (no database row yet) under a wrong size.
@@ -119,3 +110,32 @@ def test_a_commit_naming_a_wrong_segment_is_refused_and_records_nothing(
     r = c.post("/commits", json={"files": [*good, entry], "message": "v2"})
     assert r.status_code == 200, r.text
     assert sorted(v.number for v in reg.versions("m")) == [1, 2]
+
+
+def test_a_commit_may_name_an_object_under_either_kind(
+        writer: tuple[RemoteRegistry, httpx.Client], server: ServerProc, tmp_path: Path
+        ) -> None:
+    """Issue 11.1: a tensor object named as a byte segment, a blob as a U8 tensor, a
+    tensor under another dtype and shape of its size: the same bytes, so the same
+    object; the version is recorded and checks out bit-exact."""
+    reg, c = writer
+    files = _files(reg)
+    f, s = _seg(files, tensor=True)
+    s["dtype"] = {"I64": "F64", "F32": "I32", "F16": "I16"}[s["dtype"]]  # same width
+    s["shape"] = [s["n"] // 4 if s["dtype"] == "I32" else s["n"] // 8]
+    t = next(x for x in f["segments"] if "t" in x and x is not s)
+    for k in ("t", "dtype", "shape"):
+        del t[k]
+    _, b = _seg(files, tensor=False)
+    b.update(t="bytes_as_tensor", dtype="U8", shape=[b["n"]])
+    r = c.post("/commits", json={"files": files, "message": "same bytes, other kinds"})
+    assert r.status_code == 200, r.text
+    v = reg.resolve("m@main")
+    assert v.number == 2 and "t" not in t
+    with Registry.open(server.registry) as local:  # the rows recorded: by encoding
+        kinds = {r.id: r.kind for r in local.objects_of("m@v2")}
+    assert kinds[s["id"]] == kinds[t["id"]] == "tensor" and kinds[b["id"]] == "blob"
+    for ref in ("m@v1", "m@v2"):
+        reg.checkout(ref, tmp_path / ref)
+    for name in ("model.safetensors", "notes.txt"):
+        assert (tmp_path / "m@v1" / name).read_bytes() == (tmp_path / "m@v2" / name).read_bytes()

@@ -83,11 +83,15 @@ def du(ctx: Ctx, model: str | None, as_json: bool) -> None:
 @click.pass_obj
 def verify(ctx: Ctx, as_json: bool) -> None:
     """Re-hash every object; name corrupt ones and the versions they break."""
-    r = ctx.registry().verify()
+    bar = Progress("verify", 0, enabled=not as_json)  # stderr, and only on a terminal
+    try:
+        r = ctx.registry().verify(progress=bar)
+    finally:
+        bar.close()
 
     def human() -> None:
-        click.echo(f"checked {r.checked} objects: " + ("ok" if r.ok else
-                                                       f"{len(r.corrupt)} corrupt"))
+        click.echo(f"checked {r.checked} objects ({human_bytes(r.bytes)} decoded) of "
+                   f"{r.versions} versions: " + ("ok" if r.ok else f"{len(r.corrupt)} corrupt"))
         for oid, why in r.corrupt.items():
             click.echo(f"  corrupt {oid[:16]}  {why}")
         for v in r.broken_versions:

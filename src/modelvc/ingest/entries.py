@@ -3,8 +3,10 @@ raw uploads over HTTP): each checked against what the entry declares."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
+from ..codec import dtype_info
 from ..errors import CorruptObject, UsageError
 from ..manifest import FileEntry, SegmentRef
 from ..meta.api import ObjectRow
@@ -36,37 +38,34 @@ def rows_for(meta: MetaStore, io: ObjectIO, store: ObjectStore, files: tuple[Fil
     objects: dict[str, ObjectRow] = {}
     refs: dict[str, ObjectRow] = {}
     for oid, (path, s) in segs.items():
-        objects[oid] = _row(io, store, path, s, known.get(oid))
-        for c in io.chain_rows(oid) if s.tensor is not None else []:
+        row = objects[oid] = _row(io, path, s, known.get(oid))
+        for c in io.chain_rows(oid) if row.kind == "tensor" else []:
             refs.setdefault(c.id, c)
     new_bytes = sum(o.stored_size for i, o in objects.items() if i not in known)
     return objects, refs, new_bytes
 
 
-def _row(io: ObjectIO, store: ObjectStore, path: str, s: SegmentRef, known: ObjectRow | None
-         ) -> ObjectRow:
-    """The segment's row, refused unless the stored object is what the file list
-    declares: a blob of s.size bytes, or a tensor of that dtype, shape and size.
-    Stored objects always hash to their id (uploads and pushes are verified first)."""
+def _row(io: ObjectIO, path: str, s: SegmentRef, known: ObjectRow | None) -> ObjectRow:
+    """The segment's row, refused unless the stored object decodes to s.size bytes
+    (a tensor segment's dtype and shape must fit that size). The object may be of
+    either encoding: its id is of the bytes only, so a byte segment may use a tensor
+    object and the reverse, as a local commit's dedup does (storage.py). Stored objects
+    always hash to their id (uploads and pushes are verified first)."""
     what = f"{path}: segment {s.id[:12]}"
-    if known is not None and known.kind != ("tensor" if s.tensor is not None else "blob"):
-        raise UsageError(f"{what} is a {known.kind} object, not what the file list says")
-    if s.tensor is None:
-        if known is not None:  # recorded already: its raw size is known
-            raw = known.raw_size
-        else:  # uploaded, not recorded yet: a segment is at most max_upload_mb
-            try:
-                raw = len(io.read_blob(s.id))
-            except (CorruptObject, ValueError) as exc:  # e.g. a tensor object named as bytes
-                raise UsageError(f"{what} is not a byte segment") from exc
-        if raw != s.size:
-            raise UsageError(f"{what} holds {raw} bytes, not {s.size}")
-        return ObjectRow(s.id, "blob", "zstd", s.size, store.size(s.id))
+    if s.tensor is not None:
+        try:
+            fits = dtype_info(s.dtype or "").itemsize * math.prod(s.shape or ()) == s.size
+        except UsageError:
+            fits = False
+        if not fits:
+            raise UsageError(f"{path}: tensor {s.tensor} ({s.dtype}{list(s.shape or ())}) "
+                             f"does not fit its {s.size} bytes")
     try:
-        h = io.header(s.id)
+        # Recorded already: a blob's raw size is known; uploaded, not recorded yet: a
+        # blob is at most max_upload_mb, decoded to find its size.
+        row = io.row(s.id, known.raw_size if known and known.kind != "tensor" else None)
     except (CorruptObject, ValueError) as exc:
-        raise UsageError(f"{what} is not a tensor object") from exc
-    if h.raw_size != s.size or h.dtype != s.dtype or tuple(h.shape) != tuple(s.shape or ()):
-        raise UsageError(f"{path}: tensor {s.tensor} does not match object {s.id[:12]} "
-                         f"({h.dtype}{list(h.shape)}, {h.raw_size} bytes)")
-    return ObjectRow(s.id, "tensor", h.codec, h.raw_size, store.size(s.id), h.ref)
+        raise UsageError(f"{what} is not a readable object") from exc
+    if row.raw_size != s.size:
+        raise UsageError(f"{what} holds {row.raw_size} bytes, not {s.size}")
+    return row

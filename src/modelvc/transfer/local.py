@@ -192,14 +192,12 @@ class LocalEnd:
                 self._rows.popitem(last=False)
 
     def _row(self, oid: str, kind: str, raw_size: int | None) -> ObjectRow:
-        """The row for an object present in the store but not in the database."""
+        """The row for an object present in the store but not in the database
+        (RAW_SIZE: its decoded size, from the manifest)."""
         with self._lock:
             row = self._rows.get(oid)
-        if row is None:
-            if kind == "tensor":
-                row = self.reg.io._tensor_row(oid)
-            else:  # a byte segment's raw size is in the manifest; a HEAD proves presence
-                row = ObjectRow(oid, "blob", "zstd", raw_size or 0, self.reg.store.size(oid))
+        if row is None:  # by the object's own encoding, whatever the segment's kind
+            row = self.reg.io.row(oid, raw_size)
         if kind == "manifest":
             row = ObjectRow(oid, "manifest", row.codec, row.raw_size, row.stored_size)
         return row
