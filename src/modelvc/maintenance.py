@@ -158,12 +158,18 @@ class GcReport:
     kept_young_bytes: int = 0
     grace_seconds: float = 3600.0
     uploads_expired: int = 0  # upload-possession rows deleted (never in a dry run)
+    # Incomplete multipart uploads (S3) older than the grace period: aborted unless a
+    # dry run; the bytes their parts hold.
+    incomplete_uploads: int = 0
+    incomplete_upload_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out = {"dry_run": self.dry_run, "live": self.live, "removed" if not self.dry_run
                else "would_remove": len(self.removable), "bytes": self.removable_bytes,
                "kept_young": self.kept_young, "kept_young_bytes": self.kept_young_bytes,
-               "grace_seconds": self.grace_seconds}
+               "grace_seconds": self.grace_seconds,
+               "incomplete_uploads": self.incomplete_uploads,
+               "incomplete_upload_bytes": self.incomplete_upload_bytes}
         if not self.dry_run:
             out["uploads_expired"] = self.uploads_expired
         return out
@@ -191,7 +197,8 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
     The sweep holds the registry lock exclusively, so no commit is between writing
     its objects and recording them; objects younger than the grace period survive
     anyway (a writer on another host of a shared store). Unless a dry run, upload
-    possession rows older than `upload_ttl` are deleted too (meta/uploads.py).
+    possession rows older than `upload_ttl` are deleted too (meta/uploads.py), and
+    incomplete multipart uploads (S3) started before the grace period are aborted.
     `progress(done, total)`: objects looked at, then objects deleted."""
     tick = progress or (lambda done, total: None)
     check_grace(grace_seconds)
@@ -219,16 +226,35 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
             meta.delete_objects([r for r in dead_rows if r in removable])
             for i, key in enumerate(report.removable, 1):
                 io.store.delete(key)
+                io.forget(key)  # it may be stored again, encoded otherwise
                 tick(i, len(report.removable))
             cleanup = getattr(io.store, "cleanup_temp", None)
             if cleanup is not None:
                 cleanup(grace_seconds)
             report.uploads_expired = meta.expire_uploads(datetime.now(UTC) - upload_ttl)
+        _sweep_incomplete_uploads(io.store, report, cutoff)
+        if not dry_run:
             meta.append_audit(AuditEntry(
                 actor=actor, action="gc", target="objects",
                 after={"removed": len(report.removable), "bytes": report.removable_bytes,
-                       "uploads_expired": report.uploads_expired}))
+                       "uploads_expired": report.uploads_expired,
+                       "incomplete_uploads": report.incomplete_uploads}))
     return report
+
+
+def _sweep_incomplete_uploads(store: Any, report: GcReport, cutoff: float) -> None:
+    """Count (and unless a dry run, abort) multipart uploads started before CUTOFF:
+    a failed push left them, and they hold storage no object listing shows."""
+    listing = getattr(store, "incomplete_uploads", None)
+    if listing is None:
+        return
+    for upload in listing():
+        if upload.initiated > cutoff:  # perhaps a writer on another host, uploading now
+            continue
+        report.incomplete_uploads += 1
+        report.incomplete_upload_bytes += store.upload_bytes(upload)
+        if not report.dry_run:
+            store.abort_upload(upload)
 
 
 def delete_version(lay: Layout, meta: MetaStore, io: ObjectIO, v: VersionRow, *, actor: str,

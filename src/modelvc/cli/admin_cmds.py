@@ -125,7 +125,12 @@ def gc(ctx: Ctx, apply: bool, grace: float, as_json: bool) -> None:
                        f"({human_bytes(r.kept_young_bytes)}) written in the last "
                        f"{_span(r.grace_seconds)} (the grace period, for commits in progress); "
                        "`--grace 0` reclaims them when nothing else is writing")
-        if not apply and r.removable:
+        if r.incomplete_uploads:
+            held = human_bytes(r.incomplete_upload_bytes)
+            click.echo(f"{'aborted' if apply else 'would abort'} {r.incomplete_uploads} "
+                       f"incomplete S3 multipart uploads ({held}) started before the grace "
+                       "period (left by failed pushes or commits)")
+        if not apply and (r.removable or r.incomplete_uploads):
             click.echo("dry run: pass --apply to remove them")
 
     emit(as_json, r, human)

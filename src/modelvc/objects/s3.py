@@ -6,7 +6,8 @@ boto3 is imported lazily: the core install does not depend on it. Write-once use
 conditional put (If-None-Match: *), so of two writers racing on one key exactly one
 stores it and the other gets False. Multipart uploads (above 64 MiB) cannot carry that
 condition portably, so they check `has` first; a race there is harmless since both
-writers upload identical content under a content id.
+writers upload identical content under a content id. A failed multipart upload is
+aborted, and gc aborts incomplete ones older than its grace period (s3_multipart).
 
 `put_many` packs small objects into one S3 object each (`s3_packs`). Reads look a key
 up in the in-memory pack map first, then as an individual object, and on a miss refresh
@@ -48,6 +49,7 @@ from ._s3util import (
     remaining,
 )
 from .base import ObjectInfo, check_key
+from .s3_multipart import MultipartMixin
 from .s3_packs import (
     MEMBER_MAX,
     PACK_CACHE,
@@ -75,11 +77,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MiB = 1 << 20
 MULTIPART_THRESHOLD = 64 * MiB
-PART_SIZE = 16 * MiB
 HEAD_THREADS = 16
 
 
-class S3Store:
+class S3Store(MultipartMixin):
     # Requests dominate: a commit holds its small objects for one put_many of packs
     # (ObjectIO.batched) instead of a HEAD and a PUT each.
     batched_writes = True
@@ -133,6 +134,7 @@ class S3Store:
         self._refresh_lock = threading.Lock()
         self._refreshed = -float("inf")  # time.monotonic() of the last refresh's listing
         self._strays: dict[str, float] = {}  # tombstones of packs not listed -> mtime
+        self.sleep = time.sleep
         self.endpoint = str(getattr(client.meta, "endpoint_url", None) or endpoint_url)
 
     def __repr__(self) -> str:
@@ -206,15 +208,7 @@ class S3Store:
             return self.put(key, src.read())
         if self.has(key):
             return False
-        from boto3.s3.transfer import TransferConfig
-
-        config = TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD,
-            multipart_chunksize=PART_SIZE,
-            max_concurrency=4,
-        )
-        with self._translated(key, "write"):
-            self._client.upload_fileobj(src, self.bucket, self.object_key(key), Config=config)
+        self._multipart(key, self.object_key(key), src)  # aborted if it fails
         return True
 
     def replace(self, key: str, data: bytes) -> None:
