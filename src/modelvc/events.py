@@ -117,11 +117,17 @@ class Events:
         return self.meta.delivery_log(webhook_id)
 
     def pending(self, hook: Webhook) -> int:
+        """Events waiting for HOOK now (its cursor re-read: the object may be stale, as
+        over a server, where the answer is the server's)."""
+        now = next((h for h in self.meta.list_webhooks() if h.id == hook.id), hook)
+        return self._pending(now)
+
+    def _pending(self, hook: Webhook) -> int:
         return sum(1 for e in self.meta.audit_entries(after_id=hook.cursor) if wants(hook, e))
 
     def status(self) -> list[WebhookStatus]:
         """Each active webhook with the number of events waiting for it."""
-        return [WebhookStatus(h, self.pending(h)) for h in self.hooks()]
+        return [WebhookStatus(h, self._pending(h)) for h in self.hooks()]
 
     # ---- delivery
     def after_mutation(self) -> None:
@@ -151,7 +157,7 @@ class Events:
             self._pass(report, max(deadline, time.monotonic() + TIMEOUT), due_only=not first)
             first = False
             report.pending = {h.id: n for h in self.meta.list_webhooks()
-                              if (n := self.pending(h))}
+                              if (n := self._pending(h))}
             now = time.monotonic()
             if not report.pending or now >= deadline:
                 return report.frozen()

@@ -25,6 +25,7 @@ def _folder(tmp: Path, seed: int = 0, base: dict[str, np.ndarray] | None = None
     return d, tensors
 
 
+@pytest.mark.verbs("commit", "resolve", "models", "versions", "log", "manifest")
 def test_commit_resolve_log(api: Any, model: str, tmp_path: Path) -> None:
     d, _ = _folder(tmp_path)
     v1 = api.commit(d, model=model, message="first", params={"lr": 0.1}, metrics={"acc": 0.5})
@@ -47,6 +48,7 @@ def test_commit_resolve_log(api: Any, model: str, tmp_path: Path) -> None:
         api.resolve(f"{model}@nope")
 
 
+@pytest.mark.verbs("commit")
 def test_fine_tune_commit_sends_only_missing_segments(api: Any, model: str, tmp_path: Path,
                                                       is_remote: bool) -> None:
     d, base = _folder(tmp_path)
@@ -66,6 +68,7 @@ def test_fine_tune_commit_sends_only_missing_segments(api: Any, model: str, tmp_
         assert api.last_upload_bytes == 0
 
 
+@pytest.mark.verbs("create_branch", "tag", "refs", "delete_ref", "history")
 def test_branches_and_tags(api: Any, model: str, tmp_path: Path) -> None:
     d, _ = _folder(tmp_path)
     v1 = api.commit(d, model=model)
@@ -74,17 +77,18 @@ def test_branches_and_tags(api: Any, model: str, tmp_path: Path) -> None:
     api.tag(f"{model}@v1", "release-1")
     kinds = {(r.name, r.kind) for r in api.refs(model)}
     assert kinds == {("main", "branch"), ("exp", "branch"), ("release-1", "tag")}
-    assert [r.name for r in api.refs(model, "tag")] == ["release-1"]
+    assert [r.name for r in api.refs(model, kind="tag")] == ["release-1"]
     with pytest.raises(AlreadyExists):
         api.create_branch(model, "exp")
     with pytest.raises(Conflict):
         api.delete_ref(model, "release-1")
     api.delete_ref(model, "exp", reason="done")
     assert {r.name for r in api.refs(model) if r.version_id} == {"main", "release-1"}
-    moves = api.history(model, "exp")
+    moves = api.history(model, name="exp")
     assert [m.action for m in moves] == ["create", "delete"] and moves[-1].actor == ACTOR
 
 
+@pytest.mark.verbs("promote", "rollback", "history", "at")
 def test_promote_rollback_history_at(api: Any, model: str, tmp_path: Path) -> None:
     d, base = _folder(tmp_path)
     v1 = api.commit(d, model=model)
@@ -98,15 +102,16 @@ def test_promote_rollback_history_at(api: Any, model: str, tmp_path: Path) -> No
         api.promote(f"{model}@v1", "production", expected=v1.id)
     back = api.rollback(model, "production", reason="bad")
     assert back.version_id == v1.id
-    hist = api.history(model, "production")
+    hist = api.history(model, name="production")
     assert [m.action for m in hist] == ["promote", "promote", "rollback"]
     assert {m.actor for m in hist} == {ACTOR}
-    assert api.at(model, "production", between) == v1
-    assert api.at(model, "production", datetime(2000, 1, 1, tzinfo=UTC)) is None
+    assert api.at(model, "production", when=between) == v1
+    assert api.at(model, "production", when=datetime(2000, 1, 1, tzinfo=UTC)) is None
     api.rollback(model, "production", to=f"{model}@v2")
     assert api.resolve(f"{model}@production").id == v2.id
 
 
+@pytest.mark.verbs("checkout", "load")
 def test_checkout_bit_exact_and_load(api: Any, model: str, tmp_path: Path) -> None:
     d, tensors = _folder(tmp_path)
     (d / "sub").mkdir()
@@ -131,6 +136,7 @@ def test_checkout_bit_exact_and_load(api: Any, model: str, tmp_path: Path) -> No
         np.testing.assert_array_equal(loaded[k], v)
 
 
+@pytest.mark.verbs("diff", "stats", "verify")
 def test_diff_stats_verify(api: Any, model: str, tmp_path: Path) -> None:
     d, base = _folder(tmp_path)
     api.commit(d, model=model, metrics={"acc": 0.5})
@@ -141,12 +147,13 @@ def test_diff_stats_verify(api: Any, model: str, tmp_path: Path) -> None:
                                               "head.weight"}
     assert diff.files_changed == ["config.json", "model.safetensors"]
     assert [(c.key, c.old, c.new) for c in diff.metrics] == [("acc", 0.5, 0.6)]
-    stats = api.stats(model)
+    stats = api.stats(model=model)
     assert len(stats["models"][model]["versions"]) == 2
     report = api.verify()
     assert report.corrupt == {} and report.checked > 0
 
 
+@pytest.mark.verbs("delete", "gc", "audit", "verify_audit")
 def test_delete_gc_and_audit(api: Any, model: str, tmp_path: Path) -> None:
     d, base = _folder(tmp_path)
     v1 = api.commit(d, model=model)
@@ -167,6 +174,7 @@ def test_delete_gc_and_audit(api: Any, model: str, tmp_path: Path) -> None:
     assert api.verify_audit() == []
 
 
+@pytest.mark.verbs("commit", "versions")
 def test_commit_with_a_taken_tag_records_nothing(api: Any, model: str, tmp_path: Path) -> None:
     """Issue 11.3: a commit whose tag exists fails before anything is recorded."""
     d, _ = _folder(tmp_path)
