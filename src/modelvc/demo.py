@@ -74,19 +74,15 @@ models:
 
 def _apply_policy(reg: Registry) -> None:
     """Protect canary and production: a version reaches them only through passed gates."""
-    from .gates.policy import parse_policy
-
-    reg.governance.apply_policy(parse_policy(POLICY, "demo-policy.yaml"), "demo")
+    reg.gates.apply_policy(POLICY, source="demo-policy.yaml", actor="demo")
 
 
 def _gate(reg: Registry, ref: str, say: Say) -> bool:
     """Run the recorded gates of both channels (the gateway later promotes the canary to
     production by itself, which the policy allows only for a version that passed them)."""
-    from .gates.run import run_gates
-
     ok = True
     for channel in ("canary", "production"):
-        report = run_gates(reg, ref, channel, actor="demo")
+        report = reg.gates.run(ref, channel=channel, actor="demo")
         ok = ok and report.passed
     acc = float(reg.resolve(ref).metrics.get("accuracy", 0.0))
     say(f"   gates (accuracy >= {GATE_ACCURACY}, no pickles), recorded: {acc:.3f} "
@@ -138,7 +134,7 @@ def _train(data: tuple[Any, ...], hidden: tuple[int, ...], epochs: int) -> tuple
 
 def _story(reg: Registry, root: Path, data: tuple[Any, ...], say: Say, t0: float
            ) -> dict[str, Any]:
-    from .serving.canary import Policy
+    from .canary import Policy
     from .serving.config import CanaryConfig, ModelConfig, ServeConfig
     from .serving.loadgen import Traffic
     from .serving.runner import BackgroundServer, free_port

@@ -15,7 +15,10 @@ from typing import Any
 
 import blake3
 
+from .canonical import canonical_json
 from .errors import CorruptObject
+
+__all__ = ["FileEntry", "Manifest", "SegmentRef", "canonical_json"]
 
 MANIFEST_FORMAT = "modelvc.manifest/1"
 
@@ -144,5 +147,3 @@ class Manifest:
             raise CorruptObject(f"malformed manifest: {exc}") from exc
 
 
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from . import layout as _layout
+from .api.openers import OPENERS
 from .api.types import UNSET, Unset
 from .errors import (
     AlreadyExists,
@@ -257,10 +258,10 @@ class Registry(_ReadOps):
         An http(s):// URL opens a `modelvc server` (token: `token` or $MODELVC_TOKEN) as a
         modelvc.remote.RemoteRegistry. Both implement modelvc.api.RegistryAPI."""
         url = os.environ.get("MODELVC_REGISTRY", "") if location is None else str(location)
-        if isinstance(location, str | None) and url.startswith(("http://", "https://")):
-            from .remote import RemoteRegistry
-
-            return RemoteRegistry(url, token=token)
+        if isinstance(location, str | None):
+            for prefix, opener in OPENERS.items():  # http(s): registered by modelvc/__init__
+                if url.startswith(prefix):
+                    return opener(url, token)
         return cls.open_local(location)
 
     @classmethod

@@ -132,8 +132,8 @@ class LocalGates:
 
     def run(self, ref: str, *, channel: str, policy: str | None = None,
             data: str | None = None, actor: str | None = None) -> GateReport:
+        from .gate_runs import run_gates
         from .gates.policy import parse_policy
-        from .gates.run import run_gates
 
         pol = parse_policy(policy, "<policy given to the run>") if policy is not None else None
         return run_gates(self._reg, ref, channel, policy=pol, data=data, actor=actor)
@@ -142,7 +142,7 @@ class LocalGates:
         return self._reg.meta.gate_runs(self._reg.resolve(ref).id, channel)
 
     def report(self, ref: str, *, run_id: int) -> dict[str, Any]:
-        from .gates.run import read_report
+        from .gate_runs import read_report
 
         v = self._reg.resolve(ref)
         run = next((r for r in self._reg.meta.gate_runs(v.id) if r.id == run_id), None)

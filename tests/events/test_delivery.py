@@ -163,7 +163,7 @@ def test_gate_results_are_events(reg: Registry, tmp_path: Path, receiver: Receiv
     v1, _ = two_versions(reg, tmp_path)
     reg.events.add(receiver.url, secret=SECRET, events=["gate"], actor="ops")
     for passed in (False, True):
-        # As gates/run.py records a run: the row and its audit entry, then the hook.
+        # As gate_runs.py records a run: the row and its audit entry, then the hook.
         reg.meta.record_gate_run(
             version_id=v1, channel="production", policy_digest="0" * 64, passed=passed,
             report_id="1" * 64, summary={"passed": passed}, actor="ci",

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from modelvc.canary import Policy
 from modelvc.fleet.controller import Controller
 from modelvc.registry import Registry
-from modelvc.serving.canary import Policy
 from modelvc.serving.loadgen import Tally, Traffic
 from tests.serving.conftest import Digits
 

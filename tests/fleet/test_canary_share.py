@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modelvc.canary import Policy
 from modelvc.fleet.controller import Controller, Outcome
 from modelvc.registry import Registry
-from modelvc.serving.canary import Policy
 from tests.serving.conftest import Digits, commit_onnx
 
 from .fleet_helpers import GatewayProcess, Load, WatchProcess, get_json, wait_for

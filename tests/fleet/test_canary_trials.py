@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from modelvc.canary import Policy
 from modelvc.fleet.controller import Controller, Outcome
 from modelvc.registry import Registry
-from modelvc.serving.canary import Policy
 from modelvc.serving.loadgen import Traffic
 from tests.serving.conftest import Digits, commit_onnx
 from tests.serving.predictors import CONSTANT

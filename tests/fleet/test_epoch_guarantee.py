@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from modelvc.fleet.agent import FleetAgent
+from modelvc.canary import Policy
 from modelvc.fleet.controller import Controller, Outcome
 from modelvc.registry import Registry
-from modelvc.serving.canary import Policy
 from modelvc.serving.config import load_config
+from modelvc.serving.fleet_agent import FleetAgent
 from modelvc.serving.runner import BackgroundServer, free_port
 from modelvc.serving.served import ServedModel
 from tests.serving.conftest import Digits
@@ -66,7 +66,7 @@ def vid(reg: Registry, number: int) -> str:
 
 
 def share_key(percent: float) -> str:
-    from modelvc.serving.canary import route_to_canary
+    from modelvc.canary import route_to_canary
 
     return next(k for k in (f"user-{i}" for i in range(1000)) if route_to_canary(percent, k))
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelvc.fleet.controller import Controller, Outcome
+from modelvc.fleet.watch import Watcher
 from modelvc.registry import Registry
 from tests.serving.conftest import Digits, commit_onnx
 
@@ -33,7 +34,7 @@ def test_channel_moves_drive_the_fleet(fleet_reg: Registry, start_gateways: Star
     outcomes: list[Outcome] = []
     with Controller(fleet_reg) as c:
         c.create("d", "digits", "production", selector={"app": "digits"})
-        w = c.watch("d", safety=0.2, on_outcome=outcomes.append)
+        w = Watcher(c, "d", safety=0.2, on_outcome=outcomes.append)
         thread = w.start()
         try:
             wait_for(lambda: len(outcomes) == 1, "the watcher to adopt the channel")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modelvc.errors import GateNotPassed, PermissionDenied, UsageError
-from modelvc.gates.run import run_gates
+from modelvc.gate_runs import run_gates
 from modelvc.registry import Registry
 
 from .conftest import POLICY, apply, commit

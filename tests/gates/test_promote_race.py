@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from modelvc.errors import Conflict, GateNotPassed
+from modelvc.gate_runs import run_gates
 from modelvc.gates.authority import Authority, Clearance
-from modelvc.gates.run import run_gates
 from modelvc.meta.api import VersionRow
 from modelvc.registry import Registry
 

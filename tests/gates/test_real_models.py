@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelvc.gate_runs import read_report, run_gates
 from modelvc.gates.policy import parse_policy
-from modelvc.gates.run import read_report, run_gates
 from modelvc.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]

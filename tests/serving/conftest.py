@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelvc.canary import Clock
 from modelvc.registry import Registry
-from modelvc.serving.canary import Clock
 from modelvc.serving.config import ModelConfig, ServeConfig, load_config
 from modelvc.serving.runner import BackgroundServer, free_port
 

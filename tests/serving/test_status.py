@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelvc.registry import Registry
-from modelvc.serving.canary import (
+from modelvc.canary import (
     MAX_LABELS,
     OTHER,
     TOP_LABELS,
@@ -23,6 +22,7 @@ from modelvc.serving.canary import (
     comparable,
     decide,
 )
+from modelvc.registry import Registry
 
 from .conftest import Digits, Start, commit_onnx
 from .helpers import Caller, ManualClock, get_json, status, wait_for

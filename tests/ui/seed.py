@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelvc.gate_runs import run_gates
 from modelvc.gates.policy import parse_policy
-from modelvc.gates.run import run_gates
 from modelvc.registry import Registry
 from modelvc.signing.ops import create_key, sign_version
 from tests.conftest import write_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import Progress, emit, human_bytes
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import emit
 
 
@@ -24,8 +24,8 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def _controller(ctx: Ctx, stage_timeout: float = 60.0, batch: int = 1,
                 canary: dict[str, Any] | None = None, strategy: str | None = None) -> Any:
+    from ..canary import Policy
     from ..fleet.controller import Controller
-    from ..serving.canary import Policy
 
     canary = dict(canary or {})
     replicas, share = canary.pop("canary_replicas", 1), canary.pop("canary_share", None)
@@ -195,7 +195,9 @@ def watch(ctx: Ctx, /, name: str, poll: float, stage_timeout: float, batch: int,
 
     with _controller(ctx, stage_timeout, batch, _canary(kw), strategy) as c:
         c.strategy_for(c.meta.get_deployment(name))  # NotFound, or a bad override, now
-        w = c.watch(name, poll=poll, on_skip=skipped,
+        from ..fleet.watch import Watcher
+
+        w = Watcher(c, name, poll=poll, on_skip=skipped,
                     on_outcome=lambda out: _line(as_json, out, stream=True))
         click.echo(f"watching {name} (Ctrl-C stops)", err=True)
         try:

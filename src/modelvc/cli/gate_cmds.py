@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import emit, when
 
 if TYPE_CHECKING:

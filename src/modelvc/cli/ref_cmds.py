@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import click
 
 from ..errors import UsageError
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import emit, when
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import emit_line
 
 

@@ -8,7 +8,7 @@ import os
 import click
 
 from ..errors import RegistryNotFound, UsageError
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import emit_line
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import emit, when
 
 DEFAULT_KEY_DIR = Path("~/.config/modelvc/keys")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import click
 
 from ..errors import UsageError
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import emit, when
 
 _SPAN = re.compile(r"^([0-9]+)([smhdw])$")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import Progress, emit, human_bytes
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import webbrowser
 import click
 
 from ..errors import UsageError
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 
 
 def _free_port(host: str) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import Progress, columns, emit, human_bytes, show_value, when
 
 

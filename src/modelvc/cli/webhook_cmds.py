@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .main import Ctx, json_option
+from .context import Ctx, json_option
 from .output import emit, when
 
 

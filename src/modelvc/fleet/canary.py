@@ -1,4 +1,4 @@
-"""Judging a fleet canary with the gateway's own policy (modelvc.serving.canary).
+"""Judging a fleet canary with the gateway's own policy (modelvc.canary).
 
 Gateways keep per-version counts in time slots and expose their summary in
 /modelvc/status (requests, errors, p95, feedback and correct answers, the most
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.types import Deployment
-from ..serving.canary import Decision, Evidence, Policy, comparable, decide
+from ..canary import Decision, Evidence, Policy, comparable, decide
 
 log = logging.getLogger("modelvc.fleet")
 

@@ -42,11 +42,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.types import Deployment, Replica
+from ..canary import Decision, Policy
 from ..errors import NotFound, UsageError
 from ..meta.fleet import REPLICA_CHANNEL
 from ..meta.rows import now
 from ..registry import Registry
-from ..serving.canary import Decision, Policy
 from . import refusals
 from .canary import GatewayStats, judge, read_stats, share_of
 from .notify import Listener, is_postgres
@@ -165,12 +165,6 @@ class Controller:
         """Switch the fleet to `vid` without moving the channel (it already names `vid`,
         at `revision`: the path of `modelvc deploy watch`)."""
         return self._run(d, vid, None, revision=revision)
-
-    def watch(self, name: str, **kw: Any) -> Any:
-        """A Watcher (modelvc.fleet.watch): channel moves drive deployment `name`."""
-        from .watch import Watcher
-
-        return Watcher(self, name, **kw)
 
     def strategy_for(self, d: Deployment) -> str:
         """This run's strategy: the deployment's, or the controller's override. Only

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..api import RegistryAPI
     from ..manifest import Manifest
     from ..meta.api import VersionRow
-    from ..registry import Registry
 
 
 @dataclass
 class RunContext:
-    reg: Registry
+    reg: RegistryAPI
     version: VersionRow
     manifest: Manifest
     channel: str

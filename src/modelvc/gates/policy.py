@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import blake3
 import yaml
 
+from ..canonical import canonical_json
 from ..errors import InvalidName, InvalidPolicy, PathNotFound
-from ..manifest import canonical_json
 from ..names import check_name, check_ref_name
 from .expr import BASELINE_WORDS, Expr, ExprError, parse
 

@@ -30,7 +30,7 @@ GENESIS = "0" * 64
 
 def entry_hash(prev: str, at: datetime, e: AuditEntry | AuditRow) -> str:
     """BLAKE3 over the previous hash and the entry's canonical JSON."""
-    from ..manifest import canonical_json
+    from ..canonical import canonical_json
 
     body = {"at": utc(at).isoformat(timespec="microseconds"), "actor": e.actor,
             "action": e.action, "model": e.model, "target": e.target, "before": e.before,

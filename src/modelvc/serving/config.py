@@ -36,9 +36,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..canary import Policy
 from ..errors import UsageError
 from ..names import check_name
-from .canary import Policy
 from .runtimes import Trust
 
 TOKEN_ENV = "MODELVC_SERVE_TOKEN"

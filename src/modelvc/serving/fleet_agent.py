@@ -46,14 +46,14 @@ from typing import Any, TypeVar
 
 from ..api.types import Deployment, Replica
 from ..errors import UsageError
+from ..fleet.canary import share_live, share_of
+from ..fleet.notify import Listener, is_postgres, with_net_timeouts
 from ..meta.fleet import DEPLOY_CHANNEL
 from ..meta.store import MetaStore
-from ..serving.config import FleetConfig
-from ..serving.gateway import Gateway, NotReady
-from ..serving.served import FleetShare, ServedModel
-from ..serving.swap import Loaded
-from .canary import share_live, share_of
-from .notify import Listener, is_postgres, with_net_timeouts
+from .config import FleetConfig
+from .gateway import Gateway, NotReady
+from .served import FleetShare, ServedModel
+from .swap import Loaded
 
 log = logging.getLogger("modelvc.fleet")
 T = TypeVar("T")

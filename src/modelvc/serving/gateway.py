@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..canary import Clock, decide, route_to_canary
 from ..errors import GateNotPassed, ModelvcError, NotFound, PermissionDenied
 from ..meta.api import VersionRow
 from ..registry import Registry
-from .canary import Clock, decide, route_to_canary
 from .config import ServeConfig
 from .identity import DEFAULT_ACTOR, Identity
 from .metrics import Metrics

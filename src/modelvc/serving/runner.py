@@ -11,9 +11,9 @@ from types import TracebackType
 
 import uvicorn
 
+from ..canary import Clock
 from ..registry import Registry
 from .app import build_app
-from .canary import Clock
 from .config import ServeConfig
 from .gateway import Gateway
 
@@ -33,7 +33,7 @@ def make_gateway(reg: Registry, cfg: ServeConfig, workdir: Path | None = None,
                  clock: Clock = time.monotonic) -> Gateway:
     gw = Gateway(reg, cfg, workdir=workdir, clock=clock)
     if cfg.fleet is not None:
-        from ..fleet.agent import FleetAgent
+        from .fleet_agent import FleetAgent
 
         gw.agent = FleetAgent(gw, cfg.fleet)
     return gw

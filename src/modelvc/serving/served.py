@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from ..canary import Clock, Decision, Window, slot_seconds
 from ..errors import NotFound
 from ..meta.api import VersionRow
-from .canary import Clock, Decision, Window, slot_seconds
 from .config import ModelConfig
 from .swap import Follower, Loaded, Pool
 

@@ -1,0 +1,188 @@
+"""The layering contract: modelvc's modules in layers, imports point down only.
+
+LAYERS is the contract, top layer first; a module belongs to the longest entry that
+names it (`server/wire.py` before `server/`). A module may import its own layer and
+the layers below, never one above; imports under `if TYPE_CHECKING:` and inside
+functions count too (a type is a dependency). Two modules of one package may not
+import each other at run time (no cycles such as fleet.controller <-> fleet.watch; a
+type-only import back to the owner of a callback is not one).
+
+The picture in docs/architecture.md ("Layers") is `render()` of this contract:
+`python -m tests.test_layers` prints it, and test_docs_picture fails when they differ.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).parents[1] / "src" / "modelvc"
+DOC = Path(__file__).parents[1] / "docs" / "architecture.md"
+
+# (entry, what it holds), top layer first.
+LAYERS: list[list[tuple[str, str]]] = [
+    [("cli/", "click commands (heavy imports inside commands)"),
+     ("demo.py", "`modelvc demo`")],
+    [("server/", "FastAPI: /api/v1 (the Registry API), /api/v1/objects, HF Hub, /ui"),
+     ("ui/", "web UI (Starlette + Jinja2) on the Registry API: `modelvc ui`, /ui"),
+     ("serving/", "OIP v2 gateway: runtimes, hot swap, canary/shadow, metrics, fleet agent")],
+    [("fleet/", "deployments: rollout controller (stage/flip/abort by epoch), watch, judge"),
+     ("canary.py", "canary statistics and verdicts, for a gateway and for a fleet")],
+    [("transfer/", "push, pull, clone"),
+     ("remote.py", "RemoteRegistry: the Registry API over HTTP"),
+     ("remote_areas.py", "its keys, signatures, gates, tokens, roles, deployments")],
+    [("registry.py", "Registry: the embedded registry; Registry.open(path or URL)"),
+     ("registry_areas.py", "its keys, signatures, gates, tokens, roles, deployments"),
+     ("gate_runs.py", "run a channel's gates on a version and record the run")],
+    [("gates/", "policy, checks, authority"), ("signing/", "keys, bundles, trust"),
+     ("events.py", "webhook delivery"), ("webhooks.py", "webhook wire format")],
+    [("api/", "RegistryAPI: the Protocol every front end uses (docs/api.md)")],
+    [("ingest/", "record a version, move refs, amend a manifest"),
+     ("commit.py", "files -> stored segments"), ("checkout.py", "segments -> files"),
+     ("diff.py", "what changed"), ("maintenance.py", "verify, gc, delete")],
+    [("storage.py", "ObjectIO: tensors/blobs on a store; dedup, delta chains, verified reads"),
+     ("pipeline.py", "bounded windows of work"),
+     ("manifest.py", "a version: files -> ordered segments -> object ids"),
+     ("formats/", "plan_file(): safetensors, ONNX, pickles (opaque), other files"),
+     ("lineage.py", "git, data fingerprints, environment")],
+    [("codec/", "byte planes + zstd; order-preserving deltas; extrapolation; casts"),
+     ("objects/", "LocalStore, MemoryStore, S3Store (one protocol)"),
+     ("meta/", "MetaStore (SQLAlchemy Core), migrations")],
+    [("errors.py", "one typed error tree: message, hint, exit code, HTTP status"),
+     ("layout.py", "the .modelvc folder, config, format version, the gc lock"),
+     ("api/types.py", "the API's result dataclasses"),
+     ("names.py", "names and refs"), ("canonical.py", "canonical JSON"),
+     ("atomic.py", "atomic file writes"),
+     ("server/wire.py", "JSON <-> dataclasses (pure; used by both ends)")],
+]
+
+
+def _key(entry: str) -> tuple[str, ...]:
+    return tuple(entry.removesuffix("/").removesuffix(".py").split("/"))
+
+
+def layer_of(module: str) -> tuple[int, str] | None:
+    """(layer index, entry) of a dotted module name (modelvc.x.y), longest entry wins."""
+    parts = tuple(module.split(".")[1:])
+    best: tuple[int, int, str] | None = None
+    for i, layer in enumerate(LAYERS):
+        for entry, _ in layer:
+            k = _key(entry)
+            if parts[:len(k)] == k and (best is None or len(k) > best[1]):
+                best = (i, len(k), entry)
+    return (best[0], best[2]) if best else None
+
+
+def _modules(root: Path) -> dict[str, Path]:
+    out = {}
+    for p in root.rglob("*.py"):
+        parts = list(p.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = p
+    return out
+
+
+def _type_only(tree: ast.AST) -> set[int]:
+    """ids of the import nodes under `if TYPE_CHECKING:`."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and \
+                node.test.id == "TYPE_CHECKING":
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def imports(root: Path) -> list[tuple[str, int, str, bool]]:
+    """(module, line, imported module, type only) for every modelvc import under ROOT."""
+    out = []
+    for mod, path in _modules(root).items():
+        pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = _type_only(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = pkg.split(".")[:len(pkg.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("modelvc."):
+                    out.append((mod, node.lineno, name, id(node) in typing_only))
+    return out
+
+
+def violations(root: Path) -> list[str]:
+    mods = _modules(root)
+    found = []
+    for mod in mods:
+        if mod != "modelvc" and layer_of(mod) is None:
+            found.append(f"{mod}: in no layer of the contract")
+    edges: set[tuple[str, str]] = set()
+    for mod, line, target, type_only in imports(root):
+        if mod == "modelvc":  # the package root wires the layers together (lazily)
+            continue
+        while target not in mods and "." in target:  # `from .x import Name` -> .x
+            target = target.rpartition(".")[0]
+        src, dst = layer_of(mod), layer_of(target)
+        if src is None or dst is None:
+            continue
+        if dst[0] < src[0]:
+            found.append(f"{mod}:{line} ({src[1]}) imports {target} ({dst[1]}), a higher "
+                         f"layer")
+        if mod.rpartition(".")[0] == target.rpartition(".")[0] and mod != target and \
+                not type_only:
+            edges.add((mod, target))
+    for a, b in sorted(edges):
+        if a < b and (b, a) in edges:
+            found.append(f"{a} and {b} import each other")
+    return sorted(set(found))
+
+
+def render() -> str:
+    """The picture: one block per layer, top first, blank lines between layers."""
+    width = max(len(e) for layer in LAYERS for e, _ in layer)
+    blocks = ["\n".join(f"{e:<{width}}  {what}" for e, what in layer) for layer in LAYERS]
+    return "\n\n".join(blocks)
+
+
+def _doc_picture() -> str:
+    text = DOC.read_text(encoding="utf-8")
+    section = text.split("## Layers", 1)[1]
+    return section.split("```", 2)[1].strip("\n")
+
+
+def test_the_layers_hold() -> None:
+    assert violations(SRC) == []
+
+
+def test_a_planted_upward_import_fails(tmp_path: Path) -> None:
+    copy = tmp_path / "src" / "modelvc"
+    shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    assert violations(copy) == []
+    with (copy / "errors.py").open("a") as f:
+        f.write("\nfrom .cli import main  # planted\n")
+    with (copy / "fleet" / "watch.py").open("a") as f:
+        f.write("\nfrom ..serving import gateway  # planted\n")
+    got = violations(copy)
+    assert any(v.startswith("modelvc.errors:") and "modelvc.cli.main" in v for v in got), got
+    assert any(v.startswith("modelvc.fleet.watch:") and "serving" in v for v in got), got
+    (copy / "stray.py").write_text("x = 1\n")
+    assert "modelvc.stray: in no layer of the contract" in violations(copy)
+
+
+def test_docs_picture_is_the_contract() -> None:
+    assert _doc_picture() == render(), (
+        "docs/architecture.md's Layers picture differs from tests/test_layers.py "
+        "LAYERS; paste `python -m tests.test_layers`:\n" + render())
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render() + "\n")
