@@ -35,6 +35,7 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("remote_areas.py", "its keys, signatures, gates, tokens, roles, deployments")],
     [("registry.py", "Registry: the embedded registry; Registry.open(path or URL)"),
      ("registry_areas.py", "its keys, signatures, gates, tokens, roles, deployments"),
+     ("registry_host.py", "what a hosting process (server, gateway) asks of it"),
      ("gate_runs.py", "run a channel's gates on a version and record the run")],
     [("gates/", "policy, checks, authority"), ("signing/", "keys, bundles, trust"),
      ("events.py", "webhook delivery"), ("webhooks.py", "webhook wire format")],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -42,6 +42,7 @@ from .meta.store import MetaStore
 from .names import check_name, check_ref_name, is_hex_prefix, parse_ref
 from .objects import open_store
 from .objects.base import ObjectStore, flush
+from .registry_host import HostOps
 
 if TYPE_CHECKING:  # imported on first use: commands that only read metadata (log, refs,
     # history) never load numpy and the codecs, nor gates or signing: the CLI starts faster
@@ -145,12 +146,16 @@ class _ReadOps:
         return maintenance.verify(self.meta, self.io, progress=progress)
 
     def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0,
-           progress: Callable[[int, int], None] | None = None) -> GcReport:
+           progress: Callable[[int, int], None] | None = None, actor: str | None = None,
+           upload_ttl: timedelta | None = None) -> GcReport:
+        """Mark and sweep. `upload_ttl` (the server's): how long upload records count
+        as proof of holding an object; older ones are expired too."""
         from . import maintenance
 
+        extra = {"upload_ttl": upload_ttl} if upload_ttl is not None else {}
         return maintenance.gc(self.layout, self.meta, self.io, dry_run=dry_run,
-                              grace_seconds=grace_seconds, actor=default_author(),
-                              progress=progress)
+                              grace_seconds=grace_seconds, actor=actor or default_author(),
+                              progress=progress, **extra)
 
     def audit(self, *, model: str | None = None, channel: str | None = None,
               actor: str | None = None, action: str | None = None,
@@ -174,7 +179,7 @@ class _ReadOps:
                                           actor=actor or default_author(), reason=reason)
 
 
-class Registry(_ReadOps):
+class Registry(_ReadOps, HostOps):
     """A model registry: versions, branches, channels, tags, and their history."""
 
     def __init__(self, lay: _layout.Layout, meta: MetaStore, store: ObjectStore) -> None:
@@ -510,7 +515,8 @@ class Registry(_ReadOps):
         return [m.name for m in self.meta.list_models()]
 
     def versions(self, model: str) -> list[Version]:
-        """Newest first."""
+        """Newest first. ModelNotFound for an unknown model (as over a server)."""
+        self.meta.get_model(model)
         return self.meta.list_versions(model)
 
     def log(self, ref: str) -> list[Version]:

@@ -44,6 +44,8 @@ def test_commit_resolve_log(api: Any, model: str, tmp_path: Path) -> None:
                                                                  "model.safetensors"]
     with pytest.raises(ModelNotFound):
         api.resolve("no-such-model")
+    with pytest.raises(ModelNotFound):
+        api.versions("no-such-model")
     with pytest.raises(RefNotFound):
         api.resolve(f"{model}@nope")
 

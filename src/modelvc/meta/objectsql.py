@@ -13,7 +13,7 @@ from ..errors import Conflict
 from .api import ObjectRow
 from .refops import insert_ignore
 from .rows import chunks, object_values, to_object
-from .schema import gate_runs, objects, version_objects, versions
+from .schema import gate_runs, models, objects, version_objects, versions
 
 PAGE = 1000
 
@@ -113,3 +113,38 @@ def live_ids(conn: sa.Connection) -> set[str]:
 def page(conn: sa.Connection, after: str) -> list[ObjectRow]:
     q = sa.select(objects).where(objects.c.id > after).order_by(objects.c.id).limit(PAGE)
     return [to_object(r) for r in conn.execute(q)]
+
+
+# --- which models use an object (the server's object scope: server/scope.py)
+def users_direct(conn: sa.Connection, ids: list[str]) -> dict[str, set[str]]:
+    """Models of the live versions that list each object (indexed on object_id)."""
+    out: dict[str, set[str]] = {}
+    for batch in chunks(ids):
+        q = (sa.select(version_objects.c.object_id, models.c.name).distinct()
+             .join(versions, versions.c.id == version_objects.c.version_id)
+             .join(models, models.c.id == versions.c.model_id)
+             .where(version_objects.c.object_id.in_(batch), versions.c.deleted_at.is_(None)))
+        for oid, name in conn.execute(q):
+            out.setdefault(oid, set()).add(name)
+    return out
+
+
+def users_through_deltas(conn: sa.Connection, ids: list[str]) -> dict[str, set[str]]:
+    """Models of the live versions that list an object whose delta chain reaches each
+    id: walk down objects.ref_id (indexed) from every id, keeping where it started. (The
+    id itself needs no row: a reference recorded without one is still found.)"""
+    out: dict[str, set[str]] = {}
+    for batch in chunks(ids):
+        down = (sa.select(objects.c.ref_id.label("root"), objects.c.id.label("id"))
+                .where(objects.c.ref_id.in_(batch)).cte("down", recursive=True))
+        # UNION drops repeated (root, id) pairs, so a ref_id cycle still terminates.
+        down = down.union(sa.select(down.c.root, objects.c.id)
+                          .join(objects, objects.c.ref_id == down.c.id))
+        q = (sa.select(down.c.root, models.c.name).distinct()
+             .join(version_objects, version_objects.c.object_id == down.c.id)
+             .join(versions, versions.c.id == version_objects.c.version_id)
+             .join(models, models.c.id == versions.c.model_id)
+             .where(versions.c.deleted_at.is_(None)))
+        for oid, name in conn.execute(q):
+            out.setdefault(oid, set()).add(name)
+    return out

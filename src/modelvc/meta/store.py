@@ -106,6 +106,13 @@ class MetaStore(VersionsMixin, GovernanceMixin, AuthMixin, UploadsMixin, FleetMi
         """Conflict if a version still links one of them (nothing is deleted then)."""
         self._tx(partial(objectsql.delete, ids=list(ids)), write=True)
 
+    def object_users(self, ids: Iterable[str], *, through_deltas: bool = False
+                     ) -> dict[str, set[str]]:
+        """Object id -> names of the models whose live versions list it (or, with
+        through_deltas, list an object whose delta chain reaches it)."""
+        fn = objectsql.users_through_deltas if through_deltas else objectsql.users_direct
+        return self._tx(partial(fn, ids=list(ids)))
+
     def live_object_ids(self) -> set[str]:
         """Objects linked to a live version, plus (transitively) their delta refs."""
         return self._tx(objectsql.live_ids)

@@ -14,7 +14,6 @@ from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from .. import maintenance
 from ..api.types import UNSET
 from ..errors import NotFound, RefNotFound, UsageError
 from ..names import parse_ref
@@ -56,7 +55,6 @@ def models(p: P, reg: R) -> list[str]:
 @router.get("/models/{model}/versions")
 def versions(model: str, p: P, reg: R) -> Any:
     authorize(p, "reader", model)
-    reg.meta.get_model(model)
     return encode(reg.versions(model))
 
 
@@ -77,7 +75,7 @@ def manifest(ref: str, p: P, reg: R) -> Response:
     """The manifest's canonical bytes: the client checks them against the version id."""
     authorize(p, "reader", model_of(ref))
     v = reg.resolve(ref)
-    return Response(reg.io.read_blob(v.id), media_type="application/json",
+    return Response(reg.manifest_bytes(v.id), media_type="application/json",
                     headers={"X-Version-Id": v.id})
 
 
@@ -129,7 +127,7 @@ def audit_verify(p: P, reg: R) -> list[str]:
 
 
 def _version(reg: Registry, p: P, version_id: str) -> Any:
-    v = reg.meta.get_version(version_id)
+    v = reg.version(version_id)
     authorize(p, "reader", v.model)
     if v.deleted_at is not None:
         raise RefNotFound(f"{v.model}@v{v.number} was deleted")
@@ -146,11 +144,7 @@ def file(version_id: str, path: str, p: P, reg: R) -> StreamingResponse:
         raise NotFound(f"{v.model}@v{v.number} has no file {path!r}",
                        hint="the manifest lists its files")
 
-    def body() -> Any:
-        for seg in entry.segments:
-            yield from (bytes(part) for part in reg.io.iter_object(seg.id, seg.tensor is not None))
-
-    return StreamingResponse(body(), media_type="application/octet-stream",
+    return StreamingResponse(reg.file_bytes(entry), media_type="application/octet-stream",
                              headers={"Content-Length": str(entry.size),
                                       "X-Sha256": entry.sha256, "ETag": f'"{entry.sha256}"'})
 
@@ -162,8 +156,7 @@ def tensor(version_id: str, object_id: str, p: P, reg: R) -> StreamingResponse:
     m = reg.manifest(f"{v.model}@{v.id}")
     if object_id not in {s.id for f in m.files for s in f.tensors()}:
         raise NotFound(f"{v.model}@v{v.number} has no tensor object {object_id[:12]}")
-    parts = (bytes(x) for x in reg.io.iter_tensor(object_id))
-    return StreamingResponse(parts, media_type="application/octet-stream")
+    return StreamingResponse(reg.tensor_bytes(object_id), media_type="application/octet-stream")
 
 
 # ---- refs (writer: branches and tags; promoter: channels)
@@ -183,7 +176,10 @@ def create_branch(model: str, body: BranchIn, p: P, reg: R) -> Any:
 @router.delete("/models/{model}/refs/{name}")
 def delete_ref(model: str, name: str, p: P, reg: R, reason: str = "") -> None:
     authorize(p, "reader", model)
-    row = reg.meta.get_ref(model, name)
+    row = next((r for r in reg.refs(model) if r.name == name), None)
+    if row is None:
+        raise RefNotFound(f"{model}@{name}: no branch, channel or tag of that name",
+                          hint=f"see `modelvc refs {model}`")
     authorize(p, "promoter" if row.kind == "channel" else "writer", model)
     reg.delete_ref(model, name, actor=p.name, reason=reason)
 
@@ -257,7 +253,6 @@ def gc(body: GcIn, p: P, reg: R, st: S) -> Any:
     authorize(p, "admin", None)
     # Upload records live as long as this server accepts them as proof.
     ttl = timedelta(hours=st.config.upload_ttl_hours)
-    return encode(maintenance.gc(reg.layout, reg.meta, reg.io, dry_run=body.dry_run,
-                                 grace_seconds=body.grace_seconds, actor=p.name,
-                                 upload_ttl=ttl))
+    return encode(reg.gc(dry_run=body.dry_run, grace_seconds=body.grace_seconds,
+                         actor=p.name, upload_ttl=ttl))
 

@@ -62,7 +62,7 @@ def principal_for(token: str, state: ServerState) -> Principal:
     """The principal of a token (the API's header, the UI's session cookie)."""
     # One query: the token row joined to its subject's role bindings. No cache, so a
     # revoked or expired token (and a revoked role) is refused from the next request.
-    grant = state.registry().meta.token_grant(hash_token(token))
+    grant = state.registry().token_grant(hash_token(token))
     if grant is None:
         raise Unauthenticated("the API token is not known to this registry",
                               hint="check MODELVC_TOKEN (or push/pull/clone's --token), or "

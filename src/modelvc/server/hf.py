@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
@@ -20,10 +19,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..errors import CorruptObject
 from ..formats.detect import PICKLE_EXTS
 from ..manifest import FileEntry, Manifest
-from ..storage import ObjectIO
 from . import hf_account, hf_refs, hf_upload
 from .hf_repo import (
     EmptyRepo,
@@ -92,7 +89,7 @@ def _resolve_file(request: Request, repo_id: str, rest: str) -> Response:
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-    body = _iter_bytes(reg.io, entry, start, end)
+    body = reg.file_bytes(entry, start, end)
     return StreamingResponse(body, status_code=status, headers=headers)
 
 
@@ -108,35 +105,6 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     start = int(m.group(1))
     end = min(size, int(m.group(2)) + 1) if m.group(2) else size
     return (start, end) if start < end else None
-
-
-def _iter_bytes(io: ObjectIO, entry: FileEntry, start: int, end: int) -> Iterator[bytes]:
-    """The file's bytes [start, end) segment by segment (tensors block by block, each
-    object verified against its id); a whole-file read also checks the sha256 that the
-    ETag promised, so a bad rebuild aborts the response instead of completing it."""
-    whole = start == 0 and end == entry.size
-    h = hashlib.sha256() if whole else None
-    pos = 0
-    for seg in entry.segments:
-        seg_end = pos + seg.size
-        if seg_end <= start:
-            pos = seg_end
-            continue
-        if pos >= end:
-            break
-        for part in io.iter_object(seg.id, seg.tensor is not None):
-            n = len(part)
-            lo, hi = max(start - pos, 0), min(end - pos, n)
-            if hi > lo:
-                chunk = bytes(part[lo:hi]) if (lo, hi) != (0, n) else bytes(part)
-                if h is not None:
-                    h.update(chunk)
-                yield chunk
-            pos += n
-        if pos != seg_end:
-            raise CorruptObject(f"object {seg.id[:12]} rebuilds to the wrong size")
-    if h is not None and h.hexdigest() != entry.sha256:
-        raise CorruptObject(f"{entry.path} does not rebuild to its recorded sha256")
 
 
 # ---- /api/models

@@ -155,7 +155,7 @@ class _ManifestCache:
             if hit is not None:
                 self._d.move_to_end(version_id)
                 return hit
-        m = reg._manifest(version_id)
+        m = reg.manifest_of(version_id)
         with self._lock:
             self._d[version_id] = m
             while len(self._d) > self._size:
@@ -191,7 +191,7 @@ class EmptyRepo(HfError):
 def resolve(reg: Registry, repo_id: str, model: str, revision: str) -> Resolved:
     """A Hub revision of a repo -> the version and its manifest, or a Hub-style 404."""
     try:
-        reg.meta.get_model(model)
+        reg.refs(model)  # ModelNotFound first: a missing repo is not a missing revision
     except ModelNotFound as exc:
         raise repo_not_found(repo_id) from exc
     try:

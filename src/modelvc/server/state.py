@@ -92,9 +92,7 @@ class ServerState:
 
     def check_ready(self) -> None:
         """Raise unless the metadata database and the object store answer."""
-        reg = self.registry()
-        reg.meta.ping()
-        reg.store.has("0" * 64)
+        self.registry().check_ready()
 
     def close(self) -> None:
         with self._lock:

@@ -405,7 +405,7 @@ class FleetAgent:
         self._busy.add((name, epoch))
         try:
             pool = self.gw.pool
-            v = await pool.call(lambda: pool.reg.meta.get_version(vid))
+            v = await pool.call(lambda: pool.reg.version(vid))
             item = await pool.hold(v)
             self._failed.pop((name, epoch), None)
             return item

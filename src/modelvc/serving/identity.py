@@ -44,7 +44,7 @@ class Identity:
         if self.token is None:
             return self.actor
         # One query, as the server's authenticate: the token and its subject's bindings.
-        grant = reg.meta.token_grant(hash_token(self.token))
+        grant = reg.token_grant(hash_token(self.token))
         if grant is None:
             raise Unauthenticated("the gateway's API token is not known to this registry",
                                   hint="check `token` / $MODELVC_SERVE_TOKEN, or ask an "

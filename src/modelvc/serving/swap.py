@@ -190,7 +190,7 @@ class Follower:
                 return False
             return await self.switch(v)
         try:
-            row = await self.pool.call(lambda: self.pool.reg.meta.get_ref(self.model, self.ref))
+            row = await self.pool.call(lambda: self.pool.reg.ref(self.model, self.ref))
         except NotFound as exc:  # a channel may be created later: keep looking
             self.last_error = exc.message
             return False
@@ -200,7 +200,7 @@ class Follower:
         if row.version_id is None or (self.current and self.current.version.id == row.version_id):
             return False
         vid = row.version_id
-        v = await self.pool.call(lambda: self.pool.reg.meta.get_version(vid))
+        v = await self.pool.call(lambda: self.pool.reg.version(vid))
         return await self.switch(v)
 
     async def switch(self, v: VersionRow) -> bool:

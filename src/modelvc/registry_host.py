@@ -1,0 +1,100 @@
+"""What the process hosting an embedded registry (the server, a gateway) asks of it
+beyond RegistryAPI: authenticating tokens, object scope, readiness, rebuilding file
+bytes and raw tensors to stream. Public verbs of `Registry` (a mixin), not of the
+Protocol: a RemoteRegistry has no use for them, and callers outside the registry never
+touch its metadata or object store themselves."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from .api.types import Ref, RoleBinding, Token, Version
+from .errors import CorruptObject
+
+if TYPE_CHECKING:
+    from .manifest import FileEntry, Manifest
+    from .meta.store import MetaStore
+    from .objects.base import ObjectStore
+    from .storage import ObjectIO
+
+
+class HostOps:
+    meta: MetaStore
+    store: ObjectStore
+    if TYPE_CHECKING:
+        @property
+        def io(self) -> ObjectIO: ...  # Registry's, built on first use
+
+    def token_grant(self, secret_hash: str) -> tuple[Token, list[RoleBinding]] | None:
+        """The API token with this sha256 and its subject's role bindings (one query;
+        None if unknown). The caller checks revocation and expiry."""
+        return self.meta.token_grant(secret_hash)
+
+    def ref(self, model: str, name: str) -> Ref:
+        """One ref (one indexed read: what a gateway polls). RefNotFound if absent."""
+        return self.meta.get_ref(model, name)
+
+    def version(self, version_id: str) -> Version:
+        """A version by its full id, deleted or not (NotFound if unknown)."""
+        return self.meta.get_version(version_id)
+
+    def object_users(self, ids: Iterable[str], *, through_deltas: bool = False
+                     ) -> dict[str, set[str]]:
+        """Object id -> models whose live versions list it (or, through_deltas, list an
+        object whose delta chain reaches it): who may see an object (server/scope.py)."""
+        return self.meta.object_users(ids, through_deltas=through_deltas)
+
+    def held_objects(self, ids: Iterable[str]) -> set[str]:
+        """Which of these objects the store holds."""
+        return self.store.has_many(ids)
+
+    def check_ready(self) -> None:
+        """Raise unless the metadata database and the object store answer."""
+        self.meta.ping()
+        self.store.has("0" * 64)
+
+    def manifest_of(self, version_id: str) -> Manifest:
+        """The manifest of a version by its full id (verified against it)."""
+        from .manifest import Manifest
+
+        return Manifest.from_bytes(self.io.read_blob(version_id), expect_id=version_id)
+
+    def manifest_bytes(self, version_id: str) -> bytes:
+        """The manifest exactly as stored (its BLAKE3 is the version id)."""
+        return self.io.read_blob(version_id)
+
+    def tensor_bytes(self, object_id: str) -> Iterator[bytes]:
+        """A tensor's raw little-endian bytes, block by block, verified."""
+        return (bytes(x) for x in self.io.iter_tensor(object_id))
+
+    def file_bytes(self, entry: FileEntry, start: int = 0, end: int | None = None
+                   ) -> Iterator[bytes]:
+        """A file's bytes [start, end) rebuilt segment by segment (tensors block by
+        block, each object verified against its id); a whole-file read also checks the
+        sha256 the manifest records, so a bad rebuild aborts instead of completing."""
+        end = entry.size if end is None else end
+        whole = start == 0 and end == entry.size
+        h = hashlib.sha256() if whole else None
+        pos = 0
+        for seg in entry.segments:
+            seg_end = pos + seg.size
+            if seg_end <= start:
+                pos = seg_end
+                continue
+            if pos >= end:
+                break
+            for part in self.io.iter_object(seg.id, seg.tensor is not None):
+                n = len(part)
+                lo, hi = max(start - pos, 0), min(end - pos, n)
+                if hi > lo:
+                    chunk = bytes(part[lo:hi]) if (lo, hi) != (0, n) else bytes(part)
+                    if h is not None:
+                        h.update(chunk)
+                    yield chunk
+                pos += n
+            if pos != seg_end:
+                raise CorruptObject(f"object {seg.id[:12]} rebuilds to the wrong size")
+        if h is not None and h.hexdigest() != entry.sha256:
+            raise CorruptObject(f"{entry.path} does not rebuild to its recorded sha256")
