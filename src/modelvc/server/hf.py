@@ -10,7 +10,6 @@ Repo ids are one or two segments, so routes key on the literal markers.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import PurePosixPath
 from typing import Any
@@ -20,7 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..formats.detect import PICKLE_EXTS
-from ..manifest import FileEntry, Manifest
+from ..manifest import FileEntry
 from . import hf_account, hf_refs, hf_upload
 from .hf_repo import (
     EmptyRepo,
@@ -28,6 +27,7 @@ from .hf_repo import (
     HfRoute,
     Resolved,
     access,
+    dir_oid,
     hub_time,
     no_endpoint,
     resolve,
@@ -172,17 +172,6 @@ def _info(r: Resolved, private: bool, security: bool = False) -> dict[str, Any]:
     }
 
 
-def tree_entry(r: Resolved, path: str) -> dict[str, Any] | None:
-    """The tree entry of one path at the version: a file, a directory, or None."""
-    f = r.manifest.file(path)
-    if f is not None:
-        return {"type": "file", "path": f.path, "size": f.size, "oid": f.sha256}
-    if path and any(x.path.startswith(f"{path}/") for x in r.manifest.files):
-        return {"type": "directory", "path": path, "oid": _dir_oid(r.manifest, path),
-                "size": 0}
-    return None
-
-
 def _tree(r: Resolved, base: str, recursive: bool) -> list[dict[str, Any]]:
     prefix = f"{base}/" if base else ""
     files: list[FileEntry] = []
@@ -199,21 +188,12 @@ def _tree(r: Resolved, base: str, recursive: bool) -> list[dict[str, Any]]:
         raise HfError(404, "EntryNotFound", f"{base} does not exist in {r.repo_id}",
                       commit=r.sha)
     out: list[dict[str, Any]] = [
-        {"type": "directory", "path": d, "oid": _dir_oid(r.manifest, d), "size": 0}
+        {"type": "directory", "path": d, "oid": dir_oid(r.manifest, d), "size": 0}
         for d in sorted(dirs)
     ]
     out.extend({"type": "file", "path": f.path, "size": f.size, "oid": f.sha256}
                for f in files)
     return out
-
-
-def _dir_oid(m: Manifest, d: str) -> str:
-    """A stable id for a directory's content (the Hub gives a git tree id)."""
-    h = hashlib.sha1(usedforsecurity=False)
-    for f in m.files:
-        if f.path.startswith(f"{d}/"):
-            h.update(f"{f.path}\0{f.sha256}\n".encode())
-    return h.hexdigest()
 
 
 @router.api_route("/api/models/{rest:path}", methods=["PUT", "PATCH", "DELETE"],

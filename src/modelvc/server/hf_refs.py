@@ -31,6 +31,7 @@ from .hf_repo import (
     commit_sha,
     hub_time,
     resolve,
+    tree_entry,
 )
 
 router = APIRouter(route_class=HfRoute)
@@ -159,8 +160,6 @@ _routes("tag", "DELETE", _tag_delete)
 async def _paths_info(request: Request, repo_id: str, revision: str) -> Response:
     """The files and folders among `paths` at the revision (missing ones are left out,
     as the Hub does); an empty repo has none."""
-    from .hf import tree_entry
-
     _, model, reg = access(request, repo_id, "reader")
     form = await request.form()
     wanted = [str(p).strip("/") for p in form.getlist("paths")]

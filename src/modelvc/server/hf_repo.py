@@ -10,6 +10,7 @@ modelvc selector: branch, channel, tag, `vN`, or a version id prefix, which cove
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -230,3 +231,23 @@ def no_endpoint(path: str) -> HfError:
 def public_base(request: Request) -> str:
     url = server_state(request).config.public_url or str(request.base_url)
     return url.rstrip("/")
+
+
+def tree_entry(r: Resolved, path: str) -> dict[str, Any] | None:
+    """The tree entry of one path at the version: a file, a directory, or None."""
+    f = r.manifest.file(path)
+    if f is not None:
+        return {"type": "file", "path": f.path, "size": f.size, "oid": f.sha256}
+    if path and any(x.path.startswith(f"{path}/") for x in r.manifest.files):
+        return {"type": "directory", "path": path, "oid": dir_oid(r.manifest, path),
+                "size": 0}
+    return None
+
+
+def dir_oid(m: Manifest, d: str) -> str:
+    """A stable id for a directory's content (the Hub gives a git tree id)."""
+    h = hashlib.sha1(usedforsecurity=False)
+    for f in m.files:
+        if f.path.startswith(f"{d}/"):
+            h.update(f"{f.path}\0{f.sha256}\n".encode())
+    return h.hexdigest()
