@@ -645,6 +645,8 @@ class Registry(_ReadOps, HostOps):
     def at(self, model: str, name: str, when: datetime) -> Version | None:
         """What ref NAME (e.g. channel production) pointed to at time `when`."""
         vid = self.meta.ref_at(model, name, when)
+        if vid is None:
+            self.history(model, name)  # a ref that never existed: say so (RefNotFound)
         return self.meta.get_version(vid) if vid else None
 
     def objects_of(self, ref: str) -> Iterable[ObjectRow]:

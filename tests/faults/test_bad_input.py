@@ -289,7 +289,8 @@ def test_parent_from_another_model(env: Env) -> None:
 def test_history_of_a_channel_that_does_not_exist(env: Env) -> None:
     with Registry.open(env.registry) as reg:
         reg.promote("m@v1", "staging", create=True)
-    for argv in (["channel", "history", "m", "nochan"], ["rollback", "m", "nochan"]):
+    for argv in (["channel", "history", "m", "nochan"], ["rollback", "m", "nochan"],
+                 ["channel", "history", "m", "nochan", "--at", "2026-01-01T00:00:00"]):
         err = _refused(fk.cli(env.registry, *argv), 3, "m has no channel 'nochan'",
                        "its channels: staging", "modelvc channel list m")
         assert "list refs of" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -112,3 +113,14 @@ def test_serve_takes_an_actor_or_a_token_not_both(serve_reg: Registry) -> None:
     assert out.returncode == 2
     assert "give the gateway an actor or a token, not both" in out.stderr
     assert "mvc_secret" not in out.stderr + out.stdout
+
+
+def test_serve_json_start_line(run_serve: object, tmp_path: Path) -> None:
+    proc, url = run_serve("digits@production", "--json")  # type: ignore[operator]
+    wait_for(lambda: _ready(url), "modelvc serve to be ready", limit=60)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    first = json.loads((tmp_path / "serve0.log").read_text().splitlines()[0])
+    assert first["grpc"].startswith("grpc://127.0.0.1:")
+    del first["grpc"]
+    assert first == {"serving": ["digits@production"], "url": f"{url}/v2", "fleet": False}
