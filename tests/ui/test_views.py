@@ -72,3 +72,20 @@ def test_sorting_all_models_refreshes_a_bounded_number(reg: Registry, tmp_path: 
     by_name = model_list(spy, cache, sort="name", page=3, per_page=5)  # type: ignore[arg-type]
     assert [s.name for s in by_name.rows] == ["m10", "m11"] and by_name.pages == 3
     assert spy.calls.get("refs", 0) <= 2  # only the page's rows
+
+
+def test_an_old_entry_is_reread_in_the_background(reg: Registry, tmp_path: Path) -> None:
+    _commit(reg, tmp_path, "m", b"one")
+    _commit(reg, tmp_path, "m", b"two")
+    spy = Counting(reg)
+    clock = Clock()
+    cache = VersionsCache(ttl=30, clock=clock)
+    cache.get(spy, "m")  # type: ignore[arg-type]
+    reg.delete("m@v1", reason="test")  # moves no ref
+    clock.t = 31
+    stale, _ = cache.get(spy, "m")  # type: ignore[arg-type]
+    assert [v.deleted_at is None for v in stale.versions] == [True, True]  # served at once
+    cache.settle()
+    fresh, _ = cache.get(spy, "m")  # type: ignore[arg-type]
+    assert [v.number for v in fresh.live] == [2]
+    assert spy.calls["versions"] == 2

@@ -59,12 +59,14 @@ class ModelData:
 
 
 class VersionsCache:
-    """A model's versions, kept while its refs are unchanged (at most `ttl` seconds).
+    """A model's versions, kept while its refs are unchanged.
 
     Every commit moves a branch (its revision grows) and every promotion a channel, so
     the refs, one cheap call that is authorized like versions(), tell when the list
-    changed; deleting a version moves no ref, hence the ttl. A model of 10,000
-    versions then costs one refs() call per page instead of decoding 10,000 rows."""
+    changed: a model of 10,000 versions costs one refs() call per page instead of
+    decoding 10,000 rows. Deleting a version moves no ref, so an entry older than `ttl`
+    is re-read too, in the background (the page is served from the entry meanwhile, so
+    no request waits for a big model's re-read unless its refs moved)."""
 
     def __init__(self, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic,
                  size: int = 64) -> None:
@@ -73,6 +75,7 @@ class VersionsCache:
         self.size = size
         self._lock = threading.Lock()
         self._items: dict[str, tuple[float, tuple[Any, ...], ModelData]] = {}
+        self._refreshing: dict[str, threading.Thread] = {}
 
     def get(self, reg: UIRegistry, model: str) -> tuple[ModelData, list[Ref]]:
         """(the model's versions and derived data, its refs)."""
@@ -81,14 +84,39 @@ class VersionsCache:
         now = self.clock()
         with self._lock:
             hit = self._items.get(model)
-        if hit is not None and hit[1] == key and now - hit[0] < self.ttl:
-            return hit[2], refs
+            if hit is not None and hit[1] == key:
+                if now - hit[0] >= self.ttl and model not in self._refreshing:
+                    t = threading.Thread(target=self._refresh, args=(reg, model, key),
+                                         name="modelvc-ui-refresh", daemon=True)
+                    self._refreshing[model] = t
+                    t.start()
+                return hit[2], refs
+        return self._load(reg, model, key), refs
+
+    def _load(self, reg: UIRegistry, model: str, key: tuple[Any, ...]) -> ModelData:
+        started = self.clock()
         data = ModelData(reg.versions(model))
         with self._lock:
-            if len(self._items) >= self.size:
+            if len(self._items) >= self.size and model not in self._items:
                 self._items.pop(next(iter(self._items)))
-            self._items[model] = (now, key, data)
-        return data, refs
+            self._items[model] = (started, key, data)
+        return data
+
+    def _refresh(self, reg: UIRegistry, model: str, key: tuple[Any, ...]) -> None:
+        try:
+            self._load(reg, model, key)
+        except Exception:  # the next request reads it itself (and shows the error)
+            self.drop(model)
+        finally:
+            with self._lock:
+                self._refreshing.pop(model, None)
+
+    def settle(self) -> None:
+        """Wait for background re-reads (tests)."""
+        with self._lock:
+            pending = list(self._refreshing.values())
+        for t in pending:
+            t.join()
 
     def drop(self, model: str) -> None:
         with self._lock:
