@@ -123,7 +123,7 @@ def test_verify_reads_each_live_version_as_checkout_does(reg: Registry, tmp_path
     as checkout does, so it says what checkout would. It only re-hashed objects."""
     from dataclasses import replace
 
-    from modelvc.errors import CorruptObject
+    from modelvc.errors import CorruptObject, UsageError
 
     save_file({"w": _w(5)}, str(tmp_path / "a.safetensors"))
     reg.commit(tmp_path / "a.safetensors", model="m")
@@ -131,11 +131,16 @@ def test_verify_reads_each_live_version_as_checkout_does(reg: Registry, tmp_path
     head, *rest = entry.segments  # the safetensors header: a byte segment
     bad = replace(entry, size=entry.size + 1, segments=(replace(head, size=head.size + 1),
                                                          *rest))
+    from modelvc.ingest.record import Draft, base_for, record
+
+    with pytest.raises(UsageError):  # a commit of such entries is refused up front
+        reg.commit_entries([bad], model="m", kind="file")
+    # Recorded past those checks, as damage (or an older modelvc) would leave it.
     rows = [r for r in reg.meta.version_objects(reg.resolve("m").id) if r.kind != "manifest"]
-    v = reg._record("m", "main", (bad,), objects=rows, ref_objects=[], new_bytes=0,
-                    parent_id=None, expected=reg.resolve("m").id, fixed_parent=False,
-                    author="tester", message="", params={}, metrics={}, lineage={},
-                    kind="file")
+    draft = Draft(model="m", branch="main", author="tester", message="", params={},
+                  metrics={}, lineage={}, kind="file", tags=[])
+    v = record(reg.meta, reg.io, reg.store, draft, base_for(reg.meta, "m", "main", None),
+               (bad,), objects=rows, ref_objects=[], new_bytes=0)
     with pytest.raises(CorruptObject):
         reg.checkout(f"m@v{v.number}", tmp_path / "out.safetensors")
     report = reg.verify()
