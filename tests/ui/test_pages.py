@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from playwright.sync_api import Page, expect
 
 from .conftest import Console, LocalUI, shot
@@ -75,4 +77,26 @@ def test_compare_params_metrics_and_tensor_heatmap(page: Page, local_ui: LocalUI
     rel = float(changed.inner_text())
     assert 1e-4 < rel < 1e-2, rel
     shot(page, "compare")
+    assert console.errors == []
+
+
+def test_a_deleted_version_shows_its_history(page: Page, local_ui: LocalUI,
+                                             console: Console) -> None:
+    """(Last in this module: it adds a model to the module's seeded registry.)"""
+    from modelvc.registry import Registry
+
+    repo = Path(local_ui.proc.args[4])  # modelvc --registry REPO ui ...
+    with Registry.open(repo) as reg:
+        f = repo.parent / "files" / "gone.bin"
+        f.write_bytes(b"soon deleted")
+        v = reg.commit(f, model="scratch", message="to delete")
+        reg.create_branch("scratch", "keep", at=f"scratch@v{v.number}")
+        f.write_bytes(b"kept")
+        reg.commit(f, model="scratch", message="kept")
+        reg.delete_ref("scratch", "keep")
+        reg.delete(f"scratch@v{v.number}", reason="test")
+    page.goto(local_ui.login_url)
+    page.goto(local_ui.base + f"/m/scratch/v/{v.number}")
+    expect(page.locator(".error[role=alert]")).to_contain_text("Deleted at")
+    expect(page.locator("dl.facts")).to_contain_text("to delete")
     assert console.errors == []

@@ -215,6 +215,10 @@ class UI:
     def version_full(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
         ctx = self.version(reg, request, viewer)
         v = ctx["v"]
+        if v.deleted_at is not None:  # its history only: no gates, signatures, serving
+            ctx.update(gate_runs=[], preview=[], policy_digest=None, signatures=None,
+                       deployed=[])
+            return ctx
         ctx.update(govern.version_governance(reg, v.model, v.id, v.number, viewer.name))
         ctx["deployed"] = [dv for dv in govern.deployments(reg, model=v.model)
                            if v.id in (dv.d.version_id, dv.d.pending_id)
