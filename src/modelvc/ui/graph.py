@@ -102,7 +102,7 @@ def svg(lay: Layout, refs: Callable[[str], list[Ref]], href: Callable[[Version],
     """The graph as inline SVG: one focusable link per version, labels for its refs."""
     text_x = _x(lay.lanes) + 8
     width = text_x + width_text
-    height = _y(len(lay.nodes)) + PAD
+    height = _y(max(0, len(lay.nodes) - 1)) + ROW // 2 + PAD
     out = [f'<svg class="lineage" xmlns="http://www.w3.org/2000/svg" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}" role="group" '
            f'aria-label="{escape(title)}">']
