@@ -60,6 +60,9 @@ MIN_DELTA_BYTES = 16 << 10  # smaller tensors are stored whole (see put_tensor_f
 # Reading a chain costs its stored bytes; past this multiple of the raw size a fresh
 # full copy is cheaper to check out than one more link.
 MAX_CHAIN_STORED = 4.0
+# No reader follows more links than this: writers stop at MAX_CHAIN_DEPTH (+1 for an
+# export), so a longer chain is damage, and a loop would otherwise be walked forever.
+MAX_WALK = 4 * MAX_CHAIN_DEPTH
 # Predicting a low-precision export from its high-precision parent (cast delta).
 # Tensors above this stream through a temporary file instead of memory.
 STREAM_BYTES = 64 << 20
@@ -236,12 +239,20 @@ class ObjectIO:
         return [self._tensor_row(i) for i in self.chain(oid)[1:]]
 
     def chain(self, oid: str) -> list[str]:
-        """The object and its delta references, nearest first."""
+        """The object and its delta references, nearest first. CorruptObject, naming the
+        damaged object, for a chain that loops or is longer than any writer makes (an
+        object replaced by another's bytes): a walk down it would never end."""
         out = [oid]
         seen = {oid}
         while (ref := self.header(out[-1]).ref) is not None:
             if ref in seen:
-                raise CorruptObject(f"object {oid[:12]} has a cyclic delta chain")
+                raise CorruptObject(f"object {out[-1]} is damaged: its delta reference "
+                                    f"{ref[:12]} loops back into its own chain (reading "
+                                    f"{oid[:12]})", hint="run `modelvc verify`")
+            if len(out) > MAX_WALK:
+                raise CorruptObject(f"object {out[-1]} is damaged: the delta chain of "
+                                    f"{oid[:12]} is longer than {MAX_WALK} links",
+                                    hint="run `modelvc verify`")
             out.append(ref)
             seen.add(ref)
         return out
@@ -445,6 +456,7 @@ class ObjectIO:
         'full' block under them, the payload of an F32 -> BF16 export's cast link)."""
         if i >= len(top.blocks):
             raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
+        self.chain(oid)  # bounded and acyclic (headers are cached: no reads)
         n = top.blocks[i].elements
         run: list[tuple[str, bytes | memoryview]] = []  # newest first
         cur, code = oid, top.dtype
