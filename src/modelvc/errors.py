@@ -75,6 +75,18 @@ class InvalidModelFile(UsageError):
     """The model file is malformed."""
 
 
+class TooLarge(UsageError):
+    """The request is larger than this registry or gateway accepts."""
+
+    http_status = 413
+
+
+class BodyTimeout(UsageError):
+    """The request body stopped arriving before it was complete."""
+
+    http_status = 408
+
+
 class NotFound(ModelvcError):
     """Not found."""
 
@@ -137,6 +149,13 @@ class Corrupt(ModelvcError):
 
 class CorruptObject(Corrupt):
     """A stored object does not match its id: run `modelvc verify` to see what it breaks."""
+
+
+class DamagedUpload(CorruptObject):
+    """Bytes the client sent do not match their id (damaged in transit, or not what the
+    client said they are): the client's to resend, so a 4xx."""
+
+    http_status = 400
 
 
 class UnsupportedFormat(Corrupt):

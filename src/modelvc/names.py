@@ -24,6 +24,7 @@ def check_name(name: str, what: str = "name") -> str:
     """Validate a model, branch, channel or tag name; return it unchanged."""
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
         shown = name.encode("unicode_escape").decode() if isinstance(name, str) else repr(name)
+        shown = shown if len(shown) <= 80 else shown[:80] + "..."
         raise InvalidName(
             f"invalid {what} '{shown}': use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (no '/', '@', spaces or control characters)"
@@ -70,6 +71,9 @@ def parse_ref(text: str) -> RefSpec:
         raise InvalidRef(f"invalid ref {text!r}: more than one '@'", hint=REF_HINT)
     m = _NUMBER.match(selector)
     if m:
+        if len(m.group(1)) > 9:  # version numbers are 32-bit in the database
+            raise InvalidRef(f"invalid ref {text[:60]!r}: version number too large",
+                             hint=REF_HINT)
         return RefSpec(model, selector, int(m.group(1)))
     check_name(selector, "ref")
     return RefSpec(model, selector)

@@ -33,9 +33,17 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+MAX_URL = 2048  # what browsers and proxies reliably carry
+
+
 def check_url(url: str) -> str:
+    if len(url) > MAX_URL:
+        raise UsageError(f"webhook URL of {len(url)} characters: at most {MAX_URL}")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"webhook URL must start with http:// or https://, got {url!r}")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise UsageError(f"webhook URL {url[:80]!r} holds spaces or control characters",
+                         hint="percent-encode them")
     return url
 
 

@@ -44,12 +44,26 @@ def check_role(role: str) -> str:
     return role
 
 
+MAX_TOKEN_NAME = 128  # the column's width (a longer name fails on PostgreSQL)
+
+
+def check_token_name(name: str) -> str:
+    """A token's label: 1-128 printable characters."""
+    if not (0 < len(name) <= MAX_TOKEN_NAME and name.isprintable()):
+        raise UsageError(f"invalid token name {name[:60]!r} ({len(name)} characters)",
+                         hint=f"use 1-{MAX_TOKEN_NAME} printable characters")
+    return name
+
+
 def parse_scopes(scopes: list[str]) -> list[str]:
     """Normalise "ROLE" / "ROLE:PATTERN" caps ("reader" means "reader:*")."""
     out = []
     for s in scopes or ["admin:*"]:
         role, _, pattern = s.partition(":")
         check_role(role)
+        if len(pattern) > MAX_TOKEN_NAME or not pattern.isprintable():
+            raise UsageError(f"invalid scope pattern {pattern[:60]!r}",
+                             hint=f"a model name or glob of at most {MAX_TOKEN_NAME} characters")
         out.append(f"{role}:{pattern or '*'}")
     return out
 
@@ -123,6 +137,7 @@ class AuthMixin:
     def create_token(self, *, name: str, subject: str, secret_hash: str, scopes: list[str],
                      expires_at: datetime | None, actor: str) -> ApiToken:
         scopes = parse_scopes(scopes)
+        check_token_name(name)
 
         def tx(conn: sa.Connection) -> ApiToken:
             at = now()

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ..meta.auth import MAX_TOKEN_NAME
 from .auth import authorize
 from .deps import P, R
 from .wire import encode
@@ -20,10 +21,12 @@ def _scope_model(scope: str) -> str | None:
 
 
 class TokenIn(BaseModel):
-    name: str
-    subject: str
-    scopes: list[str] = Field(default_factory=list)
-    expires_in_seconds: float | None = None
+    name: str = Field(min_length=1, max_length=MAX_TOKEN_NAME)
+    subject: str = Field(max_length=MAX_TOKEN_NAME)
+    scopes: list[str] = Field(default_factory=list, max_length=64)
+    # at most ten years; finite (timedelta overflows on 1e300, NaN is no time)
+    expires_in_seconds: float | None = Field(default=None, gt=0, le=10 * 366 * 86400,
+                                             allow_inf_nan=False)
 
 
 @router.post("/tokens")

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..api.types import UNSET
 from ..errors import NotFound, RefNotFound, UsageError
@@ -67,7 +67,9 @@ def resolve(ref: str, p: P, reg: R, deleted: bool = False) -> Any:
 @router.get("/log")
 def log(ref: str, p: P, reg: R) -> Any:
     authorize(p, "reader", model_of(ref))
-    return encode(reg.log(ref))
+    # A parent may be another model's version (a fork, a pushed manifest): only those
+    # of models the caller may read are shown.
+    return encode([v for v in reg.log(ref) if can(p, "reader", v.model)])
 
 
 @router.get("/manifest")
@@ -128,7 +130,9 @@ def audit_verify(p: P, reg: R) -> list[str]:
 
 def _version(reg: Registry, p: P, version_id: str) -> Any:
     v = reg.version(version_id)
-    authorize(p, "reader", v.model)
+    if not can(p, "reader", v.model):
+        # Answered as for an absent id: a refusal naming the model would reveal it.
+        raise RefNotFound(f"no version {version_id}", hint="list versions with `modelvc log`")
     if v.deleted_at is not None:
         raise RefNotFound(f"{v.model}@v{v.number} was deleted")
     reg.trust.check(v)
@@ -245,7 +249,7 @@ def verify(p: P, reg: R) -> Any:
 
 class GcIn(BaseModel):
     dry_run: bool = True
-    grace_seconds: float = 3600.0
+    grace_seconds: float = Field(default=3600.0, ge=0, allow_inf_nan=False)
 
 
 @router.post("/gc")

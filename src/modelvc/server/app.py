@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..errors import ModelvcError
+from ..httpguard import BodyGuard
+from .limits import cap_of, token_precheck
 from .logs import ACCESS, LOG
 from .state import ServerConfig, ServerState
 
@@ -33,10 +36,28 @@ def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="modelvc registry", version=__version__, lifespan=lifespan)
     app.state.modelvc = state
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, which fails to render for NaN (a 500);
+        # the location and the reason are what a caller needs.
+        where = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}"
+                          for e in exc.errors()[:10])
+        return JSONResponse({"error": "UsageError", "message": f"invalid request: {where}",
+                             "hint": "see the API schema at /docs"}, status_code=422)
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return JSONResponse({"error": "UsageError", "message": "the request is nested too "
+                             "deeply", "hint": None}, status_code=400)
+
     @app.exception_handler(ModelvcError)
     async def modelvc_error(request: Request, exc: ModelvcError) -> JSONResponse:
         return JSONResponse({"error": exc.code, "message": exc.message, "hint": exc.hint},
                             status_code=exc.http_status)
+
+    # Added before the access log, so that the log (outside it) records its refusals.
+    app.add_middleware(BodyGuard, cap_of=cap_of(config), body_timeout=config.body_timeout,
+                       precheck=token_precheck(state))
 
     @app.middleware("http")
     async def access_log(request: Request,

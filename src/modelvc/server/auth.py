@@ -42,7 +42,11 @@ def bearer(request: Request) -> str | None:
 
 
 def authenticate(request: Request, state: ServerState) -> Principal:
-    """Who is calling: a valid token's subject, or anonymous (reader) when configured."""
+    """Who is calling: a valid token's subject, or anonymous (reader) when configured.
+    Once per request: the body guard (limits.py) may have asked before the body."""
+    known = getattr(request.state, "principal", None)
+    if isinstance(known, Principal):
+        return known
     token = bearer(request)
     if token is None:
         if state.config.anonymous_read:

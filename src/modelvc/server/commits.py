@@ -25,10 +25,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..codec import dtype_info
-from ..errors import CorruptObject, NotFound, UsageError
+from ..errors import DamagedUpload, NotFound, UsageError
 from ..ingest.entries import segment_ids
 from ..ingest.references import References
 from ..manifest import FileEntry
+from ..names import parse_ref
 from ..objects.base import check_key, flush
 from ..registry import Registry
 from ..transfer.sessions import Received, Sessions
@@ -91,7 +92,7 @@ async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st:
             else:
                 buf += chunk
         if hasher.hexdigest() != object_id:
-            raise CorruptObject(f"upload {object_id[:12]} does not match its id "
+            raise DamagedUpload(f"upload {object_id[:12]} does not match its id "
                                 "(damaged in transit?)", hint="retry the commit")
         if tmp is not None:
             tmp.flush()
@@ -157,7 +158,7 @@ def _finish_raw(reg: Registry, sessions: Sessions, subject: str, model: str, oid
         if sessions.digest(path) != oid:
             LOG.warning("upload failed verification", extra={
                 "object": oid, "size": size, "subject": subject, "kind": "raw"})
-            raise CorruptObject(f"upload {oid[:12]} does not match its id (damaged in "
+            raise DamagedUpload(f"upload {oid[:12]} does not match its id (damaged in "
                                 "transit?); its chunks were discarded",
                                 hint="retry the commit: the segment is sent again whole")
         with path.open("rb") as f:
@@ -249,6 +250,8 @@ class CommitIn(BaseModel):
 @router.post("/commits")
 def record(model: str, body: CommitIn, p: P, reg: R, st: S) -> Any:
     authorize(p, "writer", model)
+    if body.parent is not None:  # a parent is read (log shows it): it must be readable
+        authorize(p, "reader", parse_ref(body.parent).model)
     try:
         files = tuple(FileEntry.from_json(f) for f in body.files)
     except (KeyError, TypeError, ValueError) as exc:

@@ -62,8 +62,10 @@ class HfError(Exception):
 
 
 def _header_text(message: str) -> str:
-    """A header value: latin-1 only, one line."""
-    return " ".join(message.encode("ascii", "replace").decode().split())
+    """A header value: printable ASCII, one line, bounded (a NUL or a 5,000-character
+    name echoed from the request must not break or bloat the response head)."""
+    text = " ".join(message[:500].encode("ascii", "replace").decode().split())
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
 
 
 def hub_error(exc: ModelvcError, request: Request) -> HfError:

@@ -24,10 +24,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ..checkout import safe_relpath
-from ..errors import Corrupt, PathNotFound, RefNotFound, UsageError
+from ..errors import PathNotFound, RefNotFound, UsageError
 from ..registry import DEFAULT_BRANCH, Registry
 from .auth import authenticate
+from .hf_paths import check_path, check_tree
 from .hf_repo import (
     HfError,
     HfRoute,
@@ -49,7 +49,7 @@ def _bad(message: str) -> HfError:
 async def _json(request: Request) -> Any:
     try:
         return json.loads(await request.body())
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise _bad(f"the body is not JSON: {exc}") from exc
 
 
@@ -118,6 +118,8 @@ async def api_models_post(rest: str, request: Request) -> Response:
     if marker == "preupload":
         body = await _json(request)
         files = body.get("files", []) if isinstance(body, dict) else []
+        if not isinstance(files, list):
+            raise _bad('expected {"files": [{"path": ...}, ...]}')
         return JSONResponse({"files": [
             {"path": f.get("path"), "uploadMode": "regular", "shouldIgnore": False}
             for f in files if isinstance(f, dict)
@@ -156,22 +158,23 @@ def parse_commit(body: bytes) -> CommitOps:
                 ops.description = str(value.get("description") or "")
                 ops.parent = value.get("parentCommit")
             elif key == "file":
-                path = str(safe_relpath(value["path"]))
+                path = check_path(value["path"])
                 if value.get("encoding", "base64") != "base64":
                     raise _bad(f"line {n}: only base64 file content is accepted")
                 ops.add[path] = base64.b64decode(value["content"], validate=True)
             elif key == "deletedFile":
-                ops.delete.append(str(safe_relpath(value["path"])))
+                ops.delete.append(check_path(value["path"], "deleted file"))
             elif key == "deletedFolder":
-                ops.delete_dirs.append(str(safe_relpath(value["path"].rstrip("/"))))
+                ops.delete_dirs.append(check_path(value["path"].rstrip("/"), "deleted folder"))
             elif key in ("lfsFile", "copyFile"):
                 raise _bad(f"line {n}: {key} is not supported: upload regular files "
                            "(set HF_HUB_DISABLE_XET=1 with huggingface_hub 2.x)")
             else:
                 raise _bad(f"line {n}: unknown operation {key!r}")
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error,
-                Corrupt) as exc:
+                RecursionError) as exc:
             raise _bad(f"line {n} of the commit is malformed: {exc}") from exc
+    check_tree(ops.add)
     return ops
 
 

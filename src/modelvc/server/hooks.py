@@ -8,20 +8,23 @@ Secrets are never sent back, except one the server generated, once, when it is a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi import Path as FPath
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..events import MAX_REMOTE_WAIT
 from ..meta.api import Webhook
-from ..webhooks import new_secret
+from ..webhooks import MAX_URL, new_secret
 from .auth import authorize
 from .deps import P, R
 from .wire import encode
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+INT32 = 2**31 - 1  # ids are 32-bit columns: a larger one is a 422, not a database error
+WebhookId = Annotated[int, FPath(ge=0, le=INT32)]
 
 
 def public(hook: Webhook) -> dict[str, Any]:
@@ -31,9 +34,10 @@ def public(hook: Webhook) -> dict[str, Any]:
 
 
 class HookIn(BaseModel):
-    url: str
-    secret: str | None = None  # default: generated here and returned once
-    events: list[str] = Field(default_factory=list, max_length=100)
+    url: str = Field(max_length=MAX_URL)
+    secret: str | None = Field(default=None, max_length=1024)  # default: generated, sent once
+    events: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list,
+                                                               max_length=100)
 
 
 @router.post("")
@@ -54,14 +58,14 @@ def list_hooks(p: P, reg: R) -> list[dict[str, Any]]:
 
 
 @router.delete("/{webhook_id}")
-def remove(webhook_id: int, p: P, reg: R) -> dict[str, Any]:
+def remove(webhook_id: WebhookId, p: P, reg: R) -> dict[str, Any]:
     authorize(p, "admin", None)
     reg.events.remove(webhook_id, actor=p.name)
     return {"removed": webhook_id}
 
 
 @router.get("/deliveries")
-def deliveries(p: P, reg: R, webhook_id: int | None = None,
+def deliveries(p: P, reg: R, webhook_id: Annotated[int | None, Query(ge=0, le=INT32)] = None,
                limit: int = Query(default=1000, ge=0, le=100_000)) -> Any:
     authorize(p, "admin", None)
     rows = reg.events.log(webhook_id=webhook_id)
@@ -69,7 +73,7 @@ def deliveries(p: P, reg: R, webhook_id: int | None = None,
 
 
 class DeliverIn(BaseModel):
-    wait: float = Field(default=0.0, ge=0.0, le=MAX_REMOTE_WAIT)
+    wait: float = Field(default=0.0, ge=0.0, le=MAX_REMOTE_WAIT, allow_inf_nan=False)
 
 
 @router.post("/deliver")

@@ -61,6 +61,11 @@ def require_access(reg: Registry, principal: Principal, possession: Possession,
     held = reg.held_objects(ids)
     hidden = set(possession.unproven(principal.name, Scope(reg, principal, held).hidden()))
     for oid in sorted(set(ids) - held | hidden):
-        raise ObjectNotFound(f"{what} {oid} was not uploaded",
-                             hint="upload the ids /uploads/missing (or objects/have) "
-                                  "does not list, then retry")
+        raise not_uploaded(oid, what)
+
+
+def not_uploaded(oid: str, what: str = "object") -> ObjectNotFound:
+    """The one answer for an absent object and for one the caller may not know of."""
+    return ObjectNotFound(f"{what} {oid} was not uploaded",
+                          hint="upload the ids /uploads/missing (or objects/have) "
+                               "does not list, then retry")

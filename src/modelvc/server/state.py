@@ -29,6 +29,10 @@ class ServerConfig:
     max_upload_mb: int = 4096  # largest raw segment a commit may upload
     upload_spool_mb: int = 64  # larger uploads go to a temp file, not memory
     upload_ttl_hours: float = 24.0  # how long an upload proves its sender has the bytes
+    max_body_mb: int = 16  # any JSON request body (the routes below excepted)
+    max_commit_mb: int = 64  # a commit's file list (POST /api/v1/models/M/commits)
+    max_hf_commit_mb: int = 1024  # a Hugging Face commit (its files inline, base64)
+    body_timeout: float = 60.0  # seconds a request body may send nothing before 408
 
 
 class Possession:

@@ -37,8 +37,9 @@ from ..transfer.protocol import RefInfo, decode_pack, encode_pack
 from ..transfer.sessions import MAX_REQUEST, FrameReader, Sessions
 from ..transfer.verify import unlink_quietly
 from .auth import Principal, authenticate, authorize, can
+from .limits import sent_bytes
 from .logs import LOG
-from .scope import Scope, require_access
+from .scope import Scope, not_uploaded, require_access
 from .state import ServerState
 
 router = APIRouter(tags=["transfer"])
@@ -132,9 +133,24 @@ def have_versions(request: Request, body: Ids) -> dict[str, Any]:
 def record_version(request: Request, body: RecordBody) -> dict[str, Any]:
     end, principal = _end_as(request, "writer", body.model)
     vid = check_key(body.id)
+    state = request.app.state.modelvc
     if not end.reg.meta.existing_versions([vid]):
-        _may_record(end, principal, request.app.state.modelvc, vid)
+        _may_record(end, principal, state, vid)
+    else:
+        _same_model_or_absent(end, principal, body.model, vid)
     return {"number": end.record_version(body.model, vid, actor=principal.name)}
+
+
+def _same_model_or_absent(end: LocalEnd, principal: Principal, model: str, vid: str
+                          ) -> None:
+    """An existing version of another model: refused, and worded as for an unknown id
+    unless the caller may read that model (its number and existence must not leak)."""
+    v = end.reg.meta.get_version(vid)
+    if v.model == model:
+        return
+    if can(principal, "reader", v.model):
+        raise UsageError(f"version {vid[:12]} belongs to {v.model}, not {model}")
+    raise not_uploaded(vid)
 
 
 def _may_record(end: LocalEnd, principal: Principal, state: ServerState, vid: str) -> None:
@@ -211,8 +227,9 @@ async def put_pack(request: Request, model: str) -> dict[str, Any]:
     body = await request.body()
     if len(body) > MAX_PACK:
         raise UsageError(f"pack is over the {MAX_PACK}-byte limit")
-    items = list(decode_pack(body))
-    await run_in_threadpool(end.write_pack, model, items)
+    with sent_bytes():
+        items = list(decode_pack(body))
+        await run_in_threadpool(end.write_pack, model, items)
     await run_in_threadpool(_state(request).possession.add, principal.name,
                             [oid for oid, _ in items])
     return {"stored": len(items)}
@@ -230,7 +247,8 @@ async def put_object(request: Request, oid: str, model: str) -> dict[str, Any]:
         with os.fdopen(fd, "wb") as f:
             async for chunk in request.stream():
                 f.write(chunk)
-        await run_in_threadpool(end.write_file, oid, path)
+        with sent_bytes():
+            await run_in_threadpool(end.write_file, oid, path)
     finally:
         unlink_quietly(path)
     await run_in_threadpool(_state(request).possession.add, principal.name, [oid])
@@ -271,7 +289,8 @@ async def put_chunks(request: Request, oid: str, model: str, size: int, offset: 
     if pos < size:
         return {"offset": pos, "complete": False}
     try:
-        seen = await run_in_threadpool(end.finish, sessions, principal.name, oid, size)
+        with sent_bytes():
+            seen = await run_in_threadpool(end.finish, sessions, principal.name, oid, size)
     except CorruptObject as exc:
         LOG.warning("upload failed verification", extra={
             "object": oid, "size": size, "subject": principal.name, "error": exc.message})

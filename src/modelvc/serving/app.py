@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -11,11 +12,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import ModelvcError
+from ..errors import ModelvcError, TooLarge
+from ..httpguard import BodyGuard
 from . import oip
 from .gateway import EPOCH_HEADER, VERSION_HEADER, Gateway, NotReady, http_status
 from .protocol import HEADER_LENGTH, BadRequest, encode_response, parse_infer
@@ -43,20 +46,44 @@ def _guard(fn: Handler) -> Handler:
     return handler
 
 
-async def _body(request: Request) -> bytes:
+async def _body(request: Request, limit: int) -> bytes:
+    """The body (its size is capped by the BodyGuard), decompressed to at most LIMIT
+    bytes: a small gzip of zeros must not inflate into gigabytes."""
     body = await request.body()
     enc = request.headers.get("content-encoding")
     if enc in ("gzip", "deflate"):
+        d = zlib.decompressobj(31 if enc == "gzip" else 15)
         try:
-            return zlib.decompress(body, 31 if enc == "gzip" else 15)
+            out = d.decompress(body, limit + 1)
+            if len(out) > limit or d.unconsumed_tail:
+                raise TooLarge(f"the {enc} body inflates to more than {limit >> 20} MiB",
+                               hint="send it uncompressed, or raise max_decompressed_mb")
+            if not d.eof:
+                raise BadRequest(f"body is not valid {enc}: it ends early")
         except zlib.error as exc:
             raise BadRequest(f"body is not valid {enc}: {exc}") from exc
+        return out
     if enc not in (None, "identity"):
         raise BadRequest(f"Content-Encoding {enc!r} is not supported (gzip, deflate)")
     return body
 
 
+def _json(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"{what} is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest(f"{what} is nested too deeply") from exc
+
+
+def _epoch(raw: str) -> int | None:
+    """X-Modelvc-Epoch: the newest epoch the caller saw (ignored unless a plain count)."""
+    return int(raw) if raw.isdigit() and len(raw) <= 18 else None
+
+
 def build_app(gw: Gateway) -> Starlette:
+    inflated = gw.cfg.max_decompressed_mb << 20
     def version_of(request: Request) -> str | None:
         v = request.path_params.get("version")
         return str(v) if v is not None else None
@@ -89,11 +116,8 @@ def build_app(gw: Gateway) -> Starlette:
 
     @_guard
     async def repository_index(request: Request) -> Response:
-        raw = await _body(request)
-        try:
-            doc: Any = json.loads(raw) if raw.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadRequest(f"repository index body is not JSON: {exc}") from exc
+        raw = await _body(request, inflated)
+        doc: Any = _json(raw, "repository index body") if raw.strip() else {}
         ready_only = bool(doc.get("ready")) if isinstance(doc, dict) else False
         return JSONResponse(oip.repository_index(gw, ready_only))
 
@@ -106,24 +130,22 @@ def build_app(gw: Gateway) -> Starlette:
     async def infer(request: Request) -> Response:
         name, selector = request.path_params["name"], version_of(request)
         try:
-            req = parse_infer(await _body(request), request.headers.get(HEADER_LENGTH))
+            req = parse_infer(await _body(request, inflated),
+                              request.headers.get(HEADER_LENGTH))
         except BadRequest as exc:
             gw.refused(name, selector, exc)
             raise
         key = request.headers.get(KEY_HEADER) or req.parameters.get("request_key")
         seen = request.headers.get(EPOCH_HEADER, "")  # the newest epoch the caller saw
         ans = await gw.infer(name, selector, req, str(key) if key is not None else None,
-                             int(seen) if seen.isdigit() else None)
+                             _epoch(seen))
         body, headers = encode_response(req, ans)
         return Response(body, headers=headers | {VERSION_HEADER: ans.version,
                                                  EPOCH_HEADER: str(ans.epoch)})
 
     @_guard
     async def feedback(request: Request) -> Response:
-        try:
-            doc: Any = json.loads(await _body(request))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadRequest(f"feedback body is not JSON: {exc}") from exc
+        doc = _json(await _body(request, inflated), "feedback body")
         return JSONResponse(gw.feedback(request.path_params["name"], doc))
 
     async def metrics(_: Request) -> Response:
@@ -135,12 +157,14 @@ def build_app(gw: Gateway) -> Starlette:
         # Bounded work on the loop (counts per time slot, not per request): a poll never
         # stalls inference. ?since=CLOCK (a `clock` of an earlier status) limits the
         # window statistics to slots that began at or after it: a trial's own requests.
-        raw = request.query_params.get("since")
+        raw = request.query_params.get("since") or ""
         try:
-            since = float(raw) if raw not in (None, "") else None
+            since = float(raw) if raw else None
         except ValueError as exc:
-            raise BadRequest(f"since must be a number (a status `clock`), got {raw!r}"
+            raise BadRequest(f"since must be a number (a status `clock`), got {raw[:40]!r}"
                              ) from exc
+        if since is not None and not (math.isfinite(since) and abs(since) <= 1e15):
+            raise BadRequest(f"since must be a finite `clock` reading, got {raw[:40]!r}")
         return JSONResponse(gw.status(since))
 
     @asynccontextmanager
@@ -184,5 +208,8 @@ def build_app(gw: Gateway) -> Starlette:
         return JSONResponse({"error": f"{what}: {request.method} {request.url.path}"},
                             status_code=code)
 
-    return Starlette(routes=routes, lifespan=lifespan,
+    cap = gw.cfg.max_body_mb << 20
+    guard = Middleware(BodyGuard, cap_of=lambda method, path: cap,
+                       body_timeout=gw.cfg.body_timeout)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[guard],
                      exception_handlers={HTTPException: not_found})

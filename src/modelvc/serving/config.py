@@ -6,6 +6,9 @@
     grpc_port = 8001                # OIP over gRPC (0: off)
     poll_interval = 0.2             # seconds between looks at each followed channel
     trust = "never"                 # Python predictors: never | signed | any
+    max_body_mb = 64                # request body cap (413 beyond), and once decompressed:
+    max_decompressed_mb = 256       # (gzip/deflate bodies are inflated up to this only)
+    body_timeout = 60.0             # seconds without a body byte before 408
     actor = "canary-bot"            # who automatic canary moves are recorded as
                                     # (default modelvc-serve), or instead:
     token = "mvc_..."               # an API token (better: $MODELVC_SERVE_TOKEN); the
@@ -88,6 +91,9 @@ class ServeConfig:
     fleet: FleetConfig | None = None
     actor: str | None = None  # automatic canary moves: recorded as this actor ...
     token: str | None = field(default=None, repr=False)  # ... or this API token's subject
+    max_body_mb: int = 64  # an inference or feedback request body, as sent
+    max_decompressed_mb: int = 256  # ... and after Content-Encoding gzip/deflate
+    body_timeout: float = 60.0  # seconds a request body may send nothing before 408
 
 
 def _only(raw: dict[str, Any], allowed: set[str], where: str) -> None:

@@ -237,7 +237,7 @@ class Gateway:
             sel = selector[1:] if selector[:1] == "v" and selector[1:].isdigit() else selector
             if selector in named:
                 follower = named[selector]
-            elif sel.isdigit():
+            elif sel.isdigit() and len(sel) <= 9:  # version numbers are 32-bit
                 follower = await sm.pinned_version(int(sel))
             else:
                 raise NotFound(f"model {sm.cfg.name!r} has no version {selector!r}; use a "
@@ -394,7 +394,7 @@ class Gateway:
         truth = body.get("labels", body.get("label"))
         try:
             true = np.asarray(truth, dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise BadRequest(f"label must be an integer or a list of integers, got {truth!r}"
                              ) from exc
         if true.size != predicted.size:

@@ -7,6 +7,7 @@ Every check against the model's signature happens here, so that a bad request ge
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,10 +51,18 @@ class Answer:
         return {"modelvc_version": self.version, "modelvc_epoch": self.epoch}
 
 
+MAX_ELEMENTS = 1 << 40  # far above any body the gateway accepts; keeps counts in int64
+
+
 def _shape(raw: Any, name: str) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(isinstance(d, int) and d >= 0 for d in raw):
+    # bool is an int to Python: `[true, 4]` is not a shape.
+    if not isinstance(raw, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
         raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers, "
-                         f"got {raw!r}")
+                         f"got {str(raw)[:200]}")
+    if len(raw) > 64 or math.prod(raw) > MAX_ELEMENTS:
+        raise BadRequest(f"input {name!r}: shape {str(raw)[:200]} holds more elements than "
+                         "any request can carry")
     return tuple(raw)
 
 
@@ -65,17 +74,18 @@ def _from_json_data(data: Any, shape: tuple[int, ...], datatype: str, name: str)
                            dtype=object)
         else:
             arr = np.asarray(data, dtype=OIP_TO_NUMPY[datatype]).reshape(-1)
-    except (ValueError, TypeError) as exc:
-        raise BadRequest(f"input {name!r}: data is not a list of {datatype} values") from exc
-    if arr.size != int(np.prod(shape)):
-        raise BadRequest(f"input {name!r}: shape {list(shape)} needs {int(np.prod(shape))} "
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise BadRequest(f"input {name!r}: data is not a list of {datatype} values "
+                         f"({str(exc)[:200]})") from exc
+    if arr.size != math.prod(shape):
+        raise BadRequest(f"input {name!r}: shape {list(shape)} needs {math.prod(shape)} "
                          f"values, got {arr.size}")
     return arr.reshape(shape)
 
 
 def from_binary(raw: memoryview, shape: tuple[int, ...], datatype: str, name: str
-                 ) -> np.ndarray:
-    count = int(np.prod(shape))
+                ) -> np.ndarray:
+    count = math.prod(shape)
     if datatype == "BYTES":
         items: list[bytes] = []
         pos = 0
@@ -111,6 +121,8 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         doc = json.loads(head)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"request body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest("request body is nested too deeply") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise BadRequest('request must be a JSON object with an "inputs" list')
     params = doc.get("parameters") or {}
@@ -122,6 +134,8 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest('each input must be an object with a "name"')
         name, datatype = item["name"], item.get("datatype")
+        if name in inputs:
+            raise BadRequest(f"input {name!r} is given twice")
         if datatype not in OIP_TO_NUMPY:
             raise BadRequest(f"input {name!r}: datatype must be one of "
                              f"{sorted(OIP_TO_NUMPY)}, got {datatype!r}")
