@@ -59,3 +59,62 @@ def test_tampering_is_detected(reg: Registry, tmp_path: Path) -> None:
         conn.execute(sa.delete(audit).where(audit.c.id >= 4))
     assert any("newest entries were removed" in p for p in reg.verify_audit())
     engine.dispose()
+
+
+def _rehash_from(conn: sa.Connection, first: int) -> None:
+    """What a database writer does to hide an edit: recompute every hash from FIRST on,
+    and the head (governance.entry_hash is public knowledge)."""
+    from modelvc.meta.governance import _audit_row, entry_hash
+    from modelvc.meta.schema import audit_head
+
+    rows = [_audit_row(r) for r in conn.execute(sa.select(audit).order_by(audit.c.id))]
+    prev = next((r.hash for r in reversed(rows) if r.id < first), "0" * 64)
+    for r in rows:
+        if r.id < first:
+            continue
+        h = entry_hash(prev, r.at, r)
+        conn.execute(sa.update(audit).where(audit.c.id == r.id).values(prev_hash=prev, hash=h))
+        prev = h
+    conn.execute(sa.update(audit_head).values(hash=prev, seq=len(rows)))
+
+
+def test_an_edit_with_the_chain_recomputed_is_detected(any_reg: Registry,
+                                                       tmp_path: Path) -> None:
+    """Issue 12 finding 8: the chain alone is unkeyed; the sealed checkpoints are not."""
+    _mutate(any_reg, tmp_path)
+    assert any_reg.verify_audit() == []
+    engine = sa.create_engine(any_reg.layout.meta_url)
+    with engine.begin() as conn:
+        conn.execute(sa.update(audit).where(audit.c.id == 5).values(actor="mallory"))
+        _rehash_from(conn, 5)
+    engine.dispose()
+    assert any_reg.meta.verify_audit() == []  # the chain re-hashed: it checks out
+    problems = any_reg.verify_audit()
+    assert problems and all("changed after it was sealed" in p for p in problems)
+    assert any("entry 5 " in p for p in problems)
+
+
+def test_newest_entries_cut_off_with_the_head_reset_are_detected(reg: Registry,
+                                                                  tmp_path: Path) -> None:
+    _mutate(reg, tmp_path)
+    engine = sa.create_engine(reg.layout.meta_url)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(audit).where(audit.c.id >= 6))
+        _rehash_from(conn, 6)
+    assert reg.meta.verify_audit() == []
+    problems = reg.verify_audit()
+    assert "entry 8 was sealed but is gone from the database (entries were removed)" in problems
+
+
+def test_a_forged_checkpoint_does_not_verify(reg: Registry, tmp_path: Path) -> None:
+    import json
+
+    _mutate(reg, tmp_path)
+    path = reg.layout.root / "audit" / "checkpoints"
+    lines = path.read_text().splitlines()
+    forged = json.loads(lines[-1]) | {"hash": "f" * 64}
+    path.write_text("\n".join([*lines, json.dumps(forged)]) + "\n")
+    assert reg.verify_audit() == [f"audit checkpoint line {len(lines) + 1} (entry "
+                                  f"{forged['id']}) does not verify with the audit key: it "
+                                  "was altered, or sealed with another key"]
+    assert (reg.layout.root / "audit" / "key").stat().st_mode & 0o077 == 0

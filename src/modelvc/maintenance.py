@@ -25,15 +25,19 @@ class VerifyReport:
     broken_versions: list[str] = field(default_factory=list)  # "model@vN (id)"
     versions: int = 0  # live versions whose manifest and segments were read
     bytes: int = 0  # decoded bytes re-hashed
+    # "model@vN (id)" -> objects its manifest lists (or the manifest) that have no
+    # objects row: gc keeps only what rows record, so the version would lose them.
+    unrecorded: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not self.corrupt
+        return not self.corrupt and not self.unrecorded
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "checked": self.checked, "corrupt": self.corrupt,
                 "broken_versions": self.broken_versions, "versions": self.versions,
-                "bytes": self.bytes}
+                "bytes": self.bytes,
+                "unrecorded": self.unrecorded}
 
 
 def verify(meta: MetaStore, io: ObjectIO, *,
@@ -86,6 +90,14 @@ def verify(meta: MetaStore, io: ObjectIO, *,
             for vid in vids:
                 report.corrupt.setdefault(vid, f"manifest: segment {oid[:12]} is {size} "
                                                f"bytes, its object decodes to {decoded[oid]}")
+    # Listed by a live version but without an objects row: gc keeps only what rows
+    # record, so such a version would lose them.
+    for oid, labels in live.uses.items():
+        if oid not in rows:
+            for label in labels:
+                report.unrecorded.setdefault(label, []).append(oid)
+    for ids in report.unrecorded.values():
+        ids.sort()
     if not report.corrupt:
         return report
     # An object is broken if it, or any object in its delta chain, is corrupt.

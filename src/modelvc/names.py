@@ -71,9 +71,6 @@ def parse_ref(text: str) -> RefSpec:
         raise InvalidRef(f"invalid ref {text!r}: more than one '@'", hint=REF_HINT)
     m = _NUMBER.match(selector)
     if m:
-        if len(m.group(1)) > 9:  # version numbers are 32-bit in the database
-            raise InvalidRef(f"invalid ref {text[:60]!r}: version number too large",
-                             hint=REF_HINT)
         return RefSpec(model, selector, int(m.group(1)))
     check_name(selector, "ref")
     return RefSpec(model, selector)

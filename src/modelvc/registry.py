@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import layout as _layout
 from .api.openers import OPENERS
 from .api.types import UNSET, Unset
+from .auditseal import AuditSeal
 from .errors import (
     AlreadyExists,
     AmbiguousRef,
@@ -77,6 +78,7 @@ class _ReadOps:
     layout: _layout.Layout
     meta: MetaStore
     store: ObjectStore
+    audit_seal: AuditSeal
     _jobs: ThreadPoolExecutor
     _blocks: ThreadPoolExecutor
 
@@ -167,8 +169,11 @@ class _ReadOps:
                                        action=action, since=since, until=until)
 
     def verify_audit(self) -> list[str]:
-        """Re-compute the audit hash chain; the problems found (empty: intact)."""
-        return self.meta.verify_audit()
+        """Re-compute the audit hash chain and check it against the keyed checkpoints
+        kept outside the database (auditseal.py); the problems found (empty: intact)."""
+        problems = self.meta.verify_audit()
+        hashes = {e.id: e.hash for e in self.meta.audit_entries()}
+        return problems + self.audit_seal.check(hashes)
 
     def delete(self, ref: str, *, reason: str = "", actor: str | None = None) -> int:
         """Delete a version (its number is never reused); returns objects re-based."""
@@ -186,6 +191,9 @@ class Registry(_ReadOps, HostOps):
         self.layout = lay
         self.meta = meta
         self.store = store
+        # Every audited change this process commits is sealed outside the database.
+        self.audit_seal = AuditSeal(lay.root / "audit")
+        meta.audit_seal = self.audit_seal.seal
         self._blocks = ThreadPoolExecutor(2, thread_name_prefix="modelvc-block")
         self._jobs = ThreadPoolExecutor(3, thread_name_prefix="modelvc-job")
 
@@ -577,6 +585,9 @@ class Registry(_ReadOps, HostOps):
         it (the CLI passes it: a typo must not make a new channel)."""
         check_ref_name(channel, "channel name")
         v = self.resolve(ref)
+        # Under `trust: require` every gateway refuses an unsigned version: a channel
+        # must not name one (force skips gates, not signatures).
+        self.trust.check(v)
         if not create and self._ref_or_none(v.model, channel) is None and (
                 not self.governance.declares(v.model, channel)):
             raise self._channel_missing(v.model, channel, promoting=True)
@@ -632,6 +643,8 @@ class Registry(_ReadOps, HostOps):
             if prev is None:
                 raise Conflict(f"{model}@{channel} has no earlier version to roll back to")
             target_id = prev
+        if target_id is not None:
+            self.trust.check(self.meta.get_version(target_id))
         return self._move(model, channel, "channel", expected=current.version_id,
                           new=target_id, who=who, action="rollback", reason=reason)
 

@@ -44,7 +44,7 @@ def test_large_uploads_stream_to_disk_and_round_trip(tmp_path: Path) -> None:
             wrong = blake3.blake3(b"other").hexdigest()
             r = c.put(f"/uploads/{wrong}", content=raw,
                       params={"kind": "tensor", "dtype": "F32", "shape": str(5 << 18)})
-            assert r.json()["error"] == "CorruptObject"
+            assert (r.status_code, r.json()["error"]) == (400, "DamagedUpload")
             assert c.post("/uploads/missing", json={"ids": [wrong, oid]}).json() == {
                 "missing": [wrong]}
 

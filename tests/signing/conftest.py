@@ -23,8 +23,11 @@ class Signed:
 
 
 def set_policy(reg: Registry, body: str) -> None:
-    reg.meta.put_policy(str(hash(body)), body, "tester",
-                        AuditEntry(actor="tester", action="policy", target="policy"))
+    """Record BODY as the applied policy, audited as `policy apply` records it."""
+    digest = str(hash(body))
+    reg.meta.put_policy(digest, body, "tester",
+                        AuditEntry(actor="tester", action="policy", target="policy",
+                                   after={"digest": digest}))
 
 
 def require(reg: Registry, *keys: str) -> None:

@@ -183,3 +183,47 @@ def test_tampered_signature_refused_under_any_trust_policy(signed: Signed) -> No
     set_policy(reg, "trust:\n  keys: [alice]\n  require: false\n")
     with pytest.raises(SignatureInvalid, match="does not verify with key alice"):
         reg.load("net")
+
+
+REQUIRE = "version: 1\ntrust:\n  keys: [alice]\n  require: true\n"
+ALLOW = "version: 1\ntrust:\n  keys: [alice]\n  require: false\n"
+
+
+def test_promoting_an_unsigned_version_is_refused_under_require(signed: Signed) -> None:
+    """Issue 12 finding 9: the channel would name a version every gateway refuses."""
+    reg = signed.reg
+    reg.commit(model_folder(signed.tmp / "m2", seed=2), model="net")
+    set_policy(reg, REQUIRE)
+    reg.promote("net@v1", "production", reason="signed")
+    for force in (False, True):
+        with pytest.raises(Untrusted, match="net@v2 has no valid signature"):
+            reg.promote("net@v2", "production", reason="unsigned", force=force)
+    assert reg.resolve("net@production").number == 1
+    set_policy(reg, ALLOW)
+    reg.promote("net@v2", "production", reason="allowed now")
+    set_policy(reg, REQUIRE)
+    reg.rollback("net", "production", to="net@v1", reason="back to signed")
+    set_policy(reg, ALLOW)
+    reg.promote("net@v2", "production", reason="unsigned again")
+    set_policy(reg, REQUIRE)
+    with pytest.raises(Untrusted):  # a rollback onto an unsigned version is refused too
+        reg.rollback("net", "production", to="net@v2", reason="x")
+
+
+def test_policy_rows_deleted_by_sql_are_refused_not_obeyed(signed: Signed) -> None:
+    """Issue 12 finding 9: deleting the policies rows used to switch `require` off."""
+    reg = signed.reg
+    reg.commit(model_folder(signed.tmp / "m2", seed=2), model="net")
+    set_policy(reg, REQUIRE)
+    with pytest.raises(Untrusted):
+        reg.checkout("net", signed.tmp / "co")
+    sql(reg, "DELETE FROM policies")
+    fresh = Registry.open(reg.layout.root.parent)  # a new process: nothing cached
+    try:
+        with pytest.raises(Corrupt, match="policies table was edited"):
+            fresh.checkout("net", signed.tmp / "co")
+        with pytest.raises(Corrupt, match="policies table was edited"):
+            fresh.promote("net@v2", "production", reason="x")
+        assert not (signed.tmp / "co").exists()
+    finally:
+        fresh.close()

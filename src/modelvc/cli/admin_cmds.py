@@ -91,11 +91,17 @@ def verify(ctx: Ctx, as_json: bool) -> None:
 
     def human() -> None:
         click.echo(f"checked {r.checked} objects ({human_bytes(r.bytes)} decoded) of "
-                   f"{r.versions} versions: " + ("ok" if r.ok else f"{len(r.corrupt)} corrupt"))
+                   f"{r.versions} versions: " + ("ok" if r.ok else
+                                                 f"{len(r.corrupt)} corrupt, "
+                                                 f"{len(r.unrecorded)} version(s) with "
+                                                 "unrecorded objects"))
         for oid, why in r.corrupt.items():
             click.echo(f"  corrupt {oid[:16]}  {why}")
         for v in r.broken_versions:
             click.echo(f"  breaks  {v}")
+        for v, ids in r.unrecorded.items():
+            click.echo(f"  {v} lists {len(ids)} object(s) with no objects row: "
+                       f"{', '.join(i[:12] for i in ids[:5])}")
 
     emit(as_json, r, human)
     if not r.ok:

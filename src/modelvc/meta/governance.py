@@ -26,6 +26,7 @@ from .schema import (
 
 T = TypeVar("T")
 GENESIS = "0" * 64
+SEAL_SINK = "modelvc_audit_heads"  # conn.info key: heads appended in this transaction
 
 
 def entry_hash(prev: str, at: datetime, e: AuditEntry | AuditRow) -> str:
@@ -54,6 +55,9 @@ def append_audit(conn: sa.Connection, e: AuditEntry, at: datetime | None = None)
     ).scalar_one()
     conn.execute(sa.update(audit_head).where(audit_head.c.id == 1)
                  .values(seq=head.seq + 1, hash=h))
+    sealed = conn.info.get(SEAL_SINK)
+    if sealed is not None:  # MetaStore seals the head once the transaction commits
+        sealed.append((int(new_id), h))
     return int(new_id)
 
 
@@ -73,8 +77,11 @@ class GovernanceMixin:
     def audit_entries(self, *, model: str | None = None, actor: str | None = None,
                       action: str | None = None, target: str | None = None,
                       since: datetime | None = None, until: datetime | None = None,
-                      after_id: int = 0, limit: int | None = None) -> list[AuditRow]:
-        q = sa.select(audit).where(audit.c.id > after_id).order_by(audit.c.id)
+                      after_id: int = 0, limit: int | None = None,
+                      newest: int | None = None) -> list[AuditRow]:
+        """Entries oldest first; `newest=N`: only the N newest that match."""
+        q = sa.select(audit).where(audit.c.id > after_id).order_by(
+            audit.c.id.desc() if newest else audit.c.id)
         for col, val in ((audit.c.model, model), (audit.c.actor, actor),
                          (audit.c.action, action), (audit.c.target, target)):
             if val is not None:
@@ -83,9 +90,10 @@ class GovernanceMixin:
             q = q.where(audit.c.at >= since)
         if until is not None:
             q = q.where(audit.c.at <= until)
-        if limit is not None:
-            q = q.limit(limit)
-        return list(self._tx(lambda conn: [_audit_row(r) for r in conn.execute(q)]))
+        if limit is not None or newest:
+            q = q.limit(newest or limit)
+        rows = list(self._tx(lambda conn: [_audit_row(r) for r in conn.execute(q)]))
+        return rows[::-1] if newest else rows
 
     def verify_audit(self) -> list[str]:
         """Problems found re-computing the chain (empty: intact)."""

@@ -24,7 +24,7 @@ from . import lifecycle, objectsql
 from .api import AuditEntry, ModelRow, ObjectRow, RefKind, RefMove, RefRow
 from .auth import AuthMixin
 from .fleet import FleetMixin
-from .governance import GovernanceMixin, append_audit
+from .governance import SEAL_SINK, GovernanceMixin, append_audit
 from .refops import check_target, insert_ignore, move_ref
 from .rows import (
     MOVE_COLUMNS,
@@ -69,8 +69,28 @@ class MetaStore(VersionsMixin, GovernanceMixin, AuthMixin, UploadsMixin, FleetMi
     def close(self) -> None:
         self._engine.dispose()
 
+    # Called with (entry id, hash) of the audit head after a write transaction that
+    # appended to the chain has committed (auditseal.AuditSeal.seal; None: not sealed).
+    audit_seal: Callable[[int, str], None] | None = None
+
     def _tx(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:
-        return eng.run(self._engine, fn, write=write)
+        seal = self.audit_seal
+        if seal is None or not write:
+            return eng.run(self._engine, fn, write=write)
+        heads: list[tuple[int, str]] = []
+
+        def sealed(conn: sa.Connection) -> T:
+            heads.clear()  # a retried attempt starts over
+            conn.info[SEAL_SINK] = heads
+            try:
+                return fn(conn)
+            finally:
+                conn.info.pop(SEAL_SINK, None)
+
+        out = eng.run(self._engine, sealed, write=True)
+        if heads:
+            seal(*heads[-1])
+        return out
 
     # --- models
     def ensure_model(self, name: str) -> ModelRow:

@@ -78,8 +78,13 @@ def _json(data: bytes, what: str) -> Any:
 
 
 def _epoch(raw: str) -> int | None:
-    """X-Modelvc-Epoch: the newest epoch the caller saw (ignored unless a plain count)."""
-    return int(raw) if raw.isdigit() and len(raw) <= 18 else None
+    """X-Modelvc-Epoch: the newest epoch the caller saw (a count that fits int64)."""
+    if not raw:
+        return None
+    if not (raw.isdigit() and len(raw) <= 18):
+        raise BadRequest(f"{EPOCH_HEADER} must be an epoch this gateway sent (a count), "
+                         f"got {raw[:40]!r}")
+    return int(raw)
 
 
 def build_app(gw: Gateway) -> Starlette:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ..api.types import SignatureCheck, SignatureStatus
-from ..errors import NotFound, SignatureInvalid, Untrusted, UsageError
+from ..errors import Corrupt, NotFound, SignatureInvalid, Untrusted, UsageError
 from ..manifest import Manifest
 from ..meta.api import Signature, SigningKey, VersionRow
 from . import keys
@@ -122,16 +122,29 @@ class Trust:
     def __init__(self, meta: MetaStore, read_manifest: Callable[[str], Manifest]) -> None:
         self.meta = meta
         self.read_manifest = read_manifest
-        self._cache: tuple[str, TrustSettings] | None = None
+        self._cache: tuple[str | None, TrustSettings] | None = None
 
     def settings(self) -> TrustSettings:
         current = self.meta.current_policy()
-        if current is None:
-            return TrustSettings()
-        digest, body = current
+        digest = current[0] if current else None
         if self._cache is None or self._cache[0] != digest:
-            self._cache = (digest, parse_policy(body))
+            self._check_applied(digest)
+            self._cache = (digest, parse_policy(current[1]) if current else TrustSettings())
         return self._cache[1]
+
+    def _check_applied(self, digest: str | None) -> None:
+        """The policy in force must be the one the audit trail last recorded applying:
+        policies rows deleted or edited by SQL (a trust requirement switched off) are
+        refused, not obeyed. (`audit verify` proves the trail itself unedited.)"""
+        last = self.meta.audit_entries(action="policy", target="policy", newest=1)
+        recorded = last[-1].after.get("digest") if last and last[-1].after else None
+        if recorded != digest:
+            raise Corrupt(f"the applied policy ({digest[:12] if digest else 'none'}) is not "
+                          f"the one the audit trail last recorded "
+                          f"({recorded[:12] if recorded else 'none'}): the policies table "
+                          "was edited outside modelvc",
+                          hint="run `modelvc audit verify`, then re-apply the policy from a "
+                               "trusted copy (`modelvc policy apply`)")
 
     def check(self, v: VersionRow) -> None:
         """Under a trust policy, raise on a tampered signature and, if signatures are

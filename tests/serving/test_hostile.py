@@ -1,0 +1,153 @@
+"""Hostile input against a real gateway (issue 12 findings 3, 5, 6): capped bodies and
+decompression bombs answered 413, bodies that never finish answered 408, and inputs
+that once answered 500 answered with a 4xx JSON error."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import socket
+import urllib.error
+import urllib.request
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .conftest import Digits, Start
+
+ROW = [0.0] * 64
+
+
+def _request(url: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url + path, data=body, headers=headers or {},
+                                 method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _raw(url: str, head: str, body: bytes) -> tuple[int, bytes]:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        try:
+            s.sendall(head.encode() + b"\r\n" + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before taking it all: read the answer
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    m = re.match(rb"HTTP/1\.1 (\d{3})", data)
+    assert m, f"no HTTP answer: {data[:200]!r}"
+    return int(m.group(1)), data
+
+
+def _infer_doc(**item: Any) -> bytes:
+    inp = {"name": "X", "datatype": "FP32", "shape": [1, 64], "data": ROW} | item
+    return json.dumps({"inputs": [inp]}).encode()
+
+
+def _bomb(encoding: str, mib: int) -> bytes:
+    """MIB MiB of zeros, compressed a MiB at a time (the test never holds them)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
+    zeros = bytes(1 << 20)
+    return b"".join(c.compress(zeros) for _ in range(mib)) + c.flush()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_decompression_bomb_is_413(serve_reg: Any, start_gateway: Start,
+                                     encoding: str) -> None:
+    srv = start_gateway(serve_reg)  # defaults: bodies inflate to at most 256 MiB
+    bomb = _bomb(encoding, 512)
+    assert len(bomb) < 1 << 20
+    status, doc = _request(srv.url, "/v2/models/digits/infer", bomb,
+                           {"Content-Encoding": encoding, "Content-Type": "application/json"})
+    assert status == 413, doc
+    assert "256 MiB" in doc["error"]
+    # A compressed body within the bound still works.
+    status, doc = _request(srv.url, "/v2/models/digits/infer", gzip.compress(_infer_doc()),
+                           {"Content-Encoding": "gzip"})
+    assert status == 200, doc
+
+
+def test_a_body_over_the_cap_is_413_before_it_is_read(serve_reg: Any,
+                                                      start_gateway: Start) -> None:
+    srv = start_gateway(serve_reg)  # defaults: a body is at most 64 MiB
+    head = ("POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: 400000000\r\n")
+    status, data = _raw(srv.url, head, b"[" * 65536)
+    assert status == 413, data[:300]
+    # Chunked (no length to refuse up front): cut off at the cap.
+    piece = b"x" * (1 << 20)
+    chunked = (f"{len(piece):x}\r\n".encode() + piece + b"\r\n") * 66
+    head = ("POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\n")
+    status, data = _raw(srv.url, head, chunked)
+    assert status == 413, data[:300]
+
+
+def test_a_body_that_never_finishes_is_answered_408(serve_reg: Any,
+                                                    start_gateway: Start) -> None:
+    srv = start_gateway(serve_reg, body_timeout=2)
+    head = ("POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n")
+    status, data = _raw(srv.url, head, b'{"inputs": [')
+    assert status == 408, data[:300]
+
+
+def _deep(n: int = 100_000) -> bytes:
+    return b"[" * n + b"]" * n
+
+
+_BINARY = json.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [2**40, 2**40],
+                                  "parameters": {"binary_data_size": 0}}]}).encode()
+TWO = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 64], "data": ROW}] * 2}
+# (id, path, body or None for a GET, headers)
+CASES: list[tuple[str, str, bytes | None, dict[str, str]]] = [
+    ("shape-holds-a-bool", "/v2/models/digits/infer", _infer_doc(shape=[True, 64]), {}),
+    ("int64-beyond-range", "/v2/models/digits/infer",
+     _infer_doc(datatype="INT64", data=[2**70] * 64), {}),
+    ("deep-json-infer", "/v2/models/digits/infer", _deep(), {}),
+    ("deep-json-feedback", "/v2/models/digits/feedback", _deep(), {}),
+    ("shape-product-overflows", "/v2/models/digits/infer",
+     _infer_doc(shape=[4294967296, 4294967296]), {}),
+    ("shape-product-huge-binary", "/v2/models/digits/infer", _BINARY,
+     {"Inference-Header-Content-Length": str(len(_BINARY))}),
+    ("version-beyond-int64", "/v2/models/digits/versions/99999999999999999999/infer",
+     _infer_doc(), {}),
+    ("status-since-nan", "/modelvc/status?since=nan", None, {}),
+    ("status-since-inf", "/modelvc/status?since=inf", None, {}),
+    ("status-since-1e20", "/modelvc/status?since=1e20", None, {}),
+    ("epoch-header-5000-digits", "/v2/models/digits/infer", _infer_doc(),
+     {"X-Modelvc-Epoch": "9" * 5000}),
+    ("header-length-5000-digits", "/v2/models/digits/infer", _infer_doc(),
+     {"Inference-Header-Content-Length": "9" * 5000}),
+    ("duplicate-input-names", "/v2/models/digits/infer", json.dumps(TWO).encode(), {}),
+    ("feedback-label-beyond-int64", "/v2/models/digits/feedback",
+     json.dumps({"id": "r-hostile", "label": 2**70}).encode(), {}),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "headers"), [pytest.param(*c[1:], id=c[0])
+                                                       for c in CASES])
+def test_bad_input_is_a_4xx_json_error(serve_reg: Any, start_gateway: Start, digits: Digits,
+                                       path: str, body: bytes | None,
+                                       headers: dict[str, str]) -> None:
+    srv = start_gateway(serve_reg)
+    # A prediction to give feedback on.
+    status, _ = _request(srv.url, "/v2/models/digits/infer",
+                         json.dumps({"id": "r-hostile", "inputs": [{
+                             "name": "X", "datatype": "FP32", "shape": [1, 64],
+                             "data": np.asarray(digits.x[0]).tolist()}]}).encode())
+    assert status == 200
+    status, doc = _request(srv.url, path, body, headers)
+    assert 400 <= status < 500, (status, doc)
+    assert isinstance(doc, dict)
