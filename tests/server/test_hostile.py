@@ -8,6 +8,7 @@ HTTP client would send it all first)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -141,10 +142,9 @@ def _raw(env: Env, head: str, body: bytes = b"", *, wait: float = 60) -> tuple[i
     """Send a request head and part of a body; the status and what came back."""
     port = env.server.port
     with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
-        try:
+        # The server may answer and close before taking it all: then read the answer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             s.sendall(head.encode("latin-1") + b"\r\n" + body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed before taking it all: read the answer
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = s.recv(65536)

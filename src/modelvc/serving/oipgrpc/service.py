@@ -5,6 +5,7 @@ shadow, metrics, version routing), so the two protocols cannot drift apart."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 from ...errors import ModelvcError
 from .. import oip
 from ..gateway import EPOCH_HEADER, VERSION_HEADER, Gateway, NotReady, http_status
-from ..protocol import Answer, BadRequest, InferRequest, binary_data, from_binary
+from ..protocol import MAX_ELEMENTS, Answer, BadRequest, InferRequest, binary_data, from_binary
 from ..runtimes.base import OIP_TO_NUMPY, oip_datatype
 from . import messages as pb
 
@@ -55,6 +56,9 @@ def _shape(raw: Any, name: str) -> tuple[int, ...]:
     if any(d < 0 for d in shape):
         raise BadRequest(f"input {name!r}: shape must be non-negative integers, got "
                          f"{list(shape)}")
+    if len(shape) > 64 or math.prod(shape) > MAX_ELEMENTS:  # int64 products overflow
+        raise BadRequest(f"input {name!r}: shape {list(shape)[:64]} holds more elements "
+                         "than any request can carry")
     return shape
 
 
@@ -63,7 +67,7 @@ def _typed(tensor: Any, shape: tuple[int, ...], datatype: str) -> np.ndarray:
     if field is None:
         raise BadRequest(f"input {name!r}: {datatype} travels only in raw_input_contents")
     values = getattr(tensor.contents, field)
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if len(values) != count:
         raise BadRequest(f"input {name!r}: shape {list(shape)} needs {count} values in "
                          f"contents.{field}, got {len(values)}")
@@ -87,6 +91,8 @@ def parse_request(msg: Any) -> InferRequest:
             raise BadRequest(f"input {t.name!r}: datatype must be one of "
                              f"{sorted(OIP_TO_NUMPY)}, got {t.datatype!r}")
         shape = _shape(t.shape, t.name)
+        if t.name in inputs:
+            raise BadRequest(f"input {t.name!r} is given twice")
         if raw:
             if t.HasField("contents"):
                 raise BadRequest(f"input {t.name!r}: contents given beside "
@@ -162,7 +168,7 @@ class Service:
         seen = meta.get(EPOCH_HEADER, "")
         ans = await self.gw.infer(msg.model_name, selector, req,
                                   str(key) if key is not None else None,
-                                  int(seen) if seen.isdigit() else None)
+                                  int(seen) if seen.isdigit() and len(seen) <= 18 else None)
         ctx.set_trailing_metadata(((VERSION_HEADER, ans.version),
                                    (EPOCH_HEADER, str(ans.epoch))))
         return encode_answer(ans, typed=not msg.raw_input_contents and bool(msg.inputs))
