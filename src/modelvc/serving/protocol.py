@@ -136,7 +136,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         name, datatype = item["name"], item.get("datatype")
         if name in inputs:
             raise BadRequest(f"input {name!r} is given twice")
-        if datatype not in OIP_TO_NUMPY:
+        if not isinstance(datatype, str) or datatype not in OIP_TO_NUMPY:
             raise BadRequest(f"input {name!r}: datatype must be one of "
                              f"{sorted(OIP_TO_NUMPY)}, got {datatype!r}")
         shape = _shape(item.get("shape"), name)
