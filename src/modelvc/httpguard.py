@@ -67,11 +67,21 @@ class BodyGuard:
     """Wrap an ASGI app: per-request body caps, an idle-body timeout, a precheck before
     the body, safe response headers."""
 
-    def __init__(self, app: ASGIApp, *, cap_of: CapOf, body_timeout: float,
+    def __init__(self, app: ASGIApp, *, cap_of: CapOf,
+                 body_timeout: float | Callable[[], float],
                  precheck: Precheck | None = None) -> None:
-        if not (body_timeout > 0 and math.isfinite(body_timeout)):
-            raise UsageError(f"body_timeout must be a positive number, not {body_timeout}")
-        self.app, self.cap_of, self.timeout, self.precheck = app, cap_of, body_timeout, precheck
+        # A callable is read when the first request comes (the gateway's config).
+        self.app, self.cap_of, self.precheck = app, cap_of, precheck
+        self._timeout = body_timeout
+        if not callable(body_timeout):
+            _ = self.timeout  # a bad number fails at start-up
+
+    @property
+    def timeout(self) -> float:
+        t = self._timeout() if callable(self._timeout) else self._timeout
+        if not (t > 0 and math.isfinite(t)):
+            raise UsageError(f"body_timeout must be a positive number, not {t}")
+        return t
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -88,7 +88,8 @@ def _epoch(raw: str) -> int | None:
 
 
 def build_app(gw: Gateway) -> Starlette:
-    inflated = gw.cfg.max_decompressed_mb << 20
+    def inflated() -> int:  # read per request: build_app(None) lists the routes only
+        return int(gw.cfg.max_decompressed_mb) << 20
     def version_of(request: Request) -> str | None:
         v = request.path_params.get("version")
         return str(v) if v is not None else None
@@ -121,7 +122,7 @@ def build_app(gw: Gateway) -> Starlette:
 
     @_guard
     async def repository_index(request: Request) -> Response:
-        raw = await _body(request, inflated)
+        raw = await _body(request, inflated())
         doc: Any = _json(raw, "repository index body") if raw.strip() else {}
         ready_only = bool(doc.get("ready")) if isinstance(doc, dict) else False
         return JSONResponse(oip.repository_index(gw, ready_only))
@@ -135,7 +136,7 @@ def build_app(gw: Gateway) -> Starlette:
     async def infer(request: Request) -> Response:
         name, selector = request.path_params["name"], version_of(request)
         try:
-            req = parse_infer(await _body(request, inflated),
+            req = parse_infer(await _body(request, inflated()),
                               request.headers.get(HEADER_LENGTH))
         except BadRequest as exc:
             gw.refused(name, selector, exc)
@@ -150,7 +151,7 @@ def build_app(gw: Gateway) -> Starlette:
 
     @_guard
     async def feedback(request: Request) -> Response:
-        doc = _json(await _body(request, inflated), "feedback body")
+        doc = _json(await _body(request, inflated()), "feedback body")
         return JSONResponse(gw.feedback(request.path_params["name"], doc))
 
     async def metrics(_: Request) -> Response:
@@ -213,8 +214,7 @@ def build_app(gw: Gateway) -> Starlette:
         return JSONResponse({"error": f"{what}: {request.method} {request.url.path}"},
                             status_code=code)
 
-    cap = gw.cfg.max_body_mb << 20
-    guard = Middleware(BodyGuard, cap_of=lambda method, path: cap,
-                       body_timeout=gw.cfg.body_timeout)
+    guard = Middleware(BodyGuard, cap_of=lambda method, path: gw.cfg.max_body_mb << 20,
+                       body_timeout=lambda: gw.cfg.body_timeout)
     return Starlette(routes=routes, lifespan=lifespan, middleware=[guard],
                      exception_handlers={HTTPException: not_found})
