@@ -323,3 +323,13 @@ def test_stored_bounds_token_names_and_webhook_urls(env: Env) -> None:
         assert r.status_code == 422
         names = [t["name"] for t in c.get("/api/v1/tokens").json()]
         assert all(len(n) <= 128 for n in names)
+
+
+def test_the_ui_login_form_is_read_without_a_bearer_token(env: Env) -> None:
+    """The web UI's login POST carries the token in its body, and its actions a session
+    cookie: the body guard must not refuse them for lacking `Authorization`."""
+    with httpx.Client(base_url=env.server.url, timeout=60) as c:
+        r = c.post("/ui/login", data={"token": env.writer})
+    # The UI's own answer (a form without its login cookie), not the guard's 401.
+    assert r.status_code < 500 and "needs an API token" not in r.text, r.text[:300]
+    assert "login form expired" in r.text

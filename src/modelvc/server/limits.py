@@ -21,6 +21,7 @@ from .auth import authenticate
 from .state import ServerConfig, ServerState
 
 MB = 1 << 20
+UI_PREFIX = "/ui/"  # server/ui.py, mounted by app.py
 # (method, path pattern) -> the cap in bytes, from the config; first match wins.
 _ROUTES: list[tuple[str, re.Pattern[str], Callable[[ServerConfig], int]]] = [
     ("PUT", re.compile(r"/api/v1/models/[^/]+/uploads/[^/]+"),
@@ -51,6 +52,10 @@ def token_precheck(state: ServerState) -> Precheck:
     so the route's own authentication does not query again."""
 
     async def check(scope: Scope) -> ModelvcError | None:
+        if scope.get("path", "").startswith(UI_PREFIX):
+            # The web UI authenticates by its session cookie, and its login form carries
+            # the token in the body: its (small, capped) bodies are read first.
+            return None
         try:
             await run_in_threadpool(authenticate, Request(scope), state)
         except ModelvcError as exc:
