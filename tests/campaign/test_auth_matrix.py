@@ -23,7 +23,7 @@ from modelvc.registry import Registry
 from modelvc.server.app import create_app
 from modelvc.server.state import ServerConfig
 from tests.conftest import write_model
-from tests.server.proc import Server, grant_token
+from tests.services.server import ServerProcess, grant_token
 
 MODEL = "bert"
 PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -59,10 +59,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         oid = next(s.id for f in reg.manifest(f"{MODEL}@v1").files for s in f.segments)
         app = create_app(ServerConfig(registry=str(path)))
         table = sorted(set(routes(app)))
-    server = Server(path, tmp / "server.log").start()
+    server = ServerProcess(path, tmp / "server.log").start()
     try:
         yield {"server": server, "version": v.id, "object": oid, "routes": table,
-               "nobody": grant_token(path, "nobody")}
+               "nobody": grant_token(path, "nobody", None)}
     finally:
         server.stop()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelvc.registry import Registry
-from tests.server.proc import Server, grant_token
+from tests.services.server import ServerProcess, grant_token
 
 BODY = 300 << 20
 GROWTH = 64 << 20  # far below one body; what refusing unread costs is a few buffers
@@ -44,10 +44,10 @@ def _send(port: int, path: str, token: str | None) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
     tmp = tmp_path_factory.mktemp("memory")
     Registry.init(tmp / "repo").close()
-    srv = Server(tmp / "repo", tmp / "server.log").start()
+    srv = ServerProcess(tmp / "repo", tmp / "server.log").start()
     try:
         yield srv, grant_token(tmp / "repo", "root", "admin", "*")
     finally:
@@ -58,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
     ("/api/repos/create", False, b" 401 "), ("/api/v1/tokens", False, b" 401 "),
     ("/api/v1/models/x/commits", False, b" 401 "), ("/api/v1/tokens", True, b" 413 "),
     ("/api/v1/models/x/commits", True, b" 413 ")])
-def test_an_oversized_body_does_not_grow_the_server(server: tuple[Server, str], path: str,
+def test_an_oversized_body_does_not_grow_the_server(server: tuple[ServerProcess, str], path: str,
                                                     auth: bool, status: bytes) -> None:
     srv, token = server
     assert srv.proc is not None

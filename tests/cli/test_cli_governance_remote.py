@@ -17,7 +17,7 @@ import pytest
 from modelvc.registry import Registry
 from modelvc.signing import bundle, keys
 from tests.conftest import write_model
-from tests.server.proc import Server, grant_token
+from tests.services.server import ServerProcess, grant_token
 
 POLICY = """\
 version: 1
@@ -33,11 +33,11 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
     Registry.init(tmp_path / "repo").close()
     tokens = {"alice": grant_token(tmp_path / "repo", "alice", "admin", "*"),
               "wendy": grant_token(tmp_path / "repo", "wendy", "writer", "toy")}
-    srv = Server(tmp_path / "repo", tmp_path / "server.log").start()
+    srv = ServerProcess(tmp_path / "repo", tmp_path / "server.log").start()
     try:
         yield srv, tokens
     finally:
@@ -58,8 +58,8 @@ def runner(tmp: Path, url: str, token: str) -> Run:
     return run
 
 
-def test_keys_and_signatures_over_a_server_url(tmp_path: Path,
-                                               server: tuple[Server, dict[str, str]]) -> None:
+def test_keys_and_signatures_over_a_server_url(
+        tmp_path: Path, server: tuple[ServerProcess, dict[str, str]]) -> None:
     srv, tokens = server
     run = runner(tmp_path, srv.url, tokens["alice"])
     write_model(tmp_path / "a.safetensors", 1)
@@ -113,7 +113,7 @@ def test_keys_and_signatures_over_a_server_url(tmp_path: Path,
 
 
 def test_gates_and_policy_over_a_server_url(tmp_path: Path,
-                                            server: tuple[Server, dict[str, str]]) -> None:
+                                            server: tuple[ServerProcess, dict[str, str]]) -> None:
     srv, tokens = server
     run = runner(tmp_path, srv.url, tokens["alice"])
     writer = runner(tmp_path, srv.url, tokens["wendy"])

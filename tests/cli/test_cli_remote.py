@@ -10,13 +10,13 @@ from pathlib import Path
 
 from modelvc.registry import Registry
 from tests.conftest import write_model
-from tests.server.proc import Server, grant_token
+from tests.services.server import ServerProcess, grant_token
 
 
 def test_cli_verbs_over_a_server_url(tmp_path: Path) -> None:
     Registry.init(tmp_path / "repo").close()
     token = grant_token(tmp_path / "repo", "alice", "admin", "*")
-    server = Server(tmp_path / "repo", tmp_path / "server.log").start()
+    server = ServerProcess(tmp_path / "repo", tmp_path / "server.log").start()
     env = {**os.environ, "MODELVC_TOKEN": token, "MODELVC_AUTHOR": "alice"}
     env.pop("MODELVC_REGISTRY", None)
 

@@ -98,10 +98,10 @@ def test_serve_fleet_flags_need_fleet(tmp_path: Path, flags: list[str]) -> None:
 
 
 def test_server_json_start_line(tmp_path: Path) -> None:
-    from tests.server.proc import Server
+    from tests.services.server import ServerProcess
 
     run(["init"], tmp_path)
-    server = Server(tmp_path, tmp_path / "server.log", args=["--json"]).start()
+    server = ServerProcess(tmp_path, tmp_path / "server.log", args=["--json"]).start()
     try:
         first = server.log.read_text().splitlines()
     finally:

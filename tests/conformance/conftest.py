@@ -20,7 +20,7 @@ import pytest
 
 from modelvc.api import AREAS, verbs
 from modelvc.registry import Registry
-from tests.server.proc import Server, grant_token
+from tests.services.server import ServerProcess, grant_token
 
 ACTOR = "tester"
 VERBS = set(verbs())
@@ -58,7 +58,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     else:
         reg.close()
         token = grant_token(tmp / "repo", ACTOR, "admin", "*")
-        server = Server(tmp / "repo", tmp / "server.log").start()
+        server = ServerProcess(tmp / "repo", tmp / "server.log").start()
         remote = Registry.open(server.url, token=token)
         TOKENS[id(remote)] = token
         yield remote

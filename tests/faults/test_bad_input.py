@@ -240,10 +240,10 @@ def test_huge_version_number_is_not_found(env: Env, number: str) -> None:
 def test_huge_version_number_over_http_is_404(env: Env, tmp_path: Path) -> None:
     import httpx
 
-    from tests.server.proc import Server, grant_token
+    from tests.services.server import ServerProcess, grant_token
 
     token = grant_token(env.registry, "reader-11", "reader", "*")
-    server = Server(env.registry, tmp_path / "server.log").start()
+    server = ServerProcess(env.registry, tmp_path / "server.log").start()
     try:
         r = httpx.get(f"{server.url}/api/v1/log", params={"ref": f"m@v{'9' * 26}"},
                       headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -338,9 +338,9 @@ def test_checkout_folder_version_onto_a_file(env: Env) -> None:
 
 
 def test_unauthenticated_hint_names_no_missing_option(env: Env, tmp_path: Path) -> None:
-    from tests.server.proc import Server
+    from tests.services.server import ServerProcess
 
-    server = Server(env.registry, tmp_path / "server.log").start()
+    server = ServerProcess(env.registry, tmp_path / "server.log").start()
     try:
         e = fk.env()
         e.pop("MODELVC_TOKEN", None)

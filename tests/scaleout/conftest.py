@@ -15,8 +15,8 @@ import pytest
 
 from modelvc.registry import Registry
 from tests.services.postgres import drop_database, fresh_database, postgres_url
-from tests.services.s3 import S3Server, free_ports, seaweed_s3
-from tests.transfer.serverproc import ServerProc, make_token
+from tests.services.s3 import S3Server, seaweed_s3
+from tests.services.server import ServerProcess, grant_token
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +43,7 @@ def pg() -> Iterator[str]:
 @dataclass
 class Cluster:
     folders: tuple[Path, Path]
-    servers: tuple[ServerProc, ServerProc]
+    servers: tuple[ServerProcess, ServerProcess]
     token: str
 
     def open(self, i: int = 0) -> Registry:
@@ -62,11 +62,10 @@ def cluster(tmp_path: Path, pg: str, s3: S3Server, monkeypatch: pytest.MonkeyPat
     Registry.init(a, meta_url=pg, objects_url=s3_url(s3)).close()
     (b / ".modelvc").mkdir(parents=True)
     shutil.copy(a / ".modelvc" / "config.json", b / ".modelvc" / "config.json")
-    token = make_token(a)
+    token = grant_token(a)
     monkeypatch.setenv("MODELVC_TOKEN", token)
-    ports = free_ports(2)
-    servers = (ServerProc(a, ports[0], tmp_path / "a.log").start(),
-               ServerProc(b, ports[1], tmp_path / "b.log").start())
+    servers = (ServerProcess(a, tmp_path / "a.log").start(),
+               ServerProcess(b, tmp_path / "b.log").start())
     yield Cluster((a, b), servers, token)
     for s in servers:
         s.stop()

@@ -15,8 +15,7 @@ from fastapi.testclient import TestClient
 from modelvc.registry import Registry
 from modelvc.server.app import create_app
 from modelvc.server.state import ServerConfig
-
-from .proc import grant_token
+from tests.services.server import grant_token
 
 
 @pytest.fixture

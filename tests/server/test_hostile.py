@@ -26,8 +26,7 @@ from modelvc.registry import Registry
 from modelvc.transfer.local import local_end
 from modelvc.transfer.protocol import RefInfo
 from tests.conftest import write_model
-
-from .proc import Server, grant_token
+from tests.services.server import ServerProcess, grant_token
 
 SECRET, PUBLIC = "secret-model", "public-model"
 BODY_TIMEOUT = 3  # the server's body_timeout for this module (seconds)
@@ -35,7 +34,7 @@ BODY_TIMEOUT = 3  # the server's body_timeout for this module (seconds)
 
 @dataclass
 class Env:
-    server: Server
+    server: ServerProcess
     admin: str
     writer: str  # writer on PUBLIC only
     secret_v1: str
@@ -66,7 +65,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         end.update_ref(RefInfo(PUBLIC, "fork", "branch", fork.id), expected=None,
                        force=False)
         assert pub.id != fork.id
-    server = Server(path, tmp / "server.log", env={
+    server = ServerProcess(path, tmp / "server.log", env={
         "MODELVC_SERVER_MAX_BODY_MB": "1", "MODELVC_SERVER_MAX_COMMIT_MB": "4",
         "MODELVC_SERVER_BODY_TIMEOUT": str(BODY_TIMEOUT)}).start()
     try:

@@ -18,8 +18,7 @@ from modelvc.events import RemoteEvents
 from modelvc.registry import Registry
 from modelvc.remote import RemoteRegistry
 from tests.conftest import write_model
-
-from .proc import Server, grant_token
+from tests.services.server import ServerProcess, grant_token
 
 M = "bert"
 RANK = {None: -1, "reader": 0, "writer": 1, "promoter": 2, "admin": 3}
@@ -41,7 +40,7 @@ PERSONAS: dict[str, tuple[str | None, str | None, type[Exception]]] = {
 
 @dataclass
 class Env:
-    server: Server
+    server: ServerProcess
     path: Path
     admin: RemoteRegistry
     tokens: dict[str, str | None]
@@ -58,7 +57,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     Registry.init(path).close()
     past = datetime.now(UTC) - timedelta(seconds=1)
     tokens: dict[str, str | None] = {
-        "none": grant_token(path, "none"),
+        "none": grant_token(path, "none", None),
         "anonymous": None,
         "reader": grant_token(path, "reader", "reader", M),
         "writer": grant_token(path, "writer", "writer", M),
@@ -70,7 +69,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "expired": grant_token(path, "expired", "admin", "*", expires_at=past),
         "revoked": grant_token(path, "revoked", "admin", "*", revoked=True),
     }
-    server = Server(path, tmp / "server.log",
+    server = ServerProcess(path, tmp / "server.log",
                     env={"MODELVC_SERVER_ANONYMOUS_READ": "true"}).start()
     admin = RemoteRegistry(server.url, token=tokens["admin"])
     src = tmp / "v1.safetensors"

@@ -17,8 +17,7 @@ from modelvc.errors import Unauthenticated, UsageError
 from modelvc.registry import Registry
 from modelvc.server.config import load_config
 from tests.conftest import write_model
-
-from .proc import Server, grant_token
+from tests.services.server import ServerProcess, grant_token
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -50,7 +49,7 @@ def test_server_process(tmp_path: Path) -> None:
     token = grant_token(repo, "alice", "admin")
     cfg = tmp_path / "server.toml"
     cfg.write_text('log_level = "info"\nanonymous_read = false\n')
-    server = Server(repo, tmp_path / "log", args=["--config", str(cfg)]).start()
+    server = ServerProcess(repo, tmp_path / "log", args=["--config", str(cfg)]).start()
     try:
         assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
         spec = httpx.get(server.url + "/openapi.json").json()
@@ -84,7 +83,7 @@ def test_token_and_role_cli_local_then_remote(tmp_path: Path) -> None:
               "--expires", "30d", "--json", env=env)
     assert out.returncode == 0, out.stderr
     admin_token = json.loads(out.stdout)["token"]
-    server = Server(repo, tmp_path / "log").start()
+    server = ServerProcess(repo, tmp_path / "log").start()
     try:
         remote = {"MODELVC_TOKEN": admin_token}
         assert cli("--registry", server.url, "role", "grant", "bob", "reader", "--on", "m*",

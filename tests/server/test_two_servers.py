@@ -12,9 +12,9 @@ from modelvc.registry import Registry
 from modelvc.remote import RemoteRegistry
 from modelvc.transfer import push
 from tests.conftest import write_model
+from tests.services.server import ServerProcess, grant_token
 
 from .balancer import Balancer
-from .proc import Server, grant_token
 
 API = "/api/v1"
 
@@ -87,7 +87,7 @@ def check_split_possession(urls: list[str], registry: Path, tmp: Path) -> None:
 def test_uploads_to_one_server_commit_through_another(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     Registry.init(repo).close()
-    servers = [Server(repo, tmp_path / f"{n}.log").start() for n in "ab"]
+    servers = [ServerProcess(repo, tmp_path / f"{n}.log").start() for n in "ab"]
     try:
         check_split_possession([s.url for s in servers], repo, tmp_path)
     finally:

@@ -12,7 +12,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from modelvc.registry import Registry
-from tests.server.proc import Server, grant_token
+from tests.services.server import ServerProcess, grant_token
 
 BIG = (4352, 4096)  # float32: 68 MiB, over the default 64 MiB threshold too
 
@@ -26,7 +26,8 @@ def test_large_uploads_stream_to_disk_and_round_trip(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     Registry.init(repo).close()
     token = grant_token(repo, "wes", "writer", "big")
-    server = Server(repo, tmp_path / "log", env={"MODELVC_SERVER_UPLOAD_SPOOL_MB": "4"}).start()
+    server = ServerProcess(repo, tmp_path / "log",
+                           env={"MODELVC_SERVER_UPLOAD_SPOOL_MB": "4"}).start()
     try:
         with httpx.Client(base_url=f"{server.url}/api/v1/models/big", timeout=120,
                           headers={"Authorization": f"Bearer {token}"}) as c:

@@ -15,8 +15,8 @@ from modelvc.registry import Registry
 from modelvc.remote import RemoteRegistry
 from tests.conftest import write_model
 from tests.events.receiver import Receiver
+from tests.services.server import ServerProcess, grant_token
 
-from .proc import Server, grant_token
 from .test_server import cli
 
 SECRET = "server-side-secret"
@@ -38,7 +38,7 @@ def test_webhooks_need_the_admin_role_on_everything(tmp_path: Path) -> None:
               "model-admin": grant_token(repo, "madm", "admin", "bert"),
               "capped-admin": grant_token(repo, "cap", "admin", "*", scopes=["writer"])}
     receiver = Receiver(SECRET).start()
-    server = Server(repo, tmp_path / "log").start()
+    server = ServerProcess(repo, tmp_path / "log").start()
     try:
         with RemoteRegistry(server.url, token=admin) as ra:
             hook = RemoteEvents(ra._call).add(receiver.url, secret=SECRET, events=[])
@@ -83,7 +83,7 @@ def test_webhook_cli_against_a_server(tmp_path: Path) -> None:
     admin = grant_token(repo, "ops", "admin", "*")
     writer = grant_token(repo, "wri", "writer", "*")
     receiver = Receiver(SECRET).start()
-    server = Server(repo, tmp_path / "log").start()
+    server = ServerProcess(repo, tmp_path / "log").start()
     try:
         reg = ["--registry", server.url]
         denied = cli(*reg, "webhook", "add", receiver.url, "--secret", SECRET,

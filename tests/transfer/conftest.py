@@ -10,8 +10,7 @@ import pytest
 
 from modelvc.registry import Registry
 from tests.conftest import write_model
-from tests.services.s3 import free_ports
-from tests.transfer.serverproc import ServerProc, make_token
+from tests.services.server import ServerProcess, grant_token
 
 
 @pytest.fixture(autouse=True)
@@ -52,11 +51,11 @@ class Trainer:
 
 
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProc]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
     """A server over a fresh registry (SQLite + local objects); MODELVC_TOKEN is an
     admin's token for it."""
     Registry.init(tmp_path / "served").close()
-    monkeypatch.setenv("MODELVC_TOKEN", make_token(tmp_path / "served"))
-    proc = ServerProc(tmp_path / "served", free_ports(1)[0], tmp_path / "server.log").start()
+    monkeypatch.setenv("MODELVC_TOKEN", grant_token(tmp_path / "served"))
+    proc = ServerProcess(tmp_path / "served", tmp_path / "server.log").start()
     yield proc
     proc.stop()

@@ -18,15 +18,15 @@ import pytest
 from modelvc.registry import Registry
 from modelvc.remote import RemoteRegistry
 from tests.conftest import write_model
-from tests.transfer.serverproc import ServerProc, make_token
+from tests.services.server import ServerProcess, grant_token
 
 NOTES = b"release notes\n" * 50
 
 
 @pytest.fixture
-def writer(server: ServerProc, tmp_path: Path) -> Iterator[tuple[RemoteRegistry, httpx.Client]]:
+def writer(server: ServerProcess, tmp_path: Path) -> Iterator[tuple[RemoteRegistry, httpx.Client]]:
     """A writer of model m, which has one version (a safetensors file and a text file)."""
-    token = make_token(server.registry, "wes", "writer", "m")
+    token = grant_token(server.registry, "wes", "writer", "m")
     d = tmp_path / "ckpt"
     write_model(d / "model.safetensors", 1)
     (d / "notes.txt").write_bytes(NOTES)
@@ -113,7 +113,7 @@ def test_a_commit_naming_a_wrong_segment_is_refused_and_records_nothing(
 
 
 def test_a_commit_may_name_an_object_under_either_kind(
-        writer: tuple[RemoteRegistry, httpx.Client], server: ServerProc, tmp_path: Path
+        writer: tuple[RemoteRegistry, httpx.Client], server: ServerProcess, tmp_path: Path
         ) -> None:
     """Issue 11.1: a tensor object named as a byte segment, a blob as a U8 tensor, a
     tensor under another dtype and shape of its size: the same bytes, so the same

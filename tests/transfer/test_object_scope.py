@@ -13,8 +13,8 @@ from modelvc.registry import Registry
 from modelvc.transfer import clone, pull, push
 from modelvc.transfer.protocol import decode_pack
 from tests.conftest import write_model
+from tests.services.server import ServerProcess, grant_token
 from tests.transfer.conftest import Trainer
-from tests.transfer.serverproc import ServerProc, make_token
 
 API = "/api/v1"
 
@@ -24,7 +24,7 @@ def _ids(reg: Registry, ref: str) -> set[str]:
 
 
 @pytest.fixture
-def two_models(server: ServerProc, make_reg: Callable[[str], Registry], tmp_path: Path
+def two_models(server: ServerProcess, make_reg: Callable[[str], Registry], tmp_path: Path
                ) -> Registry:
     """On the server: b@v1 (a model and a secret file), and a@v1 forked from it: a's
     tensors are deltas against b's, which only b lists. Returns the local registry the
@@ -42,7 +42,7 @@ def two_models(server: ServerProc, make_reg: Callable[[str], Registry], tmp_path
 
 
 def test_a_reader_reads_only_its_models_objects(
-        server: ServerProc, two_models: Registry, make_reg: Callable[[str], Registry]) -> None:
+        server: ServerProcess, two_models: Registry, make_reg: Callable[[str], Registry]) -> None:
     src = two_models
     a_v1 = _ids(src, "a@v1")
     with Registry.open(server.registry) as srv:
@@ -52,7 +52,7 @@ def test_a_reader_reads_only_its_models_objects(
         b_blobs = {o.id for o in srv.objects_of("b@v1") if o.kind == "blob"}
         assert delta_refs and only_b  # a's tensors are deltas on objects only b lists
         assert {v for vs in srv.meta.versions_using(delta_refs).values() for v in vs} == {b_v1}
-    reader = make_token(server.registry, "ann", "reader", "a")
+    reader = grant_token(server.registry, "ann", "reader", "a")
     h = {"Authorization": f"Bearer {reader}"}
     with httpx.Client(base_url=server.url, headers=h, timeout=30) as c:
         absent = "0" * 64
@@ -90,12 +90,12 @@ def test_a_reader_reads_only_its_models_objects(
 
 
 def test_a_writer_pushing_another_models_objects_must_send_them(
-        server: ServerProc, two_models: Registry, make_reg: Callable[[str], Registry],
+        server: ServerProcess, two_models: Registry, make_reg: Callable[[str], Registry],
         tmp_path: Path) -> None:
     """A writer of c whose model has exactly b's content: the server does not admit
     holding b's objects (uploads/missing, objects/have), so the push sends them, and
     then c reads them as its own."""
-    writer = make_token(server.registry, "cid", "writer", "c")
+    writer = grant_token(server.registry, "cid", "writer", "c")
     mine = make_reg("mine")
     tc = Trainer(mine, tmp_path, "c")
     tc.n = 49  # its first commit has b's seed (50): every object of c@v1 is one of b@v1's

@@ -29,7 +29,7 @@ from modelvc.remote import RemoteRegistry
 from modelvc.transfer import HttpEnd, local_end, pull, push, transfer
 from modelvc.transfer.sessions import CHUNK_BYTES, FRAME_HEAD
 from tests.server.balancer import Balancer
-from tests.server.proc import Server, grant_token
+from tests.services.server import ServerProcess, grant_token
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +54,16 @@ def _big(reg: Registry) -> ObjectRow:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Server, str]]:
+def served(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
     """A `modelvc server` over a fresh registry and a writer token (subject "wes")."""
     Registry.init(tmp_path / "served").close()
     token = grant_token(tmp_path / "served", "wes", "writer", "big")
-    server = Server(tmp_path / "served", tmp_path / "server.log").start()
+    server = ServerProcess(tmp_path / "served", tmp_path / "server.log").start()
     yield server, token
     server.stop()
 
 
-def _kill(server: Server) -> None:
+def _kill(server: ServerProcess) -> None:
     """kill -9: the server gets no chance to clean up."""
     assert server.proc is not None
     if server.proc.poll() is None:
@@ -71,7 +71,7 @@ def _kill(server: Server) -> None:
         server.proc.wait(30)
 
 
-def _killer(server: Server, after: int, kind: str | None = None
+def _killer(server: ServerProcess, after: int, kind: str | None = None
             ) -> Callable[[int, int], None]:
     """A progress callback that kills the server once AFTER bytes were handed over and,
     for an upload (KIND), once the server's session holds two chunks of it."""
@@ -93,7 +93,7 @@ def _spools(root: Path, kind: str = "object") -> list[Path]:
     return sorted(base.glob("*/*")) if base.is_dir() else []
 
 
-def _log(server: Server, msg: str) -> list[dict[str, Any]]:
+def _log(server: ServerProcess, msg: str) -> list[dict[str, Any]]:
     out = []
     for line in server.log.read_text().splitlines():
         try:
@@ -105,7 +105,7 @@ def _log(server: Server, msg: str) -> list[dict[str, Any]]:
     return out
 
 
-def _held(server: Server, token: str, oid: str, size: int) -> int:
+def _held(server: ServerProcess, token: str, oid: str, size: int) -> int:
     r = httpx.get(f"{server.url}/api/v1/objects/{oid}/upload",
                   params={"model": "big", "size": size},
                   headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -114,7 +114,7 @@ def _held(server: Server, token: str, oid: str, size: int) -> int:
     return int(r.json()["offset"])
 
 
-def _interrupted_push(server: Server, token: str, src: Registry, oid: str) -> None:
+def _interrupted_push(server: ServerProcess, token: str, src: Registry, oid: str) -> None:
     """A push killed (with the server) after two chunks of the big object landed."""
     with pytest.raises(StorageError):
         push(src, server.url, ["big"], token=token, jobs=1,
@@ -145,7 +145,7 @@ def _resume(url: str, token: str, src: Registry, **kw: Any) -> tuple[HttpEnd, An
 
 
 def test_a_push_killed_mid_object_resumes_with_the_rest_of_it(
-        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+        source: tuple[Registry, Path], served: tuple[ServerProcess, str], tmp_path: Path) -> None:
     src, src_file = source
     server, token = served
     big = _big(src)
@@ -192,7 +192,7 @@ class DamageOneChunk(httpx.HTTPTransport):
 
 
 def test_a_chunk_damaged_in_transit_is_refused_and_sent_again(
-        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+        source: tuple[Registry, Path], served: tuple[ServerProcess, str], tmp_path: Path) -> None:
     src, src_file = source
     server, token = served
     big = _big(src)
@@ -210,7 +210,7 @@ def test_a_chunk_damaged_in_transit_is_refused_and_sent_again(
 
 
 def test_a_damaged_spool_fails_verification_and_the_object_restarts_cleanly(
-        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+        source: tuple[Registry, Path], served: tuple[ServerProcess, str], tmp_path: Path) -> None:
     src, src_file = source
     server, token = served
     big = _big(src)
@@ -238,7 +238,7 @@ def test_a_damaged_spool_fails_verification_and_the_object_restarts_cleanly(
 
 
 def test_an_object_that_fails_verification_when_sent_whole_is_not_sent_again(
-        served: tuple[Server, str], tmp_path: Path) -> None:
+        served: tuple[ServerProcess, str], tmp_path: Path) -> None:
     """The source's own copy is damaged: one full upload, refused, nothing kept."""
     server, token = served
     rng = np.random.default_rng(2)
@@ -268,7 +268,7 @@ def test_an_object_that_fails_verification_when_sent_whole_is_not_sent_again(
 
 
 def test_another_subjects_session_is_not_reused(
-        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+        source: tuple[Registry, Path], served: tuple[ServerProcess, str], tmp_path: Path) -> None:
     src, src_file = source
     server, token = served
     big = _big(src)
@@ -295,7 +295,7 @@ def test_another_subjects_session_is_not_reused(
 
 
 def test_a_stale_session_expires(
-        source: tuple[Registry, Path], served: tuple[Server, str]) -> None:
+        source: tuple[Registry, Path], served: tuple[ServerProcess, str]) -> None:
     src, _ = source
     server, token = served
     big = _big(src)
@@ -309,7 +309,7 @@ def test_a_stale_session_expires(
 
 
 def test_a_pull_killed_mid_object_resumes_into_its_partial_file(
-        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+        source: tuple[Registry, Path], served: tuple[ServerProcess, str], tmp_path: Path) -> None:
     src, src_file = source
     server, token = served
     big = _big(src)
@@ -345,7 +345,7 @@ def test_a_pull_killed_mid_object_resumes_into_its_partial_file(
 
 
 def test_a_commit_over_http_killed_mid_tensor_resumes(
-        source: tuple[Registry, Path], served: tuple[Server, str], tmp_path: Path) -> None:
+        source: tuple[Registry, Path], served: tuple[ServerProcess, str], tmp_path: Path) -> None:
     _, src_file = source
     server, token = served
     raw = 3072 * 4096 * 4
@@ -421,8 +421,8 @@ def test_without_balancer_affinity_large_objects_still_arrive(
     (tmp_path / "two" / ".modelvc" / "locks").mkdir(parents=True)
     (tmp_path / "two" / ".modelvc" / "config.json").write_text(json.dumps(config))
     token = grant_token(one, "wes", "writer", "big*")
-    servers = [Server(one, tmp_path / "one.log").start(),
-               Server(tmp_path / "two", tmp_path / "two.log").start()]
+    servers = [ServerProcess(one, tmp_path / "one.log").start(),
+               ServerProcess(tmp_path / "two", tmp_path / "two.log").start()]
     turn = itertools.count()
     try:
         with Balancer([s.url for s in servers], lambda m, p: next(turn) % 2) as lb:
@@ -473,7 +473,7 @@ def test_a_push_cut_by_an_s3_outage_keeps_the_received_object_and_sends_nothing_
                 f"s3://{s3.bucket}/served?endpoint={fault.endpoint}&region=us-east-1"
                 f"&access_key={s3.access_key}&secret_key={s3.secret_key}")).close()
             token = grant_token(repo, "wes", "writer", "big")
-            server = Server(repo, tmp_path / "server.log").start()
+            server = ServerProcess(repo, tmp_path / "server.log").start()
             try:
                 fault.refuse(WRITES, only=big.id[2:])  # the big object cannot be written
                 with pytest.raises(StorageError):

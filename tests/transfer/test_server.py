@@ -16,13 +16,12 @@ from safetensors.numpy import save_file
 from modelvc.errors import ModelNotFound, PermissionDenied, StorageError
 from modelvc.registry import Registry
 from modelvc.transfer import HttpEnd, clone, local_end, pull, push, transfer
-from tests.services.s3 import free_ports
+from tests.services.server import ServerProcess, grant_token
 from tests.transfer.conftest import Trainer
-from tests.transfer.serverproc import ServerProc, make_token
 
 
 def test_push_pull_clone_through_a_server(
-        server: ServerProc, make_reg: Callable[[str], Registry], tmp_path: Path) -> None:
+        server: ServerProcess, make_reg: Callable[[str], Registry], tmp_path: Path) -> None:
     a = make_reg("a")
     t = Trainer(a, tmp_path)
     t.commit()
@@ -43,7 +42,7 @@ def test_push_pull_clone_through_a_server(
 
 
 def test_a_fine_tune_push_sends_about_its_stored_delta(
-        server: ServerProc, make_reg: Callable[[str], Registry], tmp_path: Path) -> None:
+        server: ServerProcess, make_reg: Callable[[str], Registry], tmp_path: Path) -> None:
     a = make_reg("a")
     t = Trainer(a, tmp_path)
     t.commit()
@@ -60,11 +59,11 @@ def test_a_fine_tune_push_sends_about_its_stored_delta(
     assert end.bytes_up < 0.7 * tuned.raw_size
 
 
-def test_a_reader_cannot_push(server: ServerProc, make_reg: Callable[[str], Registry],
+def test_a_reader_cannot_push(server: ServerProcess, make_reg: Callable[[str], Registry],
                              tmp_path: Path) -> None:
     a = make_reg("a")
     Trainer(a, tmp_path).commit()
-    token = make_token(server.registry, "rita", "reader")
+    token = grant_token(server.registry, "rita", "reader")
     with pytest.raises(PermissionDenied):
         push(a, server.url, ["bert"], token=token)
     with Registry.open(server.registry) as srv, pytest.raises(ModelNotFound):
@@ -82,7 +81,7 @@ def _big_model(path: Path, seed: int) -> None:
 
 
 def test_push_resumes_after_the_server_is_killed_mid_transfer(
-        server: ServerProc, make_reg: Callable[[str], Registry], tmp_path: Path) -> None:
+        server: ServerProcess, make_reg: Callable[[str], Registry], tmp_path: Path) -> None:
     a = make_reg("a")
     _big_model(tmp_path / "big" / "model.safetensors", 0)
     v = a.commit(tmp_path / "big", model="big")
@@ -111,7 +110,7 @@ def test_push_resumes_after_the_server_is_killed_mid_transfer(
         assert c.load("big@main")["embed.weight"].tobytes() == got
 
 
-def test_server_to_server(server: ServerProc, make_reg: Callable[[str], Registry],
+def test_server_to_server(server: ServerProcess, make_reg: Callable[[str], Registry],
                           tmp_path: Path) -> None:
     a = make_reg("a")
     t = Trainer(a, tmp_path)
@@ -119,8 +118,8 @@ def test_server_to_server(server: ServerProc, make_reg: Callable[[str], Registry
     t.commit()
     push(a, server.url, ["bert"])
     Registry.init(tmp_path / "mirror").close()
-    token2 = make_token(tmp_path / "mirror")
-    other = ServerProc(tmp_path / "mirror", free_ports(1)[0], tmp_path / "mirror.log").start()
+    token2 = grant_token(tmp_path / "mirror")
+    other = ServerProcess(tmp_path / "mirror", tmp_path / "mirror.log").start()
     src, dst = HttpEnd(server.url), HttpEnd(other.url, token=token2)
     try:
         r = transfer(src, dst, ["bert"])
@@ -134,7 +133,7 @@ def test_server_to_server(server: ServerProc, make_reg: Callable[[str], Registry
         assert not m.verify().corrupt
 
 
-def test_cli_push_and_clone(server: ServerProc, make_reg: Callable[[str], Registry],
+def test_cli_push_and_clone(server: ServerProcess, make_reg: Callable[[str], Registry],
                             tmp_path: Path) -> None:
     a = make_reg("a")
     Trainer(a, tmp_path).commit()

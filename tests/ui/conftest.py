@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import ConsoleMessage, Page
 
-from tests.server.proc import Server, free_port
+from tests.services.server import ServerProcess, free_port
 
 from .seed import Seeded, seed
 
@@ -86,8 +86,8 @@ def _wait_up(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(seeded.path, tmp_path_factory.mktemp("log") / "server.log").start()
+def server(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    s = ServerProcess(seeded.path, tmp_path_factory.mktemp("log") / "server.log").start()
     yield s
     s.stop()
 
@@ -111,7 +111,7 @@ def console(page: Page) -> Console:
     return Console(page)
 
 
-def login(page: Page, server: Server, token: str) -> None:
+def login(page: Page, server: ServerProcess, token: str) -> None:
     page.context.clear_cookies()  # a new session, whoever was logged in
     page.goto(server.url + "/ui/")
     page.fill("#token", token)

@@ -12,7 +12,7 @@ from modelvc.gates.policy import parse_policy
 from modelvc.registry import Registry
 from modelvc.signing.ops import create_key, sign_version
 from tests.conftest import write_model
-from tests.server.proc import grant_token
+from tests.services.server import grant_token
 
 POLICY = """\
 version: 1

@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from modelvc.registry import Registry
-from tests.server.proc import Server
+from tests.services.server import ServerProcess
 
 from .conftest import Console, login, shot
 from .seed import Seeded
@@ -23,7 +23,7 @@ def _state(seeded: Seeded) -> tuple[int | None, int, int]:
 
 
 def test_promote_refused_by_a_gate_shows_why_and_moves_nothing(
-        page: Page, server: Server, seeded: Seeded, console: Console) -> None:
+        page: Page, server: ServerProcess, seeded: Seeded, console: Console) -> None:
     before = _state(seeded)
     login(page, server, seeded.tokens["maint"])
     page.goto(server.url + "/ui/m/bert/v/3")
@@ -53,7 +53,7 @@ def test_promote_refused_by_a_gate_shows_why_and_moves_nothing(
 
 
 def test_rollback_by_a_maintainer_shows_in_timeline_and_audit(
-        page: Page, server: Server, seeded: Seeded, console: Console) -> None:
+        page: Page, server: ServerProcess, seeded: Seeded, console: Console) -> None:
     at_before, moves_before, _ = _state(seeded)
     login(page, server, seeded.tokens["maint"])
     page.goto(server.url + "/ui/m/bert")
@@ -78,7 +78,7 @@ def test_rollback_by_a_maintainer_shows_in_timeline_and_audit(
 
 
 def test_reader_sees_no_actions_and_a_forged_post_is_refused(
-        page: Page, server: Server, seeded: Seeded, console: Console) -> None:
+        page: Page, server: ServerProcess, seeded: Seeded, console: Console) -> None:
     login(page, server, seeded.tokens["reader"])
     page.goto(server.url + "/ui/m/bert/v/2")
     expect(page.locator("h1")).to_contain_text("bert@v2")
@@ -104,7 +104,7 @@ def test_reader_sees_no_actions_and_a_forged_post_is_refused(
 
 
 def test_a_post_without_the_csrf_token_is_refused(
-        page: Page, server: Server, seeded: Seeded) -> None:
+        page: Page, server: ServerProcess, seeded: Seeded) -> None:
     login(page, server, seeded.tokens["admin"])
     before = _state(seeded)
     for extra in ({}, {"_csrf": "0" * 64}):
@@ -123,7 +123,7 @@ def test_a_post_without_the_csrf_token_is_refused(
 
 
 def test_promote_tag_and_branch_by_a_maintainer(
-        page: Page, server: Server, seeded: Seeded, console: Console) -> None:
+        page: Page, server: ServerProcess, seeded: Seeded, console: Console) -> None:
     login(page, server, seeded.tokens["maint"])
     page.goto(server.url + "/ui/m/resnet/v/1")
     page.fill("#p-channel", "staging")
@@ -155,7 +155,7 @@ def test_promote_tag_and_branch_by_a_maintainer(
 
 
 def test_logout_and_a_revoked_token_end_the_session(
-        page: Page, server: Server, seeded: Seeded) -> None:
+        page: Page, server: ServerProcess, seeded: Seeded) -> None:
     with Registry.open(seeded.path) as reg:
         secret, tok = reg.tokens.create("ui-session", subject="reader", actor="admin")
     login(page, server, secret)
@@ -178,7 +178,7 @@ def test_logout_and_a_revoked_token_end_the_session(
 
 def test_anonymous_read_shows_pages_and_refuses_actions(
         page: Page, seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> None:
-    s = Server(seeded.path, tmp_path_factory.mktemp("anon") / "server.log",
+    s = ServerProcess(seeded.path, tmp_path_factory.mktemp("anon") / "server.log",
                args=["--anonymous-read"]).start()
     try:
         page.context.clear_cookies()

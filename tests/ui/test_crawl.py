@@ -7,7 +7,7 @@ from urllib.parse import urldefrag, urlparse
 
 from playwright.sync_api import Page, expect
 
-from tests.server.proc import Server
+from tests.services.server import ServerProcess
 
 from .conftest import Console, LocalUI, login, shot
 from .seed import Seeded
@@ -49,7 +49,7 @@ def _crawl(page: Page, start: str, console: Console) -> dict[str, int]:
     return seen
 
 
-def test_crawl_the_server_ui_as_admin(page: Page, server: Server, seeded: Seeded,
+def test_crawl_the_server_ui_as_admin(page: Page, server: ServerProcess, seeded: Seeded,
                                       console: Console) -> None:
     login(page, server, seeded.tokens["admin"])
     seen = _crawl(page, server.url + "/ui/", console)

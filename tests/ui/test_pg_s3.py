@@ -10,9 +10,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from modelvc.registry import Registry
-from tests.server.proc import Server
 from tests.services.postgres import drop_database, fresh_database, postgres_url
 from tests.services.s3 import start_seaweed
+from tests.services.server import ServerProcess
 
 from .conftest import Console, login
 from .seed import Seeded, seed
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
 
 @pytest.fixture(scope="module")
-def scaleout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Seeded, Server]]:
+def scaleout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Seeded, ServerProcess]]:
     import os
 
     if os.environ.get("MODELVC_SKIP_POSTGRES") == "1":
@@ -34,7 +34,7 @@ def scaleout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Seeded,
                f"&secret_key={s3.secret_key}&region=us-east-1")
     try:
         seeded = seed(tmp, meta_url=url, objects_url=objects)
-        server = Server(seeded.path, tmp / "server.log").start()
+        server = ServerProcess(seeded.path, tmp / "server.log").start()
         yield seeded, server
         server.stop()
     finally:
@@ -43,7 +43,7 @@ def scaleout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Seeded,
 
 
 def test_every_page_and_a_gated_rollback_on_postgres_and_s3(
-        page: Page, scaleout: tuple[Seeded, Server], console: Console) -> None:
+        page: Page, scaleout: tuple[Seeded, ServerProcess], console: Console) -> None:
     seeded, server = scaleout
     login(page, server, seeded.tokens["admin"])
     seen = _crawl(page, server.url + "/ui/", console)

@@ -1,4 +1,5 @@
-"""`modelvc server` in a subprocess on a free loopback port, and tokens for it."""
+"""`modelvc server` in a subprocess on a free loopback port, and API tokens for it: the one
+server-process helper of the tests (transfer, scale-out, server, conformance)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ def free_port() -> int:
 
 
 @dataclass
-class Server:
+class ServerProcess:
+    """`modelvc server --registry REGISTRY --port PORT ARGS...` with `env` added to ours;
+    its output goes to `log`. In its own process group, so `kill` is a crash."""
+
     registry: Path
     log: Path
     args: list[str] = field(default_factory=list)
@@ -37,14 +41,14 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Server:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "modelvc.cli.main", "server", "--registry",
                str(self.registry), "--port", str(self.port), *self.args]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL,
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
                                          env={**os.environ, **self.env})
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:  # a start-up wait, not a timed assertion
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.log.read_text()[-3000:]}")
@@ -53,8 +57,14 @@ class Server:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
-        self.stop()
+        self.kill()
         raise RuntimeError(f"server did not come up:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown handlers, no flushes (what a crash does)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
     def stop(self) -> int | None:
         """SIGTERM (graceful), then the exit code."""
@@ -65,15 +75,15 @@ class Server:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
         return self.proc.returncode
 
 
-def grant_token(registry: Path | str, subject: str, role: str | None = None, scope: str = "*",
-                *, scopes: list[str] | None = None, expires_at: datetime | None = None,
-                revoked: bool = False) -> str:
-    """A token for SUBJECT (bound to ROLE on SCOPE unless role is None), made locally."""
+def grant_token(registry: Path | str, subject: str = "ci", role: str | None = "admin",
+                scope: str = "*", *, scopes: list[str] | None = None,
+                expires_at: datetime | None = None, revoked: bool = False) -> str:
+    """A fresh token for `subject`, bound to `role` on `scope` (no role if None), made
+    locally on the registry the server serves."""
     token, digest = new_token()
     with Registry.open(registry) as reg:
         row = reg.meta.create_token(name=f"{subject}-test", subject=subject,
