@@ -476,13 +476,9 @@ class Registry(_ReadOps, HostOps):
         )
 
     def _parent(self, ref: str, model: str) -> Version:
-        """An explicit parent: a version of the model being committed."""
-        v = self.resolve(ref)
-        if v.model != model:
-            raise UsageError(f"parent {ref} is a version of {v.model}, not of {model}",
-                             hint=f"give a version of {model} (`modelvc log {model}`), or "
-                                  f"commit to --model {v.model}")
-        return v
+        """An explicit parent. Another model's version makes a fork (docs/security.md:
+        the server checks the writer may read it); `modelvc commit` asks for --fork."""
+        return self.resolve(ref)
 
     def _channel_missing(self, model: str, channel: str, *, promoting: bool = False
                          ) -> RefNotFound:

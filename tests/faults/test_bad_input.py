@@ -280,10 +280,17 @@ def test_parent_from_another_model(env: Env) -> None:
     with Registry.open(env.registry) as reg:
         reg.commit(env.good, model="other")
     _refused(fk.cli(env.registry, "commit", str(env.good), "--model", "m", "-b", "side",
-                    "--parent", "other@v1"), 2, "parent other@v1 is a version of other, not of m")
+                    "--parent", "other@v1"), 2, "parent other@v1 is a version of other, not of m",
+             "--fork")
     with Registry.open(env.registry) as reg:
         assert "side" not in {r.name for r in reg.refs("m")}
     _nothing_recorded(env)
+    # A fork asked for: the log names the other model's version as such (not `v1 <- v1`).
+    forked = fk.cli(env.registry, "commit", str(env.good), "--model", "forked", "--parent",
+                    "other@v1", "--fork")
+    assert forked.returncode == 0, forked.stderr
+    lines = fk.cli(env.registry, "log", "forked", "--graph").stdout.splitlines()
+    assert [ln.split()[:2] for ln in lines] == [["*", "v1"], ["*", "other@v1"]], lines
 
 
 def test_history_of_a_channel_that_does_not_exist(env: Env) -> None:

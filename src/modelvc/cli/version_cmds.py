@@ -27,11 +27,14 @@ def _kv(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
     return out
 
 
-def _version_line(v: Any, refs: dict[str, list[str]] | None = None) -> str:
+def _version_line(v: Any, refs: dict[str, list[str]] | None = None,
+                  model: str | None = None) -> str:
+    """One version; another model's (a fork's origin) is shown as MODEL@vN."""
     names = ", ".join((refs or {}).get(v.id, []))
     tail = f" ({names})" if names else ""
     msg = v.message.splitlines()[0] if v.message else ""
-    return f"v{v.number:<4} {v.id[:12]}  {when(v.created_at)}  {v.author:<10} {msg}{tail}"
+    num = f"v{v.number}" if model is None or v.model == model else f"{v.model}@v{v.number}"
+    return f"{num:<5} {v.id[:12]}  {when(v.created_at)}  {v.author:<10} {msg}{tail}"
 
 
 def _refs_by_version(reg: Any, model: str) -> dict[str, list[str]]:
@@ -52,14 +55,22 @@ def _refs_by_version(reg: Any, model: str) -> dict[str, list[str]]:
 @click.option("--metric", multiple=True, metavar="K=V", help="Metric (repeatable).")
 @click.option("--tag", multiple=True, help="Immutable tag for the new version (repeatable).")
 @click.option("--parent", help="Parent ref (default: the branch head).")
+@click.option("--fork", is_flag=True,
+              help="Allow --parent to be another model's version (MODEL starts as a fork).")
 @click.option("--data", multiple=True, type=click.Path(), help="Data path to fingerprint.")
 @json_option
 @click.pass_obj
 def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
            param: tuple[str, ...], metric: tuple[str, ...], tag: tuple[str, ...],
-           parent: str | None, data: tuple[str, ...], as_json: bool) -> None:
+           parent: str | None, fork: bool, data: tuple[str, ...], as_json: bool) -> None:
     """Record PATH (a file or folder) as a new immutable version."""
     reg = ctx.registry()
+    if parent is not None and not fork:
+        pv = reg.resolve(parent)
+        if pv.model != model:  # most likely a slip: a fork must be asked for
+            raise UsageError(f"parent {parent} is a version of {pv.model}, not of {model}",
+                             hint=f"give a version of {model} (`modelvc log {model}`), or "
+                                  f"pass --fork to start {model} from {pv.model}'s version")
     bar = Progress(f"commit {model}", 0, enabled=not as_json)
     v = reg.commit(path, model=model, branch=branch, message=message,
                    params=_kv(param, "param"), metrics=_kv(metric, "metric"), tags=tag,
@@ -86,12 +97,13 @@ def log(ctx: Ctx, ref: str, graph: bool, all_: bool, as_json: bool) -> None:
     def human() -> None:
         if not graph:
             for v in versions:
-                click.echo(_version_line(v, refs))
+                click.echo(_version_line(v, refs, model))
             return
         from .graph import graph as lanes
 
         for prefix, node in lanes(versions):
-            click.echo(prefix + _version_line(node, refs) if node is not None else prefix)
+            click.echo(prefix + _version_line(node, refs, model) if node is not None
+                       else prefix)
 
     emit(as_json, versions, human)
 
