@@ -4,6 +4,7 @@ and gc and diff have one too."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -78,3 +79,21 @@ def test_gc_and_diff_have_bars(tmp_path: Path) -> None:
     assert draws and re.search(r" 100% (\d+)/\1 objects$", draws[-1]), draws
     # --json never draws.
     assert _cli(reg, "gc", "--json").stderr == ""
+
+
+def test_verify_has_a_bar_in_decoded_bytes_and_json_stays_clean(tmp_path: Path) -> None:
+    """Issue 11.4: verify shows progress (decoded bytes, so a big tensor moves it;
+    per-block calls are tests/test_storage.py's), and never with --json."""
+    reg = tmp_path / "reg"
+    Registry.init(reg).close()
+    fk.write_model(tmp_path / "m.safetensors", fk.tensors(1, scale=16))
+    assert fk.cli(reg, "commit", str(tmp_path / "m.safetensors"), "--model", "m").returncode == 0
+    done = _cli(reg, "verify")
+    assert done.returncode == 0, done.stderr
+    draws = _draws(done.stderr)
+    assert draws and draws[-1].startswith("verify [") and " 100% " in draws[-1], draws
+    pct = _percents(draws)
+    assert pct == sorted(pct), pct
+    assert re.match(r"checked \d+ objects \(.* decoded\) of 1 versions: ok", done.stdout)
+    quiet = _cli(reg, "verify", "--json")
+    assert quiet.stderr == "" and json.loads(quiet.stdout)["versions"] == 1

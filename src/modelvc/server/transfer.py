@@ -159,9 +159,10 @@ def _may_record(end: LocalEnd, principal: Principal, state: ServerState, vid: st
     enough to graft them into a model others read."""
     require_access(end.reg, principal, state.possession, [vid])
     m = Manifest.from_bytes(end.reg.io.read_blob(vid), expect_id=vid)
-    listed = {s.id: s.tensor is not None for f in m.files for s in f.segments}
+    listed = {s.id for f in m.files for s in f.segments}
     require_access(end.reg, principal, state.possession, listed)
-    chains = {r.id for oid, t in listed.items() if t for r in end.reg.io.chain_rows(oid)}
+    # Any segment may use a tensor object (ids carry no kind): chain_rows of a blob is [].
+    chains = {r.id for oid in listed for r in end.reg.io.chain_rows(oid)}
     require_access(end.reg, principal, state.possession, chains - set(listed))
 
 
