@@ -191,10 +191,10 @@ class WatchProcess:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        """Ctrl-C, as an operator stops it."""
+        """Ctrl-C, as an operator stops it (a loaded machine may take a while)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(15)
+                self.proc.wait(90)
             except subprocess.TimeoutExpired:
                 self.kill()

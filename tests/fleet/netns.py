@@ -45,7 +45,6 @@ class Host:
         sh("ip", "link", "set", self.link, "up")
 
 
-@contextlib.contextmanager
 def free_subnet() -> int:
     """A 10.200.X.0/24 no interface uses (concurrent runs each take their own)."""
     used = set(re.findall(r"inet 10\.200\.(\d+)\.", sh("ip", "-4", "-o", "addr").stdout))
@@ -53,6 +52,7 @@ def free_subnet() -> int:
     return random.choice(free)
 
 
+@contextlib.contextmanager
 def hosts(n: int, subnet: int | None = None) -> Iterator[tuple[str, list[Host]]]:
     """(gateway ip of the bridge, hosts); everything is deleted afterwards, even on error."""
     tag = uuid.uuid4().hex[:4]

@@ -31,7 +31,7 @@ class Repo:
            **env: str) -> subprocess.CompletedProcess[str]:
         e = {**self.env, **env, **({"MODELVC_AUTHOR": author} if author else {})}
         p = subprocess.run(["bash", "-c", cmd], cwd=self.path, env=e, capture_output=True,
-                           text=True, timeout=300, check=False)
+                           text=True, timeout=1800, check=False)  # a hang guard only
         if ok and p.returncode != 0:
             pytest.fail(f"{cmd!r} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
         return p
