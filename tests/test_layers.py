@@ -31,6 +31,7 @@ LAYERS: list[list[tuple[str, str]]] = [
     [("fleet/", "deployments: rollout controller (stage/flip/abort by epoch), watch, judge"),
      ("canary.py", "canary statistics and verdicts, for a gateway and for a fleet")],
     [("transfer/", "push, pull, clone"),
+     ("derive/", "derived versions: recipes (cast, prune, plug-ins), derive, check"),
      ("remote.py", "RemoteRegistry: the Registry API over HTTP"),
      ("remote_areas.py", "its keys, signatures, gates, tokens, roles, deployments")],
     [("registry.py", "Registry: the embedded registry; Registry.open(path or URL)"),

@@ -14,7 +14,7 @@ from typing import Any
 
 import blake3
 
-from .errors import PathNotFound
+from .errors import PathNotFound, UsageError
 
 # Packages whose versions are worth recording when installed (read from metadata,
 # never imported: importing torch costs seconds).
@@ -116,3 +116,15 @@ def capture(cwd: Path, data: list[Path]) -> dict[str, Any]:
     if git is not None:
         out["git"] = git
     return out
+
+
+def with_extra(captured: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The captured lineage plus a caller's entries (`derived_from`, ...); the captured
+    keys are what modelvc observed, so a caller may not replace them."""
+    if not extra:
+        return captured
+    clash = sorted(set(extra) & set(captured))
+    if clash:
+        raise UsageError(f"lineage key(s) {', '.join(clash)} are recorded by modelvc itself",
+                         hint="pass other keys in lineage=; git, data and env are captured")
+    return {**captured, **extra}

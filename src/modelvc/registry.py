@@ -29,7 +29,7 @@ from .errors import (
     UsageError,
 )
 from .lineage import author as default_author
-from .lineage import capture
+from .lineage import capture, with_extra
 from .manifest import FileEntry, Manifest
 from .meta.api import (
     AuditRow,
@@ -313,6 +313,7 @@ class Registry(_ReadOps, HostOps):
         author: str | None = None,
         cwd: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
+        lineage: dict[str, Any] | None = None,
     ) -> Version:
         """Record PATH (a file or folder) as a new immutable version of MODEL.
 
@@ -330,7 +331,8 @@ class Registry(_ReadOps, HostOps):
 
         files = collect_files(Path(path))
         total = sum(p.stat().st_size for _, p in files)
-        lineage = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
+        captured = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
+        lineage = with_extra(captured, lineage)
         who = author or default_author()
         from .ingest.record import Draft, base_for, record
         from .ingest.references import References

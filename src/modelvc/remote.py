@@ -34,7 +34,7 @@ from .commit import collect_files
 from .diff import VersionDiff
 from .errors import CorruptObject, ModelvcError, NotFound, StorageError
 from .formats import Segment, plan_file
-from .lineage import capture
+from .lineage import capture, with_extra
 from .maintenance import GcReport, VerifyReport
 from .manifest import FileEntry, Manifest, SegmentRef
 from .meta.api import AuditRow, RefMove, RefRow, VersionRow
@@ -271,11 +271,13 @@ class RemoteRegistry:
                metrics: dict[str, Any] | None = None, tags: Sequence[str] = (),
                parent: str | None = None, data: Sequence[str | Path] = (),
                author: str | None = None, cwd: str | Path | None = None,
-               progress: Callable[[int, int], None] | None = None) -> VersionRow:
+               progress: Callable[[int, int], None] | None = None,
+               lineage: dict[str, Any] | None = None) -> VersionRow:
         """Record PATH as a new version of MODEL on the server (see Registry.commit).
         `author` is ignored: the server records the token's subject."""
         files = collect_files(Path(path))
-        lineage = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
+        captured = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
+        lineage = with_extra(captured, lineage)
         base = self._base(model, branch or "main", parent)
         entries, parts = [], []
         for rel, p in files:

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from modelvc.errors import AlreadyExists, Conflict, ModelNotFound, RefMoved, RefNotFound
+from modelvc.errors import (
+    AlreadyExists,
+    Conflict,
+    ModelNotFound,
+    RefMoved,
+    RefNotFound,
+    UsageError,
+)
 from tests.conftest import write_model
 
 from .conftest import ACTOR
@@ -48,6 +55,19 @@ def test_commit_resolve_log(api: Any, model: str, tmp_path: Path) -> None:
         api.versions("no-such-model")
     with pytest.raises(RefNotFound):
         api.resolve(f"{model}@nope")
+
+
+@pytest.mark.verbs("commit")
+def test_commit_adds_lineage_entries_but_never_replaces_captured_ones(api: Any, model: str,
+                                                                     tmp_path: Path) -> None:
+    d, _ = _folder(tmp_path)
+    extra = {"derived_from": {"version": "0" * 64, "recipe": "cast", "params": {"x": 1}}}
+    v = api.commit(d, model=model, lineage=extra)
+    assert v.lineage["derived_from"] == extra["derived_from"] and "env" in v.lineage
+    assert api.resolve(f"{model}@v1").lineage["derived_from"] == extra["derived_from"]
+    with pytest.raises(UsageError, match="recorded by modelvc itself"):
+        api.commit(d, model=model, lineage={"data": []})
+    assert [x.number for x in api.versions(model)] == [1]
 
 
 @pytest.mark.verbs("commit")

@@ -211,7 +211,11 @@ class RegistryAPI(Protocol):
                metrics: dict[str, Any] | None = None, tags: Sequence[str] = (),
                parent: str | None = None, data: Sequence[str | Path] = (),
                author: str | None = None, cwd: str | Path | None = None,
-               progress: Callable[[int, int], None] | None = None) -> Version: ...
+               progress: Callable[[int, int], None] | None = None,
+               lineage: dict[str, Any] | None = None) -> Version:
+        """`lineage`: entries added to the captured lineage (git, data, env), such as
+        `derived_from`; a key the capture sets is refused (UsageError)."""
+        ...
 
     def resolve(self, ref: str, *, deleted: bool = False) -> Version: ...
 

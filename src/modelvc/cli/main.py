@@ -70,6 +70,7 @@ def build() -> click.Group:
         admin_cmds,
         audit_cmds,
         deploy_cmds,
+        derive_cmds,
         gate_cmds,
         ref_cmds,
         serve_cmds,
@@ -84,7 +85,7 @@ def build() -> click.Group:
 
     for mod in (version_cmds, ref_cmds, admin_cmds, audit_cmds, webhook_cmds, sign_cmds,
                 serve_cmds, gate_cmds, transfer_cmds, server_cmds, token_cmds, deploy_cmds,
-                ui_cmds):
+                ui_cmds, derive_cmds):
         mod.register(cli)
     return cli
 

@@ -117,9 +117,9 @@ def show(ctx: Ctx, ref: str, as_json: bool) -> None:
     reg = ctx.registry()
     v = reg.resolve(ref)
     m = reg.manifest(ref)
-    data = {"version": v, "files": [{"path": f.path, "size": f.size, "sha256": f.sha256,
-                                     "format": f.format, "tensors": sum(1 for _ in f.tensors())}
-                                    for f in m.files]}
+    files = [{"path": f.path, "size": f.size, "sha256": f.sha256, "format": f.format,
+              "tensors": sum(1 for _ in f.tensors())} for f in m.files]
+    data = {"version": v, "derived_from": v.lineage.get("derived_from"), "files": files}
 
     def human() -> None:
         click.echo(f"{v.model}@v{v.number}  {v.id}")
@@ -134,6 +134,10 @@ def show(ctx: Ctx, ref: str, as_json: bool) -> None:
             click.echo(f"code     {git.get('commit', '')[:12]} on {git.get('branch')}{dirty}")
         for d in v.lineage.get("data", []):
             click.echo(f"data     {d['path']}  blake3:{d['blake3'][:16]}")
+        derived = v.lineage.get("derived_from")
+        if isinstance(derived, dict):
+            click.echo(f"derived  {derived.get('recipe')} v{derived.get('version_of_recipe')} "
+                       f"of {str(derived.get('version'))[:12]} {derived.get('params')}")
         for title, kv in (("params", v.params), ("metrics", v.metrics)):
             if kv:
                 click.echo(f"{title:<8} " + "  ".join(f"{k}={val}" for k, val in kv.items()))

@@ -1,0 +1,92 @@
+"""`cast` on the real MiniLM: torch's own rounding, recorded bound, a loadable model,
+stored as a cast delta."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file as load_torch
+
+from modelvc.api import Version
+from modelvc.derive import derive
+from modelvc.derive import tensors as st
+from modelvc.errors import UsageError
+from modelvc.registry import Registry
+from tests.conftest import MINILM
+
+from .conftest import checkout
+
+
+@pytest.mark.parametrize(("dtype", "torch_dtype"), [("bf16", torch.bfloat16),
+                                                    ("fp16", torch.float16)])
+def test_cast_matches_torch_and_keeps_its_bound(reg: Registry, minilm: Version, tmp_path: Path,
+                                                dtype: str, torch_dtype: torch.dtype) -> None:
+    out = derive(reg, "minilm@v1", "cast", to=dtype, params={"dtype": dtype})
+    rec = reg.resolve(f"minilm@{dtype}").lineage["derived_from"]
+    assert rec == json.loads(json.dumps(out.derived_from))
+    assert (rec["version"], rec["recipe"], rec["version_of_recipe"]) == (minilm.id, "cast", "1")
+    assert rec["params"] == {"dtype": dtype} and "numpy" in rec["tools"]
+    assert out.version.parents == [minilm.id]
+    co = checkout(reg, f"minilm@{dtype}", tmp_path / "co")
+    src = load_torch(str(MINILM / "model.safetensors"))
+    got = load_torch(str(co / "model.safetensors"))
+    assert got.keys() == src.keys()
+    rtol, atol = rec["bound"]["rtol"], rec["bound"]["atol"]
+    worst = 0.0
+    for name, s in src.items():
+        if s.dtype != torch.float32:
+            assert torch.equal(got[name], s), name
+            continue
+        # Bit for bit what torch's round-to-nearest-even cast gives ...
+        assert got[name].dtype == torch_dtype
+        assert torch.equal(got[name].view(torch.int16), s.to(torch_dtype).view(torch.int16))
+        # ... and within the recorded bound of the source, elementwise.
+        err = (got[name].double() - s.double()).abs()
+        assert bool((err <= atol + rtol * s.double().abs()).all()), name
+        worst = max(worst, float(err.max()))
+    assert rec["stats"]["max_abs_error"] == pytest.approx(worst)
+    assert rec["stats"]["tensors_cast"] == sum(t.dtype == torch.float32 for t in src.values())
+    assert json.loads((co / "config.json").read_text())["torch_dtype"] == (
+        "bfloat16" if dtype == "bf16" else "float16")
+
+
+def test_bf16_cast_is_stored_as_a_cast_delta(reg: Registry, minilm: Version) -> None:
+    v = derive(reg, "minilm@v1", "cast", to="bf16").version
+    assert v.raw_size > 40_000_000  # ~45 MB of BF16 tensors
+    assert v.stored_size < 0.02 * v.raw_size, (v.stored_size, v.raw_size)
+
+
+def test_the_bf16_model_loads_and_answers_like_the_source(reg: Registry, minilm: Version,
+                                                          tmp_path: Path) -> None:
+    from transformers import AutoModel
+
+    derive(reg, "minilm@v1", "cast", to="bf16")
+    co = checkout(reg, "minilm@bf16", tmp_path / "co")
+    ids = torch.tensor([[101, 7592, 2088, 2003, 1037, 3231, 102]])
+    with torch.no_grad():
+        ref = AutoModel.from_pretrained(MINILM).eval()(input_ids=ids).last_hidden_state
+        model = AutoModel.from_pretrained(co, torch_dtype=torch.bfloat16).eval()
+        assert next(model.parameters()).dtype == torch.bfloat16
+        got = model(input_ids=ids).last_hidden_state.float()
+    cos = torch.nn.functional.cosine_similarity(got.mean(1), ref.mean(1)).item()
+    assert cos > 0.99, cos
+
+
+def test_fp16_refuses_values_it_cannot_hold(reg: Registry, tmp_path: Path) -> None:
+    d = tmp_path / "big"
+    d.mkdir()
+    st.write(d / "model.safetensors",
+             {"w": st.Tensor("F32", np.array([[1.0, 1e5]], np.float32))})
+    reg.commit(d, model="big")
+    with pytest.raises(UsageError, match="beyond the F16 range") as e:
+        derive(reg, "big", "cast", to="half", params={"dtype": "fp16"})
+    assert e.value.hint and "bf16" in e.value.hint
+    assert [r.name for r in reg.refs("big")] == ["main"]  # nothing committed
+    with pytest.raises(UsageError, match="not bf16 or fp16"):
+        derive(reg, "big", "cast", to="x", params={"dtype": "int4"})
+    with pytest.raises(UsageError, match="no parameter sparsity"):
+        derive(reg, "big", "cast", to="x", params={"sparsity": "0.5"})
