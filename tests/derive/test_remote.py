@@ -10,13 +10,13 @@ from modelvc.derive import check, derive
 from modelvc.registry import Registry
 from modelvc.remote import RemoteRegistry
 from tests.conftest import write_model
+from tests.services.server import ServerProcess, grant_token
 from tests.transfer.conftest import server  # noqa: F401  (the fixture)
-from tests.transfer.serverproc import ServerProc, make_token
 
 
-def test_derive_and_check_over_a_server(server: ServerProc, tmp_path: Path  # noqa: F811
+def test_derive_and_check_over_a_server(server: ServerProcess, tmp_path: Path  # noqa: F811
                                         ) -> None:
-    token = make_token(server.registry, "wes", "writer", "m")
+    token = grant_token(server.registry, "wes", "writer", "m")
     d = tmp_path / "m"
     write_model(d / "model.safetensors", 1)
     with Registry.open(server.url, token=token) as reg:
