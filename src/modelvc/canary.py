@@ -34,7 +34,8 @@ class Policy:
     seconds before it counts; the canary is promoted once every enabled check has its
     samples and passes, and rolled back as soon as one fails. Latency and output drift
     compare with the stable version, so they also wait for `min_samples` stable
-    requests (a canary taking all traffic never earns a verdict: nothing to compare)."""
+    requests, and live accuracy for `min_feedback` stable labels (a canary taking all
+    traffic never earns a verdict: nothing to compare)."""
 
     window: float = 60.0
     min_samples: int = 50
@@ -338,12 +339,14 @@ def decide(policy: Policy, c: Evidence, s: Evidence) -> Decision:
         fb = c.feedback
         if fb < policy.min_feedback:
             return Decision("wait", f"{fb}/{policy.min_feedback} canary feedback labels")
-        acc = c.accuracy or 0.0
-        base = s.accuracy if s.feedback >= policy.min_feedback else None
-        if base is not None and acc < base - policy.max_accuracy_drop:
+        if s.feedback < policy.min_feedback:  # no baseline yet: never promote on none
+            return Decision("wait", f"{s.feedback}/{policy.min_feedback} stable feedback "
+                                    "labels to compare with")
+        acc, base = c.accuracy or 0.0, s.accuracy or 0.0
+        if acc < base - policy.max_accuracy_drop:
             return Decision("rollback", f"live accuracy {acc:.3f} < stable {base:.3f} "
                                         f"- {policy.max_accuracy_drop:.2f} ({fb} labels)")
-        passed.append(f"accuracy {acc:.3f}" + (f" vs {base:.3f}" if base else ""))
+        passed.append(f"accuracy {acc:.3f} vs {base:.3f}")
     return Decision("promote", f"canary held over {n} requests: " + ", ".join(passed))
 
 

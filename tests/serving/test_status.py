@@ -94,6 +94,17 @@ def test_latency_rule_has_a_margin_and_can_be_off() -> None:
     assert decide(off, slow, stable).action == "promote"
 
 
+def test_accuracy_waits_for_a_stable_baseline() -> None:
+    """A canary with enough labels is not promoted on its own accuracy while the stable
+    side has too few to compare with (a share trial whose sides start together)."""
+    pol = Policy(min_samples=20, min_feedback=40, check_drift=False)
+    bad = Evidence(requests=100, feedback=50, correct=12)
+    assert decide(pol, bad, Evidence(requests=100, feedback=30, correct=29)) == \
+        Decision("wait", "30/40 stable feedback labels to compare with")
+    d = decide(pol, bad, Evidence(requests=100, feedback=45, correct=44))
+    assert d.action == "rollback" and d.reason.startswith("live accuracy 0.240 < stable")
+
+
 def test_drift_rule_compares_only_labels_both_sides_itemize() -> None:
     pol = Policy(min_samples=20, check_accuracy=False)
     stable = Evidence(requests=400, labels={k: 40 for k in range(10)})
