@@ -3,9 +3,11 @@
 Builds a synthetic safetensors model of --gb gigabytes (fp32 tensors of a few hundred
 MB, like a 1-3B parameter checkpoint's largest ones) and a fine-tune of it, then runs
 each step in a fresh child process and reports its peak RSS (VmHWM), side by side
-with the baseline of loading the model in process (safetensors.numpy.load_file).
+with the baseline of loading the model in process (safetensors.numpy.load_file). The
+remote commit runs against a `modelvc server` on loopback: the client's peak, and the
+server process's peak over its whole life (it encodes what the client uploads).
 
-    python bench/memory.py --gb 2 [--json]
+    python bench/memory.py --gb 2 [--only-remote] [--json]
 """
 
 from __future__ import annotations
@@ -71,16 +73,61 @@ def make_model(path: Path, gb: float, seed: int, base: Path | None = None) -> in
     return path.stat().st_size
 
 
-def child(step: str, root: Path, arg: str) -> tuple[int, float]:
+def child(step: str, root: Path | str, arg: str) -> tuple[int, float]:
     out = subprocess.run([sys.executable, "-c", CHILD, step, str(root), arg],
                          capture_output=True, text=True, check=True).stdout.split()
     return int(out[0]), float(out[1])
+
+
+def remote_commit(work: Path, model: str) -> list[tuple[str, int, float]]:
+    """A commit over HTTP (Registry.open(URL)) into a fresh server's registry."""
+    import os
+    import socket
+    import urllib.request
+
+    from modelvc import Registry
+    from modelvc.meta.auth import new_token
+
+    token, digest = new_token()
+    with Registry.init(work / "served") as reg:
+        reg.meta.create_token(name="bench", subject="bench", secret_hash=digest, scopes=[],
+                              expires_at=None, actor="bench")
+        reg.meta.grant_role("bench", "*", "writer", actor="bench")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    modelvc = Path(sys.executable).with_name("modelvc")
+    server = subprocess.Popen([str(modelvc), "server", "--registry", str(work / "served"),
+                               "--port", str(port), "--log-level", "warning"])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/healthz", timeout=5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        os.environ["MODELVC_TOKEN"] = token
+        client = child("commit", url, model)
+        status = Path(f"/proc/{server.pid}/status").read_text().splitlines()
+        hwm = int(next(x for x in status if x.startswith("VmHWM:")).split()[1]) * 1024
+    finally:
+        os.environ.pop("MODELVC_TOKEN", None)
+        server.terminate()
+        server.wait(timeout=30)
+    return [("remote commit v1 (client)", *client),
+            ("remote commit v1 (server)", hwm, client[1])]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gb", type=float, default=2.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only-remote", action="store_true",
+                    help="only the baseline and the remote commit")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="modelvc-mem-"))
     try:
@@ -89,20 +136,25 @@ def main() -> None:
         a, b = work / "a.safetensors", work / "b.safetensors"
         size = make_model(a, args.gb, 0)
         make_model(b, args.gb, 1, base=a)
-        Registry.init(work / "repo").close()
         rows = [("load in process (baseline)", *child("load", work, str(a)))]
-        repo, out = work / "repo", str(work / "out.safetensors")
-        # The CLI, as a user runs it; then the API, as a training loop calls it (keeps up
-        # to MODELVC_CACHE_MB, 256 by default, of blocks for the next commit's deltas).
-        rows.append(("modelvc commit v1 (full)", *child("cli:commit --model big", repo, str(a))))
-        rows.append(("modelvc commit v2 (delta)", *child("cli:commit --model big", repo, str(b))))
-        rows.append(("modelvc checkout v2", *child("cli:checkout big@v2 --force", repo, out)))
-        same = (work / "out.safetensors").read_bytes() == b.read_bytes()
-        Registry.init(work / "api").close()
-        rows.append(("Registry.commit v1 (API)", *child("commit", work / "api", str(a))))
-        rows.append(("Registry.commit v2 (API)", *child("commit", work / "api", str(b))))
-        rows.append(("Registry.checkout v2 (API)", *child("checkout:big@v2", work / "api", out)))
-        same = same and (work / "out.safetensors").read_bytes() == b.read_bytes()
+        same = True
+        if not args.only_remote:
+            Registry.init(work / "repo").close()
+            repo, out = work / "repo", str(work / "out.safetensors")
+            # The CLI, as a user runs it; then the API, as a training loop calls it (keeps up
+            # to MODELVC_CACHE_MB, 256 by default, of blocks for the next commit's deltas).
+            commit = "cli:commit --model big"
+            rows.append(("modelvc commit v1 (full)", *child(commit, repo, str(a))))
+            rows.append(("modelvc commit v2 (delta)", *child(commit, repo, str(b))))
+            rows.append(("modelvc checkout v2", *child("cli:checkout big@v2 --force", repo, out)))
+            same = (work / "out.safetensors").read_bytes() == b.read_bytes()
+            Registry.init(work / "api").close()
+            rows.append(("Registry.commit v1 (API)", *child("commit", work / "api", str(a))))
+            rows.append(("Registry.commit v2 (API)", *child("commit", work / "api", str(b))))
+            rows.append(("Registry.checkout v2 (API)",
+                         *child("checkout:big@v2", work / "api", out)))
+            same = same and (work / "out.safetensors").read_bytes() == b.read_bytes()
+        rows += remote_commit(work, str(a))
         result = {"model_bytes": size, "bit_exact": same,
                   "steps": [{"step": s, "peak_rss": r, "seconds": t,
                              "mb_per_s": size / t / 1e6} for s, r, t in rows]}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -89,39 +91,48 @@ def _write_file(
     io: ObjectIO, pool: ThreadPoolExecutor, entry: FileEntry, target: Path,
     tick: Callable[[int], None],
 ) -> None:
+    with writing(target) as out:
+        h = hashlib.sha256()
+        written = 0
+        # Small segments are decoded ahead on the pool; big tensors stream block by
+        # block (their blocks decode in parallel) so memory stays bounded.
+        for seg, data in windowed(pool, entry.segments, lambda s: (s, _read(io, s)),
+                                  window=AHEAD):
+            parts, leases = data if data is not None else (
+                io.iter_tensor(seg.id, verify=False, transient=True), [])
+            n = 0
+            for part in parts:
+                out.write(part)
+                h.update(part)
+                n += len(part)
+            for lease in leases:
+                POOL.give(lease)
+            if n != seg.size:
+                raise CorruptObject(f"object {seg.id[:12]} has {n} bytes, not {seg.size}")
+            written += n
+            tick(seg.size)
+        if written != entry.size or h.hexdigest() != entry.sha256:
+            _name_corrupt(io, entry)
+
+
+@contextmanager
+def writing(target: Path) -> Iterator[BinaryIO]:
+    """A checked-out file: written under a unique temp name in TARGET's folder and
+    renamed over TARGET when the block ends without error (removed otherwise); a full
+    disk is DiskFull, any other OSError StorageError. Not fsynced: a checkout is derived
+    data (like git's work tree), re-created from the registry, and its callers verify
+    its sha256 inside the block, before the rename. Local and remote checkouts use it."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.modelvc-{os.getpid()}-{secrets.token_hex(4)}"
-        h = hashlib.sha256()
-        written = 0
         try:
             with tmp.open("wb") as out:
-                # Small segments are decoded ahead on the pool; big tensors stream block
-                # by block (their blocks decode in parallel) so memory stays bounded.
-                for seg, data in windowed(pool, entry.segments, lambda s: (s, _read(io, s)),
-                                          window=AHEAD):
-                    parts, leases = data if data is not None else (
-                        io.iter_tensor(seg.id, verify=False, transient=True), [])
-                    n = 0
-                    for part in parts:
-                        out.write(part)
-                        h.update(part)
-                        n += len(part)
-                    for lease in leases:
-                        POOL.give(lease)
-                    if n != seg.size:
-                        raise CorruptObject(f"object {seg.id[:12]} has {n} bytes, not {seg.size}")
-                    written += n
-                    tick(seg.size)
-                # No fsync: a checkout is derived data (like git's work tree), re-created
-                # from the registry, and its sha256 is verified below before the rename.
-            if written != entry.size or h.hexdigest() != entry.sha256:
-                _name_corrupt(io, entry)
+                yield out
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
     except OSError as exc:
-        if exc.errno == 28:
+        if exc.errno == errno.ENOSPC:
             raise DiskFull(f"no space left writing {target}",
                            hint="free space on the destination's filesystem or choose "
                            "another destination") from exc

@@ -140,6 +140,16 @@ class Locked(Conflict):
     """Another process holds the lock: wait for it to finish and retry."""
 
 
+class SessionMoved(Conflict):
+    """The upload session does not hold what the sender expected."""
+
+    def __init__(self, message: str | None = None, *, held: int = 0,
+                 hint: str | None = None) -> None:
+        super().__init__(message or f"the receiver holds {held} bytes of this upload",
+                         hint=hint or "ask the receiver for its offset and send from there")
+        self.held = held
+
+
 class Corrupt(ModelvcError):
     """The registry holds corrupt data: run `modelvc verify`."""
 
@@ -156,6 +166,10 @@ class DamagedUpload(CorruptObject):
     client said they are): the client's to resend, so a 4xx."""
 
     http_status = 400
+
+
+class ChunkRefused(DamagedUpload):
+    """An upload chunk did not match its digest (damaged in transit); it was not kept."""
 
 
 class UnsupportedFormat(Corrupt):

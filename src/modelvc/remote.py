@@ -12,8 +12,6 @@ holds. Checkouts stream files and verify their sha256.
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,14 +23,15 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import blake3
-import httpx
 
 from . import errors
 from .api.types import UNSET, Unset
-from .checkout import CheckoutResult, TensorDict, safe_relpath, to_array
+from .checkout import CheckoutResult, TensorDict, safe_relpath, to_array, writing
+from .client.transport import Transport
+from .client.uploads import Session, resume
 from .commit import collect_files
 from .diff import VersionDiff
-from .errors import CorruptObject, ModelvcError, NotFound, StorageError
+from .errors import CorruptObject, NotFound
 from .formats import Segment, plan_file
 from .lineage import capture, with_extra
 from .maintenance import GcReport, VerifyReport
@@ -46,38 +45,17 @@ from .remote_areas import (
     RemoteSignatures,
     RemoteTokens,
 )
-from .server.wire import decode, decode_as
 from .storage import ObjectIO
+from .wire import frames as wire_frames
+from .wire.values import decode, decode_as
 
 if TYPE_CHECKING:
     from .events import RemoteEvents
 
 UPLOAD_THREADS = 4
-UPLOAD_RESTARTS = 3  # per chunked segment: re-asks after a refused chunk or failed hash
-UPLOAD_MOVED_WHOLE = 2  # a session that moved this often: the segment goes whole
-CHUNK_BYTES = 8 << 20  # segments above this go up in chunks (transfer.sessions.CHUNK_BYTES)
-
-
-def _error(resp: httpx.Response) -> ModelvcError:
-    """The modelvc error the server sent, as the same class."""
-    try:
-        body = resp.json()
-        code, message, hint = body["error"], body["message"], body.get("hint")
-    except (ValueError, KeyError, TypeError):
-        code, message, hint = "", f"HTTP {resp.status_code}: {resp.text[:200]}", None
-    cls = getattr(errors, code, None)
-    if not (isinstance(cls, type) and issubclass(cls, ModelvcError)):
-        cls = {401: errors.Unauthenticated, 403: errors.PermissionDenied, 404: NotFound,
-               409: errors.Conflict, 400: errors.UsageError}.get(resp.status_code, ModelvcError)
-    return cls(message, hint=hint)
-
-
-def _code(resp: httpx.Response) -> str | None:
-    try:
-        code = resp.json().get("error")
-    except (ValueError, AttributeError):
-        return None
-    return code if isinstance(code, str) else None
+CHUNK_BYTES = wire_frames.CHUNK_BYTES  # segments above this go up in chunks
+HASH_PIECE = 8 << 20  # what a commit reads at a time to hash a segment
+API = "/api/v1"
 
 
 @dataclass(frozen=True)
@@ -92,11 +70,8 @@ class RemoteRegistry:
     """A registry behind a modelvc server."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 300.0) -> None:
-        self.url = url.rstrip("/")
-        token = token or os.environ.get("MODELVC_TOKEN") or None
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url + "/api/v1", headers=headers,
-                                  timeout=httpx.Timeout(timeout, connect=10.0))
+        self._t = Transport(url, token=token, timeout=timeout)
+        self.url = self._t.url
 
     @cached_property
     def events(self) -> RemoteEvents:
@@ -135,7 +110,7 @@ class RemoteRegistry:
         return self.url
 
     def close(self) -> None:
-        self._http.close()
+        self._t.close()
 
     def __enter__(self) -> RemoteRegistry:
         return self
@@ -145,14 +120,7 @@ class RemoteRegistry:
 
     # ---- transport
     def _call(self, method: str, path: str, *, raw: bool = False, **kw: Any) -> Any:
-        try:
-            resp = self._http.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise StorageError(f"cannot reach the registry server {self.url}: {exc}",
-                               hint="check the URL and that `modelvc server` runs there"
-                               ) from exc
-        if resp.status_code >= 400:
-            raise _error(resp)
+        resp = self._t.request(method, API + path, **kw)
         if not raw and resp.headers.get("content-type", "").startswith("application/json"):
             return resp.json()
         return resp.content
@@ -310,104 +278,49 @@ class RemoteRegistry:
 
     def _upload(self, model: str, part: _Part, base: str | None, tally: _Tally) -> None:
         s = part.seg
-        params: dict[str, Any] = {"kind": "tensor" if s.kind == "tensor" else "blob",
-                                  "file": part.rel}
+        what: dict[str, Any] = {"file": part.rel}
         if s.kind == "tensor":
-            params.update(dtype=s.dtype, shape=",".join(map(str, s.shape or ())),
-                          tensor=s.name, base=base)
-        params = {k: v for k, v in params.items() if v is not None}
-        if s.length > CHUNK_BYTES:
-            self._upload_chunked(model, part, params, tally)
+            what.update(dtype=s.dtype, shape=",".join(map(str, s.shape or ())),
+                        tensor=s.name, base=base)
+        what = {k: v for k, v in what.items() if v is not None}
+        segment = "tensor" if s.kind == "tensor" else "blob"
+        whole = f"{API}/models/{self._q(model)}/uploads/{part.oid}"
+        if s.length <= CHUNK_BYTES:
+            self._t.request("PUT", whole, params={"kind": segment, **what},
+                            content=_read(part.path, s))
+            tally.sent_bytes(s.length)
+            tally.held(part.oid, s.length)
             return
-        self._call("PUT", f"/models/{self._q(model)}/uploads/{part.oid}", params=params,
-                   content=_read(part.path, s))
-        tally.sent_bytes(s.length)
-        tally.held(part.oid, s.length)
+        # In chunks into the server's upload session, from what it holds (after an
+        # interrupted commit: the rest only). Memory: one chunk.
+        session = Session(self._t, part.oid, s.length, model=model, kind="raw",
+                          params={"segment": segment, **what})
 
-    def _upload_chunked(self, model: str, part: _Part, params: dict[str, Any],
-                        tally: _Tally) -> None:
-        """The segment in chunks into the server's upload session, from what it holds
-        (after an interrupted commit: the rest only). Memory: one chunk."""
-        from .transfer.sessions import BATCH_BYTES, ChunkRefused, SessionMoved, frames
+        def ask() -> int | None:
+            held = session.held()
+            tally.held(part.oid, s.length if held is None else held)
+            return held
 
-        s, url = part.seg, f"/models/{self._q(model)}/uploads/{part.oid}"
-        restarts = moved = 0
-        while True:
-            info = self._get(f"{url}/session", size=s.length)
-            if info["stored"]:
-                tally.held(part.oid, s.length)
-                return
-            off = int(info["offset"])
-            tally.held(part.oid, off)
-            start = off
-            try:
-                while True:  # a request per batch of chunks (frames with their BLAKE3)
-                    n = min(BATCH_BYTES, s.length - off)
-                    went = 0
+        def send(off: int) -> None:
+            went = off
 
-                    def sent(k: int, base: int = off) -> None:
-                        nonlocal went
-                        went += k
-                        tally.sent_bytes(k)
-                        tally.held(part.oid, base + went)
+            def sent(k: int) -> None:
+                nonlocal went
+                went += k
+                tally.sent_bytes(k)
+                tally.held(part.oid, went)
 
-                    got = self._put_frames(f"{url}/chunks", frames(
-                        _pieces(part.path, s, off, n), n, sent), n,
-                        {**params, "size": s.length, "offset": off})
-                    if got["complete"]:
-                        tally.held(part.oid, s.length)
-                        return
-                    if int(got["offset"]) != off + n:
-                        raise SessionMoved(f"the server holds {got['offset']} bytes of "
-                                           f"{part.oid[:12]}")
-                    off += n
-            except SessionMoved:
-                # The session holds less than it said: another commit of this subject,
-                # or a balancer that sent the chunk to another backend. When that
-                # repeats, the segment goes whole in one streamed request.
-                moved += 1
-                if moved >= UPLOAD_MOVED_WHOLE:
-                    self._call("PUT", url, params=params,
-                               content=_pieces(part.path, s, 0, s.length),
-                               headers={"Content-Length": str(s.length)})
-                    tally.sent_bytes(s.length)
-                    tally.held(part.oid, s.length)
-                    return
-            except ChunkRefused:  # damaged in transit, not kept: ask again, resend it
-                restarts += 1
-                if restarts > UPLOAD_RESTARTS:
-                    raise
-            except CorruptObject:
-                # The whole did not hash to its id; the server discarded it. After a
-                # resumed upload, start again at 0; if every byte was fresh, the file
-                # changed under us.
-                restarts += 1
-                if start == 0 or restarts > UPLOAD_RESTARTS:
-                    raise
+            session.send(off, _pieces(part.path, s, off, s.length - off), sent)
+            tally.held(part.oid, s.length)
 
-    def _put_frames(self, url: str, body: Iterator[bytes], n: int,
-                    params: dict[str, Any]) -> Any:
-        """One request of N payload bytes as frames; SessionMoved and ChunkRefused
-        raised as themselves."""
-        from .transfer.sessions import FRAMES_TYPE, ChunkRefused, SessionMoved, framed_size
+        def send_whole() -> None:
+            self._t.request("PUT", whole, params={"kind": segment, **what},
+                            content=_pieces(part.path, s, 0, s.length),
+                            headers={"Content-Length": str(s.length)})
+            tally.sent_bytes(s.length)
+            tally.held(part.oid, s.length)
 
-        try:
-            resp = self._http.put(url, content=body, params=params,
-                                  headers={"Content-Type": FRAMES_TYPE,
-                                           "Content-Length": str(framed_size(n))})
-        except httpx.HTTPError as exc:
-            raise StorageError(f"cannot reach the registry server {self.url}: {exc}",
-                               hint="run the commit again: it resumes from what the "
-                                    "server holds") from exc
-        if resp.status_code >= 400:
-            err = _error(resp)
-            code = _code(resp)
-            if code == "SessionMoved":
-                raise SessionMoved(err.message)
-            if code == "ChunkRefused":
-                raise ChunkRefused(err.message)
-            raise err
-        return resp.json()
+        resume(ask, send, send_whole)
 
     # ---- checkout and load
     def checkout(self, ref: str, dest: str | Path, *, force: bool = False,
@@ -434,26 +347,17 @@ class RemoteRegistry:
         return CheckoutResult(dest, len(targets), m.raw_size)
 
     def _download(self, v: VersionRow, entry: FileEntry, target: Path) -> Iterator[int]:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.modelvc-{os.getpid()}-{secrets.token_hex(4)}"
         h = hashlib.sha256()
-        try:
-            url = f"/versions/{v.id}/files/{quote(entry.path)}"
-            with self._http.stream("GET", url) as resp, tmp.open("wb") as out:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise _error(resp)
-                for chunk in resp.iter_bytes(1 << 20):
-                    out.write(chunk)
-                    h.update(chunk)
-                    yield len(chunk)
+        url = f"{API}/versions/{v.id}/files/{quote(entry.path)}"
+        with writing(target) as out, self._t.stream("GET", url) as resp:
+            for chunk in resp.iter_bytes(1 << 20):
+                out.write(chunk)
+                h.update(chunk)
+                yield len(chunk)
             if h.hexdigest() != entry.sha256:
                 raise CorruptObject(f"{entry.path} arrived with the wrong sha256",
                                     hint="retry the checkout; if it persists run "
                                          "`modelvc verify` on the server")
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def load(self, ref: str, *, framework: str = "numpy", file: str | None = None) -> TensorDict:
         v = self.resolve(ref)
@@ -532,17 +436,30 @@ def _read(path: Path, s: Segment) -> bytes:
 
 
 def _plan(rel: str, path: Path) -> tuple[FileEntry, list[_Part]]:
-    """Plan a file, hashing each segment (BLAKE3: its object id) and the whole (sha256)."""
+    """Plan a file, hashing each segment (BLAKE3: its object id) and the whole (sha256)
+    in one sequential read through one buffer: memory is HASH_PIECE, whatever the
+    tensors' sizes (a local commit streams them too)."""
     plan = plan_file(path)
     sha = hashlib.sha256()
     refs, parts = [], []
-    for s in plan.segments:
-        data = _read(path, s)
-        sha.update(data)
-        oid = blake3.blake3(data).hexdigest()
-        parts.append(_Part(rel, path, s, oid))
-        refs.append(SegmentRef(oid, s.length, s.name, s.dtype, s.shape) if s.kind == "tensor"
-                    else SegmentRef(oid, s.length))
+    buf = bytearray(HASH_PIECE)
+    view = memoryview(buf)
+    with path.open("rb", buffering=0) as f:
+        for s in plan.segments:
+            h = blake3.blake3(max_threads=blake3.blake3.AUTO if s.length >= 1 << 20 else 1)
+            f.seek(s.offset)
+            left = s.length
+            while left:
+                got = f.readinto(view[:min(left, HASH_PIECE)])
+                if not got:
+                    raise errors.InvalidModelFile(f"{path} changed while it was being "
+                                                  "committed; retry")
+                sha.update(view[:got])
+                h.update(view[:got])
+                left -= got
+            oid = h.hexdigest()
+            parts.append(_Part(rel, path, s, oid))
+            refs.append(SegmentRef(oid, s.length, s.name, s.dtype, s.shape)
+                        if s.kind == "tensor" else SegmentRef(oid, s.length))
     return FileEntry(rel, plan.size, sha.hexdigest(), plan.format, tuple(refs),
                      dict(plan.info)), parts
-

@@ -26,7 +26,7 @@ from .api.types import (
     Token,
 )
 from .names import parse_ref
-from .server.wire import decode, decode_as
+from .wire.values import decode, decode_as
 
 Call = Callable[..., Any]
 

@@ -147,3 +147,28 @@ def test_checkout_into_full_disk(tmpfs: Mount, tmp_path: Path) -> None:
         roomy = tmpfs(tmp_path / "roomy", "16m")
         reg.checkout("m@v1", roomy)
         assert fk.sha256(roomy / "m.safetensors") == fk.sha256(model)
+
+
+def test_remote_checkout_into_full_disk(tmpfs: Mount, tmp_path: Path) -> None:
+    """A checkout over HTTP writes its files as a local one does: a full disk is DiskFull
+    (exit 7 with its hint), and no partial or temp file is left."""
+    from modelvc.remote import RemoteRegistry
+    from tests.services.server import ServerProcess, grant_token
+
+    reg_dir = tmp_path / "reg"
+    Registry.init(reg_dir).close()
+    model = tmp_path / "src" / "m.safetensors"
+    _big_model(model, 2)  # ~2.9 MB
+    with Registry.open(reg_dir) as reg:
+        reg.commit(model, model="m")
+    token = grant_token(reg_dir)
+    server = ServerProcess(reg_dir, tmp_path / "server.log").start()
+    try:
+        dest = tmpfs(tmp_path / "dest", "1m")
+        with RemoteRegistry(server.url, token=token) as remote, \
+                pytest.raises(DiskFull) as info:
+            remote.checkout("m@v1", dest)
+        assert "no space left" in str(info.value) and info.value.hint
+        assert sorted(p.name for p in dest.iterdir()) == [], "partial or temp file left"
+    finally:
+        server.stop()

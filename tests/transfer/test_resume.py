@@ -27,7 +27,7 @@ from modelvc.meta.api import ObjectRow
 from modelvc.registry import Registry
 from modelvc.remote import RemoteRegistry
 from modelvc.transfer import HttpEnd, local_end, pull, push, transfer
-from modelvc.transfer.sessions import CHUNK_BYTES, FRAME_HEAD
+from modelvc.wire.frames import CHUNK_BYTES, FRAME_HEAD
 from tests.server.balancer import Balancer
 from tests.services.server import ServerProcess, grant_token
 
@@ -106,8 +106,8 @@ def _log(server: ServerProcess, msg: str) -> list[dict[str, Any]]:
 
 
 def _held(server: ServerProcess, token: str, oid: str, size: int) -> int:
-    r = httpx.get(f"{server.url}/api/v1/objects/{oid}/upload",
-                  params={"model": "big", "size": size},
+    r = httpx.get(f"{server.url}/api/v1/uploads/{oid}",
+                  params={"model": "big", "kind": "object", "size": size},
                   headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["stored"] is False
@@ -182,7 +182,8 @@ class DamageOneChunk(httpx.HTTPTransport):
         self.damaged = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "PUT" and request.url.path.endswith("/upload") and not self.damaged:
+        if (request.method == "PUT" and request.url.path.startswith("/api/v1/uploads/")
+                and not self.damaged):
             body = bytearray(request.read())
             body[2 * FRAME_HEAD.size + CHUNK_BYTES + 1000] ^= 0x10
             request = httpx.Request(request.method, request.url, headers=request.headers,
@@ -280,8 +281,9 @@ def test_another_subjects_session_is_not_reused(
     # Olga holds nothing, and cannot append to Wes's session at its offset.
     assert _held(server, other, big.id, big.stored_size) == 0
     chunk = b"\0" * 1024
-    r = httpx.put(f"{server.url}/api/v1/objects/{big.id}/upload",
-                  params={"model": "big", "size": big.stored_size, "offset": held},
+    r = httpx.put(f"{server.url}/api/v1/uploads/{big.id}",
+                  params={"model": "big", "kind": "object", "size": big.stored_size,
+                          "offset": held},
                   content=FRAME_HEAD.pack(len(chunk), blake3.blake3(chunk).digest()) + chunk,
                   headers={"Authorization": f"Bearer {other}"}, timeout=30)
     assert r.status_code == 409 and r.json()["error"] == "SessionMoved", r.text
@@ -409,8 +411,7 @@ def test_without_balancer_affinity_large_objects_still_arrive(
     request by request: chunks land where the session is not, the sender is told
     (409 SessionMoved), and after that repeats the object goes whole in one request.
     (One chunk per request here, so that a 48 MiB tensor takes several requests.)"""
-    monkeypatch.setattr("modelvc.transfer.http.BATCH_BYTES", CHUNK_BYTES)
-    monkeypatch.setattr("modelvc.transfer.sessions.BATCH_BYTES", CHUNK_BYTES)
+    monkeypatch.setattr("modelvc.client.uploads.BATCH_BYTES", CHUNK_BYTES)  # push and commit
     src, src_file = source
     big = _big(src)
     one = tmp_path / "one"
@@ -433,7 +434,7 @@ def test_without_balancer_affinity_large_objects_still_arrive(
                 end.close()
             assert result.versions == [src.resolve("big@main").id]
             codes = [(m, p.split("?")[0], st) for m, p, _, st in lb.log if m == "PUT"]
-            assert ("PUT", f"/api/v1/objects/{big.id}/upload", 409) in codes
+            assert ("PUT", f"/api/v1/uploads/{big.id}", 409) in codes
             assert ("PUT", f"/api/v1/objects/{big.id}", 200) in codes
             # A commit over HTTP falls back the same way (raw sessions, whole segment).
             other = tmp_path / "other" / "model.safetensors"
@@ -443,7 +444,7 @@ def test_without_balancer_affinity_large_objects_still_arrive(
             with RemoteRegistry(lb.url, token=token) as remote:
                 v = remote.commit(other.parent, model="big2")
             paths = [(p.split("?")[0], st) for m, p, _, st in lb.log if m == "PUT"]
-            assert any(p.endswith("/chunks") and st == 409 for p, st in paths)
+            assert any(p.startswith("/api/v1/uploads/") and st == 409 for p, st in paths)
     finally:
         for s in servers:
             s.stop()

@@ -10,8 +10,8 @@ from pathlib import Path
 import blake3
 import pytest
 
-from modelvc.errors import CorruptObject, StorageError
-from modelvc.transfer.sessions import ChunkRefused, SessionMoved, Sessions
+from modelvc.errors import ChunkRefused, CorruptObject, SessionMoved, StorageError
+from modelvc.transfer.sessions import Sessions
 
 OID = blake3.blake3(b"object").hexdigest()
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ..meta.auth import MAX_TOKEN_NAME
+from ..wire.values import encode
 from .auth import authorize
 from .deps import P, R
-from .wire import encode
 
 router = APIRouter(tags=["auth"])
 

@@ -18,10 +18,10 @@ from ..api.types import UNSET
 from ..errors import NotFound, RefNotFound, UsageError
 from ..names import parse_ref
 from ..registry import Registry
+from ..wire.values import encode
 from . import admin, commits, deployments, governance, hooks
 from .auth import authorize, can
 from .deps import P, R, S
-from .wire import encode
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 router.include_router(commits.router)

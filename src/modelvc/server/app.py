@@ -96,8 +96,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     # Routers are optional while they are being written; each owns its URL space:
     #   api.py      /api/v1/...            the Registry API (remote client speaks it)
     #   transfer.py /api/v1/objects/...    push/pull of objects and versions
+    #   uploads.py  /api/v1/uploads/...    upload sessions (chunked, resumable) of both
     #   hf.py       /{repo}/resolve/..., /api/models/...   Hugging Face Hub clients
-    for name in ("api", "transfer", "hf"):
+    for name in ("api", "transfer", "uploads", "hf"):
         try:
             module = __import__(f"modelvc.server.{name}", fromlist=["router"])
         except ModuleNotFoundError as exc:

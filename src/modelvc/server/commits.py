@@ -5,11 +5,10 @@ The server encodes every upload itself (delta against the parent's same-named te
 exactly like a local commit) and builds the manifest, so the version id, the stored
 bytes and the audit entry are all computed here, as the authenticated principal.
 
-A segment larger than one chunk goes up in chunks into an upload session (kind "raw":
-a spool per subject, id and size, see transfer/sessions.py), so a commit cut off in
-the middle of a multi-GB tensor resumes from what arrived: `GET .../uploads/{id}/session`
-says how much is held, `PUT .../uploads/{id}/chunks?offset=&size=` appends one; the
-chunk that completes it has the whole hashed against the id and stored.
+A segment larger than one chunk goes up in chunks into an upload session of kind
+"raw" (server/uploads.py, the route pushes use too), so a commit cut off in the middle
+of a multi-GB tensor resumes from what arrived; the request that completes it has the
+whole hashed against the id, then encoded and stored here (finish_raw).
 """
 
 from __future__ import annotations
@@ -33,12 +32,11 @@ from ..names import parse_ref
 from ..objects.base import check_key, flush
 from ..registry import Registry
 from ..transfer.sessions import Received, Sessions
+from ..wire.values import encode
 from .auth import authorize
 from .deps import P, R, S
 from .logs import LOG
 from .scope import Scope, require_access
-from .transfer import log_complete, receive_frames, upload_sessions
-from .wire import encode
 
 router = APIRouter(prefix="/models/{model}", tags=["commit"])
 
@@ -72,7 +70,7 @@ async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st:
     limit = st.config.max_upload_mb << 20
     spool = st.config.upload_spool_mb << 20
     if int(request.headers.get("content-length") or 0) > limit:
-        raise _too_big(limit)
+        raise too_big(limit)
     hasher = blake3.blake3()
     buf = bytearray()
     n = 0
@@ -81,7 +79,7 @@ async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st:
         async for chunk in request.stream():
             n += len(chunk)
             if n > limit:  # a chunked body has no content-length to refuse up front
-                raise _too_big(limit)
+                raise too_big(limit)
             hasher.update(chunk)
             if tmp is None and n > spool:
                 tmp = stack.enter_context(tempfile.TemporaryFile(prefix="modelvc-upload-"))
@@ -103,52 +101,8 @@ async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st:
         return {**out, "spooled": tmp is not None}
 
 
-@router.get("/uploads/{object_id}/session")
-def upload_session(model: str, object_id: str, size: int, request: Request, p: P, reg: R,
-                   st: S) -> dict[str, Any]:
-    """How many bytes of the caller's chunked upload of OBJECT_ID (SIZE raw bytes) the
-    server holds; `stored`: nothing to send (as /uploads/missing would say)."""
-    authorize(p, "writer", model)
-    check_key(object_id)
-    if size > st.config.max_upload_mb << 20:
-        raise _too_big(st.config.max_upload_mb << 20)
-    if reg.store.has(object_id) and object_id not in Scope(reg, p, [object_id]).hidden():
-        return {"offset": size, "stored": True}
-    held = upload_sessions(request).offset(p.name, "raw", object_id, size)
-    if held:
-        LOG.info("upload resumed", extra={"object": object_id, "size": size, "offset": held,
-                                          "subject": p.name, "kind": "raw"})
-    return {"offset": held, "stored": False}
-
-
-@router.put("/uploads/{object_id}/chunks")
-async def upload_chunk(model: str, object_id: str, size: int, offset: int, request: Request,
-                       p: P, reg: R, st: S, kind: str = "blob", dtype: str | None = None,
-                       shape: str = "", file: str = "", tensor: str | None = None,
-                       base: str | None = None) -> dict[str, Any]:
-    """Chunks of a raw segment as frames (see transfer/sessions.py) from OFFSET (not
-    beyond what is held: else 409 SessionMoved; a damaged frame: 400 ChunkRefused).
-    Once SIZE bytes are held the whole is hashed against OBJECT_ID, encoded and stored,
-    as /uploads does; an empty body asks for just that."""
-    authorize(p, "writer", model)
-    check_key(object_id)
-    limit = st.config.max_upload_mb << 20
-    if size > limit:
-        raise _too_big(limit)
-    _shape(kind, dtype, shape, size, tensor or object_id[:12])  # refuse before the bytes
-    sessions = upload_sessions(request)
-    pos = await receive_frames(request, sessions, p.name, "raw", object_id, size, offset)
-    if pos < size:
-        return {"offset": pos, "complete": False}
-    out, seen = await run_in_threadpool(_finish_raw, reg, sessions, p.name, model, object_id,
-                                        size, kind, dtype, shape, file, tensor, base)
-    log_complete(p.name, "raw", object_id, size, seen)
-    await run_in_threadpool(st.possession.add, p.name, [object_id])
-    return {**out, "offset": size, "complete": True, "spooled": True}
-
-
-def _finish_raw(reg: Registry, sessions: Sessions, subject: str, model: str, oid: str,
-                size: int, kind: str, dtype: str | None, shape: str, file: str,
+def finish_raw(reg: Registry, sessions: Sessions, subject: str, model: str, oid: str,
+               size: int, kind: str, dtype: str | None, shape: str, file: str,
                 tensor: str | None, base: str | None) -> tuple[dict[str, Any], Received | None]:
     """Hash the complete spool against the id, then encode and store it. A mismatch
     discards the session (the segment restarts at byte 0); a failed store keeps it
@@ -167,7 +121,7 @@ def _finish_raw(reg: Registry, sessions: Sessions, subject: str, model: str, oid
     return out, seen
 
 
-def _too_big(limit: int) -> UsageError:
+def too_big(limit: int) -> UsageError:
     return UsageError(f"segment larger than the server's max_upload_mb ({limit >> 20} MiB)",
                       hint="raise max_upload_mb in the server config")
 
@@ -189,7 +143,7 @@ class _Body:
 
 def _store(reg: Registry, model: str, oid: str, body: _Body, kind: str, dtype: str | None,
            shape_text: str, file: str, tensor: str | None, base: str | None) -> dict[str, Any]:
-    shape = _shape(kind, dtype, shape_text, body.size, tensor or oid[:12])
+    shape = shape_of(kind, dtype, shape_text, body.size, tensor or oid[:12])
     with reg.layout.lock(exclusive=False):
         if shape is not None:
             assert dtype is not None
@@ -201,7 +155,7 @@ def _store(reg: Registry, model: str, oid: str, body: _Body, kind: str, dtype: s
     return {"id": oid, "new": stored.new, "stored_size": stored.row.stored_size}
 
 
-def _shape(kind: str, dtype: str | None, shape_text: str, size: int, what: str
+def shape_of(kind: str, dtype: str | None, shape_text: str, size: int, what: str
            ) -> tuple[int, ...] | None:
     """A tensor upload's shape, checked against its SIZE in bytes; None for a blob."""
     if kind == "blob":

@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ..wire.values import encode
 from .auth import authorize, can
 from .deps import P, R
-from .wire import encode
 
 router = APIRouter(tags=["deployments"])
 

@@ -22,9 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import UsageError
 from ..names import parse_ref
+from ..wire.values import encode
 from .auth import authorize
 from .deps import P, R
-from .wire import encode
 
 router = APIRouter(tags=["governance"])
 

@@ -18,9 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from ..events import MAX_REMOTE_WAIT
 from ..meta.api import Webhook
 from ..webhooks import MAX_URL, new_secret
+from ..wire.values import encode
 from .auth import authorize
 from .deps import P, R
-from .wire import encode
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 INT32 = 2**31 - 1  # ids are 32-bit columns: a larger one is a 422, not a database error

@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from ..errors import CorruptObject, DamagedUpload, ModelvcError
 from ..httpguard import CapOf, Precheck, Scope
-from ..transfer.sessions import MAX_REQUEST
+from ..wire.frames import MAX_REQUEST
 from .auth import authenticate
 from .state import ServerConfig, ServerState
 
@@ -26,9 +26,8 @@ UI_PREFIX = "/ui/"  # server/ui.py, mounted by app.py
 _ROUTES: list[tuple[str, re.Pattern[str], Callable[[ServerConfig], int]]] = [
     ("PUT", re.compile(r"/api/v1/models/[^/]+/uploads/[^/]+"),
      lambda c: c.max_upload_mb * MB),  # one raw segment, spooled to disk
-    ("PUT", re.compile(r"/api/v1/models/[^/]+/uploads/[^/]+/chunks"), lambda c: MAX_REQUEST),
     ("PUT", re.compile(r"/api/v1/objects/[^/]+"), lambda c: c.max_upload_mb * MB),
-    ("PUT", re.compile(r"/api/v1/objects/[^/]+/upload"), lambda c: MAX_REQUEST),
+    ("PUT", re.compile(r"/api/v1/uploads/[^/]+"), lambda c: MAX_REQUEST),  # server/uploads.py
     ("POST", re.compile(r"/api/v1/objects/pack"), lambda c: 64 * MB),  # transfer.MAX_PACK
     ("POST", re.compile(r"/api/v1/models/[^/]+/commits"), lambda c: c.max_commit_mb * MB),
     ("POST", re.compile(r"/api/models/.+/commit/[^/]+"),  # HF: files inline, base64

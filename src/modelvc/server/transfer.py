@@ -7,12 +7,8 @@ sending objects and versions "writer", moving a channel "promoter".
 Request bodies are bounded (packs, upload chunks) or streamed to a temp file (whole
 objects); objects are verified before they are stored.
 
-Upload sessions (transfer/sessions.py): a large object arrives in chunks into a spool
-file per (subject, object id, size) under the registry folder's tmp/uploads, so a push
-cut off mid-object resumes from what arrived. `GET /api/v1/objects/{id}/upload` says how
-much is held; `PUT` appends chunks (frames, each with its BLAKE3) from an offset; the
-request that completes it has the object verified and stored. Sessions untouched for
-upload_ttl_hours are deleted.
+A large object arrives in chunks through the upload sessions route (server/uploads.py,
+kind "object"), so a push cut off mid-object resumes from what arrived.
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +24,14 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import CorruptObject, ModelvcError, ObjectNotFound, UsageError
+from ..errors import ObjectNotFound, UsageError
 from ..manifest import Manifest
 from ..objects.base import check_key
 from ..transfer.local import LocalEnd, local_end
 from ..transfer.protocol import RefInfo, decode_pack, encode_pack
-from ..transfer.sessions import MAX_REQUEST, FrameReader, Sessions
 from ..transfer.verify import unlink_quietly
 from .auth import Principal, authenticate, authorize, can
 from .limits import sent_bytes
-from .logs import LOG
 from .scope import Scope, not_uploaded, require_access
 from .state import ServerState
 
@@ -254,123 +247,6 @@ async def put_object(request: Request, oid: str, model: str) -> dict[str, Any]:
         unlink_quietly(path)
     await run_in_threadpool(_state(request).possession.add, principal.name, [oid])
     return {"stored": 1}
-
-
-@router.get("/api/v1/objects/{oid}/upload")
-def upload_offset(request: Request, oid: str, model: str, size: int) -> dict[str, Any]:
-    """How many bytes of the caller's upload session for (OID, SIZE) the server holds.
-    `stored`: the object is here and the caller may count it (it sent its bytes, or
-    no other model hides it): nothing to send."""
-    end, principal = _end_as(request, "writer", model)
-    check_key(oid)
-    state = _state(request)
-    if end.reg.store.has(oid) and (
-            oid not in Scope(end.reg, principal, [oid]).hidden()
-            or not state.possession.unproven(principal.name, [oid])):
-        return {"offset": size, "stored": True}
-    held = upload_sessions(request).offset(principal.name, "object", oid, size)
-    if held:
-        LOG.info("upload resumed", extra={"object": oid, "size": size, "offset": held,
-                                          "subject": principal.name, "kind": "object"})
-    return {"offset": held, "stored": False}
-
-
-@router.put("/api/v1/objects/{oid}/upload")
-async def put_chunks(request: Request, oid: str, model: str, size: int, offset: int
-                     ) -> dict[str, Any]:
-    """Append the body's frames (`u32 length | BLAKE3 | bytes` each, <= 256 MiB in all)
-    from OFFSET, which must not exceed what the session holds (else 409 SessionMoved;
-    a damaged frame: 400 ChunkRefused, the frames before it kept). Once SIZE bytes are
-    held the object is verified and stored (or the session discarded); an empty body
-    asks for just that."""
-    end, principal = await run_in_threadpool(_end_as, request, "writer", model)
-    check_key(oid)
-    sessions = upload_sessions(request)
-    pos = await receive_frames(request, sessions, principal.name, "object", oid, size, offset)
-    if pos < size:
-        return {"offset": pos, "complete": False}
-    try:
-        with sent_bytes():
-            seen = await run_in_threadpool(end.finish, sessions, principal.name, oid, size)
-    except CorruptObject as exc:
-        LOG.warning("upload failed verification", extra={
-            "object": oid, "size": size, "subject": principal.name, "error": exc.message})
-        raise
-    log_complete(principal.name, "object", oid, size, seen)
-    await run_in_threadpool(_state(request).possession.add, principal.name, [oid])
-    return {"offset": size, "complete": True}
-
-
-_SESSIONS_LOCK = threading.Lock()
-
-
-def upload_sessions(request: Request) -> Sessions:
-    """The server's upload sessions: tmp/uploads in the served registry's folder (shared
-    by server processes on that folder), expiring after upload_ttl_hours."""
-    app_state = request.app.state
-    with _SESSIONS_LOCK:
-        sessions: Sessions | None = getattr(app_state, "upload_sessions", None)
-        if sessions is None:
-            state = _state(request)
-            sessions = Sessions(state.registry().layout.root / "tmp" / "uploads",
-                                ttl=state.config.upload_ttl_hours * 3600)
-            app_state.upload_sessions = sessions
-        return sessions
-
-
-async def receive_frames(request: Request, sessions: Sessions, subject: str, kind: str,
-                         oid: str, size: int, offset: int) -> int:
-    """Append the frames of the request body to SUBJECT's session from OFFSET, each as
-    it arrives; what the session holds afterwards. After an error (a frame that does
-    not match its digest, an offset beyond what is held) the rest of the body is read
-    and dropped before the error is answered, so the client gets the answer rather
-    than a reset connection; every frame before it is kept."""
-    if int(request.headers.get("content-length") or 0) > MAX_REQUEST:
-        raise UsageError(f"an upload request is at most {MAX_REQUEST} bytes",
-                         hint="send at most 64 MiB per request")
-    reader = FrameReader()
-    pos, appended, total = offset, False, 0
-    error: ModelvcError | None = None
-    async for piece in request.stream():
-        total += len(piece)
-        if total > MAX_REQUEST:
-            raise UsageError(f"an upload request is at most {MAX_REQUEST} bytes")
-        if error is not None:
-            continue
-        try:
-            for data, claimed in reader.feed(piece):
-                pos = await run_in_threadpool(append_chunk, sessions, subject, kind, oid,
-                                              size, pos, data, claimed)
-                appended = True
-        except ModelvcError as exc:
-            error = exc
-    if error is not None:
-        raise error
-    reader.close()
-    if not appended:  # an empty body: completes what is there, or says what that is
-        return await run_in_threadpool(sessions.offset, subject, kind, oid, size)
-    return pos
-
-
-def append_chunk(sessions: Sessions, subject: str, kind: str, oid: str, size: int,
-                 offset: int, data: bytes, digest: str) -> int:
-    """Sessions.append, logging a refused (damaged) chunk."""
-    try:
-        return sessions.append(subject, kind, oid, size, offset, data, digest)
-    except CorruptObject as exc:
-        LOG.warning("upload chunk refused", extra={
-            "object": oid, "offset": offset, "length": len(data), "subject": subject,
-            "kind": kind, "error": exc.message})
-        raise
-
-
-def log_complete(subject: str, kind: str, oid: str, size: int, seen: Any) -> None:
-    """One line per completed upload session: `received` is what this process took in
-    (less than `size` when an earlier process or attempt held the start)."""
-    LOG.info("upload complete", extra={
-        "object": oid, "size": size, "subject": subject, "kind": kind,
-        "received": seen.received if seen else 0,
-        "resumed_from": seen.first_offset if seen else size})
 
 
 def _state(request: Request) -> ServerState:

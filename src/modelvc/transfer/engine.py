@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from threading import Lock
 
-from ..errors import CorruptObject, RefNotFound, UsageError
+from ..client.uploads import resume
+from ..errors import ChunkRefused, CorruptObject, RefNotFound, SessionMoved, UsageError
 from ..names import parse_ref
 from .protocol import ObjectEntry, RefInfo, Sink, Source
-from .sessions import ChunkRefused, SessionMoved
 
 PACK_BYTES = 8 << 20  # one request: at most this many stored bytes (bounds memory)
 PACK_OBJECTS = 1024
@@ -142,58 +142,50 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
         add(sum(o.size for o in batch))
 
     def stream(o: ObjectEntry) -> None:
-        restarts = moved = 0
         sent = 0  # bytes handed to the sink over all attempts
+        reached = 0  # what the sink holds in the current attempt
+        theirs = False  # another transfer finished it meanwhile
 
-        def finished() -> None:
-            mark(o, o.size)
-            with lock:
-                result.bytes_resumed += max(0, o.size - sent)
-
-        while True:
+        def ask() -> int | None:
+            nonlocal reached, theirs
             off = sink.stream_offset(model, o.id, o.size)
-            if off is None:  # the sink has it (another transfer finished it meanwhile)
-                mark(o, o.size)
-                return
-            mark(o, off)
-            reached = off
+            theirs = off is None
+            mark(o, o.size if off is None else off)
+            reached = off or 0
+            return off
+
+        def held(pos: int) -> None:
+            nonlocal reached
+            reached = pos
+            mark(o, pos)
+
+        def send(off: int) -> None:
+            nonlocal sent
             chunks = source.read_stream(model, o.id, off) if off < o.size else iter(())
-
-            def held(pos: int, o: ObjectEntry = o) -> None:
-                nonlocal reached
-                reached = pos
-                mark(o, pos)
-
             try:
                 sink.write_stream(model, o.id, chunks, offset=off, size=o.size,
                                   progress=held)
+            except ChunkRefused:
+                sent += reached - off
+                raise
+            except CorruptObject:  # the whole went and failed verification
                 sent += o.size - off
-                finished()
-                return
+                raise
             except SessionMoved:
-                # The session holds less than it said: another writer of this subject
-                # (ask again), or a balancer that sent this chunk to another backend.
-                # When that repeats, the object goes whole in one request instead.
                 sent += reached - off
-                moved += 1
-                if moved >= MOVED_WHOLE:
-                    sink.write_whole(model, o.id, source.read_stream(model, o.id), o.size)
-                    sent += o.size
-                    finished()
-                    return
-            except ChunkRefused:  # damaged in transit, not kept: ask again, resend it
-                sent += reached - off
-                restarts += 1
-                if restarts > RESTARTS:
-                    raise
-            except CorruptObject:
-                # The complete object failed verification; the sink discarded it. If
-                # this attempt resumed a session, restart at byte 0; if every byte of
-                # it was fresh, the source's copy is bad.
-                sent += o.size - off
-                restarts += 1
-                if off == 0 or restarts > RESTARTS:
-                    raise
+                raise
+            sent += o.size - off
+
+        def whole() -> None:
+            nonlocal sent
+            sink.write_whole(model, o.id, source.read_stream(model, o.id), o.size)
+            sent += o.size
+
+        resume(ask, send, whole, restarts=RESTARTS, moved_whole=MOVED_WHOLE)
+        if not theirs:
+            mark(o, o.size)
+            with lock:
+                result.bytes_resumed += max(0, o.size - sent)
 
     with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="modelvc-transfer") as pool:
         by_depth = sorted(objs, key=lambda o: o.depth)

@@ -1,6 +1,6 @@
 """JSON on the wire for the registry API: dataclass results out, the same dataclasses in.
 
-Pure (no FastAPI import) so the remote client uses it too. Decoding follows the
+Shared by the server and the client. Decoding follows the
 dataclass's type hints, so VersionRow, RefMove, VersionDiff... round-trip exactly.
 """
 

@@ -1,0 +1,82 @@
+"""One error decoder for every client of a modelvc server: RemoteRegistry and push/pull
+(HttpEnd) raise the same modelvc error for the same answer, whether the server sent a
+modelvc error body or something in between (a proxy, a balancer) answered by status."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from modelvc import errors
+from modelvc.remote import RemoteRegistry
+from modelvc.transfer.http import HttpEnd
+
+# path -> (status, body, content type): what a proxy in front of the registry answers.
+ANSWERS: dict[str, tuple[int, bytes, str]] = {
+    "401": (401, b"<html>login required</html>", "text/html"),
+    "403": (403, b"forbidden", "text/plain"),
+    "507": (507, b"", "text/plain"),
+    "502": (502, b"<html>bad gateway</html>", "text/html"),
+    "coded": (409, json.dumps({"error": "SessionMoved", "message": "held 5",
+                               "hint": "ask again"}).encode(), "application/json"),
+}
+
+
+class Proxy(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+        key = next((k for k in ANSWERS if f"/{k}/" in self.path), "401")
+        status, body, ctype = ANSWERS[key]
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("key", "cls"), [
+    ("401", errors.Unauthenticated), ("403", errors.PermissionDenied),
+    ("507", errors.StorageError), ("502", errors.StorageError),
+    ("coded", errors.SessionMoved)])
+def test_both_clients_raise_the_same_error(proxy: str, key: str,
+                                           cls: type[errors.ModelvcError]) -> None:
+    raised = []
+    with RemoteRegistry(f"{proxy}/{key}") as remote, pytest.raises(errors.ModelvcError) as a:
+        remote.models()
+    raised.append(a.value)
+    end = HttpEnd(f"{proxy}/{key}")
+    try:
+        with pytest.raises(errors.ModelvcError) as b:
+            end.models()
+        raised.append(b.value)
+        with pytest.raises(errors.ModelvcError) as c:  # an upload session's answer too
+            end.stream_offset("m", "0" * 64, 10)
+        raised.append(c.value)
+    finally:
+        end.close()
+    assert [type(e) for e in raised] == [cls] * 3
+    if key == "coded":  # the server's own class, message and hint, not a status guess
+        assert all(e.message == "held 5" and e.hint == "ask again" for e in raised)
