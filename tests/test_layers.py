@@ -1,7 +1,7 @@
 """The layering contract: modelvc's modules in layers, imports point down only.
 
 LAYERS is the contract, top layer first; a module belongs to the longest entry that
-names it (`server/wire.py` before `server/`). A module may import its own layer and
+names it (`api/types.py` before `api/`). A module may import its own layer and
 the layers below, never one above; imports under `if TYPE_CHECKING:` and inside
 functions count too (a type is a dependency). Two modules of one package may not
 import each other at run time (no cycles such as fleet.controller <-> fleet.watch; a
@@ -37,6 +37,7 @@ LAYERS: list[list[tuple[str, str]]] = [
     [("registry.py", "Registry: the embedded registry; Registry.open(path or URL)"),
      ("registry_areas.py", "its keys, signatures, gates, tokens, roles, deployments"),
      ("registry_host.py", "what a hosting process (server, gateway) asks of it"),
+     ("registry_ingest.py", "its write verbs besides commit: amend, commit over HTTP"),
      ("gate_runs.py", "run a channel's gates on a version and record the run"),
      ("scaleout.py", "`modelvc init --meta --objects`: a registry on PostgreSQL + S3")],
     [("gates/", "policy, checks, authority"), ("signing/", "keys, bundles, trust"),
@@ -52,13 +53,14 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("lineage.py", "git, data fingerprints, environment")],
     [("codec/", "byte planes + zstd; order-preserving deltas; extrapolation; casts"),
      ("objects/", "LocalStore, MemoryStore, S3Store (one protocol)"),
-     ("meta/", "MetaStore (SQLAlchemy Core), migrations")],
+     ("meta/", "MetaStore (SQLAlchemy Core), migrations"),
+     ("client/", "HTTP transport, error decoder, resumable uploads (remote.py, transfer/)")],
     [("errors.py", "one typed error tree: message, hint, exit code, HTTP status"),
      ("layout.py", "the .modelvc folder, config, format version, the gc lock"),
      ("api/types.py", "the API's result dataclasses"),
      ("names.py", "names and refs"), ("canonical.py", "canonical JSON"),
      ("atomic.py", "atomic file writes"),
-     ("server/wire.py", "JSON <-> dataclasses (pure; used by both ends)")],
+     ("wire/", "what client and server speak: JSON <-> dataclasses, upload frames")],
 ]
 
 

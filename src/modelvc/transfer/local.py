@@ -9,28 +9,25 @@ registry's `tmp/` folder that the next transfer appends to, verified once comple
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
 from pathlib import Path
 
 from ..errors import (
     AlreadyExists,
     Conflict,
     ModelNotFound,
-    NotFound,
     RefMoved,
     RefNotFound,
     StorageError,
-    UsageError,
 )
+from ..ingest.received import record_received
+from ..ingest.refs import ancestors, descends, move_ref
 from ..lineage import author as default_author
-from ..manifest import Manifest
-from ..meta.api import AuditEntry, NewVersion, ObjectRow
+from ..meta.api import ObjectRow
 from ..objects.base import flush, put_many
 from ..registry import Registry
 from .protocol import ObjectEntry, RefInfo, VersionInfo
@@ -65,21 +62,11 @@ class LocalEnd:
         return [RefInfo(model, r.name, r.kind, r.version_id) for r in rows]
 
     def ancestry(self, model: str, version_ids: list[str]) -> list[VersionInfo]:
-        out: dict[str, VersionInfo] = {}
-        stack = list(version_ids)
-        while stack:
-            vid = stack.pop()
-            if vid in out:
-                continue
-            try:
-                v = self.reg.meta.get_version(vid)
-            except NotFound:
-                continue  # history from elsewhere, never recorded here
-            if v.deleted_at is not None:
-                continue  # its objects may be gone; descendants still stand alone
-            out[vid] = VersionInfo(v.id, v.model, v.number, tuple(v.parents))
-            stack.extend(v.parents)
-        return sorted(out.values(), key=lambda v: (v.model, v.number))
+        # Deleted versions are skipped (their objects may be gone; descendants still
+        # stand alone), and so is history from elsewhere never recorded here.
+        out = [VersionInfo(v.id, v.model, v.number, tuple(v.parents))
+               for v in ancestors(self.reg.meta, version_ids, live_only=True)]
+        return sorted(out, key=lambda v: (v.model, v.number))
 
     def closure(self, model: str, version_ids: list[str]) -> list[ObjectEntry]:
         rows: dict[str, ObjectRow] = {}
@@ -204,49 +191,12 @@ class LocalEnd:
 
     def record_version(self, model: str, version_id: str, *, actor: str | None = None
                        ) -> int:
-        meta = self.reg.meta
-        who = actor or self.actor
-        try:
-            return meta.get_version(version_id).number
-        except NotFound:
-            pass
-        raw = self.reg.io.read_blob(version_id)
-        m = Manifest.from_bytes(raw, expect_id=version_id)
-        if m.model != model:
-            raise UsageError(f"version {version_id[:12]} belongs to {m.model}, not {model}")
-        need: dict[str, tuple[str, int | None]] = {version_id: ("manifest", len(raw))}
-        for f in m.files:
-            for s in f.segments:
-                need[s.id] = ("tensor" if s.tensor else "blob", s.size)
-        known = meta.get_objects(need)
-        rows = {oid: known.get(oid) or self._row(oid, *need[oid]) for oid in need}
-        refs: dict[str, ObjectRow] = {}
-        todo = {r.ref_id for r in rows.values() if r.ref_id}
-        while todo:  # delta references: recorded, not linked (as a commit does)
-            todo -= set(rows) | set(refs)
-            got = meta.get_objects(todo)
-            for oid in todo:
-                refs[oid] = got.get(oid) or self._row(oid, "tensor", None)
-            todo = {r.ref_id for r in refs.values() if r.ref_id} - set(refs) - set(rows)
-        new_bytes = sum(r.stored_size for oid, r in rows.items() if oid not in known)
-        meta.ensure_model(m.model)
-        nv = NewVersion(
-            id=version_id, model=m.model, author=m.author, message=m.message,
-            parents=list(m.parents), params=m.params, metrics=m.metrics, lineage=m.lineage,
-            raw_size=m.raw_size, stored_size=new_bytes,
-            created_at=datetime.fromisoformat(m.created_at),
-            objects=list(rows.values()), ref_objects=list(refs.values()),
-        )  # fmt: skip
-        audit = AuditEntry(actor=who, action="push", model=m.model,
-                           target=f"{m.model}@{version_id[:12]}", after={"version": version_id})
-        try:
-            with self.reg.layout.lock(exclusive=False):
-                row = meta.insert_version(nv, branch=None, expected_head=None,
-                                          create_branch=False, actor=who, audit=audit)
-        except Conflict:  # recorded meanwhile by another transfer: same content, same id
-            return meta.get_version(version_id).number
-        self.reg.events.after_mutation()
-        return row.number
+        with self.reg.layout.lock(exclusive=False):
+            number, new = record_received(self.reg.meta, self.reg.io, model, version_id,
+                                          actor=actor or self.actor, row_of=self._row)
+        if new:
+            self.reg.events.after_mutation()
+        return number
 
     def update_ref(self, ref: RefInfo, *, expected: str | None, force: bool,
                    actor: str | None = None) -> str:
@@ -284,28 +234,14 @@ class LocalEnd:
                              actor=who, reason="transfer")
             return "promoted"
         action = "force" if force and now and not self.descends(ref.version_id, now) else "push"
-        entry = AuditEntry(actor=who, action=action, target=f"{ref.model}@{ref.name}",
-                           model=ref.model, before={"version": now},
-                           after={"version": ref.version_id, "kind": ref.kind})
-        self.reg.meta.set_ref(ref.model, ref.name, ref.kind,  # type: ignore[arg-type]
-                              expected=now, new=ref.version_id, actor=who,
-                              action=action, reason="transfer", create=cur is None, audit=entry)
+        move_ref(self.reg.meta, ref.model, ref.name, ref.kind,  # type: ignore[arg-type]
+                 expected=now, new=ref.version_id, actor=who, action=action,
+                 reason="transfer", create=cur is None)
         self.reg.events.after_mutation()
         return "created" if cur is None else ("forced" if action == "force" else "fast-forward")
 
     def descends(self, vid: str, ancestor: str) -> bool:
-        seen: set[str] = set()
-        stack = [vid]
-        while stack:
-            v = stack.pop()
-            if v == ancestor:
-                return True
-            if v in seen:
-                continue
-            seen.add(v)
-            with contextlib.suppress(NotFound):
-                stack.extend(self.reg.meta.get_version(v).parents)
-        return False
+        return descends(self.reg.meta, vid, ancestor)
 
 
 _ENDS: weakref.WeakKeyDictionary[Registry, LocalEnd] = weakref.WeakKeyDictionary()
