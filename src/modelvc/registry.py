@@ -8,7 +8,7 @@ any point leaves at most unreferenced objects, which gc removes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -28,9 +28,10 @@ from .errors import (
     RefNotFound,
     UsageError,
 )
+from .ingest.record import COMMIT_RETRIES
 from .lineage import author as default_author
 from .lineage import capture, with_extra
-from .manifest import FileEntry, Manifest
+from .manifest import Manifest
 from .meta.api import (
     AuditRow,
     ObjectRow,
@@ -44,6 +45,8 @@ from .names import check_name, check_ref_name, is_hex_prefix, parse_ref
 from .objects import open_store
 from .objects.base import ObjectStore, flush
 from .registry_host import HostOps
+from .registry_ingest import DEFAULT_BRANCH as DEFAULT_BRANCH
+from .registry_ingest import _IngestOps
 
 if TYPE_CHECKING:  # imported on first use: commands that only read metadata (log, refs,
     # history) never load numpy and the codecs, nor gates or signing: the CLI starts faster
@@ -68,8 +71,6 @@ Version = VersionRow
 
 
 _Unset = Unset
-DEFAULT_BRANCH = "main"
-COMMIT_RETRIES = 20
 
 
 class _ReadOps:
@@ -184,7 +185,7 @@ class _ReadOps:
                                           actor=actor or default_author(), reason=reason)
 
 
-class Registry(_ReadOps, HostOps):
+class Registry(_ReadOps, HostOps, _IngestOps):
     """A model registry: versions, branches, channels, tags, and their history."""
 
     def __init__(self, lay: _layout.Layout, meta: MetaStore, store: ObjectStore) -> None:
@@ -361,75 +362,6 @@ class Registry(_ReadOps, HostOps):
                          objects=list(stored.objects.values()),
                          ref_objects=list(stored.ref_objects.values()),
                          new_bytes=stored.new_bytes)
-        self.events.after_mutation()
-        return row
-
-    def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,
-              add: Mapping[str, bytes] | None = None, delete: Sequence[str] = (),
-              delete_folders: Sequence[str] = (), message: str = "",
-              author: str | None = None) -> Version:
-        """A new version of MODEL on BRANCH: the parent's files (the branch head, or
-        `parent`, which must be the head) with ADD written (path -> bytes) and DELETE
-        (files) and DELETE_FOLDERS removed, without checking the parent out: kept files
-        reuse its objects. Params, metrics and lineage are the parent's (the same
-        weights). If the branch moves meanwhile the changes are applied again to its
-        new head, unless `parent` was given (RefMoved)."""
-        check_name(model, "model name")
-        branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
-        from .ingest.amend import Changes, amend
-        from .ingest.record import Draft, base_for
-
-        changes = Changes(dict(add or {}), tuple(delete), tuple(delete_folders))
-        who = author or default_author()
-        fixed = self._parent(parent, model).id if parent is not None else None
-        for _ in range(COMMIT_RETRIES):
-            base = base_for(self.meta, model, branch, fixed, parent)
-            pm = self._manifest(base.parent_id) if base.parent_id else None
-            draft = Draft(model=model, branch=branch, author=who, message=message,
-                          params=dict(pm.params) if pm else {},
-                          metrics=dict(pm.metrics) if pm else {},
-                          lineage=dict(pm.lineage) if pm else {})
-            try:
-                with self.layout.lock(exclusive=False):
-                    row = amend(self.meta, self.io, self.store, self._jobs, draft, base, pm,
-                                changes)
-            except (RefMoved, AlreadyExists):
-                if fixed is not None:
-                    raise
-                continue
-            self.events.after_mutation()
-            return row
-        raise RefMoved(f"branch {model}@{branch} kept moving; retry")
-
-    def commit_entries(self, files: Sequence[FileEntry], *, model: str,
-                       branch: str | None = None, message: str = "",
-                       params: dict[str, Any] | None = None,
-                       metrics: dict[str, Any] | None = None,
-                       lineage: dict[str, Any] | None = None, kind: str = "folder",
-                       tags: Sequence[str] = (), parent: str | None = None,
-                       author: str | None = None) -> Version:
-        """Record a version from file entries whose segments are stored already (a
-        commit over HTTP: the client uploaded them). Each stored object must be what
-        its entry declares (UsageError). Otherwise as `commit`."""
-        check_name(model, "model name")
-        branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
-        from .ingest.entries import rows_for
-        from .ingest.record import Draft, base_for, new_tags, record
-
-        tags = new_tags(self.meta, model, tags)  # recorded with the version, or nothing is
-        if not files:
-            raise UsageError("a commit needs at least one file")
-        who = author or default_author()
-        base = base_for(self.meta, model, branch,
-                        self._parent(parent, model).id if parent is not None else None, parent)
-        draft = Draft(model=model, branch=branch, author=who, message=message,
-                      params=dict(params or {}), metrics=dict(metrics or {}),
-                      lineage=dict(lineage or {}), kind=kind, tags=tags)
-        with self.layout.lock(exclusive=False):
-            objects, refs, new_bytes = rows_for(self.meta, self.io, self.store, tuple(files))
-            row = record(self.meta, self.io, self.store, draft, base, tuple(files),
-                         objects=list(objects.values()), ref_objects=list(refs.values()),
-                         new_bytes=new_bytes)
         self.events.after_mutation()
         return row
 

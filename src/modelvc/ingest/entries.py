@@ -1,9 +1,11 @@
-"""Object rows for file entries whose segments were stored by someone else (a client's
-raw uploads over HTTP): each checked against what the entry declares."""
+"""A commit over HTTP: the raw segments a client uploads are stored here (encoded as a
+local commit's would be), then the version's file entries are checked against what
+is stored and turned into object rows."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..codec import dtype_info
@@ -11,10 +13,26 @@ from ..errors import CorruptObject, UsageError
 from ..manifest import FileEntry, SegmentRef
 from ..meta.api import ObjectRow
 from ..meta.store import MetaStore
-from ..objects.base import ObjectStore
+from ..objects.base import ObjectStore, flush
 
 if TYPE_CHECKING:
     from ..storage import ObjectIO
+
+
+def store_uploaded(io: ObjectIO, store: ObjectStore, oid: str,
+                   read: Callable[[int, int], bytes | memoryview], size: int, *,
+                   dtype: str | None, shape: tuple[int, ...] | None, ref: str | None
+                   ) -> tuple[bool, int]:
+    """Encode and store a raw segment already hashed to OID: a tensor (DTYPE and SHAPE)
+    deltas against REF, block by block; a blob is read whole (a segment of a few MiB).
+    Durable when this returns. (newly written, stored bytes)."""
+    if shape is not None:
+        assert dtype is not None
+        stored = io.put_tensor_from(read, dtype, shape, ref=ref, oid=oid)
+    else:
+        stored = io.put_blob(bytes(read(0, size)), oid=oid)
+    flush(store, [oid])
+    return stored.new, stored.row.stored_size
 
 
 def segment_ids(files: tuple[FileEntry, ...]) -> dict[str, tuple[str, SegmentRef]]:

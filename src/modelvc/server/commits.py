@@ -24,12 +24,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..codec import dtype_info
-from ..errors import DamagedUpload, NotFound, UsageError
+from ..errors import DamagedUpload, UsageError
 from ..ingest.entries import segment_ids
-from ..ingest.references import References
 from ..manifest import FileEntry
 from ..names import parse_ref
-from ..objects.base import check_key, flush
+from ..objects.base import check_key
 from ..registry import Registry
 from ..transfer.sessions import Received, Sessions
 from ..wire.values import encode
@@ -50,7 +49,7 @@ def missing(model: str, body: IdsIn, p: P, reg: R) -> dict[str, list[str]]:
     """Which of these object ids the server does not hold (upload only those)."""
     authorize(p, "writer", model)
     ids = list(dict.fromkeys(body.ids))
-    held = reg.store.has_many(ids)
+    held = reg.held_objects(ids)
     # Another model's object (one this writer may not read) is reported missing: its
     # existence must not leak, and the upload proves the writer has its bytes.
     have = set(held) - Scope(reg, p, held).hidden()
@@ -103,7 +102,8 @@ async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st:
 
 def finish_raw(reg: Registry, sessions: Sessions, subject: str, model: str, oid: str,
                size: int, kind: str, dtype: str | None, shape: str, file: str,
-                tensor: str | None, base: str | None) -> tuple[dict[str, Any], Received | None]:
+               tensor: str | None, base: str | None
+               ) -> tuple[dict[str, Any], Received | None]:
     """Hash the complete spool against the id, then encode and store it. A mismatch
     discards the session (the segment restarts at byte 0); a failed store keeps it
     for the retried commit (Sessions.complete)."""
@@ -137,22 +137,13 @@ class _Body:
             return memoryview(self.mem)[off:off + n]
         return os.pread(self.file.fileno(), n, off)
 
-    def whole(self) -> bytes:
-        return self.mem if self.mem is not None else self.read(0, self.size)  # type: ignore[return-value]
-
 
 def _store(reg: Registry, model: str, oid: str, body: _Body, kind: str, dtype: str | None,
            shape_text: str, file: str, tensor: str | None, base: str | None) -> dict[str, Any]:
     shape = shape_of(kind, dtype, shape_text, body.size, tensor or oid[:12])
-    with reg.layout.lock(exclusive=False):
-        if shape is not None:
-            assert dtype is not None
-            ref = _reference(reg, model, base, file, tensor)
-            stored = reg.io.put_tensor_from(body.read, dtype, shape, ref=ref, oid=oid)
-        else:
-            stored = reg.io.put_blob(body.whole(), oid=oid)
-        flush(reg.store, [oid])
-    return {"id": oid, "new": stored.new, "stored_size": stored.row.stored_size}
+    new, stored = reg.store_segment(oid, body.read, body.size, model=model, dtype=dtype,
+                                    shape=shape, file=file, tensor=tensor, base=base)
+    return {"id": oid, "new": new, "stored_size": stored}
 
 
 def shape_of(kind: str, dtype: str | None, shape_text: str, size: int, what: str
@@ -174,19 +165,6 @@ def shape_of(kind: str, dtype: str | None, shape_text: str, size: int, what: str
     if n * dtype_info(dtype).itemsize != size:
         raise UsageError(f"tensor {what}: {size} bytes do not fit {dtype}{list(shape)}")
     return shape
-
-
-def _reference(reg: Registry, model: str, base: str | None, file: str,
-               tensor: str | None) -> str | None:
-    """The parent's same tensor (same file, else same name): the delta reference."""
-    if base is None or tensor is None:
-        return None
-    try:
-        parent = reg.manifest(f"{model}@{base}")
-    except NotFound as exc:
-        raise UsageError(f"base {base[:12]} is not a version of {model}") from exc
-    seg = References(parent).get(file, tensor)
-    return seg.id if seg else None
 
 
 class CommitIn(BaseModel):

@@ -56,7 +56,7 @@ def held(oid: str, model: str, kind: str, size: int, request: Request, p: P, reg
     `stored`: the object is here and the caller may count it (no other model hides
     it, or the caller proved it holds the bytes): nothing to send."""
     _check(model, kind, oid, size, p, st)
-    if reg.store.has(oid) and (
+    if reg.held_objects([oid]) and (
             oid not in Scope(reg, p, [oid]).hidden()
             or (kind == "object" and not st.possession.unproven(p.name, [oid]))):
         return {"offset": size, "stored": True}
