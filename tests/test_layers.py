@@ -60,6 +60,8 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("api/types.py", "the API's result dataclasses"),
      ("names.py", "names and refs"), ("canonical.py", "canonical JSON"),
      ("atomic.py", "atomic file writes"),
+     ("auditseal.py", "keyed checkpoints of the audit head (key outside the database)"),
+     ("httpguard.py", "ASGI guard: auth before bodies, body caps and timeouts"),
      ("wire/", "what client and server speak: JSON <-> dataclasses, upload frames")],
 ]
 
