@@ -14,14 +14,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+from served import start_server, writer_token
 
 
 def server_io(pid: int) -> int:
@@ -32,14 +30,6 @@ def server_io(pid: int) -> int:
 def stored(registry: Path) -> int:
     return sum(p.stat().st_size for p in (registry / ".modelvc" / "objects").rglob("*")
                if p.is_file())
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:
@@ -54,7 +44,6 @@ def main() -> None:
         from safetensors.numpy import save_file
 
         from modelvc import Registry
-        from modelvc.meta.auth import new_token
 
         folder = work / "model"
         folder.mkdir()
@@ -64,26 +53,10 @@ def main() -> None:
                    for i in range(n)}, str(folder / "model.safetensors"))
         (folder / "config.json").write_text('{"hidden_size": 4096}\n')
         size = sum(p.stat().st_size for p in folder.iterdir())
-        token, digest = new_token()
         with Registry.init(work / "reg") as reg:
             reg.commit(folder, model="acme--big", author="bench", cwd=work)
-            reg.meta.create_token(name="bench", subject="bench", secret_hash=digest,
-                                  scopes=[], expires_at=None, actor="bench")
-            reg.meta.grant_role("bench", "*", "writer", actor="bench")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        modelvc = Path(sys.executable).with_name("modelvc")
-        proc = subprocess.Popen([str(modelvc), "server", "--registry", str(work / "reg"),
-                                 "--port", str(port), "--log-level", "warning"])
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        token = writer_token(work / "reg")
+        proc, url = start_server(work / "reg")
         os.environ.update(HF_ENDPOINT=url, HF_TOKEN=token, HF_HUB_DISABLE_XET="1",
                           HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(work / "hf-home"))
         from huggingface_hub import HfApi

@@ -82,34 +82,15 @@ def child(step: str, root: Path | str, arg: str) -> tuple[int, float]:
 def remote_commit(work: Path, model: str) -> list[tuple[str, int, float]]:
     """A commit over HTTP (Registry.open(URL)) into a fresh server's registry."""
     import os
-    import socket
-    import urllib.request
+
+    from served import start_server, writer_token
 
     from modelvc import Registry
-    from modelvc.meta.auth import new_token
 
-    token, digest = new_token()
-    with Registry.init(work / "served") as reg:
-        reg.meta.create_token(name="bench", subject="bench", secret_hash=digest, scopes=[],
-                              expires_at=None, actor="bench")
-        reg.meta.grant_role("bench", "*", "writer", actor="bench")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    modelvc = Path(sys.executable).with_name("modelvc")
-    server = subprocess.Popen([str(modelvc), "server", "--registry", str(work / "served"),
-                               "--port", str(port), "--log-level", "warning"])
+    Registry.init(work / "served").close()
+    token = writer_token(work / "served")
+    server, url = start_server(work / "served")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
         os.environ["MODELVC_TOKEN"] = token
         client = child("commit", url, model)
         status = Path(f"/proc/{server.pid}/status").read_text().splitlines()
