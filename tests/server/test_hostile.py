@@ -8,12 +8,9 @@ HTTP client would send it all first)."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import json
-import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +23,7 @@ from modelvc.registry import Registry
 from modelvc.transfer.local import local_end
 from modelvc.transfer.protocol import RefInfo
 from tests.conftest import write_model
+from tests.services.rawhttp import raw_request
 from tests.services.server import ServerProcess, grant_token
 
 SECRET, PUBLIC = "secret-model", "public-model"
@@ -139,25 +137,7 @@ def test_files_of_another_models_version_look_like_an_unknown_id(env: Env) -> No
 # ---- 2. and 5. bodies: authenticated first, capped per route, timed out
 def _raw(env: Env, head: str, body: bytes = b"", *, wait: float = 60) -> tuple[int, bytes]:
     """Send a request head and part of a body; the status and what came back."""
-    port = env.server.port
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
-        # The server may answer and close before taking it all: then read the answer.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            s.sendall(head.encode("latin-1") + b"\r\n" + body)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        try:
-            while chunk := s.recv(65536):
-                data += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-    m = re.match(rb"HTTP/1\.1 (\d{3})", data)
-    assert m, f"no HTTP answer: {data[:200]!r}"
-    return int(m.group(1)), data
+    return raw_request("127.0.0.1", env.server.port, head, body, timeout=wait)
 
 
 def _head(method: str, path: str, length: int | None, token: str | None = None,

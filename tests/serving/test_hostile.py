@@ -4,11 +4,8 @@ that once answered 500 answered with a 4xx JSON error."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
-import re
-import socket
 import urllib.error
 import urllib.request
 import zlib
@@ -16,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.services.rawhttp import raw_request
 
 from .conftest import Digits, Start
 
@@ -35,19 +34,7 @@ def _request(url: str, path: str, body: bytes | None = None,
 
 def _raw(url: str, head: str, body: bytes) -> tuple[int, bytes]:
     host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=60) as s:
-        # The server may answer and close before taking it all: then read the answer.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            s.sendall(head.encode() + b"\r\n" + body)
-        data = b""
-        try:
-            while chunk := s.recv(65536):
-                data += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-    m = re.match(rb"HTTP/1\.1 (\d{3})", data)
-    assert m, f"no HTTP answer: {data[:200]!r}"
-    return int(m.group(1)), data
+    return raw_request(host, int(port), head, body)
 
 
 def _infer_doc(**item: Any) -> bytes:
