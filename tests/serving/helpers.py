@@ -81,3 +81,16 @@ class Caller:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def triton_refused_calls(client: Any) -> list[Callable[[], Any]]:
+    """The tritonclient calls (http or grpc client: same names) that docs/serving.md
+    marks refused: model control, trace and log settings, shared memory."""
+    return [
+        lambda: client.load_model("digits"), lambda: client.unload_model("digits"),
+        client.get_trace_settings, lambda: client.update_trace_settings(settings={}),
+        client.get_log_settings, lambda: client.update_log_settings(settings={}),
+        client.get_system_shared_memory_status, client.get_cuda_shared_memory_status,
+        lambda: client.register_system_shared_memory("r", "/r", 64),
+        lambda: client.unregister_system_shared_memory("r"),
+    ]

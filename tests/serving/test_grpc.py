@@ -23,7 +23,7 @@ from modelvc.serving.oipgrpc.build import DESC, compile_proto
 from modelvc.serving.runner import BackgroundServer, free_port
 
 from .conftest import Digits, Start, commit_onnx
-from .helpers import serving, status, wait_for
+from .helpers import serving, status, triton_refused_calls, wait_for
 
 
 def _start(start_gateway: Start, reg: Registry, models: Any = None) -> tuple[
@@ -261,15 +261,7 @@ def test_every_other_tritonclient_grpc_call_is_refused_or_works(
     import queue
 
     _, client = _start(start_gateway, serve_reg)
-    refused = [
-        lambda: client.load_model("digits"), lambda: client.unload_model("digits"),
-        client.get_trace_settings, lambda: client.update_trace_settings(settings={}),
-        client.get_log_settings, lambda: client.update_log_settings(settings={}),
-        client.get_system_shared_memory_status, client.get_cuda_shared_memory_status,
-        lambda: client.register_system_shared_memory("r", "/r", 64),
-        lambda: client.unregister_system_shared_memory("r"),
-    ]
-    for call in refused:
+    for call in triton_refused_calls(client):
         with pytest.raises(InferenceServerException) as err:
             call()
         assert err.value.status() == "StatusCode.UNIMPLEMENTED"

@@ -15,6 +15,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from modelvc.registry import Registry
+from tests.serving.helpers import triton_refused_calls
 
 from .conftest import Digits, Start, commit_onnx
 from .test_oip import post
@@ -105,15 +106,7 @@ def test_every_other_tritonclient_call_is_refused_in_json_or_works(
     (never a parse error); async_infer works."""
     srv = start_gateway(serve_reg)
     client = triton.InferenceServerClient(srv.url.removeprefix("http://"))
-    refused = [
-        lambda: client.load_model("digits"), lambda: client.unload_model("digits"),
-        client.get_trace_settings, lambda: client.update_trace_settings(settings={}),
-        client.get_log_settings, lambda: client.update_log_settings(settings={}),
-        client.get_system_shared_memory_status, client.get_cuda_shared_memory_status,
-        lambda: client.register_system_shared_memory("r", "/r", 64),
-        lambda: client.unregister_system_shared_memory("r"),
-    ]
-    for call in refused:
+    for call in triton_refused_calls(client):
         with pytest.raises(InferenceServerException, match="no such route"):
             call()
     x = digits.x[:4]
