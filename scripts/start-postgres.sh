@@ -69,6 +69,9 @@ BEGIN
     END IF;
 END
 \$\$;
+-- Tests drop their databases WITH (FORCE): that must also end an autovacuum worker
+-- still on the database, which a plain role may not signal.
+GRANT pg_signal_backend TO $ROLE;
 SQL
 
 echo "postgresql+psycopg://$ROLE:$PASSWORD@127.0.0.1:$port/postgres"
