@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from modelvc.errors import GateNotPassed, PermissionDenied, UsageError
-from modelvc.gate_runs import run_gates
 from modelvc.registry import Registry
+from modelvc.registry.gate_runs import run_gates
 
 from .conftest import POLICY, apply, commit
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from modelvc.errors import Conflict, GateNotPassed
-from modelvc.gate_runs import run_gates
 from modelvc.gates.authority import Authority, Clearance
 from modelvc.meta.api import VersionRow
 from modelvc.registry import Registry
+from modelvc.registry.gate_runs import run_gates
 
 from .conftest import apply, commit
 

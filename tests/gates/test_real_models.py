@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelvc.gate_runs import read_report, run_gates
 from modelvc.gates.policy import parse_policy
 from modelvc.registry import Registry
+from modelvc.registry.gate_runs import read_report, run_gates
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = ROOT / "examples" / "ci" / "eval_digits.py"

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelvc.gate_runs import run_gates
 from modelvc.gates.policy import parse_policy
 from modelvc.registry import Registry
+from modelvc.registry.gate_runs import run_gates
 from modelvc.signing.ops import create_key, sign_version
 from tests.conftest import write_model
 from tests.services.server import grant_token

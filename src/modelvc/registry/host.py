@@ -10,14 +10,14 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from .api.types import Ref, RoleBinding, Token, Version
-from .errors import CorruptObject
+from ..api.types import Ref, RoleBinding, Token, Version
+from ..errors import CorruptObject
 
 if TYPE_CHECKING:
-    from .manifest import FileEntry, Manifest
-    from .meta.store import MetaStore
-    from .objects.base import ObjectStore
-    from .storage import ObjectIO
+    from ..manifest import FileEntry, Manifest
+    from ..meta.store import MetaStore
+    from ..objects.base import ObjectStore
+    from ..storage import ObjectIO
 
 
 class HostOps:
@@ -57,7 +57,7 @@ class HostOps:
 
     def manifest_of(self, version_id: str) -> Manifest:
         """The manifest of a version by its full id (verified against it)."""
-        from .manifest import Manifest
+        from ..manifest import Manifest
 
         return Manifest.from_bytes(self.io.read_blob(version_id), expect_id=version_id)
 

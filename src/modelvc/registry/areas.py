@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .api.types import (
+from ..api.types import (
     Deployment,
     GateReport,
     GateRun,
@@ -24,13 +24,13 @@ from .api.types import (
     SigningKey,
     Token,
 )
-from .errors import ModelvcError, NotFound, PermissionDenied, SignatureInvalid, UsageError
-from .lineage import author
-from .meta.api import AuditEntry
-from .names import check_name
+from ..errors import ModelvcError, NotFound, PermissionDenied, SignatureInvalid, UsageError
+from ..lineage import author
+from ..meta.api import AuditEntry
+from ..names import check_name
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from .core import Registry
 
 STRATEGIES = ("atomic", "rolling", "canary")
 
@@ -42,7 +42,7 @@ class LocalKeys:
     def add(self, name: str, *, public_key: str | bytes, actor: str | None = None
             ) -> SigningKey:
         """Register a public key (e.g. one whose owner signs with the model_signing tool)."""
-        from .signing import keys
+        from ..signing import keys
 
         check_name(name, "key name")
         pem = keys.public_pem(keys.parse_public(public_key))
@@ -84,8 +84,8 @@ class LocalSignatures:
 
     def add(self, ref: str, *, bundle: str, imported: bool = False,
             actor: str | None = None) -> Signature:
-        from .signing import keys
-        from .signing.bundle import Bundle, mismatch
+        from ..signing import keys
+        from ..signing.bundle import Bundle, mismatch
 
         reg = self._reg
         v = reg.resolve(ref)
@@ -113,7 +113,7 @@ class LocalSignatures:
         return self._reg.meta.signatures(self._reg.resolve(ref).id)
 
     def check(self, ref: str, *, keys: Sequence[str] | None = None) -> SignatureReport:
-        from .signing.trust import check_signatures
+        from ..signing.trust import check_signatures
 
         reg = self._reg
         v = reg.resolve(ref)
@@ -132,8 +132,8 @@ class LocalGates:
 
     def run(self, ref: str, *, channel: str, policy: str | None = None,
             data: str | None = None, actor: str | None = None) -> GateReport:
+        from ..gates.policy import parse_policy
         from .gate_runs import run_gates
-        from .gates.policy import parse_policy
 
         pol = parse_policy(policy, "<policy given to the run>") if policy is not None else None
         return run_gates(self._reg, ref, channel, policy=pol, data=data, actor=actor)
@@ -157,7 +157,7 @@ class LocalGates:
 
     def apply_policy(self, text: str, *, source: str = "<policy>",
                      actor: str | None = None) -> PolicyChange:
-        from .gates.policy import parse_policy
+        from ..gates.policy import parse_policy
 
         pol = parse_policy(text, source)
         changed = self._reg.governance.apply_policy(pol, actor or author())
@@ -172,7 +172,7 @@ class LocalTokens:
     def create(self, name: str, *, subject: str, scopes: Sequence[str] = (),
                expires_in_seconds: float | None = None, actor: str | None = None
                ) -> tuple[str, Token]:
-        from .meta.auth import new_token
+        from ..meta.auth import new_token
 
         check_name(subject, "subject")
         secret, digest = new_token()

@@ -15,11 +15,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from . import layout as _layout
-from .api.openers import OPENERS
-from .api.types import UNSET, Unset
-from .auditseal import AuditSeal
-from .errors import (
+from .. import layout as _layout
+from ..api.openers import OPENERS
+from ..api.types import UNSET, Unset
+from ..auditseal import AuditSeal
+from ..errors import (
     AlreadyExists,
     AmbiguousRef,
     Conflict,
@@ -28,11 +28,11 @@ from .errors import (
     RefNotFound,
     UsageError,
 )
-from .ingest.record import COMMIT_RETRIES
-from .lineage import author as default_author
-from .lineage import capture, with_extra
-from .manifest import Manifest
-from .meta.api import (
+from ..ingest.record import COMMIT_RETRIES
+from ..lineage import author as default_author
+from ..lineage import capture, with_extra
+from ..manifest import Manifest
+from ..meta.api import (
     AuditRow,
     ObjectRow,
     RefKind,
@@ -40,23 +40,25 @@ from .meta.api import (
     RefRow,
     VersionRow,
 )
-from .meta.store import MetaStore
-from .names import check_name, check_ref_name, is_hex_prefix, parse_ref
-from .objects import open_store
-from .objects.base import ObjectStore, flush
-from .registry_host import HostOps
-from .registry_ingest import DEFAULT_BRANCH as DEFAULT_BRANCH
-from .registry_ingest import _IngestOps
+from ..meta.store import MetaStore
+from ..names import check_name, check_ref_name, is_hex_prefix, parse_ref
+from ..objects import open_store
+from ..objects.base import ObjectStore, flush
+from .host import HostOps
+from .writes import DEFAULT_BRANCH as DEFAULT_BRANCH
+from .writes import _IngestOps
 
 if TYPE_CHECKING:  # imported on first use: commands that only read metadata (log, refs,
     # history) never load numpy and the codecs, nor gates or signing: the CLI starts faster
-    from .api.protocol import RegistryAPI
-    from .checkout import CheckoutResult, TensorDict
-    from .diff import VersionDiff
-    from .events import Events
-    from .gates.authority import Authority
-    from .maintenance import GcReport, VerifyReport
-    from .registry_areas import (
+    from ..api.protocol import RegistryAPI
+    from ..checkout import CheckoutResult, TensorDict
+    from ..diff import VersionDiff
+    from ..events import Events
+    from ..gates.authority import Authority
+    from ..maintenance import GcReport, VerifyReport
+    from ..signing.trust import Trust
+    from ..storage import ObjectIO
+    from .areas import (
         LocalDeployments,
         LocalGates,
         LocalKeys,
@@ -64,8 +66,6 @@ if TYPE_CHECKING:  # imported on first use: commands that only read metadata (lo
         LocalSignatures,
         LocalTokens,
     )
-    from .signing.trust import Trust
-    from .storage import ObjectIO
 
 Version = VersionRow
 
@@ -86,13 +86,13 @@ class _ReadOps:
     @cached_property
     def io(self) -> ObjectIO:
         """Tensors and blobs on the object store (built on first use)."""
-        from .storage import ObjectIO
+        from ..storage import ObjectIO
 
         return ObjectIO(self.store, executor=self._blocks)
 
     @cached_property
     def trust(self) -> Trust:
-        from .signing.trust import Trust
+        from ..signing.trust import Trust
 
         return Trust(self.meta, self._manifest)
 
@@ -114,7 +114,7 @@ class _ReadOps:
             if progress:
                 progress(done, m.raw_size)
 
-        from .checkout import checkout
+        from ..checkout import checkout
 
         return checkout(self.io, self._jobs, m, Path(dest), force=force, progress=tick)
 
@@ -122,14 +122,14 @@ class _ReadOps:
         """Tensors of a version as a mapping, each decoded when first accessed."""
         v = self.resolve(ref)
         self.trust.check(v)
-        from .checkout import TensorDict
+        from ..checkout import TensorDict
 
         return TensorDict(self.io, self._manifest(v.id), framework=framework, file=file)
 
     def diff(self, a: str, b: str, *, numeric: bool = True,
              progress: Callable[[int, int], None] | None = None) -> VersionDiff:
         va, vb = self.resolve(a), self.resolve(b)
-        from .diff import diff_manifests
+        from ..diff import diff_manifests
 
         return diff_manifests(self.io, self._manifest(va.id), self._manifest(vb.id),
                               a_label=f"{va.model}@v{va.number}",
@@ -139,12 +139,12 @@ class _ReadOps:
     def stats(self, model: str | None = None) -> dict[str, Any]:
         if model is not None:
             self.meta.get_model(model)
-        from . import maintenance
+        from .. import maintenance
 
         return maintenance.stats(self.meta, model, None if model else self.store)
 
     def verify(self, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-        from . import maintenance
+        from .. import maintenance
 
         return maintenance.verify(self.meta, self.io, progress=progress)
 
@@ -153,7 +153,7 @@ class _ReadOps:
            upload_ttl: timedelta | None = None) -> GcReport:
         """Mark and sweep. `upload_ttl` (the server's): how long upload records count
         as proof of holding an object; older ones are expired too."""
-        from . import maintenance
+        from .. import maintenance
 
         extra = {"upload_ttl": upload_ttl} if upload_ttl is not None else {}
         return maintenance.gc(self.layout, self.meta, self.io, dry_run=dry_run,
@@ -179,7 +179,7 @@ class _ReadOps:
     def delete(self, ref: str, *, reason: str = "", actor: str | None = None) -> int:
         """Delete a version (its number is never reused); returns objects re-based."""
         v = self.resolve(ref)
-        from . import maintenance
+        from .. import maintenance
 
         return maintenance.delete_version(self.layout, self.meta, self.io, v,
                                           actor=actor or default_author(), reason=reason)
@@ -200,50 +200,50 @@ class Registry(_ReadOps, HostOps, _IngestOps):
 
     @cached_property
     def governance(self) -> Authority:
-        from .gates.authority import Authority
+        from ..gates.authority import Authority
 
         return Authority(self.meta)
 
     @cached_property
     def events(self) -> Events:
-        from .events import Events
+        from ..events import Events
 
         return Events(self.meta)
 
-    # ---- the areas of RegistryAPI (modelvc.registry_areas)
+    # ---- the areas of RegistryAPI (modelvc.registry.areas)
     @cached_property
     def keys(self) -> LocalKeys:
-        from .registry_areas import LocalKeys
+        from .areas import LocalKeys
 
         return LocalKeys(self)
 
     @cached_property
     def signatures(self) -> LocalSignatures:
-        from .registry_areas import LocalSignatures
+        from .areas import LocalSignatures
 
         return LocalSignatures(self)
 
     @cached_property
     def gates(self) -> LocalGates:
-        from .registry_areas import LocalGates
+        from .areas import LocalGates
 
         return LocalGates(self)
 
     @cached_property
     def tokens(self) -> LocalTokens:
-        from .registry_areas import LocalTokens
+        from .areas import LocalTokens
 
         return LocalTokens(self)
 
     @cached_property
     def roles(self) -> LocalRoles:
-        from .registry_areas import LocalRoles
+        from .areas import LocalRoles
 
         return LocalRoles(self)
 
     @cached_property
     def deployments(self) -> LocalDeployments:
-        from .registry_areas import LocalDeployments
+        from .areas import LocalDeployments
 
         return LocalDeployments(self)
 
@@ -325,18 +325,18 @@ class Registry(_ReadOps, HostOps, _IngestOps):
         """
         check_name(model, "model name")
         branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
-        from .ingest.record import new_tags
+        from ..ingest.record import new_tags
 
         tags = new_tags(self.meta, model, tags)  # before anything is written
-        from .commit import FileStorer, collect_files
+        from ..commit import FileStorer, collect_files
 
         files = collect_files(Path(path))
         total = sum(p.stat().st_size for _, p in files)
         captured = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
         lineage = with_extra(captured, lineage)
         who = author or default_author()
-        from .ingest.record import Draft, base_for, record
-        from .ingest.references import References
+        from ..ingest.record import Draft, base_for, record
+        from ..ingest.references import References
 
         base = base_for(self.meta, model, branch,
                         self._parent(parent, model).id if parent is not None else None, parent)
@@ -432,7 +432,7 @@ class Registry(_ReadOps, HostOps, _IngestOps):
             return None
 
     def _head_or_none(self, model: str, branch: str) -> RefRow | None:
-        from .ingest.record import head_or_none
+        from ..ingest.record import head_or_none
 
         return head_or_none(self.meta, model, branch)
 
@@ -459,7 +459,7 @@ class Registry(_ReadOps, HostOps, _IngestOps):
 
     def log(self, ref: str) -> list[Version]:
         """The version and its ancestors (first-parent and merges), newest first."""
-        from .ingest.refs import ancestors
+        from ..ingest.refs import ancestors
 
         out = ancestors(self.meta, [self.resolve(ref).id])
         return sorted(out, key=lambda v: v.number, reverse=True)
@@ -473,7 +473,7 @@ class Registry(_ReadOps, HostOps, _IngestOps):
               new: str | None, who: str, action: str, reason: str = "",
               create: bool = False) -> RefRow:
         """A compare-and-swap ref move with its audit entry, in one transaction."""
-        from .ingest.refs import move_ref
+        from ..ingest.refs import move_ref
 
         row = move_ref(self.meta, model, name, kind, expected=expected, new=new, actor=who,
                        action=action, reason=reason, create=create)

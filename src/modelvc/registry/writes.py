@@ -9,19 +9,19 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from . import layout as _layout
-from .errors import AlreadyExists, NotFound, RefMoved, UsageError
-from .ingest.record import COMMIT_RETRIES
-from .lineage import author as default_author
-from .manifest import FileEntry, Manifest
-from .meta.api import VersionRow
-from .meta.store import MetaStore
-from .names import check_name, check_ref_name
-from .objects.base import ObjectStore
+from .. import layout as _layout
+from ..errors import AlreadyExists, NotFound, RefMoved, UsageError
+from ..ingest.record import COMMIT_RETRIES
+from ..lineage import author as default_author
+from ..manifest import FileEntry, Manifest
+from ..meta.api import VersionRow
+from ..meta.store import MetaStore
+from ..names import check_name, check_ref_name
+from ..objects.base import ObjectStore
 
 if TYPE_CHECKING:
-    from .events import Events
-    from .storage import ObjectIO
+    from ..events import Events
+    from ..storage import ObjectIO
 
 Version = VersionRow
 DEFAULT_BRANCH = "main"
@@ -57,8 +57,8 @@ class _IngestOps:
         new head, unless `parent` was given (RefMoved)."""
         check_name(model, "model name")
         branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
-        from .ingest.amend import Changes, amend
-        from .ingest.record import Draft, base_for
+        from ..ingest.amend import Changes, amend
+        from ..ingest.record import Draft, base_for
 
         changes = Changes(dict(add or {}), tuple(delete), tuple(delete_folders))
         who = author or default_author()
@@ -94,8 +94,8 @@ class _IngestOps:
         its entry declares (UsageError). Otherwise as `commit`."""
         check_name(model, "model name")
         branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
-        from .ingest.entries import rows_for
-        from .ingest.record import Draft, base_for, new_tags, record
+        from ..ingest.entries import rows_for
+        from ..ingest.record import Draft, base_for, new_tags, record
 
         tags = new_tags(self.meta, model, tags)  # recorded with the version, or nothing is
         if not files:
@@ -122,8 +122,8 @@ class _IngestOps:
         hashed to OID; READ(offset, n) gives them): a tensor (DTYPE and SHAPE given)
         deltas against the same tensor of version BASE of MODEL, as a local commit's
         would; else a blob. (newly written, stored bytes)."""
-        from .ingest.entries import store_uploaded
-        from .ingest.references import References
+        from ..ingest.entries import store_uploaded
+        from ..ingest.references import References
 
         ref = None
         if shape is not None and base is not None and tensor is not None:

@@ -1,7 +1,7 @@
 """Run a channel's gates on one version and record the result (Registry.gates.run).
 
 Part of the embedded registry (it writes the report blob and the gate_runs row), so it
-sits beside registry.py; the gates themselves (gates/) see the version only through
+sits in the registry package; the gates themselves (gates/) see the version only through
 the Registry API.
 
 Eval gates run first (their metrics feed the thresholds), then budgets (their
@@ -23,21 +23,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .api.types import GateReport, GateResult, finite
-from .canonical import canonical_json
-from .errors import ModelvcError, UsageError
-from .gates.checks.budget import budget
-from .gates.checks.evaluate import evaluate
-from .gates.checks.metric import metric, number, regression
-from .gates.checks.safety import safety
-from .gates.checks.signature import signature
-from .gates.context import RunContext
-from .gates.policy import Gate, Policy, applied_policy
-from .lineage import author, fingerprint
-from .meta.api import AuditEntry, GateRun
+from ..api.types import GateReport, GateResult, finite
+from ..canonical import canonical_json
+from ..errors import ModelvcError, UsageError
+from ..gates.checks.budget import budget
+from ..gates.checks.evaluate import evaluate
+from ..gates.checks.metric import metric, number, regression
+from ..gates.checks.safety import safety
+from ..gates.checks.signature import signature
+from ..gates.context import RunContext
+from ..gates.policy import Gate, Policy, applied_policy
+from ..lineage import author, fingerprint
+from ..meta.api import AuditEntry, GateRun
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from .core import Registry
 
 CHECKS: dict[str, Callable[[RunContext, Gate], list[GateResult]]] = {
     "metric": metric, "regression": regression, "eval": evaluate, "budget": budget,
