@@ -9,16 +9,17 @@ object (delta re-basing) changes nothing here, and signatures over the id stay v
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import blake3
 
+from .api.types import FileStorage
 from .canonical import canonical_json
 from .errors import CorruptObject
 
-__all__ = ["FileEntry", "Manifest", "SegmentRef", "canonical_json"]
+__all__ = ["FileEntry", "Manifest", "SegmentRef", "canonical_json", "file_storage"]
 
 MANIFEST_FORMAT = "modelvc.manifest/1"
 
@@ -147,3 +148,28 @@ class Manifest:
             raise CorruptObject(f"malformed manifest: {exc}") from exc
 
 
+# ---- stored bytes per file (RegistryAPI.storage): segments joined to object rows
+class _Obj(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def codec(self) -> str: ...
+    @property
+    def stored_size(self) -> int: ...
+
+
+def file_storage(manifest: Manifest, objects: Iterable[_Obj]) -> list[FileStorage]:
+    """A segment repeated within a file (tied weights) counts once; one shared by two
+    files counts in each. An object without a row (absent) counts 0 bytes."""
+    rows = {o.id: o for o in objects}
+    out = []
+    for f in manifest.files:
+        ids = dict.fromkeys(s.id for s in f.segments)
+        codecs: dict[str, int] = {}
+        for i in ids:
+            o = rows.get(i)
+            if o is not None:
+                codecs[o.codec] = codecs.get(o.codec, 0) + o.stored_size
+        out.append(FileStorage(path=f.path, raw_size=f.size, stored_size=sum(codecs.values()),
+                               objects=len(ids), codecs=dict(sorted(codecs.items()))))
+    return out

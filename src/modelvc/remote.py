@@ -25,7 +25,7 @@ from urllib.parse import quote
 import blake3
 
 from . import errors
-from .api.types import UNSET, Unset
+from .api.types import UNSET, FileStorage, Unset
 from .checkout import CheckoutResult, TensorDict, safe_relpath, to_array, writing
 from .client.transport import Transport
 from .client.uploads import Session, resume
@@ -159,6 +159,9 @@ class RemoteRegistry:
     def _manifest(self, v: VersionRow) -> Manifest:
         data = self._call("GET", "/manifest", raw=True, params={"ref": f"{v.model}@{v.id}"})
         return Manifest.from_bytes(data, expect_id=v.id)
+
+    def storage(self, ref: str) -> list[FileStorage]:
+        return decode(list[FileStorage], self._get("/storage", ref=ref))  # type: ignore[no-any-return]
 
     def refs(self, model: str, kind: str | None = None) -> list[RefRow]:
         return decode(list[RefRow], self._get(f"/models/{self._q(model)}/refs", kind=kind))  # type: ignore[no-any-return]

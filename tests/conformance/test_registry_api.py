@@ -175,6 +175,30 @@ def test_diff_stats_verify(api: Any, model: str, tmp_path: Path) -> None:
     assert report.corrupt == {} and report.checked > 0
 
 
+@pytest.mark.verbs("storage")
+def test_storage_per_file(api: Any, model: str, tmp_path: Path) -> None:
+    d, base = _folder(tmp_path)
+    api.commit(d, model=model)
+    _folder(tmp_path, 1, base)
+    api.commit(tmp_path / "model-1", model=model)
+    for ref in (f"{model}@v1", f"{model}@v2"):
+        m = api.manifest(ref)
+        files = api.storage(ref)
+        assert [f.path for f in files] == [f.path for f in m.files]
+        for f, entry in zip(files, m.files, strict=True):
+            assert f.raw_size == entry.size
+            assert f.objects == len({s.id for s in entry.segments})
+            assert f.stored_size == sum(f.codecs.values()) > 0
+    v1 = {f.path: f for f in api.storage(f"{model}@v1")}
+    v2 = {f.path: f for f in api.storage(f"{model}@v2")}
+    # The fine-tuned weights are stored as deltas against v1's: far fewer bytes.
+    weights = v2["model.safetensors"]
+    assert weights.stored_size < v1["model.safetensors"].stored_size
+    assert "delta" in weights.codecs
+    with pytest.raises(RefNotFound):
+        api.storage(f"{model}@v9")
+
+
 @pytest.mark.verbs("delete", "gc", "audit", "verify_audit")
 def test_delete_gc_and_audit(api: Any, model: str, tmp_path: Path) -> None:
     d, base = _folder(tmp_path)

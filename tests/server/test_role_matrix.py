@@ -134,6 +134,7 @@ ACTIONS: dict[str, tuple[str, str, Setup, Act]] = {
                  lambda c, x, e: c.checkout(f"{M}@v1", e.tmp / _u("out") / "m.safetensors")),
     "load": ("reader", "model", lambda e: None,
              lambda c, x, e: c.load(f"{M}@v1")["embed.weight"]),
+    "storage": ("reader", "model", lambda e: None, lambda c, x, e: c.storage(f"{M}@v1")),
     "audit-model": ("reader", "model", lambda e: None, lambda c, x, e: c.audit(model=M)),
     "commit": ("writer", "model", lambda e: None,
                lambda c, x, e: c.commit(e.tmp / "v2.safetensors", model=M, branch=_u("w"))),

@@ -39,8 +39,11 @@ def test_models_model_version_pages(page: Page, local_ui: LocalUI, console: Cons
     graph.locator("a.node", has_text="v3").click()
     expect(page.locator("h1")).to_contain_text("bert@v3")
     expect(page.locator("dl.facts")).to_contain_text("try a higher lr")
-    expect(page.locator("section[aria-labelledby=files] table")).to_contain_text(
-        "bert.safetensors")
+    files = page.locator("section[aria-labelledby=files] table")
+    expect(files).to_contain_text("bert.safetensors")
+    # Stored bytes per file (reg.storage): v3 is a fine-tune of v1, stored as deltas.
+    row = files.locator("tr", has_text="bert.safetensors")
+    expect(row.locator("td").nth(4)).to_contain_text("delta")
     expect(page.locator("section[aria-labelledby=lineage-h]")).to_contain_text("0.01")
     expect(page.locator("section[aria-labelledby=sig-h]")).to_contain_text("Not signed")
     page.click("dl.facts >> text=v1")  # the parent link

@@ -25,6 +25,7 @@ from .types import (
     Delivery,
     DeliveryReport,
     Deployment,
+    FileStorage,
     GateReport,
     GateResult,
     GateRun,
@@ -48,7 +49,7 @@ from .types import (
 
 __all__ = [
     "AREAS", "UNSET", "AuditRecord", "Delivery", "DeliveryReport", "Deployment",
-    "DeploymentsAPI", "EventsAPI", "GateReport", "GateResult", "GateRun", "GatesAPI",
+    "DeploymentsAPI", "EventsAPI", "FileStorage", "GateReport", "GateResult", "GateRun", "GatesAPI",
     "KeysAPI", "PolicyChange", "PolicyInfo", "Ref", "RefKind", "RefMove", "RegistryAPI",
     "Replica", "RoleBinding", "RolesAPI", "Signature", "SignatureCheck", "SignatureReport",
     "SignaturesAPI", "SigningKey", "Token", "TokensAPI", "Unset", "Version", "Webhook",

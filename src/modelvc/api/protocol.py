@@ -24,6 +24,7 @@ from .types import (
     Delivery,
     DeliveryReport,
     Deployment,
+    FileStorage,
     GateReport,
     GateRun,
     PolicyChange,
@@ -220,6 +221,11 @@ class RegistryAPI(Protocol):
     def resolve(self, ref: str, *, deleted: bool = False) -> Version: ...
 
     def manifest(self, ref: str) -> Manifest: ...
+
+    def storage(self, ref: str) -> list[FileStorage]:
+        """Each file of REF (manifest order): raw bytes, the stored bytes of its
+        objects and their codecs."""
+        ...
 
     def models(self) -> list[str]: ...
 

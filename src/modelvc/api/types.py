@@ -45,6 +45,17 @@ class Version:
 
 
 @dataclass(frozen=True)
+class FileStorage:
+    """What one file of a version takes in the registry."""
+
+    path: str
+    raw_size: int  # bytes as checked out
+    stored_size: int  # bytes of its distinct objects in the store (a delta: the delta only)
+    objects: int  # distinct objects (tensors, byte segments)
+    codecs: dict[str, int]  # codec ("zstd", "delta", "planes", ...) -> its stored bytes
+
+
+@dataclass(frozen=True)
 class Ref:
     model: str
     name: str

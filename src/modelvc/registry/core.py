@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .. import layout as _layout
 from ..api.openers import OPENERS
-from ..api.types import UNSET, Unset
+from ..api.types import UNSET, FileStorage, Unset
 from ..auditseal import AuditSeal
 from ..errors import (
     AlreadyExists,
@@ -31,7 +31,7 @@ from ..errors import (
 from ..ingest.record import COMMIT_RETRIES
 from ..lineage import author as default_author
 from ..lineage import capture, with_extra
-from ..manifest import Manifest
+from ..manifest import Manifest, file_storage
 from ..meta.api import (
     AuditRow,
     ObjectRow,
@@ -449,6 +449,10 @@ class Registry(_ReadOps, HostOps, _IngestOps):
         return self._manifest(self.resolve(ref).id)
 
     # ---- listing
+    def storage(self, ref: str) -> list[FileStorage]:
+        v = self.resolve(ref)
+        return file_storage(self._manifest(v.id), self.meta.version_objects(v.id))
+
     def models(self) -> list[str]:
         return [m.name for m in self.meta.list_models()]
 

@@ -81,6 +81,12 @@ def manifest(ref: str, p: P, reg: R) -> Response:
                     headers={"X-Version-Id": v.id})
 
 
+@router.get("/storage")
+def storage(ref: str, p: P, reg: R) -> Any:
+    authorize(p, "reader", model_of(ref))
+    return encode(reg.storage(ref))
+
+
 @router.get("/models/{model}/refs")
 def refs(model: str, p: P, reg: R, kind: str | None = None) -> Any:
     authorize(p, "reader", model)

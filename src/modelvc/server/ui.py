@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from ..api.types import (
     AuditRecord,
     Deployment,
+    FileStorage,
     GateRun,
     PolicyInfo,
     Ref,
@@ -107,6 +108,10 @@ class GuardedRegistry:
     def manifest(self, ref: str) -> Manifest:
         self._read(api.model_of(ref))
         return self._reg.manifest(ref)
+
+    def storage(self, ref: str) -> list[FileStorage]:
+        self._read(api.model_of(ref))
+        return self._reg.storage(ref)
 
     def refs(self, model: str, *, kind: str | None = None) -> list[Ref]:
         self._read(model)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..api.types import GateRun, Ref, Version
+from ..api.types import FileStorage, GateRun, Ref, Version
 from ..errors import ModelvcError, UsageError
 from ..manifest import Manifest
 from . import charts, graph
@@ -107,12 +107,19 @@ class FileRow:
     size: int
     tensors: int
     sha256: str
+    stored: int  # bytes of its objects in the store
+    codecs: dict[str, int]  # codec -> its stored bytes
 
 
-def _files(m: Manifest) -> list[FileRow]:
-    return [FileRow(f.path, f.format, f.size,
-                    sum(1 for s in f.segments if s.tensor is not None), f.sha256)
-            for f in m.files]
+def _files(m: Manifest, storage: list[FileStorage]) -> list[FileRow]:
+    by_path = {s.path: s for s in storage}
+    rows = []
+    for f in m.files:
+        s = by_path.get(f.path)
+        rows.append(FileRow(f.path, f.format, f.size,
+                            sum(1 for g in f.segments if g.tensor is not None), f.sha256,
+                            s.stored_size if s else 0, s.codecs if s else {}))
+    return rows
 
 
 def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
@@ -125,7 +132,8 @@ def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
     refs = [r for r in all_refs if r.version_id == v.id]
     files: list[FileRow] = []
     if v.deleted_at is None:
-        files = _files(reg.manifest(f"{model}@{v.id}"))
+        at = f"{model}@{v.id}"
+        files = _files(reg.manifest(at), reg.storage(at))
     lineage = v.lineage
     return {
         "model": model, "v": v, "parents": parents, "parent_ids": v.parents,
