@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from modelvc.gates.policy import parse_policy
@@ -17,26 +16,6 @@ from modelvc.registry.gate_runs import read_report, run_gates
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = ROOT / "examples" / "ci" / "eval_digits.py"
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
-    """(model.onnx, test split .npz, test accuracy) of a small MLP trained on digits."""
-    from skl2onnx import to_onnx
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
-
-    d = tmp_path_factory.mktemp("digits")
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
-    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(xtr, ytr)
-    onnx = d / "model.onnx"
-    onnx.write_bytes(to_onnx(clf, xtr[:1], options={id(clf): {"zipmap": False}})
-                     .SerializeToString())
-    np.savez(d / "test.npz", x=xte, y=yte)
-    return onnx, d / "test.npz", float(clf.score(xte, yte))
 
 
 def _policy(gates: str, model: str = "digits") -> str:

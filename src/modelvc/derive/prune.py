@@ -1,7 +1,8 @@
 """`prune`: unstructured magnitude pruning. In every floating tensor of two or more
 dimensions (weight matrices, embeddings; not biases or norms) the `sparsity` fraction
 of smallest-magnitude entries is set to zero, ties broken by position (stable sort), so
-the same source and parameters give the same bytes."""
+the same source and parameters give the same bytes. Safetensors tensors and ONNX
+initializers alike."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class Prune:
     version = "1"
     deterministic = True
     tolerance = 0.0
-    tools = ("numpy",)
+    tools = ("numpy", "onnx")
 
     def params(self, raw: Mapping[str, str]) -> dict[str, Any]:
         unknown(raw, ("sparsity", "exclude"), self.name)
@@ -72,7 +73,7 @@ class Prune:
             pruned_total += values.size
             return Tensor(t.code, flat.reshape(t.array.shape))
 
-        files = map_tensors(files_dir, out_dir, one)
+        files = map_tensors(files_dir, out_dir, one, onnx=True)
         atol = max((s["threshold"] for s in per.values()), default=0.0)
         return Applied(stats={"files": files, "tensors_pruned": len(per),
                               "sparsity_pruned": pruned_zeros / pruned_total

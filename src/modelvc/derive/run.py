@@ -72,8 +72,12 @@ def derive(reg: RegistryAPI, source: str, recipe_name: str, *, to: str,
                   "deterministic": recipe.deterministic,
                   "bound": {"rtol": applied.rtol, "atol": applied.atol},
                   "stats": applied.stats}
+        made = [p for p in out.rglob("*") if p.is_file()]
+        # A one-file source gives a one-file version (not a folder holding that file).
+        single = reg.manifest(f"{v.model}@{v.id}").kind == "file" and len(made) == 1
         try:
-            new = reg.commit(out, model=v.model, branch=to, parent=f"{v.model}@{v.id}",
+            new = reg.commit(made[0] if single else out, model=v.model, branch=to,
+                             parent=f"{v.model}@{v.id}",
                              message=message or f"{recipe.name} of {_label(v)}",
                              lineage={"derived_from": record})
         except RefMoved as exc:

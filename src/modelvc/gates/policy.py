@@ -23,7 +23,9 @@ from .expr import BASELINE_WORDS, Expr, ExprError, parse
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
 
-GATE_KINDS = ("metric", "regression", "eval", "budget", "format", "signature")
+GATE_KINDS = ("metric", "regression", "eval", "budget", "format", "signature", "derived")
+SOURCE_WORDS = ("source", "derived_from")  # in a derived gate: the source's value
+OUTPUT_LIMITS = ("max_abs_error", "rms_error", "relative_error")
 BUDGET_LIMITS = ("size_mb", "params", "load_ms", "latency_p50_ms", "latency_p95_ms")
 FORMAT_FLAGS = {"allow_pickle": False, "require_clean_git": False, "require_data": False,
                 "check_files": True}
@@ -227,6 +229,8 @@ class _Reader:
             return Gate(kind, line, exprs)
         if kind == "eval":
             return self.eval_gate(body, line, channel)
+        if kind == "derived":
+            return self.derived_gate(body, line, channel)
         if kind == "budget":
             return Gate(kind, line, options=self.budget(body))
         if kind == "format":
@@ -248,7 +252,8 @@ class _Reader:
         if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
             raise self.fail(node, f"a {kind} gate is an expression or a list of expressions, "
                                   "e.g. \"accuracy >= 0.9\"")
-        names = (*BASELINE_WORDS, channel) if kind == "regression" else ()
+        names = ((*BASELINE_WORDS, channel) if kind == "regression" else
+                 SOURCE_WORDS if kind == "derived" else ())
         # Point errors at the list item itself when the gate is a list.
         item_nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
         out = []
@@ -283,6 +288,54 @@ class _Reader:
         opts["timeout"] = float(timeout)
         exprs = self.exprs(e["metrics"][1], "metric", channel) if "metrics" in e else ()
         return Gate("eval", line, exprs, opts)
+
+    def derived_gate(self, node: yaml.Node, line: int, channel: str) -> Gate:
+        """Like an eval gate (command or entry point optional: it runs on the version and
+        on its derived_from source), plus `outputs:` compared on sample inputs."""
+        d = self.mapping(node, "derived", ("command", "entry_point", "data", "metrics",
+                                           "timeout", "outputs"))
+        if "command" in d and "entry_point" in d:
+            raise self.fail(node, "a derived gate has 'command:' or 'entry_point:', not both")
+        if not ({"metrics", "outputs"} & set(d)):
+            raise self.fail(node, "a derived gate needs 'metrics:' (e.g. \"accuracy >= source "
+                                  "- 0.005\") or 'outputs:' (e.g. {samples: x.npz, "
+                                  "max_abs_error: 0.001})")
+        opts: dict[str, Any] = {}
+        if {"command", "entry_point", "data", "timeout"} & set(d):
+            evalopts = {k: v for k, v in d.items() if k not in ("outputs", "metrics")}
+            if "command" not in d and "entry_point" not in d:
+                raise self.fail(node, "derived.data and derived.timeout go with 'command:' "
+                                      "or 'entry_point:'")
+            opts = self.eval_gate(yaml.MappingNode(node.tag, [evalopts[k] for k in evalopts],
+                                                   node.start_mark, node.end_mark),
+                                  line, channel).options
+        exprs = self.exprs(d["metrics"][1], "derived", channel) if "metrics" in d else ()
+        if "outputs" in d:
+            onode = d["outputs"][1]
+            o = self.mapping(onode, "derived.outputs", ("samples", "file", "entry_point",
+                                                        "names", *OUTPUT_LIMITS))
+            outs: dict[str, Any] = {}
+            for key, (_, v) in o.items():
+                val = self.value(v)
+                if key in OUTPUT_LIMITS:
+                    if not isinstance(val, int | float) or isinstance(val, bool) or val < 0:
+                        raise self.fail(v, f"derived.outputs.{key} must be a number >= 0")
+                    val = float(val)
+                elif key == "names":
+                    val = sorted(self.names(v, "derived.outputs.names"))
+                elif not isinstance(val, str) or not val.strip():
+                    raise self.fail(v, f"derived.outputs.{key} must be non-empty text")
+                elif key == "entry_point" and ":" not in val:
+                    raise self.fail(v, "derived.outputs.entry_point is "
+                                       "'package.module:function'")
+                outs[key] = val
+            if "samples" not in outs:
+                raise self.fail(onode, "derived.outputs needs 'samples:' (an .npz of inputs)")
+            if not any(k in outs for k in OUTPUT_LIMITS):
+                raise self.fail(onode, "derived.outputs needs at least one of "
+                                       + ", ".join(OUTPUT_LIMITS))
+            opts["outputs"] = outs
+        return Gate("derived", line, exprs, opts)
 
     def budget(self, node: yaml.Node) -> dict[str, Any]:
         b = self.mapping(node, "budget", (*BUDGET_LIMITS, "samples", "file"))

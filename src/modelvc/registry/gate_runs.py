@@ -27,6 +27,7 @@ from ..api.types import GateReport, GateResult, finite
 from ..canonical import canonical_json
 from ..errors import ModelvcError, UsageError
 from ..gates.checks.budget import budget
+from ..gates.checks.derived import derived
 from ..gates.checks.evaluate import evaluate
 from ..gates.checks.metric import metric, number, regression
 from ..gates.checks.safety import safety
@@ -41,9 +42,9 @@ if TYPE_CHECKING:
 
 CHECKS: dict[str, Callable[[RunContext, Gate], list[GateResult]]] = {
     "metric": metric, "regression": regression, "eval": evaluate, "budget": budget,
-    "format": safety, "signature": signature,
+    "format": safety, "signature": signature, "derived": derived,
 }
-PHASE = {"eval": 0, "budget": 1}  # everything else: 2
+PHASE = {"eval": 0, "derived": 0, "budget": 1}  # everything else: 2
 
 
 def run_gates(reg: Registry, ref: str, channel: str, *, policy: Policy | None = None,

@@ -28,8 +28,8 @@ def evaluate(ctx: RunContext, gate: Gate) -> list[GateResult]:
     data = ctx.data or gate.options.get("data")
     name = gate.options.get("command") or gate.options["entry_point"]
     try:
-        metrics = _run(ctx, gate, data)
-    except _EvalFailed as exc:
+        metrics = run_eval(ctx, gate, data, ctx.checkout(), ctx.version.id)
+    except EvalFailed as exc:
         fail = GateResult("eval", name, False, None, "metrics as JSON", str(exc), gate.line)
         # Thresholds on an eval that did not run fail too, so none reads as passed.
         return [fail] + [GateResult("metric", e.text, False, None, e.text,
@@ -41,14 +41,16 @@ def evaluate(ctx: RunContext, gate: Gate) -> list[GateResult]:
     return out + [check_expr(ctx, gate, e) for e in gate.exprs]
 
 
-class _EvalFailed(Exception):
+class EvalFailed(Exception):
     pass
 
 
-def _run(ctx: RunContext, gate: Gate, data: str | None) -> dict[str, Any]:
+def run_eval(ctx: RunContext, gate: Gate, data: str | None, model_dir: Path,
+             version_id: str) -> dict[str, Any]:
+    """The gate's command or entry point on the checkout MODEL_DIR of VERSION_ID (the
+    candidate, or for a derived gate also its source): the metrics it returned."""
     if data is not None and not Path(data).exists():
-        raise _EvalFailed(f"data path {data!r} does not exist (pass --data PATH)")
-    model_dir = ctx.checkout()
+        raise EvalFailed(f"data path {data!r} does not exist (pass --data PATH)")
     if "entry_point" in gate.options:
         return _entry_point(gate.options["entry_point"], model_dir, data)
     files = [p for p in model_dir.rglob("*") if p.is_file()]
@@ -59,29 +61,29 @@ def _run(ctx: RunContext, gate: Gate, data: str | None) -> dict[str, Any]:
         for key, val in subs.items():
             if key in token and not val:
                 what = "--data or eval.data" if key == "{data}" else "a one-file version"
-                raise _EvalFailed(f"the command uses {key} but there is none (needs {what})")
+                raise EvalFailed(f"the command uses {key} but there is none (needs {what})")
             token = token.replace(key, val)
         argv.append(token)
     env = dict(os.environ, MODELVC_MODEL_DIR=str(model_dir), MODELVC_DATA=data or "",
-               MODELVC_VERSION=ctx.version.id, MODELVC_CHANNEL=ctx.channel)
+               MODELVC_VERSION=version_id, MODELVC_CHANNEL=ctx.channel)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, env=env,
                               timeout=gate.options["timeout"], check=False)
     except FileNotFoundError as exc:
-        raise _EvalFailed(f"cannot run {argv[0]!r}: not found") from exc
+        raise EvalFailed(f"cannot run {argv[0]!r}: not found") from exc
     except subprocess.TimeoutExpired as exc:
-        raise _EvalFailed(f"timed out after {gate.options['timeout']:g} s") from exc
+        raise EvalFailed(f"timed out after {gate.options['timeout']:g} s") from exc
     if proc.returncode != 0:
-        raise _EvalFailed(f"exited with status {proc.returncode}: "
+        raise EvalFailed(f"exited with status {proc.returncode}: "
                           f"{proc.stderr.strip()[-TAIL:] or proc.stdout.strip()[-TAIL:]}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if not lines:
-        raise _EvalFailed("printed nothing; print the metrics as a JSON object on the last "
+        raise EvalFailed("printed nothing; print the metrics as a JSON object on the last "
                           "line of stdout")
     try:
         metrics = json.loads(lines[-1])
     except ValueError as exc:
-        raise _EvalFailed(f"the last line of stdout is not JSON: {lines[-1][:200]!r}") from exc
+        raise EvalFailed(f"the last line of stdout is not JSON: {lines[-1][:200]!r}") from exc
     return _checked(metrics)
 
 
@@ -95,10 +97,10 @@ def _entry_point(spec: str, model_dir: Path, data: str | None) -> dict[str, Any]
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
         return _checked(fn(str(model_dir), data))
-    except _EvalFailed:
+    except EvalFailed:
         raise
     except Exception as exc:  # the user's code: any failure fails the gate, with its text
-        raise _EvalFailed(f"{spec} raised {type(exc).__name__}: {exc}") from exc
+        raise EvalFailed(f"{spec} raised {type(exc).__name__}: {exc}") from exc
     finally:
         if added:
             sys.path.remove(cwd)
@@ -106,6 +108,6 @@ def _entry_point(spec: str, model_dir: Path, data: str | None) -> dict[str, Any]
 
 def _checked(metrics: Any) -> dict[str, Any]:
     if not isinstance(metrics, dict) or not all(isinstance(k, str) for k in metrics):
-        raise _EvalFailed(f"metrics must be a JSON object of name -> number, got "
+        raise EvalFailed(f"metrics must be a JSON object of name -> number, got "
                           f"{str(metrics)[:200]}")
     return metrics
