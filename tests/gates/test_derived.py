@@ -13,9 +13,9 @@ import pytest
 
 from modelvc.derive import check, derive
 from modelvc.errors import InvalidPolicy
-from modelvc.gate_runs import run_gates
 from modelvc.gates.policy import parse_policy
 from modelvc.registry import Registry
+from modelvc.registry.gate_runs import run_gates
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = ROOT / "examples" / "ci" / "eval_digits.py"
