@@ -182,10 +182,13 @@ class RemoteRegistry:
 
     def audit(self, *, model: str | None = None, channel: str | None = None,
               actor: str | None = None, action: str | None = None,
-              since: datetime | None = None, until: datetime | None = None) -> list[AuditRow]:
+              since: datetime | None = None, until: datetime | None = None,
+              after: int | None = None, before: int | None = None,
+              limit: int | None = None, newest: bool = False) -> list[AuditRow]:
         data = self._get("/audit", model=model, channel=channel, actor=actor, action=action,
                          since=since.isoformat() if since else None,
-                         until=until.isoformat() if until else None)
+                         until=until.isoformat() if until else None,
+                         after=after, before=before, limit=limit, newest=newest or None)
         return decode(list[AuditRow], data)  # type: ignore[no-any-return]
 
     def verify_audit(self) -> list[str]:

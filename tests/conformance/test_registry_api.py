@@ -175,6 +175,28 @@ def test_diff_stats_verify(api: Any, model: str, tmp_path: Path) -> None:
     assert report.corrupt == {} and report.checked > 0
 
 
+@pytest.mark.verbs("audit")
+def test_audit_pages_by_entry_id(api: Any, model: str, tmp_path: Path) -> None:
+    d, _ = _folder(tmp_path)
+    api.commit(d, model=model)
+    for i in range(4):
+        api.tag(f"{model}@v1", f"t{i}")
+    trail = api.audit(model=model)
+    ids = [e.id for e in trail]
+    assert len(ids) == 5 and ids == sorted(ids)
+    assert [e.id for e in api.audit(model=model, limit=2)] == ids[:2]
+    assert [e.id for e in api.audit(model=model, limit=2, newest=True)] == ids[-2:]
+    older = api.audit(model=model, before=ids[-2], limit=2, newest=True)
+    assert [e.id for e in older] == ids[-4:-2]
+    assert [e.id for e in api.audit(model=model, after=ids[0], limit=2)] == ids[1:3]
+    assert [e.id for e in api.audit(model=model, after=ids[0], before=ids[3])] == ids[1:3]
+    assert api.audit(model=model, after=ids[-1]) == []
+    assert [e.action for e in api.audit(model=model, action="tag", limit=1, newest=True)
+            ] == ["tag"]
+    with pytest.raises(UsageError):
+        api.audit(model=model, limit=0)
+
+
 @pytest.mark.verbs("storage")
 def test_storage_per_file(api: Any, model: str, tmp_path: Path) -> None:
     d, base = _folder(tmp_path)

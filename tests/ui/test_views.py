@@ -89,3 +89,27 @@ def test_an_old_entry_is_reread_in_the_background(reg: Registry, tmp_path: Path)
     fresh, _ = cache.get(spy, "m")  # type: ignore[arg-type]
     assert [v.number for v in fresh.live] == [2]
     assert spy.calls["versions"] == 2
+
+
+def test_audit_pages_walk_the_trail_through_the_registry(tmp_path: Path,
+                                                         monkeypatch: Any) -> None:
+    from modelvc.ui import pages
+
+    monkeypatch.setattr(pages, "AUDIT_PAGE", 3)
+    with Registry.init(tmp_path / "repo") as reg:
+        for i in range(8):
+            _commit(reg, tmp_path, "a" if i % 2 else "b", b"w%d" % i)
+        trail = [e.id for e in reversed(reg.audit(model="a"))]  # newest first
+        assert len(trail) == 4
+        spy = Counting(reg)
+        first = pages.audit_page(spy, model="a", verify=False)  # type: ignore[arg-type]
+        # The registry pages: the first page is one call (LIMIT+1 newest), never the trail.
+        assert [r.id for r in first["rows"]] == trail[:3]
+        assert first["older"] and not first["newer"]
+        last = pages.audit_page(reg, model="a", before=first["rows"][-1].id, verify=False)
+        assert [r.id for r in last["rows"]] == trail[3:]
+        assert last["newer"] and not last["older"]
+        back = pages.audit_page(reg, model="a", after=last["rows"][0].id, verify=False)
+        assert [r.id for r in back["rows"]] == trail[:3]
+        assert back["older"] and not back["newer"]
+    assert spy.calls == {"audit": 1}

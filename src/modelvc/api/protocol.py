@@ -271,8 +271,13 @@ class RegistryAPI(Protocol):
     # ---- audit and maintenance
     def audit(self, *, model: str | None = None, channel: str | None = None,
               actor: str | None = None, action: str | None = None,
-              since: datetime | None = None, until: datetime | None = None
-              ) -> list[AuditRecord]: ...
+              since: datetime | None = None, until: datetime | None = None,
+              after: int | None = None, before: int | None = None,
+              limit: int | None = None, newest: bool = False) -> list[AuditRecord]:
+        """The trail, oldest first, filtered. Paging by entry id: only entries after
+        AFTER and before BEFORE, at most LIMIT of them (with `newest`: the LIMIT newest
+        of those, still oldest first)."""
+        ...
 
     def verify_audit(self) -> list[str]: ...
 

@@ -78,10 +78,14 @@ class GovernanceMixin:
                       action: str | None = None, target: str | None = None,
                       since: datetime | None = None, until: datetime | None = None,
                       after_id: int = 0, limit: int | None = None,
-                      newest: int | None = None) -> list[AuditRow]:
-        """Entries oldest first; `newest=N`: only the N newest that match."""
+                      newest: int | None = None, before_id: int | None = None
+                      ) -> list[AuditRow]:
+        """Entries oldest first, ids in (after_id, before_id); `newest=N`: only the N
+        newest that match."""
         q = sa.select(audit).where(audit.c.id > after_id).order_by(
             audit.c.id.desc() if newest else audit.c.id)
+        if before_id is not None:
+            q = q.where(audit.c.id < before_id)
         for col, val in ((audit.c.model, model), (audit.c.actor, actor),
                          (audit.c.action, action), (audit.c.target, target)):
             if val is not None:

@@ -162,12 +162,19 @@ class _ReadOps:
 
     def audit(self, *, model: str | None = None, channel: str | None = None,
               actor: str | None = None, action: str | None = None,
-              since: datetime | None = None, until: datetime | None = None
-              ) -> list[AuditRow]:
-        """The audit trail, oldest first, filtered."""
+              since: datetime | None = None, until: datetime | None = None,
+              after: int | None = None, before: int | None = None,
+              limit: int | None = None, newest: bool = False) -> list[AuditRow]:
+        """The audit trail, oldest first, filtered and paged (see RegistryAPI.audit)."""
         target = f"{model}@{channel}" if model and channel else None
+        if limit is not None and limit < 1:
+            raise UsageError(f"limit must be 1 or more, not {limit}",
+                             hint="leave it out for every entry")
         return self.meta.audit_entries(model=model, target=target, actor=actor,
-                                       action=action, since=since, until=until)
+                                       action=action, since=since, until=until,
+                                       after_id=after or 0, before_id=before,
+                                       limit=None if newest else limit,
+                                       newest=limit if newest else None)
 
     def verify_audit(self) -> list[str]:
         """Re-compute the audit hash chain and check it against the keyed checkpoints

@@ -121,11 +121,14 @@ def stats(p: P, reg: R, model: str | None = None) -> Any:
 @router.get("/audit")
 def audit(p: P, reg: R, model: str | None = None, channel: str | None = None,
           actor: str | None = None, action: str | None = None,
-          since: datetime | None = None, until: datetime | None = None) -> Any:
+          since: datetime | None = None, until: datetime | None = None,
+          after: int | None = None, before: int | None = None, limit: int | None = None,
+          newest: bool = False) -> Any:
     # The whole trail includes token and role changes: admins only.
     authorize(p, "reader" if model else "admin", model)
     return encode(reg.audit(model=model, channel=channel, actor=actor, action=action,
-                            since=since, until=until))
+                            since=since, until=until, after=after, before=before,
+                            limit=limit, newest=newest))
 
 
 @router.get("/audit/verify")

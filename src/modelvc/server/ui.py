@@ -132,12 +132,14 @@ class GuardedRegistry:
 
     def audit(self, *, model: str | None = None, channel: str | None = None,
               actor: str | None = None, action: str | None = None,
-              since: datetime | None = None, until: datetime | None = None
-              ) -> list[AuditRecord]:
+              since: datetime | None = None, until: datetime | None = None,
+              after: int | None = None, before: int | None = None,
+              limit: int | None = None, newest: bool = False) -> list[AuditRecord]:
         # As GET /api/v1/audit: the whole trail (tokens, roles) is for admins.
         authorize(self._p, "reader" if model else "admin", model)
         return self._reg.audit(model=model, channel=channel, actor=actor, action=action,
-                               since=since, until=until)
+                               since=since, until=until, after=after, before=before,
+                               limit=limit, newest=newest)
 
     def verify_audit(self) -> list[str]:
         authorize(self._p, "admin", None)

@@ -240,7 +240,9 @@ class UI:
                                    hint="filter by a model you can read")
         return pages.audit_page(reg, model=model, actor=qp.get("actor", ""),
                                 action=qp.get("action", ""), since=qp.get("since", ""),
-                                until=qp.get("until", ""), page=_int(qp.get("page"), 1),
+                                until=qp.get("until", ""),
+                                before=_opt_int(qp.get("before")),
+                                after=_opt_int(qp.get("after")),
                                 verify=self.access.may_see_all_audit(viewer))
 
 
@@ -261,6 +263,10 @@ def _int(text: str | None, default: int) -> int:
         return int(text) if text else default
     except ValueError as exc:
         raise UsageError(f"not a number: {text!r}") from exc
+
+
+def _opt_int(text: str | None) -> int | None:
+    return _int(text, 0) if text else None
 
 
 def create_ui_app(access: Access, *, title: str = "modelvc") -> Starlette:

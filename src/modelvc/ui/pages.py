@@ -222,18 +222,31 @@ def compare_page(reg: UIRegistry, base: str, refs: list[str]) -> dict[str, Any]:
 
 
 def audit_page(reg: UIRegistry, *, model: str = "", actor: str = "", action: str = "",
-               since: str = "", until: str = "", page: int = 1, verify: bool = True
-               ) -> dict[str, Any]:
-    rows = reg.audit(model=model or None, actor=actor or None, action=action or None,
-                     since=parse_when(since) if since else None,
-                     until=parse_when(until) if until else None)
+               since: str = "", until: str = "", before: int | None = None,
+               after: int | None = None, verify: bool = True) -> dict[str, Any]:
+    """AUDIT_PAGE entries, newest first: the newest, those older than entry BEFORE or
+    those newer than entry AFTER. The registry pages (by entry id), not this."""
+    flt: dict[str, Any] = {
+        "model": model or None, "actor": actor or None, "action": action or None,
+        "since": parse_when(since) if since else None,
+        "until": parse_when(until) if until else None}
+    if after is not None:
+        rows = reg.audit(**flt, after=after, limit=AUDIT_PAGE + 1)
+        newer = len(rows) > AUDIT_PAGE
+        rows = rows[:AUDIT_PAGE]
+        older = bool(rows) and bool(reg.audit(**flt, before=rows[0].id, limit=1,
+                                              newest=True))
+    else:
+        rows = reg.audit(**flt, before=before, limit=AUDIT_PAGE + 1, newest=True)
+        older = len(rows) > AUDIT_PAGE
+        rows = rows[-AUDIT_PAGE:]
+        newer = before is not None and bool(rows) and bool(
+            reg.audit(**flt, after=rows[-1].id, limit=1))
     rows.reverse()  # newest first
-    pages = max(1, -(-len(rows) // AUDIT_PAGE))
-    page = min(max(1, page), pages)
     problems: list[str] | None = None
     if verify:
         problems = reg.verify_audit()
-    return {"rows": rows[(page - 1) * AUDIT_PAGE: page * AUDIT_PAGE], "total": len(rows),
-            "page": page, "pages": pages, "model": model, "actor": actor, "action": action,
-            "since": since, "until": until,
-            "problems": problems, "actions": sorted({r.action for r in rows})}
+    return {"rows": rows, "older": older, "newer": newer, "per_page": AUDIT_PAGE,
+            "model": model, "actor": actor, "action": action, "since": since,
+            "until": until, "problems": problems,
+            "actions": sorted({r.action for r in rows} | ({action} if action else set()))}
