@@ -67,6 +67,9 @@ def server(ctx: Ctx, registry_path: str | None, host: str | None, port: int | No
     uvicorn.Server(uvicorn.Config(
         app, host=cfg.host, port=cfg.port, log_config=None, access_log=False,
         timeout_graceful_shutdown=int(cfg.graceful_timeout), lifespan="on",
+        # h11 and asyncio as before: the serve extra installs httptools and uvloop for
+        # the gateway, and "auto" would switch this server to them untested.
+        http="h11", loop="asyncio",
     )).run()
 
 

@@ -56,7 +56,7 @@ def ui(ctx: Ctx, port: int, no_browser: bool, as_json: bool) -> None:
         click.echo(f"modelvc UI on {url}  (Ctrl-C stops it)")
     server = uvicorn.Server(uvicorn.Config(standalone(access), host=host, port=port,
                                            log_level="warning", access_log=False,
-                                           lifespan="off"))
+                                           lifespan="off", http="h11", loop="asyncio"))
     if not no_browser:
         webbrowser.open(url)
     server.run()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,15 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import ModelvcError, TooLarge
+from ..errors import ModelvcError
 from ..httpguard import BodyGuard
 from . import oip
-from .gateway import EPOCH_HEADER, VERSION_HEADER, Gateway, NotReady, http_status
-from .protocol import HEADER_LENGTH, BadRequest, encode_response, parse_infer
+from .gateway import Gateway, NotReady, http_status
+from .protocol import BadRequest
+from .rest_infer import Front, InferEndpoint, inflate
 
 log = logging.getLogger("modelvc.serving")
 Handler = Callable[[Request], Awaitable[Response]]
-KEY_HEADER = "x-request-key"  # a caller's sticky canary key
 
 
 def _error(exc: Exception) -> Response:
@@ -47,25 +46,8 @@ def _guard(fn: Handler) -> Handler:
 
 
 async def _body(request: Request, limit: int) -> bytes:
-    """The body (its size is capped by the BodyGuard), decompressed to at most LIMIT
-    bytes: a small gzip of zeros must not inflate into gigabytes."""
-    body = await request.body()
-    enc = request.headers.get("content-encoding")
-    if enc in ("gzip", "deflate"):
-        d = zlib.decompressobj(31 if enc == "gzip" else 15)
-        try:
-            out = d.decompress(body, limit + 1)
-            if len(out) > limit or d.unconsumed_tail:
-                raise TooLarge(f"the {enc} body inflates to more than {limit >> 20} MiB",
-                               hint="send it uncompressed, or raise max_decompressed_mb")
-            if not d.eof:
-                raise BadRequest(f"body is not valid {enc}: it ends early")
-        except zlib.error as exc:
-            raise BadRequest(f"body is not valid {enc}: {exc}") from exc
-        return out
-    if enc not in (None, "identity"):
-        raise BadRequest(f"Content-Encoding {enc!r} is not supported (gzip, deflate)")
-    return body
+    """The body (its size is capped by the BodyGuard), decompressed to at most LIMIT."""
+    return inflate(await request.body(), request.headers.get("content-encoding"), limit)
 
 
 def _json(data: bytes, what: str) -> Any:
@@ -77,17 +59,7 @@ def _json(data: bytes, what: str) -> Any:
         raise BadRequest(f"{what} is nested too deeply") from exc
 
 
-def _epoch(raw: str) -> int | None:
-    """X-Modelvc-Epoch: the newest epoch the caller saw (a count that fits int64)."""
-    if not raw:
-        return None
-    if not (raw.isdigit() and len(raw) <= 18):
-        raise BadRequest(f"{EPOCH_HEADER} must be an epoch this gateway sent (a count), "
-                         f"got {raw[:40]!r}")
-    return int(raw)
-
-
-def build_app(gw: Gateway) -> Starlette:
+def build_app(gw: Gateway) -> Front:
     def inflated() -> int:  # read per request: build_app(None) lists the routes only
         return int(gw.cfg.max_decompressed_mb) << 20
     def version_of(request: Request) -> str | None:
@@ -133,23 +105,6 @@ def build_app(gw: Gateway) -> Starlette:
                                            version_of(request)))
 
     @_guard
-    async def infer(request: Request) -> Response:
-        name, selector = request.path_params["name"], version_of(request)
-        try:
-            req = parse_infer(await _body(request, inflated()),
-                              request.headers.get(HEADER_LENGTH))
-        except BadRequest as exc:
-            gw.refused(name, selector, exc)
-            raise
-        key = request.headers.get(KEY_HEADER) or req.parameters.get("request_key")
-        seen = request.headers.get(EPOCH_HEADER, "")  # the newest epoch the caller saw
-        ans = await gw.infer(name, selector, req, str(key) if key is not None else None,
-                             _epoch(seen))
-        body, headers = encode_response(req, ans)
-        return Response(body, headers=headers | {VERSION_HEADER: ans.version,
-                                                 EPOCH_HEADER: str(ans.epoch)})
-
-    @_guard
     async def feedback(request: Request) -> Response:
         doc = _json(await _body(request, inflated()), "feedback body")
         return JSONResponse(gw.feedback(request.path_params["name"], doc))
@@ -188,6 +143,7 @@ def build_app(gw: Gateway) -> Starlette:
                 await grpc_server.stop(grace=5)  # requests in flight finish
             await gw.stop()
 
+    infer = InferEndpoint(gw)
     m, mv = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
     routes = [
         Route("/v2", server_meta), Route("/v2/health/live", live),
@@ -195,7 +151,7 @@ def build_app(gw: Gateway) -> Starlette:
         Route("/v2/health/ready", ready),
         Route(m, model_meta), Route(mv, model_meta),
         Route(m + "/ready", model_ready), Route(mv + "/ready", model_ready),
-        Route(m + "/infer", infer, methods=["POST"]),
+        Route(m + "/infer", infer, methods=["POST"]),  # reached through Front
         Route(mv + "/infer", infer, methods=["POST"]),
         Route(m + "/feedback", feedback, methods=["POST"]),
         # Triton extensions: model configuration, repository index, statistics
@@ -216,5 +172,6 @@ def build_app(gw: Gateway) -> Starlette:
 
     guard = Middleware(BodyGuard, cap_of=lambda method, path: gw.cfg.max_body_mb << 20,
                        body_timeout=lambda: gw.cfg.body_timeout)
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[guard],
-                     exception_handlers={HTTPException: not_found})
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[guard],
+                    exception_handlers={HTTPException: not_found})
+    return Front(app, infer, app.routes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import socket
 import sys
 import threading
 import time
@@ -18,20 +19,33 @@ import numpy as np
 
 
 class Client:
-    def __init__(self, url: str, model: str) -> None:
+    """OIP REST; `binary`: the input as raw bytes after the JSON header (the binary
+    tensor extension), answers still JSON."""
+
+    def __init__(self, url: str, model: str, *, binary: bool = False) -> None:
         host, _, port = url.removeprefix("http://").partition(":")
         self.conn = http.client.HTTPConnection(host, int(port or 80), timeout=60)
-        self.model = model
+        self.model, self.binary = model, binary
 
     def infer(self, x: np.ndarray, *, req_id: str | None = None, key: str | None = None
               ) -> tuple[int, dict[str, Any]]:
-        body: dict[str, Any] = {"inputs": [{"name": "X", "datatype": "FP32",
-                                            "shape": list(x.shape),
-                                            "data": x.reshape(-1).tolist()}]}
+        item: dict[str, Any] = {"name": "X", "datatype": "FP32", "shape": list(x.shape)}
+        headers = {"Content-Type": "application/json"} | ({"X-Request-Key": key} if key else {})
+        raw = b""
+        if self.binary:
+            raw = np.ascontiguousarray(x, "<f4").tobytes()
+            item["parameters"] = {"binary_data_size": len(raw)}
+        else:
+            item["data"] = x.reshape(-1).tolist()
+        body: dict[str, Any] = {"inputs": [item]}
         if req_id:
             body["id"] = req_id
-        headers = {"Content-Type": "application/json"} | ({"X-Request-Key": key} if key else {})
-        self.conn.request("POST", f"/v2/models/{self.model}/infer", json.dumps(body), headers)
+        data = json.dumps(body).encode()
+        if raw:
+            headers |= {"Content-Type": "application/octet-stream",
+                        "Inference-Header-Content-Length": str(len(data))}
+            data += raw
+        self.conn.request("POST", f"/v2/models/{self.model}/infer", data, headers)
         resp = self.conn.getresponse()
         return resp.status, json.loads(resp.read())
 
@@ -45,6 +59,84 @@ class Client:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class RawClient:
+    """The infer call of Client over a plain keep-alive socket, for the load generator:
+    http.client parses each response's headers with the email package, a cost per
+    request that on one core caps what the generator can measure. Each row's JSON is
+    encoded once. Answers must carry a Content-Length (both servers' do)."""
+
+    def __init__(self, url: str, model: str, *, binary: bool = False) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
+        self.addr, self.host = (host, int(port or 80)), host
+        self.path = f"/v2/models/{model}/infer"
+        self.binary = binary
+        self.sock = socket.create_connection(self.addr, timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self._rows: dict[bytes, tuple[bytes, bytes]] = {}
+
+    def _body(self, x: np.ndarray, req_id: str | None) -> tuple[bytes, bytes]:
+        """(the JSON after the id, raw bytes): cached per row."""
+        raw = np.ascontiguousarray(x, "<f4").tobytes()
+        cached = self._rows.get(raw)
+        if cached is None:
+            item: dict[str, Any] = {"name": "X", "datatype": "FP32", "shape": list(x.shape)}
+            if self.binary:
+                item["parameters"] = {"binary_data_size": len(raw)}
+            else:
+                item["data"] = x.reshape(-1).tolist()
+            tail = json.dumps({"inputs": [item]}).encode()
+            cached = self._rows[raw] = (tail, raw if self.binary else b"")
+        return cached
+
+    def infer(self, x: np.ndarray, *, req_id: str | None = None, key: str | None = None
+              ) -> tuple[int, dict[str, Any]]:
+        tail, raw = self._body(x, req_id)
+        doc = (b'{"id":' + json.dumps(req_id).encode() + b"," + tail[1:]) if req_id \
+            else tail
+        extra = f"X-Request-Key: {key}\r\n" if key else ""
+        if raw:
+            extra += f"Inference-Header-Content-Length: {len(doc)}\r\n"
+        head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
+                f"Content-Type: application/{'octet-stream' if raw else 'json'}\r\n"
+                f"Content-Length: {len(doc) + len(raw)}\r\n{extra}\r\n")
+        self.sock.sendall(head.encode() + doc + raw)
+        status, body = self._response()
+        return status, json.loads(body)
+
+    def _recv(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self.buf += data
+
+    def _response(self) -> tuple[int, bytes]:
+        while (end := self.buf.find(b"\r\n\r\n")) < 0:
+            self._recv()
+        lines = self.buf[:end].split(b"\r\n")
+        self.buf = self.buf[end + 4:]
+        status = int(lines[0].split(None, 2)[1])
+        headers = {k.strip().lower(): v.strip()
+                   for k, _, v in (line.partition(b":") for line in lines[1:])}
+        if b"content-length" not in headers:
+            raise ConnectionError("an answer without Content-Length")
+        n = int(headers[b"content-length"])
+        while len(self.buf) < n:
+            self._recv()
+        body, self.buf = self.buf[:n], self.buf[n:]
+        if headers.get(b"connection", b"").lower() == b"close":
+            self.close()
+            self.sock = socket.create_connection(self.addr, timeout=60)
+            self.buf = b""
+        return status, body
+
+    def feedback(self, req_id: str, label: int) -> int:
+        raise NotImplementedError("the raw client sends inference only")
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class GrpcClient:
@@ -84,8 +176,11 @@ class GrpcClient:
         self.channel.close()
 
 
-def client_for(url: str, model: str) -> Client | GrpcClient:
-    return GrpcClient(url, model) if url.startswith("grpc://") else Client(url, model)
+def client_for(url: str, model: str, *, binary: bool = False, raw: bool = False
+               ) -> Client | RawClient | GrpcClient:
+    if url.startswith("grpc://"):
+        return GrpcClient(url, model)
+    return (RawClient if raw else Client)(url, model, binary=binary)
 
 
 @dataclass
@@ -102,9 +197,10 @@ class Traffic:
     """`threads` callers sending rows of `x` (and, with `y`, feedback) until stopped."""
 
     def __init__(self, url: str, model: str, x: np.ndarray, y: np.ndarray | None = None, *,
-                 threads: int = 4, batch: int = 1) -> None:
+                 threads: int = 4, batch: int = 1, binary: bool = False,
+                 raw: bool = False) -> None:
         self.url, self.model, self.x, self.y = url, model, x, y
-        self.batch = batch
+        self.batch, self.binary, self.raw = batch, binary, raw
         self.tally = Tally()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -123,7 +219,7 @@ class Traffic:
         return self.tally
 
     def _run(self, worker: int) -> None:
-        client = client_for(self.url, self.model)
+        client = client_for(self.url, self.model, binary=self.binary, raw=self.raw)
         rng = np.random.default_rng(worker)
         n = 0
         while not self._stop.is_set():
@@ -136,14 +232,14 @@ class Traffic:
             except OSError as exc:
                 code, doc = 0, {"error": repr(exc)}
                 client.close()
-                client = client_for(self.url, self.model)
+                client = client_for(self.url, self.model, binary=self.binary, raw=self.raw)
             dt = time.perf_counter() - t0
             if code == 200 and self.y is not None and self.batch == 1:
                 client.feedback(req_id, int(self.y[i]))
             with self._lock:
                 if code == 200:
                     self.tally.ok += 1
-                    v = str(doc["model_version"])
+                    v = str(doc.get("model_version"))
                     self.tally.by_version[v] = self.tally.by_version.get(v, 0) + 1
                     self.tally.latencies.append(dt)
                     self.tally.starts.append(wall)
@@ -162,9 +258,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--inputs", required=True, help=".npy file of float32 rows")
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--binary", action="store_true",
+                   help="REST: send inputs as raw bytes (the OIP binary tensor extension)")
     a = p.parse_args(argv)
     x = np.load(a.inputs)
-    traffic = Traffic(a.url, a.model, x, threads=a.threads).start()
+    # The raw client: the generator's own cost per request is what it cannot measure.
+    traffic = Traffic(a.url, a.model, x, threads=a.threads, binary=a.binary,
+                      raw=True).start()
     sys.stdout.write("started\n")
     sys.stdout.flush()
     time.sleep(a.seconds)

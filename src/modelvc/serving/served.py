@@ -103,6 +103,7 @@ class ServedModel:
     shadow_stats: ShadowStats = field(default_factory=ShadowStats)
     fleet_share: FleetShare | None = None  # set and cleared by the fleet agent only
     clock: Clock = time.monotonic  # of the windows and of `status` (tests step it)
+    label_names: dict[str, str | None] = field(default_factory=dict)  # per version id
 
     def __post_init__(self) -> None:
         c = self.cfg
@@ -135,6 +136,13 @@ class ServedModel:
 
     def label_output(self, item: Loaded) -> str | None:
         """The output compared with feedback: configured, else the first integer one."""
+        vid = item.version.id
+        if vid in self.label_names:
+            return self.label_names[vid]
+        label = self.label_names[vid] = self._label_output(item)
+        return label
+
+    def _label_output(self, item: Loaded) -> str | None:
         names = [s.name for s in item.runtime.outputs]
         if self.cfg.label_output in names:
             return self.cfg.label_output

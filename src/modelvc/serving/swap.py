@@ -10,8 +10,12 @@ already running finish on the version they started on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,6 +34,12 @@ log = logging.getLogger("modelvc.serving")
 T = TypeVar("T")
 
 
+def _background() -> None:
+    """Lower this thread's CPU priority (Linux: per thread); elsewhere, nothing."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
 class LoadFailed(Exception):
     """A version could not be checked out, loaded or warmed up; it is never served."""
 
@@ -46,6 +56,8 @@ class Loaded:
     inflight: int = 0
     closed: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    # A moving average of one predict call's compute time (s): inf until measured
+    predict_s: float = math.inf
 
     @property
     def label(self) -> str:
@@ -62,8 +74,10 @@ class Pool:
         self.threads = threads
         self.items: dict[str, Loaded] = {}
         self._loading: dict[str, asyncio.Future[Loaded]] = {}
-        # Loads and registry reads never queue behind inference, nor inference behind them.
-        self._io = ThreadPoolExecutor(2, thread_name_prefix="modelvc-load")
+        # Loads and registry reads never queue behind inference, nor inference behind them;
+        # at a lower CPU priority, so a load shares a busy core without stalling requests.
+        self._io = ThreadPoolExecutor(2, thread_name_prefix="modelvc-load",
+                                      initializer=_background)
 
     async def call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn)
@@ -124,8 +138,11 @@ class Pool:
             runtime = load_runtime(folder, label=label, trust=self.trust, signed=signed,
                                    threads=self.threads)
             t1 = time.perf_counter()
+            cpu: list[float] = []
             for sample in runtime.sample_inputs():
+                c0 = time.thread_time()
                 runtime.predict(sample, [])
+                cpu.append(time.thread_time() - c0)
             t2 = time.perf_counter()
         except Exception as exc:  # any failure means: never switch to this version
             if runtime is not None:
@@ -136,7 +153,9 @@ class Pool:
         self.metrics.load_seconds.labels(v.model, f"v{v.number}").set(t1 - t0)
         self.metrics.warmup_seconds.labels(v.model, f"v{v.number}").set(t2 - t1)
         log.info("loaded %s in %.3fs, warmed up in %.3fs", label, t1 - t0, t2 - t1)
-        return Loaded(v.model, v, runtime, folder, t1 - t0, t2 - t1)
+        # The first (one-row) warm-up call's CPU time: how long a request will take
+        return Loaded(v.model, v, runtime, folder, t1 - t0, t2 - t1,
+                      predict_s=cpu[0] if cpu else math.inf)
 
     def _signed(self, v: VersionRow) -> bool:
         from ..signing import verify_version

@@ -28,6 +28,9 @@ def _spec(arg: Any) -> TensorSpec | None:
 
 class OnnxRuntime:
     platform = "onnxruntime_onnx"
+    # Pure compute with no callbacks into Python: the gateway may run a call that its
+    # recent calls say is short on the event loop itself (see Gateway._predict).
+    inline_safe = True
 
     def __init__(self, path: Path, *, threads: int = 1) -> None:
         import onnxruntime as ort
