@@ -63,10 +63,15 @@ def authenticate(request: Request, state: ServerState) -> Principal:
 
 
 def principal_for(token: str, state: ServerState) -> Principal:
-    """The principal of a token (the API's header, the UI's session cookie)."""
+    """The principal of a token (the API's bearer header)."""
+    return principal_for_hash(hash_token(token), state)
+
+
+def principal_for_hash(token_hash: str, state: ServerState) -> Principal:
+    """The principal of the token whose sha256 is TOKEN_HASH (the UI's session)."""
     # One query: the token row joined to its subject's role bindings. No cache, so a
     # revoked or expired token (and a revoked role) is refused from the next request.
-    grant = state.registry().token_grant(hash_token(token))
+    grant = state.registry().token_grant(token_hash)
     if grant is None:
         raise Unauthenticated("the API token is not known to this registry",
                               hint="check MODELVC_TOKEN (or push/pull/clone's --token), or "

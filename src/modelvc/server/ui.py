@@ -1,8 +1,9 @@
 """/ui on `modelvc server`: the web UI with the API's tokens and roles.
 
 Logging in takes an API token; the session cookie (HttpOnly, SameSite=Strict, Secure
-over https) carries it, and every request resolves it again exactly as the API resolves
-a bearer token (so a revoked token or role counts from the next page). Reads are
+over https) names the token by its hash under a MAC and expires (uisession.py), and
+every request resolves the token again exactly as the API resolves a bearer token (so a
+revoked token or role counts from the next page). Reads are
 authorized per model as the /api/v1 routes do; actions call those routes' own
 functions, so roles, gates and audit are the API's to the letter.
 """
@@ -31,13 +32,15 @@ from ..api.types import (
 from ..diff import VersionDiff
 from ..errors import Unauthenticated
 from ..manifest import Manifest
+from ..meta.auth import hash_token
 from ..registry import Registry
 from ..ui.access import Viewer
 from ..ui.app import create_ui_app
 from ..ui.port import UIRegistry
 from . import api
-from .auth import ANONYMOUS, Principal, authorize, can, principal_for
+from .auth import ANONYMOUS, Principal, authorize, can, principal_for_hash
 from .state import ServerState
+from .uisession import Sessions, load_key
 
 
 class _Gates:
@@ -179,18 +182,27 @@ class ServerAccess:
     login_hint = ("paste an API token (an admin makes one with `modelvc token create "
                   "NAME --subject YOU`)")
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, sessions: Sessions | None = None) -> None:
         self.state = state
+        self._sessions = sessions
 
-    def _principal(self, token: str) -> Principal | None:
+    @property
+    def sessions(self) -> Sessions:
+        if self._sessions is None:  # on first use: the registry opens lazily
+            self._sessions = Sessions(load_key(self.state.registry().location))
+        return self._sessions
+
+    def _principal(self, token_hash: str) -> Principal | None:
         try:
-            return principal_for(token, self.state)
+            return principal_for_hash(token_hash, self.state)
         except Unauthenticated:
             return None
 
     def login(self, secret: str) -> str | None:
         secret = secret.strip()
-        return secret if secret and self._principal(secret) is not None else None
+        if not secret or self._principal(hash_token(secret)) is None:
+            return None
+        return self.sessions.issue(hash_token(secret))
 
     def viewer(self, session: str | None) -> Viewer | None:
         if not session:
@@ -198,7 +210,8 @@ class ServerAccess:
                 return Viewer(ANONYMOUS, "", handle=Principal(
                     ANONYMOUS, {"*": "reader"}, anonymous=True))
             return None
-        p = self._principal(session)
+        token_hash = self.sessions.token_hash(session)
+        p = None if token_hash is None else self._principal(token_hash)
         return None if p is None else Viewer(p.name, session, handle=p)
 
     def registry(self, viewer: Viewer) -> UIRegistry:
