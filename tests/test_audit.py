@@ -88,7 +88,7 @@ def test_an_edit_with_the_chain_recomputed_is_detected(any_reg: Registry,
         conn.execute(sa.update(audit).where(audit.c.id == 5).values(actor="mallory"))
         _rehash_from(conn, 5)
     engine.dispose()
-    assert any_reg.meta.verify_audit() == []  # the chain re-hashed: it checks out
+    assert any_reg._meta.verify_audit() == []  # the chain re-hashed: it checks out
     problems = any_reg.verify_audit()
     assert problems and all("changed after it was sealed" in p for p in problems)
     assert any("entry 5 " in p for p in problems)
@@ -101,7 +101,7 @@ def test_newest_entries_cut_off_with_the_head_reset_are_detected(reg: Registry,
     with engine.begin() as conn:
         conn.execute(sa.delete(audit).where(audit.c.id >= 6))
         _rehash_from(conn, 6)
-    assert reg.meta.verify_audit() == []
+    assert reg._meta.verify_audit() == []
     problems = reg.verify_audit()
     assert "entry 8 was sealed but is gone from the database (entries were removed)" in problems
 

@@ -62,7 +62,7 @@ def test_a_corrupt_raw_plane_is_named_and_nothing_is_written(reg: Registry,
     save_file({"w": rng.standard_normal(100_000).astype(np.float32)}, str(src))
     reg.commit(src, model="m")
     seg = next(s for s in reg.manifest("m@v1").files[0].segments if s.tensor == "w")
-    block = reg.io.header(seg.id).blocks[0]
+    block = reg._io.header(seg.id).blocks[0]
     payload_head = 2 + 4 * 4  # itemsize, raw mask, 4 plane lengths
     path = reg.layout.root / "objects" / seg.id[:2] / seg.id[2:]
     data = bytearray(path.read_bytes())

@@ -12,14 +12,14 @@ OLD, FRESH = "a" * 64, "b" * 64
 
 
 def _held(reg: Registry, subject: str) -> set[str]:
-    return reg.meta.uploaded(subject, [OLD, FRESH], since=datetime.now(UTC) - timedelta(days=30))
+    return reg._meta.uploaded(subject, [OLD, FRESH], since=datetime.now(UTC) - timedelta(days=30))
 
 
 def test_gc_expires_uploads_older_than_a_day(any_reg: Registry) -> None:
     now = datetime.now(UTC)
-    any_reg.meta.record_uploads("ann", [OLD], at=now - timedelta(hours=25))
-    any_reg.meta.record_uploads("ann", [FRESH], at=now - timedelta(hours=23))
-    any_reg.meta.record_uploads("bob", [OLD], at=now - timedelta(days=3))
+    any_reg._meta.record_uploads("ann", [OLD], at=now - timedelta(hours=25))
+    any_reg._meta.record_uploads("ann", [FRESH], at=now - timedelta(hours=23))
+    any_reg._meta.record_uploads("bob", [OLD], at=now - timedelta(days=3))
 
     dry = any_reg.gc(dry_run=True)
     assert dry.uploads_expired == 0 and "uploads_expired" not in dry.to_json()
@@ -37,9 +37,9 @@ def test_gc_expires_uploads_older_than_a_day(any_reg: Registry) -> None:
 
 def test_gc_upload_ttl_is_a_parameter(reg: Registry) -> None:
     now = datetime.now(UTC)
-    reg.meta.record_uploads("ann", [OLD], at=now - timedelta(hours=2))
-    reg.meta.record_uploads("ann", [FRESH])
-    report = maintenance.gc(reg.layout, reg.meta, reg.io, dry_run=False, actor="tester",
+    reg._meta.record_uploads("ann", [OLD], at=now - timedelta(hours=2))
+    reg._meta.record_uploads("ann", [FRESH])
+    report = maintenance.gc(reg.layout, reg._meta, reg._io, dry_run=False, actor="tester",
                             upload_ttl=timedelta(hours=1))
     assert report.uploads_expired == 1
     assert _held(reg, "ann") == {FRESH}

@@ -116,7 +116,7 @@ def test_ambiguous_id_prefix(reg: Registry, tmp_path: Path) -> None:
     v1 = reg.commit(tmp_path / "a.safetensors", model="toy")
     # Two more rows whose ids share a prefix (ids are only keys to the metadata layer).
     for tail in ("1", "2"):
-        reg.meta.insert_version(
+        reg._meta.insert_version(
             NewVersion(id="abcdef" + tail * 58, model="toy", author="t", message="",
                        parents=[v1.id], params={}, metrics={}, lineage={}, raw_size=0,
                        stored_size=0, created_at=datetime.now(UTC)),
@@ -310,8 +310,8 @@ def test_commit_with_an_existing_tag_changes_nothing(any_reg: Registry, tmp_path
     base = write_model(tmp_path / "a.safetensors", 1)
     write_model(tmp_path / "b.safetensors", 2, base=base)
     v1 = any_reg.commit(tmp_path / "a.safetensors", model="toy", tags=["t1"])
-    objects = {o.key for o in any_reg.store.list()}
-    audit = len(any_reg.meta.audit_entries())
+    objects = {o.key for o in any_reg._store.list()}
+    audit = len(any_reg._meta.audit_entries())
     for tags in (["t1"], ["t2", "t1"], ["main"]):
         with pytest.raises(AlreadyExists) as err:
             any_reg.commit(tmp_path / "b.safetensors", model="toy", tags=tags)
@@ -319,8 +319,8 @@ def test_commit_with_an_existing_tag_changes_nothing(any_reg: Registry, tmp_path
     assert [v.id for v in any_reg.log("toy")] == [v1.id]
     assert any_reg.resolve("toy@main").id == v1.id
     assert {r.name for r in any_reg.refs("toy")} == {"main", "t1"}
-    assert {o.key for o in any_reg.store.list()} == objects  # not even orphans
-    assert len(any_reg.meta.audit_entries()) == audit
+    assert {o.key for o in any_reg._store.list()} == objects  # not even orphans
+    assert len(any_reg._meta.audit_entries()) == audit
     v2 = any_reg.commit(tmp_path / "b.safetensors", model="toy", tags=["t2", "t3", "t3"])
     assert v2.number == 2
     assert any_reg.resolve("toy@t2").id == any_reg.resolve("toy@t3").id == v2.id

@@ -80,7 +80,7 @@ def test_a_raw_file_reads_a_delta_tensor_object_through_its_chain(
     reg.commit(tmp_path / "a.safetensors", model="m")
     reg.commit(tmp_path / "b.safetensors", model="m")
     [seg] = [s for s in reg.manifest("m@v2").files[0].segments if s.tensor == "w"]
-    assert reg.io.header(seg.id).ref is not None  # stored as a delta
+    assert reg._io.header(seg.id).ref is not None  # stored as a delta
     ft.tofile(tmp_path / "ft.bin.raw")
     reg.commit(tmp_path / "ft.bin.raw", model="raw")
     raw_v = reg.resolve("raw")
@@ -136,10 +136,10 @@ def test_verify_reads_each_live_version_as_checkout_does(reg: Registry, tmp_path
     with pytest.raises(UsageError):  # a commit of such entries is refused up front
         reg.commit_entries([bad], model="m", kind="file")
     # Recorded past those checks, as damage (or an older modelvc) would leave it.
-    rows = [r for r in reg.meta.version_objects(reg.resolve("m").id) if r.kind != "manifest"]
+    rows = [r for r in reg._meta.version_objects(reg.resolve("m").id) if r.kind != "manifest"]
     draft = Draft(model="m", branch="main", author="tester", message="", params={},
                   metrics={}, lineage={}, kind="file", tags=[])
-    v = record(reg.meta, reg.io, reg.store, draft, base_for(reg.meta, "m", "main", None),
+    v = record(reg._meta, reg._io, reg._store, draft, base_for(reg._meta, "m", "main", None),
                (bad,), objects=rows, ref_objects=[], new_bytes=0)
     with pytest.raises(CorruptObject):
         reg.checkout(f"m@v{v.number}", tmp_path / "out.safetensors")
@@ -158,9 +158,9 @@ def test_verify_names_a_row_that_would_let_gc_remove_a_reference(
     reg.commit(tmp_path / "a.safetensors", model="m")
     v2 = reg.commit(tmp_path / "b.safetensors", model="m")
     [seg] = [s for s in reg.manifest("m@v2").files[0].segments if s.tensor == "w"]
-    [row] = [r for r in reg.meta.version_objects(v2.id) if r.id == seg.id]
+    [row] = [r for r in reg._meta.version_objects(v2.id) if r.id == seg.id]
     assert row.ref_id is not None
-    reg.meta.update_object(replace(row, ref_id=None))
+    reg._meta.update_object(replace(row, ref_id=None))
     report = reg.verify()
     assert "not in the chain its row records" in report.corrupt[seg.id]
     assert report.broken_versions == [f"m@v2 ({v2.id[:12]})"]
@@ -279,7 +279,7 @@ def test_any_mix_of_tensors_and_blobs_with_colliding_bytes_checks_out_and_verify
     finally:
         reg.close()
 
-    keys = sorted(o.key for o in reg.store.list())
+    keys = sorted(o.key for o in reg._store.list())
     victim = keys[damage % len(keys)]
     path = tmp / "repo" / ".modelvc" / "objects" / victim[:2] / victim[2:]
     data = bytearray(path.read_bytes())

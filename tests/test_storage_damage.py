@@ -39,8 +39,8 @@ def looped(reg: Registry, tmp_path: Path) -> tuple[Path, str]:
     write_model(tmp_path / "v2.safetensors", 1, base=base)
     reg.commit(tmp_path / "v2.safetensors", model="m")
     m2 = reg.manifest("m@v2")
-    child = next(s.id for f in m2.files for s in f.tensors() if reg.io.header(s.id).ref)
-    parent = reg.io.header(child).ref
+    child = next(s.id for f in m2.files for s in f.tensors() if reg._io.header(s.id).ref)
+    parent = reg._io.header(child).ref
     assert parent is not None
     root = reg.layout.root / "objects"
     src, dst = root / child[:2] / child[2:], root / parent[:2] / parent[2:]

@@ -34,7 +34,7 @@ def test_multi_block_tensors_stream_with_deltas(small_stream: None, reg: Registr
     reg.commit(tmp_path / "a.safetensors", model="m")
     v2 = reg.commit(tmp_path / "b.safetensors", model="m")
     big = next(s for s in reg.manifest("m@v2").files[0].segments if s.tensor == "big")
-    h = reg.io.header(big.id)
+    h = reg._io.header(big.id)
     assert len(h.blocks) == 4
     assert [b.mode for b in h.blocks][1] == "same"  # an unchanged block costs nothing
     assert h.ref is not None and v2.stored_size < 0.7 * v2.raw_size

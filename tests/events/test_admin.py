@@ -21,28 +21,28 @@ URL = "http://127.0.0.1:9/unused"
 
 
 def _state(reg: Registry) -> tuple[list[tuple[int, bool]], int]:
-    return ([(h.id, h.active) for h in reg.meta.list_webhooks(active_only=False)],
-            len(reg.meta.audit_entries()))
+    return ([(h.id, h.active) for h in reg._meta.list_webhooks(active_only=False)],
+            len(reg._meta.audit_entries()))
 
 
 def test_single_user_registry_without_admins_allows_anyone(reg: Registry) -> None:
     hook = reg.events.add(URL, secret=SECRET, events=["promote"], actor="anyone")
     reg.events.remove(hook.id, actor="someone-else")
-    assert [e.actor for e in reg.meta.audit_entries()] == ["anyone", "someone-else"]
+    assert [e.actor for e in reg._meta.audit_entries()] == ["anyone", "someone-else"]
 
 
 def test_admin_role_on_everything_is_required_once_there_is_one(reg: Registry,
                                                                 receiver: Receiver) -> None:
-    reg.meta.grant_role("root", "*", "admin", actor="boot")
-    reg.meta.grant_role("modeladmin", "bert", "admin", actor="boot")  # one model only
-    reg.meta.grant_role("writer", "*", "writer", actor="boot")
+    reg._meta.grant_role("root", "*", "admin", actor="boot")
+    reg._meta.grant_role("modeladmin", "bert", "admin", actor="boot")  # one model only
+    reg._meta.grant_role("writer", "*", "writer", actor="boot")
     before = _state(reg)
     for actor in ("mallory", "modeladmin", "writer"):
         with pytest.raises(PermissionDenied, match="admin role on the whole registry"):
             reg.events.add(URL, secret=SECRET, events=[], actor=actor)
     assert _state(reg) == before
     hook = reg.events.add(receiver.url, secret=SECRET, events=[], actor="root")
-    last = reg.meta.audit_entries()[-1]
+    last = reg._meta.audit_entries()[-1]
     assert (last.action, last.actor, last.target) == ("webhook", "root", receiver.url)
     receiver.wait_for(1)
     assert receiver.received[0].doc["actor"] == "root"  # its own entry acts as a ping
@@ -52,7 +52,7 @@ def test_admin_role_on_everything_is_required_once_there_is_one(reg: Registry,
     assert _state(reg) == before and [h.id for h in reg.events.hooks()] == [hook.id]
     reg.events.remove(hook.id, actor="root")
     assert reg.events.hooks() == []
-    assert reg.meta.audit_entries()[-1].actor == "root"
+    assert reg._meta.audit_entries()[-1].actor == "root"
 
 
 def test_policy_admins_count_too(reg: Registry) -> None:
@@ -66,12 +66,12 @@ def test_policy_admins_count_too(reg: Registry) -> None:
 def test_cli_refuses_a_non_admin(tmp_path: Path) -> None:
     run(["init"], tmp_path)
     with Registry.open(tmp_path) as reg:
-        reg.meta.grant_role("root", "*", "admin", actor="boot")
+        reg._meta.grant_role("root", "*", "admin", actor="boot")
     denied = run(["webhook", "add", URL], tmp_path, ok=False)  # as cli-tester
     assert denied.returncode == 8 and "admin role" in denied.stderr
     with Registry.open(tmp_path) as reg:
         assert reg.events.hooks() == []
     with Registry.open(tmp_path) as reg:
-        reg.meta.grant_role("cli-tester", "*", "admin", actor="root")
+        reg._meta.grant_role("cli-tester", "*", "admin", actor="root")
     ok = run(["webhook", "add", URL, "--json"], tmp_path)
     assert json.loads(ok.stdout)["url"] == URL

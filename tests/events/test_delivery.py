@@ -164,7 +164,7 @@ def test_gate_results_are_events(reg: Registry, tmp_path: Path, receiver: Receiv
     reg.events.add(receiver.url, secret=SECRET, events=["gate"], actor="ops")
     for passed in (False, True):
         # As gate_runs.py records a run: the row and its audit entry, then the hook.
-        reg.meta.record_gate_run(
+        reg._meta.record_gate_run(
             version_id=v1, channel="production", policy_digest="0" * 64, passed=passed,
             report_id="1" * 64, summary={"passed": passed}, actor="ci",
             audit_entry=AuditEntry(actor="ci", action="gate", target="toy@production",

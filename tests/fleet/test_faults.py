@@ -49,7 +49,7 @@ def test_database_restart_between_stage_and_flip(
         assert c.rollout("d").ok
         with Load([g.url for g in gws], digits.x) as load:
             wait_for(lambda: load.seen.ok > 50, "traffic")
-            staged = c.stage(c.meta.get_deployment("d"), v2)
+            staged = c.stage(c.rollouts.get_deployment("d"), v2)
             assert isinstance(staged, Deployment), staged
             pg.stop()
             seen = load.seen.ok
@@ -59,7 +59,7 @@ def test_database_restart_between_stage_and_flip(
             # Every gateway reconnects, re-reads the deployment (still staging v2 at
             # epoch 2) and reports again, keeping what it staged.
             wait_for(lambda: all(r.heartbeat_at is not None and r.heartbeat_at > back
-                                 and r.staged_id == v2 for r in c.meta.list_replicas()),
+                                 and r.staged_id == v2 for r in c.rollouts.list_replicas()),
                      "every replica to report again, still staged")
             out = c.flip(staged, lambda: reg.promote("digits@v2", "production"))
             assert out.ok, out.reason
@@ -68,10 +68,10 @@ def test_database_restart_between_stage_and_flip(
         assert load.seen.failed == [] and load.seen.backwards == []
         assert served(gws) == {(2, 2)}
         # ... and once more the other way: a restart right after the commit point.
-        d = c.meta.get_deployment("d")
+        d = c.rollouts.get_deployment("d")
         staged = c.stage(d, reg.resolve("digits@v1").id)
         assert isinstance(staged, Deployment)
-        c.meta.commit_flip(staged.name, staged.epoch)
+        c.rollouts.commit_flip(staged.name, staged.epoch)
         pg.stop()
         pg.start()
         wait_for(lambda: served(gws) == {(1, 3)}, "the fleet on v1 after the restart")
@@ -84,7 +84,7 @@ def test_a_replica_back_late_converges(fleet_reg: Registry, start_gateways: Star
         c.create("d", "digits", "production")
         assert c.rollout("d").ok
         gws[2].stop()
-        d = c.meta.get_deployment("d")
+        d = c.rollouts.get_deployment("d")
         wait_for(lambda: len(c.members(d)) == 2, "r3 to drop out of the live members")
         out = c.rollout("d", "v2")
         assert out.ok, out.reason
@@ -116,7 +116,7 @@ def test_a_replica_that_cannot_stage_backs_off(fleet_reg: Registry, start_gatewa
     commit_onnx(fleet_reg, tmp_path, b"", "v4-python",
                 extra={"predictor.py": PREDICTOR, "load_seconds": b"0"})
     v4 = fleet_reg.resolve("digits@v4").id
-    meta = fleet_reg.meta
+    meta = fleet_reg._meta
     with Controller(fleet_reg) as c:
         c.create("d", "digits", "production")
         assert c.rollout("d").ok

@@ -65,7 +65,7 @@ def test_atomic_rollout_across_hosts_and_a_host_cut_off_mid_flip(
         assert served(gws) == {(2, 2)}
 
         # Stage v3 everywhere, cut host 3 off, then flip: it misses the flip.
-        staged = c.stage(c.meta.get_deployment("d"), reg.resolve("digits@v3").id)
+        staged = c.stage(c.rollouts.get_deployment("d"), reg.resolve("digits@v3").id)
         assert not isinstance(staged, Outcome), staged
         assert {r["staged"] for r in c.status("d")["replicas"]} == {3}
         hs[2].cut()

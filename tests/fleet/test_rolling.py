@@ -39,7 +39,7 @@ def test_rolling_in_batches_and_abort(fleet_reg: Registry, start_gateways: Start
 
         def sample() -> None:
             while not done.is_set():
-                r = c.meta.get_deployment("d").rolled
+                r = c.rollouts.get_deployment("d").rolled
                 if r is not None and (not rolled or rolled[-1] != r):
                     rolled.append(r)
 

@@ -59,11 +59,11 @@ def test_channel_moves_drive_the_fleet(fleet_reg: Registry, start_gateways: Star
             cli(fleet_reg, "promote", "digits@v4", "--to", "production")
             wait_for(lambda: len(outcomes) == 4, "the refused rollout")
             assert not outcomes[3].ok and "replica r3 failed" in outcomes[3].reason
-            epoch = c.meta.get_deployment("d").epoch
+            epoch = c.rollouts.get_deployment("d").epoch
             looks = w.looks
             fleet_reg.promote("digits@v2", "staging", reason="wakes the watcher")
             wait_for(lambda: w.looks >= looks + 3, "the watcher to look again")
-            assert len(outcomes) == 4 and c.meta.get_deployment("d").epoch == epoch
+            assert len(outcomes) == 4 and c.rollouts.get_deployment("d").epoch == epoch
             assert served(gws) == {(1, epoch)}
             # The channel moves again: the watcher follows it.
             cli(fleet_reg, "promote", "digits@v2", "--to", "production")

@@ -61,4 +61,4 @@ def test_watch_with_canary_options(fleet_reg: Registry, start_gateways: Starter,
         tallies = [t.stop() for t in loads]
         w.stop()
     assert sum(t.failed for t in tallies) == 0
-    assert c.meta.get_deployment("d").strategy == "atomic"  # the override is not stored
+    assert c.rollouts.get_deployment("d").strategy == "atomic"  # the override is not stored

@@ -43,7 +43,7 @@ def test_a_restarted_watcher_skips_the_version_the_fleet_refused(
     second: WatchProcess | None = None
     try:
         cli(fleet_reg, "promote", "digits@v4", "--to", "production")
-        revision = fleet_reg.meta.get_ref("digits", "production").revision
+        revision = fleet_reg._meta.get_ref("digits", "production").revision
         (out,) = first.wait_lines(1, "the first watcher's refused rollout")
         assert not out["ok"] and "replica r2 failed" in out["reason"], out
         assert (out["state"], out["epoch"]) == ("aborted", 3)
@@ -62,7 +62,7 @@ def test_a_restarted_watcher_skips_the_version_the_fleet_refused(
         fleet_reg.promote("digits@v2", "staging", reason="wakes the watcher")
         time.sleep(3.0)  # beyond its 2 s safety re-read
         assert len(second.lines()) == 1
-        d = fleet_reg.meta.get_deployment("d")
+        d = fleet_reg._meta.get_deployment("d")
         assert (d.epoch, d.state, d.pending_id) == (3, "aborted", None)
         assert served(gws) == {(1, 3)}
         assert len(fleet_reg.audit(action="deploy-refuse")) == 1

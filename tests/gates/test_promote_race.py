@@ -42,7 +42,7 @@ class PromoteMeanwhile(Authority):
     """Authorizes as usual, then lets another writer promote before returning."""
 
     def __init__(self, reg: Registry, other: Registry, ref: str, channel: str) -> None:
-        super().__init__(reg.meta)
+        super().__init__(reg._meta)
         self.other, self.ref, self.channel = other, ref, channel
         self.clearances: list[Clearance] = []
 

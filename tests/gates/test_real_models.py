@@ -60,7 +60,7 @@ def test_digits_onnx_eval_and_runtime_budgets(reg: Registry, digits: tuple[Path,
     assert report.metrics["accuracy"] == pytest.approx(acc)
     assert report.data is not None and report.data["kind"] == "file"
     # The stored report is the content-addressed blob the gate_runs row points at.
-    run = reg.meta.gate_runs(v.id, "production")[-1]
+    run = reg._meta.gate_runs(v.id, "production")[-1]
     assert run.passed and run.report_id == report.report_id
     stored = read_report(reg, run)
     assert stored["version"] == v.id and len(stored["results"]) == len(report.results)

@@ -95,13 +95,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         reg.promote(f"{MODEL}@v2", "staging", actor="tester")
         reg.tag(f"{MODEL}@v3", "gold", actor="tester")
         token, digest = new_token()
-        reg.meta.create_token(name="hf", subject="alice", secret_hash=digest,
+        reg._meta.create_token(name="hf", subject="alice", secret_hash=digest,
                               scopes=["admin:*"], expires_at=None, actor="tester")
-        reg.meta.grant_role("alice", "*", "writer", actor="tester")
+        reg._meta.grant_role("alice", "*", "writer", actor="tester")
         reader, digest = new_token()
-        reg.meta.create_token(name="ro", subject="carol", secret_hash=digest,
+        reg._meta.create_token(name="ro", subject="carol", secret_hash=digest,
                               scopes=["admin:*"], expires_at=None, actor="tester")
-        reg.meta.grant_role("carol", "*", "reader", actor="tester")
+        reg._meta.grant_role("carol", "*", "reader", actor="tester")
     hub.token, hub.reader_token = token, reader
     port = free_port()
     hub.url = f"http://127.0.0.1:{port}"

@@ -77,9 +77,9 @@ def test_writes_need_the_writer_role(hub: Hub) -> None:
 
     token, digest = new_token()
     with hub.open() as reg:
-        reg.meta.create_token(name="ro", subject="bob", secret_hash=digest,
+        reg._meta.create_token(name="ro", subject="bob", secret_hash=digest,
                               scopes=["admin:*"], expires_at=None, actor="tester")
-        reg.meta.grant_role("bob", "*", "reader", actor="tester")
+        reg._meta.grant_role("bob", "*", "reader", actor="tester")
     auth = {"Authorization": f"Bearer {token}"}
     r = httpx.post(f"{hub.url}/api/repos/create", json={"name": "x", "organization": "bob"},
                    headers=auth)

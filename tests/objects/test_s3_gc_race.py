@@ -157,20 +157,20 @@ def test_two_gc_runs_at_once(s3_server: S3Server, tmp_path: Path,
             one.commit(model, model="m", message=f"c{n}")
         for v in ("m@v2", "m@v3", "m@v4"):
             one.delete(v)
-        before = {i.key for i in one.store.list()}
-        live = one.meta.live_object_ids()
+        before = {i.key for i in one._store.list()}
+        live = one._meta.live_object_ids()
         assert len(before - live) > 150  # garbage, most of it packed
         reports = []
         run_together(lambda: reports.append(one.gc(dry_run=False, grace_seconds=0)),
                      lambda: reports.append(two.gc(dry_run=False, grace_seconds=0)))
         assert sum(len(r.removable) for r in reports) >= len(before - live)
         for reg in (one, two):
-            assert {i.key for i in reg.store.list()} == live  # nothing came back
+            assert {i.key for i in reg._store.list()} == live  # nothing came back
             assert reg.gc(dry_run=True, grace_seconds=0).removable == []
             assert reg.verify().ok
         fresh = Registry.open(tmp_path / "one")
         try:
-            assert {i.key for i in fresh.store.list()} == live
+            assert {i.key for i in fresh._store.list()} == live
             fresh.checkout("m@v1", tmp_path / "v1")
             fresh.checkout("m@v5", tmp_path / "v5")
         finally:

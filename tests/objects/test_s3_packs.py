@@ -163,8 +163,8 @@ def test_commit_of_small_tensors_is_a_handful_of_requests(
            f"&access_key={s.access_key}&secret_key={s.secret_key}&region=us-east-1")
     model = tmp_path / "m.safetensors"
     with Registry.init(tmp_path / "repo", objects_url=url) as reg:
-        assert isinstance(reg.store, S3Store)
-        sent = count_requests(reg.store)
+        assert isinstance(reg._store, S3Store)
+        sent = count_requests(reg._store)
         small_model(model, 0)
         reg.commit(model, model="m")
         first = len(sent)

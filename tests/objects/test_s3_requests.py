@@ -74,7 +74,7 @@ def test_push_of_a_fine_tune_is_a_handful_of_requests(
         v2 = src.commit(checkpoint(tmp_path / "c2", base, 2, 1e-3), model="m")
         dst.close()
         dst = Registry.open(tmp_path / "dst")  # another process: nothing cached
-        sent = count_requests(dst.store)
+        sent = count_requests(dst._store)
         result = push(src, dst, ["m"])
         print(f"\npush of a fine-tune: {len(sent)} S3 requests")
         assert result.versions == [v2.id]
@@ -98,8 +98,8 @@ def test_commit_of_a_fine_tune_is_a_handful_of_requests(
     with Registry.init(tmp_path / "repo", objects_url=s3_url(s3_server)) as reg:
         reg.commit(checkpoint(tmp_path / "c1", base, 1, 0.0), model="m")
     with Registry.open(tmp_path / "repo") as reg:  # a fresh process: no cached blocks
-        assert isinstance(reg.store, S3Store)
-        sent = count_requests(reg.store)
+        assert isinstance(reg._store, S3Store)
+        sent = count_requests(reg._store)
         reg.commit(checkpoint(tmp_path / "c2", base, 2, 1e-3), model="m")
         print(f"\ncommit of a fine-tune: {len(sent)} S3 requests")
         # Each tensor's reference needs its header and its payload: both come from the
@@ -108,7 +108,7 @@ def test_commit_of_a_fine_tune_is_a_handful_of_requests(
         assert all(n <= 2 for n in pack_reads(sent).values()), "\n".join(sent)
         tensors = [s.id for f in reg.manifest("m@v2").files for s in f.segments if s.tensor]
         assert len(tensors) == 100
-        assert all(reg.io.header(t).ref is not None for t in tensors)  # deltas
+        assert all(reg._io.header(t).ref is not None for t in tensors)  # deltas
         assert reg.verify().ok
         reg.checkout("m@v2", tmp_path / "out")
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == \

@@ -155,7 +155,7 @@ def test_requests_per_version_on_s3(cluster: Cluster, tmp_path: Path,
     src.commit(write(1, 0.0), model="m")
     dst = cluster.open(0)
     calls: list[str] = []
-    client = dst.store._client  # type: ignore[attr-defined]
+    client = dst._store._client  # type: ignore[attr-defined]
     count: Callable[..., None] = lambda **kw: calls.append(kw["event_name"])  # noqa: E731
     client.meta.events.register("before-call.s3", count)
     try:

@@ -31,7 +31,7 @@ def client(repo: Path) -> Iterator[TestClient]:
 
 
 def _queries(client: TestClient, path: str, token: str) -> tuple[int, list[str]]:
-    engine = client.app.state.modelvc.registry().meta._engine  # type: ignore[attr-defined]
+    engine = client.app.state.modelvc.registry()._meta._engine  # type: ignore[attr-defined]
     seen: list[str] = []
 
     def on(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -49,7 +49,7 @@ def _queries(client: TestClient, path: str, token: str) -> tuple[int, list[str]]
 def test_one_query_per_authenticated_request(client: TestClient, repo: Path) -> None:
     token = grant_token(repo, "ann", "admin", "*")
     with Registry.open(repo) as reg:
-        reg.meta.grant_role("ann", "team-*", "writer", actor="boot")
+        reg._meta.grant_role("ann", "team-*", "writer", actor="boot")
     status, seen = _queries(client, "/api/v1/whoami", token)
     assert status == 200 and len(seen) == 1, seen  # whoami itself reads nothing more
     assert "tokens" in seen[0] and "role_bindings" in seen[0]
@@ -64,11 +64,11 @@ def test_revocations_count_from_the_next_request(client: TestClient, repo: Path)
     h = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/v1/tokens", headers=h).status_code == 200
     with Registry.open(repo) as other:  # as another server process or the CLI would
-        other.meta.revoke_role("bob", "*", actor="boot")
+        other._meta.revoke_role("bob", "*", actor="boot")
     r = client.get("/api/v1/tokens", headers=h)
     assert r.status_code == 403 and r.json()["error"] == "PermissionDenied"
     with Registry.open(repo) as other:
-        (tok,) = [t for t in other.meta.list_tokens("bob")]
-        other.meta.revoke_token(tok.id, actor="boot")
+        (tok,) = [t for t in other._meta.list_tokens("bob")]
+        other._meta.revoke_token(tok.id, actor="boot")
     r = client.get("/api/v1/whoami", headers=h)
     assert r.status_code == 401 and "revoked" in r.json()["message"]

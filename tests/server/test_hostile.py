@@ -57,7 +57,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         # reader of PUBLIC only.
         fork = dataclasses.replace(reg.manifest(f"{PUBLIC}@v1"), parents=(secret.id,),
                                    message="fork")
-        reg.io.put_blob(fork.to_bytes(), oid=fork.id)
+        reg._io.put_blob(fork.to_bytes(), oid=fork.id)
         end = local_end(reg)
         end.record_version(PUBLIC, fork.id)
         end.update_ref(RefInfo(PUBLIC, "fork", "branch", fork.id), expected=None,

@@ -176,15 +176,15 @@ AUDITED = {"commit", "create-branch", "tag", "delete-branch", "promote", "rollba
 def snapshot(path: Path) -> Any:
     """Everything a mutation could change, read straight from the registry."""
     with Registry.open(path) as reg:
-        trail = reg.meta.audit_entries()
+        trail = reg._meta.audit_entries()
         return (
             len(trail), trail[-1].hash if trail else None,
-            [(r.name, r.kind, r.version_id, r.revision) for r in reg.meta.list_refs(M)],
-            [(v.id, v.deleted_at) for v in reg.meta.list_versions(M, include_deleted=True)],
-            sorted(o.key for o in reg.store.list()) if hasattr(reg.store, "list") else None,
-            [(t.id, t.revoked_at) for t in reg.meta.list_tokens()],
-            [(b.subject, b.scope, b.role) for b in reg.meta.role_bindings()],
-            [(h.id, h.active) for h in reg.meta.list_webhooks(active_only=False)],
+            [(r.name, r.kind, r.version_id, r.revision) for r in reg._meta.list_refs(M)],
+            [(v.id, v.deleted_at) for v in reg._meta.list_versions(M, include_deleted=True)],
+            sorted(o.key for o in reg._store.list()) if hasattr(reg._store, "list") else None,
+            [(t.id, t.revoked_at) for t in reg._meta.list_tokens()],
+            [(b.subject, b.scope, b.role) for b in reg._meta.role_bindings()],
+            [(h.id, h.active) for h in reg._meta.list_webhooks(active_only=False)],
         )
 
 
@@ -212,7 +212,7 @@ def test_role_matrix(env: Env, persona: str) -> None:
             wrong.append(f"{name}: {persona} was allowed without the {needed} role")
         elif name in AUDITED:
             with Registry.open(env.path) as reg:
-                last = reg.meta.audit_entries()[-1]
+                last = reg._meta.audit_entries()[-1]
             if last.actor != persona:
                 wrong.append(f"{name}: audited as {last.actor!r}, not {persona!r}")
     client.close()

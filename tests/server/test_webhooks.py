@@ -25,8 +25,8 @@ API = "/api/v1/webhooks"
 
 def _state(repo: Path) -> tuple[list[tuple[int, bool]], int]:
     with Registry.open(repo) as reg:
-        return ([(h.id, h.active) for h in reg.meta.list_webhooks(active_only=False)],
-                len(reg.meta.audit_entries()))
+        return ([(h.id, h.active) for h in reg._meta.list_webhooks(active_only=False)],
+                len(reg._meta.audit_entries()))
 
 
 def test_webhooks_need_the_admin_role_on_everything(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_webhooks_need_the_admin_role_on_everything(tmp_path: Path) -> None:
             ev.remove(hook.id)
             assert ev.hooks() == []
         with Registry.open(repo) as reg:
-            trail = [(e.action, e.actor) for e in reg.meta.audit_entries()
+            trail = [(e.action, e.actor) for e in reg._meta.audit_entries()
                      if e.action == "webhook"]
         assert trail == [("webhook", "ops"), ("webhook", "ops")]
     finally:

@@ -86,11 +86,11 @@ def grant_token(registry: Path | str, subject: str = "ci", role: str | None = "a
     locally on the registry the server serves."""
     token, digest = new_token()
     with Registry.open(registry) as reg:
-        row = reg.meta.create_token(name=f"{subject}-test", subject=subject,
+        row = reg._meta.create_token(name=f"{subject}-test", subject=subject,
                                     secret_hash=digest, scopes=scopes or [],
                                     expires_at=expires_at, actor="bootstrap")
         if role is not None:
-            reg.meta.grant_role(subject, scope, role, actor="bootstrap")
+            reg._meta.grant_role(subject, scope, role, actor="bootstrap")
         if revoked:
-            reg.meta.revoke_token(row.id, actor="bootstrap")
+            reg._meta.revoke_token(row.id, actor="bootstrap")
     return token

@@ -80,7 +80,7 @@ def test_token_identity_needs_the_promoter_role(
     serve_reg.promote("digits@v2", "canary", reason="try")
     _apply(serve_reg, "ci-bot")
     token, digest = new_token()
-    serve_reg.meta.create_token(name="gateway", subject="ci-bot", secret_hash=digest,
+    serve_reg._meta.create_token(name="gateway", subject="ci-bot", secret_hash=digest,
                                 scopes=[], expires_at=None, actor="tester")
     srv = start_gateway(serve_reg, [_canary(50)], token=token)
     st = status(srv.url)
@@ -90,7 +90,7 @@ def test_token_identity_needs_the_promoter_role(
     _drive(srv.url, digits, lambda: status(srv.url)["refusal"] is not None)
     assert "ci-bot needs the promoter role" in status(srv.url)["refusal"]["error"]
     assert serve_reg.resolve("digits@production").number == 1
-    serve_reg.meta.grant_role("ci-bot", "digits", "promoter", actor="tester")
+    serve_reg._meta.grant_role("ci-bot", "digits", "promoter", actor="tester")
     wait_for(lambda: serve_reg.resolve("digits@production").number == 2, "the retry",
              limit=90)
     last = serve_reg.history("digits", "production")[-1]

@@ -25,7 +25,7 @@ class Signed:
 def set_policy(reg: Registry, body: str) -> None:
     """Record BODY as the applied policy, audited as `policy apply` records it."""
     digest = str(hash(body))
-    reg.meta.put_policy(digest, body, "tester",
+    reg._meta.put_policy(digest, body, "tester",
                         AuditEntry(actor="tester", action="policy", target="policy",
                                    after={"digest": digest}))
 

@@ -46,7 +46,7 @@ def test_key_create_keeps_private_key_private(reg: Registry, tmp_path: Path) -> 
     k, path = create_key(reg, "bob", tmp_path / "keys")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert "PRIVATE KEY" in path.read_text()
-    assert k.id in {x.id for x in reg.meta.list_keys()}
+    assert k.id in {x.id for x in reg._meta.list_keys()}
     with pytest.raises(UsageError, match="inside the registry"):
         create_key(reg, "carol", reg.layout.root / "keys")
     assert not (reg.layout.root / "keys").exists()
@@ -90,7 +90,7 @@ def test_revoked_key_refused(signed: Signed) -> None:
 
 
 def _edit_bundle(reg: Registry, version_id: str, edit: str) -> None:
-    row = reg.meta.signatures(version_id)[0]
+    row = reg._meta.signatures(version_id)[0]
     b = json.loads(row.signature)
     env = b["dsseEnvelope"]
     if edit == "sig":

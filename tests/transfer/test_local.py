@@ -97,16 +97,16 @@ def test_the_receiver_refuses_objects_that_do_not_match_their_id(
     a, b = make_reg("a"), make_reg("b")
     t = Trainer(a, tmp_path)
     v1, v2 = t.commit(), t.commit()
-    rows = a.meta.version_objects(v1)
+    rows = a._meta.version_objects(v1)
     tensor = next(r for r in rows if r.kind == "tensor")
     blob = next(r for r in rows if r.kind == "blob")
-    delta = next(r for r in a.meta.version_objects(v2) if r.ref_id)
+    delta = next(r for r in a._meta.version_objects(v2) if r.ref_id)
     sink = local_end(b)
-    good = a.store.get(tensor.id)
+    good = a._store.get(tensor.id)
     flipped = good[:10] + bytes([good[10] ^ 1]) + good[11:]
     bad = [(tensor.id, flipped), (blob.id, good), (tensor.id, b"MVT1"),
-           (delta.id, a.store.get(delta.id))]  # a delta whose reference never arrived
+           (delta.id, a._store.get(delta.id))]  # a delta whose reference never arrived
     for oid, data in bad:
         with pytest.raises(CorruptObject):
             sink.write_pack("bert", [(oid, data)])
-    assert not b.store.has_many([tensor.id, blob.id, delta.id])
+    assert not b._store.has_many([tensor.id, blob.id, delta.id])

@@ -51,7 +51,7 @@ def test_a_reader_reads_only_its_models_objects(
         b_v1 = srv.resolve("b@v1").id
         b_blobs = {o.id for o in srv.objects_of("b@v1") if o.kind == "blob"}
         assert delta_refs and only_b  # a's tensors are deltas on objects only b lists
-        assert {v for vs in srv.meta.versions_using(delta_refs).values() for v in vs} == {b_v1}
+        assert {v for vs in srv._meta.versions_using(delta_refs).values() for v in vs} == {b_v1}
     reader = grant_token(server.registry, "ann", "reader", "a")
     h = {"Authorization": f"Bearer {reader}"}
     with httpx.Client(base_url=server.url, headers=h, timeout=30) as c:
@@ -77,10 +77,10 @@ def test_a_reader_reads_only_its_models_objects(
         r = c.post(f"{API}/objects/fetch", json={"model": "a", "ids": ids})
         assert r.status_code == 200
         assert {oid: len(data) for oid, data in decode_pack(r.content)} == \
-            {oid: len(src.store.get(oid)) for oid in ids}
+            {oid: len(src._store.get(oid)) for oid in ids}
         ref = sorted(delta_refs)[0]
         r = c.get(f"{API}/objects/{ref}", params={"model": "a"})
-        assert r.status_code == 200 and r.content == src.store.get(ref)
+        assert r.status_code == 200 and r.content == src._store.get(ref)
     # And the reader pulls a (through the same routes).
     dst = make_reg("dst")
     pulled = pull(dst, server.url, ["a"], token=reader)
@@ -111,7 +111,7 @@ def test_a_writer_pushing_another_models_objects_must_send_them(
                       json={"model": "c", "ids": sorted(objs)}).json()["have"] == []
         # Knowing the ids is not enough to graft b's objects into c: a pushed manifest
         # naming them is refused (as if they were absent) until their bytes are sent.
-        mraw = mine.store.get(manifest)
+        mraw = mine._store.get(manifest)
         assert c.put(f"{API}/objects/{manifest}", params={"model": "c"},
                      content=mraw).status_code == 200
         r = c.post(f"{API}/transfer/versions", json={"model": "c", "id": manifest})

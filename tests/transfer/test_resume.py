@@ -49,7 +49,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry,
 
 
 def _big(reg: Registry) -> ObjectRow:
-    rows = reg.meta.version_objects(reg.resolve("big@main").id)
+    rows = reg._meta.version_objects(reg.resolve("big@main").id)
     return max(rows, key=lambda r: r.stored_size)
 
 
@@ -121,7 +121,7 @@ def _interrupted_push(server: ServerProcess, token: str, src: Registry, oid: str
              progress=_killer(server, 3 * CHUNK_BYTES, "object"))
     assert server.proc is not None and server.proc.poll() is not None
     with Registry.open(server.registry) as srv:  # nothing partial is an object
-        assert not srv.store.has(oid)
+        assert not srv._store.has(oid)
         with pytest.raises(ModelNotFound):
             srv.versions("big")
 
@@ -249,7 +249,7 @@ def test_an_object_that_fails_verification_when_sent_whole_is_not_sent_again(
     with Registry.init(tmp_path / "src") as src:
         src.commit(path.parent, model="big")
         big = _big(src)
-        stored = src.store.path(big.id)  # type: ignore[attr-defined]
+        stored = src._store.path(big.id)  # type: ignore[attr-defined]
         os.chmod(stored, 0o644)
         with stored.open("r+b") as f:
             f.seek(big.stored_size // 2)
@@ -265,7 +265,7 @@ def test_an_object_that_fails_verification_when_sent_whole_is_not_sent_again(
     assert end.sent[big.id] == big.stored_size  # once, not in a loop
     assert _spools(server.registry) == []
     with Registry.open(server.registry) as srv:
-        assert not srv.store.has(big.id)
+        assert not srv._store.has(big.id)
 
 
 def test_another_subjects_session_is_not_reused(
@@ -321,7 +321,7 @@ def test_a_pull_killed_mid_object_resumes_into_its_partial_file(
         with pytest.raises(StorageError):
             pull(dst, server.url, ["big"], token=token, jobs=1,
                  progress=_killer(server, 2 * CHUNK_BYTES))
-        assert not dst.store.has(big.id)
+        assert not dst._store.has(big.id)
         with pytest.raises(ModelNotFound):
             dst.versions("big")
         [part] = sorted((tmp_path / "dst" / ".modelvc" / "tmp" / "recv" / "object")
@@ -390,7 +390,7 @@ def test_a_push_into_a_folder_resumes_from_its_partial_file(
     try:
         with pytest.raises(Cut):
             push(src, dst, ["big"], jobs=1, progress=cut)
-        assert not dst.store.has(big.id)
+        assert not dst._store.has(big.id)
         [part] = sorted((tmp_path / "dst" / ".modelvc" / "tmp" / "recv" / "object")
                         .glob("*/*"))
         held = part.stat().st_size

@@ -194,7 +194,7 @@ def watch(ctx: Ctx, /, name: str, poll: float, stage_timeout: float, batch: int,
                        f"{r.revision} ({r.reason}); waiting for the channel to move")
 
     with _controller(ctx, stage_timeout, batch, _canary(kw), strategy) as c:
-        c.strategy_for(c.meta.get_deployment(name))  # NotFound, or a bad override, now
+        c.strategy_for(c.rollouts.get_deployment(name))  # NotFound, or a bad override, now
         from ..fleet.watch import Watcher
 
         w = Watcher(c, name, poll=poll, on_skip=skipped,
@@ -215,7 +215,7 @@ def watch(ctx: Ctx, /, name: str, poll: float, stage_timeout: float, batch: int,
 def status(ctx: Ctx, name: str | None, as_json: bool) -> None:
     """What each deployment wants and what each replica serves, and why."""
     with _controller(ctx) as c:
-        names = [name] if name else [d.name for d in c.meta.list_deployments()]
+        names = [name] if name else [d.name for d in c.rollouts.list_deployments()]
         docs = [c.status(n) for n in names]
 
     def human() -> None:

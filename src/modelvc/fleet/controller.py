@@ -81,7 +81,7 @@ class Controller:
                              f"requests), got {canary_share}")
         if canary_share is not None and strategy not in (None, "canary"):
             raise UsageError(f"--canary-share is the canary strategy, not {strategy}")
-        self.reg, self.meta = reg, reg.meta
+        self.reg, self.rollouts = reg, reg.rollouts
         self.stage_timeout, self.verify_timeout, self.stale = stage_timeout, verify_timeout, stale
         self.actor, self.batch = actor, max(1, batch)  # batch: replicas per rolling step
         self.canary_replicas = max(1, canary_replicas)
@@ -116,13 +116,13 @@ class Controller:
                ) -> Deployment:
         if strategy not in STRATEGIES:
             raise UsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
-        self.meta.get_model(model)
-        return self.meta.create_deployment(name, model, channel, strategy, selector or {})
+        return self.reg.deployments.create(name, model=model, channel=channel,
+                                           strategy=strategy, selector=selector)
 
     def members(self, d: Deployment) -> list[Replica]:
         """Live replicas the deployment selects (heartbeat within `stale` seconds)."""
         t = now()
-        return [r for r in self.meta.list_replicas(d.model)
+        return [r for r in self.rollouts.list_replicas(d.model)
                 if d.selects(r.labels) and r.heartbeat_at is not None
                 and (t - r.heartbeat_at).total_seconds() <= self.stale]
 
@@ -130,8 +130,8 @@ class Controller:
     def rollout(self, name: str, to: str | None = None, *, reason: str = "") -> Outcome:
         """Switch the fleet to `to` (NAME@vN or any ref; default: what the channel names),
         moving the channel at the commit point."""
-        d = self.meta.get_deployment(name)
-        ref = self.meta.get_ref(d.model, d.channel)
+        d = self.rollouts.get_deployment(name)
+        ref = self.rollouts.get_ref(d.model, d.channel)
         if to is None:
             vid = ref.version_id
             if vid is None:
@@ -140,8 +140,8 @@ class Controller:
             vid = self.reg.resolve(to if "@" in to else f"{d.model}@{to}").id
 
         def move() -> None:
-            if self.meta.get_ref(d.model, d.channel).version_id != vid:
-                number = self.meta.get_version(vid).number
+            if self.rollouts.get_ref(d.model, d.channel).version_id != vid:
+                number = self.rollouts.get_version(vid).number
                 self.reg.promote(f"{d.model}@v{number}", d.channel, actor=self.actor,
                                  reason=reason or f"deployment {name}")
 
@@ -150,10 +150,10 @@ class Controller:
 
     def rollback(self, name: str, *, reason: str = "") -> Outcome:
         """One step back to the version served before (still warm on every replica)."""
-        d = self.meta.get_deployment(name)
+        d = self.rollouts.get_deployment(name)
         if d.previous_id is None:
             raise UsageError(f"deployment {name!r} has no previous version to go back to")
-        prev = self.meta.get_version(d.previous_id)
+        prev = self.rollouts.get_version(d.previous_id)
 
         def move() -> None:
             self.reg.rollback(d.model, d.channel, to=f"{d.model}@v{prev.number}",
@@ -214,9 +214,9 @@ class Controller:
         canaries, rest = ids[:min(self.canary_replicas, len(ids) - 1)], \
             ids[min(self.canary_replicas, len(ids) - 1):]
         marks = self._clocks(d, ids)  # before the canaries switch: the trial starts now
-        d = self.meta.begin_rolling(d.name, d.epoch, vid, ids)
+        d = self.rollouts.begin_rolling(d.name, d.epoch, vid, ids)
         epoch = d.epoch + 1
-        d = self.meta.roll_batch(d.name, d.epoch, canaries)
+        d = self.rollouts.roll_batch(d.name, d.epoch, canaries)
         failed = lambda r: r.state == "failed" and r.staged_epoch == epoch  # noqa: E731
         why = self._wait(d, canaries, self.stage_timeout,
                          lambda r: r.epoch >= epoch and r.serving_id == vid, fail=failed)
@@ -228,7 +228,7 @@ class Controller:
         if verdict.action != "promote":
             return self._refuse(d, vid, f"canary on {', '.join(canaries)} rolled back: "
                                         f"{verdict.reason}", t0)
-        d = self.meta.stage_rest(d.name, d.epoch)
+        d = self.rollouts.stage_rest(d.name, d.epoch)
         why = self._wait(d, rest, self.stage_timeout, lambda r: _staged(r, vid, epoch),
                          fail=failed)
         if why is not None:
@@ -257,14 +257,14 @@ class Controller:
         label = f"canary share {self.canary_share:.0%}"
         # Staged everywhere first: once one gateway serves the trial's epoch, a caller
         # that saw it may reach any other, which must then hold it too.
-        d = self.meta.begin_stage(d.name, d.epoch, vid, ids, share=self.canary_share)
+        d = self.rollouts.begin_stage(d.name, d.epoch, vid, ids, share=self.canary_share)
         epoch = d.epoch + 1
         failed = lambda r: r.state == "failed" and r.staged_epoch == epoch  # noqa: E731
         why = self._wait(d, ids, self.stage_timeout, lambda r: _staged(r, vid, epoch),
                          fail=failed)
         if why is None:
             marks = self._clocks(d, ids)  # before the share starts: the trial starts now
-            d = self.meta.start_share(d.name, d.epoch)
+            d = self.rollouts.start_share(d.name, d.epoch)
             why = self._wait(d, ids, self.stage_timeout, lambda r: _sharing(r, vid, epoch),
                              fail=failed)
         if why is not None:
@@ -280,7 +280,7 @@ class Controller:
     def _clocks(self, d: Deployment, ids: list[str]) -> dict[str, float]:
         """Each member gateway's own clock now: its statistics are read from then on."""
         marks = {}
-        for r in self.meta.list_replicas(d.model):
+        for r in self.rollouts.list_replicas(d.model):
             if r.id in ids:
                 got = read_stats(r.address)
                 if isinstance(got, GatewayStats) and got.clock is not None:
@@ -300,7 +300,7 @@ class Controller:
         end = time.monotonic() + self.policy.window
         misses: dict[str, int] = {}
         while True:
-            rows = {r.id: r for r in self.meta.list_replicas(d.model) if r.id in ids}
+            rows = {r.id: r for r in self.rollouts.list_replicas(d.model) if r.id in ids}
             by_version: dict[str, list[dict[str, Any]]] = {}
             for rid in ids:
                 r = rows.get(rid)
@@ -355,17 +355,17 @@ class Controller:
     def _refuse(self, d: Deployment, vid: str, why: str, t0: float) -> Outcome:
         """Every replica back to the stable version (warm on the canaries: one switch) at
         epoch+2; the channel moves back if it names the refused version; reason recorded."""
-        d = self.meta.abort_stage(d.name, d.epoch, why)
+        d = self.rollouts.abort_stage(d.name, d.epoch, why)
         if d.version_id is not None and \
-                self.meta.get_ref(d.model, d.channel).version_id == vid:
-            number = self.meta.get_version(d.version_id).number
+                self.rollouts.get_ref(d.model, d.channel).version_id == vid:
+            number = self.rollouts.get_version(d.version_id).number
             try:
                 self.reg.rollback(d.model, d.channel, to=f"{d.model}@v{number}",
                                   actor=self.actor, reason=why)
                 why += f"; {d.channel} moved back to v{number}"
             except Exception as exc:  # the fleet is safe either way; say what is left
                 why += f"; {d.channel} still names the refused version: {exc}"
-            d = self.meta.set_deployment_state(d.name, d.epoch, "aborted", why)
+            d = self.rollouts.set_deployment_state(d.name, d.epoch, "aborted", why)
         late = self._wait(d, d.members, self.verify_timeout,
                           lambda r: r.epoch >= d.epoch and r.serving_id == d.version_id)
         return Outcome(d, False, why + (f" (still switching back: {late})" if late else ""),
@@ -380,16 +380,16 @@ class Controller:
         ids = sorted(r.id for r in self.members(d))
         if not ids:
             raise UsageError(f"no live replica of {d.model} matches {d.selector or '{}'}")
-        d = self.meta.begin_rolling(d.name, d.epoch, vid, ids)
+        d = self.rollouts.begin_rolling(d.name, d.epoch, vid, ids)
         epoch = d.epoch + 1
         for i in range(0, len(ids), self.batch):
             part = ids[i:i + self.batch]
-            d = self.meta.roll_batch(d.name, d.epoch, part)
+            d = self.rollouts.roll_batch(d.name, d.epoch, part)
             why = self._wait(d, part, self.stage_timeout,
                              lambda r: r.epoch >= epoch and r.serving_id == vid,
                              fail=lambda r: r.state == "failed" and r.staged_epoch == epoch)
             if why is not None:
-                d = self.meta.abort_stage(d.name, d.epoch, why)
+                d = self.rollouts.abort_stage(d.name, d.epoch, why)
                 return Outcome(d, False, why, time.monotonic() - t0)
         return d
 
@@ -403,13 +403,13 @@ class Controller:
             raise UsageError(f"no live replica of {d.model} matches {d.selector or '{}'}",
                              hint="start gateways with --fleet and matching --label")
         ids = sorted(r.id for r in members)
-        d = self.meta.begin_stage(d.name, d.epoch, vid, ids)
+        d = self.rollouts.begin_stage(d.name, d.epoch, vid, ids)
         epoch = d.epoch + 1
         why = self._wait(d, ids, self.stage_timeout, lambda r: _staged(r, vid, epoch),
                          fail=lambda r: r.state == "failed" and r.staged_epoch == epoch)
         if why is None:
             return d
-        d = self.meta.abort_stage(d.name, d.epoch, why)
+        d = self.rollouts.abort_stage(d.name, d.epoch, why)
         return Outcome(d, False, why, time.monotonic() - t0)
 
     def flip(self, d: Deployment, move: Callable[[], object] | None = None, *,
@@ -423,12 +423,12 @@ class Controller:
                 move()
         except Exception as exc:  # the channel refused (gate, CAS): nobody switches
             why = f"moving {d.model}@{d.channel}: {exc}"
-            d = self.meta.abort_stage(d.name, d.epoch, why)
+            d = self.rollouts.abort_stage(d.name, d.epoch, why)
             return Outcome(d, False, why, time.monotonic() - t0)
-        d = self.meta.commit_flip(d.name, d.epoch)
+        d = self.rollouts.commit_flip(d.name, d.epoch)
         late = self._wait(d, ids, self.verify_timeout, lambda r: r.epoch >= epoch)
         state = "done" if late is None else "converging"
-        d = self.meta.set_deployment_state(d.name, epoch, state, late or note)
+        d = self.rollouts.set_deployment_state(d.name, epoch, state, late or note)
         return Outcome(d, late is None, late or note, time.monotonic() - t0)
 
     def _wait(self, d: Deployment, ids: list[str], timeout: float,
@@ -439,7 +439,7 @@ class Controller:
         end = time.monotonic() + timeout
         while True:
             self._changed.clear()
-            rows = {r.id: r for r in self.meta.list_replicas(d.model) if r.id in ids}
+            rows = {r.id: r for r in self.rollouts.list_replicas(d.model) if r.id in ids}
             t = now()
             waiting = []
             for rid in ids:
@@ -462,19 +462,19 @@ class Controller:
 
     # --- status
     def status(self, name: str) -> dict[str, Any]:
-        d = self.meta.get_deployment(name)
+        d = self.rollouts.get_deployment(name)
         numbers: dict[str, int] = {}
 
         def num(vid: str | None) -> int | None:
             if vid is None:
                 return None
             if vid not in numbers:
-                numbers[vid] = self.meta.get_version(vid).number
+                numbers[vid] = self.rollouts.get_version(vid).number
             return numbers[vid]
 
         t = now()
         reps = []
-        for r in self.meta.list_replicas(d.model):
+        for r in self.rollouts.list_replicas(d.model):
             if not d.selects(r.labels):
                 continue
             age = (t - r.heartbeat_at).total_seconds() if r.heartbeat_at else None
@@ -494,9 +494,9 @@ class Controller:
                          "why": why})
         # The newest refusal while it stands: the channel still names the refused version
         # at the revision it was refused at (a watcher skips it until the channel moves).
-        refused = refusals.latest(self.meta, d)
+        refused = refusals.latest(self.rollouts, d)
         if refused is not None:
-            ref = self.meta.get_ref(d.model, d.channel)
+            ref = self.rollouts.get_ref(d.model, d.channel)
             if (ref.version_id, ref.revision) != (refused.version_id, refused.revision):
                 refused = None
         return {"name": d.name, "model": d.model, "channel": d.channel,

@@ -23,8 +23,8 @@ from ..meta.api import AuditEntry, AuditRow
 
 if TYPE_CHECKING:
     from ..api.types import Deployment
-    from ..meta.store import MetaStore
     from ..registry import Registry
+    from ..registry.rollouts import Rollouts
 
 log = logging.getLogger("modelvc.fleet")
 ACTION = "deploy-refuse"
@@ -70,7 +70,7 @@ def record(reg: Registry, d: Deployment, vid: str, revision: int | None, reason:
     """Append the refusal of `vid` by deployment `d` (as it was before the switch); its
     audit id, or None if the trail could not be written (logged: the fleet is safe
     either way, only a restarted watcher would try the version again)."""
-    meta = reg.meta
+    meta = reg.rollouts
     try:
         number = meta.get_version(vid).number
         stable = meta.get_version(d.version_id).number if d.version_id else None
@@ -89,13 +89,13 @@ def record(reg: Registry, d: Deployment, vid: str, revision: int | None, reason:
     return audit_id
 
 
-def since(meta: MetaStore, d: Deployment, after_id: int = 0) -> list[Refusal]:
+def since(meta: Rollouts, d: Deployment, after_id: int = 0) -> list[Refusal]:
     """Refusals of deployment `d` recorded after audit entry `after_id`, oldest first."""
     rows = meta.audit_entries(model=d.model, action=ACTION, target=target(d.name),
                               after_id=after_id)
     return [r for r in (Refusal.of(row) for row in rows) if r is not None]
 
 
-def latest(meta: MetaStore, d: Deployment) -> Refusal | None:
+def latest(meta: Rollouts, d: Deployment) -> Refusal | None:
     found = since(meta, d)
     return found[-1] if found else None

@@ -63,9 +63,9 @@ class Watcher:
 
     def step(self) -> Outcome | None:
         """Roll out what the channel names if the fleet does not serve it yet."""
-        meta = self.c.meta
-        d = meta.get_deployment(self.name)
-        ref = meta.get_ref(d.model, d.channel)
+        rollouts = self.c.rollouts
+        d = rollouts.get_deployment(self.name)
+        ref = rollouts.get_ref(d.model, d.channel)
         vid = ref.version_id
         if vid is None or vid == d.version_id or d.state in ("staging", "rolling"):
             return None  # nothing to do, or another controller is mid-switch
@@ -97,7 +97,7 @@ class Watcher:
         entries are read only when the answer is not known yet."""
         if key in self.refused:
             return True
-        for r in refusals.since(self.c.meta, d, self._audit_seen):
+        for r in refusals.since(self.c.rollouts, d, self._audit_seen):
             self._audit_seen = max(self._audit_seen, r.audit_id)
             if r.revision is not None:
                 self.refused[(r.version_id, r.revision)] = r

@@ -48,18 +48,18 @@ class LocalKeys:
         pem = keys.public_pem(keys.parse_public(public_key))
         who = actor or author()
         k = SigningKey(keys.key_id(pem), name, pem, datetime.now(UTC), who, None)
-        self._reg.meta.add_key(k, AuditEntry(actor=who, action="key-add", target=f"key:{name}",
+        self._reg._meta.add_key(k, AuditEntry(actor=who, action="key-add", target=f"key:{name}",
                                              after={"key": name, "id": k.id}))
         return k
 
     def get(self, name_or_id: str) -> SigningKey:
-        return self._reg.meta.get_key(name_or_id)
+        return self._reg._meta.get_key(name_or_id)
 
     def list(self) -> builtins.list[SigningKey]:
-        return self._reg.meta.list_keys()
+        return self._reg._meta.list_keys()
 
     def revoke(self, name: str, *, reason: str = "", actor: str | None = None) -> SigningKey:
-        meta = self._reg.meta
+        meta = self._reg._meta
         k = meta.get_key(name)
         meta.revoke_key(k.id, AuditEntry(actor=actor or author(), action="key-revoke",
                                          target=f"key:{k.name}", before={"key": k.name},
@@ -73,7 +73,7 @@ class LocalSignatures:
 
     def _usable_key(self, key_id: str) -> SigningKey:
         try:
-            k = self._reg.meta.get_key(key_id)
+            k = self._reg._meta.get_key(key_id)
         except NotFound as exc:
             raise NotFound(f"the signing key {key_id[:12]} is not registered",
                            hint="register its public key: `modelvc key add NAME PUBFILE`"
@@ -91,7 +91,7 @@ class LocalSignatures:
         v = reg.resolve(ref)
         b = Bundle.parse(bundle)
         candidates = ([self._usable_key(b.hint)] if b.hint else
-                      [k for k in reg.meta.list_keys() if k.revoked_at is None])
+                      [k for k in reg._meta.list_keys() if k.revoked_at is None])
         k = next((c for c in candidates if b.verify(keys.parse_public(c.public_key))), None)
         if k is None:
             raise SignatureInvalid("the signature does not verify with "
@@ -103,14 +103,14 @@ class LocalSignatures:
                                    f"{why}")
         who = actor or author()
         sig = Signature(v.id, k.id, bundle, datetime.now(UTC), who)
-        reg.meta.add_signature(sig, AuditEntry(
+        reg._meta.add_signature(sig, AuditEntry(
             actor=who, action="sign-import" if imported else "sign", model=v.model,
             target=f"{v.model}@v{v.number}", after={"version": v.id, "key": k.name}))
         reg.events.after_mutation()
         return sig
 
     def list(self, ref: str) -> builtins.list[Signature]:
-        return self._reg.meta.signatures(self._reg.resolve(ref).id)
+        return self._reg._meta.signatures(self._reg.resolve(ref).id)
 
     def check(self, ref: str, *, keys: Sequence[str] | None = None) -> SignatureReport:
         from ..signing.trust import check_signatures
@@ -118,7 +118,7 @@ class LocalSignatures:
         reg = self._reg
         v = reg.resolve(ref)
         trusted = list(keys) if keys is not None else list(reg.trust.settings().keys)
-        checks = check_signatures(reg.meta, reg.trust.read_manifest(v.id), v.id, trusted)
+        checks = check_signatures(reg._meta, reg.trust.read_manifest(v.id), v.id, trusted)
         try:
             ok, message = True, reg.trust.verify(v, trusted)
         except ModelvcError as exc:
@@ -139,20 +139,20 @@ class LocalGates:
         return run_gates(self._reg, ref, channel, policy=pol, data=data, actor=actor)
 
     def runs(self, ref: str, *, channel: str | None = None) -> builtins.list[GateRun]:
-        return self._reg.meta.gate_runs(self._reg.resolve(ref).id, channel)
+        return self._reg._meta.gate_runs(self._reg.resolve(ref).id, channel)
 
     def report(self, ref: str, *, run_id: int) -> dict[str, Any]:
         from .gate_runs import read_report
 
         v = self._reg.resolve(ref)
-        run = next((r for r in self._reg.meta.gate_runs(v.id) if r.id == run_id), None)
+        run = next((r for r in self._reg._meta.gate_runs(v.id) if r.id == run_id), None)
         if run is None:
             raise NotFound(f"{v.model}@v{v.number} has no gate run {run_id}",
                            hint=f"see `modelvc gate show {ref}`")
         return read_report(self._reg, run)
 
     def policy(self) -> PolicyInfo | None:
-        current = self._reg.meta.current_policy()
+        current = self._reg._meta.current_policy()
         return PolicyInfo(*current) if current is not None else None
 
     def apply_policy(self, text: str, *, source: str = "<policy>",
@@ -178,16 +178,16 @@ class LocalTokens:
         secret, digest = new_token()
         at = (datetime.now(UTC) + timedelta(seconds=expires_in_seconds)
               if expires_in_seconds is not None else None)
-        info = self._reg.meta.create_token(name=name, subject=subject, secret_hash=digest,
+        info = self._reg._meta.create_token(name=name, subject=subject, secret_hash=digest,
                                            scopes=list(scopes), expires_at=at,
                                            actor=actor or author())
         return secret, info
 
     def list(self, *, subject: str | None = None) -> builtins.list[Token]:
-        return self._reg.meta.list_tokens(subject)
+        return self._reg._meta.list_tokens(subject)
 
     def revoke(self, token_id: str, *, actor: str | None = None) -> Token:
-        return self._reg.meta.revoke_token(token_id, actor=actor or author())
+        return self._reg._meta.revoke_token(token_id, actor=actor or author())
 
 
 class LocalRoles:
@@ -197,13 +197,13 @@ class LocalRoles:
     def grant(self, subject: str, role: str, *, on: str, actor: str | None = None
               ) -> RoleBinding:
         check_name(subject, "subject")
-        return self._reg.meta.grant_role(subject, on, role, actor=actor or author())
+        return self._reg._meta.grant_role(subject, on, role, actor=actor or author())
 
     def revoke(self, subject: str, *, on: str, actor: str | None = None) -> None:
-        self._reg.meta.revoke_role(subject, on, actor=actor or author())
+        self._reg._meta.revoke_role(subject, on, actor=actor or author())
 
     def list(self, *, subject: str | None = None) -> builtins.list[RoleBinding]:
-        return self._reg.meta.role_bindings(subject)
+        return self._reg._meta.role_bindings(subject)
 
 
 class LocalDeployments:
@@ -215,18 +215,18 @@ class LocalDeployments:
                actor: str | None = None) -> Deployment:
         if strategy not in STRATEGIES:
             raise UsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
-        self._reg.meta.get_model(model)
-        return self._reg.meta.create_deployment(name, model, channel, strategy,
+        self._reg._meta.get_model(model)
+        return self._reg._meta.create_deployment(name, model, channel, strategy,
                                                 dict(selector or {}))
 
     def get(self, name: str) -> Deployment:
-        return self._reg.meta.get_deployment(name)
+        return self._reg._meta.get_deployment(name)
 
     def list(self, *, model: str | None = None) -> builtins.list[Deployment]:
-        return self._reg.meta.list_deployments(model)
+        return self._reg._meta.list_deployments(model)
 
     def delete(self, name: str, *, actor: str | None = None) -> None:
-        self._reg.meta.delete_deployment(name)
+        self._reg._meta.delete_deployment(name)
 
     def replicas(self, *, model: str | None = None) -> builtins.list[Replica]:
-        return self._reg.meta.list_replicas(model)
+        return self._reg._meta.list_replicas(model)

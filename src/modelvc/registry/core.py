@@ -44,6 +44,7 @@ from ..meta.store import MetaStore
 from ..names import check_name, check_ref_name, is_hex_prefix, parse_ref
 from ..objects import open_store
 from ..objects.base import ObjectStore, flush
+from .exchange import ExchangeOps
 from .host import HostOps
 from .writes import DEFAULT_BRANCH as DEFAULT_BRANCH
 from .writes import _IngestOps
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # imported on first use: commands that only read metadata (lo
         LocalSignatures,
         LocalTokens,
     )
+    from .rollouts import Rollouts
 
 Version = VersionRow
 
@@ -77,24 +79,24 @@ class _ReadOps:
     """Read-side and maintenance verbs, mixed into Registry (kept apart for size)."""
 
     layout: _layout.Layout
-    meta: MetaStore
-    store: ObjectStore
+    _meta: MetaStore
+    _store: ObjectStore
     audit_seal: AuditSeal
     _jobs: ThreadPoolExecutor
     _blocks: ThreadPoolExecutor
 
     @cached_property
-    def io(self) -> ObjectIO:
+    def _io(self) -> ObjectIO:
         """Tensors and blobs on the object store (built on first use)."""
         from ..storage import ObjectIO
 
-        return ObjectIO(self.store, executor=self._blocks)
+        return ObjectIO(self._store, executor=self._blocks)
 
     @cached_property
     def trust(self) -> Trust:
         from ..signing.trust import Trust
 
-        return Trust(self.meta, self._manifest)
+        return Trust(self._meta, self._manifest)
 
     # Provided by Registry.
     resolve: Callable[..., Version]
@@ -116,7 +118,7 @@ class _ReadOps:
 
         from ..checkout import checkout
 
-        return checkout(self.io, self._jobs, m, Path(dest), force=force, progress=tick)
+        return checkout(self._io, self._jobs, m, Path(dest), force=force, progress=tick)
 
     def load(self, ref: str, *, framework: str = "numpy", file: str | None = None) -> TensorDict:
         """Tensors of a version as a mapping, each decoded when first accessed."""
@@ -124,29 +126,29 @@ class _ReadOps:
         self.trust.check(v)
         from ..checkout import TensorDict
 
-        return TensorDict(self.io, self._manifest(v.id), framework=framework, file=file)
+        return TensorDict(self._io, self._manifest(v.id), framework=framework, file=file)
 
     def diff(self, a: str, b: str, *, numeric: bool = True,
              progress: Callable[[int, int], None] | None = None) -> VersionDiff:
         va, vb = self.resolve(a), self.resolve(b)
         from ..diff import diff_manifests
 
-        return diff_manifests(self.io, self._manifest(va.id), self._manifest(vb.id),
+        return diff_manifests(self._io, self._manifest(va.id), self._manifest(vb.id),
                               a_label=f"{va.model}@v{va.number}",
                               b_label=f"{vb.model}@v{vb.number}", numeric=numeric,
                               progress=progress)
 
     def stats(self, model: str | None = None) -> dict[str, Any]:
         if model is not None:
-            self.meta.get_model(model)
+            self._meta.get_model(model)
         from .. import maintenance
 
-        return maintenance.stats(self.meta, model, None if model else self.store)
+        return maintenance.stats(self._meta, model, None if model else self._store)
 
     def verify(self, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
         from .. import maintenance
 
-        return maintenance.verify(self.meta, self.io, progress=progress)
+        return maintenance.verify(self._meta, self._io, progress=progress)
 
     def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0,
            progress: Callable[[int, int], None] | None = None, actor: str | None = None,
@@ -156,7 +158,7 @@ class _ReadOps:
         from .. import maintenance
 
         extra = {"upload_ttl": upload_ttl} if upload_ttl is not None else {}
-        return maintenance.gc(self.layout, self.meta, self.io, dry_run=dry_run,
+        return maintenance.gc(self.layout, self._meta, self._io, dry_run=dry_run,
                               grace_seconds=grace_seconds, actor=actor or default_author(),
                               progress=progress, **extra)
 
@@ -170,7 +172,7 @@ class _ReadOps:
         if limit is not None and limit < 1:
             raise UsageError(f"limit must be 1 or more, not {limit}",
                              hint="leave it out for every entry")
-        return self.meta.audit_entries(model=model, target=target, actor=actor,
+        return self._meta.audit_entries(model=model, target=target, actor=actor,
                                        action=action, since=since, until=until,
                                        after_id=after or 0, before_id=before,
                                        limit=None if newest else limit,
@@ -179,8 +181,8 @@ class _ReadOps:
     def verify_audit(self) -> list[str]:
         """Re-compute the audit hash chain and check it against the keyed checkpoints
         kept outside the database (auditseal.py); the problems found (empty: intact)."""
-        problems = self.meta.verify_audit()
-        hashes = {e.id: e.hash for e in self.meta.audit_entries()}
+        problems = self._meta.verify_audit()
+        hashes = {e.id: e.hash for e in self._meta.audit_entries()}
         return problems + self.audit_seal.check(hashes)
 
     def delete(self, ref: str, *, reason: str = "", actor: str | None = None) -> int:
@@ -188,17 +190,17 @@ class _ReadOps:
         v = self.resolve(ref)
         from .. import maintenance
 
-        return maintenance.delete_version(self.layout, self.meta, self.io, v,
+        return maintenance.delete_version(self.layout, self._meta, self._io, v,
                                           actor=actor or default_author(), reason=reason)
 
 
-class Registry(_ReadOps, HostOps, _IngestOps):
+class Registry(_ReadOps, HostOps, ExchangeOps, _IngestOps):
     """A model registry: versions, branches, channels, tags, and their history."""
 
     def __init__(self, lay: _layout.Layout, meta: MetaStore, store: ObjectStore) -> None:
         self.layout = lay
-        self.meta = meta
-        self.store = store
+        self._meta = meta
+        self._store = store
         # Every audited change this process commits is sealed outside the database.
         self.audit_seal = AuditSeal(lay.root / "audit")
         meta.audit_seal = self.audit_seal.seal
@@ -209,15 +211,22 @@ class Registry(_ReadOps, HostOps, _IngestOps):
     def governance(self) -> Authority:
         from ..gates.authority import Authority
 
-        return Authority(self.meta)
+        return Authority(self._meta)
 
     @cached_property
     def events(self) -> Events:
         from ..events import Events
 
-        return Events(self.meta)
+        return Events(self._meta)
 
-    # ---- the areas of RegistryAPI (modelvc.registry.areas)
+    @cached_property
+    def rollouts(self) -> Rollouts:
+        """Deployments' switch steps, for modelvc.fleet (registry/rollouts.py)."""
+        from .rollouts import Rollouts
+
+        return Rollouts(self._meta)
+
+    # ---- the areas of RegistryAPI (registry/areas.py)
     @cached_property
     def keys(self) -> LocalKeys:
         from .areas import LocalKeys
@@ -296,8 +305,8 @@ class Registry(_ReadOps, HostOps, _IngestOps):
     def close(self) -> None:
         self._jobs.shutdown()
         self._blocks.shutdown()
-        self.meta.close()
-        self.store.close()
+        self._meta.close()
+        self._store.close()
 
     def __enter__(self) -> Registry:
         return self
@@ -334,7 +343,7 @@ class Registry(_ReadOps, HostOps, _IngestOps):
         branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
         from ..ingest.record import new_tags
 
-        tags = new_tags(self.meta, model, tags)  # before anything is written
+        tags = new_tags(self._meta, model, tags)  # before anything is written
         from ..commit import FileStorer, collect_files
 
         files = collect_files(Path(path))
@@ -345,7 +354,7 @@ class Registry(_ReadOps, HostOps, _IngestOps):
         from ..ingest.record import Draft, base_for, record
         from ..ingest.references import References
 
-        base = base_for(self.meta, model, branch,
+        base = base_for(self._meta, model, branch,
                         self._parent(parent, model).id if parent is not None else None, parent)
         parent_m = self._manifest(base.parent_id) if base.parent_id else None
         done = 0
@@ -360,12 +369,12 @@ class Registry(_ReadOps, HostOps, _IngestOps):
                       params=dict(params or {}), metrics=dict(metrics or {}), lineage=lineage,
                       kind="file" if Path(path).is_file() else "folder", tags=tags)
         with self.layout.lock(exclusive=False):
-            stored = FileStorer(self.io, self._jobs, progress=tick).store(
+            stored = FileStorer(self._io, self._jobs, progress=tick).store(
                 files, References(parent_m))
             # Objects were written without fsync; make them durable in one batch
             # before anything that refers to them (invariant 1).
-            flush(self.store, stored.new_ids)
-            row = record(self.meta, self.io, self.store, draft, base, tuple(stored.files),
+            flush(self._store, stored.new_ids)
+            row = record(self._meta, self._io, self._store, draft, base, tuple(stored.files),
                          objects=list(stored.objects.values()),
                          ref_objects=list(stored.ref_objects.values()),
                          new_bytes=stored.new_bytes)
@@ -386,26 +395,26 @@ class Registry(_ReadOps, HostOps, _IngestOps):
 
     def _resolve(self, ref: str) -> Version:
         spec = parse_ref(ref)
-        self.meta.get_model(spec.model)
+        self._meta.get_model(spec.model)
         if spec.selector is None:
             head = self._head_or_none(spec.model, DEFAULT_BRANCH)
             if head is None or head.version_id is None:
-                versions = self.meta.list_versions(spec.model)
+                versions = self._meta.list_versions(spec.model)
                 if not versions:
                     raise RefNotFound(f"model {spec.model} has no versions yet")
                 return versions[0]
-            return self.meta.get_version(head.version_id)
+            return self._meta.get_version(head.version_id)
         if spec.number is not None:
-            return self.meta.version_by_number(spec.model, spec.number)
+            return self._meta.version_by_number(spec.model, spec.number)
         ref_row = self._ref_or_none(spec.model, spec.selector)
-        by_id = self.meta.versions_by_prefix(spec.model, spec.selector) if (
+        by_id = self._meta.versions_by_prefix(spec.model, spec.selector) if (
             is_hex_prefix(spec.selector)) else []
         if ref_row is not None and by_id:
             raise AmbiguousRef(f"{ref} names both a {ref_row.kind} and a version id prefix")
         if ref_row is not None:
             if ref_row.version_id is None:
                 raise RefNotFound(f"{ref_row.kind} {ref} points at no version")
-            return self.meta.get_version(ref_row.version_id)
+            return self._meta.get_version(ref_row.version_id)
         if len(by_id) > 1:
             shown = ", ".join(f"v{v.number} {v.id[:12]}" for v in by_id[:5])
             raise AmbiguousRef(f"{ref} matches {len(by_id)} versions ({shown})")
@@ -424,7 +433,7 @@ class Registry(_ReadOps, HostOps, _IngestOps):
     def _channel_missing(self, model: str, channel: str, *, promoting: bool = False
                          ) -> RefNotFound:
         """No channel CHANNEL: the error names the channels the model has."""
-        have = [r.name for r in self.meta.list_refs(model, "channel")]
+        have = [r.name for r in self._meta.list_refs(model, "channel")]
         listed = ", ".join(have) if have else "none yet"
         create = f"`modelvc promote {model}@vN --to {channel} --create`"
         hint = (f"check the spelling; a new channel is created with {create}" if promoting
@@ -434,23 +443,23 @@ class Registry(_ReadOps, HostOps, _IngestOps):
 
     def _ref_or_none(self, model: str, name: str) -> RefRow | None:
         try:
-            return self.meta.get_ref(model, name)
+            return self._meta.get_ref(model, name)
         except (RefNotFound, ModelNotFound):
             return None
 
     def _head_or_none(self, model: str, branch: str) -> RefRow | None:
         from ..ingest.record import head_or_none
 
-        return head_or_none(self.meta, model, branch)
+        return head_or_none(self._meta, model, branch)
 
     def _label(self, version_id: str | None) -> str:
         if version_id is None:
             return "nothing"
-        v = self.meta.get_version(version_id)
+        v = self._meta.get_version(version_id)
         return f"v{v.number} ({v.id[:12]})"
 
     def _manifest(self, version_id: str) -> Manifest:
-        return Manifest.from_bytes(self.io.read_blob(version_id), expect_id=version_id)
+        return Manifest.from_bytes(self._io.read_blob(version_id), expect_id=version_id)
 
     def manifest(self, ref: str) -> Manifest:
         return self._manifest(self.resolve(ref).id)
@@ -458,26 +467,26 @@ class Registry(_ReadOps, HostOps, _IngestOps):
     # ---- listing
     def storage(self, ref: str) -> list[FileStorage]:
         v = self.resolve(ref)
-        return file_storage(self._manifest(v.id), self.meta.version_objects(v.id))
+        return file_storage(self._manifest(v.id), self._meta.version_objects(v.id))
 
     def models(self) -> list[str]:
-        return [m.name for m in self.meta.list_models()]
+        return [m.name for m in self._meta.list_models()]
 
     def versions(self, model: str) -> list[Version]:
         """Newest first. ModelNotFound for an unknown model (as over a server)."""
-        self.meta.get_model(model)
-        return self.meta.list_versions(model)
+        self._meta.get_model(model)
+        return self._meta.list_versions(model)
 
     def log(self, ref: str) -> list[Version]:
         """The version and its ancestors (first-parent and merges), newest first."""
         from ..ingest.refs import ancestors
 
-        out = ancestors(self.meta, [self.resolve(ref).id])
+        out = ancestors(self._meta, [self.resolve(ref).id])
         return sorted(out, key=lambda v: v.number, reverse=True)
 
     def refs(self, model: str, kind: str | None = None) -> list[RefRow]:
-        self.meta.get_model(model)
-        return self.meta.list_refs(model, kind)  # type: ignore[arg-type]
+        self._meta.get_model(model)
+        return self._meta.list_refs(model, kind)  # type: ignore[arg-type]
 
     # ---- refs
     def _move(self, model: str, name: str, kind: RefKind, *, expected: str | None,
@@ -486,7 +495,7 @@ class Registry(_ReadOps, HostOps, _IngestOps):
         """A compare-and-swap ref move with its audit entry, in one transaction."""
         from ..ingest.refs import move_ref
 
-        row = move_ref(self.meta, model, name, kind, expected=expected, new=new, actor=who,
+        row = move_ref(self._meta, model, name, kind, expected=expected, new=new, actor=who,
                        action=action, reason=reason, create=create)
         self.events.after_mutation()
         return row
@@ -500,7 +509,7 @@ class Registry(_ReadOps, HostOps, _IngestOps):
 
     def delete_ref(self, model: str, name: str, *, actor: str | None = None,
                    reason: str = "") -> None:
-        row = self.meta.get_ref(model, name)
+        row = self._meta.get_ref(model, name)
         if row.kind == "tag":
             raise Conflict(f"tag {model}@{name} is immutable and cannot be deleted")
         self.governance.authorize_ref_delete(model, name, row.kind, actor or default_author())
@@ -569,7 +578,7 @@ class Registry(_ReadOps, HostOps, _IngestOps):
         who = actor or default_author()
         current = self._ref_or_none(model, channel)
         if current is None:
-            self.meta.get_model(model)
+            self._meta.get_model(model)
             raise self._channel_missing(model, channel)
         if current.kind != "channel":
             raise UsageError(f"{model}@{channel} is a {current.kind}, not a channel")
@@ -580,31 +589,31 @@ class Registry(_ReadOps, HostOps, _IngestOps):
                 raise UsageError(f"{to} is not a version of {model}")
             target_id = target.id
         else:
-            prev = previous_target(self.meta.ref_history(model, channel), current.version_id)
+            prev = previous_target(self._meta.ref_history(model, channel), current.version_id)
             if prev is None:
                 raise Conflict(f"{model}@{channel} has no earlier version to roll back to")
             target_id = prev
         if target_id is not None:
-            self.trust.check(self.meta.get_version(target_id))
+            self.trust.check(self._meta.get_version(target_id))
         return self._move(model, channel, "channel", expected=current.version_id,
                           new=target_id, who=who, action="rollback", reason=reason)
 
     def history(self, model: str, name: str | None = None) -> list[RefMove]:
-        self.meta.get_model(model)
-        moves = self.meta.ref_history(model, name)
+        self._meta.get_model(model)
+        moves = self._meta.ref_history(model, name)
         if name is not None and not moves:
             raise self._channel_missing(model, name)
         return moves
 
     def at(self, model: str, name: str, when: datetime) -> Version | None:
         """What ref NAME (e.g. channel production) pointed to at time `when`."""
-        vid = self.meta.ref_at(model, name, when)
+        vid = self._meta.ref_at(model, name, when)
         if vid is None:
             self.history(model, name)  # a ref that never existed: say so (RefNotFound)
-        return self.meta.get_version(vid) if vid else None
+        return self._meta.get_version(vid) if vid else None
 
     def objects_of(self, ref: str) -> Iterable[ObjectRow]:
-        return self.meta.version_objects(self.resolve(ref).id)
+        return self._meta.version_objects(self.resolve(ref).id)
 
 
 def previous_target(moves: list[RefMove], current: str | None) -> str | None:

@@ -51,7 +51,7 @@ def run_gates(reg: Registry, ref: str, channel: str, *, policy: Policy | None = 
               data: str | None = None, actor: str | None = None) -> GateReport:
     """Run CHANNEL's gates on version REF, store the report, and return it."""
     v = reg.resolve(ref)
-    applied = applied_policy(reg.meta)
+    applied = applied_policy(reg._meta)
     pol = policy or applied
     if pol is None:
         raise UsageError("no policy is applied to this registry",
@@ -106,9 +106,9 @@ def _baseline(reg: Registry, model: str, channel: str) -> tuple[Any, dict[str, A
     ref = reg._ref_or_none(model, channel)
     if ref is None or ref.version_id is None or ref.kind != "channel":
         return None, {}
-    base = reg.meta.get_version(ref.version_id)
+    base = reg._meta.get_version(ref.version_id)
     metrics = dict(base.metrics)
-    passed = [r for r in reg.meta.gate_runs(base.id, channel) if r.passed]
+    passed = [r for r in reg._meta.gate_runs(base.id, channel) if r.passed]
     if passed:
         metrics.update(passed[-1].summary.get("metrics", {}))
     return base, metrics
@@ -117,7 +117,7 @@ def _baseline(reg: Registry, model: str, channel: str) -> tuple[Any, dict[str, A
 def _record(reg: Registry, report: GateReport) -> GateReport:
     body = report.to_json()
     del body["report_id"], body["run_id"]  # not known until stored
-    stored = reg.io.put_blob(canonical_json(body))
+    stored = reg._io.put_blob(canonical_json(body))
     report = replace(report, report_id=stored.row.id)
     failed = [f"{r.gate}: {r.name}" for r in report.results if not r.passed]
     summary = {"passed": report.passed, "failed": failed, "metrics": report.metrics,
@@ -125,7 +125,7 @@ def _record(reg: Registry, report: GateReport) -> GateReport:
                "results": [[r.gate, r.name, r.passed, _scalar(r.measured)]
                            for r in report.results]}
     target = f"{report.model}@{report.channel}"
-    run = reg.meta.record_gate_run(
+    run = reg._meta.record_gate_run(
         version_id=report.version, channel=report.channel, policy_digest=report.policy,
         passed=report.passed, report_id=report.report_id, summary=summary,
         actor=report.actor,
@@ -145,5 +145,5 @@ def _scalar(x: Any) -> Any:
 def read_report(reg: Registry, run: GateRun) -> dict[str, Any]:
     import json
 
-    data: dict[str, Any] = json.loads(reg.io.read_blob(run.report_id))
+    data: dict[str, Any] = json.loads(reg._io.read_blob(run.report_id))
     return data

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..api.types import Ref, RoleBinding, Token, Version
@@ -21,53 +22,70 @@ if TYPE_CHECKING:
 
 
 class HostOps:
-    meta: MetaStore
-    store: ObjectStore
+    _meta: MetaStore
+    _store: ObjectStore
     if TYPE_CHECKING:
         @property
-        def io(self) -> ObjectIO: ...  # Registry's, built on first use
+        def _io(self) -> ObjectIO: ...  # Registry's, built on first use
 
     def token_grant(self, secret_hash: str) -> tuple[Token, list[RoleBinding]] | None:
         """The API token with this sha256 and its subject's role bindings (one query;
         None if unknown). The caller checks revocation and expiry."""
-        return self.meta.token_grant(secret_hash)
+        return self._meta.token_grant(secret_hash)
 
     def ref(self, model: str, name: str) -> Ref:
         """One ref (one indexed read: what a gateway polls). RefNotFound if absent."""
-        return self.meta.get_ref(model, name)
+        return self._meta.get_ref(model, name)
 
     def version(self, version_id: str) -> Version:
         """A version by its full id, deleted or not (NotFound if unknown)."""
-        return self.meta.get_version(version_id)
+        return self._meta.get_version(version_id)
 
     def object_users(self, ids: Iterable[str], *, through_deltas: bool = False
                      ) -> dict[str, set[str]]:
         """Object id -> models whose live versions list it (or, through_deltas, list an
         object whose delta chain reaches it): who may see an object (server/scope.py)."""
-        return self.meta.object_users(ids, through_deltas=through_deltas)
+        return self._meta.object_users(ids, through_deltas=through_deltas)
 
     def held_objects(self, ids: Iterable[str]) -> set[str]:
         """Which of these objects the store holds."""
-        return self.store.has_many(ids)
+        return self._store.has_many(ids)
+
+    def create_model(self, name: str) -> None:
+        """An empty model (a Hugging Face client's create_repo); nothing if it exists."""
+        self._meta.ensure_model(name)
+
+    # Upload records: what a subject proved to hold by sending its bytes (server/state.py
+    # Possession), in the database so every server process on it agrees.
+    def record_uploads(self, subject: str, ids: Iterable[str]) -> None:
+        self._meta.record_uploads(subject, ids)
+
+    def uploaded(self, subject: str, ids: Iterable[str], *, since: datetime) -> set[str]:
+        """Which of these ids SUBJECT uploaded at or after SINCE."""
+        return self._meta.uploaded(subject, ids, since=since)
+
+    def expire_uploads(self, before: datetime) -> int:
+        """Forget uploads older than BEFORE; how many went."""
+        return self._meta.expire_uploads(before)
 
     def check_ready(self) -> None:
         """Raise unless the metadata database and the object store answer."""
-        self.meta.ping()
-        self.store.has("0" * 64)
+        self._meta.ping()
+        self._store.has("0" * 64)
 
     def manifest_of(self, version_id: str) -> Manifest:
         """The manifest of a version by its full id (verified against it)."""
         from ..manifest import Manifest
 
-        return Manifest.from_bytes(self.io.read_blob(version_id), expect_id=version_id)
+        return Manifest.from_bytes(self._io.read_blob(version_id), expect_id=version_id)
 
     def manifest_bytes(self, version_id: str) -> bytes:
         """The manifest exactly as stored (its BLAKE3 is the version id)."""
-        return self.io.read_blob(version_id)
+        return self._io.read_blob(version_id)
 
     def tensor_bytes(self, object_id: str) -> Iterator[bytes]:
         """A tensor's raw little-endian bytes, block by block, verified."""
-        return (bytes(x) for x in self.io.iter_tensor(object_id))
+        return (bytes(x) for x in self._io.iter_tensor(object_id))
 
     def file_bytes(self, entry: FileEntry, start: int = 0, end: int | None = None
                    ) -> Iterator[bytes]:
@@ -85,7 +103,7 @@ class HostOps:
                 continue
             if pos >= end:
                 break
-            for part in self.io.iter_object(seg.id, seg.tensor is not None):
+            for part in self._io.iter_object(seg.id, seg.tensor is not None):
                 n = len(part)
                 lo, hi = max(start - pos, 0), min(end - pos, n)
                 if hi > lo:

@@ -29,14 +29,14 @@ DEFAULT_BRANCH = "main"
 
 class _IngestOps:
     layout: _layout.Layout
-    meta: MetaStore
-    store: ObjectStore
+    _meta: MetaStore
+    _store: ObjectStore
     _jobs: ThreadPoolExecutor
 
     # Provided by Registry.
     if TYPE_CHECKING:
         @property
-        def io(self) -> ObjectIO: ...
+        def _io(self) -> ObjectIO: ...
 
         @property
         def events(self) -> Events: ...
@@ -64,7 +64,7 @@ class _IngestOps:
         who = author or default_author()
         fixed = self._parent(parent, model).id if parent is not None else None
         for _ in range(COMMIT_RETRIES):
-            base = base_for(self.meta, model, branch, fixed, parent)
+            base = base_for(self._meta, model, branch, fixed, parent)
             pm = self._manifest(base.parent_id) if base.parent_id else None
             draft = Draft(model=model, branch=branch, author=who, message=message,
                           params=dict(pm.params) if pm else {},
@@ -72,7 +72,7 @@ class _IngestOps:
                           lineage=dict(pm.lineage) if pm else {})
             try:
                 with self.layout.lock(exclusive=False):
-                    row = amend(self.meta, self.io, self.store, self._jobs, draft, base, pm,
+                    row = amend(self._meta, self._io, self._store, self._jobs, draft, base, pm,
                                 changes)
             except (RefMoved, AlreadyExists):
                 if fixed is not None:
@@ -97,18 +97,18 @@ class _IngestOps:
         from ..ingest.entries import rows_for
         from ..ingest.record import Draft, base_for, new_tags, record
 
-        tags = new_tags(self.meta, model, tags)  # recorded with the version, or nothing is
+        tags = new_tags(self._meta, model, tags)  # recorded with the version, or nothing is
         if not files:
             raise UsageError("a commit needs at least one file")
         who = author or default_author()
-        base = base_for(self.meta, model, branch,
+        base = base_for(self._meta, model, branch,
                         self._parent(parent, model).id if parent is not None else None, parent)
         draft = Draft(model=model, branch=branch, author=who, message=message,
                       params=dict(params or {}), metrics=dict(metrics or {}),
                       lineage=dict(lineage or {}), kind=kind, tags=tags)
         with self.layout.lock(exclusive=False):
-            objects, refs, new_bytes = rows_for(self.meta, self.io, self.store, tuple(files))
-            row = record(self.meta, self.io, self.store, draft, base, tuple(files),
+            objects, refs, new_bytes = rows_for(self._meta, self._io, self._store, tuple(files))
+            row = record(self._meta, self._io, self._store, draft, base, tuple(files),
                          objects=list(objects.values()), ref_objects=list(refs.values()),
                          new_bytes=new_bytes)
         self.events.after_mutation()
@@ -134,6 +134,6 @@ class _IngestOps:
             seg = References(parent).get(file, tensor)
             ref = seg.id if seg else None
         with self.layout.lock(exclusive=False):
-            return store_uploaded(self.io, self.store, oid, read, size, dtype=dtype,
+            return store_uploaded(self._io, self._store, oid, read, size, dtype=dtype,
                                   shape=shape, ref=ref)
 

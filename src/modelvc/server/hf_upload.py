@@ -67,7 +67,7 @@ async def create_repo(request: Request) -> Response:
     if model in reg.models():
         return JSONResponse({"error": "You already created this model repo", "url": url},
                             status_code=409)
-    reg.meta.ensure_model(model)
+    reg.create_model(model)
     return JSONResponse({"url": url, "name": repo_id, "id": model})
 
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ..errors import ModelvcError
-from ..meta.store import MetaStore
 from ..registry import Registry
 from .logs import LOG
 
@@ -39,29 +38,29 @@ class Possession:
     """Object ids each subject proved to hold by sending their bytes (verified against
     the id). A commit or pushed version may name another model's object only after such
     a proof: knowing an id is not enough. Kept in the registry database (the uploads
-    table, MetaStore.record_uploads), so every server process on that database agrees:
+    table, Registry.record_uploads), so every server process on that database agrees:
     uploads through one process count for a commit through another. A proof lasts
     `ttl`; each process deletes expired rows at most once per PRUNE_EVERY seconds."""
 
     PRUNE_EVERY = 600.0
 
-    def __init__(self, meta: Callable[[], MetaStore], ttl: timedelta) -> None:
-        self._meta = meta
+    def __init__(self, registry: Callable[[], Registry], ttl: timedelta) -> None:
+        self._reg = registry
         self.ttl = ttl
         self._lock = threading.Lock()
         self._pruned = -math.inf  # monotonic time of the last expiry pass
 
     def add(self, who: str, ids: Iterable[str]) -> None:
         """Blocking (one write transaction): call it from a worker thread."""
-        meta = self._meta()
-        meta.record_uploads(who, ids)
+        reg = self._reg()
+        reg.record_uploads(who, ids)
         with self._lock:
             due = time.monotonic() - self._pruned >= self.PRUNE_EVERY
             if due:
                 self._pruned = time.monotonic()
         if due:
             try:
-                meta.expire_uploads(datetime.now(UTC) - self.ttl)
+                reg.expire_uploads(datetime.now(UTC) - self.ttl)
             except ModelvcError as exc:  # the upload is recorded; expiry can wait
                 LOG.warning("expiring old uploads failed", extra={"error": str(exc)})
 
@@ -70,7 +69,7 @@ class Possession:
         ids = list(ids)
         if not ids:
             return []
-        held = self._meta().uploaded(who, ids, since=datetime.now(UTC) - self.ttl)
+        held = self._reg().uploaded(who, ids, since=datetime.now(UTC) - self.ttl)
         return [i for i in ids if i not in held]
 
 
@@ -83,7 +82,7 @@ class ServerState:
     possession: Possession = field(init=False)
 
     def __post_init__(self) -> None:
-        self.possession = Possession(lambda: self.registry().meta,
+        self.possession = Possession(self.registry,
                                      timedelta(hours=self.config.upload_ttl_hours))
 
     def registry(self) -> Registry:

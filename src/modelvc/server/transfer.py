@@ -25,11 +25,10 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ObjectNotFound, UsageError
-from ..manifest import Manifest
+from ..ingest.verify import unlink_quietly
 from ..objects.base import check_key
 from ..transfer.local import LocalEnd, local_end
 from ..transfer.protocol import RefInfo, decode_pack, encode_pack
-from ..transfer.verify import unlink_quietly
 from .auth import Principal, authenticate, authorize, can
 from .limits import sent_bytes
 from .scope import Scope, not_uploaded, require_access
@@ -127,7 +126,7 @@ def record_version(request: Request, body: RecordBody) -> dict[str, Any]:
     end, principal = _end_as(request, "writer", body.model)
     vid = check_key(body.id)
     state = request.app.state.modelvc
-    if not end.reg.meta.existing_versions([vid]):
+    if not end.reg.known_versions([vid]):
         _may_record(end, principal, state, vid)
     else:
         _same_model_or_absent(end, principal, body.model, vid)
@@ -138,7 +137,7 @@ def _same_model_or_absent(end: LocalEnd, principal: Principal, model: str, vid: 
                           ) -> None:
     """An existing version of another model: refused, and worded as for an unknown id
     unless the caller may read that model (its number and existence must not leak)."""
-    v = end.reg.meta.get_version(vid)
+    v = end.reg.version(vid)
     if v.model == model:
         return
     if can(principal, "reader", v.model):
@@ -151,11 +150,11 @@ def _may_record(end: LocalEnd, principal: Principal, state: ServerState, vid: st
     objects only if the pusher may read them or sent their bytes: knowing ids is not
     enough to graft them into a model others read."""
     require_access(end.reg, principal, state.possession, [vid])
-    m = Manifest.from_bytes(end.reg.io.read_blob(vid), expect_id=vid)
+    m = end.reg.manifest_of(vid)
     listed = {s.id for f in m.files for s in f.segments}
     require_access(end.reg, principal, state.possession, listed)
     # Any segment may use a tensor object (ids carry no kind): chain_rows of a blob is [].
-    chains = {r.id for oid in listed for r in end.reg.io.chain_rows(oid)}
+    chains = {r.id for oid in listed for r in end.reg.delta_chain(oid)}
     require_access(end.reg, principal, state.possession, chains - set(listed))
 
 
@@ -200,7 +199,7 @@ def get_object(request: Request, oid: str, model: str) -> Response:
     """The stored bytes; `Range: bytes=N-` (a resumed download) answers 206 from N."""
     end, principal = _end_as(request, "reader", model)
     _readable(end, principal, [check_key(oid)])
-    size = end.reg.store.size(oid)
+    size = end.reg.stored_size(oid)
     m = _RANGE.match(request.headers.get("range", "").strip())
     start = int(m.group(1)) if m else 0
     if start >= size and m:
@@ -257,6 +256,6 @@ def _state(request: Request) -> ServerState:
 def _same_model(end: LocalEnd, model: str, ids: list[str]) -> None:
     """A reader of one model must not list another model's objects."""
     for vid in ids:
-        v = end.reg.meta.get_version(vid)
+        v = end.reg.version(vid)
         if v.model != model:
             raise UsageError(f"version {vid[:12]} is not a version of {model}")

@@ -1,8 +1,7 @@
-"""Both ends of a transfer over a Registry in this process (also what the server runs).
-
-Receiving keeps DESIGN invariant 1: verified objects -> (manifest is an object) ->
-one transaction per version (row, number, object links) -> ref compare-and-swap.
-An interrupted transfer leaves only unreferenced objects; the next one skips them.
+"""Both ends of a transfer over a Registry in this process (also what the server runs),
+on the registry's transfer verbs (modelvc.registry.exchange: verified receiving,
+recording, ref moves). An interrupted transfer leaves only unreferenced objects; the
+next one skips them.
 Large objects arrive through upload sessions (sessions.py): a partial spool under the
 registry's `tmp/` folder that the next transfer appends to, verified once complete.
 """
@@ -24,15 +23,12 @@ from ..errors import (
     RefNotFound,
     StorageError,
 )
-from ..ingest.received import record_received
-from ..ingest.refs import ancestors, descends, move_ref
+from ..ingest.verify import unlink_quietly
 from ..lineage import author as default_author
 from ..meta.api import ObjectRow
-from ..objects.base import flush, put_many
 from ..registry import Registry
 from .protocol import ObjectEntry, RefInfo, VersionInfo
 from .sessions import Received, Sessions
-from .verify import Overlay, store_file, unlink_quietly, verify
 
 STREAM_CHUNK = 8 << 20
 SESSION_TTL = 24 * 3600.0  # a partial received object older than this is deleted
@@ -56,7 +52,7 @@ class LocalEnd:
 
     def refs(self, model: str) -> list[RefInfo]:
         try:
-            rows = self.reg.meta.list_refs(model)
+            rows = self.reg.refs(model)
         except ModelNotFound:
             return []
         return [RefInfo(model, r.name, r.kind, r.version_id) for r in rows]
@@ -65,21 +61,11 @@ class LocalEnd:
         # Deleted versions are skipped (their objects may be gone; descendants still
         # stand alone), and so is history from elsewhere never recorded here.
         out = [VersionInfo(v.id, v.model, v.number, tuple(v.parents))
-               for v in ancestors(self.reg.meta, version_ids, live_only=True)]
+               for v in self.reg.live_ancestry(version_ids)]
         return sorted(out, key=lambda v: (v.model, v.number))
 
     def closure(self, model: str, version_ids: list[str]) -> list[ObjectEntry]:
-        rows: dict[str, ObjectRow] = {}
-        for vid in version_ids:
-            for r in self.reg.meta.version_objects(vid):
-                rows[r.id] = r
-        todo = {r.ref_id for r in rows.values() if r.ref_id and r.ref_id not in rows}
-        while todo:
-            found = self.reg.meta.get_objects(todo)
-            for oid in todo - set(found):  # no row: read the header of the object itself
-                found[oid] = self.reg.io._tensor_row(oid)
-            rows.update(found)
-            todo = {r.ref_id for r in found.values() if r.ref_id and r.ref_id not in rows}
+        rows = self.reg.object_closure(version_ids)
         depth: dict[str, int] = {}
 
         def depth_of(oid: str) -> int:
@@ -97,31 +83,23 @@ class LocalEnd:
         return [ObjectEntry(r.id, r.stored_size, depth_of(r.id)) for r in rows.values()]
 
     def read_pack(self, model: str, ids: list[str]) -> list[tuple[str, bytes]]:
-        return [(oid, self.reg.store.get(oid)) for oid in ids]
+        return [(oid, self.reg.stored_object(oid)) for oid in ids]
 
     def read_stream(self, model: str, oid: str, offset: int = 0) -> Iterator[bytes]:
-        size = self.reg.store.size(oid)
-        for off in range(offset, size, STREAM_CHUNK):
-            yield bytes(self.reg.store.get_range(oid, off, min(STREAM_CHUNK, size - off)))
+        return self.reg.stored_chunks(oid, offset, STREAM_CHUNK)
 
     # ---- sink
     def has_versions(self, model: str, ids: list[str]) -> set[str]:
-        return self.reg.meta.existing_versions(ids)
+        return self.reg.known_versions(ids)
 
     def has_objects(self, model: str, ids: list[str]) -> set[str]:
-        return self.reg.store.has_many(ids)
+        return self.reg.held_objects(ids)
 
     def write_pack(self, model: str, items: list[tuple[str, bytes]]) -> None:
-        view = Overlay(self.reg.store)
-        view.data.update(items)
-        rows = [verify(view, oid) for oid, _ in items]
-        with self.reg.layout.lock(exclusive=False):
-            put_many(self.reg.store, items)  # on S3: one pack, not a PUT each
-            flush(self.reg.store, [oid for oid, _ in items])
-        self._remember(rows)
+        self._remember(self.reg.receive_objects(items))
 
     def stream_offset(self, model: str, oid: str, size: int) -> int | None:
-        if self.reg.store.has(oid):
+        if self.reg.held_objects([oid]):
             return None
         return self.sessions.offset(LOCAL_SUBJECT, "object", oid, size)
 
@@ -163,13 +141,7 @@ class LocalEnd:
 
     def write_file(self, oid: str, path: Path) -> None:
         """Verify the stored object in `path` and put it under `oid`."""
-        view = Overlay(self.reg.store)
-        view.files[oid] = path
-        row = verify(view, oid)
-        with self.reg.layout.lock(exclusive=False):
-            store_file(self.reg.store, oid, path)
-            flush(self.reg.store, [oid])
-        self._remember([row])
+        self._remember([self.reg.receive_file(oid, path)])
 
     def _remember(self, rows: list[ObjectRow]) -> None:
         with self._lock:
@@ -184,19 +156,15 @@ class LocalEnd:
         with self._lock:
             row = self._rows.get(oid)
         if row is None:  # by the object's own encoding, whatever the segment's kind
-            row = self.reg.io.row(oid, raw_size)
+            row = self.reg.object_row(oid, raw_size)
         if kind == "manifest":
             row = ObjectRow(oid, "manifest", row.codec, row.raw_size, row.stored_size)
         return row
 
     def record_version(self, model: str, version_id: str, *, actor: str | None = None
                        ) -> int:
-        with self.reg.layout.lock(exclusive=False):
-            number, new = record_received(self.reg.meta, self.reg.io, model, version_id,
-                                          actor=actor or self.actor, row_of=self._row)
-        if new:
-            self.reg.events.after_mutation()
-        return number
+        return self.reg.record_received(model, version_id, actor=actor or self.actor,
+                                        row_of=self._row)
 
     def update_ref(self, ref: RefInfo, *, expected: str | None, force: bool,
                    actor: str | None = None) -> str:
@@ -213,7 +181,7 @@ class LocalEnd:
         assert ref.version_id is not None
         who = actor or self.actor
         try:
-            cur = self.reg.meta.get_ref(ref.model, ref.name)
+            cur = self.reg.ref(ref.model, ref.name)
         except (RefNotFound, ModelNotFound):
             cur = None
         if cur is not None and cur.version_id == ref.version_id:
@@ -234,14 +202,13 @@ class LocalEnd:
                              actor=who, reason="transfer")
             return "promoted"
         action = "force" if force and now and not self.descends(ref.version_id, now) else "push"
-        move_ref(self.reg.meta, ref.model, ref.name, ref.kind,  # type: ignore[arg-type]
-                 expected=now, new=ref.version_id, actor=who, action=action,
-                 reason="transfer", create=cur is None)
-        self.reg.events.after_mutation()
+        self.reg.move_ref(ref.model, ref.name, ref.kind,  # type: ignore[arg-type]
+                          expected=now, new=ref.version_id, actor=who, action=action,
+                          reason="transfer", create=cur is None)
         return "created" if cur is None else ("forced" if action == "force" else "fast-forward")
 
     def descends(self, vid: str, ancestor: str) -> bool:
-        return descends(self.reg.meta, vid, ancestor)
+        return self.reg.descends(vid, ancestor)
 
 
 _ENDS: weakref.WeakKeyDictionary[Registry, LocalEnd] = weakref.WeakKeyDictionary()
