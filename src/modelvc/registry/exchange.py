@@ -14,14 +14,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..ingest.received import RowOf, record_received
 from ..ingest.refs import ancestors, descends, move_ref
-from ..ingest.verify import Overlay, store_file, verify
 from ..objects.base import flush, put_many
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # receiving decodes objects: numpy and the codecs load on first use
     from .. import layout as _layout
     from ..events import Events
+    from ..ingest.received import RowOf
     from ..meta.api import ObjectRow, RefKind, RefRow, VersionRow
     from ..meta.store import MetaStore
     from ..objects.base import ObjectStore
@@ -91,6 +90,8 @@ class ExchangeOps:
     def receive_objects(self, items: list[tuple[str, bytes]]) -> list[ObjectRow]:
         """Verify each object (decoded through its delta chain, which may arrive in the
         same batch) against its id, then store them all durably; their rows."""
+        from ..ingest.verify import Overlay, verify
+
         view = Overlay(self._store)
         view.data.update(items)
         rows = [verify(view, oid) for oid, _ in items]
@@ -101,6 +102,8 @@ class ExchangeOps:
 
     def receive_file(self, oid: str, path: Path) -> ObjectRow:
         """Verify the stored object in PATH against OID and store it durably; its row."""
+        from ..ingest.verify import Overlay, store_file, verify
+
         view = Overlay(self._store)
         view.files[oid] = path
         row = verify(view, oid)
@@ -118,6 +121,8 @@ class ExchangeOps:
                         row_of: RowOf) -> int:
         """Record a version whose manifest and objects are stored and verified here
         (ROW_OF: the rows of objects not recorded yet); its number here."""
+        from ..ingest.received import record_received
+
         with self.layout.lock(exclusive=False):
             number, new = record_received(self._meta, self._io, model, version_id,
                                           actor=actor, row_of=row_of)

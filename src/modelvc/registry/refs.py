@@ -1,0 +1,196 @@
+"""The embedded registry's ref verbs, mixed into Registry (a module of its own for
+size): branches, tags, promotion and rollback of channels (gates, roles and signatures
+checked), ref history. Every move is a compare-and-swap with its audit entry
+(modelvc.ingest.refs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, cast
+
+from ..api.types import UNSET, Unset
+from ..errors import AlreadyExists, Conflict, RefMoved, RefNotFound, UsageError
+from ..ingest.record import COMMIT_RETRIES
+from ..lineage import author as default_author
+from ..meta.api import RefKind, RefMove, RefRow, VersionRow
+from ..meta.store import MetaStore
+from ..names import check_ref_name
+
+if TYPE_CHECKING:
+    from ..events import Events
+    from ..gates.authority import Authority
+    from ..signing.trust import Trust
+
+Version = VersionRow
+_Unset = Unset
+
+
+class RefOps:
+    _meta: MetaStore
+    if TYPE_CHECKING:
+        @property
+        def governance(self) -> Authority: ...
+
+        @property
+        def trust(self) -> Trust: ...
+
+        @property
+        def events(self) -> Events: ...
+
+    # Provided by Registry.
+    resolve: Callable[..., Version]
+    _ref_or_none: Callable[[str, str], RefRow | None]
+
+    def _channel_missing(self, model: str, channel: str, *, promoting: bool = False
+                         ) -> RefNotFound:
+        """No channel CHANNEL: the error names the channels the model has."""
+        have = [r.name for r in self._meta.list_refs(model, "channel")]
+        listed = ", ".join(have) if have else "none yet"
+        create = f"`modelvc promote {model}@vN --to {channel} --create`"
+        hint = (f"check the spelling; a new channel is created with {create}" if promoting
+                else f"check the spelling (`modelvc channel list {model}`)")
+        return RefNotFound(f"{model} has no channel {channel!r} (its channels: {listed})",
+                           hint=hint)
+
+    # ---- refs
+    def _move(self, model: str, name: str, kind: RefKind, *, expected: str | None,
+              new: str | None, who: str, action: str, reason: str = "",
+              create: bool = False) -> RefRow:
+        """A compare-and-swap ref move with its audit entry, in one transaction."""
+        from ..ingest.refs import move_ref
+
+        row = move_ref(self._meta, model, name, kind, expected=expected, new=new, actor=who,
+                       action=action, reason=reason, create=create)
+        self.events.after_mutation()
+        return row
+
+    def create_branch(self, model: str, name: str, *, at: str | None = None,
+                      actor: str | None = None) -> RefRow:
+        check_ref_name(name, "branch name")
+        target = self.resolve(at or model).id
+        return self._move(model, name, "branch", expected=None, new=target,
+                          who=actor or default_author(), action="create", create=True)
+
+    def delete_ref(self, model: str, name: str, *, actor: str | None = None,
+                   reason: str = "") -> None:
+        row = self._meta.get_ref(model, name)
+        if row.kind == "tag":
+            raise Conflict(f"tag {model}@{name} is immutable and cannot be deleted")
+        self.governance.authorize_ref_delete(model, name, row.kind, actor or default_author())
+        self._move(model, name, row.kind, expected=row.version_id, new=None,
+                   who=actor or default_author(), action="delete", reason=reason)
+
+    def tag(self, ref: str, name: str, *, actor: str | None = None) -> RefRow:
+        check_ref_name(name, "tag name")
+        v = self.resolve(ref)
+        return self._move(v.model, name, "tag", expected=None, new=v.id,
+                          who=actor or default_author(), action="create", create=True)
+
+    def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
+                expected: str | _Unset | None = UNSET, force: bool = False,
+                create: bool = True) -> RefRow:
+        """Point CHANNEL of the version's model at the version (compare-and-swap).
+
+        When a policy is applied, the version must have passed the channel's gates
+        (and the actor hold the role); `force` skips the gates, needs the admin role
+        and a reason, and is recorded as such. `expected`: the version the channel
+        must hold now (default: whatever it holds when read here). `create=False`
+        refuses a channel that does not exist yet unless the applied policy declares
+        it (the CLI passes it: a typo must not make a new channel)."""
+        check_ref_name(channel, "channel name")
+        v = self.resolve(ref)
+        # Under `trust: require` every gateway refuses an unsigned version: a channel
+        # must not name one (force skips gates, not signatures).
+        self.trust.check(v)
+        if not create and self._ref_or_none(v.model, channel) is None and (
+                not self.governance.declares(v.model, channel)):
+            raise self._channel_missing(v.model, channel, promoting=True)
+        who = actor or default_author()
+        clearance = self.governance.authorize_promotion(v, channel, who, force=force,
+                                                        reason=reason)
+        # Regression gates judged against the channel's value when they ran: the swap
+        # must start from exactly that value (a promotion landing meanwhile fails it).
+        expected = cast("str | _Unset | None", clearance.expected(expected))
+        current = self._ref_or_none(v.model, channel)
+        if current is not None and current.kind != "channel":
+            raise UsageError(f"{v.model}@{channel} is a {current.kind}, not a channel")
+        action = "force" if force else "promote"
+        for _ in range(COMMIT_RETRIES):
+            try:
+                if current is None:
+                    if isinstance(expected, str):
+                        raise RefMoved(f"{v.model}@{channel} does not exist yet; "
+                                       f"expected {expected[:12]}")
+                    return self._move(v.model, channel, "channel", expected=None, new=v.id,
+                                      who=who, action=action, reason=reason, create=True)
+                exp = current.version_id if isinstance(expected, _Unset) else expected
+                return self._move(v.model, channel, "channel", expected=exp, new=v.id,
+                                  who=who, action=action, reason=reason)
+            except (RefMoved, AlreadyExists) as exc:
+                if clearance.pinned:  # retrying would skip the regression gates
+                    raise self.governance.moved_since_gated(v, channel, clearance) from exc
+                # Without an explicit expectation the caller just wants the channel on
+                # this version: another promoter was first, so move on from theirs.
+                if not isinstance(expected, _Unset):
+                    raise
+                current = self._ref_or_none(v.model, channel)
+        raise RefMoved(f"{v.model}@{channel} kept moving; retry the promotion")
+
+    def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",
+                 actor: str | None = None) -> RefRow:
+        """Move CHANNEL back to its previous target (or to `to`) in one recorded step."""
+        who = actor or default_author()
+        current = self._ref_or_none(model, channel)
+        if current is None:
+            self._meta.get_model(model)
+            raise self._channel_missing(model, channel)
+        if current.kind != "channel":
+            raise UsageError(f"{model}@{channel} is a {current.kind}, not a channel")
+        self.governance.authorize_rollback(model, channel, who)
+        if to is not None:
+            target = self.resolve(to)
+            if target.model != model:
+                raise UsageError(f"{to} is not a version of {model}")
+            target_id = target.id
+        else:
+            prev = previous_target(self._meta.ref_history(model, channel), current.version_id)
+            if prev is None:
+                raise Conflict(f"{model}@{channel} has no earlier version to roll back to")
+            target_id = prev
+        if target_id is not None:
+            self.trust.check(self._meta.get_version(target_id))
+        return self._move(model, channel, "channel", expected=current.version_id,
+                          new=target_id, who=who, action="rollback", reason=reason)
+
+    def history(self, model: str, name: str | None = None) -> list[RefMove]:
+        self._meta.get_model(model)
+        moves = self._meta.ref_history(model, name)
+        if name is not None and not moves:
+            raise self._channel_missing(model, name)
+        return moves
+
+    def at(self, model: str, name: str, when: datetime) -> Version | None:
+        """What ref NAME (e.g. channel production) pointed to at time `when`."""
+        vid = self._meta.ref_at(model, name, when)
+        if vid is None:
+            self.history(model, name)  # a ref that never existed: say so (RefNotFound)
+        return self._meta.get_version(vid) if vid else None
+
+
+def previous_target(moves: list[RefMove], current: str | None) -> str | None:
+    """Walk a channel's history as a stack: promotions push, rollbacks pop."""
+    stack: list[str] = []
+    for m in moves:
+        if m.new is None:
+            stack.clear()
+        elif m.action == "rollback":
+            while stack and stack[-1] != m.new:
+                stack.pop()
+            if not stack:
+                stack.append(m.new)
+        elif not stack or stack[-1] != m.new:
+            stack.append(m.new)
+    if stack and stack[-1] == current:
+        stack.pop()
+    return stack[-1] if stack else None
