@@ -113,3 +113,21 @@ def test_audit_pages_walk_the_trail_through_the_registry(tmp_path: Path,
         assert [r.id for r in back["rows"]] == trail[:3]
         assert back["older"] and not back["newer"]
     assert spy.calls == {"audit": 1}
+
+
+def test_versions_cache_evicts_least_recently_used_by_versions_held(
+        reg: Registry, tmp_path: Path) -> None:
+    for m, n in (("big", 3), ("a", 1), ("b", 1)):
+        for i in range(n):
+            _commit(reg, tmp_path, m, b"%s %d" % (m.encode(), i))
+    spy = Counting(reg)
+    cache = VersionsCache(clock=Clock(), budget=4)
+    cache.get(spy, "big")  # type: ignore[arg-type]
+    cache.get(spy, "a")  # type: ignore[arg-type]  # 4 versions held
+    cache.get(spy, "big")  # type: ignore[arg-type]  # used again: "a" is the oldest now
+    cache.get(spy, "b")  # type: ignore[arg-type]  # 5 > 4: "a" goes, "big" stays
+    assert spy.calls["versions"] == 3
+    cache.get(spy, "big")  # type: ignore[arg-type]
+    assert spy.calls["versions"] == 3
+    cache.get(spy, "a")  # type: ignore[arg-type]
+    assert spy.calls["versions"] == 4

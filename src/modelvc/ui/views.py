@@ -65,17 +65,24 @@ class VersionsCache:
     the refs, one cheap call that is authorized like versions(), tell when the list
     changed: a model of 10,000 versions costs one refs() call per page instead of
     decoding 10,000 rows. Deleting a version moves no ref, so an entry older than `ttl`
-    is re-read too, in the background (the page is served from the entry meanwhile, so
-    no request waits for a big model's re-read unless its refs moved)."""
+    (plus a second per 100 versions: re-reading a big model costs the pages served
+    meanwhile) is re-read too, in the background (the page is served from the entry
+    meanwhile, so no request waits for a big model's re-read unless its refs moved).
+    Entries are evicted least recently used first once they hold more than `budget`
+    versions in all (sorting 1,000 models by activity must not evict the big one)."""
 
     def __init__(self, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic,
-                 size: int = 64) -> None:
+                 budget: int = 200_000) -> None:
         self.ttl = ttl
         self.clock = clock
-        self.size = size
+        self.budget = budget
         self._lock = threading.Lock()
-        self._items: dict[str, tuple[float, tuple[Any, ...], ModelData]] = {}
+        self._items: dict[str, tuple[float, tuple[Any, ...], ModelData]] = {}  # LRU order
+        self._held = 0  # versions held by all entries
         self._refreshing: dict[str, threading.Thread] = {}
+
+    def _ttl(self, data: ModelData) -> float:
+        return self.ttl + len(data.versions) / 100
 
     def get(self, reg: UIRegistry, model: str) -> tuple[ModelData, list[Ref]]:
         """(the model's versions and derived data, its refs)."""
@@ -85,7 +92,8 @@ class VersionsCache:
         with self._lock:
             hit = self._items.get(model)
             if hit is not None and hit[1] == key:
-                if now - hit[0] >= self.ttl and model not in self._refreshing:
+                self._items[model] = self._items.pop(model)  # most recently used
+                if now - hit[0] >= self._ttl(hit[2]) and model not in self._refreshing:
                     t = threading.Thread(target=self._refresh, args=(reg, model, key),
                                          name="modelvc-ui-refresh", daemon=True)
                     self._refreshing[model] = t
@@ -97,10 +105,17 @@ class VersionsCache:
         started = self.clock()
         data = ModelData(reg.versions(model))
         with self._lock:
-            if len(self._items) >= self.size and model not in self._items:
-                self._items.pop(next(iter(self._items)))
+            self._forget(model)
             self._items[model] = (started, key, data)
+            self._held += len(data.versions)
+            while self._held > self.budget and len(self._items) > 1:
+                self._forget(next(iter(self._items)))
         return data
+
+    def _forget(self, model: str) -> None:
+        old = self._items.pop(model, None)
+        if old is not None:
+            self._held -= len(old[2].versions)
 
     def _refresh(self, reg: UIRegistry, model: str, key: tuple[Any, ...]) -> None:
         try:
@@ -120,7 +135,7 @@ class VersionsCache:
 
     def drop(self, model: str) -> None:
         with self._lock:
-            self._items.pop(model, None)
+            self._forget(model)
 
 
 def summarize(reg: UIRegistry, name: str, versions: VersionsCache | None = None
