@@ -71,7 +71,8 @@ def params(version: str, oid: str) -> dict[str, str]:
     return {"model": MODEL, "version_id": version, "object_id": oid, "oid": oid,
             "path": "model.safetensors", "name": "production", "channel": "production",
             "token_id": "0" * 16, "webhook_id": "1", "name_or_id": "k", "run_id": "1",
-            "repo": MODEL, "org": "team", "rest": MODEL}
+            "repo": MODEL, "org": "team", "rest": MODEL, "model_id": "m-0",
+            "tag_key": "k"}
 
 
 def _values(template: str, values: dict[str, str]) -> dict[str, str]:

@@ -97,8 +97,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     #   api.py      /api/v1/...            the Registry API (remote client speaks it)
     #   transfer.py /api/v1/objects/...    push/pull of objects and versions
     #   uploads.py  /api/v1/uploads/...    upload sessions (chunked, resumable) of both
+    #   mlflow_api.py /api/2.0/mlflow/..., /ajax-api/2.0/mlflow/..., /api/2.0/mlflow-artifacts/
+    #               MLflow clients (docs/mlflow.md)
     #   hf.py       /{repo}/resolve/..., /api/models/...   Hugging Face Hub clients
-    for name in ("api", "transfer", "uploads", "hf"):
+    for name in ("api", "transfer", "uploads", "mlflow_api", "hf"):
         try:
             module = __import__(f"modelvc.server.{name}", fromlist=["router"])
         except ModuleNotFoundError as exc:

@@ -1,0 +1,223 @@
+"""The MLflow REST API on `modelvc server` (docs/mlflow.md): with MLFLOW_TRACKING_URI
+pointed here and MLFLOW_TRACKING_TOKEN set to a modelvc token, MLflow's own client
+registers, promotes (aliases = channels) and loads models.
+
+    /api/2.0/mlflow/...            tracking and model registry (mlflow_tracking.py,
+    /ajax-api/2.0/mlflow/...       mlflow_registry.py); the same routes twice, as MLflow
+    /api/2.0/mlflow-artifacts/...  the artifact proxy (mlflow_artifacts.py)
+
+This module holds what they share: the route table, the request context (caller,
+registry, sidecar), and MLflow's error shape {"error_code", "message"} with its HTTP
+status. Every route authenticates first; an unknown call is ENDPOINT_NOT_FOUND, a
+modelvc error its MLflow counterpart, never a 500 for a call modelvc cannot map.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import (
+    AlreadyExists,
+    Conflict,
+    GateNotPassed,
+    InvalidName,
+    InvalidRef,
+    ModelvcError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    UsageError,
+)
+from ..mlflow.sidecar import Sidecar
+from ..registry import Registry
+from .auth import Principal, authenticate, authorize, can
+from .state import ServerState
+
+PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+STATUS = {"INVALID_PARAMETER_VALUE": 400, "RESOURCE_ALREADY_EXISTS": 400,
+          "BAD_REQUEST": 400, "RESOURCE_DOES_NOT_EXIST": 404, "ENDPOINT_NOT_FOUND": 404,
+          "PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401, "RESOURCE_CONFLICT": 409,
+          "INVALID_STATE": 400, "NOT_IMPLEMENTED": 501, "INTERNAL_ERROR": 500}
+
+
+class MlflowError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error_code": self.code, "message": self.message},
+                            status_code=STATUS.get(self.code, 400))
+
+
+def bad(message: str) -> MlflowError:
+    return MlflowError("INVALID_PARAMETER_VALUE", message)
+
+
+def missing(message: str) -> MlflowError:
+    return MlflowError("RESOURCE_DOES_NOT_EXIST", message)
+
+
+def from_modelvc(exc: ModelvcError) -> MlflowError:
+    """A modelvc error in MLflow's terms (the hint kept: it says what to do)."""
+    text = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+    if isinstance(exc, Unauthenticated):
+        return MlflowError("UNAUTHENTICATED", text)
+    if isinstance(exc, GateNotPassed | PermissionDenied):
+        return MlflowError("PERMISSION_DENIED", text)
+    if isinstance(exc, NotFound):
+        return missing(text)
+    if isinstance(exc, AlreadyExists):
+        return MlflowError("RESOURCE_ALREADY_EXISTS", text)
+    if isinstance(exc, Conflict):
+        return MlflowError("RESOURCE_CONFLICT", text)
+    if isinstance(exc, UsageError | InvalidName | InvalidRef):
+        return bad(text)
+    return MlflowError("INTERNAL_ERROR", text)
+
+
+class MlflowRoute(APIRoute):
+    """Errors in MLflow's shape (routers cannot register exception handlers)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except MlflowError as exc:
+                return exc.response()
+            except ModelvcError as exc:
+                return from_modelvc(exc).response()
+
+        return run
+
+
+router = APIRouter(route_class=MlflowRoute, tags=["mlflow"])
+_sidecars: dict[str, Sidecar] = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class Ctx:
+    request: Request
+    principal: Principal
+    state: ServerState
+
+    @property
+    def reg(self) -> Registry:
+        return self.state.registry()
+
+    @property
+    def side(self) -> Sidecar:
+        folder = self.state.config.registry
+        with _lock:
+            if folder not in _sidecars:
+                _sidecars[folder] = Sidecar(folder)
+            return _sidecars[folder]
+
+    @property
+    def who(self) -> str:
+        return self.principal.name
+
+    def need(self, role: str, model: str | None) -> None:
+        authorize(self.principal, role, model)
+
+    def may(self, role: str, model: str | None) -> bool:
+        return can(self.principal, role, model)
+
+    def need_somewhere(self, role: str = "writer") -> None:
+        """Experiments, runs, logged models and staged artifacts belong to no model:
+        writing them needs the writer role on some model, reading them the reader role
+        on some model (a token with no role, or a reader writing, is refused)."""
+        if self.principal.anonymous and role != "reader":
+            raise Unauthenticated("anonymous callers may only read")
+        scopes = {*self.principal.bindings, *(self.principal.caps or {})}
+        if not any(self.may(role, None if s == "*" else s) for s in scopes):
+            raise PermissionDenied(f"{self.who} needs the {role} role on some model for "
+                                   "MLflow experiments, runs and artifacts",
+                                   hint=f"`modelvc role grant {self.who} {role} --on MODEL`")
+
+
+Handler = Callable[[Ctx, dict[str, Any]], dict[str, Any]]
+TABLE: list[tuple[str, str, Handler]] = []
+
+
+def api(method: str, path: str) -> Callable[[Handler], Handler]:
+    """Register a handler for METHOD PREFIX+PATH under both of MLflow's prefixes."""
+    def deco(fn: Handler) -> Handler:
+        TABLE.append((method, path, fn))
+        return fn
+    return deco
+
+
+def _params(request: Request) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in request.query_params:
+        values = request.query_params.getlist(k)
+        out[k] = values if len(values) > 1 or k in ("stages", "run_ids", "experiment_ids",
+                                                     "metric_key") else values[0]
+    return out
+
+
+def _route(fn: Handler, method: str) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    async def endpoint(request: Request) -> Response:
+        state: ServerState = request.app.state.modelvc
+        principal = authenticate(request, state)
+        body: dict[str, Any] = dict(request.path_params)
+        if method == "GET" or (method == "DELETE" and not await request.body()):
+            body.update(_params(request))
+        else:
+            raw = await request.body()
+            try:
+                data = json.loads(raw) if raw.strip() else {}
+            except (ValueError, RecursionError) as exc:
+                raise bad(f"the request body is not JSON: {exc}") from exc
+            if not isinstance(data, dict):
+                raise bad("the request body must be a JSON object")
+            body.update(data)
+        result = await run_in_threadpool(fn, Ctx(request, principal, state), body)
+        return JSONResponse(result)
+    return endpoint
+
+
+def mount() -> None:
+    """Add every registered handler to the router, then the catch-all 404s."""
+    for method, path, fn in TABLE:
+        for prefix in PREFIXES:
+            router.add_api_route(prefix + path, _route(fn, method), methods=[method],
+                                 include_in_schema=False)
+
+    async def unknown(request: Request, rest: str) -> Response:
+        authenticate(request, request.app.state.modelvc)
+        raise MlflowError("ENDPOINT_NOT_FOUND",
+                          f"{request.method} {request.url.path} is not served by modelvc's "
+                          "MLflow API (docs/mlflow.md lists what is)")
+
+    for prefix in (*PREFIXES, "/api/2.0/mlflow-artifacts"):
+        router.add_api_route(prefix + "/{rest:path}", unknown,
+                             methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                             include_in_schema=False)
+
+
+def ms(t: Any) -> int:
+    """A datetime (or epoch seconds) as MLflow's epoch milliseconds."""
+    if hasattr(t, "timestamp"):
+        return int(t.timestamp() * 1000)
+    return int(float(t) * 1000)
+
+
+def need_str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise bad(f"missing value for required parameter '{key}'")
+    return value

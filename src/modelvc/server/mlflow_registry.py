@@ -1,0 +1,510 @@
+"""MLflow's Model Registry on modelvc (docs/mlflow.md has the mapping table).
+
+A registered model is a modelvc model; model version N is `MODEL@vN`; an alias is a
+channel (set through `promote`: recorded, audited, role-checked and gated by the
+applied policy); stages Staging and Production are the channels `staging` and
+`production`. Descriptions and key/value tags are kept in the sidecar. Roles: reads
+need reader on the model, edits writer, aliases and stages promoter, deletions admin.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ..api.types import Version
+from ..errors import ModelNotFound, RefNotFound
+from ..mlflow.filters import FilterError, matches, order, page, parse
+from ..names import check_name
+from .mlflow import Ctx, MlflowError, api, bad, missing, ms, need_str
+
+STAGES = {"staging": "Staging", "production": "Production"}
+STAGE_CHANNEL = {v.lower(): k for k, v in STAGES.items()}
+ALL_STAGES = ("None", "Staging", "Production", "Archived")
+
+
+def _tags(d: dict[str, str]) -> list[dict[str, str]]:
+    return [{"key": k, "value": v} for k, v in sorted(d.items())]
+
+
+def _tag_dict(items: Any) -> dict[str, str]:
+    if not items:
+        return {}
+    if not isinstance(items, list):
+        raise bad("tags must be a list of {key, value}")
+    return {str(t["key"]): str(t.get("value", "")) for t in items if isinstance(t, dict)
+            and "key" in t}
+
+
+def _name(body: dict[str, Any], key: str = "name") -> str:
+    name = need_str(body, key)
+    try:
+        return check_name(name, "registered model name")
+    except Exception as exc:
+        raise bad(f"{name!r} is not a modelvc model name: {exc}") from exc
+
+
+def _exists(ctx: Ctx, name: str) -> bool:
+    doc = ctx.side.get("rm", name) or {}
+    if doc.get("deleted"):
+        return False
+    return bool(doc) or name in ctx.reg.models()
+
+
+def _live(ctx: Ctx, name: str) -> list[Version]:
+    try:
+        return list(ctx.reg.versions(name))
+    except ModelNotFound:
+        return []
+
+
+def _need_model(ctx: Ctx, name: str, role: str = "reader") -> None:
+    ctx.need(role, name)
+    if not _exists(ctx, name):
+        raise missing(f"Registered Model with name={name} not found")
+
+
+def _version(ctx: Ctx, name: str, number: Any) -> Version:
+    try:
+        n = int(str(number))
+    except ValueError as exc:
+        raise bad(f"version must be a number, not {number!r}") from exc
+    try:
+        v = ctx.reg.resolve(f"{name}@v{n}")
+    except (RefNotFound, ModelNotFound) as exc:
+        raise missing(f"Model Version (name={name}, version={n}) not found") from exc
+    if (ctx.side.get("rm", name) or {}).get("deleted"):
+        raise missing(f"Model Version (name={name}, version={n}) not found")
+    return v
+
+
+def _channels(ctx: Ctx, name: str) -> dict[str, str]:
+    """channel -> version id."""
+    try:
+        refs = ctx.reg.refs(name, kind="channel")
+    except ModelNotFound:
+        return {}
+    return {r.name: r.version_id for r in refs if r.version_id}
+
+
+def version_json(ctx: Ctx, v: Version, chans: dict[str, str] | None = None) -> dict[str, Any]:
+    chans = _channels(ctx, v.model) if chans is None else chans
+    doc = ctx.side.get("mv", f"{v.model}/{v.number}") or {}
+    held = sorted(c for c, vid in chans.items() if vid == v.id)
+    stage = next((STAGES[c] for c in ("production", "staging") if c in held),
+                 doc.get("stage", "None"))
+    mlf = v.lineage.get("mlflow", {}) if isinstance(v.lineage.get("mlflow"), dict) else {}
+    out = {"name": v.model, "version": str(v.number), "creation_timestamp": ms(v.created_at),
+           "last_updated_timestamp": int(doc.get("updated", ms(v.created_at))),
+           "user_id": v.author, "current_stage": stage,
+           "description": doc.get("description", v.message),
+           "source": doc.get("source", mlf.get("source", f"modelvc:{v.model}@v{v.number}")),
+           "run_id": doc.get("run_id", mlf.get("run_id", "")), "status": "READY",
+           "tags": _tags(doc.get("tags", {})), "aliases": held,
+           "run_link": doc.get("run_link", "")}
+    if doc.get("model_id") or mlf.get("model_id"):
+        out["model_id"] = doc.get("model_id") or mlf.get("model_id")
+    return out
+
+
+def model_json(ctx: Ctx, name: str) -> dict[str, Any]:
+    doc = ctx.side.get("rm", name) or {}
+    versions = _live(ctx, name)
+    chans = _channels(ctx, name)
+    number = {v.id: v.number for v in versions}
+    latest: dict[str, dict[str, Any]] = {}
+    for v in sorted(versions, key=lambda v: v.number):
+        j = version_json(ctx, v, chans)
+        latest[j["current_stage"]] = j
+    created = doc.get("created") or (ms(versions[-1].created_at) if versions else 0)
+    updated = max([int(doc.get("updated", created))] +
+                  [ms(v.created_at) for v in versions[:1]])
+    return {"name": name, "creation_timestamp": created, "last_updated_timestamp": updated,
+            "description": doc.get("description", ""), "user_id": doc.get("user_id", ""),
+            "latest_versions": list(latest.values()), "tags": _tags(doc.get("tags", {})),
+            "aliases": [{"alias": c, "version": str(number[vid])}
+                        for c, vid in sorted(chans.items()) if vid in number]}
+
+
+def _touch(ctx: Ctx, name: str, **changes: Any) -> dict[str, Any]:
+    doc = ctx.side.get("rm", name) or {"created": int(time.time() * 1000)}
+    doc.update(changes, updated=int(time.time() * 1000))
+    ctx.side.put("rm", name, doc)
+    return doc
+
+
+def _touch_version(ctx: Ctx, v: Version, **changes: Any) -> None:
+    key = f"{v.model}/{v.number}"
+    doc = ctx.side.get("mv", key) or {}
+    doc.update(changes, updated=int(time.time() * 1000))
+    ctx.side.put("mv", key, doc)
+
+
+def _filtered(conds: Any) -> Any:
+    try:
+        return parse(conds)
+    except FilterError as exc:
+        raise bad(str(exc)) from exc
+
+
+# ---- registered models
+@api("POST", "/registered-models/create")
+def create_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    ctx.need("writer", name)
+    if _exists(ctx, name):
+        raise MlflowError("RESOURCE_ALREADY_EXISTS",
+                          f"Registered Model (name={name}) already exists.")
+    now = int(time.time() * 1000)
+    ctx.side.put("rm", name, {"created": now, "updated": now, "user_id": ctx.who,
+                              "description": body.get("description") or "",
+                              "tags": _tag_dict(body.get("tags"))})
+    return {"registered_model": model_json(ctx, name)}
+
+
+@api("GET", "/registered-models/get")
+def get_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name)
+    return {"registered_model": model_json(ctx, name)}
+
+
+@api("POST", "/registered-models/rename")
+def rename_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name, new = _name(body), _name(body, "new_name")
+    _need_model(ctx, name, "writer")
+    ctx.need("writer", new)
+    if _exists(ctx, new):
+        raise MlflowError("RESOURCE_ALREADY_EXISTS",
+                          f"Registered Model (name={new}) already exists.")
+    if name in ctx.reg.models() and (_live(ctx, name) or ctx.reg.refs(name)):
+        raise bad(f"modelvc does not rename a model that has versions: {name}'s name is "
+                  "part of its refs, audit trail and signatures. Create the new name and "
+                  "register versions there, or keep the name")
+    doc = ctx.side.get("rm", name) or {}
+    ctx.side.put("rm", new, {**doc, "updated": int(time.time() * 1000)})
+    ctx.side.put("rm", name, {"deleted": True})
+    return {"registered_model": model_json(ctx, new)}
+
+
+@api("PATCH", "/registered-models/update")
+def update_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name, "writer")
+    if "description" in body:
+        _touch(ctx, name, description=str(body.get("description") or ""))
+    return {"registered_model": model_json(ctx, name)}
+
+
+@api("DELETE", "/registered-models/delete")
+def delete_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    """Every version tombstoned (objects kept until gc), every channel deleted: admin
+    (writer for a model with no version yet)."""
+    name = _name(body)
+    _need_model(ctx, name, "admin" if _live(ctx, name) else "writer")
+    for ch in _channels(ctx, name):
+        ctx.reg.delete_ref(name, ch, actor=ctx.who, reason="mlflow delete_registered_model")
+    for v in sorted(_live(ctx, name), key=lambda v: -v.number):
+        _retire(ctx, v, "mlflow delete_registered_model")
+    for key, _ in list(ctx.side.items("mv", f"{name}/")):
+        ctx.side.delete("mv", key)
+    ctx.side.put("rm", name, {"deleted": True})
+    return {}
+
+
+@api("GET", "/registered-models/search")
+def search_registered_models(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    conds = _filtered(body.get("filter"))
+    names = set(ctx.reg.models()) | {k for k, _ in ctx.side.items("rm")}
+    rows = []
+    for name in sorted(names):
+        if not ctx.may("reader", name) or not _exists(ctx, name):
+            continue
+        doc = ctx.side.get("rm", name) or {}
+        row = {"name": name, "tags": doc.get("tags", {})}
+        if matches(conds, row):
+            rows.append(model_json(ctx, name))
+    try:
+        rows = order(rows, _list(body.get("order_by")), ["name ASC"])
+        chunk, nxt = page(rows, body.get("max_results"), body.get("page_token"))
+    except FilterError as exc:
+        raise bad(str(exc)) from exc
+    out: dict[str, Any] = {"registered_models": chunk}
+    if nxt:
+        out["next_page_token"] = nxt
+    return out
+
+
+api("POST", "/registered-models/search")(search_registered_models)
+
+
+def _list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(x) for x in value]
+
+
+@api("POST", "/registered-models/set-tag")
+def set_registered_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name, "writer")
+    doc = ctx.side.get("rm", name) or {}
+    _touch(ctx, name, tags={**doc.get("tags", {}), need_str(body, "key"):
+                            str(body.get("value", ""))})
+    return {}
+
+
+@api("DELETE", "/registered-models/delete-tag")
+def delete_registered_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name, "writer")
+    tags = dict((ctx.side.get("rm", name) or {}).get("tags", {}))
+    tags.pop(need_str(body, "key"), None)
+    _touch(ctx, name, tags=tags)
+    return {}
+
+
+@api("POST", "/registered-models/get-latest-versions")
+def get_latest_versions(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name)
+    stages = [s.capitalize() if s.lower() != "none" else "None"
+              for s in _list(body.get("stages"))] or list(ALL_STAGES)
+    latest = {j["current_stage"]: j for j in model_json(ctx, name)["latest_versions"]}
+    return {"model_versions": [latest[s] for s in stages if s in latest]}
+
+
+api("GET", "/registered-models/get-latest-versions")(get_latest_versions)
+
+
+# ---- aliases = channels
+@api("POST", "/registered-models/alias")
+def set_alias(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name, alias = _name(body), need_str(body, "alias")
+    _need_model(ctx, name, "promoter")
+    v = _version(ctx, name, need_str(body, "version"))
+    ctx.reg.promote(f"{name}@v{v.number}", alias, actor=ctx.who,
+                    reason=f"mlflow set_registered_model_alias {alias}")
+    return {}
+
+
+@api("DELETE", "/registered-models/alias")
+def delete_alias(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name, alias = _name(body), need_str(body, "alias")
+    _need_model(ctx, name, "promoter")
+    if alias not in _channels(ctx, name):
+        raise missing(f"Registered model alias {alias} not found.")
+    ctx.reg.delete_ref(name, alias, actor=ctx.who,
+                       reason="mlflow delete_registered_model_alias")
+    return {}
+
+
+@api("GET", "/registered-models/alias")
+def get_by_alias(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name, alias = _name(body), need_str(body, "alias")
+    _need_model(ctx, name)
+    chans = _channels(ctx, name)
+    if alias not in chans:
+        raise missing(f"Registered model alias {alias} not found.")
+    return {"model_version": version_json(ctx, ctx.reg.resolve(f"{name}@{alias}"), chans)}
+
+
+# ---- model versions
+def source_dir(ctx: Ctx, source: str, run_id: str | None) -> Path:
+    """The staged artifacts a version is made of (uploaded through this server)."""
+    root = ctx.side.artifacts.resolve()
+    rel: str | None = None
+    if source.startswith("models:/m-"):
+        lm = ctx.side.get("lm", source[len("models:/"):].strip("/"))
+        if lm is None:
+            raise missing(f"logged model {source} not found on this server")
+        rel = lm["artifact_path"]
+    elif source.startswith("mlflow-artifacts:"):
+        rel = urlparse(source).path
+    elif source.startswith("runs:/"):
+        rid, _, sub = source[len("runs:/"):].partition("/")
+        run = ctx.side.get("run", rid)
+        if run is None:
+            raise missing(f"run {rid} not found on this server")
+        rel = f"{run['artifact_path']}/{sub}"
+    elif "/api/2.0/mlflow-artifacts/artifacts/" in source:
+        rel = source.split("/api/2.0/mlflow-artifacts/artifacts/", 1)[1]
+    if rel is None:
+        raise bad(f"source {source!r} is not on this server: log the model through it "
+                  "(MLFLOW_TRACKING_URI set to this server) or bring an existing registry "
+                  "with `modelvc import mlflow`")
+    path = (root / rel.strip("/")).resolve()
+    if not path.is_relative_to(root) or not path.exists():
+        raise missing(f"no artifacts at {source} on this server")
+    return path
+
+
+@api("POST", "/model-versions/create")
+def create_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name, source = _name(body), need_str(body, "source")
+    ctx.need("writer", name)
+    run_id = str(body.get("run_id") or "")
+    path = source_dir(ctx, source, run_id)
+    model_id = str(body.get("model_id") or "")
+    if source.startswith("models:/m-"):
+        model_id = model_id or source[len("models:/"):]
+    lm = ctx.side.get("lm", model_id) if model_id else None
+    run_id = run_id or (lm or {}).get("source_run_id", "")
+    run = ctx.side.get("run", run_id) if run_id else None
+    # The run's params and metrics (their latest values) are the version's lineage.
+    params = {**(lm or {}).get("params", {}), **(run or {}).get("params", {})}
+    metrics = {k: m["value"] for k, m in (run or {}).get("latest", {}).items()}
+    description = str(body.get("description") or "")
+    with tempfile.TemporaryDirectory() as cwd:  # no git of the server's own folder
+        v = ctx.reg.commit(path, model=name, message=description or f"mlflow: {source}",
+                           params=params, metrics=metrics, author=ctx.who, cwd=cwd,
+                           lineage={"mlflow": {"source": source, "run_id": run_id,
+                                               "model_id": model_id}})
+    doc = ctx.side.get("rm", name)
+    if doc is None or doc.get("deleted"):
+        _touch(ctx, name, user_id=ctx.who, deleted=False)
+    _touch_version(ctx, v, description=description, source=source, run_id=run_id,
+                   tags=_tag_dict(body.get("tags")), run_link=body.get("run_link") or "",
+                   model_id=model_id)
+    return {"model_version": version_json(ctx, v)}
+
+
+@api("GET", "/model-versions/get")
+def get_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name)
+    return {"model_version": version_json(ctx, _version(ctx, name, body.get("version")))}
+
+
+@api("PATCH", "/model-versions/update")
+def update_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name, "writer")
+    v = _version(ctx, name, body.get("version"))
+    if "description" in body:
+        _touch_version(ctx, v, description=str(body.get("description") or ""))
+    return {"model_version": version_json(ctx, v)}
+
+
+@api("DELETE", "/model-versions/delete")
+def delete_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name, "admin")
+    v = _version(ctx, name, body.get("version"))
+    _retire(ctx, v, "mlflow delete_model_version")
+    ctx.side.delete("mv", f"{name}/{v.number}")
+    return {}
+
+
+def _retire(ctx: Ctx, v: Version, reason: str) -> None:
+    """Tombstone V. A branch at it (main, for the newest version) steps back to V's
+    parent, or goes when V has none; a channel or tag at it refuses (move it first)."""
+    ref = f"{v.model}@v{v.number}"
+    for r in ctx.reg.refs(v.model, kind="branch"):
+        if r.version_id != v.id:
+            continue
+        ctx.reg.delete_ref(v.model, r.name, actor=ctx.who, reason=reason)
+        if v.parents:
+            ctx.reg.create_branch(v.model, r.name, at=f"{v.model}@{v.parents[0]}",
+                                  actor=ctx.who)
+    ctx.reg.delete(ref, actor=ctx.who, reason=reason)
+
+
+@api("GET", "/model-versions/search")
+def search_model_versions(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    conds = _filtered(body.get("filter"))
+    names = [c[2] for c in conds if c[0] == "name" and c[1] == "="]
+    candidates = names or sorted(set(ctx.reg.models()))
+    rows = []
+    for name in candidates:
+        if not ctx.may("reader", name) or not _exists(ctx, name):
+            continue
+        chans = _channels(ctx, name)
+        for v in _live(ctx, name):
+            j = version_json(ctx, v, chans)
+            row = {"name": name, "version_number": v.number, "run_id": j["run_id"],
+                   "source_path": j["source"], "tags": {t["key"]: t["value"]
+                                                        for t in j["tags"]},
+                   "current_stage": j["current_stage"], "user_id": v.author}
+            if matches(conds, row):
+                j["version_number"] = v.number
+                rows.append(j)
+    try:
+        rows = order(rows, _list(body.get("order_by")), ["name ASC", "version_number DESC"])
+        chunk, nxt = page(rows, body.get("max_results"), body.get("page_token"),
+                          limit=200_000)
+    except FilterError as exc:
+        raise bad(str(exc)) from exc
+    for j in chunk:
+        j.pop("version_number", None)
+    out: dict[str, Any] = {"model_versions": chunk}
+    if nxt:
+        out["next_page_token"] = nxt
+    return out
+
+
+api("POST", "/model-versions/search")(search_model_versions)
+
+
+@api("GET", "/model-versions/get-download-uri")
+def get_download_uri(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name)
+    v = _version(ctx, name, body.get("version"))
+    return {"artifact_uri": f"mlflow-artifacts:/_modelvc/{name}/{v.number}"}
+
+
+@api("POST", "/model-versions/transition-stage")
+def transition_stage(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    """Staging/Production: the version is promoted to the channel of that name (gated);
+    Archived/None: recorded, and refused for a version a stage channel still holds."""
+    name = _name(body)
+    _need_model(ctx, name, "promoter")
+    v = _version(ctx, name, body.get("version"))
+    stage = need_str(body, "stage").lower()
+    if stage not in ("none", "staging", "production", "archived"):
+        raise bad(f"invalid stage {body['stage']!r}: one of {', '.join(ALL_STAGES)}")
+    chans = _channels(ctx, name)
+    if stage in STAGE_CHANNEL:
+        ch = STAGE_CHANNEL[stage]
+        before = chans.get(ch)
+        ctx.reg.promote(f"{name}@v{v.number}", ch, actor=ctx.who,
+                        reason=f"mlflow transition_model_version_stage {STAGES[ch]}")
+        _touch_version(ctx, v, stage="None")  # the channel says Staging/Production
+        archive = str(body.get("archive_existing_versions", "")).lower() == "true"
+        if archive and before and before != v.id:
+            old = ctx.reg.resolve(f"{name}@{before}")
+            _touch_version(ctx, old, stage="Archived")
+    else:
+        held = [c for c in ("staging", "production") if chans.get(c) == v.id]
+        if held:
+            raise bad(f"{name} v{v.number} is what the channel {held[0]} serves: move that "
+                      f"channel to another version first (transition another version to "
+                      f"{STAGES[held[0]]}, or `modelvc rollback {name} {held[0]}`)")
+        _touch_version(ctx, v, stage="Archived" if stage == "archived" else "None")
+    return {"model_version": version_json(ctx, ctx.reg.resolve(f"{name}@v{v.number}"))}
+
+
+@api("POST", "/model-versions/set-tag")
+def set_model_version_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name, "writer")
+    v = _version(ctx, name, body.get("version"))
+    doc = ctx.side.get("mv", f"{name}/{v.number}") or {}
+    _touch_version(ctx, v, tags={**doc.get("tags", {}), need_str(body, "key"):
+                                 str(body.get("value", ""))})
+    return {}
+
+
+@api("DELETE", "/model-versions/delete-tag")
+def delete_model_version_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    name = _name(body)
+    _need_model(ctx, name, "writer")
+    v = _version(ctx, name, body.get("version"))
+    tags = dict((ctx.side.get("mv", f"{name}/{v.number}") or {}).get("tags", {}))
+    tags.pop(need_str(body, "key"), None)
+    _touch_version(ctx, v, tags=tags)
+    return {}

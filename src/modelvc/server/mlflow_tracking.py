@@ -1,0 +1,428 @@
+"""MLflow tracking on modelvc: experiments, runs (params, metric batches, tags) and
+MLflow 3 logged models, kept in the sidecar (modelvc has no runs). What they are for
+here: `mlflow.<flavor>.log_model(..., registered_model_name=...)` logs a model's files
+to a run or logged model, then registers them; the run's params and metrics become
+the new version's params and metrics (its lineage).
+
+Writing needs the writer role on some model, reading the reader role on some model.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from ..mlflow.filters import FilterError, page
+from .mlflow import Ctx, MlflowError, api, bad, missing, need_str
+
+DEFAULT = "0"
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _kv(d: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"key": k, "value": str(v)} for k, v in sorted(d.items())]
+
+
+def _pairs(items: Any, what: str) -> dict[str, str]:
+    if not items:
+        return {}
+    if not isinstance(items, list) or not all(isinstance(t, dict) and "key" in t
+                                              for t in items):
+        raise bad(f"{what} must be a list of {{key, value}}")
+    return {str(t["key"]): str(t.get("value", "")) for t in items}
+
+
+# ---- experiments
+def _experiment(ctx: Ctx, exp_id: str) -> dict[str, Any]:
+    doc = ctx.side.get("exp", exp_id)
+    if doc is None and exp_id == DEFAULT:
+        doc = {"name": "Default", "created": _now(), "tags": {}, "lifecycle": "active"}
+        ctx.side.insert("exp", DEFAULT, doc)
+    if doc is None:
+        raise missing(f"No Experiment with id={exp_id} exists")
+    return doc
+
+
+def _exp_json(exp_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+    return {"experiment_id": exp_id, "name": doc["name"],
+            "artifact_location": f"mlflow-artifacts:/{exp_id}",
+            "lifecycle_stage": doc.get("lifecycle", "active"),
+            "creation_time": doc.get("created", 0),
+            "last_update_time": doc.get("updated", doc.get("created", 0)),
+            "tags": _kv(doc.get("tags", {}))}
+
+
+def _by_name(ctx: Ctx, name: str) -> tuple[str, dict[str, Any]] | None:
+    _experiment(ctx, DEFAULT)
+    return next(((k, d) for k, d in ctx.side.items("exp") if d["name"] == name), None)
+
+
+@api("GET", "/experiments/get-by-name")
+def get_experiment_by_name(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere("reader")
+    name = need_str(body, "experiment_name")
+    found = _by_name(ctx, name)
+    if found is None:
+        raise missing(f"Could not find experiment with name '{name}'")
+    return {"experiment": _exp_json(*found)}
+
+
+@api("GET", "/experiments/get")
+def get_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere("reader")
+    exp_id = need_str(body, "experiment_id")
+    return {"experiment": _exp_json(exp_id, _experiment(ctx, exp_id))}
+
+
+@api("POST", "/experiments/create")
+def create_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere()
+    name = need_str(body, "name")
+    if body.get("artifact_location"):
+        raise bad("artifact_location is chosen by modelvc (artifacts go through its proxy)")
+    if _by_name(ctx, name) is not None:
+        raise MlflowError("RESOURCE_ALREADY_EXISTS",
+                          f"Experiment(name={name}) already exists.")
+    exp_id = str(uuid.uuid4().int % 10**18)
+    ctx.side.put("exp", exp_id, {"name": name, "created": _now(), "lifecycle": "active",
+                                 "tags": _pairs(body.get("tags"), "tags"),
+                                 "user_id": ctx.who})
+    return {"experiment_id": exp_id}
+
+
+@api("POST", "/experiments/search")
+def search_experiments(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere("reader")
+    if body.get("filter"):
+        raise bad("modelvc's MLflow API does not filter experiments (list them all)")
+    _experiment(ctx, DEFAULT)
+    view = str(body.get("view_type") or "ACTIVE_ONLY")
+    rows = [_exp_json(k, d) for k, d in ctx.side.items("exp")
+            if view == "ALL" or (d.get("lifecycle", "active") == "active") ==
+            (view == "ACTIVE_ONLY")]
+    try:
+        chunk, nxt = page(rows, body.get("max_results") or 1000, body.get("page_token"),
+                          limit=50000)
+    except FilterError as exc:
+        raise bad(str(exc)) from exc
+    return {"experiments": chunk, **({"next_page_token": nxt} if nxt else {})}
+
+
+api("GET", "/experiments/search")(search_experiments)
+
+
+def _edit_experiment(ctx: Ctx, body: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    ctx.need_somewhere()
+    exp_id = need_str(body, "experiment_id")
+    doc = _experiment(ctx, exp_id)
+    doc.update(changes, updated=_now())
+    ctx.side.put("exp", exp_id, doc)
+    return {}
+
+
+@api("POST", "/experiments/update")
+def update_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    return _edit_experiment(ctx, body, name=need_str(body, "new_name"))
+
+
+@api("POST", "/experiments/delete")
+def delete_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    return _edit_experiment(ctx, body, lifecycle="deleted")
+
+
+@api("POST", "/experiments/restore")
+def restore_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    return _edit_experiment(ctx, body, lifecycle="active")
+
+
+@api("POST", "/experiments/set-experiment-tag")
+def set_experiment_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    doc = _experiment(ctx, need_str(body, "experiment_id"))
+    return _edit_experiment(ctx, body, tags={**doc.get("tags", {}), need_str(body, "key"):
+                                             str(body.get("value", ""))})
+
+
+# ---- runs
+def _run(ctx: Ctx, run_id: str) -> dict[str, Any]:
+    doc = ctx.side.get("run", run_id)
+    if doc is None:
+        raise missing(f"Run '{run_id}' not found")
+    return doc
+
+
+def _run_json(run_id: str, d: dict[str, Any]) -> dict[str, Any]:
+    info = {"run_id": run_id, "run_uuid": run_id, "run_name": d.get("run_name", ""),
+            "experiment_id": d["experiment_id"], "user_id": d.get("user_id", ""),
+            "status": d.get("status", "RUNNING"), "start_time": d.get("start_time", 0),
+            "artifact_uri": f"mlflow-artifacts:/{d['artifact_path']}",
+            "lifecycle_stage": d.get("lifecycle", "active")}
+    if d.get("end_time"):
+        info["end_time"] = d["end_time"]
+    data = {"metrics": list(d.get("latest", {}).values()), "params": _kv(d.get("params", {})),
+            "tags": _kv(d.get("tags", {}))}
+    outputs = {"model_outputs": [{"model_id": m, "step": 0} for m in d.get("outputs", [])]}
+    return {"info": info, "data": data, "inputs": {}, "outputs": outputs}
+
+
+@api("POST", "/runs/create")
+def create_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere()
+    exp_id = str(body.get("experiment_id") or DEFAULT)
+    _experiment(ctx, exp_id)
+    run_id = uuid.uuid4().hex
+    tags = _pairs(body.get("tags"), "tags")
+    name = str(body.get("run_name") or tags.get("mlflow.runName") or f"run-{run_id[:8]}")
+    tags.setdefault("mlflow.runName", name)
+    doc = {"experiment_id": exp_id, "run_name": name, "user_id": ctx.who,
+           "status": "RUNNING", "start_time": int(body.get("start_time") or _now()),
+           "artifact_path": f"{exp_id}/{run_id}/artifacts", "params": {}, "tags": tags,
+           "metrics": [], "latest": {}, "lifecycle": "active"}
+    ctx.side.put("run", run_id, doc)
+    return {"run": _run_json(run_id, doc)}
+
+
+@api("GET", "/runs/get")
+def get_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere("reader")
+    run_id = str(body.get("run_id") or body.get("run_uuid") or "")
+    return {"run": _run_json(run_id, _run(ctx, run_id))}
+
+
+def _edit_run(ctx: Ctx, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    ctx.need_somewhere()
+    run_id = str(body.get("run_id") or body.get("run_uuid") or "")
+    return run_id, _run(ctx, run_id)
+
+
+@api("POST", "/runs/update")
+def update_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    run_id, doc = _edit_run(ctx, body)
+    for key in ("status", "end_time", "run_name"):
+        if body.get(key) not in (None, ""):
+            doc[key] = body[key]
+    if body.get("run_name"):
+        doc["tags"]["mlflow.runName"] = body["run_name"]
+    ctx.side.put("run", run_id, doc)
+    return {"run_info": _run_json(run_id, doc)["info"]}
+
+
+def _log(doc: dict[str, Any], metrics: Any, params: Any, tags: Any) -> None:
+    for m in metrics or []:
+        if not isinstance(m, dict) or "key" not in m or "value" not in m:
+            raise bad("each metric needs key and value")
+        value = float(m["value"])
+        entry = {"key": str(m["key"]), "value": value,
+                 "timestamp": int(m.get("timestamp") or _now()), "step": int(m.get("step") or 0)}
+        doc["metrics"].append(entry)
+        old = doc["latest"].get(entry["key"])
+        if old is None or (entry["step"], entry["timestamp"]) >= (old["step"], old["timestamp"]):
+            doc["latest"][entry["key"]] = entry
+    for k, v in _pairs(params, "params").items():
+        if k in doc["params"] and doc["params"][k] != v:
+            raise bad(f"Changing param values is not allowed. Param with key='{k}' was "
+                      f"already logged with value='{doc['params'][k]}'")
+        doc["params"][k] = v
+    doc["tags"].update(_pairs(tags, "tags"))
+
+
+@api("POST", "/runs/log-batch")
+def log_batch(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    run_id, doc = _edit_run(ctx, body)
+    try:
+        _log(doc, body.get("metrics"), body.get("params"), body.get("tags"))
+    except (TypeError, ValueError) as exc:
+        raise bad(f"invalid batch: {exc}") from exc
+    ctx.side.put("run", run_id, doc)
+    return {}
+
+
+@api("POST", "/runs/log-metric")
+def log_metric(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    return log_batch(ctx, {**body, "metrics": [body]})
+
+
+@api("POST", "/runs/log-parameter")
+def log_param(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    return log_batch(ctx, {**body, "params": [body]})
+
+
+@api("POST", "/runs/set-tag")
+def set_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    return log_batch(ctx, {**body, "tags": [body]})
+
+
+@api("POST", "/runs/delete-tag")
+def delete_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    run_id, doc = _edit_run(ctx, body)
+    doc["tags"].pop(need_str(body, "key"), None)
+    ctx.side.put("run", run_id, doc)
+    return {}
+
+
+@api("POST", "/runs/delete")
+def delete_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    run_id, doc = _edit_run(ctx, body)
+    ctx.side.put("run", run_id, {**doc, "lifecycle": "deleted"})
+    return {}
+
+
+@api("POST", "/runs/restore")
+def restore_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    run_id, doc = _edit_run(ctx, body)
+    ctx.side.put("run", run_id, {**doc, "lifecycle": "active"})
+    return {}
+
+
+@api("POST", "/runs/outputs")
+def log_outputs(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    run_id, doc = _edit_run(ctx, body)
+    for m in body.get("models") or []:
+        if isinstance(m, dict) and m.get("model_id") not in doc.setdefault("outputs", []):
+            doc["outputs"].append(str(m.get("model_id")))
+    ctx.side.put("run", run_id, doc)
+    return {}
+
+
+@api("POST", "/runs/log-inputs")
+def log_inputs(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    _edit_run(ctx, body)  # datasets are not kept: accepted so training code runs
+    return {}
+
+
+@api("POST", "/runs/log-model")
+def log_model_history(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    _edit_run(ctx, body)  # MLflow 2's model history tag: the files themselves are what counts
+    return {}
+
+
+@api("POST", "/runs/search")
+def search_runs(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere("reader")
+    if body.get("filter"):
+        raise bad("modelvc's MLflow API does not filter runs (list an experiment's runs)")
+    exps = {str(e) for e in body.get("experiment_ids") or []}
+    rows = [_run_json(k, d) for k, d in ctx.side.items("run")
+            if (not exps or d["experiment_id"] in exps) and d.get("lifecycle") != "deleted"]
+    rows.sort(key=lambda r: -int(r["info"]["start_time"]))
+    try:
+        chunk, nxt = page(rows, body.get("max_results") or 1000, body.get("page_token"),
+                          limit=50000)
+    except FilterError as exc:
+        raise bad(str(exc)) from exc
+    return {"runs": chunk, **({"next_page_token": nxt} if nxt else {})}
+
+
+@api("GET", "/metrics/get-history")
+def metric_history(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere("reader")
+    key = body.get("metric_key")
+    key = key[0] if isinstance(key, list) else key
+    doc = _run(ctx, str(body.get("run_id") or body.get("run_uuid") or ""))
+    return {"metrics": [m for m in doc.get("metrics", []) if m["key"] == key]}
+
+
+# ---- logged models (MLflow 3)
+def _lm(ctx: Ctx, model_id: str) -> dict[str, Any]:
+    doc = ctx.side.get("lm", model_id)
+    if doc is None:
+        raise missing(f"Logged model with ID '{model_id}' not found.")
+    return doc
+
+
+def _lm_json(model_id: str, d: dict[str, Any]) -> dict[str, Any]:
+    info = {"model_id": model_id, "experiment_id": d["experiment_id"], "name": d["name"],
+            "creation_timestamp_ms": d["created"], "last_updated_timestamp_ms":
+            d.get("updated", d["created"]), "artifact_uri":
+            f"mlflow-artifacts:/{d['artifact_path']}", "status": d["status"],
+            "creator_id": 0, "model_type": d.get("model_type", ""),
+            "source_run_id": d.get("source_run_id", ""), "tags": _kv(d.get("tags", {}))}
+    return {"info": info, "data": {"params": _kv(d.get("params", {})), "metrics": []}}
+
+
+@api("POST", "/logged-models")
+def create_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere()
+    exp_id = str(body.get("experiment_id") or DEFAULT)
+    _experiment(ctx, exp_id)
+    model_id = f"m-{uuid.uuid4().hex}"
+    doc = {"experiment_id": exp_id, "name": str(body.get("name") or "model"),
+           "created": _now(), "status": "LOGGED_MODEL_PENDING",
+           "model_type": str(body.get("model_type") or ""),
+           "source_run_id": str(body.get("source_run_id") or ""),
+           "artifact_path": f"{exp_id}/models/{model_id}/artifacts",
+           "params": _pairs(body.get("params"), "params"),
+           "tags": _pairs(body.get("tags"), "tags")}
+    ctx.side.put("lm", model_id, doc)
+    return {"model": _lm_json(model_id, doc)}
+
+
+@api("GET", "/logged-models/{model_id}")
+def get_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere("reader")
+    model_id = need_str(body, "model_id")
+    return {"model": _lm_json(model_id, _lm(ctx, model_id))}
+
+
+def _edit_lm(ctx: Ctx, body: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    ctx.need_somewhere()
+    model_id = need_str(body, "model_id")
+    doc = _lm(ctx, model_id)
+    doc.update(changes, updated=_now())
+    ctx.side.put("lm", model_id, doc)
+    return {"model": _lm_json(model_id, doc)}
+
+
+@api("PATCH", "/logged-models/{model_id}")
+def finalize_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    return _edit_lm(ctx, body, status=str(body.get("status") or "LOGGED_MODEL_READY"))
+
+
+@api("PATCH", "/logged-models/{model_id}/tags")
+def set_logged_model_tags(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    doc = _lm(ctx, need_str(body, "model_id"))
+    _edit_lm(ctx, body, tags={**doc.get("tags", {}), **_pairs(body.get("tags"), "tags")})
+    return {}
+
+
+@api("DELETE", "/logged-models/{model_id}/tags/{tag_key}")
+def delete_logged_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    doc = _lm(ctx, need_str(body, "model_id"))
+    tags = dict(doc.get("tags", {}))
+    tags.pop(need_str(body, "tag_key"), None)
+    _edit_lm(ctx, body, tags=tags)
+    return {}
+
+
+@api("POST", "/logged-models/{model_id}/params")
+def log_logged_model_params(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    doc = _lm(ctx, need_str(body, "model_id"))
+    _edit_lm(ctx, body, params={**doc.get("params", {}), **_pairs(body.get("params"),
+                                                                  "params")})
+    return {}
+
+
+@api("DELETE", "/logged-models/{model_id}")
+def delete_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    _edit_lm(ctx, body, status="LOGGED_MODEL_DELETED")
+    return {}
+
+
+@api("POST", "/logged-models/search")
+def search_logged_models(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere("reader")
+    if body.get("filter"):
+        raise bad("modelvc's MLflow API does not filter logged models")
+    exps = {str(e) for e in body.get("experiment_ids") or []}
+    rows = [_lm_json(k, d) for k, d in ctx.side.items("lm")
+            if (not exps or d["experiment_id"] in exps)
+            and d["status"] != "LOGGED_MODEL_DELETED"]
+    try:
+        chunk, nxt = page(rows, body.get("max_results") or 100, body.get("page_token"),
+                          limit=50000)
+    except FilterError as exc:
+        raise bad(str(exc)) from exc
+    return {"models": chunk, **({"next_page_token": nxt} if nxt else {})}

@@ -1,0 +1,70 @@
+"""A real `modelvc server` (embedded SQLite, or PostgreSQL + S3) and the environment the
+real MLflow client reads (MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN) pointed at it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelvc.registry import Registry
+from tests.services.server import ServerProcess, grant_token
+
+# No retries: a refusal is the answer, and a broken call fails the test at once.
+CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "120",
+              "MLFLOW_ENABLE_ASYNC_LOGGING": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+              "DO_NOT_TRACK": "true", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
+
+
+@dataclass
+class Server:
+    url: str
+    registry: Path
+    writer: str  # alice: writer on every model, promoter on every model
+    reader: str  # carol: reader on every model
+    admin: str  # root: admin on *
+    proc: ServerProcess
+
+    def open(self) -> Registry:
+        return Registry.open_local(self.registry)
+
+
+def start(registry: Path, log: Path) -> Server:
+    admin = grant_token(registry, "root", "admin")
+    writer = grant_token(registry, "alice", "promoter")
+    reader = grant_token(registry, "carol", "reader")
+    proc = ServerProcess(registry, log, args=["--log-level", "warning"]).start()
+    return Server(proc.url, registry, writer, reader, admin, proc)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("mlflow-server")
+    Registry.init(root / "registry").close()
+    s = start(root / "registry", root / "server.log")
+    try:
+        yield s
+    finally:
+        s.proc.stop()
+
+
+@pytest.fixture
+def as_user(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The MLflow client's environment: this server, alice's token."""
+    for k, v in CLIENT_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", server.writer)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setenv("MODELVC_AUTHOR", "tester")
+    return server
+
+
+def client(server: Server, token: str | None = None) -> object:
+    import mlflow
+
+    os.environ["MLFLOW_TRACKING_TOKEN"] = token or server.writer
+    return mlflow.MlflowClient(tracking_uri=server.url, registry_uri=server.url)
