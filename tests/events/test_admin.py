@@ -56,7 +56,7 @@ def test_admin_role_on_everything_is_required_once_there_is_one(reg: Registry,
 
 
 def test_policy_admins_count_too(reg: Registry) -> None:
-    reg.governance.apply_policy(parse_policy("version: 1\nroles: {admin: [carol]}\n"),
+    reg._governance.apply_policy(parse_policy("version: 1\nroles: {admin: [carol]}\n"),
                                 actor="carol")
     with pytest.raises(PermissionDenied):
         reg.events.add(URL, secret=SECRET, events=[], actor="dave")

@@ -34,7 +34,7 @@ models:
 
 def apply(reg: Registry, text: str = POLICY, actor: str = "alice") -> Policy:
     pol = parse_policy(textwrap.dedent(text), "policy.yaml")
-    reg.governance.apply_policy(pol, actor)
+    reg._governance.apply_policy(pol, actor)
     return pol
 
 

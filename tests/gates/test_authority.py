@@ -118,7 +118,7 @@ def test_rollback_restores_the_previous_target(any_reg: Registry, tmp_path: Path
         any_reg.rollback("m", "production", actor="mallory")
     assert _state(any_reg) == before
     with pytest.raises(PermissionDenied):
-        any_reg.governance.authorize_ref_delete("m", "production", "channel", "mallory")
+        any_reg._governance.authorize_ref_delete("m", "production", "channel", "mallory")
     any_reg.rollback("m", "production", actor="ci-bot", reason="latency spike")
     assert any_reg.resolve("m@production").id == v1.id
     assert any_reg.history("m", "production")[-1].action == "rollback"
@@ -148,7 +148,7 @@ def test_policy_changes_need_an_admin_and_are_audited(any_reg: Registry) -> None
     apply(any_reg, actor="whoever")  # the first policy: anyone may bootstrap
     with pytest.raises(PermissionDenied, match="only admins"):
         apply(any_reg, POLICY + "# edit\n    ", actor="bob")
-    assert not any_reg.governance.apply_policy(
-        any_reg.governance.policy() or pytest.fail("no policy"), "alice")
+    assert not any_reg._governance.apply_policy(
+        any_reg._governance.policy() or pytest.fail("no policy"), "alice")
     entries = any_reg.audit(action="policy")
     assert [e.actor for e in entries] == ["whoever"]

@@ -43,7 +43,7 @@ def test_accuracy_drop_refuses_a_bad_prune_and_passes_a_mild_one(
     assert check(reg, "digits@mild", record=False).ok  # ONNX pruning is deterministic too
     samples = tmp_path / "samples.npz"
     np.savez(samples, x=np.load(test_npz)["x"][:100])
-    reg.governance.apply_policy(parse_policy(_policy(f"""\
+    reg._governance.apply_policy(parse_policy(_policy(f"""\
         - derived:
             command: "{sys.executable} {EVAL} {{model}} {{data}}"
             metrics: ["accuracy >= source - 0.005"]   # at most half a point lost
@@ -74,7 +74,7 @@ def test_a_version_not_derived_fails_and_recorded_source_metrics_count(
         reg: Registry, digits: tuple[Path, Path, float]) -> None:
     onnx, _, _ = digits
     reg.commit(onnx, model="digits", metrics={"accuracy": 0.97})
-    reg.governance.apply_policy(parse_policy(_policy("""\
+    reg._governance.apply_policy(parse_policy(_policy("""\
         - derived: {metrics: ["accuracy >= derived_from - 0.005"]}
         """)), "alice")
     plain = run_gates(reg, "digits@v1", "production", actor="alice")

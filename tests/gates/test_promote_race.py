@@ -75,7 +75,7 @@ def test_clearance_names_the_baseline_and_the_swap_from_it_fails(
 ) -> None:
     reg, other, (v1, v2, v3) = gated
     try:
-        gov = reg.governance
+        gov = reg._governance
         clearance = gov.authorize_promotion(v2, "production", "ci", force=False, reason="")
         assert clearance.pinned and clearance.baseline == v1.id and clearance.run_id
         assert clearance.expected(reg_unset()) == v1.id
@@ -117,7 +117,7 @@ def test_empty_channel_baseline_is_pinned_too(any_reg: Registry, tmp_path: Path)
     apply(any_reg, POLICY)
     v1 = commit(any_reg, tmp_path, 0, 0.9)
     assert run_gates(any_reg, f"m@{v1.id}", "production", actor="ci").passed
-    c = any_reg.governance.authorize_promotion(v1, "production", "ci", force=False, reason="")
+    c = any_reg._governance.authorize_promotion(v1, "production", "ci", force=False, reason="")
     assert c.pinned and c.baseline is None
     assert c.expected(reg_unset()) is None
     any_reg.promote(f"m@{v1.id}", "production", actor="ci", expected=None)

@@ -43,7 +43,7 @@ def test_digits_onnx_eval_and_runtime_budgets(reg: Registry, digits: tuple[Path,
                    latency_p95_ms: 2000, samples: 30}}
         - format: {{}}
         """))
-    reg.governance.apply_policy(pol, "alice")
+    reg._governance.apply_policy(pol, "alice")
     report = run_gates(reg, "digits", "production", data=str(test_npz), actor="alice")
     assert report.passed, [r for r in report.results if not r.passed]
     by_name = {(r.gate, r.name): r for r in report.results}
@@ -119,7 +119,7 @@ def test_tiny_bert_metric_format_and_size_budgets(reg: Registry, tmp_path: Path)
         - budget: {{size_mb: {size_mb + 0.001}, params: {n_params}}}
         - format: {{allow_pickle: false, require_data: true}}
         """, model="bert"))
-    reg.governance.apply_policy(pol, "alice")
+    reg._governance.apply_policy(pol, "alice")
     report = run_gates(reg, "bert", "production")
     assert report.passed, [r for r in report.results if not r.passed]
     assert report.metrics["params"] == n_params

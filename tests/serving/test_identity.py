@@ -33,7 +33,7 @@ models:
 
 def _apply(reg: Registry, *who: str) -> None:
     text = textwrap.dedent(POLICY).format(who=", ".join(who))
-    reg.governance.apply_policy(parse_policy(text, "policy.yaml"), "tester")
+    reg._governance.apply_policy(parse_policy(text, "policy.yaml"), "tester")
 
 
 def _refused(srv: BackgroundServer, channel: str, action: str) -> float:

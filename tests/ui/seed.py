@@ -76,7 +76,7 @@ def _seed(root: Path, meta_url: str | None, objects_url: str | None) -> Seeded:
         reg.commit(files / "resnet.safetensors", model="resnet", message="second",
                    metrics={"top1": 0.74})
         reg.promote("resnet@v2", "staging", reason="nightly")
-        reg.governance.apply_policy(parse_policy(POLICY), "admin")
+        reg._governance.apply_policy(parse_policy(POLICY), "admin")
         reg.promote("bert@v1", "production", reason="first release", force=True,
                     actor="admin")
         run_gates(reg, "bert@v2", "production", actor="maint")

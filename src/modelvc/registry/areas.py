@@ -97,7 +97,7 @@ class LocalSignatures:
             raise SignatureInvalid("the signature does not verify with "
                                    + (f"key {candidates[0].name}" if b.hint else
                                       "any registered key"))
-        why = mismatch(b.statement(), reg.trust.read_manifest(v.id), v.id)
+        why = mismatch(b.statement(), reg._trust.read_manifest(v.id), v.id)
         if why is not None:
             raise SignatureInvalid(f"the signature does not describe {v.model}@v{v.number}: "
                                    f"{why}")
@@ -117,10 +117,10 @@ class LocalSignatures:
 
         reg = self._reg
         v = reg.resolve(ref)
-        trusted = list(keys) if keys is not None else list(reg.trust.settings().keys)
-        checks = check_signatures(reg._meta, reg.trust.read_manifest(v.id), v.id, trusted)
+        trusted = list(keys) if keys is not None else list(reg._trust.settings().keys)
+        checks = check_signatures(reg._meta, reg._trust.read_manifest(v.id), v.id, trusted)
         try:
-            ok, message = True, reg.trust.verify(v, trusted)
+            ok, message = True, reg._trust.verify(v, trusted)
         except ModelvcError as exc:
             ok, message = False, exc.message
         return SignatureReport(v, ok, message, trusted, checks)
@@ -160,7 +160,7 @@ class LocalGates:
         from ..gates.policy import parse_policy
 
         pol = parse_policy(text, source)
-        changed = self._reg.governance.apply_policy(pol, actor or author())
+        changed = self._reg._governance.apply_policy(pol, actor or author())
         self._reg.events.after_mutation()
         return PolicyChange(pol.digest, changed)
 

@@ -62,13 +62,13 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, _IngestOps):
         self._meta = meta
         self._store = store
         # Every audited change this process commits is sealed outside the database.
-        self.audit_seal = AuditSeal(lay.root / "audit")
-        meta.audit_seal = self.audit_seal.seal
+        self._audit_seal = AuditSeal(lay.root / "audit")
+        meta.audit_seal = self._audit_seal.seal
         self._blocks = ThreadPoolExecutor(2, thread_name_prefix="modelvc-block")
         self._jobs = ThreadPoolExecutor(3, thread_name_prefix="modelvc-job")
 
     @cached_property
-    def governance(self) -> Authority:
+    def _governance(self) -> Authority:
         from ..gates.authority import Authority
 
         return Authority(self._meta)

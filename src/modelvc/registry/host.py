@@ -15,9 +15,12 @@ from ..api.types import Ref, RoleBinding, Token, Version
 from ..errors import CorruptObject
 
 if TYPE_CHECKING:
+    from ..gates.authority import Authority
+    from ..gates.policy import Policy
     from ..manifest import FileEntry, Manifest
     from ..meta.store import MetaStore
     from ..objects.base import ObjectStore
+    from ..signing.trust import Trust
     from ..storage import ObjectIO
 
 
@@ -26,7 +29,13 @@ class HostOps:
     _store: ObjectStore
     if TYPE_CHECKING:
         @property
-        def _io(self) -> ObjectIO: ...  # Registry's, built on first use
+        def _io(self) -> ObjectIO: ...
+
+        @property
+        def _trust(self) -> Trust: ...
+
+        @property
+        def _governance(self) -> Authority: ...  # Registry's, built on first use
 
     def token_grant(self, secret_hash: str) -> tuple[Token, list[RoleBinding]] | None:
         """The API token with this sha256 and its subject's role bindings (one query;
@@ -67,6 +76,15 @@ class HostOps:
     def expire_uploads(self, before: datetime) -> int:
         """Forget uploads older than BEFORE; how many went."""
         return self._meta.expire_uploads(before)
+
+    def check_trust(self, version: Version) -> None:
+        """Raise (SignatureInvalid...) unless the applied policy's trust section accepts
+        VERSION: what checkout and load check, for routes that serve its bytes."""
+        self._trust.check(version)
+
+    def applied_policy(self) -> Policy | None:
+        """The policy applied to this registry, parsed (None: none applied)."""
+        return self._governance.policy()
 
     def check_ready(self) -> None:
         """Raise unless the metadata database and the object store answer."""

@@ -33,7 +33,7 @@ class ReadOps:
     layout: _layout.Layout
     _meta: MetaStore
     _store: ObjectStore
-    audit_seal: AuditSeal
+    _audit_seal: AuditSeal
     _jobs: ThreadPoolExecutor
     _blocks: ThreadPoolExecutor
 
@@ -45,7 +45,7 @@ class ReadOps:
         return ObjectIO(self._store, executor=self._blocks)
 
     @cached_property
-    def trust(self) -> Trust:
+    def _trust(self) -> Trust:
         from ..signing.trust import Trust
 
         return Trust(self._meta, self._manifest)
@@ -58,7 +58,7 @@ class ReadOps:
                  progress: Callable[[int, int], None] | None = None) -> CheckoutResult:
         """Rebuild the version's files in DEST, bit-exact and verified."""
         v = self.resolve(ref)
-        self.trust.check(v)
+        self._trust.check(v)
         m = self._manifest(v.id)
         done = 0
 
@@ -75,7 +75,7 @@ class ReadOps:
     def load(self, ref: str, *, framework: str = "numpy", file: str | None = None) -> TensorDict:
         """Tensors of a version as a mapping, each decoded when first accessed."""
         v = self.resolve(ref)
-        self.trust.check(v)
+        self._trust.check(v)
         from ..checkout import TensorDict
 
         return TensorDict(self._io, self._manifest(v.id), framework=framework, file=file)
@@ -135,7 +135,7 @@ class ReadOps:
         kept outside the database (auditseal.py); the problems found (empty: intact)."""
         problems = self._meta.verify_audit()
         hashes = {e.id: e.hash for e in self._meta.audit_entries()}
-        return problems + self.audit_seal.check(hashes)
+        return problems + self._audit_seal.check(hashes)
 
     def delete(self, ref: str, *, reason: str = "", actor: str | None = None) -> int:
         """Delete a version (its number is never reused); returns objects re-based."""

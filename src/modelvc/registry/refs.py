@@ -30,10 +30,10 @@ class RefOps:
     _meta: MetaStore
     if TYPE_CHECKING:
         @property
-        def governance(self) -> Authority: ...
+        def _governance(self) -> Authority: ...
 
         @property
-        def trust(self) -> Trust: ...
+        def _trust(self) -> Trust: ...
 
         @property
         def events(self) -> Events: ...
@@ -77,7 +77,7 @@ class RefOps:
         row = self._meta.get_ref(model, name)
         if row.kind == "tag":
             raise Conflict(f"tag {model}@{name} is immutable and cannot be deleted")
-        self.governance.authorize_ref_delete(model, name, row.kind, actor or default_author())
+        self._governance.authorize_ref_delete(model, name, row.kind, actor or default_author())
         self._move(model, name, row.kind, expected=row.version_id, new=None,
                    who=actor or default_author(), action="delete", reason=reason)
 
@@ -102,12 +102,12 @@ class RefOps:
         v = self.resolve(ref)
         # Under `trust: require` every gateway refuses an unsigned version: a channel
         # must not name one (force skips gates, not signatures).
-        self.trust.check(v)
+        self._trust.check(v)
         if not create and self._ref_or_none(v.model, channel) is None and (
-                not self.governance.declares(v.model, channel)):
+                not self._governance.declares(v.model, channel)):
             raise self._channel_missing(v.model, channel, promoting=True)
         who = actor or default_author()
-        clearance = self.governance.authorize_promotion(v, channel, who, force=force,
+        clearance = self._governance.authorize_promotion(v, channel, who, force=force,
                                                         reason=reason)
         # Regression gates judged against the channel's value when they ran: the swap
         # must start from exactly that value (a promotion landing meanwhile fails it).
@@ -129,7 +129,7 @@ class RefOps:
                                   who=who, action=action, reason=reason)
             except (RefMoved, AlreadyExists) as exc:
                 if clearance.pinned:  # retrying would skip the regression gates
-                    raise self.governance.moved_since_gated(v, channel, clearance) from exc
+                    raise self._governance.moved_since_gated(v, channel, clearance) from exc
                 # Without an explicit expectation the caller just wants the channel on
                 # this version: another promoter was first, so move on from theirs.
                 if not isinstance(expected, _Unset):
@@ -147,7 +147,7 @@ class RefOps:
             raise self._channel_missing(model, channel)
         if current.kind != "channel":
             raise UsageError(f"{model}@{channel} is a {current.kind}, not a channel")
-        self.governance.authorize_rollback(model, channel, who)
+        self._governance.authorize_rollback(model, channel, who)
         if to is not None:
             target = self.resolve(to)
             if target.model != model:
@@ -159,7 +159,7 @@ class RefOps:
                 raise Conflict(f"{model}@{channel} has no earlier version to roll back to")
             target_id = prev
         if target_id is not None:
-            self.trust.check(self._meta.get_version(target_id))
+            self._trust.check(self._meta.get_version(target_id))
         return self._move(model, channel, "channel", expected=current.version_id,
                           new=target_id, who=who, action="rollback", reason=reason)
 

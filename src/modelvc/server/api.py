@@ -144,7 +144,7 @@ def _version(reg: Registry, p: P, version_id: str) -> Any:
         raise RefNotFound(f"no version {version_id}", hint="list versions with `modelvc log`")
     if v.deleted_at is not None:
         raise RefNotFound(f"{v.model}@v{v.number} was deleted")
-    reg.trust.check(v)
+    reg.check_trust(v)
     return v
 
 

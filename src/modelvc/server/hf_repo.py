@@ -206,7 +206,7 @@ def resolve(reg: Registry, repo_id: str, model: str, revision: str) -> Resolved:
                       f"Invalid rev id: {revision} ({exc.message})") from exc
     except UsageError as exc:
         raise HfError(404, "RevisionNotFound", f"Invalid rev id: {revision}") from exc
-    reg.trust.check(v)  # the same policy as checkout and load: no unsigned bypass over HTTP
+    reg.check_trust(v)  # the same policy as checkout and load: no unsigned bypass over HTTP
     return Resolved(repo_id, model, v, _manifests.get(reg, v.id))
 
 

@@ -71,7 +71,7 @@ class Identity:
             actor = self.actor_for(reg, model)
         except PermissionDenied as exc:
             return exc.message
-        pol = reg.governance.policy()
+        pol = reg.applied_policy()
         if pol is None:
             return None
         for verb, channel in moves:
