@@ -82,7 +82,7 @@ def test_clearance_names_the_baseline_and_the_swap_from_it_fails(
         # The move, as a compare-and-swap from that baseline, with v3 landing between
         # the check and the move: refused, v3 stays.
         racing = PromoteMeanwhile(reg, other, f"m@{v3.id}", "production")
-        reg.__dict__["governance"] = racing
+        reg.__dict__["_governance"] = racing
         with pytest.raises(Conflict):  # RefMoved; GateNotPassed once promote pins itself
             reg.promote(f"m@{v2.id}", "production", actor="ci", expected=clearance.baseline)
         assert racing.clearances == [clearance]
@@ -129,7 +129,7 @@ def test_a_promotion_landing_between_check_and_move_is_caught(
 ) -> None:
     reg, other, (v1, v2, v3) = gated
     racing = PromoteMeanwhile(reg, other, f"m@{v3.id}", "production")
-    reg.__dict__["governance"] = racing  # the cached Authority, with the hook
+    reg.__dict__["_governance"] = racing  # the cached Authority, with the hook
     try:
         with pytest.raises(GateNotPassed, match="moved while") as err:
             reg.promote(f"m@{v2.id}", "production", actor="ci")
