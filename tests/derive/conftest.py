@@ -26,3 +26,6 @@ def source_tensors() -> dict[str, np.ndarray]:
 def checkout(reg: Registry, ref: str, dest: Path) -> Path:
     reg.checkout(ref, dest)
     return dest
+
+
+from tests.gates.conftest import digits  # noqa: E402, F401  (the digits MLP, ONNX)

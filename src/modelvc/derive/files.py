@@ -42,7 +42,37 @@ def map_tensors(src: Path, out: Path, fn: Callable[[str, Tensor], Tensor], *,
             continue
         found, meta = tensors.read(p)
         tensors.write(dest, {n: fn(prefix + n, t) for n, t in found.items()}, meta)
+    fix_index(out)
     return len(paths)
+
+
+def fix_index(out: Path) -> None:
+    """Bring every sharded-checkpoint index (`*.safetensors.index.json`) in OUT in line
+    with the shards written there: weight_map from their tensors, total_size their bytes
+    (a cast halves it; a quantized weight adds its scale and zero point)."""
+    from ..formats.safetensors import read_safetensors_header
+
+    for index in sorted(out.rglob("*.safetensors.index.json")):
+        try:
+            doc = json.loads(index.read_text())
+        except ValueError:
+            continue
+        if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
+            continue
+        weight_map: dict[str, str] = {}
+        total = 0
+        for shard in sorted(set(doc["weight_map"].values())):
+            path = index.parent / shard
+            if not path.is_file():
+                continue
+            for name, entry in read_safetensors_header(path).items():
+                if name != "__metadata__":
+                    weight_map[name] = shard
+                    total += entry["data_offsets"][1] - entry["data_offsets"][0]
+        doc["weight_map"] = dict(sorted(weight_map.items()))
+        meta = doc.get("metadata")
+        doc["metadata"] = {**(meta if isinstance(meta, dict) else {}), "total_size": total}
+        index.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def edit_json(path: Path, fn: Callable[[dict[str, Any]], None]) -> None:

@@ -18,7 +18,9 @@ from ..errors import NotFound, UsageError
 GROUP = "modelvc.recipes"
 # The recipes modelvc ships, also declared under GROUP in pyproject.toml; listed here too
 # so they work from a source tree whose entry points are not installed.
-BUILTIN = {"cast": "modelvc.derive.cast:Cast", "prune": "modelvc.derive.prune:Prune"}
+BUILTIN = {"cast": "modelvc.derive.cast:Cast", "prune": "modelvc.derive.prune:Prune",
+           "quantize-dynamic": "modelvc.derive.quantize:QuantizeDynamic",
+           "onnx-export": "modelvc.derive.export:OnnxExport"}
 
 
 @dataclass

@@ -52,7 +52,7 @@ def write(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | Non
     arrays = []
     for name in sorted(tensors):
         t = tensors[name]
-        a = np.ascontiguousarray(t.array)
+        a = np.ascontiguousarray(t.array).reshape(t.array.shape)  # 0-d stays 0-d
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
         header[name] = {"dtype": t.code, "shape": list(a.shape),
                         "data_offsets": [offset, offset + a.nbytes]}
