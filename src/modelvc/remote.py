@@ -11,9 +11,10 @@ holds. Checkouts stream files and verify their sha256.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -240,6 +241,17 @@ class RemoteRegistry:
                                                       "grace_seconds": grace_seconds}))
 
     # ---- commit
+    def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,
+              add: Mapping[str, bytes] | None = None, delete: Sequence[str] = (),
+              delete_folders: Sequence[str] = (), message: str = "",
+              author: str | None = None) -> VersionRow:
+        """See Registry.amend; ADD goes inline (base64), bounded by the server's
+        max_hf_commit_mb. `author` is ignored: the server records the token's subject."""
+        body = {"branch": branch, "parent": parent, "message": message,
+                "add": {k: base64.b64encode(v).decode() for k, v in (add or {}).items()},
+                "delete": list(delete), "delete_folders": list(delete_folders)}
+        return decode_as(VersionRow, self._post(f"/models/{self._q(model)}/amend", body))
+
     def commit(self, path: str | Path, *, model: str, branch: str | None = None,
                message: str = "", params: dict[str, Any] | None = None,
                metrics: dict[str, Any] | None = None, tags: Sequence[str] = (),

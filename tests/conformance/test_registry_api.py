@@ -15,6 +15,7 @@ from modelvc.errors import (
     AlreadyExists,
     Conflict,
     ModelNotFound,
+    PathNotFound,
     RefMoved,
     RefNotFound,
     UsageError,
@@ -195,6 +196,31 @@ def test_audit_pages_by_entry_id(api: Any, model: str, tmp_path: Path) -> None:
             ] == ["tag"]
     with pytest.raises(UsageError):
         api.audit(model=model, limit=0)
+
+
+@pytest.mark.verbs("amend", "checkout")
+def test_amend_reuses_the_parents_files(api: Any, model: str, tmp_path: Path) -> None:
+    d, _ = _folder(tmp_path)
+    (d / "docs").mkdir()
+    (d / "docs" / "a.md").write_text("a")
+    v1 = api.commit(d, model=model, params={"lr": 0.1})
+    v2 = api.amend(model, add={"README.md": b"# hello\n"}, delete=["config.json"],
+                   delete_folders=["docs"], message="readme")
+    assert (v2.number, v2.parents, v2.author, v2.message) == (2, [v1.id], ACTOR, "readme")
+    assert v2.params == {"lr": 0.1}  # the same weights: the parent's params
+    m1, m2 = api.manifest(f"{model}@v1"), api.manifest(f"{model}@main")
+    assert sorted(f.path for f in m2.files) == ["README.md", "model.safetensors"]
+    weights = {f.path: f for f in m1.files}["model.safetensors"]
+    assert {f.path: f for f in m2.files}["model.safetensors"].segments == weights.segments
+    out = tmp_path / "out"
+    api.checkout(f"{model}@v2", out)
+    assert (out / "README.md").read_bytes() == b"# hello\n"
+    assert (out / "model.safetensors").read_bytes() == (d / "model.safetensors").read_bytes()
+    with pytest.raises(RefMoved):  # an explicit parent must be the head
+        api.amend(model, parent=f"{model}@v1", add={"x.txt": b"x"})
+    with pytest.raises(PathNotFound):
+        api.amend(model, delete=["no-such-file"])
+    assert [v.number for v in api.versions(model)] == [2, 1]
 
 
 @pytest.mark.verbs("storage")

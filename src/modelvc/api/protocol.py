@@ -13,7 +13,7 @@ local author); a server records its token's subject instead and ignores it.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -216,6 +216,17 @@ class RegistryAPI(Protocol):
                lineage: dict[str, Any] | None = None) -> Version:
         """`lineage`: entries added to the captured lineage (git, data, env), such as
         `derived_from`; a key the capture sets is refused (UsageError)."""
+        ...
+
+    def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,
+              add: Mapping[str, bytes] | None = None, delete: Sequence[str] = (),
+              delete_folders: Sequence[str] = (), message: str = "",
+              author: str | None = None) -> Version:
+        """A new version on BRANCH: its head's files (or `parent`'s, which must be the
+        head: RefMoved otherwise) with ADD (path -> bytes) written and DELETE /
+        DELETE_FOLDERS removed, without a checkout: kept files reuse their objects, so
+        a README edit to a large model stores and sends O(KB). Over a server `author`
+        is the token's subject."""
         ...
 
     def resolve(self, ref: str, *, deleted: bool = False) -> Version: ...

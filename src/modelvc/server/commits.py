@@ -13,6 +13,8 @@ whole hashed against the id, then encoded and stored here (finish_raw).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import os
 import tempfile
@@ -194,4 +196,30 @@ def record(model: str, body: CommitIn, p: P, reg: R, st: S) -> Any:
                              params=body.params, metrics=body.metrics, lineage=body.lineage,
                              kind=body.kind, tags=body.tags, parent=body.parent,
                              author=p.name)
+    return encode(row)
+
+
+class AmendIn(BaseModel):
+    branch: str | None = None
+    parent: str | None = None  # must be the branch head (RefMoved otherwise)
+    message: str = ""
+    add: dict[str, str] = Field(default_factory=dict)  # path -> base64 bytes
+    delete: list[str] = Field(default_factory=list)
+    delete_folders: list[str] = Field(default_factory=list)
+
+
+@router.post("/amend")
+def amend(model: str, body: AmendIn, p: P, reg: R) -> Any:
+    """RegistryAPI.amend: a new version from the branch head plus these changes (files
+    inline; the body is bounded by max_hf_commit_mb, as a Hugging Face commit is)."""
+    authorize(p, "writer", model)
+    if body.parent is not None:
+        authorize(p, "reader", parse_ref(body.parent).model)
+    try:
+        add = {k: base64.b64decode(v, validate=True) for k, v in body.add.items()}
+    except (binascii.Error, ValueError) as exc:
+        raise UsageError(f"amend: a file in `add` is not valid base64: {exc}") from exc
+    row = reg.amend(model, branch=body.branch, parent=body.parent, add=add,
+                    delete=body.delete, delete_folders=body.delete_folders,
+                    message=body.message, author=p.name)
     return encode(row)
