@@ -72,6 +72,7 @@ def build() -> click.Group:
         deploy_cmds,
         derive_cmds,
         gate_cmds,
+        import_cmds,
         ref_cmds,
         serve_cmds,
         server_cmds,
@@ -85,7 +86,7 @@ def build() -> click.Group:
 
     for mod in (version_cmds, ref_cmds, admin_cmds, audit_cmds, webhook_cmds, sign_cmds,
                 serve_cmds, gate_cmds, transfer_cmds, server_cmds, token_cmds, deploy_cmds,
-                ui_cmds, derive_cmds):
+                ui_cmds, derive_cmds, import_cmds):
         mod.register(cli)
     return cli
 
