@@ -71,7 +71,7 @@ def _registry(root: Path) -> tuple[Registry, np.ndarray]:
         (folder / "model.onnx").write_bytes(
             to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}).SerializeToString())
         reg.commit(folder, model="digits", branch="dev", message=f"mlp {hidden}")
-    reg.promote("digits@v1", "production", reason="bench")
+    reg.promote("digits@v1", "production", reason="bench", create=True)
     return reg, x
 
 
@@ -156,7 +156,7 @@ def _window(recs: list[list[float]], t0: float, t1: float, old: int, new: int) -
 
 def scenario(kind: str, reg: Registry, n: int, work: Path, batch: int = 1
              ) -> dict[str, Any]:
-    reg.promote("digits@v1", "production", reason="bench reset")
+    reg.promote("digits@v1", "production", reason="bench reset", create=True)
     ports = [free_port() for _ in range(n)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     procs = []

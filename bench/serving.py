@@ -77,7 +77,7 @@ def _models(root: Path) -> tuple[Registry, np.ndarray, bytes]:
         folder.mkdir()
         (folder / "model.onnx").write_bytes(onnx)
         reg.commit(folder, model="digits", branch="dev", message=f"mlp {hidden}")
-    reg.promote("digits@v1", "production", reason="bench")
+    reg.promote("digits@v1", "production", reason="bench", create=True)
     return reg, x, first
 
 
@@ -240,7 +240,7 @@ def swaps(reg: Registry, url: str, window: list[float], n: int = 20,
     window.append(time.time())
     for i in range(n):
         target = [2, 3, 1][i % 3]  # each swap loads: only one previous version stays warm
-        reg.promote(f"digits@v{target}", "production", reason="bench swap")
+        reg.promote(f"digits@v{target}", "production", reason="bench swap", create=True)
         while True:
             polls += 1
             if _serving(url, wait_on) == target:

@@ -41,7 +41,7 @@ def _seed_small(repo: Path, models: int) -> None:
             f.write_bytes(b"model %d" % i)
             reg.commit(f, model=f"m{i:04d}", message="first", metrics={"acc": 0.5})
             if i % 10 == 0:
-                reg.promote(f"m{i:04d}", "production", reason="bench")
+                reg.promote(f"m{i:04d}", "production", reason="bench", create=True)
 
 
 def _seed_big(repo: Path, versions: int) -> None:
@@ -58,7 +58,7 @@ def _seed_big(repo: Path, versions: int) -> None:
                        params={"lr": 1e-3}, metrics={"acc": 0.5 + 0.4 * n / versions,
                                                     "loss": 1.0 - 0.5 * n / versions})
             if n % 500 == 0:
-                reg.promote(f"big@v{n}", "staging", reason="bench")
+                reg.promote(f"big@v{n}", "staging", reason="bench", create=True)
         reg.promote("big@main", "production", reason="bench")
 
 

@@ -17,7 +17,7 @@ def _mutate(reg: Registry, tmp_path: Path) -> None:
     reg.commit(tmp_path / "a.safetensors", model="toy", message="base")
     reg.commit(tmp_path / "b.safetensors", model="toy", tags=["gold"])
     reg.create_branch("toy", "exp", at="toy@v1")
-    reg.promote("toy@v1", "production", reason="launch")
+    reg.promote("toy@v1", "production", reason="launch", create=True)
     reg.promote("toy@v2", "production", reason="better")
     reg.rollback("toy", "production", reason="regressed")
     reg.delete_ref("toy", "exp", reason="done")

@@ -85,7 +85,7 @@ def test_ref_syntax(reg: Registry, tmp_path: Path) -> None:
     write_model(tmp_path / "b.safetensors", 2, base=base)
     v1 = reg.commit(tmp_path / "a.safetensors", model="toy", tags=["first"])
     v2 = reg.commit(tmp_path / "b.safetensors", model="toy", branch="dev", parent="toy@v1")
-    reg.promote("toy@v1", "production", reason="launch")
+    reg.promote("toy@v1", "production", reason="launch", create=True)
     assert reg.resolve("toy@v1").id == v1.id
     assert reg.resolve("toy@dev").id == v2.id
     assert reg.resolve("toy@main").id == v1.id
@@ -134,7 +134,7 @@ def test_channels_promote_rollback_history(reg: Registry, tmp_path: Path) -> Non
         write_model(tmp_path / f"m{i}.safetensors", 10 + i, base=base)
         vs.append(reg.commit(tmp_path / f"m{i}.safetensors", model="toy"))
     t0 = datetime.now(UTC)
-    reg.promote("toy@v1", "production", reason="first")
+    reg.promote("toy@v1", "production", reason="first", create=True)
     time.sleep(0.01)
     t1 = datetime.now(UTC)
     reg.promote("toy@v2", "production")

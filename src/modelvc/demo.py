@@ -149,8 +149,10 @@ def _story(reg: Registry, root: Path, data: tuple[Any, ...], say: Say, t0: float
     say(f"   digits@v1  held-out accuracy {acc1:.3f}, {v1.raw_size / 1e3:.0f} kB")
     if not _gate(reg, "digits@v1", say):
         raise UsageError("v1 did not pass its gate; nothing to serve")
-    reg.promote("digits@v1", "production", reason=f"gate passed, accuracy {acc1:.3f}")
-    reg.promote("digits@v1", "canary", reason="canary starts level with production")
+    reg.promote("digits@v1", "production", reason=f"gate passed, accuracy {acc1:.3f}",
+                create=True)
+    reg.promote("digits@v1", "canary", reason="canary starts level with production",
+                create=True)
     say("3. Serve it: Open Inference Protocol v2 gateway following digits@production,")
     say("   30% of callers (sticky per caller) go to digits@canary whenever it differs")
     policy = Policy(window=120.0, min_samples=80, min_feedback=80)

@@ -214,7 +214,7 @@ class RemoteRegistry:
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
                 expected: str | Unset | None = UNSET, force: bool = False,
-                create: bool = True) -> RefRow:
+                create: bool = False) -> RefRow:
         given = not isinstance(expected, Unset)
         model = ref.partition("@")[0]
         body = {"ref": ref, "reason": reason, "force": force, "expected_given": given,

@@ -55,7 +55,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with Registry.init(path) as reg:
         write_model(tmp / "model.safetensors", 0)
         v = reg.commit(tmp / "model.safetensors", model=MODEL, params={"lr": 0.1})
-        reg.promote(f"{MODEL}@v1", "production", reason="first")
+        reg.promote(f"{MODEL}@v1", "production", reason="first", create=True)
         oid = next(s.id for f in reg.manifest(f"{MODEL}@v1").files for s in f.segments)
         app = create_app(ServerConfig(registry=str(path)))
         table = sorted(set(routes(app)))

@@ -129,7 +129,7 @@ def test_policy_and_gates(api: Any, model: str, tmp_path: Path) -> None:
         api.gates.report(f"{model}@v2", run_id=good.run_id)  # a run of another version
 
     with pytest.raises(GateNotPassed):
-        api.promote(f"{model}@v2", "production")
+        api.promote(f"{model}@v2", "production", create=True)
     assert api.promote(f"{model}@v1", "production").version_id == v1.id
 
 
@@ -155,7 +155,7 @@ def test_tokens_and_roles(api: Any, model: str, is_remote: bool) -> None:
         with Registry.open(api.location, token=secret) as as_bot:
             assert as_bot.whoami()["name"] == subject
             with pytest.raises(PermissionDenied):
-                as_bot.promote(f"{model}@v1", "production")
+                as_bot.promote(f"{model}@v1", "production", create=True)
     api.roles.revoke(subject, on=model)
     assert api.roles.list(subject=subject) == []
 
@@ -186,7 +186,7 @@ def test_webhooks(api: Any, model: str, tmp_path: Path, receiver: Receiver) -> N
         assert hook.id in [h.id for h in api.events.hooks()]
         _two(api, model, tmp_path)
         receiver.fail_next = 100  # held back: the event stays pending
-        api.promote(f"{model}@v1", "staging")
+        api.promote(f"{model}@v1", "staging", create=True)
         status = {s.webhook.id: s.pending for s in api.events.status()}
         assert status[hook.id] == 1 == api.events.pending(hook)
         receiver.fail_next = 0

@@ -117,7 +117,12 @@ def test_promote_rollback_history_at(api: Any, model: str, tmp_path: Path) -> No
     v1 = api.commit(d, model=model)
     _folder(tmp_path, 1, base)
     v2 = api.commit(tmp_path / "model-1", model=model)
-    api.promote(f"{model}@v1", "production", reason="first")
+    # Creating a channel is explicit on every backend (a typo must not make one).
+    with pytest.raises(RefNotFound, match="no channel 'production'") as missing:
+        api.promote(f"{model}@v1", "production", reason="first")
+    assert "create=True" in str(missing.value.hint) and "--create" in str(missing.value.hint)
+    assert api.refs(model, "channel") == []
+    api.promote(f"{model}@v1", "production", reason="first", create=True)
     between = datetime.now(UTC)
     api.promote(f"{model}@v2", "production")
     assert api.resolve(f"{model}@production") == v2
@@ -253,7 +258,7 @@ def test_delete_gc_and_audit(api: Any, model: str, tmp_path: Path) -> None:
     v1 = api.commit(d, model=model)
     _folder(tmp_path, 1, base)
     api.commit(tmp_path / "model-1", model=model)
-    api.promote(f"{model}@v2", "production")
+    api.promote(f"{model}@v2", "production", create=True)
     api.delete(f"{model}@v1", reason="leaked data")
     with pytest.raises(RefNotFound):
         api.resolve(f"{model}@v1")

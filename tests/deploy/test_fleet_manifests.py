@@ -22,8 +22,8 @@ import yaml
 from modelvc.fleet.controller import Controller
 from modelvc.registry import Registry
 from modelvc.serving.config import load_config
-from modelvc.serving.runner import free_port
 from tests.fleet.fleet_helpers import get_json, wait_for
+from tests.services.ports import free_port
 from tests.serving.conftest import Digits, commit_onnx, digits  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,7 +198,7 @@ def test_gateway_pod_starts_and_joins_the_fleet(
                    check=True)
     with Registry.open(tmp_path / "server") as reg:
         commit_onnx(reg, tmp_path, digits.good, "v1")
-        reg.promote("digits@v1", "production", reason="first")
+        reg.promote("digits@v1", "production", reason="first", create=True)
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "serve.toml").write_text(_serve_toml())
     args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a)

@@ -14,7 +14,7 @@ MOVES = ["promote", "rollback", "force"]
 
 
 def _moves(reg: Registry) -> None:
-    reg.promote("toy@v1", "production", reason="launch")
+    reg.promote("toy@v1", "production", reason="launch", create=True)
     reg.promote("toy@v2", "production", reason="better")
     reg.rollback("toy", "production", reason="regressed")
 
@@ -51,7 +51,7 @@ def test_signature_with_the_wrong_secret_is_refused(reg: Registry, tmp_path: Pat
     assert not verify(SECRET, body + b" ", sign(SECRET, body))
     hook = reg.events.add(receiver.url, secret="not-the-receivers", events=["promote"],
                           actor="ops")
-    reg.promote("toy@v1", "production")
+    reg.promote("toy@v1", "production", create=True)
     assert receiver.received == [] and receiver.rejected >= 1
     log = reg.events.log(hook.id)
     assert log and all(d.status == 401 for d in log)
@@ -70,7 +70,7 @@ def test_receiver_down_then_next_mutation_delivers_backlog(reg: Registry, tmp_pa
     assert {d.audit_id for d in log} == {reg.audit(action="promote")[0].id}  # blocked in order
     assert reg.events.pending(reg.events.hooks()[0]) == 3
     receiver.start()  # same port
-    reg.promote("toy@v2", "production", reason="again")
+    reg.promote("toy@v2", "production", reason="again", create=True)
     assert [(r.event, r.doc["reason"]) for r in receiver.received] == [
         ("promote", "launch"), ("promote", "better"), ("rollback", "regressed"),
         ("promote", "again")]
@@ -97,7 +97,7 @@ def test_filters_and_late_webhooks(reg: Registry, tmp_path: Path, receiver: Rece
     try:
         reg.events.add(receiver.url, secret=SECRET, events=["commit"], actor="ops")
         two_versions(reg, tmp_path)
-        reg.promote("toy@v1", "production")
+        reg.promote("toy@v1", "production", create=True)
         assert receiver.events() == [("commit", "toy@main"), ("commit", "toy@main")]
         # Added after all that: only what happens from now on (its own entry is a ping).
         late = reg.events.add(other.url, secret=SECRET, events=[], actor="ops")
@@ -115,7 +115,7 @@ def test_concurrent_deliverers_do_not_lose_or_reorder(reg: Registry, tmp_path: P
     reg.events.add(receiver.url, secret=SECRET, events=MOVES, actor="ops")
     receiver.stop()
     for i in range(6):
-        reg.promote(f"toy@v{1 + i % 2}", "production", reason=str(i))
+        reg.promote(f"toy@v{1 + i % 2}", "production", reason=str(i), create=True)
     receiver.start()
     others = [Registry.open(reg.layout.root.parent) for _ in range(3)]
     try:
@@ -170,6 +170,6 @@ def test_gate_results_are_events(reg: Registry, tmp_path: Path, receiver: Receiv
             audit_entry=AuditEntry(actor="ci", action="gate", target="toy@production",
                                    model="toy", after={"version": v1, "passed": passed}))
         reg.events.after_mutation()
-    reg.promote("toy@v1", "production")  # not a gate: filtered out
+    reg.promote("toy@v1", "production", create=True)  # not a gate: filtered out
     assert [(r.event, r.doc["after"]["passed"]) for r in receiver.received] == [
         ("gate", False), ("gate", True)]

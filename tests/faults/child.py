@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
         elif verb == "promote":
             ref, channel, *b = rest
             wait(b[0] if b else None)
-            row = reg.promote(ref, channel, reason=f"promote {ref}")
+            row = reg.promote(ref, channel, reason=f"promote {ref}", create=True)
             out = {"channel": channel, "version": row.version_id}
         elif verb == "gc":
             r = reg.gc(dry_run=False, grace_seconds=0)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modelvc.registry import Registry
-from modelvc.serving.runner import free_port
+from tests.services.ports import free_port
 from tests.serving.conftest import Digits, commit_onnx, digits  # noqa: F401
 
 from .fleet_helpers import GatewayProcess, wait_for
@@ -23,7 +23,7 @@ def make_registry(path: Path, meta_url: str, digits: Digits) -> Registry:  # noq
     reg = Registry.init(path, meta_url=meta_url)
     for tag, data in (("v1", digits.good), ("v2", digits.better), ("v3", digits.broken)):
         commit_onnx(reg, path.parent, data, tag)
-    reg.promote("digits@v1", "production", reason="first")
+    reg.promote("digits@v1", "production", reason="first", create=True)
     return reg
 
 

@@ -14,7 +14,7 @@ from modelvc.api import Deployment, Replica
 from modelvc.fleet.controller import Controller
 from modelvc.meta.rows import now
 from modelvc.registry import Registry
-from modelvc.serving.runner import free_port
+from tests.services.ports import free_port
 from tests.serving.conftest import Digits, commit_onnx
 
 from .conftest import make_registry

@@ -41,7 +41,7 @@ def sqlite_reg(tmp_path: Path, digits: Digits, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MODELVC_AUTHOR", "tester")
     reg = Registry.init(tmp_path / "repo")
     commit_onnx(reg, tmp_path, digits.good, "v1")
-    reg.promote("digits@v1", "production", reason="first")
+    reg.promote("digits@v1", "production", reason="first", create=True)
     commit_onnx(reg, tmp_path, b"", "v2-python", extra={"predictor.py": PREDICTOR,
                                                         "load_seconds": b"0"})
     commit_onnx(reg, tmp_path, b"", "v3-slow", extra={"predictor.py": PREDICTOR,

@@ -61,7 +61,7 @@ def test_channel_moves_drive_the_fleet(fleet_reg: Registry, start_gateways: Star
             assert not outcomes[3].ok and "replica r3 failed" in outcomes[3].reason
             epoch = c.rollouts.get_deployment("d").epoch
             looks = w.looks
-            fleet_reg.promote("digits@v2", "staging", reason="wakes the watcher")
+            fleet_reg.promote("digits@v2", "staging", reason="wakes the watcher", create=True)
             wait_for(lambda: w.looks >= looks + 3, "the watcher to look again")
             assert len(outcomes) == 4 and c.rollouts.get_deployment("d").epoch == epoch
             assert served(gws) == {(1, epoch)}

@@ -21,7 +21,7 @@ def _state(reg: Registry) -> tuple[object, int, int]:
 
 def test_no_policy_allows_everything(any_reg: Registry, tmp_path: Path) -> None:
     v = commit(any_reg, tmp_path, 0, 0.1)
-    any_reg.promote(f"m@{v.id}", "production", actor="anyone")
+    any_reg.promote(f"m@{v.id}", "production", actor="anyone", create=True)
     assert any_reg.resolve("m@production").id == v.id
 
 
@@ -30,7 +30,7 @@ def test_promotion_without_a_passed_gate_is_refused(any_reg: Registry, tmp_path:
     apply(any_reg)
     before = _state(any_reg)
     with pytest.raises(GateNotPassed, match="no gate run for production"):
-        any_reg.promote(f"m@{v1.id}", "production", actor="ci-bot")
+        any_reg.promote(f"m@{v1.id}", "production", actor="ci-bot", create=True)
     assert _state(any_reg) == before
     # A failed run does not count either.
     v2 = commit(any_reg, tmp_path, 1, 0.5)
@@ -56,7 +56,7 @@ def test_a_gate_passed_by_another_version_does_not_count(any_reg: Registry,
     assert run_gates(any_reg, f"m@{v2.id}", "staging", actor="ci-bot").passed
     before = _state(any_reg)
     with pytest.raises(GateNotPassed):
-        any_reg.promote(f"m@{v2.id}", "production", actor="ci-bot")
+        any_reg.promote(f"m@{v2.id}", "production", actor="ci-bot", create=True)
     assert _state(any_reg) == before
 
 
@@ -67,7 +67,7 @@ def test_a_gate_passed_under_an_older_policy_does_not_count(any_reg: Registry,
     assert run_gates(any_reg, f"m@{v.id}", "production", actor="ci-bot").passed
     apply(any_reg, POLICY.replace("accuracy >= 0.9", "accuracy >= 0.92"))
     with pytest.raises(GateNotPassed, match="older one"):
-        any_reg.promote(f"m@{v.id}", "production", actor="ci-bot")
+        any_reg.promote(f"m@{v.id}", "production", actor="ci-bot", create=True)
     # Comments and layout are not meaning: re-indenting keeps the digest.
     pol = apply(any_reg, POLICY.replace("accuracy >= 0.9", "accuracy >= 0.92")
                 + "# a comment\n")
@@ -82,10 +82,10 @@ def test_a_user_without_the_role_is_refused(any_reg: Registry, tmp_path: Path) -
     # bob is a promoter, but production names its own promoters.
     for who in ("mallory", "bob"):
         with pytest.raises(PermissionDenied, match=f"{who} may not promote"):
-            any_reg.promote(f"m@{v.id}", "production", actor=who)
+            any_reg.promote(f"m@{v.id}", "production", actor=who, create=True)
     assert _state(any_reg) == before
     # An unprotected channel is open to anyone.
-    any_reg.promote(f"m@{v.id}", "dev", actor="mallory")
+    any_reg.promote(f"m@{v.id}", "dev", actor="mallory", create=True)
 
 
 def test_force_needs_admin_and_a_reason(any_reg: Registry, tmp_path: Path) -> None:
@@ -93,7 +93,8 @@ def test_force_needs_admin_and_a_reason(any_reg: Registry, tmp_path: Path) -> No
     v = commit(any_reg, tmp_path, 0, 0.2)
     before = _state(any_reg)
     with pytest.raises(PermissionDenied, match="admin"):
-        any_reg.promote(f"m@{v.id}", "production", actor="ci-bot", force=True, reason="hot")
+        any_reg.promote(f"m@{v.id}", "production", actor="ci-bot", force=True, reason="hot",
+                        create=True)
     with pytest.raises(UsageError, match="reason"):
         any_reg.promote(f"m@{v.id}", "production", actor="alice", force=True, reason=" ")
     assert _state(any_reg) == before
@@ -112,7 +113,7 @@ def test_rollback_restores_the_previous_target(any_reg: Registry, tmp_path: Path
     v2 = commit(any_reg, tmp_path, 1, 0.96)
     for v in (v1, v2):
         assert run_gates(any_reg, f"m@{v.id}", "production", actor="ci-bot").passed
-        any_reg.promote(f"m@{v.id}", "production", actor="ci-bot")
+        any_reg.promote(f"m@{v.id}", "production", actor="ci-bot", create=True)
     before = _state(any_reg)
     with pytest.raises(PermissionDenied, match="may not roll back"):
         any_reg.rollback("m", "production", actor="mallory")
@@ -134,7 +135,7 @@ def test_regression_gate_must_be_against_what_the_channel_holds(any_reg: Registr
     assert r.passed and "no current version" in r.results[1].message
     # v2 is gated while staging is empty, then v1 lands: v2's run is stale.
     assert run_gates(any_reg, f"m@{v2.id}", "staging", actor="bob").passed
-    any_reg.promote(f"m@{v1.id}", "staging", actor="bob")
+    any_reg.promote(f"m@{v1.id}", "staging", actor="bob", create=True)
     with pytest.raises(GateNotPassed, match="moved since"):
         any_reg.promote(f"m@{v2.id}", "staging", actor="bob")
     r2 = run_gates(any_reg, f"m@{v2.id}", "staging", actor="bob")

@@ -51,7 +51,8 @@ class PromoteMeanwhile(Authority):
         clearance = super().authorize_promotion(v, channel, actor, force=force, reason=reason)
         self.clearances.append(clearance)
         if self.ref:
-            self.other.promote(self.ref, self.channel, actor="other", reason="meanwhile")
+            self.other.promote(self.ref, self.channel, actor="other", reason="meanwhile",
+                               create=True)
             self.ref = ""  # once
         return clearance
 
@@ -62,7 +63,7 @@ def gated(any_reg: Registry, tmp_path: Path) -> tuple[Registry, Registry, list[V
     apply(any_reg, POLICY)
     vs = [commit(any_reg, tmp_path, i, acc) for i, acc in enumerate([0.90, 0.95, 0.99])]
     assert run_gates(any_reg, f"m@{vs[0].id}", "production", actor="ci").passed
-    any_reg.promote(f"m@{vs[0].id}", "production", actor="ci")
+    any_reg.promote(f"m@{vs[0].id}", "production", actor="ci", create=True)
     for v in vs[1:]:
         report = run_gates(any_reg, f"m@{v.id}", "production", actor="ci")
         assert report.passed and report.baseline == vs[0].id
@@ -84,7 +85,8 @@ def test_clearance_names_the_baseline_and_the_swap_from_it_fails(
         racing = PromoteMeanwhile(reg, other, f"m@{v3.id}", "production")
         reg.__dict__["_governance"] = racing
         with pytest.raises(Conflict):  # RefMoved; GateNotPassed once promote pins itself
-            reg.promote(f"m@{v2.id}", "production", actor="ci", expected=clearance.baseline)
+            reg.promote(f"m@{v2.id}", "production", actor="ci", expected=clearance.baseline,
+                        create=True)
         assert racing.clearances == [clearance]
         assert reg.resolve("m@production").id == v3.id
         assert [m.new for m in reg.history("m", "production")] == [v1.id, v3.id]
@@ -120,7 +122,7 @@ def test_empty_channel_baseline_is_pinned_too(any_reg: Registry, tmp_path: Path)
     c = any_reg._governance.authorize_promotion(v1, "production", "ci", force=False, reason="")
     assert c.pinned and c.baseline is None
     assert c.expected(reg_unset()) is None
-    any_reg.promote(f"m@{v1.id}", "production", actor="ci", expected=None)
+    any_reg.promote(f"m@{v1.id}", "production", actor="ci", expected=None, create=True)
     assert any_reg.resolve("m@production").id == v1.id
 
 
@@ -132,7 +134,7 @@ def test_a_promotion_landing_between_check_and_move_is_caught(
     reg.__dict__["_governance"] = racing  # the cached Authority, with the hook
     try:
         with pytest.raises(GateNotPassed, match="moved while") as err:
-            reg.promote(f"m@{v2.id}", "production", actor="ci")
+            reg.promote(f"m@{v2.id}", "production", actor="ci", create=True)
         assert err.value.hint and "gate run" in err.value.hint
         assert racing.clearances[0].baseline == v1.id
         # v3, the promotion that landed first, stays; v2 (never compared against v3,

@@ -64,7 +64,7 @@ def test_digits_onnx_eval_and_runtime_budgets(reg: Registry, digits: tuple[Path,
     assert run.passed and run.report_id == report.report_id
     stored = read_report(reg, run)
     assert stored["version"] == v.id and len(stored["results"]) == len(report.results)
-    reg.promote("digits", "production", actor="alice")
+    reg.promote("digits", "production", actor="alice", create=True)
 
 
 def test_digits_failing_eval_budget_and_entry_point(reg: Registry, tmp_path: Path,

@@ -21,7 +21,7 @@ import pytest
 
 from modelvc.meta.auth import new_token
 from modelvc.registry import Registry
-from modelvc.serving.runner import free_port
+from tests.services.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-hf0"
@@ -91,8 +91,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
             v = reg.commit(folders[n], model=MODEL, branch=branch, message=f"v{n}",
                            author="tester", cwd=root)
             hub.ids[v.number] = v.id
-        reg.promote(f"{MODEL}@v1", "production", actor="tester")
-        reg.promote(f"{MODEL}@v2", "staging", actor="tester")
+        reg.promote(f"{MODEL}@v1", "production", actor="tester", create=True)
+        reg.promote(f"{MODEL}@v2", "staging", actor="tester", create=True)
         reg.tag(f"{MODEL}@v3", "gold", actor="tester")
         token, digest = new_token()
         reg._meta.create_token(name="hf", subject="alice", secret_hash=digest,

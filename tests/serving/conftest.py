@@ -20,7 +20,8 @@ import pytest
 from modelvc.canary import Clock
 from modelvc.registry import Registry
 from modelvc.serving.config import ModelConfig, ServeConfig, load_config
-from modelvc.serving.runner import BackgroundServer, free_port
+from modelvc.serving.runner import BackgroundServer
+from tests.services.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def commit_onnx(reg: Registry, tmp: Path, data: bytes, tag: str, *,
 def serve_reg(reg: Registry, tmp_path: Path, digits: Digits) -> Registry:
     """digits@v1 (logistic regression) in production."""
     commit_onnx(reg, tmp_path, digits.good, "v1")
-    reg.promote("digits@v1", "production", reason="first")
+    reg.promote("digits@v1", "production", reason="first", create=True)
     return reg
 
 

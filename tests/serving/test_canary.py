@@ -60,7 +60,7 @@ def _drive(url: str, digits: Digits, until: Any, *, callers: int = 3) -> dict[st
 def test_canary_routing_is_sticky_per_caller(serve_reg: Registry, digits: Digits,
                                              tmp_path: Path, start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
-    serve_reg.promote("digits@v2", "canary", reason="try")
+    serve_reg.promote("digits@v2", "canary", reason="try", create=True)
     srv = start_gateway(serve_reg, [_canary(30, auto=False)])
     seen: dict[str, set[str]] = {}
     for user in range(150):
@@ -78,7 +78,7 @@ def test_canary_routing_is_sticky_per_caller(serve_reg: Registry, digits: Digits
 def test_regressing_canary_is_rolled_back_by_itself(serve_reg: Registry, digits: Digits,
                                                     tmp_path: Path, start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, digits.broken, "v2")
-    serve_reg.promote("digits@v1", "canary", reason="start equal")
+    serve_reg.promote("digits@v1", "canary", reason="start equal", create=True)
     serve_reg.promote("digits@v2", "canary", reason="try the new one")
     srv = start_gateway(serve_reg, [_canary(50)])
     served = _drive(srv.url, digits, serving(srv.url, 1, "canary"))
@@ -99,7 +99,7 @@ def test_regressing_canary_is_rolled_back_by_itself(serve_reg: Registry, digits:
 def test_healthy_canary_is_promoted(serve_reg: Registry, digits: Digits, tmp_path: Path,
                                     start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
-    serve_reg.promote("digits@v2", "canary", reason="try")
+    serve_reg.promote("digits@v2", "canary", reason="try", create=True)
     srv = start_gateway(serve_reg, [_canary(50)])
     _drive(srv.url, digits, serving(srv.url, 2))
     last = serve_reg.history("digits", "production")[-1]
@@ -132,7 +132,7 @@ class Predictor:
 def test_failing_canary_costs_callers_nothing_and_is_rolled_back(
         serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, b"", "v2", extra={"predictor.py": PREDICTOR})
-    serve_reg.promote("digits@v1", "canary", reason="start equal")
+    serve_reg.promote("digits@v1", "canary", reason="start equal", create=True)
     serve_reg.promote("digits@v2", "canary", reason="python predictor")
     srv = start_gateway(serve_reg, [_canary(50, check_accuracy=False)], trust="any")
     served = _drive(srv.url, digits, serving(srv.url, 1, "canary"))
@@ -146,7 +146,7 @@ def test_failing_canary_costs_callers_nothing_and_is_rolled_back(
 def test_trust_policy_refuses_python_predictor(serve_reg: Registry, tmp_path: Path,
                                                start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, b"", "v2", extra={"predictor.py": PREDICTOR})
-    serve_reg.promote("digits@v2", "staging", reason="python predictor")
+    serve_reg.promote("digits@v2", "staging", reason="python predictor", create=True)
     srv = start_gateway(serve_reg, [{"model": "digits", "shadow": "staging"}])
     err = status(srv.url)["shadow"]["error"]
     assert "trust policy ('never') refuses" in err
@@ -156,7 +156,7 @@ def test_shadow_compares_without_answering(serve_reg: Registry, digits: Digits,
                                            tmp_path: Path, start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
     commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
-    serve_reg.promote("digits@v2", "staging", reason="shadow it")
+    serve_reg.promote("digits@v2", "staging", reason="shadow it", create=True)
     srv = start_gateway(serve_reg, [{"model": "digits", "shadow": "staging"}])
     caller = Caller(srv.url)
     for i in range(60):

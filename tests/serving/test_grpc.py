@@ -20,7 +20,8 @@ from tritonclient.utils import InferenceServerException
 
 from modelvc.registry import Registry
 from modelvc.serving.oipgrpc.build import DESC, compile_proto
-from modelvc.serving.runner import BackgroundServer, free_port
+from modelvc.serving.runner import BackgroundServer
+from tests.services.ports import free_port
 
 from .conftest import Digits, Start, commit_onnx
 from .helpers import serving, status, triton_refused_calls, wait_for
@@ -174,8 +175,8 @@ def test_canary_shadow_and_metrics_over_grpc(serve_reg: Registry, digits: Digits
                                              tmp_path: Path, start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
     commit_onnx(serve_reg, tmp_path, digits.good, "v3")
-    serve_reg.promote("digits@v2", "canary", reason="try")
-    serve_reg.promote("digits@v3", "staging", reason="shadow it")
+    serve_reg.promote("digits@v2", "canary", reason="try", create=True)
+    serve_reg.promote("digits@v3", "staging", reason="shadow it", create=True)
     srv, client = _start(start_gateway, serve_reg, [
         {"model": "digits", "canary": {"ref": "canary", "percent": 30, "auto": False},
          "shadow": "staging"}])

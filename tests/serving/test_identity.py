@@ -47,7 +47,7 @@ def test_refused_promotion_is_surfaced_then_retried(
         serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start,
         caplog: pytest.LogCaptureFixture) -> None:
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
-    serve_reg.promote("digits@v2", "canary", reason="try")
+    serve_reg.promote("digits@v2", "canary", reason="try", create=True)
     _apply(serve_reg, "alice")
     caplog.set_level(logging.INFO, "modelvc.serving")
     srv = start_gateway(serve_reg, [_canary(50)], actor="bob")
@@ -77,7 +77,7 @@ def test_refused_promotion_is_surfaced_then_retried(
 def test_token_identity_needs_the_promoter_role(
         serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
-    serve_reg.promote("digits@v2", "canary", reason="try")
+    serve_reg.promote("digits@v2", "canary", reason="try", create=True)
     _apply(serve_reg, "ci-bot")
     token, digest = new_token()
     serve_reg._meta.create_token(name="gateway", subject="ci-bot", secret_hash=digest,
@@ -100,7 +100,7 @@ def test_token_identity_needs_the_promoter_role(
 def test_refused_rollback_still_takes_traffic_off_the_canary(
         serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, digits.broken, "v2")
-    serve_reg.promote("digits@v1", "canary", reason="start equal")
+    serve_reg.promote("digits@v1", "canary", reason="start equal", create=True)
     serve_reg.promote("digits@v2", "canary", reason="try the new one")
     _apply(serve_reg, "alice")
     srv = start_gateway(serve_reg, [_canary(50)])  # acts as modelvc-serve: not listed

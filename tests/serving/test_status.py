@@ -159,7 +159,7 @@ def test_gateway_canary_rolls_back_on_drift_alone(serve_reg: Registry, digits: D
     """No feedback comes back (accuracy unchecked): only the output drift of a canary
     that predicts one class catches it."""
     commit_onnx(serve_reg, tmp_path, b"", "v2", extra={"predictor.py": CONSTANT})
-    serve_reg.promote("digits@v1", "canary", reason="start equal")
+    serve_reg.promote("digits@v1", "canary", reason="start equal", create=True)
     serve_reg.promote("digits@v2", "canary", reason="try")
     srv = start_gateway(serve_reg, [{"model": "digits", "canary": {
         "ref": "canary", "percent": 50,

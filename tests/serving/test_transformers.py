@@ -44,7 +44,7 @@ def test_transformers_pipeline_served_over_oip(reg: Registry, tmp_path: Path,
     _tiny_classifier(folder)
     assert not list(folder.glob("*.onnx"))  # the transformers runtime, not ONNX
     reg.commit(folder, model="sentiment", message="tiny classifier")
-    reg.promote("sentiment@v1", "production")
+    reg.promote("sentiment@v1", "production", create=True)
     srv = start_gateway(reg, [{"model": "sentiment"}])
     meta = json.loads(urllib.request.urlopen(f"{srv.url}/v2/models/sentiment").read())
     assert meta["platform"] == "transformers"

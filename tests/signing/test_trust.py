@@ -194,7 +194,7 @@ def test_promoting_an_unsigned_version_is_refused_under_require(signed: Signed) 
     reg = signed.reg
     reg.commit(model_folder(signed.tmp / "m2", seed=2), model="net")
     set_policy(reg, REQUIRE)
-    reg.promote("net@v1", "production", reason="signed")
+    reg.promote("net@v1", "production", reason="signed", create=True)
     for force in (False, True):
         with pytest.raises(Untrusted, match="net@v2 has no valid signature"):
             reg.promote("net@v2", "production", reason="unsigned", force=force)
@@ -223,7 +223,7 @@ def test_policy_rows_deleted_by_sql_are_refused_not_obeyed(signed: Signed) -> No
         with pytest.raises(Corrupt, match="policies table was edited"):
             fresh.checkout("net", signed.tmp / "co")
         with pytest.raises(Corrupt, match="policies table was edited"):
-            fresh.promote("net@v2", "production", reason="x")
+            fresh.promote("net@v2", "production", reason="x", create=True)
         assert not (signed.tmp / "co").exists()
     finally:
         fresh.close()

@@ -58,7 +58,7 @@ def test_channels_travel_only_when_asked_and_tags_never_move(
     t = Trainer(a, tmp_path)
     v1 = t.commit()
     a.tag(f"bert@{v1}", "release-1")
-    a.promote(f"bert@{v1}", "production")
+    a.promote(f"bert@{v1}", "production", create=True)
     push(a, b, ["bert"])
     assert {r.name for r in b.refs("bert")} == {"main", "release-1"}
     push(a, b, ["bert@production"])
@@ -74,7 +74,7 @@ def test_pull_and_clone_with_a_named_remote(
     t = Trainer(a, tmp_path)
     t.commit()
     t.commit(branch="exp")
-    a.promote("bert@v1", "staging")
+    a.promote("bert@v1", "staging", create=True)
     c, r = clone(tmp_path / "a", tmp_path / "c")
     try:
         assert remotes(c) == {"origin": str(tmp_path / "a")}

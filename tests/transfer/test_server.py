@@ -26,7 +26,7 @@ def test_push_pull_clone_through_a_server(
     t = Trainer(a, tmp_path)
     t.commit()
     v2 = t.commit()
-    a.promote("bert@v2", "production")
+    a.promote("bert@v2", "production", create=True)
     r = push(a, server.url, ["bert", "bert@production"])
     assert len(r.versions) == 2 and {x.result for x in r.refs} == {"created", "promoted"}
     c, _rc = clone(server.url, tmp_path / "c")

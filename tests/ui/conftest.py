@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import ConsoleMessage, Page
 
-from tests.services.server import ServerProcess, free_port
+from tests.services.ports import free_port
+from tests.services.server import ServerProcess
 
 from .seed import Seeded, seed
 

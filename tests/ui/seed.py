@@ -75,10 +75,10 @@ def _seed(root: Path, meta_url: str | None, objects_url: str | None) -> Seeded:
         write_model(files / "resnet.safetensors", 8, base=r0)
         reg.commit(files / "resnet.safetensors", model="resnet", message="second",
                    metrics={"top1": 0.74})
-        reg.promote("resnet@v2", "staging", reason="nightly")
+        reg.promote("resnet@v2", "staging", reason="nightly", create=True)
         reg._governance.apply_policy(parse_policy(POLICY), "admin")
         reg.promote("bert@v1", "production", reason="first release", force=True,
-                    actor="admin")
+                    actor="admin", create=True)
         run_gates(reg, "bert@v2", "production", actor="maint")
         reg.promote("bert@v2", "production", reason="better acc", actor="maint")
         run_gates(reg, "bert@v3", "production", actor="maint")  # fails: acc 0.83

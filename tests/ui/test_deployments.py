@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 from modelvc.registry import Registry
 from tests.fleet.conftest import fleet_reg, start_gateways  # noqa: F401
 from tests.fleet.fleet_helpers import GatewayProcess
-from tests.services.server import free_port
+from tests.services.ports import free_port
 from tests.serving.conftest import digits  # noqa: F401
 
 from .conftest import Console, LocalUI, shot

@@ -272,8 +272,9 @@ class RegistryAPI(Protocol):
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
                 expected: str | Unset | None = UNSET, force: bool = False,
-                create: bool = True) -> Ref:
-        """`create`: False refuses a channel that does not exist yet."""
+                create: bool = False) -> Ref:
+        """A channel that does not exist yet is refused unless `create=True` (or the
+        applied policy declares it): a typo must not make a new channel."""
         ...
 
     def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",

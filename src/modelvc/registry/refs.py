@@ -47,7 +47,8 @@ class RefOps:
         """No channel CHANNEL: the error names the channels the model has."""
         have = [r.name for r in self._meta.list_refs(model, "channel")]
         listed = ", ".join(have) if have else "none yet"
-        create = f"`modelvc promote {model}@vN --to {channel} --create`"
+        create = (f"`modelvc promote {model}@vN --to {channel} --create` (Python: "
+                  f"promote(..., create=True); HTTP: \"create\": true)")
         hint = (f"check the spelling; a new channel is created with {create}" if promoting
                 else f"check the spelling (`modelvc channel list {model}`)")
         return RefNotFound(f"{model} has no channel {channel!r} (its channels: {listed})",
@@ -89,15 +90,15 @@ class RefOps:
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
                 expected: str | _Unset | None = UNSET, force: bool = False,
-                create: bool = True) -> RefRow:
+                create: bool = False) -> RefRow:
         """Point CHANNEL of the version's model at the version (compare-and-swap).
 
         When a policy is applied, the version must have passed the channel's gates
         (and the actor hold the role); `force` skips the gates, needs the admin role
         and a reason, and is recorded as such. `expected`: the version the channel
-        must hold now (default: whatever it holds when read here). `create=False`
-        refuses a channel that does not exist yet unless the applied policy declares
-        it (the CLI passes it: a typo must not make a new channel)."""
+        must hold now (default: whatever it holds when read here). A channel that does
+        not exist yet is refused (RefNotFound naming the model's channels: a typo must
+        not make a new one) unless `create=True` or the applied policy declares it."""
         check_ref_name(channel, "channel name")
         v = self.resolve(ref)
         # Under `trust: require` every gateway refuses an unsigned version: a channel

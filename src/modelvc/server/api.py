@@ -215,7 +215,7 @@ class PromoteIn(BaseModel):
     expected: str | None = None
     expected_given: bool = False  # None is a real expectation ("the channel is empty")
     force: bool = False
-    create: bool = True  # False: a channel that does not exist yet is refused (a typo)
+    create: bool = False  # a channel that does not exist yet is refused unless true (a typo)
 
 
 @router.post("/models/{model}/channels/{channel}/promote")

@@ -160,9 +160,10 @@ class GuardedRegistry:
         return self._ref(model, name)
 
     def promote(self, ref: str, channel: str, *, reason: str = "", actor: str | None = None,
-                force: bool = False) -> Ref:
+                force: bool = False, create: bool = False) -> Ref:
         model = api.model_of(ref)
-        api.promote(model, channel, api.PromoteIn(ref=ref, reason=reason, force=force),
+        api.promote(model, channel,
+                    api.PromoteIn(ref=ref, reason=reason, force=force, create=create),
                     self._p, self._reg)
         return self._ref(model, channel)
 

@@ -198,8 +198,9 @@ class LocalEnd:
             raise Conflict(f"{ref.model}@{ref.name}: not a fast-forward",
                            hint="pull and merge first, or pass --force to overwrite it")
         if ref.kind == "channel":
+            # A transferred channel is mirrored: the source has it, so it is created here.
             self.reg.promote(f"{ref.model}@{ref.version_id}", ref.name, expected=now,
-                             actor=who, reason="transfer")
+                             actor=who, reason="transfer", create=now is None)
             return "promoted"
         action = "force" if force and now and not self.descends(ref.version_id, now) else "push"
         self.reg.move_ref(ref.model, ref.name, ref.kind,  # type: ignore[arg-type]

@@ -37,7 +37,7 @@ def promote(reg: UIRegistry, viewer: Viewer, form: dict[str, str], ui: UI) -> st
     channel = _need(form, "channel", "channel")
     force = form.get("force") == "1"
     reg.promote(f"{model}@v{number}", channel, reason=form.get("reason", ""),
-                actor=viewer.name, force=force)
+                actor=viewer.name, force=force, create=form.get("create") == "1")
     ui.summaries.drop(model)
     return _model_url(model, f"done=promoted+v{number}+to+{quote(channel)}#channels")
 
