@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from modelvc.registry import Registry
 from modelvc.server.app import create_app
 from modelvc.server.config import load_config
-from modelvc.serving.runner import free_port
+from tests.services.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from modelvc.serving.runner import free_port
+from tests.services.ports import free_port
 
 
 def _bin(name: str) -> str:

@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 from modelvc.canary import Policy
+from modelvc.fleet import controller
+from modelvc.fleet.canary import GatewayStats
+from modelvc.fleet.canary import read_stats as real_read_stats
 from modelvc.fleet.controller import Controller, Outcome
 from modelvc.registry import Registry
 from modelvc.serving.loadgen import Traffic
@@ -131,8 +134,20 @@ def test_a_version_tried_again_is_judged_on_its_new_requests(
 
 
 def test_a_canary_replica_dying_mid_trial_fails_it_at_once(
-        fleet_reg: Registry, start_gateways: Starter) -> None:
+        fleet_reg: Registry, start_gateways: Starter, monkeypatch: pytest.MonkeyPatch) -> None:
     gws = start_gateways(fleet_reg, 3)
+    # The trial is under way once the controller has read a gateway's statistics since
+    # its mark (the reads before the trial, `_clocks`, pass no mark).
+    judging = threading.Event()
+
+    def read_stats(address: str, since: float | None = None, timeout: float = 2.0
+                   ) -> GatewayStats | str:
+        got = real_read_stats(address, since, timeout)
+        if since is not None:
+            judging.set()
+        return got
+
+    monkeypatch.setattr(controller, "read_stats", read_stats)
     # No traffic: the trial would wait its whole 120 s window for a verdict.
     policy = Policy(min_samples=40, window=120.0)
     with Controller(fleet_reg, canary_replicas=1, policy=policy) as c:
@@ -142,7 +157,7 @@ def test_a_canary_replica_dying_mid_trial_fails_it_at_once(
         trial = threading.Thread(target=lambda: result.update(out=c.rollout("d", "v2")))
         trial.start()
         wait_for(lambda: gws[0].status()["version"] == 2, "r1 to serve the canary")
-        time.sleep(1.0)  # the trial is under way
+        assert judging.wait(300), "the trial never read the gateways"  # a hang guard
         killed = time.monotonic()
         gws[0].kill()
         trial.join(300)  # a hang guard: the bound that matters is the one below

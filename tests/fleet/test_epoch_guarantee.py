@@ -20,8 +20,9 @@ from modelvc.fleet.controller import Controller, Outcome
 from modelvc.registry import Registry
 from modelvc.serving.config import load_config
 from modelvc.serving.fleet_agent import FleetAgent
-from modelvc.serving.runner import BackgroundServer, free_port
+from modelvc.serving.runner import BackgroundServer
 from modelvc.serving.served import ServedModel
+from tests.services.ports import free_port
 from tests.serving.conftest import Digits
 
 from .fleet_helpers import wait_for

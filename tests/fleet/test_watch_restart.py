@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from modelvc.fleet.controller import Controller
 from modelvc.registry import Registry
 from tests.serving.conftest import commit_onnx
 
-from .fleet_helpers import GatewayProcess, WatchProcess
+from .fleet_helpers import GatewayProcess, WatchProcess, wait_for
 from .test_stage_failures import PREDICTOR, served
 
 Starter = Callable[..., list[GatewayProcess]]
@@ -26,6 +25,11 @@ def cli(reg: Registry, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "modelvc.cli.main", "--registry",
                            str(reg.layout.root.parent), *args],
                           capture_output=True, text=True, timeout=120, check=True)
+
+
+def looks(w: WatchProcess) -> int:
+    """Looks the watcher has completed (its --log-level debug lines)."""
+    return w.log.read_text().count(": look ")
 
 
 def test_a_restarted_watcher_skips_the_version_the_fleet_refused(
@@ -54,13 +58,15 @@ def test_a_restarted_watcher_skips_the_version_the_fleet_refused(
         assert entry.before["number"] == 1
         first.kill()  # a crash: nothing but the database remembers
 
-        second = WatchProcess(root, "d", log=tmp_path / "watch-2.log")
+        second = WatchProcess(root, "d", "--log-level", "debug", log=tmp_path / "watch-2.log")
         (skip,) = second.wait_lines(1, "the restarted watcher's first look")
         assert skip["skipped"] == 4 and skip["refused"]["channel_revision"] == revision
         assert skip["refused"]["reason"] == out["reason"]
         # Other refs move (NOTIFY wakes it) and time passes: v4 is still not tried.
-        fleet_reg.promote("digits@v2", "staging", reason="wakes the watcher")
-        time.sleep(3.0)  # beyond its 2 s safety re-read
+        looked = looks(second)
+        fleet_reg.promote("digits@v2", "staging", reason="wakes the watcher", create=True)
+        # the look NOTIFY wakes, and the safety re-read after it
+        wait_for(lambda: looks(second) >= looked + 2, "two more looks by the watcher")
         assert len(second.lines()) == 1
         d = fleet_reg._meta.get_deployment("d")
         assert (d.epoch, d.state, d.pending_id) == (3, "aborted", None)

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from modelvc.registry import Registry
 from modelvc.transfer.local import local_end
 from modelvc.transfer.protocol import RefInfo
 from tests.conftest import write_model
-from tests.services.rawhttp import raw_request
+from tests.services.rawhttp import raw_request, read_answer
 from tests.services.server import ServerProcess, grant_token
 
 SECRET, PUBLIC = "secret-model", "public-model"
@@ -65,7 +66,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         assert pub.id != fork.id
     server = ServerProcess(path, tmp / "server.log", env={
         "MODELVC_SERVER_MAX_BODY_MB": "1", "MODELVC_SERVER_MAX_COMMIT_MB": "4",
-        "MODELVC_SERVER_BODY_TIMEOUT": str(BODY_TIMEOUT)}).start()
+        "MODELVC_SERVER_BODY_TIMEOUT": str(BODY_TIMEOUT),
+        "MODELVC_SERVER_HEADER_TIMEOUT": str(BODY_TIMEOUT)}).start()
     try:
         yield Env(server, grant_token(path, "root", "admin", "*"),
                   grant_token(path, "pub-writer", "writer", PUBLIC), secret.id)
@@ -190,6 +192,22 @@ def test_a_body_that_never_finishes_is_answered_408(env: Env) -> None:
                                    env.writer), b'{"files": [')
     assert status == 408, data[:300]
     assert json.loads(data.split(b"\r\n\r\n", 1)[1])["error"] == "BodyTimeout"
+
+
+def test_headers_that_never_finish_are_answered_408(env: Env) -> None:
+    """uvicorn holds a request head forever (no header timeout): the server's protocol
+    (modelvc.httpproto) answers 408 after header_timeout, on a fresh connection and on a
+    kept-alive one whose next head stalls."""
+    for sent in ("", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "):
+        with socket.create_connection(("127.0.0.1", env.server.port), timeout=60) as s:
+            s.sendall(sent.encode())
+            status, data = read_answer(s)
+        assert status == 408, data[:300]
+        assert json.loads(data.split(b"\r\n\r\n", 1)[1])["error"] == "HeaderTimeout"
+    with socket.create_connection(("127.0.0.1", env.server.port), timeout=60) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHo")
+        status, data = read_answer(s)
+    assert status == 200 and b" 408 " in data, data[:600]  # the first answered, then 408
 
 
 # ---- 6. and 10. inputs that answered 500 or dropped the connection

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from modelvc.registry import Registry
-from modelvc.serving.runner import free_port
+from tests.services.ports import free_port
 
 from .conftest import Digits
 from .helpers import Caller, get_json, wait_for

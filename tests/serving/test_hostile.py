@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import urllib.error
 import urllib.request
 import zlib
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.services.rawhttp import raw_request
+from tests.services.rawhttp import raw_request, read_answer
 
 from .conftest import Digits, Start
 
@@ -90,6 +91,20 @@ def test_a_body_that_never_finishes_is_answered_408(serve_reg: Any,
     assert status == 408, data[:300]
 
 
+def test_headers_that_never_finish_are_answered_408(serve_reg: Any,
+                                                    start_gateway: Start) -> None:
+    """A request head sent a byte at a time, then never finished (uvicorn alone holds
+    it forever): 408 after header_timeout (modelvc.httpproto)."""
+    srv = start_gateway(serve_reg, header_timeout=2)
+    host, port = srv.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        for byte in b"POST /v2/models/digits/infer HTTP/1.1\r\nHost":
+            s.sendall(bytes([byte]))
+        status, data = read_answer(s)
+    assert status == 408, data[:300]
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["error"] == "HeaderTimeout"
+
+
 def _deep(n: int = 100_000) -> bytes:
     return b"[" * n + b"]" * n
 
@@ -145,7 +160,7 @@ def test_grpc_bad_input_is_invalid_argument(serve_reg: Any, start_gateway: Start
     import grpc
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    from modelvc.serving.runner import free_port
+    from tests.services.ports import free_port
 
     port = free_port()
     start_gateway(serve_reg, grpc_port=port)

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelvc.registry import Registry
-from modelvc.serving.runner import free_port
+from tests.services.ports import free_port
 
 from .conftest import Digits, Start
 from .helpers import Caller, get_json, wait_for

@@ -175,12 +175,15 @@ def rollback(ctx: Ctx, name: str, reason: str, as_json: bool) -> None:
 @click.option("--stage-timeout", type=float, default=60.0, show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True,
               help="Replicas per step (rolling strategy).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]),
+              default="warning", show_default=True,
+              help="What goes to stderr: debug adds a line per look at the channel.")
 @strategy_override
 @canary_options
 @json_option
 @click.pass_obj
 def watch(ctx: Ctx, /, name: str, poll: float, stage_timeout: float, batch: int,
-          strategy: str | None, as_json: bool, **kw: Any) -> None:
+          log_level: str, strategy: str | None, as_json: bool, **kw: Any) -> None:
     """Roll the fleet out whenever the deployment's channel moves (promote, rollback),
     until interrupted, with the same strategy and canary options as `deploy rollout`.
     A version the fleet refused waits for the channel to move again (also across
@@ -193,6 +196,10 @@ def watch(ctx: Ctx, /, name: str, poll: float, stage_timeout: float, batch: int,
             click.echo(f"{name}: v{r.number} was refused at {r.channel} revision "
                        f"{r.revision} ({r.reason}); waiting for the channel to move")
 
+    import logging
+
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("modelvc").setLevel(log_level.upper())  # not the libraries' debug
     with _controller(ctx, stage_timeout, batch, _canary(kw), strategy) as c:
         c.strategy_for(c.rollouts.get_deployment(name))  # NotFound, or a bad override, now
         from ..fleet.watch import Watcher

@@ -64,12 +64,15 @@ def server(ctx: Ctx, registry_path: str | None, host: str | None, port: int | No
     app = create_app(cfg)
     if as_json:  # the human form is the log's "started" line
         emit_line({"url": f"http://{cfg.host}:{cfg.port}", "registry": str(cfg.registry)})
+    from ..httpproto import with_header_timeout
+
     uvicorn.Server(uvicorn.Config(
         app, host=cfg.host, port=cfg.port, log_config=None, access_log=False,
         timeout_graceful_shutdown=int(cfg.graceful_timeout), lifespan="on",
         # h11 and asyncio as before: the serve extra installs httptools and uvloop for
-        # the gateway, and "auto" would switch this server to them untested.
-        http="h11", loop="asyncio",
+        # the gateway, and "auto" would switch this server to them untested. h11 with a
+        # deadline for request heads (modelvc.httpproto).
+        http=with_header_timeout(cfg.header_timeout, "h11"), loop="asyncio",
     )).run()
 
 

@@ -120,6 +120,7 @@ class Watcher:
                 log.warning("fleet: watching %s: %s", self.name, exc)
                 out, backoff = None, min(backoff * 2, 5.0)
             self.looks += 1
+            log.debug("fleet: %s: look %d done", self.name, self.looks)  # tests wait on it
             if out is not None:
                 self.on_outcome(out)
                 continue  # the channel may have moved meanwhile

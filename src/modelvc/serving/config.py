@@ -9,6 +9,7 @@
     max_body_mb = 64                # request body cap (413 beyond), and once decompressed:
     max_decompressed_mb = 256       # (gzip/deflate bodies are inflated up to this only)
     body_timeout = 60.0             # seconds without a body byte before 408
+    header_timeout = 30.0           # seconds a request's headers may take before 408
     actor = "canary-bot"            # who automatic canary moves are recorded as
                                     # (default modelvc-serve), or instead:
     token = "mvc_..."               # an API token (better: $MODELVC_SERVE_TOKEN); the
@@ -94,6 +95,7 @@ class ServeConfig:
     max_body_mb: int = 64  # an inference or feedback request body, as sent
     max_decompressed_mb: int = 256  # ... and after Content-Encoding gzip/deflate
     body_timeout: float = 60.0  # seconds a request body may send nothing before 408
+    header_timeout: float = 30.0  # seconds a request's head may take before 408 (httpproto)
 
 
 def _only(raw: dict[str, Any], allowed: set[str], where: str) -> None:

@@ -33,9 +33,12 @@ def _installed(module: str) -> bool:
 def _uvicorn_config(gw: Gateway, cfg: ServeConfig, log_level: str) -> uvicorn.Config:
     # httptools and uvloop (the serve extra) when installed: the request path costs
     # about half of what h11 and the asyncio loop cost per request.
+    from ..httpproto import with_header_timeout
+
+    http = "httptools" if _installed("httptools") else "h11"
     return uvicorn.Config(build_app(gw), host=cfg.host, port=cfg.port, log_level=log_level,
                           access_log=False, lifespan="on", timeout_graceful_shutdown=10,
-                          http="httptools" if _installed("httptools") else "h11",
+                          http=with_header_timeout(cfg.header_timeout, http),
                           loop="uvloop" if _installed("uvloop") else "asyncio")
 
 
