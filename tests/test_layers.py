@@ -63,7 +63,7 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("atomic.py", "atomic file writes"),
      ("auditseal.py", "keyed checkpoints of the audit head (key outside the database)"),
      ("httpguard.py", "ASGI guard: auth before bodies, body caps and timeouts"),
-     ("httpproto.py", "uvicorn's HTTP/1.1 protocol with a deadline for request heads"),
+     ("httpproto.py", "uvicorn's HTTP/1.1 protocols with a deadline for request heads"),
      ("wire/", "what client and server speak: JSON <-> dataclasses, upload frames")],
 ]
 
