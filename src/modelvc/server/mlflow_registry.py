@@ -286,7 +286,8 @@ def set_alias(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name, alias = _name(body), need_str(body, "alias")
     _need_model(ctx, name, "promoter")
     v = _version(ctx, name, need_str(body, "version"))
-    ctx.reg.promote(f"{name}@v{v.number}", alias, actor=ctx.who,
+    # MLflow's set-alias makes the alias when it is new: the channel is created on purpose
+    ctx.reg.promote(f"{name}@v{v.number}", alias, actor=ctx.who, create=True,
                     reason=f"mlflow set_registered_model_alias {alias}")
     return {}
 
@@ -471,7 +472,7 @@ def transition_stage(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     if stage in STAGE_CHANNEL:
         ch = STAGE_CHANNEL[stage]
         before = chans.get(ch)
-        ctx.reg.promote(f"{name}@v{v.number}", ch, actor=ctx.who,
+        ctx.reg.promote(f"{name}@v{v.number}", ch, actor=ctx.who, create=True,
                         reason=f"mlflow transition_model_version_stage {STAGES[ch]}")
         _touch_version(ctx, v, stage="None")  # the channel says Staging/Production
         archive = str(body.get("archive_existing_versions", "")).lower() == "true"
