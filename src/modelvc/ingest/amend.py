@@ -11,16 +11,19 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from ..commit import FileStorer
 from ..errors import Conflict, PathNotFound, UsageError
 from ..manifest import FileEntry, Manifest
 from ..meta.api import ObjectRow, VersionRow
-from ..meta.store import MetaStore
 from ..objects.base import ObjectStore, flush
 from ..storage import ObjectIO
 from .record import Base, Draft, record
 from .references import References
+
+if TYPE_CHECKING:
+    from ..meta.store import MetaStore
 
 
 @dataclass(frozen=True)

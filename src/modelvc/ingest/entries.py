@@ -12,10 +12,10 @@ from ..codec import dtype_info
 from ..errors import CorruptObject, UsageError
 from ..manifest import FileEntry, SegmentRef
 from ..meta.api import ObjectRow
-from ..meta.store import MetaStore
 from ..objects.base import ObjectStore, flush
 
 if TYPE_CHECKING:
+    from ..meta.store import MetaStore
     from ..storage import ObjectIO
 
 

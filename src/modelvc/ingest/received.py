@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from ..errors import Conflict, NotFound, UsageError
 from ..manifest import Manifest
 from ..meta.api import AuditEntry, NewVersion, ObjectRow
-from ..meta.store import MetaStore
 
 if TYPE_CHECKING:
+    from ..meta.store import MetaStore
     from ..storage import ObjectIO
 
 # (object id, kind: "manifest" | "tensor" | "blob", raw size when known) -> its row,

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AlreadyExists, Conflict, ModelNotFound, RefMoved, RefNotFound, UsageError
 from ..manifest import FileEntry, Manifest
 from ..meta.api import AuditEntry, NewVersion, ObjectRow, RefRow, VersionRow
-from ..meta.store import MetaStore
 from ..names import check_ref_name
 from ..objects.base import ObjectStore, flush
 
 if TYPE_CHECKING:
+    from ..meta.store import MetaStore
     from ..storage import ObjectIO
 
 COMMIT_RETRIES = 20

@@ -4,10 +4,13 @@ and the walks over parents (log, fast-forward checks, what a transfer sends)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import NotFound
 from ..meta.api import AuditEntry, RefKind, RefRow, VersionRow
-from ..meta.store import MetaStore
+
+if TYPE_CHECKING:
+    from ..meta.store import MetaStore
 
 
 def move_ref(meta: MetaStore, model: str, name: str, kind: RefKind, *, expected: str | None,

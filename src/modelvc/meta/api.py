@@ -28,11 +28,19 @@ from ..api.types import (
 VersionRow = Version
 RefRow = Ref
 AuditRow = AuditRecord
-__all__ = ["AuditEntry", "AuditRecord", "AuditRow", "Delivery", "GateRun", "ModelRow",
+__all__ = ["FORMAT_VERSION", "HEAD_REVISION", "AuditEntry", "AuditRecord", "AuditRow",
+           "Delivery", "GateRun", "ModelRow",
            "NewVersion", "ObjectKind", "ObjectRow", "RefKind", "RefMove", "RefRow",
            "Signature", "SigningKey", "VersionRow", "Webhook"]
 
 ObjectKind = Literal["tensor", "blob", "chunk", "manifest"]
+
+# The database format this code reads and writes (bump when older modelvc releases
+# could no longer read it), and the newest revision in migrations/versions (a test pins
+# it to Alembic's head). Here, not in store.py / migrate.py, so that reading them
+# imports no SQLAlchemy (meta/lite.py).
+FORMAT_VERSION = 1
+HEAD_REVISION = "0007"
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,17 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from .api import HEAD_REVISION
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
 SCRIPT_LOCATION = str(Path(__file__).with_name("migrations"))
 # The newest revision in migrations/versions (a test pins it to Alembic's head). Kept
-# as a constant so opening a registry never imports Alembic (~80 ms of CLI start-up).
-HEAD_REVISION = "0007"
+# as a constant so opening a registry never imports Alembic (~80 ms of CLI start-up);
+# defined in api.py so meta/lite.py reads it without SQLAlchemy.
+__all__ = ["HEAD_REVISION", "alembic_head", "current_revision", "head_revision",
+           "known_revisions", "upgrade"]
 
 
 def _config(conn: sa.Connection | None = None) -> Config:

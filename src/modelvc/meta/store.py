@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from ..errors import ObjectNotFound, RefNotFound
 from . import engine as eng
 from . import lifecycle, objectsql
-from .api import AuditEntry, ModelRow, ObjectRow, RefKind, RefMove, RefRow
+from .api import FORMAT_VERSION, AuditEntry, ModelRow, ObjectRow, RefKind, RefMove, RefRow
 from .auth import AuthMixin
 from .fleet import FleetMixin
 from .governance import SEAL_SINK, GovernanceMixin, append_audit
@@ -40,8 +40,6 @@ from .rows import (
 from .schema import models, ref_moves, refs
 from .uploads import UploadsMixin
 from .versions import VersionsMixin
-
-FORMAT_VERSION = 1
 
 T = TypeVar("T")
 

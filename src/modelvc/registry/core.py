@@ -25,7 +25,6 @@ from ..lineage import author as default_author
 from ..lineage import capture, with_extra
 from ..manifest import Manifest, file_storage
 from ..meta.api import ObjectRow, RefRow, VersionRow
-from ..meta.store import MetaStore
 from ..names import check_name, check_ref_name, is_hex_prefix, parse_ref
 from ..objects import open_store
 from ..objects.base import ObjectStore, flush
@@ -41,6 +40,7 @@ if TYPE_CHECKING:  # imported on first use: commands that only read metadata (lo
     from ..api.protocol import RegistryAPI
     from ..events import Events
     from ..gates.authority import Authority
+    from ..meta.store import MetaStore
     from .areas import (
         LocalDeployments,
         LocalGates,
@@ -137,7 +137,10 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, _IngestOps):
              objects_url: str | None = None) -> Registry:
         """Create a registry in PATH/.modelvc (SQLite + local objects by default)."""
         lay = _layout.create(Path(path), meta=meta_url, objects=objects_url)
-        meta = MetaStore.create(lay.meta_url)
+        from ..meta.lite import open_meta
+        from ..meta.store import MetaStore
+
+        meta = open_meta(lay.meta_url, real=MetaStore.create(lay.meta_url))
         return cls(lay, meta, open_store(lay.objects_url, deferred_fsync=True))
 
     @classmethod
@@ -159,7 +162,9 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, _IngestOps):
         """The embedded registry at `location` (a folder; see `open`). For the processes
         that host one: the server, `modelvc deploy`, the fleet gateways."""
         lay = _layout.find(location)
-        meta = MetaStore.open(lay.meta_url)
+        from ..meta.lite import open_meta  # reads without SQLAlchemy on SQLite
+
+        meta = open_meta(lay.meta_url)
         return cls(lay, meta, open_store(lay.objects_url, deferred_fsync=True))
 
     def close(self) -> None:

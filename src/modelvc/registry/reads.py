@@ -16,13 +16,13 @@ from ..errors import UsageError
 from ..lineage import author as default_author
 from ..manifest import Manifest
 from ..meta.api import AuditRow, VersionRow
-from ..meta.store import MetaStore
 from ..objects.base import ObjectStore
 
 if TYPE_CHECKING:
     from ..checkout import CheckoutResult, TensorDict
     from ..diff import VersionDiff
     from ..maintenance import GcReport, VerifyReport
+    from ..meta.store import MetaStore
     from ..signing.trust import Trust
     from ..storage import ObjectIO
 

@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING, cast
 
 from ..api.types import UNSET, Unset
 from ..errors import AlreadyExists, Conflict, RefMoved, RefNotFound, UsageError
-from ..ingest.record import COMMIT_RETRIES
 from ..lineage import author as default_author
 from ..meta.api import RefKind, RefMove, RefRow, VersionRow
-from ..meta.store import MetaStore
 from ..names import check_ref_name
 
 if TYPE_CHECKING:
     from ..events import Events
     from ..gates.authority import Authority
+    from ..meta.store import MetaStore
     from ..signing.trust import Trust
 
 Version = VersionRow
@@ -117,6 +116,8 @@ class RefOps:
         if current is not None and current.kind != "channel":
             raise UsageError(f"{v.model}@{channel} is a {current.kind}, not a channel")
         action = "force" if force else "promote"
+        from ..ingest.record import COMMIT_RETRIES
+
         for _ in range(COMMIT_RETRIES):
             try:
                 if current is None:

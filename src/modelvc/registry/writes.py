@@ -11,16 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import layout as _layout
 from ..errors import AlreadyExists, NotFound, RefMoved, UsageError
-from ..ingest.record import COMMIT_RETRIES
 from ..lineage import author as default_author
 from ..manifest import FileEntry, Manifest
 from ..meta.api import VersionRow
-from ..meta.store import MetaStore
 from ..names import check_name, check_ref_name
 from ..objects.base import ObjectStore
 
 if TYPE_CHECKING:
     from ..events import Events
+    from ..meta.store import MetaStore
     from ..storage import ObjectIO
 
 Version = VersionRow
@@ -63,6 +62,8 @@ class _IngestOps:
         changes = Changes(dict(add or {}), tuple(delete), tuple(delete_folders))
         who = author or default_author()
         fixed = self._parent(parent, model).id if parent is not None else None
+        from ..ingest.record import COMMIT_RETRIES
+
         for _ in range(COMMIT_RETRIES):
             base = base_for(self._meta, model, branch, fixed, parent)
             pm = self._manifest(base.parent_id) if base.parent_id else None

@@ -1,0 +1,357 @@
+"""The registry's metadata on SQLite, read without SQLAlchemy.
+
+Importing SQLAlchemy and declaring the schema costs more than everything else a
+one-shot command like `modelvc log` does (~0.2-0.3 s of CPU per process, issue 13).
+`open_meta` gives the registry a `LiteMeta` for a SQLite database: the reads that
+`log`, `show`, `refs`, `channel history`, `checkout` and the start of a commit make
+(resolving refs, versions, refs, ref history, the trust policy) are plain sqlite3
+queries here; any other call opens the real MetaStore (SQLAlchemy) on first use and
+goes there. Each method is one read transaction, as in MetaStore, and returns the
+same records and raises the same errors (tests/meta/test_lite.py compares them).
+
+Only a database at the schema revision this code knows is read here; any other
+state (a missing table, an older revision to migrate, a newer format) is left to
+MetaStore.open, which migrates or refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from ..errors import ModelNotFound, RefNotFound, StorageError
+from .api import (
+    FORMAT_VERSION,
+    HEAD_REVISION,
+    AuditRow,
+    ModelRow,
+    RefKind,
+    RefMove,
+    RefRow,
+    Signature,
+    VersionRow,
+)
+
+if TYPE_CHECKING:
+    from .store import MetaStore
+
+T = TypeVar("T")
+MAX_NUMBER = 2**31 - 1  # as meta/versions.py: a larger number names no version
+
+_VERSION = ("SELECT v.id, m.name, v.number, v.created_at, v.author, v.message, v.parents, "
+            "v.params, v.metrics, v.lineage, v.raw_size, v.stored_size, v.deleted_at "
+            "FROM versions v JOIN models m ON v.model_id = m.id")
+_REF = ("SELECT m.name, r.name, r.kind, r.version_id, r.updated_at, r.revision "
+        "FROM refs r JOIN models m ON r.model_id = m.id")
+_MOVE = ("SELECT r.id, m.name, r.name, r.kind, r.old, r.new, r.actor, r.at, r.action, "
+         "r.reason FROM ref_moves r JOIN models m ON r.model_id = m.id")
+_AUDIT = ("SELECT id, at, actor, action, model, target, before, after, reason, prev_hash, "
+          "hash FROM audit")
+
+
+def open_meta(url: str, *, real: MetaStore | None = None) -> MetaStore:
+    """The registry's metadata at URL: a LiteMeta for a SQLite file at the current
+    schema, else MetaStore.open (which migrates, refuses, or opens PostgreSQL). REAL:
+    the MetaStore already open on URL (a registry just created), used for the rest."""
+    path = _sqlite_path(url)
+    if path is not None and path.is_file():
+        lite = LiteMeta(url, path)
+        try:
+            ok = lite.ready()
+        except BaseException:
+            lite.close()
+            raise
+        if ok:
+            lite._real = real
+            return cast("MetaStore", lite)
+        lite.close()
+    if real is not None:
+        return real
+    from .store import MetaStore
+
+    return MetaStore.open(url)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a plain sqlite:///PATH URL (None: anything else, left to SQLAlchemy)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or "?" in url:
+        return None
+    rest = url[len(prefix):]
+    return Path(rest) if rest and rest != ":memory:" else None
+
+
+def _time(value: Any) -> datetime:
+    """A UtcDateTime column as SQLAlchemy stores it on SQLite (UTC digits, naive)."""
+    dt = datetime.fromisoformat(value)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _json(value: Any) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _version(r: tuple[Any, ...]) -> VersionRow:
+    return VersionRow(
+        id=r[0], model=r[1], number=r[2], created_at=_time(r[3]), author=r[4],
+        message=r[5], parents=list(_json(r[6])), params=dict(_json(r[7])),
+        metrics=dict(_json(r[8])), lineage=dict(_json(r[9])), raw_size=r[10],
+        stored_size=r[11], deleted_at=None if r[12] is None else _time(r[12]),
+    )
+
+
+def _ref(r: tuple[Any, ...]) -> RefRow:
+    return RefRow(model=r[0], name=r[1], kind=cast(RefKind, r[2]), version_id=r[3],
+                  updated_at=_time(r[4]), revision=r[5])
+
+
+def _move(r: tuple[Any, ...]) -> RefMove:
+    return RefMove(id=r[0], model=r[1], name=r[2], kind=cast(RefKind, r[3]), old=r[4],
+                   new=r[5], actor=r[6], at=_time(r[7]), action=r[8], reason=r[9])
+
+
+def _audit(r: tuple[Any, ...]) -> AuditRow:
+    return AuditRow(r[0], _time(r[1]), r[2], r[3], r[4], r[5], _json(r[6]), _json(r[7]),
+                    r[8], r[9], r[10])
+
+
+def _no_model(name: str) -> ModelNotFound:
+    return ModelNotFound(f"no model {name!r}", hint="list models with `modelvc models`")
+
+
+class LiteMeta:
+    """MetaStore's read verbs on sqlite3; everything else on a MetaStore opened lazily.
+
+    Thread-safe: one sqlite3 connection per thread (WAL: readers never block)."""
+
+    # Attributes the registry sets on its MetaStore: kept here, handed on when the
+    # real one opens.
+    audit_seal: Callable[[int, str], None] | None = None
+
+    def __init__(self, url: str, path: Path) -> None:
+        self._url = url
+        self._path = path
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._real: MetaStore | None = None
+        self.registry_id = ""
+        self.format_version = FORMAT_VERSION
+
+    # ---- the real MetaStore, for everything not read here
+    @property
+    def real(self) -> MetaStore:
+        with self._lock:
+            if self._real is None:
+                from .store import MetaStore
+
+                real = MetaStore.open(self._url)
+                real.audit_seal = self.audit_seal
+                self._real = real
+            return self._real
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.real, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "audit_seal" and self.__dict__.get("_real") is not None:
+            self._real.audit_seal = value  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+            real, self._real = self._real, None
+        for c in conns:
+            c.close()
+        if real is not None:
+            real.close()
+
+    # ---- connections and transactions
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self._path, timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise _failed(exc) from exc
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """FN in one read transaction (a consistent snapshot across its queries)."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _failed(exc) from exc
+
+    def ready(self) -> bool:
+        """Whether the database is a registry at the schema revision read here (and
+        not of a newer format): else MetaStore.open decides (migrate or refuse)."""
+        def tx(conn: sqlite3.Connection) -> bool:
+            have = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name IN ('repo_info', 'alembic_version')")}
+            if have != {"repo_info", "alembic_version"}:
+                return False
+            rev = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+            info = dict(conn.execute("SELECT key, value FROM repo_info").fetchall())
+            fmt = info.get("format_version", "0")
+            if rev != [(HEAD_REVISION,)] or not fmt.isdigit() or not (
+                    0 < int(fmt) <= FORMAT_VERSION):
+                return False
+            self.registry_id = info.get("registry_id", "")
+            self.format_version = int(fmt)
+            return True
+
+        return self._read(tx)
+
+    # ---- models
+    @staticmethod
+    def _model_id(conn: sqlite3.Connection, name: str) -> int:
+        row = conn.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise _no_model(name)
+        return int(row[0])
+
+    def get_model(self, name: str) -> ModelRow:
+        def tx(conn: sqlite3.Connection) -> ModelRow:
+            r = conn.execute("SELECT id, name, created_at FROM models WHERE name = ?",
+                             (name,)).fetchone()
+            if r is None:
+                raise _no_model(name)
+            return ModelRow(id=r[0], name=r[1], created_at=_time(r[2]))
+
+        return self._read(tx)
+
+    def list_models(self) -> list[ModelRow]:
+        return self._read(lambda conn: [
+            ModelRow(id=r[0], name=r[1], created_at=_time(r[2])) for r in conn.execute(
+                "SELECT id, name, created_at FROM models ORDER BY name")])
+
+    # ---- versions
+    def get_version(self, version_id: str) -> VersionRow:
+        r = self._read(lambda conn: conn.execute(f"{_VERSION} WHERE v.id = ?",
+                                                 (version_id,)).fetchone())
+        if r is None:
+            raise RefNotFound(f"no version {version_id}", hint="list versions with `modelvc log`")
+        return _version(r)
+
+    def version_by_number(self, model: str, number: int) -> VersionRow:
+        def tx(conn: sqlite3.Connection) -> VersionRow:
+            mid = self._model_id(conn, model)
+            r = conn.execute(f"{_VERSION} WHERE v.model_id = ? AND v.number = ?",
+                             (mid, number)).fetchone() if 0 <= number <= MAX_NUMBER else None
+            if r is None:
+                raise RefNotFound(f"{model} has no v{number}", hint=f"run `modelvc log {model}`")
+            return _version(r)
+
+        return self._read(tx)
+
+    def versions_by_prefix(self, model: str | None, prefix: str) -> list[VersionRow]:
+        # MetaStore's startswith(autoescape=True): LIKE with % and _ escaped.
+        pat = prefix.lower().replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+        q = f"{_VERSION} WHERE v.id LIKE ? ESCAPE '/'"
+        args: tuple[Any, ...] = (pat,)
+        if model is not None:
+            q += " AND m.name = ?"
+            args += (model,)
+        q += " ORDER BY m.name, v.number"
+        return self._read(lambda conn: [_version(r) for r in conn.execute(q, args)])
+
+    def list_versions(self, model: str, *, include_deleted: bool = False) -> list[VersionRow]:
+        def tx(conn: sqlite3.Connection) -> list[VersionRow]:
+            mid = self._model_id(conn, model)
+            live = "" if include_deleted else " AND v.deleted_at IS NULL"
+            return [_version(r) for r in conn.execute(
+                f"{_VERSION} WHERE v.model_id = ?{live} ORDER BY v.number DESC", (mid,))]
+
+        return self._read(tx)
+
+    # ---- refs
+    def get_ref(self, model: str, name: str) -> RefRow:
+        def tx(conn: sqlite3.Connection) -> RefRow:
+            mid = self._model_id(conn, model)
+            r = conn.execute(f"{_REF} WHERE r.model_id = ? AND r.name = ?",
+                             (mid, name)).fetchone()
+            if r is None:
+                raise RefNotFound(f"no ref {model}@{name}", hint=f"see `modelvc refs {model}`")
+            return _ref(r)
+
+        return self._read(tx)
+
+    def list_refs(self, model: str, kind: RefKind | None = None) -> list[RefRow]:
+        def tx(conn: sqlite3.Connection) -> list[RefRow]:
+            mid = self._model_id(conn, model)
+            q, args = f"{_REF} WHERE r.model_id = ?", list[Any]([mid])
+            if kind is not None:
+                q += " AND r.kind = ?"
+                args.append(kind)
+            return [_ref(r) for r in conn.execute(q + " ORDER BY r.name", args)]
+
+        return self._read(tx)
+
+    def ref_history(self, model: str, name: str | None = None) -> list[RefMove]:
+        def tx(conn: sqlite3.Connection) -> list[RefMove]:
+            mid = self._model_id(conn, model)
+            q, args = f"{_MOVE} WHERE r.model_id = ?", list[Any]([mid])
+            if name is not None:
+                q += " AND r.name = ?"
+                args.append(name)
+            return [_move(r) for r in conn.execute(q + " ORDER BY r.at, r.id", args)]
+
+        return self._read(tx)
+
+    # ---- trust (what every checkout reads)
+    def current_policy(self) -> tuple[str, str] | None:
+        r = self._read(lambda conn: conn.execute(
+            "SELECT digest, body FROM policies ORDER BY id DESC LIMIT 1").fetchone())
+        return None if r is None else (r[0], r[1])
+
+    def signatures(self, version_id: str) -> list[Signature]:
+        return self._read(lambda conn: [
+            Signature(r[0], r[1], r[2], _time(r[3]), r[4]) for r in conn.execute(
+                "SELECT version_id, key_id, signature, signed_at, signer FROM signatures "
+                "WHERE version_id = ?", (version_id,))])
+
+    def audit_entries(self, *, model: str | None = None, actor: str | None = None,
+                      action: str | None = None, target: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None,
+                      after_id: int = 0, limit: int | None = None,
+                      newest: int | None = None) -> list[AuditRow]:
+        if since is not None or until is not None:  # time bounds: MetaStore's binding
+            return self.real.audit_entries(model=model, actor=actor, action=action,
+                                           target=target, since=since, until=until,
+                                           after_id=after_id, limit=limit, newest=newest)
+        q, args = f"{_AUDIT} WHERE id > ?", list[Any]([after_id])
+        for col, val in (("model", model), ("actor", actor), ("action", action),
+                         ("target", target)):
+            if val is not None:
+                q += f" AND {col} = ?"
+                args.append(val)
+        q += " ORDER BY id DESC" if newest else " ORDER BY id"
+        if limit is not None or newest:
+            q += " LIMIT ?"
+            args.append(newest or limit)
+        rows = self._read(lambda conn: [_audit(r) for r in conn.execute(q, args)])
+        return rows[::-1] if newest else rows
+
+
+def _failed(exc: sqlite3.Error) -> StorageError:
+    return StorageError(f"the metadata database failed: {exc}",
+                        hint="check that the database is reachable and writable, then retry")

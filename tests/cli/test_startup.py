@@ -1,0 +1,76 @@
+"""What a one-shot command loads: `--help` and the read commands import no SQLAlchemy
+(meta/lite.py reads SQLite directly), no numpy, no web stack; a checkout needs numpy but
+still no SQLAlchemy. Start-up time is bench/cli.py's business; this guards the imports
+that made it (issue 13)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelvc.registry import Registry
+from tests.conftest import write_model
+
+HEAVY = ("sqlalchemy", "alembic", "numpy", "httpx", "fastapi", "starlette", "uvicorn",
+         "torch", "yaml", "cryptography")
+
+PROBE = """
+import json, sys
+from modelvc.cli.main import main
+heavy = json.loads(sys.argv[2])
+sys.argv = ["modelvc", *json.loads(sys.argv[1])]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print("LOADED " + json.dumps([m for m in heavy if m in sys.modules]), flush=True)
+sys.exit(code)
+"""
+
+
+def loaded(args: list[str], cwd: Path) -> list[str]:
+    env = {**os.environ, "MODELVC_REGISTRY": str(cwd)}
+    p = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
+                       cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    line = next(x for x in p.stdout.splitlines() if x.startswith("LOADED "))
+    return list(json.loads(line.removeprefix("LOADED ")))
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MODELVC_AUTHOR", "tester")
+    f = tmp_path / "w" / "model.safetensors"
+    base = write_model(f, 0)
+    with Registry.init(tmp_path) as reg:
+        reg.commit(f, model="m")
+        write_model(f, 1, base=base)
+        reg.commit(f, model="m")
+        reg.promote("m@v1", "production", create=True)
+        reg.promote("m@v2", "production")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"],
+    ["log", "m"],
+    ["log", "m@main", "--json"],
+    ["channel", "history", "m", "production"],
+    ["refs", "m"],
+    ["models"],
+])
+def test_read_commands_load_nothing_heavy(repo: Path, args: list[str]) -> None:
+    assert loaded(args, repo) == []
+
+
+def test_checkout_loads_no_sqlalchemy(repo: Path) -> None:
+    got = loaded(["checkout", "m@v2", str(repo / "out"), "--json"], repo)
+    assert (repo / "out" / "model.safetensors").is_file()
+    assert "sqlalchemy" not in got and "alembic" not in got
