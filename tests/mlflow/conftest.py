@@ -68,3 +68,41 @@ def client(server: Server, token: str | None = None) -> object:
 
     os.environ["MLFLOW_TRACKING_TOKEN"] = token or server.writer
     return mlflow.MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same server on PostgreSQL metadata and SeaweedFS S3 objects."""
+    import uuid
+
+    if os.environ.get("MODELVC_SKIP_POSTGRES") == "1":
+        pytest.skip("MODELVC_SKIP_POSTGRES=1")
+    from tests.services.postgres import drop_database, fresh_database, postgres_url
+    from tests.services.s3 import seaweed_s3
+
+    root = tmp_path_factory.mktemp("mlflow-scaled")
+    pg = fresh_database(postgres_url())
+    try:
+        with seaweed_s3(root / "weed") as s3:
+            objects = (f"s3://{s3.bucket}/{uuid.uuid4().hex[:8]}?endpoint={s3.endpoint}"
+                       f"&access_key={s3.access_key}&secret_key={s3.secret_key}"
+                       "&region=us-east-1")
+            Registry.init(root / "registry", meta_url=pg, objects_url=objects).close()
+            s = start(root / "registry", root / "server.log")
+            try:
+                yield s
+            finally:
+                s.proc.stop()
+    finally:
+        drop_database(pg)
+
+
+@pytest.fixture
+def scaled_user(scaled: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    for k, v in CLIENT_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", scaled.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", scaled.writer)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setenv("MODELVC_AUTHOR", "tester")
+    return scaled
