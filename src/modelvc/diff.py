@@ -1,4 +1,10 @@
-"""Diffs between two versions: files, tensors (how much changed), json, params, metrics."""
+"""Diffs between two versions: files, tensors (how much changed), json, params, metrics.
+
+Between a version and one derived from it (`derived_from` names the other), the diff
+says so (`derivation`) and sums the error up over every tensor compared (`error`: max
+abs, RMS, relative L2); an int8 weight stored with `<name>_scale` and `<name>_zero_point`
+(quantize-dynamic) is compared dequantized.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ class TensorChange:
     changed_fraction: float | None = None  # elements whose value differs
     rel_l2: float | None = None  # ||new - old|| / ||old||
     max_abs: float | None = None
+    rms: float | None = None  # sqrt(mean((new - old)^2))
+    dequantized: bool = False  # new is int8 values compared as (q - zero_point) * scale
 
 
 @dataclass(frozen=True)
@@ -48,16 +56,23 @@ class VersionDiff:
     json: dict[str, list[ValueChange]] = field(default_factory=dict)  # file -> key changes
     params: list[ValueChange] = field(default_factory=list)
     metrics: list[ValueChange] = field(default_factory=list)
+    # When one version is derived from the other: recipe, params, source and derived
+    # labels, and whether b is the source (a derived from b).
+    derivation: dict[str, Any] | None = None
+    # Over every tensor compared by value: max_abs, rms, rel_l2, tensors, elements.
+    error: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_label: str,
-                   numeric: bool = True, progress: Callable[[int, int], None] | None = None
-                   ) -> VersionDiff:
-    """`progress(done, total)`: bytes of B's tensors compared so far."""
+                   numeric: bool = True, progress: Callable[[int, int], None] | None = None,
+                   ids: tuple[str, str] | None = None) -> VersionDiff:
+    """`progress(done, total)`: bytes of B's tensors compared so far. `ids`: the two
+    versions' ids (to recognise a derivation between them)."""
     out = VersionDiff(a_label, b_label)
+    out.derivation = _derivation(a, b, ids, a_label, b_label)
     fa = {f.path: f for f in a.files}
     fb = {f.path: f for f in b.files}
     out.files_added = sorted(set(fb) - set(fa))
@@ -75,15 +90,20 @@ def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_la
     pairs = _pair_tensors(ta, tb)
     sizes = [s.size for _, sa, sb in pairs if (s := sb or sa) is not None]
     total, done = sum(sizes), 0
+    acc = _Error()
     for key, sa, sb in pairs:
         seg = sb or sa
         done += seg.size if seg is not None else 0
         if sa is not None and sb is not None and sa.id == sb.id:
             out.tensors_unchanged += 1
+            acc.same(sa)
         else:
-            out.tensors.append(_tensor_change(io, key, sa, sb, numeric))
+            out.tensors.append(_tensor_change(io, key, sa, sb, numeric, acc,
+                                              _quant(io, tb, key) if numeric else None))
         if progress is not None:
             progress(done, total)
+    if numeric and out.derivation is not None:
+        out.error = acc.summary()
     for path in out.files_changed:
         if path.endswith(".json"):
             old = _json_or_none(io, fa[path].segments)
@@ -120,8 +140,65 @@ def _pair_tensors(ta: dict[tuple[str, str], SegmentRef], tb: dict[tuple[str, str
     return sorted(out, key=lambda t: t[0])
 
 
+def _derivation(a: Manifest, b: Manifest, ids: tuple[str, str] | None, a_label: str,
+                b_label: str) -> dict[str, Any] | None:
+    if ids is None:
+        return None
+    for src, der, src_label, der_label, reverse in ((ids[0], b, a_label, b_label, False),
+                                                    (ids[1], a, b_label, a_label, True)):
+        rec = der.lineage.get("derived_from")
+        if isinstance(rec, dict) and rec.get("version") == src:
+            return {"recipe": rec.get("recipe"), "params": rec.get("params", {}),
+                    "source": src_label, "derived": der_label, "reversed": reverse}
+    return None
+
+
+class _Error:
+    """Error sums over the tensors compared by value (unchanged ones count as zero)."""
+
+    def __init__(self) -> None:
+        self.max_abs = self.sumsq = self.norm2 = 0.0
+        self.n = self.tensors = 0
+
+    def same(self, s: SegmentRef) -> None:
+        if s.shape is not None and s.dtype in _FLOATS:
+            self.n += int(np.prod(s.shape))
+            self.tensors += 1
+
+    def add(self, x: np.ndarray[Any, Any], d: np.ndarray[Any, Any]) -> None:
+        fin = np.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
+        self.max_abs = max(self.max_abs, float(np.abs(fin).max()) if fin.size else 0.0)
+        self.sumsq += float((fin ** 2).sum())
+        self.norm2 += float((np.nan_to_num(x) ** 2).sum())
+        self.n += x.size
+        self.tensors += 1
+
+    def summary(self) -> dict[str, float]:
+        rel = (self.sumsq / self.norm2) ** 0.5 if self.norm2 > 0 else 0.0
+        return {"max_abs": self.max_abs, "rms": (self.sumsq / self.n) ** 0.5 if self.n else 0.0,
+                "rel_l2": rel, "tensors": float(self.tensors), "elements": float(self.n)}
+
+
+_FLOATS = ("F64", "F32", "F16", "BF16")
+
+
+def _quant(io: ObjectIO, tb: dict[tuple[str, str], SegmentRef], key: tuple[str, str]
+           ) -> tuple[float, float] | None:
+    """(scale, zero point) stored beside an int8 weight by quantize-dynamic, if any."""
+    file, name = key
+    sc, zp = tb.get((file, f"{name}_scale")), tb.get((file, f"{name}_zero_point"))
+    if sc is None or zp is None:
+        return None
+    s = _as_float(io.read_tensor(sc.id), sc.dtype or "")
+    z = _as_float(io.read_tensor(zp.id), zp.dtype or "")
+    if s is None or z is None or s.size != 1 or z.size != 1:
+        return None
+    return float(s[0]), float(z[0])
+
+
 def _tensor_change(io: ObjectIO, key: tuple[str, str], sa: SegmentRef | None,
-                   sb: SegmentRef | None, numeric: bool) -> TensorChange:
+                   sb: SegmentRef | None, numeric: bool, acc: _Error | None = None,
+                   quant: tuple[float, float] | None = None) -> TensorChange:
     file, name = key
     if sa is None or sb is None:
         s = sb or sa
@@ -142,6 +219,9 @@ def _tensor_change(io: ObjectIO, key: tuple[str, str], sa: SegmentRef | None,
     y = _as_float(io.read_tensor(sb.id), sb.dtype or "")
     if x is None or y is None or x.size == 0:
         return TensorChange(file, name, status, **base)  # type: ignore[arg-type]
+    dequantized = quant is not None and sb.dtype == "I8" and sa.dtype in _FLOATS
+    if dequantized and quant is not None:
+        y = (y - quant[1]) * quant[0]
     d = y - x
     with np.errstate(invalid="ignore", over="ignore"):
         changed = float(np.count_nonzero(~((x == y) | (np.isnan(x) & np.isnan(y)))) / x.size)
@@ -149,8 +229,11 @@ def _tensor_change(io: ObjectIO, key: tuple[str, str], sa: SegmentRef | None,
         dn = float(np.linalg.norm(np.nan_to_num(d)))
         rel = dn / norm if norm > 0 else (0.0 if dn == 0 else float("inf"))
         mx = float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0
+        rms = float(np.sqrt(np.mean(np.nan_to_num(d) ** 2)))
+    if acc is not None:
+        acc.add(x, d)
     return TensorChange(file, name, status, changed_fraction=changed, rel_l2=rel, max_abs=mx,
-                        **base)  # type: ignore[arg-type]
+                        rms=rms, dequantized=dequantized, **base)  # type: ignore[arg-type]
 
 
 def _as_float(raw: bytes, dtype: str) -> np.ndarray[Any, Any] | None:

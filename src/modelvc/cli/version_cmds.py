@@ -37,6 +37,18 @@ def _version_line(v: Any, refs: dict[str, list[str]] | None = None,
     return f"{num:<5} {v.id[:12]}  {when(v.created_at)}  {v.author:<10} {msg}{tail}"
 
 
+def _derived_mark(v: Any, numbers: dict[str, int]) -> str:
+    """`[cast of v1 dtype=bf16] ` for a derived version (the graph draws it off its
+    source: its parent), else ''."""
+    rec = v.lineage.get("derived_from") if isinstance(v.lineage, dict) else None
+    if not isinstance(rec, dict):
+        return ""
+    src = str(rec.get("version", ""))
+    label = f"v{numbers[src]}" if src in numbers else src[:12]
+    params = " ".join(f"{k}={val}" for k, val in (rec.get("params") or {}).items())
+    return f"[{rec.get('recipe')} of {label}{' ' + params if params else ''}] "
+
+
 def _refs_by_version(reg: Any, model: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for r in reg.refs(model):
@@ -101,9 +113,10 @@ def log(ctx: Ctx, ref: str, graph: bool, all_: bool, as_json: bool) -> None:
             return
         from .graph import graph as lanes
 
+        numbers = {v.id: v.number for v in versions}
         for prefix, node in lanes(versions):
-            click.echo(prefix + _version_line(node, refs, model) if node is not None
-                       else prefix)
+            click.echo(prefix + _derived_mark(node, numbers) + _version_line(node, refs, model)
+                       if node is not None else prefix)
 
     emit(as_json, versions, human)
 
@@ -173,6 +186,15 @@ def diff(ctx: Ctx, a: str, b: str, no_numeric: bool, all_tensors: bool, as_json:
             click.echo(f"D {p}")
         for p in d.files_changed:
             click.echo(f"M {p}")
+        if d.derivation is not None:
+            params = " ".join(f"{k}={v}" for k, v in d.derivation["params"].items())
+            click.echo(f"derived: {d.derivation['derived']} is {d.derivation['recipe']} of "
+                       f"{d.derivation['source']}{' ' + params if params else ''}")
+        if d.error is not None:
+            e = d.error
+            click.echo(f"error over {e['tensors']:.0f} tensors ({e['elements']:.0f} values): "
+                       f"max|d| {e['max_abs']:.2e}  rms {e['rms']:.2e}  rel_l2 "
+                       f"{e['rel_l2']:.2e}")
         click.echo(f"tensors: {len(d.tensors)} changed, {d.tensors_unchanged} unchanged")
         ranked = sorted(d.tensors, key=lambda t: -(t.rel_l2 or 0))
         for t in ranked if all_tensors else ranked[:20]:
@@ -188,7 +210,8 @@ def diff(ctx: Ctx, a: str, b: str, no_numeric: bool, all_tensors: bool, as_json:
                         return "inf" if x is None else f"{x:.2e}"
 
                     stats = (f" changed {t.changed_fraction:6.1%}  rel_l2 {num(t.rel_l2)}"
-                             f"  max|d| {num(t.max_abs)}")
+                             f"  max|d| {num(t.max_abs)}  rms {num(t.rms)}"
+                             + ("  (int8 dequantized)" if t.dequantized else ""))
                 click.echo(f"  {t.status:<8} {t.name}{dt}{stats}")
         if not all_tensors and len(ranked) > 20:
             click.echo(f"  ... {len(ranked) - 20} more (--all-tensors)")

@@ -88,7 +88,7 @@ class ReadOps:
         return diff_manifests(self._io, self._manifest(va.id), self._manifest(vb.id),
                               a_label=f"{va.model}@v{va.number}",
                               b_label=f"{vb.model}@v{vb.number}", numeric=numeric,
-                              progress=progress)
+                              progress=progress, ids=(va.id, vb.id))
 
     def stats(self, model: str | None = None) -> dict[str, Any]:
         if model is not None:
