@@ -59,7 +59,7 @@ def _seed_big(repo: Path, versions: int) -> None:
                                                     "loss": 1.0 - 0.5 * n / versions})
             if n % 500 == 0:
                 reg.promote(f"big@v{n}", "staging", reason="bench", create=True)
-        reg.promote("big@main", "production", reason="bench")
+        reg.promote("big@main", "production", reason="bench", create=True)
 
 
 def seed(root: Path, models: int, versions: int) -> Path:

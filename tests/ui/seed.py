@@ -82,7 +82,8 @@ def _seed(root: Path, meta_url: str | None, objects_url: str | None) -> Seeded:
         run_gates(reg, "bert@v2", "production", actor="maint")
         reg.promote("bert@v2", "production", reason="better acc", actor="maint")
         run_gates(reg, "bert@v3", "production", actor="maint")  # fails: acc 0.83
-        reg.promote("bert@v3", "staging", reason="try it", actor="maint")
+        reg.promote("bert@v3", "staging", reason="try it", actor="maint",
+                    create=True)
     tokens = {"admin": grant_token(repo, "admin", "admin"),
               "maint": grant_token(repo, "maint", "promoter"),
               "reader": grant_token(repo, "reader", "reader")}
