@@ -6,17 +6,13 @@ classes (the server sends each error's `code`). A commit hashes segments locally
 uploads only the raw segments the server lacks; the server encodes them (deltas and
 all) and computes the version id. A segment larger than one chunk goes up in chunks
 into an upload session, so a commit cut off mid-tensor resumes from what the server
-holds. Checkouts stream files and verify their sha256.
+holds (remote_commit.py). Checkouts stream files and verify their sha256.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -29,12 +25,8 @@ from . import errors
 from .api.types import UNSET, FileStorage, Unset
 from .checkout import CheckoutResult, TensorDict, safe_relpath, to_array, writing
 from .client.transport import Transport
-from .client.uploads import Session, resume
-from .commit import collect_files
 from .diff import VersionDiff
-from .errors import CorruptObject, NotFound
-from .formats import Segment, plan_file
-from .lineage import capture, with_extra
+from .errors import CorruptObject
 from .maintenance import GcReport, VerifyReport
 from .manifest import FileEntry, Manifest, SegmentRef
 from .meta.api import AuditRow, RefMove, RefRow, VersionRow
@@ -46,28 +38,15 @@ from .remote_areas import (
     RemoteSignatures,
     RemoteTokens,
 )
+from .remote_commit import API, RemoteWrites
 from .storage import ObjectIO
-from .wire import frames as wire_frames
 from .wire.values import decode, decode_as
 
 if TYPE_CHECKING:
     from .events import RemoteEvents
 
-UPLOAD_THREADS = 4
-CHUNK_BYTES = wire_frames.CHUNK_BYTES  # segments above this go up in chunks
-HASH_PIECE = 8 << 20  # what a commit reads at a time to hash a segment
-API = "/api/v1"
 
-
-@dataclass(frozen=True)
-class _Part:
-    rel: str
-    path: Path
-    seg: Segment
-    oid: str
-
-
-class RemoteRegistry:
+class RemoteRegistry(RemoteWrites):
     """A registry behind a modelvc server."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 300.0) -> None:
@@ -240,106 +219,6 @@ class RemoteRegistry:
         return decode_as(GcReport, self._post("/gc", {"dry_run": dry_run,
                                                       "grace_seconds": grace_seconds}))
 
-    # ---- commit
-    def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,
-              add: Mapping[str, bytes] | None = None, delete: Sequence[str] = (),
-              delete_folders: Sequence[str] = (), message: str = "",
-              author: str | None = None) -> VersionRow:
-        """See Registry.amend; ADD goes inline (base64), bounded by the server's
-        max_hf_commit_mb. `author` is ignored: the server records the token's subject."""
-        body = {"branch": branch, "parent": parent, "message": message,
-                "add": {k: base64.b64encode(v).decode() for k, v in (add or {}).items()},
-                "delete": list(delete), "delete_folders": list(delete_folders)}
-        return decode_as(VersionRow, self._post(f"/models/{self._q(model)}/amend", body))
-
-    def commit(self, path: str | Path, *, model: str, branch: str | None = None,
-               message: str = "", params: dict[str, Any] | None = None,
-               metrics: dict[str, Any] | None = None, tags: Sequence[str] = (),
-               parent: str | None = None, data: Sequence[str | Path] = (),
-               author: str | None = None, cwd: str | Path | None = None,
-               progress: Callable[[int, int], None] | None = None,
-               lineage: dict[str, Any] | None = None) -> VersionRow:
-        """Record PATH as a new version of MODEL on the server (see Registry.commit).
-        `author` is ignored: the server records the token's subject."""
-        files = collect_files(Path(path))
-        captured = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
-        lineage = with_extra(captured, lineage)
-        base = self._base(model, branch or "main", parent)
-        entries, parts = [], []
-        for rel, p in files:
-            entry, file_parts = _plan(rel, p)
-            entries.append(entry)
-            parts.extend(file_parts)
-        missing = set(self._post(f"/models/{self._q(model)}/uploads/missing",
-                                 {"ids": list(dict.fromkeys(x.oid for x in parts))})["missing"])
-        todo = list({x.oid: x for x in parts if x.oid in missing}.values())
-        total = sum(x.seg.length for x in todo)
-        tally = _Tally(total, progress)
-        with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-            for _ in pool.map(lambda x: self._upload(model, x, base, tally), todo):
-                pass
-        body = {"files": [e.to_json() for e in entries], "branch": branch, "message": message,
-                "params": dict(params or {}), "metrics": dict(metrics or {}),
-                "lineage": lineage, "tags": list(tags), "parent": parent,
-                "kind": "file" if Path(path).is_file() else "folder"}
-        self.last_upload_bytes = tally.sent  # what this commit sent (tests, progress bars)
-        return decode_as(VersionRow, self._post(f"/models/{self._q(model)}/commits", body))
-
-    def _base(self, model: str, branch: str, parent: str | None) -> str | None:
-        """The version the server should delta against: the parent, or the branch head."""
-        try:
-            return self.resolve(parent or f"{model}@{branch}").id
-        except NotFound:
-            if parent is not None:
-                raise
-            return None
-
-    def _upload(self, model: str, part: _Part, base: str | None, tally: _Tally) -> None:
-        s = part.seg
-        what: dict[str, Any] = {"file": part.rel}
-        if s.kind == "tensor":
-            what.update(dtype=s.dtype, shape=",".join(map(str, s.shape or ())),
-                        tensor=s.name, base=base)
-        what = {k: v for k, v in what.items() if v is not None}
-        segment = "tensor" if s.kind == "tensor" else "blob"
-        whole = f"{API}/models/{self._q(model)}/uploads/{part.oid}"
-        if s.length <= CHUNK_BYTES:
-            self._t.request("PUT", whole, params={"kind": segment, **what},
-                            content=_read(part.path, s))
-            tally.sent_bytes(s.length)
-            tally.held(part.oid, s.length)
-            return
-        # In chunks into the server's upload session, from what it holds (after an
-        # interrupted commit: the rest only). Memory: one chunk.
-        session = Session(self._t, part.oid, s.length, model=model, kind="raw",
-                          params={"segment": segment, **what})
-
-        def ask() -> int | None:
-            held = session.held()
-            tally.held(part.oid, s.length if held is None else held)
-            return held
-
-        def send(off: int) -> None:
-            went = off
-
-            def sent(k: int) -> None:
-                nonlocal went
-                went += k
-                tally.sent_bytes(k)
-                tally.held(part.oid, went)
-
-            session.send(off, _pieces(part.path, s, off, s.length - off), sent)
-            tally.held(part.oid, s.length)
-
-        def send_whole() -> None:
-            self._t.request("PUT", whole, params={"kind": segment, **what},
-                            content=_pieces(part.path, s, 0, s.length),
-                            headers={"Content-Length": str(s.length)})
-            tally.sent_bytes(s.length)
-            tally.held(part.oid, s.length)
-
-        resume(ask, send, send_whole)
-
     # ---- checkout and load
     def checkout(self, ref: str, dest: str | Path, *, force: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> CheckoutResult:
@@ -400,84 +279,3 @@ class RemoteTensorDict(TensorDict):
         seg: SegmentRef = self._segs[name]
         raw = self._remote._tensor_bytes(self._v, seg.id)
         return to_array(raw, seg.dtype or "U8", seg.shape or (), self._framework)
-
-
-class _Tally:
-    """Progress of a commit's uploads in bytes the server holds (a resumed segment
-    counts what it already had), and the bytes actually sent."""
-
-    def __init__(self, total: int, progress: Callable[[int, int], None] | None) -> None:
-        self.total, self.progress = total, progress
-        self.sent = 0
-        self._done = 0
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def sent_bytes(self, n: int) -> None:
-        with self._lock:
-            self.sent += n
-
-    def held(self, oid: str, pos: int) -> None:
-        with self._lock:
-            before = self._held.get(oid, 0)
-            if pos <= before:
-                return
-            self._held[oid] = pos
-            self._done += pos - before
-            done = self._done
-        if self.progress:
-            self.progress(done, self.total)
-
-
-def _read_range(path: Path, offset: int, length: int) -> bytes:
-    with path.open("rb") as f:
-        f.seek(offset)
-        data = f.read(length)
-    if len(data) != length:
-        raise errors.InvalidModelFile(f"{path} changed while it was being committed; retry")
-    return data
-
-
-def _pieces(path: Path, s: Segment, offset: int, n: int) -> Iterator[bytes]:
-    """N bytes of a segment from OFFSET, a chunk at a time (one in memory)."""
-    for off in range(offset, offset + n, CHUNK_BYTES):
-        yield _read_range(path, s.offset + off, min(CHUNK_BYTES, offset + n - off))
-
-
-def _read(path: Path, s: Segment) -> bytes:
-    with path.open("rb") as f:
-        f.seek(s.offset)
-        data = f.read(s.length)
-    if len(data) != s.length:
-        raise errors.InvalidModelFile(f"{path} changed while it was being committed; retry")
-    return data
-
-
-def _plan(rel: str, path: Path) -> tuple[FileEntry, list[_Part]]:
-    """Plan a file, hashing each segment (BLAKE3: its object id) and the whole (sha256)
-    in one sequential read through one buffer: memory is HASH_PIECE, whatever the
-    tensors' sizes (a local commit streams them too)."""
-    plan = plan_file(path)
-    sha = hashlib.sha256()
-    refs, parts = [], []
-    buf = bytearray(HASH_PIECE)
-    view = memoryview(buf)
-    with path.open("rb", buffering=0) as f:
-        for s in plan.segments:
-            h = blake3.blake3(max_threads=blake3.blake3.AUTO if s.length >= 1 << 20 else 1)
-            f.seek(s.offset)
-            left = s.length
-            while left:
-                got = f.readinto(view[:min(left, HASH_PIECE)])
-                if not got:
-                    raise errors.InvalidModelFile(f"{path} changed while it was being "
-                                                  "committed; retry")
-                sha.update(view[:got])
-                h.update(view[:got])
-                left -= got
-            oid = h.hexdigest()
-            parts.append(_Part(rel, path, s, oid))
-            refs.append(SegmentRef(oid, s.length, s.name, s.dtype, s.shape)
-                        if s.kind == "tensor" else SegmentRef(oid, s.length))
-    return FileEntry(rel, plan.size, sha.hexdigest(), plan.format, tuple(refs),
-                     dict(plan.info)), parts
