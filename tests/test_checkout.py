@@ -14,6 +14,7 @@ from modelvc.codec import BLOCK_ELEMENTS
 from modelvc.codec.buffers import POOL
 from modelvc.errors import CorruptObject
 from modelvc.registry import Registry
+from tests.services.damage import flip_byte
 
 
 def _bf16(a: np.ndarray) -> np.ndarray:
@@ -64,12 +65,9 @@ def test_a_corrupt_raw_plane_is_named_and_nothing_is_written(reg: Registry,
     seg = next(s for s in reg.manifest("m@v1").files[0].segments if s.tensor == "w")
     block = reg._io.header(seg.id).blocks[0]
     payload_head = 2 + 4 * 4  # itemsize, raw mask, 4 plane lengths
-    path = reg.layout.root / "objects" / seg.id[:2] / seg.id[2:]
-    data = bytearray(path.read_bytes())
+    data = reg.store.get(seg.id)
     assert data[block.offset + 1] & 1, "plane 0 of random floats is stored raw"
-    data[block.offset + payload_head + 1234] ^= 0x10
-    path.chmod(0o644)
-    path.write_bytes(bytes(data))
+    flip_byte(reg.store, seg.id, block.offset + payload_head + 1234, 0x10)
     dest = tmp_path / "out"
     with Registry.open(reg.layout.root) as fresh, pytest.raises(CorruptObject) as err:
         fresh.checkout("m@v1", dest)

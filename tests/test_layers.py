@@ -54,7 +54,7 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("formats/", "plan_file(): safetensors, ONNX, pickles (opaque), other files"),
      ("lineage.py", "git, data fingerprints, environment")],
     [("codec/", "byte planes + zstd; order-preserving deltas; extrapolation; casts"),
-     ("objects/", "LocalStore, MemoryStore, S3Store (one protocol)"),
+     ("objects/", "backends (local, S3, memory) under one packing layer (PackedStore)"),
      ("meta/", "MetaStore (SQLAlchemy Core), migrations"),
      ("client/", "HTTP transport, error decoder, resumable uploads (remote.py, transfer/)")],
     [("errors.py", "one typed error tree: message, hint, exit code, HTTP status"),

@@ -18,6 +18,7 @@ from safetensors.numpy import save_file
 
 from modelvc.codec import BLOCK_ELEMENTS
 from modelvc.registry import Registry
+from tests.services.damage import flip_byte
 
 
 def _w(seed: int = 0, shape: tuple[int, ...] = (256, 256)) -> np.ndarray:
@@ -281,13 +282,10 @@ def test_any_mix_of_tensors_and_blobs_with_colliding_bytes_checks_out_and_verify
 
     keys = sorted(o.key for o in reg._store.list())
     victim = keys[damage % len(keys)]
-    path = tmp / "repo" / ".modelvc" / "objects" / victim[:2] / victim[2:]
-    data = bytearray(path.read_bytes())
+    data = bytearray(reg.store.get(victim))
     at = damage % len(data)
     magic_only = at < 4 and data[:4] == b"MVT1"  # a tensor's leading magic: no data
-    data[at] ^= 0x01
-    path.chmod(0o644)
-    path.write_bytes(bytes(data))
+    flip_byte(reg.store, victim, at, 0x01)
     with Registry.open(tmp / "repo") as fresh:  # nothing cached
         failing = set()
         for n, (ref, src) in enumerate(made):

@@ -11,6 +11,7 @@ from safetensors.numpy import save_file
 from modelvc import commit, storage
 from modelvc.codec import BLOCK_ELEMENTS
 from modelvc.registry import Registry
+from tests.services.damage import flip_byte
 
 
 @pytest.fixture
@@ -55,11 +56,7 @@ def test_corrupt_block_is_caught_when_streaming(small_stream: None, reg: Registr
               str(tmp_path / "a.safetensors"))
     reg.commit(tmp_path / "a.safetensors", model="m")
     seg = reg.manifest("m@v1").files[0].segments[1]
-    path = reg.layout.root / "objects" / seg.id[:2] / seg.id[2:]
-    data = bytearray(path.read_bytes())
-    data[100] ^= 0xFF  # inside block 0's payload
-    path.chmod(0o644)
-    path.write_bytes(bytes(data))
+    flip_byte(reg.store, seg.id, 100, 0xFF)  # inside block 0's payload
     with Registry.open(reg.layout.root) as fresh, pytest.raises(CorruptObject):
         fresh.checkout("m@v1", tmp_path / "out.safetensors")  # nothing cached: reads disk
     assert not (tmp_path / "out.safetensors").exists()

@@ -68,7 +68,7 @@ MAX_WALK = 4 * MAX_CHAIN_DEPTH
 STREAM_BYTES = 64 << 20
 HASH_CHUNK = 16 << 20
 # In a batch (ObjectIO.batched), objects up to this size are presumed new without asking
-# the store, and held for one put_many (S3 packs members up to 1 MiB).
+# the store, and held for one put_many (packs hold members up to 1 MiB, on every backend).
 BATCH_MAX = 1 << 20
 _ZEROS = memoryview(bytes(BLOCK_ELEMENTS))
 BLOB_MAGICS = (RAW_MAGIC, ZSTD_MAGIC)
@@ -146,8 +146,8 @@ class ObjectIO:
         """A view sharing this one's caches whose small new objects are held and written
         by `write_batch` in one put_many: a commit of many small tensors is then a few
         store requests, not a HEAD and a PUT each. Reads through the view see the held
-        objects. Until write_batch returns, none of them is stored. Only for stores that
-        say `batched_writes` (S3); on a local disk this is the ObjectIO itself."""
+        objects. Until write_batch returns, none of them is stored. For stores that say
+        `batched_writes` (every PackedStore: local, S3, memory); else the ObjectIO itself."""
         if not getattr(self.store, "batched_writes", False):
             return self  # a local disk gains nothing: write each as it is encoded
         view = copy.copy(self)

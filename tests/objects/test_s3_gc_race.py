@@ -21,7 +21,7 @@ from safetensors.numpy import save_file
 from modelvc import layout
 from modelvc.errors import ObjectNotFound
 from modelvc.objects import S3Store
-from modelvc.objects.s3_packs import PACKS, TOMBSTONE_MERGE
+from modelvc.objects.packs import PACKS, TOMBSTONE_MERGE
 from modelvc.registry import Registry
 
 from .conftest import S3Server, make_s3_store

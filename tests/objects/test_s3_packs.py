@@ -16,7 +16,7 @@ from safetensors.numpy import save_file
 from modelvc.errors import ObjectNotFound
 from modelvc.objects import S3Store
 from modelvc.objects.base import put_many
-from modelvc.objects.s3_packs import PACKS, TAIL_READ
+from modelvc.objects.packs import PACKS, TAIL_READ
 from modelvc.registry import Registry
 
 from .conftest import S3Server, make_s3_store
@@ -186,7 +186,7 @@ def test_commit_of_small_tensors_is_a_handful_of_requests(
 
 def test_packs_written_before_nonces_still_read(pair: tuple[S3Store, S3Store]) -> None:
     """`packs/<id>` with a mutable `packs/<id>.dead` list (the first pack format)."""
-    from modelvc.objects.s3_packs import build
+    from modelvc.objects.packs import build
 
     a, b = pair
     items = [(key(f"old{i}"), os.urandom(80)) for i in range(4)]

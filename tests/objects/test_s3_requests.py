@@ -17,7 +17,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from modelvc.objects import S3Store
-from modelvc.objects.s3_packs import PACKS, PackCache
+from modelvc.objects.packs import PACKS, PackCache
 from modelvc.registry import Registry
 from modelvc.transfer import push
 

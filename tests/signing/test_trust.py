@@ -27,6 +27,7 @@ from modelvc.signing import (
     sign_version,
     verify_version,
 )
+from tests.services.damage import flip_byte
 from tests.signing.conftest import Signed, model_folder, require, set_policy, sql
 
 
@@ -126,22 +127,12 @@ def test_signature_moved_to_another_version_refused(signed: Signed) -> None:
         reg.checkout("net@v2", signed.tmp / "co")
 
 
-def _object_file(reg: Registry, object_id: str) -> Path:
-    path = reg.layout.root / "objects" / object_id[:2] / object_id[2:]
-    path.chmod(0o644)  # stored objects are read-only
-    return path
-
-
-def _flip(path: Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x40
-    path.write_bytes(bytes(data))
 
 
 def test_tampered_manifest_refused(signed: Signed) -> None:
     reg = signed.reg
     require(reg, "alice")
-    _flip(_object_file(reg, signed.v1.id), -3)
+    flip_byte(reg.store, signed.v1.id, -3)
     with pytest.raises(Corrupt):
         reg.checkout("net", signed.tmp / "co")
     ok, message = verify_version(reg, signed.v1, ["alice"])
@@ -153,8 +144,7 @@ def test_tampered_object_refused(signed: Signed) -> None:
     require(reg, "alice")
     m = reg.manifest("net")
     seg = next(s for f in m.files for s in f.segments if s.tensor == "layer.0.weight")
-    path = _object_file(reg, seg.id)
-    _flip(path, len(path.read_bytes()) // 2)
+    flip_byte(reg.store, seg.id, reg.store.size(seg.id) // 2)
     # A fresh process (this one caches the blocks it wrote, already verified).
     with Registry.open(reg.layout.root) as fresh:
         # The signature still verifies (it covers the digests), but the object does not.

@@ -1,4 +1,9 @@
-"""Blob stores: opaque bytes under content ids (see base.py for the protocol).
+"""Object stores: opaque bytes under content ids (see base.py for the protocol).
+
+Layered as restic is: thin backends (backend.py: put, get range, stat, list, delete,
+declared capabilities) for a local folder (local.py), S3 (s3.py) and memory (memory.py),
+under one packing layer (packed.py, the pack format in packs.py) that makes each of
+them an ObjectStore with the same packs, tombstones and consistency model.
 
 `import modelvc.objects` does not import boto3: S3Store loads it on first use.
 """

@@ -10,7 +10,7 @@ or nothing, and a crash mid-put leaves at most an unreferenced temp file.
 Batch writes: a store may also offer `put_many(items: list[tuple[str, bytes]]) ->
 list[bool]`, one flag per item with put's meaning (a key listed twice is stored once:
 its later entries answer False). Like put, it is durable when it returns. S3Store packs
-small objects into one S3 object per batch (see s3_packs); LocalStore and MemoryStore
+small objects into one S3 object per batch (see packs); LocalStore and MemoryStore
 put each item. It is not part of the ObjectStore protocol, so wrappers and third-party
 stores need not implement it: callers go through the `put_many` helper below.
 """

@@ -1,9 +1,13 @@
-"""LocalStore: one read-only file per object under a two-character fan-out.
+"""The local disk: LocalBackend (files under a folder) and LocalStore (packed on it).
 
-    root/ab/cdef0123...   (key "abcdef0123...")
+    root/ab/cdef0123...             a loose object (key "abcdef0123...")
+    root/packs/<id>.<nonce>         a pack of small objects (see packed.py)
 
-Writes go through atomic_write, so concurrent writers of one key (threads or
-processes) both succeed and leave one whole file: the content is the same.
+Writes go through atomic_write, so concurrent writers of one name (threads or
+processes) both succeed and leave one whole file: the content is the same. Files are
+read-only (0444). With fsync=False (how the registry opens its store) a loose object is
+written without fsync and `flush` makes a commit's objects durable in one batch; packs
+and tombstones are fsynced when written (one file and one folder fsync per pack).
 """
 
 from __future__ import annotations
@@ -16,85 +20,96 @@ from typing import BinaryIO
 
 from ..atomic import atomic_write, fsync_dir, is_temp_name, storage_error
 from ..errors import ObjectNotFound, UsageError
-from .base import ObjectInfo, check_key, is_valid_key
+from .backend import Capabilities, Entry
+from .base import check_key
+from .packed import PackedStore
 
 CHUNK = 1 << 20  # put_file streams in 1 MiB pieces
-_FANOUT = frozenset(f"{i:02x}" for i in range(256))
 
 
-class LocalStore:
+class LocalBackend:
     def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
         self.root = Path(root)
         self._root = str(self.root)
         self._fsync = fsync
+        self.caps = Capabilities(local=True, deferred_sync=not fsync)
 
-    def __repr__(self) -> str:
-        return f"LocalStore({str(self.root)!r})"
+    def where(self) -> str:
+        return self._root
 
-    def path(self, key: str) -> Path:
-        check_key(key)
-        return self.root / key[:2] / key[2:]
-
-    def _file(self, key: str) -> str:
-        """path() as a string: reads resolve hundreds of these per checkout."""
-        check_key(key)
-        return f"{self._root}/{key[:2]}/{key[2:]}"
+    def _path(self, name: str) -> str:
+        return f"{self._root}/{name}"
 
     # writes
 
-    def put(self, key: str, data: bytes) -> bool:
-        return self._write(key, data, exist_ok=False)
+    def put(self, name: str, data: bytes, *, exclusive: bool = True,
+            durable: bool = False) -> bool:
+        return self._write(name, data, exclusive=exclusive, durable=durable)
 
-    def put_many(self, items: list[tuple[str, bytes]]) -> list[bool]:
-        return [self.put(k, data) for k, data in items]
+    def put_file(self, name: str, src: BinaryIO) -> bool:
+        return self._write(name, iter(lambda: src.read(CHUNK), b""), exclusive=True,
+                           durable=False)
 
-    def put_file(self, key: str, src: BinaryIO) -> bool:
-        return self._write(key, iter(lambda: src.read(CHUNK), b""), exist_ok=False)
-
-    def replace(self, key: str, data: bytes) -> None:
-        self._write(key, data, exist_ok=True)
-
-    def _write(self, key: str, data: bytes | Iterable[bytes], *, exist_ok: bool) -> bool:
-        path = self.path(key)
-        if not exist_ok and path.exists():
+    def _write(self, name: str, data: bytes | Iterable[bytes], *, exclusive: bool,
+               durable: bool) -> bool:
+        path = Path(self._path(name))
+        if exclusive and path.exists():
             return False
         with _translated(path, "write"):
             path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data, mode=0o444, fsync=self._fsync)
+        atomic_write(path, data, mode=0o444, fsync=self._fsync or durable)
         return True
 
-    def delete(self, key: str) -> None:
-        path = self.path(key)
-        with _translated(path, "delete"):
-            path.unlink(missing_ok=True)
+    def delete(self, names: Iterable[str]) -> None:
+        for name in names:
+            path = self._path(name)
+            with _translated(path, "delete"):
+                Path(path).unlink(missing_ok=True)
 
-    def touch(self, key: str) -> None:
-        path = self.path(key)
-        with _translated(path, "touch", key):
+    def touch(self, name: str) -> None:
+        path = self._path(name)
+        with _translated(path, "touch", name):
             os.utime(path)  # the owner may utime a read-only file
+
+    def sync(self, names: Iterable[str]) -> None:
+        """fsync each file, then each folder once: the disk sees one stream of writes
+        instead of an fsync per object."""
+        folders: set[str] = set()
+        for name in names:
+            path = self._path(name)
+            with _translated(path, "sync", name):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            folders.add(os.path.dirname(path))
+        for folder in folders:
+            with _translated(folder, "sync"):
+                fsync_dir(Path(folder))
 
     # reads
 
-    def get(self, key: str) -> bytes:
-        path = self._file(key)
-        with _translated(path, "read", key), open(path, "rb") as f:
+    def get(self, name: str) -> bytes:
+        path = self._path(name)
+        with _translated(path, "read", name), open(path, "rb") as f:
             return f.read()
 
-    def get_range(self, key: str, start: int, length: int) -> bytes | memoryview:
+    def get_range(self, name: str, start: int, length: int) -> bytes:
         if start < 0 or length < 0:
             raise UsageError(f"invalid range start={start} length={length}")
-        path = self._file(key)
-        with _translated(path, "read", key):
+        path = self._path(name)
+        with _translated(path, "read", name):
             fd = os.open(path, os.O_RDONLY)
             try:
                 return os.pread(fd, length, start)
             finally:
                 os.close(fd)
 
-    def read_into(self, key: str, start: int, buf: memoryview) -> int:
-        """Read bytes start.. of an object into buf; how many (fewer at the end)."""
-        path = self._file(key)
-        with _translated(path, "read", key):
+    def read_into(self, name: str, start: int, buf: memoryview) -> int:
+        """Read bytes start.. of a file into buf; how many (fewer at the end)."""
+        path = self._path(name)
+        with _translated(path, "read", name):
             fd = os.open(path, os.O_RDONLY)
             try:
                 got = 0
@@ -107,10 +122,10 @@ class LocalStore:
             finally:
                 os.close(fd)
 
-    def get_tail(self, key: str, n: int) -> tuple[int, bytes]:
-        """(size, last n bytes) with one open: how a tensor object's header is read."""
-        path = self._file(key)
-        with _translated(path, "read", key):
+    def get_tail(self, name: str, n: int) -> tuple[int, bytes]:
+        """(size, last n bytes) with one open."""
+        path = self._path(name)
+        with _translated(path, "read", name):
             fd = os.open(path, os.O_RDONLY)
             try:
                 size = os.fstat(fd).st_size
@@ -119,56 +134,40 @@ class LocalStore:
             finally:
                 os.close(fd)
 
-    def size(self, key: str) -> int:
-        path = self._file(key)
-        with _translated(path, "stat", key):
-            return os.stat(path).st_size
+    def stat(self, name: str) -> Entry:
+        path = self._path(name)
+        with _translated(path, "stat", name):
+            st = os.stat(path)
+        return Entry(name, st.st_size, st.st_mtime)
 
-    def has(self, key: str) -> bool:
-        return os.path.exists(self._file(key))
+    def present(self, names: list[str]) -> set[str]:
+        return {n for n in names if os.path.exists(self._path(n))}
 
-    def has_many(self, keys: Iterable[str]) -> set[str]:
-        return {key for key in keys if self.has(key)}
-
-    def list(self) -> Iterator[ObjectInfo]:
-        for folder in self._fanout_dirs():
-            for entry in _scandir(folder):
-                key = folder.name + entry.name
-                if is_temp_name(entry.name) or not is_valid_key(key):
+    def list(self, prefix: str) -> Iterator[Entry]:
+        """Files in the folders one level down (the fan-out and packs/) whose name
+        starts with `prefix`."""
+        folder, _, start = prefix.rpartition("/")
+        folders = [folder] if folder else [e.name for e in _scandir(self._root) if e.is_dir()]
+        for sub in folders:
+            for entry in _scandir(f"{self._root}/{sub}"):
+                if is_temp_name(entry.name) or not entry.name.startswith(start):
                     continue
                 try:
                     st = entry.stat()
                 except FileNotFoundError:  # deleted while listing
                     continue
-                yield ObjectInfo(key, st.st_size, st.st_mtime)
-
-    def flush(self, keys: Iterable[str]) -> None:
-        """Make objects written with fsync=False durable: fsync each file, then each
-        fan-out folder once. Batched so the disk sees one stream of writes instead of
-        an fsync per object; the registry calls it before recording a version."""
-        folders: set[Path] = set()
-        for key in keys:
-            path = self.path(key)
-            with _translated(path, "sync", key):
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            folders.add(path.parent)
-        for folder in folders:
-            with _translated(folder, "sync"):
-                fsync_dir(folder)
+                if entry.is_file():
+                    yield Entry(f"{sub}/{entry.name}", st.st_size, st.st_mtime)
 
     def cleanup_temp(self, older_than_seconds: float) -> int:
         """Remove temp files left by crashed writers; returns how many were removed.
-
-        Only files older than `older_than_seconds` go, so a live writer keeps its own.
-        """
+        Only files older than `older_than_seconds` go, so a live writer keeps its own."""
         cutoff = time.time() - older_than_seconds
         removed = 0
-        for folder in self._fanout_dirs():
-            for entry in _scandir(folder):
+        for sub in _scandir(self._root):
+            if not sub.is_dir():
+                continue
+            for entry in _scandir(sub.path):
                 if not is_temp_name(entry.name):
                     continue
                 try:
@@ -184,13 +183,28 @@ class LocalStore:
     def close(self) -> None:
         pass
 
-    def _fanout_dirs(self) -> Iterator[Path]:
-        for entry in _scandir(self.root):
-            if entry.name in _FANOUT and entry.is_dir():
-                yield Path(entry.path)
+
+class LocalStore(PackedStore):
+    """Objects in a folder: loose files and packs (see packed.py)."""
+
+    def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
+        self.local = LocalBackend(root, fsync=fsync)
+        super().__init__(self.local)
+        self.root = self.local.root
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        """Where the object is (or would be) stored loose."""
+        check_key(key)
+        return self.root / key[:2] / key[2:]
+
+    def cleanup_temp(self, older_than_seconds: float) -> int:
+        return self.local.cleanup_temp(older_than_seconds)
 
 
-def _scandir(folder: Path) -> list[os.DirEntry[str]]:
+def _scandir(folder: str) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(folder) as it:
             return list(it)
@@ -201,15 +215,15 @@ def _scandir(folder: Path) -> list[os.DirEntry[str]]:
 
 
 class _translated:
-    """OSError -> ObjectNotFound (when reading `key`) or StorageError/DiskFull.
+    """OSError -> ObjectNotFound (when reading `name`) or StorageError/DiskFull.
 
     A class, not @contextmanager: reads enter one per block, and a generator-based
     context costs more than the read itself."""
 
-    __slots__ = ("action", "key", "path")
+    __slots__ = ("action", "name", "path")
 
-    def __init__(self, path: Path | str, action: str, key: str | None = None) -> None:
-        self.path, self.action, self.key = path, action, key
+    def __init__(self, path: Path | str, action: str, name: str | None = None) -> None:
+        self.path, self.action, self.name = path, action, name
 
     def __enter__(self) -> None:
         return None
@@ -218,7 +232,6 @@ class _translated:
                  tb: object) -> None:
         if exc is None or not isinstance(exc, OSError):
             return
-        if isinstance(exc, FileNotFoundError) and self.key is not None:
-            folder = os.path.dirname(os.path.dirname(os.fspath(self.path)))
-            raise ObjectNotFound(f"object {self.key} is missing from {folder}") from exc
+        if isinstance(exc, FileNotFoundError) and self.name is not None:
+            raise ObjectNotFound(f"{self.name} is missing") from exc
         raise storage_error(exc, self.path, self.action) from exc

@@ -1,4 +1,5 @@
-"""MemoryStore: a dict behind a lock, with the same semantics as the other stores."""
+"""Memory: MemoryBackend (a dict behind a lock) and MemoryStore (packed on it), with
+the same semantics as the disk and S3 stores: the same packing layer runs on all three."""
 
 from __future__ import annotations
 
@@ -8,82 +9,81 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from ..errors import ObjectNotFound, UsageError
-from .base import ObjectInfo, check_key
+from .backend import Capabilities, Entry
+from .packed import PackedStore
 
 
-class MemoryStore:
+class MemoryBackend:
+    caps = Capabilities(local=True, deferred_sync=False)
+
     def __init__(self) -> None:
-        self._objects: dict[str, tuple[bytes, float]] = {}
+        self._files: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"MemoryStore({len(self._objects)} objects)"
+    def where(self) -> str:
+        return "memory"
 
-    def put(self, key: str, data: bytes) -> bool:
-        check_key(key)
+    def put(self, name: str, data: bytes, *, exclusive: bool = True,
+            durable: bool = False) -> bool:
         data = bytes(data)  # a private copy: the caller may reuse a bytearray
         with self._lock:
-            if key in self._objects:
+            if exclusive and name in self._files:
                 return False
-            self._objects[key] = (data, time.time())
+            self._files[name] = (data, time.time())
             return True
 
-    def put_many(self, items: list[tuple[str, bytes]]) -> list[bool]:
-        return [self.put(k, data) for k, data in items]
-
-    def put_file(self, key: str, src: BinaryIO) -> bool:
-        check_key(key)
-        if self.has(key):  # skip reading a large stream for nothing
+    def put_file(self, name: str, src: BinaryIO) -> bool:
+        if name in self._files:  # skip reading a large stream for nothing
             return False
-        return self.put(key, src.read())
+        return self.put(name, src.read())
 
-    def replace(self, key: str, data: bytes) -> None:
-        check_key(key)
-        with self._lock:
-            self._objects[key] = (bytes(data), time.time())
+    def _entry(self, name: str) -> tuple[bytes, float]:
+        try:
+            return self._files[name]
+        except KeyError:
+            raise ObjectNotFound(f"{name} is missing from memory") from None
 
-    def get(self, key: str) -> bytes:
-        return self._entry(key)[0]
+    def get(self, name: str) -> bytes:
+        return self._entry(name)[0]
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(self, name: str, start: int, length: int) -> bytes:
         if start < 0 or length < 0:
             raise UsageError(f"invalid range start={start} length={length}")
-        return self._entry(key)[0][start : start + length]
+        return self._entry(name)[0][start : start + length]
 
-    def size(self, key: str) -> int:
-        return len(self._entry(key)[0])
+    def stat(self, name: str) -> Entry:
+        data, mtime = self._entry(name)
+        return Entry(name, len(data), mtime)
 
-    def has(self, key: str) -> bool:
-        check_key(key)
-        return key in self._objects
+    def present(self, names: list[str]) -> set[str]:
+        return {n for n in names if n in self._files}
 
-    def has_many(self, keys: Iterable[str]) -> set[str]:
-        return {key for key in keys if self.has(key)}
-
-    def list(self) -> Iterator[ObjectInfo]:
+    def list(self, prefix: str) -> Iterator[Entry]:
         with self._lock:  # a snapshot, so callers may delete while iterating
-            items = list(self._objects.items())
-        for key, (data, mtime) in items:
-            yield ObjectInfo(key, len(data), mtime)
+            items = [(n, v) for n, v in self._files.items() if n.startswith(prefix)]
+        for name, (data, mtime) in items:
+            yield Entry(name, len(data), mtime)
 
-    def delete(self, key: str) -> None:
-        check_key(key)
+    def delete(self, names: Iterable[str]) -> None:
         with self._lock:
-            self._objects.pop(key, None)
+            for name in names:
+                self._files.pop(name, None)
 
-    def touch(self, key: str) -> None:
-        check_key(key)
+    def touch(self, name: str) -> None:
         with self._lock:
-            if key not in self._objects:
-                raise ObjectNotFound(f"object {key} is missing from memory")
-            self._objects[key] = (self._objects[key][0], time.time())
+            data, _ = self._entry(name)
+            self._files[name] = (data, time.time())
+
+    def sync(self, names: Iterable[str]) -> None:
+        pass
 
     def close(self) -> None:
         pass
 
-    def _entry(self, key: str) -> tuple[bytes, float]:
-        check_key(key)
-        try:
-            return self._objects[key]
-        except KeyError:
-            raise ObjectNotFound(f"object {key} is missing from memory") from None
+
+class MemoryStore(PackedStore):
+    def __init__(self) -> None:
+        super().__init__(MemoryBackend())
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
