@@ -65,9 +65,9 @@ def test_a_corrupt_raw_plane_is_named_and_nothing_is_written(reg: Registry,
     seg = next(s for s in reg.manifest("m@v1").files[0].segments if s.tensor == "w")
     block = reg._io.header(seg.id).blocks[0]
     payload_head = 2 + 4 * 4  # itemsize, raw mask, 4 plane lengths
-    data = reg.store.get(seg.id)
+    data = reg._store.get(seg.id)
     assert data[block.offset + 1] & 1, "plane 0 of random floats is stored raw"
-    flip_byte(reg.store, seg.id, block.offset + payload_head + 1234, 0x10)
+    flip_byte(reg._store, seg.id, block.offset + payload_head + 1234, 0x10)
     dest = tmp_path / "out"
     with Registry.open(reg.layout.root) as fresh, pytest.raises(CorruptObject) as err:
         fresh.checkout("m@v1", dest)

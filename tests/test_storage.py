@@ -282,10 +282,10 @@ def test_any_mix_of_tensors_and_blobs_with_colliding_bytes_checks_out_and_verify
 
     keys = sorted(o.key for o in reg._store.list())
     victim = keys[damage % len(keys)]
-    data = bytearray(reg.store.get(victim))
+    data = bytearray(reg._store.get(victim))
     at = damage % len(data)
     magic_only = at < 4 and data[:4] == b"MVT1"  # a tensor's leading magic: no data
-    flip_byte(reg.store, victim, at, 0x01)
+    flip_byte(reg._store, victim, at, 0x01)
     with Registry.open(tmp / "repo") as fresh:  # nothing cached
         failing = set()
         for n, (ref, src) in enumerate(made):

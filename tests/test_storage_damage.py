@@ -41,7 +41,7 @@ def looped(reg: Registry, tmp_path: Path) -> tuple[Path, str]:
     child = next(s.id for f in m2.files for s in f.tensors() if reg._io.header(s.id).ref)
     parent = reg._io.header(child).ref
     assert parent is not None
-    reg.store.replace(parent, reg.store.get(child))
+    reg._store.replace(parent, reg._store.get(child))
     return reg.layout.root.parent, parent
 
 

@@ -132,7 +132,7 @@ def test_signature_moved_to_another_version_refused(signed: Signed) -> None:
 def test_tampered_manifest_refused(signed: Signed) -> None:
     reg = signed.reg
     require(reg, "alice")
-    flip_byte(reg.store, signed.v1.id, -3)
+    flip_byte(reg._store, signed.v1.id, -3)
     with pytest.raises(Corrupt):
         reg.checkout("net", signed.tmp / "co")
     ok, message = verify_version(reg, signed.v1, ["alice"])
@@ -144,7 +144,7 @@ def test_tampered_object_refused(signed: Signed) -> None:
     require(reg, "alice")
     m = reg.manifest("net")
     seg = next(s for f in m.files for s in f.segments if s.tensor == "layer.0.weight")
-    flip_byte(reg.store, seg.id, reg.store.size(seg.id) // 2)
+    flip_byte(reg._store, seg.id, reg._store.size(seg.id) // 2)
     # A fresh process (this one caches the blocks it wrote, already verified).
     with Registry.open(reg.layout.root) as fresh:
         # The signature still verifies (it covers the digests), but the object does not.
