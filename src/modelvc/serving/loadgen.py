@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import socket
 import sys
 import threading
 import time
@@ -61,84 +60,6 @@ class Client:
         self.conn.close()
 
 
-class RawClient:
-    """The infer call of Client over a plain keep-alive socket, for the load generator:
-    http.client parses each response's headers with the email package, a cost per
-    request that on one core caps what the generator can measure. Each row's JSON is
-    encoded once. Answers must carry a Content-Length (both servers' do)."""
-
-    def __init__(self, url: str, model: str, *, binary: bool = False) -> None:
-        host, _, port = url.removeprefix("http://").partition(":")
-        self.addr, self.host = (host, int(port or 80)), host
-        self.path = f"/v2/models/{model}/infer"
-        self.binary = binary
-        self.sock = socket.create_connection(self.addr, timeout=60)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-        self._rows: dict[bytes, tuple[bytes, bytes]] = {}
-
-    def _body(self, x: np.ndarray, req_id: str | None) -> tuple[bytes, bytes]:
-        """(the JSON after the id, raw bytes): cached per row."""
-        raw = np.ascontiguousarray(x, "<f4").tobytes()
-        cached = self._rows.get(raw)
-        if cached is None:
-            item: dict[str, Any] = {"name": "X", "datatype": "FP32", "shape": list(x.shape)}
-            if self.binary:
-                item["parameters"] = {"binary_data_size": len(raw)}
-            else:
-                item["data"] = x.reshape(-1).tolist()
-            tail = json.dumps({"inputs": [item]}).encode()
-            cached = self._rows[raw] = (tail, raw if self.binary else b"")
-        return cached
-
-    def infer(self, x: np.ndarray, *, req_id: str | None = None, key: str | None = None
-              ) -> tuple[int, dict[str, Any]]:
-        tail, raw = self._body(x, req_id)
-        doc = (b'{"id":' + json.dumps(req_id).encode() + b"," + tail[1:]) if req_id \
-            else tail
-        extra = f"X-Request-Key: {key}\r\n" if key else ""
-        if raw:
-            extra += f"Inference-Header-Content-Length: {len(doc)}\r\n"
-        head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
-                f"Content-Type: application/{'octet-stream' if raw else 'json'}\r\n"
-                f"Content-Length: {len(doc) + len(raw)}\r\n{extra}\r\n")
-        self.sock.sendall(head.encode() + doc + raw)
-        status, body = self._response()
-        return status, json.loads(body)
-
-    def _recv(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("the server closed the connection")
-        self.buf += data
-
-    def _response(self) -> tuple[int, bytes]:
-        while (end := self.buf.find(b"\r\n\r\n")) < 0:
-            self._recv()
-        lines = self.buf[:end].split(b"\r\n")
-        self.buf = self.buf[end + 4:]
-        status = int(lines[0].split(None, 2)[1])
-        headers = {k.strip().lower(): v.strip()
-                   for k, _, v in (line.partition(b":") for line in lines[1:])}
-        if b"content-length" not in headers:
-            raise ConnectionError("an answer without Content-Length")
-        n = int(headers[b"content-length"])
-        while len(self.buf) < n:
-            self._recv()
-        body, self.buf = self.buf[:n], self.buf[n:]
-        if headers.get(b"connection", b"").lower() == b"close":
-            self.close()
-            self.sock = socket.create_connection(self.addr, timeout=60)
-            self.buf = b""
-        return status, body
-
-    def feedback(self, req_id: str, label: int) -> int:
-        raise NotImplementedError("the raw client sends inference only")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 class GrpcClient:
     """The same calls over OIP gRPC (ModelInfer with raw_input_contents, as tritonclient
     sends); feedback is a REST-only route, so traffic with labels stays on REST."""
@@ -176,11 +97,10 @@ class GrpcClient:
         self.channel.close()
 
 
-def client_for(url: str, model: str, *, binary: bool = False, raw: bool = False
-               ) -> Client | RawClient | GrpcClient:
+def client_for(url: str, model: str, *, binary: bool = False) -> Client | GrpcClient:
     if url.startswith("grpc://"):
         return GrpcClient(url, model)
-    return (RawClient if raw else Client)(url, model, binary=binary)
+    return Client(url, model, binary=binary)
 
 
 @dataclass
@@ -197,10 +117,9 @@ class Traffic:
     """`threads` callers sending rows of `x` (and, with `y`, feedback) until stopped."""
 
     def __init__(self, url: str, model: str, x: np.ndarray, y: np.ndarray | None = None, *,
-                 threads: int = 4, batch: int = 1, binary: bool = False,
-                 raw: bool = False) -> None:
+                 threads: int = 4, batch: int = 1, binary: bool = False) -> None:
         self.url, self.model, self.x, self.y = url, model, x, y
-        self.batch, self.binary, self.raw = batch, binary, raw
+        self.batch, self.binary = batch, binary
         self.tally = Tally()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -219,7 +138,7 @@ class Traffic:
         return self.tally
 
     def _run(self, worker: int) -> None:
-        client = client_for(self.url, self.model, binary=self.binary, raw=self.raw)
+        client = client_for(self.url, self.model, binary=self.binary)
         rng = np.random.default_rng(worker)
         n = 0
         while not self._stop.is_set():
@@ -232,7 +151,7 @@ class Traffic:
             except OSError as exc:
                 code, doc = 0, {"error": repr(exc)}
                 client.close()
-                client = client_for(self.url, self.model, binary=self.binary, raw=self.raw)
+                client = client_for(self.url, self.model, binary=self.binary)
             dt = time.perf_counter() - t0
             if code == 200 and self.y is not None and self.batch == 1:
                 client.feedback(req_id, int(self.y[i]))
@@ -262,13 +181,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="REST: send inputs as raw bytes (the OIP binary tensor extension)")
     a = p.parse_args(argv)
     x = np.load(a.inputs)
-    # The raw client: the generator's own cost per request is what it cannot measure.
-    traffic = Traffic(a.url, a.model, x, threads=a.threads, binary=a.binary,
-                      raw=True).start()
-    sys.stdout.write("started\n")
-    sys.stdout.flush()
-    time.sleep(a.seconds)
-    t = traffic.stop()
+    if a.url.startswith("http://"):
+        # One event loop, no thread per caller: the generator's own cost per request is
+        # what it cannot measure, and on one core threads pay for every GIL hand-off.
+        from .loadgen_fast import closed_loop
+
+        t = closed_loop(a.url, a.model, x, callers=a.threads, seconds=a.seconds,
+                        binary=a.binary, started=lambda: print("started", flush=True))
+    else:
+        traffic = Traffic(a.url, a.model, x, threads=a.threads, binary=a.binary).start()
+        sys.stdout.write("started\n")
+        sys.stdout.flush()
+        time.sleep(a.seconds)
+        t = traffic.stop()
     json.dump({"ok": t.ok, "failed": t.failed, "errors": t.errors[:5],
                "by_version": t.by_version, "latencies": t.latencies, "starts": t.starts},
               sys.stdout)

@@ -1,0 +1,46 @@
+"""The benchmark's load generator (one event loop, raw keep-alive connections) against a
+real gateway: JSON and binary inputs are answered, every answer is counted once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelvc.serving.loadgen_fast import Requests, closed_loop, parse_response
+
+from .conftest import Digits, Start
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_closed_loop_counts_every_answer(serve_reg: Any, start_gateway: Start,
+                                        digits: Digits, binary: bool) -> None:
+    srv = start_gateway(serve_reg)
+    seen: list[bool] = []
+    t = closed_loop(srv.url, "digits", digits.x[:50], callers=3, seconds=1.0,
+                    binary=binary, started=lambda: seen.append(True))
+    assert seen == [True]
+    assert t.failed == 0, t.errors
+    assert t.ok > 0 and t.by_version == {"1": t.ok}
+    assert len(t.latencies) == len(t.starts) == t.ok
+
+
+def test_refusals_are_failures_not_answers(serve_reg: Any, start_gateway: Start,
+                                           digits: Digits) -> None:
+    srv = start_gateway(serve_reg)
+    t = closed_loop(srv.url, "no-such-model", digits.x[:5], callers=1, seconds=0.5)
+    assert t.ok == 0 and t.failed > 0
+    assert t.errors[0].startswith("404: ")
+
+
+def test_requests_and_answers_are_plain_http() -> None:
+    import numpy as np
+
+    req = Requests("h", "m", np.zeros((2, 3), np.float32), binary=True).make(1, "r1", "k")
+    head, _, body = req.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v2/models/m/infer HTTP/1.1\r\n")
+    assert b"Inference-Header-Content-Length: " in head
+    assert body.startswith(b'{"id":"r1","inputs":') and body.endswith(bytes(12))
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1"
+    assert parse_response(answer) == (200, {b"content-length": b"2"}, b"{}", b"HTTP/1.1")
+    assert parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n{}") is None
