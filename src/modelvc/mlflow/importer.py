@@ -14,6 +14,7 @@ A kill -9 loses at most the version being committed (commits are atomic).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -183,7 +184,8 @@ def _copy_version(reg: Registry, client: Any, mv: Any, source: str, actor: str |
     if mv.run_id:
         try:
             run = client.get_run(mv.run_id)
-            params, metrics = dict(run.data.params), dict(run.data.metrics)
+            params = dict(run.data.params)
+            metrics = {k: v for k, v in run.data.metrics.items() if math.isfinite(v)}
         except Exception:  # a deleted run: the version still imports
             pass
     with tempfile.TemporaryDirectory(prefix="modelvc-mlflow-") as tmp:

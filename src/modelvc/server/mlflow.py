@@ -15,6 +15,7 @@ modelvc error its MLflow counterpart, never a 500 for a call modelvc cannot map.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -98,6 +99,11 @@ class MlflowRoute(APIRoute):
                 return exc.response()
             except ModelvcError as exc:
                 return from_modelvc(exc).response()
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                # A body of the wrong shape (a dict where MLflow sends a list, ...): the
+                # caller's mistake, said as MLflow would, never a 500.
+                return bad(f"invalid request to {request.url.path}: "
+                           f"{type(exc).__name__}: {exc}").response()
 
         return run
 
@@ -186,7 +192,7 @@ def _route(fn: Handler, method: str) -> Callable[[Request], Coroutine[Any, Any, 
                 raise bad("the request body must be a JSON object")
             body.update(data)
         result = await run_in_threadpool(fn, Ctx(request, principal, state), body)
-        return JSONResponse(result)
+        return JSONResponse(finite(result))
     return endpoint
 
 
@@ -207,6 +213,18 @@ def mount() -> None:
         router.add_api_route(prefix + "/{rest:path}", unknown,
                              methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                              include_in_schema=False)
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities as protobuf JSON spells them (strict JSON has no such numbers;
+    MLflow clients log NaN metrics)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
 
 
 def ms(t: Any) -> int:

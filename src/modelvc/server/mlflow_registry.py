@@ -9,6 +9,7 @@ need reader on the model, edits writer, aliases and stages promoter, deletions a
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -357,7 +358,8 @@ def create_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     run = ctx.side.get("run", run_id) if run_id else None
     # The run's params and metrics (their latest values) are the version's lineage.
     params = {**(lm or {}).get("params", {}), **(run or {}).get("params", {})}
-    metrics = {k: m["value"] for k, m in (run or {}).get("latest", {}).items()}
+    metrics = {k: m["value"] for k, m in (run or {}).get("latest", {}).items()
+               if math.isfinite(m["value"])}  # a NaN loss stays in the run, not the version
     description = str(body.get("description") or "")
     with tempfile.TemporaryDirectory() as cwd:  # no git of the server's own folder
         v = ctx.reg.commit(path, model=name, message=description or f"mlflow: {source}",
