@@ -333,12 +333,17 @@ class LiteMeta:
                       action: str | None = None, target: str | None = None,
                       since: datetime | None = None, until: datetime | None = None,
                       after_id: int = 0, limit: int | None = None,
-                      newest: int | None = None) -> list[AuditRow]:
+                      newest: int | None = None, before_id: int | None = None
+                      ) -> list[AuditRow]:
         if since is not None or until is not None:  # time bounds: MetaStore's binding
             return self.real.audit_entries(model=model, actor=actor, action=action,
                                            target=target, since=since, until=until,
-                                           after_id=after_id, limit=limit, newest=newest)
+                                           after_id=after_id, limit=limit, newest=newest,
+                                           before_id=before_id)
         q, args = f"{_AUDIT} WHERE id > ?", list[Any]([after_id])
+        if before_id is not None:
+            q += " AND id < ?"
+            args.append(before_id)
         for col, val in (("model", model), ("actor", actor), ("action", action),
                          ("target", target)):
             if val is not None:
