@@ -1,0 +1,66 @@
+"""`run(reg, ...)`: a plain PyTorch loop commits state dicts (no file written by the
+caller, no pickle), on an embedded registry and over a server alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelvc.api import RegistryAPI
+from modelvc.errors import UsageError
+from modelvc.integrations.run import run, tensor_bytes
+from modelvc.registry import Registry
+from tests.services.server import ServerProcess, grant_token
+from tests.transfer.conftest import server  # noqa: F401  (the fixture)
+
+torch = pytest.importorskip("torch")
+
+
+def _loop(reg: RegistryAPI, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    x = torch.randn(64, 8)
+    y = x.sum(1, keepdim=True)
+    losses = {}
+    with run(reg, model="mlp", branch="sgd", params={"lr": 0.05}, best="loss",
+             files={"config.json": b'{"layers": [8, 16, 1]}'}) as r:
+        for step in range(1, 31):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            loss.backward()
+            opt.step()
+            if step % 10 == 0:
+                losses[step] = float(loss)
+                r.commit(net.state_dict(), step=step, metrics={"loss": float(loss)})
+    assert [v.metrics["step"] for v in reg.log("mlp@sgd")] == [30, 20, 10]
+    v = reg.resolve("mlp@sgd")
+    assert v.params == {"lr": 0.05} and v.lineage["run"] == {"id": r.id, "step": 30}
+    assert reg.resolve("mlp@sgd-best").metrics["loss"] == min(losses.values())
+    got = reg.load("mlp@sgd", file="model.safetensors")
+    for name, t in net.state_dict().items():
+        assert np.array_equal(np.asarray(got[name]), t.numpy()), name
+    assert {f.path for f in reg.manifest("mlp@sgd").files} == {"model.safetensors",
+                                                              "config.json"}
+
+
+def test_run_commits_state_dicts(reg: RegistryAPI, tmp_path: Path) -> None:
+    _loop(reg, tmp_path)
+
+
+def test_run_over_a_server(server: ServerProcess, tmp_path: Path) -> None:  # noqa: F811
+    token = grant_token(server.registry, "tess", "writer", "mlp")
+    with Registry.open(server.url, token=token) as remote:
+        _loop(remote, tmp_path)
+
+
+def test_bf16_and_bad_dtypes() -> None:
+    t = torch.tensor([1.0, -2.5, 3.140625], dtype=torch.bfloat16)
+    raw = tensor_bytes({"w": t})
+    from safetensors.torch import load
+
+    assert torch.equal(load(raw)["w"], t)
+    with pytest.raises(UsageError, match="complex64"):
+        tensor_bytes({"c": torch.zeros(2, dtype=torch.complex64)})

@@ -1,0 +1,101 @@
+"""The HF Trainer with ModelvcCallback: a tiny BERT (built from a config: MiniLM is too
+slow for a test on a busy CPU) learns a synthetic task for 30 steps, a checkpoint
+committed every 5; versions, metrics, params, lineage and the best tag recorded; and
+resuming from a version continues with the same losses as resuming from the folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelvc.registry import Registry
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+STEPS, EVERY = 30, 5
+
+
+class Synthetic(torch.utils.data.Dataset):  # type: ignore[misc]
+    """Label 1 when token 7 occurs in the sequence."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(1, 50, (n, 12), generator=g)
+        self.labels = (self.ids == 7).any(1).long()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones(12, dtype=torch.long),
+                "labels": self.labels[i]}
+
+
+def _trainer(out: Path, callbacks: list[Any]) -> Any:
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=37, max_position_embeddings=16, num_labels=2))
+    args = TrainingArguments(
+        output_dir=str(out), max_steps=STEPS, per_device_train_batch_size=8,
+        learning_rate=2e-3, eval_strategy="steps", eval_steps=EVERY, save_strategy="steps",
+        save_steps=EVERY, logging_steps=1, report_to=[], seed=0, use_cpu=True,
+        disable_tqdm=True, dataloader_num_workers=0)
+    return Trainer(model=model, args=args, train_dataset=Synthetic(256, 1),
+                   eval_dataset=Synthetic(64, 2), callbacks=callbacks)
+
+
+def _losses(trainer: Any, after: int) -> list[tuple[int, float]]:
+    return [(e["step"], e["loss"]) for e in trainer.state.log_history
+            if "loss" in e and e["step"] > after]
+
+
+def test_trainer_checkpoints_become_versions_and_resume_from_one(
+        reg: Registry, tmp_path: Path) -> None:
+    from modelvc.integrations.transformers import ModelvcCallback, checkout_checkpoint
+
+    data = tmp_path / "train.txt"
+    data.write_text("synthetic: label 1 when token 7 occurs\n")
+    cb = ModelvcCallback(reg, model="tiny", branch="run-1", data=[data])
+    first = _trainer(tmp_path / "out", [cb])
+    first.train()
+
+    steps = list(range(EVERY, STEPS + 1, EVERY))
+    assert sorted(cb.by_step) == steps
+    versions = reg.log("tiny@run-1")
+    assert [v.metrics["step"] for v in versions] == steps[::-1]  # one line of work
+    v10 = cb.by_step[10]
+    assert v10.params["learning_rate"] == 2e-3 and v10.params["save_steps"] == EVERY
+    assert "output_dir" not in v10.params
+    assert v10.metrics["eval_loss"] == next(e["eval_loss"] for e in first.state.log_history
+                                             if e.get("step") == 10 and "eval_loss" in e)
+    assert "loss" in v10.metrics and v10.metrics["epoch"] > 0
+    assert v10.lineage["run"]["step"] == 10
+    assert v10.lineage["data"][0]["path"].endswith("train.txt")
+    files = {f.path for f in reg.manifest("tiny@run-1").files}
+    assert {"model.safetensors", "config.json", "trainer_state.json"} <= files
+    best = min(versions, key=lambda v: v.metrics["eval_loss"])
+    assert reg.resolve("tiny@run-1-best").id == best.id
+
+    # Resume at step 15 from the folder the Trainer wrote, and from the version.
+    from_folder = _trainer(tmp_path / "a", [])
+    from_folder.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-15"))
+    cb2 = ModelvcCallback(reg, model="tiny", branch="resumed", parent=f"tiny@{cb.by_step[15].id}")
+    from_version = _trainer(tmp_path / "b", [cb2])
+    from_version.train(resume_from_checkpoint=checkout_checkpoint(
+        reg, f"tiny@{cb.by_step[15].id}", tmp_path / "co"))
+    a, b = _losses(from_folder, 15), _losses(from_version, 15)
+    assert [s for s, _ in a] == list(range(16, STEPS + 1))
+    assert a == b
+    # ... which is the curve of the uninterrupted run.
+    assert [loss for _, loss in _losses(first, 15)] == pytest.approx([x for _, x in a],
+                                                                    rel=1e-4)
+    # The resumed run continues the line of work from the version it resumed.
+    line = [v.id for v in reg.log("tiny@resumed")]  # newest first: 30, 25, 20, then run-1's
+    assert line[3:] == [cb.by_step[s].id for s in (15, 10, 5)]
