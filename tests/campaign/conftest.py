@@ -10,6 +10,9 @@ import os
 import pytest
 
 EXAMPLES = int(os.environ.get("CAMPAIGN_EXAMPLES", "50"))
+# kill -9 campaign (tests/faults/test_kill9.py): kills of commits per round, the others
+# in proportion (the full run: 30, 202 kills)
+KILLS = int(os.environ.get("CAMPAIGN_KILLS", "3"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -84,8 +84,11 @@ def _url(template: str, values: dict[str, str]) -> str:
     def fill(m: re.Match[str]) -> str:
         name = m.group(1).split(":")[0]
         if name not in values:
-            raise AssertionError(f"no probe value for path parameter {name!r} of {template}: "
-                                 "add one to PARAMS in tests/campaign/test_auth_matrix.py")
+            raise AssertionError(
+                f"a new route {template} has a path parameter {name!r} the auth matrix has no "
+                f"value for: add `{name!r}: ...` to params() in "
+                "tests/campaign/test_auth_matrix.py (a value naming MODEL's data, so that a "
+                "leak shows); query and body fields it needs go in _probe()")
         return values[name]
     return re.sub(r"\{([^}]+)\}", fill, template)
 
@@ -119,7 +122,10 @@ def test_no_token_is_refused_everywhere_but_public_routes(world: dict[str, Any])
             expected = 200 if template in PUBLIC else 401
             if r.status_code != expected:
                 wrong.append(f"{method} {template}: {r.status_code} {r.text[:120]}")
-    assert not wrong, "\n".join(wrong)
+    assert not wrong, ("routes that did not answer 401 without a token (authenticate them: "
+                       "the P dependency of server/deps.py; or, if public on purpose, add "
+                       "them to PUBLIC in tests/campaign/test_auth_matrix.py):\n"
+                       + "\n".join(wrong))
 
 
 def test_a_token_without_roles_learns_nothing(world: dict[str, Any]) -> None:
@@ -135,7 +141,10 @@ def test_a_token_without_roles_learns_nothing(world: dict[str, Any]) -> None:
             leaked = r.is_success and any(s in r.text for s in secrets_)
             if leaked or r.status_code >= 500:
                 wrong.append(f"{method} {template}: {r.status_code} {r.text[:160]}")
-    assert not wrong, "\n".join(wrong)
+    assert not wrong, ("routes that answered a token with no role with the model's data "
+                       "(authorize them: authorize(p, ROLE, model) before reading) or with a "
+                       "5xx (a probe the route cannot take: fix the route, or give _probe() "
+                       "the field it needs):\n" + "\n".join(wrong))
 
 
 def test_the_registry_is_unchanged_by_the_probes(world: dict[str, Any], tmp_path: Path

@@ -6,6 +6,8 @@ JSON line with the result (or {"error": CODE, "message": ...} and exits with its
     child.py promote REG REF CHANNEL [BARRIER]
     child.py gc REG
     child.py delete REG REF
+    child.py push REG DEST MODEL [BARRIER]     (REG's MODEL to the registry folder DEST)
+    child.py pull REG SOURCE MODEL [BARRIER]   (MODEL from the registry folder SOURCE)
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ def main(argv: list[str]) -> int:
         elif verb == "gc":
             r = reg.gc(dry_run=False, grace_seconds=0)
             out = {"removed": len(r.removable)}
+        elif verb in ("push", "pull"):
+            from modelvc import transfer
+
+            other, model, *b = rest
+            wait(b[0] if b else None)
+            move = transfer.push if verb == "push" else transfer.pull
+            res = move(reg, other, [model])
+            out = {"versions": len(res.versions), "objects": res.objects_sent}
         elif verb == "delete":
             (ref,) = rest
             out = {"rebased": reg.delete(ref)}

@@ -75,8 +75,9 @@ def spawn(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, env=env())
 
 
-def wait_ready(p: subprocess.Popen[str], timeout: float = 30) -> None:
-    """Block until the child printed 'ready' (imports done, registry open)."""
+def wait_ready(p: subprocess.Popen[str], timeout: float = 300) -> None:
+    """Block until the child printed 'ready' (imports done, registry open). The
+    timeout only guards against a hang (a loaded machine starts Python slowly)."""
     assert p.stdout is not None
     deadline = time.monotonic() + timeout
     line = p.stdout.readline()

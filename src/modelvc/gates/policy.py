@@ -103,7 +103,11 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 class _Reader:
     def __init__(self, text: str, source: str) -> None:
         self.text, self.source = text, source
-        self.loader = yaml.SafeLoader(text)
+        try:  # the reader checks every character up front (control characters fail)
+            self.loader = yaml.SafeLoader(text)
+        except yaml.YAMLError as exc:
+            raise InvalidPolicy(f"{source}: not valid YAML: {exc}",
+                                hint="a policy is plain YAML text (docs/policy.md)") from exc
 
     def fail(self, node: yaml.Node | None, msg: str) -> InvalidPolicy:
         line = f":{node.start_mark.line + 1}" if node is not None else ""

@@ -17,6 +17,7 @@ from ..errors import ModelvcError
 from ..httpguard import BodyGuard
 from .limits import cap_of, token_precheck
 from .logs import ACCESS, LOG
+from .openapi import document_errors
 from .state import ServerConfig, ServerState
 
 
@@ -115,4 +116,5 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise
     else:
         app.mount("/ui", ui_app(state))
+    document_errors(app)
     return app
