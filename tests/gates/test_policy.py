@@ -105,7 +105,7 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
 def test_control_characters_are_invalid_yaml_not_a_crash() -> None:
     """Found by schemathesis (tests/campaign/test_schema.py): PUT /api/v1/policy with a
     C1 control character answered 500 (yaml's reader fails before parsing)."""
-    with pytest.raises(InvalidPolicy, match="not valid YAML.*#x009e"):
+    with pytest.raises(InvalidPolicy, match=r"not valid YAML.*#x009e"):
         parse_policy("\u00c5&\n\u009e", "<policy>")
 
 

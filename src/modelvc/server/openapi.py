@@ -49,7 +49,7 @@ def document_errors(app: FastAPI) -> None:
         schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
         ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         for path, ops in schema.get("paths", {}).items():
-            for method, op in ops.items():
+            for op in ops.values():
                 responses = op.setdefault("responses", {})
                 for code, why in ERRORS.items():
                     if code == "422" or code not in responses:  # 422: ours, not FastAPI's
