@@ -10,6 +10,12 @@ once before timing, and checkouts read objects that the commits just wrote.
     python bench/storage.py                 # figures and PASS/MISS per target
     python bench/storage.py --json out.json # the same figures as JSON
     python bench/storage.py --sweep 1,2,3,8 # delta-chain depth trade-off (MAX_CHAIN_DEPTH)
+    python bench/storage.py --families cnn,embedding --no-baselines  # + other families
+    python bench/storage.py --families cnn,embedding --only-families  # just those
+
+Families (bench/families.py): a CNN trained from scratch on scikit-learn's digits, and
+a recommender-style embedding table with sparse row updates; each is committed as its
+own model in the same registry and reported per family.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from families import FAMILIES
 from finetune import VersionSpec, build
 
 import modelvc.storage as mstorage
@@ -129,7 +136,7 @@ def max_depth_of(reg: Registry, ref: str) -> int:
 
 
 def run_modelvc(versions: list[VersionSpec], work: Path, *, max_depth: int,
-                max_stored: float, log: bool, repeat: int = 1) -> Run:
+                max_stored: float, log: bool, repeat: int = 1, model: str = MODEL) -> Run:
     # The chain bounds are module constants read at commit time; patch them for the sweep.
     mstorage.MAX_CHAIN_DEPTH = max_depth
     mstorage.MAX_CHAIN_STORED = max_stored
@@ -145,9 +152,9 @@ def run_modelvc(versions: list[VersionSpec], work: Path, *, max_depth: int,
             kw: dict[str, Any] = {}
             if v.parent is not None and v.branch != _branch_of(versions, v.parent):
                 # First version of a branch: fork it off its parent (like git checkout -b).
-                kw["parent"] = f"{MODEL}@v{by_name[v.parent]}"
+                kw["parent"] = f"{model}@v{by_name[v.parent]}"
             t0 = time.perf_counter()
-            row = reg.commit(folder, model=MODEL, branch=v.branch, message=v.message, **kw)
+            row = reg.commit(folder, model=model, branch=v.branch, message=v.message, **kw)
             dt = time.perf_counter() - t0
             by_name[v.name] = row.number
             run.rows.append(Row(v.name, v.kind, row.number, row.raw_size, row.stored_size, dt))
@@ -161,12 +168,12 @@ def run_modelvc(versions: list[VersionSpec], work: Path, *, max_depth: int,
             shutil.rmtree(dest, ignore_errors=True)
             with Registry.open(root) as reg:
                 t0 = time.perf_counter()
-                reg.checkout(f"{MODEL}@v{r.number}", dest)
+                reg.checkout(f"{model}@v{r.number}", dest)
                 times.append(time.perf_counter() - t0)
         r.checkout_s = min(times)
         r.exact = same_tree(Path(v.folder), dest)
         with Registry.open(root) as reg:
-            r.depth = max_depth_of(reg, f"{MODEL}@v{r.number}")
+            r.depth = max_depth_of(reg, f"{model}@v{r.number}")
         shutil.rmtree(dest)
         if log:
             print(f"  {r.name:<18} commit {r.commit_mbps:6.0f} MB/s  "
@@ -313,6 +320,22 @@ def print_sweep(runs: list[Run]) -> None:
               f"{k.checkout_mbps:>6.0f} MB/s {k.name:<15} {run.raw / MB / kt:5.0f} MB/s")
 
 
+def print_families(runs: dict[str, Run]) -> None:
+    print("\nby model family (same process; ratio = stored / raw over the family's versions)")
+    head = (f"{'family':<10} {'versions':>8} {'raw MB':>8} {'stored MB':>9} {'ratio':>7} "
+            f"{'commit MB/s':>11} {'slowest':>7} {'chkout MB/s':>11} {'slowest':>7} exact")
+    print(head)
+    print("-" * len(head))
+    for name, run in runs.items():
+        ct = sum(r.commit_s for r in run.rows)
+        kt = sum(r.checkout_s for r in run.rows)
+        print(f"{name:<10} {len(run.rows):>8} {run.raw / MB:8.1f} {run.stored / MB:9.3f} "
+              f"{run.stored / run.raw:7.4f} {run.raw / MB / ct:11.0f} "
+              f"{min(r.commit_mbps for r in run.rows):7.0f} {run.raw / MB / kt:11.0f} "
+              f"{min(r.checkout_mbps for r in run.rows):7.0f} "
+              f"{sum(r.exact for r in run.rows)}/{len(run.rows)}")
+
+
 def code_state() -> str:
     """The modelvc commit measured, and whether src/ had uncommitted changes."""
     src = Path(mstorage.__file__).resolve().parent
@@ -367,8 +390,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="fine-tune steps per checkpoint")
     ap.add_argument("--checkpoints", type=int, default=6, help="checkpoints per learning rate")
     ap.add_argument("--repeat", type=int, default=3, help="checkouts per version (best kept)")
+    ap.add_argument("--families", default="",
+                    help=f"comma-separated model families to add ({', '.join(FAMILIES)})")
+    ap.add_argument("--only-families", action="store_true", help="skip the MiniLM sequence")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     a = ap.parse_args(argv)
+
+    fams = [f for f in a.families.split(",") if f]
+    unknown = set(fams) - set(FAMILIES)
+    if unknown:
+        ap.error(f"unknown families {sorted(unknown)}: choose from {sorted(FAMILIES)}")
+    fam_runs: dict[str, Run] = {}
+    if fams:
+        work = a.work or Path(tempfile.mkdtemp(prefix="modelvc-bench-"))
+        try:
+            for f in fams:
+                if not a.quiet:
+                    print(f"family {f}", file=sys.stderr, flush=True)
+                fam_runs[f] = run_modelvc(FAMILIES[f](), work / f, max_depth=a.max_depth,
+                                          max_stored=a.max_stored, log=not a.quiet,
+                                          repeat=a.repeat, model=f)
+        finally:
+            if a.work is None:
+                shutil.rmtree(work, ignore_errors=True)
+    if a.only_families:
+        print(f"modelvc {code_state()}, {os.cpu_count()} CPUs")
+        for f, run in fam_runs.items():
+            print(f"\n{f}:")
+            print_run(run)
+        print_families(fam_runs)
+        if a.json:
+            a.json.write_text(json.dumps({f: to_json([r]) for f, r in fam_runs.items()},
+                                         indent=1) + "\n")
+        return 0
 
     versions = build(a.steps, a.checkpoints, log=not a.quiet)
     depths = [int(d) for d in a.sweep.split(",")] if a.sweep else [a.max_depth]
@@ -392,8 +446,11 @@ def main(argv: list[str] | None = None) -> int:
         print_run(run)
     if len(runs) > 1:
         print_sweep(runs)
+    if fam_runs:
+        print_families({"minilm": runs[0], **fam_runs})
     if a.json:
-        a.json.write_text(json.dumps(to_json(runs), indent=1) + "\n")
+        a.json.write_text(json.dumps({**to_json(runs), "families": {
+            f: to_json([r]) for f, r in fam_runs.items()}}, indent=1) + "\n")
     return 0 if all(ok for run in runs[:1] for _, _, ok in checks(run)) else 1
 
 
