@@ -56,9 +56,14 @@ def test_log_model_then_load_by_alias_predicts_the_same(as_user: Server) -> None
     with mlflow.start_run() as run:
         mlflow.log_params({"C": "1.0", "solver": "lbfgs"})
         mlflow.log_metrics({"acc": 0.93, "loss": 0.2})
-        mlflow.sklearn.log_model(model, name="model", registered_model_name="iris")
+        info = mlflow.sklearn.log_model(model, name="model", registered_model_name="iris")
     c = _client(as_user)
     c.set_registered_model_alias("iris", "champion", "1")
+    # Registered, the files are the registry's alone: no staged copy is left behind, and
+    # the logged model's own URI is served from the version.
+    staged = as_user.registry / ".modelvc" / "mlflow" / "artifacts"
+    assert not [p for p in staged.rglob("*") if p.is_file() and info.model_id in str(p)]
+    assert (mlflow.pyfunc.load_model(info.model_uri).predict(x) == model.predict(x)).all()
     loaded = mlflow.pyfunc.load_model("models:/iris@champion")
     assert (loaded.predict(x) == model.predict(x)).all()
     by_version = mlflow.pyfunc.load_model("models:/iris/1")
@@ -158,6 +163,14 @@ def test_model_versions_stages_tags_and_artifacts(as_user: Server, tmp_path: Pat
     assert uri == "mlflow-artifacts:/_modelvc/bert/3"
     out = Path(mlflow.artifacts.download_artifacts("models:/bert/3", dst_path=str(tmp_path
                                                                                    / "dl")))
+    assert _sha(out / "model.safetensors") == _sha(files[2])
+    c.set_registered_model_alias("bert", "champion", "3")
+    out = Path(mlflow.artifacts.download_artifacts("models:/bert@champion",
+                                                   dst_path=str(tmp_path / "alias")))
+    assert _sha(out / "model.safetensors") == _sha(files[2])
+    run_id = c.get_model_version("bert", "3").run_id  # the run's URI: from the version now
+    out = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/weights",
+                                                   dst_path=str(tmp_path / "run")))
     assert _sha(out / "model.safetensors") == _sha(files[2])
     # Stored with tensor deltas: a fine-tune costs a fraction of its size.
     with as_user.open() as reg:

@@ -99,3 +99,25 @@ class Sidecar:
             rows = c.execute(q.order_by(DOCS.c.key)).all()
         for key, body in rows:
             yield key, dict(json.loads(body))
+
+    # Staged artifacts that became a version are removed from staging (the registry holds
+    # them, with deltas); `moved` documents say where their paths went, so a run's or a
+    # logged model's artifact URI keeps working.
+    def mark_registered(self, rel: str, model: str, number: int, *, file: str | None
+                        ) -> None:
+        self.put("moved", rel.strip("/"), {"model": model, "number": number, "file": file})
+
+    def moved_to(self, rel: str) -> tuple[str, int, str] | None:
+        """(model, version number, path inside the version) of a registered staged path."""
+        parts = [p for p in rel.strip("/").split("/") if p]
+        for i in range(len(parts), 0, -1):
+            doc = self.get("moved", "/".join(parts[:i]))
+            if doc is None:
+                continue
+            rest = "/".join(parts[i:])
+            if doc.get("file"):
+                if rest:
+                    return None
+                rest = str(doc["file"])
+            return str(doc["model"]), int(doc["number"]), rest
+        return None

@@ -60,6 +60,11 @@ def _registered(ctx: Ctx, path: str) -> tuple[str, Manifest, str]:
         raise missing(f"model version {model}/{number} not found") from exc
 
 
+def _registered_path(moved: tuple[str, int, str]) -> str:
+    model, number, inner = moved
+    return f"{REGISTERED}/{model}/{number}/{inner}".rstrip("/")
+
+
 def _listing(ctx: Ctx, path: str) -> list[dict[str, Any]]:
     if path.strip("/").split("/")[0] == REGISTERED:
         _, manifest, rest = _registered(ctx, path)
@@ -77,6 +82,9 @@ def _listing(ctx: Ctx, path: str) -> list[dict[str, Any]]:
         return list(seen.values())
     ctx.need_somewhere("reader")
     target = _staged(ctx, path)
+    moved = None if target.exists() else ctx.side.moved_to(path)
+    if moved is not None:  # registered since: listed from its version
+        return _listing(ctx, _registered_path(moved))
     if target.is_file():
         return [{"path": target.name, "is_dir": False, "file_size": target.stat().st_size}]
     if not target.is_dir():
@@ -111,6 +119,10 @@ async def download(request: Request, path: str) -> Response:
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(rest)}"})
     ctx.need_somewhere("reader")
     target = _staged(ctx, path)
+    if not target.exists():
+        moved = await run_in_threadpool(ctx.side.moved_to, path)
+        if moved is not None:  # registered since: served from its version
+            return await download(request, _registered_path(moved))
     if not target.is_file():
         raise missing(f"artifact {path} not found")
     return FileResponse(target, media_type="application/octet-stream")

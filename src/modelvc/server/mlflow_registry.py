@@ -10,6 +10,7 @@ need reader on the model, edits writer, aliases and stages promoter, deletions a
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -315,9 +316,8 @@ def get_by_alias(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- model versions
-def source_dir(ctx: Ctx, source: str, run_id: str | None) -> Path:
-    """The staged artifacts a version is made of (uploaded through this server)."""
-    root = ctx.side.artifacts.resolve()
+def source_path(ctx: Ctx, source: str) -> str:
+    """The staged path (under sidecar.artifacts) a version's source names."""
     rel: str | None = None
     if source.startswith("models:/m-"):
         lm = ctx.side.get("lm", source[len("models:/"):].strip("/"))
@@ -338,10 +338,28 @@ def source_dir(ctx: Ctx, source: str, run_id: str | None) -> Path:
         raise bad(f"source {source!r} is not on this server: log the model through it "
                   "(MLFLOW_TRACKING_URI set to this server) or bring an existing registry "
                   "with `modelvc import mlflow`")
-    path = (root / rel.strip("/")).resolve()
-    if not path.is_relative_to(root) or not path.exists():
+    return rel.strip("/")
+
+
+def _materialize(ctx: Ctx, source: str, rel: str, tmp: Path) -> tuple[Path, bool]:
+    """The files of REL: staged (True), or checked out of the version they became
+    (a logged model registered under a second name)."""
+    root = ctx.side.artifacts.resolve()
+    staged = (root / rel).resolve()
+    if not staged.is_relative_to(root) or staged == root:
+        raise bad(f"invalid source {source!r}")
+    if staged.exists():
+        return staged, True
+    moved = ctx.side.moved_to(rel)
+    if moved is None:
         raise missing(f"no artifacts at {source} on this server")
-    return path
+    model, number, inner = moved
+    ctx.need("reader", model)
+    ctx.reg.checkout(f"{model}@v{number}", tmp / "co")
+    path = (tmp / "co" / inner).resolve() if inner else tmp / "co"
+    if not path.is_relative_to(tmp / "co") or not path.exists():
+        raise missing(f"no artifacts at {source} on this server")
+    return path, False
 
 
 @api("POST", "/model-versions/create")
@@ -349,7 +367,7 @@ def create_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name, source = _name(body), need_str(body, "source")
     ctx.need("writer", name)
     run_id = str(body.get("run_id") or "")
-    path = source_dir(ctx, source, run_id)
+    rel = source_path(ctx, source)
     model_id = str(body.get("model_id") or "")
     if source.startswith("models:/m-"):
         model_id = model_id or source[len("models:/"):]
@@ -362,10 +380,18 @@ def create_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
                if math.isfinite(m["value"])}  # a NaN loss stays in the run, not the version
     description = str(body.get("description") or "")
     with tempfile.TemporaryDirectory() as cwd:  # no git of the server's own folder
+        path, staged = _materialize(ctx, source, rel, Path(cwd))
         v = ctx.reg.commit(path, model=name, message=description or f"mlflow: {source}",
                            params=params, metrics=metrics, author=ctx.who, cwd=cwd,
                            lineage={"mlflow": {"source": source, "run_id": run_id,
                                                "model_id": model_id}})
+    if staged:  # the registry holds the files now (deltas and all): no second copy
+        ctx.side.mark_registered(rel, name, v.number,
+                                 file=path.name if path.is_file() else None)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     doc = ctx.side.get("rm", name)
     if doc is None or doc.get("deleted"):
         _touch(ctx, name, user_id=ctx.who, deleted=False)
