@@ -49,7 +49,10 @@ class Sidecar:
             url = url.replace("postgresql://", "postgresql+psycopg://", 1) \
                 if url.startswith("postgresql://") else url
             self.engine = sa.create_engine(url, pool_pre_ping=True)
-        _md.create_all(self.engine, checkfirst=True)
+        try:
+            _md.create_all(self.engine, checkfirst=True)
+        except sa.exc.DBAPIError:  # another server process created it just now
+            _md.create_all(self.engine, checkfirst=True)
         self.artifacts = lay.root / "mlflow" / "artifacts"
 
     def close(self) -> None:
