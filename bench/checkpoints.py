@@ -1,0 +1,168 @@
+"""Checkpoint benchmark: a MiniLM fine-tuning run (sequence classification on a small
+synthetic task, CPU, in-process) checkpointed every N steps; each checkpoint
+
+  1. saved with `save_pretrained` alone (the peer: what a training loop does anyway),
+  2. committed as that folder (what ModelvcCallback does after the Trainer saved it),
+  3. committed from the state dict with `modelvc.integrations.run` (no save at all),
+
+into two fresh registries (2 and 3). Reported: stored bytes x raw bytes over the run
+(target <= 0.35x), time per checkpoint of each relative to save_pretrained alone
+(target: save + commit <= 1.5x save, i.e. committing costs at most half a save), and the
+peak extra RSS during a commit (sampled every 5 ms, above the RSS just before it).
+
+    python bench/checkpoints.py                      # 20 checkpoints, every 2 steps
+    python bench/checkpoints.py --checkpoints 5 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from modelvc import Registry
+from modelvc.integrations.run import run
+
+MB = 1e6
+
+
+def minilm_path() -> Path:
+    from tests.conftest import MINILM
+
+    return Path(MINILM)
+
+
+@contextmanager
+def peak_rss() -> Iterator[dict[str, float]]:
+    """The peak RSS above the RSS at entry, sampled every 5 ms while inside."""
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    out = {"peak_extra_mb": 0.0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            out["peak_extra_mb"] = max(out["peak_extra_mb"],
+                                       (proc.memory_info().rss - base) / MB)
+            stop.wait(0.005)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        t.join()
+        out["peak_extra_mb"] = max(out["peak_extra_mb"], (proc.memory_info().rss - base) / MB)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    with peak_rss() as rss:
+        t = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t
+    return dt, rss["peak_extra_mb"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoints", type=int, default=20)
+    ap.add_argument("--every", type=int, default=2, help="training steps per checkpoint")
+    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # a shared machine: one core for the run, one for the rest
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1000, 5000, (512, 16), generator=g)
+    labels = (ids % 7 == 0).any(1).long()
+    load0 = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="bench-ckpt-"))
+    rows: list[dict[str, float]] = []
+    try:
+        folder_reg = Registry.init(work / "folder-reg")
+        state_reg = Registry.init(work / "state-reg")
+        with run(state_reg, model="minilm-cls", branch="run") as r:
+            step = 0
+            for k in range(a.checkpoints):
+                model.train()
+                for _ in range(a.every):
+                    i = (step * 8) % len(ids)
+                    out = model(input_ids=ids[i:i + 8], labels=labels[i:i + 8])
+                    out.loss.backward()
+                    opt.step()
+                    opt.zero_grad()
+                    step += 1
+                dest = work / "ckpt" / f"checkpoint-{step}"
+                save_s, save_rss = timed(partial(model.save_pretrained, dest))
+                folder_s, folder_rss = timed(partial(
+                    folder_reg.commit, dest, model="minilm-cls", branch="run",
+                    metrics={"step": step}))
+                state_s, state_rss = timed(partial(
+                    r.commit, model.state_dict(), step=step,
+                    metrics={"loss": float(out.loss)}))
+                shutil.rmtree(dest)
+                rows.append({"step": step, "save_s": save_s, "folder_commit_s": folder_s,
+                             "state_commit_s": state_s, "save_rss_mb": save_rss,
+                             "folder_rss_mb": folder_rss, "state_rss_mb": state_rss})
+                print(f"checkpoint {k + 1:2d} step {step:3d}: save {save_s:6.3f}s  commit "
+                      f"folder {folder_s:6.3f}s  state dict {state_s:6.3f}s  extra RSS "
+                      f"{max(folder_rss, state_rss):6.1f} MB", flush=True)
+        figures: dict[str, Any] = {"checkpoints": a.checkpoints, "every": a.every,
+                                   "lr": a.lr, "load_before": load0,
+                                   "load_after": os.getloadavg()}
+        for name, reg, model_name in (("folder", folder_reg, "minilm-cls"),
+                                      ("state", state_reg, "minilm-cls")):
+            vs = reg.versions(model_name)
+            raw, stored = sum(v.raw_size for v in vs), sum(v.stored_size for v in vs)
+            figures[f"{name}_raw_mb"] = raw / MB
+            figures[f"{name}_stored_mb"] = stored / MB
+            figures[f"{name}_ratio"] = stored / raw
+            # After the first (a full copy), what each further checkpoint costs.
+            rest = vs[1:] if len(vs) > 1 else vs
+            figures[f"{name}_ratio_after_first"] = (sum(v.stored_size for v in rest)
+                                                    / sum(v.raw_size for v in rest))
+        med = {k: statistics.median(r[k] for r in rows)
+               for k in ("save_s", "folder_commit_s", "state_commit_s")}
+        figures.update({f"median_{k}": v for k, v in med.items()})
+        figures["folder_total_x_save"] = (med["save_s"] + med["folder_commit_s"]) / med["save_s"]
+        figures["state_commit_x_save"] = med["state_commit_s"] / med["save_s"]
+        figures["peak_extra_rss_mb"] = max(max(r["folder_rss_mb"], r["state_rss_mb"])
+                                           for r in rows)
+        figures["save_peak_extra_rss_mb"] = max(r["save_rss_mb"] for r in rows)
+        figures["rows"] = rows
+        print(json.dumps({k: v for k, v in figures.items() if k != "rows"}, indent=2))
+        for label, ok in (
+                ("stored x raw <= 0.35 (folder commits)", figures["folder_ratio"] <= 0.35),
+                ("stored x raw <= 0.35 (state dicts)", figures["state_ratio"] <= 0.35),
+                ("save + commit <= 1.5x save (folder)", figures["folder_total_x_save"] <= 1.5),
+                ("state dict commit <= 1.5x save", figures["state_commit_x_save"] <= 1.5)):
+            print(f"{'PASS' if ok else 'MISS'}  {label}")
+        if a.json:
+            a.json.write_text(json.dumps(figures, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
