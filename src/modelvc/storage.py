@@ -10,11 +10,16 @@ tensor's id, and whichever was stored first is the object both use. So every rea
 decodes an object by its own magic (`tensor_header` is None for a blob), whatever the
 segment that names it is: a byte segment may be read from a tensor object and a tensor
 segment from a blob, and both decode to the bytes the id names.
+
+Where the rest is: the decode walk down a chain is blockread.py (BlockReader, mixed in
+here), the decoded-block cache blockcache.py, the stores objects/. This module (about
+450 lines) keeps encode, dedup, reference policy and the object kinds together: the
+reference policy reads the chain bounds the encoder obeys (bench/storage.py patches
+MAX_CHAIN_DEPTH here for its depth sweep).
 """
 
 from __future__ import annotations
 
-import copy
 import io
 import os
 import tempfile
@@ -28,25 +33,23 @@ from typing import BinaryIO
 
 import blake3
 
+from .blockcache import BlockCache
+from .blockread import BlockReader
 from .codec import (
     BLOCK_ELEMENTS,
     TensorHeader,
     TensorObjectWriter,
     decode_blob,
-    decode_block,
-    decode_chain,
     dtype_info,
     encode_blob,
     encode_block,
-    kernels,
     read_header,
 )
 from .codec.blob import RAW_MAGIC, ZSTD_MAGIC
 from .codec.block import STEP_MODES
 from .codec.buffers import POOL, Bytes
 from .codec.header import MAGIC as TENSOR_MAGIC
-from .codec.header import TAIL_GUESS, BlockInfo
-from .codec.planes import scratch_buffers
+from .codec.header import TAIL_GUESS
 from .errors import CorruptObject
 from .meta.api import ObjectRow
 from .objects.base import ObjectStore, flush, get_tail
@@ -81,65 +84,22 @@ class Stored:
     new: bool  # written by this call (False: deduplicated)
 
 
-class BlockCache:
-    """Decoded tensor blocks by (object id, block), least recently used out first.
-
-    Objects are immutable, so entries never go stale. A training loop that commits
-    checkpoint after checkpoint finds the parent's blocks here (they were cached when
-    the parent was committed) instead of decoding its delta chain again."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._d: OrderedDict[tuple[str, int], bytes | memoryview] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, oid: str, i: int) -> bytes | memoryview | None:
-        with self._lock:
-            v = self._d.get((oid, i))
-            if v is not None:
-                self._d.move_to_end((oid, i))
-            return v
-
-    def put(self, oid: str, i: int, data: bytes | memoryview, *, low: bool = False) -> None:
-        """Cache a block; `low` puts it first in line for eviction (kept only while
-        nothing more likely to be used needs the room)."""
-        n = len(data)
-        if n > self.max_bytes // 4:
-            return
-        with self._lock:
-            if (oid, i) in self._d:
-                return
-            self._d[(oid, i)] = data
-            if low:
-                self._d.move_to_end((oid, i), last=False)
-            self._bytes += n
-            while self._bytes > self.max_bytes:
-                _, old = self._d.popitem(last=False)
-                self._bytes -= len(old)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._d.clear()
-            self._bytes = 0
-
-    def drop(self, oid: str) -> None:
-        with self._lock:
-            for key in [k for k in self._d if k[0] == oid]:
-                self._bytes -= len(self._d.pop(key))
-
-
-class ObjectIO:
+class ObjectIO(BlockReader):
     """Encode/decode tensors and blobs against one ObjectStore. Thread-safe."""
 
-    def __init__(self, store: ObjectStore, *, executor: Executor | None = None) -> None:
+    def __init__(self, store: ObjectStore, *, executor: Executor | None = None,
+                 _shared: ObjectIO | None = None) -> None:
         self.store = store
         self.executor = executor  # for block-level parallelism inside big tensors
-        self._headers: OrderedDict[str, TensorHeader] = OrderedDict()
-        self._blobs: OrderedDict[str, None] = OrderedDict()  # ids known to be blobs
-        self._lock = threading.Lock()
-        self.blocks = BlockCache(int(os.environ.get("MODELVC_CACHE_MB", "256")) << 20)
         self._pending: PendingStore | None = None
+        # A batching view (see batched) shares the caches of the ObjectIO it was made from.
+        self._headers: OrderedDict[str, TensorHeader] = (
+            _shared._headers if _shared else OrderedDict())
+        self._blobs: OrderedDict[str, None] = (  # ids known to be blobs
+            _shared._blobs if _shared else OrderedDict())
+        self._lock: threading.Lock = _shared._lock if _shared else threading.Lock()
+        self.blocks = _shared.blocks if _shared else BlockCache(
+            int(os.environ.get("MODELVC_CACHE_MB", "256")) << 20)
 
     # ---- batches
     def batched(self) -> ObjectIO:
@@ -150,9 +110,9 @@ class ObjectIO:
         `batched_writes` (every PackedStore: local, S3, memory); else the ObjectIO itself."""
         if not getattr(self.store, "batched_writes", False):
             return self  # a local disk gains nothing: write each as it is encoded
-        view = copy.copy(self)
-        view._pending = view.store = PendingStore(self.store, max_item=BATCH_MAX,
-                                                  on_skip=self.forget)
+        pending = PendingStore(self.store, max_item=BATCH_MAX, on_skip=self.forget)
+        view = ObjectIO(pending, executor=self.executor, _shared=self)
+        view._pending = pending
         return view
 
     def write_batch(self) -> set[str]:
@@ -411,129 +371,6 @@ class ObjectIO:
     def _tensor_row(self, oid: str) -> ObjectRow:
         h = self.header(oid)
         return ObjectRow(oid, "tensor", h.codec, h.raw_size, self.store.size(oid), h.ref)
-
-    def decode_block_at(self, oid: str, i: int, *, cached: bool = True) -> bytes | memoryview:
-        """Block i of a tensor object, decoded through its delta chain block by block
-        (blocks of objects with the same element count line up). A run of same-dtype
-        delta links, with the 'full' block under it and an export's cast link over it, is
-        decoded in one pass (codec.decode_chain). Kept in the block cache."""
-        return self._block(oid, i, cached=cached, lease=False)[0]
-
-    def lease_block(self, oid: str, i: int, *, cached: bool = True
-                    ) -> tuple[bytes | memoryview, Bytes | None]:
-        """decode_block_at without keeping the block: (data, lease). When lease is not
-        None, data lives in pooled memory: `POOL.give(lease)` once done with it (a
-        checkout writes each block once; reusing its memory spares page faults)."""
-        return self._block(oid, i, cached=cached, lease=True)
-
-    def _block(self, oid: str, i: int, *, cached: bool, lease: bool
-               ) -> tuple[bytes | memoryview, Bytes | None]:
-        hit = self.blocks.get(oid, i) if cached else None
-        if hit is not None:
-            return hit, None
-        with scratch_buffers() as take:  # payloads live until the block is decoded
-            top = self.header(oid)
-            n, code, run, base, full, cast = self._walk(oid, top, i, cached, take)
-            if not (run or cast is not None or full is not None):
-                assert base is not None
-                out: bytes | memoryview = base
-                leased = None
-            else:
-                size = n * dtype_info(top.dtype).itemsize
-                leased = POOL.take(size) if lease else None
-                dest = leased if leased is not None else kernels.empty(size)
-                out = decode_chain(code, n, run, base=base, full=full, cast=cast, out=dest)
-        if cached and not lease:
-            self.blocks.put(oid, i, out)
-        return out, leased
-
-    def _walk(self, oid: str, top: TensorHeader, i: int, cached: bool,
-              take: Callable[[int], memoryview]) -> tuple[
-                  int, str, list[tuple[str, bytes | memoryview]], bytes | memoryview | None,
-                  bytes | memoryview | None, bytes | memoryview | None]:
-        """What decoding block i of `oid` needs: (elements, the chain's dtype, its
-        delta/extrap/same links oldest first, the decoded base or the payload of the
-        'full' block under them, the payload of an F32 -> BF16 export's cast link)."""
-        if i >= len(top.blocks):
-            raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
-        self.chain(oid)  # bounded and acyclic (headers are cached: no reads)
-        n = top.blocks[i].elements
-        run: list[tuple[str, bytes | memoryview]] = []  # newest first
-        cur, code = oid, top.dtype
-        cast = full = base = None
-        if top.blocks[i].mode == "cast" and top.ref is not None and (
-                top.ref_dtype, top.dtype) == ("F32", "BF16"):
-            # An export: its F32 parent's chain and the cast link decode in one pass.
-            cast = self._payload(oid, top.blocks[i], take)
-            cur, code = top.ref, "F32"
-        while True:
-            h = self.header(cur)
-            if i >= len(h.blocks) or h.block_elements != top.block_elements or (
-                    h.dtype != code):
-                raise CorruptObject(f"tensor object {cur[:12]} has no block {i} "
-                                    "that lines up")
-            # A cached block ends the walk, unless the link above it is "extrap": that
-            # link needs this level's own step, so the walk goes on below it.
-            usable = cur != oid and cached and not (run and run[-1][0] == "extrap")
-            if usable and (hit := self.blocks.get(cur, i)) is not None:
-                base = hit
-                break
-            b = h.blocks[i]
-            payload = self._payload(cur, b, take)
-            if b.mode in STEP_MODES and h.ref is not None and h.ref_dtype == h.dtype:
-                run.append((b.mode, payload))
-                cur = h.ref
-                continue
-            if b.mode == "full":
-                full = payload
-            else:
-                base = self._decode_one(cur, h, i, payload, cached)
-            break
-        return n, code, run[::-1], base, full, cast
-
-    def bf16_prediction(self, oid: str, i: int) -> tuple[memoryview, Bytes]:
-        """The BF16 cast prediction of block i of an F32 tensor object (what an export
-        of it is encoded against), computed in the same pass as the F32 block's chain:
-        no F32 block is materialised. In pooled memory: POOL.give the lease when done."""
-        h = self.header(oid)
-        if h.dtype != "F32":
-            raise CorruptObject(f"tensor object {oid[:12]} is {h.dtype}, not F32")
-        n = h.blocks[i].elements if i < len(h.blocks) else 0
-        lease = POOL.take(2 * n)
-        if (hit := self.blocks.get(oid, i)) is not None:  # e.g. the version just committed
-            kernels.cast_bf16(lease[: 2 * n], hit)
-            return lease[: 2 * n].data.toreadonly(), lease
-        with scratch_buffers() as take:
-            # The parent's own block is the base when its walk ends at itself.
-            n, _, run, base, full, _ = self._walk(oid, h, i, True, take)
-            zero = _ZEROS[:n]  # a cast link with no residual: the prediction itself
-            if not (run or full is not None):
-                assert base is not None
-                kernels.cast_bf16(lease[: 2 * n], base)
-                return lease[: 2 * n].data.toreadonly(), lease
-            out = decode_chain("F32", n, run, base=base, full=full, cast_planes=(zero, zero),
-                               out=lease)
-        return out, lease
-
-    def _payload(self, oid: str, b: BlockInfo, take: Callable[[int], memoryview]
-                 ) -> bytes | memoryview:
-        """Block b's stored bytes, read into scratch memory where the store can (no fresh
-        memory to fault in, no mapping to tear down); valid until the block is decoded."""
-        read_into = getattr(self.store, "read_into", None)
-        if read_into is None:
-            return self.store.get_range(oid, b.offset, b.length)
-        buf = take(b.length)
-        return buf[: read_into(oid, b.offset, buf)]
-
-    def _decode_one(self, oid: str, h: TensorHeader, i: int, payload: bytes | memoryview,
-                    cached: bool) -> bytes | memoryview:
-        b = h.blocks[i]
-        ref = None
-        if b.mode != "full":
-            if h.ref is None:
-                raise CorruptObject(f"tensor object {oid[:12]} block {i} needs a missing reference")
-            ref = self.decode_block_at(h.ref, i, cached=cached)
-        return decode_block(b.mode, payload, h.dtype, b.elements, ref=ref, ref_code=h.ref_dtype)
 
     def iter_tensor(self, oid: str, *, verify: bool = True, cached: bool = True,
                     transient: bool = False) -> Iterator[bytes | memoryview]:

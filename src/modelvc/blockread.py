@@ -1,0 +1,168 @@
+"""Reading tensor blocks through their delta chains (ObjectIO's read side).
+
+A block of a tensor object is decoded by walking down its chain (`_walk`): the 'full'
+block or a cached decoded block at the bottom, the same-dtype delta/extrap/same links
+over it, and an export's cast link on top; `codec.decode_chain` then applies the whole
+walk in one pass. Blocks of objects with the same element count line up, so the walk
+is per block, never per tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from .blockcache import BlockCache
+from .codec import BLOCK_ELEMENTS, TensorHeader, decode_block, decode_chain, dtype_info, kernels
+from .codec.block import STEP_MODES
+from .codec.buffers import POOL, Bytes
+from .codec.header import BlockInfo
+from .codec.planes import scratch_buffers
+from .errors import CorruptObject
+from .objects.base import ObjectStore
+
+_ZEROS = memoryview(bytes(BLOCK_ELEMENTS))
+
+
+class Walk(NamedTuple):
+    """What decoding one block needs."""
+
+    elements: int
+    code: str  # the chain's dtype
+    run: list[tuple[str, bytes | memoryview]]  # delta/extrap/same links, oldest first
+    base: bytes | memoryview | None  # a decoded block at the bottom, or
+    full: bytes | memoryview | None  # the payload of the 'full' block at the bottom
+    cast: bytes | memoryview | None  # the payload of an F32 -> BF16 export's cast link
+
+
+class BlockReader:
+    """The decode walk, mixed into ObjectIO (which provides the attributes below)."""
+
+    if TYPE_CHECKING:
+        store: ObjectStore
+        blocks: BlockCache
+
+        def header(self, oid: str) -> TensorHeader: ...
+
+        def chain(self, oid: str) -> list[str]: ...
+
+    def decode_block_at(self, oid: str, i: int, *, cached: bool = True) -> bytes | memoryview:
+        """Block i of a tensor object, decoded through its delta chain block by block
+        (blocks of objects with the same element count line up). A run of same-dtype
+        delta links, with the 'full' block under it and an export's cast link over it, is
+        decoded in one pass (codec.decode_chain). Kept in the block cache."""
+        return self._block(oid, i, cached=cached, lease=False)[0]
+
+    def lease_block(self, oid: str, i: int, *, cached: bool = True
+                    ) -> tuple[bytes | memoryview, Bytes | None]:
+        """decode_block_at without keeping the block: (data, lease). When lease is not
+        None, data lives in pooled memory: `POOL.give(lease)` once done with it (a
+        checkout writes each block once; reusing its memory spares page faults)."""
+        return self._block(oid, i, cached=cached, lease=True)
+
+    def _block(self, oid: str, i: int, *, cached: bool, lease: bool
+               ) -> tuple[bytes | memoryview, Bytes | None]:
+        hit = self.blocks.get(oid, i) if cached else None
+        if hit is not None:
+            return hit, None
+        with scratch_buffers() as take:  # payloads live until the block is decoded
+            top = self.header(oid)
+            w = self._walk(oid, top, i, cached, take)
+            if not (w.run or w.cast is not None or w.full is not None):
+                assert w.base is not None
+                out: bytes | memoryview = w.base
+                leased = None
+            else:
+                size = w.elements * dtype_info(top.dtype).itemsize
+                leased = POOL.take(size) if lease else None
+                dest = leased if leased is not None else kernels.empty(size)
+                out = decode_chain(w.code, w.elements, w.run, base=w.base, full=w.full,
+                                   cast=w.cast, out=dest)
+        if cached and not lease:
+            self.blocks.put(oid, i, out)
+        return out, leased
+
+    def _walk(self, oid: str, top: TensorHeader, i: int, cached: bool,
+              take: Callable[[int], memoryview]) -> Walk:
+        """What decoding block i of `oid` needs (see Walk)."""
+        if i >= len(top.blocks):
+            raise CorruptObject(f"tensor object {oid[:12]} has no block {i}")
+        self.chain(oid)  # bounded and acyclic (headers are cached: no reads)
+        n = top.blocks[i].elements
+        run: list[tuple[str, bytes | memoryview]] = []  # newest first
+        cur, code = oid, top.dtype
+        cast = full = base = None
+        if top.blocks[i].mode == "cast" and top.ref is not None and (
+                top.ref_dtype, top.dtype) == ("F32", "BF16"):
+            # An export: its F32 parent's chain and the cast link decode in one pass.
+            cast = self._payload(oid, top.blocks[i], take)
+            cur, code = top.ref, "F32"
+        while True:
+            h = self.header(cur)
+            if i >= len(h.blocks) or h.block_elements != top.block_elements or (
+                    h.dtype != code):
+                raise CorruptObject(f"tensor object {cur[:12]} has no block {i} "
+                                    "that lines up")
+            # A cached block ends the walk, unless the link above it is "extrap": that
+            # link needs this level's own step, so the walk goes on below it.
+            usable = cur != oid and cached and not (run and run[-1][0] == "extrap")
+            if usable and (hit := self.blocks.get(cur, i)) is not None:
+                base = hit
+                break
+            b = h.blocks[i]
+            payload = self._payload(cur, b, take)
+            if b.mode in STEP_MODES and h.ref is not None and h.ref_dtype == h.dtype:
+                run.append((b.mode, payload))
+                cur = h.ref
+                continue
+            if b.mode == "full":
+                full = payload
+            else:
+                base = self._decode_one(cur, h, i, payload, cached)
+            break
+        return Walk(n, code, run[::-1], base, full, cast)
+
+    def bf16_prediction(self, oid: str, i: int) -> tuple[memoryview, Bytes]:
+        """The BF16 cast prediction of block i of an F32 tensor object (what an export
+        of it is encoded against), computed in the same pass as the F32 block's chain:
+        no F32 block is materialised. In pooled memory: POOL.give the lease when done."""
+        h = self.header(oid)
+        if h.dtype != "F32":
+            raise CorruptObject(f"tensor object {oid[:12]} is {h.dtype}, not F32")
+        n = h.blocks[i].elements if i < len(h.blocks) else 0
+        lease = POOL.take(2 * n)
+        if (hit := self.blocks.get(oid, i)) is not None:  # e.g. the version just committed
+            kernels.cast_bf16(lease[: 2 * n], hit)
+            return lease[: 2 * n].data.toreadonly(), lease
+        with scratch_buffers() as take:
+            # The parent's own block is the base when its walk ends at itself.
+            w = self._walk(oid, h, i, True, take)
+            n = w.elements
+            zero = _ZEROS[:n]  # a cast link with no residual: the prediction itself
+            if not (w.run or w.full is not None):
+                assert w.base is not None
+                kernels.cast_bf16(lease[: 2 * n], w.base)
+                return lease[: 2 * n].data.toreadonly(), lease
+            out = decode_chain("F32", n, w.run, base=w.base, full=w.full,
+                               cast_planes=(zero, zero), out=lease)
+        return out, lease
+
+    def _payload(self, oid: str, b: BlockInfo, take: Callable[[int], memoryview]
+                 ) -> bytes | memoryview:
+        """Block b's stored bytes, read into scratch memory where the store can (no fresh
+        memory to fault in, no mapping to tear down); valid until the block is decoded."""
+        read_into = getattr(self.store, "read_into", None)
+        if read_into is None:
+            return self.store.get_range(oid, b.offset, b.length)
+        buf = take(b.length)
+        return buf[: read_into(oid, b.offset, buf)]
+
+    def _decode_one(self, oid: str, h: TensorHeader, i: int, payload: bytes | memoryview,
+                    cached: bool) -> bytes | memoryview:
+        b = h.blocks[i]
+        ref = None
+        if b.mode != "full":
+            if h.ref is None:
+                raise CorruptObject(f"tensor object {oid[:12]} block {i} needs a missing reference")
+            ref = self.decode_block_at(h.ref, i, cached=cached)
+        return decode_block(b.mode, payload, h.dtype, b.elements, ref=ref, ref_code=h.ref_dtype)
