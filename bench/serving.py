@@ -12,12 +12,13 @@ requests, p99 during swaps vs steady, peak RSS of the gateway during swaps vs st
     python bench/serving.py --wait-on status   # swaps wait by polling /modelvc/status
     python bench/serving.py --smoke        # seconds, not minutes: checks the bench runs
 
-MLServer: a venv with `pip install mlserver==1.7.1 uvloop==0.21.0 onnxruntime` (uvloop
-0.22+ stops MLServer's inference worker at start), given by --mlserver-venv or
-MODELVC_BENCH_MLSERVER_VENV; without it the peer rows are skipped (said so). It serves
-the same ONNX file through bench/mlserver_runtime.py (MLServer has no ONNX runtime),
-tuned as fast as it goes on one core: parallel_workers 0 (inference in the server
-process), debug (access log) off, metrics and gzip off.
+MLServer: a venv with `pip install mlserver==1.7.1 uvloop==0.21.0 onnxruntime httptools`
+(uvloop 0.22+ stops MLServer's inference worker at start; httptools is not among
+MLServer's dependencies, and without it uvicorn parses HTTP with h11, the slower one),
+given by --mlserver-venv or MODELVC_BENCH_MLSERVER_VENV; without it the peer rows are
+skipped (said so). It serves the same ONNX file through bench/mlserver_runtime.py
+(MLServer has no ONNX runtime), tuned as fast as it goes on one core: parallel_workers 0
+(inference in the server process), debug (access log) off, metrics and gzip off.
 
 Each swap waits until the gateway serves the promoted version, polling every 10 ms
 (100 Hz) either the OIP metadata route (default) or `/modelvc/status` (the full
@@ -216,7 +217,8 @@ def find_mlserver(arg: str | None) -> tuple[Path | None, str]:
     raw = arg or os.environ.get(MLSERVER_ENV)
     if not raw:
         return None, (f"MLServer skipped: no --mlserver-venv and no {MLSERVER_ENV} (a venv "
-                      "with `pip install mlserver==1.7.1 uvloop==0.21.0 onnxruntime`)")
+                      "with `pip install mlserver==1.7.1 uvloop==0.21.0 onnxruntime "
+                      "httptools`)")
     venv = Path(raw)
     if not (venv / "bin" / "mlserver").exists():
         return None, f"MLServer skipped: {venv / 'bin' / 'mlserver'} does not exist"
@@ -305,7 +307,9 @@ def main() -> None:
             "threads": THREADS, "callers": CALLERS, "grpc_callers": GRPC_CALLERS,
             "cpus": os.cpu_count(), "pinned": pin, "rounds": ROUNDS,
             "wait_on": args.wait_on, "smoke": args.smoke, "servers": list(servers),
-            "loadavg_start": os.getloadavg(), "mlserver_skipped": skipped or None}
+            "loadavg_start": os.getloadavg(), "mlserver_skipped": skipped or None,
+            "mlserver_http": None if venv is None else
+            "httptools" if any(venv.glob("lib/python*/site-packages/httptools")) else "h11"}
         res["inproc_c1"] = in_process(onnx, x, 1, 3.0)
         res["inproc"] = in_process(onnx, x, THREADS, 3.0)
         # The peer comparison: servers interleaved, the order flipped every round.
@@ -374,6 +378,8 @@ def report(r: dict[str, Any]) -> None:
           + ("  [SMOKE RUN: figures mean nothing]" if r.get("smoke") else ""))
     if r.get("mlserver_skipped"):
         print(r["mlserver_skipped"])
+    if r.get("mlserver_http"):
+        print(f"MLServer parses HTTP with {r['mlserver_http']} (uvicorn's choice)")
     row("in-process, 1 caller", r["inproc_c1"])
     row(f"in-process, {t} callers", r["inproc"])
     names = {"modelvc": "modelvc serve (REST, JSON)", "mlserver": "MLServer 1.7.1 (REST, JSON)",
