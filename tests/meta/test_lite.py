@@ -87,9 +87,12 @@ def test_lite_reads_match_metastore(history: Registry, tmp_path: Path) -> None:
             *[("signatures", (v,), {}) for v in vids[:2]],
             ("audit_entries", (), {}),
             ("audit_entries", (), {"action": "policy", "target": "policy", "newest": 1}),
+            ("audit_entries", (), {"action": "promote", "target": "m@production",
+                                   "newest": 2}),
+            # handed to MetaStore
             ("audit_entries", (), {"model": "m", "limit": 3}),
             ("audit_entries", (), {"actor": "tester", "after_id": 2, "newest": 2}),
-            ("audit_entries", (), {"until": soon}),  # handed to MetaStore
+            ("audit_entries", (), {"until": soon}),
         ]
         for name, args, kw in calls:
             got = _outcome(lambda: getattr(lite, name)(*args, **kw))  # noqa: B023

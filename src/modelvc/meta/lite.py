@@ -16,6 +16,7 @@ MetaStore.open, which migrates or refuses it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -140,6 +141,7 @@ class LiteMeta:
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._real: MetaStore | None = None
+        self._opener: threading.Thread | None = None
         self.registry_id = ""
         self.format_version = FORMAT_VERSION
 
@@ -165,7 +167,24 @@ class LiteMeta:
         if name == "audit_seal" and self.__dict__.get("_real") is not None:
             self._real.audit_seal = value  # type: ignore[union-attr]
 
+    def will_write(self) -> None:
+        """A write is coming (a commit, once its objects are stored): open the MetaStore
+        in a thread now, so importing SQLAlchemy overlaps the encoding (most of which
+        runs in C with the GIL released) instead of following it. A failure here is
+        left for the write itself to raise."""
+        if self._real is not None or self._opener is not None:
+            return
+
+        def opener() -> None:
+            with contextlib.suppress(Exception):  # the write itself raises it again
+                self.real  # noqa: B018 (opens it)
+
+        self._opener = threading.Thread(target=opener, name="modelvc-meta-open", daemon=True)
+        self._opener.start()
+
     def close(self) -> None:
+        if self._opener is not None:
+            self._opener.join()
         with self._lock:
             conns, self._conns = self._conns, []
             real, self._real = self._real, None
@@ -329,32 +348,17 @@ class LiteMeta:
                 "SELECT version_id, key_id, signature, signed_at, signer FROM signatures "
                 "WHERE version_id = ?", (version_id,))])
 
-    def audit_entries(self, *, model: str | None = None, actor: str | None = None,
-                      action: str | None = None, target: str | None = None,
-                      since: datetime | None = None, until: datetime | None = None,
-                      after_id: int = 0, limit: int | None = None,
-                      newest: int | None = None, before_id: int | None = None
-                      ) -> list[AuditRow]:
-        if since is not None or until is not None:  # time bounds: MetaStore's binding
-            return self.real.audit_entries(model=model, actor=actor, action=action,
-                                           target=target, since=since, until=until,
-                                           after_id=after_id, limit=limit, newest=newest,
-                                           before_id=before_id)
-        q, args = f"{_AUDIT} WHERE id > ?", list[Any]([after_id])
-        if before_id is not None:
-            q += " AND id < ?"
-            args.append(before_id)
-        for col, val in (("model", model), ("actor", actor), ("action", action),
-                         ("target", target)):
-            if val is not None:
-                q += f" AND {col} = ?"
-                args.append(val)
-        q += " ORDER BY id DESC" if newest else " ORDER BY id"
-        if limit is not None or newest:
-            q += " LIMIT ?"
-            args.append(newest or limit)
-        rows = self._read(lambda conn: [_audit(r) for r in conn.execute(q, args)])
-        return rows[::-1] if newest else rows
+    def audit_entries(self, **kw: Any) -> list[AuditRow]:
+        """The trust check's question (the newest entries of one action and target) is
+        read here; any other query goes to MetaStore.audit_entries, whatever its
+        parameters become."""
+        action, target, newest = kw.get("action"), kw.get("target"), kw.get("newest")
+        if set(kw) - {"action", "target", "newest"} or not (action and target and newest):
+            return self.real.audit_entries(**kw)
+        rows = self._read(lambda conn: [_audit(r) for r in conn.execute(
+            f"{_AUDIT} WHERE action = ? AND target = ? ORDER BY id DESC LIMIT ?",
+            (action, target, newest))])
+        return rows[::-1]
 
 
 def _failed(exc: sqlite3.Error) -> StorageError:

@@ -67,6 +67,10 @@ class MetaStore(VersionsMixin, GovernanceMixin, AuthMixin, UploadsMixin, FleetMi
     def close(self) -> None:
         self._engine.dispose()
 
+    def will_write(self) -> None:
+        """A write is coming: nothing to prepare here (meta/lite.py's LiteMeta opens its
+        MetaStore in the background then)."""
+
     # Called with (entry id, hash) of the audit head after a write transaction that
     # appended to the chain has committed (auditseal.AuditSeal.seal; None: not sealed).
     audit_seal: Callable[[int, str], None] | None = None

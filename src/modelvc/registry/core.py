@@ -206,6 +206,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, _IngestOps):
         """
         check_name(model, "model name")
         branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
+        self._meta.will_write()  # the SQL layer loads while the files are encoded
         from ..ingest.record import new_tags
 
         tags = new_tags(self._meta, model, tags)  # before anything is written
