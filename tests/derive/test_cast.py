@@ -90,3 +90,35 @@ def test_fp16_refuses_values_it_cannot_hold(reg: Registry, tmp_path: Path) -> No
         derive(reg, "big", "cast", to="x", params={"dtype": "int4"})
     with pytest.raises(UsageError, match="no parameter sparsity"):
         derive(reg, "big", "cast", to="x", params={"sparsity": "0.5"})
+
+
+def test_cast_of_a_sharded_checkpoint_rewrites_its_index(reg: Registry, tmp_path: Path
+                                                         ) -> None:
+    """The index's weight_map and total_size follow the shards written (a cast halves
+    the F32 bytes)."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    src = tmp_path / "sharded"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    shards = {"model-00001-of-00002.safetensors": {"a": rng.standard_normal((8, 8))},
+              "model-00002-of-00002.safetensors": {"b": rng.standard_normal((4, 8)),
+                                                   "ids": np.arange(5)}}
+    total = 0
+    for name, ts in shards.items():
+        arrays = {k: v.astype(np.float32) if v.dtype.kind == "f" else v
+                  for k, v in ts.items()}
+        save_file(arrays, str(src / name))
+        total += sum(v.nbytes for v in arrays.values())
+    weight_map = {k: name for name, ts in shards.items() for k in ts}
+    (src / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}))
+    reg.commit(src, model="sh")
+    derive(reg, "sh@v1", "cast", to="bf16")
+    out = tmp_path / "out"
+    reg.checkout("sh@bf16", out)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert index["weight_map"] == weight_map
+    assert index["metadata"]["total_size"] == (8 * 8 + 4 * 8) * 2 + 5 * 8

@@ -11,6 +11,7 @@ fingerprints (`data=` paths). On a clean exit the version with the best value of
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import tempfile
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -36,21 +37,35 @@ def tensor_bytes(state: Mapping[str, Any], metadata: Mapping[str, str] | None = 
                  ) -> bytes:
     """A state dict (torch tensors or numpy arrays) as safetensors bytes: tensors in name
     order, so the same state gives the same bytes."""
+    buf = io.BytesIO()
+    write_state(buf, state, metadata)
+    return buf.getvalue()
+
+
+def write_state(f: BinaryIO, state: Mapping[str, Any],
+                metadata: Mapping[str, str] | None = None) -> None:
+    """tensor_bytes into a file, tensor by tensor (no second copy of the whole state)."""
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    chunks, offset = [], 0
+    arrays, offset = [], 0
     for name in sorted(state):
-        code, raw, shape = _raw(name, state[name])
-        header[name] = {"dtype": code, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
+        code, arr = _array(name, state[name])
+        header[name] = {"dtype": code, "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + arr.nbytes]}
+        arrays.append(arr)
+        offset += arr.nbytes
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
-    return b"".join([len(head).to_bytes(8, "little"), head, *chunks])
+    f.write(len(head).to_bytes(8, "little"))
+    f.write(head)
+    for arr in arrays:
+        f.write(arr.reshape(-1).view(np.uint8).data)
 
 
-def _raw(name: str, t: Any) -> tuple[str, bytes, list[int]]:
+def _array(name: str, t: Any) -> tuple[str, np.ndarray]:
+    """(safetensors dtype code, little-endian contiguous array) of one tensor; shares
+    the tensor's memory where it can."""
     if hasattr(t, "detach"):  # a torch tensor: no torch import needed to read it
         t = t.detach().cpu()
         dtype = str(t.dtype).removeprefix("torch.")
@@ -68,7 +83,7 @@ def _raw(name: str, t: Any) -> tuple[str, bytes, list[int]]:
         raise UsageError(f"tensor {name!r} has dtype {dtype}, which safetensors cannot hold",
                          hint="convert it (e.g. .float()) before committing")
     arr = np.ascontiguousarray(arr).reshape(arr.shape)
-    return code, arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes(), list(arr.shape)
+    return code, arr.astype(arr.dtype.newbyteorder("<"), copy=False)
 
 
 class Run:
@@ -113,7 +128,8 @@ class Run:
             # The registry's commit reads files: the bytes go to a private folder once
             # (the caller writes nothing; modelvc stores them as tensors, deduplicated).
             with tempfile.TemporaryDirectory(prefix="modelvc-run-") as tmp:
-                (Path(tmp) / WEIGHTS).write_bytes(tensor_bytes(state or {}))
+                with (Path(tmp) / WEIGHTS).open("wb") as f:
+                    write_state(f, state or {})
                 for rel, body in self.files.items():
                     target = Path(tmp) / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
