@@ -6,7 +6,6 @@ swaps under gRPC load that fail no request."""
 from __future__ import annotations
 
 import contextlib
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.services.ports import free_port
 
 from .conftest import Digits, Start, commit_onnx
 from .helpers import serving, status, triton_refused_calls, wait_for
+from .swapload import Client, swap_under_load
 
 
 def _start(start_gateway: Start, reg: Registry, models: Any = None) -> tuple[
@@ -218,41 +218,22 @@ def test_hot_swaps_under_grpc_load_fail_no_request(serve_reg: Registry, digits: 
     commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
     srv, _ = _start(start_gateway, serve_reg)
     port = srv.gateway.cfg.grpc_port
-    stop = threading.Event()
-    failures: list[Any] = []
-    seen: set[str] = set()
-    counts = [0]
 
-    def load() -> None:
+    def connect() -> Client:
         client = tg.InferenceServerClient(f"127.0.0.1:{port}")
-        rng = np.random.default_rng()
-        while not stop.is_set():
-            i = int(rng.integers(0, len(digits.x) - 8))
-            try:
-                r = client.infer("digits", [_input(digits.x[i:i + 8])])
-            except InferenceServerException as exc:  # any failed call is a failure
-                failures.append(str(exc))
-                continue
-            counts[0] += 1
-            if r.as_numpy("label").shape != (8,):
-                failures.append(r.get_response(as_json=True))
-            else:
-                seen.add(r.get_response().model_version)
-        client.close()
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
-        for n in [2, 3, 1] * 7:  # 21 swaps, each a load (one previous stays warm)
-            serve_reg.promote(f"digits@v{n}", "production", reason="swap loop")
-            wait_for(serving(srv.url, n), f"the switch to v{n}")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert failures == []
-    assert seen == {"1", "2", "3"} and counts[0] > 100
+        def ask(x: np.ndarray) -> tuple[str | None, Any]:
+            r = client.infer("digits", [_input(x)])
+            if r.as_numpy("label").shape != (8,):
+                return None, r.get_response(as_json=True)
+            return r.get_response().model_version, None
+        return ask, client.close
+
+    # 21 swaps, each a load (one previous stays warm); any failed call is a failure
+    tally = swap_under_load(serve_reg, srv.url, digits.x, [2, 3, 1] * 7, connect,
+                            (InferenceServerException,))
+    assert tally.failures == []
+    assert tally.seen == {"1", "2", "3"} and tally.answered > 100
 
 
 def test_every_other_tritonclient_grpc_call_is_refused_or_works(

@@ -3,7 +3,6 @@ that fails to load is never switched to, and swaps under load fail no request.""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from modelvc.registry import Registry
 
 from .conftest import Digits, Start, commit_onnx
 from .helpers import Caller, serving, status, wait_for
+from .swapload import Client, swap_under_load
 
 
 def test_follows_promote_and_rollback_keeps_previous_warm(
@@ -62,42 +62,23 @@ def test_swap_loop_under_concurrent_load_fails_no_request(
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
     commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
     srv = start_gateway(serve_reg)
-    stop = threading.Event()
-    failures: list[Any] = []
-    seen: set[str] = set()
-    counts = [0]
 
-    def load() -> None:
+    def connect() -> Client:
         caller = Caller(srv.url)
-        rng = np.random.default_rng()
-        while not stop.is_set():
-            i = int(rng.integers(0, len(digits.x) - 8))
-            try:
-                code, doc, _ = caller.infer(digits.x[i:i + 8])
-            except OSError as exc:  # a dropped connection is a failed request too
-                failures.append(repr(exc))
-                continue
-            counts[0] += 1
-            if code != 200 or len(doc["outputs"][0]["data"]) != 8:
-                failures.append((code, doc))
-            else:
-                seen.add(doc["model_version"])
-        caller.close()
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
-        order = [2, 3, 1] * 10  # 30 swaps; each one loads (only one previous stays warm)
-        for n in order:
-            serve_reg.promote(f"digits@v{n}", "production", reason="swap loop")
-            wait_for(serving(srv.url, n), f"the switch to v{n}")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert failures == []
-    assert seen == {"1", "2", "3"} and counts[0] > 100
+        def ask(x: np.ndarray) -> tuple[str | None, Any]:
+            code, doc, _ = caller.infer(x)
+            if code != 200 or len(doc["outputs"][0]["data"]) != 8:
+                return None, (code, doc)
+            return doc["model_version"], None
+        return ask, caller.close
+
+    # 30 swaps; each one loads (only one previous stays warm); a dropped connection
+    # is a failed request too.
+    tally = swap_under_load(serve_reg, srv.url, digits.x, [2, 3, 1] * 10, connect,
+                            (OSError,))
+    assert tally.failures == []
+    assert tally.seen == {"1", "2", "3"} and tally.answered > 100
     swaps = srv.gateway.metrics.registry.get_sample_value(
         "modelvc_swaps_total", {"model": "digits", "channel": "production"})
     assert swaps == 31.0  # the first load and 30 switches
