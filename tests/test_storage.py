@@ -70,6 +70,23 @@ def test_a_fine_tune_deltas_against_a_parent_tensor_stored_as_a_blob(
     assert reg.verify().ok
 
 
+def test_reverting_to_an_earlier_checkpoint_dedups_onto_its_stored_tensors(
+        reg: Registry, tmp_path: Path) -> None:
+    """A, then B (a fine-tune of A, delta against it), then A again: A's small tensors
+    are in the reference's own chain, so they are found stored (a batch presumes small
+    objects new) instead of being re-encoded against B's deltas, which lead back to them
+    (a loop: the commit failed with CorruptObject)."""
+    w = _w(1)
+    save_file({"w": w}, str(tmp_path / "a.safetensors"))
+    save_file({"w": w + np.float32(1e-3)}, str(tmp_path / "b.safetensors"))
+    for name in ("a", "b", "a", "b"):
+        reg.commit(tmp_path / f"{name}.safetensors", model="m")
+    assert reg.resolve("m@v3").stored_size < 16 << 10  # nothing but the manifest
+    for ref, src in (("m@v1", "a"), ("m@v2", "b"), ("m@v3", "a"), ("m@v4", "b")):
+        _check_out(reg, ref, tmp_path / f"{src}.safetensors", tmp_path)
+    assert reg.verify().ok
+
+
 def test_a_raw_file_reads_a_delta_tensor_object_through_its_chain(
         reg: Registry, tmp_path: Path) -> None:
     """A byte segment whose object is a fine-tune's delta: read through the chain, and

@@ -138,8 +138,12 @@ class ObjectIO(BlockReader):
 
     def _known(self, oid: str, nbytes: int, ref: str | None) -> bool:
         """Dedup check. In a batch a small object is presumed new (no request) unless it
-        is the parent's own (unchanged) tensor; write_batch's put_many settles it."""
-        if self._pending is not None and nbytes <= BATCH_MAX and oid != ref:
+        is in the reference's own chain (the parent's unchanged tensor, or one it was
+        encoded against: a revert to an earlier checkpoint); write_batch's put_many
+        settles the rest. Encoding such an object against REF would make its header
+        point into a chain that leads back to itself."""
+        if (self._pending is not None and nbytes <= BATCH_MAX and oid != ref
+                and (ref is None or oid not in self.chain(ref))):
             return self._pending.holds(oid)
         return self.store.has(oid)
 
