@@ -166,7 +166,7 @@ def _import_model(reg: Registry, client: Any, side: Sidecar, rm: Any, source: st
         target = reg.resolve(f"{name}@v{number}")
         if held.get(channel) != target.id:
             try:
-                reg.promote(f"{name}@v{number}", channel, actor=actor,
+                reg.promote(f"{name}@v{number}", channel, actor=actor, create=True,
                             reason=f"mlflow import: {channel} of {source}")
             except ModelvcError as exc:  # a gated channel: reported, the rest goes on
                 rep.refused.append(f"{channel} -> v{number}: {exc.message}")
