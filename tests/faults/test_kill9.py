@@ -272,12 +272,14 @@ def _transfer_kills(c: Campaign, verb: str, kills: int) -> None:
             took = time.monotonic() - t0
             assert res.rc == 0, res.err
             shutil.rmtree(scratch)
-        rc = _kill_child(c, argv, c.rng.uniform(0, 1.2 * took))
+        delay = c.rng.uniform(0, 1.2 * took)
+        rc = _kill_child(c, argv, delay)
         c.transfer_kills += 1
         c.transfers_done_before_kill += rc == 0
         with Registry.open(dest) as d:
             rep = d.verify()
-            assert rep.ok, rep.to_json()
+            assert rep.ok, (f"{verb} {i} killed after {delay:.2f} s of {took:.2f} (rc {rc}): "
+                            + json.dumps(rep.to_json())[:6000])
             shown = {v.id for v in d.versions(MODEL)} if MODEL in d.models() else set()
             head = c.head(d) if shown else None
             assert head is None or head in shown, "the head names a version not recorded"
