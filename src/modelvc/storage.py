@@ -143,7 +143,8 @@ class ObjectIO(BlockReader):
         settles the rest. Encoding such an object against REF would make its header
         point into a chain that leads back to itself."""
         if (self._pending is not None and nbytes <= BATCH_MAX and oid != ref
-                and (ref is None or oid not in self.chain(ref))):
+                and (ref is None or self.tensor_header(ref) is None  # a blob: no chain
+                     or oid not in self.chain(ref))):
             return self._pending.holds(oid)
         return self.store.has(oid)
 
