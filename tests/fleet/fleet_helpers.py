@@ -41,7 +41,26 @@ def get_json(url: str) -> Any:
         return json.loads(resp.read())
 
 
-class GatewayProcess:
+class _Child:
+    """A child process a test ends: with a signal, then kill -9 if it outlasts `wait` s."""
+
+    proc: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def _end(self, sig: signal.Signals, wait: float) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class GatewayProcess(_Child):
     """`modelvc serve --fleet` in its own process (optionally inside a network namespace)."""
 
     def __init__(self, registry: Path, replica: str, port: int, *, host: str = "127.0.0.1",
@@ -75,18 +94,8 @@ class GatewayProcess:
         doc: dict[str, Any] = get_json(f"{self.url}/modelvc/status")["digits"]["stable"]
         return doc
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self._end(signal.SIGTERM, 15)
 
 
 @dataclass
@@ -162,7 +171,7 @@ class Load:
             c.close()
 
 
-class WatchProcess:
+class WatchProcess(_Child):
     """`modelvc deploy watch NAME --json ...` in its own process: its JSON lines (one
     per rollout, or per refused version it skips) are read from its output file."""
 
@@ -185,16 +194,6 @@ class WatchProcess:
         wait_for(lambda: len(self.lines()) >= n, what, limit)
         return self.lines()
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
     def stop(self) -> None:
         """Ctrl-C, as an operator stops it (a loaded machine may take a while)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(90)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self._end(signal.SIGINT, 90)
