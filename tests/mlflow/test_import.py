@@ -185,3 +185,36 @@ def test_kill_9_mid_import_resumes_to_the_same_result(store: dict[str, Any],
     copied = sum(m["copied"] for m in json.loads(out)["models"])
     assert copied == sum(COUNTS.values()) - partial
     _check(tmp_path / "reg", store, tmp_path / "co")
+
+
+def test_import_from_a_tracking_server_over_http(server: Any, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source is an MLflow tracking server (here modelvc's own MLflow API, so the
+    import reads through the REST client, with a reader token)."""
+    for k, v in CLIENT_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", server.writer)
+    c = mlflow.MlflowClient(server.url, server.url)
+    c.create_registered_model("remote", description="served over HTTP")
+    sums = {}
+    for i in range(3):
+        path = tmp_path / "w" / str(i) / "model.safetensors"
+        write_model(path, i)
+        run = c.create_run("0")
+        c.log_artifact(run.info.run_id, str(path), artifact_path="w")
+        c.log_param(run.info.run_id, "i", str(i))
+        c.create_model_version("remote", f"runs:/{run.info.run_id}/w", run_id=run.info.run_id)
+        sums[str(i + 1)] = _files(path.parent)
+    c.set_registered_model_alias("remote", "champion", "2")
+    Registry.init(tmp_path / "reg").close()
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", server.reader)  # reading is enough
+    p = _import(tmp_path / "reg", server.url, "--models", "remote", "--json")
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err.decode()[-3000:]
+    assert json.loads(out)["models"][0]["copied"] == 3
+    with Registry.open_local(tmp_path / "reg") as reg:
+        for number, files in sums.items():
+            reg.checkout(f"remote@v{number}", tmp_path / "co" / number)
+            assert _files(tmp_path / "co" / number) == files
+        assert reg.resolve("remote@champion").number == 2
+        assert reg.resolve("remote@v3").params == {"i": "2"}

@@ -106,6 +106,12 @@ def import_mlflow(reg: Registry, tracking_uri: str, *, models: list[str] | None 
                   progress: Callable[[str], None] | None = None) -> ImportReport:
     """Copy MLflow's registered models (or MODELS) into REG; see the module doc."""
     client = _client(tracking_uri)
+    import mlflow
+
+    # models:/ URIs resolve through the process's registry URI: this store's, meanwhile.
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     side = Sidecar(reg.location)
     say = progress or (lambda _: None)
     report = ImportReport(tracking_uri)
@@ -121,6 +127,8 @@ def import_mlflow(reg: Registry, tracking_uri: str, *, models: list[str] | None 
                                                tracking_uri, actor, say))
     finally:
         side.close()
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
     return report
 
 
