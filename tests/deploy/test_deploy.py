@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
 from modelvc.registry import Registry
@@ -27,32 +26,24 @@ from modelvc.server.app import create_app
 from modelvc.server.config import load_config
 from tests.services.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
+from .manifests import (
+    DEPLOY,
+    ROOT,
+    assert_entrypoint_runs_modelvc,
+    assert_env_keys_exist,
+    assert_non_root,
+    assert_secret_templates_hold_no_secrets,
+    dockerfile,
+    env_sources,
+    healthcheck,
+    manifests,
+)
+
 K8S = DEPLOY / "k8s"
 
 
 def _docs() -> dict[str, dict[str, Any]]:
-    """kind/name -> manifest, over every YAML file in deploy/k8s."""
-    out: dict[str, dict[str, Any]] = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            assert doc["apiVersion"] and doc["kind"], path
-            if doc["kind"] != "Kustomization":
-                out[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
-    return out
-
-
-def _dockerfile() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n\s*", " ", (DEPLOY / "Dockerfile").read_text())
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
+    return manifests(K8S)
 
 
 def _server_yaml(tmp: Path) -> Path:
@@ -83,16 +74,8 @@ def test_manifests_agree_with_each_other() -> None:
     assert {p["targetPort"] for p in svc["spec"]["ports"]} <= set(ports)
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    # every referenced key exists
+    assert_env_keys_exist(docs, c)
     cm = docs["ConfigMap/modelvc-server"]["data"]
-    secrets = {d["metadata"]["name"]: d for k, d in docs.items() if k.startswith("Secret/")}
-    for var in c["env"]:
-        ref = var.get("valueFrom", {})
-        if "configMapKeyRef" in ref:
-            assert ref["configMapKeyRef"]["key"] in cm, var["name"]
-        if "secretKeyRef" in ref:
-            s = secrets[ref["secretKeyRef"]["name"]]
-            assert ref["secretKeyRef"]["key"] in s["stringData"], var["name"]
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert set(mounts) == set(volumes)
@@ -102,33 +85,15 @@ def test_manifests_agree_with_each_other() -> None:
     assert env["MODELVC_SERVER_CONFIG"] == f"{mounts['config']}/server.yaml"
     assert env["MODELVC_SERVER_REGISTRY"] == mounts["registry"]
     # the bootstrap and the object store read these very names
-    sources = (DEPLOY / "bootstrap.py").read_text() + (
-        ROOT / "src/modelvc/objects/__init__.py").read_text()
+    sources = env_sources()
     for name in env:
         if name not in ("MODELVC_SERVER_CONFIG", "MODELVC_SERVER_REGISTRY"):
             assert f'"{name}"' in sources, name
-    # secure defaults
-    sec = pod["spec"]["securityContext"]
-    assert sec["runAsNonRoot"] is True and sec["runAsUser"] != 0
-    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert_non_root(pod, c)
 
 
 def test_secret_templates_hold_no_secrets() -> None:
-    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert all((K8S / r).exists() for r in kust["resources"])
-    assert not any("secret" in r for r in kust["resources"])  # created out of band
-    for path in K8S.glob("*.yaml"):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc["kind"] == "Secret":
-                assert path.name.endswith(".example.yaml")
-                assert "data" not in doc  # no base64 blobs that could hide a real value
-                for key, value in doc["stringData"].items():
-                    assert "CHANGE-ME" in value, (path.name, key)
-    if shutil.which("kubectl"):
-        rendered = subprocess.run(["kubectl", "kustomize", str(K8S)], check=True,
-                                  capture_output=True, text=True).stdout
-        kinds = [d["kind"] for d in yaml.safe_load_all(rendered)]
-        assert sorted(kinds) == ["ConfigMap", "Deployment", "Service"]
+    assert_secret_templates_hold_no_secrets(K8S, ["ConfigMap", "Deployment", "Service"])
 
 
 def test_server_config_is_what_the_server_reads(tmp_path: Path) -> None:
@@ -148,7 +113,7 @@ def test_server_config_is_what_the_server_reads(tmp_path: Path) -> None:
 def test_dockerfile() -> None:
     """One recipe for both images (EXTRAS build arg); this is the server's side of it
     (tests/deploy/test_fleet_manifests.py checks the gateway's)."""
-    steps = _dockerfile()
+    steps = dockerfile()
     words = [w for w, _ in steps]
     assert re.fullmatch(r"python:3\.1[1-9]-slim", dict(steps)["FROM"])
     assert "EXTRAS=server" in [a for w, a in steps if w == "ARG"]  # the server by default
@@ -167,20 +132,13 @@ def test_dockerfile() -> None:
     assert "MODELVC_SERVER_HOST=0.0.0.0" in env
     health = json.loads(dict(steps)["HEALTHCHECK"].split(" CMD ", 1)[1])
     assert health == ["python", "/usr/local/lib/modelvc/healthcheck.py"]
-    sys.path.insert(0, str(DEPLOY))
-    try:
-        import healthcheck  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(DEPLOY))
-    assert f"http://127.0.0.1:{port}/healthz" in healthcheck.probes(
+    assert f"http://127.0.0.1:{port}/healthz" in healthcheck().probes(
         {"MODELVC_SERVER_PORT": str(port)})
     entry = json.loads(dict(steps)["ENTRYPOINT"])
     assert entry == ["/usr/local/lib/modelvc/entrypoint.sh"]
     assert json.loads(dict(steps)["CMD"]) == ["server"]  # the Deployment passes no args
     assert "args" not in _container() and "command" not in _container()
-    script = (DEPLOY / "entrypoint.sh").read_text()
-    assert 'exec modelvc "$@"' in script
-    assert os.stat(DEPLOY / "entrypoint.sh").st_mode & stat.S_IXUSR
+    assert_entrypoint_runs_modelvc()
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     for w, a in steps:
         if w == "COPY" and "--from" not in a:

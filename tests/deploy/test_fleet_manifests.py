@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import stat
 import subprocess
 import sys
 import tomllib
@@ -17,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from modelvc.fleet.controller import Controller
 from modelvc.registry import Registry
@@ -26,20 +23,25 @@ from tests.fleet.fleet_helpers import get_json, wait_for
 from tests.services.ports import free_port
 from tests.serving.conftest import Digits, commit_onnx, digits  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
+from .manifests import (
+    DEPLOY,
+    ROOT,
+    assert_entrypoint_runs_modelvc,
+    assert_env_keys_exist,
+    assert_non_root,
+    assert_secret_templates_hold_no_secrets,
+    dockerfile,
+    env_sources,
+    healthcheck,
+    manifests,
+)
+
 FLEET = DEPLOY / "k8s-fleet"
 PROBES = {"/v2/health/ready", "/v2/health/live"}  # modelvc.serving.app routes
 
 
 def _docs() -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for path in sorted(FLEET.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            assert doc["apiVersion"] and doc["kind"], path
-            if doc["kind"] != "Kustomization":
-                out[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
-    return out
+    return manifests(FLEET)
 
 
 def _container() -> dict[str, Any]:
@@ -72,16 +74,9 @@ def test_manifests_agree_with_each_other() -> None:
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert all(c[p]["httpGet"]["port"] == "http" for p in ("readinessProbe",
                                                             "livenessProbe", "startupProbe"))
-    cm = docs["ConfigMap/modelvc-gateway"]["data"]
-    secrets = {d["metadata"]["name"]: d for k, d in docs.items() if k.startswith("Secret/")}
-    for var in c["env"]:
-        ref = var.get("valueFrom", {})
-        if "configMapKeyRef" in ref:
-            assert ref["configMapKeyRef"]["name"] == "modelvc-gateway"
-            assert ref["configMapKeyRef"]["key"] in cm, var["name"]
-        if "secretKeyRef" in ref:
-            s = secrets[ref["secretKeyRef"]["name"]]
-            assert ref["secretKeyRef"]["key"] in s["stringData"], var["name"]
+    assert {v["valueFrom"]["configMapKeyRef"]["name"] for v in c["env"]
+            if "configMapKeyRef" in v.get("valueFrom", {})} == {"modelvc-gateway"}
+    assert_env_keys_exist(docs, c)
     # every $(VAR) in the arguments is defined (kubelet leaves unknown ones verbatim)
     names = {v["name"] for v in c["env"]}
     for arg in c["args"]:
@@ -95,8 +90,7 @@ def test_manifests_agree_with_each_other() -> None:
     assert c["args"][:3] == ["serve", "--config", f"{mounts['config']}/serve.toml"]
     assert env["MODELVC_SERVER_REGISTRY"] == env["MODELVC_REGISTRY"] == mounts["registry"]
     # the bootstrap and the object store read these very names
-    sources = (ROOT / "deploy/bootstrap.py").read_text() + (
-        ROOT / "src/modelvc/objects/__init__.py").read_text()
+    sources = env_sources()
     for name in names - {"MODELVC_REGISTRY", "MODELVC_SERVER_REGISTRY", "POD_NAME",
                          "POD_IP", "NODE_NAME"}:
         assert f'"{name}"' in sources, name
@@ -106,36 +100,18 @@ def test_manifests_agree_with_each_other() -> None:
     assert cfg.grpc_port == ports["grpc"]  # OIP over gRPC, where the Service sends it
     assert cfg.fleet is None  # fleet settings are flags (the pod's name is substituted)
     assert "--fleet" in c["args"] and "--replica-id" in c["args"]
-    sec = pod["spec"]["securityContext"]
-    assert sec["runAsNonRoot"] is True and sec["runAsUser"] != 0
-    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert_non_root(pod, c)
 
 
 def test_secret_templates_hold_no_secrets() -> None:
-    kust = yaml.safe_load((FLEET / "kustomization.yaml").read_text())
-    assert all((FLEET / r).exists() for r in kust["resources"])
-    assert not any("secret" in r for r in kust["resources"])  # created out of band
-    for path in FLEET.glob("*.yaml"):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc["kind"] == "Secret":
-                assert path.name.endswith(".example.yaml")
-                assert "data" not in doc
-                for key, value in doc["stringData"].items():
-                    assert "CHANGE-ME" in value, (path.name, key)
-    if shutil.which("kubectl"):
-        rendered = subprocess.run(["kubectl", "kustomize", str(FLEET)], check=True,
-                                  capture_output=True, text=True).stdout
-        kinds = [d["kind"] for d in yaml.safe_load_all(rendered)]
-        assert sorted(kinds) == ["ConfigMap", "Service", "Service", "StatefulSet"]
+    assert_secret_templates_hold_no_secrets(
+        FLEET, ["ConfigMap", "Service", "Service", "StatefulSet"])
 
 
 def test_dockerfile() -> None:
     """The gateway image is deploy/Dockerfile with EXTRAS=serve,server, run with the
     StatefulSet's args (`serve ...`) after its entrypoint's bootstrap."""
-    text = re.sub(r"\\\n\s*", " ", (DEPLOY / "Dockerfile").read_text())
-    steps = [(w.upper(), rest.strip()) for w, _, rest in
-             (ln.strip().partition(" ") for ln in text.splitlines())
-             if w and not w.startswith("#")]
+    steps = dockerfile()
     assert any(w == "RUN" and '".[${EXTRAS}]"' in a for w, a in steps)
     build = "--build-arg EXTRAS=serve,server"
     assert build in (FLEET / "kustomization.yaml").read_text()
@@ -148,17 +124,10 @@ def test_dockerfile() -> None:
     assert tomllib.loads(_serve_toml())["port"] == port
     env = " ".join(a for w, a in steps if w == "ENV")
     assert f"MODELVC_GATEWAY_PORT={port}" in env
-    sys.path.insert(0, str(DEPLOY))
-    try:
-        import healthcheck  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(DEPLOY))
-    assert f"http://127.0.0.1:{port}/v2/health/live" in healthcheck.probes(
+    assert f"http://127.0.0.1:{port}/v2/health/live" in healthcheck().probes(
         {"MODELVC_GATEWAY_PORT": str(port)})
     assert _container()["args"][0] == "serve"
-    script = (DEPLOY / "entrypoint.sh").read_text()
-    assert 'exec modelvc "$@"' in script
-    assert os.stat(DEPLOY / "entrypoint.sh").st_mode & stat.S_IXUSR
+    assert_entrypoint_runs_modelvc()
     assert not (FLEET / "Dockerfile").exists() and not (FLEET / "entrypoint.sh").exists()
 
 
