@@ -192,7 +192,7 @@ def test_gateway_pod_starts_and_joins_the_fleet(
         wait_for(ready, "the gateway pod to be ready")
         assert get_json(f"http://127.0.0.1:{port}/v2/health/live")["live"] is True
         with Registry.open(tmp_path / "server") as reg, Controller(reg) as c:
-            (r,) = reg._meta.list_replicas("digits")
+            (r,) = reg.deployments.replicas(model="digits")
             assert (r.id, r.labels, r.address) == (
                 "modelvc-gateway-0", {"app": "digits", "node": "node-a"},
                 "http://127.0.0.1:8000")

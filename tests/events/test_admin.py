@@ -33,9 +33,9 @@ def test_single_user_registry_without_admins_allows_anyone(reg: Registry) -> Non
 
 def test_admin_role_on_everything_is_required_once_there_is_one(reg: Registry,
                                                                 receiver: Receiver) -> None:
-    reg._meta.grant_role("root", "*", "admin", actor="boot")
-    reg._meta.grant_role("modeladmin", "bert", "admin", actor="boot")  # one model only
-    reg._meta.grant_role("writer", "*", "writer", actor="boot")
+    reg.roles.grant("root", "admin", on="*", actor="boot")
+    reg.roles.grant("modeladmin", "admin", on="bert", actor="boot")  # one model only
+    reg.roles.grant("writer", "writer", on="*", actor="boot")
     before = _state(reg)
     for actor in ("mallory", "modeladmin", "writer"):
         with pytest.raises(PermissionDenied, match="admin role on the whole registry"):
@@ -66,12 +66,12 @@ def test_policy_admins_count_too(reg: Registry) -> None:
 def test_cli_refuses_a_non_admin(tmp_path: Path) -> None:
     run(["init"], tmp_path)
     with Registry.open(tmp_path) as reg:
-        reg._meta.grant_role("root", "*", "admin", actor="boot")
+        reg.roles.grant("root", "admin", on="*", actor="boot")
     denied = run(["webhook", "add", URL], tmp_path, ok=False)  # as cli-tester
     assert denied.returncode == 8 and "admin role" in denied.stderr
     with Registry.open(tmp_path) as reg:
         assert reg.events.hooks() == []
     with Registry.open(tmp_path) as reg:
-        reg._meta.grant_role("cli-tester", "*", "admin", actor="root")
+        reg.roles.grant("cli-tester", "admin", on="*", actor="root")
     ok = run(["webhook", "add", URL, "--json"], tmp_path)
     assert json.loads(ok.stdout)["url"] == URL

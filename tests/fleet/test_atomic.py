@@ -41,5 +41,5 @@ def test_atomic_rollout_under_load_and_one_step_rollback(
         assert (st["version"], st["previous"], st["epoch"], st["state"]) == (1, 2, 3, "done")
         assert {r["why"] for r in st["replicas"]} == {"in sync"}
         assert all(r["warm"] == 2 for r in st["replicas"])  # v2 still warm: forward is one step
-    assert fleet_reg._meta.get_ref("digits", "production").version_id == \
+    assert fleet_reg.ref("digits", "production").version_id == \
         fleet_reg.resolve("digits@v1").id

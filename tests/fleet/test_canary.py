@@ -60,7 +60,7 @@ def test_healthy_canary_completes_to_the_whole_fleet(
         st = c.status("d")
         assert (st["state"], st["version"], st["previous"]) == ("done", 2, 1)
         assert {r["why"] for r in st["replicas"]} == {"in sync"}
-    assert fleet_reg._meta.get_ref("digits", "production").version_id == \
+    assert fleet_reg.ref("digits", "production").version_id == \
         fleet_reg.resolve("digits@v2").id
 
 
@@ -83,5 +83,5 @@ def test_regressing_canary_is_rolled_back_everywhere(
     assert st["reason"].startswith("canary on r1 rolled back: live accuracy"), st["reason"]
     assert st["reason"].endswith("production moved back to v1"), st["reason"]
     assert {(r["serving"], r["why"]) for r in st["replicas"]} == {(1, "in sync")}
-    assert fleet_reg._meta.get_ref("digits", "production").version_id == \
+    assert fleet_reg.ref("digits", "production").version_id == \
         fleet_reg.resolve("digits@v1").id

@@ -103,10 +103,10 @@ def test_a_read_that_returns_after_a_newer_notification_changes_nothing(
 
     meta.list_deployments = slow_read  # type: ignore[method-assign]
     assert held.wait(30), "the gateway did not poll its deployment"
-    d = fleet_reg._meta.get_deployment("d")
-    d = fleet_reg._meta.begin_stage("d", d.epoch, vid(fleet_reg, 2), ["r1"], share=0.5)
+    d = fleet_reg.rollouts.get_deployment("d")
+    d = fleet_reg.rollouts.begin_stage("d", d.epoch, vid(fleet_reg, 2), ["r1"], share=0.5)
     wait_for(lambda: agent.staged.get("digits") is not None, "r1 to stage v2")
-    fleet_reg._meta.start_share("d", d.epoch)
+    fleet_reg.rollouts.start_share("d", d.epoch)
     wait_for(lambda: sm.fleet_share is not None and sm.fleet_share.percent == 50,
              "r1 to serve the share")
     # The stale read returns; the next poll is held (it would repair the damage).
@@ -140,9 +140,9 @@ def test_a_caller_ahead_of_the_notification_of_an_abort_gets_the_new_epoch(
     # Notifications are kept back and polls skipped: this gateway hears nothing.
     agent._apply_payload = late.append  # type: ignore[method-assign]
     agent._poke_all = no_poll  # type: ignore[method-assign]
-    d = fleet_reg._meta.get_deployment("d")
-    d = fleet_reg._meta.begin_stage("d", d.epoch, vid(fleet_reg, 2), ["r1"])
-    d = fleet_reg._meta.abort_stage("d", d.epoch, "refused in a test")
+    d = fleet_reg.rollouts.get_deployment("d")
+    d = fleet_reg.rollouts.begin_stage("d", d.epoch, vid(fleet_reg, 2), ["r1"])
+    d = fleet_reg.rollouts.abort_stage("d", d.epoch, "refused in a test")
     assert d.epoch == 3
     wait_for(lambda: len(late) >= 2, "both notifications (held back)")
     assert ask(g.url, digits.x[0], "someone") == (1, 1)  # nobody says otherwise yet

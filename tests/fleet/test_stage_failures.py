@@ -75,7 +75,7 @@ def test_one_replica_refusing_the_version_leaves_all_on_the_old(
         # Every replica dropped what it staged; the channel never moved.
         wait_for(lambda: all(r["staged"] is None for r in c.status("d")["replicas"]),
                  "staged versions to be dropped")
-        assert sqlite_reg._meta.get_ref("digits", "production").version_id == \
+        assert sqlite_reg.ref("digits", "production").version_id == \
             sqlite_reg.resolve("digits@v1").id
         # A fleet that can load it then switches as one.
         ok = c.rollout("d", "v1")

@@ -47,7 +47,7 @@ def test_a_restarted_watcher_skips_the_version_the_fleet_refused(
     second: WatchProcess | None = None
     try:
         cli(fleet_reg, "promote", "digits@v4", "--to", "production")
-        revision = fleet_reg._meta.get_ref("digits", "production").revision
+        revision = fleet_reg.ref("digits", "production").revision
         (out,) = first.wait_lines(1, "the first watcher's refused rollout")
         assert not out["ok"] and "replica r2 failed" in out["reason"], out
         assert (out["state"], out["epoch"]) == ("aborted", 3)
@@ -68,7 +68,7 @@ def test_a_restarted_watcher_skips_the_version_the_fleet_refused(
         # the look NOTIFY wakes, and the safety re-read after it
         wait_for(lambda: looks(second) >= looked + 2, "two more looks by the watcher")
         assert len(second.lines()) == 1
-        d = fleet_reg._meta.get_deployment("d")
+        d = fleet_reg.rollouts.get_deployment("d")
         assert (d.epoch, d.state, d.pending_id) == (3, "aborted", None)
         assert served(gws) == {(1, 3)}
         assert len(fleet_reg.audit(action="deploy-refuse")) == 1

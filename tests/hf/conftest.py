@@ -97,11 +97,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         token, digest = new_token()
         reg._meta.create_token(name="hf", subject="alice", secret_hash=digest,
                               scopes=["admin:*"], expires_at=None, actor="tester")
-        reg._meta.grant_role("alice", "*", "writer", actor="tester")
+        reg.roles.grant("alice", "writer", on="*", actor="tester")
         reader, digest = new_token()
         reg._meta.create_token(name="ro", subject="carol", secret_hash=digest,
                               scopes=["admin:*"], expires_at=None, actor="tester")
-        reg._meta.grant_role("carol", "*", "reader", actor="tester")
+        reg.roles.grant("carol", "reader", on="*", actor="tester")
     hub.token, hub.reader_token = token, reader
     port = free_port()
     hub.url = f"http://127.0.0.1:{port}"

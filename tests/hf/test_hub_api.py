@@ -128,7 +128,7 @@ def test_delete_repo_keeps_history_even_for_an_admin(hub: Hub, hf_env: Path) -> 
     with hub.open() as reg:
         reg._meta.create_token(name="adm", subject="dora", secret_hash=digest,
                               scopes=["admin:*"], expires_at=None, actor="tester")
-        reg._meta.grant_role("dora", "*", "admin", actor="tester")
+        reg.roles.grant("dora", "admin", on="*", actor="tester")
     api = HfApi(token=token)
     with pytest.raises(HfHubHTTPError) as err:
         api.delete_repo("acme/tiny-bert")

@@ -79,7 +79,7 @@ def test_writes_need_the_writer_role(hub: Hub) -> None:
     with hub.open() as reg:
         reg._meta.create_token(name="ro", subject="bob", secret_hash=digest,
                               scopes=["admin:*"], expires_at=None, actor="tester")
-        reg._meta.grant_role("bob", "*", "reader", actor="tester")
+        reg.roles.grant("bob", "reader", on="*", actor="tester")
     auth = {"Authorization": f"Bearer {token}"}
     r = httpx.post(f"{hub.url}/api/repos/create", json={"name": "x", "organization": "bob"},
                    headers=auth)

@@ -49,7 +49,7 @@ def _queries(client: TestClient, path: str, token: str) -> tuple[int, list[str]]
 def test_one_query_per_authenticated_request(client: TestClient, repo: Path) -> None:
     token = grant_token(repo, "ann", "admin", "*")
     with Registry.open(repo) as reg:
-        reg._meta.grant_role("ann", "team-*", "writer", actor="boot")
+        reg.roles.grant("ann", "writer", on="team-*", actor="boot")
     status, seen = _queries(client, "/api/v1/whoami", token)
     assert status == 200 and len(seen) == 1, seen  # whoami itself reads nothing more
     assert "tokens" in seen[0] and "role_bindings" in seen[0]
@@ -64,7 +64,7 @@ def test_revocations_count_from_the_next_request(client: TestClient, repo: Path)
     h = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/v1/tokens", headers=h).status_code == 200
     with Registry.open(repo) as other:  # as another server process or the CLI would
-        other._meta.revoke_role("bob", "*", actor="boot")
+        other.roles.revoke("bob", on="*", actor="boot")
     r = client.get("/api/v1/tokens", headers=h)
     assert r.status_code == 403 and r.json()["error"] == "PermissionDenied"
     with Registry.open(repo) as other:

@@ -183,7 +183,7 @@ def snapshot(path: Path) -> Any:
             [(v.id, v.deleted_at) for v in reg._meta.list_versions(M, include_deleted=True)],
             sorted(o.key for o in reg._store.list()) if hasattr(reg._store, "list") else None,
             [(t.id, t.revoked_at) for t in reg._meta.list_tokens()],
-            [(b.subject, b.scope, b.role) for b in reg._meta.role_bindings()],
+            [(b.subject, b.scope, b.role) for b in reg.roles.list()],
             [(h.id, h.active) for h in reg._meta.list_webhooks(active_only=False)],
         )
 

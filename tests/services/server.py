@@ -84,7 +84,7 @@ def grant_token(registry: Path | str, subject: str = "ci", role: str | None = "a
                                     secret_hash=digest, scopes=scopes or [],
                                     expires_at=expires_at, actor="bootstrap")
         if role is not None:
-            reg._meta.grant_role(subject, scope, role, actor="bootstrap")
+            reg.roles.grant(subject, role, on=scope, actor="bootstrap")
         if revoked:
             reg._meta.revoke_token(row.id, actor="bootstrap")
     return token

@@ -90,7 +90,7 @@ def test_token_identity_needs_the_promoter_role(
     _drive(srv.url, digits, lambda: status(srv.url)["refusal"] is not None)
     assert "ci-bot needs the promoter role" in status(srv.url)["refusal"]["error"]
     assert serve_reg.resolve("digits@production").number == 1
-    serve_reg._meta.grant_role("ci-bot", "digits", "promoter", actor="tester")
+    serve_reg.roles.grant("ci-bot", "promoter", on="digits", actor="tester")
     wait_for(lambda: serve_reg.resolve("digits@production").number == 2, "the retry",
              limit=90)
     last = serve_reg.history("digits", "production")[-1]
