@@ -43,6 +43,15 @@ def _big_model(path: Path, scale: int) -> str:
     return fk.write_model(path, fk.tensors(scale, scale=scale))
 
 
+def _registry_and_model(tmp: Path) -> tuple[Path, Path]:
+    """An empty registry (tmp/reg) and a model to commit to it (~2.9 MB, tmp/src)."""
+    reg_dir = tmp / "reg"
+    Registry.init(reg_dir).close()
+    model = tmp / "src" / "m.safetensors"
+    _big_model(model, 2)
+    return reg_dir, model
+
+
 def _used(root: Path) -> int:
     st = os.statvfs(root)
     return (st.f_blocks - st.f_bfree) * st.f_frsize
@@ -106,10 +115,7 @@ def test_commit_disk_full_says_what_to_do(tmpfs: Mount, tmp_path: Path) -> None:
 
 
 def test_checkout_disk_full_says_what_to_do(tmpfs: Mount, tmp_path: Path) -> None:
-    reg_dir = tmp_path / "reg"
-    Registry.init(reg_dir).close()
-    model = tmp_path / "src" / "m.safetensors"
-    _big_model(model, 2)
+    reg_dir, model = _registry_and_model(tmp_path)
     assert fk.cli(reg_dir, "commit", str(model), "--model", "m").returncode == 0
     dest = tmpfs(tmp_path / "dest", "1m")
     done = fk.cli(reg_dir, "checkout", "m@v1", str(dest))
@@ -124,10 +130,7 @@ def fk_perturbed(tmp_path: Path) -> Path:
 
 
 def test_checkout_into_full_disk(tmpfs: Mount, tmp_path: Path) -> None:
-    reg_dir = tmp_path / "reg"
-    Registry.init(reg_dir).close()
-    model = tmp_path / "src" / "m.safetensors"
-    _big_model(model, 2)  # ~2.9 MB
+    reg_dir, model = _registry_and_model(tmp_path)
     with Registry.open(reg_dir) as reg:
         reg.commit(model, model="m")
         dest = tmpfs(tmp_path / "dest", "1m")
@@ -155,10 +158,7 @@ def test_remote_checkout_into_full_disk(tmpfs: Mount, tmp_path: Path) -> None:
     from modelvc.remote import RemoteRegistry
     from tests.services.server import ServerProcess, grant_token
 
-    reg_dir = tmp_path / "reg"
-    Registry.init(reg_dir).close()
-    model = tmp_path / "src" / "m.safetensors"
-    _big_model(model, 2)  # ~2.9 MB
+    reg_dir, model = _registry_and_model(tmp_path)
     with Registry.open(reg_dir) as reg:
         reg.commit(model, model="m")
     token = grant_token(reg_dir)
