@@ -218,3 +218,11 @@ def test_import_from_a_tracking_server_over_http(server: Any, tmp_path: Path,
             assert _files(tmp_path / "co" / number) == files
         assert reg.resolve("remote@champion").number == 2
         assert reg.resolve("remote@v3").params == {"i": "2"}
+
+
+def test_a_missing_store_is_refused_not_created(tmp_path: Path) -> None:
+    Registry.init(tmp_path / "reg").close()
+    p = _import(tmp_path / "reg", f"sqlite:///{tmp_path / 'nope.db'}", "--json")
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 2 and "no MLflow database" in json.loads(out)["message"]
+    assert not (tmp_path / "nope.db").exists()

@@ -27,7 +27,12 @@ def import_mlflow(ctx: Ctx, tracking_uri: str, models: str, as_json: bool) -> No
     """Copy every registered model, version artifacts, descriptions, tags, aliases and
     stages. Resumable and idempotent: a second run copies nothing.
     Needs the MLflow client: pip install 'modelvc[mlflow]'."""
+    import os
+
     from ..mlflow.importer import import_mlflow as run
+
+    # Our progress is one line per version; MLflow's own bars per file would drown it.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     reg = ctx.local_registry()
     wanted = [m.strip() for m in models.split(",") if m.strip()] or None

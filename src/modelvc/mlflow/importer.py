@@ -105,6 +105,11 @@ def import_mlflow(reg: Registry, tracking_uri: str, *, models: list[str] | None 
                   actor: str | None = None,
                   progress: Callable[[str], None] | None = None) -> ImportReport:
     """Copy MLflow's registered models (or MODELS) into REG; see the module doc."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.is_file():  # MLflow would create an empty store there
+            raise UsageError(f"no MLflow database at {db}",
+                             hint="sqlite:///relative/mlflow.db or sqlite:////absolute/path")
     client = _client(tracking_uri)
     import mlflow
 
