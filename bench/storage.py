@@ -131,7 +131,7 @@ def max_depth_of(reg: Registry, ref: str) -> int:
     depth = 0
     for f in reg.manifest(ref).files:
         for seg in f.tensors():
-            depth = max(depth, len(reg._io.chain(seg.id)) - 1)
+            depth = max(depth, len(reg.delta_chain(seg.id)))  # references below it
     return depth
 
 
