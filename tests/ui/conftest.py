@@ -120,6 +120,15 @@ def login(page: Page, server: ServerProcess, token: str) -> None:
     page.wait_for_url(server.url + "/ui/")
 
 
+def roll_back(page: Page, server: ServerProcess, model: str, channel: str,
+              reason: str) -> None:
+    """Roll CHANNEL back from MODEL's page, as a maintainer clicks it."""
+    page.goto(f"{server.url}/ui/m/{model}")
+    row = page.locator("section[aria-labelledby=channels] tr", has_text=channel)
+    row.locator("input[name=reason]").fill(reason)
+    row.locator("button", has_text=f"Roll back {channel}").click()
+
+
 def shot(page: Page, name: str) -> None:
     """A screenshot for docs/ui.md, only when MODELVC_UI_SCREENSHOTS is set."""
     if SHOTS:

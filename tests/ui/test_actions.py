@@ -8,7 +8,7 @@ from playwright.sync_api import Page, expect
 from modelvc.registry import Registry
 from tests.services.server import ServerProcess
 
-from .conftest import Console, login, shot
+from .conftest import Console, login, roll_back, shot
 from .seed import Seeded
 
 
@@ -56,10 +56,7 @@ def test_rollback_by_a_maintainer_shows_in_timeline_and_audit(
         page: Page, server: ServerProcess, seeded: Seeded, console: Console) -> None:
     at_before, moves_before, _ = _state(seeded)
     login(page, server, seeded.tokens["maint"])
-    page.goto(server.url + "/ui/m/bert")
-    row = page.locator("section[aria-labelledby=channels] tr", has_text="production")
-    row.locator("input[name=reason]").fill("latency regression in v2")
-    row.locator("button", has_text="Roll back production").click()
+    roll_back(page, server, "bert", "production", "latency regression in v2")
     expect(page.locator(".notice[role=status]")).to_contain_text("rolled back production")
     first = page.locator("section[aria-labelledby=timeline] tbody tr").first
     expect(first).to_contain_text("rollback")

@@ -14,7 +14,7 @@ from tests.services.postgres import drop_database, fresh_database, postgres_url
 from tests.services.s3 import start_seaweed
 from tests.services.server import ServerProcess
 
-from .conftest import Console, login
+from .conftest import Console, login, roll_back
 from .seed import Seeded, seed
 from .test_crawl import _crawl
 
@@ -55,10 +55,7 @@ def test_every_page_and_a_gated_rollback_on_postgres_and_s3(
         "bert.safetensors")
 
     login(page, server, seeded.tokens["maint"])
-    page.goto(server.url + "/ui/m/bert")
-    row = page.locator("section[aria-labelledby=channels] tr", has_text="production")
-    row.locator("input[name=reason]").fill("back to v1 on pg")
-    row.locator("button", has_text="Roll back production").click()
+    roll_back(page, server, "bert", "production", "back to v1 on pg")
     expect(page.locator("section[aria-labelledby=timeline] tbody tr").first).to_contain_text(
         "back to v1 on pg")
     with Registry.open(seeded.path) as reg:
