@@ -88,15 +88,47 @@ def _hash_file(path: Path) -> str:
 
 @functools.cache
 def _package_versions() -> tuple[tuple[str, str], ...]:
-    """Installed versions of PACKAGES; read once per process (the metadata files are
-    parsed as email messages: ~10 ms a commit otherwise)."""
+    """Installed versions of PACKAGES; read once per process. From the names of the
+    `NAME-VERSION.dist-info` folders on sys.path, first match wins as for
+    importlib.metadata (which parses every candidate's metadata and searches the whole
+    path once per package: ~85 ms of CPU per CLI commit). Only a package installed
+    without such a folder (an .egg-info) is asked of importlib.metadata."""
+    installed, eggs = _dist_infos()
     found = []
     for name in PACKAGES:
-        try:
-            found.append((name, metadata.version(name)))
-        except metadata.PackageNotFoundError:
-            continue
+        key = _norm(name)
+        if key in installed:
+            found.append((name, installed[key]))
+        elif key in eggs:
+            try:
+                found.append((name, metadata.version(name)))
+            except metadata.PackageNotFoundError:
+                continue
     return tuple(found)
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "_").replace(".", "_")
+
+
+def _dist_infos() -> tuple[dict[str, str], set[str]]:
+    """(normalized name -> version of the first NAME-VERSION.dist-info on sys.path,
+    normalized names that have an .egg-info somewhere)."""
+    installed: dict[str, str] = {}
+    eggs: set[str] = set()
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for n in names:
+            if n.endswith(".dist-info"):
+                name, sep, version = n[: -len(".dist-info")].partition("-")
+                if sep:
+                    installed.setdefault(_norm(name), version)
+            elif n.endswith(".egg-info"):
+                eggs.add(_norm(n[: -len(".egg-info")].partition("-")[0]))
+    return installed, eggs
 
 
 def environment() -> dict[str, Any]:
