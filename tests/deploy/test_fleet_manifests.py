@@ -23,25 +23,14 @@ from tests.fleet.fleet_helpers import get_json, wait_for
 from tests.services.ports import free_port
 from tests.serving.conftest import Digits, commit_onnx, digits  # noqa: F401
 
-from .manifests import (
-    DEPLOY,
-    ROOT,
-    assert_entrypoint_runs_modelvc,
-    assert_env_keys_exist,
-    assert_non_root,
-    assert_secret_templates_hold_no_secrets,
-    dockerfile,
-    env_sources,
-    healthcheck,
-    manifests,
-)
+from . import manifests as shared
 
-FLEET = DEPLOY / "k8s-fleet"
+FLEET = shared.DEPLOY / "k8s-fleet"
 PROBES = {"/v2/health/ready", "/v2/health/live"}  # modelvc.serving.app routes
 
 
 def _docs() -> dict[str, dict[str, Any]]:
-    return manifests(FLEET)
+    return shared.manifests(FLEET)
 
 
 def _container() -> dict[str, Any]:
@@ -76,7 +65,7 @@ def test_manifests_agree_with_each_other() -> None:
                                                             "livenessProbe", "startupProbe"))
     assert {v["valueFrom"]["configMapKeyRef"]["name"] for v in c["env"]
             if "configMapKeyRef" in v.get("valueFrom", {})} == {"modelvc-gateway"}
-    assert_env_keys_exist(docs, c)
+    shared.assert_env_keys_exist(docs, c)
     # every $(VAR) in the arguments is defined (kubelet leaves unknown ones verbatim)
     names = {v["name"] for v in c["env"]}
     for arg in c["args"]:
@@ -90,7 +79,7 @@ def test_manifests_agree_with_each_other() -> None:
     assert c["args"][:3] == ["serve", "--config", f"{mounts['config']}/serve.toml"]
     assert env["MODELVC_SERVER_REGISTRY"] == env["MODELVC_REGISTRY"] == mounts["registry"]
     # the bootstrap and the object store read these very names
-    sources = env_sources()
+    sources = shared.env_sources()
     for name in names - {"MODELVC_REGISTRY", "MODELVC_SERVER_REGISTRY", "POD_NAME",
                          "POD_IP", "NODE_NAME"}:
         assert f'"{name}"' in sources, name
@@ -100,18 +89,18 @@ def test_manifests_agree_with_each_other() -> None:
     assert cfg.grpc_port == ports["grpc"]  # OIP over gRPC, where the Service sends it
     assert cfg.fleet is None  # fleet settings are flags (the pod's name is substituted)
     assert "--fleet" in c["args"] and "--replica-id" in c["args"]
-    assert_non_root(pod, c)
+    shared.assert_non_root(pod, c)
 
 
 def test_secret_templates_hold_no_secrets() -> None:
-    assert_secret_templates_hold_no_secrets(
+    shared.assert_secret_templates_hold_no_secrets(
         FLEET, ["ConfigMap", "Service", "Service", "StatefulSet"])
 
 
 def test_dockerfile() -> None:
     """The gateway image is deploy/Dockerfile with EXTRAS=serve,server, run with the
     StatefulSet's args (`serve ...`) after its entrypoint's bootstrap."""
-    steps = dockerfile()
+    steps = shared.dockerfile()
     assert any(w == "RUN" and '".[${EXTRAS}]"' in a for w, a in steps)
     build = "--build-arg EXTRAS=serve,server"
     assert build in (FLEET / "kustomization.yaml").read_text()
@@ -124,10 +113,10 @@ def test_dockerfile() -> None:
     assert tomllib.loads(_serve_toml())["port"] == port
     env = " ".join(a for w, a in steps if w == "ENV")
     assert f"MODELVC_GATEWAY_PORT={port}" in env
-    assert f"http://127.0.0.1:{port}/v2/health/live" in healthcheck().probes(
+    assert f"http://127.0.0.1:{port}/v2/health/live" in shared.healthcheck().probes(
         {"MODELVC_GATEWAY_PORT": str(port)})
     assert _container()["args"][0] == "serve"
-    assert_entrypoint_runs_modelvc()
+    shared.assert_entrypoint_runs_modelvc()
     assert not (FLEET / "Dockerfile").exists() and not (FLEET / "entrypoint.sh").exists()
 
 
@@ -163,7 +152,7 @@ def test_gateway_pod_starts_and_joins_the_fleet(
     env = _pod_env(tmp_path, pg_url)
     # The registry server's side: the same database and bucket, digits v1 in production.
     server_env = env | {"MODELVC_SERVER_REGISTRY": str(tmp_path / "server")}
-    subprocess.run([sys.executable, str(ROOT / "deploy/bootstrap.py")], env=server_env,
+    subprocess.run([sys.executable, str(shared.ROOT / "deploy/bootstrap.py")], env=server_env,
                    check=True)
     with Registry.open(tmp_path / "server") as reg:
         commit_onnx(reg, tmp_path, digits.good, "v1")
@@ -173,8 +162,8 @@ def test_gateway_pod_starts_and_joins_the_fleet(
     args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a)
             .replace("/etc/modelvc", str(tmp_path / "etc")) for a in _container()["args"]]
     port = free_port()
-    script = (DEPLOY / "entrypoint.sh").read_text().replace(
-        "/usr/local/lib/modelvc/bootstrap.py", str(ROOT / "deploy/bootstrap.py"))
+    script = (shared.DEPLOY / "entrypoint.sh").read_text().replace(
+        "/usr/local/lib/modelvc/bootstrap.py", str(shared.ROOT / "deploy/bootstrap.py"))
     log = tmp_path / "gateway.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(["sh", "-c", script, "entrypoint.sh", *args, "--host",
