@@ -44,7 +44,8 @@ def _need_serving() -> None:
 @click.option("--poll-interval", type=float, help="Seconds between channel looks (0.2).")
 @click.option("--trust", type=click.Choice(["never", "signed", "any"]),
               help="Which versions may run a Python predictor (default never).")
-@click.option("--workers", type=int, help="Inference threads (default 4).")
+@click.option("--workers", type=int,
+              help="Inference threads (default 4); short ONNX calls run on the event loop.")
 @click.option("--fleet", is_flag=True,
               help="Join a fleet: switch only when a deployment says so (modelvc deploy).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
