@@ -311,3 +311,33 @@ def test_odd_values_and_shapes_are_answered_not_500(as_user: Server, tmp_path: P
         r = httpx.post(f"{as_user.url}/api/2.0/mlflow/{path}", json=body, headers=h)
         assert r.status_code == 400, (path, r.text)
         assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_another_writer_cannot_touch_my_run_or_staged_files(as_user: Server,
+                                                            tmp_path: Path) -> None:
+    import httpx
+
+    from tests.services.server import grant_token
+
+    bob = grant_token(as_user.registry, "bob", "writer")
+    c = _client(as_user)
+    run = c.create_run("0")
+    path = tmp_path / "model.safetensors"
+    write_model(path, 3)
+    c.log_artifact(run.info.run_id, str(path), artifact_path="w")
+    b = _client(as_user, bob)
+    with pytest.raises(MlflowException) as err:
+        b.log_param(run.info.run_id, "lr", "1")
+    assert _error(err) == "PERMISSION_DENIED"
+    url = (f"{as_user.url}/api/2.0/mlflow-artifacts/artifacts/0/{run.info.run_id}/"
+           "artifacts/w/model.safetensors")
+    r = httpx.put(url, content=b"swapped", headers={"Authorization": f"Bearer {bob}"})
+    assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED"
+    r = httpx.put(f"{as_user.url}/api/2.0/mlflow-artifacts/artifacts/elsewhere/x.bin",
+                  content=b"x", headers={"Authorization": f"Bearer {bob}"})
+    assert r.status_code == 400
+    # Bob may still read it, and register it under a model he writes.
+    got = httpx.get(url, headers={"Authorization": f"Bearer {bob}"})
+    assert got.content == path.read_bytes()
+    b.create_registered_model("bobs")
+    assert b.create_model_version("bobs", f"runs:/{run.info.run_id}/w").version == "1"

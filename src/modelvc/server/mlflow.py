@@ -154,6 +154,14 @@ class Ctx:
                                    hint=f"`modelvc role grant {self.who} {role} --on MODEL`")
 
 
+    def need_owner(self, owner: str | None, what: str) -> None:
+        """Runs, logged models and their staged files are written by whoever created them
+        (or an admin on '*'): another writer must not swap files about to be registered."""
+        if owner != self.who and not self.may("admin", None):
+            raise PermissionDenied(f"{what} belongs to {owner}: {self.who} may not change it",
+                                   hint="log to a run or logged model of your own")
+
+
 Handler = Callable[[Ctx, dict[str, Any]], dict[str, Any]]
 TABLE: list[tuple[str, str, Handler]] = []
 

@@ -60,6 +60,24 @@ def _registered(ctx: Ctx, path: str) -> tuple[str, Manifest, str]:
         raise missing(f"model version {model}/{number} not found") from exc
 
 
+def _owner_check(ctx: Ctx, path: str) -> None:
+    """A staged path is EXP/RUN/artifacts/... or EXP/models/MODEL_ID/artifacts/...: only
+    the run's or logged model's creator writes there."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    if len(parts) >= 4 and parts[1] == "models" and parts[3] == "artifacts":
+        doc = ctx.side.get("lm", parts[2])
+        what, owner = f"logged model {parts[2]}", (doc or {}).get("creator")
+    elif len(parts) >= 3 and parts[2] == "artifacts":
+        doc = ctx.side.get("run", parts[1])
+        what, owner = f"run {parts[1]}", (doc or {}).get("user_id")
+    else:
+        doc, what, owner = None, "", None
+    if doc is None:
+        raise bad(f"{path}: artifacts go under a run's or a logged model's artifact URI "
+                  "(EXP/RUN_ID/artifacts/... or EXP/models/MODEL_ID/artifacts/...)")
+    ctx.need_owner(owner, what)
+
+
 def _registered_path(moved: tuple[str, int, str]) -> str:
     model, number, inner = moved
     return f"{REGISTERED}/{model}/{number}/{inner}".rstrip("/")
@@ -135,6 +153,7 @@ async def upload(request: Request, path: str) -> Response:
         raise MlflowError("PERMISSION_DENIED", "registered versions are immutable: log a new "
                           "model and register it as a new version")
     ctx.need_somewhere()
+    await run_in_threadpool(_owner_check, ctx, path)
     target = _staged(ctx, path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
@@ -156,6 +175,7 @@ async def delete(request: Request, path: str) -> Response:
         raise MlflowError("PERMISSION_DENIED", "registered versions are deleted through "
                           "delete_model_version, not their files")
     ctx.need_somewhere()
+    await run_in_threadpool(_owner_check, ctx, path)
     target = _staged(ctx, path)
     if target.is_dir():
         shutil.rmtree(target)

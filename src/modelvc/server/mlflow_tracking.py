@@ -195,7 +195,9 @@ def get_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
 def _edit_run(ctx: Ctx, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     ctx.need_somewhere()
     run_id = str(body.get("run_id") or body.get("run_uuid") or "")
-    return run_id, _run(ctx, run_id)
+    doc = _run(ctx, run_id)
+    ctx.need_owner(doc.get("user_id"), f"run {run_id}")
+    return run_id, doc
 
 
 @api("POST", "/runs/update")
@@ -355,7 +357,7 @@ def create_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
            "source_run_id": str(body.get("source_run_id") or ""),
            "artifact_path": f"{exp_id}/models/{model_id}/artifacts",
            "params": _pairs(body.get("params"), "params"),
-           "tags": _pairs(body.get("tags"), "tags")}
+           "tags": _pairs(body.get("tags"), "tags"), "creator": ctx.who}
     ctx.side.put("lm", model_id, doc)
     return {"model": _lm_json(model_id, doc)}
 
@@ -371,6 +373,7 @@ def _edit_lm(ctx: Ctx, body: dict[str, Any], **changes: Any) -> dict[str, Any]:
     ctx.need_somewhere()
     model_id = need_str(body, "model_id")
     doc = _lm(ctx, model_id)
+    ctx.need_owner(doc.get("creator"), f"logged model {model_id}")
     doc.update(changes, updated=_now())
     ctx.side.put("lm", model_id, doc)
     return {"model": _lm_json(model_id, doc)}
