@@ -137,7 +137,7 @@ def _story(reg: Registry, root: Path, data: tuple[Any, ...], say: Say, t0: float
     from .canary import Policy
     from .serving.config import CanaryConfig, ModelConfig, ServeConfig
     from .serving.loadgen import Traffic
-    from .serving.runner import BackgroundServer, free_port
+    from .serving.runner import BackgroundServer
 
     xtr, _, xte, yte = data
     say("2. Train a small MLP on the digits data, export it to ONNX, commit it as v1")
@@ -158,7 +158,7 @@ def _story(reg: Registry, root: Path, data: tuple[Any, ...], say: Say, t0: float
     policy = Policy(window=120.0, min_samples=80, min_feedback=80)
     cfg = ServeConfig(models=[ModelConfig("digits", "digits", "production",
                                           canary=CanaryConfig("canary", 30.0, policy))],
-                      port=free_port(), grpc_port=0, poll_interval=0.1)
+                      port=0, grpc_port=0, poll_interval=0.1)  # port: bound by the system
     srv = BackgroundServer(reg, cfg, workdir=root / ".serve").start()
     traffic = Traffic(srv.url, "digits", xte, yte, threads=3).start()
     say(f"   {srv.url}/v2/models/digits  (traffic: 3 callers sending digits, each "

@@ -21,7 +21,6 @@ from modelvc.canary import Clock
 from modelvc.registry import Registry
 from modelvc.serving.config import ModelConfig, ServeConfig, load_config
 from modelvc.serving.runner import BackgroundServer
-from tests.services.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ def start_gateway(tmp_path: Path) -> Iterator[Start]:
     def start(reg: Registry, models: list[ModelConfig | dict[str, Any]] | None = None,
               clock: Clock = time.monotonic, **kw: Any) -> BackgroundServer:
         cfg: ServeConfig = load_config(None, {
-            "models": models or [{"model": "digits"}], "port": free_port(),
+            "models": models or [{"model": "digits"}], "port": 0,  # bound by the system
             "poll_interval": 0.05, "grpc_port": 0, **kw})
         srv = BackgroundServer(reg, cfg, workdir=tmp_path / f"serve{len(running)}",
                                clock=clock)

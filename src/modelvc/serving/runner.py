@@ -60,7 +60,9 @@ def serve_forever(reg: Registry, cfg: ServeConfig, *, log_level: str = "info") -
 
 
 class BackgroundServer:
-    """`with BackgroundServer(reg, cfg) as srv:` serves at srv.url until the block ends."""
+    """`with BackgroundServer(reg, cfg) as srv:` serves at srv.url until the block ends.
+    With `port = 0` the system picks a free port as it binds (no window in which another
+    process can take it): srv.url names it once started."""
 
     def __init__(self, reg: Registry, cfg: ServeConfig, *, workdir: Path | None = None,
                  log_level: str = "warning", clock: Clock = time.monotonic) -> None:
@@ -76,6 +78,9 @@ class BackgroundServer:
             if not self._thread.is_alive():
                 raise RuntimeError(f"the gateway did not start on {self.url}")
             self._thread.join(0.02)
+        if self._server.servers and self._server.servers[0].sockets:
+            host, port = self._server.servers[0].sockets[0].getsockname()[:2]
+            self.url = f"http://{host}:{port}"
         return self
 
     def stop(self) -> None:
