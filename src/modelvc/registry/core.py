@@ -33,7 +33,7 @@ from .host import HostOps
 from .reads import ReadOps
 from .refs import RefOps
 from .writes import DEFAULT_BRANCH as DEFAULT_BRANCH
-from .writes import _IngestOps
+from .writes import WriteOps
 
 if TYPE_CHECKING:  # imported on first use: commands that only read metadata (log, refs,
     # history) never load numpy and the codecs, nor gates or signing: the CLI starts faster
@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # imported on first use: commands that only read metadata (lo
 Version = VersionRow
 
 
-class Registry(ReadOps, RefOps, HostOps, ExchangeOps, _IngestOps):
+class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
     """A model registry: versions, branches, channels, tags, and their history."""
 
     def __init__(self, lay: _layout.Layout, meta: MetaStore, store: ObjectStore) -> None:

@@ -26,7 +26,7 @@ Version = VersionRow
 DEFAULT_BRANCH = "main"
 
 
-class _IngestOps:
+class WriteOps:
     layout: _layout.Layout
     _meta: MetaStore
     _store: ObjectStore
