@@ -50,6 +50,8 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("commit.py", "files -> stored segments"), ("checkout.py", "segments -> files"),
      ("diff.py", "what changed"), ("maintenance.py", "verify, gc, delete")],
     [("storage.py", "ObjectIO: tensors/blobs on a store; dedup, delta chains, verified reads"),
+     ("blockread.py", "ObjectIO's read side: a block decoded down its delta chain"),
+     ("blockcache.py", "decoded tensor blocks, least recently used out first"),
      ("pipeline.py", "bounded windows of work"),
      ("manifest.py", "a version: files -> ordered segments -> object ids"),
      ("formats/", "plan_file(): safetensors, ONNX, pickles (opaque), other files"),
