@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .loadgen import Tally
+from .tally import Tally
 
 
 class Requests:
