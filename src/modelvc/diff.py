@@ -87,7 +87,7 @@ def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_la
             out.files_changed = [pb] if a.files[0].sha256 != b.files[0].sha256 else []
             fa = {pb: a.files[0]}
             ta = {(pb, n): s for (_, n), s in ta.items()}
-    pairs = _pair_tensors(ta, tb)
+    pairs = _pair_tensors(ta, _quantized_as_source(ta, tb))
     sizes = [s.size for _, sa, sb in pairs if (s := sb or sa) is not None]
     total, done = sum(sizes), 0
     acc = _Error()
@@ -182,15 +182,32 @@ class _Error:
 _FLOATS = ("F64", "F32", "F16", "BF16")
 
 
+def _quantized_as_source(ta: dict[tuple[str, str], SegmentRef],
+                         tb: dict[tuple[str, str], SegmentRef]
+                         ) -> dict[tuple[str, str], SegmentRef]:
+    """ONNX Runtime's quantizer renames weight W to W_quantized (beside W_scale and
+    W_zero_point): pair it with the source's W, to be compared dequantized."""
+    out = dict(tb)
+    for file, name in list(tb):
+        base = name.removesuffix("_quantized")
+        if base != name and (file, base) in ta and (file, base) not in tb and \
+                (file, f"{base}_scale") in tb:
+            out[(file, base)] = out.pop((file, name))
+    return out
+
+
 def _quant(io: ObjectIO, tb: dict[tuple[str, str], SegmentRef], key: tuple[str, str]
            ) -> tuple[float, float] | None:
     """(scale, zero point) stored beside an int8 weight by quantize-dynamic, if any."""
     file, name = key
     sc, zp = tb.get((file, f"{name}_scale")), tb.get((file, f"{name}_zero_point"))
-    if sc is None or zp is None:
+    if sc is None:
         return None
     s = _as_float(io.read_tensor(sc.id), sc.dtype or "")
-    z = _as_float(io.read_tensor(zp.id), zp.dtype or "")
+    # ONNX keeps a scalar int8 zero point outside raw_data, so it is not indexed: for
+    # signed int8 weights ONNX Runtime quantizes symmetrically, zero point 0.
+    z = _as_float(io.read_tensor(zp.id), zp.dtype or "") if zp is not None else \
+        np.zeros(1)
     if s is None or z is None or s.size != 1 or z.size != 1:
         return None
     return float(s[0]), float(z[0])

@@ -44,6 +44,13 @@ def test_onnx_digits(reg: Registry, digits: tuple[Path, Path, float], tmp_path: 
     _, prob0 = a.run(None, {a.get_inputs()[0].name: x})
     assert np.mean(lab == y) >= acc - 0.01
     assert np.abs(prob - prob0).max() < 0.1
+    # diff pairs each W_quantized with the source's W and compares it dequantized.
+    d = reg.diff("digits@v1", "digits@int8")
+    by = {t.name: t for t in d.tensors}
+    for name, s in per.items():
+        assert by[name].dequantized and by[name].max_abs == pytest.approx(s["max_abs_error"])
+    assert d.error is not None and d.error["max_abs"] == pytest.approx(
+        max(s["max_abs_error"] for s in per.values()))
     result = check(reg, "digits@int8", record=False)
     assert result.ok and [f.status for f in result.files] == ["same"]
 

@@ -14,9 +14,11 @@ tool versions), so `derive --check` compares bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +82,8 @@ def _onnx(root: Path, paths: list[Path], out_dir: Path) -> Applied:
         if p.suffix != ".onnx":
             shutil.copyfile(p, dest)
             continue
-        quantize_dynamic(str(p), str(dest), weight_type=QuantType.QInt8)
+        with _quiet_root_logger():  # it advises pre-processing on the root logger
+            quantize_dynamic(str(p), str(dest), weight_type=QuantType.QInt8)
         src = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer}
         got = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(dest)).graph.initializer}
         prefix = f"{_rel(root, p)}:" if len(paths) > 1 else ""
@@ -99,6 +102,17 @@ def _onnx(root: Path, paths: list[Path], out_dir: Path) -> Applied:
             for k, v in samples.output_error(a.run(None, feed), b.run(None, feed)).items():
                 errors[k] = max(errors.get(k, 0.0), v)
     return _applied(per, errors, "onnxruntime.quantization.quantize_dynamic QInt8")
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _applied(per: dict[str, dict[str, Any]], errors: dict[str, float], method: str) -> Applied:
