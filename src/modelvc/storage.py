@@ -71,7 +71,7 @@ MAX_WALK = 4 * MAX_CHAIN_DEPTH
 STREAM_BYTES = 64 << 20
 HASH_CHUNK = 16 << 20
 # In a batch (ObjectIO.batched), objects up to this size are presumed new without asking
-# the store, and held for one put_many (packs hold members up to 1 MiB, on every backend).
+# the store, and held for one put_many (into packs; a store's `member_max` overrides it).
 BATCH_MAX = 1 << 20
 _ZEROS = memoryview(bytes(BLOCK_ELEMENTS))
 BLOB_MAGICS = (RAW_MAGIC, ZSTD_MAGIC)
@@ -92,6 +92,7 @@ class ObjectIO(BlockReader):
         self.store = store
         self.executor = executor  # for block-level parallelism inside big tensors
         self._pending: PendingStore | None = None
+        self._batch_max = BATCH_MAX
         # A batching view (see batched) shares the caches of the ObjectIO it was made from.
         self._headers: OrderedDict[str, TensorHeader] = (
             _shared._headers if _shared else OrderedDict())
@@ -110,9 +111,11 @@ class ObjectIO(BlockReader):
         `batched_writes` (every PackedStore: local, S3, memory); else the ObjectIO itself."""
         if not getattr(self.store, "batched_writes", False):
             return self  # a local disk gains nothing: write each as it is encoded
-        pending = PendingStore(self.store, max_item=BATCH_MAX, on_skip=self.forget)
+        item = int(getattr(self.store, "member_max", BATCH_MAX))
+        pending = PendingStore(self.store, max_item=item, on_skip=self.forget)
         view = ObjectIO(pending, executor=self.executor, _shared=self)
         view._pending = pending
+        view._batch_max = item
         return view
 
     def write_batch(self) -> set[str]:
@@ -142,7 +145,7 @@ class ObjectIO(BlockReader):
         encoded against: a revert to an earlier checkpoint); write_batch's put_many
         settles the rest. Encoding such an object against REF would make its header
         point into a chain that leads back to itself."""
-        if (self._pending is not None and nbytes <= BATCH_MAX and oid != ref
+        if (self._pending is not None and nbytes <= self._batch_max and oid != ref
                 and (ref is None or self.tensor_header(ref) is None  # a blob: no chain
                      or oid not in self.chain(ref))):
             return self._pending.holds(oid)

@@ -25,6 +25,7 @@ from .base import check_key
 from .packed import PackedStore
 
 CHUNK = 1 << 20  # put_file streams in 1 MiB pieces
+LOCAL_MEMBER_MAX = 8 << 20
 
 
 class LocalBackend:
@@ -186,6 +187,10 @@ class LocalBackend:
 
 class LocalStore(PackedStore):
     """Objects in a folder: loose files and packs (see packed.py)."""
+
+    # A commit's objects up to 8 MiB share pack files: the tensors of a typical
+    # fine-tune (a few MB each) then cost no fsync of their own.
+    member_max = LOCAL_MEMBER_MAX
 
     def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
         self.local = LocalBackend(root, fsync=fsync)

@@ -5,7 +5,7 @@
     packs/<id>.<nonce>.dead.<uuid> a tombstone: members of that pack deleted
 
 `put_many` (a commit's small objects, held by ObjectIO.batched until the end) writes
-objects of up to MEMBER_MAX bytes into packs: on S3 one request instead of a HEAD and a
+objects of up to `member_max` bytes into packs: on S3 one request instead of a HEAD and a
 PUT each, on a local disk one file create and one fsync instead of a file and a
 directory fsync per object. Single puts and larger objects stay loose, so stores
 written before packs existed (every object loose) are read as they are.
@@ -92,6 +92,10 @@ class PackedStore:
     # ObjectIO holds a commit's small objects for one put_many (packs) on every backend.
     batched_writes = True
     map_ttl = 10.0
+    # Objects up to this size go into packs (ObjectIO holds them for put_many). A remote
+    # backend keeps it small (a packed member is read through windows); a local one
+    # packs larger ones too, since each loose object costs a file and folder fsync.
+    member_max = MEMBER_MAX
     # Tombstones whose pack is gone are removed by list() once this old (a younger one
     # may belong to a pack created after the listing passed its name).
     stray_age = 600.0
@@ -118,7 +122,7 @@ class PackedStore:
         return self.backend.put(object_name(key), data)
 
     def put_many(self, items: list[tuple[str, bytes]]) -> list[bool]:
-        """Objects of up to MEMBER_MAX bytes go into packs of up to PACK_TARGET bytes
+        """Objects of up to `member_max` bytes go into packs of up to PACK_TARGET bytes
         (one durable write each), larger ones through `put`; keys already present are
         skipped. A key listed twice is written once (its later entries answer False)."""
         keys = [check_key(k) for k, _ in items]
@@ -127,7 +131,7 @@ class PackedStore:
         for k, data in items:
             if k not in present:
                 todo.setdefault(k, bytes(data))
-        small = [(k, d) for k, d in todo.items() if len(d) <= MEMBER_MAX]
+        small = [(k, d) for k, d in todo.items() if len(d) <= self.member_max]
         if len(small) < 2:  # a pack of one saves nothing
             small = []
         written = {k: True for k, _ in small}
