@@ -68,3 +68,39 @@ def test_random_histories_never_draw_over_a_version(picks: list[list[int]]) -> N
         parents = sorted({p % (n - 1) + 1 for p in ps}) if n > 1 else []
         vs.append(_v(n, parents))
     _check(vs)
+
+
+def _derived(n: int, parents: list[int], source: int, recipe: str = "cast") -> Version:
+    v = _v(n, parents)
+    rec = {"version": f"id{source}", "recipe": recipe, "params": {"dtype": "bf16"}}
+    return Version(**{**v.__dict__, "lineage": {"derived_from": rec}})
+
+
+def test_a_derived_version_hangs_off_its_source_dashed_and_labelled() -> None:
+    # 1-2-3 on main; 4 = cast of 2 (its parent, as `modelvc derive` commits it)
+    vs = [_v(1, []), _v(2, [1]), _v(3, [2]), _derived(4, [2], 2)]
+    lay = layout(vs)
+    assert [(c.v.number, s.v.number if s else None, t) for c, s, t in lay.derived] == [
+        (4, 2, "cast (dtype=bf16)")]
+    lane = {nd.v.number: nd.lane for nd in lay.nodes}
+    assert lane[4] != lane[2]  # off the main line
+    out = svg(lay, lambda _id: [], lambda v: f"/v/{v.number}", title="t")
+    assert out.count('class="derived"') == 2  # one dashed edge, one text label
+    assert "[cast of v2]" in out
+    assert 'aria-label="v4 by a: m4, derived from v2 by cast (dtype=bf16)"' in out
+    assert "derived from" not in out.split('aria-label="v3')[1].split(">")[0]
+
+
+def test_a_source_that_is_no_parent_gets_its_own_dashed_edge() -> None:
+    # a team's tool records v1 as the source of v3 whose parent is v2
+    lay = layout([_v(1, []), _v(2, [1]), _derived(3, [2], 1, "distill")])
+    out = svg(lay, lambda _id: [], lambda v: f"/v/{v.number}", title="t")
+    assert out.count("<path") == 3 and out.count('class="derived"') == 2
+    assert "[distill of v1]" in out
+
+
+def test_a_source_outside_the_window_is_named_by_its_number_or_id() -> None:
+    lay = layout([_v(5, [4]), _derived(6, [5], 1)])
+    assert [(c.v.number, s) for c, s, _ in lay.derived] == [(6, None)]
+    out = svg(lay, lambda _id: [], lambda v: f"/v/{v.number}", title="t")
+    assert "[cast of id1]" in out

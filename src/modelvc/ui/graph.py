@@ -4,17 +4,20 @@ Rows are versions, newest at the top. A version continues its first parent's lan
 it is that parent's first child; other children (branches, derived exports) open a lane
 that has been free since below the parent's row, so no edge runs over another version.
 A lane frees above a version with no children left to place. Merges draw a second edge.
+A derived version (lineage `derived_from`, docs/derive.md) hangs off its source: that edge
+is dashed and the version's label says `RECIPE of vN` (also in its accessible name).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 
 from markupsafe import Markup
 
 from ..api.types import Ref, Version
+from .views import derivation, derivation_text
 
 ROW = 24
 LANE = 16
@@ -36,6 +39,13 @@ class Layout:
     nodes: list[Node]  # newest first (row 0 at the top)
     lanes: int
     edges: list[tuple[Node, Node | None, bool]]  # (child, parent or None: outside), merge
+    # (derived, its source or None: outside the window, recipe text); the edge is dashed
+    derived: list[tuple[Node, Node | None, str]] = field(default_factory=list)
+
+    def derived_pairs(self) -> set[tuple[str, str]]:
+        """(derived id, source id) of every derivation (its source id even if outside)."""
+        return {(c.v.id, (derivation(c.v) or {}).get("version", "")) for c, _, _ in
+                self.derived}
 
 
 def layout(versions: Sequence[Version]) -> Layout:
@@ -85,8 +95,14 @@ def layout(versions: Sequence[Version]) -> Layout:
         for k, q in enumerate(node.v.parents):
             j = index.get(q)
             edges.append((node, nodes[j] if j is not None else None, k > 0))
+    derived: list[tuple[Node, Node | None, str]] = []
+    for node in nodes:
+        rec = derivation(node.v)
+        if rec is not None:
+            j = index.get(rec["version"])
+            derived.append((node, nodes[j] if j is not None else None, derivation_text(rec)))
     nodes.reverse()
-    return Layout(nodes, max(1, len(tips)), edges)
+    return Layout(nodes, max(1, len(tips)), edges, derived)
 
 
 def _x(lane: int) -> int:
@@ -107,12 +123,19 @@ def svg(lay: Layout, refs: Callable[[str], list[Ref]], href: Callable[[Version],
            f'height="{height}" viewBox="0 0 {width} {height}" role="group" '
            f'aria-label="{escape(title)}">']
     out.append('<g class="edges" aria-hidden="true">')
-    for child, parent, merge in lay.edges:
+    pairs = lay.derived_pairs()
+    # A derivation whose source is no parent (a team's own tool) gets an edge of its own.
+    extra = [(c, s, True) for c, s, _ in lay.derived
+             if s is not None and s.v.id not in c.v.parents]
+    for child, parent, merge in [*lay.edges, *extra]:
         cx, cy = _x(child.lane), _y(child.row)
         color = COLORS[(parent.lane if merge and parent else child.lane) % len(COLORS)]
+        pid = parent.v.id if parent else (
+            child.v.parents[0] if child.v.parents else "")
+        cls = ' class="derived"' if (child.v.id, pid) in pairs else ""
         if parent is None:  # parent outside the window: a stub down
             out.append(f'<path d="M{cx},{cy}V{cy + ROW // 2}" stroke="{color}" '
-                       'class="stub"/>')
+                       f'class="stub{" derived" if cls else ""}"/>')
             continue
         px, py = _x(parent.lane), _y(parent.row)
         if px == cx:
@@ -121,8 +144,16 @@ def svg(lay: Layout, refs: Callable[[str], list[Ref]], href: Callable[[Version],
             d = f"M{cx},{cy}L{px},{cy + ROW * 2 // 3}V{py}"
         else:  # down the child's lane to just above the parent, then across to it
             d = f"M{cx},{cy}V{py - ROW * 2 // 3}L{px},{py}"
-        out.append(f'<path d="{d}" stroke="{color}"/>')
+        out.append(f'<path d="{d}" stroke="{color}"{cls}/>')
     out.append("</g>")
+    number = {n.v.id: n.v.number for n in lay.nodes}
+    marks: dict[str, tuple[str, str]] = {}
+    for c, src, text in lay.derived:
+        rec = derivation(c.v) or {}
+        label = f"v{src.v.number}" if src else (
+            f"v{number[rec['version']]}" if rec.get("version") in number
+            else str(rec.get("version", ""))[:12])
+        marks[c.v.id] = f"{text.split(' (')[0]} of {label}", f"derived from {label} by {text}"
     for node in lay.nodes:
         v = node.v
         x, y = _x(node.lane), _y(node.row)
@@ -130,8 +161,9 @@ def svg(lay: Layout, refs: Callable[[str], list[Ref]], href: Callable[[Version],
         labels = refs(v.id)
         ref_txt = ", ".join(f"{r.kind} {r.name}" for r in labels)
         msg = v.message.splitlines()[0] if v.message else ""
+        mark = marks.get(v.id)
         name = f"v{v.number} by {v.author}" + (f": {msg}" if msg else "") + (
-            f" ({ref_txt})" if ref_txt else "")
+            f" ({ref_txt})" if ref_txt else "") + (f", {mark[1]}" if mark else "")
         out.append(f'<a href="{escape(href(v))}" class="node" aria-label="{escape(name)}">'
                    f"<title>{escape(name)}</title>"
                    f'<circle cx="{x}" cy="{y}" r="5" fill="{color}"/>'
@@ -146,6 +178,10 @@ def svg(lay: Layout, refs: Callable[[str], list[Ref]], href: Callable[[Version],
                        f'class="{KIND_CLASS[r.kind]}"/><text x="{tx + 5}" y="{y + 4}" '
                        f'class="ref">{escape(r.name)}</text>')
             tx += w + 4
+        if mark:  # the recipe, in words beside the dashed edge (as log --graph marks it)
+            out.append(f'<text x="{tx + 4}" y="{y + 4}" class="derived">'
+                       f"[{escape(mark[0])}]</text>")
+            tx += 7 * (len(mark[0]) + 2) + 8
         if msg:
             out.append(f'<text x="{tx + 4}" y="{y + 4}" class="msg">'
                        f"{escape(msg[:80])}</text>")

@@ -18,6 +18,8 @@ from .views import (
     TimelineRow,
     VersionsCache,
     channel_timeline,
+    derivation,
+    derivation_text,
     flatten,
     numeric_metrics,
 )
@@ -135,6 +137,9 @@ def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
         at = f"{model}@{v.id}"
         files = _files(reg.manifest(at), reg.storage(at))
     lineage = v.lineage
+    rec = derivation(v)
+    derived_here = [DerivedRow(d.number, derivation_text(derivation(d) or {}))
+                    for d in data.derived.get(v.id, [])]
     return {
         "model": model, "v": v, "parents": parents, "parent_ids": v.parents,
         "children": children, "refs": refs,
@@ -143,7 +148,16 @@ def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
         "git": flatten(lineage.get("git", {})), "data": flatten(lineage.get("data", [])),
         "env": flatten({k: x for k, x in lineage.items() if k not in ("git", "data")}),
         "raw": v.raw_size, "stored": v.stored_size,
+        "derived_from": rec, "derived_text": derivation_text(rec) if rec else "",
+        "derived_source": data.by_id.get(rec["version"]) if rec else None,
+        "derived_here": derived_here,
     }
+
+
+@dataclass
+class DerivedRow:
+    number: int
+    text: str  # recipe (params)
 
 
 @dataclass

@@ -43,6 +43,7 @@ class ModelData:
     numbers: dict[str, int] = field(init=False)
     by_id: dict[str, Version] = field(init=False)
     children: dict[str, list[Version]] = field(init=False)
+    derived: dict[str, list[Version]] = field(init=False)  # source id -> derived from it
     raw: int = field(init=False)
     stored: int = field(init=False)
 
@@ -51,11 +52,31 @@ class ModelData:
         self.numbers = {v.id: v.number for v in self.versions}
         self.by_id = {v.id: v for v in self.versions}
         self.children = {}
+        self.derived = {}
         for v in reversed(self.versions):  # oldest first: children listed in order
             for p in v.parents:
                 self.children.setdefault(p, []).append(v)
+            rec = derivation(v)
+            if rec is not None:
+                self.derived.setdefault(rec["version"], []).append(v)
         self.raw = sum(v.raw_size for v in self.live)
         self.stored = sum(v.stored_size for v in self.live)
+
+
+def derivation(v: Version) -> dict[str, Any] | None:
+    """V's `derived_from` record (docs/derive.md) if it names a source, else None: any
+    caller can write lineage, so a malformed record is shown as plain lineage only."""
+    rec = v.lineage.get("derived_from") if isinstance(v.lineage, dict) else None
+    if not isinstance(rec, dict) or not isinstance(rec.get("version"), str):
+        return None
+    return rec
+
+
+def derivation_text(rec: dict[str, Any]) -> str:
+    """`cast (dtype=bf16)`: the recipe and its params, as `modelvc log --graph` marks it."""
+    params = rec.get("params")
+    ps = " ".join(f"{k}={x}" for k, x in params.items()) if isinstance(params, dict) else ""
+    return f"{rec.get('recipe')}" + (f" ({ps})" if ps else "")
 
 
 class VersionsCache:
