@@ -59,6 +59,11 @@ def test_graph_and_version_pages_show_the_derivation(page: Page, local_ui: Local
     expect(facts.locator("dd.derived-from")).to_contain_text(
         "derived from v2 by cast (dtype=bf16)")
     expect(facts.locator("dd.derived-versions")).to_have_text("none")
+    # The record in the lineage section, without the per-tensor stats.
+    record = page.locator("section[aria-labelledby=lineage-h] .derivation")
+    expect(record).to_contain_text("stats.max_abs_error")
+    expect(record).to_contain_text("bound.rtol")
+    expect(record).not_to_contain_text("per_tensor")
     facts.locator("dd.derived-from a").click()  # the link to the source
     expect(page.locator("h1")).to_contain_text("bert@v2")
     expect(page.locator("dl.facts dd.derived-versions")).to_contain_text(

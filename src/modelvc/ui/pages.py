@@ -146,7 +146,13 @@ def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
         "channels_here": [r for r in refs if r.kind == "channel"],
         "files": files, "params": flatten(v.params), "metrics": flatten(v.metrics),
         "git": flatten(lineage.get("git", {})), "data": flatten(lineage.get("data", [])),
-        "env": flatten({k: x for k, x in lineage.items() if k not in ("git", "data")}),
+        "env": flatten({k: x for k, x in lineage.items()
+                        if k not in ("git", "data", "derived_from")}),
+        # The record without its per-tensor stats (hundreds of rows for a transformer).
+        "derivation": flatten({k: ({n: x for n, x in val.items() if n != "per_tensor"}
+                                   if k == "stats" and isinstance(val, dict) else val)
+                               for k, val in (lineage.get("derived_from") or {}).items()}
+                              if isinstance(lineage.get("derived_from"), dict) else []),
         "raw": v.raw_size, "stored": v.stored_size,
         "derived_from": rec, "derived_text": derivation_text(rec) if rec else "",
         "derived_source": data.by_id.get(rec["version"]) if rec else None,
