@@ -44,3 +44,18 @@ def test_requests_and_answers_are_plain_http() -> None:
     answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1"
     assert parse_response(answer) == (200, {b"content-length": b"2"}, b"{}", b"HTTP/1.1")
     assert parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n{}") is None
+
+
+def test_closed_loop_runs_under_a_running_event_loop(serve_reg: Any, start_gateway: Start,
+                                                     digits: Digits) -> None:
+    # A caller that already runs a loop in this thread (a notebook, a sync Playwright
+    # session left on the same test worker) still gets its tally.
+    import asyncio
+
+    srv = start_gateway(serve_reg)
+
+    async def inside() -> Any:
+        return closed_loop(srv.url, "digits", digits.x[:5], callers=1, seconds=0.3)
+
+    t = asyncio.run(inside())
+    assert t.ok > 0 and t.failed == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -185,10 +186,22 @@ def closed_loop(url: str, model: str, x: np.ndarray, *, callers: int, seconds: f
         run.stopped = True
         await asyncio.gather(*run.pending, return_exceptions=True)
 
-    try:
-        import uvloop  # the serve extra's: a cheaper loop, for the generator too
+    def go() -> None:
+        try:
+            import uvloop  # the serve extra's: a cheaper loop, for the generator too
 
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+            uvloop.run(main())
+        except ImportError:
+            asyncio.run(main())
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        go()
+    else:
+        # Called under a running loop (a notebook, a sync Playwright session in the same
+        # thread): a loop cannot nest, so the generator gets a thread of its own.
+        t = threading.Thread(target=go, name="loadgen")
+        t.start()
+        t.join()
     return run.tally
