@@ -10,13 +10,14 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .codec.buffers import POOL
 from .errors import InvalidModelFile, PathNotFound, UsageError
-from .formats import Segment, plan_file
+from .formats import FilePlan, Segment, plan_file
+from .formats.memory import MemFile
 from .ingest.references import References
 from .manifest import FileEntry, SegmentRef
 from .meta.api import ObjectRow
@@ -24,6 +25,7 @@ from .pipeline import windowed
 from .storage import STREAM_BYTES, ObjectIO
 
 Progress = Callable[[int], None]  # called with bytes just processed
+Read = Callable[[int, int], bytes | memoryview]  # (offset in a segment, n) -> its bytes
 SKIP_NAMES = frozenset({".git", ".modelvc", "__pycache__", ".DS_Store"})
 
 
@@ -96,6 +98,21 @@ class FileStorer:
         self._settle(result, self.io.write_batch())
         return result
 
+    def store_memory(self, files: list[MemFile], refs: References) -> StoreResult:
+        """Store in-memory FILES (commit_files): as `store`, with no file to read."""
+        result = StoreResult()
+        for f in files:
+            index = {s.offset: i for i, s in enumerate(f.plan.segments)}
+            sha = self.pool.submit(_sha256_pieces, f.pieces)
+
+            def reader(seg: Segment, f: MemFile = f, index: dict[int, int] = index) -> Read:
+                i = index[seg.offset]
+                return lambda off, n: f.read(i, off, n)
+
+            result.files.append(self._store_plan(f.rel, f.plan, reader, sha, refs, result))
+        self._settle(result, self.io.write_batch())
+        return result
+
     def _settle(self, result: StoreResult, existing: set[str]) -> None:
         """Objects the batch found already stored were not written by this commit, and
         the store's encoding may differ from ours: take their rows from the store."""
@@ -119,48 +136,55 @@ class FileStorer:
         plan = plan_file(path)
         fd = os.open(path, os.O_RDONLY)
         try:
-            sha = self.pool.submit(_sha256, fd, plan.size)
-            segs: list[SegmentRef] = []
-            for seg, row, new, chain in windowed(
-                self.pool, plan.segments,
-                lambda s: self._store_segment(fd, s, rel, refs), window=AHEAD,
-            ):
-                if row.id not in result.objects:
-                    result.objects[row.id] = row
-                    if new:
-                        result.new_bytes += row.stored_size
-                        result.new_ids.append(row.id)
-                for c in chain:
-                    result.ref_objects.setdefault(c.id, c)
-                segs.append(_segment_ref(seg, row.id))
-                self._finish(seg)
-            digest = sha.result()
+            def reader(seg: Segment) -> Read:
+                def read(off: int, n: int) -> bytes:
+                    data = os.pread(fd, n, seg.offset + off)
+                    if len(data) != n:
+                        raise InvalidModelFile(f"{rel} is shorter than its header says "
+                                               "(truncated while being read?)")
+                    return data
+                return read
+
+            entry = self._store_plan(rel, plan, reader, self.pool.submit(_sha256, fd, plan.size),
+                                     refs, result)
         finally:
             os.close(fd)
-        if sum(r.size for r in segs) != plan.size:
+        if sum(r.size for r in entry.segments) != plan.size:
             raise InvalidModelFile(f"{path} changed while it was being committed; retry")
-        return FileEntry(rel, plan.size, digest, plan.format, tuple(segs), dict(plan.info))
+        return entry
+
+    def _store_plan(self, rel: str, plan: FilePlan, reader: Callable[[Segment], Read],
+                    sha: Future[str], refs: References, result: StoreResult) -> FileEntry:
+        """Store each segment of PLAN (READER(seg) reads its bytes) and return the entry."""
+        segs: list[SegmentRef] = []
+        for seg, row, new, chain in windowed(
+            self.pool, plan.segments,
+            lambda s: self._store_segment(reader(s), s, rel, refs), window=AHEAD,
+        ):
+            if row.id not in result.objects:
+                result.objects[row.id] = row
+                if new:
+                    result.new_bytes += row.stored_size
+                    result.new_ids.append(row.id)
+            for c in chain:
+                result.ref_objects.setdefault(c.id, c)
+            segs.append(_segment_ref(seg, row.id))
+            self._finish(seg)
+        return FileEntry(rel, plan.size, sha.result(), plan.format, tuple(segs), dict(plan.info))
 
     def _store_segment(
         self,
-        fd: int,
+        read: Read,
         seg: Segment,
         rel: str,
         refs: References,
     ) -> tuple[Segment, ObjectRow, bool, list[ObjectRow]]:
-        def read(off: int, n: int) -> bytes:
-            data = os.pread(fd, n, seg.offset + off)
-            if len(data) != n:
-                raise InvalidModelFile(f"{rel} is shorter than its header says "
-                                       "(truncated while being read?)")
-            return data
-
         if seg.kind == "tensor":
             assert seg.name is not None and seg.dtype is not None and seg.shape is not None
             ref = refs.get(rel, seg.name)
             ref_id = ref.id if ref else None
             if seg.length > STREAM_BYTES:  # hashed, then encoded, block by block
-                def counted(off: int, n: int) -> bytes:
+                def counted(off: int, n: int) -> bytes | memoryview:
                     self._advance(seg, n // 2)  # each byte is read twice: hash, encode
                     return read(off, n)
 
@@ -178,6 +202,13 @@ def _segment_ref(seg: Segment, oid: str) -> SegmentRef:
     if seg.kind == "tensor":
         return SegmentRef(oid, seg.length, seg.name, seg.dtype, seg.shape)
     return SegmentRef(oid, seg.length)
+
+
+def _sha256_pieces(pieces: tuple[memoryview, ...]) -> str:
+    h = hashlib.sha256()
+    for piece in pieces:
+        h.update(piece)
+    return h.hexdigest()
 
 
 def _sha256(fd: int, size: int) -> str:

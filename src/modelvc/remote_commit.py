@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
 
@@ -30,6 +31,10 @@ from .meta.api import VersionRow
 from .wire import frames as wire_frames
 from .wire.values import decode_as
 
+if TYPE_CHECKING:
+    from .api.run import Run
+    from .formats.memory import MemFile
+
 UPLOAD_THREADS = 4
 CHUNK_BYTES = wire_frames.CHUNK_BYTES  # segments above this go up in chunks
 HASH_PIECE = 8 << 20  # what a commit reads at a time to hash a segment
@@ -39,9 +44,9 @@ API = "/api/v1"
 @dataclass(frozen=True)
 class _Part:
     rel: str
-    path: Path
     seg: Segment
     oid: str
+    read: Callable[[int, int], bytes | memoryview]  # (offset in the segment, n) -> bytes
 
 
 class RemoteWrites:
@@ -73,14 +78,44 @@ class RemoteWrites:
         """Record PATH as a new version of MODEL on the server (see Registry.commit).
         `author` is ignored: the server records the token's subject."""
         files = collect_files(Path(path))
+        planned = [_plan(rel, p) for rel, p in files]
+        return self._send(planned, model=model, branch=branch, message=message,
+                          params=params, metrics=metrics, tags=tags, parent=parent, data=data,
+                          cwd=cwd, progress=progress, lineage=lineage,
+                          kind="file" if Path(path).is_file() else "folder")
+
+    def commit_files(self, files: Mapping[str, Any], *, model: str, branch: str | None = None,
+                     message: str = "", params: dict[str, Any] | None = None,
+                     metrics: dict[str, Any] | None = None, tags: Sequence[str] = (),
+                     parent: str | None = None, data: Sequence[str | Path] = (),
+                     author: str | None = None, cwd: str | Path | None = None,
+                     lineage: dict[str, Any] | None = None) -> VersionRow:
+        """See Registry.commit_files: planned and hashed in memory, then sent as `commit`
+        sends a folder (only the segments the server lacks). `author` is ignored."""
+        from .formats.memory import mem_files
+
+        planned = [_plan_memory(f) for f in mem_files(files)]
+        return self._send(planned, model=model, branch=branch, message=message,
+                          params=params, metrics=metrics, tags=tags, parent=parent, data=data,
+                          cwd=cwd, progress=None, lineage=lineage, kind="folder")
+
+    def run(self, *, model: str, branch: str, **kwargs: Any) -> Run:
+        """See Registry.run."""
+        from .api.run import Run
+
+        return Run(self, model=model, branch=branch, **kwargs)  # type: ignore[arg-type]
+
+    def _send(self, planned: list[tuple[FileEntry, list[_Part]]], *, model: str,
+              branch: str | None, message: str, params: dict[str, Any] | None,
+              metrics: dict[str, Any] | None, tags: Sequence[str], parent: str | None,
+              data: Sequence[str | Path], cwd: str | Path | None,
+              progress: Callable[[int, int], None] | None, lineage: dict[str, Any] | None,
+              kind: str) -> VersionRow:
         captured = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
         lineage = with_extra(captured, lineage)
         base = self._base(model, branch or "main", parent)
-        entries, parts = [], []
-        for rel, p in files:
-            entry, file_parts = _plan(rel, p)
-            entries.append(entry)
-            parts.extend(file_parts)
+        entries = [e for e, _ in planned]
+        parts = [x for _, file_parts in planned for x in file_parts]
         missing = set(self._post(f"/models/{self._q(model)}/uploads/missing",
                                  {"ids": list(dict.fromkeys(x.oid for x in parts))})["missing"])
         todo = list({x.oid: x for x in parts if x.oid in missing}.values())
@@ -91,8 +126,7 @@ class RemoteWrites:
                 pass
         body = {"files": [e.to_json() for e in entries], "branch": branch, "message": message,
                 "params": dict(params or {}), "metrics": dict(metrics or {}),
-                "lineage": lineage, "tags": list(tags), "parent": parent,
-                "kind": "file" if Path(path).is_file() else "folder"}
+                "lineage": lineage, "tags": list(tags), "parent": parent, "kind": kind}
         self.last_upload_bytes = tally.sent  # what this commit sent (tests, progress bars)
         return decode_as(VersionRow, self._post(f"/models/{self._q(model)}/commits", body))
 
@@ -116,7 +150,7 @@ class RemoteWrites:
         whole = f"{API}/models/{self._q(model)}/uploads/{part.oid}"
         if s.length <= CHUNK_BYTES:
             self._t.request("PUT", whole, params={"kind": segment, **what},
-                            content=_read(part.path, s))
+                            content=bytes(part.read(0, s.length)))
             tally.sent_bytes(s.length)
             tally.held(part.oid, s.length)
             return
@@ -139,12 +173,12 @@ class RemoteWrites:
                 tally.sent_bytes(k)
                 tally.held(part.oid, went)
 
-            session.send(off, _pieces(part.path, s, off, s.length - off), sent)
+            session.send(off, _pieces(part, off, s.length - off), sent)
             tally.held(part.oid, s.length)
 
         def send_whole() -> None:
             self._t.request("PUT", whole, params={"kind": segment, **what},
-                            content=_pieces(part.path, s, 0, s.length),
+                            content=_pieces(part, 0, s.length),
                             headers={"Content-Length": str(s.length)})
             tally.sent_bytes(s.length)
             tally.held(part.oid, s.length)
@@ -179,6 +213,10 @@ class _Tally:
             self.progress(done, self.total)
 
 
+def _read_at(path: Path, start: int, offset: int, length: int) -> bytes:
+    return _read_range(path, start + offset, length)
+
+
 def _read_range(path: Path, offset: int, length: int) -> bytes:
     with path.open("rb") as f:
         f.seek(offset)
@@ -188,19 +226,30 @@ def _read_range(path: Path, offset: int, length: int) -> bytes:
     return data
 
 
-def _pieces(path: Path, s: Segment, offset: int, n: int) -> Iterator[bytes]:
+def _pieces(part: _Part, offset: int, n: int) -> Iterator[bytes]:
     """N bytes of a segment from OFFSET, a chunk at a time (one in memory)."""
     for off in range(offset, offset + n, CHUNK_BYTES):
-        yield _read_range(path, s.offset + off, min(CHUNK_BYTES, offset + n - off))
+        yield bytes(part.read(off, min(CHUNK_BYTES, offset + n - off)))
 
 
-def _read(path: Path, s: Segment) -> bytes:
-    with path.open("rb") as f:
-        f.seek(s.offset)
-        data = f.read(s.length)
-    if len(data) != s.length:
-        raise errors.InvalidModelFile(f"{path} changed while it was being committed; retry")
-    return data
+def _plan_memory(f: MemFile) -> tuple[FileEntry, list[_Part]]:
+    """_plan of a file held in memory: each segment hashed where it lies."""
+    sha = hashlib.sha256()
+    refs, parts = [], []
+    for i, s in enumerate(f.plan.segments):
+        piece = f.pieces[i]
+        sha.update(piece)
+        oid = blake3.blake3(piece, max_threads=blake3.blake3.AUTO if s.length >= 1 << 20
+                            else 1).hexdigest()
+        parts.append(_Part(f.rel, s, oid, partial(f.read, i)))
+        refs.append(_ref(s, oid))
+    return FileEntry(f.rel, f.plan.size, sha.hexdigest(), f.plan.format, tuple(refs),
+                     dict(f.plan.info)), parts
+
+
+def _ref(s: Segment, oid: str) -> SegmentRef:
+    return (SegmentRef(oid, s.length, s.name, s.dtype, s.shape) if s.kind == "tensor"
+            else SegmentRef(oid, s.length))
 
 
 def _plan(rel: str, path: Path) -> tuple[FileEntry, list[_Part]]:
@@ -226,8 +275,7 @@ def _plan(rel: str, path: Path) -> tuple[FileEntry, list[_Part]]:
                 h.update(view[:got])
                 left -= got
             oid = h.hexdigest()
-            parts.append(_Part(rel, path, s, oid))
-            refs.append(SegmentRef(oid, s.length, s.name, s.dtype, s.shape)
-                        if s.kind == "tensor" else SegmentRef(oid, s.length))
+            parts.append(_Part(rel, s, oid, partial(_read_at, path, s.offset)))
+            refs.append(_ref(s, oid))
     return FileEntry(rel, plan.size, sha.hexdigest(), plan.format, tuple(refs),
                      dict(plan.info)), parts

@@ -228,6 +228,45 @@ def test_amend_reuses_the_parents_files(api: Any, model: str, tmp_path: Path) ->
     assert [v.number for v in api.versions(model)] == [2, 1]
 
 
+@pytest.mark.verbs("commit_files", "run", "checkout")
+def test_commit_files_and_runs_from_memory(api: Any, model: str, tmp_path: Path) -> None:
+    d, tensors = _folder(tmp_path)
+    v1 = api.commit(d, model=model)
+    state = {k: v + 1 for k, v in tensors.items()}
+    v2 = api.commit_files({"model.safetensors": state, "config.json": b'{"hidden": 64}'},
+                          model=model, metrics={"acc": 0.6}, lineage={"note": "memory"})
+    assert (v2.number, v2.parents, v2.metrics, v2.lineage["note"]) == (2, [v1.id],
+                                                                       {"acc": 0.6}, "memory")
+    files = {f.path: f for f in api.manifest(f"{model}@v2").files}
+    assert files["model.safetensors"].format == "safetensors"
+    assert files["config.json"].format == "json"
+    out = tmp_path / "out"
+    api.checkout(f"{model}@v2", out)
+    from safetensors.numpy import load_file
+
+    got = load_file(out / "model.safetensors")
+    assert sorted(got) == sorted(state)
+    assert all(np.array_equal(got[k], state[k]) for k in state)
+    assert (out / "config.json").read_bytes() == b'{"hidden": 64}'
+    # The same tensors from a file are the same objects (deduplicated across the two).
+    save_file(state, tmp_path / "again.safetensors")
+    v3 = api.commit(tmp_path / "again.safetensors", model=model, branch="file")
+    again = {s.tensor: s.id for s in api.manifest(f"{model}@{v3.id}").files[0].segments if s.tensor}
+    assert again == {s.tensor: s.id for s in files["model.safetensors"].segments if s.tensor}
+    for bad in ({}, {"../x": b"x"}, {"x": 3}):
+        with pytest.raises(UsageError):
+            api.commit_files(bad, model=model)
+    assert [v.number for v in api.versions(model)] == [3, 2, 1]
+    with api.run(model=model, branch="run", params={"lr": 0.1}, best="loss") as run:
+        for step, loss in ((5, 0.9), (10, 0.4), (15, 0.7)):
+            run.commit({"w": np.full(4, step, np.float32)}, step=step, metrics={"loss": loss})
+    assert [v.metrics for v in api.log(f"{model}@run")] == [
+        {"loss": 0.7, "step": 15}, {"loss": 0.4, "step": 10}, {"loss": 0.9, "step": 5}]
+    best = api.resolve(f"{model}@run-best")
+    assert (best.metrics["step"], best.params, best.lineage["run"]) == (
+        10, {"lr": 0.1}, {"id": run.id, "step": 10})
+
+
 @pytest.mark.verbs("storage")
 def test_storage_per_file(api: Any, model: str, tmp_path: Path) -> None:
     d, base = _folder(tmp_path)

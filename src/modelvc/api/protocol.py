@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ..diff import VersionDiff
     from ..maintenance import GcReport, VerifyReport
     from ..manifest import Manifest
+    from .run import Run
 
 
 class KeysAPI(Protocol):
@@ -216,6 +217,28 @@ class RegistryAPI(Protocol):
                lineage: dict[str, Any] | None = None) -> Version:
         """`lineage`: entries added to the captured lineage (git, data, env), such as
         `derived_from`; a key the capture sets is refused (UsageError)."""
+        ...
+
+    def commit_files(self, files: Mapping[str, Any], *, model: str, branch: str | None = None,
+                     message: str = "", params: dict[str, Any] | None = None,
+                     metrics: dict[str, Any] | None = None, tags: Sequence[str] = (),
+                     parent: str | None = None, data: Sequence[str | Path] = (),
+                     author: str | None = None, cwd: str | Path | None = None,
+                     lineage: dict[str, Any] | None = None) -> Version:
+        """`commit` of files held in memory: FILES maps a path in the version to bytes or
+        to a state dict (name -> torch tensor or numpy array), stored as a safetensors
+        file (tensors in name order; never pickled). No file is written or read: a
+        training loop's checkpoint. Over a server `author` is the token's subject."""
+        ...
+
+    def run(self, *, model: str, branch: str, params: Mapping[str, Any] | None = None,
+            data: Sequence[str | Path] = (), parent: str | None = None,
+            best: str | None = None, mode: str = "min", best_tag: str | None = None,
+            run_id: str | None = None, files: Mapping[str, bytes] | None = None) -> Run:
+        """A training run on MODEL@BRANCH: `with reg.run(...) as run: run.commit(state_dict,
+        step=..., metrics=...)` commits each checkpoint with `commit_files`; on a clean
+        exit the best version by metric BEST (MODE min or max) is tagged BEST_TAG
+        (default `<branch>-best`). See modelvc.api.run."""
         ...
 
     def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,

@@ -23,7 +23,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..api import RegistryAPI, Version
-from .run import Run, _number
+from .run import Run
+from .run import number as _number
 
 SKIP_PARAMS = ("output_dir", "logging_dir", "hub_token", "push_to_hub_token")
 

@@ -10,7 +10,7 @@ any point leaves at most unreferenced objects, which gc removes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -38,8 +38,11 @@ from .writes import WriteOps
 if TYPE_CHECKING:  # imported on first use: commands that only read metadata (log, refs,
     # history) never load numpy and the codecs, nor gates or signing: the CLI starts faster
     from ..api.protocol import RegistryAPI
+    from ..api.run import Run
+    from ..commit import FileStorer, StoreResult
     from ..events import Events
     from ..gates.authority import Authority
+    from ..ingest.references import References
     from ..meta.store import MetaStore
     from .areas import (
         LocalDeployments,
@@ -204,22 +207,61 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         version is re-parented onto the new head (both versions are kept) unless an
         explicit `parent` was given, in which case RefMoved is raised.
         """
-        check_name(model, "model name")
-        branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
-        self._meta.will_write()  # the SQL layer loads while the files are encoded
-        from ..ingest.record import new_tags
-
-        tags = new_tags(self._meta, model, tags)  # before anything is written
-        from ..commit import FileStorer, collect_files
+        from ..commit import collect_files
 
         files = collect_files(Path(path))
         total = sum(p.stat().st_size for _, p in files)
+        return self._commit(
+            lambda storer, refs: storer.store(files, refs), total, model=model,
+            branch=branch, message=message, params=params, metrics=metrics, tags=tags,
+            parent=parent, data=data, author=author, cwd=cwd, progress=progress,
+            lineage=lineage, kind="file" if Path(path).is_file() else "folder")
+
+    def commit_files(
+        self,
+        files: Mapping[str, Any],
+        *,
+        model: str,
+        branch: str | None = None,
+        message: str = "",
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        parent: str | None = None,
+        data: Sequence[str | Path] = (),
+        author: str | None = None,
+        cwd: str | Path | None = None,
+        lineage: dict[str, Any] | None = None,
+    ) -> Version:
+        """Record FILES (path in the version -> bytes, or a state dict stored as a
+        safetensors file) as a new version of MODEL, as `commit` records a folder,
+        without a file written or read: what a training loop checkpoints."""
+        from ..formats.memory import mem_files
+
+        mfiles = mem_files(files)
+        return self._commit(
+            lambda storer, refs: storer.store_memory(mfiles, refs),
+            sum(f.plan.size for f in mfiles), model=model, branch=branch, message=message,
+            params=params, metrics=metrics, tags=tags, parent=parent, data=data,
+            author=author, cwd=cwd, progress=None, lineage=lineage, kind="folder")
+
+    def _commit(self, store: Callable[[FileStorer, References], StoreResult], total: int, *,
+                model: str, branch: str | None, message: str, params: dict[str, Any] | None,
+                metrics: dict[str, Any] | None, tags: Sequence[str], parent: str | None,
+                data: Sequence[str | Path], author: str | None, cwd: str | Path | None,
+                progress: Callable[[int, int], None] | None, lineage: dict[str, Any] | None,
+                kind: str) -> Version:
+        check_name(model, "model name")
+        branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
+        self._meta.will_write()  # the SQL layer loads while the files are encoded
+        from ..commit import FileStorer
+        from ..ingest.record import Draft, base_for, new_tags, record
+        from ..ingest.references import References
+
+        tags = new_tags(self._meta, model, tags)  # before anything is written
         captured = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
         lineage = with_extra(captured, lineage)
         who = author or default_author()
-        from ..ingest.record import Draft, base_for, record
-        from ..ingest.references import References
-
         base = base_for(self._meta, model, branch,
                         self._parent(parent, model).id if parent is not None else None, parent)
         parent_m = self._manifest(base.parent_id) if base.parent_id else None
@@ -233,10 +275,10 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
 
         draft = Draft(model=model, branch=branch, author=who, message=message,
                       params=dict(params or {}), metrics=dict(metrics or {}), lineage=lineage,
-                      kind="file" if Path(path).is_file() else "folder", tags=tags)
+                      kind=kind, tags=tags)
         with self.layout.lock(exclusive=False):
-            stored = FileStorer(self._io, self._jobs, progress=tick).store(
-                files, References(parent_m))
+            stored = store(FileStorer(self._io, self._jobs, progress=tick),
+                           References(parent_m))
             # Objects were written without fsync; make them durable in one batch
             # before anything that refers to them (invariant 1).
             flush(self._store, stored.new_ids)
@@ -246,6 +288,12 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
                          new_bytes=stored.new_bytes)
         self.events.after_mutation()
         return row
+
+    def run(self, *, model: str, branch: str, **kwargs: Any) -> Run:
+        """A training run committing checkpoints to MODEL@BRANCH (modelvc.api.run.Run)."""
+        from ..api.run import Run
+
+        return Run(self, model=model, branch=branch, **kwargs)
 
     # ---- resolving
     def resolve(self, ref: str, *, deleted: bool = False) -> Version:
