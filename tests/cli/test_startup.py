@@ -1,6 +1,7 @@
 """What a one-shot command loads: `--help` and the read commands import no SQLAlchemy
-(meta/lite.py reads SQLite directly), no numpy, no web stack; a checkout needs numpy but
-still no SQLAlchemy. Start-up time is bench/cli.py's business; this guards the imports
+(meta/lite.py reads SQLite directly), no numpy, no web stack; a checkout and a commit
+need numpy but still no SQLAlchemy (a commit is recorded by meta/litewrite.py), and
+without a trust policy a checkout reads no YAML and loads no cryptography. Start-up time is bench/cli.py's business; this guards the imports
 that made it (issue 13)."""
 
 from __future__ import annotations
@@ -70,7 +71,17 @@ def test_read_commands_load_nothing_heavy(repo: Path, args: list[str]) -> None:
     assert loaded(args, repo) == []
 
 
-def test_checkout_loads_no_sqlalchemy(repo: Path) -> None:
+def test_checkout_loads_only_numpy(repo: Path) -> None:
     got = loaded(["checkout", "m@v2", str(repo / "out"), "--json"], repo)
     assert (repo / "out" / "model.safetensors").is_file()
-    assert "sqlalchemy" not in got and "alembic" not in got
+    assert got == ["numpy"]
+
+
+def test_commit_loads_only_numpy(repo: Path) -> None:
+    f = repo / "w" / "model.safetensors"
+    write_model(f, 2)
+    got = loaded(["commit", str(f), "-M", "m", "-b", "exp", "--tag", "t", "--json"], repo)
+    assert got == ["numpy"]
+    with Registry.open_local(repo) as reg:
+        assert reg.resolve("m@t").number == 3 == reg.resolve("m@exp").number
+        assert reg.verify_audit() == []

@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import blake3
 import sqlalchemy as sa
 
 from ..errors import AlreadyExists, NotFound
 from .api import AuditEntry, AuditRow, Delivery, GateRun, Signature, SigningKey, Webhook
+from .audithash import GENESIS as GENESIS
+from .audithash import entry_hash as entry_hash
 from .rows import now, utc
 from .schema import (
     audit,
@@ -25,18 +26,7 @@ from .schema import (
 )
 
 T = TypeVar("T")
-GENESIS = "0" * 64
 SEAL_SINK = "modelvc_audit_heads"  # conn.info key: heads appended in this transaction
-
-
-def entry_hash(prev: str, at: datetime, e: AuditEntry | AuditRow) -> str:
-    """BLAKE3 over the previous hash and the entry's canonical JSON."""
-    from ..canonical import canonical_json
-
-    body = {"at": utc(at).isoformat(timespec="microseconds"), "actor": e.actor,
-            "action": e.action, "model": e.model, "target": e.target, "before": e.before,
-            "after": e.after, "reason": e.reason}
-    return str(blake3.blake3(prev.encode() + canonical_json(body)).hexdigest())
 
 
 def append_audit(conn: sa.Connection, e: AuditEntry, at: datetime | None = None) -> int:

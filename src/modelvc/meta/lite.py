@@ -16,33 +16,40 @@ MetaStore.open, which migrates or refuses it.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import random
 import sqlite3
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ..errors import ModelNotFound, RefNotFound, StorageError
+from ..errors import Conflict, ModelNotFound, RefNotFound, StorageError
+from . import litewrite
 from .api import (
     FORMAT_VERSION,
     HEAD_REVISION,
+    AuditEntry,
     AuditRow,
     ModelRow,
+    NewVersion,
     RefKind,
     RefMove,
     RefRow,
     Signature,
     VersionRow,
+    Webhook,
 )
+from .litewrite import Heads
 
 if TYPE_CHECKING:
     from .store import MetaStore
 
 T = TypeVar("T")
 MAX_NUMBER = 2**31 - 1  # as meta/versions.py: a larger number names no version
+WRITE_RETRIES = 6  # as meta/engine.py
 
 _VERSION = ("SELECT v.id, m.name, v.number, v.created_at, v.author, v.message, v.parents, "
             "v.params, v.metrics, v.lineage, v.raw_size, v.stored_size, v.deleted_at "
@@ -85,6 +92,10 @@ def _sqlite_path(url: str) -> Path | None:
         return None
     rest = url[len(prefix):]
     return Path(rest) if rest and rest != ":memory:" else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _time(value: Any) -> datetime:
@@ -141,7 +152,6 @@ class LiteMeta:
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._real: MetaStore | None = None
-        self._opener: threading.Thread | None = None
         self.registry_id = ""
         self.format_version = FORMAT_VERSION
 
@@ -168,23 +178,9 @@ class LiteMeta:
             self._real.audit_seal = value  # type: ignore[union-attr]
 
     def will_write(self) -> None:
-        """A write is coming (a commit, once its objects are stored): open the MetaStore
-        in a thread now, so importing SQLAlchemy overlaps the encoding (most of which
-        runs in C with the GIL released) instead of following it. A failure here is
-        left for the write itself to raise."""
-        if self._real is not None or self._opener is not None:
-            return
-
-        def opener() -> None:
-            with contextlib.suppress(Exception):  # the write itself raises it again
-                self.real  # noqa: B018 (opens it)
-
-        self._opener = threading.Thread(target=opener, name="modelvc-meta-open", daemon=True)
-        self._opener.start()
+        """A commit is coming: its writes are made here (litewrite.py), nothing to open."""
 
     def close(self) -> None:
-        if self._opener is not None:
-            self._opener.join()
         with self._lock:
             conns, self._conns = self._conns, []
             real, self._real = self._real, None
@@ -202,6 +198,12 @@ class LiteMeta:
                                        check_same_thread=False)
             except sqlite3.Error as exc:
                 raise _failed(exc) from exc
+            try:  # as meta/engine.py sets up its connections (the journal is WAL already)
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error as exc:
+                conn.close()
+                raise _failed(exc) from exc
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
@@ -218,6 +220,37 @@ class LiteMeta:
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise _failed(exc) from exc
+
+    def _write(self, fn: Callable[[sqlite3.Connection, Heads], T]) -> T:
+        """FN in one write transaction (BEGIN IMMEDIATE, as meta/engine.py), retried
+        whole if the busy timeout ran out; the audit head it appended is sealed once
+        the transaction has committed (as MetaStore._tx)."""
+        conn = self._conn()
+        for attempt in range(WRITE_RETRIES):
+            heads: Heads = []
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(conn, heads)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) and attempt + 1 < WRITE_RETRIES:
+                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    continue
+                raise _failed(exc) from exc
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"the registry database refused a change: {exc}",
+                               hint="another writer may have changed the same rows; "
+                                    "re-read and retry") from exc
+            except sqlite3.Error as exc:
+                raise _failed(exc) from exc
+            if heads and self.audit_seal is not None:
+                self.audit_seal(*heads[-1])
+            return out
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def ready(self) -> bool:
         """Whether the database is a registry at the schema revision read here (and
@@ -262,6 +295,25 @@ class LiteMeta:
         return self._read(lambda conn: [
             ModelRow(id=r[0], name=r[1], created_at=_time(r[2])) for r in conn.execute(
                 "SELECT id, name, created_at FROM models ORDER BY name")])
+
+    # ---- what a commit writes (litewrite.py) and reads after it
+    def ensure_model(self, name: str) -> ModelRow:
+        return self._write(lambda conn, _: litewrite.ensure_model(conn, name, _now()))
+
+    def insert_version(self, v: NewVersion, *, branch: str | None, expected_head: str | None,
+                       create_branch: bool, actor: str, audit: AuditEntry | None = None,
+                       tags: Sequence[tuple[str, AuditEntry]] = ()) -> VersionRow:
+        litewrite.check_json(v)
+        return self._write(lambda conn, heads: litewrite.insert_version(
+            conn, v, branch=branch, expected_head=expected_head, create_branch=create_branch,
+            actor=actor, audit=audit, tags=tags, at=_now(), heads=heads))
+
+    def list_webhooks(self, *, active_only: bool = True) -> list[Webhook]:
+        q = ("SELECT id, url, secret, events, cursor, created_at, active FROM webhooks"
+             + (" WHERE active = 1" if active_only else "") + " ORDER BY id")
+        return self._read(lambda conn: [
+            Webhook(r[0], r[1], r[2], list(_json(r[3])), r[4], _time(r[5]), bool(r[6]))
+            for r in conn.execute(q)])
 
     # ---- versions
     def get_version(self, version_id: str) -> VersionRow:

@@ -6,23 +6,21 @@ refuse a tampered one; with `require: true` they also refuse a version without a
 signature by a trusted, unrevoked key. An empty `keys` list trusts every registered,
 unrevoked key. A stored signature that does not verify always refuses: signatures are
 verified before they are stored, so a failing one means the registry was altered.
+
+YAML and the cryptography package are imported where a policy or a signature is read:
+a checkout in a registry without a policy loads neither (tests/cli/test_startup.py).
 """
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from ..api.types import SignatureCheck, SignatureStatus
 from ..errors import Corrupt, NotFound, SignatureInvalid, Untrusted, UsageError
 from ..manifest import Manifest
 from ..meta.api import Signature, SigningKey, VersionRow
-from . import keys
-from .bundle import Bundle, mismatch
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
@@ -39,6 +37,10 @@ class TrustSettings:
 
 def parse_policy(body: str) -> TrustSettings:
     """The `trust` section of a policy file (YAML, or TOML)."""
+    import tomllib
+
+    import yaml  # only once a policy exists: a checkout without one never loads it
+
     try:
         doc: Any = yaml.safe_load(body)
     except yaml.YAMLError:
@@ -69,6 +71,9 @@ def _check_one(sig: Signature, key: SigningKey | None, m: Manifest, version_id: 
 
     if key is None:
         return out("unknown-key", "signed by a key that is not registered")
+    from . import keys  # cryptography: only where a signature is checked
+    from .bundle import Bundle, mismatch
+
     try:
         b = Bundle.parse(sig.signature)
         if b.hint is not None and b.hint != key.id:
