@@ -1,8 +1,8 @@
 """What a one-shot command loads: `--help` and the read commands import no SQLAlchemy
 (meta/lite.py reads SQLite directly), no numpy, no web stack; a checkout and a commit
 need numpy but still no SQLAlchemy (a commit is recorded by meta/litewrite.py), and
-without a trust policy a checkout reads no YAML and loads no cryptography. Start-up time is bench/cli.py's business; this guards the imports
-that made it (issue 13)."""
+without a trust policy a checkout reads no YAML and loads no cryptography. Start-up
+time is bench/cli.py's business; this guards the imports that made it (issue 13)."""
 
 from __future__ import annotations
 
