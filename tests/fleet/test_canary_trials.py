@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from modelvc.canary import Policy
-from modelvc.fleet import controller
+from modelvc.fleet import trial as canary_trial
 from modelvc.fleet.canary import GatewayStats
 from modelvc.fleet.canary import read_stats as real_read_stats
 from modelvc.fleet.controller import Controller, Outcome
@@ -147,7 +147,7 @@ def test_a_canary_replica_dying_mid_trial_fails_it_at_once(
             judging.set()
         return got
 
-    monkeypatch.setattr(controller, "read_stats", read_stats)
+    monkeypatch.setattr(canary_trial, "read_stats", read_stats)
     # No traffic: the trial would wait its whole 120 s window for a verdict.
     policy = Policy(min_samples=40, window=120.0)
     with Controller(fleet_reg, canary_replicas=1, policy=policy) as c:

@@ -87,9 +87,9 @@ def test_a_read_that_returns_after_a_newer_notification_changes_nothing(
     g = start_member("r1")
     at_v1(fleet_reg)
     agent, sm = agent_of(g), digits_of(g)
-    meta = agent.meta
-    assert meta is not None
-    real = meta.list_deployments
+    rollouts = agent.rollouts
+    assert rollouts is not None
+    real = rollouts.list_deployments
     held, release = threading.Event(), threading.Event()
     reads: list[int] = []
 
@@ -101,7 +101,7 @@ def test_a_read_that_returns_after_a_newer_notification_changes_nothing(
             release.wait(60)
         return rows
 
-    meta.list_deployments = slow_read  # type: ignore[method-assign]
+    rollouts.list_deployments = slow_read  # type: ignore[method-assign]
     assert held.wait(30), "the gateway did not poll its deployment"
     d = fleet_reg.rollouts.get_deployment("d")
     d = fleet_reg.rollouts.begin_stage("d", d.epoch, vid(fleet_reg, 2), ["r1"], share=0.5)

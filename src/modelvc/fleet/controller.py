@@ -34,81 +34,24 @@ runs (atomic <-> canary). Every refused switch (aborted) is recorded in the audi
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from ..api.types import Deployment, Replica
-from ..canary import Decision, Policy
+from ..api.types import Deployment
 from ..errors import NotFound, UsageError
-from ..meta.fleet import REPLICA_CHANNEL
 from ..meta.rows import now
-from ..registry import Registry
 from . import refusals
-from .canary import GatewayStats, judge, read_stats, share_of
-from .notify import Listener, is_postgres
+from .canary import share_of
+from .phases import STRATEGIES, Outcome
+from .trial import CanaryRuns
 
-log = logging.getLogger("modelvc.fleet")
-STRATEGIES = ("atomic", "rolling", "canary")
-TRIAL_POLL = 0.25  # seconds between looks at the canaries' statistics
-DEAD_AFTER_MISSES = 2  # a canary gateway that fails this many looks in a row is dead
+__all__ = ["STRATEGIES", "Controller", "Outcome"]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    deployment: Deployment
-    ok: bool  # every member serves the target
-    reason: str
-    seconds: float
-
-
-class Controller:
-    def __init__(self, reg: Registry, *, stage_timeout: float = 60.0,
-                 verify_timeout: float = 10.0, stale: float = 5.0,
-                 actor: str = "modelvc-deploy", batch: int = 1, canary_replicas: int = 1,
-                 policy: Policy | None = None, strategy: str | None = None,
-                 canary_share: float | None = None) -> None:
-        if not hasattr(reg, "layout"):
-            raise UsageError("modelvc deploy needs the registry's metadata database",
-                             hint="open the registry by path (a server relay is planned)")
-        if strategy is not None and strategy not in STRATEGIES:
-            raise UsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
-        if canary_share is not None and not 0 < canary_share < 1:
-            raise UsageError(f"--canary-share must be between 0 and 1 (a fraction of "
-                             f"requests), got {canary_share}")
-        if canary_share is not None and strategy not in (None, "canary"):
-            raise UsageError(f"--canary-share is the canary strategy, not {strategy}")
-        self.reg, self.rollouts = reg, reg.rollouts
-        self.stage_timeout, self.verify_timeout, self.stale = stage_timeout, verify_timeout, stale
-        self.actor, self.batch = actor, max(1, batch)  # batch: replicas per rolling step
-        self.canary_replicas = max(1, canary_replicas)
-        # canary by share of traffic: every member serves the new version to this fraction
-        # of requests (sticky per request key) instead of `canary_replicas` whole replicas
-        self.canary_share = canary_share
-        # this run's strategy instead of the deployment's (atomic <-> canary only; see
-        # `strategy_for`); --canary-share alone means the canary strategy
-        self.strategy = strategy or ("canary" if canary_share is not None else None)
-        self.policy = policy or Policy()  # the canary's judge; its window bounds the trial
-        self._changed = threading.Event()
-        self._listener: Listener | None = None
-        url = reg.layout.meta_url
-        if is_postgres(url):
-            self._listener = Listener(url, [REPLICA_CHANNEL],
-                                      lambda _c, _d: self._changed.set()).start()
-            self._listener.connected.wait(5)
-
-    def close(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-
-    def __enter__(self) -> Controller:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class Controller(CanaryRuns):
+    """Rollouts of deployments: the public verbs (create, rollout, rollback, switch,
+    status) and the choice of strategy; the phases are in `phases`, the canary trials
+    in `trial`."""
 
     # --- desired state
     def create(self, name: str, model: str, channel: str = "production", *,
@@ -118,13 +61,6 @@ class Controller:
             raise UsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
         return self.reg.deployments.create(name, model=model, channel=channel,
                                            strategy=strategy, selector=selector)
-
-    def members(self, d: Deployment) -> list[Replica]:
-        """Live replicas the deployment selects (heartbeat within `stale` seconds)."""
-        t = now()
-        return [r for r in self.rollouts.list_replicas(d.model)
-                if d.selects(r.labels) and r.heartbeat_at is not None
-                and (t - r.heartbeat_at).total_seconds() <= self.stale]
 
     # --- moves
     def rollout(self, name: str, to: str | None = None, *, reason: str = "") -> Outcome:
@@ -201,265 +137,6 @@ class Controller:
         staged = self.roll(d, vid) if strategy == "rolling" else self.stage(d, vid)
         return staged if isinstance(staged, Outcome) else self.flip(staged, move)
 
-    def canary(self, d: Deployment, vid: str, move: Callable[[], object] | None) -> Outcome:
-        """Canary strategy (see the module docstring). A fleet of one replica has nobody
-        to compare with: it is switched atomically."""
-        t0 = time.monotonic()
-        ids = sorted(r.id for r in self.members(d))
-        if len(ids) < 2:
-            staged = self.stage(d, vid)
-            return staged if isinstance(staged, Outcome) else self.flip(staged, move)
-        stable = d.version_id
-        assert stable is not None
-        canaries, rest = ids[:min(self.canary_replicas, len(ids) - 1)], \
-            ids[min(self.canary_replicas, len(ids) - 1):]
-        marks = self._clocks(d, ids)  # before the canaries switch: the trial starts now
-        d = self.rollouts.begin_rolling(d.name, d.epoch, vid, ids)
-        epoch = d.epoch + 1
-        d = self.rollouts.roll_batch(d.name, d.epoch, canaries)
-        failed = lambda r: r.state == "failed" and r.staged_epoch == epoch  # noqa: E731
-        why = self._wait(d, canaries, self.stage_timeout,
-                         lambda r: r.epoch >= epoch and r.serving_id == vid, fail=failed)
-        if why is not None:
-            return self._refuse(d, vid, f"canary {', '.join(canaries)}: {why}", t0)
-        verdict = self._trial(d, vid, stable, ids, canaries, marks,
-                              lambda r: r.serving_id == vid and r.epoch >= epoch
-                              and r.state != "failed")
-        if verdict.action != "promote":
-            return self._refuse(d, vid, f"canary on {', '.join(canaries)} rolled back: "
-                                        f"{verdict.reason}", t0)
-        d = self.rollouts.stage_rest(d.name, d.epoch)
-        why = self._wait(d, rest, self.stage_timeout, lambda r: _staged(r, vid, epoch),
-                         fail=failed)
-        if why is not None:
-            return self._refuse(d, vid, f"canary held, then {why}", t0)
-        out = self.flip(d, move, note=f"canary on {', '.join(canaries)}: {verdict.reason}")
-        return Outcome(out.deployment, out.ok, out.reason, time.monotonic() - t0)
-
-    def share_canary(self, d: Deployment, vid: str, move: Callable[[], object] | None
-                     ) -> Outcome:
-        """Canary by share of traffic: every member loads `vid` beside the stable version
-        and serves it to `canary_share` of requests (sticky per request key, the same
-        keys on every gateway; a caller that sends back the canary's epoch stays on it)
-        at epoch+1, while the rest of the requests get the stable version. The members'
-        statistics of both versions are judged by the same policy; if the canary holds,
-        every member switches its stable slot to the (warm) canary version at that same
-        epoch+1, else every member drops it and serves the stable version at epoch+2.
-        Works on a fleet of one. The share is the deployment row's `share`, so it reaches
-        gateways by the same NOTIFY or poll; every member stages the version before the
-        share goes live (`start_share`)."""
-        t0 = time.monotonic()
-        ids = sorted(r.id for r in self.members(d))
-        if not ids:
-            raise UsageError(f"no live replica of {d.model} matches {d.selector or '{}'}")
-        stable = d.version_id
-        assert stable is not None and self.canary_share is not None
-        label = f"canary share {self.canary_share:.0%}"
-        # Staged everywhere first: once one gateway serves the trial's epoch, a caller
-        # that saw it may reach any other, which must then hold it too.
-        d = self.rollouts.begin_stage(d.name, d.epoch, vid, ids, share=self.canary_share)
-        epoch = d.epoch + 1
-        failed = lambda r: r.state == "failed" and r.staged_epoch == epoch  # noqa: E731
-        why = self._wait(d, ids, self.stage_timeout, lambda r: _staged(r, vid, epoch),
-                         fail=failed)
-        if why is None:
-            marks = self._clocks(d, ids)  # before the share starts: the trial starts now
-            d = self.rollouts.start_share(d.name, d.epoch)
-            why = self._wait(d, ids, self.stage_timeout, lambda r: _sharing(r, vid, epoch),
-                             fail=failed)
-        if why is not None:
-            return self._refuse(d, vid, f"{label}: {why}", t0)
-        verdict = self._trial(d, vid, stable, ids, ids, marks,
-                              lambda r: _sharing(r, vid, epoch), what="canary share")
-        if verdict.action != "promote":
-            return self._refuse(d, vid, f"{label} rolled back: {verdict.reason}", t0)
-        # Every member holds the canary warm already: the flip needs no stage.
-        out = self.flip(d, move, note=f"{label} on {', '.join(ids)}: {verdict.reason}")
-        return Outcome(out.deployment, out.ok, out.reason, time.monotonic() - t0)
-
-    def _clocks(self, d: Deployment, ids: list[str]) -> dict[str, float]:
-        """Each member gateway's own clock now: its statistics are read from then on."""
-        marks = {}
-        for r in self.rollouts.list_replicas(d.model):
-            if r.id in ids:
-                got = read_stats(r.address)
-                if isinstance(got, GatewayStats) and got.clock is not None:
-                    marks[r.id] = got.clock
-        return marks
-
-    def _trial(self, d: Deployment, vid: str, stable: str, ids: list[str],
-               canaries: list[str], marks: dict[str, float],
-               carries: Callable[[Replica], bool], what: str = "canary") -> Decision:
-        """Judge the canaries until the policy decides or its window ends (no verdict in
-        a window is a rollback: a canary must earn the fleet). Stats of the stable version
-        come from every member, of the canary version from the canaries (only they serve
-        it), each counted from the trial's start on that gateway's clock (`marks`; a
-        gateway that did not answer then is counted from its first answer). A canary
-        replica that dies, stops answering (twice in a row) or no longer `carries` the
-        trial (its row: serving the version, or its share) fails the trial at once."""
-        end = time.monotonic() + self.policy.window
-        misses: dict[str, int] = {}
-        while True:
-            rows = {r.id: r for r in self.rollouts.list_replicas(d.model) if r.id in ids}
-            by_version: dict[str, list[dict[str, Any]]] = {}
-            for rid in ids:
-                r = rows.get(rid)
-                if r is None:
-                    continue
-                got = read_stats(r.address, marks.get(rid))
-                if isinstance(got, str):
-                    misses[rid] = misses.get(rid, 0) + 1
-                    if misses[rid] == 1:
-                        log.warning("fleet: %s (%s) does not answer: %s", rid, r.address, got)
-                    if rid in canaries and misses[rid] >= DEAD_AFTER_MISSES:
-                        return Decision("rollback", f"canary replica {rid} died mid-trial: "
-                                                    f"{r.address} does not answer ({got})")
-                    continue
-                misses[rid] = 0
-                if rid not in marks:  # counted from now on
-                    if got.clock is not None:
-                        marks[rid] = got.clock
-                    continue
-                for v, stats in got.versions.items():
-                    by_version.setdefault(v, []).append(stats)
-            gone = self._canary_gone(rows, canaries, carries, what)
-            if gone is not None:
-                return Decision("rollback", gone)
-            verdict = judge(self.policy, by_version, vid, stable)
-            if verdict.action != "wait":
-                return verdict
-            if time.monotonic() > end:
-                return Decision("rollback", f"no verdict within the {self.policy.window:g}s "
-                                            f"canary window ({verdict.reason})")
-            time.sleep(TRIAL_POLL)
-
-    def _canary_gone(self, rows: dict[str, Replica], canaries: list[str],
-                     carries: Callable[[Replica], bool], what: str) -> str | None:
-        """Why a canary replica can no longer carry the trial (None: all still can)."""
-        t = now()
-        for rid in canaries:
-            r = rows.get(rid)
-            if r is None:
-                return f"canary replica {rid} left the fleet mid-trial"
-            assert r.heartbeat_at is not None
-            age = (t - r.heartbeat_at).total_seconds()
-            if age > self.stale:
-                return (f"canary replica {rid} died mid-trial: no heartbeat for {age:.0f}s "
-                        f"({r.address})")
-            if not carries(r):
-                return (f"canary replica {rid} stopped serving the {what} mid-trial "
-                        f"(state {r.state}, epoch {r.epoch}"
-                        + (f": {r.error}" if r.error else "") + ")")
-        return None
-
-    def _refuse(self, d: Deployment, vid: str, why: str, t0: float) -> Outcome:
-        """Every replica back to the stable version (warm on the canaries: one switch) at
-        epoch+2; the channel moves back if it names the refused version; reason recorded."""
-        d = self.rollouts.abort_stage(d.name, d.epoch, why)
-        if d.version_id is not None and \
-                self.rollouts.get_ref(d.model, d.channel).version_id == vid:
-            number = self.rollouts.get_version(d.version_id).number
-            try:
-                self.reg.rollback(d.model, d.channel, to=f"{d.model}@v{number}",
-                                  actor=self.actor, reason=why)
-                why += f"; {d.channel} moved back to v{number}"
-            except Exception as exc:  # the fleet is safe either way; say what is left
-                why += f"; {d.channel} still names the refused version: {exc}"
-            d = self.rollouts.set_deployment_state(d.name, d.epoch, "aborted", why)
-        late = self._wait(d, d.members, self.verify_timeout,
-                          lambda r: r.epoch >= d.epoch and r.serving_id == d.version_id)
-        return Outcome(d, False, why + (f" (still switching back: {late})" if late else ""),
-                       time.monotonic() - t0)
-
-    def roll(self, d: Deployment, vid: str) -> Deployment | Outcome:
-        """Rolling strategy, for fleets without memory for two versions: `batch` members
-        at a time unload, load `vid` and serve it at epoch+1 (versions are mixed until
-        the last batch; a batch is unready while it loads). If one fails, the rollout
-        aborts and every replica returns to the served version (at epoch+2)."""
-        t0 = time.monotonic()
-        ids = sorted(r.id for r in self.members(d))
-        if not ids:
-            raise UsageError(f"no live replica of {d.model} matches {d.selector or '{}'}")
-        d = self.rollouts.begin_rolling(d.name, d.epoch, vid, ids)
-        epoch = d.epoch + 1
-        for i in range(0, len(ids), self.batch):
-            part = ids[i:i + self.batch]
-            d = self.rollouts.roll_batch(d.name, d.epoch, part)
-            why = self._wait(d, part, self.stage_timeout,
-                             lambda r: r.epoch >= epoch and r.serving_id == vid,
-                             fail=lambda r: r.state == "failed" and r.staged_epoch == epoch)
-            if why is not None:
-                d = self.rollouts.abort_stage(d.name, d.epoch, why)
-                return Outcome(d, False, why, time.monotonic() - t0)
-        return d
-
-    def stage(self, d: Deployment, vid: str) -> Deployment | Outcome:
-        """Phase one alone: every member loads and warms `vid`. The staged deployment,
-        or the aborted Outcome. `flip` finishes it (an operator may stage early and flip
-        in a quiet minute)."""
-        t0 = time.monotonic()
-        members = self.members(d)
-        if not members:
-            raise UsageError(f"no live replica of {d.model} matches {d.selector or '{}'}",
-                             hint="start gateways with --fleet and matching --label")
-        ids = sorted(r.id for r in members)
-        d = self.rollouts.begin_stage(d.name, d.epoch, vid, ids)
-        epoch = d.epoch + 1
-        why = self._wait(d, ids, self.stage_timeout, lambda r: _staged(r, vid, epoch),
-                         fail=lambda r: r.state == "failed" and r.staged_epoch == epoch)
-        if why is None:
-            return d
-        d = self.rollouts.abort_stage(d.name, d.epoch, why)
-        return Outcome(d, False, why, time.monotonic() - t0)
-
-    def flip(self, d: Deployment, move: Callable[[], object] | None = None, *,
-             note: str = "") -> Outcome:
-        """Phase two: move the channel (`move`), commit the epoch, verify. `note` is the
-        reason recorded when every replica is in sync (the canary's verdict)."""
-        t0 = time.monotonic()
-        epoch, ids = d.epoch + 1, d.members
-        try:
-            if move is not None:
-                move()
-        except Exception as exc:  # the channel refused (gate, CAS): nobody switches
-            why = f"moving {d.model}@{d.channel}: {exc}"
-            d = self.rollouts.abort_stage(d.name, d.epoch, why)
-            return Outcome(d, False, why, time.monotonic() - t0)
-        d = self.rollouts.commit_flip(d.name, d.epoch)
-        late = self._wait(d, ids, self.verify_timeout, lambda r: r.epoch >= epoch)
-        state = "done" if late is None else "converging"
-        d = self.rollouts.set_deployment_state(d.name, epoch, state, late or note)
-        return Outcome(d, late is None, late or note, time.monotonic() - t0)
-
-    def _wait(self, d: Deployment, ids: list[str], timeout: float,
-              ok: Callable[[Replica], bool],
-              fail: Callable[[Replica], bool] = lambda r: False) -> str | None:
-        """None once ok(r) holds for every member; else why not (failure, silence,
-        timeout). Wakes on replica NOTIFYs, or polls every 10 ms on SQLite."""
-        end = time.monotonic() + timeout
-        while True:
-            self._changed.clear()
-            rows = {r.id: r for r in self.rollouts.list_replicas(d.model) if r.id in ids}
-            t = now()
-            waiting = []
-            for rid in ids:
-                r = rows.get(rid)
-                if r is not None and ok(r):
-                    continue
-                if r is None:
-                    return f"replica {rid} is gone"
-                if fail(r):
-                    return f"replica {rid} failed: {r.error}"
-                assert r.heartbeat_at is not None
-                if (t - r.heartbeat_at).total_seconds() > self.stale:
-                    return f"replica {rid} stopped reporting ({r.state}, {r.address})"
-                waiting.append(f"{rid} ({r.state})")
-            if not waiting:
-                return None
-            if time.monotonic() > end:
-                return f"timed out after {timeout:g}s waiting for {', '.join(waiting)}"
-            self._changed.wait(0.2 if self._listener is not None else 0.01)
-
     # --- status
     def status(self, name: str) -> dict[str, Any]:
         d = self.rollouts.get_deployment(name)
@@ -506,16 +183,3 @@ class Controller:
                 "canary_share": share_of(d),
                 "refused": refused.as_json() if refused is not None else None,
                 "replicas": reps}
-
-
-def _staged(r: Replica, vid: str, epoch: int) -> bool:
-    return (r.staged_epoch == epoch and r.staged_id == vid) or r.epoch >= epoch
-
-
-def _sharing(r: Replica, vid: str, epoch: int) -> bool:
-    """The replica serves `vid` to its share of requests for the trial at `epoch` (the
-    agent reports the canary version as staged for that epoch, state "canary")."""
-    return r.state == "canary" and r.staged_id == vid and r.staged_epoch == epoch
-
-
-

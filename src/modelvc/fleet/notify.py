@@ -16,23 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..meta.engine import with_net_timeouts
+
 log = logging.getLogger("modelvc.fleet")
 Handler = Callable[[str, dict[str, Any]], None]
-
-# libpq options for connections that must notice a dead network quickly.
-NET_OPTIONS = {"connect_timeout": "2", "keepalives": "1", "keepalives_idle": "1",
-               "keepalives_interval": "1", "keepalives_count": "3",
-               "tcp_user_timeout": "3000"}
-
-
-def with_net_timeouts(url: str) -> str:
-    """The SQLAlchemy URL with NET_OPTIONS added (PostgreSQL; others unchanged)."""
-    u = sa.make_url(url)
-    if u.get_backend_name() != "postgresql":
-        return url
-    q = dict(u.query) | {k: v for k, v in NET_OPTIONS.items() if k not in u.query}
-    return u.set(query=q).render_as_string(hide_password=False)
-
 
 def is_postgres(url: str) -> bool:
     return sa.make_url(url).get_backend_name() == "postgresql"

@@ -53,7 +53,7 @@ class Watcher:
         self._announced: set[tuple[str, int]] = set()
         self._wake, self._stop = threading.Event(), threading.Event()
         self._listener: Listener | None = None
-        url = controller.reg.layout.meta_url
+        url = controller.rollouts.url
         self.push = is_postgres(url)
         self.interval = safety if self.push else poll
         if self.push:

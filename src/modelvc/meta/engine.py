@@ -30,6 +30,21 @@ _WRITE = "modelvc_write"  # execution option: this transaction will write
 _PG_RETRY = {"40001", "40P01"}
 
 
+# libpq options for connections that must notice a dead network quickly.
+NET_OPTIONS = {"connect_timeout": "2", "keepalives": "1", "keepalives_idle": "1",
+               "keepalives_interval": "1", "keepalives_count": "3",
+               "tcp_user_timeout": "3000"}
+
+
+def with_net_timeouts(url: str) -> str:
+    """The SQLAlchemy URL with NET_OPTIONS added (PostgreSQL; others unchanged)."""
+    u = sa.make_url(url)
+    if u.get_backend_name() != "postgresql":
+        return url
+    q = dict(u.query) | {k: v for k, v in NET_OPTIONS.items() if k not in u.query}
+    return u.set(query=q).render_as_string(hide_password=False)
+
+
 def is_sqlite(engine: sa.Engine) -> bool:
     return engine.dialect.name == "sqlite"
 

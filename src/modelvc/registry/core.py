@@ -87,7 +87,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         """Deployments' switch steps, for modelvc.fleet (registry/rollouts.py)."""
         from .rollouts import Rollouts
 
-        return Rollouts(self._meta)
+        return Rollouts(self._meta, self.layout.meta_url)
 
     # ---- the areas of RegistryAPI (registry/areas.py)
     @cached_property

@@ -1,9 +1,11 @@
 """What modelvc.fleet's rollout controller asks of an embedded registry (`reg.rollouts`):
 deployments, their replicas, and the steps of a switch, each a compare-and-swap on the
 deployment's epoch (Conflict when another controller moved it), plus the audit entries
-that record a refused version (fleet/refusals.py). Not part of the Protocol: a
-controller runs beside the registry's database (`modelvc deploy`), and the fleet sees
-nothing else of the metadata."""
+that record a refused version (fleet/refusals.py), and what a fleet gateway asks
+(its deployments, its replica reports: serving/fleet_agent.py). Not part of the
+Protocol: a controller and a fleet gateway run beside the registry's database
+(`modelvc deploy`, `modelvc serve --fleet`), and the fleet sees nothing else of the
+metadata."""
 
 from __future__ import annotations
 
@@ -17,8 +19,28 @@ if TYPE_CHECKING:
 
 
 class Rollouts:
-    def __init__(self, meta: MetaStore) -> None:
-        self._meta = meta
+    def __init__(self, meta: MetaStore, url: str, *, owned: bool = False) -> None:
+        self._meta, self._url, self._owned = meta, url, owned
+
+    @classmethod
+    def connect(cls, url: str) -> Rollouts:
+        """A connection of its own to the registry database at `url` (a fleet gateway's:
+        with network timeouts on PostgreSQL, so a database that hangs stalls its reports,
+        never the gateway's registry reads). `close` it."""
+        from ..meta.engine import with_net_timeouts
+        from ..meta.store import MetaStore
+
+        return cls(MetaStore.open(with_net_timeouts(url)), url, owned=True)
+
+    @property
+    def url(self) -> str:
+        """The metadata database URL (a fleet LISTENs on it when it is PostgreSQL)."""
+        return self._url
+
+    def close(self) -> None:
+        """Close a connection of its own (`connect`); the registry's is the registry's."""
+        if self._owned:
+            self._meta.close()
 
     # ---- reading
     def get_deployment(self, name: str) -> Deployment:
@@ -35,6 +57,10 @@ class Rollouts:
 
     def get_version(self, version_id: str) -> VersionRow:
         return self._meta.get_version(version_id)
+
+    # ---- a fleet gateway's reports
+    def report_replica(self, r: Replica) -> None:
+        self._meta.report_replica(r)
 
     # ---- the steps of a switch (docs/deploy.md)
     def begin_stage(self, name: str, epoch: int, version_id: str, members: list[str],

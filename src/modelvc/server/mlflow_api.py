@@ -3,9 +3,15 @@ catch-all ENDPOINT_NOT_FOUND routes (after them, so they match last). app.py mou
 
 from __future__ import annotations
 
-from . import mlflow_artifacts, mlflow_registry, mlflow_tracking, mlflow_versions
+from . import (
+    mlflow_artifacts,
+    mlflow_logged_models,
+    mlflow_registry,
+    mlflow_tracking,
+    mlflow_versions,
+)
 from .mlflow import mount, router
 
-__all__ = ["mlflow_artifacts", "mlflow_registry", "mlflow_tracking", "mlflow_versions",
-           "router"]
+__all__ = ["mlflow_artifacts", "mlflow_logged_models", "mlflow_registry", "mlflow_tracking",
+           "mlflow_versions", "router"]
 mount()
