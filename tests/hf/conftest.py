@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from modelvc.meta.auth import new_token
 from modelvc.registry import Registry
 from tests.services.ports import free_port
+from tests.services.server import grant_token
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-hf0"
@@ -94,15 +94,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         reg.promote(f"{MODEL}@v1", "production", actor="tester", create=True)
         reg.promote(f"{MODEL}@v2", "staging", actor="tester", create=True)
         reg.tag(f"{MODEL}@v3", "gold", actor="tester")
-        token, digest = new_token()
-        reg._meta.create_token(name="hf", subject="alice", secret_hash=digest,
-                              scopes=["admin:*"], expires_at=None, actor="tester")
-        reg.roles.grant("alice", "writer", on="*", actor="tester")
-        reader, digest = new_token()
-        reg._meta.create_token(name="ro", subject="carol", secret_hash=digest,
-                              scopes=["admin:*"], expires_at=None, actor="tester")
-        reg.roles.grant("carol", "reader", on="*", actor="tester")
-    hub.token, hub.reader_token = token, reader
+    hub.token = grant_token(hub.registry, "alice", "writer", scopes=["admin:*"])
+    hub.reader_token = grant_token(hub.registry, "carol", "reader", scopes=["admin:*"])
     port = free_port()
     hub.url = f"http://127.0.0.1:{port}"
     log = (root / "server.log").open("wb")

@@ -122,13 +122,9 @@ def test_delete_repo_keeps_history_even_for_an_admin(hub: Hub, hf_env: Path) -> 
     from huggingface_hub import HfApi
     from huggingface_hub.utils import HfHubHTTPError
 
-    from modelvc.meta.auth import new_token
+    from tests.services.server import grant_token
 
-    token, digest = new_token()
-    with hub.open() as reg:
-        reg._meta.create_token(name="adm", subject="dora", secret_hash=digest,
-                              scopes=["admin:*"], expires_at=None, actor="tester")
-        reg.roles.grant("dora", "admin", on="*", actor="tester")
+    token = grant_token(hub.registry, "dora", "admin", scopes=["admin:*"])
     api = HfApi(token=token)
     with pytest.raises(HfHubHTTPError) as err:
         api.delete_repo("acme/tiny-bert")

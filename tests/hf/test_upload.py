@@ -73,13 +73,9 @@ def test_upload_to_a_channel_or_a_stale_parent_is_refused(hub: Hub, hf_env: Path
 
 
 def test_writes_need_the_writer_role(hub: Hub) -> None:
-    from modelvc.meta.auth import new_token
+    from tests.services.server import grant_token
 
-    token, digest = new_token()
-    with hub.open() as reg:
-        reg._meta.create_token(name="ro", subject="bob", secret_hash=digest,
-                              scopes=["admin:*"], expires_at=None, actor="tester")
-        reg.roles.grant("bob", "reader", on="*", actor="tester")
+    token = grant_token(hub.registry, "bob", "reader", scopes=["admin:*"])
     auth = {"Authorization": f"Bearer {token}"}
     r = httpx.post(f"{hub.url}/api/repos/create", json={"name": "x", "organization": "bob"},
                    headers=auth)

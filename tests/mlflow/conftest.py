@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,28 +33,21 @@ class Server:
         return Registry.open_local(self.registry)
 
 
-def start(registry: Path, log: Path) -> Server:
+@contextmanager
+def running(registry: Path, log: Path) -> Iterator[Server]:
+    """A server on the registry at REGISTRY, with the three users' tokens; stopped after."""
     admin = grant_token(registry, "root", "admin")
     writer = grant_token(registry, "alice", "promoter")
     reader = grant_token(registry, "carol", "reader")
     proc = ServerProcess(registry, log, args=["--log-level", "warning"]).start()
-    return Server(proc.url, registry, writer, reader, admin, proc)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("mlflow-server")
-    Registry.init(root / "registry").close()
-    s = start(root / "registry", root / "server.log")
     try:
-        yield s
+        yield Server(proc.url, registry, writer, reader, admin, proc)
     finally:
-        s.proc.stop()
+        proc.stop()
 
 
-@pytest.fixture
-def as_user(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
-    """The MLflow client's environment: this server, alice's token."""
+def client_env(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The MLflow client's environment: SERVER, alice's token."""
     for k, v in CLIENT_ENV.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
@@ -61,6 +55,19 @@ def as_user(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.setenv("MODELVC_AUTHOR", "tester")
     return server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("mlflow-server")
+    Registry.init(root / "registry").close()
+    with running(root / "registry", root / "server.log") as s:
+        yield s
+
+
+@pytest.fixture
+def as_user(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    return client_env(server, monkeypatch)
 
 
 def client(server: Server, token: str | None = None) -> object:
@@ -88,21 +95,12 @@ def scaled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                        f"&access_key={s3.access_key}&secret_key={s3.secret_key}"
                        "&region=us-east-1")
             Registry.init(root / "registry", meta_url=pg, objects_url=objects).close()
-            s = start(root / "registry", root / "server.log")
-            try:
+            with running(root / "registry", root / "server.log") as s:
                 yield s
-            finally:
-                s.proc.stop()
     finally:
         drop_database(pg)
 
 
 @pytest.fixture
 def scaled_user(scaled: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
-    for k, v in CLIENT_ENV.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", scaled.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", scaled.writer)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.setenv("MODELVC_AUTHOR", "tester")
-    return scaled
+    return client_env(scaled, monkeypatch)

@@ -1,0 +1,101 @@
+"""`MetaReads`: the metadata reads a one-shot command makes (resolving refs, versions,
+ref history, the trust policy), which two classes implement: MetaStore (SQLAlchemy,
+SQLite or PostgreSQL) and meta/lite.py's LiteMeta (plain sqlite3, no SQLAlchemy import).
+
+mypy ties the three together (`_tied` below): both classes implement the Protocol, and
+MetaStore's reads accept nothing the Protocol does not declare. So a parameter added to
+one of MetaStore's reads fails mypy until it is declared here, and then until LiteMeta
+takes it too (a LiteMeta stands in for a MetaStore: a registry calling it with a
+parameter only MetaStore knows would fail at run time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from .api import AuditRow, ModelRow, RefKind, RefMove, RefRow, Signature, VersionRow
+
+if TYPE_CHECKING:
+    from .lite import LiteMeta
+    from .store import MetaStore
+
+
+class MetaReads(Protocol):
+    registry_id: str
+    format_version: int
+    # Set by the registry: called with (entry id, hash) of the audit head after a write.
+    audit_seal: Callable[[int, str], None] | None
+
+    def close(self) -> None: ...
+
+    def will_write(self) -> None:
+        """A write is coming (LiteMeta opens its MetaStore in the background)."""
+        ...
+
+    # ---- models
+    def get_model(self, name: str) -> ModelRow: ...
+
+    def list_models(self) -> list[ModelRow]: ...
+
+    # ---- versions
+    def get_version(self, version_id: str) -> VersionRow: ...
+
+    def version_by_number(self, model: str, number: int) -> VersionRow: ...
+
+    def versions_by_prefix(self, model: str | None, prefix: str) -> list[VersionRow]: ...
+
+    def list_versions(self, model: str, *, include_deleted: bool = False
+                      ) -> list[VersionRow]: ...
+
+    # ---- refs
+    def get_ref(self, model: str, name: str) -> RefRow: ...
+
+    def list_refs(self, model: str, kind: RefKind | None = None) -> list[RefRow]: ...
+
+    def ref_history(self, model: str, name: str | None = None) -> list[RefMove]: ...
+
+    # ---- trust (what every checkout reads)
+    def current_policy(self) -> tuple[str, str] | None: ...
+
+    def signatures(self, version_id: str) -> list[Signature]: ...
+
+    def audit_entries(self, *, model: str | None = None, actor: str | None = None,
+                      action: str | None = None, target: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None,
+                      after_id: int = 0, limit: int | None = None,
+                      newest: int | None = None, before_id: int | None = None
+                      ) -> list[AuditRow]: ...
+
+
+if TYPE_CHECKING:
+    def _tied(store: MetaStore, lite: LiteMeta, reads: MetaReads) -> list[MetaReads]:
+        """Type-checked, never run. Each `f = store.X; f = reads.X` fails when
+        MetaStore.X accepts a parameter MetaReads.X does not declare."""
+        f0 = store.get_model
+        f0 = reads.get_model
+        f1 = store.list_models
+        f1 = reads.list_models
+        f2 = store.get_version
+        f2 = reads.get_version
+        f3 = store.version_by_number
+        f3 = reads.version_by_number
+        f4 = store.versions_by_prefix
+        f4 = reads.versions_by_prefix
+        f5 = store.list_versions
+        f5 = reads.list_versions
+        f6 = store.get_ref
+        f6 = reads.get_ref
+        f7 = store.list_refs
+        f7 = reads.list_refs
+        f8 = store.ref_history
+        f8 = reads.ref_history
+        f9 = store.current_policy
+        f9 = reads.current_policy
+        f10 = store.signatures
+        f10 = reads.signatures
+        f11 = store.audit_entries
+        f11 = reads.audit_entries
+        del f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11
+        return [store, lite]
