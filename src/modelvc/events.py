@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import webhooks as wire
 from .api.types import DeliveryReport, WebhookStatus
 from .errors import PermissionDenied
 from .lineage import author
@@ -92,6 +91,8 @@ class Events:
     # ---- configuration (admins only; audited like every mutation)
     def add(self, url: str, *, secret: str, events: Sequence[str] = (),
             actor: str | None = None) -> Webhook:
+        from . import webhooks as wire  # urllib, ssl: loaded when a webhook exists
+
         wire.check_url(url)
         actor = actor or author()
         require_admin(self.meta, actor, "add a webhook")
@@ -196,6 +197,8 @@ class Events:
                       timeout: float) -> tuple[int, int]:
         """Deliver, then keep this process's backoff state for the webhook: a failure
         pushes its next pass back, anything else clears it."""
+        from . import webhooks as wire  # urllib, ssl: loaded when a webhook exists
+
         sent, failed, blocked = self._drain(hook, deadline, tries, timeout)
         if blocked:
             n = self._failures[hook.id] = self._failures.get(hook.id, 0) + 1
@@ -245,6 +248,8 @@ class Events:
 
     def _send(self, hook: Webhook, e: AuditRow, deadline: float, tries: int,
               timeout: float) -> tuple[bool, int]:
+        from . import webhooks as wire  # urllib, ssl: loaded when a webhook exists
+
         delivery = wire.delivery_id(hook.id, e.id)
         data = wire.body(e, delivery)
         failed = 0
@@ -290,6 +295,8 @@ class RemoteEvents:
 
     def add(self, url: str, *, secret: str, events: Sequence[str] = (),
             actor: str | None = None) -> Webhook:
+        from . import webhooks as wire  # urllib, ssl: loaded when a webhook exists
+
         wire.check_url(url)
         out = self._call("POST", "/webhooks",
                          json={"url": url, "secret": secret, "events": list(events)})

@@ -8,7 +8,6 @@ import os
 import platform
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +99,8 @@ def _package_versions() -> tuple[tuple[str, str], ...]:
         if key in installed:
             found.append((name, installed[key]))
         elif key in eggs:
+            from importlib import metadata  # ~40 ms: only for an .egg-info
+
             try:
                 found.append((name, metadata.version(name)))
             except metadata.PackageNotFoundError:

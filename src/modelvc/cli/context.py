@@ -50,5 +50,27 @@ class Ctx:
             self._reg.close()
 
 
+def few_arenas() -> None:
+    """For a one-shot command that encodes or decodes (commit, checkout), before its
+    threads start: one glibc malloc arena. With one per thread (up to 8 per CPU), the
+    block-sized buffers one thread frees stay in its arena for it alone: a 91 MB delta
+    commit peaked at 235-250 MiB, 187 with one arena, at the same CPU (its threads spend
+    their time in zstd and numpy, not in malloc). Long-running commands (serve, server)
+    keep glibc's default."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = getattr(libc, "mallopt", None)
+        if mallopt is not None:
+            mallopt(-8, 1)  # M_ARENA_MAX
+    except OSError:  # no C library to ask: keep its defaults
+        pass
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)

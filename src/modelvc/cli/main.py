@@ -60,6 +60,9 @@ def cli(ctx: click.Context, registry: str | None) -> None:
 # (a training loop calling Registry.commit) would only hold memory here. Long-running
 # commands (serve, server) and scripts may still set MODELVC_CACHE_MB.
 CLI_CACHE_MB = "32"
+# Idle decode buffers kept for reuse (codec/buffers.py; 96 MB in a long-lived process):
+# a one-shot command's peak RSS counts each of them.
+CLI_POOL_MB = "32"
 
 
 def build() -> click.Group:
@@ -93,6 +96,7 @@ def build() -> click.Group:
 
 def main() -> None:
     os.environ.setdefault("MODELVC_CACHE_MB", CLI_CACHE_MB)
+    os.environ.setdefault("MODELVC_POOL_MB", CLI_POOL_MB)
     build()(prog_name="modelvc")
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import webbrowser
 
 import click
 
@@ -13,6 +11,8 @@ from .context import Ctx, json_option
 
 
 def _free_port(host: str) -> int:
+    import socket
+
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -35,6 +35,9 @@ def ui(ctx: Ctx, port: int, no_browser: bool, as_json: bool) -> None:
         import uvicorn
     except ImportError as exc:
         raise UsageError(f"the UI needs {exc.name}", hint="pip install 'modelvc[ui]'") from exc
+    import socket
+    import webbrowser  # imported here: every other command starts without them
+
     from ..lineage import author
     from ..ui.access import LocalAccess
     from ..ui.app import standalone

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .context import Ctx, json_option
+from .context import Ctx, few_arenas, json_option
 from .output import Progress, columns, emit, human_bytes, show_value, when
 
 
@@ -76,6 +76,7 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
            param: tuple[str, ...], metric: tuple[str, ...], tag: tuple[str, ...],
            parent: str | None, fork: bool, data: tuple[str, ...], as_json: bool) -> None:
     """Record PATH (a file or folder) as a new immutable version."""
+    few_arenas()
     reg = ctx.registry()
     if parent is not None and not fork:
         pv = reg.resolve(parent)
@@ -239,6 +240,7 @@ def _change(c: Any) -> tuple[str, ...]:
 @click.pass_obj
 def checkout(ctx: Ctx, ref: str, dest: str, force: bool, as_json: bool) -> None:
     """Write version REF into DEST, bit-exact and verified."""
+    few_arenas()
     bar = Progress(f"checkout {ref}", 0, enabled=not as_json)
     res = ctx.registry().checkout(ref, dest, force=force, progress=bar)
     bar.close()

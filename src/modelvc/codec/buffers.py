@@ -8,6 +8,7 @@ again, whichever thread asks (threads come and go with each Registry's pools).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import defaultdict
 
@@ -15,7 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 Bytes = npt.NDArray[np.uint8]
-MAX_POOLED = 96 << 20  # bytes kept idle at most; beyond that, buffers are freed
+# Bytes kept idle at most; beyond that, buffers are freed. A one-shot CLI command keeps
+# fewer (cli/main.py): its peak RSS counts every idle buffer.
+MAX_POOLED = int(os.environ.get("MODELVC_POOL_MB", "96")) << 20
 SMALL = 64 << 10
 CLASS = 256 << 10
 
