@@ -2,8 +2,9 @@
 
 Between a version and one derived from it (`derived_from` names the other), the diff
 says so (`derivation`) and sums the error up over every tensor compared (`error`: max
-abs, RMS, relative L2); an int8 weight stored with `<name>_scale` and `<name>_zero_point`
-(quantize-dynamic) is compared dequantized.
+abs, RMS, relative L2); an int8 or uint8 weight stored with `<name>_scale` and
+`<name>_zero_point` (quantize-dynamic) is compared dequantized, its zero point read from
+the model (a scalar ONNX zero point is no tensor segment: read from the file's bytes).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .manifest import Manifest, SegmentRef
+from .manifest import FileEntry, Manifest, SegmentRef
 from .storage import ObjectIO
 
 
@@ -88,6 +89,7 @@ def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_la
             fa = {pb: a.files[0]}
             ta = {(pb, n): s for (_, n), s in ta.items()}
     pairs = _pair_tensors(ta, _quantized_as_source(ta, tb))
+    quant = _Quant(io, tb, fb)
     sizes = [s.size for _, sa, sb in pairs if (s := sb or sa) is not None]
     total, done = sum(sizes), 0
     acc = _Error()
@@ -99,7 +101,7 @@ def diff_manifests(io: ObjectIO, a: Manifest, b: Manifest, *, a_label: str, b_la
             acc.same(sa)
         else:
             out.tensors.append(_tensor_change(io, key, sa, sb, numeric, acc,
-                                              _quant(io, tb, key) if numeric else None))
+                                              quant(key) if numeric else None))
         if progress is not None:
             progress(done, total)
     if numeric and out.derivation is not None:
@@ -196,21 +198,45 @@ def _quantized_as_source(ta: dict[tuple[str, str], SegmentRef],
     return out
 
 
-def _quant(io: ObjectIO, tb: dict[tuple[str, str], SegmentRef], key: tuple[str, str]
-           ) -> tuple[float, float] | None:
+class _Quant:
     """(scale, zero point) stored beside an int8 weight by quantize-dynamic, if any."""
-    file, name = key
-    sc, zp = tb.get((file, f"{name}_scale")), tb.get((file, f"{name}_zero_point"))
-    if sc is None:
-        return None
-    s = _as_float(io.read_tensor(sc.id), sc.dtype or "")
-    # ONNX keeps a scalar int8 zero point outside raw_data, so it is not indexed: for
-    # signed int8 weights ONNX Runtime quantizes symmetrically, zero point 0.
-    z = _as_float(io.read_tensor(zp.id), zp.dtype or "") if zp is not None else \
-        np.zeros(1)
-    if s is None or z is None or s.size != 1 or z.size != 1:
-        return None
-    return float(s[0]), float(z[0])
+
+    def __init__(self, io: ObjectIO, tb: dict[tuple[str, str], SegmentRef],
+                 files: dict[str, FileEntry]) -> None:
+        self.io, self.tb, self.files = io, tb, files
+        self._scalars: dict[str, dict[str, int]] = {}  # ONNX file -> its scalars
+
+    def __call__(self, key: tuple[str, str]) -> tuple[float, float] | None:
+        file, name = key
+        sc = self.tb.get((file, f"{name}_scale"))
+        zp = self.tb.get((file, f"{name}_zero_point"))
+        if sc is None:
+            return None
+        s = _as_float(self.io.read_tensor(sc.id), sc.dtype or "")
+        if zp is not None:
+            z = _as_float(self.io.read_tensor(zp.id), zp.dtype or "")
+        elif (found := self._onnx_scalars(file)) is not None:
+            # A scalar ONNX zero point lives in int32_data, not a tensor segment; with
+            # no such initializer DequantizeLinear's default, 0, applies.
+            z = np.array([float(found.get(f"{name}_zero_point", 0))])
+        else:
+            z = None
+        if s is None or z is None or s.size != 1 or z.size != 1:
+            return None
+        return float(s[0]), float(z[0])
+
+    def _onnx_scalars(self, file: str) -> dict[str, int] | None:
+        """FILE's scalar integer initializers (read once), None if it is not ONNX."""
+        entry = self.files.get(file)
+        if entry is None or entry.format != "onnx":
+            return None
+        if file not in self._scalars:
+            from .formats.onnx import scalar_ints
+
+            data = b"".join(self.io.read_object(s.id, s.tensor is not None)
+                            for s in entry.segments)
+            self._scalars[file] = scalar_ints(data)
+        return self._scalars[file]
 
 
 def _tensor_change(io: ObjectIO, key: tuple[str, str], sa: SegmentRef | None,
@@ -236,7 +262,7 @@ def _tensor_change(io: ObjectIO, key: tuple[str, str], sa: SegmentRef | None,
     y = _as_float(io.read_tensor(sb.id), sb.dtype or "")
     if x is None or y is None or x.size == 0:
         return TensorChange(file, name, status, **base)  # type: ignore[arg-type]
-    dequantized = quant is not None and sb.dtype == "I8" and sa.dtype in _FLOATS
+    dequantized = quant is not None and sb.dtype in ("I8", "U8") and sa.dtype in _FLOATS
     if dequantized and quant is not None:
         y = (y - quant[1]) * quant[0]
     d = y - x

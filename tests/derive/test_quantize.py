@@ -14,6 +14,7 @@ from safetensors.numpy import load_file
 from modelvc.api import Version
 from modelvc.derive import check, derive
 from modelvc.derive import samples as smp
+from modelvc.errors import UsageError
 from modelvc.registry import Registry
 from tests.conftest import MINILM
 
@@ -25,7 +26,7 @@ def test_onnx_digits(reg: Registry, digits: tuple[Path, Path, float], tmp_path: 
     reg.commit(onnx_path, model="digits")
     derive(reg, "digits@v1", "quantize-dynamic", to="int8")
     rec = reg.resolve("digits@int8").lineage["derived_from"]
-    assert rec["params"] == {"backend": "auto"} and rec["deterministic"]
+    assert rec["params"] == {"backend": "auto", "weight_type": "int8"} and rec["deterministic"]
     per = rec["stats"]["per_tensor"]
     assert sorted(per) == ["coefficient", "coefficient1"]  # the two weight matrices
     for s in per.values():
@@ -53,6 +54,27 @@ def test_onnx_digits(reg: Registry, digits: tuple[Path, Path, float], tmp_path: 
         max(s["max_abs_error"] for s in per.values()))
     result = check(reg, "digits@int8", record=False)
     assert result.ok and [f.status for f in result.files] == ["same"]
+
+
+def test_onnx_uint8_zero_points_read_from_the_model(
+        reg: Registry, digits: tuple[Path, Path, float]) -> None:
+    """QUInt8 weights are asymmetric: a zero point per weight, kept by ONNX in int32_data
+    (no tensor segment). diff reads it from the model: the dequantized error it reports
+    is the recipe's, which a zero point taken as 0 would make ~zero_point * scale."""
+    onnx_path, _, _ = digits
+    reg.commit(onnx_path, model="digits")
+    derive(reg, "digits@v1", "quantize-dynamic", to="u8", params={"weight_type": "uint8"})
+    rec = reg.resolve("digits@u8").lineage["derived_from"]
+    per = rec["stats"]["per_tensor"]
+    assert rec["params"]["weight_type"] == "uint8"
+    assert all(s["dtype"] == "uint8" for s in per.values())
+    assert any(s["zero_point"] not in (0, 128) for s in per.values())
+    by = {t.name: t for t in reg.diff("digits@v1", "digits@u8").tensors}
+    for name, s in per.items():
+        assert by[name].dequantized and by[name].max_abs == pytest.approx(s["max_abs_error"])
+        assert by[name].max_abs <= s["scale"] / 2 + 1e-9
+    with pytest.raises(UsageError, match="weight_type"):
+        derive(reg, "digits@v1", "quantize-dynamic", to="u9", params={"weight_type": "u9"})
 
 
 def test_torch_minilm(reg: Registry, minilm: Version, tmp_path: Path,

@@ -1,6 +1,7 @@
 """`quantize-dynamic`: int8 weights, activations quantized at run time.
 
-- ONNX files: onnxruntime.quantization.quantize_dynamic (QInt8 weights, per tensor).
+- ONNX files: onnxruntime.quantization.quantize_dynamic (per tensor; QInt8 weights,
+  symmetric, or `--param weight_type=uint8`: QUInt8, asymmetric, a zero point per weight).
 - a transformers model in safetensors: torch.ao dynamic quantization of its Linear
   layers. The result is stored as safetensors (never a torch.save pickle): each
   quantized weight as its I8 values with `<weight>_scale` and `<weight>_zero_point`,
@@ -31,6 +32,7 @@ from .recipe import Applied, unknown
 from .tensors import Tensor
 
 BACKENDS = ("auto", "onnx", "torch")
+WEIGHT_TYPES = ("int8", "uint8")
 QFILE = "quantization.json"
 
 
@@ -42,13 +44,18 @@ class QuantizeDynamic:
     tools = ("onnxruntime", "onnx", "torch", "transformers")
 
     def params(self, raw: Mapping[str, str]) -> dict[str, Any]:
-        unknown(raw, ("backend",), self.name)
+        unknown(raw, ("backend", "weight_type"), self.name)
         backend = raw.get("backend", "auto")
         if backend not in BACKENDS:
             raise UsageError(f"quantize-dynamic: backend {backend!r} is not one of "
                              f"{', '.join(BACKENDS)}",
                              hint="auto: ONNX files with onnxruntime, else torch")
-        return {"backend": backend}
+        weight_type = raw.get("weight_type", "int8")
+        if weight_type not in WEIGHT_TYPES:
+            raise UsageError(f"quantize-dynamic: weight_type {weight_type!r} is not one of "
+                             f"{', '.join(WEIGHT_TYPES)}",
+                             hint="uint8 (asymmetric) is for ONNX models only")
+        return {"backend": backend, "weight_type": weight_type}
 
     def apply(self, files_dir: Path, params: Mapping[str, Any], out_dir: Path) -> Applied:
         paths = ([files_dir] if files_dir.is_file() else
@@ -61,7 +68,10 @@ class QuantizeDynamic:
             if not has_onnx:
                 raise UsageError("quantize-dynamic: backend onnx, but the source has no "
                                  ".onnx file", hint="--param backend=torch for safetensors")
-            return _onnx(files_dir, paths, out_dir)
+            return _onnx(files_dir, paths, out_dir, params.get("weight_type", "int8"))
+        if params.get("weight_type", "int8") != "int8":
+            raise UsageError("quantize-dynamic: torch quantizes weights as int8 only",
+                             hint="drop --param weight_type, or quantize an ONNX export")
         return _torch(files_dir, out_dir)
 
 
@@ -69,11 +79,12 @@ def _rel(root: Path, p: Path) -> str:
     return p.name if root.is_file() else p.relative_to(root).as_posix()
 
 
-def _onnx(root: Path, paths: list[Path], out_dir: Path) -> Applied:
+def _onnx(root: Path, paths: list[Path], out_dir: Path, weight_type: str) -> Applied:
     import onnx
     from onnx import numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    qtype = QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8
     per: dict[str, dict[str, Any]] = {}
     errors: dict[str, float] = {}
     for p in paths:
@@ -83,7 +94,7 @@ def _onnx(root: Path, paths: list[Path], out_dir: Path) -> Applied:
             shutil.copyfile(p, dest)
             continue
         with _quiet_root_logger():  # it advises pre-processing on the root logger
-            quantize_dynamic(str(p), str(dest), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(p), str(dest), weight_type=qtype)
         src = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer}
         got = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(dest)).graph.initializer}
         prefix = f"{_rel(root, p)}:" if len(paths) > 1 else ""
@@ -101,7 +112,7 @@ def _onnx(root: Path, paths: list[Path], out_dir: Path) -> Applied:
         if feed is not None:
             for k, v in samples.output_error(a.run(None, feed), b.run(None, feed)).items():
                 errors[k] = max(errors.get(k, 0.0), v)
-    return _applied(per, errors, "onnxruntime.quantization.quantize_dynamic QInt8")
+    return _applied(per, errors, f"onnxruntime.quantization.quantize_dynamic {qtype.name}")
 
 
 @contextlib.contextmanager

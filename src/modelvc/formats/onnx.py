@@ -165,3 +165,36 @@ def _walk_model(walk: _Walk, size: int) -> dict[str, Any]:
     if walk.external:
         info["external_data_tensors"] = walk.external
     return info
+
+
+def scalar_ints(data: bytes | memoryview) -> dict[str, int]:
+    """The main graph's integer initializers of one element kept in int32_data or
+    int64_data (not raw_data, so not tensor segments): name -> value. ONNX Runtime's
+    quantizer writes a weight's zero point this way."""
+    buf = memoryview(data)
+    out: dict[str, int] = {}
+    try:
+        for f in iter_fields(buf, 0, len(buf)):
+            if f.number != 7 or f.wire != LEN:
+                continue
+            for g in iter_fields(buf, f.value, f.value + f.length):
+                if g.number == 5 and g.wire == LEN:
+                    _scalar(buf, g.value, g.length, out)
+    except WireError as exc:
+        raise InvalidModelFile(f"not a valid ONNX model: {exc}", hint=_HINT) from exc
+    return out
+
+
+def _scalar(buf: memoryview, start: int, length: int, out: dict[str, int]) -> None:
+    name, dims, values = None, [], []
+    for f in iter_fields(buf, start, start + length):
+        if f.number == 1:
+            dims += [f.value] if f.wire == VARINT else _packed(buf, f.value, f.length)
+        elif f.number == 8 and f.wire == LEN:
+            name = bytes(buf[f.value:f.value + f.length]).decode("utf-8", "replace")
+        elif f.number in (5, 7):  # int32_data / int64_data, plain or packed
+            values += [f.value] if f.wire == VARINT else _packed(buf, f.value, f.length)
+        elif f.number == 9:  # raw_data: a tensor segment, not ours
+            return
+    if name is not None and len(values) == 1 and math.prod(dims) == 1:
+        out[name] = as_int64(values[0])
