@@ -58,13 +58,14 @@ class RemoteWrites:
     resolve: Callable[..., VersionRow]
 
     def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,
-              add: Mapping[str, bytes] | None = None, delete: Sequence[str] = (),
+              add: Mapping[str, bytes | Path] | None = None, delete: Sequence[str] = (),
               delete_folders: Sequence[str] = (), message: str = "",
               author: str | None = None) -> VersionRow:
         """See Registry.amend; ADD goes inline (base64), bounded by the server's
         max_hf_commit_mb. `author` is ignored: the server records the token's subject."""
         body = {"branch": branch, "parent": parent, "message": message,
-                "add": {k: base64.b64encode(v).decode() for k, v in (add or {}).items()},
+                "add": {k: base64.b64encode(v if isinstance(v, bytes) else Path(v).read_bytes()
+                                           ).decode() for k, v in (add or {}).items()},
                 "delete": list(delete), "delete_folders": list(delete_folders)}
         return decode_as(VersionRow, self._post(f"/models/{self._q(model)}/amend", body))
 

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelvc.registry import Registry
@@ -23,6 +24,13 @@ def _rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) << 10
     raise AssertionError("no VmRSS")
+
+
+def _peak(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) << 10
+    raise AssertionError("no VmHWM")
 
 
 def _send(port: int, path: str, token: str | None) -> bytes:
@@ -67,3 +75,35 @@ def test_an_oversized_body_does_not_grow_the_server(server: tuple[ServerProcess,
     assert status in answer.split(b"\r\n", 1)[0], answer[:200]
     grown = _rss(srv.proc.pid) - before
     assert grown < GROWTH, f"{path}: RSS grew {grown >> 20} MiB"
+
+
+def test_a_large_hf_commit_body_is_read_as_it_arrives(
+        server: tuple[ServerProcess, str]) -> None:
+    """213 MiB of base64 on one NDJSON line, then an operation the server refuses: the
+    whole body is read and decoded (into a temp file) before the 400, and the server's
+    peak RSS grows by a few buffers (read whole it grew by ~1 GiB)."""
+    import base64
+    import json
+
+    srv, token = server
+    assert srv.proc is not None
+    content = base64.b64encode(bytes(range(256)) * (640 << 10))  # 160 MiB decoded
+    head = json.dumps({"key": "header", "value": {"summary": "big"}}).encode() + b"\n"
+    before_file = b'{"key": "file", "value": {"content": "'
+    after_file = (b'", "path": "w.bin", "encoding": "base64"}}\n'
+                  b'{"key": "lfsFile", "value": {"path": "x"}}\n')
+    size = len(head) + len(before_file) + len(content) + len(after_file)
+    pieces = [head, before_file, *(content[i:i + (1 << 20)] for i in range(
+        0, len(content), 1 << 20)), after_file]
+    with httpx.Client(base_url=srv.url, timeout=600) as c:
+        assert c.post("/api/repos/create", json={"name": "big"},
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        Path(f"/proc/{srv.proc.pid}/clear_refs").write_text("5")  # peak := current
+        before = _rss(srv.proc.pid)
+        r = c.post("/api/models/big/commit/main", content=iter(pieces),
+                   headers={"Authorization": f"Bearer {token}",
+                            "Content-Length": str(size)})
+    assert r.status_code == 400 and "line 3: lfsFile" in r.text, r.text[:300]
+    peak = _peak(srv.proc.pid) - before
+    print(f"HF commit body of {size >> 20} MiB: peak RSS +{peak >> 20} MiB")
+    assert peak < GROWTH, f"peak RSS grew {peak >> 20} MiB"

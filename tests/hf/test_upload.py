@@ -143,3 +143,52 @@ def test_readme_upload_to_a_large_model_costs_kilobytes(hub: Hub, hf_env: Path,
         api.upload_file(path_or_fileobj=b"---\nlicense: [x\n---\n", path_in_repo="README.md",
                         repo_id="acme/big")
     assert size > 64 << 20
+
+
+def _status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) << 10
+    raise AssertionError(f"no {key}")
+
+
+LARGE = 40  # tensors of 4 MiB: a 160 MiB safetensors file, 213 MiB of base64 on one line
+
+
+def _weights(n: int, seed: int) -> bytes:
+    import numpy as np
+    from safetensors.numpy import save
+
+    rng = np.random.default_rng(seed)
+    return save({f"layer{i}.weight": rng.standard_normal(1 << 20, dtype=np.float32)
+                 for i in range(n)})
+
+
+def test_a_large_commit_streams_through_the_server(hub: Hub, hf_env: Path) -> None:
+    """A commit body is read as it arrives (server/hf_commit.py): its file is decoded
+    into a temp file and committed from there. The server's peak RSS (its own, from
+    /proc, not a timing) grows by what committing the file costs (its block cache and
+    buffers: 130-190 MiB for 64-320 MiB files), not by the body: read whole, this one
+    grew it by ~1 GiB (the base64 line parsed, then decoded). Reading alone is
+    tests/campaign/test_memory.py's HF case."""
+    import hashlib
+
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api = HfApi()
+    api.create_repo("acme/large")
+    api.upload_file(path_or_fileobj=b"warm-up", path_in_repo="NOTES.md",
+                    repo_id="acme/large")  # imports, unmeasured
+    data = _weights(LARGE, 2)
+    Path(f"/proc/{hub.pid}/clear_refs").write_text("5")  # peak RSS := current RSS
+    before = _status(hub.pid, "VmRSS")
+    info = api.upload_file(path_or_fileobj=data, path_in_repo="model.safetensors",
+                           repo_id="acme/large", commit_message="large")
+    peak = _status(hub.pid, "VmHWM") - before
+    print(f"a {len(data) >> 20} MiB file through upload_file: server peak RSS "
+          f"+{peak >> 20} MiB over {before >> 20} MiB")
+    assert peak < len(data) + (64 << 20), f"the server's peak RSS grew {peak >> 20} MiB"
+    got = hf_hub_download("acme/large", "model.safetensors", revision=info.oid)
+    assert hashlib.sha256(Path(got).read_bytes()).digest() == hashlib.sha256(data).digest()
+    with hub.open() as reg:
+        assert reg.resolve("acme--large@main").message == "large"

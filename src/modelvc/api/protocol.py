@@ -242,11 +242,11 @@ class RegistryAPI(Protocol):
         ...
 
     def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,
-              add: Mapping[str, bytes] | None = None, delete: Sequence[str] = (),
+              add: Mapping[str, bytes | Path] | None = None, delete: Sequence[str] = (),
               delete_folders: Sequence[str] = (), message: str = "",
               author: str | None = None) -> Version:
         """A new version on BRANCH: its head's files (or `parent`'s, which must be the
-        head: RefMoved otherwise) with ADD (path -> bytes) written and DELETE /
+        head: RefMoved otherwise) with ADD (path -> bytes, or a local file) written and DELETE /
         DELETE_FOLDERS removed, without a checkout: kept files reuse their objects, so
         a README edit to a large model stores and sends O(KB). Over a server `author`
         is the token's subject."""

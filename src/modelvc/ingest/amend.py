@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Changes:
-    """Files to write (path -> bytes) and to delete (paths, and folders with all they
-    hold), applied to the parent: deletions first, then writes."""
+    """Files to write (path -> bytes, or a local file holding them, which is read in
+    place) and to delete (paths, and folders with all they hold), applied to the
+    parent: deletions first, then writes."""
 
-    add: Mapping[str, bytes] = field(default_factory=dict)
+    add: Mapping[str, bytes | Path] = field(default_factory=dict)
     delete: tuple[str, ...] = ()
     delete_folders: tuple[str, ...] = ()
 
@@ -79,9 +80,13 @@ def amend(meta: MetaStore, io: ObjectIO, store: ObjectStore, pool: ThreadPoolExe
     with tempfile.TemporaryDirectory(prefix="modelvc-amend-") as tmp:
         files = []
         for rel in new:
+            content = data[rel]
+            if isinstance(content, Path):  # e.g. an HF commit's file, spooled as it came
+                files.append((rel, content))
+                continue
             target = Path(tmp).joinpath(*PurePosixPath(rel).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data[rel])
+            target.write_bytes(content)
             files.append((rel, target))
         stored = FileStorer(io, pool).store(sorted(files), References(parent))
     flush(store, stored.new_ids)

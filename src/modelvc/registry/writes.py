@@ -18,6 +18,8 @@ from ..names import check_name, check_ref_name
 from ..objects.base import ObjectStore
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..events import Events
     from ..meta.store import MetaStore
     from ..storage import ObjectIO
@@ -45,11 +47,12 @@ class WriteOps:
     manifest: Callable[[str], Manifest]
 
     def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,
-              add: Mapping[str, bytes] | None = None, delete: Sequence[str] = (),
+              add: Mapping[str, bytes | Path] | None = None, delete: Sequence[str] = (),
               delete_folders: Sequence[str] = (), message: str = "",
               author: str | None = None) -> Version:
         """A new version of MODEL on BRANCH: the parent's files (the branch head, or
-        `parent`, which must be the head) with ADD written (path -> bytes) and DELETE
+        `parent`, which must be the head) with ADD written (path -> bytes, or a local
+        file read in place) and DELETE
         (files) and DELETE_FOLDERS removed, without checking the parent out: kept files
         reuse its objects. Params, metrics and lineage are the parent's (the same
         weights). If the branch moves meanwhile the changes are applied again to its

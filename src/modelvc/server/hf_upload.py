@@ -6,6 +6,7 @@
                                                   sends hub 2.x to Xet, which we do not speak)
     POST /api/models/{repo_id}/commit/{rev}       ndjson: header, file (base64), deletedFile,
                                                   deletedFolder -> a new version on branch rev
+                                                  (read as it arrives: hf_commit.py)
 A commit applies its operations to the branch head and records the result as one new
 version (Registry.amend: the head's other files are reused as they are, never checked
 out, so a README edit to a multi-GB model costs O(KB)); it is made against that exact
@@ -15,19 +16,19 @@ dropping the other writer's files.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from dataclasses import dataclass, field
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import PathNotFound, RefNotFound, UsageError
 from ..registry import DEFAULT_BRANCH, Registry
 from .auth import authenticate
-from .hf_paths import check_path, check_tree
+from .hf_commit import CommitOps, CommitReader
 from .hf_repo import (
     HfError,
     HfRoute,
@@ -124,58 +125,16 @@ async def api_models_post(rest: str, request: Request) -> Response:
             {"path": f.get("path"), "uploadMode": "regular", "shouldIgnore": False}
             for f in files if isinstance(f, dict)
         ]})
-    ops = parse_commit(await request.body())
-    version = _commit(reg, repo_id, model, revision, ops, principal.name)
+    with tempfile.TemporaryDirectory(prefix="modelvc-hf-commit-") as tmp:
+        reader = CommitReader(Path(tmp))
+        async for piece in request.stream():  # never whole: hf_commit.py
+            reader.feed(piece)
+        ops = reader.close()
+        version = await run_in_threadpool(_commit, reg, repo_id, model, revision, ops,
+                                          principal.name)
     sha = commit_sha(version)
     return JSONResponse({"commitUrl": f"{public_base(request)}/{repo_id}/commit/{sha}",
                          "commitOid": sha, "pullRequestUrl": None, "success": True})
-
-
-@dataclass
-class CommitOps:
-    summary: str = ""
-    description: str = ""
-    parent: str | None = None
-    add: dict[str, bytes] = field(default_factory=dict)
-    delete: list[str] = field(default_factory=list)
-    delete_dirs: list[str] = field(default_factory=list)
-
-    @property
-    def message(self) -> str:
-        return f"{self.summary}\n\n{self.description}".strip()
-
-
-def parse_commit(body: bytes) -> CommitOps:
-    ops = CommitOps()
-    for n, line in enumerate(body.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            key, value = item["key"], item["value"]
-            if key == "header":
-                ops.summary = str(value.get("summary") or "")
-                ops.description = str(value.get("description") or "")
-                ops.parent = value.get("parentCommit")
-            elif key == "file":
-                path = check_path(value["path"])
-                if value.get("encoding", "base64") != "base64":
-                    raise _bad(f"line {n}: only base64 file content is accepted")
-                ops.add[path] = base64.b64decode(value["content"], validate=True)
-            elif key == "deletedFile":
-                ops.delete.append(check_path(value["path"], "deleted file"))
-            elif key == "deletedFolder":
-                ops.delete_dirs.append(check_path(value["path"].rstrip("/"), "deleted folder"))
-            elif key in ("lfsFile", "copyFile"):
-                raise _bad(f"line {n}: {key} is not supported: upload regular files "
-                           "(set HF_HUB_DISABLE_XET=1 with huggingface_hub 2.x)")
-            else:
-                raise _bad(f"line {n}: unknown operation {key!r}")
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error,
-                RecursionError) as exc:
-            raise _bad(f"line {n} of the commit is malformed: {exc}") from exc
-    check_tree(ops.add)
-    return ops
 
 
 def _commit(reg: Registry, repo_id: str, model: str, revision: str, ops: CommitOps,
