@@ -1,7 +1,8 @@
-"""The HF Trainer with ModelvcCallback: a tiny BERT (built from a config: MiniLM is too
-slow for a test on a busy CPU) learns a synthetic task for 30 steps, a checkpoint
-committed every 5; versions, metrics, params, lineage and the best tag recorded; and
-resuming from a version continues with the same losses as resuming from the folder."""
+"""The HF Trainer with ModelvcCallback: a tiny BERT (built from a config, one layer of
+width 16: MiniLM is too slow for a test on a busy CPU) learns a synthetic task for 30
+steps, a checkpoint committed every 5; versions, metrics, params, lineage and the best
+tag recorded; and resuming from a version continues with the same losses as resuming
+from the folder."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 STEPS, EVERY = 30, 5
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    """One torch thread: a model this small gains nothing from two, and on a busy
+    machine the second spins waiting for a core (most of the test's wall time)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class Synthetic(torch.utils.data.Dataset):  # type: ignore[misc]
@@ -40,15 +51,15 @@ def _trainer(out: Path, callbacks: list[Any]) -> Any:
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=37, max_position_embeddings=16, num_labels=2))
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=24, max_position_embeddings=16, num_labels=2))
     args = TrainingArguments(
         output_dir=str(out), max_steps=STEPS, per_device_train_batch_size=8,
         learning_rate=2e-3, eval_strategy="steps", eval_steps=EVERY, save_strategy="steps",
         save_steps=EVERY, logging_steps=1, report_to=[], seed=0, use_cpu=True,
         disable_tqdm=True, dataloader_num_workers=0)
     return Trainer(model=model, args=args, train_dataset=Synthetic(256, 1),
-                   eval_dataset=Synthetic(64, 2), callbacks=callbacks)
+                   eval_dataset=Synthetic(16, 2), callbacks=callbacks)
 
 
 def _losses(trainer: Any, after: int) -> list[tuple[int, float]]:
