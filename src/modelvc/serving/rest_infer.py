@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import BodyTimeout, ModelvcError, TooLarge, UsageError
@@ -30,7 +31,34 @@ _PREFIX, _SUFFIX = "/v2/models/", "/infer"
 _WANTED = {b"content-length", b"content-encoding", HEADER_LENGTH.encode(),
            KEY_HEADER.encode(), EPOCH_HEADER.encode()}
 _VERSION_H, _EPOCH_H = VERSION_HEADER.encode(), EPOCH_HEADER.encode()
+_KEY_H, _HEADER_LENGTH = KEY_HEADER.encode(), HEADER_LENGTH.encode()
 _JSON_TYPE = (b"content-type", b"application/json")
+Headers = list[tuple[bytes, bytes]]
+Response = tuple[int, bytes, Headers]  # status, body, headers (content-length aside)
+
+
+def wanted_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The headers the infer route reads: the first of each, as Starlette's headers.get."""
+    h: dict[bytes, bytes] = {}
+    for k, v in headers:
+        if k in _WANTED and k not in h:
+            h[k] = v
+    return h
+
+
+def declared_length(h: dict[bytes, bytes], cap: int) -> int | None:
+    """The declared body length (None: not declared); the refusal to send (and close the
+    connection after) when it is no byte count or over CAP."""
+    raw = h.get(b"content-length")
+    if raw is None:
+        return None
+    text = raw.decode("latin-1").strip()
+    if not text.isdigit() or len(text) > 19:
+        raise UsageError(f"Content-Length {text[:40]!r} is not a byte count")
+    declared = int(text)
+    if declared > cap:
+        raise too_large(cap)
+    return declared
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -82,8 +110,7 @@ def dumps(doc: Any) -> bytes:
                       separators=(",", ":")).encode()
 
 
-async def _answer(send: Send, status: int, body: bytes,
-                  headers: list[tuple[bytes, bytes]]) -> None:
+async def _answer(send: Send, status: int, body: bytes, headers: Headers) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -109,39 +136,33 @@ class InferEndpoint:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, name: str,
                     selector: str | None) -> None:
-        h: dict[bytes, bytes] = {}
-        for k, v in scope["headers"]:  # the first of each, as Starlette's headers.get
-            if k in _WANTED and k not in h:
-                h[k] = v
-        cfg = self.gw.cfg
-        cap = cfg.max_body_mb << 20
-        raw_len = h.get(b"content-length")
-        declared: int | None = None
-        if raw_len is not None:
-            text = raw_len.decode("latin-1").strip()
-            if not text.isdigit() or len(text) > 19:
-                await _refuse(send, UsageError(f"Content-Length {text[:40]!r} is not a "
-                                               "byte count"))
-                return
-            declared = int(text)
-            if declared > cap:
-                await _refuse(send, too_large(cap))
-                return
+        h = wanted_headers(scope["headers"])
+        cap = self.gw.cfg.max_body_mb << 20
+        try:
+            declared = declared_length(h, cap)
+        except ModelvcError as exc:
+            await _refuse(send, exc)
+            return
         body = b""
         if declared != 0:
             got = await self._read(receive, cap, send)
             if got is None:
                 return
             body = got
+        await _answer(send, *await self.respond(name, selector, body, h, scope.get("path")))
+
+    async def respond(self, name: str, selector: str | None, body: bytes,
+                      h: dict[bytes, bytes], path: object = None) -> Response:
+        """The answer to one infer request (its body read whole): status, body, headers
+        (content-length aside). Every failure is an answer, never an exception."""
         try:
-            await self._infer(send, name, selector, body, h)
+            return await self._infer(name, selector, body, h)
         except (BadRequest, NotReady, ModelvcError) as exc:
             msg = exc.message if isinstance(exc, ModelvcError) else str(exc)
-            await _answer(send, http_status(exc), dumps({"error": msg}), [_JSON_TYPE])
+            return http_status(exc), dumps({"error": msg}), [_JSON_TYPE]
         except Exception as exc:  # a model failure: 500 with the reason, never a crash
-            log.exception("POST %s", scope.get("path"))
-            await _answer(send, 500, dumps({"error": f"{type(exc).__name__}: {exc}"}),
-                          [_JSON_TYPE])
+            log.exception("POST %s", path)
+            return 500, dumps({"error": f"{type(exc).__name__}: {exc}"}), [_JSON_TYPE]
 
     async def _read(self, receive: Receive, cap: int, send: Send) -> bytes | None:
         """The body, or None when it was refused (answered) or the caller left."""
@@ -170,11 +191,11 @@ class InferEndpoint:
             return None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _infer(self, send: Send, name: str, selector: str | None, body: bytes,
-                     h: dict[bytes, bytes]) -> None:
+    async def _infer(self, name: str, selector: str | None, body: bytes,
+                     h: dict[bytes, bytes]) -> Response:
         gw = self.gw
         enc = h.get(b"content-encoding")
-        hl = h.get(HEADER_LENGTH.encode())
+        hl = h.get(_HEADER_LENGTH)
         try:
             req = parse_infer(
                 inflate(body, enc.decode("latin-1") if enc is not None else None,
@@ -183,15 +204,15 @@ class InferEndpoint:
         except BadRequest as exc:
             gw.refused(name, selector, exc)
             raise
-        raw_key = h.get(KEY_HEADER.encode())
+        raw_key = h.get(_KEY_H)
         key: Any = raw_key.decode("latin-1") if raw_key else req.parameters.get("request_key")
         seen = h.get(_EPOCH_H)
         ans = await gw.infer(name, selector, req, str(key) if key is not None else None,
                              epoch_of(seen.decode("latin-1") if seen is not None else ""))
         out, headers = encode_response(req, ans)
-        await _answer(send, 200, out, [
-            *((k.encode(), v.encode()) for k, v in headers.items()),
-            (_VERSION_H, ans.version.encode()), (_EPOCH_H, str(ans.epoch).encode())])
+        return 200, out, [*((k.encode(), v.encode()) for k, v in headers.items()),
+                          (_VERSION_H, ans.version.encode()),
+                          (_EPOCH_H, str(ans.epoch).encode())]
 
 
 class Front:

@@ -32,14 +32,20 @@ def _installed(module: str) -> bool:
 
 def _uvicorn_config(gw: Gateway, cfg: ServeConfig, log_level: str) -> uvicorn.Config:
     # httptools and uvloop (the serve extra) when installed: the request path costs
-    # about half of what h11 and the asyncio loop cost per request.
+    # about half of what h11 and the asyncio loop cost per request; with httptools,
+    # infer requests are answered by the protocol itself (serving/infer_protocol.py).
     from ..httpproto import with_header_timeout
 
     http = "httptools" if _installed("httptools") else "h11"
-    return uvicorn.Config(build_app(gw), host=cfg.host, port=cfg.port, log_level=log_level,
+    front = build_app(gw)
+    proto = with_header_timeout(cfg.header_timeout, http)
+    if http == "httptools":
+        from .infer_protocol import infer_protocol
+
+        proto = infer_protocol(proto, front.endpoint)
+    return uvicorn.Config(front, host=cfg.host, port=cfg.port, log_level=log_level,
                           access_log=False, lifespan="on", timeout_graceful_shutdown=10,
-                          http=with_header_timeout(cfg.header_timeout, http),
-                          loop="uvloop" if _installed("uvloop") else "asyncio")
+                          http=proto, loop="uvloop" if _installed("uvloop") else "asyncio")
 
 
 def make_gateway(reg: Registry, cfg: ServeConfig, workdir: Path | None = None,
@@ -56,7 +62,9 @@ def serve_forever(reg: Registry, cfg: ServeConfig, *, log_level: str = "info") -
     # A thread loading a new version hands the GIL back to the event loop after 1 ms
     # instead of 5: a hot swap then delays requests by at most about that.
     sys.setswitchinterval(0.001)
-    uvicorn.Server(_uvicorn_config(make_gateway(reg, cfg), cfg, log_level)).run()
+    gw = make_gateway(reg, cfg)
+    gw.freeze_gc = True
+    uvicorn.Server(_uvicorn_config(gw, cfg, log_level)).run()
 
 
 class BackgroundServer:

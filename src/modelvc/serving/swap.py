@@ -15,10 +15,11 @@ import logging
 import math
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,31 @@ def _background() -> None:
     """Lower this thread's CPU priority (Linux: per thread); elsewhere, nothing."""
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+LOADING_SWITCH_S = 0.0002  # the GIL switch interval while a version loads or is freed
+_switch_lock = threading.Lock()
+_switching = [0, 0.0]  # loads under way, the interval to restore
+
+
+@contextlib.contextmanager
+def _short_switches() -> Iterator[None]:
+    """While a thread loads (checkout, session, warm-up: Python code holding the GIL),
+    the event loop waits for the GIL at most LOADING_SWITCH_S, not the usual interval,
+    each time it wants it back: a swap then delays a request by that much at most.
+    Only while loads run: with the loop alone, the interval costs nothing either way."""
+    with _switch_lock:
+        if _switching[0] == 0:
+            _switching[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switching[1], LOADING_SWITCH_S))
+        _switching[0] += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switching[0] -= 1
+            if _switching[0] == 0:
+                sys.setswitchinterval(_switching[1])
 
 
 class LoadFailed(Exception):
@@ -127,6 +153,10 @@ class Pool:
         self._io.submit(self._free, item)
 
     def _load(self, v: VersionRow) -> Loaded:
+        with _short_switches():
+            return self._load_version(v)
+
+    def _load_version(self, v: VersionRow) -> Loaded:
         label = f"{v.model}@v{v.number}"
         folder = self.workdir / f"{v.id[:16]}-{uuid.uuid4().hex[:8]}"
         t0 = time.perf_counter()
@@ -138,11 +168,17 @@ class Pool:
             runtime = load_runtime(folder, label=label, trust=self.trust, signed=signed,
                                    threads=self.threads)
             t1 = time.perf_counter()
-            cpu: list[float] = []
-            for sample in runtime.sample_inputs():
-                c0 = time.thread_time()
+            samples = runtime.sample_inputs()
+            for sample in samples:
                 runtime.predict(sample, [])
-                cpu.append(time.thread_time() - c0)
+            # A one-row call once warm (a session's first calls cost 10-30x more): how
+            # long a request will take, which decides whether it may run on the loop
+            # (Gateway._predict; only pure-compute runtimes: user code is called no more)
+            cpu = math.inf
+            if samples and getattr(runtime, "inline_safe", False):
+                c0 = time.thread_time()
+                runtime.predict(samples[0], [])
+                cpu = time.thread_time() - c0
             t2 = time.perf_counter()
         except Exception as exc:  # any failure means: never switch to this version
             if runtime is not None:
@@ -153,9 +189,7 @@ class Pool:
         self.metrics.load_seconds.labels(v.model, f"v{v.number}").set(t1 - t0)
         self.metrics.warmup_seconds.labels(v.model, f"v{v.number}").set(t2 - t1)
         log.info("loaded %s in %.3fs, warmed up in %.3fs", label, t1 - t0, t2 - t1)
-        # The first (one-row) warm-up call's CPU time: how long a request will take
-        return Loaded(v.model, v, runtime, folder, t1 - t0, t2 - t1,
-                      predict_s=cpu[0] if cpu else math.inf)
+        return Loaded(v.model, v, runtime, folder, t1 - t0, t2 - t1, predict_s=cpu)
 
     def _signed(self, v: VersionRow) -> bool:
         from ..signing import verify_version
@@ -166,8 +200,9 @@ class Pool:
         return ok
 
     def _free(self, item: Loaded) -> None:
-        item.runtime.close()
-        shutil.rmtree(item.folder, ignore_errors=True)
+        with _short_switches():
+            item.runtime.close()
+            shutil.rmtree(item.folder, ignore_errors=True)
 
     def close(self) -> None:
         for item in list(self.items.values()):
