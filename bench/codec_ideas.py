@@ -4,7 +4,9 @@ Takes the 12 largest tensors of three consecutive MiniLM checkpoints (bench/fine
 lr2e-5 ck1..ck3), forms the residual of ck3 against its parent (delta) and against the
 extrapolation 2*ck2 - ck1 (extrap, k=1) in the codec's order-preserving integer domain,
 splits it into byte planes as the codec does, and reports the compressed size / raw at
-several zstd levels, with the order-0 entropy of the planes as a reference.
+several zstd levels, with the order-0 entropy of the planes as a reference, and at
+level 1 with the elements grouped by the parent's exponent field first (what the
+codec's "gdelta"/"gextrap" blocks do, codec/groups.py).
 
     python bench/codec_ideas.py [--steps 20 --checkpoints 6]
     python bench/codec_ideas.py --root bench/.cache/minilm/<key>  # folders made already
@@ -47,6 +49,8 @@ def main() -> None:
     for k in names:
         p1, p2, x = (ordered(t[k].ravel()) for t in ck)
         raw += x.size * 4
+        exponent = (ck[1][k].ravel().view(np.uint32) >> 23) & 0xFF
+        by_exponent = np.argsort(exponent, kind="stable")
         for label, pred in (("delta", p2), ("extrap", 2 * p2 - p1)):
             d = x - pred
             r = ((d << 1) ^ (d >> 63)).astype(np.uint32)  # zigzag
@@ -57,6 +61,11 @@ def main() -> None:
                 n = sum(len(cc.compress(p)) for p in planes)
                 s, t = totals.get((label, f"zstd {level}"), (0.0, 0.0))
                 totals[(label, f"zstd {level}")] = (s + n, t + time.perf_counter() - t0)
+            cc = zstandard.ZstdCompressor(level=1)
+            n = sum(len(cc.compress(((r[by_exponent] >> (8 * i)) & 0xFF).astype(np.uint8)
+                                    .tobytes())) for i in range(4))
+            s, t = totals.get((label, "zstd 1 grouped"), (0.0, 0.0))
+            totals[(label, "zstd 1 grouped")] = (s + n, t)
             ent = 0.0
             for p in planes:
                 cnt = np.bincount(np.frombuffer(p, np.uint8), minlength=256).astype(float)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .blockcache import BlockCache
 from .codec import BLOCK_ELEMENTS, TensorHeader, decode_block, decode_chain, dtype_info, kernels
-from .codec.block import STEP_MODES
+from .codec.block import EXTRAP_MODES, STEP_MODES
 from .codec.buffers import POOL, Bytes
 from .codec.header import BlockInfo
 from .codec.planes import scratch_buffers
@@ -105,7 +105,7 @@ class BlockReader:
                                     "that lines up")
             # A cached block ends the walk, unless the link above it is "extrap": that
             # link needs this level's own step, so the walk goes on below it.
-            usable = cur != oid and cached and not (run and run[-1][0] == "extrap")
+            usable = cur != oid and cached and not (run and run[-1][0] in EXTRAP_MODES)
             if usable and (hit := self.blocks.get(cur, i)) is not None:
                 base = hit
                 break

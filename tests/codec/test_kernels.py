@@ -26,7 +26,8 @@ def test_native_kernels_are_built() -> None:
     if os.environ.get("MODELVC_PURE_CODEC"):
         assert not kernels.NATIVE
     else:
-        assert kernels.NATIVE, "modelvc.codec._kernels did not build: is a C compiler there?"
+        assert kernels.NATIVE, ("modelvc.codec._kernels did not build (is a C compiler there?) "
+                                "or is stale: python setup.py build_ext --inplace")
 
 
 def _bytes(seed: int, n: int) -> bytes:

@@ -26,6 +26,8 @@
 #define HOT
 #endif
 #define MAX_LINKS 64
+/* Per grouped link in run(): 256 cursors, a flag, then where each group must end. */
+#define CUR 513
 
 /* ---- order-preserving float mapping and zigzag, per width ---- */
 
@@ -37,7 +39,13 @@
         return m ^ (T)((T)~(T)((ST)m >> (BITS - 1)) | ((T)1 << (BITS - 1)));            \
     }                                                                                    \
     static inline T zig##BITS(T d) { return (T)(d << 1) ^ (T)((ST)d >> (BITS - 1)); }   \
-    static inline T unzig##BITS(T z) { return (T)(z >> 1) ^ (T)(-(T)(z & 1)); }
+    static inline T unzig##BITS(T z) { return (T)(z >> 1) ^ (T)(-(T)(z & 1)); }         \
+    /* The group of an element (its exponent field) from its order-preserving value. */ \
+    static inline unsigned key##BITS(T o, int shift) {                                   \
+        T top = (T)((T)1 << (BITS - 1));                                                 \
+        T mag = (T)((o & top) ? o : (T)~o) & (T)~top;                                    \
+        return (unsigned)((mag >> shift) & 0xFF);                                        \
+    }
 
 DEFINE_OPS(uint8_t, int8_t, 8)
 DEFINE_OPS(uint16_t, int16_t, 16)
@@ -47,7 +55,7 @@ DEFINE_OPS(uint64_t, int64_t, 64)
 /* ---- buffers ---- */
 
 typedef struct {
-    Py_buffer views[(MAX_LINKS + 2) * 8 + 4]; /* base, links, cast planes and the output */
+    Py_buffer views[(MAX_LINKS + 2) * 8 + 6]; /* base, links, cast planes and the output */
     int count;
 } Held;
 
@@ -177,7 +185,8 @@ HOT static void cast_tail(const uint32_t *f32, const uint8_t *const *cp, Py_ssiz
        the result is then the BF16 prediction plus the cast link's residual. */          \
     HOT static void run_##BITS(uint8_t *out, const uint8_t *base, const uint8_t *const *bp, \
                            const int *ks, const uint8_t *const *planes, int nl, int fl,  \
-                           const uint8_t *const *cp, Py_ssize_t n) {                     \
+                           const uint8_t *const *cp, uint32_t *cur, int shift, int *bad, \
+                           Py_ssize_t n) {                                               \
         T acc[CH], step[CH], d[CH];                                                      \
         for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
             Py_ssize_t m = n - lo < CH ? n - lo : CH;                                    \
@@ -196,12 +205,24 @@ HOT static void cast_tail(const uint32_t *f32, const uint8_t *const *cp, Py_ssiz
                     memset(step, 0, sizeof step);                                        \
                     continue;                                                            \
                 }                                                                        \
-                const uint8_t *q[8];                                                     \
-                for (int b = 0; b < W; b++) q[b] = p[b] + lo;                            \
-                for (Py_ssize_t i = 0; i < m; i++) {                                     \
-                    T z;                                                                 \
-                    MERGE_AT(T, q, W, i, z);                                             \
-                    d[i] = unzig##BITS(z);                                               \
+                if (cur && cur[(Py_ssize_t)j * CUR + 256]) {                             \
+                    /* grouped: residuals sit by the reference's exponent (group_*) */   \
+                    uint32_t *c = cur + (Py_ssize_t)j * CUR;                             \
+                    for (Py_ssize_t i = 0; i < m; i++) {                                 \
+                        uint32_t pos = c[key##BITS(acc[i], shift)]++;                    \
+                        if (pos >= (uint64_t)n) { *bad = 1; pos = 0; }                   \
+                        T z;                                                             \
+                        MERGE_AT(T, p, W, pos, z);                                       \
+                        d[i] = unzig##BITS(z);                                           \
+                    }                                                                    \
+                } else {                                                                 \
+                    const uint8_t *q[8];                                                 \
+                    for (int b = 0; b < W; b++) q[b] = p[b] + lo;                        \
+                    for (Py_ssize_t i = 0; i < m; i++) {                                 \
+                        T z;                                                             \
+                        MERGE_AT(T, q, W, i, z);                                         \
+                        d[i] = unzig##BITS(z);                                           \
+                    }                                                                    \
                 }                                                                        \
                 if (ks[j]) {                                                             \
                     T kk = (T)ks[j];                                                     \
@@ -219,10 +240,39 @@ HOT static void cast_tail(const uint32_t *f32, const uint8_t *const *cp, Py_ssiz
         }                                                                                \
     }
 
+/* out planes = the w planes of src (each n bytes) with the elements reordered by the
+   exponent field of the reference (raw float bits), stably; counts[256] per group. */
+#define DEFINE_GROUP(T, BITS, W)                                                         \
+    HOT static void group_##BITS(uint8_t *out, const uint8_t *src, const uint8_t *ref,      \
+                             int shift, uint32_t *counts, Py_ssize_t n) {                \
+        uint32_t cur[256];                                                               \
+        T r[CH];                                                                         \
+        memset(counts, 0, 256 * sizeof(uint32_t));                                       \
+        for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
+            Py_ssize_t m = n - lo < CH ? n - lo : CH;                                    \
+            memcpy(r, ref + lo * W, (size_t)m * W);                                      \
+            for (Py_ssize_t i = 0; i < m; i++) counts[key##BITS(ord##BITS(r[i]), shift)]++; \
+        }                                                                                \
+        uint32_t at = 0;                                                                 \
+        for (int g = 0; g < 256; g++) { cur[g] = at; at += counts[g]; }                   \
+        for (Py_ssize_t lo = 0; lo < n; lo += CH) {                                      \
+            Py_ssize_t m = n - lo < CH ? n - lo : CH;                                    \
+            memcpy(r, ref + lo * W, (size_t)m * W);                                      \
+            for (Py_ssize_t i = 0; i < m; i++) {                                         \
+                uint32_t pos = cur[key##BITS(ord##BITS(r[i]), shift)]++;                 \
+                for (int b = 0; b < W; b++)                                              \
+                    out[(Py_ssize_t)b * n + pos] = src[(Py_ssize_t)b * n + lo + i];      \
+            }                                                                            \
+        }                                                                                \
+    }
+
 DEFINE_WIDTH(uint8_t, 8, 1)
 DEFINE_WIDTH(uint16_t, 16, 2)
 DEFINE_WIDTH(uint32_t, 32, 4)
 DEFINE_WIDTH(uint64_t, 64, 8)
+DEFINE_GROUP(uint16_t, 16, 2)
+DEFINE_GROUP(uint32_t, 32, 4)
+DEFINE_GROUP(uint64_t, 64, 8)
 
 /* ---- Python entry points ---- */
 
@@ -351,10 +401,15 @@ static int hold_planes(Held *h, PyObject *obj, int w, Py_ssize_t n, const uint8_
    F32 -> BF16 "cast" link on top (out is then BF16). */
 static PyObject *py_run(PyObject *self, PyObject *args) {
     PyObject *out_obj, *base_obj, *links_obj, *cast_obj = Py_None;
-    int w, fl;
-    if (!PyArg_ParseTuple(args, "OOOip|O:run", &out_obj, &base_obj, &links_obj, &w, &fl,
-                          &cast_obj))
+    int w, fl, shift = 0, bad = 0;
+    uint32_t *cur = NULL;
+    if (!PyArg_ParseTuple(args, "OOOip|Oi:run", &out_obj, &base_obj, &links_obj, &w, &fl,
+                          &cast_obj, &shift))
         return NULL;
+    if (shift < 0 || shift >= 8 * w) {
+        PyErr_SetString(PyExc_ValueError, "the group shift must be below the element width");
+        return NULL;
+    }
     if (check_width(w) < 0) return NULL;
     PyObject *links = PySequence_Fast(links_obj, "links must be a sequence");
     if (!links) return NULL;
@@ -396,9 +451,37 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
         n = len / w;
     }
     for (Py_ssize_t j = 0; j < nl; j++) {
-        PyObject *link = PySequence_Fast_GET_ITEM(links, j), *ps;
+        PyObject *link = PySequence_Fast_GET_ITEM(links, j), *ps, *starts = Py_None;
         int k;
-        if (!PyArg_ParseTuple(link, "iO:link", &k, &ps)) goto fail;
+        if (!PyArg_ParseTuple(link, "iO|O:link", &k, &ps, &starts)) goto fail;
+        if (starts != Py_None) { /* a grouped link: its groups' first positions */
+            Py_buffer v;
+            if (!fl || w < 2 || ps == Py_None) {
+                PyErr_SetString(PyExc_ValueError, "only a float link with planes is grouped");
+                goto fail;
+            }
+            if (!cur && !(cur = (uint32_t *)PyMem_RawCalloc((size_t)nl * CUR, 4))) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            if (PyObject_GetBuffer(starts, &v, PyBUF_SIMPLE) < 0) goto fail;
+            if (v.len != 256 * 4) {
+                PyBuffer_Release(&v);
+                PyErr_SetString(PyExc_ValueError, "group starts must be 256 uint32");
+                goto fail;
+            }
+            uint32_t *c = cur + j * CUR;
+            memcpy(c, v.buf, 256 * 4);
+            PyBuffer_Release(&v);
+            c[256] = 1;
+            for (int g = 0; g < 256; g++) {
+                c[257 + g] = g < 255 ? c[g + 1] : (uint32_t)n;
+                if (c[g] > c[257 + g]) {
+                    PyErr_SetString(PyExc_ValueError, "group starts must not decrease");
+                    goto fail;
+                }
+            }
+        }
         if (k < 0 || k > 255) {
             PyErr_SetString(PyExc_ValueError, "a step multiple must be 0-255");
             goto fail;
@@ -418,19 +501,73 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
         const uint8_t *const *cpp = cast ? cp : NULL;
         Py_BEGIN_ALLOW_THREADS
         switch (w) {
-            case 1: run_8(out, base, bpp, ks, planes, (int)nl, fl, cpp, n); break;
-            case 2: run_16(out, base, bpp, ks, planes, (int)nl, fl, cpp, n); break;
-            case 4: run_32(out, base, bpp, ks, planes, (int)nl, fl, cpp, n); break;
-            default: run_64(out, base, bpp, ks, planes, (int)nl, fl, cpp, n); break;
+            case 1: run_8(out, base, bpp, ks, planes, (int)nl, fl, cpp, cur, shift, &bad, n);
+                    break;
+            case 2: run_16(out, base, bpp, ks, planes, (int)nl, fl, cpp, cur, shift, &bad, n);
+                    break;
+            case 4: run_32(out, base, bpp, ks, planes, (int)nl, fl, cpp, cur, shift, &bad, n);
+                    break;
+            default: run_64(out, base, bpp, ks, planes, (int)nl, fl, cpp, cur, shift, &bad, n);
+                    break;
         }
         Py_END_ALLOW_THREADS
     }
+    for (Py_ssize_t j = 0; cur && j < nl; j++) { /* every group used up exactly */
+        const uint32_t *c = cur + j * CUR;
+        for (int g = 0; c[256] && g < 256; g++) bad |= c[g] != c[257 + g];
+    }
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "a grouped link's groups do not fit its reference");
+        goto fail;
+    }
     release_all(&h);
+    PyMem_RawFree(cur);
     Py_DECREF(links);
     Py_RETURN_NONE;
 fail:
     release_all(&h);
+    PyMem_RawFree(cur);
     Py_DECREF(links);
+    return NULL;
+}
+
+/* group(out, src, ref, itemsize, shift, counts): out = the byte planes src (itemsize
+   planes of n bytes) reordered stably by the exponent group of ref's elements (float
+   bits); counts (256 uint32) gets each group's size. */
+static PyObject *py_group(PyObject *self, PyObject *args) {
+    PyObject *out_obj, *src_obj, *ref_obj, *counts_obj;
+    int w, shift;
+    if (!PyArg_ParseTuple(args, "OOOiiO:group", &out_obj, &src_obj, &ref_obj, &w, &shift,
+                          &counts_obj))
+        return NULL;
+    if (check_width(w) < 0) return NULL;
+    if (w < 2 || shift < 0 || shift >= 8 * w) {
+        PyErr_SetString(PyExc_ValueError, "group needs 2-8 byte elements and a shift below them");
+        return NULL;
+    }
+    Held h = {.count = 0};
+    Py_ssize_t len;
+    const uint8_t *ref = hold_elems(&h, ref_obj, w, "the reference block", &len), *src;
+    uint8_t *out, *counts;
+    if (!ref) goto gfail;
+    if (!(src = hold(&h, src_obj, len, "the planes", 0))) goto gfail;
+    if (!(out = (uint8_t *)hold(&h, out_obj, len, "the output", 1))) goto gfail;
+    if (!(counts = (uint8_t *)hold(&h, counts_obj, 256 * 4, "the counts", 1))) goto gfail;
+    {
+        Py_ssize_t n = len / w;
+        uint32_t *c = (uint32_t *)(void *)counts;
+        Py_BEGIN_ALLOW_THREADS
+        switch (w) {
+            case 2: group_16(out, src, ref, shift, c, n); break;
+            case 4: group_32(out, src, ref, shift, c, n); break;
+            default: group_64(out, src, ref, shift, c, n); break;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    release_all(&h);
+    Py_RETURN_NONE;
+gfail:
+    release_all(&h);
     return NULL;
 }
 
@@ -472,6 +609,8 @@ static PyMethodDef methods[] = {
     {"residual", py_residual, METH_VARARGS,
      "residual(out, new, ref, ref2, k, itemsize, is_float): delta/extrap planes."},
     {"run", py_run, METH_VARARGS, "run(out, base, links, itemsize, is_float): decode a run."},
+    {"group", py_group, METH_VARARGS,
+     "group(out, src, ref, itemsize, shift, counts): planes by the ref's exponent."},
     {"cast_bf16", py_cast_bf16, METH_VARARGS, "cast_bf16(out, src): F32 -> BF16 prediction."},
     {NULL, NULL, 0, NULL},
 };
@@ -480,4 +619,15 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_kernels", "Fused codec kernels (C).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
+/* Bumped when a job changes what it computes or takes: kernels.py falls back to numpy
+   for a stale build rather than call it wrongly. */
+#define KERNELS_VERSION 2
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "VERSION", KERNELS_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

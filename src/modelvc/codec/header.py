@@ -68,9 +68,9 @@ class TensorHeader:
         modes = {b.mode for b in self.blocks}
         if modes == {"full"}:
             return "planes"
-        if modes <= {"delta", "same"}:
+        if modes <= {"delta", "same", "gdelta"}:
             return "delta"
-        if modes <= {"delta", "same", "extrap"}:
+        if modes <= {"delta", "same", "extrap", "gdelta", "gextrap"}:
             return "extrap"
         if modes == {"cast"}:
             return "cast"

@@ -7,10 +7,17 @@ Five jobs, each over whole blocks and bit for bit the same in both implementatio
     residual(out, new, ref, ref2, k, itemsize, is_float)
                                         planes of zigzag(new - ref - k*(ref - ref2)),
                                         floats in the order-preserving domain
-    run(out, base, links, itemsize, is_float)
+    run(out, base, links, itemsize, is_float, cast, shift)
                                         base + each link's unzigzagged planes (+ k times
                                         the previous link's step); links oldest first as
-                                        (k, planes), planes None for an unchanged link
+                                        (k, planes) or (k, planes, starts), planes None
+                                        for an unchanged link; with starts (256 uint32,
+                                        each group's first position) the link's elements
+                                        are stored grouped (see group)
+    group(out, src, ref, itemsize, shift, counts)
+                                        src's byte planes reordered stably by the group
+                                        of ref's elements: the float exponent field,
+                                        (|bits| >> shift) & 0xFF; counts gets group sizes
     cast_bf16(out, src)                 F32 -> BF16 prediction (codec.cast)
 
 The C versions (codec/_kernels.c) do each in one pass over cache-sized chunks without
@@ -41,7 +48,10 @@ from modelvc.codec.dtypes import INT_BY_SIZE, UINT_BY_SIZE
 
 # Anything exporting a contiguous byte buffer (bytes, memoryview, numpy arrays).
 Buf = Any
-Link = tuple[int, Sequence[Buf] | None]
+# (k, planes) or (k, planes, group starts): see run.
+Link = tuple[int, Sequence[Buf] | None] | tuple[int, Sequence[Buf] | None, Buf | None]
+# What the extension's VERSION must be for this module to call it (codec/_kernels.c).
+KERNELS_VERSION = 2
 
 
 def _load_native() -> ModuleType | None:
@@ -51,7 +61,16 @@ def _load_native() -> ModuleType | None:
         from modelvc.codec import _kernels  # type: ignore[attr-defined]
     except ImportError:
         return None
+    if getattr(_kernels, "VERSION", 1) != KERNELS_VERSION:  # a stale build: not called
+        return None
     return _kernels  # type: ignore[no-any-return]
+
+
+def group_keys(ref: Any, itemsize: int, shift: int) -> Any:
+    """The group of each element of ref (raw float bits): its exponent field."""
+    u = _u(ref, itemsize)
+    mag = u & u.dtype.type((1 << (8 * itemsize - 1)) - 1)
+    return ((mag >> u.dtype.type(shift)) & u.dtype.type(0xFF)).astype(np.uint8)
 
 
 def _le(itemsize: int) -> np.dtype[Any]:
@@ -123,8 +142,17 @@ class NumpyKernels:
             planes[:, lo:hi] = om.view(np.uint8).reshape(m, itemsize).T
 
     @staticmethod
+    def group(out: Buf, src: Buf, ref: Buf, itemsize: int, shift: int, counts: Buf) -> None:
+        keys = group_keys(ref, itemsize, shift)
+        order = np.argsort(keys, kind="stable")
+        planes = np.frombuffer(src, dtype=np.uint8).reshape(itemsize, -1)
+        o = np.frombuffer(memoryview(out).cast("B"), dtype=np.uint8).reshape(itemsize, -1)
+        o[:] = planes[:, order]
+        _w(counts, 4)[:] = np.bincount(keys, minlength=256)
+
+    @staticmethod
     def run(out: Buf, base: Buf, links: Sequence[Link], itemsize: int, is_float: bool,
-            cast: Sequence[Buf] | None = None) -> None:
+            cast: Sequence[Buf] | None = None, shift: int = 0) -> None:
         if isinstance(base, list | tuple):  # a "full" block's planes
             merged = empty(len(base) * memoryview(base[0]).nbytes)
             NumpyKernels.merge(merged, base)
@@ -133,7 +161,7 @@ class NumpyKernels:
             if (itemsize, is_float) != (4, True):
                 raise ValueError("a cast link needs an F32 run")
             f32 = empty(memoryview(base).nbytes)
-            NumpyKernels.run(f32, base, links, 4, True)
+            NumpyKernels.run(f32, base, links, 4, True, None, shift)
             pred = empty(f32.size // 2)
             NumpyKernels.cast_bf16(pred, f32)
             NumpyKernels.run(out, pred, [(0, cast)], 2, True)
@@ -150,12 +178,18 @@ class NumpyKernels:
             for lo, hi in spans(n):
                 to_ordered_into(acc[lo:hi], tmp)
         step: Any = 0  # the previous link's step
-        for j, (k, planes) in enumerate(links):
+        for j, link in enumerate(links):
+            k, planes = link[0], link[1]
+            starts = link[2] if len(link) > 2 else None
             keep = j + 1 < len(links) and links[j + 1][0] != 0
             if planes is None:
                 step = 0
                 continue
             arrays = as_planes(planes)
+            if starts is not None:  # back to element order: the groups of acc (the ref)
+                if not is_float or itemsize < 2:
+                    raise ValueError("only a float link with planes is grouped")
+                arrays = _ungroup(arrays, acc, itemsize, shift, starts)
             new_step = np.empty(n, dtype=dt) if keep else None
             for lo, hi in spans(n):
                 om = o[: hi - lo]
@@ -183,6 +217,24 @@ class NumpyKernels:
         _w(out, 2)[:] = np.where(nan, quiet, rounded).astype(np.uint16)
 
 
+def _ungroup(arrays: Any, acc: Any, itemsize: int, shift: int, starts: Buf) -> Any:
+    """A grouped link's planes in element order; acc holds the reference, ordered."""
+    ref = acc.copy()
+    from_ordered_into(ref, np.empty_like(ref))
+    keys = group_keys(ref, itemsize, shift)
+    first = np.frombuffer(starts, dtype=np.uint32).astype(np.int64)
+    counts = np.bincount(keys, minlength=256)
+    if not np.array_equal(first, np.concatenate([[0], np.cumsum(counts)[:-1]])):
+        raise ValueError("a grouped link's groups do not fit its reference")
+    order = np.argsort(keys, kind="stable")
+    out = []
+    for a in arrays:
+        nat = np.empty_like(a)
+        nat[order] = a
+        out.append(nat)
+    return out
+
+
 native = _load_native()
 impl: Any = native if native is not None else NumpyKernels
 NATIVE = native is not None
@@ -207,9 +259,14 @@ def residual(out: Buf, new: Buf, ref: Buf, ref2: Buf | None, k: int,
 
 
 def run(out: Buf, base: Buf, links: Sequence[Link], itemsize: int, is_float: bool,
-        cast: Sequence[Buf] | None = None) -> None:
-    """base: a buffer or a list of byte planes; cast: an F32 -> BF16 link's planes."""
-    impl.run(out, base, links, itemsize, is_float, cast)
+        cast: Sequence[Buf] | None = None, shift: int = 0) -> None:
+    """base: a buffer or a list of byte planes; cast: an F32 -> BF16 link's planes;
+    shift: the exponent field's position, for grouped links."""
+    impl.run(out, base, links, itemsize, is_float, cast, shift)
+
+
+def group(out: Buf, src: Buf, ref: Buf, itemsize: int, shift: int, counts: Buf) -> None:
+    impl.group(out, src, ref, itemsize, shift, counts)
 
 
 def cast_bf16(out: Buf, src: Buf) -> None:

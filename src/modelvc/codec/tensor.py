@@ -11,7 +11,14 @@ import io
 import math
 from typing import BinaryIO
 
-from modelvc.codec.block import MODES, REF_MODES, decode_block, encode_block
+from modelvc.codec.block import (
+    EXTRAP_MODES,
+    MODES,
+    REF_MODES,
+    STEP_MODES,
+    decode_block,
+    encode_block,
+)
 from modelvc.codec.cast import can_cast_predict
 from modelvc.codec.dtypes import DTYPES, Buffer, dtype_info
 from modelvc.codec.header import (
@@ -92,7 +99,7 @@ class TensorObjectWriter:
             raise UsageError(f"a {mode!r} block needs the writer to be given a ref_id")
         if mode == "cast" and not can_cast_predict(self._ref_code, self._code):
             raise UsageError(f"no cast prediction from {self._ref_code} to {self._code}")
-        if mode in ("delta", "same") and self._ref_code != self._code:
+        if mode in STEP_MODES and self._ref_code != self._code:
             raise UsageError(f"a {mode!r} block needs a {self._code} reference")
         if mode == "same" and payload:
             raise UsageError("a 'same' block has an empty payload")
@@ -188,7 +195,7 @@ def decode_tensor(obj: Buffer, *, ref: Buffer | None = None,
         block_ref = block_ref2 = None
         if ref_view is not None and block.mode != "full":
             block_ref = ref_view[start * ref_size : (start + block.elements) * ref_size]
-        if ref2 is not None and block.mode == "extrap":
+        if ref2 is not None and block.mode in EXTRAP_MODES:
             span = slice(start * ref_size, (start + block.elements) * ref_size)
             block_ref2 = memoryview(ref2).cast("B")[span]
         payload = view[block.offset : block.offset + block.length]
