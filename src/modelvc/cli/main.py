@@ -6,6 +6,7 @@ Heavy modules (numpy, SQLAlchemy, the registry) are imported inside commands so 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -18,8 +19,45 @@ from .context import Ctx, json_option
 
 __all__ = ["Ctx", "build", "cli", "json_option", "main"]
 
+# Each command and the module that registers it: a command imports only its own module
+# (the 15 of them cost ~40 ms of a one-shot command's start-up). tests/cli/test_lazy.py
+# checks this against what each module registers.
+MODULES = {
+    "version_cmds": ("checkout", "commit", "diff", "log", "show"),
+    "ref_cmds": ("branch", "channel", "promote", "refs", "rollback", "tag"),
+    "admin_cmds": ("delete", "demo", "du", "gc", "init", "models", "verify"),
+    "audit_cmds": ("audit",),
+    "webhook_cmds": ("webhook",),
+    "sign_cmds": ("key", "sign", "signature", "verify-signature"),
+    "serve_cmds": ("serve",),
+    "gate_cmds": ("gate", "policy"),
+    "transfer_cmds": ("clone", "pull", "push", "remote"),
+    "server_cmds": ("server",),
+    "token_cmds": ("role", "token"),
+    "deploy_cmds": ("deploy",),
+    "ui_cmds": ("ui",),
+    "derive_cmds": ("derive",),
+    "import_cmds": ("import",),
+}
+COMMANDS = {name: mod for mod, names in MODULES.items() for name in names}
+
+
+def _register(group: click.Group, mod: str) -> None:
+    importlib.import_module(f".{mod}", __package__).register(group)
+
+
 class Group(click.Group):
-    """Turns modelvc errors into one clear line, a hint, and the error's exit code."""
+    """Turns modelvc errors into one clear line, a hint, and the error's exit code;
+    imports a command's module when the command is asked for."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            _register(self, COMMANDS[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        build()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -67,37 +105,16 @@ CLI_POOL_MB = "32"
 
 def build() -> click.Group:
     """The `modelvc` group with every command registered (idempotent)."""
-    if cli.commands:
-        return cli
-    from . import (
-        admin_cmds,
-        audit_cmds,
-        deploy_cmds,
-        derive_cmds,
-        gate_cmds,
-        import_cmds,
-        ref_cmds,
-        serve_cmds,
-        server_cmds,
-        sign_cmds,
-        token_cmds,
-        transfer_cmds,
-        ui_cmds,
-        version_cmds,
-        webhook_cmds,
-    )
-
-    for mod in (version_cmds, ref_cmds, admin_cmds, audit_cmds, webhook_cmds, sign_cmds,
-                serve_cmds, gate_cmds, transfer_cmds, server_cmds, token_cmds, deploy_cmds,
-                ui_cmds, derive_cmds, import_cmds):
-        mod.register(cli)
+    if set(COMMANDS) - set(cli.commands):
+        for mod in MODULES:
+            _register(cli, mod)
     return cli
 
 
 def main() -> None:
     os.environ.setdefault("MODELVC_CACHE_MB", CLI_CACHE_MB)
     os.environ.setdefault("MODELVC_POOL_MB", CLI_POOL_MB)
-    build()(prog_name="modelvc")
+    cli(prog_name="modelvc")  # commands are registered as they are asked for
 
 
 if __name__ == "__main__":
