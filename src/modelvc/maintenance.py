@@ -174,6 +174,11 @@ class GcReport:
     # dry run; the bytes their parts hold.
     incomplete_uploads: int = 0
     incomplete_upload_bytes: int = 0
+    # Packs rewritten because their live members held under half their bytes (the
+    # live ones copied into `packs_written` new packs), and the bytes that freed.
+    packs_rewritten: int = 0
+    packs_written: int = 0
+    repack_bytes_freed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out = {"dry_run": self.dry_run, "live": self.live, "removed" if not self.dry_run
@@ -181,7 +186,9 @@ class GcReport:
                "kept_young": self.kept_young, "kept_young_bytes": self.kept_young_bytes,
                "grace_seconds": self.grace_seconds,
                "incomplete_uploads": self.incomplete_uploads,
-               "incomplete_upload_bytes": self.incomplete_upload_bytes}
+               "incomplete_upload_bytes": self.incomplete_upload_bytes,
+               "packs_rewritten": self.packs_rewritten, "packs_written": self.packs_written,
+               "repack_bytes_freed": self.repack_bytes_freed}
         if not self.dry_run:
             out["uploads_expired"] = self.uploads_expired
         return out
@@ -211,6 +218,7 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
     anyway (a writer on another host of a shared store). Unless a dry run, upload
     possession rows older than `upload_ttl` are deleted too (meta/uploads.py), and
     incomplete multipart uploads (S3) started before the grace period are aborted.
+    Then packs the sweep left mostly dead are rewritten (objects/repack.py).
     `progress(done, total)`: objects looked at, then objects deleted."""
     tick = progress or (lambda done, total: None)
     check_grace(grace_seconds)
@@ -244,14 +252,30 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
             if cleanup is not None:
                 cleanup(grace_seconds)
             report.uploads_expired = meta.expire_uploads(datetime.now(UTC) - upload_ttl)
+        _repack(io.store, report, tick)
         _sweep_incomplete_uploads(io.store, report, cutoff)
         if not dry_run:
             meta.append_audit(AuditEntry(
                 actor=actor, action="gc", target="objects",
                 after={"removed": len(report.removable), "bytes": report.removable_bytes,
                        "uploads_expired": report.uploads_expired,
-                       "incomplete_uploads": report.incomplete_uploads}))
+                       "incomplete_uploads": report.incomplete_uploads,
+                       "packs_rewritten": report.packs_rewritten}))
     return report
+
+
+def _repack(store: Any, report: GcReport, tick: Callable[[int, int], None]) -> None:
+    """Rewrite packs the sweep left mostly dead (objects/repack.py). Still under the
+    exclusive lock: no delete re-bases objects meanwhile. A dry run counts the
+    objects it would remove as dead."""
+    fn = getattr(store, "repack", None)
+    if fn is None:
+        return
+    r = fn(dry_run=report.dry_run, progress=tick,
+           dead=frozenset(report.removable) if report.dry_run else frozenset())
+    report.packs_rewritten = r.packs_rewritten
+    report.packs_written = r.packs_written
+    report.repack_bytes_freed = r.bytes_freed
 
 
 def _sweep_incomplete_uploads(store: Any, report: GcReport, cutoff: float) -> None:

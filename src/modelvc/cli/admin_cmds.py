@@ -131,6 +131,10 @@ def gc(ctx: Ctx, apply: bool, grace: float, as_json: bool) -> None:
                        f"({human_bytes(r.kept_young_bytes)}) written in the last "
                        f"{_span(r.grace_seconds)} (the grace period, for commits in progress); "
                        "`--grace 0` reclaims them when nothing else is writing")
+        if r.packs_rewritten:
+            click.echo(f"{'rewrote' if apply else 'would rewrite'} {r.packs_rewritten} "
+                       f"mostly dead packs into {r.packs_written} "
+                       f"({human_bytes(r.repack_bytes_freed)} freed)")
         if r.incomplete_uploads:
             held = human_bytes(r.incomplete_upload_bytes)
             click.echo(f"{'aborted' if apply else 'would abort'} {r.incomplete_uploads} "

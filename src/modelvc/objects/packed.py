@@ -25,6 +25,9 @@ One consistency model, whatever the backend:
   it may read the old encoding (same decoded bytes).
 - Every pack write gets a fresh nonce, so a pack's name is never written twice and a
   tombstone can never apply to a later pack.
+- gc's repack (repack.py) moves live members of sparse packs into new ones, writing
+  before deleting: a read that misses in a pack its map names refreshes the map (from a
+  listing, with the combined index of packindex.py) before it says "missing".
 
 Remote backends read packed members through aligned windows kept in a bounded LRU
 (`PackCache`): a version's objects, written together, cost a request per window.
@@ -41,11 +44,18 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..errors import CorruptObject, ObjectNotFound, StorageError, UsageError
 from .backend import Backend
 from .base import ObjectInfo, check_key
+from .packindex import (
+    COMBINE_AFTER,
+    Members,
+    combined_body,
+    is_index_name,
+    parse_combined,
+)
 from .packs import (
     MEMBER_MAX,
     PACK_CACHE,
@@ -69,8 +79,12 @@ from .packs import (
     tombstone_body,
 )
 
+if TYPE_CHECKING:
+    from .repack import RepackReport
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+REPACK_BELOW = 0.5  # gc rewrites packs whose live members hold under half their bytes
 READ_THREADS = 16  # pack indexes and tombstones read in parallel on a refresh
 
 
@@ -108,6 +122,7 @@ class PackedStore:
         self._refresh_lock = threading.Lock()
         self._refreshed = -float("inf")  # time.monotonic() of the last refresh's listing
         self._strays: dict[str, float] = {}  # tombstones of packs not listed -> mtime
+        self._combined_seen: set[str] = set()  # combined indexes read (packindex.py)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.backend.where()!r})"
@@ -221,6 +236,15 @@ class PackedStore:
         self.backend.delete([PACKS + name])
         self._drop_pack(name)
         self.backend.delete([e.name for e in self.backend.list(PACKS + name + ".dead")])
+
+    def repack(self, *, threshold: float = REPACK_BELOW, dry_run: bool = False,
+               dead: frozenset[str] = frozenset(),
+               progress: Callable[[int, int], None] | None = None) -> RepackReport:
+        """Rewrite packs whose live members hold under `threshold` of their bytes
+        (repack.py: crash safety and concurrency)."""
+        from .repack import repack
+
+        return repack(self, threshold=threshold, dry_run=dry_run, dead=dead, progress=progress)
 
     def touch(self, key: str) -> None:
         check_key(key)
@@ -435,8 +459,12 @@ class PackedStore:
         missed), so the caller lists again."""
         listed: dict[str, tuple[int, float]] = {}
         tombs: dict[str, dict[str, tuple[str, float]]] = {}  # pack -> name -> etag, mtime
+        combined: list[str] = []
         for e in self.backend.list(PACKS):
             rest = e.name[len(PACKS):]
+            if is_index_name(rest):
+                combined.append(rest)
+                continue
             parsed = pack_name(rest)
             if parsed is None:
                 continue
@@ -445,15 +473,22 @@ class PackedStore:
                 tombs.setdefault(name, {})[rest] = (e.etag, e.mtime)
             else:
                 listed[name] = (e.size, e.mtime)
+        self._combined_seen &= set(combined)
         known = self._packs.names()
         for name in known - set(listed):
             self._drop_pack(name)
         new = [name for name in listed if name not in known]
         if new:
-            indexes = self._parallel(lambda n: self._read_index(n, listed[n][0]), new)
-            for name, members in zip(new, indexes, strict=True):
+            cached = self._read_combined(combined, set(new), listed)
+            for name, held in cached.items():
+                self._packs.add(Pack(name, listed[name][0], listed[name][1], held))
+            alone = [name for name in new if name not in cached]
+            indexes = self._parallel(lambda n: self._read_index(n, listed[n][0]), alone)
+            for name, members in zip(alone, indexes, strict=True):
                 if members is not None:
                     self._packs.add(Pack(name, listed[name][0], listed[name][1], members))
+            if len(alone) >= COMBINE_AFTER:
+                self._combine()
         # Tombstones: each read once (they are write-once; the one mutable `.dead` of
         # S3 stores written before nonces is re-read when its ETag changes).
         mapped = self._packs.names()  # listed packs whose index was readable
@@ -475,6 +510,40 @@ class PackedStore:
         self._strays = {t: mtime for name, ts in tombs.items() if name not in listed
                         for t, (_, mtime) in ts.items()}
         return all(keys is not None for keys in read.values())
+
+    def _read_combined(self, combined: Sequence[str], new: set[str],
+                       listed: dict[str, tuple[int, float]]) -> dict[str, Members]:
+        """Members of the `new` packs that the combined indexes not read before list
+        (with the listed size); the rest are read one by one."""
+        found: dict[str, Members] = {}
+        for rest in combined:
+            if rest in self._combined_seen:
+                continue
+            self._combined_seen.add(rest)
+            try:
+                entries = parse_combined(rest, bytes(self.backend.get(PACKS + rest)))
+            except ObjectNotFound:  # replaced by a newer one meanwhile
+                continue
+            if entries is None:
+                log.warning("ignoring unreadable combined pack index %s in %s", rest, self)
+                continue
+            for name, (size, members) in entries.items():
+                if name in new and listed[name][0] == size:
+                    found[name] = members
+        return found
+
+    def _combine(self) -> None:
+        """Write a combined index of every pack in the map, then delete the combined
+        indexes read before (each pack of theirs still listed is in the map). Best
+        effort: a store this process may not write to (read-only credentials) keeps
+        reading pack indexes one by one."""
+        rest, body = combined_body(self._packs.packs())
+        try:
+            self.backend.put(PACKS + rest, body, durable=True)
+            old, self._combined_seen = self._combined_seen - {rest}, {rest}
+            self.backend.delete(PACKS + r for r in old)
+        except (StorageError, OSError) as exc:
+            log.info("could not write a combined pack index to %s: %s", self, exc)
 
     def _parallel(self, fn: Callable[[str], T], names: Sequence[str]) -> Sequence[T]:
         """fn over names: in threads for a remote backend (requests overlap), in order

@@ -202,6 +202,10 @@ class PackMap:
         with self._lock:
             return set(self._packs)
 
+    def packs(self) -> list[Pack]:
+        with self._lock:
+            return list(self._packs.values())
+
     def all_dead(self) -> list[Pack]:
         with self._lock:
             return [p for p in self._packs.values() if p.all_dead()]
