@@ -11,11 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import UsageError
 from . import samples
-from .quantize import _architecture
+from .files import architecture
 from .recipe import Applied, unknown
 
 WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
@@ -43,7 +41,7 @@ class OnnxExport:
         if files_dir.is_file() or not (files_dir / "config.json").is_file():
             raise UsageError("onnx-export needs a transformers model folder (config.json "
                              "and safetensors weights)")
-        config, cls = _architecture(files_dir)
+        config, cls = architecture(files_dir)
         vocab = getattr(config, "vocab_size", None)
         if not isinstance(vocab, int):
             raise UsageError("onnx-export: the config has no vocab_size; this recipe exports "
@@ -62,14 +60,8 @@ class OnnxExport:
 
         # The reference outputs first: exporting leaves the module changed (its output
         # after torch.onnx.export differs from before; the export matches the before).
-        feeds, want = [], []
-        for batch, length in SHAPES:
-            x = samples.token_ids(vocab, batch, length)
-            mask = np.ones_like(x)
-            with torch.no_grad():
-                want.append(model(input_ids=torch.from_numpy(x),
-                                  attention_mask=torch.from_numpy(mask))[0].numpy())
-            feeds.append({"input_ids": x, "attention_mask": mask})
+        feeds = samples.token_feeds(vocab, SHAPES)
+        want = samples.torch_outputs(model, feeds)
         ids = torch.from_numpy(feeds[0]["input_ids"])
         dest = out_dir / "model.onnx"
         axes = {0: "batch", 1: "sequence"}
@@ -86,11 +78,7 @@ class OnnxExport:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(p, target)
         sess = samples.onnx_session(dest)
-        errors: dict[str, float] = {}
-        for feed, ref in zip(feeds, want, strict=True):
-            got = sess.run(None, feed)[0]
-            for k, v in samples.output_error([ref], [got]).items():
-                errors[k] = max(errors.get(k, 0.0), v)
+        errors = samples.token_error(want, lambda f: sess.run(None, f)[0], feeds)
         return Applied(stats={"method": "torch.onnx.export (TorchScript)",
                               "opset": params["opset"], "output": "output (first output)",
                               "check_shapes": [list(s) for s in SHAPES],

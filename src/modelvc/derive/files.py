@@ -86,3 +86,14 @@ def edit_json(path: Path, fn: Callable[[dict[str, Any]], None]) -> None:
     if isinstance(doc, dict):
         fn(doc)
         path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def architecture(model_dir: Path) -> tuple[Any, Any]:
+    """(config, model class) of the transformers model in MODEL_DIR: its config's first
+    `architectures` entry, else AutoModel."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    return config, cls or transformers.AutoModel

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import UsageError
 from . import samples, tensors
-from .files import fix_index
+from .files import architecture, fix_index
 from .recipe import Applied, unknown
 from .tensors import Tensor
 
@@ -107,11 +107,7 @@ def _onnx(root: Path, paths: list[Path], out_dir: Path, weight_type: str) -> App
             dq = (q.astype(np.float64) - zp) * scale
             per[prefix + base] = {"scale": scale, "zero_point": zp, "dtype": str(q.dtype),
                                   "max_abs_error": float(np.abs(dq - src[base]).max())}
-        a, b = samples.onnx_session(p), samples.onnx_session(dest)
-        feed = samples.onnx_inputs(a)
-        if feed is not None:
-            for k, v in samples.output_error(a.run(None, feed), b.run(None, feed)).items():
-                errors[k] = max(errors.get(k, 0.0), v)
+        errors = samples.worst((errors, samples.onnx_error(p, dest)))
     return _applied(per, errors, f"onnxruntime.quantization.quantize_dynamic {qtype.name}")
 
 
@@ -138,15 +134,6 @@ def _applied(per: dict[str, dict[str, Any]], errors: dict[str, float], method: s
                           "per_tensor": per}, atol=atol)
 
 
-def _architecture(model_dir: Path) -> Any:
-    import transformers
-
-    config = transformers.AutoConfig.from_pretrained(model_dir)
-    arch = (getattr(config, "architectures", None) or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    return config, cls or transformers.AutoModel
-
-
 def _torch(root: Path, out_dir: Path) -> Applied:
     import torch
 
@@ -154,7 +141,7 @@ def _torch(root: Path, out_dir: Path) -> Applied:
         raise UsageError("quantize-dynamic (torch) needs a transformers model folder "
                          "(config.json and safetensors weights)",
                          hint="for an ONNX model: --param backend=onnx")
-    config, cls = _architecture(root)
+    config, cls = architecture(root)
     source = cls.from_pretrained(root, dtype=torch.float32).eval()
     quantized = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
         source, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
@@ -200,10 +187,11 @@ def _torch(root: Path, out_dir: Path) -> Applied:
     errors: dict[str, float] = {}
     vocab = getattr(config, "vocab_size", None)
     if isinstance(vocab, int):
-        ids = torch.from_numpy(samples.token_ids(vocab))
-        with torch.no_grad():
-            a, b = source(input_ids=ids)[0], load_torch(out_dir)(input_ids=ids)[0]
-        errors = samples.output_error([a.numpy()], [b.numpy()])
+        feeds = samples.token_feeds(vocab)
+        want = samples.torch_outputs(source, feeds)
+        derived = load_torch(out_dir)
+        errors = samples.token_error(want, lambda f: samples.torch_outputs(derived, [f])[0],
+                                     feeds)
     return _applied(per, errors, f"torch.ao quantize_dynamic qint8 Linear ({engine})")
 
 
@@ -224,7 +212,7 @@ def load_torch(model_dir: str | Path) -> Any:
 
     root = Path(model_dir)
     spec = json.loads((root / QFILE).read_text())
-    config, cls = _architecture(root)
+    config, cls = architecture(root)
     model = cls._from_config(config, dtype=torch.float32).eval()
     found: dict[str, Tensor] = {}
     for f in sorted(root.rglob("*.safetensors")):

@@ -1,14 +1,18 @@
 """Seeded sample inputs on which a recipe compares its output model with the source
-(the same seed every run: the recorded output error can be reproduced exactly)."""
+(the same seed every run: the recorded output error can be reproduced exactly), and
+the output error over them: one helper per kind of model, shared by the recipes
+(quantize-dynamic, onnx-export)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 SEED = 0
+TOKEN_SHAPES = ((2, 16),)  # (batch, sequence) of a token-input model's samples
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
               "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
@@ -64,3 +68,51 @@ def output_error(source: list[np.ndarray], derived: list[np.ndarray]) -> dict[st
     if total:
         out["output_changed_fraction"] = changed / total
     return out
+
+
+def worst(errors: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """The largest of each figure over several output_error results."""
+    out: dict[str, float] = {}
+    for e in errors:
+        for k, v in e.items():
+            out[k] = max(out.get(k, 0.0), v)
+    return out
+
+
+def onnx_error(source: Path, derived: Path) -> dict[str, float]:
+    """output_error of the ONNX model DERIVED against SOURCE on onnx_inputs ({} when no
+    sample can be made for the source's inputs)."""
+    a, b = onnx_session(source), onnx_session(derived)
+    feed = onnx_inputs(a)
+    if feed is None:
+        return {}
+    return output_error(a.run(None, feed), b.run(None, feed))
+
+
+TokenFeed = dict[str, np.ndarray]
+
+
+def token_feeds(vocab_size: int, shapes: Iterable[tuple[int, int]] = TOKEN_SHAPES
+                ) -> list[TokenFeed]:
+    """`input_ids` (token_ids) and an all-ones `attention_mask` of each (batch, length)."""
+    out = []
+    for batch, length in shapes:
+        ids = token_ids(vocab_size, batch, length)
+        out.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    return out
+
+
+def torch_outputs(model: Any, feeds: Iterable[TokenFeed]) -> list[np.ndarray]:
+    """A transformers model's first output (last_hidden_state, logits) on each feed."""
+    import torch
+
+    with torch.no_grad():
+        return [model(**{k: torch.from_numpy(v) for k, v in f.items()})[0].numpy()
+                for f in feeds]
+
+
+def token_error(want: list[np.ndarray], run: Callable[[TokenFeed], np.ndarray],
+                feeds: list[TokenFeed]) -> dict[str, float]:
+    """output_error, worst over FEEDS, of RUN(feed) against the source's outputs WANT
+    (torch_outputs of the source, taken first: an export may change the module)."""
+    return worst(output_error([w], [run(f)]) for w, f in zip(want, feeds, strict=True))
