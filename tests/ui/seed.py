@@ -1,5 +1,6 @@
-"""A seeded registry for the UI tests: two models, a branch, a derived export, a policy
-whose production gate refuses one version, channels with history, tokens per role."""
+"""A seeded registry for the UI tests: two models, a branch, an export, a derived
+version (bert@v5: `cast` of bert@v2 to bf16, by `modelvc.derive`), a policy whose
+production gate refuses one version, channels with history, tokens per role."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelvc.derive import derive
 from modelvc.gates.policy import parse_policy
 from modelvc.registry import Registry
 from modelvc.registry.gate_runs import run_gates
@@ -84,6 +86,8 @@ def _seed(root: Path, meta_url: str | None, objects_url: str | None) -> Seeded:
         run_gates(reg, "bert@v3", "production", actor="maint")  # fails: acc 0.83
         reg.promote("bert@v3", "staging", reason="try it", actor="maint",
                     create=True)
+        out = derive(reg, "bert@v2", "cast", to="bf16", params={"dtype": "bf16"})
+        assert out.version.number == 5
     tokens = {"admin": grant_token(repo, "admin", "admin"),
               "maint": grant_token(repo, "maint", "promoter"),
               "reader": grant_token(repo, "reader", "reader")}

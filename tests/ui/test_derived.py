@@ -1,37 +1,12 @@
 """Derived versions in the UI: the lineage graph hangs one off its source with a dashed,
 labelled edge, the version page says what it was derived from and lists what was derived
-from a version (issue 17). Seeded with the public API: `modelvc.derive` `cast`."""
+from a version (issue 17). The shared seed's bert@v5 is a `cast` of bert@v2 (seed.py)."""
 
 from __future__ import annotations
 
-import os
-
-import pytest
 from playwright.sync_api import Page, expect
 
-from modelvc.derive import derive
-from modelvc.registry import Registry
-
 from .conftest import Console, LocalUI
-from .seed import Seeded, seed
-
-
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
-    """The shared seed plus bert@v5 = cast of bert@v2 to bf16 on branch bf16."""
-    s = seed(tmp_path_factory.mktemp("ui-derived"))
-    old = os.environ.get("MODELVC_AUTHOR")
-    os.environ["MODELVC_AUTHOR"] = "admin"
-    try:
-        with Registry.open(s.path) as reg:
-            out = derive(reg, "bert@v2", "cast", to="bf16", params={"dtype": "bf16"})
-            assert out.version.number == 5
-    finally:
-        if old is None:
-            os.environ.pop("MODELVC_AUTHOR", None)
-        else:
-            os.environ["MODELVC_AUTHOR"] = old
-    return s
 
 
 def test_graph_and_version_pages_show_the_derivation(page: Page, local_ui: LocalUI,

@@ -16,14 +16,17 @@ def test_models_model_version_pages(page: Page, local_ui: LocalUI, console: Cons
     expect(rows).to_have_count(2)
     bert = rows.filter(has_text="bert")
     expect(bert).to_contain_text("production")
-    expect(bert).to_contain_text("4")  # versions
+    expect(bert).to_contain_text("5")  # versions
     shot(page, "models")
 
     page.click("text=bert")
     expect(page.locator("h1")).to_have_text("bert")
     graph = page.locator("svg.lineage")
-    expect(graph).to_have_attribute("aria-label", "Lineage of bert: 4 versions from v1 to v4")
-    expect(graph.locator("a.node")).to_have_count(4)
+    expect(graph).to_have_attribute("aria-label", "Lineage of bert: 5 versions from v1 to v5")
+    expect(graph.locator("a.node")).to_have_count(5)
+    # v5 is derived from v2 (cast to bf16): hung off it by a dashed, labelled edge.
+    expect(graph.locator("a.node", has_text="v5").locator("text.derived")).to_have_text(
+        "[cast of v2]")
     # The channel is drawn on its version; the charts say what they show in words.
     expect(graph.locator("a.node", has_text="production")).to_contain_text("v2")
     expect(page.locator("svg.chart desc").first).to_contain_text("acc over 4 versions")
@@ -63,6 +66,7 @@ def test_compare_params_metrics_and_tensor_heatmap(page: Page, local_ui: LocalUI
     page.goto(local_ui.login_url)
     page.goto(local_ui.base + "/m/bert")
     pick = page.locator("form.compare-pick")
+    pick.locator("input[value='bert@v5']").uncheck()
     pick.locator("input[value='bert@v4']").uncheck()
     pick.locator("input[value='bert@v3']").uncheck()
     pick.locator("input[value='bert@v2']").check()
