@@ -84,6 +84,7 @@ class Loaded:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     # A moving average of one predict call's compute time (s): inf until measured
     predict_s: float = math.inf
+    calls: int = 0  # inline calls (Gateway._predict samples their CPU time)
 
     @property
     def label(self) -> str:
