@@ -37,7 +37,7 @@ VERSION_HEADER, EPOCH_HEADER = "x-modelvc-version", "x-modelvc-epoch"
 FLEET_CANARY = "fleet-canary"  # the channel label of requests a fleet canary answered
 
 
-INLINE_S = 0.0005  # predict calls this short run on the event loop (see Gateway._predict)
+INLINE_S = 0.0005  # predict calls this short run on the event loop (see Gateway._inline)
 INLINE_ELEMENTS = 1 << 16
 SAMPLE_EVERY = 7  # an inline call's CPU time is measured one call in 8 (a mask)
 
@@ -236,31 +236,30 @@ class Gateway:
                                        m.inflight.labels(model, version))
         return h
 
-    async def _predict(self, item: Loaded, inputs: dict[str, np.ndarray],
-                       wanted: list[str]) -> dict[str, np.ndarray]:
+    def _inline(self, item: Loaded, inputs: dict[str, np.ndarray]) -> bool:
         """Run on the event loop when the runtime allows it and its recent calls took
         under INLINE_S with inputs this small: handing a call of a few microseconds to a
         thread and back costs far more than the call (and, on one core, only adds
         switches). Longer or larger calls go to the inference threads."""
-        rt = item.runtime
-        inline = item.predict_s < INLINE_S and getattr(rt, "inline_safe", False) and \
-            sum(a.size for a in inputs.values()) <= INLINE_ELEMENTS
+        return item.predict_s < INLINE_S and getattr(item.runtime, "inline_safe", False) \
+            and sum(a.size for a in inputs.values()) <= INLINE_ELEMENTS
 
-        def timed() -> dict[str, np.ndarray]:
-            t0 = time.thread_time()  # CPU time: a thread preempted meanwhile is no slower
-            try:
-                return rt.predict(inputs, wanted)
-            finally:
-                dt = time.thread_time() - t0
-                p = item.predict_s
-                item.predict_s = dt if p == math.inf else p + (dt - p) * 0.2
+    def _timed(self, item: Loaded, inputs: dict[str, np.ndarray],
+               wanted: list[str]) -> dict[str, np.ndarray]:
+        t0 = time.thread_time()  # CPU time: a thread preempted meanwhile is no slower
+        try:
+            return item.runtime.predict(inputs, wanted)
+        finally:
+            dt = time.thread_time() - t0
+            p = item.predict_s
+            item.predict_s = dt if p == math.inf else p + (dt - p) * 0.2
 
-        if inline:
-            item.calls += 1
-            if item.calls & SAMPLE_EVERY:  # thread_time is a syscall (~1 us): sampled
-                return rt.predict(inputs, wanted)
-            return timed()
-        return await asyncio.get_running_loop().run_in_executor(self._infer, timed)
+    def _predict_inline(self, item: Loaded, inputs: dict[str, np.ndarray],
+                        wanted: list[str]) -> dict[str, np.ndarray]:
+        item.calls += 1
+        if item.calls & SAMPLE_EVERY:  # thread_time is a syscall (~1 us): sampled
+            return item.runtime.predict(inputs, wanted)
+        return self._timed(item, inputs, wanted)
 
     async def _run(self, sm: ServedModel, item: Loaded, channel: str, req: InferRequest,
                    label: str | None) -> dict[str, np.ndarray]:
@@ -269,19 +268,28 @@ class Gateway:
         if req.outputs and label and label not in req.outputs:
             wanted = [*req.outputs, label]
         hot = self._hot(sm.cfg.model, item.label, channel)
+        # On the loop the call holds it throughout: nothing can read an in-flight gauge
+        # raised and lowered around it, so only a call in a thread moves the gauge.
+        inline = self._inline(item, req.inputs)
         self.pool.enter(item)
-        hot.inflight.inc()
+        if not inline:
+            hot.inflight.inc()
         t0 = time.perf_counter()
         ok, results = False, {}
         try:
-            results = await self._predict(item, req.inputs, wanted)
+            if inline:
+                results = self._predict_inline(item, req.inputs, wanted)
+            else:
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._infer, self._timed, item, req.inputs, wanted)
             ok = True
         except RuntimeError_:
             self.metrics.errors.labels(sm.cfg.model, item.label, channel, "model").inc()
             raise
         finally:
             dt = time.perf_counter() - t0
-            hot.inflight.dec()
+            if not inline:
+                hot.inflight.dec()
             self.pool.leave(item)
             hot.requests.inc()
             t = sm.totals_of(item.version.id)

@@ -84,7 +84,7 @@ class Loaded:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     # A moving average of one predict call's compute time (s): inf until measured
     predict_s: float = math.inf
-    calls: int = 0  # inline calls (Gateway._predict samples their CPU time)
+    calls: int = 0  # inline calls (Gateway._predict_inline samples their CPU time)
 
     @property
     def label(self) -> str:
@@ -174,7 +174,7 @@ class Pool:
                 runtime.predict(sample, [])
             # A one-row call once warm (a session's first calls cost 10-30x more): how
             # long a request will take, which decides whether it may run on the loop
-            # (Gateway._predict; only pure-compute runtimes: user code is called no more)
+            # (Gateway._inline; only pure-compute runtimes: user code is called no more)
             cpu = math.inf
             if samples and getattr(runtime, "inline_safe", False):
                 c0 = time.thread_time()

@@ -20,10 +20,16 @@ OIP_TO_NUMPY: dict[str, np.dtype[np.generic]] = {
 NUMPY_TO_OIP = {v.str: k for k, v in OIP_TO_NUMPY.items() if k != "BYTES"}
 
 
+_SEEN: dict[np.dtype[np.generic], str] = {}  # per request 3+ lookups: remembered
+
+
 def oip_datatype(dtype: np.dtype[np.generic]) -> str:
-    if dtype.kind in "OSU":
-        return "BYTES"
-    return NUMPY_TO_OIP[dtype.newbyteorder("<").str]
+    got = _SEEN.get(dtype)
+    if got is None:
+        got = "BYTES" if dtype.kind in "OSU" else NUMPY_TO_OIP[dtype.newbyteorder("<").str]
+        if len(_SEEN) < 256:  # structured dtypes are endless; the common ones are few
+            _SEEN[dtype] = got
+    return got
 
 
 @dataclass(frozen=True)
