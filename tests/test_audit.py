@@ -46,7 +46,7 @@ def test_every_mutation_is_audited(any_reg: Registry, tmp_path: Path) -> None:
 
 def test_tampering_is_detected(reg: Registry, tmp_path: Path) -> None:
     _mutate(reg, tmp_path)
-    engine = sa.create_engine(reg.layout.meta_url)
+    engine = sa.create_engine(reg._layout.meta_url)
     with engine.begin() as conn:
         conn.execute(sa.update(audit).where(audit.c.id == 5).values(actor="mallory"))
     problems = reg.verify_audit()
@@ -83,7 +83,7 @@ def test_an_edit_with_the_chain_recomputed_is_detected(any_reg: Registry,
     """Issue 12 finding 8: the chain alone is unkeyed; the sealed checkpoints are not."""
     _mutate(any_reg, tmp_path)
     assert any_reg.verify_audit() == []
-    engine = sa.create_engine(any_reg.layout.meta_url)
+    engine = sa.create_engine(any_reg._layout.meta_url)
     with engine.begin() as conn:
         conn.execute(sa.update(audit).where(audit.c.id == 5).values(actor="mallory"))
         _rehash_from(conn, 5)
@@ -97,7 +97,7 @@ def test_an_edit_with_the_chain_recomputed_is_detected(any_reg: Registry,
 def test_newest_entries_cut_off_with_the_head_reset_are_detected(reg: Registry,
                                                                   tmp_path: Path) -> None:
     _mutate(reg, tmp_path)
-    engine = sa.create_engine(reg.layout.meta_url)
+    engine = sa.create_engine(reg._layout.meta_url)
     with engine.begin() as conn:
         conn.execute(sa.delete(audit).where(audit.c.id >= 6))
         _rehash_from(conn, 6)
@@ -110,11 +110,11 @@ def test_a_forged_checkpoint_does_not_verify(reg: Registry, tmp_path: Path) -> N
     import json
 
     _mutate(reg, tmp_path)
-    path = reg.layout.root / "audit" / "checkpoints"
+    path = reg._layout.root / "audit" / "checkpoints"
     lines = path.read_text().splitlines()
     forged = json.loads(lines[-1]) | {"hash": "f" * 64}
     path.write_text("\n".join([*lines, json.dumps(forged)]) + "\n")
     assert reg.verify_audit() == [f"audit checkpoint line {len(lines) + 1} (entry "
                                   f"{forged['id']}) does not verify with the audit key: it "
                                   "was altered, or sealed with another key"]
-    assert (reg.layout.root / "audit" / "key").stat().st_mode & 0o077 == 0
+    assert (reg._layout.root / "audit" / "key").stat().st_mode & 0o077 == 0

@@ -47,7 +47,7 @@ def test_exports_of_chain_ends_check_out_bit_exact(reg: Registry, tmp_path: Path
     v = reg.commit(export, model="m", branch="export", parent="m@train")
     assert v.stored_size < 0.02 * v.raw_size
     for ref, src in [("m@train", files[-1]), ("m@export", export)]:
-        with Registry.open(reg.layout.root) as fresh:  # nothing decoded before
+        with Registry.open(reg._layout.root) as fresh:  # nothing decoded before
             out = tmp_path / f"out-{src.name}"
             fresh.checkout(ref, out)
             assert out.read_bytes() == src.read_bytes()
@@ -69,7 +69,7 @@ def test_a_corrupt_raw_plane_is_named_and_nothing_is_written(reg: Registry,
     assert data[block.offset + 1] & 1, "plane 0 of random floats is stored raw"
     flip_byte(reg._store, seg.id, block.offset + payload_head + 1234, 0x10)
     dest = tmp_path / "out"
-    with Registry.open(reg.layout.root) as fresh, pytest.raises(CorruptObject) as err:
+    with Registry.open(reg._layout.root) as fresh, pytest.raises(CorruptObject) as err:
         fresh.checkout("m@v1", dest)
     assert seg.id[:12] in str(err.value)
     assert not dest.exists() or not any(dest.rglob("*.safetensors"))

@@ -44,7 +44,7 @@ def test_gc_upload_ttl_is_a_parameter(reg: Registry) -> None:
     now = datetime.now(UTC)
     reg._meta.record_uploads("ann", [OLD], at=now - timedelta(hours=2))
     reg._meta.record_uploads("ann", [FRESH])
-    report = maintenance.gc(reg.layout, reg._meta, reg._io, dry_run=False, actor="tester",
+    report = maintenance.gc(reg._layout, reg._meta, reg._io, dry_run=False, actor="tester",
                             upload_ttl=timedelta(hours=1))
     assert report.uploads_expired == 1
     assert _held(reg, "ann") == {FRESH}

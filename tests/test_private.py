@@ -73,10 +73,13 @@ def test_a_planted_reach_through_fails(tmp_path: Path) -> None:
         f.write("\n\ndef planted(end):\n    return end.reg._meta.get_version('x')\n")
     with (copy / "cli" / "main.py").open("a") as f:
         f.write("\n\ndef planted(obj):\n    return obj.registry()._store\n")
+    with (copy / "transfer" / "remotes.py").open("a") as f:  # the folder is private too
+        f.write("\n\ndef planted(reg):\n    return reg._layout.root\n")
     with (copy / "fleet" / "controller.py").open("a") as f:  # a `_meta` of its own
         f.write("\n\nclass Planted:\n    def __init__(self, reg):\n"
                 "        self._meta = reg._meta\n")
     got = violations(copy)
     assert any(v.startswith("server/transfer.py:") and "end.reg._meta" in v for v in got), got
     assert any(v.startswith("cli/main.py:") and "._store" in v for v in got), got
+    assert any(v.startswith("transfer/remotes.py:") and "reg._layout" in v for v in got), got
     assert any(v.startswith("fleet/controller.py:") and "reg._meta" in v for v in got), got

@@ -290,14 +290,14 @@ def test_steady_training_steps_are_extrapolated(reg: Registry, tmp_path: Path) -
     codecs = {o.codec for o in reg.objects_of("m@v3") if o.kind == "tensor"}
     assert codecs == {"extrap"}
     for i in range(4):
-        with Registry.open(reg.layout.root) as fresh:  # nothing cached
+        with Registry.open(reg._layout.root) as fresh:  # nothing cached
             fresh.checkout(f"m@v{i + 1}", tmp_path / f"o{i}.safetensors")
         assert (tmp_path / f"o{i}.safetensors").read_bytes() == (
             tmp_path / f"c{i}.safetensors").read_bytes()
     assert reg.verify().ok
     # Deleting the middle version re-bases the extrapolated one; it still checks out.
     reg.delete("m@v3")
-    with Registry.open(reg.layout.root) as fresh:
+    with Registry.open(reg._layout.root) as fresh:
         fresh.checkout("m@v4", tmp_path / "o4.safetensors")
     assert (tmp_path / "o4.safetensors").read_bytes() == (tmp_path / "c3.safetensors").read_bytes()
     reg.gc(dry_run=False, grace_seconds=0)

@@ -42,7 +42,7 @@ def looped(reg: Registry, tmp_path: Path) -> tuple[Path, str]:
     parent = reg._io.header(child).ref
     assert parent is not None
     reg._store.replace(parent, reg._store.get(child))
-    return reg.layout.root.parent, parent
+    return reg._layout.root.parent, parent
 
 
 def test_verify_names_the_object_whose_chain_loops(looped: tuple[Path, str]) -> None:

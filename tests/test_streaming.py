@@ -57,7 +57,7 @@ def test_corrupt_block_is_caught_when_streaming(small_stream: None, reg: Registr
     reg.commit(tmp_path / "a.safetensors", model="m")
     seg = reg.manifest("m@v1").files[0].segments[1]
     flip_byte(reg._store, seg.id, 100, 0xFF)  # inside block 0's payload
-    with Registry.open(reg.layout.root) as fresh, pytest.raises(CorruptObject):
+    with Registry.open(reg._layout.root) as fresh, pytest.raises(CorruptObject):
         fresh.checkout("m@v1", tmp_path / "out.safetensors")  # nothing cached: reads disk
     assert not (tmp_path / "out.safetensors").exists()
     report = reg.verify()  # bypasses the in-process block cache

@@ -18,7 +18,7 @@ def test_verify_names_a_version_whose_objects_have_no_row(reg: Registry,
     write_model(tmp_path / "a.safetensors", 0)
     v = reg.commit(tmp_path / "a.safetensors", model="m")
     seg = next(s.id for f in reg.manifest("m@v1").files for s in f.segments)
-    engine = sa.create_engine(reg.layout.meta_url)
+    engine = sa.create_engine(reg._layout.meta_url)
     with engine.begin() as conn:
         conn.execute(sa.delete(version_objects).where(version_objects.c.object_id == seg))
         conn.execute(sa.delete(objects).where(objects.c.id == seg))

@@ -55,6 +55,16 @@ class Layout:
     def registry_id(self) -> str:
         return str(self.config["id"])
 
+    def set_config(self, key: str, value: Any) -> None:
+        """Write one entry of config.json atomically (keeping the file's mode: 0600
+        when it names a database or bucket) and this copy of it."""
+        path = self.root / "config.json"
+        config = json.loads(path.read_text())
+        config[key] = value
+        atomic_write(path, json.dumps(config, indent=2).encode() + b"\n",
+                     mode=path.stat().st_mode & 0o777)
+        self.config[key] = value
+
     @contextmanager
     def lock(self, *, exclusive: bool, wait: bool = True) -> Iterator[None]:
         """Writers hold the gc lock shared; gc's sweep holds it exclusive."""

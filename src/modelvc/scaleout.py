@@ -77,5 +77,4 @@ def init_registry(path: str | Path, meta: str | None, objects: str | None
             shutil.rmtree(root, ignore_errors=True)  # unless its schema was created)
         raise
     with reg:
-        lay = reg.layout  # config.json is 0600 when it names a database or bucket
-        return lay.root, lay.meta_url, lay.objects_url
+        return reg.where()  # config.json is 0600 when it names a database or bucket

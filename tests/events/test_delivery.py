@@ -117,7 +117,7 @@ def test_concurrent_deliverers_do_not_lose_or_reorder(reg: Registry, tmp_path: P
     for i in range(6):
         reg.promote(f"toy@v{1 + i % 2}", "production", reason=str(i), create=True)
     receiver.start()
-    others = [Registry.open(reg.layout.root.parent) for _ in range(3)]
+    others = [Registry.open(reg._layout.root.parent) for _ in range(3)]
     try:
         threads = [threading.Thread(target=o.events.deliver, kwargs={"wait": 20})
                    for o in others]
@@ -144,7 +144,7 @@ def test_run_forever_delivers_what_others_left_pending(reg: Registry, tmp_path: 
     receiver.stop()
     _moves(reg)
     receiver.start()
-    server = Registry.open(reg.layout.root.parent)
+    server = Registry.open(reg._layout.root.parent)
     stop = threading.Event()
     t = threading.Thread(target=server.events.run_forever, args=(stop, 0.1))
     t.start()

@@ -45,7 +45,7 @@ def start_gateways(tmp_path: Path) -> Iterator[Callable[..., list[GatewayProcess
         new = []
         for _ in range(n):
             rid = f"r{len(running) + 1}"
-            g = GatewayProcess(reg.layout.root.parent, rid, free_port(),
+            g = GatewayProcess(reg._layout.root.parent, rid, free_port(),
                                log=tmp_path / f"{rid}.log", **kw)
             running.append(g)
             new.append(g)

@@ -40,7 +40,7 @@ def traffic(gws: list[GatewayProcess], digits: Digits) -> Iterator[list[Traffic]
 
 def cli(reg: Registry, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "modelvc.cli.main", "--registry",
-                           str(reg.layout.root.parent), "deploy", *args],
+                           str(reg._layout.root.parent), "deploy", *args],
                           capture_output=True, text=True, env=dict(os.environ), timeout=120)
 
 

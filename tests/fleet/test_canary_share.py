@@ -115,7 +115,7 @@ def test_regressing_share_canary_from_deploy_watch_goes_back_everywhere(
     with Controller(fleet_reg) as c:
         c.create("d", "digits", "production")
         assert c.rollout("d").ok  # v1 at epoch 1
-    w = WatchProcess(fleet_reg.layout.root.parent, "d", "--canary-share", "0.5",
+    w = WatchProcess(fleet_reg._layout.root.parent, "d", "--canary-share", "0.5",
                      "--min-samples", "40", "--min-feedback", "40", "--no-latency",
                      log=tmp_path / "w.log")
     try:

@@ -41,7 +41,7 @@ def start_member(fleet_reg: Registry, tmp_path: Path) -> Iterator[Start]:
             "models": [{"model": "digits"}], "port": free_port(), "grpc_port": 0,
             "poll_interval": 0.05,
             "fleet": {"replica_id": rid, "heartbeat": 0.2, "labels": {"app": "digits"}}})
-        reg = Registry.open(fleet_reg.layout.root.parent)
+        reg = Registry.open(fleet_reg._layout.root.parent)
         srv = BackgroundServer(reg, cfg, workdir=tmp_path / f"gw-{rid}")
         running.append((srv, reg))
         return srv.start()

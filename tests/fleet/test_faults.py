@@ -91,7 +91,7 @@ def test_a_replica_back_late_converges(fleet_reg: Registry, start_gateways: Star
         assert served(gws[:2]) == {(2, 2)}
         assert {r["id"]: r["why"] for r in c.status("d")["replicas"]}["r3"].startswith(
             "silent")
-        late = GatewayProcess(fleet_reg.layout.root.parent, "r3", free_port(),
+        late = GatewayProcess(fleet_reg._layout.root.parent, "r3", free_port(),
                               log=tmp_path / "r3-late.log")
         try:
             wait_for(late.ready, "r3 to come back")

@@ -22,7 +22,7 @@ Starter = Callable[..., list[GatewayProcess]]
 
 def cli(reg: Registry, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "modelvc.cli.main", "--registry",
-                    str(reg.layout.root.parent), *args], check=True, capture_output=True)
+                    str(reg._layout.root.parent), *args], check=True, capture_output=True)
 
 
 def test_channel_moves_drive_the_fleet(fleet_reg: Registry, start_gateways: Starter,

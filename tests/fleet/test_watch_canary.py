@@ -25,7 +25,7 @@ def test_watch_with_canary_options(fleet_reg: Registry, start_gateways: Starter,
                                    digits: Digits, tmp_path: Path) -> None:
     commit_onnx(fleet_reg, tmp_path, b"", "v4", extra={"predictor.py": CONSTANT})
     gws = start_gateways(fleet_reg, 3, trust="any")
-    root = fleet_reg.layout.root.parent
+    root = fleet_reg._layout.root.parent
     with Controller(fleet_reg) as c:
         c.create("d", "digits", "production")  # stored strategy: atomic
         assert c.rollout("d").ok  # v1 at epoch 1

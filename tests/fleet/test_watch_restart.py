@@ -23,7 +23,7 @@ Starter = Callable[..., list[GatewayProcess]]
 
 def cli(reg: Registry, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "modelvc.cli.main", "--registry",
-                           str(reg.layout.root.parent), *args],
+                           str(reg._layout.root.parent), *args],
                           capture_output=True, text=True, timeout=120, check=True)
 
 
@@ -39,7 +39,7 @@ def test_a_restarted_watcher_skips_the_version_the_fleet_refused(
     commit_onnx(fleet_reg, tmp_path, b"", "v4-python",
                 extra={"predictor.py": PREDICTOR, "load_seconds": b"0"})
     v4 = fleet_reg.resolve("digits@v4").id
-    root = fleet_reg.layout.root.parent
+    root = fleet_reg._layout.root.parent
     with Controller(fleet_reg) as c:
         c.create("d", "digits", "production", selector={"app": "digits"})
         assert c.rollout("d").ok  # v1 at epoch 1

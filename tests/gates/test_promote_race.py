@@ -67,7 +67,7 @@ def gated(any_reg: Registry, tmp_path: Path) -> tuple[Registry, Registry, list[V
     for v in vs[1:]:
         report = run_gates(any_reg, f"m@{v.id}", "production", actor="ci")
         assert report.passed and report.baseline == vs[0].id
-    other = Registry.open(any_reg.layout.root)  # another process's handle
+    other = Registry.open(any_reg._layout.root)  # another process's handle
     return any_reg, other, vs
 
 

@@ -55,7 +55,7 @@ def history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
 
 
 def test_lite_reads_match_metastore(history: Registry, tmp_path: Path) -> None:
-    url = history.layout.meta_url
+    url = history._layout.meta_url
     lite = open_meta(url)
     real = MetaStore.open(url)
     try:
@@ -106,7 +106,7 @@ def test_lite_reads_match_metastore(history: Registry, tmp_path: Path) -> None:
 
 
 def test_registry_reads_and_writes_through_lite(history: Registry) -> None:
-    reopened = Registry.open_local(history.layout.root.parent)
+    reopened = Registry.open_local(history._layout.root.parent)
     try:
         assert isinstance(reopened._meta, LiteMeta)  # what open_local gives on SQLite
         assert [v.id for v in reopened.log("m@main")] == [v.id for v in history.log("m@main")]
@@ -121,8 +121,8 @@ def test_registry_reads_and_writes_through_lite(history: Registry) -> None:
 def test_other_states_are_left_to_metastore(history: Registry) -> None:
     """A newer format is refused as MetaStore refuses it; an unknown revision opens
     through MetaStore (which decides); neither is read by LiteMeta."""
-    url = history.layout.meta_url
-    db = history.layout.root / "meta.db"
+    url = history._layout.meta_url
+    db = history._layout.root / "meta.db"
     history.close()
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE repo_info SET value = ? WHERE key = 'format_version'",

@@ -146,7 +146,7 @@ def test_two_gc_runs_at_once(s3_server: S3Server, tmp_path: Path,
     weights = {f"t{i}": rng.standard_normal((24, 24)).astype(np.float32) for i in range(150)}
     model = tmp_path / "m.safetensors"
     one = Registry.init(tmp_path / "one", objects_url=url)
-    layout.create(tmp_path / "two", meta=one.layout.meta_url, objects=url)
+    layout.create(tmp_path / "two", meta=one._layout.meta_url, objects=url)
     two = Registry.open(tmp_path / "two")
     try:
         for n, changed in enumerate([range(0), range(0, 100), range(50, 150),

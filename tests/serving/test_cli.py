@@ -32,7 +32,7 @@ def run_serve(serve_reg: Registry, tmp_path: Path) -> Iterator[object]:
         port = free_port()
         log = (tmp_path / f"serve{len(procs)}.log").open("wb")
         grpc_ports[f"http://127.0.0.1:{port}"] = grpc_port = free_port()
-        p = subprocess.Popen([*MODELVC, "--registry", str(serve_reg.layout.root), "serve",
+        p = subprocess.Popen([*MODELVC, "--registry", str(serve_reg._layout.root), "serve",
                               "--port", str(port), "--grpc-port", str(grpc_port),
                               "--log-level", "warning", *args],
                              stdout=log, stderr=log, env=os.environ | {"TMPDIR": str(tmp_path)})
@@ -99,14 +99,14 @@ def test_serve_bad_input_exits_2(serve_reg: Registry, tmp_path: Path, args: tupl
     bad = tmp_path / "bad.toml"
     bad.write_text('colour = "blue"\n')
     argv = [a.replace("{bad}", str(bad)) for a in args]
-    out = subprocess.run([*MODELVC, "--registry", str(serve_reg.layout.root), "serve", *argv],
+    out = subprocess.run([*MODELVC, "--registry", str(serve_reg._layout.root), "serve", *argv],
                          capture_output=True, text=True, check=False)
     assert out.returncode == 2
     assert message in out.stderr
 
 
 def test_serve_takes_an_actor_or_a_token_not_both(serve_reg: Registry) -> None:
-    out = subprocess.run([*MODELVC, "--registry", str(serve_reg.layout.root), "serve",
+    out = subprocess.run([*MODELVC, "--registry", str(serve_reg._layout.root), "serve",
                           "digits@production", "--canary", "canary", "--actor", "bob"],
                          capture_output=True, text=True, check=False,
                          env=os.environ | {"MODELVC_SERVE_TOKEN": "mvc_secret"})

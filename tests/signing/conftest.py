@@ -36,7 +36,7 @@ def require(reg: Registry, *keys: str) -> None:
 
 def sql(reg: Registry, statement: str, *args: object) -> None:
     """Edit the metadata database behind the registry's back (a tampering attacker)."""
-    with sqlite3.connect(reg.layout.root / "meta.db") as conn:
+    with sqlite3.connect(reg._layout.root / "meta.db") as conn:
         conn.execute(statement, args)
 
 

@@ -49,8 +49,8 @@ def test_key_create_keeps_private_key_private(reg: Registry, tmp_path: Path) -> 
     assert "PRIVATE KEY" in path.read_text()
     assert k.id in {x.id for x in reg._meta.list_keys()}
     with pytest.raises(UsageError, match="inside the registry"):
-        create_key(reg, "carol", reg.layout.root / "keys")
-    assert not (reg.layout.root / "keys").exists()
+        create_key(reg, "carol", reg._layout.root / "keys")
+    assert not (reg._layout.root / "keys").exists()
 
 
 def test_unsigned_refused_only_when_required(signed: Signed) -> None:
@@ -146,7 +146,7 @@ def test_tampered_object_refused(signed: Signed) -> None:
     seg = next(s for f in m.files for s in f.segments if s.tensor == "layer.0.weight")
     flip_byte(reg._store, seg.id, reg._store.size(seg.id) // 2)
     # A fresh process (this one caches the blocks it wrote, already verified).
-    with Registry.open(reg.layout.root) as fresh:
+    with Registry.open(reg._layout.root) as fresh:
         # The signature still verifies (it covers the digests), but the object does not.
         assert verify_version(fresh, signed.v1, ["alice"])[0]
         with pytest.raises(CorruptObject, match="does not match its id"):
@@ -208,7 +208,7 @@ def test_policy_rows_deleted_by_sql_are_refused_not_obeyed(signed: Signed) -> No
     with pytest.raises(Untrusted):
         reg.checkout("net", signed.tmp / "co")
     sql(reg, "DELETE FROM policies")
-    fresh = Registry.open(reg.layout.root.parent)  # a new process: nothing cached
+    fresh = Registry.open(reg._layout.root.parent)  # a new process: nothing cached
     try:
         with pytest.raises(Corrupt, match="policies table was edited"):
             fresh.checkout("net", signed.tmp / "co")

@@ -35,7 +35,7 @@ def _cli(repo: Path, *args: str) -> str:
 
 @pytest.fixture
 def fleet_ui(fleet_reg: Registry) -> Iterator[LocalUI]:  # noqa: F811
-    repo = fleet_reg.layout.root.parent
+    repo = fleet_reg._layout.root.parent
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelvc.cli.main", "--registry", str(repo), "ui",
          "--no-browser", "--json", "--port", str(free_port())],
@@ -52,7 +52,7 @@ def test_deployments_follow_a_rollout_without_reload(
         page: Page, fleet_reg: Registry,  # noqa: F811
         start_gateways: Callable[..., list[GatewayProcess]],  # noqa: F811
         fleet_ui: LocalUI, console: Console) -> None:
-    repo = fleet_reg.layout.root.parent
+    repo = fleet_reg._layout.root.parent
     start_gateways(fleet_reg, 2)
     _cli(repo, "deploy", "create", "digits@production", "--name", "web", "--json")
     page.goto(fleet_ui.login_url)

@@ -367,24 +367,21 @@ class LiteMeta:
         return self._read(tx)
 
     def list_refs(self, model: str, kind: RefKind | None = None) -> list[RefRow]:
-        def tx(conn: sqlite3.Connection) -> list[RefRow]:
-            mid = self._model_id(conn, model)
-            q, args = f"{_REF} WHERE r.model_id = ?", list[Any]([mid])
-            if kind is not None:
-                q += " AND r.kind = ?"
-                args.append(kind)
-            return [_ref(r) for r in conn.execute(q + " ORDER BY r.name", args)]
-
-        return self._read(tx)
+        return [_ref(r) for r in self._of_model(model, _REF, "r.kind", kind, "r.name")]
 
     def ref_history(self, model: str, name: str | None = None) -> list[RefMove]:
-        def tx(conn: sqlite3.Connection) -> list[RefMove]:
-            mid = self._model_id(conn, model)
-            q, args = f"{_MOVE} WHERE r.model_id = ?", list[Any]([mid])
-            if name is not None:
-                q += " AND r.name = ?"
-                args.append(name)
-            return [_move(r) for r in conn.execute(q + " ORDER BY r.at, r.id", args)]
+        return [_move(r) for r in self._of_model(model, _MOVE, "r.name", name, "r.at, r.id")]
+
+    def _of_model(self, model: str, select: str, column: str, value: str | None,
+                  order: str) -> list[tuple[Any, ...]]:
+        """SELECT's rows of MODEL (ModelNotFound if none), those with COLUMN = VALUE
+        unless VALUE is None, in ORDER: one read transaction."""
+        def tx(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            q, args = f"{select} WHERE r.model_id = ?", list[Any]([self._model_id(conn, model)])
+            if value is not None:
+                q += f" AND {column} = ?"
+                args.append(value)
+            return conn.execute(f"{q} ORDER BY {order}", args).fetchall()
 
         return self._read(tx)
 

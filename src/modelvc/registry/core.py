@@ -61,7 +61,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
     """A model registry: versions, branches, channels, tags, and their history."""
 
     def __init__(self, lay: _layout.Layout, meta: MetaStore, store: ObjectStore) -> None:
-        self.layout = lay
+        self._layout = lay
         self._meta = meta
         self._store = store
         # Every audited change this process commits is sealed outside the database.
@@ -87,7 +87,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         """Deployments' switch steps, for modelvc.fleet (registry/rollouts.py)."""
         from .rollouts import Rollouts
 
-        return Rollouts(self._meta, self.layout.meta_url)
+        return Rollouts(self._meta, self._layout.meta_url)
 
     # ---- the areas of RegistryAPI (registry/areas.py)
     @cached_property
@@ -128,7 +128,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
 
     @property
     def location(self) -> str:
-        return str(self.layout.root)
+        return str(self._layout.root)
 
     def whoami(self) -> dict[str, Any]:
         """Who acts on this registry: the local author ($MODELVC_AUTHOR, git, user)."""
@@ -276,7 +276,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         draft = Draft(model=model, branch=branch, author=who, message=message,
                       params=dict(params or {}), metrics=dict(metrics or {}), lineage=lineage,
                       kind=kind, tags=tags)
-        with self.layout.lock(exclusive=False):
+        with self._layout.lock(exclusive=False):
             stored = store(FileStorer(self._io, self._jobs, progress=tick),
                            References(parent_m))
             # Objects were written without fsync; make them durable in one batch

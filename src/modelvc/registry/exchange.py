@@ -16,27 +16,14 @@ from typing import TYPE_CHECKING
 
 from ..ingest.refs import ancestors, descends, move_ref
 from ..objects.base import flush, put_many
+from .parts import RegistryParts
 
 if TYPE_CHECKING:  # receiving decodes objects: numpy and the codecs load on first use
-    from .. import layout as _layout
-    from ..events import Events
     from ..ingest.received import RowOf
     from ..meta.api import ObjectRow, RefKind, RefRow, VersionRow
-    from ..meta.store import MetaStore
-    from ..objects.base import ObjectStore
-    from ..storage import ObjectIO
 
 
-class ExchangeOps:
-    layout: _layout.Layout
-    _meta: MetaStore
-    _store: ObjectStore
-    if TYPE_CHECKING:
-        @property
-        def _io(self) -> ObjectIO: ...
-
-        @property
-        def events(self) -> Events: ...
+class ExchangeOps(RegistryParts):
 
     # ---- sending
     def live_ancestry(self, version_ids: Iterable[str]) -> list[VersionRow]:
@@ -95,7 +82,7 @@ class ExchangeOps:
         view = Overlay(self._store)
         view.data.update(items)
         rows = [verify(view, oid) for oid, _ in items]
-        with self.layout.lock(exclusive=False):
+        with self._layout.lock(exclusive=False):
             put_many(self._store, items)  # on S3: one pack, not a PUT each
             flush(self._store, [oid for oid, _ in items])
         return rows
@@ -107,7 +94,7 @@ class ExchangeOps:
         view = Overlay(self._store)
         view.files[oid] = path
         row = verify(view, oid)
-        with self.layout.lock(exclusive=False):
+        with self._layout.lock(exclusive=False):
             store_file(self._store, oid, path)
             flush(self._store, [oid])
         return row
@@ -123,7 +110,7 @@ class ExchangeOps:
         (ROW_OF: the rows of objects not recorded yet); its number here."""
         from ..ingest.received import record_received
 
-        with self.layout.lock(exclusive=False):
+        with self._layout.lock(exclusive=False):
             number, new = record_received(self._meta, self._io, model, version_id,
                                           actor=actor, row_of=row_of)
         if new:

@@ -7,35 +7,40 @@ touch its metadata or object store themselves."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..api.types import Ref, RoleBinding, Token, Version
 from ..errors import CorruptObject
+from .parts import RegistryParts
 
 if TYPE_CHECKING:
-    from ..gates.authority import Authority
     from ..gates.policy import Policy
     from ..manifest import FileEntry, Manifest
-    from ..meta.store import MetaStore
-    from ..objects.base import ObjectStore
-    from ..signing.trust import Trust
-    from ..storage import ObjectIO
 
 
-class HostOps:
-    _meta: MetaStore
-    _store: ObjectStore
-    if TYPE_CHECKING:
-        @property
-        def _io(self) -> ObjectIO: ...
+class HostOps(RegistryParts):
 
-        @property
-        def _trust(self) -> Trust: ...
+    def scratch(self, name: str) -> Path:
+        """A folder of the registry's for NAME's in-flight work (upload sessions, objects
+        being received), shared by the processes on this registry: tmp/NAME."""
+        return self._layout.root / "tmp" / name
 
-        @property
-        def _governance(self) -> Authority: ...  # Registry's, built on first use
+    def config_value(self, key: str) -> Any:
+        """An entry of the registry's config.json as on disk now (None if absent)."""
+        config: dict[str, Any] = json.loads((self._layout.root / "config.json").read_text())
+        return config.get(key)
+
+    def set_config_value(self, key: str, value: Any) -> None:
+        """Write an entry of config.json (atomically; its mode is kept)."""
+        self._layout.set_config(key, value)
+
+    def where(self) -> tuple[Path, str, str]:
+        """The registry folder, its metadata database URL and its object store URL."""
+        return self._layout.root, self._layout.meta_url, self._layout.objects_url
 
     def token_grant(self, secret_hash: str) -> tuple[Token, list[RoleBinding]] | None:
         """The API token with this sha256 and its subject's role bindings (one query;

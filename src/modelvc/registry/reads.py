@@ -30,7 +30,7 @@ Version = VersionRow
 
 
 class ReadOps:
-    layout: _layout.Layout
+    _layout: _layout.Layout
     _meta: MetaStore
     _store: ObjectStore
     _audit_seal: AuditSeal
@@ -110,7 +110,7 @@ class ReadOps:
         from .. import maintenance
 
         extra = {"upload_ttl": upload_ttl} if upload_ttl is not None else {}
-        return maintenance.gc(self.layout, self._meta, self._io, dry_run=dry_run,
+        return maintenance.gc(self._layout, self._meta, self._io, dry_run=dry_run,
                               grace_seconds=grace_seconds, actor=actor or default_author(),
                               progress=progress, **extra)
 
@@ -142,5 +142,5 @@ class ReadOps:
         v = self.resolve(ref)
         from .. import maintenance
 
-        return maintenance.delete_version(self.layout, self._meta, self._io, v,
+        return maintenance.delete_version(self._layout, self._meta, self._io, v,
                                           actor=actor or default_author(), reason=reason)

@@ -14,29 +14,16 @@ from ..errors import AlreadyExists, Conflict, RefMoved, RefNotFound, UsageError
 from ..lineage import author as default_author
 from ..meta.api import RefKind, RefMove, RefRow, VersionRow
 from ..names import check_ref_name
+from .parts import RegistryParts
 
 if TYPE_CHECKING:
-    from ..events import Events
-    from ..gates.authority import Authority
-    from ..meta.store import MetaStore
-    from ..signing.trust import Trust
+    pass
 
 Version = VersionRow
 _Unset = Unset
 
 
-class RefOps:
-    _meta: MetaStore
-    if TYPE_CHECKING:
-        @property
-        def _governance(self) -> Authority: ...
-
-        @property
-        def _trust(self) -> Trust: ...
-
-        @property
-        def events(self) -> Events: ...
-
+class RefOps(RegistryParts):
     # Provided by Registry.
     resolve: Callable[..., Version]
     _ref_or_none: Callable[[str, str], RefRow | None]

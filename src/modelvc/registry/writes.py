@@ -6,42 +6,24 @@ commit_entries). All of them record through modelvc.ingest."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from .. import layout as _layout
 from ..errors import AlreadyExists, NotFound, RefMoved, UsageError
 from ..lineage import author as default_author
 from ..manifest import FileEntry, Manifest
 from ..meta.api import VersionRow
 from ..names import check_name, check_ref_name
-from ..objects.base import ObjectStore
+from .parts import RegistryParts
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from ..events import Events
-    from ..meta.store import MetaStore
-    from ..storage import ObjectIO
 
 Version = VersionRow
 DEFAULT_BRANCH = "main"
 
 
-class WriteOps:
-    layout: _layout.Layout
-    _meta: MetaStore
-    _store: ObjectStore
-    _jobs: ThreadPoolExecutor
-
+class WriteOps(RegistryParts):
     # Provided by Registry.
-    if TYPE_CHECKING:
-        @property
-        def _io(self) -> ObjectIO: ...
-
-        @property
-        def events(self) -> Events: ...
-
     _parent: Callable[[str, str], Version]
     _manifest: Callable[[str], Manifest]
     manifest: Callable[[str], Manifest]
@@ -75,7 +57,7 @@ class WriteOps:
                           metrics=dict(pm.metrics) if pm else {},
                           lineage=dict(pm.lineage) if pm else {})
             try:
-                with self.layout.lock(exclusive=False):
+                with self._layout.lock(exclusive=False):
                     row = amend(self._meta, self._io, self._store, self._jobs, draft, base, pm,
                                 changes)
             except (RefMoved, AlreadyExists):
@@ -110,7 +92,7 @@ class WriteOps:
         draft = Draft(model=model, branch=branch, author=who, message=message,
                       params=dict(params or {}), metrics=dict(metrics or {}),
                       lineage=dict(lineage or {}), kind=kind, tags=tags)
-        with self.layout.lock(exclusive=False):
+        with self._layout.lock(exclusive=False):
             objects, refs, new_bytes = rows_for(self._meta, self._io, self._store, tuple(files))
             row = record(self._meta, self._io, self._store, draft, base, tuple(files),
                          objects=list(objects.values()), ref_objects=list(refs.values()),
@@ -137,7 +119,7 @@ class WriteOps:
                 raise UsageError(f"base {base[:12]} is not a version of {model}") from exc
             seg = References(parent).get(file, tensor)
             ref = seg.id if seg else None
-        with self.layout.lock(exclusive=False):
+        with self._layout.lock(exclusive=False):
             return store_uploaded(self._io, self._store, oid, read, size, dtype=dtype,
                                   shape=shape, ref=ref)
 

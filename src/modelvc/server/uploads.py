@@ -115,7 +115,7 @@ def upload_sessions(request: Request) -> Sessions:
         sessions: Sessions | None = getattr(app_state, "upload_sessions", None)
         if sessions is None:
             state = app_state.modelvc
-            sessions = Sessions(state.registry().layout.root / "tmp" / "uploads",
+            sessions = Sessions(state.registry().scratch("uploads"),
                                 ttl=state.config.upload_ttl_hours * 3600)
             app_state.upload_sessions = sessions
         return sessions

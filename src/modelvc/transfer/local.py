@@ -44,7 +44,7 @@ class LocalEnd:
         self._rows: OrderedDict[str, ObjectRow] = OrderedDict()  # verified, not yet recorded
         self._lock = threading.Lock()
         # Partial objects this registry is receiving (pull, clone, push into a folder).
-        self.sessions = Sessions(reg.layout.root / "tmp" / "recv", SESSION_TTL)
+        self.sessions = Sessions(reg.scratch("recv"), SESSION_TTL)
 
     # ---- source
     def models(self) -> list[str]:

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
-from ..atomic import atomic_write
 from ..errors import NotFound, UsageError
 from ..names import check_name
 from ..registry import Registry
 
 
-def _config_path(reg: Registry) -> Path:
-    return reg.layout.root / "config.json"
-
-
-def _load(reg: Registry) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(_config_path(reg).read_text())
-    return data
-
-
 def remotes(reg: Registry) -> dict[str, str]:
-    return dict(_load(reg).get("remotes", {}))
+    return dict(reg.config_value("remotes") or {})
 
 
 def remote_url(reg: Registry, name: str) -> str:
@@ -46,12 +32,9 @@ def remove_remote(reg: Registry, name: str) -> None:
 
 
 def _save(reg: Registry, name: str, url: str | None) -> None:
-    config = _load(reg)
-    table = dict(config.get("remotes", {}))
+    table = remotes(reg)
     if url is None:
         table.pop(name, None)
     else:
         table[name] = url
-    config["remotes"] = table
-    atomic_write(_config_path(reg), json.dumps(config, indent=2).encode() + b"\n", mode=0o644)
-    reg.layout.config["remotes"] = table
+    reg.set_config_value("remotes", table)
