@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 from ..api.types import RoleBinding, Token
 from ..errors import NotFound, Unauthenticated, UsageError
 from .api import AuditEntry
+from .area import Area
 from .governance import append_audit
 from .rows import now, utc
 from .schema import role_bindings, tokens
@@ -126,8 +126,7 @@ def _binding(r: Any) -> RoleBinding:
                        m["created_by"])
 
 
-class AuthMixin:
-    _tx: Callable[..., Any]
+class TokensArea(Area):
 
     def ping(self) -> None:
         """One round trip to the database (readiness probes)."""

@@ -11,7 +11,6 @@ gateways and controllers wake within milliseconds; on SQLite they poll.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -19,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..api.types import Deployment, Replica
 from ..errors import AlreadyExists, Conflict, NotFound, UsageError
+from .area import Area
 from .rows import now
 from .schema import deployments, replicas
 
@@ -54,8 +54,7 @@ def _wake(conn: sa.Connection, d: Deployment) -> Deployment:
     return d
 
 
-class FleetMixin:
-    _tx: Callable[..., Any]
+class DeploymentsArea(Area):
 
     def create_deployment(self, name: str, model: str, channel: str, strategy: str,
                           selector: dict[str, str]) -> Deployment:

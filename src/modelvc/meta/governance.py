@@ -1,28 +1,22 @@
-"""Governance records: the hash-chained audit trail, gate runs, keys, signatures,
-policies, webhooks and their delivery log (a mixin of MetaStore)."""
+"""MetaStore's governance area: the hash-chained audit trail and gate runs (keys,
+signatures and policies: keys.py; webhooks: webhooks.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from ..errors import AlreadyExists, NotFound
-from .api import AuditEntry, AuditRow, Delivery, GateRun, Signature, SigningKey, Webhook
+from .api import AuditEntry, AuditRow, GateRun
+from .area import Area
 from .audithash import GENESIS as GENESIS
 from .audithash import entry_hash as entry_hash
 from .rows import now, utc
 from .schema import (
     audit,
     audit_head,
-    deliveries,
     gate_runs,
-    policies,
-    signatures,
-    signing_keys,
-    webhooks,
 )
 
 T = TypeVar("T")
@@ -57,8 +51,7 @@ def _audit_row(r: Any) -> AuditRow:
                     m["before"], m["after"], m["reason"], m["prev_hash"], m["hash"])
 
 
-class GovernanceMixin:
-    _tx: Callable[..., Any]
+class AuditArea(Area):
 
     # --- audit
     def append_audit(self, entry: AuditEntry) -> int:
@@ -142,141 +135,3 @@ class GovernanceMixin:
             return out
 
         return list(self._tx(rows))
-
-    # --- keys and signatures
-    def add_key(self, key: SigningKey, audit_entry: AuditEntry) -> None:
-        def tx(conn: sa.Connection) -> None:
-            if conn.execute(sa.select(signing_keys.c.id).where(
-                    (signing_keys.c.id == key.id) | (signing_keys.c.name == key.name))).first():
-                raise AlreadyExists(f"a key named {key.name!r} or with id {key.id[:12]} exists")
-            conn.execute(sa.insert(signing_keys).values(**vars(key)))
-            append_audit(conn, audit_entry)
-
-        self._tx(tx, write=True)
-
-    def list_keys(self) -> list[SigningKey]:
-        def tx(conn: sa.Connection) -> list[SigningKey]:
-            return [_key(r) for r in conn.execute(sa.select(signing_keys).order_by(
-                signing_keys.c.name))]
-
-        return list(self._tx(tx))
-
-    def get_key(self, name_or_id: str) -> SigningKey:
-        def tx(conn: sa.Connection) -> SigningKey:
-            r = conn.execute(sa.select(signing_keys).where(
-                (signing_keys.c.name == name_or_id) | (signing_keys.c.id == name_or_id))).first()
-            if r is None:
-                raise NotFound(f"no signing key {name_or_id!r}",
-                               hint="list keys with `modelvc key list`")
-            return _key(r)
-
-        key: SigningKey = self._tx(tx)
-        return key
-
-    def revoke_key(self, key_id: str, audit_entry: AuditEntry) -> None:
-        def tx(conn: sa.Connection) -> None:
-            conn.execute(sa.update(signing_keys).where(signing_keys.c.id == key_id)
-                         .values(revoked_at=now()))
-            append_audit(conn, audit_entry)
-
-        self._tx(tx, write=True)
-
-    def add_signature(self, sig: Signature, audit_entry: AuditEntry) -> None:
-        def tx(conn: sa.Connection) -> None:
-            conn.execute(sa.delete(signatures).where(
-                (signatures.c.version_id == sig.version_id) & (signatures.c.key_id == sig.key_id)))
-            conn.execute(sa.insert(signatures).values(**vars(sig)))
-            append_audit(conn, audit_entry)
-
-        self._tx(tx, write=True)
-
-    def signatures(self, version_id: str) -> list[Signature]:
-        def tx(conn: sa.Connection) -> list[Signature]:
-            q = sa.select(signatures).where(signatures.c.version_id == version_id)
-            return [Signature(r.version_id, r.key_id, r.signature, utc(r.signed_at), r.signer)
-                    for r in conn.execute(q)]
-
-        return list(self._tx(tx))
-
-    # --- policy
-    def put_policy(self, digest: str, body: str, actor: str, audit_entry: AuditEntry) -> None:
-        def tx(conn: sa.Connection) -> None:
-            conn.execute(sa.insert(policies).values(digest=digest, body=body, applied_at=now(),
-                                                    applied_by=actor))
-            append_audit(conn, audit_entry)
-
-        self._tx(tx, write=True)
-
-    def current_policy(self) -> tuple[str, str] | None:
-        """(digest, body) of the newest applied policy, or None."""
-        def tx(conn: sa.Connection) -> tuple[str, str] | None:
-            r = conn.execute(sa.select(policies.c.digest, policies.c.body)
-                             .order_by(policies.c.id.desc()).limit(1)).first()
-            return None if r is None else (r.digest, r.body)
-
-        result: tuple[str, str] | None = self._tx(tx)
-        return result
-
-    # --- webhooks
-    def add_webhook(self, url: str, secret: str, events: Sequence[str],
-                    audit_entry: AuditEntry) -> Webhook:
-        def tx(conn: sa.Connection) -> Webhook:
-            cursor = conn.execute(sa.select(sa.func.coalesce(sa.func.max(audit.c.id), 0)))
-            start = int(cursor.scalar_one())
-            at = now()
-            wid = conn.execute(sa.insert(webhooks).values(
-                url=url, secret=secret, events=list(events), cursor=start, created_at=at,
-                active=True).returning(webhooks.c.id)).scalar_one()
-            append_audit(conn, audit_entry)
-            return Webhook(int(wid), url, secret, list(events), start, at, True)
-
-        hook: Webhook = self._tx(tx, write=True)
-        return hook
-
-    def list_webhooks(self, *, active_only: bool = True) -> list[Webhook]:
-        q = sa.select(webhooks).order_by(webhooks.c.id)
-        if active_only:
-            q = q.where(webhooks.c.active == sa.true())
-        return list(self._tx(lambda conn: [
-            Webhook(r.id, r.url, r.secret, list(r.events), r.cursor, utc(r.created_at),
-                    bool(r.active)) for r in conn.execute(q)]))
-
-    def remove_webhook(self, webhook_id: int, audit_entry: AuditEntry) -> None:
-        def tx(conn: sa.Connection) -> None:
-            n = conn.execute(sa.update(webhooks).where(webhooks.c.id == webhook_id)
-                             .values(active=False)).rowcount
-            if n != 1:
-                raise NotFound(f"no webhook {webhook_id}")
-            append_audit(conn, audit_entry)
-
-        self._tx(tx, write=True)
-
-    def advance_webhook(self, webhook_id: int, old_cursor: int, new_cursor: int) -> bool:
-        """Move the delivery cursor by compare-and-swap (two deliverers never double-send
-        the same range silently: the loser sees False)."""
-        def tx(conn: sa.Connection) -> bool:
-            n = conn.execute(sa.update(webhooks).where(
-                (webhooks.c.id == webhook_id) & (webhooks.c.cursor == old_cursor))
-                .values(cursor=new_cursor)).rowcount
-            return bool(n == 1)
-
-        return bool(self._tx(tx, write=True))
-
-    def log_delivery(self, webhook_id: int, audit_id: int, attempt: int, status: int | None,
-                     error: str | None) -> None:
-        self._tx(lambda conn: conn.execute(sa.insert(deliveries).values(
-            webhook_id=webhook_id, audit_id=audit_id, attempt=attempt, at=now(),
-            status=status, error=error)), write=True)
-
-    def delivery_log(self, webhook_id: int | None = None) -> list[Delivery]:
-        q = sa.select(deliveries).order_by(deliveries.c.id)
-        if webhook_id is not None:
-            q = q.where(deliveries.c.webhook_id == webhook_id)
-        return list(self._tx(lambda conn: [
-            Delivery(r.id, r.webhook_id, r.audit_id, r.attempt, utc(r.at), r.status, r.error)
-            for r in conn.execute(q)]))
-
-
-def _key(r: Any) -> SigningKey:
-    return SigningKey(r.id, r.name, r.public_key, utc(r.created_at), r.created_by,
-                      utc(r.revoked_at) if r.revoked_at else None)

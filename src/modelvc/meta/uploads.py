@@ -10,24 +10,21 @@ older rows (indexed on `at`). Rows are not audited: they change nothing a reader
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .area import Area
 from .rows import chunks, now
 from .schema import uploads
 
 T = TypeVar("T")
 
 
-class UploadsMixin:
-    if TYPE_CHECKING:
-
-        def _tx(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T: ...
-
+class UploadsArea(Area):
     def record_uploads(self, subject: str, ids: Iterable[str], *,
                        at: datetime | None = None) -> None:
         """SUBJECT sent these objects' bytes (now, or at `at`): insert, or move the

@@ -14,6 +14,7 @@ from sqlalchemy import exc
 from ..errors import AlreadyExists, Conflict, RefNotFound, UsageError
 from . import objectsql
 from .api import AuditEntry, NewVersion, ObjectRow, VersionRow
+from .area import Area
 from .governance import append_audit
 from .refops import move_ref
 from .rows import (
@@ -32,7 +33,7 @@ T = TypeVar("T")
 MAX_NUMBER = 2**31 - 1  # versions.number is a 32-bit INTEGER on PostgreSQL
 
 
-class VersionsMixin:
+class VersionsArea(Area):
     if TYPE_CHECKING:
 
         def _tx(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T: ...
