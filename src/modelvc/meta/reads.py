@@ -1,21 +1,33 @@
 """`MetaReads`: the metadata reads a one-shot command makes (resolving refs, versions,
-ref history, the trust policy), which two classes implement: MetaStore (SQLAlchemy,
+ref history, the trust policy) and the writes of a commit (litewrite.py), which two
+classes implement: MetaStore (SQLAlchemy,
 SQLite or PostgreSQL) and meta/lite.py's LiteMeta (plain sqlite3, no SQLAlchemy import).
 
 mypy ties the three together (`_tied` below): both classes implement the Protocol, and
-MetaStore's reads accept nothing the Protocol does not declare. So a parameter added to
-one of MetaStore's reads fails mypy until it is declared here, and then until LiteMeta
+MetaStore's methods accept nothing the Protocol does not declare. So a parameter added to
+one of them on MetaStore fails mypy until it is declared here, and then until LiteMeta
 takes it too (a LiteMeta stands in for a MetaStore: a registry calling it with a
 parameter only MetaStore knows would fail at run time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from .api import AuditRow, ModelRow, RefKind, RefMove, RefRow, Signature, VersionRow
+from .api import (
+    AuditEntry,
+    AuditRow,
+    ModelRow,
+    NewVersion,
+    RefKind,
+    RefMove,
+    RefRow,
+    Signature,
+    VersionRow,
+    Webhook,
+)
 
 if TYPE_CHECKING:
     from .lite import LiteMeta
@@ -68,6 +80,16 @@ class MetaReads(Protocol):
                       newest: int | None = None, before_id: int | None = None
                       ) -> list[AuditRow]: ...
 
+    # ---- what a commit writes, and reads after it (meta/litewrite.py on SQLite)
+    def ensure_model(self, name: str) -> ModelRow: ...
+
+    def insert_version(self, v: NewVersion, *, branch: str | None,
+                       expected_head: str | None, create_branch: bool, actor: str,
+                       audit: AuditEntry | None = None,
+                       tags: Sequence[tuple[str, AuditEntry]] = ()) -> VersionRow: ...
+
+    def list_webhooks(self, *, active_only: bool = True) -> list[Webhook]: ...
+
 
 if TYPE_CHECKING:
     def _tied(store: MetaStore, lite: LiteMeta, reads: MetaReads) -> list[MetaReads]:
@@ -97,5 +119,11 @@ if TYPE_CHECKING:
         f10 = reads.signatures
         f11 = store.audit_entries
         f11 = reads.audit_entries
-        del f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11
+        f12 = store.ensure_model
+        f12 = reads.ensure_model
+        f13 = store.insert_version
+        f13 = reads.insert_version
+        f14 = store.list_webhooks
+        f14 = reads.list_webhooks
+        del f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11, f12, f13, f14
         return [store, lite]

@@ -247,3 +247,16 @@ def need_str(body: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise bad(f"missing value for required parameter '{key}'")
     return value
+
+
+def edited_tags(doc: dict[str, Any] | None, body: dict[str, Any], *, delete: bool = False
+                ) -> dict[str, Any]:
+    """The sidecar DOC's tags with BODY's key set to its value (set-tag calls), or
+    removed (delete-tag calls)."""
+    tags = dict((doc or {}).get("tags", {}))
+    key = need_str(body, "key")
+    if delete:
+        tags.pop(key, None)
+    else:
+        tags[key] = str(body.get("value", ""))
+    return tags

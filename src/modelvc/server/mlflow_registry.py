@@ -16,7 +16,7 @@ from ..api.types import Version
 from ..errors import ModelNotFound, RefNotFound
 from ..mlflow.filters import FilterError, matches, order, page, parse
 from ..names import check_name
-from .mlflow import Ctx, MlflowError, api, bad, missing, ms, need_str
+from .mlflow import Ctx, MlflowError, api, bad, edited_tags, missing, ms, need_str
 
 STAGES = {"staging": "Staging", "production": "Production"}
 STAGE_CHANNEL = {v.lower(): k for k, v in STAGES.items()}
@@ -262,9 +262,7 @@ def _list(value: Any) -> list[str]:
 def set_registered_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "writer")
-    doc = ctx.side.get("rm", name) or {}
-    _touch(ctx, name, tags={**doc.get("tags", {}), need_str(body, "key"):
-                            str(body.get("value", ""))})
+    _touch(ctx, name, tags=edited_tags(ctx.side.get("rm", name), body))
     return {}
 
 
@@ -272,9 +270,7 @@ def set_registered_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
 def delete_registered_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "writer")
-    tags = dict((ctx.side.get("rm", name) or {}).get("tags", {}))
-    tags.pop(need_str(body, "key"), None)
-    _touch(ctx, name, tags=tags)
+    _touch(ctx, name, tags=edited_tags(ctx.side.get("rm", name), body, delete=True))
     return {}
 
 

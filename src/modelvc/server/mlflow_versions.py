@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..mlflow.filters import FilterError, matches, order, page
-from .mlflow import Ctx, api, bad, missing, need_str
+from .mlflow import Ctx, api, bad, edited_tags, missing, need_str
 from .mlflow_registry import (
     ALL_STAGES,
     STAGE_CHANNEL,
@@ -226,9 +226,7 @@ def set_model_version_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "writer")
     v = _version(ctx, name, body.get("version"))
-    doc = ctx.side.get("mv", f"{name}/{v.number}") or {}
-    _touch_version(ctx, v, tags={**doc.get("tags", {}), need_str(body, "key"):
-                                 str(body.get("value", ""))})
+    _touch_version(ctx, v, tags=edited_tags(ctx.side.get("mv", f"{name}/{v.number}"), body))
     return {}
 
 
@@ -237,7 +235,6 @@ def delete_model_version_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "writer")
     v = _version(ctx, name, body.get("version"))
-    tags = dict((ctx.side.get("mv", f"{name}/{v.number}") or {}).get("tags", {}))
-    tags.pop(need_str(body, "key"), None)
-    _touch_version(ctx, v, tags=tags)
+    _touch_version(ctx, v, tags=edited_tags(ctx.side.get("mv", f"{name}/{v.number}"), body,
+                                            delete=True))
     return {}
