@@ -161,7 +161,7 @@ def scenario(kind: str, reg: Registry, n: int, work: Path, batch: int = 1
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     procs = []
     for i, p in enumerate(ports):
-        cmd = [sys.executable, "-m", "modelvc.cli.main", "--registry", str(reg._layout.root.parent),
+        cmd = [sys.executable, "-m", "modelvc.cli.main", "--registry", str(reg.where()[0].parent),
                "serve", "digits@production", "--port", str(p), "--grpc-port", "0",
                "--log-level", "warning",
                "--workers", "2"]
@@ -238,7 +238,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         reg, _ = _registry(Path(tmp))
-        meta_url = reg._layout.meta_url
+        meta_url = reg.where()[1]
         try:
             rows = [scenario(k, reg, args.gateways, Path(tmp), args.batch)
                     for k in ("naive", "atomic", "rolling")]
