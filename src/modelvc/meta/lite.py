@@ -16,18 +16,16 @@ MetaStore.open, which migrates or refuses it.
 
 from __future__ import annotations
 
-import json
 import random
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import Conflict, ModelNotFound, RefNotFound, StorageError
-from . import litewrite
+from . import literows, litewrite
 from .api import (
     FORMAT_VERSION,
     HEAD_REVISION,
@@ -48,20 +46,7 @@ if TYPE_CHECKING:
     from .store import MetaStore
 
 T = TypeVar("T")
-MAX_NUMBER = 2**31 - 1  # as meta/versions.py: a larger number names no version
 WRITE_RETRIES = 6  # as meta/engine.py
-
-_VERSION = ("SELECT v.id, m.name, v.number, v.created_at, v.author, v.message, v.parents, "
-            "v.params, v.metrics, v.lineage, v.raw_size, v.stored_size, v.deleted_at "
-            "FROM versions v JOIN models m ON v.model_id = m.id")
-_REF = ("SELECT m.name, r.name, r.kind, r.version_id, r.updated_at, r.revision "
-        "FROM refs r JOIN models m ON r.model_id = m.id")
-_MOVE = ("SELECT r.id, m.name, r.name, r.kind, r.old, r.new, r.actor, r.at, r.action, "
-         "r.reason FROM ref_moves r JOIN models m ON r.model_id = m.id")
-_AUDIT = ("SELECT id, at, actor, action, model, target, before, after, reason, prev_hash, "
-          "hash FROM audit")
-
-
 def open_meta(url: str, *, real: MetaStore | None = None) -> MetaStore:
     """The registry's metadata at URL: a LiteMeta for a SQLite file at the current
     schema, else MetaStore.open (which migrates, refuses, or opens PostgreSQL). REAL:
@@ -92,44 +77,6 @@ def _sqlite_path(url: str) -> Path | None:
         return None
     rest = url[len(prefix):]
     return Path(rest) if rest and rest != ":memory:" else None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _time(value: Any) -> datetime:
-    """A UtcDateTime column as SQLAlchemy stores it on SQLite (UTC digits, naive)."""
-    dt = datetime.fromisoformat(value)
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def _json(value: Any) -> Any:
-    return None if value is None else json.loads(value)
-
-
-def _version(r: tuple[Any, ...]) -> VersionRow:
-    return VersionRow(
-        id=r[0], model=r[1], number=r[2], created_at=_time(r[3]), author=r[4],
-        message=r[5], parents=list(_json(r[6])), params=dict(_json(r[7])),
-        metrics=dict(_json(r[8])), lineage=dict(_json(r[9])), raw_size=r[10],
-        stored_size=r[11], deleted_at=None if r[12] is None else _time(r[12]),
-    )
-
-
-def _ref(r: tuple[Any, ...]) -> RefRow:
-    return RefRow(model=r[0], name=r[1], kind=cast(RefKind, r[2]), version_id=r[3],
-                  updated_at=_time(r[4]), revision=r[5])
-
-
-def _move(r: tuple[Any, ...]) -> RefMove:
-    return RefMove(id=r[0], model=r[1], name=r[2], kind=cast(RefKind, r[3]), old=r[4],
-                   new=r[5], actor=r[6], at=_time(r[7]), action=r[8], reason=r[9])
-
-
-def _audit(r: tuple[Any, ...]) -> AuditRow:
-    return AuditRow(r[0], _time(r[1]), r[2], r[3], r[4], r[5], _json(r[6]), _json(r[7]),
-                    r[8], r[9], r[10])
 
 
 def _no_model(name: str) -> ModelNotFound:
@@ -287,18 +234,18 @@ class LiteMeta:
                              (name,)).fetchone()
             if r is None:
                 raise _no_model(name)
-            return ModelRow(id=r[0], name=r[1], created_at=_time(r[2]))
+            return ModelRow(id=r[0], name=r[1], created_at=literows.time_of(r[2]))
 
         return self._read(tx)
 
     def list_models(self) -> list[ModelRow]:
         return self._read(lambda conn: [
-            ModelRow(id=r[0], name=r[1], created_at=_time(r[2])) for r in conn.execute(
+            ModelRow(id=r[0], name=r[1], created_at=literows.time_of(r[2])) for r in conn.execute(
                 "SELECT id, name, created_at FROM models ORDER BY name")])
 
     # ---- what a commit writes (litewrite.py) and reads after it
     def ensure_model(self, name: str) -> ModelRow:
-        return self._write(lambda conn, _: litewrite.ensure_model(conn, name, _now()))
+        return self._write(lambda conn, _: litewrite.ensure_model(conn, name, literows.now()))
 
     def insert_version(self, v: NewVersion, *, branch: str | None, expected_head: str | None,
                        create_branch: bool, actor: str, audit: AuditEntry | None = None,
@@ -306,51 +253,53 @@ class LiteMeta:
         litewrite.check_json(v)
         return self._write(lambda conn, heads: litewrite.insert_version(
             conn, v, branch=branch, expected_head=expected_head, create_branch=create_branch,
-            actor=actor, audit=audit, tags=tags, at=_now(), heads=heads))
+            actor=actor, audit=audit, tags=tags, at=literows.now(), heads=heads))
 
     def list_webhooks(self, *, active_only: bool = True) -> list[Webhook]:
         q = ("SELECT id, url, secret, events, cursor, created_at, active FROM webhooks"
              + (" WHERE active = 1" if active_only else "") + " ORDER BY id")
         return self._read(lambda conn: [
-            Webhook(r[0], r[1], r[2], list(_json(r[3])), r[4], _time(r[5]), bool(r[6]))
+            Webhook(r[0], r[1], r[2], list(literows.json_of(r[3])), r[4], literows.time_of(r[5]),
+                    bool(r[6]))
             for r in conn.execute(q)])
 
     # ---- versions
     def get_version(self, version_id: str) -> VersionRow:
-        r = self._read(lambda conn: conn.execute(f"{_VERSION} WHERE v.id = ?",
+        r = self._read(lambda conn: conn.execute(f"{literows.VERSION} WHERE v.id = ?",
                                                  (version_id,)).fetchone())
         if r is None:
             raise RefNotFound(f"no version {version_id}", hint="list versions with `modelvc log`")
-        return _version(r)
+        return literows.version_of(r)
 
     def version_by_number(self, model: str, number: int) -> VersionRow:
         def tx(conn: sqlite3.Connection) -> VersionRow:
             mid = self._model_id(conn, model)
-            r = conn.execute(f"{_VERSION} WHERE v.model_id = ? AND v.number = ?",
-                             (mid, number)).fetchone() if 0 <= number <= MAX_NUMBER else None
+            known = 0 <= number <= literows.MAX_NUMBER
+            r = conn.execute(f"{literows.VERSION} WHERE v.model_id = ? AND v.number = ?",
+                             (mid, number)).fetchone() if known else None
             if r is None:
                 raise RefNotFound(f"{model} has no v{number}", hint=f"run `modelvc log {model}`")
-            return _version(r)
+            return literows.version_of(r)
 
         return self._read(tx)
 
     def versions_by_prefix(self, model: str | None, prefix: str) -> list[VersionRow]:
         # MetaStore's startswith(autoescape=True): LIKE with % and _ escaped.
         pat = prefix.lower().replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
-        q = f"{_VERSION} WHERE v.id LIKE ? ESCAPE '/'"
+        q = f"{literows.VERSION} WHERE v.id LIKE ? ESCAPE '/'"
         args: tuple[Any, ...] = (pat,)
         if model is not None:
             q += " AND m.name = ?"
             args += (model,)
         q += " ORDER BY m.name, v.number"
-        return self._read(lambda conn: [_version(r) for r in conn.execute(q, args)])
+        return self._read(lambda conn: [literows.version_of(r) for r in conn.execute(q, args)])
 
     def list_versions(self, model: str, *, include_deleted: bool = False) -> list[VersionRow]:
         def tx(conn: sqlite3.Connection) -> list[VersionRow]:
             mid = self._model_id(conn, model)
             live = "" if include_deleted else " AND v.deleted_at IS NULL"
-            return [_version(r) for r in conn.execute(
-                f"{_VERSION} WHERE v.model_id = ?{live} ORDER BY v.number DESC", (mid,))]
+            return [literows.version_of(r) for r in conn.execute(
+                f"{literows.VERSION} WHERE v.model_id = ?{live} ORDER BY v.number DESC", (mid,))]
 
         return self._read(tx)
 
@@ -358,19 +307,21 @@ class LiteMeta:
     def get_ref(self, model: str, name: str) -> RefRow:
         def tx(conn: sqlite3.Connection) -> RefRow:
             mid = self._model_id(conn, model)
-            r = conn.execute(f"{_REF} WHERE r.model_id = ? AND r.name = ?",
+            r = conn.execute(f"{literows.REF} WHERE r.model_id = ? AND r.name = ?",
                              (mid, name)).fetchone()
             if r is None:
                 raise RefNotFound(f"no ref {model}@{name}", hint=f"see `modelvc refs {model}`")
-            return _ref(r)
+            return literows.ref_of(r)
 
         return self._read(tx)
 
     def list_refs(self, model: str, kind: RefKind | None = None) -> list[RefRow]:
-        return [_ref(r) for r in self._of_model(model, _REF, "r.kind", kind, "r.name")]
+        return [literows.ref_of(r)
+                for r in self._of_model(model, literows.REF, "r.kind", kind, "r.name")]
 
     def ref_history(self, model: str, name: str | None = None) -> list[RefMove]:
-        return [_move(r) for r in self._of_model(model, _MOVE, "r.name", name, "r.at, r.id")]
+        return [literows.move_of(r)
+                for r in self._of_model(model, literows.MOVE, "r.name", name, "r.at, r.id")]
 
     def _of_model(self, model: str, select: str, column: str, value: str | None,
                   order: str) -> list[tuple[Any, ...]]:
@@ -393,7 +344,7 @@ class LiteMeta:
 
     def signatures(self, version_id: str) -> list[Signature]:
         return self._read(lambda conn: [
-            Signature(r[0], r[1], r[2], _time(r[3]), r[4]) for r in conn.execute(
+            Signature(r[0], r[1], r[2], literows.time_of(r[3]), r[4]) for r in conn.execute(
                 "SELECT version_id, key_id, signature, signed_at, signer FROM signatures "
                 "WHERE version_id = ?", (version_id,))])
 
@@ -404,10 +355,10 @@ class LiteMeta:
         action, target, newest = kw.get("action"), kw.get("target"), kw.get("newest")
         if set(kw) - {"action", "target", "newest"} or not (action and target and newest):
             return self.real.audit_entries(**kw)
-        rows = self._read(lambda conn: [_audit(r) for r in conn.execute(
-            f"{_AUDIT} WHERE action = ? AND target = ? ORDER BY id DESC LIMIT ?",
+        found = self._read(lambda conn: [literows.audit_of(r) for r in conn.execute(
+            f"{literows.AUDIT} WHERE action = ? AND target = ? ORDER BY id DESC LIMIT ?",
             (action, target, newest))])
-        return rows[::-1]
+        return found[::-1]
 
 
 def _failed(exc: sqlite3.Error) -> StorageError:
