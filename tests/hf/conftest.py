@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +23,6 @@ from tests.services.ports import free_port
 from tests.services.server import grant_token
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv-hf0"
 REPO = "acme/tiny-bert"  # served as the modelvc model acme--tiny-bert
 MODEL = "acme--tiny-bert"
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "model", "version"]
@@ -163,21 +161,11 @@ def _usable(python: Path, major: int) -> bool:
 
 @pytest.fixture(scope="session")
 def hub0_python() -> Path:
-    """A venv with the oldest supported major of huggingface_hub (0.x), cached at
-    .venv-hf0 in the repository root (git-ignored) so only the first run pays for the
-    install; built aside and renamed into place."""
+    """A venv with the oldest supported major of huggingface_hub (0.x), built once per
+    machine in the test cache (tests/services/sidevenv.py)."""
+    from tests.services.sidevenv import side_venv
+
     spec, oldest, _ = supported_hub_range()
-    python = VENV / "bin" / "python"
-    if _usable(python, oldest):
-        return python
-    building = VENV.with_name(".venv-hf0.building")
-    shutil.rmtree(building, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
     low = spec.split(",")[0].strip()
-    subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "-q",
-                    "--disable-pip-version-check", f"huggingface_hub{low},<{oldest + 1}"],
-                   check=True)
-    shutil.rmtree(VENV, ignore_errors=True)
-    building.rename(VENV)  # only bin/python (a symlink) is used; script shebangs would not move
-    assert _usable(python, oldest)
-    return python
+    return side_venv("hf0", [f"huggingface_hub{low},<{oldest + 1}"],
+                     lambda python: _usable(python, oldest))

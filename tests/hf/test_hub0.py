@@ -1,6 +1,6 @@
 """The previous major version of huggingface_hub (0.x) against the same server.
 
-Its venv is cached at .venv-hf0 in the repository root (the `hub0_python` fixture in
+Its venv is built once per machine in the test cache (the `hub0_python` fixture in
 conftest.py).
 """
 

@@ -1,22 +1,17 @@
 """One major back: the MLflow 2.x client (mlflow-skinny 2.22, in a side venv, since the
 test venv has 3.x) logs, registers, aliases, stages and loads against a modelvc server.
-The venv is cached at .venv-mlflow2 in the repository root (git-ignored): only the first
-run pays for the install."""
+The venv is built once per machine in the test cache (tests/services/sidevenv.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.mlflow.conftest import CLIENT_ENV, Server
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv-mlflow2"
 SPEC = ["mlflow-skinny>=2.22,<3", "scikit-learn", "pandas"]
 
 CLIENT = r'''
@@ -53,18 +48,9 @@ def _usable(python: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def mlflow2_python() -> Path:
-    python = VENV / "bin" / "python"
-    if _usable(python):
-        return python
-    building = VENV.with_name(".venv-mlflow2.building")
-    shutil.rmtree(building, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
-    subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "-q",
-                    "--disable-pip-version-check", *SPEC], check=True)
-    shutil.rmtree(VENV, ignore_errors=True)
-    building.rename(VENV)  # only bin/python (a symlink) is used
-    assert _usable(python)
-    return python
+    from tests.services.sidevenv import side_venv
+
+    return side_venv("mlflow2", SPEC, _usable)
 
 
 def test_the_mlflow_2_client_works(server: Server, mlflow2_python: Path,

@@ -29,8 +29,9 @@ def postgres_url() -> str:
         return url
     try:
         done = subprocess.run(
-            ["bash", str(SCRIPT)], capture_output=True, text=True, timeout=600, check=False
-        )
+            ["bash", str(SCRIPT)], capture_output=True, text=True, timeout=600, check=False,
+            env={k: v for k, v in os.environ.items() if k != "MODELVC_TEST_OWNER"},
+        )  # without the reaper's mark: the cluster outlives this run (tests/services/reaper.py)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise PostgresUnavailable(f"could not run {SCRIPT}: {err}") from err
     lines = done.stdout.strip().splitlines()
