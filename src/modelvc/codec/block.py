@@ -153,7 +153,7 @@ def _groups_pay(raw: Buffer, ref: Buffer, ref2: Buffer | None, k: int, code: str
     r, a, *rest = (b"".join(v[c] for c in cuts) for v in views)
     b = rest[0] if rest else None
     plain = len(_residual(r, a, b, k, code, 1))
-    return len(_residual(r, a, b, k, code, 1, grouped=True)) < 0.98 * plain
+    return len(_residual(r, a, b, k, code, 1, grouped=True)) < plain
 
 
 def _or_full(raw: Buffer, itemsize: int, level: int, size: int, mode: str,
