@@ -46,7 +46,7 @@ class Synthetic(torch.utils.data.Dataset):  # type: ignore[misc]
                 "labels": self.labels[i]}
 
 
-def _trainer(out: Path, callbacks: list[Any]) -> Any:
+def _trainer(out: Path, callbacks: list[Any], steps: int = STEPS, **more: Any) -> Any:
     from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
     torch.manual_seed(0)
@@ -54,10 +54,10 @@ def _trainer(out: Path, callbacks: list[Any]) -> Any:
         vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=24, max_position_embeddings=16, num_labels=2))
     args = TrainingArguments(
-        output_dir=str(out), max_steps=STEPS, per_device_train_batch_size=8,
+        output_dir=str(out), max_steps=steps, per_device_train_batch_size=8,
         learning_rate=2e-3, eval_strategy="steps", eval_steps=EVERY, save_strategy="steps",
         save_steps=EVERY, logging_steps=1, report_to=[], seed=0, use_cpu=True,
-        disable_tqdm=True, dataloader_num_workers=0)
+        disable_tqdm=True, dataloader_num_workers=0, **more)
     return Trainer(model=model, args=args, train_dataset=Synthetic(256, 1),
                    eval_dataset=Synthetic(16, 2), callbacks=callbacks)
 
@@ -110,3 +110,28 @@ def test_trainer_checkpoints_become_versions_and_resume_from_one(
     # The resumed run continues the line of work from the version it resumed.
     line = [v.id for v in reg.log("tiny@resumed")]  # newest first: 30, 25, 20, then run-1's
     assert line[3:] == [cb.by_step[s].id for s in (15, 10, 5)]
+
+
+def test_background_commits_survive_the_trainer_rotating_folders(
+        reg: Registry, tmp_path: Path) -> None:
+    """`background=True`: each checkpoint is read into memory and committed while
+    training goes on; with save_total_limit=1 the Trainer deletes each folder at the
+    next save, and every version still holds its own step's checkpoint."""
+    import json
+
+    from modelvc.integrations.transformers import ModelvcCallback
+
+    cb = ModelvcCallback(reg, model="tiny", branch="bg", background=True)
+    trainer = _trainer(tmp_path / "out", [cb], steps=15, save_total_limit=1)
+    trainer.train()
+    assert sorted(cb.by_step) == [5, 10, 15]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["checkpoint-15"]
+    for step, v in cb.by_step.items():
+        assert v.metrics["step"] == step and v.lineage["run"]["step"] == step
+        out = tmp_path / f"co-{step}"
+        reg.checkout(f"tiny@{v.id}", out)
+        assert json.loads((out / "trainer_state.json").read_text())["global_step"] == step
+    final = tmp_path / "out" / "checkpoint-15"
+    assert (tmp_path / "co-15" / "model.safetensors").read_bytes() == (
+        final / "model.safetensors").read_bytes()
+    assert reg.resolve("tiny@bg-best").id in {v.id for v in cb.by_step.values()}

@@ -76,21 +76,27 @@ class Run:
             v = self.reg.commit_files({**self.files, WEIGHTS: state or {}}, **kwargs)
         return self._done(v, found)
 
-    def submit(self, state: Mapping[str, Any], *, step: int,
-               metrics: Mapping[str, Any] | None = None, message: str = ""
-               ) -> Future[Version]:
+    def submit(self, state: Mapping[str, Any] | None = None, *, step: int,
+               metrics: Mapping[str, Any] | None = None, message: str = "",
+               files: Mapping[str, bytes] | None = None) -> Future[Version]:
         """`commit` of STATE on the run's background thread (see the module docstring):
-        returns once the tensors are copied; the future gives the version."""
+        returns once the tensors are copied; the future gives the version. FILES
+        (path -> bytes, e.g. a checkpoint folder read into memory) go with it, or
+        instead of it."""
         from ..formats.memory import snapshot
 
+        if state is None and not files:
+            raise UsageError("give a state dict or files to submit",
+                             hint="run.submit(model.state_dict(), step=...)")
         self.wait()  # one in flight: bounded memory, versions in order
-        frozen = snapshot(state)
+        body: dict[str, Any] = {**self.files, **(files or {})}
+        if state is not None:
+            body[WEIGHTS] = snapshot(state)
         found, kwargs = self._kwargs(step, metrics, message)
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"modelvc-run-{self.id}")
-        files = {**self.files, WEIGHTS: frozen}
         self._pending = self._worker.submit(
-            lambda: self._done(self.reg.commit_files(files, **kwargs), found))
+            lambda: self._done(self.reg.commit_files(body, **kwargs), found))
         return self._pending
 
     def wait(self) -> None:

@@ -6,6 +6,10 @@ logged at that step (and `step`, `epoch`), lineage = the run, the code commit an
 data fingerprints (`data=` paths). When training ends the best checkpoint (the
 Trainer's `metric_for_best_model`, default `eval_loss`) is tagged `<branch>-best`.
 `checkout_checkpoint(reg, ref, root)` gives a folder for `resume_from_checkpoint`.
+With `background=True` each checkpoint folder is read into memory when the Trainer has
+saved it and committed on the run's thread (`Run.submit`) while training goes on: the
+Trainer may rotate the folder away meanwhile (`save_total_limit`); `by_step` is filled
+as the commits finish (all of them when training ends).
 
 The checkpoint folder is committed as the Trainer wrote it: weights in safetensors;
 optimizer, scheduler and RNG states in the Trainer's own torch files, which modelvc
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +37,13 @@ SKIP_PARAMS = ("output_dir", "logging_dir", "hub_token", "push_to_hub_token")
 class ModelvcCallback(TrainerCallback):  # type: ignore[misc]
     def __init__(self, reg: RegistryAPI, *, model: str, branch: str,
                  data: Sequence[str | Path] = (), parent: str | None = None,
-                 best_tag: str | None = None) -> None:
+                 best_tag: str | None = None, background: bool = False) -> None:
         self.reg, self.model, self.branch = reg, model, branch
         self.data, self.parent, self.best_tag = list(data), parent, best_tag
+        self.background = background
         self.run: Run | None = None
         self.by_step: dict[int, Version] = {}
+        self._futures: dict[int, Future[Version]] = {}  # background commits in flight
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         best = args.metric_for_best_model or "eval_loss"
@@ -56,13 +63,31 @@ class ModelvcCallback(TrainerCallback):  # type: ignore[misc]
             if entry.get("step", 0) <= state.global_step:
                 metrics.update({k: v for k, v in entry.items() if _number(v) is not None
                                 and k != "step"})
-        self.by_step[state.global_step] = self.run.commit(
-            folder=folder, step=state.global_step, metrics=metrics,
-            message=f"{self.branch} checkpoint {state.global_step}")
+        message = f"{self.branch} checkpoint {state.global_step}"
+        if not self.background:
+            self.by_step[state.global_step] = self.run.commit(
+                folder=folder, step=state.global_step, metrics=metrics, message=message)
+            return
+        files = {p.relative_to(folder).as_posix(): p.read_bytes()
+                 for p in sorted(folder.rglob("*")) if p.is_file()}
+        self._futures[state.global_step] = self.run.submit(
+            files=files, step=state.global_step, metrics=metrics, message=message)
+        self._collect()
+
+    def _collect(self) -> None:
+        """by_step for the submitted checkpoints committed so far."""
+        for step, fut in list(self._futures.items()):
+            if fut.done():
+                self.by_step[step] = fut.result()
+                del self._futures[step]
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None and state.is_world_process_zero:
-            self.run.finish()
+            try:
+                self.run.finish()  # waits for a checkpoint still being committed
+            finally:
+                self.run.close()
+            self._collect()
 
 
 def _params(args: Any) -> dict[str, Any]:
