@@ -4,7 +4,9 @@ from a fresh process, a later repack finishes the job, and a registry verifies.
 
 The child repacks with small output packs (PACK_TARGET 256 KiB), so one run is many
 write-then-delete steps and the kills land between them as well as inside them.
-Delays are drawn (seeded) over the measured length of an uninterrupted run."""
+Delays are drawn (seeded) over the measured length of an uninterrupted run; the first
+kill lands between a new pack's write and the old packs' deletion on purpose, so the
+duplicate-dropping path runs whatever the draw."""
 
 from __future__ import annotations
 
@@ -48,6 +50,11 @@ else:
     target.verify()  # imports and opens everything the gc needs before "ready"
 if kind != "registry":
     target._refresh()
+if len(sys.argv) > 3:  # stop for the kill between the first new pack and any delete
+    def pause(name):
+        print("between", flush=True)
+        time.sleep(600)
+    target._remove_pack = pause
 print("ready", flush=True)
 t = time.perf_counter()
 if kind == "registry":
@@ -62,8 +69,9 @@ def key(name: str) -> str:
     return hashlib.blake2b(name.encode(), digest_size=32).hexdigest()
 
 
-def spawn(kind: str, where: str) -> subprocess.Popen[str]:
-    p = subprocess.Popen([sys.executable, "-c", CHILD, kind, where], stdout=subprocess.PIPE,
+def spawn(kind: str, where: str, *pause: str) -> subprocess.Popen[str]:
+    p = subprocess.Popen([sys.executable, "-c", CHILD, kind, where, *pause],
+                         stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     assert p.stdout is not None
     line = p.stdout.readline()
@@ -110,6 +118,14 @@ def check(store: ObjectStore, items: dict[str, bytes], dead: set[str]) -> None:
         assert store.get(k) == v
 
 
+def one_copy_each(store: PackedStore, items: dict[str, bytes], dead: set[str]) -> None:
+    """After a finished repack no live member is held twice: the packs a killed run
+    wrote name the packs they replace, so the next run drops those copies."""
+    store._refresh()
+    held = {k: len(store._packs.holding(k)) for k in items if k not in dead}
+    assert set(held.values()) == {1}, sorted(held.values())[-5:]
+
+
 def n_packs(store: PackedStore) -> int:
     store._refresh()
     return len(store._packs.names())
@@ -122,18 +138,27 @@ def test_kill9_during_repack_on_a_local_disk(tmp_path: Path) -> None:
     shutil.copytree(template, tmp_path / "whole")
     length = run_whole("local", str(tmp_path / "whole"))
     check(LocalStore(tmp_path / "whole"), items, dead)
+    one_copy_each(LocalStore(tmp_path / "whole"), items, dead)
     assert n_packs(LocalStore(tmp_path / "whole")) < before
     rng = random.Random(SEED)
     kills = int(os.environ.get("REPACK_KILLS", "6"))
     for i in range(kills):
         root = tmp_path / f"k{i}"
         shutil.copytree(template, root)
-        kill_after("local", str(root), rng.uniform(0, 1.2 * length))
+        if i == 0:
+            p = spawn("local", str(root), "pause")
+            assert p.stdout is not None and p.stdout.readline().strip() == "between"
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=60)
+            assert n_packs(LocalStore(root)) == before + 1  # the old ones and a new one
+        else:
+            kill_after("local", str(root), rng.uniform(0, 1.2 * length))
         check(LocalStore(root), items, dead)  # a fresh process, right after the kill
         finish = LocalStore(root)
         finish.repack()
         finish.cleanup_temp(0)
         check(LocalStore(root), items, dead)
+        one_copy_each(LocalStore(root), items, dead)
         # Done: no sparse pack is left (duplicates of a killed run may stay).
         assert LocalStore(root).repack(dry_run=True).packs_rewritten == 0
         shutil.rmtree(root)
@@ -157,6 +182,7 @@ def test_kill9_during_repack_on_s3(s3_server: S3Server) -> None:
         fresh = make_fresh(store)
         fresh.repack()
         check(make_fresh(store), items, dead)
+        one_copy_each(make_fresh(store), items, dead)
         assert make_fresh(store).repack(dry_run=True).packs_rewritten == 0
 
 

@@ -157,12 +157,13 @@ class PackedStore:
             self._write_pack(run)
         return [written.pop(k, False) for k in keys]
 
-    def _write_pack(self, items: list[tuple[str, bytes]]) -> None:
-        pid, body, members = build(items)
+    def _write_pack(self, items: list[tuple[str, bytes]], replaces: Iterable[str] = ()) -> None:
+        pid, body, members = build(items, replaces)
         for _ in range(3):  # a fresh name each time: never a pack some tombstone names
             name = new_pack_name(pid)
             if self.backend.put(PACKS + name, body, durable=True):
-                self._packs.add(Pack(name, len(body), time.time(), members))
+                self._packs.add(Pack(name, len(body), time.time(), members,
+                                     replaces=frozenset(replaces)))
                 return
         raise StorageError(f"could not name a new pack in {self.backend.where()}")
 
@@ -480,13 +481,15 @@ class PackedStore:
         new = [name for name in listed if name not in known]
         if new:
             cached = self._read_combined(combined, set(new), listed)
-            for name, held in cached.items():
-                self._packs.add(Pack(name, listed[name][0], listed[name][1], held))
+            for name, (held, replaces) in cached.items():
+                self._packs.add(Pack(name, listed[name][0], listed[name][1], held,
+                                     replaces=replaces))
             alone = [name for name in new if name not in cached]
             indexes = self._parallel(lambda n: self._read_index(n, listed[n][0]), alone)
-            for name, members in zip(alone, indexes, strict=True):
-                if members is not None:
-                    self._packs.add(Pack(name, listed[name][0], listed[name][1], members))
+            for name, index in zip(alone, indexes, strict=True):
+                if index is not None:
+                    self._packs.add(Pack(name, listed[name][0], listed[name][1], index[0],
+                                         replaces=index[1]))
             if len(alone) >= COMBINE_AFTER:
                 self._combine()
         # Tombstones: each read once (they are write-once; the one mutable `.dead` of
@@ -512,10 +515,11 @@ class PackedStore:
         return all(keys is not None for keys in read.values())
 
     def _read_combined(self, combined: Sequence[str], new: set[str],
-                       listed: dict[str, tuple[int, float]]) -> dict[str, Members]:
+                       listed: dict[str, tuple[int, float]]
+                       ) -> dict[str, tuple[Members, frozenset[str]]]:
         """Members of the `new` packs that the combined indexes not read before list
         (with the listed size); the rest are read one by one."""
-        found: dict[str, Members] = {}
+        found: dict[str, tuple[Members, frozenset[str]]] = {}
         for rest in combined:
             if rest in self._combined_seen:
                 continue
@@ -527,9 +531,9 @@ class PackedStore:
             if entries is None:
                 log.warning("ignoring unreadable combined pack index %s in %s", rest, self)
                 continue
-            for name, (size, members) in entries.items():
+            for name, (size, members, replaces) in entries.items():
                 if name in new and listed[name][0] == size:
-                    found[name] = members
+                    found[name] = (members, replaces)
         return found
 
     def _combine(self) -> None:
@@ -553,7 +557,8 @@ class PackedStore:
         with ThreadPoolExecutor(min(READ_THREADS, len(names))) as pool:
             return list(pool.map(fn, names))
 
-    def _read_index(self, name: str, size: int) -> dict[str, tuple[int, int]] | None:
+    def _read_index(self, name: str, size: int
+                    ) -> tuple[dict[str, tuple[int, int]], frozenset[str]] | None:
         """A pack's members from its end: one ranged read usually holds the trailer and
         the index, a second fetches a longer index. A corrupt pack is skipped (logged):
         one bad pack must not make the whole store unreadable."""

@@ -1,7 +1,8 @@
 """The combined pack index: the members of many packs in one file, so a process that
 opens a store with many packs reads one file, not every pack's own index.
 
-    packs/index.<blake3 of the body>   {"packs": {"<pack name>": [size, {key: [off, len]}]}}
+    packs/index.<blake3 of the body>   {"packs": {"<pack name>": [size, {key: [off, len]}
+                                                    (, [packs it replaces])]}}
 
 It caches facts that never change: a pack's name is never written twice and its
 members are fixed, so an entry is right for as long as its pack is listed (entries of
@@ -39,26 +40,29 @@ def is_index_name(rest: str) -> bool:
 
 def combined_body(packs: Iterable[Pack]) -> tuple[str, bytes]:
     """(name under packs/, body) of a combined index of `packs`."""
-    doc = {"packs": {p.name: [p.size, p.members] for p in sorted(packs, key=lambda p: p.name)}}
+    doc = {"packs": {p.name: [p.size, p.members, *([sorted(p.replaces)] if p.replaces else [])]
+                     for p in sorted(packs, key=lambda p: p.name)}}
     body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return f"index.{blake3.blake3(body).hexdigest()}", body
 
 
-def parse_combined(rest: str, body: bytes) -> dict[str, tuple[int, Members]] | None:
-    """pack name -> (size, members) from a combined index; None when the body does not
-    match its name or cannot be read. Entries with a member outside the pack's
-    payload are left out (that pack's own index is read instead)."""
+def parse_combined(rest: str, body: bytes
+                   ) -> dict[str, tuple[int, Members, frozenset[str]]] | None:
+    """pack name -> (size, members, packs it replaces) from a combined index; None when
+    the body does not match its name or cannot be read. Entries with a member outside
+    the pack's payload are left out (that pack's own index is read instead)."""
     m = _NAME.match(rest)
     if m is None or blake3.blake3(body).hexdigest() != m.group(1):
         return None
     try:
         doc = json.loads(body)
-        out: dict[str, tuple[int, Members]] = {}
-        for name, (size, members) in doc["packs"].items():
+        out: dict[str, tuple[int, Members, frozenset[str]]] = {}
+        for name, (size, members, *rest_) in doc["packs"].items():
+            replaces = frozenset(str(r) for r in rest_[0]) if rest_ else frozenset()
             parsed = {str(k): (int(v[0]), int(v[1])) for k, v in members.items()}
             end = int(size) - TRAILER
             if all(o >= 0 and n >= 0 and o + n <= end for o, n in parsed.values()):
-                out[str(name)] = (int(size), parsed)
+                out[str(name)] = (int(size), parsed, replaces)
         return out
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None

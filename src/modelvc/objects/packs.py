@@ -92,8 +92,10 @@ def parse_tombstone(body: bytes) -> frozenset[str] | None:
         return None
 
 
-def build(items: list[tuple[str, bytes]]) -> tuple[str, bytes, dict[str, tuple[int, int]]]:
-    """(pack id, pack bytes, members) for distinct keys."""
+def build(items: list[tuple[str, bytes]], replaces: Iterable[str] = ()
+          ) -> tuple[str, bytes, dict[str, tuple[int, int]]]:
+    """(pack id, pack bytes, members) for distinct keys. `replaces`: the packs a repack
+    copied these members from (repack.py; absent from every other pack's index)."""
     members: dict[str, tuple[int, int]] = {}
     hasher = blake3.blake3()
     off = 0
@@ -101,8 +103,10 @@ def build(items: list[tuple[str, bytes]]) -> tuple[str, bytes, dict[str, tuple[i
         members[key] = (off, len(data))
         hasher.update(data)
         off += len(data)
-    index = json.dumps({"data": hasher.hexdigest(), "objects": members},
-                       sort_keys=True, separators=(",", ":")).encode()
+    doc: dict[str, object] = {"data": hasher.hexdigest(), "objects": members}
+    if replaces:
+        doc["replaces"] = sorted(replaces)
+    index = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     body = b"".join([*(d for _, d in items), index, struct.pack(">Q", len(index)), MAGIC])
     return blake3.blake3(index).hexdigest(), body, members
 
@@ -114,19 +118,22 @@ def index_length(tail: bytes, pid: str) -> int:
     return int(struct.unpack(">Q", tail[-TRAILER:-8])[0])
 
 
-def parse_index(pid: str, index: bytes, size: int) -> dict[str, tuple[int, int]]:
-    """The members of a pack, checked against its id and its size."""
+def parse_index(pid: str, index: bytes, size: int
+                ) -> tuple[dict[str, tuple[int, int]], frozenset[str]]:
+    """The members of a pack, checked against its id and its size, and the packs it
+    replaces (repack.py)."""
     if blake3.blake3(index).hexdigest() != pid:
         raise CorruptObject(f"pack {pid[:12]} does not match its index")
     try:
         doc = json.loads(index)
         members = {str(k): (int(v[0]), int(v[1])) for k, v in doc["objects"].items()}
+        replaces = frozenset(str(r) for r in doc.get("replaces", ()))
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CorruptObject(f"pack {pid[:12]} has an unreadable index") from exc
     end = size - TRAILER - len(index)
     if any(o < 0 or n < 0 or o + n > end for o, n in members.values()):
         raise CorruptObject(f"pack {pid[:12]} lists a member outside its payload")
-    return members
+    return members, replaces
 
 
 def groups(items: list[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
@@ -152,6 +159,9 @@ class Pack:
     # tombstone name -> (its ETag, the keys it lists); dead = their union
     tombstones: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     dead: set[str] = field(default_factory=set)
+    # Packs a repack copied this one's members from: a member found here may be
+    # dropped from those (repack.py: reliance only ever points to a later pack).
+    replaces: frozenset[str] = frozenset()
 
     @property
     def id(self) -> str:

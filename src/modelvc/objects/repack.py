@@ -13,10 +13,14 @@ instant each live member is in at least one listed pack:
 - a process whose pack map still names a deleted pack misses there, and its read
   refreshes the map from a listing, which shows the new pack (PackedStore._either);
   a committer deduplicating against a moved member is right too: it still exists.
-Every live member is copied, never dropped in favour of a copy elsewhere: two
-collectors repacking one store at once (two registries on one bucket) can then only
-duplicate members, never lose one. The price: a repack killed between a write and its
-deletes leaves duplicates (live in both packs) that later repacks do not reclaim.
+A live member is copied unless a pack that *replaces* its pack holds it: each new
+pack's index names the packs its members came from, so the next repack after a kill
+between a write and its deletes drops the old copies instead of copying them again
+(no duplicates left behind). Relying only on a replacing pack, which was written after
+the pack it replaces, means reliance always points forward in time: two collectors
+repacking one store at once (two registries on one bucket) cannot each drop a member
+relying on the other's copy, and the last holder of a live member is only ever
+deleted after copying it.
 Which members are live is the pack map's view (tombstones). gc repacks after its
 sweep, under the registry's exclusive lock, which also excludes `replace` (delete's
 re-basing): a replaced object's old encoding is never copied past its tombstone.
@@ -59,15 +63,23 @@ class _Sparse:
 
 def sparse_packs(packs: list[Pack], threshold: float,
                  dead: frozenset[str] = frozenset()) -> list[_Sparse]:
-    """Packs whose live members (not tombstoned, not in `dead`) hold less than
-    `threshold` of their bytes, oldest first. Packs with no live member are left to
-    the sweep (the delete of a pack's last member frees it)."""
+    """Packs whose live members (not tombstoned, not in `dead`, not held by a pack that
+    replaces this one) hold less than `threshold` of their bytes, oldest first. Packs
+    whose members are all dead are left to the sweep (deleting the last frees them)."""
+    holders: dict[str, list[Pack]] = {}
+    for p in packs:
+        for k in p.members:
+            if k not in p.dead:
+                holders.setdefault(k, []).append(p)
     out = []
     for p in sorted(packs, key=lambda p: (p.mtime, p.name)):
-        live = sorted(((k, o, n) for k, (o, n) in p.members.items()
-                       if k not in p.dead and k not in dead), key=lambda m: m[1])
+        alive = [(k, o, n) for k, (o, n) in p.members.items() if k not in p.dead and k not in dead]
+        if not alive:
+            continue
+        live = sorted(((k, o, n) for k, o, n in alive
+                       if not any(p.name in h.replaces for h in holders[k])), key=lambda m: m[1])
         s = _Sparse(p, live)
-        if live and s.live_bytes < threshold * p.size:  # all dead: deletes free it
+        if s.live_bytes < threshold * p.size:
             out.append(s)
     return out
 
@@ -125,7 +137,7 @@ def _flush(store: PackedStore, run: list[tuple[str, bytes]], sources: list[_Spar
            report: RepackReport) -> None:
     """Write `run` as one durable pack, then delete the packs it was copied from."""
     if run:
-        store._write_pack(run)
+        store._write_pack(run, replaces=[s.pack.name for s in sources])
         report.packs_written += 1
     for s in sources:
         store._remove_pack(s.pack.name)
