@@ -461,6 +461,9 @@ class PackedStore:
         listed: dict[str, tuple[int, float]] = {}
         tombs: dict[str, dict[str, tuple[str, float]]] = {}  # pack -> name -> etag, mtime
         combined: list[str] = []
+        # Only packs known before the listing began can be judged gone by it: one this
+        # process writes meanwhile (another thread's put_many) is missing from it too.
+        known_before = self._packs.names()
         for e in self.backend.list(PACKS):
             rest = e.name[len(PACKS):]
             if is_index_name(rest):
@@ -475,9 +478,9 @@ class PackedStore:
             else:
                 listed[name] = (e.size, e.mtime)
         self._combined_seen &= set(combined)
-        known = self._packs.names()
-        for name in known - set(listed):
+        for name in known_before - set(listed):
             self._drop_pack(name)
+        known = self._packs.names()
         new = [name for name in listed if name not in known]
         if new:
             cached = self._read_combined(combined, set(new), listed)
