@@ -62,7 +62,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     server = ServerProcess(path, tmp / "server.log").start()
     try:
         yield {"server": server, "version": v.id, "object": oid, "routes": table,
-               "nobody": grant_token(path, "nobody", None)}
+               "nobody": grant_token(path, "nobody", None),
+               "reader": grant_token(path, "rita", "reader", MODEL)}
     finally:
         server.stop()
 
@@ -145,6 +146,38 @@ def test_a_token_without_roles_learns_nothing(world: dict[str, Any]) -> None:
                        "(authorize them: authorize(p, ROLE, model) before reading) or with a "
                        "5xx (a probe the route cannot take: fix the route, or give _probe() "
                        "the field it needs):\n" + "\n".join(wrong))
+
+
+# Reads that take a POST body (searches, transfer negotiation, fetches) and checks that
+# store nothing: a reader may call them; none changes the registry (checked below).
+_POST_READS = [
+    "/api/validate-yaml", "/api/models/{repo}/paths-info/{name}",
+    "/api/v1/models/{model}/signatures/check", "/api/v1/objects/fetch",
+    "/api/v1/objects/have", "/api/v1/transfer/ancestry", "/api/v1/transfer/closure",
+    "/api/v1/transfer/have-versions",
+    *(f"/{api}/2.0/mlflow/{what}/search" for api in ("api", "ajax-api")
+      for what in ("experiments", "logged-models", "model-versions", "registered-models",
+                   "runs")),
+]
+READER_MAY = {("POST", t) for t in _POST_READS}
+
+
+def test_a_reader_changes_nothing(world: dict[str, Any]) -> None:
+    """A reader of the model, on every route that is not a GET: no 2xx (the registry
+    is also unchanged afterwards, the next test) and no 5xx."""
+    values = params(world["version"], world["object"])
+    wrong = []
+    headers = {"Authorization": f"Bearer {world['reader']}"}
+    with httpx.Client(base_url=world["server"].url, timeout=60, headers=headers) as c:
+        for method, template in world["routes"]:
+            if method in ("GET", "HEAD") or template in PUBLIC or (method, template) in READER_MAY:
+                continue
+            r = _probe(c, method, _url(template, _values(template, values)), world["version"])
+            if r.is_success or r.status_code >= 500:
+                wrong.append(f"{method} {template}: {r.status_code} {r.text[:160]}")
+    assert not wrong, ("routes where a reader's change was accepted (authorize them: "
+                       "authorize(p, 'writer' or higher, model)) or answered 5xx:\n"
+                       + "\n".join(wrong))
 
 
 def test_the_registry_is_unchanged_by_the_probes(world: dict[str, Any], tmp_path: Path
