@@ -129,7 +129,8 @@ def repack(store: PackedStore, *, threshold: float = REPACK_BELOW, dry_run: bool
             progress(i, len(todo))
     _flush(store, run, sources, report)
     if report.packs_rewritten:
-        store._combine()
+        with store._refresh_lock:  # as a refresh writes one: never two at once
+            store._combine()
     return report
 
 
