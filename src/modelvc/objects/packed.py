@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar
 
 from ..errors import CorruptObject, ObjectNotFound, StorageError, UsageError
 from .backend import Backend
@@ -78,13 +78,10 @@ from .packs import (
     parse_tombstone,
     tombstone_body,
 )
-
-if TYPE_CHECKING:
-    from .repack import RepackReport
+from .repack import Repacking
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-REPACK_BELOW = 0.5  # gc rewrites packs whose live members hold under half their bytes
 READ_THREADS = 16  # pack indexes and tombstones read in parallel on a refresh
 
 
@@ -102,7 +99,7 @@ def key_from_name(name: str) -> str | None:
     return None
 
 
-class PackedStore:
+class PackedStore(Repacking):
     # ObjectIO holds a commit's small objects for one put_many (packs) on every backend.
     batched_writes = True
     map_ttl = 10.0
@@ -237,15 +234,6 @@ class PackedStore:
         self.backend.delete([PACKS + name])
         self._drop_pack(name)
         self.backend.delete([e.name for e in self.backend.list(PACKS + name + ".dead")])
-
-    def repack(self, *, threshold: float = REPACK_BELOW, dry_run: bool = False,
-               dead: frozenset[str] = frozenset(),
-               progress: Callable[[int, int], None] | None = None) -> RepackReport:
-        """Rewrite packs whose live members hold under `threshold` of their bytes
-        (repack.py: crash safety and concurrency)."""
-        from .repack import repack
-
-        return repack(self, threshold=threshold, dry_run=dry_run, dead=dead, progress=progress)
 
     def touch(self, key: str) -> None:
         check_key(key)

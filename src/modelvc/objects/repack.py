@@ -29,18 +29,19 @@ re-basing): a replaced object's old encoding is never copied past its tombstone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import ObjectNotFound, UsageError
-from .packed import REPACK_BELOW
-from .packs import PACK_TARGET, PACKS, Pack
+from .packs import PACK_TARGET, PACKS, Pack, PackMap
 
 if TYPE_CHECKING:
-    from .packed import PackedStore
+    from .backend import Backend
 
 log = logging.getLogger(__name__)
+REPACK_BELOW = 0.5  # gc rewrites packs whose live members hold under half their bytes
 
 
 @dataclass
@@ -84,64 +85,80 @@ def sparse_packs(packs: list[Pack], threshold: float,
     return out
 
 
-def repack(store: PackedStore, *, threshold: float = REPACK_BELOW, dry_run: bool = False,
-           dead: frozenset[str] = frozenset(),
-           progress: Callable[[int, int], None] | None = None) -> RepackReport:
-    """Rewrite the store's sparse packs (see the module doc). A dry run reports what
-    would be rewritten, counting `dead` (keys about to be deleted) as dead."""
-    if not 0.0 <= threshold <= 1.0:
-        raise UsageError(f"invalid repack threshold {threshold}: give a fraction 0..1")
-    store._refresh()
-    todo = sparse_packs(store._packs.packs(), threshold, dead)
-    report = RepackReport()
-    if dry_run:
-        for s in todo:
+class Repacking:
+    """PackedStore's repack (a mixin: the pack map, the writes and the deletes it uses
+    are PackedStore's own)."""
+
+    if TYPE_CHECKING:
+        backend: Backend
+        _packs: PackMap
+        _refresh_lock: threading.Lock
+
+        def _refresh(self, since: float | None = None) -> None: ...
+        def _drop_pack(self, name: str) -> None: ...
+        def _remove_pack(self, name: str) -> None: ...
+        def _combine(self) -> None: ...
+        def _write_pack(self, items: list[tuple[str, bytes]],
+                        replaces: Iterable[str] = ()) -> None: ...
+
+    def repack(self, *, threshold: float = REPACK_BELOW, dry_run: bool = False,
+               dead: frozenset[str] = frozenset(),
+               progress: Callable[[int, int], None] | None = None) -> RepackReport:
+        """Rewrite packs whose live members hold under `threshold` of their bytes (see
+        the module doc). A dry run reports what would be rewritten, counting `dead`
+        (keys about to be deleted) as dead."""
+        if not 0.0 <= threshold <= 1.0:
+            raise UsageError(f"invalid repack threshold {threshold}: give a fraction 0..1")
+        self._refresh()
+        todo = sparse_packs(self._packs.packs(), threshold, dead)
+        report = RepackReport()
+        if dry_run:
+            for s in todo:
+                report.packs_rewritten += 1
+                report.bytes_copied += s.live_bytes
+                report.bytes_freed += s.pack.size - s.live_bytes
+            report.packs_written = -(-report.bytes_copied // PACK_TARGET)
+            return report
+        run: list[tuple[str, bytes]] = []
+        sources: list[_Sparse] = []
+        size = 0
+        copied: set[str] = set()  # in a new pack already (a key live in two old packs)
+        for i, s in enumerate(todo, 1):
+            if run and size + s.live_bytes > PACK_TARGET:
+                self._flush(run, sources, report)
+                run, sources, size = [], [], 0
+            if s.live:
+                try:
+                    data = bytes(self.backend.get(PACKS + s.pack.name))
+                except ObjectNotFound:  # repacked or freed by another collector meanwhile
+                    self._drop_pack(s.pack.name)
+                    continue
+                if len(data) != s.pack.size:  # never delete what was not copied whole
+                    log.warning("not repacking %s in %s: %d bytes, listed %d", s.pack.name,
+                                self, len(data), s.pack.size)
+                    continue
+                for key, off, n in s.live:
+                    if key not in copied:
+                        copied.add(key)
+                        run.append((key, data[off:off + n]))
+                        size += n
+            sources.append(s)
+            if progress is not None:
+                progress(i, len(todo))
+        self._flush(run, sources, report)
+        if report.packs_rewritten:
+            with self._refresh_lock:  # as a refresh writes one: never two at once
+                self._combine()
+        return report
+
+    def _flush(self, run: list[tuple[str, bytes]], sources: list[_Sparse],
+               report: RepackReport) -> None:
+        """Write `run` as one durable pack, then delete the packs it was copied from."""
+        if run:
+            self._write_pack(run, replaces=[s.pack.name for s in sources])
+            report.packs_written += 1
+        for s in sources:
+            self._remove_pack(s.pack.name)
             report.packs_rewritten += 1
             report.bytes_copied += s.live_bytes
             report.bytes_freed += s.pack.size - s.live_bytes
-        report.packs_written = -(-report.bytes_copied // PACK_TARGET)
-        return report
-    run: list[tuple[str, bytes]] = []
-    sources: list[_Sparse] = []
-    size = 0
-    copied: set[str] = set()  # in a new pack already (a key live in two old packs)
-    for i, s in enumerate(todo, 1):
-        if run and size + s.live_bytes > PACK_TARGET:
-            _flush(store, run, sources, report)
-            run, sources, size = [], [], 0
-        if s.live:
-            try:
-                data = bytes(store.backend.get(PACKS + s.pack.name))
-            except ObjectNotFound:  # repacked or freed by another collector meanwhile
-                store._drop_pack(s.pack.name)
-                continue
-            if len(data) != s.pack.size:  # never delete what was not copied whole
-                log.warning("not repacking %s in %s: %d bytes, listed %d", s.pack.name,
-                            store, len(data), s.pack.size)
-                continue
-            for key, off, n in s.live:
-                if key not in copied:
-                    copied.add(key)
-                    run.append((key, data[off:off + n]))
-                    size += n
-        sources.append(s)
-        if progress is not None:
-            progress(i, len(todo))
-    _flush(store, run, sources, report)
-    if report.packs_rewritten:
-        with store._refresh_lock:  # as a refresh writes one: never two at once
-            store._combine()
-    return report
-
-
-def _flush(store: PackedStore, run: list[tuple[str, bytes]], sources: list[_Sparse],
-           report: RepackReport) -> None:
-    """Write `run` as one durable pack, then delete the packs it was copied from."""
-    if run:
-        store._write_pack(run, replaces=[s.pack.name for s in sources])
-        report.packs_written += 1
-    for s in sources:
-        store._remove_pack(s.pack.name)
-        report.packs_rewritten += 1
-        report.bytes_copied += s.live_bytes
-        report.bytes_freed += s.pack.size - s.live_bytes
