@@ -93,6 +93,7 @@ class FileStorer:
     def store(self, files: list[tuple[str, Path]], refs: References) -> StoreResult:
         """Store FILES; tensors delta against REFS (the parent version's)."""
         result = StoreResult()
+        self.io.presume_stored(refs.ids())
         for rel, abspath in files:
             result.files.append(self._store_file(rel, abspath, refs, result))
         self._settle(result, self.io.write_batch())
@@ -101,6 +102,7 @@ class FileStorer:
     def store_memory(self, files: list[MemFile], refs: References) -> StoreResult:
         """Store in-memory FILES (commit_files): as `store`, with no file to read."""
         result = StoreResult()
+        self.io.presume_stored(refs.ids())
         for f in files:
             index = {s.offset: i for i, s in enumerate(f.plan.segments)}
             sha = self.pool.submit(_sha256_pieces, f.pieces)

@@ -93,6 +93,7 @@ class ObjectIO(BlockReader):
         self.executor = executor  # for block-level parallelism inside big tensors
         self._pending: PendingStore | None = None
         self._batch_max = BATCH_MAX
+        self._parents: frozenset[str] = frozenset()  # see presume_stored
         # A batching view (see batched) shares the caches of the ObjectIO it was made from.
         self._headers: OrderedDict[str, TensorHeader] = (
             _shared._headers if _shared else OrderedDict())
@@ -117,6 +118,14 @@ class ObjectIO(BlockReader):
         view._pending = pending
         view._batch_max = item
         return view
+
+    def presume_stored(self, ids: frozenset[str]) -> None:
+        """IDS (the parent version's objects) are stored: a batch never presumes them
+        new. Held under this commit's encoding (the parent's bytes under another name or
+        dtype), one would be what the tensors delta against it read, while the store
+        keeps the parent's encoding: their deltas would name a reference that does not
+        line up (CorruptObject in any other process)."""
+        self._parents = ids
 
     def write_batch(self) -> set[str]:
         """Store the held objects. Returns the ids the store already had: the rows this
@@ -144,8 +153,10 @@ class ObjectIO(BlockReader):
         is in the reference's own chain (the parent's unchanged tensor, or one it was
         encoded against: a revert to an earlier checkpoint); write_batch's put_many
         settles the rest. Encoding such an object against REF would make its header
-        point into a chain that leads back to itself."""
+        point into a chain that leads back to itself. The parent's objects are asked
+        for too (presume_stored)."""
         if (self._pending is not None and nbytes <= self._batch_max and oid != ref
+                and oid not in self._parents
                 and (ref is None or self.tensor_header(ref) is None  # a blob: no chain
                      or oid not in self.chain(ref))):
             return self._pending.holds(oid)

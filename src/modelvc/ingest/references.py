@@ -15,3 +15,7 @@ class References:
 
     def get(self, file: str, tensor: str) -> SegmentRef | None:
         return self.index.get((file, tensor)) or self.by_name.get(tensor)
+
+    def ids(self) -> frozenset[str]:
+        """The parent's tensor objects (all stored)."""
+        return frozenset(seg.id for seg in self.index.values())
