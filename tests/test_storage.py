@@ -262,13 +262,20 @@ def _save(path: Path, tensors: dict[str, tuple[str, bytes]]) -> None:
     path.write_bytes(struct.pack("<Q", len(head)) + head + body)
 
 
+@pytest.mark.parametrize("old_writer", [False, True])
 def test_a_reference_this_commit_also_holds_under_another_dtype_is_the_stored_one(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old_writer: bool) -> None:
     """v4 holds v3's F64 tensor's bytes as an I32 tensor (presumed new in the batch, the
     store keeps the F64 object) and v3's neighbour, which deltas against it: the delta
     names the reference the store keeps, so a fresh process checks v4 out and verify
     agrees (the property test's shrunk failure; checkout survived in the committing
-    process only through its block cache)."""
+    process only through its block cache). A registry written before the fix
+    (old_writer: the delta's header says I32, the store keeps F64) still reads: a
+    reference is its bytes, whatever its encoding."""
+    from modelvc.storage import ObjectIO
+
+    if old_writer:
+        monkeypatch.setattr(ObjectIO, "presume_stored", lambda self, ids: None)
     steps = [("safetensors", [0], 0), ("safetensors", [0, 0, 0], 0),
              ("mixed", [0, 0, 5], 0), ("safetensors", [0, 5, 2], 1)]
     pool = _payloads(0)
@@ -278,6 +285,10 @@ def test_a_reference_this_commit_also_holds_under_another_dtype_is_the_stored_on
             _write(tmp_path / f"src{i}", kind, [pool[j] for j in idx], pick)
             made.append((reg.commit(tmp_path / f"src{i}", model="a").id, tmp_path / f"src{i}"))
     with Registry.open(tmp_path / "repo") as fresh:  # nothing cached
+        mismatched = [o.key for o in fresh._store.list()
+                      if (h := fresh._io.tensor_header(o.key)) and h.ref
+                      and fresh._io.header(h.ref).dtype != h.ref_dtype]
+        assert bool(mismatched) == old_writer
         report = fresh.verify()
         assert report.ok and not report.broken_versions, report
         for n, (vid, src) in enumerate(made):
