@@ -69,6 +69,15 @@ def cli(registry: Path | str | None, *args: str, timeout: float = 60) -> (
                           timeout=timeout, env=env(), check=False)
 
 
+def cli_here(registry: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """`cli` in this process (tests/services/clirun.py): for what the CLI says and does,
+    not how its process behaves."""
+    from tests.services.clirun import run
+
+    pre = ["--registry", str(registry)] if registry is not None else []
+    return run([*pre, *args])
+
+
 def spawn(*args: str) -> subprocess.Popen[str]:
     """Start child.py with ARGS (see child.py for the verbs)."""
     return subprocess.Popen([sys.executable, str(CHILD), *args], stdout=subprocess.PIPE,

@@ -1,5 +1,7 @@
 """Bad input through the real CLI: the right exit code and a message that says what
-is wrong and what to do, as text and (with --json) as a JSON object."""
+is wrong and what to do, as text and (with --json) as a JSON object. The CLI runs in
+process (`fk.cli_here`), but for the tests that check the real command's exit codes
+and output as a process (`fk.cli`)."""
 
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ def test_not_really_safetensors(env: Env, case: str) -> None:
         path.write_bytes(b"\x01\x02\x03\x04")
     else:
         _safetensors(path, header, length=length, data=data)
-    done = fk.cli(env.registry, "commit", str(path), "--model", "m")
+    done = fk.cli_here(env.registry, "commit", str(path), "--model", "m")
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "not a valid safetensors file" in done.stderr and named in done.stderr, done.stderr
     assert str(path) in done.stderr
@@ -92,7 +94,7 @@ NAME_RULE = "use 1-128 letters, digits"
 @pytest.mark.parametrize("name", ["a/b", "a\\b", "..", "a..b", "a\x01b", "tab\there", "",
                                   "a@b", " lead", "-dash", "x" * 129])
 def test_bad_model_name(env: Env, name: str) -> None:
-    done = fk.cli(env.registry, "commit", str(env.good), "--model", name)
+    done = fk.cli_here(env.registry, "commit", str(env.good), "--model", name)
     assert done.returncode == 2, (name, done.stdout, done.stderr)
     assert "invalid model name" in done.stderr and NAME_RULE in done.stderr
     assert "\x01" not in done.stderr  # control characters are shown escaped
@@ -103,7 +105,7 @@ def test_bad_model_name(env: Env, name: str) -> None:
                                             ("--branch", "x\ny"), ("--tag", "../up"),
                                             ("--branch", "HEAD"), ("--tag", "deadbeef")])
 def test_bad_ref_names(env: Env, flag: str, name: str) -> None:
-    done = fk.cli(env.registry, "commit", str(env.good), "--model", "m", flag, name)
+    done = fk.cli_here(env.registry, "commit", str(env.good), "--model", "m", flag, name)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "invalid" in done.stderr and ("name" in done.stderr), done.stderr
     _nothing_recorded(env)
@@ -111,7 +113,7 @@ def test_bad_ref_names(env: Env, flag: str, name: str) -> None:
 
 @pytest.mark.parametrize("ref", ["m@v1@x", "@v1", "m@", "", "m@a/b", "m@a\x07"])
 def test_malformed_refs(env: Env, ref: str) -> None:
-    done = fk.cli(env.registry, "show", ref)
+    done = fk.cli_here(env.registry, "show", ref)
     assert done.returncode == 2, (ref, done.stdout, done.stderr)
     assert "invalid ref" in done.stderr or "empty ref" in done.stderr, done.stderr
     assert "\x07" not in done.stderr
@@ -122,7 +124,7 @@ def test_malformed_refs(env: Env, ref: str) -> None:
     ("zz@v1", "modelvc models"), ("m@abcdef12", "modelvc log m")])
 def test_unknown_refs(env: Env, ref: str, says: str) -> None:
     for verb in (["show", ref], ["checkout", ref, str(env.root / "never")]):
-        done = fk.cli(env.registry, *verb)
+        done = fk.cli_here(env.registry, *verb)
         assert done.returncode == 3, (verb, done.stdout, done.stderr)
         assert "hint:" in done.stderr and says in done.stderr, done.stderr
     assert not (env.root / "never").exists()
@@ -130,13 +132,13 @@ def test_unknown_refs(env: Env, ref: str, says: str) -> None:
 
 def test_missing_path(env: Env) -> None:
     missing = env.root / "no-such-model.safetensors"
-    done = fk.cli(env.registry, "commit", str(missing), "--model", "m")
+    done = fk.cli_here(env.registry, "commit", str(missing), "--model", "m")
     assert done.returncode == 3, done.stderr
     assert str(missing) in done.stderr and "does not exist" in done.stderr
     assert "hint:" in done.stderr
     empty = env.root / "empty-folder"
     empty.mkdir()
-    done = fk.cli(env.registry, "commit", str(empty), "--model", "m")
+    done = fk.cli_here(env.registry, "commit", str(empty), "--model", "m")
     assert done.returncode == 2, done.stderr
     assert "no files" in done.stderr
     _nothing_recorded(env)
@@ -148,11 +150,11 @@ def test_ambiguous_id_prefix(env: Env) -> None:
     with Registry.open(env.registry) as reg:
         reg.create_branch("m", prefix, at="m@v2")
         try:
-            done = fk.cli(env.registry, "show", f"m@{prefix}")
+            done = fk.cli_here(env.registry, "show", f"m@{prefix}")
             assert done.returncode == 4, (done.stdout, done.stderr)
             assert "both a branch and a version id prefix" in done.stderr
             # A longer prefix is not ambiguous.
-            longer = fk.cli(env.registry, "show", f"m@{env.v1[:12]}", "--json")
+            longer = fk.cli_here(env.registry, "show", f"m@{env.v1[:12]}", "--json")
             assert longer.returncode == 0, longer.stderr
             assert json.loads(longer.stdout)["version"]["id"] == env.v1
         finally:
@@ -160,17 +162,19 @@ def test_ambiguous_id_prefix(env: Env) -> None:
 
 
 def test_parent_not_at_branch_head(env: Env) -> None:
-    done = fk.cli(env.registry, "commit", str(env.good), "--model", "m", "--parent", "m@v1")
+    done = fk.cli_here(env.registry, "commit", str(env.good), "--model", "m", "--parent", "m@v1")
     assert done.returncode == 5, (done.stdout, done.stderr)
     assert "not at your parent" in done.stderr and "hint:" in done.stderr
     _nothing_recorded(env)
 
 
 def test_unknown_registry(env: Env) -> None:
+    """As a real process: its exit code and its stdout/stderr as a shell sees them."""
     nowhere = env.root / "no-registry-here"
     done = fk.cli(nowhere, "show", "m")
     assert done.returncode == 3, done.stderr
     assert "no modelvc registry" in done.stderr and "modelvc init" in done.stderr
+    assert "Traceback" not in done.stderr
     js = fk.cli(nowhere, "log", "m", "--json")
     assert js.returncode == 3
     assert json.loads(js.stdout)["error"] == "RegistryNotFound"
@@ -188,7 +192,7 @@ def test_unknown_registry(env: Env) -> None:
 def test_json_errors(env: Env, argv: list[str], code: int, error: str) -> None:
     bad = _safetensors(env.root / "json-bad.safetensors", {}, length=999)
     subs = {"missing": str(env.root / "missing"), "good": str(env.good), "bad": str(bad)}
-    done = fk.cli(env.registry, *[a.format(**subs) for a in argv], "--json")
+    done = fk.cli_here(env.registry, *[a.format(**subs) for a in argv], "--json")
     assert done.returncode == code, (done.stdout, done.stderr)
     err = json.loads(done.stdout)
     assert err["error"] == error
@@ -196,22 +200,24 @@ def test_json_errors(env: Env, argv: list[str], code: int, error: str) -> None:
     assert "hint" in err
 
 
-def test_json_usage_errors(env: Env) -> None:
+@pytest.mark.parametrize("where", ["process", "here"])
+def test_json_usage_errors(env: Env, where: str) -> None:
+    cli = fk.cli if where == "process" else fk.cli_here
     for argv in (["commit", "--json"], ["no-such-command", "--json"]):
-        done = fk.cli(env.registry, *argv)
+        done = cli(env.registry, *argv)
         assert done.returncode == 2
         err = json.loads(done.stdout)
         assert err["error"] and err["message"]
 
 
 def test_double_at_says_what_to_do(env: Env) -> None:
-    done = fk.cli(env.registry, "show", "m@v1@x")
+    done = fk.cli_here(env.registry, "show", "m@v1@x")
     assert done.returncode == 2
     assert "NAME@vN" in done.stderr, done.stderr
 
 
 def test_control_character_shown_once_escaped(env: Env) -> None:
-    done = fk.cli(env.registry, "commit", str(env.good), "--model", "a\x01b")
+    done = fk.cli_here(env.registry, "commit", str(env.good), "--model", "a\x01b")
     assert done.returncode == 2
     assert "'a\\x01b'" in done.stderr, done.stderr
 
@@ -231,9 +237,9 @@ def _refused(done: object, code: int, *says: str) -> str:
 
 @pytest.mark.parametrize("number", ["99999999999999999999999999", str(2**63), str(2**31)])
 def test_huge_version_number_is_not_found(env: Env, number: str) -> None:
-    _refused(fk.cli(env.registry, "log", f"m@v{number}"), 3, f"m has no v{number}",
+    _refused(fk.cli_here(env.registry, "log", f"m@v{number}"), 3, f"m has no v{number}",
              "modelvc log m")
-    js = fk.cli(env.registry, "show", f"m@v{number}", "--json")
+    js = fk.cli_here(env.registry, "show", f"m@v{number}", "--json")
     assert js.returncode == 3 and json.loads(js.stdout)["error"] == "RefNotFound"
 
 
@@ -254,14 +260,14 @@ def test_huge_version_number_over_http_is_404(env: Env, tmp_path: Path) -> None:
 
 
 def test_init_where_nothing_can_be_created(env: Env) -> None:
-    err = _refused(fk.cli(None, "init", "/proc/modelvc-cannot"), 7,
+    err = _refused(fk.cli_here(None, "init", "/proc/modelvc-cannot"), 7,
                    "cannot create a registry at /proc/modelvc-cannot/.modelvc", "hint:")
     assert "FileNotFoundError" not in err
-    _refused(fk.cli(None, "init", str(env.good)), 7, "cannot create a registry")
+    _refused(fk.cli_here(None, "init", str(env.good)), 7, "cannot create a registry")
 
 
 def test_registry_that_is_a_file(env: Env) -> None:
-    err = _refused(fk.cli(env.good, "log", "m"), 3, "it is a file",
+    err = _refused(fk.cli_here(env.good, "log", "m"), 3, "it is a file",
                    "pass the folder that holds .modelvc")
     assert "modelvc init" not in err
 
@@ -279,17 +285,17 @@ def test_load_a_file_the_version_lacks(env: Env) -> None:
 def test_parent_from_another_model(env: Env) -> None:
     with Registry.open(env.registry) as reg:
         reg.commit(env.good, model="other")
-    _refused(fk.cli(env.registry, "commit", str(env.good), "--model", "m", "-b", "side",
+    _refused(fk.cli_here(env.registry, "commit", str(env.good), "--model", "m", "-b", "side",
                     "--parent", "other@v1"), 2, "parent other@v1 is a version of other, not of m",
              "--fork")
     with Registry.open(env.registry) as reg:
         assert "side" not in {r.name for r in reg.refs("m")}
     _nothing_recorded(env)
     # A fork asked for: the log names the other model's version as such (not `v1 <- v1`).
-    forked = fk.cli(env.registry, "commit", str(env.good), "--model", "forked", "--parent",
+    forked = fk.cli_here(env.registry, "commit", str(env.good), "--model", "forked", "--parent",
                     "other@v1", "--fork")
     assert forked.returncode == 0, forked.stderr
-    lines = fk.cli(env.registry, "log", "forked", "--graph").stdout.splitlines()
+    lines = fk.cli_here(env.registry, "log", "forked", "--graph").stdout.splitlines()
     assert [ln.split()[:2] for ln in lines] == [["*", "v1"], ["*", "other@v1"]], lines
 
 
@@ -298,21 +304,21 @@ def test_history_of_a_channel_that_does_not_exist(env: Env) -> None:
         reg.promote("m@v1", "staging", create=True)
     for argv in (["channel", "history", "m", "nochan"], ["rollback", "m", "nochan"],
                  ["channel", "history", "m", "nochan", "--at", "2026-01-01T00:00:00"]):
-        err = _refused(fk.cli(env.registry, *argv), 3, "m has no channel 'nochan'",
+        err = _refused(fk.cli_here(env.registry, *argv), 3, "m has no channel 'nochan'",
                        "its channels: staging", "modelvc channel list m")
         assert "list refs of" not in err
 
 
 @pytest.mark.parametrize("grace", ["-5", "nan"])
 def test_gc_negative_grace(env: Env, grace: str) -> None:
-    _refused(fk.cli(env.registry, "gc", "--grace", grace), 2, "invalid grace period",
+    _refused(fk.cli_here(env.registry, "gc", "--grace", grace), 2, "invalid grace period",
              "seconds >= 0")
 
 
 def test_existing_tag_hint_says_tags_are_immutable(env: Env) -> None:
     with Registry.open(env.registry) as reg:
         reg.tag("m@v1", "t-exists")
-    err = _refused(fk.cli(env.registry, "tag", "m@v2", "t-exists"), 5, "already exists",
+    err = _refused(fk.cli_here(env.registry, "tag", "m@v2", "t-exists"), 5, "already exists",
                    "tags are immutable")
     assert "move it" not in err
 
@@ -322,10 +328,10 @@ def test_deleted_version_hint_is_true(env: Env) -> None:
         v = reg.commit(env.good, model="del-me")
         reg.commit(env.root / "good.safetensors", model="del-me", message="second")
         reg.delete(f"del-me@{v.id}", reason="bad data")
-    err = _refused(fk.cli(env.registry, "show", "del-me@v1"), 3, "was deleted",
+    err = _refused(fk.cli_here(env.registry, "show", "del-me@v1"), 3, "was deleted",
                    "modelvc audit --model del-me --action delete")
     assert "stays in `modelvc log`" not in err
-    audit = fk.cli(env.registry, "audit", "--model", "del-me", "--action", "delete")
+    audit = fk.cli_here(env.registry, "audit", "--model", "del-me", "--action", "delete")
     assert "bad data" in audit.stdout
 
 
@@ -338,7 +344,7 @@ def test_checkout_folder_version_onto_a_file(env: Env) -> None:
         reg.commit(folder, model="fold")
     target = env.root / "a-file"
     target.write_text("keep me")
-    err = _refused(fk.cli(env.registry, "checkout", "fold", str(target)), 5,
+    err = _refused(fk.cli_here(env.registry, "checkout", "fold", str(target)), 5,
                    "is a file, and this version is a folder of 2 files", "into a folder")
     assert "File exists" not in err
     assert target.read_text() == "keep me"
@@ -349,12 +355,9 @@ def test_unauthenticated_hint_names_no_missing_option(env: Env, tmp_path: Path) 
 
     server = ServerProcess(env.registry, tmp_path / "server.log").start()
     try:
-        e = fk.env()
-        e.pop("MODELVC_TOKEN", None)
-        import subprocess
+        from tests.services.clirun import run
 
-        done = subprocess.run([*fk.modelvc_exe(), "--registry", server.url, "log", "m"],
-                              capture_output=True, text=True, env=e, timeout=60, check=False)
+        done = run(["--registry", server.url, "log", "m"], env={"MODELVC_TOKEN": None})
         err = _refused(done, 8, "needs an API token", "set MODELVC_TOKEN")
         assert "pass --token" not in err
     finally:
@@ -364,16 +367,16 @@ def test_unauthenticated_hint_names_no_missing_option(env: Env, tmp_path: Path) 
 def test_promote_to_a_misspelt_channel_creates_nothing(env: Env) -> None:
     with Registry.open(env.registry) as reg:
         reg.promote("m@v1", "production", create=True)
-    err = _refused(fk.cli(env.registry, "promote", "m@v2", "--to", "prodution"), 3,
+    err = _refused(fk.cli_here(env.registry, "promote", "m@v2", "--to", "prodution"), 3,
                    "m has no channel 'prodution'", "production", "--create")
     assert "its channels:" in err
     with Registry.open(env.registry) as reg:
         assert "prodution" not in {r.name for r in reg.refs("m")}
         assert reg.resolve("m@production").id == env.v1
-    made = fk.cli(env.registry, "promote", "m@v2", "--to", "nightly", "--create", "--json")
+    made = fk.cli_here(env.registry, "promote", "m@v2", "--to", "nightly", "--create", "--json")
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["name"] == "nightly"
-    moved = fk.cli(env.registry, "promote", "m@v2", "--to", "production")
+    moved = fk.cli_here(env.registry, "promote", "m@v2", "--to", "production")
     assert moved.returncode == 0, moved.stderr
     _nothing_recorded(env)
 
@@ -381,13 +384,13 @@ def test_promote_to_a_misspelt_channel_creates_nothing(env: Env) -> None:
 def test_promote_to_a_channel_the_policy_declares_needs_no_create(env: Env) -> None:
     policy = env.root / "policy.yaml"
     policy.write_text("version: 1\nmodels:\n  m:\n    channels:\n      qa: {}\n")
-    applied = fk.cli(env.registry, "policy", "apply", str(policy))
+    applied = fk.cli_here(env.registry, "policy", "apply", str(policy))
     assert applied.returncode == 0, applied.stderr
     try:
-        done = fk.cli(env.registry, "promote", "m@v1", "--to", "qa")
+        done = fk.cli_here(env.registry, "promote", "m@v1", "--to", "qa")
         assert done.returncode == 0, done.stderr
-        _refused(fk.cli(env.registry, "promote", "m@v1", "--to", "qa2"), 3, "no channel 'qa2'")
+        _refused(fk.cli_here(env.registry, "promote", "m@v1", "--to", "qa2"), 3, "no channel 'qa2'")
     finally:
         empty = env.root / "empty-policy.yaml"
         empty.write_text("version: 1\n")
-        assert fk.cli(env.registry, "policy", "apply", str(empty)).returncode == 0
+        assert fk.cli_here(env.registry, "policy", "apply", str(empty)).returncode == 0

@@ -40,6 +40,7 @@ MODULES = {
     "import_cmds": ("import",),
 }
 COMMANDS = {name: mod for mod, names in MODULES.items() for name in names}
+ARGS_KEY = "modelvc.args"  # ctx.meta: the arguments the group was called with
 
 
 def _register(group: click.Group, mod: str) -> None:
@@ -59,17 +60,23 @@ class Group(click.Group):
         build()
         return super().list_commands(ctx)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # The whole command line, for errors raised before a command parsed its --json
+        # (read from the arguments given, not sys.argv, so `main(args)` works in process).
+        ctx.meta.setdefault(ARGS_KEY, tuple(args))
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
+        as_json = "--json" in ctx.meta.get(ARGS_KEY, ())
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            if "--json" not in sys.argv:
+            if not as_json:
                 raise
             click.echo(json.dumps({"error": "UsageError", "message": exc.format_message(),
                                    "hint": None}))
             sys.exit(2)
         except ModelvcError as exc:
-            as_json = "--json" in sys.argv
             if as_json:
                 click.echo(json.dumps({"error": exc.code, "message": exc.message,
                                        "hint": exc.hint}))
@@ -112,10 +119,11 @@ def build() -> click.Group:
     return cli
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
+    """The `modelvc` command on ARGS (default: sys.argv[1:]); exits with its exit code."""
     os.environ.setdefault("MODELVC_CACHE_MB", CLI_CACHE_MB)
     os.environ.setdefault("MODELVC_POOL_MB", CLI_POOL_MB)
-    cli(prog_name="modelvc")  # commands are registered as they are asked for
+    cli(args, prog_name="modelvc")  # commands are registered as they are asked for
 
 
 if __name__ == "__main__":
