@@ -78,6 +78,15 @@ def test_run_over_a_server(server: ServerProcess, tmp_path: Path) -> None:  # no
     token = grant_token(server.registry, "tess", "writer", "mlp")
     with Registry.open(server.url, token=token) as remote:
         _loop(remote, tmp_path, background=True)
+        # A saved folder submitted: staged beside it (no registry folder here), then sent.
+        folder = tmp_path / "ck" / "checkpoint-40"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(tensor_bytes({"w": np.ones(3, np.float32)}))
+        with remote.run(model="mlp", branch="sgd") as r:
+            fut = r.submit(folder=folder, step=40)
+            assert (tmp_path / "ck" / ".modelvc-staging").is_dir()
+        assert fut.result().metrics["step"] == 40
+        assert list((tmp_path / "ck" / ".modelvc-staging").iterdir()) == []
 
 
 def test_bf16_and_bad_dtypes() -> None:

@@ -112,20 +112,24 @@ def test_trainer_checkpoints_become_versions_and_resume_from_one(
     assert line[3:] == [cb.by_step[s].id for s in (15, 10, 5)]
 
 
-def test_background_commits_survive_the_trainer_rotating_folders(
-        reg: Registry, tmp_path: Path) -> None:
-    """`background=True`: each checkpoint is read into memory and committed while
-    training goes on; with save_total_limit=1 the Trainer deletes each folder at the
-    next save, and every version still holds its own step's checkpoint."""
+@pytest.mark.parametrize("background", [True, False])
+def test_commits_survive_the_trainer_rotating_folders(
+        reg: Registry, tmp_path: Path, background: bool) -> None:
+    """With save_total_limit=1 the Trainer deletes each folder at the next save, and
+    every version still holds its own step's checkpoint: in the background (the default:
+    the folder is staged by hard links and committed while training goes on) and
+    synchronously."""
     import json
 
+    from modelvc.api import staging
     from modelvc.integrations.transformers import ModelvcCallback
 
-    cb = ModelvcCallback(reg, model="tiny", branch="bg", background=True)
+    cb = ModelvcCallback(reg, model="tiny", branch="bg", background=background)
     trainer = _trainer(tmp_path / "out", [cb], steps=15, save_total_limit=1)
     trainer.train()
     assert sorted(cb.by_step) == [5, 10, 15]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["checkpoint-15"]
+    assert staging.pending(Path(reg.location) / "staging") == []
     for step, v in cb.by_step.items():
         assert v.metrics["step"] == step and v.lineage["run"]["step"] == step
         out = tmp_path / f"co-{step}"
@@ -135,3 +139,20 @@ def test_background_commits_survive_the_trainer_rotating_folders(
     assert (tmp_path / "co-15" / "model.safetensors").read_bytes() == (
         final / "model.safetensors").read_bytes()
     assert reg.resolve("tiny@bg-best").id in {v.id for v in cb.by_step.values()}
+
+
+def test_a_failed_background_commit_stops_training_and_stays_staged(
+        reg: Registry, tmp_path: Path) -> None:
+    """A background commit that fails (here the registry refuses the model name) is
+    raised out of `trainer.train()`, not swallowed; its checkpoint stays staged."""
+    from modelvc.api import staging
+    from modelvc.errors import InvalidName
+    from modelvc.integrations.transformers import ModelvcCallback
+
+    cb = ModelvcCallback(reg, model="no/such name", branch="bg")
+    trainer = _trainer(tmp_path / "out", [cb], steps=15, save_total_limit=1)
+    with pytest.raises(InvalidName) as err:
+        trainer.train()
+    assert any("stays staged" in n for n in getattr(err.value, "__notes__", []))
+    assert cb.by_step == {}
+    assert staging.pending(Path(reg.location) / "staging")[0].step == 5

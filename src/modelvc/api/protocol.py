@@ -234,11 +234,14 @@ class RegistryAPI(Protocol):
     def run(self, *, model: str, branch: str, params: Mapping[str, Any] | None = None,
             data: Sequence[str | Path] = (), parent: str | None = None,
             best: str | None = None, mode: str = "min", best_tag: str | None = None,
-            run_id: str | None = None, files: Mapping[str, bytes] | None = None) -> Run:
+            run_id: str | None = None, files: Mapping[str, bytes] | None = None,
+            staging: str | Path | None = None, max_pending: int = 2) -> Run:
         """A training run on MODEL@BRANCH: `with reg.run(...) as run: run.commit(state_dict,
         step=..., metrics=...)` commits each checkpoint with `commit_files`; on a clean
         exit the best version by metric BEST (MODE min or max) is tagged BEST_TAG
-        (default `<branch>-best`). See modelvc.api.run."""
+        (default `<branch>-best`). `run.submit(folder=...)` stages a saved checkpoint
+        folder (under STAGING) and commits it in the background, up to MAX_PENDING
+        waiting. See modelvc.api.run."""
         ...
 
     def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,

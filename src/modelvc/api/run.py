@@ -8,18 +8,28 @@ Each version records the run's params, the step's metrics and, in its lineage, t
 (`data=` paths). On a clean exit the version with the best value of `best` (a metric;
 `mode` min or max) is tagged `best_tag` (default `<branch>-best`).
 
-`run.submit(...)` is `commit` on the run's background thread: the loop waits only for
-the tensors to be copied (training may change them right after), and the encode runs
-while training goes on. One checkpoint is in flight at a time (a submit first waits for
-the one before), so memory holds at most two snapshots and versions stay in step order.
+`run.submit(...)` is `commit` on the run's background thread, in submission order (so
+versions stay in step order). For a state dict the loop waits only for the tensors to be
+copied (training may change them right after) and the encode runs while training goes
+on; one state dict is in flight at a time (memory holds at most two snapshots). For a
+FOLDER a framework saved, the loop waits only for the folder to be staged (hard links,
+modelvc.api.staging): nothing is read on the loop, up to `max_pending` folders wait
+for their commit, and a crash leaves them staged, to be committed by
+`staging.recover`. A future gives a version only once it is recorded (durable). The
+first error of a background commit is raised by the next submit, commit, `wait` or
+`finish` (and on leaving the `with` block); the checkpoints staged after it are not
+committed (the branch keeps step order) and stay staged.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -42,7 +52,8 @@ class Run:
                  params: Mapping[str, Any] | None = None, data: Sequence[str | Path] = (),
                  parent: str | None = None, best: str | None = None, mode: str = "min",
                  best_tag: str | None = None, run_id: str | None = None,
-                 files: Mapping[str, bytes] | None = None) -> None:
+                 files: Mapping[str, bytes] | None = None, staging: str | Path | None = None,
+                 max_pending: int = 2) -> None:
         if mode not in ("min", "max"):
             raise UsageError(f"mode {mode!r} is not min or max", hint="use min or max")
         self.reg, self.model, self.branch = reg, model, check_ref_name(branch, "branch name")
@@ -57,8 +68,13 @@ class Run:
         self.best_version: Version | None = None
         self._best_value: float | None = None
         self._lock = threading.Lock()
+        self.staging = Path(staging) if staging is not None else None  # else per folder
+        self.max_pending = max(1, max_pending)
         self._worker: ThreadPoolExecutor | None = None
-        self._pending: Future[Version] | None = None
+        self._inflight: deque[Future[Version]] = deque()
+        self._failed: BaseException | None = None  # the first background commit's error
+        self._count = 0  # commits started (the first one takes `parent`)
+        self._warned: set[Path] = set()
 
     def commit(self, state: Mapping[str, Any] | None = None, *, step: int,
                metrics: Mapping[str, Any] | None = None, message: str = "",
@@ -70,6 +86,7 @@ class Run:
                              hint="run.commit(model.state_dict(), step=...)")
         self.wait()
         found, kwargs = self._kwargs(step, metrics, message)
+        self._count += 1
         if folder is not None:
             v = self.reg.commit(Path(folder), **kwargs)
         else:
@@ -78,37 +95,99 @@ class Run:
 
     def submit(self, state: Mapping[str, Any] | None = None, *, step: int,
                metrics: Mapping[str, Any] | None = None, message: str = "",
-               files: Mapping[str, bytes] | None = None) -> Future[Version]:
-        """`commit` of STATE on the run's background thread (see the module docstring):
-        returns once the tensors are copied; the future gives the version. FILES
-        (path -> bytes, e.g. a checkpoint folder read into memory) go with it, or
-        instead of it."""
+               files: Mapping[str, bytes] | None = None,
+               folder: str | Path | None = None) -> Future[Version]:
+        """`commit` on the run's background thread (see the module docstring): returns
+        once STATE's tensors are copied, or FOLDER is staged; the future gives the
+        version. FILES (path -> bytes) go with STATE, or instead of it."""
         from ..formats.memory import snapshot
 
+        if folder is not None:
+            if state is not None or files:
+                raise UsageError("give a folder, or a state dict and files, to submit",
+                                 hint="run.submit(folder=PATH, step=...)")
+            return self._submit_folder(Path(folder), step, metrics, message)
         if state is None and not files:
             raise UsageError("give a state dict or files to submit",
                              hint="run.submit(model.state_dict(), step=...)")
-        self.wait()  # one in flight: bounded memory, versions in order
+        self.wait()  # one state dict in flight: bounded memory
         body: dict[str, Any] = {**self.files, **(files or {})}
         if state is not None:
             body[WEIGHTS] = snapshot(state)
         found, kwargs = self._kwargs(step, metrics, message)
+        return self._enqueue(lambda: self._done(self.reg.commit_files(body, **kwargs), found))
+
+    def _submit_folder(self, folder: Path, step: int, metrics: Mapping[str, Any] | None,
+                       message: str) -> Future[Version]:
+        from . import staging
+
+        self._raise_failed()
+        while len(self._inflight) >= self.max_pending:  # bounded disk: old links held
+            self._inflight[0].exception()
+            self._reap()
+        self._raise_failed()
+        root = self.staging or staging.root_for(self.reg, folder)
+        if root not in self._warned:  # once per folder: what earlier runs left behind
+            self._warned.add(root)
+            note = staging.left_behind(root)
+            if note:
+                warnings.warn(note, stacklevel=3)
+        found, kwargs = self._kwargs(step, metrics, message)
+        kwargs["cwd"] = os.getcwd()  # lineage's git commit, also when recovered elsewhere
+        kwargs["data"] = [os.fspath(d) for d in kwargs["data"]]
+        staged = staging.stage(folder, root, f"{self.id}-{self._count:06d}", kwargs)
+
+        def job() -> Version:
+            if self._failed is not None:  # keep step order: stays staged for recover
+                raise UsageError(f"step {step} was not committed: an earlier checkpoint's "
+                                 f"commit failed ({self._failed}); it stays staged in "
+                                 f"{staged.path}",
+                                 hint=f"modelvc.api.staging.recover(reg, {os.fspath(root)!r})")
+            try:
+                v = staging.commit_staged(self.reg, staged)
+            except Exception as exc:
+                exc.add_note(f"step {step} stays staged in {staged.path}: commit it with "
+                             f"modelvc.api.staging.recover(reg, {os.fspath(root)!r})")
+                raise
+            return self._done(v, found)
+
+        return self._enqueue(job)
+
+    def _enqueue(self, job: Callable[[], Version]) -> Future[Version]:
+        self._count += 1
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"modelvc-run-{self.id}")
-        self._pending = self._worker.submit(
-            lambda: self._done(self.reg.commit_files(body, **kwargs), found))
-        return self._pending
+        fut = self._worker.submit(self._guard, job)
+        self._inflight.append(fut)
+        return fut
+
+    def _guard(self, job: Callable[[], Version]) -> Version:
+        try:
+            return job()
+        except BaseException as exc:
+            with self._lock:
+                if self._failed is None:
+                    self._failed = exc
+            raise
+
+    def _reap(self) -> None:
+        while self._inflight and self._inflight[0].done():
+            self._inflight.popleft()
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            raise self._failed
 
     def wait(self) -> None:
-        """Wait for the submitted checkpoint, if one is in flight (its error raises)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        """Wait for every submitted checkpoint; the first background error raises."""
+        while self._inflight:
+            self._inflight.popleft().exception()
+        self._raise_failed()
 
     def _kwargs(self, step: int, metrics: Mapping[str, Any] | None, message: str
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
         found = {k: v for k, v in (metrics or {}).items() if number(v) is not None}
-        first = not self.versions and self._pending is None
+        first = self._count == 0
         return found, {
             "model": self.model, "branch": self.branch, "params": self.params,
             "metrics": {**found, "step": step}, "data": self.data,
@@ -148,8 +227,12 @@ class Run:
         try:
             if kind is None:
                 self.finish()
-            elif self._pending is not None:  # keep what was submitted; the error wins
-                self._pending.exception()
+            else:  # keep what was submitted; the loop's error wins, theirs is told
+                while self._inflight:
+                    self._inflight.popleft().exception()
+                if self._failed is not None:
+                    warnings.warn(f"a background commit of run {self.id} failed too: "
+                                  f"{self._failed}", stacklevel=2)
         finally:
             self.close()
 

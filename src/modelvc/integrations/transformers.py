@@ -6,10 +6,13 @@ logged at that step (and `step`, `epoch`), lineage = the run, the code commit an
 data fingerprints (`data=` paths). When training ends the best checkpoint (the
 Trainer's `metric_for_best_model`, default `eval_loss`) is tagged `<branch>-best`.
 `checkout_checkpoint(reg, ref, root)` gives a folder for `resume_from_checkpoint`.
-With `background=True` each checkpoint folder is read into memory when the Trainer has
-saved it and committed on the run's thread (`Run.submit`) while training goes on: the
-Trainer may rotate the folder away meanwhile (`save_total_limit`); `by_step` is filled
-as the commits finish (all of them when training ends).
+By default (`background=True`) each checkpoint folder is staged when the Trainer has
+saved it (hard links: nothing is read on the training loop) and committed on the run's
+thread (`Run.submit(folder=...)`) while training goes on: the Trainer may rotate the
+folder away meanwhile (`save_total_limit`); `by_step` is filled as the commits finish
+(all of them when training ends, which waits for them and raises the first error; a
+failed or interrupted one stays staged: modelvc.api.staging.recover). With
+`background=False` each checkpoint is committed before training goes on.
 
 The checkpoint folder is committed as the Trainer wrote it: weights in safetensors;
 optimizer, scheduler and RNG states in the Trainer's own torch files, which modelvc
@@ -37,10 +40,11 @@ SKIP_PARAMS = ("output_dir", "logging_dir", "hub_token", "push_to_hub_token")
 class ModelvcCallback(TrainerCallback):  # type: ignore[misc]
     def __init__(self, reg: RegistryAPI, *, model: str, branch: str,
                  data: Sequence[str | Path] = (), parent: str | None = None,
-                 best_tag: str | None = None, background: bool = False) -> None:
+                 best_tag: str | None = None, background: bool = True,
+                 staging: str | Path | None = None, max_pending: int = 2) -> None:
         self.reg, self.model, self.branch = reg, model, branch
         self.data, self.parent, self.best_tag = list(data), parent, best_tag
-        self.background = background
+        self.background, self.staging, self.max_pending = background, staging, max_pending
         self.run: Run | None = None
         self.by_step: dict[int, Version] = {}
         self._futures: dict[int, Future[Version]] = {}  # background commits in flight
@@ -52,7 +56,8 @@ class ModelvcCallback(TrainerCallback):  # type: ignore[misc]
         mode = "max" if args.greater_is_better else "min"
         self.run = Run(self.reg, model=self.model, branch=self.branch, params=_params(args),
                        data=self.data, parent=self.parent, best=best, mode=mode,
-                       best_tag=self.best_tag)
+                       best_tag=self.best_tag, staging=self.staging,
+                       max_pending=self.max_pending)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is None or not state.is_world_process_zero:
@@ -68,26 +73,25 @@ class ModelvcCallback(TrainerCallback):  # type: ignore[misc]
             self.by_step[state.global_step] = self.run.commit(
                 folder=folder, step=state.global_step, metrics=metrics, message=message)
             return
-        files = {p.relative_to(folder).as_posix(): p.read_bytes()
-                 for p in sorted(folder.rglob("*")) if p.is_file()}
         self._futures[state.global_step] = self.run.submit(
-            files=files, step=state.global_step, metrics=metrics, message=message)
+            folder=folder, step=state.global_step, metrics=metrics, message=message)
         self._collect()
 
     def _collect(self) -> None:
-        """by_step for the submitted checkpoints committed so far."""
+        """by_step for the submitted checkpoints committed so far (a failed one raises
+        from the run)."""
         for step, fut in list(self._futures.items()):
-            if fut.done():
+            if fut.done() and fut.exception() is None:
                 self.by_step[step] = fut.result()
                 del self._futures[step]
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is not None and state.is_world_process_zero:
             try:
-                self.run.finish()  # waits for a checkpoint still being committed
+                self.run.finish()  # waits for the checkpoints still being committed
             finally:
                 self.run.close()
-            self._collect()
+                self._collect()
 
 
 def _params(args: Any) -> dict[str, Any]:
