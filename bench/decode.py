@@ -1,0 +1,110 @@
+"""Checkout CPU per MB, version by version: the decode path's cost on a loaded machine.
+
+bench/storage.py times checkouts by the wall clock, which on a shared machine measures
+the load. This one commits the same MiniLM sequence (bench/finetune.py) once into a
+registry, then checks chosen versions out from a freshly opened registry (nothing
+cached) and records the process's CPU seconds (user + system, every thread) per MB of
+raw data. Run it from two trees in turns to compare codecs side by side:
+
+    python bench/decode.py --registry /tmp/reg-a --build      # once per tree (its writer)
+    python bench/decode.py --registry /tmp/reg-a --rounds 5   # CPU ms per MB, per version
+
+Versions: every chain end and export by default (the slowest checkouts); --all for the
+whole sequence. The minimum over rounds is the figure; the median is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from finetune import build
+from storage import warm
+
+from modelvc import Registry
+from modelvc.codec import kernels
+
+MB = 1e6
+MODEL = "minilm"
+CHAIN_ENDS = ("lr2e-5/ck6", "lr1e-4/ck6", "lr2e-5/ck3", "lr1e-4/ck3")
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def commit_all(root: Path) -> dict[str, int]:
+    """The sequence committed in order, as bench/storage.py does; name -> version."""
+    versions = build(log=False)
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    numbers: dict[str, int] = {}
+    branch_of = {v.name: v.branch for v in versions}
+    with Registry.init(root) as reg:
+        for v in versions:
+            warm(Path(v.folder))
+            kw = {}
+            if v.parent is not None and v.branch != branch_of[v.parent]:
+                kw["parent"] = f"{MODEL}@v{numbers[v.parent]}"
+            row = reg.commit(Path(v.folder), model=MODEL, branch=v.branch,
+                             message=v.message, **kw)
+            numbers[v.name] = row.number
+    (root / "bench-versions.json").write_text(json.dumps(numbers))
+    return numbers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--registry", type=Path, required=True)
+    ap.add_argument("--build", action="store_true", help="commit the sequence first")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--all", action="store_true", help="every version, not chain ends")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    numbers = commit_all(a.registry) if a.build else json.loads(
+        (a.registry / "bench-versions.json").read_text())
+    names = list(numbers) if a.all else [
+        n for n in numbers if n in CHAIN_ENDS or n.startswith("bf16/")]
+    raw = {v.name: sum(p.stat().st_size for p in Path(v.folder).rglob("*") if p.is_file())
+           for v in build(log=False)}
+    codec = "C kernels" if kernels.NATIVE else "numpy fallback"
+    print(f"codec={codec}  registry={a.registry}  rounds={a.rounds}")
+    print(f"{'version':<28} {'raw MB':>7} {'CPU ms/MB min':>13} {'median':>7} "
+          f"{'wall MB/s max':>13}")
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        samples: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+        for _ in range(a.rounds):  # rounds outermost: a burst of load hits every version
+            for name in names:
+                dest = Path(tmp) / "out"
+                shutil.rmtree(dest, ignore_errors=True)
+                with Registry.open(a.registry) as reg:
+                    c0, t0 = cpu(), time.perf_counter()
+                    reg.checkout(f"{MODEL}@v{numbers[name]}", dest)
+                    samples[name].append((cpu() - c0, time.perf_counter() - t0))
+        for name in names:
+            mb = raw[name] / MB
+            per = [c / mb * 1e3 for c, _ in samples[name]]
+            best_wall = min(w for _, w in samples[name])
+            out[name] = {"raw_mb": mb, "cpu_ms_per_mb": per, "best_wall_s": best_wall}
+            print(f"{name:<28} {mb:7.1f} {min(per):13.2f} {statistics.median(per):7.2f} "
+                  f"{mb / best_wall:13.0f}")
+    total = sum(raw[n] for n in names) / MB
+    cpu_min = sum(min(c for c, _ in samples[n]) for n in names)
+    print(f"{'all of the above':<28} {total:7.1f} {cpu_min / total * 1e3:13.2f}")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
