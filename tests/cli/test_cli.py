@@ -1,4 +1,6 @@
-"""The real `modelvc` command, run as a subprocess: verbs, --json, exit codes."""
+"""The real `modelvc` command: verbs, --json, exit codes. In this process
+(tests/services/clirun.py) but for the tests marked as run as a subprocess, which check
+the command as a shell sees it."""
 
 from __future__ import annotations
 
@@ -12,15 +14,20 @@ from typing import Any
 import pytest
 
 from tests.conftest import write_model
+from tests.services import clirun
 
 EXE = [sys.executable, "-m", "modelvc.cli.main"]
 
 
-def run(args: list[str], cwd: Path, *, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELVC_AUTHOR": "cli-tester"}
-    env.pop("MODELVC_REGISTRY", None)
-    p = subprocess.run([*EXE, *args], cwd=cwd, capture_output=True, text=True, env=env,
-                       timeout=120, check=False)
+def run(args: list[str], cwd: Path, *, ok: bool = True, process: bool = False
+        ) -> subprocess.CompletedProcess[str]:
+    if process:
+        env = {**os.environ, "MODELVC_AUTHOR": "cli-tester"}
+        env.pop("MODELVC_REGISTRY", None)
+        p = subprocess.run([*EXE, *args], cwd=cwd, capture_output=True, text=True, env=env,
+                           timeout=120, check=False)
+    else:
+        p = clirun.run(args, env={"MODELVC_AUTHOR": "cli-tester"}, cwd=cwd)
     if ok:
         assert p.returncode == 0, p.stderr
     return p
@@ -124,13 +131,16 @@ def test_errors_exit_codes(proj: Path, args: list[str], code: int, words: str) -
 
 
 def test_no_registry(tmp_path: Path) -> None:
-    p = run(["log", "toy"], tmp_path, ok=False)
+    """As a subprocess: the exit code and stderr a shell sees."""
+    p = run(["log", "toy"], tmp_path, ok=False, process=True)
     assert p.returncode == 3 and "modelvc init" in p.stderr
 
 
 def test_malformed_safetensors(proj: Path) -> None:
+    """As a subprocess: the exit code and stderr a shell sees; nothing recorded."""
     bad = proj / "bad.safetensors"
     bad.write_bytes(b"\xff" * 8 + b"{}")
-    p = run(["commit", "bad.safetensors", "--model", "toy"], proj, ok=False)
+    p = run(["commit", "bad.safetensors", "--model", "toy"], proj, ok=False, process=True)
     assert p.returncode == 2 and "bad.safetensors" in p.stderr
-    assert js(["models"], proj) == []
+    assert "Traceback" not in p.stderr
+    assert json.loads(run(["models", "--json"], proj, process=True).stdout) == []

@@ -5,9 +5,7 @@ results as on a folder, run as the token's subject, refused without the role."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from modelvc.registry import Registry
 from modelvc.signing import bundle, keys
 from tests.conftest import write_model
+from tests.services import clirun
 from tests.services.server import ServerProcess, grant_token
 
 POLICY = """\
@@ -45,13 +44,12 @@ def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
 
 
 def runner(tmp: Path, url: str, token: str) -> Run:
-    env = {**os.environ, "MODELVC_TOKEN": token, "MODELVC_AUTHOR": "not-the-subject"}
-    env.pop("MODELVC_REGISTRY", None)
+    """The CLI in this process (tests/services/clirun.py): what it sends and says is under
+    test here, not its process."""
+    env = {"MODELVC_TOKEN": token, "MODELVC_AUTHOR": "not-the-subject"}
 
     def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run([sys.executable, "-m", "modelvc.cli.main", "--registry", url,
-                            *args], capture_output=True, text=True, env=env, cwd=tmp,
-                           timeout=300, check=False)
+        p = clirun.run(["--registry", url, *args], env=env, cwd=tmp)
         assert p.returncode == code, (args, p.stdout, p.stderr)
         return p
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from modelvc.registry import Registry
 from tests.conftest import write_model
+from tests.services import clirun
 from tests.services.server import ServerProcess, grant_token
 
 
@@ -17,13 +15,10 @@ def test_cli_verbs_over_a_server_url(tmp_path: Path) -> None:
     Registry.init(tmp_path / "repo").close()
     token = grant_token(tmp_path / "repo", "alice", "admin", "*")
     server = ServerProcess(tmp_path / "repo", tmp_path / "server.log").start()
-    env = {**os.environ, "MODELVC_TOKEN": token, "MODELVC_AUTHOR": "alice"}
-    env.pop("MODELVC_REGISTRY", None)
+    env = {"MODELVC_TOKEN": token, "MODELVC_AUTHOR": "alice"}
 
-    def run(*args: str) -> str:
-        p = subprocess.run([sys.executable, "-m", "modelvc.cli.main", "--registry", server.url,
-                            *args], capture_output=True, text=True, env=env, cwd=tmp_path,
-                           timeout=120, check=False)
+    def run(*args: str) -> str:  # in this process: the CLI's requests and output under test
+        p = clirun.run(["--registry", server.url, *args], env=env, cwd=tmp_path)
         assert p.returncode == 0, p.stderr
         return p.stdout
 
