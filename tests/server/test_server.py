@@ -4,10 +4,8 @@ logs, anonymous access, graceful shutdown, and the token/role CLI locally and re
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,12 +15,14 @@ from modelvc.errors import Unauthenticated, UsageError
 from modelvc.registry import Registry
 from modelvc.server.config import load_config
 from tests.conftest import write_model
+from tests.services import clirun
 from tests.services.server import ServerProcess, grant_token
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modelvc.cli.main", *args], text=True,
-                          capture_output=True, env={**os.environ, **(env or {})}, check=False)
+    """The CLI in this process (tests/services/clirun.py): its requests and output are
+    under test, not its process."""
+    return clirun.run(args, env=env)
 
 
 def test_config_precedence(tmp_path: Path) -> None:
