@@ -172,12 +172,40 @@ def _bytes_file(rel: str, data: bytes | memoryview) -> MemFile:
 
 def _plan_by_parser(view: memoryview, ext: str) -> FilePlan:
     """A safetensors or ONNX file's plan by the same parser as on disk, reading it from
-    anonymous memory (memfd: nothing touches a file system)."""
+    anonymous memory (memfd: nothing touches a file system). A safetensors file's
+    planner reads its header only: the rest of the memfd stays a hole (no copy of the
+    tensors), unless a large gap between tensors needs its bytes for CDC cuts."""
     fd = os.memfd_create("modelvc-commit")
     try:
-        with open(fd, "wb", closefd=False) as f:
-            f.write(view)
         path = Path(f"/proc/self/fd/{fd}")
+        if ext == ".safetensors" and len(view) >= 8:
+            head = min(len(view), 8 + int.from_bytes(view[:8], "little"))
+            os.ftruncate(fd, len(view))
+            _write_all(fd, view[:head])
+            plan = plan_safetensors(path)
+            if not _large_gap(plan, head):
+                return plan
+        _write_all(fd, view)
         return plan_safetensors(path) if ext == ".safetensors" else plan_onnx(path)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    pos = 0
+    while pos < len(view):
+        pos += os.pwrite(fd, view[pos:], pos)
+
+
+def _large_gap(plan: FilePlan, head: int) -> bool:
+    """Whether PLAN holds a run of non-tensor bytes past the header larger than
+    MAX_SIZE (cut by content, so planned from the hole's zeros: plan it again)."""
+    run = 0
+    for s in plan.segments:
+        if s.kind == "tensor" or s.end <= head:
+            run = 0
+        else:
+            run += s.length
+            if run > MAX_SIZE:
+                return True
+    return False
