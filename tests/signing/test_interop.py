@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelvc.registry import Registry
+from tests.services import clirun
 from tests.signing.conftest import require
 
 MODELVC = [sys.executable, "-m", "modelvc.cli.main"]
@@ -21,10 +22,15 @@ MODEL_SIGNING = [sys.executable, "-m", "model_signing"]
 
 
 def run(cmd: list[str], cwd: Path, *, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELVC_AUTHOR": "ci"}
-    env.pop("MODELVC_REGISTRY", None)
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=120,
-                       check=False)
+    """model_signing as a subprocess; modelvc's command line in this process
+    (tests/services/clirun.py: the same command, without a Python start-up per call)."""
+    if cmd[:len(MODELVC)] == MODELVC:
+        p = clirun.run(cmd[len(MODELVC):], env={"MODELVC_AUTHOR": "ci"}, cwd=cwd)
+    else:
+        env = {**os.environ, "MODELVC_AUTHOR": "ci"}
+        env.pop("MODELVC_REGISTRY", None)
+        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=120,
+                           check=False)
     if ok:
         assert p.returncode == 0, p.stdout + p.stderr
     return p
