@@ -19,6 +19,7 @@ from .codec.buffers import POOL, Bytes
 from .codec.header import BlockInfo
 from .codec.planes import scratch_buffers
 from .errors import CorruptObject
+from .filecache import KnownFiles
 from .objects.base import ObjectStore
 
 _ZEROS = memoryview(bytes(BLOCK_ELEMENTS))
@@ -41,6 +42,7 @@ class BlockReader:
     if TYPE_CHECKING:
         store: ObjectStore
         blocks: BlockCache
+        known: KnownFiles | None
 
         def header(self, oid: str) -> TensorHeader: ...
 
@@ -52,6 +54,16 @@ class BlockReader:
         delta links, with the 'full' block under it and an export's cast link over it, is
         decoded in one pass (codec.decode_chain). Kept in the block cache."""
         return self._block(oid, i, cached=cached, lease=False)[0]
+
+    def reference_block(self, oid: str, i: int) -> bytes | memoryview:
+        """Block i of a delta's reference, as decode_block_at gives it, or read from a
+        file on disk that holds its bytes (filecache.py, verified by hash there): a
+        fresh process then skips decoding the reference's chain cold. Only the encoder
+        reads this way; checkout and verify decode the store, so damage there shows."""
+        hit = self.blocks.get(oid, i)
+        if hit is None:
+            hit = self._from_file(oid, i, self.header(oid))
+        return hit if hit is not None else self.decode_block_at(oid, i)
 
     def lease_block(self, oid: str, i: int, *, cached: bool = True
                     ) -> tuple[bytes | memoryview, Bytes | None]:
@@ -150,14 +162,18 @@ class BlockReader:
 
     def bf16_prediction(self, oid: str, i: int) -> tuple[memoryview, Bytes]:
         """The BF16 cast prediction of block i of an F32 tensor object (what an export
-        of it is encoded against), computed in the same pass as the F32 block's chain:
-        no F32 block is materialised. In pooled memory: POOL.give the lease when done."""
+        of it is encoded against), computed in the same pass as the F32 block's chain
+        (or from a file holding its bytes, as reference_block): no F32 block is
+        materialised. In pooled memory: POOL.give the lease when done."""
         h = self.header(oid)
         if h.dtype != "F32":
             raise CorruptObject(f"tensor object {oid[:12]} is {h.dtype}, not F32")
         n = h.blocks[i].elements if i < len(h.blocks) else 0
         lease = POOL.take(2 * n)
-        if (hit := self.blocks.get(oid, i)) is not None:  # e.g. the version just committed
+        hit = self.blocks.get(oid, i)  # e.g. the version just committed
+        if hit is None:
+            hit = self._from_file(oid, i, h)
+        if hit is not None:
             kernels.cast_bf16(lease[: 2 * n], hit)
             return lease[: 2 * n].data.toreadonly(), lease
         with scratch_buffers() as take:
@@ -172,6 +188,14 @@ class BlockReader:
             out = decode_chain("F32", n, w.run, base=w.base, full=w.full,
                                cast_planes=(zero, zero), out=lease)
         return out, lease
+
+    def _from_file(self, oid: str, i: int, h: TensorHeader) -> bytes | None:
+        """Block i of OID from a file on disk known to hold its bytes (filecache.py:
+        verified by hash there), or None."""
+        if self.known is None or i >= len(h.blocks):
+            return None
+        return self.known.block(oid, i, h.block_elements * dtype_info(h.dtype).itemsize,
+                                len(h.blocks))
 
     def _payload(self, oid: str, b: BlockInfo, take: Callable[[int], memoryview]
                  ) -> bytes | memoryview:

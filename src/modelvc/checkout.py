@@ -26,9 +26,10 @@ from .errors import (
     StorageError,
     UsageError,
 )
+from .filecache import known_tensors
 from .manifest import FileEntry, Manifest, SegmentRef
 from .pipeline import windowed
-from .storage import ObjectIO
+from .storage import MIN_DELTA_BYTES, ObjectIO
 
 # Segments decoded ahead of the writer. A model file is mostly tensors of one block or
 # less; with only 4 in flight the pool idled behind a slow one (8: ~15% faster checkouts
@@ -113,6 +114,8 @@ def _write_file(
             tick(seg.size)
         if written != entry.size or h.hexdigest() != entry.sha256:
             _name_corrupt(io, entry)
+    if io.known is not None:  # a commit of a fine-tune of it reads its references here
+        io.known.note(target, target.stat(), known_tensors(entry.segments, MIN_DELTA_BYTES))
 
 
 @contextmanager

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from .codec.buffers import POOL
 from .errors import InvalidModelFile, PathNotFound, UsageError
+from .filecache import ident_of, known_tensors
 from .formats import FilePlan, Segment, plan_file
 from .formats.memory import MemFile
 from .ingest.references import References
 from .manifest import FileEntry, SegmentRef
 from .meta.api import ObjectRow
 from .pipeline import windowed
-from .storage import STREAM_BYTES, ObjectIO
+from .storage import MIN_DELTA_BYTES, STREAM_BYTES, ObjectIO
 
 Progress = Callable[[int], None]  # called with bytes just processed
 Read = Callable[[int, int], bytes | memoryview]  # (offset in a segment, n) -> its bytes
@@ -138,6 +139,7 @@ class FileStorer:
         plan = plan_file(path)
         fd = os.open(path, os.O_RDONLY)
         try:
+            before = os.fstat(fd)
             def reader(seg: Segment) -> Read:
                 def read(off: int, n: int) -> bytes:
                     data = os.pread(fd, n, seg.offset + off)
@@ -149,10 +151,14 @@ class FileStorer:
 
             entry = self._store_plan(rel, plan, reader, self.pool.submit(_sha256, fd, plan.size),
                                      refs, result)
+            after = os.fstat(fd)
         finally:
             os.close(fd)
         if sum(r.size for r in entry.segments) != plan.size:
             raise InvalidModelFile(f"{path} changed while it was being committed; retry")
+        if self.io.known is not None and ident_of(before) == ident_of(after):
+            # The next commit's references may be read back from this file.
+            self.io.known.note(path, after, known_tensors(entry.segments, MIN_DELTA_BYTES))
         return entry
 
     def _store_plan(self, rel: str, plan: FilePlan, reader: Callable[[Segment], Read],

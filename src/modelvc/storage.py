@@ -51,6 +51,7 @@ from .codec.buffers import POOL, Bytes
 from .codec.header import MAGIC as TENSOR_MAGIC
 from .codec.header import TAIL_GUESS
 from .errors import CorruptObject
+from .filecache import KnownFiles
 from .meta.api import ObjectRow
 from .objects.base import ObjectStore, flush, get_tail
 from .objects.pending import PendingStore
@@ -102,6 +103,8 @@ class ObjectIO(BlockReader):
         self._lock: threading.Lock = _shared._lock if _shared else threading.Lock()
         self.blocks = _shared.blocks if _shared else BlockCache(
             int(os.environ.get("MODELVC_CACHE_MB", "256")) << 20)
+        # Files on disk holding tensors' bytes (filecache.py), set by the registry.
+        self.known: KnownFiles | None = _shared.known if _shared else None
 
     # ---- batches
     def batched(self) -> ObjectIO:
@@ -359,8 +362,8 @@ class ObjectIO(BlockReader):
                     POOL.give(lease)
             rb2 = None
             if grand is not None and ref_h is not None and ref_h.blocks[i].mode in STEP_MODES:
-                rb2 = self.decode_block_at(grand, i)  # first: then ref's decode hits it
-            rb = self.decode_block_at(ref, i) if ref else None
+                rb2 = self.reference_block(grand, i)  # first: then ref's decode hits it
+            rb = self.reference_block(ref, i) if ref else None
             return encode_block(raw, dtype, ref=rb, ref_code=ref_code, ref2=rb2)
 
         pool = self.executor if nblocks > 1 else None

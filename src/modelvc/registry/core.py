@@ -286,6 +286,8 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
                          objects=list(stored.objects.values()),
                          ref_objects=list(stored.ref_objects.values()),
                          new_bytes=stored.new_bytes)
+        if self._io.known is not None:
+            self._io.known.save()  # the files just read: the next commit's references
         self.events.after_mutation()
         return row
 

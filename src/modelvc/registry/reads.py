@@ -3,6 +3,7 @@ its own for size): checkout, load, diff, stats, verify, gc, the audit trail, del
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -42,7 +43,12 @@ class ReadOps:
         """Tensors and blobs on the object store (built on first use)."""
         from ..storage import ObjectIO
 
-        return ObjectIO(self._store, executor=self._blocks)
+        io = ObjectIO(self._store, executor=self._blocks)
+        if os.environ.get("MODELVC_FILE_CACHE", "1") != "0":
+            from ..filecache import KnownFiles
+
+            io.known = KnownFiles(self._layout.root / "cache" / "files.json")
+        return io
 
     @cached_property
     def _trust(self) -> Trust:
@@ -70,7 +76,10 @@ class ReadOps:
 
         from ..checkout import checkout
 
-        return checkout(self._io, self._jobs, m, Path(dest), force=force, progress=tick)
+        out = checkout(self._io, self._jobs, m, Path(dest), force=force, progress=tick)
+        if self._io.known is not None:
+            self._io.known.save()  # the files written: a later commit's references
+        return out
 
     def load(self, ref: str, *, framework: str = "numpy", file: str | None = None) -> TensorDict:
         """Tensors of a version as a mapping, each decoded when first accessed."""
