@@ -1,7 +1,7 @@
 """Serving benchmark: `modelvc serve` (its own process) and, in the same run, MLServer
 1.7.1 (the peer, from a side venv) under the same closed-loop load generator
 (`python -m modelvc.serving.loadgen`, another process), the server pinned to CPU 0 and
-the load to CPU 1: OIP REST JSON at 1, 8 and 32 callers, the two servers interleaved
+the load to CPU 1 (this process too: it promotes and polls during the swaps): OIP REST JSON at 1, 8 and 32 callers, the two servers interleaved
 round by round (the machine is shared: a busy minute hits both). modelvc also over REST
 with binary inputs and over OIP gRPC; the same ONNX model called in-process; then, per
 protocol, the same load during 20 hot swaps (promotions the gateway follows): failed
@@ -275,6 +275,8 @@ def main() -> None:
         (os.cpu_count() or 1) >= 2
     pin_server = ["taskset", "-c", SERVER_CPU] if pin else []
     PIN_LOAD = ["taskset", "-c", LOAD_CPU] if pin else []
+    if pin:  # this process drives the load too (promotions, polls): off the server's core
+        os.sched_setaffinity(0, {int(LOAD_CPU)})
     venv, skipped = find_mlserver(args.mlserver_venv)
     if skipped:
         print(skipped, flush=True)

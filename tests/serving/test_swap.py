@@ -82,6 +82,31 @@ def test_swap_loop_under_concurrent_load_fails_no_request(
     swaps = srv.gateway.metrics.registry.get_sample_value(
         "modelvc_swaps_total", {"model": "digits", "channel": "production"})
     assert swaps == 31.0  # the first load and 30 switches
-    # Nothing leaks: at most current + previous are loaded, and on disk.
-    wait_for(lambda: len(list((tmp_path / "serve0").iterdir())) <= 2, "freed checkouts")
+    # Nothing leaks: at most current + previous are loaded, and on disk (beside the
+    # optimized graphs kept for re-loads, one per version).
+    work = tmp_path / "serve0"
+    wait_for(lambda: len([p for p in work.iterdir() if p.name != "optimized"]) <= 2,
+             "freed checkouts")
     assert len(srv.gateway.pool.items) <= 2
+    assert len(list((work / "optimized").iterdir())) == 3
+
+
+def test_reload_of_a_freed_version_uses_its_kept_optimized_graph(
+        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
+    commit_onnx(serve_reg, tmp_path, digits.better, "v2")
+    commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
+    srv = start_gateway(serve_reg)
+    caller = Caller(srv.url)
+    first = caller.infer(digits.x[:8])[1]["outputs"]
+    pool = srv.gateway.pool
+    v1 = serve_reg.resolve("digits@v1").id
+    assert not getattr(pool.items[v1].runtime, "reused_optimized")
+    for n in (2, 3):  # v1 is freed: only one previous version stays loaded
+        serve_reg.promote(f"digits@v{n}", "production", reason="next")
+        wait_for(serving(srv.url, n), f"the switch to v{n}")
+    wait_for(lambda: v1 not in pool.items, "v1 freed")
+    serve_reg.promote("digits@v1", "production", reason="back")
+    wait_for(serving(srv.url, 1), "the switch back to v1")
+    assert getattr(pool.items[v1].runtime, "reused_optimized")
+    assert caller.infer(digits.x[:8])[1]["outputs"] == first
+    caller.close()

@@ -66,6 +66,22 @@ def _short_switches() -> Iterator[None]:
                 sys.setswitchinterval(_switching[1])
 
 
+LOAD_PAUSE_S = 0.0001  # a load blocks this long between its steps (see _pause)
+
+
+def _pause() -> None:
+    """Block for a moment between the steps of a load or a free. A thread that never
+    blocks keeps the core until the scheduler's next tick, whatever its priority: on
+    the 2-CPU VM of docs/benchmarks.md a woken thread waited 0-4 ms (HZ 250) behind a
+    nice-19 or even SCHED_IDLE busy thread. A request that arrives while the load runs
+    would wait that long; at each pause the event loop gets the core (and the GIL) and
+    answers what arrived, then the load goes on."""
+    time.sleep(LOAD_PAUSE_S)
+
+
+KEEP_OPTIMIZED = 8  # versions whose optimized ONNX graph stays on disk for a re-load
+
+
 class LoadFailed(Exception):
     """A version could not be checked out, loaded or warmed up; it is never served."""
 
@@ -100,6 +116,9 @@ class Pool:
         self.trust: Trust = trust
         self.threads = threads
         self.items: dict[str, Loaded] = {}
+        # Optimized ONNX graphs by version id: a re-load (a rollback, a version back in
+        # a canary) skips graph optimization (runtimes/onnx.py)
+        self.optimized = workdir / "optimized"
         self._loading: dict[str, asyncio.Future[Loaded]] = {}
         # Loads and registry reads never queue behind inference, nor inference behind them;
         # at a lower CPU priority, so a load shares a busy core without stalling requests.
@@ -164,19 +183,24 @@ class Pool:
         runtime: Runtime | None = None
         try:
             self.reg.checkout(label, folder)
+            _pause()
             signed = self.trust == "signed" and (folder / "predictor.py").exists() \
                 and self._signed(v)
+            cached = self.optimized / f"{v.id}-t{self.threads}.onnx"
             runtime = load_runtime(folder, label=label, trust=self.trust, signed=signed,
-                                   threads=self.threads)
+                                   threads=self.threads, optimized=cached)
+            self._keep_optimized(cached)
             t1 = time.perf_counter()
             samples = runtime.sample_inputs()
             for sample in samples:
+                _pause()
                 runtime.predict(sample, [])
             # A one-row call once warm (a session's first calls cost 10-30x more): how
             # long a request will take, which decides whether it may run on the loop
             # (Gateway._inline; only pure-compute runtimes: user code is called no more)
             cpu = math.inf
             if samples and getattr(runtime, "inline_safe", False):
+                _pause()
                 c0 = time.thread_time()
                 runtime.predict(samples[0], [])
                 cpu = time.thread_time() - c0
@@ -189,8 +213,18 @@ class Pool:
             raise LoadFailed(f"{label} failed to load: {type(exc).__name__}: {exc}") from exc
         self.metrics.load_seconds.labels(v.model, f"v{v.number}").set(t1 - t0)
         self.metrics.warmup_seconds.labels(v.model, f"v{v.number}").set(t2 - t1)
-        log.info("loaded %s in %.3fs, warmed up in %.3fs", label, t1 - t0, t2 - t1)
+        log.info("loaded %s in %.3fs%s, warmed up in %.3fs", label, t1 - t0,
+                 " (its optimized graph kept from a previous load)"
+                 if getattr(runtime, "reused_optimized", False) else "", t2 - t1)
         return Loaded(v.model, v, runtime, folder, t1 - t0, t2 - t1, predict_s=cpu)
+
+    def _keep_optimized(self, used: Path) -> None:
+        """Mark `used` as recently used; drop all but the KEEP_OPTIMIZED latest."""
+        with contextlib.suppress(OSError):  # none written, or another load pruning
+            os.utime(used)
+            files = sorted(self.optimized.glob("*.onnx"), key=lambda f: f.stat().st_mtime)
+            for old in files[:-KEEP_OPTIMIZED]:
+                old.unlink(missing_ok=True)
 
     def _signed(self, v: VersionRow) -> bool:
         from ..signing import verify_version
@@ -203,6 +237,7 @@ class Pool:
     def _free(self, item: Loaded) -> None:
         with _short_switches():
             item.runtime.close()
+            _pause()
             shutil.rmtree(item.folder, ignore_errors=True)
 
     def close(self) -> None:

@@ -13,8 +13,10 @@ __all__ = ["Runtime", "RuntimeError_", "TensorSpec", "Trust", "load_runtime"]
 
 
 def load_runtime(folder: Path, *, label: str, trust: Trust = "never",
-                 signed: bool = False, threads: int = 1) -> Runtime:
-    """A predictor.py wins (if trusted), then an .onnx file, then a transformers folder."""
+                 signed: bool = False, threads: int = 1, optimized: Path | None = None
+                 ) -> Runtime:
+    """A predictor.py wins (if trusted), then an .onnx file, then a transformers folder.
+    `optimized`: where an ONNX model's optimized graph is kept for its next load."""
     if (folder / "predictor.py").exists():
         if trust == "never" or (trust == "signed" and not signed):
             need = "a signed version" if trust == "signed" else "trust = 'any' or 'signed'"
@@ -28,7 +30,7 @@ def load_runtime(folder: Path, *, label: str, trust: Trust = "never",
         from .onnx import OnnxRuntime
 
         preferred = [p for p in onnx if p.name == "model.onnx"]
-        return OnnxRuntime((preferred or onnx)[0], threads=threads)
+        return OnnxRuntime((preferred or onnx)[0], threads=threads, optimized=optimized)
     if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
         from .transformers import TransformersRuntime
 

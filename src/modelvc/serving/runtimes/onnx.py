@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .base import RuntimeError_, TensorSpec
+
+log = logging.getLogger("modelvc.serving")
+# Models up to this size (all files of the folder) keep their optimized graph for a
+# re-load: a larger one would cost a second copy on disk and its serialization on the
+# first load, and its session creation is mostly reading weights, which no cache saves.
+OPTIMIZED_MAX_BYTES = 64 << 20
 
 ORT_TYPES = {
     "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
@@ -32,15 +40,13 @@ class OnnxRuntime:
     # recent calls say is short on the event loop itself (see Gateway._predict).
     inline_safe = True
 
-    def __init__(self, path: Path, *, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        # One intra-op thread per session: the gateway runs requests concurrently, and
-        # small models lose more to thread hand-offs than they gain from parallelism.
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    def __init__(self, path: Path, *, threads: int = 1, optimized: Path | None = None
+                 ) -> None:
+        """`optimized`: where this version's optimized graph is kept between loads (a
+        re-load, e.g. a rollback, then skips graph optimization: about half the session
+        creation of a small model, CPU the event loop would otherwise wait for)."""
+        self.reused_optimized = False  # whether `optimized` was loaded (a re-load)
+        self._sess = self._session(path, threads, optimized)
         ins = [_spec(a) for a in self._sess.get_inputs()]
         if any(s is None for s in ins):
             raise ValueError(f"{path.name}: an input is not a tensor; OIP serves tensors only")
@@ -56,6 +62,47 @@ class OnnxRuntime:
         inner = getattr(self._sess, "_sess", None)
         self._run = inner.run if inner is not None and hasattr(inner, "run") else None
 
+    def _session(self, path: Path, threads: int, optimized: Path | None) -> Any:
+        import onnxruntime as ort
+
+        def options() -> Any:
+            opts = ort.SessionOptions()
+            # One intra-op thread per session: the gateway runs requests concurrently,
+            # and small models lose more to thread hand-offs than they gain from
+            # parallelism.
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            return opts
+
+        cpu = ["CPUExecutionProvider"]
+        if optimized is not None and optimized.exists():
+            opts = options()
+            # Optimized already (by this ONNX Runtime, on this machine, at the default
+            # level): the same graph the original would give, so the same answers.
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            try:
+                sess = ort.InferenceSession(str(optimized), opts, providers=cpu)
+                self.reused_optimized = True
+                return sess
+            except Exception as exc:  # a damaged cache file: load the original instead
+                log.warning("%s: ignoring the cached optimized graph (%s)", path.name, exc)
+                optimized.unlink(missing_ok=True)
+        opts = options()
+        keep: tuple[Path, Path] | None = None  # (partial, final) when kept
+        if optimized is not None and sum(
+                f.stat().st_size for f in path.parent.rglob("*") if f.is_file()
+        ) <= OPTIMIZED_MAX_BYTES:
+            keep = optimized.with_name(optimized.name + ".partial"), optimized
+            optimized.parent.mkdir(parents=True, exist_ok=True)
+            opts.optimized_model_filepath = str(keep[0])
+            # Saving a graph optimized at the default level warns that it may hold
+            # hardware-specific nodes: it is only ever loaded on this machine.
+            opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), opts, providers=cpu)
+        if keep is not None and keep[0].exists():
+            os.replace(*keep)  # complete, or not there at all
+        return sess
+
     def predict(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         names = outputs or self._all
         try:
@@ -69,4 +116,7 @@ class OnnxRuntime:
         return [{s.name: s.sample(batch) for s in self.inputs} for batch in (1, 8)]
 
     def close(self) -> None:
+        # Both references: the bound `run` keeps the native session alive too, and it
+        # would then be destroyed wherever the last reference to this runtime drops.
         del self._sess
+        self._run = None
