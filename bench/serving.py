@@ -1,11 +1,12 @@
 """Serving benchmark: `modelvc serve` (its own process) and, in the same run, MLServer
-1.7.1 (the peer, from a side venv) under the same closed-loop load generator
-(`python -m modelvc.serving.loadgen`, another process), the server pinned to CPU 0 and
-the load to CPU 1 (this process too: it promotes and polls during the swaps): OIP REST JSON at 1, 8 and 32 callers, the two servers interleaved
-round by round (the machine is shared: a busy minute hits both). modelvc also over REST
-with binary inputs and over OIP gRPC; the same ONNX model called in-process; then, per
-protocol, the same load during 20 hot swaps (promotions the gateway follows): failed
-requests, p99 during swaps vs steady, peak RSS of the gateway during swaps vs steady.
+1.7.1 (the peer, from a side venv) under the same closed-loop load generator (`python -m
+modelvc.serving.loadgen`, another process), the server pinned to CPU 0 and the load to
+CPU 1 (this process too: it promotes and polls during the swaps): OIP REST JSON at 1, 8
+and 32 callers, the two servers interleaved round by round (the machine is shared: a
+busy minute hits both). modelvc also over REST with binary inputs and over OIP gRPC; the
+same ONNX model called in-process; then, per protocol, the same load during 20 hot swaps
+(promotions the gateway follows): failed requests, p99 during swaps vs steady, peak RSS
+of the gateway during swaps vs steady.
 
     python bench/serving.py --mlserver-venv /work/venvs/mlserver   # figures, PASS/FAIL
     python bench/serving.py --json out.json

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from modelvc.registry import Registry
+from modelvc.serving.runtimes.onnx import OnnxRuntime
 
 from .conftest import Digits, Start, commit_onnx
 from .helpers import Caller, serving, status, wait_for
@@ -100,13 +101,15 @@ def test_reload_of_a_freed_version_uses_its_kept_optimized_graph(
     first = caller.infer(digits.x[:8])[1]["outputs"]
     pool = srv.gateway.pool
     v1 = serve_reg.resolve("digits@v1").id
-    assert not getattr(pool.items[v1].runtime, "reused_optimized")
+    first_rt = pool.items[v1].runtime
+    assert isinstance(first_rt, OnnxRuntime) and not first_rt.reused_optimized
     for n in (2, 3):  # v1 is freed: only one previous version stays loaded
         serve_reg.promote(f"digits@v{n}", "production", reason="next")
         wait_for(serving(srv.url, n), f"the switch to v{n}")
     wait_for(lambda: v1 not in pool.items, "v1 freed")
     serve_reg.promote("digits@v1", "production", reason="back")
     wait_for(serving(srv.url, 1), "the switch back to v1")
-    assert getattr(pool.items[v1].runtime, "reused_optimized")
+    again = pool.items[v1].runtime
+    assert isinstance(again, OnnxRuntime) and again.reused_optimized
     assert caller.infer(digits.x[:8])[1]["outputs"] == first
     caller.close()
