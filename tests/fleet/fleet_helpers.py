@@ -184,7 +184,7 @@ class WatchProcess(_Child):
                                          env=os.environ | {"PYTHONUNBUFFERED": "1"})
 
     def lines(self) -> list[dict[str, Any]]:
-        if self.proc.poll() is not None and self.proc.returncode not in (0, -9):
+        if self.proc.poll() is not None and self.proc.returncode not in (0, 130, 143, -9):
             raise AssertionError(f"watcher exited {self.proc.returncode}\n"
                                  f"{self.log.read_text()[-3000:]}")
         text = self.out.read_text()

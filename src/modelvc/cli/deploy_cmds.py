@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from typing import Any
 
 import click
@@ -187,7 +189,9 @@ def watch(ctx: Ctx, /, name: str, poll: float, stage_timeout: float, batch: int,
     """Roll the fleet out whenever the deployment's channel moves (promote, rollback),
     until interrupted, with the same strategy and canary options as `deploy rollout`.
     A version the fleet refused waits for the channel to move again (also across
-    restarts: refusals are kept in the audit trail). --json: one line per event."""
+    restarts: refusals are kept in the audit trail). --json: one line per event.
+    SIGINT/SIGTERM stop it after the rollout in progress (a second one interrupts that);
+    it prints "stopped" and exits 130 (SIGINT) or 143 (SIGTERM)."""
     def skipped(r: Any) -> None:
         if as_json:
             click.echo(json.dumps({"deployment": name, "skipped": r.number,
@@ -208,11 +212,15 @@ def watch(ctx: Ctx, /, name: str, poll: float, stage_timeout: float, batch: int,
                     on_outcome=lambda out: _line(as_json, out, stream=True))
         click.echo(f"watching {name} (Ctrl-C stops)", err=True)
         try:
-            w.run()
-        except KeyboardInterrupt:
-            click.echo("stopped", err=True)
+            with w.stop_on_signals():  # a flag the loop checks: see fleet/watch.py
+                w.run()
+        except KeyboardInterrupt:  # a second signal, during a rollout
+            if w.stopped_by is None:
+                w.stopped_by = signal.SIGINT
         finally:
-            w.stop()
+            w.close()
+    click.echo("stopped", err=True)
+    sys.exit(128 + w.stopped_by if w.stopped_by else 0)  # 130 after SIGINT, 143 SIGTERM
 
 
 @deploy.command("status")

@@ -15,13 +15,31 @@ watcher, or one on another host, skips them too; a watcher queries the trail onl
 the channel names a version the fleet does not serve, and then only for newer entries.
 Wake-ups: PostgreSQL NOTIFY on ref moves and deployment changes (meta.refops, meta.fleet),
 with a slow re-read as the safety net; on SQLite, polling.
+
+Stopping: `stop_on_signals()` makes SIGINT and SIGTERM set a stop flag that the loop
+checks, and wake its wait, instead of raising KeyboardInterrupt into whatever runs. A
+KeyboardInterrupt is not safe to rely on here: one landing in SQLAlchemy's pool pre-ping
+while psycopg waits for the answer is replaced by the pre-ping's cleanup error
+("can't change 'autocommit' now: connection in transaction status ACTIVE"), which the
+loop took for an unreachable database and retried, forever. The wake-up is a socket
+pair, not a threading.Event: a handler runs in the main thread between any two
+bytecodes, possibly while that thread holds the Event's lock inside its wait, and
+setting the Event there would deadlock. A rollout in progress finishes (bounded by the
+stage and verify timeouts and the canary window: interrupting it would leave the
+deployment mid-switch); a second signal interrupts it at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import select
+import signal
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from types import FrameType
 
 from ..api.types import Deployment
 from ..errors import Conflict
@@ -51,15 +69,18 @@ class Watcher:
         self.refused: dict[tuple[str, int], Refusal | None] = {}
         self._audit_seen = 0  # newest audit id read for this deployment's refusals
         self._announced: set[tuple[str, int]] = set()
-        self._wake, self._stop = threading.Event(), threading.Event()
+        # the signal that stopped the loop (0: stop() was called), None while running
+        self.stopped_by: int | None = None
+        self._wake_r, self._wake_w = socket.socketpair()  # see the module doc: not an Event
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._listener: Listener | None = None
         url = controller.rollouts.url
         self.push = is_postgres(url)
         self.interval = safety if self.push else poll
         if self.push:
             self._listener = Listener(url, [REF_CHANNEL, DEPLOY_CHANNEL],
-                                      lambda _c, _d: self._wake.set(),
-                                      self._wake.set).start()
+                                      lambda _c, _d: self.wake(), self.wake).start()
 
     def step(self) -> Outcome | None:
         """Roll out what the channel names if the fleet does not serve it yet."""
@@ -108,8 +129,8 @@ class Watcher:
     def run(self) -> None:
         """Loop until stop(): look, report, sleep until a wake-up (or the interval)."""
         backoff = self.interval
-        while not self._stop.is_set():
-            self._wake.clear()
+        while self.stopped_by is None:
+            self._drain()
             try:
                 out = self.step()
                 backoff = self.interval
@@ -124,13 +145,56 @@ class Watcher:
             if out is not None:
                 self.on_outcome(out)
                 continue  # the channel may have moved meanwhile
-            self._wake.wait(backoff)
+            if self.stopped_by is None:
+                select.select([self._wake_r], [], [], backoff)
+
+    def wake(self) -> None:
+        """Look again now. Takes no lock, so a signal handler may call it."""
+        with suppress(OSError):  # full (a wake-up is pending anyway) or closed (stopped)
+            self._wake_w.send(b"w")
+
+    def _drain(self) -> None:
+        with suppress(OSError):  # empty
+            while self._wake_r.recv(4096):
+                pass
+
+    def request_stop(self, signum: int = 0) -> None:
+        """End run() after the look in progress (signal-safe: a flag and a wake-up)."""
+        if self.stopped_by is None:
+            self.stopped_by = signum
+        self.wake()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        """End run() and the NOTIFY listener (not from a signal handler: it joins)."""
+        self.request_stop()
         if self._listener is not None:
             self._listener.stop()
+
+    def close(self) -> None:
+        self.stop()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    @contextmanager
+    def stop_on_signals(self, *signums: int) -> Iterator[None]:
+        """While the block runs (in the main thread), the first SIGINT/SIGTERM (or
+        `signums`) ends run() after the look in progress; a second one raises
+        KeyboardInterrupt at once, as Python would have."""
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if self.stopped_by is not None:
+                raise KeyboardInterrupt
+            self.request_stop(signum)
+            # os.write, not logging: the handler may run inside a logging call
+            os.write(2, f"{signal.Signals(signum).name}: stopping (a rollout in progress "
+                        "finishes first; again to interrupt it)\n".encode())
+
+        sigs = signums or (signal.SIGINT, signal.SIGTERM)
+        before = {s: signal.signal(s, handler) for s in sigs}
+        try:
+            yield
+        finally:
+            for s, h in before.items():
+                signal.signal(s, h)
 
     def start(self) -> threading.Thread:
         """run() in a daemon thread."""
