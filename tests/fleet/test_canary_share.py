@@ -48,6 +48,21 @@ def ask(url: str, x: Any, key: str | None = None, seen: int | None = None
         conn.close()
 
 
+def wait_equal(get: Callable[[], Any], want: Any, what: str, limit: float = 60.0) -> None:
+    """Wait until `get()` is `want` (a replica's report may still be on its way: the
+    agents report fire-and-forget); on giving up, say what it was instead."""
+    last: list[Any] = []
+
+    def check() -> bool:
+        last[:] = [get()]
+        return bool(last[0] == want)
+
+    try:
+        wait_for(check, what, limit)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {last[0] if last else None!r} != {want!r}") from exc
+
+
 def fleet_canary(g: GatewayProcess) -> dict[str, Any] | None:
     doc: dict[str, Any] | None = get_json(f"{g.url}/modelvc/status")["digits"]["fleet_canary"]
     return doc
@@ -70,7 +85,9 @@ def test_share_canary_is_sticky_on_every_gateway_and_promoted_at_one_epoch(
                 {"version": 2, "percent": 30.0, "epoch": 2}] * 2
             st = c.status("d")
             assert (st["state"], st["canary_share"], st["pending"]) == ("rolling", 0.3, 2)
-            assert {r["state"] for r in st["replicas"]} == {"canary"}
+            # a gateway serves its share before its report reaches the database
+            wait_equal(lambda: {r["state"] for r in c.status("d")["replicas"]}, {"canary"},
+                       "every replica's row to say canary")
             # The same keys get the same side on every gateway; ~30% get the canary, at
             # the trial's epoch; the others the stable version at the served epoch.
             keys = [f"user-{i}" for i in range(150)]
@@ -101,8 +118,9 @@ def test_share_canary_is_sticky_on_every_gateway_and_promoted_at_one_epoch(
         st = c.status("d")
         assert (st["state"], st["version"], st["previous"], st["canary_share"]) == (
             "done", 2, 1, None)
-        assert {(r["state"], r["warm"], r["why"]) for r in st["replicas"]} == {
-            ("serving", 1, "in sync")}
+        wait_equal(lambda: {(r["state"], r["warm"], r["why"])
+                            for r in c.status("d")["replicas"]},
+                   {("serving", 1, "in sync")}, "every replica's row serving v2, v1 warm")
     assert fleet_reg.resolve("digits@production").number == 2
 
 
