@@ -12,8 +12,11 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ..api.types import Deployment
+from ..errors import NotFound
+from ..registry import Registry
 from ..wire.values import encode
-from .auth import authorize, can
+from .auth import Principal, authorize, can
 from .deps import P, R
 
 router = APIRouter(tags=["deployments"])
@@ -40,16 +43,26 @@ def list_(p: P, reg: R, model: str | None = None) -> Any:
     return encode([d for d in reg.deployments.list(model=model) if can(p, "reader", d.model)])
 
 
+def _visible(reg: Registry, p: Principal, name: str) -> Deployment:
+    """The deployment NAME, answered as absent (the same NotFound) when the caller may
+    not read its model, so that a refusal does not tell which names exist."""
+    try:
+        d = reg.deployments.get(name)
+    except NotFound:
+        d = None
+    if d is None or not can(p, "reader", d.model):
+        raise NotFound(f"no deployment named {name!r}", hint="modelvc deploy status lists them")
+    return d
+
+
 @router.get("/deployments/{name}")
 def get(name: str, p: P, reg: R) -> Any:
-    d = reg.deployments.get(name)
-    authorize(p, "reader", d.model)
-    return encode(d)
+    return encode(_visible(reg, p, name))
 
 
 @router.delete("/deployments/{name}")
 def delete(name: str, p: P, reg: R) -> None:
-    authorize(p, "admin", reg.deployments.get(name).model)
+    authorize(p, "admin", _visible(reg, p, name).model)
     reg.deployments.delete(name, actor=p.name)
 
 

@@ -72,6 +72,7 @@ def finalize_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
 
 @api("PATCH", "/logged-models/{model_id}/tags")
 def set_logged_model_tags(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere()  # before the lookup: a refusal must not tell whether it exists
     doc = _lm(ctx, need_str(body, "model_id"))
     _edit_lm(ctx, body, tags={**doc.get("tags", {}), **_pairs(body.get("tags"), "tags")})
     return {}
@@ -79,6 +80,7 @@ def set_logged_model_tags(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
 
 @api("DELETE", "/logged-models/{model_id}/tags/{tag_key}")
 def delete_logged_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere()  # before the lookup: a refusal must not tell whether it exists
     doc = _lm(ctx, need_str(body, "model_id"))
     tags = dict(doc.get("tags", {}))
     tags.pop(need_str(body, "tag_key"), None)
@@ -88,6 +90,7 @@ def delete_logged_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
 
 @api("POST", "/logged-models/{model_id}/params")
 def log_logged_model_params(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere()  # before the lookup: a refusal must not tell whether it exists
     doc = _lm(ctx, need_str(body, "model_id"))
     _edit_lm(ctx, body, params={**doc.get("params", {}), **_pairs(body.get("params"),
                                                                   "params")})

@@ -141,6 +141,7 @@ def restore_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
 
 @api("POST", "/experiments/set-experiment-tag")
 def set_experiment_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
+    ctx.need_somewhere()  # before the lookup: a refusal must not tell whether it exists
     doc = _experiment(ctx, need_str(body, "experiment_id"))
     return _edit_experiment(ctx, body, tags={**doc.get("tags", {}), need_str(body, "key"):
                                              str(body.get("value", ""))})
