@@ -62,7 +62,8 @@ class RemoteWrites:
               delete_folders: Sequence[str] = (), message: str = "",
               author: str | None = None) -> VersionRow:
         """See Registry.amend; ADD goes inline (base64), bounded by the server's
-        max_hf_commit_mb. `author` is ignored: the server records the token's subject."""
+        max_amend_mb (64 MiB of JSON by default; commit or push larger files).
+        `author` is ignored: the server records the token's subject."""
         body = {"branch": branch, "parent": parent, "message": message,
                 "add": {k: base64.b64encode(v if isinstance(v, bytes) else Path(v).read_bytes()
                                            ).decode() for k, v in (add or {}).items()},

@@ -65,7 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
 @pytest.mark.parametrize(("path", "auth", "status"), [
     ("/api/repos/create", False, b" 401 "), ("/api/v1/tokens", False, b" 401 "),
     ("/api/v1/models/x/commits", False, b" 401 "), ("/api/v1/tokens", True, b" 413 "),
-    ("/api/v1/models/x/commits", True, b" 413 ")])
+    ("/api/v1/models/x/commits", True, b" 413 "), ("/api/v1/models/x/amend", True, b" 413 ")])
 def test_an_oversized_body_does_not_grow_the_server(server: tuple[ServerProcess, str], path: str,
                                                     auth: bool, status: bytes) -> None:
     srv, token = server
@@ -107,3 +107,35 @@ def test_a_large_hf_commit_body_is_read_as_it_arrives(
     peak = _peak(srv.proc.pid) - before
     print(f"HF commit body of {size >> 20} MiB: peak RSS +{peak >> 20} MiB")
     assert peak < GROWTH, f"peak RSS grew {peak >> 20} MiB"
+
+
+AMEND_CAP = 64 << 20  # ServerConfig.max_amend_mb's default
+
+
+def test_an_amend_is_bounded_by_its_cap(server: tuple[ServerProcess, str]) -> None:
+    """An amend's JSON is parsed whole (files inline, base64; meant for small edits): a
+    body just under its cap (max_amend_mb, 64 MiB) is stored, and the server's peak RSS
+    grows by a small multiple of the cap, so the cap bounds what an amend costs (over
+    the cap: 413 unread, above). With the HF commit's cap (1 GiB, before) one amend
+    could cost several GiB."""
+    import base64
+    import json
+
+    srv, token = server
+    assert srv.proc is not None
+    data = bytes(range(256)) * ((AMEND_CAP - (1 << 20)) * 3 // 4 // 256)
+    body = json.dumps({"message": "big", "add": {"w.bin": base64.b64encode(data).decode()}}
+                      ).encode()
+    assert len(body) < AMEND_CAP
+    Path(f"/proc/{srv.proc.pid}/clear_refs").write_text("5")  # peak := current
+    before = _rss(srv.proc.pid)
+    with httpx.Client(base_url=srv.url, timeout=600) as c:
+        r = c.post("/api/v1/models/amended/amend", content=body,
+                   headers={"Authorization": f"Bearer {token}",
+                            "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text[:300]
+    peak = _peak(srv.proc.pid) - before
+    print(f"amend body of {len(body) >> 20} MiB: peak RSS +{peak >> 20} MiB")
+    assert peak < 8 * AMEND_CAP, f"peak RSS grew {peak >> 20} MiB"
+    with Registry.open(srv.registry) as reg:
+        assert reg.manifest("amended@main").files[0].size == len(data)

@@ -211,7 +211,8 @@ class AmendIn(BaseModel):
 @router.post("/amend")
 def amend(model: str, body: AmendIn, p: P, reg: R) -> Any:
     """RegistryAPI.amend: a new version from the branch head plus these changes (files
-    inline; the body is bounded by max_hf_commit_mb, as a Hugging Face commit is)."""
+    inline, base64; for small edits: the body is parsed whole, so it is capped by
+    max_amend_mb, 413 beyond; larger files go up through commits or HF commits)."""
     authorize(p, "writer", model)
     if body.parent is not None:
         authorize(p, "reader", parse_ref(body.parent).model)

@@ -31,6 +31,8 @@ class ServerConfig:
     max_body_mb: int = 16  # any JSON request body (the routes below excepted)
     max_commit_mb: int = 64  # a commit's file list (POST /api/v1/models/M/commits)
     max_hf_commit_mb: int = 1024  # a Hugging Face commit (its files inline, base64)
+    # an amend (POST /api/v1/models/M/amend): small edits, files inline, parsed whole
+    max_amend_mb: int = 64
     body_timeout: float = 60.0  # seconds a request body may send nothing before 408
     header_timeout: float = 30.0  # seconds a request's head may take before 408 (httpproto)
 
