@@ -207,6 +207,14 @@ class SignatureInvalid(Corrupt):
     re-sign from a trusted copy (`modelvc sign`) after finding out why."""
 
 
+class SignatureRefused(SignatureInvalid):
+    """A signature the client sent does not parse or does not verify: the client's to
+    fix (re-sign, or send the bundle `modelvc sign` wrote), so a 4xx, not the 500 that
+    a stored signature failing means."""
+
+    http_status = 400
+
+
 class Untrusted(PermissionDenied):
     """The version has no valid signature by a key the trust policy accepts: sign it with
     `modelvc sign REF --key KEYFILE` using a trusted key, or change the policy's `trust`."""

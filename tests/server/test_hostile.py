@@ -254,6 +254,12 @@ INPUTS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("ref-number-beyond-int32", "GET", f"/api/v1/resolve?ref={PUBLIC}@v4294967296",
          None, "admin"),
         ("gc-grace-nan", "POST", "/api/v1/gc", b'{"grace_seconds": NaN}', "admin"),
+        # found by schemathesis (tests/campaign/test_schema.py, a 5-minute run): a bundle
+        # the client sent that does not parse was a 500 (SignatureInvalid, a Corrupt)
+        ("signature-bundle-empty", "POST", f"/api/v1/models/{PUBLIC}/signatures",
+         {"bundle": "", "ref": f"{PUBLIC}@v1"}, "writer"),
+        ("signature-bundle-not-json", "POST", f"/api/v1/models/{PUBLIC}/signatures",
+         {"bundle": "{", "ref": f"{PUBLIC}@v1"}, "writer"),
         ("gc-grace-minus-inf", "POST", "/api/v1/gc", b'{"grace_seconds": -Infinity}',
          "admin"),
     ],

@@ -133,6 +133,9 @@ CASES: list[tuple[str, str, bytes | None, dict[str, str]]] = [
     ("header-length-5000-digits", "/v2/models/digits/infer", _infer_doc(),
      {"Inference-Header-Content-Length": "9" * 5000}),
     ("duplicate-input-names", "/v2/models/digits/infer", json.dumps(TWO).encode(), {}),
+    # found by the full campaign (tests/campaign/test_fuzz_parsers.py, 5000 examples)
+    ("outputs-not-a-list", "/v2/models/digits/infer",
+     json.dumps({**json.loads(_infer_doc()), "outputs": True}).encode(), {}),
     ("feedback-label-beyond-int64", "/v2/models/digits/feedback",
      json.dumps({"id": "r-hostile", "label": 2**70}).encode(), {}),
 ]

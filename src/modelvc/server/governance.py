@@ -20,7 +20,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import UsageError
+from ..errors import SignatureInvalid, SignatureRefused, UsageError
 from ..names import parse_ref
 from ..wire.values import encode
 from .auth import authorize
@@ -84,8 +84,11 @@ def list_signatures(model: str, ref: str, p: P, reg: R) -> Any:
 @router.post("/models/{model}/signatures")
 def add_signature(model: str, body: SignatureIn, p: P, reg: R) -> Any:
     authorize(p, "writer", model)
-    return encode(reg.signatures.add(_ref_of(body.ref, model), bundle=body.bundle,
-                                     imported=body.imported, actor=p.name))
+    try:
+        return encode(reg.signatures.add(_ref_of(body.ref, model), bundle=body.bundle,
+                                         imported=body.imported, actor=p.name))
+    except SignatureInvalid as exc:  # the bundle the client sent, not stored data
+        raise SignatureRefused(exc.message, hint=exc.hint) from exc
 
 
 @router.post("/models/{model}/signatures/check")

@@ -184,6 +184,8 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     req_id = doc.get("id")
     outputs: list[str] = []
     binary: set[str] = set()
+    if not isinstance(doc.get("outputs") or [], list):
+        raise BadRequest('"outputs" must be a list of objects with a "name"')
     for out in doc.get("outputs") or []:
         if not isinstance(out, dict) or not isinstance(out.get("name"), str):
             raise BadRequest('each requested output must be an object with a "name"')
