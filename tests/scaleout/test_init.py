@@ -17,6 +17,7 @@ import boto3
 import sqlalchemy as sa
 
 from modelvc.registry import Registry
+from tests.services import clirun
 from tests.services.s3 import S3Server
 
 from .conftest import s3_url
@@ -25,9 +26,8 @@ MODELVC = [sys.executable, "-m", "modelvc.cli.main"]
 
 
 def _run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MODELVC_REGISTRY"}
-    done = subprocess.run([*MODELVC, *args], capture_output=True, text=True, env=env,
-                          check=False)
+    """The real command line, in this process (tests/services/clirun.py)."""
+    done = clirun.run(args)
     if ok:
         assert done.returncode == 0, done.stderr
     return done

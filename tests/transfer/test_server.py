@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from safetensors.numpy import save_file
 from modelvc.errors import ModelNotFound, PermissionDenied, StorageError
 from modelvc.registry import Registry
 from modelvc.transfer import HttpEnd, clone, local_end, pull, push, transfer
+from tests.services import clirun
 from tests.services.server import ServerProcess, grant_token
 from tests.transfer.conftest import Trainer
 
@@ -137,15 +136,17 @@ def test_cli_push_and_clone(server: ServerProcess, make_reg: Callable[[str], Reg
                             tmp_path: Path) -> None:
     a = make_reg("a")
     Trainer(a, tmp_path).commit()
-    env = {**os.environ, "MODELVC_REGISTRY": str(tmp_path / "a")}
-    cli = [sys.executable, "-c", "from modelvc.cli.main import main; main()"]
-    subprocess.run([*cli, "remote", "add", "hub", server.url], env=env, check=True)
-    out = subprocess.run([*cli, "push", "hub", "bert", "--json"], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    env = {"MODELVC_REGISTRY": str(tmp_path / "a")}
+
+    def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        done = clirun.run(args, env=env)  # the command line, in this process
+        assert done.returncode == code, (args, done.stdout, done.stderr)
+        return done
+
+    cli("remote", "add", "hub", server.url)
+    out = cli("push", "hub", "bert", "--json").stdout
     assert len(json.loads(out)["versions"]) == 1
-    out = subprocess.run([*cli, "clone", server.url, str(tmp_path / "c"), "--json"], env=env,
-                         check=True, capture_output=True, text=True).stdout
+    out = cli("clone", server.url, str(tmp_path / "c"), "--json").stdout
     assert json.loads(out)["refs"][0]["result"] == "created"
-    bad = subprocess.run([*cli, "push", "hub", "bert", "--token", "wrong", "--json"], env=env,
-                         capture_output=True, text=True)
+    bad = cli("push", "hub", "bert", "--token", "wrong", "--json", code=8)
     assert bad.returncode == 8 and json.loads(bad.stdout)["error"] == "Unauthenticated"
