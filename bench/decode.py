@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from finetune import build
+from finetune import VersionSpec, build
 from storage import warm
 
 from modelvc import Registry
@@ -35,7 +35,8 @@ from modelvc.codec import kernels
 
 MB = 1e6
 MODEL = "minilm"
-CHAIN_ENDS = ("lr2e-5/ck6", "lr1e-4/ck6", "lr2e-5/ck3", "lr1e-4/ck3")
+# MAX_CHAIN_DEPTH 3: ck3 and later sit on three delta links over the base's full copy.
+CHAIN_ENDS = tuple(f"{lr}/ck{c}" for lr in ("lr2e-5", "lr1e-4") for c in (3, 6))
 
 
 def cpu() -> float:
@@ -43,9 +44,34 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def commit_all(root: Path) -> dict[str, int]:
+def sequence(cache: Path | None) -> list[VersionSpec]:
+    """The versions to commit: bench/finetune.py's whole sequence, or with --cache the
+    part of a sequence that exists under that folder (its generation may still be
+    running; folders appear whole), plus a bf16 export of the last fine-tune, made here."""
+    if cache is None:
+        return build(log=False)
+    out = [VersionSpec("base", "base", "main", None, str(cache / "base"), "base")]
+    for tag in ("lr2e-5", "lr1e-4"):
+        parent = "base"
+        for c in range(1, 100):
+            folder = cache / f"{tag}_ck{c}"
+            if not (folder / "model.safetensors").exists():
+                break
+            out.append(VersionSpec(f"{tag}/ck{c}", "full", tag, parent, str(folder), f"ck{c}"))
+            parent = f"{tag}/ck{c}"
+    last = out[-1]
+    export = cache.parent / f"{cache.name}-bf16" / last.name.replace("/", "_")
+    if not export.exists():
+        from finetune import _bf16
+
+        _bf16(Path(last.folder), export)
+    out.append(VersionSpec(f"bf16/{last.name}", "bf16", "bf16", last.name, str(export),
+                           "bf16 export"))
+    return out
+
+
+def commit_all(root: Path, versions: list[VersionSpec]) -> dict[str, int]:
     """The sequence committed in order, as bench/storage.py does; name -> version."""
-    versions = build(log=False)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     numbers: dict[str, int] = {}
@@ -59,7 +85,8 @@ def commit_all(root: Path) -> dict[str, int]:
             row = reg.commit(Path(v.folder), model=MODEL, branch=v.branch,
                              message=v.message, **kw)
             numbers[v.name] = row.number
-    (root / "bench-versions.json").write_text(json.dumps(numbers))
+    (root / "bench-versions.json").write_text(json.dumps(
+        {v.name: [numbers[v.name], v.folder] for v in versions}))
     return numbers
 
 
@@ -69,14 +96,18 @@ def main() -> None:
     ap.add_argument("--build", action="store_true", help="commit the sequence first")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--all", action="store_true", help="every version, not chain ends")
+    ap.add_argument("--cache", type=Path,
+                    help="a bench/.cache/minilm/<key> folder, perhaps partial (see sequence)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    numbers = commit_all(a.registry) if a.build else json.loads(
-        (a.registry / "bench-versions.json").read_text())
+    if a.build:
+        commit_all(a.registry, sequence(a.cache))
+    index = json.loads((a.registry / "bench-versions.json").read_text())
+    numbers = {name: number for name, (number, _) in index.items()}
     names = list(numbers) if a.all else [
         n for n in numbers if n in CHAIN_ENDS or n.startswith("bf16/")]
-    raw = {v.name: sum(p.stat().st_size for p in Path(v.folder).rglob("*") if p.is_file())
-           for v in build(log=False)}
+    raw = {name: sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+           for name, (_, folder) in index.items()}
     codec = "C kernels" if kernels.NATIVE else "numpy fallback"
     print(f"codec={codec}  registry={a.registry}  rounds={a.rounds}")
     print(f"{'version':<28} {'raw MB':>7} {'CPU ms/MB min':>13} {'median':>7} "

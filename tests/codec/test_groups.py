@@ -233,3 +233,32 @@ def test_format2_blocks_still_decode(impl: object) -> None:
             assert decode_block(m0, p0, code, 4096, ref=a) == b
             assert decode_block(m1, p1, code, 4096, ref=b, ref2=a) == c
             assert bytes(decode_chain(code, 4096, [(m0, p0), (m1, p1)], base=a)) == c
+
+
+@pytest.mark.skipif(kernels.native is None, reason="C kernels not built")
+@pytest.mark.parametrize("code", ["F16", "BF16", "F32", "F64"])
+def test_both_native_ungroup_paths_agree(code: str) -> None:
+    """The C kernels un-group with AVX-512 expand-loads where the CPU has them and a
+    byte gather elsewhere: both give the same bytes, and both refuse groups that do not
+    fit the reference."""
+    native = kernels.native
+    assert native is not None
+    ref2, ref, new = _scaled(20001, 7, code)  # 20001: a last chunk not a multiple of 64
+    m1, p1 = encode_block(ref, code, ref=ref2)
+    m2, p2 = encode_block(new, code, ref=ref, ref2=ref2)
+    m3, p3 = encode_block(new, code, ref=ref)
+    assert m2[0] == "g" and m3 == "gdelta"
+    other = _scaled(20001, 8, code)[1]
+    was = native.set_expand(True)
+    try:
+        for expand in (True, False):
+            native.set_expand(expand)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(kernels, "impl", native)
+                got = decode_chain(code, 20001, [(m1, p1), (m2, p2)], base=ref2)
+                assert bytes(got) == new
+                assert bytes(decode_chain(code, 20001, [(m3, p3)], base=ref)) == new
+                with pytest.raises(CorruptObject):
+                    decode_chain(code, 20001, [(m3, p3)], base=other)
+    finally:
+        native.set_expand(was)

@@ -254,18 +254,6 @@ def _decode_extrap(payload: Buffer, ref: Buffer, ref2: Buffer, code: str, n: int
     return (from_ordered(acc) if info.kind == "float" else acc).tobytes()
 
 
-def _merged(payload: Buffer, w: int, n: int, take: Any) -> Any:
-    """A grouped link's elements merged from its byte planes (kernels.run un-groups
-    them with one load each); the planes' scratch goes back to the pool at once, so
-    the next link's planes reuse it."""
-    if not kernels.grouped_as_elements():  # a version 2 build of the C kernels
-        return decompress_to_planes(payload, w, n, take)
-    merged = take(n * w)
-    with scratch_buffers() as planes_take:
-        kernels.merge(merged, decompress_to_planes(payload, w, n, planes_take))
-    return merged
-
-
 def decode_delta_run(base: Buffer, deltas: Sequence[tuple[str, Any]], code: str,
                      n_elements: int) -> memoryview:
     """Apply a run of same-dtype 'delta'/'same'/'extrap' blocks (oldest first) on `base`."""
@@ -318,7 +306,7 @@ def decode_chain(code: str, n_elements: int, deltas: Sequence[tuple[str, Any]], 
                 if shift is None:
                     raise CorruptObject(f"a {mode!r} block in a {code} tensor")
                 starts, payload = parse_groups(payload, n_elements)
-                links.append((k, _merged(payload, w, n_elements, take), starts))
+                links.append((k, decompress_to_planes(payload, w, n_elements, take), starts))
             else:
                 links.append((k, decompress_to_planes(payload, w, n_elements, take)))
         top = decompress_to_planes(cast, 2, n_elements, take) if cast is not None else (

@@ -10,11 +10,10 @@ Five jobs, each over whole blocks and bit for bit the same in both implementatio
     run(out, base, links, itemsize, is_float, cast, shift)
                                         base + each link's unzigzagged planes (+ k times
                                         the previous link's step); links oldest first as
-                                        (k, planes), planes None for an unchanged link,
-                                        or (k, elements, starts) for a grouped link: its
-                                        zigzagged elements merged (one buffer, see merge)
-                                        in group order (see group), starts each group's
-                                        first position (256 uint32)
+                                        (k, planes) or (k, planes, starts), planes None
+                                        for an unchanged link; with starts (256 uint32,
+                                        each group's first position) the link's elements
+                                        are stored grouped (see group)
     group(out, src, ref, itemsize, shift, counts)
                                         src's byte planes reordered stably by the group
                                         of ref's elements: the float exponent field,
@@ -49,14 +48,13 @@ from modelvc.codec.dtypes import INT_BY_SIZE, UINT_BY_SIZE
 
 # Anything exporting a contiguous byte buffer (bytes, memoryview, numpy arrays).
 Buf = Any
-# (k, planes) or (k, merged elements, group starts): see run.
+# (k, planes) or (k, planes, group starts): see run.
 Link = tuple[int, Sequence[Buf] | None] | tuple[int, Sequence[Buf] | None, Buf | None]
 # What the extension's VERSION must be for this module to call it (codec/_kernels.c).
-KERNELS_VERSION = 3
-# A build of version 2 (before grouped links came merged) is still called, with grouped
-# links as byte planes (see grouped_as_elements): worktrees that did not rebuild after
-# pulling version 3 keep the C kernels instead of a silent fall back to numpy.
-_PREVIOUS = 2
+KERNELS_VERSION = 4
+# Builds of these versions take the same arguments (version 4 un-groups faster); a build
+# of version 3 took a grouped link's elements merged and is not called.
+_SAME_CALLS = (2, KERNELS_VERSION)
 
 
 def _load_native() -> ModuleType | None:
@@ -66,7 +64,7 @@ def _load_native() -> ModuleType | None:
         from modelvc.codec import _kernels  # type: ignore[attr-defined]
     except ImportError:
         return None
-    if getattr(_kernels, "VERSION", 1) not in (_PREVIOUS, KERNELS_VERSION):  # stale: not called
+    if getattr(_kernels, "VERSION", 1) not in _SAME_CALLS:  # a stale build: not called
         return None
     return _kernels  # type: ignore[no-any-return]
 
@@ -190,20 +188,15 @@ class NumpyKernels:
             if planes is None:
                 step = 0
                 continue
-            nat = None
+            arrays = as_planes(planes)
             if starts is not None:  # back to element order: the groups of acc (the ref)
                 if not is_float or itemsize < 2:
                     raise ValueError("only a float link with planes is grouped")
-                nat = _ungroup(_u(planes, itemsize), acc, itemsize, shift, starts)
-            else:
-                arrays = as_planes(planes)
+                arrays = _ungroup(arrays, acc, itemsize, shift, starts)
             new_step = np.empty(n, dtype=dt) if keep else None
             for lo, hi in spans(n):
                 om = o[: hi - lo]
-                if nat is not None:
-                    np.copyto(om, nat[lo:hi])
-                else:
-                    merge_into(om, arrays, lo, hi, tmp)
+                merge_into(om, arrays, lo, hi, tmp)
                 unzigzag_into(om, tmp)
                 if k and isinstance(step, np.ndarray):
                     t = tmp[: hi - lo]
@@ -227,9 +220,8 @@ class NumpyKernels:
         _w(out, 2)[:] = np.where(nan, quiet, rounded).astype(np.uint16)
 
 
-def _ungroup(z: Any, acc: Any, itemsize: int, shift: int, starts: Buf) -> Any:
-    """A grouped link's elements (z, group order) in element order; acc holds the
-    reference, ordered."""
+def _ungroup(arrays: Any, acc: Any, itemsize: int, shift: int, starts: Buf) -> Any:
+    """A grouped link's planes in element order; acc holds the reference, ordered."""
     ref = acc.copy()
     from_ordered_into(ref, np.empty_like(ref))
     keys = group_keys(ref, itemsize, shift)
@@ -237,22 +229,18 @@ def _ungroup(z: Any, acc: Any, itemsize: int, shift: int, starts: Buf) -> Any:
     counts = np.bincount(keys, minlength=256)
     if not np.array_equal(first, np.concatenate([[0], np.cumsum(counts)[:-1]])):
         raise ValueError("a grouped link's groups do not fit its reference")
-    if z.size != keys.size:
-        raise ValueError(f"a grouped link has {z.size} elements, expected {keys.size}")
-    nat = np.empty_like(z)
-    nat[np.argsort(keys, kind="stable")] = z
-    return nat
+    order = np.argsort(keys, kind="stable")
+    out = []
+    for a in arrays:
+        nat = np.empty_like(a)
+        nat[order] = a
+        out.append(nat)
+    return out
 
 
 native = _load_native()
 impl: Any = native if native is not None else NumpyKernels
 NATIVE = native is not None
-
-
-def grouped_as_elements() -> bool:
-    """Whether run() takes a grouped link's elements merged (version 3 and numpy), not
-    its byte planes (a version 2 build)."""
-    return getattr(impl, "VERSION", KERNELS_VERSION) >= KERNELS_VERSION
 
 
 def empty(nbytes: int) -> npt.NDArray[np.uint8]:
