@@ -18,6 +18,7 @@ from safetensors.numpy import save_file
 
 from modelvc.codec import BLOCK_ELEMENTS
 from modelvc.registry import Registry
+from tests.conftest import write_model
 from tests.services.damage import flip_byte
 
 
@@ -354,3 +355,19 @@ def test_any_mix_of_tensors_and_blobs_with_colliding_bytes_checks_out_and_verify
         assert victim in report.corrupt and failing <= broken
     else:  # what does not check out, and only that, is named (an unread bit: neither)
         assert broken == failing and (victim in report.corrupt) == bool(failing)
+
+
+@pytest.mark.parametrize("keep", ["1", "0"])
+def test_committed_raw_blocks_are_kept_unless_switched_off(
+        keep: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A training loop's next commit finds its references among the blocks the last one
+    stored; the CLI (one commit per process, MODELVC_KEEP_COMMITTED=0) keeps none: a
+    block sliced from a tensor read whole would pin the whole tensor."""
+    monkeypatch.setenv("MODELVC_KEEP_COMMITTED", keep)
+    p = tmp_path / "m.safetensors"
+    write_model(p)
+    with Registry.init(tmp_path / "repo") as r:
+        v = r.commit(p, model="m")
+        seg = next(s for s in r.manifest(f"m@v{v.number}").files[0].segments
+                   if s.tensor == "embed.weight")
+        assert (r._io.blocks.get(seg.id, 0) is not None) == (keep == "1")

@@ -55,15 +55,17 @@ class BlockReader:
         decoded in one pass (codec.decode_chain). Kept in the block cache."""
         return self._block(oid, i, cached=cached, lease=False)[0]
 
-    def reference_block(self, oid: str, i: int) -> bytes | memoryview:
+    def reference_block(self, oid: str, i: int) -> tuple[bytes | memoryview, Bytes | None]:
         """Block i of a delta's reference, as decode_block_at gives it, or read from a
         file on disk that holds its bytes (filecache.py, verified by hash there): a
         fresh process then skips decoding the reference's chain cold. Only the encoder
-        reads this way; checkout and verify decode the store, so damage there shows."""
+        reads this way; checkout and verify decode the store, so damage there shows.
+        (data, lease) as lease_block: POOL.give a lease that is not None when done."""
         hit = self.blocks.get(oid, i)
-        if hit is None:
-            hit = self._from_file(oid, i, self.header(oid))
-        return hit if hit is not None else self.decode_block_at(oid, i)
+        if hit is not None:
+            return hit, None
+        got = self._from_file(oid, i, self.header(oid))
+        return got if got is not None else (self.decode_block_at(oid, i), None)
 
     def lease_block(self, oid: str, i: int, *, cached: bool = True
                     ) -> tuple[bytes | memoryview, Bytes | None]:
@@ -171,10 +173,11 @@ class BlockReader:
         n = h.blocks[i].elements if i < len(h.blocks) else 0
         lease = POOL.take(2 * n)
         hit = self.blocks.get(oid, i)  # e.g. the version just committed
-        if hit is None:
-            hit = self._from_file(oid, i, h)
-        if hit is not None:
-            kernels.cast_bf16(lease[: 2 * n], hit)
+        got = self._from_file(oid, i, h) if hit is None else None
+        if hit is not None or got is not None:
+            kernels.cast_bf16(lease[: 2 * n], hit if got is None else got[0])
+            if got is not None:
+                POOL.give(got[1])
             return lease[: 2 * n].data.toreadonly(), lease
         with scratch_buffers() as take:
             # The parent's own block is the base when its walk ends at itself.
@@ -189,13 +192,20 @@ class BlockReader:
                                cast_planes=(zero, zero), out=lease)
         return out, lease
 
-    def _from_file(self, oid: str, i: int, h: TensorHeader) -> bytes | None:
+    def _from_file(self, oid: str, i: int, h: TensorHeader
+                   ) -> tuple[memoryview, Bytes] | None:
         """Block i of OID from a file on disk known to hold its bytes (filecache.py:
-        verified by hash there), or None."""
+        verified by hash there), read into pooled memory: (data, lease); or None."""
         if self.known is None or i >= len(h.blocks):
             return None
-        return self.known.block(oid, i, h.block_elements * dtype_info(h.dtype).itemsize,
-                                len(h.blocks))
+        size = h.blocks[i].elements * dtype_info(h.dtype).itemsize
+        lease = POOL.take(size)
+        data = lease[:size].data
+        if not self.known.read_block(oid, i, h.block_elements * dtype_info(h.dtype).itemsize,
+                                     len(h.blocks), data):
+            POOL.give(lease)
+            return None
+        return data.toreadonly(), lease
 
     def _payload(self, oid: str, b: BlockInfo, take: Callable[[int], memoryview]
                  ) -> bytes | memoryview:

@@ -26,6 +26,7 @@ from typing import Any
 import blake3
 
 from .atomic import atomic_write
+from .codec.buffers import POOL
 from .errors import StorageError
 from .manifest import SegmentRef
 
@@ -91,61 +92,60 @@ class KnownFiles:
             self._where = where
         return self._where
 
-    def block(self, oid: str, i: int, block_bytes: int, nblocks: int) -> bytes | None:
-        """Block i (BLOCK_BYTES each, NBLOCKS in all) of tensor object OID, read from a
-        known file and verified; None when no file holds it unchanged."""
+    def read_block(self, oid: str, i: int, block_bytes: int, nblocks: int,
+                   out: memoryview) -> bool:
+        """Read block i (BLOCK_BYTES each, NBLOCKS in all; len(OUT) bytes) of tensor
+        object OID from a known file into OUT, verified; False when no file holds it
+        unchanged (OUT's contents are then undefined)."""
         with self._lock:
             w = self._index().get(oid)
         if w is None or w.path in self._dead:
-            return None
+            return False
         lo = i * block_bytes
-        n = min(block_bytes, w.length - lo)
-        if n <= 0:
-            return None
+        if lo + len(out) > w.length or (i == nblocks - 1 and lo + len(out) != w.length):
+            return False
         if nblocks == 1:
-            data = self._read(w, w.offset, w.length)
-            ok = data is not None and blake3.blake3(data).hexdigest() == oid
-            return data if ok else None
+            return (self._read(w, w.offset, out)
+                    and blake3.blake3(out).hexdigest() == oid)
         with self._lock:  # the one-time whole check, once per object
             if oid not in self._digests:
                 self._digests[oid] = self._notes(oid, w, block_bytes)
             notes = self._digests[oid]
-        if notes is None or i >= len(notes):
-            return None
-        data = self._read(w, w.offset + lo, n)
-        if data is None or blake3.blake3(data).digest() != notes[i]:
-            return None
-        return data
+        return (notes is not None and i < len(notes) and self._read(w, w.offset + lo, out)
+                and blake3.blake3(out).digest() == notes[i])
 
     def _notes(self, oid: str, w: Where, block_bytes: int) -> list[bytes] | None:
         """Each block's BLAKE3, from one read of the whole range whose BLAKE3 is OID."""
         whole = blake3.blake3()
         notes = []
-        for lo in range(0, w.length, block_bytes):
-            data = self._read(w, w.offset + lo, min(block_bytes, w.length - lo))
-            if data is None:
-                return None
-            whole.update(data)
-            notes.append(blake3.blake3(data).digest())
+        lease = POOL.take(block_bytes)
+        try:
+            for lo in range(0, w.length, block_bytes):
+                piece = lease[: min(block_bytes, w.length - lo)].data
+                if not self._read(w, w.offset + lo, piece):
+                    return None
+                whole.update(piece)
+                notes.append(blake3.blake3(piece).digest())
+        finally:
+            POOL.give(lease)
         return notes if whole.hexdigest() == oid else None
 
-    def _read(self, w: Where, offset: int, n: int) -> bytes | None:
-        """N bytes at OFFSET of W's file, if it is still the file recorded."""
+    def _read(self, w: Where, offset: int, out: memoryview) -> bool:
+        """Fill OUT from OFFSET of W's file, if it is still the file recorded."""
         try:
             fd = os.open(w.path, os.O_RDONLY)
         except OSError:
             self._dead.add(w.path)
-            return None
+            return False
         try:
             if ident_of(os.fstat(fd)) != w.ident:
                 self._dead.add(w.path)
-                return None
-            data = os.pread(fd, n, offset)
+                return False
+            return os.preadv(fd, [out], offset) == len(out)
         except OSError:
-            return None
+            return False
         finally:
             os.close(fd)
-        return data if len(data) == n else None
 
     # ---- recording
     def note(self, path: Path, st: os.stat_result, tensors: list[tuple[str, int, int]]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from modelvc.cli.main import CLI_CACHE_MB, CLI_POOL_MB, build
+from modelvc.cli.main import CLI_CACHE_MB, CLI_KEEP_COMMITTED, CLI_POOL_MB, build
 
 
 def run(args: Sequence[str], *, env: Mapping[str, str | None] | None = None,
@@ -29,6 +29,7 @@ def run(args: Sequence[str], *, env: Mapping[str, str | None] | None = None,
     MODELVC_REGISTRY is unset unless given. CWD is the working folder for the call."""
     overrides: dict[str, str | None] = {"MODELVC_CACHE_MB": CLI_CACHE_MB,
                                         "MODELVC_POOL_MB": CLI_POOL_MB,
+                                        "MODELVC_KEEP_COMMITTED": CLI_KEEP_COMMITTED,
                                         "MODELVC_REGISTRY": None, **(env or {})}
     here = os.getcwd()
     if cwd is not None:

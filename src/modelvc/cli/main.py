@@ -109,6 +109,8 @@ CLI_CACHE_MB = "16"
 # a one-shot command's peak RSS counts each of them. 16 MB each (cache and pool): a 91 MB
 # delta commit peaks ~20 MiB lower than with 32 at the same CPU (load 25, issue 13).
 CLI_POOL_MB = "16"
+# Nor are the raw blocks a commit stored kept for a next commit (storage.keep_committed).
+CLI_KEEP_COMMITTED = "0"
 
 
 def build() -> click.Group:
@@ -123,6 +125,7 @@ def main(args: list[str] | None = None) -> None:
     """The `modelvc` command on ARGS (default: sys.argv[1:]); exits with its exit code."""
     os.environ.setdefault("MODELVC_CACHE_MB", CLI_CACHE_MB)
     os.environ.setdefault("MODELVC_POOL_MB", CLI_POOL_MB)
+    os.environ.setdefault("MODELVC_KEEP_COMMITTED", CLI_KEEP_COMMITTED)
     cli(args, prog_name="modelvc")  # commands are registered as they are asked for
 
 
