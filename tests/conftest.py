@@ -21,44 +21,48 @@ def pytest_configure(config: pytest.Config) -> None:
     watch()
 
 
-# The longest modules by wall time (a full run at load 22-28, 2026-12-02, docs/testing.md),
-# longest first. `--dist loadscope` hands modules to workers in collection order
-# (scripts/test passes --no-loadscope-reorder), so these start at once instead of leaving
-# one worker alone on a 5-minute module at the end of the run.
+# The longest modules by wall time, longest first: the sum of each module's setup, call and
+# teardown durations in a full run of 5ad106f (`--durations=0`, 3 workers, load 15-18,
+# 2026-12-03 02:45-03:16, docs/testing.md), the modules whose CLI calls
+# moved in process since (tests/services/clirun.py) scaled by what that saved.
+# `--dist loadscope` hands modules to workers in collection order (scripts/test passes
+# --no-loadscope-reorder), so these start at once instead of leaving one worker alone on
+# a long module at the end of the run (longest processing time first).
 LONG_FIRST = (
     "tests/mlflow/test_mlflow2.py",  # builds its side venv on a machine's first run
-    "tests/faults/test_kill9.py",
-    "tests/cli/test_cli_governance_remote.py",
-    "tests/derive/test_check.py",
-    "tests/mlflow/test_import.py",
-    "tests/mlflow/test_postgres_s3.py",
-    "tests/signing/test_interop.py",
-    "tests/campaign/test_schema.py",
-    "tests/gates/test_ci_flow_bert.py",
-    "tests/serving/test_demo.py",
-    "tests/cli/test_du_gc.py",
-    "tests/cli/test_cli.py",
-    "tests/gates/test_ci_flow_override.py",
-    "tests/fleet/test_canary_trials.py",
-    "tests/fleet/test_faults.py",
-    "tests/scaleout/test_cluster.py",
-    "tests/derive/test_quantize.py",
-    "tests/events/test_cli.py",
-    "tests/integrations/test_trainer.py",
-    "tests/faults/test_concurrency.py",
     "tests/derive/test_cast.py",
-    "tests/fleet/test_canary_share.py",
-    "tests/server/test_webhooks.py",
-    "tests/cli/test_derive_cli.py",
     "tests/derive/test_prune.py",
-    "tests/transfer/test_server.py",
     "tests/mlflow/test_registry_calls.py",
-    "tests/fleet/test_watch.py",
-    "tests/cli/test_cli_remote.py",
-    "tests/fleet/test_canary.py",
-    "tests/gates/test_ci_flow.py",
+    "tests/fleet/test_canary_trials.py",
+    "tests/transfer/test_resume.py",
     "tests/fleet/test_watch_restart.py",
+    "tests/serving/test_demo.py",
+    "tests/fleet/test_faults.py",
+    "tests/fleet/test_canary.py",
+    "tests/faults/test_concurrency.py",
     "tests/campaign/test_gateway_memory.py",
+    "tests/cli/test_progress.py",
+    "tests/gates/test_ci_flow_bert.py",
+    "tests/derive/test_quantize.py",
+    "tests/gates/test_ci_flow_override.py",
+    "tests/scaleout/test_cluster.py",
+    "tests/server/test_webhooks.py",
+    "tests/fleet/test_canary_share.py",
+    "tests/transfer/test_server.py",
+    "tests/conformance/test_registry_api.py",
+    "tests/mlflow/test_import.py",
+    "tests/server/test_role_matrix.py",
+    "tests/gates/test_ci_flow.py",
+    "tests/objects/test_repack_kill9.py",
+    "tests/conformance/test_areas.py",
+    "tests/ui/test_crawl.py",
+    "tests/fleet/test_watch.py",
+    "tests/test_layers.py",
+    "tests/serving/test_hostile.py",
+    "tests/faults/test_kill9.py",
+    "tests/test_storage.py",
+    "tests/campaign/test_schema.py",
+    "tests/fleet/test_watch_canary.py",
 )
 
 
