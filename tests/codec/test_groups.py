@@ -262,3 +262,17 @@ def test_both_native_ungroup_paths_agree(code: str) -> None:
                     decode_chain(code, 20001, [(m3, p3)], base=other)
     finally:
         native.set_expand(was)
+
+
+def test_grouping_off_writes_format1_blocks() -> None:
+    """WRITE_GROUPED off (bench/storage.py --no-groups): plain delta/extrap blocks, which
+    decode; grouped blocks written before still decode."""
+    ref2, ref, new = _scaled(20001, 9, "F32")
+    grouped = encode_block(new, "F32", ref=ref, ref2=ref2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(groups, "WRITE_GROUPED", False)
+        mode, payload = encode_block(new, "F32", ref=ref, ref2=ref2)
+        assert mode in ("delta", "extrap")
+        assert decode_block(mode, payload, "F32", 20001, ref=ref, ref2=ref2) == new
+        assert decode_block(*grouped, "F32", 20001, ref=ref, ref2=ref2) == new
+    assert grouped[0][0] == "g" and len(grouped[1]) < len(payload)

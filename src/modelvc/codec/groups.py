@@ -34,9 +34,16 @@ _SHIFTS = {"F16": 10, "BF16": 7, "F32": 23, "F64": 52}
 GROUP_MIN_ELEMENTS = 4096
 
 
+# Whether encoders write grouped blocks at all. The trade (docs/benchmarks.md, "codec
+# format 2 at checkout"): MiniLM fine-tunes store 0.2795x instead of 0.2914x, and a
+# checkout at a chain end spends ~20 % more CPU un-grouping its three links. False
+# writes format 1 blocks again; grouped blocks already stored decode either way.
+WRITE_GROUPED = True
+
+
 def use_groups(code: str, n: int) -> bool:
     """Whether an encoder groups the residual of an n-element block of this dtype."""
-    return code in _SHIFTS and n >= GROUP_MIN_ELEMENTS
+    return WRITE_GROUPED and code in _SHIFTS and n >= GROUP_MIN_ELEMENTS
 
 
 def group_shift(code: str) -> int | None:
