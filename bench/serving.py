@@ -11,6 +11,7 @@ of the gateway during swaps vs steady.
     python bench/serving.py --mlserver-venv /work/venvs/mlserver   # figures, PASS/FAIL
     python bench/serving.py --json out.json
     python bench/serving.py --wait-on status   # swaps wait by polling /modelvc/status
+    python bench/serving.py --swaps-only   # steady and 20 swaps per protocol only
     python bench/serving.py --smoke        # seconds, not minutes: checks the bench runs
 
 MLServer: a venv with `pip install mlserver==1.7.1 uvloop==0.21.0 onnxruntime httptools`
@@ -266,6 +267,9 @@ def main() -> None:
     ap.add_argument("--wait-on", choices=["metadata", "status"], default="metadata",
                     help="what each swap polls at 100 Hz until the gateway serves the "
                          "new version: the OIP metadata route or /modelvc/status")
+    ap.add_argument("--swaps-only", action="store_true",
+                    help="only the steady and hot-swap phases per protocol (no peer, no "
+                         "caller sweep): the swap p99 ratio in a minute")
     ap.add_argument("--smoke", action="store_true",
                     help="short phases: checks the benchmark runs; figures mean nothing")
     args = ap.parse_args()
@@ -278,7 +282,8 @@ def main() -> None:
     PIN_LOAD = ["taskset", "-c", LOAD_CPU] if pin else []
     if pin:  # this process drives the load too (promotions, polls): off the server's core
         os.sched_setaffinity(0, {int(LOAD_CPU)})
-    venv, skipped = find_mlserver(args.mlserver_venv)
+    venv, skipped = (None, "MLServer skipped: --swaps-only") if args.swaps_only else \
+        find_mlserver(args.mlserver_venv)
     if skipped:
         print(skipped, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="modelvc-bench-serving-"))
@@ -313,11 +318,13 @@ def main() -> None:
             "loadavg_start": os.getloadavg(), "mlserver_skipped": skipped or None,
             "mlserver_http": None if venv is None else
             "httptools" if any(venv.glob("lib/python*/site-packages/httptools")) else "h11"}
-        res["inproc_c1"] = in_process(onnx, x, 1, 3.0)
-        res["inproc"] = in_process(onnx, x, THREADS, 3.0)
+        res["swaps_only"] = args.swaps_only
+        if not args.swaps_only:
+            res["inproc_c1"] = in_process(onnx, x, 1, 3.0)
+            res["inproc"] = in_process(onnx, x, THREADS, 3.0)
         # The peer comparison: servers interleaved, the order flipped every round.
         peers: dict[str, list[dict[str, Any]]] = {}
-        for r in range(ROUNDS):
+        for r in range(0 if args.swaps_only else ROUNDS):
             order = list(servers) if r % 2 == 0 else list(servers)[::-1]
             for c in CALLERS:
                 for name in order:
@@ -327,7 +334,7 @@ def main() -> None:
                 peers.setdefault(f"binary_c{c}", []).append(
                     load(url, xs, c, STEADY_S, server=gw.pid, binary=True))
         res["peers"] = peers
-        for c in GRPC_CALLERS:
+        for c in () if args.swaps_only else GRPC_CALLERS:
             res[f"grpc_c{c}"] = load(urls["grpc"], xs, c, STEADY_S, server=gw.pid)
         if peer is not None:  # the swaps measure the gateway alone
             peer.terminate()
@@ -383,16 +390,17 @@ def report(r: dict[str, Any]) -> None:
         print(r["mlserver_skipped"])
     if r.get("mlserver_http"):
         print(f"MLServer parses HTTP with {r['mlserver_http']} (uvicorn's choice)")
-    row("in-process, 1 caller", r["inproc_c1"])
-    row(f"in-process, {t} callers", r["inproc"])
+    if not r.get("swaps_only"):
+        row("in-process, 1 caller", r["inproc_c1"])
+        row(f"in-process, {t} callers", r["inproc"])
     names = {"modelvc": "modelvc serve (REST, JSON)", "mlserver": "MLServer 1.7.1 (REST, JSON)",
              "binary": "modelvc serve (REST, binary input)"}
     peers = r["peers"]
-    for c in r["callers"]:
+    for c in () if r.get("swaps_only") else r["callers"]:
         for name in [*r["servers"], "binary"]:
             for i, d in enumerate(peers[f"{name}_c{c}"]):
                 row(f"{names[name]}, {c:>2} caller{'s' * (c > 1)}, round {i + 1}", d)
-    for c in r["grpc_callers"]:
+    for c in () if r.get("swaps_only") else r["grpc_callers"]:
         row(f"modelvc serve (gRPC, raw), {c} caller{'s' * (c > 1)}", r[f"grpc_c{c}"])
     labels = {"rest": "REST, JSON", "grpc": "gRPC, raw"}
     for proto in PROTOCOLS:
@@ -409,9 +417,10 @@ def report(r: dict[str, Any]) -> None:
             checks.append((f"rest: throughput vs MLServer, {c} callers",
                            f"{ratio:.2f}x (rounds {', '.join(f'{v:.2f}' for v in ratios)})",
                            ratio >= 2.0, ">= 2x"))
-    p50 = _median(peers["modelvc_c1"], "p50_ms")
-    checks.append(("rest: p50 at 1 caller (median of rounds)", f"{p50:.3f} ms", p50 <= 0.5,
-                   "<= 0.5 ms"))
+    if not r.get("swaps_only"):
+        p50 = _median(peers["modelvc_c1"], "p50_ms")
+        checks.append(("rest: p50 at 1 caller (median of rounds)", f"{p50:.3f} ms",
+                       p50 <= 0.5, "<= 0.5 ms"))
     for proto in PROTOCOLS:
         s = r[f"{proto}_swaps"]
         print(f"{labels[proto]}: 20 swaps in {r[f'{proto}_swap_seconds']:.1f} s "
