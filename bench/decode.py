@@ -8,6 +8,7 @@ raw data. Run it from two trees in turns to compare codecs side by side:
 
     python bench/decode.py --registry /tmp/reg-a --build      # once per tree (its writer)
     python bench/decode.py --registry /tmp/reg-a --rounds 5   # CPU ms per MB, per version
+    python bench/decode.py --registry /tmp/reg-g --build --groups   # grouped blocks
 
 Versions: every chain end and export by default (the slowest checkouts); --all for the
 whole sequence. The minimum over rounds is the figure; the median is printed beside it.
@@ -99,7 +100,13 @@ def main() -> None:
     ap.add_argument("--cache", type=Path,
                     help="a bench/.cache/minilm/<key> folder, perhaps partial (see sequence)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--groups", action="store_true",
+                    help="--build writes grouped format 2 blocks (codec.groups.WRITE_GROUPED)")
     a = ap.parse_args()
+    if a.groups:
+        from modelvc.codec import groups
+
+        groups.WRITE_GROUPED = True
     if a.build:
         commit_all(a.registry, sequence(a.cache))
     index = json.loads((a.registry / "bench-versions.json").read_text())

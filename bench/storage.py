@@ -276,8 +276,8 @@ def print_run(run: Run) -> None:
     from modelvc.codec import groups, kernels
 
     codec = "C kernels" if kernels.NATIVE else "numpy fallback (MODELVC_PURE_CODEC or no build)"
-    if not groups.WRITE_GROUPED:
-        codec += ", --no-groups (format 1 blocks)"
+    if groups.WRITE_GROUPED:
+        codec += ", --groups (grouped format 2 blocks)"
     print(f"\nmodelvc, MAX_CHAIN_DEPTH={run.max_depth} MAX_CHAIN_STORED={run.max_stored:g} "
           f"codec={codec} (warm page cache; checkout: best of --repeat)")
     head = (f"{'v':>3} {'version':<18} {'kind':<6} {'raw MB':>7} {'stored MB':>9} "
@@ -396,14 +396,14 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated model families to add ({', '.join(FAMILIES)})")
     ap.add_argument("--only-families", action="store_true", help="skip the MiniLM sequence")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    ap.add_argument("--no-groups", action="store_true",
-                    help="write format 1 blocks (codec.groups.WRITE_GROUPED off): the "
-                         "checkout speed / stored bytes trade of codec format 2")
+    ap.add_argument("--groups", action="store_true",
+                    help="write grouped (format 2) blocks (codec.groups.WRITE_GROUPED on): "
+                         "the stored bytes / checkout speed trade of codec format 2")
     a = ap.parse_args(argv)
-    if a.no_groups:
+    if a.groups:
         from modelvc.codec import groups
 
-        groups.WRITE_GROUPED = False
+        groups.WRITE_GROUPED = True
 
     fams = [f for f in a.families.split(",") if f]
     unknown = set(fams) - set(FAMILIES)

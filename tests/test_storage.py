@@ -273,10 +273,14 @@ def test_a_reference_this_commit_also_holds_under_another_dtype_is_the_stored_on
     process only through its block cache). A registry written before the fix
     (old_writer: the delta's header says I32, the store keeps F64) still reads: a
     reference is its bytes, whatever its encoding."""
+    from modelvc.codec import groups
     from modelvc.storage import ObjectIO
 
     if old_writer:
         monkeypatch.setattr(ObjectIO, "presume_stored", lambda self, ids: None)
+        # ... which also grouped residuals (format 2): these payloads make the
+        # mismatched delta this registry must still read only when grouped
+        monkeypatch.setattr(groups, "WRITE_GROUPED", True)
     steps = [("safetensors", [0], 0), ("safetensors", [0, 0, 0], 0),
              ("mixed", [0, 0, 5], 0), ("safetensors", [0, 5, 2], 1)]
     pool = _payloads(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,17 @@ both_impls = pytest.mark.parametrize("impl", [
         kernels.native is None, reason="C kernels not built")),
     pytest.param(kernels.NumpyKernels, id="numpy"),
 ])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def grouping_on() -> Iterator[None]:
+    """Encoders write grouped blocks only with codec.groups.WRITE_GROUPED (off by default
+    since session 6); these tests are about them. Module-scoped: hypothesis refuses
+    function-scoped fixtures."""
+    was = groups.WRITE_GROUPED
+    groups.WRITE_GROUPED = True
+    yield
+    groups.WRITE_GROUPED = was
 
 
 @pytest.fixture
@@ -267,8 +279,8 @@ def test_both_native_ungroup_paths_agree(code: str) -> None:
 
 
 def test_grouping_off_writes_format1_blocks() -> None:
-    """WRITE_GROUPED off (bench/storage.py --no-groups): plain delta/extrap blocks, which
-    decode; grouped blocks written before still decode."""
+    """WRITE_GROUPED off (the default; bench/storage.py without --groups): plain
+    delta/extrap blocks, which decode; grouped blocks written before still decode."""
     ref2, ref, new = _scaled(20001, 9, "F32")
     grouped = encode_block(new, "F32", ref=ref, ref2=ref2)
     with pytest.MonkeyPatch.context() as mp:

@@ -34,11 +34,12 @@ _SHIFTS = {"F16": 10, "BF16": 7, "F32": 23, "F64": 52}
 GROUP_MIN_ELEMENTS = 4096
 
 
-# Whether encoders write grouped blocks at all. The trade (docs/benchmarks.md, "codec
-# format 2 at checkout"): MiniLM fine-tunes store 0.2795x instead of 0.2914x, and a
-# checkout at a chain end spends ~20 % more CPU un-grouping its three links. False
-# writes format 1 blocks again; grouped blocks already stored decode either way.
-WRITE_GROUPED = True
+# Whether encoders write grouped blocks. Off since session 6 (docs/benchmarks.md, "codec
+# format 2 at checkout"): grouped, MiniLM fine-tunes store 0.2795x instead of 0.2914x,
+# but a checkout at a chain end spends 20-30 % more CPU un-grouping its three links
+# (~0.9 ns per element and link), and issue 13 asks for no speed figure worse. Grouped
+# blocks already stored decode either way; True writes them again.
+WRITE_GROUPED = False
 
 
 def use_groups(code: str, n: int) -> bool:
