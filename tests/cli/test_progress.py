@@ -66,7 +66,7 @@ def test_gc_and_diff_have_bars(tmp_path: Path) -> None:
     a = fk.tensors(1)
     for i, arrays in enumerate((a, fk.tensors(2, a))):
         fk.write_model(tmp_path / f"m{i}.safetensors", arrays)
-        assert fk.cli(reg, "commit", str(tmp_path / f"m{i}.safetensors"), "--model",
+        assert fk.cli_here(reg, "commit", str(tmp_path / f"m{i}.safetensors"), "--model",
                       "m").returncode == 0
     diff = _cli(reg, "diff", "m@v1", "m@v2")
     assert diff.returncode == 0, diff.stderr
@@ -87,7 +87,8 @@ def test_verify_has_a_bar_in_decoded_bytes_and_json_stays_clean(tmp_path: Path) 
     reg = tmp_path / "reg"
     Registry.init(reg).close()
     fk.write_model(tmp_path / "m.safetensors", fk.tensors(1, scale=16))
-    assert fk.cli(reg, "commit", str(tmp_path / "m.safetensors"), "--model", "m").returncode == 0
+    done = fk.cli_here(reg, "commit", str(tmp_path / "m.safetensors"), "--model", "m")
+    assert done.returncode == 0, done.stderr
     done = _cli(reg, "verify")
     assert done.returncode == 0, done.stderr
     draws = _draws(done.stderr)
