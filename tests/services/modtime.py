@@ -3,6 +3,7 @@ the subprocesses it waited for (servers, CLI calls, side venvs).
 
     python -m pytest -p tests.services.modtime -n 3 --dist loadscope --no-loadscope-reorder
     python -m tests.services.modtime            # the table, most CPU first
+    python -m tests.services.modtime --wall     # longest wall first (LONG_FIRST's order)
 
 CPU is what to compare on a busy machine (wall grows with the load). Each xdist worker
 writes its own file into MODELVC_MODTIME_DIR (default /tmp/modelvc-modtime); a
@@ -51,7 +52,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     (OUT / f"{worker}.json").write_text(json.dumps(_modules))
 
 
-def report(folder: Path = OUT, top: int = 40) -> str:
+def report(folder: Path = OUT, top: int = 40, *, by_wall: bool = False) -> str:
     rows: dict[str, tuple[list[float], str]] = {}
     for f in sorted(folder.glob("*.json")):
         for module, row in json.loads(f.read_text()).items():
@@ -59,12 +60,16 @@ def report(folder: Path = OUT, top: int = 40) -> str:
     total = sum(r[1] + r[2] for r, _ in rows.values()) or 1.0
     lines = [f"{len(rows)} modules, {total:.0f} s CPU (pytest + waited-for subprocesses)",
              "   cpu   self  child    wall tests worker module"]
-    for module, (r, worker) in sorted(rows.items(), key=lambda kv: -(kv[1][0][1]
-                                                                      + kv[1][0][2]))[:top]:
+    def rank(kv: tuple[str, tuple[list[float], str]]) -> float:
+        r = kv[1][0]
+        return -r[0] if by_wall else -(r[1] + r[2])
+
+    for module, (r, worker) in sorted(rows.items(), key=rank)[:top]:
         lines.append(f"{r[1] + r[2]:6.1f} {r[1]:6.1f} {r[2]:6.1f} {r[0]:7.1f} {int(r[3]):5d}"
                      f" {worker:6s} {module}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(report(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))
+    args = [a for a in sys.argv[1:] if a != "--wall"]
+    print(report(Path(args[0]) if args else OUT, by_wall="--wall" in sys.argv[1:]))
