@@ -271,7 +271,7 @@ def test_every_weaker_principal_is_refused_and_learns_nothing(world: dict[str, A
                 r = _probe(c, method, _url(template, _values(template, params("", "", real))),
                            real["version_id"], real)
                 if r.is_success or r.status_code >= 500:
-                    wrong.append(f"{role} {method} {template}: {_answer(r)}")
+                    wrong.append(f"{role or 'no role'} {method} {template}: {_answer(r)}")
                     continue
                 if rank > 0 and least != "admin*":
                     continue  # it may read the model: it may know what exists there
@@ -279,8 +279,8 @@ def test_every_weaker_principal_is_refused_and_learns_nothing(world: dict[str, A
                            _url(template, _values(template, params("", "", absent))),
                            absent["version_id"], absent)
                 if q.status_code != r.status_code:
-                    wrong.append(f"{role} {method} {template}: {_answer(r)}; when absent "
-                                 f"{_answer(q)}")
+                    wrong.append(f"{role or 'no role'} {method} {template}: {_answer(r)}; "
+                                 f"when absent {_answer(q)}")
     assert probes > 300
     assert not wrong, ("a principal weaker than the route's declared least role "
                        "(tests/campaign/route_roles.py) was served (authorize the route), "
