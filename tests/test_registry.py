@@ -20,6 +20,7 @@ from modelvc.errors import (
     RefMoved,
     RefNotFound,
     UnsupportedFormat,
+    UsageError,
 )
 from modelvc.registry import Registry
 from tests.conftest import write_model
@@ -254,6 +255,28 @@ def test_lineage_captured(reg: Registry, tmp_path: Path) -> None:
     assert "numpy" in v.lineage["env"]["packages"]
     assert v.lineage["data"][0]["files"] == 1 and len(v.lineage["data"][0]["blake3"]) == 64
     assert "git" not in v.lineage  # tmp_path is not a git work tree
+
+
+def test_lineage_captured_during_the_encode_and_clashes_refused_first(
+        reg: Registry, tmp_path: Path) -> None:
+    """Without data paths, lineage (git in a subprocess) is captured while the files
+    are encoded; a caller's key that clashes with a captured one is still refused
+    before any object is written."""
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q",
+                    "--allow-empty", "-m", "x"], cwd=tmp_path, check=True)
+    write_model(tmp_path / "a.safetensors", 1)
+    v = reg.commit(tmp_path / "a.safetensors", model="toy", cwd=tmp_path,
+                   lineage={"derived_from": "toy@v0"})
+    assert v.lineage["derived_from"] == "toy@v0" and "git" in v.lineage
+    assert "numpy" in v.lineage["env"]["packages"]
+    before = reg.stats()["objects"]
+    write_model(tmp_path / "b.safetensors", 2)
+    with pytest.raises(UsageError, match="recorded by modelvc itself"):
+        reg.commit(tmp_path / "b.safetensors", model="toy", lineage={"env": {}})
+    assert reg.stats()["objects"] == before
 
 
 def test_reopen_and_format_refusal(tmp_path: Path) -> None:

@@ -143,6 +143,10 @@ def environment() -> dict[str, Any]:
     }
 
 
+# The keys capture() records (a caller's lineage may not name them).
+CAPTURED = frozenset({"env", "data", "git"})
+
+
 def capture(cwd: Path, data: list[Path]) -> dict[str, Any]:
     out: dict[str, Any] = {"env": environment(), "data": [fingerprint(p) for p in data]}
     git = git_state(cwd)

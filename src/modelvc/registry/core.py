@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +21,8 @@ from ..api.openers import OPENERS
 from ..api.types import FileStorage
 from ..auditseal import AuditSeal
 from ..errors import AmbiguousRef, ModelNotFound, RefNotFound
+from ..lineage import CAPTURED, capture, with_extra
 from ..lineage import author as default_author
-from ..lineage import capture, with_extra
 from ..manifest import Manifest, file_storage
 from ..meta.api import ObjectRow, RefRow, VersionRow
 from ..names import check_name, check_ref_name, is_hex_prefix, parse_ref
@@ -259,8 +259,13 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         from ..ingest.references import References
 
         tags = new_tags(self._meta, model, tags)  # before anything is written
-        captured = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
-        lineage = with_extra(captured, lineage)
+        where, paths = Path(cwd or Path.cwd()), [Path(d) for d in data]
+        captured: Future[dict[str, Any]] | None = None
+        if paths or (lineage and set(lineage) & CAPTURED):
+            # A missing data path or a clash is refused before anything is written.
+            lineage = with_extra(capture(where, paths), lineage)
+        else:  # captured while the files are encoded (git runs as a subprocess)
+            captured = self._jobs.submit(capture, where, paths)
         who = author or default_author()
         base = base_for(self._meta, model, branch,
                         self._parent(parent, model).id if parent is not None else None, parent)
@@ -273,12 +278,14 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             if progress:
                 progress(done, total)
 
-        draft = Draft(model=model, branch=branch, author=who, message=message,
-                      params=dict(params or {}), metrics=dict(metrics or {}), lineage=lineage,
-                      kind=kind, tags=tags)
         with self._layout.lock(exclusive=False):
             stored = store(FileStorer(self._io, self._jobs, progress=tick),
                            References(parent_m))
+            if captured is not None:
+                lineage = with_extra(captured.result(), lineage)
+            draft = Draft(model=model, branch=branch, author=who, message=message,
+                          params=dict(params or {}), metrics=dict(metrics or {}),
+                          lineage=lineage or {}, kind=kind, tags=tags)
             # Objects were written without fsync; make them durable in one batch
             # before anything that refers to them (invariant 1).
             flush(self._store, stored.new_ids)
