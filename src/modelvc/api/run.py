@@ -135,7 +135,9 @@ class Run:
         found, kwargs = self._kwargs(step, metrics, message)
         kwargs["cwd"] = os.getcwd()  # lineage's git commit, also when recovered elsewhere
         kwargs["data"] = [os.fspath(d) for d in kwargs["data"]]
-        staged = staging.stage(folder, root, f"{self.id}-{self._count:06d}", kwargs)
+        # The pid keeps a run_id reused after a crash clear of what that crash left.
+        staged = staging.stage(folder, root, f"{self.id}-{self._count:06d}-{os.getpid()}",
+                               kwargs)
 
         def job() -> Version:
             if self._failed is not None:  # keep step order: stays staged for recover
