@@ -25,6 +25,11 @@ from .objects.base import ObjectStore
 _ZEROS = memoryview(bytes(BLOCK_ELEMENTS))
 
 
+def span(h: TensorHeader) -> int:
+    """Bytes per block of H's layout: the block cache's key with the id and block."""
+    return h.block_elements * dtype_info(h.dtype).itemsize
+
+
 class Walk(NamedTuple):
     """What decoding one block needs."""
 
@@ -61,10 +66,11 @@ class BlockReader:
         fresh process then skips decoding the reference's chain cold. Only the encoder
         reads this way; checkout and verify decode the store, so damage there shows.
         (data, lease) as lease_block: POOL.give a lease that is not None when done."""
-        hit = self.blocks.get(oid, i)
+        h = self.header(oid)
+        hit = self.blocks.get(oid, i, span(h))
         if hit is not None:
             return hit, None
-        got = self._from_file(oid, i, self.header(oid))
+        got = self._from_file(oid, i, h)
         return got if got is not None else (self.decode_block_at(oid, i), None)
 
     def lease_block(self, oid: str, i: int, *, cached: bool = True
@@ -76,11 +82,11 @@ class BlockReader:
 
     def _block(self, oid: str, i: int, *, cached: bool, lease: bool
                ) -> tuple[bytes | memoryview, Bytes | None]:
-        hit = self.blocks.get(oid, i) if cached else None
+        top = self.header(oid)
+        hit = self.blocks.get(oid, i, span(top)) if cached else None
         if hit is not None:
             return hit, None
         with scratch_buffers() as take:  # payloads live until the block is decoded
-            top = self.header(oid)
             w = self._walk(oid, top, i, cached, take)
             if not (w.run or w.cast is not None or w.full is not None):
                 assert w.base is not None
@@ -93,7 +99,7 @@ class BlockReader:
                 out = decode_chain(w.code, w.elements, w.run, base=w.base, full=w.full,
                                    cast=w.cast, out=dest)
         if cached and not lease:
-            self.blocks.put(oid, i, out)
+            self.blocks.put(oid, i, span(top), out)
         return out, leased
 
     def _walk(self, oid: str, top: TensorHeader, i: int, cached: bool,
@@ -131,7 +137,7 @@ class BlockReader:
             # A cached block ends the walk, unless the link above it is "extrap": that
             # link needs this level's own step, so the walk goes on below it.
             usable = cur != oid and cached and not (run and run[-1][0] in EXTRAP_MODES)
-            if usable and (hit := self.blocks.get(cur, i)) is not None:
+            if usable and (hit := self.blocks.get(cur, i, span(h))) is not None:
                 base = hit
                 break
             b = h.blocks[i]
@@ -172,7 +178,7 @@ class BlockReader:
             raise CorruptObject(f"tensor object {oid[:12]} is {h.dtype}, not F32")
         n = h.blocks[i].elements if i < len(h.blocks) else 0
         lease = POOL.take(2 * n)
-        hit = self.blocks.get(oid, i)  # e.g. the version just committed
+        hit = self.blocks.get(oid, i, span(h))  # e.g. the version just committed
         got = self._from_file(oid, i, h) if hit is None else None
         if hit is not None or got is not None:
             kernels.cast_bf16(lease[: 2 * n], hit if got is None else got[0])

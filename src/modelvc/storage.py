@@ -356,7 +356,7 @@ class ObjectIO(BlockReader):
             # The next commit's reference, most likely; only immutable bytes are kept.
             if cache_as is not None and self.keep_committed and isinstance(
                     getattr(raw, "obj", raw), bytes):
-                self.blocks.put(cache_as, i, raw, low=cache_low)
+                self.blocks.put(cache_as, i, BLOCK_ELEMENTS * size, raw, low=cache_low)
             if ref is not None and (ref_code, dtype) == ("F32", "BF16"):
                 # An export: encoded against its parent's prediction, made in one pass.
                 pred, lease = self.bf16_prediction(ref, i)
