@@ -384,11 +384,15 @@ class ObjectIO(BlockReader):
                 writer.add_block(mode, payload)
             yield writer.finish(), sink
 
-    def reencode(self, oid: str, ref: str | None) -> ObjectRow:
+    def reencode(self, oid: str, ref: str | None, *, raw: bytes | None = None) -> ObjectRow:
         """Rewrite a tensor object against another reference (or as a full copy),
-        verify it, and swap it in atomically. Its id and decoded bytes stay the same."""
+        verify it, and swap it in atomically. Its id and decoded bytes stay the same.
+        `raw`: its bytes, when they were had otherwise (repair.py; checked against OID)."""
         h = self.header(oid)
-        raw = self.read_tensor(oid)
+        if raw is None:
+            raw = self.read_tensor(oid)
+        elif blake3.blake3(raw).hexdigest() != oid:
+            raise CorruptObject(f"re-encoding {oid[:12]}: the bytes given are not its bytes")
         mv = memoryview(raw)
         with self._encode(lambda off, n: mv[off : off + n], h.dtype, h.shape, ref,
                           big=False) as (header, sink):

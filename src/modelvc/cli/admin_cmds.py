@@ -79,10 +79,16 @@ def du(ctx: Ctx, model: str | None, as_json: bool) -> None:
 
 
 @click.command()
+@click.option("--repair", is_flag=True,
+              help="Re-encode objects an old writer left undecodable from bytes that still "
+                   "decode (audited), then verify again; name what cannot be rebuilt.")
 @json_option
 @click.pass_obj
-def verify(ctx: Ctx, as_json: bool) -> None:
+def verify(ctx: Ctx, repair: bool, as_json: bool) -> None:
     """Re-hash every object; name corrupt ones and the versions they break."""
+    if repair:
+        _repair(ctx, as_json)
+        return
     bar = Progress("verify", 0, enabled=not as_json)  # stderr, and only on a terminal
     try:
         r = ctx.registry().verify(progress=bar)
@@ -105,6 +111,46 @@ def verify(ctx: Ctx, as_json: bool) -> None:
 
     emit(as_json, r, human)
     if not r.ok:
+        raise SystemExit(6)
+
+
+def _repair(ctx: Ctx, as_json: bool) -> None:
+    from ..repair import HINT
+
+    bars: dict[str, Progress] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase not in bars:
+            for b in bars.values():
+                b.close()
+            bars[phase] = Progress(phase, 0, enabled=not as_json,
+                                   unit="objects" if phase == "repair" else "bytes")
+        bars[phase](done, total)
+
+    try:
+        r = ctx.local_registry().repair(progress=progress)
+    finally:
+        for b in bars.values():
+            b.close()
+
+    def human() -> None:
+        click.echo(f"found {len(r.found.corrupt)} corrupt object(s); repaired "
+                   f"{len(r.repaired)}; " + ("verify: ok" if r.ok else "verify: still "
+                                             f"{len(r.after.corrupt)} corrupt"))
+        for oid, how in r.repaired.items():
+            click.echo(f"  repaired {oid[:16]}  {how}")
+        for oid, why in r.unrepairable.items():
+            click.echo(f"  cannot repair {oid[:16]}  {why}")
+        for oid, why in r.after.corrupt.items():
+            if oid not in r.unrepairable:
+                click.echo(f"  corrupt {oid[:16]}  {why}")
+        for v in r.after.broken_versions:
+            click.echo(f"  breaks  {v}")
+
+    emit(as_json, r, human)
+    if not r.ok:
+        if not as_json:
+            click.echo(f"hint: {HINT}", err=True)
         raise SystemExit(6)
 
 

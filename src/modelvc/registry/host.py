@@ -8,21 +8,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..api.types import Ref, RoleBinding, Token, Version
-from ..errors import CorruptObject
+from ..errors import CorruptObject, PermissionDenied
+from ..lineage import author as default_author
 from .parts import RegistryParts
 
 if TYPE_CHECKING:
     from ..gates.policy import Policy
     from ..manifest import FileEntry, Manifest
+    from ..repair import RepairReport
 
 
 class HostOps(RegistryParts):
+
+    def repair(self, *, progress: Callable[[str, int, int], None] | None = None,
+               actor: str | None = None) -> RepairReport:
+        """Verify, then re-encode the objects an old writer left undecodable from bytes
+        that still decode (repair.py), and verify again. Under the registry's exclusive
+        lock; audited; when a policy names admins, only they may."""
+        from .. import repair
+
+        who = actor or default_author()
+        pol = self._governance.policy()
+        if pol is not None and pol.admins and not pol.is_admin(who):
+            raise PermissionDenied(f"{who} may not repair the registry: it rewrites "
+                                   "stored objects, which needs the admin role",
+                                   hint="ask an admin (roles.admin in the policy)")
+        with self._layout.lock(exclusive=True):
+            return repair.repair(self._meta, self._io, actor=who, progress=progress)
 
     def scratch(self, name: str) -> Path:
         """A folder of the registry's for NAME's in-flight work (upload sessions, objects
