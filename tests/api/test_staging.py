@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from modelvc.api import staging
-from modelvc.errors import InvalidName
+from modelvc.errors import InvalidName, UsageError
 from modelvc.formats.memory import tensor_bytes
 from modelvc.registry import Registry
 
@@ -129,6 +129,11 @@ def test_a_crash_loses_nothing_acknowledged_and_recover_commits_the_rest(
         with pytest.warns(UserWarning, match="never committed"), \
                 reg.run(model="m", branch="other", run_id=run_id) as r2:
             r2.submit(folder=_save(tmp_path / "c9", 9), step=9)
+    other = Registry.init(tmp_path / "other")
+    if left:
+        with pytest.raises(UsageError, match="staged for the registry"):
+            staging.recover(other, root)
+    other.close()
     recovered = staging.recover(reg, root)
     assert [v.metrics["step"] for v in recovered] == left
     assert _steps(reg, "m@b") == [4, 3, 2, 1]

@@ -137,7 +137,7 @@ class Run:
         kwargs["data"] = [os.fspath(d) for d in kwargs["data"]]
         # The pid keeps a run_id reused after a crash clear of what that crash left.
         staged = staging.stage(folder, root, f"{self.id}-{self._count:06d}-{os.getpid()}",
-                               kwargs)
+                               kwargs, self.reg.location)
 
         def job() -> Version:
             if self._failed is not None:  # keep step order: stays staged for recover

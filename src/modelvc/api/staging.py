@@ -59,6 +59,7 @@ class Staged:
     pid: int
     host: str
     created: float
+    registry: str = ""  # the registry it is for (its folder or URL)
 
     @property
     def files(self) -> Path:
@@ -97,8 +98,10 @@ def root_for(reg: RegistryAPI, folder: Path) -> Path:
     return folder.resolve().parent / ".modelvc-staging"
 
 
-def stage(folder: Path, root: Path, name: str, commit: Mapping[str, Any]) -> Staged:
-    """Link (or copy) FOLDER's files into ROOT/NAME with COMMIT recorded beside them."""
+def stage(folder: Path, root: Path, name: str, commit: Mapping[str, Any],
+          registry: str = "") -> Staged:
+    """Link (or copy) FOLDER's files into ROOT/NAME with COMMIT (into REGISTRY, its
+    location) recorded beside them."""
     if not folder.is_dir():
         raise PathNotFound(f"{folder} is not a checkpoint folder",
                            hint="pass the folder the framework saved the checkpoint in")
@@ -123,10 +126,10 @@ def stage(folder: Path, root: Path, name: str, commit: Mapping[str, Any]) -> Sta
         shutil.rmtree(tmp, ignore_errors=True)
         raise UsageError(f"{folder} holds no files to commit")
     staged = Staged(root / name, dict(commit), stats, os.getpid(), socket.gethostname(),
-                    time.time())
+                    time.time(), registry)
     (tmp / PENDING).write_text(json.dumps({
         "commit": staged.commit, "stats": stats, "pid": staged.pid, "host": staged.host,
-        "created": staged.created, "source": os.fspath(folder)}))
+        "created": staged.created, "registry": registry, "source": os.fspath(folder)}))
     os.replace(tmp, staged.path)  # the entry is complete, or absent
     return staged
 
@@ -174,7 +177,8 @@ def pending(root: str | Path) -> list[Staged]:
         if entry.name.startswith(TMP) or not (entry / PENDING).is_file():
             continue
         d = json.loads((entry / PENDING).read_text())
-        out.append(Staged(entry, d["commit"], d["stats"], d["pid"], d["host"], d["created"]))
+        out.append(Staged(entry, d["commit"], d["stats"], d["pid"], d["host"], d["created"],
+                          d.get("registry", "")))
     return sorted(out, key=lambda s: (s.created, s.path.name))
 
 
@@ -188,6 +192,9 @@ def recover(reg: RegistryAPI, root: str | Path) -> list[Version]:
                 shutil.rmtree(entry, ignore_errors=True)
     out: list[Version] = []
     for s in pending(root):
+        if s.registry and s.registry != reg.location:
+            raise UsageError(f"{s.path} was staged for the registry {s.registry}, not "
+                             f"{reg.location}", hint="recover it with that registry open")
         if s.alive():
             raise UsageError(f"{s.path} was staged by process {s.pid}, which still runs",
                              hint="let that run finish its commits, or stop it first")
