@@ -96,3 +96,21 @@ def test_repair_names_what_it_cannot_rebuild_from_the_cli(
     assert human.returncode == 6
     assert f"cannot repair {bad[:16]}" in human.stdout, human.stdout
     assert "hint: commit its files again" in human.stderr, human.stderr
+
+
+def test_only_an_admin_repairs_under_a_policy_naming_admins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelvc.errors import PermissionDenied
+    from modelvc.gates.policy import parse_policy
+
+    old_registry(tmp_path, monkeypatch)
+    with Registry.open(tmp_path / "repo") as reg:
+        reg._governance.apply_policy(parse_policy(
+            "version: 1\nroles:\n  admin: [alice]\n", "policy.yaml"), "alice")
+        with pytest.raises(PermissionDenied, match="needs the admin role"):
+            reg.repair(actor="mallory")
+        assert not reg.verify().ok  # refused: nothing rewritten
+        assert reg.audit(action="repair") == []
+        out = reg.repair(actor="alice")
+        assert out.ok and len(out.repaired) == 1
+        assert [e.actor for e in reg.audit(action="repair")] == ["alice"]
