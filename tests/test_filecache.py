@@ -175,6 +175,17 @@ def test_a_checked_out_file_serves_the_next_commit(two: tuple[Path, Path, Path],
     r.close()
 
 
+def test_a_fifo_in_the_files_place_does_not_block(two: tuple[Path, Path, Path],
+                                                  tmp_path: Path) -> None:
+    root, a, b = two
+    a.unlink()
+    os.mkfifo(a)  # opening it for reading would wait for a writer
+    r, _ = _commit_child(root, b)
+    assert Counted.served == 0
+    _exact(r, "m@v2", b, tmp_path / "out")
+    r.close()
+
+
 def test_a_damaged_record_is_ignored(two: tuple[Path, Path, Path], tmp_path: Path) -> None:
     root, a, b = two
     rec = root / ".modelvc" / "cache" / "files.json"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,13 +133,14 @@ class KnownFiles:
 
     def _read(self, w: Where, offset: int, out: memoryview) -> bool:
         """Fill OUT from OFFSET of W's file, if it is still the file recorded."""
-        try:
-            fd = os.open(w.path, os.O_RDONLY)
+        try:  # O_NONBLOCK: a FIFO put in the file's place must not block the open
+            fd = os.open(w.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
             self._dead.add(w.path)
             return False
         try:
-            if ident_of(os.fstat(fd)) != w.ident:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or ident_of(st) != w.ident:
                 self._dead.add(w.path)
                 return False
             return os.preadv(fd, [out], offset) == len(out)
