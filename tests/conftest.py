@@ -21,48 +21,48 @@ def pytest_configure(config: pytest.Config) -> None:
     watch()
 
 
-# The longest modules by wall time, longest first: the sum of each module's setup, call and
-# teardown durations in a full run of 5ad106f (`--durations=0`, 3 workers, load 15-18,
-# 2026-12-03 02:45-03:16, docs/testing.md), the modules whose CLI calls
-# moved in process since (tests/services/clirun.py) scaled by what that saved.
+# The longest modules by wall time, longest first: per module the larger of two full runs'
+# figures (docs/testing.md), both 3 workers at load ~15: the summed `--durations=0` of
+# 5ad106f's run (modules whose CLI calls moved in process since scaled by what that
+# saved) and `python -m tests.services.modtime --wall` of the run after that change.
 # `--dist loadscope` hands modules to workers in collection order (scripts/test passes
 # --no-loadscope-reorder), so these start at once instead of leaving one worker alone on
 # a long module at the end of the run (longest processing time first).
 LONG_FIRST = (
     "tests/mlflow/test_mlflow2.py",  # builds its side venv on a machine's first run
     "tests/derive/test_cast.py",
+    "tests/faults/test_kill9.py",
+    "tests/mlflow/test_import.py",
+    "tests/gates/test_ci_flow_bert.py",
+    "tests/transfer/test_resume.py",
     "tests/derive/test_prune.py",
     "tests/mlflow/test_registry_calls.py",
     "tests/fleet/test_canary_trials.py",
-    "tests/transfer/test_resume.py",
     "tests/fleet/test_watch_restart.py",
     "tests/serving/test_demo.py",
     "tests/fleet/test_faults.py",
-    "tests/fleet/test_canary.py",
-    "tests/faults/test_concurrency.py",
-    "tests/campaign/test_gateway_memory.py",
-    "tests/cli/test_progress.py",
-    "tests/gates/test_ci_flow_bert.py",
-    "tests/derive/test_quantize.py",
     "tests/gates/test_ci_flow_override.py",
-    "tests/scaleout/test_cluster.py",
-    "tests/server/test_webhooks.py",
+    "tests/faults/test_concurrency.py",
+    "tests/fleet/test_canary.py",
     "tests/fleet/test_canary_share.py",
-    "tests/transfer/test_server.py",
+    "tests/derive/test_quantize.py",
+    "tests/campaign/test_gateway_memory.py",
+    "tests/scaleout/test_cluster.py",
     "tests/conformance/test_registry_api.py",
-    "tests/mlflow/test_import.py",
+    "tests/cli/test_progress.py",
+    "tests/objects/test_repack_kill9.py",
+    "tests/transfer/test_server.py",
+    "tests/campaign/test_auth_matrix.py",
+    "tests/campaign/test_schema.py",
     "tests/server/test_role_matrix.py",
     "tests/gates/test_ci_flow.py",
-    "tests/objects/test_repack_kill9.py",
+    "tests/fleet/test_watch_signals.py",
     "tests/conformance/test_areas.py",
-    "tests/ui/test_crawl.py",
     "tests/fleet/test_watch.py",
+    "tests/ui/test_crawl.py",
     "tests/test_layers.py",
     "tests/serving/test_hostile.py",
-    "tests/faults/test_kill9.py",
-    "tests/test_storage.py",
-    "tests/campaign/test_schema.py",
-    "tests/fleet/test_watch_canary.py",
+    "tests/mlflow/test_postgres_s3.py",
 )
 
 
