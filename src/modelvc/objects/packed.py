@@ -470,23 +470,18 @@ class PackedStore(Repacking):
             self._drop_pack(name)
         known = self._packs.names()
         new = [name for name in listed if name not in known]
-        if new:
-            cached = self._read_combined(combined, set(new), listed)
-            for name, (held, replaces) in cached.items():
-                self._packs.add(Pack(name, listed[name][0], listed[name][1], held,
-                                     replaces=replaces))
-            alone = [name for name in new if name not in cached]
-            indexes = self._parallel(lambda n: self._read_index(n, listed[n][0]), alone)
-            for name, index in zip(alone, indexes, strict=True):
-                if index is not None:
-                    self._packs.add(Pack(name, listed[name][0], listed[name][1], index[0],
-                                         replaces=index[1]))
-            if len(alone) >= COMBINE_AFTER:
-                self._combine()
+        # A new pack enters the map only with its tombstones (below): published bare, a
+        # reader thread found its dead members live, bytes `replace`/`delete` retired.
+        found = self._read_combined(combined, set(new), listed) if new else {}
+        alone = [name for name in new if name not in found]
+        indexes = self._parallel(lambda n: self._read_index(n, listed[n][0]), alone)
+        found.update((n, ix) for n, ix in zip(alone, indexes, strict=True) if ix)
         # Tombstones: each read once (they are write-once; the one mutable `.dead` of
         # S3 stores written before nonces is re-read when its ETag changes).
-        mapped = self._packs.names()  # listed packs whose index was readable
+        mapped = self._packs.names()  # listed packs already in the map (or written here)
+        found = {name: v for name, v in found.items() if name not in mapped}
         have = {name: self._packs.tombstones(name) for name in listed if name in mapped}
+        have.update((name, {}) for name in found)
         todo = [t for name, ts in tombs.items() if name in have for t, (etag, _) in ts.items()
                 if t not in have[name] or (t.endswith(".dead") and have[name][t][0] != etag)]
         read: dict[str, frozenset[str] | None] = dict(
@@ -499,8 +494,18 @@ class PackedStore(Repacking):
                 keys = read[t] if t in read else have[name].get(t, (etag, frozenset()))[1]
                 if keys is not None:
                     current[t] = (etag, keys)
+            if name in found:  # new: members and tombstones in one step
+                if any(read.get(t, ()) is None for t in tombs.get(name, {})):
+                    continue  # one was merged meanwhile: the next listing adds the pack
+                held, replaces = found[name]
+                dead = set().union(*(k for _, k in current.values())) & set(held)
+                self._packs.add(Pack(name, listed[name][0], mtime, held, tombstones=current,
+                                     dead=dead, replaces=replaces))
+                continue
             self._packs.set_tombstones(name, current, since=started)
             self._packs.update(name, mtime=mtime)
+        if len(alone) >= COMBINE_AFTER:
+            self._combine()
         self._strays = {t: mtime for name, ts in tombs.items() if name not in listed
                         for t, (_, mtime) in ts.items()}
         return all(keys is not None for keys in read.values())
