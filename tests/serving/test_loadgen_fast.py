@@ -49,13 +49,22 @@ def test_requests_and_answers_are_plain_http() -> None:
 def test_closed_loop_runs_under_a_running_event_loop(serve_reg: Any, start_gateway: Start,
                                                      digits: Digits) -> None:
     # A caller that already runs a loop in this thread (a notebook, a sync Playwright
-    # session left on the same test worker) still gets its tally.
+    # session) still gets its tally. The loop runs in a thread of its own: the test
+    # worker's thread may already run one (a UI module's sync Playwright before this
+    # module on the same worker), where asyncio.run itself refuses to start.
     import asyncio
+    import threading
 
     srv = start_gateway(serve_reg)
 
     async def inside() -> Any:
+        assert asyncio.get_running_loop() is not None
         return closed_loop(srv.url, "digits", digits.x[:5], callers=1, seconds=0.3)
 
-    t = asyncio.run(inside())
+    got: list[Any] = []
+    caller = threading.Thread(target=lambda: got.append(asyncio.run(inside())))
+    caller.start()
+    caller.join()
+    assert len(got) == 1, "closed_loop raised inside the running loop (see the thread's traceback)"
+    t = got[0]
     assert t.ok > 0 and t.failed == 0
