@@ -190,14 +190,7 @@ def test_format1_blocks_still_decode() -> None:
     c = (b + step + rng.standard_normal(4096).astype(np.float32) * 1e-6).astype(np.float32)
     bf_b = (b.view(np.uint32) >> 16).astype(np.uint16)
     bf_c = (c.view(np.uint32) >> 16).astype(np.uint16)
-    raw = (DATA / "format1_blocks.bin").read_bytes()
-    blocks = []
-    pos = 0
-    while pos < len(raw):
-        ml, pl = struct.unpack_from("<BI", raw, pos)
-        pos += 5
-        blocks.append((raw[pos:pos + ml].decode(), raw[pos + ml:pos + ml + pl]))
-        pos += ml + pl
+    blocks = _stored_blocks("format1_blocks.bin")
     assert [m for m, _ in blocks] == ["delta", "extrap", "delta"]
     (m0, p0), (m1, p1), (m2, p2) = blocks
     assert decode_block(m0, p0, "F32", 4096, ref=a.tobytes()) == b.tobytes()
@@ -205,6 +198,20 @@ def test_format1_blocks_still_decode() -> None:
     assert bytes(decode_chain("F32", 4096, [(m0, p0), (m1, p1)], base=a.tobytes())) == (
         c.tobytes())
     assert decode_block(m2, p2, "BF16", 4096, ref=bf_b.tobytes()) == bf_c.tobytes()
+
+
+def _stored_blocks(name: str) -> list[tuple[str, bytes]]:
+    """(method, payload) of each block in tests/codec/data/NAME (u8 method length, u32
+    payload length, method, payload)."""
+    raw = (DATA / name).read_bytes()
+    blocks = []
+    pos = 0
+    while pos < len(raw):
+        ml, pl = struct.unpack_from("<BI", raw, pos)
+        pos += 5
+        blocks.append((raw[pos:pos + ml].decode(), raw[pos + ml:pos + ml + pl]))
+        pos += ml + pl
+    return blocks
 
 
 def _format2_values(code: str) -> list[bytes]:
@@ -226,14 +233,7 @@ def _format2_values(code: str) -> list[bytes]:
 def test_format2_blocks_still_decode(impl: object) -> None:
     """Grouped blocks written by format 2's writer decode bit-exact, alone and as a
     chain (the checkout path), whatever the kernels un-group them with."""
-    raw = (DATA / "format2_blocks.bin").read_bytes()
-    blocks = []
-    pos = 0
-    while pos < len(raw):
-        ml, pl = struct.unpack_from("<BI", raw, pos)
-        pos += 5
-        blocks.append((raw[pos:pos + ml].decode(), raw[pos + ml:pos + ml + pl]))
-        pos += ml + pl
+    blocks = _stored_blocks("format2_blocks.bin")
     codes = ["F32", "BF16", "F16", "F64"]
     assert [m for m, _ in blocks] == ["gdelta", "gextrap"] * 2 + ["gdelta", "extrap"] + [
         "gdelta", "gextrap"]
