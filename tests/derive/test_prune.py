@@ -11,9 +11,10 @@ from safetensors.numpy import load_file
 
 from modelvc.api import Version
 from modelvc.derive import derive
+from modelvc.derive.prune import smallest
 from modelvc.errors import UsageError
 from modelvc.registry import Registry
-from tests.conftest import MINILM
+from tests.conftest import MINILM, write_model
 
 from .conftest import checkout
 
@@ -70,9 +71,26 @@ def test_pruned_model_loads_and_exclude_keeps_the_embeddings(reg: Registry, mini
 @pytest.mark.parametrize(("params", "message"), [
     ({"sparsity": "1.5"}, "not a number in"), ({"sparsity": "half"}, "not a number in"),
     ({"exclude": "("}, "not a regular expression"), ({"level": "3"}, "no parameter level")])
-def test_bad_parameters_are_refused_before_anything(reg: Registry, minilm: Version,
+def test_bad_parameters_are_refused_before_anything(reg: Registry, tmp_path: Path,
                                                     params: dict[str, str], message: str
                                                     ) -> None:
+    write_model(tmp_path / "m" / "model.safetensors")  # a parameter check: any model
+    reg.commit(tmp_path / "m", model="m", message="base")
     with pytest.raises(UsageError, match=message):
-        derive(reg, "minilm@v1", "prune", to="x", params=params)
-    assert [v.number for v in reg.versions("minilm")] == [1]
+        derive(reg, "m@v1", "prune", to="x", params=params)
+    assert [v.number for v in reg.versions("m")] == [1]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_pruned_set_is_the_stable_sorts(seed: int) -> None:
+    """`smallest` (a partition) names the positions a stable argsort's first k do: the
+    smallest magnitudes, ties by position, NaN last (the bytes a recorded prune made
+    must come out again for `derive check`)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    values = (rng.choice([0.0, -0.0, 1.0, -1.0, 0.5, 2.0, np.nan], size=n) if seed % 2
+              else rng.standard_normal(n))
+    mags = np.abs(values)
+    for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+        want = np.sort(np.argsort(mags, kind="stable")[:k])
+        assert np.array_equal(np.sort(smallest(mags, k)), want), (seed, k)
