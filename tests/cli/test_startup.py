@@ -85,3 +85,22 @@ def test_commit_loads_only_numpy(repo: Path) -> None:
     with Registry.open_local(repo) as reg:
         assert reg.resolve("m@t").number == 3 == reg.resolve("m@exp").number
         assert reg.verify_audit() == []
+
+
+THREADS = """
+import os
+os.environ.pop("OPENBLAS_NUM_THREADS", None)
+from modelvc.cli.context import few_arenas
+few_arenas()
+import numpy
+print(len(os.listdir("/proc/self/task")), os.environ["OPENBLAS_NUM_THREADS"])
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+def test_one_shot_commands_start_no_blas_threads() -> None:
+    """A commit or checkout does no linear algebra: numpy's import must not start
+    OpenBLAS's thread per CPU (their start and spin cost ~20-30 ms of CPU a process)."""
+    p = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True,
+                       timeout=300, check=True)
+    assert p.stdout.split() == ["1", "1"]

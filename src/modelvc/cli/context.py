@@ -52,13 +52,17 @@ class Ctx:
 
 def few_arenas() -> None:
     """For a one-shot command that encodes or decodes (commit, checkout), before its
-    threads start: one glibc malloc arena. With one per thread (up to 8 per CPU), the
-    block-sized buffers one thread frees stay in its arena for it alone: a 91 MB delta
-    commit peaked at 235-250 MiB, 187 with one arena, at the same CPU (its threads spend
-    their time in zstd and numpy, not in malloc). Long-running commands (serve, server)
-    keep glibc's default."""
+    threads start and before numpy is imported: one glibc malloc arena. With one per
+    thread (up to 8 per CPU), the block-sized buffers one thread frees stay in its arena
+    for it alone: a 91 MB delta commit peaked at 235-250 MiB, 187 with one arena, at the
+    same CPU (its threads spend their time in zstd and numpy, not in malloc). And no
+    OpenBLAS thread pool: these commands do no linear algebra, and numpy's import
+    started a spinning thread per CPU (~20-30 ms of CPU per process). Long-running
+    commands (serve, server) keep glibc's and OpenBLAS's defaults."""
+    import os
     import sys
 
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if not sys.platform.startswith("linux"):
         return
     import ctypes
