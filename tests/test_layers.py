@@ -67,6 +67,7 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("api/types.py", "the API's result dataclasses"),
      ("names.py", "names and refs"), ("canonical.py", "canonical JSON"),
      ("atomic.py", "atomic file writes"),
+     ("interrupts.py", "Ctrl-C and SIGTERM: delivered between transactions, exit 130/143"),
      ("auditseal.py", "keyed checkpoints of the audit head (key outside the database)"),
      ("httpguard.py", "ASGI guard: auth before bodies, body caps and timeouts"),
      ("httpproto.py", "uvicorn's HTTP/1.1 protocols with a deadline for request heads"),

@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+from .. import interrupts
 from ..errors import ModelvcError
 from .context import Ctx, json_option
 
@@ -76,7 +78,15 @@ class Group(click.Group):
             click.echo(json.dumps({"error": "UsageError", "message": exc.format_message(),
                                    "hint": None}))
             sys.exit(2)
-        except ModelvcError as exc:
+        except (Exception, KeyboardInterrupt) as exc:
+            # After SIGINT/SIGTERM whatever comes out (a database error the interrupt
+            # left behind included) is the interruption: say so, not the error.
+            signum = interrupts.received() or \
+                (signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 0)
+            if signum:
+                _interrupted(ctx, signum, as_json)
+            if not isinstance(exc, ModelvcError):
+                raise
             if as_json:
                 click.echo(json.dumps({"error": exc.code, "message": exc.message,
                                        "hint": exc.hint}))
@@ -85,9 +95,26 @@ class Group(click.Group):
                 if exc.hint:
                     click.echo(f"hint: {exc.hint}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+
+
+def _interrupted(ctx: click.Context, signum: int, as_json: bool) -> NoReturn:
+    """One line: which command stopped, that nothing is half-written, what to do; exits
+    128 + the signal number (130 after Ctrl-C, 143 after SIGTERM)."""
+    name = signal.Signals(signum).name
+    args = list(ctx.meta.get(ARGS_KEY, ()))
+    at = next((i for i, a in enumerate(args) if a in COMMANDS), len(args))
+    words = args[at:at + 1]
+    if words and isinstance(cli.commands.get(words[0]), click.Group):
+        words += [a for a in args[at + 1:at + 2] if not a.startswith("-")]
+    what = " ".join(["modelvc", *words])
+    message = (f"interrupted by {name}: `{what}` stopped before it finished; every "
+               "step it completed is recorded and none is half-written")
+    todo = interrupts.hint() or "run it again to finish"
+    if as_json:
+        click.echo(json.dumps({"error": "Interrupted", "message": message, "hint": todo}))
+    else:
+        click.echo(f"{message} ({todo})", err=True)
+    sys.exit(128 + signum)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,7 +153,21 @@ def main(args: list[str] | None = None) -> None:
     os.environ.setdefault("MODELVC_CACHE_MB", CLI_CACHE_MB)
     os.environ.setdefault("MODELVC_POOL_MB", CLI_POOL_MB)
     os.environ.setdefault("MODELVC_KEEP_COMMITTED", CLI_KEEP_COMMITTED)
-    cli(args, prog_name="modelvc")  # commands are registered as they are asked for
+    # Ctrl-C and SIGTERM: between database transactions, reported as one line
+    # (Group.invoke); exit 130 / 143. Signals outside a command (start-up, close) too.
+    with interrupts.handling():
+        try:
+            cli(args, prog_name="modelvc")  # commands are registered as they are asked for
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            click.echo(f"interrupted by {signal.Signals(signum).name}", err=True)
+            sys.exit(128 + signum)
+        except SystemExit as exc:
+            signum = interrupts.received()
+            if signum and exc.code not in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+                click.echo(f"interrupted by {signal.Signals(signum).name}", err=True)
+                sys.exit(128 + signum)
+            raise
 
 
 if __name__ == "__main__":

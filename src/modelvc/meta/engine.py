@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
+from .. import interrupts
 from ..errors import Conflict, ModelvcError, StorageError
 
 T = TypeVar("T")
@@ -119,7 +120,8 @@ def run(
     """
     for attempt in range(retries):
         try:
-            with engine.connect() as conn:
+            # A Ctrl-C waits for the transaction's end (interrupts.py: the pre-ping)
+            with interrupts.deferred(), engine.connect() as conn:
                 if write:
                     conn.execution_options(**{_WRITE: True})
                 with conn.begin():

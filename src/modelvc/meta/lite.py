@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from .. import interrupts
 from ..errors import Conflict, ModelNotFound, RefNotFound, StorageError
 from . import literows, litewrite
 from .api import (
@@ -160,11 +161,12 @@ class LiteMeta:
         """FN in one read transaction (a consistent snapshot across its queries)."""
         conn = self._conn()
         try:
-            conn.execute("BEGIN")
-            try:
-                return fn(conn)
-            finally:
-                conn.execute("COMMIT")
+            with interrupts.deferred():  # a Ctrl-C never leaves the transaction open
+                conn.execute("BEGIN")
+                try:
+                    return fn(conn)
+                finally:
+                    conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise _failed(exc) from exc
 
@@ -172,6 +174,10 @@ class LiteMeta:
         """FN in one write transaction (BEGIN IMMEDIATE, as meta/engine.py), retried
         whole if the busy timeout ran out; the audit head it appended is sealed once
         the transaction has committed (as MetaStore._tx)."""
+        with interrupts.deferred():  # a Ctrl-C waits for the commit and its seal
+            return self._write_now(fn)
+
+    def _write_now(self, fn: Callable[[sqlite3.Connection, Heads], T]) -> T:
         conn = self._conn()
         for attempt in range(WRITE_RETRIES):
             heads: Heads = []

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
+from .. import interrupts
 from . import engine as eng
 from . import lifecycle
 from .api import FORMAT_VERSION, ModelRow
@@ -84,6 +85,10 @@ class MetaStore(RefsArea, VersionsArea, ObjectsArea, AuditArea, KeysArea, Webhoo
     audit_seal: Callable[[int, str], None] | None = None
 
     def _tx(self, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:
+        with interrupts.deferred():  # a Ctrl-C waits for the commit and its seal
+            return self._tx_now(fn, write)
+
+    def _tx_now(self, fn: Callable[[sa.Connection], T], write: bool) -> T:
         seal = self.audit_seal
         if seal is None or not write:
             return eng.run(self._engine, fn, write=write)
