@@ -136,7 +136,8 @@ def max_depth_of(reg: Registry, ref: str) -> int:
 
 
 def run_modelvc(versions: list[VersionSpec], work: Path, *, max_depth: int,
-                max_stored: float, log: bool, repeat: int = 1, model: str = MODEL) -> Run:
+                max_stored: float, log: bool, repeat: int = 1, model: str = MODEL,
+                keep: bool = False) -> Run:
     # The chain bounds are module constants read at commit time; patch them for the sweep.
     mstorage.MAX_CHAIN_DEPTH = max_depth
     mstorage.MAX_CHAIN_STORED = max_stored
@@ -178,7 +179,8 @@ def run_modelvc(versions: list[VersionSpec], work: Path, *, max_depth: int,
         if log:
             print(f"  {r.name:<18} commit {r.commit_mbps:6.0f} MB/s  "
                   f"checkout {r.checkout_mbps:6.0f} MB/s", file=sys.stderr, flush=True)
-    shutil.rmtree(root, ignore_errors=True)
+    if not keep:  # --keep: left for bench/stored_bytes.py
+        shutil.rmtree(root, ignore_errors=True)
     return run
 
 
@@ -395,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", default="",
                     help=f"comma-separated model families to add ({', '.join(FAMILIES)})")
     ap.add_argument("--only-families", action="store_true", help="skip the MiniLM sequence")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the registries under --work (for bench/stored_bytes.py)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     ap.add_argument("--groups", action="store_true",
                     help="write grouped (format 2) blocks (codec.groups.WRITE_GROUPED on): "
@@ -418,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"family {f}", file=sys.stderr, flush=True)
                 fam_runs[f] = run_modelvc(FAMILIES[f](), work / f, max_depth=a.max_depth,
                                           max_stored=a.max_stored, log=not a.quiet,
-                                          repeat=a.repeat, model=f)
+                                          repeat=a.repeat, model=f, keep=a.keep)
         finally:
             if a.work is None:
                 shutil.rmtree(work, ignore_errors=True)
@@ -443,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             if not a.quiet:
                 print(f"commit + checkout, max depth {d}", file=sys.stderr, flush=True)
             runs.append(run_modelvc(versions, work, max_depth=d, max_stored=a.max_stored,
-                                    log=not a.quiet, repeat=a.repeat))
+                                    log=not a.quiet, repeat=a.repeat, keep=a.keep))
         if not a.no_baselines:
             runs[0].baselines = run_baselines(versions, work)
     finally:
