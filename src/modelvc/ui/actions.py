@@ -7,17 +7,13 @@ audit trail judge it exactly as they judge `modelvc promote` and friends. A refu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 from urllib.parse import quote
-
-from starlette.routing import Route
 
 from ..errors import UsageError
 from .access import Viewer
 from .port import UIRegistry
-
-if TYPE_CHECKING:
-    from .app import UI
+from .views import SummaryCache
 
 
 def _need(form: dict[str, str], key: str, what: str) -> str:
@@ -31,29 +27,32 @@ def _model_url(model: str, note: str) -> str:
     return f"/m/{quote(model, safe='')}?{note}"
 
 
-def promote(reg: UIRegistry, viewer: Viewer, form: dict[str, str], ui: UI) -> str:
+def promote(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
+            summaries: SummaryCache) -> str:
     model = _need(form, "model", "model")
     number = _need(form, "number", "version")
     channel = _need(form, "channel", "channel")
     force = form.get("force") == "1"
     reg.promote(f"{model}@v{number}", channel, reason=form.get("reason", ""),
                 actor=viewer.name, force=force, create=form.get("create") == "1")
-    ui.summaries.drop(model)
+    summaries.drop(model)
     return _model_url(model, f"done=promoted+v{number}+to+{quote(channel)}#channels")
 
 
-def rollback(reg: UIRegistry, viewer: Viewer, form: dict[str, str], ui: UI) -> str:
+def rollback(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
+             summaries: SummaryCache) -> str:
     model = _need(form, "model", "model")
     channel = _need(form, "channel", "channel")
     reason = _need(form, "reason", "a reason")
     to = form.get("to", "").strip()
     reg.rollback(model, channel, to=f"{model}@v{to}" if to else None, reason=reason,
                  actor=viewer.name)
-    ui.summaries.drop(model)
+    summaries.drop(model)
     return _model_url(model, f"done=rolled+back+{quote(channel)}#channels")
 
 
-def tag(reg: UIRegistry, viewer: Viewer, form: dict[str, str], ui: UI) -> str:
+def tag(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
+        summaries: SummaryCache) -> str:
     model = _need(form, "model", "model")
     number = _need(form, "number", "version")
     name = _need(form, "name", "a tag name")
@@ -61,16 +60,18 @@ def tag(reg: UIRegistry, viewer: Viewer, form: dict[str, str], ui: UI) -> str:
     return f"/m/{quote(model, safe='')}/v/{number}?done=tagged+{quote(name)}"
 
 
-def branch(reg: UIRegistry, viewer: Viewer, form: dict[str, str], ui: UI) -> str:
+def branch(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
+           summaries: SummaryCache) -> str:
     model = _need(form, "model", "model")
     number = _need(form, "number", "version")
     name = _need(form, "name", "a branch name")
     reg.create_branch(model, name, at=f"{model}@v{number}", actor=viewer.name)
-    ui.summaries.drop(model)
+    summaries.drop(model)
     return f"/m/{quote(model, safe='')}/v/{number}?done=branch+{quote(name)}+created"
 
 
-def routes(ui: UI) -> list[Any]:
-    return [Route(f"/act/{name}", ui.action(fn), methods=["POST"])
-            for name, fn in (("promote", promote), ("rollback", rollback), ("tag", tag),
-                             ("branch", branch))]
+# An action: (the viewer's registry, the viewer, the form, the summaries it may make
+# stale) -> where to go next. Served as POST /act/<name>.
+Action = Callable[[UIRegistry, Viewer, dict[str, str], SummaryCache], str]
+ACTIONS: dict[str, Action] = {"promote": promote, "rollback": rollback, "tag": tag,
+                              "branch": branch}

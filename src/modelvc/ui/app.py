@@ -100,8 +100,8 @@ class UI:
         nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"{base}/login?{urlencode({'next': nxt})}", status_code=303)
 
-    def action(self, run: Callable[..., str]) -> Callable[..., Any]:
-        """A POST handler: session, CSRF, RUN(reg, viewer, form, request) -> where to go."""
+    def action(self, run: actions.Action) -> Callable[..., Any]:
+        """A POST handler: session, CSRF, RUN(reg, viewer, form, summaries) -> where to go."""
 
         async def handler(request: Request) -> Response:
             viewer = self.access.viewer(request.cookies.get(COOKIE))
@@ -119,7 +119,7 @@ class UI:
                     hint="reload the page and submit it again"), viewer)
             try:
                 reg = self.access.registry(viewer)
-                where = await run_in_threadpool(run, reg, viewer, form, self)
+                where = await run_in_threadpool(run, reg, viewer, form, self.summaries)
             except ModelvcError as exc:
                 return self.error(request, exc, viewer)
             base = request.scope.get("root_path", "")
@@ -281,7 +281,8 @@ def create_ui_app(access: Access, *, title: str = "modelvc") -> Starlette:
         Route("/audit", ui.page("audit.html", ui.audit)),
         Route("/deployments", ui.page("deployments.html", ui.deployments)),
         Route("/deployments/live", ui.page("_deployments_live.html", ui.deployments)),
-        *actions.routes(ui),
+        *(Route(f"/act/{name}", ui.action(run), methods=["POST"])
+          for name, run in actions.ACTIONS.items()),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     async def not_found(request: Request, exc: Exception) -> Response:
