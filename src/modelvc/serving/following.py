@@ -8,27 +8,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from ..canary import decide
 from ..errors import GateNotPassed, ModelvcError, PermissionDenied
 from ..meta.api import VersionRow
+from ..registry import Registry
+from .identity import Identity
+from .metrics import Metrics
 from .served import ServedModel, ShadowStats
-from .swap import Follower
-
-if TYPE_CHECKING:
-    from .gateway import Gateway
+from .swap import Follower, Pool
 
 log = logging.getLogger("modelvc.serving")
 
 
 class Following:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    """What a gateway lends its followers: the registry, its pool's threads, the
+    identity that moves channels, the metrics that count the moves."""
+
+    def __init__(self, reg: Registry, pool: Pool, identity: Identity, metrics: Metrics,
+                 poll_interval: float) -> None:
+        self.reg, self.pool, self.identity = reg, pool, identity
+        self.metrics, self.poll_interval = metrics, poll_interval
 
     async def follow(self, sm: ServedModel, f: Follower) -> None:
         while True:
-            await asyncio.sleep(self.gw.cfg.poll_interval)
+            await asyncio.sleep(self.poll_interval)
             try:
                 switched = await f.refresh()
                 if switched and f is sm.shadow:
@@ -49,9 +53,9 @@ class Following:
         cc = sm.cfg.canary
         if cc is None or not cc.auto:
             return
-        ident, moves = self.gw.identity, [("promote to", sm.cfg.ref), ("roll back", cc.ref)]
+        ident, moves = self.identity, [("promote to", sm.cfg.ref), ("roll back", cc.ref)]
         try:
-            why = await self.gw.pool.call(lambda: ident.preflight(self.gw.reg, sm.cfg.model, moves))
+            why = await self.pool.call(lambda: ident.preflight(self.reg, sm.cfg.model, moves))
         except Exception as exc:  # the registry may be unreachable now: judge later
             log.warning("%s: could not check the canary's identity: %s", sm.cfg.name, exc)
             return
@@ -100,20 +104,20 @@ class Following:
         counted, shown in the status and retried later; True if the channel moved."""
         cc = sm.cfg.canary
         assert cc is not None
-        model, ident = sm.cfg.model, self.gw.identity
+        model, ident = sm.cfg.model, self.identity
         channel = cc.ref if action == "rollback" else sm.cfg.ref
         actor: str | None = None
 
         def run() -> None:
             nonlocal actor
-            actor = ident.actor_for(self.gw.reg, model)
+            actor = ident.actor_for(self.reg, model)
             if action == "rollback":
-                self.gw.reg.rollback(model, channel, to=target, reason=reason, actor=actor)
+                self.reg.rollback(model, channel, to=target, reason=reason, actor=actor)
             else:
-                self.gw.reg.promote(target, channel, reason=reason, actor=actor)
+                self.reg.promote(target, channel, reason=reason, actor=actor)
 
         try:
-            await self.gw.pool.call(run)
+            await self.pool.call(run)
         except Exception as exc:  # refused (roles, gates, token), or the registry failed
             if isinstance(exc, GateNotPassed | PermissionDenied):
                 kind = "gates" if isinstance(exc, GateNotPassed) else "permission"
@@ -122,7 +126,7 @@ class Following:
             msg = exc.message if isinstance(exc, ModelvcError) else \
                 f"{type(exc).__name__}: {exc}"
             r = sm.refuse(action, version, target, channel, reason, actor, msg, kind)
-            self.gw.metrics.refusals.labels(model, channel, action, kind).inc()
+            self.metrics.refusals.labels(model, channel, action, kind).inc()
             if kind == "permission":
                 sm.identity_warning = msg
             log.log(logging.ERROR if kind == "error" else logging.WARNING,
@@ -133,7 +137,7 @@ class Following:
                     " (traffic stays off the canary)" if action == "rollback" else "")
             return False
         sm.refusal = sm.identity_warning = None
-        counter = self.gw.metrics.rollbacks if action == "rollback" else self.gw.metrics.promotions
+        counter = self.metrics.rollbacks if action == "rollback" else self.metrics.promotions
         counter.labels(model, channel).inc()
         log.info("%s: %s v%d as %s (%s)", model, action, version.number, actor, reason)
         return True

@@ -78,7 +78,8 @@ class Gateway:
         self._mirrors: set[asyncio.Task[None]] = set()
         self.agent: FleetHook | None = None  # in a fleet, it switches the stable slots
         self.identity = Identity(cfg.actor or DEFAULT_ACTOR, cfg.token)
-        self.following = Following(self)
+        self.following = Following(reg, self.pool, self.identity, self.metrics,
+                                   cfg.poll_interval)
         self._hots: dict[tuple[str, str, str], _Hot] = {}
         # Request ids the caller did not give: 32 hex digits like a uuid4's, a random
         # prefix per gateway and a count (uuid4 reads the system's random source per
