@@ -8,7 +8,6 @@ import pytest
 
 from modelvc.errors import GateNotPassed, PermissionDenied, UsageError
 from modelvc.registry import Registry
-from modelvc.registry.gate_runs import run_gates
 
 from .conftest import POLICY, apply, commit
 
@@ -34,14 +33,14 @@ def test_promotion_without_a_passed_gate_is_refused(any_reg: Registry, tmp_path:
     assert _state(any_reg) == before
     # A failed run does not count either.
     v2 = commit(any_reg, tmp_path, 1, 0.5)
-    report = run_gates(any_reg, f"m@{v2.id}", "production", actor="ci-bot")
+    report = any_reg.gates.run(f"m@{v2.id}", channel="production", actor="ci-bot")
     assert not report.passed and not report.results[0].passed
     before = _state(any_reg)
     with pytest.raises(GateNotPassed, match="failed the production gates"):
         any_reg.promote(f"m@{v2.id}", "production", actor="ci-bot")
     assert _state(any_reg) == before
     # The passed run of v1 lets v1 (and only v1) through.
-    assert run_gates(any_reg, f"m@{v1.id}", "production", actor="ci-bot").passed
+    assert any_reg.gates.run(f"m@{v1.id}", channel="production", actor="ci-bot").passed
     any_reg.promote(f"m@{v1.id}", "production", actor="ci-bot")
     assert any_reg.resolve("m@production").id == v1.id
 
@@ -51,9 +50,9 @@ def test_a_gate_passed_by_another_version_does_not_count(any_reg: Registry,
     apply(any_reg)
     v1 = commit(any_reg, tmp_path, 0, 0.95)
     v2 = commit(any_reg, tmp_path, 1, 0.97)
-    assert run_gates(any_reg, f"m@{v1.id}", "production", actor="ci-bot").passed
+    assert any_reg.gates.run(f"m@{v1.id}", channel="production", actor="ci-bot").passed
     # v2 passed staging, not production: neither counts for v2 on production.
-    assert run_gates(any_reg, f"m@{v2.id}", "staging", actor="ci-bot").passed
+    assert any_reg.gates.run(f"m@{v2.id}", channel="staging", actor="ci-bot").passed
     before = _state(any_reg)
     with pytest.raises(GateNotPassed):
         any_reg.promote(f"m@{v2.id}", "production", actor="ci-bot", create=True)
@@ -64,20 +63,20 @@ def test_a_gate_passed_under_an_older_policy_does_not_count(any_reg: Registry,
                                                             tmp_path: Path) -> None:
     apply(any_reg)
     v = commit(any_reg, tmp_path, 0, 0.95)
-    assert run_gates(any_reg, f"m@{v.id}", "production", actor="ci-bot").passed
+    assert any_reg.gates.run(f"m@{v.id}", channel="production", actor="ci-bot").passed
     apply(any_reg, POLICY.replace("accuracy >= 0.9", "accuracy >= 0.92"))
     with pytest.raises(GateNotPassed, match="older one"):
         any_reg.promote(f"m@{v.id}", "production", actor="ci-bot", create=True)
     # Comments and layout are not meaning: re-indenting keeps the digest.
     pol = apply(any_reg, POLICY.replace("accuracy >= 0.9", "accuracy >= 0.92")
                 + "# a comment\n")
-    assert run_gates(any_reg, f"m@{v.id}", "production", actor="ci-bot").policy == pol.digest
+    assert any_reg.gates.run(f"m@{v.id}", channel="production", actor="ci-bot").policy == pol.digest
 
 
 def test_a_user_without_the_role_is_refused(any_reg: Registry, tmp_path: Path) -> None:
     apply(any_reg)
     v = commit(any_reg, tmp_path, 0, 0.95)
-    assert run_gates(any_reg, f"m@{v.id}", "production", actor="ci-bot").passed
+    assert any_reg.gates.run(f"m@{v.id}", channel="production", actor="ci-bot").passed
     before = _state(any_reg)
     # bob is a promoter, but production names its own promoters.
     for who in ("mallory", "bob"):
@@ -112,7 +111,7 @@ def test_rollback_restores_the_previous_target(any_reg: Registry, tmp_path: Path
     v1 = commit(any_reg, tmp_path, 0, 0.95)
     v2 = commit(any_reg, tmp_path, 1, 0.96)
     for v in (v1, v2):
-        assert run_gates(any_reg, f"m@{v.id}", "production", actor="ci-bot").passed
+        assert any_reg.gates.run(f"m@{v.id}", channel="production", actor="ci-bot").passed
         any_reg.promote(f"m@{v.id}", "production", actor="ci-bot", create=True)
     before = _state(any_reg)
     with pytest.raises(PermissionDenied, match="may not roll back"):
@@ -131,16 +130,16 @@ def test_regression_gate_must_be_against_what_the_channel_holds(any_reg: Registr
     v1 = commit(any_reg, tmp_path, 0, 0.80)
     v2 = commit(any_reg, tmp_path, 1, 0.78)
     v3 = commit(any_reg, tmp_path, 2, 0.70)
-    r = run_gates(any_reg, f"m@{v1.id}", "staging", actor="bob")
+    r = any_reg.gates.run(f"m@{v1.id}", channel="staging", actor="bob")
     assert r.passed and "no current version" in r.results[1].message
     # v2 is gated while staging is empty, then v1 lands: v2's run is stale.
-    assert run_gates(any_reg, f"m@{v2.id}", "staging", actor="bob").passed
+    assert any_reg.gates.run(f"m@{v2.id}", channel="staging", actor="bob").passed
     any_reg.promote(f"m@{v1.id}", "staging", actor="bob", create=True)
     with pytest.raises(GateNotPassed, match="moved since"):
         any_reg.promote(f"m@{v2.id}", "staging", actor="bob")
-    r2 = run_gates(any_reg, f"m@{v2.id}", "staging", actor="bob")
+    r2 = any_reg.gates.run(f"m@{v2.id}", channel="staging", actor="bob")
     assert r2.passed and r2.results[1].measured == 0.78
-    r3 = run_gates(any_reg, f"m@{v3.id}", "staging", actor="bob")
+    r3 = any_reg.gates.run(f"m@{v3.id}", channel="staging", actor="bob")
     assert not r3.passed and "regresses" in r3.results[1].message
     any_reg.promote(f"m@{v2.id}", "staging", actor="bob")
 

@@ -15,7 +15,6 @@ from modelvc.derive import check, derive
 from modelvc.errors import InvalidPolicy
 from modelvc.gates.policy import parse_policy
 from modelvc.registry import Registry
-from modelvc.registry.gate_runs import run_gates
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = ROOT / "examples" / "ci" / "eval_digits.py"
@@ -49,7 +48,7 @@ def test_accuracy_drop_refuses_a_bad_prune_and_passes_a_mild_one(
             metrics: ["accuracy >= source - 0.005"]   # at most half a point lost
             outputs: {{samples: {samples}, names: [probabilities], max_abs_error: 0.1}}
         """)), "alice")
-    mild = run_gates(reg, "digits@mild", "production", data=str(test_npz), actor="alice")
+    mild = reg.gates.run("digits@mild", channel="production", data=str(test_npz), actor="alice")
     assert mild.passed, [r for r in mild.results if not r.passed]
     by = {r.name: r for r in mild.results}
     drop = by["accuracy >= source - 0.005"]
@@ -58,7 +57,7 @@ def test_accuracy_drop_refuses_a_bad_prune_and_passes_a_mild_one(
     assert mild.metrics["output_max_abs_error"] == by["output max_abs_error"].measured
     assert mild.metrics["output_rms_error"] <= mild.metrics["output_max_abs_error"]
 
-    bad = run_gates(reg, "digits@bad", "production", data=str(test_npz), actor="alice")
+    bad = reg.gates.run("digits@bad", channel="production", data=str(test_npz), actor="alice")
     assert not bad.passed
     by = {r.name: r for r in bad.results}
     assert not by["accuracy >= source - 0.005"].passed
@@ -77,12 +76,12 @@ def test_a_version_not_derived_fails_and_recorded_source_metrics_count(
     reg._governance.apply_policy(parse_policy(_policy("""\
         - derived: {metrics: ["accuracy >= derived_from - 0.005"]}
         """)), "alice")
-    plain = run_gates(reg, "digits@v1", "production", actor="alice")
+    plain = reg.gates.run("digits@v1", channel="production", actor="alice")
     assert not plain.passed
     assert "records no derived_from" in plain.results[0].message
     # Without an eval, the recorded metrics of both sides are compared.
     derive(reg, "digits@v1", "prune", to="p", params={"sparsity": "0.1"})
-    no_metric = run_gates(reg, "digits@p", "production", actor="alice")
+    no_metric = reg.gates.run("digits@p", channel="production", actor="alice")
     assert not no_metric.passed and "digits@v2 has no numeric metric" in \
         no_metric.results[0].message
 

@@ -17,7 +17,6 @@ from modelvc.errors import Conflict, GateNotPassed
 from modelvc.gates.authority import Authority, Clearance
 from modelvc.meta.api import VersionRow
 from modelvc.registry import Registry
-from modelvc.registry.gate_runs import run_gates
 
 from .conftest import apply, commit
 
@@ -62,10 +61,10 @@ def gated(any_reg: Registry, tmp_path: Path) -> tuple[Registry, Registry, list[V
     """production on v1 (0.90); v2 (0.95) and v3 (0.99) each passed against v1."""
     apply(any_reg, POLICY)
     vs = [commit(any_reg, tmp_path, i, acc) for i, acc in enumerate([0.90, 0.95, 0.99])]
-    assert run_gates(any_reg, f"m@{vs[0].id}", "production", actor="ci").passed
+    assert any_reg.gates.run(f"m@{vs[0].id}", channel="production", actor="ci").passed
     any_reg.promote(f"m@{vs[0].id}", "production", actor="ci", create=True)
     for v in vs[1:]:
-        report = run_gates(any_reg, f"m@{v.id}", "production", actor="ci")
+        report = any_reg.gates.run(f"m@{v.id}", channel="production", actor="ci")
         assert report.passed and report.baseline == vs[0].id
     other = Registry.open(any_reg._layout.root)  # another process's handle
     return any_reg, other, vs
@@ -99,7 +98,7 @@ def test_clearance_names_the_baseline_and_the_swap_from_it_fails(
             clearance.expected(v3.id)
         assert clearance.expected(v1.id) == v1.id
         # Channels without regression gates, --force, and no policy are not pinned.
-        assert run_gates(reg, f"m@{v2.id}", "staging", actor="ci").passed
+        assert reg.gates.run(f"m@{v2.id}", channel="staging", actor="ci").passed
         assert not gov.authorize_promotion(v2, "staging", "ci", force=False,
                                            reason="").pinned
         assert not gov.authorize_promotion(v2, "production", "alice", force=True,
@@ -118,7 +117,7 @@ def reg_unset() -> object:
 def test_empty_channel_baseline_is_pinned_too(any_reg: Registry, tmp_path: Path) -> None:
     apply(any_reg, POLICY)
     v1 = commit(any_reg, tmp_path, 0, 0.9)
-    assert run_gates(any_reg, f"m@{v1.id}", "production", actor="ci").passed
+    assert any_reg.gates.run(f"m@{v1.id}", channel="production", actor="ci").passed
     c = any_reg._governance.authorize_promotion(v1, "production", "ci", force=False, reason="")
     assert c.pinned and c.baseline is None
     assert c.expected(reg_unset()) is None

@@ -12,7 +12,7 @@ import pytest
 
 from modelvc.gates.policy import parse_policy
 from modelvc.registry import Registry
-from modelvc.registry.gate_runs import read_report, run_gates
+from modelvc.registry.gate_runs import read_report
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = ROOT / "examples" / "ci" / "eval_digits.py"
@@ -44,7 +44,7 @@ def test_digits_onnx_eval_and_runtime_budgets(reg: Registry, digits: tuple[Path,
         - format: {{}}
         """))
     reg._governance.apply_policy(pol, "alice")
-    report = run_gates(reg, "digits", "production", data=str(test_npz), actor="alice")
+    report = reg.gates.run("digits", channel="production", data=str(test_npz), actor="alice")
     assert report.passed, [r for r in report.results if not r.passed]
     by_name = {(r.gate, r.name): r for r in report.results}
     evaluated = by_name["eval", f"{sys.executable} {EVAL} {{model}} {{data}}"].measured
@@ -82,13 +82,13 @@ def test_digits_failing_eval_budget_and_entry_point(reg: Registry, tmp_path: Pat
             raise RuntimeError("no GPU here")
         """))
     monkeypatch.chdir(tmp_path)
-    pol = parse_policy(_policy("""\
+    pol = _policy("""\
         - eval: {entry_point: "digits_eval:score", metrics: "accuracy >= 0.999"}
         - eval: {entry_point: "digits_eval:broken", metrics: "f1 >= 0.5"}
         - eval: {command: "python -c 'print(42)'"}
         - budget: {latency_p95_ms: 0.000001, samples: 3}
-        """))
-    report = run_gates(reg, "digits", "production", policy=pol, data=str(test_npz))
+        """)
+    report = reg.gates.run("digits", channel="production", policy=pol, data=str(test_npz))
     assert not report.passed and not report.applied and report.notes
     res = [(r.gate, r.passed, r.message) for r in report.results]
     assert res[0][:2] == ("eval", True) and report.results[0].measured["accuracy"] == (
@@ -120,7 +120,7 @@ def test_tiny_bert_metric_format_and_size_budgets(reg: Registry, tmp_path: Path)
         - format: {{allow_pickle: false, require_data: true}}
         """, model="bert"))
     reg._governance.apply_policy(pol, "alice")
-    report = run_gates(reg, "bert", "production")
+    report = reg.gates.run("bert", channel="production")
     assert report.passed, [r for r in report.results if not r.passed]
     assert report.metrics["params"] == n_params
     # One parameter fewer allowed, a latency budget on safetensors, a pickled save: fail.
@@ -128,11 +128,11 @@ def test_tiny_bert_metric_format_and_size_budgets(reg: Registry, tmp_path: Path)
     torch.save(model.state_dict(), tmp_path / "bert-pt" / "pytorch_model.bin")
     # cwd outside any git work tree: no clean code commit to point at, wherever CI runs.
     reg.commit(tmp_path / "bert-pt", model="bert", metrics={"loss": 1.4}, cwd=tmp_path)
-    strict = parse_policy(_policy(f"""\
+    strict = _policy(f"""\
         - budget: {{params: {n_params - 1}, latency_p95_ms: 10}}
         - format: {{require_clean_git: true}}
-        """, model="bert"))
-    bad = run_gates(reg, "bert", "production", policy=strict)
+        """, model="bert")
+    bad = reg.gates.run("bert", channel="production", policy=strict)
     fails = {r.name: r.message for r in bad.results if not r.passed}
     assert set(fails) == {"params", "latency_p95_ms", "no pickle files", "clean git commit"}
     assert "no ONNX file" in fails["latency_p95_ms"]

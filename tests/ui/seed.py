@@ -11,7 +11,6 @@ from pathlib import Path
 from modelvc.derive import derive
 from modelvc.gates.policy import parse_policy
 from modelvc.registry import Registry
-from modelvc.registry.gate_runs import run_gates
 from modelvc.signing.ops import create_key, sign_version
 from tests.conftest import write_model
 from tests.services.server import grant_token
@@ -81,9 +80,9 @@ def _seed(root: Path, meta_url: str | None, objects_url: str | None) -> Seeded:
         reg._governance.apply_policy(parse_policy(POLICY), "admin")
         reg.promote("bert@v1", "production", reason="first release", force=True,
                     actor="admin", create=True)
-        run_gates(reg, "bert@v2", "production", actor="maint")
+        reg.gates.run("bert@v2", channel="production", actor="maint")
         reg.promote("bert@v2", "production", reason="better acc", actor="maint")
-        run_gates(reg, "bert@v3", "production", actor="maint")  # fails: acc 0.83
+        reg.gates.run("bert@v3", channel="production", actor="maint")  # fails: acc 0.83
         reg.promote("bert@v3", "staging", reason="try it", actor="maint",
                     create=True)
         out = derive(reg, "bert@v2", "cast", to="bf16", params={"dtype": "bf16"})

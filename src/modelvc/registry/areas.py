@@ -28,15 +28,16 @@ from ..errors import ModelvcError, NotFound, PermissionDenied, SignatureInvalid,
 from ..lineage import author
 from ..meta.api import AuditEntry
 from ..names import check_name
+from .parts import RegistryParts
 
 if TYPE_CHECKING:
-    from .core import Registry
+    from ..api.protocol import RegistryAPI
 
 STRATEGIES = ("atomic", "rolling", "canary")
 
 
 class LocalKeys:
-    def __init__(self, reg: Registry) -> None:
+    def __init__(self, reg: RegistryParts) -> None:
         self._reg = reg
 
     def add(self, name: str, *, public_key: str | bytes, actor: str | None = None
@@ -68,7 +69,7 @@ class LocalKeys:
 
 
 class LocalSignatures:
-    def __init__(self, reg: Registry) -> None:
+    def __init__(self, reg: RegistryParts) -> None:
         self._reg = reg
 
     def _usable_key(self, key_id: str) -> SigningKey:
@@ -127,8 +128,10 @@ class LocalSignatures:
 
 
 class LocalGates:
-    def __init__(self, reg: Registry) -> None:
-        self._reg = reg
+    def __init__(self, reg: RegistryParts, api: RegistryAPI) -> None:
+        # One registry twice: its parts record the runs, and the gates read through its
+        # API (resolve, check out, verify signatures) as any client would.
+        self._reg, self._api = reg, api
 
     def run(self, ref: str, *, channel: str, policy: str | None = None,
             data: str | None = None, actor: str | None = None) -> GateReport:
@@ -136,7 +139,7 @@ class LocalGates:
         from .gate_runs import run_gates
 
         pol = parse_policy(policy, "<policy given to the run>") if policy is not None else None
-        return run_gates(self._reg, ref, channel, policy=pol, data=data, actor=actor)
+        return run_gates(self._reg, self._api, ref, channel, policy=pol, data=data, actor=actor)
 
     def runs(self, ref: str, *, channel: str | None = None) -> builtins.list[GateRun]:
         return self._reg._meta.gate_runs(self._reg.resolve(ref).id, channel)
@@ -166,7 +169,7 @@ class LocalGates:
 
 
 class LocalTokens:
-    def __init__(self, reg: Registry) -> None:
+    def __init__(self, reg: RegistryParts) -> None:
         self._reg = reg
 
     def create(self, name: str, *, subject: str, scopes: Sequence[str] = (),
@@ -191,7 +194,7 @@ class LocalTokens:
 
 
 class LocalRoles:
-    def __init__(self, reg: Registry) -> None:
+    def __init__(self, reg: RegistryParts) -> None:
         self._reg = reg
 
     def grant(self, subject: str, role: str, *, on: str, actor: str | None = None
@@ -207,7 +210,7 @@ class LocalRoles:
 
 
 class LocalDeployments:
-    def __init__(self, reg: Registry) -> None:
+    def __init__(self, reg: RegistryParts) -> None:
         self._reg = reg
 
     def create(self, name: str, *, model: str, channel: str = "production",

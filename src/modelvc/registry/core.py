@@ -106,7 +106,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
     def gates(self) -> LocalGates:
         from .areas import LocalGates
 
-        return LocalGates(self)
+        return LocalGates(self, self)
 
     @cached_property
     def tokens(self) -> LocalTokens:

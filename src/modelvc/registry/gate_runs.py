@@ -36,9 +36,10 @@ from ..gates.context import RunContext
 from ..gates.policy import Gate, Policy, applied_policy
 from ..lineage import author, fingerprint
 from ..meta.api import AuditEntry, GateRun
+from .parts import RegistryParts
 
 if TYPE_CHECKING:
-    from .core import Registry
+    from ..api.protocol import RegistryAPI
 
 CHECKS: dict[str, Callable[[RunContext, Gate], list[GateResult]]] = {
     "metric": metric, "regression": regression, "eval": evaluate, "budget": budget,
@@ -47,9 +48,11 @@ CHECKS: dict[str, Callable[[RunContext, Gate], list[GateResult]]] = {
 PHASE = {"eval": 0, "derived": 0, "budget": 1}  # everything else: 2
 
 
-def run_gates(reg: Registry, ref: str, channel: str, *, policy: Policy | None = None,
-              data: str | None = None, actor: str | None = None) -> GateReport:
-    """Run CHANNEL's gates on version REF, store the report, and return it."""
+def run_gates(reg: RegistryParts, api: RegistryAPI, ref: str, channel: str, *,
+              policy: Policy | None = None, data: str | None = None,
+              actor: str | None = None) -> GateReport:
+    """Run CHANNEL's gates on version REF, store the report in REG, and return it. The
+    gates read through API: the same registry as REG."""
     v = reg.resolve(ref)
     applied = applied_policy(reg._meta)
     pol = policy or applied
@@ -65,7 +68,7 @@ def run_gates(reg: Registry, ref: str, channel: str, *, policy: Policy | None = 
     start = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="modelvc-gate-"))
     try:
-        ctx = RunContext(reg, v, reg._manifest(v.id), channel, workdir, data,
+        ctx = RunContext(api, v, reg._manifest(v.id), channel, workdir, data,
                          metrics=dict(v.metrics))
         ctx.baseline, ctx.baseline_metrics = _baseline(reg, v.model, channel)
         order = sorted(range(len(rule.gates)), key=lambda i: PHASE.get(rule.gates[i].kind, 2))
@@ -100,7 +103,7 @@ def _run_one(ctx: RunContext, gate: Gate) -> list[GateResult]:
                            f"{type(exc).__name__}: {exc}", gate.line)]
 
 
-def _baseline(reg: Registry, model: str, channel: str) -> tuple[Any, dict[str, Any]]:
+def _baseline(reg: RegistryParts, model: str, channel: str) -> tuple[Any, dict[str, Any]]:
     """What the channel holds now, with its recorded metrics and those measured by its
     newest passed gate run on this channel (eval results, budget measurements)."""
     ref = reg._ref_or_none(model, channel)
@@ -114,7 +117,7 @@ def _baseline(reg: Registry, model: str, channel: str) -> tuple[Any, dict[str, A
     return base, metrics
 
 
-def _record(reg: Registry, report: GateReport) -> GateReport:
+def _record(reg: RegistryParts, report: GateReport) -> GateReport:
     body = report.to_json()
     del body["report_id"], body["run_id"]  # not known until stored
     stored = reg._io.put_blob(canonical_json(body))
@@ -142,7 +145,7 @@ def _scalar(x: Any) -> Any:
     return finite(x) if isinstance(x, int | float | str | bool) or x is None else None
 
 
-def read_report(reg: Registry, run: GateRun) -> dict[str, Any]:
+def read_report(reg: RegistryParts, run: GateRun) -> dict[str, Any]:
     import json
 
     data: dict[str, Any] = json.loads(reg._io.read_blob(run.report_id))

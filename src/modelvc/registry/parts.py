@@ -1,6 +1,8 @@
-"""What the Registry's mixins (host.py, exchange.py, writes.py, refs.py) may use of it:
-its folder, metadata, object store and the helpers built on them, declared once here
-for mypy. All private: only `registry/` and what it hands them to touch them."""
+"""What the Registry's mixins (reads.py, refs.py, host.py, exchange.py, writes.py) and its
+areas (areas.py, gate_runs.py) may use of it: its folder, metadata, object store, the
+helpers built on them and the resolving verbs of core.py, declared once here for mypy
+(so none of them imports core.py, which imports them). All private but `resolve`: only
+`registry/` and what it hands them to touch them."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ if TYPE_CHECKING:
     from .. import layout as _layout_mod
     from ..events import Events
     from ..gates.authority import Authority
+    from ..manifest import Manifest
+    from ..meta.api import RefRow, VersionRow
     from ..meta.store import MetaStore
     from ..objects.base import ObjectStore
     from ..signing.trust import Trust
@@ -34,3 +38,10 @@ class RegistryParts:
 
         @property
         def events(self) -> Events: ...
+
+    if TYPE_CHECKING:  # defined by Registry (core.py)
+        def resolve(self, ref: str, *, deleted: bool = False) -> VersionRow: ...
+
+        def _ref_or_none(self, model: str, name: str) -> RefRow | None: ...
+
+        def _manifest(self, version_id: str) -> Manifest: ...

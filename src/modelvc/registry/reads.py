@@ -11,31 +11,24 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import layout as _layout
 from ..auditseal import AuditSeal
 from ..errors import UsageError
 from ..lineage import author as default_author
-from ..manifest import Manifest
 from ..meta.api import AuditRow, VersionRow
-from ..objects.base import ObjectStore
+from .parts import RegistryParts
 
 if TYPE_CHECKING:
     from ..checkout import CheckoutResult, TensorDict
     from ..diff import VersionDiff
     from ..maintenance import GcReport, VerifyReport
-    from ..meta.store import MetaStore
     from ..signing.trust import Trust
     from ..storage import ObjectIO
 
 Version = VersionRow
 
 
-class ReadOps:
-    _layout: _layout.Layout
-    _meta: MetaStore
-    _store: ObjectStore
+class ReadOps(RegistryParts):
     _audit_seal: AuditSeal
-    _jobs: ThreadPoolExecutor
     _blocks: ThreadPoolExecutor
 
     @cached_property
@@ -55,10 +48,6 @@ class ReadOps:
         from ..signing.trust import Trust
 
         return Trust(self._meta, self._manifest)
-
-    # Provided by Registry.
-    resolve: Callable[..., Version]
-    _manifest: Callable[[str], Manifest]
 
     def checkout(self, ref: str, dest: str | Path, *, force: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> CheckoutResult:

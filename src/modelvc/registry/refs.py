@@ -5,7 +5,6 @@ checked), ref history. Every move is a compare-and-swap with its audit entry
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
@@ -24,10 +23,6 @@ _Unset = Unset
 
 
 class RefOps(RegistryParts):
-    # Provided by Registry.
-    resolve: Callable[..., Version]
-    _ref_or_none: Callable[[str, str], RefRow | None]
-
     def _channel_missing(self, model: str, channel: str, *, promoting: bool = False
                          ) -> RefNotFound:
         """No channel CHANNEL: the error names the channels the model has."""

@@ -25,7 +25,6 @@ DEFAULT_BRANCH = "main"
 class WriteOps(RegistryParts):
     # Provided by Registry.
     _parent: Callable[[str, str], Version]
-    _manifest: Callable[[str], Manifest]
     manifest: Callable[[str], Manifest]
 
     def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,
