@@ -15,6 +15,7 @@ from .protocol import (
     KeysAPI,
     RegistryAPI,
     RolesAPI,
+    RunAPI,
     SignaturesAPI,
     TokensAPI,
     verbs,
@@ -51,7 +52,7 @@ __all__ = [
     "AREAS", "UNSET", "AuditRecord", "Delivery", "DeliveryReport", "Deployment",
     "DeploymentsAPI", "EventsAPI", "FileStorage", "GateReport", "GateResult", "GateRun", "GatesAPI",
     "KeysAPI", "PolicyChange", "PolicyInfo", "Ref", "RefKind", "RefMove", "RegistryAPI",
-    "Replica", "RoleBinding", "RolesAPI", "Signature", "SignatureCheck", "SignatureReport",
-    "SignaturesAPI", "SigningKey", "Token", "TokensAPI", "Unset", "Version", "Webhook",
-    "WebhookStatus", "verbs",
+    "Replica", "RoleBinding", "RolesAPI", "RunAPI", "Signature", "SignatureCheck",
+    "SignatureReport", "SignaturesAPI", "SigningKey", "Token", "TokensAPI", "Unset", "Version",
+    "Webhook", "WebhookStatus", "verbs",
 ]

@@ -44,11 +44,13 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+    from types import TracebackType
+
     from ..checkout import CheckoutResult, TensorDict
     from ..diff import VersionDiff
     from ..maintenance import GcReport, VerifyReport
     from ..manifest import Manifest
-    from .run import Run
 
 
 class KeysAPI(Protocol):
@@ -167,6 +169,35 @@ class DeploymentsAPI(Protocol):
     def replicas(self, *, model: str | None = None) -> builtins.list[Replica]: ...
 
 
+class RunAPI(Protocol):
+    """What `reg.run(...)` returns (modelvc.api.run.Run on both registries): a training
+    run committing checkpoints to its branch."""
+
+    id: str
+    versions: builtins.list[Version]  # committed so far, in step order
+    best_version: Version | None
+
+    def commit(self, state: Mapping[str, Any] | None = None, *, step: int,
+               metrics: Mapping[str, Any] | None = None, message: str = "",
+               folder: str | Path | None = None) -> Version: ...
+
+    def submit(self, state: Mapping[str, Any] | None = None, *, step: int,
+               metrics: Mapping[str, Any] | None = None, message: str = "",
+               files: Mapping[str, bytes] | None = None,
+               folder: str | Path | None = None) -> Future[Version]: ...
+
+    def wait(self) -> None: ...
+
+    def finish(self) -> Version | None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> RunAPI: ...
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
 class RegistryAPI(Protocol):
     """A model registry: versions, refs (branches, channels, tags) and their history,
     governance (gates, keys, signatures, tokens, roles), events and deployments."""
@@ -235,7 +266,7 @@ class RegistryAPI(Protocol):
             data: Sequence[str | Path] = (), parent: str | None = None,
             best: str | None = None, mode: str = "min", best_tag: str | None = None,
             run_id: str | None = None, files: Mapping[str, bytes] | None = None,
-            staging: str | Path | None = None, max_pending: int = 2) -> Run:
+            staging: str | Path | None = None, max_pending: int = 2) -> RunAPI:
         """A training run on MODEL@BRANCH: `with reg.run(...) as run: run.commit(state_dict,
         step=..., metrics=...)` commits each checkpoint with `commit_files`; on a clean
         exit the best version by metric BEST (MODE min or max) is tagged BEST_TAG

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api import RegistryAPI
+from ..api import RegistryAPI, RunAPI
 from ..api.run import WEIGHTS, Run, number
 from ..formats.memory import tensor_bytes
 
 __all__ = ["WEIGHTS", "Run", "number", "run", "tensor_bytes"]
 
 
-def run(reg: RegistryAPI, *, model: str, branch: str, **kwargs: Any) -> Run:
+def run(reg: RegistryAPI, *, model: str, branch: str, **kwargs: Any) -> RunAPI:
     """`reg.run(model=..., branch=..., ...)`."""
     return reg.run(model=model, branch=branch, **kwargs)
