@@ -3,9 +3,10 @@
 LAYERS is the contract, top layer first; a module belongs to the longest entry that
 names it (`api/types.py` before `api/`). A module may import its own layer and
 the layers below, never one above; imports under `if TYPE_CHECKING:` and inside
-functions count too (a type is a dependency). Two modules of one package may not
-import each other at run time (no cycles such as fleet.controller <-> fleet.watch; a
-type-only import back to the owner of a callback is not one).
+functions count too (a type is a dependency). No modules import each other in a loop,
+of any length, type-only imports included (api.protocol -> api.run -> api.protocol
+was one: a callee that needs its caller's type takes a smaller one, declared below
+both, or the pieces it uses); a module's import of its own package does not count.
 
 The picture in docs/architecture.md ("Layers") is `render()` of this contract:
 `python -m tests.test_layers` prints it, and test_docs_picture fails when they differ.
@@ -135,30 +136,63 @@ def imports(root: Path) -> list[tuple[str, int, str, bool]]:
     return out
 
 
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The loops of EDGES (module -> modules it imports): each set of modules that reach
+    one another, sorted (Tarjan's strongly connected components, without recursion)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+    for start in sorted(edges):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(edges.get(start, ()))))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        while work:
+            node, todo = work[-1]
+            nxt = next(todo, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    work.append((nxt, iter(sorted(edges.get(nxt, ())))))
+                elif nxt in stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                loop = stack[stack.index(node):]
+                del stack[stack.index(node):]
+                if len(loop) > 1:
+                    found.append(sorted(loop))
+    return sorted(found)
+
+
 def violations(root: Path) -> list[str]:
     mods = _modules(root)
     found = []
     for mod in mods:
         if mod != "modelvc" and layer_of(mod) is None:
             found.append(f"{mod}: in no layer of the contract")
-    edges: set[tuple[str, str]] = set()
-    for mod, line, target, type_only in imports(root):
+    edges: dict[str, set[str]] = {}
+    for mod, line, target, _ in imports(root):
         if mod == "modelvc":  # the package root wires the layers together (lazily)
             continue
         while target not in mods and "." in target:  # `from .x import Name` -> .x
             target = target.rpartition(".")[0]
+        if target != mod and not mod.startswith(target + "."):  # not its own package
+            edges.setdefault(mod, set()).add(target)
         src, dst = layer_of(mod), layer_of(target)
         if src is None or dst is None:
             continue
         if dst[0] < src[0]:
             found.append(f"{mod}:{line} ({src[1]}) imports {target} ({dst[1]}), a higher "
                          f"layer")
-        if mod.rpartition(".")[0] == target.rpartition(".")[0] and mod != target and \
-                not type_only:
-            edges.add((mod, target))
-    for a, b in sorted(edges):
-        if a < b and (b, a) in edges:
-            found.append(f"{a} and {b} import each other")
+    for loop in cycles(edges):
+        found.append(f"{', '.join(loop)} import each other in a loop")
     return sorted(set(found))
 
 
@@ -192,6 +226,26 @@ def test_a_planted_upward_import_fails(tmp_path: Path) -> None:
     assert any(v.startswith("modelvc.fleet.watch:") and "serving" in v for v in got), got
     (copy / "stray.py").write_text("x = 1\n")
     assert "modelvc.stray: in no layer of the contract" in violations(copy)
+
+
+def test_a_planted_loop_fails(tmp_path: Path) -> None:
+    """A loop of three modules in one layer, closed by a type-only import, fails."""
+    copy = tmp_path / "src" / "modelvc"
+    shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    assert violations(copy) == []
+    for mod, imported in (("names", "from .canonical import canonical_json"),
+                          ("canonical", "from .atomic import write_atomic"),
+                          ("atomic", "if TYPE_CHECKING:\n    from .names import Name")):
+        with (copy / f"{mod}.py").open("a") as f:
+            f.write(f"\nfrom typing import TYPE_CHECKING\n{imported}  # planted\n")
+    assert violations(copy) == [
+        "modelvc.atomic, modelvc.canonical, modelvc.names import each other in a loop"]
+
+
+def test_cycles_finds_each_loop_once() -> None:
+    edges = {"a": {"b"}, "b": {"c", "a"}, "c": {"a"}, "d": {"e"}, "e": {"f"}, "f": {"e"},
+             "g": {"a"}}
+    assert cycles(edges) == [["a", "b", "c"], ["e", "f"]]
 
 
 def test_docs_picture_is_the_contract() -> None:
