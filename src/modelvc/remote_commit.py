@@ -105,6 +105,7 @@ class RemoteWrites:
         """See Registry.run."""
         from .api.run import Run
 
+        kwargs.pop("isolate", None)  # the server encodes: the run's thread only uploads
         return Run(self, model=model, branch=branch, **kwargs)  # type: ignore[arg-type]
 
     def _send(self, planned: list[tuple[FileEntry, list[_Part]]], *, model: str,

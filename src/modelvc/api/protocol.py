@@ -266,13 +266,15 @@ class RegistryAPI(Protocol):
             data: Sequence[str | Path] = (), parent: str | None = None,
             best: str | None = None, mode: str = "min", best_tag: str | None = None,
             run_id: str | None = None, files: Mapping[str, bytes] | None = None,
-            staging: str | Path | None = None, max_pending: int = 2) -> RunAPI:
+            staging: str | Path | None = None, max_pending: int = 2,
+            isolate: bool = True) -> RunAPI:
         """A training run on MODEL@BRANCH: `with reg.run(...) as run: run.commit(state_dict,
         step=..., metrics=...)` commits each checkpoint with `commit_files`; on a clean
         exit the best version by metric BEST (MODE min or max) is tagged BEST_TAG
         (default `<branch>-best`). `run.submit(folder=...)` stages a saved checkpoint
         folder (under STAGING) and commits it in the background, up to MAX_PENDING
-        waiting. See modelvc.api.run."""
+        waiting: on an embedded registry in a child process at the lowest CPU priority
+        (ISOLATE; False: on the run's thread). See modelvc.api.run."""
         ...
 
     def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,

@@ -15,10 +15,13 @@ on; one state dict is in flight at a time (memory holds at most two snapshots). 
 FOLDER a framework saved, the loop waits only for the folder to be staged (hard links,
 modelvc.api.staging): nothing is read on the loop, up to `max_pending` folders wait
 for their commit, and a crash leaves them staged, to be committed by
-`staging.recover`. A future gives a version only once it is recorded (durable). The
-first error of a background commit is raised by the next submit, commit, `wait` or
-`finish` (and on leaving the `with` block); the checkpoints staged after it are not
-committed (the branch keeps step order) and stay staged.
+`staging.recover`. On an embedded registry the staged folders are committed by a
+child process at the lowest CPU priority (modelvc.registry.committer; `isolate=False`:
+on the run's thread): training keeps its cores and the GIL. A future gives a version
+only once it is recorded (durable). The first error of a background commit is raised
+by the next submit, commit, `wait` or `finish` (and on leaving the `with` block); the
+checkpoints staged after it are not committed (the branch keeps step order) and stay
+staged.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UsageError
 from ..names import check_ref_name
@@ -41,8 +44,20 @@ from .types import Version
 
 if TYPE_CHECKING:
     from .protocol import RegistryAPI
+    from .staging import Staged
 
 WEIGHTS = "model.safetensors"
+
+
+class StagedCommitter(Protocol):
+    """Commits staged checkpoints elsewhere (registry/committer.py: a child process)."""
+
+    def commit(self, staged: Staged) -> Version: ...
+
+    def hurry(self, on: bool) -> None:
+        """Full priority while ON: the loop waits for a commit."""
+
+    def close(self) -> None: ...
 
 
 class Run:
@@ -53,7 +68,8 @@ class Run:
                  parent: str | None = None, best: str | None = None, mode: str = "min",
                  best_tag: str | None = None, run_id: str | None = None,
                  files: Mapping[str, bytes] | None = None, staging: str | Path | None = None,
-                 max_pending: int = 2) -> None:
+                 max_pending: int = 2,
+                 committer: Callable[[], StagedCommitter] | None = None) -> None:
         if mode not in ("min", "max"):
             raise UsageError(f"mode {mode!r} is not min or max", hint="use min or max")
         self.reg, self.model, self.branch = reg, model, check_ref_name(branch, "branch name")
@@ -75,6 +91,9 @@ class Run:
         self._failed: BaseException | None = None  # the first background commit's error
         self._count = 0  # commits started (the first one takes `parent`)
         self._warned: set[Path] = set()
+        self._make_committer = committer  # None: staged folders commit on the run's thread
+        self._committer: StagedCommitter | None = None
+        self._hurrying = False  # the loop waits for a commit
 
     def commit(self, state: Mapping[str, Any] | None = None, *, step: int,
                metrics: Mapping[str, Any] | None = None, message: str = "",
@@ -123,7 +142,7 @@ class Run:
 
         self._raise_failed()
         while len(self._inflight) >= self.max_pending:  # bounded disk: old links held
-            self._inflight[0].exception()
+            self._await(self._inflight[0])
             self._reap()
         self._raise_failed()
         root = self.staging or staging.root_for(self.reg, folder)
@@ -146,7 +165,7 @@ class Run:
                                  f"{staged.path}",
                                  hint=f"modelvc.api.staging.recover(reg, {os.fspath(root)!r})")
             try:
-                v = staging.commit_staged(self.reg, staged)
+                v = self._commit_staged(staged)
             except Exception as exc:
                 exc.add_note(f"step {step} stays staged in {staged.path}: commit it with "
                              f"modelvc.api.staging.recover(reg, {os.fspath(root)!r})")
@@ -154,6 +173,34 @@ class Run:
             return self._done(v, found)
 
         return self._enqueue(job)
+
+    def _commit_staged(self, staged: Staged) -> Version:
+        """On the run's thread: the child process is started by the first one (so it
+        dies with this thread, which outlives it: `close`)."""
+        from . import staging
+
+        if self._make_committer is None:
+            return staging.commit_staged(self.reg, staged)
+        if self._committer is None:
+            self._committer = self._make_committer()
+            if self._hurrying:
+                self._committer.hurry(True)
+        return self._committer.commit(staged)
+
+    def _await(self, fut: Future[Version]) -> None:
+        """Wait for FUT with the committer at full priority meanwhile."""
+        if self._make_committer is None or fut.done():
+            fut.exception()
+            return
+        self._hurrying = True
+        if self._committer is not None:
+            self._committer.hurry(True)
+        try:
+            fut.exception()
+        finally:
+            self._hurrying = False
+            if self._committer is not None:
+                self._committer.hurry(False)
 
     def _enqueue(self, job: Callable[[], Version]) -> Future[Version]:
         self._count += 1
@@ -183,7 +230,7 @@ class Run:
     def wait(self) -> None:
         """Wait for every submitted checkpoint; the first background error raises."""
         while self._inflight:
-            self._inflight.popleft().exception()
+            self._await(self._inflight.popleft())
         self._raise_failed()
 
     def _kwargs(self, step: int, metrics: Mapping[str, Any] | None, message: str
@@ -218,8 +265,15 @@ class Run:
 
     def close(self) -> None:
         if self._worker is not None:
+            if self._make_committer is not None:  # ended on the thread that started it
+                self._worker.submit(self._close_committer)
             self._worker.shutdown(wait=True)
             self._worker = None
+
+    def _close_committer(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
+            self._committer = None
 
     def __enter__(self) -> Run:
         return self
@@ -231,7 +285,7 @@ class Run:
                 self.finish()
             else:  # keep what was submitted; the loop's error wins, theirs is told
                 while self._inflight:
-                    self._inflight.popleft().exception()
+                    self._await(self._inflight.popleft())
                 if self._failed is not None:
                     warnings.warn(f"a background commit of run {self.id} failed too: "
                                   f"{self._failed}", stacklevel=2)

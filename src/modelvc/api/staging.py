@@ -176,10 +176,19 @@ def pending(root: str | Path) -> list[Staged]:
     for entry in root.iterdir():
         if entry.name.startswith(TMP) or not (entry / PENDING).is_file():
             continue
-        d = json.loads((entry / PENDING).read_text())
-        out.append(Staged(entry, d["commit"], d["stats"], d["pid"], d["host"], d["created"],
-                          d.get("registry", "")))
+        out.append(load(entry))
     return sorted(out, key=lambda s: (s.created, s.path.name))
+
+
+def load(entry: Path) -> Staged:
+    """The staged checkpoint in the folder ENTRY."""
+    try:
+        d = json.loads((entry / PENDING).read_text())
+    except FileNotFoundError as exc:
+        raise PathNotFound(f"{entry} is not a staged checkpoint (no {PENDING})",
+                           hint="`modelvc staging list` shows the staged ones") from exc
+    return Staged(entry, d["commit"], d["stats"], d["pid"], d["host"], d["created"],
+                  d.get("registry", ""))
 
 
 def recover(reg: RegistryAPI, root: str | Path) -> list[Version]:

@@ -30,8 +30,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..api import RegistryAPI, Version
-from .run import Run
+from ..api import RegistryAPI, RunAPI, Version
 from .run import number as _number
 
 SKIP_PARAMS = ("output_dir", "logging_dir", "hub_token", "push_to_hub_token")
@@ -45,7 +44,7 @@ class ModelvcCallback(TrainerCallback):  # type: ignore[misc]
         self.reg, self.model, self.branch = reg, model, branch
         self.data, self.parent, self.best_tag = list(data), parent, best_tag
         self.background, self.staging, self.max_pending = background, staging, max_pending
-        self.run: Run | None = None
+        self.run: RunAPI | None = None
         self.by_step: dict[int, Version] = {}
         self._futures: dict[int, Future[Version]] = {}  # background commits in flight
 
@@ -54,10 +53,10 @@ class ModelvcCallback(TrainerCallback):  # type: ignore[misc]
         if not best.startswith("eval_"):
             best = f"eval_{best}"
         mode = "max" if args.greater_is_better else "min"
-        self.run = Run(self.reg, model=self.model, branch=self.branch, params=_params(args),
-                       data=self.data, parent=self.parent, best=best, mode=mode,
-                       best_tag=self.best_tag, staging=self.staging,
-                       max_pending=self.max_pending)
+        self.run = self.reg.run(model=self.model, branch=self.branch, params=_params(args),
+                                data=self.data, parent=self.parent, best=best, mode=mode,
+                                best_tag=self.best_tag, staging=self.staging,
+                                max_pending=self.max_pending)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is None or not state.is_world_process_zero:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -299,9 +299,14 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         return row
 
     def run(self, *, model: str, branch: str, **kwargs: Any) -> Run:
-        """A training run committing checkpoints to MODEL@BRANCH (modelvc.api.run.Run)."""
+        """A training run committing checkpoints to MODEL@BRANCH (modelvc.api.run.Run).
+        Staged folders are committed by a child process at the lowest CPU priority
+        (registry/committer.py) unless `isolate=False`."""
         from ..api.run import Run
+        from .committer import ProcessCommitter
 
+        if kwargs.pop("isolate", True):
+            kwargs["committer"] = partial(ProcessCommitter, self)
         return Run(self, model=model, branch=branch, **kwargs)
 
     # ---- resolving

@@ -1,0 +1,113 @@
+"""A child process that commits a training run's staged checkpoints at the lowest CPU
+priority (`Run.submit(folder=...)` on an embedded registry; modelvc.api.run).
+
+Why a process, not the run's thread: a commit reads, hashes and encodes the whole
+checkpoint (about 0.45 s of CPU for MiniLM's 91 MB) on several threads. In the training
+process those threads share the GIL and the cores with training, which then slows by
+more than the commit's cost. The child runs SCHED_IDLE (nice 19 where that is refused):
+training keeps its cores, commits use the time they leave idle, and no lock is shared.
+While the loop waits for a commit (`max_pending` reached, `wait`, `finish`) the child
+runs at normal priority, so a busy machine cannot starve it while the loop is blocked.
+
+The child is modelvc.registry.commit_child. Protocol: one JSON line per staged entry
+on the child's stdin ({"path": ...}), one JSON line back ({"id": version id} or
+{"error": class name, "message", "hint"}). The child exits at the end of its input,
+and dies with its parent (PR_SET_PDEATHSIG): what it had not committed stays staged,
+for modelvc.api.staging.recover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from typing import IO, TYPE_CHECKING, Any
+
+from .. import errors
+from ..api import staging
+
+if TYPE_CHECKING:
+    from ..api.protocol import RegistryAPI
+    from ..api.types import Version
+
+def set_priority(pid: int, *, low: bool) -> None:
+    """Every thread of process PID at the lowest CPU priority (SCHED_IDLE, else nice
+    19), or back at the normal one. Best effort: a refusal leaves it as it was."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        try:
+            if low:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            else:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        except (OSError, AttributeError):
+            pass
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, 19 if low else 0)
+
+
+class ProcessCommitter:
+    """The parent's side: `commit(staged)` sends one entry and waits for its version."""
+
+    def __init__(self, reg: RegistryAPI) -> None:
+        self.reg = reg
+        self._lock = threading.Lock()  # one request at a time on the pipe
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelvc.registry.commit_child", reg.location,
+             str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._low = True
+
+    def hurry(self, on: bool) -> None:
+        """Normal priority while ON (the loop waits for a commit), else the lowest."""
+        if self._low == on and self.proc.poll() is None:
+            self._low = not on
+            set_priority(self.proc.pid, low=not on)
+
+    def commit(self, staged: staging.Staged) -> Version:
+        with self._lock:
+            stdin, stdout = self._pipes()
+            try:
+                stdin.write(json.dumps({"path": os.fspath(staged.path)}) + "\n")
+                stdin.flush()
+                line = stdout.readline()
+            except (BrokenPipeError, OSError):
+                line = ""
+        if not line:
+            raise errors.ModelvcError(
+                f"the commit process {self.proc.pid} stopped (exit {self.proc.poll()}) "
+                f"before committing {staged.path}",
+                hint="its stderr says why; the checkpoint stays staged: "
+                     "modelvc.api.staging.recover")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise rebuild(reply)
+        return self.reg.resolve(f"{staged.commit['model']}@{reply['id']}")
+
+    def _pipes(self) -> tuple[IO[str], IO[str]]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        return self.proc.stdin, self.proc.stdout
+
+    def close(self) -> None:
+        stdin, stdout = self._pipes()
+        with contextlib.suppress(OSError):
+            stdin.close()
+        self.proc.wait()
+        stdout.close()
+
+
+def rebuild(reply: dict[str, Any]) -> Exception:
+    """The child's error as the same modelvc error class (ModelvcError if unknown)."""
+    name = reply.get("error", "")
+    cls = getattr(errors, name, None) or getattr(staging, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.ModelvcError)):
+        cls = errors.ModelvcError
+        reply = {**reply, "message": f"{name}: {reply.get('message', '')}"}
+    return cls(reply.get("message"), hint=reply.get("hint"))
