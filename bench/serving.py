@@ -31,6 +31,7 @@ rate).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -149,9 +150,13 @@ PIN_LOAD: list[str] = []  # taskset -c LOAD_CPU, when pinning
 
 def load(url: str, inputs: Path, threads: int, seconds: float,
          during: Any = None, window: list[float] | None = None, *,
-         server: int | None = None, binary: bool = False) -> dict[str, Any]:
+         server: int | None = None, binary: bool = False,
+         events: list[tuple[float, float]] | None = None, over_ms: float = 0.0
+         ) -> dict[str, Any]:
     """Run the load generator in its own process; with `server` (a pid), also the CPU
-    time the server spent per answered request."""
+    time the server spent per answered request; with `events` (each swap's promotion and
+    the moment the gateway was seen serving it), where the requests slower than `over_ms`
+    started (see tail_where)."""
     p = subprocess.Popen([*PIN_LOAD, sys.executable, "-m", "modelvc.serving.loadgen", url,
                           "--inputs", str(inputs), "--threads", str(threads),
                           "--seconds", str(seconds), *(["--binary"] if binary else [])],
@@ -171,7 +176,46 @@ def load(url: str, inputs: Path, threads: int, seconds: float,
     if window:  # only requests that started while the swaps ran
         inside = [v for v, t in zip(lat, starts, strict=True) if window[0] <= t <= window[1]]
         res |= {"window_requests": len(inside), **_pct(inside)}
+    if events:
+        res["tail"] = tail_where(lat, starts, events, over_ms)
     return res
+
+
+LOAD_SPAN_S = 0.02  # a load ends < 20 ms before the gateway is seen serving it
+
+
+def tail_where(lat: list[float], starts: list[float], events: list[tuple[float, float]],
+               over_ms: float) -> dict[str, list[int]]:
+    """Requests started in each phase of a swap, [slower than over_ms, all]: "polled"
+    from the promotion until LOAD_SPAN_S before the gateway was seen serving it (the
+    follower has yet to look: the bench's 100 Hz polls only), "loading" the LOAD_SPAN_S
+    before (checkout, session, warm-up: a digits load takes 2-5 ms), "after" until the
+    next promotion (the old version's free). Steady, 1% are over the steady p99."""
+    out = {"polled": [0, 0], "loading": [0, 0], "after": [0, 0]}
+    promoted = [p for p, _ in events]
+    for v, t in zip(lat, starts, strict=True):
+        i = int(np.searchsorted(promoted, t, side="right")) - 1
+        if i < 0 or t > events[-1][1] + 0.05:
+            continue
+        seen = events[i][1]
+        phase = out["after" if t > seen else "loading" if t > seen - LOAD_SPAN_S
+                    else "polled"]
+        phase[1] += 1
+        phase[0] += v * 1e3 > over_ms
+    return out
+
+
+def loader_cpu(pid: int) -> tuple[float, set[int]]:
+    """CPU seconds of the gateway's loading threads so far, and the CPUs they last ran on."""
+    total, cpus = 0.0, set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if not (task / "comm").read_text().startswith("modelvc-load"):
+                continue
+            f = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            cpus.add(int(f[36]))
+    return total, cpus
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], what: str,
@@ -238,18 +282,23 @@ def _serving(url: str, wait_on: str) -> int:
 
 
 def swaps(reg: Registry, url: str, window: list[float], n: int = 20,
-          wait_on: str = "metadata") -> int:
-    """N promotions, each waited for at 100 Hz; returns how many polls that took."""
+          wait_on: str = "metadata", events: list[tuple[float, float]] | None = None
+          ) -> int:
+    """N promotions, each waited for at 100 Hz; returns how many polls that took.
+    `events` gets each swap's (promoted, seen served) times."""
     polls = 0
     window.append(time.time())
     for i in range(n):
         target = [2, 3, 1][i % 3]  # each swap loads: only one previous version stays warm
         reg.promote(f"digits@v{target}", "production", reason="bench swap", create=True)
+        promoted = time.time()
         while True:
             polls += 1
             if _serving(url, wait_on) == target:
                 break
             time.sleep(0.01)
+        if events is not None:
+            events.append((promoted, time.time()))
     window.append(time.time())
     return polls
 
@@ -270,6 +319,9 @@ def main() -> None:
     ap.add_argument("--swaps-only", action="store_true",
                     help="only the steady and hot-swap phases per protocol (no peer, no "
                          "caller sweep): the swap p99 ratio in a minute")
+    ap.add_argument("--same-core-loads", action="store_true",
+                    help="load versions on the server's CPU too (no --load-cpus): the "
+                         "gateway as before session 7, for an A/B of the swap tail")
     ap.add_argument("--smoke", action="store_true",
                     help="short phases: checks the benchmark runs; figures mean nothing")
     args = ap.parse_args()
@@ -293,11 +345,15 @@ def main() -> None:
     port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     urls = {"rest": url, "grpc": f"grpc://127.0.0.1:{grpc_port}"}
+    # Versions load on the load CPU: a swap's checkout, session creation and free then
+    # delay no request on the server's CPU (ServeConfig.load_cpus).
+    load_cpus = ["--load-cpus", LOAD_CPU] if pin and not args.same_core_loads else []
     gw = subprocess.Popen([*pin_server, sys.executable, "-m", "modelvc.cli.main",
                            "--registry", str(tmp / "repo"), "serve", "digits@production",
                            "--port", str(port), "--grpc-port", str(grpc_port),
                            "--poll-interval", "0.05", "--log-level", "warning",
-                           "--workers", str(THREADS)], env=os.environ | {"TMPDIR": str(tmp)})
+                           "--workers", str(THREADS), *load_cpus],
+                          env=os.environ | {"TMPDIR": str(tmp)})
     peer: subprocess.Popen[bytes] | None = None
     try:
         _wait_ready(url, gw, "modelvc serve")
@@ -315,6 +371,7 @@ def main() -> None:
             "threads": THREADS, "callers": CALLERS, "grpc_callers": GRPC_CALLERS,
             "cpus": os.cpu_count(), "pinned": pin, "rounds": ROUNDS,
             "wait_on": args.wait_on, "smoke": args.smoke, "servers": list(servers),
+            "load_cpus": load_cpus[1:],
             "loadavg_start": os.getloadavg(), "mlserver_skipped": skipped or None,
             "mlserver_http": None if venv is None else
             "httptools" if any(venv.glob("lib/python*/site-packages/httptools")) else "h11"}
@@ -345,12 +402,17 @@ def main() -> None:
                 res[proto] = load(urls[proto], xs, THREADS, STEADY_S)
             window: list[float] = []
             polls: list[int] = []
+            events: list[tuple[float, float]] = []
+            cpu0 = loader_cpu(gw.pid)[0]
             with RssSampler(gw.pid) as swap_rss:
                 res[f"{proto}_swaps"] = load(
                     urls[proto], xs, THREADS, SWAP_LOAD_S,
-                    during=lambda w=window, p=polls: p.append(  # type: ignore[misc]
-                        swaps(reg, url, w, wait_on=args.wait_on)),
-                    window=window)
+                    during=lambda w=window, p=polls, e=events: p.append(  # type: ignore[misc]
+                        swaps(reg, url, w, wait_on=args.wait_on, events=e)),
+                    window=window, events=events, over_ms=res[proto]["p99_ms"])
+            cpu1, cpus = loader_cpu(gw.pid)
+            res[f"{proto}_loader"] = {"cpu_ms_per_swap": (cpu1 - cpu0) / 20 * 1e3,
+                                      "cpus": sorted(cpus)}
             res[f"{proto}_swap_seconds"] = window[1] - window[0]
             res[f"{proto}_swap_polls"] = polls[0]
             res[f"{proto}_rss_steady_mb"] = float(np.median(steady_rss.samples[1:])) / 1e6
@@ -384,6 +446,8 @@ def report(r: dict[str, Any]) -> None:
     la0, la1 = r["loadavg_start"], r["loadavg_end"]
     print(f"digits MLP (ONNX, 1 row per request), {r['cpus']} CPUs, "
           + ("servers on CPU 0, load on CPU 1" if r["pinned"] else "not pinned")
+          + (f" (modelvc loads versions on CPU {','.join(r['load_cpus'])})"
+             if r.get("load_cpus") else "")
           + f"; load average {la0[0]:.2f} at start, {la1[0]:.2f} at end"
           + ("  [SMOKE RUN: figures mean nothing]" if r.get("smoke") else ""))
     if r.get("mlserver_skipped"):
@@ -427,6 +491,12 @@ def report(r: dict[str, Any]) -> None:
               f"({s['window_requests']} requests started meanwhile; p99 above is theirs), "
               f"answered by versions {s['by_version']}; waited on {route} at 100 Hz "
               f"({r[f'{proto}_swap_polls']} polls)")
+        if "tail" in s:
+            ld = r[f"{proto}_loader"]
+            print("  over the steady p99 (steady: 1%), by phase of a swap: " + ", ".join(
+                f"{k} {a}/{n} ({100 * a / max(1, n):.1f}%)" for k, (a, n) in s["tail"].items())
+                + f"; loading threads {ld['cpu_ms_per_swap']:.2f} ms CPU per swap, last on "
+                f"CPUs {ld['cpus']}")
         p99x = s["p99_ms"] / r[proto]["p99_ms"]
         peak, steady = r[f"{proto}_rss_swap_peak_mb"], r[f"{proto}_rss_steady_mb"]
         checks += [

@@ -3,16 +3,20 @@ that fails to load is never switched to, and swaps under load fail no request.""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from modelvc.registry import Registry
 from modelvc.serving.runtimes.onnx import OnnxRuntime
 
 from .conftest import Digits, Start, commit_onnx
 from .helpers import Caller, serving, status, wait_for
+from .predictors import LOADED_ON
 from .swapload import Client, swap_under_load
 
 
@@ -113,3 +117,49 @@ def test_reload_of_a_freed_version_uses_its_kept_optimized_graph(
     assert isinstance(again, OnnxRuntime) and again.reused_optimized
     assert caller.infer(digits.x[:8])[1]["outputs"] == first
     caller.close()
+
+
+def _loading_threads() -> dict[int, str]:
+    """The gateway's loading threads (in this process) and the CPUs each may run on."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "comm").read_text().strip() == "modelvc-load":
+                allowed = [ln for ln in (task / "status").read_text().splitlines()
+                           if ln.startswith("Cpus_allowed_list:")]
+                out[int(task.name)] = allowed[0].split()[1]
+    return out
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs this process may run on")
+def test_load_cpus_build_every_version_there_and_swaps_fail_no_request(
+        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    load_cpu = cpus[-1]
+    commit_onnx(serve_reg, tmp_path, digits.better, "v2")
+    commit_onnx(serve_reg, tmp_path, b"", "v3", extra={"predictor.py": LOADED_ON})
+    before = set(_loading_threads())  # earlier tests' gateways, maybe still winding down
+    srv = start_gateway(serve_reg, trust="any", load_cpus=[load_cpu])
+
+    def connect() -> Client:
+        caller = Caller(srv.url)
+
+        def ask(x: np.ndarray) -> tuple[str | None, Any]:
+            code, doc, _ = caller.infer(x)
+            return (doc["model_version"], None) if code == 200 else (None, (code, doc))
+        return ask, caller.close
+
+    tally = swap_under_load(serve_reg, srv.url, digits.x, [2, 3, 1] * 4, connect,
+                            (OSError,))
+    assert tally.failures == []
+    assert tally.seen == {"1", "2", "3"}
+    # The version a Python predictor was built in was constructed on the load CPU only ...
+    serve_reg.promote("digits@v3", "production", reason="where was it built")
+    wait_for(serving(srv.url, 3), "the switch to v3")
+    code, doc, _ = Caller(srv.url).infer(digits.x[:1])
+    assert (code, doc["outputs"][0]["data"]) == (200, [load_cpu])
+    # ... by the gateway's loading threads, kept there; requests ran elsewhere too.
+    threads = {t: c for t, c in _loading_threads().items() if t not in before}
+    assert threads and set(threads.values()) == {str(load_cpu)}
+    assert srv.gateway.pool.load_cpus == frozenset({load_cpu})

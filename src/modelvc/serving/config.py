@@ -10,6 +10,10 @@
     max_decompressed_mb = 256       # (gzip/deflate bodies are inflated up to this only)
     body_timeout = 60.0             # seconds without a body byte before 408
     header_timeout = 30.0           # seconds a request's headers may take before 408
+    load_cpus = [1]                 # CPUs where versions are loaded and freed (default:
+                                    # wherever the process runs; e.g. serve on CPU 0 with
+                                    # `taskset -c 0`, load on 1: a hot swap's work then
+                                    # never delays a request on CPU 0)
     actor = "canary-bot"            # who automatic canary moves are recorded as
                                     # (default modelvc-serve), or instead:
     token = "mvc_..."               # an API token (better: $MODELVC_SERVE_TOKEN); the
@@ -96,6 +100,9 @@ class ServeConfig:
     max_decompressed_mb: int = 256  # ... and after Content-Encoding gzip/deflate
     body_timeout: float = 60.0  # seconds a request body may send nothing before 408
     header_timeout: float = 30.0  # seconds a request's head may take before 408 (httpproto)
+    # CPUs the loading threads run on (checkout, session creation, warm-up, free, registry
+    # reads); None: the process's CPUs
+    load_cpus: tuple[int, ...] | None = None
 
 
 def _only(raw: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -134,6 +141,38 @@ def model_config(raw: dict[str, Any]) -> ModelConfig:
                        shadow=shadow)
 
 
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """'1', '1,3' or '2-3' (as taskset -c) -> sorted CPU numbers."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise UsageError(f"load_cpus: {text!r} is not a CPU list; give e.g. 1 or 1,3 or "
+                         "2-3 (as taskset -c)") from None
+    return tuple(sorted(cpus))
+
+
+def _load_cpus(raw: Any, threads: int) -> tuple[int, ...] | None:
+    if raw is None:
+        return None
+    cpus = parse_cpus(raw) if isinstance(raw, str) else raw
+    if not isinstance(cpus, list | tuple) or not cpus or \
+            not all(isinstance(c, int) and not isinstance(c, bool) for c in cpus):
+        raise UsageError(f"load_cpus must be a list of CPU numbers (e.g. [1]), got {raw!r}")
+    n = os.cpu_count() or 1
+    bad = sorted(c for c in cpus if not 0 <= c < n)
+    if bad:
+        raise UsageError(f"load_cpus: CPUs {bad} do not exist here (CPUs 0-{n - 1})")
+    if threads != 1:
+        # ONNX Runtime starts a session's intra-op threads where the session is created:
+        # inference would then run on the load CPUs.
+        raise UsageError("load_cpus needs threads = 1 (a session's intra-op threads "
+                         "would start on the load CPUs); drop one of the two")
+    return tuple(sorted(set(cpus)))
+
+
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> ServeConfig:
     raw: dict[str, Any] = {}
     if path is not None:
@@ -161,4 +200,5 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
                          "it acts as the token's subject)")
     if raw.get("trust", "never") not in ("never", "signed", "any"):
         raise UsageError("trust must be never, signed or any")
+    raw["load_cpus"] = _load_cpus(raw.get("load_cpus"), raw.get("threads", 1))
     return ServeConfig(models=models, **raw)
