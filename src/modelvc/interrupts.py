@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["Interrupted", "deferred", "handling", "hint", "received", "set_hint"]
+__all__ = ["Interrupted", "deferred", "handled", "handling", "hint", "received",
+           "set_hint"]
 
 _state = {"signum": 0, "pending": 0, "depth": 0}
 _hint: list[str] = []
@@ -38,6 +39,12 @@ class Interrupted(KeyboardInterrupt):
 def received() -> int:
     """The signal that interrupted this process (0: none)."""
     return _state["signum"]
+
+
+def handled() -> None:
+    """The signal was the command's normal end (a server's Ctrl-C stop, after its clean
+    shutdown): not an interruption; the command's own exit code stands."""
+    _state["signum"] = 0
 
 
 def set_hint(text: str) -> None:

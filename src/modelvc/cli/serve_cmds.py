@@ -128,6 +128,9 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
     try:
         serve_forever(ctx.local_registry(), cfg, log_level=log_level)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown
+        from .. import interrupts
+
+        interrupts.handled()  # a server's normal stop: exit 0, not 130
         click.echo("stopped", err=True)
 
 
