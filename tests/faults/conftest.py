@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,13 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     else:
         Registry.init(path, meta_url=request.getfixturevalue("pg_url")).close()
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _zygote_per_module() -> Iterator[None]:
+    """The children's zygote (tests/faults/zygote.py) stops with each module, so their
+    CPU is counted with the module that used them."""
+    yield
+    from .zygote import stop
+
+    stop()

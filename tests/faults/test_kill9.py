@@ -18,7 +18,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +73,7 @@ class Campaign:
         return row.version_id if row else None
 
 
-def _commit_child(c: Campaign, path: Path, barrier: Path) -> subprocess.Popen[str]:
+def _commit_child(c: Campaign, path: Path, barrier: Path) -> fk.Forked:
     p = fk.spawn("commit", str(c.registry), str(path), MODEL, BRANCH, str(barrier))
     fk.wait_ready(p)
     return p
@@ -116,7 +115,7 @@ class Attempt:
     path: Path
     sha: str
     barrier: Path
-    proc: subprocess.Popen[str]
+    proc: fk.Forked
 
 
 def _prepare(c: Campaign) -> Attempt:
