@@ -55,6 +55,7 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("blockread.py", "ObjectIO's read side: a block decoded down its delta chain"),
      ("blockcache.py", "decoded tensor blocks, least recently used out first"),
      ("filecache.py", "tensors' bytes in files on disk (committed from, checked out to)"),
+     ("filehash.py", "the files a commit reads; their sha256 hashed while it starts"),
      ("pipeline.py", "bounded windows of work"),
      ("manifest.py", "a version: files -> ordered segments -> object ids"),
      ("formats/", "plan_file(): safetensors, ONNX, pickles (opaque), other files"),

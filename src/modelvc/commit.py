@@ -10,13 +10,16 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .codec.buffers import POOL
-from .errors import InvalidModelFile, PathNotFound, UsageError
+from .errors import InvalidModelFile
 from .filecache import ident_of, known_tensors
+from .filehash import SKIP_NAMES as SKIP_NAMES
+from .filehash import collect_files as collect_files
+from .filehash import early_sha256
 from .formats import FilePlan, Segment, plan_file
 from .formats.memory import MemFile
 from .ingest.references import References
@@ -27,31 +30,6 @@ from .storage import MIN_DELTA_BYTES, STREAM_BYTES, ObjectIO
 
 Progress = Callable[[int], None]  # called with bytes just processed
 Read = Callable[[int, int], bytes | memoryview]  # (offset in a segment, n) -> its bytes
-SKIP_NAMES = frozenset({".git", ".modelvc", "__pycache__", ".DS_Store"})
-
-
-def collect_files(path: Path) -> list[tuple[str, Path]]:
-    """(posix relative path, absolute path) of every regular file, sorted."""
-    if not path.exists():
-        raise PathNotFound(f"{str(path)!r} does not exist", hint="check the path you passed")
-    if path.is_file():
-        return [(path.name, path)]
-    out: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_NAMES)
-        for name in sorted(filenames):
-            if name in SKIP_NAMES:
-                continue
-            p = Path(dirpath) / name
-            if p.is_symlink() and not p.exists():
-                raise PathNotFound(f"{p} is a broken symbolic link")
-            if p.is_file():
-                out.append((p.relative_to(path).as_posix(), p))
-    if not out:
-        raise UsageError(f"{path} holds no files to commit")
-    return sorted(out)
-
-
 @dataclass
 class StoreResult:
     files: list[FileEntry] = field(default_factory=list)
@@ -106,7 +84,7 @@ class FileStorer:
         self.io.presume_stored(refs.ids())
         for f in files:
             index = {s.offset: i for i, s in enumerate(f.plan.segments)}
-            sha = self.pool.submit(_sha256_pieces, f.pieces)
+            sha = self.pool.submit(_sha256_pieces, f.pieces).result
 
             def reader(seg: Segment, f: MemFile = f, index: dict[int, int] = index) -> Read:
                 i = index[seg.offset]
@@ -149,8 +127,20 @@ class FileStorer:
                     return data
                 return read
 
-            entry = self._store_plan(rel, plan, reader, self.pool.submit(_sha256, fd, plan.size),
-                                     refs, result)
+            # Hashed while the process started (filehash.py), else beside the encode.
+            early = early_sha256(path, before) if before.st_size == plan.size else None
+            own = None if early is not None else self.pool.submit(_sha256, fd, plan.size)
+
+            def sha() -> str:
+                if own is not None:
+                    return own.result()
+                assert early is not None
+                # The early digest is of the file as opened; it must still be so now
+                # that every segment was read.
+                same = ident_of(os.fstat(fd)) == ident_of(before)
+                return early if same else _sha256(fd, plan.size)
+
+            entry = self._store_plan(rel, plan, reader, sha, refs, result)
             after = os.fstat(fd)
         finally:
             os.close(fd)
@@ -162,7 +152,8 @@ class FileStorer:
         return entry
 
     def _store_plan(self, rel: str, plan: FilePlan, reader: Callable[[Segment], Read],
-                    sha: Future[str], refs: References, result: StoreResult) -> FileEntry:
+                    sha: Callable[[], str], refs: References, result: StoreResult
+                    ) -> FileEntry:
         """Store each segment of PLAN (READER(seg) reads its bytes) and return the entry."""
         segs: list[SegmentRef] = []
         for seg, row, new, chain in windowed(
@@ -178,7 +169,7 @@ class FileStorer:
                 result.ref_objects.setdefault(c.id, c)
             segs.append(_segment_ref(seg, row.id))
             self._finish(seg)
-        return FileEntry(rel, plan.size, sha.result(), plan.format, tuple(segs), dict(plan.info))
+        return FileEntry(rel, plan.size, sha(), plan.format, tuple(segs), dict(plan.info))
 
     def _store_segment(
         self,

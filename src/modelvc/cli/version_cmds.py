@@ -58,6 +58,21 @@ def _refs_by_version(reg: Any, model: str) -> dict[str, list[str]]:
     return out
 
 
+def _hash_early(path: str) -> None:
+    """Start the sha256 of the files to commit (filehash.py); a path that cannot be
+    committed is left for the commit to report."""
+    from pathlib import Path
+
+    from ..errors import ModelvcError
+    from ..filehash import collect_files, start_sha256
+
+    try:
+        files = collect_files(Path(path))
+    except (ModelvcError, OSError):
+        return
+    start_sha256([p for _, p in files])
+
+
 @click.command()
 @click.argument("path", type=click.Path())
 @click.option("--model", "-M", required=True, help="Model name.")
@@ -77,6 +92,8 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
            parent: str | None, fork: bool, data: tuple[str, ...], as_json: bool) -> None:
     """Record PATH (a file or folder) as a new immutable version."""
     few_arenas()
+    if not (ctx.location or "").startswith(("http://", "https://")):
+        _hash_early(path)  # on a thread of its own while the registry loads
     reg = ctx.registry()
     if parent is not None and not fork:
         pv = reg.resolve(parent)

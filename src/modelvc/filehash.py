@@ -1,0 +1,126 @@
+"""The files a commit reads (`collect_files`), and their sha256 hashed early.
+
+A one-shot `modelvc commit` spends its first ~0.1 s importing (numpy, the codec, the
+registry) on one core. `start_sha256` hashes the files on a thread of their own meanwhile
+(hashlib and preadv release the GIL): the commit then takes each file's digest from
+`early_sha256` instead of reading the whole file a second time beside its encode.
+
+A digest is used only for the file as the commit opened it: its stat (size, mtime_ns,
+inode, device) must be the same before and after the early hash and before and after the
+commit read it (FileStorer checks the latter as it always did). Anything else, and the
+commit hashes the file itself. This module imports nothing heavy, so the CLI starts it
+before the registry is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
+
+from .errors import PathNotFound, UsageError
+
+SKIP_NAMES = frozenset({".git", ".modelvc", "__pycache__", ".DS_Store"})
+CHUNK = 1 << 20  # one reused buffer: fresh memory faults cost more than the hashing
+
+Ident = tuple[int, int, int, int]  # size, mtime_ns, inode, device
+
+_lock = threading.Lock()
+_early: dict[str, Future[tuple[Ident, str] | None]] = {}  # absolute path -> its digest
+
+
+def ident(st: os.stat_result) -> Ident:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+def collect_files(path: Path) -> list[tuple[str, Path]]:
+    """(posix relative path, absolute path) of every regular file, sorted."""
+    if not path.exists():
+        raise PathNotFound(f"{str(path)!r} does not exist", hint="check the path you passed")
+    if path.is_file():
+        return [(path.name, path)]
+    out: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_NAMES)
+        for name in sorted(filenames):
+            if name in SKIP_NAMES:
+                continue
+            p = Path(dirpath) / name
+            if p.is_symlink() and not p.exists():
+                raise PathNotFound(f"{p} is a broken symbolic link")
+            if p.is_file():
+                out.append((p.relative_to(path).as_posix(), p))
+    if not out:
+        raise UsageError(f"{path} holds no files to commit")
+    return sorted(out)
+
+
+def start_sha256(paths: Sequence[Path]) -> None:
+    """Hash PATHS (largest first: the others fit in the tail) on a daemon thread."""
+    todo: list[tuple[str, Future[tuple[Ident, str] | None]]] = []
+    with _lock:
+        for p in paths:
+            key = os.path.abspath(p)
+            if key not in _early:
+                fut: Future[tuple[Ident, str] | None] = Future()
+                _early[key] = fut
+                todo.append((key, fut))
+    if todo:
+        todo.sort(key=lambda kf: -_size(kf[0]))
+        threading.Thread(target=_hash_all, args=(todo,), name="modelvc-sha256",
+                         daemon=True).start()
+
+
+def early_sha256(path: Path, st: os.stat_result) -> str | None:
+    """PATH's sha256 hashed by start_sha256 (waiting for it if it is under way), when the
+    file was then as stat ST describes it; else None. Each digest is handed out once."""
+    with _lock:
+        fut = _early.pop(os.path.abspath(path), None)
+    if fut is None:
+        return None
+    got = fut.result()
+    return got[1] if got is not None and got[0] == ident(st) else None
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _hash_all(todo: list[tuple[str, Future[tuple[Ident, str] | None]]]) -> None:
+    buf = bytearray(CHUNK)
+    for path, fut in todo:
+        try:
+            fut.set_result(_hash_one(path, memoryview(buf)))
+        except BaseException:  # a digest not had early is hashed by the commit itself
+            fut.set_result(None)
+
+
+def _hash_one(path: str, buf: memoryview) -> tuple[Ident, str] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block us
+    except OSError:
+        return None
+    try:
+        before = os.fstat(fd)
+        h = hashlib.sha256()
+        off = 0
+        while off < before.st_size:
+            got = os.preadv(fd, [buf], off)
+            if not got:
+                return None
+            h.update(buf[:got])
+            off += got
+        after = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if ident(before) != ident(after) or off != after.st_size:
+        return None
+    return ident(after), h.hexdigest()

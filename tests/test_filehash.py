@@ -1,0 +1,80 @@
+"""filehash: the sha256 of files hashed early, used only for the file as it still is."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from modelvc.errors import PathNotFound, UsageError
+from modelvc.filehash import collect_files, early_sha256, start_sha256
+from modelvc.registry import Registry
+from tests.conftest import write_model
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_early_digest_is_the_files_and_handed_out_once(tmp_path: Path) -> None:
+    big, small = tmp_path / "big.bin", tmp_path / "small.bin"
+    big.write_bytes(os.urandom(3 << 20) + b"tail")  # several buffer reads
+    small.write_bytes(b"x")
+    start_sha256([small, big])
+    assert early_sha256(big, big.stat()) == sha(big)
+    assert early_sha256(small, small.stat()) == sha(small)
+    assert early_sha256(big, big.stat()) is None  # taken: the commit hashes it itself
+
+
+def test_a_file_changed_after_the_early_hash_gets_none(tmp_path: Path) -> None:
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"a" * 1000)
+    start_sha256([f])
+    early_st = f.stat()
+    f.write_bytes(b"b" * 1001)  # another size (and mtime): another file
+    assert early_sha256(f, f.stat()) is None
+    start_sha256([f])
+    assert early_sha256(f, early_st) is None  # stat of another file than the one hashed
+
+
+def test_missing_file_gets_none(tmp_path: Path) -> None:
+    gone = tmp_path / "gone.bin"
+    gone.write_bytes(b"1")
+    st = gone.stat()
+    gone.unlink()
+    start_sha256([gone])
+    assert early_sha256(gone, st) is None
+
+
+def test_commit_records_the_committed_bytes_digest(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashed early, then rewritten before the commit: the version's sha256 is of what
+    it stored, which checks out bit-exact."""
+    monkeypatch.setenv("MODELVC_AUTHOR", "tester")
+    w = tmp_path / "w"
+    f = w / "model.safetensors"
+    base = write_model(f, 0)
+    (w / "config.json").write_text("{}")
+    with Registry.init(tmp_path / "reg") as reg:
+        start_sha256([p for _, p in collect_files(w)])
+        v1 = reg.commit(w, model="m")
+        start_sha256([f])
+        write_model(f, 1, base=base)  # a fine-tune written over it after the early hash
+        v2 = reg.commit(w, model="m")
+        digests = {e.path: e.sha256 for e in reg.manifest(f"m@v{v2.number}").files}
+        assert digests["model.safetensors"] == sha(f)
+        assert digests["config.json"] == sha(w / "config.json")
+        reg.checkout(f"m@v{v2.number}", tmp_path / "out")
+        assert (tmp_path / "out" / "model.safetensors").read_bytes() == f.read_bytes()
+        assert v1.id != v2.id
+
+
+def test_collect_files_refuses_what_it_cannot_commit(tmp_path: Path) -> None:
+    with pytest.raises(PathNotFound):
+        collect_files(tmp_path / "nope")
+    (tmp_path / "only" / ".git").mkdir(parents=True)
+    (tmp_path / "only" / ".git" / "HEAD").write_text("x")
+    with pytest.raises(UsageError):
+        collect_files(tmp_path / "only")
