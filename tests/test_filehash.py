@@ -28,15 +28,21 @@ def test_early_digest_is_the_files_and_handed_out_once(tmp_path: Path) -> None:
     assert early_sha256(big, big.stat()) is None  # taken: the commit hashes it itself
 
 
-def test_a_file_changed_after_the_early_hash_gets_none(tmp_path: Path) -> None:
+def test_digest_of_another_file_than_the_one_opened_is_none(tmp_path: Path) -> None:
+    """The commit's stat of the file it opened must be the hashed file's."""
+    f, other = tmp_path / "model.bin", tmp_path / "other.bin"
+    f.write_bytes(b"a" * 1000)
+    other.write_bytes(b"a" * 1000)  # same size and content, another inode
+    start_sha256([f])
+    assert early_sha256(f, other.stat()) is None
+
+
+def test_a_file_rewritten_meanwhile_gets_its_own_digest_or_none(tmp_path: Path) -> None:
     f = tmp_path / "model.bin"
     f.write_bytes(b"a" * 1000)
     start_sha256([f])
-    early_st = f.stat()
-    f.write_bytes(b"b" * 1001)  # another size (and mtime): another file
-    assert early_sha256(f, f.stat()) is None
-    start_sha256([f])
-    assert early_sha256(f, early_st) is None  # stat of another file than the one hashed
+    f.write_bytes(b"b" * 1001)  # before, during or after the early hash
+    assert early_sha256(f, f.stat()) in (None, sha(f))
 
 
 def test_missing_file_gets_none(tmp_path: Path) -> None:
