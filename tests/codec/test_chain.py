@@ -82,3 +82,29 @@ def test_extrap_multiple_for_a_reference_two_steps_back() -> None:
     assert mode in ("extrap", "gextrap") and payload[0] == 2
     assert decode_block(mode, payload, "F32", a.size, ref=b.tobytes(),
                         ref2=a.tobytes()) == d.tobytes()
+
+
+def test_extrap_multiple_past_a_plateau() -> None:
+    # Rows that only decay move by a few fixed ulp counts per checkpoint (MiniLM's unseen
+    # tokens: +-40 or +-60), so k = 1 and k = 2 leave them residuals of four values each,
+    # the same size, and k = 3 (the reference three checkpoints back) exactly zero; a few
+    # rows that moved steadily by one step do best at k = 1, so k = 2 is the larger. The
+    # search must not stop at the first k that does not improve.
+    from modelvc.codec.delta import delta_encode, extrap_encode, from_ordered, to_ordered
+    from modelvc.codec.planes import compress_planes
+
+    rng = np.random.default_rng(2)
+    n = 1 << 16
+    a = to_ordered((rng.standard_normal(n) * 0.05).astype(np.float32).view(np.uint32))
+    steady = rng.random(n) < 0.05
+    step = np.where(steady, rng.integers(-96, 97, n), rng.choice([-60, -40, 40, 60], n))
+    step_u = (step % (1 << 32)).astype(np.uint32)
+    b = a + step_u
+    d = b + np.where(steady, step_u, step_u * np.uint32(3))
+    a_, b_, d_ = (from_ordered(x).tobytes() for x in (a, b, d))
+    sizes = [len(compress_planes(extrap_encode(d_, b_, a_, "F32", k) if k else
+                                 delta_encode(d_, b_, "F32"), 4)) for k in range(4)]
+    assert sizes[1] < 0.97 * sizes[0] and sizes[2] >= sizes[1] and sizes[3] < sizes[1] / 2
+    mode, payload = encode_block(d_, "F32", ref=b_, ref2=a_)
+    assert mode in ("extrap", "gextrap") and payload[0] == 3
+    assert decode_block(mode, payload, "F32", n, ref=b_, ref2=a_) == d_
