@@ -212,3 +212,32 @@ def test_small_tensors_are_not_recorded(reg: Registry, tmp_path: Path) -> None:
     rec = json.loads(Path(reg.location, "cache", "files.json").read_bytes())
     sizes = sorted(n for _, _, n in rec["files"][0]["tensors"])
     assert sizes == [16384, 76800]
+
+
+def test_prepare_checks_a_tensor_whole_once_before_its_blocks(
+        two: tuple[Path, Path, Path]) -> None:
+    """prepare (the encoder's up-front check of a reference and its own reference, on
+    two threads) is the same once-per-object whole check read_block makes: a file
+    changed before it serves no block, a block changed after it fails its own hash."""
+    root, a, _ = two
+    r = _fresh(root)
+    seg = next(s for s in r._manifest(r.resolve("m").id).files[0].segments if s.tensor == BIG)
+    h = r._io.header(seg.id)
+    bb = h.block_elements * 4
+    known = r._io.known
+    assert known is not None
+
+    def block(k: KnownFiles, i: int) -> bytes | None:
+        out = bytearray(min(bb, seg.size - i * bb))
+        return bytes(out) if k.read_block(seg.id, i, bb, len(h.blocks), memoryview(out)) else None
+
+    rec = json.loads((root / ".modelvc" / "cache" / "files.json").read_bytes())
+    data_start = next(off for oid, off, _ in rec["files"][0]["tensors"] if oid == seg.id)
+    known.prepare(seg.id, bb)
+    _same_stat_edit(a, data_start + 5)  # inside block 0, after the whole check
+    assert block(known, 0) is None
+    assert block(known, 1) == bytes(r._io.decode_block_at(seg.id, 1, cached=False))
+    fresh = KnownFiles(known.path)  # another process: the file is now changed
+    fresh.prepare(seg.id, bb)
+    assert block(fresh, 1) is None
+    r.close()

@@ -66,6 +66,7 @@ class KnownFiles:
         self._where: dict[str, Where] | None = None  # read on first lookup
         self._noted: list[dict[str, Any]] = []  # files to add at save()
         self._digests: dict[str, list[bytes] | None] = {}  # multi-block: verified notes
+        self._once: dict[str, threading.Lock] = {}  # per object: its notes made once
         self._dead: set[str] = set()  # files found changed in this process
         self._lock = threading.Lock()
 
@@ -108,12 +109,28 @@ class KnownFiles:
         if nblocks == 1:
             return (self._read(w, w.offset, out)
                     and blake3.blake3(out).hexdigest() == oid)
-        with self._lock:  # the one-time whole check, once per object
-            if oid not in self._digests:
-                self._digests[oid] = self._notes(oid, w, block_bytes)
-            notes = self._digests[oid]
+        notes = self._checked(oid, w, block_bytes)
         return (notes is not None and i < len(notes) and self._read(w, w.offset + lo, out)
                 and blake3.blake3(out).digest() == notes[i])
+
+    def prepare(self, oid: str, block_bytes: int) -> None:
+        """Make the one-time whole check of a multi-block OID now (a delta's encoder
+        asks for its reference and the reference's own reference on two threads at
+        once; block by block, each block's encode would wait for both in turn)."""
+        with self._lock:
+            w = self._index().get(oid)
+        if w is not None and w.length > block_bytes and w.path not in self._dead:
+            self._checked(oid, w, block_bytes)
+
+    def _checked(self, oid: str, w: Where, block_bytes: int) -> list[bytes] | None:
+        """OID's block notes, made once per object (under its own lock, not the lock of
+        every object: two objects are checked on two threads at once)."""
+        with self._lock:
+            once = self._once.setdefault(oid, threading.Lock())
+        with once:
+            if oid not in self._digests:
+                self._digests[oid] = self._notes(oid, w, block_bytes)
+            return self._digests[oid]
 
     def _notes(self, oid: str, w: Where, block_bytes: int) -> list[bytes] | None:
         """Each block's BLAKE3, from one read of the whole range whose BLAKE3 is OID."""

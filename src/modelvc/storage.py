@@ -377,6 +377,12 @@ class ObjectIO(BlockReader):
                         POOL.give(held_lease)
 
         pool = self.executor if nblocks > 1 else None
+        if pool is not None and self.known is not None and ref is not None:
+            # References read from files are checked whole once: both at once, first.
+            for o in (ref, grand) if grand is not None else (ref,):
+                oh = self.header(o)
+                pool.submit(self.known.prepare, o,
+                            oh.block_elements * dtype_info(oh.dtype).itemsize)
         sink: BinaryIO = tempfile.TemporaryFile() if big else io.BytesIO()  # noqa: SIM115
         with sink:
             writer = TensorObjectWriter(sink, dtype, shape, ref_id=ref, ref_code=ref_code)
