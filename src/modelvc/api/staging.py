@@ -8,7 +8,8 @@ folder per checkpoint and deletes old ones (the Trainer's `save_total_limit`), t
 keep the saved bytes until the commit has read them. The entry appears by one rename,
 complete or not at all, and is removed once its version is recorded: an entry left
 behind is a checkpoint whose commit never finished (the process stopped, or the commit
-failed). `pending(root)` lists them and `recover(reg, root)` commits them in order.
+failed). `pending(root)` lists them and `recover(reg, root)` commits them in order
+(`modelvc staging list / recover / drop`, cli/staging_cmds.py).
 
 A file rewritten in place after it was staged (the same inode: e.g. `save_pretrained`
 into the folder of the previous checkpoint) is caught by its size and mtime before and
@@ -221,5 +222,5 @@ def left_behind(root: Path) -> str | None:
                       for s in stale[:5])
     more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
     return (f"{len(stale)} checkpoint(s) staged under {root} were never committed (the "
-            f"process stopped first): {names}{more}; commit them with "
-            f"modelvc.api.staging.recover(reg, {os.fspath(root)!r})")
+            f"process stopped first): {names}{more}; commit them with `modelvc staging "
+            f"recover {os.fspath(root)}` (or modelvc.api.staging.recover)")

@@ -40,6 +40,7 @@ MODULES = {
     "ui_cmds": ("ui",),
     "derive_cmds": ("derive",),
     "import_cmds": ("import",),
+    "staging_cmds": ("staging",),
 }
 COMMANDS = {name: mod for mod, names in MODULES.items() for name in names}
 ARGS_KEY = "modelvc.args"  # ctx.meta: the arguments the group was called with

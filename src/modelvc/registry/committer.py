@@ -13,7 +13,7 @@ The child is modelvc.registry.commit_child. Protocol: one JSON line per staged e
 on the child's stdin ({"path": ...}), one JSON line back ({"id": version id} or
 {"error": class name, "message", "hint"}). The child exits at the end of its input,
 and dies with its parent (PR_SET_PDEATHSIG): what it had not committed stays staged,
-for modelvc.api.staging.recover.
+for `modelvc staging recover`.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class ProcessCommitter:
             raise errors.ModelvcError(
                 f"the commit process {self.proc.pid} stopped (exit {self.proc.poll()}) "
                 f"before committing {staged.path}",
-                hint="its stderr says why; the checkpoint stays staged: "
-                     "modelvc.api.staging.recover")
+                hint="its stderr says why; the checkpoint stays staged: `modelvc staging "
+                     "recover` commits it")
         reply = json.loads(line)
         if "error" in reply:
             raise rebuild(reply)

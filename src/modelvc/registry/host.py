@@ -42,6 +42,16 @@ class HostOps(RegistryParts):
         with self._layout.lock(exclusive=True):
             return repair.repair(self._meta, self._io, actor=who, progress=progress)
 
+    def audit_outside(self, *, action: str, target: str, model: str | None = None,
+                      after: Any = None, reason: str = "", actor: str | None = None) -> int:
+        """Record a change made outside the database (staged checkpoints dropped:
+        `modelvc staging drop`) in the audit trail; its id."""
+        from ..meta.api import AuditEntry
+
+        return self._meta.append_audit(AuditEntry(
+            actor=actor or default_author(), action=action, target=target, model=model,
+            after=after, reason=reason))
+
     def scratch(self, name: str) -> Path:
         """A folder of the registry's for NAME's in-flight work (upload sessions, objects
         being received), shared by the processes on this registry: tmp/NAME."""
