@@ -138,6 +138,7 @@ def create(ctx: Ctx, /, target: str, name: str | None, strategy: str | None, bat
         if no_rollout:
             emit(as_json, {"deployment": d.name, "state": d.state}, f"created {d.name}")
             return
+        _after_interrupt(d.name)
         _outcome(as_json, c.rollout(d.name))
 
 
@@ -154,7 +155,9 @@ def create(ctx: Ctx, /, target: str, name: str | None, strategy: str | None, bat
 @click.pass_obj
 def rollout(ctx: Ctx, /, name: str, to: str | None, reason: str, stage_timeout: float,
             batch: int, strategy: str | None, as_json: bool, **kw: Any) -> None:
-    """Stage VERSION everywhere, then switch every replica at one epoch (or none)."""
+    """Stage VERSION everywhere, then switch every replica at one epoch (or none).
+    A switch an interrupted rollout left pending (Ctrl-C, kill -9) is dropped first."""
+    _after_interrupt(name)
     with _controller(ctx, stage_timeout, batch, _canary(kw), strategy) as c:
         _outcome(as_json, c.rollout(name, to, reason=reason))
 
@@ -166,8 +169,31 @@ def rollout(ctx: Ctx, /, name: str, to: str | None, reason: str, stage_timeout: 
 @click.pass_obj
 def rollback(ctx: Ctx, name: str, reason: str, as_json: bool) -> None:
     """Switch the whole fleet back to the still-warm previous version in one step."""
+    _after_interrupt(name)
     with _controller(ctx) as c:
         _outcome(as_json, c.rollback(name, reason=reason))
+
+
+@deploy.command("abort")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def abort(ctx: Ctx, name: str, as_json: bool) -> None:
+    """Drop the switch an interrupted rollout left pending: every replica serves the
+    deployment's version again (at a new epoch); the channel stays where it is."""
+    with _controller(ctx) as c:
+        d = c.abort(name)
+    emit(as_json, {"deployment": d.name, "state": d.state, "epoch": d.epoch,
+                   "reason": d.reason}, f"{d.name}: {d.state} at epoch {d.epoch} ({d.reason})")
+
+
+def _after_interrupt(name: str) -> None:
+    """What to do if Ctrl-C or SIGTERM stops this command (modelvc.interrupts)."""
+    from .. import interrupts
+
+    interrupts.set_hint(f"`modelvc deploy status {name}` says what is pending; `modelvc "
+                        f"deploy rollout {name}` finishes it, `modelvc deploy abort {name}` "
+                        "drops it")
 
 
 @deploy.command("watch")
@@ -238,6 +264,11 @@ def status(ctx: Ctx, name: str | None, as_json: bool) -> None:
             click.echo(f"{doc['name']}: {doc['model']}@{doc['channel']} v{doc['version']} "
                        f"epoch {doc['epoch']} {doc['state']}"
                        + (f" ({doc['reason']})" if doc["reason"] else ""))
+            if doc["pending"] is not None:
+                click.echo(f"  pending v{doc['pending']} at epoch {doc['pending_epoch']}: "
+                           f"{doc['pending_why']}")
+            if doc["channel_ahead"] is not None:
+                click.echo(f"  {doc['channel_ahead']}")
             if doc["canary_share"] is not None:
                 click.echo(f"  canary v{doc['pending']}: {doc['canary_share']:.0%} of "
                            "every replica's requests")

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..api.types import Deployment
-from ..errors import NotFound, UsageError
+from ..errors import Conflict, NotFound, UsageError
 from ..meta.rows import now
 from . import refusals
 from .canary import share_of
@@ -118,12 +118,52 @@ class Controller(CanaryRuns):
     def _run(self, d: Deployment, vid: str, move: Callable[[], object] | None, *,
              judged: bool = True, revision: int | None = None) -> Outcome:
         """Run this rollout's strategy; a refused switch is recorded in the audit trail
-        (`refusals`), with the channel's `revision` if the channel named `vid` there."""
-        strategy = self.strategy_for(d)
-        out = self._strategy(d, vid, move, strategy, judged)
-        if not out.ok and out.deployment.state == "aborted":
-            refusals.record(self.reg, d, vid, revision, out.reason, self.actor)
-        return out
+        (`refusals`), with the channel's `revision` if the channel named `vid` there.
+        Runs under the deployment's lease: a switch left pending by a controller that
+        stopped (Ctrl-C, kill -9) is dropped first (`_drop_interrupted`)."""
+        with self.rollouts.lease(d.name) as held:
+            if not held:
+                raise Conflict(f"deployment {d.name!r} is being switched by another "
+                               "controller", hint=f"wait for it; `modelvc deploy status "
+                                                  f"{d.name}` shows its progress")
+            d = self._drop_interrupted(self.rollouts.get_deployment(d.name))
+            strategy = self.strategy_for(d)
+            out = self._strategy(d, vid, move, strategy, judged)
+            if not out.ok and out.deployment.state == "aborted":
+                refusals.record(self.reg, d, vid, revision, out.reason, self.actor)
+            return out
+
+    def _drop_interrupted(self, d: Deployment) -> Deployment:
+        """With the lease held, a pending switch has no controller: it was interrupted
+        (before its commit point: the commit is one transaction). Drop it as an abort
+        does (every replica back on the served version at epoch+2; nobody ever served
+        the pending epoch to a client who could then be sent back, canaries aside, which
+        serve it as a canary does); not a refusal of the version."""
+        if d.pending_id is None:
+            return d
+        number = self.rollouts.get_version(d.pending_id).number
+        return self.rollouts.abort_stage(
+            d.name, d.epoch, f"an interrupted rollout of v{number} ({d.state} at epoch "
+                             f"{d.pending_epoch}) was dropped: its controller had stopped")
+
+    def abort(self, name: str) -> Deployment:
+        """Drop a switch an interrupted controller left pending (Conflict while a
+        controller runs it; UsageError if nothing is pending)."""
+        with self.rollouts.lease(name) as held:
+            d = self.rollouts.get_deployment(name)
+            if not held:
+                raise Conflict(f"deployment {name!r} is being switched by a controller "
+                               "that is still running", hint="stop that controller (Ctrl-C "
+                                                             "ends it cleanly) or wait for it")
+            if d.pending_id is None:
+                raise UsageError(f"deployment {name!r} has no pending switch to abort "
+                                 f"({d.state} at epoch {d.epoch})")
+            return self._drop_interrupted(d)
+
+    def running(self, name: str) -> bool:
+        """Whether a controller holds deployment `name`'s lease (is switching it now)."""
+        with self.rollouts.lease(name) as held:
+            return not held
 
     def _strategy(self, d: Deployment, vid: str, move: Callable[[], object] | None,
                   strategy: str, judged: bool) -> Outcome:
@@ -171,15 +211,33 @@ class Controller(CanaryRuns):
                          "why": why})
         # The newest refusal while it stands: the channel still names the refused version
         # at the revision it was refused at (a watcher skips it until the channel moves).
+        ref = self.rollouts.get_ref(d.model, d.channel)
+        if d.pending_id is None:
+            pending = None
+        elif self.running(name):
+            pending = "a controller is switching it now"
+        else:
+            pending = (f"interrupted: its controller stopped; `modelvc deploy rollout "
+                       f"{name}` drops it and rolls out what {d.channel} names "
+                       f"(v{num(ref.version_id)}), `modelvc deploy abort {name}` only "
+                       "drops it")
         refused = refusals.latest(self.rollouts, d)
-        if refused is not None:
-            ref = self.rollouts.get_ref(d.model, d.channel)
-            if (ref.version_id, ref.revision) != (refused.version_id, refused.revision):
-                refused = None
+        if refused is not None and \
+                (ref.version_id, ref.revision) != (refused.version_id, refused.revision):
+            refused = None
+        # the channel moved and no switch follows it (a rollout interrupted after moving
+        # it, or a promote nobody watches): say how the fleet catches up
+        behind = None
+        if d.pending_id is None and refused is None and ref.version_id is not None \
+                and ref.version_id != d.version_id:
+            behind = (f"{d.channel} names v{num(ref.version_id)}, the fleet serves "
+                      f"v{num(d.version_id)}: `modelvc deploy rollout {name}` switches it")
         return {"name": d.name, "model": d.model, "channel": d.channel,
                 "strategy": d.strategy, "selector": d.selector, "version": num(d.version_id),
                 "previous": num(d.previous_id), "epoch": d.epoch,
-                "pending": num(d.pending_id), "state": d.state, "reason": d.reason,
+                "pending": num(d.pending_id), "pending_epoch": d.pending_epoch,
+                "pending_why": pending, "channel_ahead": behind,
+                "state": d.state, "reason": d.reason,
                 "canary_share": share_of(d),
                 "refused": refused.as_json() if refused is not None else None,
                 "replicas": reps}

@@ -88,8 +88,14 @@ class Watcher:
         d = rollouts.get_deployment(self.name)
         ref = rollouts.get_ref(d.model, d.channel)
         vid = ref.version_id
-        if vid is None or vid == d.version_id or d.state in ("staging", "rolling"):
-            return None  # nothing to do, or another controller is mid-switch
+        if d.pending_id is not None:
+            if self.c.running(d.name):
+                return None  # another controller is mid-switch
+            if vid is None or vid == d.version_id:  # interrupted, going nowhere: drop it
+                log.warning("fleet: %s: %s", self.name, self.c.abort(self.name).reason)
+                return None
+        elif vid is None or vid == d.version_id:
+            return None  # nothing to do
         key = (vid, ref.revision)
         if self._refused(d, key):
             if key not in self._announced:  # wait for the channel to move again

@@ -23,6 +23,7 @@ existing registries open as they are.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -30,7 +31,7 @@ import sqlalchemy as sa
 
 from .. import interrupts
 from . import engine as eng
-from . import lifecycle
+from . import leases, lifecycle
 from .api import FORMAT_VERSION, ModelRow
 from .auth import TokensArea
 from .fleet import DeploymentsArea
@@ -75,6 +76,10 @@ class MetaStore(RefsArea, VersionsArea, ObjectsArea, AuditArea, KeysArea, Webhoo
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def lease(self, name: str) -> contextlib.AbstractContextManager[bool]:
+        """Try to take lease `name` (meta/leases.py): whether this process holds it."""
+        return leases.hold(self._engine, name)
 
     def will_write(self) -> None:
         """A write is coming: nothing to prepare here (meta/lite.py's LiteMeta opens its

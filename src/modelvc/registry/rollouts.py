@@ -10,6 +10,7 @@ metadata."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -41,6 +42,12 @@ class Rollouts:
         """Close a connection of its own (`connect`); the registry's is the registry's."""
         if self._owned:
             self._meta.close()
+
+    def lease(self, name: str) -> contextlib.AbstractContextManager[bool]:
+        """Try to take deployment `name`'s controller lease, held while one rollout
+        runs and dropped when its process dies (kill -9 too): whether this process
+        holds it. A deployment mid-switch whose lease is free was interrupted."""
+        return self._meta.lease(f"modelvc-deploy:{name}")
 
     # ---- reading
     def get_deployment(self, name: str) -> Deployment:

@@ -1,0 +1,157 @@
+"""A `deploy rollout` killed (kill -9) at any point of its switch leaves a state the next
+command resolves, and the fleet's epoch guarantee holds throughout: `deploy status` says
+what is pending and how to finish or drop it, and running the rollout again finishes it
+(the deployment's lease, fleet/controller.py, tells an interrupted switch from one in
+progress). Real gateway processes, real PostgreSQL, sticky clients carrying epochs.
+Before the fix the pending switch stayed forever: the next rollout failed with
+"deployment 'd' moved ... another controller is rolling it out"."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelvc.fleet.controller import Controller
+from modelvc.registry import Registry
+from tests.serving.conftest import Digits
+
+from .conftest import make_registry
+from .fleet_helpers import GatewayProcess, Load, wait_for
+from .test_stage_failures import served
+
+HERE = Path(__file__).parent
+Starter = Callable[..., list[GatewayProcess]]
+
+
+def _cli(reg: Registry, *args: str, kill_at: tuple[str, int] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    entry = [str(HERE / "kill_at.py"), kill_at[0], str(kill_at[1])] if kill_at \
+        else ["-m", "modelvc.cli.main"]
+    return subprocess.run([sys.executable, *entry, "--registry",
+                           str(reg._layout.root.parent), *args], capture_output=True,
+                          text=True, timeout=300, env=os.environ | {"MODELVC_AUTHOR": "t"})
+
+
+def _status(reg: Registry) -> dict[str, Any]:
+    p = _cli(reg, "deploy", "status", "d", "--json")
+    assert p.returncode == 0, p.stderr
+    doc: dict[str, Any] = json.loads(p.stdout)
+    return doc
+
+
+# (where the controller dies, what is pending after: (version, the channel names it))
+POINTS = [(("begin_stage", 1), True, False),   # stage begun, replicas loading
+          (("_wait", 1), True, False),         # every replica staged, channel not moved
+          (("promote", 1), True, True),        # channel moved, before the commit point
+          (("commit_flip", 1), False, True)]   # the commit point passed, not verified
+
+
+def test_a_rollout_killed_at_any_point_is_finished_by_the_next(
+        fleet_reg: Registry, start_gateways: Starter, digits: Digits) -> None:
+    gws = start_gateways(fleet_reg, 3)
+    with Controller(fleet_reg) as c:
+        c.create("d", "digits", "production")
+        assert c.rollout("d").ok
+    number = 1
+    with Load([g.url for g in gws], digits.x) as load:
+        wait_for(lambda: load.seen.ok > 30, "traffic")
+        for (where, pending, moved) in POINTS:
+            number = 3 - number  # v2, v1, v2, v1
+            before = _status(fleet_reg)
+            p = _cli(fleet_reg, "deploy", "rollout", "d", "--to", f"v{number}",
+                     kill_at=where)
+            assert p.returncode == -9 and f"kill-at: {where[0]}" in p.stderr, \
+                (p.returncode, p.stderr)
+            doc = _status(fleet_reg)
+            channel = fleet_reg.ref("digits", "production").version_id
+            assert (channel == fleet_reg.resolve(f"digits@v{number}").id) is moved, where
+            if pending:
+                # Nobody switched: every replica still serves the old version at the old
+                # epoch, and status says the switch is interrupted and what to run.
+                assert doc["pending"] == number and doc["epoch"] == before["epoch"], doc
+                assert "interrupted" in doc["pending_why"], doc
+                assert "modelvc deploy rollout d" in doc["pending_why"], doc
+                assert served(gws) == {(3 - number, before["epoch"])}, where
+            else:
+                # Committed: every replica converges on the new version, one epoch.
+                assert doc["pending"] is None and doc["version"] == number, doc
+                want = {(number, before["epoch"] + 1)}
+                wait_for(lambda w=want: served(gws) == w,
+                         "the fleet converging after the commit point")
+            again = _cli(fleet_reg, "deploy", "rollout", "d", "--to", f"v{number}")
+            assert again.returncode == 0, again.stdout + again.stderr
+            doc = _status(fleet_reg)
+            assert doc["state"] == "done" and doc["version"] == number, doc
+            assert doc["pending"] is None and doc["channel_ahead"] is None, doc
+            assert len(served(gws)) == 1 and served(gws) == {(number, doc["epoch"])}
+            wait_for(lambda n=load.seen.ok: load.seen.ok > n + 20, "traffic after it")
+    assert load.seen.failed == [] and load.seen.backwards == [], \
+        (load.seen.failed[:5], load.seen.backwards[:5])
+    assert load.seen.versions == {"1", "2"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_fleet_reg(request: pytest.FixtureRequest, tmp_path: Path, digits: Digits,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
+    """The fleet registry of conftest (digits v1..v3) on each metadata backend: the
+    lease is a flock on SQLite, an advisory lock on PostgreSQL."""
+    monkeypatch.setenv("MODELVC_AUTHOR", "tester")
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    reg = make_registry(tmp_path / "repo", url, digits)  # type: ignore[arg-type]
+    yield reg
+    reg.close()
+
+
+def test_deploy_abort_drops_an_interrupted_switch(
+        any_fleet_reg: Registry, start_gateways: Starter) -> None:
+    fleet_reg = any_fleet_reg
+    gws = start_gateways(fleet_reg, 2)
+    with Controller(fleet_reg) as c:
+        c.create("d", "digits", "production")
+        assert c.rollout("d").ok
+    epoch = _status(fleet_reg)["epoch"]
+    p = _cli(fleet_reg, "deploy", "rollout", "d", "--to", "v2", kill_at=("promote", 1))
+    assert p.returncode == -9, p.stderr
+    text = _cli(fleet_reg, "deploy", "status", "d").stdout
+    assert "pending v2 at epoch" in text and "modelvc deploy abort d" in text, text
+    ab = _cli(fleet_reg, "deploy", "abort", "d")
+    assert ab.returncode == 0 and "interrupted rollout of v2" in ab.stdout, ab.stderr
+    doc = _status(fleet_reg)
+    # Every replica back on v1 at epoch+2; the channel (moved before the kill) names
+    # v2, and status says how the fleet follows it.
+    assert doc["pending"] is None and doc["epoch"] == epoch + 2 and doc["version"] == 1
+    assert doc["channel_ahead"] and "deploy rollout d" in doc["channel_ahead"], doc
+    wait_for(lambda: served(gws) == {(1, epoch + 2)}, "every replica on v1 at epoch+2")
+    assert _cli(fleet_reg, "deploy", "abort", "d").returncode == 2  # nothing pending
+
+
+def test_a_rollout_in_progress_is_left_to_its_controller(
+        any_fleet_reg: Registry, start_gateways: Starter) -> None:
+    # A live controller's pending switch is neither dropped nor aborted by another
+    # command: they say who holds it. (Its lease, held here as a running rollout holds it.)
+    reg = any_fleet_reg
+    gws = start_gateways(reg, 1)
+    with Controller(reg) as c:
+        c.create("d", "digits", "production")
+        assert c.rollout("d").ok
+        d = c.rollouts.get_deployment("d")
+        with c.rollouts.lease("d") as held:
+            assert held
+            c.rollouts.begin_stage("d", d.epoch, reg.resolve("digits@v2").id, ["r1"])
+            doc = _status(reg)
+            assert doc["pending"] == 2 and "switching it now" in doc["pending_why"], doc
+            for args in (("rollout", "d", "--to", "v2"), ("abort", "d")):
+                p = _cli(reg, "deploy", *args)
+                assert p.returncode == 5, p.stderr
+                assert "another controller" in p.stderr or "still running" in p.stderr
+            assert c.rollouts.get_deployment("d").pending_id is not None
+        # its controller gone (the lease dropped), the next rollout finishes the switch
+        assert _cli(reg, "deploy", "rollout", "d", "--to", "v2").returncode == 0
+    assert served(gws) == {(2, _status(reg)["epoch"])}
