@@ -69,3 +69,16 @@ def test_replace_shadows_the_packed_copy_in_another_process(tmp_path: Path) -> N
     store.replace(_key(1), b"new-encoding")
     assert LocalStore(tmp_path / "o").get(_key(1)) == b"new-encoding"
     assert LocalStore(tmp_path / "o").get(_key(2)) == b"other"
+
+
+def test_a_pack_written_piece_by_piece_is_the_built_pack(tmp_path: Path) -> None:
+    """A local disk writes a pack's pieces as they are (no joined copy of a commit's
+    new bytes); the file is byte for byte the pack `build` makes, named by its id."""
+    from modelvc.objects.packs import build, pack_id
+
+    store = LocalStore(tmp_path / "o", fsync=False)
+    items = [(_key(i), os.urandom(1000 + i)) for i in range(20)]
+    assert store.put_many(items) == [True] * 20
+    (written,) = (tmp_path / "o" / PACKS).iterdir()
+    pid, body, _ = build(items)
+    assert written.read_bytes() == body and pack_id(written.name) == pid

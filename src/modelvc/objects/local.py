@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,6 +46,10 @@ class LocalBackend:
     def put(self, name: str, data: bytes, *, exclusive: bool = True,
             durable: bool = False) -> bool:
         return self._write(name, data, exclusive=exclusive, durable=durable)
+
+    def put_parts(self, name: str, parts: Sequence[bytes]) -> bool:
+        """A durable `put` of the concatenation of PARTS, written piece by piece."""
+        return self._write(name, parts, exclusive=True, durable=True)
 
     def put_file(self, name: str, src: BinaryIO) -> bool:
         return self._write(name, iter(lambda: src.read(CHUNK), b""), exclusive=True,

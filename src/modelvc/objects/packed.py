@@ -67,7 +67,7 @@ from .packs import (
     Pack,
     PackCache,
     PackMap,
-    build,
+    build_parts,
     groups,
     index_length,
     new_pack_name,
@@ -155,11 +155,16 @@ class PackedStore(Repacking):
         return [written.pop(k, False) for k in keys]
 
     def _write_pack(self, items: list[tuple[str, bytes]], replaces: Iterable[str] = ()) -> None:
-        pid, body, members = build(items, replaces)
+        pid, parts, members = build_parts(items, replaces)
+        size = sum(len(x) for x in parts)
+        # A local disk writes the pieces as they are; other backends take one body.
+        put_parts = getattr(self.backend, "put_parts", None)
+        body = b"".join(parts) if put_parts is None else b""
         for _ in range(3):  # a fresh name each time: never a pack some tombstone names
             name = new_pack_name(pid)
-            if self.backend.put(PACKS + name, body, durable=True):
-                self._packs.add(Pack(name, len(body), time.time(), members,
+            if (put_parts(PACKS + name, parts) if put_parts is not None
+                    else self.backend.put(PACKS + name, body, durable=True)):
+                self._packs.add(Pack(name, size, time.time(), members,
                                      replaces=frozenset(replaces)))
                 return
         raise StorageError(f"could not name a new pack in {self.backend.where()}")

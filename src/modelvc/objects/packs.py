@@ -96,6 +96,14 @@ def build(items: list[tuple[str, bytes]], replaces: Iterable[str] = ()
           ) -> tuple[str, bytes, dict[str, tuple[int, int]]]:
     """(pack id, pack bytes, members) for distinct keys. `replaces`: the packs a repack
     copied these members from (repack.py; absent from every other pack's index)."""
+    pid, parts, members = build_parts(items, replaces)
+    return pid, b"".join(parts), members
+
+
+def build_parts(items: list[tuple[str, bytes]], replaces: Iterable[str] = ()
+                ) -> tuple[str, list[bytes], dict[str, tuple[int, int]]]:
+    """As `build`, the pack's bytes as the pieces to write in order (a local write
+    takes them as they are: no copy of a commit's whole new bytes to join them)."""
     members: dict[str, tuple[int, int]] = {}
     hasher = blake3.blake3()
     off = 0
@@ -107,8 +115,8 @@ def build(items: list[tuple[str, bytes]], replaces: Iterable[str] = ()
     if replaces:
         doc["replaces"] = sorted(replaces)
     index = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    body = b"".join([*(d for _, d in items), index, struct.pack(">Q", len(index)), MAGIC])
-    return blake3.blake3(index).hexdigest(), body, members
+    parts = [*(d for _, d in items), index + struct.pack(">Q", len(index)) + MAGIC]
+    return blake3.blake3(index).hexdigest(), parts, members
 
 
 def index_length(tail: bytes, pid: str) -> int:
