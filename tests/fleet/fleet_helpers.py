@@ -108,10 +108,15 @@ class Seen:
 
 class Load:
     """Clients with sticky keys, each sending round-robin to every gateway and carrying
-    the newest epoch it saw (X-Modelvc-Epoch); records failures and backward steps."""
+    the newest epoch it saw (X-Modelvc-Epoch); records failures and backward steps.
+    Each waits `pause` s between requests: ~200 a second per client still puts several
+    of each client's requests into any switch of the fleet, without the clients and
+    gateways taking both CPUs for the whole test (the epoch races themselves are forced
+    deterministically in test_epoch_guarantee.py)."""
 
-    def __init__(self, urls: list[str], x: np.ndarray, clients: int = 6) -> None:
-        self.urls, self.x, self.seen = urls, x, Seen()
+    def __init__(self, urls: list[str], x: np.ndarray, clients: int = 6,
+                 pause: float = 0.005) -> None:
+        self.urls, self.x, self.seen, self.pause = urls, x, Seen(), pause
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
@@ -167,6 +172,7 @@ class Load:
                 last = max(last, (epoch, int(version)))
                 self.seen.ok += 1
                 self.seen.versions.add(version)
+            self._stop.wait(self.pause)
         for c in conns:
             c.close()
 

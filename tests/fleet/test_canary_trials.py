@@ -25,7 +25,7 @@ from tests.serving.predictors import CONSTANT
 
 from .fleet_helpers import GatewayProcess, get_json, wait_for
 from .test_atomic import versions
-from .test_canary import cli
+from .test_canary import PAUSE, cli
 
 Starter = Callable[..., list[GatewayProcess]]
 
@@ -60,7 +60,7 @@ class Predictor:
 def _loads(gws: list[GatewayProcess], digits: Digits, feedback: bool = False
            ) -> list[Traffic]:
     loads = [Traffic(g.url, "digits", digits.x, digits.y if feedback else None,
-                     threads=2).start() for g in gws]
+                     threads=2, pause=PAUSE).start() for g in gws]
     wait_for(lambda: all(t.tally.ok + t.tally.failed > 20 for t in loads), "traffic")
     return loads
 

@@ -105,12 +105,15 @@ def client_for(url: str, model: str, *, binary: bool = False) -> Client | GrpcCl
 
 
 class Traffic:
-    """`threads` callers sending rows of `x` (and, with `y`, feedback) until stopped."""
+    """`threads` callers sending rows of `x` (and, with `y`, feedback) until stopped;
+    each waits `pause` seconds between requests (0: as fast as answered; tests that need
+    a steady stream, not the most the CPUs can take, pass a few milliseconds)."""
 
     def __init__(self, url: str, model: str, x: np.ndarray, y: np.ndarray | None = None, *,
-                 threads: int = 4, batch: int = 1, binary: bool = False) -> None:
+                 threads: int = 4, batch: int = 1, binary: bool = False,
+                 pause: float = 0.0) -> None:
         self.url, self.model, self.x, self.y = url, model, x, y
-        self.batch, self.binary = batch, binary
+        self.batch, self.binary, self.pause = batch, binary, pause
         self.tally = Tally()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -157,6 +160,8 @@ class Traffic:
                     self.tally.failed += 1
                     self.tally.errors.append(f"{code}: {doc.get('error')}")
             n += 1
+            if self.pause:
+                self._stop.wait(self.pause)
         client.close()
 
 
