@@ -7,12 +7,13 @@ data fingerprints (`data=` paths). When training ends the best checkpoint (the
 Trainer's `metric_for_best_model`, default `eval_loss`) is tagged `<branch>-best`.
 `checkout_checkpoint(reg, ref, root)` gives a folder for `resume_from_checkpoint`.
 By default (`background=True`) each checkpoint folder is staged when the Trainer has
-saved it (hard links: nothing is read on the training loop) and committed on the run's
-thread (`Run.submit(folder=...)`) while training goes on: the Trainer may rotate the
-folder away meanwhile (`save_total_limit`); `by_step` is filled as the commits finish
-(all of them when training ends, which waits for them and raises the first error; a
-failed or interrupted one stays staged: modelvc.api.staging.recover). With
-`background=False` each checkpoint is committed before training goes on.
+saved it (hard links: nothing is read on the training loop) and committed while
+training goes on (`Run.submit(folder=...)`: on an embedded registry by a child process
+at the lowest CPU priority, else with `isolate=False` on the run's thread): the
+Trainer may rotate the folder away meanwhile (`save_total_limit`); `by_step` is filled
+as the commits finish (all of them when training ends, which waits for them and raises
+the first error; a failed or interrupted one stays staged: `modelvc staging recover`).
+With `background=False` each checkpoint is committed before training goes on.
 
 The checkpoint folder is committed as the Trainer wrote it: weights in safetensors;
 optimizer, scheduler and RNG states in the Trainer's own torch files, which modelvc
@@ -40,10 +41,12 @@ class ModelvcCallback(TrainerCallback):  # type: ignore[misc]
     def __init__(self, reg: RegistryAPI, *, model: str, branch: str,
                  data: Sequence[str | Path] = (), parent: str | None = None,
                  best_tag: str | None = None, background: bool = True,
-                 staging: str | Path | None = None, max_pending: int = 2) -> None:
+                 staging: str | Path | None = None, max_pending: int = 2,
+                 isolate: bool = True) -> None:
         self.reg, self.model, self.branch = reg, model, branch
         self.data, self.parent, self.best_tag = list(data), parent, best_tag
         self.background, self.staging, self.max_pending = background, staging, max_pending
+        self.isolate = isolate  # commits in a child process at the lowest priority
         self.run: RunAPI | None = None
         self.by_step: dict[int, Version] = {}
         self._futures: dict[int, Future[Version]] = {}  # background commits in flight
@@ -56,7 +59,7 @@ class ModelvcCallback(TrainerCallback):  # type: ignore[misc]
         self.run = self.reg.run(model=self.model, branch=self.branch, params=_params(args),
                                 data=self.data, parent=self.parent, best=best, mode=mode,
                                 best_tag=self.best_tag, staging=self.staging,
-                                max_pending=self.max_pending)
+                                max_pending=self.max_pending, isolate=self.isolate)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is None or not state.is_world_process_zero:

@@ -2,12 +2,13 @@
 priority (`Run.submit(folder=...)` on an embedded registry; modelvc.api.run).
 
 Why a process, not the run's thread: a commit reads, hashes and encodes the whole
-checkpoint (about 0.45 s of CPU for MiniLM's 91 MB) on several threads. In the training
-process those threads share the GIL and the cores with training, which then slows by
-more than the commit's cost. The child runs SCHED_IDLE (nice 19 where that is refused):
-training keeps its cores, commits use the time they leave idle, and no lock is shared.
-While the loop waits for a commit (`max_pending` reached, `wait`, `finish`) the child
-runs at normal priority, so a busy machine cannot starve it while the loop is blocked.
+checkpoint (about 0.45 s of CPU for MiniLM's 91 MB) on several threads, which in the
+training process share the GIL and the cores with training. The child runs SCHED_IDLE
+and nice 19: training keeps its cores, commits use the time they leave idle, and no
+lock is shared. While the loop waits for a commit (`max_pending` reached, `wait`,
+`finish`) the child runs at normal priority, so a busy machine cannot starve it while
+the loop is blocked. Linux lets a process leave SCHED_IDLE only as root or with an
+RLIMIT_NICE allowing nice 0; for other users the child runs at nice 10 for good.
 
 The child is modelvc.registry.commit_child. Protocol: one JSON line per staged entry
 on the child's stdin ({"path": ...}), one JSON line back ({"id": version id} or
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -33,23 +35,40 @@ if TYPE_CHECKING:
     from ..api.protocol import RegistryAPI
     from ..api.types import Version
 
+def restorable() -> bool:
+    """Whether a process of this user may raise its priority back once lowered: root,
+    or an RLIMIT_NICE that allows nice 0 (Linux refuses leaving SCHED_IDLE otherwise)."""
+    if os.geteuid() == 0:
+        return True
+    soft = resource.getrlimit(resource.RLIMIT_NICE)[0]
+    return bool(soft == resource.RLIM_INFINITY or soft >= 20)
+
+
+# Where the priority cannot be raised back, the child runs at this nice value for good:
+# low enough to leave training its cores, not so low that a busy machine starves the
+# commits the loop may be waiting for (a nice-10 thread weighs ~1/10 of a nice-0 one).
+NICE_FOR_GOOD = 10
+
+
 def set_priority(pid: int, *, low: bool) -> None:
-    """Every thread of process PID at the lowest CPU priority (SCHED_IDLE, else nice
-    19), or back at the normal one. Best effort: a refusal leaves it as it was."""
+    """Every thread of process PID at the lowest CPU priority (SCHED_IDLE and nice 19),
+    or back at the normal one; where that cannot be undone (`restorable`), lowering
+    sets NICE_FOR_GOOD and raising does nothing. Best effort: a refusal leaves it."""
     try:
         tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
         tids = [pid]
+    undo = restorable()
+    if not undo and not low:
+        return
     for tid in tids:
-        try:
-            if low:
-                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-            else:
-                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-        except (OSError, AttributeError):
-            pass
+        if undo:
+            with contextlib.suppress(OSError, AttributeError):
+                os.sched_setscheduler(tid, os.SCHED_IDLE if low else os.SCHED_OTHER,
+                                      os.sched_param(0))
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, 19 if low else 0)
+            os.setpriority(os.PRIO_PROCESS, tid,
+                           (19 if undo else NICE_FOR_GOOD) if low else 0)
 
 
 class ProcessCommitter:
