@@ -108,3 +108,35 @@ def test_extrap_multiple_past_a_plateau() -> None:
     mode, payload = encode_block(d_, "F32", ref=b_, ref2=a_)
     assert mode in ("extrap", "gextrap") and payload[0] == 3
     assert decode_block(mode, payload, "F32", n, ref=b_, ref2=a_) == d_
+
+
+def test_extrap_multiple_past_four_is_guessed() -> None:
+    # A sibling at the chain bound seven checkpoints past its reference: rows that only
+    # decay move by the same ulp count each time, so k = 7 leaves zeros; the four
+    # multiples tried on every block do not reach it, the median step ratio does.
+    from modelvc.codec.delta import from_ordered, to_ordered
+
+    rng = np.random.default_rng(3)
+    n = 1 << 16
+    a = to_ordered((rng.standard_normal(n) * 0.05).astype(np.float32).view(np.uint32))
+    step = (rng.choice([-60, -40, 40, 60], n) % (1 << 32)).astype(np.uint32)
+    b = a + step
+    d = b + step * np.uint32(7)
+    a_, b_, d_ = (from_ordered(x).tobytes() for x in (a, b, d))
+    mode, payload = encode_block(d_, "F32", ref=b_, ref2=a_)
+    assert mode in ("extrap", "gextrap") and payload[0] == 7
+    assert decode_block(mode, payload, "F32", n, ref=b_, ref2=a_) == d_
+    link = encode_block(b_, "F32", ref=a_)
+    assert decode_delta_run(a_, [link, (mode, payload)], "F32", n) == d_
+
+
+def test_step_ratio_of_noise_is_not_a_multiple() -> None:
+    # Dense weights' steps are uncorrelated noise: the median step ratio is near 0, no
+    # multiple is taken and the block stays a plain delta.
+    rng = np.random.default_rng(4)
+    a = (rng.standard_normal(1 << 16) * 0.05).astype(np.float32)
+    b = a + (rng.standard_normal(a.size) * 1e-4).astype(np.float32)
+    c = b + (rng.standard_normal(a.size) * 1e-4).astype(np.float32)
+    mode, payload = encode_block(c.tobytes(), "F32", ref=b.tobytes(), ref2=a.tobytes())
+    assert mode == "delta"
+    assert decode_block(mode, payload, "F32", a.size, ref=b.tobytes()) == c.tobytes()

@@ -29,7 +29,7 @@ from modelvc.codec.delta import (
     to_ordered,
     unzigzag,
 )
-from modelvc.codec.dtypes import UINT_BY_SIZE, Buffer, dtype_info
+from modelvc.codec.dtypes import INT_BY_SIZE, UINT_BY_SIZE, Buffer, dtype_info
 from modelvc.codec.groups import group_shift, grouped_residual, parse_groups, ungroup
 from modelvc.codec.planes import (
     compress_planes,
@@ -51,6 +51,10 @@ STEP_MODES = frozenset({"delta", "same", "extrap", "gdelta", "gextrap"})
 EXTRAP_MODES = frozenset({"extrap", "gextrap"})
 SAMPLE_ELEMENTS = 1 << 15  # how much of a block picks between delta and extrap
 SAMPLE_SLICES = 8  # ... and whether to group: slices spread over the block
+# The largest step multiple an "extrap" block holds (decoders accept 1..16), and the
+# elements whose step ratio guesses a multiple past the four tried on every block.
+MAX_STEP_MULTIPLE = 16
+_RATIO_ELEMENTS = 4096
 
 # Float weights stored "full" typically compress to 65-90% of raw. A delta payload
 # under 60% of raw is therefore almost surely smaller than a full copy, and
@@ -182,7 +186,28 @@ def _extrap_factor(raw: Buffer, ref: Buffer, ref2: Buffer, code: str) -> int:
         size = len(_residual(r, a, b, k, code, 1))
         if size < best:
             best, best_k = size, k
+    guess = _step_ratio(r, a, b, code)
+    if 4 < guess <= MAX_STEP_MULTIPLE and len(_residual(r, a, b, guess, code, 1)) < best:
+        best_k = guess
     return best_k
+
+
+def _step_ratio(raw: Buffer, ref: Buffer, ref2: Buffer, code: str) -> int:
+    """The median of (raw - ref) / (ref - ref2) over elements that moved, rounded: the
+    step multiple of a reference k checkpoints back. Siblings at the chain bound delta
+    against one ancestor at growing distances (the 7th checkpoint of a run 5 back), and
+    rows that only decay extrapolate exactly at k = that distance, past the four tried."""
+    info = dtype_info(code)
+    u, s = UINT_BY_SIZE[info.itemsize], INT_BY_SIZE[info.itemsize]
+    x, y, z = (np.frombuffer(v, dtype=u)[:_RATIO_ELEMENTS] for v in (raw, ref, ref2))
+    if info.kind == "float":
+        x, y, z = to_ordered(x), to_ordered(y), to_ordered(z)
+    step = (y - z).view(s)
+    moved = step != 0
+    if not moved.any():
+        return 0
+    ratio = float(np.median((x - y).view(s)[moved] / step[moved].astype(np.float64)))
+    return round(ratio) if np.isfinite(ratio) and 0 < ratio < 64 else 0
 
 
 def decode_block(
