@@ -206,15 +206,15 @@ def tail_where(lat: list[float], starts: list[float], events: list[tuple[float, 
 
 
 def loader_cpu(pid: int) -> tuple[float, set[int]]:
-    """CPU seconds of the gateway's loading threads so far, and the CPUs they last ran on."""
+    """CPU seconds of the gateway's loading threads so far (the scheduler's ns, not
+    ticks), and the CPUs they last ran on."""
     total, cpus = 0.0, set()
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
             if not (task / "comm").read_text().startswith("modelvc-load"):
                 continue
-            f = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-            cpus.add(int(f[36]))
+            total += int((task / "schedstat").read_text().split()[0]) / 1e9
+            cpus.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[36]))
     return total, cpus
 
 

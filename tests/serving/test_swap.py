@@ -119,15 +119,16 @@ def test_reload_of_a_freed_version_uses_its_kept_optimized_graph(
     caller.close()
 
 
-def _loading_threads() -> dict[int, str]:
-    """The gateway's loading threads (in this process) and the CPUs each may run on."""
+def _loading_threads() -> dict[int, tuple[str, int]]:
+    """The gateway's loading threads (in this process): the CPUs each may run on, its nice."""
     out = {}
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(OSError):
             if (task / "comm").read_text().strip() == "modelvc-load":
                 allowed = [ln for ln in (task / "status").read_text().splitlines()
                            if ln.startswith("Cpus_allowed_list:")]
-                out[int(task.name)] = allowed[0].split()[1]
+                nice = int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+                out[int(task.name)] = allowed[0].split()[1], nice
     return out
 
 
@@ -159,7 +160,9 @@ def test_load_cpus_build_every_version_there_and_swaps_fail_no_request(
     wait_for(serving(srv.url, 3), "the switch to v3")
     code, doc, _ = Caller(srv.url).infer(digits.x[:1])
     assert (code, doc["outputs"][0]["data"]) == (200, [load_cpu])
-    # ... by the gateway's loading threads, kept there; requests ran elsewhere too.
+    # ... by the gateway's loading threads, kept there at this process's priority (off
+    # the serving CPUs a lower one would only let other work stretch the loads).
     threads = {t: c for t, c in _loading_threads().items() if t not in before}
-    assert threads and set(threads.values()) == {str(load_cpu)}
+    assert threads and set(threads.values()) == {(str(load_cpu), os.getpriority(
+        os.PRIO_PROCESS, 0))}
     assert srv.gateway.pool.load_cpus == frozenset({load_cpu})

@@ -36,21 +36,24 @@ T = TypeVar("T")
 
 
 def _background(cpus: frozenset[int] | None = None) -> None:
-    """Lower this thread's CPU priority (Linux: per thread); with `cpus`, keep it on
-    those CPUs. A loading thread that shares the serving core delays requests whatever
-    its priority (see _pause), and an ONNX session's creation is one native call of
-    0.3-0.8 ms that no pause can split: on another core it delays no request."""
+    """Name this (loading) thread; on the serving CPUs lower its CPU priority (Linux:
+    per thread), or with `cpus` keep it on those CPUs at the usual priority. A loading
+    thread that shares the serving core delays requests whatever its priority (see
+    _pause), and an ONNX session's creation is one native call of 0.3-0.8 ms that no
+    pause can split: on another core it delays no request. There a lower priority only
+    lets other work stretch the load (and the short switch interval with it)."""
     tid = threading.get_native_id()
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, tid, 10)
     with contextlib.suppress(OSError):  # its name in top -H, ps -L and bench/serving.py
         Path(f"/proc/self/task/{tid}/comm").write_text("modelvc-load")
     if cpus:
         try:
             os.sched_setaffinity(tid, cpus)
+            return
         except (AttributeError, OSError) as exc:  # e.g. a cpuset without those CPUs
             log.warning("versions load on any CPU: could not keep the loading thread "
                         "on CPUs %s (%s)", sorted(cpus), exc)
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, tid, 10)
 
 
 LOADING_SWITCH_S = 0.0002  # the GIL switch interval while a version loads or is freed
@@ -134,8 +137,8 @@ class Pool:
         self.optimized = workdir / "optimized"
         self._loading: dict[str, asyncio.Future[Loaded]] = {}
         # Loads and registry reads never queue behind inference, nor inference behind them;
-        # at a lower CPU priority, and on `load_cpus` when given (ServeConfig.load_cpus):
-        # checkouts, session creation, warm-up and frees then never run on a serving core.
+        # on `load_cpus` when given (ServeConfig.load_cpus: checkouts, session creation,
+        # warm-up and frees then never run on a serving core), else at a lower priority.
         self.load_cpus = load_cpus
         self._io = ThreadPoolExecutor(2, thread_name_prefix="modelvc-load",
                                       initializer=_background, initargs=(load_cpus,))
