@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import blake3
 
@@ -59,6 +59,7 @@ from .pipeline import windowed
 
 Reader = Callable[[int, int], "bytes | memoryview"]
 
+T = TypeVar("T")
 MAX_CHAIN_DEPTH = 3
 MIN_DELTA_BYTES = 16 << 10  # smaller tensors are stored whole (see put_tensor_from)
 # Reading a chain costs its stored bytes; past this multiple of the raw size a fresh
@@ -414,14 +415,54 @@ class ObjectIO(BlockReader):
         h = self.header(oid)
         return ObjectRow(oid, "tensor", h.codec, h.raw_size, self.store.size(oid), h.ref)
 
+    def stale(self) -> None:
+        """Bytes failed their id check: another process may have replaced an object
+        (`verify --repair`, a writer re-encoding it; objects/packed.py), and what this
+        process knows of encodings (headers, decoded blocks, the pack map) may be old.
+        Forget it all (a rare event) before the one retry."""
+        with self._lock:
+            self._headers.clear()
+            self._blobs.clear()
+        self.blocks.clear()
+        refresh = getattr(self.store, "refresh", None)
+        if refresh is not None:
+            refresh()
+
+    def _once_more(self, fn: Callable[[], T]) -> T:
+        """fn(); after a CorruptObject, `stale` and fn() once more (then it stands)."""
+        try:
+            return fn()
+        except CorruptObject:
+            self.stale()
+            return fn()
+
     def iter_tensor(self, oid: str, *, verify: bool = True, cached: bool = True,
                     transient: bool = False) -> Iterator[bytes | memoryview]:
         """Decoded blocks in order (two at a time in parallel); the BLAKE3 of the whole
         is checked against the id after the last block. An object stored as a blob
-        (same bytes, stored first by a byte segment) is its one piece.
+        (same bytes, stored first by a byte segment) is its one piece. Damage found
+        before the first piece is retried once after `stale` (later, the consumer has
+        pieces: it raises; whole reads, `read_tensor`, retry at any point).
 
         transient: blocks are not kept in the cache and each one is valid only until
         the next is asked for (its memory is then reused)."""
+        it = self._iter_tensor(oid, verify, cached, transient)
+        try:
+            first = next(it)
+        except StopIteration:
+            return
+        except CorruptObject:
+            self.stale()
+            it = self._iter_tensor(oid, verify, cached, transient)
+            try:
+                first = next(it)
+            except StopIteration:
+                return
+        yield first
+        yield from it
+
+    def _iter_tensor(self, oid: str, verify: bool, cached: bool, transient: bool
+                     ) -> Iterator[bytes | memoryview]:
         h = self.tensor_header(oid)
         if h is None:
             yield self._blob(oid, self.store.get(oid), verify)
@@ -452,8 +493,11 @@ class ObjectIO(BlockReader):
     def read_tensor(self, oid: str, *, verify: bool = True, cached: bool = True) -> bytes:
         """A whole tensor, decoded and verified against its id (cached=False reads every
         block of the chain from the store). Blob objects too (see iter_tensor)."""
-        parts = list(self.iter_tensor(oid, verify=verify, cached=cached))
-        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        def read() -> bytes:
+            parts = list(self.iter_tensor(oid, verify=verify, cached=cached))
+            return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+
+        return self._once_more(read)
 
     # ---- blobs
     def put_blob(self, data: bytes | memoryview, *, oid: str | None = None) -> Stored:
@@ -472,10 +516,13 @@ class ObjectIO(BlockReader):
     def read_blob(self, oid: str, *, verify: bool = True) -> bytes:
         """A byte segment's object, whole: a blob, or a tensor object holding the same
         bytes (decoded through its chain)."""
-        data = self.store.get(oid)
-        if bytes(data[:4]) == TENSOR_MAGIC:
-            return self.read_tensor(oid, verify=verify)
-        return self._blob(oid, data, verify)
+        def read() -> bytes:
+            data = self.store.get(oid)
+            if bytes(data[:4]) == TENSOR_MAGIC:
+                return self.read_tensor(oid, verify=verify)
+            return self._blob(oid, data, verify)
+
+        return self._once_more(read)
 
     def _blob(self, oid: str, data: bytes | memoryview, verify: bool) -> bytes:
         out = decode_blob(data)

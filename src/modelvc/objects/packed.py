@@ -22,7 +22,9 @@ One consistency model, whatever the backend:
   tombstones are merged (union written first, parts deleted after), and a pack is
   removed once all its members are dead (by the collector that sees it, or the next
   `list`). Another process sees a replace or a delete at its next refresh; until then
-  it may read the old encoding (same decoded bytes).
+  it may read the old encoding (same decoded bytes), or, where that copy is the damaged
+  one `verify --repair` replaced, bytes that fail their id check: ObjectIO then calls
+  `refresh` and reads once more before it raises CorruptObject.
 - Every pack write gets a fresh nonce, so a pack's name is never written twice and a
   tombstone can never apply to a later pack.
 - gc's repack (repack.py) moves live members of sparse packs into new ones, writing
@@ -429,6 +431,11 @@ class PackedStore(Repacking):
     def _locate_fresh(self, key: str, since: float | None = None) -> Location | None:
         self._refresh(since)
         return self._packs.locate(key)
+
+    def refresh(self) -> None:
+        """Bring the pack map up to date now: a reader whose bytes failed their id
+        check asks before it raises (another process may have replaced the object)."""
+        self._refresh(since=time.monotonic())
 
     def _fresh(self) -> None:
         if time.monotonic() - self._refreshed > self.map_ttl:
