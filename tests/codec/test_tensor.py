@@ -305,3 +305,16 @@ def test_missing_or_wrong_reference_is_corrupt() -> None:
         decode_block("delta", b"", "F32", 4, ref=b"\0" * 4)
     with pytest.raises(CorruptObject):
         decode_block("cast", b"", "F32", 1, ref=b"\0" * 2, ref_code="F16")
+
+
+@pytest.mark.parametrize("at", [0, 4095, 4096, 8 * 4096 - 1])
+def test_a_block_as_views_is_same_only_when_every_byte_is(at: int) -> None:
+    """Blocks read into pooled memory arrive as memoryviews: equal ones are "same",
+    one changed byte anywhere (inside the first bytes compared or past them) is not."""
+    raw = np.random.default_rng(3).standard_normal(8 * 1024).astype(np.float32).tobytes()
+    assert encode_block(memoryview(raw), "F32", ref=memoryview(bytearray(raw)))[0] == "same"
+    changed = bytearray(raw)
+    changed[at] ^= 1
+    mode, payload = encode_block(memoryview(changed), "F32", ref=memoryview(raw))
+    assert mode != "same"
+    assert decode_block(mode, payload, "F32", len(raw) // 4, ref=raw) == bytes(changed)

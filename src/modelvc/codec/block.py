@@ -66,9 +66,16 @@ def _nbytes(buf: Buffer) -> int:
     return memoryview(buf).nbytes
 
 
+EQUAL_HEAD = 4096  # bytes compared first: a block a fine-tune changed differs early
+
+
 def _equal(a: Buffer, b: Buffer) -> bool:
     if isinstance(a, bytes) and isinstance(b, bytes):
         return a == b  # memcmp
+    ma, mb = memoryview(a).cast("B"), memoryview(b).cast("B")
+    if ma.nbytes != mb.nbytes or bytes(ma[:EQUAL_HEAD]) != bytes(mb[:EQUAL_HEAD]):
+        return False  # without numpy's block-sized array of booleans (a delta commit
+        # compared every changed block whole: ~4 % of its CPU)
     # memoryview == memoryview compares element by element in Python: far slower.
     return bool(np.array_equal(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8)))
 
