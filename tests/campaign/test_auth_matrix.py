@@ -164,13 +164,14 @@ def _url(template: str, values: dict[str, str]) -> str:
 
 
 def _probe(c: httpx.Client, method: str, url: str, version: str,
-           w: dict[str, str] | None = None) -> httpx.Response:
+           w: dict[str, str] | None = None, body: bytes | None = None) -> httpx.Response:
+    """The route called with what it needs (BODY: these bytes as its JSON instead)."""
     w = w or {"model": MODEL, "run_id": "1", "experiment_id": "0", "model_id": "m-0"}
     model = w["model"]
     query = {"ref": f"{model}@v1", "a": f"{model}@v1", "b": f"{model}@v1", "model": model,
              "size": "1", "offset": "0", "name": "production", "subject": "nobody",
              "scope": model, "when": datetime.now(UTC).isoformat()}
-    body = {"model": model, "ids": [version], "id": version, "ref": f"{model}@v1",
+    fields = {"model": model, "ids": [version], "id": version, "ref": f"{model}@v1",
             "name": model, "subject": "nobody", "scope": model, "role": "admin",
             "files": [], "url": "http://127.0.0.1:9/", "kind": "branch",
             "version_id": version}
@@ -180,10 +181,13 @@ def _probe(c: httpx.Client, method: str, url: str, version: str,
               "model_id": w["model_id"], "experiment_name": "exp", "path": "a",
               "stage": "Production", "new_name": model}
         query |= ml
-        body |= ml
+        fields |= ml
     kw: dict[str, Any] = {"params": query}
     if method in ("POST", "PUT", "PATCH", "DELETE"):
-        kw["json"] = body
+        kw["json"] = fields
+    if body is not None:
+        kw = kw | {"content": body, "headers": {"content-type": "application/json"}}
+        kw.pop("json", None)
     return c.request(method, url, **kw)
 
 
@@ -287,6 +291,43 @@ def test_every_weaker_principal_is_refused_and_learns_nothing(world: dict[str, A
                        "answered 5xx, or answered differently when the thing probed "
                        "does not exist (answer an unreadable thing as an absent one):\n"
                        + "\n".join(wrong))
+
+
+# Routes that still parse their body before they authorize: the MLflow and Hugging Face
+# APIs name the model in the body and answer a malformed one in their own protocol's
+# error (MLflow's INVALID_PARAMETER_VALUE, 400), which their clients read.
+BODY_FIRST = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow", "/api/models/", "/api/repos/",
+              "/api/validate-yaml")
+
+
+def test_a_refused_caller_with_a_malformed_body_is_refused_the_same(world: dict[str, Any]
+                                                                      ) -> None:
+    """Authorization comes before the body is parsed: each principal weaker than a
+    route's declared role gets, for a body of the wrong shape and for one that is not
+    JSON, the answer it gets for a good body (401/403/404), not a 422 telling it what
+    the body should hold (server/deps.py: least)."""
+    real = world["values"]
+    wrong = []
+    probes = 0
+    for rank, (subject, role) in enumerate(PRINCIPALS):
+        headers = {"Authorization": f"Bearer {world['tokens'][subject]}"}
+        with httpx.Client(base_url=world["server"].url, timeout=120, headers=headers) as c:
+            for (method, template), least in sorted(LEAST.items()):
+                if rank >= LEVELS.index(least) or template.startswith(BODY_FIRST) or \
+                        method not in ("POST", "PUT", "PATCH", "DELETE"):
+                    continue
+                url = _url(template, _values(template, params("", "", real)))
+                r = _probe(c, method, url, real["version_id"], real)
+                for body in (b"[1]", b"{"):
+                    probes += 1
+                    q = _probe(c, method, url, real["version_id"], real, body=body)
+                    if q.status_code != r.status_code or q.status_code not in (401, 403, 404):
+                        wrong.append(f"{role or 'no role'} {method} {template} {body!r}: "
+                                     f"{_answer(q)}; with a good body {_answer(r)}")
+    assert probes > 100
+    assert not wrong, ("a caller the route refuses was answered differently for a malformed "
+                       "body (declare the route's least role before its body: "
+                       "`dependencies=[least(ROLE)]`, server/deps.py):\n" + "\n".join(wrong))
 
 
 def test_the_declared_role_is_enough(tmp_path: Path) -> None:

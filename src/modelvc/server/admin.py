@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from ..meta.auth import MAX_TOKEN_NAME
 from ..wire.values import encode
 from .auth import authorize
-from .deps import P, R
+from .deps import NAMED, P, R, least
 
 router = APIRouter(tags=["auth"])
 
@@ -29,10 +29,9 @@ class TokenIn(BaseModel):
                                              allow_inf_nan=False)
 
 
-@router.post("/tokens")
+@router.post("/tokens", dependencies=[least("admin", on=None)])
 def create_token(body: TokenIn, p: P, reg: R) -> dict[str, Any]:
     """A new token for SUBJECT; the secret is in this response only."""
-    authorize(p, "admin", None)
     token, row = reg.tokens.create(body.name, subject=body.subject, scopes=body.scopes,
                                    expires_in_seconds=body.expires_in_seconds, actor=p.name)
     return {"token": token, "info": encode(row)}
@@ -44,9 +43,8 @@ def list_tokens(p: P, reg: R, subject: str | None = None) -> Any:
     return encode(reg.tokens.list(subject=subject))
 
 
-@router.delete("/tokens/{token_id}")
+@router.delete("/tokens/{token_id}", dependencies=[least("admin", on=None)])
 def revoke_token(token_id: str, p: P, reg: R) -> Any:
-    authorize(p, "admin", None)
     return encode(reg.tokens.revoke(token_id, actor=p.name))
 
 
@@ -56,13 +54,13 @@ class RoleIn(BaseModel):
     role: str
 
 
-@router.post("/roles")
+@router.post("/roles", dependencies=[least("admin", on=NAMED)])
 def grant_role(body: RoleIn, p: P, reg: R) -> Any:
     authorize(p, "admin", _scope_model(body.scope))
     return encode(reg.roles.grant(body.subject, body.role, on=body.scope, actor=p.name))
 
 
-@router.delete("/roles")
+@router.delete("/roles", dependencies=[least("admin", on=NAMED)])
 def revoke_role(subject: str, scope: str, p: P, reg: R) -> None:
     authorize(p, "admin", _scope_model(scope))
     reg.roles.revoke(subject, on=scope, actor=p.name)

@@ -21,7 +21,7 @@ from ..registry import Registry
 from ..wire.values import encode
 from . import admin, commits, deployments, governance, hooks
 from .auth import authorize, can
-from .deps import P, R, S
+from .deps import NAMED, P, R, S, least
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 router.include_router(commits.router)
@@ -178,9 +178,8 @@ class BranchIn(BaseModel):
     at: str | None = None
 
 
-@router.post("/models/{model}/branches")
+@router.post("/models/{model}/branches", dependencies=[least("writer")])
 def create_branch(model: str, body: BranchIn, p: P, reg: R) -> Any:
-    authorize(p, "writer", model)
     if body.at is not None:
         same_model(body.at, model)
     return encode(reg.create_branch(model, body.name, at=body.at, actor=p.name))
@@ -202,9 +201,8 @@ class TagIn(BaseModel):
     name: str
 
 
-@router.post("/models/{model}/tags")
+@router.post("/models/{model}/tags", dependencies=[least("writer")])
 def tag(model: str, body: TagIn, p: P, reg: R) -> Any:
-    authorize(p, "writer", model)
     same_model(body.ref, model)
     return encode(reg.tag(body.ref, body.name, actor=p.name))
 
@@ -218,9 +216,10 @@ class PromoteIn(BaseModel):
     create: bool = False  # a channel that does not exist yet is refused unless true (a typo)
 
 
-@router.post("/models/{model}/channels/{channel}/promote")
+@router.post("/models/{model}/channels/{channel}/promote", dependencies=[least("promoter")])
 def promote(model: str, channel: str, body: PromoteIn, p: P, reg: R) -> Any:
-    authorize(p, "admin" if body.force else "promoter", model)
+    if body.force:
+        authorize(p, "admin", model)
     same_model(body.ref, model)
     return encode(reg.promote(body.ref, channel, reason=body.reason, actor=p.name,
                               expected=body.expected if body.expected_given else UNSET,
@@ -232,9 +231,8 @@ class RollbackIn(BaseModel):
     reason: str = ""
 
 
-@router.post("/models/{model}/channels/{channel}/rollback")
+@router.post("/models/{model}/channels/{channel}/rollback", dependencies=[least("promoter")])
 def rollback(model: str, channel: str, body: RollbackIn, p: P, reg: R) -> Any:
-    authorize(p, "promoter", model)
     return encode(reg.rollback(model, channel, to=body.to, reason=body.reason, actor=p.name))
 
 
@@ -244,7 +242,7 @@ class DeleteIn(BaseModel):
     reason: str = ""
 
 
-@router.post("/versions/delete")
+@router.post("/versions/delete", dependencies=[least("admin", on=NAMED)])
 def delete(body: DeleteIn, p: P, reg: R) -> int:
     authorize(p, "admin", model_of(body.ref))
     return reg.delete(body.ref, reason=body.reason, actor=p.name)
@@ -261,9 +259,8 @@ class GcIn(BaseModel):
     grace_seconds: float = Field(default=3600.0, ge=0, allow_inf_nan=False)
 
 
-@router.post("/gc")
+@router.post("/gc", dependencies=[least("admin", on=None)])
 def gc(body: GcIn, p: P, reg: R, st: S) -> Any:
-    authorize(p, "admin", None)
     # Upload records live as long as this server accepts them as proof.
     ttl = timedelta(hours=st.config.upload_ttl_hours)
     return encode(reg.gc(dry_run=body.dry_run, grace_seconds=body.grace_seconds,

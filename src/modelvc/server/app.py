@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..errors import ModelvcError
 from ..httpguard import BodyGuard
+from .deps import least_checks
 from .limits import cap_of, token_precheck
 from .logs import ACCESS, LOG
 from .openapi import document_errors
@@ -39,6 +40,14 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A body that is not JSON fails before the route's `least` role check (deps.py)
+        # ran: a caller the route refuses is refused, not told what the body lacks.
+        try:
+            for check in least_checks(request.scope.get("route")):
+                await run_in_threadpool(check, request)
+        except ModelvcError as refused:
+            return JSONResponse({"error": refused.code, "message": refused.message,
+                                 "hint": refused.hint}, status_code=refused.http_status)
         # FastAPI's own handler echoes the input, which fails to render for NaN (a 500);
         # the location and the reason are what a caller needs.
         where = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}"

@@ -92,6 +92,16 @@ def can(principal: Principal, role: str, model: str | None) -> bool:
     return role_on(principal, model) >= rank(role)
 
 
+def authorize_somewhere(principal: Principal, role: str) -> None:
+    """As `authorize`, unless the principal may hold ROLE on some model: what a route
+    whose model is named in its body checks before the body is read (then the model)."""
+    held = max((rank(r) for r in principal.bindings.values()), default=-1)
+    if principal.caps is not None:
+        held = min(held, max((rank(r) for r in principal.caps.values()), default=-1))
+    if held < rank(role):
+        authorize(principal, role, "(the model the request names)")
+
+
 def authorize(principal: Principal, role: str, model: str | None) -> None:
     """PermissionDenied (403), or Unauthenticated (401) for anonymous callers, unless
     the principal holds ROLE (or a stronger one) on MODEL."""

@@ -17,7 +17,7 @@ from ..errors import NotFound
 from ..registry import Registry
 from ..wire.values import encode
 from .auth import Principal, authorize, can
-from .deps import P, R
+from .deps import NAMED, P, R, least
 
 router = APIRouter(tags=["deployments"])
 
@@ -30,7 +30,7 @@ class DeploymentIn(BaseModel):
     selector: dict[str, str] = Field(default_factory=dict, max_length=100)
 
 
-@router.post("/deployments")
+@router.post("/deployments", dependencies=[least("admin", on=NAMED)])
 def create(body: DeploymentIn, p: P, reg: R) -> Any:
     authorize(p, "admin", body.model)
     return encode(reg.deployments.create(body.name, model=body.model, channel=body.channel,

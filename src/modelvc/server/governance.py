@@ -24,7 +24,7 @@ from ..errors import SignatureInvalid, SignatureRefused, UsageError
 from ..names import parse_ref
 from ..wire.values import encode
 from .auth import authorize
-from .deps import P, R
+from .deps import P, R, least
 
 router = APIRouter(tags=["governance"])
 
@@ -51,9 +51,8 @@ def get_key(name_or_id: str, p: P, reg: R) -> Any:
     return encode(reg.keys.get(name_or_id))
 
 
-@router.post("/keys")
+@router.post("/keys", dependencies=[least("admin", on=None)])
 def add_key(body: KeyIn, p: P, reg: R) -> Any:
-    authorize(p, "admin", None)
     return encode(reg.keys.add(body.name, public_key=body.public_key, actor=p.name))
 
 
@@ -81,9 +80,8 @@ def list_signatures(model: str, ref: str, p: P, reg: R) -> Any:
     return encode(reg.signatures.list(_ref_of(ref, model)))
 
 
-@router.post("/models/{model}/signatures")
+@router.post("/models/{model}/signatures", dependencies=[least("writer")])
 def add_signature(model: str, body: SignatureIn, p: P, reg: R) -> Any:
-    authorize(p, "writer", model)
     try:
         return encode(reg.signatures.add(_ref_of(body.ref, model), bundle=body.bundle,
                                          imported=body.imported, actor=p.name))
@@ -91,9 +89,8 @@ def add_signature(model: str, body: SignatureIn, p: P, reg: R) -> Any:
         raise SignatureRefused(exc.message, hint=exc.hint) from exc
 
 
-@router.post("/models/{model}/signatures/check")
+@router.post("/models/{model}/signatures/check", dependencies=[least("reader")])
 def check_signatures(model: str, body: CheckIn, p: P, reg: R) -> Any:
-    authorize(p, "reader", model)
     return encode(reg.signatures.check(_ref_of(body.ref, model), keys=body.keys))
 
 
@@ -105,9 +102,8 @@ class GateRunIn(BaseModel):
     data: str | None = None
 
 
-@router.post("/models/{model}/gates/run")
+@router.post("/models/{model}/gates/run", dependencies=[least("writer")])
 async def run_gates(model: str, body: GateRunIn, p: P, reg: R) -> Any:
-    authorize(p, "writer", model)
     if body.policy is not None or body.data is not None:
         authorize(p, "admin", None)  # names commands and files on the server
     ref = _ref_of(body.ref, model)
@@ -139,7 +135,6 @@ def get_policy(p: P, reg: R) -> Any:
     return encode(reg.gates.policy())
 
 
-@router.put("/policy")
+@router.put("/policy", dependencies=[least("admin", on=None)])
 def apply_policy(body: PolicyIn, p: P, reg: R) -> Any:
-    authorize(p, "admin", None)
     return encode(reg.gates.apply_policy(body.text, source=body.source, actor=p.name))

@@ -30,6 +30,7 @@ from ..objects.base import check_key
 from ..transfer.local import LocalEnd, local_end
 from ..transfer.protocol import RefInfo, decode_pack, encode_pack
 from .auth import Principal, authenticate, authorize, can
+from .deps import NAMED, least
 from .limits import sent_bytes
 from .scope import Scope, not_uploaded, require_access
 from .state import ServerState
@@ -98,7 +99,7 @@ def refs(request: Request, model: str) -> dict[str, Any]:
                      for r in end.refs(model)]}
 
 
-@router.post("/api/v1/transfer/ancestry")
+@router.post("/api/v1/transfer/ancestry", dependencies=[least("reader", on=NAMED)])
 def ancestry(request: Request, body: Ids) -> dict[str, Any]:
     end, _ = _end(request, "reader", body.model)
     rows = [v for v in end.ancestry(body.model, _ids(body)) if v.model == body.model]
@@ -106,7 +107,7 @@ def ancestry(request: Request, body: Ids) -> dict[str, Any]:
                           "parents": list(v.parents)} for v in rows]}
 
 
-@router.post("/api/v1/transfer/closure")
+@router.post("/api/v1/transfer/closure", dependencies=[least("reader", on=NAMED)])
 def closure(request: Request, body: Ids) -> dict[str, Any]:
     end, _ = _end(request, "reader", body.model)
     ids = _ids(body)
@@ -115,13 +116,13 @@ def closure(request: Request, body: Ids) -> dict[str, Any]:
                         for o in end.closure(body.model, ids)]}
 
 
-@router.post("/api/v1/transfer/have-versions")
+@router.post("/api/v1/transfer/have-versions", dependencies=[least("reader", on=NAMED)])
 def have_versions(request: Request, body: Ids) -> dict[str, Any]:
     end, _ = _end(request, "reader", body.model)
     return {"have": sorted(end.has_versions(body.model, _ids(body)))}
 
 
-@router.post("/api/v1/transfer/versions")
+@router.post("/api/v1/transfer/versions", dependencies=[least("writer", on=NAMED)])
 def record_version(request: Request, body: RecordBody) -> dict[str, Any]:
     end, principal = _end_as(request, "writer", body.model)
     vid = check_key(body.id)
@@ -158,7 +159,7 @@ def _may_record(end: LocalEnd, principal: Principal, state: ServerState, vid: st
     require_access(end.reg, principal, state.possession, chains - set(listed))
 
 
-@router.post("/api/v1/transfer/refs")
+@router.post("/api/v1/transfer/refs", dependencies=[least("writer", on=NAMED)])
 def update_ref(request: Request, body: RefBody) -> dict[str, Any]:
     if body.kind not in ("branch", "tag", "channel"):
         raise UsageError(f"unknown ref kind {body.kind!r}")
@@ -168,7 +169,7 @@ def update_ref(request: Request, body: RefBody) -> dict[str, Any]:
     return {"result": end.update_ref(ref, expected=body.expected, force=body.force, actor=who)}
 
 
-@router.post("/api/v1/objects/have")
+@router.post("/api/v1/objects/have", dependencies=[least("reader", on=NAMED)])
 def have_objects(request: Request, body: Ids) -> dict[str, Any]:
     end, principal = _end_as(request, "reader", body.model)
     have = end.has_objects(body.model, _ids(body))
@@ -182,7 +183,7 @@ def have_objects(request: Request, body: Ids) -> dict[str, Any]:
     return {"have": sorted(have)}
 
 
-@router.post("/api/v1/objects/fetch")
+@router.post("/api/v1/objects/fetch", dependencies=[least("reader", on=NAMED)])
 def fetch(request: Request, body: Ids) -> Response:
     end, principal = _end_as(request, "reader", body.model)
     ids = _ids(body)

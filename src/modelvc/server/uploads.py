@@ -27,7 +27,7 @@ from ..transfer.local import local_end
 from ..transfer.sessions import Sessions
 from ..wire.frames import MAX_REQUEST, FrameReader
 from .auth import authorize
-from .deps import P, R, S
+from .deps import NAMED, P, R, S, least
 from .limits import sent_bytes
 from .logs import LOG
 from .scope import Scope
@@ -67,7 +67,7 @@ def held(oid: str, model: str, kind: str, size: int, request: Request, p: P, reg
     return {"offset": offset, "stored": False}
 
 
-@router.put("/{oid}")
+@router.put("/{oid}", dependencies=[least("writer", on=NAMED)])
 async def put_chunks(oid: str, model: str, kind: str, size: int, offset: int,
                      request: Request, p: P, reg: R, st: S, segment: str = "blob",
                      dtype: str | None = None, shape: str = "", file: str = "",
