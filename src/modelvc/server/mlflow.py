@@ -38,6 +38,7 @@ from ..errors import (
     Unauthenticated,
     UsageError,
 )
+from ..mlflow.filters import FilterError, page
 from ..mlflow.sidecar import Sidecar
 from ..registry import Registry
 from .auth import Principal, authenticate, authorize, can
@@ -62,6 +63,17 @@ class MlflowError(Exception):
 
 def bad(message: str) -> MlflowError:
     return MlflowError("INVALID_PARAMETER_VALUE", message)
+
+
+def paged(key: str, rows: list[Any], body: dict[str, Any], *, default: int | None = None,
+          limit: int = 1000) -> dict[str, Any]:
+    """A search's answer: the page of ROWS (under KEY) that the body's `max_results`
+    (DEFAULT if none or 0; None: the filters' own) and `page_token` ask for, with the
+    next page's token unless it is the last."""
+    size = body.get("max_results")
+    chunk, nxt = page(rows, size or default if default is not None else size,
+                      body.get("page_token"), limit=limit)
+    return {key: chunk, **({"next_page_token": nxt} if nxt else {})}
 
 
 def missing(message: str) -> MlflowError:
@@ -199,7 +211,10 @@ def _route(fn: Handler, method: str) -> Callable[[Request], Coroutine[Any, Any, 
             if not isinstance(data, dict):
                 raise bad("the request body must be a JSON object")
             body.update(data)
-        result = await run_in_threadpool(fn, Ctx(request, principal, state), body)
+        try:
+            result = await run_in_threadpool(fn, Ctx(request, principal, state), body)
+        except FilterError as exc:  # a search's filter, order_by or page the caller sent
+            raise bad(str(exc)) from exc
         return JSONResponse(finite(result))
     return endpoint
 

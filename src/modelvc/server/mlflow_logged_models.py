@@ -9,8 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ..mlflow.filters import FilterError, page
-from .mlflow import Ctx, api, bad, missing, need_str
+from .mlflow import Ctx, api, bad, missing, need_str, paged
 from .mlflow_tracking import DEFAULT, _experiment, _kv, _now, _pairs
 
 
@@ -112,9 +111,4 @@ def search_logged_models(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     rows = [_lm_json(k, d) for k, d in ctx.side.items("lm")
             if (not exps or d["experiment_id"] in exps)
             and d["status"] != "LOGGED_MODEL_DELETED"]
-    try:
-        chunk, nxt = page(rows, body.get("max_results") or 100, body.get("page_token"),
-                          limit=50000)
-    except FilterError as exc:
-        raise bad(str(exc)) from exc
-    return {"models": chunk, **({"next_page_token": nxt} if nxt else {})}
+    return paged("models", rows, body, default=100, limit=50000)

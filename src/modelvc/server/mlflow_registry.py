@@ -14,9 +14,9 @@ from typing import Any
 
 from ..api.types import Version
 from ..errors import ModelNotFound, RefNotFound
-from ..mlflow.filters import FilterError, matches, order, page, parse
+from ..mlflow.filters import matches, order, parse
 from ..names import check_name
-from .mlflow import Ctx, MlflowError, api, bad, edited_tags, missing, ms, need_str
+from .mlflow import Ctx, MlflowError, api, bad, edited_tags, missing, ms, need_str, paged
 
 STAGES = {"staging": "Staging", "production": "Production"}
 STAGE_CHANNEL = {v.lower(): k for k, v in STAGES.items()}
@@ -140,13 +140,6 @@ def _touch_version(ctx: Ctx, v: Version, **changes: Any) -> None:
     ctx.side.put("mv", key, doc)
 
 
-def _filtered(conds: Any) -> Any:
-    try:
-        return parse(conds)
-    except FilterError as exc:
-        raise bad(str(exc)) from exc
-
-
 def _retire(ctx: Ctx, v: Version, reason: str) -> None:
     """Tombstone V. A branch at it (main, for the newest version) steps back to V's
     parent, or goes when V has none; a channel or tag at it refuses (move it first)."""
@@ -228,7 +221,7 @@ def delete_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
 
 @api("GET", "/registered-models/search")
 def search_registered_models(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
-    conds = _filtered(body.get("filter"))
+    conds = parse(body.get("filter"))
     names = set(ctx.reg.models()) | {k for k, _ in ctx.side.items("rm")}
     rows = []
     for name in sorted(names):
@@ -238,15 +231,8 @@ def search_registered_models(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
         row = {"name": name, "tags": doc.get("tags", {})}
         if matches(conds, row):
             rows.append(model_json(ctx, name))
-    try:
-        rows = order(rows, _list(body.get("order_by")), ["name ASC"])
-        chunk, nxt = page(rows, body.get("max_results"), body.get("page_token"))
-    except FilterError as exc:
-        raise bad(str(exc)) from exc
-    out: dict[str, Any] = {"registered_models": chunk}
-    if nxt:
-        out["next_page_token"] = nxt
-    return out
+    rows = order(rows, _list(body.get("order_by")), ["name ASC"])
+    return paged("registered_models", rows, body)
 
 
 api("POST", "/registered-models/search")(search_registered_models)

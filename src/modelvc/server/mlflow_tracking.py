@@ -13,8 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from ..mlflow.filters import FilterError, page
-from .mlflow import Ctx, MlflowError, api, bad, missing, need_str
+from .mlflow import Ctx, MlflowError, api, bad, missing, need_str, paged
 
 DEFAULT = "0"
 
@@ -104,12 +103,7 @@ def search_experiments(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     rows = [_exp_json(k, d) for k, d in ctx.side.items("exp")
             if view == "ALL" or (d.get("lifecycle", "active") == "active") ==
             (view == "ACTIVE_ONLY")]
-    try:
-        chunk, nxt = page(rows, body.get("max_results") or 1000, body.get("page_token"),
-                          limit=50000)
-    except FilterError as exc:
-        raise bad(str(exc)) from exc
-    return {"experiments": chunk, **({"next_page_token": nxt} if nxt else {})}
+    return paged("experiments", rows, body, default=1000, limit=50000)
 
 
 api("GET", "/experiments/search")(search_experiments)
@@ -311,12 +305,7 @@ def search_runs(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     rows = [_run_json(k, d) for k, d in ctx.side.items("run")
             if (not exps or d["experiment_id"] in exps) and d.get("lifecycle") != "deleted"]
     rows.sort(key=lambda r: -int(r["info"]["start_time"]))
-    try:
-        chunk, nxt = page(rows, body.get("max_results") or 1000, body.get("page_token"),
-                          limit=50000)
-    except FilterError as exc:
-        raise bad(str(exc)) from exc
-    return {"runs": chunk, **({"next_page_token": nxt} if nxt else {})}
+    return paged("runs", rows, body, default=1000, limit=50000)
 
 
 @api("GET", "/metrics/get-history")

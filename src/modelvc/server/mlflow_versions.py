@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..mlflow.filters import FilterError, matches, order, page
-from .mlflow import Ctx, api, bad, edited_tags, missing, need_str
+from ..mlflow.filters import matches, order, parse
+from .mlflow import Ctx, api, bad, edited_tags, missing, need_str, paged
 from .mlflow_registry import (
     ALL_STAGES,
     STAGE_CHANNEL,
     STAGES,
     _channels,
     _exists,
-    _filtered,
     _list,
     _live,
     _name,
@@ -148,7 +147,7 @@ def delete_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
 
 @api("GET", "/model-versions/search")
 def search_model_versions(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
-    conds = _filtered(body.get("filter"))
+    conds = parse(body.get("filter"))
     names = [c[2] for c in conds if c[0] == "name" and c[1] == "="]
     candidates = names or sorted(set(ctx.reg.models()))
     rows = []
@@ -165,17 +164,10 @@ def search_model_versions(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
             if matches(conds, row):
                 j["version_number"] = v.number
                 rows.append(j)
-    try:
-        rows = order(rows, _list(body.get("order_by")), ["name ASC", "version_number DESC"])
-        chunk, nxt = page(rows, body.get("max_results"), body.get("page_token"),
-                          limit=200_000)
-    except FilterError as exc:
-        raise bad(str(exc)) from exc
-    for j in chunk:
+    rows = order(rows, _list(body.get("order_by")), ["name ASC", "version_number DESC"])
+    out = paged("model_versions", rows, body, limit=200_000)
+    for j in out["model_versions"]:
         j.pop("version_number", None)
-    out: dict[str, Any] = {"model_versions": chunk}
-    if nxt:
-        out["next_page_token"] = nxt
     return out
 
 
