@@ -3,16 +3,15 @@ numpy has no bfloat16), so recipes need neither torch nor the safetensors packag
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_writer
 from ..codec.dtypes import numpy_dtype
 from ..errors import UsageError
 from ..formats.safetensors import read_safetensors_header
+from ..formats.safetensors_write import write_coded
 
 
 @dataclass
@@ -43,28 +42,8 @@ def read(path: Path) -> tuple[dict[str, Tensor], dict[str, str] | None]:
 
 def write(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None
           ) -> None:
-    """Tensors in name order, 8-byte aligned header, written atomically: the same bytes
-    for the same tensors (a deterministic recipe's output is compared byte for byte)."""
-    header: dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    offset = 0
-    arrays = []
-    for name in sorted(tensors):
-        t = tensors[name]
-        a = np.ascontiguousarray(t.array).reshape(t.array.shape)  # 0-d stays 0-d
-        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        header[name] = {"dtype": t.code, "shape": list(a.shape),
-                        "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-        arrays.append(a)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    with atomic_writer(path, mode=0o644) as f:
-        f.write(len(raw).to_bytes(8, "little"))
-        f.write(raw)
-        for a in arrays:
-            f.write(a.tobytes())
+    """TENSORS as a safetensors file, atomically, the same bytes for the same tensors."""
+    write_coded(path, {n: (t.code, t.array) for n, t in tensors.items()}, metadata)
 
 
 def as_float64(t: Tensor) -> np.ndarray:

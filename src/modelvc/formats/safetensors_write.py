@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +18,30 @@ _CODES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16":
 
 def write_safetensors(path: Path, tensors: dict[str, np.ndarray],
                       metadata: dict[str, str] | None = None) -> None:
-    """Tensors in name order, 8-byte aligned header, written atomically."""
+    """Numpy arrays as a safetensors file, each with its dtype's code."""
+    coded = {}
+    for name in sorted(tensors):
+        code = _CODES.get(np.asarray(tensors[name]).dtype.name)
+        if code is None:
+            raise UsageError(f"tensor {name!r} has dtype {tensors[name].dtype}, which "
+                             "safetensors lacks")
+        coded[name] = (code, tensors[name])
+    write_coded(path, coded, metadata)
+
+
+def write_coded(path: Path, tensors: Mapping[str, tuple[str, np.ndarray]],
+                metadata: Mapping[str, str] | None = None) -> None:
+    """(safetensors dtype code, array) by name: tensors in name order, 8-byte aligned
+    header, written atomically; the same bytes for the same tensors (a deterministic
+    recipe's output is compared byte for byte)."""
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     offset = 0
     arrays = []
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        code = _CODES.get(a.dtype.name)
-        if code is None:
-            raise UsageError(f"tensor {name!r} has dtype {a.dtype}, which safetensors lacks")
+        code, array = tensors[name]
+        a = np.ascontiguousarray(array).reshape(np.shape(array))  # 0-d stays 0-d
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
         header[name] = {"dtype": code, "shape": list(a.shape),
                         "data_offsets": [offset, offset + a.nbytes]}
