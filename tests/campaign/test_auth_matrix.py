@@ -256,6 +256,18 @@ def test_every_route_declares_its_least_role(world: dict[str, Any]) -> None:
     assert set(LEAST.values()) <= set(LEVELS)
 
 
+def _weaker(world: dict[str, Any]
+            ) -> Iterator[tuple[int, str | None, httpx.Client, str, str, str]]:
+    """(rank, role, the principal's client, method, template, least role) for each
+    principal weaker than each route's declared least role."""
+    for rank, (subject, role) in enumerate(PRINCIPALS):
+        headers = {"Authorization": f"Bearer {world['tokens'][subject]}"}
+        with httpx.Client(base_url=world["server"].url, timeout=120, headers=headers) as c:
+            for (method, template), least in sorted(LEAST.items()):
+                if rank < LEVELS.index(least):
+                    yield rank, role, c, method, template, least
+
+
 def test_every_weaker_principal_is_refused_and_learns_nothing(world: dict[str, Any]) -> None:
     """Each principal weaker than a route's declared role: no 2xx, no 5xx; and one that
     may not read what the probe names (no role on the model; or a route of the whole
@@ -265,26 +277,20 @@ def test_every_weaker_principal_is_refused_and_learns_nothing(world: dict[str, A
     absent = real | ABSENT
     wrong = []
     probes = 0
-    for rank, (subject, role) in enumerate(PRINCIPALS):
-        headers = {"Authorization": f"Bearer {world['tokens'][subject]}"}
-        with httpx.Client(base_url=world["server"].url, timeout=120, headers=headers) as c:
-            for (method, template), least in sorted(LEAST.items()):
-                if rank >= LEVELS.index(least):
-                    continue
-                probes += 1
-                r = _probe(c, method, _url(template, _values(template, params("", "", real))),
-                           real["version_id"], real)
-                if r.is_success or r.status_code >= 500:
-                    wrong.append(f"{role or 'no role'} {method} {template}: {_answer(r)}")
-                    continue
-                if rank > 0 and least != "admin*":
-                    continue  # it may read the model: it may know what exists there
-                q = _probe(c, method,
-                           _url(template, _values(template, params("", "", absent))),
-                           absent["version_id"], absent)
-                if q.status_code != r.status_code:
-                    wrong.append(f"{role or 'no role'} {method} {template}: {_answer(r)}; "
-                                 f"when absent {_answer(q)}")
+    for rank, role, c, method, template, least in _weaker(world):
+        probes += 1
+        r = _probe(c, method, _url(template, _values(template, params("", "", real))),
+                   real["version_id"], real)
+        if r.is_success or r.status_code >= 500:
+            wrong.append(f"{role or 'no role'} {method} {template}: {_answer(r)}")
+            continue
+        if rank > 0 and least != "admin*":
+            continue  # it may read the model: it may know what exists there
+        q = _probe(c, method, _url(template, _values(template, params("", "", absent))),
+                   absent["version_id"], absent)
+        if q.status_code != r.status_code:
+            wrong.append(f"{role or 'no role'} {method} {template}: {_answer(r)}; "
+                         f"when absent {_answer(q)}")
     assert probes > 300
     assert not wrong, ("a principal weaker than the route's declared least role "
                        "(tests/campaign/route_roles.py) was served (authorize the route), "
@@ -309,21 +315,17 @@ def test_a_refused_caller_with_a_malformed_body_is_refused_the_same(world: dict[
     real = world["values"]
     wrong = []
     probes = 0
-    for rank, (subject, role) in enumerate(PRINCIPALS):
-        headers = {"Authorization": f"Bearer {world['tokens'][subject]}"}
-        with httpx.Client(base_url=world["server"].url, timeout=120, headers=headers) as c:
-            for (method, template), least in sorted(LEAST.items()):
-                if rank >= LEVELS.index(least) or template.startswith(BODY_FIRST) or \
-                        method not in ("POST", "PUT", "PATCH", "DELETE"):
-                    continue
-                url = _url(template, _values(template, params("", "", real)))
-                r = _probe(c, method, url, real["version_id"], real)
-                for body in (b"[1]", b"{"):
-                    probes += 1
-                    q = _probe(c, method, url, real["version_id"], real, body=body)
-                    if q.status_code != r.status_code or q.status_code not in (401, 403, 404):
-                        wrong.append(f"{role or 'no role'} {method} {template} {body!r}: "
-                                     f"{_answer(q)}; with a good body {_answer(r)}")
+    for _, role, c, method, template, _ in _weaker(world):
+        if template.startswith(BODY_FIRST) or method not in ("POST", "PUT", "PATCH", "DELETE"):
+            continue
+        url = _url(template, _values(template, params("", "", real)))
+        r = _probe(c, method, url, real["version_id"], real)
+        for body in (b"[1]", b"{"):
+            probes += 1
+            q = _probe(c, method, url, real["version_id"], real, body=body)
+            if q.status_code != r.status_code or q.status_code not in (401, 403, 404):
+                wrong.append(f"{role or 'no role'} {method} {template} {body!r}: "
+                             f"{_answer(q)}; with a good body {_answer(r)}")
     assert probes > 100
     assert not wrong, ("a caller the route refuses was answered differently for a malformed "
                        "body (declare the route's least role before its body: "
