@@ -21,6 +21,7 @@ import pytest
 from modelvc.registry import Registry
 from tests.conftest import write_model
 from tests.mlflow.conftest import CLIENT_ENV
+from tests.services.clirun import run
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -103,10 +104,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _import(registry: Path, uri: str, *extra: str) -> subprocess.Popen[bytes]:
+    """`modelvc import mlflow` as a process (the one the kill -9 test kills)."""
     env = {**os.environ, **CLIENT_ENV, "MODELVC_AUTHOR": "migrator"}
     return subprocess.Popen([sys.executable, "-m", "modelvc.cli.main", "--registry",
                              str(registry), "import", "mlflow", "--tracking-uri", uri,
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _import_here(registry: Path, uri: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (tests/services/clirun.py): what it does, not
+    its process (a process start imports MLflow again, ~1.5 s of CPU)."""
+    return run(["--registry", str(registry), "import", "mlflow", "--tracking-uri", uri,
+                *extra], env={**CLIENT_ENV, "MODELVC_AUTHOR": "migrator"})
 
 
 def _check(registry: Path, store: dict[str, Any], tmp: Path) -> dict[str, Any]:
@@ -136,10 +145,9 @@ def _check(registry: Path, store: dict[str, Any], tmp: Path) -> dict[str, Any]:
 def test_import_copies_everything_bit_exact_and_reports_sizes(
         store: dict[str, Any], tmp_path: Path) -> None:
     Registry.init(tmp_path / "reg").close()
-    p = _import(tmp_path / "reg", store["uri"], "--json")
-    out, err = p.communicate(timeout=900)
-    assert p.returncode == 0, err.decode()[-3000:]
-    report = json.loads(out)
+    p = _import_here(tmp_path / "reg", store["uri"], "--json")
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(p.stdout)
     assert report["mlflow_bytes"] > 0 and 0 < report["stored_bytes"] < report["mlflow_bytes"]
     enc = next(m for m in report["models"] if m["name"] == "encoder")
     assert enc["copied"] == 8 and enc["channels"] == {"champion": 5, "challenger": 6}
@@ -154,11 +162,10 @@ def test_import_copies_everything_bit_exact_and_reports_sizes(
         assert side.get("mv", "head/2")["stage"] == "Archived"
         side.close()
     # A second run copies nothing.
-    again = _import(tmp_path / "reg", store["uri"], "--json")
-    out, err = again.communicate(timeout=900)
-    assert again.returncode == 0, err.decode()[-3000:]
+    again = _import_here(tmp_path / "reg", store["uri"], "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
     assert all(m["copied"] == 0 and m["skipped"] == m["versions"]
-               for m in json.loads(out)["models"])
+               for m in json.loads(again.stdout)["models"])
 
 
 def test_kill_9_mid_import_resumes_to_the_same_result(store: dict[str, Any],
@@ -179,10 +186,9 @@ def test_kill_9_mid_import_resumes_to_the_same_result(store: dict[str, Any],
     with Registry.open_local(tmp_path / "reg") as reg:
         partial = sum(len(reg.versions(m)) for m in reg.models())
     assert 7 <= partial < sum(COUNTS.values())
-    resumed = _import(tmp_path / "reg", store["uri"], "--json")
-    out, err = resumed.communicate(timeout=900)
-    assert resumed.returncode == 0, err.decode()[-3000:]
-    copied = sum(m["copied"] for m in json.loads(out)["models"])
+    resumed = _import_here(tmp_path / "reg", store["uri"], "--json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    copied = sum(m["copied"] for m in json.loads(resumed.stdout)["models"])
     assert copied == sum(COUNTS.values()) - partial
     _check(tmp_path / "reg", store, tmp_path / "co")
 
@@ -208,10 +214,9 @@ def test_import_from_a_tracking_server_over_http(server: Any, tmp_path: Path,
     c.set_registered_model_alias("remote", "champion", "2")
     Registry.init(tmp_path / "reg").close()
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", server.reader)  # reading is enough
-    p = _import(tmp_path / "reg", server.url, "--models", "remote", "--json")
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err.decode()[-3000:]
-    assert json.loads(out)["models"][0]["copied"] == 3
+    p = _import_here(tmp_path / "reg", server.url, "--models", "remote", "--json")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout)["models"][0]["copied"] == 3
     with Registry.open_local(tmp_path / "reg") as reg:
         for number, files in sums.items():
             reg.checkout(f"remote@v{number}", tmp_path / "co" / number)
