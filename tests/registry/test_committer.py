@@ -47,6 +47,23 @@ def test_the_child_commits_at_the_lowest_priority_and_hurries_when_asked(
     assert c.proc.returncode == 0  # its input ended: it left
 
 
+def test_close_does_not_wait_for_a_forked_process_holding_the_pipe(
+        reg: Registry, tmp_path: Path) -> None:
+    """A process forked after the child started (a DataLoader worker) holds a copy of
+    its stdin's write end: close tells the child to leave instead of waiting for EOF."""
+    c = ProcessCommitter(reg)
+    forked = os.fork()
+    if forked == 0:  # the "worker": holds every fd until killed
+        time.sleep(600)
+        os._exit(0)
+    try:
+        c.close()
+        assert c.proc.returncode == 0 and _alive(forked)
+    finally:
+        os.kill(forked, signal.SIGKILL)
+        os.waitpid(forked, 0)
+
+
 def test_errors_come_back_as_their_class(reg: Registry, tmp_path: Path) -> None:
     c = ProcessCommitter(reg)
     try:

@@ -24,8 +24,11 @@ def serve(location: str, lines: IO[str], out: IO[str]) -> None:
     reg = Registry.open_local(location)
     try:
         for line in lines:
+            msg = json.loads(line)
+            if msg.get("quit"):
+                break
             try:
-                v = staging.commit_staged(reg, staging.load(Path(json.loads(line)["path"])))
+                v = staging.commit_staged(reg, staging.load(Path(msg["path"])))
                 reply: dict[str, Any] = {"id": v.id}
             except Exception as exc:  # told to the parent, which raises it
                 reply = {"error": type(exc).__name__,

@@ -12,7 +12,7 @@ RLIMIT_NICE allowing nice 0; for other users the child runs at nice 10 for good.
 
 The child is modelvc.registry.commit_child. Protocol: one JSON line per staged entry
 on the child's stdin ({"path": ...}), one JSON line back ({"id": version id} or
-{"error": class name, "message", "hint"}). The child exits at the end of its input,
+{"error": class name, "message", "hint"}). The child exits when told ({"quit": true}),
 and dies with its parent (PR_SET_PDEATHSIG): what it had not committed stays staged,
 for `modelvc staging recover`.
 """
@@ -116,6 +116,11 @@ class ProcessCommitter:
 
     def close(self) -> None:
         stdin, stdout = self._pipes()
+        # Told, not only EOF: a process forked from the parent (a DataLoader worker)
+        # holds a copy of the pipe's write end, and the EOF would wait for it.
+        with contextlib.suppress(OSError):
+            stdin.write(json.dumps({"quit": True}) + "\n")
+            stdin.flush()
         with contextlib.suppress(OSError):
             stdin.close()
         self.proc.wait()
