@@ -88,15 +88,16 @@ def test_swap_loop_under_concurrent_load_fails_no_request(
         "modelvc_swaps_total", {"model": "digits", "channel": "production"})
     assert swaps == 31.0  # the first load and 30 switches
     # Nothing leaks: at most current + previous are loaded, and on disk (beside the
-    # optimized graphs kept for re-loads, one per version).
+    # optimized graphs and the freed checkouts kept for re-loads, one per version).
     work = tmp_path / "serve0"
-    wait_for(lambda: len([p for p in work.iterdir() if p.name != "optimized"]) <= 2,
-             "freed checkouts")
+    wait_for(lambda: len([p for p in work.iterdir()
+                          if p.name not in ("optimized", "kept")]) <= 2, "freed checkouts")
     assert len(srv.gateway.pool.items) <= 2
     assert len(list((work / "optimized").iterdir())) == 3
+    assert len(list((work / "kept").iterdir())) <= 3
 
 
-def test_reload_of_a_freed_version_uses_its_kept_optimized_graph(
+def test_reload_of_a_freed_version_uses_its_kept_checkout_and_optimized_graph(
         serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
     commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
@@ -111,10 +112,14 @@ def test_reload_of_a_freed_version_uses_its_kept_optimized_graph(
         serve_reg.promote(f"digits@v{n}", "production", reason="next")
         wait_for(serving(srv.url, n), f"the switch to v{n}")
     wait_for(lambda: v1 not in pool.items, "v1 freed")
+    kept = tmp_path / "serve0" / "kept" / v1
+    wait_for(kept.exists, "v1's checkout kept")
     serve_reg.promote("digits@v1", "production", reason="back")
     wait_for(serving(srv.url, 1), "the switch back to v1")
     again = pool.items[v1].runtime
     assert isinstance(again, OnnxRuntime) and again.reused_optimized
+    assert not kept.exists()  # moved into place, not checked out again
+    assert (pool.items[v1].folder / "model.onnx").read_bytes() == digits.good
     assert caller.infer(digits.x[:8])[1]["outputs"] == first
     caller.close()
 

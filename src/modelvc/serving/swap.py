@@ -95,6 +95,8 @@ def _pause() -> None:
 
 
 KEEP_OPTIMIZED = 8  # versions whose optimized ONNX graph stays on disk for a re-load
+KEEP_CHECKOUTS = 8  # freed ONNX versions whose checkout stays on disk for a re-load
+KEEP_CHECKOUT_MAX_BYTES = 64 << 20  # ... up to this size each
 
 
 class LoadFailed(Exception):
@@ -135,6 +137,10 @@ class Pool:
         # Optimized ONNX graphs by version id: a re-load (a rollback, a version back in
         # a canary) skips graph optimization (runtimes/onnx.py)
         self.optimized = workdir / "optimized"
+        # Checkouts of freed ONNX versions by version id: a re-load renames one into
+        # place instead of checking the version out again (the load's most Python,
+        # syscalls and GIL hand-offs); a rollback, a version back in a canary.
+        self.kept = workdir / "kept"
         self._loading: dict[str, asyncio.Future[Loaded]] = {}
         # Loads and registry reads never queue behind inference, nor inference behind them;
         # on `load_cpus` when given (ServeConfig.load_cpus: checkouts, session creation,
@@ -200,7 +206,10 @@ class Pool:
         t0 = time.perf_counter()
         runtime: Runtime | None = None
         try:
-            self.reg.checkout(label, folder)
+            try:  # versions are immutable and nothing writes into an ONNX checkout
+                (self.kept / v.id).rename(folder)
+            except OSError:  # none kept: check it out
+                self.reg.checkout(label, folder)
             _pause()
             signed = self.trust == "signed" and (folder / "predictor.py").exists() \
                 and self._signed(v)
@@ -256,7 +265,26 @@ class Pool:
         with _short_switches():
             item.runtime.close()
             _pause()
-            shutil.rmtree(item.folder, ignore_errors=True)
+            if not self._keep_checkout(item):
+                shutil.rmtree(item.folder, ignore_errors=True)
+
+    def _keep_checkout(self, item: Loaded) -> bool:
+        """Keep a freed ONNX version's checkout for a re-load (the KEEP_CHECKOUTS latest
+        up to KEEP_CHECKOUT_MAX_BYTES each); False if not kept."""
+        if item.runtime.platform != "onnxruntime_onnx" or \
+                item.version.raw_size > KEEP_CHECKOUT_MAX_BYTES:
+            return False
+        try:
+            self.kept.mkdir(exist_ok=True)
+            item.folder.rename(self.kept / item.version.id)
+            os.utime(self.kept / item.version.id)  # most recently kept
+        except OSError:  # kept already (or the disk refuses): remove this one
+            return False
+        with contextlib.suppress(OSError):  # another free pruning meanwhile
+            kept = sorted(self.kept.iterdir(), key=lambda f: f.stat().st_mtime)
+            for old in kept[:-KEEP_CHECKOUTS]:
+                shutil.rmtree(old, ignore_errors=True)
+        return True
 
     def close(self) -> None:
         for item in list(self.items.values()):
