@@ -30,13 +30,14 @@ HERE = Path(__file__).parent
 Starter = Callable[..., list[GatewayProcess]]
 
 
-def _cli(reg: Registry, *args: str, kill_at: tuple[str, int] | None = None
-         ) -> subprocess.CompletedProcess[str]:
+def _cli(reg: Registry, *args: str, kill_at: tuple[str, int] | None = None,
+         sig: str = "SIGKILL") -> subprocess.CompletedProcess[str]:
     entry = [str(HERE / "kill_at.py"), kill_at[0], str(kill_at[1])] if kill_at \
         else ["-m", "modelvc.cli.main"]
     return subprocess.run([sys.executable, *entry, "--registry",
                            str(reg._layout.root.parent), *args], capture_output=True,
-                          text=True, timeout=300, env=os.environ | {"MODELVC_AUTHOR": "t"})
+                          text=True, timeout=300,
+                          env=os.environ | {"MODELVC_AUTHOR": "t", "KILL_AT_SIGNAL": sig})
 
 
 def _status(reg: Registry) -> dict[str, Any]:
@@ -154,4 +155,30 @@ def test_a_rollout_in_progress_is_left_to_its_controller(
             assert c.rollouts.get_deployment("d").pending_id is not None
         # its controller gone (the lease dropped), the next rollout finishes the switch
         assert _cli(reg, "deploy", "rollout", "d", "--to", "v2").returncode == 0
+    assert served(gws) == {(2, _status(reg)["epoch"])}
+
+
+def test_ctrl_c_in_a_rollout_drops_its_switch_and_says_so(
+        any_fleet_reg: Registry, start_gateways: Starter) -> None:
+    # SIGINT once every replica has staged (a real process, the signal sent to itself
+    # there): the rollout drops its pending switch, exits 130 with one line naming what
+    # to run; every replica still serves v1, and the next rollout goes through.
+    reg = any_fleet_reg
+    gws = start_gateways(reg, 2)
+    with Controller(reg) as c:
+        c.create("d", "digits", "production")
+        assert c.rollout("d").ok
+    epoch = _status(reg)["epoch"]
+    p = _cli(reg, "deploy", "rollout", "d", "--to", "v2", kill_at=("_wait", 1),
+             sig="SIGINT")
+    lines = [x for x in p.stderr.splitlines() if not x.startswith("kill-at:")]
+    assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr
+    assert len(lines) == 1 and lines[0].startswith(
+        "interrupted by SIGINT: `modelvc deploy rollout` stopped"), p.stderr
+    assert "modelvc deploy status d" in lines[0], lines
+    doc = _status(reg)
+    assert doc["pending"] is None and doc["version"] == 1 and doc["epoch"] == epoch + 2
+    assert "interrupted" in doc["reason"], doc
+    wait_for(lambda: served(gws) == {(1, epoch + 2)}, "every replica on v1")
+    assert _cli(reg, "deploy", "rollout", "d", "--to", "v2").returncode == 0
     assert served(gws) == {(2, _status(reg)["epoch"])}

@@ -128,12 +128,18 @@ class Controller(CanaryRuns):
                                                   f"{d.name}` shows its progress")
             d = self._drop_interrupted(self.rollouts.get_deployment(d.name))
             strategy = self.strategy_for(d)
-            out = self._strategy(d, vid, move, strategy, judged)
+            try:
+                out = self._strategy(d, vid, move, strategy, judged)
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM (interrupts.py): drop the switch
+                self._drop_interrupted(self.rollouts.get_deployment(d.name),
+                                       "interrupted by a signal before its commit point")
+                raise
             if not out.ok and out.deployment.state == "aborted":
                 refusals.record(self.reg, d, vid, revision, out.reason, self.actor)
             return out
 
-    def _drop_interrupted(self, d: Deployment) -> Deployment:
+    def _drop_interrupted(self, d: Deployment,
+                          why: str = "its controller had stopped") -> Deployment:
         """With the lease held, a pending switch has no controller: it was interrupted
         (before its commit point: the commit is one transaction). Drop it as an abort
         does (every replica back on the served version at epoch+2; nobody ever served
@@ -144,7 +150,7 @@ class Controller(CanaryRuns):
         number = self.rollouts.get_version(d.pending_id).number
         return self.rollouts.abort_stage(
             d.name, d.epoch, f"an interrupted rollout of v{number} ({d.state} at epoch "
-                             f"{d.pending_epoch}) was dropped: its controller had stopped")
+                             f"{d.pending_epoch}) was dropped: {why}")
 
     def abort(self, name: str) -> Deployment:
         """Drop a switch an interrupted controller left pending (Conflict while a
