@@ -160,7 +160,10 @@ def _story(reg: Registry, root: Path, data: tuple[Any, ...], say: Say, t0: float
                                           canary=CanaryConfig("canary", 30.0, policy))],
                       port=0, grpc_port=0, poll_interval=0.1)  # port: bound by the system
     srv = BackgroundServer(reg, cfg, workdir=root / ".serve").start()
-    traffic = Traffic(srv.url, "digits", xte, yte, threads=3).start()
+    # Paced (5 ms between a caller's requests, ~600 a second in all): the canary
+    # decides on 80 samples in seconds either way, and the training beside it keeps
+    # its CPU.
+    traffic = Traffic(srv.url, "digits", xte, yte, threads=3, pause=0.005).start()
     say(f"   {srv.url}/v2/models/digits  (traffic: 3 callers sending digits, each "
         "reporting the true label to /feedback)")
     try:
