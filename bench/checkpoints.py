@@ -27,6 +27,7 @@ every 5 ms, above the RSS just before it).
     python bench/checkpoints.py                      # 20 checkpoints, every 2 steps
     python bench/checkpoints.py --checkpoints 5 --json out.json
     python bench/checkpoints.py --rounds 3           # S, T, C alternated 3 times
+    python bench/checkpoints.py --max-pending 20     # T, C: no submit waits for a commit
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def whole_loop(a: argparse.Namespace, work: Path, reg: Registry | None, name: st
     kept = work / "kept" / name
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0, loop0 = time.process_time(), time.thread_time()
-    r = reg.run(model="minilm-cls", branch="run", isolate=name == "C") if reg else None
+    r = reg.run(model="minilm-cls", branch="run", isolate=name == "C",
+                max_pending=a.max_pending) if reg else None
     loop_s = 0.0
     for k in range(a.checkpoints):
         step = (k + 1) * a.every
@@ -199,6 +201,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--rounds", type=int, default=1,
                     help="rounds of the whole-loop passes S, T, C (alternated)")
+    ap.add_argument("--max-pending", type=int, default=2,
+                    help="T's and C's max_pending (the callback's default: 2)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.set_num_threads(1)  # a shared machine: one core for the run, one for the rest
@@ -261,7 +265,8 @@ def main() -> None:
         figures: dict[str, Any] = {"checkpoints": a.checkpoints, "every": a.every,
                                    "lr": a.lr, "load_before": load0,
                                    "load_after": os.getloadavg(), "pass_b_s": pass_b_s,
-                                   "pass_b_cpu": pass_b_cpu, "rounds": a.rounds}
+                                   "pass_b_cpu": pass_b_cpu, "rounds": a.rounds,
+                                   "max_pending": a.max_pending}
         for name, got in whole.items():
             figures.update({f"pass_{name.lower()}_{k}": v for k, v in got.items()})
         for name, reg, model_name in (("folder", folder_reg, "minilm-cls"),
