@@ -46,12 +46,13 @@ def _cli(repo: Path, *args: str, at: str | None = None, sig: str = "SIGINT"
                           env=os.environ | {"MODELVC_AUTHOR": "tester"})
 
 
-def _interrupted(p: subprocess.CompletedProcess[str], sig: str) -> None:
+def _interrupted(p: subprocess.CompletedProcess[str], sig: str, what: str = "promote"
+                 ) -> None:
     assert "signal-at: sent" in p.stderr, p.stderr
     lines = p.stderr.replace("signal-at: sent\n", "").strip().splitlines()
     assert p.returncode == 128 + signal.Signals[sig], (p.returncode, p.stderr)
     assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
-    assert lines[0].startswith(f"interrupted by {sig}: `modelvc promote` stopped"), lines
+    assert lines[0].startswith(f"interrupted by {sig}: `modelvc {what}` stopped"), lines
 
 
 def _consistent(repo: Path) -> None:
@@ -94,3 +95,27 @@ def test_a_signal_at_any_point_of_a_command_is_an_interruption(repo: Path, sig: 
         rb = _cli(repo, "promote", "a@v1", "--to", "production", "--reason", "back")
         assert rb.returncode == 0, rb.stderr
     assert fired >= 2
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_commit_leaves_the_registry_whole(repo: Path, sig: str,
+                                                         tmp_path: Path) -> None:
+    # The data path: objects written, then one transaction. Interrupted anywhere, the
+    # registry verifies and the commit runs again to its end.
+    ck = tmp_path / "big"
+    ck.mkdir()
+    (ck / "w.bin").write_bytes(os.urandom(3 << 20))
+    fired = 0
+    for nth in (20_000, 60_000, 150_000):
+        p = _cli(repo, "commit", str(ck), "--model", "b", "-m", "m", at=f"call:{nth}",
+                 sig=sig)
+        if "signal-at: sent" in p.stderr and p.returncode != 0:
+            _interrupted(p, sig, "commit")
+            fired += 1
+        else:
+            assert p.returncode == 0, p.stderr
+        verify = _cli(repo, "verify")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert fired >= 2
+    again = _cli(repo, "commit", str(ck), "--model", "b", "-m", "again")
+    assert again.returncode == 0, again.stderr

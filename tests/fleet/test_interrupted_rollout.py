@@ -23,7 +23,7 @@ from modelvc.registry import Registry
 from tests.serving.conftest import Digits
 
 from .conftest import make_registry
-from .fleet_helpers import GatewayProcess, Load, wait_for
+from .fleet_helpers import GatewayProcess, Load, WatchProcess, wait_for
 from .test_stage_failures import served
 
 HERE = Path(__file__).parent
@@ -182,3 +182,26 @@ def test_ctrl_c_in_a_rollout_drops_its_switch_and_says_so(
     wait_for(lambda: served(gws) == {(1, epoch + 2)}, "every replica on v1")
     assert _cli(reg, "deploy", "rollout", "d", "--to", "v2").returncode == 0
     assert served(gws) == {(2, _status(reg)["epoch"])}
+
+
+def test_a_watcher_finishes_a_rollout_killed_after_moving_the_channel(
+        fleet_reg: Registry, start_gateways: Starter, tmp_path: Path) -> None:
+    # The channel names v2, the switch to it is pending, its controller is dead: a
+    # watcher's first look drops the switch (epoch+2) and rolls v2 out (epoch+3).
+    gws = start_gateways(fleet_reg, 2)
+    with Controller(fleet_reg) as c:
+        c.create("d", "digits", "production")
+        assert c.rollout("d").ok
+    epoch = _status(fleet_reg)["epoch"]
+    p = _cli(fleet_reg, "deploy", "rollout", "d", "--to", "v2", kill_at=("promote", 1))
+    assert p.returncode == -9, p.stderr
+    assert _status(fleet_reg)["pending"] == 2
+    w = WatchProcess(fleet_reg._layout.root.parent, "d", log=tmp_path / "watch.log")
+    try:
+        (out,) = w.wait_lines(1, "the watcher's rollout")
+        assert out["ok"] and out["state"] == "done", (out, w.log.read_text()[-3000:])
+    finally:
+        w.stop()
+    doc = _status(fleet_reg)
+    assert (doc["version"], doc["epoch"], doc["pending"]) == (2, epoch + 3, None), doc
+    assert served(gws) == {(2, epoch + 3)}
