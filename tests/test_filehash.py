@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelvc.errors import PathNotFound, UsageError
-from modelvc.filehash import collect_files, early_sha256, start_sha256
+from modelvc.filehash import claim, collect_files, digest_of, early_sha256, start_sha256
 from modelvc.registry import Registry
 from tests.conftest import write_model
 
@@ -84,3 +84,14 @@ def test_collect_files_refuses_what_it_cannot_commit(tmp_path: Path) -> None:
     (tmp_path / "only" / ".git" / "HEAD").write_text("x")
     with pytest.raises(UsageError):
         collect_files(tmp_path / "only")
+
+
+def test_a_claim_does_not_wait_and_is_handed_out_once(tmp_path: Path) -> None:
+    """The commit claims the hash before encoding and reads its digest after."""
+    f = tmp_path / "model.bin"
+    f.write_bytes(os.urandom(2 << 20))
+    start_sha256([f])
+    fut = claim(f)
+    assert fut is not None and claim(f) is None
+    assert digest_of(fut, f.stat()) == sha(f)
+    assert claim(tmp_path / "never-started.bin") is None

@@ -18,8 +18,8 @@ from .codec.buffers import POOL
 from .errors import InvalidModelFile
 from .filecache import ident_of, known_tensors
 from .filehash import SKIP_NAMES as SKIP_NAMES
+from .filehash import claim, digest_of
 from .filehash import collect_files as collect_files
-from .filehash import early_sha256
 from .formats import FilePlan, Segment, plan_file
 from .formats.memory import MemFile
 from .ingest.references import References
@@ -128,17 +128,18 @@ class FileStorer:
                 return read
 
             # Hashed while the process started (filehash.py), else beside the encode.
-            early = early_sha256(path, before) if before.st_size == plan.size else None
+            early = claim(path) if before.st_size == plan.size else None
             own = None if early is not None else self.pool.submit(_sha256, fd, plan.size)
 
             def sha() -> str:
                 if own is not None:
                     return own.result()
                 assert early is not None
-                # The early digest is of the file as opened; it must still be so now
-                # that every segment was read.
+                # Of the file as opened, which it must still be now that every segment
+                # was read; else (changed meanwhile: rare) hashed here.
+                digest = digest_of(early, before)
                 same = ident_of(os.fstat(fd)) == ident_of(before)
-                return early if same else _sha256(fd, plan.size)
+                return digest if digest is not None and same else _sha256(fd, plan.size)
 
             entry = self._store_plan(rel, plan, reader, sha, refs, result)
             after = os.fstat(fd)

@@ -2,8 +2,9 @@
 
 A one-shot `modelvc commit` spends its first ~0.1 s importing (numpy, the codec, the
 registry) on one core. `start_sha256` hashes the files on a thread of their own meanwhile
-(hashlib and preadv release the GIL): the commit then takes each file's digest from
-`early_sha256` instead of reading the whole file a second time beside its encode.
+(hashlib and preadv release the GIL): the commit then takes each file's digest from it
+(`claim`, then `digest_of` once the file is encoded: a hash still under way never holds
+up the encode) instead of reading the whole file a second time beside its encode.
 
 A digest is used only for the file as the commit opened it: its stat (size, mtime_ns,
 inode, device) must be the same before and after the early hash and before and after the
@@ -74,15 +75,23 @@ def start_sha256(paths: Sequence[Path]) -> None:
                          daemon=True).start()
 
 
-def early_sha256(path: Path, st: os.stat_result) -> str | None:
-    """PATH's sha256 hashed by start_sha256 (waiting for it if it is under way), when the
-    file was then as stat ST describes it; else None. Each digest is handed out once."""
+def claim(path: Path) -> Future[tuple[Ident, str] | None] | None:
+    """The early hash of PATH if one was started (handed out once), without waiting
+    for it: the commit encodes meanwhile and asks `digest_of` at the end."""
     with _lock:
-        fut = _early.pop(os.path.abspath(path), None)
-    if fut is None:
-        return None
+        return _early.pop(os.path.abspath(path), None)
+
+
+def digest_of(fut: Future[tuple[Ident, str] | None], st: os.stat_result) -> str | None:
+    """The digest FUT hashed, when the file was then as stat ST describes it; else None."""
     got = fut.result()
     return got[1] if got is not None and got[0] == ident(st) else None
+
+
+def early_sha256(path: Path, st: os.stat_result) -> str | None:
+    """claim and digest_of at once (waiting for the hash if it is under way)."""
+    fut = claim(path)
+    return None if fut is None else digest_of(fut, st)
 
 
 def _size(path: str) -> int:
