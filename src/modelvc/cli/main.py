@@ -139,6 +139,8 @@ CLI_CACHE_MB = "16"
 CLI_POOL_MB = "16"
 # Nor are the raw blocks a commit stored kept for a next commit (storage.keep_committed).
 CLI_KEEP_COMMITTED = "0"
+# Long-running commands that stop on signals their own way (uvicorn's handlers).
+SERVERS = frozenset({"serve", "server", "ui"})
 
 
 def build() -> click.Group:
@@ -156,6 +158,11 @@ def main(args: list[str] | None = None) -> None:
     os.environ.setdefault("MODELVC_KEEP_COMMITTED", CLI_KEEP_COMMITTED)
     # Ctrl-C and SIGTERM: between database transactions, reported as one line
     # (Group.invoke); exit 130 / 143. Signals outside a command (start-up, close) too.
+    # Servers keep uvicorn's handlers (a drain, then the signal re-raised: a clean stop).
+    argv = sys.argv[1:] if args is None else args
+    if next((a for a in argv if a in COMMANDS), None) in SERVERS:
+        cli(args, prog_name="modelvc")
+        return
     with interrupts.handling():
         try:
             cli(args, prog_name="modelvc")  # commands are registered as they are asked for
