@@ -138,3 +138,16 @@ def test_a_crash_loses_nothing_acknowledged_and_recover_commits_the_rest(
     assert [v.metrics["step"] for v in recovered] == left
     assert _steps(reg, "m@b") == [4, 3, 2, 1]
     assert staging.pending(root) == []
+
+
+def test_recover_does_not_commit_twice_what_was_recorded_before_the_stop(
+        reg: Registry, tmp_path: Path) -> None:
+    """A process stopped between recording a staged checkpoint's version and removing
+    the entry: recover removes the entry and gives that version, committing nothing."""
+    root = tmp_path / "st"
+    kwargs = {"model": "m", "branch": "b", "metrics": {"step": 1},
+              "lineage": {"run": {"id": "r", "step": 1}}}
+    s = staging.stage(_save(tmp_path / "c1", 1), root, "r-000001-1", kwargs, reg.location)
+    v = reg.commit(s.files, **kwargs)  # recorded; the entry stays (the stop)
+    assert [x.id for x in staging.recover(reg, root)] == [v.id]
+    assert _steps(reg, "m@b") == [1] and staging.pending(root) == []

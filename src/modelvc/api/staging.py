@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelvcError, PathNotFound, UsageError
+from ..errors import ModelvcError, NotFound, PathNotFound, UsageError
 
 if TYPE_CHECKING:
     from .protocol import RegistryAPI
@@ -208,8 +208,26 @@ def recover(reg: RegistryAPI, root: str | Path) -> list[Version]:
         if s.alive():
             raise UsageError(f"{s.path} was staged by process {s.pid}, which still runs",
                              hint="let that run finish its commits, or stop it first")
+        done = recorded(reg, s)
+        if done is not None:  # the process stopped between the record and the cleanup
+            discard(s)
+            out.append(done)
+            continue
         out.append(commit_staged(reg, s))
     return out
+
+
+def recorded(reg: RegistryAPI, s: Staged) -> Version | None:
+    """The version STAGED's commit already recorded, if it is its branch's head (the
+    process stopped after recording it, before removing the entry), else None."""
+    run = s.commit.get("lineage", {}).get("run")
+    if not run or not s.commit.get("branch"):
+        return None
+    try:
+        head = reg.resolve(f"{s.commit['model']}@{s.commit['branch']}")
+    except NotFound:
+        return None
+    return head if head.lineage.get("run") == run else None
 
 
 def left_behind(root: Path) -> str | None:
