@@ -32,6 +32,7 @@ LONG_FIRST = (
     "tests/mlflow/test_mlflow2.py",  # builds its side venv on a machine's first run
     "tests/derive/test_cast.py",
     "tests/faults/test_kill9.py",
+    "tests/fleet/test_interrupted_rollout.py",  # session 7: 92 s wall at load 9 (modtime)
     "tests/mlflow/test_import.py",
     "tests/gates/test_ci_flow_bert.py",
     "tests/transfer/test_resume.py",
@@ -60,6 +61,7 @@ LONG_FIRST = (
     "tests/conformance/test_areas.py",
     "tests/fleet/test_watch.py",
     "tests/ui/test_crawl.py",
+    "tests/test_interrupts.py",  # session 7: 47 s wall at load 9 (modtime)
     "tests/test_layers.py",
     "tests/serving/test_hostile.py",
     "tests/mlflow/test_postgres_s3.py",
