@@ -32,6 +32,7 @@ class TokenIn(BaseModel):
 @router.post("/tokens", dependencies=[least("admin", on=None)])
 def create_token(body: TokenIn, p: P, reg: R) -> dict[str, Any]:
     """A new token for SUBJECT; the secret is in this response only."""
+    authorize(p, "admin", None)
     token, row = reg.tokens.create(body.name, subject=body.subject, scopes=body.scopes,
                                    expires_in_seconds=body.expires_in_seconds, actor=p.name)
     return {"token": token, "info": encode(row)}
@@ -45,6 +46,7 @@ def list_tokens(p: P, reg: R, subject: str | None = None) -> Any:
 
 @router.delete("/tokens/{token_id}", dependencies=[least("admin", on=None)])
 def revoke_token(token_id: str, p: P, reg: R) -> Any:
+    authorize(p, "admin", None)
     return encode(reg.tokens.revoke(token_id, actor=p.name))
 
 

@@ -180,6 +180,7 @@ class BranchIn(BaseModel):
 
 @router.post("/models/{model}/branches", dependencies=[least("writer")])
 def create_branch(model: str, body: BranchIn, p: P, reg: R) -> Any:
+    authorize(p, "writer", model)
     if body.at is not None:
         same_model(body.at, model)
     return encode(reg.create_branch(model, body.name, at=body.at, actor=p.name))
@@ -203,6 +204,7 @@ class TagIn(BaseModel):
 
 @router.post("/models/{model}/tags", dependencies=[least("writer")])
 def tag(model: str, body: TagIn, p: P, reg: R) -> Any:
+    authorize(p, "writer", model)
     same_model(body.ref, model)
     return encode(reg.tag(body.ref, body.name, actor=p.name))
 
@@ -218,8 +220,7 @@ class PromoteIn(BaseModel):
 
 @router.post("/models/{model}/channels/{channel}/promote", dependencies=[least("promoter")])
 def promote(model: str, channel: str, body: PromoteIn, p: P, reg: R) -> Any:
-    if body.force:
-        authorize(p, "admin", model)
+    authorize(p, "admin" if body.force else "promoter", model)
     same_model(body.ref, model)
     return encode(reg.promote(body.ref, channel, reason=body.reason, actor=p.name,
                               expected=body.expected if body.expected_given else UNSET,
@@ -233,6 +234,7 @@ class RollbackIn(BaseModel):
 
 @router.post("/models/{model}/channels/{channel}/rollback", dependencies=[least("promoter")])
 def rollback(model: str, channel: str, body: RollbackIn, p: P, reg: R) -> Any:
+    authorize(p, "promoter", model)
     return encode(reg.rollback(model, channel, to=body.to, reason=body.reason, actor=p.name))
 
 
@@ -261,6 +263,7 @@ class GcIn(BaseModel):
 
 @router.post("/gc", dependencies=[least("admin", on=None)])
 def gc(body: GcIn, p: P, reg: R, st: S) -> Any:
+    authorize(p, "admin", None)
     # Upload records live as long as this server accepts them as proof.
     ttl = timedelta(hours=st.config.upload_ttl_hours)
     return encode(reg.gc(dry_run=body.dry_run, grace_seconds=body.grace_seconds,

@@ -49,6 +49,7 @@ class IdsIn(BaseModel):
 @router.post("/uploads/missing")
 def missing(model: str, body: IdsIn, p: P, reg: R) -> dict[str, list[str]]:
     """Which of these object ids the server does not hold (upload only those)."""
+    authorize(p, "writer", model)
     ids = list(dict.fromkeys(body.ids))
     held = reg.held_objects(ids)
     # Another model's object (one this writer may not read) is reported missing: its
@@ -65,6 +66,7 @@ async def upload(model: str, object_id: str, request: Request, p: P, reg: R, st:
     """One raw segment (a tensor's little-endian bytes, or a byte segment/chunk).
     Up to upload_spool_mb it is held in memory; beyond, it streams to a temp file, so
     memory stays bounded whatever the tensor's size. Hashed as it arrives."""
+    authorize(p, "writer", model)
     check_key(object_id)
     limit = st.config.max_upload_mb << 20
     spool = st.config.upload_spool_mb << 20
@@ -181,6 +183,7 @@ class CommitIn(BaseModel):
 
 @router.post("/commits")
 def record(model: str, body: CommitIn, p: P, reg: R, st: S) -> Any:
+    authorize(p, "writer", model)
     if body.parent is not None:  # a parent is read (log shows it): it must be readable
         authorize(p, "reader", parse_ref(body.parent).model)
     try:
@@ -210,6 +213,7 @@ def amend(model: str, body: AmendIn, p: P, reg: R) -> Any:
     """RegistryAPI.amend: a new version from the branch head plus these changes (files
     inline, base64; for small edits: the body is parsed whole, so it is capped by
     max_amend_mb, 413 beyond; larger files go up through commits or HF commits)."""
+    authorize(p, "writer", model)
     if body.parent is not None:
         authorize(p, "reader", parse_ref(body.parent).model)
     try:

@@ -38,7 +38,9 @@ def least(role: str, on: str | None = "model") -> Any:
     the model in path parameter ON, on the whole registry (None), or, where the body or
     query names the model (NAMED), on some model; the route then checks the one named.
     app.py runs the check too when the body is not even JSON (FastAPI parses JSON
-    before any dependency runs). Use: `@router.post(..., dependencies=[least("writer")])`."""
+    before any dependency runs). Use: `@router.post(..., dependencies=[least("writer")])`.
+    The handler still checks the role itself: the web UI (server/ui.py) calls handlers
+    as functions, where no dependency runs."""
 
     def check(request: Request) -> None:
         p = principal(request)

@@ -53,6 +53,7 @@ def get_key(name_or_id: str, p: P, reg: R) -> Any:
 
 @router.post("/keys", dependencies=[least("admin", on=None)])
 def add_key(body: KeyIn, p: P, reg: R) -> Any:
+    authorize(p, "admin", None)
     return encode(reg.keys.add(body.name, public_key=body.public_key, actor=p.name))
 
 
@@ -82,6 +83,7 @@ def list_signatures(model: str, ref: str, p: P, reg: R) -> Any:
 
 @router.post("/models/{model}/signatures", dependencies=[least("writer")])
 def add_signature(model: str, body: SignatureIn, p: P, reg: R) -> Any:
+    authorize(p, "writer", model)
     try:
         return encode(reg.signatures.add(_ref_of(body.ref, model), bundle=body.bundle,
                                          imported=body.imported, actor=p.name))
@@ -91,6 +93,7 @@ def add_signature(model: str, body: SignatureIn, p: P, reg: R) -> Any:
 
 @router.post("/models/{model}/signatures/check", dependencies=[least("reader")])
 def check_signatures(model: str, body: CheckIn, p: P, reg: R) -> Any:
+    authorize(p, "reader", model)
     return encode(reg.signatures.check(_ref_of(body.ref, model), keys=body.keys))
 
 
@@ -104,6 +107,7 @@ class GateRunIn(BaseModel):
 
 @router.post("/models/{model}/gates/run", dependencies=[least("writer")])
 async def run_gates(model: str, body: GateRunIn, p: P, reg: R) -> Any:
+    authorize(p, "writer", model)
     if body.policy is not None or body.data is not None:
         authorize(p, "admin", None)  # names commands and files on the server
     ref = _ref_of(body.ref, model)
@@ -137,4 +141,5 @@ def get_policy(p: P, reg: R) -> Any:
 
 @router.put("/policy", dependencies=[least("admin", on=None)])
 def apply_policy(body: PolicyIn, p: P, reg: R) -> Any:
+    authorize(p, "admin", None)
     return encode(reg.gates.apply_policy(body.text, source=body.source, actor=p.name))

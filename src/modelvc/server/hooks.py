@@ -19,6 +19,7 @@ from ..events import MAX_REMOTE_WAIT
 from ..meta.api import Webhook
 from ..webhooks import MAX_URL, new_secret
 from ..wire.values import encode
+from .auth import authorize
 from .deps import P, R, least
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"],
@@ -42,6 +43,7 @@ class HookIn(BaseModel):
 
 @router.post("")
 def add(body: HookIn, p: P, reg: R) -> dict[str, Any]:
+    authorize(p, "admin", None)
     secret = body.secret or new_secret()
     hook = reg.events.add(body.url, secret=secret, events=body.events, actor=p.name)
     out: dict[str, Any] = {"webhook": public(hook)}
@@ -52,11 +54,13 @@ def add(body: HookIn, p: P, reg: R) -> dict[str, Any]:
 
 @router.get("")
 def list_hooks(p: P, reg: R) -> list[dict[str, Any]]:
+    authorize(p, "admin", None)
     return [{**public(s.webhook), "pending": s.pending} for s in reg.events.status()]
 
 
 @router.delete("/{webhook_id}")
 def remove(webhook_id: WebhookId, p: P, reg: R) -> dict[str, Any]:
+    authorize(p, "admin", None)
     reg.events.remove(webhook_id, actor=p.name)
     return {"removed": webhook_id}
 
@@ -64,6 +68,7 @@ def remove(webhook_id: WebhookId, p: P, reg: R) -> dict[str, Any]:
 @router.get("/deliveries")
 def deliveries(p: P, reg: R, webhook_id: Annotated[int | None, Query(ge=0, le=INT32)] = None,
                limit: int = Query(default=1000, ge=0, le=100_000)) -> Any:
+    authorize(p, "admin", None)
     rows = reg.events.log(webhook_id=webhook_id)
     return encode(rows[-limit:] if limit else [])
 
@@ -74,5 +79,6 @@ class DeliverIn(BaseModel):
 
 @router.post("/deliver")
 async def deliver(body: DeliverIn, p: P, reg: R) -> dict[str, object]:
+    authorize(p, "admin", None)
     report = await run_in_threadpool(reg.events.deliver, body.wait)
     return report.to_json()
