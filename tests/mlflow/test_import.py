@@ -145,8 +145,16 @@ def _check(registry: Path, store: dict[str, Any], tmp: Path) -> dict[str, Any]:
 def test_import_copies_everything_bit_exact_and_reports_sizes(
         store: dict[str, Any], tmp_path: Path) -> None:
     Registry.init(tmp_path / "reg").close()
+    import mlflow
+
+    uris = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     p = _import_here(tmp_path / "reg", store["uri"], "--json")
     assert p.returncode == 0, p.stderr[-3000:]
+    # The import leaves this process's MLflow as it was: neither URI pinned, no variable
+    # left set (a pinned registry URI sent a later test's log_model to this store).
+    assert {k: os.environ.get(k) for k in env} == env
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == uris
     report = json.loads(p.stdout)
     assert report["mlflow_bytes"] > 0 and 0 < report["stored_bytes"] < report["mlflow_bytes"]
     enc = next(m for m in report["models"] if m["name"] == "encoder")

@@ -18,6 +18,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from typing import Any
 from ..errors import ModelvcError, UsageError
 from ..registry import Registry
 from .sidecar import Sidecar
+
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 STAGE_CHANNELS = {"Staging": "staging", "Production": "production"}
 
@@ -111,12 +114,39 @@ def import_mlflow(reg: Registry, tracking_uri: str, *, models: list[str] | None 
             raise UsageError(f"no MLflow database at {db}",
                              hint="sqlite:///relative/mlflow.db or sqlite:////absolute/path")
     client = _client(tracking_uri)
+    with _process_uris(tracking_uri):
+        return _import_all(reg, client, tracking_uri, models, actor, progress)
+
+
+@contextmanager
+def _process_uris(uri: str) -> Iterator[None]:
+    """models:/ URIs resolve through the process's registry URI: URI's, meanwhile. MLflow
+    keeps both URIs in module globals and mirrors them into os.environ; both are put back
+    exactly (restoring the resolved URIs instead pinned them, so a caller configured by
+    MLFLOW_TRACKING_URI later kept talking to the old store)."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
     import mlflow
 
-    # models:/ URIs resolve through the process's registry URI: this store's, meanwhile.
-    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    env = {k: os.environ.get(k) for k in _URI_ENV}
+    before = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])  # type: ignore[arg-type]  # None: unset
+        registry_utils._registry_uri = before[1]
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _import_all(reg: Registry, client: Any, tracking_uri: str, models: list[str] | None,
+                actor: str | None, progress: Callable[[str], None] | None) -> ImportReport:
     side = Sidecar(reg.location)
     say = progress or (lambda _: None)
     report = ImportReport(tracking_uri)
@@ -132,8 +162,6 @@ def import_mlflow(reg: Registry, tracking_uri: str, *, models: list[str] | None 
                                                tracking_uri, actor, say))
     finally:
         side.close()
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
     return report
 
 
