@@ -22,6 +22,10 @@ ROW_API = {"_mapping", "_replace", "_asdict", "_fields", "_make"}  # namedtuple,
 THIRD_PARTY = {
     "_make_per_tensor_quantized_tensor",  # torch: builds an int8 tensor from its parts
     "_client",  # boto3: a resource's low-level client (S3 copy and multipart calls)
+    # MLflow: the process-wide URIs as set (None: unset), which mlflow/importer.py puts
+    # back after an import; the public getters return resolved values, and restoring
+    # those pinned them (models:/ downloads resolve through these globals only).
+    "_tracking_uri", "_registry_uri",
 }
 
 
