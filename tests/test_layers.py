@@ -1,7 +1,7 @@
 """The layering contract: modelvc's modules in layers, imports point down only.
 
 LAYERS is the contract, top layer first; a module belongs to the longest entry that
-names it (`api/types.py` before `api/`). A module may import its own layer and
+names it (`registry/host.py` before `registry/`). A module may import its own layer and
 the layers below, never one above; imports under `if TYPE_CHECKING:` and inside
 functions count too (a type is a dependency). No modules import each other in a loop,
 of any length, type-only imports included (api.protocol -> api.run -> api.protocol
@@ -66,7 +66,7 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("client/", "HTTP transport, error decoder, resumable uploads (remote.py, transfer/)")],
     [("errors.py", "one typed error tree: message, hint, exit code, HTTP status"),
      ("layout.py", "the .modelvc folder, config, format version, the gc lock"),
-     ("api/types.py", "the API's result dataclasses"),
+     ("records.py", "the API's result dataclasses (re-exported by api/)"),
      ("names.py", "names and refs"), ("canonical.py", "canonical JSON"),
      ("atomic.py", "atomic file writes"),
      ("interrupts.py", "Ctrl-C and SIGTERM: delivered between transactions, exit 130/143"),

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .api.types import DeliveryReport, WebhookStatus
 from .errors import PermissionDenied
 from .lineage import author
 from .meta.api import AuditEntry, Delivery, Webhook
+from .records import DeliveryReport, WebhookStatus
 
 if TYPE_CHECKING:
     from .meta.api import AuditRow

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 import blake3
 
-from .api.types import FileStorage
 from .canonical import canonical_json
 from .errors import CorruptObject
+from .records import FileStorage
 
 __all__ = ["FileEntry", "Manifest", "SegmentRef", "canonical_json", "file_storage"]
 

@@ -22,7 +22,6 @@ from urllib.parse import quote
 import blake3
 
 from . import errors
-from .api.types import UNSET, FileStorage, Unset
 from .checkout import CheckoutResult, TensorDict, safe_relpath, to_array, writing
 from .client.transport import Transport
 from .diff import VersionDiff
@@ -30,6 +29,7 @@ from .errors import CorruptObject
 from .maintenance import GcReport, VerifyReport
 from .manifest import FileEntry, Manifest, SegmentRef
 from .meta.api import AuditRow, RefMove, RefRow, VersionRow
+from .records import UNSET, FileStorage, Unset
 from .remote_areas import (
     RemoteDeployments,
     RemoteGates,

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import quote
 
-from .api.types import (
+from .names import parse_ref
+from .records import (
     Deployment,
     GateReport,
     GateRun,
@@ -25,7 +26,6 @@ from .api.types import (
     SigningKey,
     Token,
 )
-from .names import parse_ref
 from .wire.values import decode, decode_as
 
 Call = Callable[..., Any]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelvc.api.types import Version
+from modelvc.api import Version
 from modelvc.ui.graph import layout, svg
 
 

@@ -7,20 +7,7 @@ its result types. `modelvc.Registry.open(path or URL, token=...)` returns one.
 Light on purpose: importing it loads no numpy, SQLAlchemy or HTTP client.
 """
 
-from .protocol import (
-    AREAS,
-    DeploymentsAPI,
-    EventsAPI,
-    GatesAPI,
-    KeysAPI,
-    RegistryAPI,
-    RolesAPI,
-    RunAPI,
-    SignaturesAPI,
-    TokensAPI,
-    verbs,
-)
-from .types import (
+from ..records import (
     UNSET,
     AuditRecord,
     Delivery,
@@ -46,6 +33,19 @@ from .types import (
     Version,
     Webhook,
     WebhookStatus,
+)
+from .protocol import (
+    AREAS,
+    DeploymentsAPI,
+    EventsAPI,
+    GatesAPI,
+    KeysAPI,
+    RegistryAPI,
+    RolesAPI,
+    RunAPI,
+    SignaturesAPI,
+    TokensAPI,
+    verbs,
 )
 
 __all__ = [

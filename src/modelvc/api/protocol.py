@@ -5,9 +5,9 @@ both return one; mypy checks both implementations against these Protocols, and
 tests/conformance runs every verb on both.
 
 Conventions: the operands a verb acts on are positional (a ref, a model, a channel);
-everything else is keyword-only. Results are the frozen dataclasses of
-`modelvc.api.types`. `actor` names who acts on the embedded registry (default: the
-local author); a server records its token's subject instead and ignores it.
+everything else is keyword-only. Results are the frozen dataclasses of modelvc.records
+(re-exported by modelvc.api). `actor` names who acts on the embedded registry (default:
+the local author); a server records its token's subject instead and ignores it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .types import (
+from ..records import (
     UNSET,
     AuditRecord,
     Delivery,

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UsageError
 from ..names import check_ref_name
-from .types import Version
+from ..records import Version
 
 if TYPE_CHECKING:
     from .protocol import RegistryAPI

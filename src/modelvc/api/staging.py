@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ModelvcError, NotFound, PathNotFound, UsageError
 
 if TYPE_CHECKING:
+    from ..records import Version
     from .protocol import RegistryAPI
-    from .types import Version
 
 PENDING = "pending.json"
 TMP = ".tmp-"

@@ -11,7 +11,7 @@ from .context import Ctx, json_option
 from .output import emit, when
 
 if TYPE_CHECKING:
-    from ..api.types import GateReport, GateResult
+    from ..records import GateReport, GateResult
 
 
 @click.group()
@@ -114,7 +114,7 @@ def gate_show(ctx: Ctx, ref: str, channel: str | None, full: bool, as_json: bool
 
 
 def _print_stored(d: dict[str, Any]) -> None:
-    from ..api.types import GateResult
+    from ..records import GateResult
 
     click.echo(f"gates for {d['model']}@v{d['number']} ({d['version'][:12]}) -> {d['channel']}"
                f", policy {d['policy'][:12]}, by {d['actor']} at {d['at']}")

@@ -27,8 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.types import Deployment
 from ..canary import Decision, Evidence, Policy, comparable, decide
+from ..records import Deployment
 
 log = logging.getLogger("modelvc.fleet")
 

@@ -37,9 +37,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..api.types import Deployment
 from ..errors import Conflict, NotFound, UsageError
 from ..meta.rows import now
+from ..records import Deployment
 from . import refusals
 from .canary import share_of
 from .phases import STRATEGIES, Outcome

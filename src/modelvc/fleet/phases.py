@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
 
-from ..api.types import Deployment, Replica
 from ..canary import Policy
 from ..errors import UsageError
 from ..meta.fleet import REPLICA_CHANNEL
 from ..meta.rows import now
+from ..records import Deployment, Replica
 from ..registry import Registry
 from .notify import Listener, is_postgres
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..meta.api import AuditEntry, AuditRow
 
 if TYPE_CHECKING:
-    from ..api.types import Deployment
+    from ..records import Deployment
     from ..registry import Registry
     from ..registry.rollouts import Rollouts
 

@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..api.types import Deployment, Replica
 from ..canary import Decision
 from ..errors import UsageError
 from ..meta.rows import now
+from ..records import Deployment, Replica
 from .canary import GatewayStats, judge, read_stats
 from .phases import Outcome, Phases, _staged
 

@@ -41,9 +41,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 
-from ..api.types import Deployment
 from ..errors import Conflict
 from ..meta.fleet import DEPLOY_CHANNEL, REF_CHANNEL
+from ..records import Deployment
 from . import refusals
 from .controller import Controller, Outcome
 from .notify import Listener, is_postgres

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from ..api.types import (
+from ..records import (
     AuditRecord,
     Delivery,
     GateRun,

@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..api.types import RoleBinding, Token
 from ..errors import NotFound, Unauthenticated, UsageError
+from ..records import RoleBinding, Token
 from .api import AuditEntry
 from .area import Area
 from .governance import append_audit

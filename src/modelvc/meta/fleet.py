@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..api.types import Deployment, Replica
 from ..errors import AlreadyExists, Conflict, NotFound, UsageError
+from ..records import Deployment, Replica
 from .area import Area
 from .rows import now
 from .schema import deployments, replicas

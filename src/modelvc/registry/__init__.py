@@ -10,7 +10,7 @@ package and modelvc.ingest touch the metadata store, the object store and Object
 
 `from modelvc.registry import Registry` is the public name (as before the package)."""
 
-from ..api.types import UNSET as UNSET
+from ..records import UNSET as UNSET
 from .core import Registry as Registry
 from .core import Version as Version
 from .writes import DEFAULT_BRANCH as DEFAULT_BRANCH

@@ -11,7 +11,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..api.types import (
+from ..errors import ModelvcError, NotFound, PermissionDenied, SignatureInvalid, UsageError
+from ..lineage import author
+from ..meta.api import AuditEntry
+from ..names import check_name
+from ..records import (
     Deployment,
     GateReport,
     GateRun,
@@ -24,10 +28,6 @@ from ..api.types import (
     SigningKey,
     Token,
 )
-from ..errors import ModelvcError, NotFound, PermissionDenied, SignatureInvalid, UsageError
-from ..lineage import author
-from ..meta.api import AuditEntry
-from ..names import check_name
 from .parts import RegistryParts
 
 if TYPE_CHECKING:

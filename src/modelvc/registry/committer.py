@@ -33,7 +33,7 @@ from ..api import staging
 
 if TYPE_CHECKING:
     from ..api.protocol import RegistryAPI
-    from ..api.types import Version
+    from ..records import Version
 
 def restorable() -> bool:
     """Whether a process of this user may raise its priority back once lowered: root,

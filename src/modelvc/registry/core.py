@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import layout as _layout
 from ..api.openers import OPENERS
-from ..api.types import FileStorage
 from ..auditseal import AuditSeal
 from ..errors import AmbiguousRef, ModelNotFound, RefNotFound
 from ..lineage import CAPTURED, capture, with_extra
@@ -28,6 +27,7 @@ from ..meta.api import ObjectRow, RefRow, VersionRow
 from ..names import check_name, check_ref_name, is_hex_prefix, parse_ref
 from ..objects import open_store
 from ..objects.base import ObjectStore, flush
+from ..records import FileStorage
 from .exchange import ExchangeOps
 from .host import HostOps
 from .reads import ReadOps

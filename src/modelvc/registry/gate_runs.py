@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..api.types import GateReport, GateResult, finite
 from ..canonical import canonical_json
 from ..errors import ModelvcError, UsageError
 from ..gates.checks.budget import budget
@@ -36,6 +35,7 @@ from ..gates.context import RunContext
 from ..gates.policy import Gate, Policy, applied_policy
 from ..lineage import author, fingerprint
 from ..meta.api import AuditEntry, GateRun
+from ..records import GateReport, GateResult, finite
 from .parts import RegistryParts
 
 if TYPE_CHECKING:

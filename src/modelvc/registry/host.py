@@ -13,9 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..api.types import Ref, RoleBinding, Token, Version
 from ..errors import CorruptObject, PermissionDenied
 from ..lineage import author as default_author
+from ..records import Ref, RoleBinding, Token, Version
 from .parts import RegistryParts
 
 if TYPE_CHECKING:

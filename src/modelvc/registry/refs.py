@@ -8,11 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
-from ..api.types import UNSET, Unset
 from ..errors import AlreadyExists, Conflict, RefMoved, RefNotFound, UsageError
 from ..lineage import author as default_author
 from ..meta.api import RefKind, RefMove, RefRow, VersionRow
 from ..names import check_ref_name
+from ..records import UNSET, Unset
 from .parts import RegistryParts
 
 if TYPE_CHECKING:

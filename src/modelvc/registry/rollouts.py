@@ -14,9 +14,9 @@ import contextlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..api.types import Deployment, Replica
     from ..meta.api import AuditEntry, AuditRow, RefRow, VersionRow
     from ..meta.store import MetaStore
+    from ..records import Deployment, Replica
 
 
 class Rollouts:

@@ -14,9 +14,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from ..api.types import UNSET
 from ..errors import NotFound, RefNotFound, UsageError
 from ..names import parse_ref
+from ..records import UNSET
 from ..registry import Registry
 from ..wire.values import encode
 from . import admin, commits, deployments, governance, hooks

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ..api.types import Deployment
 from ..errors import NotFound
+from ..records import Deployment
 from ..registry import Registry
 from ..wire.values import encode
 from .auth import Principal, authorize, can

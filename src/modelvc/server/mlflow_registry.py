@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..api.types import Version
 from ..errors import ModelNotFound, RefNotFound
 from ..mlflow.filters import matches, order, parse
 from ..names import check_name
+from ..records import Version
 from .mlflow import Ctx, MlflowError, api, bad, edited_tags, missing, ms, need_str, paged
 
 STAGES = {"staging": "Staging", "production": "Production"}

@@ -17,7 +17,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from ..api.types import (
+from ..diff import VersionDiff
+from ..errors import Unauthenticated
+from ..manifest import Manifest
+from ..meta.auth import hash_token
+from ..records import (
     AuditRecord,
     Deployment,
     FileStorage,
@@ -29,10 +33,6 @@ from ..api.types import (
     SignatureReport,
     Version,
 )
-from ..diff import VersionDiff
-from ..errors import Unauthenticated
-from ..manifest import Manifest
-from ..meta.auth import hash_token
 from ..registry import Registry
 from ..ui.access import Viewer
 from ..ui.app import create_ui_app

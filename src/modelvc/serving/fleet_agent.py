@@ -44,11 +44,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..api.types import Deployment, Replica
 from ..errors import UsageError
 from ..fleet.canary import share_live, share_of
 from ..fleet.notify import Listener, is_postgres
 from ..meta.fleet import DEPLOY_CHANNEL
+from ..records import Deployment, Replica
 from ..registry.rollouts import Rollouts
 from .config import FleetConfig
 from .fleet_reconcile import Reconciler

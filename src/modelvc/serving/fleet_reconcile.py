@@ -12,8 +12,8 @@ import logging
 import time
 from typing import Any
 
-from ..api.types import Deployment
 from ..fleet.canary import share_live, share_of
+from ..records import Deployment
 from .gateway import Gateway
 from .served import FleetShare, ServedModel
 from .swap import Loaded

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..api.types import SignatureCheck, SignatureStatus
 from ..errors import Corrupt, NotFound, SignatureInvalid, Untrusted, UsageError
 from ..manifest import Manifest
 from ..meta.api import Signature, SigningKey, VersionRow
+from ..records import SignatureCheck, SignatureStatus
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore

@@ -9,7 +9,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from ..api.types import Version
+from ..records import Version
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 520, 170, 52, 12, 14, 26
 

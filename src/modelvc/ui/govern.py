@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..api.types import Deployment, GateRun, Replica, SignatureReport
 from ..errors import ModelvcError
 from ..gates.policy import Policy, parse_policy
+from ..records import Deployment, GateRun, Replica, SignatureReport
 from .port import UIRegistry
 
 REPORTS = 5  # gate runs shown with their full evidence (newest first)

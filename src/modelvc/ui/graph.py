@@ -16,7 +16,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from ..api.types import Ref, Version
+from ..records import Ref, Version
 from .views import derivation, derivation_text
 
 ROW = 24

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..api.types import FileStorage, GateRun, Ref, Version
 from ..errors import ModelvcError, UsageError
 from ..manifest import Manifest
+from ..records import FileStorage, GateRun, Ref, Version
 from . import charts, graph
 from .port import UIRegistry
 from .views import (

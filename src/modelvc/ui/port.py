@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..api.types import (
+from ..diff import VersionDiff
+from ..manifest import Manifest
+from ..records import (
     AuditRecord,
     Deployment,
     FileStorage,
@@ -25,8 +27,6 @@ from ..api.types import (
     SignatureReport,
     Version,
 )
-from ..diff import VersionDiff
-from ..manifest import Manifest
 
 if TYPE_CHECKING:
     from ..api import RegistryAPI

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..api.types import GateRun, Ref, RefMove, Version
+from ..records import GateRun, Ref, RefMove, Version
 from .port import UIRegistry
 
 PAGE = 50

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ...api.types import GateResult
+from ...records import GateResult
 from ..context import RunContext
 from ..policy import Gate
 from .evaluate import EvalFailed, run_eval

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ...api.types import GateResult
+from ...records import GateResult
 from ..context import RunContext
 from ..policy import Gate
 from .metric import check_expr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...api.types import GateResult
+from ...records import GateResult
 from ..context import RunContext
 from ..expr import Expr
 from ..policy import Gate

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 
-from ...api.types import GateResult
 from ...codec.dtypes import DTYPES
 from ...manifest import FileEntry
+from ...records import GateResult
 from ..context import RunContext
 from ..policy import Gate
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from ...api.types import GateResult
 from ...errors import ModelvcError
+from ...records import GateResult
 from ..context import RunContext
 from ..policy import Gate
 
