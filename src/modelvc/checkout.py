@@ -88,42 +88,62 @@ def checkout(
     return CheckoutResult(dest, len(targets), total)
 
 
+class _Changed(Exception):
+    """A file's segments did not hash to their ids on the first write (see _write_file)."""
+
+
 def _write_file(
     io: ObjectIO, pool: ThreadPoolExecutor, entry: FileEntry, target: Path,
-    tick: Callable[[int], None],
+    tick: Callable[[int], None], *, again: bool = True,
 ) -> None:
-    with writing(target) as out:
-        written = 0
-        exact = True
-        # Small segments are decoded (and hashed) ahead on the pool; big tensors stream
-        # block by block (their blocks decode in parallel) so memory stays bounded.
-        for seg, data in windowed(pool, entry.segments, lambda s: (s, _read(io, s)),
-                                  window=AHEAD):
-            if data is None:
-                h = blake3.blake3()
-                n = 0
-                for part in io.iter_tensor(seg.id, verify=False, transient=True):
-                    out.write(part)
-                    h.update(part)
-                    n += len(part)
-                exact = exact and h.hexdigest() == seg.id
-            else:
-                parts, leases, same = data
-                n = 0
-                for part in parts:
-                    out.write(part)
-                    n += len(part)
-                for lease in leases:
-                    POOL.give(lease)
-                exact = exact and same
-            if n != seg.size:
-                raise CorruptObject(f"object {seg.id[:12]} has {n} bytes, not {seg.size}")
-            written += n
-            tick(seg.size)
-        if written != entry.size or not exact:
-            _name_corrupt(io, entry)
+    try:
+        with writing(target) as out:
+            if not _write_segments(io, pool, entry, out, tick):
+                if again:  # not renamed into place: written once more below
+                    raise _Changed
+                _name_corrupt(io, entry)
+    except _Changed:
+        # Another process may have replaced an object while it streamed (a stream that
+        # restarts skips, unchecked, the bytes it had delivered: see iter_tensor), so
+        # the file is written once more from what the store holds now.
+        io.stale()
+        _write_file(io, pool, entry, target, lambda n: None, again=False)
+        return
     if io.known is not None:  # a commit of a fine-tune of it reads its references here
         io.known.note(target, target.stat(), known_tensors(entry.segments, MIN_DELTA_BYTES))
+
+
+def _write_segments(io: ObjectIO, pool: ThreadPoolExecutor, entry: FileEntry,
+                    out: BinaryIO, tick: Callable[[int], None]) -> bool:
+    """Write ENTRY's segments into OUT; whether they hashed to their ids."""
+    written = 0
+    exact = True
+    # Small segments are decoded (and hashed) ahead on the pool; big tensors stream
+    # block by block (their blocks decode in parallel) so memory stays bounded.
+    for seg, data in windowed(pool, entry.segments, lambda s: (s, _read(io, s)),
+                              window=AHEAD):
+        if data is None:
+            h = blake3.blake3()
+            n = 0
+            for part in io.iter_tensor(seg.id, verify=False, transient=True):
+                out.write(part)
+                h.update(part)
+                n += len(part)
+            exact = exact and h.hexdigest() == seg.id
+        else:
+            parts, leases, same = data
+            n = 0
+            for part in parts:
+                out.write(part)
+                n += len(part)
+            for lease in leases:
+                POOL.give(lease)
+            exact = exact and same
+        if n != seg.size:
+            raise CorruptObject(f"object {seg.id[:12]} has {n} bytes, not {seg.size}")
+        written += n
+        tick(seg.size)
+    return written == entry.size and exact
 
 
 @contextmanager

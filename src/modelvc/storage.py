@@ -440,34 +440,67 @@ class ObjectIO(BlockReader):
                     transient: bool = False) -> Iterator[bytes | memoryview]:
         """Decoded blocks in order (two at a time in parallel); the BLAKE3 of the whole
         is checked against the id after the last block. An object stored as a blob
-        (same bytes, stored first by a byte segment) is its one piece. Damage found
-        before the first piece is retried once after `stale` (later, the consumer has
-        pieces: it raises; whole reads, `read_tensor`, retry at any point).
+        (same bytes, stored first by a byte segment) is its one piece.
+
+        Damage (a block that does not decode, bytes failing their id check) is read
+        once more after `stale`, wherever it shows: another process may have replaced
+        the object (`verify --repair`). The retry decodes from the start from the
+        refreshed map and skips the bytes already yielded, after checking that they
+        hash as its own first bytes do; its id check then covers every byte the
+        consumer holds (an id names one byte string, so a matching prefix is the right
+        prefix). Pieces already yielded cannot be taken back: when they differ (the old
+        copy decoded to wrong bytes, seen only by the id check), CorruptObject says the
+        object changed while it was read and to run the command again. verify=False:
+        the caller checks the whole against the id itself (checkout), so the skipped
+        prefix is not re-hashed here; a wrong one fails the caller's check.
 
         transient: blocks are not kept in the cache and each one is valid only until
         the next is asked for (its memory is then reused)."""
-        it = self._iter_tensor(oid, verify, cached, transient)
-        try:
-            first = next(it)
-        except StopIteration:
-            return
-        except CorruptObject:
-            self.stale()
-            it = self._iter_tensor(oid, verify, cached, transient)
+        done = 0  # bytes yielded
+        prefix = b""  # their BLAKE3 (verify)
+        for attempt in (1, 2):
+            hasher = blake3.blake3() if verify else None
+            skip = done
             try:
-                first = next(it)
-            except StopIteration:
+                for part in self._iter_tensor(oid, cached, transient):
+                    if skip:
+                        n = min(skip, len(part))
+                        if hasher is not None:
+                            hasher.update(part[:n])
+                        skip -= n
+                        if not skip and hasher is not None and hasher.digest() != prefix:
+                            raise CorruptObject(
+                                f"tensor object {oid[:12]} changed while it was read (another "
+                                f"process replaced it): the first {done} bytes already "
+                                "delivered are not its bytes",
+                                hint="run the command again (it reads the object anew)")
+                        part = part[n:]
+                        if not len(part):
+                            continue
+                    if hasher is not None:
+                        hasher.update(part)
+                    done += len(part)
+                    yield part
+                if skip:
+                    raise CorruptObject(f"tensor object {oid[:12]} decodes to fewer bytes "
+                                        f"than the {done} already delivered")
+                if hasher is not None and hasher.hexdigest() != oid:
+                    self.blocks.drop(oid)
+                    raise CorruptObject(f"tensor object {oid[:12]} does not match its id")
                 return
-        yield first
-        yield from it
+            except CorruptObject:
+                if attempt == 2:
+                    raise
+                prefix = hasher.digest() if hasher is not None else b""
+                self.stale()
 
-    def _iter_tensor(self, oid: str, verify: bool, cached: bool, transient: bool
+    def _iter_tensor(self, oid: str, cached: bool, transient: bool
                      ) -> Iterator[bytes | memoryview]:
+        """The object's decoded pieces, sizes checked, unhashed (iter_tensor hashes)."""
         h = self.tensor_header(oid)
         if h is None:
-            yield self._blob(oid, self.store.get(oid), verify)
+            yield self._blob(oid, self.store.get(oid), False)
             return
-        hasher = blake3.blake3() if verify else None
         total = 0
         pool = self.executor if len(h.blocks) > 1 else None
         def block(i: int) -> tuple[bytes | memoryview, Bytes | None]:
@@ -477,8 +510,6 @@ class ObjectIO(BlockReader):
         try:
             for part, leased in leases:
                 total += len(part)
-                if hasher is not None:
-                    hasher.update(part)
                 yield part
                 if leased is not None:
                     POOL.give(leased)
@@ -486,9 +517,6 @@ class ObjectIO(BlockReader):
             leases.close()  # cancels blocks decoding ahead when the consumer stops
         if total != h.raw_size or total != dtype_info(h.dtype).itemsize * _numel(h.shape):
             raise CorruptObject(f"tensor object {oid[:12]} decodes to the wrong size")
-        if hasher is not None and hasher.hexdigest() != oid:
-            self.blocks.drop(oid)
-            raise CorruptObject(f"tensor object {oid[:12]} does not match its id")
 
     def read_tensor(self, oid: str, *, verify: bool = True, cached: bool = True) -> bytes:
         """A whole tensor, decoded and verified against its id (cached=False reads every
