@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import load_file as load_torch
 
 from modelvc.api import Version
 from modelvc.derive import derive
@@ -17,14 +16,26 @@ from modelvc.derive import tensors as st
 from modelvc.errors import UsageError
 from modelvc.registry import Registry
 from tests.conftest import MINILM
+from tests.services.lazy import lazy
 
 from .conftest import checkout
 
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy("torch")  # imported by the tests that use it, not at collection
 
-@pytest.mark.parametrize(("dtype", "torch_dtype"), [("bf16", torch.bfloat16),
-                                                    ("fp16", torch.float16)])
+
+def load_torch(path: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+@pytest.mark.parametrize(("dtype", "torch_name"), [("bf16", "bfloat16"), ("fp16", "float16")])
 def test_cast_matches_torch_and_keeps_its_bound(reg: Registry, minilm: Version, tmp_path: Path,
-                                                dtype: str, torch_dtype: torch.dtype) -> None:
+                                                dtype: str, torch_name: str) -> None:
+    torch_dtype = getattr(torch, torch_name)
     out = derive(reg, "minilm@v1", "cast", to=dtype, params={"dtype": dtype})
     rec = reg.resolve(f"minilm@{dtype}").lineage["derived_from"]
     assert rec == json.loads(json.dumps(out.derived_from))

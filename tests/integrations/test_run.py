@@ -4,6 +4,7 @@ on an embedded registry and over a server alike; `submit` encodes on the run's t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -12,10 +13,14 @@ from modelvc.api import RegistryAPI
 from modelvc.errors import UsageError
 from modelvc.integrations.run import run, tensor_bytes
 from modelvc.registry import Registry
+from tests.services.lazy import lazy
 from tests.services.server import ServerProcess, grant_token
 from tests.transfer.conftest import server  # noqa: F401  (the fixture)
 
-torch = pytest.importorskip("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy("torch")  # imported by the tests, not at collection
 
 
 def _loop(reg: RegistryAPI, tmp_path: Path, *, background: bool = False) -> None:

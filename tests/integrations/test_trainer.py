@@ -7,15 +7,17 @@ from the folder."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from modelvc.registry import Registry
+from tests.services.lazy import lazy
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("accelerate")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy("torch")  # imported by the tests, not at collection
 
 STEPS, EVERY = 30, 5
 
@@ -24,26 +26,32 @@ STEPS, EVERY = 30, 5
 def one_thread() -> Any:
     """One torch thread: a model this small gains nothing from two, and on a busy
     machine the second spins waiting for a core (most of the test's wall time)."""
+    pytest.importorskip("transformers")  # here, not at collection (tests/services/lazy.py)
+    pytest.importorskip("accelerate")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 
 
-class Synthetic(torch.utils.data.Dataset):  # type: ignore[misc]
+def Synthetic(n: int, seed: int) -> Any:
     """Label 1 when token 7 occurs in the sequence."""
 
-    def __init__(self, n: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.ids = torch.randint(1, 50, (n, 12), generator=g)
-        self.labels = (self.ids == 7).any(1).long()
+    class Synthetic(torch.utils.data.Dataset):  # type: ignore[misc]
+        def __init__(self, n: int, seed: int) -> None:
+            g = torch.Generator().manual_seed(seed)
+            self.ids = torch.randint(1, 50, (n, 12), generator=g)
+            self.labels = (self.ids == 7).any(1).long()
 
-    def __len__(self) -> int:
-        return len(self.ids)
+        def __len__(self) -> int:
+            return len(self.ids)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones(12, dtype=torch.long),
-                "labels": self.labels[i]}
+        def __getitem__(self, i: int) -> dict[str, Any]:
+            return {"input_ids": self.ids[i],
+                    "attention_mask": torch.ones(12, dtype=torch.long),
+                    "labels": self.labels[i]}
+
+    return Synthetic(n, seed)
 
 
 def _trainer(out: Path, callbacks: list[Any], steps: int = STEPS, **more: Any) -> Any:

@@ -10,7 +10,6 @@ import pytest
 from tests.mlflow import test_registry_calls as calls
 from tests.mlflow.conftest import Server
 
-pytest.importorskip("mlflow")
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
 

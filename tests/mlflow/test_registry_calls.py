@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
 from tests.conftest import write_model
 from tests.mlflow.conftest import Server
+from tests.services.lazy import lazy
 
-mlflow = pytest.importorskip("mlflow")
-from mlflow.exceptions import MlflowException, RestException  # noqa: E402
+if TYPE_CHECKING:
+    from mlflow.exceptions import MlflowException
+
+    import mlflow
+else:
+    mlflow = lazy("mlflow")  # imported by the tests, not at collection
+errors = lazy("mlflow.exceptions")
 
 POLICY = """
 version: 1
@@ -85,7 +91,7 @@ def test_registered_model_calls(as_user: Server) -> None:
     for i in range(5):
         c.create_registered_model(f"rm-{i}", tags={"team": "a" if i % 2 else "b"},
                                   description=f"model {i}")
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         c.create_registered_model("rm-0")
     assert _error(err) == "RESOURCE_ALREADY_EXISTS"
     got = c.get_registered_model("rm-1")
@@ -107,13 +113,13 @@ def test_registered_model_calls(as_user: Server) -> None:
                                        page_token=page2.token)
     assert [m.name for m in [*page1, *page2, *page3]] == [f"rm-{i}" for i in range(5)]
     assert not page3.token
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         c.search_registered_models(filter_string="name LIKES 'x'")
     assert _error(err) == "INVALID_PARAMETER_VALUE"
     # Rename: a model without versions only (a version's name is in its refs and audit).
     c.rename_registered_model("rm-4", "rm-renamed")
     assert c.get_registered_model("rm-renamed").description == "model 4"
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         c.get_registered_model("rm-4")
     assert _error(err) == "RESOURCE_DOES_NOT_EXIST"
     c.delete_registered_model("rm-3")
@@ -184,7 +190,7 @@ def test_model_versions_stages_tags_and_artifacts(as_user: Server, tmp_path: Pat
     loaded = Path(mlflow.artifacts.download_artifacts("models:/bert/Production",
                                                       dst_path=str(tmp_path / "prod")))
     assert _sha(loaded / "model.safetensors") == _sha(files[1])
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         c.transition_model_version_stage("bert", "2", "Archived")
     assert _error(err) == "INVALID_PARAMETER_VALUE" and "production" in str(err.value)
     c.transition_model_version_stage("bert", "3", "Archived")
@@ -199,21 +205,21 @@ def test_model_versions_stages_tags_and_artifacts(as_user: Server, tmp_path: Pat
     assert {a: v for a, v in c.get_registered_model("bert").aliases.items()} == {
         "champion": "3", "production": "2", "staging": "1"}
     c.delete_registered_model_alias("bert", "champion")
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         c.get_model_version_by_alias("bert", "champion")
     assert _error(err) == "RESOURCE_DOES_NOT_EXIST"
     with as_user.open() as reg:
         moves = [m for m in reg.history("bert", name="champion")]
         assert len(moves) >= 3  # two moves and a delete, recorded
     # Versions are deleted by an admin only.
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         c.delete_model_version("bert", "3")
     assert _error(err) == "PERMISSION_DENIED"
     _client(as_user, as_user.admin).delete_model_version("bert", "3")
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         _client(as_user).get_model_version("bert", "3")
     assert _error(err) == "RESOURCE_DOES_NOT_EXIST"
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         c.rename_registered_model("bert", "bert2")
     assert _error(err) == "INVALID_PARAMETER_VALUE" and "rename" in str(err.value)
 
@@ -226,10 +232,10 @@ def test_a_gate_refuses_an_alias_until_it_passes(as_user: Server) -> None:
         mlflow.log_metric("acc", 0.91)
         mlflow.sklearn.log_model(model, name="model", registered_model_name="gated")
     c = _client(as_user)
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         c.set_registered_model_alias("gated", "production", "1")
     assert _error(err) == "PERMISSION_DENIED" and "gate" in str(err.value).lower()
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         c.transition_model_version_stage("gated", "1", "Production")
     assert _error(err) == "PERMISSION_DENIED"
     with as_user.open() as reg:
@@ -250,14 +256,14 @@ def test_a_reader_token_reads_but_is_refused_writes(as_user: Server) -> None:
                  lambda: r.update_registered_model("readable", description="x"),
                  lambda: r.set_registered_model_tag("readable", "k", "v"),
                  lambda: r.create_experiment("reader-exp")):
-        with pytest.raises(MlflowException) as err:
+        with pytest.raises(errors.MlflowException) as err:
             call()
         assert _error(err) == "PERMISSION_DENIED"
     model, _ = _fit(2)
     import os
 
     os.environ["MLFLOW_TRACKING_TOKEN"] = as_user.reader
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         mlflow.sklearn.log_model(model, name="model", registered_model_name="readable")
     assert _error(err) == "PERMISSION_DENIED"
     with as_user.open() as reg:
@@ -283,7 +289,7 @@ def test_unmappable_calls_are_mlflow_errors(as_user: Server) -> None:
     r = httpx.get(f"{as_user.url}/api/2.0/mlflow/registered-models/get",
                   params={"name": "iris"})
     assert r.status_code == 401
-    with pytest.raises(RestException):
+    with pytest.raises(errors.RestException):
         _client(as_user).get_model_version("iris", "99")
 
 
@@ -326,7 +332,7 @@ def test_another_writer_cannot_touch_my_run_or_staged_files(as_user: Server,
     write_model(path, 3)
     c.log_artifact(run.info.run_id, str(path), artifact_path="w")
     b = _client(as_user, bob)
-    with pytest.raises(MlflowException) as err:
+    with pytest.raises(errors.MlflowException) as err:
         b.log_param(run.info.run_id, "lr", "1")
     assert _error(err) == "PERMISSION_DENIED"
     url = (f"{as_user.url}/api/2.0/mlflow-artifacts/artifacts/0/{run.info.run_id}/"
