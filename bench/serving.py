@@ -218,6 +218,30 @@ def loader_cpu(pid: int) -> tuple[float, set[int]]:
     return total, cpus
 
 
+def loop_switches(pid: int) -> int:
+    """Context switches of the gateway's event loop thread (the main thread) so far,
+    voluntary (it blocked: on the GIL, or idle in epoll) and not: a count, which the
+    machine's load does not inflate the way it does a latency."""
+    n = 0
+    for line in Path(f"/proc/{pid}/task/{pid}/status").read_text().splitlines():
+        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+            n += int(line.split()[1])
+    return n
+
+
+def loader_switches(pid: int) -> int:
+    """Voluntary context switches of the gateway's loading threads so far: each is a
+    block (a GIL wait, a sleep, a file or database call), most a GIL hand-off with the loop."""
+    n = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "comm").read_text().startswith("modelvc-load"):
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches"):
+                        n += int(line.split()[1])
+    return n
+
+
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], what: str,
                 limit: float = 120.0) -> None:
     end = time.time() + limit
@@ -398,8 +422,10 @@ def main() -> None:
             peer.wait(30)
             peer = None
         for proto in PROTOCOLS:
+            sw0, ld0 = loop_switches(gw.pid), loader_switches(gw.pid)
             with RssSampler(gw.pid) as steady_rss:
                 res[proto] = load(urls[proto], xs, THREADS, STEADY_S)
+            sw1, ld1 = loop_switches(gw.pid), loader_switches(gw.pid)
             window: list[float] = []
             polls: list[int] = []
             events: list[tuple[float, float]] = []
@@ -411,8 +437,18 @@ def main() -> None:
                         swaps(reg, url, w, wait_on=args.wait_on, events=e)),
                     window=window, events=events, over_ms=res[proto]["p99_ms"])
             cpu1, cpus = loader_cpu(gw.pid)
+            sw2, ld2 = loop_switches(gw.pid), loader_switches(gw.pid)
+            # The loop's switches beyond the steady rate per request, per swap
+            steady_rate = (sw1 - sw0) / max(1, res[proto]["requests"])
+            extra = (sw2 - sw1) - steady_rate * res[f"{proto}_swaps"]["requests"]
             res[f"{proto}_loader"] = {"cpu_ms_per_swap": (cpu1 - cpu0) / 20 * 1e3,
-                                      "cpus": sorted(cpus)}
+                                      "cpus": sorted(cpus),
+                                      "loop_switches_per_req": steady_rate,
+                                      "loop_extra_switches_per_swap": extra / 20,
+                                      "loader_switches_steady_per_s": (ld1 - ld0) / STEADY_S,
+                                      "loader_switches_per_swap":
+                                          ((ld2 - ld1) - (ld1 - ld0) / STEADY_S
+                                           * SWAP_LOAD_S) / 20}
             res[f"{proto}_swap_seconds"] = window[1] - window[0]
             res[f"{proto}_swap_polls"] = polls[0]
             res[f"{proto}_rss_steady_mb"] = float(np.median(steady_rss.samples[1:])) / 1e6
@@ -497,6 +533,11 @@ def report(r: dict[str, Any]) -> None:
                 f"{k} {a}/{n} ({100 * a / max(1, n):.1f}%)" for k, (a, n) in s["tail"].items())
                 + f"; loading threads {ld['cpu_ms_per_swap']:.2f} ms CPU per swap, last on "
                 f"CPUs {ld['cpus']}")
+            if "loop_extra_switches_per_swap" in ld:
+                print(f"  context switches: the loop {ld['loop_switches_per_req']:.2f} per "
+                      f"request steady, {ld['loop_extra_switches_per_swap']:+.0f} per swap "
+                      f"beyond that; the loading threads {ld['loader_switches_per_swap']:.0f}"
+                      f" per swap (steady {ld['loader_switches_steady_per_s']:.0f}/s)")
         p99x = s["p99_ms"] / r[proto]["p99_ms"]
         peak, steady = r[f"{proto}_rss_swap_peak_mb"], r[f"{proto}_rss_steady_mb"]
         checks += [

@@ -35,6 +35,9 @@ log = logging.getLogger("modelvc.serving")
 T = TypeVar("T")
 
 
+_where = threading.local()  # .own_cpus: this loading thread is kept off the serving CPUs
+
+
 def _background(cpus: frozenset[int] | None = None) -> None:
     """Name this (loading) thread; on the serving CPUs lower its CPU priority (Linux:
     per thread), or with `cpus` keep it on those CPUs at the usual priority. A loading
@@ -48,6 +51,7 @@ def _background(cpus: frozenset[int] | None = None) -> None:
     if cpus:
         try:
             os.sched_setaffinity(tid, cpus)
+            _where.own_cpus = True
             return
         except (AttributeError, OSError) as exc:  # e.g. a cpuset without those CPUs
             log.warning("versions load on any CPU: could not keep the loading thread "
@@ -90,8 +94,11 @@ def _pause() -> None:
     the 2-CPU VM of docs/benchmarks.md a woken thread waited 0-4 ms (HZ 250) behind a
     nice-19 or even SCHED_IDLE busy thread. A request that arrives while the load runs
     would wait that long; at each pause the event loop gets the core (and the GIL) and
-    answers what arrived, then the load goes on."""
-    time.sleep(LOAD_PAUSE_S)
+    answers what arrived, then the load goes on. Not on CPUs of its own: there the
+    loop keeps its core, and a pause is only one more GIL hand-off with it (the loop
+    made to drop the GIL and wait to take it back)."""
+    if not getattr(_where, "own_cpus", False):
+        time.sleep(LOAD_PAUSE_S)
 
 
 KEEP_OPTIMIZED = 8  # versions whose optimized ONNX graph stays on disk for a re-load
@@ -216,7 +223,7 @@ class Pool:
             cached = self.optimized / f"{v.id}-t{self.threads}.onnx"
             runtime = load_runtime(folder, label=label, trust=self.trust, signed=signed,
                                    threads=self.threads, optimized=cached)
-            self._keep_optimized(cached)
+            self._keep_optimized(cached, getattr(runtime, "reused_optimized", False))
             t1 = time.perf_counter()
             samples = runtime.sample_inputs()
             for sample in samples:
@@ -245,10 +252,13 @@ class Pool:
                  if getattr(runtime, "reused_optimized", False) else "", t2 - t1)
         return Loaded(v.model, v, runtime, folder, t1 - t0, t2 - t1, predict_s=cpu)
 
-    def _keep_optimized(self, used: Path) -> None:
-        """Mark `used` as recently used; drop all but the KEEP_OPTIMIZED latest."""
+    def _keep_optimized(self, used: Path, reused: bool) -> None:
+        """Mark `used` as recently used; when it was written now, drop all but the
+        KEEP_OPTIMIZED latest (a re-load adds none: one syscall, not a scan)."""
         with contextlib.suppress(OSError):  # none written, or another load pruning
             os.utime(used)
+            if reused:
+                return
             files = sorted(self.optimized.glob("*.onnx"), key=lambda f: f.stat().st_mtime)
             for old in files[:-KEEP_OPTIMIZED]:
                 old.unlink(missing_ok=True)
@@ -281,7 +291,10 @@ class Pool:
         except OSError:  # kept already (or the disk refuses): remove this one
             return False
         with contextlib.suppress(OSError):  # another free pruning meanwhile
-            kept = sorted(self.kept.iterdir(), key=lambda f: f.stat().st_mtime)
+            kept = list(self.kept.iterdir())
+            if len(kept) <= KEEP_CHECKOUTS:
+                return True  # nothing to prune: no stat per kept checkout
+            kept.sort(key=lambda f: f.stat().st_mtime)
             for old in kept[:-KEEP_CHECKOUTS]:
                 shutil.rmtree(old, ignore_errors=True)
         return True
@@ -307,6 +320,7 @@ class Follower:
         self.last_error: str | None = None
         self.epoch = 0  # fleet routing epoch of `current` (modelvc.fleet); 0 outside a fleet
         self.fixed = ref.startswith("v") and ref[1:].isdigit()
+        self._seen: object | None = None  # the registry's change token at the last read
         self._lock = asyncio.Lock()  # one refresh at a time, or a version is held twice
 
     async def refresh(self) -> bool:
@@ -325,11 +339,17 @@ class Follower:
                 self.last_error = exc.message
                 return False
             return await self.switch(v)
+        # Read on the loop (one statement on SQLite): while nothing was committed, a poll
+        # costs no thread hand-off, no GIL hand-offs of a reading thread with the loop.
+        token = self.pool.reg.change_token()
+        if token is not None and token == self._seen:
+            return False
         try:
             row = await self.pool.call(lambda: self.pool.reg.ref(self.model, self.ref))
         except NotFound as exc:  # a channel may be created later: keep looking
             self.last_error = exc.message
             return False
+        self._seen = token
         if row.revision == self.revision:
             return False
         self.revision, self.target = row.revision, row.version_id
