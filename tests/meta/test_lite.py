@@ -138,3 +138,27 @@ def test_other_states_are_left_to_metastore(history: Registry) -> None:
         assert isinstance(meta, MetaStore)
     finally:
         meta.close()
+
+
+def test_change_token_moves_with_every_commit_and_only_then(history: Registry) -> None:
+    """The gateway's cheap poll: equal while nothing was committed, different after a
+    write made on this very thread (the token has a connection of its own)."""
+    meta = open_meta(history._layout.meta_url)
+    assert isinstance(meta, LiteMeta)
+    try:
+        first = meta.change_token()
+        assert first is not None
+        assert meta.change_token() == first
+        history.ref("m", "production")  # reads move nothing
+        assert meta.change_token() == first
+        history.promote("m@v1", "production", reason="again")
+        second = meta.change_token()
+        assert second != first
+        assert meta.change_token() == second
+    finally:
+        meta.close()
+    real = MetaStore.open(history._layout.meta_url)
+    try:
+        assert real.change_token() is None  # no cheap check: callers read
+    finally:
+        real.close()

@@ -321,6 +321,25 @@ class LiteMeta:
 
         return self._read(tx)
 
+    def change_token(self) -> object | None:
+        """A token that differs once any connection has committed since it was read:
+        this thread's connection kept for it (it never writes, so every write is
+        another connection's) and its PRAGMA data_version. One statement and no wait
+        (busy: None, as on any error), so a gateway reads it on its event loop and
+        reads the refs only when it moved."""
+        conn: sqlite3.Connection | None = getattr(self._local, "token_conn", None)
+        try:
+            if conn is None:
+                conn = sqlite3.connect(self._path, timeout=0, isolation_level=None,
+                                       check_same_thread=False)
+                self._local.token_conn = conn
+                with self._lock:
+                    self._conns.append(conn)
+            row = conn.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            return None
+        return (id(conn), row[0])
+
     def list_refs(self, model: str, kind: RefKind | None = None) -> list[RefRow]:
         return [literows.ref_of(r)
                 for r in self._of_model(model, literows.REF, "r.kind", kind, "r.name")]

@@ -27,6 +27,10 @@ from .schema import ref_moves, refs
 
 
 class RefsArea(Area):
+    def change_token(self) -> object | None:
+        """No cheap change check here (pooled connections; PostgreSQL): callers read."""
+        return None
+
     def get_ref(self, model: str, name: str) -> RefRow:
         """RefNotFound if absent. Names are unique per model across kinds."""
 

@@ -79,6 +79,11 @@ class HostOps(RegistryParts):
         """One ref (one indexed read: what a gateway polls). RefNotFound if absent."""
         return self._meta.get_ref(model, name)
 
+    def change_token(self) -> object | None:
+        """Differs after any metadata commit since it was read (a gateway reads it
+        before polling its refs: equal, nothing moved); None if it cannot tell cheaply."""
+        return self._meta.change_token()
+
     def version(self, version_id: str) -> Version:
         """A version by its full id, deleted or not (NotFound if unknown)."""
         return self._meta.get_version(version_id)
