@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -205,3 +206,48 @@ def test_a_watcher_finishes_a_rollout_killed_after_moving_the_channel(
     doc = _status(fleet_reg)
     assert (doc["version"], doc["epoch"], doc["pending"]) == (2, epoch + 3, None), doc
     assert served(gws) == {(2, epoch + 3)}
+
+
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_stopped_controller_loses_its_lease_within_the_ttl(
+        fleet_reg: Registry, start_gateways: Starter) -> None:
+    # SIGSTOP once every replica has staged: the process and its database session stay,
+    # as a lost machine's half-open connection does. Its lease ends within
+    # MODELVC_LEASE_TTL (before: never, while the session lived), status calls the
+    # switch interrupted and the next rollout finishes it. Let go on, the stopped
+    # controller is refused at its next step (the epoch moved) and changes nothing.
+    gws = start_gateways(fleet_reg, 2)
+    with Controller(fleet_reg) as c:
+        c.create("d", "digits", "production")
+        assert c.rollout("d").ok
+    stopped = subprocess.Popen(
+        [sys.executable, str(HERE / "kill_at.py"), "_wait", "1", "--registry",
+         str(fleet_reg._layout.root.parent), "deploy", "rollout", "d", "--to", "v2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=os.environ | {"MODELVC_AUTHOR": "t", "KILL_AT_SIGNAL": "SIGSTOP",
+                          "MODELVC_LEASE_TTL": "2"})
+    try:
+        wait_for(lambda: _stopped(stopped.pid), "the controller stopping", limit=300)
+        assert _status(fleet_reg)["pending"] == 2
+        with Controller(fleet_reg) as c:
+            wait_for(lambda: not c.running("d"), "its lease ending", limit=120)
+        doc = _status(fleet_reg)
+        assert doc["pending"] == 2 and "interrupted" in doc["pending_why"], doc
+        again = _cli(fleet_reg, "deploy", "rollout", "d", "--to", "v2")
+        assert again.returncode == 0, again.stdout + again.stderr
+        done = _status(fleet_reg)
+        assert done["state"] == "done" and done["version"] == 2, done
+        os.kill(stopped.pid, signal.SIGCONT)
+        _, err = stopped.communicate(timeout=300)
+        assert stopped.returncode == 5 and "Traceback" not in err, (stopped.returncode, err)
+        after = _status(fleet_reg)
+        assert (after["version"], after["epoch"], after["pending"]) == \
+            (2, done["epoch"], None), after
+        assert served(gws) == {(2, done["epoch"])}
+    finally:
+        if stopped.poll() is None:
+            stopped.kill()
+            stopped.wait(60)
