@@ -3,7 +3,11 @@ SIGNAL (SIGINT or SIGTERM) once, while its command runs, at WHERE:
 - `ping:N`: inside SQLAlchemy's pool pre-ping of the Nth checkout that pings, right after
   the ping's query went out (psycopg's send; SQLite's execute), where a Ctrl-C used to
   come out as a database error ("can't change 'autocommit' now");
-- `call:N`: at the Nth Python function call of the command (any point).
+- `call:N`: at the Nth Python function call of the command (any point);
+- `return:NAME:N`: when a function named NAME returns for the Nth time, in any thread
+  (a transfer's `mark`, called as a stream's bytes go: mid-transfer).
+$SIGNAL_AT_PGID names a process group to send the signal to instead (a server going
+away under the command: SIGKILL), the command then running on.
 Fault injection (the moment only); the rest is the real CLI on a real database. Prints
 "signal-at: sent" to stderr when it fired."""
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import Any
 
@@ -19,16 +24,31 @@ from modelvc.cli import main
 
 where, sig = sys.argv[1], signal.Signals[sys.argv[2]]
 kind, _, n = where.partition(":")
+func, _, n = n.rpartition(":")
 count = {"seen": 0, "target": int(n)}
+lock = threading.Lock()
+PGID = int(os.environ.get("SIGNAL_AT_PGID", "0"))
 
 
 def _fire() -> None:
     sys.setprofile(None)
+    threading.setprofile(None)  # type: ignore[arg-type]
     os.write(2, b"signal-at: sent\n")
-    os.kill(os.getpid(), sig)  # handled at the caller's next bytecode
+    if PGID:
+        os.killpg(PGID, sig)
+    else:
+        os.kill(os.getpid(), sig)  # handled at the caller's next bytecode (main thread)
 
 
 def _hook(frame: FrameType, event: str, arg: Any) -> None:
+    if kind == "return":
+        if event == "return" and frame.f_code.co_name == func:
+            with lock:
+                count["seen"] += 1
+                if count["seen"] != count["target"]:
+                    return
+            _fire()
+        return
     if kind == "call":
         if event == "call":
             count["seen"] += 1
@@ -52,6 +72,8 @@ _invoke = main.Group.invoke
 
 def _profiled(self: main.Group, ctx: Any) -> Any:
     sys.setprofile(_hook)  # only the command: start-up stays fast
+    if kind == "return":
+        threading.setprofile(_hook)  # the transfer's worker threads
     try:
         return _invoke(self, ctx)
     finally:

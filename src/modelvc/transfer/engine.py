@@ -18,11 +18,11 @@ jobs x PACK_BYTES. Progress is reported in stored bytes, chunk by chunk.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
-from threading import Lock
+from threading import Event, Lock
 
 from ..client.uploads import resume
 from ..errors import ChunkRefused, CorruptObject, RefNotFound, SessionMoved, UsageError
@@ -37,6 +37,10 @@ RESTARTS = 3  # per streamed object: re-asks after a refused chunk or a failed c
 MOVED_WHOLE = 2  # a session that moved this often: the object goes whole in one request
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+class _Stopped(Exception):
+    """A stream ended early: the transfer failed elsewhere or was interrupted."""
 
 
 @dataclass
@@ -120,6 +124,18 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
     lock = Lock()
     done = 0
     credited: dict[str, int] = {}  # streamed object -> bytes of it counted as done
+    # Set when the transfer fails or is interrupted (Ctrl-C, SIGTERM: the main thread):
+    # streams end at their next chunk. The pool's exit waits for its workers, and an
+    # object streaming on would have held the interrupted command until it was sent
+    # whole (tests/transfer/test_interrupted.py). The sink keeps the chunks it got.
+    stop = Event()
+
+    def going(chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            if stop.is_set():
+                raise _Stopped
+            yield chunk
+
     if progress:
         progress(0, total)
 
@@ -138,6 +154,8 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
         add(max(0, pos - before))
 
     def pack(batch: list[ObjectEntry]) -> None:
+        if stop.is_set():
+            raise _Stopped
         sink.write_pack(model, source.read_pack(model, [o.id for o in batch]))
         add(sum(o.size for o in batch))
 
@@ -161,7 +179,8 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
 
         def send(off: int) -> None:
             nonlocal sent
-            chunks = source.read_stream(model, o.id, off) if off < o.size else iter(())
+            chunks = going(source.read_stream(model, o.id, off)) if off < o.size \
+                else iter(())
             try:
                 sink.write_stream(model, o.id, chunks, offset=off, size=o.size,
                                   progress=held)
@@ -178,7 +197,7 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
 
         def whole() -> None:
             nonlocal sent
-            sink.write_whole(model, o.id, source.read_stream(model, o.id), o.size)
+            sink.write_whole(model, o.id, going(source.read_stream(model, o.id)), o.size)
             sent += o.size
 
         resume(ask, send, whole, restarts=RESTARTS, moved_whole=MOVED_WHOLE)
@@ -198,6 +217,9 @@ def _send(source: Source, sink: Sink, model: str, objs: list[ObjectEntry], jobs:
             try:
                 for f in futures:
                     f.result()
+            except BaseException:
+                stop.set()
+                raise
             finally:
                 for f in futures:
                     f.cancel()
