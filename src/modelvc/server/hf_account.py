@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from ..errors import Unauthenticated
 from ..meta.auth import ROLES
 from .auth import authenticate, authorize, can, role_on
+from .deps import NAMED, least
 from .hf_repo import (
     EmptyRepo,
     HfError,
@@ -88,11 +89,14 @@ def list_models(request: Request, search: str = "", author: str = "",
     return JSONResponse(rows[:limit] if limit is not None else rows)
 
 
-@router.delete("/api/repos/delete", include_in_schema=False)
+@router.delete("/api/repos/delete", include_in_schema=False,
+               dependencies=[least("reader", on=NAMED)])
 async def delete_repo(request: Request) -> Response:
     """A repository with versions is never deleted through the Hub API: modelvc keeps a
     model's history (its audit chain names every version). A missing repo is a
-    RepoNotFound (so delete_repo(missing_ok=True) passes)."""
+    RepoNotFound to whoever may read its name (so delete_repo(missing_ok=True) passes
+    for a writer too): hence the least role checked before the body is reader, and
+    admin is checked on the model the body names."""
     try:
         body = json.loads(await request.body())
         name, org = body["name"], body.get("organization")

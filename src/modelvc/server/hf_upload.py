@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import PathNotFound, RefNotFound, UsageError
 from ..registry import DEFAULT_BRANCH, Registry
 from .auth import authenticate
+from .deps import NAMED, least
 from .hf_commit import CommitOps, CommitReader
 from .hf_repo import (
     HfError,
@@ -54,7 +55,9 @@ async def _json(request: Request) -> Any:
         raise _bad(f"the body is not JSON: {exc}") from exc
 
 
-@router.post("/api/repos/create", include_in_schema=False)
+# The body names the repo: `least` refuses a caller who may write no model before it.
+@router.post("/api/repos/create", include_in_schema=False,
+             dependencies=[least("writer", on=NAMED)])
 async def create_repo(request: Request) -> Response:
     body = await _json(request)
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):

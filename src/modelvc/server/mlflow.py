@@ -8,8 +8,10 @@ registers, promotes (aliases = channels) and loads models.
 
 This module holds what they share: the route table, the request context (caller,
 registry, sidecar), and MLflow's error shape {"error_code", "message"} with its HTTP
-status. Every route authenticates first; an unknown call is ENDPOINT_NOT_FOUND, a
-modelvc error its MLflow counterpart, never a 500 for a call modelvc cannot map.
+status. Every route authenticates first, then checks its least role (`api()`) before it
+reads the body, so a caller it refuses gets 401/403 whatever it sent; an unknown call is
+ENDPOINT_NOT_FOUND, a modelvc error its MLflow counterpart, never a 500 for a call
+modelvc cannot map.
 """
 
 from __future__ import annotations
@@ -153,16 +155,18 @@ class Ctx:
     def may(self, role: str, model: str | None) -> bool:
         return can(self.principal, role, model)
 
-    def need_somewhere(self, role: str = "writer") -> None:
+    def need_somewhere(self, role: str = "writer",
+                       what: str = "MLflow experiments, runs and artifacts") -> None:
         """Experiments, runs, logged models and staged artifacts belong to no model:
         writing them needs the writer role on some model, reading them the reader role
-        on some model (a token with no role, or a reader writing, is refused)."""
+        on some model (a token with no role, or a reader writing, is refused). Also
+        every route's least role, before its body is read (`api()`)."""
         if self.principal.anonymous and role != "reader":
             raise Unauthenticated("anonymous callers may only read")
         scopes = {*self.principal.bindings, *(self.principal.caps or {})}
         if not any(self.may(role, None if s == "*" else s) for s in scopes):
             raise PermissionDenied(f"{self.who} needs the {role} role on some model for "
-                                   "MLflow experiments, runs and artifacts",
+                                   f"{what}",
                                    hint=f"`modelvc role grant {self.who} {role} --on MODEL`")
 
 
@@ -175,13 +179,18 @@ class Ctx:
 
 
 Handler = Callable[[Ctx, dict[str, Any]], dict[str, Any]]
-TABLE: list[tuple[str, str, Handler]] = []
+TABLE: list[tuple[str, str, str | None, Handler]] = []
 
 
-def api(method: str, path: str) -> Callable[[Handler], Handler]:
-    """Register a handler for METHOD PREFIX+PATH under both of MLflow's prefixes."""
+def api(method: str, path: str, least: str | None) -> Callable[[Handler], Handler]:
+    """Register a handler for METHOD PREFIX+PATH under both of MLflow's prefixes.
+
+    LEAST is the weakest role that may call it at all (None: any caller), held on some
+    model: the route checks it before it reads the body (the model is named in the
+    body, or the call is about experiments and runs, which belong to no model). The
+    handler then checks the role it needs on what the body names."""
     def deco(fn: Handler) -> Handler:
-        TABLE.append((method, path, fn))
+        TABLE.append((method, path, least, fn))
         return fn
     return deco
 
@@ -195,10 +204,13 @@ def _params(request: Request) -> dict[str, Any]:
     return out
 
 
-def _route(fn: Handler, method: str) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+def _route(fn: Handler, method: str, least: str | None
+           ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
     async def endpoint(request: Request) -> Response:
         state: ServerState = request.app.state.modelvc
-        principal = authenticate(request, state)
+        ctx = Ctx(request, authenticate(request, state), state)
+        if least is not None:  # before the body: a refused caller learns nothing of it
+            ctx.need_somewhere(least, f"{method} {request.url.path}")
         body: dict[str, Any] = dict(request.path_params)
         if method == "GET" or (method == "DELETE" and not await request.body()):
             body.update(_params(request))
@@ -212,7 +224,7 @@ def _route(fn: Handler, method: str) -> Callable[[Request], Coroutine[Any, Any, 
                 raise bad("the request body must be a JSON object")
             body.update(data)
         try:
-            result = await run_in_threadpool(fn, Ctx(request, principal, state), body)
+            result = await run_in_threadpool(fn, ctx, body)
         except FilterError as exc:  # a search's filter, order_by or page the caller sent
             raise bad(str(exc)) from exc
         return JSONResponse(finite(result))
@@ -221,9 +233,9 @@ def _route(fn: Handler, method: str) -> Callable[[Request], Coroutine[Any, Any, 
 
 def mount() -> None:
     """Add every registered handler to the router, then the catch-all 404s."""
-    for method, path, fn in TABLE:
+    for method, path, least, fn in TABLE:
         for prefix in PREFIXES:
-            router.add_api_route(prefix + path, _route(fn, method), methods=[method],
+            router.add_api_route(prefix + path, _route(fn, method, least), methods=[method],
                                  include_in_schema=False)
 
     async def unknown(request: Request, rest: str) -> Response:

@@ -30,7 +30,7 @@ def _lm_json(model_id: str, d: dict[str, Any]) -> dict[str, Any]:
     return {"info": info, "data": {"params": _kv(d.get("params", {})), "metrics": []}}
 
 
-@api("POST", "/logged-models")
+@api("POST", "/logged-models", "writer")
 def create_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere()
     exp_id = str(body.get("experiment_id") or DEFAULT)
@@ -47,7 +47,7 @@ def create_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"model": _lm_json(model_id, doc)}
 
 
-@api("GET", "/logged-models/{model_id}")
+@api("GET", "/logged-models/{model_id}", "reader")
 def get_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere("reader")
     model_id = need_str(body, "model_id")
@@ -64,12 +64,12 @@ def _edit_lm(ctx: Ctx, body: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return {"model": _lm_json(model_id, doc)}
 
 
-@api("PATCH", "/logged-models/{model_id}")
+@api("PATCH", "/logged-models/{model_id}", "writer")
 def finalize_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return _edit_lm(ctx, body, status=str(body.get("status") or "LOGGED_MODEL_READY"))
 
 
-@api("PATCH", "/logged-models/{model_id}/tags")
+@api("PATCH", "/logged-models/{model_id}/tags", "writer")
 def set_logged_model_tags(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere()  # before the lookup: a refusal must not tell whether it exists
     doc = _lm(ctx, need_str(body, "model_id"))
@@ -77,7 +77,7 @@ def set_logged_model_tags(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("DELETE", "/logged-models/{model_id}/tags/{tag_key}")
+@api("DELETE", "/logged-models/{model_id}/tags/{tag_key}", "writer")
 def delete_logged_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere()  # before the lookup: a refusal must not tell whether it exists
     doc = _lm(ctx, need_str(body, "model_id"))
@@ -87,7 +87,7 @@ def delete_logged_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("POST", "/logged-models/{model_id}/params")
+@api("POST", "/logged-models/{model_id}/params", "writer")
 def log_logged_model_params(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere()  # before the lookup: a refusal must not tell whether it exists
     doc = _lm(ctx, need_str(body, "model_id"))
@@ -96,13 +96,13 @@ def log_logged_model_params(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("DELETE", "/logged-models/{model_id}")
+@api("DELETE", "/logged-models/{model_id}", "writer")
 def delete_logged_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     _edit_lm(ctx, body, status="LOGGED_MODEL_DELETED")
     return {}
 
 
-@api("POST", "/logged-models/search")
+@api("POST", "/logged-models/search", "reader")
 def search_logged_models(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere("reader")
     if body.get("filter"):

@@ -155,7 +155,7 @@ def _retire(ctx: Ctx, v: Version, reason: str) -> None:
 
 
 # ---- registered models
-@api("POST", "/registered-models/create")
+@api("POST", "/registered-models/create", "writer")
 def create_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     ctx.need("writer", name)
@@ -169,14 +169,14 @@ def create_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"registered_model": model_json(ctx, name)}
 
 
-@api("GET", "/registered-models/get")
+@api("GET", "/registered-models/get", "reader")
 def get_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name)
     return {"registered_model": model_json(ctx, name)}
 
 
-@api("POST", "/registered-models/rename")
+@api("POST", "/registered-models/rename", "writer")
 def rename_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name, new = _name(body), _name(body, "new_name")
     _need_model(ctx, name, "writer")
@@ -194,7 +194,7 @@ def rename_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"registered_model": model_json(ctx, new)}
 
 
-@api("PATCH", "/registered-models/update")
+@api("PATCH", "/registered-models/update", "writer")
 def update_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "writer")
@@ -203,7 +203,7 @@ def update_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"registered_model": model_json(ctx, name)}
 
 
-@api("DELETE", "/registered-models/delete")
+@api("DELETE", "/registered-models/delete", "writer")
 def delete_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     """Every version tombstoned (objects kept until gc), every channel deleted: admin
     (writer for a model with no version yet)."""
@@ -219,7 +219,7 @@ def delete_registered_model(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("GET", "/registered-models/search")
+@api("GET", "/registered-models/search", None)
 def search_registered_models(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     conds = parse(body.get("filter"))
     names = set(ctx.reg.models()) | {k for k, _ in ctx.side.items("rm")}
@@ -235,7 +235,7 @@ def search_registered_models(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return paged("registered_models", rows, body)
 
 
-api("POST", "/registered-models/search")(search_registered_models)
+api("POST", "/registered-models/search", None)(search_registered_models)
 
 
 def _list(value: Any) -> list[str]:
@@ -244,7 +244,7 @@ def _list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else [str(x) for x in value]
 
 
-@api("POST", "/registered-models/set-tag")
+@api("POST", "/registered-models/set-tag", "writer")
 def set_registered_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "writer")
@@ -252,7 +252,7 @@ def set_registered_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("DELETE", "/registered-models/delete-tag")
+@api("DELETE", "/registered-models/delete-tag", "writer")
 def delete_registered_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "writer")
@@ -260,7 +260,7 @@ def delete_registered_model_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any
     return {}
 
 
-@api("POST", "/registered-models/get-latest-versions")
+@api("POST", "/registered-models/get-latest-versions", "reader")
 def get_latest_versions(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name)
@@ -270,11 +270,11 @@ def get_latest_versions(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"model_versions": [latest[s] for s in stages if s in latest]}
 
 
-api("GET", "/registered-models/get-latest-versions")(get_latest_versions)
+api("GET", "/registered-models/get-latest-versions", "reader")(get_latest_versions)
 
 
 # ---- aliases = channels
-@api("POST", "/registered-models/alias")
+@api("POST", "/registered-models/alias", "promoter")
 def set_alias(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name, alias = _name(body), need_str(body, "alias")
     _need_model(ctx, name, "promoter")
@@ -285,7 +285,7 @@ def set_alias(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("DELETE", "/registered-models/alias")
+@api("DELETE", "/registered-models/alias", "promoter")
 def delete_alias(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name, alias = _name(body), need_str(body, "alias")
     _need_model(ctx, name, "promoter")
@@ -296,7 +296,7 @@ def delete_alias(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("GET", "/registered-models/alias")
+@api("GET", "/registered-models/alias", "reader")
 def get_by_alias(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name, alias = _name(body), need_str(body, "alias")
     _need_model(ctx, name)

@@ -60,7 +60,7 @@ def _by_name(ctx: Ctx, name: str) -> tuple[str, dict[str, Any]] | None:
     return next(((k, d) for k, d in ctx.side.items("exp") if d["name"] == name), None)
 
 
-@api("GET", "/experiments/get-by-name")
+@api("GET", "/experiments/get-by-name", "reader")
 def get_experiment_by_name(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere("reader")
     name = need_str(body, "experiment_name")
@@ -70,14 +70,14 @@ def get_experiment_by_name(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"experiment": _exp_json(*found)}
 
 
-@api("GET", "/experiments/get")
+@api("GET", "/experiments/get", "reader")
 def get_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere("reader")
     exp_id = need_str(body, "experiment_id")
     return {"experiment": _exp_json(exp_id, _experiment(ctx, exp_id))}
 
 
-@api("POST", "/experiments/create")
+@api("POST", "/experiments/create", "writer")
 def create_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere()
     name = need_str(body, "name")
@@ -93,7 +93,7 @@ def create_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"experiment_id": exp_id}
 
 
-@api("POST", "/experiments/search")
+@api("POST", "/experiments/search", "reader")
 def search_experiments(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere("reader")
     if body.get("filter"):
@@ -106,7 +106,7 @@ def search_experiments(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return paged("experiments", rows, body, default=1000, limit=50000)
 
 
-api("GET", "/experiments/search")(search_experiments)
+api("GET", "/experiments/search", "reader")(search_experiments)
 
 
 def _edit_experiment(ctx: Ctx, body: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -118,22 +118,22 @@ def _edit_experiment(ctx: Ctx, body: dict[str, Any], **changes: Any) -> dict[str
     return {}
 
 
-@api("POST", "/experiments/update")
+@api("POST", "/experiments/update", "writer")
 def update_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return _edit_experiment(ctx, body, name=need_str(body, "new_name"))
 
 
-@api("POST", "/experiments/delete")
+@api("POST", "/experiments/delete", "writer")
 def delete_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return _edit_experiment(ctx, body, lifecycle="deleted")
 
 
-@api("POST", "/experiments/restore")
+@api("POST", "/experiments/restore", "writer")
 def restore_experiment(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return _edit_experiment(ctx, body, lifecycle="active")
 
 
-@api("POST", "/experiments/set-experiment-tag")
+@api("POST", "/experiments/set-experiment-tag", "writer")
 def set_experiment_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere()  # before the lookup: a refusal must not tell whether it exists
     doc = _experiment(ctx, need_str(body, "experiment_id"))
@@ -163,7 +163,7 @@ def _run_json(run_id: str, d: dict[str, Any]) -> dict[str, Any]:
     return {"info": info, "data": data, "inputs": {}, "outputs": outputs}
 
 
-@api("POST", "/runs/create")
+@api("POST", "/runs/create", "writer")
 def create_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere()
     exp_id = str(body.get("experiment_id") or DEFAULT)
@@ -180,7 +180,7 @@ def create_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"run": _run_json(run_id, doc)}
 
 
-@api("GET", "/runs/get")
+@api("GET", "/runs/get", "reader")
 def get_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere("reader")
     run_id = str(body.get("run_id") or body.get("run_uuid") or "")
@@ -195,7 +195,7 @@ def _edit_run(ctx: Ctx, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return run_id, doc
 
 
-@api("POST", "/runs/update")
+@api("POST", "/runs/update", "writer")
 def update_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     run_id, doc = _edit_run(ctx, body)
     for key in ("status", "end_time", "run_name"):
@@ -226,7 +226,7 @@ def _log(doc: dict[str, Any], metrics: Any, params: Any, tags: Any) -> None:
     doc["tags"].update(_pairs(tags, "tags"))
 
 
-@api("POST", "/runs/log-batch")
+@api("POST", "/runs/log-batch", "writer")
 def log_batch(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     run_id, doc = _edit_run(ctx, body)
     try:
@@ -237,22 +237,22 @@ def log_batch(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("POST", "/runs/log-metric")
+@api("POST", "/runs/log-metric", "writer")
 def log_metric(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return log_batch(ctx, {**body, "metrics": [body]})
 
 
-@api("POST", "/runs/log-parameter")
+@api("POST", "/runs/log-parameter", "writer")
 def log_param(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return log_batch(ctx, {**body, "params": [body]})
 
 
-@api("POST", "/runs/set-tag")
+@api("POST", "/runs/set-tag", "writer")
 def set_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return log_batch(ctx, {**body, "tags": [body]})
 
 
-@api("POST", "/runs/delete-tag")
+@api("POST", "/runs/delete-tag", "writer")
 def delete_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     run_id, doc = _edit_run(ctx, body)
     doc["tags"].pop(need_str(body, "key"), None)
@@ -260,21 +260,21 @@ def delete_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("POST", "/runs/delete")
+@api("POST", "/runs/delete", "writer")
 def delete_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     run_id, doc = _edit_run(ctx, body)
     ctx.side.put("run", run_id, {**doc, "lifecycle": "deleted"})
     return {}
 
 
-@api("POST", "/runs/restore")
+@api("POST", "/runs/restore", "writer")
 def restore_run(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     run_id, doc = _edit_run(ctx, body)
     ctx.side.put("run", run_id, {**doc, "lifecycle": "active"})
     return {}
 
 
-@api("POST", "/runs/outputs")
+@api("POST", "/runs/outputs", "writer")
 def log_outputs(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     run_id, doc = _edit_run(ctx, body)
     for m in body.get("models") or []:
@@ -284,19 +284,19 @@ def log_outputs(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("POST", "/runs/log-inputs")
+@api("POST", "/runs/log-inputs", "writer")
 def log_inputs(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     _edit_run(ctx, body)  # datasets are not kept: accepted so training code runs
     return {}
 
 
-@api("POST", "/runs/log-model")
+@api("POST", "/runs/log-model", "writer")
 def log_model_history(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     _edit_run(ctx, body)  # MLflow 2's model history tag: the files themselves are what counts
     return {}
 
 
-@api("POST", "/runs/search")
+@api("POST", "/runs/search", "reader")
 def search_runs(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere("reader")
     if body.get("filter"):
@@ -308,7 +308,7 @@ def search_runs(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return paged("runs", rows, body, default=1000, limit=50000)
 
 
-@api("GET", "/metrics/get-history")
+@api("GET", "/metrics/get-history", "reader")
 def metric_history(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     ctx.need_somewhere("reader")
     key = body.get("metric_key")

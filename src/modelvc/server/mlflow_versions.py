@@ -79,7 +79,7 @@ def _materialize(ctx: Ctx, source: str, rel: str, tmp: Path) -> tuple[Path, bool
     return path, False
 
 
-@api("POST", "/model-versions/create")
+@api("POST", "/model-versions/create", "writer")
 def create_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name, source = _name(body), need_str(body, "source")
     ctx.need("writer", name)
@@ -118,14 +118,14 @@ def create_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"model_version": version_json(ctx, v)}
 
 
-@api("GET", "/model-versions/get")
+@api("GET", "/model-versions/get", "reader")
 def get_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name)
     return {"model_version": version_json(ctx, _version(ctx, name, body.get("version")))}
 
 
-@api("PATCH", "/model-versions/update")
+@api("PATCH", "/model-versions/update", "writer")
 def update_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "writer")
@@ -135,7 +135,7 @@ def update_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"model_version": version_json(ctx, v)}
 
 
-@api("DELETE", "/model-versions/delete")
+@api("DELETE", "/model-versions/delete", "admin")
 def delete_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "admin")
@@ -145,7 +145,7 @@ def delete_model_version(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("GET", "/model-versions/search")
+@api("GET", "/model-versions/search", None)
 def search_model_versions(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     conds = parse(body.get("filter"))
     names = [c[2] for c in conds if c[0] == "name" and c[1] == "="]
@@ -171,10 +171,10 @@ def search_model_versions(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-api("POST", "/model-versions/search")(search_model_versions)
+api("POST", "/model-versions/search", None)(search_model_versions)
 
 
-@api("GET", "/model-versions/get-download-uri")
+@api("GET", "/model-versions/get-download-uri", "reader")
 def get_download_uri(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name)
@@ -182,7 +182,7 @@ def get_download_uri(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"artifact_uri": f"mlflow-artifacts:/_modelvc/{name}/{v.number}"}
 
 
-@api("POST", "/model-versions/transition-stage")
+@api("POST", "/model-versions/transition-stage", "promoter")
 def transition_stage(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     """Staging/Production: the version is promoted to the channel of that name (gated);
     Archived/None: recorded, and refused for a version a stage channel still holds."""
@@ -213,7 +213,7 @@ def transition_stage(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {"model_version": version_json(ctx, ctx.reg.resolve(f"{name}@v{v.number}"))}
 
 
-@api("POST", "/model-versions/set-tag")
+@api("POST", "/model-versions/set-tag", "writer")
 def set_model_version_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "writer")
@@ -222,7 +222,7 @@ def set_model_version_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@api("DELETE", "/model-versions/delete-tag")
+@api("DELETE", "/model-versions/delete-tag", "writer")
 def delete_model_version_tag(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
     name = _name(body)
     _need_model(ctx, name, "writer")
