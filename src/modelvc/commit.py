@@ -118,7 +118,7 @@ class FileStorer:
         fd = os.open(path, os.O_RDONLY)
         try:
             before = os.fstat(fd)
-            def reader(seg: Segment) -> Read:
+            def preader(seg: Segment) -> Read:
                 def read(off: int, n: int) -> bytes:
                     data = os.pread(fd, n, seg.offset + off)
                     if len(data) != n:
@@ -127,11 +127,29 @@ class FileStorer:
                     return data
                 return read
 
-            # Hashed while the process started (filehash.py), else beside the encode.
+            # Hashed while the process started (filehash.py), else from the segments'
+            # bytes as they are read (the file is read once), else beside the encode.
             early = claim(path) if before.st_size == plan.size else None
-            own = None if early is not None else self.pool.submit(_sha256, fd, plan.size)
+            fused = OrderedHash.of(plan) if early is None else None
+            own = (None if early is not None or fused is not None
+                   else self.pool.submit(_sha256, fd, plan.size))
+
+            def reader(seg: Segment) -> Read:
+                read = preader(seg)
+                if fused is None:
+                    return read
+
+                def read_and_hash(off: int, n: int) -> bytes | memoryview:
+                    data = read(off, n)
+                    if off == 0 and n == seg.length:  # the whole segment (never streamed)
+                        fused.add(seg.offset, data)
+                    return data
+                return read_and_hash
 
             def sha() -> str:
+                if fused is not None:
+                    got = fused.digest()
+                    return got if got is not None else _sha256(fd, plan.size)
                 if own is not None:
                     return own.result()
                 assert early is not None
@@ -202,6 +220,60 @@ def _segment_ref(seg: Segment, oid: str) -> SegmentRef:
     if seg.kind == "tensor":
         return SegmentRef(oid, seg.length, seg.name, seg.dtype, seg.shape)
     return SegmentRef(oid, seg.length)
+
+
+class OrderedHash:
+    """The sha256 of a file from its segments' bytes as the commit reads them, in any
+    order: a piece is hashed once every piece before it was (it waits, held, until
+    then), by whichever reading thread finds it next in line. A separate hash would
+    read the whole file a second time (a 91 MB checkpoint: ~0.03 s CPU and a pass over
+    memory beside the encode's)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._h = hashlib.sha256()
+        self._pos = 0  # bytes hashed so far
+        self._waiting: dict[int, bytes | memoryview] = {}  # offset -> piece read early
+        self._done = threading.Condition()
+        self._busy = False  # a thread is hashing: the others only leave their piece
+
+    @classmethod
+    def of(cls, plan: FilePlan) -> OrderedHash | None:
+        """For a plan whose segments tile the file and are each read whole (none
+        streamed: pieces held waiting stay small); else None (hash the file apart)."""
+        pos = 0
+        for seg in sorted(plan.segments, key=lambda s: s.offset):
+            if seg.offset != pos or seg.length > STREAM_BYTES:
+                return None
+            pos += seg.length
+        return cls(plan.size) if pos == plan.size else None
+
+    def add(self, offset: int, data: bytes | memoryview) -> None:
+        with self._done:
+            if not len(data) or offset < self._pos or offset in self._waiting:
+                return  # nothing, or read again (a retry): hashed or waiting already
+            self._waiting[offset] = data
+            if self._busy:
+                return
+            self._busy = True
+        while True:
+            with self._done:
+                piece = self._waiting.pop(self._pos, None)
+                if piece is None:  # (in the same hold as the check: none is left behind)
+                    self._busy = False
+                    self._done.notify_all()
+                    return
+                self._pos += len(piece)
+            self._h.update(piece)  # outside the lock: hashlib releases the GIL
+
+    def digest(self) -> str | None:
+        """The file's sha256 once every byte was hashed, else None. Called after every
+        segment was read: waits for a thread still hashing the last pieces."""
+        with self._done:
+            while self._busy:
+                self._done.wait()
+            done = self._pos == self.size
+        return self._h.hexdigest() if done else None
 
 
 def _sha256_pieces(pieces: tuple[memoryview, ...]) -> str:
