@@ -121,7 +121,8 @@ class ObjectIO(BlockReader):
         if not getattr(self.store, "batched_writes", False):
             return self  # a local disk gains nothing: write each as it is encoded
         item = int(getattr(self.store, "member_max", BATCH_MAX))
-        pending = PendingStore(self.store, max_item=item, on_skip=self.forget)
+        pending = PendingStore(self.store, max_item=item, on_skip=self.forget,
+                               early=getattr(self.store, "pack_early", None))
         view = ObjectIO(pending, executor=self.executor, _shared=self)
         view._pending = pending
         view._batch_max = item

@@ -195,6 +195,9 @@ class LocalStore(PackedStore):
     # A commit's objects up to 8 MiB share pack files: the tensors of a typical
     # fine-tune (a few MB each) then cost no fsync of their own.
     member_max = LOCAL_MEMBER_MAX
+    # A commit's held objects are written as a pack once this many bytes are held, on a
+    # thread beside the encode (objects/pending.py), not all after the last block.
+    pack_early = LOCAL_MEMBER_MAX
 
     def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
         self.local = LocalBackend(root, fsync=fsync)
