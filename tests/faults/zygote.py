@@ -19,6 +19,8 @@ import atexit
 import contextlib
 import json
 import os
+import resource
+import runpy
 import socket
 import subprocess
 import sys
@@ -33,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Forked:
-    def __init__(self, zygote: Zygote, pid: int, stdout: IO[str], stderr: IO[str],
-                 args: list[str]) -> None:
+    def __init__(self, zygote: Zygote, pid: int, stdout: IO[str] | None,
+                 stderr: IO[str] | None, args: list[str]) -> None:
         self.zygote, self.pid, self.args = zygote, pid, args
         self.stdout: IO[str] | None = stdout
         self.stderr: IO[str] | None = stderr
@@ -80,10 +82,12 @@ class Forked:
 
 
 class Zygote:
-    def __init__(self) -> None:
+    """PRELOAD: the modules to import before any fork (child.py's by default)."""
+
+    def __init__(self, preload: Sequence[str] = ()) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.zygote", str(theirs.fileno())],
+            [sys.executable, "-m", "tests.faults.zygote", str(theirs.fileno()), *preload],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -92,6 +96,7 @@ class Zygote:
         theirs.close()
         self.sock = ours
         self.lock = threading.Lock()
+        _live.append(self)
         atexit.register(self.close)
 
     def _ask(self, req: dict[str, object], fds: Sequence[int] = ()) -> dict[str, object]:
@@ -105,12 +110,23 @@ class Zygote:
             raise RuntimeError(f"zygote: {out['error']}")
         return out
 
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str]) -> Forked:
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], code: str | None = None,
+              *, module: str | None = None, output: int | None = None,
+              new_session: bool = False) -> Forked:
+        """ARGV for child.py, for CODE (`python -c CODE ARGV`) or for MODULE (`python -m
+        MODULE ARGV`); stdout and stderr to pipes, or both to the file descriptor OUTPUT;
+        NEW_SESSION: in a session (and process group) of its own, as Popen's
+        start_new_session."""
+        req = {"op": "spawn", "argv": list(argv), "env": dict(env), "cwd": os.getcwd(),
+               "code": code, "module": module, "new_session": new_session}
+        if output is not None:
+            pid = self._ask(req, [output, output])["pid"]
+            assert isinstance(pid, int)
+            return Forked(self, pid, None, None, list(argv))
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            reply = self._ask({"op": "spawn", "argv": list(argv), "env": dict(env),
-                               "cwd": os.getcwd()}, [out_w, err_w])
+            reply = self._ask(req, [out_w, err_w])
         finally:
             os.close(out_w)
             os.close(err_w)
@@ -118,12 +134,23 @@ class Zygote:
         assert isinstance(pid, int)
         return Forked(self, pid, open(out_r), open(err_r), list(argv))
 
+    def children_cpu(self) -> float:
+        """User + system CPU of the children this zygote has reaped."""
+        try:
+            cpu = self._ask({"op": "rusage"})["cpu"]
+        except (OSError, RuntimeError):
+            return 0.0
+        assert isinstance(cpu, float)
+        return cpu
+
     def status(self, pid: int) -> int | None:
         code = self._ask({"op": "status", "pid": pid})["code"]
         assert code is None or isinstance(code, int)
         return code
 
     def close(self) -> None:
+        if self in _live:
+            _live.remove(self)
         self.sock.close()
         try:
             self.proc.wait(30)
@@ -133,6 +160,14 @@ class Zygote:
 
 
 _zygote: Zygote | None = None
+_live: list[Zygote] = []
+
+
+def children_cpu() -> float:
+    """CPU of the children the running zygotes have reaped: tests/services/modtime.py
+    adds it to a test's subprocess CPU (a zygote's children count in this process's
+    RUSAGE_CHILDREN only once the zygote itself is reaped)."""
+    return sum(z.children_cpu() for z in list(_live))
 
 
 def stop() -> None:
@@ -144,12 +179,13 @@ def stop() -> None:
         _zygote = None
 
 
-def spawn(argv: Sequence[str], env: Mapping[str, str]) -> Forked:
-    """child.py ARGV in a forked process with environment ENV and this cwd."""
+def spawn(argv: Sequence[str], env: Mapping[str, str], code: str | None = None) -> Forked:
+    """child.py ARGV in a forked process with environment ENV and this cwd; with CODE,
+    that Python source instead of child.py, as `python -c CODE ARGV...` would run it."""
     global _zygote
     if _zygote is None or _zygote.proc.poll() is not None:
         _zygote = Zygote()
-    return _zygote.spawn(argv, env)
+    return _zygote.spawn(argv, env, code)
 
 
 # --- the zygote process ---
@@ -166,10 +202,22 @@ def _child(req: dict[str, object], fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(env)
         os.chdir(cwd)
-        from tests.faults import child
+        if req.get("new_session"):
+            os.setsid()
+        code, module = req.get("code"), req.get("module")
+        if isinstance(module, str):
+            sys.argv = [module, *argv]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            rc = 0
+        elif isinstance(code, str):
+            sys.argv = ["-c", *argv]
+            exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
+            rc = 0
+        else:
+            from tests.faults import child
 
-        sys.argv = [child.__file__, *argv]
-        rc = child.main(argv)
+            sys.argv = [child.__file__, *argv]
+            rc = child.main(argv)
     except SystemExit as exc:  # as the interpreter reports it: a message is rc 1
         rc = exc.code
         if isinstance(rc, str):
@@ -207,6 +255,9 @@ def serve(sock: socket.socket) -> None:
                 for fd in fds:
                     os.close(fd)
                 reply = {"pid": pid}
+            elif req["op"] == "rusage":
+                ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+                reply = {"cpu": float(ru.ru_utime + ru.ru_stime)}
             elif req["op"] == "status":
                 done, status = os.waitpid(req["pid"], os.WNOHANG)
                 reply = {"code": os.waitstatus_to_exitcode(status) if done else None}
@@ -218,11 +269,13 @@ def serve(sock: socket.socket) -> None:
 
 
 if __name__ == "__main__":
-    # What child.py imports, and what its verbs import on the way (the PostgreSQL
-    # driver for registries whose metadata lives there), before any fork.
-    import modelvc.transfer  # noqa: F401
-    from tests.faults import child  # noqa: F401
+    # What the children import (by default child.py and what its verbs import on the
+    # way), and the PostgreSQL driver for registries whose metadata lives there, before
+    # any fork.
+    import importlib
 
+    for name in sys.argv[2:] or ["modelvc.transfer", "tests.faults.child"]:
+        importlib.import_module(name)
     try:
         import psycopg  # noqa: F401
         import sqlalchemy.dialects.postgresql  # noqa: F401

@@ -7,8 +7,9 @@ the subprocesses it waited for (servers, CLI calls, side venvs).
 
 CPU is what to compare on a busy machine (wall grows with the load). Each xdist worker
 writes its own file into MODELVC_MODTIME_DIR (default /tmp/modelvc-modtime); a
-module's module-scoped fixtures count with its last test. Session fixtures and
-processes nobody waited for are not counted.
+module's module-scoped fixtures count with its last test, the children of a zygote
+(tests/faults/zygote.py: servers, fault children) when the zygote reaps them. Session
+fixtures count with the worker's last test; processes nobody waited for are not counted.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ _modules: dict[str, list[float]] = {}  # module -> [wall, self cpu, children cpu
 def _now() -> tuple[float, float, float]:
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.monotonic(), me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+    # Servers and fault children forked from a zygote (tests/faults/zygote.py) are the
+    # zygote's children: their CPU, as the zygote reaps them.
+    zygote = sys.modules.get("tests.faults.zygote")
+    forked = zygote.children_cpu() if zygote is not None else 0.0
+    return time.monotonic(), me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime + forked
 
 
 @pytest.hookimpl(hookwrapper=True)

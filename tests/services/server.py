@@ -1,5 +1,11 @@
 """`modelvc server` in a subprocess on a free loopback port, and API tokens for it: the one
-server-process helper of the tests (transfer, scale-out, server, conformance)."""
+server-process helper of the tests (transfer, scale-out, server, conformance).
+
+The server processes are forked from a zygote (tests/faults/zygote.py) that has imported
+the CLI, the server app and uvicorn: a `python -m modelvc.cli.main server` start costs
+~1 s of CPU in imports, and the suite starts well over a hundred servers. Each is still
+a process of its own (its own pid, session, database connections and files; killed with
+a real SIGKILL); `fork=False` starts a fresh interpreter instead."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import httpx
 
 from modelvc.meta.auth import new_token
 from modelvc.registry import Registry
+from tests.faults.zygote import Forked, Zygote
 from tests.services.ports import free_port
 
 
@@ -29,19 +36,26 @@ class ServerProcess:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | Forked | None = None
+    fork: bool = True
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        cmd = [sys.executable, "-m", "modelvc.cli.main", "server", "--registry",
-               str(self.registry), "--port", str(self.port), *self.args]
+        args = ["server", "--registry", str(self.registry), "--port", str(self.port),
+                *self.args]
+        env = {**os.environ, **self.env}
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True,
-                                         env={**os.environ, **self.env})
+            if self.fork:
+                self.proc = _zygote().spawn(args, env, module="modelvc.cli.main",
+                                            output=out.fileno(), new_session=True)
+            else:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "modelvc.cli.main", *args], stdout=out,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:  # a start-up wait, not a timed assertion
             if self.proc.poll() is not None:
@@ -71,6 +85,25 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.proc.returncode
+
+
+# What `modelvc server` imports before it serves (create_app's routers and UI; uvicorn's
+# loop, protocol and lifespan modules, imported by its Config.load), imported once in
+# the zygote.
+PRELOAD = ("modelvc.cli.main", "modelvc.cli.server_cmds", "modelvc.server.app",
+           "modelvc.server.api", "modelvc.server.transfer", "modelvc.server.uploads",
+           "modelvc.server.mlflow_api", "modelvc.server.hf", "modelvc.server.ui",
+           "modelvc.objects.s3", "uvicorn", "uvicorn.loops.auto",
+           "uvicorn.protocols.http.auto", "uvicorn.protocols.websockets.auto",
+           "uvicorn.lifespan.on")
+_server_zygote: Zygote | None = None
+
+
+def _zygote() -> Zygote:
+    global _server_zygote
+    if _server_zygote is None or _server_zygote.proc.poll() is not None:
+        _server_zygote = Zygote(PRELOAD)
+    return _server_zygote
 
 
 def grant_token(registry: Path | str, subject: str = "ci", role: str | None = "admin",
