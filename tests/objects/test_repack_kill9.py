@@ -15,9 +15,8 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,8 @@ from safetensors.numpy import save_file
 from modelvc.objects import LocalStore, ObjectStore
 from modelvc.objects.packed import PackedStore
 from modelvc.registry import Registry
+from tests.faults import zygote
+from tests.faults.zygote import Forked
 
 from .conftest import S3Server, make_s3_store
 
@@ -69,10 +70,18 @@ def key(name: str) -> str:
     return hashlib.blake2b(name.encode(), digest_size=32).hexdigest()
 
 
-def spawn(kind: str, where: str, *pause: str) -> subprocess.Popen[str]:
-    p = subprocess.Popen([sys.executable, "-c", CHILD, kind, where, *pause],
-                         stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+@pytest.fixture(scope="module", autouse=True)
+def _zygote_per_module() -> Iterator[None]:
+    """The children's zygote stops with the module, so their CPU counts with it."""
+    yield
+    zygote.stop()
+
+
+def spawn(kind: str, where: str, *pause: str) -> Forked:
+    """`python -c CHILD KIND WHERE [pause]`, forked from the fault tests' zygote
+    (tests/faults/zygote.py): a process of its own, killed with a real SIGKILL, without
+    a Python start-up and the imports each time."""
+    p = zygote.spawn([kind, where, *pause], dict(os.environ), code=CHILD)
     assert p.stdout is not None
     line = p.stdout.readline()
     if line.strip() != "ready":
