@@ -10,17 +10,21 @@ registry, so a fork inherits nothing a child could share.
 
 `spawn(argv, env)` returns a `Forked`, which answers what the fault tests ask of a
 `subprocess.Popen`: pid, stdout/stderr pipes (text), send_signal, poll, wait,
-communicate, returncode (negative for a signal, as Popen's).
+communicate, returncode (negative for a signal, as Popen's). `spawn(..., code=...)` runs
+a `python -c` script instead (tests/objects/test_repack_kill9.py); a `Zygote(preload)`
+with `spawn(..., entry="module:function")` calls that function as a `python -m` of a
+module whose `__main__` calls it would (tests/services/server.py's server processes,
+from a zygote of their own that imported the server).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import json
 import os
 import resource
-import runpy
 import socket
 import subprocess
 import sys
@@ -84,13 +88,14 @@ class Forked:
 class Zygote:
     """PRELOAD: the modules to import before any fork (child.py's by default)."""
 
-    def __init__(self, preload: Sequence[str] = ()) -> None:
+    def __init__(self, preload: Sequence[str] = (), env: Mapping[str, str] | None = None
+                 ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.faults.zygote", str(theirs.fileno()), *preload],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            env={**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
                 p for p in (str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", ""))
                 if p)})
         theirs.close()
@@ -111,14 +116,15 @@ class Zygote:
         return out
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str], code: str | None = None,
-              *, module: str | None = None, output: int | None = None,
+              *, entry: str | None = None, output: int | None = None,
               new_session: bool = False) -> Forked:
-        """ARGV for child.py, for CODE (`python -c CODE ARGV`) or for MODULE (`python -m
-        MODULE ARGV`); stdout and stderr to pipes, or both to the file descriptor OUTPUT;
+        """ARGV for child.py, for CODE (`python -c CODE ARGV`) or for ENTRY ("module:func",
+        called with ARGV as sys.argv[1:]); stdout and stderr to pipes, or both to the
+        file descriptor OUTPUT;
         NEW_SESSION: in a session (and process group) of its own, as Popen's
         start_new_session."""
         req = {"op": "spawn", "argv": list(argv), "env": dict(env), "cwd": os.getcwd(),
-               "code": code, "module": module, "new_session": new_session}
+               "code": code, "entry": entry, "new_session": new_session}
         if output is not None:
             pid = self._ask(req, [output, output])["pid"]
             assert isinstance(pid, int)
@@ -204,11 +210,11 @@ def _child(req: dict[str, object], fds: list[int]) -> None:
         os.chdir(cwd)
         if req.get("new_session"):
             os.setsid()
-        code, module = req.get("code"), req.get("module")
-        if isinstance(module, str):
+        code, entry = req.get("code"), req.get("entry")
+        if isinstance(entry, str):
+            module, func = entry.split(":")
             sys.argv = [module, *argv]
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-            rc = 0
+            rc = getattr(importlib.import_module(module), func)()
         elif isinstance(code, str):
             sys.argv = ["-c", *argv]
             exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
@@ -272,8 +278,6 @@ if __name__ == "__main__":
     # What the children import (by default child.py and what its verbs import on the
     # way), and the PostgreSQL driver for registries whose metadata lives there, before
     # any fork.
-    import importlib
-
     for name in sys.argv[2:] or ["modelvc.transfer", "tests.faults.child"]:
         importlib.import_module(name)
     try:

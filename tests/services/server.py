@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from modelvc.cli.main import CLI_POOL_MB
 from modelvc.meta.auth import new_token
 from modelvc.registry import Registry
 from tests.faults.zygote import Forked, Zygote
@@ -48,8 +49,10 @@ class ServerProcess:
                 *self.args]
         env = {**os.environ, **self.env}
         with self.log.open("ab") as out:
-            if self.fork:
-                self.proc = _zygote().spawn(args, env, module="modelvc.cli.main",
+            # The zygote imported the codec with the CLI's pool size (read at import):
+            # a server given another needs an interpreter of its own.
+            if self.fork and env.get("MODELVC_POOL_MB", CLI_POOL_MB) == CLI_POOL_MB:
+                self.proc = _zygote().spawn(args, env, entry="modelvc.cli.main:main",
                                             output=out.fileno(), new_session=True)
             else:
                 self.proc = subprocess.Popen(
@@ -102,7 +105,9 @@ _server_zygote: Zygote | None = None
 def _zygote() -> Zygote:
     global _server_zygote
     if _server_zygote is None or _server_zygote.proc.poll() is not None:
-        _server_zygote = Zygote(PRELOAD)
+        # `modelvc` sets MODELVC_POOL_MB before the codec is imported (main()), so the
+        # zygote imports it with the same value.
+        _server_zygote = Zygote(PRELOAD, env={"MODELVC_POOL_MB": CLI_POOL_MB})
     return _server_zygote
 
 
