@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import NotFound
-from ..meta.api import VersionRow
+from ..meta.api import RefRow, VersionRow
 from ..registry import Registry
 from .metrics import Metrics
 from .runtimes import Runtime, Trust, load_runtime
@@ -344,8 +344,18 @@ class Follower:
         token = self.pool.reg.change_token()
         if token is not None and token == self._seen:
             return False
+        reg, known = self.pool.reg, self.revision
+
+        def read() -> tuple[RefRow, VersionRow | None]:
+            """The ref, and the version it points to if it moved: one thread round
+            trip per swap, not two."""
+            row = reg.ref(self.model, self.ref)
+            vid = row.version_id
+            return row, reg.version(vid) if vid is not None and row.revision != known else None
+
         try:
-            row = await self.pool.call(lambda: self.pool.reg.ref(self.model, self.ref))
+            got: tuple[RefRow, VersionRow | None] = await self.pool.call(read)
+            row, target = got
         except NotFound as exc:  # a channel may be created later: keep looking
             self.last_error = exc.message
             return False
@@ -353,11 +363,9 @@ class Follower:
         if row.revision == self.revision:
             return False
         self.revision, self.target = row.revision, row.version_id
-        if row.version_id is None or (self.current and self.current.version.id == row.version_id):
+        if target is None or (self.current and self.current.version.id == target.id):
             return False
-        vid = row.version_id
-        v = await self.pool.call(lambda: self.pool.reg.version(vid))
-        return await self.switch(v)
+        return await self.switch(target)
 
     async def switch(self, v: VersionRow) -> bool:
         try:
