@@ -324,9 +324,9 @@ class LiteMeta:
     def change_token(self) -> object | None:
         """A token that differs once any connection has committed since it was read:
         this thread's connection kept for it (it never writes, so every write is
-        another connection's) and its PRAGMA data_version. One statement and no wait
-        (busy: None, as on any error), so a gateway reads it on its event loop and
-        reads the refs only when it moved."""
+        another connection's) and its PRAGMA data_version. One statement and no busy
+        wait (busy: None, as on any error): a gateway's poll reads the refs only when
+        it moved."""
         conn: sqlite3.Connection | None = getattr(self._local, "token_conn", None)
         try:
             if conn is None:

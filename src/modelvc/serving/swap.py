@@ -339,25 +339,29 @@ class Follower:
                 self.last_error = exc.message
                 return False
             return await self.switch(v)
-        # Read on the loop (one statement on SQLite): while nothing was committed, a poll
-        # costs no thread hand-off, no GIL hand-offs of a reading thread with the loop.
-        token = self.pool.reg.change_token()
-        if token is not None and token == self._seen:
-            return False
-        reg, known = self.pool.reg, self.revision
+        reg, known, seen = self.pool.reg, self.revision, self._seen
 
-        def read() -> tuple[RefRow, VersionRow | None]:
-            """The ref, and the version it points to if it moved: one thread round
-            trip per swap, not two."""
+        def read() -> tuple[object | None, RefRow | None, VersionRow | None]:
+            """The registry's change token; if it moved since the last read, the ref,
+            and the version it points to if that moved too: one thread round trip per
+            poll, one statement while nothing was committed (not on the loop: a
+            statement can wait inside SQLite, and the loop must never wait)."""
+            token = reg.change_token()
+            if token is not None and token == seen:
+                return token, None, None
             row = reg.ref(self.model, self.ref)
             vid = row.version_id
-            return row, reg.version(vid) if vid is not None and row.revision != known else None
+            return token, row, (reg.version(vid) if vid is not None and row.revision != known
+                                else None)
 
         try:
-            got: tuple[RefRow, VersionRow | None] = await self.pool.call(read)
-            row, target = got
+            got: tuple[object | None, RefRow | None, VersionRow | None] = \
+                await self.pool.call(read)
+            token, row, target = got
         except NotFound as exc:  # a channel may be created later: keep looking
             self.last_error = exc.message
+            return False
+        if row is None:
             return False
         self._seen = token
         if row.revision == self.revision:
