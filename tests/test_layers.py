@@ -58,6 +58,7 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("filehash.py", "the files a commit reads; their sha256 hashed while it starts"),
      ("pipeline.py", "bounded windows of work"),
      ("manifest.py", "a version: files -> ordered segments -> object ids"),
+     ("references.py", "the delta reference policy: a parent's tensors by file and name"),
      ("formats/", "plan_file(): safetensors, ONNX, pickles (opaque), other files"),
      ("lineage.py", "git, data fingerprints, environment")],
     [("codec/", "byte planes + zstd; order-preserving deltas; extrapolation; casts"),

@@ -22,10 +22,10 @@ from .filehash import claim, digest_of
 from .filehash import collect_files as collect_files
 from .formats import FilePlan, Segment, plan_file
 from .formats.memory import MemFile
-from .ingest.references import References
 from .manifest import FileEntry, SegmentRef
 from .meta.api import ObjectRow
 from .pipeline import windowed
+from .references import References
 from .storage import MIN_DELTA_BYTES, STREAM_BYTES, ObjectIO
 
 Progress = Callable[[int], None]  # called with bytes just processed

@@ -18,9 +18,9 @@ from ..errors import Conflict, PathNotFound, UsageError
 from ..manifest import FileEntry, Manifest
 from ..meta.api import ObjectRow, VersionRow
 from ..objects.base import ObjectStore, flush
+from ..references import References
 from ..storage import ObjectIO
 from .record import Base, Draft, record
-from .references import References
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore

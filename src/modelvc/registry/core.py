@@ -42,8 +42,8 @@ if TYPE_CHECKING:  # imported on first use: commands that only read metadata (lo
     from ..commit import FileStorer, StoreResult
     from ..events import Events
     from ..gates.authority import Authority
-    from ..ingest.references import References
     from ..meta.store import MetaStore
+    from ..references import References
     from .areas import (
         LocalDeployments,
         LocalGates,
@@ -256,7 +256,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         self._meta.will_write()  # the SQL layer loads while the files are encoded
         from ..commit import FileStorer
         from ..ingest.record import Draft, base_for, new_tags, record
-        from ..ingest.references import References
+        from ..references import References
 
         tags = new_tags(self._meta, model, tags)  # before anything is written
         where, paths = Path(cwd or Path.cwd()), [Path(d) for d in data]

@@ -108,7 +108,7 @@ class WriteOps(RegistryParts):
         deltas against the same tensor of version BASE of MODEL, as a local commit's
         would; else a blob. (newly written, stored bytes)."""
         from ..ingest.entries import store_uploaded
-        from ..ingest.references import References
+        from ..references import References
 
         ref = None
         if shape is not None and base is not None and tensor is not None:

@@ -3,7 +3,7 @@ of the same file and name, else (after re-sharding) of the same name in any file
 
 from __future__ import annotations
 
-from ..manifest import Manifest, SegmentRef
+from .manifest import Manifest, SegmentRef
 
 
 class References:
