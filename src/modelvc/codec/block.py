@@ -49,8 +49,12 @@ REF_MODES = frozenset({"delta", "cast", "same", "extrap", "gdelta", "gextrap"})
 STEP_MODES = frozenset({"delta", "same", "extrap", "gdelta", "gextrap"})
 # Modes that need the reference's own reference block (its last step).
 EXTRAP_MODES = frozenset({"extrap", "gextrap"})
-SAMPLE_ELEMENTS = 1 << 15  # how much of a block picks between delta and extrap
-SAMPLE_SLICES = 8  # ... and whether to group: slices spread over the block
+# How much of a block picks between delta and extrap and which step multiple: five or
+# six trial encodes of the sample per block (at 32K elements a third of a MiniLM
+# checkpoint's encode; at 8K its checkpoints store 0.04 % more: docs/benchmarks.md).
+EXTRAP_SAMPLE = 1 << 13
+SAMPLE_ELEMENTS = 1 << 15  # how much of a block picks whether to group, in
+SAMPLE_SLICES = 8  # slices spread over the block
 # The largest step multiple an "extrap" block holds (decoders accept 1..16), and the
 # elements whose step ratio guesses a multiple past the four tried on every block.
 MAX_STEP_MULTIPLE = 16
@@ -185,8 +189,8 @@ def _extrap_factor(raw: Buffer, ref: Buffer, ref2: Buffer, code: str) -> int:
     compress alike at k = 1 and 2 (a few bits each) and to nothing at k = 3."""
     itemsize = dtype_info(code).itemsize
     n = _nbytes(raw) // itemsize
-    lo = max(0, n // 2 - SAMPLE_ELEMENTS // 2) * itemsize
-    hi = min(n, lo // itemsize + SAMPLE_ELEMENTS) * itemsize
+    lo = max(0, n // 2 - EXTRAP_SAMPLE // 2) * itemsize
+    hi = min(n, lo // itemsize + EXTRAP_SAMPLE) * itemsize
     r, a, b = (memoryview(x).cast("B")[lo:hi] for x in (raw, ref, ref2))
     best, best_k = 0.97 * len(_residual(r, a, None, 0, code, 1)), 0
     for k in (1, 2, 3, 4):

@@ -50,6 +50,14 @@ def restorable() -> bool:
 NICE_FOR_GOOD = 10
 
 
+# The child keeps the memory it frees (glibc: no mmap per large buffer, no trim back to
+# the system): each commit reads its segments into pages already mapped instead of
+# faulting in ~70 MB of fresh zeroed ones (a MiniLM checkpoint: half the page faults,
+# ~0.015 s of system CPU and a pass of page zeroing less, beside training). Its RSS
+# stays at its peak (~60 MB higher) until the run ends.
+KEEP_FREED = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
+
+
 def set_priority(pid: int, *, low: bool) -> None:
     """Every thread of process PID at the lowest CPU priority (SCHED_IDLE and nice 19),
     or back at the normal one; where that cannot be undone (`restorable`), lowering
@@ -77,7 +85,9 @@ class ProcessCommitter:
     def __init__(self, reg: RegistryAPI) -> None:
         self.reg = reg
         self._lock = threading.Lock()  # one request at a time on the pipe
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+               "GLIBC_TUNABLES": ":".join(t for t in (os.environ.get("GLIBC_TUNABLES"),
+                                                      KEEP_FREED) if t)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelvc.registry.commit_child", reg.location,
              str(os.getpid())],
