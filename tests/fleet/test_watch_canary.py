@@ -4,13 +4,12 @@ judges every channel move on two canary replicas first."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from modelvc.fleet.controller import Controller
 from modelvc.registry import Registry
+from tests.services.clirun import run
 from tests.serving.conftest import Digits, commit_onnx
 from tests.serving.predictors import CONSTANT
 
@@ -30,9 +29,7 @@ def test_watch_with_canary_options(fleet_reg: Registry, start_gateways: Starter,
         c.create("d", "digits", "production")  # stored strategy: atomic
         assert c.rollout("d").ok  # v1 at epoch 1
     # A rolling rollout cannot stand in for an atomic deployment's: refused at start.
-    bad = subprocess.run([sys.executable, "-m", "modelvc.cli.main", "--registry", str(root),
-                          "deploy", "watch", "d", "--strategy", "rolling"],
-                         capture_output=True, text=True, timeout=60)
+    bad = run(["--registry", str(root), "deploy", "watch", "d", "--strategy", "rolling"])
     assert bad.returncode == 2 and "rolling is chosen at `deploy create`" in bad.stderr, \
         bad.stderr
     # No feedback comes back: without --no-accuracy no canary could earn a verdict.

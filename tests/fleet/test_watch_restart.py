@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from modelvc.fleet.controller import Controller
 from modelvc.registry import Registry
+from tests.services.clirun import run
 from tests.serving.conftest import commit_onnx
 
 from .fleet_helpers import GatewayProcess, WatchProcess, wait_for
@@ -22,9 +22,11 @@ Starter = Callable[..., list[GatewayProcess]]
 
 
 def cli(reg: Registry, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modelvc.cli.main", "--registry",
-                           str(reg._layout.root.parent), *args],
-                          capture_output=True, text=True, timeout=120, check=True)
+    """`modelvc ARGS` in this process (tests/services/clirun.py): what the command says
+    and does (the watchers are the processes here)."""
+    p = run(["--registry", str(reg._layout.root.parent), *args])
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p
 
 
 def looks(w: WatchProcess) -> int:
