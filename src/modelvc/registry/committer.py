@@ -2,7 +2,7 @@
 priority (`Run.submit(folder=...)` on an embedded registry; modelvc.api.run).
 
 Why a process, not the run's thread: a commit reads, hashes and encodes the whole
-checkpoint (about 0.45 s of CPU for MiniLM's 91 MB) on several threads, which in the
+checkpoint (about 0.35 s of CPU for MiniLM's 91 MB) on several threads, which in the
 training process share the GIL and the cores with training. The child runs SCHED_IDLE
 and nice 19: training keeps its cores, commits use the time they leave idle, and no
 lock is shared. While the loop waits for a commit (`max_pending` reached, `wait`,
