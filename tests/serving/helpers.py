@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +31,28 @@ def wait_for(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.02)
+
+
+T = TypeVar("T")
+
+
+def in_loop(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """asyncio.run(fn()) in a thread of its own (this worker's thread may run a loop
+    already: a UI module's sync Playwright before a serving module); its error re-raised."""
+    got: list[T] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            got.append(asyncio.run(fn()))
+        except BaseException as exc:  # re-raised in the test's thread
+            err.append(exc)
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return got[0]
 
 
 class ManualClock:

@@ -3,6 +3,7 @@ that fails to load is never switched to, and swaps under load fail no request.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from pathlib import Path
@@ -12,10 +13,12 @@ import numpy as np
 import pytest
 
 from modelvc.registry import Registry
+from modelvc.serving.metrics import Metrics
 from modelvc.serving.runtimes.onnx import OnnxRuntime
+from modelvc.serving.swap import Loaded, Pool
 
 from .conftest import Digits, Start, commit_onnx
-from .helpers import Caller, serving, status, wait_for
+from .helpers import Caller, in_loop, serving, status, wait_for
 from .predictors import LOADED_ON
 from .swapload import Client, swap_under_load
 
@@ -171,3 +174,40 @@ def test_load_cpus_build_every_version_there_and_swaps_fail_no_request(
     assert threads and set(threads.values()) == {(str(load_cpu), os.getpriority(
         os.PRIO_PROCESS, 0))}
     assert srv.gateway.pool.load_cpus == frozenset({load_cpu})
+
+
+def test_a_waiter_on_a_load_its_loader_dropped_gets_a_live_version(
+        serve_reg: Registry, digits: Digits, tmp_path: Path) -> None:
+    # Two holders ask for one version while it loads: the first loads it, the second
+    # waits for that load. When the first lets go at once (a rollout's load that was
+    # superseded meanwhile), the version is freed before the waiter resumes; the waiter
+    # must not be handed the freed version (a slot would then route every request to a
+    # closed runtime: 500s until the next switch), but a loaded one.
+    v1 = serve_reg.resolve("digits@v1")
+
+    async def scenario() -> tuple[Loaded, Loaded, dict[str, Any]]:
+        pool = Pool(serve_reg, tmp_path / "work", Metrics())
+        (tmp_path / "work").mkdir()
+
+        async def superseded() -> Loaded:
+            item = await pool.hold(v1)
+            pool.release(item)  # in the same step, as Reconciler._serve drops a late load
+            return item
+
+        first = asyncio.create_task(superseded())
+        await asyncio.sleep(0)  # `first` runs up to its load: it is the loader
+        waiter = asyncio.create_task(pool.hold(v1))
+        dropped, got = await first, await waiter
+        try:
+            return dropped, got, {"loaded": pool.items.get(v1.id) is got,
+                                  "answer": got.runtime.predict({"X": digits.x[:2]}, [])}
+        finally:
+            pool.release(got)
+            pool.close()
+
+    dropped, got, seen = in_loop(scenario)
+    assert dropped.closed
+    assert got is not dropped, "the waiter was handed the version its loader freed"
+    assert seen["loaded"]  # loaded again, and in the pool
+    assert len(seen["answer"]) > 0 and got.closed  # freed once its holder let go
+

@@ -161,27 +161,39 @@ class Pool:
 
     async def hold(self, version: VersionRow) -> Loaded:
         """The loaded version, loading and warming it up first if needed; +1 holder."""
-        item = self.items.get(version.id)
-        if item is None:
-            pending = self._loading.get(version.id)
-            if pending is None:
-                pending = asyncio.get_running_loop().create_future()
-                self._loading[version.id] = pending
-                try:
-                    item = await self.call(lambda: self._load(version))
-                except LoadFailed as exc:
-                    pending.set_exception(exc)
-                    pending.exception()  # retrieved: waiters re-raise it
-                    raise
-                finally:
-                    del self._loading[version.id]
-                self.items[version.id] = item
-                pending.set_result(item)
-                self.metrics.loaded.set(len(self.items))
-            else:
-                item = await asyncio.shield(pending)
-        item.holders += 1
-        return item
+        while True:
+            item = self.items.get(version.id)
+            if item is None:
+                item = await self._load_or_wait(version)
+                # A waiter resumes after the loader: the loader's holder may have let go
+                # meanwhile (a rollout's load superseded while it ran: Reconciler._serve
+                # releases it in the same step), freeing the version. Never hand out a
+                # freed one: a slot would route every request to a closed runtime.
+                if item.closed:
+                    continue
+            item.holders += 1
+            return item
+
+    async def _load_or_wait(self, version: VersionRow) -> Loaded:
+        """Load `version`, or wait for the load under way (whose result may be freed
+        by the time a waiter runs again)."""
+        pending = self._loading.get(version.id)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[version.id] = pending
+            try:
+                item = await self.call(lambda: self._load(version))
+            except LoadFailed as exc:
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: waiters re-raise it
+                raise
+            finally:
+                del self._loading[version.id]
+            self.items[version.id] = item
+            pending.set_result(item)
+            self.metrics.loaded.set(len(self.items))
+            return item  # (no await before the caller's hold: it cannot be freed)
+        return await asyncio.shield(pending)
 
     def release(self, item: Loaded) -> None:
         item.holders -= 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelvc.serving.runtimes import onnx
+from modelvc.serving.runtimes import RuntimeClosed, onnx
 from modelvc.serving.runtimes.onnx import OnnxRuntime
 
 from ..conftest import Digits
@@ -76,3 +76,14 @@ def test_close_frees_the_native_session_at_once(digits: Digits, tmp_path: Path) 
     rt.predict({"X": digits.x[:1]}, [])
     rt.close()
     assert native() is None  # not when the last reference to `rt` drops, wherever
+
+
+def test_predict_after_close_is_an_internal_error_not_an_attribute_error(
+        digits: Digits, tmp_path: Path) -> None:
+    # The pool never routes to a freed version; should that break, say so plainly.
+    rt = OnnxRuntime(_model(tmp_path, digits.good))
+    rt.close()
+    with pytest.raises(RuntimeClosed, match="internal error: this version was already "
+                                             "unloaded") as got:
+        rt.predict({"X": digits.x[:1]}, [])
+    assert "_sess" not in str(got.value) and got.value.__cause__ is None

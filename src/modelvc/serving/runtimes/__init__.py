@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from .base import Runtime, RuntimeError_, TensorSpec
+from .base import Runtime, RuntimeClosed, RuntimeError_, TensorSpec
 
 Trust = Literal["never", "any", "signed"]
 
-__all__ = ["Runtime", "RuntimeError_", "TensorSpec", "Trust", "load_runtime"]
+__all__ = ["Runtime", "RuntimeClosed", "RuntimeError_", "TensorSpec", "Trust", "load_runtime"]
 
 
 def load_runtime(folder: Path, *, label: str, trust: Trust = "never",

@@ -53,6 +53,17 @@ class RuntimeError_(Exception):
     """A model failed while predicting (the gateway answers 500 and counts an error)."""
 
 
+class RuntimeClosed(RuntimeError_):
+    """predict() after close(): the pool freed a version a request still reached. An
+    internal invariant broke (swap.Pool frees a version only when no slot holds it and
+    no request is inside it), not a fault of the model."""
+
+    def __init__(self, runtime: str) -> None:
+        super().__init__(f"{runtime}: internal error: this version was already unloaded "
+                         "(closed) when a request reached it; the gateway must never route "
+                         "to a freed version (please report this)")
+
+
 class Runtime(Protocol):
     platform: str
     inputs: list[TensorSpec]

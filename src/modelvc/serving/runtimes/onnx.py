@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import RuntimeError_, TensorSpec
+from .base import RuntimeClosed, RuntimeError_, TensorSpec
 
 log = logging.getLogger("modelvc.serving")
 # Models up to this size (all files of the folder) keep their optimized graph for a
@@ -109,6 +109,8 @@ class OnnxRuntime:
             values = self._run(names, inputs, None) if self._run is not None else \
                 self._sess.run(names, inputs)
         except Exception as exc:  # onnxruntime raises its own untyped errors
+            if self._sess is None:  # (checked only on failure: nothing per call)
+                raise RuntimeClosed("onnxruntime") from None
             raise RuntimeError_(f"onnxruntime: {exc}") from exc
         return dict(zip(names, values, strict=True))
 
@@ -118,5 +120,4 @@ class OnnxRuntime:
     def close(self) -> None:
         # Both references: the bound `run` keeps the native session alive too, and it
         # would then be destroyed wherever the last reference to this runtime drops.
-        del self._sess
-        self._run = None
+        self._sess = self._run = None

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import RuntimeError_, TensorSpec
+from .base import RuntimeClosed, RuntimeError_, TensorSpec
 
 ENTRY = "predictor.py"
 
@@ -55,6 +55,8 @@ class PythonPredictor:
             result = self._impl.predict(inputs)
             got = {k: np.asarray(v) for k, v in result.items()}
         except Exception as exc:  # user code: any failure is the model's
+            if self._impl is None:
+                raise RuntimeClosed("predictor") from None
             raise RuntimeError_(f"predictor: {type(exc).__name__}: {exc}") from exc
         return {k: got[k] for k in (outputs or [s.name for s in self.outputs]) if k in got}
 
@@ -65,4 +67,4 @@ class PythonPredictor:
         close = getattr(self._impl, "close", None)
         if callable(close):
             close()
-        del self._impl
+        self._impl = None

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import RuntimeError_, TensorSpec
+from .base import RuntimeClosed, RuntimeError_, TensorSpec
 
 
 class TransformersRuntime:
@@ -33,6 +33,8 @@ class TransformersRuntime:
         try:
             got = self._pipe(texts)
         except Exception as exc:  # the pipeline raises many unrelated types
+            if self._pipe is None:
+                raise RuntimeClosed("transformers") from None
             raise RuntimeError_(f"transformers: {exc}") from exc
         result = {"label": np.array([g["label"].encode() for g in got], dtype=object),
                   "score": np.array([g["score"] for g in got], dtype=np.float32)}
@@ -42,4 +44,4 @@ class TransformersRuntime:
         return [{"text": np.array([b"warm up"], dtype=object)}]
 
     def close(self) -> None:
-        del self._pipe
+        self._pipe = None
