@@ -20,7 +20,10 @@ from ..client.uploads import Session
 from ..wire.frames import rechunk
 from .protocol import ObjectEntry, RefInfo, VersionInfo, decode_pack, encode_pack
 
-HINT = "is the server up? the transfer resumes when rerun"
+# Said by every request of a transfer that cannot reach the server. An upload's own (the
+# client's RESUME_HINT) and this one can each come first when the server goes away mid-push
+# (its packs and streams run in parallel): both say to run it again.
+HINT = "is the server up? then run it again: the transfer resumes where it stopped"
 
 
 class HttpEnd:
