@@ -8,6 +8,11 @@ SIGNAL (SIGINT or SIGTERM) once, while its command runs, at WHERE:
   (a transfer's `mark`, called as a stream's bytes go: mid-transfer).
 $SIGNAL_AT_PGID names a process group to send the signal to instead (a server going
 away under the command: SIGKILL), the command then running on.
+$SIGNAL_AT_HELD names a receiver's upload sessions folder: at WHERE the thread waits
+until a spool under it holds bytes, then sends. A chunk handed to the socket is not yet
+held: the server appends a frame once all of it is read, and one still unread when the
+connection closes is dropped (uvicorn discards a body's unread tail on a disconnect), so
+an upload stopped right after its first chunk went may have nothing to resume.
 Fault injection (the moment only); the rest is the real CLI on a real database. Prints
 "signal-at: sent" to stderr when it fired."""
 
@@ -17,6 +22,8 @@ import os
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -28,11 +35,38 @@ func, _, n = n.rpartition(":")
 count = {"seen": 0, "target": int(n)}
 lock = threading.Lock()
 PGID = int(os.environ.get("SIGNAL_AT_PGID", "0"))
+HELD = os.environ.get("SIGNAL_AT_HELD")
+HELD_WAIT = 300.0  # a generous bound: the wait ends as soon as the spool has bytes
+
+
+def _held(folder: Path) -> bool:
+    """A spool under FOLDER holds bytes (the receiver appended a chunk)."""
+    for f in folder.rglob("*"):
+        try:
+            if f.is_file() and f.stat().st_size:
+                return True
+        except OSError:  # removed meanwhile
+            continue
+    return False
+
+
+def _wait_held() -> None:
+    """Hold this thread (the one sending the upload: no more of it goes meanwhile)
+    until the receiver holds part of the upload."""
+    assert HELD is not None
+    deadline = time.monotonic() + HELD_WAIT
+    while not _held(Path(HELD)):
+        if time.monotonic() > deadline:
+            os.write(2, f"signal-at: nothing held under {HELD}\n".encode())
+            return
+        time.sleep(0.01)  # polling the receiver's files: waits for the evidence
 
 
 def _fire() -> None:
     sys.setprofile(None)
     threading.setprofile(None)  # type: ignore[arg-type]
+    if HELD:
+        _wait_held()
     os.write(2, b"signal-at: sent\n")
     if PGID:
         os.killpg(PGID, sig)

@@ -1,6 +1,7 @@
 """push and pull stopped mid-transfer, from the command line: Ctrl-C or SIGTERM to the
 CLI while a big object streams (tests/signal_at.py sends it when the transfer's `mark`
-returns for the Nth time: chunks of the object went), and the server going away
+returns for the Nth time: chunks of the object went; a push waits there, holding the
+sending thread, until the server's upload spool holds them), and the server going away
 (SIGKILL to it at the same point). Each ends cleanly (130 / 143 with the one-line
 "stopped, nothing half-written, what to run next"; a server gone: an error that says
 to run it again), the re-run resumes from what the receiver holds, and `modelvc verify`
@@ -29,6 +30,15 @@ SIGNAL_AT = Path(__file__).parents[1] / "signal_at.py"
 AT = "return:mark:2"  # the object's first 8 MiB chunk went (of four)
 
 
+def _spools(registry: Path) -> Path:
+    """Where the server at REGISTRY keeps its upload sessions. A push is signalled once
+    a spool there holds bytes: a chunk handed to the socket is not yet the server's (a
+    frame still unread when the connection closes is dropped with it), and signalled
+    right after the first went, the push left nothing to resume in 1 run of 8 or so."""
+    with Registry.open(registry) as reg:
+        return reg.scratch("uploads")
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry holding model `big`: a 32 MiB float32 tensor (stored ~28 MB: four
@@ -55,11 +65,14 @@ def served(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
 
 
 def _cli(registry: Path, *args: str, token: str, at: str | None = None,
-         sig: str = "SIGINT", pgid: int = 0) -> subprocess.CompletedProcess[str]:
+         sig: str = "SIGINT", pgid: int = 0, held: Path | None = None
+         ) -> subprocess.CompletedProcess[str]:
     entry = [str(SIGNAL_AT), at, sig] if at else ["-m", "modelvc.cli.main"]
     env = os.environ | {"MODELVC_AUTHOR": "t", "MODELVC_TOKEN": token}
     if pgid:
         env["SIGNAL_AT_PGID"] = str(pgid)
+    if held:
+        env["SIGNAL_AT_HELD"] = str(held)
     return subprocess.run([sys.executable, *entry, "--registry", str(registry), *args],
                           capture_output=True, text=True, timeout=600, env=env)
 
@@ -96,7 +109,8 @@ def _same_head(a: Path, b: Path) -> None:
 def test_a_push_stopped_mid_object_resumes(source: Path, served: tuple[ServerProcess, str],
                                            sig: str) -> None:
     server, token = served
-    p = _cli(source, "push", server.url, "big", token=token, at=AT, sig=sig)
+    p = _cli(source, "push", server.url, "big", token=token, at=AT, sig=sig,
+             held=_spools(server.registry))
     _interrupted(p, sig, "push")
     # no version recorded before its objects
     with Registry.open(server.registry) as there, pytest.raises(ModelNotFound):
