@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from tests.services.reaper import watch
 
     watch()
+    # A run started in the background (`scripts/test &` from a script: no job control)
+    # inherits SIGINT ignored, and so would every command the tests start; the signal
+    # tests play a terminal's Ctrl-C to a foreground command, which has it at default.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # The longest modules by wall time, longest first: per module the larger of two full runs'

@@ -39,8 +39,8 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path,
     return tmp_path / "repo"
 
 
-def _cli(repo: Path, *args: str, at: str | None = None, sig: str = "SIGINT"
-         ) -> subprocess.CompletedProcess[str]:
+def _cli(repo: Path, *args: str, at: str | None = None, sig: str = "SIGINT",
+         ignore_int: bool = False) -> subprocess.CompletedProcess[str]:
     """`modelvc ARGS`: in a process of its own when a signal is sent to it (AT), else in
     this process (tests/services/clirun.py): the checks after an interruption are about
     what the registry holds, not about their process (~0.5 s of CPU each saved)."""
@@ -48,7 +48,13 @@ def _cli(repo: Path, *args: str, at: str | None = None, sig: str = "SIGINT"
         return run(["--registry", str(repo), *args], env={"MODELVC_AUTHOR": "tester"})
     return subprocess.run([sys.executable, str(SIGNAL_AT), at, sig, "--registry", str(repo),
                            *args], capture_output=True, text=True, timeout=300,
-                          env=os.environ | {"MODELVC_AUTHOR": "tester"})
+                          env=os.environ | {"MODELVC_AUTHOR": "tester"},
+                          preexec_fn=_ignore_sigint if ignore_int else None)
+
+
+def _ignore_sigint() -> None:
+    """What a shell does to a command started with `&` from a script (or nohup)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _interrupted(p: subprocess.CompletedProcess[str], sig: str, what: str = "promote"
@@ -124,3 +130,18 @@ def test_an_interrupted_commit_leaves_the_registry_whole(repo: Path, sig: str,
     assert fired >= 2
     again = _cli(repo, "commit", str(ck), "--model", "b", "-m", "again")
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("repo", ["sqlite"], indirect=True)
+def test_a_command_started_with_sigint_ignored_still_stops_cleanly_on_sigterm(repo: Path
+                                                                              ) -> None:
+    # Before: the CLI handled neither signal when SIGINT came ignored (a background
+    # `modelvc push &` from a script), so `kill` ended it with no word (exit -15).
+    p = _cli(repo, "promote", "a@v2", "--to", "production", "--reason", "r",
+             at="call:30000", sig="SIGTERM", ignore_int=True)
+    _interrupted(p, "SIGTERM")
+    _consistent(repo)
+    # SIGINT stays ignored, as the shell asked: the command runs to its end.
+    q = _cli(repo, "promote", "a@v1", "--to", "production", "--reason", "r",
+             at="call:30000", sig="SIGINT", ignore_int=True)
+    assert "signal-at: sent" in q.stderr and q.returncode == 0, (q.returncode, q.stderr)

@@ -90,11 +90,20 @@ def deferred() -> Iterator[None]:
 @contextmanager
 def handling() -> Iterator[None]:
     """SIGINT and SIGTERM interrupt the block as `Interrupted` (main thread only; a
-    caller that installed its own handlers keeps them)."""
-    if not _main() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    caller that installed its own handlers keeps them). A SIGINT ignored from the start
+    (a command started with `&` from a script, or under nohup) stays ignored, and
+    SIGTERM is still handled: a background push stopped by `kill` exits 143 cleanly."""
+    if not _main():
         yield
         return
-    before = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    sigs = [s for s, default in ((signal.SIGINT, signal.default_int_handler),
+                                 (signal.SIGTERM, signal.SIG_DFL))
+            if signal.getsignal(s) is default]
+    if signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, signal.SIG_IGN) \
+            or not sigs:
+        yield
+        return
+    before = {s: signal.signal(s, _handler) for s in sigs}
     _state.update(signum=0, pending=0, depth=0)
     _hint.clear()
     try:
