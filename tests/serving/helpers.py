@@ -1,4 +1,5 @@
-"""Small HTTP helpers for serving tests (stdlib only: keep-alive connections)."""
+"""Small helpers for serving tests (stdlib only): keep-alive HTTP callers, polling, a
+registry whose checkouts of one version wait for the test."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -118,3 +120,27 @@ def triton_refused_calls(client: Any) -> list[Callable[[], Any]]:
         lambda: client.register_system_shared_memory("r", "/r", 64),
         lambda: client.unregister_system_shared_memory("r"),
     ]
+
+
+class Gated:
+    """The registry, with checkouts of one version held until `open` is set: a load of
+    it is then still under way whatever the machine's load."""
+
+    def __init__(self, reg: Any, label: str) -> None:  # a modelvc Registry
+        self.reg, self.label = reg, label
+        self.entered, self.open = threading.Event(), threading.Event()
+        self.reads = 0  # version rows read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reg, name)
+
+    def version(self, vid: str) -> Any:
+        row = self.reg.version(vid)
+        self.reads += 1
+        return row
+
+    def checkout(self, label: str, folder: Path) -> Any:
+        if label == self.label:
+            self.entered.set()
+            assert self.open.wait(120), "the test never opened the gate"
+        return self.reg.checkout(label, folder)

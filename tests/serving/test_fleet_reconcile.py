@@ -4,7 +4,6 @@ fleet agent would feed them (real registry, real ONNX loads, no fleet database).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from modelvc.serving.protocol import InferRequest
 from modelvc.serving.served import ServedModel
 
 from .conftest import Digits, commit_onnx
-from .helpers import in_loop
+from .helpers import Gated, in_loop
 
 
 class Recorded(Reconciler):
@@ -31,30 +30,6 @@ class Recorded(Reconciler):
 
     def _report(self, sm: ServedModel) -> None:
         self.reports.append(self.state.get(sm.cfg.name, "?"))
-
-
-class Gated:
-    """The registry, with checkouts of one version held until `open` is set: a load of
-    it is then still under way whatever the machine's load."""
-
-    def __init__(self, reg: Registry, label: str) -> None:
-        self.reg, self.label = reg, label
-        self.entered, self.open = threading.Event(), threading.Event()
-        self.reads = 0  # version rows read
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.reg, name)
-
-    def version(self, vid: str) -> Any:
-        row = self.reg.version(vid)
-        self.reads += 1
-        return row
-
-    def checkout(self, label: str, folder: Path) -> Any:
-        if label == self.label:
-            self.entered.set()
-            assert self.open.wait(120), "the test never opened the gate"
-        return self.reg.checkout(label, folder)
 
 
 def _row(epoch: int, vid: str, state: str, pending: tuple[str, int] | None = None

@@ -15,10 +15,10 @@ import pytest
 from modelvc.registry import Registry
 from modelvc.serving.metrics import Metrics
 from modelvc.serving.runtimes.onnx import OnnxRuntime
-from modelvc.serving.swap import Loaded, Pool
+from modelvc.serving.swap import Loaded, LoadFailed, Pool
 
 from .conftest import Digits, Start, commit_onnx
-from .helpers import Caller, in_loop, serving, status, wait_for
+from .helpers import Caller, Gated, in_loop, serving, status, wait_for
 from .predictors import LOADED_ON
 from .swapload import Client, swap_under_load
 
@@ -211,3 +211,43 @@ def test_a_waiter_on_a_load_its_loader_dropped_gets_a_live_version(
     assert seen["loaded"]  # loaded again, and in the pool
     assert len(seen["answer"]) > 0 and got.closed  # freed once its holder let go
 
+
+
+def test_a_cancelled_load_fails_its_waiters_and_frees_what_it_loaded(
+        serve_reg: Registry, digits: Digits, tmp_path: Path) -> None:
+    # The task that loads a version is cancelled mid-load (FleetAgent.stop cancels its
+    # staging tasks; Gateway.stop its followers) while another holder waits for that
+    # load. The waiter must get an error, not hang, and the version loaded meanwhile
+    # must be freed (runtime closed, checkout gone from the work folder), not leaked.
+    v1 = serve_reg.resolve("digits@v1")
+    gated = Gated(serve_reg, "digits@v1")
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def scenario() -> tuple[BaseException | None, dict[str, Any]]:
+        pool = Pool(gated, work, Metrics())  # type: ignore[arg-type]
+        loader = asyncio.create_task(pool.hold(v1))
+        await asyncio.sleep(0)  # `loader` runs up to its load: it is the loader
+        waiter = asyncio.create_task(pool.hold(v1))
+        while not gated.entered.is_set():  # the load is under way (its checkout waits)
+            await asyncio.sleep(0.01)
+        loader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loader
+        # the waiter's answer, with a generous bound only against a hang (no threshold)
+        done, _ = await asyncio.wait([waiter], timeout=60)
+        error = waiter.exception() if done else None
+        if not done:
+            waiter.cancel()
+        gated.open.set()  # the load itself ends now ...
+        await asyncio.get_running_loop().run_in_executor(None, pool.close)  # ... and is freed
+        return error, {"items": dict(pool.items),
+                       "left": sorted(p.name for p in work.iterdir()
+                                      if p.name not in ("optimized", "kept"))}
+
+    error, seen = in_loop(scenario)
+    assert isinstance(error, LoadFailed), f"the waiter got {error!r}"
+    assert "cancelled" in str(error)
+    assert seen["items"] == {}
+    assert seen["left"] == [], "the cancelled load's checkout was never freed"
+    assert (work / "kept" / v1.id).is_dir()  # freed as any version is: its checkout kept

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -181,11 +181,22 @@ class Pool:
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
             self._loading[version.id] = pending
+            job = self._io.submit(self._load, version)
             try:
-                item = await self.call(lambda: self._load(version))
+                item = await asyncio.wrap_future(job)
             except LoadFailed as exc:
                 pending.set_exception(exc)
                 pending.exception()  # retrieved: waiters re-raise it
+                raise
+            except asyncio.CancelledError:
+                # The loader was cancelled (a gateway or fleet agent stopping): the
+                # thread cannot be, so what it loads is freed when it ends, and waiters
+                # are told now rather than left waiting for a result nobody delivers.
+                job.add_done_callback(self._free_abandoned)
+                pending.set_exception(LoadFailed(
+                    f"{version.model}@v{version.number}: its load was cancelled (the "
+                    "gateway is stopping, or the switch that wanted it was dropped)"))
+                pending.exception()
                 raise
             finally:
                 del self._loading[version.id]
@@ -194,6 +205,18 @@ class Pool:
             self.metrics.loaded.set(len(self.items))
             return item  # (no await before the caller's hold: it cannot be freed)
         return await asyncio.shield(pending)
+
+    def _free_abandoned(self, job: Future[Loaded]) -> None:
+        """Once the load whose loader was cancelled ends, free what it loaded (on a
+        loading thread, as any free)."""
+        if job.cancelled() or job.exception() is not None:
+            return  # never started, or failed (a failed load frees itself)
+        item = job.result()
+        item.closed = True
+        try:
+            self._io.submit(self._free, item)
+        except RuntimeError:  # the pool is closing: free it here
+            self._free(item)
 
     def release(self, item: Loaded) -> None:
         item.holders -= 1
