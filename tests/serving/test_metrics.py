@@ -16,10 +16,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelvc.registry import Registry
+from modelvc.serving.config import load_config
+from modelvc.serving.gateway import Gateway
+from modelvc.serving.protocol import InferRequest
+from modelvc.serving.runtimes import RuntimeClosed
 from tests.services.ports import free_port
 
 from .conftest import Digits, Start
-from .helpers import Caller, get_json, wait_for
+from .helpers import Caller, get_json, in_loop, wait_for
 
 
 def _traffic(url: str, digits: Digits, n: int = 20) -> None:
@@ -125,3 +129,37 @@ def test_real_prometheus_scrapes_the_gateway(serve_reg: Registry, digits: Digits
                        "(modelvc_request_seconds_bucket))")
     assert p99 and float(p99[0]["value"][1]) > 0
     assert float(_query(prom, "modelvc_serving_version")[0]["value"][1]) == 1
+
+
+def test_a_request_reaching_a_freed_version_is_counted_as_the_gateways_error(
+        serve_reg: Registry, digits: Digits, tmp_path: Path) -> None:
+    # RuntimeClosed (a predict on a version the pool already freed) is the gateway's own
+    # broken invariant, not the model's fault: counted as kind "internal", never "model",
+    # and not held against the version in its canary window. The invariant is broken by
+    # hand here (the runtime closed under the slot); in process, no server.
+    cfg = load_config(None, {"models": [{"model": "digits"}], "port": 0, "grpc_port": 0})
+
+    async def scenario() -> tuple[BaseException, dict[str, float | None], int, int]:
+        gw = Gateway(serve_reg, cfg, workdir=tmp_path / "gw")
+        await gw.start()
+        try:
+            sm = gw.models["digits"]
+            item = sm.stable.current
+            assert item is not None
+            item.runtime.close()
+            with pytest.raises(RuntimeClosed) as got:
+                await gw.infer("digits", None, InferRequest(None, {}, {"X": digits.x[:2]},
+                                                            []), None)
+            reg = gw.metrics.registry
+            counts = {kind: reg.get_sample_value("modelvc_errors_total", {
+                "model": "digits", "version": "v1", "channel": "production", "kind": kind})
+                for kind in ("internal", "model")}
+            window = sm.window_of(item.version.id).total
+            return got.value, counts, window.requests, window.errors
+        finally:
+            await gw.stop()
+
+    error, counts, requests, errors = in_loop(scenario)
+    assert "already unloaded" in str(error)
+    assert counts == {"internal": 1.0, "model": None}
+    assert (requests, errors) == (0, 0)  # says nothing about the version itself

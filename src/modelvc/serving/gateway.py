@@ -27,7 +27,7 @@ from .following import Following
 from .identity import DEFAULT_ACTOR, Identity
 from .metrics import Metrics
 from .protocol import Answer, BadRequest, InferRequest, check_signature
-from .runtimes import RuntimeError_
+from .runtimes import RuntimeClosed, RuntimeError_
 from .served import ServedModel
 from .swap import Loaded, Pool
 
@@ -277,7 +277,7 @@ class Gateway:
         if not inline:
             hot.inflight.inc()
         t0 = time.perf_counter()
-        ok, results = False, {}
+        ok, internal, results = False, False, {}
         try:
             if inline:
                 results = self._predict_inline(item, req.inputs, wanted)
@@ -285,8 +285,11 @@ class Gateway:
                 results = await asyncio.get_running_loop().run_in_executor(
                     self._infer, self._timed, item, req.inputs, wanted)
             ok = True
-        except RuntimeError_:
-            self.metrics.errors.labels(sm.cfg.model, item.label, channel, "model").inc()
+        except RuntimeError_ as exc:
+            # A freed version reached: the gateway's own fault, not the model's
+            internal = isinstance(exc, RuntimeClosed)
+            self.metrics.errors.labels(sm.cfg.model, item.label, channel,
+                                       "internal" if internal else "model").inc()
             raise
         finally:
             dt = time.perf_counter() - t0
@@ -307,8 +310,9 @@ class Gateway:
                 t.fail_ns += ns
             t.last_ms = int(time.time() * 1000)
             labels = results.get(label) if label else None
-            sm.window_of(item.version.id).record(ok, dt, labels.reshape(-1)
-                                                 if labels is not None else None)
+            if not internal:  # (the canary window judges the version: not the gateway)
+                sm.window_of(item.version.id).record(ok, dt, labels.reshape(-1)
+                                                     if labels is not None else None)
         hot.latency.observe(dt)
         return results
 
