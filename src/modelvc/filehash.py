@@ -60,7 +60,10 @@ def collect_files(path: Path) -> list[tuple[str, Path]]:
 
 
 def start_sha256(paths: Sequence[Path]) -> None:
-    """Hash PATHS (largest first: the others fit in the tail) on a daemon thread."""
+    """Hash PATHS on a daemon thread, in the order given: the order the commit stores
+    them (collect_files'), which waits for each file's digest after encoding it. Largest
+    first made a folder's small first file (`config.json`) wait for the whole checkpoint's
+    hash before the checkpoint's encode could start (~0.05 s of a 91 MB delta commit)."""
     todo: list[tuple[str, Future[tuple[Ident, str] | None]]] = []
     with _lock:
         for p in paths:
@@ -70,7 +73,6 @@ def start_sha256(paths: Sequence[Path]) -> None:
                 _early[key] = fut
                 todo.append((key, fut))
     if todo:
-        todo.sort(key=lambda kf: -_size(kf[0]))
         threading.Thread(target=_hash_all, args=(todo,), name="modelvc-sha256",
                          daemon=True).start()
 
@@ -92,13 +94,6 @@ def early_sha256(path: Path, st: os.stat_result) -> str | None:
     """claim and digest_of at once (waiting for the hash if it is under way)."""
     fut = claim(path)
     return None if fut is None else digest_of(fut, st)
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 def _hash_all(todo: list[tuple[str, Future[tuple[Ident, str] | None]]]) -> None:
