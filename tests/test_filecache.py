@@ -1,7 +1,7 @@
 """KnownFiles (filecache.py): a delta's reference read from the file its version was
-committed from (or checked out to) instead of decoded from its chain; bytes are used
-only when they hash to what they must be, so a changed, truncated or replaced file
-falls back to the chain and every version stays bit-exact."""
+committed from (or checked out to) instead of decoded from its chain; what is encoded
+against such bytes is kept only when they hash to what they must be, so a changed,
+truncated or replaced file falls back to the chain and every version stays bit-exact."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from modelvc.codec import BLOCK_ELEMENTS
-from modelvc.filecache import KnownFiles
+from modelvc.filecache import HOLD, KnownFiles, Pending
 from modelvc.registry import Registry
 from tests.conftest import write_model
 
@@ -42,8 +42,8 @@ class Counted(KnownFiles):
     served = 0
 
     def read_block(self, oid: str, i: int, block_bytes: int, nblocks: int,
-                   out: memoryview) -> bool:
-        ok = super().read_block(oid, i, block_bytes, nblocks, out)
+                   out: memoryview, check: Pending | None = None) -> bool:
+        ok = super().read_block(oid, i, block_bytes, nblocks, out, check)
         Counted.served += ok
         return ok
 
@@ -112,30 +112,68 @@ def test_a_file_changed_in_place_with_the_same_stat_is_not_used(
     r.close()
 
 
-def test_one_changed_block_of_a_verified_tensor_is_not_used(
-        two: tuple[Path, Path, Path]) -> None:
-    """A tensor of several blocks is checked whole once; a block changed after that
-    fails its own block hash (the bytes used are the bytes hashed)."""
-    root, a, _ = two
+def test_a_block_changed_in_place_fails_the_check_and_the_encode_is_redone(
+        two: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """The blocks of a tensor of several blocks are used as read and hashed on the way:
+    one byte changed in a middle block (stat put back) fails Pending.verify after the
+    encode, which then decodes the reference from the store: the version is exact and
+    the file is not read again."""
+    root, a, b = two
+    rec = json.loads((root / ".modelvc" / "cache" / "files.json").read_bytes())
+    _, data_start, _ = max(rec["files"][0]["tensors"], key=lambda t: t[2])  # big.weight
+    _same_stat_edit(a, data_start + BLOCK_ELEMENTS * 4 + 5)  # inside block 1
+    r, _ = _commit_child(root, b)
+    assert Counted.served == 3 + 1  # big.weight's blocks used, then dropped; small.weight
+    _exact(r, "m@v2", b, tmp_path / "out")
+    r.close()
+
+
+def _pending(two: tuple[Path, Path, Path]) -> tuple[Registry, str, int, int, KnownFiles]:
+    root, _, _ = two
     r = _fresh(root)
-    m = r.resolve("m")
-    seg = next(s for s in r._manifest(m.id).files[0].segments if s.tensor == BIG)
-    h = r._io.header(seg.id)
-    bb = h.block_elements * 4
+    seg = next(s for s in r._manifest(r.resolve("m").id).files[0].segments if s.tensor == BIG)
     known = r._io.known
     assert known is not None
-    def block(i: int) -> bytes | None:
-        out = bytearray(min(bb, seg.size - i * bb))
-        return bytes(out) if known.read_block(seg.id, i, bb, len(h.blocks),
-                                              memoryview(out)) else None
+    return r, seg.id, seg.size, r._io.header(seg.id).block_elements * 4, known
 
-    first = block(0)
-    assert first is not None and first == bytes(r._io.decode_block_at(seg.id, 0, cached=False))
+
+def _read(known: KnownFiles, check: Pending | None, oid: str, size: int, bb: int, i: int
+          ) -> bytes | None:
+    out = bytearray(min(bb, size - i * bb))
+    nblocks = -(-size // bb)
+    return bytes(out) if known.read_block(oid, i, bb, nblocks, memoryview(out), check) else None
+
+
+def test_pending_hashes_blocks_in_any_order_and_reads_the_rest(
+        two: tuple[Path, Path, Path]) -> None:
+    """Blocks read out of turn are held (up to HOLD) or read again by verify; blocks
+    never read are read by verify: the whole is hashed once, whatever the order."""
+    r, oid, size, bb, known = _pending(two)
+    assert _read(known, None, oid, size, bb, 0) is None  # a larger tensor: only via a check
+    for order in ([2, 1, 0], [1], [], [0, 2]):
+        check = known.pending(oid, bb)
+        assert check is not None and HOLD >= 1
+        for i in order:
+            got = _read(known, check, oid, size, bb, i)
+            assert got == bytes(r._io.decode_block_at(oid, i, cached=False))
+        assert check.verify(), order
+    r.close()
+
+
+def test_pending_fails_on_a_change_after_the_blocks_were_read(
+        two: tuple[Path, Path, Path]) -> None:
+    """A block changed after the encode read it still fails verify when verify reads it
+    (a block not read yet), and the file is then given up in this process."""
+    root, a, _ = two
+    r, oid, size, bb, known = _pending(two)
+    check = known.pending(oid, bb)
+    assert check is not None
+    assert _read(known, check, oid, size, bb, 0) is not None
     rec = json.loads((root / ".modelvc" / "cache" / "files.json").read_bytes())
-    data_start = next(off for oid, off, _ in rec["files"][0]["tensors"] if oid == seg.id)
-    _same_stat_edit(a, data_start + bb + 5)  # inside block 1
-    assert block(1) is None
-    assert block(2) == bytes(r._io.decode_block_at(seg.id, 2, cached=False))
+    data_start = next(off for o, off, _ in rec["files"][0]["tensors"] if o == oid)
+    _same_stat_edit(a, data_start + 2 * bb + 5)  # inside block 2, not read yet
+    assert not check.verify()
+    assert known.pending(oid, bb) is None
     r.close()
 
 
@@ -212,32 +250,3 @@ def test_small_tensors_are_not_recorded(reg: Registry, tmp_path: Path) -> None:
     rec = json.loads(Path(reg.location, "cache", "files.json").read_bytes())
     sizes = sorted(n for _, _, n in rec["files"][0]["tensors"])
     assert sizes == [16384, 76800]
-
-
-def test_prepare_checks_a_tensor_whole_once_before_its_blocks(
-        two: tuple[Path, Path, Path]) -> None:
-    """prepare (the encoder's up-front check of a reference and its own reference, on
-    two threads) is the same once-per-object whole check read_block makes: a file
-    changed before it serves no block, a block changed after it fails its own hash."""
-    root, a, _ = two
-    r = _fresh(root)
-    seg = next(s for s in r._manifest(r.resolve("m").id).files[0].segments if s.tensor == BIG)
-    h = r._io.header(seg.id)
-    bb = h.block_elements * 4
-    known = r._io.known
-    assert known is not None
-
-    def block(k: KnownFiles, i: int) -> bytes | None:
-        out = bytearray(min(bb, seg.size - i * bb))
-        return bytes(out) if k.read_block(seg.id, i, bb, len(h.blocks), memoryview(out)) else None
-
-    rec = json.loads((root / ".modelvc" / "cache" / "files.json").read_bytes())
-    data_start = next(off for oid, off, _ in rec["files"][0]["tensors"] if oid == seg.id)
-    known.prepare(seg.id, bb)
-    _same_stat_edit(a, data_start + 5)  # inside block 0, after the whole check
-    assert block(known, 0) is None
-    assert block(known, 1) == bytes(r._io.decode_block_at(seg.id, 1, cached=False))
-    fresh = KnownFiles(known.path)  # another process: the file is now changed
-    fresh.prepare(seg.id, bb)
-    assert block(fresh, 1) is None
-    r.close()

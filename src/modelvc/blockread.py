@@ -19,7 +19,7 @@ from .codec.buffers import POOL, Bytes
 from .codec.header import BlockInfo
 from .codec.planes import scratch_buffers
 from .errors import CorruptObject
-from .filecache import KnownFiles
+from .filecache import KnownFiles, Pending
 from .objects.base import ObjectStore
 
 _ZEROS = memoryview(bytes(BLOCK_ELEMENTS))
@@ -60,17 +60,20 @@ class BlockReader:
         decoded in one pass (codec.decode_chain). Kept in the block cache."""
         return self._block(oid, i, cached=cached, lease=False)[0]
 
-    def reference_block(self, oid: str, i: int) -> tuple[bytes | memoryview, Bytes | None]:
+    def reference_block(self, oid: str, i: int, check: Pending | None = None
+                        ) -> tuple[bytes | memoryview, Bytes | None]:
         """Block i of a delta's reference, as decode_block_at gives it, or read from a
-        file on disk that holds its bytes (filecache.py, verified by hash there): a
-        fresh process then skips decoding the reference's chain cold. Only the encoder
-        reads this way; checkout and verify decode the store, so damage there shows.
+        file on disk that holds its bytes (filecache.py: a single block verified by
+        hash there, a block of a larger tensor fed to CHECK, which the encoder verifies
+        before it keeps what it encoded): a fresh process then skips decoding the
+        reference's chain cold. Only the encoder reads this way; checkout and verify
+        decode the store, so damage there shows.
         (data, lease) as lease_block: POOL.give a lease that is not None when done."""
         h = self.header(oid)
         hit = self.blocks.get(oid, i, span(h))
         if hit is not None:
             return hit, None
-        got = self._from_file(oid, i, h)
+        got = self._from_file(oid, i, h, check)
         return got if got is not None else (self.decode_block_at(oid, i), None)
 
     def lease_block(self, oid: str, i: int, *, cached: bool = True
@@ -168,7 +171,8 @@ class BlockReader:
                                 "against it says")
         return out
 
-    def bf16_prediction(self, oid: str, i: int) -> tuple[memoryview, Bytes]:
+    def bf16_prediction(self, oid: str, i: int, check: Pending | None = None
+                        ) -> tuple[memoryview, Bytes]:
         """The BF16 cast prediction of block i of an F32 tensor object (what an export
         of it is encoded against), computed in the same pass as the F32 block's chain
         (or from a file holding its bytes, as reference_block): no F32 block is
@@ -179,7 +183,7 @@ class BlockReader:
         n = h.blocks[i].elements if i < len(h.blocks) else 0
         lease = POOL.take(2 * n)
         hit = self.blocks.get(oid, i, span(h))  # e.g. the version just committed
-        got = self._from_file(oid, i, h) if hit is None else None
+        got = self._from_file(oid, i, h, check) if hit is None else None
         if hit is not None or got is not None:
             kernels.cast_bf16(lease[: 2 * n], hit if got is None else got[0])
             if got is not None:
@@ -198,17 +202,17 @@ class BlockReader:
                                cast_planes=(zero, zero), out=lease)
         return out, lease
 
-    def _from_file(self, oid: str, i: int, h: TensorHeader
+    def _from_file(self, oid: str, i: int, h: TensorHeader, check: Pending | None
                    ) -> tuple[memoryview, Bytes] | None:
         """Block i of OID from a file on disk known to hold its bytes (filecache.py:
-        verified by hash there), read into pooled memory: (data, lease); or None."""
+        see reference_block), read into pooled memory: (data, lease); or None."""
         if self.known is None or i >= len(h.blocks):
             return None
         size = h.blocks[i].elements * dtype_info(h.dtype).itemsize
         lease = POOL.take(size)
         data = lease[:size].data
         if not self.known.read_block(oid, i, h.block_elements * dtype_info(h.dtype).itemsize,
-                                     len(h.blocks), data):
+                                     len(h.blocks), data, check):
             POOL.give(lease)
             return None
         return data.toreadonly(), lease

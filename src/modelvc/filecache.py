@@ -3,13 +3,16 @@ committed from or checked out to), so a fresh process reads a delta's reference 
 such a file instead of decoding its chain cold.
 
 A cache, never a source of truth: a record (path, size, mtime_ns, inode, device, and
-per tensor object its byte range in the file) only says where to look. Bytes are used
-only after they hash to what they must be: a tensor of one block whole against its
-object id (BLAKE3 of the decoded bytes, as every id); a tensor of several blocks is
-first read whole once, its id checked and each block's BLAKE3 noted, then every block
-is checked against its note when it is read. A file that changed, was truncated or
-was replaced fails the stat check or the hash, and the reader decodes the chain as it
-would without this cache. The record lives in the registry folder (cache/files.json),
+per tensor object its byte range in the file) only says where to look. What is encoded
+against such bytes is kept only once they hash to what they must be: a tensor of one
+block is checked whole against its object id (BLAKE3 of the decoded bytes, as every id)
+before it is used; the blocks of a larger tensor are used as the encoder reads them, and
+hashed in order on the way (`Pending`: one read and one hash of the reference, where a
+check first read it whole and then hashed every block again), and the encoder keeps
+its result only when `Pending.verify` finds the whole was the object's bytes, else
+encodes again from the store. A file that changed, was truncated or was replaced fails
+the stat check or the hash, and the reader decodes the chain as it would without this
+cache. The record lives in the registry folder (cache/files.json),
 newest files last, written by atomic rename; losing it costs only speed.
 """
 
@@ -27,12 +30,16 @@ from typing import Any
 import blake3
 
 from .atomic import atomic_write
-from .codec.buffers import POOL
+from .codec.buffers import POOL, Bytes
 from .errors import StorageError
 from .manifest import SegmentRef
 
 MAX_FILES = 16  # the files remembered: a few checkpoints back, of a few models
 FORMAT = 1
+# Blocks a Pending check copies while an earlier block is still being read (two
+# encoding threads are at most a block or two apart); any further one is read again
+# from the file by `verify`.
+HOLD = 2
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,6 @@ class KnownFiles:
         self.path = path  # the JSON record
         self._where: dict[str, Where] | None = None  # read on first lookup
         self._noted: list[dict[str, Any]] = []  # files to add at save()
-        self._digests: dict[str, list[bytes] | None] = {}  # multi-block: verified notes
-        self._once: dict[str, threading.Lock] = {}  # per object: its notes made once
         self._dead: set[str] = set()  # files found changed in this process
         self._lock = threading.Lock()
 
@@ -95,10 +100,12 @@ class KnownFiles:
         return self._where
 
     def read_block(self, oid: str, i: int, block_bytes: int, nblocks: int,
-                   out: memoryview) -> bool:
+                   out: memoryview, check: Pending | None = None) -> bool:
         """Read block i (BLOCK_BYTES each, NBLOCKS in all; len(OUT) bytes) of tensor
-        object OID from a known file into OUT, verified; False when no file holds it
-        unchanged (OUT's contents are then undefined)."""
+        object OID from a known file into OUT; False when no file holds it unchanged
+        (OUT's contents are then undefined). A single block is verified here; a block
+        of a larger tensor only through CHECK (`pending`), which it feeds: without one
+        it is not read."""
         with self._lock:
             w = self._index().get(oid)
         if w is None or w.path in self._dead:
@@ -109,44 +116,21 @@ class KnownFiles:
         if nblocks == 1:
             return (self._read(w, w.offset, out)
                     and blake3.blake3(out).hexdigest() == oid)
-        notes = self._checked(oid, w, block_bytes)
-        return (notes is not None and i < len(notes) and self._read(w, w.offset + lo, out)
-                and blake3.blake3(out).digest() == notes[i])
+        if check is None or check.oid != oid or check.where != w:
+            return False
+        if not self._read(w, w.offset + lo, out):
+            return False
+        check.add(i, out)
+        return True
 
-    def prepare(self, oid: str, block_bytes: int) -> None:
-        """Make the one-time whole check of a multi-block OID now (a delta's encoder
-        asks for its reference and the reference's own reference on two threads at
-        once; block by block, each block's encode would wait for both in turn)."""
+    def pending(self, oid: str, block_bytes: int) -> Pending | None:
+        """The check an encode's reads of multi-block OID feed (see Pending), or None
+        when no file is known to hold OID unchanged, or OID is a single block."""
         with self._lock:
             w = self._index().get(oid)
-        if w is not None and w.length > block_bytes and w.path not in self._dead:
-            self._checked(oid, w, block_bytes)
-
-    def _checked(self, oid: str, w: Where, block_bytes: int) -> list[bytes] | None:
-        """OID's block notes, made once per object (under its own lock, not the lock of
-        every object: two objects are checked on two threads at once)."""
-        with self._lock:
-            once = self._once.setdefault(oid, threading.Lock())
-        with once:
-            if oid not in self._digests:
-                self._digests[oid] = self._notes(oid, w, block_bytes)
-            return self._digests[oid]
-
-    def _notes(self, oid: str, w: Where, block_bytes: int) -> list[bytes] | None:
-        """Each block's BLAKE3, from one read of the whole range whose BLAKE3 is OID."""
-        whole = blake3.blake3()
-        notes = []
-        lease = POOL.take(block_bytes)
-        try:
-            for lo in range(0, w.length, block_bytes):
-                piece = lease[: min(block_bytes, w.length - lo)].data
-                if not self._read(w, w.offset + lo, piece):
-                    return None
-                whole.update(piece)
-                notes.append(blake3.blake3(piece).digest())
-        finally:
-            POOL.give(lease)
-        return notes if whole.hexdigest() == oid else None
+        if w is None or w.length <= block_bytes or w.path in self._dead:
+            return None
+        return Pending(self, oid, w, block_bytes)
 
     def _read(self, w: Where, offset: int, out: memoryview) -> bool:
         """Fill OUT from OFFSET of W's file, if it is still the file recorded."""
@@ -192,3 +176,86 @@ class KnownFiles:
         except (OSError, StorageError):
             pass
         self._where = None
+
+
+class Pending:
+    """One encode's reads of a multi-block tensor from a file, used before they are
+    checked: each block read is hashed in order (BLAKE3 of the whole, as the object id)
+    by whichever thread brings the next one; a block read ahead of its turn is copied
+    (up to HOLD of them). `verify`, after the encode's last block, hashes whatever was
+    not (blocks not read, or read from elsewhere) from the file and says whether the
+    whole was OID's bytes; if not, the file is given up and the encode is done again."""
+
+    def __init__(self, files: KnownFiles, oid: str, where: Where, block_bytes: int) -> None:
+        self.files = files
+        self.oid = oid
+        self.where = where
+        self.block_bytes = block_bytes
+        self._h = blake3.blake3()
+        self._next = 0  # blocks hashed, in order
+        self._held: dict[int, tuple[Bytes, int]] = {}  # block -> (pooled copy, length)
+        self._busy = False  # a thread is hashing: the others only leave their block
+        self._closed = False  # verified: nothing is added any more
+        self._cond = threading.Condition()
+
+    def add(self, i: int, data: memoryview) -> None:
+        with self._cond:
+            if self._closed or i < self._next or i in self._held:
+                return  # read again (a retry): hashed or held already
+            if self._busy or i != self._next:
+                if len(self._held) < HOLD:
+                    copy = POOL.take(len(data))
+                    copy.data[: len(data)] = data
+                    self._held[i] = (copy, len(data))
+                return
+            self._busy = True
+        self._drain(data)
+
+    def _drain(self, data: memoryview) -> None:
+        """Hash DATA (the next block), then any held blocks that follow it."""
+        piece: memoryview | None = data
+        lease: Bytes | None = None
+        while piece is not None:
+            self._h.update(piece)  # outside the lock: the other thread reads meanwhile
+            if lease is not None:
+                POOL.give(lease)
+            with self._cond:
+                self._next += 1
+                held = self._held.pop(self._next, None)
+                if held is None:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
+            lease = held[0]
+            piece = lease[: held[1]].data
+
+    def verify(self) -> bool:
+        """Whether every byte of the file's range was OID's (reading what was not hashed
+        yet); on a mismatch the file is not used again in this process."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+            self._closed = True
+        w, bb = self.where, self.block_bytes
+        lease = POOL.take(bb)
+        try:
+            for lo in range(self._next * bb, w.length, bb):
+                i = lo // bb
+                held = self._held.pop(i, None)
+                if held is not None:
+                    self._h.update(held[0][: held[1]].data)
+                    POOL.give(held[0])
+                    continue
+                piece = lease[: min(bb, w.length - lo)].data
+                if not self.files._read(w, w.offset + lo, piece):
+                    return False
+                self._h.update(piece)
+        finally:
+            POOL.give(lease)
+            for copy, _ in self._held.values():
+                POOL.give(copy)
+            self._held.clear()
+        ok = self._h.hexdigest() == self.oid
+        if not ok:
+            self.files._dead.add(w.path)
+        return ok

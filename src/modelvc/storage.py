@@ -51,7 +51,7 @@ from .codec.buffers import POOL, Bytes
 from .codec.header import MAGIC as TENSOR_MAGIC
 from .codec.header import TAIL_GUESS
 from .errors import CorruptObject
-from .filecache import KnownFiles
+from .filecache import KnownFiles, Pending
 from .meta.api import ObjectRow
 from .objects.base import ObjectStore, flush, get_tail
 from .objects.pending import PendingStore
@@ -352,6 +352,17 @@ class ObjectIO(BlockReader):
         # The reference's own reference, for "extrap" blocks (same dtype all along).
         grand = ref_h.ref if ref_h and ref_h.dtype == dtype and ref_h.ref_dtype == dtype else None
 
+        # Multi-block references read from files on disk: used as read, verified whole
+        # after the last block (filecache.Pending); emptied to encode again without them.
+        checks: dict[str, Pending] = {}
+        known = self.known if nblocks > 1 else None
+        for o in (ref, grand):
+            if known is not None and o is not None:
+                oh = self.header(o)
+                c = known.pending(o, oh.block_elements * dtype_info(oh.dtype).itemsize)
+                if c is not None:
+                    checks[o] = c
+
         def enc(i: int) -> tuple[str, bytes]:
             lo, hi = i * BLOCK_ELEMENTS, min(numel, (i + 1) * BLOCK_ELEMENTS)
             raw = read(lo * size, (hi - lo) * size)
@@ -361,7 +372,7 @@ class ObjectIO(BlockReader):
                 self.blocks.put(cache_as, i, BLOCK_ELEMENTS * size, raw, low=cache_low)
             if ref is not None and (ref_code, dtype) == ("F32", "BF16"):
                 # An export: encoded against its parent's prediction, made in one pass.
-                pred, lease = self.bf16_prediction(ref, i)
+                pred, lease = self.bf16_prediction(ref, i, checks.get(ref))
                 try:
                     return encode_block(raw, dtype, ref=pred, ref_code=ref_code,
                                         predicted=True)
@@ -369,8 +380,9 @@ class ObjectIO(BlockReader):
                     POOL.give(lease)
             rb2, held2 = None, None
             if grand is not None and ref_h is not None and ref_h.blocks[i].mode in STEP_MODES:
-                rb2, held2 = self.reference_block(grand, i)  # first: then ref's decode hits it
-            rb, held = self.reference_block(ref, i) if ref else (None, None)
+                # First: then ref's decode hits it.
+                rb2, held2 = self.reference_block(grand, i, checks.get(grand))
+            rb, held = self.reference_block(ref, i, checks.get(ref)) if ref else (None, None)
             try:
                 return encode_block(raw, dtype, ref=rb, ref_code=ref_code, ref2=rb2)
             finally:
@@ -379,17 +391,20 @@ class ObjectIO(BlockReader):
                         POOL.give(held_lease)
 
         pool = self.executor if nblocks > 1 else None
-        if pool is not None and self.known is not None and ref is not None:
-            # References read from files are checked whole once: both at once, first.
-            for o in (ref, grand) if grand is not None else (ref,):
-                oh = self.header(o)
-                pool.submit(self.known.prepare, o,
-                            oh.block_elements * dtype_info(oh.dtype).itemsize)
         sink: BinaryIO = tempfile.TemporaryFile() if big else io.BytesIO()  # noqa: SIM115
         with sink:
-            writer = TensorObjectWriter(sink, dtype, shape, ref_id=ref, ref_code=ref_code)
-            for mode, payload in windowed(pool, range(nblocks), enc):
-                writer.add_block(mode, payload)
+            while True:
+                writer = TensorObjectWriter(sink, dtype, shape, ref_id=ref, ref_code=ref_code)
+                for mode, payload in windowed(pool, range(nblocks), enc):
+                    writer.add_block(mode, payload)
+                if all(c.verify() for c in checks.values()):
+                    break
+                # A file no longer held a reference's bytes (changed in place with its
+                # stat put back): what was encoded against them is dropped, and the
+                # reference is decoded from the store (its file is given up).
+                checks.clear()
+                sink.seek(0)
+                sink.truncate()
             yield writer.finish(), sink
 
     def reencode(self, oid: str, ref: str | None, *, raw: bytes | None = None) -> ObjectRow:
