@@ -24,7 +24,6 @@ import contextlib
 import importlib
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -101,7 +100,6 @@ class Zygote:
         theirs.close()
         self.sock = ours
         self.lock = threading.Lock()
-        _live.append(self)
         atexit.register(self.close)
 
     def _ask(self, req: dict[str, object], fds: Sequence[int] = ()) -> dict[str, object]:
@@ -140,23 +138,12 @@ class Zygote:
         assert isinstance(pid, int)
         return Forked(self, pid, open(out_r), open(err_r), list(argv))
 
-    def children_cpu(self) -> float:
-        """User + system CPU of the children this zygote has reaped."""
-        try:
-            cpu = self._ask({"op": "rusage"})["cpu"]
-        except (OSError, RuntimeError):
-            return 0.0
-        assert isinstance(cpu, float)
-        return cpu
-
     def status(self, pid: int) -> int | None:
         code = self._ask({"op": "status", "pid": pid})["code"]
         assert code is None or isinstance(code, int)
         return code
 
     def close(self) -> None:
-        if self in _live:
-            _live.remove(self)
         self.sock.close()
         try:
             self.proc.wait(30)
@@ -166,19 +153,10 @@ class Zygote:
 
 
 _zygote: Zygote | None = None
-_live: list[Zygote] = []
-
-
-def children_cpu() -> float:
-    """CPU of the children the running zygotes have reaped: tests/services/modtime.py
-    adds it to a test's subprocess CPU (a zygote's children count in this process's
-    RUSAGE_CHILDREN only once the zygote itself is reaped)."""
-    return sum(z.children_cpu() for z in list(_live))
 
 
 def stop() -> None:
-    """Stop the zygote (if started): its children's CPU then shows in this process's
-    RUSAGE_CHILDREN (tests/services/modtime.py), as a subprocess's does."""
+    """Stop the zygote (if started): it reaps its children as they end, then exits."""
     global _zygote
     if _zygote is not None:
         _zygote.close()
@@ -261,9 +239,6 @@ def serve(sock: socket.socket) -> None:
                 for fd in fds:
                     os.close(fd)
                 reply = {"pid": pid}
-            elif req["op"] == "rusage":
-                ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-                reply = {"cpu": float(ru.ru_utime + ru.ru_stime)}
             elif req["op"] == "status":
                 done, status = os.waitpid(req["pid"], os.WNOHANG)
                 reply = {"code": os.waitstatus_to_exitcode(status) if done else None}
