@@ -1,4 +1,4 @@
-"""Fixtures: registries with a few versions of a small model, and a real server."""
+"""Fixtures: registries with a few versions of a small model, and real servers."""
 
 from __future__ import annotations
 
@@ -59,3 +59,20 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerPr
     proc = ServerProcess(tmp_path / "served", tmp_path / "server.log").start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def served(tmp_path: Path, request: pytest.FixtureRequest
+           ) -> Iterator[tuple[ServerProcess, str]]:
+    """A `modelvc server` over a fresh registry and a writer token for `big` (subject
+    "wes"). Stopped with SIGTERM after the test, or killed (-9) in a module that sets
+    `SERVED_KILL = True` (test_interrupted.py, whose tests cut pushes and pulls and
+    kill the server themselves: nothing of its shutdown is checked there)."""
+    Registry.init(tmp_path / "served").close()
+    token = grant_token(tmp_path / "served", "wes", "writer", "big")
+    server = ServerProcess(tmp_path / "served", tmp_path / "server.log").start()
+    yield server, token
+    if getattr(request.module, "SERVED_KILL", False):
+        server.kill()
+    else:
+        server.stop()

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from safetensors.numpy import save_file
 from modelvc.errors import ModelNotFound
 from modelvc.registry import Registry
 from modelvc.transfer import push
-from tests.services.server import ServerProcess, grant_token
+from tests.services.server import ServerProcess
 
 SIGNAL_AT = Path(__file__).parents[1] / "signal_at.py"
 AT = "return:mark:2"  # the object's first 8 MiB chunk went (of four)
@@ -54,14 +53,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "src"
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
-    """A `modelvc server` over a fresh registry and a writer token for `big`."""
-    Registry.init(tmp_path / "served").close()
-    token = grant_token(tmp_path / "served", "wes", "writer", "big")
-    server = ServerProcess(tmp_path / "served", tmp_path / "server.log").start()
-    yield server, token
-    server.kill()
+SERVED_KILL = True  # conftest.py's `served` ends with kill -9, not SIGTERM
 
 
 def _cli(registry: Path, *args: str, token: str, at: str | None = None,

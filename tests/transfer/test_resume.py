@@ -53,16 +53,6 @@ def _big(reg: Registry) -> ObjectRow:
     return max(rows, key=lambda r: r.stored_size)
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
-    """A `modelvc server` over a fresh registry and a writer token (subject "wes")."""
-    Registry.init(tmp_path / "served").close()
-    token = grant_token(tmp_path / "served", "wes", "writer", "big")
-    server = ServerProcess(tmp_path / "served", tmp_path / "server.log").start()
-    yield server, token
-    server.stop()
-
-
 def _kill(server: ServerProcess) -> None:
     """kill -9: the server gets no chance to clean up."""
     assert server.proc is not None
