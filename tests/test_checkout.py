@@ -119,3 +119,30 @@ def test_an_object_repaired_by_another_process_during_checkout_is_written_whole(
         fresh.checkout("m@v1", dest, progress=progress)
     assert repaired
     assert dest.read_bytes() == src.read_bytes()
+
+
+def test_a_damaged_object_is_named_with_the_version_file_and_what_to_do(
+        reg: Registry, tmp_path: Path) -> None:
+    """A read that meets a damaged object (a streamed tensor of two blocks here) says
+    which version, file and tensor the user asked for, not only the object id, and
+    what to do about it; checkout and load alike."""
+    rng = np.random.default_rng(2)
+    src = tmp_path / "a.safetensors"
+    save_file({"w": rng.standard_normal(BLOCK_ELEMENTS + 1000).astype(np.float32),
+               "b": np.zeros(8, np.float32)}, str(src))
+    reg.commit(src, model="m")
+    seg = next(s for s in reg.manifest("m@v1").files[0].segments if s.tensor == "w")
+    block = reg._io.header(seg.id).blocks[0]
+    assert len(reg._io.header(seg.id).blocks) == 2  # checkout streams it
+    flip_byte(reg._store, seg.id, block.offset + block.length // 2, 0x10)
+    with Registry.open(reg._layout.root) as fresh:
+        with pytest.raises(CorruptObject) as err:
+            fresh.checkout("m@v1", tmp_path / "out")
+        said = str(err.value)
+        assert "m@v1" in said and "a.safetensors" in said and seg.id[:12] in said, said
+        assert "modelvc verify" in (err.value.hint or ""), said
+        with pytest.raises(CorruptObject) as err:
+            fresh.load("m@v1")["w"]
+        said = str(err.value)
+        assert "m@v1" in said and "a.safetensors" in said and "'w'" in said, said
+        assert "modelvc verify" in (err.value.hint or ""), said

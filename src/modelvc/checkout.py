@@ -7,7 +7,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -22,6 +22,7 @@ from .errors import (
     Corrupt,
     CorruptObject,
     DiskFull,
+    ObjectNotFound,
     PathNotFound,
     StorageError,
     UsageError,
@@ -35,6 +36,25 @@ from .storage import MIN_DELTA_BYTES, ObjectIO
 # less; with only 4 in flight the pool idled behind a slow one (8: ~15% faster checkouts
 # of exports; memory is 8 such blocks at most, multi-block tensors stream).
 AHEAD = 8
+# What to do when a read meets a damaged or missing object (see `reading`)
+READ_HINT = ("run `modelvc verify` to see which objects are damaged and which versions "
+             "they break, then `modelvc verify --repair` (it rebuilds what still decodes "
+             "and says what to do with the rest)")
+
+
+@contextmanager
+def reading(what: str) -> Iterator[None]:
+    """Name WHAT the user asked for (version, file, tensor) in the error of a damaged or
+    missing object met while reading it: the object id alone says nothing to them. An
+    error that says what to do already (an object replaced mid-read: run it again)
+    keeps its hint; the others get READ_HINT."""
+    try:
+        yield
+    except (CorruptObject, ObjectNotFound) as exc:
+        exc.message = f"{what}: {exc.message}"
+        exc.args = (exc.message,)
+        exc.hint = exc.hint or READ_HINT
+        raise
 
 
 @dataclass(frozen=True)
@@ -60,8 +80,10 @@ def checkout(
     *,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
+    label: str = "the version",
 ) -> CheckoutResult:
-    """Write the version into DEST (a folder; for a one-file version, DEST may be a file)."""
+    """Write the version into DEST (a folder; for a one-file version, DEST may be a file).
+    LABEL (`m@v3`) names it in errors."""
     tick = progress or (lambda n: None)
     single = manifest.kind == "file" and len(manifest.files) == 1
     if single and not dest.is_dir() and (dest.suffix or dest.exists()):
@@ -83,7 +105,8 @@ def checkout(
             )
     total = 0
     for entry, target in targets:
-        _write_file(io, pool, entry, target, tick)
+        with reading(f"{label}, {entry.path}"):
+            _write_file(io, pool, entry, target, tick)
         total += entry.size
     return CheckoutResult(dest, len(targets), total)
 
@@ -200,19 +223,21 @@ def _name_corrupt(io: ObjectIO, entry: FileEntry) -> None:
     for seg in entry.segments:
         for _ in io.iter_object(seg.id, seg.tensor is not None, cached=False):
             pass
-    raise CorruptObject(f"{entry.path} does not rebuild from its recorded objects")
+    raise CorruptObject("the file does not rebuild from its recorded objects")
 
 
 class TensorDict(Mapping[str, Any]):
     """Tensors of a version by name, decoded one at a time when accessed."""
 
     def __init__(self, io: ObjectIO, manifest: Manifest, *, framework: str = "numpy",
-                 file: str | None = None) -> None:
+                 file: str | None = None, label: str = "the version") -> None:
         if framework not in ("numpy", "torch"):
             raise UsageError(f"unknown framework {framework!r}: use 'numpy' or 'torch'")
         self._io = io
         self._framework = framework
+        self._label = label  # `m@v3`, in errors
         self._segs: dict[str, SegmentRef] = {}
+        self._paths: dict[str, str] = {}  # tensor key -> its file
         if file is not None and all(f.path != file for f in manifest.files):
             names = ", ".join(f.path for f in manifest.files[:10])
             raise PathNotFound(f"the version has no file {file!r}",
@@ -225,10 +250,12 @@ class TensorDict(Mapping[str, Any]):
                 assert s.tensor is not None
                 key = f"{f.path}:{s.tensor}" if many and file is None else s.tensor
                 self._segs[key] = s
+                self._paths[key] = f.path
 
     def __getitem__(self, name: str) -> Any:
         seg = self._segs[name]
-        raw = self._io.read_tensor(seg.id)
+        with self.reading(name):
+            raw = self._io.read_tensor(seg.id)
         return to_array(raw, seg.dtype or "U8", seg.shape or (), self._framework)
 
     def __iter__(self) -> Iterator[str]:
@@ -239,6 +266,11 @@ class TensorDict(Mapping[str, Any]):
 
     def info(self, name: str) -> SegmentRef:
         return self._segs[name]
+
+    def reading(self, name: str) -> AbstractContextManager[None]:
+        """Errors met reading tensor NAME name the version, its file and the tensor."""
+        seg = self._segs[name]
+        return reading(f"{self._label}, {self._paths[name]}, tensor {seg.tensor!r}")
 
 
 def to_array(raw: bytes, dtype: str, shape: tuple[int, ...], framework: str = "numpy") -> Any:

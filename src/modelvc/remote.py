@@ -272,10 +272,12 @@ class RemoteTensorDict(TensorDict):
 
     def __init__(self, remote: RemoteRegistry, v: VersionRow, manifest: Manifest, *,
                  framework: str, file: str | None) -> None:
-        super().__init__(cast(ObjectIO, None), manifest, framework=framework, file=file)
+        super().__init__(cast(ObjectIO, None), manifest, framework=framework, file=file,
+                         label=f"{v.model}@v{v.number}")
         self._remote, self._v = remote, v
 
     def __getitem__(self, name: str) -> Any:
         seg: SegmentRef = self._segs[name]
-        raw = self._remote._tensor_bytes(self._v, seg.id)
+        with self.reading(name):
+            raw = self._remote._tensor_bytes(self._v, seg.id)
         return to_array(raw, seg.dtype or "U8", seg.shape or (), self._framework)

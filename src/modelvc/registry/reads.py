@@ -65,7 +65,8 @@ class ReadOps(RegistryParts):
 
         from ..checkout import checkout
 
-        out = checkout(self._io, self._jobs, m, Path(dest), force=force, progress=tick)
+        out = checkout(self._io, self._jobs, m, Path(dest), force=force, progress=tick,
+                       label=f"{v.model}@v{v.number}")
         if self._io.known is not None:
             self._io.known.save()  # the files written: a later commit's references
         return out
@@ -76,7 +77,8 @@ class ReadOps(RegistryParts):
         self._trust.check(v)
         from ..checkout import TensorDict
 
-        return TensorDict(self._io, self._manifest(v.id), framework=framework, file=file)
+        return TensorDict(self._io, self._manifest(v.id), framework=framework, file=file,
+                          label=f"{v.model}@v{v.number}")
 
     def diff(self, a: str, b: str, *, numeric: bool = True,
              progress: Callable[[int, int], None] | None = None) -> VersionDiff:
