@@ -347,3 +347,33 @@ def test_another_writer_cannot_touch_my_run_or_staged_files(as_user: Server,
     assert got.content == path.read_bytes()
     b.create_registered_model("bobs")
     assert b.create_model_version("bobs", f"runs:/{run.info.run_id}/w").version == "1"
+
+
+def test_a_role_on_another_model_is_refused_before_the_body_is_interpreted(
+        as_user: Server) -> None:
+    # The early role check of a registered-model or model-version route is on the
+    # model the request names (its `name`), not on "some model": a role bound to, or a
+    # token capped to, model `mine` is refused for `theirs` before the handler
+    # validates any other field (before, a 400 named the body's missing fields).
+    import httpx
+
+    from tests.services.server import grant_token
+
+    _client(as_user).create_registered_model("mine")
+    bound = grant_token(as_user.registry, "dave", "promoter", scope="mine")
+    capped = grant_token(as_user.registry, "erin", "promoter", scopes=["promoter:mine"])
+    api = f"{as_user.url}/api/2.0/mlflow"
+    calls = [("POST", "model-versions/create", {}),  # no source
+             ("POST", "registered-models/alias", {"version": "1"}),  # no alias
+             ("GET", "registered-models/alias", {})]  # no alias
+    for token in (bound, capped):
+        h = {"Authorization": f"Bearer {token}"}
+        for method, path, rest in calls:
+            for model, want in (("theirs", 403), ("mine", 400)):
+                body = {"name": model, **rest}
+                r = httpx.request(method, f"{api}/{path}", headers=h,
+                                  **({"params": body} if method == "GET" else {"json": body}))
+                assert r.status_code == want, (token == capped, path, model, r.text)
+                if want == 403:
+                    assert r.json()["error_code"] == "PERMISSION_DENIED"
+                    assert "theirs" in r.json()["message"]

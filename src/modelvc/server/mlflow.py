@@ -180,6 +180,8 @@ class Ctx:
 
 Handler = Callable[[Ctx, dict[str, Any]], dict[str, Any]]
 TABLE: list[tuple[str, str, str | None, Handler]] = []
+# Routes about one registered model, named by the request's `name` (all but the searches)
+MODEL_ROUTES = ("/registered-models/", "/model-versions/")
 
 
 def api(method: str, path: str, least: str | None) -> Callable[[Handler], Handler]:
@@ -187,7 +189,10 @@ def api(method: str, path: str, least: str | None) -> Callable[[Handler], Handle
 
     LEAST is the weakest role that may call it at all (None: any caller), held on some
     model: the route checks it before it reads the body (the model is named in the
-    body, or the call is about experiments and runs, which belong to no model). The
+    body, or the call is about experiments and runs, which belong to no model). On a
+    route about one registered model (MODEL_ROUTES) it is checked again on the model the
+    request names, as soon as that is known: from the query (GET: before any body),
+    else once the body is parsed, before the handler validates any other field. The
     handler then checks the role it needs on what the body names."""
     def deco(fn: Handler) -> Handler:
         TABLE.append((method, path, least, fn))
@@ -204,8 +209,10 @@ def _params(request: Request) -> dict[str, Any]:
     return out
 
 
-def _route(fn: Handler, method: str, least: str | None
+def _route(fn: Handler, method: str, path: str, least: str | None
            ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    named = least is not None and path.startswith(MODEL_ROUTES)
+
     async def endpoint(request: Request) -> Response:
         state: ServerState = request.app.state.modelvc
         ctx = Ctx(request, authenticate(request, state), state)
@@ -223,6 +230,8 @@ def _route(fn: Handler, method: str, least: str | None
             if not isinstance(data, dict):
                 raise bad("the request body must be a JSON object")
             body.update(data)
+        if least is not None and named and isinstance(body.get("name"), str):
+            ctx.need(least, body["name"])  # a role on another model is not enough
         try:
             result = await run_in_threadpool(fn, ctx, body)
         except FilterError as exc:  # a search's filter, order_by or page the caller sent
@@ -235,7 +244,7 @@ def mount() -> None:
     """Add every registered handler to the router, then the catch-all 404s."""
     for method, path, least, fn in TABLE:
         for prefix in PREFIXES:
-            router.add_api_route(prefix + path, _route(fn, method, least), methods=[method],
+            router.add_api_route(prefix + path, _route(fn, method, path, least), methods=[method],
                                  include_in_schema=False)
 
     async def unknown(request: Request, rest: str) -> Response:
