@@ -12,8 +12,10 @@ run (same seeds, same losses):
      submit its folder with `run.submit(folder=...)`, what `ModelvcCallback` does by
      default (staged by hard links), T committing on the run's thread
      (`isolate=False`), C in the child process at the lowest CPU priority (the
-     default); the folder is then moved away at once (the Trainer's rotation with
-     save_total_limit=1), and kept to check each version bit-exact after the run.
+     default); in every pass the folder is then deleted at once (the Trainer's
+     rotation with save_total_limit=1: T's and C's staged links keep its bytes until
+     committed), its sha256 taken first, outside the timed loop, to check each version
+     bit-exact after the run (`--keep-folders`: every pass keeps its folders instead).
 
 Reported: stored bytes x raw bytes (target <= 0.35x); the time the training loop is held
 per checkpoint relative to save_pretrained alone (target <= 1.5x): A's commits (save +
@@ -28,6 +30,7 @@ every 5 ms, above the RSS just before it).
     python bench/checkpoints.py --checkpoints 5 --json out.json
     python bench/checkpoints.py --rounds 3           # S, T, C alternated 3 times
     python bench/checkpoints.py --max-pending 20     # T, C: no submit waits for a commit
+    python bench/checkpoints.py --keep-folders       # S, T, C keep their saved folders
 """
 
 from __future__ import annotations
@@ -130,13 +133,22 @@ def whole_loop(a: argparse.Namespace, work: Path, reg: Registry | None, name: st
                rows: list[dict[str, float]] | None) -> dict[str, float]:
     """One training run checkpointed every `every` steps: saved (S), or saved and its
     folder submitted to REG as ModelvcCallback does (T: committed on the run's thread,
-    C: by the child process at the lowest priority), each folder moved away at once
-    (the Trainer's rotation; kept aside to check the versions against). loop_s: the
-    loop's wall; drain_s: the wait at the end for the commits still pending; commit_cpu:
-    the commits' CPU (other threads, or the child process); bit_exact: every checkpoint
-    committed, each version's checkout equal to the file saved."""
+    C: by the child process at the lowest priority), each folder deleted at once (the
+    Trainer's rotation), the same in every pass. loop_s: the loop's wall; drain_s: the
+    wait at the end for the commits still pending; commit_cpu: the commits' CPU (other
+    threads, or the child process); bit_exact: every checkpoint committed, each
+    version's checkout equal to the file saved.
+
+    Why not keep the folders to compare: a saved file that stays costs the next saves
+    fresh page-cache pages, one deleted at once gives its pages back to the next save
+    (save_pretrained 0.12 s CPU instead of 0.03 s from the third kept checkpoint on,
+    with no commit at all: docs/benchmarks.md, session 9), so keeping them in T and C
+    but not in S charged the commits with the bench's own copies. Each file's sha256 is
+    taken outside the timed part (its wall and CPU are left out of the loop's)."""
     model, train = trainer(a)
     kept = work / "kept" / name
+    sums: list[str] = []
+    aside_cpu = 0.0  # the hashing's, left out of the loop's figures
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0, loop0 = time.process_time(), time.thread_time()
     r = reg.run(model="minilm-cls", branch="run", isolate=name == "C",
@@ -153,35 +165,41 @@ def whole_loop(a: argparse.Namespace, work: Path, reg: Registry | None, name: st
         if r is not None:
             r.submit(folder=dest, step=step)
         t3, c3 = time.perf_counter(), time.thread_time()
-        if r is not None:
+        hash_s = 0.0
+        if a.keep_folders:
             kept.mkdir(parents=True, exist_ok=True)
             dest.rename(kept / str(k))
         else:
-            shutil.rmtree(dest)
+            sums.append(file_sha(dest / "model.safetensors"))
+            hash_s = time.perf_counter() - t3
+            aside_cpu += time.thread_time() - c3
+            shutil.rmtree(dest)  # the rotation; T's and C's staged links keep the bytes
         t4 = time.perf_counter()
-        loop_s += t4 - t0
+        loop_s += t4 - t0 - hash_s
         if rows is not None:
             p = name.lower()
             rows[k].update({f"{p}_train_s": t1 - t0, f"{p}_save_s": t2 - t1,
                             f"{p}_submit_held_s": t3 - t2, f"{p}_submit_held_cpu": c3 - c2})
-    out = {"loop_s": loop_s, "loop_cpu": time.thread_time() - loop0}
+    out = {"loop_s": loop_s, "loop_cpu": time.thread_time() - loop0 - aside_cpu}
     if r is None or reg is None:
+        shutil.rmtree(kept, ignore_errors=True)
         return out
     t = time.perf_counter()
     r.__exit__(None, None, None)  # waits for the pending commits, tags, ends the child
     out["drain_s"] = time.perf_counter() - t
     kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out["commit_cpu"] = (time.process_time() - cpu0 - out["loop_cpu"]
+    out["commit_cpu"] = (time.process_time() - cpu0 - out["loop_cpu"] - aside_cpu
                          + kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime)
     vs = sorted(reg.versions("minilm-cls"), key=lambda v: v.number)
     same = len(vs) == a.checkpoints
     for k, v in enumerate(vs):
         co = work / "check"
         reg.checkout(f"minilm-cls@{v.id}", co)
-        same = same and (file_sha(co / "model.safetensors")
-                         == file_sha(kept / str(k) / "model.safetensors"))
+        want = (file_sha(kept / str(k) / "model.safetensors") if a.keep_folders
+                else sums[k])
+        same = same and file_sha(co / "model.safetensors") == want
         shutil.rmtree(co)
-    shutil.rmtree(kept)
+    shutil.rmtree(kept, ignore_errors=True)
     out["bit_exact"] = float(same)
     return out
 
@@ -203,6 +221,9 @@ def main() -> None:
                     help="rounds of the whole-loop passes S, T, C (alternated)")
     ap.add_argument("--max-pending", type=int, default=2,
                     help="T's and C's max_pending (the callback's default: 2)")
+    ap.add_argument("--keep-folders", action="store_true",
+                    help="S, T, C keep every saved folder (no rotation) and compare "
+                         "the versions with them")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.set_num_threads(1)  # a shared machine: one core for the run, one for the rest
