@@ -137,6 +137,12 @@ CLI_CACHE_MB = "16"
 # a one-shot command's peak RSS counts each of them. 16 MB each (cache and pool): a 91 MB
 # delta commit peaks ~20 MiB lower than with 32 at the same CPU (load 25, issue 13).
 CLI_POOL_MB = "16"
+# ... except for a checkout: its five decode threads (segments and a multi-block tensor's
+# blocks) hold ~100 MB of payloads, byte planes and blocks at once (a chain end's block:
+# four links of up to four 1 MB planes each); with 16 MB kept idle the rest was freed
+# and faulted in afresh, block after block (a chain-end checkout: -22 % page faults,
+# -0.025 s CPU, -15 ms wall, +32 MiB peak; docs/benchmarks.md, session 9).
+CHECKOUT_POOL_MB = "96"
 # Nor are the raw blocks a commit stored kept for a next commit (storage.keep_committed).
 CLI_KEEP_COMMITTED = "0"
 # Long-running commands that stop on signals their own way (uvicorn's handlers).
@@ -153,14 +159,16 @@ def build() -> click.Group:
 
 def main(args: list[str] | None = None) -> None:
     """The `modelvc` command on ARGS (default: sys.argv[1:]); exits with its exit code."""
+    argv = sys.argv[1:] if args is None else args
+    command = next((a for a in argv if a in COMMANDS), None)
     os.environ.setdefault("MODELVC_CACHE_MB", CLI_CACHE_MB)
-    os.environ.setdefault("MODELVC_POOL_MB", CLI_POOL_MB)
+    os.environ.setdefault("MODELVC_POOL_MB",
+                          CHECKOUT_POOL_MB if command == "checkout" else CLI_POOL_MB)
     os.environ.setdefault("MODELVC_KEEP_COMMITTED", CLI_KEEP_COMMITTED)
     # Ctrl-C and SIGTERM: between database transactions, reported as one line
     # (Group.invoke); exit 130 / 143. Signals outside a command (start-up, close) too.
     # Servers keep uvicorn's handlers (a drain, then the signal re-raised: a clean stop).
-    argv = sys.argv[1:] if args is None else args
-    if next((a for a in argv if a in COMMANDS), None) in SERVERS:
+    if command in SERVERS:
         cli(args, prog_name="modelvc")
         return
     with interrupts.handling():
