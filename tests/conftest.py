@@ -27,50 +27,66 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# The longest modules by wall time, longest first: per module the larger of two full runs'
-# figures (docs/testing.md), both 3 workers at load ~15: the summed `--durations=0` of
-# 5ad106f's run (modules whose CLI calls moved in process since scaled by what that
-# saved) and `python -m tests.services.modtime --wall` of the run after that change.
-# `--dist loadscope` hands modules to workers in collection order (scripts/test passes
-# --no-loadscope-reorder), so these start at once instead of leaving one worker alone on
-# a long module at the end of the run (longest processing time first).
+# The longest modules by wall time, longest first: per module the larger share of two
+# full runs' module walls (`python -m tests.services.modtime --wall`; each figure is
+# the module's wall over the run's summed module walls): 061daf0 on 4 workers nearly
+# idle (2026-12-03 09:43) and 87a51d5 on 3 workers at load ~10 (11:10-11:30); the
+# comments give both walls in s. `--dist loadscope` hands modules to workers in
+# collection order (scripts/test passes --no-loadscope-reorder), so these start early
+# instead of leaving one worker alone on a long module at the end of the run (longest
+# processing time first): in the second run transfer/test_interrupted (not listed
+# then) took 176 s as a worker's last module but one.
 LONG_FIRST = (
     "tests/mlflow/test_mlflow2.py",  # builds its side venv on a machine's first run
-    "tests/derive/test_cast.py",
-    "tests/faults/test_kill9.py",
-    "tests/fleet/test_interrupted_rollout.py",  # session 7: 92 s wall at load 9 (modtime)
-    "tests/mlflow/test_import.py",
-    "tests/gates/test_ci_flow_bert.py",
-    "tests/transfer/test_resume.py",
-    "tests/derive/test_prune.py",
-    "tests/mlflow/test_registry_calls.py",
-    "tests/fleet/test_canary_trials.py",
-    "tests/fleet/test_watch_restart.py",
-    "tests/serving/test_demo.py",
-    "tests/fleet/test_faults.py",
-    "tests/gates/test_ci_flow_override.py",
-    "tests/faults/test_concurrency.py",
-    "tests/fleet/test_canary.py",
-    "tests/fleet/test_canary_share.py",
-    "tests/derive/test_quantize.py",
-    "tests/campaign/test_gateway_memory.py",
-    "tests/scaleout/test_cluster.py",
-    "tests/conformance/test_registry_api.py",
-    "tests/cli/test_progress.py",
-    "tests/objects/test_repack_kill9.py",
-    "tests/transfer/test_server.py",
-    "tests/campaign/test_auth_matrix.py",
-    "tests/campaign/test_schema.py",
-    "tests/server/test_role_matrix.py",
-    "tests/gates/test_ci_flow.py",
-    "tests/fleet/test_watch_signals.py",
-    "tests/conformance/test_areas.py",
-    "tests/fleet/test_watch.py",
-    "tests/ui/test_crawl.py",
-    "tests/test_interrupts.py",  # session 7: 47 s wall at load 9 (modtime)
-    "tests/test_layers.py",
-    "tests/serving/test_hostile.py",
-    "tests/mlflow/test_postgres_s3.py",
+    "tests/fleet/test_interrupted_rollout.py",  # 85 / 98
+    "tests/transfer/test_interrupted.py",  # 28 / 176
+    "tests/fleet/test_watch_signals.py",  # 44 / 48
+    "tests/transfer/test_resume.py",  # 33 / 33
+    "tests/mlflow/test_registry_calls.py",  # 31 / 25
+    "tests/derive/test_check.py",  # 20 / 72
+    "tests/test_storage.py",  # 14 / 71
+    "tests/derive/test_cast.py",  # 30 / 55
+    "tests/scaleout/test_cluster.py",  # 30 / 23
+    "tests/mlflow/test_postgres_s3.py",  # 23 / 69
+    "tests/conformance/test_registry_api.py",  # 29 / 31
+    "tests/fleet/test_canary_trials.py",  # 29 / 37
+    "tests/faults/test_kill9.py",  # 29 / 39
+    "tests/ui/test_deployments.py",  # 16 / 65
+    "tests/fleet/test_faults.py",  # 28 / 60
+    "tests/test_interrupts.py",  # 28 / 38
+    "tests/objects/test_repack.py",  # 6 / 59
+    "tests/campaign/test_auth_matrix.py",  # 24 / 48
+    "tests/campaign/test_schema.py",  # 24 / 41
+    "tests/gates/test_ci_flow_override.py",  # 16 / 54
+    "tests/hf/test_upload.py",  # 15 / 54
+    "tests/mlflow/test_import.py",  # 23 / 43
+    "tests/objects/test_repack_kill9.py",  # 20 / 29
+    "tests/ui/test_derived.py",  # 11 / 47
+    "tests/integrations/test_trainer.py",  # 13 / 46
+    "tests/gates/test_ci_flow_bert.py",  # 20 / 25
+    "tests/derive/test_export.py",  # 7 / 45
+    "tests/campaign/test_gateway_memory.py",  # 19 / 30
+    "tests/conformance/test_areas.py",  # 19 / 22
+    "tests/fleet/test_canary_share.py",  # 17 / 43
+    "tests/meta/test_leases.py",  # 18 / 29
+    "tests/serving/test_hostile.py",  # 18 / 28
+    "tests/derive/test_quantize.py",  # 18 / 30
+    "tests/serving/test_demo.py",  # 17 / 17
+    "tests/faults/test_concurrency.py",  # 9 / 36
+    "tests/objects/test_s3_gc_race.py",  # 7 / 36
+    "tests/gates/test_ci_flow.py",  # 16 / 15
+    "tests/ui/test_pg_s3.py",  # 14 / 36
+    "tests/objects/test_conformance.py",  # 11 / 34
+    "tests/server/test_hostile.py",  # 14 / 19
+    "tests/fleet/test_stage_failures.py",  # 11 / 32
+    "tests/gates/test_authority.py",  # 11 / 32
+    "tests/fleet/test_canary.py",  # 14 / 22
+    "tests/test_layers.py",  # 14 / 15
+    "tests/ui/test_actions.py",  # 13 / 31
+    "tests/fleet/test_epoch_guarantee.py",  # 13 / 24
+    "tests/ui/test_crawl.py",  # 13 / 15
+    "tests/signing/test_interop.py",  # 4 / 30
+    "tests/formats/test_onnx.py",  # 5 / 29
 )
 
 
