@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -33,7 +32,7 @@ __all__ = [
 
 def temp_name(path: Path) -> Path:
     """A fresh sibling temp path; the pid tells cleanup whose crash it was."""
-    return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
+    return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}")
 
 
 def is_temp_name(name: str) -> bool:

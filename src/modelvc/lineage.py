@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 import getpass
 import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,10 @@ def author() -> str:
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
+    # Imported here: a commit captures lineage on a job thread while it encodes, so
+    # subprocess (and platform, below) stay off the single-threaded start-up.
+    import subprocess
+
     try:
         out = subprocess.run(
             ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
@@ -133,6 +135,8 @@ def _dist_infos() -> tuple[dict[str, str], set[str]]:
 
 
 def environment() -> dict[str, Any]:
+    import platform
+
     pkgs = dict(_package_versions())
     return {
         "python": platform.python_version(),
