@@ -164,13 +164,19 @@ def load(url: str, inputs: Path, threads: int, seconds: float,
     assert p.stdout is not None
     p.stdout.readline()  # "started"
     c0 = cpu_seconds(server) if server else 0.0
+    w0, t0 = run_delay(p.pid), time.perf_counter()
     if during is not None:
-        during()
+        during(p.pid)
+    else:  # its wait for a CPU while it runs (read before it exits)
+        time.sleep(max(0.0, seconds - 0.5))
+        waited = (run_delay(p.pid) - w0) / (time.perf_counter() - t0)
     out, _ = p.communicate(timeout=seconds + 120)
     c1 = cpu_seconds(server) if server else 0.0
     doc = json.loads(out)
     lat, starts = doc.pop("latencies"), doc.pop("starts")
     res = {**doc, "requests": len(lat), "rps": len(lat) / seconds, **_pct(lat)}
+    if during is None:  # the load generator's wait for CPU 1 per second (run queue)
+        res["loadgen_wait_ms_per_s"] = waited * 1e3
     if server:
         res["cpu_us"] = (c1 - c0) / max(1, len(lat)) * 1e6
     if window:  # only requests that started while the swaps ran
@@ -216,6 +222,18 @@ def loader_cpu(pid: int) -> tuple[float, set[int]]:
             total += int((task / "schedstat").read_text().split()[0]) / 1e9
             cpus.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[36]))
     return total, cpus
+
+
+def run_delay(pid: int, main_only: bool = False) -> float:
+    """Seconds the threads of a process (or its main thread only) have waited on a run
+    queue so far (runnable, not running: another thread had their CPU)."""
+    total = 0.0
+    tasks = [Path(f"/proc/{pid}/task/{pid}")] if main_only else \
+        list(Path(f"/proc/{pid}/task").iterdir())
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[1]) / 1e9
+    return total
 
 
 def loop_switches(pid: int) -> int:
@@ -306,11 +324,13 @@ def _serving(url: str, wait_on: str) -> int:
 
 
 def swaps(reg: Registry, url: str, window: list[float], n: int = 20,
-          wait_on: str = "metadata", events: list[tuple[float, float]] | None = None
-          ) -> int:
+          wait_on: str = "metadata", events: list[tuple[float, float]] | None = None,
+          waits: tuple[int, int, dict[str, float]] | None = None) -> int:
     """N promotions, each waited for at 100 Hz; returns how many polls that took.
-    `events` gets each swap's (promoted, seen served) times."""
+    `events` gets each swap's (promoted, seen served) times; `waits` (the load
+    generator's pid, the gateway's, a dict) gets how long each waited for a CPU."""
     polls = 0
+    w0 = (run_delay(waits[0]), run_delay(waits[1], True)) if waits else (0.0, 0.0)
     window.append(time.time())
     for i in range(n):
         target = [2, 3, 1][i % 3]  # each swap loads: only one previous version stays warm
@@ -324,6 +344,10 @@ def swaps(reg: Registry, url: str, window: list[float], n: int = 20,
         if events is not None:
             events.append((promoted, time.time()))
     window.append(time.time())
+    if waits:
+        span = window[1] - window[0]
+        waits[2]["loadgen_ms_per_s"] = (run_delay(waits[0]) - w0[0]) / span * 1e3
+        waits[2]["loop_ms_per_s"] = (run_delay(waits[1], True) - w0[1]) / span * 1e3
     return polls
 
 
@@ -423,18 +447,22 @@ def main() -> None:
             peer = None
         for proto in PROTOCOLS:
             sw0, ld0 = loop_switches(gw.pid), loader_switches(gw.pid)
+            rd0 = run_delay(gw.pid, True)
             with RssSampler(gw.pid) as steady_rss:
                 res[proto] = load(urls[proto], xs, THREADS, STEADY_S)
+            loop_steady_wait = (run_delay(gw.pid, True) - rd0) / STEADY_S * 1e3
             sw1, ld1 = loop_switches(gw.pid), loader_switches(gw.pid)
             window: list[float] = []
             polls: list[int] = []
             events: list[tuple[float, float]] = []
+            waits: dict[str, float] = {}
             cpu0 = loader_cpu(gw.pid)[0]
             with RssSampler(gw.pid) as swap_rss:
                 res[f"{proto}_swaps"] = load(
                     urls[proto], xs, THREADS, SWAP_LOAD_S,
-                    during=lambda w=window, p=polls, e=events: p.append(  # type: ignore[misc]
-                        swaps(reg, url, w, wait_on=args.wait_on, events=e)),
+                    during=lambda lg, w=window, p=polls, e=events, ws=waits:  # type: ignore[misc]
+                    p.append(swaps(reg, url, w, wait_on=args.wait_on, events=e,
+                                   waits=(lg, gw.pid, ws))),
                     window=window, events=events, over_ms=res[proto]["p99_ms"])
             cpu1, cpus = loader_cpu(gw.pid)
             sw2, ld2 = loop_switches(gw.pid), loader_switches(gw.pid)
@@ -449,6 +477,9 @@ def main() -> None:
                                       "loader_switches_per_swap":
                                           ((ld2 - ld1) - (ld1 - ld0) / STEADY_S
                                            * SWAP_LOAD_S) / 20}
+            res[f"{proto}_waits"] = waits | {
+                "loadgen_steady_ms_per_s": res[proto]["loadgen_wait_ms_per_s"],
+                "loop_steady_ms_per_s": loop_steady_wait}
             res[f"{proto}_swap_seconds"] = window[1] - window[0]
             res[f"{proto}_swap_polls"] = polls[0]
             res[f"{proto}_rss_steady_mb"] = float(np.median(steady_rss.samples[1:])) / 1e6
@@ -538,6 +569,13 @@ def report(r: dict[str, Any]) -> None:
                       f"request steady, {ld['loop_extra_switches_per_swap']:+.0f} per swap "
                       f"beyond that; the loading threads {ld['loader_switches_per_swap']:.0f}"
                       f" per swap (steady {ld['loader_switches_steady_per_s']:.0f}/s)")
+            if f"{proto}_waits" in r:
+                w = r[f"{proto}_waits"]
+                print(f"  waiting for a CPU (run queue), ms per s: the load generator "
+                      f"{w['loadgen_steady_ms_per_s']:.1f} steady, "
+                      f"{w.get('loadgen_ms_per_s', 0):.1f} during swaps; the gateway's loop "
+                      f"{w['loop_steady_ms_per_s']:.1f} steady, "
+                      f"{w.get('loop_ms_per_s', 0):.1f} during swaps")
         p99x = s["p99_ms"] / r[proto]["p99_ms"]
         peak, steady = r[f"{proto}_rss_swap_peak_mb"], r[f"{proto}_rss_steady_mb"]
         checks += [

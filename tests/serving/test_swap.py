@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from modelvc.registry import Registry
+from modelvc.serving import swap
 from modelvc.serving.metrics import Metrics
 from modelvc.serving.runtimes.onnx import OnnxRuntime
 from modelvc.serving.swap import Loaded, LoadFailed, Pool
@@ -101,7 +102,10 @@ def test_swap_loop_under_concurrent_load_fails_no_request(
 
 
 def test_reload_of_a_freed_version_uses_its_kept_checkout_and_optimized_graph(
-        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
+        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A re-load this cheap runs on the event loop (whatever this machine's speed)
+    monkeypatch.setattr(swap, "INLINE_LOAD_S", 60.0)
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
     commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
     srv = start_gateway(serve_reg)
@@ -121,8 +125,18 @@ def test_reload_of_a_freed_version_uses_its_kept_checkout_and_optimized_graph(
     wait_for(serving(srv.url, 1), "the switch back to v1")
     again = pool.items[v1].runtime
     assert isinstance(again, OnnxRuntime) and again.reused_optimized
+    assert pool.items[v1].inline  # loaded on the loop: no loading thread's GIL hand-offs
     assert not kept.exists()  # moved into place, not checked out again
     assert (pool.items[v1].folder / "model.onnx").read_bytes() == digits.good
+    assert caller.infer(digits.x[:8])[1]["outputs"] == first
+    # Freed on the loop too (session closed, checkout kept again), and re-loaded again
+    for n in (2, 3):
+        serve_reg.promote(f"digits@v{n}", "production", reason="next again")
+        wait_for(serving(srv.url, n), f"the switch to v{n} again")
+    wait_for(lambda: v1 not in pool.items and kept.exists(), "v1 freed and kept again")
+    serve_reg.promote("digits@v1", "production", reason="back again")
+    wait_for(serving(srv.url, 1), "the second switch back to v1")
+    assert pool.items[v1].inline and not kept.exists()
     assert caller.infer(digits.x[:8])[1]["outputs"] == first
     caller.close()
 
@@ -187,7 +201,6 @@ def test_a_waiter_on_a_load_its_loader_dropped_gets_a_live_version(
 
     async def scenario() -> tuple[Loaded, Loaded, dict[str, Any]]:
         pool = Pool(serve_reg, tmp_path / "work", Metrics())
-        (tmp_path / "work").mkdir()
 
         async def superseded() -> Loaded:
             item = await pool.hold(v1)

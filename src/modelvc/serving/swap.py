@@ -101,9 +101,22 @@ def _pause() -> None:
         time.sleep(LOAD_PAUSE_S)
 
 
+INLINE_LOAD_S = 0.002  # a re-load whose session + warm-up took less CPU runs on the loop
 KEEP_OPTIMIZED = 8  # versions whose optimized ONNX graph stays on disk for a re-load
 KEEP_CHECKOUTS = 8  # freed ONNX versions whose checkout stays on disk for a re-load
 KEEP_CHECKOUT_MAX_BYTES = 64 << 20  # ... up to this size each
+
+
+_MISSING = object()
+
+
+def _by_age(folder: Path) -> list[str]:
+    """The names in `folder`, oldest modification first (at start-up only)."""
+    with contextlib.suppress(OSError):
+        entries = [(e.stat().st_mtime, e.name) for e in os.scandir(folder)
+                   if not e.name.endswith(".partial")]
+        return [name for _, name in sorted(entries)]
+    return []
 
 
 class LoadFailed(Exception):
@@ -125,6 +138,7 @@ class Loaded:
     # A moving average of one predict call's compute time (s): inf until measured
     predict_s: float = math.inf
     calls: int = 0  # inline calls (Gateway._predict_inline samples their CPU time)
+    inline: bool = False  # loaded on the event loop (Pool._load_inline): freed there too
 
     @property
     def label(self) -> str:
@@ -148,6 +162,17 @@ class Pool:
         # place instead of checking the version out again (the load's most Python,
         # syscalls and GIL hand-offs); a rollback, a version back in a canary.
         self.kept = workdir / "kept"
+        # What those two hold, least recently used first, in memory: a load or a free
+        # then lists, stats and touches nothing there (each file call is a GIL hand-off
+        # with the event loop, and the loop waits for the GIL back: a swap's tail). A
+        # kept checkout maps to its model file (None: kept by an earlier process).
+        self.kept.mkdir(parents=True, exist_ok=True)
+        self.optimized.mkdir(exist_ok=True)
+        self._kept: dict[str, Path | None] = dict.fromkeys(_by_age(self.kept))
+        self._graphs: dict[str, None] = dict.fromkeys(_by_age(self.optimized))
+        self._disk = threading.Lock()  # the two loading threads share those two
+        # CPU seconds of each version's last session creation + warm-up (see _load_inline)
+        self._session_s: dict[str, float] = {}
         self._loading: dict[str, asyncio.Future[Loaded]] = {}
         # Loads and registry reads never queue behind inference, nor inference behind them;
         # on `load_cpus` when given (ServeConfig.load_cpus: checkouts, session creation,
@@ -179,6 +204,11 @@ class Pool:
         by the time a waiter runs again)."""
         pending = self._loading.get(version.id)
         if pending is None:
+            quick = self._load_inline(version)  # no await: no waiter can come meanwhile
+            if quick is not None:
+                self.items[version.id] = quick
+                self.metrics.loaded.set(len(self.items))
+                return quick
             pending = asyncio.get_running_loop().create_future()
             self._loading[version.id] = pending
             job = self._io.submit(self._load, version)
@@ -236,48 +266,107 @@ class Pool:
         item.drained.set()
         self.items.pop(item.version.id, None)
         self.metrics.loaded.set(len(self.items))
+        if item.inline and self._free_inline(item):
+            return
         self._io.submit(self._free, item)
+
+    def _load_inline(self, v: VersionRow) -> Loaded | None:
+        """Re-load `v` on the event loop itself when that is cheap: its checkout and its
+        optimized graph kept, and its last session creation + warm-up under INLINE_LOAD_S
+        of CPU (the digits MLP: ~0.45 ms). In a loading thread the same load takes the
+        GIL from the loop at each of its steps (the rename, the session, each warm-up
+        call, the hand-back), and each time the loop waits for it back, woken from
+        another core: a few milliseconds of slower requests per swap (docs/benchmarks.md,
+        serving, session 9), against one pause of the loop this long. None: load it in a
+        thread (not cheap, nothing kept, or it failed here: checked out there afresh)."""
+        cost = self._session_s.get(v.id, math.inf)
+        cached = f"{v.id}-t{self.threads}.onnx"
+        if cost >= INLINE_LOAD_S or not isinstance(self._kept.get(v.id), Path) \
+                or cached not in self._graphs:
+            return None
+        try:
+            item = self._load_version(v, inline=True)
+        except LoadFailed:
+            return None
+        item.inline = True
+        return item
+
+    def _free_inline(self, item: Loaded) -> bool:
+        """Free a version loaded on the loop there too: its session's destruction (tens of
+        microseconds) and one rename into `kept`; False (nothing done) if it cannot be kept
+        that way, or kept checkouts are to be pruned: a loading thread frees it then."""
+        if len(self._kept) >= KEEP_CHECKOUTS:
+            return False
+        item.runtime.close()
+        if not self._keep_checkout(item):
+            self._io.submit(shutil.rmtree, item.folder, True)
+        return True
 
     def _load(self, v: VersionRow) -> Loaded:
         with _short_switches():
             return self._load_version(v)
 
-    def _load_version(self, v: VersionRow) -> Loaded:
+    def _load_version(self, v: VersionRow, inline: bool = False) -> Loaded:
         label = f"{v.model}@v{v.number}"
         folder = self.workdir / f"{v.id[:16]}-{uuid.uuid4().hex[:8]}"
         t0 = time.perf_counter()
         runtime: Runtime | None = None
         try:
+            with self._disk:
+                kept = self._kept.pop(v.id, _MISSING)
+            model: Path | None = None  # the ONNX file of a kept checkout
             try:  # versions are immutable and nothing writes into an ONNX checkout
+                if kept is _MISSING:
+                    raise FileNotFoundError(v.id)
                 (self.kept / v.id).rename(folder)
+                model = folder / kept if isinstance(kept, Path) else None
             except OSError:  # none kept: check it out
                 self.reg.checkout(label, folder)
-            _pause()
-            signed = self.trust == "signed" and (folder / "predictor.py").exists() \
-                and self._signed(v)
+            if not inline:
+                _pause()
+            c_session = time.thread_time()
             cached = self.optimized / f"{v.id}-t{self.threads}.onnx"
-            runtime = load_runtime(folder, label=label, trust=self.trust, signed=signed,
-                                   threads=self.threads, optimized=cached)
-            self._keep_optimized(cached, getattr(runtime, "reused_optimized", False))
+            with self._disk:
+                graph = self._graphs.pop(cached.name, _MISSING) is not _MISSING
+                if graph:  # most recently used
+                    self._graphs[cached.name] = None
+            if model is not None:  # ONNX (a predictor.py would have won: never kept)
+                runtime = load_runtime(folder, label=label, threads=self.threads,
+                                       optimized=cached, model_file=model,
+                                       optimized_exists=graph)
+            else:
+                signed = self.trust == "signed" and (folder / "predictor.py").exists() \
+                    and self._signed(v)
+                runtime = load_runtime(folder, label=label, trust=self.trust, signed=signed,
+                                       threads=self.threads, optimized=cached,
+                                       optimized_exists=graph)
+            if not graph:
+                self._keep_optimized(cached)
             t1 = time.perf_counter()
             samples = runtime.sample_inputs()
             for sample in samples:
-                _pause()
+                if not inline:
+                    _pause()
                 runtime.predict(sample, [])
             # A one-row call once warm (a session's first calls cost 10-30x more): how
             # long a request will take, which decides whether it may run on the loop
             # (Gateway._inline; only pure-compute runtimes: user code is called no more)
             cpu = math.inf
             if samples and getattr(runtime, "inline_safe", False):
-                _pause()
+                if not inline:
+                    _pause()
                 c0 = time.thread_time()
                 runtime.predict(samples[0], [])
                 cpu = time.thread_time() - c0
             t2 = time.perf_counter()
+            self._session_s[v.id] = time.thread_time() - c_session
         except Exception as exc:  # any failure means: never switch to this version
             if runtime is not None:
                 runtime.close()
             shutil.rmtree(folder, ignore_errors=True)
+            self._session_s.pop(v.id, None)
+            if inline:  # tried again in a loading thread
+                raise LoadFailed(str(exc)) from exc
             self.metrics.load_failures.labels(v.model, f"v{v.number}").inc()
             raise LoadFailed(f"{label} failed to load: {type(exc).__name__}: {exc}") from exc
         self.metrics.load_seconds.labels(v.model, f"v{v.number}").set(t1 - t0)
@@ -287,16 +376,18 @@ class Pool:
                  if getattr(runtime, "reused_optimized", False) else "", t2 - t1)
         return Loaded(v.model, v, runtime, folder, t1 - t0, t2 - t1, predict_s=cpu)
 
-    def _keep_optimized(self, used: Path, reused: bool) -> None:
-        """Mark `used` as recently used; when it was written now, drop all but the
-        KEEP_OPTIMIZED latest (a re-load adds none: one syscall, not a scan)."""
-        with contextlib.suppress(OSError):  # none written, or another load pruning
-            os.utime(used)
-            if reused:
-                return
-            files = sorted(self.optimized.glob("*.onnx"), key=lambda f: f.stat().st_mtime)
-            for old in files[:-KEEP_OPTIMIZED]:
-                old.unlink(missing_ok=True)
+    def _keep_optimized(self, written: Path) -> None:
+        """Count `written` (if this load wrote it) among the kept graphs; drop all but
+        the KEEP_OPTIMIZED most recently used (a re-load adds none and touches no file)."""
+        if not written.exists():  # not written: too large, or ONNX Runtime refused
+            return
+        with self._disk:
+            self._graphs[written.name] = None
+            old = list(self._graphs)[:-KEEP_OPTIMIZED]
+            for name in old:
+                del self._graphs[name]
+        for name in old:
+            (self.optimized / name).unlink(missing_ok=True)
 
     def _signed(self, v: VersionRow) -> bool:
         from ..signing import verify_version
@@ -314,24 +405,27 @@ class Pool:
                 shutil.rmtree(item.folder, ignore_errors=True)
 
     def _keep_checkout(self, item: Loaded) -> bool:
-        """Keep a freed ONNX version's checkout for a re-load (the KEEP_CHECKOUTS latest
-        up to KEEP_CHECKOUT_MAX_BYTES each); False if not kept."""
+        """Keep a freed ONNX version's checkout for a re-load (the KEEP_CHECKOUTS most
+        recently freed, up to KEEP_CHECKOUT_MAX_BYTES each); False if not kept. One
+        rename: the order and the model file are remembered, not read back from disk."""
         if item.runtime.platform != "onnxruntime_onnx" or \
                 item.version.raw_size > KEEP_CHECKOUT_MAX_BYTES:
             return False
+        vid = item.version.id
+        model = getattr(item.runtime, "model_file", None)
         try:
-            self.kept.mkdir(exist_ok=True)
-            item.folder.rename(self.kept / item.version.id)
-            os.utime(self.kept / item.version.id)  # most recently kept
-        except OSError:  # kept already (or the disk refuses): remove this one
+            rel = model.relative_to(item.folder) if isinstance(model, Path) else None
+            item.folder.rename(self.kept / vid)
+        except (OSError, ValueError):  # kept already (or the disk refuses): remove this
             return False
-        with contextlib.suppress(OSError):  # another free pruning meanwhile
-            kept = list(self.kept.iterdir())
-            if len(kept) <= KEEP_CHECKOUTS:
-                return True  # nothing to prune: no stat per kept checkout
-            kept.sort(key=lambda f: f.stat().st_mtime)
-            for old in kept[:-KEEP_CHECKOUTS]:
-                shutil.rmtree(old, ignore_errors=True)
+        with self._disk:
+            self._kept.pop(vid, None)
+            self._kept[vid] = rel
+            old = list(self._kept)[:-KEEP_CHECKOUTS]
+            for name in old:
+                del self._kept[name]
+        for name in old:
+            shutil.rmtree(self.kept / name, ignore_errors=True)
         return True
 
     def close(self) -> None:

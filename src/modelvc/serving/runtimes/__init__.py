@@ -13,10 +13,19 @@ __all__ = ["Runtime", "RuntimeClosed", "RuntimeError_", "TensorSpec", "Trust", "
 
 
 def load_runtime(folder: Path, *, label: str, trust: Trust = "never",
-                 signed: bool = False, threads: int = 1, optimized: Path | None = None
+                 signed: bool = False, threads: int = 1, optimized: Path | None = None,
+                 optimized_exists: bool | None = None, model_file: Path | None = None
                  ) -> Runtime:
     """A predictor.py wins (if trusted), then an .onnx file, then a transformers folder.
-    `optimized`: where an ONNX model's optimized graph is kept for its next load."""
+    `optimized`: where an ONNX model's optimized graph is kept for its next load
+    (`optimized_exists`: whether it is there, if the caller knows). `model_file`: the
+    ONNX file of a folder already known to hold no predictor (a checkout kept from an
+    earlier load of the version): no look through the folder."""
+    if model_file is not None:
+        from .onnx import OnnxRuntime
+
+        return OnnxRuntime(model_file, threads=threads, optimized=optimized,
+                           optimized_exists=optimized_exists)
     if (folder / "predictor.py").exists():
         if trust == "never" or (trust == "signed" and not signed):
             need = "a signed version" if trust == "signed" else "trust = 'any' or 'signed'"
@@ -30,7 +39,8 @@ def load_runtime(folder: Path, *, label: str, trust: Trust = "never",
         from .onnx import OnnxRuntime
 
         preferred = [p for p in onnx if p.name == "model.onnx"]
-        return OnnxRuntime((preferred or onnx)[0], threads=threads, optimized=optimized)
+        return OnnxRuntime((preferred or onnx)[0], threads=threads, optimized=optimized,
+                           optimized_exists=optimized_exists)
     if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
         from .transformers import TransformersRuntime
 

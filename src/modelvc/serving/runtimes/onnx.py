@@ -40,13 +40,15 @@ class OnnxRuntime:
     # recent calls say is short on the event loop itself (see Gateway._predict).
     inline_safe = True
 
-    def __init__(self, path: Path, *, threads: int = 1, optimized: Path | None = None
-                 ) -> None:
+    def __init__(self, path: Path, *, threads: int = 1, optimized: Path | None = None,
+                 optimized_exists: bool | None = None) -> None:
         """`optimized`: where this version's optimized graph is kept between loads (a
         re-load, e.g. a rollback, then skips graph optimization: about half the session
-        creation of a small model, CPU the event loop would otherwise wait for)."""
+        creation of a small model, CPU the event loop would otherwise wait for);
+        `optimized_exists`: whether it is there, when the caller knows (no stat)."""
+        self.model_file = path
         self.reused_optimized = False  # whether `optimized` was loaded (a re-load)
-        self._sess = self._session(path, threads, optimized)
+        self._sess = self._session(path, threads, optimized, optimized_exists)
         ins = [_spec(a) for a in self._sess.get_inputs()]
         if any(s is None for s in ins):
             raise ValueError(f"{path.name}: an input is not a tensor; OIP serves tensors only")
@@ -62,7 +64,8 @@ class OnnxRuntime:
         inner = getattr(self._sess, "_sess", None)
         self._run = inner.run if inner is not None and hasattr(inner, "run") else None
 
-    def _session(self, path: Path, threads: int, optimized: Path | None) -> Any:
+    def _session(self, path: Path, threads: int, optimized: Path | None,
+                 exists: bool | None) -> Any:
         import onnxruntime as ort
 
         def options() -> Any:
@@ -75,7 +78,7 @@ class OnnxRuntime:
             return opts
 
         cpu = ["CPUExecutionProvider"]
-        if optimized is not None and optimized.exists():
+        if optimized is not None and (optimized.exists() if exists is None else exists):
             opts = options()
             # Optimized already (by this ONNX Runtime, on this machine, at the default
             # level): the same graph the original would give, so the same answers.
