@@ -111,6 +111,12 @@ def _zygote() -> Zygote:
     return _server_zygote
 
 
+def spawn_cli(args: list[str], env: dict[str, str], output: int) -> Forked:
+    """`modelvc ARGS` forked from the servers' zygote, its stdout and stderr to the file
+    descriptor OUTPUT (`modelvc ui` in tests/ui/conftest.py)."""
+    return _zygote().spawn(args, env, entry="modelvc.cli.main:main", output=output)
+
+
 def grant_token(registry: Path | str, subject: str = "ci", role: str | None = "admin",
                 scope: str = "*", *, scopes: list[str] | None = None,
                 expires_at: datetime | None = None, revoked: bool = False) -> str:

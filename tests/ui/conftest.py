@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page
 
 from tests.services.ports import free_port
-from tests.services.server import ServerProcess
+from tests.services.server import ServerProcess, spawn_cli
 
 from .seed import Seeded, seed
 
@@ -43,32 +42,36 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
 
 
 class LocalUI:
-    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
-        self.proc = proc
+    def __init__(self, registry: Path, url: str) -> None:
+        self.registry = registry
         self.login_url = url
         self.base = url.split("/ui/")[0] + "/ui"
 
 
 @pytest.fixture(scope="module")
 def local_ui(seeded: Seeded) -> Iterator[LocalUI]:
-    """`modelvc ui --no-browser --json` on the seeded registry."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelvc.cli.main", "--registry", str(seeded.path), "ui",
-         "--no-browser", "--json", "--port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        text=True, env={**os.environ, "MODELVC_AUTHOR": "admin"})
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
+    """`modelvc ui --no-browser --json` on the seeded registry, forked from the server
+    processes' zygote (tests/services/server.py: it imported the server app and its UI,
+    ~0.9 s of CPU a start); its output, stdout and stderr, comes through one pipe."""
+    read, write = os.pipe()
     try:
-        url = json.loads(line)["url"]
-    except ValueError:
-        proc.kill()
-        raise AssertionError(f"modelvc ui printed {line!r}{proc.stdout.read()}") from None
-    ui = LocalUI(proc, url)
-    _wait_up(ui.base + "/login")
-    yield ui
-    proc.terminate()
-    proc.wait(30)
+        proc = spawn_cli(["--registry", str(seeded.path), "ui", "--no-browser", "--json",
+                          "--port", str(free_port())],
+                         {**os.environ, "MODELVC_AUTHOR": "admin"}, write)
+    finally:
+        os.close(write)
+    with open(read) as out:
+        line = out.readline()
+        try:
+            url = json.loads(line)["url"]
+        except ValueError:
+            proc.kill()
+            raise AssertionError(f"modelvc ui printed {line!r}{out.read()}") from None
+        ui = LocalUI(seeded.path, url)
+        _wait_up(ui.base + "/login")
+        yield ui
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
 
 
 def _wait_up(url: str) -> None:

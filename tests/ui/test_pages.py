@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from playwright.sync_api import Page, expect
 
 from .conftest import Console, LocalUI, shot
@@ -92,7 +90,7 @@ def test_a_deleted_version_shows_its_history(page: Page, local_ui: LocalUI,
     """(Last in this module: it adds a model to the module's seeded registry.)"""
     from modelvc.registry import Registry
 
-    repo = Path(local_ui.proc.args[4])  # modelvc --registry REPO ui ...
+    repo = local_ui.registry
     with Registry.open(repo) as reg:
         f = repo.parent / "files" / "gone.bin"
         f.write_bytes(b"soon deleted")
