@@ -77,6 +77,41 @@ def test_a_corrupt_raw_plane_is_named_and_nothing_is_written(reg: Registry,
     assert not dest.exists() or not any(dest.rglob("*.safetensors"))
 
 
+@pytest.mark.parametrize("where", ["checksum", "data"])
+def test_a_compressed_plane_is_checked_by_the_segments_id(reg: Registry, tmp_path: Path,
+                                                          where: str) -> None:
+    """Checkout skips zstd frames' own checksums (each segment's BLAKE3 covers its
+    bytes): a frame whose checksum alone is wrong still gives the right bytes; garbled
+    frame data is caught (by zstd, or by the id and then the checked re-read) and
+    named, nothing written."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal(100_000).astype(np.float32)
+    src = tmp_path / "a.safetensors"
+    save_file({"w": w}, str(src))
+    reg.commit(src, model="m")
+    seg = next(s for s in reg.manifest("m@v1").files[0].segments if s.tensor == "w")
+    block = reg._io.header(seg.id).blocks[0]
+    data = reg._store.get(seg.id)
+    lengths = struct.unpack_from("<4I", data, block.offset + 2)
+    assert not data[block.offset + 1] >> 3 & 1, "the exponent plane is compressed"
+    start = block.offset + 2 + 4 * 4 + sum(lengths[:3])
+    assert data[start + 4] & 0x04, "its frame carries a checksum"
+    at = start + lengths[3] - 1 if where == "checksum" else start + lengths[3] // 2
+    flip_byte(reg._store, seg.id, at, 0x10)
+    dest = tmp_path / "out"
+    with Registry.open(reg._layout.root) as fresh:
+        if where == "checksum":
+            fresh.checkout("m@v1", dest)
+            assert (dest / "a.safetensors").read_bytes() == src.read_bytes()
+            assert fresh._store.get(seg.id)[start + 4] & 0x04  # the stored flag is kept
+            return
+        with pytest.raises(CorruptObject) as err:
+            fresh.checkout("m@v1", dest)
+    # The re-read checks the frame's checksum (zstd names the plane, checkout the file).
+    assert "a.safetensors: byte plane 3" in str(err.value)
+    assert not dest.exists() or not any(dest.rglob("*.safetensors"))
+
+
 REPAIR = """
 import sys
 from pathlib import Path

@@ -76,14 +76,16 @@ class BlockReader:
         got = self._from_file(oid, i, h, check)
         return got if got is not None else (self.decode_block_at(oid, i), None)
 
-    def lease_block(self, oid: str, i: int, *, cached: bool = True
+    def lease_block(self, oid: str, i: int, *, cached: bool = True, checksum: bool = True
                     ) -> tuple[bytes | memoryview, Bytes | None]:
         """decode_block_at without keeping the block: (data, lease). When lease is not
         None, data lives in pooled memory: `POOL.give(lease)` once done with it (a
-        checkout writes each block once; reusing its memory spares page faults)."""
-        return self._block(oid, i, cached=cached, lease=True)
+        checkout writes each block once; reusing its memory spares page faults).
+        checksum=False: the caller checks the bytes against the object's id, so the zstd
+        frames' own checksums are not checked (zstd_ctx.decompress_into)."""
+        return self._block(oid, i, cached=cached, lease=True, checksum=checksum)
 
-    def _block(self, oid: str, i: int, *, cached: bool, lease: bool
+    def _block(self, oid: str, i: int, *, cached: bool, lease: bool, checksum: bool = True
                ) -> tuple[bytes | memoryview, Bytes | None]:
         top = self.header(oid)
         hit = self.blocks.get(oid, i, span(top)) if cached else None
@@ -100,7 +102,7 @@ class BlockReader:
                 leased = POOL.take(size) if lease else None
                 dest = leased if leased is not None else kernels.empty(size)
                 out = decode_chain(w.code, w.elements, w.run, base=w.base, full=w.full,
-                                   cast=w.cast, out=dest)
+                                   cast=w.cast, out=dest, checksum=checksum or not lease)
         if cached and not lease:
             self.blocks.put(oid, i, span(top), out)
         return out, leased

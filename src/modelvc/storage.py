@@ -453,7 +453,8 @@ class ObjectIO(BlockReader):
             return fn()
 
     def iter_tensor(self, oid: str, *, verify: bool = True, cached: bool = True,
-                    transient: bool = False) -> Iterator[bytes | memoryview]:
+                    transient: bool = False, checksum: bool = True
+                    ) -> Iterator[bytes | memoryview]:
         """Decoded blocks in order (two at a time in parallel); the BLAKE3 of the whole
         is checked against the id after the last block. An object stored as a blob
         (same bytes, stored first by a byte segment) is its one piece.
@@ -471,14 +472,16 @@ class ObjectIO(BlockReader):
         prefix is not re-hashed here; a wrong one fails the caller's check.
 
         transient: blocks are not kept in the cache and each one is valid only until
-        the next is asked for (its memory is then reused)."""
+        the next is asked for (its memory is then reused); with checksum=False too, the
+        zstd frames' own checksums are not checked (the whole is hashed against the id
+        anyway: here, or by a verify=False caller)."""
         done = 0  # bytes yielded
         prefix = b""  # their BLAKE3 (verify)
         for attempt in (1, 2):
             hasher = blake3.blake3() if verify else None
             skip = done
             try:
-                for part in self._iter_tensor(oid, cached, transient):
+                for part in self._iter_tensor(oid, cached, transient, checksum):
                     if skip:
                         n = min(skip, len(part))
                         if hasher is not None:
@@ -510,7 +513,7 @@ class ObjectIO(BlockReader):
                 prefix = hasher.digest() if hasher is not None else b""
                 self.stale()
 
-    def _iter_tensor(self, oid: str, cached: bool, transient: bool
+    def _iter_tensor(self, oid: str, cached: bool, transient: bool, checksum: bool = True
                      ) -> Iterator[bytes | memoryview]:
         """The object's decoded pieces, sizes checked, unhashed (iter_tensor hashes)."""
         h = self.tensor_header(oid)
@@ -520,7 +523,7 @@ class ObjectIO(BlockReader):
         total = 0
         pool = self.executor if len(h.blocks) > 1 else None
         def block(i: int) -> tuple[bytes | memoryview, Bytes | None]:
-            return self._block(oid, i, cached=cached, lease=transient)
+            return self._block(oid, i, cached=cached, lease=transient, checksum=checksum)
 
         leases = windowed(pool, range(len(h.blocks)), block)
         try:

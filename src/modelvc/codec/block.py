@@ -301,7 +301,7 @@ def decode_delta_run(base: Buffer, deltas: Sequence[tuple[str, Any]], code: str,
 def decode_chain(code: str, n_elements: int, deltas: Sequence[tuple[str, Any]], *,
                  base: Buffer | None = None, full: Buffer | None = None,
                  cast: Buffer | None = None, cast_planes: Sequence[Buffer] | None = None,
-                 out: Any = None) -> memoryview:
+                 out: Any = None, checksum: bool = True) -> memoryview:
     """A block decoded through its chain in one pass (codec.kernels.run).
 
     The bottom is `base` (a decoded block) or `full` (the payload of a 'full' block);
@@ -310,7 +310,8 @@ def decode_chain(code: str, n_elements: int, deltas: Sequence[tuple[str, Any]], 
     step); `cast` is the payload of an F32 -> BF16 'cast' block on top, or `cast_planes`
     its two byte planes (zeros: the bare prediction); the result is then BF16. Planes
     live in pooled scratch memory; the result is a read-only view of `out` (a byte
-    array at least as large) or of a fresh buffer."""
+    array at least as large) or of a fresh buffer. checksum=False: the caller checks
+    the result against its object id (zstd_ctx.decompress_into)."""
     info = dtype_info(code)
     w = info.itemsize
     shift = group_shift(code)
@@ -319,7 +320,7 @@ def decode_chain(code: str, n_elements: int, deltas: Sequence[tuple[str, Any]], 
     with scratch_buffers() as take:
         bottom: Any
         if full is not None:
-            bottom = decompress_to_planes(full, w, n_elements, take)
+            bottom = decompress_to_planes(full, w, n_elements, take, checksum=checksum)
         elif base is not None and _nbytes(base) == n_elements * w:
             bottom = base
         else:
@@ -344,11 +345,16 @@ def decode_chain(code: str, n_elements: int, deltas: Sequence[tuple[str, Any]], 
                 if shift is None:
                     raise CorruptObject(f"a {mode!r} block in a {code} tensor")
                 starts, payload = parse_groups(payload, n_elements)
-                links.append((k, decompress_to_planes(payload, w, n_elements, take), starts))
+                links.append((k, decompress_to_planes(payload, w, n_elements, take,
+                                                      checksum=checksum), starts))
             else:
-                links.append((k, decompress_to_planes(payload, w, n_elements, take)))
-        top = decompress_to_planes(cast, 2, n_elements, take) if cast is not None else (
-            list(cast_planes) if cast_planes is not None else None)
+                links.append((k, decompress_to_planes(payload, w, n_elements, take,
+                                                      checksum=checksum)))
+        top: list[Buffer] | None = None
+        if cast is not None:
+            top = decompress_to_planes(cast, 2, n_elements, take, checksum=checksum)
+        elif cast_planes is not None:
+            top = list(cast_planes)
         size = n_elements * (2 if top is not None else w)
         dest = (kernels.empty(size) if out is None else out)[:size]
         try:

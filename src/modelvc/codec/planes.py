@@ -110,9 +110,10 @@ def decompress_planes_array(payload: Buffer, itemsize: int, n: int) -> npt.NDArr
 
 
 def decompress_to_planes(payload: Buffer, itemsize: int, n: int,
-                         scratch: Callable[[int], memoryview] | None = None) -> list[Buffer]:
+                         scratch: Callable[[int], memoryview] | None = None, *,
+                         checksum: bool = True) -> list[Buffer]:
     """The byte planes of a payload (raw planes as views, zstd ones decompressed, into
-    scratch(n) buffers when given)."""
+    scratch(n) buffers when given; checksum: see zstd_ctx.decompress_into)."""
     view = memoryview(payload).cast("B")
     head = _header_size(itemsize)
     if len(view) < head or view[0] != itemsize:
@@ -136,7 +137,7 @@ def decompress_to_planes(payload: Buffer, itemsize: int, n: int,
             planes.append(chunk)
         elif scratch is not None:
             buf = scratch(n)
-            decompress_into(chunk, buf, f"byte plane {k}")
+            decompress_into(chunk, buf, f"byte plane {k}", checksum=checksum)
             planes.append(buf)
         else:
             planes.append(decompress_exact(chunk, n, f"byte plane {k}"))
