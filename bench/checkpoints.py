@@ -156,9 +156,9 @@ def whole_loop(a: argparse.Namespace, work: Path, reg: Registry | None, name: st
     loop_s = 0.0
     for k in range(a.checkpoints):
         step = (k + 1) * a.every
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         train()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         dest = work / "ckpt" / f"checkpoint-{step}"
         model.save_pretrained(dest)
         t2, c2 = time.perf_counter(), time.thread_time()
@@ -179,6 +179,7 @@ def whole_loop(a: argparse.Namespace, work: Path, reg: Registry | None, name: st
         if rows is not None:
             p = name.lower()
             rows[k].update({f"{p}_train_s": t1 - t0, f"{p}_save_s": t2 - t1,
+                            f"{p}_train_cpu": c1 - c0, f"{p}_save_cpu": c2 - c1,
                             f"{p}_submit_held_s": t3 - t2, f"{p}_submit_held_cpu": c3 - c2})
     out = {"loop_s": loop_s, "loop_cpu": time.thread_time() - loop0 - aside_cpu}
     if r is None or reg is None:
@@ -307,7 +308,11 @@ def main() -> None:
                for k in ("save_s", "save_cpu", "folder_commit_s", "folder_commit_cpu",
                          "state_commit_s", "state_commit_cpu", "submit_held_s",
                          "submit_held_cpu", "c_submit_held_s", "c_submit_held_cpu",
-                         "s_train_s", "s_save_s", "t_train_s", "c_train_s", "c_save_s")}
+                         "s_train_s", "s_save_s", "t_train_s", "c_train_s", "c_save_s",
+                         # the loop thread's CPU: training slowed by the commits beside
+                         # it, and a save slowed by fresh page-cache pages
+                         "s_train_cpu", "t_train_cpu", "c_train_cpu", "s_save_cpu",
+                         "t_save_cpu", "c_save_cpu")}
         figures.update({f"median_{k}": v for k, v in med.items()})
         figures["folder_total_x_save"] = (med["save_s"] + med["folder_commit_s"]) / med["save_s"]
         figures["state_commit_x_save"] = med["state_commit_s"] / med["save_s"]
