@@ -232,3 +232,12 @@ def _zygote() -> Zygote:
     if _gateway_zygote is None or _gateway_zygote.proc.poll() is not None:
         _gateway_zygote = Zygote(PRELOAD, env={"MODELVC_POOL_MB": CLI_POOL_MB})
     return _gateway_zygote
+
+
+def spawn(argv: list[str], env: dict[str, str], code: str | None = None) -> Forked:
+    """`modelvc ARGV` (or CODE, as `python -c CODE ARGV` runs it) forked from the
+    gateways' zygote: a controller process that is killed or signalled, without the
+    ~0.5 s of CPU of its interpreter's start-up and imports."""
+    if code is not None:
+        return _zygote().spawn(argv, env, code)
+    return _zygote().spawn(argv, env, entry="modelvc.cli.main:main")
