@@ -29,7 +29,7 @@ def test_rolling_in_batches_and_abort(fleet_reg: Registry, start_gateways: Start
     gws = start_gateways(fleet_reg, 2, trust="any") + start_gateways(fleet_reg, 1)
     commit_onnx(fleet_reg, tmp_path, b"", "v4-python",
                 extra={"predictor.py": PREDICTOR, "load_seconds": b"0"})
-    with Controller(fleet_reg, batch=2, stale=2.0) as c:
+    with Controller(fleet_reg, batch=2, stale=5.0) as c:
         c.create("d", "digits", "production", strategy="rolling")
         assert c.rollout("d").ok  # adopts v1: already loaded everywhere, nothing reloads
         assert served(gws) == {(1, 1)}

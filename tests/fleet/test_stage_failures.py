@@ -85,7 +85,7 @@ def test_one_replica_refusing_the_version_leaves_all_on_the_old(
 def test_a_replica_killed_mid_stage_aborts_the_rollout(
         sqlite_reg: Registry, start_gateways: Starter) -> None:
     gws = start_gateways(sqlite_reg, 3, trust="any")
-    with Controller(sqlite_reg, stale=1.5) as c:
+    with Controller(sqlite_reg, stale=4.0) as c:  # margin for a busy machine
         c.create("d", "digits", "production")
         assert c.rollout("d").ok
         result: list[Outcome] = []
