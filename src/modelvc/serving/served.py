@@ -219,7 +219,7 @@ class ServedModel:
         live = self.canary_live()
         shadow = slot(self.shadow)
         if shadow is not None:
-            shadow |= {"compared": sh.compared, "errors": sh.errors,
+            shadow |= {"compared": sh.compared, "errors": sh.errors, "pending": sh.pending,
                        "agreement": sh.agreeing / sh.compared if sh.compared else None}
         return {
             "stable": slot(self.stable), "canary": slot(self.canary),
