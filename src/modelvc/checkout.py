@@ -47,11 +47,13 @@ def reading(what: str) -> Iterator[None]:
     """Name WHAT the user asked for (version, file, tensor) in the error of a damaged or
     missing object met while reading it: the object id alone says nothing to them. An
     error that says what to do already (an object replaced mid-read: run it again)
-    keeps its hint; the others get READ_HINT."""
+    keeps its hint; the others get READ_HINT. An error named so already (a server's,
+    relayed by a remote checkout or load) is not named twice."""
     try:
         yield
     except (CorruptObject, ObjectNotFound) as exc:
-        exc.message = f"{what}: {exc.message}"
+        if not exc.message.startswith(f"{what}: "):
+            exc.message = f"{what}: {exc.message}"
         exc.args = (exc.message,)
         exc.hint = exc.hint or READ_HINT
         raise

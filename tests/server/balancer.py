@@ -1,6 +1,7 @@
 """A small reverse proxy in a thread, standing in for a load balancer in front of
 several server processes: `route(method, path)` picks the backend of each request, and
-every forwarded request is logged as (method, path, backend index, status)."""
+every forwarded request is logged as (method, path, backend index, status). `alter`
+(path, body) -> body stands in for something on the way that changes answers."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"
 
 
 class Balancer:
-    def __init__(self, backends: list[str], route: Callable[[str, str], int]) -> None:
+    def __init__(self, backends: list[str], route: Callable[[str, str], int], *,
+                 alter: Callable[[str, bytes], bytes] | None = None) -> None:
         self.backends = backends
         self.route = route
+        self.alter = alter
         self.log: list[tuple[str, str, int, int]] = []
         self._lock = threading.Lock()
         self._client = httpx.Client(timeout=120)
@@ -68,9 +71,10 @@ class Balancer:
                 for k, v in resp.headers.items():
                     if k.lower() not in HOP and k.lower() != "content-encoding":
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(resp.content)))
+                body = resp.content if lb.alter is None else lb.alter(self.path, resp.content)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(resp.content)
+                self.wfile.write(body)
 
             do_GET = do_POST = do_PUT = do_DELETE = _forward
 

@@ -140,14 +140,20 @@ class HostOps(RegistryParts):
         return self._io.read_blob(version_id)
 
     def tensor_bytes(self, object_id: str) -> Iterator[bytes]:
-        """A tensor's raw little-endian bytes, block by block, verified."""
-        return (bytes(x) for x in self._io.iter_tensor(object_id))
+        """A tensor's raw little-endian bytes, block by block, verified (its last block
+        held back until it is: see `held_back`)."""
+        return held_back(bytes(x) for x in self._io.iter_tensor(object_id))
 
     def file_bytes(self, entry: FileEntry, start: int = 0, end: int | None = None
                    ) -> Iterator[bytes]:
         """A file's bytes [start, end) rebuilt segment by segment (tensors block by
         block, each object verified against its id); a whole-file read also checks the
-        sha256 the manifest records, so a bad rebuild aborts instead of completing."""
+        sha256 the manifest records, so a bad rebuild aborts instead of completing (the
+        last piece held back until the checks passed: see `held_back`)."""
+        return held_back(self._file_pieces(entry, start, end))
+
+    def _file_pieces(self, entry: FileEntry, start: int, end: int | None
+                     ) -> Iterator[bytes]:
         end = entry.size if end is None else end
         whole = start == 0 and end == entry.size
         h = hashlib.sha256() if whole else None
@@ -172,3 +178,18 @@ class HostOps(RegistryParts):
                 raise CorruptObject(f"object {seg.id[:12]} rebuilds to the wrong size")
         if h is not None and h.hexdigest() != entry.sha256:
             raise CorruptObject(f"{entry.path} does not rebuild to its recorded sha256")
+
+
+def held_back(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """PIECES, each passed on only once the next is made, the last once PIECES ended
+    without error. An object's id (and a file's sha256) is checked after its last piece
+    is made: an answer streamed with its Content-Length (a checkout, a Hub or MLflow
+    download) then ends short when the check fails, which every HTTP client takes for
+    a failed download, instead of complete with wrong bytes."""
+    held: bytes | None = None
+    for piece in pieces:
+        if held is not None:
+            yield held
+        held = piece
+    if held is not None:
+        yield held

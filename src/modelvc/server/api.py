@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from ..checkout import reading
 from ..errors import NotFound, RefNotFound, UsageError
 from ..names import parse_ref
 from ..records import UNSET
@@ -149,26 +150,41 @@ def _version(reg: Registry, p: P, version_id: str) -> Any:
 
 
 @router.get("/versions/{version_id}/files/{path:path}")
-def file(version_id: str, path: str, p: P, reg: R) -> StreamingResponse:
-    """One file of a version, rebuilt from its objects as it streams."""
+def file(version_id: str, path: str, p: P, reg: R, check: bool = False) -> StreamingResponse:
+    """One file of a version, rebuilt from its objects as it streams. A damaged object
+    met mid-stream can only cut the answer short (its status and length went first):
+    with `check` (a client's second try after a cut) the file is rebuilt and verified
+    before the answer starts, so a damaged object is an error answer naming the
+    version and file, with what to do."""
     v = _version(reg, p, version_id)
     entry = reg.manifest(f"{v.model}@{v.id}").file(path)
     if entry is None:
         raise NotFound(f"{v.model}@v{v.number} has no file {path!r}",
                        hint="the manifest lists its files")
-
+    if check:
+        with reading(f"{v.model}@v{v.number}, {entry.path}"):
+            for _ in reg.file_bytes(entry):
+                pass
     return StreamingResponse(reg.file_bytes(entry), media_type="application/octet-stream",
                              headers={"Content-Length": str(entry.size),
                                       "X-Sha256": entry.sha256, "ETag": f'"{entry.sha256}"'})
 
 
 @router.get("/versions/{version_id}/tensors/{object_id}")
-def tensor(version_id: str, object_id: str, p: P, reg: R) -> StreamingResponse:
-    """A tensor's raw little-endian bytes, if the version lists it (readers see no other)."""
+def tensor(version_id: str, object_id: str, p: P, reg: R,
+           check: bool = False) -> StreamingResponse:
+    """A tensor's raw little-endian bytes, if the version lists it (readers see no other).
+    `check`: verified whole before the answer starts, as for a file."""
     v = _version(reg, p, version_id)
     m = reg.manifest(f"{v.model}@{v.id}")
-    if object_id not in {s.id for f in m.files for s in f.tensors()}:
+    found = next(((f.path, s.tensor) for f in m.files for s in f.tensors()
+                  if s.id == object_id), None)
+    if found is None:
         raise NotFound(f"{v.model}@v{v.number} has no tensor object {object_id[:12]}")
+    if check:
+        with reading(f"{v.model}@v{v.number}, {found[0]}, tensor {found[1]!r}"):
+            for _ in reg.tensor_bytes(object_id):
+                pass
     return StreamingResponse(reg.tensor_bytes(object_id), media_type="application/octet-stream")
 
 
