@@ -139,8 +139,25 @@ class Gated:
         self.reads += 1
         return row
 
-    def checkout(self, label: str, folder: Path) -> Any:
+    def checkout(self, label: str, folder: Path, **kw: Any) -> Any:
         if label == self.label:
             self.entered.set()
             assert self.open.wait(120), "the test never opened the gate"
-        return self.reg.checkout(label, folder)
+        return self.reg.checkout(label, folder, **kw)
+
+
+class Crawling(Gated):
+    """The registry, with checkouts of one version crawling until `open` is set: the
+    checkout reports progress (nothing done) every 10 ms meanwhile, as a long checkout
+    of a big model does between its files, then checks out as usual."""
+
+    def checkout(self, label: str, folder: Path, **kw: Any) -> Any:
+        if label == self.label:
+            self.entered.set()
+            progress = kw.get("progress")
+            for _ in range(12_000):  # 120 s at most
+                if self.open.wait(0.01):
+                    break
+                if progress is not None:
+                    progress(0, 1)
+        return self.reg.checkout(label, folder, **kw)

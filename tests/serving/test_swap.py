@@ -19,7 +19,7 @@ from modelvc.serving.runtimes.onnx import OnnxRuntime
 from modelvc.serving.swap import Loaded, LoadFailed, Pool
 
 from .conftest import Digits, Start, commit_onnx
-from .helpers import Caller, Gated, in_loop, serving, status, wait_for
+from .helpers import Caller, Crawling, Gated, in_loop, serving, status, wait_for
 from .predictors import LOADED_ON
 from .swapload import Client, swap_under_load
 
@@ -263,4 +263,62 @@ def test_a_cancelled_load_fails_its_waiters_and_frees_what_it_loaded(
     assert "cancelled" in str(error)
     assert seen["items"] == {}
     assert seen["left"] == [], "the cancelled load's checkout was never freed"
-    assert (work / "kept" / v1.id).is_dir()  # freed as any version is: its checkout kept
+    # abandoned at its checkout's first step once the gate opened: nothing was loaded
+    assert not (work / "kept" / v1.id).exists()
+
+
+def _close_while_loading(pool: Pool, gate: Gated, v: Any) -> dict[str, Any]:
+    """Cancel the task loading V (held at GATE) and close POOL: whether `close` returned
+    while the load was still held (a generous bound only against a hang), and what is
+    left in the work folder once the load has ended."""
+    async def scenario() -> dict[str, Any]:
+        loader = asyncio.create_task(pool.hold(v))
+        while not gate.entered.is_set():  # the load is under way
+            await asyncio.sleep(0.01)
+        loader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loader
+        closing = asyncio.get_running_loop().run_in_executor(None, pool.close)
+        done, _ = await asyncio.wait([closing], timeout=90)
+        held = not gate.open.is_set()
+        gate.open.set()  # (a load still under way ends now)
+        await closing
+        return {"closed while held": bool(done) and held}
+
+    return in_loop(scenario)
+
+
+def _left(work: Path) -> list[str]:
+    return sorted(p.name for p in work.iterdir() if p.name not in ("optimized", "kept"))
+
+
+def test_closing_stops_an_abandoned_load_at_its_next_step(
+        serve_reg: Registry, tmp_path: Path) -> None:
+    # A gateway stopping cancels its followers, one of them mid-load (a big model's
+    # checkout, file after file), then closes the pool. The load stops at its next
+    # step, so the stop does not wait for the whole checkout; nothing of it is left.
+    v1 = serve_reg.resolve("digits@v1")
+    crawl = Crawling(serve_reg, "digits@v1")
+    work = tmp_path / "work"
+    work.mkdir()
+    pool = Pool(crawl, work, Metrics())  # type: ignore[arg-type]
+    seen = _close_while_loading(pool, crawl, v1)
+    assert seen["closed while held"], "the stop waited for the abandoned load"
+    assert _left(work) == [] and pool.items == {}
+    assert not (work / "kept" / v1.id).exists()  # stopped mid-checkout: nothing loaded
+
+
+def test_closing_waits_a_bounded_time_for_a_load_stuck_in_one_step(
+        serve_reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A step that cannot be cut (here: the checkout's first call blocks) holds the load:
+    # closing waits CLOSE_WAIT_S for it, then stops without it; the load, once the step
+    # ends, stops at its next one and removes its checkout.
+    monkeypatch.setattr(swap, "CLOSE_WAIT_S", 0.5)
+    v1 = serve_reg.resolve("digits@v1")
+    gated = Gated(serve_reg, "digits@v1")
+    work = tmp_path / "work"
+    work.mkdir()
+    pool = Pool(gated, work, Metrics())  # type: ignore[arg-type]
+    seen = _close_while_loading(pool, gated, v1)
+    assert seen["closed while held"], "the stop waited for the abandoned load"
+    wait_for(lambda: _left(work) == [], "the abandoned load to remove its checkout")

@@ -20,10 +20,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import NotFound
 from ..meta.api import RefRow, VersionRow
@@ -123,6 +123,17 @@ class LoadFailed(Exception):
     """A version could not be checked out, loaded or warmed up; it is never served."""
 
 
+class _Dropped(Exception):
+    """The load was abandoned (its loader cancelled, or the pool closing): it stops at
+    its next step (a file checked out, the session created, a warm-up call)."""
+
+
+# Pool.close waits this long at most for loads and frees under way: an abandoned load
+# stops at its next step, but one step (a big tensor's checkout, an ONNX session's
+# creation) cannot be cut; past this the gateway stops without it.
+CLOSE_WAIT_S = 10.0
+
+
 @dataclass(eq=False)
 class Loaded:
     model: str
@@ -180,6 +191,8 @@ class Pool:
         self.load_cpus = load_cpus
         self._io = ThreadPoolExecutor(2, thread_name_prefix="modelvc-load",
                                       initializer=_background, initargs=(load_cpus,))
+        self._closing = threading.Event()  # every load under way stops at its next step
+        self._jobs: set[Future[Any]] = set()  # what the loading threads have to do
 
     async def call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn)
@@ -211,7 +224,8 @@ class Pool:
                 return quick
             pending = asyncio.get_running_loop().create_future()
             self._loading[version.id] = pending
-            job = self._io.submit(self._load, version)
+            dropped = threading.Event()
+            job = self._submit(self._load, version, dropped)
             try:
                 item = await asyncio.wrap_future(job)
             except LoadFailed as exc:
@@ -220,8 +234,10 @@ class Pool:
                 raise
             except asyncio.CancelledError:
                 # The loader was cancelled (a gateway or fleet agent stopping): the
-                # thread cannot be, so what it loads is freed when it ends, and waiters
-                # are told now rather than left waiting for a result nobody delivers.
+                # thread cannot be, so the load stops at its next step (or, past its
+                # last, what it loaded is freed when it ends), and waiters are told now
+                # rather than left waiting for a result nobody delivers.
+                dropped.set()
                 job.add_done_callback(self._free_abandoned)
                 pending.set_exception(LoadFailed(
                     f"{version.model}@v{version.number}: its load was cancelled (the "
@@ -244,9 +260,16 @@ class Pool:
         item = job.result()
         item.closed = True
         try:
-            self._io.submit(self._free, item)
+            self._submit(self._free, item)
         except RuntimeError:  # the pool is closing: free it here
             self._free(item)
+
+    def _submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
+        """FN(*ARGS) on a loading thread, counted among the jobs `close` waits for."""
+        job = self._io.submit(fn, *args)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+        return job
 
     def release(self, item: Loaded) -> None:
         item.holders -= 1
@@ -268,7 +291,7 @@ class Pool:
         self.metrics.loaded.set(len(self.items))
         if item.inline and self._free_inline(item):
             return
-        self._io.submit(self._free, item)
+        self._submit(self._free, item)
 
     def _load_inline(self, v: VersionRow) -> Loaded | None:
         """Re-load `v` on the event loop itself when that is cheap: its checkout and its
@@ -299,15 +322,22 @@ class Pool:
             return False
         item.runtime.close()
         if not self._keep_checkout(item):
-            self._io.submit(shutil.rmtree, item.folder, True)
+            self._submit(shutil.rmtree, item.folder, True)
         return True
 
-    def _load(self, v: VersionRow) -> Loaded:
+    def _load(self, v: VersionRow, dropped: threading.Event) -> Loaded:
         with _short_switches():
-            return self._load_version(v)
+            return self._load_version(v, dropped=dropped)
 
-    def _load_version(self, v: VersionRow, inline: bool = False) -> Loaded:
+    def _load_version(self, v: VersionRow, inline: bool = False,
+                      dropped: threading.Event | None = None) -> Loaded:
         label = f"{v.model}@v{v.number}"
+
+        def going(*_: object) -> None:
+            """Stop here if the load was abandoned (also the checkout's progress)."""
+            if self._closing.is_set() or (dropped is not None and dropped.is_set()):
+                raise _Dropped(label)
+
         folder = self.workdir / f"{v.id[:16]}-{uuid.uuid4().hex[:8]}"
         t0 = time.perf_counter()
         runtime: Runtime | None = None
@@ -321,7 +351,8 @@ class Pool:
                 (self.kept / v.id).rename(folder)
                 model = folder / kept if isinstance(kept, Path) else None
             except OSError:  # none kept: check it out
-                self.reg.checkout(label, folder)
+                self.reg.checkout(label, folder, progress=going)
+            going()
             if not inline:
                 _pause()
             c_session = time.thread_time()
@@ -345,6 +376,7 @@ class Pool:
             t1 = time.perf_counter()
             samples = runtime.sample_inputs()
             for sample in samples:
+                going()
                 if not inline:
                     _pause()
                 runtime.predict(sample, [])
@@ -365,6 +397,8 @@ class Pool:
                 runtime.close()
             shutil.rmtree(folder, ignore_errors=True)
             self._session_s.pop(v.id, None)
+            if isinstance(exc, _Dropped):  # not a failure of the version: no count
+                raise LoadFailed(f"{label}: its load was abandoned") from exc
             if inline:  # tried again in a loading thread
                 raise LoadFailed(str(exc)) from exc
             self.metrics.load_failures.labels(v.model, f"v{v.number}").inc()
@@ -429,10 +463,19 @@ class Pool:
         return True
 
     def close(self) -> None:
+        """Free every loaded version; loads under way stop at their next step. Waits
+        CLOSE_WAIT_S at most for the loading threads: a load abandoned inside one long
+        step (a big tensor's checkout, an ONNX session's creation) does not hold the
+        gateway's stop (it stops, and its checkout is removed, when that step ends)."""
+        self._closing.set()
         for item in list(self.items.values()):
             item.holders = item.inflight = 0
             self._maybe_free(item)
-        self._io.shutdown(wait=True)
+        _, busy = wait(list(self._jobs), timeout=CLOSE_WAIT_S)
+        if busy:
+            log.warning("stopping with %d load(s) or free(s) still under way after %.0f s: "
+                        "they stop at their next step", len(busy), CLOSE_WAIT_S)
+        self._io.shutdown(wait=not busy)
 
 
 class Follower:
