@@ -33,6 +33,12 @@ with ``raise ... from exc``.
 
 from __future__ import annotations
 
+# What to do after a transfer (push, pull, clone; a remote commit's uploads) was cut
+# short, whichever end or signal cut it: one wording (docs/transfer.md). Errors that
+# say it are `resumable` (`"resumable": true` in --json output).
+RESUME_HINT = "run the same command again: it resumes from what already arrived"
+UNREACHABLE_RESUME_HINT = "is the server up? then " + RESUME_HINT
+
 
 class ModelvcError(Exception):
     """modelvc failed."""
@@ -40,9 +46,12 @@ class ModelvcError(Exception):
     exit_code = 1
     http_status = 500
 
-    def __init__(self, message: str | None = None, *, hint: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, hint: str | None = None,
+                 resumable: bool = False) -> None:
         self.message = message or (self.__doc__ or "").strip()
         self.hint = hint
+        # Cut short mid-transfer: the same command, run again, resumes (RESUME_HINT)
+        self.resumable = resumable
         super().__init__(self.message)
 
     def __str__(self) -> str:

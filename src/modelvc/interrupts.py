@@ -25,6 +25,7 @@ __all__ = ["Interrupted", "deferred", "handled", "handling", "hint", "received",
 
 _state = {"signum": 0, "pending": 0, "depth": 0}
 _hint: list[str] = []
+_resumable: list[bool] = []
 
 
 class Interrupted(KeyboardInterrupt):
@@ -47,13 +48,19 @@ def handled() -> None:
     _state["signum"] = 0
 
 
-def set_hint(text: str) -> None:
-    """What the user does after an interruption of the running command (its last say)."""
+def set_hint(text: str, *, resumable: bool = False) -> None:
+    """What the user does after an interruption of the running command (its last say);
+    RESUMABLE: running it again resumes it (a transfer: errors.RESUME_HINT)."""
     _hint[:] = [text]
+    _resumable[:] = [resumable]
 
 
 def hint() -> str | None:
     return _hint[0] if _hint else None
+
+
+def resumable() -> bool:
+    return bool(_resumable and _resumable[0])
 
 
 def _main() -> bool:
@@ -106,6 +113,7 @@ def handling() -> Iterator[None]:
     before = {s: signal.signal(s, _handler) for s in sigs}
     _state.update(signum=0, pending=0, depth=0)
     _hint.clear()
+    _resumable.clear()
     try:
         yield
     finally:

@@ -4,8 +4,9 @@ returns for the Nth time: chunks of the object went; a push waits there, holding
 sending thread, until the server's upload spool holds them), and the server going away
 (SIGKILL to it at the same point). Each ends cleanly (130 / 143 with the one-line
 "stopped, nothing half-written, what to run next"; a server gone: an error that says
-to run it again), the re-run resumes from what the receiver holds, and `modelvc verify`
-is ok on both sides. Real CLI processes, a real `modelvc server`."""
+the same, push and pull alike, and `"resumable": true` in --json output), the re-run
+resumes from what the receiver holds, and `modelvc verify` is ok on both sides. Real
+CLI processes, a real `modelvc server`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from modelvc.errors import ModelNotFound
+from modelvc.errors import RESUME_HINT, UNREACHABLE_RESUME_HINT, ModelNotFound
 from modelvc.registry import Registry
 from modelvc.transfer import pull, push
 from tests.services.server import ServerProcess
@@ -75,7 +76,27 @@ def _interrupted(p: subprocess.CompletedProcess[str], sig: str, what: str) -> No
     assert p.returncode == 128 + signal.Signals[sig], (p.returncode, p.stderr)
     assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
     assert lines[0].startswith(f"interrupted by {sig}: `modelvc {what}` stopped"), lines
-    assert "none is half-written" in lines[0] and "run it again" in lines[0], lines
+    assert "none is half-written" in lines[0] and f"({RESUME_HINT})" in lines[0], lines
+
+
+def _interrupted_json(p: subprocess.CompletedProcess[str], sig: str, what: str) -> None:
+    assert "signal-at: sent" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 128 + signal.Signals[sig], (p.returncode, p.stderr)
+    doc = json.loads(p.stdout)
+    assert doc["error"] == "Interrupted", doc
+    assert doc["message"].startswith(f"interrupted by {sig}: `modelvc {what}` stopped"), doc
+    assert (doc["hint"], doc.get("resumable")) == (RESUME_HINT, True), doc
+
+
+def _server_gone(p: subprocess.CompletedProcess[str]) -> None:
+    """The one error a push or a pull whose server went away says: what happened, and
+    the hint every cut transfer gives; resumable in --json output."""
+    assert "signal-at: sent" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 7, (p.returncode, p.stdout, p.stderr)  # StorageError
+    doc = json.loads(p.stdout)
+    assert doc["error"] == "StorageError", doc
+    assert doc["message"].startswith("cannot reach the registry server"), doc
+    assert (doc["hint"], doc.get("resumable")) == (UNREACHABLE_RESUME_HINT, True), doc
 
 
 def _resumed(p: subprocess.CompletedProcess[str]) -> dict[str, object]:
@@ -121,9 +142,9 @@ def test_a_pull_stopped_mid_object_resumes(source: Path, served: tuple[ServerPro
     with Registry.open(source) as src:
         push(src, server.url, ["big"], token=token)
     Registry.init(tmp_path / "dst").close()
-    p = _cli(tmp_path / "dst", "pull", server.url, "big", token=token, at=AT,
+    p = _cli(tmp_path / "dst", "pull", server.url, "big", "--json", token=token, at=AT,
              sig="SIGTERM")
-    _interrupted(p, "SIGTERM", "pull")
+    _interrupted_json(p, "SIGTERM", "pull")
     doc = _resumed(_cli(tmp_path / "dst", "pull", server.url, "big", "--json",
                         token=token))
     assert int(doc["bytes_resumed"]) > 0, doc  # type: ignore[call-overload]
@@ -135,11 +156,9 @@ def test_a_push_whose_server_goes_away_mid_object_says_to_run_it_again(
         source: Path, served: tuple[ServerProcess, str]) -> None:
     server, token = served
     assert server.proc is not None
-    p = _cli(source, "push", server.url, "big", token=token, at=AT, sig="SIGKILL",
-             pgid=server.proc.pid)
-    assert "signal-at: sent" in p.stderr and "Traceback" not in p.stderr, p.stderr
-    assert p.returncode not in (0, 130, 143), (p.returncode, p.stderr)
-    assert "error:" in p.stderr and "run it again" in p.stderr, p.stderr
+    p = _cli(source, "push", server.url, "big", "--json", token=token, at=AT,
+             sig="SIGKILL", pgid=server.proc.pid)
+    _server_gone(p)
     server.start()
     _resumed(_cli(source, "push", server.url, "big", "--json", token=token))
     _verified(source, server.registry)
@@ -160,11 +179,9 @@ def test_a_pull_whose_server_goes_away_mid_object_says_to_run_it_again(
         oids = {s.id for f in src.manifest("big@main").files for s in f.segments}
     dst = tmp_path / "dst"
     Registry.init(dst).close()
-    p = _cli(dst, "pull", server.url, "big", token=token, at=AT, sig="SIGKILL",
+    p = _cli(dst, "pull", server.url, "big", "--json", token=token, at=AT, sig="SIGKILL",
              pgid=server.proc.pid)
-    assert "signal-at: sent" in p.stderr and "Traceback" not in p.stderr, p.stderr
-    assert p.returncode not in (0, 130, 143), (p.returncode, p.stderr)
-    assert "error:" in p.stderr and "run the transfer again" in p.stderr, p.stderr
+    _server_gone(p)
     with Registry.open(dst) as there:
         with pytest.raises(ModelNotFound):
             there.resolve("big@main")  # no version recorded before its objects

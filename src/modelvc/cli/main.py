@@ -91,8 +91,11 @@ class Group(click.Group):
             if not isinstance(exc, ModelvcError):
                 raise
             if as_json:
-                click.echo(json.dumps({"error": exc.code, "message": exc.message,
-                                       "hint": exc.hint}))
+                doc: dict[str, object] = {"error": exc.code, "message": exc.message,
+                                          "hint": exc.hint}
+                if exc.resumable:  # cut mid-transfer: the same command resumes it
+                    doc["resumable"] = True
+                click.echo(json.dumps(doc))
             else:
                 click.echo(f"error: {exc.message}", err=True)
                 if exc.hint:
@@ -114,7 +117,10 @@ def _interrupted(ctx: click.Context, signum: int, as_json: bool) -> NoReturn:
                "step it completed is recorded and none is half-written")
     todo = interrupts.hint() or "run it again to finish"
     if as_json:
-        click.echo(json.dumps({"error": "Interrupted", "message": message, "hint": todo}))
+        doc: dict[str, object] = {"error": "Interrupted", "message": message, "hint": todo}
+        if interrupts.resumable():  # as a transfer's error when its server went away
+            doc["resumable"] = True
+        click.echo(json.dumps(doc))
     else:
         click.echo(f"{message} ({todo})", err=True)
     sys.exit(128 + signum)

@@ -18,6 +18,15 @@ _jobs = click.option("--jobs", "-j", default=4, show_default=True,
                      help="Objects moved in parallel.")
 
 
+def _resumable() -> None:
+    """Ctrl-C or SIGTERM stopping a push or pull says what its error says when the
+    other end goes away: the same command resumes it (errors.RESUME_HINT)."""
+    from .. import interrupts
+    from ..errors import RESUME_HINT
+
+    interrupts.set_hint(RESUME_HINT, resumable=True)
+
+
 def _summary(verb: str, r: TransferResult) -> None:
     click.echo(f"{verb}: {len(r.versions)} version(s), {r.objects_sent} object(s), "
                f"{human_bytes(r.bytes_sent)} sent; {r.objects_skipped} already there")
@@ -41,6 +50,7 @@ def push(ctx: Ctx, remote: str, refs: tuple[str, ...], force: bool, channels: bo
     from ..transfer import push as do_push
     from ..transfer.engine import check_jobs
 
+    _resumable()
     bar = Progress(f"push {remote}", 0, enabled=not as_json)
     r = do_push(ctx.local_registry(), remote, list(refs), force=force, channels=channels,
                 token=token, jobs=check_jobs(jobs), progress=bar)
@@ -63,6 +73,7 @@ def pull(ctx: Ctx, remote: str, refs: tuple[str, ...], force: bool, channels: bo
     from ..transfer import pull as do_pull
     from ..transfer.engine import check_jobs
 
+    _resumable()
     bar = Progress(f"pull {remote}", 0, enabled=not as_json)
     r = do_pull(ctx.local_registry(), remote, list(refs), force=force, channels=channels,
                 token=token, jobs=check_jobs(jobs), progress=bar)

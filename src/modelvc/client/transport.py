@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from .. import errors
-from ..errors import ModelvcError, StorageError
+from ..errors import RESUME_HINT, UNREACHABLE_RESUME_HINT, ModelvcError, StorageError
 
 TIMEOUT = 300.0
 CONNECT_TIMEOUT = 10.0
@@ -84,8 +84,9 @@ class Transport:
             self.bytes_down += down
 
     def unreachable(self, exc: Exception, hint: str | None = None) -> StorageError:
+        said = hint or self.unreachable_hint
         return StorageError(f"cannot reach the registry server {self.url}: {exc}",
-                            hint=hint or self.unreachable_hint)
+                            hint=said, resumable=said in (RESUME_HINT, UNREACHABLE_RESUME_HINT))
 
     def request(self, method: str, path: str, *, hint: str | None = None, check: bool = True,
                 **kw: Any) -> httpx.Response:

@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import ChunkRefused, CorruptObject, SessionMoved
+from ..errors import UNREACHABLE_RESUME_HINT, ChunkRefused, CorruptObject, SessionMoved
 from ..wire.frames import BATCH_BYTES, FRAMES_TYPE, framed_size, frames
 from .transport import Transport
 
 RESTARTS = 3  # per object: re-asks after a refused chunk or a failed verification
 MOVED_WHOLE = 2  # a session that moved this often: the object goes whole in one request
-RESUME_HINT = "run it again: it resumes from what the server holds"
+RESUME_HINT = UNREACHABLE_RESUME_HINT  # the same words as a push's or a pull's
 
 
 def resume(ask: Callable[[], int | None], send: Callable[[int], None],

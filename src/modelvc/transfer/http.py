@@ -17,13 +17,14 @@ import httpx
 from .. import errors
 from ..client.transport import Transport, decode_error, error_code
 from ..client.uploads import Session
+from ..errors import UNREACHABLE_RESUME_HINT
 from ..wire.frames import rechunk
 from .protocol import ObjectEntry, RefInfo, VersionInfo, decode_pack, encode_pack
 
-# Said by every request of a transfer that cannot reach the server. An upload's own (the
-# client's RESUME_HINT) and this one can each come first when the server goes away mid-push
-# (its packs and streams run in parallel): both say to run it again.
-HINT = "is the server up? then run it again: the transfer resumes where it stopped"
+# Said by every request of a transfer that cannot reach the server, push or pull alike
+# (an upload's own, the client's RESUME_HINT, is the same: either can come first when the
+# server goes away mid-push, its packs and streams running in parallel).
+HINT = UNREACHABLE_RESUME_HINT
 
 
 class HttpEnd:
@@ -87,9 +88,8 @@ class HttpEnd:
 
     def read_stream(self, model: str, oid: str, offset: int = 0) -> Iterator[bytes]:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        hint = "run the transfer again: it resumes from there"
         with self._t.stream("GET", f"/api/v1/objects/{oid}", headers=headers,
-                            params={"model": model}, hint=hint) as resp:
+                            params={"model": model}, hint=HINT) as resp:
             skip = offset if resp.status_code == 200 else 0  # Range not honoured
             for chunk in resp.iter_bytes(1 << 20):
                 self._count_down(len(chunk), oid)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..errors import (
+    RESUME_HINT,
     AlreadyExists,
     Conflict,
     ModelNotFound,
@@ -115,7 +116,7 @@ class LocalEnd:
                     progress(pos)
         if pos != size:
             raise StorageError(f"the stream of {oid[:12]} ended at byte {pos} of {size}",
-                               hint="run the transfer again: it resumes from there")
+                               hint=RESUME_HINT, resumable=True)
         self.finish(self.sessions, LOCAL_SUBJECT, oid, size)
 
     def finish(self, sessions: Sessions, subject: str, oid: str, size: int
