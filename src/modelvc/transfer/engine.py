@@ -38,6 +38,13 @@ MOVED_WHOLE = 2  # a session that moved this often: the object goes whole in one
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
+# A received object that fails its check (it was verified by the receiver before it was
+# stored) after the retries `resume` allows: the sender's copy, most likely.
+DAMAGED_HINT = ("nothing was recorded here; if it fails again, the sending registry's copy "
+                "is damaged: run `modelvc verify` on it (a server: `modelvc --registry URL "
+                "verify`, as an admin) to see which versions it breaks, then `modelvc "
+                "verify --repair` there")
+
 
 class _Stopped(Exception):
     """A stream ended early: the transfer failed elsewhere or was interrupted."""
@@ -112,7 +119,17 @@ def _send_versions(source: Source, sink: Sink, model: str, tips: list[str], jobs
     present = sink.has_objects(model, [o.id for o in closure])
     send = [o for o in closure if o.id not in present]
     result.objects_skipped += len(closure) - len(send)
-    _send(source, sink, model, send, jobs, progress, result)
+    try:
+        _send(source, sink, model, send, jobs, progress, result)
+    except CorruptObject as exc:
+        # The object id alone says nothing to the user: name the versions it was sent
+        # for (one of them needs it), and what to do.
+        names = ", ".join(f"{v.model}@v{v.number}" for v in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        exc.message = f"sending {names}{more}: {exc.message}"
+        exc.args = (exc.message,)
+        exc.hint = exc.hint or DAMAGED_HINT
+        raise
     for v in missing:  # oldest first: parents get their numbers before children
         sink.record_version(model, v.id)
         result.versions.append(v.id)
