@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 
 from modelvc.codec import BLOCK_ELEMENTS
 from modelvc.codec.buffers import POOL
-from modelvc.errors import CorruptObject
+from modelvc.errors import CorruptObject, StorageError
 from modelvc.registry import Registry
 from tests.services.damage import flip_byte
 
@@ -181,3 +181,17 @@ def test_a_damaged_object_is_named_with_the_version_file_and_what_to_do(
         said = str(err.value)
         assert "m@v1" in said and "a.safetensors" in said and "'w'" in said, said
         assert "modelvc verify" in (err.value.hint or ""), said
+
+
+def test_a_destination_that_cannot_be_written_says_what_to_do(
+        reg: Registry, tmp_path: Path) -> None:
+    """A destination below a file (or anywhere the OS refuses) is a StorageError that
+    names the file and says what to choose instead (it had no hint)."""
+    src = tmp_path / "a.safetensors"
+    save_file({"w": np.zeros(8, np.float32)}, str(src))
+    reg.commit(src, model="m")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StorageError) as err:
+        reg.checkout("m@v1", tmp_path / "afile" / "sub")
+    assert "afile" in err.value.message, err.value
+    assert "choose a destination folder you can write to" in (err.value.hint or ""), err.value

@@ -193,7 +193,10 @@ def writing(target: Path) -> Iterator[BinaryIO]:
             raise DiskFull(f"no space left writing {target}",
                            hint="free space on the destination's filesystem or choose "
                            "another destination") from exc
-        raise StorageError(f"cannot write {target}: {exc.strerror}") from exc
+        raise StorageError(f"cannot write {target}: {exc.strerror}",
+                           hint="choose a destination folder you can write to (missing "
+                           "folders are created; none of its parents may be a file)"
+                           ) from exc
 
 
 def _read(io: ObjectIO, seg: SegmentRef
