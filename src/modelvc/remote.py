@@ -26,7 +26,7 @@ from .checkout import CheckoutResult, TensorDict, reading, safe_relpath, to_arra
 from .client.transport import Transport
 from .diff import VersionDiff
 from .errors import CorruptObject
-from .maintenance import GcReport, VerifyReport
+from .maintenance import GcReport, VerifyReport, check_grace
 from .manifest import FileEntry, Manifest, SegmentRef
 from .meta.api import AuditRow, RefMove, RefRow, VersionRow
 from .records import UNSET, FileStorage, Unset
@@ -216,6 +216,7 @@ class RemoteRegistry(RemoteWrites):
 
     def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0,
            progress: Callable[[int, int], None] | None = None) -> GcReport:
+        check_grace(grace_seconds)  # the local wording and hint, not the schema's
         return decode_as(GcReport, self._post("/gc", {"dry_run": dry_run,
                                                       "grace_seconds": grace_seconds}))
 

@@ -304,6 +304,12 @@ def test_delete_gc_and_audit(api: Any, model: str, tmp_path: Path) -> None:
     assert api.resolve(f"{model}@v1", deleted=True).deleted_at is not None
     gc = api.gc(dry_run=True, grace_seconds=0)
     assert gc.dry_run and gc.live > 0
+    # a negative grace period: the same words and hint everywhere (remotely it was the
+    # API schema's "body.grace_seconds: Input should be greater than or equal to 0")
+    with pytest.raises(UsageError, match=r"^invalid grace period -5(\.0)?: give seconds >= 0"
+                       ) as err:
+        api.gc(dry_run=True, grace_seconds=-5)
+    assert "the default is 3600" in (err.value.hint or "")
     api.checkout(f"{model}@production", tmp_path / "out")  # survives the delete
     trail = api.audit(model=model)
     assert [e.action for e in trail] == ["commit", "commit", "promote", "delete"]
