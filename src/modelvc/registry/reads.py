@@ -120,6 +120,10 @@ class ReadOps(RegistryParts):
               after: int | None = None, before: int | None = None,
               limit: int | None = None, newest: bool = False) -> list[AuditRow]:
         """The audit trail, oldest first, filtered and paged (see RegistryAPI.audit)."""
+        if channel and not model:  # (was ignored: the whole trail came back)
+            raise UsageError(f"a channel filter needs its model: channel {channel!r} of "
+                             "which model?", hint="pass the model too (--model M "
+                             f"--channel {channel}); channels belong to one model")
         target = f"{model}@{channel}" if model and channel else None
         if limit is not None and limit < 1:
             raise UsageError(f"limit must be 1 or more, not {limit}",
