@@ -55,3 +55,16 @@ def test_audit_columns_and_values(tmp_path: Path) -> None:
     starts = {r.index("  t@") for r in rows}
     assert len(starts) == 1, out
     assert rows[0].split()[3:7] == ["al", "commit", "t@main", "-"], rows[0]
+
+
+def test_log_marks_a_deleted_ancestor(tmp_path: Path) -> None:
+    """`log` still lists a deleted ancestor of REF (its children stand alone); the line
+    says it was deleted (it looked like any live version, whose files check out)."""
+    run(["init"], tmp_path)
+    for seed in (1, 2):
+        write_model(tmp_path / "model.safetensors", seed)
+        run(["commit", "model.safetensors", "--model", "t"], tmp_path)
+    run(["delete", "t@v1"], tmp_path)
+    lines = run(["log", "t"], tmp_path).stdout.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["v2", "v1"], lines
+    assert "[deleted " in lines[1] and "deleted" not in lines[0], lines

@@ -34,7 +34,9 @@ def _version_line(v: Any, refs: dict[str, list[str]] | None = None,
     tail = f" ({names})" if names else ""
     msg = v.message.splitlines()[0] if v.message else ""
     num = f"v{v.number}" if model is None or v.model == model else f"{v.model}@v{v.number}"
-    return f"{num:<5} {v.id[:12]}  {when(v.created_at)}  {v.author:<10} {msg}{tail}"
+    # A deleted ancestor is still listed (its children stand alone): say it is gone.
+    gone = f" [deleted {when(v.deleted_at)}]" if getattr(v, "deleted_at", None) else ""
+    return f"{num:<5} {v.id[:12]}  {when(v.created_at)}  {v.author:<10} {msg}{tail}{gone}"
 
 
 def _derived_mark(v: Any, numbers: dict[str, int]) -> str:
