@@ -67,7 +67,7 @@ LAYERS: list[list[tuple[str, str]]] = [
      ("client/", "HTTP transport, error decoder, resumable uploads (remote.py, transfer/)")],
     [("errors.py", "one typed error tree: message, hint, exit code, HTTP status"),
      ("layout.py", "the .modelvc folder, config, format version, the gc lock"),
-     ("records.py", "the API's result dataclasses (re-exported by api/)"),
+     ("records/", "the API's result dataclasses (re-exported by api/)"),
      ("names.py", "names and refs"), ("canonical.py", "canonical JSON"),
      ("atomic.py", "atomic file writes"),
      ("interrupts.py", "Ctrl-C and SIGTERM: delivered between transactions, exit 130/143"),

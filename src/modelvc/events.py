@@ -26,14 +26,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from . import records
 from .errors import PermissionDenied
 from .lineage import author
-from .meta.api import AuditEntry, Delivery, Webhook
-from .records import DeliveryReport, WebhookStatus
+from .meta.api import AuditEntry
 
 if TYPE_CHECKING:
     from .meta.api import AuditRow
     from .meta.store import MetaStore
+    from .records import Delivery, DeliveryReport, Webhook, WebhookStatus
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Report:
     pending: dict[int, int] = field(default_factory=dict)  # webhook id -> events waiting
 
     def frozen(self) -> DeliveryReport:
-        return DeliveryReport(self.delivered, self.failed_attempts, dict(self.pending))
+        return records.DeliveryReport(self.delivered, self.failed_attempts, dict(self.pending))
 
 
 def wants(hook: Webhook, entry: AuditRow) -> bool:
@@ -128,7 +129,7 @@ class Events:
 
     def status(self) -> list[WebhookStatus]:
         """Each active webhook with the number of events waiting for it."""
-        return [WebhookStatus(h, self._pending(h)) for h in self.hooks()]
+        return [records.WebhookStatus(h, self._pending(h)) for h in self.hooks()]
 
     # ---- delivery
     def after_mutation(self) -> None:
@@ -273,15 +274,17 @@ class Events:
 
 def _webhook(d: dict[str, Any]) -> Webhook:
     # The server never sends a secret back: it was shown once, when the hook was added.
-    return Webhook(id=int(d["id"]), url=d["url"], secret="", events=list(d["events"]),
-                   cursor=int(d["cursor"]), created_at=datetime.fromisoformat(d["created_at"]),
-                   active=bool(d["active"]))
+    return records.Webhook(id=int(d["id"]), url=d["url"], secret="", events=list(d["events"]),
+                           cursor=int(d["cursor"]),
+                           created_at=datetime.fromisoformat(d["created_at"]),
+                           active=bool(d["active"]))
 
 
 def _delivery(d: dict[str, Any]) -> Delivery:
-    return Delivery(id=int(d["id"]), webhook_id=int(d["webhook_id"]),
-                    audit_id=int(d["audit_id"]), attempt=int(d["attempt"]),
-                    at=datetime.fromisoformat(d["at"]), status=d["status"], error=d["error"])
+    return records.Delivery(id=int(d["id"]), webhook_id=int(d["webhook_id"]),
+                            audit_id=int(d["audit_id"]), attempt=int(d["attempt"]),
+                            at=datetime.fromisoformat(d["at"]), status=d["status"],
+                            error=d["error"])
 
 
 class RemoteEvents:
@@ -306,7 +309,7 @@ class RemoteEvents:
         self._call("DELETE", f"/webhooks/{int(webhook_id)}")
 
     def status(self) -> list[WebhookStatus]:
-        return [WebhookStatus(_webhook(d), int(d["pending"]))
+        return [records.WebhookStatus(_webhook(d), int(d["pending"]))
                 for d in self._call("GET", "/webhooks")]
 
     def hooks(self) -> list[Webhook]:

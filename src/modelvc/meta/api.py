@@ -10,28 +10,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from ..records import (
-    AuditRecord,
-    Delivery,
-    GateRun,
-    Ref,
-    RefKind,
-    RefMove,
-    Signature,
-    SigningKey,
-    Version,
-    Webhook,
-)
+from ..records import AuditRecord, Ref, RefKind, RefMove, Version
 
 # The metadata layer hands out the public records of modelvc.api directly; these are
-# their historical names inside the package.
+# their historical names inside the package. The other areas' records (gate runs,
+# signatures, webhooks...) come from modelvc.records where they are used, so that a
+# command on versions does not create them (records.AREA_RECORDS).
 VersionRow = Version
 RefRow = Ref
 AuditRow = AuditRecord
 __all__ = ["FORMAT_VERSION", "HEAD_REVISION", "AuditEntry", "AuditRecord", "AuditRow",
-           "Delivery", "GateRun", "ModelRow",
-           "NewVersion", "ObjectKind", "ObjectRow", "RefKind", "RefMove", "RefRow",
-           "Signature", "SigningKey", "VersionRow", "Webhook"]
+           "ModelRow", "NewVersion", "ObjectKind", "ObjectRow", "RefKind", "RefMove", "RefRow",
+           "VersionRow"]
 
 ObjectKind = Literal["tensor", "blob", "chunk", "manifest"]
 

@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from .api import AuditEntry, AuditRow, GateRun
+from ..records import GateRun
+from .api import AuditEntry, AuditRow
 from .area import Area
 from .audithash import GENESIS as GENESIS
 from .audithash import entry_hash as entry_hash

@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import AlreadyExists, NotFound
-from .api import AuditEntry, Signature, SigningKey
+from ..records import Signature, SigningKey
+from .api import AuditEntry
 from .area import Area
 from .governance import append_audit
 from .rows import now, utc

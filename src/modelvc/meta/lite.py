@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from .. import interrupts
+from .. import interrupts, records
 from ..errors import Conflict, ModelNotFound, RefNotFound, StorageError
 from . import literows, litewrite
 from .api import (
@@ -37,13 +37,12 @@ from .api import (
     RefKind,
     RefMove,
     RefRow,
-    Signature,
     VersionRow,
-    Webhook,
 )
 from .litewrite import Heads
 
 if TYPE_CHECKING:
+    from ..records import Signature, Webhook
     from .store import MetaStore
 
 T = TypeVar("T")
@@ -265,8 +264,8 @@ class LiteMeta:
         q = ("SELECT id, url, secret, events, cursor, created_at, active FROM webhooks"
              + (" WHERE active = 1" if active_only else "") + " ORDER BY id")
         return self._read(lambda conn: [
-            Webhook(r[0], r[1], r[2], list(literows.json_of(r[3])), r[4], literows.time_of(r[5]),
-                    bool(r[6]))
+            records.Webhook(r[0], r[1], r[2], list(literows.json_of(r[3])), r[4],
+                            literows.time_of(r[5]), bool(r[6]))
             for r in conn.execute(q)])
 
     # ---- versions
@@ -369,7 +368,7 @@ class LiteMeta:
 
     def signatures(self, version_id: str) -> list[Signature]:
         return self._read(lambda conn: [
-            Signature(r[0], r[1], r[2], literows.time_of(r[3]), r[4]) for r in conn.execute(
+            records.Signature(r[0], r[1], r[2], literows.time_of(r[3]), r[4]) for r in conn.execute(
                 "SELECT version_id, key_id, signature, signed_at, signer FROM signatures "
                 "WHERE version_id = ?", (version_id,))])
 

@@ -24,12 +24,11 @@ from .api import (
     RefKind,
     RefMove,
     RefRow,
-    Signature,
     VersionRow,
-    Webhook,
 )
 
 if TYPE_CHECKING:
+    from ..records import Signature, Webhook
     from .lite import LiteMeta
     from .store import MetaStore
 

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from ..errors import NotFound
-from .api import AuditEntry, Delivery, Webhook
+from ..records import Delivery, Webhook
+from .api import AuditEntry
 from .area import Area
 from .governance import append_audit
 from .rows import now, utc

@@ -34,8 +34,8 @@ from ..gates.checks.signature import signature
 from ..gates.context import RunContext
 from ..gates.policy import Gate, Policy, applied_policy
 from ..lineage import author, fingerprint
-from ..meta.api import AuditEntry, GateRun
-from ..records import GateReport, GateResult, finite
+from ..meta.api import AuditEntry
+from ..records import GateReport, GateResult, GateRun, finite
 from .parts import RegistryParts
 
 if TYPE_CHECKING:

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptObject, PermissionDenied
 from ..lineage import author as default_author
-from ..records import Ref, RoleBinding, Token, Version
+from ..records import Ref, Version
 from .parts import RegistryParts
 
 if TYPE_CHECKING:
     from ..gates.policy import Policy
     from ..manifest import FileEntry, Manifest
+    from ..records import RoleBinding, Token
     from ..repair import RepairReport
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..events import MAX_REMOTE_WAIT
-from ..meta.api import Webhook
+from ..records import Webhook
 from ..webhooks import MAX_URL, new_secret
 from ..wire.values import encode
 from .auth import authorize

@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..records import SignatureCheck as SigCheck
     from .ops import (
         check_version,
         create_key,
@@ -23,16 +24,20 @@ if TYPE_CHECKING:
         sign_version,
         verify_version,
     )
-    from .trust import SigCheck, Trust, TrustSettings, parse_policy
+    from .trust import Trust, TrustSettings, parse_policy
 
 _WHERE = {
     **dict.fromkeys(("check_version", "create_key", "export_signature", "import_signature",
                      "register_key", "revoke_key", "sign_version", "verify_version"), "ops"),
-    **dict.fromkeys(("SigCheck", "Trust", "TrustSettings", "parse_policy"), "trust"),
+    **dict.fromkeys(("Trust", "TrustSettings", "parse_policy"), "trust"),
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name == "SigCheck":  # modelvc.records.SignatureCheck, by its name here
+        from ..records import SignatureCheck
+
+        return SignatureCheck
     mod = _WHERE.get(name)
     if mod is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,13 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import records
 from ..errors import Corrupt, NotFound, SignatureInvalid, Untrusted, UsageError
 from ..manifest import Manifest
-from ..meta.api import Signature, SigningKey, VersionRow
-from ..records import SignatureCheck, SignatureStatus
+from ..meta.api import VersionRow
+from ..records import SignatureStatus
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
+    from ..records import Signature, SignatureCheck, SigningKey
 
 Status = SignatureStatus
 
@@ -60,14 +62,11 @@ def parse_policy(body: str) -> TrustSettings:
     return TrustSettings(tuple(names), require, present=True)
 
 
-SigCheck = SignatureCheck  # its name inside the package
-
-
 def _check_one(sig: Signature, key: SigningKey | None, m: Manifest, version_id: str,
-               trusted: Sequence[str] | None) -> SigCheck:
-    def out(status: Status, detail: str) -> SigCheck:
-        return SigCheck(key.name if key else sig.key_id[:12], sig.key_id, sig.signer, status,
-                        detail)
+               trusted: Sequence[str] | None) -> SignatureCheck:
+    def out(status: Status, detail: str) -> SignatureCheck:
+        return records.SignatureCheck(key.name if key else sig.key_id[:12], sig.key_id,
+                                      sig.signer, status, detail)
 
     if key is None:
         return out("unknown-key", "signed by a key that is not registered")
@@ -93,7 +92,7 @@ def _check_one(sig: Signature, key: SigningKey | None, m: Manifest, version_id: 
 
 
 def check_signatures(meta: MetaStore, m: Manifest, version_id: str,
-                     trusted: Sequence[str] | None = None) -> list[SigCheck]:
+                     trusted: Sequence[str] | None = None) -> list[SignatureCheck]:
     """Every stored signature of the version, verified (tampering shows as `invalid`)."""
     out = []
     for sig in meta.signatures(version_id):
@@ -105,7 +104,7 @@ def check_signatures(meta: MetaStore, m: Manifest, version_id: str,
     return out
 
 
-def decide(checks: Sequence[SigCheck], label: str, trusted: Sequence[str]) -> str:
+def decide(checks: Sequence[SignatureCheck], label: str, trusted: Sequence[str]) -> str:
     """The valid signature's description, or raise SignatureInvalid / Untrusted."""
     bad = [c for c in checks if c.status == "invalid"]
     if bad:

@@ -1,101 +1,15 @@
-"""The public result types of the Registry API: frozen dataclasses, re-exported by
-modelvc.api (and modelvc.api.types, where they lived before).
-
-Every verb of `RegistryAPI` returns these, on the embedded registry and over HTTP alike
-(the server sends them as JSON, the client decodes them back into the same classes).
-They sit in the bottom layer and import nothing from modelvc: the metadata layer builds
-these records directly from its rows (so a row never leaks out as anything but one of
-them), and the manifest, gates, signing and fleet use them, all below modelvc.api.
-"""
+"""The records of the Registry API's areas besides versions and refs: gates and
+policies, signing keys and signatures, webhooks and deliveries, tokens and roles, fleet
+deployments and replicas. modelvc.records re-exports them and imports this module when
+one of them is first asked for (a one-shot command on versions creates none of them)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-RefKind = Literal["branch", "channel", "tag"]
-SignatureStatus = Literal["valid", "invalid", "revoked", "untrusted", "unknown-key"]
-
-
-class Unset:
-    """Marks an argument that was not given (where None is a meaningful value)."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = Unset()
-
-
-@dataclass(frozen=True)
-class Version:
-    id: str  # 64-hex BLAKE3 of the manifest bytes
-    model: str
-    number: int  # v1, v2, ... per model, allocated inside the insert transaction
-    created_at: datetime
-    author: str
-    message: str
-    parents: list[str]  # version ids
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    lineage: dict[str, Any]  # git, data fingerprints, environment
-    raw_size: int  # bytes of the files as checked out
-    stored_size: int  # bytes newly stored by this version (objects it introduced)
-    deleted_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class FileStorage:
-    """What one file of a version takes in the registry."""
-
-    path: str
-    raw_size: int  # bytes as checked out
-    stored_size: int  # bytes of its distinct objects in the store (a delta: the delta only)
-    objects: int  # distinct objects (tensors, byte segments)
-    codecs: dict[str, int]  # codec ("zstd", "delta", "planes", ...) -> its stored bytes
-
-
-@dataclass(frozen=True)
-class Ref:
-    model: str
-    name: str
-    kind: RefKind
-    version_id: str | None
-    updated_at: datetime
-    revision: int  # bumped on every move
-
-
-@dataclass(frozen=True)
-class RefMove:
-    id: int
-    model: str
-    name: str
-    kind: RefKind
-    old: str | None
-    new: str | None
-    actor: str
-    at: datetime
-    action: str  # create | commit | promote | rollback | delete | force
-    reason: str
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """One entry of the hash-chained audit trail."""
-
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    model: str | None
-    target: str
-    before: Any
-    after: Any
-    reason: str
-    prev_hash: str
-    hash: str
+from .core import SignatureStatus, Version, finite
 
 
 @dataclass(frozen=True)
@@ -127,15 +41,6 @@ class GateResult:
         return {"gate": self.gate, "name": self.name, "passed": self.passed,
                 "measured": finite(self.measured), "expected": finite(self.expected),
                 "message": self.message, "line": self.line}
-
-
-def finite(x: Any) -> Any:
-    """JSON has no NaN/inf: say so in text instead of writing invalid JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    return x
 
 
 @dataclass(frozen=True)
