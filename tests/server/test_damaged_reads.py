@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -113,3 +114,19 @@ def test_bytes_changed_on_the_way_name_the_version_and_file(
         said = str(err.value)
         assert said.startswith("m@v1, a.safetensors, tensor 'w': "), said
         assert "modelvc verify" in (err.value.hint or ""), said
+
+
+def test_a_hub_download_of_a_damaged_file_ends_short_never_complete(
+        damaged: tuple[ServerProcess, str]) -> None:
+    """A Hub client (or any HTTP client) cannot be told why: but the answer must not
+    look complete. The server holds back each object's last piece until its id is
+    checked, so the damaged object cuts the body short of its Content-Length, which
+    every client takes for a failed download (it was sent whole, with wrong bytes)."""
+    server, token = damaged
+    with httpx.Client(base_url=server.url, timeout=120,
+                      headers={"Authorization": f"Bearer {token}"}) as c, \
+            pytest.raises(httpx.RemoteProtocolError), \
+            c.stream("GET", "/m/resolve/main/a.safetensors") as r:
+        assert r.status_code == 200
+        for _ in r.iter_bytes():
+            pass

@@ -177,7 +177,7 @@ def tensor(version_id: str, object_id: str, p: P, reg: R,
     `check`: verified whole before the answer starts, as for a file."""
     v = _version(reg, p, version_id)
     m = reg.manifest(f"{v.model}@{v.id}")
-    found = next(((f.path, s.tensor) for f in m.files for s in f.tensors()
+    found = next(((f.path, s.tensor, s.size) for f in m.files for s in f.tensors()
                   if s.id == object_id), None)
     if found is None:
         raise NotFound(f"{v.model}@v{v.number} has no tensor object {object_id[:12]}")
@@ -185,7 +185,10 @@ def tensor(version_id: str, object_id: str, p: P, reg: R,
         with reading(f"{v.model}@v{v.number}, {found[0]}, tensor {found[1]!r}"):
             for _ in reg.tensor_bytes(object_id):
                 pass
-    return StreamingResponse(reg.tensor_bytes(object_id), media_type="application/octet-stream")
+    # With its length: a body cut short by a damaged block is then seen as cut (sent
+    # chunked, it could end with a proper last chunk, and the connection be reused).
+    return StreamingResponse(reg.tensor_bytes(object_id), media_type="application/octet-stream",
+                             headers={"Content-Length": str(found[2])})
 
 
 # ---- refs (writer: branches and tags; promoter: channels)
