@@ -3,8 +3,8 @@
 need numpy but still no SQLAlchemy (a commit is recorded by meta/litewrite.py), and
 without a trust policy a checkout reads no YAML and loads no cryptography. None of them
 creates the records of the other areas (gates, signing, webhooks, tokens, the fleet:
-modelvc.records.areas). Start-up time is bench/cli.py's business; this guards the imports
-that made it (issue 13)."""
+modelvc.records.areas), nor loads the ONNX parser for safetensors files. Start-up time
+is bench/cli.py's business; this guards the imports that made it (issue 13)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from modelvc.registry import Registry
 from tests.conftest import write_model
 
 HEAVY = ("sqlalchemy", "alembic", "numpy", "httpx", "fastapi", "starlette", "uvicorn",
-         "torch", "yaml", "cryptography", "modelvc.records.areas")
+         "torch", "yaml", "cryptography", "modelvc.records.areas", "modelvc.formats.onnx")
 
 PROBE = """
 import json, sys

@@ -6,19 +6,19 @@
     cdc_boundaries(path_or_buffer)       content-defined chunk end offsets
 
 No third-party format package is needed: safetensors headers and the ONNX protobuf wire
-format are parsed here, and pickles are never unpickled.
+format are parsed here, and pickles are never unpickled. The ONNX parser (formats.onnx,
+formats.protowire) is imported when an ONNX file is planned: a commit of safetensors
+files does not load it.
 """
 
 from modelvc.formats.chunking import cdc_boundaries
 from modelvc.formats.detect import plan_file
-from modelvc.formats.onnx import ONNX_DTYPES
 from modelvc.formats.plan import FilePlan, Segment
 from modelvc.formats.rebuild import iter_segment_bytes, verify_plan
 from modelvc.formats.safetensors import ITEMSIZES, read_safetensors_header
 
 __all__ = [
     "ITEMSIZES",
-    "ONNX_DTYPES",
     "FilePlan",
     "Segment",
     "cdc_boundaries",

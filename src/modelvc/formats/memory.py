@@ -22,7 +22,6 @@ import numpy as np
 from modelvc.errors import UsageError
 from modelvc.formats.chunking import MAX_SIZE, cdc_boundaries
 from modelvc.formats.detect import PICKLE_EXTS, _content_format, _looks_pickled
-from modelvc.formats.onnx import plan_onnx
 from modelvc.formats.plan import FilePlan, Segment
 from modelvc.formats.safetensors import plan_safetensors
 
@@ -186,7 +185,11 @@ def _plan_by_parser(view: memoryview, ext: str) -> FilePlan:
             if not _large_gap(plan, head):
                 return plan
         _write_all(fd, view)
-        return plan_safetensors(path) if ext == ".safetensors" else plan_onnx(path)
+        if ext == ".safetensors":
+            return plan_safetensors(path)
+        from modelvc.formats.onnx import plan_onnx
+
+        return plan_onnx(path)
     finally:
         os.close(fd)
 
