@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AlreadyExists, Conflict, ModelNotFound, RefMoved, RefNotFound, UsageError
+from ..errors import AlreadyExists, Conflict, ModelNotFound, RefMoved, RefNotFound
 from ..manifest import FileEntry, Manifest
-from ..meta.api import AuditEntry, NewVersion, ObjectRow, RefRow, VersionRow
+from ..meta.api import AuditEntry, NewVersion, ObjectRow, VersionRow
 from ..names import check_ref_name
 from ..objects.base import ObjectStore, flush
+from .refs import head_or_none
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
@@ -47,17 +48,6 @@ class Base:
     parent_id: str | None
     expected: str | None  # the branch head when read (None: the branch is created)
     fixed: bool  # the caller named the parent: a moved branch fails, no re-parenting
-
-
-def head_or_none(meta: MetaStore, model: str, branch: str) -> RefRow | None:
-    """The branch's row, None when the model or branch does not exist yet."""
-    try:
-        row = meta.get_ref(model, branch)
-    except (RefNotFound, ModelNotFound):
-        return None
-    if row.kind != "branch":
-        raise UsageError(f"{model}@{branch} is a {row.kind}, not a branch")
-    return row
 
 
 def base_for(meta: MetaStore, model: str, branch: str, parent_id: str | None,

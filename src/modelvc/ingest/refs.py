@@ -6,11 +6,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from ..errors import NotFound
+from ..errors import ModelNotFound, NotFound, RefNotFound, UsageError
 from ..meta.api import AuditEntry, RefKind, RefRow, VersionRow
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
+
+
+def head_or_none(meta: MetaStore, model: str, branch: str) -> RefRow | None:
+    """The branch's row, None when the model or branch does not exist yet."""
+    try:
+        row = meta.get_ref(model, branch)
+    except (RefNotFound, ModelNotFound):
+        return None
+    if row.kind != "branch":
+        raise UsageError(f"{model}@{branch} is a {row.kind}, not a branch")
+    return row
 
 
 def move_ref(meta: MetaStore, model: str, name: str, kind: RefKind, *, expected: str | None,

@@ -365,7 +365,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             return None
 
     def _head_or_none(self, model: str, branch: str) -> RefRow | None:
-        from ..ingest.record import head_or_none
+        from ..ingest.refs import head_or_none  # not ingest.record: a read loads no commit
 
         return head_or_none(self._meta, model, branch)
 
