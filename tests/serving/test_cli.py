@@ -124,3 +124,18 @@ def test_serve_json_start_line(run_serve: object, tmp_path: Path) -> None:
     assert first["grpc"].startswith("grpc://127.0.0.1:")
     del first["grpc"]
     assert first == {"serving": ["digits@production"], "url": f"{url}/v2", "fleet": False}
+
+
+def test_serve_warns_of_a_model_or_channel_that_does_not_exist(
+        run_serve: object, tmp_path: Path) -> None:
+    """A typo in what to serve (a model or channel not in the registry) started a
+    gateway that never got ready, without a word; it still starts (the channel may be
+    created later) but says so at once."""
+    run_serve("digitz@production", "digits@prodution")  # type: ignore[operator]
+    log = tmp_path / "serve0.log"  # (the fixture stops the gateway)
+    wait_for(lambda: log.read_text().count("warning: ") >= 2, "the start-up warnings",
+             limit=60)
+    text = log.read_text()
+    assert "no model 'digitz' in this registry yet" in text, text
+    assert "digits has no channel, branch or tag 'prodution' yet" in text, text
+    assert "Traceback" not in text, text

@@ -125,13 +125,36 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
     else:
         click.echo(f"serving {', '.join(names)} on {url}"
                    + (f" and {grpc_url}" if grpc_url else "") + f" ({mode})", err=True)
+    reg = ctx.local_registry()
+    for m in cfg.models:
+        missing = _waiting_for(reg, m.model, m.ref)
+        if missing:
+            click.echo(f"warning: {missing}", err=True)
     try:
-        serve_forever(ctx.local_registry(), cfg, log_level=log_level)
+        serve_forever(reg, cfg, log_level=log_level)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown
         from .. import interrupts
 
         interrupts.handled()  # a server's normal stop: exit 0, not 130
         click.echo("stopped", err=True)
+
+
+def _waiting_for(reg: Any, model: str, ref: str) -> str | None:
+    """Why MODEL@REF cannot be served yet (a model or channel not created, perhaps a
+    typo), or None. The gateway still starts and serves it once it exists."""
+    from ..errors import ModelNotFound
+
+    try:
+        names = {r.name for r in reg.refs(model)}
+    except ModelNotFound:
+        return (f"no model {model!r} in this registry yet: {model}@{ref} is not served "
+                "(not ready) until it exists; check the spelling (`modelvc models`)")
+    fixed = ref[:1] == "v" and ref[1:].isdigit()
+    if not fixed and ref not in names:
+        return (f"{model} has no channel, branch or tag {ref!r} yet: {model}@{ref} is not "
+                f"served (not ready) until it exists; check the spelling (`modelvc refs "
+                f"{model}`)")
+    return None
 
 
 def register(group: click.Group) -> None:
