@@ -21,7 +21,8 @@ from modelvc.registry import Registry
 from tests.conftest import write_model
 
 HEAVY = ("sqlalchemy", "alembic", "numpy", "httpx", "fastapi", "starlette", "uvicorn",
-         "torch", "yaml", "cryptography", "modelvc.records.areas", "modelvc.formats.onnx")
+         "torch", "yaml", "cryptography", "modelvc.records.areas", "modelvc.formats.onnx",
+         "modelvc.objects.memory")
 COMMITS = ("modelvc.ingest.record",)  # what only a write needs
 
 PROBE = """

@@ -5,7 +5,8 @@ declared capabilities) for a local folder (local.py), S3 (s3.py) and memory (mem
 under one packing layer (packed.py, the pack format in packs.py) that makes each of
 them an ObjectStore with the same packs, tombstones and consistency model.
 
-`import modelvc.objects` does not import boto3: S3Store loads it on first use.
+`import modelvc.objects` does not import boto3: S3Store loads it on first use, and
+MemoryStore (tests, `memory://`) loads when first asked for.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..errors import UsageError
 from .base import ObjectInfo, ObjectStore, check_key
 from .local import LocalStore
-from .memory import MemoryStore
 
 if TYPE_CHECKING:
+    from .memory import MemoryStore
     from .s3 import S3Store
 
 __all__ = [
@@ -39,6 +40,10 @@ def __getattr__(name: str) -> Any:
         from .s3 import S3Store
 
         return S3Store
+    if name == "MemoryStore":
+        from .memory import MemoryStore
+
+        return MemoryStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -61,6 +66,8 @@ def open_store(url: str, *, deferred_fsync: bool = False) -> ObjectStore:
             raise UsageError(f"file URL with a host is not supported: {url!r}")
         return LocalStore(Path(unquote(parts.path)), fsync=not deferred_fsync)
     if scheme == "memory":
+        from .memory import MemoryStore
+
         return MemoryStore()
     if scheme == "s3":
         return _open_s3(parts.netloc, parts.path, parse_qs(parts.query), url)
