@@ -31,7 +31,6 @@ rate).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -46,6 +45,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serving_proc import (
+    RssSampler,
+    cpu_seconds,
+    helper_cpu,
+    loader_cpu,
+    loader_switches,
+    loop_switches,
+    run_delay,
+)
 
 from modelvc import Registry
 from modelvc.serving.runner import free_port
@@ -62,7 +70,23 @@ MLSERVER_ENV = "MODELVC_BENCH_MLSERVER_VENV"
 SERVER_CPU, LOAD_CPU = "0", "1"
 
 
-def _models(root: Path) -> tuple[Registry, np.ndarray, bytes]:
+def _perturbed(onnx: bytes, seed: int) -> bytes:
+    """The ONNX model with every float weight moved by ~0.1 % (a new version as a
+    fine-tune makes one: same graph, every weight different)."""
+    import onnx as onnx_pkg
+    from onnx import numpy_helper
+
+    m = onnx_pkg.load_from_string(onnx)
+    rng = np.random.default_rng(seed)
+    for init in m.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.dtype == np.float32 and a.size > 1:
+            moved = a * (1 + rng.normal(0, 1e-3, a.shape)).astype(np.float32)
+            init.CopyFrom(numpy_helper.from_array(moved, init.name))
+    return m.SerializeToString()
+
+
+def _models(root: Path, fresh: int = 0) -> tuple[Registry, np.ndarray, bytes]:
     from skl2onnx import to_onnx
     from sklearn.datasets import load_digits
     from sklearn.neural_network import MLPClassifier
@@ -81,6 +105,11 @@ def _models(root: Path) -> tuple[Registry, np.ndarray, bytes]:
         folder.mkdir()
         (folder / "model.onnx").write_bytes(onnx)
         reg.commit(folder, model="digits", branch="dev", message=f"mlp {hidden}")
+    for n in range(fresh):  # v4...: versions only --fresh-versions swaps to, once each
+        folder = root / f"fresh{n}"
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(_perturbed(first, n))
+        reg.commit(folder, model="digits", branch="dev", message=f"mlp (32,) moved {n}")
     reg.promote("digits@v1", "production", reason="bench", create=True)
     return reg, x, first
 
@@ -115,34 +144,6 @@ def in_process(onnx: bytes, x: np.ndarray, threads: int, seconds: float) -> dict
         t.join()
     flat = [v for lst in lats for v in lst]
     return {"requests": len(flat), "rps": len(flat) / seconds, **_pct(flat)}
-
-
-class RssSampler:
-    def __init__(self, pid: int) -> None:
-        self.pid, self.samples = pid, [0.0]
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    self.samples.append(float(line.split()[1]) * 1024)
-            time.sleep(0.01)
-
-    def __enter__(self) -> RssSampler:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (clock ticks from /proc)."""
-    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 PIN_LOAD: list[str] = []  # taskset -c LOAD_CPU, when pinning
@@ -211,55 +212,6 @@ def tail_where(lat: list[float], starts: list[float], events: list[tuple[float, 
     return out
 
 
-def loader_cpu(pid: int) -> tuple[float, set[int]]:
-    """CPU seconds of the gateway's loading threads so far (the scheduler's ns, not
-    ticks), and the CPUs they last ran on."""
-    total, cpus = 0.0, set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            if not (task / "comm").read_text().startswith("modelvc-load"):
-                continue
-            total += int((task / "schedstat").read_text().split()[0]) / 1e9
-            cpus.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[36]))
-    return total, cpus
-
-
-def run_delay(pid: int, main_only: bool = False) -> float:
-    """Seconds the threads of a process (or its main thread only) have waited on a run
-    queue so far (runnable, not running: another thread had their CPU)."""
-    total = 0.0
-    tasks = [Path(f"/proc/{pid}/task/{pid}")] if main_only else \
-        list(Path(f"/proc/{pid}/task").iterdir())
-    for task in tasks:
-        with contextlib.suppress(OSError):
-            total += int((task / "schedstat").read_text().split()[1]) / 1e9
-    return total
-
-
-def loop_switches(pid: int) -> int:
-    """Context switches of the gateway's event loop thread (the main thread) so far,
-    voluntary (it blocked: on the GIL, or idle in epoll) and not: a count, which the
-    machine's load does not inflate the way it does a latency."""
-    n = 0
-    for line in Path(f"/proc/{pid}/task/{pid}/status").read_text().splitlines():
-        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-            n += int(line.split()[1])
-    return n
-
-
-def loader_switches(pid: int) -> int:
-    """Voluntary context switches of the gateway's loading threads so far: each is a
-    block (a GIL wait, a sleep, a file or database call), most a GIL hand-off with the loop."""
-    n = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            if (task / "comm").read_text().startswith("modelvc-load"):
-                for line in (task / "status").read_text().splitlines():
-                    if line.startswith("voluntary_ctxt_switches"):
-                        n += int(line.split()[1])
-    return n
-
-
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], what: str,
                 limit: float = 120.0) -> None:
     end = time.time() + limit
@@ -323,17 +275,25 @@ def _serving(url: str, wait_on: str) -> int:
         return int(json.loads(r.read())["parameters"]["version"])
 
 
-def swaps(reg: Registry, url: str, window: list[float], n: int = 20,
+SWAPS = 20
+
+
+def swaps(reg: Registry, url: str, window: list[float], n: int = SWAPS,
           wait_on: str = "metadata", events: list[tuple[float, float]] | None = None,
-          waits: tuple[int, int, dict[str, float]] | None = None) -> int:
+          waits: tuple[int, int, dict[str, float]] | None = None,
+          fresh_from: int | None = None) -> int:
     """N promotions, each waited for at 100 Hz; returns how many polls that took.
     `events` gets each swap's (promoted, seen served) times; `waits` (the load
-    generator's pid, the gateway's, a dict) gets how long each waited for a CPU."""
+    generator's pid, the gateway's, a dict) gets how long each waited for a CPU.
+    `fresh_from`: swap to versions fresh_from, fresh_from + 1, ... (never loaded by
+    the gateway: each swap checks one out) instead of cycling v2, v3, v1 (after the
+    first two, each a re-load of a kept checkout)."""
     polls = 0
     w0 = (run_delay(waits[0]), run_delay(waits[1], True)) if waits else (0.0, 0.0)
     window.append(time.time())
     for i in range(n):
-        target = [2, 3, 1][i % 3]  # each swap loads: only one previous version stays warm
+        # each swap loads: only one previous version stays warm
+        target = [2, 3, 1][i % 3] if fresh_from is None else fresh_from + i
         reg.promote(f"digits@v{target}", "production", reason="bench swap", create=True)
         promoted = time.time()
         while True:
@@ -370,6 +330,11 @@ def main() -> None:
     ap.add_argument("--same-core-loads", action="store_true",
                     help="load versions on the server's CPU too (no --load-cpus): the "
                          "gateway as before session 7, for an A/B of the swap tail")
+    ap.add_argument("--fresh-versions", action="store_true",
+                    help="every swap goes to a version the gateway never loaded (20 per "
+                         "protocol, committed first: the digits MLP with its weights "
+                         "moved), as when a new version is promoted; default: the swaps "
+                         "cycle v2, v3, v1, so 18 of 20 re-load a kept checkout")
     ap.add_argument("--smoke", action="store_true",
                     help="short phases: checks the benchmark runs; figures mean nothing")
     args = ap.parse_args()
@@ -387,7 +352,8 @@ def main() -> None:
     if skipped:
         print(skipped, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="modelvc-bench-serving-"))
-    reg, x, onnx = _models(tmp / "repo")
+    reg, x, onnx = _models(tmp / "repo", SWAPS * len(PROTOCOLS) if args.fresh_versions
+                           else 0)
     np.save(tmp / "x.npy", x)
     xs = tmp / "x.npy"
     port, grpc_port = free_port(), free_port()
@@ -424,6 +390,7 @@ def main() -> None:
             "mlserver_http": None if venv is None else
             "httptools" if any(venv.glob("lib/python*/site-packages/httptools")) else "h11"}
         res["swaps_only"] = args.swaps_only
+        res["fresh_versions"] = args.fresh_versions
         if not args.swaps_only:
             res["inproc_c1"] = in_process(onnx, x, 1, 3.0)
             res["inproc"] = in_process(onnx, x, THREADS, 3.0)
@@ -445,7 +412,8 @@ def main() -> None:
             peer.terminate()
             peer.wait(30)
             peer = None
-        for proto in PROTOCOLS:
+        for k, proto in enumerate(PROTOCOLS):
+            fresh = 4 + k * SWAPS if args.fresh_versions else None
             sw0, ld0 = loop_switches(gw.pid), loader_switches(gw.pid)
             rd0 = run_delay(gw.pid, True)
             with RssSampler(gw.pid) as steady_rss:
@@ -456,27 +424,31 @@ def main() -> None:
             polls: list[int] = []
             events: list[tuple[float, float]] = []
             waits: dict[str, float] = {}
-            cpu0 = loader_cpu(gw.pid)[0]
+            cpu0, hcpu0 = loader_cpu(gw.pid)[0], helper_cpu(gw.pid)[0]
             with RssSampler(gw.pid) as swap_rss:
                 res[f"{proto}_swaps"] = load(
                     urls[proto], xs, THREADS, SWAP_LOAD_S,
-                    during=lambda lg, w=window, p=polls, e=events, ws=waits:  # type: ignore[misc]
-                    p.append(swaps(reg, url, w, wait_on=args.wait_on, events=e,
-                                   waits=(lg, gw.pid, ws))),
+                    during=lambda lg, w=window, p=polls, e=events, ws=waits,  # type: ignore[misc]
+                    f=fresh: p.append(swaps(reg, url, w, wait_on=args.wait_on, events=e,
+                                            waits=(lg, gw.pid, ws), fresh_from=f)),
                     window=window, events=events, over_ms=res[proto]["p99_ms"])
             cpu1, cpus = loader_cpu(gw.pid)
+            hcpu1, hrss = helper_cpu(gw.pid)
             sw2, ld2 = loop_switches(gw.pid), loader_switches(gw.pid)
             # The loop's switches beyond the steady rate per request, per swap
             steady_rate = (sw1 - sw0) / max(1, res[proto]["requests"])
             extra = (sw2 - sw1) - steady_rate * res[f"{proto}_swaps"]["requests"]
-            res[f"{proto}_loader"] = {"cpu_ms_per_swap": (cpu1 - cpu0) / 20 * 1e3,
+            res[f"{proto}_loader"] = {"cpu_ms_per_swap": (cpu1 - cpu0) / SWAPS * 1e3,
                                       "cpus": sorted(cpus),
+                                      "helper_cpu_ms_per_swap":
+                                          (hcpu1 - hcpu0) / SWAPS * 1e3,
+                                      "helper_rss_mb": hrss / 1e6,
                                       "loop_switches_per_req": steady_rate,
-                                      "loop_extra_switches_per_swap": extra / 20,
+                                      "loop_extra_switches_per_swap": extra / SWAPS,
                                       "loader_switches_steady_per_s": (ld1 - ld0) / STEADY_S,
                                       "loader_switches_per_swap":
                                           ((ld2 - ld1) - (ld1 - ld0) / STEADY_S
-                                           * SWAP_LOAD_S) / 20}
+                                           * SWAP_LOAD_S) / SWAPS}
             res[f"{proto}_waits"] = waits | {
                 "loadgen_steady_ms_per_s": res[proto]["loadgen_wait_ms_per_s"],
                 "loop_steady_ms_per_s": loop_steady_wait}
@@ -517,6 +489,9 @@ def report(r: dict[str, Any]) -> None:
              if r.get("load_cpus") else "")
           + f"; load average {la0[0]:.2f} at start, {la1[0]:.2f} at end"
           + ("  [SMOKE RUN: figures mean nothing]" if r.get("smoke") else ""))
+    print("swaps: each to a version the gateway never loaded (--fresh-versions)"
+          if r.get("fresh_versions") else
+          "swaps: cycling v2, v3, v1 (18 of 20 re-load a kept checkout)")
     if r.get("mlserver_skipped"):
         print(r["mlserver_skipped"])
     if r.get("mlserver_http"):
@@ -563,7 +538,9 @@ def report(r: dict[str, Any]) -> None:
             print("  over the steady p99 (steady: 1%), by phase of a swap: " + ", ".join(
                 f"{k} {a}/{n} ({100 * a / max(1, n):.1f}%)" for k, (a, n) in s["tail"].items())
                 + f"; loading threads {ld['cpu_ms_per_swap']:.2f} ms CPU per swap, last on "
-                f"CPUs {ld['cpus']}")
+                f"CPUs {ld['cpus']}; checkout helper "
+                f"{ld.get('helper_cpu_ms_per_swap', 0):.2f} ms CPU per swap, RSS "
+                f"{ld.get('helper_rss_mb', 0):.0f} MB")
             if "loop_extra_switches_per_swap" in ld:
                 print(f"  context switches: the loop {ld['loop_switches_per_req']:.2f} per "
                       f"request steady, {ld['loop_extra_switches_per_swap']:+.0f} per swap "
