@@ -335,6 +335,9 @@ def main() -> None:
                          "protocol, committed first: the digits MLP with its weights "
                          "moved), as when a new version is promoted; default: the swaps "
                          "cycle v2, v3, v1, so 18 of 20 re-load a kept checkout")
+    ap.add_argument("--checkout-helper", action="store_true",
+                    help="modelvc serve --checkout-helper: first loads prepared in a "
+                         "helper process (serving/checkouts.py)")
     ap.add_argument("--smoke", action="store_true",
                     help="short phases: checks the benchmark runs; figures mean nothing")
     args = ap.parse_args()
@@ -366,7 +369,8 @@ def main() -> None:
                            "--registry", str(tmp / "repo"), "serve", "digits@production",
                            "--port", str(port), "--grpc-port", str(grpc_port),
                            "--poll-interval", "0.05", "--log-level", "warning",
-                           "--workers", str(THREADS), *load_cpus],
+                           "--workers", str(THREADS), *load_cpus,
+                           *(["--checkout-helper"] if args.checkout_helper else [])],
                           env=os.environ | {"TMPDIR": str(tmp)})
     peer: subprocess.Popen[bytes] | None = None
     try:
@@ -391,6 +395,7 @@ def main() -> None:
             "httptools" if any(venv.glob("lib/python*/site-packages/httptools")) else "h11"}
         res["swaps_only"] = args.swaps_only
         res["fresh_versions"] = args.fresh_versions
+        res["checkout_helper"] = args.checkout_helper
         if not args.swaps_only:
             res["inproc_c1"] = in_process(onnx, x, 1, 3.0)
             res["inproc"] = in_process(onnx, x, THREADS, 3.0)

@@ -38,3 +38,8 @@ def test_bad_load_cpus_are_refused_with_what_to_give(
     with pytest.raises(UsageError, match=None) as err:
         load_config(None, {"models": MODELS, "load_cpus": value, **extra})
     assert message in err.value.message
+
+
+def test_checkout_helper_is_asked_for() -> None:
+    assert load_config(None, {"models": MODELS}).checkout_helper is False
+    assert load_config(None, {"models": MODELS, "checkout_helper": True}).checkout_helper

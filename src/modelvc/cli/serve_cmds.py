@@ -49,6 +49,9 @@ def _need_serving() -> None:
 @click.option("--load-cpus", metavar="CPUS",
               help="CPUs where versions are loaded and freed, as taskset -c (e.g. 1): "
                    "with the server pinned elsewhere, a hot swap delays no request.")
+@click.option("--checkout-helper", is_flag=True, default=None,
+              help="Prepare a version's first load (checkout, graph optimization) in a "
+                   "helper process, off the serving process's GIL.")
 @click.option("--fleet", is_flag=True,
               help="Join a fleet: switch only when a deployment says so (modelvc deploy).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
@@ -66,7 +69,8 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
           port: int | None, grpc_port: int | None, canary: str | None,
           canary_percent: float, no_auto: bool,
           actor: str | None, shadow: str | None, poll_interval: float | None, trust: str | None,
-          workers: int | None, load_cpus: str | None, fleet: bool, labels: tuple[str, ...],
+          workers: int | None, load_cpus: str | None, checkout_helper: bool | None,
+          fleet: bool, labels: tuple[str, ...],
           replica_id: str | None,
           advertise: str | None, heartbeat: float | None, log_level: str,
           as_json: bool) -> None:
@@ -105,7 +109,8 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
     overrides: dict[str, Any] = {"host": host, "port": port, "grpc_port": grpc_port,
                                  "poll_interval": poll_interval,
                                  "trust": trust, "workers": workers, "models": models or None,
-                                 "actor": actor, "load_cpus": load_cpus}
+                                 "actor": actor, "load_cpus": load_cpus,
+                                 "checkout_helper": checkout_helper}
     if fleet or labels or replica_id or advertise or heartbeat:
         from .deploy_cmds import _labels
 

@@ -14,6 +14,7 @@
                                     # wherever the process runs; e.g. serve on CPU 0 with
                                     # `taskset -c 0`, load on 1: a hot swap's work then
                                     # never delays a request on CPU 0)
+    checkout_helper = true          # first loads prepared in a helper process
     actor = "canary-bot"            # who automatic canary moves are recorded as
                                     # (default modelvc-serve), or instead:
     token = "mvc_..."               # an API token (better: $MODELVC_SERVE_TOKEN); the
@@ -103,6 +104,10 @@ class ServeConfig:
     # CPUs the loading threads run on (checkout, session creation, warm-up, free, registry
     # reads); None: the process's CPUs
     load_cpus: tuple[int, ...] | None = None
+    # A version's first load prepared in a helper process (serving/checkouts.py): its
+    # checkout and graph optimization off this process's GIL. Off by default: measured
+    # under load it did not shorten the swap tail (docs/benchmarks.md, serving, session 10)
+    checkout_helper: bool = False
 
 
 def _only(raw: dict[str, Any], allowed: set[str], where: str) -> None:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from ..errors import NotFound
 from ..meta.api import RefRow, VersionRow
 from ..registry import Registry
+from .checkouts import CheckoutHelper, HelperFailed, model_file
 from .metrics import Metrics
 from .runtimes import Runtime, Trust, load_runtime
 
@@ -159,7 +160,8 @@ class Loaded:
 class Pool:
     def __init__(self, reg: Registry, workdir: Path, metrics: Metrics, *,
                  trust: Trust = "never", threads: int = 1,
-                 load_cpus: frozenset[int] | None = None) -> None:
+                 load_cpus: frozenset[int] | None = None,
+                 checkout_helper: bool = False) -> None:
         self.reg = reg
         self.workdir = workdir
         self.metrics = metrics
@@ -193,6 +195,16 @@ class Pool:
                                       initializer=_background, initargs=(load_cpus,))
         self._closing = threading.Event()  # every load under way stops at its next step
         self._jobs: set[Future[Any]] = set()  # what the loading threads have to do
+        # A version's first load prepared in a helper process (serving/checkouts.py;
+        # ServeConfig.checkout_helper), on `load_cpus` when given, for a local registry.
+        self.helper: CheckoutHelper | None = None
+        # Kept checkouts pruned with a helper: one rename into `trash`, which the
+        # helper empties before its next request (no rmtree in this process).
+        self.trash = workdir / "trash"
+        if checkout_helper and isinstance(reg, Registry):
+            self.trash.mkdir(exist_ok=True)
+            self.helper = CheckoutHelper(reg.location, load_cpus, self.trash)
+            self.helper.warm()
 
     async def call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn)
@@ -251,6 +263,29 @@ class Pool:
             self.metrics.loaded.set(len(self.items))
             return item  # (no await before the caller's hold: it cannot be freed)
         return await asyncio.shield(pending)
+
+    def _prepare(self, v: VersionRow) -> None:
+        """A first load as cheap as a re-load (with a helper): the helper process
+        checks `v` out into `kept` and writes its optimized graph (this thread only
+        waits for its answer: two GIL hand-offs with the loop, not one per step of a
+        checkout); the load then renames the checkout into place and builds the session
+        from the kept graph, as a re-load does. Not an ONNX-only version, too large to
+        keep, or the helper failed: nothing kept, the load checks it out."""
+        if self.helper is None or v.id in self._kept or v.raw_size > KEEP_CHECKOUT_MAX_BYTES:
+            return
+        graph = self.optimized / f"{v.id}-t{self.threads}.onnx"
+        try:
+            doc = self.helper.prepare(f"{v.model}@v{v.number}", self.kept / v.id, graph,
+                                      self.threads)
+        except HelperFailed as exc:
+            log.info("%s@v%d: not prepared by the helper: %s", v.model, v.number, exc)
+            return
+        self._keep_optimized(graph)
+        with self._disk:
+            self._kept.pop(v.id, None)
+            self._kept[v.id] = Path(doc["model"])
+        # (the helper's measure of a session from the graph is not kept: the first
+        # session from it in this process measures its own, and re-loads decide on that)
 
     def _free_abandoned(self, job: Future[Loaded]) -> None:
         """Once the load whose loader was cancelled ends, free what it loaded (on a
@@ -317,8 +352,9 @@ class Pool:
     def _free_inline(self, item: Loaded) -> bool:
         """Free a version loaded on the loop there too: its session's destruction (tens of
         microseconds) and one rename into `kept`; False (nothing done) if it cannot be kept
-        that way, or kept checkouts are to be pruned: a loading thread frees it then."""
-        if len(self._kept) >= KEEP_CHECKOUTS:
+        that way, or kept checkouts are to be pruned without a helper to remove them: a
+        loading thread frees it then."""
+        if len(self._kept) >= KEEP_CHECKOUTS and self.helper is None:
             return False
         item.runtime.close()
         if not self._keep_checkout(item):
@@ -327,6 +363,7 @@ class Pool:
 
     def _load(self, v: VersionRow, dropped: threading.Event) -> Loaded:
         with _short_switches():
+            self._prepare(v)
             return self._load_version(v, dropped=dropped)
 
     def _load_version(self, v: VersionRow, inline: bool = False,
@@ -344,14 +381,14 @@ class Pool:
         try:
             with self._disk:
                 kept = self._kept.pop(v.id, _MISSING)
-            model: Path | None = None  # the ONNX file of a kept checkout
+            model: Path | None = None  # the ONNX file (a kept checkout, or the helper said)
             try:  # versions are immutable and nothing writes into an ONNX checkout
                 if kept is _MISSING:
                     raise FileNotFoundError(v.id)
                 (self.kept / v.id).rename(folder)
                 model = folder / kept if isinstance(kept, Path) else None
             except OSError:  # none kept: check it out
-                self.reg.checkout(label, folder, progress=going)
+                model = self._checkout(label, folder, going)
             going()
             if not inline:
                 _pause()
@@ -410,6 +447,21 @@ class Pool:
                  if getattr(runtime, "reused_optimized", False) else "", t2 - t1)
         return Loaded(v.model, v, runtime, folder, t1 - t0, t2 - t1, predict_s=cpu)
 
+    def _checkout(self, label: str, folder: Path, going: Callable[..., None]
+                  ) -> Path | None:
+        """Check `label` out into `folder`, in the helper process when there is one
+        (this thread then only waits for its answer: no GIL hand-offs with the event
+        loop per step of the checkout); the ONNX file to load if the helper's list of
+        files says which (None: load_runtime looks)."""
+        if self.helper is not None:
+            try:
+                return model_file(folder, self.helper.checkout(label, folder))
+            except HelperFailed as exc:  # checked out here: the same errors as ever
+                log.info("%s: checked out in process (the helper: %s)", label, exc)
+                shutil.rmtree(folder, ignore_errors=True)
+        self.reg.checkout(label, folder, progress=going)
+        return None
+
     def _keep_optimized(self, written: Path) -> None:
         """Count `written` (if this load wrote it) among the kept graphs; drop all but
         the KEEP_OPTIMIZED most recently used (a re-load adds none and touches no file)."""
@@ -459,8 +511,17 @@ class Pool:
             for name in old:
                 del self._kept[name]
         for name in old:
-            shutil.rmtree(self.kept / name, ignore_errors=True)
+            self._discard(self.kept / name)
         return True
+
+    def _discard(self, folder: Path) -> None:
+        """Remove a pruned kept checkout: with a helper, one rename into `trash` (the
+        helper empties it), else here."""
+        if self.helper is not None:
+            with contextlib.suppress(OSError):
+                folder.rename(self.trash / f"{folder.name}-{uuid.uuid4().hex[:8]}")
+                return
+        shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
         """Free every loaded version; loads under way stop at their next step. Waits
@@ -476,6 +537,9 @@ class Pool:
             log.warning("stopping with %d load(s) or free(s) still under way after %.0f s: "
                         "they stop at their next step", len(busy), CLOSE_WAIT_S)
         self._io.shutdown(wait=not busy)
+        if self.helper is not None:
+            self.helper.close()
+            shutil.rmtree(self.trash, ignore_errors=True)
 
 
 class Follower:
