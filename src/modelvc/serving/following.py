@@ -13,10 +13,11 @@ from ..canary import decide
 from ..errors import GateNotPassed, ModelvcError, PermissionDenied
 from ..meta.api import VersionRow
 from ..registry import Registry
+from .follower import Follower
 from .identity import Identity
 from .metrics import Metrics
 from .served import ServedModel, ShadowStats
-from .swap import Follower, Pool
+from .swap import Pool
 
 log = logging.getLogger("modelvc.serving")
 

@@ -14,7 +14,8 @@ from ..canary import Clock, Decision, Window, slot_seconds
 from ..errors import NotFound
 from ..meta.api import VersionRow
 from .config import ModelConfig
-from .swap import Follower, Loaded, Pool
+from .follower import Follower
+from .swap import Loaded, Pool
 
 KEEP_PREDICTIONS = 20_000  # request ids remembered for feedback (~150 bytes each)
 MAX_PINNED = 4  # versions loaded on demand by number
