@@ -14,6 +14,11 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# Two test runs starting at once (two clones on one machine) would race on the cluster
+# start and on ALTER ROLE ("tuple concurrently updated"): one at a time.
+exec 9>/tmp/modelvc-start-postgres.lock
+flock 9
+
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then
     log "installing PostgreSQL with apt"
     export DEBIAN_FRONTEND=noninteractive
