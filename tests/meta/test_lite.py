@@ -162,3 +162,46 @@ def test_change_token_moves_with_every_commit_and_only_then(history: Registry) -
         assert real.change_token() is None  # no cheap check: callers read
     finally:
         real.close()
+
+
+# Threads read through one LiteMeta while another thread closes it (a gateway's load
+# still reading as its test or server shuts down): in a child process, as CPython
+# 3.11's sqlite3 kills the whole process when a connection in use is closed under it.
+_CLOSE_UNDER_READERS = """
+import sys, threading, time
+from modelvc.errors import StorageError
+from modelvc.meta.lite import open_meta
+url, rounds = sys.argv[1], int(sys.argv[2])
+outcomes = {"ok": 0, "closed": 0}
+for _ in range(rounds):
+    lite = open_meta(url)
+    def read() -> None:
+        try:
+            while True:
+                lite.list_refs("m")
+                outcomes["ok"] += 1
+        except StorageError as exc:
+            assert "closed" in exc.message, exc.message
+            outcomes["closed"] += 1
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    time.sleep(0.005)
+    lite.close()
+    for t in readers:
+        t.join()
+print(outcomes["ok"], outcomes["closed"])
+"""
+
+
+def test_close_under_readers_fails_their_calls_not_the_process(history: Registry) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CLOSE_UNDER_READERS,
+                          history._layout.meta_url, "100"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ok, closed = map(int, out.stdout.split())
+    assert closed == 300  # every reader stopped on the clear error, none crashed
+    assert ok > 0

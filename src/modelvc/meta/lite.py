@@ -86,7 +86,9 @@ def _no_model(name: str) -> ModelNotFound:
 class LiteMeta:
     """MetaStore's read verbs on sqlite3; everything else on a MetaStore opened lazily.
 
-    Thread-safe: one sqlite3 connection per thread (WAL: readers never block)."""
+    Thread-safe: one sqlite3 connection per thread (WAL: readers never block). `close`
+    from one thread never closes a connection another thread is using (CPython 3.11's
+    sqlite3 crashes the process then): that thread closes it when its call ends."""
 
     # Attributes the registry sets on its MetaStore: kept here, handed on when the
     # real one opens.
@@ -97,6 +99,8 @@ class LiteMeta:
         self._path = path
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
+        self._busy: set[sqlite3.Connection] = set()  # in a call on some thread
+        self._closed = False
         self._lock = threading.Lock()
         self._real: MetaStore | None = None
         self.registry_id = ""
@@ -128,37 +132,58 @@ class LiteMeta:
         """A commit is coming: its writes are made here (litewrite.py), nothing to open."""
 
     def close(self) -> None:
+        """Close every connection not in use now; one in use on another thread is
+        closed by that thread as its call ends. Calls after this fail (StorageError)."""
         with self._lock:
+            self._closed = True
             conns, self._conns = self._conns, []
+            idle = [c for c in conns if c not in self._busy]
             real, self._real = self._real, None
-        for c in conns:
+        for c in idle:
             c.close()
         if real is not None:
             real.close()
 
     # ---- connections and transactions
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self._path, timeout=30, isolation_level=None,
-                                       check_same_thread=False)
-            except sqlite3.Error as exc:
-                raise _failed(exc) from exc
+    def _take(self, attr: str = "conn", timeout: float = 30) -> sqlite3.Connection:
+        """This thread's connection ATTR (opened on first use), marked busy until
+        `_give`: `close` leaves a busy connection to its thread."""
+        conn: sqlite3.Connection | None = getattr(self._local, attr, None)
+        with self._lock:
+            if self._closed:
+                raise StorageError("the registry's database was closed while in use",
+                                   hint="open the registry again")
+            if conn is not None:
+                self._busy.add(conn)
+                return conn
+        try:
+            conn = sqlite3.connect(self._path, timeout=timeout, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise _failed(exc) from exc
+        if attr == "conn":
             try:  # as meta/engine.py sets up its connections (the journal is WAL already)
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.Error as exc:
                 conn.close()
                 raise _failed(exc) from exc
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
+        setattr(self._local, attr, conn)
+        with self._lock:
+            self._conns.append(conn)
+            self._busy.add(conn)
         return conn
+
+    def _give(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            self._busy.discard(conn)
+            closed = self._closed
+        if closed:
+            conn.close()
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """FN in one read transaction (a consistent snapshot across its queries)."""
-        conn = self._conn()
+        conn = self._take()
         try:
             with interrupts.deferred():  # a Ctrl-C never leaves the transaction open
                 conn.execute("BEGIN")
@@ -168,6 +193,8 @@ class LiteMeta:
                     conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise _failed(exc) from exc
+        finally:
+            self._give(conn)
 
     def _write(self, fn: Callable[[sqlite3.Connection, Heads], T]) -> T:
         """FN in one write transaction (BEGIN IMMEDIATE, as meta/engine.py), retried
@@ -177,7 +204,14 @@ class LiteMeta:
             return self._write_now(fn)
 
     def _write_now(self, fn: Callable[[sqlite3.Connection, Heads], T]) -> T:
-        conn = self._conn()
+        conn = self._take()
+        try:
+            return self._write_on(conn, fn)
+        finally:
+            self._give(conn)
+
+    def _write_on(self, conn: sqlite3.Connection,
+                  fn: Callable[[sqlite3.Connection, Heads], T]) -> T:
         for attempt in range(WRITE_RETRIES):
             heads: Heads = []
             try:
@@ -326,17 +360,16 @@ class LiteMeta:
         another connection's) and its PRAGMA data_version. One statement and no busy
         wait (busy: None, as on any error): a gateway's poll reads the refs only when
         it moved."""
-        conn: sqlite3.Connection | None = getattr(self._local, "token_conn", None)
         try:
-            if conn is None:
-                conn = sqlite3.connect(self._path, timeout=0, isolation_level=None,
-                                       check_same_thread=False)
-                self._local.token_conn = conn
-                with self._lock:
-                    self._conns.append(conn)
+            conn = self._take("token_conn", timeout=0)
+        except StorageError:
+            return None
+        try:
             row = conn.execute("PRAGMA data_version").fetchone()
         except sqlite3.Error:
             return None
+        finally:
+            self._give(conn)
         return (id(conn), row[0])
 
     def list_refs(self, model: str, kind: RefKind | None = None) -> list[RefRow]:
