@@ -55,6 +55,14 @@ def test_audit_columns_and_values(tmp_path: Path) -> None:
     starts = {r.index("  t@") for r in rows}
     assert len(starts) == 1, out
     assert rows[0].split()[3:7] == ["al", "commit", "t@main", "-"], rows[0]
+    # Filters that match nothing say so (an empty screen read as a broken filter).
+    env = {**os.environ, "MODELVC_AUTHOR": "al"}
+    env.pop("MODELVC_REGISTRY", None)
+    p = subprocess.run([*EXE, "audit", "--action", "nosuch"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert (p.returncode, p.stdout) == (0, ""), p.stderr
+    assert "no audit entries match --action nosuch" in p.stderr
+    assert json.loads(run(["audit", "--action", "nosuch", "--json"], tmp_path).stdout) == []
 
 
 def test_log_marks_a_deleted_ancestor(tmp_path: Path) -> None:

@@ -29,6 +29,13 @@ def audit(ctx: click.Context, model: str | None, channel: str | None, actor: str
                                 until=_parse_time(until) if until else None)
 
     def human() -> None:
+        if not rows:  # say so: an empty screen reads as a hang or a broken filter
+            given = [f"--{k} {v}" for k, v in (("model", model), ("channel", channel),
+                     ("actor", actor), ("action", action), ("since", since),
+                     ("until", until)) if v]
+            click.echo("no audit entries" + (f" match {' '.join(given)}" if given else ""),
+                       err=True)
+            return
         table = [(str(r.id), when(r.at), r.actor, r.action, r.target, _move(r.before, r.after),
                   (r.reason or "").split("\n", 1)[0]) for r in rows]
         click.echo(columns(table, right=(0,)))
