@@ -16,6 +16,8 @@ fi
 
 # Two test runs starting at once (two clones on one machine) would race on the cluster
 # start and on ALTER ROLE ("tuple concurrently updated"): one at a time.
+# Nothing started here may inherit the lock's descriptor (9>&- below): a postmaster
+# holding it would block every later call for as long as it runs.
 exec 9>/tmp/modelvc-start-postgres.lock
 flock 9
 
@@ -23,7 +25,7 @@ if ! command -v pg_ctlcluster >/dev/null 2>&1; then
     log "installing PostgreSQL with apt"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update >&2
-    apt-get install -y postgresql >&2
+    apt-get install -y postgresql >&2 9>&-
 fi
 
 version=$(ls /etc/postgresql | sort -V | tail -1)
@@ -33,11 +35,11 @@ if [ -z "$version" ]; then
 fi
 if [ ! -d "/etc/postgresql/$version/main" ]; then
     log "creating cluster $version/main"
-    pg_createcluster "$version" main >&2
+    pg_createcluster "$version" main >&2 9>&-
 fi
 
 # Exit code 2 means "already running": fine.
-pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 || {
+pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 9>&- || {
     rc=$?
     [ "$rc" -eq 2 ] || { log "pg_ctlcluster start failed ($rc)"; exit "$rc"; }
 }

@@ -159,13 +159,18 @@ def _usable(python: Path, major: int) -> bool:
     return probe.returncode == 0 and probe.stdout.startswith(f"{major}.")
 
 
-@pytest.fixture(scope="session")
-def hub0_python() -> Path:
+def hub0_venv() -> Path:
     """A venv with the oldest supported major of huggingface_hub (0.x), built once per
-    machine in the test cache (tests/services/sidevenv.py)."""
+    machine in the test cache (tests/services/sidevenv.py; scripts/test builds it
+    beside ruff and mypy)."""
     from tests.services.sidevenv import side_venv
 
     spec, oldest, _ = supported_hub_range()
     low = spec.split(",")[0].strip()
     return side_venv("hf0", [f"huggingface_hub{low},<{oldest + 1}"],
                      lambda python: _usable(python, oldest))
+
+
+@pytest.fixture(scope="session")
+def hub0_python() -> Path:
+    return hub0_venv()

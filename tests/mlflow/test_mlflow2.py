@@ -46,11 +46,17 @@ def _usable(python: Path) -> bool:
     return probe.returncode == 0 and probe.stdout.startswith("2.")
 
 
-@pytest.fixture(scope="session")
-def mlflow2_python() -> Path:
+def mlflow2_venv() -> Path:
+    """A venv with the MLflow 2 client, built once per machine (tests/services/sidevenv.py;
+    scripts/test builds it beside ruff and mypy)."""
     from tests.services.sidevenv import side_venv
 
     return side_venv("mlflow2", SPEC, _usable)
+
+
+@pytest.fixture(scope="session")
+def mlflow2_python() -> Path:
+    return mlflow2_venv()
 
 
 def test_the_mlflow_2_client_works(server: Server, mlflow2_python: Path,

@@ -48,3 +48,17 @@ def side_venv(name: str, packages: list[str], usable: Callable[[Path], bool]) ->
     if not usable(python):
         raise RuntimeError(f"{venv} was built but does not work: delete it and rerun")
     return python
+
+
+def prebuild() -> None:
+    """Build (or check) every side venv the suite uses, one after the other: scripts/test
+    runs this beside ruff and mypy, so pytest finds them ready on a fresh machine."""
+    from tests.hf.conftest import hub0_venv
+    from tests.mlflow.test_mlflow2 import mlflow2_venv
+
+    for build in (hub0_venv, mlflow2_venv):
+        print(f"side venv ready: {build()}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    prebuild()
