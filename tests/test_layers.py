@@ -19,6 +19,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from tests.services.source import parse
+
 SRC = Path(__file__).parents[1] / "src" / "modelvc"
 DOC = Path(__file__).parents[1] / "docs" / "architecture.md"
 
@@ -119,7 +121,7 @@ def imports(root: Path) -> list[tuple[str, int, str, bool]]:
     out = []
     for mod, path in _modules(root).items():
         pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parse(path.read_text(encoding="utf-8"))
         typing_only = _type_only(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):

@@ -16,6 +16,8 @@ import ast
 import shutil
 from pathlib import Path
 
+from tests.services.source import parse
+
 SRC = Path(__file__).parents[1] / "src" / "modelvc"
 INSIDE = ("registry/", "ingest/")  # the registry and what it hands its stores to
 ROW_API = {"_mapping", "_replace", "_asdict", "_fields", "_make"}  # namedtuple, sa.Row
@@ -48,7 +50,7 @@ def registry_names(root: Path) -> set[str]:
     from (its mixins, RegistryParts) define. A helper class elsewhere in registry/ (a
     committer's own `_lock`) is not the registry."""
     classes = {n.name: n for p in (root / "registry").glob("*.py")
-               for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+               for n in ast.walk(parse(p.read_text(encoding="utf-8")))
                if isinstance(n, ast.ClassDef)}
     names: set[str] = set()
     todo, seen = ["Registry"], set()
@@ -71,7 +73,7 @@ def violations(root: Path) -> list[str]:
         rel = path.relative_to(root).as_posix()
         if rel.startswith(INSIDE):
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parse(path.read_text(encoding="utf-8"))
         mine = _defined(tree)
         for n in ast.walk(tree):
             if not (isinstance(n, ast.Attribute) and n.attr.startswith("_")) or \

@@ -5,13 +5,17 @@ modelvc error body or something in between (a proxy, a balancer) answered by sta
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from modelvc import errors
+from modelvc.client import transport
 from modelvc.remote import RemoteRegistry
 from modelvc.transfer.http import HttpEnd
 
@@ -80,3 +84,58 @@ def test_both_clients_raise_the_same_error(proxy: str, key: str,
     assert [type(e) for e in raised] == [cls] * 3
     if key == "coded":  # the server's own class, message and hint, not a status guess
         assert all(e.message == "held 5" and e.hint == "ask again" for e in raised)
+
+
+@pytest.fixture(scope="module")
+def tls_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The proxy over HTTPS with a self-signed certificate for 127.0.0.1 (made by the
+    openssl command): its URL and the certificate, which a client trusts only if told."""
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", d / "cert.pem"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_verifies_against_the_trusted_bundle_once_per_process(
+        tls_proxy: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, cert = tls_proxy
+    # Not trusted: the default bundle does not hold our certificate.
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    transport._tls.cache_clear()
+    with RemoteRegistry(f"{url}/403") as remote, pytest.raises(errors.StorageError) as no:
+        remote.models()
+    assert "CERTIFICATE_VERIFY_FAILED" in str(no.value)
+    # Trusted through SSL_CERT_FILE, as httpx itself honours it: the server's answer
+    # arrives; every client of the process shares the one context.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    transport._tls.cache_clear()
+    with RemoteRegistry(f"{url}/403") as remote, pytest.raises(errors.PermissionDenied):
+        remote.models()
+    end = HttpEnd(f"{url}/coded")
+    try:
+        with pytest.raises(errors.SessionMoved):
+            end.models()
+    finally:
+        end.close()
+    assert transport._tls.cache_info().misses == 1
+    transport._tls.cache_clear()  # the next test's clients build their own
+
+
+def test_plain_http_builds_no_tls_context(proxy: str) -> None:
+    transport._tls.cache_clear()
+    with RemoteRegistry(f"{proxy}/403") as remote, pytest.raises(errors.PermissionDenied):
+        remote.models()
+    assert transport._tls.cache_info().misses == 0

@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
 def test_log_model_load_by_alias_versions_and_gates(scaled_user: Server,
                                                     tmp_path: Path) -> None:
-    calls.test_log_model_then_load_by_alias_predicts_the_same(scaled_user)
+    calls.test_log_model_then_load_by_alias_predicts_the_same(scaled_user,
+                                                          infer_requirements=False)
     calls.test_model_versions_stages_tags_and_artifacts(scaled_user, tmp_path)
     calls.test_a_gate_refuses_an_alias_until_it_passes(scaled_user)
     calls.test_a_reader_token_reads_but_is_refused_writes(scaled_user)

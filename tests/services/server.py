@@ -63,8 +63,8 @@ class ServerProcess:
         while time.monotonic() < deadline:  # a start-up wait, not a timed assertion
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+            try:  # plain HTTP: verify=False spares loading the CA bundle (~20 ms CPU a call)
+                if httpx.get(self.url + "/healthz", timeout=1, verify=False).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
