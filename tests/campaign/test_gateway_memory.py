@@ -12,13 +12,13 @@ import socket
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from modelvc.registry import Registry
+from tests.services.bombs import bomb
 from tests.services.ports import free_port
 from tests.serving.conftest import Digits, commit_onnx, digits  # noqa: F401 (the fixture)
 
@@ -34,12 +34,6 @@ def _status(pid: int, key: str) -> int:
             return int(line.split()[1]) << 10
     raise AssertionError(f"no {key}")
 
-
-def _bomb(encoding: str, mib: int) -> bytes:
-    """MIB MiB of zeros compressed (gzip or deflate): about a thousandth the size."""
-    c = zlib.compressobj(9, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
-    zeros = bytes(1 << 20)
-    return b"".join(c.compress(zeros) for _ in range(mib)) + c.flush()
 
 
 def _send(port: int, head: str, body: Iterator[bytes]) -> bytes:
@@ -108,7 +102,7 @@ def test_a_bomb_or_oversized_body_is_413_and_bounded(
         gateway: tuple[subprocess.Popen[bytes], int], case: str) -> None:
     proc, port = gateway
     if case.endswith("bomb"):
-        body = _bomb(case.split()[0], 1024)  # 1 GiB of zeros
+        body = bomb(case.split()[0], 1024)  # 1 GiB of zeros
         assert len(body) < 2 << 20
         head = INFER + (f"Content-Encoding: {case.split()[0]}\r\n"
                         f"Content-Length: {len(body)}\r\n")

@@ -9,12 +9,12 @@ import json
 import socket
 import urllib.error
 import urllib.request
-import zlib
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.services.bombs import bomb
 from tests.services.rawhttp import raw_request, read_answer
 
 from .conftest import Digits, Start
@@ -43,20 +43,14 @@ def _infer_doc(**item: Any) -> bytes:
     return json.dumps({"inputs": [inp]}).encode()
 
 
-def _bomb(encoding: str, mib: int) -> bytes:
-    """MIB MiB of zeros, compressed a MiB at a time (the test never holds them)."""
-    c = zlib.compressobj(9, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
-    zeros = bytes(1 << 20)
-    return b"".join(c.compress(zeros) for _ in range(mib)) + c.flush()
-
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 def test_a_decompression_bomb_is_413(serve_reg: Any, start_gateway: Start,
                                      encoding: str) -> None:
     srv = start_gateway(serve_reg)  # defaults: bodies inflate to at most 256 MiB
-    bomb = _bomb(encoding, 512)
-    assert len(bomb) < 1 << 20
-    status, doc = _request(srv.url, "/v2/models/digits/infer", bomb,
+    body = bomb(encoding, 512)
+    assert len(body) < 1 << 20
+    status, doc = _request(srv.url, "/v2/models/digits/infer", body,
                            {"Content-Encoding": encoding, "Content-Type": "application/json"})
     assert status == 413, doc
     assert "256 MiB" in doc["error"]
