@@ -13,6 +13,7 @@ import pytest
 from modelvc.api import Version
 from modelvc.derive import derive
 from modelvc.derive import tensors as st
+from modelvc.derive.cast import to_bf16
 from modelvc.errors import UsageError
 from modelvc.registry import Registry
 from tests.conftest import MINILM
@@ -133,3 +134,17 @@ def test_cast_of_a_sharded_checkpoint_rewrites_its_index(reg: Registry, tmp_path
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert index["weight_map"] == weight_map
     assert index["metadata"]["total_size"] == (8 * 8 + 4 * 8) * 2 + 5 * 8
+
+
+def test_bf16_rounding_at_the_edges_of_uint32() -> None:
+    """The rounding sums in uint32: patterns where it could wrap (the largest finite
+    values, infinities, every NaN) round as with the sum in 64 bits."""
+    edge = [0x7F7FFFFF, 0xFF7FFFFF, 0x7F800000, 0xFF800000, 0x7F800001, 0x7FC00000,
+            0xFFFFFFFF, 0xFFFF8000, 0x7FFF7FFF, 0x00008000, 0x00018000, 0x80007FFF, 0]
+    rnd = np.random.default_rng(0).integers(0, 2**32, 100_000, dtype=np.uint64)
+    bits = np.concatenate([np.array(edge, dtype=np.uint64), rnd])
+    wide = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    a = bits.astype(np.uint32).view(np.float32)
+    nan = np.isnan(a)
+    wide[nan] = (bits[nan] >> 16) | 0x40
+    assert np.array_equal(to_bf16(a), wide.astype(np.uint16))

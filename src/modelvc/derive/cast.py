@@ -23,8 +23,10 @@ TORCH_NAMES = {"bf16": "bfloat16", "fp16": "float16"}
 def to_bf16(a: np.ndarray) -> np.ndarray:
     """float32 -> BF16 bit patterns (uint16), round to nearest even on the bits; NaN
     stays a quiet NaN of the same sign."""
-    bits = a.astype(np.float32, copy=False).view(np.uint32).astype(np.uint64)
-    out = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    # In uint32 (4x faster than widening): the sum stays below 2**32 for every finite
+    # value and infinity; only NaN patterns can wrap, and those are set below.
+    bits = a.astype(np.float32, copy=False).view(np.uint32)
+    out = ((bits + np.uint32(0x7FFF) + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
     nan = np.isnan(a)
     if nan.any():
         out[nan] = ((bits[nan] >> 16) | 0x40).astype(np.uint16)
