@@ -28,8 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     # A worker's heap is large (torch, transformers, MLflow, every test module) and the
     # default young-generation threshold (700) made it collect ~2,500 times and walk the
-    # whole heap ~15 times per 60 modules: ~3.5 s of CPU per worker there; at 20,000,
-    # ~1.5 s (a run of derive, mlflow, serving and fleet measured both ways).
+    # whole heap ~15 times per 60 modules: 3.2-4.2 s of CPU per worker there; at 20,000,
+    # 1.5-2.4 s (a run of derive, mlflow, serving and fleet measured both ways).
     gc.set_threshold(20_000, 20, 100)
 
 

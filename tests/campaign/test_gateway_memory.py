@@ -35,7 +35,6 @@ def _status(pid: int, key: str) -> int:
     raise AssertionError(f"no {key}")
 
 
-
 def _send(port: int, head: str, body: Iterator[bytes]) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
         s.sendall(head.encode() + b"\r\n")

@@ -74,7 +74,7 @@ def bomb(encoding: str, mib: int) -> bytes:
     raw, n = deflate_zeros(mib << 20)
     if encoding == "deflate":
         return b"\x78\x01" + raw + struct.pack(">I", (n % 65521) << 16 | 1)  # adler32
-    crc, zeros = 0, bytes(1 << 20)
+    crc, zeros = 0, memoryview(bytes(1 << 20))
     for at in range(0, n, len(zeros)):
-        crc = zlib.crc32(zeros[:n - at], crc)
+        crc = zlib.crc32(zeros[:n - at], crc)  # a view: no copy per MiB
     return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + raw + struct.pack("<II", crc, n)

@@ -43,7 +43,6 @@ def _infer_doc(**item: Any) -> bytes:
     return json.dumps({"inputs": [inp]}).encode()
 
 
-
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 def test_a_decompression_bomb_is_413(serve_reg: Any, start_gateway: Start,
                                      encoding: str) -> None:
