@@ -1,5 +1,6 @@
 """What a one-shot command loads: `--help` and the read commands import no SQLAlchemy
-(meta/lite.py reads SQLite directly), no numpy, no web stack; a checkout and a commit
+(meta/lite.py reads SQLite directly), no numpy, no web stack; nor do `audit`, `gate
+show`, `promote`, `rollback` and `tag`; a checkout and a commit
 need numpy but still no SQLAlchemy (a commit is recorded by meta/litewrite.py), and
 without a trust policy a checkout reads no YAML and loads no cryptography. None of them
 creates the records of the other areas (gates, signing, webhooks, tokens, the fleet:
@@ -74,6 +75,23 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 ])
 def test_read_commands_load_nothing_heavy(repo: Path, args: list[str]) -> None:
     assert loaded(args, repo, HEAVY + COMMITS) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["audit"],
+    ["audit", "--model", "m", "--channel", "production", "--since", "2020-01-01", "--json"],
+    ["gate", "show", "m@v2"],
+    ["promote", "m@v1", "--to", "production", "-r", "back"],
+    ["promote", "m@v1", "--to", "staging", "--create", "-r", "new channel"],
+    ["rollback", "m", "production", "-r", "oops"],
+    ["tag", "m@v1", "release-1"],
+])
+def test_governance_commands_load_no_sqlalchemy(repo: Path, args: list[str]) -> None:
+    """The audit trail, gate runs and ref moves are read and written by meta/lite.py
+    (a CI job's promote step paid ~0.2 s of CPU for SQLAlchemy's import before)."""
+    assert loaded(args, repo, ("sqlalchemy", "alembic")) == []
+    with Registry.open_local(repo) as reg:
+        assert reg.verify_audit() == []
 
 
 def test_checkout_loads_only_numpy(repo: Path) -> None:

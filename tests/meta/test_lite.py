@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import write_model
 
 from modelvc.errors import ModelvcError, UnsupportedFormat
-from modelvc.meta.api import FORMAT_VERSION
+from modelvc.meta.api import FORMAT_VERSION, AuditEntry
 from modelvc.meta.lite import LiteMeta, open_meta
 from modelvc.meta.store import MetaStore
 from modelvc.registry import Registry
@@ -51,6 +51,12 @@ def history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
     reg.rollback("m", "production", reason="oops")
     reg.delete(f"m@v{vs[4].number}", reason="bad run")
     reg.gates.apply_policy("version: 1\ntrust:\n  require: false\n")
+    for channel, passed in (("production", False), ("staging", True), ("production", True)):
+        reg._meta.record_gate_run(
+            version_id=vs[1].id, channel=channel, policy_digest="d" * 64, passed=passed,
+            report_id="r" * 64, summary={"failed": [] if passed else ["metric"], "n": 1},
+            actor="tester", audit_entry=AuditEntry(actor="tester", action="gate",
+                                                   model="m", target=f"m@{channel}"))
     return reg
 
 
@@ -65,6 +71,9 @@ def test_lite_reads_match_metastore(history: Registry, tmp_path: Path) -> None:
         vids = [v.id for v in real.list_versions("m", include_deleted=True)]
         assert len(vids) == 6
         soon = datetime.now(UTC) + timedelta(days=1)
+        entries = real.audit_entries()
+        assert len(entries) >= 10
+        mid = entries[len(entries) // 2].at  # some entries on either side, and at it
         calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
             ("list_models", (), {}),
             *[("get_model", (n,), {}) for n in ("m", "other_model", "nope")],
@@ -89,15 +98,27 @@ def test_lite_reads_match_metastore(history: Registry, tmp_path: Path) -> None:
             ("audit_entries", (), {"action": "policy", "target": "policy", "newest": 1}),
             ("audit_entries", (), {"action": "promote", "target": "m@production",
                                    "newest": 2}),
-            # handed to MetaStore
             ("audit_entries", (), {"model": "m", "limit": 3}),
             ("audit_entries", (), {"actor": "tester", "after_id": 2, "newest": 2}),
             ("audit_entries", (), {"until": soon}),
+            ("audit_entries", (), {"since": soon}),
+            ("audit_entries", (), {"since": mid, "until": soon}),
+            ("audit_entries", (), {"until": mid.replace(tzinfo=None)}),  # naive: UTC
+            ("audit_entries", (), {"since": mid.astimezone(timezone(timedelta(hours=5)))}),
+            ("audit_entries", (), {"after_id": 3, "before_id": 9}),
+            ("audit_entries", (), {"before_id": 6, "newest": 3}),
+            ("audit_entries", (), {"model": "m", "target": "m@production"}),
+            ("audit_entries", (), {"actor": "nobody"}),
+            ("audit_entries", (), {"action": "commit", "limit": 2, "after_id": 1}),
+            *[("gate_runs", (v,), {}) for v in vids[:3]],
+            *[("gate_runs", (vids[1],), {"channel": c}) for c in ("production", "staging",
+                                                                  "nope")],
         ]
         for name, args, kw in calls:
             got = _outcome(lambda: getattr(lite, name)(*args, **kw))  # noqa: B023
             want = _outcome(lambda: getattr(real, name)(*args, **kw))  # noqa: B023
             assert got == want, (name, args, kw)
+        assert lite._real is None  # all of them read here, no SQLAlchemy
         # a verb LiteMeta does not read itself: answered by a MetaStore it opened
         assert lite.version_objects(vids[0]) == real.version_objects(vids[0])
     finally:

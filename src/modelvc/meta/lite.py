@@ -3,11 +3,13 @@
 Importing SQLAlchemy and declaring the schema costs more than everything else a
 one-shot command like `modelvc log` does (~0.2-0.3 s of CPU per process, issue 13).
 `open_meta` gives the registry a `LiteMeta` for a SQLite database: the reads that
-`log`, `show`, `refs`, `channel history`, `checkout` and the start of a commit make
-(resolving refs, versions, refs, ref history, the trust policy) are plain sqlite3
-queries here; any other call opens the real MetaStore (SQLAlchemy) on first use and
-goes there. Each method is one read transaction, as in MetaStore, and returns the
-same records and raises the same errors (tests/meta/test_lite.py compares them).
+`log`, `show`, `refs`, `channel history`, `audit`, `gate show`, `checkout` and the start
+of a commit make (resolving refs, versions, refs, ref history, the audit trail, gate
+runs, the trust policy) are plain sqlite3 queries here, and so are the writes of a
+commit, a ref move (promote, rollback, tag) and a gate run (litewrite.py); any other
+call opens the real MetaStore (SQLAlchemy) on first use and goes there. Each method is
+one transaction, as in MetaStore, and returns the same records and raises the same
+errors (tests/meta/test_lite.py and test_litewrite.py compare them).
 
 Only a database at the schema revision this code knows is read here; any other
 state (a missing table, an older revision to migrate, a newer format) is left to
@@ -42,7 +44,9 @@ from .api import (
 from .litewrite import Heads
 
 if TYPE_CHECKING:
-    from ..records import Signature, Webhook
+    from datetime import datetime
+
+    from ..records import GateRun, Signature, Webhook
     from .store import MetaStore
 
 T = TypeVar("T")
@@ -405,17 +409,63 @@ class LiteMeta:
                 "SELECT version_id, key_id, signature, signed_at, signer FROM signatures "
                 "WHERE version_id = ?", (version_id,))])
 
-    def audit_entries(self, **kw: Any) -> list[AuditRow]:
-        """The trust check's question (the newest entries of one action and target) is
-        read here; any other query goes to MetaStore.audit_entries, whatever its
-        parameters become."""
-        action, target, newest = kw.get("action"), kw.get("target"), kw.get("newest")
-        if set(kw) - {"action", "target", "newest"} or not (action and target and newest):
-            return self.real.audit_entries(**kw)
-        found = self._read(lambda conn: [literows.audit_of(r) for r in conn.execute(
-            f"{literows.AUDIT} WHERE action = ? AND target = ? ORDER BY id DESC LIMIT ?",
-            (action, target, newest))])
-        return found[::-1]
+    def audit_entries(self, *, model: str | None = None, actor: str | None = None,
+                      action: str | None = None, target: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None,
+                      after_id: int = 0, limit: int | None = None,
+                      newest: int | None = None, before_id: int | None = None
+                      ) -> list[AuditRow]:
+        """MetaStore.audit_entries (governance.py): oldest first, ids in (after_id,
+        before_id); `newest=N`: only the N newest that match."""
+        where, args = ["id > ?"], list[Any]([after_id])
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
+        for col, val in (("model", model), ("actor", actor), ("action", action),
+                         ("target", target)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        for op, when in ((">=", since), ("<=", until)):
+            if when is not None:  # stored as UTC digits: string order is time order
+                where.append(f"at {op} ?")
+                args.append(litewrite.stamp(when))
+        q = f"{literows.AUDIT} WHERE {' AND '.join(where)} ORDER BY id"
+        q += " DESC" if newest else ""
+        if limit is not None or newest:
+            q += " LIMIT ?"
+            args.append(newest or limit)
+        found = self._read(lambda conn: [literows.audit_of(r) for r in conn.execute(q, args)])
+        return found[::-1] if newest else found
+
+    # ---- what promote, tag, rollback and gate run write (litewrite.py)
+    def set_ref(self, model: str, name: str, kind: RefKind, *, expected: str | None,
+                new: str | None, actor: str, action: str, reason: str = "",
+                create: bool = False, audit: AuditEntry | None = None) -> RefRow:
+        return self._write(lambda conn, heads: litewrite.set_ref(
+            conn, model, name, kind, expected=expected, new=new, actor=actor, action=action,
+            reason=reason, create=create, audit=audit, at=literows.now(), heads=heads))
+
+    def record_gate_run(self, *, version_id: str, channel: str, policy_digest: str,
+                        passed: bool, report_id: str, summary: dict[str, Any], actor: str,
+                        audit_entry: AuditEntry) -> GateRun:
+        rid, at = self._write(lambda conn, heads: litewrite.record_gate_run(
+            conn, version_id=version_id, channel=channel, policy_digest=policy_digest,
+            passed=passed, report_id=report_id, summary=summary, actor=actor,
+            audit_entry=audit_entry, at=literows.now(), heads=heads))
+        return records.GateRun(rid, version_id, channel, policy_digest, passed, report_id,
+                               summary, actor, at)
+
+    def gate_runs(self, version_id: str, channel: str | None = None) -> list[GateRun]:
+        q, args = ("SELECT id, version_id, channel, policy_digest, passed, report_id, summary, "
+                   "actor, at FROM gate_runs WHERE version_id = ?"), [version_id]
+        if channel is not None:
+            q += " AND channel = ?"
+            args.append(channel)
+        return self._read(lambda conn: [
+            records.GateRun(r[0], r[1], r[2], r[3], bool(r[4]), r[5], literows.json_of(r[6]),
+                            r[7], literows.time_of(r[8]))
+            for r in conn.execute(q + " ORDER BY id", args)])
 
 
 def _failed(exc: sqlite3.Error) -> StorageError:

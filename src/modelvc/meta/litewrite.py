@@ -1,14 +1,15 @@
-"""What a commit writes, on SQLite without SQLAlchemy (LiteMeta's write verbs).
+"""What a commit, a ref move and a gate run write, on SQLite without SQLAlchemy
+(LiteMeta's write verbs).
 
 A `modelvc commit` process spent more CPU importing SQLAlchemy and building its
 statements than recording the version takes (~0.3 s, issue 13). These functions write
-exactly the rows MetaStore's ensure_model and insert_version write (versions.py,
-refops.move_ref, objectsql.link, governance.append_audit; tests/meta/test_litewrite.py
-compares the two databases row by row), inside a transaction LiteMeta opens with BEGIN
-IMMEDIATE, as meta/engine.py does for a write: the database lock is the per-model
-commit lock and keeps the audit chain linear. Values are stored as SQLAlchemy stores
-them on SQLite: UTC datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff', JSON by json.dumps
-(None as 'null'), booleans as 0/1.
+exactly the rows MetaStore's ensure_model, insert_version, set_ref and record_gate_run
+write (versions.py, refs.py, refops.move_ref, objectsql.link, governance.py;
+tests/meta/test_litewrite.py compares the two databases row by row), inside a
+transaction LiteMeta opens with BEGIN IMMEDIATE, as meta/engine.py does for a write:
+the database lock is the per-model commit lock and keeps the audit chain linear.
+Values are stored as SQLAlchemy stores them on SQLite: UTC datetimes as
+'YYYY-MM-DD HH:MM:SS.ffffff', JSON by json.dumps (None as 'null'), booleans as 0/1.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import AlreadyExists, Conflict, ModelNotFound, RefMoved, RefNotFound, UsageError
-from .api import AuditEntry, ModelRow, NewVersion, ObjectRow, RefKind, VersionRow
+from .api import AuditEntry, ModelRow, NewVersion, ObjectRow, RefKind, RefRow, VersionRow
 from .audithash import entry_hash
 
 Heads = list[tuple[int, str]]  # (audit id, hash) appended in this transaction
@@ -84,12 +85,12 @@ def insert_version(conn: sqlite3.Connection, v: NewVersion, *, branch: str | Non
     if audit is not None:
         append_audit(conn, audit, at, heads)
     if branch is not None:
-        _move_ref(conn, model_id, v.model, branch, "branch", expected_head, v.id, actor,
-                  "commit", v.message, create=False,
-                  create_if_missing=create_branch, at=t, created_action="create")
+        move_ref(conn, model_id, v.model, branch, "branch", expected_head, v.id, actor,
+                 "commit", v.message, create=False,
+                 create_if_missing=create_branch, at=t, created_action="create")
     for name, entry in tags:
-        _move_ref(conn, model_id, v.model, name, "tag", None, v.id, actor, "create", "",
-                  create=True, at=t)
+        move_ref(conn, model_id, v.model, name, "tag", None, v.id, actor, "create", "",
+                 create=True, at=t)
         append_audit(conn, entry, at, heads)
     return VersionRow(
         id=v.id, model=v.model, number=number,
@@ -126,16 +127,50 @@ def append_audit(conn: sqlite3.Connection, e: AuditEntry, at: datetime, heads: H
     return int(new_id)
 
 
-def _move_ref(conn: sqlite3.Connection, model_id: int, model: str, name: str, kind: RefKind,
-              expected: str | None, new: str, actor: str, action: str, reason: str, *,
-              create: bool, at: str, create_if_missing: bool = False,
-              created_action: str | None = None) -> None:
-    """refops.move_ref for what a commit does: create, or move a ref to a new version
-    by compare-and-swap (the write lock is held: nobody moves it meanwhile)."""
+def set_ref(conn: sqlite3.Connection, model: str, name: str, kind: RefKind, *,
+            expected: str | None, new: str | None, actor: str, action: str, reason: str,
+            create: bool, audit: AuditEntry | None, at: datetime, heads: Heads) -> RefRow:
+    """MetaStore.set_ref's transaction body (refs.py: its docstring is the contract)."""
+    row = conn.execute("SELECT id FROM models WHERE name = ?", (model,)).fetchone()
+    if row is None:
+        raise ModelNotFound(f"no model {model!r}", hint="list models with `modelvc models`")
+    model_id = int(row[0])
+    if new is not None:
+        _check_target(conn, model_id, model, new)
+    out = move_ref(conn, model_id, model, name, kind, expected, new, actor, action, reason,
+                   create=create, at=stamp(at))
+    if audit is not None:
+        append_audit(conn, audit, at, heads)
+    return RefRow(out.model, out.name, out.kind, out.version_id,
+                  at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC),
+                  out.revision)
+
+
+def _check_target(conn: sqlite3.Connection, model_id: int, model: str,
+                  version_id: str) -> None:
+    """refops.check_target: the version exists, is MODEL's and is not deleted."""
+    row = conn.execute("SELECT model_id, deleted_at FROM versions WHERE id = ?",
+                       (version_id,)).fetchone()
+    if row is None:
+        raise RefNotFound(f"no version {version_id}",
+                          hint="commit the version before pointing a ref at it")
+    if row[0] != model_id:
+        raise Conflict(f"version {version_id} belongs to another model, not {model!r}",
+                       hint="refs can only point at versions of their own model")
+    if row[1] is not None:
+        raise Conflict(f"version {version_id} is deleted", hint="point the ref at a live version")
+
+
+def move_ref(conn: sqlite3.Connection, model_id: int, model: str, name: str, kind: RefKind,
+             expected: str | None, new: str | None, actor: str, action: str, reason: str, *,
+             create: bool, at: str, create_if_missing: bool = False,
+             created_action: str | None = None) -> RefRow:
+    """refops.move_ref: create, move (compare-and-swap) or delete (NEW None) a ref and
+    append the move to its history. The write lock is held: nobody moves it meanwhile."""
     where = f"{model}@{name}"
-    cur = conn.execute("SELECT kind, version_id FROM refs WHERE model_id = ? AND name = ?",
-                       (model_id, name)).fetchone()
-    old = None
+    cur = conn.execute("SELECT kind, version_id, revision FROM refs "
+                       "WHERE model_id = ? AND name = ?", (model_id, name)).fetchone()
+    old, revision = None, 1
     if cur is None:
         if not (create or create_if_missing):
             raise RefNotFound(f"no ref {where}", hint=f"create the {kind} first")
@@ -143,7 +178,7 @@ def _move_ref(conn: sqlite3.Connection, model_id: int, model: str, name: str, ki
                      "revision) VALUES (?, ?, ?, ?, ?, 1)", (model_id, name, kind, new, at))
         action = created_action or action
     else:
-        cur_kind, old = cur
+        cur_kind, old, revision = cur[0], cur[1], cur[2] + 1
         if create:
             raise AlreadyExists(
                 f"{where} already exists (a {cur_kind})",
@@ -155,11 +190,34 @@ def _move_ref(conn: sqlite3.Connection, model_id: int, model: str, name: str, ki
         if old != expected:
             raise RefMoved(f"{where} points at {old}, not {expected}",
                            hint="another writer moved it first: re-read the ref and retry")
-        conn.execute("UPDATE refs SET version_id = ?, updated_at = ?, revision = revision + 1 "
-                     "WHERE model_id = ? AND name = ?", (new, at, model_id, name))
+        if kind == "tag" and old is not None and new is not None:
+            raise Conflict(f"tag {where} is immutable",
+                           hint="delete the tag first or create a new one")
+        if new is None:
+            conn.execute("DELETE FROM refs WHERE model_id = ? AND name = ?", (model_id, name))
+        else:
+            conn.execute("UPDATE refs SET version_id = ?, updated_at = ?, "
+                         "revision = revision + 1 WHERE model_id = ? AND name = ?",
+                         (new, at, model_id, name))
     conn.execute("INSERT INTO ref_moves (model_id, name, kind, old, new, actor, at, action, "
                  "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (model_id, name, kind, old, new, actor, at, action, reason))
+    return RefRow(model, name, kind, new, datetime.fromisoformat(at).replace(tzinfo=UTC),
+                  revision)
+
+
+def record_gate_run(conn: sqlite3.Connection, *, version_id: str, channel: str,
+                    policy_digest: str, passed: bool, report_id: str, summary: dict[str, Any],
+                    actor: str, audit_entry: AuditEntry, at: datetime,
+                    heads: Heads) -> tuple[int, datetime]:
+    """MetaStore.record_gate_run's transaction body: the run's id and time."""
+    (rid,) = conn.execute(
+        "INSERT INTO gate_runs (version_id, channel, policy_digest, passed, report_id, "
+        "summary, actor, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (version_id, channel, policy_digest, int(passed), report_id, _json(summary), actor,
+         stamp(at))).fetchone()
+    append_audit(conn, audit_entry, at, heads)
+    return int(rid), at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def _exists(version_id: str) -> AlreadyExists:
