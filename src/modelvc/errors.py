@@ -38,6 +38,9 @@ from __future__ import annotations
 # say it are `resumable` (`"resumable": true` in --json output).
 RESUME_HINT = "run the same command again: it resumes from what already arrived"
 UNREACHABLE_RESUME_HINT = "is the server up? then " + RESUME_HINT
+# A server this command never reached: nothing arrived, and the address may be wrong.
+NEVER_REACHED_HINT = ("check the URL (`modelvc remote list` shows the named ones) and that "
+                      "`modelvc server` runs there, then run the command again")
 
 
 class ModelvcError(Exception):

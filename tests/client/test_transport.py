@@ -139,3 +139,33 @@ def test_plain_http_builds_no_tls_context(proxy: str) -> None:
     with RemoteRegistry(f"{proxy}/403") as remote, pytest.raises(errors.PermissionDenied):
         remote.models()
     assert transport._tls.cache_info().misses == 0
+
+
+def test_a_server_never_reached_is_not_a_transfer_to_resume() -> None:
+    """Nothing listens: the hint says to check the address (nothing arrived to resume
+    from); once the server has answered, a lost connection is a cut transfer."""
+    gone = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)  # bound, then closed: a free port
+    url = f"http://127.0.0.1:{gone.server_address[1]}"
+    gone.server_close()
+    end = HttpEnd(url)
+    try:
+        with pytest.raises(errors.StorageError) as never:
+            end.models()
+    finally:
+        end.close()
+    assert never.value.hint == errors.NEVER_REACHED_HINT and not never.value.resumable
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    end = HttpEnd(f"http://127.0.0.1:{server.server_address[1]}/403")
+    try:
+        with pytest.raises(errors.PermissionDenied):
+            end.models()  # answered
+        server.shutdown()
+        server.server_close()
+        with pytest.raises(errors.StorageError) as cut:
+            end.models()
+    finally:
+        end.close()
+    assert cut.value.hint == errors.UNREACHABLE_RESUME_HINT and cut.value.resumable

@@ -15,7 +15,13 @@ from typing import Any
 import httpx
 
 from .. import errors
-from ..errors import RESUME_HINT, UNREACHABLE_RESUME_HINT, ModelvcError, StorageError
+from ..errors import (
+    NEVER_REACHED_HINT,
+    RESUME_HINT,
+    UNREACHABLE_RESUME_HINT,
+    ModelvcError,
+    StorageError,
+)
 
 TIMEOUT = 300.0
 CONNECT_TIMEOUT = 10.0
@@ -87,6 +93,7 @@ class Transport:
         self.unreachable_hint = unreachable_hint
         self.bytes_up = 0
         self.bytes_down = 0
+        self.answered = False  # the server has answered once (a transfer may have begun)
         self._count = threading.Lock()
         self._http = httpx.Client(base_url=self.url, headers=headers, transport=transport,
                                   verify=_verify(self.url),
@@ -103,6 +110,8 @@ class Transport:
 
     def unreachable(self, exc: Exception, hint: str | None = None) -> StorageError:
         said = hint or self.unreachable_hint
+        if not self.answered and isinstance(exc, httpx.ConnectError):
+            said = NEVER_REACHED_HINT  # nothing arrived to resume from
         return StorageError(f"cannot reach the registry server {self.url}: {exc}",
                             hint=said, resumable=said in (RESUME_HINT, UNREACHABLE_RESUME_HINT))
 
@@ -114,6 +123,7 @@ class Transport:
             resp = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise self.unreachable(exc, hint) from exc
+        self.answered = True
         if check and resp.status_code >= 400:
             raise decode_error(resp)
         return resp
@@ -127,6 +137,7 @@ class Transport:
         """A streamed answer (its body read as it comes); errors raised as `request`."""
         try:
             with self._http.stream(method, path, **kw) as resp:
+                self.answered = True
                 if resp.status_code >= 400:
                     resp.read()
                     raise decode_error(resp)
