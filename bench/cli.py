@@ -11,7 +11,8 @@ from them (the first ~10 MB of tensors of each checkpoint, same names). Per vers
   checkout  `modelvc checkout MODEL@vN fresh/`; `cp -r`; `git checkout COMMIT` (the LFS
             smudge writes the files); `dvc checkout` of that version's .dvc file
   read      `modelvc log` of a chain end, `modelvc channel history` of a channel moved 6
-            times, beside `git log` (median of 5)
+            times, `modelvc audit` of the model, beside `git log` (median of 5); and
+            `modelvc promote` (production moved between two versions, median of 5)
 
 Times are wall seconds of the whole process (start-up included); peak RSS is the child's
 ru_maxrss (os.wait4). Ratios are to cp of the same files. modelvc fsyncs every object
@@ -371,7 +372,13 @@ def reads(mv: Modelvc, specs: list[VersionSpec], git_root: Path | None, n: int =
                                   lambda c: mv.cli(*c)),
         "modelvc channel history": med(["channel", "history", MODEL, "production"],
                                        lambda c: mv.cli(*c)),
+        "modelvc audit": med(["audit", "--model", MODEL], lambda c: mv.cli(*c)),
     }
+    # A CI job's promote step: production moved back and forth between two versions.
+    pair = [f"{MODEL}@v{mv.ids[s.name][0]}" for s in (chain[:6] or specs[:6])[-2:]]
+    turn = iter(range(n))
+    out["modelvc promote"] = med(["promote"], lambda c: mv.cli(
+        *c, pair[next(turn) % len(pair)], "--to", "production", "-r", "bench"))
     if git_root is not None:
         out["git log"] = med(["git", "log", "--oneline"],
                              lambda c: run_child(c, cwd=git_root))

@@ -1,6 +1,6 @@
 """`MetaReads`: the metadata reads a one-shot command makes (resolving refs, versions,
-ref history, the trust policy) and the writes of a commit (litewrite.py), which two
-classes implement: MetaStore (SQLAlchemy,
+ref history, the trust policy, the audit trail, gate runs) and the writes of a commit,
+a ref move and a gate run (litewrite.py), which two classes implement: MetaStore (SQLAlchemy,
 SQLite or PostgreSQL) and meta/lite.py's LiteMeta (plain sqlite3, no SQLAlchemy import).
 
 mypy ties the three together (`_tied` below): both classes implement the Protocol, and
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .api import (
     AuditEntry,
@@ -28,7 +28,7 @@ from .api import (
 )
 
 if TYPE_CHECKING:
-    from ..records import Signature, Webhook
+    from ..records import GateRun, Signature, Webhook
     from .lite import LiteMeta
     from .store import MetaStore
 
@@ -94,6 +94,17 @@ class MetaReads(Protocol):
 
     def list_webhooks(self, *, active_only: bool = True) -> list[Webhook]: ...
 
+    # ---- what promote, rollback, tag and gate run write and read (litewrite.py)
+    def set_ref(self, model: str, name: str, kind: RefKind, *, expected: str | None,
+                new: str | None, actor: str, action: str, reason: str = "",
+                create: bool = False, audit: AuditEntry | None = None) -> RefRow: ...
+
+    def record_gate_run(self, *, version_id: str, channel: str, policy_digest: str,
+                        passed: bool, report_id: str, summary: dict[str, Any], actor: str,
+                        audit_entry: AuditEntry) -> GateRun: ...
+
+    def gate_runs(self, version_id: str, channel: str | None = None) -> list[GateRun]: ...
+
 
 if TYPE_CHECKING:
     def _tied(store: MetaStore, lite: LiteMeta, reads: MetaReads) -> list[MetaReads]:
@@ -129,5 +140,11 @@ if TYPE_CHECKING:
         f13 = reads.insert_version
         f14 = store.list_webhooks
         f14 = reads.list_webhooks
-        del f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11, f12, f13, f14
+        f15 = store.set_ref
+        f15 = reads.set_ref
+        f16 = store.record_gate_run
+        f16 = reads.record_gate_run
+        f17 = store.gate_runs
+        f17 = reads.gate_runs
+        del f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11, f12, f13, f14, f15, f16, f17
         return [store, lite]
