@@ -147,8 +147,7 @@ def platform_tag() -> str:
         libc = (os.confstr("CS_GNU_LIBC_VERSION") or "").replace(" ", "")
     except (ValueError, OSError):  # not glibc (musl): no such name
         libc = ""
-    parts = [u.sysname, u.release, u.machine, "with", libc] if libc else \
-        [u.sysname, u.release, u.machine]
+    parts = [u.sysname, u.release, u.machine, *(["with", libc] if libc else [])]
     return "-".join(p.replace(" ", "_") for p in parts if p)
 
 
