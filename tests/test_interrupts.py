@@ -112,12 +112,13 @@ def test_a_signal_at_any_point_of_a_command_is_an_interruption(repo: Path, sig: 
 def test_an_interrupted_commit_leaves_the_registry_whole(repo: Path, sig: str,
                                                          tmp_path: Path) -> None:
     # The data path: objects written, then one transaction. Interrupted anywhere, the
-    # registry verifies and the commit runs again to its end.
+    # registry verifies and the commit runs again to its end. (~51k calls with its
+    # imports on SQLite since the codec stopped importing numpy.)
     ck = tmp_path / "big"
     ck.mkdir()
     (ck / "w.bin").write_bytes(os.urandom(3 << 20))
     fired = 0
-    for nth in (20_000, 60_000, 150_000):
+    for nth in (4_000, 15_000, 35_000):
         p = _cli(repo, "commit", str(ck), "--model", "b", "-m", "m", at=f"call:{nth}",
                  sig=sig)
         if "signal-at: sent" in p.stderr and p.returncode != 0:

@@ -190,7 +190,7 @@ class BlockReader:
             kernels.cast_bf16(lease[: 2 * n], hit if got is None else got[0])
             if got is not None:
                 POOL.give(got[1])
-            return lease[: 2 * n].data.toreadonly(), lease
+            return memoryview(lease)[: 2 * n].toreadonly(), lease
         with scratch_buffers() as take:
             # The parent's own block is the base when its walk ends at itself.
             w = self._walk(oid, h, i, True, take)
@@ -199,7 +199,7 @@ class BlockReader:
             if not (w.run or w.full is not None):
                 assert w.base is not None
                 kernels.cast_bf16(lease[: 2 * n], w.base)
-                return lease[: 2 * n].data.toreadonly(), lease
+                return memoryview(lease)[: 2 * n].toreadonly(), lease
             out = decode_chain("F32", n, w.run, base=w.base, full=w.full,
                                cast_planes=(zero, zero), out=lease)
         return out, lease
@@ -212,7 +212,7 @@ class BlockReader:
             return None
         size = h.blocks[i].elements * dtype_info(h.dtype).itemsize
         lease = POOL.take(size)
-        data = lease[:size].data
+        data = memoryview(lease)[:size]
         if not self.known.read_block(oid, i, h.block_elements * dtype_info(h.dtype).itemsize,
                                      len(h.blocks), data, check):
             POOL.give(lease)

@@ -13,7 +13,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 import blake3
-import numpy as np
 
 from .codec import numpy_dtype
 from .codec.buffers import POOL, Bytes
@@ -282,6 +281,8 @@ class TensorDict(Mapping[str, Any]):
 
 def to_array(raw: bytes, dtype: str, shape: tuple[int, ...], framework: str = "numpy") -> Any:
     """Raw little-endian bytes -> numpy array (or torch tensor); BF16/F8 need torch."""
+    import numpy as np  # a checkout writes files without numpy; loading arrays needs it
+
     npd = numpy_dtype(dtype)
     if framework == "torch":
         import torch

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .codec.buffers import POOL
 from .errors import InvalidModelFile
@@ -21,15 +22,19 @@ from .filehash import SKIP_NAMES as SKIP_NAMES
 from .filehash import claim, digest_of
 from .filehash import collect_files as collect_files
 from .formats import FilePlan, Segment, plan_file
-from .formats.memory import MemFile
 from .manifest import FileEntry, SegmentRef
 from .meta.api import ObjectRow
 from .pipeline import windowed
 from .references import References
 from .storage import MIN_DELTA_BYTES, STREAM_BYTES, ObjectIO
 
+if TYPE_CHECKING:  # formats.memory (state dicts) needs numpy: a file commit does not
+    from .formats.memory import MemFile
+
 Progress = Callable[[int], None]  # called with bytes just processed
 Read = Callable[[int, int], bytes | memoryview]  # (offset in a segment, n) -> its bytes
+
+
 @dataclass
 class StoreResult:
     files: list[FileEntry] = field(default_factory=list)
@@ -288,7 +293,7 @@ def _sha256(fd: int, size: int) -> str:
     than hashing it)."""
     h = hashlib.sha256()
     lease = POOL.take(min(size, 1 << 23))
-    buf = lease.data
+    buf = memoryview(lease)
     try:
         off = 0
         while off < size:

@@ -205,7 +205,7 @@ class Pending:
             if self._busy or i != self._next:
                 if len(self._held) < HOLD:
                     copy = POOL.take(len(data))
-                    copy.data[: len(data)] = data
+                    memoryview(copy)[: len(data)] = data
                     self._held[i] = (copy, len(data))
                 return
             self._busy = True
@@ -227,7 +227,7 @@ class Pending:
                     self._cond.notify_all()
                     return
             lease = held[0]
-            piece = lease[: held[1]].data
+            piece = memoryview(lease)[: held[1]]
 
     def verify(self) -> bool:
         """Whether every byte of the file's range was OID's (reading what was not hashed
@@ -243,10 +243,10 @@ class Pending:
                 i = lo // bb
                 held = self._held.pop(i, None)
                 if held is not None:
-                    self._h.update(held[0][: held[1]].data)
+                    self._h.update(memoryview(held[0])[: held[1]])
                     POOL.give(held[0])
                     continue
-                piece = lease[: min(bb, w.length - lo)].data
+                piece = memoryview(lease)[: min(bb, w.length - lo)]
                 if not self.files._read(w, w.offset + lo, piece):
                     return False
                 self._h.update(piece)

@@ -1,8 +1,10 @@
 """What a one-shot command loads: `--help` and the read commands import no SQLAlchemy
 (meta/lite.py reads SQLite directly), no numpy, no web stack; nor do `audit`, `gate
-show`, `promote`, `rollback` and `tag`; a checkout and a commit
-need numpy but still no SQLAlchemy (a commit is recorded by meta/litewrite.py), and
-without a trust policy a checkout reads no YAML and loads no cryptography. None of them
+show`, `promote`, `rollback` and `tag`; with the C kernels built, a checkout and a
+commit load no numpy either (the codec's buffers come from codec.kernels.empty; only a
+delta commit's extrapolation sampling and the numpy fallbacks use it) and no SQLAlchemy
+(a commit is recorded by meta/litewrite.py), and without a trust policy a checkout reads
+no YAML and loads no cryptography. None of them
 creates the records of the other areas (gates, signing, webhooks, tokens, the fleet:
 modelvc.records.areas), nor loads the ONNX parser for safetensors files; a read or a
 checkout loads no code of the commit's (ingest.record). Start-up time is bench/cli.py's
@@ -18,8 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from modelvc.codec import kernels
 from modelvc.registry import Registry
 from tests.conftest import write_model
+
+# Without the C kernels the codec runs on numpy.
+NUMPY = [] if kernels.NATIVE and hasattr(kernels.native, "empty") else ["numpy"]
 
 HEAVY = ("sqlalchemy", "alembic", "numpy", "httpx", "fastapi", "starlette", "uvicorn",
          "torch", "yaml", "cryptography", "modelvc.records.areas", "modelvc.formats.onnx",
@@ -94,19 +100,27 @@ def test_governance_commands_load_no_sqlalchemy(repo: Path, args: list[str]) -> 
         assert reg.verify_audit() == []
 
 
-def test_checkout_loads_only_numpy(repo: Path) -> None:
-    got = loaded(["checkout", "m@v2", str(repo / "out"), "--json"], repo, HEAVY + COMMITS)
+@pytest.mark.parametrize("ref", ["m@v1", "m@v2"])
+def test_checkout_loads_nothing_heavy(repo: Path, ref: str) -> None:
+    got = loaded(["checkout", ref, str(repo / "out"), "--json"], repo, HEAVY + COMMITS)
     assert (repo / "out" / "model.safetensors").is_file()
-    assert got == ["numpy"]
+    assert got == NUMPY
 
 
-def test_commit_loads_only_numpy(repo: Path) -> None:
+def test_commit_loads_nothing_heavy(repo: Path) -> None:
+    """A delta against the head (v2, itself a delta of v1: its reference's reference is
+    there, so the encoder samples step multiples: codec.kernels.step_ratio) and a first
+    version."""
     f = repo / "w" / "model.safetensors"
-    write_model(f, 2)
+    base = write_model(f, 2)
     got = loaded(["commit", str(f), "-M", "m", "-b", "exp", "--tag", "t", "--json"], repo)
-    assert got == ["numpy"]
+    assert got == NUMPY
+    write_model(f, 3, base=base)
+    got = loaded(["commit", str(f), "-M", "other", "--json"], repo)
+    assert got == NUMPY
     with Registry.open_local(repo) as reg:
         assert reg.resolve("m@t").number == 3 == reg.resolve("m@exp").number
+        assert reg.resolve("other@main").number == 1
         assert reg.verify_audit() == []
 
 

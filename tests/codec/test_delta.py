@@ -14,7 +14,8 @@ from modelvc.codec.delta import (
     unzigzag,
     zigzag,
 )
-from modelvc.codec.dtypes import DTYPES, UINT_BY_SIZE
+from modelvc.codec.dtypes import DTYPES
+from modelvc.codec.npdtypes import UINT_BY_SIZE
 from modelvc.errors import UsageError
 
 from .strategies import related, tensors

@@ -134,10 +134,55 @@ def test_bad_arguments_raise_instead_of_reading_out_of_bounds() -> None:
         NATIVE.run(b"\0" * 8, b"\0" * 8, [], 4, True)  # read-only output
 
 
+@needs_native
+@settings(max_examples=80, deadline=None)
+@given(w=WIDTHS, n=st.sampled_from([0, 1, 2, 7, 4096]), seed=st.integers(0, 2**16),
+       is_float=st.booleans(), moved=st.sampled_from([0.0, 0.01, 0.5, 1.0]),
+       k=st.integers(1, 20))
+def test_step_ratio_matches(w: int, n: int, seed: int, is_float: bool, moved: float,
+                            k: int) -> None:
+    """The median step multiple, as numpy.median takes it (an even count averages the
+    middle two), for random bytes and for a new block k steps on from its references."""
+    rng = np.random.default_rng(seed)
+    ref2 = rng.integers(0, 256, n * w, dtype=np.uint8)
+    step = (rng.random(n * w) < moved) * rng.integers(0, 3, n * w)
+    ref = (ref2 + step).astype(np.uint8)
+    for new in (_bytes(seed + 1, n * w), (ref + k * step).astype(np.uint8).tobytes()):
+        got = NATIVE.step_ratio(new, ref.tobytes(), ref2.tobytes(), w, is_float)
+        want = REF.step_ratio(new, ref.tobytes(), ref2.tobytes(), w, is_float)
+        assert (got is None) == (want is None) == (not np.any(step))
+        assert got == want
+
+
+@needs_native
+def test_step_ratio_finds_the_multiple_of_a_decaying_row() -> None:
+    ref2 = np.linspace(0.5, 1.5, 5000, dtype=np.float32)
+    ref = ref2 * np.float32(0.999)
+    new = ref - 7 * (ref2 - ref)  # seven more steps of the same decay
+    got = kernels.step_ratio(new.tobytes(), ref.tobytes(), ref2.tobytes(), 4, True)
+    assert got is not None and round(got) == 7
+    assert kernels.step_ratio(ref.tobytes(), ref.tobytes(), ref.tobytes(), 4, True) is None
+
+
+def test_equal_and_empty() -> None:
+    a = _bytes(3, 5000)
+    assert kernels.equal(a, bytearray(a)) and kernels.equal(b"", b"")
+    assert not kernels.equal(a, a[:-1]) and not kernels.equal(a, a[:-1] + b"x")
+    buf = kernels.empty(5000)
+    view = memoryview(buf)
+    assert view.nbytes == 5000 and not view.readonly
+    view[:] = a
+    assert bytes(view) == a and kernels.equal(buf, a)
+    if NATIVE is not None:
+        assert isinstance(buf, memoryview)  # no numpy needed to decode
+        with pytest.raises(ValueError):
+            kernels.empty(-1)
+
+
 def test_buffer_pool_reuses_memory_by_size_class() -> None:
     pool = BufferPool(max_bytes=1 << 22)
     a = pool.take(300_000)
-    assert a.size >= 300_000
+    assert memoryview(a).nbytes >= 300_000
     pool.give(a)
     b = pool.take(290_000)  # same 256 KiB class: the same memory again
     assert b is a

@@ -68,7 +68,7 @@ def test_vectorized_hash_matches_per_byte_gear() -> None:
     fast = chunking._block_hash(block, h, np.empty_like(h))
     ref, acc = [], 0
     for b in block.tolist():
-        acc = ((acc << 1) + int(chunking._GEAR[b])) & 0xFFFFFFFF
+        acc = ((acc << 1) + int(chunking.gear()[b])) & 0xFFFFFFFF
         ref.append(acc)
     assert fast.tolist() == ref
 

@@ -1,12 +1,15 @@
 """Tensor and blob codecs: byte planes + zstd, integer deltas, dtype-cast prediction.
 
 Pure functions over bytes; no I/O besides the BinaryIO a TensorObjectWriter is given.
+With the C kernels built, decoding and a first version's encoding import no numpy:
+the numpy delta codec (codec.delta) is loaded when first asked for.
 """
+
+from typing import Any
 
 from modelvc.codec.blob import decode_blob, encode_blob
 from modelvc.codec.block import decode_chain, decode_delta_run
 from modelvc.codec.cast import can_cast_predict, cast_predict
-from modelvc.codec.delta import delta_decode, delta_encode
 from modelvc.codec.dtypes import DTYPES, DTypeInfo, dtype_info, numpy_dtype
 from modelvc.codec.planes import compress_planes, decompress_planes
 from modelvc.codec.tensor import (
@@ -50,3 +53,11 @@ __all__ = [
     "read_header",
     "read_header_bytes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("delta_decode", "delta_encode"):
+        from modelvc.codec import delta
+
+        return getattr(delta, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

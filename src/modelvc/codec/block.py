@@ -16,20 +16,14 @@ Modes:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from modelvc.codec import groups, kernels
 from modelvc.codec.buffers import POOL
 from modelvc.codec.cast import can_cast_predict, cast_predict
-from modelvc.codec.delta import (
-    from_ordered,
-    to_ordered,
-    unzigzag,
-)
-from modelvc.codec.dtypes import INT_BY_SIZE, UINT_BY_SIZE, Buffer, dtype_info
+from modelvc.codec.dtypes import Buffer, dtype_info
 from modelvc.codec.groups import group_shift, grouped_residual, parse_groups, ungroup
 from modelvc.codec.planes import (
     compress_planes,
@@ -78,10 +72,10 @@ def _equal(a: Buffer, b: Buffer) -> bool:
         return a == b  # memcmp
     ma, mb = memoryview(a).cast("B"), memoryview(b).cast("B")
     if ma.nbytes != mb.nbytes or bytes(ma[:EQUAL_HEAD]) != bytes(mb[:EQUAL_HEAD]):
-        return False  # without numpy's block-sized array of booleans (a delta commit
-        # compared every changed block whole: ~4 % of its CPU)
+        return False  # a block a fine-tune changed is told apart without a whole
+        # compare (a delta commit compared every changed block whole: ~4 % of its CPU)
     # memoryview == memoryview compares element by element in Python: far slower.
-    return bool(np.array_equal(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8)))
+    return bool(kernels.equal(ma, mb))
 
 
 def encode_block(
@@ -209,16 +203,10 @@ def _step_ratio(raw: Buffer, ref: Buffer, ref2: Buffer, code: str) -> int:
     against one ancestor at growing distances (the 7th checkpoint of a run 5 back), and
     rows that only decay extrapolate exactly at k = that distance, past the four tried."""
     info = dtype_info(code)
-    u, s = UINT_BY_SIZE[info.itemsize], INT_BY_SIZE[info.itemsize]
-    x, y, z = (np.frombuffer(v, dtype=u)[:_RATIO_ELEMENTS] for v in (raw, ref, ref2))
-    if info.kind == "float":
-        x, y, z = to_ordered(x), to_ordered(y), to_ordered(z)
-    step = (y - z).view(s)
-    moved = step != 0
-    if not moved.any():
-        return 0
-    ratio = float(np.median((x - y).view(s)[moved] / step[moved].astype(np.float64)))
-    return round(ratio) if np.isfinite(ratio) and 0 < ratio < 64 else 0
+    cut = _RATIO_ELEMENTS * info.itemsize
+    x, y, z = (memoryview(v).cast("B")[:cut] for v in (raw, ref, ref2))
+    ratio = kernels.step_ratio(x, y, z, info.itemsize, info.kind == "float")
+    return round(ratio) if ratio is not None and math.isfinite(ratio) and 0 < ratio < 64 else 0
 
 
 def decode_block(
@@ -267,6 +255,11 @@ def decode_block(
 def _decode_extrap(payload: Buffer, ref: Buffer, ref2: Buffer, code: str, n: int,
                    grouped: bool) -> bytes:
     """One 'extrap' block on its own: ref + k*(ref - ref2) + residual, ordered domain."""
+    import numpy as np  # decode_chain (the C kernels) decodes these in a chain
+
+    from modelvc.codec.delta import from_ordered, to_ordered, unzigzag
+    from modelvc.codec.npdtypes import UINT_BY_SIZE
+
     info = dtype_info(code)
     view = memoryview(payload).cast("B")
     if not len(view) or not 1 <= view[0] <= 16:
@@ -361,4 +354,4 @@ def decode_chain(code: str, n_elements: int, deltas: Sequence[tuple[str, Any]], 
             kernels.run(dest, bottom, links, w, info.kind == "float", top, shift or 0)
         except ValueError as e:  # a grouped link whose groups do not fit its reference
             raise CorruptObject(str(e)) from e
-    return dest.data.toreadonly()  # type: ignore[no-any-return]
+    return memoryview(dest).toreadonly()

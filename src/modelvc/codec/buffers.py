@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import threading
 from collections import defaultdict
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
+from modelvc.codec.kernels import empty
 
-Bytes = npt.NDArray[np.uint8]
+# A writable byte buffer from kernels.empty (a memoryview; a numpy array without the C
+# kernels): slicing it gives views, memoryview(buf) its bytes.
+Bytes = Any
 # Bytes kept idle at most; beyond that, buffers are freed. A one-shot CLI command keeps
 # fewer (cli/main.py): its peak RSS counts every idle buffer.
 MAX_POOLED = int(os.environ.get("MODELVC_POOL_MB", "96")) << 20
@@ -35,18 +37,18 @@ class BufferPool:
         give() when done. Sizes are rounded up to a class so that the last, shorter
         blocks of different tensors share buffers."""
         if n < SMALL:
-            return np.empty(n, dtype=np.uint8)  # malloc's own bins reuse these
+            return empty(n)  # malloc's own bins reuse these
         size = -(-n // CLASS) * CLASS
         with self._lock:
             free = self._free.get(size)
             if free:
                 self._idle -= size
                 return free.pop()
-        return np.empty(size, dtype=np.uint8)
+        return empty(size)
 
     def give(self, buf: Bytes) -> None:
         """Return a buffer from take(); nothing may use it afterwards."""
-        n = buf.size
+        n = memoryview(buf).nbytes
         if n < SMALL or n % CLASS:
             return
         with self._lock:

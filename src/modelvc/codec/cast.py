@@ -14,14 +14,16 @@ delta against it is. NaN inputs predict a NaN; its payload is arbitrary but fixe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
-from modelvc.codec.dtypes import UINT_BY_SIZE, Buffer, dtype_info
+from modelvc.codec.dtypes import Buffer, dtype_info
 from modelvc.errors import UsageError
 
-I64 = npt.NDArray[np.int64]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ def can_cast_predict(ref_code: str, code: str) -> bool:
 
 def _rne_shift(x: I64, shift: int | I64) -> I64:
     """``x >> shift`` rounded to nearest, ties to even (shift >= 1, x >= 0)."""
+    import numpy as np
+
     odd = (x >> shift) & 1
     rounded: I64 = (x + ((np.int64(1) << (shift - 1)) - 1) + odd) >> shift
     return rounded
@@ -69,6 +73,8 @@ def _rne_shift(x: I64, shift: int | I64) -> I64:
 
 def _f32_to_bf16(u: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint16]:
     """Same exponent range: rounding the low 16 bits away is the whole cast."""
+    import numpy as np
+
     odd = (u >> np.uint32(16)) & np.uint32(1)
     rounded = (u + np.uint32(0x7FFF) + odd) >> np.uint32(16)  # finite values never wrap
     nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
@@ -82,6 +88,8 @@ def _narrow(u: I64, src: _Format, dst: _Format) -> I64:
     Handles overflow to infinity, results that become subnormal or zero, and
     subnormal inputs; NaN becomes dst's canonical quiet NaN with the input's sign.
     """
+    import numpy as np
+
     sign = (u >> (src.bits - 1)) & 1
     mag = u & ((1 << (src.bits - 1)) - 1)  # Python int: 2**63 - 1 still fits
     exp = mag >> src.man_bits
@@ -113,13 +121,17 @@ def cast_predict(ref: Buffer, ref_code: str, code: str) -> bytes | memoryview:
     src_size = dtype_info(ref_code).itemsize
     if memoryview(ref).nbytes % src_size:
         raise UsageError(f"cast_predict: reference is not a whole number of {ref_code} elements")
-    u = np.frombuffer(ref, dtype=UINT_BY_SIZE[src_size])
-    if (ref_code, code) == ("F32", "BF16"):
+    if (ref_code, code) == ("F32", "BF16"):  # the C kernel where built: no numpy
         from modelvc.codec import kernels
 
-        pred = kernels.empty(u.size * 2)
+        pred = kernels.empty(memoryview(ref).nbytes // 2)
         kernels.cast_bf16(pred, ref)
-        return pred.data.toreadonly()
+        return memoryview(pred).toreadonly()
+    import numpy as np
+
+    from modelvc.codec.npdtypes import UINT_BY_SIZE
+
+    u = np.frombuffer(ref, dtype=UINT_BY_SIZE[src_size])
     bits = u.view(np.int64) if src_size == 8 else u.astype(np.int64)
     out = _narrow(bits, _FORMATS[ref_code], _FORMATS[code])
     return out.astype(UINT_BY_SIZE[dtype_info(code).itemsize]).tobytes()

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modelvc.codec.dtypes import INT_BY_SIZE, Buffer
+from modelvc.codec.dtypes import Buffer
+from modelvc.codec.npdtypes import INT_BY_SIZE
 
 CHUNK = 1 << 16
 Arr = npt.NDArray[Any]

@@ -20,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from modelvc.codec.cast import can_cast_predict, cast_predict
-from modelvc.codec.dtypes import INT_BY_SIZE, UINT_BY_SIZE, Buffer, dtype_info
+from modelvc.codec.dtypes import Buffer, dtype_info
+from modelvc.codec.npdtypes import INT_BY_SIZE, UINT_BY_SIZE
 from modelvc.errors import UsageError
 
 __all__ = [

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from modelvc.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Kind = Literal["float", "int", "uint", "bool"]
 
@@ -74,21 +75,6 @@ _NUMPY: dict[str, str] = {
     "C64": "<c8",
 }
 
-# Same-width unsigned integer views: all delta arithmetic happens on these.
-UINT_BY_SIZE: dict[int, np.dtype[np.unsignedinteger]] = {
-    1: np.dtype("<u1"),
-    2: np.dtype("<u2"),
-    4: np.dtype("<u4"),
-    8: np.dtype("<u8"),
-}
-INT_BY_SIZE: dict[int, np.dtype[np.signedinteger]] = {
-    1: np.dtype("<i1"),
-    2: np.dtype("<i2"),
-    4: np.dtype("<i4"),
-    8: np.dtype("<i8"),
-}
-
-
 def dtype_info(code: str) -> DTypeInfo:
     """Look up a safetensors dtype code such as "F32" or "BF16"."""
     try:
@@ -100,6 +86,8 @@ def dtype_info(code: str) -> DTypeInfo:
 
 def numpy_dtype(code: str) -> np.dtype[np.generic] | None:
     """The little-endian numpy dtype for a code, or None where numpy has none (BF16, F8)."""
+    import numpy as np  # here: the codec itself runs without numpy (codec.kernels)
+
     dtype_info(code)
     name = _NUMPY.get(code)
     return None if name is None else np.dtype(name)

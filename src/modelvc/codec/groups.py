@@ -18,8 +18,6 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import numpy as np
-
 from modelvc.codec import kernels
 from modelvc.codec.dtypes import Buffer, dtype_info
 from modelvc.codec.planes import compress_split, plane_views
@@ -55,9 +53,12 @@ def group_shift(code: str) -> int | None:
 def grouped_residual(planes: Any, ref: Buffer, code: str, level: int) -> bytes:
     """The payload of a grouped residual from its planes in element order (a byte array
     of itemsize planes) and the reference block."""
+    import numpy as np  # numpy only where grouped blocks are written or read
+
     w = dtype_info(code).itemsize
-    n = planes.size // w
-    out = kernels.empty(planes.size)
+    size = memoryview(planes).nbytes
+    n = size // w
+    out = kernels.empty(size)
     counts = np.zeros(256, dtype="<u4")
     kernels.group(out, planes, ref, w, _SHIFTS[code], counts)
     used = np.flatnonzero(counts)
@@ -68,6 +69,8 @@ def grouped_residual(planes: Any, ref: Buffer, code: str, level: int) -> bytes:
 
 def parse_groups(payload: Buffer, n: int) -> tuple[bytes, memoryview]:
     """(each group's first position as 256 uint32, the planes payload)."""
+    import numpy as np
+
     view = memoryview(payload).cast("B")
     if len(view) < 2:
         raise CorruptObject("a grouped block without its groups")
@@ -88,6 +91,8 @@ def parse_groups(payload: Buffer, n: int) -> tuple[bytes, memoryview]:
 
 def ungroup(z: Any, ref: Buffer, itemsize: int, shift: int, starts: bytes) -> Any:
     """Grouped residual elements (an array) back in element order, given the reference."""
+    import numpy as np
+
     keys = kernels.group_keys(ref, itemsize, shift)
     counts = np.bincount(keys, minlength=256)
     first = np.zeros(256, dtype=np.int64)

@@ -17,12 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from modelvc.codec import kernels
-from modelvc.codec.buffers import POOL
-from modelvc.codec.dtypes import UINT_BY_SIZE, Buffer
+from modelvc.codec.buffers import POOL, Bytes
+from modelvc.codec.dtypes import Buffer
 from modelvc.codec.zstd_ctx import compressor, decompress_exact, decompress_into
 from modelvc.errors import CorruptObject, UsageError
 
@@ -46,10 +43,11 @@ def _header_size(itemsize: int) -> int:
     return 2 + 4 * itemsize
 
 
-def plane_views(out: npt.NDArray[Any], itemsize: int) -> list[memoryview]:
+def plane_views(out: Bytes, itemsize: int) -> list[memoryview]:
     """Plane b of a split buffer is out[b*n:(b+1)*n]."""
-    n = out.size // itemsize
-    return [out[b * n : (b + 1) * n].data for b in range(itemsize)]
+    view = memoryview(out)
+    n = view.nbytes // itemsize
+    return [view[b * n : (b + 1) * n] for b in range(itemsize)]
 
 
 def compress_planes(buf: Buffer, itemsize: int, level: int = 1) -> bytes:
@@ -101,10 +99,10 @@ def decompress_planes(payload: Buffer, itemsize: int, n: int) -> memoryview:
         return memoryview(planes[0]).toreadonly()
     out = kernels.empty(n * itemsize)
     kernels.merge(out, planes)
-    return out.data.toreadonly()
+    return memoryview(out).toreadonly()
 
 
-def decompress_planes_array(payload: Buffer, itemsize: int, n: int) -> npt.NDArray[Any]:
+def decompress_planes_array(payload: Buffer, itemsize: int, n: int) -> Any:
     """decompress_planes as an array of unsigned ints (saves a copy for delta decoding)."""
     return merge_planes(decompress_to_planes(payload, itemsize, n), itemsize, n)
 
@@ -152,12 +150,12 @@ def scratch_buffers() -> Iterator[Callable[[int], memoryview]]:
     until the kernel has summed them; reusing the same memory for them each time
     spares the page faults that fresh buffers cost (~2 ms per MB on this class of VM,
     more than decoding them)."""
-    taken: list[npt.NDArray[np.uint8]] = []
+    taken: list[Bytes] = []
 
     def take(n: int) -> memoryview:
         buf = POOL.take(n)
         taken.append(buf)
-        return buf[:n].data
+        return memoryview(buf)[:n]
 
     try:
         yield take
@@ -166,12 +164,17 @@ def scratch_buffers() -> Iterator[Callable[[int], memoryview]]:
             POOL.give(buf)
 
 
-def merge_planes(planes: list[Buffer], itemsize: int, n: int) -> npt.NDArray[Any]:
-    """Interleave byte planes back into elements: an array of unsigned ints (little-endian).
+def merge_planes(planes: list[Buffer], itemsize: int, n: int) -> Any:
+    """Interleave byte planes back into elements: a numpy array of unsigned ints
+    (little-endian), for the numpy decode paths.
 
     The stored order is little-endian; the array is too (numpy reads it as such)."""
+    import numpy as np
+
+    from modelvc.codec.npdtypes import UINT_BY_SIZE
+
     if itemsize == 1:
         return np.frombuffer(planes[0], dtype=np.uint8)
     out = kernels.empty(n * itemsize)
     kernels.merge(out, planes)
-    return out.view(np.dtype(UINT_BY_SIZE[itemsize]).newbyteorder("<"))
+    return np.frombuffer(out, dtype=np.dtype(UINT_BY_SIZE[itemsize]).newbyteorder("<"))

@@ -19,10 +19,15 @@ from __future__ import annotations
 import io
 import mmap
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    U32 = npt.NDArray[np.uint32]
 
 MIN_SIZE = 256 * 1024
 AVG_SIZE = 1024 * 1024
@@ -45,18 +50,24 @@ def _splitmix64_table(seed: int) -> list[int]:
     return out
 
 
-_GEAR = np.array(_splitmix64_table(0x6D6F64656C7663), dtype=np.uint32)
-_STRICT_LIMIT = np.uint32(1 << (32 - STRICT_BITS))
-_LOOSE_LIMIT = np.uint32(1 << (32 - LOOSE_BITS))
+@cache
+def gear() -> U32:
+    """The gear table (built on first use: numpy is imported only by a commit that
+    chunks a file, not by every command that loads the formats)."""
+    import numpy as np
+
+    return np.array(_splitmix64_table(0x6D6F64656C7663), dtype=np.uint32)
+
 
 Buffer = bytes | bytearray | memoryview
-U32 = npt.NDArray[np.uint32]
 
 
 def _block_hash(block: npt.NDArray[np.uint8], h: U32, tmp: U32) -> U32:
+    import numpy as np
+
     n = block.shape[0]
     hv, tv = h[:n], tmp[:n]
-    np.take(_GEAR, block, out=hv)
+    np.take(gear(), block, out=hv)
     w = 1
     while w < WINDOW:
         np.left_shift(hv[:-w], w, out=tv[w:])
@@ -88,6 +99,10 @@ def _read_blocks(f: io.BufferedReader) -> Iterator[memoryview]:
 def _candidates(src: Path | Buffer) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], int]:
     """Cut candidates (cut after byte i, stored as i+1), whether each passes the strict
     mask, and the total size."""
+    import numpy as np
+
+    strict_limit = np.uint32(1 << (32 - STRICT_BITS))
+    loose_limit = np.uint32(1 << (32 - LOOSE_BITS))
     h = np.empty(BLOCK + WINDOW, dtype=np.uint32)
     tmp = np.empty_like(h)
     carry = np.zeros(0, dtype=np.uint8)  # last WINDOW-1 bytes of the previous block
@@ -97,9 +112,9 @@ def _candidates(src: Path | Buffer) -> tuple[npt.NDArray[np.int64], npt.NDArray[
     for piece in _iter_blocks(src):
         block = np.concatenate((carry, np.frombuffer(piece, dtype=np.uint8)))
         hv = _block_hash(block, h, tmp)[len(carry) :]
-        idx = np.flatnonzero(hv < _LOOSE_LIMIT)
+        idx = np.flatnonzero(hv < loose_limit)
         cuts.append(idx.astype(np.int64) + (pos + 1))
-        strict.append(hv[idx] < _STRICT_LIMIT)
+        strict.append(hv[idx] < strict_limit)
         pos += len(piece)
         carry = block[-(WINDOW - 1) :].copy()
     if not cuts:
@@ -127,6 +142,8 @@ def _select(cands: npt.NDArray[np.int64], strict: npt.NDArray[np.bool_], size: i
 
 def _first_in(arr: npt.NDArray[np.int64], lo: int, hi: int) -> int | None:
     """Smallest element of sorted arr in [lo, hi), if any."""
+    import numpy as np
+
     i = int(np.searchsorted(arr, lo))
     if i < len(arr) and arr[i] < hi:
         return int(arr[i])
