@@ -262,7 +262,10 @@ class GitLfs:
     def commit(self, s: VersionSpec) -> Run:
         work = self.root / "model"
         shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(s.folder, work)
+        # Fresh mtimes, as training writes them: with copytree's copied ones (whole
+        # seconds apart at most, for git) a same-size file in a reused inode looked
+        # unchanged to git's index and the commit found nothing to do.
+        shutil.copytree(s.folder, work, copy_function=shutil.copyfile)
         warm(work)
         r = run_child(["sh", "-c", f"git add -A model && git commit -q -m {s.name!r}"],
                       cwd=self.root, env=self.env)
@@ -296,7 +299,7 @@ class Dvc:
     def commit(self, s: VersionSpec) -> Run:
         work = self.root / "model"
         shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(s.folder, work)
+        shutil.copytree(s.folder, work, copy_function=shutil.copyfile)
         warm(work)
         r = run_child([str(DVC), "add", "-q", "model"], cwd=self.root, env=self.env)
         self.dvcfiles[s.name] = (self.root / "model.dvc").read_text()
