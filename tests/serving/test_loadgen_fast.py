@@ -68,3 +68,25 @@ def test_closed_loop_runs_under_a_running_event_loop(serve_reg: Any, start_gatew
     assert len(got) == 1, "closed_loop raised inside the running loop (see the thread's traceback)"
     t = got[0]
     assert t.ok > 0 and t.failed == 0
+
+
+def test_grpc_closed_loop_counts_every_answer(serve_reg: Any, start_gateway: Start,
+                                             digits: Digits) -> None:
+    """The gRPC callers (grpc.aio, one loop) against the gateway's OIP gRPC service:
+    every answer counted once, a refusal (an unknown model) as a failure."""
+    from modelvc.serving.loadgen_grpc import grpc_closed_loop
+    from tests.services.ports import free_port
+
+    port = free_port()
+    start_gateway(serve_reg, grpc_port=port)
+    seen: list[bool] = []
+    t = grpc_closed_loop(f"grpc://127.0.0.1:{port}", "digits", digits.x[:50], callers=3,
+                         seconds=1.0, started=lambda: seen.append(True))
+    assert seen == [True]
+    assert t.failed == 0, t.errors
+    assert t.ok > 0 and t.by_version == {"1": t.ok}
+    assert len(t.latencies) == len(t.starts) == t.ok
+    bad = grpc_closed_loop(f"grpc://127.0.0.1:{port}", "no-such-model", digits.x[:5],
+                           callers=1, seconds=0.3)
+    assert bad.ok == 0 and bad.failed > 0
+    assert bad.errors[0].startswith("StatusCode.NOT_FOUND"), bad.errors[0]

@@ -185,11 +185,10 @@ def main(argv: list[str] | None = None) -> None:
         t = closed_loop(a.url, a.model, x, callers=a.threads, seconds=a.seconds,
                         binary=a.binary, started=lambda: print("started", flush=True))
     else:
-        traffic = Traffic(a.url, a.model, x, threads=a.threads, binary=a.binary).start()
-        sys.stdout.write("started\n")
-        sys.stdout.flush()
-        time.sleep(a.seconds)
-        t = traffic.stop()
+        from .loadgen_grpc import grpc_closed_loop
+
+        t = grpc_closed_loop(a.url, a.model, x, callers=a.threads, seconds=a.seconds,
+                             started=lambda: print("started", flush=True))
     json.dump({"ok": t.ok, "failed": t.failed, "errors": t.errors[:5],
                "by_version": t.by_version, "latencies": t.latencies, "starts": t.starts},
               sys.stdout)

@@ -12,7 +12,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
@@ -186,6 +186,12 @@ def closed_loop(url: str, model: str, x: np.ndarray, *, callers: int, seconds: f
         run.stopped = True
         await asyncio.gather(*run.pending, return_exceptions=True)
 
+    run_loop(main)
+    return run.tally
+
+
+def run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run main() to its end on a loop of its own (uvloop where installed)."""
     def go() -> None:
         try:
             import uvloop  # the serve extra's: a cheaper loop, for the generator too
@@ -204,4 +210,3 @@ def closed_loop(url: str, model: str, x: np.ndarray, *, callers: int, seconds: f
         t = threading.Thread(target=go, name="loadgen")
         t.start()
         t.join()
-    return run.tally
