@@ -825,7 +825,7 @@ fail:
 }
 
 /* empty(n) -> a writable memoryview of n uninitialised bytes (a bytearray's): the
-   codec's output and scratch buffers without importing numpy (~80 ms of a one-shot
+   codec's output and scratch buffers without importing numpy (~25-30 ms of a one-shot
    command's start-up) and without bytearray(n)'s zero-fill pass. */
 static PyObject *py_empty(PyObject *self, PyObject *args) {
     Py_ssize_t n;

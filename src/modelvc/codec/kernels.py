@@ -29,7 +29,8 @@ the GIL; numpy needs a dozen passes. `pip install` builds the extension where a 
 compiler is present; MODELVC_PURE_CODEC=1 forces the numpy versions (codec.numpy_kernels).
 The extension also hands out the codec's buffers (`empty`, uninitialised memoryviews)
 and compares blocks (`equal`), so that with it built a checkout or a commit of files
-never imports numpy (~390 M instructions, ~80 ms of a one-shot command; issue 13).
+never imports numpy (~120-135 M instructions, ~25-30 ms of a one-shot command, as
+measured in docs/benchmarks.md, session 15; issue 13).
 """
 
 from __future__ import annotations
