@@ -164,3 +164,16 @@ def test_one_shot_commands_start_no_blas_threads() -> None:
     p = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True,
                        timeout=300, check=True)
     assert p.stdout.split() == ["1", "1"]
+
+
+def test_version_is_the_installed_one_without_reading_metadata(tmp_path: Path) -> None:
+    """`modelvc --version` prints modelvc.__version__, which must be the version pip
+    installed (pyproject.toml), and so needs no importlib.metadata at run time."""
+    from importlib.metadata import version
+
+    p = subprocess.run([sys.executable, "-c", PROBE, json.dumps(["--version"]),
+                        json.dumps(["importlib.metadata"])], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0] == f"modelvc, version {version('modelvc')}"
+    assert p.stdout.splitlines()[-1] == "LOADED []"
