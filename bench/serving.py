@@ -541,8 +541,8 @@ def report(r: dict[str, Any]) -> None:
                            f"{ratio:.2f}x (rounds {', '.join(f'{v:.2f}' for v in ratios)})",
                            ratio >= 2.0, ">= 2x"))
         # The throughput target is set at 8 callers and more (1 caller: p50).
-        for c in [c for c in r["grpc_callers"] if c >= 8] if "mlserver_grpc_c8" in peers \
-                else ():
+        grpc_peers = [c for c in r["grpc_callers"] if c >= 8 and f"mlserver_grpc_c{c}" in peers]
+        for c in grpc_peers:
             mine = [d["rps"] for d in peers[f"modelvc_grpc_c{c}"]]
             theirs = [d["rps"] for d in peers[f"mlserver_grpc_c{c}"]]
             ratio = sum(mine) / sum(theirs)

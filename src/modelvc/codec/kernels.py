@@ -130,11 +130,16 @@ def cast_bf16(out: Buf, src: Buf) -> None:
     impl.cast_bf16(out, src)
 
 
+if native is not None and hasattr(native, "step_ratio"):
+    _step_ratio: Any = native.step_ratio
+else:
+    def _step_ratio(*args: Any) -> float | None:
+        from modelvc.codec.numpy_kernels import NumpyKernels
+
+        return NumpyKernels.step_ratio(*args)  # type: ignore[no-any-return]
+
+
 def step_ratio(new: Buf, ref: Buf, ref2: Buf, itemsize: int, is_float: bool) -> float | None:
     """The median over the elements that moved (ref != ref2) of (new - ref) / (ref -
     ref2) in the integer (for floats order-preserving) domain; None if none moved."""
-    if native is not None and hasattr(native, "step_ratio"):
-        return native.step_ratio(new, ref, ref2, itemsize, is_float)  # type: ignore[no-any-return]
-    from modelvc.codec.numpy_kernels import NumpyKernels
-
-    return NumpyKernels.step_ratio(new, ref, ref2, itemsize, is_float)
+    return _step_ratio(new, ref, ref2, itemsize, is_float)  # type: ignore[no-any-return]
