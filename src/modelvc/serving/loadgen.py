@@ -1,5 +1,5 @@
 """A small OIP load generator over keep-alive connections (stdlib only), or over gRPC
-(`grpc://host:port`: grpcio, from the serve extra), used by the demo and, as
+(`grpc://host:port`: the grpcio client, installed apart), used by the demo and, as
 `python -m modelvc.serving.loadgen`, by bench/serving.py in its own process.
 """
 
@@ -66,9 +66,10 @@ class GrpcClient:
     sends); feedback is a REST-only route, so traffic with labels stays on REST."""
 
     def __init__(self, url: str, model: str) -> None:
-        import grpc
-
+        from .loadgen_grpc import import_grpcio
         from .oipgrpc import messages as pb
+
+        grpc = import_grpcio()
 
         self.pb, self.model = pb, model
         self.channel = grpc.insecure_channel(url.removeprefix("grpc://"))

@@ -19,11 +19,20 @@ from .loadgen_fast import run_loop
 from .tally import Tally
 
 
+def import_grpcio() -> Any:
+    """grpcio, the client side only (the gateway serves gRPC without it)."""
+    try:
+        import grpc
+    except ImportError as exc:
+        raise SystemExit("a grpc:// load needs the grpcio client: pip install grpcio "
+                         "(modelvc's test extra brings it with tritonclient[grpc])") from exc
+    return grpc
+
+
 def grpc_closed_loop(url: str, model: str, x: np.ndarray, *, callers: int, seconds: float,
                      started: Callable[[], None] | None = None) -> Tally:
     """CALLERS callers, each one ModelInfer at a time, for SECONDS."""
-    import grpc
-
+    grpc = import_grpcio()
     from .oipgrpc import messages as pb
 
     tally = Tally()

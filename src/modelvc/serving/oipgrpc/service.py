@@ -1,5 +1,5 @@
-"""GRPCInferenceService on grpc.aio, in the gateway's event loop: every call goes
-through the same Gateway as the REST routes (channel following, hot swap, canary and
+"""GRPCInferenceService in the gateway's event loop (HTTP/2 by .transport): every call
+goes through the same Gateway as the REST routes (channel following, hot swap, canary and
 shadow, metrics, version routing), so the two protocols cannot drift apart."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ...errors import ModelvcError
 from .. import oip
@@ -18,14 +18,15 @@ from ..gateway import EPOCH_HEADER, VERSION_HEADER, Gateway, NotReady, http_stat
 from ..protocol import MAX_ELEMENTS, Answer, BadRequest, InferRequest, binary_data, from_binary
 from ..runtimes.base import OIP_TO_NUMPY, oip_datatype
 from . import messages as pb
+from . import transport as st
+from .transport import GrpcServer, GrpcStatus
 
 log = logging.getLogger("modelvc.serving")
 KEY_METADATA = "x-request-key"  # a caller's sticky canary key, as the REST header
 MAX_MESSAGE = 2**31 - 1  # as Triton: tensors are as large as the model takes
 
-_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-          403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
-          409: grpc.StatusCode.FAILED_PRECONDITION, 503: grpc.StatusCode.UNAVAILABLE}
+_CODES = {400: st.INVALID_ARGUMENT, 401: st.UNAUTHENTICATED, 403: st.PERMISSION_DENIED,
+          404: st.NOT_FOUND, 409: st.FAILED_PRECONDITION, 503: st.UNAVAILABLE}
 
 # datatype -> the InferTensorContents field that carries it (FP16/BF16: raw only)
 _TYPED = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
@@ -128,98 +129,105 @@ def encode_answer(ans: Answer, typed: bool) -> Any:
     return resp
 
 
-Call = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Meta = dict[str, str]
+Trailing = list[tuple[str, str]]
+Call = Callable[[Any, Meta], Awaitable[Any]]
 
 
 class Service:
+    """The RPCs: each takes its request message and the call's metadata; ModelInfer
+    also sets trailing metadata (the version that answered and its epoch)."""
+
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
-    async def ServerLive(self, req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+    async def ServerLive(self, req: Any, meta: Meta) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+    async def ServerReady(self, req: Any, meta: Meta) -> Any:
         return pb.ServerReadyResponse(ready=self.gw.ready())
 
-    async def ModelReady(self, req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+    async def ModelReady(self, req: Any, meta: Meta) -> Any:
         if req.name not in self.gw.models:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(
             ready=await oip.model_ready(self.gw, req.name, req.version or None))
 
-    async def ServerMetadata(self, req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+    async def ServerMetadata(self, req: Any, meta: Meta) -> Any:
         return pb.ServerMetadataResponse(**oip.server_metadata())
 
-    async def ModelMetadata(self, req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+    async def ModelMetadata(self, req: Any, meta: Meta) -> Any:
         doc = await oip.model_metadata(self.gw, req.name, req.version or None)
         doc.pop("parameters")  # not in the gRPC message
         return pb.ModelMetadataResponse(**doc)
 
-    async def ModelInfer(self, msg: Any, ctx: grpc.aio.ServicerContext) -> Any:
+    async def ModelInfer(self, msg: Any, meta: Meta) -> tuple[Any, Trailing]:
         selector = msg.model_version or None
         try:
             req = parse_request(msg)
         except BadRequest as exc:
             self.gw.refused(msg.model_name, selector, exc)
             raise
-        meta = {k: v for k, v in (ctx.invocation_metadata() or ())
-                if isinstance(v, str)}
         key = meta.get(KEY_METADATA) or req.parameters.get("request_key")
         seen = meta.get(EPOCH_HEADER, "")
         ans = await self.gw.infer(msg.model_name, selector, req,
                                   str(key) if key is not None else None,
                                   int(seen) if seen.isdigit() and len(seen) <= 18 else None)
-        ctx.set_trailing_metadata(((VERSION_HEADER, ans.version),
-                                   (EPOCH_HEADER, str(ans.epoch))))
-        return encode_answer(ans, typed=not msg.raw_input_contents and bool(msg.inputs))
+        return (encode_answer(ans, typed=not msg.raw_input_contents and bool(msg.inputs)),
+                [(VERSION_HEADER, ans.version), (EPOCH_HEADER, str(ans.epoch))])
 
-    async def ModelConfig(self, req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+    async def ModelConfig(self, req: Any, meta: Meta) -> Any:
         doc = await oip.model_config(self.gw, req.name, req.version or None)
         return pb.ModelConfigResponse(config=doc)
 
-    async def ModelStatistics(self, req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+    async def ModelStatistics(self, req: Any, meta: Meta) -> Any:
         doc = oip.statistics(self.gw, req.name or None, req.version or None)
         for s in doc["model_stats"]:
             s.pop("batch_stats")
         return pb.ModelStatisticsResponse(**doc)
 
-    async def RepositoryIndex(self, req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+    async def RepositoryIndex(self, req: Any, meta: Meta) -> Any:
         return pb.RepositoryIndexResponse(models=oip.repository_index(self.gw, req.ready))
 
 
-def _guarded(fn: Call) -> Call:
-    """Errors become gRPC statuses with the same messages as the REST error bodies."""
-    async def call(req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+def _method(fn: Call, parse: Callable[[bytes], Any]) -> st.Handler:
+    """Bytes in, bytes out; errors become gRPC statuses with the same messages as the
+    REST error bodies."""
+    name = getattr(fn, "__name__", "call")
+
+    async def call(body: bytes, meta: Meta) -> tuple[bytes, Trailing]:
         try:
-            return await fn(req, ctx)
+            req = parse(body)
+        except DecodeError as exc:
+            raise GrpcStatus(st.INVALID_ARGUMENT, f"the {name} request is not a valid "
+                             f"message of inference.proto: {exc}") from exc
+        try:
+            out = await fn(req, meta)
         except (BadRequest, NotReady, ModelvcError) as exc:
             msg = exc.message if isinstance(exc, ModelvcError) else str(exc)
-            code = _CODES.get(http_status(exc), grpc.StatusCode.INTERNAL)
+            raise GrpcStatus(_CODES.get(http_status(exc), st.INTERNAL), msg) from exc
         except Exception as exc:  # a model failure: INTERNAL with the reason
-            log.exception("gRPC %s", getattr(fn, "__name__", "call"))
-            msg, code = f"{type(exc).__name__}: {exc}", grpc.StatusCode.INTERNAL
-        await ctx.abort(code, msg)
+            log.exception("gRPC %s", name)
+            raise GrpcStatus(st.INTERNAL, f"{type(exc).__name__}: {exc}") from exc
+        resp, trailing = out if isinstance(out, tuple) else (out, [])
+        return resp.SerializeToString(), trailing
 
     return call
 
 
-def handler(gw: Gateway) -> grpc.GenericRpcHandler:
+def handlers(gw: Gateway) -> dict[str, st.Handler]:
     svc = Service(gw)
-    methods = {
-        name: grpc.unary_unary_rpc_method_handler(
-            _guarded(getattr(svc, name)), request_deserializer=req.FromString,
-            response_serializer=resp.SerializeToString)
-        for name, (req, resp) in pb.METHODS.items()}
-    return grpc.method_handlers_generic_handler(pb.SERVICE, methods)
+    return {name: _method(getattr(svc, name), req.FromString)
+            for name, (req, _resp) in pb.METHODS.items()}
 
 
-async def start_grpc(gw: Gateway, host: str, port: int) -> grpc.aio.Server:
+async def start_grpc(gw: Gateway, host: str, port: int) -> GrpcServer:
     """Listen on host:port in the running loop (the gateway's); stop() it at shutdown."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                                      ("grpc.max_send_message_length", MAX_MESSAGE)])
-    server.add_generic_rpc_handlers((handler(gw),))
-    if server.add_insecure_port(f"{host}:{port}") == 0:
-        raise OSError(f"gRPC could not listen on {host}:{port}")
-    await server.start()
+    server = GrpcServer(pb.SERVICE, handlers(gw), limit=MAX_MESSAGE)
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        raise OSError(f"gRPC could not listen on {host}:{port}: {exc.strerror or exc}"
+                      ) from exc
     log.info("OIP gRPC on %s:%d", host, port)
     return server

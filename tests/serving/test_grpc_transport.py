@@ -1,0 +1,196 @@
+"""gRPC over h2 in one event loop (serving/oipgrpc/transport.py), against the real grpcio
+client: metadata both ways, messages larger than every flow-control window, compressed
+requests, statuses and their messages, refused methods and streams, many calls at once,
+a caller that gives up, garbage on the socket, and a stop that lets calls in flight end."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from modelvc.serving.oipgrpc.transport import (INVALID_ARGUMENT, GrpcServer, GrpcStatus,
+                                               percent_encode)
+
+SERVICE = "test.Echo"
+
+
+@dataclass
+class Running:
+    server: GrpcServer
+    loop: asyncio.AbstractEventLoop
+    target: str
+    release: asyncio.Event  # Slow waits for it
+    entered: threading.Event  # set when a Slow call has begun
+    cancelled: list[bool]
+
+    def stop(self, grace: float) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(60)
+
+
+async def echo(body: bytes, meta: dict[str, str]) -> tuple[bytes, list[tuple[str, str]]]:
+    return body[::-1], [("x-echo-len", str(len(body))), ("x-seen", meta.get("x-key", ""))]
+
+
+async def fail(body: bytes, meta: dict[str, str]) -> tuple[bytes, list[tuple[str, str]]]:
+    raise GrpcStatus(INVALID_ARGUMENT, body.decode())
+
+
+async def crash(body: bytes, meta: dict[str, str]) -> tuple[bytes, list[tuple[str, str]]]:
+    raise RuntimeError("the handler broke")
+
+
+@pytest.fixture
+def running() -> Iterator[Running]:
+    loop = asyncio.new_event_loop()
+    state: dict[str, Running] = {}
+    ready = threading.Event()
+    entered = threading.Event()
+    cancelled: list[bool] = []
+
+    async def slow(body: bytes, meta: dict[str, str]) -> tuple[bytes, list[tuple[str, str]]]:
+        entered.set()
+        try:
+            await state["r"].release.wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        return b"done", []
+
+    async def main() -> None:
+        server = GrpcServer(SERVICE, {"Echo": echo, "Fail": fail, "Crash": crash,
+                                      "Slow": slow}, limit=64 * 2**20)
+        await server.start("127.0.0.1", 0)
+        state["r"] = Running(server, loop, f"127.0.0.1:{server.port}", asyncio.Event(),
+                             entered, cancelled)
+        ready.set()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(main(), loop).result(60)
+    assert ready.wait(60)
+    yield state["r"]
+    state["r"].stop(0)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(60)
+    loop.close()
+
+
+def _call(ch: grpc.Channel, name: str) -> grpc.UnaryUnaryMultiCallable:
+    return ch.unary_unary(f"/{SERVICE}/{name}")
+
+
+def test_a_call_carries_metadata_both_ways(running: Running) -> None:
+    with grpc.insecure_channel(running.target) as ch:
+        resp, call = _call(ch, "Echo").with_call(b"hello", metadata=(("x-key", "k1"),),
+                                                   timeout=60)
+        assert resp == b"olleh"
+        trailing = dict(call.trailing_metadata())
+        assert trailing["x-echo-len"] == "5" and trailing["x-seen"] == "k1"
+        assert call.code() == grpc.StatusCode.OK
+        assert _call(ch, "Echo")(b"", timeout=60) == b""  # an empty message is a message
+
+
+@pytest.mark.parametrize("compression", [grpc.Compression.NoCompression,
+                                         grpc.Compression.Gzip, grpc.Compression.Deflate])
+def test_messages_larger_than_the_windows(running: Running,
+                                          compression: grpc.Compression) -> None:
+    body = bytes(range(256)) * (40 * 2**20 // 256)  # 40 MiB: ten times the window
+    opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+    with grpc.insecure_channel(running.target, options=opts,
+                               compression=compression) as ch:
+        assert _call(ch, "Echo")(body, timeout=120) == body[::-1]
+
+
+def test_over_the_limit_is_resource_exhausted(running: Running) -> None:
+    opts = [("grpc.max_send_message_length", -1)]
+    with grpc.insecure_channel(running.target, options=opts) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            _call(ch, "Echo")(b"\0" * (65 * 2**20), timeout=120)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "limit" in (err.value.details() or "")
+        assert _call(ch, "Echo")(b"ab", timeout=60) == b"ba"  # the connection lives on
+
+
+def test_statuses_keep_their_messages(running: Running) -> None:
+    text = "bad input: 100% of 'x' ≠ ü\nsecond line"
+    assert percent_encode("a%b\n") == b"a%25b%0A"
+    with grpc.insecure_channel(running.target) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            _call(ch, "Fail")(text.encode(), timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == text
+        with pytest.raises(grpc.RpcError) as err:
+            _call(ch, "Crash")(b"", timeout=60)
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert "RuntimeError: the handler broke" in (err.value.details() or "")
+        assert _call(ch, "Echo")(b"ok", timeout=60) == b"ko"
+
+
+def test_unknown_methods_and_streams_are_unimplemented(running: Running) -> None:
+    with grpc.insecure_channel(running.target) as ch:
+        for path in (f"/{SERVICE}/Nope", "/other.Service/Echo"):
+            with pytest.raises(grpc.RpcError) as err:
+                ch.unary_unary(path)(b"x", timeout=60)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        stream = ch.stream_stream(f"/{SERVICE}/Echo")
+        with pytest.raises(grpc.RpcError) as err:
+            list(stream(iter([b"a", b"b"]), timeout=60))
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert _call(ch, "Echo")(b"still", timeout=60) == b"llits"
+
+
+def test_many_calls_at_once_on_one_connection(running: Running) -> None:
+    with grpc.insecure_channel(running.target) as ch:
+        echo_call = _call(ch, "Echo")
+        futures = [echo_call.future(str(i).encode() * 100, timeout=120) for i in range(300)]
+        assert [f.result() for f in futures] == [str(i).encode()[::-1] * 100
+                                                 for i in range(300)]
+
+
+def test_a_caller_that_gives_up_cancels_its_call(running: Running) -> None:
+    with grpc.insecure_channel(running.target) as ch:
+        fut = _call(ch, "Slow").future(b"", timeout=60)
+        assert running.entered.wait(60)
+        fut.cancel()
+        with pytest.raises(grpc.FutureCancelledError):
+            fut.result()
+        assert _call(ch, "Echo")(b"next", timeout=60) == b"txen"
+    for _ in range(600):  # the RST_STREAM reaches the server's loop
+        if running.cancelled:
+            break
+        threading.Event().wait(0.1)
+    assert running.cancelled == [True]
+
+
+def test_garbage_closes_only_its_connection(running: Running) -> None:
+    host, port = running.target.split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(60)
+        got = b""
+        while chunk := s.recv(4096):  # h2 answers with a GOAWAY, then the socket closes
+            got += chunk
+    assert got  # the server's SETTINGS and GOAWAY
+    with grpc.insecure_channel(running.target) as ch:
+        assert _call(ch, "Echo")(b"fine", timeout=60) == b"enif"
+
+
+def test_stop_lets_calls_in_flight_finish(running: Running) -> None:
+    with grpc.insecure_channel(running.target) as ch:
+        fut = _call(ch, "Slow").future(b"", timeout=60)
+        assert running.entered.wait(60)
+        stopping = asyncio.run_coroutine_threadsafe(running.server.stop(60), running.loop)
+        threading.Event().wait(0.3)
+        assert not stopping.done()  # waits for the call in flight
+        running.loop.call_soon_threadsafe(running.release.set)
+        assert fut.result(timeout=60) == b"done"
+        stopping.result(60)
+        with pytest.raises(grpc.RpcError) as err:
+            _call(ch, "Echo")(b"late", timeout=60)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
