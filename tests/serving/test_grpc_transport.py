@@ -14,8 +14,12 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from modelvc.serving.oipgrpc.transport import (INVALID_ARGUMENT, GrpcServer, GrpcStatus,
-                                               percent_encode)
+from modelvc.serving.oipgrpc.transport import (
+    INVALID_ARGUMENT,
+    GrpcServer,
+    GrpcStatus,
+    percent_encode,
+)
 
 SERVICE = "test.Echo"
 

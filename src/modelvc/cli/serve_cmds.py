@@ -14,7 +14,7 @@ from .output import emit_line
 
 def _need_serving() -> None:
     try:
-        import h2  # noqa: F401
+        import hpack  # noqa: F401
         import onnxruntime  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
