@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -198,3 +199,50 @@ def test_stop_lets_calls_in_flight_finish(running: Running) -> None:
         with pytest.raises(grpc.RpcError) as err:
             _call(ch, "Echo")(b"late", timeout=60)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_caller_that_never_reads_is_not_buffered_for(running: Running) -> None:
+    """Answers pile up to the transport's high-water mark, then the connection is not
+    read until they drain: the caller's socket blocks, the server's memory does not grow."""
+    import hpack
+
+    from modelvc.serving.oipgrpc import http2 as h
+
+    enc = hpack.Encoder()
+    body = frame_of(b"x" * 60_000)
+    host, port = running.target.split(":")
+    s = socket.create_connection((host, int(port)), timeout=60)
+    s.sendall(h.PREFACE + h.settings({h.INITIAL_WINDOW_SIZE: h.MAX_WINDOW}) +
+              h.window_update(0, h.MAX_WINDOW - h.DEFAULT_WINDOW))
+    s.settimeout(3)
+    sent, sid = 0, 1
+    try:
+        while sent < 2 * 2**30:
+            block = enc.encode([(":method", "POST"), (":scheme", "http"),
+                                (":path", f"/{SERVICE}/Echo"), (":authority", "x"),
+                                ("content-type", "application/grpc"), ("te", "trailers")])
+            req = h.headers(sid, block, False, h.DEFAULT_FRAME)
+            for at in range(0, len(body), h.DEFAULT_FRAME):
+                part = body[at:at + h.DEFAULT_FRAME]
+                last = at + h.DEFAULT_FRAME >= len(body)
+                req += h.head(len(part), h.DATA, h.END_STREAM if last else 0, sid) + part
+            s.sendall(req)
+            sent += len(req)
+            sid += 2
+    except TimeoutError:
+        pass
+    try:
+        assert sent < 2 * 2**30, "the server read 2 GiB of calls it could not answer"
+        (conn,) = running.server.connections
+        buffered = asyncio.run_coroutine_threadsafe(_buffered(conn), running.loop).result(60)
+        assert buffered < 16 * 2**20, buffered
+    finally:
+        s.close()
+
+
+async def _buffered(conn: Any) -> int:
+    return int(conn.transport.get_write_buffer_size())
+
+
+def frame_of(message: bytes) -> bytes:
+    return b"\0" + len(message).to_bytes(4, "big") + message

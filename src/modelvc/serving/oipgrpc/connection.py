@@ -98,6 +98,15 @@ class Connection(asyncio.Protocol):
         self.streams.clear()
         self.transport = None
 
+    # a caller that does not read its answers stops being read (TCP then stops it)
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         self.buf += data
         try:
