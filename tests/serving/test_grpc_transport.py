@@ -1,7 +1,8 @@
 """gRPC over h2 in one event loop (serving/oipgrpc/transport.py), against the real grpcio
 client: metadata both ways, messages larger than every flow-control window, compressed
 requests, statuses and their messages, refused methods and streams, many calls at once,
-a caller that gives up, garbage on the socket, and a stop that lets calls in flight end."""
+a caller that gives up, garbage on the socket, a stop that lets calls in flight end, a
+caller that never reads, and (by hand) the frames grpcio does not send."""
 
 from __future__ import annotations
 
@@ -246,3 +247,103 @@ async def _buffered(conn: Any) -> int:
 
 def frame_of(message: bytes) -> bytes:
     return b"\0" + len(message).to_bytes(4, "big") + message
+
+
+class Raw:
+    """A hand-written HTTP/2 client: the frames grpcio never sends (padding, a header
+    block split in CONTINUATIONs, PINGs, protocol errors), and what comes back."""
+
+    def __init__(self, target: str) -> None:
+        import hpack
+
+        from modelvc.serving.oipgrpc import http2 as h
+
+        self.h, self.enc, self.dec = h, hpack.Encoder(), hpack.Decoder()
+        host, port = target.split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=60)
+        self.buf = b""
+        self.sock.sendall(h.PREFACE + h.settings({}))
+
+    def block(self, path: str, ctype: str = "application/grpc") -> bytes:
+        return bytes(self.enc.encode([(":method", "POST"), (":scheme", "http"),
+                                      (":path", path), (":authority", "x"),
+                                      ("content-type", ctype), ("te", "trailers")]))
+
+    def send(self, *frames: bytes) -> None:
+        self.sock.sendall(b"".join(frames))
+
+    def frame(self) -> tuple[int, int, int, bytes]:
+        """The next frame (kind, flags, stream, payload); SETTINGS and WINDOW_UPDATE
+        frames are skipped (a SETTINGS is acknowledged)."""
+        h = self.h
+        while True:
+            while len(self.buf) < 9 or len(self.buf) < 9 + h.parse_head(self.buf, 0)[0]:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise EOFError(self.buf)
+                self.buf += chunk
+            length, kind, flags, sid = h.parse_head(self.buf, 0)
+            payload, self.buf = self.buf[9:9 + length], self.buf[9 + length:]
+            if kind == h.SETTINGS and not flags & h.ACK:
+                self.send(h.SETTINGS_ACK)
+            if kind not in (h.SETTINGS, h.WINDOW_UPDATE):
+                return kind, flags, sid, payload
+
+    def answer(self, sid: int) -> tuple[dict[str, str], bytes]:
+        """Headers, trailers and body of stream SID, merged."""
+        h, fields, body = self.h, {}, b""
+        while True:
+            kind, flags, got, payload = self.frame()
+            assert got == sid, (kind, got)
+            if kind == h.HEADERS:
+                fields.update(dict(self.dec.decode(payload)))
+            elif kind == h.DATA:
+                body += payload
+            if flags & h.END_STREAM:
+                return fields, body
+
+
+def test_frames_grpcio_does_not_send(running: Running) -> None:
+    raw = Raw(running.target)
+    h = raw.h
+    msg = frame_of(b"padded")
+    # HEADERS padded and with a priority, DATA padded
+    block = raw.block(f"/{SERVICE}/Echo")
+    payload = bytes((3,)) + b"\0\0\0\0\x10" + block + b"\0\0\0"
+    raw.send(h.head(len(payload), h.HEADERS, h.END_HEADERS | h.PADDED | h.PRIORITY_FLAG, 1)
+             + payload,
+             h.head(len(msg) + 5, h.DATA, h.END_STREAM | h.PADDED, 1) + b"\x04" + msg +
+             b"\0" * 4)
+    fields, body = raw.answer(1)
+    assert fields["grpc-status"] == "0" and body == frame_of(b"deddap")
+    # a header block in three pieces
+    block = raw.block(f"/{SERVICE}/Echo")
+    a, b, c = block[:5], block[5:9], block[9:]
+    raw.send(h.head(len(a), h.HEADERS, 0, 3) + a, h.head(len(b), h.CONTINUATION, 0, 3) + b,
+             h.head(len(c), h.CONTINUATION, h.END_HEADERS, 3) + c,
+             h.head(len(msg), h.DATA, h.END_STREAM, 3) + msg)
+    fields, body = raw.answer(3)
+    assert fields["grpc-status"] == "0" and body == frame_of(b"deddap")
+    # PING is answered with its payload
+    raw.send(h.head(8, h.PING, 0, 0) + b"12345678")
+    assert raw.frame() == (h.PING, h.ACK, 0, b"12345678")
+    # not gRPC: HTTP's 415
+    raw.send(h.headers(5, raw.block(f"/{SERVICE}/Echo", "text/plain"), True, 16_384))
+    fields, _ = raw.answer(5)
+    assert fields[":status"] == "415"
+    # a caller that resets its stream before sending the body: nothing comes back
+    raw.send(h.headers(7, raw.block(f"/{SERVICE}/Echo"), False, 16_384),
+             h.rst_stream(7, h.CANCEL),
+             h.headers(9, raw.block(f"/{SERVICE}/Echo"), False, 16_384),
+             h.head(len(msg), h.DATA, h.END_STREAM, 9) + msg)
+    fields, body = raw.answer(9)
+    assert body == frame_of(b"deddap")
+    # a protocol error ends the connection with a GOAWAY that says why
+    raw.send(h.head(0, h.HEADERS, h.END_HEADERS, 2))  # an even stream from a client
+    kind, _, _, payload = raw.frame()
+    assert kind == h.GOAWAY and int.from_bytes(payload[4:8], "big") == h.PROTOCOL_ERROR
+    assert b"HEADERS on stream 2" in payload[8:]
+    raw.sock.close()
+    with grpc.insecure_channel(running.target) as ch:  # others are served on
+        assert _call(ch, "Echo")(b"ok", timeout=60) == b"ko"
+
