@@ -1,4 +1,4 @@
-"""gRPC over h2 in one event loop (serving/oipgrpc/transport.py), against the real grpcio
+"""gRPC over HTTP/2 in one event loop (serving/oipgrpc/transport.py), against the real grpcio
 client: metadata both ways, messages larger than every flow-control window, compressed
 requests, statuses and their messages, refused methods and streams, many calls at once,
 a caller that gives up, garbage on the socket, a stop that lets calls in flight end, a
