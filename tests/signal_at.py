@@ -4,6 +4,8 @@ SIGNAL (SIGINT or SIGTERM) once, while its command runs, at WHERE:
   the ping's query went out (psycopg's send; SQLite's execute), where a Ctrl-C used to
   come out as a database error ("can't change 'autocommit' now");
 - `call:N`: at the Nth Python function call of the command (any point);
+- `count:0`: no signal; prints "signal-at: calls N", the command's function calls, at
+  its end (so a test can place `call:` points as fractions of an uninterrupted run);
 - `return:NAME:N`: when a function named NAME returns for the Nth time, in any thread
   (a transfer's `mark`, called as a stream's bytes go: mid-transfer).
 $SIGNAL_AT_PGID names a process group to send the signal to instead (a server going
@@ -83,7 +85,7 @@ def _hook(frame: FrameType, event: str, arg: Any) -> None:
                     return
             _fire()
         return
-    if kind == "call":
+    if kind in ("call", "count"):
         if event == "call":
             count["seen"] += 1
             if count["seen"] == count["target"]:
@@ -112,6 +114,8 @@ def _profiled(self: main.Group, ctx: Any) -> Any:
         return _invoke(self, ctx)
     finally:
         sys.setprofile(None)
+        if kind == "count":
+            os.write(2, f"signal-at: calls {count['seen']}\n".encode())
 
 
 main.Group.invoke = _profiled  # type: ignore[method-assign]

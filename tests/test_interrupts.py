@@ -52,6 +52,15 @@ def _cli(repo: Path, *args: str, at: str | None = None, sig: str = "SIGINT",
                           preexec_fn=_ignore_sigint if ignore_int else None)
 
 
+def _points(repo: Path, *args: str, fractions: tuple[float, ...]) -> list[int]:
+    """`call:` points at FRACTIONS of the function calls of `modelvc ARGS` run once to
+    its end: they stay spread over the command however its start-up changes."""
+    p = _cli(repo, *args, at="count:0")
+    assert p.returncode == 0, p.stderr
+    calls = int(p.stderr.rsplit("signal-at: calls ", 1)[1].split()[0])
+    return [max(1, int(calls * f)) for f in fractions]
+
+
 def _ignore_sigint() -> None:
     """What a shell does to a command started with `&` from a script (or nohup)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -91,10 +100,14 @@ def test_ctrl_c_inside_the_pool_pre_ping_is_an_interruption(repo: Path, nth: int
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_signal_at_any_point_of_a_command_is_an_interruption(repo: Path, sig: str
                                                                ) -> None:
-    # Points spread over the command (~200k calls with its imports): each run ends as
-    # an interruption, or finishes if the signal came after its last call.
+    # Points spread over the command: each run ends as an interruption, or finishes if
+    # the signal came after its last call.
     fired = 0
-    for nth in (3_000, 30_000, 120_000):
+    points = _points(repo, "promote", "a@v2", "--to", "production", "--reason", "count",
+                     fractions=(0.02, 0.15, 0.6))
+    rb = _cli(repo, "promote", "a@v1", "--to", "production", "--reason", "back")
+    assert rb.returncode == 0, rb.stderr
+    for nth in points:
         p = _cli(repo, "promote", "a@v2", "--to", "production", "--reason", "r",
                  at=f"call:{nth}", sig=sig)
         if "signal-at: sent" in p.stderr and p.returncode != 0:
@@ -112,13 +125,15 @@ def test_a_signal_at_any_point_of_a_command_is_an_interruption(repo: Path, sig: 
 def test_an_interrupted_commit_leaves_the_registry_whole(repo: Path, sig: str,
                                                          tmp_path: Path) -> None:
     # The data path: objects written, then one transaction. Interrupted anywhere, the
-    # registry verifies and the commit runs again to its end. (~51k calls with its
-    # imports on SQLite since the codec stopped importing numpy.)
-    ck = tmp_path / "big"
-    ck.mkdir()
-    (ck / "w.bin").write_bytes(os.urandom(3 << 20))
+    # registry verifies and the commit runs again to its end.
+    ck, other = tmp_path / "big", tmp_path / "other"
+    for folder in (ck, other):  # the same shape, other bytes: the count commits no dedup
+        folder.mkdir()
+        (folder / "w.bin").write_bytes(os.urandom(3 << 20))
+    points = _points(repo, "commit", str(other), "--model", "c", "-m", "count",
+                     fractions=(0.08, 0.3, 0.7))
     fired = 0
-    for nth in (4_000, 15_000, 35_000):
+    for nth in points:
         p = _cli(repo, "commit", str(ck), "--model", "b", "-m", "m", at=f"call:{nth}",
                  sig=sig)
         if "signal-at: sent" in p.stderr and p.returncode != 0:
