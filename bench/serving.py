@@ -152,6 +152,7 @@ PIN_LOAD: list[str] = []  # taskset -c LOAD_CPU, when pinning
 
 def load(url: str, inputs: Path, threads: int, seconds: float,
          during: Any = None, window: list[float] | None = None, *,
+         quiet: list[tuple[float, float]] | None = None,
          server: int | None = None, binary: bool = False,
          events: list[tuple[float, float]] | None = None, over_ms: float = 0.0
          ) -> dict[str, Any]:
@@ -181,9 +182,14 @@ def load(url: str, inputs: Path, threads: int, seconds: float,
         res["loadgen_wait_ms_per_s"] = waited * 1e3
     if server:
         res["cpu_us"] = (c1 - c0) / max(1, len(lat)) * 1e6
-    if window:  # only requests that started while the swaps ran
-        inside = [v for v, t in zip(lat, starts, strict=True) if window[0] <= t <= window[1]]
+    if window:  # only requests that started while the swaps ran (its bursts)
+        spans = list(zip(window[::2], window[1::2], strict=True))
+        inside = [v for v, t in zip(lat, starts, strict=True)
+                  if any(a <= t <= b for a, b in spans)]
         res |= {"window_requests": len(inside), **_pct(inside)}
+    if quiet:  # the same run's requests between the bursts, none swapping
+        calm = [v for v, t in zip(lat, starts, strict=True) if any(a <= t <= b for a, b in quiet)]
+        res["quiet"] = {"requests": len(calm), **_pct(calm)}
     if events:
         res["tail"] = tail_where(lat, starts, events, over_ms)
     return res
@@ -278,22 +284,38 @@ def _serving(url: str, wait_on: str) -> int:
 
 
 SWAPS = 20
+BURST = 5  # swaps back to back; between bursts, as long again with none
+QUIET_GAP_S = 0.1  # after a burst, before its quiet span: the last old version's free
 
 
 def swaps(reg: Registry, url: str, window: list[float], n: int = SWAPS,
           wait_on: str = "metadata", events: list[tuple[float, float]] | None = None,
           waits: tuple[int, int, dict[str, float]] | None = None,
-          fresh_from: int | None = None) -> int:
-    """N promotions, each waited for at 100 Hz; returns how many polls that took.
+          fresh_from: int | None = None,
+          quiet: list[tuple[float, float]] | None = None) -> int:
+    """N promotions in bursts of BURST, each waited for at 100 Hz; returns how many
+    polls that took. `window` gets each burst's (first promotion, last seen served);
+    `quiet`, spans as long as the burst before them with no swap (the first before the
+    first burst): the same load's steady requests, interleaved with the swapping ones,
+    so a ratio of their tails holds when the machine's speed moves within a run.
     `events` gets each swap's (promoted, seen served) times; `waits` (the load
-    generator's pid, the gateway's, a dict) gets how long each waited for a CPU.
-    `fresh_from`: swap to versions fresh_from, fresh_from + 1, ... (never loaded by
-    the gateway: each swap checks one out) instead of cycling v2, v3, v1 (after the
-    first two, each a re-load of a kept checkout)."""
-    polls = 0
-    w0 = (run_delay(waits[0]), run_delay(waits[1], True)) if waits else (0.0, 0.0)
-    window.append(time.time())
+    generator's pid, the gateway's, a dict) gets how long each waited for a CPU during
+    the bursts. `fresh_from`: swap to versions fresh_from, fresh_from + 1, ... (never
+    loaded by the gateway: each swap checks one out) instead of cycling v2, v3, v1
+    (after the first two, each a re-load of a kept checkout)."""
+    polls, span, burst_s = 0, 0.0, 0.3
+    waited = [0.0, 0.0]
+    if quiet is not None:
+        time.sleep(0.5)  # past the load's first requests (its connections opening)
     for i in range(n):
+        if i % BURST == 0:
+            if quiet is not None:  # as long as the last burst (the first: a guess)
+                time.sleep(QUIET_GAP_S)
+                q0 = time.time()
+                time.sleep(burst_s)
+                quiet.append((q0, time.time()))
+            w0 = (run_delay(waits[0]), run_delay(waits[1], True)) if waits else (0.0, 0.0)
+            window.append(time.time())
         # each swap loads: only one previous version stays warm
         target = [2, 3, 1][i % 3] if fresh_from is None else fresh_from + i
         reg.promote(f"digits@v{target}", "production", reason="bench swap", create=True)
@@ -305,11 +327,16 @@ def swaps(reg: Registry, url: str, window: list[float], n: int = SWAPS,
             time.sleep(0.01)
         if events is not None:
             events.append((promoted, time.time()))
-    window.append(time.time())
+        if i % BURST == BURST - 1 or i == n - 1:
+            window.append(time.time())
+            burst_s = window[-1] - window[-2]
+            span += burst_s
+            if waits:
+                waited[0] += run_delay(waits[0]) - w0[0]
+                waited[1] += run_delay(waits[1], True) - w0[1]
     if waits:
-        span = window[1] - window[0]
-        waits[2]["loadgen_ms_per_s"] = (run_delay(waits[0]) - w0[0]) / span * 1e3
-        waits[2]["loop_ms_per_s"] = (run_delay(waits[1], True) - w0[1]) / span * 1e3
+        waits[2]["loadgen_ms_per_s"] = waited[0] / span * 1e3
+        waits[2]["loop_ms_per_s"] = waited[1] / span * 1e3
     return polls
 
 
@@ -345,7 +372,7 @@ def main() -> None:
     args = ap.parse_args()
     ROUNDS = max(1, args.rounds)
     if args.smoke:
-        STEADY_S, WARMUP_S, SWAP_LOAD_S, ROUNDS = 1.0, 1.0, 3.0, 1
+        STEADY_S, WARMUP_S, SWAP_LOAD_S, ROUNDS = 1.0, 1.0, 6.0, 1  # swaps ~5 s
     pin = not args.no_pin and shutil.which("taskset") is not None and \
         (os.cpu_count() or 1) >= 2
     pin_server = ["taskset", "-c", SERVER_CPU] if pin else []
@@ -435,6 +462,7 @@ def main() -> None:
             loop_steady_wait = (run_delay(gw.pid, True) - rd0) / STEADY_S * 1e3
             sw1, ld1 = loop_switches(gw.pid), loader_switches(gw.pid)
             window: list[float] = []
+            quiet: list[tuple[float, float]] = []
             polls: list[int] = []
             events: list[tuple[float, float]] = []
             waits: dict[str, float] = {}
@@ -443,9 +471,11 @@ def main() -> None:
                 res[f"{proto}_swaps"] = load(
                     urls[proto], xs, THREADS, SWAP_LOAD_S,
                     during=lambda lg, w=window, p=polls, e=events, ws=waits,  # type: ignore[misc]
-                    f=fresh: p.append(swaps(reg, url, w, wait_on=args.wait_on, events=e,
-                                            waits=(lg, gw.pid, ws), fresh_from=f)),
-                    window=window, events=events, over_ms=res[proto]["p99_ms"])
+                    f=fresh, q=quiet: p.append(swaps(reg, url, w, wait_on=args.wait_on,
+                                                     events=e, waits=(lg, gw.pid, ws),
+                                                     fresh_from=f, quiet=q)),
+                    window=window, quiet=quiet, events=events,
+                    over_ms=res[proto]["p99_ms"])
             cpu1, cpus = loader_cpu(gw.pid)
             hcpu1, hrss = helper_cpu(gw.pid)
             sw2, ld2 = loop_switches(gw.pid), loader_switches(gw.pid)
@@ -466,7 +496,7 @@ def main() -> None:
             res[f"{proto}_waits"] = waits | {
                 "loadgen_steady_ms_per_s": res[proto]["loadgen_wait_ms_per_s"],
                 "loop_steady_ms_per_s": loop_steady_wait}
-            res[f"{proto}_swap_seconds"] = window[1] - window[0]
+            res[f"{proto}_swap_seconds"] = sum(window[1::2]) - sum(window[::2])
             res[f"{proto}_swap_polls"] = polls[0]
             res[f"{proto}_rss_steady_mb"] = float(np.median(steady_rss.samples[1:])) / 1e6
             res[f"{proto}_rss_swap_peak_mb"] = max(swap_rss.samples) / 1e6
@@ -557,7 +587,7 @@ def report(r: dict[str, Any]) -> None:
                        p50 <= 0.5, "<= 0.5 ms"))
     for proto in PROTOCOLS:
         s = r[f"{proto}_swaps"]
-        print(f"{labels[proto]}: 20 swaps in {r[f'{proto}_swap_seconds']:.1f} s "
+        print(f"{labels[proto]}: 20 swaps in bursts of {BURST}, {r[f'{proto}_swap_seconds']:.1f} s "
               f"({s['window_requests']} requests started meanwhile; p99 above is theirs), "
               f"answered by versions {s['by_version']}; waited on {route} at 100 Hz "
               f"({r[f'{proto}_swap_polls']} polls)")
@@ -581,13 +611,19 @@ def report(r: dict[str, Any]) -> None:
                       f"{w.get('loadgen_ms_per_s', 0):.1f} during swaps; the gateway's loop "
                       f"{w['loop_steady_ms_per_s']:.1f} steady, "
                       f"{w.get('loop_ms_per_s', 0):.1f} during swaps")
-        p99x = s["p99_ms"] / r[proto]["p99_ms"]
+        apart = s["p99_ms"] / r[proto]["p99_ms"]
+        q = s.get("quiet")
+        p99x = s["p99_ms"] / q["p99_ms"] if q else apart
+        if q:
+            print(f"  between the bursts, the same load: {q['requests']} requests, p99 "
+                  f"{q['p99_ms']:.3f} ms (the steady run before: {r[proto]['p99_ms']:.3f} "
+                  f"ms, so {apart:.2f}x against it)")
         peak, steady = r[f"{proto}_rss_swap_peak_mb"], r[f"{proto}_rss_steady_mb"]
         checks += [
             (f"{proto}: failed requests during swaps", f"{s['failed']}", s["failed"] == 0,
              "0"),
-            (f"{proto}: p99 during swaps / steady p99", f"{p99x:.2f}x", p99x <= 1.5,
-             "<= 1.5x"),
+            (f"{proto}: p99 during swaps / steady p99" + (" between" if q else ""),
+             f"{p99x:.2f}x", p99x <= 1.5, "<= 1.5x"),
             (f"{proto}: peak RSS during swaps / steady",
              f"{peak / steady:.2f}x ({peak:.0f} / {steady:.0f} MB)", peak / steady <= 1.5,
              "<= 1.5x"),
