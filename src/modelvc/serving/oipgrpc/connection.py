@@ -113,10 +113,11 @@ class Connection(asyncio.Protocol):
             self._frames()
         except PeerError as exc:
             log.info("gRPC connection dropped: %s", exc)
-            self.out.append(h.goaway(self.last_sid, exc.code, str(exc).encode()[:200]))
-            self._flush()
-            if self.transport is not None:
-                self.transport.close()
+            self._abort(exc.code, str(exc))
+            return
+        except Exception as exc:  # a bug here: this connection ends, the server lives on
+            log.exception("gRPC connection")
+            self._abort(h.INTERNAL_ERROR, f"{type(exc).__name__}")
             return
         self._flush()
         if self.closing and not self.streams:
@@ -401,6 +402,13 @@ class Connection(asyncio.Protocol):
         self._flush()
         if not self.streams:
             self._close()
+
+    def _abort(self, code: int, why: str) -> None:
+        """GOAWAY with CODE and WHY, then the socket (the calls in flight end with it)."""
+        self.out.append(h.goaway(self.last_sid, code, why.encode()[:200]))
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
 
     def _close(self) -> None:
         """The final GOAWAY, then the socket."""
