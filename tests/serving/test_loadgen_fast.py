@@ -72,7 +72,7 @@ def test_closed_loop_runs_under_a_running_event_loop(serve_reg: Any, start_gatew
 
 def test_grpc_closed_loop_counts_every_answer(serve_reg: Any, start_gateway: Start,
                                              digits: Digits) -> None:
-    """The gRPC callers (grpc.aio, one loop) against the gateway's OIP gRPC service:
+    """The gRPC callers (one loop, its own HTTP/2) against the gateway's OIP gRPC service:
     every answer counted once, a refusal (an unknown model) as a failure."""
     from modelvc.serving.loadgen_grpc import grpc_closed_loop
     from tests.services.ports import free_port
@@ -90,3 +90,38 @@ def test_grpc_closed_loop_counts_every_answer(serve_reg: Any, start_gateway: Sta
                            callers=1, seconds=0.3)
     assert bad.ok == 0 and bad.failed > 0
     assert bad.errors[0].startswith("StatusCode.NOT_FOUND"), bad.errors[0]
+
+
+def test_grpc_callers_against_grpcio_server(digits: Digits) -> None:
+    """The generator's own HTTP/2 against gRPC core's server (grpcio, as MLServer runs
+    it): answers from a table other than the gateway's (Huffman, dynamic entries)."""
+    from concurrent import futures
+
+    import grpc
+
+    from modelvc.serving.loadgen_grpc import grpc_closed_loop
+    from modelvc.serving.oipgrpc import messages as pb
+
+    seen_ids: list[str] = []
+
+    def infer(req: Any, ctx: Any) -> Any:
+        seen_ids.append(req.id)
+        ctx.set_trailing_metadata((("x-trailer", "t"),))
+        return pb.ModelInferResponse(model_name=req.model_name, model_version="7",
+                                     id=req.id)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(pb.SERVICE, {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(
+            infer, request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelInferResponse.SerializeToString)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        t = grpc_closed_loop(f"grpc://127.0.0.1:{port}", "digits", digits.x[:20],
+                             callers=3, seconds=0.5)
+    finally:
+        server.stop(None)
+    assert t.failed == 0, t.errors
+    assert t.ok > 0 and t.by_version == {"7": t.ok}
+    assert len(seen_ids) >= t.ok and all(i.startswith("w") for i in seen_ids)
