@@ -17,16 +17,17 @@ from .. import oip
 from ..gateway import EPOCH_HEADER, VERSION_HEADER, Gateway, NotReady, http_status
 from ..protocol import MAX_ELEMENTS, Answer, BadRequest, InferRequest, binary_data, from_binary
 from ..runtimes.base import OIP_TO_NUMPY, oip_datatype
+from . import calls
 from . import messages as pb
-from . import transport as st
-from .transport import GrpcServer, GrpcStatus
+from .calls import GrpcStatus
+from .transport import GrpcServer
 
 log = logging.getLogger("modelvc.serving")
 KEY_METADATA = "x-request-key"  # a caller's sticky canary key, as the REST header
 MAX_MESSAGE = 2**31 - 1  # as Triton: tensors are as large as the model takes
 
-_CODES = {400: st.INVALID_ARGUMENT, 401: st.UNAUTHENTICATED, 403: st.PERMISSION_DENIED,
-          404: st.NOT_FOUND, 409: st.FAILED_PRECONDITION, 503: st.UNAVAILABLE}
+_CODES = {400: calls.INVALID_ARGUMENT, 401: calls.UNAUTHENTICATED, 403: calls.PERMISSION_DENIED,
+          404: calls.NOT_FOUND, 409: calls.FAILED_PRECONDITION, 503: calls.UNAVAILABLE}
 
 # datatype -> the InferTensorContents field that carries it (FP16/BF16: raw only)
 _TYPED = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
@@ -190,7 +191,7 @@ class Service:
         return pb.RepositoryIndexResponse(models=oip.repository_index(self.gw, req.ready))
 
 
-def _method(fn: Call, parse: Callable[[bytes], Any]) -> st.Handler:
+def _method(fn: Call, parse: Callable[[bytes], Any]) -> calls.Handler:
     """Bytes in, bytes out; errors become gRPC statuses with the same messages as the
     REST error bodies."""
     name = getattr(fn, "__name__", "call")
@@ -199,23 +200,23 @@ def _method(fn: Call, parse: Callable[[bytes], Any]) -> st.Handler:
         try:
             req = parse(body)
         except DecodeError as exc:
-            raise GrpcStatus(st.INVALID_ARGUMENT, f"the {name} request is not a valid "
+            raise GrpcStatus(calls.INVALID_ARGUMENT, f"the {name} request is not a valid "
                              f"message of inference.proto: {exc}") from exc
         try:
             out = await fn(req, meta)
         except (BadRequest, NotReady, ModelvcError) as exc:
             msg = exc.message if isinstance(exc, ModelvcError) else str(exc)
-            raise GrpcStatus(_CODES.get(http_status(exc), st.INTERNAL), msg) from exc
+            raise GrpcStatus(_CODES.get(http_status(exc), calls.INTERNAL), msg) from exc
         except Exception as exc:  # a model failure: INTERNAL with the reason
             log.exception("gRPC %s", name)
-            raise GrpcStatus(st.INTERNAL, f"{type(exc).__name__}: {exc}") from exc
+            raise GrpcStatus(calls.INTERNAL, f"{type(exc).__name__}: {exc}") from exc
         resp, trailing = out if isinstance(out, tuple) else (out, [])
         return resp.SerializeToString(), trailing
 
     return call
 
 
-def handlers(gw: Gateway) -> dict[str, st.Handler]:
+def handlers(gw: Gateway) -> dict[str, calls.Handler]:
     svc = Service(gw)
     return {name: _method(getattr(svc, name), req.FromString)
             for name, (req, _resp) in pb.METHODS.items()}
