@@ -456,10 +456,12 @@ def main() -> None:
         for k, proto in enumerate(PROTOCOLS):
             fresh = 4 + k * SWAPS if args.fresh_versions else None
             sw0, ld0 = loop_switches(gw.pid), loader_switches(gw.pid)
-            rd0 = run_delay(gw.pid, True)
+            rd0, lc0, t0 = run_delay(gw.pid, True), loader_cpu(gw.pid)[0], time.perf_counter()
             with RssSampler(gw.pid) as steady_rss:
                 res[proto] = load(urls[proto], xs, THREADS, STEADY_S)
             loop_steady_wait = (run_delay(gw.pid, True) - rd0) / STEADY_S * 1e3
+            # the loading threads' own steady work (the follower's channel polls)
+            loader_rate = (loader_cpu(gw.pid)[0] - lc0) / (time.perf_counter() - t0)
             sw1, ld1 = loop_switches(gw.pid), loader_switches(gw.pid)
             window: list[float] = []
             quiet: list[tuple[float, float]] = []
@@ -467,6 +469,7 @@ def main() -> None:
             events: list[tuple[float, float]] = []
             waits: dict[str, float] = {}
             cpu0, hcpu0 = loader_cpu(gw.pid)[0], helper_cpu(gw.pid)[0]
+            t0 = time.perf_counter()
             with RssSampler(gw.pid) as swap_rss:
                 res[f"{proto}_swaps"] = load(
                     urls[proto], xs, THREADS, SWAP_LOAD_S,
@@ -477,12 +480,16 @@ def main() -> None:
                     window=window, quiet=quiet, events=events,
                     over_ms=res[proto]["p99_ms"])
             cpu1, cpus = loader_cpu(gw.pid)
+            swap_run_s = time.perf_counter() - t0
             hcpu1, hrss = helper_cpu(gw.pid)
             sw2, ld2 = loop_switches(gw.pid), loader_switches(gw.pid)
             # The loop's switches beyond the steady rate per request, per swap
             steady_rate = (sw1 - sw0) / max(1, res[proto]["requests"])
             extra = (sw2 - sw1) - steady_rate * res[f"{proto}_swaps"]["requests"]
-            res[f"{proto}_loader"] = {"cpu_ms_per_swap": (cpu1 - cpu0) / SWAPS * 1e3,
+            res[f"{proto}_loader"] = {"cpu_ms_per_swap":
+                                          (cpu1 - cpu0 - loader_rate * swap_run_s)
+                                          / SWAPS * 1e3,
+                                      "cpu_ms_per_s_steady": loader_rate * 1e3,
                                       "cpus": sorted(cpus),
                                       "helper_cpu_ms_per_swap":
                                           (hcpu1 - hcpu0) / SWAPS * 1e3,
@@ -595,7 +602,8 @@ def report(r: dict[str, Any]) -> None:
             ld = r[f"{proto}_loader"]
             print("  over the steady p99 (steady: 1%), by phase of a swap: " + ", ".join(
                 f"{k} {a}/{n} ({100 * a / max(1, n):.1f}%)" for k, (a, n) in s["tail"].items())
-                + f"; loading threads {ld['cpu_ms_per_swap']:.2f} ms CPU per swap, last on "
+                + f"; loading threads {ld['cpu_ms_per_swap']:.2f} ms CPU per swap beyond "
+                f"their steady {ld.get('cpu_ms_per_s_steady', 0):.1f} ms/s, last on "
                 f"CPUs {ld['cpus']}; checkout helper "
                 f"{ld.get('helper_cpu_ms_per_swap', 0):.2f} ms CPU per swap, RSS "
                 f"{ld.get('helper_rss_mb', 0):.0f} MB")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +105,17 @@ def test_swap_loop_under_concurrent_load_fails_no_request(
 def test_reload_of_a_freed_version_uses_its_kept_checkout_and_optimized_graph(
         serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # A re-load this cheap runs on the event loop (whatever this machine's speed)
+    # A re-load this cheap runs on the event loop (whatever this machine's speed),
+    # its session built from the kept graph by a loading thread (a call holding no GIL)
     monkeypatch.setattr(swap, "INLINE_LOAD_S", 60.0)
+    built_in: list[str] = []
+    build = OnnxRuntime.session_from_optimized
+
+    def recorded(optimized: Path, threads: int) -> Any:
+        built_in.append(threading.current_thread().name)
+        return build(optimized, threads)
+
+    monkeypatch.setattr(OnnxRuntime, "session_from_optimized", staticmethod(recorded))
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
     commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
     srv = start_gateway(serve_reg)
@@ -126,6 +136,7 @@ def test_reload_of_a_freed_version_uses_its_kept_checkout_and_optimized_graph(
     again = pool.items[v1].runtime
     assert isinstance(again, OnnxRuntime) and again.reused_optimized
     assert pool.items[v1].inline  # loaded on the loop: no loading thread's GIL hand-offs
+    assert built_in and all(n.startswith("modelvc-load") for n in built_in), built_in
     assert not kept.exists()  # moved into place, not checked out again
     assert (pool.items[v1].folder / "model.onnx").read_bytes() == digits.good
     assert caller.infer(digits.x[:8])[1]["outputs"] == first

@@ -227,41 +227,59 @@ class Pool:
         """Load `version`, or wait for the load under way (whose result may be freed
         by the time a waiter runs again)."""
         pending = self._loading.get(version.id)
-        if pending is None:
-            quick = self._load_inline(version)  # no await: no waiter can come meanwhile
-            if quick is not None:
-                self.items[version.id] = quick
-                self.metrics.loaded.set(len(self.items))
-                return quick
-            pending = asyncio.get_running_loop().create_future()
-            self._loading[version.id] = pending
-            dropped = threading.Event()
-            job = self._submit(self._load, version, dropped)
-            try:
-                item = await asyncio.wrap_future(job)
-            except LoadFailed as exc:
-                pending.set_exception(exc)
-                pending.exception()  # retrieved: waiters re-raise it
-                raise
-            except asyncio.CancelledError:
-                # The loader was cancelled (a gateway or fleet agent stopping): the
-                # thread cannot be, so the load stops at its next step (or, past its
-                # last, what it loaded is freed when it ends), and waiters are told now
-                # rather than left waiting for a result nobody delivers.
-                dropped.set()
-                job.add_done_callback(self._free_abandoned)
-                pending.set_exception(LoadFailed(
-                    f"{version.model}@v{version.number}: its load was cancelled (the "
-                    "gateway is stopping, or the switch that wanted it was dropped)"))
-                pending.exception()
-                raise
-            finally:
-                del self._loading[version.id]
-            self.items[version.id] = item
-            pending.set_result(item)
-            self.metrics.loaded.set(len(self.items))
-            return item  # (no await before the caller's hold: it cannot be freed)
-        return await asyncio.shield(pending)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = asyncio.get_running_loop().create_future()
+        self._loading[version.id] = pending
+        try:
+            item = await self._load_here_or_there(version)
+        except LoadFailed as exc:
+            pending.set_exception(exc)
+            pending.exception()  # retrieved: waiters re-raise it
+            raise
+        except asyncio.CancelledError:
+            pending.set_exception(LoadFailed(
+                f"{version.model}@v{version.number}: its load was cancelled (the "
+                "gateway is stopping, or the switch that wanted it was dropped)"))
+            pending.exception()
+            raise
+        finally:
+            del self._loading[version.id]
+        self.items[version.id] = item
+        pending.set_result(item)
+        self.metrics.loaded.set(len(self.items))
+        return item  # (no await before the caller's hold: it cannot be freed)
+
+    async def _load_here_or_there(self, version: VersionRow) -> Loaded:
+        """A cheap re-load on the loop (its session built by a loading thread meanwhile,
+        see _load_inline), else the whole load in a loading thread."""
+        if self._inline_ready(version):
+            from .runtimes.onnx import OnnxRuntime
+
+            graph = self.optimized / f"{version.id}-t{self.threads}.onnx"
+            try:  # one call into ONNX Runtime, which holds no GIL: the loop serves on
+                session = await self.call(
+                    lambda: OnnxRuntime.session_from_optimized(graph, self.threads))
+            except Exception as exc:  # the graph gone or damaged: the thread's load
+                log.info("%s@v%d: no session from its kept graph (%s)", version.model,
+                         version.number, exc)
+            else:
+                if self._inline_ready(version):  # (still: nothing else ran it meanwhile)
+                    quick = self._load_inline(version, session)
+                    if quick is not None:
+                        return quick
+        dropped = threading.Event()
+        job = self._submit(self._load, version, dropped)
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            # The loader was cancelled (a gateway or fleet agent stopping): the thread
+            # cannot be, so the load stops at its next step (or, past its last, what it
+            # loaded is freed when it ends), and waiters are told (by _load_or_wait)
+            # rather than left waiting for a result nobody delivers.
+            dropped.set()
+            job.add_done_callback(self._free_abandoned)
+            raise
 
     def _prepare(self, v: VersionRow) -> None:
         """A first load as cheap as a re-load (with a helper): the helper process
@@ -327,22 +345,25 @@ class Pool:
             return
         self._submit(self._free, item)
 
-    def _load_inline(self, v: VersionRow) -> Loaded | None:
-        """Re-load `v` on the event loop itself when that is cheap: its checkout and its
-        optimized graph kept, and its last session creation + warm-up under INLINE_LOAD_S
-        of CPU (the digits MLP: ~0.45 ms). In a loading thread the same load takes the
-        GIL from the loop at each of its steps (the rename, the session, each warm-up
-        call, the hand-back), and each time the loop waits for it back, woken from
-        another core: a few milliseconds of slower requests per swap (docs/benchmarks.md,
-        serving, session 9), against one pause of the loop this long. None: load it in a
-        thread (not cheap, nothing kept, or it failed here: checked out there afresh)."""
+    def _inline_ready(self, v: VersionRow) -> bool:
+        """Whether a re-load of `v` may run on the loop: its checkout and its optimized
+        graph kept, and its last session creation + warm-up under INLINE_LOAD_S of CPU."""
         cost = self._session_s.get(v.id, math.inf)
         cached = f"{v.id}-t{self.threads}.onnx"
-        if cost >= INLINE_LOAD_S or not isinstance(self._kept.get(v.id), Path) \
-                or cached not in self._graphs:
-            return None
+        return cost < INLINE_LOAD_S and isinstance(self._kept.get(v.id), Path) \
+            and cached in self._graphs
+
+    def _load_inline(self, v: VersionRow, session: Any) -> Loaded | None:
+        """Re-load `v` on the event loop itself, its ONNX session (built from the kept
+        graph by a loading thread: a call that holds no GIL) handed in: the rename, the
+        runtime around the session and the warm-up calls (the digits MLP: ~0.1 ms). In a
+        loading thread the same steps take the GIL from the loop one by one, and each
+        time the loop waits for it back, woken from another core: a few milliseconds of
+        slower requests per swap (docs/benchmarks.md, serving, session 9); built on the
+        loop, the session alone held it ~0.3-0.7 ms (session 16). None: load it in a
+        thread (it failed here: checked out there afresh)."""
         try:
-            item = self._load_version(v, inline=True)
+            item = self._load_version(v, inline=True, session=session)
         except LoadFailed:
             return None
         item.inline = True
@@ -366,7 +387,8 @@ class Pool:
             return self._load_version(v, dropped=dropped)
 
     def _load_version(self, v: VersionRow, inline: bool = False,
-                      dropped: threading.Event | None = None) -> Loaded:
+                      dropped: threading.Event | None = None, session: Any = None
+                      ) -> Loaded:
         label = f"{v.model}@v{v.number}"
 
         def going(*_: object) -> None:
@@ -400,7 +422,8 @@ class Pool:
             if model is not None:  # ONNX (a predictor.py would have won: never kept)
                 runtime = load_runtime(folder, label=label, threads=self.threads,
                                        optimized=cached, model_file=model,
-                                       optimized_exists=graph)
+                                       optimized_exists=graph,
+                                       session=session if graph else None)
             else:
                 signed = self.trust == "signed" and (folder / "predictor.py").exists() \
                     and self._signed(v)

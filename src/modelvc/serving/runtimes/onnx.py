@@ -41,14 +41,16 @@ class OnnxRuntime:
     inline_safe = True
 
     def __init__(self, path: Path, *, threads: int = 1, optimized: Path | None = None,
-                 optimized_exists: bool | None = None) -> None:
+                 optimized_exists: bool | None = None, session: Any = None) -> None:
         """`optimized`: where this version's optimized graph is kept between loads (a
         re-load, e.g. a rollback, then skips graph optimization: about half the session
         creation of a small model, CPU the event loop would otherwise wait for);
-        `optimized_exists`: whether it is there, when the caller knows (no stat)."""
+        `optimized_exists`: whether it is there, when the caller knows (no stat);
+        `session`: one already built from `optimized` (`session_from_optimized`)."""
         self.model_file = path
-        self.reused_optimized = False  # whether `optimized` was loaded (a re-load)
-        self._sess = self._session(path, threads, optimized, optimized_exists)
+        self.reused_optimized = session is not None  # whether `optimized` was loaded
+        self._sess = session if session is not None else \
+            self._session(path, threads, optimized, optimized_exists)
         ins = [_spec(a) for a in self._sess.get_inputs()]
         if any(s is None for s in ins):
             raise ValueError(f"{path.name}: an input is not a tensor; OIP serves tensors only")
@@ -64,33 +66,43 @@ class OnnxRuntime:
         inner = getattr(self._sess, "_sess", None)
         self._run = inner.run if inner is not None and hasattr(inner, "run") else None
 
+    @staticmethod
+    def _options(threads: int) -> Any:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        # One intra-op thread per session: the gateway runs requests concurrently, and
+        # small models lose more to thread hand-offs than they gain from parallelism.
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        return opts
+
+    @staticmethod
+    def session_from_optimized(optimized: Path, threads: int) -> Any:
+        """A session from a kept optimized graph: one call into ONNX Runtime that holds
+        no GIL, so a thread can build it while the event loop serves."""
+        import onnxruntime as ort
+
+        opts = OnnxRuntime._options(threads)
+        # Optimized already (by this ONNX Runtime, on this machine, at the default
+        # level): the same graph the original would give, so the same answers.
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(optimized), opts, providers=["CPUExecutionProvider"])
+
     def _session(self, path: Path, threads: int, optimized: Path | None,
                  exists: bool | None) -> Any:
         import onnxruntime as ort
 
-        def options() -> Any:
-            opts = ort.SessionOptions()
-            # One intra-op thread per session: the gateway runs requests concurrently,
-            # and small models lose more to thread hand-offs than they gain from
-            # parallelism.
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            return opts
-
         cpu = ["CPUExecutionProvider"]
         if optimized is not None and (optimized.exists() if exists is None else exists):
-            opts = options()
-            # Optimized already (by this ONNX Runtime, on this machine, at the default
-            # level): the same graph the original would give, so the same answers.
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             try:
-                sess = ort.InferenceSession(str(optimized), opts, providers=cpu)
+                sess = self.session_from_optimized(optimized, threads)
                 self.reused_optimized = True
                 return sess
             except Exception as exc:  # a damaged cache file: load the original instead
                 log.warning("%s: ignoring the cached optimized graph (%s)", path.name, exc)
                 optimized.unlink(missing_ok=True)
-        opts = options()
+        opts = self._options(threads)
         keep: tuple[Path, Path] | None = None  # (partial, final) when kept
         if optimized is not None and sum(
                 f.stat().st_size for f in path.parent.rglob("*") if f.is_file()
