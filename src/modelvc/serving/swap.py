@@ -254,20 +254,19 @@ class Pool:
         """A cheap re-load on the loop (its session built by a loading thread meanwhile,
         see _load_inline), else the whole load in a loading thread."""
         if self._inline_ready(version):
-            from .runtimes.onnx import OnnxRuntime
-
             graph = self.optimized / f"{version.id}-t{self.threads}.onnx"
-            try:  # one call into ONNX Runtime, which holds no GIL: the loop serves on
-                session = await self.call(
-                    lambda: OnnxRuntime.session_from_optimized(graph, self.threads))
+            try:  # calls into ONNX Runtime that hold no GIL: the loop serves meanwhile
+                prepared = await self.call(lambda: self._warm_session(graph))
             except Exception as exc:  # the graph gone or damaged: the thread's load
                 log.info("%s@v%d: no session from its kept graph (%s)", version.model,
                          version.number, exc)
             else:
                 if self._inline_ready(version):  # (still: nothing else ran it meanwhile)
-                    quick = self._load_inline(version, session)
+                    quick = self._load_inline(version, prepared)
                     if quick is not None:
                         return quick
+                else:
+                    prepared[0].close()
         dropped = threading.Event()
         job = self._submit(self._load, version, dropped)
         try:
@@ -353,17 +352,34 @@ class Pool:
         return cost < INLINE_LOAD_S and isinstance(self._kept.get(v.id), Path) \
             and cached in self._graphs
 
-    def _load_inline(self, v: VersionRow, session: Any) -> Loaded | None:
-        """Re-load `v` on the event loop itself, its ONNX session (built from the kept
-        graph by a loading thread: a call that holds no GIL) handed in: the rename, the
-        runtime around the session and the warm-up calls (the digits MLP: ~0.1 ms). In a
-        loading thread the same steps take the GIL from the loop one by one, and each
-        time the loop waits for it back, woken from another core: a few milliseconds of
-        slower requests per swap (docs/benchmarks.md, serving, session 9); built on the
-        loop, the session alone held it ~0.3-0.7 ms (session 16). None: load it in a
-        thread (it failed here: checked out there afresh)."""
+    def _warm_session(self, graph: Path) -> tuple[Runtime, float]:
+        """In a loading thread: a runtime on a session from the kept graph, warmed up,
+        and the CPU of one warm one-row call. ONNX Runtime holds no GIL while it builds
+        a session or runs one, so the loop serves meanwhile (the Python around those
+        calls is a few tens of microseconds)."""
+        from .runtimes.onnx import OnnxRuntime
+
+        with _short_switches():
+            sess = OnnxRuntime.session_from_optimized(graph, self.threads)
+            runtime = OnnxRuntime(graph, threads=self.threads, optimized=graph, session=sess)
+            samples = runtime.sample_inputs()
+            for sample in samples:
+                runtime.predict(sample, [])
+            c0 = time.thread_time()
+            runtime.predict(samples[0], [])
+            return runtime, time.thread_time() - c0
+
+    def _load_inline(self, v: VersionRow, prepared: tuple[Runtime, float]) -> Loaded | None:
+        """Re-load `v` on the event loop itself with its runtime prepared by a loading
+        thread (_warm_session): the loop only renames the kept checkout into place and
+        records the version (~0.05 ms). A whole load in a loading thread takes the GIL
+        from the loop at each of its Python steps, and each time the loop waits for it
+        back, woken from another core: a few milliseconds of slower requests per swap
+        (docs/benchmarks.md, serving, session 9); the session built and warmed on the
+        loop held it ~0.3-0.7 ms a swap (session 16). None: load it in a thread (it
+        failed here: checked out there afresh)."""
         try:
-            item = self._load_version(v, inline=True, session=session)
+            item = self._load_version(v, inline=True, prepared=prepared)
         except LoadFailed:
             return None
         item.inline = True
@@ -387,8 +403,8 @@ class Pool:
             return self._load_version(v, dropped=dropped)
 
     def _load_version(self, v: VersionRow, inline: bool = False,
-                      dropped: threading.Event | None = None, session: Any = None
-                      ) -> Loaded:
+                      dropped: threading.Event | None = None,
+                      prepared: tuple[Runtime, float] | None = None) -> Loaded:
         label = f"{v.model}@v{v.number}"
 
         def going(*_: object) -> None:
@@ -419,21 +435,28 @@ class Pool:
                 graph = self._graphs.pop(cached.name, _MISSING) is not _MISSING
                 if graph:  # most recently used
                     self._graphs[cached.name] = None
-            if model is not None:  # ONNX (a predictor.py would have won: never kept)
+            warm: float | None = None  # a prepared runtime's warm one-row call CPU
+            if prepared is not None and model is not None and graph:
+                runtime, warm = prepared  # built and warmed from this graph (inline)
+                prepared = None
+                runtime.model_file = model  # type: ignore[attr-defined]
+            elif model is not None:  # ONNX (a predictor.py would have won: never kept)
                 runtime = load_runtime(folder, label=label, threads=self.threads,
                                        optimized=cached, model_file=model,
-                                       optimized_exists=graph,
-                                       session=session if graph else None)
+                                       optimized_exists=graph)
             else:
                 signed = self.trust == "signed" and (folder / "predictor.py").exists() \
                     and self._signed(v)
                 runtime = load_runtime(folder, label=label, trust=self.trust, signed=signed,
                                        threads=self.threads, optimized=cached,
                                        optimized_exists=graph)
+            if prepared is not None:  # not for this load (its graph went meanwhile)
+                prepared[0].close()
+                prepared = None
             if not graph:
                 self._keep_optimized(cached)
             t1 = time.perf_counter()
-            samples = runtime.sample_inputs()
+            samples = runtime.sample_inputs() if warm is None else []
             for sample in samples:
                 going()
                 if not inline:
@@ -442,7 +465,7 @@ class Pool:
             # A one-row call once warm (a session's first calls cost 10-30x more): how
             # long a request will take, which decides whether it may run on the loop
             # (Gateway._inline; only pure-compute runtimes: user code is called no more)
-            cpu = math.inf
+            cpu = math.inf if warm is None else warm
             if samples and getattr(runtime, "inline_safe", False):
                 if not inline:
                     _pause()
@@ -454,6 +477,8 @@ class Pool:
         except Exception as exc:  # any failure means: never switch to this version
             if runtime is not None:
                 runtime.close()
+            if prepared is not None:  # never taken
+                prepared[0].close()
             shutil.rmtree(folder, ignore_errors=True)
             self._session_s.pop(v.id, None)
             if isinstance(exc, _Dropped):  # not a failure of the version: no count

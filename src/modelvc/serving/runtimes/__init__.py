@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from .base import Runtime, RuntimeClosed, RuntimeError_, TensorSpec
 
@@ -14,20 +14,18 @@ __all__ = ["Runtime", "RuntimeClosed", "RuntimeError_", "TensorSpec", "Trust", "
 
 def load_runtime(folder: Path, *, label: str, trust: Trust = "never",
                  signed: bool = False, threads: int = 1, optimized: Path | None = None,
-                 optimized_exists: bool | None = None, model_file: Path | None = None,
-                 session: Any = None
+                 optimized_exists: bool | None = None, model_file: Path | None = None
                  ) -> Runtime:
     """A predictor.py wins (if trusted), then an .onnx file, then a transformers folder.
     `optimized`: where an ONNX model's optimized graph is kept for its next load
     (`optimized_exists`: whether it is there, if the caller knows). `model_file`: the
     ONNX file of a folder already known to hold no predictor (a checkout kept from an
-    earlier load of the version): no look through the folder; `session`, its session
-    already built from `optimized` (OnnxRuntime.session_from_optimized)."""
+    earlier load of the version): no look through the folder."""
     if model_file is not None:
         from .onnx import OnnxRuntime
 
         return OnnxRuntime(model_file, threads=threads, optimized=optimized,
-                           optimized_exists=optimized_exists, session=session)
+                           optimized_exists=optimized_exists)
     if (folder / "predictor.py").exists():
         if trust == "never" or (trust == "signed" and not signed):
             need = "a signed version" if trust == "signed" else "trust = 'any' or 'signed'"
