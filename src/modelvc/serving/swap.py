@@ -365,6 +365,8 @@ class Pool:
             samples = runtime.sample_inputs()
             for sample in samples:
                 runtime.predict(sample, [])
+            if not samples:
+                return runtime, math.inf
             c0 = time.thread_time()
             runtime.predict(samples[0], [])
             return runtime, time.thread_time() - c0
@@ -372,12 +374,12 @@ class Pool:
     def _load_inline(self, v: VersionRow, prepared: tuple[Runtime, float]) -> Loaded | None:
         """Re-load `v` on the event loop itself with its runtime prepared by a loading
         thread (_warm_session): the loop only renames the kept checkout into place and
-        records the version (~0.05 ms). A whole load in a loading thread takes the GIL
-        from the loop at each of its Python steps, and each time the loop waits for it
-        back, woken from another core: a few milliseconds of slower requests per swap
-        (docs/benchmarks.md, serving, session 9); the session built and warmed on the
-        loop held it ~0.3-0.7 ms a swap (session 16). None: load it in a thread (it
-        failed here: checked out there afresh)."""
+        records the version (the digits MLP: median 0.15 ms, session 16). A whole load
+        in a loading thread takes the GIL from the loop at each of its Python steps, and
+        each time the loop waits for it back, woken from another core: a few
+        milliseconds of slower requests per swap (docs/benchmarks.md, serving, session
+        9); the session built and warmed on the loop held it ~0.3-0.7 ms a swap (session
+        16). None: load it in a thread (it failed here: checked out there afresh)."""
         try:
             item = self._load_version(v, inline=True, prepared=prepared)
         except LoadFailed:
