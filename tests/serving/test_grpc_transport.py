@@ -16,12 +16,8 @@ from typing import Any
 import grpc
 import pytest
 
-from modelvc.serving.oipgrpc.transport import (
-    INVALID_ARGUMENT,
-    GrpcServer,
-    GrpcStatus,
-    percent_encode,
-)
+from modelvc.serving.oipgrpc.calls import INVALID_ARGUMENT, GrpcStatus, percent_encode
+from modelvc.serving.oipgrpc.transport import GrpcServer
 
 SERVICE = "test.Echo"
 

@@ -76,13 +76,9 @@ class _Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        at, out = 0, []
-        while len(self.buf) - at >= 9:
-            length, kind, flags, sid = h.parse_head(self.buf, at)
-            if len(self.buf) - at - 9 < length:
-                break
-            payload = bytes(self.buf[at + 9:at + 9 + length])
-            at += 9 + length
+        end, out = 0, []
+        for kind, flags, sid, start, end in h.whole_frames(self.buf):
+            payload = bytes(self.buf[start:end])
             if kind == h.SETTINGS and not flags & h.ACK:
                 for key, value in h.parse_settings(payload):
                     if key == h.MAX_FRAME_SIZE:
@@ -101,7 +97,7 @@ class _Client(asyncio.Protocol):
                 if kind == h.DATA:
                     body += payload[1:len(payload) - payload[0]] if flags & h.PADDED \
                         else payload
-                    self.unacked += length
+                    self.unacked += len(payload)
                 elif kind == h.HEADERS:  # servers here send whole blocks, no padding
                     fields.update(self.decoder.decode(payload))
                 if kind == h.RST_STREAM or flags & h.END_STREAM:
@@ -112,7 +108,7 @@ class _Client(asyncio.Protocol):
                 self.decoder.decode(payload)
             elif kind == h.GOAWAY:
                 self.lost = ConnectionError("the server sent GOAWAY")
-        del self.buf[:at]
+        del self.buf[:end]
         if self.unacked >= WINDOW // 2:
             out.append(h.window_update(0, self.unacked))
             self.unacked = 0

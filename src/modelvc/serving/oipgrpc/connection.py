@@ -134,16 +134,14 @@ class Connection(asyncio.Protocol):
             if buf[:len(h.PREFACE)] != h.PREFACE:
                 raise PeerError(h.PROTOCOL_ERROR, "not HTTP/2 (gRPC needs it)")
             self.preface, at = True, len(h.PREFACE)
+        end = at
         with memoryview(buf) as mv:
-            while len(buf) - at >= 9:
-                length, kind, flags, sid = h.parse_head(buf, at)
-                if length > h.DEFAULT_FRAME:  # we never raise MAX_FRAME_SIZE
-                    raise PeerError(h.FRAME_SIZE_ERROR, f"a frame of {length} bytes")
-                if len(buf) - at - 9 < length:
-                    break
-                self._frame(kind, flags, sid, mv[at + 9:at + 9 + length])
-                at += 9 + length
-        del buf[:at]
+            try:  # we never raise MAX_FRAME_SIZE
+                for kind, flags, sid, start, end in h.whole_frames(buf, at, h.DEFAULT_FRAME):
+                    self._frame(kind, flags, sid, mv[start:end])
+            except h.FrameTooLarge as exc:
+                raise PeerError(h.FRAME_SIZE_ERROR, str(exc)) from exc
+        del buf[:end]
 
     def _frame(self, kind: int, flags: int, sid: int, payload: memoryview) -> None:
         if self.continuing is not None and kind != h.CONTINUATION:

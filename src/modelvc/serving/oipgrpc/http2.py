@@ -6,6 +6,7 @@ no encoder state. Requests' header blocks are decoded by the `hpack` package."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -39,6 +40,24 @@ def parse_head(buf: bytes | bytearray | memoryview, at: int) -> tuple[int, int, 
     """(length, type, flags, stream id) of the frame header at AT."""
     hi, lo, kind, flags, sid = HEAD.unpack_from(buf, at)
     return (hi << 16) | lo, kind, flags, sid & 0x7FFFFFFF
+
+
+class FrameTooLarge(ValueError):
+    """A frame longer than the reader takes (its MAX_FRAME_SIZE)."""
+
+
+def whole_frames(buf: bytes | bytearray, at: int = 0, limit: int = 2**24 - 1
+                 ) -> Iterator[tuple[int, int, int, int, int]]:
+    """(type, flags, stream id, payload start, payload end) of each whole frame in BUF
+    from AT on; a frame not all there yet ends it (the reader keeps BUF from there)."""
+    while len(buf) - at >= 9:
+        length, kind, flags, sid = parse_head(buf, at)
+        if length > limit:
+            raise FrameTooLarge(f"a frame of {length} bytes")
+        if len(buf) - at - 9 < length:
+            return
+        yield kind, flags, sid, at + 9, at + 9 + length
+        at += 9 + length
 
 
 def settings(values: dict[int, int]) -> bytes:

@@ -11,29 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
-from .calls import (
-    CANCELLED,
-    FAILED_PRECONDITION,
-    INTERNAL,
-    INVALID_ARGUMENT,
-    NOT_FOUND,
-    OK,
-    PERMISSION_DENIED,
-    RESOURCE_EXHAUSTED,
-    UNAUTHENTICATED,
-    UNAVAILABLE,
-    UNIMPLEMENTED,
-    Endpoint,
-    GrpcStatus,
-    Handler,
-    percent_encode,
-)
+from .calls import Endpoint, Handler
 from .connection import Connection
-
-__all__ = ["CANCELLED", "FAILED_PRECONDITION", "INTERNAL", "INVALID_ARGUMENT", "NOT_FOUND",
-           "OK", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED",
-           "UNAVAILABLE", "UNIMPLEMENTED", "GrpcServer", "GrpcStatus", "Handler",
-           "percent_encode"]
 
 
 class GrpcServer:
