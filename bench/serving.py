@@ -204,7 +204,8 @@ def tail_where(lat: list[float], starts: list[float], events: list[tuple[float, 
     from the promotion until LOAD_SPAN_S before the gateway was seen serving it (the
     follower has yet to look: the bench's 100 Hz polls only), "loading" the LOAD_SPAN_S
     before (checkout, session, warm-up: a digits load takes 2-5 ms), "after" until the
-    next promotion (the old version's free). Steady, 1% are over the steady p99."""
+    next promotion or QUIET_GAP_S at most (the old version's free; the quiet spans
+    between bursts are not a swap's). Steady, 1% are over the steady p99."""
     out = {"polled": [0, 0], "loading": [0, 0], "after": [0, 0]}
     promoted = [p for p, _ in events]
     for v, t in zip(lat, starts, strict=True):
@@ -212,6 +213,8 @@ def tail_where(lat: list[float], starts: list[float], events: list[tuple[float, 
         if i < 0 or t > events[-1][1] + 0.05:
             continue
         seen = events[i][1]
+        if t > seen + QUIET_GAP_S:
+            continue
         phase = out["after" if t > seen else "loading" if t > seen - LOAD_SPAN_S
                     else "polled"]
         phase[1] += 1

@@ -345,8 +345,9 @@ class Pool:
         self._submit(self._free, item)
 
     def _inline_ready(self, v: VersionRow) -> bool:
-        """Whether a re-load of `v` may run on the loop: its checkout and its optimized
-        graph kept, and its last session creation + warm-up under INLINE_LOAD_S of CPU."""
+        """Whether a re-load of `v` may be finished on the loop: its checkout and its
+        optimized graph kept, and its last load under INLINE_LOAD_S of CPU (a thread's
+        load: session creation + warm-up; an inline one: the loop's part)."""
         cost = self._session_s.get(v.id, math.inf)
         cached = f"{v.id}-t{self.threads}.onnx"
         return cost < INLINE_LOAD_S and isinstance(self._kept.get(v.id), Path) \
