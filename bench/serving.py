@@ -151,7 +151,7 @@ PIN_LOAD: list[str] = []  # taskset -c LOAD_CPU, when pinning
 
 
 def load(url: str, inputs: Path, threads: int, seconds: float,
-         during: Any = None, window: list[float] | None = None, *,
+         during: Any = None, window: list[tuple[float, float]] | None = None, *,
          quiet: list[tuple[float, float]] | None = None,
          server: int | None = None, binary: bool = False,
          events: list[tuple[float, float]] | None = None, over_ms: float = 0.0
@@ -183,9 +183,8 @@ def load(url: str, inputs: Path, threads: int, seconds: float,
     if server:
         res["cpu_us"] = (c1 - c0) / max(1, len(lat)) * 1e6
     if window:  # only requests that started while the swaps ran (its bursts)
-        spans = list(zip(window[::2], window[1::2], strict=True))
         inside = [v for v, t in zip(lat, starts, strict=True)
-                  if any(a <= t <= b for a, b in spans)]
+                  if any(a <= t <= b for a, b in window)]
         res |= {"window_requests": len(inside), **_pct(inside)}
     if quiet:  # the same run's requests between the bursts, none swapping
         calm = [v for v, t in zip(lat, starts, strict=True) if any(a <= t <= b for a, b in quiet)]
@@ -291,7 +290,7 @@ BURST = 5  # swaps back to back; between bursts, as long again with none
 QUIET_GAP_S = 0.1  # after a burst, before its quiet span: the last old version's free
 
 
-def swaps(reg: Registry, url: str, window: list[float], n: int = SWAPS,
+def swaps(reg: Registry, url: str, window: list[tuple[float, float]], n: int = SWAPS,
           wait_on: str = "metadata", events: list[tuple[float, float]] | None = None,
           waits: tuple[int, int, dict[str, float]] | None = None,
           fresh_from: int | None = None,
@@ -318,7 +317,7 @@ def swaps(reg: Registry, url: str, window: list[float], n: int = SWAPS,
                 time.sleep(burst_s)
                 quiet.append((q0, time.time()))
             w0 = (run_delay(waits[0]), run_delay(waits[1], True)) if waits else (0.0, 0.0)
-            window.append(time.time())
+            burst0 = time.time()
         # each swap loads: only one previous version stays warm
         target = [2, 3, 1][i % 3] if fresh_from is None else fresh_from + i
         reg.promote(f"digits@v{target}", "production", reason="bench swap", create=True)
@@ -331,8 +330,8 @@ def swaps(reg: Registry, url: str, window: list[float], n: int = SWAPS,
         if events is not None:
             events.append((promoted, time.time()))
         if i % BURST == BURST - 1 or i == n - 1:
-            window.append(time.time())
-            burst_s = window[-1] - window[-2]
+            window.append((burst0, time.time()))
+            burst_s = window[-1][1] - burst0
             span += burst_s
             if waits:
                 waited[0] += run_delay(waits[0]) - w0[0]
@@ -466,7 +465,7 @@ def main() -> None:
             # the loading threads' own steady work (the follower's channel polls)
             loader_rate = (loader_cpu(gw.pid)[0] - lc0) / (time.perf_counter() - t0)
             sw1, ld1 = loop_switches(gw.pid), loader_switches(gw.pid)
-            window: list[float] = []
+            window: list[tuple[float, float]] = []
             quiet: list[tuple[float, float]] = []
             polls: list[int] = []
             events: list[tuple[float, float]] = []
@@ -506,7 +505,7 @@ def main() -> None:
             res[f"{proto}_waits"] = waits | {
                 "loadgen_steady_ms_per_s": res[proto]["loadgen_wait_ms_per_s"],
                 "loop_steady_ms_per_s": loop_steady_wait}
-            res[f"{proto}_swap_seconds"] = sum(window[1::2]) - sum(window[::2])
+            res[f"{proto}_swap_seconds"] = sum(b - a for a, b in window)
             res[f"{proto}_swap_polls"] = polls[0]
             res[f"{proto}_rss_steady_mb"] = float(np.median(steady_rss.samples[1:])) / 1e6
             res[f"{proto}_rss_swap_peak_mb"] = max(swap_rss.samples) / 1e6
