@@ -375,7 +375,7 @@ class Pool:
     def _load_inline(self, v: VersionRow, prepared: tuple[Runtime, float]) -> Loaded | None:
         """Re-load `v` on the event loop itself with its runtime prepared by a loading
         thread (_warm_session): the loop only renames the kept checkout into place and
-        records the version (the digits MLP: median 0.15 ms, session 16). A whole load
+        records the version (the digits MLP: median ~0.13 ms, bench/swap_probe.py). A whole load
         in a loading thread takes the GIL from the loop at each of its Python steps, and
         each time the loop waits for it back, woken from another core: a few
         milliseconds of slower requests per swap (docs/benchmarks.md, serving, session
