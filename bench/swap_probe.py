@@ -10,6 +10,8 @@ gateway:
 
     python bench/swap_probe.py
     python bench/swap_probe.py --ort-gil   # does ONNX Runtime hold the GIL building a session?
+    python bench/swap_probe.py --time modelvc.serving.runtimes.onnx:OnnxRuntime.close
+                                           # any other function's wall time, as those two
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import importlib
 import json
 import logging
 import os
@@ -35,13 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SLOW_S = 0.0006
 
 
-def gateway(out: str, argv: list[str]) -> None:
-    """`modelvc ARGV` with the probes in, their records written to OUT every second."""
+TIMED = ["modelvc.serving.swap:Pool._load_inline", "modelvc.serving.swap:Pool._free_inline"]
+
+
+def gateway(out: str, argv: list[str], timed_names: list[str]) -> None:
+    """`modelvc ARGV` with the probes in (TIMED_NAMES: "module:Class.function" or
+    "module:function"), their records written to OUT every second."""
     from modelvc.cli import main as cli
     from modelvc.serving import gateway as gw
-    from modelvc.serving import swap
 
-    rec: dict[str, list[Any]] = {"load_inline": [], "free_inline": [], "slow": []}
+    rec: dict[str, list[Any]] = {"slow": []}
 
     def timed(name: str, fn: Any) -> Any:
         def wrap(*a: Any, **k: Any) -> Any:
@@ -52,8 +58,14 @@ def gateway(out: str, argv: list[str]) -> None:
                 rec[name].append((time.time(), (time.perf_counter() - t) * 1e3))
         return wrap
 
-    swap.Pool._load_inline = timed("load_inline", swap.Pool._load_inline)  # type: ignore[method-assign]
-    swap.Pool._free_inline = timed("free_inline", swap.Pool._free_inline)  # type: ignore[method-assign]
+    for name in timed_names:
+        module, _, qual = name.partition(":")
+        *path, attr = qual.split(".")
+        owner: Any = importlib.import_module(module)
+        for part in path:
+            owner = getattr(owner, part)
+        rec[name] = []
+        setattr(owner, attr, timed(name, getattr(owner, attr)))
 
     class Slow(logging.Handler):
         def emit(self, r: logging.LogRecord) -> None:
@@ -126,11 +138,13 @@ def ort_gil() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ort-gil", action="store_true")
+    ap.add_argument("--time", action="append", default=[], metavar="MODULE:NAME",
+                    help="also time this function (module:Class.method or module:function)")
     ap.add_argument("--gateway", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.gateway is not None:
-        return gateway(args.out, args.gateway)
+        return gateway(args.out, args.gateway, TIMED + args.time)
     if args.ort_gil:
         return ort_gil()
     import serving as b
@@ -144,7 +158,8 @@ def main() -> None:
     port, out = free_port(), tmp / "probe.json"
     url = f"http://127.0.0.1:{port}"
     gw = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, __file__, "--out", str(out), "--gateway",
+        ["taskset", "-c", "0", sys.executable, __file__, "--out", str(out),
+         *(f"--time={name}" for name in args.time), "--gateway",
          "--registry", str(tmp / "repo"), "serve", "digits@production", "--port", str(port),
          "--grpc-port", "0", "--log-level", "warning", "--poll-interval", "0.05",
          "--workers", "4", "--load-cpus", "1"], env=os.environ | {"TMPDIR": str(tmp)})
@@ -172,11 +187,11 @@ def main() -> None:
         gw.wait(30)
         reg.close()
     rec = json.loads(out.read_text())
-    for name in ("load_inline", "free_inline"):
+    for name in TIMED + args.time:
         ms = [v for _, v in rec[name]]
         if ms:
-            print(f"Pool.{'_' + name}: {len(ms)} calls, median {statistics.median(ms):.3f} "
-                  f"ms, max {max(ms):.3f} ms (on the loop)")
+            print(f"{name.partition(':')[2]}: {len(ms)} calls, median "
+                  f"{statistics.median(ms):.3f} ms, max {max(ms):.3f} ms")
 
     def during(t: float) -> bool:
         return any(a <= t <= b_ + 0.03 for a, b_ in events)

@@ -177,7 +177,7 @@ def test_pruned_checkouts_go_to_the_helper_to_remove(
     def holds(kept: int, trash: int) -> Callable[[], bool]:
         return lambda: [p.name for p in (work / "kept").iterdir()] == [ids[kept]] and \
             [p.name.split("-")[0] for p in (work / "trash").iterdir()] == [ids[trash]]
-    pool = Pool(serve_reg, work, Metrics(), checkout_helper=True)
+    pool = Pool(serve_reg, work, Metrics(), checkout_helper=True, standby_mb=0)
     try:
         _load(pool, serve_reg, "digits@v1", digits.x[:2])
         _load(pool, serve_reg, "digits@v2", digits.x[:2])

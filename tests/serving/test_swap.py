@@ -71,7 +71,7 @@ def test_swap_loop_under_concurrent_load_fails_no_request(
         serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
     commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
-    srv = start_gateway(serve_reg)
+    srv = start_gateway(serve_reg, standby_mb=0)  # every switch loads (test_standby.py)
 
     def connect() -> Client:
         caller = Caller(srv.url)
@@ -83,8 +83,8 @@ def test_swap_loop_under_concurrent_load_fails_no_request(
             return doc["model_version"], None
         return ask, caller.close
 
-    # 30 swaps; each one loads (only one previous stays warm); a dropped connection
-    # is a failed request too.
+    # 30 swaps; each one loads (only one previous stays warm, none in standby); a
+    # dropped connection is a failed request too.
     tally = swap_under_load(serve_reg, srv.url, digits.x, [2, 3, 1] * 10, connect,
                             (OSError,))
     assert tally.failures == []
@@ -118,7 +118,7 @@ def test_reload_of_a_freed_version_uses_its_kept_checkout_and_optimized_graph(
     monkeypatch.setattr(OnnxRuntime, "session_from_optimized", staticmethod(recorded))
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
     commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
-    srv = start_gateway(serve_reg)
+    srv = start_gateway(serve_reg, standby_mb=0)  # v1 freed, not kept loaded
     caller = Caller(srv.url)
     first = caller.infer(digits.x[:8])[1]["outputs"]
     pool = srv.gateway.pool
@@ -201,17 +201,19 @@ def test_load_cpus_build_every_version_there_and_swaps_fail_no_request(
     assert srv.gateway.pool.load_cpus == frozenset({load_cpu})
 
 
+@pytest.mark.parametrize("standby_mb", [0, 64])
 def test_a_waiter_on_a_load_its_loader_dropped_gets_a_live_version(
-        serve_reg: Registry, digits: Digits, tmp_path: Path) -> None:
+        serve_reg: Registry, digits: Digits, tmp_path: Path, standby_mb: float) -> None:
     # Two holders ask for one version while it loads: the first loads it, the second
     # waits for that load. When the first lets go at once (a rollout's load that was
     # superseded meanwhile), the version is freed before the waiter resumes; the waiter
     # must not be handed the freed version (a slot would then route every request to a
-    # closed runtime: 500s until the next switch), but a loaded one.
+    # closed runtime: 500s until the next switch), but a loaded one. With a standby,
+    # the version let go stays loaded there: the waiter takes it back.
     v1 = serve_reg.resolve("digits@v1")
 
     async def scenario() -> tuple[Loaded, Loaded, dict[str, Any]]:
-        pool = Pool(serve_reg, tmp_path / "work", Metrics())
+        pool = Pool(serve_reg, tmp_path / "work", Metrics(), standby_mb=standby_mb)
 
         async def superseded() -> Loaded:
             item = await pool.hold(v1)
@@ -224,15 +226,19 @@ def test_a_waiter_on_a_load_its_loader_dropped_gets_a_live_version(
         dropped, got = await first, await waiter
         try:
             return dropped, got, {"loaded": pool.items.get(v1.id) is got,
-                                  "answer": got.runtime.predict({"X": digits.x[:2]}, [])}
+                                  "answer": got.runtime.predict({"X": digits.x[:2]}, []),
+                                  "standby": dict(pool.standby)}
         finally:
             pool.release(got)
             pool.close()
 
     dropped, got, seen = in_loop(scenario)
-    assert dropped.closed
-    assert got is not dropped, "the waiter was handed the version its loader freed"
-    assert seen["loaded"]  # loaded again, and in the pool
+    if standby_mb:
+        assert got is dropped and seen["standby"] == {}  # taken back out of standby
+    else:
+        assert dropped.closed
+        assert got is not dropped, "the waiter was handed the version its loader freed"
+    assert seen["loaded"]  # loaded (again), and in the pool
     assert len(seen["answer"]) > 0 and got.closed  # freed once its holder let go
 
 

@@ -15,6 +15,8 @@
                                     # `taskset -c 0`, load on 1: a hot swap's work then
                                     # never delays a request on CPU 0)
     checkout_helper = true          # first loads prepared in a helper process
+    standby_mb = 64                 # freed ONNX versions kept loaded, up to this many MB
+                                    # of checkout in all: serving one again is instant
     actor = "canary-bot"            # who automatic canary moves are recorded as
                                     # (default modelvc-serve), or instead:
     token = "mvc_..."               # an API token (better: $MODELVC_SERVE_TOKEN); the
@@ -108,6 +110,10 @@ class ServeConfig:
     # checkout and graph optimization off this process's GIL. Off by default: measured
     # under load it did not shorten the swap tail (docs/benchmarks.md, serving, session 10)
     checkout_helper: bool = False
+    # Freed versions that run no user code (ONNX) kept loaded and warm, up to this many
+    # MB of checkout in all (0: none): a rollback or a version back in a canary is then
+    # served at once, with no session built or destroyed during the switch.
+    standby_mb: float = 64.0
 
 
 def _only(raw: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -206,4 +212,8 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
     if raw.get("trust", "never") not in ("never", "signed", "any"):
         raise UsageError("trust must be never, signed or any")
     raw["load_cpus"] = _load_cpus(raw.get("load_cpus"), raw.get("threads", 1))
+    mb = raw.get("standby_mb", 0.0)
+    if isinstance(mb, bool) or not isinstance(mb, int | float) or mb < 0:
+        raise UsageError(f"standby_mb must be a number of MB >= 0, not {mb!r}",
+                         hint="0 keeps no freed version loaded")
     return ServeConfig(models=models, **raw)

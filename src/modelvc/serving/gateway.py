@@ -71,7 +71,7 @@ class Gateway:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="modelvc-serve-"))
         self.pool = Pool(reg, self.workdir, self.metrics, trust=cfg.trust, threads=cfg.threads,
                          load_cpus=frozenset(cfg.load_cpus) if cfg.load_cpus else None,
-                         checkout_helper=cfg.checkout_helper)
+                         checkout_helper=cfg.checkout_helper, standby_mb=cfg.standby_mb)
         self._infer = ThreadPoolExecutor(cfg.workers, thread_name_prefix="modelvc-infer")
         # `clock`: the windows' (and statuses') clock; tests step it instead of sleeping
         self.models = {m.name: ServedModel(m, self.pool, m.canary.policy.window if m.canary

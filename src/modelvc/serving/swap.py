@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -105,6 +105,7 @@ INLINE_LOAD_S = 0.002  # a re-load whose session + warm-up took less CPU runs on
 KEEP_OPTIMIZED = 8  # versions whose optimized ONNX graph stays on disk for a re-load
 KEEP_CHECKOUTS = 8  # freed ONNX versions whose checkout stays on disk for a re-load
 KEEP_CHECKOUT_MAX_BYTES = 64 << 20  # ... up to this size each
+STANDBY_MB = 64  # freed pure-compute versions kept loaded, up to this many MB in all
 
 
 _MISSING = object()
@@ -145,7 +146,6 @@ class Loaded:
     holders: int = 0
     inflight: int = 0
     closed: bool = False
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
     # A moving average of one predict call's compute time (s): inf until measured
     predict_s: float = math.inf
     calls: int = 0  # inline calls (Gateway._predict_inline samples their CPU time)
@@ -160,13 +160,22 @@ class Pool:
     def __init__(self, reg: Registry, workdir: Path, metrics: Metrics, *,
                  trust: Trust = "never", threads: int = 1,
                  load_cpus: frozenset[int] | None = None,
-                 checkout_helper: bool = False) -> None:
+                 checkout_helper: bool = False, standby_mb: float = STANDBY_MB) -> None:
         self.reg = reg
         self.workdir = workdir
         self.metrics = metrics
         self.trust: Trust = trust
         self.threads = threads
         self.items: dict[str, Loaded] = {}
+        # Freed versions kept loaded and warm, least recently freed first, up to
+        # `standby_mb` of checkout in all: serving one again (a rollback, a canary
+        # back, a cycle of a few versions) is a move between two dicts, where a
+        # re-load costs the loop its GIL hand-offs with the session's build in a
+        # loading thread and the old session's destruction (~0.1-0.2 ms with the GIL
+        # held, its memory gone cold from the caches: docs/benchmarks.md, session 17).
+        # Only runtimes that run no user code (inline_safe), never when closing.
+        self.standby: dict[str, Loaded] = {}
+        self.standby_bytes = int(standby_mb * (1 << 20))
         # Optimized ONNX graphs by version id: a re-load (a rollback, a version back in
         # a canary) skips graph optimization (runtimes/onnx.py)
         self.optimized = workdir / "optimized"
@@ -212,13 +221,16 @@ class Pool:
         """The loaded version, loading and warming it up first if needed; +1 holder."""
         while True:
             item = self.items.get(version.id)
+            if item is None and version.id in self.standby:
+                item = self.items[version.id] = self.standby.pop(version.id)
             if item is None:
                 item = await self._load_or_wait(version)
                 # A waiter resumes after the loader: the loader's holder may have let go
                 # meanwhile (a rollout's load superseded while it ran: Reconciler._serve
-                # releases it in the same step), freeing the version. Never hand out a
-                # freed one: a slot would route every request to a closed runtime.
-                if item.closed:
+                # releases it in the same step), freeing the version or putting it in
+                # standby. Never hand out a freed one (a slot would route every request
+                # to a closed runtime), nor one from standby without taking it back.
+                if item.closed or self.items.get(version.id) is not item:
                     continue
             item.holders += 1
             return item
@@ -247,7 +259,7 @@ class Pool:
             del self._loading[version.id]
         self.items[version.id] = item
         pending.set_result(item)
-        self.metrics.loaded.set(len(self.items))
+        self.metrics.loaded.set(len(self.items) + len(self.standby))
         return item  # (no await before the caller's hold: it cannot be freed)
 
     async def _load_here_or_there(self, version: VersionRow) -> Loaded:
@@ -334,12 +346,26 @@ class Pool:
         self._maybe_free(item)
 
     def _maybe_free(self, item: Loaded) -> None:
-        if item.holders > 0 or item.inflight > 0 or item.closed:
+        if item.holders > 0 or item.inflight > 0 or item.closed or \
+                self.items.get(item.version.id) is not item:
             return
+        del self.items[item.version.id]
+        if getattr(item.runtime, "inline_safe", False) and not self._closing.is_set() \
+                and item.version.raw_size <= self.standby_bytes:
+            self.standby[item.version.id] = item
+            room = self.standby_bytes
+            for vid, kept in reversed(list(self.standby.items())):  # newest first
+                room -= kept.version.raw_size
+                if room < 0:
+                    self._close(self.standby.pop(vid))
+        else:
+            self._close(item)
+        self.metrics.loaded.set(len(self.items) + len(self.standby))
+
+    def _close(self, item: Loaded) -> None:
+        """Free `item` for good: on the loop if loaded there (_free_inline), else on a
+        loading thread."""
         item.closed = True
-        item.drained.set()
-        self.items.pop(item.version.id, None)
-        self.metrics.loaded.set(len(self.items))
         if item.inline and self._free_inline(item):
             return
         self._submit(self._free, item)
@@ -582,6 +608,8 @@ class Pool:
         for item in list(self.items.values()):
             item.holders = item.inflight = 0
             self._maybe_free(item)
+        while self.standby:
+            self._close(self.standby.popitem()[1])
         _, busy = wait(list(self._jobs), timeout=CLOSE_WAIT_S)
         if busy:
             log.warning("stopping with %d load(s) or free(s) still under way after %.0f s: "
