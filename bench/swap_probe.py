@@ -9,6 +9,7 @@ gateway:
   makes every callback a little slower), by task, during the swaps and in a quiet 2 s.
 
     python bench/swap_probe.py
+    python bench/swap_probe.py --fresh     # 20 swaps each to a version never loaded
     python bench/swap_probe.py --ort-gil   # does ONNX Runtime hold the GIL building a session?
     python bench/swap_probe.py --time modelvc.serving.runtimes.onnx:OnnxRuntime.close
                                            # any other function's wall time, as those two
@@ -138,6 +139,8 @@ def ort_gil() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ort-gil", action="store_true")
+    ap.add_argument("--fresh", action="store_true",
+                    help="swap to 20 versions never loaded, once each (first loads)")
     ap.add_argument("--time", action="append", default=[], metavar="MODULE:NAME",
                     help="also time this function (module:Class.method or module:function)")
     ap.add_argument("--gateway", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -151,7 +154,7 @@ def main() -> None:
     from modelvc.serving.runner import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="modelvc-swap-probe-"))
-    reg, x, _ = b._models(tmp / "repo", 0)
+    reg, x, _ = b._models(tmp / "repo", 20 if args.fresh else 0)
     import numpy as np
 
     np.save(tmp / "x.npy", x)
@@ -174,7 +177,7 @@ def main() -> None:
         time.sleep(2.0)
         events = []
         for i in range(20):
-            target = [2, 3, 1][i % 3]
+            target = 4 + i if args.fresh else [2, 3, 1][i % 3]
             reg.promote(f"digits@v{target}", "production", reason="probe", create=True)
             promoted = time.time()
             while b._serving(url, "metadata") != target:

@@ -10,6 +10,7 @@ figure to hold against issue 13's <= 1.5x, every run's is printed beside it.
 
     python bench/swap_rounds.py --runs 5            # the default cycle (re-loads)
     python bench/swap_rounds.py --runs 5 --fresh-versions
+    python bench/swap_rounds.py --runs 5 --fresh-versions --checkout-helper
     python bench/swap_rounds.py --json out.json
 """
 
@@ -52,9 +53,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--fresh-versions", action="store_true",
                     help="every swap to a version never loaded (serving.py's option)")
+    ap.add_argument("--checkout-helper", action="store_true",
+                    help="first loads prepared in a helper process (serving.py's option)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     extra = ["--fresh-versions"] if args.fresh_versions else []
+    extra += ["--checkout-helper"] if args.checkout_helper else []
     runs = []
     for i in range(args.runs):
         r = one_run(extra)
