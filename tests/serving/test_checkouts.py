@@ -137,6 +137,8 @@ def test_the_helper_ends_with_its_pool(
     _load(pool, serve_reg, "digits@v1", digits.x[:2])
     pid = pool.helper.pid
     assert pid is not None
+    # at idle priority: its work takes no CPU anything else wants (the requests' clients)
+    assert os.sched_getscheduler(pid) == os.SCHED_IDLE
     pool.close()
     assert pool.helper.pid is None
     with pytest.raises(ProcessLookupError):  # exited and reaped

@@ -76,6 +76,23 @@ def test_serve_command_serves_and_stops_cleanly(run_serve: object, digits: Digit
     assert list(tmp_path.glob("modelvc-serve-*")) == []  # removed on shutdown
 
 
+def test_a_killed_gateways_folder_goes_when_the_next_one_starts(
+        run_serve: object, tmp_path: Path) -> None:
+    first, url = run_serve("digits@production")  # type: ignore[operator]
+    wait_for(lambda: _ready(url), "modelvc serve to be ready", limit=60)
+    (left,) = tmp_path.glob("modelvc-serve-*")
+    first.kill()  # kill -9: no shutdown ran
+    first.wait()
+    assert (left / "kept").exists()
+    second, url = run_serve("digits@production")  # type: ignore[operator]
+    wait_for(lambda: _ready(url), "the second modelvc serve to be ready", limit=60)
+    (mine,) = tmp_path.glob("modelvc-serve-*")
+    assert mine != left and not left.exists()
+    third, url = run_serve("digits@production")  # type: ignore[operator]
+    wait_for(lambda: _ready(url), "the third modelvc serve to be ready", limit=60)
+    assert mine.exists() and len(list(tmp_path.glob("modelvc-serve-*"))) == 2  # both live
+
+
 def test_serve_config_file(run_serve: object, digits: Digits, tmp_path: Path) -> None:
     cfg = tmp_path / "serve.toml"
     cfg.write_text('poll_interval = 0.05\n[[models]]\nname = "digits-prod"\nmodel = "digits"\n'

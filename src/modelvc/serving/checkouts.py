@@ -10,10 +10,14 @@ each way, whatever the checkout does. For an ONNX-only version the helper also w
 its optimized graph where the gateway keeps graphs, so the gateway then builds the
 session from it as for a re-load. The helper (`python -m modelvc.serving.checkouts
 REGISTRY [CPUS] [TRASH]`) opens the same local registry through the Registry API and
-works one request at a time, on the loading CPUs when given; before each it empties
-TRASH (kept checkouts the gateway pruned); it exits when its stdin closes (the gateway
-stopped, however it stopped). Off by default (ServeConfig.checkout_helper): measured
-under load it did not shorten the swap tail (docs/benchmarks.md, serving, session 10).
+works one request at a time, on the loading CPUs when given and at idle priority
+(SCHED_IDLE: it takes no CPU that anything else wants, such as the requests' clients on
+the loading CPU; at normal priority it did not shorten the swap tail, session 10; at
+idle priority the p99 during swaps to new versions fell from ~2.4x to ~1.4x that of
+the same load between swaps over REST, session 17); before each it empties TRASH (kept
+checkouts the gateway pruned); it exits when its stdin closes (the gateway stopped,
+however it stopped). Off by default (ServeConfig.checkout_helper): it costs a second
+process, and on CPUs that other work keeps busy a first load waits for a free moment.
 
 Any failure of the helper (it cannot start, dies, or reports an error) is not a load
 failure: the caller checks the version out itself, as before, so what a user sees
@@ -157,6 +161,12 @@ def _serve(location: str, cpus: str, trash: str, stdin: IO[bytes], stdout: IO[by
     if cpus:
         with contextlib.suppress(AttributeError, OSError, ValueError):
             os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+    # At idle priority (Linux): its work runs on CPU time nothing else wants, so a first
+    # load never takes a CPU from the requests' clients or a busy neighbour; it holds
+    # none of the gateway's GIL, so being preempted costs the gateway nothing but a
+    # later switch (docs/benchmarks.md, serving, session 17).
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     from ..registry import Registry
 
     reg = Registry.open_local(location)

@@ -107,8 +107,9 @@ class ServeConfig:
     # reads); None: the process's CPUs
     load_cpus: tuple[int, ...] | None = None
     # A version's first load prepared in a helper process (serving/checkouts.py): its
-    # checkout and graph optimization off this process's GIL. Off by default: measured
-    # under load it did not shorten the swap tail (docs/benchmarks.md, serving, session 10)
+    # checkout and graph optimization off this process's GIL, at idle CPU priority. Off
+    # by default: a second process, and on CPUs kept busy a first load waits for them
+    # (docs/benchmarks.md, serving, sessions 10 and 17)
     checkout_helper: bool = False
     # Freed versions that run no user code (ONNX) kept loaded and warm, up to this many
     # MB of checkout in all (0: none): a rollback or a version back in a canary is then

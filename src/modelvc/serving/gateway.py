@@ -9,8 +9,6 @@ import gc
 import itertools
 import logging
 import math
-import shutil
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +28,7 @@ from .protocol import Answer, BadRequest, InferRequest, check_signature
 from .runtimes import RuntimeClosed, RuntimeError_
 from .served import ServedModel
 from .swap import Loaded, Pool
+from .workdirs import Workdir, sweep
 
 log = logging.getLogger("modelvc.serving")
 MAX_SHADOW_BACKLOG = 32
@@ -67,8 +66,14 @@ class Gateway:
                  clock: Clock = time.monotonic) -> None:
         self.reg, self.cfg = reg, cfg
         self.metrics = Metrics()
-        self._own_workdir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="modelvc-serve-"))
+        # Our own (removed at stop), and those of gateways killed before their stop
+        # (kill -9, a crash) removed now: each holds a lock while its gateway lives.
+        self._own_workdir: Workdir | None = None
+        if workdir is None:
+            sweep()
+            self._own_workdir = Workdir()
+            workdir = self._own_workdir.path
+        self.workdir = workdir
         self.pool = Pool(reg, self.workdir, self.metrics, trust=cfg.trust, threads=cfg.threads,
                          load_cpus=frozenset(cfg.load_cpus) if cfg.load_cpus else None,
                          checkout_helper=cfg.checkout_helper, standby_mb=cfg.standby_mb)
@@ -122,8 +127,8 @@ class Gateway:
                 f.close()
         self._infer.shutdown(wait=True)
         self.pool.close()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._own_workdir is not None:
+            self._own_workdir.remove()
 
     def ready(self) -> bool:
         return all(sm.stable.current is not None for sm in self.models.values())
