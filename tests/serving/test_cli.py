@@ -84,11 +84,11 @@ def test_a_killed_gateways_folder_goes_when_the_next_one_starts(
     first.kill()  # kill -9: no shutdown ran
     first.wait()
     assert (left / "kept").exists()
-    second, url = run_serve("digits@production")  # type: ignore[operator]
+    _, url = run_serve("digits@production")  # type: ignore[operator]
     wait_for(lambda: _ready(url), "the second modelvc serve to be ready", limit=60)
     (mine,) = tmp_path.glob("modelvc-serve-*")
     assert mine != left and not left.exists()
-    third, url = run_serve("digits@production")  # type: ignore[operator]
+    _, url = run_serve("digits@production")  # type: ignore[operator]
     wait_for(lambda: _ready(url), "the third modelvc serve to be ready", limit=60)
     assert mine.exists() and len(list(tmp_path.glob("modelvc-serve-*"))) == 2  # both live
 
