@@ -84,7 +84,7 @@ def _perturbed(onnx: bytes, seed: int) -> bytes:
         if a.dtype == np.float32 and a.size > 1:
             moved = a * (1 + rng.normal(0, 1e-3, a.shape)).astype(np.float32)
             init.CopyFrom(numpy_helper.from_array(moved, init.name))
-    return m.SerializeToString()
+    return bytes(m.SerializeToString())
 
 
 def _models(root: Path, fresh: int = 0) -> tuple[Registry, np.ndarray, bytes]:
@@ -516,6 +516,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(30)
         reg.close()
+    shutil.rmtree(tmp, ignore_errors=True)  # (kept when the run fails: MLServer's log)
     report(res)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

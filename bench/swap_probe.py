@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -190,6 +191,7 @@ def main() -> None:
         gw.wait(30)
         reg.close()
     rec = json.loads(out.read_text())
+    shutil.rmtree(tmp, ignore_errors=True)
     for name in TIMED + args.time:
         ms = [v for _, v in rec[name]]
         if ms:
