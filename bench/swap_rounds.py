@@ -31,11 +31,11 @@ TARGET = 1.5
 
 def one_run(extra: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="modelvc-swap-rounds-") as tmp:
-        out = Path(tmp) / "run.json"
+        path = Path(tmp) / "run.json"
         subprocess.run([sys.executable, str(Path(__file__).with_name("serving.py")),
-                        "--swaps-only", "--json", str(out), *extra], check=True,
+                        "--swaps-only", "--json", str(path), *extra], check=True,
                        stdout=subprocess.DEVNULL)
-        res: dict[str, Any] = json.loads(out.read_text())
+        res: dict[str, Any] = json.loads(path.read_text())
     out: dict[str, Any] = {"loadavg": res["loadavg_start"][0]}
     for proto in PROTOCOLS:
         s = res[f"{proto}_swaps"]
