@@ -68,7 +68,7 @@ def pool(loads: int = 40, rounds: int = 2) -> None:
         def cycle() -> tuple[float, float]:
             c, w = time.thread_time(), time.perf_counter()
             for i in range(n):
-                p._free(p._load(vs[i % 3]))
+                p._free(p._load(vs[i % 3], threading.Event()))
             return (time.thread_time() - c) / n * 1e3, (time.perf_counter() - w) / n * 1e3
         return p._io.submit(cycle).result()
 
