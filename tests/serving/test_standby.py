@@ -19,7 +19,7 @@ from modelvc.serving.runtimes.onnx import OnnxRuntime
 from modelvc.serving.swap import Loaded, Pool
 
 from .conftest import Digits, Start, commit_onnx
-from .helpers import Caller, in_loop, serving, wait_for
+from .helpers import Caller, in_loop, serving, status, wait_for
 from .predictors import CONSTANT
 from .swapload import Client, swap_under_load
 
@@ -145,6 +145,8 @@ def test_swaps_among_standby_versions_under_load_fail_no_request(
     assert len(pool.items) == 2 and len(pool.standby) == 1
     held = srv.gateway.metrics.registry.get_sample_value("modelvc_loaded_versions", {})
     assert held == 3.0
+    (kept,) = pool.standby.values()
+    assert status(srv.url)["standby"] == [kept.version.number]
     serve_reg.promote("digits@v2", "production", reason="one more")
     wait_for(serving(srv.url, 2), "the switch to v2")
     code, doc, _ = Caller(srv.url).infer(digits.x[:8])

@@ -233,6 +233,9 @@ class ServedModel:
             "identity_warning": self.identity_warning,
             "shadow": shadow,
             "versions": per_version,
+            # freed but kept loaded (Pool.standby): served again at once if wanted
+            "standby": sorted(i.version.number for i in self.pool.standby.values()
+                              if i.model == self.cfg.model),
             # Window statistics cover the last `window` seconds, in slots of `slot` s;
             # `clock` read now, sent back as ?since=, limits them to later slots.
             "clock": clock, "since": since, "window": self.window,
