@@ -13,7 +13,7 @@ import numpy as np
 
 from modelvc.api import RegistryAPI
 
-from .helpers import serving, wait_for
+from .helpers import Caller, serving, wait_for
 
 # One request: the version that answered, or None and the bad answer.
 Ask = Callable[[np.ndarray], "tuple[str | None, Any]"]
@@ -67,3 +67,17 @@ def swap_under_load(reg: RegistryAPI, url: str, x: np.ndarray, order: Iterable[i
         for t in workers:
             t.join()
     return tally
+
+
+def rest_connect(url: str) -> Connect:
+    """OIP REST clients whose every answer must carry 8 labels (the 8-row batches)."""
+    def connect() -> Client:
+        caller = Caller(url)
+
+        def ask(x: np.ndarray) -> tuple[str | None, Any]:
+            code, doc, _ = caller.infer(x)
+            if code != 200 or len(doc["outputs"][0]["data"]) != 8:
+                return None, (code, doc)
+            return doc["model_version"], None
+        return ask, caller.close
+    return connect

@@ -21,7 +21,7 @@ from modelvc.serving.swap import Loaded, Pool
 from .conftest import Digits, Start, commit_onnx
 from .helpers import Caller, in_loop, serving, status, wait_for
 from .predictors import CONSTANT
-from .swapload import Client, swap_under_load
+from .swapload import rest_connect, swap_under_load
 
 
 def _cycle(pool: Pool, reg: Registry, refs: list[str], x: np.ndarray
@@ -124,19 +124,8 @@ def test_swaps_among_standby_versions_under_load_fail_no_request(
     commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
     srv = start_gateway(serve_reg)
     loads = _loads(srv.gateway.pool)  # (v1 loaded at start)
-
-    def connect() -> Client:
-        caller = Caller(srv.url)
-
-        def ask(x: np.ndarray) -> tuple[str | None, Any]:
-            code, doc, _ = caller.infer(x)
-            if code != 200 or len(doc["outputs"][0]["data"]) != 8:
-                return None, (code, doc)
-            return doc["model_version"], None
-        return ask, caller.close
-
-    tally = swap_under_load(serve_reg, srv.url, digits.x, [2, 3, 1] * 6, connect,
-                            (OSError,))
+    tally = swap_under_load(serve_reg, srv.url, digits.x, [2, 3, 1] * 6,
+                            rest_connect(srv.url), (OSError,))
     assert tally.failures == []
     assert tally.seen == {"1", "2", "3"} and tally.answered > 50
     pool = srv.gateway.pool

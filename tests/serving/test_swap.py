@@ -22,7 +22,7 @@ from modelvc.serving.swap import Loaded, LoadFailed, Pool
 from .conftest import Digits, Start, commit_onnx
 from .helpers import Caller, Crawling, Gated, in_loop, serving, status, wait_for
 from .predictors import LOADED_ON
-from .swapload import Client, swap_under_load
+from .swapload import Client, rest_connect, swap_under_load
 
 
 def test_follows_promote_and_rollback_keeps_previous_warm(
@@ -72,21 +72,10 @@ def test_swap_loop_under_concurrent_load_fails_no_request(
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
     commit_onnx(serve_reg, tmp_path, digits.broken, "v3")
     srv = start_gateway(serve_reg, standby_mb=0)  # every switch loads (test_standby.py)
-
-    def connect() -> Client:
-        caller = Caller(srv.url)
-
-        def ask(x: np.ndarray) -> tuple[str | None, Any]:
-            code, doc, _ = caller.infer(x)
-            if code != 200 or len(doc["outputs"][0]["data"]) != 8:
-                return None, (code, doc)
-            return doc["model_version"], None
-        return ask, caller.close
-
     # 30 swaps; each one loads (only one previous stays warm, none in standby); a
     # dropped connection is a failed request too.
-    tally = swap_under_load(serve_reg, srv.url, digits.x, [2, 3, 1] * 10, connect,
-                            (OSError,))
+    tally = swap_under_load(serve_reg, srv.url, digits.x, [2, 3, 1] * 10,
+                            rest_connect(srv.url), (OSError,))
     assert tally.failures == []
     assert tally.seen == {"1", "2", "3"} and tally.answered > 100
     swaps = srv.gateway.metrics.registry.get_sample_value(
