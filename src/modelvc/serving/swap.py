@@ -15,11 +15,10 @@ import logging
 import math
 import os
 import shutil
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,77 +27,12 @@ from typing import Any, TypeVar
 from ..meta.api import VersionRow
 from ..registry import Registry
 from .checkouts import CheckoutHelper, HelperFailed, model_file
+from .loadthreads import background, pause, short_switches
 from .metrics import Metrics
 from .runtimes import Runtime, Trust, load_runtime
 
 log = logging.getLogger("modelvc.serving")
 T = TypeVar("T")
-
-
-_where = threading.local()  # .own_cpus: this loading thread is kept off the serving CPUs
-
-
-def _background(cpus: frozenset[int] | None = None) -> None:
-    """Name this (loading) thread; on the serving CPUs lower its CPU priority (Linux:
-    per thread), or with `cpus` keep it on those CPUs at the usual priority. A loading
-    thread that shares the serving core delays requests whatever its priority (see
-    _pause), and an ONNX session's creation is one native call of 0.3-0.8 ms that no
-    pause can split: on another core it delays no request. There a lower priority only
-    lets other work stretch the load (and the short switch interval with it)."""
-    tid = threading.get_native_id()
-    with contextlib.suppress(OSError):  # its name in top -H, ps -L and bench/serving.py
-        Path(f"/proc/self/task/{tid}/comm").write_text("modelvc-load")
-    if cpus:
-        try:
-            os.sched_setaffinity(tid, cpus)
-            _where.own_cpus = True
-            return
-        except (AttributeError, OSError) as exc:  # e.g. a cpuset without those CPUs
-            log.warning("versions load on any CPU: could not keep the loading thread "
-                        "on CPUs %s (%s)", sorted(cpus), exc)
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, tid, 10)
-
-
-LOADING_SWITCH_S = 0.0002  # the GIL switch interval while a version loads or is freed
-_switch_lock = threading.Lock()
-_switching = [0, 0.0]  # loads under way, the interval to restore
-
-
-@contextlib.contextmanager
-def _short_switches() -> Iterator[None]:
-    """While a thread loads (checkout, session, warm-up: Python code holding the GIL),
-    the event loop waits for the GIL at most LOADING_SWITCH_S, not the usual interval,
-    each time it wants it back: a swap then delays a request by that much at most.
-    Only while loads run: with the loop alone, the interval costs nothing either way."""
-    with _switch_lock:
-        if _switching[0] == 0:
-            _switching[1] = sys.getswitchinterval()
-            sys.setswitchinterval(min(_switching[1], LOADING_SWITCH_S))
-        _switching[0] += 1
-    try:
-        yield
-    finally:
-        with _switch_lock:
-            _switching[0] -= 1
-            if _switching[0] == 0:
-                sys.setswitchinterval(_switching[1])
-
-
-LOAD_PAUSE_S = 0.0001  # a load blocks this long between its steps (see _pause)
-
-
-def _pause() -> None:
-    """Block for a moment between the steps of a load or a free. A thread that never
-    blocks keeps the core until the scheduler's next tick, whatever its priority: on
-    the 2-CPU VM of docs/benchmarks.md a woken thread waited 0-4 ms (HZ 250) behind a
-    nice-19 or even SCHED_IDLE busy thread. A request that arrives while the load runs
-    would wait that long; at each pause the event loop gets the core (and the GIL) and
-    answers what arrived, then the load goes on. Not on CPUs of its own: there the
-    loop keeps its core, and a pause is only one more GIL hand-off with it (the loop
-    made to drop the GIL and wait to take it back)."""
-    if not getattr(_where, "own_cpus", False):
-        time.sleep(LOAD_PAUSE_S)
 
 
 INLINE_LOAD_S = 0.002  # a re-load whose session + warm-up took less CPU runs on the loop
@@ -200,7 +134,7 @@ class Pool:
         # warm-up and frees then never run on a serving core), else at a lower priority.
         self.load_cpus = load_cpus
         self._io = ThreadPoolExecutor(2, thread_name_prefix="modelvc-load",
-                                      initializer=_background, initargs=(load_cpus,))
+                                      initializer=background, initargs=(load_cpus,))
         self._closing = threading.Event()  # every load under way stops at its next step
         self._jobs: set[Future[Any]] = set()  # what the loading threads have to do
         # A version's first load prepared in a helper process (serving/checkouts.py;
@@ -386,7 +320,7 @@ class Pool:
         calls is a few tens of microseconds)."""
         from .runtimes.onnx import OnnxRuntime
 
-        with _short_switches():
+        with short_switches():
             sess = OnnxRuntime.session_from_optimized(graph, self.threads)
             runtime = OnnxRuntime(graph, threads=self.threads, optimized=graph, session=sess)
             samples = runtime.sample_inputs()
@@ -427,7 +361,7 @@ class Pool:
         return True
 
     def _load(self, v: VersionRow, dropped: threading.Event) -> Loaded:
-        with _short_switches():
+        with short_switches():
             self._prepare(v)
             return self._load_version(v, dropped=dropped)
 
@@ -457,7 +391,7 @@ class Pool:
                 model = self._checkout(label, folder, going)
             going()
             if not inline:
-                _pause()
+                pause()
             c_session = time.thread_time()
             cached = self.optimized / f"{v.id}-t{self.threads}.onnx"
             with self._disk:
@@ -489,7 +423,7 @@ class Pool:
             for sample in samples:
                 going()
                 if not inline:
-                    _pause()
+                    pause()
                 runtime.predict(sample, [])
             # A one-row call once warm (a session's first calls cost 10-30x more): how
             # long a request will take, which decides whether it may run on the loop
@@ -497,7 +431,7 @@ class Pool:
             cpu = math.inf if warm is None else warm
             if samples and getattr(runtime, "inline_safe", False):
                 if not inline:
-                    _pause()
+                    pause()
                 c0 = time.thread_time()
                 runtime.predict(samples[0], [])
                 cpu = time.thread_time() - c0
@@ -560,9 +494,9 @@ class Pool:
         return ok
 
     def _free(self, item: Loaded) -> None:
-        with _short_switches():
+        with short_switches():
             item.runtime.close()
-            _pause()
+            pause()
             if not self._keep_checkout(item):
                 shutil.rmtree(item.folder, ignore_errors=True)
 
