@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 from modelvc.registry import Registry
-from modelvc.serving import swap
+from modelvc.serving import checkouts, swap
 from modelvc.serving.metrics import Metrics
 from modelvc.serving.runtimes import load_runtime
 from modelvc.serving.swap import LoadFailed, Pool
@@ -22,6 +24,14 @@ from modelvc.serving.swap import LoadFailed, Pool
 from .conftest import Digits, Start, commit_onnx
 from .helpers import Caller, in_loop, serving, wait_for
 from .predictors import CONSTANT
+
+
+@pytest.fixture(autouse=True)
+def _normal_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Helpers at the usual priority: these tests check what the helper does, and on a
+    busy machine one at idle priority would (rightly) be found starved and replaced by
+    in-process checkouts. The tests of the priority itself turn it back on."""
+    monkeypatch.setattr(checkouts, "IDLE_PRIORITY", False)
 
 
 def _spy_checkouts(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -131,7 +141,9 @@ def test_a_failed_checkout_fails_the_load_as_in_process(
 
 
 def test_the_helper_ends_with_its_pool(
-        serve_reg: Registry, digits: Digits, tmp_path: Path) -> None:
+        serve_reg: Registry, digits: Digits, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkouts, "IDLE_PRIORITY", True)
     pool = Pool(serve_reg, tmp_path / "work", Metrics(), checkout_helper=True)
     assert pool.helper is not None
     _load(pool, serve_reg, "digits@v1", digits.x[:2])
@@ -191,3 +203,46 @@ def test_pruned_checkouts_go_to_the_helper_to_remove(
     finally:
         pool.close()
     assert not (work / "trash").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs this process may run on")
+def test_a_helper_starved_of_cpu_is_replaced_by_an_in_process_load(
+        serve_reg: Registry, digits: Digits, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loading CPU kept busy by work at the usual priority: the helper, at idle
+    # priority, gets (next to) no CPU there, is found starved, killed, and the version
+    # loaded in process; nothing of the helper's partial work is kept.
+    monkeypatch.setattr(checkouts, "IDLE_PRIORITY", True)
+    monkeypatch.setattr(checkouts, "STARVED_S", 0.5)
+    commit_onnx(serve_reg, tmp_path, digits.better, "v2")
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    in_process = _spy_checkouts(serve_reg, monkeypatch)
+    spin = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c",
+                             "while True: pass"])
+    pool = Pool(serve_reg, tmp_path / "work", Metrics(), checkout_helper=True,
+                load_cpus=frozenset({cpu}))
+    try:
+        assert pool.helper is not None
+        got = _load(pool, serve_reg, "digits@v2", digits.x[:4])
+        want = _expected(tmp_path / "plain", digits.better, digits.x[:4])
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+        assert in_process == ["digits@v2"]
+        assert pool.helper.pid is None and pool.helper.starts == 1  # killed, not restarted
+        v2 = serve_reg.resolve("digits@v2").id
+        assert [p.name for p in (tmp_path / "work" / "kept").iterdir()
+                if p.name.startswith(v2)] == []
+    finally:
+        spin.kill()
+        spin.wait()
+        pool.close()
+
+
+@pytest.mark.parametrize(("given", "load_cpus", "helper"), [
+    ({}, None, False), ({}, [0], True), ({"checkout_helper": False}, [0], False),
+    ({"checkout_helper": True}, None, True)])
+def test_a_gateway_has_a_helper_by_default_when_it_loads_on_cpus_of_its_own(
+        serve_reg: Registry, start_gateway: Start, given: dict[str, Any],
+        load_cpus: list[int] | None, helper: bool) -> None:
+    srv = start_gateway(serve_reg, load_cpus=load_cpus, **given)
+    assert (srv.gateway.pool.helper is not None) == helper

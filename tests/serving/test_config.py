@@ -40,6 +40,9 @@ def test_bad_load_cpus_are_refused_with_what_to_give(
     assert message in err.value.message
 
 
-def test_checkout_helper_is_asked_for() -> None:
-    assert load_config(None, {"models": MODELS}).checkout_helper is False
+def test_checkout_helper_defaults_to_the_load_cpus() -> None:
+    # None: on with load_cpus (the gateway decides; test_checkouts.py has each case)
+    assert load_config(None, {"models": MODELS}).checkout_helper is None
+    assert load_config(None, {"models": MODELS, "checkout_helper": False}
+                       ).checkout_helper is False
     assert load_config(None, {"models": MODELS, "checkout_helper": True}).checkout_helper

@@ -49,9 +49,10 @@ def _need_serving() -> None:
 @click.option("--load-cpus", metavar="CPUS",
               help="CPUs where versions are loaded and freed, as taskset -c (e.g. 1): "
                    "with the server pinned elsewhere, a hot swap delays no request.")
-@click.option("--checkout-helper", is_flag=True, default=None,
+@click.option("--checkout-helper/--no-checkout-helper", default=None,
               help="Prepare a version's first load (checkout, graph optimization) in a "
-                   "helper process, off the serving process's GIL.")
+                   "helper process at idle CPU priority, off the serving process's GIL "
+                   "(default: with --load-cpus).")
 @click.option("--standby-mb", type=click.FloatRange(0), metavar="MB",
               help="Keep freed ONNX versions loaded, up to MB of checkout in all (default "
                    "64; 0: none): serving one again is then instant.")

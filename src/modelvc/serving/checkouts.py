@@ -9,15 +9,16 @@ only writes one request line to the helper and blocks reading the answer: one ha
 each way, whatever the checkout does. For an ONNX-only version the helper also writes
 its optimized graph where the gateway keeps graphs, so the gateway then builds the
 session from it as for a re-load. The helper (`python -m modelvc.serving.checkouts
-REGISTRY [CPUS] [TRASH]`) opens the same local registry through the Registry API and
+REGISTRY [CPUS] [TRASH] [idle]`) opens the same local registry through the Registry API and
 works one request at a time, on the loading CPUs when given and at idle priority
 (SCHED_IDLE: it takes no CPU that anything else wants, such as the requests' clients on
 the loading CPU; at normal priority it did not shorten the swap tail, session 10; at
 idle priority the p99 during swaps to new versions fell from ~2.4x to ~1.4x that of
 the same load between swaps over REST, session 17); before each it empties TRASH (kept
 checkouts the gateway pruned); it exits when its stdin closes (the gateway stopped,
-however it stopped). Off by default (ServeConfig.checkout_helper): it costs a second
-process, and on CPUs that other work keeps busy a first load waits for a free moment.
+however it stopped). A helper starved of CPU (busy loading CPUs) is killed after about
+STARVED_S and the version loaded in process. On by default with `load_cpus`
+(ServeConfig.checkout_helper), off otherwise: it costs a second process.
 
 Any failure of the helper (it cannot start, dies, or reports an error) is not a load
 failure: the caller checks the version out itself, as before, so what a user sees
@@ -30,20 +31,43 @@ import contextlib
 import json
 import logging
 import os
+import select
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
 log = logging.getLogger("modelvc.serving")
 NAME = "modelvc-chkout"  # the helper's process name (ps, top, bench/serving.py)
 STOP_WAIT_S = 10.0
+# The helper runs at idle CPU priority (SCHED_IDLE; tests may turn it off).
+IDLE_PRIORITY = True
+# Starved: over a STARVED_S look, its threads waited for a CPU at least half of it and
+# ran under a tenth of it (at idle priority beside busy normal work it gets ~0.3 % of a
+# CPU). It is then killed and the version loaded in process, as after any failure.
+STARVED_S = 1.0
+STARVED_BACKOFF_S = 30.0  # ... and for this long after, loads check out in process
 
 
 class HelperFailed(Exception):
     """The helper did not check the version out; check it out in process."""
+
+
+def _cpu_ns(pid: int) -> tuple[int, int] | None:
+    """Nanoseconds the process's threads have run and waited runnable for a CPU (Linux
+    schedstat), or None where the kernel does not tell."""
+    ran = waited = 0
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with open(f"{task.path}/schedstat") as f:
+                fields = f.read().split()
+            ran, waited = ran + int(fields[0]), waited + int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return ran, waited
 
 
 class CheckoutHelper:
@@ -60,6 +84,7 @@ class CheckoutHelper:
         self._lock = threading.Lock()  # one checkout at a time through the pipe
         self.starts = 0
         self.closed = False
+        self._starved_until = 0.0  # time.monotonic() until which the helper is not asked
 
     @property
     def pid(self) -> int | None:
@@ -73,7 +98,7 @@ class CheckoutHelper:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "modelvc.serving.checkouts", self.location, cpus,
-                 str(self.trash or "")],
+                 str(self.trash or ""), "idle" if IDLE_PRIORITY else ""],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         except OSError as exc:
             raise HelperFailed(f"the checkout helper did not start: {exc}") from exc
@@ -103,16 +128,24 @@ class CheckoutHelper:
     def _ask(self, req: dict[str, Any]) -> dict[str, Any]:
         line = json.dumps(req).encode() + b"\n"
         with self._lock:
+            if time.monotonic() < self._starved_until:
+                raise HelperFailed("the checkout helper was starved of CPU moments ago")
             proc = self._proc if self._proc is not None and self._proc.poll() is None \
                 else self._start()
             assert proc.stdin is not None and proc.stdout is not None
             try:
                 proc.stdin.write(line)
                 proc.stdin.flush()
-                answer = proc.stdout.readline()
+                answer = self._answer(proc)
             except (OSError, ValueError) as exc:
                 answer = b""
                 log.warning("checkout helper: %s", exc)
+            if answer is None:  # starved: the loading CPUs are kept busy
+                proc.kill()
+                self._reap(proc)
+                self._starved_until = time.monotonic() + STARVED_BACKOFF_S
+                raise HelperFailed("the checkout helper got no CPU time (the loading CPUs "
+                                   "are busy with other work)")
             if not answer:  # it died: the next request starts another
                 self._reap(proc)
                 raise HelperFailed("the checkout helper exited")
@@ -120,6 +153,20 @@ class CheckoutHelper:
         if not doc.get("ok"):
             raise HelperFailed(str(doc.get("error")))
         return doc
+
+    @staticmethod
+    def _answer(proc: subprocess.Popen[bytes]) -> bytes | None:
+        """The helper's answer line (b"" if it died), or None if it is starved."""
+        assert proc.stdout is not None
+        before = _cpu_ns(proc.pid)
+        while not select.select([proc.stdout], [], [], STARVED_S)[0]:
+            now = _cpu_ns(proc.pid)
+            if before is not None and now is not None and \
+                    now[1] - before[1] >= STARVED_S * 0.5e9 and \
+                    now[0] - before[0] < STARVED_S * 0.1e9:
+                return None
+            before = now
+        return proc.stdout.readline()  # (one line per request: nothing is buffered ahead)
 
     def _reap(self, proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -154,8 +201,8 @@ class CheckoutHelper:
             self._lock.release()
 
 
-def _serve(location: str, cpus: str, trash: str, stdin: IO[bytes], stdout: IO[bytes]
-           ) -> None:
+def _serve(location: str, cpus: str, trash: str, idle: bool, stdin: IO[bytes],
+           stdout: IO[bytes]) -> None:
     with contextlib.suppress(OSError):
         Path("/proc/self/comm").write_text(NAME)
     if cpus:
@@ -165,8 +212,9 @@ def _serve(location: str, cpus: str, trash: str, stdin: IO[bytes], stdout: IO[by
     # load never takes a CPU from the requests' clients or a busy neighbour; it holds
     # none of the gateway's GIL, so being preempted costs the gateway nothing but a
     # later switch (docs/benchmarks.md, serving, session 17).
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    if idle:
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     from ..registry import Registry
 
     reg = Registry.open_local(location)
@@ -235,5 +283,5 @@ def model_file(folder: Path, files: list[str]) -> Path | None:
 
 
 if __name__ == "__main__":
-    args = [*sys.argv[1:4], "", ""]
-    _serve(args[0], args[1], args[2], sys.stdin.buffer, sys.stdout.buffer)
+    args = [*sys.argv[1:5], "", "", ""]
+    _serve(args[0], args[1], args[2], args[3] == "idle", sys.stdin.buffer, sys.stdout.buffer)

@@ -14,7 +14,8 @@
                                     # wherever the process runs; e.g. serve on CPU 0 with
                                     # `taskset -c 0`, load on 1: a hot swap's work then
                                     # never delays a request on CPU 0)
-    checkout_helper = true          # first loads prepared in a helper process
+    checkout_helper = true          # first loads prepared in a helper process (default:
+                                    # on with load_cpus)
     standby_mb = 64                 # freed ONNX versions kept loaded, up to this many MB
                                     # of checkout in all: serving one again is instant
     actor = "canary-bot"            # who automatic canary moves are recorded as
@@ -107,10 +108,10 @@ class ServeConfig:
     # reads); None: the process's CPUs
     load_cpus: tuple[int, ...] | None = None
     # A version's first load prepared in a helper process (serving/checkouts.py): its
-    # checkout and graph optimization off this process's GIL, at idle CPU priority. Off
-    # by default: a second process, and on CPUs kept busy a first load waits for them
-    # (docs/benchmarks.md, serving, sessions 10 and 17)
-    checkout_helper: bool = False
+    # checkout and graph optimization off this process's GIL, at idle CPU priority. None:
+    # on with load_cpus (a pinned server, where a swap to a new version then delays
+    # requests least: docs/benchmarks.md, serving, session 17), else off (a second process)
+    checkout_helper: bool | None = None
     # Freed versions that run no user code (ONNX) kept loaded and warm, up to this many
     # MB of checkout in all (0: none): a rollback or a version back in a canary is then
     # served at once, with no session built or destroyed during the switch.

@@ -76,7 +76,8 @@ class Gateway:
         self.workdir = workdir
         self.pool = Pool(reg, self.workdir, self.metrics, trust=cfg.trust, threads=cfg.threads,
                          load_cpus=frozenset(cfg.load_cpus) if cfg.load_cpus else None,
-                         checkout_helper=cfg.checkout_helper, standby_mb=cfg.standby_mb)
+                         checkout_helper=bool(cfg.load_cpus) if cfg.checkout_helper is None
+                         else cfg.checkout_helper, standby_mb=cfg.standby_mb)
         self._infer = ThreadPoolExecutor(cfg.workers, thread_name_prefix="modelvc-infer")
         # `clock`: the windows' (and statuses') clock; tests step it instead of sleeping
         self.models = {m.name: ServedModel(m, self.pool, m.canary.policy.window if m.canary

@@ -241,6 +241,10 @@ class Pool:
                                       self.threads)
         except HelperFailed as exc:
             log.info("%s@v%d: not prepared by the helper: %s", v.model, v.number, exc)
+            # (a helper killed mid-way, starved, may leave its partial checkout and graph)
+            for left in self.kept.glob(f"{v.id}.partial-*"):
+                shutil.rmtree(left, ignore_errors=True)
+            graph.with_name(graph.name + ".partial").unlink(missing_ok=True)
             return
         self._keep_optimized(graph)
         with self._disk:
