@@ -13,6 +13,7 @@ import pytest
 
 from modelvc.errors import UsageError
 from modelvc.registry import Registry
+from modelvc.serving import swap
 from modelvc.serving.config import load_config
 from modelvc.serving.metrics import Metrics
 from modelvc.serving.runtimes.onnx import OnnxRuntime
@@ -97,6 +98,21 @@ def test_the_standby_keeps_its_budget_the_least_recently_freed_go_first(
         _cycle(pool, serve_reg, ["digits@v1"], digits.x[:4])
         assert loads == ["v1", "v2", "v3", "v1"]  # loaded again; v2 then went
         assert list(pool.standby) == [vs[3].id, vs[1].id] and held[1][0].closed
+    finally:
+        pool.close()
+
+
+def test_the_standby_holds_a_few_versions_however_small(
+        serve_reg: Registry, digits: Digits, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(swap, "STANDBY_VERSIONS", 2)
+    for n in (2, 3, 4):
+        commit_onnx(serve_reg, tmp_path, digits.better if n % 2 else digits.broken, f"v{n}")
+    pool = Pool(serve_reg, tmp_path / "work", Metrics())  # 64 MB: room for all of them
+    try:
+        held = _cycle(pool, serve_reg, [f"digits@v{n}" for n in (1, 2, 3, 4)], digits.x[:2])
+        assert list(pool.standby) == [serve_reg.resolve(f"digits@v{n}").id for n in (3, 4)]
+        assert [item.closed for item, _ in held] == [True, True, False, False]
     finally:
         pool.close()
 

@@ -40,6 +40,9 @@ KEEP_OPTIMIZED = 8  # versions whose optimized ONNX graph stays on disk for a re
 KEEP_CHECKOUTS = 8  # freed ONNX versions whose checkout stays on disk for a re-load
 KEEP_CHECKOUT_MAX_BYTES = 64 << 20  # ... up to this size each
 STANDBY_MB = 64  # freed pure-compute versions kept loaded, up to this many MB in all
+# ... and this many at most: a session costs memory beyond its checkout's bytes (ONNX
+# Runtime's own structures), which many tiny versions would add up
+STANDBY_VERSIONS = 4
 
 
 _MISSING = object()
@@ -102,12 +105,13 @@ class Pool:
         self.threads = threads
         self.items: dict[str, Loaded] = {}
         # Freed versions kept loaded and warm, least recently freed first, up to
-        # `standby_mb` of checkout in all: serving one again (a rollback, a canary
-        # back, a cycle of a few versions) is a move between two dicts, where a
-        # re-load costs the loop its GIL hand-offs with the session's build in a
-        # loading thread and the old session's destruction (~0.1-0.2 ms with the GIL
-        # held, its memory gone cold from the caches: docs/benchmarks.md, session 17).
-        # Only runtimes that run no user code (inline_safe), never when closing.
+        # `standby_mb` of checkout in all and STANDBY_VERSIONS: serving one again (a
+        # rollback, a canary back, a cycle of a few versions) is a move between two
+        # dicts, where a re-load costs the loop its GIL hand-offs with the session's
+        # build in a loading thread and the old session's destruction (~0.1-0.2 ms
+        # with the GIL held, its memory gone cold from the caches: docs/benchmarks.md,
+        # session 17). Only runtimes that run no user code (inline_safe), never when
+        # closing.
         self.standby: dict[str, Loaded] = {}
         self.standby_bytes = int(standby_mb * (1 << 20))
         # Optimized ONNX graphs by version id: a re-load (a rollback, a version back in
@@ -292,9 +296,9 @@ class Pool:
                 and item.version.raw_size <= self.standby_bytes:
             self.standby[item.version.id] = item
             room = self.standby_bytes
-            for vid, kept in reversed(list(self.standby.items())):  # newest first
-                room -= kept.version.raw_size
-                if room < 0:
+            for n, (vid, kept) in enumerate(reversed(list(self.standby.items()))):
+                room -= kept.version.raw_size  # (newest first)
+                if room < 0 or n >= STANDBY_VERSIONS:
                     self._close(self.standby.pop(vid))
         else:
             self._close(item)
