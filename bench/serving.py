@@ -366,9 +366,10 @@ def main() -> None:
                          "protocol, committed first: the digits MLP with its weights "
                          "moved), as when a new version is promoted; default: the swaps "
                          "cycle v2, v3, v1, so 18 of 20 re-load a kept checkout")
-    ap.add_argument("--checkout-helper", action="store_true",
-                    help="modelvc serve --checkout-helper: first loads prepared in a "
-                         "helper process (serving/checkouts.py)")
+    ap.add_argument("--checkout-helper", action=argparse.BooleanOptionalAction,
+                    help="modelvc serve --[no-]checkout-helper: first loads prepared in a "
+                         "helper process (serving/checkouts.py); default: the gateway's "
+                         "(on with the --load-cpus this bench gives when pinning)")
     ap.add_argument("--smoke", action="store_true",
                     help="short phases: checks the benchmark runs; figures mean nothing")
     args = ap.parse_args()
@@ -401,7 +402,9 @@ def main() -> None:
                            "--port", str(port), "--grpc-port", str(grpc_port),
                            "--poll-interval", "0.05", "--log-level", "warning",
                            "--workers", str(THREADS), *load_cpus,
-                           *(["--checkout-helper"] if args.checkout_helper else [])],
+                           *([] if args.checkout_helper is None else
+                             ["--checkout-helper" if args.checkout_helper
+                              else "--no-checkout-helper"])],
                           env=os.environ | {"TMPDIR": str(tmp)})
     peer: subprocess.Popen[bytes] | None = None
     try:

@@ -140,6 +140,9 @@ def ort_gil() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ort-gil", action="store_true")
+    ap.add_argument("--checkout-helper", action=argparse.BooleanOptionalAction,
+                    help="the gateway's --[no-]checkout-helper (default: the gateway's, "
+                         "on with the --load-cpus given here)")
     ap.add_argument("--fresh", action="store_true",
                     help="swap to 20 versions never loaded, once each (first loads)")
     ap.add_argument("--time", action="append", default=[], metavar="MODULE:NAME",
@@ -166,7 +169,10 @@ def main() -> None:
          *(f"--time={name}" for name in args.time), "--gateway",
          "--registry", str(tmp / "repo"), "serve", "digits@production", "--port", str(port),
          "--grpc-port", "0", "--log-level", "warning", "--poll-interval", "0.05",
-         "--workers", "4", "--load-cpus", "1"], env=os.environ | {"TMPDIR": str(tmp)})
+         "--workers", "4", "--load-cpus", "1",
+         *([] if args.checkout_helper is None else
+           ["--checkout-helper" if args.checkout_helper else "--no-checkout-helper"])],
+        env=os.environ | {"TMPDIR": str(tmp)})
     try:
         b._wait_ready(url, gw, "modelvc serve")
         load = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m",

@@ -10,7 +10,7 @@ figure to hold against issue 13's <= 1.5x, every run's is printed beside it.
 
     python bench/swap_rounds.py --runs 5            # the default cycle (re-loads)
     python bench/swap_rounds.py --runs 5 --fresh-versions
-    python bench/swap_rounds.py --runs 5 --fresh-versions --checkout-helper
+    python bench/swap_rounds.py --runs 5 --fresh-versions --no-checkout-helper
     python bench/swap_rounds.py --json out.json
 """
 
@@ -53,12 +53,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--fresh-versions", action="store_true",
                     help="every swap to a version never loaded (serving.py's option)")
-    ap.add_argument("--checkout-helper", action="store_true",
-                    help="first loads prepared in a helper process (serving.py's option)")
+    ap.add_argument("--checkout-helper", action=argparse.BooleanOptionalAction,
+                    help="first loads prepared in a helper process, or not (serving.py's "
+                         "option; default: the gateway's, on with the bench's --load-cpus)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     extra = ["--fresh-versions"] if args.fresh_versions else []
-    extra += ["--checkout-helper"] if args.checkout_helper else []
+    if args.checkout_helper is not None:
+        extra.append("--checkout-helper" if args.checkout_helper else "--no-checkout-helper")
     runs = []
     for i in range(args.runs):
         r = one_run(extra)
