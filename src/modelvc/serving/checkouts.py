@@ -56,6 +56,11 @@ class HelperFailed(Exception):
     """The helper did not check the version out; check it out in process."""
 
 
+class HelperGone(HelperFailed):
+    """The helper died or was killed (starved) during the request: what it was writing
+    may be left half done (a refusal, by contrast, cleans up after itself)."""
+
+
 def _cpu_ns(pid: int) -> tuple[int, int] | None:
     """Nanoseconds the process's threads have run and waited runnable for a CPU (Linux
     schedstat), or None where the kernel does not tell."""
@@ -144,11 +149,11 @@ class CheckoutHelper:
                 proc.kill()
                 self._reap(proc)
                 self._starved_until = time.monotonic() + STARVED_BACKOFF_S
-                raise HelperFailed("the checkout helper got no CPU time (the loading CPUs "
-                                   "are busy with other work)")
+                raise HelperGone("the checkout helper got no CPU time (the loading CPUs "
+                                 "are busy with other work)")
             if not answer:  # it died: the next request starts another
                 self._reap(proc)
-                raise HelperFailed("the checkout helper exited")
+                raise HelperGone("the checkout helper exited")
         doc: dict[str, Any] = json.loads(answer)
         if not doc.get("ok"):
             raise HelperFailed(str(doc.get("error")))

@@ -54,6 +54,7 @@ from ..names import check_name
 from .runtimes import Trust
 
 TOKEN_ENV = "MODELVC_SERVE_TOKEN"
+STANDBY_MB = 64.0  # the default of ServeConfig.standby_mb (and of swap.Pool's)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class ServeConfig:
     # Freed versions that run no user code (ONNX) kept loaded and warm, up to this many
     # MB of checkout in all (0: none): a rollback or a version back in a canary is then
     # served at once, with no session built or destroyed during the switch.
-    standby_mb: float = 64.0
+    standby_mb: float = STANDBY_MB
 
 
 def _only(raw: dict[str, Any], allowed: set[str], where: str) -> None:

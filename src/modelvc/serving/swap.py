@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 from ..meta.api import VersionRow
 from ..registry import Registry
-from .checkouts import CheckoutHelper, HelperFailed, model_file
+from .checkouts import CheckoutHelper, HelperFailed, HelperGone, model_file
+from .config import STANDBY_MB
 from .loadthreads import background, pause, short_switches
 from .metrics import Metrics
 from .runtimes import Runtime, Trust, load_runtime
@@ -39,8 +40,8 @@ INLINE_LOAD_S = 0.002  # a re-load whose session + warm-up took less CPU runs on
 KEEP_OPTIMIZED = 8  # versions whose optimized ONNX graph stays on disk for a re-load
 KEEP_CHECKOUTS = 8  # freed ONNX versions whose checkout stays on disk for a re-load
 KEEP_CHECKOUT_MAX_BYTES = 64 << 20  # ... up to this size each
-STANDBY_MB = 64  # freed pure-compute versions kept loaded, up to this many MB in all
-# ... and this many at most: a session costs memory beyond its checkout's bytes (ONNX
+# Freed pure-compute versions kept loaded: up to config.STANDBY_MB of checkout in all,
+# and this many at most: a session costs memory beyond its checkout's bytes (ONNX
 # Runtime's own structures), which many tiny versions would add up
 STANDBY_VERSIONS = 4
 
@@ -245,10 +246,10 @@ class Pool:
                                       self.threads)
         except HelperFailed as exc:
             log.info("%s@v%d: not prepared by the helper: %s", v.model, v.number, exc)
-            # (a helper killed mid-way, starved, may leave its partial checkout and graph)
-            for left in self.kept.glob(f"{v.id}.partial-*"):
-                shutil.rmtree(left, ignore_errors=True)
-            graph.with_name(graph.name + ".partial").unlink(missing_ok=True)
+            if isinstance(exc, HelperGone):  # its partial checkout and graph may be left
+                for left in self.kept.glob(f"{v.id}.partial-*"):
+                    shutil.rmtree(left, ignore_errors=True)
+                graph.with_name(graph.name + ".partial").unlink(missing_ok=True)
             return
         self._keep_optimized(graph)
         with self._disk:
