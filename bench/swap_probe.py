@@ -11,6 +11,7 @@ gateway:
     python bench/swap_probe.py
     python bench/swap_probe.py --fresh     # 20 swaps each to a version never loaded
     python bench/swap_probe.py --ort-gil   # does ONNX Runtime hold the GIL building a session?
+    python bench/swap_probe.py --destroy   # a session's destruction, warm and cold
     python bench/swap_probe.py --time modelvc.serving.runtimes.onnx:OnnxRuntime.close
                                            # any other function's wall time, as those two
 """
@@ -100,6 +101,57 @@ def gateway(out: str, argv: list[str], timed_names: list[str]) -> None:
     cli.main(argv)
 
 
+def destroy(rounds: int = 40) -> None:
+    """How long dropping a digits ONNX session takes (what Pool._free_inline did on the
+    loop): right after three runs, and once 8 MB written elsewhere has cooled the
+    caches; with the session options that might change it. Medians of `rounds`."""
+    import onnxruntime as ort
+
+    import serving as b
+    from modelvc.serving.runtimes.onnx import OnnxRuntime
+
+    tmp = Path(tempfile.mkdtemp(prefix="modelvc-swap-probe-"))
+    try:
+        _, x, onnx = b._models(tmp / "repo", 0)
+        model, graph = tmp / "model.onnx", tmp / "optimized.onnx"
+        model.write_bytes(onnx)
+        OnnxRuntime(model, optimized=graph)  # writes the optimized graph
+        optimized = graph.read_bytes()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ort.set_default_logger_severity(3)
+    junk = bytearray(8 << 20)
+    options: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+        ("as the gateway builds it", {}, {}),
+        ("memory arena off", {"enable_cpu_mem_arena": False}, {}),
+        ("arena and memory pattern off",
+         {"enable_cpu_mem_arena": False, "enable_mem_pattern": False}, {}),
+        ("prepacking off", {}, {"session.disable_prepacking": "1"}),
+    ]
+    for what, attrs, entries in options:
+        times: dict[str, list[float]] = {"warm": [], "cold": []}
+        for i in range(rounds):
+            opts = OnnxRuntime._options(1)
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            for k, v in attrs.items():
+                setattr(opts, k, v)
+            for k, v in entries.items():
+                opts.add_session_config_entry(k, v)
+            sess = ort.InferenceSession(optimized, opts,
+                                        providers=["CPUExecutionProvider"])
+            for _ in range(3):
+                sess.run(None, {"X": x[:1]})
+            kind = "cold" if i % 2 else "warm"
+            if kind == "cold":
+                junk[:] = bytes([i % 256]) * len(junk)
+            t = time.perf_counter()
+            del sess
+            times[kind].append((time.perf_counter() - t) * 1e3)
+        print(f"{what}: destroyed warm {statistics.median(times['warm']):.3f} ms, "
+              f"cold {statistics.median(times['cold']):.3f} ms (medians of "
+              f"{rounds // 2} each)")
+
+
 def ort_gil() -> None:
     """A thread on CPU 1 builds 50 sessions from an optimized digits graph while this
     thread spins on CPU 0: gaps in the spin over 0.2 ms are the GIL held."""
@@ -140,6 +192,8 @@ def ort_gil() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ort-gil", action="store_true")
+    ap.add_argument("--destroy", action="store_true",
+                    help="time an ONNX session's destruction, warm and with cold caches")
     ap.add_argument("--checkout-helper", action=argparse.BooleanOptionalAction,
                     help="the gateway's --[no-]checkout-helper (default: the gateway's, "
                          "on with the --load-cpus given here)")
@@ -154,6 +208,8 @@ def main() -> None:
         return gateway(args.out, args.gateway, TIMED + args.time)
     if args.ort_gil:
         return ort_gil()
+    if args.destroy:
+        return destroy()
     import serving as b
     from modelvc.serving.runner import free_port
 
