@@ -52,7 +52,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -276,10 +276,11 @@ def main() -> None:
                 reg = None if name == "S" else Registry.init(work / f"loop-{name}-{rnd}")
                 got = whole_loop(a, work, reg, name, rows if rnd == 0 else None)
                 if name == "C" and rnd == 0:
+                    assert reg is not None  # only S runs without a registry
                     folder_bg_reg = reg
-                for k, v in got.items():
-                    whole.setdefault(name, {}).setdefault(k, 0.0)
-                    whole[name][k] += v
+                for figure, v in got.items():
+                    whole.setdefault(name, {}).setdefault(figure, 0.0)
+                    whole[name][figure] += v
                 print(f"{name} round {rnd + 1}: loop {got['loop_s']:.2f}s (its thread "
                       f"{got['loop_cpu']:.2f} s CPU), drain {got.get('drain_s', 0):.2f}s, "
                       f"commit CPU elsewhere {got.get('commit_cpu', 0):.2f}s, load "

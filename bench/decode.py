@@ -80,11 +80,11 @@ def commit_all(root: Path, versions: list[VersionSpec]) -> dict[str, int]:
     with Registry.init(root) as reg:
         for v in versions:
             warm(Path(v.folder))
-            kw = {}
+            parent = None  # on its branch's head (commit's default)
             if v.parent is not None and v.branch != branch_of[v.parent]:
-                kw["parent"] = f"{MODEL}@v{numbers[v.parent]}"
+                parent = f"{MODEL}@v{numbers[v.parent]}"
             row = reg.commit(Path(v.folder), model=MODEL, branch=v.branch,
-                             message=v.message, **kw)
+                             message=v.message, parent=parent)
             numbers[v.name] = row.number
     (root / "bench-versions.json").write_text(json.dumps(
         {v.name: [numbers[v.name], v.folder] for v in versions}))

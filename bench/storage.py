@@ -173,7 +173,7 @@ def run_modelvc(versions: list[VersionSpec], work: Path, *, max_depth: int,
                 times.append(time.perf_counter() - t0)
         r.checkout_s = min(times)
         r.exact = same_tree(Path(v.folder), dest)
-        with Registry.open(root) as reg:
+        with Registry.open_local(root) as reg:  # a Registry: max_depth_of needs delta_chain
             r.depth = max_depth_of(reg, f"{model}@v{r.number}")
         shutil.rmtree(dest)
         if log:

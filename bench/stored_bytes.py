@@ -50,7 +50,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("registry", type=Path)
     a = ap.parse_args()
-    reg = Registry.open(str(a.registry))
+    # open_local: a Registry (the RegistryAPI protocol has no object store); no public
+    # verb lists every stored object, hence the private _store.
+    reg = Registry.open_local(a.registry)
     store = reg._store  # a bench reads the objects as stored, not through the API
     by: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0, 0.0])
     planes: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
@@ -78,15 +80,15 @@ def main() -> None:
     print(f"{total / MB:.3f} MB stored in all")
     print(f"{'kind':24} {'dtype':5} {'mode':8} {'stored MB':>10} {'raw MB':>9} {'ratio':>6}"
           f" {'share':>6}")
-    for key, (s, r) in sorted(by.items(), key=lambda kv: -kv[1][0]):
+    for row, (s, r) in sorted(by.items(), key=lambda kv: -kv[1][0]):
         ratio = f"{s / r:.3f}" if r else "-"
-        print(f"{key[0]:24} {key[1]:5} {key[2]:8} {s / MB:10.3f} {r / MB:9.1f} {ratio:>6} "
+        print(f"{row[0]:24} {row[1]:5} {row[2]:8} {s / MB:10.3f} {r / MB:9.1f} {ratio:>6} "
               f"{s / total:6.1%}")
     print(f"\n{'dtype':5} {'mode':8} {'plane':7} {'stored MB':>10} {'bits/elem':>9}"
           f" {'stored raw':>10}")
-    for key, (s, n, raw) in sorted(planes.items(), key=lambda kv: -kv[1][0]):
-        print(f"{key[0]:5} {key[1]:8} {key[2]:7} {s / MB:10.3f} {8 * s / n:9.3f}"
-              f" {raw / s if s else 0:10.0%}")
+    for row, (s, n, raw_bytes) in sorted(planes.items(), key=lambda kv: -kv[1][0]):
+        print(f"{row[0]:5} {row[1]:8} {row[2]:7} {s / MB:10.3f} {8 * s / n:9.3f}"
+              f" {raw_bytes / s if s else 0:10.0%}")
     reg.close()
 
 

