@@ -54,10 +54,12 @@ def _seed(root: Path, meta_url: str | None, objects_url: str | None) -> Seeded:
     with Registry.init(repo, meta_url=meta_url, objects_url=objects_url) as reg:
         base = write_model(files / "bert.safetensors", 0)
         reg.commit(files / "bert.safetensors", model="bert", message="baseline",
-                   params={"lr": 1e-3, "epochs": 1}, metrics={"acc": 0.80, "loss": 0.61})
+                   params={"lr": 1e-3, "epochs": 1, "hidden": [64], "optimizer": "sgd"},
+                   metrics={"acc": 0.80, "loss": 0.61})
         write_model(files / "bert.safetensors", 1, base=base)
         reg.commit(files / "bert.safetensors", model="bert", message="epoch 2",
-                   params={"lr": 1e-3, "epochs": 2}, metrics={"acc": 0.86, "loss": 0.42})
+                   params={"lr": 1e-3, "epochs": 2, "hidden": [128, 64], "optimizer": "SGD"},
+                   metrics={"acc": 0.86, "loss": 0.42})
         reg.create_branch("bert", "dev", at="bert@v1")
         write_model(files / "bert.safetensors", 2, base=base, scale=1e-2)
         reg.commit(files / "bert.safetensors", model="bert", branch="dev",

@@ -46,6 +46,8 @@ def test_promote_refused_by_a_gate_shows_why_and_moves_nothing(
     expect(alert).to_contain_text("failed the production gates")
     expect(alert).to_contain_text("acc >= 0.84")  # the gate that refused, by name
     expect(alert).to_contain_text("Nothing was changed")
+    page.click("text=Back to the page you came from")  # not a dead end
+    expect(page.locator("h1")).to_contain_text("bert@v3")
     shot(page, "promote-refused")
     assert _state(seeded) == before
     # Chromium logs the refusal's 409 status; nothing else may be logged.
@@ -56,8 +58,13 @@ def test_rollback_by_a_maintainer_shows_in_timeline_and_audit(
         page: Page, server: ServerProcess, seeded: Seeded, console: Console) -> None:
     at_before, moves_before, _ = _state(seeded)
     login(page, server, seeded.tokens["maint"])
+    asked: list[str] = []
+    page.on("dialog", lambda d: asked.append(d.message))  # (console accepts it)
     roll_back(page, server, "bert", "production", "latency regression in v2")
-    expect(page.locator(".notice[role=status]")).to_contain_text("rolled back production")
+    expect(page.locator(".notice[role=status]")).to_contain_text(
+        "rolled back production from v2 to v1")
+    # the confirmation said where the channel would go before anything moved
+    assert asked == ["Roll back production from v2 to v1 (previous)?"]
     first = page.locator("section[aria-labelledby=timeline] tbody tr").first
     expect(first).to_contain_text("rollback")
     expect(first).to_contain_text("maint")
@@ -71,6 +78,28 @@ def test_rollback_by_a_maintainer_shows_in_timeline_and_audit(
     expect(entry).to_contain_text("maint")
     expect(entry).to_contain_text("bert@production")
     expect(entry).to_contain_text("latency regression in v2")
+    # before and after name the versions (links), not a cut-off JSON id
+    before, after = entry.locator("td.audit-value").all()
+    expect(before.locator("a")).to_have_text("v2")
+    expect(after.locator("a")).to_have_text("v1")
+    after.locator("summary").click()
+    expect(after.locator("code")).to_contain_text('"kind": "channel"')
+    assert console.errors == []
+
+
+def test_a_done_notice_shows_only_when_an_action_made_it(
+        page: Page, server: ServerProcess, seeded: Seeded, console: Console) -> None:
+    login(page, server, seeded.tokens["maint"])
+    page.goto(server.url + "/ui/m/bert?done=production+rolled+back+by+admin")
+    expect(page.locator("h1")).to_have_text("bert")
+    expect(page.locator(".notice[role=status]")).to_have_count(0)  # a forged link
+    page.goto(server.url + "/ui/m/bert/v/2")
+    page.fill("#t-name", "notice-check")
+    page.click("text=Tag v2")
+    expect(page.locator(".notice[role=status]")).to_have_text("Done: tagged notice-check.")
+    forged = page.url.replace("notice-check", "something-else")
+    page.goto(forged)
+    expect(page.locator(".notice[role=status]")).to_have_count(0)
     assert console.errors == []
 
 
@@ -84,6 +113,8 @@ def test_reader_sees_no_actions_and_a_forged_post_is_refused(
     page.goto(server.url + "/ui/m/bert")
     expect(page.locator("form.act")).to_have_count(0)
     expect(page.locator("button", has_text="Roll back")).to_have_count(0)
+    # the whole trail is for admins: no link to a page that would refuse a reader
+    expect(page.locator("nav[aria-label=Main] a", has_text="Audit")).to_have_count(0)
 
     before = _state(seeded)
     csrf = page.locator("form[action$='/logout'] input[name=_csrf]").get_attribute("value")
@@ -103,6 +134,7 @@ def test_reader_sees_no_actions_and_a_forged_post_is_refused(
 def test_a_post_without_the_csrf_token_is_refused(
         page: Page, server: ServerProcess, seeded: Seeded) -> None:
     login(page, server, seeded.tokens["admin"])
+    expect(page.locator("nav[aria-label=Main] a", has_text="Audit")).to_have_count(1)
     before = _state(seeded)
     for extra in ({}, {"_csrf": "0" * 64}):
         resp = page.request.post(f"{server.url}/ui/act/tag", max_redirects=0, form={

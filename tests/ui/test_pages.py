@@ -74,6 +74,10 @@ def test_compare_params_metrics_and_tensor_heatmap(page: Page, local_ui: LocalUI
     table = page.locator("table.compare")
     expect(table.locator("tr.differs", has_text="epochs")).to_contain_text("2")
     expect(table.locator("tr.differs", has_text="acc")).to_contain_text("0.86")
+    # list values compare as values, and case counts ("sgd" then "SGD")
+    expect(table.locator("tr.differs", has_text="hidden")).to_contain_text("[128, 64]")
+    expect(table.locator("tr.differs", has_text="optimizer")).to_contain_text("SGD")
+    expect(table.locator("tr:not(.differs)", has_text="lr")).to_have_count(1)
     expect(table).to_contain_text("tag:paper")
     heat = page.locator("table.heat tbody")
     # floats moved by about 1e-3 of their scale; the integer position ids did not move

@@ -102,17 +102,25 @@ def test_audit_pages_walk_the_trail_through_the_registry(tmp_path: Path,
         trail = [e.id for e in reversed(reg.audit(model="a"))]  # newest first
         assert len(trail) == 4
         spy = Counting(reg)
-        first = pages.audit_page(spy, model="a", verify=False)  # type: ignore[arg-type]
+        cache = VersionsCache()
+        first = pages.audit_page(spy, cache, model="a",  # type: ignore[arg-type]
+                                 verify=False)
         # The registry pages: the first page is one call (LIMIT+1 newest), never the trail.
-        assert [r.id for r in first["rows"]] == trail[:3]
+        assert [r.r.id for r in first["rows"]] == trail[:3]
         assert first["older"] and not first["newer"]
-        last = pages.audit_page(reg, model="a", before=first["rows"][-1].id, verify=False)
-        assert [r.id for r in last["rows"]] == trail[3:]
+        # each commit's entry names its version by number (a link on the page)
+        assert [r.after.number for r in first["rows"]] == [4, 3, 2]
+        assert [r.before.number for r in first["rows"]] == [3, 2, 1]  # the branch before
+        last = pages.audit_page(reg, cache, model="a", before=first["rows"][-1].r.id,
+                                verify=False)
+        assert [r.r.id for r in last["rows"]] == trail[3:]
         assert last["newer"] and not last["older"]
-        back = pages.audit_page(reg, model="a", after=last["rows"][0].id, verify=False)
-        assert [r.id for r in back["rows"]] == trail[:3]
+        back = pages.audit_page(reg, cache, model="a", after=last["rows"][0].r.id,
+                                verify=False)
+        assert [r.r.id for r in back["rows"]] == trail[:3]
         assert back["older"] and not back["newer"]
-    assert spy.calls == {"audit": 1}
+    # one audit call, and the versions read once to name them (cached for the pages)
+    assert spy.calls == {"audit": 1, "refs": 1, "versions": 1}
 
 
 def test_versions_cache_evicts_least_recently_used_by_versions_held(

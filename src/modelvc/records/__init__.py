@@ -29,6 +29,7 @@ from .core import (
     Unset,
     Version,
     finite,
+    previous_target,
 )
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ __all__ = [
     "GateReport", "GateResult", "GateRun", "PolicyChange", "PolicyInfo", "Ref",
     "RefKind", "RefMove", "Replica", "RoleBinding", "Signature", "SignatureCheck",
     "SignatureReport", "SignatureStatus", "SigningKey", "Token", "Unset", "Version",
-    "Webhook", "WebhookStatus", "finite",
+    "Webhook", "WebhookStatus", "finite", "previous_target",
 ]
 
 # The names areas.py defines.

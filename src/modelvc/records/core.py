@@ -74,6 +74,26 @@ class RefMove:
     reason: str
 
 
+def previous_target(moves: list[RefMove], current: str | None) -> str | None:
+    """Where a rollback of a channel at CURRENT goes: its history (MOVES, oldest first)
+    walked as a stack, promotions push, rollbacks pop. The registry moves the channel
+    there; the UI says so before it asks."""
+    stack: list[str] = []
+    for m in moves:
+        if m.new is None:
+            stack.clear()
+        elif m.action == "rollback":
+            while stack and stack[-1] != m.new:
+                stack.pop()
+            if not stack:
+                stack.append(m.new)
+        elif not stack or stack[-1] != m.new:
+            stack.append(m.new)
+    if stack and stack[-1] == current:
+        stack.pop()
+    return stack[-1] if stack else None
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     """One entry of the hash-chained audit trail."""

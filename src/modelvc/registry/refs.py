@@ -12,7 +12,7 @@ from ..errors import AlreadyExists, Conflict, RefMoved, RefNotFound, UsageError
 from ..lineage import author as default_author
 from ..meta.api import RefKind, RefMove, RefRow, VersionRow
 from ..names import check_ref_name
-from ..records import UNSET, Unset
+from ..records import UNSET, Unset, previous_target
 from .parts import RegistryParts
 
 if TYPE_CHECKING:
@@ -160,21 +160,3 @@ class RefOps(RegistryParts):
         if vid is None:
             self.history(model, name)  # a ref that never existed: say so (RefNotFound)
         return self._meta.get_version(vid) if vid else None
-
-
-def previous_target(moves: list[RefMove], current: str | None) -> str | None:
-    """Walk a channel's history as a stack: promotions push, rollbacks pop."""
-    stack: list[str] = []
-    for m in moves:
-        if m.new is None:
-            stack.clear()
-        elif m.action == "rollback":
-            while stack and stack[-1] != m.new:
-                stack.pop()
-            if not stack:
-                stack.append(m.new)
-        elif not stack or stack[-1] != m.new:
-            stack.append(m.new)
-    if stack and stack[-1] == current:
-        stack.pop()
-    return stack[-1] if stack else None

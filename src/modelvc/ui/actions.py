@@ -27,16 +27,37 @@ def _model_url(model: str, note: str) -> str:
     return f"/m/{quote(model, safe='')}?{note}"
 
 
+def back(form: dict[str, str]) -> str:
+    """The page an action's form was on (where its refusal links back to)."""
+    model = form.get("model", "").strip()
+    number = form.get("number", "").strip()
+    if not model:
+        return "/"
+    if number.isdigit():
+        return f"/m/{quote(model, safe='')}/v/{number}"
+    return f"/m/{quote(model, safe='')}"
+
+
+def _channel_at(reg: UIRegistry, model: str, channel: str) -> str:
+    """'vN' for the version CHANNEL names now, 'nothing' if none or no such channel."""
+    for r in reg.refs(model, kind="channel"):
+        if r.name == channel and r.version_id:
+            return f"v{reg.resolve(f'{model}@{r.version_id}', deleted=True).number}"
+    return "nothing"
+
+
 def promote(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
             summaries: SummaryCache) -> str:
     model = _need(form, "model", "model")
     number = _need(form, "number", "version")
     channel = _need(form, "channel", "channel")
     force = form.get("force") == "1"
+    was = _channel_at(reg, model, channel)
     reg.promote(f"{model}@v{number}", channel, reason=form.get("reason", ""),
                 actor=viewer.name, force=force, create=form.get("create") == "1")
     summaries.drop(model)
-    return _model_url(model, f"done=promoted+v{number}+to+{quote(channel)}#channels")
+    note = f"promoted v{number} to {channel} (it was at {was})"
+    return _model_url(model, f"done={quote(note)}#channels")
 
 
 def rollback(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
@@ -45,10 +66,12 @@ def rollback(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
     channel = _need(form, "channel", "channel")
     reason = _need(form, "reason", "a reason")
     to = form.get("to", "").strip()
+    was = _channel_at(reg, model, channel)
     reg.rollback(model, channel, to=f"{model}@v{to}" if to else None, reason=reason,
                  actor=viewer.name)
     summaries.drop(model)
-    return _model_url(model, f"done=rolled+back+{quote(channel)}#channels")
+    note = f"rolled back {channel} from {was} to {_channel_at(reg, model, channel)}"
+    return _model_url(model, f"done={quote(note)}#channels")
 
 
 def tag(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
@@ -57,7 +80,7 @@ def tag(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
     number = _need(form, "number", "version")
     name = _need(form, "name", "a tag name")
     reg.tag(f"{model}@v{number}", name, actor=viewer.name)
-    return f"/m/{quote(model, safe='')}/v/{number}?done=tagged+{quote(name)}"
+    return f"/m/{quote(model, safe='')}/v/{number}?done={quote('tagged ' + name)}"
 
 
 def branch(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
@@ -67,7 +90,7 @@ def branch(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
     name = _need(form, "name", "a branch name")
     reg.create_branch(model, name, at=f"{model}@v{number}", actor=viewer.name)
     summaries.drop(model)
-    return f"/m/{quote(model, safe='')}/v/{number}?done=branch+{quote(name)}+created"
+    return f"/m/{quote(model, safe='')}/v/{number}?done={quote(f'branch {name} created')}"
 
 
 # An action: (the viewer's registry, the viewer, the form, the summaries it may make

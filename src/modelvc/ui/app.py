@@ -6,12 +6,15 @@ mount's root_path. Registry calls block, so handlers run them in the thread pool
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -26,6 +29,7 @@ from . import actions, govern, pages
 from .access import COOKIE, ROLES, Access, Viewer, csrf_ok
 from .views import SORTS, SummaryCache, human_bytes, model_list
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 FORM_BYTES = 64 << 10
 POLL_S = 2  # the Deployments page refreshes its table this often
@@ -59,6 +63,29 @@ class UI:
         self.title = title
         self.env = environment()
         self.summaries = SummaryCache()
+        # An action's "Done: ..." notice travels in the URL it redirects to; signed, so a
+        # link made elsewhere cannot show a status nobody's action produced.
+        self._notice_key = secrets.token_bytes(32)
+
+    def _notice_mac(self, text: str) -> str:
+        return hmac.new(self._notice_key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def signed(self, where: str) -> str:
+        """WHERE with its `done` notice signed (`ds`)."""
+        parts = urlsplit(where)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        done = dict(query).get("done")
+        if done is None:
+            return where
+        query.append(("ds", self._notice_mac(done)))
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def notice(self, request: Request) -> str | None:
+        done = request.query_params.get("done")
+        mac = request.query_params.get("ds", "")
+        if done and hmac.compare_digest(mac, self._notice_mac(done)):
+            return done
+        return None
 
     # ---- plumbing
     def render(self, request: Request, template: str, ctx: dict[str, Any], *,
@@ -66,8 +93,10 @@ class UI:
         base = request.scope.get("root_path", "")
         html = self.env.get_template(template).render(
             base=base, viewer=viewer, title=self.title, request=request,
+            notice=self.notice(request),
             can=lambda role, model=None: viewer is not None and self.access.can(
-                viewer, role, model), urlencode=urlencode, roles=ROLES, **ctx)
+                viewer, role, model), urlencode=urlencode, roles=ROLES,
+            whole_audit=viewer is not None and self.access.may_see_all_audit(viewer), **ctx)
         resp = HTMLResponse(html, status_code=status)
         resp.headers["Content-Security-Policy"] = CSP
         resp.headers["X-Content-Type-Options"] = "nosniff"
@@ -75,9 +104,12 @@ class UI:
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
-    def error(self, request: Request, exc: ModelvcError, viewer: Viewer | None) -> HTMLResponse:
-        return self.render(request, "error.html", {"error": exc}, status=exc.http_status,
-                           viewer=viewer)
+    def error(self, request: Request, exc: ModelvcError, viewer: Viewer | None, *,
+              back: str | None = None) -> HTMLResponse:
+        """The error page; BACK (an action's refusal): the page its form was on."""
+        return self.render(request, "error.html", {"error": exc, "back": back,
+                                                   "acted": request.method == "POST"},
+                           status=exc.http_status, viewer=viewer)
 
     def page(self, template: str, build: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
         """A GET handler: session check, BUILD(reg, request, viewer) in a thread, render."""
@@ -91,7 +123,14 @@ class UI:
                 ctx = await run_in_threadpool(build, reg, request, viewer)
             except ModelvcError as exc:
                 return self.error(request, exc, viewer)
-            return self.render(request, template, ctx, viewer=viewer)
+            try:
+                return self.render(request, template, ctx, viewer=viewer)
+            except Exception:  # a page bug: the styled page, the traceback in the log
+                log.exception("rendering %s failed", request.url.path)
+                return self.error(request, ModelvcError(
+                    f"this page failed to render ({request.url.path})",
+                    hint="the server's log has the traceback; other pages still work"),
+                    viewer)
 
         return handler
 
@@ -117,13 +156,13 @@ class UI:
                 return self.error(request, PermissionDenied(
                     "the form's CSRF token is missing or wrong; nothing was changed",
                     hint="reload the page and submit it again"), viewer)
+            base = request.scope.get("root_path", "")
             try:
                 reg = self.access.registry(viewer)
                 where = await run_in_threadpool(run, reg, viewer, form, self.summaries)
             except ModelvcError as exc:
-                return self.error(request, exc, viewer)
-            base = request.scope.get("root_path", "")
-            return RedirectResponse(base + where, status_code=303)
+                return self.error(request, exc, viewer, back=base + actions.back(form))
+            return RedirectResponse(base + self.signed(where), status_code=303)
 
         return handler
 
@@ -238,7 +277,8 @@ class UI:
         if not model and not self.access.may_see_all_audit(viewer):
             raise PermissionDenied("the whole audit trail is for admins",
                                    hint="filter by a model you can read")
-        return pages.audit_page(reg, model=model, actor=qp.get("actor", ""),
+        return pages.audit_page(reg, self.summaries.versions, model=model,
+                                actor=qp.get("actor", ""),
                                 action=qp.get("action", ""), since=qp.get("since", ""),
                                 until=qp.get("until", ""),
                                 before=_opt_int(qp.get("before")),

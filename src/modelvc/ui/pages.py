@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,13 +11,23 @@ from typing import Any
 
 from ..errors import ModelvcError, UsageError
 from ..manifest import Manifest
-from ..records import FileStorage, GateRun, Ref, Version
+from ..records import (
+    AuditRecord,
+    FileStorage,
+    GateRun,
+    Ref,
+    RefMove,
+    Version,
+    previous_target,
+)
 from . import charts, graph
 from .port import UIRegistry
 from .views import (
+    AuditCell,
     RefsAt,
     TimelineRow,
     VersionsCache,
+    audit_cell,
     channel_timeline,
     derivation,
     derivation_text,
@@ -62,7 +73,10 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
     chart_list = [(m, charts.metric_chart(window, m, lambda v: vhref(base, v)))
                   for m in metrics]
     channels = sorted((r for r in refs if r.kind == "channel"), key=lambda r: r.name)
-    timeline = _timeline(reg, model, channels, numbers)
+    moves = {c.name: reg.history(model, name=c.name) for c in channels}
+    timeline = _timeline(reg, model, [m for c in channels for m in moves[c.name]], numbers)
+    rollbacks = {c.name: _rollback_choices(moves[c.name], c.version_id, numbers)
+                 for c in channels}
     at_result: dict[str, Any] | None = None
     if at_channel and at_time:
         when = parse_when(at_time)
@@ -72,6 +86,7 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
         "model": model, "versions": vs, "window": window, "older": older, "n": n,
         "newest": vs[0] if vs else None, "lineage_svg": lineage_svg, "graph_title": title,
         "charts": chart_list, "channels": channels, "numbers": numbers,
+        "rollbacks": rollbacks,
         "branches": sorted((r for r in refs if r.kind == "branch"), key=lambda r: r.name),
         "tags": sorted((r for r in refs if r.kind == "tag"), key=lambda r: r.name),
         "timeline": timeline if all_moves else timeline[:TIMELINE],
@@ -85,11 +100,31 @@ TIMELINE = 50  # channel moves shown unless all are asked for (newest first)
 TIMELINE_GATES = 20  # promotions whose clearing gate run is looked up (newest first)
 
 
-def _timeline(reg: UIRegistry, model: str, channels: list[Ref], numbers: dict[str, int]
+@dataclass
+class RollbackChoices:
+    """What the rollback form of a channel offers: where a plain rollback goes (the
+    registry's rule, so the form can say it before it asks) and the other versions the
+    channel has served, newest first, to pick instead."""
+
+    previous: int | None
+    others: list[int]
+
+
+def _rollback_choices(moves: list[RefMove], current: str | None, numbers: dict[str, int]
+                      ) -> RollbackChoices:
+    prev = previous_target(moves, current)
+    served: list[int] = []
+    for m in reversed(moves):
+        n = numbers.get(m.new or "")
+        if n is not None and m.new not in (current, prev) and n not in served:
+            served.append(n)
+    return RollbackChoices(numbers.get(prev or ""), served[:20])
+
+
+def _timeline(reg: UIRegistry, model: str, moves: list[RefMove], numbers: dict[str, int]
               ) -> list[TimelineRow]:
-    # Per channel: the whole history also holds a move per commit (10,000s).
-    rows = channel_timeline([m for c in channels for m in reg.history(model, name=c.name)],
-                            numbers)
+    # Channels only: the whole history also holds a move per commit (10,000s).
+    rows = channel_timeline(moves, numbers)
     if reg.gates.policy() is None:  # nothing was cleared by gates
         return rows
     runs: dict[tuple[str, str], list[GateRun]] = {}
@@ -144,6 +179,9 @@ def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
         "model": model, "v": v, "parents": parents, "parent_ids": v.parents,
         "children": children, "refs": refs,
         "channels_here": [r for r in refs if r.kind == "channel"],
+        # the promote form's suggestions: every channel of the model, where it is now
+        "model_channels": sorted((r.name, data.numbers.get(r.version_id or ""))
+                                 for r in all_refs if r.kind == "channel"),
         "files": files, "params": flatten(v.params), "metrics": flatten(v.metrics),
         "git": flatten(lineage.get("git", {})), "data": flatten(lineage.get("data", [])),
         "env": flatten({k: x for k, x in lineage.items()
@@ -209,8 +247,10 @@ def compare_page(reg: UIRegistry, base: str, refs: list[str]) -> dict[str, Any]:
                            if r.version_id == v.id))
     keys_p = sorted({k for v in vs for k, _ in flatten(v.params)})
     keys_m = sorted({k for v in vs for k, _ in flatten(v.metrics)})
-    params = [(k, [dict(flatten(v.params)).get(k) for v in vs]) for k in keys_p]
-    metrics = [(k, [dict(flatten(v.metrics)).get(k) for v in vs]) for k in keys_m]
+    flat_p = [dict(flatten(v.params)) for v in vs]
+    flat_m = [dict(flatten(v.metrics)) for v in vs]
+    params = [_row(k, [f.get(k) for f in flat_p]) for k in keys_p]
+    metrics = [_row(k, [f.get(k) for f in flat_m]) for k in keys_m]
     paths = sorted({f.path for m in manifests for f in m.files})
     files = [(p, [next(((f.size, f.sha256) for f in m.files if f.path == p), None)
                   for m in manifests]) for p in paths]
@@ -241,9 +281,31 @@ def compare_page(reg: UIRegistry, base: str, refs: list[str]) -> dict[str, Any]:
             "errors": errors}
 
 
-def audit_page(reg: UIRegistry, *, model: str = "", actor: str = "", action: str = "",
-               since: str = "", until: str = "", before: int | None = None,
-               after: int | None = None, verify: bool = True) -> dict[str, Any]:
+@dataclass
+class CompareRow:
+    key: str
+    values: list[Any]
+    differs: bool
+
+
+def _row(key: str, values: list[Any]) -> CompareRow:
+    # Compared as JSON text: values may be lists or dicts (hidden: [128, 64]), and 1,
+    # 1.0 and True, or "SGD" and "sgd", are different settings.
+    texts = {json.dumps(x, sort_keys=True, default=str) for x in values}
+    return CompareRow(key, values, len(texts) > 1)
+
+
+@dataclass
+class AuditRow:
+    r: AuditRecord
+    before: AuditCell | None
+    after: AuditCell | None
+
+
+def audit_page(reg: UIRegistry, cache: VersionsCache, *, model: str = "", actor: str = "",
+               action: str = "", since: str = "", until: str = "",
+               before: int | None = None, after: int | None = None,
+               verify: bool = True) -> dict[str, Any]:
     """AUDIT_PAGE entries, newest first: the newest, those older than entry BEFORE or
     those newer than entry AFTER. The registry pages (by entry id), not this."""
     flt: dict[str, Any] = {
@@ -263,10 +325,18 @@ def audit_page(reg: UIRegistry, *, model: str = "", actor: str = "", action: str
         newer = before is not None and bool(rows) and bool(
             reg.audit(**flt, after=rows[-1].id, limit=1))
     rows.reverse()  # newest first
+    numbers: dict[str, dict[str, int]] = {}
+    for m in {r.model for r in rows if r.model}:
+        try:
+            numbers[m] = cache.get(reg, m)[0].numbers
+        except ModelvcError:  # a model deleted since: its ids stay ids
+            numbers[m] = {}
+    shown = [AuditRow(r, audit_cell(r.before, numbers.get(r.model or "", {})),
+                      audit_cell(r.after, numbers.get(r.model or "", {}))) for r in rows]
     problems: list[str] | None = None
     if verify:
         problems = reg.verify_audit()
-    return {"rows": rows, "older": older, "newer": newer, "per_page": AUDIT_PAGE,
+    return {"rows": shown, "older": older, "newer": newer, "per_page": AUDIT_PAGE,
             "model": model, "actor": actor, "action": action, "since": since,
             "until": until, "problems": problems,
             "actions": sorted({r.action for r in rows} | ({action} if action else set()))}

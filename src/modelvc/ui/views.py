@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -324,3 +325,45 @@ def human_bytes(n: int | float | None) -> str:
             return f"{int(x)} {unit}" if unit == "B" else f"{x:.1f} {unit}"
         x /= 1000
     return f"{x:.1f} PB"
+
+
+@dataclass
+class AuditCell:
+    """An audit entry's before or after, as a person reads it: the version it names as
+    vN (a link), other fields short; the whole value as JSON beside it."""
+
+    number: int | None  # the version named by a "version" field, when known
+    text: str  # the other fields, short
+    full: str  # the whole value as JSON
+
+
+HEX_ID = 64  # version ids, digests: shown by their first 12 characters
+
+
+def audit_cell(value: Any, numbers: dict[str, int]) -> AuditCell | None:
+    if value is None:
+        return None
+    full = json.dumps(value, sort_keys=True, default=str)
+    if not isinstance(value, dict):
+        return AuditCell(None, _short_value(value), full)
+    number = None
+    parts = []
+    for k in sorted(value):
+        x = value[k]
+        if k == "version" and isinstance(x, str) and x in numbers:
+            number = numbers[x]
+        elif k == "version" and x is None:
+            parts.append("no version")
+        elif k != "kind":  # the target column already says branch, channel or tag
+            parts.append(f"{k} {_short_value(x)}")
+    return AuditCell(number, ", ".join(parts), full)
+
+
+def _short_value(x: Any) -> str:
+    if isinstance(x, str):
+        return x[:12] if len(x) >= HEX_ID else x
+    if isinstance(x, list):
+        return "[" + ", ".join(_short_value(i) for i in x) + "]"
+    if x is None:
+        return "-"
+    return json.dumps(x, default=str) if isinstance(x, dict | bool) else str(x)

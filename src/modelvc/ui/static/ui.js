@@ -1,14 +1,25 @@
 // modelvc UI: progressive enhancement only (every page works without it).
-// - form[data-confirm]: ask before an action.
+// - form[data-confirm]: ask before an action; {name} in the text is replaced by the
+//   form's field of that name (a select's chosen option as shown, an input's value).
 // - [data-poll]: replace the element's content with the HTML fragment at its URL every
 //   data-every seconds (Deployments: live without a reload).
 "use strict";
 document.addEventListener("submit", (ev) => {
   const f = ev.target;
-  if (f instanceof HTMLFormElement && f.dataset.confirm && !window.confirm(f.dataset.confirm)) {
+  if (f instanceof HTMLFormElement && f.dataset.confirm &&
+      !window.confirm(fill(f, f.dataset.confirm))) {
     ev.preventDefault();
   }
 });
+function fill(form, text) {
+  return text.replace(/\{(\w+)\}/g, (whole, name) => {
+    const el = form.elements.namedItem(name);
+    if (el instanceof HTMLSelectElement) {
+      return el.selectedOptions.length ? el.selectedOptions[0].text : "";
+    }
+    return el && "value" in el ? String(el.value).trim() : whole;
+  });
+}
 function poll(el) {
   const every = Math.max(1, Number(el.dataset.every || "3")) * 1000;
   const tick = async () => {
