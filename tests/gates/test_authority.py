@@ -36,8 +36,9 @@ def test_promotion_without_a_passed_gate_is_refused(any_reg: Registry, tmp_path:
     report = any_reg.gates.run(f"m@{v2.id}", channel="production", actor="ci-bot")
     assert not report.passed and not report.results[0].passed
     before = _state(any_reg)
-    with pytest.raises(GateNotPassed, match="failed the production gates"):
+    with pytest.raises(GateNotPassed, match="failed the production gates") as refused:
         any_reg.promote(f"m@{v2.id}", "production", actor="ci-bot")
+    assert "(measured 0.5)" in refused.value.message  # what it measured, not just the rule
     assert _state(any_reg) == before
     # The passed run of v1 lets v1 (and only v1) through.
     assert any_reg.gates.run(f"m@{v1.id}", channel="production", actor="ci-bot").passed

@@ -31,6 +31,7 @@ def test_promote_refused_by_a_gate_shows_why_and_moves_nothing(
     preview = page.locator("table.preview tr", has_text="production")
     expect(preview).to_contain_text("metric: acc >= 0.84")
     expect(preview).to_contain_text("refused: failed the production gates")
+    expect(preview).to_contain_text("(measured 0.83)")
     expect(preview).to_contain_text("admin, maint")
     runs = page.locator("table.runs tbody tr")
     expect(runs.first).to_contain_text("failed")
@@ -44,7 +45,7 @@ def test_promote_refused_by_a_gate_shows_why_and_moves_nothing(
     alert = page.locator(".error[role=alert]")
     expect(alert).to_contain_text("bert@v3")
     expect(alert).to_contain_text("failed the production gates")
-    expect(alert).to_contain_text("acc >= 0.84")  # the gate that refused, by name
+    expect(alert).to_contain_text("acc >= 0.84 (measured 0.83)")  # the gate, what it saw
     expect(alert).to_contain_text("Nothing was changed")
     page.click("text=Back to the page you came from")  # not a dead end
     expect(page.locator("h1")).to_contain_text("bert@v3")

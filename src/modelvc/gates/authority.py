@@ -21,7 +21,7 @@ swap fails, `moved_since_gated` is the error to raise (re-run the gates, then pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GateNotPassed, PermissionDenied, RefNotFound, UsageError
 from ..meta.api import AuditEntry, VersionRow
@@ -127,7 +127,7 @@ class Authority:
                                 hint=f"run `{run_cmd}`")
         last = runs[-1]
         if not last.passed:
-            failed = "; ".join(last.summary.get("failed", [])[:3])
+            failed = failed_text(last.summary)
             raise GateNotPassed(f"{label} failed the {channel} gates (run {last.id}: {failed})",
                                 hint=f"fix the model and commit a new version, then `{run_cmd}`")
         if regression:
@@ -184,3 +184,19 @@ def _short(vid: str | None) -> str:
 def _who(pol: Policy, promoters: frozenset[str] | None) -> str:
     allowed = promoters if promoters is not None else pol.promoters
     return ", ".join(sorted((allowed or frozenset()) | pol.admins)) or "nobody"
+
+
+def failed_text(summary: dict[str, Any], limit: int = 3) -> str:
+    """A failed run's first LIMIT failed checks, each with what it measured:
+    "metric: acc >= 0.84 (measured 0.83)"."""
+    out = []
+    for row in summary.get("results", []):
+        if len(row) >= 4 and not row[2]:
+            measured = row[3]
+            shown = f"{measured:.4g}" if isinstance(measured, float) else measured
+            out.append(f"{row[0]}: {row[1]}" + ("" if measured is None
+                                                 else f" (measured {shown})"))
+    if not out:  # a run recorded before results were kept
+        out = list(summary.get("failed", []))
+    more = len(out) - limit
+    return "; ".join(out[:limit]) + (f"; and {more} more" if more > 0 else "")

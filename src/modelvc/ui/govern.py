@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import ModelvcError
+from ..gates.authority import failed_text
 from ..gates.policy import Policy, parse_policy
 from ..records import Deployment, GateRun, Replica, SignatureReport
 from .port import UIRegistry
@@ -86,7 +87,7 @@ def version_governance(reg: UIRegistry, model: str, version_id: str, number: int
                 verdict, ok = (f"no gate run for {ch} under the current policy: run "
                                f"`modelvc gate run {model}@v{number} --channel {ch}`"), False
             elif not mine[-1].passed:
-                failed = "; ".join(mine[-1].summary.get("failed", [])[:3])
+                failed = failed_text(mine[-1].summary)
                 verdict, ok = f"failed the {ch} gates (run {mine[-1].id}: {failed})", False
             else:
                 verdict, ok = f"passed the {ch} gates (run {mine[-1].id})", True
