@@ -66,12 +66,34 @@ def test_a_gate_passed_under_an_older_policy_does_not_count(any_reg: Registry,
     v = commit(any_reg, tmp_path, 0, 0.95)
     assert any_reg.gates.run(f"m@{v.id}", channel="production", actor="ci-bot").passed
     apply(any_reg, POLICY.replace("accuracy >= 0.9", "accuracy >= 0.92"))
-    with pytest.raises(GateNotPassed, match="older one"):
+    with pytest.raises(GateNotPassed, match="the policy changed them since"):
         any_reg.promote(f"m@{v.id}", "production", actor="ci-bot", create=True)
     # Comments and layout are not meaning: re-indenting keeps the digest.
     pol = apply(any_reg, POLICY.replace("accuracy >= 0.9", "accuracy >= 0.92")
                 + "# a comment\n")
     assert any_reg.gates.run(f"m@{v.id}", channel="production", actor="ci-bot").policy == pol.digest
+
+
+def test_a_policy_edit_elsewhere_keeps_a_run_counting(any_reg: Registry,
+                                                      tmp_path: Path) -> None:
+    """Another model's gates, roles, promoters: not what m's production run checked."""
+    apply(any_reg)
+    v = commit(any_reg, tmp_path, 0, 0.95)
+    assert any_reg.gates.run(f"m@{v.id}", channel="production", actor="ci-bot").passed
+    other = POLICY.replace("promoter: [bob, ci-bot]", "promoter: [bob, ci-bot, carol]") + (
+        "  other:\n    channels:\n      production:\n        gates:\n"
+        "          - metric: \"accuracy >= 0.99\"\n")
+    apply(any_reg, other.replace("accuracy >= 0.5", "accuracy >= 0.6"))  # m@staging too
+    any_reg.promote(f"m@{v.id}", "production", actor="ci-bot", create=True)
+    assert any_reg.resolve("m@production").id == v.id
+    # m's staging gates changed: a staging run from before would not count
+    assert any_reg.gates.runs(f"m@{v.id}")[-1].summary["gates_digest"]
+    # and a trust change (signature gates read it) withdraws a production run too
+    v2 = commit(any_reg, tmp_path, 1, 0.95)
+    assert any_reg.gates.run(f"m@{v2.id}", channel="production", actor="ci-bot").passed
+    apply(any_reg, other + "trust:\n  require: false\n  keys: [release]\n")
+    with pytest.raises(GateNotPassed, match="the policy changed them since"):
+        any_reg.promote(f"m@{v2.id}", "production", actor="ci-bot")
 
 
 def test_a_user_without_the_role_is_refused(any_reg: Registry, tmp_path: Path) -> None:

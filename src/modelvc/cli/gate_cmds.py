@@ -91,6 +91,11 @@ def gate_show(ctx: Ctx, ref: str, channel: str | None, full: bool, as_json: bool
     v = reg.resolve(ref)
     runs = reg.gates.runs(f"{v.model}@{v.id}", channel=channel)
     current = reg.gates.policy()
+    applied = None
+    if current is not None:
+        from ..gates.policy import parse_policy
+
+        applied = parse_policy(current.body, f"applied policy {current.digest[:12]}")
     if full:
         if not runs:
             emit(as_json, None, f"no gate runs for {v.model}@v{v.number}")
@@ -103,7 +108,8 @@ def gate_show(ctx: Ctx, ref: str, channel: str | None, full: bool, as_json: bool
         if not runs:
             click.echo(f"no gate runs for {v.model}@v{v.number}")
         for r in runs:
-            stale = "" if current and current.digest == r.policy_digest else "  (older policy)"
+            stale = "" if applied is None or applied.counts(r, v.model) else (
+                "  (does not count: the channel's gates changed since)")
             verdict = "PASSED" if r.passed else "FAILED"
             click.echo(f"{r.id:>4} {when(r.at)} {r.channel:<12} {verdict} by {r.actor}"
                        f"  policy {r.policy_digest[:12]}{stale}  report {r.report_id[:12]}")

@@ -118,11 +118,11 @@ class Authority:
                      ) -> Clearance:
         label = f"{v.model}@v{v.number}"
         run_cmd = f"modelvc gate run {label} --channel {channel}"
-        runs = [r for r in self.meta.gate_runs(v.id, channel) if r.policy_digest == pol.digest]
+        runs = [r for r in self.meta.gate_runs(v.id, channel) if pol.counts(r, v.model)]
         if not runs:
             older = self.meta.gate_runs(v.id, channel)
-            why = " under the current policy (earlier runs were under an older one)" if (
-                older) else ""
+            why = (" under the current policy (earlier runs ran other gates: the policy "
+                   "changed them since)") if older else ""
             raise GateNotPassed(f"{label} ({v.id[:12]}) has no gate run for {channel}{why}",
                                 hint=f"run `{run_cmd}`")
         last = runs[-1]

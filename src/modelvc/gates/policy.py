@@ -22,6 +22,7 @@ from .expr import BASELINE_WORDS, Expr, ExprError, parse
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
+    from ..records import GateRun
 
 GATE_KINDS = ("metric", "regression", "eval", "budget", "format", "signature", "derived")
 SOURCE_WORDS = ("source", "derived_from")  # in a derived gate: the source's value
@@ -63,6 +64,24 @@ class Policy:
             if key in self.rules and channel in self.rules[key]:
                 return self.rules[key][channel]
         return None
+
+    def gates_digest(self, model: str, channel: str) -> str:
+        """What a gate run of MODEL on CHANNEL depends on: the channel's gates and the
+        trust section (signature gates read it). A run recorded with it keeps counting
+        across policy edits that leave both alone (another model's gates, roles,
+        promoters, comments)."""
+        rule = self.rule(model, channel)
+        gates = _rule_json(rule)["gates"] if rule is not None else None
+        return blake3.blake3(canonical_json({"gates": gates, "trust": self.trust})).hexdigest()
+
+    def counts(self, run: GateRun, model: str) -> bool:
+        """Whether RUN (of a version of MODEL) counts under this policy: it ran the gates
+        this policy has for its channel. Runs recorded before runs kept their gates'
+        digest count only under the very policy they ran under."""
+        mine = run.summary.get("gates_digest")
+        if isinstance(mine, str):
+            return mine == self.gates_digest(model, run.channel)
+        return run.policy_digest == self.digest
 
     def channels(self, model: str) -> list[str]:
         return sorted(set(self.rules.get(model, {})) | set(self.rules.get("*", {})))

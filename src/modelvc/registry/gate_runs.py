@@ -90,7 +90,9 @@ def run_gates(reg: RegistryParts, api: RegistryAPI, ref: str, channel: str, *,
     if not report.applied:
         report.notes.append("this policy is not the applied one: the run does not count "
                             "for promotion until it is applied (`modelvc policy apply`)")
-    return _record(reg, report)
+    # Only a run under the applied policy may keep counting after it changes: a run
+    # under a policy file nobody applied never counts (the notes say so).
+    return _record(reg, report, pol.gates_digest(v.model, channel) if report.applied else None)
 
 
 def _run_one(ctx: RunContext, gate: Gate) -> list[GateResult]:
@@ -117,7 +119,7 @@ def _baseline(reg: RegistryParts, model: str, channel: str) -> tuple[Any, dict[s
     return base, metrics
 
 
-def _record(reg: RegistryParts, report: GateReport) -> GateReport:
+def _record(reg: RegistryParts, report: GateReport, gates_digest: str | None) -> GateReport:
     body = report.to_json()
     del body["report_id"], body["run_id"]  # not known until stored
     stored = reg._io.put_blob(canonical_json(body))
@@ -127,6 +129,8 @@ def _record(reg: RegistryParts, report: GateReport) -> GateReport:
                "baseline": report.baseline, "applied": report.applied,
                "results": [[r.gate, r.name, r.passed, _scalar(r.measured)]
                            for r in report.results]}
+    if gates_digest is not None:
+        summary["gates_digest"] = gates_digest
     target = f"{report.model}@{report.channel}"
     run = reg._meta.record_gate_run(
         version_id=report.version, channel=report.channel, policy_digest=report.policy,

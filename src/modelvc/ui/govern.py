@@ -67,7 +67,7 @@ def version_governance(reg: UIRegistry, model: str, version_id: str, number: int
                 report = reg.gates.report(ref, run_id=r.id)
             except ModelvcError:  # a report blob gone (gc'ed) still leaves the run row
                 report = None
-        views.append(RunView(r, pol is not None and r.policy_digest == pol.digest, report))
+        views.append(RunView(r, pol is not None and pol.counts(r, model), report))
     preview: list[ChannelGate] = []
     if pol is not None:
         for ch in pol.channels(model):
@@ -78,7 +78,7 @@ def version_governance(reg: UIRegistry, model: str, version_id: str, number: int
                      for g in rule.gates]
             allowed = rule.promoters if rule.promoters is not None else pol.promoters
             may = pol.may_move(viewer, rule)
-            mine = [r for r in runs if r.channel == ch and r.policy_digest == pol.digest]
+            mine = [r for r in runs if r.channel == ch and pol.counts(r, model)]
             if not may:
                 verdict, ok = f"{viewer} may not move {ch}", False
             elif not rule.gates:
