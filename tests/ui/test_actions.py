@@ -88,6 +88,29 @@ def test_rollback_by_a_maintainer_shows_in_timeline_and_audit(
     assert console.errors == []
 
 
+def test_gates_run_from_the_version_page_are_recorded(
+        page: Page, server: ServerProcess, seeded: Seeded, console: Console) -> None:
+    login(page, server, seeded.tokens["admin"])
+    held = _state(seeded)[0]  # (other tests of this module move production)
+    page.goto(server.url + f"/ui/m/bert/v/{held}")
+    # the version production holds: the preview says so instead of "refused"
+    expect(page.locator("table.preview tr", has_text="production")).to_contain_text(
+        f"production holds v{held} now")
+    page.goto(server.url + "/ui/m/bert/v/3")
+    with Registry.open(seeded.path) as reg:
+        runs = len(reg.gates.runs("bert@v3"))
+    page.click("text=Run production gates")
+    expect(page.locator(".notice[role=status]")).to_contain_text(
+        "v3 failed the production gates (run")
+    latest = page.locator("table.runs tbody tr").first
+    expect(latest).to_contain_text("admin")
+    expect(latest).to_contain_text("acc >= 0.84 (measured 0.83)")
+    with Registry.open(seeded.path) as reg:
+        assert len(reg.gates.runs("bert@v3")) == runs + 1
+        assert reg.audit(action="gate")[-1].actor == "admin"
+    assert console.errors == []
+
+
 def test_a_done_notice_shows_only_when_an_action_made_it(
         page: Page, server: ServerProcess, seeded: Seeded, console: Console) -> None:
     login(page, server, seeded.tokens["maint"])
@@ -123,7 +146,8 @@ def test_reader_sees_no_actions_and_a_forged_post_is_refused(
     for path, form in (("rollback", {"model": "bert", "channel": "production",
                                      "reason": "forged"}),
                        ("promote", {"model": "bert", "number": "3", "channel": "staging"}),
-                       ("tag", {"model": "bert", "number": "1", "name": "forged"})):
+                       ("tag", {"model": "bert", "number": "1", "name": "forged"}),
+                       ("gates", {"model": "bert", "number": "3", "channel": "production"})):
         resp = page.request.post(f"{server.url}/ui/act/{path}", form={**form, "_csrf": csrf},
                                  max_redirects=0)
         assert resp.status == 403, (path, resp.status, resp.text()[:500])

@@ -18,13 +18,14 @@ from typing import Any
 from starlette.applications import Starlette
 
 from ..diff import VersionDiff
-from ..errors import Unauthenticated
+from ..errors import Unauthenticated, UsageError
 from ..manifest import Manifest
 from ..meta.auth import hash_token
 from ..records import (
     AuditRecord,
     Deployment,
     FileStorage,
+    GateReport,
     GateRun,
     PolicyInfo,
     Ref,
@@ -46,6 +47,16 @@ from .uisession import Sessions, load_key
 class _Gates:
     def __init__(self, reg: Registry, p: Principal) -> None:
         self._reg, self._p = reg, p
+
+    def run(self, ref: str, *, channel: str, policy: str | None = None,
+            data: str | None = None, actor: str | None = None) -> GateReport:
+        """As POST /api/v1/models/M/gates/run: writers; the applied policy's gates only
+        (a policy text or a server path would need the admin role there)."""
+        if policy is not None or data is not None:
+            raise UsageError("the UI runs the applied policy's gates only",
+                             hint="use `modelvc gate run --policy/--data` as an admin")
+        authorize(self._p, "writer", api.model_of(ref))
+        return self._reg.gates.run(ref, channel=channel, actor=self._p.name)
 
     def runs(self, ref: str, *, channel: str | None = None) -> builtins.list[GateRun]:
         authorize(self._p, "reader", api.model_of(ref))

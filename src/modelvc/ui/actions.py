@@ -1,4 +1,4 @@
-"""The UI's actions: promote, rollback, tag, create branch.
+"""The UI's actions: promote, rollback, tag, create branch, run a channel's gates.
 
 Each runs the same registry verb the CLI runs, as the viewer, so roles, gates and the
 audit trail judge it exactly as they judge `modelvc promote` and friends. A refusal
@@ -93,8 +93,20 @@ def branch(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
     return f"/m/{quote(model, safe='')}/v/{number}?done={quote(f'branch {name} created')}"
 
 
+def gates(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
+          summaries: SummaryCache) -> str:
+    """Run the channel's gates on the version now (`modelvc gate run`), recorded."""
+    model = _need(form, "model", "model")
+    number = _need(form, "number", "version")
+    channel = _need(form, "channel", "channel")
+    report = reg.gates.run(f"{model}@v{number}", channel=channel, actor=viewer.name)
+    verdict = "passed" if report.passed else "failed"
+    note = f"v{number} {verdict} the {channel} gates (run {report.run_id})"
+    return f"/m/{quote(model, safe='')}/v/{number}?done={quote(note)}#gates-h"
+
+
 # An action: (the viewer's registry, the viewer, the form, the summaries it may make
 # stale) -> where to go next. Served as POST /act/<name>.
 Action = Callable[[UIRegistry, Viewer, dict[str, str], SummaryCache], str]
 ACTIONS: dict[str, Action] = {"promote": promote, "rollback": rollback, "tag": tag,
-                              "branch": branch}
+                              "branch": branch, "gates": gates}

@@ -26,8 +26,12 @@ STALE_S = 5.0  # a gateway silent this long is not counted live (fleet.controlle
 @dataclass
 class RunView:
     run: GateRun
-    current: bool  # under the applied policy
+    current: bool  # it ran the gates the applied policy has for its channel
     report: dict[str, Any] | None  # the stored evidence (newest REPORTS runs)
+
+    @property
+    def failed(self) -> str:
+        return failed_text(self.run.summary, limit=5)
 
 
 @dataclass
@@ -70,6 +74,7 @@ def version_governance(reg: UIRegistry, model: str, version_id: str, number: int
         views.append(RunView(r, pol is not None and pol.counts(r, model), report))
     preview: list[ChannelGate] = []
     if pol is not None:
+        holding = {r.name for r in reg.refs(model, kind="channel") if r.version_id == version_id}
         for ch in pol.channels(model):
             rule = pol.rule(model, ch)
             if rule is None:
@@ -79,7 +84,9 @@ def version_governance(reg: UIRegistry, model: str, version_id: str, number: int
             allowed = rule.promoters if rule.promoters is not None else pol.promoters
             may = pol.may_move(viewer, rule)
             mine = [r for r in runs if r.channel == ch and pol.counts(r, model)]
-            if not may:
+            if ch in holding:  # nothing to promote: say so, not "refused"
+                verdict, ok = f"{ch} holds v{number} now", True
+            elif not may:
                 verdict, ok = f"{viewer} may not move {ch}", False
             elif not rule.gates:
                 verdict, ok = "no gates: a promotion is allowed", True

@@ -19,6 +19,7 @@ from ..records import (
     AuditRecord,
     Deployment,
     FileStorage,
+    GateReport,
     GateRun,
     PolicyInfo,
     Ref,
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 
 class UIGates(Protocol):
+    def run(self, ref: str, *, channel: str, policy: str | None = None,
+            data: str | None = None, actor: str | None = None) -> GateReport: ...
     def runs(self, ref: str, *, channel: str | None = None) -> builtins.list[GateRun]: ...
     def report(self, ref: str, *, run_id: int) -> dict[str, Any]: ...
     def policy(self) -> PolicyInfo | None: ...
