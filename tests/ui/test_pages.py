@@ -89,6 +89,49 @@ def test_compare_params_metrics_and_tensor_heatmap(page: Page, local_ui: LocalUI
     assert console.errors == []
 
 
+def test_refs_in_version_urls_the_login_label_and_the_default_order(
+        page: Page, local_ui: LocalUI, console: Console) -> None:
+    page.context.clear_cookies()
+    page.goto(local_ui.base + "/")
+    expect(page.locator("label[for=token]")).to_contain_text("UI key")  # not an API token
+    page.goto(local_ui.login_url)
+    # a tag (or channel, branch, id prefix) names a version: its page, by number
+    page.goto(local_ui.base + "/m/bert/v/paper")
+    expect(page).to_have_url(local_ui.base + "/m/bert/v/2")
+    expect(page.locator("h1")).to_contain_text("bert@v2")
+    page.goto(local_ui.base + "/m/bert/v/production")
+    expect(page.locator("h1")).to_contain_text("bert@v")
+    # by activity: the most recently active model first, unless asked otherwise
+    page.goto(local_ui.base + "/?sort=activity")
+    expect(page.locator("#order")).to_have_value("desc")
+    names = page.locator("table.models tbody tr td:first-child a").all_inner_texts()
+    page.goto(local_ui.base + "/?sort=activity&order=asc")
+    assert page.locator("table.models tbody tr td:first-child a").all_inner_texts() == (
+        names[::-1])
+    page.goto(local_ui.base + "/")
+    expect(page.locator("#order")).to_have_value("asc")  # names A to Z
+    assert console.errors == []
+
+
+def test_channels_refresh_on_an_open_model_page(page: Page, local_ui: LocalUI,
+                                                console: Console) -> None:
+    """A page left open follows channel moves made elsewhere (a gateway, the CLI)."""
+    from modelvc.registry import Registry
+
+    page.goto(local_ui.login_url)
+    page.goto(local_ui.base + "/m/resnet")
+    row = page.locator("#channels-live tr", has_text="staging")
+    expect(row).to_contain_text("v2")
+    expect(page.locator("#channels-live .as-of")).to_contain_text("UTC")
+    with Registry.open(local_ui.registry) as reg:
+        reg.rollback("resnet", "staging", to="resnet@v1", reason="elsewhere")
+    expect(row.locator("td").nth(1)).to_have_text("v1", timeout=60_000)  # no reload
+    # a rollback past the start of the history has no "previous"; v2, which staging
+    # served, can still be picked
+    expect(row.locator("select[name=to] option")).to_have_text(["v2"])
+    assert console.errors == []
+
+
 def test_a_deleted_version_shows_its_history(page: Page, local_ui: LocalUI,
                                              console: Console) -> None:
     """(Last in this module: it adds a model to the module's seeded registry.)"""

@@ -193,6 +193,7 @@ class ServerAccess:
 
     login_hint = ("paste an API token (an admin makes one with `modelvc token create "
                   "NAME --subject YOU`)")
+    login_label = "API token"
 
     def __init__(self, state: ServerState, sessions: Sessions | None = None) -> None:
         self.state = state

@@ -45,6 +45,7 @@ class Access(Protocol):
     """How the app authenticates and authorizes (local launcher or server tokens)."""
 
     login_hint: str
+    login_label: str  # what the login form asks for
 
     def login(self, secret: str) -> str | None:
         """The session cookie value for a valid login secret (None: refused)."""
@@ -64,6 +65,7 @@ class LocalAccess:
     The registry's own policy (roles, gates) still judges every move, as in the CLI."""
 
     login_hint = "open the URL `modelvc ui` printed (it carries the key)"
+    login_label = "UI key (the key= part of that URL)"
 
     def __init__(self, reg: UIRegistry, actor: str, key: str | None = None) -> None:
         self._reg = reg

@@ -42,6 +42,17 @@ def _when(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"
 
 
+def _ago(t: datetime | None, now: datetime) -> str:
+    """How long before NOW, for a person scanning a table ("3 min ago")."""
+    if t is None:
+        return "-"
+    s = (now - t).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{int(s // size)} {unit} ago"
+    return "just now" if s < 10 else f"{int(s)} s ago"
+
+
 def _short(x: Any) -> str:
     if isinstance(x, float):
         return f"{x:.6g}"
@@ -52,7 +63,7 @@ def environment() -> Environment:
     env = Environment(loader=PackageLoader("modelvc.ui", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
-    env.filters.update(bytes=human_bytes, when=_when, short=_short,
+    env.filters.update(bytes=human_bytes, when=_when, short=_short, ago=_ago,
                        q=lambda s: quote(str(s), safe=""))
     return env
 
@@ -123,6 +134,9 @@ class UI:
                 ctx = await run_in_threadpool(build, reg, request, viewer)
             except ModelvcError as exc:
                 return self.error(request, exc, viewer)
+            if "redirect" in ctx:  # e.g. /v/production: the version's own page
+                return RedirectResponse(request.scope.get("root_path", "") + ctx["redirect"],
+                                        status_code=302)
             try:
                 return self.render(request, template, ctx, viewer=viewer)
             except Exception:  # a page bug: the styled page, the traceback in the log
@@ -199,7 +213,8 @@ class UI:
     def _login_form(self, request: Request, nxt: str, message: str, status: int) -> Response:
         pre = secrets.token_urlsafe(24)
         resp = self.render(request, "login.html", {"next": nxt, "message": message,
-                                                    "pre": pre, "hint": self.access.login_hint},
+                                                    "pre": pre, "hint": self.access.login_hint,
+                                                    "label": self.access.login_label},
                            status=status)
         resp.set_cookie(PRE, pre, httponly=True, samesite="strict",
                         path=request.scope.get("root_path", "") or "/",
@@ -230,9 +245,12 @@ class UI:
     def models(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
         qp = request.query_params
         sort = qp.get("sort", "name")
-        listing = model_list(reg, self.summaries, q=qp.get("q", ""),
-                             sort=sort if sort in SORTS else "name",
-                             desc=qp.get("desc") == "1", page=_int(qp.get("page"), 1))
+        sort = sort if sort in SORTS else "name"
+        order = qp.get("order") or ("desc" if qp.get("desc") == "1" else "")
+        # Names A to Z; everything else newest / largest first unless asked otherwise.
+        desc = order == "desc" if order in ("asc", "desc") else sort != "name"
+        listing = model_list(reg, self.summaries, q=qp.get("q", ""), sort=sort, desc=desc,
+                             page=_int(qp.get("page"), 1))
         return {"list": listing, "sorts": SORTS}
 
     def model(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
@@ -245,6 +263,11 @@ class UI:
             at_channel=qp.get("at_channel", ""), at_time=qp.get("at_time", ""),
             all_moves=qp.get("moves") == "all")
 
+    def channels(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
+        ctx = pages.channels_part(reg, self.summaries.versions, request.path_params["model"])
+        del ctx["moves"]
+        return ctx
+
     def version(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
         return pages.version_page(reg, self.summaries.versions,
                                   request.scope.get("root_path", ""),
@@ -252,6 +275,10 @@ class UI:
                                   _int(request.path_params["number"], 0))
 
     def version_full(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
+        model, number = request.path_params["model"], request.path_params["number"]
+        if not number.isdigit():  # a tag, channel, branch or id prefix names a version
+            v = reg.resolve(f"{model}@{number}")
+            return {"redirect": f"/m/{quote(model, safe='')}/v/{v.number}"}
         ctx = self.version(reg, request, viewer)
         v = ctx["v"]
         if v.deleted_at is not None:  # its history only: no gates, signatures, serving
@@ -316,6 +343,7 @@ def create_ui_app(access: Access, *, title: str = "modelvc") -> Starlette:
         Route("/login", ui.login, methods=["GET", "POST"]),
         Route("/logout", ui.logout, methods=["POST"]),
         Route("/m/{model}", ui.page("model.html", ui.model)),
+        Route("/m/{model}/channels", ui.page("_channels.html", ui.channels)),
         Route("/m/{model}/v/{number}", ui.page("version.html", ui.version_full)),
         Route("/compare", ui.page("compare.html", ui.compare)),
         Route("/audit", ui.page("audit.html", ui.audit)),

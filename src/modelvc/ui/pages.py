@@ -72,21 +72,18 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
     metrics = numeric_metrics(window)[:CHARTS]
     chart_list = [(m, charts.metric_chart(window, m, lambda v: vhref(base, v)))
                   for m in metrics]
-    channels = sorted((r for r in refs if r.kind == "channel"), key=lambda r: r.name)
-    moves = {c.name: reg.history(model, name=c.name) for c in channels}
+    part = channels_part(reg, cache, model)
+    channels, moves = part["channels"], part.pop("moves")
     timeline = _timeline(reg, model, [m for c in channels for m in moves[c.name]], numbers)
-    rollbacks = {c.name: _rollback_choices(moves[c.name], c.version_id, numbers)
-                 for c in channels}
     at_result: dict[str, Any] | None = None
     if at_channel and at_time:
-        when = parse_when(at_time)
+        when = parse_when(at_time).astimezone(UTC)  # shown as UTC whatever offset it had
         hit = reg.at(model, at_channel, when=when)
         at_result = {"channel": at_channel, "when": when, "version": hit}
     return {
         "model": model, "versions": vs, "window": window, "older": older, "n": n,
         "newest": vs[0] if vs else None, "lineage_svg": lineage_svg, "graph_title": title,
-        "charts": chart_list, "channels": channels, "numbers": numbers,
-        "rollbacks": rollbacks,
+        "charts": chart_list, **part,
         "branches": sorted((r for r in refs if r.kind == "branch"), key=lambda r: r.name),
         "tags": sorted((r for r in refs if r.kind == "tag"), key=lambda r: r.name),
         "timeline": timeline if all_moves else timeline[:TIMELINE],
@@ -96,6 +93,18 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
     }
 
 
+def channels_part(reg: UIRegistry, cache: VersionsCache, model: str) -> dict[str, Any]:
+    """The model page's Channels table (also served alone: the page polls it)."""
+    data, refs = cache.get(reg, model)
+    channels = sorted((r for r in refs if r.kind == "channel"), key=lambda r: r.name)
+    moves = {c.name: reg.history(model, name=c.name) for c in channels}
+    return {"model": model, "channels": channels, "numbers": data.numbers, "moves": moves,
+            "rollbacks": {c.name: _rollback_choices(moves[c.name], c.version_id,
+                                                    data.numbers) for c in channels},
+            "now": datetime.now(UTC), "every": CHANNELS_POLL_S}
+
+
+CHANNELS_POLL_S = 5  # the Channels table refreshes this often on an open model page
 TIMELINE = 50  # channel moves shown unless all are asked for (newest first)
 TIMELINE_GATES = 20  # promotions whose clearing gate run is looked up (newest first)
 
@@ -188,10 +197,13 @@ def version_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str,
                         if k not in ("git", "data", "derived_from")}),
         # The record without its per-tensor stats (hundreds of rows for a transformer).
         "derivation": flatten({k: ({n: x for n, x in val.items() if n != "per_tensor"}
-                                   if k == "stats" and isinstance(val, dict) else val)
+                                   if k == "stats" and isinstance(val, dict)
+                                   # the source by number (the id is on its own page)
+                                   else f"v{data.numbers[val]}" if k == "version"
+                                   and val in data.numbers else val)
                                for k, val in (lineage.get("derived_from") or {}).items()}
                               if isinstance(lineage.get("derived_from"), dict) else []),
-        "raw": v.raw_size, "stored": v.stored_size,
+        "raw": v.raw_size, "stored": v.stored_size, "numbers": data.numbers,
         "derived_from": rec, "derived_text": derivation_text(rec) if rec else "",
         "derived_source": data.by_id.get(rec["version"]) if rec else None,
         "derived_here": derived_here,

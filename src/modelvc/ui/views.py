@@ -302,7 +302,10 @@ def numeric_metrics(vs: Iterable[Version]) -> list[str]:
 
 
 def flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested dicts as dotted keys (lineage: git.commit, data.0.sha256, ...)."""
+    """Nested dicts as dotted keys (lineage: git.commit, data.0.sha256, ...); nothing
+    for an empty or absent value at the top (the page says "none")."""
+    if not prefix and (d is None or d == [] or d == {}):
+        return []
     if isinstance(d, dict):
         out: list[tuple[str, Any]] = []
         for k in sorted(d):

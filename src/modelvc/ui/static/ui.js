@@ -2,7 +2,8 @@
 // - form[data-confirm]: ask before an action; {name} in the text is replaced by the
 //   form's field of that name (a select's chosen option as shown, an input's value).
 // - [data-poll]: replace the element's content with the HTML fragment at its URL every
-//   data-every seconds (Deployments: live without a reload).
+//   data-every seconds (Deployments, a model's Channels: live without a reload), except
+//   while a form inside it is being filled in.
 "use strict";
 document.addEventListener("submit", (ev) => {
   const f = ev.target;
@@ -22,7 +23,13 @@ function fill(form, text) {
 }
 function poll(el) {
   const every = Math.max(1, Number(el.dataset.every || "3")) * 1000;
+  const busy = () => el.contains(document.activeElement) ||
+    Array.from(el.querySelectorAll("input:not([type=hidden])")).some((i) => i.value !== "");
   const tick = async () => {
+    if (busy()) {  // someone is filling a form in it: refresh after they are done
+      window.setTimeout(tick, every);
+      return;
+    }
     try {
       const resp = await fetch(el.dataset.poll, { credentials: "same-origin",
         headers: { "Accept": "text/html" } });
