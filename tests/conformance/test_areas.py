@@ -221,3 +221,11 @@ def test_deployments(api: Any, model: str, tmp_path: Path) -> None:
     assert api.deployments.list(model=model) == []
     with pytest.raises(NotFound):
         api.deployments.get(name)
+    with pytest.raises(NotFound):
+        api.deployments.delete(name)
+    # both recorded in the audit trail, with who did them
+    made, gone = api.audit(model=model, action="deploy-create")[-1], api.audit(
+        model=model, action="deploy-delete")[-1]
+    assert made.target == gone.target == f"deployment:{name}"
+    assert made.after["strategy"] == "canary" and gone.before["channel"] == "production"
+    assert made.actor == gone.actor and made.actor

@@ -43,3 +43,9 @@ def test_atomic_rollout_under_load_and_one_step_rollback(
         assert all(r["warm"] == 2 for r in st["replicas"])  # v2 still warm: forward is one step
     assert fleet_reg.ref("digits", "production").version_id == \
         fleet_reg.resolve("digits@v1").id
+    # every flip is in the audit trail: what the fleet served, from which epoch
+    ids = {v.id: v.number for v in fleet_reg.versions("digits")}
+    flips = [(ids.get(e.before["version"]), ids[e.after["version"]], e.after["epoch"])
+             for e in fleet_reg.audit(model="digits", action="deploy-flip")]
+    assert flips == [(None, 1, 1), (1, 2, 2), (2, 1, 3)]
+    assert fleet_reg.audit(model="digits", action="deploy-create")[-1].actor == c.actor

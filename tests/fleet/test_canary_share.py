@@ -127,8 +127,9 @@ def test_share_canary_is_sticky_on_every_gateway_and_promoted_at_one_epoch(
 def test_regressing_share_canary_from_deploy_watch_goes_back_everywhere(
         fleet_reg: Registry, start_gateways: Starter, digits: Digits, tmp_path: Path) -> None:
     """`deploy watch --canary-share`: v3 (shuffled labels) is promoted; its live accuracy
-    on half of every gateway's requests fails the policy, so every gateway drops it at the
-    next epoch, the channel goes back, and sticky clients never see the epoch go back."""
+    (or its outputs' drift) on half of every gateway's requests fails the policy, so
+    every gateway drops it at the next epoch, the channel goes back, and sticky clients
+    never see the epoch go back."""
     gws = start_gateways(fleet_reg, 2)
     with Controller(fleet_reg) as c:
         c.create("d", "digits", "production")
@@ -142,7 +143,10 @@ def test_regressing_share_canary_from_deploy_watch_goes_back_everywhere(
             (out,) = w.wait_lines(1, "the watcher's verdict")
             # The verdict first: a wrong one should say so, not time out below.
             assert not out["ok"] and (out["state"], out["epoch"]) == ("aborted", 3), out
-            assert out["reason"].startswith("canary share 50% rolled back: live accuracy"), out
+            # Shuffled labels fail both checks; which has its samples first depends on
+            # how fast feedback follows requests on a busy machine: either is right.
+            assert out["reason"].startswith(("canary share 50% rolled back: live accuracy",
+                                             "canary share 50% rolled back: output drift")), out
             assert out["reason"].endswith("production moved back to v1"), out
             wait_for(lambda: versions(gws) == [(1, 3)] * 2,
                      f"every gateway back on v1 (verdict: {out})", limit=120)

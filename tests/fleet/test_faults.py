@@ -71,7 +71,7 @@ def test_database_restart_between_stage_and_flip(
         d = c.rollouts.get_deployment("d")
         staged = c.stage(d, reg.resolve("digits@v1").id)
         assert isinstance(staged, Deployment)
-        c.rollouts.commit_flip(staged.name, staged.epoch)
+        c.rollouts.commit_flip(staged.name, staged.epoch, "racer")
         pg.stop()
         pg.start()
         wait_for(lambda: served(gws) == {(1, 3)}, "the fleet on v1 after the restart")

@@ -60,7 +60,8 @@ class Controller(CanaryRuns):
         if strategy not in STRATEGIES:
             raise UsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
         return self.reg.deployments.create(name, model=model, channel=channel,
-                                           strategy=strategy, selector=selector)
+                                           strategy=strategy, selector=selector,
+                                           actor=self.actor)
 
     # --- moves
     def rollout(self, name: str, to: str | None = None, *, reason: str = "") -> Outcome:

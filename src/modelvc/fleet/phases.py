@@ -117,7 +117,7 @@ class Phases:
             why = f"moving {d.model}@{d.channel}: {exc}"
             d = self.rollouts.abort_stage(d.name, d.epoch, why)
             return Outcome(d, False, why, time.monotonic() - t0)
-        d = self.rollouts.commit_flip(d.name, d.epoch)
+        d = self.rollouts.commit_flip(d.name, d.epoch, self.actor)
         late = self._wait(d, ids, self.verify_timeout, lambda r: r.epoch >= epoch)
         state = "done" if late is None else "converging"
         d = self.rollouts.set_deployment_state(d.name, epoch, state, late or note)

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..meta.api import AuditEntry, AuditRow
+from ..meta.fleet import deployment_target
 
 if TYPE_CHECKING:
     from ..records import Deployment
@@ -31,7 +32,7 @@ ACTION = "deploy-refuse"
 
 
 def target(name: str) -> str:
-    return f"deployment:{name}"
+    return deployment_target(name)
 
 
 @dataclass(frozen=True)

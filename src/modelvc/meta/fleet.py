@@ -18,7 +18,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import AlreadyExists, Conflict, NotFound, UsageError
 from ..records import Deployment, Replica
+from .api import AuditEntry
 from .area import Area
+from .governance import append_audit
 from .rows import now
 from .schema import deployments, replicas
 
@@ -26,6 +28,11 @@ T = TypeVar("T")
 DEPLOY_CHANNEL = "modelvc_deploy"  # NOTIFY channel: deployment changes
 REPLICA_CHANNEL = "modelvc_replica"  # NOTIFY channel: replica reports
 REF_CHANNEL = "modelvc_ref"  # NOTIFY channel: a ref moved (meta.refops)
+
+
+def deployment_target(name: str) -> str:
+    """The audit trail's target for deployment NAME."""
+    return f"deployment:{name}"
 
 
 def _deployment(r: Any) -> Deployment:
@@ -57,8 +64,8 @@ def _wake(conn: sa.Connection, d: Deployment) -> Deployment:
 class DeploymentsArea(Area):
 
     def create_deployment(self, name: str, model: str, channel: str, strategy: str,
-                          selector: dict[str, str]) -> Deployment:
-        """AlreadyExists if a deployment has that name."""
+                          selector: dict[str, str], actor: str) -> Deployment:
+        """AlreadyExists if a deployment has that name. Audited (deploy-create)."""
 
         def tx(conn: sa.Connection) -> Deployment:
             if conn.execute(sa.select(deployments.c.name).where(
@@ -69,6 +76,10 @@ class DeploymentsArea(Area):
                 name=name, model=model, channel=channel, strategy=strategy,
                 selector=selector, epoch=0, members=[], state="new", reason="", created_at=t,
                 updated_at=t))
+            append_audit(conn, AuditEntry(
+                actor=actor, action="deploy-create", target=deployment_target(name),
+                model=model, after={"channel": channel, "strategy": strategy,
+                                    "selector": selector}), t)
             return _get(conn, name)
 
         result: Deployment = self._tx(tx, write=True)
@@ -87,9 +98,18 @@ class DeploymentsArea(Area):
             lambda conn: [_deployment(r) for r in conn.execute(q)])
         return result
 
-    def delete_deployment(self, name: str) -> None:
-        self._tx(lambda conn: conn.execute(deployments.delete().where(
-            deployments.c.name == name)), write=True)
+    def delete_deployment(self, name: str, actor: str) -> None:
+        """NotFound if absent. Audited (deploy-delete): what it followed and served."""
+
+        def tx(conn: sa.Connection) -> None:
+            d = _get(conn, name, lock=True)
+            conn.execute(deployments.delete().where(deployments.c.name == name))
+            append_audit(conn, AuditEntry(
+                actor=actor, action="deploy-delete", target=deployment_target(name),
+                model=d.model, before={"channel": d.channel, "version": d.version_id,
+                                       "epoch": d.epoch, "state": d.state}))
+
+        self._tx(tx, write=True)
 
     def begin_stage(self, name: str, epoch: int, version_id: str, members: list[str],
                     share: float | None = None) -> Deployment:
@@ -155,8 +175,10 @@ class DeploymentsArea(Area):
         result: Deployment = self._tx(tx, write=True)
         return result
 
-    def commit_flip(self, name: str, epoch: int) -> Deployment:
-        """Phase two (the commit point): the pending version is served from its epoch."""
+    def commit_flip(self, name: str, epoch: int, actor: str) -> Deployment:
+        """Phase two (the commit point): the pending version is served from its epoch.
+        Audited (deploy-flip) in the same transaction: what the fleet served, and from
+        which epoch, is in the trail as the channel's moves are."""
 
         def tx(conn: sa.Connection) -> Deployment:
             d = _get(conn, name, lock=True)
@@ -168,6 +190,11 @@ class DeploymentsArea(Area):
                 version_id=d.pending_id, previous_id=prev, epoch=epoch + 1, pending_id=None,
                 pending_epoch=None, rolled=None, share=None, state="flipped", reason="",
                 updated_at=now()))
+            append_audit(conn, AuditEntry(
+                actor=actor, action="deploy-flip", target=deployment_target(name),
+                model=d.model, before={"version": d.version_id, "epoch": epoch},
+                after={"version": d.pending_id, "epoch": epoch + 1,
+                       "channel": d.channel}))
             return _wake(conn, _get(conn, name))
 
         result: Deployment = self._tx(tx, write=True)

@@ -220,7 +220,7 @@ class LocalDeployments:
             raise UsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
         self._reg._meta.get_model(model)
         return self._reg._meta.create_deployment(name, model, channel, strategy,
-                                                dict(selector or {}))
+                                                dict(selector or {}), actor or author())
 
     def get(self, name: str) -> Deployment:
         return self._reg._meta.get_deployment(name)
@@ -229,7 +229,7 @@ class LocalDeployments:
         return self._reg._meta.list_deployments(model)
 
     def delete(self, name: str, *, actor: str | None = None) -> None:
-        self._reg._meta.delete_deployment(name)
+        self._reg._meta.delete_deployment(name, actor or author())
 
     def replicas(self, *, model: str | None = None) -> builtins.list[Replica]:
         return self._reg._meta.list_replicas(model)

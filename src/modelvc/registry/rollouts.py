@@ -87,8 +87,8 @@ class Rollouts:
     def stage_rest(self, name: str, epoch: int) -> Deployment:
         return self._meta.stage_rest(name, epoch)
 
-    def commit_flip(self, name: str, epoch: int) -> Deployment:
-        return self._meta.commit_flip(name, epoch)
+    def commit_flip(self, name: str, epoch: int, actor: str) -> Deployment:
+        return self._meta.commit_flip(name, epoch, actor)
 
     def abort_stage(self, name: str, epoch: int, reason: str) -> Deployment:
         return self._meta.abort_stage(name, epoch, reason)
