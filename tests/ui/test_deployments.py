@@ -66,11 +66,17 @@ def test_deployments_follow_a_rollout_without_reload(
         expect(gateways.nth(i).locator("td.serving")).to_have_text("v1", timeout=60_000)
         expect(gateways.nth(i)).to_contain_text("live")
     page.evaluate("() => { window.__notReloaded = true; }")
+    expect(dep.locator(".behind")).to_have_count(0)
+    # the channel moves and nobody rolls it out: the page says so, and what would
+    fleet_reg.promote("digits@v2", "production", reason="ahead of the fleet")
+    expect(dep.locator(".behind")).to_contain_text("production names v2")
+    expect(dep.locator(".behind")).to_contain_text("modelvc deploy rollout web")
 
     _cli(repo, "deploy", "rollout", "web", "--to", "digits@v2", "--json")
     for i in range(2):  # the page polls: no reload, no navigation
         expect(gateways.nth(i).locator("td.serving")).to_have_text("v2", timeout=60_000)
     expect(dep).to_contain_text("serving v2")
+    expect(dep.locator(".behind")).to_have_count(0)  # the fleet serves what it names
     assert page.evaluate("() => window.__notReloaded === true")
     shot(page, "deployments")
 

@@ -124,7 +124,13 @@ class DeploymentView:
     version: int | None
     pending: int | None
     previous: int | None
+    wants: int | None = None  # what the channel names now (the deployment follows it)
     gateways: list[GatewayView] = field(default_factory=list)
+
+    @property
+    def behind(self) -> bool:
+        """The channel names a version the fleet neither serves nor is switching to."""
+        return self.wants is not None and self.wants not in (self.version, self.pending)
 
     @property
     def verdict(self) -> str:
@@ -136,6 +142,8 @@ class DeploymentView:
             return f"trial of v{self.pending}{share}" if self.pending else "trial"
         if d.state in ("flipped", "done"):
             return "promoted" if d.previous_id else "serving"
+        if d.state == "new":
+            return "nothing rolled out yet"
         return d.state
 
 
@@ -153,9 +161,14 @@ def deployments(reg: UIRegistry, *, model: str | None = None,
             numbers[m] = {v.id: v.number for v in reg.versions(m)}
         return numbers[m].get(vid)
 
+    channels: dict[str, dict[str, str | None]] = {}
     for d in sorted(reg.deployments.list(model=model), key=lambda d: d.name):
+        if d.model not in channels:
+            channels[d.model] = {r.name: r.version_id
+                                 for r in reg.refs(d.model, kind="channel")}
         view = DeploymentView(d, num(d.model, d.version_id), num(d.model, d.pending_id),
-                              num(d.model, d.previous_id))
+                              num(d.model, d.previous_id),
+                              num(d.model, channels[d.model].get(d.channel)))
         for r in sorted(replicas, key=lambda r: r.id):
             if r.model != d.model or not d.selects(r.labels):
                 continue
