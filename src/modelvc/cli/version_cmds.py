@@ -8,7 +8,7 @@ import click
 
 from ..errors import UsageError
 from .context import Ctx, few_arenas, json_option
-from .output import Progress, columns, emit, human_bytes, show_value, when
+from .output import Progress, columns, emit, human_bytes, show_value, to_jsonable, when
 
 
 def _kv(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -60,19 +60,23 @@ def _refs_by_version(reg: Any, model: str) -> dict[str, list[str]]:
     return out
 
 
-def _hash_early(path: str) -> None:
-    """Start the sha256 of the files to commit (filehash.py); a path that cannot be
+def _scan(path: str, *, hash_early: bool) -> list[str]:
+    """What the commit will skip (filehash.SKIP_NAMES), for its output; with HASH_EARLY
+    also start the sha256 of the files to commit (filehash.py). A path that cannot be
     committed is left for the commit to report."""
     from pathlib import Path
 
     from ..errors import ModelvcError
     from ..filehash import collect_files, start_sha256
 
+    skipped: list[str] = []
     try:
-        files = collect_files(Path(path))
+        files = collect_files(Path(path), skipped=skipped)
     except (ModelvcError, OSError):
-        return
-    start_sha256([p for _, p in files])
+        return []
+    if hash_early:
+        start_sha256([p for _, p in files])
+    return skipped
 
 
 @click.command()
@@ -94,8 +98,9 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
            parent: str | None, fork: bool, data: tuple[str, ...], as_json: bool) -> None:
     """Record PATH (a file or folder) as a new immutable version."""
     few_arenas()
-    if not (ctx.location or "").startswith(("http://", "https://")):
-        _hash_early(path)  # on a thread of its own while the registry loads
+    # The early hash runs on a thread of its own while the registry loads.
+    skipped = _scan(path, hash_early=not (ctx.location or "").startswith(("http://",
+                                                                          "https://")))
     reg = ctx.registry()
     if parent is not None and not fork:
         pv = reg.resolve(parent)
@@ -109,8 +114,13 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
                    parent=parent, data=data, progress=bar)
     bar.close()
     ratio = v.stored_size / v.raw_size if v.raw_size else 0.0
-    emit(as_json, v, f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "
-                     f"{human_bytes(v.stored_size)} stored ({ratio:.3f}x)")
+    line = (f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "
+            f"{human_bytes(v.stored_size)} stored ({ratio:.3f}x)")
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more"
+                                          if len(skipped) > 5 else "")
+        line += f"\nskipped: {shown} (never stored)"
+    emit(as_json, {**to_jsonable(v), "skipped": skipped}, line)
 
 
 @click.command()
