@@ -264,17 +264,23 @@ def _change(c: Any) -> tuple[str, ...]:
 @click.command()
 @click.argument("ref")
 @click.argument("dest", type=click.Path())
-@click.option("--force", is_flag=True, help="Overwrite files that exist in DEST.")
+@click.option("--force", is_flag=True,
+              help="Make an existing DEST exactly the version: its files overwritten, the "
+                   "files the version does not have removed.")
 @json_option
 @click.pass_obj
 def checkout(ctx: Ctx, ref: str, dest: str, force: bool, as_json: bool) -> None:
-    """Write version REF into DEST, bit-exact and verified."""
+    """Write version REF into DEST (a new or empty folder, unless --force), bit-exact and
+    verified; all or nothing: a failed checkout leaves DEST as it was."""
     few_arenas()
     bar = Progress(f"checkout {ref}", 0, enabled=not as_json)
     res = ctx.registry().checkout(ref, dest, force=force, progress=bar)
     bar.close()
-    emit(as_json, {"dest": str(res.dest), "files": res.files, "bytes": res.bytes},
-         f"checked out {ref}: {res.files} files, {human_bytes(res.bytes)} -> {res.dest}")
+    removed = res.removed
+    emit(as_json, {"dest": str(res.dest), "files": res.files, "bytes": res.bytes,
+                   "removed": removed},
+         f"checked out {ref}: {res.files} files, {human_bytes(res.bytes)} -> {res.dest}"
+         + (f"; removed {removed} file(s) the version does not have" if removed else ""))
 
 
 def register(group: click.Group) -> None:
