@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 
 from modelvc.codec import BLOCK_ELEMENTS
 from modelvc.codec.buffers import POOL
-from modelvc.errors import CorruptObject, StorageError
+from modelvc.errors import AlreadyExists, CorruptObject, StorageError
 from modelvc.registry import Registry
 from tests.services.damage import flip_byte
 
@@ -195,3 +195,78 @@ def test_a_destination_that_cannot_be_written_says_what_to_do(
         reg.checkout("m@v1", tmp_path / "afile" / "sub")
     assert "afile" in err.value.message, err.value
     assert "choose a destination folder you can write to" in (err.value.hint or ""), err.value
+
+
+def _folder(tmp_path: Path, name: str, files: dict[str, bytes]) -> Path:
+    d = tmp_path / name
+    for rel, data in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(data)
+    return d
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file()}
+
+
+def test_a_folder_holding_other_files_is_refused_unless_forced_then_it_is_the_version(
+        reg: Registry, tmp_path: Path) -> None:
+    """Checking v2 out over v1's checkout mixed v1's files with v2's: refused, the folder
+    untouched; --force makes the folder exactly v2 (v1's other files removed)."""
+    v1 = {"config.json": b"{}", "model.bin.raw": b"v1 weights", "tok/vocab": b"a"}
+    v2 = {"config.json": b'{"ft": 1}', "model_ft.bin.raw": b"v2 weights"}
+    reg.commit(_folder(tmp_path, "v1", v1), model="net")
+    reg.commit(_folder(tmp_path, "v2", v2), model="net")
+    out = tmp_path / "out"
+    reg.checkout("net@v1", out)
+    with pytest.raises(AlreadyExists, match="would mix") as err:
+        reg.checkout("net@v2", out)
+    assert "--force" in (err.value.hint or "")
+    assert _tree(out) == v1  # nothing written
+    (out / "config.json").unlink()  # only files v2 does not have: refused too
+    with pytest.raises(AlreadyExists, match=r"holds 2 file\(s\) net@v2 does not have"):
+        reg.checkout("net@v2", out)
+    res = reg.checkout("net@v2", out, force=True)
+    assert _tree(out) == v2 and res.removed == 2
+    assert not (out / "tok").exists()  # the folder that held only v1's file went too
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_a_failed_checkout_leaves_the_destination_as_it_was(reg: Registry,
+                                                            tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    src = _folder(tmp_path, "src", {"config.json": b"{}", "sub/extra.txt": b"x"})
+    save_file({"w": rng.standard_normal(100_000).astype(np.float32)},
+              str(src / "sub" / "model.safetensors"))
+    reg.commit(src, model="m")
+    seg = next(s for s in reg.manifest("m@v1").files[-1].segments if s.tensor == "w")
+    flip_byte(reg._store, seg.id, reg._io.header(seg.id).blocks[0].offset + 100, 0x10)
+    fresh_dest = tmp_path / "new" / "out"
+    old = _folder(tmp_path, "old", {"config.json": b"mine", "notes.txt": b"keep"})
+    with Registry.open(reg._layout.root) as fresh:
+        with pytest.raises(CorruptObject):
+            fresh.checkout("m@v1", fresh_dest)
+        assert not (tmp_path / "new").exists()  # no folder, no config.json alone
+        with pytest.raises(CorruptObject):
+            fresh.checkout("m@v1", old, force=True)
+    assert _tree(old) == {"config.json": b"mine", "notes.txt": b"keep"}
+    assert sorted(p.name for p in old.iterdir()) == ["config.json", "notes.txt"]
+
+
+def test_the_cli_refuses_to_mix_versions(reg: Registry, tmp_path: Path) -> None:
+    reg.commit(_folder(tmp_path, "v1", {"a.bin.raw": b"1"}), model="net")
+    reg.commit(_folder(tmp_path, "v2", {"b.bin.raw": b"2"}), model="net")
+    out = tmp_path / "out"
+    reg.checkout("net@v1", out)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "modelvc.cli.main", "--registry",
+                               str(reg._layout.root), "checkout", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    refused = cli("net@v2", str(out))
+    assert refused.returncode != 0 and "would mix" in refused.stderr, refused.stderr
+    forced = cli("net@v2", str(out), "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["removed"] == 1
+    assert _tree(out) == {"b.bin.raw": b"2"}

@@ -86,6 +86,42 @@ def test_collect_files_refuses_what_it_cannot_commit(tmp_path: Path) -> None:
         collect_files(tmp_path / "only")
 
 
+def test_links_to_files_and_folders_are_followed_and_stored_as_their_targets(
+        tmp_path: Path) -> None:
+    """As a Hugging Face cache snapshot: links into a blobs folder outside, a linked
+    sub-folder too; what a commit skips is named."""
+    blobs = tmp_path / "blobs"
+    (blobs / "tok").mkdir(parents=True)
+    (blobs / "w").write_bytes(b"weights")
+    (blobs / "tok" / "vocab.txt").write_text("a b")
+    snap = tmp_path / "snap"
+    (snap / ".git").mkdir(parents=True)
+    (snap / "__pycache__").mkdir()
+    (snap / ".DS_Store").write_text("x")
+    (snap / "model.bin").symlink_to(blobs / "w")
+    (snap / "tokenizer").symlink_to(blobs / "tok", target_is_directory=True)
+    skipped: list[str] = []
+    files = collect_files(snap, skipped=skipped)
+    assert [rel for rel, _ in files] == ["model.bin", "tokenizer/vocab.txt"]
+    assert skipped == [".DS_Store", ".git/", "__pycache__/"]
+    with Registry.init(tmp_path / "repo") as reg:
+        reg.commit(snap, model="m")
+        reg.checkout("m", tmp_path / "out")
+    out = tmp_path / "out"
+    assert not (out / "tokenizer").is_symlink() and not (out / "model.bin").is_symlink()
+    assert (out / "tokenizer" / "vocab.txt").read_text() == "a b"
+    assert (out / "model.bin").read_bytes() == b"weights"
+
+
+def test_a_link_to_a_folder_that_holds_it_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "m" / "sub").mkdir(parents=True)
+    (tmp_path / "m" / "w.bin").write_bytes(b"w")
+    (tmp_path / "m" / "sub" / "up").symlink_to(tmp_path / "m", target_is_directory=True)
+    with pytest.raises(UsageError, match="a folder that holds it") as info:
+        collect_files(tmp_path / "m")
+    assert "up" in str(info.value) and "remove the link" in str(info.value)
+
+
 def test_a_claim_does_not_wait_and_is_handed_out_once(tmp_path: Path) -> None:
     """The commit claims the hash before encoding and reads its digest after."""
     f = tmp_path / "model.bin"

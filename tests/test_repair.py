@@ -114,3 +114,86 @@ def test_only_an_admin_repairs_under_a_policy_naming_admins(
         out = reg.repair(actor="alice")
         assert out.ok and len(out.repaired) == 1
         assert [e.actor for e in reg.audit(action="repair")] == ["alice"]
+
+
+def _damaged_pack(tmp_path: Path) -> tuple[Path, Path]:
+    """A registry whose one version's pack has a byte flipped inside a tensor; its
+    source folder and the registry."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    save_file({"w": rng.standard_normal((64, 64)).astype(np.float32),
+               "b": rng.standard_normal(300).astype(np.float32)},
+              str(src / "model.safetensors"))
+    (src / "config.json").write_text('{"layers": 1}')
+    with Registry.init(tmp_path / "repo") as reg:
+        reg.commit(src, model="net")
+    (pack,) = (tmp_path / "repo" / ".modelvc" / "objects" / "packs").iterdir()
+    pack.chmod(0o644)
+    data = bytearray(pack.read_bytes())
+    data[5000] ^= 0xFF  # inside the 16 KiB tensor's planes
+    pack.write_bytes(bytes(data))
+    return src, tmp_path / "repo"
+
+
+def _same_files(src: Path, out: Path) -> None:
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in src.iterdir())
+    for f in src.iterdir():
+        assert (out / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def test_a_damaged_object_is_moved_aside_and_the_next_commit_stores_it_afresh(
+        tmp_path: Path) -> None:
+    src, repo = _damaged_pack(tmp_path)
+    with Registry.open(repo) as reg:
+        (bad, why), = reg.verify().corrupt.items()
+        assert "does not match its id" in why
+        damaged = reg._store.get(bad)
+        out = reg.repair()
+        assert not out.ok and list(out.moved_aside) == [bad] and not out.repaired
+        assert Path(out.moved_aside[bad]).read_bytes() == damaged  # nothing lost
+        assert "moved aside" in out.after.corrupt[bad]
+        assert [v.split()[0] for v in out.after.broken_versions] == ["net@v1"]
+        (entry,) = reg.audit(action="repair")
+        assert entry.after["moved_aside"] == [bad]
+        # The hint's advice: commit the files again (here to the broken version's own
+        # model, on top of it). The commit stores the object afresh, not dedup'd.
+        reg.commit(src, model="net")
+    with Registry.open(repo) as fresh:  # nothing cached
+        assert fresh.verify().ok
+        for ref in ("net@v1", "net@v2"):  # the broken version reads again too
+            fresh.checkout(ref, tmp_path / ref)
+            _same_files(src, tmp_path / ref)
+        (row,) = fresh._meta.get_objects([bad]).values()
+        assert row.codec != "aside"  # the new writer's encoding
+
+
+def test_a_version_deleted_instead_leaves_verify_clean_after_gc(tmp_path: Path) -> None:
+    src, repo = _damaged_pack(tmp_path)
+    with Registry.open(repo) as reg:
+        (bad, _), = reg.repair().moved_aside.items()
+        reg.commit(src / "config.json", model="other")  # some version to keep
+        reg.delete_ref("net", "main")
+        reg.delete("net@v1", reason="its files are gone")
+        assert not reg.verify().ok  # the moved-aside object's row is still recorded
+        reg.gc(dry_run=False, grace_seconds=0)
+        assert reg.verify().ok
+        assert bad not in reg._meta.get_objects([bad])
+
+
+def test_the_cli_hints_at_repair_and_says_what_it_moved(tmp_path: Path) -> None:
+    src, repo = _damaged_pack(tmp_path)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "modelvc.cli.main", "--registry",
+                               str(repo), *args], capture_output=True, text=True, timeout=300)
+
+    first = cli("verify")
+    assert first.returncode == 6 and "modelvc verify --repair" in first.stderr
+    fixed = cli("verify", "--repair")
+    assert fixed.returncode == 6 and "moved aside" in fixed.stdout, fixed.stdout
+    assert "commit its files again" in fixed.stderr
+    assert cli("commit", str(src), "--model", "net").returncode == 0
+    assert cli("checkout", "net@v2", str(tmp_path / "out")).returncode == 0
+    _same_files(src, tmp_path / "out")
+    assert cli("verify").returncode == 0

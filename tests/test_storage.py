@@ -126,7 +126,7 @@ def test_an_unknown_dtype_is_kept_as_opaque_bytes_even_when_a_tensor_has_them(
     rebuilt exactly; its bytes equal another model's F32 tensor."""
     w = _w(4)
     save_file({"w": w}, str(tmp_path / "f32.safetensors"))
-    _safetensors_with_dtype(tmp_path / "f4.safetensors", "F4", w.tobytes(), [2 * w.size])
+    _safetensors_with_dtype(tmp_path / "f4.safetensors", "F4", w.tobytes(), [8 * w.size])
     reg.commit(tmp_path / "f32.safetensors", model="f32")
     v = reg.commit(tmp_path / "f4.safetensors", model="f4")
     [entry] = reg.manifest("f4").files

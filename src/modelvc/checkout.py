@@ -63,6 +63,7 @@ class CheckoutResult:
     dest: Path
     files: int
     bytes: int
+    removed: int = 0  # files DEST held that the version does not (--force removed them)
 
 
 def safe_relpath(rel: str) -> PurePosixPath:
@@ -84,8 +85,25 @@ def checkout(
     label: str = "the version",
 ) -> CheckoutResult:
     """Write the version into DEST (a folder; for a one-file version, DEST may be a file).
-    LABEL (`m@v3`) names it in errors."""
+    LABEL (`m@v3`) names it in errors. All or nothing (see `Stage`)."""
     tick = progress or (lambda n: None)
+    targets, extra = plan_targets(manifest, dest, force=force, label=label)
+    total = 0
+    with Stage(extra) as stage:
+        for entry, target in targets:
+            with reading(f"{label}, {entry.path}"):
+                _write_file(io, pool, entry, target, tick, stage)
+            total += entry.size
+    return CheckoutResult(dest, len(targets), total, len(extra))
+
+
+def plan_targets(manifest: Manifest, dest: Path, *, force: bool, label: str
+                 ) -> tuple[list[tuple[FileEntry, Path]], list[Path]]:
+    """Where each file of the version goes, and the files DEST holds that the version
+    does not (removed once it is written: --force makes DEST exactly the version).
+    Without FORCE a destination holding any file is refused: what it holds would be
+    overwritten, or mixed with the version's files (git refuses a non-empty clone
+    destination likewise)."""
     single = manifest.kind == "file" and len(manifest.files) == 1
     if single and not dest.is_dir() and (dest.suffix or dest.exists()):
         targets = [(manifest.files[0], dest)]
@@ -94,22 +112,104 @@ def checkout(
             raise AlreadyExists(
                 f"{dest} is a file, and this version is a folder of {len(manifest.files)} files",
                 hint="check it out into a folder: a new or empty one, or pass --force to "
-                     "overwrite the version's files in an existing folder")
+                     "make an existing folder exactly the version")
         targets = [(f, dest.joinpath(*safe_relpath(f.path).parts)) for f in manifest.files]
-    if not force:
-        clash = [str(t) for _, t in targets if t.exists()]
-        if clash:
-            raise AlreadyExists(
-                f"{clash[0]} already exists"
-                + (f" (and {len(clash) - 1} more)" if clash[1:] else ""),
-                hint="choose an empty destination or pass --force to overwrite",
-            )
-    total = 0
-    for entry, target in targets:
-        with reading(f"{label}, {entry.path}"):
-            _write_file(io, pool, entry, target, tick)
-        total += entry.size
-    return CheckoutResult(dest, len(targets), total)
+    wanted = {t for _, t in targets}
+    extra = [p for p in _files_in(dest) if p not in wanted] if dest.is_dir() else []
+    if force:
+        return targets, extra
+    if extra:
+        names = ", ".join(str(p.relative_to(dest)) for p in extra[:3])
+        raise AlreadyExists(
+            f"{dest} holds {len(extra)} file(s) {label} does not have ({names}"
+            + (", ..." if extra[3:] else "") + "): checking out into it would mix them "
+            "with the version's files",
+            hint="choose a new or empty folder, or pass --force to make it exactly the "
+                 "version (the files it does not have are removed)")
+    clash = [str(t) for _, t in targets if t.exists()]
+    if clash:
+        raise AlreadyExists(
+            f"{clash[0]} already exists" + (f" (and {len(clash) - 1} more)" if clash[1:] else ""),
+            hint="choose a new or empty destination, or pass --force to make it exactly "
+                 "the version (overwriting these)")
+    return targets, []
+
+
+def _files_in(folder: Path) -> list[Path]:
+    """Every file under FOLDER (links as themselves, not followed), sorted."""
+    out: list[Path] = []
+    for dirpath, _, filenames in os.walk(folder):
+        out.extend(Path(dirpath) / n for n in filenames)
+    return sorted(out)
+
+
+class Stage:
+    """A checkout, all or nothing: each file is written under a temp name beside its
+    target and verified; only when every file is written are they renamed into place
+    (and, with --force, the files the version does not have removed). A failure removes
+    the temp files and the folders the checkout created: the destination is left as it
+    was. No extra copy of the data, only renames (a checkout's speed is benchmarked)."""
+
+    def __init__(self, extra: list[Path]) -> None:
+        self._extra = extra
+        self._done: list[tuple[Path, Path]] = []  # (temp, target)
+        self._made: list[Path] = []  # folders created, parents first
+
+    def __enter__(self) -> Stage:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self._finish()
+        else:
+            self._undo()
+
+    @contextmanager
+    def writing(self, target: Path) -> Iterator[BinaryIO]:
+        """As `writing`, but the verified file waits under its temp name for the rest."""
+        with _os_errors(target):
+            self._mkdir(target.parent)
+            tmp = target.parent / f".{target.name}.modelvc-{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                with tmp.open("wb") as out:
+                    yield out
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            self._done.append((tmp, target))
+
+    def _mkdir(self, folder: Path) -> None:
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for d in reversed(missing):
+            d.mkdir()
+            self._made.append(d)
+
+    def _finish(self) -> None:
+        for tmp, target in self._done:
+            with _os_errors(target):
+                os.replace(tmp, target)
+        for p in self._extra:
+            p.unlink(missing_ok=True)
+            parent = p.parent
+            while parent not in self._made and _rmdir_empty(parent):
+                parent = parent.parent
+
+    def _undo(self) -> None:
+        for tmp, _ in self._done:
+            tmp.unlink(missing_ok=True)
+        for d in reversed(self._made):
+            _rmdir_empty(d)
+
+
+def _rmdir_empty(folder: Path) -> bool:
+    try:
+        folder.rmdir()
+        return True
+    except OSError:
+        return False
 
 
 class _Changed(Exception):
@@ -118,23 +218,24 @@ class _Changed(Exception):
 
 def _write_file(
     io: ObjectIO, pool: ThreadPoolExecutor, entry: FileEntry, target: Path,
-    tick: Callable[[int], None], *, again: bool = True,
+    tick: Callable[[int], None], stage: Stage, *, again: bool = True,
 ) -> None:
     try:
-        with writing(target) as out:
+        with stage.writing(target) as out:
             if not _write_segments(io, pool, entry, out, tick):
-                if again:  # not renamed into place: written once more below
+                if again:  # not kept: written once more below
                     raise _Changed
                 _name_corrupt(io, entry)
+            written = os.fstat(out.fileno())  # the target's once renamed into place
     except _Changed:
         # Another process may have replaced an object while it streamed (a stream that
         # restarts skips, unchecked, the bytes it had delivered: see iter_tensor), so
         # the file is written once more from what the store holds now.
         io.stale()
-        _write_file(io, pool, entry, target, lambda n: None, again=False)
+        _write_file(io, pool, entry, target, lambda n: None, stage, again=False)
         return
     if io.known is not None:  # a commit of a fine-tune of it reads its references here
-        io.known.note(target, target.stat(), known_tensors(entry.segments, MIN_DELTA_BYTES))
+        io.known.note(target, written, known_tensors(entry.segments, MIN_DELTA_BYTES))
 
 
 def _write_segments(io: ObjectIO, pool: ThreadPoolExecutor, entry: FileEntry,
@@ -176,17 +277,16 @@ def writing(target: Path) -> Iterator[BinaryIO]:
     renamed over TARGET when the block ends without error (removed otherwise); a full
     disk is DiskFull, any other OSError StorageError. Not fsynced: a checkout is derived
     data (like git's work tree), re-created from the registry, and its callers verify
-    it inside the block, before the rename (local: each segment against its object id;
-    remote: the file's sha256). Local and remote checkouts use it."""
+    it inside the block, before the rename. A whole checkout goes through `Stage`."""
+    with Stage([]) as stage, stage.writing(target) as out:
+        yield out
+
+
+@contextmanager
+def _os_errors(target: Path) -> Iterator[None]:
+    """A full disk is DiskFull, any other OSError StorageError, naming TARGET."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.modelvc-{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            with tmp.open("wb") as out:
-                yield out
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        yield
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DiskFull(f"no space left writing {target}",

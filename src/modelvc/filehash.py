@@ -37,26 +37,49 @@ def ident(st: os.stat_result) -> Ident:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
-def collect_files(path: Path) -> list[tuple[str, Path]]:
-    """(posix relative path, absolute path) of every regular file, sorted."""
+def collect_files(path: Path, *, skipped: list[str] | None = None
+                  ) -> list[tuple[str, Path]]:
+    """(posix relative path, absolute path) of every regular file, sorted.
+
+    Symbolic links are followed, to files and to folders alike, and stored as what they
+    point to (a Hugging Face cache snapshot is links into ../../blobs/); a link to a
+    folder that holds it (a cycle) is refused. Entries named in SKIP_NAMES are never
+    stored: their relative paths (folders with a trailing /) are added to SKIPPED."""
     if not path.exists():
         raise PathNotFound(f"{str(path)!r} does not exist", hint="check the path you passed")
     if path.is_file():
         return [(path.name, path)]
     out: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_NAMES)
-        for name in sorted(filenames):
-            if name in SKIP_NAMES:
-                continue
-            p = Path(dirpath) / name
-            if p.is_symlink() and not p.exists():
-                raise PathNotFound(f"{p} is a broken symbolic link")
-            if p.is_file():
-                out.append((p.relative_to(path).as_posix(), p))
+    st = path.stat()
+    _walk(path, "", {(st.st_dev, st.st_ino)}, out, skipped if skipped is not None else [])
     if not out:
         raise UsageError(f"{path} holds no files to commit")
     return sorted(out)
+
+
+def _walk(folder: Path, rel: str, ancestors: set[tuple[int, int]],
+          out: list[tuple[str, Path]], skipped: list[str]) -> None:
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        p = Path(e.path)
+        if e.name in SKIP_NAMES:
+            skipped.append(f"{rel}{e.name}/" if e.is_dir() else f"{rel}{e.name}")
+            continue
+        if not os.path.exists(p):  # exists() follows links: only a broken one is false
+            raise PathNotFound(f"{p} is a broken symbolic link",
+                               hint="remove it or make it point to a file")
+        if e.is_dir():  # follows a link
+            st = p.stat()
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                raise UsageError(
+                    f"{p} is a symbolic link to {os.path.realpath(p)}, a folder that holds "
+                    "it: following it would never end",
+                    hint="remove the link, or commit the folder it points to instead")
+            _walk(p, f"{rel}{e.name}/", ancestors | {key}, out, skipped)
+        elif e.is_file():  # follows a link; sockets, pipes and devices are not files
+            out.append((f"{rel}{e.name}", p))
 
 
 def start_sha256(paths: Sequence[Path]) -> None:

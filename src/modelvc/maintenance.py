@@ -12,10 +12,13 @@ from .codec.header import MAGIC as TENSOR_MAGIC
 from .errors import Conflict, CorruptObject, ModelvcError, UsageError
 from .layout import Layout
 from .manifest import Manifest
-from .meta.api import AuditEntry, ObjectRow, VersionRow
+from .meta.api import ASIDE, AuditEntry, ObjectRow, VersionRow
 from .meta.store import MetaStore
 from .objects.base import ObjectStore
 from .storage import ObjectIO, _numel
+
+MOVED_ASIDE = ("moved aside by `verify --repair` (its stored bytes were damaged): "
+               "committing its files again stores it afresh")
 
 
 @dataclass
@@ -84,6 +87,8 @@ def verify(meta: MetaStore, io: ObjectIO, *,
                     "(gc marks references from rows and could remove it)")
         except ModelvcError as exc:
             report.corrupt[oid] = _first_line(exc)
+            if oid in rows and rows[oid].codec == ASIDE and not io.store.has(oid):
+                report.corrupt[oid] = MOVED_ASIDE
     report.checked = len(decoded.keys() | report.corrupt.keys() | live.manifests)
     for (oid, size), vids in live.claims.items():  # a manifest that misstates a size
         if oid in decoded and decoded[oid] != size:
@@ -227,9 +232,14 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
         live = meta.live_object_ids()
         report.live = len(live)
         cutoff = time.time() - grace_seconds
-        dead_rows = [r.id for r in meta.iter_objects() if r.id not in live]
+        dead = [r for r in meta.iter_objects() if r.id not in live]
+        dead_rows = [r.id for r in dead]
+        # Rows of objects `verify --repair` moved aside (no bytes left to sweep) that
+        # no version needs any more: forgotten with the rest.
+        aside = {r.id for r in dead if r.codec == ASIDE}
         listed = 0
         for info in io.store.list():
+            aside.discard(info.key)
             listed += 1
             tick(listed, max(listed, len(live) + len(dead_rows)))
             if info.key in live:
@@ -243,7 +253,7 @@ def gc(lay: Layout, meta: MetaStore, io: ObjectIO, *, dry_run: bool = True,
         if not dry_run:
             removable = set(report.removable)
             # Reverse write order: forget the row, then the bytes.
-            meta.delete_objects([r for r in dead_rows if r in removable])
+            meta.delete_objects([r for r in dead_rows if r in removable or r in aside])
             for i, key in enumerate(report.removable, 1):
                 io.store.delete(key)
                 io.forget(key)  # it may be stored again, encoded otherwise

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import blake3
 
 from . import errors
-from .checkout import CheckoutResult, TensorDict, reading, safe_relpath, to_array, writing
+from .checkout import CheckoutResult, Stage, TensorDict, plan_targets, reading, to_array
 from .client.transport import Transport
 from .diff import VersionDiff
 from .errors import CorruptObject
@@ -227,24 +227,18 @@ class RemoteRegistry(RemoteWrites):
         v = self.resolve(ref)
         m = self._manifest(v)
         dest = Path(dest)
-        single = m.kind == "file" and len(m.files) == 1
-        if single and not dest.is_dir() and (dest.suffix or dest.exists()):
-            targets = [(m.files[0], dest)]
-        else:
-            targets = [(f, dest.joinpath(*safe_relpath(f.path).parts)) for f in m.files]
-        clash = [str(t) for _, t in targets if t.exists()]
-        if clash and not force:
-            raise errors.AlreadyExists(f"{clash[0]} already exists", hint="choose an empty "
-                                       "destination or pass --force to overwrite")
+        targets, extra = plan_targets(m, dest, force=force, label=f"{v.model}@v{v.number}")
         done = 0
-        for entry, target in targets:
-            for n in self._download(v, entry, target):
-                done += n
-                if progress:
-                    progress(done, m.raw_size)
-        return CheckoutResult(dest, len(targets), m.raw_size)
+        with Stage(extra) as stage:  # all or nothing, as a local checkout
+            for entry, target in targets:
+                for n in self._download(v, entry, target, stage):
+                    done += n
+                    if progress:
+                        progress(done, m.raw_size)
+        return CheckoutResult(dest, len(targets), m.raw_size, len(extra))
 
-    def _download(self, v: VersionRow, entry: FileEntry, target: Path) -> Iterator[int]:
+    def _download(self, v: VersionRow, entry: FileEntry, target: Path, stage: Stage
+                  ) -> Iterator[int]:
         """Stream ENTRY into TARGET (renamed into place only once whole and matching its
         sha256); yields the bytes written. A stream cut short (the server holds back an
         object's last piece until its id is checked: a damaged one cuts the answer) or
@@ -255,7 +249,7 @@ class RemoteRegistry(RemoteWrites):
         label = f"{v.model}@v{v.number}, {entry.path}"
         url = f"{API}/versions/{v.id}/files/{quote(entry.path)}"
         told = 0  # bytes yielded so far (a second try yields only what is beyond)
-        with reading(label), writing(target) as out:
+        with reading(label), stage.writing(target) as out:
             for again in (False, True):
                 out.seek(0)
                 out.truncate()

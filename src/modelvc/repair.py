@@ -12,28 +12,39 @@ them, checked against its own id, and stored again whole (same id, same bytes; t
 objects deltaed against it decode again too). An 'extrap' link also needs the step the
 held reference had, which was never stored: that object cannot be rebuilt from the
 store, and the report names the versions that need its files committed again.
+
+An object whose own stored bytes are damaged (they no longer decode to its id; not one
+that only deltas against a damaged reference) is moved aside: its stored bytes are
+copied to `.modelvc/aside/<id>` (nothing is lost), it is deleted from the store and its
+row marked (meta.api.ASIDE). Dedup by id then no longer finds it, so the next commit
+(or receiver) of those bytes stores a good copy under the same id, and every version
+naming it, the broken ones included, reads again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import blake3
 
+from .atomic import atomic_write
 from .codec import dtype_info
 from .codec.block import EXTRAP_MODES, STEP_MODES, decode_chain
+from .codec.header import MAGIC as TENSOR_MAGIC
 from .errors import CorruptObject, ModelvcError
 from .maintenance import VerifyReport, verify
-from .meta.api import AuditEntry
+from .meta.api import ASIDE, AuditEntry
 from .meta.store import MetaStore
 from .storage import ObjectIO
 
 # what to do about a version the store cannot rebuild
 HINT = ("commit its files again (from where they came from, e.g. a checkout made before "
-        "the damage or the training output), then `modelvc delete` the broken version; or "
-        "pull it from a remote that holds it intact")
+        "the damage or the training output), to any model: objects moved aside are then "
+        "stored afresh and every version naming them reads again (`modelvc verify` to "
+        "check); a version whose files are gone: `modelvc delete` it")
 
 
 @dataclass
@@ -42,6 +53,8 @@ class RepairReport:
     after: VerifyReport  # verify after it
     repaired: dict[str, str] = field(default_factory=dict)  # object id -> what was done
     unrepairable: dict[str, str] = field(default_factory=dict)  # object id -> why not
+    # object id -> where its damaged stored bytes were kept when it left the store
+    moved_aside: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -49,16 +62,18 @@ class RepairReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "repaired": self.repaired, "unrepairable": self.unrepairable,
+                "moved_aside": self.moved_aside,
                 "broken_versions": self.after.broken_versions,
                 "hint": None if self.ok else HINT,
                 "before": self.found.to_json(), "after": self.after.to_json()}
 
 
-def repair(meta: MetaStore, io: ObjectIO, *, actor: str,
+def repair(meta: MetaStore, io: ObjectIO, *, actor: str, aside: Path,
            progress: Callable[[str, int, int], None] | None = None) -> RepairReport:
     """Verify; re-encode whole every corrupt tensor object whose direct reference does
-    not line up but whose bytes decode to its id; verify again. Audited (action
-    "repair") when anything was rewritten. progress(phase, done, total)."""
+    not line up but whose bytes decode to its id; move every object whose own bytes
+    are damaged into ASIDE (see the module's docstring); verify again. Audited (action
+    "repair") when anything was rewritten or moved. progress(phase, done, total)."""
     tick = (lambda p: lambda d, t: progress(p, d, t)) if progress else (lambda p: None)
     found = verify(meta, io, progress=tick("verify"))
     out = RepairReport(found, found)
@@ -79,15 +94,53 @@ def repair(meta: MetaStore, io: ObjectIO, *, actor: str,
                              f"{found_ref(io, oid)} does not line up with its link")
     if progress and todo:
         progress("repair", len(todo), len(todo))
-    if out.repaired:
+    for oid in found.corrupt:
+        if oid not in out.repaired and _own_bytes_damaged(io, oid, found.corrupt):
+            out.moved_aside[oid] = str(move_aside(meta, io, oid, aside))
+    if out.repaired or out.moved_aside:
         meta.append_audit(AuditEntry(
             actor=actor, action="repair", target="objects",
             before={"corrupt": sorted(found.corrupt)},
             after={"repaired": sorted(out.repaired),
-                   "unrepairable": sorted(out.unrepairable)},
+                   "unrepairable": sorted(out.unrepairable),
+                   "moved_aside": sorted(out.moved_aside)},
             reason="verify --repair"))
         out.after = verify(meta, io, progress=tick("verify again"))
     return out
+
+
+def _own_bytes_damaged(io: ObjectIO, oid: str, corrupt: dict[str, str]) -> bool:
+    """Whether OID is in the store and its own bytes fail (not a delta whose reference
+    is what is damaged: that one reads again once its reference is stored afresh; not
+    a row or manifest that misstates it: its bytes are fine)."""
+    if not io.store.has(oid):
+        return False
+    try:
+        h = io.tensor_header(oid)
+    except CorruptObject:
+        return True  # its footer
+    if h is not None and h.ref in corrupt:
+        return False
+    try:
+        for _ in io.iter_object(oid, h is not None, cached=False, transient=True):
+            pass
+    except CorruptObject:
+        return True
+    return h is not None and bytes(io.store.get_range(oid, 0, 4)) != TENSOR_MAGIC
+
+
+def move_aside(meta: MetaStore, io: ObjectIO, oid: str, aside: Path) -> Path:
+    """Keep OID's stored bytes in ASIDE, then remove it from the store and mark its row,
+    so a writer of its bytes stores them afresh (dedup no longer finds it)."""
+    path = aside / oid
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, io.store.get(oid))
+    row = meta.get_objects([oid]).get(oid)
+    if row is not None:  # ref_id kept: gc keeps the old chain until a writer's replaces it
+        meta.update_object(replace(row, codec=ASIDE))
+    io.store.delete(oid)
+    io.forget(oid)
+    return path
 
 
 def _is_tensor(io: ObjectIO, oid: str) -> bool:

@@ -50,7 +50,7 @@ from .codec.block import STEP_MODES
 from .codec.buffers import POOL, Bytes
 from .codec.header import MAGIC as TENSOR_MAGIC
 from .codec.header import TAIL_GUESS
-from .errors import CorruptObject
+from .errors import CorruptObject, ModelvcError
 from .filecache import KnownFiles, Pending
 from .meta.api import ObjectRow
 from .objects.base import ObjectStore, flush, get_tail
@@ -165,11 +165,18 @@ class ObjectIO(BlockReader):
         point into a chain that leads back to itself. The parent's objects are asked
         for too (presume_stored)."""
         if (self._pending is not None and nbytes <= self._batch_max and oid != ref
-                and oid not in self._parents
-                and (ref is None or self.tensor_header(ref) is None  # a blob: no chain
-                     or oid not in self.chain(ref))):
+                and oid not in self._parents and not self._in_chain(oid, ref)):
             return self._pending.holds(oid)
         return self.store.has(oid)
+
+    def _in_chain(self, oid: str, ref: str | None) -> bool:
+        """Whether OID is in REF's delta chain; a chain that no longer reads (an object
+        `verify --repair` moved aside) may hold it, so the store is asked then."""
+        try:
+            return ref is not None and self.tensor_header(ref) is not None and (
+                oid in self.chain(ref))  # a blob has no chain
+        except ModelvcError:
+            return True
 
     # ---- tensors
     def header(self, oid: str) -> TensorHeader:

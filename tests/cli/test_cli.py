@@ -91,6 +91,17 @@ def test_workflow(proj: Path) -> None:
     assert js(["models"], proj) == ["toy"]
 
 
+def test_commit_says_what_it_skipped(proj: Path) -> None:
+    folder = proj / "folder"
+    (folder / ".git").mkdir(parents=True)
+    (folder / ".git" / "HEAD").write_text("ref")
+    write_model(folder / "model.safetensors", 3)
+    out = run(["commit", str(folder), "--model", "s"], proj).stdout
+    assert "skipped: .git/ (never stored)" in out
+    assert js(["commit", str(folder), "--model", "s"], proj)["skipped"] == [".git/"]
+    assert js(["commit", str(proj / "m1.safetensors"), "--model", "t"], proj)["skipped"] == []
+
+
 def test_gc_and_delete(proj: Path) -> None:
     js(["commit", "m1.safetensors", "--model", "toy"], proj)
     js(["commit", "m2.safetensors", "--model", "toy"], proj)

@@ -62,6 +62,14 @@ BAD_FILES: dict[str, tuple[object, int | None, bytes, str]] = {
                              "out of range"),
     "offsets-reversed": ({"a": {**F32x4, "data_offsets": [16, 0]}}, None, bytes(16), "a"),
     "offsets-size-mismatch": ({"a": {**F32x4, "data_offsets": [0, 8]}}, None, bytes(8), "a"),
+    # What the safetensors library refuses too (it could not be loaded).
+    "dtype-unknown": ({"a": {"dtype": "F99", "shape": [4], "data_offsets": [0, 16]}}, None,
+                      bytes(16), "unknown dtype 'F99'"),
+    "trailing-bytes": ({"a": {**F32x4, "data_offsets": [0, 16]}}, None, bytes(20),
+                       "4 trailing bytes"),
+    "hole-between-tensors": ({"a": {**F32x4, "data_offsets": [0, 16]},
+                              "b": {**F32x4, "data_offsets": [20, 36]}}, None, bytes(36),
+                             "belong to no tensor"),
 }
 
 
@@ -78,8 +86,20 @@ def test_not_really_safetensors(env: Env, case: str) -> None:
     assert "not a valid safetensors file" in done.stderr and named in done.stderr, done.stderr
     assert str(path) in done.stderr
     assert "hint: re-save it" in done.stderr
+    assert f"mv {path.name} {path.name}.raw" in done.stderr  # how to keep it as bytes
     assert "Traceback" not in done.stderr
     _nothing_recorded(env)
+
+
+def test_a_refused_file_is_kept_as_opaque_bytes_under_another_extension(env: Env) -> None:
+    """The hint's way out works: the same bytes, renamed, are stored exactly."""
+    header, _, data, _ = BAD_FILES["trailing-bytes"]
+    path = _safetensors(env.root / "odd.safetensors.raw", header, data=data)
+    done = fk.cli_here(env.registry, "commit", str(path), "--model", "odd")
+    assert done.returncode == 0, done.stderr
+    with Registry.open(env.registry) as reg:
+        reg.checkout("odd@main", env.root / "odd-out")
+        assert (env.root / "odd-out" / path.name).read_bytes() == path.read_bytes()
 
 
 def _nothing_recorded(env: Env) -> None:

@@ -81,7 +81,8 @@ def du(ctx: Ctx, model: str | None, as_json: bool) -> None:
 @click.command()
 @click.option("--repair", is_flag=True,
               help="Re-encode objects an old writer left undecodable from bytes that still "
-                   "decode (audited), then verify again; name what cannot be rebuilt.")
+                   "decode, move damaged objects aside (.modelvc/aside/) so committing "
+                   "their files again stores them afresh (audited), then verify again.")
 @json_option
 @click.pass_obj
 def verify(ctx: Ctx, repair: bool, as_json: bool) -> None:
@@ -111,6 +112,10 @@ def verify(ctx: Ctx, repair: bool, as_json: bool) -> None:
 
     emit(as_json, r, human)
     if not r.ok:
+        if not as_json and r.corrupt:
+            click.echo("hint: `modelvc verify --repair` rebuilds what still decodes and "
+                       "moves damaged objects aside, so committing their files again "
+                       "stores them afresh", err=True)
         raise SystemExit(6)
 
 
@@ -141,8 +146,10 @@ def _repair(ctx: Ctx, as_json: bool) -> None:
             click.echo(f"  repaired {oid[:16]}  {how}")
         for oid, why in r.unrepairable.items():
             click.echo(f"  cannot repair {oid[:16]}  {why}")
+        for oid, where in r.moved_aside.items():
+            click.echo(f"  moved aside {oid[:16]}  its damaged bytes kept in {where}")
         for oid, why in r.after.corrupt.items():
-            if oid not in r.unrepairable:
+            if oid not in r.unrepairable and oid not in r.moved_aside:
                 click.echo(f"  corrupt {oid[:16]}  {why}")
         for v in r.after.broken_versions:
             click.echo(f"  breaks  {v}")

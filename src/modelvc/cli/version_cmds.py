@@ -8,7 +8,7 @@ import click
 
 from ..errors import UsageError
 from .context import Ctx, few_arenas, json_option
-from .output import Progress, columns, emit, human_bytes, show_value, when
+from .output import Progress, columns, emit, human_bytes, show_value, to_jsonable, when
 
 
 def _kv(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -60,19 +60,23 @@ def _refs_by_version(reg: Any, model: str) -> dict[str, list[str]]:
     return out
 
 
-def _hash_early(path: str) -> None:
-    """Start the sha256 of the files to commit (filehash.py); a path that cannot be
+def _scan(path: str, *, hash_early: bool) -> list[str]:
+    """What the commit will skip (filehash.SKIP_NAMES), for its output; with HASH_EARLY
+    also start the sha256 of the files to commit (filehash.py). A path that cannot be
     committed is left for the commit to report."""
     from pathlib import Path
 
     from ..errors import ModelvcError
     from ..filehash import collect_files, start_sha256
 
+    skipped: list[str] = []
     try:
-        files = collect_files(Path(path))
+        files = collect_files(Path(path), skipped=skipped)
     except (ModelvcError, OSError):
-        return
-    start_sha256([p for _, p in files])
+        return []
+    if hash_early:
+        start_sha256([p for _, p in files])
+    return skipped
 
 
 @click.command()
@@ -94,8 +98,9 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
            parent: str | None, fork: bool, data: tuple[str, ...], as_json: bool) -> None:
     """Record PATH (a file or folder) as a new immutable version."""
     few_arenas()
-    if not (ctx.location or "").startswith(("http://", "https://")):
-        _hash_early(path)  # on a thread of its own while the registry loads
+    # The early hash runs on a thread of its own while the registry loads.
+    skipped = _scan(path, hash_early=not (ctx.location or "").startswith(("http://",
+                                                                          "https://")))
     reg = ctx.registry()
     if parent is not None and not fork:
         pv = reg.resolve(parent)
@@ -109,8 +114,13 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
                    parent=parent, data=data, progress=bar)
     bar.close()
     ratio = v.stored_size / v.raw_size if v.raw_size else 0.0
-    emit(as_json, v, f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "
-                     f"{human_bytes(v.stored_size)} stored ({ratio:.3f}x)")
+    line = (f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "
+            f"{human_bytes(v.stored_size)} stored ({ratio:.3f}x)")
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more"
+                                          if len(skipped) > 5 else "")
+        line += f"\nskipped: {shown} (never stored)"
+    emit(as_json, {**to_jsonable(v), "skipped": skipped}, line)
 
 
 @click.command()
@@ -254,17 +264,23 @@ def _change(c: Any) -> tuple[str, ...]:
 @click.command()
 @click.argument("ref")
 @click.argument("dest", type=click.Path())
-@click.option("--force", is_flag=True, help="Overwrite files that exist in DEST.")
+@click.option("--force", is_flag=True,
+              help="Make an existing DEST exactly the version: its files overwritten, the "
+                   "files the version does not have removed.")
 @json_option
 @click.pass_obj
 def checkout(ctx: Ctx, ref: str, dest: str, force: bool, as_json: bool) -> None:
-    """Write version REF into DEST, bit-exact and verified."""
+    """Write version REF into DEST (a new or empty folder, unless --force), bit-exact and
+    verified; all or nothing: a failed checkout leaves DEST as it was."""
     few_arenas()
     bar = Progress(f"checkout {ref}", 0, enabled=not as_json)
     res = ctx.registry().checkout(ref, dest, force=force, progress=bar)
     bar.close()
-    emit(as_json, {"dest": str(res.dest), "files": res.files, "bytes": res.bytes},
-         f"checked out {ref}: {res.files} files, {human_bytes(res.bytes)} -> {res.dest}")
+    removed = res.removed
+    emit(as_json, {"dest": str(res.dest), "files": res.files, "bytes": res.bytes,
+                   "removed": removed},
+         f"checked out {ref}: {res.files} files, {human_bytes(res.bytes)} -> {res.dest}"
+         + (f"; removed {removed} file(s) the version does not have" if removed else ""))
 
 
 def register(group: click.Group) -> None:

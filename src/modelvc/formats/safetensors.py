@@ -1,9 +1,12 @@
 """safetensors: 8-byte little-endian header length, a JSON header, then the tensor data.
 
-Parsed by hand (no safetensors package) and validated strictly: a file that claims to be
-safetensors but is not must fail here with a message that says what is wrong, not later
-inside a codec. Holes between tensors and trailing bytes are legal for us (kept as "bytes"
-segments) because the goal is an exact rebuild, not a loadable file.
+Parsed by hand (no safetensors package) and validated strictly, as the safetensors
+library validates (0.8): a file that claims to be safetensors but is not must fail here
+with a message that says what is wrong, not later inside a codec or in the user's
+`load_file`. So a dtype the format does not define, a hole between tensors or bytes
+after the last one are refused like the library refuses them; the hint says how to keep
+such a file anyway, as opaque bytes under another extension. Dtypes the format defines
+but modelvc's codecs do not (packed F4/F6) are kept as opaque segments of a valid file.
 """
 
 from __future__ import annotations
@@ -19,11 +22,18 @@ from modelvc.formats.plan import FilePlan, Segment, fill_gaps
 
 MAX_HEADER = 100_000_000  # same limit as the reference implementation
 ITEMSIZES: dict[str, int] = {code: d.itemsize for code, d in DTYPES.items()}
-_HINT = "re-save it with safetensors (save_file / save_pretrained) or check the download"
+# Every dtype the format defines (safetensors 0.8's Dtype), in bits per element: those
+# without an ITEMSIZES entry are stored as opaque bytes.
+BITS: dict[str, int] = {**{code: 8 * n for code, n in ITEMSIZES.items()}, "F4": 4,
+                        "F6_E2M3": 6, "F6_E3M2": 6, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8}
+_HINT = ("re-save it with safetensors (save_file / save_pretrained) or check the download; "
+         "to keep it anyway as opaque bytes (stored exactly, its tensors not parsed), give "
+         "it another extension, e.g. `mv {name} {name}.raw`")
 
 
 def _bad(path: Path, what: str) -> InvalidModelFile:
-    return InvalidModelFile(f"{path}: not a valid safetensors file: {what}", hint=_HINT)
+    return InvalidModelFile(f"{path}: not a valid safetensors file: {what}",
+                            hint=_HINT.format(name=path.name))
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -79,6 +89,9 @@ def _check_entry(path: Path, name: str, entry: object, data_size: int) -> tuple[
         raise _bad(path, f"tensor {name!r}: shape {shape!r} must be non-negative integers")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
         raise _bad(path, f"tensor {name!r}: data_offsets {offsets!r} must be [begin, end]")
+    if dtype not in BITS:
+        raise _bad(path, f"tensor {name!r}: unknown dtype {dtype!r} (safetensors defines "
+                         f"{', '.join(sorted(BITS))})")
     begin, end = offsets
     if not 0 <= begin <= end <= data_size:
         raise _bad(
@@ -86,12 +99,15 @@ def _check_entry(path: Path, name: str, entry: object, data_size: int) -> tuple[
             f"tensor {name!r}: data_offsets [{begin}, {end}] out of range "
             f"(the data section has {data_size} bytes)",
         )
-    itemsize = ITEMSIZES.get(dtype)
-    if itemsize is not None and math.prod(shape) * itemsize != end - begin:
+    bits = math.prod(shape) * BITS[dtype]
+    if bits % 8:
+        raise _bad(path, f"tensor {name!r}: {dtype} {tuple(shape)} is {bits} bits, not "
+                         "whole bytes")
+    if bits // 8 != end - begin:
         raise _bad(
             path,
             f"tensor {name!r}: {end - begin} bytes, but {dtype} {tuple(shape)} "
-            f"needs {math.prod(shape) * itemsize}",
+            f"needs {bits // 8}",
         )
     return begin, end
 
@@ -113,7 +129,15 @@ def _validate(path: Path, header: dict[str, Any], n: int, size: int) -> int:
     for begin, end, name in ranges:
         if begin < prev_end:
             raise _bad(path, f"tensors {prev_name!r} and {name!r} overlap at byte {begin}")
+        if begin > prev_end:
+            after = f"after tensor {prev_name!r}" if prev_name else "before the first tensor"
+            raise _bad(path, f"{begin - prev_end} bytes {after} belong to no tensor (tensor "
+                             f"{name!r} starts at {begin}, not {prev_end})")
         prev_end, prev_name = end, name
+    if prev_end != data_size:
+        raise _bad(path, f"{data_size - prev_end} trailing bytes after the last tensor's "
+                         f"data (the data section has {data_size} bytes, tensors cover "
+                         f"{prev_end})")
     return 8 + n
 
 

@@ -50,6 +50,12 @@ class ObjectRow:
     ref_id: str | None = None  # delta reference object, kept alive by gc while this lives
 
 
+# The codec of a row whose object `verify --repair` moved out of the store (its bytes
+# failed their id): the next writer of those bytes stores them afresh and its row
+# replaces this one (objectsql.link).
+ASIDE = "aside"
+
+
 @dataclass(frozen=True)
 class NewVersion:
     """Everything a commit inserts in one transaction."""

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import AlreadyExists, Conflict, ModelNotFound, RefMoved, RefNotFound, UsageError
-from .api import AuditEntry, ModelRow, NewVersion, ObjectRow, RefKind, RefRow, VersionRow
+from .api import ASIDE, AuditEntry, ModelRow, NewVersion, ObjectRow, RefKind, RefRow, VersionRow
 from .audithash import entry_hash
 
 Heads = list[tuple[int, str]]  # (audit id, hash) appended in this transaction
@@ -110,8 +110,24 @@ def _link(conn: sqlite3.Connection, version_id: str, objs: Sequence[ObjectRow], 
         "INSERT INTO objects (id, kind, codec, raw_size, stored_size, ref_id, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         [(o.id, o.kind, o.codec, o.raw_size, o.stored_size, o.ref_id, at) for o in rows])
+    _replace_aside(conn, rows)
     conn.executemany("INSERT INTO version_objects (version_id, object_id) VALUES (?, ?)",
                      [(version_id, o.id) for o in rows if o.id in linked])
+
+
+def _replace_aside(conn: sqlite3.Connection, rows: Sequence[ObjectRow]) -> None:
+    """objectsql.replace_aside: rows `verify --repair` moved aside take the new writer's."""
+    by_id = {o.id: o for o in rows}
+    ids = list(by_id)
+    for i in range(0, len(ids), 500):
+        part = ids[i : i + 500]
+        marks = ",".join("?" * len(part))
+        for (oid,) in conn.execute(f"SELECT id FROM objects WHERE codec = ? AND id IN ({marks})",
+                                   [ASIDE, *part]).fetchall():
+            o = by_id[oid]
+            conn.execute("UPDATE objects SET kind = ?, codec = ?, raw_size = ?, "
+                         "stored_size = ?, ref_id = ? WHERE id = ?",
+                         (o.kind, o.codec, o.raw_size, o.stored_size, o.ref_id, oid))
 
 
 def append_audit(conn: sqlite3.Connection, e: AuditEntry, at: datetime, heads: Heads) -> int:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from ..errors import Conflict
-from .api import ObjectRow
+from .api import ASIDE, ObjectRow
 from .refops import insert_ignore
 from .rows import chunks, object_values, to_object
 from .schema import gate_runs, models, objects, version_objects, versions
@@ -29,12 +29,26 @@ def link(conn: sa.Connection, version_id: str, objs: Sequence[ObjectRow], at: da
     rows = sorted({o.id: o for o in (*refs, *objs)}.values(), key=lambda o: o.id)
     for batch in chunks(rows):
         conn.execute(insert_ignore(conn, objects), [object_values(o, at) for o in batch])
+    replace_aside(conn, rows)
     unique = sorted((o for o in rows if o.id in linked), key=lambda o: o.id)
     for batch in chunks(unique):
         conn.execute(
             sa.insert(version_objects),
             [{"version_id": version_id, "object_id": o.id} for o in batch],
         )
+
+
+def replace_aside(conn: sa.Connection, rows: Sequence[ObjectRow]) -> None:
+    """Rows `verify --repair` marked moved aside take the new writer's encoding: it
+    stored the bytes afresh (the store no longer had them). One indexed read a chunk."""
+    by_id = {o.id: o for o in rows}
+    for batch in chunks(list(by_id)):
+        for (oid,) in conn.execute(sa.select(objects.c.id).where(
+                objects.c.id.in_(batch), objects.c.codec == ASIDE)).all():
+            o = by_id[oid]
+            conn.execute(sa.update(objects).where(objects.c.id == oid).values(
+                kind=o.kind, codec=o.codec, raw_size=o.raw_size,
+                stored_size=o.stored_size, ref_id=o.ref_id))
 
 
 def for_version(conn: sa.Connection, version_id: str) -> list[ObjectRow]:

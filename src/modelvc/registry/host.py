@@ -30,7 +30,9 @@ class HostOps(RegistryParts):
     def repair(self, *, progress: Callable[[str, int, int], None] | None = None,
                actor: str | None = None) -> RepairReport:
         """Verify, then re-encode the objects an old writer left undecodable from bytes
-        that still decode (repair.py), and verify again. Under the registry's exclusive
+        that still decode (repair.py), move those whose own bytes are damaged to
+        .modelvc/aside/ (the next commit of their bytes stores them afresh), and verify
+        again. Under the registry's exclusive
         lock; audited; when a policy names admins, only they may."""
         from .. import repair
 
@@ -41,7 +43,8 @@ class HostOps(RegistryParts):
                                    "stored objects, which needs the admin role",
                                    hint="ask an admin (roles.admin in the policy)")
         with self._layout.lock(exclusive=True):
-            return repair.repair(self._meta, self._io, actor=who, progress=progress)
+            return repair.repair(self._meta, self._io, actor=who, progress=progress,
+                                 aside=self._layout.root / "aside")
 
     def audit_outside(self, *, action: str, target: str, model: str | None = None,
                       after: Any = None, reason: str = "", actor: str | None = None) -> int:
