@@ -64,6 +64,11 @@ def test_compare_params_metrics_and_tensor_heatmap(page: Page, local_ui: LocalUI
     page.goto(local_ui.login_url)
     page.goto(local_ui.base + "/m/bert")
     pick = page.locator("form.compare-pick")
+    # checked by default: the newest version and its parent (v5 is derived from v2)
+    checked = pick.locator("input:checked")
+    expect(checked).to_have_count(2)
+    assert [checked.nth(i).get_attribute("value") for i in range(2)] == [
+        "bert@v5", "bert@v2"]
     pick.locator("input[value='bert@v5']").uncheck()
     pick.locator("input[value='bert@v4']").uncheck()
     pick.locator("input[value='bert@v3']").uncheck()
@@ -85,6 +90,10 @@ def test_compare_params_metrics_and_tensor_heatmap(page: Page, local_ui: LocalUI
     changed = heat.locator("tr", has_text="layer.0.weight").locator("td")
     rel = float(changed.inner_text())
     assert 1e-4 < rel < 1e-2, rel
+    expect(page.locator(".heat-legend span")).to_have_text(
+        ["1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1", "1"])
+    page.click(".crumbs >> text=bert")  # back to the model
+    expect(page.locator("h1")).to_have_text("bert")
     shot(page, "compare")
     assert console.errors == []
 

@@ -80,7 +80,14 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
         when = parse_when(at_time).astimezone(UTC)  # shown as UTC whatever offset it had
         hit = reg.at(model, at_channel, when=when)
         at_result = {"channel": at_channel, "when": when, "version": hit}
+    # Compare's default pair: the newest version and its parent (a fine-tune against its
+    # base), not the two highest numbers, which may sit on unrelated branches.
+    pick = [v.number for v in window[:2]]
+    if window and window[0].parents and numbers.get(window[0].parents[0]) in {
+            v.number for v in window[:12]}:
+        pick = [window[0].number, numbers[window[0].parents[0]]]
     return {
+        "compare_pick": pick,
         "model": model, "versions": vs, "window": window, "older": older, "n": n,
         "newest": vs[0] if vs else None, "lineage_svg": lineage_svg, "graph_title": title,
         "charts": chart_list, **part,
@@ -288,9 +295,13 @@ def compare_page(reg: UIRegistry, base: str, refs: list[str]) -> dict[str, Any]:
             col[(t.file, t.name)] = HeatCell(t.status, t.rel_l2, t.changed_fraction)
         columns.append(col)
     heat = [(k, [c.get(k, HeatCell("same", 0.0, 0.0)) for c in columns]) for k in names]
+    legend = [(f"{x:g}", HeatCell("changed", x, None).level) for x in HEAT_LEGEND]
     return {"vs": vs, "refs": refs, "tags": tags, "params": params, "metrics": metrics,
             "files": files, "heat": heat, "pairs": list(itertools.pairwise(vs)),
-            "errors": errors}
+            "errors": errors, "legend": legend, "model": vs[0].model}
+
+
+HEAT_LEGEND = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the heatmap's scale, shown
 
 
 @dataclass
