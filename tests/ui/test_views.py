@@ -139,3 +139,18 @@ def test_versions_cache_evicts_least_recently_used_by_versions_held(
     assert spy.calls["versions"] == 3
     cache.get(spy, "a")  # type: ignore[arg-type]
     assert spy.calls["versions"] == 4
+
+
+def test_audit_cells_name_versions_and_gate_verdicts() -> None:
+    from modelvc.ui.views import audit_cell
+
+    vid = "c" * 64
+    gate = audit_cell({"failed": ["metric: acc >= 0.9"], "passed": False, "policy": "a" * 64,
+                       "version": vid}, {vid: 3})
+    assert gate is not None and (gate.number, gate.text) == (3, "failed: metric: acc >= 0.9")
+    assert '"policy": "' + "a" * 64 in gate.full  # the whole entry stays one click away
+    moved = audit_cell({"kind": "channel", "version": vid}, {vid: 3})
+    assert moved is not None and (moved.number, moved.text) == (3, "")
+    gone = audit_cell({"version": vid, "role": None}, {})  # a version deleted since
+    assert gone is not None and (gone.number, gone.text) == (None, "role -, version cccccccccccc")
+    assert audit_cell(None, {}) is None

@@ -11,7 +11,8 @@ from markupsafe import Markup
 
 from ..records import Version
 
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 520, 170, 52, 12, 14, 26
+W, H, PAD_L, PAD_R, PAD_T, PAD_B = 520, 190, 64, 14, 14, 30
+X_LABELS = 12  # up to this many versions each get a label on the x axis
 
 
 def _fmt(x: float) -> str:
@@ -52,8 +53,16 @@ def metric_chart(versions: Sequence[Version], metric: str,
            f"{_fmt(y_hi)}</text>",
            f'<text x="{PAD_L - 4}" y="{sy(y_lo) + 4:.1f}" class="tick" text-anchor="end">'
            f"{_fmt(y_lo)}</text>",
-           f'<text x="{PAD_L}" y="{H - 6}" class="tick">v{n_lo}</text>',
-           f'<text x="{W - PAD_R}" y="{H - 6}" class="tick" text-anchor="end">v{n_hi}</text>']
+           ]
+    # Every version's number under its point when they fit, else the ends and middle.
+    numbers = sorted({v.number for v, _ in pts})
+    shown = numbers if len(numbers) <= X_LABELS else [
+        numbers[0], numbers[len(numbers) // 2], numbers[-1]]
+    for i, n in enumerate(shown):
+        anchor = "start" if i == 0 and len(shown) > 1 else (
+            "end" if i == len(shown) - 1 and len(shown) > 1 else "middle")
+        out.append(f'<text x="{sx(n):.1f}" y="{H - 6}" class="tick" '
+                   f'text-anchor="{anchor}">v{n}</text>')
     where = {v.id: (sx(v.number), sy(y)) for v, y in pts}
     lines = []
     for v, _ in pts:

@@ -351,6 +351,11 @@ def audit_cell(value: Any, numbers: dict[str, int]) -> AuditCell | None:
         return AuditCell(None, _short_value(value), full)
     number = None
     parts = []
+    if isinstance(value.get("passed"), bool):  # a gate run: its verdict first, and why
+        failed = value.get("failed") or []
+        parts.append("passed" if value["passed"] else
+                     "failed" + (": " + "; ".join(map(str, failed)) if failed else ""))
+        value = {k: x for k, x in value.items() if k == "version"}
     for k in sorted(value):
         x = value[k]
         if k == "version" and isinstance(x, str) and x in numbers:
