@@ -155,4 +155,5 @@ def test_serve_warns_of_a_model_or_channel_that_does_not_exist(
     text = log.read_text()
     assert "no model 'digitz' in this registry yet" in text, text
     assert "digits has no channel, branch or tag 'prodution' yet" in text, text
+    assert "did you mean 'digits'?" in text and "did you mean 'production'?" in text, text
     assert "Traceback" not in text, text

@@ -151,18 +151,25 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
 def _waiting_for(reg: Any, model: str, ref: str) -> str | None:
     """Why MODEL@REF cannot be served yet (a model or channel not created, perhaps a
     typo), or None. The gateway still starts and serves it once it exists."""
+    from difflib import get_close_matches
+
     from ..errors import ModelNotFound
+
+    def near(name: str, names: list[str]) -> str:
+        close = get_close_matches(name, names, n=1)
+        return f"did you mean {close[0]!r}? " if close else ""
 
     try:
         names = {r.name for r in reg.refs(model)}
     except ModelNotFound:
         return (f"no model {model!r} in this registry yet: {model}@{ref} is not served "
-                "(not ready) until it exists; check the spelling (`modelvc models`)")
+                f"(not ready) until it exists; {near(model, reg.models())}"
+                "check the spelling (`modelvc models`)")
     fixed = ref[:1] == "v" and ref[1:].isdigit()
     if not fixed and ref not in names:
         return (f"{model} has no channel, branch or tag {ref!r} yet: {model}@{ref} is not "
-                f"served (not ready) until it exists; check the spelling (`modelvc refs "
-                f"{model}`)")
+                f"served (not ready) until it exists; {near(ref, sorted(names))}check the "
+                f"spelling (`modelvc refs {model}`)")
     return None
 
 
