@@ -3,9 +3,14 @@ listings, wording, names of versions in messages, JSON that says what it means."
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from pathlib import Path
 
-from tests.cli.test_cli import js
+import pytest
+
+from tests.cli.test_cli import js, run
+from tests.conftest import write_model
 
 
 def test_init_json_meta_is_a_valid_sqlite_url(tmp_path: Path) -> None:
@@ -21,3 +26,80 @@ def test_redact_keeps_urls_without_secrets() -> None:
     assert redact("sqlite:////srv/reg/meta.db") == "sqlite:////srv/reg/meta.db"
     assert redact("postgresql+psycopg://u:pw@db/m") == "postgresql+psycopg://u:***@db/m"
     assert redact("s3://b/p?secret_key=x&region=eu") == "s3://b/p?secret_key=***&region=eu"
+
+
+@pytest.fixture
+def hc(tmp_path: Path) -> Path:
+    """A model (v1), a fine-tune with a long message (v2), a bf16 cast of v2 (v3), and
+    a policy whose production gates are a metric and an eval with the same threshold."""
+    run(["init"], tmp_path)
+    base = write_model(tmp_path / "m1.safetensors", 1)
+    write_model(tmp_path / "m2.safetensors", 2, base=base)
+    run(["commit", "m1.safetensors", "--model", "bert", "-m", "base"], tmp_path)
+    run(["commit", "m2.safetensors", "--model", "bert", "--metric", "accuracy=0.95",
+         "-m", "fine-tune " + "with a long message " * 8], tmp_path)
+    run(["derive", "bert@v2", "cast", "-p", "dtype=bf16", "--to", "bf16"], tmp_path)
+    (tmp_path / "eval.py").write_text('import json; print(json.dumps({"accuracy": 1}))\n')
+    (tmp_path / "policy.yaml").write_text(textwrap.dedent(f"""\
+        version: 1
+        models:
+          bert:
+            channels:
+              production:
+                gates:
+                  - metric: "accuracy >= 0.9"
+                  - eval:
+                      command: "{sys.executable} eval.py {{model}}"
+                      metrics: ["accuracy >= 0.9"]
+        """))
+    run(["policy", "apply", "policy.yaml"], tmp_path)
+    return tmp_path
+
+
+def _fits(out: str) -> str:
+    assert out.strip(), "no output"
+    wide = [ln for ln in out.splitlines() if len(ln) > 80]
+    assert not wide, wide
+    return out
+
+
+def test_output_fits_80_columns(hc: Path) -> None:
+    run(["gate", "run", "bert@v2", "-c", "production"], hc)
+    run(["promote", "bert@v2", "--to", "production", "--create"], hc)
+    for args in (["audit"], ["diff", "bert@v2", "bert@bf16"], ["diff", "bert@v1", "bert@v2"],
+                 ["log", "bert", "--all", "--graph"], ["log", "bert"],
+                 ["gate", "run", "bert@v2", "-c", "production"], ["gate", "show", "bert@v2"],
+                 ["gate", "show", "bert@v2", "--report"], ["show", "bert@bf16"]):
+        _fits(run(args, hc).stdout)
+    log = run(["log", "bert", "--all", "--graph"], hc).stdout.splitlines()
+    # The derived mark follows the message: the version numbers stay in one column.
+    assert log[0].startswith("* v3 ") and log[0].endswith("[cast of v2 dtype=bf16]"), log
+    assert "  fine-... (main" in run(["log", "bert"], hc).stdout  # cut before the refs
+    made = _fits(run(["derive", "bert@v1", "cast", "-p", "dtype=bf16", "--to", "b2"],
+                     hc).stdout)
+    assert made.startswith("bert@v4  ") and "(cast of bert@v1, dtype=bf16)" in made, made
+    # --json keeps every bit: the whole message, full ids.
+    v2 = js(["show", "bert@v2"], hc)["version"]
+    assert v2["message"].count("with a long message") == 8 and len(v2["id"]) == 64
+
+
+def test_error_for_an_invalid_name_fits_and_names_the_ref(hc: Path) -> None:
+    for args, said in ((["show", "bert@-1"], "invalid ref '-1'"),
+                       (["commit", "m1.safetensors", "-M", "a b"],
+                        "invalid model name 'a b'")):
+        p = run(args, hc, ok=False)
+        assert p.returncode == 2 and said in p.stderr, p.stderr
+        _fits(p.stderr)
+        assert "hint: use 1-128 letters" in p.stderr
+
+
+def test_every_help_fits_80_columns() -> None:
+    from click.testing import CliRunner
+
+    from modelvc.cli.main import build
+    from tests.cli.test_json_everywhere import COMMANDS
+
+    for path in [[], *COMMANDS]:
+        out = CliRunner().invoke(build(), [*path, "--help"], prog_name="modelvc",
+                                 terminal_width=80).output
+        _fits(out)

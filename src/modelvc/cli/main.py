@@ -97,10 +97,21 @@ class Group(click.Group):
                     doc["resumable"] = True
                 click.echo(json.dumps(doc))
             else:
-                click.echo(f"error: {exc.message}", err=True)
+                _say("error", exc.message)
                 if exc.hint:
-                    click.echo(f"hint: {exc.hint}", err=True)
+                    _say("hint", exc.hint)
             sys.exit(exc.exit_code)
+
+
+def _say(label: str, text: str) -> None:
+    """'LABEL: TEXT' on stderr; on a terminal wrapped to its width (a pipe or a log
+    gets one line per message, for grep)."""
+    if sys.stderr.isatty():
+        from .output import wrap
+
+        click.echo(wrap(text, " " * (len(label) + 2), f"{label}: "), err=True)
+    else:
+        click.echo(f"{label}: {text}", err=True)
 
 
 def _interrupted(ctx: click.Context, signum: int, as_json: bool) -> NoReturn:
