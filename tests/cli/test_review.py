@@ -93,7 +93,7 @@ def test_error_for_an_invalid_name_fits_and_names_the_ref(hc: Path) -> None:
         assert "hint: use 1-128 letters" in p.stderr
 
 
-def test_every_help_fits_80_columns() -> None:
+def test_every_help_fits_80_columns_and_no_summary_is_cut() -> None:
     from click.testing import CliRunner
 
     from modelvc.cli.main import build
@@ -103,3 +103,8 @@ def test_every_help_fits_80_columns() -> None:
         out = CliRunner().invoke(build(), [*path, "--help"], prog_name="modelvc",
                                  terminal_width=80).output
         _fits(out)
+    top = CliRunner().invoke(build(), ["--help"], prog_name="modelvc",
+                             terminal_width=80).output
+    listed = top.split("Commands:", 1)[1]
+    assert "..." not in listed, listed
+    assert "  commit            Record a file or folder as a new immutable version." in top

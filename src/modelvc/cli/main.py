@@ -45,11 +45,46 @@ MODULES = {
     "staging_cmds": ("staging",),
 }
 COMMANDS = {name: mod for mod, names in MODULES.items() for name in names}
+# What `modelvc --help` says of a command whose help's first sentence is too long for
+# its list (click cuts it with "..."): each fits one line of an 80-column terminal.
+SHORT_HELP = {
+    "clone": "Copy every model and ref of the registry at URL.",
+    "commit": "Record a file or folder as a new immutable version.",
+    "delete": "Delete a version; versions built on it stay whole.",
+    "demo": "Train, version, promote and roll back a toy model.",
+    "deploy": "Roll versions out to a fleet of gateways.",
+    "derive": "Make a version from another (cast, prune, quantize).",
+    "gc": "Remove objects no version needs (dry run by default).",
+    "init": "Create a registry (SQLite, or PostgreSQL + S3).",
+    "key": "Manage signing keys (the registry keeps public keys).",
+    "log": "History of a version, newest first.",
+    "policy": "Check, apply and show the promotion policy.",
+    "promote": "Point a channel at a version (gated by the policy).",
+    "pull": "Fetch models and refs from a remote registry.",
+    "push": "Send models and refs to a remote registry.",
+    "role": "Grant and revoke roles on models.",
+    "rollback": "Move a channel back to its previous version.",
+    "serve": "Serve models for inference, following their channels.",
+    "server": "Serve the registry over HTTP (API, auth, push/pull).",
+    "show": "Everything about one version: lineage, metrics, files.",
+    "sign": "Sign a version (its manifest and every file's hash).",
+    "signature": "Exchange signatures with OpenSSF model-signing.",
+    "staging": "Checkpoints a training run staged but never committed.",
+    "token": "Create, list and revoke API tokens.",
+    "ui": "Browse and steer the registry in a web browser.",
+    "verify": "Re-hash every object; name corrupt ones.",
+    "verify-signature": "Check that a version has a valid, trusted signature.",
+    "webhook": "HTTP webhooks fired by audit events.",
+}
 ARGS_KEY = "modelvc.args"  # ctx.meta: the arguments the group was called with
 
 
 def _register(group: click.Group, mod: str) -> None:
     importlib.import_module(f".{mod}", __package__).register(group)
+    for name in MODULES[mod]:
+        cmd = group.commands.get(name)
+        if cmd is not None and name in SHORT_HELP and not cmd.short_help:
+            cmd.short_help = SHORT_HELP[name]
 
 
 class Group(click.Group):
