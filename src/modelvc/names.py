@@ -70,7 +70,15 @@ def parse_ref(text: str) -> RefSpec:
     m = _NUMBER.match(selector)
     if m:
         return RefSpec(model, selector, int(m.group(1)))
-    check_name(selector, "ref")
+    try:
+        check_name(selector, "ref")
+    except InvalidName as exc:  # name the whole ref, as the other ref errors do
+        def shown(x: str, n: int) -> str:  # control characters escaped, long ones cut
+            x = x.encode("unicode_escape").decode()
+            return x if len(x) <= n else x[:n] + "..."
+
+        raise InvalidRef(f"invalid ref '{shown(text, 60)}': '{shown(selector, 40)}' is "
+                         "not a version (vN), id or name", hint=exc.hint) from None
     return RefSpec(model, selector)
 
 

@@ -84,7 +84,7 @@ def test_output_fits_80_columns(hc: Path) -> None:
 
 
 def test_error_for_an_invalid_name_fits_and_names_the_ref(hc: Path) -> None:
-    for args, said in ((["show", "bert@-1"], "invalid ref '-1'"),
+    for args, said in ((["show", "bert@-1"], "invalid ref 'bert@-1': '-1' is not"),
                        (["commit", "m1.safetensors", "-M", "a b"],
                         "invalid model name 'a b'")):
         p = run(args, hc, ok=False)
