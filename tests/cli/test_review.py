@@ -108,3 +108,30 @@ def test_every_help_fits_80_columns_and_no_summary_is_cut() -> None:
     listed = top.split("Commands:", 1)[1]
     assert "..." not in listed, listed
     assert "  commit            Record a file or folder as a new immutable version." in top
+
+
+def test_derive_errors_name_versions_and_what_is_missing(hc: Path) -> None:
+    again = run(["derive", "bert@v2", "cast", "-p", "dtype=bf16", "--to", "bf16"], hc,
+                ok=False)
+    assert again.returncode == 5, again.stderr
+    assert "branch bert@bf16 already holds cast of bert@v2 (dtype=bf16): bert@v3" \
+        in again.stderr, again.stderr
+    other = run(["derive", "bert@v1", "cast", "-p", "dtype=bf16", "--to", "bf16"], hc,
+                ok=False)
+    assert "branch bert@bf16 is at bert@v3, not at bert@v1 (the source)" in other.stderr
+    run(["branch", "create", "bert", "side", "--at", "bert@v1"], hc)
+    elsewhere = run(["derive", "bert@v2", "cast", "-p", "dtype=bf16", "--to", "side"], hc,
+                    ok=False)
+    assert "cast of bert@v2 (dtype=bf16) is already bert@v3" in elsewhere.stderr
+    for p in (again, other, elsewhere):
+        assert not any(len(w) >= 40 for w in p.stderr.split()), p.stderr  # no 64-hex ids
+    typo = run(["derive", "bert@v1", "castt"], hc, ok=False)
+    assert typo.returncode == 3 and "no recipe named 'castt'" in typo.stderr, typo.stderr
+    assert "cast, " in typo.stderr
+    no_to = run(["derive", "bert@v1", "cast"], hc, ok=False)
+    assert (no_to.returncode, no_to.stderr.splitlines()[0]) == (
+        2, "error: derive needs --to BRANCH")
+    none = run(["derive"], hc, ok=False)
+    assert "derive needs SRC, RECIPE and --to BRANCH" in none.stderr
+    assert "derived  cast v1 of bert@v2 (dtype=bf16)" in run(["show", "bert@bf16"],
+                                                             hc).stdout

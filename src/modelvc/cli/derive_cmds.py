@@ -52,10 +52,17 @@ def derive(ctx: Ctx, src: str | None, recipe: str | None, branch: str | None,
                              hint="the recipe and parameters are read from VERSION's record")
         _check(ctx, check_ref, not no_record, as_json)
         return
-    if not src or not recipe or not branch:
-        raise UsageError("derive needs SRC, RECIPE and --to BRANCH",
-                         hint=f"e.g. modelvc derive bert@v3 cast --to bf16 --param dtype=bf16;"
-                              f" recipes: {', '.join(d.names())}")
+    if recipe and recipe not in d.names():
+        d.load(recipe)  # "no recipe named 'castt'", naming the recipes there are
+    missing = [what for what, given in (("SRC", src), ("RECIPE", recipe),
+                                        ("--to BRANCH", branch)) if not given]
+    if missing or not src or not recipe or not branch:
+        words = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 \
+            else "".join(missing)
+        raise UsageError(f"derive needs {words}",
+                         hint=f"e.g. modelvc derive {src or 'bert@v3'} {recipe or 'cast'} "
+                              f"--to {branch or 'bf16'}"
+                              + ("" if recipe else f"; recipes: {', '.join(d.names())}"))
     from ..derive.recipe import parse_kv
 
     out = d.derive(ctx.registry(), src, recipe, to=branch, params=parse_kv(params),

@@ -202,8 +202,10 @@ def show(ctx: Ctx, ref: str, as_json: bool) -> None:
             click.echo(f"data     {d['path']}  blake3:{d['blake3'][:16]}")
         derived = v.lineage.get("derived_from")
         if isinstance(derived, dict):
-            click.echo(f"derived  {derived.get('recipe')} v{derived.get('version_of_recipe')} "
-                       f"of {str(derived.get('version'))[:12]} {derived.get('params')}")
+            params = ", ".join(f"{k}={val}" for k, val in (derived.get("params") or {}).items())
+            click.echo(wrap(f"{derived.get('recipe')} v{derived.get('version_of_recipe')} of "
+                            f"{_source(reg, v.model, str(derived.get('version')))}"
+                            + (f" ({params})" if params else ""), " " * 9, "derived  "))
         for title, kv in (("params", v.params), ("metrics", v.metrics)):
             if kv:
                 click.echo(f"{title:<8} " + "  ".join(f"{k}={val}" for k, val in kv.items()))
@@ -216,6 +218,17 @@ def show(ctx: Ctx, ref: str, as_json: bool) -> None:
             click.echo(f"  {f.path}  {human_bytes(f.size)}  {f.format}{extra}")
 
     emit(as_json, data, human)
+
+
+def _source(reg: Any, model: str, vid: str) -> str:
+    """A derived version's source as MODEL@vN (its id if it cannot be read)."""
+    from ..errors import ModelvcError
+
+    try:
+        src = reg.resolve(f"{model}@{vid}")
+    except ModelvcError:
+        return vid[:12]
+    return f"{src.model}@v{src.number}"
 
 
 @click.command()
