@@ -135,3 +135,24 @@ def test_derive_errors_name_versions_and_what_is_missing(hc: Path) -> None:
     assert "derive needs SRC, RECIPE and --to BRANCH" in none.stderr
     assert "derived  cast v1 of bert@v2 (dtype=bf16)" in run(["show", "bert@bf16"],
                                                              hc).stdout
+
+
+def test_gate_checks_say_where_they_come_from_and_audit_says_the_verdict(hc: Path) -> None:
+    # Recorded accuracy 0.95; the eval says 1: both checks use 1 and say so.
+    out = run(["gate", "run", "bert@v2", "-c", "production"], hc).stdout
+    checks = [c for c in out.split("\nPASS  ")[1:] if c.startswith(("metric", "eval "))]
+    assert [c.split()[0] for c in checks] == ["metric", "eval", "eval"], out
+    for c in (checks[0], checks[2]):  # the metric gate's and the eval gate's threshold
+        assert "accuracy >= 0.9" in c and \
+            "measured 1 (from eval, recorded 0.95), expected >= 0.9" in c, out
+    # A failing run: each failed check listed once, told apart by its gate.
+    (hc / "eval.py").write_text('import json; print(json.dumps({"accuracy": 0.5}))\n')
+    failed = run(["gate", "run", "bert@v2", "-c", "production"], hc, ok=False)
+    assert failed.returncode == 5
+    shown = run(["gate", "show", "bert@v2"], hc).stdout
+    assert "failed: metric: accuracy >= 0.9" in shown
+    assert "failed: eval: accuracy >= 0.9" in shown
+    assert shown.count("failed: metric: accuracy >= 0.9") == 1, shown
+    audit = [ln for ln in run(["audit", "--action", "gate"], hc).stdout.splitlines()]
+    assert audit[0].split()[-3:] == ["->", "v2", "passed"], audit
+    assert audit[1].endswith("-> v2  failed"), audit

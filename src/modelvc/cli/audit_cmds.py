@@ -80,15 +80,13 @@ def _move(before: object, after: object, numbers: dict[str, int] | None = None
 
 
 def _note(r: Any) -> str:
-    """The reason's first line; a gate run's verdict first ('passed', 'failed: ...')."""
+    """The reason's first line; a gate run's verdict first: passed or failed (`modelvc
+    gate show` names the failed checks; --json has them too)."""
     reason = (r.reason or "").split("\n", 1)[0]
     after = r.after if isinstance(r.after, dict) else {}
     if r.action != "gate" or "passed" not in after:
         return reason
     verdict = "passed" if after["passed"] else "failed"
-    failed = after.get("failed") or []
-    if failed:
-        verdict += ": " + "; ".join(str(f) for f in failed)
     return f"{verdict}  {reason}".rstrip()
 
 

@@ -67,11 +67,16 @@ def _line(res: GateResult) -> str:
     measured = _short(res.measured)
     expected = _short(res.expected)
     head = f"{mark}  {res.gate:<10} {res.name}"
+    # "from eval[, recorded 0.95]; why": where the measured value came from goes with it.
+    source, why = "", res.message
+    if why.startswith("from "):
+        source, _, why = why.partition("; ")
+        source = f" ({source})"
     parts = []
     if measured != "-" or expected != "-":
-        parts.append(f"measured {measured}, expected {expected}")
-    if res.message:
-        parts.append(f"({res.message})")
+        parts.append(f"measured {measured}{source}, expected {expected}")
+    if why:
+        parts.append(f"({why})")
     one = "  ".join([head, *parts])
     if len(one) <= width():
         return one
