@@ -156,3 +156,24 @@ def test_gate_checks_say_where_they_come_from_and_audit_says_the_verdict(hc: Pat
     audit = [ln for ln in run(["audit", "--action", "gate"], hc).stdout.splitlines()]
     assert audit[0].split()[-3:] == ["->", "v2", "passed"], audit
     assert audit[1].endswith("-> v2  failed"), audit
+
+
+@pytest.mark.parametrize(("args", "line", "as_json"), [
+    (["models"], "(no models)", []),
+    (["channel", "list", "toy"], "(no channels)", []),
+    (["refs", "toy", "--kind", "tag"], "(no tags)", []),
+    (["key", "list"], "(no keys)", []),
+    (["token", "list"], "(no tokens)", []),
+    (["role", "list"], "(no roles granted)", []),
+    (["remote", "list"], "(no remotes)", {}),
+    (["webhook", "list"], "(no webhooks)", []),
+    (["staging", "list"], "(no staged checkpoints)", []),
+])
+def test_empty_listings_say_so_in_one_line(tmp_path: Path, args: list[str], line: str,
+                                           as_json: object) -> None:
+    run(["init"], tmp_path)
+    if args[0] != "models":
+        write_model(tmp_path / "m.safetensors", 1)
+        run(["commit", "m.safetensors", "--model", "toy"], tmp_path)
+    assert run(args, tmp_path).stdout == line + "\n"
+    assert js(args, tmp_path) == as_json  # scripts see what they always saw

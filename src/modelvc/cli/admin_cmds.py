@@ -42,7 +42,7 @@ def init(path: str, meta: str | None, objects: str | None, as_json: bool) -> Non
 def models(ctx: Ctx, as_json: bool) -> None:
     """Models in the registry."""
     names = ctx.registry().models()
-    emit(as_json, names, "\n".join(names) if names else "(no models yet)")
+    emit(as_json, names, "\n".join(names) if names else "(no models)")
 
 
 @click.command()

@@ -110,7 +110,8 @@ def ratio(stored: int, raw: int) -> str:
 
 
 def empty(what: str) -> None:
-    """The one line an empty listing prints: '(no WHAT)' (its --json stays [] or {})."""
+    """The one line an empty listing prints, WHAT in parentheses: '(no channels)' (its
+    --json stays [] or {})."""
     click.echo(f"({what})")
 
 
