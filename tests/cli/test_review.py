@@ -177,3 +177,24 @@ def test_empty_listings_say_so_in_one_line(tmp_path: Path, args: list[str], line
         run(["commit", "m.safetensors", "--model", "toy"], tmp_path)
     assert run(args, tmp_path).stdout == line + "\n"
     assert js(args, tmp_path) == as_json  # scripts see what they always saw
+
+
+def test_wording_plurals_ratios_and_log_rows(hc: Path) -> None:
+    out = run(["checkout", "bert@v1", str(hc / "co")], hc).stdout
+    assert ": 1 file, " in out, out
+    run(["commit", "m1.safetensors", "--model", "bert"], hc)  # no message
+    row = run(["log", "bert"], hc).stdout.splitlines()[0]
+    assert row.endswith("cli-tester  (main)"), row  # two spaces, as before a message
+    verify = run(["verify"], hc).stdout
+    assert verify.startswith("checked ") and verify.rstrip().endswith(": ok"), verify
+    assert "(s)" not in verify
+
+
+def test_small_ratios_and_interrupted_checkout() -> None:
+    from modelvc.cli.main import STOPPED
+    from modelvc.cli.output import ratio, times
+
+    assert (ratio(1, 10_000), ratio(77, 1000), ratio(0, 0), times(0.0)) == (
+        "<0.001x", "0.077x", "0.000x", "0.000x")
+    true, again = STOPPED["checkout"]
+    assert "recorded" not in true and "--force" in again

@@ -138,6 +138,16 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
 
 
+# What is true after a command stopped midway, and what to do (unless the command set
+# its own hint): a checkout writes each file beside its target and renames it into place.
+STOPPED = {
+    "": ("every step it completed is recorded and none is half-written",
+         "run it again to finish"),
+    "checkout": ("each file it wrote is complete and verified, none is half-written",
+                 "run it again with --force to finish"),
+}
+
+
 def _say(label: str, text: str) -> None:
     """'LABEL: TEXT' on stderr; on a terminal wrapped to its width (a pipe or a log
     gets one line per message, for grep)."""
@@ -159,9 +169,9 @@ def _interrupted(ctx: click.Context, signum: int, as_json: bool) -> NoReturn:
     if words and isinstance(cli.commands.get(words[0]), click.Group):
         words += [a for a in args[at + 1:at + 2] if not a.startswith("-")]
     what = " ".join(["modelvc", *words])
-    message = (f"interrupted by {name}: `{what}` stopped before it finished; every "
-               "step it completed is recorded and none is half-written")
-    todo = interrupts.hint() or "run it again to finish"
+    true, again = STOPPED.get(words[0] if words else "", STOPPED[""])
+    message = f"interrupted by {name}: `{what}` stopped before it finished; {true}"
+    todo = interrupts.hint() or again
     if as_json:
         doc: dict[str, object] = {"error": "Interrupted", "message": message, "hint": todo}
         if interrupts.resumable():  # as a transfer's error when its server went away

@@ -103,9 +103,11 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 def ratio(stored: int, raw: int) -> str:
     """Stored over raw bytes as '0.077x'; '<0.001x' rather than '0.000x'."""
-    if not raw:
-        return "0x"
-    r = stored / raw
+    return times(stored / raw if raw else 0.0)
+
+
+def times(r: float) -> str:
+    """A ratio as '0.077x'; '<0.001x' rather than '0.000x' for a small one."""
     return "<0.001x" if 0 < r < 0.0005 else f"{r:.3f}x"
 
 

@@ -14,6 +14,8 @@ from .output import (
     emit,
     fit,
     human_bytes,
+    plural,
+    ratio,
     show_value,
     when,
     width,
@@ -140,9 +142,9 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
                    params=_kv(param, "param"), metrics=_kv(metric, "metric"), tags=tag,
                    parent=parent, data=data, progress=bar)
     bar.close()
-    ratio = v.stored_size / v.raw_size if v.raw_size else 0.0
     emit(as_json, v, f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "
-                     f"{human_bytes(v.stored_size)} stored ({ratio:.3f}x)")
+                     f"{human_bytes(v.stored_size)} stored "
+                     f"({ratio(v.stored_size, v.raw_size)})")
 
 
 @click.command()
@@ -209,9 +211,8 @@ def show(ctx: Ctx, ref: str, as_json: bool) -> None:
         for title, kv in (("params", v.params), ("metrics", v.metrics)):
             if kv:
                 click.echo(f"{title:<8} " + "  ".join(f"{k}={val}" for k, val in kv.items()))
-        ratio = v.stored_size / v.raw_size if v.raw_size else 0
         click.echo(f"size     {human_bytes(v.raw_size)} raw, {human_bytes(v.stored_size)} "
-                   f"new stored ({ratio:.3f}x)")
+                   f"new stored ({ratio(v.stored_size, v.raw_size)})")
         for f in m.files:
             n = sum(1 for _ in f.tensors())
             extra = f", {n} tensors" if n else ""
@@ -317,7 +318,8 @@ def checkout(ctx: Ctx, ref: str, dest: str, force: bool, as_json: bool) -> None:
     res = ctx.registry().checkout(ref, dest, force=force, progress=bar)
     bar.close()
     emit(as_json, {"dest": str(res.dest), "files": res.files, "bytes": res.bytes},
-         f"checked out {ref}: {res.files} files, {human_bytes(res.bytes)} -> {res.dest}")
+         f"checked out {ref}: {plural(res.files, 'file')}, {human_bytes(res.bytes)} -> "
+         f"{res.dest}")
 
 
 def register(group: click.Group) -> None:
