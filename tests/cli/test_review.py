@@ -198,3 +198,16 @@ def test_small_ratios_and_interrupted_checkout() -> None:
         "<0.001x", "0.077x", "0.000x", "0.000x")
     true, again = STOPPED["checkout"]
     assert "recorded" not in true and "--force" in again
+
+
+def test_exit_codes_in_help_a_suggestion_and_where_registry_goes(tmp_path: Path) -> None:
+    top = run(["--help"], tmp_path).stdout
+    assert "Exit codes: 0 done" in top and "5 conflict or gate failed" in top
+    typo = run(["comit"], tmp_path, ok=False)
+    assert typo.returncode == 2 and "did you mean 'commit'?" in typo.stderr, typo.stderr
+    assert "did you mean" not in run(["xyzzy"], tmp_path, ok=False).stderr
+    late = run(["models", "--registry", str(tmp_path)], tmp_path, ok=False)
+    assert late.returncode == 2
+    assert "--registry goes before the command" in late.stderr, late.stderr
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert "| 5 | conflict, or a gate failed" in readme

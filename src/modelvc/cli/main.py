@@ -96,6 +96,22 @@ class Group(click.Group):
             _register(self, COMMANDS[cmd_name])
         return super().get_command(ctx, cmd_name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            name = args[0] if args else ""
+            if not name or name.startswith("-") or name in COMMANDS:
+                raise
+            import difflib
+
+            close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.6)
+            if close:
+                raise click.UsageError(f"No such command '{name}'; did you mean "
+                                       f"'{close[0]}'?", ctx) from exc
+            raise
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         build()
         return super().list_commands(ctx)
@@ -111,6 +127,13 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
+            if isinstance(exc, click.NoSuchOption) and exc.option_name == "--registry":
+                # A group option: it goes before the command (modelvc --registry X log m).
+                exc = click.UsageError("--registry goes before the command: modelvc "
+                                       "--registry PATH COMMAND ... (or set "
+                                       "MODELVC_REGISTRY)", exc.ctx)
+                if not as_json:
+                    raise exc from None
             if not as_json:
                 raise
             click.echo(json.dumps({"error": "UsageError", "message": exc.format_message(),
@@ -182,7 +205,14 @@ def _interrupted(ctx: click.Context, signum: int, as_json: bool) -> NoReturn:
     sys.exit(128 + signum)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+EPILOG = """\b
+Exit codes: 0 done, 1 other error, 2 usage, 3 not found, 4 ambiguous,
+5 conflict or gate failed, 6 corrupt, 7 storage, 8 permission,
+130/143 interrupted (Ctrl-C/SIGTERM). --registry goes before the command."""
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EPILOG)
 @click.option("--registry", envvar="MODELVC_REGISTRY", metavar="PATH",
               help="Registry folder (default: the nearest .modelvc upward, or $MODELVC_REGISTRY).")
 # The version string itself, not package_name: click then reads the installed package's
