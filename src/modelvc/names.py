@@ -16,6 +16,7 @@ from .errors import InvalidName, InvalidRef
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _NUMBER = re.compile(r"^v([0-9]+)$")
 REF_HINT = "write NAME, NAME@vN, NAME@branch, NAME@channel, NAME@tag or NAME@<id>"
+NAME_HINT = "use 1-128 letters, digits, '.', '_' or '-'; start with a letter or digit"
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 RESERVED = frozenset({"HEAD", "latest"})
 
@@ -24,11 +25,8 @@ def check_name(name: str, what: str = "name") -> str:
     """Validate a model, branch, channel or tag name; return it unchanged."""
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
         shown = name.encode("unicode_escape").decode() if isinstance(name, str) else repr(name)
-        shown = shown if len(shown) <= 80 else shown[:80] + "..."
-        raise InvalidName(
-            f"invalid {what} '{shown}': use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (no '/', '@', spaces or control characters)"
-        )
+        shown = shown if len(shown) <= 40 else shown[:40] + "..."
+        raise InvalidName(f"invalid {what} '{shown}'", hint=NAME_HINT)
     return name
 
 
@@ -72,7 +70,15 @@ def parse_ref(text: str) -> RefSpec:
     m = _NUMBER.match(selector)
     if m:
         return RefSpec(model, selector, int(m.group(1)))
-    check_name(selector, "ref")
+    try:
+        check_name(selector, "ref")
+    except InvalidName as exc:  # name the whole ref, as the other ref errors do
+        def shown(x: str, n: int) -> str:  # control characters escaped, long ones cut
+            x = x.encode("unicode_escape").decode()
+            return x if len(x) <= n else x[:n] + "..."
+
+        raise InvalidRef(f"invalid ref '{shown(text, 60)}': '{shown(selector, 40)}' is "
+                         "not a version (vN), id or name", hint=exc.hint) from None
     return RefSpec(model, selector)
 
 

@@ -31,14 +31,20 @@ def meta_url(raw: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without its password or secret key (for output and logs)."""
+    """The URL without its password or secret key (for output and logs); a URL with
+    neither comes back as it is (urlunsplit would turn sqlite:////abs/path, whose
+    netloc is empty, into sqlite://abs/path)."""
     parts = urlsplit(url)
     netloc = parts.netloc
-    if "@" in netloc and ":" in netloc.split("@", 1)[0]:
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    has_password = "@" in netloc and ":" in netloc.split("@", 1)[0]
+    if not has_password and not any(k in _SECRETS for k, _ in pairs):
+        return url
+    if has_password:
         user = netloc.split("@", 1)[0].split(":", 1)[0]
         netloc = f"{user}:***@{netloc.split('@', 1)[1]}"
     query = urlencode([(k, "***" if k in _SECRETS else v)
-                       for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+                       for k, v in pairs],
                       safe="/:*")
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 

@@ -21,7 +21,7 @@ def test_derive_show_and_check(tmp_path: Path) -> None:
     assert shown["derived_from"] == rec
     assert shown["version"]["parents"] == [src["id"]]
     human = run(["show", "toy@half"], tmp_path).stdout
-    assert "derived  cast v1 of " + src["id"][:12] in human
+    assert "derived  cast v1 of toy@v1 (dtype=fp16)" in human
     checked = js(["derive", "--check", "toy@half"], tmp_path)
     assert checked["ok"] is True and checked["tag"] == "derive-ok-v2"
     recipes = {r["name"]: r for r in js(["derive", "--list"], tmp_path)}

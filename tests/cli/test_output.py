@@ -54,6 +54,8 @@ def test_audit_columns_and_values(tmp_path: Path) -> None:
     # The target column starts at the same place on every row, after the longest actor.
     starts = {r.index("  t@") for r in rows}
     assert len(starts) == 1, out
+    # ... and fit 80 columns: a long actor is cut (--json has it whole).
+    assert max(map(len, rows)) <= 80 and "release-automatio..." in out, out
     assert rows[0].split()[3:7] == ["al", "commit", "t@main", "-"], rows[0]
     # Filters that match nothing say so (an empty screen read as a broken filter).
     env = {**os.environ, "MODELVC_AUTHOR": "al"}

@@ -95,6 +95,6 @@ def test_verify_has_a_bar_in_decoded_bytes_and_json_stays_clean(tmp_path: Path) 
     assert draws and draws[-1].startswith("verify [") and " 100% " in draws[-1], draws
     pct = _percents(draws)
     assert pct == sorted(pct), pct
-    assert re.match(r"checked \d+ objects \(.* decoded\) of 1 versions: ok", done.stdout)
+    assert re.match(r"checked \d+ objects \(.* decoded\) of 1 version: ok", done.stdout)
     quiet = _cli(reg, "verify", "--json")
     assert quiet.stderr == "" and json.loads(quiet.stdout)["versions"] == 1

@@ -94,6 +94,31 @@ def test_errors_name_the_file_and_line(text: str, line: int, words: str) -> None
     assert words in msg
 
 
+def test_every_error_is_named_at_once() -> None:
+    """A mistake in one gate, channel or model does not hide the others: one line each."""
+    text = textwrap.dedent("""\
+        version: 1
+        models:
+          m:
+            channels:
+              production:
+                gates:
+                  - metric: "accuracy >>= 0.9"
+                  - latency: 3
+                  - metric: "accuracy >= 0.9"
+              staging:
+                gates:
+                  - eval: {}
+          "bad name":
+            channels: {}
+        """)
+    with pytest.raises(InvalidPolicy) as e:
+        parse_policy(text, "p.yaml")
+    lines = e.value.message.splitlines()
+    assert [ln.split(":")[1] for ln in lines] == ["7", "8", "12", "13"], lines
+    assert "unknown key 'latency'" in lines[1] and "'bad name'" in lines[3]
+
+
 def test_empty_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text("")
     with pytest.raises(InvalidPolicy, match="empty"):

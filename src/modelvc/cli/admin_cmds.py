@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .context import Ctx, json_option
-from .output import Progress, emit, human_bytes
+from .output import Progress, emit, human_bytes, plural, times, wrap
 
 
 @click.command()
@@ -42,7 +42,7 @@ def init(path: str, meta: str | None, objects: str | None, as_json: bool) -> Non
 def models(ctx: Ctx, as_json: bool) -> None:
     """Models in the registry."""
     names = ctx.registry().models()
-    emit(as_json, names, "\n".join(names) if names else "(no models yet)")
+    emit(as_json, names, "\n".join(names) if names else "(no models)")
 
 
 @click.command()
@@ -60,15 +60,15 @@ def du(ctx: Ctx, model: str | None, as_json: bool) -> None:
     def human() -> None:
         for name, m in s["models"].items():
             click.echo(f"{name}: {len(m['versions'])} versions, {human_bytes(m['raw'])} raw, "
-                       f"{human_bytes(m['stored'])} stored ({m['ratio']:.3f}x)")
+                       f"{human_bytes(m['stored'])} stored ({times(m['ratio'])})")
             for v in m["versions"]:
                 new = v.get("new")
                 added = f"  {human_bytes(new):>10} new" if new is not None else ""
                 click.echo(f"  v{v['number']:<4} {human_bytes(v['raw']):>10} raw "
-                           f"{human_bytes(v['stored']):>10} stored{added}  {v['ratio']:.3f}x")
+                           f"{human_bytes(v['stored']):>10} stored{added}  {times(v['ratio'])}")
         where = f" in {s['objects']} objects" if s["objects"] is not None else ""
         click.echo(f"total: {human_bytes(s['raw'])} raw, {human_bytes(s['stored'])} stored"
-                   f"{where} ({s['ratio']:.3f}x)")
+                   f"{where} ({times(s['ratio'])})")
         loose = s.get("unreferenced")
         if loose and loose["objects"]:
             click.echo(f"unreferenced: {loose['objects']} objects, "
@@ -97,17 +97,21 @@ def verify(ctx: Ctx, repair: bool, as_json: bool) -> None:
         bar.close()
 
     def human() -> None:
-        click.echo(f"checked {r.checked} objects ({human_bytes(r.bytes)} decoded) of "
-                   f"{r.versions} versions: " + ("ok" if r.ok else
-                                                 f"{len(r.corrupt)} corrupt, "
-                                                 f"{len(r.unrecorded)} version(s) with "
-                                                 "unrecorded objects"))
+        # "unrecorded": objects a live version lists that the registry has no row for,
+        # so `modelvc gc` would delete them.
+        problems = [f"{plural(len(r.corrupt), 'corrupt object')}"] if r.corrupt else []
+        if r.unrecorded:
+            problems.append(f"{plural(len(r.unrecorded), 'version')} using objects the "
+                            "registry does not record (gc would delete them)")
+        click.echo(wrap(f"checked {plural(r.checked, 'object')} "
+                        f"({human_bytes(r.bytes)} decoded) of {plural(r.versions, 'version')}: "
+                        + ("; ".join(problems) if problems else "ok"), "  "))
         for oid, why in r.corrupt.items():
             click.echo(f"  corrupt {oid[:16]}  {why}")
         for v in r.broken_versions:
             click.echo(f"  breaks  {v}")
         for v, ids in r.unrecorded.items():
-            click.echo(f"  {v} lists {len(ids)} object(s) with no objects row: "
+            click.echo(f"  {v} uses {plural(len(ids), 'unrecorded object')}: "
                        f"{', '.join(i[:12] for i in ids[:5])}")
 
     emit(as_json, r, human)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .context import Ctx, json_option
-from .output import columns, emit, when
+from .output import columns, emit, fit, when
 from .ref_cmds import _parse_time
 
 
@@ -36,20 +38,56 @@ def audit(ctx: click.Context, model: str | None, channel: str | None, actor: str
             click.echo("no audit entries" + (f" match {' '.join(given)}" if given else ""),
                        err=True)
             return
-        table = [(str(r.id), when(r.at), r.actor, r.action, r.target, _move(r.before, r.after),
-                  (r.reason or "").split("\n", 1)[0]) for r in rows]
-        click.echo(columns(table, right=(0,)))
+        numbers = _numbers(obj, {r.model for r in rows if r.model})
+        table = [(str(r.id), when(r.at), fit(r.actor, 20), r.action, r.target,
+                  *_move(r.before, r.after, numbers.get(r.model or "", {})), _note(r))
+                 for r in rows]
+        for line in columns(table, right=(0, 5)).splitlines():
+            click.echo(fit(line))  # a long actor or reason is cut: --json has it all
 
     emit(as_json, rows, human)
 
 
-def _move(before: object, after: object) -> str:
-    """'old -> new' version ids (8 characters; '-' for none), or '' if no version moved."""
+def _numbers(obj: Ctx, models: set[str]) -> dict[str, dict[str, int]]:
+    """Each model's version numbers by id (a model deleted since: none, ids stay ids)."""
+    from ..errors import ModelvcError
+
+    out: dict[str, dict[str, int]] = {}
+    for m in models:
+        try:
+            out[m] = {v.id: v.number for v in obj.registry().versions(m)}
+        except ModelvcError:
+            out[m] = {}
+    return out
+
+
+def _move(before: object, after: object, numbers: dict[str, int] | None = None
+          ) -> tuple[str, str]:
+    """('old', '-> new'): version numbers (vN), else ids (8 characters); '-' for none;
+    ('', '') if no version moved."""
     old = before.get("version") if isinstance(before, dict) else None
     new = after.get("version") if isinstance(after, dict) else None
     if old is None and new is None:
-        return ""
-    return f"{str(old)[:8] if old else '-':>8} -> {str(new)[:8] if new else '-'}"
+        return "", ""
+
+    def name(x: object) -> str:
+        if not x:
+            return "-"
+        n = (numbers or {}).get(str(x))
+        return f"v{n}" if n is not None else str(x)[:8]
+
+    return name(old), f"-> {name(new)}"
+
+
+def _note(r: Any) -> str:
+    """The reason's first line; a gate run's verdict first: passed or failed (`modelvc
+    gate show` names the failed checks; --json has them too)."""
+    reason = (r.reason or "").split("\n", 1)[0]
+    after = r.after if isinstance(r.after, dict) else {}
+    if r.action != "gate" or "passed" not in after:
+        return reason
+    verdict = "passed" if after["passed"] else "failed"
+    return f"{verdict}  {reason}".rstrip()
 
 
 @audit.command("verify")

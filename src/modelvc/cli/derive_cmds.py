@@ -9,7 +9,7 @@ import click
 
 from ..errors import UsageError
 from .context import Ctx, json_option
-from .output import emit
+from .output import emit, human_bytes, ratio, wrap
 
 
 @click.command()
@@ -52,10 +52,17 @@ def derive(ctx: Ctx, src: str | None, recipe: str | None, branch: str | None,
                              hint="the recipe and parameters are read from VERSION's record")
         _check(ctx, check_ref, not no_record, as_json)
         return
-    if not src or not recipe or not branch:
-        raise UsageError("derive needs SRC, RECIPE and --to BRANCH",
-                         hint=f"e.g. modelvc derive bert@v3 cast --to bf16 --param dtype=bf16;"
-                              f" recipes: {', '.join(d.names())}")
+    if recipe and recipe not in d.names():
+        d.load(recipe)  # "no recipe named 'castt'", naming the recipes there are
+    missing = [what for what, given in (("SRC", src), ("RECIPE", recipe),
+                                        ("--to BRANCH", branch)) if not given]
+    if missing or not src or not recipe or not branch:
+        words = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 \
+            else "".join(missing)
+        raise UsageError(f"derive needs {words}",
+                         hint=f"e.g. modelvc derive {src or 'bert@v3'} {recipe or 'cast'} "
+                              f"--to {branch or 'bf16'}"
+                              + ("" if recipe else f"; recipes: {', '.join(d.names())}"))
     from ..derive.recipe import parse_kv
 
     out = d.derive(ctx.registry(), src, recipe, to=branch, params=parse_kv(params),
@@ -63,13 +70,17 @@ def derive(ctx: Ctx, src: str | None, recipe: str | None, branch: str | None,
     v = out.version
 
     def human() -> None:
-        click.echo(f"{v.model}@v{v.number}  {v.id[:12]}  on {branch}  "
-                   f"({recipe} of {src}, {out.derived_from['params']})")
-        stats = {k: val for k, val in out.derived_from["stats"].items()
-                 if not isinstance(val, dict)}
-        click.echo("  " + "  ".join(f"{k}={_short(val)}" for k, val in stats.items()))
-        ratio = v.stored_size / v.raw_size if v.raw_size else 0.0
-        click.echo(f"  stored {v.stored_size} new bytes for {v.raw_size} raw ({ratio:.3f}x)")
+        params = " ".join(f"{k}={val}" for k, val in out.derived_from["params"].items())
+        click.echo(wrap(f"{v.model}@v{v.number}  {v.id[:12]}  on {branch}  ({recipe} of "
+                        f"{src}{', ' + params if params else ''})", "  "))
+        # Scalars only (--json has every statistic, nested ones too), as many lines as
+        # they take.
+        stats = [f"{k}={_short(val)}" for k, val in out.derived_from["stats"].items()
+                 if not isinstance(val, dict | list)]
+        if stats:
+            click.echo(wrap("  ".join(stats), "  ", "  "))
+        click.echo(f"  stored {human_bytes(v.stored_size)} new for "
+                   f"{human_bytes(v.raw_size)} raw ({ratio(v.stored_size, v.raw_size)})")
 
     emit(as_json, {"version": v, "derived_from": out.derived_from}, human)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .context import Ctx, json_option
-from .output import emit, when
+from .output import emit, fit, when, width, wrap
 
 if TYPE_CHECKING:
     from ..records import GateReport, GateResult
@@ -44,27 +44,43 @@ def gate_run(ctx: Ctx, ref: str, channel: str, policy_file: str | None, data: st
 
 
 def _print_report(r: GateReport) -> None:
-    click.echo(f"gates for {r.model}@v{r.number} ({r.version[:12]}) -> {r.channel}, "
-               f"policy {r.policy[:12]}")
+    click.echo(wrap(f"gates for {r.model}@v{r.number} ({r.version[:12]}) -> {r.channel}, "
+                    f"policy {r.policy[:12]}", "  "))
     for res in r.results:
         click.echo(_line(res))
     n_failed = sum(1 for x in r.results if not x.passed)
     verdict = "PASSED" if r.passed else f"FAILED ({n_failed} of {len(r.results)} checks)"
-    click.echo(f"{verdict} in {r.seconds:.1f} s; report {r.report_id[:12]}, run {r.run_id}")
+    click.echo(wrap(f"{verdict} in {r.seconds:.1f} s; report {r.report_id[:12]}, "
+                    f"run {r.run_id}", "  "))
     for note in r.notes:
-        click.echo(f"note: {note}")
+        click.echo(wrap(note, "      ", "note: "))
+
+
+INDENT = " " * 6  # under the check's name
 
 
 def _line(res: GateResult) -> str:
+    """One check: 'PASS  metric     accuracy >= 0.9  measured 0.95, expected >= 0.9
+    (why)' on one line if it fits the terminal, else the name's line and the rest
+    wrapped below it."""
     mark = "PASS" if res.passed else "FAIL"
     measured = _short(res.measured)
     expected = _short(res.expected)
-    body = f"{mark}  {res.gate:<10} {res.name}"
+    head = f"{mark}  {res.gate:<10} {res.name}"
+    # "from eval[, recorded 0.95]; why": where the measured value came from goes with it.
+    source, why = "", res.message
+    if why.startswith("from "):
+        source, _, why = why.partition("; ")
+        source = f" ({source})"
+    parts = []
     if measured != "-" or expected != "-":
-        body += f"  measured {measured}, expected {expected}"
-    if res.message:
-        body += f"  ({res.message})"
-    return body
+        parts.append(f"measured {measured}{source}, expected {expected}")
+    if why:
+        parts.append(f"({why})")
+    one = "  ".join([head, *parts])
+    if len(one) <= width():
+        return one
+    return "\n".join([fit(head), *(wrap(p, INDENT, INDENT) for p in parts)])
 
 
 def _short(x: Any) -> str:
@@ -98,7 +114,7 @@ def gate_show(ctx: Ctx, ref: str, channel: str | None, full: bool, as_json: bool
         applied = parse_policy(current.body, f"applied policy {current.digest[:12]}")
     if full:
         if not runs:
-            emit(as_json, None, f"no gate runs for {v.model}@v{v.number}")
+            emit(as_json, None, f"(no gate runs for {v.model}@v{v.number})")
             return
         data = reg.gates.report(f"{v.model}@{v.id}", run_id=runs[-1].id)
         emit(as_json, data, lambda: _print_stored(data))
@@ -106,24 +122,31 @@ def gate_show(ctx: Ctx, ref: str, channel: str | None, full: bool, as_json: bool
 
     def human() -> None:
         if not runs:
-            click.echo(f"no gate runs for {v.model}@v{v.number}")
+            click.echo(f"(no gate runs for {v.model}@v{v.number})")
         for r in runs:
-            stale = "" if applied is None or applied.counts(r, v.model) else (
-                "  (does not count: the channel's gates changed since)")
             verdict = "PASSED" if r.passed else "FAILED"
-            click.echo(f"{r.id:>4} {when(r.at)} {r.channel:<12} {verdict} by {r.actor}"
-                       f"  policy {r.policy_digest[:12]}{stale}  report {r.report_id[:12]}")
+            click.echo(fit(f"{r.id:>4} {when(r.at)} {r.channel:<12} {verdict} by {r.actor}"))
+            click.echo(f"     policy {r.policy_digest[:12]}  report {r.report_id[:12]}")
+            if applied is not None and not applied.counts(r, v.model):
+                click.echo("     does not count: the channel's gates changed since")
             for name in r.summary.get("failed", []):
-                click.echo(f"       failed: {name}")
+                click.echo(wrap(name, " " * 13, "     failed: "))
 
     emit(as_json, runs, human)
 
 
 def _print_stored(d: dict[str, Any]) -> None:
+    from datetime import datetime
+
     from ..records import GateResult
 
-    click.echo(f"gates for {d['model']}@v{d['number']} ({d['version'][:12]}) -> {d['channel']}"
-               f", policy {d['policy'][:12]}, by {d['actor']} at {d['at']}")
+    try:
+        at = when(datetime.fromisoformat(d["at"]))
+    except (TypeError, ValueError):
+        at = str(d["at"])
+    click.echo(wrap(f"gates for {d['model']}@v{d['number']} ({d['version'][:12]}) -> "
+                    f"{d['channel']}, policy {d['policy'][:12]}", "  "))
+    click.echo(fit(f"  by {d['actor']} at {at}"))
     for x in d["results"]:
         click.echo(_line(GateResult(**x)))
     click.echo("PASSED" if d["passed"] else "FAILED")

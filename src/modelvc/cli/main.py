@@ -45,11 +45,46 @@ MODULES = {
     "staging_cmds": ("staging",),
 }
 COMMANDS = {name: mod for mod, names in MODULES.items() for name in names}
+# What `modelvc --help` says of a command whose help's first sentence is too long for
+# its list (click cuts it with "..."): each fits one line of an 80-column terminal.
+SHORT_HELP = {
+    "clone": "Copy every model and ref of the registry at URL.",
+    "commit": "Record a file or folder as a new immutable version.",
+    "delete": "Delete a version; versions built on it stay whole.",
+    "demo": "Train, version, promote and roll back a toy model.",
+    "deploy": "Roll versions out to a fleet of gateways.",
+    "derive": "Make a version from another (cast, prune, quantize).",
+    "gc": "Remove objects no version needs (dry run by default).",
+    "init": "Create a registry (SQLite, or PostgreSQL + S3).",
+    "key": "Manage signing keys (the registry keeps public keys).",
+    "log": "History of a version, newest first.",
+    "policy": "Check, apply and show the promotion policy.",
+    "promote": "Point a channel at a version (gated by the policy).",
+    "pull": "Fetch models and refs from a remote registry.",
+    "push": "Send models and refs to a remote registry.",
+    "role": "Grant and revoke roles on models.",
+    "rollback": "Move a channel back to its previous version.",
+    "serve": "Serve models for inference, following their channels.",
+    "server": "Serve the registry over HTTP (API, auth, push/pull).",
+    "show": "Everything about one version: lineage, metrics, files.",
+    "sign": "Sign a version (its manifest and every file's hash).",
+    "signature": "Exchange signatures with OpenSSF model-signing.",
+    "staging": "Checkpoints a training run staged but never committed.",
+    "token": "Create, list and revoke API tokens.",
+    "ui": "Browse and steer the registry in a web browser.",
+    "verify": "Re-hash every object; name corrupt ones.",
+    "verify-signature": "Check that a version has a valid, trusted signature.",
+    "webhook": "HTTP webhooks fired by audit events.",
+}
 ARGS_KEY = "modelvc.args"  # ctx.meta: the arguments the group was called with
 
 
 def _register(group: click.Group, mod: str) -> None:
     importlib.import_module(f".{mod}", __package__).register(group)
+    for name in MODULES[mod]:
+        cmd = group.commands.get(name)
+        if cmd is not None and name in SHORT_HELP and not cmd.short_help:
+            cmd.short_help = SHORT_HELP[name]
 
 
 class Group(click.Group):
@@ -60,6 +95,22 @@ class Group(click.Group):
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             _register(self, COMMANDS[cmd_name])
         return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            name = args[0] if args else ""
+            if not name or name.startswith("-") or name in COMMANDS:
+                raise
+            import difflib
+
+            close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.6)
+            if close:
+                raise click.UsageError(f"No such command '{name}'; did you mean "
+                                       f"'{close[0]}'?", ctx) from exc
+            raise
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         build()
@@ -76,6 +127,13 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
+            if isinstance(exc, click.NoSuchOption) and exc.option_name == "--registry":
+                # A group option: it goes before the command (modelvc --registry X log m).
+                exc = click.UsageError("--registry goes before the command: modelvc "
+                                       "--registry PATH COMMAND ... (or set "
+                                       "MODELVC_REGISTRY)", exc.ctx)
+                if not as_json:
+                    raise exc from None
             if not as_json:
                 raise
             click.echo(json.dumps({"error": "UsageError", "message": exc.format_message(),
@@ -97,10 +155,31 @@ class Group(click.Group):
                     doc["resumable"] = True
                 click.echo(json.dumps(doc))
             else:
-                click.echo(f"error: {exc.message}", err=True)
+                _say("error", exc.message)
                 if exc.hint:
-                    click.echo(f"hint: {exc.hint}", err=True)
+                    _say("hint", exc.hint)
             sys.exit(exc.exit_code)
+
+
+# What is true after a command stopped midway, and what to do (unless the command set
+# its own hint): a checkout writes each file beside its target and renames it into place.
+STOPPED = {
+    "": ("every step it completed is recorded and none is half-written",
+         "run it again to finish"),
+    "checkout": ("each file it wrote is complete and verified, none is half-written",
+                 "run it again with --force to finish"),
+}
+
+
+def _say(label: str, text: str) -> None:
+    """'LABEL: TEXT' on stderr; on a terminal wrapped to its width (a pipe or a log
+    gets one line per message, for grep)."""
+    if sys.stderr.isatty():
+        from .output import wrap
+
+        click.echo(wrap(text, " " * (len(label) + 2), f"{label}: "), err=True)
+    else:
+        click.echo(f"{label}: {text}", err=True)
 
 
 def _interrupted(ctx: click.Context, signum: int, as_json: bool) -> NoReturn:
@@ -113,9 +192,9 @@ def _interrupted(ctx: click.Context, signum: int, as_json: bool) -> NoReturn:
     if words and isinstance(cli.commands.get(words[0]), click.Group):
         words += [a for a in args[at + 1:at + 2] if not a.startswith("-")]
     what = " ".join(["modelvc", *words])
-    message = (f"interrupted by {name}: `{what}` stopped before it finished; every "
-               "step it completed is recorded and none is half-written")
-    todo = interrupts.hint() or "run it again to finish"
+    true, again = STOPPED.get(words[0] if words else "", STOPPED[""])
+    message = f"interrupted by {name}: `{what}` stopped before it finished; {true}"
+    todo = interrupts.hint() or again
     if as_json:
         doc: dict[str, object] = {"error": "Interrupted", "message": message, "hint": todo}
         if interrupts.resumable():  # as a transfer's error when its server went away
@@ -126,7 +205,14 @@ def _interrupted(ctx: click.Context, signum: int, as_json: bool) -> NoReturn:
     sys.exit(128 + signum)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+EPILOG = """\b
+Exit codes: 0 done, 1 other error, 2 usage, 3 not found, 4 ambiguous,
+5 conflict or gate failed, 6 corrupt, 7 storage, 8 permission,
+130/143 interrupted (Ctrl-C/SIGTERM). --registry goes before the command."""
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EPILOG)
 @click.option("--registry", envvar="MODELVC_REGISTRY", metavar="PATH",
               help="Registry folder (default: the nearest .modelvc upward, or $MODELVC_REGISTRY).")
 # The version string itself, not package_name: click then reads the installed package's

@@ -8,7 +8,7 @@ import click
 
 from ..errors import UsageError
 from .context import Ctx, json_option
-from .output import emit, when
+from .output import emit, empty, when
 
 
 def _parse_time(text: str) -> datetime:
@@ -30,6 +30,9 @@ def refs(ctx: Ctx, model: str, kind: str | None, as_json: bool) -> None:
     rows = reg.refs(model, kind=kind)
 
     def human() -> None:
+        if not rows:
+            what = {"branch": "branches", "channel": "channels", "tag": "tags"}
+            empty(f"no {what.get(kind or '', 'refs')}")
         for r in rows:
             target = "-"
             if r.version_id:

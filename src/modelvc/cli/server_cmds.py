@@ -33,11 +33,11 @@ def server(ctx: Ctx, registry_path: str | None, host: str | None, port: int | No
 
     \b
     Settings: flags > MODELVC_SERVER_* environment > --config file > defaults.
-    Every request needs an API token unless --anonymous-read; bootstrap one locally:
+    Every request needs an API token unless --anonymous-read; make one locally:
       modelvc role grant alice admin --on '*'
       modelvc token create laptop --subject alice
     SIGTERM/SIGINT stop accepting, finish in-flight requests, then exit.
-    --json: the start-up line is a JSON object on stdout and the log is JSON lines.
+    --json: the start-up line is a JSON object on stdout, the log JSON lines.
     """
     try:
         import fastapi  # noqa: F401

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .context import Ctx, json_option
-from .output import emit, when
+from .output import emit, empty, when
 
 DEFAULT_KEY_DIR = Path("~/.config/modelvc/keys")
 
@@ -56,6 +56,8 @@ def key_list(ctx: Ctx, as_json: bool) -> None:
     rows = ctx.registry().keys.list()
 
     def human() -> None:
+        if not rows:
+            empty("no keys")
         for k in rows:
             state = f"revoked {when(k.revoked_at)}" if k.revoked_at else "active"
             click.echo(f"{k.name:<20} {k.id[:16]}  {state:<28} by {k.created_by}")

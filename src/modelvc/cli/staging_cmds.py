@@ -17,7 +17,7 @@ import click
 
 from ..errors import UsageError
 from .context import Ctx, json_option
-from .output import emit
+from .output import emit, empty
 
 if TYPE_CHECKING:
     from ..api.staging import Staged
@@ -66,7 +66,7 @@ def list_(ctx: Ctx, root: str | None, as_json: bool) -> None:
 
     def human() -> None:
         if not rows:
-            click.echo("(nothing staged)")
+            empty("no staged checkpoints")
         for r in rows:
             click.echo(_line(r))
 

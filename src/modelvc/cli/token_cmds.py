@@ -13,7 +13,7 @@ import click
 
 from ..errors import UsageError
 from .context import Ctx, json_option
-from .output import emit, when
+from .output import emit, empty, when
 
 _SPAN = re.compile(r"^([0-9]+)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -65,6 +65,8 @@ def token_list(ctx: Ctx, subject: str | None, as_json: bool) -> None:
     rows = ctx.registry().tokens.list(subject=subject)
 
     def human() -> None:
+        if not rows:
+            empty("no tokens")
         for t in rows:
             state = ("revoked" if t.revoked_at else "expired"
                      if t.expires_at and t.expires_at <= datetime.now(UTC) else "active")
@@ -124,6 +126,8 @@ def role_list(ctx: Ctx, subject: str | None, as_json: bool) -> None:
     rows = ctx.registry().roles.list(subject=subject)
 
     def human() -> None:
+        if not rows:
+            empty("no roles granted")
         for b in rows:
             click.echo(f"{b.subject:<16} {b.role:<9} {b.scope}")
 

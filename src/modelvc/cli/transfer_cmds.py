@@ -141,7 +141,8 @@ def remote_list(ctx: Ctx, as_json: bool) -> None:
     from ..transfer import remotes
 
     table = remotes(ctx.local_registry())
-    emit(as_json, table, "\n".join(f"{k}\t{v}" for k, v in sorted(table.items())) or None)
+    emit(as_json, table, "\n".join(f"{k}\t{v}" for k, v in sorted(table.items()))
+         or "(no remotes)")
 
 
 def register(group: click.Group) -> None:

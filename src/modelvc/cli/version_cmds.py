@@ -8,7 +8,20 @@ import click
 
 from ..errors import UsageError
 from .context import Ctx, few_arenas, json_option
-from .output import Progress, columns, emit, human_bytes, show_value, to_jsonable, when
+from .output import (
+    Progress,
+    columns,
+    emit,
+    fit,
+    human_bytes,
+    plural,
+    ratio,
+    show_value,
+    to_jsonable,
+    when,
+    width,
+    wrap,
+)
 
 
 def _kv(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -27,28 +40,50 @@ def _kv(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
     return out
 
 
+def _label(v: Any, model: str | None) -> str:
+    return f"v{v.number}" if model is None or v.model == model else f"{v.model}@v{v.number}"
+
+
+def _widths(versions: list[Any], model: str) -> tuple[int, int]:
+    """The number's and the author's column widths for VERSIONS (an author's name is
+    cut at 16)."""
+    return (max((len(_label(v, model)) for v in versions), default=2),
+            min(max((len(v.author) for v in versions), default=1), 16))
+
+
 def _version_line(v: Any, refs: dict[str, list[str]] | None = None,
-                  model: str | None = None) -> str:
-    """One version; another model's (a fork's origin) is shown as MODEL@vN."""
+                  model: str | None = None, prefix: str = "", mark: str = "",
+                  widths: tuple[int, int] = (5, 10)) -> str:
+    """One version (its time to the minute; in the graph, whose lanes PREFIX takes room,
+    its day), cut to the terminal's width: the message shortened (or left out) first,
+    so the refs, the derived MARK and a deletion stay whole. Another model's version (a
+    fork's origin) is shown as MODEL@vN."""
     names = ", ".join((refs or {}).get(v.id, []))
-    tail = f" ({names})" if names else ""
     msg = v.message.splitlines()[0] if v.message else ""
-    num = f"v{v.number}" if model is None or v.model == model else f"{v.model}@v{v.number}"
+    num, author = _label(v, model), fit(v.author, widths[1])
+    day = when(v.created_at)[:10 if prefix else 16]
+    head = f"{prefix}{num:<{widths[0]}} {v.id[:12]} {day} {author:<{widths[1]}}"
     # A deleted ancestor is still listed (its children stand alone): say it is gone.
-    gone = f" [deleted {when(v.deleted_at)}]" if getattr(v, "deleted_at", None) else ""
-    return f"{num:<5} {v.id[:12]}  {when(v.created_at)}  {v.author:<10} {msg}{tail}{gone}"
+    gone = f"[deleted {when(v.deleted_at)}]" if getattr(v, "deleted_at", None) else ""
+    tail = " ".join(x for x in (f"({names})" if names else "", mark, gone) if x)
+    room = width() - len(head) - 2 - (len(tail) + 1 if tail else 0)
+    if msg and len(msg) > room:  # no room even for a few words: `show` has it all
+        msg = fit(msg, room) if room >= 8 else ""
+    rest = " ".join(x for x in (msg, tail) if x)
+    return fit(f"{head}  {rest}" if rest else head)
 
 
 def _derived_mark(v: Any, numbers: dict[str, int]) -> str:
-    """`[cast of v1 dtype=bf16] ` for a derived version (the graph draws it off its
+    """`[cast of v1 dtype=bf16]` for a derived version (the graph draws it off its
     source: its parent), else ''."""
     rec = v.lineage.get("derived_from") if isinstance(v.lineage, dict) else None
     if not isinstance(rec, dict):
         return ""
     src = str(rec.get("version", ""))
     label = f"v{numbers[src]}" if src in numbers else src[:12]
-    params = " ".join(f"{k}={val}" for k, val in (rec.get("params") or {}).items())
-    return f"[{rec.get('recipe')} of {label}{' ' + params if params else ''}] "
+    params = " ".join(f"{k}={val}" for k, val in (rec.get("params") or {}).items()
+                      if val not in ("", None))  # unset options: `show` lists them
+    return f"[{rec.get('recipe')} of {label}{' ' + params if params else ''}]"
 
 
 def _refs_by_version(reg: Any, model: str) -> dict[str, list[str]]:
@@ -113,9 +148,8 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
                    params=_kv(param, "param"), metrics=_kv(metric, "metric"), tags=tag,
                    parent=parent, data=data, progress=bar)
     bar.close()
-    ratio = v.stored_size / v.raw_size if v.raw_size else 0.0
     line = (f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "
-            f"{human_bytes(v.stored_size)} stored ({ratio:.3f}x)")
+            f"{human_bytes(v.stored_size)} stored ({ratio(v.stored_size, v.raw_size)})")
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more"
                                           if len(skipped) > 5 else "")
@@ -137,16 +171,17 @@ def log(ctx: Ctx, ref: str, graph: bool, all_: bool, as_json: bool) -> None:
     refs = _refs_by_version(reg, model)
 
     def human() -> None:
+        widths = _widths(versions, model)
         if not graph:
             for v in versions:
-                click.echo(_version_line(v, refs, model))
+                click.echo(_version_line(v, refs, model, widths=widths))
             return
         from .graph import graph as lanes
 
         numbers = {v.id: v.number for v in versions}
         for prefix, node in lanes(versions):
-            click.echo(prefix + _derived_mark(node, numbers) + _version_line(node, refs, model)
-                       if node is not None else prefix)
+            click.echo(_version_line(node, refs, model, prefix, _derived_mark(node, numbers),
+                                     widths) if node is not None else prefix)
 
     emit(as_json, versions, human)
 
@@ -179,20 +214,32 @@ def show(ctx: Ctx, ref: str, as_json: bool) -> None:
             click.echo(f"data     {d['path']}  blake3:{d['blake3'][:16]}")
         derived = v.lineage.get("derived_from")
         if isinstance(derived, dict):
-            click.echo(f"derived  {derived.get('recipe')} v{derived.get('version_of_recipe')} "
-                       f"of {str(derived.get('version'))[:12]} {derived.get('params')}")
+            params = ", ".join(f"{k}={val}" for k, val in (derived.get("params") or {}).items())
+            click.echo(wrap(f"{derived.get('recipe')} v{derived.get('version_of_recipe')} of "
+                            f"{_source(reg, v.model, str(derived.get('version')))}"
+                            + (f" ({params})" if params else ""), " " * 9, "derived  "))
         for title, kv in (("params", v.params), ("metrics", v.metrics)):
             if kv:
                 click.echo(f"{title:<8} " + "  ".join(f"{k}={val}" for k, val in kv.items()))
-        ratio = v.stored_size / v.raw_size if v.raw_size else 0
         click.echo(f"size     {human_bytes(v.raw_size)} raw, {human_bytes(v.stored_size)} "
-                   f"new stored ({ratio:.3f}x)")
+                   f"new stored ({ratio(v.stored_size, v.raw_size)})")
         for f in m.files:
             n = sum(1 for _ in f.tensors())
             extra = f", {n} tensors" if n else ""
             click.echo(f"  {f.path}  {human_bytes(f.size)}  {f.format}{extra}")
 
     emit(as_json, data, human)
+
+
+def _source(reg: Any, model: str, vid: str) -> str:
+    """A derived version's source as MODEL@vN (its id if it cannot be read)."""
+    from ..errors import ModelvcError
+
+    try:
+        src = reg.resolve(f"{model}@{vid}")
+    except ModelvcError:
+        return vid[:12]
+    return f"{src.model}@v{src.number}"
 
 
 @click.command()
@@ -218,20 +265,21 @@ def diff(ctx: Ctx, a: str, b: str, no_numeric: bool, all_tensors: bool, as_json:
             click.echo(f"M {p}")
         if d.derivation is not None:
             params = " ".join(f"{k}={v}" for k, v in d.derivation["params"].items())
-            click.echo(f"derived: {d.derivation['derived']} is {d.derivation['recipe']} of "
-                       f"{d.derivation['source']}{' ' + params if params else ''}")
+            click.echo(wrap(f"derived: {d.derivation['derived']} is "
+                            f"{d.derivation['recipe']} of {d.derivation['source']}"
+                            f"{' (' + params + ')' if params else ''}", "  "))
         if d.error is not None:
             e = d.error
-            click.echo(f"error over {e['tensors']:.0f} tensors ({e['elements']:.0f} values): "
-                       f"max|d| {e['max_abs']:.2e}  rms {e['rms']:.2e}  rel_l2 "
-                       f"{e['rel_l2']:.2e}")
+            click.echo(wrap(f"error: max|d| {e['max_abs']:.2e}  rms {e['rms']:.2e}  rel_l2 "
+                            f"{e['rel_l2']:.2e} ({e['tensors']:.0f} tensors, "
+                            f"{e['elements']:.0f} values)", "  "))
         click.echo(f"tensors: {len(d.tensors)} changed, {d.tensors_unchanged} unchanged")
         ranked = sorted(d.tensors, key=lambda t: -(t.rel_l2 or 0))
         for t in ranked if all_tensors else ranked[:20]:
             if t.status in ("added", "removed"):
-                click.echo(f"  {t.status:<8} {t.name}")
+                click.echo(fit(f"  {t.status:<8} {t.name}"))
             elif t.status == "reshaped":
-                click.echo(f"  reshaped {t.name} {t.old_shape} -> {t.new_shape}")
+                click.echo(fit(f"  reshaped {t.name} {t.old_shape} -> {t.new_shape}"))
             else:
                 dt = f" {t.old_dtype}->{t.new_dtype}" if t.old_dtype != t.new_dtype else ""
                 stats = ""
@@ -242,16 +290,22 @@ def diff(ctx: Ctx, a: str, b: str, no_numeric: bool, all_tensors: bool, as_json:
                     stats = (f" changed {t.changed_fraction:6.1%}  rel_l2 {num(t.rel_l2)}"
                              f"  max|d| {num(t.max_abs)}  rms {num(t.rms)}"
                              + ("  (int8 dequantized)" if t.dequantized else ""))
-                click.echo(f"  {t.status:<8} {t.name}{dt}{stats}")
+                line = f"  {t.status:<8} {t.name}{dt}{stats}"
+                if len(line) > width() and stats:  # the statistics on a line of their own
+                    click.echo(fit(f"  {t.status:<8} {t.name}{dt}"))
+                    line = " " * 11 + stats.lstrip()
+                click.echo(fit(line))
         if not all_tensors and len(ranked) > 20:
             click.echo(f"  ... {len(ranked) - 20} more (--all-tensors)")
         for path, changes in d.json.items():
-            click.echo(f"{path}:")
-            click.echo(columns([_change(c) for c in changes]))
+            click.echo(fit(f"{path}:"))
+            for line in columns([_change(c) for c in changes]).splitlines():
+                click.echo(fit(line))
         for title, changes in (("params", d.params), ("metrics", d.metrics)):
             if changes:
                 click.echo(f"{title}:")
-                click.echo(columns([_change(c) for c in changes], right=(2,)))
+                for line in columns([_change(c) for c in changes], right=(2,)).splitlines():
+                    click.echo(fit(line))
 
     emit(as_json, d, human)
 
@@ -279,8 +333,9 @@ def checkout(ctx: Ctx, ref: str, dest: str, force: bool, as_json: bool) -> None:
     removed = res.removed
     emit(as_json, {"dest": str(res.dest), "files": res.files, "bytes": res.bytes,
                    "removed": removed},
-         f"checked out {ref}: {res.files} files, {human_bytes(res.bytes)} -> {res.dest}"
-         + (f"; removed {removed} file(s) the version does not have" if removed else ""))
+         f"checked out {ref}: {plural(res.files, 'file')}, {human_bytes(res.bytes)} -> "
+         f"{res.dest}" + (f"; removed {plural(removed, 'file')} the version does not have"
+                          if removed else ""))
 
 
 def register(group: click.Group) -> None:

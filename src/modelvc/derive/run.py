@@ -65,6 +65,7 @@ def derive(reg: RegistryAPI, source: str, recipe_name: str, *, to: str,
     recipe = load(recipe_name)
     parsed = recipe.params(dict(params or {}))
     v = reg.resolve(source)
+    _check_branch(reg, v, recipe.name, parsed, to)  # before the work, not after it
     with tempfile.TemporaryDirectory(prefix="modelvc-derive-") as tmp:
         out, applied = _apply(reg, v, recipe, parsed, Path(tmp))
         record = {"version": v.id, "recipe": recipe.name, "version_of_recipe": recipe.version,
@@ -80,11 +81,56 @@ def derive(reg: RegistryAPI, source: str, recipe_name: str, *, to: str,
                              parent=f"{v.model}@{v.id}",
                              message=message or f"{recipe.name} of {_label(v)}",
                              lineage={"derived_from": record})
-        except RefMoved as exc:
-            raise RefMoved(exc.message, hint=f"a derived version's parent is its source: "
-                           f"derive onto a new branch (--to {to}-2, say) or onto a branch "
-                           f"at {_label(v)}") from exc
+        except RefMoved as exc:  # the branch moved since _check_branch looked
+            _check_branch(reg, v, recipe.name, parsed, to)
+            raise RefMoved(exc.message, hint=_onto(to, v)) from exc
     return Derived(new, record)
+
+
+def _onto(to: str, v: Version) -> str:
+    return (f"a derived version's parent is its source: derive onto a new branch "
+            f"(--to {to}-2, say) or onto a branch at {_label(v)}")
+
+
+def _same_params(a: Any, b: Mapping[str, Any]) -> bool:
+    """Recorded parameters (read back from JSON) equal to parsed ones."""
+    import json
+
+    def canon(x: Any) -> str:
+        return json.dumps(x, sort_keys=True, default=str)
+
+    return isinstance(a, dict) and canon(a) == canon(dict(b))
+
+
+def _check_branch(reg: RegistryAPI, v: Version, recipe: str, params: Mapping[str, Any],
+                  to: str) -> None:
+    """RefMoved if branch TO exists and is not at V (the derived version's parent must
+    be its source), naming versions as MODEL@vN and saying when the branch already
+    holds the same recipe with the same parameters on V."""
+    head = next((r.version_id for r in reg.refs(v.model)
+                 if r.kind == "branch" and r.name == to), None)
+    if head is None or head == v.id:
+        return
+    versions = reg.versions(v.model)
+    by_id = {x.id: x for x in versions}
+
+    def same(x: Version) -> bool:
+        rec = x.lineage.get("derived_from") if isinstance(x.lineage, dict) else None
+        return (isinstance(rec, dict) and rec.get("version") == v.id
+                and rec.get("recipe") == recipe and _same_params(rec.get("params"), params))
+
+    at = by_id.get(head)
+    at_label = _label(at) if at is not None else head[:12]
+    shown = " ".join(f"{k}={val}" for k, val in params.items() if val not in ("", None))
+    what = f"{recipe} of {_label(v)}" + (f" ({shown})" if shown else "")
+    if at is not None and same(at):
+        raise RefMoved(f"branch {v.model}@{to} already holds {what}: {at_label}",
+                       hint=f"nothing to do: use {at_label}; to check that it can be made "
+                            f"again: modelvc derive --check {at_label}")
+    made = [_label(x) for x in versions if same(x)]
+    also = f"; {what} is already {', '.join(made)}" if made else ""
+    raise RefMoved(f"branch {v.model}@{to} is at {at_label}, not at {_label(v)} (the "
+                   f"source){also}", hint=_onto(to, v))
 
 
 def _sha256(path: Path) -> str:

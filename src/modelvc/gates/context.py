@@ -24,7 +24,16 @@ class RunContext:
     baseline_metrics: dict[str, Any] = field(default_factory=dict)
     # Recorded metrics, then eval outputs and budget measurements of this run.
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Which gate produced each metric of this run ("eval", "budget", "derived"); a
+    # metric not named here is the recorded one.
+    sources: dict[str, str] = field(default_factory=dict)
     _checkout: Path | None = None
+
+    def measured(self, values: dict[str, Any], source: str) -> None:
+        """VALUES measured by a SOURCE gate: they replace recorded metrics of the same
+        name for the gates that follow (which say where their value came from)."""
+        self.metrics.update(values)
+        self.sources.update(dict.fromkeys(values, source))
 
     def checkout(self) -> Path:
         """The version's files in a folder (one checkout shared by every gate)."""

@@ -122,6 +122,9 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 class _Reader:
     def __init__(self, text: str, source: str) -> None:
         self.text, self.source = text, source
+        # Errors in one gate, channel or model: the reader goes on with the next one, so
+        # that one check names every mistake (one line each); raised together at the end.
+        self.errors: list[InvalidPolicy] = []
         try:  # the reader checks every character up front (control characters fail)
             self.loader = yaml.SafeLoader(text)
         except yaml.YAMLError as exc:
@@ -194,7 +197,13 @@ class _Reader:
             models_node = top["models"][1]
             if self.value(models_node) is not None:
                 for name, (knode, vnode) in self.mapping(models_node, "models").items():
-                    rules[name] = self.model(name, knode, vnode, trust)
+                    try:
+                        rules[name] = self.model(name, knode, vnode, trust)
+                    except InvalidPolicy as exc:
+                        self.errors.append(exc)
+        if self.errors:
+            raise InvalidPolicy("\n".join(e.message for e in self.errors),
+                                hint=self.errors[0].hint)
         meaning = {"admins": sorted(admins),
                    "promoters": sorted(promoters) if promoters is not None else None,
                    "trust": trust,
@@ -224,21 +233,32 @@ class _Reader:
         out: dict[str, ChannelRule] = {}
         for ch, (ck, cv) in self.mapping(entry["channels"][1], f"models.{name}.channels").items():
             try:
-                check_ref_name(ch, "channel name")
-            except InvalidName as exc:
-                raise self.fail(ck, exc.message) from exc
-            where = f"models.{name}.channels.{ch}"
-            spec = self.mapping(cv, where, ("promoters", "gates")) if self.value(cv) else {}
-            promoters = self.names(spec["promoters"][1], f"{where}.promoters") if (
-                "promoters" in spec) else None
-            gates: list[Gate] = []
-            if "gates" in spec:
-                gnode = spec["gates"][1]
-                if not isinstance(gnode, yaml.SequenceNode):
-                    raise self.fail(gnode, f"{where}.gates must be a list")
-                gates = [self.gate(g, ch, trust) for g in gnode.value]
-            out[ch] = ChannelRule(name, ch, promoters, tuple(gates))
+                out[ch] = self.channel(name, ch, ck, cv, trust)
+            except InvalidPolicy as exc:
+                self.errors.append(exc)
         return out
+
+    def channel(self, name: str, ch: str, ck: yaml.Node, cv: yaml.Node,
+                trust: dict[str, Any]) -> ChannelRule:
+        try:
+            check_ref_name(ch, "channel name")
+        except InvalidName as exc:
+            raise self.fail(ck, exc.message) from exc
+        where = f"models.{name}.channels.{ch}"
+        spec = self.mapping(cv, where, ("promoters", "gates")) if self.value(cv) else {}
+        promoters = self.names(spec["promoters"][1], f"{where}.promoters") if (
+            "promoters" in spec) else None
+        gates: list[Gate] = []
+        if "gates" in spec:
+            gnode = spec["gates"][1]
+            if not isinstance(gnode, yaml.SequenceNode):
+                raise self.fail(gnode, f"{where}.gates must be a list")
+            for g in gnode.value:
+                try:
+                    gates.append(self.gate(g, ch, trust))
+                except InvalidPolicy as exc:
+                    self.errors.append(exc)
+        return ChannelRule(name, ch, promoters, tuple(gates))
 
     def gate(self, node: yaml.Node, channel: str, trust: dict[str, Any]) -> Gate:
         g = self.mapping(node, "a gate", GATE_KINDS)

@@ -107,7 +107,7 @@ def budget(ctx: RunContext, gate: Gate) -> list[GateResult]:
             measured.update(measure(ctx, opts.get("file"), int(opts["samples"])))
         except NotMeasurable as exc:
             problem = str(exc)
-    ctx.metrics.update(measured)
+    ctx.measured(measured, "budget")
     out = []
     for key in BUDGET_LIMITS:
         if key not in opts:

@@ -52,7 +52,7 @@ def derived(ctx: RunContext, gate: Gate) -> list[GateResult]:
                                gate.line)] + [
                 GateResult("derived", e.text, False, None, e.text,
                            "the eval did not produce metrics", gate.line) for e in gate.exprs]
-        ctx.metrics.update(mine)
+        ctx.measured(mine, "derived")
         src_metrics.update(theirs)
         out.append(GateResult("derived", name, True, {"candidate": mine, "source": theirs},
                               "metrics as JSON", f"source {src_label}", gate.line))
@@ -90,7 +90,7 @@ def _outputs(ctx: RunContext, gate: Gate, src_dir: Path, src_label: str) -> list
         errors = compare(theirs, mine, opts.get("names"))
     except _NoOutputs as exc:
         return [GateResult("derived", "outputs", False, None, "outputs", str(exc), gate.line)]
-    ctx.metrics.update({f"output_{k}": v for k, v in errors.items()})
+    ctx.measured({f"output_{k}": v for k, v in errors.items()}, "derived")
     out = []
     for key in ERRORS:
         if key not in opts:

@@ -32,13 +32,15 @@ def evaluate(ctx: RunContext, gate: Gate) -> list[GateResult]:
     except EvalFailed as exc:
         fail = GateResult("eval", name, False, None, "metrics as JSON", str(exc), gate.line)
         # Thresholds on an eval that did not run fail too, so none reads as passed.
-        return [fail] + [GateResult("metric", e.text, False, None, e.text,
+        return [fail] + [GateResult("eval", e.text, False, None, e.text,
                                     "the eval gate did not produce metrics", gate.line)
                          for e in gate.exprs]
-    ctx.metrics.update(metrics)
+    ctx.measured(metrics, "eval")
     out = [GateResult("eval", name, True, metrics, "metrics as JSON",
                       f"data {data}" if data else "", gate.line)]
-    return out + [check_expr(ctx, gate, e) for e in gate.exprs]
+    # Its thresholds are labelled as its own: a metric gate with the same expression
+    # is another check (on the same value: the eval's, which replaced the recorded one).
+    return out + [check_expr(ctx, gate, e, "eval") for e in gate.exprs]
 
 
 class EvalFailed(Exception):

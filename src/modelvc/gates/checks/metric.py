@@ -26,9 +26,21 @@ def check_expr(ctx: RunContext, gate: Gate, e: Expr, kind: str = "metric") -> Ga
                           gate.line)
     threshold = e.threshold()
     ok = e.check(value)
+    where = _source(ctx, e.metric, value)
+    why = "" if ok else f"{e.metric} = {value:g}, needs {e.op} {threshold:g}"
     return GateResult(kind, e.text, ok, value, f"{e.op} {threshold:g}",
-                      "" if ok else f"{e.metric} = {value:g}, needs {e.op} {threshold:g}",
-                      gate.line)
+                      "; ".join(x for x in (where, why) if x), gate.line)
+
+
+def _source(ctx: RunContext, name: str, value: float) -> str:
+    """'from eval' (and the recorded value it replaced) for a metric this run measured;
+    '' for a recorded one."""
+    gate = ctx.sources.get(name)
+    if gate is None:
+        return ""
+    recorded = number(ctx.version.metrics.get(name))
+    return f"from {gate}" + ("" if recorded is None or recorded == value
+                             else f", recorded {recorded:g}")
 
 
 def metric(ctx: RunContext, gate: Gate) -> list[GateResult]:
