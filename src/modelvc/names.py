@@ -18,6 +18,7 @@ _NUMBER = re.compile(r"^v([0-9]+)$")
 REF_HINT = "write NAME, NAME@vN, NAME@branch, NAME@channel, NAME@tag or NAME@<id>"
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 RESERVED = frozenset({"HEAD", "latest"})
+DEFAULT_BRANCH = "main"  # what a bare MODEL names, and where a new branch starts
 
 
 def check_name(name: str, what: str = "name") -> str:

@@ -78,7 +78,9 @@ def _hash_early(path: str) -> None:
 @click.command()
 @click.argument("path", type=click.Path())
 @click.option("--model", "-M", required=True, help="Model name.")
-@click.option("--branch", "-b", help="Branch to commit to (default: main; created if missing).")
+@click.option("--branch", "-b",
+              help="Branch to commit to (default: main). A new branch starts at --parent, "
+                   "else at main's head (or with no parent: --root).")
 @click.option("-m", "--message", default="", help="What changed and why.")
 @click.option("--param", multiple=True, metavar="K=V", help="Training parameter (repeatable).")
 @click.option("--metric", multiple=True, metavar="K=V", help="Metric (repeatable).")
@@ -86,14 +88,21 @@ def _hash_early(path: str) -> None:
 @click.option("--parent", help="Parent ref (default: the branch head).")
 @click.option("--fork", is_flag=True,
               help="Allow --parent to be another model's version (MODEL starts as a fork).")
+@click.option("--root", is_flag=True,
+              help="No parent: start a new line on a new branch (-b), e.g. training from "
+                   "scratch.")
 @click.option("--data", multiple=True, type=click.Path(), help="Data path to fingerprint.")
 @json_option
 @click.pass_obj
 def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
            param: tuple[str, ...], metric: tuple[str, ...], tag: tuple[str, ...],
-           parent: str | None, fork: bool, data: tuple[str, ...], as_json: bool) -> None:
+           parent: str | None, fork: bool, root: bool, data: tuple[str, ...],
+           as_json: bool) -> None:
     """Record PATH (a file or folder) as a new immutable version."""
     few_arenas()
+    if root and parent is not None:
+        raise UsageError("--root and --parent contradict each other: a root has no parent",
+                         hint="drop one of them")
     if not (ctx.location or "").startswith(("http://", "https://")):
         _hash_early(path)  # on a thread of its own while the registry loads
     reg = ctx.registry()
@@ -106,7 +115,7 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
     bar = Progress(f"commit {model}", 0, enabled=not as_json)
     v = reg.commit(path, model=model, branch=branch, message=message,
                    params=_kv(param, "param"), metrics=_kv(metric, "metric"), tags=tag,
-                   parent=parent, data=data, progress=bar)
+                   parent=parent, data=data, progress=bar, root=root)
     bar.close()
     ratio = v.stored_size / v.raw_size if v.raw_size else 0.0
     emit(as_json, v, f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "

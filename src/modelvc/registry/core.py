@@ -199,13 +199,15 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         cwd: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
         lineage: dict[str, Any] | None = None,
+        root: bool = False,
     ) -> Version:
         """Record PATH (a file or folder) as a new immutable version of MODEL.
 
-        The parent is the branch head (or `parent`); a branch that does not exist is
-        created at the parent. If another writer moves the branch meanwhile, the
-        version is re-parented onto the new head (both versions are kept) unless an
-        explicit `parent` was given, in which case RefMoved is raised.
+        The parent is the branch head (or `parent`). A branch that does not exist is
+        created at `parent`, else at the main branch's head (as `git checkout -b`), or,
+        with `root=True`, as a new line with no parent. If another writer moves the
+        branch meanwhile, the version is re-parented onto the new head (both versions
+        are kept) unless an explicit `parent` (or `root`) was given: RefMoved then.
         """
         from ..commit import collect_files
 
@@ -215,7 +217,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             lambda storer, refs: storer.store(files, refs), total, model=model,
             branch=branch, message=message, params=params, metrics=metrics, tags=tags,
             parent=parent, data=data, author=author, cwd=cwd, progress=progress,
-            lineage=lineage, kind="file" if Path(path).is_file() else "folder")
+            lineage=lineage, kind="file" if Path(path).is_file() else "folder", root=root)
 
     def commit_files(
         self,
@@ -232,6 +234,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         author: str | None = None,
         cwd: str | Path | None = None,
         lineage: dict[str, Any] | None = None,
+        root: bool = False,
     ) -> Version:
         """Record FILES (path in the version -> bytes, or a state dict stored as a
         safetensors file) as a new version of MODEL, as `commit` records a folder,
@@ -243,14 +246,14 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             lambda storer, refs: storer.store_memory(mfiles, refs),
             sum(f.plan.size for f in mfiles), model=model, branch=branch, message=message,
             params=params, metrics=metrics, tags=tags, parent=parent, data=data,
-            author=author, cwd=cwd, progress=None, lineage=lineage, kind="folder")
+            author=author, cwd=cwd, progress=None, lineage=lineage, kind="folder", root=root)
 
     def _commit(self, store: Callable[[FileStorer, References], StoreResult], total: int, *,
                 model: str, branch: str | None, message: str, params: dict[str, Any] | None,
                 metrics: dict[str, Any] | None, tags: Sequence[str], parent: str | None,
                 data: Sequence[str | Path], author: str | None, cwd: str | Path | None,
                 progress: Callable[[int, int], None] | None, lineage: dict[str, Any] | None,
-                kind: str) -> Version:
+                kind: str, root: bool = False) -> Version:
         check_name(model, "model name")
         branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
         self._meta.will_write()  # the SQL layer loads while the files are encoded
@@ -268,7 +271,8 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             captured = self._jobs.submit(capture, where, paths)
         who = author or default_author()
         base = base_for(self._meta, model, branch,
-                        self._parent(parent, model).id if parent is not None else None, parent)
+                        self._parent(parent, model).id if parent is not None else None, parent,
+                        root=root)
         parent_m = self._manifest(base.parent_id) if base.parent_id else None
         done = 0
 

@@ -1,0 +1,67 @@
+"""How refs behave for a user, on every backend: where a new branch starts, what a bare
+model name means, what a channel move to its own version records, which names a tag may
+take, how tags go, what a refused operation tells the caller to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelvc.errors import RefMoved, UsageError
+from tests.conftest import write_model
+
+
+def _commit(api: Any, tmp: Path, model: str, seed: int, **kw: Any) -> Any:
+    path = tmp / f"w{seed}.safetensors"
+    if not path.exists():
+        write_model(path, seed)
+    return api.commit(path, model=model, **kw)
+
+
+@pytest.mark.verbs("commit", "commit_files", "log")
+def test_a_new_branch_starts_at_the_main_head_unless_a_root_is_asked_for(
+        api: Any, model: str, tmp_path: Path) -> None:
+    v1 = _commit(api, tmp_path, model, 1, message="one")
+    v2 = _commit(api, tmp_path, model, 2, branch="dev", message="two")
+    assert v2.parents == [v1.id]  # a fine-tune keeps its link to its base
+    assert [v.id for v in api.log(f"{model}@dev")] == [v2.id, v1.id]
+    v3 = _commit(api, tmp_path, model, 3, branch="scratch", root=True)
+    assert v3.parents == []
+    v4 = api.commit_files({"x.bin": b"abc"}, model=model, branch="mem")
+    assert v4.parents == [v1.id]
+    with pytest.raises(UsageError, match="a root version starts a new branch"):
+        _commit(api, tmp_path, model, 4, branch="dev", root=True)
+    with pytest.raises(UsageError, match="not both"):
+        _commit(api, tmp_path, model, 4, branch="other", root=True, parent=f"{model}@v1")
+    # An explicit parent still decides where a new branch starts.
+    v5 = _commit(api, tmp_path, model, 5, branch="from-dev", parent=f"{model}@dev")
+    assert v5.parents == [v2.id]
+    with pytest.raises(RefMoved):  # and on an existing branch it must be the head
+        _commit(api, tmp_path, model, 6, branch="dev", parent=f"{model}@v1")
+
+
+@pytest.mark.verbs("run")
+def test_a_training_run_links_to_main_only_when_its_parent_says_so(
+        api: Any, model: str, tmp_path: Path) -> None:
+    v1 = _commit(api, tmp_path, model, 1)
+    state = {"w": np.arange(6, dtype=np.float32)}
+    with api.run(model=model, branch="tune", parent=f"{model}@main", isolate=False) as run:
+        tuned = run.commit(state, step=1)
+        later = run.commit(state, step=2)
+    with api.run(model=model, branch="fresh", isolate=False) as run:
+        fresh = run.commit(state, step=1)
+    with api.run(model=model, branch="fresh", isolate=False) as run:  # resumed
+        after = run.commit(state, step=2)
+    assert tuned.parents == [v1.id] and later.parents == [tuned.id]
+    assert fresh.parents == [] and after.parents == [fresh.id]
+
+
+@pytest.mark.verbs("commit")
+def test_a_model_without_a_main_branch_starts_new_branches_as_roots(
+        api: Any, model: str, tmp_path: Path) -> None:
+    v1 = _commit(api, tmp_path, model, 1, branch="exp")
+    v2 = _commit(api, tmp_path, model, 2, branch="exp2")
+    assert v1.parents == [] and v2.parents == []
