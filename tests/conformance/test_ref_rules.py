@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelvc.errors import RefMoved, UsageError
+from modelvc.errors import Conflict, RefMoved, RefNotFound, UsageError
 from tests.conftest import write_model
 
 
@@ -65,3 +65,22 @@ def test_a_model_without_a_main_branch_starts_new_branches_as_roots(
     v1 = _commit(api, tmp_path, model, 1, branch="exp")
     v2 = _commit(api, tmp_path, model, 2, branch="exp2")
     assert v1.parents == [] and v2.parents == []
+
+
+@pytest.mark.verbs("commit", "delete_ref", "resolve", "refs")
+def test_the_main_branch_stays_and_a_bare_name_never_guesses(
+        api: Any, model: str, tmp_path: Path) -> None:
+    v1 = _commit(api, tmp_path, model, 1)
+    _commit(api, tmp_path, model, 2, branch="exp")
+    with pytest.raises(Conflict, match="main branch") as err:
+        api.delete_ref(model, "main", reason="tidy")
+    assert "modelvc delete" in str(err.value.hint)
+    assert api.resolve(model).id == v1.id
+    assert {r.name for r in api.refs(model, kind="branch")} == {"main", "exp"}
+    # A model whose versions are all on other branches: bare MODEL is no guess.
+    other = model + "-x"
+    _commit(api, tmp_path, other, 1, branch="exp")
+    with pytest.raises(RefNotFound, match=f"{other} has no main branch; name a branch: "
+                                          f"{other}@exp"):
+        api.resolve(other)
+    assert api.resolve(f"{other}@exp").number == 1

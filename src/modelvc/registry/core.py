@@ -331,10 +331,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         if spec.selector is None:
             head = self._head_or_none(spec.model, DEFAULT_BRANCH)
             if head is None or head.version_id is None:
-                versions = self._meta.list_versions(spec.model)
-                if not versions:
-                    raise RefNotFound(f"model {spec.model} has no versions yet")
-                return versions[0]
+                raise self._no_main(spec.model)
             return self._meta.get_version(head.version_id)
         if spec.number is not None:
             return self._meta.version_by_number(spec.model, spec.number)
@@ -356,6 +353,19 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             f"{ref}: no version, branch, channel or tag {spec.selector!r} in model {spec.model}",
             hint=f"see `modelvc refs {spec.model}` and `modelvc log {spec.model}`",
         )
+
+    def _no_main(self, model: str) -> RefNotFound:
+        """Bare MODEL names the main branch's head; without one nothing is guessed (the
+        newest version of some other branch is not what MODEL means)."""
+        if not self._meta.list_versions(model):
+            return RefNotFound(f"model {model} has no versions yet")
+        branches = [r.name for r in self._meta.list_refs(model, "branch") if r.version_id]
+        if branches:
+            return RefNotFound(f"{model} has no main branch; name a branch: "
+                               f"{model}@{branches[0]}",
+                               hint=f"its branches: {', '.join(branches[:10])}")
+        return RefNotFound(f"{model} has no main branch; name a version: {model}@vN",
+                           hint=f"see `modelvc log {model} --all`")
 
     def _parent(self, ref: str, model: str) -> Version:
         """An explicit parent. Another model's version makes a fork (docs/security.md:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 from ..errors import AlreadyExists, Conflict, RefMoved, RefNotFound, UsageError
 from ..lineage import author as default_author
 from ..meta.api import RefKind, RefMove, RefRow, VersionRow
-from ..names import check_ref_name
+from ..names import DEFAULT_BRANCH, check_ref_name
 from ..records import UNSET, Unset, previous_target
 from .parts import RegistryParts
 
@@ -59,6 +59,13 @@ class RefOps(RegistryParts):
         row = self._meta.get_ref(model, name)
         if row.kind == "tag":
             raise Conflict(f"tag {model}@{name} is immutable and cannot be deleted")
+        if row.kind == "branch" and name == DEFAULT_BRANCH:
+            # Bare MODEL means its head, and the next commit would start a parentless
+            # main: nothing a user wants from tidying branches.
+            raise Conflict(f"{model}@{name} is {model}'s main branch (bare `{model}` names "
+                           "its head): it cannot be deleted",
+                           hint="delete the other branches you are done with; a version "
+                                "goes with `modelvc delete`")
         self._governance.authorize_ref_delete(model, name, row.kind, actor or default_author())
         self._move(model, name, row.kind, expected=row.version_id, new=None,
                    who=actor or default_author(), action="delete", reason=reason)
