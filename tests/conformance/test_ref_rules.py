@@ -84,3 +84,16 @@ def test_the_main_branch_stays_and_a_bare_name_never_guesses(
                                           f"{other}@exp"):
         api.resolve(other)
     assert api.resolve(f"{other}@exp").number == 1
+
+
+@pytest.mark.verbs("log")
+def test_log_puts_every_version_above_its_parents_across_a_fork(
+        api: Any, model: str, tmp_path: Path) -> None:
+    a1 = _commit(api, tmp_path, model, 1)
+    a2 = _commit(api, tmp_path, model, 2)
+    a3 = _commit(api, tmp_path, model, 3)  # newer than the fork's origin, not its ancestor
+    fork = model + "-fork"
+    f1 = _commit(api, tmp_path, fork, 4, parent=f"{model}@v2")
+    f2 = _commit(api, tmp_path, fork, 5)
+    assert [v.id for v in api.log(fork)] == [f2.id, f1.id, a2.id, a1.id]
+    assert [v.id for v in api.log(model)] == [a3.id, a2.id, a1.id]

@@ -3,6 +3,7 @@ and the walks over parents (log, fast-forward checks, what a transfer sends)."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,32 @@ def ancestors(meta: MetaStore, start: Iterable[str], *, live_only: bool = False
             continue
         yield v
         stack.extend(reversed(v.parents))
+
+
+def newest_first(versions: Iterable[VersionRow]) -> list[VersionRow]:
+    """VERSIONS with every version above its parents (a fork's origin, numbered in
+    another model, comes below the fork's first version), the newest first among
+    those free to go next (by creation time, then number)."""
+    rows = {v.id: v for v in versions}
+    children = dict.fromkeys(rows, 0)  # children not yet placed, per version
+    for v in rows.values():
+        for p in set(v.parents) & rows.keys():
+            children[p] += 1
+
+    def key(v: VersionRow) -> tuple[float, int, str]:
+        return (-v.created_at.timestamp(), -v.number, v.id)
+
+    ready = [key(v) for v in rows.values() if children[v.id] == 0]
+    heapq.heapify(ready)
+    out: list[VersionRow] = []
+    while ready:
+        v = rows[heapq.heappop(ready)[2]]
+        out.append(v)
+        for p in set(v.parents) & rows.keys():
+            children[p] -= 1
+            if children[p] == 0:
+                heapq.heappush(ready, key(rows[p]))
+    return out
 
 
 def descends(meta: MetaStore, vid: str, ancestor: str) -> bool:

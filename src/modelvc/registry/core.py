@@ -403,11 +403,11 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         return self._meta.list_versions(model)
 
     def log(self, ref: str) -> list[Version]:
-        """The version and its ancestors (first-parent and merges), newest first."""
-        from ..ingest.refs import ancestors
+        """The version and its ancestors (first-parent and merges), newest first, each
+        above its parents (numbers are per model: a fork's origin goes below it)."""
+        from ..ingest.refs import ancestors, newest_first
 
-        out = ancestors(self._meta, [self.resolve(ref).id])
-        return sorted(out, key=lambda v: v.number, reverse=True)
+        return newest_first(ancestors(self._meta, [self.resolve(ref).id]))
 
     def refs(self, model: str, kind: str | None = None) -> list[RefRow]:
         self._meta.get_model(model)
