@@ -97,3 +97,27 @@ def test_log_puts_every_version_above_its_parents_across_a_fork(
     f2 = _commit(api, tmp_path, fork, 5)
     assert [v.id for v in api.log(fork)] == [f2.id, f1.id, a2.id, a1.id]
     assert [v.id for v in api.log(model)] == [a3.id, a2.id, a1.id]
+
+
+@pytest.mark.verbs("promote", "rollback", "resolve", "delete_ref", "create_branch")
+def test_a_misspelt_ref_gets_the_name_meant_and_create_only_when_nothing_is_close(
+        api: Any, model: str, tmp_path: Path) -> None:
+    _commit(api, tmp_path, model, 1)
+    api.promote(f"{model}@v1", "production", create=True)
+    api.create_branch(model, "dev")
+    with pytest.raises(RefNotFound) as err:
+        api.promote(f"{model}@v1", "prodution")
+    assert err.value.hint == "did you mean production?"
+    with pytest.raises(RefNotFound) as err:
+        api.rollback(model, "prodution")
+    assert err.value.hint == "did you mean production?"
+    with pytest.raises(RefNotFound) as err:
+        api.promote(f"{model}@v1", "canary")
+    assert err.value.hint == "new channel? add --create (Python: create=True)"
+    with pytest.raises(RefNotFound) as err:
+        api.resolve(f"{model}@dve")
+    assert err.value.hint == f"did you mean {model}@dev?"
+    with pytest.raises(RefNotFound) as err:
+        api.delete_ref(model, "dve")
+    assert err.value.hint == f"did you mean {model}@dev?"
+    assert {r.name for r in api.refs(model)} == {"main", "dev", "production"}

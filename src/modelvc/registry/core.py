@@ -24,7 +24,7 @@ from ..lineage import CAPTURED, capture, with_extra
 from ..lineage import author as default_author
 from ..manifest import Manifest, file_storage
 from ..meta.api import ObjectRow, RefRow, VersionRow
-from ..names import check_name, check_ref_name, is_hex_prefix, parse_ref
+from ..names import check_name, check_ref_name, did_you_mean, is_hex_prefix, parse_ref
 from ..objects import open_store
 from ..objects.base import ObjectStore, flush
 from ..records import FileStorage
@@ -349,9 +349,11 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             raise AmbiguousRef(f"{ref} matches {len(by_id)} versions ({shown})")
         if by_id:
             return by_id[0]
+        names = [r.name for r in self._meta.list_refs(spec.model)]
         raise RefNotFound(
             f"{ref}: no version, branch, channel or tag {spec.selector!r} in model {spec.model}",
-            hint=f"see `modelvc refs {spec.model}` and `modelvc log {spec.model}`",
+            hint=did_you_mean(spec.selector, names, f"{spec.model}@{{}}")
+            or f"see `modelvc refs {spec.model}` and `modelvc log {spec.model}`",
         )
 
     def _no_main(self, model: str) -> RefNotFound:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 from ..errors import AlreadyExists, Conflict, RefMoved, RefNotFound, UsageError
 from ..lineage import author as default_author
 from ..meta.api import RefKind, RefMove, RefRow, VersionRow
-from ..names import DEFAULT_BRANCH, check_ref_name
+from ..names import DEFAULT_BRANCH, check_ref_name, did_you_mean, ref_missing
 from ..records import UNSET, Unset, previous_target
 from .parts import RegistryParts
 
@@ -25,13 +25,14 @@ _Unset = Unset
 class RefOps(RegistryParts):
     def _channel_missing(self, model: str, channel: str, *, promoting: bool = False
                          ) -> RefNotFound:
-        """No channel CHANNEL: the error names the channels the model has."""
+        """No channel CHANNEL: the error names the channels the model has, and the
+        hint the one meant when the name is a near miss (a typo must not make a new
+        channel: --create is offered only when nothing is close)."""
         have = [r.name for r in self._meta.list_refs(model, "channel")]
         listed = ", ".join(have) if have else "none yet"
-        create = (f"`modelvc promote {model}@vN --to {channel} --create` (Python: "
-                  f"promote(..., create=True); HTTP: \"create\": true)")
-        hint = (f"check the spelling; a new channel is created with {create}" if promoting
-                else f"check the spelling (`modelvc channel list {model}`)")
+        hint = did_you_mean(channel, have) or (
+            "new channel? add --create (Python: create=True)" if promoting
+            else f"see `modelvc channel list {model}`")
         return RefNotFound(f"{model} has no channel {channel!r} (its channels: {listed})",
                            hint=hint)
 
@@ -56,7 +57,10 @@ class RefOps(RegistryParts):
 
     def delete_ref(self, model: str, name: str, *, actor: str | None = None,
                    reason: str = "") -> None:
-        row = self._meta.get_ref(model, name)
+        row = self._ref_or_none(model, name)
+        if row is None:
+            self._meta.get_model(model)
+            raise ref_missing(model, name, [r.name for r in self._meta.list_refs(model)])
         if row.kind == "tag":
             raise Conflict(f"tag {model}@{name} is immutable and cannot be deleted")
         if row.kind == "branch" and name == DEFAULT_BRANCH:
