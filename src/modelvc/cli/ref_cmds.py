@@ -97,9 +97,16 @@ def promote(ctx: Ctx, ref: str, channel: str, reason: str, force: bool, create: 
     A channel the model does not have yet is refused (a typo must not make a new one)
     unless --create is given or the applied policy declares it."""
     reg = ctx.registry()
+    target = reg.resolve(ref)
+    held = any(c.name == channel and c.version_id == target.id
+               for c in reg.refs(target.model, kind="channel"))
     r = reg.promote(ref, channel, reason=reason, force=force, create=create)
     v = reg.resolve(f"{r.model}@{r.version_id}")
-    emit(as_json, r, f"{r.model}@{channel} -> v{v.number} ({v.id[:12]})")
+    # Still a recorded move: re-promoting is how a deployment retries a version its
+    # fleet refused (docs/deploy.md), so say what it did rather than skip it.
+    again = (f"  ({channel} already held v{v.number}: recorded as a re-promotion, which "
+             "a deployment takes as a retry)") if held and v.id == target.id else ""
+    emit(as_json, r, f"{r.model}@{channel} -> v{v.number} ({v.id[:12]}){again}")
 
 
 @click.command()

@@ -8,7 +8,7 @@ import click
 
 from ..errors import UsageError
 from .context import Ctx, few_arenas, json_option
-from .output import Progress, columns, emit, human_bytes, show_value, when
+from .output import Progress, columns, emit, human_bytes, show_value, to_jsonable, when
 
 
 def _kv(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -118,8 +118,26 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
                    parent=parent, data=data, progress=bar, root=root)
     bar.close()
     ratio = v.stored_size / v.raw_size if v.raw_size else 0.0
-    emit(as_json, v, f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "
-                     f"{human_bytes(v.stored_size)} stored ({ratio:.3f}x)")
+    same = _same_files_as(reg, v, parent)
+    tail = f"  same files as {same}" if same else ""
+    emit(as_json, {**to_jsonable(v), "same_files_as": same},
+         f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "
+         f"{human_bytes(v.stored_size)} stored ({ratio:.3f}x){tail}")
+
+
+def _same_files_as(reg: Any, v: Any, parent: str | None) -> str | None:
+    """The parent (vN, or MODEL@vN for a fork's origin) when V holds exactly its files:
+    still a new version (its message, params or metrics may differ), but said so."""
+    if not v.parents:
+        return None
+    pv = reg.resolve(parent if parent is not None else f"{v.model}@{v.parents[0]}")
+
+    def files(x: Any) -> list[tuple[str, str, int]]:
+        return sorted((f.path, f.sha256, f.size) for f in reg.manifest(f"{x.model}@{x.id}").files)
+
+    if files(pv) != files(v):
+        return None
+    return f"v{pv.number}" if pv.model == v.model else f"{pv.model}@v{pv.number}"
 
 
 @click.command()
