@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelvc.errors import Conflict, RefMoved, RefNotFound, UsageError
+from modelvc.errors import Conflict, InvalidName, RefMoved, RefNotFound, UsageError
 from tests.conftest import write_model
 
 
@@ -121,3 +121,26 @@ def test_a_misspelt_ref_gets_the_name_meant_and_create_only_when_nothing_is_clos
         api.delete_ref(model, "dve")
     assert err.value.hint == f"did you mean {model}@dev?"
     assert {r.name for r in api.refs(model)} == {"main", "dev", "production"}
+
+
+@pytest.mark.verbs("commit", "tag", "create_branch", "promote", "resolve")
+def test_a_ref_named_like_a_version_id_is_refused_at_creation(
+        api: Any, model: str, tmp_path: Path) -> None:
+    v1 = _commit(api, tmp_path, model, 1)
+    prefix = v1.id[:6]  # as copied from `modelvc log`
+    for make in (lambda n: api.tag(f"{model}@v1", n),
+                 lambda n: api.create_branch(model, n),
+                 lambda n: api.promote(f"{model}@v1", n, create=True),
+                 lambda n: _commit(api, tmp_path, model, 2, tags=[n]),
+                 lambda n: _commit(api, tmp_path, model, 2, branch=n)):
+        with pytest.raises(InvalidName, match=f"a version id of {model} starts with it"
+                           ) as err:
+            make(prefix)
+        assert err.value.hint == f"add a word, e.g. build-{prefix}"
+        with pytest.raises(InvalidName, match="look like a version id prefix"):
+            make("4b68a9c")  # 7+ hex: refused whatever the ids
+    api.tag(f"{model}@v1", f"build-{prefix}")
+    api.create_branch(model, "bf16")  # short hex no id starts with: a fine name
+    assert api.resolve(f"{model}@build-{prefix}").id == v1.id
+    assert [v.number for v in api.versions(model)] == [1]
+    assert {r.name for r in api.refs(model)} == {"main", "bf16", f"build-{prefix}"}

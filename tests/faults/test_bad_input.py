@@ -145,10 +145,17 @@ def test_missing_path(env: Env) -> None:
 
 
 def test_ambiguous_id_prefix(env: Env) -> None:
-    """A short branch name that is also a prefix of a version id is ambiguous (exit 4)."""
+    """A short branch name that is also a prefix of a version id is refused at creation
+    (exit 2); one made before that rule (here: below the registry's check) is ambiguous
+    (exit 4)."""
     prefix = env.v1[:4]
-    with Registry.open(env.registry) as reg:
-        reg.create_branch("m", prefix, at="m@v2")
+    made = fk.cli_here(env.registry, "branch", "create", "m", prefix, "--at", "m@v2")
+    assert made.returncode == 2 and "version id" in made.stderr, made.stderr
+    with Registry.open_local(env.registry) as reg:
+        from modelvc.ingest.refs import move_ref
+
+        move_ref(reg._meta, "m", prefix, "branch", expected=None,
+                 new=reg.resolve("m@v2").id, actor="old", action="create", create=True)
         try:
             done = fk.cli_here(env.registry, "show", f"m@{prefix}")
             assert done.returncode == 4, (done.stdout, done.stderr)

@@ -17,7 +17,7 @@ from ..manifest import FileEntry, Manifest
 from ..meta.api import AuditEntry, NewVersion, ObjectRow, VersionRow
 from ..names import DEFAULT_BRANCH, check_ref_name
 from ..objects.base import ObjectStore, flush
-from .refs import head_or_none
+from .refs import check_not_an_id, head_or_none
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
@@ -59,6 +59,8 @@ def base_for(meta: MetaStore, model: str, branch: str, parent_id: str | None,
     ROOT asks for no parent, and only a new branch can start that way."""
     head = head_or_none(meta, model, branch)
     now = head.version_id if head else None
+    if head is None:
+        check_not_an_id(meta, model, branch, "branch name")
     if root:
         if parent_id is not None:
             raise UsageError("a root version has no parent: give a parent or ask for a "
@@ -87,6 +89,7 @@ def new_tags(meta: MetaStore, model: str, tags: Sequence[str]) -> tuple[str, ...
     version and its tags are then recorded in one transaction."""
     out = tuple(dict.fromkeys(check_ref_name(t, "tag name") for t in tags))
     for t in out:
+        check_not_an_id(meta, model, t, "tag name")
         try:
             row = meta.get_ref(model, t)
         except (RefNotFound, ModelNotFound):

@@ -7,8 +7,9 @@ import heapq
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from ..errors import ModelNotFound, NotFound, RefNotFound, UsageError
+from ..errors import InvalidName, ModelNotFound, NotFound, RefNotFound, UsageError
 from ..meta.api import AuditEntry, RefKind, RefRow, VersionRow
+from ..names import is_hex_prefix
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
@@ -23,6 +24,16 @@ def head_or_none(meta: MetaStore, model: str, branch: str) -> RefRow | None:
     if row.kind != "branch":
         raise UsageError(f"{model}@{branch} is a {row.kind}, not a branch")
     return row
+
+
+def check_not_an_id(meta: MetaStore, model: str, name: str, what: str) -> None:
+    """A new ref NAME that one of MODEL's version ids starts with (`4b68a9` copied from
+    a log) would make every `MODEL@NAME` ambiguous at once. Shorter hex names stay
+    valid otherwise (names.check_ref_name refuses 7+ hex): `bf16`, `beef`."""
+    if is_hex_prefix(name) and meta.versions_by_prefix(model, name):
+        raise InvalidName(f"invalid {what} {name!r}: a version id of {model} starts with it "
+                          "(`MODEL@NAME` would be ambiguous)",
+                          hint=f"add a word, e.g. build-{name}")
 
 
 def move_ref(meta: MetaStore, model: str, name: str, kind: RefKind, *, expected: str | None,

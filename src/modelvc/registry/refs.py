@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
 from ..errors import AlreadyExists, Conflict, RefMoved, RefNotFound, UsageError
+from ..ingest.refs import check_not_an_id
 from ..lineage import author as default_author
 from ..meta.api import RefKind, RefMove, RefRow, VersionRow
 from ..names import DEFAULT_BRANCH, check_ref_name, did_you_mean, ref_missing
@@ -51,6 +52,7 @@ class RefOps(RegistryParts):
     def create_branch(self, model: str, name: str, *, at: str | None = None,
                       actor: str | None = None) -> RefRow:
         check_ref_name(name, "branch name")
+        check_not_an_id(self._meta, model, name, "branch name")
         target = self.resolve(at or model).id
         return self._move(model, name, "branch", expected=None, new=target,
                           who=actor or default_author(), action="create", create=True)
@@ -77,6 +79,7 @@ class RefOps(RegistryParts):
     def tag(self, ref: str, name: str, *, actor: str | None = None) -> RefRow:
         check_ref_name(name, "tag name")
         v = self.resolve(ref)
+        check_not_an_id(self._meta, v.model, name, "tag name")
         return self._move(v.model, name, "tag", expected=None, new=v.id,
                           who=actor or default_author(), action="create", create=True)
 
@@ -96,9 +99,10 @@ class RefOps(RegistryParts):
         # Under `trust: require` every gateway refuses an unsigned version: a channel
         # must not name one (force skips gates, not signatures).
         self._trust.check(v)
-        if not create and self._ref_or_none(v.model, channel) is None and (
-                not self._governance.declares(v.model, channel)):
-            raise self._channel_missing(v.model, channel, promoting=True)
+        if self._ref_or_none(v.model, channel) is None:
+            if not create and not self._governance.declares(v.model, channel):
+                raise self._channel_missing(v.model, channel, promoting=True)
+            check_not_an_id(self._meta, v.model, channel, "channel name")
         who = actor or default_author()
         clearance = self._governance.authorize_promotion(v, channel, who, force=force,
                                                         reason=reason)
