@@ -144,3 +144,19 @@ def test_a_ref_named_like_a_version_id_is_refused_at_creation(
     assert api.resolve(f"{model}@build-{prefix}").id == v1.id
     assert [v.number for v in api.versions(model)] == [1]
     assert {r.name for r in api.refs(model)} == {"main", "bf16", f"build-{prefix}"}
+
+
+@pytest.mark.verbs("rollback", "tag")
+def test_rollback_to_a_bare_selector_means_one_of_the_models_versions(
+        api: Any, model: str, tmp_path: Path) -> None:
+    v1 = _commit(api, tmp_path, model, 1)
+    v2 = _commit(api, tmp_path, model, 2)
+    _commit(api, tmp_path, model, 3)
+    api.promote(f"{model}@v3", "production", create=True)
+    api.tag(f"{model}@v1", "gold")
+    assert api.rollback(model, "production", to="v2").version_id == v2.id
+    assert api.rollback(model, "production", to="gold").version_id == v1.id
+    assert api.rollback(model, "production", to=v2.id[:10]).version_id == v2.id
+    assert api.rollback(model, "production", to=f"{model}@v1").version_id == v1.id
+    with pytest.raises(RefNotFound, match="v9"):
+        api.rollback(model, "production", to="v9")

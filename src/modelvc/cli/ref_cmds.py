@@ -112,7 +112,9 @@ def promote(ctx: Ctx, ref: str, channel: str, reason: str, force: bool, create: 
 @click.command()
 @click.argument("model")
 @click.argument("channel")
-@click.option("--to", "to", help="Ref to roll back to (default: the previous target).")
+@click.option("--to", "to",
+              help="Version to roll back to: v2, a tag, an id prefix or MODEL@... "
+                   "(default: the previous target).")
 @click.option("-r", "--reason", default="", help="Why (recorded in the channel history).")
 @json_option
 @click.pass_obj

@@ -138,7 +138,8 @@ class RefOps(RegistryParts):
 
     def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",
                  actor: str | None = None) -> RefRow:
-        """Move CHANNEL back to its previous target (or to `to`) in one recorded step."""
+        """Move CHANNEL back to its previous target (or to `to`: a ref, or a selector
+        of MODEL such as `v2`) in one recorded step."""
         who = actor or default_author()
         current = self._ref_or_none(model, channel)
         if current is None:
@@ -148,7 +149,8 @@ class RefOps(RegistryParts):
             raise UsageError(f"{model}@{channel} is a {current.kind}, not a channel")
         self._governance.authorize_rollback(model, channel, who)
         if to is not None:
-            target = self.resolve(to)
+            # `--to v2` (a number, tag, branch or id prefix) is MODEL's, not a model v2.
+            target = self.resolve(to if "@" in to or to == model else f"{model}@{to}")
             if target.model != model:
                 raise UsageError(f"{to} is not a version of {model}")
             target_id = target.id
