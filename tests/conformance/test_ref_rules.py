@@ -160,3 +160,29 @@ def test_rollback_to_a_bare_selector_means_one_of_the_models_versions(
     assert api.rollback(model, "production", to=f"{model}@v1").version_id == v1.id
     with pytest.raises(RefNotFound, match="v9"):
         api.rollback(model, "production", to="v9")
+
+
+@pytest.mark.verbs("tag", "delete_ref", "delete", "audit", "promote")
+def test_a_tagged_version_can_be_deleted_once_its_tags_are_deleted_with_a_reason(
+        api: Any, model: str, tmp_path: Path) -> None:
+    _commit(api, tmp_path, model, 1)
+    v2 = _commit(api, tmp_path, model, 2)
+    api.tag(f"{model}@v1", "base")
+    api.promote(f"{model}@v1", "staging", create=True)
+    with pytest.raises(Conflict, match="still the target of tag base, channel staging") as err:
+        api.delete(f"{model}@v1", reason="bad data")
+    assert err.value.hint == (f"first `modelvc tag delete {model} base -r REASON`; "
+                              f"`modelvc rollback {model} staging` (or promote another "
+                              "version --to staging)")
+    api.promote(f"{model}@v2", "staging")
+    with pytest.raises(UsageError, match="needs a reason"):
+        api.delete_ref(model, "base")
+    api.delete_ref(model, "base", reason="free v1")
+    api.delete(f"{model}@v1", reason="bad data")
+    assert [v.id for v in api.versions(model) if v.deleted_at is None] == [v2.id]
+    gone = [e for e in api.audit(model=model, action="delete") if e.target == f"{model}@base"]
+    assert len(gone) == 1 and gone[0].reason == "free v1"
+    with pytest.raises(Conflict, match=r"still the target of .*branch main") as err:
+        api.delete(f"{model}@v2", reason="x")
+    assert f"commit a newer version to {model}'s main branch" in str(err.value.hint)
+    assert "tag delete" not in str(err.value.hint)  # only what blocks, nothing else

@@ -40,9 +40,10 @@ def move_ref(meta: MetaStore, model: str, name: str, kind: RefKind, *, expected:
              new: str | None, actor: str, action: str, reason: str = "",
              create: bool = False) -> RefRow:
     """Move MODEL@NAME from EXPECTED to NEW (RefMoved if it holds anything else),
-    appending the ref move and an audit entry in the same transaction. Tag moves are
-    audited as "tag". The caller tells the registry's events afterwards."""
-    entry = AuditEntry(actor=actor, action=action if kind != "tag" else "tag",
+    appending the ref move and an audit entry in the same transaction. A tag's
+    creation is audited as "tag", its deletion as "delete". The caller tells the
+    registry's events afterwards."""
+    entry = AuditEntry(actor=actor, action="tag" if kind == "tag" and new else action,
                        target=f"{model}@{name}", model=model,
                        before={"version": expected} if not create else None,
                        after={"version": new, "kind": kind}, reason=reason)

@@ -59,12 +59,16 @@ class RefOps(RegistryParts):
 
     def delete_ref(self, model: str, name: str, *, actor: str | None = None,
                    reason: str = "") -> None:
+        """Delete a branch (not main), a channel, or a tag (with a reason: tags never
+        move, but one may go, e.g. to let its version be deleted)."""
         row = self._ref_or_none(model, name)
         if row is None:
             self._meta.get_model(model)
             raise ref_missing(model, name, [r.name for r in self._meta.list_refs(model)])
-        if row.kind == "tag":
-            raise Conflict(f"tag {model}@{name} is immutable and cannot be deleted")
+        if row.kind == "tag" and not reason.strip():
+            # A tag pins a version for whoever relies on it: its removal says why.
+            raise UsageError(f"deleting tag {model}@{name} needs a reason (it is audited)",
+                             hint=f"modelvc tag delete {model} {name} -r REASON")
         if row.kind == "branch" and name == DEFAULT_BRANCH:
             # Bare MODEL means its head, and the next commit would start a parentless
             # main: nothing a user wants from tidying branches.

@@ -212,7 +212,9 @@ def delete_ref(model: str, name: str, p: P, reg: R, reason: str = "") -> None:
     row = next((r for r in rows if r.name == name), None)
     if row is None:
         raise ref_missing(model, name, [r.name for r in rows])
-    authorize(p, "promoter" if row.kind == "channel" else "writer", model)
+    # A tag pins a version others may rely on: removing one is an admin's call.
+    role = {"channel": "promoter", "tag": "admin"}.get(row.kind, "writer")
+    authorize(p, role, model)
     reg.delete_ref(model, name, actor=p.name, reason=reason)
 
 
