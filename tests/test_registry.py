@@ -168,7 +168,7 @@ def test_tags_are_immutable_and_names_unique(reg: Registry, tmp_path: Path) -> N
     reg.commit(tmp_path / "a.safetensors", model="toy", tags=["gold"])
     with pytest.raises(AlreadyExists):
         reg.tag("toy@v1", "gold")
-    with pytest.raises(Conflict):
+    with pytest.raises(UsageError, match="needs a reason"):  # a tag goes only with one
         reg.delete_ref("toy", "gold")
     with pytest.raises((AlreadyExists, Conflict)):
         reg.create_branch("toy", "gold")

@@ -12,8 +12,9 @@ from .codec.header import MAGIC as TENSOR_MAGIC
 from .errors import Conflict, CorruptObject, ModelvcError, UsageError
 from .layout import Layout
 from .manifest import Manifest
-from .meta.api import ASIDE, AuditEntry, ObjectRow, VersionRow
+from .meta.api import ASIDE, AuditEntry, ObjectRow, RefRow, VersionRow
 from .meta.store import MetaStore
+from .names import DEFAULT_BRANCH
 from .objects.base import ObjectStore
 from .storage import ObjectIO, _numel
 
@@ -311,7 +312,7 @@ def delete_version(lay: Layout, meta: MetaStore, io: ObjectIO, v: VersionRow, *,
     if pointing:
         names = ", ".join(f"{r.kind} {r.name}" for r in pointing)
         raise Conflict(f"{v.model}@v{v.number} is still the target of {names}",
-                       hint="move or delete those refs first (tags are immutable)")
+                       hint="first " + "; ".join(_unblock(v.model, r) for r in pointing))
     with lay.lock(exclusive=True):
         mine = {r.id for r in meta.version_objects(v.id)}
         users = meta.versions_using(mine)
@@ -327,6 +328,18 @@ def delete_version(lay: Layout, meta: MetaStore, io: ObjectIO, v: VersionRow, *,
             actor=actor, action="delete", model=v.model, target=f"{v.model}@v{v.number}",
             before={"version": v.id}, after={"rebased": rebased}, reason=reason))
     return rebased
+
+
+def _unblock(model: str, ref: RefRow) -> str:
+    """The command that moves REF off the version to delete."""
+    if ref.kind == "tag":
+        return f"`modelvc tag delete {model} {ref.name} -r REASON`"
+    if ref.kind == "channel":
+        return (f"`modelvc rollback {model} {ref.name}` (or promote another version "
+                f"--to {ref.name})")
+    if ref.name == DEFAULT_BRANCH:
+        return f"commit a newer version to {model}'s main branch"
+    return f"`modelvc branch delete {model} {ref.name}`"
 
 
 def _rebase(meta: MetaStore, io: ObjectIO, row: ObjectRow, rows: dict[str, ObjectRow],

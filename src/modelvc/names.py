@@ -8,10 +8,12 @@ characters, so a ref can always be split unambiguously and used as a path segmen
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import InvalidName, InvalidRef
+from .errors import InvalidName, InvalidRef, RefNotFound
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _NUMBER = re.compile(r"^v([0-9]+)$")
@@ -19,6 +21,7 @@ REF_HINT = "write NAME, NAME@vN, NAME@branch, NAME@channel, NAME@tag or NAME@<id
 NAME_HINT = "use 1-128 letters, digits, '.', '_' or '-'; start with a letter or digit"
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 RESERVED = frozenset({"HEAD", "latest"})
+DEFAULT_BRANCH = "main"  # what a bare MODEL names, and where a new branch starts
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -84,3 +87,22 @@ def parse_ref(text: str) -> RefSpec:
 
 def is_hex_prefix(text: str) -> bool:
     return bool(_HEX.match(text))
+
+
+def close_names(name: str, candidates: Iterable[str]) -> list[str]:
+    """The CANDIDATES NAME is most likely a misspelling of (best first, at most 3)."""
+    return difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=3, cutoff=0.6)
+
+
+def did_you_mean(name: str, candidates: Iterable[str], shown: str = "{}") -> str | None:
+    """`did you mean production?` for a misspelled NAME (SHOWN formats each match, e.g.
+    "bert@{}"), None when no candidate is close."""
+    close = [shown.format(c) for c in close_names(name, candidates)]
+    return f"did you mean {' or '.join(close)}?" if close else None
+
+
+def ref_missing(model: str, name: str, refs: Iterable[str]) -> RefNotFound:
+    """No branch, channel or tag NAME among MODEL's REFS (the close ones suggested)."""
+    return RefNotFound(f"{model}@{name}: no branch, channel or tag of that name",
+                       hint=did_you_mean(name, refs, f"{model}@{{}}")
+                       or f"see `modelvc refs {model}`")

@@ -28,6 +28,7 @@ from .formats import Segment, plan_file
 from .lineage import capture, with_extra
 from .manifest import FileEntry, SegmentRef
 from .meta.api import VersionRow
+from .names import DEFAULT_BRANCH
 from .wire import frames as wire_frames
 from .wire.values import decode_as
 
@@ -76,7 +77,7 @@ class RemoteWrites:
                parent: str | None = None, data: Sequence[str | Path] = (),
                author: str | None = None, cwd: str | Path | None = None,
                progress: Callable[[int, int], None] | None = None,
-               lineage: dict[str, Any] | None = None) -> VersionRow:
+               lineage: dict[str, Any] | None = None, root: bool = False) -> VersionRow:
         """Record PATH as a new version of MODEL on the server (see Registry.commit).
         `author` is ignored: the server records the token's subject."""
         files = collect_files(Path(path))
@@ -84,14 +85,15 @@ class RemoteWrites:
         return self._send(planned, model=model, branch=branch, message=message,
                           params=params, metrics=metrics, tags=tags, parent=parent, data=data,
                           cwd=cwd, progress=progress, lineage=lineage,
-                          kind="file" if Path(path).is_file() else "folder")
+                          kind="file" if Path(path).is_file() else "folder", root=root)
 
     def commit_files(self, files: Mapping[str, Any], *, model: str, branch: str | None = None,
                      message: str = "", params: dict[str, Any] | None = None,
                      metrics: dict[str, Any] | None = None, tags: Sequence[str] = (),
                      parent: str | None = None, data: Sequence[str | Path] = (),
                      author: str | None = None, cwd: str | Path | None = None,
-                     lineage: dict[str, Any] | None = None) -> VersionRow:
+                     lineage: dict[str, Any] | None = None, root: bool = False
+                     ) -> VersionRow:
         """See Registry.commit_files: planned and hashed in memory, then sent as `commit`
         sends a folder (only the segments the server lacks). `author` is ignored."""
         from .formats.memory import mem_files
@@ -99,7 +101,7 @@ class RemoteWrites:
         planned = [_plan_memory(f) for f in mem_files(files)]
         return self._send(planned, model=model, branch=branch, message=message,
                           params=params, metrics=metrics, tags=tags, parent=parent, data=data,
-                          cwd=cwd, progress=None, lineage=lineage, kind="folder")
+                          cwd=cwd, progress=None, lineage=lineage, kind="folder", root=root)
 
     def run(self, *, model: str, branch: str, **kwargs: Any) -> Run:
         """See Registry.run."""
@@ -113,10 +115,10 @@ class RemoteWrites:
               metrics: dict[str, Any] | None, tags: Sequence[str], parent: str | None,
               data: Sequence[str | Path], cwd: str | Path | None,
               progress: Callable[[int, int], None] | None, lineage: dict[str, Any] | None,
-              kind: str) -> VersionRow:
+              kind: str, root: bool) -> VersionRow:
         captured = capture(Path(cwd or Path.cwd()), [Path(d) for d in data])
         lineage = with_extra(captured, lineage)
-        base = self._base(model, branch or "main", parent)
+        base = None if root else self._base(model, branch or DEFAULT_BRANCH, parent)
         entries = [e for e, _ in planned]
         parts = [x for _, file_parts in planned for x in file_parts]
         missing = set(self._post(f"/models/{self._q(model)}/uploads/missing",
@@ -129,18 +131,22 @@ class RemoteWrites:
                 pass
         body = {"files": [e.to_json() for e in entries], "branch": branch, "message": message,
                 "params": dict(params or {}), "metrics": dict(metrics or {}),
-                "lineage": lineage, "tags": list(tags), "parent": parent, "kind": kind}
+                "lineage": lineage, "tags": list(tags), "parent": parent, "kind": kind,
+                "root": root}
         self.last_upload_bytes = tally.sent  # what this commit sent (tests, progress bars)
         return decode_as(VersionRow, self._post(f"/models/{self._q(model)}/commits", body))
 
     def _base(self, model: str, branch: str, parent: str | None) -> str | None:
-        """The version the server should delta against: the parent, or the branch head."""
-        try:
-            return self.resolve(parent or f"{model}@{branch}").id
-        except NotFound:
-            if parent is not None:
-                raise
-            return None
+        """The version the server should delta against: the parent, or the branch head,
+        or (a new branch) the main branch's head, where the server starts it."""
+        if parent is not None:
+            return self.resolve(parent).id
+        for name in dict.fromkeys((branch, DEFAULT_BRANCH)):
+            try:
+                return self.resolve(f"{model}@{name}").id
+            except NotFound:
+                continue
+        return None
 
     def _upload(self, model: str, part: _Part, base: str | None, tally: _Tally) -> None:
         s = part.seg

@@ -155,3 +155,26 @@ def test_malformed_safetensors(proj: Path) -> None:
     assert p.returncode == 2 and "bad.safetensors" in p.stderr
     assert "Traceback" not in p.stderr
     assert json.loads(run(["models", "--json"], proj, process=True).stdout) == []
+
+
+def test_commit_says_when_its_files_are_the_parents(proj: Path) -> None:
+    run(["commit", "m1.safetensors", "--model", "toy"], proj)
+    again = run(["commit", "m1.safetensors", "--model", "toy", "-m", "re-evaluated",
+                 "--metric", "acc=0.8"], proj).stdout
+    assert again.startswith("toy@v2 ") and again.rstrip().endswith("same files as v1")
+    assert js(["commit", "m1.safetensors", "--model", "toy"], proj)["same_files_as"] == "v2"
+    changed = js(["commit", "m2.safetensors", "--model", "toy"], proj)
+    assert changed["number"] == 4 and changed["same_files_as"] is None
+    forked = js(["commit", "m2.safetensors", "--model", "toy2", "--parent", "toy@v4",
+                 "--fork"], proj)
+    assert forked["same_files_as"] == "toy@v4"
+
+
+def test_promote_to_the_version_a_channel_holds_says_it_is_a_re_promotion(proj: Path) -> None:
+    run(["commit", "m1.safetensors", "--model", "toy"], proj)
+    first = run(["promote", "toy@v1", "--to", "production", "--create"], proj).stdout
+    assert "already held" not in first
+    again = run(["promote", "toy@v1", "--to", "production"], proj).stdout
+    assert "production already held v1: recorded as a re-promotion" in again
+    moves = js(["channel", "history", "toy", "production"], proj)
+    assert [m["action"] for m in moves] == ["promote", "promote"]

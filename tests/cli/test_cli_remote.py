@@ -28,6 +28,8 @@ def test_cli_verbs_over_a_server_url(tmp_path: Path) -> None:
         run("commit", "a.safetensors", "--model", "toy")
         v2 = json.loads(run("commit", "b.safetensors", "--model", "toy", "--json"))
         assert v2["number"] == 2 and v2["author"] == "alice"
+        assert run("commit", "b.safetensors", "--model", "toy").rstrip().endswith(
+            "same files as v2")
         assert "production -> v1" in run("promote", "toy@v1", "--to", "production", "--create")
         run("promote", "toy@v2", "--to", "production")
         assert "rolled back to v1" in run("rollback", "toy", "production", "-r", "slow")

@@ -61,3 +61,20 @@ def test_merge_opens_and_closes_a_lane() -> None:
     # m merges a (first parent) and b; both come from r.
     nodes = [N("m", ("a", "b")), N("b", ("r",)), N("a", ("r",)), N("r")]
     assert [p for p, _ in graph(nodes)] == ["M ", "|\\", "| * ", "* | ", "|/", "* "]
+
+
+def test_a_forks_origin_comes_below_the_fork_on_its_lane(tmp_path: Path) -> None:
+    run(["init"], tmp_path)
+    base = write_model(tmp_path / "0.safetensors", 0)
+    for i in (1, 2, 3):
+        write_model(tmp_path / f"{i}.safetensors", i, base=base)
+    run(["commit", "0.safetensors", "--model", "bert"], tmp_path)
+    run(["commit", "1.safetensors", "--model", "bert"], tmp_path)
+    run(["commit", "2.safetensors", "--model", "bert2", "--parent", "bert@v2", "--fork"],
+        tmp_path)
+    run(["commit", "3.safetensors", "--model", "bert2"], tmp_path)
+    lines = run(["log", "bert2"], tmp_path).stdout.splitlines()
+    assert [x.split()[0] for x in lines] == ["v2", "v1", "bert@v2", "bert@v1"]
+    drawn = run(["log", "bert2", "--graph"], tmp_path).stdout.splitlines()
+    assert [x.split()[:2] for x in drawn] == [
+        ["*", "v2"], ["*", "v1"], ["*", "bert@v2"], ["*", "bert@v1"]]

@@ -13,7 +13,6 @@ from safetensors.numpy import save_file
 
 from modelvc.errors import (
     AlreadyExists,
-    Conflict,
     ModelNotFound,
     PathNotFound,
     RefMoved,
@@ -103,7 +102,7 @@ def test_branches_and_tags(api: Any, model: str, tmp_path: Path) -> None:
     assert [r.name for r in api.refs(model, kind="tag")] == ["release-1"]
     with pytest.raises(AlreadyExists):
         api.create_branch(model, "exp")
-    with pytest.raises(Conflict):
+    with pytest.raises(UsageError, match="needs a reason"):
         api.delete_ref(model, "release-1")
     api.delete_ref(model, "exp", reason="done")
     assert {r.name for r in api.refs(model) if r.version_id} == {"main", "release-1"}

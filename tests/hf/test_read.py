@@ -159,3 +159,22 @@ def test_model_info_and_tree(hub: Hub, hf_env: Path) -> None:
     entry = deep["model.safetensors"]
     assert isinstance(entry, RepoFile) and entry.size == len(blob)
     assert MODEL  # repo ids ORG/NAME are the model ORG--NAME (docs/huggingface.md)
+
+
+def test_main_of_a_model_without_a_main_branch_is_its_newest_version(
+        hub: Hub, tmp_path: Path) -> None:
+    """Hub clients always ask for `main`; the Registry API's bare name refuses to guess
+    (it names the branches), so the Hub layer picks the newest version itself."""
+    from modelvc.errors import RefNotFound
+    from modelvc.registry import Registry
+
+    (tmp_path / "config.json").write_text('{"only": "exp"}')
+    with Registry.open(hub.url, token=hub.token) as reg:
+        v = reg.commit(tmp_path / "config.json", model="acme--solo", branch="exp")
+        with pytest.raises(RefNotFound, match="name a branch: acme--solo@exp"):
+            reg.resolve("acme--solo")
+    auth = {"Authorization": f"Bearer {hub.token}"}
+    with httpx.Client(base_url=hub.url, headers=auth) as c:
+        r = c.get("/acme/solo/resolve/main/config.json")
+    assert r.status_code == 200 and r.json() == {"only": "exp"}
+    assert r.headers["x-repo-commit"] == v.id[:40]

@@ -114,6 +114,12 @@ def _new_branch(e: Env) -> str:
     return name
 
 
+def _new_tag(e: Env) -> str:
+    name = _u("t")
+    e.admin.tag(f"{M}@v1", name)
+    return name
+
+
 HOOK = "http://127.0.0.1:9/unused"
 
 
@@ -149,6 +155,8 @@ ACTIONS: dict[str, tuple[str, str, Setup, Act]] = {
     "force-promote": ("admin", "model", lambda e: None,
                       lambda c, x, e: c.promote(f"{M}@v1", "production", force=True,
                                                 reason="incident")),
+    "delete-tag": ("admin", "model", _new_tag,
+                   lambda c, x, e: c.delete_ref(M, x, reason="test")),
     "delete-version": ("admin", "model", _commit_tmp,
                        lambda c, x, e: c.delete(f"{M}@{x}", reason="test")),
     "grant-role": ("admin", "model", lambda e: None,
@@ -169,8 +177,8 @@ ACTIONS: dict[str, tuple[str, str, Setup, Act]] = {
                      lambda c, x, e: RemoteEvents(c._call).status()),
 }
 AUDITED = {"commit", "create-branch", "tag", "delete-branch", "promote", "rollback",
-           "delete-channel", "force-promote", "delete-version", "grant-role", "create-token",
-           "webhook-add", "webhook-remove"}
+           "delete-channel", "force-promote", "delete-tag", "delete-version", "grant-role",
+           "create-token", "webhook-add", "webhook-remove"}
 
 
 def snapshot(path: Path) -> Any:

@@ -245,9 +245,12 @@ class RegistryAPI(Protocol):
                parent: str | None = None, data: Sequence[str | Path] = (),
                author: str | None = None, cwd: str | Path | None = None,
                progress: Callable[[int, int], None] | None = None,
-               lineage: dict[str, Any] | None = None) -> Version:
+               lineage: dict[str, Any] | None = None, root: bool = False) -> Version:
         """`lineage`: entries added to the captured lineage (git, data, env), such as
-        `derived_from`; a key the capture sets is refused (UsageError)."""
+        `derived_from`; a key the capture sets is refused (UsageError). A BRANCH that
+        does not exist yet starts at `parent`, else at the main branch's head, else (or
+        with `root=True`) as a version with no parent; `root` on an existing branch, or
+        with `parent`, is a UsageError."""
         ...
 
     def commit_files(self, files: Mapping[str, Any], *, model: str, branch: str | None = None,
@@ -255,7 +258,7 @@ class RegistryAPI(Protocol):
                      metrics: dict[str, Any] | None = None, tags: Sequence[str] = (),
                      parent: str | None = None, data: Sequence[str | Path] = (),
                      author: str | None = None, cwd: str | Path | None = None,
-                     lineage: dict[str, Any] | None = None) -> Version:
+                     lineage: dict[str, Any] | None = None, root: bool = False) -> Version:
         """`commit` of files held in memory: FILES maps a path in the version to bytes or
         to a state dict (name -> torch tensor or numpy array), stored as a safetensors
         file (tensors in name order; never pickled). No file is written or read: a
@@ -274,7 +277,9 @@ class RegistryAPI(Protocol):
         (default `<branch>-best`). `run.submit(folder=...)` stages a saved checkpoint
         folder (under STAGING) and commits it in the background, up to MAX_PENDING
         waiting: on an embedded registry in a child process at the lowest CPU priority
-        (ISOLATE; False: on the run's thread). See modelvc.api.run."""
+        (ISOLATE; False: on the run's thread). The first checkpoint's parent is PARENT
+        (the base being fine-tuned), else BRANCH's head, else none: on a new branch a
+        run trains from scratch unless PARENT says otherwise. See modelvc.api.run."""
         ...
 
     def amend(self, model: str, *, branch: str | None = None, parent: str | None = None,

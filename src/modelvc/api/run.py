@@ -6,7 +6,9 @@ state dict is stored as a safetensors file).
 Each version records the run's params, the step's metrics and, in its lineage, the run
 (`{"run": {"id", "step"}}`) next to the captured code commit and data fingerprints
 (`data=` paths). On a clean exit the version with the best value of `best` (a metric;
-`mode` min or max) is tagged `best_tag` (default `<branch>-best`).
+`mode` min or max) is tagged `best_tag` (default `<branch>-best`). The first checkpoint's
+parent is `parent` (the base being fine-tuned), else the branch's head (a run resumed
+on its branch), else none: a run on a new branch trains from scratch unless told.
 
 `run.submit(...)` is `commit` on the run's background thread, in submission order (so
 versions stay in step order). For a state dict the loop waits only for the tensors to be
@@ -38,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import UsageError
+from ..errors import NotFound, UsageError
 from ..names import check_ref_name
 from ..records import Version
 
@@ -242,7 +244,19 @@ class Run:
             "metrics": {**found, "step": step}, "data": self.data,
             "lineage": {"run": {"id": self.id, "step": step}},
             "message": message or f"{self.branch} step {step}",
-            "parent": self.parent if first and self.parent else None}
+            "parent": self.parent if first and self.parent else None,
+            **({"root": True} if first and not self.parent and self._new_branch() else {})}
+
+    def _new_branch(self) -> bool:
+        """Whether the run's branch does not exist yet. Its first checkpoint is then a
+        root (trained from scratch) unless `parent` names a base: a bare commit to a new
+        branch starts at the main head instead, but a run's weights are related to
+        main's only when the run says so."""
+        try:
+            return self.branch not in {r.name for r in self.reg.refs(self.model,
+                                                                     kind="branch")}
+        except NotFound:  # the model's first version
+            return True
 
     def _done(self, v: Version, found: Mapping[str, Any]) -> Version:
         with self._lock:

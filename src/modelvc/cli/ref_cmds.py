@@ -71,15 +71,42 @@ def branch_delete(ctx: Ctx, model: str, name: str, as_json: bool) -> None:
     emit(as_json, {"deleted": f"{model}@{name}"}, f"branch {model}@{name} deleted")
 
 
-@click.command()
+class _TagGroup(click.Group):
+    """`modelvc tag REF NAME` stays the way to tag (`tag create`); `tag delete ...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["create", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_TagGroup)
+def tag() -> None:
+    """Tag a version (`modelvc tag REF NAME`), or delete a tag."""
+
+
+@tag.command("create")
 @click.argument("ref")
 @click.argument("name")
 @json_option
 @click.pass_obj
-def tag(ctx: Ctx, ref: str, name: str, as_json: bool) -> None:
+def tag_create(ctx: Ctx, ref: str, name: str, as_json: bool) -> None:
     """Give version REF the immutable tag NAME."""
     r = ctx.registry().tag(ref, name)
     emit(as_json, r, f"tagged {ref} as {r.model}@{name}")
+
+
+@tag.command("delete")
+@click.argument("model")
+@click.argument("name")
+@click.option("-r", "--reason", required=True, help="Why (recorded in the audit trail).")
+@json_option
+@click.pass_obj
+def tag_delete(ctx: Ctx, model: str, name: str, reason: str, as_json: bool) -> None:
+    """Delete tag NAME of MODEL (audited; over a server the admin role). Its version
+    stays; a version a tag points at can be deleted once its tags are gone."""
+    ctx.registry().delete_ref(model, name, reason=reason)
+    emit(as_json, {"deleted": f"{model}@{name}"}, f"tag {model}@{name} deleted")
 
 
 @click.command()
@@ -100,15 +127,24 @@ def promote(ctx: Ctx, ref: str, channel: str, reason: str, force: bool, create: 
     A channel the model does not have yet is refused (a typo must not make a new one)
     unless --create is given or the applied policy declares it."""
     reg = ctx.registry()
+    target = reg.resolve(ref)
+    held = any(c.name == channel and c.version_id == target.id
+               for c in reg.refs(target.model, kind="channel"))
     r = reg.promote(ref, channel, reason=reason, force=force, create=create)
     v = reg.resolve(f"{r.model}@{r.version_id}")
-    emit(as_json, r, f"{r.model}@{channel} -> v{v.number} ({v.id[:12]})")
+    # Still a recorded move: re-promoting is how a deployment retries a version its
+    # fleet refused (docs/deploy.md), so say what it did rather than skip it.
+    again = (f"  ({channel} already held v{v.number}: recorded as a re-promotion, which "
+             "a deployment takes as a retry)") if held and v.id == target.id else ""
+    emit(as_json, r, f"{r.model}@{channel} -> v{v.number} ({v.id[:12]}){again}")
 
 
 @click.command()
 @click.argument("model")
 @click.argument("channel")
-@click.option("--to", "to", help="Ref to roll back to (default: the previous target).")
+@click.option("--to", "to",
+              help="Version to roll back to: v2, a tag, an id prefix or MODEL@... "
+                   "(default: the previous target).")
 @click.option("-r", "--reason", default="", help="Why (recorded in the channel history).")
 @json_option
 @click.pass_obj

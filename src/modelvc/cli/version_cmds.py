@@ -117,7 +117,9 @@ def _scan(path: str, *, hash_early: bool) -> list[str]:
 @click.command()
 @click.argument("path", type=click.Path())
 @click.option("--model", "-M", required=True, help="Model name.")
-@click.option("--branch", "-b", help="Branch to commit to (default: main; created if missing).")
+@click.option("--branch", "-b",
+              help="Branch to commit to (default: main). A new branch starts at --parent, "
+                   "else at main's head (or with no parent: --root).")
 @click.option("-m", "--message", default="", help="What changed and why.")
 @click.option("--param", multiple=True, metavar="K=V", help="Training parameter (repeatable).")
 @click.option("--metric", multiple=True, metavar="K=V", help="Metric (repeatable).")
@@ -125,14 +127,21 @@ def _scan(path: str, *, hash_early: bool) -> list[str]:
 @click.option("--parent", help="Parent ref (default: the branch head).")
 @click.option("--fork", is_flag=True,
               help="Allow --parent to be another model's version (MODEL starts as a fork).")
+@click.option("--root", is_flag=True,
+              help="No parent: start a new line on a new branch (-b), e.g. training from "
+                   "scratch.")
 @click.option("--data", multiple=True, type=click.Path(), help="Data path to fingerprint.")
 @json_option
 @click.pass_obj
 def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
            param: tuple[str, ...], metric: tuple[str, ...], tag: tuple[str, ...],
-           parent: str | None, fork: bool, data: tuple[str, ...], as_json: bool) -> None:
+           parent: str | None, fork: bool, root: bool, data: tuple[str, ...],
+           as_json: bool) -> None:
     """Record PATH (a file or folder) as a new immutable version."""
     few_arenas()
+    if root and parent is not None:
+        raise UsageError("--root and --parent contradict each other: a root has no parent",
+                         hint="drop one of them")
     # The early hash runs on a thread of its own while the registry loads.
     skipped = _scan(path, hash_early=not (ctx.location or "").startswith(("http://",
                                                                           "https://")))
@@ -146,15 +155,35 @@ def commit(ctx: Ctx, path: str, model: str, branch: str | None, message: str,
     bar = Progress(f"commit {model}", 0, enabled=not as_json)
     v = reg.commit(path, model=model, branch=branch, message=message,
                    params=_kv(param, "param"), metrics=_kv(metric, "metric"), tags=tag,
-                   parent=parent, data=data, progress=bar)
+                   parent=parent, data=data, progress=bar, root=root)
     bar.close()
+    same = _same_files_as(reg, v, parent)
     line = (f"{model}@v{v.number} {v.id[:12]}  {human_bytes(v.raw_size)} raw, "
-            f"{human_bytes(v.stored_size)} stored ({ratio(v.stored_size, v.raw_size)})")
+            f"{human_bytes(v.stored_size)} stored ({ratio(v.stored_size, v.raw_size)})"
+            + (f"  same files as {same}" if same else ""))
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more"
                                           if len(skipped) > 5 else "")
         line += f"\nskipped: {shown} (never stored)"
-    emit(as_json, {**to_jsonable(v), "skipped": skipped}, line)
+    emit(as_json, {**to_jsonable(v), "skipped": skipped, "same_files_as": same}, line)
+
+
+SAME_MAX_NEW = 1 << 20  # a commit that stored more than this added files its parent lacks
+
+
+def _same_files_as(reg: Any, v: Any, parent: str | None) -> str | None:
+    """The parent (vN, or MODEL@vN for a fork's origin) when V holds exactly its files:
+    still a new version (its message, params or metrics may differ), but said so."""
+    if not v.parents or v.stored_size > SAME_MAX_NEW:  # (no reads on a real commit)
+        return None
+    pv = reg.resolve(parent if parent is not None else f"{v.model}@{v.parents[0]}")
+
+    def files(x: Any) -> list[tuple[str, str, int]]:
+        return sorted((f.path, f.sha256, f.size) for f in reg.manifest(f"{x.model}@{x.id}").files)
+
+    if files(pv) != files(v):
+        return None
+    return f"v{pv.number}" if pv.model == v.model else f"{pv.model}@v{pv.number}"
 
 
 @click.command()

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AlreadyExists, Conflict, ModelNotFound, RefMoved, RefNotFound
+from ..errors import AlreadyExists, Conflict, ModelNotFound, RefMoved, RefNotFound, UsageError
 from ..manifest import FileEntry, Manifest
 from ..meta.api import AuditEntry, NewVersion, ObjectRow, VersionRow
-from ..names import check_ref_name
+from ..names import DEFAULT_BRANCH, check_ref_name
 from ..objects.base import ObjectStore, flush
-from .refs import head_or_none
+from .refs import check_not_an_id, head_or_none
 
 if TYPE_CHECKING:
     from ..meta.store import MetaStore
@@ -47,16 +47,33 @@ class Base:
 
     parent_id: str | None
     expected: str | None  # the branch head when read (None: the branch is created)
-    fixed: bool  # the caller named the parent: a moved branch fails, no re-parenting
+    fixed: bool  # the caller named the parent (or a root): a moved branch fails
 
 
 def base_for(meta: MetaStore, model: str, branch: str, parent_id: str | None,
-             parent_label: str | None = None) -> Base:
+             parent_label: str | None = None, *, root: bool = False) -> Base:
     """Where a commit to MODEL@BRANCH starts: the branch head, or PARENT_ID, which must
-    then be the head (RefMoved otherwise: commit to a new branch instead)."""
+    then be the head (RefMoved otherwise: commit to a new branch instead). A branch that
+    does not exist yet starts at PARENT_ID, else at the main branch's head (as `git
+    checkout -b` does: a fine-tune keeps its link to its base), else with no parent;
+    ROOT asks for no parent, and only a new branch can start that way."""
     head = head_or_none(meta, model, branch)
     now = head.version_id if head else None
+    if head is None:
+        check_not_an_id(meta, model, branch, "branch name")
+    if root:
+        if parent_id is not None:
+            raise UsageError("a root version has no parent: give a parent or ask for a "
+                             "root, not both")
+        if head is not None:
+            raise UsageError(f"branch {model}@{branch} exists (at {_label(meta, now)}): "
+                             "a root version starts a new branch",
+                             hint="commit it to a new branch (--branch NAME)")
+        return Base(None, None, fixed=True)
     if parent_id is None:
+        if head is None and branch != DEFAULT_BRANCH:
+            main = head_or_none(meta, model, DEFAULT_BRANCH)
+            return Base(main.version_id if main else None, None, fixed=False)
         return Base(now, now, fixed=False)
     if head is not None and now != parent_id:
         raise RefMoved(
@@ -72,6 +89,7 @@ def new_tags(meta: MetaStore, model: str, tags: Sequence[str]) -> tuple[str, ...
     version and its tags are then recorded in one transaction."""
     out = tuple(dict.fromkeys(check_ref_name(t, "tag name") for t in tags))
     for t in out:
+        check_not_an_id(meta, model, t, "tag name")
         try:
             row = meta.get_ref(model, t)
         except (RefNotFound, ModelNotFound):

@@ -24,7 +24,7 @@ from ..lineage import CAPTURED, capture, with_extra
 from ..lineage import author as default_author
 from ..manifest import Manifest, file_storage
 from ..meta.api import ObjectRow, RefRow, VersionRow
-from ..names import check_name, check_ref_name, is_hex_prefix, parse_ref
+from ..names import check_name, check_ref_name, did_you_mean, is_hex_prefix, parse_ref
 from ..objects import open_store
 from ..objects.base import ObjectStore, flush
 from ..records import FileStorage
@@ -199,13 +199,15 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         cwd: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
         lineage: dict[str, Any] | None = None,
+        root: bool = False,
     ) -> Version:
         """Record PATH (a file or folder) as a new immutable version of MODEL.
 
-        The parent is the branch head (or `parent`); a branch that does not exist is
-        created at the parent. If another writer moves the branch meanwhile, the
-        version is re-parented onto the new head (both versions are kept) unless an
-        explicit `parent` was given, in which case RefMoved is raised.
+        The parent is the branch head (or `parent`). A branch that does not exist is
+        created at `parent`, else at the main branch's head (as `git checkout -b`), or,
+        with `root=True`, as a new line with no parent. If another writer moves the
+        branch meanwhile, the version is re-parented onto the new head (both versions
+        are kept) unless an explicit `parent` (or `root`) was given: RefMoved then.
         """
         from ..commit import collect_files
 
@@ -215,7 +217,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             lambda storer, refs: storer.store(files, refs), total, model=model,
             branch=branch, message=message, params=params, metrics=metrics, tags=tags,
             parent=parent, data=data, author=author, cwd=cwd, progress=progress,
-            lineage=lineage, kind="file" if Path(path).is_file() else "folder")
+            lineage=lineage, kind="file" if Path(path).is_file() else "folder", root=root)
 
     def commit_files(
         self,
@@ -232,6 +234,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         author: str | None = None,
         cwd: str | Path | None = None,
         lineage: dict[str, Any] | None = None,
+        root: bool = False,
     ) -> Version:
         """Record FILES (path in the version -> bytes, or a state dict stored as a
         safetensors file) as a new version of MODEL, as `commit` records a folder,
@@ -243,14 +246,14 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             lambda storer, refs: storer.store_memory(mfiles, refs),
             sum(f.plan.size for f in mfiles), model=model, branch=branch, message=message,
             params=params, metrics=metrics, tags=tags, parent=parent, data=data,
-            author=author, cwd=cwd, progress=None, lineage=lineage, kind="folder")
+            author=author, cwd=cwd, progress=None, lineage=lineage, kind="folder", root=root)
 
     def _commit(self, store: Callable[[FileStorer, References], StoreResult], total: int, *,
                 model: str, branch: str | None, message: str, params: dict[str, Any] | None,
                 metrics: dict[str, Any] | None, tags: Sequence[str], parent: str | None,
                 data: Sequence[str | Path], author: str | None, cwd: str | Path | None,
                 progress: Callable[[int, int], None] | None, lineage: dict[str, Any] | None,
-                kind: str) -> Version:
+                kind: str, root: bool = False) -> Version:
         check_name(model, "model name")
         branch = check_ref_name(branch or DEFAULT_BRANCH, "branch name")
         self._meta.will_write()  # the SQL layer loads while the files are encoded
@@ -268,7 +271,8 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             captured = self._jobs.submit(capture, where, paths)
         who = author or default_author()
         base = base_for(self._meta, model, branch,
-                        self._parent(parent, model).id if parent is not None else None, parent)
+                        self._parent(parent, model).id if parent is not None else None, parent,
+                        root=root)
         parent_m = self._manifest(base.parent_id) if base.parent_id else None
         done = 0
 
@@ -327,10 +331,7 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         if spec.selector is None:
             head = self._head_or_none(spec.model, DEFAULT_BRANCH)
             if head is None or head.version_id is None:
-                versions = self._meta.list_versions(spec.model)
-                if not versions:
-                    raise RefNotFound(f"model {spec.model} has no versions yet")
-                return versions[0]
+                raise self._no_main(spec.model)
             return self._meta.get_version(head.version_id)
         if spec.number is not None:
             return self._meta.version_by_number(spec.model, spec.number)
@@ -348,10 +349,25 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
             raise AmbiguousRef(f"{ref} matches {len(by_id)} versions ({shown})")
         if by_id:
             return by_id[0]
+        names = [r.name for r in self._meta.list_refs(spec.model)]
         raise RefNotFound(
             f"{ref}: no version, branch, channel or tag {spec.selector!r} in model {spec.model}",
-            hint=f"see `modelvc refs {spec.model}` and `modelvc log {spec.model}`",
+            hint=did_you_mean(spec.selector, names, f"{spec.model}@{{}}")
+            or f"see `modelvc refs {spec.model}` and `modelvc log {spec.model}`",
         )
+
+    def _no_main(self, model: str) -> RefNotFound:
+        """Bare MODEL names the main branch's head; without one nothing is guessed (the
+        newest version of some other branch is not what MODEL means)."""
+        if not self._meta.list_versions(model):
+            return RefNotFound(f"model {model} has no versions yet")
+        branches = [r.name for r in self._meta.list_refs(model, "branch") if r.version_id]
+        if branches:
+            return RefNotFound(f"{model} has no main branch; name a branch: "
+                               f"{model}@{branches[0]}",
+                               hint=f"its branches: {', '.join(branches[:10])}")
+        return RefNotFound(f"{model} has no main branch; name a version: {model}@vN",
+                           hint=f"see `modelvc log {model} --all`")
 
     def _parent(self, ref: str, model: str) -> Version:
         """An explicit parent. Another model's version makes a fork (docs/security.md:
@@ -389,11 +405,11 @@ class Registry(ReadOps, RefOps, HostOps, ExchangeOps, WriteOps):
         return self._meta.list_versions(model)
 
     def log(self, ref: str) -> list[Version]:
-        """The version and its ancestors (first-parent and merges), newest first."""
-        from ..ingest.refs import ancestors
+        """The version and its ancestors (first-parent and merges), newest first, each
+        above its parents (numbers are per model: a fork's origin goes below it)."""
+        from ..ingest.refs import ancestors, newest_first
 
-        out = ancestors(self._meta, [self.resolve(ref).id])
-        return sorted(out, key=lambda v: v.number, reverse=True)
+        return newest_first(ancestors(self._meta, [self.resolve(ref).id]))
 
     def refs(self, model: str, kind: str | None = None) -> list[RefRow]:
         self._meta.get_model(model)

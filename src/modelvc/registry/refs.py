@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
 from ..errors import AlreadyExists, Conflict, RefMoved, RefNotFound, UsageError
+from ..ingest.refs import check_not_an_id
 from ..lineage import author as default_author
 from ..meta.api import RefKind, RefMove, RefRow, VersionRow
-from ..names import check_ref_name
+from ..names import DEFAULT_BRANCH, check_ref_name, did_you_mean, ref_missing
 from ..records import UNSET, Unset, previous_target
 from .parts import RegistryParts
 
@@ -25,13 +26,14 @@ _Unset = Unset
 class RefOps(RegistryParts):
     def _channel_missing(self, model: str, channel: str, *, promoting: bool = False
                          ) -> RefNotFound:
-        """No channel CHANNEL: the error names the channels the model has."""
+        """No channel CHANNEL: the error names the channels the model has, and the
+        hint the one meant when the name is a near miss (a typo must not make a new
+        channel: --create is offered only when nothing is close)."""
         have = [r.name for r in self._meta.list_refs(model, "channel")]
         listed = ", ".join(have) if have else "none yet"
-        create = (f"`modelvc promote {model}@vN --to {channel} --create` (Python: "
-                  f"promote(..., create=True); HTTP: \"create\": true)")
-        hint = (f"check the spelling; a new channel is created with {create}" if promoting
-                else f"check the spelling (`modelvc channel list {model}`)")
+        hint = did_you_mean(channel, have) or (
+            "new channel? add --create (Python: create=True)" if promoting
+            else f"see `modelvc channel list {model}`")
         return RefNotFound(f"{model} has no channel {channel!r} (its channels: {listed})",
                            hint=hint)
 
@@ -50,15 +52,30 @@ class RefOps(RegistryParts):
     def create_branch(self, model: str, name: str, *, at: str | None = None,
                       actor: str | None = None) -> RefRow:
         check_ref_name(name, "branch name")
+        check_not_an_id(self._meta, model, name, "branch name")
         target = self.resolve(at or model).id
         return self._move(model, name, "branch", expected=None, new=target,
                           who=actor or default_author(), action="create", create=True)
 
     def delete_ref(self, model: str, name: str, *, actor: str | None = None,
                    reason: str = "") -> None:
-        row = self._meta.get_ref(model, name)
-        if row.kind == "tag":
-            raise Conflict(f"tag {model}@{name} is immutable and cannot be deleted")
+        """Delete a branch (not main), a channel, or a tag (with a reason: tags never
+        move, but one may go, e.g. to let its version be deleted)."""
+        row = self._ref_or_none(model, name)
+        if row is None:
+            self._meta.get_model(model)
+            raise ref_missing(model, name, [r.name for r in self._meta.list_refs(model)])
+        if row.kind == "tag" and not reason.strip():
+            # A tag pins a version for whoever relies on it: its removal says why.
+            raise UsageError(f"deleting tag {model}@{name} needs a reason (it is audited)",
+                             hint=f"modelvc tag delete {model} {name} -r REASON")
+        if row.kind == "branch" and name == DEFAULT_BRANCH:
+            # Bare MODEL means its head, and the next commit would start a parentless
+            # main: nothing a user wants from tidying branches.
+            raise Conflict(f"{model}@{name} is {model}'s main branch (bare `{model}` names "
+                           "its head): it cannot be deleted",
+                           hint="delete the other branches you are done with; a version "
+                                "goes with `modelvc delete`")
         self._governance.authorize_ref_delete(model, name, row.kind, actor or default_author())
         self._move(model, name, row.kind, expected=row.version_id, new=None,
                    who=actor or default_author(), action="delete", reason=reason)
@@ -66,6 +83,7 @@ class RefOps(RegistryParts):
     def tag(self, ref: str, name: str, *, actor: str | None = None) -> RefRow:
         check_ref_name(name, "tag name")
         v = self.resolve(ref)
+        check_not_an_id(self._meta, v.model, name, "tag name")
         return self._move(v.model, name, "tag", expected=None, new=v.id,
                           who=actor or default_author(), action="create", create=True)
 
@@ -85,9 +103,10 @@ class RefOps(RegistryParts):
         # Under `trust: require` every gateway refuses an unsigned version: a channel
         # must not name one (force skips gates, not signatures).
         self._trust.check(v)
-        if not create and self._ref_or_none(v.model, channel) is None and (
-                not self._governance.declares(v.model, channel)):
-            raise self._channel_missing(v.model, channel, promoting=True)
+        if self._ref_or_none(v.model, channel) is None:
+            if not create and not self._governance.declares(v.model, channel):
+                raise self._channel_missing(v.model, channel, promoting=True)
+            check_not_an_id(self._meta, v.model, channel, "channel name")
         who = actor or default_author()
         clearance = self._governance.authorize_promotion(v, channel, who, force=force,
                                                         reason=reason)
@@ -123,7 +142,8 @@ class RefOps(RegistryParts):
 
     def rollback(self, model: str, channel: str, *, to: str | None = None, reason: str = "",
                  actor: str | None = None) -> RefRow:
-        """Move CHANNEL back to its previous target (or to `to`) in one recorded step."""
+        """Move CHANNEL back to its previous target (or to `to`: a ref, or a selector
+        of MODEL such as `v2`) in one recorded step."""
         who = actor or default_author()
         current = self._ref_or_none(model, channel)
         if current is None:
@@ -133,7 +153,8 @@ class RefOps(RegistryParts):
             raise UsageError(f"{model}@{channel} is a {current.kind}, not a channel")
         self._governance.authorize_rollback(model, channel, who)
         if to is not None:
-            target = self.resolve(to)
+            # `--to v2` (a number, tag, branch or id prefix) is MODEL's, not a model v2.
+            target = self.resolve(to if "@" in to or to == model else f"{model}@{to}")
             if target.model != model:
                 raise UsageError(f"{to} is not a version of {model}")
             target_id = target.id

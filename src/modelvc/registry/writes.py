@@ -12,6 +12,7 @@ from ..errors import AlreadyExists, NotFound, RefMoved, UsageError
 from ..lineage import author as default_author
 from ..manifest import FileEntry, Manifest
 from ..meta.api import VersionRow
+from ..names import DEFAULT_BRANCH as DEFAULT_BRANCH
 from ..names import check_name, check_ref_name
 from .parts import RegistryParts
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 Version = VersionRow
-DEFAULT_BRANCH = "main"
 
 
 class WriteOps(RegistryParts):
@@ -73,7 +73,7 @@ class WriteOps(RegistryParts):
                        metrics: dict[str, Any] | None = None,
                        lineage: dict[str, Any] | None = None, kind: str = "folder",
                        tags: Sequence[str] = (), parent: str | None = None,
-                       author: str | None = None) -> Version:
+                       author: str | None = None, root: bool = False) -> Version:
         """Record a version from file entries whose segments are stored already (a
         commit over HTTP: the client uploaded them). Each stored object must be what
         its entry declares (UsageError). Otherwise as `commit`."""
@@ -87,7 +87,8 @@ class WriteOps(RegistryParts):
             raise UsageError("a commit needs at least one file")
         who = author or default_author()
         base = base_for(self._meta, model, branch,
-                        self._parent(parent, model).id if parent is not None else None, parent)
+                        self._parent(parent, model).id if parent is not None else None, parent,
+                        root=root)
         draft = Draft(model=model, branch=branch, author=who, message=message,
                       params=dict(params or {}), metrics=dict(metrics or {}),
                       lineage=dict(lineage or {}), kind=kind, tags=tags)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from ..checkout import reading
 from ..errors import NotFound, RefNotFound, UsageError
-from ..names import parse_ref
+from ..names import parse_ref, ref_missing
 from ..records import UNSET
 from ..registry import Registry
 from ..wire.values import encode
@@ -208,11 +208,13 @@ def create_branch(model: str, body: BranchIn, p: P, reg: R) -> Any:
 @router.delete("/models/{model}/refs/{name}")
 def delete_ref(model: str, name: str, p: P, reg: R, reason: str = "") -> None:
     authorize(p, "reader", model)
-    row = next((r for r in reg.refs(model) if r.name == name), None)
+    rows = reg.refs(model)
+    row = next((r for r in rows if r.name == name), None)
     if row is None:
-        raise RefNotFound(f"{model}@{name}: no branch, channel or tag of that name",
-                          hint=f"see `modelvc refs {model}`")
-    authorize(p, "promoter" if row.kind == "channel" else "writer", model)
+        raise ref_missing(model, name, [r.name for r in rows])
+    # A tag pins a version others may rely on: removing one is an admin's call.
+    role = {"channel": "promoter", "tag": "admin"}.get(row.kind, "writer")
+    authorize(p, role, model)
     reg.delete_ref(model, name, actor=p.name, reason=reason)
 
 

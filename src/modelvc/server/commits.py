@@ -179,6 +179,7 @@ class CommitIn(BaseModel):
     lineage: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     parent: str | None = None  # an explicit parent ref: fail (RefMoved) if not the head
+    root: bool = False  # no parent: a new branch starting a new line
 
 
 @router.post("/commits")
@@ -195,7 +196,7 @@ def record(model: str, body: CommitIn, p: P, reg: R, st: S) -> Any:
     row = reg.commit_entries(files, model=model, branch=body.branch, message=body.message,
                              params=body.params, metrics=body.metrics, lineage=body.lineage,
                              kind=body.kind, tags=body.tags, parent=body.parent,
-                             author=p.name)
+                             author=p.name, root=body.root)
     return encode(row)
 
 

@@ -200,10 +200,15 @@ def resolve(reg: Registry, repo_id: str, model: str, revision: str) -> Resolved:
     try:
         v = reg.resolve(model if revision == "main" else f"{model}@{revision}")
     except (RefNotFound, AmbiguousRef, InvalidRef, InvalidName) as exc:
-        if revision == "main" and not reg.versions(model):
+        if revision != "main":
+            raise HfError(404, "RevisionNotFound",
+                          f"Invalid rev id: {revision} ({exc.message})") from exc
+        # Hub clients always ask for `main`: without a main branch it is the newest
+        # version (the Registry API's bare MODEL refuses to guess instead).
+        live = [x for x in reg.versions(model) if x.deleted_at is None]
+        if not live:
             raise EmptyRepo(repo_id) from exc
-        raise HfError(404, "RevisionNotFound",
-                      f"Invalid rev id: {revision} ({exc.message})") from exc
+        v = live[0]
     except UsageError as exc:
         raise HfError(404, "RevisionNotFound", f"Invalid rev id: {revision}") from exc
     reg.check_trust(v)  # the same policy as checkout and load: no unsigned bypass over HTTP
