@@ -173,7 +173,7 @@ def test_a_version_deleted_instead_leaves_verify_clean_after_gc(tmp_path: Path) 
     with Registry.open(repo) as reg:
         (bad, _), = reg.repair().moved_aside.items()
         reg.commit(src / "config.json", model="other")  # some version to keep
-        reg.delete_ref("net", "main")
+        reg.delete_ref("net", "main", reason="its only version is damaged")
         reg.delete("net@v1", reason="its files are gone")
         assert not reg.verify().ok  # the moved-aside object's row is still recorded
         reg.gc(dry_run=False, grace_seconds=0)

@@ -338,7 +338,8 @@ def _unblock(model: str, ref: RefRow) -> str:
         return (f"`modelvc rollback {model} {ref.name}` (or promote another version "
                 f"--to {ref.name})")
     if ref.name == DEFAULT_BRANCH:
-        return f"commit a newer version to {model}'s main branch"
+        return (f"commit a newer version to {model}'s main branch (or `modelvc branch "
+                f"delete {model} main -r REASON`)")
     return f"`modelvc branch delete {model} {ref.name}`"
 
 

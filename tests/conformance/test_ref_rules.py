@@ -73,10 +73,14 @@ def test_the_main_branch_stays_and_a_bare_name_never_guesses(
     v1 = _commit(api, tmp_path, model, 1)
     _commit(api, tmp_path, model, 2, branch="exp")
     with pytest.raises(Conflict, match="main branch") as err:
-        api.delete_ref(model, "main", reason="tidy")
-    assert "modelvc delete" in str(err.value.hint)
+        api.delete_ref(model, "main")
+    assert f"modelvc branch delete {model} main -r REASON" in str(err.value.hint)
     assert api.resolve(model).id == v1.id
     assert {r.name for r in api.refs(model, kind="branch")} == {"main", "exp"}
+    # with a reason it goes (a main line whose versions must be deleted), audited
+    api.delete_ref(model, "main", reason="its versions hold a leaked file")
+    with pytest.raises(RefNotFound, match=f"{model} has no main branch"):
+        api.resolve(model)
     # A model whose versions are all on other branches: bare MODEL is no guess.
     other = model + "-x"
     _commit(api, tmp_path, other, 1, branch="exp")

@@ -48,6 +48,7 @@ COMMANDS = {name: mod for mod, names in MODULES.items() for name in names}
 # What `modelvc --help` says of a command whose help's first sentence is too long for
 # its list (click cuts it with "..."): each fits one line of an 80-column terminal.
 SHORT_HELP = {
+    "checkout": "Write a version's files into a new or empty folder.",
     "clone": "Copy every model and ref of the registry at URL.",
     "commit": "Record a file or folder as a new immutable version.",
     "delete": "Delete a version; versions built on it stay whole.",

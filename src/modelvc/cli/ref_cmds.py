@@ -63,11 +63,13 @@ def branch_create(ctx: Ctx, model: str, name: str, at: str | None, as_json: bool
 @branch.command("delete")
 @click.argument("model")
 @click.argument("name")
+@click.option("-r", "--reason", default="",
+              help="Why (audited); needed to delete main.")
 @json_option
 @click.pass_obj
-def branch_delete(ctx: Ctx, model: str, name: str, as_json: bool) -> None:
+def branch_delete(ctx: Ctx, model: str, name: str, reason: str, as_json: bool) -> None:
     """Delete branch NAME (its versions stay)."""
-    ctx.registry().delete_ref(model, name)
+    ctx.registry().delete_ref(model, name, reason=reason)
     emit(as_json, {"deleted": f"{model}@{name}"}, f"branch {model}@{name} deleted")
 
 

@@ -69,13 +69,15 @@ class RefOps(RegistryParts):
             # A tag pins a version for whoever relies on it: its removal says why.
             raise UsageError(f"deleting tag {model}@{name} needs a reason (it is audited)",
                              hint=f"modelvc tag delete {model} {name} -r REASON")
-        if row.kind == "branch" and name == DEFAULT_BRANCH:
+        if row.kind == "branch" and name == DEFAULT_BRANCH and not reason.strip():
             # Bare MODEL means its head, and the next commit would start a parentless
-            # main: nothing a user wants from tidying branches.
+            # main: nothing a user wants from tidying branches. With a reason it goes
+            # (a main line whose versions must be deleted, e.g. a leaked file in them).
             raise Conflict(f"{model}@{name} is {model}'s main branch (bare `{model}` names "
-                           "its head): it cannot be deleted",
-                           hint="delete the other branches you are done with; a version "
-                                "goes with `modelvc delete`")
+                           "its head): it is not deleted without a reason",
+                           hint=f"if you mean it (to delete its versions), "
+                                f"`modelvc branch delete {model} {name} -r REASON`; bare "
+                                f"`{model}` then names nothing until main exists again")
         self._governance.authorize_ref_delete(model, name, row.kind, actor or default_author())
         self._move(model, name, row.kind, expected=row.version_id, new=None,
                    who=actor or default_author(), action="delete", reason=reason)
