@@ -1,6 +1,6 @@
 """What the Registry's mixins (reads.py, refs.py, host.py, exchange.py, writes.py) and its
 areas (areas.py, gate_runs.py) may use of it: its folder, metadata, object store, the
-helpers built on them and the resolving verbs of core.py, declared once here for mypy
+helpers built on them and the resolving verbs of lookup.py, declared once here for mypy
 (so none of them imports core.py, which imports them). All private but `resolve`: only
 `registry/` and what it hands them to touch them."""
 
@@ -39,7 +39,7 @@ class RegistryParts:
         @property
         def events(self) -> Events: ...
 
-    if TYPE_CHECKING:  # defined by Registry (core.py)
+    if TYPE_CHECKING:  # defined by Registry (lookup.py)
         def resolve(self, ref: str, *, deleted: bool = False) -> VersionRow: ...
 
         def _ref_or_none(self, model: str, name: str) -> RefRow | None: ...
