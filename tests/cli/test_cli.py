@@ -71,6 +71,7 @@ def test_workflow(proj: Path) -> None:
     hist = js(["channel", "history", "toy", "production"], proj)
     assert [h["action"] for h in hist] == ["promote", "promote", "rollback"]
     assert hist[2]["reason"] == "regressed" and hist[2]["actor"] == "cli-tester"
+    assert [(h["old_number"], h["new_number"]) for h in hist] == [(None, 1), (1, 2), (2, 1)]
     text = run(["channel", "history", "toy", "production"], proj).stdout
     assert "rollback" in text and "v2 -> v1" in text
     at = js(["channel", "history", "toy", "production", "--at", hist[0]["at"]], proj)

@@ -8,7 +8,7 @@ import click
 
 from ..errors import UsageError
 from .context import Ctx, json_option
-from .output import emit, empty, when
+from .output import emit, empty, to_jsonable, when
 
 
 def _parse_time(text: str) -> datetime:
@@ -191,7 +191,10 @@ def channel_history(ctx: Ctx, model: str, name: str, at: str | None, as_json: bo
             click.echo(f"{when(m.at)}  {m.action:<8} {lab(m.old):>5} -> {lab(m.new):<5} "
                        f"by {m.actor}{why}")
 
-    emit(as_json, moves, human)
+    # --json: each move as recorded, and the version numbers the ids stand for
+    rows = [{**to_jsonable(m), "old_number": nums.get(m.old or ""),
+             "new_number": nums.get(m.new or "")} for m in moves]
+    emit(as_json, rows, human)
 
 
 @channel.command("list")

@@ -24,7 +24,8 @@ class LookupOps(RegistryParts):
         A deleted version resolves only with deleted=True (its row is kept as history)."""
         v = self._resolve(ref)
         if v.deleted_at is not None and not deleted:
-            raise RefNotFound(f"{ref} (v{v.number}) was deleted at {v.deleted_at:%Y-%m-%d %H:%M}",
+            named = ref if ref.endswith(f"@v{v.number}") else f"{ref} (v{v.number})"
+            raise RefNotFound(f"{named} was deleted at {v.deleted_at:%Y-%m-%d %H:%M}",
                               hint="its files are gone; who deleted it and why: "
                                    f"`modelvc audit --model {v.model} --action delete`")
         return v
