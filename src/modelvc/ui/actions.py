@@ -23,6 +23,15 @@ def _need(form: dict[str, str], key: str, what: str) -> str:
     return value
 
 
+def _version(form: dict[str, str]) -> tuple[str, str]:
+    """(model, number) of the version page a form was on."""
+    return _need(form, "model", "model"), _need(form, "number", "version")
+
+
+def _version_url(model: str, number: str, note: str, anchor: str = "") -> str:
+    return f"/m/{quote(model, safe='')}/v/{number}?done={quote(note)}{anchor}"
+
+
 def _model_url(model: str, note: str) -> str:
     return f"/m/{quote(model, safe='')}?{note}"
 
@@ -48,8 +57,7 @@ def _channel_at(reg: UIRegistry, model: str, channel: str) -> str:
 
 def promote(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
             summaries: SummaryCache) -> str:
-    model = _need(form, "model", "model")
-    number = _need(form, "number", "version")
+    model, number = _version(form)
     channel = _need(form, "channel", "channel")
     force = form.get("force") == "1"
     was = _channel_at(reg, model, channel)
@@ -76,33 +84,31 @@ def rollback(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
 
 def tag(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
         summaries: SummaryCache) -> str:
-    model = _need(form, "model", "model")
-    number = _need(form, "number", "version")
+    model, number = _version(form)
     name = _need(form, "name", "a tag name")
     reg.tag(f"{model}@v{number}", name, actor=viewer.name)
-    return f"/m/{quote(model, safe='')}/v/{number}?done={quote('tagged ' + name)}"
+    return _version_url(model, number, f"tagged {name}")
 
 
 def branch(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
            summaries: SummaryCache) -> str:
-    model = _need(form, "model", "model")
-    number = _need(form, "number", "version")
+    model, number = _version(form)
     name = _need(form, "name", "a branch name")
     reg.create_branch(model, name, at=f"{model}@v{number}", actor=viewer.name)
     summaries.drop(model)
-    return f"/m/{quote(model, safe='')}/v/{number}?done={quote(f'branch {name} created')}"
+    return _version_url(model, number, f"branch {name} created")
 
 
 def gates(reg: UIRegistry, viewer: Viewer, form: dict[str, str],
           summaries: SummaryCache) -> str:
     """Run the channel's gates on the version now (`modelvc gate run`), recorded."""
-    model = _need(form, "model", "model")
-    number = _need(form, "number", "version")
+    model, number = _version(form)
     channel = _need(form, "channel", "channel")
     report = reg.gates.run(f"{model}@v{number}", channel=channel, actor=viewer.name)
     verdict = "passed" if report.passed else "failed"
-    note = f"v{number} {verdict} the {channel} gates (run {report.run_id})"
-    return f"/m/{quote(model, safe='')}/v/{number}?done={quote(note)}#gates-h"
+    return _version_url(model, number,
+                        f"v{number} {verdict} the {channel} gates (run {report.run_id})",
+                        "#gates-h")
 
 
 # An action: (the viewer's registry, the viewer, the form, the summaries it may make
