@@ -154,8 +154,9 @@ def test_gate_checks_say_where_they_come_from_and_audit_says_the_verdict(hc: Pat
     assert "failed: eval: accuracy >= 0.9" in shown
     assert shown.count("failed: metric: accuracy >= 0.9") == 1, shown
     audit = [ln for ln in run(["audit", "--action", "gate"], hc).stdout.splitlines()]
-    assert audit[0].split()[-3:] == ["->", "v2", "passed"], audit
-    assert audit[1].endswith("-> v2  failed"), audit
+    # each entry: the move, then its verdict on the line under it
+    assert audit[0].split()[-3:] == ["->", "v2", "bert@production"], audit
+    assert (audit[1].strip(), audit[3].strip()) == ("passed", "failed"), audit
 
 
 @pytest.mark.parametrize(("args", "line", "as_json"), [

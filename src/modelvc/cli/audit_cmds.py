@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .context import Ctx, json_option
-from .output import columns, emit, fit, when
+from .output import columns, emit, fit, when, wrap
 from .ref_cmds import _parse_time
 
 
@@ -39,11 +39,16 @@ def audit(ctx: click.Context, model: str | None, channel: str | None, actor: str
                        err=True)
             return
         numbers = _numbers(obj, {r.model for r in rows if r.model})
-        table = [(str(r.id), when(r.at), fit(r.actor, 20), r.action, r.target,
-                  *_move(r.before, r.after, numbers.get(r.model or "", {})), _note(r))
+        # The move (v1 -> v2) before the target, so a narrow terminal cuts a long
+        # target's end, never which versions moved; the reason goes under its entry,
+        # wrapped, whole (an actor longer than 20 is cut: --json has it).
+        table = [(str(r.id), when(r.at), fit(r.actor, 20), r.action,
+                  *_move(r.before, r.after, numbers.get(r.model or "", {})), r.target)
                  for r in rows]
-        for line in columns(table, right=(0, 5)).splitlines():
-            click.echo(fit(line))  # a long actor or reason is cut: --json has it all
+        for r, line in zip(rows, columns(table, right=(0, 4)).splitlines(), strict=True):
+            click.echo(fit(line))
+            if note := _note(r):
+                click.echo(wrap(note, " " * 6, " " * 6))
 
     emit(as_json, rows, human)
 
