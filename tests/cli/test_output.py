@@ -65,6 +65,9 @@ def test_audit_columns_and_values(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=120, check=False)
     assert (p.returncode, p.stdout) == (0, ""), p.stderr
     assert "no audit entries match --action nosuch" in p.stderr
+    p = subprocess.run([*EXE, "audit", "--model", "tt"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert "no model 'tt' in this registry; did you mean 't'?" in p.stderr, p.stderr
     assert json.loads(run(["audit", "--action", "nosuch", "--json"], tmp_path).stdout) == []
 
 

@@ -37,6 +37,12 @@ def audit(ctx: click.Context, model: str | None, channel: str | None, actor: str
                      ("until", until)) if v]
             click.echo("no audit entries" + (f" match {' '.join(given)}" if given else ""),
                        err=True)
+            if model and model not in (known := obj.registry().models()):
+                from difflib import get_close_matches
+
+                near = get_close_matches(model, known, n=1)
+                click.echo(f"hint: no model {model!r} in this registry"
+                           + (f"; did you mean {near[0]!r}?" if near else ""), err=True)
             return
         numbers = _numbers(obj, {r.model for r in rows if r.model})
         # The move (v1 -> v2) before the target, so a narrow terminal cuts a long
