@@ -47,9 +47,9 @@ def test_promote_refused_by_a_gate_shows_why_and_moves_nothing(
     expect(alert).to_contain_text("failed the production gates")
     expect(alert).to_contain_text("acc >= 0.84 (measured 0.83)")  # the gate, what it saw
     expect(alert).to_contain_text("Nothing was changed")
+    shot(page, "promote-refused")
     page.click("text=Back to the page you came from")  # not a dead end
     expect(page.locator("h1")).to_contain_text("bert@v3")
-    shot(page, "promote-refused")
     assert _state(seeded) == before
     # Chromium logs the refusal's 409 status; nothing else may be logged.
     assert [e for e in console.errors if "409" not in e or "/ui/act/promote" not in e] == []
