@@ -21,7 +21,8 @@ def _parse_time(text: str) -> datetime:
 
 @click.command()
 @click.argument("model")
-@click.option("--kind", type=click.Choice(["branch", "channel", "tag"]))
+@click.option("--kind", type=click.Choice(["branch", "channel", "tag"]),
+              help="Only refs of this kind.")
 @json_option
 @click.pass_obj
 def refs(ctx: Ctx, model: str, kind: str | None, as_json: bool) -> None:

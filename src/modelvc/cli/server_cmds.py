@@ -23,7 +23,8 @@ from .output import emit_line
 @click.option("--anonymous-read/--no-anonymous-read", default=None,
               help="Let callers without a token read (default: no).")
 @click.option("--public-url", help="How clients reach this server (for URLs in responses).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="How much the server logs (default: info).")
 @json_option
 @click.pass_obj
 def server(ctx: Ctx, registry_path: str | None, host: str | None, port: int | None,

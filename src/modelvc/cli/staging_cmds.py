@@ -100,7 +100,7 @@ def recover(ctx: Ctx, root: str | None, as_json: bool) -> None:
 @click.option("--root", type=click.Path(file_okay=False), help="The staging folder "
               "(default: the registry's staging/).")
 @click.option("--all", "everything", is_flag=True, help="Every entry whose process stopped.")
-@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@click.option("-r", "--reason", required=True, help="Why (recorded in the audit trail).")
 @json_option
 @click.pass_obj
 def drop(ctx: Ctx, entries: tuple[str, ...], root: str | None, everything: bool,
