@@ -209,10 +209,11 @@ def _tree(d: Path) -> dict[str, bytes]:
     return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file()}
 
 
-def test_a_folder_holding_other_files_is_refused_unless_forced_then_it_is_the_version(
+def test_a_folder_holding_other_files_is_refused_and_force_never_deletes(
         reg: Registry, tmp_path: Path) -> None:
     """Checking v2 out over v1's checkout mixed v1's files with v2's: refused, the folder
-    untouched; --force makes the folder exactly v2 (v1's other files removed)."""
+    untouched; --force writes v2's files and leaves every other file alone (a checkout
+    into a project folder with --force must never empty it)."""
     v1 = {"config.json": b"{}", "model.bin.raw": b"v1 weights", "tok/vocab": b"a"}
     v2 = {"config.json": b'{"ft": 1}', "model_ft.bin.raw": b"v2 weights"}
     reg.commit(_folder(tmp_path, "v1", v1), model="net")
@@ -221,14 +222,14 @@ def test_a_folder_holding_other_files_is_refused_unless_forced_then_it_is_the_ve
     reg.checkout("net@v1", out)
     with pytest.raises(AlreadyExists, match="would mix") as err:
         reg.checkout("net@v2", out)
-    assert "--force" in (err.value.hint or "")
+    assert "no other file is removed" in (err.value.hint or "")
     assert _tree(out) == v1  # nothing written
     (out / "config.json").unlink()  # only files v2 does not have: refused too
     with pytest.raises(AlreadyExists, match=r"holds 2 file\(s\) net@v2 does not have"):
         reg.checkout("net@v2", out)
     res = reg.checkout("net@v2", out, force=True)
-    assert _tree(out) == v2 and res.removed == 2
-    assert not (out / "tok").exists()  # the folder that held only v1's file went too
+    assert _tree(out) == {**v2, "model.bin.raw": b"v1 weights", "tok/vocab": b"a"}
+    assert res.others == 2
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
@@ -268,5 +269,7 @@ def test_the_cli_refuses_to_mix_versions(reg: Registry, tmp_path: Path) -> None:
     assert refused.returncode != 0 and "would mix" in refused.stderr, refused.stderr
     forced = cli("net@v2", str(out), "--force", "--json")
     assert forced.returncode == 0, forced.stderr
-    assert json.loads(forced.stdout)["removed"] == 1
-    assert _tree(out) == {"b.bin.raw": b"2"}
+    assert json.loads(forced.stdout)["others"] == 1
+    assert _tree(out) == {"a.bin.raw": b"1", "b.bin.raw": b"2"}  # nothing deleted
+    told = cli("net@v1", str(out), "--force")
+    assert "also holds 1 other file (not part of the version; left alone)" in told.stdout

@@ -63,7 +63,7 @@ class CheckoutResult:
     dest: Path
     files: int
     bytes: int
-    removed: int = 0  # files DEST held that the version does not (--force removed them)
+    others: int = 0  # files DEST held that the version does not (--force: left alone)
 
 
 def safe_relpath(rel: str) -> PurePosixPath:
@@ -87,23 +87,24 @@ def checkout(
     """Write the version into DEST (a folder; for a one-file version, DEST may be a file).
     LABEL (`m@v3`) names it in errors. All or nothing (see `Stage`)."""
     tick = progress or (lambda n: None)
-    targets, extra = plan_targets(manifest, dest, force=force, label=label)
+    targets, others = plan_targets(manifest, dest, force=force, label=label)
     total = 0
-    with Stage(extra) as stage:
+    with Stage() as stage:
         for entry, target in targets:
             with reading(f"{label}, {entry.path}"):
                 _write_file(io, pool, entry, target, tick, stage)
             total += entry.size
-    return CheckoutResult(dest, len(targets), total, len(extra))
+    return CheckoutResult(dest, len(targets), total, others)
 
 
 def plan_targets(manifest: Manifest, dest: Path, *, force: bool, label: str
-                 ) -> tuple[list[tuple[FileEntry, Path]], list[Path]]:
-    """Where each file of the version goes, and the files DEST holds that the version
-    does not (removed once it is written: --force makes DEST exactly the version).
-    Without FORCE a destination holding any file is refused: what it holds would be
-    overwritten, or mixed with the version's files (git refuses a non-empty clone
-    destination likewise)."""
+                 ) -> tuple[list[tuple[FileEntry, Path]], int]:
+    """Where each file of the version goes, and how many other files DEST holds (at
+    most OTHERS_COUNTED are counted). Without FORCE a destination holding any file is
+    refused: what it holds would be overwritten, or mixed with the version's files (git
+    refuses a non-empty clone destination likewise). FORCE overwrites the version's
+    files and leaves every other file alone (reported): a checkout never deletes what
+    it did not write (`checkout m@v2 . --force` in a project folder must not empty it)."""
     single = manifest.kind == "file" and len(manifest.files) == 1
     if single and not dest.is_dir() and (dest.suffix or dest.exists()):
         targets = [(manifest.files[0], dest)]
@@ -111,47 +112,54 @@ def plan_targets(manifest: Manifest, dest: Path, *, force: bool, label: str
         if dest.exists() and not dest.is_dir():
             raise AlreadyExists(
                 f"{dest} is a file, and this version is a folder of {len(manifest.files)} files",
-                hint="check it out into a folder: a new or empty one, or pass --force to "
-                     "make an existing folder exactly the version")
+                hint="check it out into a new or empty folder")
         targets = [(f, dest.joinpath(*safe_relpath(f.path).parts)) for f in manifest.files]
     wanted = {t for _, t in targets}
-    extra = [p for p in _files_in(dest) if p not in wanted] if dest.is_dir() else []
+    extra = _others(dest, wanted) if dest.is_dir() else []
     if force:
-        return targets, extra
+        return targets, len(extra)
     if extra:
         names = ", ".join(str(p.relative_to(dest)) for p in extra[:3])
+        many = f"{OTHERS_COUNTED}+" if len(extra) >= OTHERS_COUNTED else str(len(extra))
         raise AlreadyExists(
-            f"{dest} holds {len(extra)} file(s) {label} does not have ({names}"
+            f"{dest} holds {many} file(s) {label} does not have ({names}"
             + (", ..." if extra[3:] else "") + "): checking out into it would mix them "
             "with the version's files",
-            hint="choose a new or empty folder, or pass --force to make it exactly the "
-                 "version (the files it does not have are removed)")
+            hint="choose a new or empty folder (or pass --force to write the version's "
+                 "files there anyway; no other file is removed)")
     clash = [str(t) for _, t in targets if t.exists()]
     if clash:
         raise AlreadyExists(
             f"{clash[0]} already exists" + (f" (and {len(clash) - 1} more)" if clash[1:] else ""),
-            hint="choose a new or empty destination, or pass --force to make it exactly "
-                 "the version (overwriting these)")
-    return targets, []
+            hint="choose a new or empty destination, or pass --force to overwrite these")
+    return targets, 0
 
 
-def _files_in(folder: Path) -> list[Path]:
-    """Every file under FOLDER (links as themselves, not followed), sorted."""
+OTHERS_COUNTED = 1000  # a destination's other files counted (a home folder has 100,000s)
+
+
+def _others(folder: Path, wanted: set[Path]) -> list[Path]:
+    """Up to OTHERS_COUNTED files under FOLDER that are not WANTED (links as
+    themselves, not followed)."""
     out: list[Path] = []
     for dirpath, _, filenames in os.walk(folder):
-        out.extend(Path(dirpath) / n for n in filenames)
-    return sorted(out)
+        for n in sorted(filenames):
+            p = Path(dirpath) / n
+            if p not in wanted:
+                out.append(p)
+                if len(out) >= OTHERS_COUNTED:
+                    return out
+    return out
 
 
 class Stage:
     """A checkout, all or nothing: each file is written under a temp name beside its
-    target and verified; only when every file is written are they renamed into place
-    (and, with --force, the files the version does not have removed). A failure removes
-    the temp files and the folders the checkout created: the destination is left as it
-    was. No extra copy of the data, only renames (a checkout's speed is benchmarked)."""
+    target and verified; only when every file is written are they renamed into place.
+    A failure removes the temp files and the folders the checkout created: the
+    destination is left as it was. No extra copy of the data, only renames (a
+    checkout's speed is benchmarked)."""
 
-    def __init__(self, extra: list[Path]) -> None:
-        self._extra = extra
+    def __init__(self) -> None:
         self._done: list[tuple[Path, Path]] = []  # (temp, target)
         self._made: list[Path] = []  # folders created, parents first
 
@@ -191,11 +199,6 @@ class Stage:
         for tmp, target in self._done:
             with _os_errors(target):
                 os.replace(tmp, target)
-        for p in self._extra:
-            p.unlink(missing_ok=True)
-            parent = p.parent
-            while parent not in self._made and _rmdir_empty(parent):
-                parent = parent.parent
 
     def _undo(self) -> None:
         for tmp, _ in self._done:
@@ -278,7 +281,7 @@ def writing(target: Path) -> Iterator[BinaryIO]:
     disk is DiskFull, any other OSError StorageError. Not fsynced: a checkout is derived
     data (like git's work tree), re-created from the registry, and its callers verify
     it inside the block, before the rename. A whole checkout goes through `Stage`."""
-    with Stage([]) as stage, stage.writing(target) as out:
+    with Stage() as stage, stage.writing(target) as out:
         yield out
 
 

@@ -227,15 +227,15 @@ class RemoteRegistry(RemoteWrites):
         v = self.resolve(ref)
         m = self._manifest(v)
         dest = Path(dest)
-        targets, extra = plan_targets(m, dest, force=force, label=f"{v.model}@v{v.number}")
+        targets, others = plan_targets(m, dest, force=force, label=f"{v.model}@v{v.number}")
         done = 0
-        with Stage(extra) as stage:  # all or nothing, as a local checkout
+        with Stage() as stage:  # all or nothing, as a local checkout
             for entry, target in targets:
                 for n in self._download(v, entry, target, stage):
                     done += n
                     if progress:
                         progress(done, m.raw_size)
-        return CheckoutResult(dest, len(targets), m.raw_size, len(extra))
+        return CheckoutResult(dest, len(targets), m.raw_size, others)
 
     def _download(self, v: VersionRow, entry: FileEntry, target: Path, stage: Stage
                   ) -> Iterator[int]:

@@ -348,8 +348,8 @@ def _change(c: Any) -> tuple[str, ...]:
 @click.argument("ref")
 @click.argument("dest", type=click.Path())
 @click.option("--force", is_flag=True,
-              help="Make an existing DEST exactly the version: its files overwritten, the "
-                   "files the version does not have removed.")
+              help="Write into a DEST that holds files: the version's files overwritten, "
+                   "every other file left alone.")
 @json_option
 @click.pass_obj
 def checkout(ctx: Ctx, ref: str, dest: str, force: bool, as_json: bool) -> None:
@@ -359,12 +359,12 @@ def checkout(ctx: Ctx, ref: str, dest: str, force: bool, as_json: bool) -> None:
     bar = Progress(f"checkout {ref}", 0, enabled=not as_json)
     res = ctx.registry().checkout(ref, dest, force=force, progress=bar)
     bar.close()
-    removed = res.removed
+    others = res.others
     emit(as_json, {"dest": str(res.dest), "files": res.files, "bytes": res.bytes,
-                   "removed": removed},
+                   "others": others},
          f"checked out {ref}: {plural(res.files, 'file')}, {human_bytes(res.bytes)} -> "
-         f"{res.dest}" + (f"; removed {plural(removed, 'file')} the version does not have"
-                          if removed else ""))
+         f"{res.dest}" + (f"\nnote: {res.dest} also holds {plural(others, 'other file')} "
+                          "(not part of the version; left alone)" if others else ""))
 
 
 def register(group: click.Group) -> None:
