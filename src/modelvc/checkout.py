@@ -112,7 +112,7 @@ def plan_targets(manifest: Manifest, dest: Path, *, force: bool, label: str
         if dest.exists() and not dest.is_dir():
             raise AlreadyExists(
                 f"{dest} is a file, and this version is a folder of {len(manifest.files)} files",
-                hint="check it out into a new or empty folder")
+                hint="check it out into a folder (a new or empty one)")
         targets = [(f, dest.joinpath(*safe_relpath(f.path).parts)) for f in manifest.files]
     wanted = {t for _, t in targets}
     extra = _others(dest, wanted) if dest.is_dir() else []
