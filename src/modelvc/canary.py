@@ -262,6 +262,19 @@ class Window:
                 c.other += n
                 t.other += n
 
+    def forgive_error(self) -> None:
+        """Take back a failed request `record` counted: the same request failed on the
+        stable version too, so the input was at fault, not this version (an empty
+        batch must not roll a healthy canary back)."""
+        t = self.total
+        slot = next((c for _, c in reversed(self.slots) if c.errors > 0), None)
+        if slot is None or t.errors <= 0:
+            return  # trimmed out of the window meanwhile: nothing left to take back
+        slot.requests -= 1
+        slot.errors -= 1
+        t.requests -= 1
+        t.errors -= 1
+
     def add_feedback(self, right: int, total: int) -> None:
         c = self._current()
         c.feedback += total

@@ -13,6 +13,7 @@ from modelvc.registry import Registry
 
 from .conftest import Digits, Start, commit_onnx
 from .helpers import Caller, serving, status, wait_for
+from .predictors import POISONED
 
 # Latency is judged in bench/ (a loaded machine would fail it), not here.
 FAST = {"min_samples": 40, "min_feedback": 40, "window": 120.0, "check_latency": False}
@@ -141,6 +142,39 @@ def test_failing_canary_costs_callers_nothing_and_is_rolled_back(
     assert (srv.gateway.metrics.registry.get_sample_value(
         "modelvc_errors_total", {"model": "digits", "version": "v2", "channel": "canary",
                                  "kind": "model"}) or 0) >= 1
+
+
+def test_requests_every_version_fails_do_not_roll_a_healthy_canary_back(
+        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
+    """A request stable fails too is the client's fault: the canary is not charged for
+    it (a few bad requests rolled a healthy canary back on its error rate)."""
+    stable = commit_onnx(serve_reg, tmp_path, b"", "v2", extra={"predictor.py": POISONED})
+    canary = commit_onnx(serve_reg, tmp_path, b"", "v3",
+                         extra={"predictor.py": POISONED + b"# the same, re-exported\n"})
+    serve_reg.promote(f"digits@v{stable}", "production", reason="python predictor")
+    serve_reg.promote(f"digits@v{stable}", "canary", reason="start equal", create=True)
+    serve_reg.promote(f"digits@v{canary}", "canary", reason="candidate")
+    srv = start_gateway(serve_reg, [_canary(50, check_accuracy=False)], trust="any")
+    caller = Caller(srv.url)
+    bad = digits.x[:1].copy()
+    bad[0, 0] = -1e9
+    sent = 0
+    while serve_reg.resolve("digits@production").number != canary:
+        assert sent < 4000, f"no verdict: {status(srv.url)}"
+        caller.headers["X-Request-Key"] = f"user-{sent}"
+        code, _, _ = caller.infer(bad if sent % 4 == 0 else digits.x[sent % 50:sent % 50 + 1])
+        assert code == (500 if sent % 4 == 0 else 200)
+        sent += 1
+        last = serve_reg.history("digits", "canary")[-1]
+        assert last.action != "rollback", last.reason  # never charged for the bad ones
+    caller.close()
+
+
+def test_an_empty_batch_is_a_bad_request(serve_reg: Registry, digits: Digits,
+                                         start_gateway: Start) -> None:
+    srv = start_gateway(serve_reg, [{"model": "digits"}])
+    code, doc, _ = Caller(srv.url).infer(digits.x[:0])
+    assert code == 400 and "is empty (shape [0, 64])" in doc["error"], doc
 
 
 def test_trust_policy_refuses_python_predictor(serve_reg: Registry, tmp_path: Path,

@@ -200,9 +200,16 @@ class Gateway:
             if item is base or base is None:
                 raise
             # A failing canary costs the caller nothing: answer from stable instead.
+            tried = item
             item, channel, epoch = base, sm.cfg.ref, sm.stable.epoch
             label = sm.label_output(item)
-            results = await self._run(sm, item, channel, req, label)
+            try:
+                results = await self._run(sm, item, channel, req, label)
+            except RuntimeError_:
+                # Stable fails it too: the input is at fault, not the canary, whose
+                # window must not count it (bad requests would roll a good one back).
+                sm.window_of(tried.version.id).forgive_error()
+                raise
         if label is not None and label in results:
             sm.remember(req_id, item.version, results[label].reshape(-1))
         self._mirror(sm, item, req, results)

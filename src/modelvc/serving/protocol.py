@@ -222,6 +222,9 @@ def check_signature(req: InferRequest, inputs: list[TensorSpec], outputs: list[T
         if not ok:
             raise BadRequest(f"input {name!r} of model {model!r} must have shape "
                              f"{_fmt(spec.shape)} (-1: any), got {_fmt(arr.shape)}")
+        if arr.size == 0:  # a runtime fails on it (a 500 charged to the version)
+            raise BadRequest(f"input {name!r} of model {model!r} is empty (shape "
+                             f"{_fmt(arr.shape)}): send at least one element")
     names = {s.name for s in outputs}
     bad = [o for o in req.outputs if o not in names]
     if bad:
