@@ -217,13 +217,16 @@ def test_feedback_errors_are_clear(serve_reg: Registry, digits: Digits,
     srv = start_gateway(serve_reg)
     caller = Caller(srv.url)
     first = np.array(caller.infer(digits.x[:3], req_id="batch-1")[1]["outputs"][0]["data"])
-    code, doc = caller.feedback("batch-1", [int(v) for v in digits.y[:3]])
-    assert code == 200 and doc["total"] == 3 and doc["version"] == 1
     assert caller.feedback("nope", 1)[0] == 404
     code, doc = caller.feedback("batch-1", [1])
     assert code == 400 and "predicted 3 labels; feedback has 1" in doc["error"]
     code, doc = caller.feedback("batch-1", "seven")  # type: ignore[arg-type]
     assert code == 400 and "integer" in doc["error"]
+    code, doc = caller.feedback("batch-1", [int(v) for v in digits.y[:3]])
+    assert code == 200 and doc["total"] == 3 and doc["version"] == 1
+    # once per answer: a repeat (a retried POST, a reused id) would count it twice
+    code, doc = caller.feedback("batch-1", [int(v) for v in digits.y[:3]])
+    assert code == 409 and "already recorded" in doc["error"], doc
     sample = srv.gateway.metrics.registry.get_sample_value
     right = sample("modelvc_feedback_total", {"model": "digits", "version": "v1",
                                               "correct": "true"})

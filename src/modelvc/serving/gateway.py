@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from ..canary import Clock, route_to_canary
-from ..errors import ModelvcError, NotFound
+from ..errors import Conflict, ModelvcError, NotFound
 from ..registry import Registry
 from .config import ServeConfig
 from .following import Following
@@ -370,6 +370,10 @@ class Gateway:
             raise NotFound(f"no prediction with id {body['id']!r} (the last "
                            f"{len(sm.predictions)} are kept)")
         version, packed = seen
+        if not packed:  # one label per answer: a repeat would count it twice
+            raise Conflict(f"feedback for request {body['id']!r} was already recorded",
+                           hint="send each request's label once (request ids must be "
+                                "unique: the gateway makes one when a request has none)")
         predicted = np.frombuffer(packed, "<i8")
         truth = body.get("labels", body.get("label"))
         try:
@@ -381,6 +385,7 @@ class Gateway:
             raise BadRequest(f"request {body['id']!r} predicted {predicted.size} labels; "
                              f"feedback has {true.size}")
         right = int((predicted.astype(np.int64) == true).sum())
+        sm.predictions[body["id"]] = (version, b"")  # answered: kept, marked
         w = sm.window_of(version.id)
         w.add_feedback(right, int(true.size))
         number = version.number
