@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelvc.errors import Conflict, CorruptObject, RefNotFound
+from modelvc.errors import AlreadyExists, Conflict, CorruptObject, RefNotFound
 from modelvc.registry import Registry
 from modelvc.transfer import add_remote, clone, local_end, pull, push, remotes
 from tests.transfer.conftest import Trainer
@@ -90,6 +90,29 @@ def test_pull_and_clone_with_a_named_remote(
     pull(d, "up", [])
     assert sorted(d.models()) == ["bert"]
     assert not d.verify().corrupt
+
+
+def test_a_model_without_versions_is_skipped_and_a_clone_run_again_resumes(
+        make_reg: Callable[[str], Registry], tmp_path: Path) -> None:
+    """An empty model (an MLflow create_registered_model, a Hub create_repo) broke every
+    clone and pull of the whole registry; a clone run again failed on its own folder."""
+    a = make_reg("a")
+    Trainer(a, tmp_path).commit()
+    a._meta.ensure_model("empty")  # as the MLflow and Hub APIs create one
+    c, r = clone(tmp_path / "a", tmp_path / "c")
+    c.close()
+    assert len(r.versions) == 1
+    again, r2 = clone(tmp_path / "a", tmp_path / "c")  # resumes: nothing left to send
+    try:
+        assert r2.versions == [] and [x.result for x in r2.refs] == ["up to date"]
+        assert again.models() == ["bert"]
+    finally:
+        again.close()
+    with pytest.raises(RefNotFound, match="nothing to transfer"):
+        pull(make_reg("d"), tmp_path / "a", ["empty"])  # named: still said
+    make_reg("e")  # a registry that is not a clone of a: no resuming into it
+    with pytest.raises(AlreadyExists):
+        clone(tmp_path / "a", tmp_path / "e")
 
 
 def test_the_receiver_refuses_objects_that_do_not_match_their_id(

@@ -87,8 +87,11 @@ def clone(url: Target, path: str | Path, *, token: str | None = None, jobs: int 
           meta_url: str | None = None, objects_url: str | None = None,
           progress: Progress | None = None) -> tuple[Registry, TransferResult]:
     """A new registry at PATH holding every model, branch, tag and channel of URL, with
-    URL recorded as its remote "origin". The caller closes the returned Registry."""
-    reg = Registry.init(path, meta_url=meta_url, objects_url=objects_url)
+    URL recorded as its remote "origin". The caller closes the returned Registry.
+    Run again after an interruption, it resumes into the registry it began (PATH's
+    registry whose origin is URL): only what is missing travels."""
+    reg = _resumed_clone(url, path) or Registry.init(path, meta_url=meta_url,
+                                                      objects_url=objects_url)
     try:
         if not isinstance(url, Registry):
             add_remote(reg, "origin", str(url))
@@ -97,6 +100,17 @@ def clone(url: Target, path: str | Path, *, token: str | None = None, jobs: int 
         reg.close()
         raise
     return reg, result
+
+
+def _resumed_clone(url: Target, path: str | Path) -> Registry | None:
+    """PATH's registry when a clone of URL began it (its origin is URL), else None."""
+    if isinstance(url, Registry) or not (Path(path) / ".modelvc").exists():
+        return None
+    reg = Registry.open_local(path)
+    if remotes(reg).get("origin") == str(url):
+        return reg
+    reg.close()
+    return None
 
 
 __all__ += ["Sink", "Source", "select_refs", "transfer"]

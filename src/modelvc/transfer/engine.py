@@ -70,8 +70,10 @@ class TransferResult:
 
 def select_refs(source: Source, specs: Sequence[str], *, channels: bool = False
                 ) -> list[RefInfo]:
-    """MODEL (its branches and tags, plus channels if asked) or MODEL@NAME (that ref)."""
+    """MODEL (its branches and tags, plus channels if asked) or MODEL@NAME (that ref);
+    no SPECS: every model that has a ref."""
     out: list[RefInfo] = []
+    named = bool(specs)
     for spec in specs or source.models():
         ref = parse_ref(spec)
         rows = [r for r in source.refs(ref.model) if r.version_id is not None]
@@ -83,6 +85,8 @@ def select_refs(source: Source, specs: Sequence[str], *, channels: bool = False
             if not picked:
                 raise RefNotFound(f"no branch, channel or tag {spec} at the source")
         if not picked:
+            if not named:  # every model: one with no versions yet (an empty registered
+                continue   # model, a Hub repo just created) has nothing to send
             raise RefNotFound(f"{spec}: nothing to transfer (no refs)")
         out.extend(picked)
     return out
