@@ -157,3 +157,40 @@ def test_serve_warns_of_a_model_or_channel_that_does_not_exist(
     assert "digits has no channel, branch or tag 'prodution' yet" in text, text
     assert "did you mean 'digits'?" in text and "did you mean 'production'?" in text, text
     assert "Traceback" not in text, text
+
+
+def test_serve_canary_flags_judge_without_feedback(
+        run_serve: object, serve_reg: Registry, digits: Digits, tmp_path: Path) -> None:
+    """`serve --canary` waited for 30 feedback labels that never came: --no-accuracy
+    (and the other policy options) on the command line let it decide on what it sees."""
+    from .conftest import commit_onnx
+
+    better = commit_onnx(serve_reg, tmp_path, digits.better, "v2")
+    serve_reg.promote("digits@v1", "canary", reason="start equal", create=True)
+    serve_reg.promote(f"digits@v{better}", "canary", reason="candidate")
+    _, url = run_serve("digits@production", "--canary", "canary",  # type: ignore[operator]
+                       "--canary-percent", "50", "--no-accuracy", "--no-latency",
+                       "--min-samples", "20")
+    wait_for(lambda: _ready(url), "the gateway", limit=60)
+    caller = Caller(url)
+    sent = 0
+    while serve_reg.resolve("digits@production").number != better:
+        assert sent < 5000, get_json(f"{url}/modelvc/status")
+        caller.headers["X-Request-Key"] = f"user-{sent}"
+        assert caller.infer(digits.x[sent % 100:sent % 100 + 1])[0] == 200
+        sent += 1
+    caller.close()
+    assert "canary policy" in serve_reg.history("digits", "production")[-1].reason
+
+
+@pytest.mark.parametrize("args,want", [
+    (["--canary-percent", "20"], "need --canary CHANNEL"),
+    (["--no-accuracy"], "need --canary CHANNEL"),
+    (["--canary", "production"], "--canary production is the channel digits@production"),
+])
+def test_serve_refuses_canary_flags_that_would_be_ignored(
+        serve_reg: Registry, args: list[str], want: str) -> None:
+    p = subprocess.run([*MODELVC, "--registry", str(serve_reg._layout.root), "serve",
+                        "digits@production", *args], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and want in p.stderr, p.stderr

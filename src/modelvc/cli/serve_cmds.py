@@ -33,9 +33,20 @@ def _need_serving() -> None:
               help="Port of OIP over gRPC (default 8001, as Triton's; 0 turns it off).")
 @click.option("--canary", "canary", metavar="CHANNEL",
               help="Send --canary-percent of traffic to this channel, judged by the policy.")
-@click.option("--canary-percent", type=click.FloatRange(0, 100), default=10.0,
-              show_default=True)
+@click.option("--canary-percent", type=click.FloatRange(0, 100),
+              help="Share of traffic the canary gets (default 10).")
 @click.option("--no-auto", is_flag=True, help="Report canary decisions without acting.")
+@click.option("--min-samples", type=click.IntRange(1),
+              help="Canary requests before the policy judges (default 50).")
+@click.option("--min-feedback", type=click.IntRange(0),
+              help="Feedback labels before live accuracy counts (default 30).")
+@click.option("--no-accuracy", is_flag=True,
+              help="Judge the canary without feedback (no labels come back): errors, "
+                   "drift and latency only.")
+@click.option("--no-drift", is_flag=True,
+              help="Do not compare predicted-label histograms with stable.")
+@click.option("--no-latency", is_flag=True,
+              help="Do not compare p95 latency with stable (a shared or loaded machine).")
 @click.option("--actor", metavar="NAME",
               help="Who automatic canary promotions and rollbacks are recorded as "
                    "(default modelvc-serve); a policy with roles must list it. Or set "
@@ -71,7 +82,8 @@ def _need_serving() -> None:
 @click.pass_obj
 def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | None,
           port: int | None, grpc_port: int | None, canary: str | None,
-          canary_percent: float, no_auto: bool,
+          canary_percent: float | None, no_auto: bool, min_samples: int | None,
+          min_feedback: int | None, no_accuracy: bool, no_drift: bool, no_latency: bool,
           actor: str | None, shadow: str | None, poll_interval: float | None, trust: str | None,
           workers: int | None, load_cpus: str | None, checkout_helper: bool | None,
           standby_mb: float | None, fleet: bool, labels: tuple[str, ...],
@@ -101,12 +113,31 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
     from ..serving.config import load_config
     from ..serving.runner import serve_forever
 
+    # Canary policy flags (given ones only: a config file's policy keeps the rest).
+    policy = {k: v for k, v in (("min_samples", min_samples), ("min_feedback", min_feedback),
+                                ("check_accuracy", False if no_accuracy else None),
+                                ("check_drift", False if no_drift else None),
+                                ("check_latency", False if no_latency else None))
+              if v is not None}
+    if not canary and (policy or canary_percent is not None or no_auto):
+        raise UsageError("--canary-percent, --no-auto and the canary policy options need "
+                         "--canary CHANNEL (the channel whose version is tried)",
+                         hint="modelvc serve digits@production --canary canary "
+                              "--canary-percent 20")
+    for t in targets:
+        if canary and canary == (t.partition("@")[2] or "production"):
+            raise UsageError(f"--canary {canary} is the channel {t} already serves",
+                             hint="name the channel the candidate is promoted to, e.g. "
+                                  "--canary canary")
     models: list[dict[str, Any]] = []
     for t in targets:
         model, _, ref = t.partition("@")
         entry: dict[str, Any] = {"model": model, "ref": ref or "production"}
         if canary:
-            entry["canary"] = {"ref": canary, "percent": canary_percent, "auto": not no_auto}
+            entry["canary"] = {"ref": canary, "percent": canary_percent or 10.0,
+                               "auto": not no_auto}
+            if policy:
+                entry["canary"]["policy"] = policy
         if shadow:
             entry["shadow"] = shadow
         models.append(entry)
