@@ -98,8 +98,16 @@ def authorize_somewhere(principal: Principal, role: str) -> None:
     held = max((rank(r) for r in principal.bindings.values()), default=-1)
     if principal.caps is not None:
         held = min(held, max((rank(r) for r in principal.caps.values()), default=-1))
-    if held < rank(role):
-        authorize(principal, role, "(the model the request names)")
+    if held >= rank(role):
+        return
+    if principal.anonymous:
+        raise Unauthenticated(f"anonymous callers may only read; this needs the {role} role "
+                              "on the model the request names")
+    raise PermissionDenied(
+        f"{principal.name} needs the {role} role on the model the request names, and "
+        f"holds it on no model" + (f" (token {principal.token_id} is limited to "
+                                   f"{sorted(principal.caps)})" if principal.caps else ""),
+        hint=f"ask an admin: `modelvc role grant {principal.name} {role} --on MODEL`")
 
 
 def authorize(principal: Principal, role: str, model: str | None) -> None:
