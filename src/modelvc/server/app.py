@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import ModelvcError
@@ -59,6 +60,14 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
         return JSONResponse({"error": "UsageError", "message": "the request is nested too "
                              "deeply", "hint": None}, status_code=400)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # A client stopped mid-request (Ctrl-C of a push): routine, and what it sent is
+        # kept (the rerun resumes), so one info line, not an error with a traceback.
+        LOG.info("client disconnected mid-request", extra={
+            "method": request.method, "path": request.url.path})
+        return Response(status_code=499)
 
     @app.exception_handler(ModelvcError)
     async def modelvc_error(request: Request, exc: ModelvcError) -> JSONResponse:
