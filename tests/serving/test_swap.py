@@ -26,7 +26,9 @@ from .swapload import Client, rest_connect, swap_under_load
 
 
 def test_follows_promote_and_rollback_keeps_previous_warm(
-        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start) -> None:
+        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="modelvc.serving")
     commit_onnx(serve_reg, tmp_path, digits.better, "v2")
     srv = start_gateway(serve_reg)
     caller = Caller(srv.url)
@@ -44,6 +46,11 @@ def test_follows_promote_and_rollback_keeps_previous_warm(
     assert srv.gateway.pool.items[serve_reg.resolve("digits@v1").id] is loaded
     assert sorted(i.version.number for i in srv.gateway.pool.items.values()) == [1, 2]
     caller.close()
+    # each switch is one line in the gateway's log
+    said = [r.getMessage() for r in caplog.records if "serving v" in r.getMessage()]
+    assert said == ["digits@production: serving v1 (was nothing)",
+                    "digits@production: serving v2 (was v1)",
+                    "digits@production: serving v1 (was v2)"], said
 
 
 def test_version_that_fails_to_load_is_never_switched_to(

@@ -86,7 +86,10 @@ class Follower:
             log.error("%s@%s stays on %s: %s", self.model, self.ref,
                       self.current.label if self.current else "nothing", exc)
             return False
+        was = self.current.label if self.current else "nothing"
         self.install(new)
+        if was != new.label:  # one line per switch: what a gateway served, and when
+            log.info("%s@%s: serving %s (was %s)", self.model, self.ref, new.label, was)
         return True
 
     def install(self, new: Loaded, epoch: int | None = None) -> None:
