@@ -277,8 +277,10 @@ def status(ctx: Ctx, name: str | None, as_json: bool) -> None:
                 click.echo(f"  {doc['channel']} names v{refused['version']}, refused "
                            f"{refused['at']}: not tried again until the channel moves")
             for r in doc["replicas"]:
-                click.echo(f"  {r['id']:<20} v{r['serving']} epoch {r['epoch']} warm "
-                           f"v{r['warm']} {r['state']:<8} {r['why']}")
+                serving = f"v{r['serving']}" if r["serving"] is not None else "-"
+                warm = f" warm v{r['warm']}" if r["warm"] is not None else ""
+                click.echo(f"  {r['id']:<20} {serving} epoch {r['epoch']}{warm} "
+                           f"{r['state']:<8} {r['why']}")
 
     emit(as_json, docs if name is None else docs[0], human)
 
