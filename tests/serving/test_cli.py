@@ -194,3 +194,19 @@ def test_serve_refuses_canary_flags_that_would_be_ignored(
                         "digits@production", *args], capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 2 and want in p.stderr, p.stderr
+
+
+def test_a_port_in_use_is_a_clear_conflict_before_anything_loads(
+        serve_reg: Registry) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = subprocess.run([*MODELVC, "--registry", str(serve_reg._layout.root), "serve",
+                            "digits@production", "--port", str(port), "--grpc-port", "0"],
+                           capture_output=True, text=True, timeout=120)
+    assert p.returncode == 5, p.stderr  # a conflict, not "not found" (3)
+    assert f"the REST port 127.0.0.1:{port} is not free" in p.stderr, p.stderr
+    assert "--port" in p.stderr and "Traceback" not in p.stderr, p.stderr

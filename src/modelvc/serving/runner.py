@@ -58,7 +58,27 @@ def make_gateway(reg: Registry, cfg: ServeConfig, workdir: Path | None = None,
     return gw
 
 
+def check_ports(cfg: ServeConfig) -> None:
+    """Conflict, before any model loads, when a port the gateway needs is taken (it
+    loaded every model first, then died with a traceback and 'not found''s exit code)."""
+    from ..errors import Conflict
+
+    for what, port, flag in (("REST", cfg.port, "--port"),
+                             ("gRPC", cfg.grpc_port, "--grpc-port")):
+        if not port:
+            continue
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                s.bind((cfg.host, port))
+            except OSError as exc:
+                raise Conflict(f"the {what} port {cfg.host}:{port} is not free ({exc.strerror})",
+                               hint=f"stop what listens there (another gateway?) or pass "
+                                    f"{flag} with another port") from None
+
+
 def serve_forever(reg: Registry, cfg: ServeConfig, *, log_level: str = "info") -> None:
+    check_ports(cfg)
     # A thread loading a new version hands the GIL back to the event loop after 1 ms
     # instead of 5: a hot swap then delays requests by at most about that.
     sys.setswitchinterval(0.001)
