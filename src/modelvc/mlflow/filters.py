@@ -1,9 +1,11 @@
 """MLflow search filters, ordering and page tokens, over plain dicts.
 
 A filter is `COND [AND COND]...`, a COND `KEY OP VALUE`: KEY an attribute (`name`,
-`run_id`, `source_path`, `version_number`, ...) or `tags.KEY` (backquotes allowed),
-OP one of = != < <= > >= LIKE ILIKE IN, VALUE a quoted string, a number, or for IN a
-parenthesised list. What MLflow's SQL stores accept for registry searches.
+`run_id`, `source_path`, `version_number`, ...; `attributes.` allowed before it) or
+`tags.KEY` (backquotes allowed; where the caller says so, also `params.KEY` and
+`metrics.KEY`), OP one of = != < <= > >= LIKE ILIKE IN NOT IN, VALUE a quoted string, a
+number, or for IN a parenthesised list. What MLflow's SQL stores accept for registry
+and logged-model searches.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 _TOKEN = re.compile(r"""\s*(?:
     (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-  | (?P<key>(?:tags|tag|attributes|attribute)\.(?:`[^`]+`|[\w.\-]+)|`[^`]+`|[A-Za-z_][\w]*)
+  | (?P<key>(?:tags|tag|attributes|attribute|params|param|metrics|metric)\.
+            (?:`[^`]+`|[\w.\-]+)|`[^`]+`|[A-Za-z_][\w]*)
   | (?P<num>-?\d+(?:\.\d+)?)
   | (?P<op>!=|<=|>=|=|<|>|\(|\)|,)
   )""", re.X)
@@ -29,8 +32,12 @@ class FilterError(ValueError):
 Cond = tuple[str, str, Any]
 
 
-def parse(text: str | None) -> list[Cond]:
-    """The conditions of FILTER (all must hold), or FilterError saying what is wrong."""
+_PLURAL = {"tag": "tags", "param": "params", "metric": "metrics"}
+
+
+def parse(text: str | None, entities: Sequence[str] = ("tags",)) -> list[Cond]:
+    """The conditions of FILTER (all must hold), or FilterError saying what is wrong.
+    ENTITIES: the `PREFIX.KEY` kinds the search has (of tags, params, metrics)."""
     if not text or not text.strip():
         return []
     toks: list[tuple[str, str]] = []
@@ -58,17 +65,24 @@ def parse(text: str | None) -> list[Cond]:
         if len(toks) < i + 3 or toks[i][0] != "key":
             raise FilterError(f"invalid filter {text!r}: expected KEY OP VALUE")
         key = toks[i][1].replace("`", "")
-        key = re.sub(r"^(tag|attributes|attribute)\.", lambda m: "tags." if m.group(1) ==
-                     "tag" else "", key)
+        key = re.sub(r"^(attributes|attribute)\.", "", key)
+        key = re.sub(r"^(tag|param|metric)\.", lambda m: _PLURAL[m.group(1)] + ".", key)
+        kind = key.split(".", 1)[0] if "." in key else ""
+        if kind in ("tags", "params", "metrics") and kind not in entities:
+            raise FilterError(f"this search has no {kind}: {key!r} in {text!r} (it "
+                              f"filters on attributes{''.join(', ' + e for e in entities)})")
         op_t = toks[i + 1]
         op = op_t[1].upper()
-        if op_t[0] == "key" and op in ("LIKE", "ILIKE", "IN"):
+        if op_t[0] == "key" and op == "NOT" and i + 2 < len(toks) and \
+                toks[i + 2][1].upper() == "IN":
+            op, i = "NOT IN", i + 1
+        elif op_t[0] == "key" and op in ("LIKE", "ILIKE", "IN"):
             pass
         elif op_t[0] != "op" or op in ("(", ")", ","):
             raise FilterError(f"invalid comparator {op_t[1]!r} in {text!r}")
         i += 2
-        if op == "IN":
-            if toks[i][1] != "(":
+        if op in ("IN", "NOT IN"):
+            if i >= len(toks) or toks[i][1] != "(":
                 raise FilterError(f"IN needs a parenthesised list in {text!r}")
             items, i = [], i + 1
             while i < len(toks) and toks[i][1] != ")":
@@ -93,15 +107,17 @@ def _like(pattern: str, text: str, *, fold: bool) -> bool:
 
 
 def matches(conds: Sequence[Cond], row: dict[str, Any]) -> bool:
-    """ROW: attribute -> value, and `tags` -> {key: value}."""
+    """ROW: attribute -> value, and `tags` (`params`, `metrics`) -> {key: value}."""
     for key, op, want in conds:
-        have = row.get("tags", {}).get(key[5:]) if key.startswith("tags.") else row.get(key)
+        kind, _, sub = key.partition(".")
+        have = row.get(kind, {}).get(sub) if sub and kind in ("tags", "params", "metrics") \
+            else row.get(key)
         if have is None:  # MLflow's client adds `tag.`mlflow.prompt.is_prompt` != 'true'`
-            if op == "!=":
+            if op in ("!=", "NOT IN"):
                 continue
             return False
-        if op == "IN":
-            if str(have) not in [str(w) for w in want]:
+        if op in ("IN", "NOT IN"):
+            if (str(have) in [str(w) for w in want]) != (op == "IN"):
                 return False
             continue
         if op in ("LIKE", "ILIKE"):
