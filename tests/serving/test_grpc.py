@@ -56,6 +56,7 @@ def test_health_metadata_and_raw_infer(serve_reg: Registry, digits: Digits,
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("digits") and client.is_model_ready("digits", "1")
     assert not client.is_model_ready("nope")
+    assert not client.is_model_ready("digits", "9")  # no such version: not ready, no error
     meta = client.get_server_metadata(as_json=True)
     assert meta["name"] == "modelvc" and "binary_tensor_data" in meta["extensions"]
     mm = client.get_model_metadata("digits", as_json=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__ as modelvc_version
+from ..errors import ModelvcError
 from .gateway import Gateway, NotReady
 from .swap import Loaded
 
@@ -40,7 +41,7 @@ async def model_ready(gw: Gateway, name: str, version: str | None) -> bool:
     sm = gw.served(name)
     try:
         await gw.slot(sm, version, None)
-    except NotReady:
+    except (NotReady, ModelvcError):  # a version that does not exist: not ready, no error
         return False
     return True
 
