@@ -47,6 +47,11 @@ def error_json(exc: ModelvcError) -> bytes:
     return json.dumps({"error": exc.code, "message": exc.message, "hint": exc.hint}).encode()
 
 
+def oip_error_json(exc: ModelvcError) -> bytes:
+    """The Open Inference Protocol's error body, {"error": "<message>"} (a gateway's)."""
+    return json.dumps({"error": exc.message}).encode()
+
+
 def safe_header(value: bytes) -> bytes:
     """A header value h11 will send: control characters as '?'."""
     return _UNSAFE.sub(b"?", value)
@@ -69,9 +74,11 @@ class BodyGuard:
 
     def __init__(self, app: ASGIApp, *, cap_of: CapOf,
                  body_timeout: float | Callable[[], float],
-                 precheck: Precheck | None = None) -> None:
+                 precheck: Precheck | None = None,
+                 error_body: Callable[[ModelvcError], bytes] = error_json) -> None:
         # A callable is read when the first request comes (the gateway's config).
         self.app, self.cap_of, self.precheck = app, cap_of, precheck
+        self.error_body = error_body
         self._timeout = body_timeout
         if not callable(body_timeout):
             _ = self.timeout  # a bad number fails at start-up
@@ -93,7 +100,7 @@ class BodyGuard:
         async def answer(exc: ModelvcError) -> None:
             nonlocal started
             started = True
-            body = error_json(exc)
+            body = self.error_body(exc)
             await send({"type": "http.response.start", "status": exc.http_status,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode()),

@@ -66,6 +66,8 @@ def test_a_body_over_the_cap_is_413_before_it_is_read(serve_reg: Any,
             "Content-Type: application/json\r\nContent-Length: 400000000\r\n")
     status, data = _raw(srv.url, head, b"[" * 65536)
     assert status == 413, data[:300]
+    # the Open Inference Protocol's error body, as every other error of a gateway
+    assert b'{"error": "the request body is larger than this route accepts' in data, data
     # Chunked (no length to refuse up front): cut off at the cap.
     piece = b"x" * (1 << 20)
     chunked = (f"{len(piece):x}\r\n".encode() + piece + b"\r\n") * 66

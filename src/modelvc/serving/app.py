@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import ModelvcError
-from ..httpguard import BodyGuard
+from ..httpguard import BodyGuard, oip_error_json
 from . import oip
 from .gateway import Gateway, NotReady, http_status
 from .protocol import BadRequest
@@ -171,7 +171,7 @@ def build_app(gw: Gateway) -> Front:
                             status_code=code)
 
     guard = Middleware(BodyGuard, cap_of=lambda method, path: gw.cfg.max_body_mb << 20,
-                       body_timeout=lambda: gw.cfg.body_timeout)
+                       body_timeout=lambda: gw.cfg.body_timeout, error_body=oip_error_json)
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[guard],
                     exception_handlers={HTTPException: not_found})
     return Front(app, infer, app.routes)

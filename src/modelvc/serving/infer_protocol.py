@@ -29,7 +29,7 @@ from collections.abc import Coroutine, Generator
 from typing import Any
 
 from ..errors import BodyTimeout, ModelvcError
-from ..httpguard import error_json, too_large
+from ..httpguard import oip_error_json, too_large
 from .rest_infer import InferEndpoint, Response, declared_length, infer_target, wanted_headers
 
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
@@ -231,7 +231,7 @@ def infer_protocol(base: type[asyncio.Protocol], endpoint: InferEndpoint
             """The BodyGuard's answer to a body it will not read; the connection closes."""
             self._fast = None
             self._stop_body_timer()
-            self._write((exc.http_status, error_json(exc), _CLOSE), close=True)
+            self._write((exc.http_status, oip_error_json(exc), _CLOSE), close=True)
 
         def _write(self, answer: Response, close: bool = False) -> None:
             status, body, headers = answer

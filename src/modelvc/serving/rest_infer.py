@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import BodyTimeout, ModelvcError, TooLarge, UsageError
-from ..httpguard import ASGIApp, Receive, Scope, Send, error_json, too_large
+from ..httpguard import ASGIApp, Receive, Scope, Send, oip_error_json, too_large
 from .gateway import EPOCH_HEADER, VERSION_HEADER, Gateway, NotReady, http_status
 from .protocol import HEADER_LENGTH, BadRequest, encode_response, parse_infer
 
@@ -118,7 +118,7 @@ async def _answer(send: Send, status: int, body: bytes, headers: Headers) -> Non
 
 async def _refuse(send: Send, exc: ModelvcError) -> None:
     """The BodyGuard's answer to a body it will not read (the connection closes)."""
-    await _answer(send, exc.http_status, error_json(exc),
+    await _answer(send, exc.http_status, oip_error_json(exc),
                   [_JSON_TYPE, (b"connection", b"close")])
 
 
