@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from modelvc.registry import Registry
 
@@ -168,6 +169,24 @@ def test_requests_every_version_fails_do_not_roll_a_healthy_canary_back(
         last = serve_reg.history("digits", "canary")[-1]
         assert last.action != "rollback", last.reason  # never charged for the bad ones
     caller.close()
+
+
+def test_a_model_failing_on_an_input_is_one_log_line_and_a_plain_message(
+        serve_reg: Registry, digits: Digits, tmp_path: Path, start_gateway: Start,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A traceback per failed request buried the log, and clients read internal class
+    names (RuntimeError_: ...)."""
+    caplog.set_level("WARNING", logger="modelvc.serving")
+    v = commit_onnx(serve_reg, tmp_path, b"", "v2", extra={"predictor.py": POISONED})
+    serve_reg.promote(f"digits@v{v}", "production", reason="python predictor")
+    srv = start_gateway(serve_reg, [{"model": "digits"}], trust="any")
+    bad = digits.x[:1].copy()
+    bad[0, 0] = -1e9
+    code, doc, _ = Caller(srv.url).infer(bad)
+    assert code == 500 and doc["error"].startswith("the model failed on this request: ")
+    assert "poisoned input" in doc["error"] and "RuntimeError_" not in doc["error"]
+    failed = [r for r in caplog.records if "the model failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].levelname == "WARNING" and not failed[0].exc_info
 
 
 def test_an_empty_batch_is_a_bad_request(serve_reg: Registry, digits: Digits,

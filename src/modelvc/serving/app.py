@@ -22,6 +22,7 @@ from . import oip
 from .gateway import Gateway, NotReady, http_status
 from .protocol import BadRequest
 from .rest_infer import Front, InferEndpoint, inflate
+from .runtimes.base import report_failure
 
 log = logging.getLogger("modelvc.serving")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -39,8 +40,8 @@ def _guard(fn: Handler) -> Handler:
         except (BadRequest, NotReady, ModelvcError) as exc:
             return _error(exc)
         except Exception as exc:  # a model failure: 500 with the reason, never a crash
-            log.exception("%s %s", request.method, request.url.path)
-            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+            msg = report_failure(log, f"{request.method} {request.url.path}", exc)
+            return JSONResponse({"error": msg}, status_code=500)
 
     return handler
 

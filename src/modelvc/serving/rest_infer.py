@@ -24,6 +24,7 @@ from ..errors import BodyTimeout, ModelvcError, TooLarge, UsageError
 from ..httpguard import ASGIApp, Receive, Scope, Send, oip_error_json, too_large
 from .gateway import EPOCH_HEADER, VERSION_HEADER, Gateway, NotReady, http_status
 from .protocol import HEADER_LENGTH, BadRequest, encode_response, parse_infer
+from .runtimes.base import report_failure
 
 log = logging.getLogger("modelvc.serving")
 KEY_HEADER = "x-request-key"  # a caller's sticky canary key
@@ -161,8 +162,8 @@ class InferEndpoint:
             msg = exc.message if isinstance(exc, ModelvcError) else str(exc)
             return http_status(exc), dumps({"error": msg}), [_JSON_TYPE]
         except Exception as exc:  # a model failure: 500 with the reason, never a crash
-            log.exception("POST %s", path)
-            return 500, dumps({"error": f"{type(exc).__name__}: {exc}"}), [_JSON_TYPE]
+            return 500, dumps({"error": report_failure(log, f"POST {path}", exc)}), \
+                [_JSON_TYPE]
 
     async def _read(self, receive: Receive, cap: int, send: Send) -> bytes | None:
         """The body, or None when it was refused (answered) or the caller left."""

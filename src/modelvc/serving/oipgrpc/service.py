@@ -16,7 +16,7 @@ from ...errors import ModelvcError
 from .. import oip
 from ..gateway import EPOCH_HEADER, VERSION_HEADER, Gateway, NotReady, http_status
 from ..protocol import MAX_ELEMENTS, Answer, BadRequest, InferRequest, binary_data, from_binary
-from ..runtimes.base import OIP_TO_NUMPY, oip_datatype
+from ..runtimes.base import OIP_TO_NUMPY, oip_datatype, report_failure
 from . import calls
 from . import messages as pb
 from .calls import GrpcStatus
@@ -208,8 +208,8 @@ def _method(fn: Call, parse: Callable[[bytes], Any]) -> calls.Handler:
             msg = exc.message if isinstance(exc, ModelvcError) else str(exc)
             raise GrpcStatus(_CODES.get(http_status(exc), calls.INTERNAL), msg) from exc
         except Exception as exc:  # a model failure: INTERNAL with the reason
-            log.exception("gRPC %s", name)
-            raise GrpcStatus(calls.INTERNAL, f"{type(exc).__name__}: {exc}") from exc
+            raise GrpcStatus(calls.INTERNAL, report_failure(log, f"gRPC {name}", exc)
+                             ) from exc
         resp, trailing = out if isinstance(out, tuple) else (out, [])
         return resp.SerializeToString(), trailing
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +52,17 @@ class TensorSpec:
 
 class RuntimeError_(Exception):
     """A model failed while predicting (the gateway answers 500 and counts an error)."""
+
+
+def report_failure(log: logging.Logger, where: str, exc: Exception) -> str:
+    """Log a failed request and say what its caller is told. A model's own failure on
+    its input is one warning line (a bad input is routine: a traceback per request
+    buried the log); anything else is the gateway's bug, with its traceback."""
+    if isinstance(exc, RuntimeError_):
+        log.warning("%s: the model failed: %s", where, exc)
+        return f"the model failed on this request: {exc}"
+    log.error("%s: internal error", where, exc_info=exc)
+    return f"internal error ({type(exc).__name__}): {exc}"
 
 
 class RuntimeClosed(RuntimeError_):
