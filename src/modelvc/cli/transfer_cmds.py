@@ -28,8 +28,11 @@ def _resumable() -> None:
 
 
 def _summary(verb: str, r: TransferResult) -> None:
+    resumed = (f" ({human_bytes(r.bytes_resumed)} of it held from an interrupted transfer, "
+               "not sent again)") if r.bytes_resumed else ""
     click.echo(f"{verb}: {len(r.versions)} version(s), {r.objects_sent} object(s), "
-               f"{human_bytes(r.bytes_sent)} sent; {r.objects_skipped} already there")
+               f"{human_bytes(r.bytes_sent)} sent{resumed}; {r.objects_skipped} already "
+               "there")
     for ref in r.refs:
         click.echo(f"  {ref.kind:<8} {ref.ref:<32} {ref.version_id[:12]}  {ref.result}")
 
