@@ -8,6 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.cli.test_cli import EXE, run
 from tests.conftest import write_model
 
@@ -82,3 +84,16 @@ def test_log_marks_a_deleted_ancestor(tmp_path: Path) -> None:
     lines = run(["log", "t"], tmp_path).stdout.splitlines()
     assert [ln.split()[0] for ln in lines] == ["v2", "v1"], lines
     assert "[deleted " in lines[1] and "deleted" not in lines[0], lines
+
+
+def test_a_transfer_summary_says_what_a_resume_did_not_send_again(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from modelvc.cli.transfer_cmds import _summary
+    from modelvc.transfer.engine import TransferResult
+
+    r = TransferResult(objects_sent=2, bytes_sent=88_800_000, bytes_resumed=80_000_000)
+    _summary("pushed", r)
+    out = capsys.readouterr().out
+    assert "88.8 MB sent (80.0 MB of it held from an interrupted transfer, not sent" in out
+    _summary("pushed", TransferResult(objects_sent=1, bytes_sent=1000))
+    assert "interrupted" not in capsys.readouterr().out
