@@ -97,3 +97,15 @@ def test_a_transfer_summary_says_what_a_resume_did_not_send_again(
     assert "88.8 MB sent (80.0 MB of it held from an interrupted transfer, not sent" in out
     _summary("pushed", TransferResult(objects_sent=1, bytes_sent=1000))
     assert "interrupted" not in capsys.readouterr().out
+
+
+def test_token_list_says_which_tokens_are_capped(tmp_path: Path) -> None:
+    """Every uncapped token read as admin:* (how it is stored), a reader's too."""
+    run(["init"], tmp_path)
+    run(["token", "create", "plain", "--subject", "bob"], tmp_path)
+    run(["token", "create", "ci", "--subject", "ci", "--scope", "reader"], tmp_path)
+    lines = run(["token", "list"], tmp_path).stdout.splitlines()
+    [plain] = [ln for ln in lines if " plain " in ln]
+    [ci] = [ln for ln in lines if " ci " in ln]
+    assert plain.endswith("no cap (the subject's roles)") and "admin" not in plain, plain
+    assert ci.endswith("capped to reader:*"), ci

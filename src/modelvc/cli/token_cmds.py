@@ -71,8 +71,11 @@ def token_list(ctx: Ctx, subject: str | None, as_json: bool) -> None:
             state = ("revoked" if t.revoked_at else "expired"
                      if t.expires_at and t.expires_at <= datetime.now(UTC) else "active")
             exp = when(t.expires_at) if t.expires_at else "never"
+            # admin:* is how an uncapped token is stored: it may do what its subject may
+            cap = ("no cap (the subject's roles)" if list(t.scopes) == ["admin:*"]
+                   else "capped to " + ",".join(t.scopes))
             click.echo(f"{t.id}  {t.name:<16} {t.subject:<12} {state:<8} expires {exp}  "
-                       f"{','.join(t.scopes)}")
+                       f"{cap}")
 
     emit(as_json, rows, human)
 

@@ -106,8 +106,13 @@ def authorize_somewhere(principal: Principal, role: str) -> None:
     raise PermissionDenied(
         f"{principal.name} needs the {role} role on the model the request names, and "
         f"holds it on no model" + (f" (token {principal.token_id} is limited to "
-                                   f"{sorted(principal.caps)})" if principal.caps else ""),
+                                   f"{_caps(principal.caps)})" if principal.caps else ""),
         hint=f"ask an admin: `modelvc role grant {principal.name} {role} --on MODEL`")
+
+
+def _caps(caps: dict[str, str]) -> str:
+    """A token's caps as a person reads them: "reader on *, writer on team-*"."""
+    return ", ".join(f"{role} on {pattern}" for pattern, role in sorted(caps.items()))
 
 
 def authorize(principal: Principal, role: str, model: str | None) -> None:
@@ -124,7 +129,7 @@ def authorize(principal: Principal, role: str, model: str | None) -> None:
     capped = principal.caps is not None and strongest(principal.bindings, model) >= rank(role)
     if capped:
         raise PermissionDenied(f"token {principal.token_id} is limited to "
-                               f"{sorted(principal.caps or {})} and may not act as {role} "
+                               f"{_caps(principal.caps or {})} and may not act as {role} "
                                f"on {where}", hint="use a token created with a wider --scope")
     raise PermissionDenied(
         f"{principal.name} needs the {role} role on {where}",
