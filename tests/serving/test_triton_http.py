@@ -44,6 +44,10 @@ def test_config_index_and_statistics(serve_reg: Registry, digits: Digits, tmp_pa
     index = client.get_model_repository_index()
     assert sorted((m["name"], m["version"], m["state"]) for m in index) == [
         ("digits", "1", "READY"), ("digits", "2", "READY")]
+    # before any request the served version is listed with zeros, as Triton lists it
+    [fresh] = client.get_inference_statistics("digits")["model_stats"]
+    assert (fresh["version"], fresh["inference_count"], fresh["execution_count"]) == (
+        "1", 0, 0)
     for n in (4, 6):
         client.infer("digits", [_input(digits.x[:n])])
     client.infer("digits", [_input(digits.x[:3])], model_version="2")

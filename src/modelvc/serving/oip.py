@@ -88,12 +88,15 @@ def _duration(count: int, ns: int) -> dict[str, int]:
 
 
 def statistics(gw: Gateway, name: str | None, version: str | None) -> dict[str, Any]:
-    """Triton's inference statistics per model and version that answered requests
-    (success/fail counts and durations; modelvc has no queue or cache to report)."""
+    """Triton's inference statistics per model and version served or that answered
+    requests (success/fail counts and durations; no queue or cache to report)."""
     models = [gw.served(name)] if name else list(gw.models.values())
     want = version.removeprefix("v") if version else None
     stats: list[dict[str, Any]] = []
     for sm in models:
+        for f in sm.followers():  # served versions with zeros before their first request
+            if f.current is not None:  # (as Triton lists every loaded model)
+                sm.totals_of(f.current.version.id).number = f.current.version.number
         for t in sorted(sm.totals.values(), key=lambda t: t.number):
             if want is not None and str(t.number) != want:
                 continue
