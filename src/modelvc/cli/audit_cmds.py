@@ -38,9 +38,9 @@ def audit(ctx: click.Context, model: str | None, channel: str | None, actor: str
             click.echo("no audit entries" + (f" match {' '.join(given)}" if given else ""),
                        err=True)
             if model and model not in (known := obj.registry().models()):
-                from difflib import get_close_matches
+                from ..names import close_names
 
-                near = get_close_matches(model, known, n=1)
+                near = close_names(model, known)
                 click.echo(f"hint: no model {model!r} in this registry"
                            + (f"; did you mean {near[0]!r}?" if near else ""), err=True)
             return

@@ -105,9 +105,9 @@ class Group(click.Group):
             name = args[0] if args else ""
             if not name or name.startswith("-") or name in COMMANDS:
                 raise
-            import difflib
+            from ..names import close_names
 
-            close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.6)
+            close = close_names(name, COMMANDS)
             if close:
                 raise click.UsageError(f"No such command '{name}'; did you mean "
                                        f"'{close[0]}'?", ctx) from exc

@@ -182,12 +182,11 @@ def serve(ctx: Ctx, targets: tuple[str, ...], config: str | None, host: str | No
 def _waiting_for(reg: Any, model: str, ref: str) -> str | None:
     """Why MODEL@REF cannot be served yet (a model or channel not created, perhaps a
     typo), or None. The gateway still starts and serves it once it exists."""
-    from difflib import get_close_matches
-
     from ..errors import ModelNotFound
+    from ..names import close_names
 
     def near(name: str, names: list[str]) -> str:
-        close = get_close_matches(name, names, n=1)
+        close = close_names(name, names)
         return f"did you mean {close[0]!r}? " if close else ""
 
     try:
