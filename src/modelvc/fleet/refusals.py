@@ -31,10 +31,6 @@ log = logging.getLogger("modelvc.fleet")
 ACTION = "deploy-refuse"
 
 
-def target(name: str) -> str:
-    return deployment_target(name)
-
-
 @dataclass(frozen=True)
 class Refusal:
     deployment: str
@@ -76,7 +72,7 @@ def record(reg: Registry, d: Deployment, vid: str, revision: int | None, reason:
         number = meta.get_version(vid).number
         stable = meta.get_version(d.version_id).number if d.version_id else None
         entry = AuditEntry(
-            actor=actor, action=ACTION, model=d.model, target=target(d.name),
+            actor=actor, action=ACTION, model=d.model, target=deployment_target(d.name),
             before={"version": d.version_id, "number": stable},
             after={"version": vid, "number": number, "deployment": d.name,
                    "channel": d.channel, "channel_revision": revision,
@@ -92,7 +88,7 @@ def record(reg: Registry, d: Deployment, vid: str, revision: int | None, reason:
 
 def since(meta: Rollouts, d: Deployment, after_id: int = 0) -> list[Refusal]:
     """Refusals of deployment `d` recorded after audit entry `after_id`, oldest first."""
-    rows = meta.audit_entries(model=d.model, action=ACTION, target=target(d.name),
+    rows = meta.audit_entries(model=d.model, action=ACTION, target=deployment_target(d.name),
                               after_id=after_id)
     return [r for r in (Refusal.of(row) for row in rows) if r is not None]
 
