@@ -264,7 +264,8 @@ class UI:
             all_moves=qp.get("moves") == "all")
 
     def channels(self, reg: Any, request: Request, viewer: Viewer) -> dict[str, Any]:
-        ctx = pages.channels_part(reg, self.summaries.versions, request.path_params["model"])
+        model = request.path_params["model"]
+        ctx = pages.channels_part(reg, model, *self.summaries.versions.get(reg, model))
         del ctx["moves"]
         return ctx
 

@@ -24,6 +24,7 @@ from . import charts, graph
 from .port import UIRegistry
 from .views import (
     AuditCell,
+    ModelData,
     RefsAt,
     TimelineRow,
     VersionsCache,
@@ -72,7 +73,7 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
     metrics = numeric_metrics(window)[:CHARTS]
     chart_list = [(m, charts.metric_chart(window, m, lambda v: vhref(base, v)))
                   for m in metrics]
-    part = channels_part(reg, cache, model)
+    part = channels_part(reg, model, data, refs)
     channels, moves = part["channels"], part.pop("moves")
     timeline = _timeline(reg, model, [m for c in channels for m in moves[c.name]], numbers)
     at_result: dict[str, Any] | None = None
@@ -100,9 +101,10 @@ def model_page(reg: UIRegistry, cache: VersionsCache, base: str, model: str, *,
     }
 
 
-def channels_part(reg: UIRegistry, cache: VersionsCache, model: str) -> dict[str, Any]:
-    """The model page's Channels table (also served alone: the page polls it)."""
-    data, refs = cache.get(reg, model)
+def channels_part(reg: UIRegistry, model: str, data: ModelData, refs: list[Ref]
+                  ) -> dict[str, Any]:
+    """The model page's Channels table (also served alone: the page polls it), from
+    the model's cached versions and its refs (`VersionsCache.get`)."""
     channels = sorted((r for r in refs if r.kind == "channel"), key=lambda r: r.name)
     moves = {c.name: reg.history(model, name=c.name) for c in channels}
     return {"model": model, "channels": channels, "numbers": data.numbers, "moves": moves,
